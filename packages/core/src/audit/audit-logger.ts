@@ -1,0 +1,135 @@
+import { pino, type DestinationStream, type Level, type Logger } from 'pino';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { toPublicError, type PublicError } from '../errors/public-error.js';
+import type { SecurityErrorCode } from '../errors/codes.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import { REDACTED, REDACTED_PATHS, scrubDeep } from './redaction.js';
+
+/**
+ * One audit log line. Field names are stable; dashboards and alerts may rely on them.
+ *
+ * | field | meaning |
+ * | --- | --- |
+ * | `event` | what happened: `request.denied`, `request.failed`, `request.completed`, or a control's own (`jwt.jwks_refresh_failed`, ...) |
+ * | `outcome` | `allowed`, `denied` (a control refused the call) or `error` (the server failed) |
+ * | `reason` | a short machine reason (`token_expired`, `path_traversal`, `unhandled_error`, ...) |
+ * | `operation` | gRPC `/pkg.Service/Method` or HTTP `METHOD /route/:pattern` |
+ * | `peer` | the remote address |
+ * | `subject` | the authenticated principal's subject, when known |
+ * | `requestId` | the id returned to the client in `x-request-id` |
+ * | `transport` | `grpc` or `http` |
+ * | `code` | the public error code sent to the client |
+ * | `err` | the full internal cause (message, stack, errno, path), secrets scrubbed; never sent to a client |
+ */
+export interface AuditEvent {
+  readonly event: string;
+  readonly outcome: 'allowed' | 'denied' | 'error';
+  readonly reason?: string | undefined;
+  readonly operation: string;
+  readonly peer?: string | undefined;
+  readonly subject?: string | undefined;
+  readonly requestId: string;
+  readonly transport?: 'grpc' | 'http' | undefined;
+  readonly code?: SecurityErrorCode | undefined;
+  readonly durationMs?: number | undefined;
+}
+
+/** Where a failure happened: the fields of {@link AuditEvent} that an adapter knows. */
+export type FailureContext = Pick<AuditEvent, 'operation' | 'peer' | 'subject' | 'requestId' | 'transport'>;
+
+/** Options of {@link createAuditLogger}. */
+export interface AuditLoggerOptions {
+  /** Minimum level written. Default `info`. */
+  readonly level?: Level | 'silent';
+  /** Where lines go. Default: standard output. */
+  readonly destination?: DestinationStream | undefined;
+  /** The `name` field of every line. Default `fluxguard`. */
+  readonly name?: string;
+  /** Extra pino redaction paths, on top of the built-in credential paths. */
+  readonly redact?: readonly string[];
+}
+
+/** Writes audit events and failures; one per application, shared by both adapters. */
+export interface AuditLogger {
+  /** The underlying pino logger, for the application's own lines (same redaction). */
+  readonly logger: Logger;
+  /** Writes one audit event: `warn` for denials, `error` for errors, `info` otherwise. */
+  record(event: AuditEvent, err?: unknown): void;
+  /**
+   * Logs a failure with its full cause and returns the public error for the client: the one
+   * place where "what happened" and "what the client sees" are decided, for both transports.
+   */
+  recordFailure(err: unknown, context: FailureContext): PublicError;
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination'>>> = Object.freeze({
+  level: 'info',
+  name: 'fluxguard',
+  redact: Object.freeze([]),
+});
+
+/**
+ * Creates the audit logger (pino) that redacts authorization headers, cookies, tokens,
+ * passwords and private keys, and scrubs tokens and keys from error text.
+ *
+ * @example
+ * ```ts
+ * import { createAuditLogger } from '@fluxguard/core';
+ * const audit = createAuditLogger({ level: 'info' });
+ * audit.record({ event: 'request.denied', outcome: 'denied', reason: 'token_expired',
+ *   operation: '/fluxguard.example.v1.ArtifactStore/GetArtifact', requestId: 'r-1' });
+ * ```
+ */
+export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
+  const opts = resolveOptions('createAuditLogger', DEFAULTS, options, ['destination']);
+  if (!(LEVELS as readonly string[]).includes(opts.level)) {
+    throw new ConfigurationError(`createAuditLogger: "level" must be one of ${LEVELS.join(', ')}`);
+  }
+  if (!Array.isArray(opts.redact) || !opts.redact.every((p) => typeof p === 'string')) {
+    throw new ConfigurationError('createAuditLogger: "redact" must be an array of pino paths');
+  }
+  const logger = pino(
+    {
+      name: opts.name,
+      level: opts.level,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: { paths: [...REDACTED_PATHS, ...opts.redact], censor: REDACTED },
+      serializers: { err: (err: unknown) => scrubDeep(pino.stdSerializers.err(err as Error)) },
+    },
+    options?.destination,
+  );
+
+  function record(event: AuditEvent, err?: unknown): void {
+    const line = err === undefined ? { ...event } : { ...event, err: asError(err) };
+    if (event.outcome === 'error') logger.error(line, event.event);
+    else if (event.outcome === 'denied') logger.warn(line, event.event);
+    else logger.info(line, event.event);
+  }
+
+  function recordFailure(err: unknown, context: FailureContext): PublicError {
+    const publicError = toPublicError(err, context.requestId);
+    const isServerFault =
+      publicError.code === 'internal' || publicError.code === 'unavailable' || publicError.code === 'deadline_exceeded';
+    record(
+      {
+        ...context,
+        event: isServerFault ? 'request.failed' : 'request.denied',
+        outcome: isServerFault ? 'error' : 'denied',
+        reason: err instanceof SecurityError ? (err.reason ?? err.code) : 'unhandled_error',
+        code: publicError.code,
+      },
+      err,
+    );
+    return publicError;
+  }
+
+  return Object.freeze({ logger, record, recordFailure });
+}
+
+function asError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  return new Error(typeof err === 'string' ? err : 'non-error value thrown', { cause: err });
+}

@@ -1,0 +1,69 @@
+/**
+ * What the audit log never writes. Keys are matched at the top of a log line and one or two
+ * levels down (headers, metadata, request bodies), in the spellings clients and libraries use.
+ */
+const SECRET_KEYS = [
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'set-cookie',
+  'token',
+  'accessToken',
+  'access_token',
+  'refreshToken',
+  'refresh_token',
+  'idToken',
+  'id_token',
+  'password',
+  'passphrase',
+  'secret',
+  'clientSecret',
+  'client_secret',
+  'apiKey',
+  'api_key',
+  'x-api-key',
+  'privateKey',
+  'private_key',
+  'key',
+];
+
+function path(prefix: string, key: string): string {
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? `${prefix}${key}` : `${prefix.replace(/\.$/, '')}["${key}"]`;
+}
+
+/** The pino `redact.paths` of the audit logger. */
+export const REDACTED_PATHS: readonly string[] = Object.freeze(
+  SECRET_KEYS.flatMap((key) => [path('', key), path('*.', key), path('*.*.', key)]),
+);
+
+/** What a redacted value is replaced with. */
+export const REDACTED = '[REDACTED]';
+
+// A compact JWS/JWE and a PEM private key block: scrubbed from error text, where key-based
+// redaction cannot reach (a library may quote a token in its own message).
+const JWT_LIKE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)?/g;
+const PEM_PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----/g;
+const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi;
+
+/**
+ * Removes tokens, bearer credentials and private keys from free text.
+ *
+ * @example
+ * ```ts
+ * import { scrubSecrets } from '@fluxguard/core';
+ * scrubSecrets('bad token eyJhbGciOi.eyJzdWIi.sig'); // 'bad token [REDACTED]'
+ * ```
+ */
+export function scrubSecrets(text: string): string {
+  return text.replace(PEM_PRIVATE_KEY, REDACTED).replace(BEARER, `$1 ${REDACTED}`).replace(JWT_LIKE, REDACTED);
+}
+
+/** Scrubs every string of a serialized error, down to a bounded depth. */
+export function scrubDeep(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return scrubSecrets(value);
+  if (depth > 6 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map((v) => scrubDeep(v, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = scrubDeep(v, depth + 1);
+  return out;
+}

@@ -1,0 +1,77 @@
+/** Which transport a call arrived on. */
+export type Transport = 'grpc' | 'http';
+
+/**
+ * The identity read from a verified client certificate. Filled only from a certificate the TLS
+ * stack verified against the configured CA; never from an unverified one.
+ */
+export interface CertificateIdentity {
+  /** The SPIFFE ID (`spiffe://trust-domain/path`) among the SAN URIs, if exactly one. */
+  readonly spiffeId: string | undefined;
+  /** Every SAN URI. */
+  readonly uris: readonly string[];
+  /** Every SAN DNS name. */
+  readonly dnsNames: readonly string[];
+  /** The subject CN; an identity of last resort. */
+  readonly commonName: string | undefined;
+  /** SHA-256 fingerprint, lowercase hex without separators. */
+  readonly fingerprint256: string;
+  readonly validFrom: Date;
+  readonly validTo: Date;
+}
+
+/** How a {@link Principal} was authenticated. */
+export type AuthenticationMethod = 'jwt' | 'mtls' | 'both';
+
+/**
+ * The verified caller. Built only by fluxguard's authentication controls; handlers read it
+ * through `getPrincipal(call)` (gRPC) or `req.fluxguard.principal` (Express), never from a
+ * header or metadata entry a client could send.
+ *
+ * @example
+ * ```ts
+ * import type { Principal } from '@fluxguard/core';
+ * function canDelete(p: Principal): boolean { return p.roles.includes('artifacts.admin'); }
+ * ```
+ */
+export interface Principal {
+  readonly subject: string;
+  readonly roles: readonly string[];
+  readonly scopes: readonly string[];
+  readonly claims: Readonly<Record<string, unknown>>;
+  readonly certificate: CertificateIdentity | undefined;
+  readonly authenticatedBy: AuthenticationMethod;
+}
+
+/** Read-only, case-insensitive access to HTTP headers or gRPC metadata. */
+export interface HeaderReader {
+  /** The single value of a header; `undefined` when absent. Several values: the first. */
+  get(name: string): string | undefined;
+  /** Every value of a header. */
+  getAll(name: string): readonly string[];
+}
+
+/**
+ * What a control may look at, the same for both transports. Adapters build it once per call.
+ *
+ * @example
+ * ```ts
+ * import type { CallInfo } from '@fluxguard/core';
+ * function isHealth(call: CallInfo): boolean { return call.operation === 'GET /healthz'; }
+ * ```
+ */
+export interface CallInfo {
+  readonly transport: Transport;
+  /** gRPC full method `/pkg.Service/Method`; HTTP `METHOD /route/:pattern`. */
+  readonly operation: string;
+  readonly requestId: string;
+  /** The remote address, e.g. `127.0.0.1:51234` or `[::1]:51234`. */
+  readonly peerAddress: string | undefined;
+  /** The verified client certificate's identity, if the peer presented one that verified. */
+  readonly peerCertificate: CertificateIdentity | undefined;
+  readonly headers: HeaderReader;
+  /** Absolute deadline in epoch milliseconds, when one applies. */
+  readonly deadline: number | undefined;
+  /** Aborted when the client goes away or the deadline passes. */
+  readonly signal: AbortSignal;
+}

@@ -1,0 +1,41 @@
+import { ERROR_CODES, type SecurityErrorCode } from './codes.js';
+import { SecurityError, type SecurityErrorDetails } from './security-error.js';
+
+/** What a client may see of an error; everything else stays in the server log. */
+export interface PublicError {
+  readonly code: SecurityErrorCode;
+  readonly message: string;
+  readonly details: SecurityErrorDetails | undefined;
+  readonly grpcStatus: number;
+  readonly httpStatus: number;
+  /** The RFC 9457 title for HTTP. */
+  readonly title: string;
+  readonly requestId: string;
+}
+
+/**
+ * Turns anything thrown into the error a client may see. A {@link SecurityError} keeps its
+ * code, public message and safe details; anything else (an `Error` from a library, an errno
+ * from the file system, a string) becomes `internal` with the generic text, whatever it says.
+ *
+ * @example
+ * ```ts
+ * import { toPublicError } from '@fluxguard/core';
+ * const pub = toPublicError(new Error('ENOENT: /srv/data/x'), 'req-1');
+ * pub.message; // 'An internal error occurred.'
+ * ```
+ */
+export function toPublicError(err: unknown, requestId: string): PublicError {
+  const securityError = err instanceof SecurityError ? err : undefined;
+  const code: SecurityErrorCode = securityError?.code ?? 'internal';
+  const row = ERROR_CODES[code];
+  return Object.freeze({
+    code,
+    message: securityError?.message ?? row.message,
+    details: securityError?.details,
+    grpcStatus: row.grpcStatus,
+    httpStatus: row.httpStatus,
+    title: row.title,
+    requestId,
+  });
+}
