@@ -1,0 +1,49 @@
+import { resolve } from 'node:path';
+import { ConfigurationError } from '@fluxguard/core';
+
+/** Where the reference servers listen and keep their files. */
+export interface ServerConfig {
+  readonly host: string;
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly dataDir: string;
+  readonly devDir: string;
+}
+
+/**
+ * Reads the reference servers' configuration from the environment: `FLUXGUARD_HOST`
+ * (default `127.0.0.1`: only this machine until you say otherwise), `FLUXGUARD_GRPC_PORT`
+ * (9000), `FLUXGUARD_HTTP_PORT` (8443), `FLUXGUARD_DATA_DIR` (`.fluxguard/data`) and
+ * `FLUXGUARD_DEV_DIR` (`.fluxguard/dev`). A malformed value stops start-up with a clear error.
+ *
+ * @example
+ * ```ts
+ * const config = loadServerConfig(process.env);
+ * ```
+ */
+export function loadServerConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  return Object.freeze({
+    host: nonEmpty(env, 'FLUXGUARD_HOST', '127.0.0.1'),
+    grpcPort: port(env, 'FLUXGUARD_GRPC_PORT', 9000),
+    httpPort: port(env, 'FLUXGUARD_HTTP_PORT', 8443),
+    dataDir: resolve(nonEmpty(env, 'FLUXGUARD_DATA_DIR', '.fluxguard/data')),
+    devDir: resolve(nonEmpty(env, 'FLUXGUARD_DEV_DIR', '.fluxguard/dev')),
+  });
+}
+
+function nonEmpty(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
+  const value = env[name];
+  if (value === undefined) return fallback;
+  if (value.trim() === '') throw new ConfigurationError(`${name} must not be empty`);
+  return value;
+}
+
+function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const value = env[name];
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!/^\d{1,5}$/.test(value) || n > 65535) {
+    throw new ConfigurationError(`${name} must be a port number from 0 to 65535`);
+  }
+  return n;
+}

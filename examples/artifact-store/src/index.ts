@@ -1,0 +1,11 @@
+import { fileURLToPath } from 'node:url';
+
+/** Absolute path of the ArtifactStore proto (`fluxguard.example.v1`). */
+export const PROTO_PATH: string = fileURLToPath(new URL('../proto/artifact_store.proto', import.meta.url));
+
+/** The gRPC service name, for policies and operation names. */
+export const ARTIFACT_STORE_SERVICE = 'fluxguard.example.v1.ArtifactStore';
+
+export { ArtifactStore, type Artifact, type ArtifactInfo, type ArtifactStoreOptions } from './store.js';
+export { checkSha256Hex, parseReprDigest, reprDigestOf } from './digest.js';
+export { loadServerConfig, type ServerConfig } from './config.js';

@@ -1,0 +1,119 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ArtifactStore } from './store.js';
+import { loadServerConfig } from './config.js';
+import { parseReprDigest, reprDigestOf } from './digest.js';
+
+const base = mkdtempSync(join(tmpdir(), 'fluxguard-store-'));
+const store = new ArtifactStore({ dataDir: join(base, 'data'), maxArtifactBytes: 1024 });
+afterAll(() => {
+  rmSync(base, { recursive: true, force: true });
+});
+
+const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+async function* chunks(...parts: string[]): AsyncIterable<Uint8Array> {
+  for (const p of parts) {
+    await Promise.resolve();
+    yield Buffer.from(p);
+  }
+}
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => e.name);
+}
+
+describe('ArtifactStore', () => {
+  it('stores, reads, lists and deletes', async () => {
+    const info = await store.put('models/a.bin', sha('hello world'), chunks('hello ', 'world'));
+    expect(info).toEqual({ path: 'models/a.bin', sha256: sha('hello world'), size: 11 });
+    const artifact = await store.get('models/a.bin');
+    expect(artifact.content.toString()).toBe('hello world');
+    expect(artifact.sha256).toBe(sha('hello world'));
+    await store.put('other/b.txt', sha('b'), chunks('b'));
+    const all: string[] = [];
+    for await (const item of store.list('')) all.push(item.path);
+    expect(all).toEqual(['models/a.bin', 'other/b.txt']);
+    const models: string[] = [];
+    for await (const item of store.list('models/')) models.push(item.path);
+    expect(models).toEqual(['models/a.bin']);
+    await store.delete('models/a.bin');
+    await expect(store.get('models/a.bin')).rejects.toMatchObject({ code: 'not_found' });
+    await expect(store.delete('models/a.bin')).rejects.toMatchObject({ code: 'not_found' });
+  });
+
+  it('refuses a digest mismatch and keeps none of the bytes', async () => {
+    await expect(store.put('mismatch.bin', sha('expected'), chunks('something else'))).rejects.toMatchObject({
+      code: 'invalid_argument',
+      details: { field: 'sha256' },
+      reason: 'digest_mismatch',
+    });
+    expect(existsSync(join(store.dataDir, 'mismatch.bin'))).toBe(false);
+    expect(filesUnder(store.dataDir).filter((n) => n.startsWith('.upload-'))).toEqual([]);
+  });
+
+  it('never replaces a good artifact with a failed upload', async () => {
+    await store.put('keep.txt', sha('v1'), chunks('v1'));
+    await expect(store.put('keep.txt', sha('v2'), chunks('tampered'))).rejects.toMatchObject({ code: 'invalid_argument' });
+    expect((await store.get('keep.txt')).content.toString()).toBe('v1');
+  });
+
+  it('refuses an artifact over the size limit and keeps nothing', async () => {
+    await expect(store.put('big.bin', sha('x'), chunks('x'.repeat(600), 'x'.repeat(600)))).rejects.toMatchObject({
+      code: 'payload_too_large',
+    });
+    expect(existsSync(join(store.dataDir, 'big.bin'))).toBe(false);
+    expect(filesUnder(store.dataDir).filter((n) => n.startsWith('.upload-'))).toEqual([]);
+  });
+
+  it('refuses a malformed declared digest', async () => {
+    await expect(store.put('x.txt', 'not-hex', chunks('x'))).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'sha256' } });
+  });
+
+  it.each(['../escape.txt', '/etc/passwd', 'a/../../x', '.upload-secret'])('refuses the path %s', async (path) => {
+    await expect(store.get(path)).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'path' } });
+    await expect(store.put(path, sha('x'), chunks('x'))).rejects.toMatchObject({ code: 'invalid_argument' });
+    await expect(store.delete(path)).rejects.toMatchObject({ code: 'invalid_argument' });
+  });
+
+  it('refuses to write through a symbolic link out of the data directory', async () => {
+    const outside = join(base, 'outside');
+    mkdirSync(outside);
+    symlinkSync(outside, join(store.dataDir, 'evil'));
+    await expect(store.put('evil/planted.txt', sha('x'), chunks('x'))).rejects.toMatchObject({ reason: 'path_symlink_escape' });
+    expect(readdirSync(outside)).toEqual([]);
+  });
+
+  it('lets a file-system failure through as it is, for the transport to hide', async () => {
+    mkdirSync(join(store.dataDir, 'a-directory'));
+    await expect(store.get('a-directory')).rejects.toMatchObject({ code: 'EISDIR' });
+  });
+});
+
+describe('Repr-Digest', () => {
+  const empty = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+  it('round-trips a SHA-256', () => {
+    expect(reprDigestOf(empty)).toBe('sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:');
+    expect(parseReprDigest(reprDigestOf(empty))).toBe(empty);
+  });
+  it('finds sha-256 among other algorithms', () => {
+    expect(parseReprDigest(`sha-512=:AAAA:, ${reprDigestOf(empty)}`)).toBe(empty);
+  });
+  it.each([undefined, '', 'sha-256=abc', 'md5=:AAAA:', 'sha-256=:AAAA:', 'x'.repeat(2000)])('refuses %s', (value) => {
+    expect(() => parseReprDigest(value)).toThrow(expect.objectContaining({ code: 'invalid_argument', details: { field: 'Repr-Digest' } }));
+  });
+});
+
+describe('loadServerConfig', () => {
+  it('has the documented defaults', () => {
+    expect(loadServerConfig({})).toMatchObject({ host: '127.0.0.1', grpcPort: 9000, httpPort: 8443 });
+  });
+  it('reads the environment and refuses a bad port', () => {
+    expect(loadServerConfig({ FLUXGUARD_GRPC_PORT: '0' }).grpcPort).toBe(0);
+    expect(() => loadServerConfig({ FLUXGUARD_HTTP_PORT: '80a' })).toThrow(/FLUXGUARD_HTTP_PORT/);
+    expect(() => loadServerConfig({ FLUXGUARD_HTTP_PORT: '70000' })).toThrow(/FLUXGUARD_HTTP_PORT/);
+  });
+});

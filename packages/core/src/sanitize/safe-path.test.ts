@@ -1,0 +1,98 @@
+import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { SecurityError } from '../errors/security-error.js';
+import { createPathResolver } from './safe-path.js';
+
+const base = mkdtempSync(join(tmpdir(), 'fluxguard-safe-path-'));
+const root = join(base, 'root');
+const paths = createPathResolver({ root });
+afterAll(() => {
+  rmSync(base, { recursive: true, force: true });
+});
+
+function refusal(fn: () => unknown): SecurityError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof SecurityError) return err;
+    throw err;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('createPathResolver', () => {
+  it('resolves ordinary relative paths under the root', () => {
+    expect(paths.resolve('a/b-1/c_2.txt')).toEqual({ relative: 'a/b-1/c_2.txt', absolute: join(paths.root, 'a/b-1/c_2.txt') });
+  });
+
+  it.each([
+    ['parent traversal', '../etc/passwd', 'path_traversal'],
+    ['traversal in the middle', 'a/../../etc/passwd', 'path_traversal'],
+    ['a lone dot-dot', '..', 'path_traversal'],
+    ['a dot segment', 'a/./b', 'path_traversal'],
+    ['an absolute path', '/etc/passwd', 'path_absolute'],
+    ['a Windows separator', 'a\\..\\..\\win.ini', 'path_bad_character'],
+    ['a drive letter', 'C:/windows', 'path_bad_character'],
+    ['a NUL byte', 'a.txt\u0000.png', 'path_bad_character'],
+    ['a newline', 'a\nb', 'path_bad_character'],
+    ['an encoded traversal left encoded', '%2e%2e/etc', 'path_bad_character'],
+    ['a full-width dot look-alike', '\uff0e\uff0e/etc', 'path_bad_character'],
+    ['an empty segment', 'a//b', 'path_empty_segment'],
+    ['a trailing slash', 'a/', 'path_empty_segment'],
+    ['a hidden file', '.env', 'path_hidden_segment'],
+    ['the empty string', '', 'path_empty'],
+    ['an over-long path', 'a/'.repeat(600) + 'b', 'path_too_long'],
+    ['an over-deep path', 'a/'.repeat(16) + 'b', 'path_too_deep'],
+    ['an over-long segment', 'a'.repeat(256), 'path_segment_too_long'],
+  ])('refuses %s without echoing it', (_label, input, reason) => {
+    const err = refusal(() => paths.resolve(input));
+    expect(err.code).toBe('invalid_argument');
+    expect(err.reason).toBe(reason);
+    expect(err.details).toEqual({ field: 'path' });
+    expect(err.message).toBe('The request is invalid.');
+  });
+
+  it('refuses values that are not strings', () => {
+    expect(refusal(() => paths.resolve(['a'])).reason).toBe('path_not_a_string');
+    expect(refusal(() => paths.resolve(undefined)).reason).toBe('path_not_a_string');
+  });
+
+  it('names the configured field', () => {
+    const custom = createPathResolver({ root, field: 'header.path' });
+    expect(refusal(() => custom.resolve('../x')).details).toEqual({ field: 'header.path' });
+  });
+
+  it('checks listing prefixes, which may be empty or end with a slash', () => {
+    expect(paths.checkPrefix('')).toBe('');
+    expect(paths.checkPrefix(undefined)).toBe('');
+    expect(paths.checkPrefix('models/')).toBe('models/');
+    expect(paths.checkPrefix('models/v')).toBe('models/v');
+    expect(refusal(() => paths.checkPrefix('../')).reason).toBe('path_traversal');
+    expect(refusal(() => paths.checkPrefix('/abs')).reason).toBe('path_absolute');
+  });
+
+  it('refuses a path that leaves the root through a symbolic link', async () => {
+    const outside = join(base, 'outside');
+    mkdirSync(outside, { recursive: true });
+    writeFileSync(join(outside, 'secret.txt'), 'secret');
+    symlinkSync(outside, join(paths.root, 'link'));
+    await expect(paths.resolveOnDisk('link/secret.txt')).rejects.toMatchObject({ code: 'invalid_argument', reason: 'path_symlink_escape' });
+    await expect(paths.resolveOnDisk('link/not-yet/created.txt')).rejects.toMatchObject({ reason: 'path_symlink_escape' });
+  });
+
+  it('accepts a path on disk, existing or not, that stays inside', async () => {
+    mkdirSync(join(paths.root, 'in'), { recursive: true });
+    writeFileSync(join(paths.root, 'in', 'f.txt'), 'x');
+    await expect(paths.resolveOnDisk('in/f.txt')).resolves.toMatchObject({ relative: 'in/f.txt' });
+    await expect(paths.resolveOnDisk('new/dir/f.txt')).resolves.toMatchObject({ relative: 'new/dir/f.txt' });
+  });
+
+  it('refuses bad options at construction', () => {
+    expect(() => createPathResolver({ root: '' })).toThrow(/"root" must be/);
+    expect(() => createPathResolver({ root, maxDepth: 0 })).toThrow(/"maxDepth"/);
+    expect(() => createPathResolver({ root, segmentPattern: /x/g })).toThrow(/segmentPattern/);
+    expect(() => createPathResolver({ root, maxLenght: 5 } as never)).toThrow(/did you mean "maxLength"/);
+  });
+});

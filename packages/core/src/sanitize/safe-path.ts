@@ -1,0 +1,150 @@
+import { mkdirSync, realpathSync } from 'node:fs';
+import { realpath } from 'node:fs/promises';
+import { dirname, resolve, sep } from 'node:path';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+
+/** Options of {@link createPathResolver}. */
+export interface PathResolverOptions {
+  /** The directory every resolved path must stay inside. Created if missing. */
+  readonly root: string;
+  /** Longest relative path accepted, in UTF-16 code units. Default 1024. */
+  readonly maxLength?: number;
+  /** Most path segments accepted. Default 16. */
+  readonly maxDepth?: number;
+  /** Longest single segment (most file systems stop at 255 bytes). Default 255. */
+  readonly maxSegmentLength?: number;
+  /**
+   * Characters a segment may contain. Default: ASCII letters, digits, `.`, `_` and `-`, which
+   * rules out separators of other systems (`\`, `:`), control characters and look-alikes.
+   */
+  readonly segmentPattern?: RegExp;
+  /** The field named in the `invalid_argument` error. Default `path`. */
+  readonly field?: string;
+}
+
+/** A relative path that has passed every check, and where it lives on disk. */
+export interface SafePath {
+  /** Normalized relative form, `/`-separated: what clients see. */
+  readonly relative: string;
+  /** Absolute path under the root. */
+  readonly absolute: string;
+}
+
+/** Resolves client-supplied relative paths under one root, refusing every traversal. */
+export interface PathResolver {
+  /** The root's real path. */
+  readonly root: string;
+  /** Checks and resolves a relative path; throws `invalid_argument` naming the field. */
+  resolve(relative: unknown): SafePath;
+  /** Checks a listing prefix: like a path, but may be empty or end with `/`. Returns it normalized. */
+  checkPrefix(prefix: unknown): string;
+  /**
+   * Resolves, then proves on disk that no symbolic link on the way leads out of the root:
+   * the real path of the deepest existing ancestor must be inside the root's real path.
+   */
+  resolveOnDisk(relative: unknown): Promise<SafePath>;
+}
+
+const DEFAULTS: Readonly<Required<PathResolverOptions>> = Object.freeze({
+  root: '',
+  maxLength: 1024,
+  maxDepth: 16,
+  maxSegmentLength: 255,
+  segmentPattern: /^[A-Za-z0-9._-]+$/,
+  field: 'path',
+});
+
+/**
+ * Creates a traversal-proof resolver of client paths under a root directory. It refuses,
+ * rather than cleans, anything unusual: absolute paths, `..` and `.` segments, empty segments,
+ * backslashes, NUL and control characters, segments starting with a dot (hidden and temporary
+ * files), and paths over the length or depth limits. Checks are string operations; only
+ * {@link PathResolver.resolveOnDisk} touches the disk.
+ *
+ * @example
+ * ```ts
+ * import { createPathResolver } from '@fluxguard/core';
+ * const paths = createPathResolver({ root: '/srv/artifacts' });
+ * paths.resolve('models/v1/weights.bin').absolute; // '/srv/artifacts/models/v1/weights.bin'
+ * paths.resolve('../etc/passwd'); // throws SecurityError invalid_argument { field: 'path' }
+ * ```
+ */
+export function createPathResolver(options: PathResolverOptions): PathResolver {
+  const opts = resolveOptions('createPathResolver', DEFAULTS, options);
+  if (typeof opts.root !== 'string' || opts.root === '') {
+    throw new ConfigurationError('createPathResolver: "root" must be a non-empty directory path');
+  }
+  for (const key of ['maxLength', 'maxDepth', 'maxSegmentLength'] as const) {
+    if (!Number.isInteger(opts[key]) || opts[key] < 1) {
+      throw new ConfigurationError(`createPathResolver: "${key}" must be a positive integer`);
+    }
+  }
+  if (!(opts.segmentPattern instanceof RegExp) || opts.segmentPattern.global || opts.segmentPattern.sticky) {
+    throw new ConfigurationError('createPathResolver: "segmentPattern" must be a RegExp without the g or y flag');
+  }
+  mkdirSync(opts.root, { recursive: true, mode: 0o750 });
+  const root = realpathSync(opts.root);
+  const rootWithSep = root.endsWith(sep) ? root : root + sep;
+  const { maxLength, maxDepth, maxSegmentLength, segmentPattern, field } = opts;
+
+  function refuse(reason: string): never {
+    throw new SecurityError('invalid_argument', { details: { field }, reason });
+  }
+
+  function checkSegments(segments: readonly string[]): void {
+    if (segments.length > maxDepth) refuse('path_too_deep');
+    for (const segment of segments) {
+      if (segment === '') refuse('path_empty_segment');
+      if (segment === '.' || segment === '..') refuse('path_traversal');
+      if (segment.startsWith('.')) refuse('path_hidden_segment');
+      if (segment.length > maxSegmentLength) refuse('path_segment_too_long');
+      if (!segmentPattern.test(segment)) refuse('path_bad_character');
+    }
+  }
+
+  function checkString(value: unknown): string {
+    if (typeof value !== 'string') refuse('path_not_a_string');
+    if (value.length > maxLength) refuse('path_too_long');
+    return value;
+  }
+
+  function resolvePath(relative: unknown): SafePath {
+    const value = checkString(relative);
+    if (value === '') refuse('path_empty');
+    if (value.startsWith('/')) refuse('path_absolute');
+    checkSegments(value.split('/'));
+    const absolute = resolve(root, value);
+    // Belt and braces: the checks above already exclude every way out of the root.
+    if (!absolute.startsWith(rootWithSep)) refuse('path_traversal');
+    return Object.freeze({ relative: value, absolute });
+  }
+
+  function checkPrefix(prefix: unknown): string {
+    const value = checkString(prefix ?? '');
+    if (value === '') return '';
+    if (value.startsWith('/')) refuse('path_absolute');
+    const trimmed = value.endsWith('/') ? value.slice(0, -1) : value;
+    checkSegments(trimmed.split('/'));
+    return value;
+  }
+
+  async function resolveOnDisk(relative: unknown): Promise<SafePath> {
+    const safe = resolvePath(relative);
+    let probe = safe.absolute;
+    for (;;) {
+      try {
+        const real = await realpath(probe);
+        if (real !== root && !real.startsWith(rootWithSep)) refuse('path_symlink_escape');
+        return safe;
+      } catch (err) {
+        if (err instanceof SecurityError) throw err;
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || probe === root) throw err;
+        probe = dirname(probe);
+      }
+    }
+  }
+
+  return Object.freeze({ root, resolve: resolvePath, checkPrefix, resolveOnDisk });
+}
