@@ -31,3 +31,96 @@ export type {
   Principal,
   Transport,
 } from './call/call-info.js';
+
+// Input and path sanitization
+export {
+  createPathResolver,
+  type PathResolver,
+  type PathResolverOptions,
+  type SafePath,
+} from './sanitize/safe-path.js';
+
+// --- mTLS (issue 4): identity rules, peer identity, TLS settings, reload ---
+export {
+  certificateSubject,
+  compileCertificateRoles,
+  compileIdentityRules,
+  mergePrincipals,
+  normalizeFingerprint256,
+  principalFromCertificate,
+  rolesFromCertificate,
+  type CertificateRoleMapper,
+  type IdentityMatcher,
+  type IdentityRule,
+} from './mtls/identity-rules.js';
+export { isSpiffeId } from './mtls/spiffe.js';
+export {
+  identityFromCertificate,
+  identityFromTlsSocket,
+  isIdentityCurrent,
+  type CertificateInput,
+  type PeerTlsSocket,
+} from './mtls/peer-identity.js';
+export type { TlsMaterial } from './mtls/material.js';
+export {
+  createTlsSettings,
+  TLS_CIPHERS,
+  TLS_ECDH_CURVES,
+  type ClientCertificateMode,
+  type GrpcTlsMaterial,
+  type TlsMinVersion,
+  type TlsServerOptions,
+  type TlsSettings,
+  type TlsSettingsOptions,
+} from './mtls/tls-settings.js';
+export { watchTlsMaterial, type TlsMaterialWatcher, type WatchTlsMaterialOptions } from './mtls/reload.js';
+// The development PKI is the subpath `@fluxguard/core/dev-pki` (it loads reflect-metadata).
+
+// --- JWT, revocation, RBAC, policy (issue 3) ---
+export {
+  DEFAULT_JWT_ALGORITHMS,
+  type AsymmetricAlgorithm,
+  type HmacAlgorithm,
+  type JwsAlgorithm,
+} from './jwt/algorithms.js';
+export { extractBearerToken } from './jwt/bearer.js';
+export {
+  createLocalJwksSource,
+  createPublicKeySource,
+  createRemoteJwksSource,
+  type JwksSource,
+  type PublicKeySource,
+  type RemoteJwksOptions,
+  type RemoteJwksSource,
+  type TokenHeader,
+  type VerificationKey,
+} from './jwt/key-source.js';
+export { claimsToPrincipal, type ClaimPath, type ClaimsToPrincipalOptions } from './jwt/principal.js';
+export { createJwtVerifier, type JwtVerifier, type JwtVerifierOptions, type VerifiedToken } from './jwt/verifier.js';
+export { MAX_JTI_LENGTH, type Denylist } from './denylist/denylist.js';
+export { createMemoryDenylist, type MemoryDenylistOptions } from './denylist/memory.js';
+export { createRedisDenylist, type RedisDenylistClient, type RedisDenylistOptions } from './denylist/redis.js';
+export {
+  compileRbac,
+  type CompiledRbac,
+  type RbacDecision,
+  type RbacMode,
+  type RbacOptions,
+  type RbacReason,
+  type RbacRequirement,
+  type RbacRule,
+  type RbacRules,
+  type ServedReport,
+} from './rbac/rbac.js';
+export {
+  jwtVerifierOptionsFromPolicy,
+  loadSecurityPolicy,
+  parseSecurityPolicy,
+  type JwtPolicy,
+  type JwtPolicyExtras,
+  type RbacPolicy,
+  type SecurityPolicy,
+} from './policy/policy.js';
+
+// Authentication and authorization of one call, shared by both adapters
+export { createGuard, httpOperation, bearerChallenge, type Guard, type GuardOptions } from './guard/guard.js';

@@ -1,0 +1,245 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { SecurityError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
+import { fluxguard } from '@fluxguard/express';
+import { ArtifactStore, parseReprDigest, reprDigestOf, type ArtifactInfo } from '@fluxguard/example-artifact-store';
+
+/**
+ * Options of {@link startHttpServer}.
+ *
+ * @example
+ * ```ts
+ * const options: HttpServerOptions = { port: 0, dataDir: '/tmp/artifacts', maxArtifactBytes: 1 << 20 };
+ * ```
+ */
+export interface HttpServerOptions {
+  /** Interface to listen on. Default `127.0.0.1`. */
+  readonly host?: string;
+  /** Port; `0` picks a free one. Default 8443. */
+  readonly port?: number;
+  /** The directory that holds the artifacts. */
+  readonly dataDir: string;
+  /** The audit logger; default: a new one writing to standard output. */
+  readonly audit?: AuditLogger;
+  /** Largest artifact accepted by PUT, in bytes. Default: the store's (64 MiB). */
+  readonly maxArtifactBytes?: number;
+  /** Time allowed to receive a whole request, body included, in ms. Default 30 s. */
+  readonly requestTimeoutMs?: number;
+}
+
+/**
+ * A running reference HTTP server.
+ *
+ * @example
+ * ```ts
+ * const server: StartedHttpServer = await startHttpServer({ port: 0, dataDir });
+ * await fetch(`${server.url}/healthz`);
+ * await server.close();
+ * ```
+ */
+export interface StartedHttpServer {
+  readonly port: number;
+  /** Base URL, e.g. `http://127.0.0.1:8443`. */
+  readonly url: string;
+  /** Stops accepting connections, lets requests in flight finish (at most 5 s), then resolves. */
+  close(): Promise<void>;
+}
+
+/**
+ * Options of {@link createApp}.
+ *
+ * @example
+ * ```ts
+ * const options: AppOptions = { store: new ArtifactStore({ dataDir }), audit: createAuditLogger() };
+ * ```
+ */
+export interface AppOptions {
+  readonly store: ArtifactStore;
+  readonly audit: AuditLogger;
+  /** Refuses a PUT whose `Content-Length` is larger, before reading it. */
+  readonly maxArtifactBytes?: number;
+}
+
+/** Tighter than Node 20's defaults (60 s / 300 s), for slow-client defence without a proxy. */
+const HEADERS_TIMEOUT_MS = 10_000;
+const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+const SHUTDOWN_GRACE_MS = 5_000;
+
+/**
+ * The ArtifactStore HTTP API as an Express app, behind fluxguard's baseline (request ids,
+ * security headers, problem+json errors).
+ *
+ * - `GET /healthz`: `{"status":"ok"}`, public.
+ * - `GET /v1/artifacts?prefix=`: JSON array of `{path, sha256, size}`.
+ * - `GET /v1/artifacts/{path}`: the raw bytes, with `Repr-Digest` (RFC 9530).
+ * - `PUT /v1/artifacts/{path}`: raw body streamed to the store; `Repr-Digest` required;
+ *   201 with `{path, sha256, size}`.
+ * - `DELETE /v1/artifacts/{path}`: 204.
+ *
+ * @example
+ * ```ts
+ * const app = createApp({ store: new ArtifactStore({ dataDir: '/srv/artifacts' }), audit: createAuditLogger() });
+ * app.listen(8080);
+ * ```
+ */
+export function createApp(options: AppOptions): express.Express {
+  const { store, audit, maxArtifactBytes } = options;
+  const guard = fluxguard({ audit });
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('case sensitive routing', true);
+  app.set('strict routing', true);
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  app.use(guard.before);
+
+  app.get('/healthz', (_req, res) => {
+    res.set('cache-control', 'no-store').json({ status: 'ok' });
+  });
+
+  app.get('/v1/artifacts', async (req, res) => {
+    // Express 5 parses req.query again on each read: read it once.
+    const prefix: unknown = req.query.prefix;
+    if (prefix !== undefined && typeof prefix !== 'string') {
+      throw new SecurityError('invalid_argument', { details: { field: 'prefix' }, reason: 'bad_prefix' });
+    }
+    const items: ArtifactInfo[] = [];
+    for await (const info of store.list(prefix ?? '', req.fluxguard.signal)) {
+      items.push({ path: info.path, sha256: info.sha256, size: info.size });
+    }
+    res.json(items);
+  });
+
+  app.get('/v1/artifacts/*path', async (req, res) => {
+    const artifact = await store.get(artifactPath(req.params.path), req.fluxguard.signal);
+    res.status(200);
+    res.set({
+      'content-type': 'application/octet-stream',
+      // Never rendered by a browser, whatever the bytes are.
+      'content-disposition': 'attachment',
+      'repr-digest': reprDigestOf(artifact.sha256),
+    });
+    res.send(artifact.content);
+  });
+
+  app.put('/v1/artifacts/*path', async (req, res) => {
+    const path = artifactPath(req.params.path);
+    const expected = parseReprDigest(req.get('repr-digest'));
+    const declared = Number(req.get('content-length'));
+    if (maxArtifactBytes !== undefined && declared > maxArtifactBytes) {
+      throw new SecurityError('payload_too_large', { reason: 'artifact_too_large' });
+    }
+    // The body is streamed into the store (no body parser): it hashes and writes chunk by
+    // chunk, and renames into place only once the digest matches.
+    const info = await store.put(path, expected, bodyChunks(req), req.fluxguard.signal);
+    res.status(201).json({ path: info.path, sha256: info.sha256, size: info.size });
+  });
+
+  app.delete('/v1/artifacts/*path', async (req, res) => {
+    await store.delete(artifactPath(req.params.path));
+    res.status(204).end();
+  });
+
+  app.use(guard.after);
+  return app;
+}
+
+/**
+ * Starts the reference HTTP server (plain HTTP for now) with timeouts tighter than Node's.
+ *
+ * @example
+ * ```ts
+ * const server = await startHttpServer({ port: 0, dataDir: '/tmp/artifacts' });
+ * await fetch(`${server.url}/healthz`);
+ * await server.close();
+ * ```
+ */
+export async function startHttpServer(options: HttpServerOptions): Promise<StartedHttpServer> {
+  const host = options.host ?? '127.0.0.1';
+  const audit = options.audit ?? createAuditLogger();
+  const store = new ArtifactStore({
+    dataDir: options.dataDir,
+    ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
+  });
+  const app = createApp({
+    store,
+    audit,
+    ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
+  });
+  const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  const server = createServer(
+    {
+      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeout),
+      requestTimeout,
+      // The timeouts above are enforced when connections are checked; Node checks every 30 s.
+      connectionsCheckingInterval: 1_000,
+    },
+    app,
+  );
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  const port = await listen(server, options.port ?? 8443, host);
+  let closing: Promise<void> | undefined;
+  return Object.freeze({
+    port,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    close: () => (closing ??= shutdown(server)),
+  });
+}
+
+function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function shutdown(server: Server): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const force = setTimeout(() => {
+      server.closeAllConnections();
+    }, SHUTDOWN_GRACE_MS);
+    force.unref();
+    server.close((err) => {
+      clearTimeout(force);
+      if (err === undefined) resolve();
+      else reject(err);
+    });
+    server.closeIdleConnections();
+  });
+}
+
+/**
+ * The artifact path from the `*path` wildcard: Express gives its segments already
+ * percent-decoded. A segment that decoded to something holding `/` (`a%2Fb`) is refused rather
+ * than silently turned into two segments; `..`, `.` and the rest are refused by the store's
+ * path resolver.
+ */
+function artifactPath(segments: unknown): string {
+  if (
+    !Array.isArray(segments) ||
+    segments.length === 0 ||
+    !segments.every((s): s is string => typeof s === 'string' && !s.includes('/'))
+  ) {
+    throw new SecurityError('invalid_argument', { details: { field: 'path' }, reason: 'bad_path_segment' });
+  }
+  return segments.join('/');
+}
+
+/**
+ * The request body as binary chunks. When the store stops early (digest or size refused), the
+ * request is left undestroyed so that the refusal can still be sent; Node discards the rest of
+ * the body, within the server's request timeout.
+ */
+async function* bodyChunks(req: express.Request): AsyncIterable<Uint8Array> {
+  const chunks: AsyncIterable<unknown> = req.iterator({ destroyOnReturn: false });
+  for await (const chunk of chunks) {
+    if (!(chunk instanceof Uint8Array)) throw new TypeError('request body yielded a non-binary chunk');
+    yield chunk;
+  }
+}

@@ -1,0 +1,51 @@
+import { ConfigurationError, FluxguardError } from '../errors/fluxguard-error.js';
+
+/**
+ * A store of revoked token ids (`jti`). The verifier asks it on every call, cached tokens
+ * included: a lookup is the price of revocation. An implementation must fail closed: when it
+ * cannot answer, `isRevoked` throws (the stores here throw `SecurityError('unavailable')`),
+ * it never resolves `false`.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryDenylist } from '@fluxguard/core';
+ * const denylist = createMemoryDenylist();
+ * await denylist.revoke('3f1c…', new Date(payload.exp * 1000));
+ * await denylist.isRevoked('3f1c…'); // true
+ * ```
+ */
+export interface Denylist {
+  /** True when `jti` was revoked and its entry has not expired. */
+  isRevoked(jti: string): Promise<boolean>;
+  /**
+   * Revokes `jti` until `expiresAt` (pass the token's own `exp`; a grace period is added for
+   * clock tolerance). Past that time the token is refused as expired anyway.
+   */
+  revoke(jti: string, expiresAt: Date): Promise<void>;
+}
+
+/** The longest `jti` accepted, in characters; a longer one is refused by the verifier. */
+export const MAX_JTI_LENGTH = 256;
+
+/** Default extra retention after `expiresAt`, covering a verifier's clock tolerance. */
+export const DEFAULT_DENYLIST_GRACE_MS = 5 * 60_000;
+
+export function checkJti(jti: unknown, where: string): asserts jti is string {
+  if (typeof jti !== 'string' || jti === '' || jti.length > MAX_JTI_LENGTH) {
+    throw new FluxguardError('invalid_jti', `${where}: jti must be a string of 1 to ${MAX_JTI_LENGTH} characters`);
+  }
+}
+
+export function expiryMs(expiresAt: unknown, graceMs: number, where: string): number {
+  if (!(expiresAt instanceof Date) || !Number.isFinite(expiresAt.getTime())) {
+    throw new FluxguardError('invalid_expiry', `${where}: expiresAt must be a valid Date`);
+  }
+  return expiresAt.getTime() + graceMs;
+}
+
+export function checkNonNegative(value: unknown, name: string, where: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new ConfigurationError(`${where}: "${name}" must be a non-negative number`);
+  }
+  return value;
+}

@@ -1,0 +1,174 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SecurityError } from '../errors/security-error.js';
+import { createJwtVerifier } from '../jwt/verifier.js';
+import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
+import { createRedisDenylist } from './redis.js';
+
+// A real redis-server, started here on a free port; the test fails (never skips) without one.
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      srv.close(() => {
+        resolve(port);
+      });
+    });
+  });
+}
+
+async function startRedis(): Promise<{ proc: ChildProcess; port: number }> {
+  const port = await freePort();
+  const proc = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    {
+      stdio: 'ignore',
+    },
+  );
+  const spawnError = new Promise<never>((_, reject) => {
+    proc.once('error', (err) => {
+      reject(new Error(`cannot start redis-server (is it installed and on PATH?): ${err.message}`));
+    });
+  });
+  const ready = (async () => {
+    for (let i = 0; i < 100; i++) {
+      const probe = new Redis({
+        port,
+        host: '127.0.0.1',
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      probe.on('error', () => undefined);
+      try {
+        await probe.connect();
+        await probe.ping();
+        return;
+      } catch {
+        // not yet listening
+      } finally {
+        probe.disconnect();
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`redis-server did not become ready on port ${port}`);
+  })();
+  await Promise.race([ready, spawnError]);
+  return { proc, port };
+}
+
+function client(port: number): Redis {
+  const c = new Redis({
+    port,
+    host: '127.0.0.1',
+    commandTimeout: 300,
+    maxRetriesPerRequest: 1,
+    retryStrategy: () => 100,
+  });
+  c.on('error', () => undefined);
+  return c;
+}
+
+let redis: { proc: ChildProcess; port: number };
+let key: TestKey;
+const clients: Redis[] = [];
+
+beforeAll(async () => {
+  [redis, key] = await Promise.all([startRedis(), makeKey('ES256', 'k1')]);
+});
+
+afterAll(() => {
+  for (const c of clients) c.disconnect();
+  if (redis.proc.exitCode === null) redis.proc.kill('SIGKILL');
+});
+
+describe('createRedisDenylist with a real redis-server', () => {
+  it('a token revoked through one replica is refused by another replica, cached or not', async () => {
+    const [c1, c2] = [client(redis.port), client(redis.port)];
+    clients.push(c1, c2);
+    const replica1 = createJwtVerifier({
+      jwks: { keys: [key.publicJwk] },
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      denylist: createRedisDenylist({ client: c1, keyPrefix: 't1:' }),
+    });
+    const denylist2 = createRedisDenylist({ client: c2, keyPrefix: 't1:' });
+    const replica2 = createJwtVerifier({
+      jwks: { keys: [key.publicJwk] },
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      denylist: denylist2,
+    });
+
+    const token = await sign(key, { claims: { jti: 'tok-1' } });
+    await replica1.verify(token);
+    const verified = await replica2.verify(token); // now cached on replica 2
+    await createRedisDenylist({ client: c1, keyPrefix: 't1:' }).revoke('tok-1', verified.expiresAt);
+
+    await expect(replica2.verify(token)).rejects.toMatchObject({ code: 'unauthenticated', reason: 'revoked' });
+    await expect(replica1.verify(token)).rejects.toMatchObject({ code: 'unauthenticated', reason: 'revoked' });
+    // SET with PX: the key expires with the token (plus grace).
+    const ttl = await c2.pttl('t1:tok-1');
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(verified.expiresAt.getTime() - Date.now() + 5 * 60_000 + 1000);
+    expect(await denylist2.isRevoked('tok-2')).toBe(false);
+  });
+
+  it('fails closed when Redis hangs (SIGSTOP): unavailable within the timeout', async () => {
+    const c = client(redis.port);
+    clients.push(c);
+    await c.ping();
+    const verifier = createJwtVerifier({
+      jwks: { keys: [key.publicJwk] },
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      denylist: createRedisDenylist({ client: c, timeoutMs: 200 }),
+    });
+    const token = await sign(key, { claims: { jti: 'tok-hang' } });
+    await verifier.verify(token);
+    redis.proc.kill('SIGSTOP');
+    try {
+      const started = Date.now();
+      const err: unknown = await verifier.verify(token).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(SecurityError);
+      expect(err).toMatchObject({ code: 'unavailable', reason: 'denylist_unavailable' });
+      expect(Date.now() - started).toBeLessThan(1500);
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+  });
+
+  it('fails closed when Redis is killed: the call is refused with unavailable, never let through', async () => {
+    const c = client(redis.port);
+    clients.push(c);
+    const denylist = createRedisDenylist({ client: c });
+    const verifier = createJwtVerifier({
+      jwks: { keys: [key.publicJwk] },
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      denylist,
+    });
+    const token = await sign(key, { claims: { jti: 'tok-2' } });
+    await verifier.verify(token);
+    const exited = new Promise((r) => redis.proc.once('exit', r));
+    redis.proc.kill('SIGKILL');
+    await exited;
+    for (let i = 0; i < 3; i++) {
+      const started = Date.now();
+      await expect(verifier.verify(token)).rejects.toMatchObject({
+        code: 'unavailable',
+        reason: 'denylist_unavailable',
+      });
+      expect(Date.now() - started).toBeLessThan(1500);
+    }
+    await expect(denylist.revoke('tok-3', new Date(Date.now() + 60_000))).rejects.toMatchObject({
+      code: 'unavailable',
+    });
+  });
+});

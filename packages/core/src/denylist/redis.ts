@@ -1,0 +1,110 @@
+import type { Redis } from 'ioredis';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import { DEFAULT_DENYLIST_GRACE_MS, checkJti, checkNonNegative, expiryMs, type Denylist } from './denylist.js';
+
+/** What the Redis denylist needs of an ioredis client (a `Redis` instance fits). */
+export type RedisDenylistClient = Pick<Redis, 'exists' | 'set' | 'status'>;
+
+/** Options of {@link createRedisDenylist}. */
+export interface RedisDenylistOptions {
+  /**
+   * An ioredis client, shared by every replica's verifier. Create it so that a dead Redis
+   * cannot hold requests: `new Redis(url, { commandTimeout: 500, maxRetriesPerRequest: 1 })`.
+   */
+  readonly client: RedisDenylistClient;
+  /** Key prefix. Default `fluxguard:jti:`. */
+  readonly keyPrefix?: string;
+  /** A lookup that takes longer fails (closed). Default 500 ms. */
+  readonly timeoutMs?: number;
+  /** Extra retention after a token's expiry. Default 5 minutes. */
+  readonly graceMs?: number;
+  /** The clock, epoch milliseconds. Default `Date.now`. */
+  readonly now?: () => number;
+}
+
+const DEFAULTS: Readonly<Required<Omit<RedisDenylistOptions, 'client'>>> = Object.freeze({
+  keyPrefix: 'fluxguard:jti:',
+  timeoutMs: 500,
+  graceMs: DEFAULT_DENYLIST_GRACE_MS,
+  now: Date.now,
+});
+
+// While ioredis reconnects, a command would wait in its offline queue: answer at once instead.
+const DOWN_STATES: ReadonlySet<string> = new Set(['reconnecting', 'close', 'end']);
+
+/**
+ * A denylist in Redis, so a token revoked through one replica is refused by all of them.
+ * `revoke` is `SET prefix+jti 1 PX ttl` (the key expires with the token); `isRevoked` is
+ * `EXISTS`. It FAILS CLOSED: a Redis error, a lookup slower than `timeoutMs` or a client that
+ * is reconnecting makes `isRevoked` throw `SecurityError('unavailable')` with reason
+ * `denylist_unavailable`, so the call is refused (503), never let through. `revoke` throws
+ * the same error when it cannot store the revocation.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import { createJwtVerifier, createRedisDenylist } from '@fluxguard/core';
+ * const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { commandTimeout: 500, maxRetriesPerRequest: 1 });
+ * const denylist = createRedisDenylist({ client, keyPrefix: 'artifacts:jti:' });
+ * const verifier = createJwtVerifier({ jwks, issuer: 'https://id.example.com', audience: 'artifacts', denylist });
+ * ```
+ */
+export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
+  const where = 'createRedisDenylist';
+  const opts = resolveOptions(where, DEFAULTS, options, ['client']);
+  const client: unknown = options.client;
+  if (
+    typeof client !== 'object' ||
+    client === null ||
+    typeof (client as Partial<RedisDenylistClient>).exists !== 'function' ||
+    typeof (client as Partial<RedisDenylistClient>).set !== 'function'
+  ) {
+    throw new ConfigurationError(`${where}: "client" must be an ioredis client`);
+  }
+  if (typeof opts.keyPrefix !== 'string') throw new ConfigurationError(`${where}: "keyPrefix" must be a string`);
+  const timeoutMs = checkNonNegative(opts.timeoutMs, 'timeoutMs', where);
+  if (timeoutMs === 0) throw new ConfigurationError(`${where}: "timeoutMs" must be positive`);
+  const graceMs = checkNonNegative(opts.graceMs, 'graceMs', where);
+  if (typeof opts.now !== 'function') throw new ConfigurationError(`${where}: "now" must be a function`);
+  const now = opts.now;
+  const redis = options.client;
+  const prefix = opts.keyPrefix;
+
+  async function run<T>(command: () => Promise<T>): Promise<T> {
+    if (DOWN_STATES.has(redis.status)) {
+      throw new SecurityError('unavailable', {
+        reason: 'denylist_unavailable',
+        cause: new Error(`Redis client is ${redis.status}`),
+      });
+    }
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        command(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            reject(new Error(`Redis command took longer than ${timeoutMs} ms`));
+          }, timeoutMs);
+        }),
+      ]);
+    } catch (cause) {
+      throw new SecurityError('unavailable', { reason: 'denylist_unavailable', cause });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  return Object.freeze({
+    async isRevoked(jti: string): Promise<boolean> {
+      return (await run(() => redis.exists(prefix + jti))) > 0;
+    },
+    async revoke(jti: string, expiresAt: Date): Promise<void> {
+      checkJti(jti, 'denylist.revoke');
+      const ttl = Math.ceil(expiryMs(expiresAt, graceMs, 'denylist.revoke') - now());
+      if (ttl <= 0) return;
+      await run(() => redis.set(prefix + jti, '1', 'PX', ttl));
+    },
+  });
+}

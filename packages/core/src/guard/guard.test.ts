@@ -1,0 +1,173 @@
+import { Writable } from 'node:stream';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createAuditLogger } from '../audit/audit-logger.js';
+import type { CallInfo, CertificateIdentity } from '../call/call-info.js';
+import { SecurityError } from '../errors/security-error.js';
+import { AUDIENCE, ISSUER, headersOf, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
+import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
+import { compileRbac, type RbacMode } from '../rbac/rbac.js';
+import { bearerChallenge, createGuard, httpOperation } from './guard.js';
+
+const GET = '/fluxguard.example.v1.ArtifactStore/GetArtifact';
+const DELETE = '/fluxguard.example.v1.ArtifactStore/DeleteArtifact';
+const HEALTH = '/grpc.health.v1.Health/Check';
+const RULES = {
+  [HEALTH]: { public: true as const },
+  [GET]: { anyRoles: ['artifacts.reader', 'artifacts.admin'] },
+  [DELETE]: { anyRoles: ['artifacts.admin'] },
+  '/fluxguard.example.v1.Backup/Pull': { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/backup' }] },
+};
+
+// A certificate identity as the TLS stack reports it once verified; the handshakes that produce
+// one are tested in mtls/ and end to end.
+const backupCert: CertificateIdentity = Object.freeze({
+  spiffeId: 'spiffe://fluxguard.dev/backup',
+  uris: ['spiffe://fluxguard.dev/backup'],
+  dnsNames: [],
+  commonName: undefined,
+  fingerprint256: 'ab'.repeat(32),
+  validFrom: new Date(0),
+  validTo: new Date(4_000_000_000_000),
+});
+
+let key: TestKey;
+let verifier: JwtVerifier;
+beforeAll(async () => {
+  key = await makeKey('ES256', 'k1');
+  verifier = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: { keys: [key.publicJwk] } });
+});
+
+function call(operation: string, headers: Record<string, string> = {}, peerCertificate?: CertificateIdentity): CallInfo {
+  return {
+    transport: 'grpc',
+    operation,
+    requestId: 'r-1',
+    peerAddress: '127.0.0.1:1',
+    peerCertificate,
+    headers: headersOf(headers),
+    deadline: undefined,
+    signal: new AbortController().signal,
+  };
+}
+
+function setup(mode: RbacMode = 'enforce', withCertificateRoles = true) {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _e, done) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      done();
+    },
+  });
+  const guard = createGuard({
+    audit: createAuditLogger({ destination }),
+    jwt: verifier,
+    rbac: compileRbac(RULES, { mode }),
+    ...(withCertificateRoles ? { certificateRoles: [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }] } : {}),
+  });
+  return { guard, lines };
+}
+
+async function refusal(promise: Promise<unknown>): Promise<SecurityError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof SecurityError) return err;
+    throw err;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('createGuard', () => {
+  it('lets a public operation through without credentials', async () => {
+    await expect(setup().guard.check(call(HEALTH))).resolves.toBeUndefined();
+  });
+
+  it('returns the verified principal of an allowed call', async () => {
+    const token = await sign(key, { claims: { roles: ['artifacts.reader'] } });
+    const principal = await setup().guard.check(call(GET, { authorization: `Bearer ${token}` }));
+    expect(principal).toMatchObject({ subject: 'alice', roles: ['artifacts.reader'], authenticatedBy: 'jwt' });
+  });
+
+  it('refuses a call with no credential as missing_token', async () => {
+    const err = await refusal(setup().guard.check(call(GET)));
+    expect(err).toMatchObject({ code: 'unauthenticated', reason: 'missing_token' });
+    expect(bearerChallenge(err)).toBe('Bearer');
+  });
+
+  it('refuses a role the rule does not grant', async () => {
+    const token = await sign(key, { claims: { roles: ['artifacts.reader'] } });
+    expect(await refusal(setup().guard.check(call(DELETE, { authorization: `Bearer ${token}` })))).toMatchObject({
+      code: 'permission_denied',
+    });
+  });
+
+  it('denies an operation no rule names, even for an admin', async () => {
+    const token = await sign(key, { claims: { roles: ['artifacts.admin'] } });
+    expect(
+      await refusal(setup().guard.check(call('/fluxguard.example.v1.ArtifactStore/Export', { authorization: `Bearer ${token}` }))),
+    ).toMatchObject({ code: 'permission_denied', reason: 'no_rule' });
+  });
+
+  it('refuses a bad token even when a certificate would have authorized the caller', async () => {
+    const err = await refusal(setup().guard.check(call(GET, { authorization: 'Bearer not.a.token' }, backupCert)));
+    expect(err.code).toBe('unauthenticated');
+    expect(bearerChallenge(err, 'artifacts')).toBe('Bearer realm="artifacts", error="invalid_token"');
+  });
+
+  it('authenticates a mapped certificate alone, with the roles of its rule', async () => {
+    const principal = await setup().guard.check(call(GET, {}, backupCert));
+    expect(principal).toMatchObject({ subject: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'], authenticatedBy: 'mtls' });
+    expect(await refusal(setup().guard.check(call(DELETE, {}, backupCert)))).toMatchObject({ code: 'permission_denied' });
+  });
+
+  it('never lets a certificate authenticate alone unless certificateRoles says so', async () => {
+    expect(await refusal(setup('enforce', false).guard.check(call(GET, {}, backupCert)))).toMatchObject({
+      code: 'unauthenticated',
+    });
+  });
+
+  it('merges token and certificate into one principal authenticated by both', async () => {
+    const token = await sign(key, { claims: { roles: ['artifacts.admin'] } });
+    const principal = await setup().guard.check(call(DELETE, { authorization: `Bearer ${token}` }, backupCert));
+    expect(principal).toMatchObject({ subject: 'alice', authenticatedBy: 'both', certificate: backupCert });
+  });
+
+  it('checks a certificate requirement against the verified peer certificate', async () => {
+    await expect(setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, backupCert))).resolves.toBeUndefined();
+    const other = { ...backupCert, spiffeId: 'spiffe://fluxguard.dev/intruder', uris: ['spiffe://fluxguard.dev/intruder'] };
+    expect(await refusal(setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, other)))).toMatchObject({
+      code: 'permission_denied',
+    });
+  });
+
+  it('ignores client headers that look like a principal', async () => {
+    const forged = { 'x-fluxguard-principal': '{"subject":"root","roles":["artifacts.admin"]}', 'x-user': 'root', 'x-roles': 'artifacts.admin' };
+    expect(await refusal(setup().guard.check(call(DELETE, forged)))).toMatchObject({ code: 'unauthenticated' });
+  });
+
+  it('in shadow mode logs a would-be denial and lets the call through', async () => {
+    const { guard, lines } = setup('shadow');
+    const token = await sign(key, { claims: { roles: ['artifacts.reader'] } });
+    await expect(guard.check(call(DELETE, { authorization: `Bearer ${token}` }))).resolves.toMatchObject({ subject: 'alice' });
+    expect(lines[0]).toMatchObject({ event: 'rbac.shadow_denied', outcome: 'allowed', operation: DELETE, subject: 'alice', requestId: 'r-1' });
+  });
+
+  it('in shadow mode still refuses a token that is sent and invalid', async () => {
+    expect(await refusal(setup('shadow').guard.check(call(GET, { authorization: 'Bearer x.y.z' })))).toMatchObject({
+      code: 'unauthenticated',
+    });
+  });
+
+  it('refuses bad options at construction', () => {
+    const audit = createAuditLogger({ level: 'silent' });
+    expect(() => createGuard({ audit, rbac: {} as never })).toThrow(/compileRbac/);
+    expect(() => createGuard({ audit, rbac: compileRbac(RULES), jwtt: verifier } as never)).toThrow(/did you mean "jwt"/);
+  });
+});
+
+describe('httpOperation', () => {
+  it('authorizes HEAD as GET so the GET rule applies', () => {
+    expect(httpOperation('HEAD', '/v1/artifacts/a')).toBe('GET /v1/artifacts/a');
+    expect(httpOperation('delete', '/v1/artifacts/a')).toBe('DELETE /v1/artifacts/a');
+  });
+});

@@ -1,0 +1,34 @@
+import type { HeaderReader } from '../call/call-info.js';
+import { SecurityError } from '../errors/security-error.js';
+
+// RFC 6750 section 2.1: "Bearer" 1*SP b64token; the scheme is case-insensitive (RFC 9110 11.1).
+const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
+const SCHEME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+(?: |$)/;
+
+/**
+ * Reads the bearer token of a call: only the `authorization` header (gRPC metadata key
+ * `authorization`), only the `Bearer` scheme (any case), exactly one such header. Nothing else
+ * is a place a token can come from in fluxguard: not a query string, a cookie or another header.
+ *
+ * Refuses with `SecurityError('unauthenticated')`, reasons `missing_token` (no header),
+ * `multiple_authorization` (more than one), `not_bearer` (another scheme) and
+ * `malformed_authorization`.
+ *
+ * @example
+ * ```ts
+ * import { extractBearerToken } from '@fluxguard/core';
+ * const token = extractBearerToken(call.headers); // 'eyJhbGciOi…'
+ * ```
+ */
+export function extractBearerToken(headers: HeaderReader): string {
+  const values = headers.getAll('authorization');
+  if (values.length === 0) throw new SecurityError('unauthenticated', { reason: 'missing_token' });
+  if (values.length > 1) throw new SecurityError('unauthenticated', { reason: 'multiple_authorization' });
+  const value = (values[0] ?? '').trim();
+  if (value === '') throw new SecurityError('unauthenticated', { reason: 'missing_token' });
+  const match = BEARER.exec(value);
+  if (match?.[1] !== undefined) return match[1];
+  const scheme = SCHEME.exec(value)?.[0].trim().toLowerCase();
+  if (scheme !== undefined && scheme !== 'bearer') throw new SecurityError('unauthenticated', { reason: 'not_bearer' });
+  throw new SecurityError('unauthenticated', { reason: 'malformed_authorization' });
+}

@@ -1,0 +1,142 @@
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SecurityError } from '../errors/security-error.js';
+import { createJwtVerifier } from './verifier.js';
+import { createRemoteJwksSource } from './key-source.js';
+import {
+  AUDIENCE,
+  ISSUER,
+  makeKey,
+  sign,
+  startJwksServer,
+  type JwksServer,
+  type TestKey,
+} from './fixtures.test.util.js';
+
+let oldKey: TestKey;
+let newKey: TestKey;
+let server: JwksServer | undefined;
+
+beforeAll(async () => {
+  [oldKey, newKey] = await Promise.all([makeKey('ES256', 'k-old'), makeKey('ES256', 'k-new')]);
+});
+
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+async function refusal(promise: Promise<unknown>): Promise<SecurityError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(SecurityError);
+    return err as SecurityError;
+  }
+  throw new Error('expected a refusal');
+}
+
+function setup(
+  srv: JwksServer,
+  extra: { cooldownMs?: number; maxAgeMs?: number; timeoutMs?: number; now?: () => number } = {},
+) {
+  const errors: Error[] = [];
+  const keySource = createRemoteJwksSource({
+    url: srv.url,
+    timeoutMs: extra.timeoutMs ?? 300,
+    cooldownMs: extra.cooldownMs ?? 0,
+    ...(extra.maxAgeMs === undefined ? {} : { maxAgeMs: extra.maxAgeMs }),
+    ...(extra.now === undefined ? {} : { now: extra.now }),
+    onRefreshError: (e) => errors.push(e),
+  });
+  const verifier = createJwtVerifier({ keySource, issuer: ISSUER, audience: AUDIENCE });
+  return { keySource, verifier, errors };
+}
+
+describe('createRemoteJwksSource against a real JWKS endpoint', () => {
+  it('fetches the key set once and serves tokens from it', async () => {
+    server = await startJwksServer([oldKey.publicJwk]);
+    const { verifier } = setup(server, { cooldownMs: 60_000 });
+    expect((await verifier.verify(await sign(oldKey))).principal.subject).toBe('alice');
+    expect((await verifier.verify(await sign(oldKey, { claims: { sub: 'bob' } }))).principal.subject).toBe('bob');
+    expect(server.requests).toBe(1);
+  });
+
+  it('fails closed with unavailable when the endpoint is down and no key set was ever loaded', async () => {
+    server = await startJwksServer([oldKey.publicJwk]);
+    server.mode = 'down';
+    const { verifier, errors } = setup(server);
+    const err = await refusal(verifier.verify(await sign(oldKey)));
+    expect(err.code).toBe('unavailable');
+    expect(err.reason).toBe('jwks_unavailable');
+    expect(errors[0]?.message).toMatch(/HTTP 503/);
+  });
+
+  it('keeps the last good key set in service while the endpoint is down or answers garbage', async () => {
+    server = await startJwksServer([oldKey.publicJwk]);
+    const { verifier, keySource, errors } = setup(server, { maxAgeMs: 1 });
+    expect(await keySource.refresh()).toBe(true);
+    for (const mode of ['down', 'garbage'] as const) {
+      server.mode = mode;
+      await new Promise((r) => setTimeout(r, 5));
+      expect(await keySource.refresh()).toBe(true); // still a set in service
+      expect((await verifier.verify(await sign(oldKey, { claims: { sub: mode } }))).principal.subject).toBe(mode);
+    }
+    expect(errors.map((e) => e.message).join('|')).toMatch(/HTTP 503.*invalid JSON|HTTP 503.*unusable/);
+  });
+
+  it('aborts a fetch slower than the timeout: unavailable at first, last good set afterwards', async () => {
+    server = await startJwksServer([oldKey.publicJwk]);
+    server.mode = 'slow';
+    server.slowMs = 3000;
+    const { verifier, keySource, errors } = setup(server, { timeoutMs: 200 });
+    const started = Date.now();
+    const err = await refusal(verifier.verify(await sign(oldKey)));
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(err.code).toBe('unavailable');
+    expect(errors[0]?.name).toMatch(/TimeoutError|AbortError/);
+
+    server.mode = 'ok';
+    expect(await keySource.refresh()).toBe(true);
+    server.mode = 'slow';
+    // A token with an unknown kid triggers a (slow, aborted) refetch; known tokens keep working.
+    const unknown = await refusal(verifier.verify(await sign(newKey)));
+    expect(unknown.code).toBe('unauthenticated');
+    expect(unknown.reason).toBe('unknown_kid');
+    expect((await verifier.verify(await sign(oldKey))).principal.subject).toBe('alice');
+  });
+
+  it('follows a key rotation without a new verifier: new tokens accepted, old ones refused once their key is gone', async () => {
+    let clock = Date.now();
+    server = await startJwksServer([oldKey.publicJwk]);
+    const { verifier } = setup(server, { cooldownMs: 30_000, now: () => clock });
+    const oldToken = await sign(oldKey);
+    await verifier.verify(oldToken); // cached under the first key set
+
+    server.keys = [newKey.publicJwk];
+    clock += 31_000;
+    expect((await verifier.verify(await sign(newKey, { claims: { sub: 'carol' } }))).principal.subject).toBe('carol');
+    const err = await refusal(verifier.verify(oldToken));
+    expect(err.code).toBe('unauthenticated');
+    expect(err.reason).toBe('unknown_kid');
+  });
+
+  it('refetches on unknown kids at most once per cooldown', async () => {
+    const clock = Date.now();
+    server = await startJwksServer([oldKey.publicJwk]);
+    const { verifier } = setup(server, { cooldownMs: 30_000, now: () => clock });
+    await verifier.verify(await sign(oldKey));
+    for (let i = 0; i < 20; i++) {
+      const err = await refusal(verifier.verify(await sign(oldKey, { header: { kid: `made-up-${i}` } })));
+      expect(err.reason).toBe('unknown_kid');
+    }
+    expect(server.requests).toBe(1);
+  });
+
+  it('deduplicates concurrent first fetches', async () => {
+    server = await startJwksServer([oldKey.publicJwk]);
+    const { verifier } = setup(server, { cooldownMs: 0 });
+    const tokens = await Promise.all(Array.from({ length: 10 }, (_, i) => sign(oldKey, { claims: { sub: `u${i}` } })));
+    await Promise.all(tokens.map((t) => verifier.verify(t)));
+    expect(server.requests).toBe(1);
+  });
+});

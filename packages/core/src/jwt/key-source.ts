@@ -1,0 +1,390 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createLocalJWKSet, errors as joseErrors, importSPKI, type CryptoKey, type JSONWebKeySet } from 'jose';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import type { AsymmetricAlgorithm } from './algorithms.js';
+
+/** A key a token signature is checked with. */
+export type VerificationKey = CryptoKey | Uint8Array;
+
+/** The parts of a token header a key source may look at; already checked by the verifier. */
+export interface TokenHeader {
+  readonly alg: string;
+  readonly kid: string | undefined;
+}
+
+/**
+ * Where a verifier gets its keys: a narrow seam so that a local set, a PEM key, a remote JWKS
+ * or an application's own store look the same to the verifier.
+ *
+ * `getKeys` resolves the candidate keys for a token (usually one), or throws a
+ * {@link SecurityError}: `unauthenticated` (reason `unknown_kid`) when no key matches,
+ * `unavailable` (reason `jwks_unavailable`) when the keys cannot be had at all.
+ *
+ * `version` changes whenever the set of keys in service changes; the verifier's cache
+ * verifies again a token it verified under an older version, so that a token signed with a
+ * key that has since been removed stops being accepted.
+ *
+ * @example
+ * ```ts
+ * import { createJwtVerifier, createLocalJwksSource } from '@fluxguard/core';
+ * const keySource = createLocalJwksSource(JSON.parse(jwksText));
+ * const verifier = createJwtVerifier({ keySource, issuer: 'https://id.example.com', audience: 'artifacts' });
+ * ```
+ */
+export interface JwksSource {
+  readonly version: number;
+  getKeys(header: TokenHeader): Promise<readonly VerificationKey[]>;
+}
+
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'] as const;
+
+/** Checks a key set's shape: public, asymmetric keys only. Returns a message or undefined. */
+function keySetProblem(jwks: unknown): string | undefined {
+  if (typeof jwks !== 'object' || jwks === null || Array.isArray(jwks)) return 'must be an object with a "keys" array';
+  const keys: unknown = (jwks as { keys?: unknown }).keys;
+  if (!Array.isArray(keys)) return 'must be an object with a "keys" array';
+  for (const [index, key] of (keys as unknown[]).entries()) {
+    if (typeof key !== 'object' || key === null || Array.isArray(key)) return `keys[${index}] must be a JWK object`;
+    const kty: unknown = (key as { kty?: unknown }).kty;
+    if (typeof kty !== 'string') return `keys[${index}].kty must be a string`;
+    // A symmetric key in a trusted set would let anyone holding the public set sign HS* tokens.
+    if (kty === 'oct') return `keys[${index}] is a symmetric ("oct") key; a key set holds public keys only`;
+    for (const member of PRIVATE_MEMBERS) {
+      if (Object.hasOwn(key, member))
+        return `keys[${index}] holds private key material ("${member}"); publish public keys only`;
+    }
+  }
+  return undefined;
+}
+
+type LocalSet = ReturnType<typeof createLocalJWKSet>;
+
+async function keysFromSet(set: LocalSet, header: TokenHeader): Promise<readonly VerificationKey[]> {
+  try {
+    return [await set({ alg: header.alg, ...(header.kid === undefined ? {} : { kid: header.kid }) })];
+  } catch (err) {
+    if (err instanceof joseErrors.JWKSMultipleMatchingKeys) {
+      // No kid and several keys of the right type: each is a candidate; the signature decides.
+      const keys: VerificationKey[] = [];
+      for await (const key of err) keys.push(key);
+      if (keys.length > 0) return keys;
+    }
+    if (err instanceof joseErrors.JWKSNoMatchingKey || err instanceof joseErrors.JWKSMultipleMatchingKeys) {
+      throw new SecurityError('unauthenticated', { reason: 'unknown_kid', cause: safeCause(err) });
+    }
+    if (err instanceof joseErrors.JOSENotSupported) {
+      throw new SecurityError('unauthenticated', { reason: 'alg_not_allowed', cause: safeCause(err) });
+    }
+    throw new SecurityError('unauthenticated', { reason: 'key_unusable', cause: safeCause(err) });
+  }
+}
+
+/** A cause for the log that carries the library's message but none of its extra fields. */
+export function safeCause(err: unknown): Error {
+  if (err instanceof joseErrors.JOSEError) {
+    const cause = new Error(err.message);
+    cause.name = err.code;
+    return cause;
+  }
+  return err instanceof Error ? err : new Error('non-error value thrown');
+}
+
+/**
+ * A key source over a fixed JSON Web Key Set (e.g. the contents of a `jwks.json` file).
+ * Refuses at construction a set holding private or symmetric keys.
+ *
+ * @param jwks - the key set.
+ * @param where - named in configuration errors. Default `jwks`.
+ * @throws ConfigurationError for a malformed set.
+ *
+ * @example
+ * ```ts
+ * import { readFileSync } from 'node:fs';
+ * import { createLocalJwksSource } from '@fluxguard/core';
+ * const keySource = createLocalJwksSource(JSON.parse(readFileSync('.fluxguard/dev/jwks.json', 'utf8')));
+ * ```
+ */
+export function createLocalJwksSource(jwks: JSONWebKeySet, where = 'jwks'): JwksSource {
+  const problem = keySetProblem(jwks);
+  if (problem !== undefined) throw new ConfigurationError(`${where}: ${problem}`);
+  let set: LocalSet;
+  try {
+    set = createLocalJWKSet(jwks);
+  } catch (cause) {
+    throw new ConfigurationError(`${where}: not a valid JSON Web Key Set`, { cause });
+  }
+  return Object.freeze({ version: 1, getKeys: (header: TokenHeader) => keysFromSet(set, header) });
+}
+
+/** The algorithms a public key can verify, from its type and curve. */
+export function algorithmsForKey(key: KeyObject): readonly AsymmetricAlgorithm[] {
+  const type = key.asymmetricKeyType ?? '';
+  if (type === 'ec') return EC_ALGORITHMS[key.asymmetricKeyDetails?.namedCurve ?? ''] ?? [];
+  return KEY_ALGORITHMS[type] ?? [];
+}
+
+const KEY_ALGORITHMS: Readonly<Partial<Record<string, readonly AsymmetricAlgorithm[]>>> = Object.freeze({
+  rsa: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'],
+  'rsa-pss': ['PS256', 'PS384', 'PS512'],
+  ed25519: ['EdDSA', 'Ed25519'],
+});
+
+const EC_ALGORITHMS: Readonly<Partial<Record<string, readonly AsymmetricAlgorithm[]>>> = Object.freeze({
+  prime256v1: ['ES256'],
+  secp384r1: ['ES384'],
+  secp521r1: ['ES512'],
+});
+
+/** A PEM key source, with the algorithms the key can serve. */
+export interface PublicKeySource extends JwksSource {
+  /** The algorithms this key can verify; the verifier intersects its allowlist with them. */
+  readonly algorithms: readonly AsymmetricAlgorithm[];
+}
+
+/**
+ * A key source over one PEM public key (SPKI `BEGIN PUBLIC KEY`, or an X.509 certificate).
+ * A private key is refused: the verifier never needs one.
+ *
+ * @throws ConfigurationError for a private, unparsable, unsupported or too short (< 2048-bit RSA) key.
+ *
+ * @example
+ * ```ts
+ * import { createPublicKeySource } from '@fluxguard/core';
+ * const keySource = createPublicKeySource(process.env.JWT_PUBLIC_KEY_PEM ?? '');
+ * ```
+ */
+export function createPublicKeySource(pem: string, where = 'publicKey'): PublicKeySource {
+  if (typeof pem !== 'string' || pem.trim() === '') throw new ConfigurationError(`${where}: must be a PEM string`);
+  if (pem.includes('PRIVATE KEY-----')) {
+    throw new ConfigurationError(`${where}: is a private key; configure the public key (SPKI) only`);
+  }
+  let key: KeyObject;
+  try {
+    key = createPublicKey(pem);
+  } catch (cause) {
+    throw new ConfigurationError(`${where}: not a PEM public key or certificate`, { cause });
+  }
+  const algorithms = algorithmsForKey(key);
+  if (algorithms.length === 0) throw new ConfigurationError(`${where}: unsupported key type`);
+  const bits = key.asymmetricKeyDetails?.modulusLength;
+  if (bits !== undefined && bits < 2048) throw new ConfigurationError(`${where}: RSA keys must be 2048 bits or larger`);
+  const spki = key.export({ type: 'spki', format: 'pem' }).toString();
+  const imported = new Map<string, Promise<CryptoKey>>();
+  return Object.freeze({
+    version: 1,
+    algorithms,
+    async getKeys(header: TokenHeader): Promise<readonly VerificationKey[]> {
+      if (!(algorithms as readonly string[]).includes(header.alg)) {
+        throw new SecurityError('unauthenticated', { reason: 'alg_not_allowed' });
+      }
+      let pending = imported.get(header.alg);
+      if (pending === undefined) {
+        pending = importSPKI(spki, header.alg);
+        imported.set(header.alg, pending);
+      }
+      try {
+        return [await pending];
+      } catch (err) {
+        imported.delete(header.alg);
+        throw new SecurityError('unauthenticated', { reason: 'key_unusable', cause: safeCause(err) });
+      }
+    },
+  });
+}
+
+/** Options of {@link createRemoteJwksSource}. */
+export interface RemoteJwksOptions {
+  /** The JWKS endpoint: `https:`, or `http:` on a loopback host (tests, a local sidecar). */
+  readonly url: string | URL;
+  /** Abort a fetch after this long. Default 5000 ms. */
+  readonly timeoutMs?: number;
+  /** At most one fetch per this period, whatever triggers it (unknown kid, staleness, failure). Default 30 000 ms. */
+  readonly cooldownMs?: number;
+  /** A key set older than this is refreshed in the background (the old one serves meanwhile). Default 600 000 ms. */
+  readonly maxAgeMs?: number;
+  /** Largest response body accepted. Default 512 KiB. */
+  readonly maxBytes?: number;
+  /** Allow `http:` to a non-loopback host (a trusted in-cluster network only). Default false. */
+  readonly allowInsecureHttp?: boolean;
+  /** Called with each failed fetch (timeout, HTTP status, bad JSON, bad set); the last good set stays in service. */
+  readonly onRefreshError?: ((error: Error) => void) | undefined;
+  /** The clock, epoch milliseconds. Default `Date.now`. */
+  readonly now?: () => number;
+}
+
+/** A remote key source; {@link RemoteJwksSource.refresh} lets a server load keys before it listens. */
+export interface RemoteJwksSource extends JwksSource {
+  /**
+   * Fetches now unless a fetch is under way or the cooldown has not elapsed; resolves to
+   * whether a key set is in service afterwards. Never rejects.
+   */
+  refresh(): Promise<boolean>;
+  /** The error of the last failed fetch, cleared by a successful one. */
+  readonly lastError: Error | undefined;
+}
+
+const REMOTE_DEFAULTS: Readonly<Required<Omit<RemoteJwksOptions, 'url' | 'onRefreshError'>>> = Object.freeze({
+  timeoutMs: 5000,
+  cooldownMs: 30_000,
+  maxAgeMs: 600_000,
+  maxBytes: 512 * 1024,
+  allowInsecureHttp: false,
+  now: Date.now,
+});
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * A key source over a remote JWKS endpoint, written around `fetch` rather than jose's
+ * `createRemoteJWKSet`, which throws when a reload fails: here the last good key set stays in
+ * service while the endpoint is down, slow (each fetch aborts after `timeoutMs`) or answers
+ * garbage. An unknown `kid` triggers a refetch at most once per `cooldownMs`, so a flood of
+ * tokens with made-up kids costs one request per cooldown. With no key set ever loaded, a
+ * token cannot be checked: `unavailable` (reason `jwks_unavailable`).
+ *
+ * @throws ConfigurationError for a bad URL or option.
+ *
+ * @example
+ * ```ts
+ * import { createJwtVerifier, createRemoteJwksSource } from '@fluxguard/core';
+ * const keySource = createRemoteJwksSource({ url: 'https://id.example.com/.well-known/jwks.json', timeoutMs: 2000 });
+ * await keySource.refresh(); // optional warm-up before listening
+ * const verifier = createJwtVerifier({ keySource, issuer: 'https://id.example.com', audience: 'artifacts' });
+ * ```
+ */
+export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSource {
+  const opts = resolveOptions('createRemoteJwksSource', REMOTE_DEFAULTS, options, ['url', 'onRefreshError']);
+  const where = 'createRemoteJwksSource';
+  let url: URL;
+  try {
+    url = new URL(options.url);
+  } catch (cause) {
+    throw new ConfigurationError(`${where}: "url" must be an absolute URL`, { cause });
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ConfigurationError(`${where}: "url" must use https:`);
+  }
+  if (url.protocol === 'http:' && !LOOPBACK.has(url.hostname) && !opts.allowInsecureHttp) {
+    throw new ConfigurationError(
+      `${where}: "url" must use https: (http: is accepted for loopback hosts, or with allowInsecureHttp: true)`,
+    );
+  }
+  if (url.username !== '' || url.password !== '')
+    throw new ConfigurationError(`${where}: "url" must not carry credentials`);
+  for (const name of ['timeoutMs', 'cooldownMs', 'maxAgeMs', 'maxBytes'] as const) {
+    const value = opts[name];
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (name !== 'cooldownMs' && value === 0)) {
+      throw new ConfigurationError(
+        `${where}: "${name}" must be a ${name === 'cooldownMs' ? 'non-negative' : 'positive'} number`,
+      );
+    }
+  }
+  if (typeof opts.now !== 'function') throw new ConfigurationError(`${where}: "now" must be a function`);
+  const onRefreshError = options.onRefreshError;
+  const now = opts.now;
+
+  let current: { set: LocalSet; fingerprint: string; fetchedAt: number } | undefined;
+  let version = 0;
+  let lastAttempt = Number.NEGATIVE_INFINITY;
+  let inflight: Promise<boolean> | undefined;
+  let lastError: Error | undefined;
+
+  async function fetchSet(): Promise<{ jwks: JSONWebKeySet; fingerprint: string }> {
+    const response = await fetch(url, {
+      signal: AbortSignal.timeout(opts.timeoutMs),
+      headers: { accept: 'application/json, application/jwk-set+json' },
+      redirect: 'error',
+    });
+    if (response.status !== 200) {
+      await response.body?.cancel();
+      throw new Error(`JWKS endpoint answered HTTP ${response.status}`);
+    }
+    const text = await readLimited(response, opts.maxBytes);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (cause) {
+      throw new Error('JWKS endpoint answered invalid JSON', { cause });
+    }
+    const problem = keySetProblem(parsed);
+    if (problem !== undefined) throw new Error(`JWKS endpoint answered an unusable key set: ${problem}`);
+    return { jwks: parsed as JSONWebKeySet, fingerprint: JSON.stringify((parsed as JSONWebKeySet).keys) };
+  }
+
+  function refresh(): Promise<boolean> {
+    if (inflight !== undefined) return inflight;
+    if (now() - lastAttempt < opts.cooldownMs) return Promise.resolve(current !== undefined);
+    lastAttempt = now();
+    inflight = fetchSet()
+      .then(({ jwks, fingerprint }) => {
+        const set = createLocalJWKSet(jwks);
+        if (current?.fingerprint !== fingerprint) version += 1;
+        current = { set, fingerprint, fetchedAt: now() };
+        lastError = undefined;
+        return true;
+      })
+      .catch((err: unknown) => {
+        lastError = err instanceof Error ? err : new Error('JWKS fetch failed', { cause: err });
+        try {
+          onRefreshError?.(lastError);
+        } catch {
+          // A failing error hook must not turn into an unhandled rejection.
+        }
+        return current !== undefined;
+      })
+      .finally(() => {
+        inflight = undefined;
+      });
+    return inflight;
+  }
+
+  async function getKeys(header: TokenHeader): Promise<readonly VerificationKey[]> {
+    if (current === undefined) await refresh();
+    const inService = current;
+    if (inService === undefined) {
+      throw new SecurityError('unavailable', { reason: 'jwks_unavailable', cause: lastError });
+    }
+    if (now() - inService.fetchedAt > opts.maxAgeMs) void refresh();
+    try {
+      return await keysFromSet(inService.set, header);
+    } catch (err) {
+      if (!(err instanceof SecurityError) || err.reason !== 'unknown_kid') throw err;
+      // Maybe the keys were rotated: one refetch per cooldown, then decide on the new set.
+      const before = version;
+      await refresh();
+      if (version === before || current === undefined) throw err;
+      return keysFromSet(current.set, header);
+    }
+  }
+
+  return Object.freeze({
+    get version() {
+      return version;
+    },
+    get lastError() {
+      return lastError;
+    },
+    getKeys,
+    refresh,
+  });
+}
+
+async function readLimited(response: Response, maxBytes: number): Promise<string> {
+  const declared = Number(response.headers.get('content-length') ?? Number.NaN);
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    await response.body?.cancel();
+    throw new Error(`JWKS response larger than ${maxBytes} bytes`);
+  }
+  if (response.body === null) return '';
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+    total += chunk.byteLength;
+    // Leaving the loop cancels the stream.
+    if (total > maxBytes) throw new Error(`JWKS response larger than ${maxBytes} bytes`);
+    chunks.push(chunk);
+  }
+  return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+}

@@ -1,0 +1,399 @@
+import { KeyObject, createHmac, sign as cryptoSign } from 'node:crypto';
+import { EncryptJWT, SignJWT, exportSPKI } from 'jose';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { createMemoryDenylist } from '../denylist/memory.js';
+import { createJwtVerifier, type JwtVerifierOptions } from './verifier.js';
+import type { JwksSource } from './key-source.js';
+import { AUDIENCE, ISSUER, b64url, headersOf, makeKey, sign, type TestKey } from './fixtures.test.util.js';
+
+let rsa: TestKey;
+let ec: TestKey;
+let ed: TestKey;
+let attacker: TestKey;
+let rs512: TestKey;
+
+beforeAll(async () => {
+  [rsa, ec, ed, attacker, rs512] = await Promise.all([
+    makeKey('RS256', 'rsa-1'),
+    makeKey('ES256', 'ec-1'),
+    makeKey('EdDSA', 'ed-1'),
+    makeKey('RS256', 'rsa-1'), // same kid as the trusted key, different key
+    makeKey('RS512', 'rs512-1'),
+  ]);
+});
+
+function verifier(extra: Partial<JwtVerifierOptions> = {}) {
+  return createJwtVerifier({
+    jwks: { keys: [rsa.publicJwk, ec.publicJwk, ed.publicJwk, rs512.publicJwk] },
+    issuer: ISSUER,
+    audience: AUDIENCE,
+    ...extra,
+  });
+}
+
+async function reasonOf(promise: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(SecurityError);
+    const e = err as SecurityError;
+    expect(e.code).toBe('unauthenticated');
+    expect(e.message).toBe('Authentication is required.');
+    return e.reason;
+  }
+  throw new Error('expected a refusal');
+}
+
+/** An RS256 token signed by hand, for headers jose refuses to produce. */
+function handSigned(key: TestKey, header: Record<string, unknown>, claims: Record<string, unknown>): string {
+  const input = `${b64url({ alg: 'RS256', kid: key.kid, ...header })}.${b64url(claims)}`;
+  const signature = cryptoSign('sha256', Buffer.from(input), KeyObject.from(key.privateKey)).toString('base64url');
+  return `${input}.${signature}`;
+}
+
+function baseClaims(): Record<string, unknown> {
+  const now = Math.floor(Date.now() / 1000);
+  return { iss: ISSUER, aud: AUDIENCE, sub: 'mallory', iat: now, exp: now + 300, roles: ['artifacts.admin'] };
+}
+
+describe('createJwtVerifier: accepted tokens', () => {
+  it.each(['RS256', 'ES256', 'EdDSA'] as const)('verifies a %s token into a Principal', async (alg) => {
+    const key = { RS256: rsa, ES256: ec, EdDSA: ed }[alg];
+    const token = await sign(key, { claims: { jti: 'j-1', scope: 'read write' } });
+    const verified = await verifier().verify(token);
+    expect(verified.principal).toMatchObject({
+      subject: 'alice',
+      roles: ['artifacts.reader'],
+      scopes: ['read', 'write'],
+      authenticatedBy: 'jwt',
+      certificate: undefined,
+    });
+    expect(verified.jti).toBe('j-1');
+    expect(verified.algorithm).toBe(alg);
+    expect(verified.expiresAt).toBeInstanceOf(Date);
+    expect(Object.isFrozen(verified.principal.claims)).toBe(true);
+  });
+
+  it('verifies with a PEM public key and narrows the allowlist to what the key can do', async () => {
+    const v = createJwtVerifier({ publicKey: await exportSPKI(ec.publicKey), issuer: ISSUER, audience: AUDIENCE });
+    expect(v.algorithms).toEqual(['ES256']);
+    expect((await v.verify(await sign(ec))).principal.subject).toBe('alice');
+    expect(await reasonOf(v.verify(await sign(rsa)))).toBe('alg_not_allowed');
+  });
+
+  it('accepts HS256 only with an explicit secret', async () => {
+    const secret = 'a-very-long-shared-secret-of-32-bytes!!';
+    const v = createJwtVerifier({ secret, issuer: ISSUER, audience: AUDIENCE });
+    const token = await new SignJWT({ ...baseClaims(), sub: 'svc' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .sign(new TextEncoder().encode(secret));
+    expect((await v.verify(token)).principal.subject).toBe('svc');
+  });
+
+  it('reads roles from a nested path and scopes from scp', async () => {
+    const token = await sign(rsa, { claims: { realm_access: { roles: ['artifacts.writer'] }, scp: ['a', 'b'] } });
+    const p = (await verifier({ rolesClaim: 'realm_access.roles' }).verify(token)).principal;
+    expect(p.roles).toEqual(['artifacts.writer']);
+    expect(p.scopes).toEqual(['a', 'b']);
+  });
+
+  it('accepts any of several issuers and audiences', async () => {
+    const token = await sign(rsa, { claims: { iss: 'https://other.test', aud: ['x', 'y'] } });
+    const v = verifier({ issuer: [ISSUER, 'https://other.test'], audience: ['y'] });
+    expect((await v.verify(token)).issuer).toBe('https://other.test');
+  });
+
+  it('authenticates a call from its Authorization header', async () => {
+    const token = await sign(rsa);
+    const p = await verifier().authenticate({ headers: headersOf({ Authorization: `bearer ${token}` }) });
+    expect(p.subject).toBe('alice');
+    expect(await reasonOf(verifier().authenticate({ headers: headersOf({}) }))).toBe('missing_token');
+  });
+});
+
+describe('createJwtVerifier: attacks refused with unauthenticated', () => {
+  it('alg: none, crafted by hand, in any case', async () => {
+    for (const alg of ['none', 'None', 'NONE']) {
+      const token = `${b64url({ alg, typ: 'JWT' })}.${b64url(baseClaims())}.`;
+      expect(await reasonOf(verifier().verify(token))).toBe('alg_none');
+    }
+  });
+
+  it('HS256 signed with the RSA public key (PEM) as the HMAC secret', async () => {
+    const pem = await exportSPKI(rsa.publicKey);
+    const input = `${b64url({ alg: 'HS256', typ: 'JWT', kid: rsa.kid })}.${b64url(baseClaims())}`;
+    const forged = `${input}.${createHmac('sha256', pem).update(input).digest('base64url')}`;
+    expect(await reasonOf(verifier().verify(forged))).toBe('alg_not_allowed');
+    const pemVerifier = createJwtVerifier({ publicKey: pem, issuer: ISSUER, audience: AUDIENCE });
+    expect(await reasonOf(pemVerifier.verify(forged))).toBe('alg_not_allowed');
+  });
+
+  it('an algorithm outside the allowlist, even with a trusted key', async () => {
+    expect(await reasonOf(verifier().verify(await sign(rs512)))).toBe('alg_not_allowed');
+    expect(await reasonOf(verifier({ algorithms: ['ES256'] }).verify(await sign(rsa)))).toBe('alg_not_allowed');
+  });
+
+  it('a bad signature: a tampered payload, or a key that is not ours under a trusted kid', async () => {
+    const token = await sign(rsa);
+    const [h, , s] = token.split('.');
+    const tampered = `${h ?? ''}.${b64url({ ...baseClaims(), sub: 'alice' })}.${s ?? ''}`;
+    expect(await reasonOf(verifier().verify(tampered))).toBe('bad_signature');
+    expect(await reasonOf(verifier().verify(await sign(attacker)))).toBe('bad_signature');
+  });
+
+  it('an unknown kid', async () => {
+    expect(await reasonOf(verifier().verify(await sign(rsa, { header: { kid: 'nope' } })))).toBe('unknown_kid');
+  });
+
+  it('expired, not yet valid, too old, iat in the future (with the clock tolerance)', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    expect(await reasonOf(verifier().verify(await sign(rsa, { nowSeconds: now - 400, ttlSeconds: 60 })))).toBe(
+      'token_expired',
+    );
+    expect(await reasonOf(verifier().verify(await sign(rsa, { claims: { nbf: now + 600 } })))).toBe(
+      'token_not_yet_valid',
+    );
+    expect(
+      await reasonOf(
+        verifier({ maxTokenAgeSeconds: 60 }).verify(await sign(rsa, { nowSeconds: now - 600, ttlSeconds: 3600 })),
+      ),
+    ).toBe('token_too_old');
+    expect(
+      await reasonOf(verifier({ maxTokenAgeSeconds: 60 }).verify(await sign(rsa, { nowSeconds: now + 600 }))),
+    ).toBe('iat_in_future');
+    // Within tolerance (30 s by default): accepted.
+    expect(
+      (await verifier().verify(await sign(rsa, { nowSeconds: now - 310, ttlSeconds: 300 }))).principal.subject,
+    ).toBe('alice');
+  });
+
+  it('a wrong issuer or audience, or a missing one', async () => {
+    expect(await reasonOf(verifier().verify(await sign(rsa, { claims: { iss: 'https://evil.test' } })))).toBe(
+      'wrong_issuer',
+    );
+    expect(await reasonOf(verifier().verify(await sign(rsa, { claims: { aud: 'other-api' } })))).toBe('wrong_audience');
+    expect(await reasonOf(verifier().verify(await sign(rsa, { omit: ['aud'] })))).toBe('missing_claim');
+    expect(await reasonOf(verifier().verify(await sign(rsa, { omit: ['exp'] })))).toBe('missing_claim');
+    expect(await reasonOf(verifier().verify(await sign(rsa, { omit: ['sub'] })))).toBe('missing_claim');
+    expect(await reasonOf(verifier().verify(await sign(rsa, { claims: { sub: '' } })))).toBe('missing_subject');
+  });
+
+  it('a token over the length limit, before any parsing', async () => {
+    const v = verifier({ maxTokenLength: 1024 });
+    const token = await sign(rsa, { claims: { pad: 'x'.repeat(2000) } });
+    expect(await reasonOf(v.verify(token))).toBe('token_too_long');
+    // Not even a JWT: refused for its length, not its shape.
+    expect(await reasonOf(v.verify('!'.repeat(5000)))).toBe('token_too_long');
+  });
+
+  it.each([
+    ['jwk', (k: TestKey) => k.publicJwk],
+    ['jku', () => 'https://evil.test/jwks.json'],
+    ['x5u', () => 'https://evil.test/cert.pem'],
+    ['x5c', () => ['MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA']],
+  ] as const)('a key offered in the header (%s), even one that verifies the signature', async (name, value) => {
+    const token = await sign(attacker, { header: { [name]: value(attacker), kid: 'attacker' } });
+    expect(await reasonOf(verifier().verify(token))).toBe('embedded_key');
+  });
+
+  it('an unknown crit extension', async () => {
+    const token = handSigned(
+      rsa,
+      { crit: ['urn:example:must-understand'], 'urn:example:must-understand': true },
+      baseClaims(),
+    );
+    expect(await reasonOf(verifier().verify(token))).toBe('unknown_crit');
+  });
+
+  it('a JWE where a JWS is expected', async () => {
+    const jwe = await new EncryptJWT(baseClaims())
+      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' })
+      .encrypt(new Uint8Array(32).fill(7));
+    expect(jwe.split('.')).toHaveLength(5);
+    expect(await reasonOf(verifier().verify(jwe))).toBe('jwe_not_accepted');
+  });
+
+  it.each([
+    ['empty', ''],
+    ['two parts', 'a.b'],
+    ['four parts', 'a.b.c.d'],
+    ['not base64url', 'ey$.ey.sig'],
+    ['header not JSON', `${b64url('not json')}.${b64url({})}.c2ln`],
+    ['header an array', `${b64url([1])}.${b64url({})}.c2ln`],
+    ['header without alg', `${b64url({ typ: 'JWT' })}.${b64url({})}.c2ln`],
+    ['empty signature', `${b64url({ alg: 'RS256', kid: 'rsa-1' })}.${b64url({})}.`],
+  ])('a malformed token (%s)', async (_label, token) => {
+    expect(await reasonOf(verifier().verify(token))).toMatch(/^(missing_token|malformed_token|malformed_header)$/);
+  });
+
+  it('a wrong typ when one is expected', async () => {
+    const v = verifier({ typ: 'at+jwt' });
+    expect(await reasonOf(v.verify(await sign(rsa, { header: { typ: 'JWT' } })))).toBe('wrong_typ');
+    expect((await v.verify(await sign(rsa, { header: { typ: 'at+jwt' } }))).principal.subject).toBe('alice');
+  });
+
+  it('never puts the token in the error', async () => {
+    const token = await sign(rsa, { claims: { iss: 'https://evil.test' } });
+    try {
+      await verifier().verify(token);
+      expect.unreachable();
+    } catch (err) {
+      const e = err as SecurityError;
+      const text = JSON.stringify({ m: e.message, r: e.reason, d: e.details, c: String(e.cause), s: e.stack });
+      expect(text).not.toContain(token.split('.')[1]);
+      expect(text).not.toContain(token.split('.')[2]);
+    }
+  });
+});
+
+describe('createJwtVerifier: verified-token cache', () => {
+  function countingSource(keys: TestKey[]): JwksSource & { calls: number } {
+    const inner = verifierKeys(keys);
+    const source = {
+      calls: 0,
+      version: 1,
+      getKeys(header: { alg: string; kid: string | undefined }) {
+        source.calls += 1;
+        return inner.getKeys(header);
+      },
+    };
+    return source;
+  }
+  function verifierKeys(keys: TestKey[]): JwksSource {
+    return {
+      version: 1,
+      getKeys: (header) => {
+        const key = keys.find((k) => k.kid === header.kid);
+        return key === undefined
+          ? Promise.reject(new SecurityError('unauthenticated', { reason: 'unknown_kid' }))
+          : Promise.resolve([key.publicKey]);
+      },
+    };
+  }
+
+  it('costs a map lookup on a hit, and still re-checks exp on every hit (fake clock)', async () => {
+    let clock = Date.now();
+    const source = countingSource([rsa]);
+    const v = createJwtVerifier({
+      keySource: source,
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      clockToleranceSeconds: 0,
+      now: () => clock,
+    });
+    const token = await sign(rsa, { nowSeconds: Math.floor(clock / 1000), ttlSeconds: 60 });
+    await v.verify(token);
+    await v.verify(token);
+    expect(source.calls).toBe(1);
+    clock += 61_000;
+    expect(await reasonOf(v.verify(token))).toBe('token_expired');
+    expect(source.calls).toBe(1); // refused from the cache entry, then dropped
+    expect(await reasonOf(v.verify(token))).toBe('token_expired');
+    expect(source.calls).toBe(2);
+  });
+
+  it('re-checks nbf and maxTokenAge on a hit', async () => {
+    let clock = Date.now();
+    const v = verifier({ maxTokenAgeSeconds: 120, clockToleranceSeconds: 0, now: () => clock });
+    const token = await sign(rsa, { nowSeconds: Math.floor(clock / 1000), ttlSeconds: 3600 });
+    await v.verify(token);
+    clock += 121_000;
+    expect(await reasonOf(v.verify(token))).toBe('token_too_old');
+  });
+
+  it('refuses a token revoked after it was cached', async () => {
+    const denylist = createMemoryDenylist();
+    const v = verifier({ denylist });
+    const token = await sign(rsa, { claims: { jti: 'revoke-me' } });
+    const verified = await v.verify(token);
+    await v.verify(token);
+    await denylist.revoke('revoke-me', verified.expiresAt);
+    expect(await reasonOf(v.verify(token))).toBe('revoked');
+  });
+
+  it('refuses a token without jti when requireJti is set, accepts it otherwise', async () => {
+    const denylist = createMemoryDenylist();
+    const token = await sign(rsa);
+    expect(await reasonOf(verifier({ denylist, requireJti: true }).verify(token))).toBe('missing_jti');
+    expect((await verifier({ denylist }).verify(token)).jti).toBeUndefined();
+  });
+
+  it('turns a failing custom denylist into unavailable', async () => {
+    const v = verifier({
+      denylist: { isRevoked: () => Promise.reject(new Error('db down')), revoke: () => Promise.resolve() },
+    });
+    await expect(v.verify(await sign(rsa, { claims: { jti: 'x' } }))).rejects.toMatchObject({
+      code: 'unavailable',
+      reason: 'denylist_unavailable',
+    });
+  });
+
+  it('works with the cache disabled', async () => {
+    const source = countingSource([rsa]);
+    const v = createJwtVerifier({ keySource: source, issuer: ISSUER, audience: AUDIENCE, cacheMaxEntries: 0 });
+    const token = await sign(rsa);
+    await v.verify(token);
+    await v.verify(token);
+    expect(source.calls).toBe(2);
+  });
+});
+
+describe('createJwtVerifier: configuration', () => {
+  const jwks = () => ({ keys: [rsa.publicJwk] });
+  it.each<[string, () => unknown, RegExp]>([
+    ['no issuer', () => ({ jwks: jwks(), audience: AUDIENCE }), /"issuer" must be/],
+    ['no audience', () => ({ jwks: jwks(), issuer: ISSUER }), /"audience" must be/],
+    ['no key option', () => ({ issuer: ISSUER, audience: AUDIENCE }), /exactly one of/],
+    [
+      'two key options',
+      () => ({ jwks: jwks(), secret: 'x'.repeat(40), issuer: ISSUER, audience: AUDIENCE }),
+      /exactly one of.*got jwks, secret/,
+    ],
+    [
+      'HS256 with public keys',
+      () => ({ jwks: jwks(), algorithms: ['RS256', 'HS256'], issuer: ISSUER, audience: AUDIENCE }),
+      /HS256 needs an explicit "secret"/,
+    ],
+    [
+      'RS256 with a secret',
+      () => ({ secret: 'x'.repeat(40), algorithms: ['RS256'], issuer: ISSUER, audience: AUDIENCE }),
+      /only HS256/,
+    ],
+    ['a short secret', () => ({ secret: 'short', issuer: ISSUER, audience: AUDIENCE }), /at least 32 bytes/],
+    ['alg none', () => ({ jwks: jwks(), algorithms: ['none'], issuer: ISSUER, audience: AUDIENCE }), /not supported/],
+    [
+      'a private key in the set',
+      () => ({ jwks: { keys: [{ ...rsa.publicJwk, d: 'AAAA' }] }, issuer: ISSUER, audience: AUDIENCE }),
+      /private key material/,
+    ],
+    [
+      'a symmetric key in the set',
+      () => ({ jwks: { keys: [{ kty: 'oct', k: 'AAAA' }] }, issuer: ISSUER, audience: AUDIENCE }),
+      /symmetric/,
+    ],
+    [
+      'a misspelt option',
+      () => ({ jwks: jwks(), issuer: ISSUER, audience: AUDIENCE, clockTolerance: 5 }),
+      /unknown option "clockTolerance"/,
+    ],
+    [
+      'a private PEM',
+      () => ({
+        publicKey: '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----',
+        issuer: ISSUER,
+        audience: AUDIENCE,
+      }),
+      /private key/,
+    ],
+    [
+      'http JWKS to a remote host',
+      () => ({ jwksUrl: 'http://id.example.com/jwks', issuer: ISSUER, audience: AUDIENCE }),
+      /must use https/,
+    ],
+  ])('refuses %s at construction', (_label, options, message) => {
+    expect(() => createJwtVerifier(options() as JwtVerifierOptions)).toThrow(ConfigurationError);
+    expect(() => createJwtVerifier(options() as JwtVerifierOptions)).toThrow(message);
+  });
+});

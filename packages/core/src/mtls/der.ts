@@ -1,0 +1,207 @@
+/**
+ * The few DER reads that peer identity needs (subject CN, validity, SAN DNS/URI names), over a
+ * certificate OpenSSL has already parsed. Written here rather than through @peculiar/x509 so
+ * that the main import path needs no global `Reflect` polyfill, and so that a SAN entry of a
+ * kind we do not read (otherName, directoryName, ...) is skipped instead of failing the parse.
+ * Every read is bounds-checked; malformed input throws.
+ */
+
+interface Tlv {
+  readonly tag: number;
+  /** First byte of the content. */
+  readonly start: number;
+  /** One past the last byte of the content. */
+  readonly end: number;
+}
+
+const SEQUENCE = 0x30;
+const SET = 0x31;
+const OID = 0x06;
+const BOOLEAN = 0x01;
+const OCTET_STRING = 0x04;
+const UTC_TIME = 0x17;
+const GENERALIZED_TIME = 0x18;
+
+// DER of OIDs 2.5.4.3 (commonName) and 2.5.29.17 (subjectAltName), content bytes only.
+const OID_COMMON_NAME = [0x55, 0x04, 0x03];
+const OID_SUBJECT_ALT_NAME = [0x55, 0x1d, 0x11];
+
+function fail(what: string): never {
+  throw new Error(`malformed certificate: ${what}`);
+}
+
+function readTlv(der: Uint8Array, offset: number, limit: number): Tlv {
+  if (offset + 2 > limit) fail('truncated element');
+  const tag = der[offset] ?? fail('truncated');
+  if ((tag & 0x1f) === 0x1f) fail('multi-byte tag');
+  let lengthByte = der[offset + 1] ?? fail('truncated');
+  let pos = offset + 2;
+  let length: number;
+  if (lengthByte < 0x80) {
+    length = lengthByte;
+  } else {
+    lengthByte &= 0x7f;
+    if (lengthByte === 0 || lengthByte > 4) fail('unsupported length');
+    length = 0;
+    for (let i = 0; i < lengthByte; i++) length = length * 256 + (der[pos + i] ?? fail('truncated length'));
+    pos += lengthByte;
+  }
+  const end = pos + length;
+  if (end > limit) fail('element overruns its parent');
+  return { tag, start: pos, end };
+}
+
+function children(der: Uint8Array, parent: Tlv): Tlv[] {
+  const out: Tlv[] = [];
+  let pos = parent.start;
+  while (pos < parent.end) {
+    const child = readTlv(der, pos, parent.end);
+    out.push(child);
+    pos = child.end;
+  }
+  return out;
+}
+
+function expectTag(tlv: Tlv | undefined, tag: number, what: string): Tlv {
+  if (tlv?.tag !== tag) fail(what);
+  return tlv;
+}
+
+function contentEquals(der: Uint8Array, tlv: Tlv, bytes: readonly number[]): boolean {
+  if (tlv.end - tlv.start !== bytes.length) return false;
+  for (let i = 0; i < bytes.length; i++) if (der[tlv.start + i] !== bytes[i]) return false;
+  return true;
+}
+
+/** Printable ASCII only; anything else is not a name we can compare safely. */
+function ia5(der: Uint8Array, tlv: Tlv): string | undefined {
+  let out = '';
+  for (let i = tlv.start; i < tlv.end; i++) {
+    const c = der[i] ?? 0;
+    if (c < 0x21 || c > 0x7e) return undefined;
+    out += String.fromCharCode(c);
+  }
+  return out;
+}
+
+function directoryString(der: Uint8Array, tlv: Tlv): string | undefined {
+  const bytes = der.subarray(tlv.start, tlv.end);
+  switch (tlv.tag) {
+    case 0x0c: // UTF8String
+      return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    case 0x13: // PrintableString
+    case 0x16: // IA5String
+      return new TextDecoder('latin1').decode(bytes);
+    case 0x1e: // BMPString
+      return new TextDecoder('utf-16be', { fatal: true }).decode(bytes);
+    default:
+      return undefined;
+  }
+}
+
+function digits(text: string, from: number, count: number): number {
+  let value = 0;
+  for (let i = from; i < from + count; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) fail('bad time');
+    value = value * 10 + (c - 0x30);
+  }
+  return value;
+}
+
+function readTime(der: Uint8Array, tlv: Tlv | undefined): Date {
+  if (tlv === undefined) fail('missing time');
+  const text = new TextDecoder('latin1').decode(der.subarray(tlv.start, tlv.end));
+  let year: number;
+  let at: number;
+  if (tlv.tag === UTC_TIME && text.length === 13) {
+    const yy = digits(text, 0, 2);
+    year = yy >= 50 ? 1900 + yy : 2000 + yy; // RFC 5280 4.1.2.5.1
+    at = 2;
+  } else if (tlv.tag === GENERALIZED_TIME && text.length === 15) {
+    year = digits(text, 0, 4);
+    at = 4;
+  } else {
+    fail('unsupported time format');
+  }
+  if (!text.endsWith('Z')) fail('time not in UTC');
+  return new Date(
+    Date.UTC(
+      year,
+      digits(text, at, 2) - 1,
+      digits(text, at + 2, 2),
+      digits(text, at + 4, 2),
+      digits(text, at + 6, 2),
+      digits(text, at + 8, 2),
+    ),
+  );
+}
+
+/** What peer identity reads from a DER certificate. */
+export interface CertificateFields {
+  /** Every CN value of the subject, in order. */
+  readonly commonNames: readonly string[];
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly dnsNames: readonly string[];
+  readonly uris: readonly string[];
+}
+
+/** Reads subject CNs, validity and SAN DNS/URI names from a DER X.509 certificate. */
+export function readCertificateFields(der: Uint8Array): CertificateFields {
+  const cert = expectTag(readTlv(der, 0, der.length), SEQUENCE, 'certificate');
+  const tbs = expectTag(children(der, cert)[0], SEQUENCE, 'tbsCertificate');
+  const parts = children(der, tbs);
+  let i = parts[0]?.tag === 0xa0 ? 1 : 0; // [0] EXPLICIT version
+  i += 3; // serialNumber, signature, issuer
+  const validity = children(der, expectTag(parts[i], SEQUENCE, 'validity'));
+  const subject = expectTag(parts[i + 1], SEQUENCE, 'subject');
+  const extensionsWrapper = parts.slice(i + 3).find((p) => p.tag === 0xa3); // [3] EXPLICIT extensions
+
+  const commonNames: string[] = [];
+  for (const rdn of children(der, subject)) {
+    for (const atv of children(der, expectTag(rdn, SET, 'RDN'))) {
+      const [typeTlv, value] = children(der, expectTag(atv, SEQUENCE, 'attribute'));
+      const type = expectTag(typeTlv, OID, 'attribute type');
+      if (value !== undefined && contentEquals(der, type, OID_COMMON_NAME)) {
+        const text = directoryString(der, value);
+        if (text !== undefined) commonNames.push(text);
+      }
+    }
+  }
+
+  const dnsNames: string[] = [];
+  const uris: string[] = [];
+  if (extensionsWrapper !== undefined) {
+    const extensions = expectTag(children(der, extensionsWrapper)[0], SEQUENCE, 'extensions');
+    let seenSan = false;
+    for (const ext of children(der, extensions)) {
+      const fields = children(der, expectTag(ext, SEQUENCE, 'extension'));
+      const id = expectTag(fields[0], OID, 'extension id');
+      if (!contentEquals(der, id, OID_SUBJECT_ALT_NAME)) continue;
+      if (seenSan) fail('duplicate subjectAltName'); // RFC 5280 4.2: at most one of each
+      seenSan = true;
+      const value = expectTag(fields[1]?.tag === BOOLEAN ? fields[2] : fields[1], OCTET_STRING, 'extension value');
+      const names = expectTag(readTlv(der, value.start, value.end), SEQUENCE, 'GeneralNames');
+      if (names.end !== value.end) fail('trailing bytes in subjectAltName');
+      for (const name of children(der, names)) {
+        // Context-specific, primitive: [2] dNSName, [6] uniformResourceIdentifier (IA5String).
+        if (name.tag === 0x82) {
+          const dns = ia5(der, name);
+          if (dns !== undefined) dnsNames.push(dns);
+        } else if (name.tag === 0x86) {
+          const uri = ia5(der, name);
+          if (uri !== undefined) uris.push(uri);
+        }
+      }
+    }
+  }
+
+  return {
+    commonNames,
+    notBefore: readTime(der, validity[0]),
+    notAfter: readTime(der, validity[1]),
+    dnsNames,
+    uris,
+  };
+}

@@ -1,0 +1,187 @@
+import { createHash, createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createSecureContext } from 'node:tls';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { readCertificateFields } from './der.js';
+
+/**
+ * A validated set of server TLS material, as PEM bytes: what both transports load (Node
+ * `tls`/`https` options, grpc-js `ServerCredentials.createSsl` and certificate providers).
+ *
+ * @example
+ * ```ts
+ * import type { TlsMaterial } from '@fluxguard/core';
+ * function log(m: TlsMaterial): void { console.log('serving certificate', m.certFingerprint256); }
+ * ```
+ */
+export interface TlsMaterial {
+  /** The server certificate (PEM), followed by its chain if the file holds one. */
+  readonly cert: Buffer;
+  /** The server's private key (PEM, unencrypted). */
+  readonly key: Buffer;
+  /** The CA bundle that client certificates are verified against (PEM, one or more). */
+  readonly ca: Buffer;
+  /** The certificate revocation list(s) (PEM), when configured. */
+  readonly crl: Buffer | undefined;
+  /** SHA-256 fingerprint of the server (leaf) certificate, lowercase hex. */
+  readonly certFingerprint256: string;
+  /** When the server certificate expires. */
+  readonly certValidTo: Date;
+}
+
+/** Where a piece of material comes from: a file path, or its PEM contents. */
+export interface MaterialSource {
+  /** The option that named it, for error messages (e.g. `certFile`). */
+  readonly option: string;
+  readonly file?: string | undefined;
+  readonly contents?: string | Uint8Array | undefined;
+}
+
+/** The four sources of a {@link TlsMaterial}; `crl` is optional. */
+export interface MaterialSources {
+  readonly cert: MaterialSource;
+  readonly key: MaterialSource;
+  readonly ca: MaterialSource;
+  readonly crl?: MaterialSource | undefined;
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+function describe(source: MaterialSource): string {
+  return source.file === undefined ? `"${source.option}"` : `"${source.option}" (${source.file})`;
+}
+
+function readError(where: string, source: MaterialSource, cause: unknown): ConfigurationError {
+  const code = (cause as { code?: unknown } | null)?.code;
+  const why = typeof code === 'string' ? ` (${code})` : '';
+  return new ConfigurationError(`${where}: cannot read ${describe(source)}${why}`, { cause });
+}
+
+function toBuffer(contents: string | Uint8Array): Buffer {
+  return typeof contents === 'string'
+    ? Buffer.from(contents, 'utf8')
+    : Buffer.from(contents.buffer, contents.byteOffset, contents.byteLength);
+}
+
+/** Reads the sources synchronously (start-up only). */
+export function readMaterialSync(where: string, sources: MaterialSources): RawMaterial {
+  const read = (source: MaterialSource): Buffer => {
+    if (source.contents !== undefined) return toBuffer(source.contents);
+    if (source.file === undefined) throw new ConfigurationError(`${where}: "${source.option}" is required`);
+    try {
+      return readFileSync(source.file);
+    } catch (cause) {
+      throw readError(where, source, cause);
+    }
+  };
+  return {
+    cert: read(sources.cert),
+    key: read(sources.key),
+    ca: read(sources.ca),
+    crl: sources.crl === undefined ? undefined : read(sources.crl),
+  };
+}
+
+/** Reads the sources without blocking the event loop (reload ticks). */
+export async function readMaterial(where: string, sources: MaterialSources): Promise<RawMaterial> {
+  const read = async (source: MaterialSource): Promise<Buffer> => {
+    if (source.contents !== undefined) return toBuffer(source.contents);
+    if (source.file === undefined) throw new ConfigurationError(`${where}: "${source.option}" is required`);
+    try {
+      return await readFile(source.file);
+    } catch (cause) {
+      throw readError(where, source, cause);
+    }
+  };
+  const [cert, key, ca, crl] = await Promise.all([
+    read(sources.cert),
+    read(sources.key),
+    read(sources.ca),
+    sources.crl === undefined ? undefined : read(sources.crl),
+  ]);
+  return { cert, key, ca, crl };
+}
+
+/** Unvalidated bytes of the four sources. */
+export interface RawMaterial {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca: Buffer;
+  readonly crl: Buffer | undefined;
+}
+
+/** A digest of the raw bytes, to tell a real change from a touched file. */
+export function materialDigest(raw: RawMaterial): string {
+  const hash = createHash('sha256');
+  for (const part of [raw.cert, raw.key, raw.ca, raw.crl ?? Buffer.alloc(0)]) {
+    hash.update(String(part.length)).update(':').update(part);
+  }
+  return hash.digest('hex');
+}
+
+/**
+ * Checks that the material is usable before any server sees it: the certificate parses, the
+ * key parses and matches it, the CA bundle holds at least one certificate and each parses, the
+ * CRL parses, and OpenSSL accepts the whole set. Messages name the option, never key bytes.
+ */
+export function validateMaterial(where: string, sources: MaterialSources, raw: RawMaterial): TlsMaterial {
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(raw.cert);
+  } catch (cause) {
+    throw new ConfigurationError(`${where}: ${describe(sources.cert)} does not hold a PEM certificate`, { cause });
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(raw.key);
+  } catch (cause) {
+    throw new ConfigurationError(
+      `${where}: ${describe(sources.key)} does not hold a readable private key (unencrypted PEM, e.g. PKCS#8)`,
+      { cause },
+    );
+  }
+  if (!leaf.checkPrivateKey(key)) {
+    throw new ConfigurationError(
+      `${where}: the private key in ${describe(sources.key)} does not match the certificate in ${describe(sources.cert)}`,
+    );
+  }
+  const caBlocks = raw.ca.toString('latin1').match(PEM_CERTIFICATE) ?? [];
+  if (caBlocks.length === 0) {
+    throw new ConfigurationError(`${where}: ${describe(sources.ca)} holds no PEM certificate`);
+  }
+  caBlocks.forEach((block, index) => {
+    try {
+      new X509Certificate(block);
+    } catch (cause) {
+      throw new ConfigurationError(`${where}: certificate ${index + 1} in ${describe(sources.ca)} cannot be parsed`, {
+        cause,
+      });
+    }
+  });
+  if (raw.crl !== undefined && sources.crl !== undefined) {
+    try {
+      createSecureContext({ ca: raw.ca, crl: raw.crl });
+    } catch (cause) {
+      throw new ConfigurationError(`${where}: ${describe(sources.crl)} does not hold a PEM CRL`, { cause });
+    }
+  }
+  try {
+    createSecureContext({
+      cert: raw.cert,
+      key: raw.key,
+      ca: raw.ca,
+      ...(raw.crl === undefined ? {} : { crl: raw.crl }),
+    });
+  } catch (cause) {
+    throw new ConfigurationError(`${where}: OpenSSL refused the TLS material (certificate, key, CA, CRL)`, { cause });
+  }
+  return Object.freeze({
+    cert: raw.cert,
+    key: raw.key,
+    ca: raw.ca,
+    crl: raw.crl,
+    certFingerprint256: createHash('sha256').update(leaf.raw).digest('hex'),
+    certValidTo: readCertificateFields(leaf.raw).notAfter,
+  });
+}

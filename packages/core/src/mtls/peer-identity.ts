@@ -1,0 +1,152 @@
+import { createHash, X509Certificate } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import type { CertificateIdentity } from '../call/call-info.js';
+import { SecurityError } from '../errors/security-error.js';
+import { readCertificateFields } from './der.js';
+import { parseSpiffeId } from './spiffe.js';
+
+/**
+ * A certificate in any of the forms the transports hand out: DER bytes, PEM text (string or
+ * bytes), Node's `PeerCertificate` (`getPeerCertificate()`, grpc-js
+ * `getAuthContext().sslPeerCertificate`: anything with a DER `raw`), or a `node:crypto`
+ * `X509Certificate`.
+ *
+ * @example
+ * ```ts
+ * import type { CertificateInput } from '@fluxguard/core';
+ * const input: CertificateInput = call.getAuthContext().sslPeerCertificate!; // { raw: Buffer, ... }
+ * ```
+ */
+export type CertificateInput = Uint8Array | string | { readonly raw: Uint8Array } | X509Certificate;
+
+const CACHE_LIMIT = 1024;
+// Identity per fingerprint: the same DER always gives the same identity, so a cache hit is
+// exact. Map iteration order gives a cheap LRU.
+const cache = new Map<string, CertificateIdentity>();
+
+function toDer(input: CertificateInput): Buffer {
+  if (input instanceof X509Certificate) return input.raw;
+  if (typeof input === 'string') return new X509Certificate(input).raw;
+  if (input instanceof Uint8Array) {
+    const bytes = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+    // PEM starts with "-----BEGIN"; DER with a SEQUENCE tag (0x30).
+    if (bytes[0] === 0x2d) return new X509Certificate(bytes).raw;
+    return bytes;
+  }
+  const raw: unknown = (input as { raw?: unknown }).raw;
+  if (!(raw instanceof Uint8Array)) throw new TypeError('certificate has no DER "raw" field');
+  return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+}
+
+/**
+ * The identity of a client certificate that the TLS stack has ALREADY VERIFIED against the
+ * configured CA. Never call it on a certificate of a connection that was not authorized: use
+ * {@link identityFromTlsSocket} for raw sockets; grpc-js (>= 1.14.5) exposes
+ * `getAuthContext().sslPeerCertificate` only for verified peers.
+ *
+ * - `uris`, `dnsNames`: every SAN URI and DNS name (names with bytes outside printable ASCII are
+ *   dropped).
+ * - `spiffeId`: the one `spiffe://` URI SAN, when it is a valid SPIFFE ID (lowercase trust
+ *   domain, path, no query or fragment); `undefined` when there are none or several.
+ * - `commonName`: the subject CN when there is exactly one.
+ * - `fingerprint256`: SHA-256 of the DER, lowercase hex.
+ *
+ * Identities are cached by fingerprint (bounded), so calling it per request is cheap.
+ *
+ * @throws SecurityError `unauthenticated` (reason `certificate_unreadable`) when the input is
+ *   not a certificate that can be parsed.
+ *
+ * @example
+ * ```ts
+ * import { identityFromCertificate } from '@fluxguard/core';
+ * const peer = call.getAuthContext().sslPeerCertificate; // grpc-js >= 1.14.5: verified only
+ * const identity = peer === undefined ? undefined : identityFromCertificate(peer);
+ * identity?.spiffeId; // 'spiffe://fluxguard.dev/client'
+ * ```
+ */
+export function identityFromCertificate(input: CertificateInput): CertificateIdentity {
+  let der: Buffer;
+  try {
+    der = toDer(input);
+  } catch (cause) {
+    throw new SecurityError('unauthenticated', { reason: 'certificate_unreadable', cause });
+  }
+  const fingerprint256 = createHash('sha256').update(der).digest('hex');
+  const cached = cache.get(fingerprint256);
+  if (cached !== undefined) {
+    cache.delete(fingerprint256);
+    cache.set(fingerprint256, cached);
+    return cached;
+  }
+  let identity: CertificateIdentity;
+  try {
+    // OpenSSL parses it first: anything it refuses never reaches our own reader.
+    new X509Certificate(der);
+    const fields = readCertificateFields(der);
+    const spiffeCandidates = fields.uris.filter((uri) => uri.slice(0, 7).toLowerCase() === 'spiffe:');
+    const only = spiffeCandidates.length === 1 ? spiffeCandidates[0] : undefined;
+    identity = Object.freeze({
+      spiffeId: only !== undefined && parseSpiffeId(only) !== undefined ? only : undefined,
+      uris: Object.freeze([...fields.uris]),
+      dnsNames: Object.freeze([...fields.dnsNames]),
+      commonName: fields.commonNames.length === 1 ? fields.commonNames[0] : undefined,
+      fingerprint256,
+      validFrom: fields.notBefore,
+      validTo: fields.notAfter,
+    });
+  } catch (cause) {
+    throw new SecurityError('unauthenticated', { reason: 'certificate_unreadable', cause });
+  }
+  if (cache.size >= CACHE_LIMIT) {
+    const oldest = cache.keys().next();
+    if (oldest.done !== true) cache.delete(oldest.value);
+  }
+  cache.set(fingerprint256, identity);
+  return identity;
+}
+
+/**
+ * The socket members {@link identityFromTlsSocket} reads: a `tls.TLSSocket` (Express:
+ * `req.socket`).
+ */
+export type PeerTlsSocket = Pick<TLSSocket, 'authorized' | 'getPeerCertificate'>;
+
+/**
+ * The verified client identity of a TLS connection, or `undefined` when the connection is not
+ * `authorized` (no certificate, or one that failed verification). This check is the point:
+ * with `rejectUnauthorized: false` (per-operation mode) `getPeerCertificate()` still returns
+ * the subject of an untrusted, self-signed certificate, which must never become an identity.
+ *
+ * @example
+ * ```ts
+ * import { identityFromTlsSocket } from '@fluxguard/core';
+ * app.use((req, _res, next) => {
+ *   const identity = identityFromTlsSocket(req.socket as import('node:tls').TLSSocket);
+ *   next();
+ * });
+ * ```
+ */
+export function identityFromTlsSocket(socket: PeerTlsSocket): CertificateIdentity | undefined {
+  if (!socket.authorized) return undefined;
+  const peer: unknown = socket.getPeerCertificate(false);
+  if (typeof peer !== 'object' || peer === null) return undefined;
+  const raw: unknown = (peer as { raw?: unknown }).raw;
+  if (!(raw instanceof Uint8Array) || raw.length === 0) return undefined;
+  return identityFromCertificate({ raw });
+}
+
+/**
+ * True when `now` lies in the identity's validity window. The TLS stack already refuses
+ * certificates outside it at handshake time; this is for long-lived connections that outlive
+ * their client certificate.
+ *
+ * @example
+ * ```ts
+ * import { isIdentityCurrent } from '@fluxguard/core';
+ * if (identity !== undefined && !isIdentityCurrent(identity)) throw new SecurityError('unauthenticated');
+ * ```
+ */
+export function isIdentityCurrent(identity: CertificateIdentity, now: Date = new Date()): boolean {
+  const t = now.getTime();
+  return t >= identity.validFrom.getTime() && t <= identity.validTo.getTime();
+}

@@ -1,0 +1,250 @@
+import { statSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import {
+  materialDigest,
+  readMaterial,
+  readMaterialSync,
+  validateMaterial,
+  type MaterialSources,
+  type TlsMaterial,
+} from './material.js';
+
+/**
+ * Options of {@link watchTlsMaterial}.
+ *
+ * @example
+ * ```ts
+ * import type { WatchTlsMaterialOptions } from '@fluxguard/core';
+ * const options: WatchTlsMaterialOptions = {
+ *   certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt',
+ *   onUpdate: (m) => server.setSecureContext(settings.secureContextOptions(m)),
+ *   onError: (err) => logger.error({ err }, 'TLS reload failed; keeping the last good material'),
+ * };
+ * ```
+ */
+export interface WatchTlsMaterialOptions {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly caFile: string;
+  readonly crlFile?: string | undefined;
+  /** Called with each new, validated set of material (not for the initial one: see `current`). */
+  readonly onUpdate: (material: TlsMaterial) => void;
+  /** Called once per distinct failure; the last good material stays in use. */
+  readonly onError: (error: Error) => void;
+  /** How often files are checked. Default 1000 ms; at least 20 ms. */
+  readonly intervalMs?: number | undefined;
+}
+
+/**
+ * A running watch over TLS files, from {@link watchTlsMaterial}.
+ *
+ * @example
+ * ```ts
+ * const watcher = watchTlsMaterial({ ... });
+ * watcher.current.certFingerprint256; // the material in use
+ * watcher.close();
+ * ```
+ */
+export interface TlsMaterialWatcher {
+  /** The last good material: the initial files, or the latest valid update. */
+  readonly current: TlsMaterial;
+  /** Stops watching. Idempotent; no callback is made afterwards. */
+  close(): void;
+}
+
+interface ResolvedWatchOptions {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly caFile: string;
+  readonly crlFile: string | undefined;
+  readonly onUpdate: (material: TlsMaterial) => void;
+  readonly onError: (error: Error) => void;
+  readonly intervalMs: number;
+}
+
+const noop = (): void => undefined;
+
+const DEFAULTS: ResolvedWatchOptions = Object.freeze({
+  certFile: '',
+  keyFile: '',
+  caFile: '',
+  crlFile: undefined,
+  onUpdate: noop,
+  onError: noop,
+  intervalMs: 1000,
+});
+
+const FACTORY = 'watchTlsMaterial';
+
+/**
+ * Watches server certificate, key, CA bundle (and CRL) files and hands over each new, valid set
+ * without a restart: adapters feed it to `server.setSecureContext` (Node `tls`/`https`) or to a
+ * grpc-js certificate provider; new connections get the new material, open ones keep theirs.
+ *
+ * Files are polled (size, mtime, inode; then a content digest), because `fs.watch` misses files
+ * replaced by rename, which is how most tools rotate certificates. A change is loaded once the
+ * files have stayed the same for one interval, so that a rotation writing certificate and key
+ * one after the other is not reported as a mismatch. A broken set (unreadable file, key not
+ * matching the certificate, bad CA or CRL) keeps the last good material and calls `onError`
+ * once per distinct failure.
+ *
+ * The initial files are read synchronously: an invalid initial set throws, since there is no
+ * last good material to keep.
+ *
+ * @throws ConfigurationError on bad options or an invalid initial set of files.
+ *
+ * @example
+ * ```ts
+ * import { createTlsSettings, watchTlsMaterial } from '@fluxguard/core';
+ * const files = { certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt' };
+ * const settings = createTlsSettings({ ...files, clientCertificates: 'strict' });
+ * const server = https.createServer({ ...settings.serverOptions }, app);
+ * const watcher = watchTlsMaterial({
+ *   ...files,
+ *   onUpdate: (material) => server.setSecureContext(settings.secureContextOptions(material)),
+ *   onError: (err) => audit.logger.error({ err }, 'TLS reload failed'),
+ * });
+ * server.on('close', () => watcher.close());
+ * ```
+ */
+export function watchTlsMaterial(options: WatchTlsMaterialOptions): TlsMaterialWatcher {
+  const o = resolveOptions<ResolvedWatchOptions>(FACTORY, DEFAULTS, options);
+  for (const key of ['certFile', 'keyFile', 'caFile'] as const) {
+    if (typeof o[key] !== 'string' || o[key].length === 0) {
+      throw new ConfigurationError(`${FACTORY}: "${key}" is required (a file path)`);
+    }
+  }
+  if (o.crlFile !== undefined && (typeof o.crlFile !== 'string' || o.crlFile.length === 0)) {
+    throw new ConfigurationError(`${FACTORY}: "crlFile" must be a file path`);
+  }
+  if (typeof options.onUpdate !== 'function' || typeof options.onError !== 'function') {
+    throw new ConfigurationError(`${FACTORY}: "onUpdate" and "onError" are required functions`);
+  }
+  if (!Number.isFinite(o.intervalMs) || o.intervalMs < 20) {
+    throw new ConfigurationError(`${FACTORY}: "intervalMs" must be a number of milliseconds, at least 20`);
+  }
+
+  const sources: MaterialSources = {
+    cert: { option: 'certFile', file: o.certFile },
+    key: { option: 'keyFile', file: o.keyFile },
+    ca: { option: 'caFile', file: o.caFile },
+    ...(o.crlFile === undefined ? {} : { crl: { option: 'crlFile', file: o.crlFile } }),
+  };
+  const files = [o.certFile, o.keyFile, o.caFile, ...(o.crlFile === undefined ? [] : [o.crlFile])];
+
+  const initialRaw = readMaterialSync(FACTORY, sources);
+  let current = validateMaterial(FACTORY, sources, initialRaw);
+  let currentDigest = materialDigest(initialRaw);
+  let seenSignature = signatureSync(files);
+  let pendingSignature: string | undefined;
+  let lastErrorKey: string | undefined;
+  let closed = false;
+  let running = false;
+
+  const report = (key: string, error: Error): void => {
+    if (closed || key === lastErrorKey) return;
+    lastErrorKey = key;
+    try {
+      o.onError(error);
+    } catch {
+      // A failing error callback must not crash the process from a timer; nothing else to do.
+    }
+  };
+
+  const tick = async (): Promise<void> => {
+    let signature: string;
+    try {
+      signature = await signatureOf(files);
+    } catch (cause) {
+      const code = (cause as { code?: unknown } | null)?.code;
+      const path = (cause as { path?: unknown } | null)?.path;
+      const option =
+        Object.entries({ certFile: o.certFile, keyFile: o.keyFile, caFile: o.caFile, crlFile: o.crlFile }).find(
+          ([, file]) => file === path,
+        )?.[0] ?? 'file';
+      report(
+        `stat:${String(path)}:${String(code)}`,
+        new ConfigurationError(
+          `${FACTORY}: cannot read "${option}" (${String(path)})${typeof code === 'string' ? ` (${code})` : ''}`,
+          {
+            cause,
+          },
+        ),
+      );
+      pendingSignature = undefined;
+      return;
+    }
+    if (signature === seenSignature) {
+      pendingSignature = undefined;
+      return;
+    }
+    if (signature !== pendingSignature) {
+      pendingSignature = signature; // wait until the files stay the same for one interval
+      return;
+    }
+    pendingSignature = undefined;
+    let digest = '';
+    try {
+      const raw = await readMaterial(FACTORY, sources);
+      digest = materialDigest(raw);
+      if (closed) return;
+      seenSignature = signature;
+      if (digest === currentDigest) {
+        lastErrorKey = undefined;
+        return;
+      }
+      const material = validateMaterial(FACTORY, sources, raw);
+      current = material;
+      currentDigest = digest;
+      lastErrorKey = undefined;
+      o.onUpdate(material);
+    } catch (cause) {
+      seenSignature = signature; // retry when the files change again, not on every tick
+      const error = cause instanceof Error ? cause : new Error(String(cause));
+      report(`load:${digest}:${error.message}`, error);
+    }
+  };
+
+  const timer = setInterval(() => {
+    if (running || closed) return;
+    running = true;
+    tick()
+      .catch((cause: unknown) => {
+        report(`tick:${String(cause)}`, cause instanceof Error ? cause : new Error(String(cause)));
+      })
+      .finally(() => {
+        running = false;
+      });
+  }, o.intervalMs);
+  timer.unref();
+
+  return {
+    get current() {
+      return current;
+    },
+    close() {
+      closed = true;
+      clearInterval(timer);
+    },
+  };
+}
+
+function signatureSync(files: readonly string[]): string {
+  return files
+    .map((file) => {
+      try {
+        const s = statSync(file);
+        return `${String(s.ino)}:${String(s.size)}:${String(s.mtimeMs)}`;
+      } catch {
+        return 'missing';
+      }
+    })
+    .join('|');
+}
+
+async function signatureOf(files: readonly string[]): Promise<string> {
+  const stats = await Promise.all(files.map((file) => stat(file)));
+  return stats.map((s) => `${String(s.ino)}:${String(s.size)}:${String(s.mtimeMs)}`).join('|');
+}

@@ -1,0 +1,127 @@
+// Cross-check with Debian's openssl binary: what a client other than Node sees of our settings.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDevPki } from '../dev-pki/dev-pki.js';
+import { run, SERVER_GREETING, startTlsServer, type TestServer } from './handshake.test-util.js';
+import { createTlsSettings } from './tls-settings.js';
+
+let dir: string;
+let srv: TestServer;
+let paths: { ca: string; clientCert: string; clientKey: string };
+
+beforeAll(async () => {
+  const version = await run('openssl', ['version']);
+  expect(version.stdout, 'openssl is required by this test').toMatch(/^OpenSSL 3\./);
+  dir = mkdtempSync(join(tmpdir(), 'fluxguard-openssl-'));
+  const pki = await createDevPki();
+  const files = {
+    certFile: join(dir, 'server.crt'),
+    keyFile: join(dir, 'server.key'),
+    caFile: join(dir, 'ca.crt'),
+  };
+  paths = { ca: files.caFile, clientCert: join(dir, 'client.crt'), clientKey: join(dir, 'client.key') };
+  writeFileSync(files.certFile, pki.server.certPem);
+  writeFileSync(files.keyFile, pki.server.keyPem, { mode: 0o600 });
+  writeFileSync(files.caFile, pki.ca.certPem);
+  writeFileSync(paths.clientCert, pki.client.certPem);
+  writeFileSync(paths.clientKey, pki.client.keyPem, { mode: 0o600 });
+  srv = await startTlsServer(createTlsSettings({ ...files, clientCertificates: 'strict' }).serverOptions);
+});
+
+afterAll(async () => {
+  await srv.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * `-ign_eof` keeps s_client reading until the server closes, so a refusal the server sends
+ * after the client's side of a TLS 1.3 handshake (certificate required) is seen too.
+ */
+function sClient(...extra: string[]) {
+  return run('openssl', [
+    's_client',
+    '-connect',
+    `127.0.0.1:${srv.port}`,
+    '-servername',
+    'localhost',
+    '-CAfile',
+    paths.ca,
+    '-verify_return_error',
+    '-ign_eof',
+    ...extra,
+  ]);
+}
+
+describe('openssl s_client against the strict settings', () => {
+  it('negotiates TLS 1.3 with a client certificate', async () => {
+    const result = await sClient('-tls1_3', '-cert', paths.clientCert, '-key', paths.clientKey);
+    expect(result.stdout).toContain(SERVER_GREETING);
+    expect(result.stdout).toMatch(/Protocol\s*:\s*TLSv1\.3|New, TLSv1\.3/);
+  });
+
+  it('negotiates TLS 1.2 with an ECDHE AEAD suite', async () => {
+    const result = await sClient('-tls1_2', '-cert', paths.clientCert, '-key', paths.clientKey);
+    expect(result.stdout).toContain(SERVER_GREETING);
+    expect(result.stdout).toMatch(/Cipher is ECDHE-ECDSA-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)/);
+  });
+
+  it('refuses a TLS 1.3 handshake without a client certificate', async () => {
+    const result = await sClient('-tls1_3');
+    expect(result.stdout).not.toContain(SERVER_GREETING);
+    expect(result.stderr).toMatch(/alert certificate required/);
+  });
+
+  it('refuses a TLS 1.2 handshake without a client certificate', async () => {
+    const result = await sClient('-tls1_2');
+    expect(result.stdout).not.toContain(SERVER_GREETING);
+    expect(result.code).not.toBe(0);
+  });
+
+  // SECLEVEL=0 lets OpenSSL 3 offer TLS 1.1/1.0 at all, so the refusal is the server's own
+  // (a protocol_version alert), not the client's policy.
+  it('refuses TLS 1.1 (server-side protocol_version alert)', async () => {
+    const result = await sClient(
+      '-tls1_1',
+      '-cipher',
+      'DEFAULT@SECLEVEL=0',
+      '-cert',
+      paths.clientCert,
+      '-key',
+      paths.clientKey,
+    );
+    expect(result.stdout).not.toContain(SERVER_GREETING);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/alert protocol version/);
+  });
+
+  it('refuses TLS 1.0 (server-side protocol_version alert)', async () => {
+    const result = await sClient(
+      '-tls1',
+      '-cipher',
+      'DEFAULT@SECLEVEL=0',
+      '-cert',
+      paths.clientCert,
+      '-key',
+      paths.clientKey,
+    );
+    expect(result.stdout).not.toContain(SERVER_GREETING);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/alert protocol version/);
+  });
+
+  it('refuses a TLS 1.2 CBC suite', async () => {
+    const result = await sClient(
+      '-tls1_2',
+      '-cipher',
+      'ECDHE-ECDSA-AES128-SHA256',
+      '-cert',
+      paths.clientCert,
+      '-key',
+      paths.clientKey,
+    );
+    expect(result.stdout).not.toContain(SERVER_GREETING);
+    expect(result.stderr).toMatch(/alert handshake failure/);
+  });
+});

@@ -1,0 +1,297 @@
+import type { SecureContextOptions } from 'node:tls';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import { readMaterialSync, validateMaterial, type MaterialSources, type TlsMaterial } from './material.js';
+
+/**
+ * How client certificates are handled.
+ *
+ * - `strict`: the handshake itself refuses a client without a certificate, or with one that does
+ *   not verify against the CA bundle (or is revoked, expired, not yet valid).
+ * - `per-operation`: the handshake asks for a certificate but completes without one (or with
+ *   one that does not verify: `socket.authorized === false`); the policy decides per operation,
+ *   so health can stay public on an mTLS port. Identity is then read only from authorized
+ *   connections (see `identityFromTlsSocket`).
+ */
+export type ClientCertificateMode = 'strict' | 'per-operation';
+
+/** The lowest TLS version accepted. 1.0 and 1.1 are never offered. */
+export type TlsMinVersion = 'TLSv1.2' | 'TLSv1.3';
+
+/**
+ * Options of {@link createTlsSettings}. Each of certificate, key and CA is given either as a
+ * file (`certFile`) or as PEM contents (`cert`), not both.
+ *
+ * @example
+ * ```ts
+ * import type { TlsSettingsOptions } from '@fluxguard/core';
+ * const options: TlsSettingsOptions = {
+ *   certFile: '.fluxguard/dev/server.crt',
+ *   keyFile: '.fluxguard/dev/server.key',
+ *   caFile: '.fluxguard/dev/ca.crt',
+ *   clientCertificates: 'per-operation',
+ * };
+ * ```
+ */
+export interface TlsSettingsOptions {
+  /** Required, no default: whether the handshake refuses clients without a valid certificate. */
+  readonly clientCertificates: ClientCertificateMode;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+  readonly caFile?: string | undefined;
+  /** Optional CRL file (PEM). When set, OpenSSL requires a CRL for every CA in the chain. */
+  readonly crlFile?: string | undefined;
+  readonly cert?: string | Uint8Array | undefined;
+  readonly key?: string | Uint8Array | undefined;
+  readonly ca?: string | Uint8Array | undefined;
+  readonly crl?: string | Uint8Array | undefined;
+  /** Default `TLSv1.2` (TLS 1.3 is preferred whenever the client offers it). */
+  readonly minVersion?: TlsMinVersion | undefined;
+}
+
+/**
+ * Node `tls.createServer` / `https.createServer` options: spread them into the server's options.
+ *
+ * @example
+ * ```ts
+ * import https from 'node:https';
+ * const server = https.createServer({ ...settings.serverOptions }, app);
+ * ```
+ */
+export interface TlsServerOptions {
+  readonly minVersion: TlsMinVersion;
+  readonly ciphers: string;
+  readonly honorCipherOrder: true;
+  readonly ecdhCurve: string;
+  readonly key: Buffer;
+  readonly cert: Buffer;
+  readonly ca: Buffer;
+  readonly crl?: Buffer;
+  readonly requestCert: true;
+  readonly rejectUnauthorized: boolean;
+}
+
+/**
+ * The material in the shapes grpc-js takes: `ServerCredentials.createSsl(rootCerts,
+ * keyCertPairs, checkClientCertificate)` and certificate-provider updates (`caCertificate`,
+ * `certificate`, `privateKey`). grpc-js sets neither CRL nor cipher list nor minimum version
+ * from these; `serverOptions` carries them for an adapter that builds its own credentials.
+ *
+ * @example
+ * ```ts
+ * import { ServerCredentials } from '@grpc/grpc-js';
+ * const { rootCerts, keyCertPairs, checkClientCertificate } = settings.grpc;
+ * const creds = ServerCredentials.createSsl(rootCerts, [...keyCertPairs], checkClientCertificate);
+ * ```
+ */
+export interface GrpcTlsMaterial {
+  readonly rootCerts: Buffer;
+  readonly keyCertPairs: readonly { readonly private_key: Buffer; readonly cert_chain: Buffer }[];
+  /** True in strict mode. grpc-js `createSsl(..., false)` would not even ask for a certificate. */
+  readonly checkClientCertificate: boolean;
+  readonly caCertificate: Buffer;
+  readonly certificate: Buffer;
+  readonly privateKey: Buffer;
+}
+
+/**
+ * Validated TLS settings for both transports, built by {@link createTlsSettings}.
+ *
+ * @example
+ * ```ts
+ * const settings = createTlsSettings({ ...files, clientCertificates: 'strict' });
+ * const server = tls.createServer(settings.serverOptions);
+ * ```
+ */
+export interface TlsSettings {
+  readonly clientCertificates: ClientCertificateMode;
+  readonly minVersion: TlsMinVersion;
+  readonly material: TlsMaterial;
+  /** For `tls.createServer` / `https.createServer`. */
+  readonly serverOptions: TlsServerOptions;
+  /** For grpc-js. */
+  readonly grpc: GrpcTlsMaterial;
+  /**
+   * Complete options for `server.setSecureContext(...)` with new material (from
+   * `watchTlsMaterial`). Node rebuilds the whole secure context from what it is given, so these
+   * repeat ciphers, curves, minimum version and CRL, not only key and certificates.
+   */
+  secureContextOptions(material?: TlsMaterial): SecureContextOptions;
+}
+
+/**
+ * TLS 1.2 suites: ECDHE only (forward secrecy), AEAD only (GCM, ChaCha20-Poly1305), ECDSA and
+ * RSA certificates. TLS 1.3 suites are all AEAD; listed so that the order is ours.
+ *
+ * @example
+ * ```ts
+ * import { TLS_CIPHERS } from '@fluxguard/core';
+ * TLS_CIPHERS.split(':').includes('ECDHE-ECDSA-AES128-GCM-SHA256'); // true
+ * ```
+ */
+export const TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/**
+ * Key-exchange groups, in order of preference.
+ *
+ * @example
+ * ```ts
+ * import { TLS_ECDH_CURVES } from '@fluxguard/core';
+ * TLS_ECDH_CURVES; // 'X25519:P-256:P-384'
+ * ```
+ */
+export const TLS_ECDH_CURVES = 'X25519:P-256:P-384';
+
+interface ResolvedTlsSettingsOptions {
+  readonly clientCertificates: ClientCertificateMode | undefined;
+  readonly minVersion: TlsMinVersion;
+  readonly certFile: string | undefined;
+  readonly keyFile: string | undefined;
+  readonly caFile: string | undefined;
+  readonly crlFile: string | undefined;
+  readonly cert: string | Uint8Array | undefined;
+  readonly key: string | Uint8Array | undefined;
+  readonly ca: string | Uint8Array | undefined;
+  readonly crl: string | Uint8Array | undefined;
+}
+
+const DEFAULTS: ResolvedTlsSettingsOptions = Object.freeze({
+  clientCertificates: undefined,
+  minVersion: 'TLSv1.2',
+  certFile: undefined,
+  keyFile: undefined,
+  caFile: undefined,
+  crlFile: undefined,
+  cert: undefined,
+  key: undefined,
+  ca: undefined,
+  crl: undefined,
+});
+
+const FACTORY = 'createTlsSettings';
+
+/**
+ * Builds hardened server TLS settings for both transports, validated once: files readable,
+ * certificate and key parse and match, CA bundle parses, CRL parses, OpenSSL accepts the set.
+ * Errors are `ConfigurationError`s that name the option (and file), never key material.
+ *
+ * TLS 1.2 minimum (1.3 negotiated whenever the client offers it), ECDHE + AEAD suites only,
+ * server cipher order, a client certificate always requested and verified against `ca`.
+ *
+ * @throws ConfigurationError on a missing or unknown option, an unreadable or mismatched file.
+ *
+ * @example
+ * ```ts
+ * import https from 'node:https';
+ * import { createTlsSettings } from '@fluxguard/core';
+ * const tls = createTlsSettings({
+ *   certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt',
+ *   clientCertificates: 'strict',
+ * });
+ * https.createServer({ ...tls.serverOptions }, app).listen(8443);
+ * ```
+ */
+export function createTlsSettings(options: TlsSettingsOptions): TlsSettings {
+  const o = resolveOptions<ResolvedTlsSettingsOptions>(FACTORY, DEFAULTS, options);
+  const mode = o.clientCertificates;
+  if (mode !== 'strict' && mode !== 'per-operation') {
+    throw new ConfigurationError(
+      `${FACTORY}: "clientCertificates" is required and must be "strict" or "per-operation"`,
+    );
+  }
+  const minVersion: unknown = o.minVersion; // options also come from plain JavaScript and JSON
+  if (minVersion !== 'TLSv1.2' && minVersion !== 'TLSv1.3') {
+    throw new ConfigurationError(`${FACTORY}: "minVersion" must be "TLSv1.2" or "TLSv1.3"`);
+  }
+  const sources = tlsMaterialSources(FACTORY, o);
+  const material = validateMaterial(FACTORY, sources, readMaterialSync(FACTORY, sources));
+  return buildTlsSettings(mode, minVersion, material);
+}
+
+function buildTlsSettings(mode: ClientCertificateMode, minVersion: TlsMinVersion, material: TlsMaterial): TlsSettings {
+  const contextOptions = (m: TlsMaterial): SecureContextOptions => ({
+    minVersion,
+    ciphers: TLS_CIPHERS,
+    honorCipherOrder: true,
+    ecdhCurve: TLS_ECDH_CURVES,
+    key: m.key,
+    cert: m.cert,
+    ca: m.ca,
+    ...(m.crl === undefined ? {} : { crl: m.crl }),
+  });
+  const serverOptions: TlsServerOptions = Object.freeze({
+    minVersion,
+    ciphers: TLS_CIPHERS,
+    honorCipherOrder: true,
+    ecdhCurve: TLS_ECDH_CURVES,
+    key: material.key,
+    cert: material.cert,
+    ca: material.ca,
+    ...(material.crl === undefined ? {} : { crl: material.crl }),
+    requestCert: true,
+    rejectUnauthorized: mode === 'strict',
+  });
+  const grpc: GrpcTlsMaterial = Object.freeze({
+    rootCerts: material.ca,
+    keyCertPairs: Object.freeze([Object.freeze({ private_key: material.key, cert_chain: material.cert })]),
+    checkClientCertificate: mode === 'strict',
+    caCertificate: material.ca,
+    certificate: material.cert,
+    privateKey: material.key,
+  });
+  return Object.freeze({
+    clientCertificates: mode,
+    minVersion,
+    material,
+    serverOptions,
+    grpc,
+    secureContextOptions: (m: TlsMaterial = material) => contextOptions(m),
+  });
+}
+
+function tlsMaterialSources(where: string, o: ResolvedTlsSettingsOptions): MaterialSources {
+  const pick = (
+    fileOption: string,
+    file: string | undefined,
+    option: string,
+    contents: string | Uint8Array | undefined,
+  ) => {
+    if (file !== undefined && contents !== undefined) {
+      throw new ConfigurationError(`${where}: give either "${fileOption}" or "${option}", not both`);
+    }
+    if (file !== undefined) {
+      if (typeof file !== 'string' || file.length === 0) {
+        throw new ConfigurationError(`${where}: "${fileOption}" must be a non-empty path`);
+      }
+      return { option: fileOption, file };
+    }
+    if (contents !== undefined) return { option, contents };
+    return undefined;
+  };
+  const required = (
+    fileOption: string,
+    file: string | undefined,
+    option: string,
+    contents: string | Uint8Array | undefined,
+  ) => {
+    const source = pick(fileOption, file, option, contents);
+    if (source === undefined) throw new ConfigurationError(`${where}: "${fileOption}" (or "${option}") is required`);
+    return source;
+  };
+  return {
+    cert: required('certFile', o.certFile, 'cert', o.cert),
+    key: required('keyFile', o.keyFile, 'key', o.key),
+    ca: required('caFile', o.caFile, 'ca', o.ca),
+    crl: pick('crlFile', o.crlFile, 'crl', o.crl),
+  };
+}

@@ -1,0 +1,143 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { createJwtVerifier } from '../jwt/verifier.js';
+import { compileRbac } from '../rbac/rbac.js';
+import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
+import { jwtVerifierOptionsFromPolicy, loadSecurityPolicy, parseSecurityPolicy } from './policy.js';
+
+const S = '/fluxguard.example.v1.ArtifactStore';
+const VALID = {
+  jwt: { issuer: ISSUER, audience: AUDIENCE, jwksFile: 'jwks.json', rolesClaim: 'roles', clockToleranceSeconds: 10 },
+  rbac: {
+    mode: 'enforce',
+    rules: [
+      { operation: 'GET /healthz', public: true },
+      { operation: `${S}/GetArtifact`, anyRoles: ['artifacts.reader'] },
+      { operation: `${S}/DeleteArtifact`, anyRoles: ['artifacts.admin'] },
+      { operation: 'DELETE /v1/artifacts/*path', anyRoles: ['artifacts.admin'] },
+    ],
+  },
+  mtls: { anything: 'passed through' },
+  rateLimits: [{ whatever: 1 }],
+};
+
+let key: TestKey;
+beforeAll(async () => {
+  key = await makeKey('ES256', 'p1');
+});
+
+describe('parseSecurityPolicy', () => {
+  it('accepts a valid policy and passes mtls / limits through', () => {
+    const policy = parseSecurityPolicy(structuredClone(VALID));
+    expect(policy.mtls).toEqual({ anything: 'passed through' });
+    expect(policy.rbac?.rules).toHaveLength(4);
+  });
+
+  it.each<[string, (p: Record<string, unknown>) => void, string | RegExp]>([
+    [
+      'an unknown top-level key',
+      (p) => {
+        p.rabc = {};
+      },
+      /policy: unknown field "rabc" \(did you mean "rbac"\?\)/,
+    ],
+    [
+      'a bad role',
+      (p) => {
+        (p.rbac as { rules: { anyRoles?: unknown[] }[] }).rules[3] = { operation: 'GET /x', anyRoles: [42] } as never;
+      },
+      'policy.rbac.rules[3].anyRoles[0] must be a non-empty string',
+    ],
+    [
+      'a bad pattern',
+      (p) => {
+        (p.rbac as { rules: unknown[] }).rules[1] = { operation: 'get x', public: true };
+      },
+      /policy.rbac.rules\[1\].operation "get x" is not an operation pattern/,
+    ],
+    [
+      'a bad mode',
+      (p) => {
+        (p.rbac as { mode: string }).mode = 'audit';
+      },
+      'policy.rbac.mode must be "enforce" or "shadow"',
+    ],
+    [
+      'no issuer',
+      (p) => {
+        delete (p.jwt as { issuer?: string }).issuer;
+      },
+      'policy.jwt.issuer must be a non-empty string',
+    ],
+    [
+      'two key sources',
+      (p) => {
+        (p.jwt as Record<string, unknown>).jwksUrl = 'https://x';
+      },
+      /exactly one of jwksUrl, jwksFile, publicKeyFile/,
+    ],
+    [
+      'HS256',
+      (p) => {
+        (p.jwt as Record<string, unknown>).algorithms = ['HS256'];
+      },
+      /policy.jwt.algorithms\[0\] must be an asymmetric/,
+    ],
+    [
+      'a negative tolerance',
+      (p) => {
+        (p.jwt as Record<string, unknown>).clockToleranceSeconds = -1;
+      },
+      'policy.jwt.clockToleranceSeconds must be a non-negative number',
+    ],
+    [
+      'an unknown jwt field',
+      (p) => {
+        (p.jwt as Record<string, unknown>).audiences = ['x'];
+      },
+      /policy.jwt: unknown field "audiences"/,
+    ],
+  ])('refuses %s, naming the field', (_label, mutate, message) => {
+    const p = structuredClone(VALID) as unknown as Record<string, unknown>;
+    mutate(p);
+    expect(() => parseSecurityPolicy(p)).toThrow(ConfigurationError);
+    expect(() => parseSecurityPolicy(p)).toThrow(message);
+  });
+
+  it('refuses a non-object', () => {
+    expect(() => parseSecurityPolicy([])).toThrow('policy must be an object');
+  });
+});
+
+describe('loadSecurityPolicy', () => {
+  it('loads JSON, resolves the key file next to it, and drives a verifier and RBAC', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    await writeFile(join(dir, 'jwks.json'), JSON.stringify({ keys: [key.publicJwk] }));
+    await writeFile(join(dir, 'policy.json'), JSON.stringify(VALID));
+    const policy = await loadSecurityPolicy(join(dir, 'policy.json'));
+    expect(policy.jwt?.jwksFile).toBe(join(dir, 'jwks.json'));
+    if (policy.jwt === undefined || policy.rbac === undefined) throw new Error('sections expected');
+    const verifier = createJwtVerifier(jwtVerifierOptionsFromPolicy(policy.jwt));
+    const principal = await verifier.authenticate({
+      headers: { get: () => undefined, getAll: (n) => (n === 'authorization' ? [`Bearer ${token}`] : []) },
+    });
+    const rbac = compileRbac(policy.rbac.rules, { mode: policy.rbac.mode });
+    expect(rbac.authorize(`${S}/GetArtifact`, principal).allowed).toBe(true);
+    expect(rbac.authorize(`${S}/DeleteArtifact`, principal).allowed).toBe(false);
+  });
+
+  let token = '';
+  beforeAll(async () => {
+    token = await sign(key);
+  });
+
+  it('reports an unreadable file or invalid JSON', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    await expect(loadSecurityPolicy(join(dir, 'missing.json'))).rejects.toThrow(/cannot read/);
+    await writeFile(join(dir, 'bad.json'), '{ nope');
+    await expect(loadSecurityPolicy(join(dir, 'bad.json'))).rejects.toThrow(/not valid JSON/);
+  });
+});

@@ -1,0 +1,121 @@
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+
+/** A compiled operation pattern. */
+export interface OperationPattern {
+  /** The pattern in normal form (trailing slash removed), used for duplicates and exact lookups. */
+  readonly key: string;
+  /** True when it names exactly one operation (no `*` method, service wildcard, `:param` or `*splat`). */
+  readonly exact: boolean;
+  /** Segment ranks for ordering wildcards: 3 literal, 2 `:param`, 1 `*splat`; last, the method rank. */
+  readonly ranks: readonly number[];
+  matches(operation: string): boolean;
+}
+
+const GRPC = /^\/([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\/([A-Za-z_][A-Za-z0-9_]*|\*)$/;
+const HTTP = /^(\*|[A-Z]+) (\/.*)$/;
+const PARAM = /^:[A-Za-z_$][A-Za-z0-9_$]*$/;
+const SPLAT = /^\*(?:[A-Za-z_$][A-Za-z0-9_$]*)?$/;
+
+/** Removes a trailing slash from an HTTP operation's path, as Express's non-strict routing does. */
+export function normalizeOperation(operation: string): string {
+  return operation.length > 1 && operation.endsWith('/') && !operation.endsWith(' /') && !operation.startsWith('/')
+    ? operation.slice(0, -1)
+    : operation;
+}
+
+/**
+ * Parses a rule's operation pattern: gRPC `/pkg.Service/Method` or `/pkg.Service/*`; HTTP
+ * `METHOD /path` with `:param` (one segment) and a final `*splat` (one or more segments), the
+ * method `*` standing for any method.
+ */
+export function compilePattern(pattern: unknown, where: string): OperationPattern {
+  if (typeof pattern !== 'string' || pattern === '')
+    throw new ConfigurationError(`${where} must be a non-empty string`);
+  if (pattern.startsWith('/')) {
+    const m = GRPC.exec(pattern);
+    if (m === null) {
+      throw new ConfigurationError(
+        `${where} "${pattern}" is not a gRPC method pattern (/pkg.Service/Method or /pkg.Service/*)`,
+      );
+    }
+    const service = `/${m[1] ?? ''}/`;
+    if (m[2] !== '*') return { key: pattern, exact: true, ranks: [3, 3], matches: (op) => op === pattern };
+    return {
+      key: pattern,
+      exact: false,
+      ranks: [3, 2],
+      matches: (op) => op.startsWith(service) && op.length > service.length && !op.includes('/', service.length),
+    };
+  }
+  const m = HTTP.exec(pattern);
+  if (m === null) {
+    throw new ConfigurationError(
+      `${where} "${pattern}" is not an operation pattern: gRPC "/pkg.Service/Method" or HTTP "METHOD /path" (method in capitals, or *)`,
+    );
+  }
+  const method = m[1] ?? '*';
+  const key = normalizeOperation(pattern);
+  const path = key.slice(method.length + 1);
+  const segments = path === '/' ? [] : path.slice(1).split('/');
+  const ranks: number[] = [];
+  for (const [i, segment] of segments.entries()) {
+    if (segment === '') throw new ConfigurationError(`${where} "${pattern}" has an empty path segment`);
+    if (/[{}()?+]/.test(segment)) {
+      throw new ConfigurationError(
+        `${where} "${pattern}": optional groups and regular expressions are not supported; write one rule per path`,
+      );
+    }
+    if (segment.startsWith(':')) {
+      if (!PARAM.test(segment)) throw new ConfigurationError(`${where} "${pattern}": bad parameter "${segment}"`);
+      ranks.push(2);
+    } else if (segment.startsWith('*')) {
+      if (!SPLAT.test(segment)) throw new ConfigurationError(`${where} "${pattern}": bad wildcard "${segment}"`);
+      if (i !== segments.length - 1)
+        throw new ConfigurationError(`${where} "${pattern}": a *wildcard must be the last segment`);
+      ranks.push(1);
+    } else {
+      if (segment.includes('*') || segment.includes(':')) {
+        throw new ConfigurationError(`${where} "${pattern}": "*" and ":" may only start a segment`);
+      }
+      ranks.push(3);
+    }
+  }
+  ranks.push(method === '*' ? 0 : 1);
+  const exact = method !== '*' && ranks.slice(0, -1).every((r) => r === 3);
+  const splat = segments.length > 0 && ranks[segments.length - 1] === 1;
+  return {
+    key,
+    exact,
+    ranks,
+    matches(operation: string): boolean {
+      const op = normalizeOperation(operation);
+      const space = op.indexOf(' ');
+      if (space <= 0) return false;
+      if (method !== '*' && op.slice(0, space) !== method) return false;
+      const opPath = op.slice(space + 1);
+      if (!opPath.startsWith('/')) return false;
+      const opSegments = opPath === '/' ? [] : opPath.slice(1).split('/');
+      if (splat ? opSegments.length < segments.length : opSegments.length !== segments.length) return false;
+      for (const [i, segment] of segments.entries()) {
+        const rank = ranks[i];
+        const actual = opSegments[i] ?? '';
+        if (rank === 1) return opSegments.slice(i).every((s) => s !== '');
+        if (actual === '') return false;
+        if (rank === 3 && actual !== segment) return false;
+      }
+      return true;
+    },
+  };
+}
+
+/** Orders wildcard patterns most specific first: segment by segment, then a named method over `*`. */
+export function compareSpecificity(a: OperationPattern, b: OperationPattern): number {
+  const pathA = a.ranks.slice(0, -1);
+  const pathB = b.ranks.slice(0, -1);
+  for (let i = 0; i < Math.min(pathA.length, pathB.length); i++) {
+    const diff = (pathB[i] ?? 0) - (pathA[i] ?? 0);
+    if (diff !== 0) return diff;
+  }
+  if (pathA.length !== pathB.length) return pathB.length - pathA.length;
+  return (b.ranks.at(-1) ?? 0) - (a.ranks.at(-1) ?? 0);
+}

@@ -1,0 +1,225 @@
+import { describe, expect, it } from 'vitest';
+import type { CertificateIdentity, Principal } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { compileRbac, type RbacRules } from './rbac.js';
+
+const S = '/fluxguard.example.v1.ArtifactStore';
+const READ = ['artifacts.reader', 'artifacts.writer', 'artifacts.admin'];
+const WRITE = ['artifacts.writer', 'artifacts.admin'];
+const ADMIN = ['artifacts.admin'];
+
+const RULES: RbacRules = [
+  { operation: '/grpc.health.v1.Health/*', public: true },
+  { operation: `${S}/GetArtifact`, anyRoles: READ },
+  { operation: `${S}/ListArtifacts`, anyRoles: READ },
+  { operation: `${S}/UploadArtifact`, anyRoles: WRITE },
+  { operation: `${S}/DeleteArtifact`, anyRoles: ADMIN },
+  { operation: 'GET /healthz', public: true },
+  { operation: 'GET /v1/artifacts', anyRoles: READ },
+  { operation: 'GET /v1/artifacts/*path', anyRoles: READ },
+  { operation: 'PUT /v1/artifacts/*path', anyRoles: WRITE },
+  { operation: 'DELETE /v1/artifacts/*path', anyRoles: ADMIN },
+];
+
+const SERVED = [
+  '/grpc.health.v1.Health/Check',
+  '/grpc.health.v1.Health/Watch',
+  `${S}/GetArtifact`,
+  `${S}/ListArtifacts`,
+  `${S}/UploadArtifact`,
+  `${S}/DeleteArtifact`,
+  'GET /healthz',
+  'GET /v1/artifacts',
+  'GET /v1/artifacts/*path',
+  'PUT /v1/artifacts/*path',
+  'DELETE /v1/artifacts/*path',
+];
+
+function principal(roles: string[], extra: Partial<Principal> = {}): Principal {
+  return { subject: 'alice', roles, scopes: [], claims: {}, certificate: undefined, authenticatedBy: 'jwt', ...extra };
+}
+
+const rbac = compileRbac(RULES, { servedOperations: SERVED });
+
+describe('compileRbac: the ArtifactStore matrix', () => {
+  const ops = {
+    get: [`${S}/GetArtifact`, 'GET /v1/artifacts/*path'],
+    list: [`${S}/ListArtifacts`, 'GET /v1/artifacts'],
+    upload: [`${S}/UploadArtifact`, 'PUT /v1/artifacts/*path'],
+    delete: [`${S}/DeleteArtifact`, 'DELETE /v1/artifacts/*path'],
+  };
+  const matrix: [string, Record<keyof typeof ops, boolean>][] = [
+    ['artifacts.reader', { get: true, list: true, upload: false, delete: false }],
+    ['artifacts.writer', { get: true, list: true, upload: true, delete: false }],
+    ['artifacts.admin', { get: true, list: true, upload: true, delete: true }],
+    ['other.role', { get: false, list: false, upload: false, delete: false }],
+  ];
+  for (const [role, expected] of matrix) {
+    for (const [action, operations] of Object.entries(ops) as [keyof typeof ops, string[]][]) {
+      for (const op of operations) {
+        it(`${role} ${expected[action] ? 'may' : 'may not'} ${op}`, () => {
+          const decision = rbac.authorize(op, principal([role]));
+          expect(decision.allowed).toBe(expected[action]);
+          if (!expected[action]) {
+            expect(decision.denial).toBeInstanceOf(SecurityError);
+            expect(decision.denial?.code).toBe('permission_denied');
+            expect(decision.reason).toBe('missing_role');
+            expect(() => rbac.enforce(op, principal([role]))).toThrow(SecurityError);
+          }
+        });
+      }
+    }
+  }
+
+  it('lets anyone reach health, with or without a principal', () => {
+    for (const op of ['/grpc.health.v1.Health/Check', 'GET /healthz']) {
+      expect(rbac.isPublic(op)).toBe(true);
+      expect(rbac.authorize(op, undefined)).toMatchObject({ allowed: true, reason: 'public' });
+    }
+    expect(rbac.isPublic(`${S}/GetArtifact`)).toBe(false);
+  });
+
+  it('refuses a protected operation without a principal as unauthenticated', () => {
+    const d = rbac.authorize(`${S}/GetArtifact`, undefined);
+    expect(d).toMatchObject({ allowed: false, reason: 'unauthenticated' });
+    expect(d.denial?.code).toBe('unauthenticated');
+  });
+
+  it('denies by default an operation no rule names', () => {
+    for (const op of [`${S}/PurgeEverything`, '/other.Service/Get', 'POST /v1/artifacts/x', 'GET /admin']) {
+      const d = rbac.authorize(op, principal(ADMIN));
+      expect(d).toMatchObject({ allowed: false, reason: 'no_rule', rule: undefined });
+      expect(d.denial?.code).toBe('permission_denied');
+      expect(rbac.isPublic(op)).toBe(false);
+    }
+  });
+
+  it('matches concrete HTTP paths against :param and *splat patterns', () => {
+    expect(rbac.ruleFor('GET /v1/artifacts/a/b/c.bin')).toBe('GET /v1/artifacts/*path');
+    expect(rbac.ruleFor('GET /v1/artifacts/')).toBe('GET /v1/artifacts');
+    expect(rbac.ruleFor('GET /v1/artifacts/a//b')).toBeUndefined();
+  });
+});
+
+describe('compileRbac: wildcards and specificity', () => {
+  const r = compileRbac({
+    '/pkg.Svc/*': { anyRoles: ['svc.user'] },
+    '/pkg.Svc/Admin': { anyRoles: ['svc.admin'] },
+    '* /api/*rest': { authenticated: true },
+    'DELETE /api/*rest': { anyRoles: ['admin'] },
+    'GET /api/items/:id': { anyRoles: ['reader'] },
+    'GET /api/items/special': { public: true },
+  });
+
+  it('prefers the exact operation over a wildcard', () => {
+    expect(r.authorize('/pkg.Svc/Admin', principal(['svc.user'])).allowed).toBe(false);
+    expect(r.authorize('/pkg.Svc/Other', principal(['svc.user'])).allowed).toBe(true);
+    expect(r.ruleFor('/pkg.Svc/Nested/Method')).toBeUndefined();
+    expect(r.ruleFor('/pkg.SvcX/Method')).toBeUndefined();
+  });
+
+  it('prefers literal over :param over *splat, then a named method over *', () => {
+    expect(r.ruleFor('GET /api/items/special')).toBe('GET /api/items/special');
+    expect(r.ruleFor('GET /api/items/42')).toBe('GET /api/items/:id');
+    expect(r.ruleFor('GET /api/items/42/parts')).toBe('* /api/*rest');
+    expect(r.ruleFor('DELETE /api/items/42')).toBe('DELETE /api/*rest');
+    expect(r.authorize('DELETE /api/items/42', principal(['svc.user'])).reason).toBe('missing_role');
+    expect(r.authorize('POST /api/x', principal([])).allowed).toBe(true);
+  });
+
+  it('combines requirements with AND: roles and scopes, all roles', () => {
+    const c = compileRbac({
+      '/p.S/Write': { anyRoles: ['w'], scopes: ['artifacts:write'] },
+      '/p.S/Both': { allRoles: ['a', 'b'] },
+    });
+    expect(c.authorize('/p.S/Write', principal(['w'])).reason).toBe('missing_scope');
+    expect(c.authorize('/p.S/Write', principal(['w'], { scopes: ['artifacts:write'] })).allowed).toBe(true);
+    expect(c.authorize('/p.S/Both', principal(['a'])).allowed).toBe(false);
+    expect(c.authorize('/p.S/Both', principal(['a', 'b'])).allowed).toBe(true);
+  });
+
+  it('checks a certificate requirement against the principal, else the peer certificate', () => {
+    const c = compileRbac({ '/p.S/M': { certificate: [{ spiffeId: 'spiffe://example.org/ns/*/sa/reader' }] } });
+    const cert: CertificateIdentity = {
+      spiffeId: 'spiffe://example.org/ns/prod/sa/reader',
+      uris: ['spiffe://example.org/ns/prod/sa/reader'],
+      dnsNames: [],
+      commonName: undefined,
+      fingerprint256: 'ab'.repeat(32),
+      validFrom: new Date(0),
+      validTo: new Date(Date.now() + 3_600_000),
+    };
+    expect(c.authorize('/p.S/M', principal([])).reason).toBe('certificate_mismatch');
+    expect(c.authorize('/p.S/M', principal([]), cert).allowed).toBe(true);
+    expect(c.authorize('/p.S/M', principal([], { certificate: cert })).allowed).toBe(true);
+    expect(
+      c.authorize('/p.S/M', principal([]), { ...cert, spiffeId: 'spiffe://example.org/ns/prod/sa/writer' }).allowed,
+    ).toBe(false);
+  });
+});
+
+describe('compileRbac: shadow mode', () => {
+  const shadow = compileRbac(RULES, { mode: 'shadow' });
+  it('allows but reports what enforce mode would deny', () => {
+    const d = shadow.authorize(`${S}/DeleteArtifact`, principal(['artifacts.reader']));
+    expect(d).toMatchObject({ allowed: true, shadowDenied: true, reason: 'missing_role', rule: `${S}/DeleteArtifact` });
+    expect(d.denial?.code).toBe('permission_denied');
+    expect(shadow.enforce(`${S}/DeleteArtifact`, principal(['artifacts.reader'])).shadowDenied).toBe(true);
+    expect(shadow.authorize(`${S}/Unknown`, undefined)).toMatchObject({
+      allowed: true,
+      shadowDenied: true,
+      reason: 'no_rule',
+    });
+    expect(shadow.authorize(`${S}/GetArtifact`, principal(['artifacts.reader']))).toMatchObject({
+      allowed: true,
+      shadowDenied: false,
+    });
+  });
+});
+
+describe('compileRbac: start-up checks', () => {
+  it('reports rules naming operations the server does not serve, and returns uncovered ones', () => {
+    expect(() => rbac.checkServed(SERVED.filter((o) => !o.includes('Delete')))).toThrow(
+      /does not serve: "\/fluxguard.example.v1.ArtifactStore\/DeleteArtifact"/,
+    );
+    expect(rbac.checkServed([...SERVED, `${S}/Extra`]).uncovered).toEqual([`${S}/Extra`]);
+    expect(() => compileRbac({ '/p.S/Typo': { public: true } }, { servedOperations: ['/p.S/Real'] })).toThrow(
+      ConfigurationError,
+    );
+  });
+
+  it.each<[string, unknown, RegExp]>([
+    ['a bad pattern', { 'GET v1/x': { public: true } }, /not an operation pattern/],
+    ['a lower-case method', { 'get /x': { public: true } }, /not an operation pattern/],
+    ['a gRPC pattern with a partial wildcard', { '/p.S/Get*': { public: true } }, /not a gRPC method pattern/],
+    ['a splat in the middle', { 'GET /a/*x/b': { public: true } }, /must be the last segment/],
+    ['an optional group', { 'GET /a{/:b}': { public: true } }, /not supported/],
+    ['public with roles', { 'GET /x': { public: true, anyRoles: ['a'] } }, /cannot be combined/],
+    ['public: false', { 'GET /x': { public: false } }, /must be true/],
+    ['an empty requirement', { 'GET /x': {} }, /must name a requirement/],
+    ['an empty role list', { 'GET /x': { anyRoles: [] } }, /anyRoles must be a non-empty array/],
+    ['an unknown field', { 'GET /x': { roles: ['a'] } }, /unknown field "roles"/],
+    [
+      'a duplicate',
+      [
+        { operation: 'GET /x/', public: true },
+        { operation: 'GET /x', public: true },
+      ],
+      /more than one rule/,
+    ],
+    ['a bad certificate rule', { '/p.S/M': { certificate: [] } }, /certificate/],
+  ])('refuses %s', (_label, rules, message) => {
+    expect(() => compileRbac(rules as RbacRules)).toThrow(ConfigurationError);
+    expect(() => compileRbac(rules as RbacRules)).toThrow(message);
+  });
+
+  it('names the index and field of a bad rule in list form', () => {
+    expect(() =>
+      compileRbac([
+        { operation: 'GET /a', public: true },
+        { operation: 'GET /b', anyRoles: ['ok', ''] },
+      ]),
+    ).toThrow('rbac.rules[1].anyRoles[1] must be a non-empty string');
+  });
+});

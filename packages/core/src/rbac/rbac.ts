@@ -1,0 +1,389 @@
+import type { CertificateIdentity, Principal } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { compileIdentityRules, type IdentityMatcher, type IdentityRule } from '../mtls/identity-rules.js';
+import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from './pattern.js';
+
+/**
+ * What an operation requires. `public` stands alone; every other field given must hold (AND):
+ * e.g. `{ anyRoles: ['artifacts.writer'], scopes: ['artifacts:write'] }`.
+ *
+ * - `public: true` — anyone, authenticated or not (health checks).
+ * - `authenticated: true` — any authenticated caller.
+ * - `anyRoles` — at least one of these roles. `allRoles` — every one of them.
+ * - `scopes` — every one of these scopes.
+ * - `certificate` — the caller's verified client certificate matches one of these identity
+ *   rules (the Principal's certificate, else the call's peer certificate).
+ *
+ * @example
+ * ```ts
+ * import type { RbacRequirement } from '@fluxguard/core';
+ * const upload: RbacRequirement = { anyRoles: ['artifacts.writer', 'artifacts.admin'] };
+ * ```
+ */
+export interface RbacRequirement {
+  readonly public?: true;
+  readonly authenticated?: true;
+  readonly anyRoles?: readonly string[];
+  readonly allRoles?: readonly string[];
+  readonly scopes?: readonly string[];
+  readonly certificate?: readonly IdentityRule[];
+}
+
+/**
+ * One rule in list form (the shape of `policy.rbac.rules`).
+ *
+ * @example
+ * ```ts
+ * import type { RbacRule } from '@fluxguard/core';
+ * const rule: RbacRule = { operation: 'DELETE /v1/artifacts/*path', anyRoles: ['artifacts.admin'] };
+ * ```
+ */
+export interface RbacRule extends RbacRequirement {
+  /** gRPC `/pkg.Service/Method` or `/pkg.Service/*`; HTTP `METHOD /path/:param/*splat`, method `*` for any. */
+  readonly operation: string;
+}
+
+/**
+ * Rules as a map from operation pattern to requirement, or as a list of {@link RbacRule}.
+ *
+ * @example
+ * ```ts
+ * import type { RbacRules } from '@fluxguard/core';
+ * const rules: RbacRules = { 'GET /healthz': { public: true }, '/grpc.health.v1.Health/*': { public: true } };
+ * ```
+ */
+export type RbacRules = Readonly<Record<string, RbacRequirement>> | readonly RbacRule[];
+
+/**
+ * `enforce` denies; `shadow` allows every call but reports what would have been denied, for
+ * rolling a policy out (the adapter logs `rbac.shadow_denied`).
+ *
+ * @example
+ * ```ts
+ * import type { RbacMode } from '@fluxguard/core';
+ * const mode: RbacMode = process.env.RBAC_SHADOW === '1' ? 'shadow' : 'enforce';
+ * ```
+ */
+export type RbacMode = 'enforce' | 'shadow';
+
+/** Options of {@link compileRbac}. */
+export interface RbacOptions {
+  /** Default `enforce`. */
+  readonly mode?: RbacMode | undefined;
+  /** When given, {@link CompiledRbac.checkServed} runs at compile time. */
+  readonly servedOperations?: readonly string[] | undefined;
+  /** Named in configuration errors. Default `rbac.rules`. */
+  readonly where?: string | undefined;
+}
+
+/**
+ * Why a decision went the way it did, for the audit log.
+ *
+ * @example
+ * ```ts
+ * import type { RbacReason } from '@fluxguard/core';
+ * const alert: RbacReason[] = ['no_rule', 'certificate_mismatch'];
+ * ```
+ */
+export type RbacReason =
+  'public' | 'authorized' | 'no_rule' | 'unauthenticated' | 'missing_role' | 'missing_scope' | 'certificate_mismatch';
+
+/**
+ * The outcome of {@link CompiledRbac.authorize}.
+ *
+ * - allowed: `allowed: true`, `denial: undefined`.
+ * - denied (enforce): `allowed: false`, `denial` is the `SecurityError` to throw.
+ * - would-be denial (shadow): `allowed: true`, `shadowDenied: true`, `denial` is what enforce
+ *   mode would have thrown; log it as `rbac.shadow_denied` and carry on.
+ *
+ * @example
+ * ```ts
+ * const decision = rbac.authorize(call.operation, principal, call.peerCertificate);
+ * if (decision.shadowDenied) audit.record({ event: 'rbac.shadow_denied', outcome: 'allowed', reason: decision.reason, operation: call.operation, requestId: call.requestId });
+ * if (!decision.allowed) throw decision.denial;
+ * ```
+ */
+export interface RbacDecision {
+  readonly allowed: boolean;
+  readonly shadowDenied: boolean;
+  readonly reason: RbacReason;
+  /** The pattern of the rule applied; undefined for `no_rule`. */
+  readonly rule: string | undefined;
+  readonly denial: SecurityError | undefined;
+}
+
+/** What {@link CompiledRbac.checkServed} returns when no rule is stray. */
+export interface ServedReport {
+  /** Served operations that no rule names: every call to them is denied (`no_rule`). */
+  readonly uncovered: readonly string[];
+}
+
+/** A compiled rule set; build it once at start-up with {@link compileRbac}. */
+export interface CompiledRbac {
+  readonly mode: RbacMode;
+  /**
+   * Decides one call. A `public` operation is allowed without a principal; any other with no
+   * principal is denied `unauthenticated`; an unmet requirement `permission_denied`; an
+   * operation no rule names `permission_denied` (reason `no_rule`).
+   *
+   * @example
+   * ```ts
+   * const decision = rbac.authorize('/fluxguard.example.v1.ArtifactStore/DeleteArtifact', principal);
+   * decision.allowed; // false for a reader
+   * ```
+   */
+  authorize(operation: string, principal: Principal | undefined, peerCertificate?: CertificateIdentity): RbacDecision;
+  /**
+   * {@link CompiledRbac.authorize}, throwing the denial when it is enforced; returns the
+   * decision otherwise (check `shadowDenied` to log would-be denials).
+   *
+   * @example
+   * ```ts
+   * const decision = rbac.enforce(call.operation, principal, call.peerCertificate);
+   * ```
+   */
+  enforce(operation: string, principal: Principal | undefined, peerCertificate?: CertificateIdentity): RbacDecision;
+  /**
+   * True when the rule applying to `operation` is `public`, so an adapter may skip
+   * authentication (a token, if sent, is then not read at all).
+   *
+   * @example
+   * ```ts
+   * if (!rbac.isPublic(call.operation)) principal = await verifier.authenticate(call);
+   * ```
+   */
+  isPublic(operation: string): boolean;
+  /**
+   * Compares the rules with what the server serves. Throws a `ConfigurationError` listing the
+   * rules that match no served operation (a typo, or a removed method: a policy hole in
+   * waiting); returns the served operations no rule covers (denied by default) for the log.
+   *
+   * @example
+   * ```ts
+   * const { uncovered } = rbac.checkServed(['/fluxguard.example.v1.ArtifactStore/GetArtifact', 'GET /healthz']);
+   * ```
+   */
+  checkServed(operations: readonly string[]): ServedReport;
+  /** The pattern of the rule that applies to `operation`, if any. */
+  ruleFor(operation: string): string | undefined;
+}
+
+interface CompiledRule {
+  readonly pattern: OperationPattern;
+  readonly isPublic: boolean;
+  readonly authenticated: boolean;
+  readonly anyRoles: readonly string[] | undefined;
+  readonly allRoles: readonly string[] | undefined;
+  readonly scopes: readonly string[] | undefined;
+  readonly certificate: IdentityMatcher | undefined;
+  /** Only a `certificate` requirement: no role, scope or principal is asked for. */
+  readonly certificateOnly: boolean;
+  readonly allowed: RbacDecision;
+}
+
+const REQUIREMENT_KEYS = ['public', 'authenticated', 'anyRoles', 'allRoles', 'scopes', 'certificate'] as const;
+
+function names(value: unknown, where: string): readonly string[] {
+  if (!Array.isArray(value) || value.length === 0) throw new ConfigurationError(`${where} must be a non-empty array`);
+  for (const [i, item] of (value as unknown[]).entries()) {
+    if (typeof item !== 'string' || item.trim() === '' || item !== item.trim()) {
+      throw new ConfigurationError(`${where}[${i}] must be a non-empty string without surrounding spaces`);
+    }
+  }
+  return Object.freeze([...(value as string[])]);
+}
+
+function compileRule(
+  operation: unknown,
+  requirement: unknown,
+  where: string,
+  allowOperationKey: boolean,
+): CompiledRule {
+  if (typeof requirement !== 'object' || requirement === null || Array.isArray(requirement)) {
+    throw new ConfigurationError(`${where} must be an object`);
+  }
+  const req = requirement as Record<string, unknown>;
+  for (const key of Object.keys(req)) {
+    if (!(REQUIREMENT_KEYS as readonly string[]).includes(key) && !(allowOperationKey && key === 'operation')) {
+      throw new ConfigurationError(`${where}: unknown field "${key}" (expected ${REQUIREMENT_KEYS.join(', ')})`);
+    }
+  }
+  const pattern = compilePattern(operation, allowOperationKey ? `${where}.operation` : `${where} pattern`);
+  const given = REQUIREMENT_KEYS.filter((k) => req[k] !== undefined);
+  if (given.length === 0) {
+    throw new ConfigurationError(`${where} must name a requirement: ${REQUIREMENT_KEYS.join(', ')}`);
+  }
+  for (const flag of ['public', 'authenticated'] as const) {
+    if (req[flag] !== undefined && req[flag] !== true)
+      throw new ConfigurationError(`${where}.${flag} must be true when given`);
+  }
+  const isPublic = req.public === true;
+  if (isPublic && given.length > 1) {
+    throw new ConfigurationError(
+      `${where}: "public" cannot be combined with ${given.filter((k) => k !== 'public').join(', ')}`,
+    );
+  }
+  const rule: CompiledRule = {
+    pattern,
+    isPublic,
+    authenticated: req.authenticated === true,
+    anyRoles: req.anyRoles === undefined ? undefined : names(req.anyRoles, `${where}.anyRoles`),
+    allRoles: req.allRoles === undefined ? undefined : names(req.allRoles, `${where}.allRoles`),
+    scopes: req.scopes === undefined ? undefined : names(req.scopes, `${where}.scopes`),
+    certificate:
+      req.certificate === undefined
+        ? undefined
+        : compileIdentityRules(req.certificate as readonly IdentityRule[], `${where}.certificate`),
+    certificateOnly: given.length === 1 && given[0] === 'certificate',
+    allowed: Object.freeze({
+      allowed: true,
+      shadowDenied: false,
+      reason: isPublic ? 'public' : 'authorized',
+      rule: pattern.key,
+      denial: undefined,
+    }),
+  };
+  return rule;
+}
+
+/**
+ * Compiles RBAC rules once, at start-up: an exact-operation map plus wildcard matchers ordered
+ * most specific first. Which rule applies to an operation:
+ *
+ * 1. a rule naming exactly that operation (`/pkg.Service/Method`, `GET /v1/artifacts/*path`
+ *    as the adapter reports the route);
+ * 2. otherwise the most specific matching pattern: path segments compared left to right
+ *    (literal over `:param` over `*splat`, gRPC `Method` over `*`), then a named method over `*`;
+ * 3. otherwise none: denied, `permission_denied` with reason `no_rule` (default deny).
+ *
+ * Only the applying rule counts; rules are not merged.
+ *
+ * @throws ConfigurationError naming the bad rule (`rbac.rules[3].anyRoles[0] must be ...`),
+ *   a duplicate pattern, or (with `servedOperations`) rules matching nothing served.
+ *
+ * @example
+ * ```ts
+ * import { compileRbac } from '@fluxguard/core';
+ * const S = '/fluxguard.example.v1.ArtifactStore';
+ * const rbac = compileRbac({
+ *   '/grpc.health.v1.Health/*': { public: true },
+ *   [`${S}/GetArtifact`]: { anyRoles: ['artifacts.reader', 'artifacts.writer', 'artifacts.admin'] },
+ *   [`${S}/DeleteArtifact`]: { anyRoles: ['artifacts.admin'] },
+ *   'GET /healthz': { public: true },
+ * }, { mode: 'enforce' });
+ * rbac.enforce(call.operation, principal, call.peerCertificate); // throws SecurityError when denied
+ * ```
+ */
+export function compileRbac(rules: RbacRules, options: RbacOptions = {}): CompiledRbac {
+  const where = options.where ?? 'rbac.rules';
+  const optionKeys = Object.keys(options);
+  const unknownOption = optionKeys.find((k) => !['mode', 'servedOperations', 'where'].includes(k));
+  if (unknownOption !== undefined) throw new ConfigurationError(`compileRbac: unknown option "${unknownOption}"`);
+  const mode: unknown = options.mode ?? 'enforce';
+  if (mode !== 'enforce' && mode !== 'shadow') {
+    throw new ConfigurationError(`compileRbac: "mode" must be "enforce" or "shadow"`);
+  }
+  const compiled: CompiledRule[] = [];
+  const raw: unknown = rules;
+  if (Array.isArray(raw)) {
+    for (const [i, rule] of (raw as unknown[]).entries()) {
+      const operation: unknown =
+        typeof rule === 'object' && rule !== null ? (rule as { operation?: unknown }).operation : undefined;
+      compiled.push(compileRule(operation, rule, `${where}[${i}]`, true));
+    }
+  } else if (typeof raw === 'object' && raw !== null) {
+    for (const [pattern, requirement] of Object.entries(raw)) {
+      compiled.push(compileRule(pattern, requirement, `${where}[${JSON.stringify(pattern)}]`, false));
+    }
+  } else {
+    throw new ConfigurationError(`${where} must be an object or an array of rules`);
+  }
+
+  const exact = new Map<string, CompiledRule>();
+  const seen = new Set<string>();
+  for (const rule of compiled) {
+    if (seen.has(rule.pattern.key))
+      throw new ConfigurationError(`${where}: "${rule.pattern.key}" has more than one rule`);
+    seen.add(rule.pattern.key);
+    exact.set(rule.pattern.key, rule);
+  }
+  const wildcards = compiled.filter((r) => !r.pattern.exact).sort((a, b) => compareSpecificity(a.pattern, b.pattern));
+
+  function find(operation: string): CompiledRule | undefined {
+    const hit = exact.get(operation);
+    if (hit !== undefined) return hit;
+    const normal = normalizeOperation(operation);
+    const normalHit = normal === operation ? undefined : exact.get(normal);
+    if (normalHit !== undefined) return normalHit;
+    for (const rule of wildcards) if (rule.pattern.matches(operation)) return rule;
+    return undefined;
+  }
+
+  function deny(rule: CompiledRule | undefined, reason: RbacReason): RbacDecision {
+    const code = reason === 'unauthenticated' ? 'unauthenticated' : 'permission_denied';
+    const denial = new SecurityError(code, { reason });
+    const shadow = mode === 'shadow';
+    return Object.freeze({ allowed: shadow, shadowDenied: shadow, reason, rule: rule?.pattern.key, denial });
+  }
+
+  function authorize(
+    operation: string,
+    principal: Principal | undefined,
+    peerCertificate?: CertificateIdentity,
+  ): RbacDecision {
+    const rule = find(operation);
+    if (rule === undefined) return deny(undefined, 'no_rule');
+    if (rule.isPublic) return rule.allowed;
+    if (principal === undefined) {
+      // A rule that asks only for a certificate identity is met by the verified peer
+      // certificate alone: a workload with a certificate and no token (issue: mTLS identity).
+      if (rule.certificateOnly && peerCertificate !== undefined) {
+        return rule.certificate?.(peerCertificate) === true ? rule.allowed : deny(rule, 'certificate_mismatch');
+      }
+      return deny(rule, 'unauthenticated');
+    }
+    if (rule.anyRoles !== undefined && !rule.anyRoles.some((r) => principal.roles.includes(r)))
+      return deny(rule, 'missing_role');
+    if (rule.allRoles !== undefined && !rule.allRoles.every((r) => principal.roles.includes(r)))
+      return deny(rule, 'missing_role');
+    if (rule.scopes !== undefined && !rule.scopes.every((s) => principal.scopes.includes(s)))
+      return deny(rule, 'missing_scope');
+    if (rule.certificate !== undefined && !rule.certificate(principal.certificate ?? peerCertificate)) {
+      return deny(rule, 'certificate_mismatch');
+    }
+    return rule.allowed;
+  }
+
+  function checkServed(operations: readonly string[]): ServedReport {
+    if (!Array.isArray(operations) || !operations.every((o) => typeof o === 'string')) {
+      throw new ConfigurationError('checkServed: operations must be an array of strings');
+    }
+    const stray = compiled.filter(
+      (rule) => !operations.some((op) => rule.pattern.key === op || rule.pattern.matches(op)),
+    );
+    if (stray.length > 0) {
+      throw new ConfigurationError(
+        `${where}: ${stray.length === 1 ? 'a rule names' : 'rules name'} operations this server does not serve: ${stray
+          .map((r) => `"${r.pattern.key}"`)
+          .join(', ')}`,
+      );
+    }
+    return Object.freeze({ uncovered: Object.freeze(operations.filter((op) => find(op) === undefined)) });
+  }
+
+  const result: CompiledRbac = Object.freeze({
+    mode,
+    authorize,
+    enforce(operation: string, principal: Principal | undefined, peerCertificate?: CertificateIdentity): RbacDecision {
+      const decision = authorize(operation, principal, peerCertificate);
+      if (!decision.allowed && decision.denial !== undefined) throw decision.denial;
+      return decision;
+    },
+    isPublic: (operation: string) => find(operation)?.isPublic === true,
+    checkServed,
+    ruleFor: (operation: string) => find(operation)?.pattern.key,
+  });
+  if (options.servedOperations !== undefined) result.checkServed(options.servedOperations);
+  return result;
+}

@@ -1,0 +1,312 @@
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
+import {
+  ConfigurationError,
+  REQUEST_ID_HEADER,
+  SecurityError,
+  resolveOptions,
+  resolveRequestId,
+  type AuditLogger,
+  type PublicError,
+} from '@fluxguard/core';
+import { contextOf } from './context.js';
+
+/**
+ * Options of {@link errorHandler}.
+ *
+ * @example
+ * ```ts
+ * const options: ErrorHandlerOptions = { audit: createAuditLogger(), realm: 'artifacts' };
+ * app.use(errorHandler(options));
+ * ```
+ */
+export interface ErrorHandlerOptions {
+  /** The audit logger that maps and logs every failure (`createAuditLogger` of @fluxguard/core). */
+  readonly audit: AuditLogger;
+  /**
+   * The `realm` of `WWW-Authenticate: Bearer` challenges on 401 (RFC 6750 section 3). Default:
+   * no realm. At most 100 printable ASCII characters, without `"` or `\`.
+   */
+  readonly realm?: string | undefined;
+}
+
+/**
+ * The RFC 9457 body fluxguard sends for every error.
+ *
+ * @example
+ * ```ts
+ * const res = await fetch(`${base}/v1/artifacts/missing.bin`);
+ * const problem = (await res.json()) as ProblemDetails;
+ * problem.code; // 'not_found'
+ * problem.requestId === res.headers.get('x-request-id'); // true
+ * ```
+ */
+export interface ProblemDetails {
+  readonly type: 'about:blank';
+  readonly title: string;
+  readonly status: number;
+  /** The public message of the error table; never input, library text or internals. */
+  readonly detail: string;
+  readonly code: PublicError['code'];
+  readonly requestId: string;
+  /** The offending field (`invalid_argument`), named, never quoted. */
+  readonly field?: string;
+}
+
+/**
+ * The media type of every error body (RFC 9457).
+ *
+ * @example
+ * ```ts
+ * if (res.headers.get('content-type') === PROBLEM_CONTENT_TYPE) console.error(await res.json());
+ * ```
+ */
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+const DEFAULTS: Readonly<{ audit: AuditLogger | undefined; realm: string | undefined }> = Object.freeze({
+  audit: undefined,
+  realm: undefined,
+});
+
+const SAFE_REALM = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,100}$/;
+
+/**
+ * body-parser / raw-body error types that describe a bad request, not a server fault. Others
+ * (`stream.not.readable`, `stream.encoding.set`) are programming errors and stay `internal`.
+ */
+const CLIENT_BODY_ERRORS: ReadonlyMap<string, string> = new Map([
+  ['entity.parse.failed', 'body_parse_failed'],
+  ['entity.verify.failed', 'body_verify_failed'],
+  ['request.aborted', 'body_aborted'],
+  ['request.size.invalid', 'body_size_mismatch'],
+  ['encoding.unsupported', 'body_encoding_unsupported'],
+  ['charset.unsupported', 'body_charset_unsupported'],
+  ['parameters.too.many', 'body_too_many_parameters'],
+]);
+
+/**
+ * Headers a failing handler may have set for the representation it meant to send; they would
+ * describe the problem body wrongly (or leak what the handler was serving).
+ */
+const REPRESENTATION_HEADERS = [
+  'content-length',
+  'content-encoding',
+  'content-language',
+  'content-range',
+  'content-disposition',
+  'content-location',
+  'content-digest',
+  'repr-digest',
+  'digest',
+  'etag',
+  'last-modified',
+  'accept-ranges',
+  'x-powered-by',
+] as const;
+
+/** Sent if building the real answer fails: a constant that cannot leak anything. */
+const LAST_RESORT_BODY = JSON.stringify({
+  type: 'about:blank',
+  title: 'Internal Server Error',
+  status: 500,
+  detail: 'An internal error occurred.',
+  code: 'internal',
+});
+
+/**
+ * Routes nothing matched: hands a `not_found` `SecurityError` to {@link errorHandler}, so
+ * that Express's HTML "Cannot GET /path" page (which echoes the path) is never sent. Mount it
+ * after every route and before `errorHandler`.
+ *
+ * @example
+ * ```ts
+ * import { errorHandler, notFound } from '@fluxguard/express';
+ * app.use(notFound());
+ * app.use(errorHandler({ audit }));
+ * ```
+ */
+export function notFound(): RequestHandler {
+  return function fluxguardNotFound(_req, _res, next) {
+    next(new SecurityError('not_found', { reason: 'route_not_found' }));
+  };
+}
+
+/**
+ * The last error handler of an app: turns anything a middleware or handler threw, rejected or
+ * passed to `next(err)` into an RFC 9457 `application/problem+json` answer, through
+ * `audit.recordFailure` of @fluxguard/core (the same mapping and audit line as the gRPC
+ * adapter). A `SecurityError` keeps its code, public text and field; Express's own errors
+ * (body too large, malformed JSON, malformed URI) become `payload_too_large` or
+ * `invalid_argument` with the neutral text; anything else becomes a generic 500. Stack traces,
+ * paths, errno text and library messages go to the log only, whatever `NODE_ENV` says.
+ *
+ * 401 answers carry `WWW-Authenticate: Bearer` (with `error="invalid_token"` unless the error's
+ * reason is `missing_token`, RFC 6750 section 3.1); 429 answers carry `Retry-After` when the
+ * error has `details.retryAfterSeconds`. If the response had already started, the connection
+ * is destroyed so the client sees a truncated answer rather than a seemingly complete one.
+ *
+ * It never calls `next`, so Express's final handler (which renders HTML with the stack
+ * outside production) never runs for an error that reaches it.
+ *
+ * @example
+ * ```ts
+ * import { createAuditLogger } from '@fluxguard/core';
+ * import { errorHandler, notFound } from '@fluxguard/express';
+ *
+ * const audit = createAuditLogger();
+ * // ... routes ...
+ * app.use(notFound());
+ * app.use(errorHandler({ audit, realm: 'artifacts' }));
+ * ```
+ */
+export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler {
+  const opts = resolveOptions('errorHandler', DEFAULTS, options);
+  const audit = opts.audit;
+  if (!isAuditLogger(audit)) {
+    throw new ConfigurationError('errorHandler: "audit" must be an AuditLogger (createAuditLogger of @fluxguard/core)');
+  }
+  if (opts.realm !== undefined && (typeof opts.realm !== 'string' || !SAFE_REALM.test(opts.realm))) {
+    throw new ConfigurationError(
+      'errorHandler: "realm" must be 1 to 100 printable ASCII characters without a quote or backslash',
+    );
+  }
+  const challengeMissing = opts.realm === undefined ? 'Bearer' : `Bearer realm="${opts.realm}"`;
+  const challengeInvalid = `${challengeMissing}${opts.realm === undefined ? ' ' : ', '}error="invalid_token"`;
+
+  // Express recognises an error handler by its four declared parameters; `next` is never
+  // called, so Express's final handler never renders an error.
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  return function fluxguardErrorHandler(err: unknown, req: Request, res: Response, _next: NextFunction) {
+    try {
+      const translated = translateExpressError(err);
+      const requestId = contextOf(req)?.requestId ?? resolveRequestId(req.headers[REQUEST_ID_HEADER]);
+      const publicError = audit.recordFailure(translated, {
+        operation: operationOf(req),
+        peer: peerOf(req, res),
+        subject: contextOf(req)?.principal?.subject,
+        requestId,
+        transport: 'http',
+      });
+      if (res.headersSent || res.destroyed) {
+        res.destroy();
+        return;
+      }
+      let challenge: string | undefined;
+      if (publicError.code === 'unauthenticated') {
+        const reason = translated instanceof SecurityError ? translated.reason : undefined;
+        challenge = reason === 'missing_token' ? challengeMissing : challengeInvalid;
+      }
+      sendProblem(res, publicError, challenge);
+    } catch (failure) {
+      lastResort(req, res, failure, audit);
+    }
+  };
+}
+
+function isAuditLogger(value: unknown): value is AuditLogger {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Partial<AuditLogger>).recordFailure === 'function' &&
+    typeof (value as Partial<AuditLogger>).logger === 'object'
+  );
+}
+
+/**
+ * Express's and body-parser's own errors carry a `status` and a message meant for developers
+ * ("Unexpected token } in JSON at position 12", "Failed to decode param '%E0%A4%A'"). Known
+ * client faults become a `SecurityError` with a neutral text; the original stays as the cause
+ * for the log. Anything else is left for `toPublicError`, which makes it `internal`.
+ */
+function translateExpressError(err: unknown): unknown {
+  if (err instanceof SecurityError || !(err instanceof Error)) return err;
+  const props = err as Error & { type?: unknown; status?: unknown; statusCode?: unknown };
+  const status = typeof props.status === 'number' ? props.status : props.statusCode;
+  if (typeof props.type === 'string') {
+    if (props.type === 'entity.too.large') {
+      return new SecurityError('payload_too_large', { reason: 'body_too_large', cause: err });
+    }
+    const reason = CLIENT_BODY_ERRORS.get(props.type);
+    if (reason !== undefined) {
+      return new SecurityError('invalid_argument', { reason, details: { field: 'body' }, cause: err });
+    }
+  }
+  // The router's decodeURIComponent failure on a route or mount parameter.
+  if (err instanceof URIError && status === 400) {
+    return new SecurityError('invalid_argument', { reason: 'malformed_uri', details: { field: 'path' }, cause: err });
+  }
+  return err;
+}
+
+/**
+ * `METHOD /route/pattern` when Express matched a route, else `METHOD <unmatched>`: a bounded
+ * label, never the raw path a client chose. (An error handler of the app sees the base URL of
+ * the app, so a route of a mounted router is labelled with the router's own pattern.)
+ */
+function operationOf(req: Request): string {
+  const route: unknown = req.route;
+  const pattern = typeof route === 'object' && route !== null ? (route as { path?: unknown }).path : undefined;
+  return typeof pattern === 'string' ? `${req.method} ${req.baseUrl}${pattern}` : `${req.method} <unmatched>`;
+}
+
+function peerOf(req: IncomingMessage, res: ServerResponse): string | undefined {
+  // Node detaches req.socket when the request stream is destroyed (a handler that stopped
+  // reading the body after an error, say); the response may still hold it.
+  const socket = (req.socket as Socket | null) ?? res.socket;
+  const remoteAddress = socket?.remoteAddress;
+  const remotePort = socket?.remotePort;
+  if (remoteAddress === undefined) return undefined;
+  const host = remoteAddress.includes(':') ? `[${remoteAddress}]` : remoteAddress;
+  return remotePort === undefined ? host : `${host}:${remotePort}`;
+}
+
+function sendProblem(res: ServerResponse, publicError: PublicError, challenge: string | undefined): void {
+  const body: ProblemDetails = {
+    type: 'about:blank',
+    title: publicError.title,
+    status: publicError.httpStatus,
+    detail: publicError.message,
+    code: publicError.code,
+    requestId: publicError.requestId,
+    ...(publicError.details?.field === undefined ? {} : { field: publicError.details.field }),
+  };
+  for (const name of REPRESENTATION_HEADERS) res.removeHeader(name);
+  res.statusCode = publicError.httpStatus;
+  // A status message set earlier by the handler could carry anything; use the standard one.
+  res.statusMessage = STATUS_CODES[publicError.httpStatus] ?? publicError.title;
+  res.setHeader('content-type', PROBLEM_CONTENT_TYPE);
+  res.setHeader('cache-control', 'no-store');
+  res.setHeader(REQUEST_ID_HEADER, publicError.requestId);
+  if (challenge !== undefined) res.setHeader('www-authenticate', challenge);
+  const retryAfter = publicError.details?.retryAfterSeconds;
+  if (publicError.code === 'rate_limited' && retryAfter !== undefined) res.setHeader('retry-after', String(retryAfter));
+  const payload = JSON.stringify(body);
+  res.setHeader('content-length', Buffer.byteLength(payload));
+  res.end(payload);
+}
+
+/** Building or logging the answer failed (a broken logger, say): still never call `next`. */
+function lastResort(req: IncomingMessage, res: ServerResponse, failure: unknown, audit: AuditLogger): void {
+  try {
+    audit.logger.error({ err: failure, requestId: contextOf(req)?.requestId }, 'fluxguard error handler failed');
+  } catch {
+    // Nothing left to report to.
+  }
+  if (res.headersSent || res.destroyed) {
+    res.destroy();
+    return;
+  }
+  try {
+    for (const name of res.getHeaderNames()) {
+      if (name !== REQUEST_ID_HEADER) res.removeHeader(name);
+    }
+    res.statusCode = 500;
+    res.statusMessage = 'Internal Server Error';
+    res.setHeader('content-type', PROBLEM_CONTENT_TYPE);
+    res.setHeader('cache-control', 'no-store');
+    res.end(LAST_RESORT_BODY);
+  } catch {
+    res.destroy();
+  }
+}
