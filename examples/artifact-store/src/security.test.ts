@@ -1,0 +1,70 @@
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createAuditLogger, type CallInfo } from '@fluxguard/core';
+import { parseDuration, signDevToken } from './dev-material.js';
+import { loadReferenceSecurity } from './security.js';
+
+const devDir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-'));
+const audit = createAuditLogger({ level: 'silent' });
+afterAll(() => {
+  rmSync(devDir, { recursive: true, force: true });
+});
+
+const headers = (token: string): CallInfo['headers'] => ({
+  get: (n) => (n.toLowerCase() === 'authorization' ? `Bearer ${token}` : undefined),
+  getAll: (n) => (n.toLowerCase() === 'authorization' ? [`Bearer ${token}`] : []),
+});
+
+describe('loadReferenceSecurity', () => {
+  it('creates development material on first use, private keys readable by the owner only', async () => {
+    const security = await loadReferenceSecurity({ devDir, audit, env: {} });
+    for (const name of ['server.key', 'client.key', 'jwt-signing.key']) {
+      expect(statSync(join(devDir, name)).mode & 0o077).toBe(0);
+    }
+    expect(security.tls).toMatchObject({ certFile: join(devDir, 'server.crt'), clientCertificates: 'per-operation' });
+    await security.close();
+  });
+
+  it('trusts the tokens `pnpm token` signs, and only for their roles', async () => {
+    const security = await loadReferenceSecurity({ devDir, audit, env: {} });
+    const token = await signDevToken({ devDir, subject: 'alice', roles: ['artifacts.reader'] });
+    await expect(security.jwt.authenticate({ headers: headers(token) })).resolves.toMatchObject({
+      subject: 'alice',
+      roles: ['artifacts.reader'],
+    });
+    const foreign = await signDevToken({ devDir, subject: 'mallory', roles: ['artifacts.admin'], audience: 'another-service' });
+    await expect(security.jwt.authenticate({ headers: headers(foreign) })).rejects.toMatchObject({ code: 'unauthenticated' });
+    await security.close();
+  });
+
+  it('gives each transport its own rules from the one policy', async () => {
+    const security = await loadReferenceSecurity({ devDir, audit, env: {} });
+    const grpc = security.rbacRules('grpc').map((r) => r.operation);
+    const http = security.rbacRules('http').map((r) => r.operation);
+    expect(grpc).toContain('/fluxguard.example.v1.ArtifactStore/DeleteArtifact');
+    expect(grpc.every((op) => op.startsWith('/'))).toBe(true);
+    expect(http).toContain('DELETE /v1/artifacts/*path');
+    expect(http.some((op) => op.startsWith('/'))).toBe(false);
+  });
+
+  it.each([
+    [{ FLUXGUARD_JWKS_URL: 'https://id.example.com/jwks' }, /FLUXGUARD_JWT_ISSUER/],
+    [{ FLUXGUARD_TLS_CERT: '/x.crt' }, /go together/],
+    [{ FLUXGUARD_CLIENT_CERTS: 'optional' }, /strict" or "per-operation/],
+    [{ FLUXGUARD_POLICY: '/nonexistent/policy.json' }, /policy/],
+  ])('refuses an unsafe or broken environment at start-up: %o', async (env, message) => {
+    await expect(loadReferenceSecurity({ devDir, audit, env })).rejects.toThrow(message);
+  });
+});
+
+describe('parseDuration', () => {
+  it('reads the units `pnpm token --ttl` takes', () => {
+    expect(parseDuration('90')).toBe(90);
+    expect(parseDuration('15m')).toBe(900);
+    expect(parseDuration('1h')).toBe(3600);
+    expect(parseDuration('2d')).toBe(172_800);
+    expect(() => parseDuration('1 week')).toThrow(/duration/);
+  });
+});

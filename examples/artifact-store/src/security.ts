@@ -1,0 +1,179 @@
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import {
+  ConfigurationError,
+  createJwtVerifier,
+  createMemoryDenylist,
+  createRedisDenylist,
+  jwtVerifierOptionsFromPolicy,
+  parseSecurityPolicy,
+  type AuditLogger,
+  type ClientCertificateMode,
+  type Denylist,
+  type IdentityRule,
+  type JwtVerifier,
+  type RbacMode,
+  type RbacRule,
+  type SecurityPolicy,
+  type TlsSettingsOptions,
+} from '@fluxguard/core';
+import { ensureDevMaterial } from './dev-material.js';
+
+/** The policy file both reference servers load by default. */
+export const DEFAULT_POLICY_FILE: string = fileURLToPath(new URL('../policy/artifact-store.policy.json', import.meta.url));
+
+/** Everything security-related a reference server needs, from one policy and the environment. */
+export interface ReferenceSecurity {
+  readonly policy: SecurityPolicy;
+  readonly jwt: JwtVerifier;
+  /** Certificates these rules map to roles may call without a token. */
+  readonly certificateRoles: readonly IdentityRule[];
+  readonly rbacMode: RbacMode;
+  /** The policy's rules for one transport (gRPC rules name `/pkg.Service/Method`, HTTP rules `METHOD /path`). */
+  rbacRules(transport: 'grpc' | 'http'): readonly RbacRule[];
+  /** Server TLS material (files, so that a renewal on disk is picked up) and client-certificate mode. */
+  readonly tls: TlsSettingsOptions & { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
+  /** The revocation list every verification consults. */
+  readonly denylist: Denylist;
+  /** Releases what was opened (the Redis connection). */
+  close(): Promise<void>;
+}
+
+/** Options of {@link loadReferenceSecurity}. */
+export interface ReferenceSecurityOptions {
+  /** Where development material lives (created on first use). */
+  readonly devDir: string;
+  readonly audit: AuditLogger;
+  /** Default `process.env`. */
+  readonly env?: NodeJS.ProcessEnv;
+  /** A revocation list to use instead of the one the environment selects. */
+  readonly denylist?: Denylist;
+  /** A verifier to use instead of the one the policy and environment describe. */
+  readonly jwt?: JwtVerifier;
+}
+
+/**
+ * Loads the reference servers' security from the policy file and the environment:
+ *
+ * | variable | meaning | default |
+ * | --- | --- | --- |
+ * | `FLUXGUARD_POLICY` | the policy file | `examples/artifact-store/policy/artifact-store.policy.json` |
+ * | `FLUXGUARD_JWKS_URL` | trust this identity provider's JWKS instead of the development key; needs the next two | (development key) |
+ * | `FLUXGUARD_JWT_ISSUER`, `FLUXGUARD_JWT_AUDIENCE` | the expected `iss` and `aud` | the policy's |
+ * | `FLUXGUARD_TLS_CERT`, `FLUXGUARD_TLS_KEY`, `FLUXGUARD_TLS_CA`, `FLUXGUARD_TLS_CRL` | server certificate, key, client CA bundle, optional CRL (all three or none) | the development PKI |
+ * | `FLUXGUARD_CLIENT_CERTS` | `strict` (the handshake requires a client certificate) or `per-operation` | the policy's `mtls.clientCertificates` |
+ * | `FLUXGUARD_REDIS_URL` | share the token denylist between replicas through Redis | in memory |
+ *
+ * @example
+ * ```ts
+ * const security = await loadReferenceSecurity({ devDir: '.fluxguard/dev', audit });
+ * ```
+ */
+export async function loadReferenceSecurity(options: ReferenceSecurityOptions): Promise<ReferenceSecurity> {
+  const env = options.env ?? process.env;
+  const policyFile = env.FLUXGUARD_POLICY ?? DEFAULT_POLICY_FILE;
+  const raw = await readPolicyFile(policyFile);
+  const mtls = readMtlsSection(raw.mtls, policyFile);
+  const clientCertificates = clientCertificateMode(env.FLUXGUARD_CLIENT_CERTS ?? mtls.clientCertificates);
+
+  const jwksUrl = env.FLUXGUARD_JWKS_URL;
+  if (jwksUrl !== undefined && (env.FLUXGUARD_JWT_ISSUER === undefined || env.FLUXGUARD_JWT_AUDIENCE === undefined)) {
+    // Trusting a real identity provider's keys with the development issuer and audience would
+    // accept any token it issues, for any service.
+    throw new ConfigurationError('FLUXGUARD_JWKS_URL needs FLUXGUARD_JWT_ISSUER and FLUXGUARD_JWT_AUDIENCE');
+  }
+  const tlsFromEnv = [env.FLUXGUARD_TLS_CERT, env.FLUXGUARD_TLS_KEY, env.FLUXGUARD_TLS_CA];
+  if (tlsFromEnv.some((v) => v !== undefined) && !tlsFromEnv.every((v) => v !== undefined)) {
+    throw new ConfigurationError('FLUXGUARD_TLS_CERT, FLUXGUARD_TLS_KEY and FLUXGUARD_TLS_CA go together: set all three or none');
+  }
+  const needsDevMaterial = tlsFromEnv[0] === undefined || jwksUrl === undefined;
+  const dev = needsDevMaterial ? await ensureDevMaterial(options.devDir) : undefined;
+
+  // The key source is the environment's, not the file's: the development key set, or a real
+  // identity provider's JWKS with its own issuer and audience.
+  const rawJwt = typeof raw.jwt === 'object' && raw.jwt !== null ? (raw.jwt as Record<string, unknown>) : {};
+  const policy = parseSecurityPolicy(
+    {
+      ...raw,
+      jwt:
+        jwksUrl === undefined
+          ? { ...rawJwt, jwksFile: dev?.jwksFile }
+          : { ...rawJwt, jwksUrl, issuer: env.FLUXGUARD_JWT_ISSUER, audience: env.FLUXGUARD_JWT_AUDIENCE },
+    },
+    `policy (${policyFile})`,
+  );
+  if (policy.jwt === undefined || policy.rbac === undefined) {
+    throw new ConfigurationError(`${policyFile}: the reference servers need a "jwt" and an "rbac" section`);
+  }
+
+  let redis: Redis | undefined;
+  let denylist = options.denylist;
+  if (denylist === undefined && env.FLUXGUARD_REDIS_URL !== undefined) {
+    // Short timeouts: a revocation store that does not answer must fail the call fast (closed), not hang it.
+    redis = new Redis(env.FLUXGUARD_REDIS_URL, { commandTimeout: 500, maxRetriesPerRequest: 1 });
+    denylist = createRedisDenylist({ client: redis });
+  }
+  denylist ??= createMemoryDenylist();
+
+  const jwt = options.jwt ?? createJwtVerifier(jwtVerifierOptionsFromPolicy(policy.jwt, { denylist }));
+
+  const tls = {
+    certFile: env.FLUXGUARD_TLS_CERT ?? dev?.pki.serverCertFile ?? '',
+    keyFile: env.FLUXGUARD_TLS_KEY ?? dev?.pki.serverKeyFile ?? '',
+    caFile: env.FLUXGUARD_TLS_CA ?? dev?.pki.caFile ?? '',
+    ...(env.FLUXGUARD_TLS_CRL === undefined ? {} : { crlFile: env.FLUXGUARD_TLS_CRL }),
+    clientCertificates,
+  };
+  const rules = policy.rbac.rules;
+  return Object.freeze({
+    policy,
+    jwt,
+    certificateRoles: mtls.certificateRoles,
+    rbacMode: policy.rbac.mode ?? 'enforce',
+    rbacRules: (transport: 'grpc' | 'http') => rules.filter((r) => r.operation.startsWith('/') === (transport === 'grpc')),
+    tls,
+    denylist,
+    close: async () => {
+      if (redis !== undefined) await redis.quit().catch(() => undefined);
+    },
+  });
+}
+
+async function readPolicyFile(file: string): Promise<Record<string, unknown>> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(file, 'utf8'));
+  } catch (cause) {
+    throw new ConfigurationError(`cannot read the policy file ${file}`, { cause });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigurationError(`${file}: a policy is a JSON object`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+interface MtlsSection {
+  readonly clientCertificates: string;
+  readonly certificateRoles: readonly IdentityRule[];
+}
+
+function readMtlsSection(section: unknown, file: string): MtlsSection {
+  if (section === undefined) return { clientCertificates: 'per-operation', certificateRoles: [] };
+  if (typeof section !== 'object' || section === null || Array.isArray(section)) {
+    throw new ConfigurationError(`${file}: policy.mtls must be an object`);
+  }
+  const { clientCertificates = 'per-operation', certificateRoles = [], ...rest } = section as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw new ConfigurationError(`${file}: policy.mtls has unknown keys: ${unknown.join(', ')}`);
+  if (typeof clientCertificates !== 'string') throw new ConfigurationError(`${file}: policy.mtls.clientCertificates must be a string`);
+  if (!Array.isArray(certificateRoles)) throw new ConfigurationError(`${file}: policy.mtls.certificateRoles must be an array`);
+  return { clientCertificates, certificateRoles: certificateRoles as IdentityRule[] };
+}
+
+function clientCertificateMode(value: string): ClientCertificateMode {
+  if (value !== 'strict' && value !== 'per-operation') {
+    throw new ConfigurationError('client certificates must be "strict" or "per-operation" (FLUXGUARD_CLIENT_CERTS or policy.mtls.clientCertificates)');
+  }
+  return value;
+}
