@@ -62,7 +62,9 @@ export class ArtifactStore {
   /** Reads one artifact. */
   async get(path: string, signal?: AbortSignal): Promise<Artifact> {
     const safe = await this.#paths.resolveOnDisk(path);
-    const content = await readFile(safe.absolute, signal ? { signal } : {}).catch(notFoundOnEnoent);
+    const content = await readFile(safe.absolute, signal ? { signal } : {}).catch((err: unknown) =>
+      fileSystemFailure(err, 'read', safe.absolute),
+    );
     return { path: safe.relative, content, sha256: sha256Hex(content), size: content.length };
   }
 
@@ -141,7 +143,7 @@ export class ArtifactStore {
   /** Deletes one artifact. */
   async delete(path: string): Promise<void> {
     const safe = await this.#paths.resolveOnDisk(path);
-    await unlink(safe.absolute).catch(notFoundOnEnoent);
+    await unlink(safe.absolute).catch((err: unknown) => fileSystemFailure(err, 'delete', safe.absolute));
   }
 }
 
@@ -149,10 +151,15 @@ function sha256Hex(content: Buffer): string {
   return createHash('sha256').update(content).digest('hex');
 }
 
-function notFoundOnEnoent(err: unknown): never {
+/**
+ * A missing file is the client's `not_found`; any other failure is the server's, thrown with
+ * the absolute path and the errno in its cause so that the log line has both (Node leaves the
+ * path out of some errors, e.g. EISDIR from a read).
+ */
+function fileSystemFailure(err: unknown, action: string, absolute: string): never {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOENT' || code === 'ENOTDIR') {
     throw new SecurityError('not_found', { reason: 'artifact_not_found', cause: err });
   }
-  throw err;
+  throw Object.assign(new Error(`cannot ${action} artifact file ${absolute}`, { cause: err }), { code, path: absolute });
 }

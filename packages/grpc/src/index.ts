@@ -1,1 +1,28 @@
-export {};
+export {
+  findCallContext,
+  getCallContext,
+  getPrincipal,
+  getRequestId,
+  getSignal,
+  setPrincipal,
+  type GrpcCallContext,
+  type ServerCall,
+} from './context.js';
+export {
+  FIELD_METADATA_KEY,
+  RETRY_AFTER_METADATA_KEY,
+  rejectCall,
+  safeErrors,
+  type SafeErrorsOptions,
+} from './errors.js';
+export {
+  addService,
+  wrapImplementation,
+  type SafeBidiStreamingHandler,
+  type SafeClientStreamingHandler,
+  type SafeHandler,
+  type SafeImplementation,
+  type SafeServerStreamingHandler,
+  type SafeUnaryHandler,
+} from './handlers.js';
+export { fluxguardInterceptors, type FluxguardInterceptorsOptions } from './interceptors.js';

@@ -1,0 +1,283 @@
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  Client,
+  Metadata,
+  credentials,
+  loadPackageDefinition,
+  status as Status,
+  type GrpcObject,
+  type MethodDefinition,
+  type StatusObject,
+} from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { createAuditLogger } from '@fluxguard/core';
+import { PROTO_PATH } from '@fluxguard/example-artifact-store';
+import { startGrpcServer, type StartedGrpcServer } from './server.js';
+
+type Json = Record<string, unknown>;
+type Method = MethodDefinition<Json, Json>;
+
+const HEALTH_PROTO = fileURLToPath(new URL('../proto/health.proto', import.meta.url));
+
+function methods(protoPath: string, service: string): Record<string, Method> {
+  const loaded = loadPackageDefinition(
+    loadSync(protoPath, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true }),
+  );
+  let node: unknown = loaded;
+  for (const part of service.split('.')) node = (node as GrpcObject)[part];
+  return (node as { service: Record<string, Method> }).service;
+}
+
+const store = methods(PROTO_PATH, 'fluxguard.example.v1.ArtifactStore');
+const health = methods(HEALTH_PROTO, 'grpc.health.v1.Health');
+
+interface Result {
+  readonly status: StatusObject;
+  readonly messages: Json[];
+}
+
+function method(definitions: Record<string, Method>, name: string): Method {
+  const definition = definitions[name];
+  if (definition === undefined) throw new Error(`no method ${name}`);
+  return definition;
+}
+
+function unary(client: Client, m: Method, request: Json, metadata = new Metadata()): Promise<Result> {
+  return new Promise((resolve) => {
+    const messages: Json[] = [];
+    const call = client.makeUnaryRequest(
+      m.path,
+      m.requestSerialize,
+      m.responseDeserialize,
+      request,
+      metadata,
+      {},
+      (_err, value) => {
+        if (value !== undefined) messages.push(value);
+      },
+    );
+    call.on('status', (status: StatusObject) => {
+      setImmediate(() => {
+        resolve({ status, messages });
+      });
+    });
+  });
+}
+
+function serverStream(client: Client, m: Method, request: Json): Promise<Result> {
+  return new Promise((resolve) => {
+    const messages: Json[] = [];
+    const call = client.makeServerStreamRequest(
+      m.path,
+      m.requestSerialize,
+      m.responseDeserialize,
+      request,
+      new Metadata(),
+      {},
+    );
+    call.on('data', (value: Json) => messages.push(value));
+    call.on('error', () => undefined);
+    call.on('status', (status: StatusObject) => {
+      setImmediate(() => {
+        resolve({ status, messages });
+      });
+    });
+  });
+}
+
+function clientStream(client: Client, m: Method, requests: Json[]): Promise<Result> {
+  return new Promise((resolve) => {
+    const messages: Json[] = [];
+    const call = client.makeClientStreamRequest(
+      m.path,
+      m.requestSerialize,
+      m.responseDeserialize,
+      new Metadata(),
+      {},
+      (_err, value) => {
+        if (value !== undefined) messages.push(value);
+      },
+    );
+    call.on('status', (status: StatusObject) => {
+      setImmediate(() => {
+        resolve({ status, messages });
+      });
+    });
+    for (const request of requests) call.write(request);
+    call.end();
+  });
+}
+
+function requestIdOf(status: StatusObject): string {
+  const [value] = status.metadata.get('x-request-id');
+  expect(typeof value).toBe('string');
+  return String(value);
+}
+
+const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+
+let dataDir: string;
+let server: StartedGrpcServer;
+let client: Client;
+const logChunks: string[] = [];
+const logLines = (): Json[] =>
+  logChunks
+    .join('')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Json);
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), 'fluxguard-grpc-example-'));
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      logChunks.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  server = await startGrpcServer({ port: 0, dataDir, audit: createAuditLogger({ destination }) });
+  client = new Client(server.address, credentials.createInsecure());
+});
+
+afterAll(async () => {
+  client.close();
+  await server.close();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+describe('reference gRPC server', () => {
+  it('listens on an ephemeral port', () => {
+    expect(server.port).toBeGreaterThan(0);
+    expect(server.address).toBe(`127.0.0.1:${server.port}`);
+  });
+
+  it('answers health checks, publicly', async () => {
+    const whole = await unary(client, method(health, 'Check'), { service: '' });
+    expect(whole.status.code).toBe(Status.OK);
+    expect(whole.messages[0]).toEqual({ status: 'SERVING' });
+    const store = await unary(client, method(health, 'Check'), { service: 'fluxguard.example.v1.ArtifactStore' });
+    expect(store.messages[0]).toEqual({ status: 'SERVING' });
+    const unknown = await unary(client, method(health, 'Check'), { service: 'no.such.Service' });
+    expect(unknown.status.code).toBe(Status.NOT_FOUND);
+  });
+
+  it('uploads, gets, lists and deletes an artifact', async () => {
+    const content = Buffer.from('weights '.repeat(10_000));
+    const upload = await clientStream(client, method(store, 'UploadArtifact'), [
+      { header: { path: 'models/a.bin', sha256: sha256(content) } },
+      { chunk: content.subarray(0, 30_000) },
+      { chunk: content.subarray(30_000) },
+    ]);
+    expect(upload.status.code).toBe(Status.OK);
+    expect(upload.messages[0]).toEqual({ path: 'models/a.bin', sha256: sha256(content), size: content.length });
+
+    const got = await unary(client, method(store, 'GetArtifact'), { path: 'models/a.bin' });
+    expect(got.status.code).toBe(Status.OK);
+    expect(Buffer.compare(got.messages[0]?.content as Buffer, content)).toBe(0);
+    expect(got.messages[0]).toMatchObject({ sha256: sha256(content), size: content.length });
+
+    const listed = await serverStream(client, method(store, 'ListArtifacts'), { prefix: 'models/' });
+    expect(listed.status.code).toBe(Status.OK);
+    expect(listed.messages).toEqual([{ path: 'models/a.bin', sha256: sha256(content), size: content.length }]);
+
+    const deleted = await unary(client, method(store, 'DeleteArtifact'), { path: 'models/a.bin' });
+    expect(deleted.status.code).toBe(Status.OK);
+    const gone = await unary(client, method(store, 'GetArtifact'), { path: 'models/a.bin' });
+    expect(gone.status.code).toBe(Status.NOT_FOUND);
+    expect(gone.status.details).toBe('Not found.');
+  });
+
+  it('refuses a checksum mismatch, naming the field, and keeps nothing', async () => {
+    const result = await clientStream(client, method(store, 'UploadArtifact'), [
+      { header: { path: 'bad/mismatch.bin', sha256: sha256(Buffer.from('something else')) } },
+      { chunk: Buffer.from('actual bytes') },
+    ]);
+    expect(result.status.code).toBe(Status.INVALID_ARGUMENT);
+    expect(result.status.metadata.get('x-fluxguard-field')).toEqual(['sha256']);
+    const files = await readdir(dataDir, { recursive: true });
+    expect(files.filter((f) => f.includes('mismatch'))).toEqual([]);
+  });
+
+  it('refuses an upload whose first message is not a header', async () => {
+    const result = await clientStream(client, method(store, 'UploadArtifact'), [{ chunk: Buffer.from('no header') }]);
+    expect(result.status.code).toBe(Status.INVALID_ARGUMENT);
+    expect(result.status.metadata.get('x-fluxguard-field')).toEqual(['header']);
+    const empty = await clientStream(client, method(store, 'UploadArtifact'), []);
+    expect(empty.status.code).toBe(Status.INVALID_ARGUMENT);
+  });
+
+  it('refuses path traversal', async () => {
+    const result = await unary(client, method(store, 'GetArtifact'), { path: '../../etc/passwd' });
+    expect(result.status.code).toBe(Status.INVALID_ARGUMENT);
+    expect(JSON.stringify(result.status.metadata.toJSON()) + result.status.details).not.toContain('passwd');
+  });
+
+  it('answers a file-system failure with a generic INTERNAL and logs the cause with the same request id', async () => {
+    await mkdir(join(dataDir, 'a-directory'), { recursive: true });
+    const metadata = new Metadata();
+    metadata.set('x-request-id', 'eisdir-1');
+    const result = await unary(client, method(store, 'GetArtifact'), { path: 'a-directory' }, metadata);
+    expect(result.status.code).toBe(Status.INTERNAL);
+    expect(result.status.details).toBe('An internal error occurred.');
+    expect(requestIdOf(result.status)).toBe('eisdir-1');
+    const visible = JSON.stringify({ details: result.status.details, trailers: result.status.metadata.toJSON() });
+    expect(visible).not.toContain(dataDir);
+    expect(visible).not.toMatch(/EISDIR|errno|\bat /);
+    const lines = logLines().filter((l) => l.requestId === 'eisdir-1');
+    expect(lines).toHaveLength(1);
+    const err = JSON.stringify(lines[0]?.err);
+    expect(err).toContain('EISDIR');
+    expect(err).toMatch(/\bat /);
+  });
+
+  it('accepts an upload chunk close to the 8 MiB message limit', async () => {
+    const content = Buffer.alloc(7 * 1024 * 1024, 7);
+    const result = await clientStream(client, method(store, 'UploadArtifact'), [
+      { header: { path: 'big/seven.bin', sha256: sha256(content) } },
+      { chunk: content },
+    ]);
+    expect(result.status.code).toBe(Status.OK);
+    expect(result.messages[0]).toMatchObject({ size: content.length });
+  });
+});
+
+describe('health Watch', () => {
+  it('sends SERVING, then NOT_SERVING and ends when the server shuts down', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-grpc-watch-'));
+    const own = await startGrpcServer({ port: 0, dataDir: dir, audit: createAuditLogger({ level: 'silent' }) });
+    const watcher = new Client(own.address, credentials.createInsecure());
+    try {
+      const watch = method(health, 'Watch');
+      const call = watcher.makeServerStreamRequest(
+        watch.path,
+        watch.requestSerialize,
+        watch.responseDeserialize,
+        { service: '' },
+        new Metadata(),
+        {},
+      );
+      const messages: Json[] = [];
+      const done = new Promise<StatusObject>((resolve) => {
+        call.on('status', resolve);
+      });
+      call.on('data', (m: Json) => {
+        messages.push(m);
+        if (messages.length === 1) void own.close();
+      });
+      call.on('error', () => undefined);
+      const status = await done;
+      expect(status.code).toBe(Status.OK);
+      expect(messages).toEqual([{ status: 'SERVING' }, { status: 'NOT_SERVING' }]);
+    } finally {
+      watcher.close();
+      await own.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

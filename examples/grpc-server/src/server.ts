@@ -1,0 +1,301 @@
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import {
+  Server,
+  ServerCredentials,
+  loadPackageDefinition,
+  type GrpcObject,
+  type ServiceDefinition,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type ServerWritableStream,
+} from '@grpc/grpc-js';
+import { loadSync, type Options as ProtoLoaderOptions } from '@grpc/proto-loader';
+import { ConfigurationError, SecurityError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
+import { addService, fluxguardInterceptors, getSignal, type SafeImplementation } from '@fluxguard/grpc';
+import {
+  ARTIFACT_STORE_SERVICE,
+  ArtifactStore,
+  PROTO_PATH,
+  type ArtifactInfo,
+} from '@fluxguard/example-artifact-store';
+
+/** Options of {@link startGrpcServer}. */
+export interface GrpcServerOptions {
+  /** Interface to listen on. Default `127.0.0.1`. */
+  readonly host?: string;
+  /** Port; `0` picks a free one. Default 9000. */
+  readonly port?: number;
+  /** The directory that holds the artifacts. */
+  readonly dataDir: string;
+  /** The audit logger; default: a new one writing to standard output. */
+  readonly audit?: AuditLogger;
+  /** Largest artifact accepted by UploadArtifact, in bytes. Default: the store's (64 MiB). */
+  readonly maxArtifactBytes?: number;
+}
+
+/** A running reference gRPC server. */
+export interface StartedGrpcServer {
+  readonly port: number;
+  /** `host:port`, for a grpc-js client. */
+  readonly address: string;
+  /** Ends health watches, lets calls in flight finish (at most 5 s), then resolves. */
+  close(): Promise<void>;
+}
+
+/** Largest single message: an upload chunk or a request. Artifacts are streamed in chunks. */
+export const MAX_RECEIVE_MESSAGE_BYTES = 8 * 1024 * 1024;
+/** Streams (calls) at once on one HTTP/2 connection; grpc-js sets no limit by default. */
+const MAX_CONCURRENT_STREAMS = 100;
+/**
+ * HTTP/2 session memory per connection, in MB. grpc-js disables Node's limit by default; this
+ * bounds it while leaving room for a few maximum-size messages in flight (Node answers a
+ * connection over the limit with GOAWAY ENHANCE_YOUR_CALM).
+ */
+const MAX_SESSION_MEMORY_MB = 32;
+const SHUTDOWN_GRACE_MS = 5_000;
+
+const HEALTH_PROTO_PATH = fileURLToPath(new URL('../proto/health.proto', import.meta.url));
+
+const PROTO_OPTIONS: ProtoLoaderOptions = {
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  bytes: Buffer,
+  defaults: true,
+  oneofs: true,
+};
+
+// Messages as proto-loader decodes them with PROTO_OPTIONS (DESIGN.md holds the contract).
+interface PathRequest {
+  readonly path: string;
+}
+interface ListArtifactsRequest {
+  readonly prefix: string;
+}
+interface UploadHeader {
+  readonly path: string;
+  readonly sha256: string;
+}
+interface UploadArtifactRequest {
+  readonly part?: 'header' | 'chunk';
+  readonly header?: UploadHeader | null;
+  readonly chunk?: Buffer;
+}
+interface ArtifactMessage extends ArtifactInfo {
+  readonly content: Buffer;
+}
+type Empty = Record<string, never>;
+
+interface ArtifactStoreHandlers {
+  GetArtifact: handleUnaryCall<PathRequest, ArtifactMessage>;
+  ListArtifacts: handleServerStreamingCall<ListArtifactsRequest, ArtifactInfo>;
+  UploadArtifact: handleClientStreamingCall<UploadArtifactRequest, ArtifactInfo>;
+  DeleteArtifact: handleUnaryCall<PathRequest, Empty>;
+}
+
+type ServingStatus = 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
+interface HealthHandlers {
+  Check: handleUnaryCall<{ readonly service: string }, { status: ServingStatus }>;
+  Watch: handleServerStreamingCall<{ readonly service: string }, { status: ServingStatus }>;
+}
+
+/**
+ * Starts the reference gRPC server: `fluxguard.example.v1.ArtifactStore` over a data
+ * directory, and the standard `grpc.health.v1.Health` (public), behind fluxguard's
+ * interceptors (request ids, safe errors, one audit line per failure). No TLS or
+ * authentication yet: it listens on 127.0.0.1 unless told otherwise.
+ *
+ * @example
+ * ```ts
+ * const server = await startGrpcServer({ port: 0, dataDir: '/tmp/artifacts' });
+ * console.log(server.address);
+ * await server.close();
+ * ```
+ */
+export async function startGrpcServer(options: GrpcServerOptions): Promise<StartedGrpcServer> {
+  const host = options.host ?? '127.0.0.1';
+  const port = options.port ?? 9000;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new ConfigurationError('startGrpcServer: "port" must be an integer from 0 to 65535');
+  }
+  const audit = options.audit ?? createAuditLogger();
+  const store = new ArtifactStore({
+    dataDir: options.dataDir,
+    ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
+  });
+
+  const server = new Server({
+    interceptors: fluxguardInterceptors({ audit }),
+    'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
+    'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
+    'grpc-node.max_session_memory': MAX_SESSION_MEMORY_MB,
+    // Drop connections idle for 5 minutes; ping quiet ones to find dead peers.
+    'grpc.max_connection_idle_ms': 5 * 60_000,
+    'grpc.keepalive_time_ms': 2 * 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+  });
+
+  addService(server, artifactStoreService(), artifactStoreHandlers(store));
+  const health = healthHandlers();
+  addService(server, healthService(), health.handlers);
+
+  const boundPort = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${formatHost(host)}:${port}`, ServerCredentials.createInsecure(), (err, bound) => {
+      if (err) reject(err);
+      else resolve(bound);
+    });
+  });
+
+  let closing: Promise<void> | undefined;
+  return Object.freeze({
+    port: boundPort,
+    address: `${formatHost(host)}:${boundPort}`,
+    close: () =>
+      (closing ??= (async () => {
+        health.shutdown();
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, SHUTDOWN_GRACE_MS);
+          timer.unref();
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      })()),
+  });
+}
+
+function artifactStoreHandlers(store: ArtifactStore): SafeImplementation<ArtifactStoreHandlers> {
+  return {
+    GetArtifact: async (call) => {
+      const artifact = await store.get(call.request.path, getSignal(call));
+      return { path: artifact.path, content: artifact.content, sha256: artifact.sha256, size: artifact.size };
+    },
+
+    ListArtifacts: async (call) => {
+      const signal = getSignal(call);
+      for await (const info of store.list(call.request.prefix, signal)) {
+        await write(call, { path: info.path, sha256: info.sha256, size: info.size }, signal);
+      }
+      call.end();
+    },
+
+    UploadArtifact: async (call) => {
+      const signal = getSignal(call);
+      const messages = call[Symbol.asyncIterator]() as AsyncIterator<UploadArtifactRequest>;
+      const first = await messages.next();
+      const header = first.done === true ? undefined : first.value.header;
+      if (first.done === true || first.value.part !== 'header' || header === undefined || header === null) {
+        throw new SecurityError('invalid_argument', { details: { field: 'header' }, reason: 'upload_header_missing' });
+      }
+      async function* chunks(): AsyncGenerator<Uint8Array> {
+        for (;;) {
+          const next = await messages.next();
+          if (next.done === true) return;
+          const { part, chunk } = next.value;
+          if (part !== 'chunk' || chunk === undefined) {
+            throw new SecurityError('invalid_argument', {
+              details: { field: 'chunk' },
+              reason: 'upload_header_repeated',
+            });
+          }
+          yield chunk;
+        }
+      }
+      const info = await store.put(header.path, header.sha256, chunks(), signal);
+      return { path: info.path, sha256: info.sha256, size: info.size };
+    },
+
+    DeleteArtifact: async (call) => {
+      await store.delete(call.request.path);
+      return {};
+    },
+  };
+}
+
+/** Writes one message, waiting for the client to drain when the stream is full. */
+async function write<T>(call: ServerWritableStream<unknown, T>, message: T, signal: AbortSignal): Promise<void> {
+  if (!call.write(message)) await once(call, 'drain', { signal });
+}
+
+/** Health: SERVING for the server as a whole (`""`) and for ArtifactStore; public. */
+function healthHandlers() {
+  const known = new Set(['', ARTIFACT_STORE_SERVICE, 'grpc.health.v1.Health']);
+  const watchers = new Set<ServerWritableStream<unknown, { status: ServingStatus }>>();
+  let serving: 'SERVING' | 'NOT_SERVING' = 'SERVING';
+  const handlers: SafeImplementation<HealthHandlers> = {
+    Check: (call) => {
+      if (!known.has(call.request.service)) {
+        throw new SecurityError('not_found', { reason: 'health_unknown_service' });
+      }
+      return { status: serving };
+    },
+    Watch: (call) => {
+      // The protocol keeps the stream open and sends each change; this server only changes
+      // once, to NOT_SERVING when it shuts down.
+      call.write({ status: known.has(call.request.service) ? serving : 'SERVICE_UNKNOWN' });
+      watchers.add(call);
+      getSignal(call).addEventListener('abort', () => watchers.delete(call), { once: true });
+    },
+  };
+  return {
+    handlers,
+    shutdown: () => {
+      serving = 'NOT_SERVING';
+      for (const call of watchers) {
+        call.write({ status: 'NOT_SERVING' });
+        call.end();
+      }
+      watchers.clear();
+    },
+  };
+}
+
+function artifactStoreService(): ServiceDefinition<ArtifactStoreHandlers> {
+  return serviceDefinition(PROTO_PATH, ARTIFACT_STORE_SERVICE, {
+    GetArtifact: [false, false],
+    ListArtifacts: [false, true],
+    UploadArtifact: [true, false],
+    DeleteArtifact: [false, false],
+  });
+}
+
+function healthService(): ServiceDefinition<HealthHandlers> {
+  return serviceDefinition(HEALTH_PROTO_PATH, 'grpc.health.v1.Health', { Check: [false, false], Watch: [false, true] });
+}
+
+/**
+ * Loads a service from its proto and checks it has exactly the methods, of the kinds, that the
+ * handler types say: the typed definition gives handlers their request and response types.
+ */
+function serviceDefinition<I>(
+  protoPath: string,
+  serviceName: string,
+  kinds: Readonly<Record<keyof I & string, readonly [requestStream: boolean, responseStream: boolean]>>,
+): ServiceDefinition<I> {
+  const loaded = loadPackageDefinition(loadSync(protoPath, PROTO_OPTIONS));
+  let node: unknown = loaded;
+  for (const part of serviceName.split('.')) node = (node as GrpcObject | undefined)?.[part];
+  const service = (node as { service?: ServiceDefinition } | undefined)?.service;
+  if (service === undefined) throw new ConfigurationError(`${protoPath} has no service ${serviceName}`);
+  const expected = Object.entries<readonly [boolean, boolean]>(kinds);
+  for (const [method, [requestStream, responseStream]] of expected) {
+    const definition = service[method];
+    if (definition?.requestStream !== requestStream || definition.responseStream !== responseStream) {
+      throw new ConfigurationError(`${serviceName}.${method} in ${protoPath} is not the method the server implements`);
+    }
+  }
+  if (Object.keys(service).length !== expected.length) {
+    throw new ConfigurationError(`${serviceName} in ${protoPath} has methods the server does not implement`);
+  }
+  return service as unknown as ServiceDefinition<I>;
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}

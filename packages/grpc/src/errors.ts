@@ -1,0 +1,358 @@
+import {
+  Metadata,
+  ResponderBuilder,
+  ServerInterceptingCall,
+  ServerListenerBuilder,
+  status as Status,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+} from '@grpc/grpc-js';
+import {
+  ConfigurationError,
+  GrpcStatusCode,
+  REQUEST_ID_HEADER,
+  SecurityError,
+  codeFromGrpcStatus,
+  resolveOptions,
+  resolveRequestId,
+  toPublicError,
+  type AuditLogger,
+  type FailureContext,
+  type PublicError,
+} from '@fluxguard/core';
+import { CallState, attachCallState, callStateOf } from './context.js';
+
+/** A status fluxguard built: code, vetted text and trailing metadata. */
+interface SafeStatus {
+  readonly code: Status;
+  readonly details: string;
+  readonly metadata: Metadata;
+}
+
+/**
+ * Trailing metadata key naming the offending request field of an `INVALID_ARGUMENT` status.
+ *
+ * @example
+ * ```ts
+ * import { FIELD_METADATA_KEY } from '@fluxguard/grpc';
+ * call.on('status', (status) => console.log(status.metadata.get(FIELD_METADATA_KEY))); // ['sha256']
+ * ```
+ */
+export const FIELD_METADATA_KEY = 'x-fluxguard-field';
+
+/**
+ * Trailing metadata key with the seconds to wait before a retry, on `rate_limited`.
+ *
+ * @example
+ * ```ts
+ * import { RETRY_AFTER_METADATA_KEY } from '@fluxguard/grpc';
+ * const [seconds] = status.metadata.get(RETRY_AFTER_METADATA_KEY); // '3'
+ * ```
+ */
+export const RETRY_AFTER_METADATA_KEY = 'retry-after';
+
+/**
+ * A cancel this close to the deadline counts as the deadline: the client cancels at its own
+ * deadline, which races grpc-js's server-side timer for the same instant.
+ */
+const DEADLINE_SLACK_MS = 100;
+
+/** The text sent with `UNIMPLEMENTED`, whatever the handler or grpc-js wrote. */
+const UNIMPLEMENTED_MESSAGE = 'The method is not implemented.';
+
+/**
+ * Options of {@link safeErrors}.
+ *
+ * @example
+ * ```ts
+ * const options: SafeErrorsOptions = { audit: createAuditLogger({ level: 'info' }) };
+ * ```
+ */
+export interface SafeErrorsOptions {
+  /** Where every failure is logged with its full cause (one line per failed call). */
+  readonly audit: AuditLogger;
+}
+
+const DEFAULTS: Readonly<{ audit: AuditLogger | undefined }> = Object.freeze({ audit: undefined });
+
+/**
+ * The error and audit interceptor, which must be the first of a server's interceptors (an
+ * interceptor that refuses with `sendStatus` skips its own responder: only earlier ones see
+ * that status). For every call it:
+ *
+ * - resolves the request id from incoming `x-request-id` (kept when well formed, else a new
+ *   one), writes it back into the request metadata, and returns it in the initial and the
+ *   trailing metadata of every response, success or error;
+ * - creates the call context (`getRequestId`, `getSignal`, `getPrincipal`), its signal aborted
+ *   when the client cancels, the deadline passes or the call ends;
+ * - turns every non-OK status into the safe public error: the error that a fluxguard handler
+ *   wrapper or interceptor recorded goes through `toPublicError`; a status a handler chose
+ *   itself keeps its code only when the error table knows it (`codeFromGrpcStatus`), always
+ *   with the table's neutral text; any other code becomes `INTERNAL`. The handler's trailing
+ *   metadata of a failed call is dropped (it may carry internals). `UNIMPLEMENTED` stays
+ *   `UNIMPLEMENTED` with a neutral text;
+ * - writes one audit line per failure with the full cause (`audit.recordFailure`);
+ * - adds `x-fluxguard-field` (the offending field) and `retry-after` (seconds) trailing
+ *   metadata when the error carries them.
+ *
+ * Statuses that grpc-js sends on its own below every interceptor (deadline expiry, a message
+ * that cannot be parsed or is too large) do not pass here; they carry no handler text.
+ *
+ * @example
+ * ```ts
+ * import { Server } from '@grpc/grpc-js';
+ * import { createAuditLogger } from '@fluxguard/core';
+ * import { safeErrors } from '@fluxguard/grpc';
+ * const server = new Server({ interceptors: [safeErrors({ audit: createAuditLogger() })] });
+ * ```
+ */
+export function safeErrors(options: SafeErrorsOptions): ServerInterceptor {
+  const { audit } = resolveOptions('safeErrors', DEFAULTS, options);
+  if (
+    audit === undefined ||
+    typeof audit !== 'object' ||
+    typeof (audit as Partial<AuditLogger>).recordFailure !== 'function'
+  ) {
+    throw new ConfigurationError('safeErrors: "audit" is required (an AuditLogger from createAuditLogger())');
+  }
+  return (methodDescriptor, call) => interceptCall(audit, methodDescriptor.path, call);
+}
+
+function interceptCall(
+  audit: AuditLogger,
+  operation: string,
+  call: ServerInterceptingCallInterface,
+): ServerInterceptingCall {
+  let state: CallState | undefined;
+  let requestId: string | undefined;
+  let finished = false;
+  const currentRequestId = (): string => (requestId ??= resolveRequestId(undefined));
+
+  const failureContext = (): FailureContext => ({
+    operation,
+    peer: state?.peer ?? safePeer(call),
+    requestId: currentRequestId(),
+    transport: 'grpc',
+    subject: state?.principal?.subject,
+  });
+
+  const listener = new ServerListenerBuilder()
+    .withOnReceiveMetadata((metadata, next) => {
+      requestId = resolveRequestId(stringValues(metadata.get(REQUEST_ID_HEADER)));
+      // Handlers and later interceptors that forward the id read the checked value.
+      metadata.set(REQUEST_ID_HEADER, requestId);
+      state = new CallState({
+        requestId,
+        operation,
+        peer: safePeer(call),
+        deadline: deadlineOf(call),
+        sendFailure: () => {
+          intercepting.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
+        },
+      });
+      attachCallState(metadata, state);
+      next(metadata);
+    })
+    .withOnCancel(() => {
+      // grpc-js reports "cancel" after every call, including after a status was sent.
+      if (state === undefined) return;
+      if (finished) {
+        state.abort('ended');
+        return;
+      }
+      finished = true;
+      state.finished = true;
+      state.cancelled = true;
+      if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
+        state.abort('deadline');
+        // grpc-js already answered DEADLINE_EXCEEDED below us; the log still needs its line.
+        safeRecordFailure(
+          audit,
+          new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }),
+          failureContext(),
+        );
+      } else {
+        state.abort('cancelled');
+      }
+    })
+    .build();
+
+  const responder = new ResponderBuilder()
+    .withStart((next) => {
+      next(listener);
+    })
+    .withSendMetadata((metadata, next) => {
+      const out = metadata.clone();
+      out.set(REQUEST_ID_HEADER, currentRequestId());
+      next(out);
+    })
+    .withSendStatus((status, next) => {
+      const trailers = new Metadata();
+      trailers.set(REQUEST_ID_HEADER, currentRequestId());
+      if (finished) {
+        // The call is over (answered or abandoned): grpc-js drops this one, but never
+        // forward text we have not vetted.
+        const pending = state?.takePendingError();
+        if (pending !== undefined || status.code !== Status.OK) {
+          audit.logger.debug(
+            { ...failureContext(), err: pending?.error ?? statusCause(status) },
+            'status after the call ended',
+          );
+        }
+        next({ code: Status.INTERNAL, details: toPublicError(undefined, '').message, metadata: trailers });
+        return;
+      }
+      finished = true;
+      if (state !== undefined) state.finished = true;
+      const pending = state?.takePendingError();
+      if (pending === undefined && status.code === Status.OK) {
+        const metadata = status.metadata?.clone() ?? new Metadata();
+        metadata.set(REQUEST_ID_HEADER, currentRequestId());
+        next({ ...status, metadata });
+        return;
+      }
+      if (pending === undefined && status.code === Status.UNIMPLEMENTED) {
+        audit.record({ event: 'request.denied', outcome: 'denied', reason: 'unimplemented', ...failureContext() });
+        next({ code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: trailers });
+        return;
+      }
+      const error = pending !== undefined ? pending.error : errorFromStatus(status);
+      const publicError = safeRecordFailure(audit, error, failureContext());
+      next(publicStatus(publicError, trailers));
+    })
+    .build();
+
+  const intercepting = new ServerInterceptingCall(call, responder);
+  return intercepting;
+}
+
+/**
+ * The status a client may see for a public error, with the request id and the safe details
+ * in trailing metadata.
+ */
+function publicStatus(publicError: PublicError, trailers: Metadata): SafeStatus {
+  trailers.set(REQUEST_ID_HEADER, publicError.requestId);
+  if (publicError.details?.field !== undefined) trailers.set(FIELD_METADATA_KEY, publicError.details.field);
+  if (publicError.details?.retryAfterSeconds !== undefined) {
+    trailers.set(RETRY_AFTER_METADATA_KEY, String(publicError.details.retryAfterSeconds));
+  }
+  return { code: grpcStatus(publicError.grpcStatus), details: publicError.message, metadata: trailers };
+}
+
+/** core's table holds the numeric codes of the gRPC specification: the values of this enum. */
+function grpcStatus(code: number): Status {
+  const name = Status[code] as keyof typeof Status | undefined;
+  return name === undefined ? Status.INTERNAL : Status[name];
+}
+
+function safeRecordFailure(audit: AuditLogger, error: unknown, context: FailureContext): PublicError {
+  try {
+    return audit.recordFailure(error, context);
+  } catch {
+    // A broken log destination must not turn into a leaking or hanging call.
+    return toPublicError(error, context.requestId);
+  }
+}
+
+/**
+ * The error behind a status that a handler (or grpc-js on its behalf) chose itself: the code
+ * keeps its meaning when the error table knows it, and the original text becomes the cause,
+ * for the log only.
+ */
+export function errorFromStatus(status: {
+  readonly code?: number | undefined;
+  readonly details?: string | undefined;
+}): SecurityError {
+  const code = typeof status.code === 'number' ? status.code : Status.UNKNOWN;
+  return new SecurityError(codeFromGrpcStatus(code), { reason: 'handler_status', cause: statusCause(status) });
+}
+
+function statusCause(status: { readonly code?: number | undefined; readonly details?: string | undefined }): Error {
+  const name = typeof status.code === 'number' ? (Status[status.code] ?? String(status.code)) : 'UNKNOWN';
+  return new Error(`gRPC status ${name}: ${status.details ?? ''}`);
+}
+
+/**
+ * Turns anything a handler failed with into an error for {@link toPublicError}: a
+ * `SecurityError` as it is; a grpc-js style status object or `ServiceError` (numeric `code`)
+ * through {@link errorFromStatus}, keeping the original for the log; anything else as it is
+ * (it becomes `internal`).
+ */
+export function normalizeFailure(error: unknown): unknown {
+  if (error instanceof SecurityError) return error;
+  if (isStatusLike(error)) {
+    const { code, details } = error;
+    const text = typeof details === 'string' ? details : error instanceof Error ? error.message : '';
+    return new SecurityError(codeFromGrpcStatus(code), {
+      reason: 'handler_status',
+      cause: error instanceof Error ? error : statusCause({ code, details: text }),
+    });
+  }
+  return error;
+}
+
+/**
+ * For authors of fluxguard interceptors (jwtAuth, rbac, rate limits): refuses a call from
+ * `onReceiveMetadata` or `onReceiveMessage`. The error is kept for {@link safeErrors}, which
+ * logs it once (with its `reason` and cause) and sends its public form; the status sent from
+ * here is already the public one, so nothing leaks even if `safeErrors` is missing. Do not call
+ * `next` afterwards.
+ *
+ * @example
+ * ```ts
+ * const requireAuth: ServerInterceptor = (method, call) =>
+ *   new ServerInterceptingCall(call, new ResponderBuilder().withStart((next) => {
+ *     next(new ServerListenerBuilder().withOnReceiveMetadata((metadata, nextMetadata) => {
+ *       if (metadata.get('authorization').length === 0) {
+ *         rejectCall(call, metadata, new SecurityError('unauthenticated', { reason: 'missing_token' }));
+ *         return;
+ *       }
+ *       nextMetadata(metadata);
+ *     }).build());
+ *   }).build());
+ * ```
+ */
+export function rejectCall(
+  call: Pick<ServerInterceptingCallInterface, 'sendStatus'>,
+  metadata: Metadata,
+  error: unknown,
+): void {
+  call.sendStatus(prepareFailure(error, callStateOf(metadata)));
+}
+
+/**
+ * Records a failure's real error on the call (for {@link safeErrors} to log) and returns the
+ * status to send for it, already public so that nothing leaks even without the interceptor.
+ *
+ * @internal
+ */
+export function prepareFailure(error: unknown, state: CallState | undefined): SafeStatus {
+  if (isStatusLike(error) && error.code === GrpcStatusCode.UNIMPLEMENTED) {
+    return { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: new Metadata() };
+  }
+  const normalized = normalizeFailure(error);
+  state?.setPendingError(normalized);
+  return publicStatus(toPublicError(normalized, state?.requestId ?? resolveRequestId(undefined)), new Metadata());
+}
+
+function isStatusLike(error: unknown): error is { readonly code: number; readonly details?: unknown } {
+  return typeof error === 'object' && error !== null && typeof (error as { code?: unknown }).code === 'number';
+}
+
+function stringValues(values: readonly (string | Buffer)[]): string[] {
+  return values.filter((v): v is string => typeof v === 'string');
+}
+
+function safePeer(call: ServerInterceptingCallInterface): string {
+  try {
+    return call.getPeer();
+  } catch {
+    return 'unknown';
+  }
+}
+
+function deadlineOf(call: ServerInterceptingCallInterface): number | undefined {
+  const deadline = call.getDeadline();
+  const ms = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(ms) ? ms : undefined;
+}

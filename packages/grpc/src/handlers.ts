@@ -1,0 +1,340 @@
+import type {
+  Server,
+  ServerDuplexStream,
+  ServerReadableStream,
+  ServerUnaryCall,
+  ServerWritableStream,
+  ServiceDefinition,
+  UntypedHandleCall,
+  UntypedServiceImplementation,
+  handleBidiStreamingCall,
+  handleClientStreamingCall,
+  handleServerStreamingCall,
+  handleUnaryCall,
+  sendUnaryData,
+} from '@grpc/grpc-js';
+import { ConfigurationError } from '@fluxguard/core';
+import { callStateOf, type CallState, type ServerCall } from './context.js';
+import { prepareFailure } from './errors.js';
+
+/**
+ * A unary handler: grpc-js callback style, or `async (call) => response`. A thrown error, a
+ * rejected promise and `callback(err)` all become the safe public error.
+ *
+ * @example
+ * ```ts
+ * const getArtifact: SafeUnaryHandler<GetRequest, Artifact> = async (call) =>
+ *   store.get(call.request.path, getSignal(call));
+ * ```
+ */
+export type SafeUnaryHandler<Req, Res> = (
+  call: ServerUnaryCall<Req, Res>,
+  callback: sendUnaryData<Res>,
+  // grpc-js handlers return void; fluxguard's may also return (or resolve to) the response.
+  // eslint-disable-next-line @typescript-eslint/no-invalid-void-type
+) => Res | undefined | void | Promise<Res | undefined | void>;
+
+/**
+ * A client-streaming handler: callback style, or `async (call) => response` over `for await`.
+ *
+ * @example
+ * ```ts
+ * const count: SafeClientStreamingHandler<Item, Total> = async (call) => {
+ *   let total = 0;
+ *   for await (const _item of call) total++;
+ *   return { total };
+ * };
+ * ```
+ */
+export type SafeClientStreamingHandler<Req, Res> = (
+  call: ServerReadableStream<Req, Res>,
+  callback: sendUnaryData<Res>,
+  // grpc-js handlers return void; fluxguard's may also return (or resolve to) the response.
+  // eslint-disable-next-line @typescript-eslint/no-invalid-void-type
+) => Res | undefined | void | Promise<Res | undefined | void>;
+
+/**
+ * A server-streaming handler; may be `async`. It ends the stream itself (`call.end()`); a
+ * thrown error, a rejection, `call.emit('error', err)` or `call.destroy(err)` ends it with the
+ * safe public error.
+ *
+ * @example
+ * ```ts
+ * const list: SafeServerStreamingHandler<ListRequest, Info> = async (call) => {
+ *   for await (const info of store.list(call.request.prefix, getSignal(call))) call.write(info);
+ *   call.end();
+ * };
+ * ```
+ */
+export type SafeServerStreamingHandler<Req, Res> = (call: ServerWritableStream<Req, Res>) => void | Promise<void>;
+
+/**
+ * A bidirectional-streaming handler; may be `async`. Ends the stream itself, as above.
+ *
+ * @example
+ * ```ts
+ * const echo: SafeBidiStreamingHandler<Msg, Msg> = (call) => {
+ *   call.on('data', (msg: Msg) => call.write(msg));
+ *   call.on('end', () => call.end());
+ * };
+ * ```
+ */
+export type SafeBidiStreamingHandler<Req, Res> = (call: ServerDuplexStream<Req, Res>) => void | Promise<void>;
+
+/**
+ * The fluxguard handler type for a grpc-js handler type. For an untyped service definition
+ * (proto-loader), any of the four kinds: annotate the handler's `call` parameter.
+ *
+ * @example
+ * ```ts
+ * type GetHandler = SafeHandler<handleUnaryCall<GetRequest, Artifact>>; // SafeUnaryHandler<GetRequest, Artifact>
+ * ```
+ */
+export type SafeHandler<H> =
+  H extends handleUnaryCall<infer Req, infer Res>
+    ? SafeUnaryHandler<Req, Res>
+    : H extends handleClientStreamingCall<infer Req, infer Res>
+      ? SafeClientStreamingHandler<Req, Res>
+      : H extends handleServerStreamingCall<infer Req, infer Res>
+        ? SafeServerStreamingHandler<Req, Res>
+        : H extends handleBidiStreamingCall<infer Req, infer Res>
+          ? SafeBidiStreamingHandler<Req, Res>
+          : // Untyped services (proto-loader): grpc-js's own untyped handlers; annotate the call.
+            SafeHandler<UntypedHandleCall>;
+
+/**
+ * A service implementation whose handlers may be `async` and may throw: one handler per
+ * method of the service definition, named as grpc-js names them (the proto method name, or its
+ * lowerCamelCase form with proto-loader).
+ *
+ * @example
+ * ```ts
+ * interface StoreHandlers { GetArtifact: handleUnaryCall<GetRequest, Artifact> }
+ * const impl: SafeImplementation<StoreHandlers> = {
+ *   GetArtifact: async (call) => store.get(call.request.path),
+ * };
+ * ```
+ */
+export type SafeImplementation<I> = { readonly [K in keyof I]?: SafeHandler<I[K]> };
+
+let warnedMissingContext = false;
+
+/**
+ * Wraps every handler of an implementation so that no failure can leak or crash the process:
+ * a thrown error, a rejected promise (an `async` handler), `callback(err)`, `call.emit('error',
+ * err)` and `call.destroy(err)` all end the call with the safe public error, and the
+ * {@link safeErrors} interceptor logs the real error once. A `SecurityError` keeps its code and
+ * public message (`x-fluxguard-field` trailing metadata names the offending field); a status
+ * object `{ code, details }` keeps its code when the error table knows it, with the neutral
+ * text; everything else becomes `INTERNAL` with generic text. Unary and client-streaming
+ * handlers may return (or resolve to) the response instead of calling `callback`.
+ *
+ * The kind of each method is read from the service definition, not guessed from the handler.
+ * Methods left out are answered `UNIMPLEMENTED` by grpc-js.
+ *
+ * @example
+ * ```ts
+ * import { wrapImplementation } from '@fluxguard/grpc';
+ * server.addService(service, wrapImplementation(service, {
+ *   getArtifact: async (call: ServerUnaryCall<GetRequest, Artifact>) => store.get(call.request.path),
+ * }));
+ * ```
+ */
+export function wrapImplementation<I>(
+  service: ServiceDefinition<I>,
+  implementation: SafeImplementation<I>,
+): UntypedServiceImplementation {
+  const definitions = service as unknown as Readonly<
+    Record<string, { requestStream: boolean; responseStream: boolean; originalName?: unknown }>
+  >;
+  // grpc-js finds a handler under the method name or its `originalName` (proto-loader's
+  // lowerCamelCase form); accept both, and nothing else.
+  const byName = new Map<string, { requestStream: boolean; responseStream: boolean }>();
+  for (const [name, definition] of Object.entries(definitions)) {
+    byName.set(name, definition);
+    if (typeof definition.originalName === 'string') byName.set(definition.originalName, definition);
+  }
+  const handlers = implementation as Readonly<Record<string, unknown>>;
+  const wrapped: UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(handlers)) {
+    if (handler === undefined) continue;
+    const definition = byName.get(name);
+    if (definition === undefined) {
+      throw new ConfigurationError(`wrapImplementation: the service has no method "${name}"`);
+    }
+    if (typeof handler !== 'function') {
+      throw new ConfigurationError(`wrapImplementation: the handler of "${name}" must be a function`);
+    }
+    wrapped[name] = wrapHandler(definition.requestStream, definition.responseStream, handler);
+  }
+  return wrapped;
+}
+
+/**
+ * `server.addService(service, wrapImplementation(service, implementation))`: registers a
+ * service whose handlers may be `async` and may throw, with the failures made safe.
+ *
+ * @example
+ * ```ts
+ * import { addService } from '@fluxguard/grpc';
+ * addService(server, healthService, {
+ *   check: async () => ({ status: 'SERVING' }),
+ * });
+ * ```
+ */
+export function addService<I>(
+  server: Pick<Server, 'addService'>,
+  service: ServiceDefinition<I>,
+  implementation: SafeImplementation<I>,
+): void {
+  server.addService(service, wrapImplementation(service, implementation));
+}
+
+type AnyCallback = sendUnaryData<unknown>;
+// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- checked with typeof at run time
+type AnyFunction = Function;
+
+function wrapHandler(requestStream: boolean, responseStream: boolean, handler: AnyFunction): UntypedHandleCall {
+  if (!responseStream) {
+    return requestStream
+      ? wrapSingleResponse(handler as SafeClientStreamingHandler<unknown, unknown>)
+      : wrapSingleResponse(handler as SafeUnaryHandler<unknown, unknown>);
+  }
+  return requestStream
+    ? wrapStreamingResponse(handler as SafeBidiStreamingHandler<unknown, unknown>)
+    : wrapStreamingResponse(handler as SafeServerStreamingHandler<unknown, unknown>);
+}
+
+function contextFor(call: ServerCall): CallState | undefined {
+  const state = callStateOf(call.metadata);
+  if (state === undefined && !warnedMissingContext) {
+    warnedMissingContext = true;
+    process.emitWarning(
+      'fluxguard: a wrapped handler ran without the safeErrors interceptor; failures are answered safely but not logged',
+      { code: 'FLUXGUARD_NO_INTERCEPTOR' },
+    );
+  }
+  // From here on only interceptors may have set the principal.
+  state?.seal();
+  return state;
+}
+
+/** Unary and client-streaming: one response through grpc-js's callback. */
+function wrapSingleResponse<C extends ServerUnaryCall<unknown, unknown> | ServerReadableStream<unknown, unknown>>(
+  handler: (call: C, callback: AnyCallback) => unknown,
+): (call: C, callback: AnyCallback) => void {
+  return (call, callback) => {
+    const state = contextFor(call);
+    let responded = false;
+    const fail = (error: unknown): void => {
+      if (responded) return;
+      responded = true;
+      try {
+        callback(prepareFailure(error, state));
+      } catch {
+        // grpc-js could not send (the call is gone): nothing more to do.
+      }
+    };
+    const respond: AnyCallback = (error, value, trailer, flags) => {
+      // `callback()` from plain JavaScript passes undefined, not null.
+      if (error != null) {
+        fail(error);
+        return;
+      }
+      if (responded) return;
+      responded = true;
+      try {
+        callback(null, value, trailer, flags);
+      } catch (err) {
+        responded = false;
+        fail(err);
+      }
+    };
+    // Without a listener, `call.emit('error')` throws, and a destroyed client stream emits one.
+    call.prependListener('error', (error: unknown) => {
+      // Node destroys a stream with an AbortError when `for await` over it ends (the response
+      // side is still open): the handler is still running and answers itself.
+      if (isAbortError(error)) return;
+      fail(error);
+    });
+    invoke(
+      () => handler(call, respond),
+      fail,
+      (value) => {
+        if (value !== undefined) respond(null, value);
+      },
+    );
+  };
+}
+
+/** Server-streaming and bidi: the status goes out when the handler ends the stream. */
+function wrapStreamingResponse<C extends ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>>(
+  handler: (call: C) => unknown,
+): (call: C) => void {
+  return (call) => {
+    const state = contextFor(call);
+    let failed = false;
+    const fail = (error: unknown): void => {
+      if (failed) return;
+      failed = true;
+      const status = prepareFailure(error, state);
+      if (!call.destroyed && !call.writableEnded) {
+        // grpc-js's own 'error' listener stores this status and ends the stream; ours, first
+        // in line, has already recorded the real error.
+        call.emit('error', Object.assign(new Error(status.details), status));
+      } else if (state !== undefined && !state.finished) {
+        // A destroyed stream never sends its status: send it from the interceptor.
+        state.sendFailure(error);
+      }
+    };
+    call.prependListener('error', fail);
+    call.once('close', () => {
+      if (state === undefined || state.finished || state.cancelled) return;
+      // Ended without a status (e.g. `call.destroy()` with no error): never leave it hanging.
+      fail(new Error('the handler closed the stream without a status'));
+    });
+    invoke(
+      () => handler(call),
+      fail,
+      () => undefined,
+    );
+  };
+}
+
+/** Runs a handler, routing a throw or a rejection to `fail` and a resolved value to `done`. */
+function invoke(run: () => unknown, fail: (error: unknown) => void, done: (value: unknown) => void): void {
+  let result: unknown;
+  try {
+    result = run();
+  } catch (error) {
+    fail(error);
+    return;
+  }
+  if (isPromiseLike(result)) {
+    Promise.resolve(result).then((value) => {
+      try {
+        done(value);
+      } catch (error) {
+        fail(error);
+      }
+    }, fail);
+    return;
+  }
+  try {
+    done(result);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function isAbortError(error: unknown): boolean {
+  return error instanceof Error && error.name === 'AbortError' && (error as { code?: unknown }).code === 'ABORT_ERR';
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}

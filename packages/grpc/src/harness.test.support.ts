@@ -1,0 +1,214 @@
+// Shared by this package's tests: a real grpc-js server on an ephemeral port, a real client,
+// a JSON-encoded four-method test service and a captured audit log.
+import { Writable } from 'node:stream';
+import {
+  Client,
+  Metadata,
+  Server,
+  ServerCredentials,
+  credentials,
+  type CallOptions,
+  type ServerInterceptor,
+  type ServiceDefinition,
+  type StatusObject,
+  type UntypedServiceImplementation,
+  type handleBidiStreamingCall,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+} from '@grpc/grpc-js';
+import { createAuditLogger, type AuditLogger } from '@fluxguard/core';
+
+export type Json = Record<string, unknown>;
+
+const serialize = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
+const deserialize = (bytes: Buffer): Json => JSON.parse(bytes.toString('utf8')) as Json;
+
+function method(name: string, requestStream: boolean, responseStream: boolean) {
+  return {
+    path: `/fluxguard.test.v1.Test/${name}`,
+    requestStream,
+    responseStream,
+    requestSerialize: serialize,
+    requestDeserialize: deserialize,
+    responseSerialize: serialize,
+    responseDeserialize: deserialize,
+  };
+}
+
+/** The grpc-js handler types of the test service. */
+export interface TestImpl {
+  Unary: handleUnaryCall<Json, Json>;
+  ClientStream: handleClientStreamingCall<Json, Json>;
+  ServerStream: handleServerStreamingCall<Json, Json>;
+  Bidi: handleBidiStreamingCall<Json, Json>;
+}
+
+/** The test service: one method of each kind, JSON messages. */
+export const testService: ServiceDefinition<TestImpl> = {
+  Unary: method('Unary', false, false),
+  ClientStream: method('ClientStream', true, false),
+  ServerStream: method('ServerStream', false, true),
+  Bidi: method('Bidi', true, true),
+};
+
+/** Captures pino lines written by an audit logger. */
+export function captureAudit(): { audit: AuditLogger; lines: () => Json[] } {
+  const chunks: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      chunks.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  const audit = createAuditLogger({ destination, level: 'debug' });
+  return {
+    audit,
+    lines: () =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter((line) => line.trim() !== '')
+        .map((line) => JSON.parse(line) as Json),
+  };
+}
+
+export interface Started {
+  readonly server: Server;
+  readonly client: Client;
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+/** Starts a server with the given interceptors and services on 127.0.0.1:0, and a client to it. */
+export async function startServer(
+  interceptors: ServerInterceptor[],
+  register: (server: Server) => void,
+): Promise<Started> {
+  const server = new Server({ interceptors });
+  register(server);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, boundPort) => {
+      if (err) reject(err);
+      else resolve(boundPort);
+    });
+  });
+  const address = `127.0.0.1:${port}`;
+  const client = new Client(address, credentials.createInsecure());
+  return {
+    server,
+    client,
+    address,
+    close: async () => {
+      client.close();
+      await new Promise<void>((resolve) => {
+        server.tryShutdown(() => {
+          resolve();
+        });
+      });
+    },
+  };
+}
+
+/** Everything a client saw of one call. */
+export interface Outcome {
+  readonly status: StatusObject;
+  readonly initialMetadata: Metadata | undefined;
+  readonly messages: Json[];
+}
+
+export type Kind = 'unary' | 'clientStream' | 'serverStream' | 'bidi';
+export const KINDS: readonly Kind[] = ['unary', 'clientStream', 'serverStream', 'bidi'];
+
+const PATHS: Readonly<Record<Kind, string>> = {
+  unary: testService.Unary.path,
+  clientStream: testService.ClientStream.path,
+  serverStream: testService.ServerStream.path,
+  bidi: testService.Bidi.path,
+};
+
+/**
+ * Makes one call of the given kind with `request` (streams send it once, then half-close)
+ * and resolves with the status, the initial metadata and the messages received.
+ */
+export function callKind(
+  client: Client,
+  kind: Kind,
+  request: Json,
+  metadata: Metadata = new Metadata(),
+  options: CallOptions = {},
+  onCall?: (call: { cancel(): void }) => void,
+): Promise<Outcome> {
+  return new Promise<Outcome>((resolve) => {
+    const messages: Json[] = [];
+    let initialMetadata: Metadata | undefined;
+    const path = PATHS[kind];
+    const onStatus = (status: StatusObject): void => {
+      // Give the unary callback and pending 'data' events a turn before resolving.
+      setImmediate(() => {
+        resolve({ status, initialMetadata, messages });
+      });
+    };
+    const onMetadata = (md: Metadata): void => {
+      initialMetadata = md;
+    };
+    const onResponse = (_err: unknown, value?: Json): void => {
+      if (value !== undefined) messages.push(value);
+    };
+    switch (kind) {
+      case 'unary': {
+        const call = client.makeUnaryRequest(path, serialize, deserialize, request, metadata, options, onResponse);
+        call.on('metadata', onMetadata).on('status', onStatus);
+        onCall?.(call);
+        break;
+      }
+      case 'clientStream': {
+        const call = client.makeClientStreamRequest(path, serialize, deserialize, metadata, options, onResponse);
+        call.on('metadata', onMetadata).on('status', onStatus);
+        call.write(request);
+        call.end();
+        onCall?.(call);
+        break;
+      }
+      case 'serverStream': {
+        const call = client.makeServerStreamRequest(path, serialize, deserialize, request, metadata, options);
+        call.on('metadata', onMetadata).on('status', onStatus);
+        call.on('data', (m: Json) => messages.push(m));
+        call.on('error', () => undefined);
+        onCall?.(call);
+        break;
+      }
+      case 'bidi': {
+        const call = client.makeBidiStreamRequest(path, serialize, deserialize, metadata, options);
+        call.on('metadata', onMetadata).on('status', onStatus);
+        call.on('data', (m: Json) => messages.push(m));
+        call.on('error', () => undefined);
+        call.write(request);
+        call.end();
+        onCall?.(call);
+        break;
+      }
+    }
+  });
+}
+
+/** Every text a client can see of a call: status details, trailing and initial metadata. */
+export function visibleText(outcome: Outcome): string {
+  return JSON.stringify({
+    details: outcome.status.details,
+    trailers: outcome.status.metadata.toJSON(),
+    initial: outcome.initialMetadata?.toJSON() ?? null,
+    messages: outcome.messages,
+  });
+}
+
+/** The single value of a metadata key, as a string. */
+export function metadataValue(metadata: Metadata | undefined, key: string): string | undefined {
+  const values = metadata?.get(key) ?? [];
+  const first = values[0];
+  return values.length === 1 && typeof first === 'string' ? first : undefined;
+}
+
+export function implementation(impl: UntypedServiceImplementation): UntypedServiceImplementation {
+  return impl;
+}
