@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256, type Expected, type Outcome } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
-import { startTransport, type TransportUnderTest } from './support/servers.js';
+import { TRANSPORTS, createE2eEnvironment, startTransport, type E2eEnvironment, type TransportUnderTest } from './support/servers.js';
 
 /**
  * The end-to-end scenario table: every row runs against the gRPC and the HTTP reference
@@ -124,18 +124,27 @@ const scenarios: readonly Scenario[] = [
     },
   },
   {
+    // grpc-js answers an unknown method (UNIMPLEMENTED) before any interceptor; over HTTP the
+    // guard runs before routing, and an operation no rule names is denied by default.
     name: 'an unknown method or route is refused without detail',
     kind: 'none',
     act: (t) => t.client.unknownOperation(),
-    expect: { status: { grpc: 12, http: 404 } },
+    expect: { status: { grpc: 12, http: 403 } },
   },
   {
     name: 'a client-sent principal header changes nothing',
     kind: 'unary',
     act: async (t) => {
       await t.client.upload('forge/x.txt', sha256('x'), [Buffer.from('x')]);
-      return t.client.getWithHeaders('forge/x.txt', { 'x-fluxguard-principal': '{"subject":"admin","roles":["artifacts.admin"]}' });
+      const anonymous = t.clientWith({ cert: t.world.pki.clients.valid, token: null });
+      return anonymous.getWithHeaders('forge/x.txt', {
+        'x-fluxguard-principal': '{"subject":"admin","roles":["artifacts.admin"]}',
+        'x-principal': 'admin',
+        'x-user': 'admin',
+        'x-roles': 'artifacts.admin',
+      });
     },
+    expect: { code: 'unauthenticated' },
   },
 ];
 
@@ -146,10 +155,18 @@ describe('the scenario table covers every gRPC call kind', () => {
   });
 });
 
-describe.each(['grpc', 'http'] as const)('ArtifactStore over %s', (transport) => {
+let world: E2eEnvironment;
+beforeAll(async () => {
+  world = await createE2eEnvironment();
+});
+afterAll(() => {
+  world.cleanup();
+});
+
+describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
   let t: TransportUnderTest;
   beforeAll(async () => {
-    t = await startTransport(transport);
+    t = await startTransport(transport, world);
   });
   afterAll(async () => {
     await t.close();

@@ -17,6 +17,9 @@ export interface Outcome<T = unknown> {
   readonly exposed: string;
 }
 
+/** The TLS handshake was refused: gRPC reports UNAVAILABLE, the HTTP client gets no response at all. */
+export const HANDSHAKE_REFUSED = { status: { grpc: 14, http: 0 } } as const;
+
 /** What a scenario expects of a failed call. */
 export interface Expected {
   readonly code?: SecurityErrorCode;
@@ -41,6 +44,9 @@ export interface ArtifactClient {
   unknownOperation(): Promise<Outcome<undefined>>;
   /** A raw call with extra headers/metadata (used to try forging fluxguard's own context). */
   getWithHeaders(path: string, headers: Record<string, string>): Promise<Outcome<RetrievedArtifact>>;
+  deleteWithHeaders(path: string, headers: Record<string, string>): Promise<Outcome<undefined>>;
+  /** A get that carries a valid token anywhere but the Authorization header (query string, other keys). */
+  getWithCredentialElsewhere(path: string, token: string): Promise<Outcome<RetrievedArtifact>>;
   /** The status a transport uses for a code (the error table of DESIGN.md). */
   statusOf(expected: Expected): number;
   close(): void;
@@ -145,6 +151,14 @@ export function grpcArtifactClient(
       const outcome = await unary<object>((cb) => stub.DeleteArtifact({ path }, meta(), options(), cb));
       return { ...outcome, value: undefined };
     },
+    deleteWithHeaders: async (path, headers) => {
+      const outcome = await unary<object>((cb) => stub.DeleteArtifact({ path }, meta(headers), options(), cb));
+      return { ...outcome, value: undefined };
+    },
+    getWithCredentialElsewhere: (path, token) =>
+      unary<RetrievedArtifact>((cb) =>
+        stub.GetArtifact({ path }, meta({ access_token: token, 'x-access-token': token, token }), options(), cb),
+      ),
     upload: (path, sha, parts) =>
       unary<ArtifactInfo>(
         (cb) => stub.UploadArtifact(meta(), options(), cb),
@@ -291,8 +305,14 @@ function artifactOf(res: RawResponse) {
 /** An HTTP(S) client of the reference server, on Node's own `http`/`https` client. */
 export function httpArtifactClient(baseUrl: string, tls?: HttpsClientTls, defaultHeaders: Record<string, string> = {}): ArtifactClient {
   const base = new URL(baseUrl);
-  const send = (method: string, path: string, headers: Record<string, string> = {}, body?: Buffer) =>
-    rawRequest(base, tls, method, path, { ...defaultHeaders, ...headers }, body);
+  // A connection that fails (a refused handshake) is an outcome with status 0, as UNAVAILABLE is on gRPC.
+  const send = (method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<RawResponse> =>
+    rawRequest(base, tls, method, path, { ...defaultHeaders, ...headers }, body).catch((err: unknown) => ({
+      status: 0,
+      statusText: (err as NodeJS.ErrnoException).code ?? 'connection failed',
+      headers: {},
+      body: Buffer.from(err instanceof Error ? err.message : String(err)),
+    }));
   return {
     transport: 'http',
     statusOf: (e) => e.status?.http ?? ERROR_CODES[e.code ?? 'internal'].httpStatus,
@@ -302,6 +322,15 @@ export function httpArtifactClient(baseUrl: string, tls?: HttpsClientTls, defaul
     },
     getWithHeaders: async (path, headers) => {
       const res = await send('GET', `/v1/artifacts/${encodePath(path)}`, headers);
+      return httpOutcome(res, artifactOf(res));
+    },
+    deleteWithHeaders: async (path, headers) =>
+      httpOutcome(await send('DELETE', `/v1/artifacts/${encodePath(path)}`, headers), () => undefined),
+    getWithCredentialElsewhere: async (path, token) => {
+      const res = await send('GET', `/v1/artifacts/${encodePath(path)}?access_token=${token}&token=${token}`, {
+        'x-access-token': token,
+        cookie: `access_token=${token}`,
+      });
       return httpOutcome(res, artifactOf(res));
     },
     list: async (prefix) =>

@@ -112,6 +112,16 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   if (denylist === undefined && env.FLUXGUARD_REDIS_URL !== undefined) {
     // Short timeouts: a revocation store that does not answer must fail the call fast (closed), not hang it.
     redis = new Redis(env.FLUXGUARD_REDIS_URL, { commandTimeout: 500, maxRetriesPerRequest: 1 });
+    // ioredis reports every failed reconnect; log each distinct failure once (calls fail closed meanwhile).
+    let lastError = '';
+    redis.on('error', (err: Error) => {
+      if (err.message === lastError) return;
+      lastError = err.message;
+      options.audit.logger.error({ event: 'denylist.redis_error', err }, 'denylist.redis_error');
+    });
+    redis.on('ready', () => {
+      lastError = '';
+    });
     denylist = createRedisDenylist({ client: redis });
   }
   denylist ??= createMemoryDenylist();
@@ -135,7 +145,10 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     tls,
     denylist,
     close: async () => {
-      if (redis !== undefined) await redis.quit().catch(() => undefined);
+      if (redis === undefined) return;
+      // quit() waits for an answer a dead server never sends.
+      if (redis.status === 'ready') await redis.quit().catch(() => undefined);
+      else redis.disconnect();
     },
   });
 }

@@ -1,16 +1,30 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { SecurityError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
-import { fluxguard } from '@fluxguard/express';
-import { ArtifactStore, parseReprDigest, reprDigestOf, type ArtifactInfo } from '@fluxguard/example-artifact-store';
+import {
+  SecurityError,
+  compileRbac,
+  createAuditLogger,
+  createGuard,
+  type AuditLogger,
+  type Guard,
+} from '@fluxguard/core';
+import { createSecureServer, fluxguard } from '@fluxguard/express';
+import {
+  ArtifactStore,
+  parseReprDigest,
+  reprDigestOf,
+  type ArtifactInfo,
+  type ReferenceSecurity,
+} from '@fluxguard/example-artifact-store';
 
 /**
  * Options of {@link startHttpServer}.
  *
  * @example
  * ```ts
- * const options: HttpServerOptions = { port: 0, dataDir: '/tmp/artifacts', maxArtifactBytes: 1 << 20 };
+ * const security = await loadReferenceSecurity({ devDir: '.fluxguard/dev', audit });
+ * const options: HttpServerOptions = { port: 0, dataDir: '/tmp/artifacts', security, audit };
  * ```
  */
 export interface HttpServerOptions {
@@ -20,6 +34,11 @@ export interface HttpServerOptions {
   readonly port?: number;
   /** The directory that holds the artifacts. */
   readonly dataDir: string;
+  /**
+   * Required: TLS material and client-certificate mode, token verifier, RBAC rules and
+   * certificate roles (`loadReferenceSecurity`). There is no insecure default to fall back to.
+   */
+  readonly security: ReferenceSecurity;
   /** The audit logger; default: a new one writing to standard output. */
   readonly audit?: AuditLogger;
   /** Largest artifact accepted by PUT, in bytes. Default: the store's (64 MiB). */
@@ -33,14 +52,14 @@ export interface HttpServerOptions {
  *
  * @example
  * ```ts
- * const server: StartedHttpServer = await startHttpServer({ port: 0, dataDir });
- * await fetch(`${server.url}/healthz`);
+ * const server: StartedHttpServer = await startHttpServer({ port: 0, dataDir, security });
+ * console.log(server.url); // https://127.0.0.1:40123
  * await server.close();
  * ```
  */
 export interface StartedHttpServer {
   readonly port: number;
-  /** Base URL, e.g. `http://127.0.0.1:8443`. */
+  /** Base URL, e.g. `https://127.0.0.1:8443`. */
   readonly url: string;
   /** Stops accepting connections, lets requests in flight finish (at most 5 s), then resolves. */
   close(): Promise<void>;
@@ -51,25 +70,42 @@ export interface StartedHttpServer {
  *
  * @example
  * ```ts
- * const options: AppOptions = { store: new ArtifactStore({ dataDir }), audit: createAuditLogger() };
+ * const options: AppOptions = { store: new ArtifactStore({ dataDir }), audit, guard: createGuard({ audit, jwt, rbac }) };
  * ```
  */
 export interface AppOptions {
   readonly store: ArtifactStore;
   readonly audit: AuditLogger;
+  /** Authenticates and authorizes every request (`createGuard` of @fluxguard/core). Required. */
+  readonly guard: Guard;
   /** Refuses a PUT whose `Content-Length` is larger, before reading it. */
   readonly maxArtifactBytes?: number;
 }
 
-/** Tighter than Node 20's defaults (60 s / 300 s), for slow-client defence without a proxy. */
-const HEADERS_TIMEOUT_MS = 10_000;
-const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
-const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const SHUTDOWN_GRACE_MS = 5_000;
 
 /**
+ * The operations the app serves, as RBAC names them: the policy's HTTP rules are checked
+ * against them at start-up (a rule naming nothing served stops the server; a route no rule
+ * names is logged, and denied).
+ *
+ * @example
+ * ```ts
+ * compileRbac(security.rbacRules('http'), { servedOperations: HTTP_OPERATIONS });
+ * ```
+ */
+export const HTTP_OPERATIONS: readonly string[] = Object.freeze([
+  'GET /healthz',
+  'GET /v1/artifacts',
+  'GET /v1/artifacts/*path',
+  'PUT /v1/artifacts/*path',
+  'DELETE /v1/artifacts/*path',
+]);
+
+/**
  * The ArtifactStore HTTP API as an Express app, behind fluxguard's baseline (request ids,
- * security headers, problem+json errors).
+ * security headers, problem+json errors) and the guard (token, client certificate, RBAC rule
+ * of each request, before any route runs).
  *
  * - `GET /healthz`: `{"status":"ok"}`, public.
  * - `GET /v1/artifacts?prefix=`: JSON array of `{path, sha256, size}`.
@@ -80,15 +116,22 @@ const SHUTDOWN_GRACE_MS = 5_000;
  *
  * @example
  * ```ts
- * const app = createApp({ store: new ArtifactStore({ dataDir: '/srv/artifacts' }), audit: createAuditLogger() });
- * app.listen(8080);
+ * const guard = createGuard({ audit, jwt: security.jwt, rbac: compileRbac(security.rbacRules('http')) });
+ * const app = createApp({ store: new ArtifactStore({ dataDir: '/srv/artifacts' }), audit, guard });
+ * createSecureServer(app, { audit, tls: security.tls }).listen(8443);
  * ```
  */
 export function createApp(options: AppOptions): express.Express {
   const { store, audit, maxArtifactBytes } = options;
-  const guard = fluxguard({ audit });
+  // This app must never run without authentication and authorization.
+  const guardOption: unknown = options.guard; // plain JavaScript callers too
+  if (typeof guardOption !== 'object' || guardOption === null || typeof (guardOption as Guard).check !== 'function') {
+    throw new TypeError('createApp: "guard" is required');
+  }
+  const guard = fluxguard({ audit, guard: options.guard });
   const app = express();
   app.disable('x-powered-by');
+  // RBAC matches the concrete path: routing must agree with it, letter for letter.
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
   app.set('etag', false);
@@ -148,18 +191,38 @@ export function createApp(options: AppOptions): express.Express {
 }
 
 /**
- * Starts the reference HTTP server (plain HTTP for now) with timeouts tighter than Node's.
+ * Starts the reference HTTPS server: TLS and client certificates from `security.tls` (reloaded
+ * from disk when renewed), the policy's HTTP rules (checked against the routes at start-up),
+ * JWT and certificate roles, and timeouts tighter than Node's (`createSecureServer`).
  *
  * @example
  * ```ts
- * const server = await startHttpServer({ port: 0, dataDir: '/tmp/artifacts' });
- * await fetch(`${server.url}/healthz`);
+ * const audit = createAuditLogger();
+ * const security = await loadReferenceSecurity({ devDir: '.fluxguard/dev', audit });
+ * const server = await startHttpServer({ port: 0, dataDir: '/tmp/artifacts', security, audit });
+ * console.log(server.url); // https://127.0.0.1:40123
  * await server.close();
+ * await security.close();
  * ```
  */
 export async function startHttpServer(options: HttpServerOptions): Promise<StartedHttpServer> {
+  const { security } = options;
+  // Plain JavaScript callers too: no security, no server (never an unauthenticated fallback).
+  if (typeof security !== 'object' || typeof security.rbacRules !== 'function') {
+    throw new TypeError('startHttpServer: "security" is required (loadReferenceSecurity)');
+  }
   const host = options.host ?? '127.0.0.1';
   const audit = options.audit ?? createAuditLogger();
+  const rbac = compileRbac(security.rbacRules('http'), {
+    mode: security.rbacMode,
+    servedOperations: HTTP_OPERATIONS,
+    where: 'policy.rbac.rules (HTTP)',
+  });
+  const { uncovered } = rbac.checkServed(HTTP_OPERATIONS);
+  if (uncovered.length > 0) {
+    audit.logger.warn({ operations: uncovered }, 'no RBAC rule names these routes: every call to them is denied');
+  }
+  const guard = createGuard({ rbac, jwt: security.jwt, certificateRoles: security.certificateRoles, audit });
   const store = new ArtifactStore({
     dataDir: options.dataDir,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
@@ -167,24 +230,20 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
   const app = createApp({
     store,
     audit,
+    guard,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
   });
-  const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-  const server = createServer(
-    {
-      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeout),
-      requestTimeout,
-      // The timeouts above are enforced when connections are checked; Node checks every 30 s.
-      connectionsCheckingInterval: 1_000,
-    },
-    app,
-  );
-  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  const server = createSecureServer(app, {
+    audit,
+    tls: security.tls,
+    reload: true,
+    ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+  });
   const port = await listen(server, options.port ?? 8443, host);
   let closing: Promise<void> | undefined;
   return Object.freeze({
     port,
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
     close: () => (closing ??= shutdown(server)),
   });
 }

@@ -113,6 +113,29 @@ export function attachContext(req: IncomingMessage, res: ServerResponse, request
   return context;
 }
 
+// The RBAC rule pattern that applied to a request, set by `authorize()`: a bounded label for
+// the audit line of a request refused before routing (the raw path is never logged).
+const operationLabels = new WeakMap<IncomingMessage, string>();
+
+/**
+ * Package-internal: records the operation label (a rule pattern such as
+ * `DELETE /v1/artifacts/*path`) of a request that has not been routed yet.
+ *
+ * @internal
+ */
+export function setOperationLabel(req: IncomingMessage, label: string): void {
+  operationLabels.set(req, label);
+}
+
+/**
+ * Package-internal: the label set by {@link setOperationLabel}, if any.
+ *
+ * @internal
+ */
+export function operationLabelOf(req: IncomingMessage): string | undefined {
+  return operationLabels.get(req);
+}
+
 /**
  * Records the verified caller of a request. This is the only way to set
  * `req.fluxguard.principal`; fluxguard's authentication middleware (JWT, mTLS) call it after

@@ -5,12 +5,13 @@ import {
   ConfigurationError,
   REQUEST_ID_HEADER,
   SecurityError,
+  bearerChallenge,
   resolveOptions,
   resolveRequestId,
   type AuditLogger,
   type PublicError,
 } from '@fluxguard/core';
-import { contextOf } from './context.js';
+import { contextOf, operationLabelOf } from './context.js';
 
 /**
  * Options of {@link errorHandler}.
@@ -171,12 +172,10 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
       'errorHandler: "realm" must be 1 to 100 printable ASCII characters without a quote or backslash',
     );
   }
-  const challengeMissing = opts.realm === undefined ? 'Bearer' : `Bearer realm="${opts.realm}"`;
-  const challengeInvalid = `${challengeMissing}${opts.realm === undefined ? ' ' : ', '}error="invalid_token"`;
+  const realm = opts.realm;
 
   // Express recognises an error handler by its four declared parameters; `next` is never
   // called, so Express's final handler never renders an error.
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
   return function fluxguardErrorHandler(err: unknown, req: Request, res: Response, _next: NextFunction) {
     try {
       const translated = translateExpressError(err);
@@ -184,7 +183,7 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
       const publicError = audit.recordFailure(translated, {
         operation: operationOf(req),
         peer: peerOf(req, res),
-        subject: contextOf(req)?.principal?.subject,
+        subject: contextOf(req)?.principal?.subject ?? refusedSubject(translated),
         requestId,
         transport: 'http',
       });
@@ -192,16 +191,29 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
         res.destroy();
         return;
       }
-      let challenge: string | undefined;
-      if (publicError.code === 'unauthenticated') {
-        const reason = translated instanceof SecurityError ? translated.reason : undefined;
-        challenge = reason === 'missing_token' ? challengeMissing : challengeInvalid;
-      }
+      // RFC 6750 section 3: the challenge (and its error attribute) is core's, shared with gRPC.
+      const challenge =
+        publicError.code === 'unauthenticated'
+          ? bearerChallenge(
+              translated instanceof SecurityError ? translated : new SecurityError('unauthenticated'),
+              realm,
+            )
+          : undefined;
       sendProblem(res, publicError, challenge);
     } catch (failure) {
       lastResort(req, res, failure, audit);
     }
   };
+}
+
+/**
+ * The subject a refusal names (the guard of @fluxguard/core sets it when it refuses an
+ * authenticated caller, whose principal the request never got), for the audit line only.
+ */
+function refusedSubject(err: unknown): string | undefined {
+  if (!(err instanceof SecurityError)) return undefined;
+  const subject: unknown = (err as { subject?: unknown }).subject;
+  return typeof subject === 'string' ? subject : undefined;
 }
 
 function isAuditLogger(value: unknown): value is AuditLogger {
@@ -240,20 +252,28 @@ function translateExpressError(err: unknown): unknown {
 }
 
 /**
- * `METHOD /route/pattern` when Express matched a route, else `METHOD <unmatched>`: a bounded
+ * `METHOD /route/pattern` when Express matched a route; else the pattern of the RBAC rule that
+ * `authorize()` applied (`DELETE /v1/artifacts/*path`); else `METHOD <unmatched>`: a bounded
  * label, never the raw path a client chose. (An error handler of the app sees the base URL of
  * the app, so a route of a mounted router is labelled with the router's own pattern.)
  */
 function operationOf(req: Request): string {
   const route: unknown = req.route;
   const pattern = typeof route === 'object' && route !== null ? (route as { path?: unknown }).path : undefined;
-  return typeof pattern === 'string' ? `${req.method} ${req.baseUrl}${pattern}` : `${req.method} <unmatched>`;
+  if (typeof pattern === 'string') return `${req.method} ${req.baseUrl}${pattern}`;
+  // Refused by authorize() before routing: the pattern of the RBAC rule that applied.
+  return operationLabelOf(req) ?? `${req.method} <unmatched>`;
 }
 
-function peerOf(req: IncomingMessage, res: ServerResponse): string | undefined {
+/**
+ * The remote address as `host:port` (`[v6]:port`). Package-internal.
+ *
+ * @internal
+ */
+export function peerOf(req: IncomingMessage, res?: ServerResponse): string | undefined {
   // Node detaches req.socket when the request stream is destroyed (a handler that stopped
   // reading the body after an error, say); the response may still hold it.
-  const socket = (req.socket as Socket | null) ?? res.socket;
+  const socket = (req.socket as Socket | null) ?? res?.socket;
   const remoteAddress = socket?.remoteAddress;
   const remotePort = socket?.remotePort;
   if (remoteAddress === undefined) return undefined;

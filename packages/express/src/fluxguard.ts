@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { ConfigurationError, resolveOptions, type AuditLogger } from '@fluxguard/core';
+import { ConfigurationError, resolveOptions, type AuditLogger, type Guard } from '@fluxguard/core';
+import { authorize } from './authorize.js';
 import { errorHandler, notFound } from './error-handler.js';
 import { requestId } from './request-id.js';
 import { securityHeaders, type SecurityHeadersOptions } from './security-headers.js';
@@ -20,6 +21,11 @@ export interface FluxguardOptions {
   readonly securityHeaders?: SecurityHeadersOptions | false | undefined;
   /** The `realm` of 401 challenges; see `ErrorHandlerOptions.realm`. */
   readonly realm?: string | undefined;
+  /**
+   * The guard of `@fluxguard/core` (`createGuard`): when given, `before` ends with
+   * `authorize({ guard })`, so every route is authenticated and authorized by the RBAC rules.
+   */
+  readonly guard?: Guard | undefined;
 }
 
 /**
@@ -34,7 +40,7 @@ export interface FluxguardOptions {
  * ```
  */
 export interface FluxguardMiddleware {
-  /** Mount before any route: `requestId()`, then `securityHeaders()`. */
+  /** Mount before any route: `requestId()`, then `securityHeaders()`, then `authorize()` when a guard is given. */
   readonly before: RequestHandler[];
   /** Mount after every route: `notFound()`, then `errorHandler()`. */
   readonly after: [RequestHandler, ErrorRequestHandler];
@@ -44,27 +50,31 @@ const DEFAULTS: Readonly<{
   audit: AuditLogger | undefined;
   securityHeaders: SecurityHeadersOptions | false | undefined;
   realm: string | undefined;
-}> = Object.freeze({ audit: undefined, securityHeaders: undefined, realm: undefined });
+  guard: Guard | undefined;
+}> = Object.freeze({ audit: undefined, securityHeaders: undefined, realm: undefined, guard: undefined });
 
 /**
  * fluxguard's HTTP baseline in one call: request ids and `req.fluxguard`, security headers,
  * and problem+json answers for unknown routes and every error. Mount `before` ahead of your
  * routes and `after` behind them; every option is checked here, once.
  *
- * Later controls (authentication, authorization, rate limiting) go between `before` and your
- * routes, so that they see the request id and their refusals reach the error handler.
+ * With `guard`, authentication and authorization join `before` (see {@link authorize}; route
+ * case-sensitively). Other controls go between `before` and your routes, so that they see the
+ * request id and their refusals reach the error handler.
  *
  * @example
  * ```ts
  * import express from 'express';
- * import { createAuditLogger } from '@fluxguard/core';
+ * import { compileRbac, createAuditLogger, createGuard } from '@fluxguard/core';
  * import { fluxguard } from '@fluxguard/express';
  *
- * const guard = fluxguard({ audit: createAuditLogger() });
+ * const audit = createAuditLogger();
+ * const { before, after } = fluxguard({ audit, guard: createGuard({ audit, jwt, rbac: compileRbac(rules) }) });
  * const app = express();
- * app.use(guard.before);
- * app.get('/hello', (req, res) => { res.json({ hello: 'world', requestId: req.fluxguard.requestId }); });
- * app.use(guard.after);
+ * app.set('case sensitive routing', true);
+ * app.use(before);
+ * app.get('/hello', (req, res) => { res.json({ hello: req.fluxguard.principal?.subject }); });
+ * app.use(after);
  * app.listen(8080);
  * ```
  */
@@ -74,6 +84,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const handleErrors = errorHandler({ audit: opts.audit, realm: opts.realm });
   const before: RequestHandler[] = [requestId()];
   if (opts.securityHeaders !== false) before.push(securityHeaders(opts.securityHeaders));
+  if (opts.guard !== undefined) before.push(authorize({ guard: opts.guard }));
   const middleware: FluxguardMiddleware = { before, after: [notFound(), handleErrors] };
   return Object.freeze(middleware);
 }

@@ -9,3 +9,6 @@ export {
   type ProblemDetails,
 } from './error-handler.js';
 export { fluxguard, type FluxguardMiddleware, type FluxguardOptions } from './fluxguard.js';
+export { authorize, getClientCertificate, mtls, type AuthorizeOptions, type MtlsOptions } from './authorize.js';
+export { createSecureServer, type SecureServerOptions } from './secure-server.js';
+export { createMtlsAgent, type MtlsAgentOptions } from './mtls-agent.js';

@@ -92,6 +92,16 @@ describe('createAuditLogger', () => {
     expect(lines[0]).toMatchObject({ level: 40, event: 'request.denied', outcome: 'denied', reason: 'token_expired', code: 'unauthenticated' });
   });
 
+  it('names the subject a refusal concerns, when the error knows it', () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination });
+    audit.recordFailure(new SecurityError('permission_denied', { reason: 'missing_role', subject: 'bob' }), {
+      operation: 'DELETE /v1/artifacts/*path',
+      requestId: 'r-5',
+    });
+    expect(lines[0]).toMatchObject({ subject: 'bob', reason: 'missing_role' });
+  });
+
   it('scrubs tokens and private keys from error messages and causes', () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination });

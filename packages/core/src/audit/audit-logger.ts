@@ -116,6 +116,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     record(
       {
         ...context,
+        subject: context.subject ?? (err instanceof SecurityError ? err.subject : undefined),
         event: isServerFault ? 'request.failed' : 'request.denied',
         outcome: isServerFault ? 'error' : 'denied',
         reason: err instanceof SecurityError ? (err.reason ?? err.code) : 'unhandled_error',

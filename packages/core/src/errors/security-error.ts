@@ -15,13 +15,15 @@ export interface SecurityErrorDetails {
 /** Options of {@link SecurityError}. */
 export interface SecurityErrorOptions {
   /** A public message; defaults to the neutral text of the code. Never put input or secrets here. */
-  readonly message?: string;
+  readonly message?: string | undefined;
   /** Safe details for the client. */
-  readonly details?: SecurityErrorDetails;
+  readonly details?: SecurityErrorDetails | undefined;
   /** A short machine reason for the audit log only (e.g. `token_expired`). */
-  readonly reason?: string;
+  readonly reason?: string | undefined;
   /** The internal cause, written to the server log only. */
   readonly cause?: unknown;
+  /** The authenticated subject the refusal concerns, for the audit log (never sent to the client). */
+  readonly subject?: string | undefined;
 }
 
 const SAFE_FIELD = /^[A-Za-z0-9_.[\]-]{1,100}$/;
@@ -42,11 +44,14 @@ export class SecurityError extends FluxguardError {
   readonly details: SecurityErrorDetails | undefined;
   /** A short machine reason for the audit log; never sent to the client. */
   readonly reason: string | undefined;
+  /** The authenticated subject the refusal concerns, for the audit log; never sent to the client. */
+  readonly subject: string | undefined;
 
   constructor(code: SecurityErrorCode, options: SecurityErrorOptions = {}) {
     super(code, options.message ?? ERROR_CODES[code].message, { cause: options.cause });
     this.details = cleanDetails(options.details);
     this.reason = options.reason;
+    this.subject = options.subject;
   }
 }
 

@@ -98,6 +98,8 @@ describe('createGuard', () => {
     const token = await sign(key, { claims: { roles: ['artifacts.reader'] } });
     expect(await refusal(setup().guard.check(call(DELETE, { authorization: `Bearer ${token}` })))).toMatchObject({
       code: 'permission_denied',
+      reason: 'missing_role',
+      subject: 'alice',
     });
   });
 
@@ -137,6 +139,14 @@ describe('createGuard', () => {
     const other = { ...backupCert, spiffeId: 'spiffe://fluxguard.dev/intruder', uris: ['spiffe://fluxguard.dev/intruder'] };
     expect(await refusal(setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, other)))).toMatchObject({
       code: 'permission_denied',
+    });
+  });
+
+  it('identifies nobody by a certificate that has expired since the handshake', async () => {
+    const expired = { ...backupCert, validTo: new Date(Date.now() - 1000) };
+    expect(await refusal(setup().guard.check(call(GET, {}, expired)))).toMatchObject({ code: 'unauthenticated' });
+    expect(await refusal(setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, expired)))).toMatchObject({
+      code: 'unauthenticated',
     });
   });
 

@@ -4,6 +4,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import type { JwtVerifier } from '../jwt/verifier.js';
 import { compileCertificateRoles, mergePrincipals, principalFromCertificate, type IdentityRule } from '../mtls/identity-rules.js';
+import { isIdentityCurrent } from '../mtls/peer-identity.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CompiledRbac } from '../rbac/rbac.js';
 
@@ -88,8 +89,14 @@ export function createGuard(options: GuardOptions): Guard {
     return undefined;
   }
 
-  async function check(call: CallInfo): Promise<Principal | undefined> {
-    if (rbac.isPublic(call.operation)) return undefined;
+  async function check(received: CallInfo): Promise<Principal | undefined> {
+    if (rbac.isPublic(received.operation)) return undefined;
+    // A connection outlives the check of its handshake: a certificate that has expired since
+    // (or is not yet valid) identifies nobody, on every call of a long-lived connection.
+    const call =
+      received.peerCertificate === undefined || isIdentityCurrent(received.peerCertificate)
+        ? received
+        : { ...received, peerCertificate: undefined };
     const principal = await authenticate(call);
     const decision = rbac.authorize(call.operation, principal, call.peerCertificate);
     if (decision.shadowDenied) {
@@ -110,7 +117,15 @@ export function createGuard(options: GuardOptions): Guard {
       // No credential at all: say so, so that HTTP answers a plain `Bearer` challenge (RFC 6750 §3.1).
       throw new SecurityError('unauthenticated', { reason: 'missing_token', cause: decision.denial });
     }
-    throw decision.denial ?? new SecurityError('permission_denied', { reason: decision.reason });
+    const denial = decision.denial ?? new SecurityError('permission_denied', { reason: decision.reason });
+    if (principal === undefined) throw denial;
+    // Name who was refused in the audit line: the adapter has no principal for a refused call.
+    throw new SecurityError(denial.code, {
+      reason: denial.reason,
+      details: denial.details,
+      subject: principal.subject,
+      cause: denial,
+    });
   }
 
   return Object.freeze({ check, rbac });

@@ -1,0 +1,311 @@
+import { rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect } from 'node:tls';
+import express, { type Express } from 'express';
+import { fetch, type Agent } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigurationError, createTlsSettings } from '@fluxguard/core';
+import { createMtlsAgent, createSecureServer, fluxguard, getClientCertificate } from './index.js';
+import {
+  CLIENT_SPIFFE_ID,
+  agentFor,
+  captureAudit,
+  createTestPki,
+  listen,
+  serverCertificateOf,
+  type TestPki,
+} from './tls.test.support.js';
+
+/** Set by Node from the `maxHeaderSize` option; not in @types/node's Server type. */
+function maxHeaderSizeOf(server: object): unknown {
+  return (server as { maxHeaderSize?: unknown }).maxHeaderSize;
+}
+
+function helloApp(audit: ReturnType<typeof captureAudit>['audit']): Express {
+  const app = express();
+  const { before, after } = fluxguard({ audit });
+  app.use(before);
+  app.get('/hello', (req, res) => {
+    res.json({ spiffeId: getClientCertificate(req)?.spiffeId ?? null });
+  });
+  app.use(after);
+  return app;
+}
+
+describe('createSecureServer: strict client certificates', () => {
+  let pki: TestPki;
+  let served: Awaited<ReturnType<typeof listen>>;
+  const { audit } = captureAudit();
+  const agents: Agent[] = [];
+  const agent = (a: Agent): Agent => {
+    agents.push(a);
+    return a;
+  };
+
+  beforeAll(async () => {
+    pki = await createTestPki();
+    served = await listen(
+      createSecureServer(helloApp(audit), {
+        audit,
+        tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'strict' },
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    await Promise.all(agents.map((a) => a.close()));
+    await served.close();
+    await pki.remove();
+  });
+
+  it('fails the handshake without a client certificate', async () => {
+    await expect(fetch(`${served.url}/hello`, { dispatcher: agent(agentFor(pki.ca.certPem)) })).rejects.toThrow();
+  });
+
+  it('fails the handshake with a certificate of another CA', async () => {
+    await expect(
+      fetch(`${served.url}/hello`, { dispatcher: agent(agentFor(pki.ca.certPem, pki.stranger)) }),
+    ).rejects.toThrow();
+  });
+
+  it('fails the handshake with an expired or not-yet-valid certificate', async () => {
+    for (const validity of ['expired', 'not-yet-valid'] as const) {
+      const cert = await pki.ca.issueClientCertificate({ spiffeId: CLIENT_SPIFFE_ID, validity });
+      await expect(
+        fetch(`${served.url}/hello`, { dispatcher: agent(agentFor(pki.ca.certPem, cert)) }),
+      ).rejects.toThrow();
+    }
+  });
+
+  it('serves a client with a valid certificate, through createMtlsAgent and undici fetch', async () => {
+    const dispatcher = agent(createMtlsAgent({ ca: pki.ca.certPem, cert: pki.client.certPem, key: pki.client.keyPem }));
+    const res = await fetch(`${served.url}/hello`, { dispatcher });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ spiffeId: CLIENT_SPIFFE_ID });
+  });
+
+  it("works with Node's global fetch too", async () => {
+    const dispatcher = agent(createMtlsAgent({ ca: pki.ca.certPem, cert: pki.client.certPem, key: pki.client.keyPem }));
+    // Node 20's bundled undici types its own Dispatcher; at run time it takes undici 7's Agent.
+    const init = { dispatcher } as unknown as RequestInit;
+    const res = await globalThis.fetch(`${served.url}/hello`, init);
+    expect(res.status).toBe(200);
+  });
+
+  it('negotiates TLS 1.3 and refuses TLS 1.1', async () => {
+    const version = await new Promise<string | null>((resolve, reject) => {
+      const socket = connect(
+        {
+          host: '127.0.0.1',
+          port: served.port,
+          ca: pki.ca.certPem,
+          cert: pki.client.certPem,
+          key: pki.client.keyPem,
+          servername: 'localhost',
+        },
+        () => {
+          resolve(socket.getProtocol());
+          socket.destroy();
+        },
+      );
+      socket.on('error', reject);
+    });
+    expect(version).toBe('TLSv1.3');
+    await expect(
+      new Promise((resolve, reject) => {
+        const socket = connect(
+          {
+            host: '127.0.0.1',
+            port: served.port,
+            ca: pki.ca.certPem,
+            cert: pki.client.certPem,
+            key: pki.client.keyPem,
+            servername: 'localhost',
+            minVersion: 'TLSv1',
+            maxVersion: 'TLSv1.1',
+            ciphers: 'DEFAULT:@SECLEVEL=0',
+          },
+          () => {
+            socket.destroy();
+            resolve('connected');
+          },
+        );
+        socket.on('error', reject);
+      }),
+    ).rejects.toThrow();
+  });
+
+  it('refuses a client that verifies the server against another CA', async () => {
+    const dispatcher = agent(
+      createMtlsAgent({ ca: pki.other.certPem, cert: pki.client.certPem, key: pki.client.keyPem }),
+    );
+    await expect(fetch(`${served.url}/hello`, { dispatcher })).rejects.toThrow();
+  });
+});
+
+describe('createSecureServer: limits', () => {
+  let pki: TestPki;
+  const { audit } = captureAudit();
+
+  beforeAll(async () => {
+    pki = await createTestPki();
+  });
+
+  afterAll(async () => {
+    await pki.remove();
+  });
+
+  const tls = (): Parameters<typeof createSecureServer>[1]['tls'] => ({
+    certFile: pki.certFile,
+    keyFile: pki.keyFile,
+    caFile: pki.caFile,
+    clientCertificates: 'per-operation',
+  });
+
+  it('sets timeouts tighter than Node and a 16 KiB header limit by default', async () => {
+    const server = createSecureServer(helloApp(audit), { audit, tls: tls() });
+    expect(server.headersTimeout).toBe(10_000);
+    expect(server.requestTimeout).toBe(30_000);
+    expect(server.keepAliveTimeout).toBe(5_000);
+    expect(maxHeaderSizeOf(server)).toBe(16_384);
+    const served = await listen(server);
+    const dispatcher = agentFor(pki.ca.certPem);
+    try {
+      const res = await fetch(`${served.url}/hello`, { dispatcher, headers: { 'x-big': 'a'.repeat(20_000) } });
+      expect(res.status).toBe(431);
+    } finally {
+      await dispatcher.close();
+      await served.close();
+    }
+  });
+
+  it('takes overrides, and keeps the headers timeout within the request timeout', () => {
+    const server = createSecureServer(helloApp(audit), {
+      audit,
+      tls: createTlsSettings(tls()),
+      requestTimeoutMs: 4000,
+      keepAliveTimeoutMs: 1000,
+      maxHeaderSize: 8192,
+    });
+    expect(server.requestTimeout).toBe(4000);
+    expect(server.headersTimeout).toBe(4000);
+    expect(server.keepAliveTimeout).toBe(1000);
+    expect(maxHeaderSizeOf(server)).toBe(8192);
+  });
+
+  it('refuses bad options at construction', () => {
+    const app = helloApp(audit);
+    expect(() => createSecureServer(app, { audit, tls: tls(), requestTimeoutMs: 0 })).toThrow(ConfigurationError);
+    expect(() => createSecureServer(app, { audit, tls: tls(), headersTimeoutMs: 40_000 })).toThrow(/headersTimeoutMs/);
+    expect(() => createSecureServer(app, { audit, tls: tls(), maxHeadersSize: 1 } as never)).toThrow(
+      /did you mean "maxHeaderSize"/,
+    );
+    expect(() => createSecureServer(app, { tls: tls() } as never)).toThrow(/audit/);
+    expect(() => createSecureServer(app, { audit } as never)).toThrow(/tls/);
+    expect(() => createSecureServer(app, { audit, tls: { ...tls(), keyFile: join(pki.dir, 'missing.key') } })).toThrow(
+      ConfigurationError,
+    );
+    expect(() => createSecureServer(app, { audit, tls: createTlsSettings(tls()), reload: true })).toThrow(/reload/);
+  });
+});
+
+describe('createSecureServer: certificate reload', () => {
+  let pki: TestPki;
+  let served: Awaited<ReturnType<typeof listen>>;
+  const { audit, lines } = captureAudit();
+
+  beforeAll(async () => {
+    pki = await createTestPki();
+    served = await listen(
+      createSecureServer(helloApp(audit), {
+        audit,
+        tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
+        reloadIntervalMs: 50,
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    await served.close();
+    await pki.remove();
+  });
+
+  async function waitForFingerprint(expected: string): Promise<string> {
+    let seen = '';
+    for (let i = 0; i < 100; i++) {
+      seen = (await serverCertificateOf(served.port, pki.ca.certPem)).fingerprint256.replaceAll(':', '').toLowerCase();
+      if (seen === expected) return seen;
+      await sleep(50);
+    }
+    return seen;
+  }
+
+  async function replace(file: string, contents: string): Promise<void> {
+    // Written aside and renamed into place, as certificate tools do.
+    await writeFile(`${file}.new`, contents, { mode: 0o600 });
+    await rename(`${file}.new`, file);
+  }
+
+  it('serves a renewed certificate to new connections without a restart, and keeps it when a broken one follows', async () => {
+    expect(await waitForFingerprint(pki.server.fingerprint256)).toBe(pki.server.fingerprint256);
+
+    const renewed = await pki.ca.issueServerCertificate();
+    await replace(pki.keyFile, renewed.keyPem);
+    await replace(pki.certFile, renewed.certPem);
+    expect(await waitForFingerprint(renewed.fingerprint256)).toBe(renewed.fingerprint256);
+    expect(lines().some((l) => l.event === 'tls.reloaded' && l.certFingerprint256 === renewed.fingerprint256)).toBe(
+      true,
+    );
+
+    // A broken certificate: the last good material stays, and the failure is logged.
+    await replace(pki.certFile, '-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n');
+    for (let i = 0; i < 100 && !lines().some((l) => l.event === 'tls.reload_failed'); i++) await sleep(50);
+    expect(lines().some((l) => l.event === 'tls.reload_failed')).toBe(true);
+    const still = await serverCertificateOf(served.port, pki.ca.certPem);
+    expect(still.fingerprint256.replaceAll(':', '').toLowerCase()).toBe(renewed.fingerprint256);
+
+    // And a client is still served after the reload, with its certificate verified.
+    const dispatcher = agentFor(pki.ca.certPem, pki.client);
+    try {
+      const res = await fetch(`${served.url}/hello`, { dispatcher });
+      expect(await res.json()).toEqual({ spiffeId: CLIENT_SPIFFE_ID });
+    } finally {
+      await dispatcher.close();
+    }
+  });
+});
+
+describe('createMtlsAgent options', () => {
+  let pki: TestPki;
+
+  beforeAll(async () => {
+    pki = await createTestPki();
+  });
+
+  afterAll(async () => {
+    await pki.remove();
+  });
+
+  it('reads files and refuses bad material at construction', async () => {
+    const certFile = join(pki.dir, 'client.crt');
+    const keyFile = join(pki.dir, 'client.key');
+    await writeFile(certFile, pki.client.certPem);
+    await writeFile(keyFile, pki.client.keyPem, { mode: 0o600 });
+    await createMtlsAgent({ caFile: pki.caFile, certFile, keyFile }).close();
+    await createMtlsAgent({ caFile: pki.caFile }).close();
+
+    expect(() => createMtlsAgent({ certFile, keyFile })).toThrow(/"caFile" or "ca" is required/);
+    expect(() => createMtlsAgent({ caFile: pki.caFile, certFile })).toThrow(/together/);
+    expect(() => createMtlsAgent({ caFile: pki.caFile, ca: pki.ca.certPem })).toThrow(/not both/);
+    expect(() => createMtlsAgent({ caFile: join(pki.dir, 'nope.crt') })).toThrow(/cannot read "caFile"/);
+    expect(() => createMtlsAgent({ ca: 'not a certificate' })).toThrow(/no PEM certificate/);
+    expect(() => createMtlsAgent({ ca: pki.ca.certPem, cert: pki.client.certPem, key: pki.stranger.keyPem })).toThrow(
+      /does not match/,
+    );
+    expect(() => createMtlsAgent({ ca: pki.ca.certPem, rejectUnauthorized: false } as never)).toThrow(
+      /unknown option "rejectUnauthorized"/,
+    );
+    expect(() => createMtlsAgent({ ca: pki.ca.certPem, headersTimeoutMs: -1 })).toThrow(/headersTimeoutMs/);
+  });
+});

@@ -1,0 +1,218 @@
+import type { RequestListener } from 'node:http';
+import { createServer, type Server } from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import {
+  ConfigurationError,
+  createTlsSettings,
+  resolveOptions,
+  watchTlsMaterial,
+  type AuditLogger,
+  type TlsMaterial,
+  type TlsSettings,
+  type TlsSettingsOptions,
+} from '@fluxguard/core';
+
+/**
+ * Options of {@link createSecureServer}. Times are in milliseconds.
+ *
+ * @example
+ * ```ts
+ * const options: SecureServerOptions = {
+ *   audit,
+ *   tls: { certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt', clientCertificates: 'per-operation' },
+ *   requestTimeoutMs: 60_000,
+ * };
+ * ```
+ */
+export interface SecureServerOptions {
+  /**
+   * The options of `createTlsSettings` (`@fluxguard/core`), or settings it already built. Only
+   * options naming files (`certFile`, `keyFile`, `caFile`, optional `crlFile`) can be reloaded.
+   */
+  readonly tls: TlsSettingsOptions | TlsSettings;
+  /** Where reloads (`tls.reloaded`) and reload failures (`tls.reload_failed`) are logged. */
+  readonly audit: AuditLogger;
+  /**
+   * Watch the TLS files and serve renewed material to new connections without a restart
+   * (`watchTlsMaterial` of `@fluxguard/core`). Default: true when `tls` names files.
+   */
+  readonly reload?: boolean | undefined;
+  /** How often the files are checked. Default 1000; at least 20. */
+  readonly reloadIntervalMs?: number | undefined;
+  /** Time to receive the request headers. Default 10 000 (at most `requestTimeoutMs`). Node 20: 60 000. */
+  readonly headersTimeoutMs?: number | undefined;
+  /** Time to receive the whole request, body included. Default 30 000. Node 20: 300 000. */
+  readonly requestTimeoutMs?: number | undefined;
+  /** Idle time of a keep-alive connection between requests. Default 5000. */
+  readonly keepAliveTimeoutMs?: number | undefined;
+  /** How often the two request timeouts above are enforced. Default 1000. Node: 30 000. */
+  readonly connectionsCheckingIntervalMs?: number | undefined;
+  /** Largest request head (request line and headers), in bytes. Default 16 384. */
+  readonly maxHeaderSize?: number | undefined;
+}
+
+interface ResolvedOptions {
+  readonly tls: TlsSettingsOptions | TlsSettings | undefined;
+  readonly audit: AuditLogger | undefined;
+  readonly reload: boolean | undefined;
+  readonly reloadIntervalMs: number;
+  readonly headersTimeoutMs: number | undefined;
+  readonly requestTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly connectionsCheckingIntervalMs: number;
+  readonly maxHeaderSize: number;
+}
+
+const DEFAULTS: ResolvedOptions = Object.freeze({
+  tls: undefined,
+  audit: undefined,
+  reload: undefined,
+  reloadIntervalMs: 1000,
+  headersTimeoutMs: undefined,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  connectionsCheckingIntervalMs: 1_000,
+  maxHeaderSize: 16_384,
+});
+
+const HEADERS_TIMEOUT_MS = 10_000;
+const FACTORY = 'createSecureServer';
+
+function positiveInteger(value: unknown, name: string, max = 2_147_483_647): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0 || value > max) {
+    throw new ConfigurationError(`${FACTORY}: "${name}" must be a positive whole number (at most ${String(max)})`);
+  }
+  return value;
+}
+
+function isTlsSettings(tls: TlsSettingsOptions | TlsSettings): tls is TlsSettings {
+  return typeof (tls as Partial<TlsSettings>).secureContextOptions === 'function';
+}
+
+function sameMaterial(a: TlsMaterial, b: TlsMaterial): boolean {
+  return (
+    a.cert.equals(b.cert) &&
+    a.key.equals(b.key) &&
+    a.ca.equals(b.ca) &&
+    (a.crl ?? Buffer.alloc(0)).equals(b.crl ?? Buffer.alloc(0))
+  );
+}
+
+/**
+ * An HTTPS server for an Express app (or any request listener) with fluxguard's TLS settings
+ * (`createTlsSettings` of `@fluxguard/core`: TLS 1.2 minimum, 1.3 preferred, AEAD suites,
+ * client certificates requested and verified against the CA bundle, optional CRL; `strict`
+ * or `per-operation` client certificates), slow-client limits tighter than Node's defaults,
+ * a 16 KiB request-head limit, TLS renegotiation disabled, and reload without restart: when
+ * `tls` names files, a renewed certificate, key, CA bundle or CRL written to disk is served to
+ * new connections within about two intervals (`setSecureContext` with the complete settings,
+ * so ciphers, minimum version and CRL survive the reload); a broken set keeps the last good
+ * material and logs `tls.reload_failed`. The watcher stops when the server closes.
+ *
+ * Options are checked now: a missing or mismatched file throws `ConfigurationError`.
+ * The server is returned unbound: call `listen`.
+ *
+ * @example
+ * ```ts
+ * import express from 'express';
+ * import { createAuditLogger } from '@fluxguard/core';
+ * import { createSecureServer } from '@fluxguard/express';
+ *
+ * const audit = createAuditLogger();
+ * const app = express();
+ * const server = createSecureServer(app, {
+ *   audit,
+ *   tls: { certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt', clientCertificates: 'per-operation' },
+ * });
+ * server.listen(8443, '127.0.0.1');
+ * ```
+ */
+export function createSecureServer(app: RequestListener, options: SecureServerOptions): Server {
+  const o = resolveOptions<ResolvedOptions>(FACTORY, DEFAULTS, options);
+  if (typeof app !== 'function')
+    throw new ConfigurationError(`${FACTORY}: "app" must be a request listener (an Express app)`);
+  const audit = o.audit;
+  if (typeof audit?.record !== 'function') {
+    throw new ConfigurationError(`${FACTORY}: "audit" must be an AuditLogger (createAuditLogger of @fluxguard/core)`);
+  }
+  if (typeof o.tls !== 'object') {
+    throw new ConfigurationError(`${FACTORY}: "tls" is required (createTlsSettings options or settings)`);
+  }
+  const requestTimeout = positiveInteger(o.requestTimeoutMs, 'requestTimeoutMs');
+  const headersTimeout =
+    o.headersTimeoutMs === undefined
+      ? Math.min(HEADERS_TIMEOUT_MS, requestTimeout)
+      : positiveInteger(o.headersTimeoutMs, 'headersTimeoutMs', requestTimeout);
+  const keepAliveTimeout = positiveInteger(o.keepAliveTimeoutMs, 'keepAliveTimeoutMs');
+  const connectionsCheckingInterval = positiveInteger(o.connectionsCheckingIntervalMs, 'connectionsCheckingIntervalMs');
+  const maxHeaderSize = positiveInteger(o.maxHeaderSize, 'maxHeaderSize', 1 << 20);
+  if (o.reload !== undefined && typeof o.reload !== 'boolean') {
+    throw new ConfigurationError(`${FACTORY}: "reload" must be a boolean`);
+  }
+
+  const settings = isTlsSettings(o.tls) ? o.tls : createTlsSettings(o.tls);
+  const files = isTlsSettings(o.tls) ? undefined : o.tls;
+  const certFile = files?.certFile;
+  const keyFile = files?.keyFile;
+  const caFile = files?.caFile;
+  const canReload = certFile !== undefined && keyFile !== undefined && caFile !== undefined;
+  if (o.reload === true && !canReload) {
+    throw new ConfigurationError(
+      `${FACTORY}: "reload" needs "tls" to name files (certFile, keyFile, caFile), not PEM contents or built settings`,
+    );
+  }
+
+  const server = createServer(
+    {
+      ...settings.serverOptions,
+      maxHeaderSize,
+      headersTimeout,
+      requestTimeout,
+      connectionsCheckingInterval,
+    },
+    app,
+  );
+  server.keepAliveTimeout = keepAliveTimeout;
+  server.on('secureConnection', (socket: TLSSocket) => {
+    // TLS 1.2 client-initiated renegotiation costs the server a handshake each time, and could
+    // present another certificate on a connection whose identity is already cached.
+    socket.disableRenegotiation();
+  });
+
+  if (canReload && o.reload !== false) {
+    const watcher = watchTlsMaterial({
+      certFile,
+      keyFile,
+      caFile,
+      crlFile: files?.crlFile,
+      intervalMs: o.reloadIntervalMs,
+      onUpdate: (material) => {
+        try {
+          // Node rebuilds the whole context from these: never bare key and certificate.
+          server.setSecureContext(settings.secureContextOptions(material));
+          audit.logger.info(
+            {
+              event: 'tls.reloaded',
+              certFingerprint256: material.certFingerprint256,
+              certValidTo: material.certValidTo,
+            },
+            'tls.reloaded',
+          );
+        } catch (err) {
+          audit.logger.error({ event: 'tls.reload_failed', err }, 'tls.reload_failed');
+        }
+      },
+      onError: (err) => {
+        audit.logger.error({ event: 'tls.reload_failed', err }, 'tls.reload_failed');
+      },
+    });
+    // The files may have changed between createTlsSettings' read and the watcher's.
+    if (!sameMaterial(settings.material, watcher.current)) {
+      server.setSecureContext(settings.secureContextOptions(watcher.current));
+    }
+    server.once('close', () => {
+      watcher.close();
+    });
+  }
+  return server;
+}

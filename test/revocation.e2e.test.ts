@@ -1,0 +1,66 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256 } from './support/clients.js';
+import { startRedis, type RedisUnderTest } from './support/redis.js';
+import { TRANSPORTS, createE2eEnvironment, startTransport, type E2eEnvironment, type TransportUnderTest } from './support/servers.js';
+
+/**
+ * Token revocation shared by replicas through one real Redis: a token revoked on one server
+ * instance is refused by a second instance, and a Redis that stops answering fails closed.
+ */
+
+let world: E2eEnvironment;
+beforeAll(async () => {
+  world = await createE2eEnvironment();
+});
+afterAll(() => {
+  world.cleanup();
+});
+
+describe.each(TRANSPORTS)('revocation over %s with two replicas and one Redis', (transport) => {
+  let redis: RedisUnderTest;
+  let a: TransportUnderTest;
+  let b: TransportUnderTest;
+  beforeAll(async () => {
+    redis = await startRedis();
+    const env = { FLUXGUARD_REDIS_URL: redis.url };
+    a = await startTransport(transport, world, { env });
+    b = await startTransport(transport, world, { env });
+    const seeded = await b.client.upload('revoke/x.txt', sha256('x'), [Buffer.from('x')]);
+    expect(seeded.ok, seeded.exposed).toBe(true);
+  });
+  afterAll(async () => {
+    await a.close();
+    await b.close();
+    await redis.stop();
+  });
+
+  it('refuses on replica B a token revoked on replica A, even after B cached it', async () => {
+    const jti = `jti-${transport}-1`;
+    const token = await world.token('alice', ['artifacts.reader'], { jti });
+    const client = b.clientWith({ cert: world.pki.clients.valid, token });
+    expect((await client.get('revoke/x.txt')).ok).toBe(true);
+
+    await a.security.denylist.revoke(jti, new Date(Date.now() + 3_600_000));
+
+    const refused = await client.get('revoke/x.txt');
+    expect(refused.status).toBe(client.statusOf({ code: 'unauthenticated' }));
+    expect(b.log.textFor(refused.requestId ?? 'none')).toContain('"reason":"revoked"');
+    const onA = await a.clientWith({ cert: world.pki.clients.valid, token }).get('revoke/x.txt');
+    expect(onA.ok).toBe(false);
+  });
+
+  it('keeps accepting tokens that were not revoked', async () => {
+    const token = await world.token('bob', ['artifacts.reader'], { jti: `jti-${transport}-2` });
+    expect((await b.clientWith({ cert: world.pki.clients.valid, token }).get('revoke/x.txt')).ok).toBe(true);
+  });
+
+  it('fails closed when Redis stops answering: unavailable, never accepted', async () => {
+    const token = await world.token('carol', ['artifacts.reader'], { jti: `jti-${transport}-3` });
+    await redis.stop();
+    const client = b.clientWith({ cert: world.pki.clients.valid, token });
+    const outcome = await client.get('revoke/x.txt');
+    expect(outcome.ok).toBe(false);
+    expect(outcome.status).toBe(client.statusOf({ code: 'unavailable' }));
+    expect(b.log.textFor(outcome.requestId ?? 'none')).toContain('"reason":"denylist_unavailable"');
+  });
+});
