@@ -6,9 +6,9 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  CallCredentials,
   Client,
   Metadata,
-  credentials,
   loadPackageDefinition,
   status as Status,
   type GrpcObject,
@@ -16,8 +16,14 @@ import {
   type StatusObject,
 } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { createAuditLogger } from '@fluxguard/core';
-import { PROTO_PATH } from '@fluxguard/example-artifact-store';
+import { ConfigurationError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
+import { createClientCredentials, defaultDeadline } from '@fluxguard/grpc';
+import {
+  PROTO_PATH,
+  loadReferenceSecurity,
+  signDevToken,
+  type ReferenceSecurity,
+} from '@fluxguard/example-artifact-store';
 import { startGrpcServer, type StartedGrpcServer } from './server.js';
 
 type Json = Record<string, unknown>;
@@ -70,7 +76,7 @@ function unary(client: Client, m: Method, request: Json, metadata = new Metadata
   });
 }
 
-function serverStream(client: Client, m: Method, request: Json): Promise<Result> {
+function serverStream(client: Client, m: Method, request: Json, metadata = new Metadata()): Promise<Result> {
   return new Promise((resolve) => {
     const messages: Json[] = [];
     const call = client.makeServerStreamRequest(
@@ -78,7 +84,7 @@ function serverStream(client: Client, m: Method, request: Json): Promise<Result>
       m.requestSerialize,
       m.responseDeserialize,
       request,
-      new Metadata(),
+      metadata,
       {},
     );
     call.on('data', (value: Json) => messages.push(value));
@@ -91,14 +97,14 @@ function serverStream(client: Client, m: Method, request: Json): Promise<Result>
   });
 }
 
-function clientStream(client: Client, m: Method, requests: Json[]): Promise<Result> {
+function clientStream(client: Client, m: Method, requests: Json[], metadata = new Metadata()): Promise<Result> {
   return new Promise((resolve) => {
     const messages: Json[] = [];
     const call = client.makeClientStreamRequest(
       m.path,
       m.requestSerialize,
       m.responseDeserialize,
-      new Metadata(),
+      metadata,
       {},
       (_err, value) => {
         if (value !== undefined) messages.push(value);
@@ -122,9 +128,15 @@ function requestIdOf(status: StatusObject): string {
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
+let base: string;
 let dataDir: string;
+let devDir: string;
+let security: ReferenceSecurity;
 let server: StartedGrpcServer;
+/** The development client certificate (spiffe://fluxguard.dev/client) and an admin token. */
 let client: Client;
+/** Tokens by role, signed with the development key the server trusts. */
+const tokens: Record<'admin' | 'writer' | 'reader' | 'none', string> = { admin: '', writer: '', reader: '', none: '' };
 const logChunks: string[] = [];
 const logLines = (): Json[] =>
   logChunks
@@ -132,23 +144,79 @@ const logLines = (): Json[] =>
     .split('\n')
     .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as Json);
+const clients: Client[] = [];
+
+function bearer(token: string): Metadata {
+  const metadata = new Metadata();
+  metadata.set('authorization', `Bearer ${token}`);
+  return metadata;
+}
+
+/**
+ * A client of `address` trusting the development CA, with or without the development client
+ * certificate, and with a token on every call when given (call credentials).
+ */
+function tlsClient(address: string, withCertificate: boolean, token?: string): Client {
+  const channel = createClientCredentials({
+    caFile: join(devDir, 'ca.crt'),
+    ...(withCertificate ? { certFile: join(devDir, 'client.crt'), keyFile: join(devDir, 'client.key') } : {}),
+  });
+  const c = new Client(
+    address,
+    token === undefined
+      ? channel
+      : channel.compose(
+          CallCredentials.createFromMetadataGenerator((_params, callback) => {
+            callback(null, bearer(token));
+          }),
+        ),
+    { interceptors: [defaultDeadline(15_000)], 'grpc.use_local_subchannel_pool': 1 },
+  );
+  clients.push(c);
+  return c;
+}
+
+async function startOwn(audit: AuditLogger, env: Record<string, string> = {}) {
+  const dir = await mkdtemp(join(base, 'data-'));
+  const own = await loadReferenceSecurity({ devDir, audit, env });
+  const started = await startGrpcServer({ port: 0, dataDir: dir, audit, security: own });
+  return {
+    server: started,
+    address: `localhost:${started.port}`,
+    close: async () => {
+      await started.close();
+      await own.close();
+    },
+  };
+}
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), 'fluxguard-grpc-example-'));
+  base = await mkdtemp(join(tmpdir(), 'fluxguard-grpc-example-'));
+  dataDir = join(base, 'data');
+  devDir = join(base, 'dev');
+  await mkdir(dataDir);
   const destination = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       logChunks.push(chunk.toString('utf8'));
       callback();
     },
   });
-  server = await startGrpcServer({ port: 0, dataDir, audit: createAuditLogger({ destination }) });
-  client = new Client(server.address, credentials.createInsecure());
+  const audit = createAuditLogger({ destination });
+  // An empty environment: the development PKI and key in devDir, the default policy.
+  security = await loadReferenceSecurity({ devDir, audit, env: {} });
+  server = await startGrpcServer({ port: 0, dataDir, audit, security });
+  tokens.admin = await signDevToken({ devDir, subject: 'ada', roles: ['artifacts.admin'] });
+  tokens.writer = await signDevToken({ devDir, subject: 'wes', roles: ['artifacts.writer'] });
+  tokens.reader = await signDevToken({ devDir, subject: 'rea', roles: ['artifacts.reader'] });
+  tokens.none = await signDevToken({ devDir, subject: 'nob', roles: [] });
+  client = tlsClient(`localhost:${server.port}`, true, tokens.admin);
 });
 
 afterAll(async () => {
-  client.close();
+  for (const c of clients) c.close();
   await server.close();
-  await rm(dataDir, { recursive: true, force: true });
+  await security.close();
+  await rm(base, { recursive: true, force: true });
 });
 
 describe('reference gRPC server', () => {
@@ -247,11 +315,96 @@ describe('reference gRPC server', () => {
   });
 });
 
+describe('authentication and authorization', () => {
+  const address = (): string => `localhost:${server.port}`;
+
+  it('keeps health public: no client certificate, no token', async () => {
+    const anonymous = tlsClient(address(), false);
+    const result = await unary(anonymous, method(health, 'Check'), { service: '' });
+    expect(result.status.code).toBe(Status.OK);
+  });
+
+  it('answers UNAUTHENTICATED without a token and with a bad one', async () => {
+    const noToken = await unary(tlsClient(address(), true), method(store, 'GetArtifact'), { path: 'x' });
+    expect(noToken.status.code).toBe(Status.UNAUTHENTICATED);
+    const bad = await unary(tlsClient(address(), true, `${tokens.reader}x`), method(store, 'GetArtifact'), {
+      path: 'x',
+    });
+    expect(bad.status.code).toBe(Status.UNAUTHENTICATED);
+  });
+
+  it('enforces the roles of the policy', async () => {
+    const content = Buffer.from('roles');
+    const uploadWith = (token: string) =>
+      clientStream(tlsClient(address(), true, token), method(store, 'UploadArtifact'), [
+        { header: { path: 'roles/r.txt', sha256: sha256(content) } },
+        { chunk: content },
+      ]);
+    expect((await uploadWith(tokens.reader)).status.code).toBe(Status.PERMISSION_DENIED);
+    expect((await uploadWith(tokens.none)).status.code).toBe(Status.PERMISSION_DENIED);
+    expect((await uploadWith(tokens.writer)).status.code).toBe(Status.OK);
+    const reader = tlsClient(address(), true, tokens.reader);
+    expect((await unary(reader, method(store, 'GetArtifact'), { path: 'roles/r.txt' })).status.code).toBe(Status.OK);
+    expect((await serverStream(reader, method(store, 'ListArtifacts'), { prefix: 'roles/' })).status.code).toBe(
+      Status.OK,
+    );
+    expect((await unary(reader, method(store, 'DeleteArtifact'), { path: 'roles/r.txt' })).status.code).toBe(
+      Status.PERMISSION_DENIED,
+    );
+    const writer = tlsClient(address(), true, tokens.writer);
+    expect((await unary(writer, method(store, 'DeleteArtifact'), { path: 'roles/r.txt' })).status.code).toBe(
+      Status.PERMISSION_DENIED,
+    );
+    expect((await unary(client, method(store, 'DeleteArtifact'), { path: 'roles/r.txt' })).status.code).toBe(Status.OK);
+  });
+
+  it('asks for the client certificate the policy names, even with a valid token', async () => {
+    const noCertificate = tlsClient(address(), false, tokens.admin);
+    const result = await unary(noCertificate, method(store, 'GetArtifact'), { path: 'x' });
+    expect(result.status.code).toBe(Status.PERMISSION_DENIED);
+  });
+
+  it('ignores metadata that claims a principal', async () => {
+    const metadata = new Metadata();
+    metadata.set('x-fluxguard-principal', JSON.stringify({ subject: 'root', roles: ['artifacts.admin'] }));
+    metadata.set('x-user', 'root');
+    const result = await unary(tlsClient(address(), true), method(store, 'DeleteArtifact'), { path: 'x' }, metadata);
+    expect(result.status.code).toBe(Status.UNAUTHENTICATED);
+  });
+
+  it('logs each refusal with its reason and the subject', async () => {
+    const metadata = new Metadata();
+    metadata.set('x-request-id', 'example-denied-1');
+    await unary(tlsClient(address(), true, tokens.reader), method(store, 'DeleteArtifact'), { path: 'x' }, metadata);
+    const lines = logLines().filter((l) => l.requestId === 'example-denied-1');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      code: 'permission_denied',
+      operation: '/fluxguard.example.v1.ArtifactStore/DeleteArtifact',
+    });
+  });
+
+  it('refuses a handshake without a client certificate in strict mode', async () => {
+    const strict = await startOwn(createAuditLogger({ level: 'silent' }), { FLUXGUARD_CLIENT_CERTS: 'strict' });
+    try {
+      const without = await unary(tlsClient(strict.address, false), method(health, 'Check'), { service: '' });
+      expect(without.status.code).toBe(Status.UNAVAILABLE);
+      const withCertificate = await unary(tlsClient(strict.address, true), method(health, 'Check'), { service: '' });
+      expect(withCertificate.status.code).toBe(Status.OK);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('cannot be started without security', async () => {
+    await expect(startGrpcServer({ port: 0, dataDir } as never)).rejects.toThrow(ConfigurationError);
+  });
+});
+
 describe('health Watch', () => {
   it('sends SERVING, then NOT_SERVING and ends when the server shuts down', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-grpc-watch-'));
-    const own = await startGrpcServer({ port: 0, dataDir: dir, audit: createAuditLogger({ level: 'silent' }) });
-    const watcher = new Client(own.address, credentials.createInsecure());
+    const own = await startOwn(createAuditLogger({ level: 'silent' }));
+    const watcher = tlsClient(own.address, false);
     try {
       const watch = method(health, 'Watch');
       const call = watcher.makeServerStreamRequest(
@@ -268,7 +421,7 @@ describe('health Watch', () => {
       });
       call.on('data', (m: Json) => {
         messages.push(m);
-        if (messages.length === 1) void own.close();
+        if (messages.length === 1) void own.server.close();
       });
       call.on('error', () => undefined);
       const status = await done;
@@ -277,7 +430,6 @@ describe('health Watch', () => {
     } finally {
       watcher.close();
       await own.close();
-      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -2,7 +2,6 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import {
   Server,
-  ServerCredentials,
   loadPackageDefinition,
   type GrpcObject,
   type ServiceDefinition,
@@ -12,13 +11,28 @@ import {
   type ServerWritableStream,
 } from '@grpc/grpc-js';
 import { loadSync, type Options as ProtoLoaderOptions } from '@grpc/proto-loader';
-import { ConfigurationError, SecurityError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
-import { addService, fluxguardInterceptors, getSignal, type SafeImplementation } from '@fluxguard/grpc';
+import {
+  ConfigurationError,
+  SecurityError,
+  compileRbac,
+  createAuditLogger,
+  createGuard,
+  type AuditLogger,
+} from '@fluxguard/core';
+import {
+  addService,
+  createServerCredentials,
+  fluxguardInterceptors,
+  getSignal,
+  secureServerOptions,
+  type SafeImplementation,
+} from '@fluxguard/grpc';
 import {
   ARTIFACT_STORE_SERVICE,
   ArtifactStore,
   PROTO_PATH,
   type ArtifactInfo,
+  type ReferenceSecurity,
 } from '@fluxguard/example-artifact-store';
 
 /** Options of {@link startGrpcServer}. */
@@ -29,6 +43,12 @@ export interface GrpcServerOptions {
   readonly port?: number;
   /** The directory that holds the artifacts. */
   readonly dataDir: string;
+  /**
+   * Required: TLS material and client-certificate mode, the JWT verifier and the RBAC rules
+   * (`loadReferenceSecurity` of the artifact-store example). There is no way to start this
+   * server without authentication.
+   */
+  readonly security: ReferenceSecurity;
   /** The audit logger; default: a new one writing to standard output. */
   readonly audit?: AuditLogger;
   /** Largest artifact accepted by UploadArtifact, in bytes. Default: the store's (64 MiB). */
@@ -46,12 +66,14 @@ export interface StartedGrpcServer {
 
 /** Largest single message: an upload chunk or a request. Artifacts are streamed in chunks. */
 export const MAX_RECEIVE_MESSAGE_BYTES = 8 * 1024 * 1024;
-/** Streams (calls) at once on one HTTP/2 connection; grpc-js sets no limit by default. */
-const MAX_CONCURRENT_STREAMS = 100;
 /**
- * HTTP/2 session memory per connection, in MB. grpc-js disables Node's limit by default; this
- * bounds it while leaving room for a few maximum-size messages in flight (Node answers a
- * connection over the limit with GOAWAY ENHANCE_YOUR_CALM).
+ * Largest response: `GetArtifact` returns a whole artifact (at most the store's 64 MiB) in one
+ * message.
+ */
+const MAX_SEND_MESSAGE_BYTES = 64 * 1024 * 1024 + 1024;
+/**
+ * HTTP/2 session memory per connection, in MB: room for a few maximum-size messages in flight
+ * (Node answers a connection over the limit with GOAWAY ENHANCE_YOUR_CALM).
  */
 const MAX_SESSION_MEMORY_MB = 32;
 const SHUTDOWN_GRACE_MS = 5_000;
@@ -103,15 +125,20 @@ interface HealthHandlers {
 
 /**
  * Starts the reference gRPC server: `fluxguard.example.v1.ArtifactStore` over a data
- * directory, and the standard `grpc.health.v1.Health` (public), behind fluxguard's
- * interceptors (request ids, safe errors, one audit line per failure). No TLS or
- * authentication yet: it listens on 127.0.0.1 unless told otherwise.
+ * directory, and the standard `grpc.health.v1.Health` (public), over TLS with client
+ * certificates (`security.tls`: strict or per-operation, reloaded from disk without restart)
+ * and behind fluxguard's interceptors: request ids, safe errors, one audit line per failure,
+ * then authentication (bearer JWT and/or verified client certificate) and the policy's RBAC
+ * rules for every method, default deny.
  *
  * @example
  * ```ts
- * const server = await startGrpcServer({ port: 0, dataDir: '/tmp/artifacts' });
+ * const audit = createAuditLogger();
+ * const security = await loadReferenceSecurity({ devDir: '.fluxguard/dev', audit });
+ * const server = await startGrpcServer({ port: 0, dataDir: '/tmp/artifacts', security, audit });
  * console.log(server.address);
  * await server.close();
+ * await security.close();
  * ```
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<StartedGrpcServer> {
@@ -120,33 +147,56 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new ConfigurationError('startGrpcServer: "port" must be an integer from 0 to 65535');
   }
+  const { security } = options;
+  if (typeof security !== 'object' || typeof security.rbacRules !== 'function') {
+    throw new ConfigurationError('startGrpcServer: "security" is required (loadReferenceSecurity())');
+  }
   const audit = options.audit ?? createAuditLogger();
   const store = new ArtifactStore({
     dataDir: options.dataDir,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
   });
 
-  const server = new Server({
-    interceptors: fluxguardInterceptors({ audit }),
-    'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
-    'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
-    'grpc-node.max_session_memory': MAX_SESSION_MEMORY_MB,
-    // Drop connections idle for 5 minutes; ping quiet ones to find dead peers.
-    'grpc.max_connection_idle_ms': 5 * 60_000,
-    'grpc.keepalive_time_ms': 2 * 60_000,
-    'grpc.keepalive_timeout_ms': 20_000,
-  });
-
-  addService(server, artifactStoreService(), artifactStoreHandlers(store));
+  const storeService = artifactStoreService();
   const health = healthHandlers();
-  addService(server, healthService(), health.handlers);
-
-  const boundPort = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${formatHost(host)}:${port}`, ServerCredentials.createInsecure(), (err, bound) => {
-      if (err) reject(err);
-      else resolve(bound);
-    });
+  const healthDefinition = healthService();
+  const guard = createGuard({
+    // Every method this server serves; a rule naming anything else is reported at start-up.
+    rbac: compileRbac(security.rbacRules('grpc'), {
+      mode: security.rbacMode,
+      servedOperations: [...methodPaths(storeService), ...methodPaths(healthDefinition)],
+    }),
+    jwt: security.jwt,
+    certificateRoles: security.certificateRoles,
+    audit,
   });
+
+  const server = new Server({
+    ...secureServerOptions({
+      maxReceiveMessageBytes: MAX_RECEIVE_MESSAGE_BYTES,
+      maxSendMessageBytes: MAX_SEND_MESSAGE_BYTES,
+      maxSessionMemoryMb: MAX_SESSION_MEMORY_MB,
+    }),
+    interceptors: fluxguardInterceptors({ audit, guard }),
+  });
+  addService(server, storeService, artifactStoreHandlers(store));
+  addService(server, healthDefinition, health.handlers);
+
+  // Material is loaded (and checked) here, before bind; renewed files are picked up live.
+  const credentials = createServerCredentials(security.tls, { audit });
+  let boundPort: number;
+  try {
+    boundPort = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${formatHost(host)}:${port}`, credentials, (err, bound) => {
+        if (err) reject(err);
+        else resolve(bound);
+      });
+    });
+  } catch (err) {
+    credentials.close();
+    server.forceShutdown();
+    throw err;
+  }
 
   let closing: Promise<void> | undefined;
   return Object.freeze({
@@ -166,6 +216,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
             resolve();
           });
         });
+        credentials.close();
       })()),
   });
 }
@@ -294,6 +345,10 @@ function serviceDefinition<I>(
     throw new ConfigurationError(`${serviceName} in ${protoPath} has methods the server does not implement`);
   }
   return service as unknown as ServiceDefinition<I>;
+}
+
+function methodPaths(service: ServiceDefinition<object>): string[] {
+  return Object.values<{ path: string }>(service as unknown as Record<string, { path: string }>).map((m) => m.path);
 }
 
 function formatHost(host: string): string {

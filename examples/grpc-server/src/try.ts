@@ -1,26 +1,61 @@
 // A quick try of the reference gRPC server without grpcurl:
-//   node examples/grpc-server/dist/try.js [host:port]
-// Checks health, uploads an artifact, reads it back, lists, asks for something that fails on
-// the server (a directory) to show the safe error and its request id, then deletes.
+//   node examples/grpc-server/dist/try.js [host:port] [--token JWT] [--no-cert]
+//                                          [--ca FILE] [--cert FILE] [--key FILE]
+// Connects over TLS with the development CA and client certificate (FLUXGUARD_DEV_DIR, default
+// .fluxguard/dev), checks health (public); with a token (--token or FLUXGUARD_TOKEN) it also
+// uploads an artifact, reads it back, lists, asks for something that fails on the server (a
+// directory) to show the safe error and its request id, and deletes. A refusal (a role the
+// token lacks) is printed with its status, and the script goes on.
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import {
   Client,
   Metadata,
-  credentials,
   loadPackageDefinition,
+  status as Status,
   type GrpcObject,
   type MethodDefinition,
   type ServiceError,
 } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { PROTO_PATH } from '@fluxguard/example-artifact-store';
+import { createClientCredentials, defaultDeadline } from '@fluxguard/grpc';
+import { PROTO_PATH, loadServerConfig } from '@fluxguard/example-artifact-store';
 
 type Json = Record<string, unknown>;
 type Method = MethodDefinition<Json, Json>;
 
-const address = process.argv[2] ?? `127.0.0.1:${process.env.FLUXGUARD_GRPC_PORT ?? '9000'}`;
-const client = new Client(address, credentials.createInsecure());
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    token: { type: 'string' },
+    'no-cert': { type: 'boolean', default: false },
+    ca: { type: 'string' },
+    cert: { type: 'string' },
+    key: { type: 'string' },
+  },
+});
+const devDir = loadServerConfig().devDir;
+const address = positionals[0] ?? `localhost:${process.env.FLUXGUARD_GRPC_PORT ?? '9000'}`;
+const token = values.token ?? process.env.FLUXGUARD_TOKEN;
+const client = new Client(
+  address,
+  createClientCredentials({
+    caFile: values.ca ?? join(devDir, 'ca.crt'),
+    ...(values['no-cert']
+      ? {}
+      : { certFile: values.cert ?? join(devDir, 'client.crt'), keyFile: values.key ?? join(devDir, 'client.key') }),
+  }),
+  // Every call gets a deadline: a server that does not answer cannot hang the script.
+  { interceptors: [defaultDeadline(10_000)] },
+);
+
+function metadata(): Metadata {
+  const m = new Metadata();
+  if (token !== undefined && token !== '') m.set('authorization', `Bearer ${token}`);
+  return m;
+}
 
 function service(protoPath: string, name: string): Record<string, Method> {
   let node: unknown = loadPackageDefinition(
@@ -46,7 +81,7 @@ function unary(m: Method, request: Json): Promise<Json> {
       m.requestSerialize,
       m.responseDeserialize,
       request,
-      new Metadata(),
+      metadata(),
       {},
       (err, value) => {
         if (err) reject(err);
@@ -63,7 +98,7 @@ function upload(path: string, content: Buffer): Promise<Json> {
       m.path,
       m.requestSerialize,
       m.responseDeserialize,
-      new Metadata(),
+      metadata(),
       {},
       (err, value) => {
         if (err) reject(err);
@@ -85,7 +120,7 @@ function list(prefix: string): Promise<Json[]> {
       m.requestSerialize,
       m.responseDeserialize,
       { prefix },
-      new Metadata(),
+      metadata(),
       {},
     );
     call.on('data', (item: Json) => items.push(item));
@@ -97,28 +132,43 @@ function list(prefix: string): Promise<Json[]> {
 }
 
 function describeError(err: unknown): string {
-  const e = err as ServiceError;
-  return `code ${e.code}, "${e.details}", x-request-id ${String(e.metadata.get('x-request-id')[0])}`;
+  const e = err as Partial<ServiceError>;
+  const name: unknown = typeof e.code === 'number' ? Status[e.code] : undefined;
+  const code = typeof name === 'string' ? name : String(e.code);
+  const requestId = e.metadata?.get('x-request-id')[0];
+  return `${code}, "${e.details ?? String(err)}"${requestId === undefined ? '' : `, x-request-id ${String(requestId)}`}`;
+}
+
+/** Runs one step and prints its result or its refusal; resolves false on a refusal. */
+async function step(name: string, run: () => Promise<unknown>): Promise<boolean> {
+  try {
+    console.log(`${name}:`, await run());
+    return true;
+  } catch (err) {
+    console.log(`${name}: refused: ${describeError(err)}`);
+    return false;
+  }
 }
 
 try {
-  console.log('health:', await unary(methodOf(health, 'Check'), { service: '' }));
-  console.log('upload:', await upload('try/hello.txt', Buffer.from('hello, fluxguard\n')));
-  const artifact = await unary(methodOf(store, 'GetArtifact'), { path: 'try/hello.txt' });
-  console.log('get:', { ...artifact, content: String(artifact.content) });
-  console.log('list:', await list('try/'));
-  await unary(methodOf(store, 'GetArtifact'), { path: 'try' }).then(
-    () => {
-      console.log('get of a directory unexpectedly succeeded');
-    },
-    (err: unknown) => {
-      console.log('get of a directory (server log has the cause):', describeError(err));
-    },
-  );
-  await unary(methodOf(store, 'GetArtifact'), { path: '../etc/passwd' }).catch((err: unknown) => {
-    console.log('path traversal:', describeError(err));
-  });
-  console.log('delete:', await unary(methodOf(store, 'DeleteArtifact'), { path: 'try/hello.txt' }));
+  if (!(await step('health', () => unary(methodOf(health, 'Check'), { service: '' })))) {
+    process.exitCode = 1;
+  } else if (token === undefined || token === '') {
+    console.log('no token: only health is public. Pass --token "$(pnpm -s token --sub alice --roles artifacts.admin)"');
+    await step('list without a token', () => list('try/'));
+  } else {
+    await step('upload', () => upload('try/hello.txt', Buffer.from('hello, fluxguard\n')));
+    await step('get', async () => {
+      const artifact = await unary(methodOf(store, 'GetArtifact'), { path: 'try/hello.txt' });
+      return { ...artifact, content: String(artifact.content) };
+    });
+    await step('list', () => list('try/'));
+    await step('get of a directory (the server log has the cause)', () =>
+      unary(methodOf(store, 'GetArtifact'), { path: 'try' }),
+    );
+    await step('path traversal', () => unary(methodOf(store, 'GetArtifact'), { path: '../etc/passwd' }));
+    await step('delete', () => unary(methodOf(store, 'DeleteArtifact'), { path: 'try/hello.txt' }));
+  }
 } catch (err) {
   console.error('failed:', err instanceof Error ? err.message : err);
   process.exitCode = 1;

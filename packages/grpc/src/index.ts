@@ -26,3 +26,12 @@ export {
   type SafeUnaryHandler,
 } from './handlers.js';
 export { fluxguardInterceptors, type FluxguardInterceptorsOptions } from './interceptors.js';
+export { guard, metadataHeaders, type GuardInterceptorOptions } from './guard.js';
+export {
+  createServerCredentials,
+  secureServerOptions,
+  type FluxguardServerCredentials,
+  type SecureServerLimits,
+  type ServerCredentialsOptions,
+} from './server-credentials.js';
+export { createClientCredentials, defaultDeadline, type ClientCredentialsOptions } from './client.js';

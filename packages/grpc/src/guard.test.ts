@@ -1,0 +1,319 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metadata, status as Status, type Client } from '@grpc/grpc-js';
+import {
+  ConfigurationError,
+  compileRbac,
+  createGuard,
+  createJwtVerifier,
+  type CallInfo,
+  type Guard,
+  type RbacRules,
+} from '@fluxguard/core';
+import { captureAudit, type Json } from './harness.test.support.js';
+import { createServerCredentials, fluxguardInterceptors, guard, metadataHeaders, safeErrors } from './index.js';
+import {
+  AUDIENCE,
+  BACKUP_SPIFFE,
+  ISSUER,
+  READER_SPIFFE,
+  SERVED,
+  bearer,
+  clientFor,
+  createTestPki,
+  createTokenSigner,
+  handlerStarts,
+  op,
+  startTlsServer,
+  unary,
+  upload,
+  type TestPki,
+  type TestServer,
+  type TokenSigner,
+} from './tls.test.support.js';
+
+let pki: TestPki;
+let signer: TokenSigner;
+let server: TestServer;
+const audit = captureAudit();
+const clients: Client[] = [];
+/** Calls the guard saw, to check the CallInfo the adapter builds. */
+const seen: CallInfo[] = [];
+/** Delay of the guard's check, to widen the window in which early messages could slip through. */
+let checkDelayMs = 0;
+
+function rules(): RbacRules {
+  return {
+    [op('Public')]: { public: true },
+    [op('Read')]: { anyRoles: ['reader', 'admin'] },
+    [op('Upload')]: { anyRoles: ['writer'] },
+    [op('Workload')]: { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/ns/*/sa/reader' }] },
+    [op('Pinned')]: { certificate: [{ fingerprint256: pki.backup.fingerprint256 }] },
+    [op('Backup')]: { anyRoles: ['backup.reader'] },
+  };
+}
+
+function client(cert?: { certPem: string; keyPem: string }): Client {
+  const c = clientFor(server.address, { ca: pki.ca.certPem, ...(cert === undefined ? {} : { cert }) });
+  clients.push(c);
+  return c;
+}
+
+beforeAll(async () => {
+  pki = await createTestPki();
+  signer = createTokenSigner();
+  const core = createGuard({
+    audit: audit.audit,
+    jwt: createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never }),
+    rbac: compileRbac(rules(), { servedOperations: SERVED }),
+    certificateRoles: [{ spiffeId: BACKUP_SPIFFE, roles: ['backup.reader'] }],
+  });
+  const observed: Guard = {
+    rbac: core.rbac,
+    check: async (call) => {
+      seen.push(call);
+      if (checkDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, checkDelayMs));
+      return core.check(call);
+    },
+  };
+  const credentials = createServerCredentials(
+    { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+    { audit: audit.audit, reload: false },
+  );
+  server = await startTlsServer(credentials, fluxguardInterceptors({ audit: audit.audit, guard: observed }));
+});
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await server.close();
+  await pki.cleanup();
+});
+
+const principalOf = (response: Json | undefined): unknown => response?.principal;
+
+describe('guard interceptor, per-operation mTLS', () => {
+  it('lets a public operation through without a certificate or a token', async () => {
+    const result = await unary(client(), 'Public');
+    expect(result.status.code).toBe(Status.OK);
+    expect(principalOf(result.response)).toBeNull();
+  });
+
+  it('denies a certificate rule without a certificate, allows the right SPIFFE ID', async () => {
+    const none = await unary(client(), 'Workload');
+    expect(none.status.code).toBe(Status.UNAUTHENTICATED);
+    const right = await unary(client(pki.reader), 'Workload');
+    expect(right.status.code).toBe(Status.OK);
+  });
+
+  it('denies a SPIFFE ID outside the rules', async () => {
+    const result = await unary(client(pki.outsider), 'Workload');
+    expect(result.status.code).toBe(Status.PERMISSION_DENIED);
+  });
+
+  it('denies a certificate whose fingerprint does not match the pinned one', async () => {
+    expect((await unary(client(pki.reader), 'Pinned')).status.code).toBe(Status.PERMISSION_DENIED);
+    expect((await unary(client(pki.backup), 'Pinned')).status.code).toBe(Status.OK);
+  });
+
+  it('never uses an untrusted certificate as an identity (another CA, or a self-signed one)', async () => {
+    const before = seen.length;
+    const forged = await unary(client(pki.forged), 'Workload');
+    expect(forged.status.code).toBe(Status.UNAUTHENTICATED);
+    const selfSigned = await unary(client({ certPem: pki.otherCa.certPem, keyPem: pki.otherCa.keyPem }), 'Workload');
+    expect(selfSigned.status.code).toBe(Status.UNAUTHENTICATED);
+    const calls = seen.slice(before);
+    expect(calls).toHaveLength(2);
+    for (const call of calls) expect(call.peerCertificate).toBeUndefined();
+  });
+
+  it('builds the CallInfo from the call: operation, request id, verified identity, headers, deadline', async () => {
+    const before = seen.length;
+    const metadata = bearer(signer.sign({ sub: 'alice', roles: ['reader'] }));
+    metadata.set('x-request-id', 'guard-callinfo-1');
+    const result = await unary(client(pki.reader), 'Read', metadata);
+    expect(result.status.code).toBe(Status.OK);
+    const call = seen[before];
+    expect(call).toMatchObject({
+      transport: 'grpc',
+      operation: op('Read'),
+      requestId: 'guard-callinfo-1',
+      peerCertificate: { spiffeId: READER_SPIFFE, fingerprint256: pki.reader.fingerprint256 },
+    });
+    expect(call?.peerAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(call?.headers.get('Authorization')).toMatch(/^Bearer /);
+    expect(call?.deadline).toBeGreaterThan(Date.now());
+    expect(call?.signal.aborted).toBe(true); // the call has ended
+  });
+});
+
+describe('guard interceptor, JWT and RBAC', () => {
+  it('answers UNAUTHENTICATED without a token, and with a bad one', async () => {
+    const missing = await unary(client(), 'Read');
+    expect(missing.status.code).toBe(Status.UNAUTHENTICATED);
+    const garbage = await unary(client(), 'Read', bearer('not.a.token'));
+    expect(garbage.status.code).toBe(Status.UNAUTHENTICATED);
+    const otherKey = await unary(
+      client(),
+      'Read',
+      bearer(createTokenSigner().sign({ sub: 'mallory', roles: ['reader'] })),
+    );
+    expect(otherKey.status.code).toBe(Status.UNAUTHENTICATED);
+    const expired = await unary(
+      client(),
+      'Read',
+      bearer(signer.sign({ sub: 'alice', roles: ['reader'], iat: 1, exp: 2 })),
+    );
+    expect(expired.status.code).toBe(Status.UNAUTHENTICATED);
+    // The reason is for the log only.
+    expect(expired.status.details).toBe(missing.status.details);
+  });
+
+  it('answers PERMISSION_DENIED for the wrong role', async () => {
+    const result = await unary(client(), 'Read', bearer(signer.sign({ sub: 'bob', roles: ['writer'] })));
+    expect(result.status.code).toBe(Status.PERMISSION_DENIED);
+  });
+
+  it('hands the verified principal to the handler (getPrincipal), with the certificate when both are sent', async () => {
+    const jwtOnly = await unary(client(), 'Read', bearer(signer.sign({ sub: 'alice', roles: ['reader'] })));
+    expect(jwtOnly.status.code).toBe(Status.OK);
+    expect(principalOf(jwtOnly.response)).toEqual({
+      subject: 'alice',
+      roles: ['reader'],
+      authenticatedBy: 'jwt',
+      spiffeId: null,
+    });
+    const both = await unary(client(pki.reader), 'Read', bearer(signer.sign({ sub: 'alice', roles: ['reader'] })));
+    expect(principalOf(both.response)).toMatchObject({
+      subject: 'alice',
+      authenticatedBy: 'both',
+      spiffeId: READER_SPIFFE,
+    });
+  });
+
+  it('authorizes a certificate-only principal (certificateRoles) with no token', async () => {
+    const result = await unary(client(pki.backup), 'Backup');
+    expect(result.status.code).toBe(Status.OK);
+    expect(principalOf(result.response)).toMatchObject({
+      roles: ['backup.reader'],
+      authenticatedBy: 'mtls',
+      spiffeId: BACKUP_SPIFFE,
+    });
+    // A certificate that no rule maps to roles authenticates nobody.
+    expect((await unary(client(pki.reader), 'Backup')).status.code).toBe(Status.UNAUTHENTICATED);
+  });
+
+  it('ignores metadata that looks like a principal', async () => {
+    const forged = new Metadata();
+    forged.set('x-fluxguard-principal', JSON.stringify({ subject: 'root', roles: ['admin'] }));
+    forged.set('x-principal', 'root');
+    forged.set('x-user', 'root');
+    forged.set('x-roles', 'admin');
+    const denied = await unary(client(), 'Read', forged);
+    expect(denied.status.code).toBe(Status.UNAUTHENTICATED);
+
+    const withToken = bearer(signer.sign({ sub: 'alice', roles: ['reader'] }));
+    withToken.set('x-fluxguard-principal', JSON.stringify({ subject: 'root', roles: ['admin'] }));
+    const allowed = await unary(client(), 'Read', withToken);
+    expect(principalOf(allowed.response)).toMatchObject({ subject: 'alice', roles: ['reader'] });
+    const onPublic = await unary(client(), 'Public', forged);
+    expect(principalOf(onPublic.response)).toBeNull();
+  });
+
+  it('logs each refusal once, with its reason and the request id the client got', async () => {
+    const metadata = bearer(signer.sign({ sub: 'bob', roles: ['writer'] }));
+    metadata.set('x-request-id', 'guard-denied-1');
+    const result = await unary(client(), 'Read', metadata);
+    expect(result.status.metadata.get('x-request-id')).toEqual(['guard-denied-1']);
+    const lines = audit.lines().filter((l) => l.requestId === 'guard-denied-1');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ operation: op('Read'), code: 'permission_denied' });
+    expect(JSON.stringify(lines[0])).not.toContain(metadata.get('authorization')[0] as string);
+  });
+});
+
+describe('client streaming while the check is pending', () => {
+  it('delivers no message before authorization, and the principal is there for the first one', async () => {
+    checkDelayMs = 150;
+    try {
+      const writer = bearer(signer.sign({ sub: 'wendy', roles: ['writer'] }));
+      const allowed = await upload(client(), [{ n: 1 }, { n: 2 }, { n: 3 }], writer);
+      expect(allowed.status.code).toBe(Status.OK);
+      expect(allowed.response).toMatchObject({
+        principal: { subject: 'wendy' },
+        messages: [{ n: 1 }, { n: 2 }, { n: 3 }],
+      });
+
+      const starts = handlerStarts.count;
+      const reader = bearer(signer.sign({ sub: 'rita', roles: ['reader'] }));
+      const denied = await upload(client(), [{ n: 1 }, { n: 2 }], reader);
+      expect(denied.status.code).toBe(Status.PERMISSION_DENIED);
+      expect(handlerStarts.count).toBe(starts);
+    } finally {
+      checkDelayMs = 0;
+    }
+  });
+});
+
+describe('guard() construction and failures', () => {
+  it('requires a guard', () => {
+    expect(() => guard({} as never)).toThrow(ConfigurationError);
+    expect(() => guard({ guard: {} as never })).toThrow(/createGuard/);
+    expect(() => fluxguardInterceptors({ audit: audit.audit, gaurd: undefined } as never)).toThrow(
+      /did you mean "guard"/,
+    );
+  });
+
+  it('answers INTERNAL, never OK, when the guard fails with something else than a SecurityError', async () => {
+    const failing: Guard = {
+      rbac: compileRbac({}),
+      check: () => Promise.reject(new Error('ECONNREFUSED 10.0.0.7:6379 (secret internals)')),
+    };
+    const credentials = createServerCredentials(
+      { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+      { audit: audit.audit, reload: false },
+    );
+    const own = await startTlsServer(credentials, [safeErrors({ audit: audit.audit }), guard({ guard: failing })]);
+    const c = clientFor(own.address, { ca: pki.ca.certPem });
+    try {
+      const starts = handlerStarts.count;
+      const result = await unary(c, 'Public');
+      expect(result.status.code).toBe(Status.INTERNAL);
+      expect(result.status.details).not.toContain('ECONNREFUSED');
+      expect(handlerStarts.count).toBe(starts);
+    } finally {
+      c.close();
+      await own.close();
+    }
+  });
+
+  it('refuses every call when safeErrors does not run first', async () => {
+    const core = createGuard({ audit: audit.audit, rbac: compileRbac({ [op('Public')]: { public: true } }) });
+    const credentials = createServerCredentials(
+      { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+      { audit: audit.audit, reload: false },
+    );
+    const own = await startTlsServer(credentials, [guard({ guard: core })]);
+    const c = clientFor(own.address, { ca: pki.ca.certPem });
+    try {
+      expect((await unary(c, 'Public')).status.code).toBe(Status.INTERNAL);
+    } finally {
+      c.close();
+      await own.close();
+    }
+  });
+});
+
+describe('metadataHeaders', () => {
+  it('reads text values case-insensitively and skips binary ones', () => {
+    const metadata = new Metadata();
+    metadata.set('authorization', 'Bearer a');
+    metadata.add('x-multi', 'one');
+    metadata.add('x-multi', 'two');
+    metadata.set('x-data-bin', Buffer.from('bytes'));
+    const headers = metadataHeaders(metadata);
+    expect(headers.get('Authorization')).toBe('Bearer a');
+    expect(headers.getAll('X-Multi')).toEqual(['one', 'two']);
+    expect(headers.get('x-multi')).toBe('one');
+    expect(headers.getAll('x-data-bin')).toEqual([]);
+    expect(headers.get('absent')).toBeUndefined();
+  });
+});

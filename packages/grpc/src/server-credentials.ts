@@ -1,0 +1,278 @@
+import type { SecureContextOptions } from 'node:tls';
+import { ServerCredentials, type ServerOptions } from '@grpc/grpc-js';
+import {
+  ConfigurationError,
+  createTlsSettings,
+  resolveOptions,
+  watchTlsMaterial,
+  type AuditLogger,
+  type ClientCertificateMode,
+  type TlsMaterial,
+  type TlsMaterialWatcher,
+  type TlsSettings,
+  type TlsSettingsOptions,
+} from '@fluxguard/core';
+
+/**
+ * Options of {@link createServerCredentials} (the second argument).
+ *
+ * @example
+ * ```ts
+ * const options: ServerCredentialsOptions = { audit, reload: true, reloadIntervalMs: 1000 };
+ * ```
+ */
+export interface ServerCredentialsOptions {
+  /** Where reloads (`tls.reloaded`) and reload failures (`tls.reload_failed`) are logged. Required. */
+  readonly audit: AuditLogger;
+  /**
+   * Reload certificate, key, CA bundle (and CRL) when the files change on disk. Default: on
+   * when the TLS options name files (`certFile`, `keyFile`, `caFile`); `true` with PEM
+   * contents or built `TlsSettings` throws.
+   */
+  readonly reload?: boolean | undefined;
+  /** How often the files are checked, in milliseconds. Default 1000. */
+  readonly reloadIntervalMs?: number | undefined;
+}
+
+/**
+ * grpc-js server credentials from fluxguard's TLS settings, from {@link createServerCredentials}.
+ * Pass it to `server.bindAsync`; {@link FluxguardServerCredentials.close} stops the file watch.
+ *
+ * @example
+ * ```ts
+ * const credentials = createServerCredentials(tlsOptions, { audit });
+ * credentials.clientCertificates; // 'strict' | 'per-operation'
+ * credentials.current.certFingerprint256; // the certificate new connections get
+ * credentials.close();
+ * ```
+ */
+export interface FluxguardServerCredentials extends ServerCredentials {
+  readonly clientCertificates: ClientCertificateMode;
+  /** The material in use: the initial files, or the last valid reload. */
+  readonly current: TlsMaterial;
+  /** Stops reloading. Idempotent. Open and new connections keep the last material. */
+  close(): void;
+}
+
+interface Resolved {
+  readonly audit: AuditLogger | undefined;
+  readonly reload: boolean | undefined;
+  readonly reloadIntervalMs: number;
+}
+
+const DEFAULTS: Resolved = Object.freeze({ audit: undefined, reload: undefined, reloadIntervalMs: 1000 });
+
+const FACTORY = 'createServerCredentials';
+
+/**
+ * Our own grpc-js credentials, because neither of grpc-js's fits: `createSsl(..., false)` does
+ * not even ask for a client certificate (no per-operation mode), and certificate-provider
+ * credentials hand `setSecureContext` only CA, certificate and key on each update, dropping
+ * the CRL, the cipher list and the minimum TLS version. The base class keeps the constructor
+ * options (`requestCert`, `rejectUnauthorized`) on the server and pushes every context update
+ * to the bound servers' `setSecureContext`: each update carries the complete options.
+ */
+class HardenedServerCredentials extends ServerCredentials implements FluxguardServerCredentials {
+  readonly clientCertificates: ClientCertificateMode;
+  #current: TlsMaterial;
+  #watcher: TlsMaterialWatcher | undefined;
+
+  constructor(settings: TlsSettings, material: TlsMaterial) {
+    const { serverOptions } = settings;
+    super(
+      { requestCert: true, rejectUnauthorized: serverOptions.rejectUnauthorized },
+      // Material is in place from the start: grpc-js drops connections while it has none.
+      settings.secureContextOptions(material),
+    );
+    this.clientCertificates = settings.clientCertificates;
+    this.#current = material;
+  }
+
+  get current(): TlsMaterial {
+    return this.#current;
+  }
+
+  /** @internal */
+  startWatching(watcher: TlsMaterialWatcher): void {
+    this.#watcher = watcher;
+  }
+
+  /** @internal */
+  update(material: TlsMaterial, options: SecureContextOptions): void {
+    this.updateSecureContextOptions(options);
+    this.#current = material;
+  }
+
+  close(): void {
+    this.#watcher?.close();
+    this.#watcher = undefined;
+  }
+
+  override _equals(other: ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
+/**
+ * grpc-js server credentials with fluxguard's hardened TLS: TLS 1.2 minimum (1.3 preferred),
+ * ECDHE + AEAD suites only, our key-exchange groups, the optional CRL, and client certificates
+ * requested in both modes — `strict` (the handshake refuses a missing or unverifiable
+ * certificate: another CA, expired, not yet valid, revoked) and `per-operation` (every
+ * handshake completes and the {@link guard} interceptor decides per operation, reading only a
+ * verified certificate).
+ *
+ * With files, the certificate, key, CA bundle and CRL are reloaded without restart
+ * (`watchTlsMaterial` of `@fluxguard/core`): new connections get the new material within
+ * about two intervals, with the same ciphers, minimum version and CRL; a broken set of files
+ * keeps the last good material and logs `tls.reload_failed`. Material is loaded before the
+ * credentials exist, so no connection is dropped for want of a certificate (a grpc-js trap of
+ * certificate providers). Call `close()` when the server shuts down.
+ *
+ * @throws ConfigurationError on bad options or unreadable, mismatched or invalid material.
+ *
+ * @example
+ * ```ts
+ * import { Server } from '@grpc/grpc-js';
+ * import { createServerCredentials, secureServerOptions } from '@fluxguard/grpc';
+ * const credentials = createServerCredentials(
+ *   { certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt', clientCertificates: 'per-operation' },
+ *   { audit },
+ * );
+ * const server = new Server({ ...secureServerOptions(), interceptors });
+ * server.bindAsync('0.0.0.0:9000', credentials, (err) => { if (err) throw err; });
+ * // on shutdown: server.tryShutdown(() => credentials.close());
+ * ```
+ */
+export function createServerCredentials(
+  tls: TlsSettingsOptions | TlsSettings,
+  options: ServerCredentialsOptions,
+): FluxguardServerCredentials {
+  const o = resolveOptions<Resolved>(FACTORY, DEFAULTS, options);
+  const audit = o.audit;
+  if (typeof audit?.record !== 'function') {
+    throw new ConfigurationError(`${FACTORY}: "audit" must be an AuditLogger (createAuditLogger of @fluxguard/core)`);
+  }
+  if (o.reload !== undefined && typeof o.reload !== 'boolean') {
+    throw new ConfigurationError(`${FACTORY}: "reload" must be a boolean`);
+  }
+  if (!Number.isFinite(o.reloadIntervalMs) || o.reloadIntervalMs < 20) {
+    throw new ConfigurationError(`${FACTORY}: "reloadIntervalMs" must be a number of milliseconds, at least 20`);
+  }
+  if (typeof tls !== 'object') {
+    throw new ConfigurationError(`${FACTORY}: the TLS options are required (createTlsSettings options or settings)`);
+  }
+  const built = isTlsSettings(tls);
+  const settings = built ? tls : createTlsSettings(tls);
+  const files = built ? undefined : tls;
+  const certFile = files?.certFile;
+  const keyFile = files?.keyFile;
+  const caFile = files?.caFile;
+  const canReload = certFile !== undefined && keyFile !== undefined && caFile !== undefined;
+  if (o.reload === true && !canReload) {
+    throw new ConfigurationError(
+      `${FACTORY}: "reload" needs the TLS options to name files (certFile, keyFile, caFile), not PEM contents or built settings`,
+    );
+  }
+  if (!canReload || o.reload === false) return new HardenedServerCredentials(settings, settings.material);
+
+  const watcher = watchTlsMaterial({
+    certFile,
+    keyFile,
+    caFile,
+    crlFile: files?.crlFile,
+    intervalMs: o.reloadIntervalMs,
+    onUpdate: (material) => {
+      try {
+        // Never bare key and certificate: Node rebuilds the whole context from these.
+        credentials.update(material, settings.secureContextOptions(material));
+        audit.logger.info(
+          { event: 'tls.reloaded', certFingerprint256: material.certFingerprint256, certValidTo: material.certValidTo },
+          'tls.reloaded',
+        );
+      } catch (err) {
+        audit.logger.error({ event: 'tls.reload_failed', err }, 'tls.reload_failed');
+      }
+    },
+    onError: (err) => {
+      audit.logger.error({ event: 'tls.reload_failed', err }, 'tls.reload_failed');
+    },
+  });
+  // The watcher's first read is the baseline it compares later files to. Its callbacks run
+  // from a timer, after this line.
+  const credentials = new HardenedServerCredentials(settings, watcher.current);
+  credentials.startWatching(watcher);
+  return credentials;
+}
+
+function isTlsSettings(value: TlsSettingsOptions | TlsSettings): value is TlsSettings {
+  return typeof (value as Partial<TlsSettings>).secureContextOptions === 'function';
+}
+
+/**
+ * Options of {@link secureServerOptions}; each overrides one default.
+ *
+ * @example
+ * ```ts
+ * const options: SecureServerLimits = { maxReceiveMessageBytes: 8 * 1024 * 1024 };
+ * ```
+ */
+export interface SecureServerLimits {
+  /** Largest request message. Default 4 MiB (grpc-js's own default, made explicit). */
+  readonly maxReceiveMessageBytes?: number | undefined;
+  /** Largest response message. Default 16 MiB. */
+  readonly maxSendMessageBytes?: number | undefined;
+  /** Concurrent calls (HTTP/2 streams) per connection. Default 100 (grpc-js: unlimited). */
+  readonly maxConcurrentStreams?: number | undefined;
+  /** HTTP/2 session memory per connection, in MB. Default 32 (grpc-js: unlimited). */
+  readonly maxSessionMemoryMb?: number | undefined;
+  /** Close connections idle this long. Default 5 minutes. */
+  readonly maxConnectionIdleMs?: number | undefined;
+  /** Ping a quiet connection after this long. Default 2 minutes. */
+  readonly keepaliveTimeMs?: number | undefined;
+  /** Drop the connection when a ping is not answered within this. Default 20 s. */
+  readonly keepaliveTimeoutMs?: number | undefined;
+}
+
+const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: number }> = Object.freeze({
+  maxReceiveMessageBytes: 4 * 1024 * 1024,
+  maxSendMessageBytes: 16 * 1024 * 1024,
+  maxConcurrentStreams: 100,
+  maxSessionMemoryMb: 32,
+  maxConnectionIdleMs: 5 * 60_000,
+  keepaliveTimeMs: 2 * 60_000,
+  keepaliveTimeoutMs: 20_000,
+});
+
+/**
+ * grpc-js `Server` options with limits grpc-js leaves open: concurrent streams and HTTP/2
+ * session memory per connection (both unlimited by default), message sizes, idle connections
+ * and keepalive. Spread it into `new Server({...})` with the interceptors.
+ *
+ * @throws ConfigurationError when a limit is not a positive integer.
+ *
+ * @example
+ * ```ts
+ * import { Server } from '@grpc/grpc-js';
+ * const server = new Server({
+ *   ...secureServerOptions({ maxReceiveMessageBytes: 8 * 1024 * 1024 }),
+ *   interceptors: fluxguardInterceptors({ audit, guard }),
+ * });
+ * ```
+ */
+export function secureServerOptions(limits: SecureServerLimits = {}): ServerOptions {
+  const l = resolveOptions('secureServerOptions', LIMIT_DEFAULTS, limits);
+  for (const [name, value] of Object.entries(l)) {
+    if (!Number.isSafeInteger(value) || value <= 0) {
+      throw new ConfigurationError(`secureServerOptions: "${name}" must be a positive integer`);
+    }
+  }
+  return {
+    'grpc.max_receive_message_length': l.maxReceiveMessageBytes,
+    'grpc.max_send_message_length': l.maxSendMessageBytes,
+    'grpc.max_concurrent_streams': l.maxConcurrentStreams,
+    'grpc-node.max_session_memory': l.maxSessionMemoryMb,
+    'grpc.max_connection_idle_ms': l.maxConnectionIdleMs,
+    'grpc.keepalive_time_ms': l.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': l.keepaliveTimeoutMs,
+  };
+}

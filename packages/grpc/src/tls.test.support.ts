@@ -1,0 +1,373 @@
+// Shared by this package's TLS tests: a development PKI written to a temporary directory, a
+// JSON-encoded test service whose handlers report the principal they see, real grpc-js servers
+// bound with fluxguard's credentials on 127.0.0.1:0, real clients, and ES256 tokens signed
+// with node:crypto.
+import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type ConnectionOptions } from 'node:tls';
+import {
+  Client,
+  Metadata,
+  Server,
+  type ChannelCredentials,
+  type ClientOptions,
+  type ServerCredentials,
+  type ServerInterceptor,
+  type ServiceDefinition,
+  type StatusObject,
+  type handleClientStreamingCall,
+  type handleUnaryCall,
+} from '@grpc/grpc-js';
+import {
+  createDevCertificateAuthority,
+  type DevCertificateAuthority,
+  type IssuedCertificate,
+} from '@fluxguard/core/dev-pki';
+import { addService, getPrincipal } from './index.js';
+import { createClientCredentials } from './client.js';
+
+export type Json = Record<string, unknown>;
+
+const serialize = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
+const deserialize = (bytes: Buffer): Json => JSON.parse(bytes.toString('utf8')) as Json;
+
+export const SERVICE = 'fluxguard.test.v1.Secure';
+
+function method(name: string, requestStream: boolean) {
+  return {
+    path: `/${SERVICE}/${name}`,
+    requestStream,
+    responseStream: false,
+    requestSerialize: serialize,
+    requestDeserialize: deserialize,
+    responseSerialize: serialize,
+    responseDeserialize: deserialize,
+  };
+}
+
+export interface SecureImpl {
+  Public: handleUnaryCall<Json, Json>;
+  Read: handleUnaryCall<Json, Json>;
+  Upload: handleClientStreamingCall<Json, Json>;
+  Workload: handleUnaryCall<Json, Json>;
+  Pinned: handleUnaryCall<Json, Json>;
+  Backup: handleUnaryCall<Json, Json>;
+}
+
+export const secureService: ServiceDefinition<SecureImpl> = {
+  Public: method('Public', false),
+  Read: method('Read', false),
+  Upload: method('Upload', true),
+  Workload: method('Workload', false),
+  Pinned: method('Pinned', false),
+  Backup: method('Backup', false),
+};
+
+export const op = (name: keyof SecureImpl): string => `/${SERVICE}/${name}`;
+export const SERVED = Object.keys(secureService).map((name) => `/${SERVICE}/${name}`);
+
+/** What a handler reports: the principal it sees, and for uploads what it saw in which order. */
+function describePrincipal(call: Parameters<typeof getPrincipal>[0]): Json {
+  const p = getPrincipal(call);
+  return p === undefined
+    ? { principal: null }
+    : {
+        principal: {
+          subject: p.subject,
+          roles: [...p.roles],
+          authenticatedBy: p.authenticatedBy,
+          spiffeId: p.certificate?.spiffeId ?? null,
+        },
+      };
+}
+
+/** Counts handler starts, to prove a refused call never reached one. */
+export const handlerStarts = { count: 0 };
+
+export function registerSecureService(server: Server): void {
+  const unary = (call: Parameters<typeof getPrincipal>[0]): Json => {
+    handlerStarts.count++;
+    return describePrincipal(call);
+  };
+  addService(server, secureService, {
+    Public: (call) => unary(call),
+    Read: (call) => unary(call),
+    Workload: (call) => unary(call),
+    Pinned: (call) => unary(call),
+    Backup: (call) => unary(call),
+    Upload: async (call) => {
+      handlerStarts.count++;
+      // The principal must be there before the first message is read.
+      const seen = describePrincipal(call);
+      const messages: Json[] = [];
+      for await (const message of call) messages.push(message as Json);
+      return { ...seen, messages };
+    },
+  });
+}
+
+/** The PKI of the tests, as files in a temporary directory and as PEM. */
+export interface TestPki {
+  readonly dir: string;
+  readonly ca: DevCertificateAuthority;
+  readonly otherCa: DevCertificateAuthority;
+  readonly server: IssuedCertificate;
+  readonly reader: IssuedCertificate;
+  readonly backup: IssuedCertificate;
+  readonly outsider: IssuedCertificate;
+  readonly expired: IssuedCertificate;
+  readonly notYetValid: IssuedCertificate;
+  readonly revoked: IssuedCertificate;
+  /** Another CA's certificate claiming the reader's SPIFFE ID. */
+  readonly forged: IssuedCertificate;
+  readonly files: {
+    readonly certFile: string;
+    readonly keyFile: string;
+    readonly caFile: string;
+    readonly crlFile: string;
+  };
+  cleanup(): Promise<void>;
+}
+
+export const READER_SPIFFE = 'spiffe://fluxguard.dev/ns/prod/sa/reader';
+export const BACKUP_SPIFFE = 'spiffe://fluxguard.dev/backup';
+
+export async function createTestPki(): Promise<TestPki> {
+  const dir = await mkdtemp(join(tmpdir(), 'fluxguard-grpc-tls-'));
+  const ca = await createDevCertificateAuthority({ commonName: 'fluxguard grpc test CA' });
+  const otherCa = await createDevCertificateAuthority({ commonName: 'another CA' });
+  const [server, reader, backup, outsider, expired, notYetValid, revoked, forged] = await Promise.all([
+    ca.issueServerCertificate(),
+    ca.issueClientCertificate({ spiffeId: READER_SPIFFE }),
+    ca.issueClientCertificate({ spiffeId: BACKUP_SPIFFE }),
+    ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/ns/prod/sa/writer' }),
+    ca.issueClientCertificate({ spiffeId: READER_SPIFFE, validity: 'expired' }),
+    ca.issueClientCertificate({ spiffeId: READER_SPIFFE, validity: 'not-yet-valid' }),
+    ca.issueClientCertificate({ spiffeId: READER_SPIFFE }),
+    otherCa.issueClientCertificate({ spiffeId: READER_SPIFFE }),
+  ]);
+  const files = {
+    certFile: join(dir, 'server.crt'),
+    keyFile: join(dir, 'server.key'),
+    caFile: join(dir, 'ca.crt'),
+    crlFile: join(dir, 'ca.crl'),
+  };
+  await writeFile(files.certFile, server.certPem);
+  await writeFile(files.keyFile, server.keyPem, { mode: 0o600 });
+  await writeFile(files.caFile, ca.certPem);
+  await writeFile(files.crlFile, await ca.createCrl({ revokedSerialNumbers: [revoked.serialNumber] }));
+  return {
+    dir,
+    ca,
+    otherCa,
+    server,
+    reader,
+    backup,
+    outsider,
+    expired,
+    notYetValid,
+    revoked,
+    forged,
+    files,
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Replaces a file the way certificate tools do: write beside it, then rename over it. */
+export async function replaceFile(file: string, contents: string): Promise<void> {
+  const temporary = `${file}.${String(process.pid)}.tmp`;
+  await writeFile(temporary, contents, { mode: 0o600 });
+  await rename(temporary, file);
+}
+
+export interface TestServer {
+  readonly server: Server;
+  readonly port: number;
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+export async function startTlsServer(
+  credentials: ServerCredentials,
+  interceptors: ServerInterceptor[],
+  register: (server: Server) => void = registerSecureService,
+): Promise<TestServer> {
+  const server = new Server({ interceptors });
+  register(server);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync('127.0.0.1:0', credentials, (err, bound) => {
+      if (err) reject(err);
+      else resolve(bound);
+    });
+  });
+  return {
+    server,
+    port,
+    address: `127.0.0.1:${String(port)}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.forceShutdown();
+        resolve();
+      }),
+  };
+}
+
+/** A client of the test service, with fluxguard's client credentials. */
+export function clientFor(
+  address: string,
+  tls: { readonly ca: string; readonly cert?: IssuedCertificate | { certPem: string; keyPem: string } },
+  onServerCertificate?: (fingerprint256: string) => void,
+  options: ClientOptions = {},
+): Client {
+  const credentials: ChannelCredentials = createClientCredentials({
+    ca: tls.ca,
+    ...(tls.cert === undefined ? {} : { cert: tls.cert.certPem, key: tls.cert.keyPem }),
+    ...(onServerCertificate === undefined
+      ? {}
+      : {
+          checkServerIdentity: (_host, certificate) => {
+            onServerCertificate(certificate.fingerprint256.replaceAll(':', '').toLowerCase());
+            return undefined;
+          },
+        }),
+  });
+  // Each test client is its own channel: no connection is shared between identities.
+  // Verified as localhost (the certificate's DNS name): an IP address is no valid TLS server name.
+  return new Client(address, credentials, {
+    'grpc.use_local_subchannel_pool': 1,
+    'grpc.ssl_target_name_override': 'localhost',
+    'grpc.default_authority': 'localhost',
+    ...options,
+  });
+}
+
+export interface Outcome {
+  readonly status: StatusObject;
+  readonly response: Json | undefined;
+}
+
+export function unary(
+  client: Client,
+  name: keyof SecureImpl,
+  metadata = new Metadata(),
+  request: Json = {},
+): Promise<Outcome> {
+  return new Promise((resolve) => {
+    let response: Json | undefined;
+    const call = client.makeUnaryRequest(
+      op(name),
+      serialize,
+      deserialize,
+      request,
+      metadata,
+      { deadline: Date.now() + 10_000 },
+      (_err, value) => {
+        response = value;
+      },
+    );
+    call.on('status', (status: StatusObject) => {
+      setImmediate(() => {
+        resolve({ status, response });
+      });
+    });
+  });
+}
+
+/** A client stream whose messages are all written at once, before any answer. */
+export function upload(client: Client, messages: Json[], metadata = new Metadata()): Promise<Outcome> {
+  return new Promise((resolve) => {
+    let response: Json | undefined;
+    const call = client.makeClientStreamRequest(
+      op('Upload'),
+      serialize,
+      deserialize,
+      metadata,
+      { deadline: Date.now() + 10_000 },
+      (_err, value) => {
+        response = value;
+      },
+    );
+    call.on('status', (status: StatusObject) => {
+      setImmediate(() => {
+        resolve({ status, response });
+      });
+    });
+    for (const message of messages) call.write(message);
+    call.end();
+  });
+}
+
+export function bearer(token: string): Metadata {
+  const metadata = new Metadata();
+  metadata.set('authorization', `Bearer ${token}`);
+  return metadata;
+}
+
+export const ISSUER = 'https://issuer.test';
+export const AUDIENCE = 'grpc-tests';
+
+/** An ES256 signing key and its public JWK set, with node:crypto only. */
+export interface TokenSigner {
+  readonly jwks: { readonly keys: readonly Json[] };
+  sign(claims: Json): string;
+}
+
+export function createTokenSigner(kid = 'test-key'): TokenSigner {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const publicJwk = { ...(publicKey.export({ format: 'jwk' }) as Json), kid, alg: 'ES256', use: 'sig' };
+  return {
+    jwks: { keys: [publicJwk] },
+    sign: (claims) => signEs256(privateKey, kid, claims),
+  };
+}
+
+function signEs256(key: KeyObject, kid: string, claims: Json): string {
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64url(JSON.stringify({ alg: 'ES256', typ: 'JWT', kid }));
+  const payload = b64url(JSON.stringify({ iss: ISSUER, aud: AUDIENCE, iat: now, exp: now + 600, ...claims }));
+  const signature = sign('sha256', Buffer.from(`${header}.${payload}`), { key, dsaEncoding: 'ieee-p1363' });
+  return `${header}.${payload}.${signature.toString('base64url')}`;
+}
+
+const b64url = (text: string): string => Buffer.from(text).toString('base64url');
+
+export type RawTlsResult =
+  | { readonly ok: true; readonly protocol: string | null; readonly fingerprint256: string }
+  | { readonly ok: false; readonly error: string };
+
+/** A bare TLS handshake (ALPN h2) against a server, to check versions and suites. */
+export function rawHandshake(port: number, options: ConnectionOptions): Promise<RawTlsResult> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', ALPNProtocols: ['h2'], ...options });
+    const finish = (result: RawTlsResult): void => {
+      if (settled) return;
+      settled = true;
+      socket.destroy();
+      resolve(result);
+    };
+    socket.on('secureConnect', () => {
+      finish({
+        ok: true,
+        protocol: socket.getProtocol(),
+        fingerprint256: socket.getPeerCertificate().fingerprint256.replaceAll(':', '').toLowerCase(),
+      });
+    });
+    socket.on('error', (err: Error & { code?: string }) => {
+      finish({ ok: false, error: `${err.code ?? ''} ${err.message}` });
+    });
+    setTimeout(() => {
+      finish({ ok: false, error: 'timeout' });
+    }, 5000).unref();
+  });
+}
+
+export async function waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs = 8000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
