@@ -186,8 +186,9 @@ export function grpcArtifactClient(
         const observer = new GrpcObserver();
         const call = stub.makeUnaryRequest(
           '/grpc.health.v1.Health/Check',
-          () => Buffer.alloc(0),
+          (request: Buffer) => request,
           (b: Buffer) => b,
+          Buffer.alloc(0),
           meta(),
           options(),
           (err, value) => {
@@ -202,8 +203,9 @@ export function grpcArtifactClient(
         const observer = new GrpcObserver();
         const call = stub.makeUnaryRequest(
           '/fluxguard.example.v1.ArtifactStore/ExportEverything',
-          () => Buffer.alloc(0),
+          (request: Buffer) => request,
           (b: Buffer) => b,
+          Buffer.alloc(0),
           meta(),
           options(),
           (err) => {
