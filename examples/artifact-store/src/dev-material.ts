@@ -1,4 +1,5 @@
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, link, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 import { ConfigurationError } from '@fluxguard/core';
@@ -34,16 +35,28 @@ export async function ensureDevMaterial(devDir: string, options: { force?: boole
   const pki = await ensureDevPki(devDir, { force: options.force === true });
   const signingKeyFile = join(devDir, DEV_JWT_FILES.signingKey);
   const jwksFile = join(devDir, DEV_JWT_FILES.jwks);
-  let privateJwk = options.force === true ? undefined : await readJwk(signingKeyFile);
+  if (options.force === true) await rm(signingKeyFile, { force: true });
+  let privateJwk = await readJwk(signingKeyFile);
   if (privateJwk === undefined) {
     const { privateKey } = await generateKeyPair('ES256', { extractable: true });
     const jwk = await exportJWK(privateKey);
-    privateJwk = { ...jwk, kid: await calculateJwkThumbprint(jwk), alg: 'ES256', use: 'sig' };
-    await writeFile(signingKeyFile, `${JSON.stringify(privateJwk, null, 2)}\n`, { mode: 0o600 });
-    await chmod(signingKeyFile, 0o600);
+    const created = { ...jwk, kid: await calculateJwkThumbprint(jwk), alg: 'ES256', use: 'sig' };
+    // Both servers may start at once (`pnpm start`): link() publishes the key atomically and
+    // only if none exists, so every process ends up with the one key that won.
+    const temp = `${signingKeyFile}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    await writeFile(temp, `${JSON.stringify(created, null, 2)}\n`, { mode: 0o600 });
+    await chmod(temp, 0o600);
+    await link(temp, signingKeyFile).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    });
+    await rm(temp, { force: true });
+    privateJwk = await readJwk(signingKeyFile);
+    if (privateJwk === undefined) throw new ConfigurationError(`cannot create ${signingKeyFile}`);
   }
   const { d: _private, ...publicJwk } = privateJwk;
-  await writeFile(jwksFile, `${JSON.stringify({ keys: [publicJwk] }, null, 2)}\n`, { mode: 0o644 });
+  const jwksTemp = `${jwksFile}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  await writeFile(jwksTemp, `${JSON.stringify({ keys: [publicJwk] }, null, 2)}\n`, { mode: 0o644 });
+  await rename(jwksTemp, jwksFile);
   return Object.freeze({ pki, signingKeyFile, jwksFile });
 }
 

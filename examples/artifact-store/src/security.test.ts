@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createAuditLogger, type CallInfo } from '@fluxguard/core';
-import { parseDuration, signDevToken } from './dev-material.js';
+import { ensureDevMaterial, parseDuration, signDevToken } from './dev-material.js';
 import { loadReferenceSecurity } from './security.js';
 
 const devDir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-'));
@@ -25,6 +25,21 @@ describe('loadReferenceSecurity', () => {
     }
     expect(security.tls).toMatchObject({ certFile: join(devDir, 'server.crt'), clientCertificates: 'per-operation' });
     await security.close();
+  });
+
+  it('creates one signing key when several servers start at once', async () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-race-'));
+    try {
+      const all = await Promise.all([1, 2, 3, 4].map(() => ensureDevMaterial(fresh)));
+      const keys = new Set(all.map((m) => readFileSync(m.signingKeyFile, 'utf8')));
+      expect(keys.size).toBe(1);
+      const jwks = JSON.parse(readFileSync(join(fresh, 'jwks.json'), 'utf8')) as { keys: { kid: string }[] };
+      const signing = JSON.parse([...keys][0] ?? '{}') as { kid: string };
+      expect(jwks.keys.map((k) => k.kid)).toEqual([signing.kid]);
+      expect(readdirSync(fresh).filter((f) => f.includes('.json.') || f.includes('.key.'))).toEqual([]);
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
   });
 
   it('trusts the tokens `pnpm token` signs, and only for their roles', async () => {
