@@ -25,3 +25,12 @@ export {
   type ReferenceSecurity,
   type ReferenceSecurityOptions,
 } from './security.js';
+export {
+  runReferenceServer,
+  shellQuote,
+  type QuickTry,
+  type QuickTryTarget,
+  type ReferenceServerStartOptions,
+  type RunReferenceServerOptions,
+  type RunningReferenceServer,
+} from './run-server.js';

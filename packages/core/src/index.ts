@@ -74,6 +74,12 @@ export {
   type TlsSettingsOptions,
 } from './mtls/tls-settings.js';
 export { watchTlsMaterial, type TlsMaterialWatcher, type WatchTlsMaterialOptions } from './mtls/reload.js';
+export {
+  CLIENT_TLS_OPTION_NAMES,
+  loadClientTlsMaterial,
+  type ClientTlsMaterial,
+  type ClientTlsOptions,
+} from './mtls/client-material.js';
 // The development PKI is the subpath `@fluxguard/core/dev-pki` (it loads reflect-metadata).
 
 // --- JWT, revocation, RBAC, policy (issue 3) ---

@@ -1,36 +1,25 @@
-import { readFileSync } from 'node:fs';
 import { checkServerIdentity as defaultCheckServerIdentity, createSecureContext, type PeerCertificate } from 'node:tls';
 import { ChannelCredentials, InterceptingCall, type Interceptor } from '@grpc/grpc-js';
 import {
+  CLIENT_TLS_OPTION_NAMES,
   ConfigurationError,
-  TLS_CIPHERS,
   TLS_ECDH_CURVES,
-  createTlsSettings,
+  loadClientTlsMaterial,
   resolveOptions,
-  type TlsMinVersion,
+  type ClientTlsOptions,
 } from '@fluxguard/core';
 
 /**
- * Options of {@link createClientCredentials}. Each of the CA bundle, certificate and key is
- * given either as a file (`caFile`) or as PEM contents (`ca`), not both.
+ * Options of {@link createClientCredentials}: the client TLS options of core (each of the CA
+ * bundle, certificate and key given either as a file, `caFile`, or as PEM contents, `ca`, not
+ * both; the certificate and key are for mTLS), plus an extra check of the server's certificate.
  *
  * @example
  * ```ts
  * const options: ClientCredentialsOptions = { caFile: 'ca.crt', certFile: 'client.crt', keyFile: 'client.key' };
  * ```
  */
-export interface ClientCredentialsOptions {
-  /** The CA bundle the server's certificate must chain to. Required: the server is always verified. */
-  readonly caFile?: string | undefined;
-  readonly ca?: string | Uint8Array | undefined;
-  /** The client certificate (PEM, chain allowed), for mTLS. Optional, with its key. */
-  readonly certFile?: string | undefined;
-  readonly cert?: string | Uint8Array | undefined;
-  /** The client's private key (PEM, unencrypted). */
-  readonly keyFile?: string | undefined;
-  readonly key?: string | Uint8Array | undefined;
-  /** Default `TLSv1.2`. */
-  readonly minVersion?: TlsMinVersion | undefined;
+export interface ClientCredentialsOptions extends ClientTlsOptions {
   /**
    * An extra check of the server's certificate, run only after Node's host name check has
    * passed (grpc-js would otherwise replace that check): return an `Error` to refuse.
@@ -38,27 +27,11 @@ export interface ClientCredentialsOptions {
   readonly checkServerIdentity?: ((hostname: string, certificate: PeerCertificate) => Error | undefined) | undefined;
 }
 
-interface Resolved {
-  readonly caFile: string | undefined;
-  readonly ca: string | Uint8Array | undefined;
-  readonly certFile: string | undefined;
-  readonly cert: string | Uint8Array | undefined;
-  readonly keyFile: string | undefined;
-  readonly key: string | Uint8Array | undefined;
-  readonly minVersion: TlsMinVersion;
+interface Resolved extends ClientTlsOptions {
   readonly checkServerIdentity: ((hostname: string, certificate: PeerCertificate) => Error | undefined) | undefined;
 }
 
-const DEFAULTS: Resolved = Object.freeze({
-  caFile: undefined,
-  ca: undefined,
-  certFile: undefined,
-  cert: undefined,
-  keyFile: undefined,
-  key: undefined,
-  minVersion: 'TLSv1.2',
-  checkServerIdentity: undefined,
-});
+const DEFAULTS: Resolved = Object.freeze({ checkServerIdentity: undefined });
 
 const FACTORY = 'createClientCredentials';
 
@@ -81,49 +54,19 @@ const FACTORY = 'createClientCredentials';
  * ```
  */
 export function createClientCredentials(options: ClientCredentialsOptions): ChannelCredentials {
-  const o = resolveOptions<Resolved>(FACTORY, DEFAULTS, options);
-  if (o.caFile === undefined && o.ca === undefined) {
-    throw new ConfigurationError(
-      `${FACTORY}: "caFile" or "ca" is required: the server's certificate is always verified`,
-    );
-  }
-  const hasCert = o.certFile !== undefined || o.cert !== undefined;
-  const hasKey = o.keyFile !== undefined || o.key !== undefined;
-  if (hasCert !== hasKey) {
-    throw new ConfigurationError(`${FACTORY}: give the client certificate and its key together, or neither`);
-  }
-  const minVersion: unknown = o.minVersion; // options may come from plain JavaScript
-  if (minVersion !== 'TLSv1.2' && minVersion !== 'TLSv1.3') {
-    throw new ConfigurationError(`${FACTORY}: "minVersion" must be "TLSv1.2" or "TLSv1.3"`);
-  }
+  const o = resolveOptions<Resolved>(FACTORY, DEFAULTS, options, CLIENT_TLS_OPTION_NAMES);
   const extraCheck = o.checkServerIdentity;
   if (extraCheck !== undefined && typeof extraCheck !== 'function') {
     throw new ConfigurationError(`${FACTORY}: "checkServerIdentity" must be a function`);
   }
-
-  let material: { readonly ca: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
-  if (hasCert) {
-    // core's validation of a certificate, its key and a CA bundle (parse, match, OpenSSL accepts).
-    const settings = createTlsSettings({
-      clientCertificates: 'strict',
-      certFile: o.certFile,
-      cert: o.cert,
-      keyFile: o.keyFile,
-      key: o.key,
-      caFile: o.caFile,
-      ca: o.ca,
-    });
-    material = settings.material;
-  } else {
-    material = { ca: readCa(o) };
-  }
-
+  const { ca, cert, key, minVersion, ciphers } = loadClientTlsMaterial(o, FACTORY);
   let secureContext;
   try {
     secureContext = createSecureContext({
-      ...material,
-      minVersion: o.minVersion,
-      ciphers: TLS_CIPHERS,
+      ca,
+      ...(cert === undefined || key === undefined ? {} : { cert, key }),
+      minVersion,
+      ciphers,
       ecdhCurve: TLS_ECDH_CURVES,
     });
   } catch (cause) {
@@ -134,33 +77,6 @@ export function createClientCredentials(options: ClientCredentialsOptions): Chan
     checkServerIdentity: (hostname, certificate) =>
       defaultCheckServerIdentity(hostname, certificate) ?? extraCheck?.(hostname, certificate),
   });
-}
-
-function readCa(o: Resolved): Buffer {
-  if (o.caFile !== undefined && o.ca !== undefined) {
-    throw new ConfigurationError(`${FACTORY}: give "caFile" or "ca", not both`);
-  }
-  let ca: Buffer;
-  if (o.caFile !== undefined) {
-    if (typeof o.caFile !== 'string' || o.caFile === '') {
-      throw new ConfigurationError(`${FACTORY}: "caFile" must be a file path`);
-    }
-    try {
-      ca = readFileSync(o.caFile);
-    } catch (cause) {
-      const code = (cause as { code?: unknown } | null)?.code;
-      throw new ConfigurationError(
-        `${FACTORY}: cannot read "caFile" (${o.caFile})${typeof code === 'string' ? ` (${code})` : ''}`,
-        { cause },
-      );
-    }
-  } else {
-    ca = Buffer.from(o.ca ?? '');
-  }
-  if (!ca.toString('latin1').includes('-----BEGIN CERTIFICATE-----')) {
-    throw new ConfigurationError(`${FACTORY}: "ca" holds no PEM certificate`);
-  }
-  return ca;
 }
 
 /**
