@@ -1,0 +1,119 @@
+import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import type { JSONWebKeySet, JWK } from 'jose';
+import {
+  compileRbac,
+  createAuditLogger,
+  createGuard,
+  createJwtVerifier,
+  type AuditLogger,
+  type Guard,
+  type RbacRules,
+} from '@fluxguard/core';
+
+/** What the benchmark servers trust, and what the benchmark client signs with. */
+export const ISSUER = 'https://id.bench.fluxguard.test';
+export const AUDIENCE = 'bench';
+export const KID = 'bench-es256';
+export const READER_ROLE = 'items.reader';
+
+/** The one HTTP route measured, and the concrete path requested. */
+export const HTTP_ROUTE = '/v1/items/:id';
+export const HTTP_PATH = '/v1/items/42';
+
+/** The one gRPC method measured. */
+export const GRPC_SERVICE = 'bench.v1.Items';
+export const GRPC_METHOD = `/${GRPC_SERVICE}/GetItem`;
+
+/**
+ * A realistic rule set rather than a single rule, so that the RBAC lookup does the work it
+ * does in a real service: the measured operation is neither the first nor the last rule.
+ */
+export const HTTP_RULES: RbacRules = {
+  'GET /healthz': { public: true },
+  'GET /v1/items': { anyRoles: [READER_ROLE] },
+  'GET /v1/items/:id': { anyRoles: [READER_ROLE] },
+  'PUT /v1/items/:id': { anyRoles: ['items.writer'] },
+  'DELETE /v1/items/:id': { anyRoles: ['items.admin'] },
+  'GET /v1/items/:id/history': { anyRoles: [READER_ROLE], scopes: ['items:history'] },
+  'POST /v1/orders': { authenticated: true },
+  'GET /v1/orders/:id': { authenticated: true },
+  'GET /v1/reports/*path': { allRoles: ['reports.reader', 'items.reader'] },
+  '* /admin/*path': { anyRoles: ['admin'] },
+};
+
+export const GRPC_RULES: RbacRules = {
+  '/grpc.health.v1.Health/*': { public: true },
+  [`/${GRPC_SERVICE}/ListItems`]: { anyRoles: [READER_ROLE] },
+  [GRPC_METHOD]: { anyRoles: [READER_ROLE] },
+  [`/${GRPC_SERVICE}/PutItem`]: { anyRoles: ['items.writer'] },
+  [`/${GRPC_SERVICE}/DeleteItem`]: { anyRoles: ['items.admin'] },
+  '/bench.v1.Orders/*': { authenticated: true },
+  '/bench.v1.Admin/*': { anyRoles: ['admin'] },
+};
+
+/** An audit logger that formats every line as usual and then drops it: the cost stays, the I/O goes. */
+export function nullAudit(): AuditLogger {
+  return createAuditLogger({ destination: { write: () => undefined } });
+}
+
+/** The full guard: local JWKS verifier (ES256, verified-token cache on), RBAC rules. */
+export function benchGuard(audit: AuditLogger, jwks: JSONWebKeySet, rules: RbacRules, cacheMaxEntries?: number): Guard {
+  return createGuard({
+    audit,
+    jwt: createJwtVerifier({
+      jwks,
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      ...(cacheMaxEntries === undefined ? {} : { cacheMaxEntries }),
+    }),
+    rbac: compileRbac(rules),
+  });
+}
+
+export interface SigningKey {
+  readonly privateKey: KeyObject;
+  /** The public key set the servers trust (no private member). */
+  readonly jwks: JSONWebKeySet;
+}
+
+/** A fresh ES256 key, generated at every run: nothing is read from disk. */
+export function createSigningKey(): SigningKey {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = publicKey.export({ format: 'jwk' }) as JWK;
+  return { privateKey, jwks: { keys: [{ ...jwk, kid: KID, alg: 'ES256', use: 'sig' }] } };
+}
+
+const b64 = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+/** Mints valid ES256 tokens with node:crypto directly (fast, synchronous), each one unique. */
+export class TokenMinter {
+  readonly #key: KeyObject;
+  readonly #header = b64({ alg: 'ES256', typ: 'JWT', kid: KID });
+  #serial = 0;
+
+  constructor(key: SigningKey) {
+    this.#key = key.privateKey;
+  }
+
+  /** One new token: a unique `jti` and subject, so that no verified-token cache has seen it. */
+  next(): string {
+    const n = ++this.#serial;
+    const now = Math.floor(Date.now() / 1000);
+    const claims = {
+      iss: ISSUER,
+      aud: AUDIENCE,
+      sub: `bench-user-${n}`,
+      roles: [READER_ROLE],
+      iat: now,
+      exp: now + 3600,
+      jti: `bench-${process.pid}-${n}`,
+    };
+    const input = `${this.#header}.${b64(claims)}`;
+    const signature = sign('sha256', Buffer.from(input), { key: this.#key, dsaEncoding: 'ieee-p1363' });
+    return `${input}.${signature.toString('base64url')}`;
+  }
+
+  many(count: number): string[] {
+    return Array.from({ length: count }, () => this.next());
+  }
+}

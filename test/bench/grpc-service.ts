@@ -1,0 +1,37 @@
+import type { MethodDefinition, ServiceDefinition, handleUnaryCall } from '@grpc/grpc-js';
+import { GRPC_METHOD } from './fixtures.js';
+
+/**
+ * A one-method unary service with JSON messages, defined by hand: the benchmark measures the
+ * interceptors, not protobuf, and needs no .proto file. Both servers and the client use it.
+ */
+export interface ItemRequest {
+  readonly id: string;
+}
+
+export interface Item {
+  readonly id: string;
+  readonly name: string;
+}
+
+export const serializeJson = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
+
+export const parseItemRequest = (buffer: Buffer): ItemRequest => JSON.parse(buffer.toString('utf8')) as ItemRequest;
+export const parseItem = (buffer: Buffer): Item => JSON.parse(buffer.toString('utf8')) as Item;
+
+const getItem: MethodDefinition<ItemRequest, Item> = {
+  path: GRPC_METHOD,
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: serializeJson,
+  requestDeserialize: parseItemRequest,
+  responseSerialize: serializeJson,
+  responseDeserialize: parseItem,
+};
+
+export interface ItemsImplementation {
+  GetItem: handleUnaryCall<ItemRequest, Item>;
+  [name: string]: handleUnaryCall<ItemRequest, Item>;
+}
+
+export const ITEMS_SERVICE: ServiceDefinition<ItemsImplementation> = { GetItem: getItem };

@@ -1,0 +1,135 @@
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  compileRbac,
+  createPathResolver,
+  resolveRequestId,
+  type CallInfo,
+  type Principal,
+  type RbacRules,
+} from '@fluxguard/core';
+import type { BenchConfig } from './config.js';
+import { HTTP_PATH, HTTP_RULES, READER_ROLE, TokenMinter, benchGuard, nullAudit, type SigningKey } from './fixtures.js';
+import { formatCount, median, table } from './stats.js';
+
+interface MicroCase {
+  readonly name: string;
+  /** Synchronous cases return their result; asynchronous ones a promise of it. */
+  readonly run: () => unknown;
+  readonly async: boolean;
+}
+
+// Every result feeds this, so that no call can be optimized away as dead code.
+let sink = 0;
+
+function consume(value: unknown): void {
+  sink = (sink + (value === undefined ? 1 : 2)) | 0;
+}
+
+async function runFor(c: MicroCase, ms: number): Promise<number> {
+  const deadline = process.hrtime.bigint() + BigInt(ms) * 1_000_000n;
+  const started = process.hrtime.bigint();
+  let ops = 0;
+  // Check the clock every 64 calls: hrtime itself costs about as much as the cheapest case.
+  for (;;) {
+    for (let i = 0; i < 64; i++) consume(c.async ? await c.run() : c.run());
+    ops += 64;
+    if (process.hrtime.bigint() >= deadline) break;
+  }
+  return ops / (Number(process.hrtime.bigint() - started) / 1e9);
+}
+
+function headerReader(headers: Record<string, string>): CallInfo['headers'] {
+  return {
+    get: (name) => headers[name.toLowerCase()],
+    getAll: (name) => {
+      const value = headers[name.toLowerCase()];
+      return value === undefined ? [] : [value];
+    },
+  };
+}
+
+function callInfo(operation: string, headers: Record<string, string>): CallInfo {
+  return {
+    transport: 'http',
+    operation,
+    requestId: 'bench-request',
+    peerAddress: '127.0.0.1',
+    peerCertificate: undefined,
+    headers: headerReader(headers),
+    deadline: undefined,
+    signal: new AbortController().signal,
+  };
+}
+
+/** 200 rules, the measured one last: how RBAC lookup scales with the size of a policy. */
+function manyRules(): RbacRules {
+  const rules: Record<string, { anyRoles: string[] }> = {};
+  for (let i = 0; i < 199; i++) rules[`GET /v1/resource${i}/:id`] = { anyRoles: [`resource${i}.reader`] };
+  rules['GET /v1/items/:id'] = { anyRoles: [READER_ROLE] };
+  return rules;
+}
+
+export async function runMicro(config: BenchConfig, key: SigningKey): Promise<void> {
+  const audit = nullAudit();
+  const minter = new TokenMinter(key);
+  const token = minter.next();
+  const authorization = { authorization: `Bearer ${token}` };
+  const guard = benchGuard(audit, key.jwks, HTTP_RULES);
+  const uncachedGuard = benchGuard(audit, key.jwks, HTTP_RULES, 0);
+  const cachedCall = callInfo(`GET ${HTTP_PATH}`, authorization);
+  const publicCall = callInfo('GET /healthz', {});
+  await guard.check(cachedCall); // fills the verified-token cache
+  const root = mkdtempSync(join(tmpdir(), 'fluxguard-bench-'));
+  const paths = createPathResolver({ root });
+  const rbac = compileRbac(HTTP_RULES);
+  const bigRbac = compileRbac(manyRules());
+  const principal: Principal = {
+    subject: 'bench-user',
+    roles: [READER_ROLE],
+    scopes: [],
+    claims: {},
+    certificate: undefined,
+    authenticatedBy: 'jwt',
+  };
+  const operation = `GET ${HTTP_PATH}`;
+
+  const cases: MicroCase[] = [
+    { name: 'guard.check, cached token', async: true, run: () => guard.check(cachedCall) },
+    { name: 'guard.check, public operation (no token)', async: true, run: () => guard.check(publicCall) },
+    {
+      name: 'guard.check, token cache off (full ES256 verify)',
+      async: true,
+      run: () => uncachedGuard.check(cachedCall),
+    },
+    {
+      name: '  of which: SHA-256 of the token (cache key)',
+      async: false,
+      run: () => createHash('sha256').update(token).digest('base64url'),
+    },
+    { name: 'resolveRequestId, client id kept', async: false, run: () => resolveRequestId('req-0123456789abcdef') },
+    { name: 'resolveRequestId, none sent (new UUID)', async: false, run: () => resolveRequestId(undefined) },
+    { name: 'createPathResolver().resolve', async: false, run: () => paths.resolve('models/v1/weights.bin') },
+    { name: 'compileRbac(10 rules).authorize', async: false, run: () => rbac.authorize(operation, principal) },
+    { name: 'compileRbac(200 rules).authorize', async: false, run: () => bigRbac.authorize(operation, principal) },
+  ];
+
+  try {
+    const rows: string[][] = [];
+    for (const c of cases) {
+      await runFor(c, Math.min(config.microMs, 100)); // warm-up: JIT, caches
+      const rates: number[] = [];
+      for (let r = 0; r < config.rounds; r++) rates.push(await runFor(c, config.microMs));
+      const opsPerSecond = median(rates);
+      rows.push([c.name, formatCount(opsPerSecond), (1e9 / opsPerSecond).toFixed(0)]);
+    }
+    console.log('\n## core micro-benchmarks (no server, one thread)');
+    console.log(`   ${config.rounds} rounds x ${config.microMs} ms per case, median of rounds`);
+    console.log(table(['operation', 'ops/s', 'ns/op'], rows));
+    if (sink === 42) console.log(''); // keeps `sink` observable
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
