@@ -16,7 +16,7 @@ import {
   type RemoteJwksOptions,
   type VerificationKey,
 } from './key-source.js';
-import { LruCache } from './lru.js';
+import { LruCache } from '../cache/lru.js';
 import { compileClaimPath, principalFromClaims, type ClaimPath } from './principal.js';
 
 /**

@@ -223,3 +223,20 @@ describe('compileRbac: start-up checks', () => {
     ).toThrow('rbac.rules[1].anyRoles[1] must be a non-empty string');
   });
 });
+
+describe('compileRbac: remembering which rule applies', () => {
+  it('decides the same, first time or remembered, beyond the memo bound', () => {
+    const rbac = compileRbac({
+      'GET /v1/items/:id': { anyRoles: ['reader'] },
+      'GET /v1/items/:id/secret': { anyRoles: ['admin'] },
+    });
+    const reader = { subject: 'r', roles: ['reader'], scopes: [], claims: {}, certificate: undefined, authenticatedBy: 'jwt' as const };
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 5000; i++) {
+        expect(rbac.authorize(`GET /v1/items/${i}`, reader).allowed).toBe(true);
+        expect(rbac.authorize(`GET /v1/items/${i}/secret`, reader).allowed).toBe(false);
+        expect(rbac.authorize(`GET /v1/other/${i}`, reader).reason).toBe('no_rule');
+      }
+    }
+  });
+});

@@ -1,3 +1,4 @@
+import { LruCache } from '../cache/lru.js';
 import type { CertificateIdentity, Principal } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
@@ -182,6 +183,9 @@ interface CompiledRule {
   readonly allowed: RbacDecision;
 }
 
+/** Operations whose applying rule is remembered (see `find`). */
+const FIND_CACHE_ENTRIES = 4096;
+
 const REQUIREMENT_KEYS = ['public', 'authenticated', 'anyRoles', 'allRoles', 'scopes', 'certificate'] as const;
 
 function names(value: unknown, where: string): readonly string[] {
@@ -310,9 +314,21 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
   }
   const wildcards = compiled.filter((r) => !r.pattern.exact).sort((a, b) => compareSpecificity(a.pattern, b.pattern));
 
+  // Rules never change once compiled, so which one applies to an operation can be remembered;
+  // bounded, because HTTP operations carry concrete paths a client chooses.
+  const found = new LruCache<string, CompiledRule | null>(FIND_CACHE_ENTRIES);
+
   function find(operation: string): CompiledRule | undefined {
     const hit = exact.get(operation);
     if (hit !== undefined) return hit;
+    const remembered = found.get(operation);
+    if (remembered !== undefined) return remembered ?? undefined;
+    const rule = search(operation);
+    found.set(operation, rule ?? null);
+    return rule;
+  }
+
+  function search(operation: string): CompiledRule | undefined {
     const normal = normalizeOperation(operation);
     const normalHit = normal === operation ? undefined : exact.get(normal);
     if (normalHit !== undefined) return normalHit;
