@@ -274,7 +274,9 @@ describe.each(TRANSPORTS)('openssl and curl agree over %s', (transport) => {
     expect(old.code).not.toBe(0);
     expect(old.out).not.toMatch(/SSL connection using TLSv1\.[01]/);
     const noCert = await curl(['--cacert', f.ca, ...(transport === 'grpc' ? ['--http2'] : [])]);
-    expect(noCert.code).not.toBe(0);
-    expect(noCert.out).toMatch(/alert|certificate required|handshake failure|reset by peer|SSL_read/i);
+    // The server ends the connection: curl sees the alert (56), a broken pipe (55) or a failed
+    // handshake (35), depending on timing; never an HTTP response.
+    expect([35, 55, 56]).toContain(noCert.code);
+    expect(noCert.out).not.toMatch(/^< HTTP\//m);
   });
 });
