@@ -8,6 +8,7 @@ import {
   createRedisDenylist,
   jwtVerifierOptionsFromPolicy,
   parseSecurityPolicy,
+  rbacRulesForTransport,
   type AuditLogger,
   type ClientCertificateMode,
   type Denylist,
@@ -74,8 +75,6 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   const env = options.env ?? process.env;
   const policyFile = env.FLUXGUARD_POLICY ?? DEFAULT_POLICY_FILE;
   const raw = await readPolicyFile(policyFile);
-  const mtls = readMtlsSection(raw.mtls, policyFile);
-  const clientCertificates = clientCertificateMode(env.FLUXGUARD_CLIENT_CERTS ?? mtls.clientCertificates);
 
   const jwksUrl = env.FLUXGUARD_JWKS_URL;
   if (jwksUrl !== undefined && (env.FLUXGUARD_JWT_ISSUER === undefined || env.FLUXGUARD_JWT_AUDIENCE === undefined)) {
@@ -106,6 +105,10 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   if (policy.jwt === undefined || policy.rbac === undefined) {
     throw new ConfigurationError(`${policyFile}: the reference servers need a "jwt" and an "rbac" section`);
   }
+  // The policy's mtls section is checked by parseSecurityPolicy; the environment may override its mode.
+  const clientCertificates = clientCertificateMode(
+    env.FLUXGUARD_CLIENT_CERTS ?? policy.mtls?.clientCertificates ?? 'per-operation',
+  );
 
   let redis: Redis | undefined;
   let denylist = options.denylist;
@@ -139,9 +142,9 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   return Object.freeze({
     policy,
     jwt,
-    certificateRoles: mtls.certificateRoles,
+    certificateRoles: policy.mtls?.certificateRoles ?? [],
     rbacMode: policy.rbac.mode ?? 'enforce',
-    rbacRules: (transport: 'grpc' | 'http') => rules.filter((r) => r.operation.startsWith('/') === (transport === 'grpc')),
+    rbacRules: (transport: 'grpc' | 'http') => rbacRulesForTransport(rules, transport),
     tls,
     denylist,
     close: async () => {
@@ -164,24 +167,6 @@ async function readPolicyFile(file: string): Promise<Record<string, unknown>> {
     throw new ConfigurationError(`${file}: a policy is a JSON object`);
   }
   return parsed as Record<string, unknown>;
-}
-
-interface MtlsSection {
-  readonly clientCertificates: string;
-  readonly certificateRoles: readonly IdentityRule[];
-}
-
-function readMtlsSection(section: unknown, file: string): MtlsSection {
-  if (section === undefined) return { clientCertificates: 'per-operation', certificateRoles: [] };
-  if (typeof section !== 'object' || section === null || Array.isArray(section)) {
-    throw new ConfigurationError(`${file}: policy.mtls must be an object`);
-  }
-  const { clientCertificates = 'per-operation', certificateRoles = [], ...rest } = section as Record<string, unknown>;
-  const unknown = Object.keys(rest);
-  if (unknown.length > 0) throw new ConfigurationError(`${file}: policy.mtls has unknown keys: ${unknown.join(', ')}`);
-  if (typeof clientCertificates !== 'string') throw new ConfigurationError(`${file}: policy.mtls.clientCertificates must be a string`);
-  if (!Array.isArray(certificateRoles)) throw new ConfigurationError(`${file}: policy.mtls.certificateRoles must be an array`);
-  return { clientCertificates, certificateRoles: certificateRoles as IdentityRule[] };
 }
 
 function clientCertificateMode(value: string): ClientCertificateMode {

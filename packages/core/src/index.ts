@@ -122,11 +122,23 @@ export {
   jwtVerifierOptionsFromPolicy,
   loadSecurityPolicy,
   parseSecurityPolicy,
+  rbacRulesForTransport,
   type JwtPolicy,
   type JwtPolicyExtras,
+  type MtlsPolicy,
   type RbacPolicy,
   type SecurityPolicy,
 } from './policy/policy.js';
 
 // Authentication and authorization of one call, shared by both adapters
-export { createGuard, httpOperation, bearerChallenge, type Guard, type GuardOptions } from './guard/guard.js';
+export {
+  createGuard,
+  httpOperation,
+  bearerChallenge,
+  type ComposedGuard,
+  type Guard,
+  type GuardOptions,
+} from './guard/guard.js';
+export { createAuthenticator, type Authenticator, type AuthenticatorOptions } from './guard/authenticate.js';
+export { createAuthorizer, type Authorizer, type AuthorizerOptions } from './guard/authorize.js';
+export { createGuardFromPolicy, type GuardFromPolicyOptions } from './guard/from-policy.js';

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { TLSSocket } from 'node:tls';
-import type { RequestHandler } from 'express';
+import type { Request, RequestHandler } from 'express';
 import {
   ConfigurationError,
   SecurityError,
@@ -124,27 +124,7 @@ export function authorize(options: AuthorizeOptions): RequestHandler {
     throw new ConfigurationError('authorize: "guard" must be the result of createGuard() of @fluxguard/core');
   }
   return function fluxguardAuthorize(req, _res, next) {
-    const context = contextOf(req);
-    if (context === undefined) {
-      throw new Error('authorize: the fluxguard requestId() middleware (fluxguard().before) must run first');
-    }
-    if (!req.app.enabled('case sensitive routing')) {
-      throw new ConfigurationError(
-        "authorize: the app must route case-sensitively, as RBAC matches paths: app.set('case sensitive routing', true)",
-      );
-    }
-    const call: CallInfo = {
-      transport: 'http',
-      // The concrete path as the router matches it (mount path included), not a route pattern:
-      // the guard runs before routing, and rules are matched against it.
-      operation: httpOperation(req.method, `${req.baseUrl}${req.path}`),
-      requestId: context.requestId,
-      peerAddress: peerOf(req),
-      peerCertificate: getClientCertificate(req),
-      headers: headerReader(req),
-      deadline: undefined,
-      signal: context.signal,
-    };
+    const call = requestCallInfo(req, 'authorize', true);
     const rule = guard.rbac.ruleFor(call.operation);
     if (rule !== undefined) setOperationLabel(req, rule);
     guard.check(call).then(
@@ -156,6 +136,37 @@ export function authorize(options: AuthorizeOptions): RequestHandler {
         next(err);
       },
     );
+  };
+}
+
+/**
+ * The transport-neutral `CallInfo` of a request, shared by {@link authorize}, `jwtAuth` and
+ * `rbac`. Throws when `requestId()` has not run (no context), and, with
+ * `matchesPaths`, when the app routes case-insensitively (RBAC matches paths).
+ *
+ * @internal
+ */
+export function requestCallInfo(req: Request, name: string, matchesPaths: boolean): CallInfo {
+  const context = contextOf(req);
+  if (context === undefined) {
+    throw new Error(`${name}: the fluxguard requestId() middleware (fluxguard().before) must run first`);
+  }
+  if (matchesPaths && !req.app.enabled('case sensitive routing')) {
+    throw new ConfigurationError(
+      `${name}: the app must route case-sensitively, as RBAC matches paths: app.set('case sensitive routing', true)`,
+    );
+  }
+  return {
+    transport: 'http',
+    // The concrete path as the router matches it (mount path included), not a route pattern:
+    // the guard runs before routing, and rules are matched against it.
+    operation: httpOperation(req.method, `${req.baseUrl}${req.path}`),
+    requestId: context.requestId,
+    peerAddress: peerOf(req),
+    peerCertificate: getClientCertificate(req),
+    headers: headerReader(req),
+    deadline: undefined,
+    signal: context.signal,
   };
 }
 

@@ -10,5 +10,7 @@ export {
 } from './error-handler.js';
 export { fluxguard, type FluxguardMiddleware, type FluxguardOptions } from './fluxguard.js';
 export { authorize, getClientCertificate, mtls, type AuthorizeOptions, type MtlsOptions } from './authorize.js';
+export { jwtAuth, type JwtAuthOptions } from './jwt-auth.js';
+export { rbac, type RbacMiddlewareOptions } from './rbac.js';
 export { createSecureServer, type SecureServerOptions } from './secure-server.js';
 export { createMtlsAgent, type MtlsAgentOptions } from './mtls-agent.js';

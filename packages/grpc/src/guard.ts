@@ -16,8 +16,9 @@ import {
   type CertificateIdentity,
   type Guard,
   type HeaderReader,
+  type Principal,
 } from '@fluxguard/core';
-import { findCallContext, setPrincipal } from './context.js';
+import { findCallContext, setPrincipal, type GrpcCallContext } from './context.js';
 import { rejectCall } from './errors.js';
 
 /**
@@ -73,13 +74,37 @@ export function guard(options: GuardInterceptorOptions): ServerInterceptor {
   if (typeof check?.check !== 'function') {
     throw new ConfigurationError('guard: "guard" is required (createGuard() of @fluxguard/core)');
   }
-  assertVerifiedAuthContext();
-  return (methodDescriptor, call) => interceptCall(check, methodDescriptor.path, call);
+  assertVerifiedAuthContext('guard');
+  const step: CallStep = (info) => check.check(info);
+  return (methodDescriptor, call) => interceptCall('guard', step, methodDescriptor.path, call);
 }
+
+/**
+ * One security step over a call: resolves with the principal to record (or `undefined` to
+ * record none), or rejects to refuse the call.
+ *
+ * @internal
+ */
+export type CallStep = (
+  info: CallInfo,
+  context: GrpcCallContext,
+) => Promise<Principal | undefined> | Principal | undefined;
 
 type Phase = 'pending' | 'allowed' | 'refused';
 
-function interceptCall(check: Guard, operation: string, call: ServerInterceptingCallInterface): ServerInterceptingCall {
+/**
+ * Runs `step` when the call's metadata arrives, holding messages and the half-close until it
+ * has allowed the call; refuses the call (through `rejectCall`) when it fails in any way.
+ * Shared by {@link guard} and the separate `jwtAuth` and `rbac` interceptors.
+ *
+ * @internal
+ */
+export function interceptCall(
+  name: string,
+  step: CallStep,
+  operation: string,
+  call: ServerInterceptingCallInterface,
+): ServerInterceptingCall {
   let phase: Phase = 'pending';
   // Messages and the half-close that arrive while the check runs, in order.
   let held: (() => void)[] = [];
@@ -94,15 +119,16 @@ function interceptCall(check: Guard, operation: string, call: ServerIntercepting
   const listener = new ServerListenerBuilder()
     .withOnReceiveMetadata((metadata, next) => {
       let info: CallInfo;
+      let context: GrpcCallContext;
       try {
-        info = callInfo(operation, call, metadata);
+        [info, context] = callInfo(name, operation, call, metadata);
       } catch (error) {
         refuse(metadata, error);
         return;
       }
-      // A guard that throws synchronously is refused like one that rejects.
+      // A step that throws synchronously is refused like one that rejects.
       Promise.resolve()
-        .then(() => check.check(info))
+        .then(() => step(info, context))
         .then(
           (principal) => {
             if (phase !== 'pending') return;
@@ -150,16 +176,21 @@ function interceptCall(check: Guard, operation: string, call: ServerIntercepting
   );
 }
 
-function callInfo(operation: string, call: ServerInterceptingCallInterface, metadata: Metadata): CallInfo {
+function callInfo(
+  name: string,
+  operation: string,
+  call: ServerInterceptingCallInterface,
+  metadata: Metadata,
+): [CallInfo, GrpcCallContext] {
   const context = findCallContext(metadata);
   if (context === undefined) {
     // Fail closed: without safeErrors there is no request id, signal or place for the principal.
     throw new FluxguardError(
       'missing_call_context',
-      'guard: no fluxguard context for this call; safeErrors() must run before guard() (use fluxguardInterceptors)',
+      `${name}: no fluxguard context for this call; safeErrors() must run before ${name}() (use fluxguardInterceptors)`,
     );
   }
-  return {
+  const info: CallInfo = {
     transport: 'grpc',
     operation,
     requestId: context.requestId,
@@ -169,6 +200,7 @@ function callInfo(operation: string, call: ServerInterceptingCallInterface, meta
     deadline: context.deadline,
     signal: context.signal,
   };
+  return [info, context];
 }
 
 /**
@@ -226,14 +258,18 @@ export function verifiedPeerIdentity(
 const MIN_GRPC_JS = [1, 14, 5] as const;
 let checkedVersion = false;
 
-/** grpc-js 1.14.0–1.14.4 report unverified client certificates in `getAuthContext()`. */
-function assertVerifiedAuthContext(): void {
+/**
+ * grpc-js 1.14.0–1.14.4 report unverified client certificates in `getAuthContext()`.
+ *
+ * @internal
+ */
+export function assertVerifiedAuthContext(name: string): void {
   if (checkedVersion) return;
   let version: unknown;
   try {
     version = (createRequire(import.meta.url)('@grpc/grpc-js/package.json') as { version?: unknown }).version;
   } catch (cause) {
-    throw new ConfigurationError('guard: cannot read the version of @grpc/grpc-js', { cause });
+    throw new ConfigurationError(`${name}: cannot read the version of @grpc/grpc-js`, { cause });
   }
   const parts = typeof version === 'string' ? version.split(/[.-]/).slice(0, 3).map(Number) : [];
   const [major = 0, minor = 0, patch = 0] = parts;
@@ -241,7 +277,7 @@ function assertVerifiedAuthContext(): void {
   const ok = major !== wantMajor ? major > wantMajor : minor !== wantMinor ? minor > wantMinor : patch >= wantPatch;
   if (!ok) {
     throw new ConfigurationError(
-      `guard: @grpc/grpc-js ${String(version)} is too old; >= 1.14.5 is required (earlier versions expose unverified client certificates)`,
+      `${name}: @grpc/grpc-js ${String(version)} is too old; >= 1.14.5 is required (earlier versions expose unverified client certificates)`,
     );
   }
   checkedVersion = true;

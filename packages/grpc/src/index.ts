@@ -27,6 +27,8 @@ export {
 } from './handlers.js';
 export { fluxguardInterceptors, type FluxguardInterceptorsOptions } from './interceptors.js';
 export { guard, metadataHeaders, type GuardInterceptorOptions } from './guard.js';
+export { jwtAuth, type JwtAuthOptions } from './jwt-auth.js';
+export { rbac, type RbacInterceptorOptions } from './rbac.js';
 export {
   createServerCredentials,
   secureServerOptions,

@@ -1,12 +1,12 @@
 import type { AuditLogger } from '../audit/audit-logger.js';
 import type { CallInfo, Principal } from '../call/call-info.js';
-import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { SecurityError } from '../errors/security-error.js';
 import type { JwtVerifier } from '../jwt/verifier.js';
-import { compileCertificateRoles, mergePrincipals, principalFromCertificate, type IdentityRule } from '../mtls/identity-rules.js';
-import { isIdentityCurrent } from '../mtls/peer-identity.js';
+import type { IdentityRule } from '../mtls/identity-rules.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CompiledRbac } from '../rbac/rbac.js';
+import type { SecurityError } from '../errors/security-error.js';
+import { authenticatorFrom, type Authenticator } from './authenticate.js';
+import { authorizerFrom, type Authorizer } from './authorize.js';
 
 /** Options of {@link createGuard}. */
 export interface GuardOptions {
@@ -36,6 +36,24 @@ export interface Guard {
   readonly rbac: CompiledRbac;
 }
 
+/**
+ * What {@link createGuard} returns: the {@link Guard}, and the two steps it composes, for an
+ * adapter that runs them separately (`jwtAuth` then `rbac`) with the same behaviour. The
+ * authenticator skips the operations the rules mark public, as the guard does.
+ *
+ * @example
+ * ```ts
+ * import { createGuard, type ComposedGuard } from '@fluxguard/core';
+ * const guard: ComposedGuard = createGuard({ audit, jwt, rbac });
+ * const principal = await guard.authenticator.authenticate(call);
+ * guard.authorizer.authorize(call, principal); // the same decision as guard.check(call)
+ * ```
+ */
+export interface ComposedGuard extends Guard {
+  readonly authenticator: Authenticator;
+  readonly authorizer: Authorizer;
+}
+
 const DEFAULTS: Readonly<GuardOptions> = Object.freeze({
   rbac: undefined as unknown as CompiledRbac,
   jwt: undefined,
@@ -54,6 +72,9 @@ const DEFAULTS: Readonly<GuardOptions> = Object.freeze({
  * In RBAC shadow mode, would-be denials are logged (`rbac.shadow_denied`) and the call goes on;
  * a token that is sent and invalid is refused in every mode.
  *
+ * It is the composition of {@link createAuthenticator} (with the rules' public operations
+ * skipped) and {@link createAuthorizer}; both are returned too.
+ *
  * @example
  * ```ts
  * import { compileRbac, createGuard, createJwtVerifier } from '@fluxguard/core';
@@ -65,70 +86,23 @@ const DEFAULTS: Readonly<GuardOptions> = Object.freeze({
  * const principal = await guard.check(call); // throws SecurityError when refused
  * ```
  */
-export function createGuard(options: GuardOptions): Guard {
+export function createGuard(options: GuardOptions): ComposedGuard {
   const opts = resolveOptions('createGuard', DEFAULTS, options);
-  const { rbac, jwt, audit } = opts;
-  if (typeof rbac.authorize !== 'function') {
-    throw new ConfigurationError('createGuard: "rbac" must be the result of compileRbac()');
-  }
-  if (typeof audit.record !== 'function') {
-    throw new ConfigurationError('createGuard: "audit" must be an AuditLogger (createAuditLogger())');
-  }
-  const certificateRoles =
-    opts.certificateRoles === undefined ? undefined : compileCertificateRoles(opts.certificateRoles, 'createGuard.certificateRoles');
+  // The authorizer checks `rbac` and `audit` first, so a bad `rbac` is named before anything else.
+  const authorizer = authorizerFrom(opts, 'createGuard');
+  const authenticator = authenticatorFrom(
+    { jwt: opts.jwt, certificateRoles: opts.certificateRoles, rbac: opts.rbac },
+    'createGuard',
+  );
 
-  async function authenticate(call: CallInfo): Promise<Principal | undefined> {
-    if (jwt !== undefined && call.headers.getAll('authorization').length > 0) {
-      return mergePrincipals(await jwt.authenticate(call), call.peerCertificate);
-    }
-    // Only a certificate that a rule maps to roles authenticates alone; any other verified
-    // certificate still meets an RBAC `certificate` requirement, checked by the rule itself.
-    if (certificateRoles !== undefined && certificateRoles(call.peerCertificate).length > 0) {
-      return principalFromCertificate(call.peerCertificate, certificateRoles);
-    }
-    return undefined;
+  async function check(call: CallInfo): Promise<Principal | undefined> {
+    if (opts.rbac.isPublic(call.operation)) return undefined;
+    const principal = await authenticator.authenticate(call);
+    authorizer.authorize(call, principal);
+    return principal;
   }
 
-  async function check(received: CallInfo): Promise<Principal | undefined> {
-    if (rbac.isPublic(received.operation)) return undefined;
-    // A connection outlives the check of its handshake: a certificate that has expired since
-    // (or is not yet valid) identifies nobody, on every call of a long-lived connection.
-    const call =
-      received.peerCertificate === undefined || isIdentityCurrent(received.peerCertificate)
-        ? received
-        : { ...received, peerCertificate: undefined };
-    const principal = await authenticate(call);
-    const decision = rbac.authorize(call.operation, principal, call.peerCertificate);
-    if (decision.shadowDenied) {
-      audit.record({
-        event: 'rbac.shadow_denied',
-        outcome: 'allowed',
-        reason: decision.reason,
-        operation: call.operation,
-        peer: call.peerAddress,
-        subject: principal?.subject,
-        requestId: call.requestId,
-        transport: call.transport,
-        code: decision.denial?.code,
-      });
-    }
-    if (decision.allowed) return principal;
-    if (principal === undefined && decision.denial?.code === 'unauthenticated') {
-      // No credential at all: say so, so that HTTP answers a plain `Bearer` challenge (RFC 6750 §3.1).
-      throw new SecurityError('unauthenticated', { reason: 'missing_token', cause: decision.denial });
-    }
-    const denial = decision.denial ?? new SecurityError('permission_denied', { reason: decision.reason });
-    if (principal === undefined) throw denial;
-    // Name who was refused in the audit line: the adapter has no principal for a refused call.
-    throw new SecurityError(denial.code, {
-      reason: denial.reason,
-      details: denial.details,
-      subject: principal.subject,
-      cause: denial,
-    });
-  }
-
-  return Object.freeze({ check, rbac });
+  return Object.freeze({ check, rbac: opts.rbac, authenticator, authorizer });
 }
 
 /**

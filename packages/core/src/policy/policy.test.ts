@@ -6,7 +6,12 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
 import { compileRbac } from '../rbac/rbac.js';
 import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
-import { jwtVerifierOptionsFromPolicy, loadSecurityPolicy, parseSecurityPolicy } from './policy.js';
+import {
+  jwtVerifierOptionsFromPolicy,
+  loadSecurityPolicy,
+  parseSecurityPolicy,
+  rbacRulesForTransport,
+} from './policy.js';
 
 const S = '/fluxguard.example.v1.ArtifactStore';
 const VALID = {
@@ -20,7 +25,10 @@ const VALID = {
       { operation: 'DELETE /v1/artifacts/*path', anyRoles: ['artifacts.admin'] },
     ],
   },
-  mtls: { anything: 'passed through' },
+  mtls: {
+    clientCertificates: 'per-operation',
+    certificateRoles: [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }],
+  },
   rateLimits: [{ whatever: 1 }],
 };
 
@@ -32,7 +40,7 @@ beforeAll(async () => {
 describe('parseSecurityPolicy', () => {
   it('accepts a valid policy and passes mtls / limits through', () => {
     const policy = parseSecurityPolicy(structuredClone(VALID));
-    expect(policy.mtls).toEqual({ anything: 'passed through' });
+    expect(policy.mtls).toEqual(VALID.mtls);
     expect(policy.rbac?.rules).toHaveLength(4);
   });
 
@@ -100,6 +108,51 @@ describe('parseSecurityPolicy', () => {
       },
       /policy.jwt: unknown field "audiences"/,
     ],
+    [
+      'an unknown mtls field',
+      (p) => {
+        (p.mtls as Record<string, unknown>).certificateRole = [];
+      },
+      /policy.mtls: unknown field "certificateRole" \(did you mean "certificateRoles"\?\)/,
+    ],
+    [
+      'a bad client-certificate mode',
+      (p) => {
+        (p.mtls as Record<string, unknown>).clientCertificates = 'optional';
+      },
+      'policy.mtls.clientCertificates must be "strict" or "per-operation"',
+    ],
+    [
+      'certificate roles that are not a list',
+      (p) => {
+        (p.mtls as Record<string, unknown>).certificateRoles = { spiffeId: 'spiffe://fluxguard.dev/backup' };
+      },
+      'policy.mtls.certificateRoles must be an array',
+    ],
+    [
+      'a bad certificate rule',
+      (p) => {
+        (p.mtls as Record<string, unknown>).certificateRoles = [
+          { spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['r'] },
+          { spiffeId: 'https://not-spiffe', roles: ['r'] },
+        ];
+      },
+      /policy.mtls.certificateRoles\[1\].spiffeId: must start with "spiffe:\/\/"/,
+    ],
+    [
+      'a certificate rule with an empty role',
+      (p) => {
+        (p.mtls as Record<string, unknown>).certificateRoles = [{ dnsName: 'backup.example.com', roles: [''] }];
+      },
+      /policy.mtls.certificateRoles\[0\].roles: every role must be a non-empty string/,
+    ],
+    [
+      'an mtls section that is not an object',
+      (p) => {
+        p.mtls = 'strict';
+      },
+      'policy.mtls must be an object',
+    ],
   ])('refuses %s, naming the field', (_label, mutate, message) => {
     const p = structuredClone(VALID) as unknown as Record<string, unknown>;
     mutate(p);
@@ -109,6 +162,27 @@ describe('parseSecurityPolicy', () => {
 
   it('refuses a non-object', () => {
     expect(() => parseSecurityPolicy([])).toThrow('policy must be an object');
+  });
+
+  it('accepts an mtls section with only a mode, or with an empty role list', () => {
+    expect(parseSecurityPolicy({ mtls: { clientCertificates: 'strict' } }).mtls).toEqual({
+      clientCertificates: 'strict',
+    });
+    expect(parseSecurityPolicy({ mtls: { certificateRoles: [] } }).mtls?.certificateRoles).toEqual([]);
+  });
+});
+
+describe('rbacRulesForTransport', () => {
+  it('splits one policy into the gRPC rules and the HTTP rules', () => {
+    const rules = parseSecurityPolicy(structuredClone(VALID)).rbac?.rules ?? [];
+    expect(rbacRulesForTransport(rules, 'grpc').map((r) => r.operation)).toEqual([
+      `${S}/GetArtifact`,
+      `${S}/DeleteArtifact`,
+    ]);
+    expect(rbacRulesForTransport(rules, 'http').map((r) => r.operation)).toEqual([
+      'GET /healthz',
+      'DELETE /v1/artifacts/*path',
+    ]);
   });
 });
 

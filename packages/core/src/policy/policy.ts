@@ -3,8 +3,11 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import type { Denylist } from '../denylist/denylist.js';
+import type { Transport } from '../call/call-info.js';
 import { isAsymmetricAlgorithm, type AsymmetricAlgorithm } from '../jwt/algorithms.js';
 import type { JwtVerifierOptions } from '../jwt/verifier.js';
+import { compileCertificateRoles, type IdentityRule } from '../mtls/identity-rules.js';
+import type { ClientCertificateMode } from '../mtls/tls-settings.js';
 import { compileRbac, type RbacMode, type RbacRule } from '../rbac/rbac.js';
 
 /**
@@ -54,8 +57,28 @@ export interface RbacPolicy {
 }
 
 /**
- * One declarative policy for both transports. `mtls`, `limits`, `rateLimits` and `timeouts`
- * are passed through unchecked here; their own controls validate them.
+ * The `mtls` section: whether the TLS handshake requires a client certificate, and which
+ * verified certificates authenticate a caller alone (with the roles of their rule).
+ *
+ * @example
+ * ```ts
+ * import type { MtlsPolicy } from '@fluxguard/core';
+ * const mtls: MtlsPolicy = {
+ *   clientCertificates: 'per-operation',
+ *   certificateRoles: [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }],
+ * };
+ * ```
+ */
+export interface MtlsPolicy {
+  /** `strict`: the handshake requires a client certificate; `per-operation` (the default): RBAC rules decide. */
+  readonly clientCertificates?: ClientCertificateMode;
+  /** Verified certificates these rules match authenticate without a token (see `IdentityRule`). */
+  readonly certificateRoles?: readonly IdentityRule[];
+}
+
+/**
+ * One declarative policy for both transports. `limits`, `rateLimits` and `timeouts` are passed
+ * through unchecked here; their own controls validate them.
  *
  * @example
  * ```ts
@@ -71,13 +94,14 @@ export interface SecurityPolicy {
   readonly version?: 1;
   readonly jwt?: JwtPolicy;
   readonly rbac?: RbacPolicy;
-  readonly mtls?: unknown;
+  readonly mtls?: MtlsPolicy;
   readonly limits?: unknown;
   readonly rateLimits?: unknown;
   readonly timeouts?: unknown;
 }
 
 const TOP_KEYS = ['version', 'jwt', 'rbac', 'mtls', 'limits', 'rateLimits', 'timeouts'] as const;
+const MTLS_KEYS = ['clientCertificates', 'certificateRoles'] as const;
 const JWT_KEYS = [
   'issuer',
   'audience',
@@ -207,6 +231,22 @@ function parseJwt(value: unknown, where: string): JwtPolicy {
   return value as unknown as JwtPolicy;
 }
 
+function parseMtls(value: unknown, where: string): MtlsPolicy {
+  if (!isObject(value)) throw new ConfigurationError(`${where} must be an object`);
+  checkKeys(value, MTLS_KEYS, where);
+  const mode = value.clientCertificates;
+  if (mode !== undefined && mode !== 'strict' && mode !== 'per-operation') {
+    throw new ConfigurationError(`${where}.clientCertificates must be "strict" or "per-operation"`);
+  }
+  const rules = value.certificateRoles;
+  if (rules !== undefined) {
+    if (!Array.isArray(rules)) throw new ConfigurationError(`${where}.certificateRoles must be an array`);
+    // An empty list maps no certificate, the same as no list; compiling is the validation of the rest.
+    if (rules.length > 0) compileCertificateRoles(rules as readonly IdentityRule[], `${where}.certificateRoles`);
+  }
+  return value;
+}
+
 function parseRbac(value: unknown, where: string): RbacPolicy {
   if (!isObject(value)) throw new ConfigurationError(`${where} must be an object`);
   checkKeys(value, ['mode', 'rules'], where);
@@ -222,8 +262,8 @@ function parseRbac(value: unknown, where: string): RbacPolicy {
 /**
  * Checks a policy object (parsed JSON, or a literal) and returns it typed. Errors name the
  * bad field by its path, e.g. `policy.rbac.rules[3].anyRoles[0] must be a non-empty string`;
- * unknown fields are refused with a hint. RBAC rules are compiled once here to check them
- * completely (patterns, certificate identity rules).
+ * unknown fields are refused with a hint. RBAC rules and `mtls.certificateRoles` are compiled
+ * once here to check them completely (patterns, certificate identity rules).
  *
  * @throws ConfigurationError naming the bad field.
  *
@@ -239,6 +279,7 @@ export function parseSecurityPolicy(input: unknown, where = 'policy'): SecurityP
   if (input.version !== undefined && input.version !== 1) throw new ConfigurationError(`${where}.version must be 1`);
   if (input.jwt !== undefined) parseJwt(input.jwt, `${where}.jwt`);
   if (input.rbac !== undefined) parseRbac(input.rbac, `${where}.rbac`);
+  if (input.mtls !== undefined) parseMtls(input.mtls, `${where}.mtls`);
   return input;
 }
 
@@ -348,4 +389,19 @@ export function jwtVerifierOptionsFromPolicy(jwt: JwtPolicy, extras: JwtPolicyEx
     cacheMaxEntries: jwt.cacheMaxEntries,
     denylist: extras.denylist,
   };
+}
+
+/**
+ * The rules of one transport from a policy that serves both: gRPC rules name
+ * `/pkg.Service/Method` (they start with `/`), HTTP rules `METHOD /path`. Compile each
+ * transport's rules apart, so that `servedOperations` checks compare like with like.
+ *
+ * @example
+ * ```ts
+ * import { compileRbac, rbacRulesForTransport } from '@fluxguard/core';
+ * const rbac = compileRbac(rbacRulesForTransport(policy.rbac?.rules ?? [], 'grpc'), { mode: policy.rbac?.mode });
+ * ```
+ */
+export function rbacRulesForTransport(rules: readonly RbacRule[], transport: Transport): readonly RbacRule[] {
+  return Object.freeze(rules.filter((rule) => rule.operation.startsWith('/') === (transport === 'grpc')));
 }

@@ -1,0 +1,141 @@
+import type { CallInfo, Principal } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import type { JwtVerifier } from '../jwt/verifier.js';
+import {
+  compileCertificateRoles,
+  mergePrincipals,
+  principalFromCertificate,
+  type IdentityRule,
+} from '../mtls/identity-rules.js';
+import { isIdentityCurrent } from '../mtls/peer-identity.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import type { CompiledRbac } from '../rbac/rbac.js';
+
+/**
+ * Options of {@link createAuthenticator}.
+ *
+ * @example
+ * ```ts
+ * import { createJwtVerifier, type AuthenticatorOptions } from '@fluxguard/core';
+ * const options: AuthenticatorOptions = {
+ *   jwt: createJwtVerifier({ issuer: 'https://id.example.com', audience: 'artifacts', jwksUrl: 'https://id.example.com/jwks' }),
+ *   certificateRoles: [{ spiffeId: 'spiffe://example.org/backup', roles: ['artifacts.reader'] }],
+ * };
+ * ```
+ */
+export interface AuthenticatorOptions {
+  /** Verifies bearer tokens. Omitted: no token is ever accepted (a certificate-only service). */
+  readonly jwt?: JwtVerifier | undefined;
+  /**
+   * Rules mapping a verified client certificate to roles, so that a caller with a certificate
+   * and no token is authenticated (`authenticatedBy: 'mtls'`). Omitted: a certificate alone
+   * never authenticates a caller (it may still meet an RBAC `certificate` requirement).
+   */
+  readonly certificateRoles?: readonly IdentityRule[] | undefined;
+  /**
+   * When given, operations these rules mark `public` are not authenticated at all (a token sent
+   * there is not even read), as {@link createGuard} does. Only its `isPublic` is used.
+   */
+  readonly rbac?: CompiledRbac | undefined;
+}
+
+/**
+ * The authentication step of one call: who the caller is, never whether it may proceed.
+ *
+ * @example
+ * ```ts
+ * import type { Authenticator } from '@fluxguard/core';
+ * async function whoIs(authenticator: Authenticator, call: CallInfo) {
+ *   return (await authenticator.authenticate(call))?.subject ?? 'anonymous';
+ * }
+ * ```
+ */
+export interface Authenticator {
+  /**
+   * The verified caller, or `undefined` when the call carries no credential this
+   * authenticator accepts (no token, and no certificate that `certificateRoles` maps). A token
+   * that is sent and invalid always throws `SecurityError` `unauthenticated` (or `unavailable`
+   * when a key or revocation store cannot answer): a bad credential is never ignored.
+   */
+  authenticate(call: CallInfo): Promise<Principal | undefined>;
+}
+
+interface ResolvedAuthenticatorOptions {
+  readonly jwt: JwtVerifier | undefined;
+  readonly certificateRoles: readonly IdentityRule[] | undefined;
+  readonly rbac?: CompiledRbac | undefined;
+}
+
+const DEFAULTS: Readonly<ResolvedAuthenticatorOptions> = Object.freeze({
+  jwt: undefined,
+  certificateRoles: undefined,
+  rbac: undefined,
+});
+
+/**
+ * A call whose peer certificate is still valid now. A connection outlives the check of its
+ * handshake: a certificate that has expired since (or is not yet valid) identifies nobody, on
+ * every call of a long-lived connection.
+ *
+ * @internal
+ */
+export function withCurrentCertificate(call: CallInfo): CallInfo {
+  return call.peerCertificate === undefined || isIdentityCurrent(call.peerCertificate)
+    ? call
+    : { ...call, peerCertificate: undefined };
+}
+
+/** @internal Validates already-resolved options; `factory` names the caller in errors. */
+export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory: string): Authenticator {
+  const { jwt, rbac } = options;
+  if (jwt !== undefined && typeof (jwt as Partial<JwtVerifier>).authenticate !== 'function') {
+    throw new ConfigurationError(`${factory}: "jwt" must be the result of createJwtVerifier()`);
+  }
+  if (rbac !== undefined && typeof (rbac as Partial<CompiledRbac>).isPublic !== 'function') {
+    throw new ConfigurationError(`${factory}: "rbac" must be the result of compileRbac()`);
+  }
+  const certificateRoles =
+    options.certificateRoles === undefined
+      ? undefined
+      : compileCertificateRoles(options.certificateRoles, `${factory}.certificateRoles`);
+
+  async function authenticate(received: CallInfo): Promise<Principal | undefined> {
+    if (rbac?.isPublic(received.operation) === true) return undefined;
+    const call = withCurrentCertificate(received);
+    if (jwt !== undefined && call.headers.getAll('authorization').length > 0) {
+      return mergePrincipals(await jwt.authenticate(call), call.peerCertificate);
+    }
+    // Only a certificate that a rule maps to roles authenticates alone; any other verified
+    // certificate still meets an RBAC `certificate` requirement, checked by the rule itself.
+    if (certificateRoles !== undefined && certificateRoles(call.peerCertificate).length > 0) {
+      return principalFromCertificate(call.peerCertificate, certificateRoles);
+    }
+    return undefined;
+  }
+
+  return Object.freeze({ authenticate });
+}
+
+/**
+ * Creates the authentication step of {@link createGuard}, usable alone: a bearer token is
+ * verified when one is sent (and merged with a verified client certificate:
+ * `authenticatedBy: 'both'`); without a token, a verified, still-valid certificate that
+ * `certificateRoles` maps authenticates alone (`mtls`); otherwise the caller is anonymous
+ * (`undefined`). A token that is sent and fails is refused even where a certificate would have
+ * done. It decides nothing about access: pair it with {@link createAuthorizer}.
+ *
+ * @throws ConfigurationError for unknown options, a `jwt` that is not a verifier, or bad
+ *   `certificateRoles` (the error names the rule and field).
+ *
+ * @example
+ * ```ts
+ * import { createAuthenticator, createJwtVerifier } from '@fluxguard/core';
+ * const authenticator = createAuthenticator({
+ *   jwt: createJwtVerifier({ issuer: 'https://id.example.com', audience: 'artifacts', jwksUrl: 'https://id.example.com/jwks' }),
+ * });
+ * const principal = await authenticator.authenticate(call); // undefined: anonymous; throws on a bad token
+ * ```
+ */
+export function createAuthenticator(options: AuthenticatorOptions = {}): Authenticator {
+  return authenticatorFrom(resolveOptions('createAuthenticator', DEFAULTS, options), 'createAuthenticator');
+}

@@ -1,0 +1,128 @@
+import type { AuditLogger } from '../audit/audit-logger.js';
+import type { CallInfo, Principal } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import type { CompiledRbac } from '../rbac/rbac.js';
+import { withCurrentCertificate } from './authenticate.js';
+
+/**
+ * Options of {@link createAuthorizer}.
+ *
+ * @example
+ * ```ts
+ * import { compileRbac, createAuditLogger, type AuthorizerOptions } from '@fluxguard/core';
+ * const options: AuthorizerOptions = {
+ *   audit: createAuditLogger(),
+ *   rbac: compileRbac({ 'GET /healthz': { public: true }, 'GET /v1/items/:id': { anyRoles: ['reader'] } }),
+ * };
+ * ```
+ */
+export interface AuthorizerOptions {
+  /** The compiled RBAC rules (`compileRbac`): default deny for any operation they do not name. */
+  readonly rbac: CompiledRbac;
+  /** Where would-be denials of shadow mode are written. */
+  readonly audit: AuditLogger;
+}
+
+/**
+ * The authorization step of one call: may this (already authenticated, or anonymous) caller
+ * run this operation?
+ *
+ * @example
+ * ```ts
+ * import type { Authorizer } from '@fluxguard/core';
+ * function mayDelete(authorizer: Authorizer, call: CallInfo, principal: Principal | undefined): boolean {
+ *   try { authorizer.authorize(call, principal); return true; } catch { return false; }
+ * }
+ * ```
+ */
+export interface Authorizer {
+  /**
+   * Applies the RBAC rule of `call.operation` to `principal` (`undefined`: anonymous) and the
+   * call's verified, still-valid peer certificate. Returns when allowed (a public operation
+   * always is; in shadow mode a would-be denial is logged as `rbac.shadow_denied` and allowed);
+   * otherwise throws `SecurityError`: `unauthenticated` with reason `missing_token` for an
+   * anonymous caller on a protected operation, `permission_denied` (naming the subject in the
+   * audit line) for an unmet rule or an operation no rule names.
+   */
+  authorize(call: CallInfo, principal: Principal | undefined): void;
+  /** The rules applied, e.g. for `ruleFor` (audit labels) or `isPublic`. */
+  readonly rbac: CompiledRbac;
+}
+
+interface ResolvedAuthorizerOptions {
+  readonly rbac: CompiledRbac | undefined;
+  readonly audit: AuditLogger | undefined;
+}
+
+const DEFAULTS: Readonly<ResolvedAuthorizerOptions> = Object.freeze({ rbac: undefined, audit: undefined });
+
+/** @internal Validates already-resolved options; `factory` names the caller in errors. */
+export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: string): Authorizer {
+  const { rbac, audit } = options;
+  if (rbac === undefined || typeof (rbac as Partial<CompiledRbac>).authorize !== 'function') {
+    throw new ConfigurationError(`${factory}: "rbac" must be the result of compileRbac()`);
+  }
+  if (audit === undefined || typeof (audit as Partial<AuditLogger>).record !== 'function') {
+    throw new ConfigurationError(`${factory}: "audit" must be an AuditLogger (createAuditLogger())`);
+  }
+
+  const authorize = (received: CallInfo, principal: Principal | undefined): void => {
+    const call = withCurrentCertificate(received);
+    const decision = rbac.authorize(call.operation, principal, call.peerCertificate);
+    if (decision.shadowDenied) {
+      audit.record({
+        event: 'rbac.shadow_denied',
+        outcome: 'allowed',
+        reason: decision.reason,
+        operation: call.operation,
+        peer: call.peerAddress,
+        subject: principal?.subject,
+        requestId: call.requestId,
+        transport: call.transport,
+        code: decision.denial?.code,
+      });
+    }
+    if (decision.allowed) return;
+    if (principal === undefined && decision.denial?.code === 'unauthenticated') {
+      // No credential at all: say so, so that HTTP answers a plain `Bearer` challenge (RFC 6750 §3.1).
+      throw new SecurityError('unauthenticated', { reason: 'missing_token', cause: decision.denial });
+    }
+    const denial = decision.denial ?? new SecurityError('permission_denied', { reason: decision.reason });
+    if (principal === undefined) throw denial;
+    // Name who was refused in the audit line: the adapter has no principal for a refused call.
+    throw new SecurityError(denial.code, {
+      reason: denial.reason,
+      details: denial.details,
+      subject: principal.subject,
+      cause: denial,
+    });
+  };
+
+  return Object.freeze({ authorize, rbac });
+}
+
+/**
+ * Creates the authorization step of {@link createGuard}, usable alone: the RBAC rule of the
+ * call's operation decides, default deny. Public operations pass; an anonymous caller on a
+ * protected one is refused `unauthenticated` (reason `missing_token`); a `certificate`
+ * requirement is met by the call's verified peer certificate (one that has expired since the
+ * handshake identifies nobody); shadow mode logs would-be denials and lets the call go on.
+ * Pair it with {@link createAuthenticator}, which supplies the principal.
+ *
+ * @throws ConfigurationError for unknown options, or an `rbac` / `audit` of the wrong kind.
+ *
+ * @example
+ * ```ts
+ * import { compileRbac, createAuditLogger, createAuthorizer } from '@fluxguard/core';
+ * const authorizer = createAuthorizer({
+ *   audit: createAuditLogger(),
+ *   rbac: compileRbac({ '/grpc.health.v1.Health/*': { public: true }, '/pkg.Store/Get': { anyRoles: ['reader'] } }),
+ * });
+ * authorizer.authorize(call, principal); // throws SecurityError when refused
+ * ```
+ */
+export function createAuthorizer(options: AuthorizerOptions): Authorizer {
+  return authorizerFrom(resolveOptions('createAuthorizer', DEFAULTS, options), 'createAuthorizer');
+}

@@ -1,0 +1,138 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuditLogger } from '../audit/audit-logger.js';
+import type { CallInfo, CertificateIdentity } from '../call/call-info.js';
+import { createMemoryDenylist } from '../denylist/memory.js';
+import { AUDIENCE, ISSUER, headersOf, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
+import { createJwtVerifier } from '../jwt/verifier.js';
+import { parseSecurityPolicy, type SecurityPolicy } from '../policy/policy.js';
+import { createGuardFromPolicy } from './from-policy.js';
+
+const S = '/fluxguard.example.v1.ArtifactStore';
+const audit = createAuditLogger({ level: 'silent' });
+const backupCert: CertificateIdentity = Object.freeze({
+  spiffeId: 'spiffe://fluxguard.dev/backup',
+  uris: ['spiffe://fluxguard.dev/backup'],
+  dnsNames: [],
+  commonName: undefined,
+  fingerprint256: 'ef'.repeat(32),
+  validFrom: new Date(0),
+  validTo: new Date(4_000_000_000_000),
+});
+
+let key: TestKey;
+let dir: string;
+let policy: SecurityPolicy;
+beforeAll(async () => {
+  key = await makeKey('ES256', 'k-policy');
+  dir = await mkdtemp(join(tmpdir(), 'fluxguard-guard-policy-'));
+  await writeFile(join(dir, 'jwks.json'), JSON.stringify({ keys: [key.publicJwk] }));
+  policy = parseSecurityPolicy({
+    jwt: { issuer: ISSUER, audience: AUDIENCE, jwksFile: 'jwks.json', requireJti: true },
+    rbac: {
+      rules: [
+        { operation: '/grpc.health.v1.Health/*', public: true },
+        { operation: 'GET /healthz', public: true },
+        { operation: `${S}/GetArtifact`, anyRoles: ['artifacts.reader'] },
+        { operation: `${S}/DeleteArtifact`, anyRoles: ['artifacts.admin'] },
+        { operation: 'GET /v1/artifacts/*path', anyRoles: ['artifacts.reader'] },
+      ],
+    },
+    mtls: { certificateRoles: [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }] },
+  });
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function call(operation: string, token?: string, peerCertificate?: CertificateIdentity): CallInfo {
+  return {
+    transport: operation.startsWith('/') ? 'grpc' : 'http',
+    operation,
+    requestId: 'r-policy',
+    peerAddress: '127.0.0.1:3',
+    peerCertificate,
+    headers: headersOf(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+    deadline: undefined,
+    signal: new AbortController().signal,
+  };
+}
+
+describe('createGuardFromPolicy', () => {
+  it('verifies tokens with the policy keys, applies its rules and its certificate roles', async () => {
+    const guard = createGuardFromPolicy(policy, { audit, baseDir: dir });
+    const reader = await sign(key, { claims: { roles: ['artifacts.reader'], jti: 'j-1' } });
+    await expect(guard.check(call(`${S}/GetArtifact`, reader))).resolves.toMatchObject({ subject: 'alice' });
+    await expect(guard.check(call('GET /v1/artifacts/a.txt', reader))).resolves.toMatchObject({ subject: 'alice' });
+    await expect(guard.check(call(`${S}/DeleteArtifact`, reader))).rejects.toMatchObject({ code: 'permission_denied' });
+    await expect(guard.check(call(`${S}/GetArtifact`, undefined, backupCert))).resolves.toMatchObject({
+      authenticatedBy: 'mtls',
+    });
+    // The policy's requireJti reaches the verifier.
+    const noJti = await sign(key, { claims: { roles: ['artifacts.reader'] } });
+    await expect(guard.check(call(`${S}/GetArtifact`, noJti))).rejects.toMatchObject({ code: 'unauthenticated' });
+  });
+
+  it('keeps only the transport rules, so the other transport is denied by default', async () => {
+    const guard = createGuardFromPolicy(policy, { audit, baseDir: dir, transport: 'grpc' });
+    const reader = await sign(key, { claims: { roles: ['artifacts.reader'], jti: 'j-2' } });
+    await expect(guard.check(call(`${S}/GetArtifact`, reader))).resolves.toBeDefined();
+    await expect(guard.check(call('GET /v1/artifacts/a.txt', reader))).rejects.toMatchObject({ reason: 'no_rule' });
+    expect(guard.rbac.ruleFor('GET /healthz')).toBeUndefined();
+  });
+
+  it('consults the denylist it is given', async () => {
+    const denylist = createMemoryDenylist();
+    const guard = createGuardFromPolicy(policy, { audit, baseDir: dir, denylist });
+    const token = await sign(key, { claims: { roles: ['artifacts.reader'], jti: 'revoked-1' } });
+    await expect(guard.check(call(`${S}/GetArtifact`, token))).resolves.toBeDefined();
+    await denylist.revoke('revoked-1', new Date(Date.now() + 600_000));
+    await expect(guard.check(call(`${S}/GetArtifact`, token))).rejects.toMatchObject({ code: 'unauthenticated' });
+  });
+
+  it('uses the verifier it is given instead of the policy keys', async () => {
+    const other = await makeKey('ES256', 'k-given');
+    const jwt = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: { keys: [other.publicJwk] } });
+    const guard = createGuardFromPolicy(policy, { audit, jwt });
+    const token = await sign(other, { claims: { roles: ['artifacts.reader'] } });
+    await expect(guard.check(call(`${S}/GetArtifact`, token))).resolves.toMatchObject({ subject: 'alice' });
+  });
+
+  it('reports rules naming no served operation, and bad options, at start-up', () => {
+    expect(() =>
+      createGuardFromPolicy(policy, { audit, baseDir: dir, transport: 'grpc', servedOperations: [`${S}/GetArtifact`] }),
+    ).toThrow(/DeleteArtifact/);
+    expect(() => createGuardFromPolicy(policy, { audit, transprt: 'grpc' } as never)).toThrow(
+      /did you mean "transport"/,
+    );
+    expect(() => createGuardFromPolicy(policy, { audit, transport: 'smtp' } as never)).toThrow(/"grpc" or "http"/);
+    expect(() => createGuardFromPolicy(policy, {} as never)).toThrow(/"audit" is required/);
+    expect(() => createGuardFromPolicy(policy, { audit, baseDir: join(dir, 'missing') })).toThrow(/cannot read/);
+  });
+
+  it('accepts no token without a jwt section, and denies everything without rules', async () => {
+    const guard = createGuardFromPolicy(
+      parseSecurityPolicy({
+        rbac: {
+          rules: [
+            { operation: 'GET /healthz', public: true },
+            { operation: 'GET /v1/artifacts/*path', anyRoles: ['artifacts.reader'] },
+          ],
+        },
+      }),
+      {
+        audit,
+      },
+    );
+    await expect(guard.check(call('GET /healthz'))).resolves.toBeUndefined();
+    const token = await sign(key);
+    await expect(guard.check(call('GET /v1/artifacts/a', token))).rejects.toMatchObject({
+      code: 'unauthenticated',
+      reason: 'missing_token',
+    });
+    const empty = createGuardFromPolicy({}, { audit });
+    await expect(empty.check(call('GET /healthz'))).rejects.toMatchObject({ reason: 'no_rule' });
+  });
+});

@@ -1,0 +1,109 @@
+import type { AuditLogger } from '../audit/audit-logger.js';
+import type { Transport } from '../call/call-info.js';
+import type { Denylist } from '../denylist/denylist.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import { jwtVerifierOptionsFromPolicy, rbacRulesForTransport, type SecurityPolicy } from '../policy/policy.js';
+import { compileRbac } from '../rbac/rbac.js';
+import { createGuard, type ComposedGuard } from './guard.js';
+
+/**
+ * Options of {@link createGuardFromPolicy}: the run-time parts a policy file cannot hold.
+ *
+ * @example
+ * ```ts
+ * import { createAuditLogger, createMemoryDenylist, type GuardFromPolicyOptions } from '@fluxguard/core';
+ * const options: GuardFromPolicyOptions = { audit: createAuditLogger(), transport: 'http', denylist: createMemoryDenylist() };
+ * ```
+ */
+export interface GuardFromPolicyOptions {
+  /** Where would-be denials of shadow mode are written. */
+  readonly audit: AuditLogger;
+  /**
+   * Keep only this transport's rules (gRPC `/pkg.Service/Method`, HTTP `METHOD /path`), for a
+   * policy that serves both. Omitted: every rule.
+   */
+  readonly transport?: Transport | undefined;
+  /**
+   * The operations the server serves: a rule that names none of them is refused at start-up
+   * (see `compileRbac`). Omitted: not checked.
+   */
+  readonly servedOperations?: readonly string[] | undefined;
+  /** The revocation list the verifier built from `policy.jwt` consults. Ignored with `jwt`. */
+  readonly denylist?: Denylist | undefined;
+  /** A verifier to use instead of the one `policy.jwt` describes. */
+  readonly jwt?: JwtVerifier | undefined;
+  /** Directory of relative `jwt.jwksFile` / `jwt.publicKeyFile`. Default: the working directory. */
+  readonly baseDir?: string | undefined;
+}
+
+const DEFAULTS: Readonly<{ [K in keyof GuardFromPolicyOptions]-?: GuardFromPolicyOptions[K] | undefined }> =
+  Object.freeze({
+    audit: undefined,
+    transport: undefined,
+    servedOperations: undefined,
+    denylist: undefined,
+    jwt: undefined,
+    baseDir: undefined,
+  });
+
+/**
+ * The guard one policy describes, in one call: the JWT verifier of `policy.jwt` (unless `jwt`
+ * is given), the RBAC rules and mode of `policy.rbac` (only the `transport`'s rules when it is
+ * given), and `policy.mtls.certificateRoles`. The policy should come from
+ * `parseSecurityPolicy` / `loadSecurityPolicy`. Without `policy.jwt` nor `jwt`, no token is
+ * accepted; without `policy.rbac`, every operation is denied (no rule).
+ *
+ * @throws ConfigurationError for unknown options, an unreadable key file, bad rules, or a rule
+ *   naming no served operation.
+ *
+ * @example
+ * ```ts
+ * import { createAuditLogger, createGuardFromPolicy, loadSecurityPolicy } from '@fluxguard/core';
+ * const audit = createAuditLogger();
+ * const policy = await loadSecurityPolicy('policy.json');
+ * const guard = createGuardFromPolicy(policy, { audit, transport: 'grpc' });
+ * // fluxguardInterceptors({ audit, guard }) or fluxguard({ audit, guard })
+ * ```
+ */
+export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFromPolicyOptions): ComposedGuard {
+  const opts = resolveOptions('createGuardFromPolicy', DEFAULTS, options);
+  const raw: unknown = policy;
+  if (typeof raw !== 'object' || raw === null) {
+    throw new ConfigurationError('createGuardFromPolicy: "policy" must be a policy object (parseSecurityPolicy())');
+  }
+  const { audit, transport } = opts;
+  if (audit === undefined) throw new ConfigurationError('createGuardFromPolicy: "audit" is required');
+  // Options also arrive from plain JavaScript: check the value at run time.
+  const transportValue: unknown = transport;
+  if (transportValue !== undefined && transportValue !== 'grpc' && transportValue !== 'http') {
+    throw new ConfigurationError('createGuardFromPolicy: "transport" must be "grpc" or "http"');
+  }
+  const allRules = policy.rbac?.rules ?? [];
+  const rules = transport === undefined ? allRules : rbacRulesForTransport(allRules, transport);
+  const rbac = compileRbac(rules, {
+    mode: policy.rbac?.mode,
+    servedOperations: opts.servedOperations,
+    // Indices of a filtered list are not those of the file: say which list they count in.
+    where: transport === undefined ? 'policy.rbac.rules' : `policy.rbac.rules (${transport} rules only)`,
+  });
+  const jwt =
+    opts.jwt ??
+    (policy.jwt === undefined
+      ? undefined
+      : createJwtVerifier(
+          jwtVerifierOptionsFromPolicy(policy.jwt, {
+            ...(opts.denylist === undefined ? {} : { denylist: opts.denylist }),
+            ...(opts.baseDir === undefined ? {} : { baseDir: opts.baseDir }),
+          }),
+        ));
+  const certificateRoles = policy.mtls?.certificateRoles;
+  return createGuard({
+    audit,
+    rbac,
+    jwt,
+    // An empty list maps no certificate: the same as none.
+    certificateRoles: certificateRoles === undefined || certificateRoles.length === 0 ? undefined : certificateRoles,
+  });
+}

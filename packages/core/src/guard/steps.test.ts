@@ -1,0 +1,298 @@
+import { Writable } from 'node:stream';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createAuditLogger } from '../audit/audit-logger.js';
+import type { CallInfo, CertificateIdentity, Principal } from '../call/call-info.js';
+import { SecurityError } from '../errors/security-error.js';
+import { AUDIENCE, ISSUER, headersOf, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
+import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
+import { compileRbac, type RbacMode } from '../rbac/rbac.js';
+import { createAuthenticator } from './authenticate.js';
+import { createAuthorizer, type Authorizer } from './authorize.js';
+import { createGuard } from './guard.js';
+
+const GET = '/fluxguard.example.v1.ArtifactStore/GetArtifact';
+const DELETE = '/fluxguard.example.v1.ArtifactStore/DeleteArtifact';
+const HEALTH = '/grpc.health.v1.Health/Check';
+const PULL = '/fluxguard.example.v1.Backup/Pull';
+const RULES = {
+  [HEALTH]: { public: true as const },
+  [GET]: { anyRoles: ['artifacts.reader', 'artifacts.admin'] },
+  [DELETE]: { anyRoles: ['artifacts.admin'] },
+  [PULL]: { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/backup' }] },
+};
+const CERTIFICATE_ROLES = [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }];
+
+const backupCert: CertificateIdentity = Object.freeze({
+  spiffeId: 'spiffe://fluxguard.dev/backup',
+  uris: ['spiffe://fluxguard.dev/backup'],
+  dnsNames: [],
+  commonName: undefined,
+  fingerprint256: 'cd'.repeat(32),
+  validFrom: new Date(0),
+  validTo: new Date(4_000_000_000_000),
+});
+const expiredCert: CertificateIdentity = Object.freeze({ ...backupCert, validTo: new Date(Date.now() - 1000) });
+
+let key: TestKey;
+let verifier: JwtVerifier;
+beforeAll(async () => {
+  key = await makeKey('ES256', 'k-steps');
+  verifier = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: { keys: [key.publicJwk] } });
+});
+
+function call(
+  operation: string,
+  headers: Record<string, string> = {},
+  peerCertificate?: CertificateIdentity,
+): CallInfo {
+  return {
+    transport: 'grpc',
+    operation,
+    requestId: 'r-steps',
+    peerAddress: '127.0.0.1:2',
+    peerCertificate,
+    headers: headersOf(headers),
+    deadline: undefined,
+    signal: new AbortController().signal,
+  };
+}
+
+function captured() {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _e, done) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { audit: createAuditLogger({ destination }), lines };
+}
+
+async function refusal(promise: Promise<unknown>): Promise<SecurityError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof SecurityError) return err;
+    throw err;
+  }
+  throw new Error('expected a refusal');
+}
+
+function refusalOf(authorizer: Authorizer, c: CallInfo, p: Principal | undefined): SecurityError {
+  try {
+    authorizer.authorize(c, p);
+  } catch (err) {
+    if (err instanceof SecurityError) return err;
+    throw err;
+  }
+  throw new Error('expected a refusal');
+}
+
+const principal = (subject: string, roles: string[]): Principal => ({
+  subject,
+  roles,
+  scopes: [],
+  claims: {},
+  certificate: undefined,
+  authenticatedBy: 'jwt',
+});
+
+describe('createAuthenticator', () => {
+  it('returns the principal of a valid token, and anonymous (undefined) without a credential', async () => {
+    const authenticator = createAuthenticator({ jwt: verifier });
+    const token = await sign(key, { claims: { roles: ['artifacts.reader'] } });
+    await expect(authenticator.authenticate(call(DELETE, { authorization: `Bearer ${token}` }))).resolves.toMatchObject(
+      {
+        subject: 'alice',
+        roles: ['artifacts.reader'],
+        authenticatedBy: 'jwt',
+      },
+    );
+    // Authentication decides nothing about access: the reader is not refused DELETE here.
+    await expect(authenticator.authenticate(call(DELETE))).resolves.toBeUndefined();
+  });
+
+  it('always refuses a token that is sent and invalid, even with a mapped certificate', async () => {
+    const authenticator = createAuthenticator({ jwt: verifier, certificateRoles: CERTIFICATE_ROLES });
+    expect(
+      await refusal(authenticator.authenticate(call(GET, { authorization: 'Bearer not.a.token' }, backupCert))),
+    ).toMatchObject({
+      code: 'unauthenticated',
+    });
+    const otherKey = await makeKey('ES256', 'k-other');
+    const forged = await sign(otherKey, { claims: { roles: ['artifacts.admin'] } });
+    expect(await refusal(authenticator.authenticate(call(GET, { authorization: `Bearer ${forged}` })))).toMatchObject({
+      code: 'unauthenticated',
+    });
+  });
+
+  it('accepts no token at all without a verifier (a certificate-only service)', async () => {
+    const authenticator = createAuthenticator({ certificateRoles: CERTIFICATE_ROLES });
+    const token = await sign(key);
+    await expect(authenticator.authenticate(call(GET, { authorization: `Bearer ${token}` }))).resolves.toBeUndefined();
+  });
+
+  it('authenticates a mapped certificate alone, merges it with a token, and ignores an unmapped one', async () => {
+    const authenticator = createAuthenticator({ jwt: verifier, certificateRoles: CERTIFICATE_ROLES });
+    await expect(authenticator.authenticate(call(GET, {}, backupCert))).resolves.toMatchObject({
+      subject: 'spiffe://fluxguard.dev/backup',
+      roles: ['artifacts.reader'],
+      authenticatedBy: 'mtls',
+    });
+    const token = await sign(key);
+    await expect(
+      authenticator.authenticate(call(GET, { authorization: `Bearer ${token}` }, backupCert)),
+    ).resolves.toMatchObject({
+      subject: 'alice',
+      authenticatedBy: 'both',
+      certificate: backupCert,
+    });
+    await expect(
+      createAuthenticator({ jwt: verifier }).authenticate(call(GET, {}, backupCert)),
+    ).resolves.toBeUndefined();
+  });
+
+  it('identifies nobody by a certificate that has expired since the handshake', async () => {
+    const authenticator = createAuthenticator({ jwt: verifier, certificateRoles: CERTIFICATE_ROLES });
+    await expect(authenticator.authenticate(call(GET, {}, expiredCert))).resolves.toBeUndefined();
+    const token = await sign(key);
+    const merged = await authenticator.authenticate(call(GET, { authorization: `Bearer ${token}` }, expiredCert));
+    expect(merged).toMatchObject({ subject: 'alice', authenticatedBy: 'jwt', certificate: undefined });
+  });
+
+  it('ignores headers that look like a principal', async () => {
+    const forged = { 'x-fluxguard-principal': '{"subject":"root"}', 'x-user': 'root', 'x-roles': 'artifacts.admin' };
+    await expect(createAuthenticator({ jwt: verifier }).authenticate(call(DELETE, forged))).resolves.toBeUndefined();
+  });
+
+  it('with rbac, does not read credentials on a public operation', async () => {
+    const authenticator = createAuthenticator({ jwt: verifier, rbac: compileRbac(RULES) });
+    await expect(
+      authenticator.authenticate(call(HEALTH, { authorization: 'Bearer not.a.token' })),
+    ).resolves.toBeUndefined();
+    expect(await refusal(authenticator.authenticate(call(GET, { authorization: 'Bearer not.a.token' })))).toMatchObject(
+      {
+        code: 'unauthenticated',
+      },
+    );
+  });
+
+  it('refuses bad options at construction', () => {
+    expect(() => createAuthenticator({ jwtt: verifier } as never)).toThrow(/did you mean "jwt"/);
+    expect(() => createAuthenticator({ jwt: {} as never })).toThrow(/createJwtVerifier/);
+    expect(() => createAuthenticator({ certificateRoles: [{ spifeId: 'x' }] as never })).toThrow(
+      /createAuthenticator.certificateRoles\[0\]: unknown field "spifeId"/,
+    );
+  });
+});
+
+describe('createAuthorizer', () => {
+  function authorizer(mode: RbacMode = 'enforce') {
+    const { audit, lines } = captured();
+    return { authorizer: createAuthorizer({ audit, rbac: compileRbac(RULES, { mode }) }), lines };
+  }
+
+  it('lets a public operation through for an anonymous caller', () => {
+    expect(() => {
+      authorizer().authorizer.authorize(call(HEALTH), undefined);
+    }).not.toThrow();
+  });
+
+  it('refuses an anonymous caller on a protected operation as missing_token', () => {
+    expect(refusalOf(authorizer().authorizer, call(GET), undefined)).toMatchObject({
+      code: 'unauthenticated',
+      reason: 'missing_token',
+    });
+  });
+
+  it('allows a granted role and names the subject of a refusal', () => {
+    const { authorizer: a } = authorizer();
+    expect(() => {
+      a.authorize(call(GET), principal('alice', ['artifacts.reader']));
+    }).not.toThrow();
+    expect(refusalOf(a, call(DELETE), principal('alice', ['artifacts.reader']))).toMatchObject({
+      code: 'permission_denied',
+      reason: 'missing_role',
+      subject: 'alice',
+    });
+    expect(refusalOf(a, call('/x.Y/Z'), principal('root', ['artifacts.admin']))).toMatchObject({
+      code: 'permission_denied',
+      reason: 'no_rule',
+    });
+  });
+
+  it('meets a certificate-only rule with the verified peer certificate, never with an expired one', () => {
+    const { authorizer: a } = authorizer();
+    expect(() => {
+      a.authorize(call(PULL, {}, backupCert), undefined);
+    }).not.toThrow();
+    expect(refusalOf(a, call(PULL, {}, expiredCert), undefined)).toMatchObject({ code: 'unauthenticated' });
+    const other = {
+      ...backupCert,
+      spiffeId: 'spiffe://fluxguard.dev/intruder',
+      uris: ['spiffe://fluxguard.dev/intruder'],
+    };
+    expect(refusalOf(a, call(PULL, {}, other), undefined)).toMatchObject({ code: 'permission_denied' });
+  });
+
+  it('in shadow mode logs a would-be denial and lets the call through', () => {
+    const { authorizer: a, lines } = authorizer('shadow');
+    expect(() => {
+      a.authorize(call(DELETE), principal('alice', ['artifacts.reader']));
+    }).not.toThrow();
+    expect(lines[0]).toMatchObject({
+      event: 'rbac.shadow_denied',
+      outcome: 'allowed',
+      operation: DELETE,
+      subject: 'alice',
+      requestId: 'r-steps',
+    });
+  });
+
+  it('refuses bad options at construction', () => {
+    const audit = createAuditLogger({ level: 'silent' });
+    expect(() => createAuthorizer({ audit, rbac: {} as never })).toThrow(
+      /createAuthorizer: "rbac" must be the result of compileRbac/,
+    );
+    expect(() => createAuthorizer({ audit: {} as never, rbac: compileRbac(RULES) })).toThrow(/AuditLogger/);
+    expect(() => createAuthorizer({ audit, rbac: compileRbac(RULES), mode: 'shadow' } as never)).toThrow(
+      /unknown option "mode"/,
+    );
+  });
+});
+
+describe('createGuard as the composition of the two steps', () => {
+  it('decides every case as authenticate then authorize do', async () => {
+    const { audit } = captured();
+    const guard = createGuard({ audit, jwt: verifier, rbac: compileRbac(RULES), certificateRoles: CERTIFICATE_ROLES });
+    const reader = await sign(key, { claims: { roles: ['artifacts.reader'] } });
+    const admin = await sign(key, { claims: { roles: ['artifacts.admin'] } });
+    const cases: CallInfo[] = [
+      call(HEALTH),
+      call(HEALTH, { authorization: 'Bearer bad' }),
+      call(GET),
+      call(GET, { authorization: `Bearer ${reader}` }),
+      call(GET, { authorization: 'Bearer bad' }, backupCert),
+      call(GET, {}, backupCert),
+      call(GET, {}, expiredCert),
+      call(DELETE, { authorization: `Bearer ${reader}` }),
+      call(DELETE, { authorization: `Bearer ${admin}` }, backupCert),
+      call(PULL, {}, backupCert),
+      call('/x.Y/Z', { authorization: `Bearer ${admin}` }),
+    ];
+    const outcome = (p: Promise<Principal | undefined>) =>
+      p.then(
+        (value) => ({ ok: true, subject: value?.subject, by: value?.authenticatedBy }),
+        (err: unknown) => ({ ok: false, code: (err as SecurityError).code, reason: (err as SecurityError).reason }),
+      );
+    for (const c of cases) {
+      const composed = outcome(
+        guard.authenticator.authenticate(c).then((p) => {
+          guard.authorizer.authorize(c, p);
+          return p;
+        }),
+      );
+      expect(await composed).toEqual(await outcome(guard.check(c)));
+    }
+  });
+});

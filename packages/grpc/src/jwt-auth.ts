@@ -1,0 +1,52 @@
+import type { ServerInterceptor } from '@grpc/grpc-js';
+import { ConfigurationError, resolveOptions, type Authenticator } from '@fluxguard/core';
+import { assertVerifiedAuthContext, interceptCall, type CallStep } from './guard.js';
+
+/**
+ * Options of {@link jwtAuth}.
+ *
+ * @example
+ * ```ts
+ * import { createAuthenticator } from '@fluxguard/core';
+ * const options: JwtAuthOptions = { authenticator: createAuthenticator({ jwt }) };
+ * ```
+ */
+export interface JwtAuthOptions {
+  /** The authentication step of `@fluxguard/core` (`createAuthenticator`, or `createGuard(...).authenticator`). */
+  readonly authenticator: Authenticator;
+}
+
+const DEFAULTS: Readonly<{ authenticator: Authenticator | undefined }> = Object.freeze({ authenticator: undefined });
+
+/**
+ * The authentication interceptor alone: for every call it runs the core authenticator on the
+ * call's `CallInfo` (the bearer token of the `authorization` metadata entry, the VERIFIED
+ * client certificate) and records the verified `Principal` (`getPrincipal(call)` in the
+ * handler). A caller without a credential goes on anonymous; a token that is sent and invalid
+ * is refused `UNAUTHENTICATED`. It applies no RBAC: follow it with {@link rbac}, or use
+ * {@link guard}, which runs both in one step.
+ *
+ * Like {@link guard}, no message reaches the handler before the step has allowed the call,
+ * and it must run after {@link safeErrors}.
+ *
+ * @throws ConfigurationError when `authenticator` is missing or grpc-js is older than 1.14.5.
+ *
+ * @example
+ * ```ts
+ * import { Server } from '@grpc/grpc-js';
+ * import { createAuditLogger, createAuthenticator, createJwtVerifier } from '@fluxguard/core';
+ * import { jwtAuth, safeErrors } from '@fluxguard/grpc';
+ * const audit = createAuditLogger();
+ * const authenticator = createAuthenticator({ jwt: createJwtVerifier({ issuer, audience, jwksUrl }) });
+ * const server = new Server({ interceptors: [safeErrors({ audit }), jwtAuth({ authenticator })] });
+ * ```
+ */
+export function jwtAuth(options: JwtAuthOptions): ServerInterceptor {
+  const { authenticator } = resolveOptions('jwtAuth', DEFAULTS, options);
+  if (typeof authenticator?.authenticate !== 'function') {
+    throw new ConfigurationError('jwtAuth: "authenticator" is required (createAuthenticator() of @fluxguard/core)');
+  }
+  assertVerifiedAuthContext('jwtAuth');
+  const step: CallStep = (info) => authenticator.authenticate(info);
+  return (methodDescriptor, call) => interceptCall('jwtAuth', step, methodDescriptor.path, call);
+}
