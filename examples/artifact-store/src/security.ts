@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import {
@@ -8,6 +7,7 @@ import {
   createRedisDenylist,
   jwtVerifierOptionsFromPolicy,
   parseSecurityPolicy,
+  readPolicyDocument,
   rbacRulesForTransport,
   type AuditLogger,
   type ClientCertificateMode,
@@ -74,7 +74,7 @@ export interface ReferenceSecurityOptions {
 export async function loadReferenceSecurity(options: ReferenceSecurityOptions): Promise<ReferenceSecurity> {
   const env = options.env ?? process.env;
   const policyFile = env.FLUXGUARD_POLICY ?? DEFAULT_POLICY_FILE;
-  const raw = await readPolicyFile(policyFile);
+  const raw = await readPolicyDocument(policyFile);
 
   const jwksUrl = env.FLUXGUARD_JWKS_URL;
   if (jwksUrl !== undefined && (env.FLUXGUARD_JWT_ISSUER === undefined || env.FLUXGUARD_JWT_AUDIENCE === undefined)) {
@@ -154,19 +154,6 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
       else redis.disconnect();
     },
   });
-}
-
-async function readPolicyFile(file: string): Promise<Record<string, unknown>> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await readFile(file, 'utf8'));
-  } catch (cause) {
-    throw new ConfigurationError(`cannot read the policy file ${file}`, { cause });
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new ConfigurationError(`${file}: a policy is a JSON object`);
-  }
-  return parsed as Record<string, unknown>;
 }
 
 function clientCertificateMode(value: string): ClientCertificateMode {

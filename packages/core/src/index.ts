@@ -121,6 +121,7 @@ export {
 export {
   jwtVerifierOptionsFromPolicy,
   loadSecurityPolicy,
+  readPolicyDocument,
   parseSecurityPolicy,
   rbacRulesForTransport,
   type JwtPolicy,

@@ -214,4 +214,51 @@ describe('loadSecurityPolicy', () => {
     await writeFile(join(dir, 'bad.json'), '{ nope');
     await expect(loadSecurityPolicy(join(dir, 'bad.json'))).rejects.toThrow(/not valid JSON/);
   });
+
+  it('loads the same policy from YAML', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    const file = join(dir, 'policy.yaml');
+    await writeFile(
+      file,
+      [
+        'version: 1',
+        'jwt:',
+        '  issuer: https://id.example.test',
+        '  audience: artifacts',
+        '  jwksUrl: https://id.example.test/jwks',
+        'rbac:',
+        '  rules:',
+        '    - operation: GET /healthz',
+        '      public: true',
+        '    - operation: /fluxguard.example.v1.ArtifactStore/GetArtifact',
+        '      anyRoles: [artifacts.reader]',
+        '',
+      ].join('\n'),
+    );
+    const policy = await loadSecurityPolicy(file);
+    expect(policy.rbac?.rules).toEqual([
+      { operation: 'GET /healthz', public: true },
+      { operation: '/fluxguard.example.v1.ArtifactStore/GetArtifact', anyRoles: ['artifacts.reader'] },
+    ]);
+    await writeFile(join(dir, 'typo.yml'), 'rbac:\n  mod: shadow\n  rules: []\n');
+    await expect(loadSecurityPolicy(join(dir, 'typo.yml'))).rejects.toThrow(/mod/);
+  });
+
+  it.each([
+    ['an alias bomb (a billion laughs)', aliasBomb(), /not valid YAML/],
+    ['a custom tag', 'jwt: !!js/function "function () { return 1 }"', /not valid YAML/],
+    ['a duplicate key (a later rule silently winning)', 'version: 1\nversion: 1\n', /not valid YAML/],
+    ['a list at the top level', '- a\n- b\n', /an object/],
+  ])('refuses %s in a YAML policy', async (_label, text, message) => {
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    await writeFile(join(dir, 'p.yaml'), text);
+    await expect(loadSecurityPolicy(join(dir, 'p.yaml'))).rejects.toThrow(message);
+  });
 });
+
+/** Nine levels of ten aliases each: 10^9 nodes once expanded, a few hundred bytes on disk. */
+function aliasBomb(): string {
+  const lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
+  for (let i = 1; i < 9; i++) lines.push(`a${i}: &a${i} [${Array.from({ length: 10 }, () => `*a${i - 1}`).join(', ')}]`);
+  return lines.join('\n');
+}

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { parseDocument } from 'yaml';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import type { Denylist } from '../denylist/denylist.js';
@@ -296,18 +297,7 @@ export function parseSecurityPolicy(input: unknown, where = 'policy'): SecurityP
  * ```
  */
 export async function loadSecurityPolicy(file: string): Promise<SecurityPolicy> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (cause) {
-    throw new ConfigurationError(`loadSecurityPolicy: cannot read ${file}`, { cause });
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (cause) {
-    throw new ConfigurationError(`loadSecurityPolicy: ${file} is not valid JSON`, { cause });
-  }
+  const parsed = await readPolicyDocument(file);
   const policy = parseSecurityPolicy(parsed, `policy (${file})`);
   const jwt = policy.jwt;
   if (jwt === undefined) return policy;
@@ -323,6 +313,49 @@ export async function loadSecurityPolicy(file: string): Promise<SecurityPolicy> 
       ...(publicKeyFile === undefined ? {} : { publicKeyFile }),
     }),
   });
+}
+
+/**
+ * Reads a policy file as a plain object, not yet validated: YAML when the file name ends with
+ * `.yaml` or `.yml`, JSON otherwise. YAML is read with the core schema (no custom tags, so no
+ * code or object construction), unique keys, and a bound on alias expansion.
+ *
+ * @throws ConfigurationError for an unreadable file, a syntax error, or a document that is not an object.
+ *
+ * @example
+ * ```ts
+ * import { parseSecurityPolicy, readPolicyDocument } from '@fluxguard/core';
+ * const raw = await readPolicyDocument('policy.yaml');
+ * const policy = parseSecurityPolicy({ ...raw, jwt: { ...(raw.jwt as object), jwksUrl } });
+ * ```
+ */
+export async function readPolicyDocument(file: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (cause) {
+    throw new ConfigurationError(`cannot read the policy file ${file}`, { cause });
+  }
+  const isYaml = /\.ya?ml$/i.test(file);
+  let parsed: unknown;
+  try {
+    parsed = isYaml ? yamlToObject(text) : JSON.parse(text);
+  } catch (cause) {
+    throw new ConfigurationError(`${file} is not valid ${isYaml ? 'YAML' : 'JSON'}`, { cause });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigurationError(`${file}: a policy is an object (a mapping) at the top level`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function yamlToObject(text: string): unknown {
+  const doc = parseDocument(text, { schema: 'core', uniqueKeys: true, logLevel: 'silent' });
+  // A warning (an unknown tag such as !!js/function, say) is refused like an error: a policy
+  // is read exactly or not at all.
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  if (problem !== undefined) throw problem;
+  return doc.toJS({ maxAliasCount: 50 });
 }
 
 /** Run-time parts of a verifier that a policy file cannot hold. */
