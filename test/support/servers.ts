@@ -109,8 +109,9 @@ export async function startTransport(
         `127.0.0.1:${server.port}`,
         grpc.credentials.createSsl(world.pki.ca, cert?.key ?? null, cert?.cert ?? null),
         token === null || token === undefined ? {} : { authorization: `Bearer ${token}` },
-        // A fresh connection per client, so that each one makes its own handshake.
-        { 'grpc.use_local_subchannel_pool': 1 },
+        // A fresh connection per client, so that each one makes its own handshake; the server
+        // name is the certificate's (an IP address is no valid TLS server name, RFC 6066).
+        { 'grpc.use_local_subchannel_pool': 1, 'grpc.ssl_target_name_override': 'localhost' },
       );
   } else {
     const server = await startHttpServer({ host: '127.0.0.1', port: 0, dataDir, audit: log.audit, security });
