@@ -11,14 +11,7 @@ import {
   type ServerWritableStream,
 } from '@grpc/grpc-js';
 import { loadSync, type Options as ProtoLoaderOptions } from '@grpc/proto-loader';
-import {
-  ConfigurationError,
-  SecurityError,
-  compileRbac,
-  createAuditLogger,
-  createGuard,
-  type AuditLogger,
-} from '@fluxguard/core';
+import { ConfigurationError, SecurityError, compileRbac, createAuditLogger, createGuard } from '@fluxguard/core';
 import {
   addService,
   createServerCredentials,
@@ -32,27 +25,13 @@ import {
   ArtifactStore,
   PROTO_PATH,
   type ArtifactInfo,
-  type ReferenceSecurity,
+  type ReferenceServerOptions,
 } from '@fluxguard/example-artifact-store';
 
 /** Options of {@link startGrpcServer}. */
-export interface GrpcServerOptions {
-  /** Interface to listen on. Default `127.0.0.1`. */
-  readonly host?: string;
+export interface GrpcServerOptions extends ReferenceServerOptions {
   /** Port; `0` picks a free one. Default 9000. */
   readonly port?: number;
-  /** The directory that holds the artifacts. */
-  readonly dataDir: string;
-  /**
-   * Required: TLS material and client-certificate mode, the JWT verifier and the RBAC rules
-   * (`loadReferenceSecurity` of the artifact-store example). There is no way to start this
-   * server without authentication.
-   */
-  readonly security: ReferenceSecurity;
-  /** The audit logger; default: a new one writing to standard output. */
-  readonly audit?: AuditLogger;
-  /** Largest artifact accepted by UploadArtifact, in bytes. Default: the store's (64 MiB). */
-  readonly maxArtifactBytes?: number;
 }
 
 /** A running reference gRPC server. */

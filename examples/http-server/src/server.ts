@@ -15,7 +15,7 @@ import {
   parseReprDigest,
   reprDigestOf,
   type ArtifactInfo,
-  type ReferenceSecurity,
+  type ReferenceServerOptions,
 } from '@fluxguard/example-artifact-store';
 
 /**
@@ -27,22 +27,9 @@ import {
  * const options: HttpServerOptions = { port: 0, dataDir: '/tmp/artifacts', security, audit };
  * ```
  */
-export interface HttpServerOptions {
-  /** Interface to listen on. Default `127.0.0.1`. */
-  readonly host?: string;
+export interface HttpServerOptions extends ReferenceServerOptions {
   /** Port; `0` picks a free one. Default 8443. */
   readonly port?: number;
-  /** The directory that holds the artifacts. */
-  readonly dataDir: string;
-  /**
-   * Required: TLS material and client-certificate mode, token verifier, RBAC rules and
-   * certificate roles (`loadReferenceSecurity`). There is no insecure default to fall back to.
-   */
-  readonly security: ReferenceSecurity;
-  /** The audit logger; default: a new one writing to standard output. */
-  readonly audit?: AuditLogger;
-  /** Largest artifact accepted by PUT, in bytes. Default: the store's (64 MiB). */
-  readonly maxArtifactBytes?: number;
   /** Time allowed to receive a whole request, body included, in ms. Default 30 s. */
   readonly requestTimeoutMs?: number;
 }

@@ -75,6 +75,12 @@ export {
 } from './mtls/tls-settings.js';
 export { watchTlsMaterial, type TlsMaterialWatcher, type WatchTlsMaterialOptions } from './mtls/reload.js';
 export {
+  createReloadingTlsSettings,
+  type ReloadingTlsSettings,
+  type ReloadingTlsSettingsOptions,
+  type ReloadOptions,
+} from './mtls/reloading-settings.js';
+export {
   CLIENT_TLS_OPTION_NAMES,
   loadClientTlsMaterial,
   type ClientTlsMaterial,

@@ -3,17 +3,18 @@ import { createServer, type Server } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import {
   ConfigurationError,
-  createTlsSettings,
+  createReloadingTlsSettings,
   resolveOptions,
-  watchTlsMaterial,
   type AuditLogger,
-  type TlsMaterial,
+  type ReloadOptions,
   type TlsSettings,
   type TlsSettingsOptions,
 } from '@fluxguard/core';
 
 /**
- * Options of {@link createSecureServer}. Times are in milliseconds.
+ * Options of {@link createSecureServer}. Times are in milliseconds. `reload` and
+ * `reloadIntervalMs` (`ReloadOptions` of `@fluxguard/core`): watch the files `tls` names and
+ * serve renewed material to new connections without a restart; default on when `tls` names files.
  *
  * @example
  * ```ts
@@ -24,7 +25,7 @@ import {
  * };
  * ```
  */
-export interface SecureServerOptions {
+export interface SecureServerOptions extends ReloadOptions {
   /**
    * The options of `createTlsSettings` (`@fluxguard/core`), or settings it already built. Only
    * options naming files (`certFile`, `keyFile`, `caFile`, optional `crlFile`) can be reloaded.
@@ -32,13 +33,6 @@ export interface SecureServerOptions {
   readonly tls: TlsSettingsOptions | TlsSettings;
   /** Where reloads (`tls.reloaded`) and reload failures (`tls.reload_failed`) are logged. */
   readonly audit: AuditLogger;
-  /**
-   * Watch the TLS files and serve renewed material to new connections without a restart
-   * (`watchTlsMaterial` of `@fluxguard/core`). Default: true when `tls` names files.
-   */
-  readonly reload?: boolean | undefined;
-  /** How often the files are checked. Default 1000; at least 20. */
-  readonly reloadIntervalMs?: number | undefined;
   /** Time to receive the request headers. Default 10 000 (at most `requestTimeoutMs`). Node 20: 60 000. */
   readonly headersTimeoutMs?: number | undefined;
   /** Time to receive the whole request, body included. Default 30 000. Node 20: 300 000. */
@@ -55,7 +49,7 @@ interface ResolvedOptions {
   readonly tls: TlsSettingsOptions | TlsSettings | undefined;
   readonly audit: AuditLogger | undefined;
   readonly reload: boolean | undefined;
-  readonly reloadIntervalMs: number;
+  readonly reloadIntervalMs: number | undefined;
   readonly headersTimeoutMs: number | undefined;
   readonly requestTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
@@ -67,7 +61,7 @@ const DEFAULTS: ResolvedOptions = Object.freeze({
   tls: undefined,
   audit: undefined,
   reload: undefined,
-  reloadIntervalMs: 1000,
+  reloadIntervalMs: undefined,
   headersTimeoutMs: undefined,
   requestTimeoutMs: 30_000,
   keepAliveTimeoutMs: 5_000,
@@ -83,19 +77,6 @@ function positiveInteger(value: unknown, name: string, max = 2_147_483_647): num
     throw new ConfigurationError(`${FACTORY}: "${name}" must be a positive whole number (at most ${String(max)})`);
   }
   return value;
-}
-
-function isTlsSettings(tls: TlsSettingsOptions | TlsSettings): tls is TlsSettings {
-  return typeof (tls as Partial<TlsSettings>).secureContextOptions === 'function';
-}
-
-function sameMaterial(a: TlsMaterial, b: TlsMaterial): boolean {
-  return (
-    a.cert.equals(b.cert) &&
-    a.key.equals(b.key) &&
-    a.ca.equals(b.ca) &&
-    (a.crl ?? Buffer.alloc(0)).equals(b.crl ?? Buffer.alloc(0))
-  );
 }
 
 /**
@@ -131,8 +112,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   const o = resolveOptions<ResolvedOptions>(FACTORY, DEFAULTS, options);
   if (typeof app !== 'function')
     throw new ConfigurationError(`${FACTORY}: "app" must be a request listener (an Express app)`);
-  const audit = o.audit;
-  if (typeof audit?.record !== 'function') {
+  if (typeof o.audit?.record !== 'function') {
     throw new ConfigurationError(`${FACTORY}: "audit" must be an AuditLogger (createAuditLogger of @fluxguard/core)`);
   }
   if (typeof o.tls !== 'object') {
@@ -146,25 +126,23 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   const keepAliveTimeout = positiveInteger(o.keepAliveTimeoutMs, 'keepAliveTimeoutMs');
   const connectionsCheckingInterval = positiveInteger(o.connectionsCheckingIntervalMs, 'connectionsCheckingIntervalMs');
   const maxHeaderSize = positiveInteger(o.maxHeaderSize, 'maxHeaderSize', 1 << 20);
-  if (o.reload !== undefined && typeof o.reload !== 'boolean') {
-    throw new ConfigurationError(`${FACTORY}: "reload" must be a boolean`);
-  }
 
-  const settings = isTlsSettings(o.tls) ? o.tls : createTlsSettings(o.tls);
-  const files = isTlsSettings(o.tls) ? undefined : o.tls;
-  const certFile = files?.certFile;
-  const keyFile = files?.keyFile;
-  const caFile = files?.caFile;
-  const canReload = certFile !== undefined && keyFile !== undefined && caFile !== undefined;
-  if (o.reload === true && !canReload) {
-    throw new ConfigurationError(
-      `${FACTORY}: "reload" needs "tls" to name files (certFile, keyFile, caFile), not PEM contents or built settings`,
-    );
-  }
-
+  const tls = createReloadingTlsSettings(o.tls, {
+    audit: o.audit,
+    reload: o.reload,
+    reloadIntervalMs: o.reloadIntervalMs,
+    where: FACTORY,
+    // Node rebuilds the whole context from these: never bare key and certificate. Called from a
+    // timer, once the server exists.
+    onUpdate: (contextOptions) => {
+      server.setSecureContext(contextOptions);
+    },
+  });
   const server = createServer(
     {
-      ...settings.serverOptions,
+      ...tls.settings.serverOptions,
+      // The material the watcher read first: the files may have changed since createTlsSettings.
+      ...tls.settings.secureContextOptions(tls.current),
       maxHeaderSize,
       headersTimeout,
       requestTimeout,
@@ -178,41 +156,8 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     // present another certificate on a connection whose identity is already cached.
     socket.disableRenegotiation();
   });
-
-  if (canReload && o.reload !== false) {
-    const watcher = watchTlsMaterial({
-      certFile,
-      keyFile,
-      caFile,
-      crlFile: files?.crlFile,
-      intervalMs: o.reloadIntervalMs,
-      onUpdate: (material) => {
-        try {
-          // Node rebuilds the whole context from these: never bare key and certificate.
-          server.setSecureContext(settings.secureContextOptions(material));
-          audit.logger.info(
-            {
-              event: 'tls.reloaded',
-              certFingerprint256: material.certFingerprint256,
-              certValidTo: material.certValidTo,
-            },
-            'tls.reloaded',
-          );
-        } catch (err) {
-          audit.logger.error({ event: 'tls.reload_failed', err }, 'tls.reload_failed');
-        }
-      },
-      onError: (err) => {
-        audit.logger.error({ event: 'tls.reload_failed', err }, 'tls.reload_failed');
-      },
-    });
-    // The files may have changed between createTlsSettings' read and the watcher's.
-    if (!sameMaterial(settings.material, watcher.current)) {
-      server.setSecureContext(settings.secureContextOptions(watcher.current));
-    }
-    server.once('close', () => {
-      watcher.close();
-    });
-  }
+  server.once('close', () => {
+    tls.close();
+  });
   return server;
 }

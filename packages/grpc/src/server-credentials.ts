@@ -2,36 +2,30 @@ import type { SecureContextOptions } from 'node:tls';
 import { ServerCredentials, type ServerOptions } from '@grpc/grpc-js';
 import {
   ConfigurationError,
-  createTlsSettings,
+  createReloadingTlsSettings,
   resolveOptions,
-  watchTlsMaterial,
   type AuditLogger,
   type ClientCertificateMode,
+  type ReloadingTlsSettings,
+  type ReloadOptions,
   type TlsMaterial,
-  type TlsMaterialWatcher,
   type TlsSettings,
   type TlsSettingsOptions,
 } from '@fluxguard/core';
 
 /**
- * Options of {@link createServerCredentials} (the second argument).
+ * Options of {@link createServerCredentials} (the second argument). `reload` and
+ * `reloadIntervalMs` (`ReloadOptions` of `@fluxguard/core`): reload certificate, key, CA bundle
+ * (and CRL) when the files change on disk; default on when the TLS options name files.
  *
  * @example
  * ```ts
  * const options: ServerCredentialsOptions = { audit, reload: true, reloadIntervalMs: 1000 };
  * ```
  */
-export interface ServerCredentialsOptions {
+export interface ServerCredentialsOptions extends ReloadOptions {
   /** Where reloads (`tls.reloaded`) and reload failures (`tls.reload_failed`) are logged. Required. */
   readonly audit: AuditLogger;
-  /**
-   * Reload certificate, key, CA bundle (and CRL) when the files change on disk. Default: on
-   * when the TLS options name files (`certFile`, `keyFile`, `caFile`); `true` with PEM
-   * contents or built `TlsSettings` throws.
-   */
-  readonly reload?: boolean | undefined;
-  /** How often the files are checked, in milliseconds. Default 1000. */
-  readonly reloadIntervalMs?: number | undefined;
 }
 
 /**
@@ -57,10 +51,10 @@ export interface FluxguardServerCredentials extends ServerCredentials {
 interface Resolved {
   readonly audit: AuditLogger | undefined;
   readonly reload: boolean | undefined;
-  readonly reloadIntervalMs: number;
+  readonly reloadIntervalMs: number | undefined;
 }
 
-const DEFAULTS: Resolved = Object.freeze({ audit: undefined, reload: undefined, reloadIntervalMs: 1000 });
+const DEFAULTS: Resolved = Object.freeze({ audit: undefined, reload: undefined, reloadIntervalMs: undefined });
 
 const FACTORY = 'createServerCredentials';
 
@@ -74,38 +68,30 @@ const FACTORY = 'createServerCredentials';
  */
 class HardenedServerCredentials extends ServerCredentials implements FluxguardServerCredentials {
   readonly clientCertificates: ClientCertificateMode;
-  #current: TlsMaterial;
-  #watcher: TlsMaterialWatcher | undefined;
+  readonly #tls: ReloadingTlsSettings;
 
-  constructor(settings: TlsSettings, material: TlsMaterial) {
-    const { serverOptions } = settings;
+  constructor(tls: ReloadingTlsSettings) {
+    const { settings } = tls;
     super(
-      { requestCert: true, rejectUnauthorized: serverOptions.rejectUnauthorized },
+      { requestCert: true, rejectUnauthorized: settings.serverOptions.rejectUnauthorized },
       // Material is in place from the start: grpc-js drops connections while it has none.
-      settings.secureContextOptions(material),
+      settings.secureContextOptions(tls.current),
     );
     this.clientCertificates = settings.clientCertificates;
-    this.#current = material;
+    this.#tls = tls;
   }
 
   get current(): TlsMaterial {
-    return this.#current;
+    return this.#tls.current;
   }
 
   /** @internal */
-  startWatching(watcher: TlsMaterialWatcher): void {
-    this.#watcher = watcher;
-  }
-
-  /** @internal */
-  update(material: TlsMaterial, options: SecureContextOptions): void {
+  update(options: SecureContextOptions): void {
     this.updateSecureContextOptions(options);
-    this.#current = material;
   }
 
   close(): void {
-    this.#watcher?.close();
-    this.#watcher = undefined;
+    this.#tls.close();
   }
 
   override _equals(other: ServerCredentials): boolean {
@@ -122,7 +108,7 @@ class HardenedServerCredentials extends ServerCredentials implements FluxguardSe
  * verified certificate).
  *
  * With files, the certificate, key, CA bundle and CRL are reloaded without restart
- * (`watchTlsMaterial` of `@fluxguard/core`): new connections get the new material within
+ * (`createReloadingTlsSettings` of `@fluxguard/core`): new connections get the new material within
  * about two intervals, with the same ciphers, minimum version and CRL; a broken set of files
  * keeps the last good material and logs `tls.reload_failed`. Material is loaded before the
  * credentials exist, so no connection is dropped for want of a certificate (a grpc-js trap of
@@ -152,60 +138,19 @@ export function createServerCredentials(
   if (typeof audit?.record !== 'function') {
     throw new ConfigurationError(`${FACTORY}: "audit" must be an AuditLogger (createAuditLogger of @fluxguard/core)`);
   }
-  if (o.reload !== undefined && typeof o.reload !== 'boolean') {
-    throw new ConfigurationError(`${FACTORY}: "reload" must be a boolean`);
-  }
-  if (!Number.isFinite(o.reloadIntervalMs) || o.reloadIntervalMs < 20) {
-    throw new ConfigurationError(`${FACTORY}: "reloadIntervalMs" must be a number of milliseconds, at least 20`);
-  }
-  if (typeof tls !== 'object') {
-    throw new ConfigurationError(`${FACTORY}: the TLS options are required (createTlsSettings options or settings)`);
-  }
-  const built = isTlsSettings(tls);
-  const settings = built ? tls : createTlsSettings(tls);
-  const files = built ? undefined : tls;
-  const certFile = files?.certFile;
-  const keyFile = files?.keyFile;
-  const caFile = files?.caFile;
-  const canReload = certFile !== undefined && keyFile !== undefined && caFile !== undefined;
-  if (o.reload === true && !canReload) {
-    throw new ConfigurationError(
-      `${FACTORY}: "reload" needs the TLS options to name files (certFile, keyFile, caFile), not PEM contents or built settings`,
-    );
-  }
-  if (!canReload || o.reload === false) return new HardenedServerCredentials(settings, settings.material);
-
-  const watcher = watchTlsMaterial({
-    certFile,
-    keyFile,
-    caFile,
-    crlFile: files?.crlFile,
-    intervalMs: o.reloadIntervalMs,
-    onUpdate: (material) => {
-      try {
-        // Never bare key and certificate: Node rebuilds the whole context from these.
-        credentials.update(material, settings.secureContextOptions(material));
-        audit.logger.info(
-          { event: 'tls.reloaded', certFingerprint256: material.certFingerprint256, certValidTo: material.certValidTo },
-          'tls.reloaded',
-        );
-      } catch (err) {
-        audit.logger.error({ event: 'tls.reload_failed', err }, 'tls.reload_failed');
-      }
-    },
-    onError: (err) => {
-      audit.logger.error({ event: 'tls.reload_failed', err }, 'tls.reload_failed');
+  const reloading = createReloadingTlsSettings(tls, {
+    audit,
+    reload: o.reload,
+    reloadIntervalMs: o.reloadIntervalMs,
+    where: FACTORY,
+    // Never bare key and certificate: Node rebuilds the whole context from these. Called from
+    // a timer, once the credentials exist.
+    onUpdate: (contextOptions) => {
+      credentials.update(contextOptions);
     },
   });
-  // The watcher's first read is the baseline it compares later files to. Its callbacks run
-  // from a timer, after this line.
-  const credentials = new HardenedServerCredentials(settings, watcher.current);
-  credentials.startWatching(watcher);
+  const credentials = new HardenedServerCredentials(reloading);
   return credentials;
-}
-
-function isTlsSettings(value: TlsSettingsOptions | TlsSettings): value is TlsSettings {
-  return typeof (value as Partial<TlsSettings>).secureContextOptions === 'function';
 }
 
 /**

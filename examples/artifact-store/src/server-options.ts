@@ -1,0 +1,31 @@
+import type { AuditLogger } from '@fluxguard/core';
+import type { ReferenceSecurity } from './security.js';
+
+/**
+ * The options both reference servers take (`startGrpcServer`, `startHttpServer`); each adds
+ * its own default port and transport limits.
+ *
+ * @example
+ * ```ts
+ * const security = await loadReferenceSecurity({ devDir: '.fluxguard/dev', audit });
+ * const options: ReferenceServerOptions = { port: 0, dataDir: '/tmp/artifacts', security, audit };
+ * ```
+ */
+export interface ReferenceServerOptions {
+  /** Interface to listen on. Default `127.0.0.1`. */
+  readonly host?: string;
+  /** Port; `0` picks a free one. Default: the server's own. */
+  readonly port?: number;
+  /** The directory that holds the artifacts. */
+  readonly dataDir: string;
+  /**
+   * Required: TLS material and client-certificate mode, token verifier, RBAC rules and
+   * certificate roles (`loadReferenceSecurity`). There is no way to start a reference server
+   * without authentication, and no insecure default to fall back to.
+   */
+  readonly security: ReferenceSecurity;
+  /** The audit logger; default: a new one writing to standard output. */
+  readonly audit?: AuditLogger;
+  /** Largest artifact accepted by an upload, in bytes. Default: the store's (64 MiB). */
+  readonly maxArtifactBytes?: number;
+}
