@@ -53,6 +53,7 @@ export {
   type IdentityMatcher,
   type IdentityRule,
 } from './mtls/identity-rules.js';
+export { createCertificateCheck, type CertificateCheck, type CertificateCheckOptions } from './mtls/certificate-check.js';
 export { isSpiffeId } from './mtls/spiffe.js';
 export {
   identityFromCertificate,

@@ -3,8 +3,7 @@ import { TLSSocket } from 'node:tls';
 import type { Request, RequestHandler } from 'express';
 import {
   ConfigurationError,
-  SecurityError,
-  compileIdentityRules,
+  createCertificateCheck,
   httpOperation,
   identityFromTlsSocket,
   isIdentityCurrent,
@@ -13,7 +12,7 @@ import {
   type CertificateIdentity,
   type Guard,
   type HeaderReader,
-  type IdentityRule,
+  type CertificateCheckOptions,
 } from '@fluxguard/core';
 import { contextOf, setOperationLabel, setPrincipal } from './context.js';
 import { peerOf } from './error-handler.js';
@@ -178,23 +177,16 @@ export function requestCallInfo(req: Request, name: string, matchesPaths: boolea
  * const options: MtlsOptions = { allow: [{ spiffeId: 'spiffe://example.org/backup' }] };
  * ```
  */
-export interface MtlsOptions {
-  /**
-   * Identity rules (OR across rules, AND within one; see `IdentityRule` of `@fluxguard/core`):
-   * the certificate must match one. Omitted: any certificate the CA bundle verifies.
-   */
-  readonly allow?: readonly IdentityRule[] | undefined;
-}
-
-const MTLS_DEFAULTS: Readonly<{ allow: readonly IdentityRule[] | undefined }> = Object.freeze({ allow: undefined });
+export type MtlsOptions = CertificateCheckOptions;
 
 /**
  * Requires a verified client certificate on every request it guards, for an app or a router
  * without RBAC (with RBAC, use the `certificate` requirement of a rule through
  * {@link authorize} instead). Refuses with `403 permission_denied`: reason
- * `client_certificate_required` without a verified certificate (including an untrusted one in
- * per-operation mode), `certificate_mismatch` when it matches none of `allow`. It sets no
- * principal; handlers read the identity with {@link getClientCertificate}.
+ * `client_certificate_required` without a verified, current certificate (including an untrusted
+ * one in per-operation mode), `certificate_mismatch` when it matches none of `allow`
+ * (`createCertificateCheck` of `@fluxguard/core`). It sets no principal; handlers read the
+ * identity with {@link getClientCertificate}.
  *
  * @example
  * ```ts
@@ -203,16 +195,9 @@ const MTLS_DEFAULTS: Readonly<{ allow: readonly IdentityRule[] | undefined }> = 
  * ```
  */
 export function mtls(options?: MtlsOptions): RequestHandler {
-  const { allow } = resolveOptions('mtls', MTLS_DEFAULTS, options);
-  const matches = allow === undefined ? undefined : compileIdentityRules(allow, 'mtls.allow');
+  const certificates = createCertificateCheck(options);
   return function fluxguardMtls(req, _res, next) {
-    const identity = getClientCertificate(req);
-    if (identity === undefined) {
-      throw new SecurityError('permission_denied', { reason: 'client_certificate_required' });
-    }
-    if (matches !== undefined && !matches(identity)) {
-      throw new SecurityError('permission_denied', { reason: 'certificate_mismatch' });
-    }
+    certificates.check(getClientCertificate(req));
     next();
   };
 }

@@ -29,6 +29,7 @@ export { fluxguardInterceptors, type FluxguardInterceptorsOptions } from './inte
 export { guard, metadataHeaders, type GuardInterceptorOptions } from './guard.js';
 export { jwtAuth, type JwtAuthOptions } from './jwt-auth.js';
 export { rbac, type RbacInterceptorOptions } from './rbac.js';
+export { mtls, type MtlsInterceptorOptions } from './mtls.js';
 export {
   createServerCredentials,
   secureServerOptions,

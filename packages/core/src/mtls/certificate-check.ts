@@ -1,0 +1,49 @@
+import type { CertificateIdentity } from '../call/call-info.js';
+import { SecurityError } from '../errors/security-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import { compileIdentityRules, type IdentityRule } from './identity-rules.js';
+import { isIdentityCurrent } from './peer-identity.js';
+
+/** Options of {@link createCertificateCheck}. */
+export interface CertificateCheckOptions {
+  /** Identity rules the certificate must match (any rule). Omitted: any verified certificate. */
+  readonly allow?: readonly IdentityRule[] | undefined;
+}
+
+/** Requires a verified, current client certificate, optionally matching identity rules. */
+export interface CertificateCheck {
+  /** Returns the identity, or throws `permission_denied` (`client_certificate_required` or `certificate_mismatch`). */
+  check(identity: CertificateIdentity | undefined): CertificateIdentity;
+}
+
+const DEFAULTS: Readonly<CertificateCheckOptions> = Object.freeze({ allow: undefined });
+
+/**
+ * The mTLS check of a service without RBAC: the caller must present a verified client
+ * certificate that is still valid (a connection may outlive it) and, when `allow` is given,
+ * matches one of the identity rules. Used by the `mtls` interceptor and middleware of both
+ * adapters. A missing certificate is `permission_denied`, not `unauthenticated`: there is no
+ * bearer challenge that would help.
+ *
+ * @example
+ * ```ts
+ * import { createCertificateCheck } from '@fluxguard/core';
+ * const mtls = createCertificateCheck({ allow: [{ spiffeId: 'spiffe://example.org/ns/*\/sa/ops' }] });
+ * mtls.check(call.peerCertificate); // throws SecurityError when refused
+ * ```
+ */
+export function createCertificateCheck(options?: CertificateCheckOptions): CertificateCheck {
+  const { allow } = resolveOptions('createCertificateCheck', DEFAULTS, options);
+  const matches = allow === undefined ? undefined : compileIdentityRules(allow, 'mtls.allow');
+  return Object.freeze({
+    check(identity: CertificateIdentity | undefined): CertificateIdentity {
+      if (identity === undefined || !isIdentityCurrent(identity)) {
+        throw new SecurityError('permission_denied', { reason: 'client_certificate_required' });
+      }
+      if (matches !== undefined && !matches(identity)) {
+        throw new SecurityError('permission_denied', { reason: 'certificate_mismatch', subject: identity.spiffeId });
+      }
+      return identity;
+    },
+  });
+}

@@ -1,0 +1,71 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { status as Status, type Client } from '@grpc/grpc-js';
+import { ConfigurationError } from '@fluxguard/core';
+import { captureAudit } from './harness.test.support.js';
+import { createServerCredentials, fluxguardInterceptors, mtls } from './index.js';
+import { READER_SPIFFE, clientFor, createTestPki, handlerStarts, startTlsServer, unary, type TestPki, type TestServer } from './tls.test.support.js';
+
+// mtls() over real handshakes, in per-operation mode so that the interceptor (not the
+// handshake) is what refuses a missing or untrusted certificate.
+let pki: TestPki;
+let anyCertificate: TestServer;
+let readersOnly: TestServer;
+const audit = captureAudit();
+const clients: Client[] = [];
+
+function client(server: TestServer, cert?: { certPem: string; keyPem: string }): Client {
+  const c = clientFor(server.address, { ca: pki.ca.certPem, ...(cert === undefined ? {} : { cert }) });
+  clients.push(c);
+  return c;
+}
+
+beforeAll(async () => {
+  pki = await createTestPki();
+  const start = (interceptor: ReturnType<typeof mtls>) =>
+    startTlsServer(createServerCredentials({ ...pki.files, clientCertificates: 'per-operation' }, { audit: audit.audit, reload: false }), [
+      ...fluxguardInterceptors({ audit: audit.audit }),
+      interceptor,
+    ]);
+  anyCertificate = await start(mtls());
+  readersOnly = await start(mtls({ allow: [{ spiffeId: READER_SPIFFE }] }));
+});
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await anyCertificate.close();
+  await readersOnly.close();
+  await pki.cleanup();
+});
+
+describe('mtls() interceptor', () => {
+  it('admits a verified client certificate', async () => {
+    expect((await unary(client(anyCertificate, pki.reader), 'Public')).status.code).toBe(Status.OK);
+    expect((await unary(client(readersOnly, pki.reader), 'Public')).status.code).toBe(Status.OK);
+  });
+
+  it.each([
+    ['no certificate', undefined],
+    ['a certificate from another CA claiming the allowed SPIFFE ID', 'forged'],
+    ['an expired certificate', 'expired'],
+  ] as const)('refuses %s before the handler runs', async (_label, which) => {
+    const before = handlerStarts.count;
+    const outcome = await unary(client(readersOnly, which === undefined ? undefined : pki[which]), 'Public');
+    expect(outcome.status.code).toBe(Status.PERMISSION_DENIED);
+    expect(outcome.status.details).toBe('Permission denied.');
+    expect(handlerStarts.count).toBe(before);
+    const requestId = outcome.status.metadata.get('x-request-id')[0];
+    expect(audit.lines().some((l) => l.requestId === requestId && l.reason === 'client_certificate_required')).toBe(true);
+  });
+
+  it('refuses a verified certificate that matches none of the rules', async () => {
+    const outcome = await unary(client(readersOnly, pki.backup), 'Public');
+    expect(outcome.status.code).toBe(Status.PERMISSION_DENIED);
+    const requestId = outcome.status.metadata.get('x-request-id')[0];
+    expect(audit.lines().some((l) => l.requestId === requestId && l.reason === 'certificate_mismatch')).toBe(true);
+  });
+
+  it('refuses bad rules and misspelt options at construction', () => {
+    expect(() => mtls({ allow: [{ spiffeId: 'spiffe://a/(.*)' }] })).toThrow(ConfigurationError);
+    expect(() => mtls({ alow: [] } as never)).toThrow(/did you mean "allow"/);
+  });
+});
