@@ -54,31 +54,49 @@ function method(definitions: Record<string, Method>, name: string): Method {
   return definition;
 }
 
-function unary(client: Client, m: Method, request: Json, metadata = new Metadata()): Promise<Result> {
+/**
+ * Resolves with the status and the messages of a call started by `start`; `send` then writes to
+ * the call, once the status listener is on.
+ */
+function collect<C extends { on(event: 'status', listener: (status: StatusObject) => void): unknown }>(
+  start: (messages: Json[]) => C,
+  send?: (call: C) => void,
+): Promise<Result> {
   return new Promise((resolve) => {
     const messages: Json[] = [];
-    const call = client.makeUnaryRequest(
+    const call = start(messages);
+    call.on('status', (status: StatusObject) => {
+      setImmediate(() => {
+        resolve({ status, messages });
+      });
+    });
+    send?.(call);
+  });
+}
+
+/** The response callback of a unary or client-stream call: keeps the response, if any. */
+const keepResponse =
+  (messages: Json[]) =>
+  (_err: unknown, value?: Json): void => {
+    if (value !== undefined) messages.push(value);
+  };
+
+function unary(client: Client, m: Method, request: Json, metadata = new Metadata()): Promise<Result> {
+  return collect((messages) =>
+    client.makeUnaryRequest(
       m.path,
       m.requestSerialize,
       m.responseDeserialize,
       request,
       metadata,
       {},
-      (_err, value) => {
-        if (value !== undefined) messages.push(value);
-      },
-    );
-    call.on('status', (status: StatusObject) => {
-      setImmediate(() => {
-        resolve({ status, messages });
-      });
-    });
-  });
+      keepResponse(messages),
+    ),
+  );
 }
 
 function serverStream(client: Client, m: Method, request: Json, metadata = new Metadata()): Promise<Result> {
-  return new Promise((resolve) => {
-    const messages: Json[] = [];
+  return collect((messages) => {
     const call = client.makeServerStreamRequest(
       m.path,
       m.requestSerialize,
@@ -89,35 +107,26 @@ function serverStream(client: Client, m: Method, request: Json, metadata = new M
     );
     call.on('data', (value: Json) => messages.push(value));
     call.on('error', () => undefined);
-    call.on('status', (status: StatusObject) => {
-      setImmediate(() => {
-        resolve({ status, messages });
-      });
-    });
+    return call;
   });
 }
 
 function clientStream(client: Client, m: Method, requests: Json[], metadata = new Metadata()): Promise<Result> {
-  return new Promise((resolve) => {
-    const messages: Json[] = [];
-    const call = client.makeClientStreamRequest(
-      m.path,
-      m.requestSerialize,
-      m.responseDeserialize,
-      metadata,
-      {},
-      (_err, value) => {
-        if (value !== undefined) messages.push(value);
-      },
-    );
-    call.on('status', (status: StatusObject) => {
-      setImmediate(() => {
-        resolve({ status, messages });
-      });
-    });
-    for (const request of requests) call.write(request);
-    call.end();
-  });
+  return collect(
+    (messages) =>
+      client.makeClientStreamRequest(
+        m.path,
+        m.requestSerialize,
+        m.responseDeserialize,
+        metadata,
+        {},
+        keepResponse(messages),
+      ),
+    (call) => {
+      for (const request of requests) call.write(request);
+      call.end();
+    },
+  );
 }
 
 function requestIdOf(status: StatusObject): string {

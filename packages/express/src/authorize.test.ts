@@ -11,6 +11,7 @@ import {
   createTestPki,
   createTokenSigner,
   listen,
+  perOperationServer,
   type TestPki,
 } from './tls.test.support.js';
 
@@ -24,6 +25,16 @@ const RULES: RbacRules = {
   // Looser catch-all: what a differently-cased path would fall under.
   'GET /*rest': { authenticated: true },
 };
+
+/** TLS options with the PEM inline (no files, hence no reload), asking for a client certificate. */
+function inlinePerOperationTls(pki: TestPki) {
+  return {
+    cert: pki.server.certPem,
+    key: pki.server.keyPem,
+    ca: pki.ca.certPem,
+    clientCertificates: 'per-operation',
+  } as const;
+}
 
 interface Answer {
   readonly status: number;
@@ -83,12 +94,7 @@ describe('authorize() over real TLS (per-operation client certificates)', () => 
 
   beforeAll(async () => {
     pki = await createTestPki();
-    const server = createSecureServer(buildApp(true), {
-      audit,
-      tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
-      reload: false,
-    });
-    served = await listen(server);
+    served = await listen(perOperationServer(buildApp(true), pki, audit));
     const backup = await pki.ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/backup' });
     const otherSpiffe = await pki.ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/intruder' });
     anonymous = agentFor(pki.ca.certPem);
@@ -223,15 +229,7 @@ describe('authorize() over real TLS (per-operation client certificates)', () => 
   });
 
   it('refuses every request of an app that routes case-insensitively (fail closed)', async () => {
-    const server = createSecureServer(buildApp(false), {
-      audit,
-      tls: {
-        cert: pki.server.certPem,
-        key: pki.server.keyPem,
-        ca: pki.ca.certPem,
-        clientCertificates: 'per-operation',
-      },
-    });
+    const server = createSecureServer(buildApp(false), { audit, tls: inlinePerOperationTls(pki) });
     const loose = await listen(server);
     try {
       const res = await fetch(`${loose.url}/V1/admin`, {
@@ -322,17 +320,7 @@ describe('mtls() over real TLS', () => {
       res.json({ ops: true });
     });
     app.use(after);
-    served = await listen(
-      createSecureServer(app, {
-        audit,
-        tls: {
-          cert: pki.server.certPem,
-          key: pki.server.keyPem,
-          ca: pki.ca.certPem,
-          clientCertificates: 'per-operation',
-        },
-      }),
-    );
+    served = await listen(createSecureServer(app, { audit, tls: inlinePerOperationTls(pki) }));
   });
 
   afterAll(async () => {

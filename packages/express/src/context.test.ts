@@ -1,37 +1,9 @@
-import { connect, type AddressInfo } from 'node:net';
-import express, { type Express } from 'express';
+import { connect } from 'node:net';
+import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, createAuditLogger, type Principal } from '@fluxguard/core';
 import { errorHandler, fluxguard, securityHeaders, setPrincipal } from './index.js';
-
-interface Served {
-  readonly url: string;
-  readonly port: number;
-  close(): Promise<void>;
-}
-
-async function serve(app: Express): Promise<Served> {
-  return new Promise((resolve, reject) => {
-    const server = app.listen(0, '127.0.0.1', (err?: Error) => {
-      if (err !== undefined) {
-        reject(err);
-        return;
-      }
-      const { port } = server.address() as AddressInfo;
-      resolve({
-        url: `http://127.0.0.1:${port}`,
-        port,
-        close: () =>
-          new Promise<void>((done) => {
-            server.closeAllConnections();
-            server.close(() => {
-              done();
-            });
-          }),
-      });
-    });
-  });
-}
+import { serve, type Served } from './tls.test.support.js';
 
 /** Sends bytes as they are (fetch refuses malformed headers) and returns the raw answer. */
 async function rawRequest(port: number, request: string): Promise<string> {

@@ -1,38 +1,11 @@
 import { mkdtemp, open, rm } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import express, { type Express } from 'express';
+import express from 'express';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, SecurityError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
 import { errorHandler, fluxguard, notFound, requestId, type ProblemDetails } from './index.js';
-
-interface Served {
-  readonly url: string;
-  close(): Promise<void>;
-}
-
-async function serve(app: Express): Promise<Served> {
-  return new Promise((resolve, reject) => {
-    const server = app.listen(0, '127.0.0.1', (err?: Error) => {
-      if (err !== undefined) {
-        reject(err);
-        return;
-      }
-      const { port } = server.address() as AddressInfo;
-      resolve({
-        url: `http://127.0.0.1:${port}`,
-        close: () =>
-          new Promise<void>((done) => {
-            server.closeAllConnections();
-            server.close(() => {
-              done();
-            });
-          }),
-      });
-    });
-  });
-}
+import { serve, type Served } from './tls.test.support.js';
 
 function captureAudit(): { audit: AuditLogger; lines: () => Record<string, unknown>[] } {
   const raw: string[] = [];

@@ -9,7 +9,7 @@ import {
   createGuard,
   type RbacRules,
 } from '@fluxguard/core';
-import { createSecureServer, fluxguard, getClientCertificate, jwtAuth, rbac, type ProblemDetails } from './index.js';
+import { fluxguard, getClientCertificate, jwtAuth, rbac, type ProblemDetails } from './index.js';
 import {
   CLIENT_SPIFFE_ID,
   agentFor,
@@ -17,6 +17,7 @@ import {
   createTestPki,
   createTokenSigner,
   listen,
+  perOperationServer,
   type TestPki,
 } from './tls.test.support.js';
 
@@ -72,13 +73,7 @@ describe('jwtAuth() and rbac() over real TLS', () => {
   }
 
   async function serve(a: Express): Promise<string> {
-    const served = await listen(
-      createSecureServer(a, {
-        audit,
-        tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
-        reload: false,
-      }),
-    );
+    const served = await listen(perOperationServer(a, pki, audit));
     closers.push(() => served.close());
     return served.url;
   }

@@ -1,7 +1,7 @@
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect } from 'node:tls';
+import { connect, type ConnectionOptions } from 'node:tls';
 import express, { type Express } from 'express';
 import { fetch, type Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -31,6 +31,28 @@ function helloApp(audit: ReturnType<typeof captureAudit>['audit']): Express {
   });
   app.use(after);
   return app;
+}
+
+/** A bare TLS handshake with the client certificate: resolves with the protocol, or rejects. */
+function clientHandshake(port: number, pki: TestPki, options: ConnectionOptions = {}): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(
+      {
+        host: '127.0.0.1',
+        port,
+        ca: pki.ca.certPem,
+        cert: pki.client.certPem,
+        key: pki.client.keyPem,
+        servername: 'localhost',
+        ...options,
+      },
+      () => {
+        resolve(socket.getProtocol());
+        socket.destroy();
+      },
+    );
+    socket.on('error', reject);
+  });
 }
 
 describe('createSecureServer: strict client certificates', () => {
@@ -94,45 +116,10 @@ describe('createSecureServer: strict client certificates', () => {
   });
 
   it('negotiates TLS 1.3 and refuses TLS 1.1', async () => {
-    const version = await new Promise<string | null>((resolve, reject) => {
-      const socket = connect(
-        {
-          host: '127.0.0.1',
-          port: served.port,
-          ca: pki.ca.certPem,
-          cert: pki.client.certPem,
-          key: pki.client.keyPem,
-          servername: 'localhost',
-        },
-        () => {
-          resolve(socket.getProtocol());
-          socket.destroy();
-        },
-      );
-      socket.on('error', reject);
-    });
+    const version = await clientHandshake(served.port, pki);
     expect(version).toBe('TLSv1.3');
     await expect(
-      new Promise((resolve, reject) => {
-        const socket = connect(
-          {
-            host: '127.0.0.1',
-            port: served.port,
-            ca: pki.ca.certPem,
-            cert: pki.client.certPem,
-            key: pki.client.keyPem,
-            servername: 'localhost',
-            minVersion: 'TLSv1',
-            maxVersion: 'TLSv1.1',
-            ciphers: 'DEFAULT:@SECLEVEL=0',
-          },
-          () => {
-            socket.destroy();
-            resolve('connected');
-          },
-        );
-        socket.on('error', reject);
-      }),
+      clientHandshake(served.port, pki, { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT:@SECLEVEL=0' }),
     ).rejects.toThrow();
   });
 

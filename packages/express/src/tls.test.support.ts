@@ -1,6 +1,7 @@
-// Shared by this package's TLS tests: real certificates from the development PKI of
+// Shared by this package's tests: real certificates from the development PKI of
 // @fluxguard/core, written to a temporary directory; ES256 tokens signed with node:crypto
-// (jose is not a dependency of this package); real HTTPS servers on 127.0.0.1:0; undici clients.
+// (jose is not a dependency of this package); real HTTPS servers, and plain HTTP ones for the
+// tests without TLS, on 127.0.0.1:0; undici clients.
 import { generateKeyPairSync, sign, type JsonWebKey } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:https';
@@ -9,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type PeerCertificate } from 'node:tls';
 import { Writable } from 'node:stream';
+import type { Express } from 'express';
 import { Agent } from 'undici';
 import { createAuditLogger, createJwtVerifier, type AuditLogger, type JwtVerifier } from '@fluxguard/core';
 import {
@@ -16,6 +18,7 @@ import {
   type DevCertificateAuthority,
   type IssuedCertificate,
 } from '@fluxguard/core/dev-pki';
+import { createSecureServer } from './index.js';
 
 export const ISSUER = 'https://id.fluxguard.test';
 export const AUDIENCE = 'express-tests';
@@ -155,5 +158,44 @@ export async function serverCertificateOf(port: number, caPem: string): Promise<
       resolve(peer);
     });
     socket.on('error', reject);
+  });
+}
+
+/** An HTTPS server for `app` asking for, but not requiring, a client certificate; no reload. */
+export function perOperationServer(app: Express, pki: TestPki, audit: AuditLogger): Server {
+  return createSecureServer(app, {
+    audit,
+    tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
+    reload: false,
+  });
+}
+
+export interface Served {
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Serves `app` over plain HTTP on 127.0.0.1:0. */
+export async function serve(app: Express): Promise<Served> {
+  return new Promise((resolve, reject) => {
+    const server = app.listen(0, '127.0.0.1', (err?: Error) => {
+      if (err !== undefined) {
+        reject(err);
+        return;
+      }
+      const { port } = server.address() as AddressInfo;
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        port,
+        close: () =>
+          new Promise<void>((done) => {
+            server.closeAllConnections();
+            server.close(() => {
+              done();
+            });
+          }),
+      });
+    });
   });
 }

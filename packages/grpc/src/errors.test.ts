@@ -153,14 +153,7 @@ async function unaryLike(
     case 'await-signal':
       return awaitAbort(call);
     case 'set-principal-late':
-      setPrincipal(call.metadata, {
-        subject: 'x',
-        roles: [],
-        scopes: [],
-        claims: {},
-        certificate: undefined,
-        authenticatedBy: 'jwt',
-      });
+      setAnyPrincipal(call.metadata);
       return {};
     case 'status-not-found':
     case 'status-data-loss':
@@ -170,6 +163,18 @@ async function unaryLike(
       callback(failureFor(mode) as Parameters<sendUnaryData<Json>>[0]);
       return undefined;
   }
+}
+
+/** Sets a minimal principal: what happens depends on the metadata's fluxguard context. */
+function setAnyPrincipal(metadata: Metadata): void {
+  setPrincipal(metadata, {
+    subject: 'x',
+    roles: [],
+    scopes: [],
+    claims: {},
+    certificate: undefined,
+    authenticatedBy: 'jwt',
+  });
 }
 
 async function streamLike(call: ServerWritableStream<Json, Json> | ServerDuplexStream<Json, Json>): Promise<void> {
@@ -204,14 +209,7 @@ async function streamLike(call: ServerWritableStream<Json, Json> | ServerDuplexS
     case 'await-signal':
       return awaitAbort(call);
     case 'set-principal-late':
-      setPrincipal(call.metadata, {
-        subject: 'x',
-        roles: [],
-        scopes: [],
-        claims: {},
-        certificate: undefined,
-        authenticatedBy: 'jwt',
-      });
+      setAnyPrincipal(call.metadata);
       call.end();
       return;
     case 'status-not-found':
@@ -656,14 +654,7 @@ describe('configuration', () => {
       await lone.close();
     }
     expect(() => {
-      setPrincipal(new Metadata(), {
-        subject: 'x',
-        roles: [],
-        scopes: [],
-        claims: {},
-        certificate: undefined,
-        authenticatedBy: 'jwt',
-      });
+      setAnyPrincipal(new Metadata());
     }).toThrow(/no fluxguard context/);
   });
 });

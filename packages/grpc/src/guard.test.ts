@@ -7,10 +7,9 @@ import {
   createJwtVerifier,
   type CallInfo,
   type Guard,
-  type RbacRules,
 } from '@fluxguard/core';
-import { captureAudit, type Json } from './harness.test.support.js';
-import { createServerCredentials, fluxguardInterceptors, guard, metadataHeaders, safeErrors } from './index.js';
+import { captureAudit } from './harness.test.support.js';
+import { fluxguardInterceptors, guard, metadataHeaders, safeErrors } from './index.js';
 import {
   AUDIENCE,
   BACKUP_SPIFFE,
@@ -19,10 +18,14 @@ import {
   SERVED,
   bearer,
   clientFor,
+  createClientPool,
   createTestPki,
   createTokenSigner,
   handlerStarts,
   op,
+  perOperationCredentials,
+  principalOf,
+  secureRules,
   startTlsServer,
   unary,
   upload,
@@ -35,27 +38,14 @@ let pki: TestPki;
 let signer: TokenSigner;
 let server: TestServer;
 const audit = captureAudit();
-const clients: Client[] = [];
+const clients = createClientPool();
 /** Calls the guard saw, to check the CallInfo the adapter builds. */
 const seen: CallInfo[] = [];
 /** Delay of the guard's check, to widen the window in which early messages could slip through. */
 let checkDelayMs = 0;
 
-function rules(): RbacRules {
-  return {
-    [op('Public')]: { public: true },
-    [op('Read')]: { anyRoles: ['reader', 'admin'] },
-    [op('Upload')]: { anyRoles: ['writer'] },
-    [op('Workload')]: { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/ns/*/sa/reader' }] },
-    [op('Pinned')]: { certificate: [{ fingerprint256: pki.backup.fingerprint256 }] },
-    [op('Backup')]: { anyRoles: ['backup.reader'] },
-  };
-}
-
 function client(cert?: { certPem: string; keyPem: string }): Client {
-  const c = clientFor(server.address, { ca: pki.ca.certPem, ...(cert === undefined ? {} : { cert }) });
-  clients.push(c);
-  return c;
+  return clients.open(server.address, pki.ca.certPem, cert);
 }
 
 beforeAll(async () => {
@@ -64,7 +54,7 @@ beforeAll(async () => {
   const core = createGuard({
     audit: audit.audit,
     jwt: createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never }),
-    rbac: compileRbac(rules(), { servedOperations: SERVED }),
+    rbac: compileRbac(secureRules(pki), { servedOperations: SERVED }),
     certificateRoles: [{ spiffeId: BACKUP_SPIFFE, roles: ['backup.reader'] }],
   });
   const observed: Guard = {
@@ -75,20 +65,15 @@ beforeAll(async () => {
       return core.check(call);
     },
   };
-  const credentials = createServerCredentials(
-    { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-    { audit: audit.audit, reload: false },
-  );
+  const credentials = perOperationCredentials(pki, audit.audit);
   server = await startTlsServer(credentials, fluxguardInterceptors({ audit: audit.audit, guard: observed }));
 });
 
 afterAll(async () => {
-  for (const c of clients) c.close();
+  clients.closeAll();
   await server.close();
   await pki.cleanup();
 });
-
-const principalOf = (response: Json | undefined): unknown => response?.principal;
 
 describe('guard interceptor, per-operation mTLS', () => {
   it('lets a public operation through without a certificate or a token', async () => {
@@ -267,10 +252,7 @@ describe('guard() construction and failures', () => {
       rbac: compileRbac({}),
       check: () => Promise.reject(new Error('ECONNREFUSED 10.0.0.7:6379 (secret internals)')),
     };
-    const credentials = createServerCredentials(
-      { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-      { audit: audit.audit, reload: false },
-    );
+    const credentials = perOperationCredentials(pki, audit.audit);
     const own = await startTlsServer(credentials, [safeErrors({ audit: audit.audit }), guard({ guard: failing })]);
     const c = clientFor(own.address, { ca: pki.ca.certPem });
     try {
@@ -287,10 +269,7 @@ describe('guard() construction and failures', () => {
 
   it('refuses every call when safeErrors does not run first', async () => {
     const core = createGuard({ audit: audit.audit, rbac: compileRbac({ [op('Public')]: { public: true } }) });
-    const credentials = createServerCredentials(
-      { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-      { audit: audit.audit, reload: false },
-    );
+    const credentials = perOperationCredentials(pki, audit.audit);
     const own = await startTlsServer(credentials, [guard({ guard: core })]);
     const c = clientFor(own.address, { ca: pki.ca.certPem });
     try {

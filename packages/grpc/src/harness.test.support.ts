@@ -21,12 +21,13 @@ import { createAuditLogger, type AuditLogger } from '@fluxguard/core';
 
 export type Json = Record<string, unknown>;
 
-const serialize = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
-const deserialize = (bytes: Buffer): Json => JSON.parse(bytes.toString('utf8')) as Json;
+export const serialize = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
+export const deserialize = (bytes: Buffer): Json => JSON.parse(bytes.toString('utf8')) as Json;
 
-function method(name: string, requestStream: boolean, responseStream: boolean) {
+/** A method definition of a test service with JSON messages (this file's and tls.test.support's). */
+export function jsonMethod(path: string, requestStream: boolean, responseStream: boolean) {
   return {
-    path: `/fluxguard.test.v1.Test/${name}`,
+    path,
     requestStream,
     responseStream,
     requestSerialize: serialize,
@@ -46,10 +47,10 @@ export interface TestImpl {
 
 /** The test service: one method of each kind, JSON messages. */
 export const testService: ServiceDefinition<TestImpl> = {
-  Unary: method('Unary', false, false),
-  ClientStream: method('ClientStream', true, false),
-  ServerStream: method('ServerStream', false, true),
-  Bidi: method('Bidi', true, true),
+  Unary: jsonMethod('/fluxguard.test.v1.Test/Unary', false, false),
+  ClientStream: jsonMethod('/fluxguard.test.v1.Test/ClientStream', true, false),
+  ServerStream: jsonMethod('/fluxguard.test.v1.Test/ServerStream', false, true),
+  Bidi: jsonMethod('/fluxguard.test.v1.Test/Bidi', true, true),
 };
 
 /** Captures pino lines written by an audit logger. */

@@ -7,21 +7,23 @@ import {
   createAuthorizer,
   createGuard,
   createJwtVerifier,
-  type RbacRules,
 } from '@fluxguard/core';
-import { captureAudit, type Json } from './harness.test.support.js';
-import { createServerCredentials, fluxguardInterceptors, jwtAuth, rbac, safeErrors } from './index.js';
+import { captureAudit } from './harness.test.support.js';
+import { fluxguardInterceptors, jwtAuth, rbac, safeErrors } from './index.js';
 import {
   AUDIENCE,
   BACKUP_SPIFFE,
   ISSUER,
   SERVED,
   bearer,
-  clientFor,
+  createClientPool,
   createTestPki,
   createTokenSigner,
   handlerStarts,
   op,
+  perOperationCredentials,
+  principalOf,
+  secureRules,
   startTlsServer,
   unary,
   upload,
@@ -34,7 +36,7 @@ import {
 let pki: TestPki;
 let signer: TokenSigner;
 const audit = captureAudit();
-const clients: Client[] = [];
+const clients = createClientPool();
 const servers: TestServer[] = [];
 /** jwtAuth alone; rbac alone; jwtAuth then rbac; the one-step guard. */
 let authOnly: TestServer;
@@ -42,28 +44,12 @@ let rbacOnly: TestServer;
 let separate: TestServer;
 let combined: TestServer;
 
-function rules(): RbacRules {
-  return {
-    [op('Public')]: { public: true },
-    [op('Read')]: { anyRoles: ['reader', 'admin'] },
-    [op('Upload')]: { anyRoles: ['writer'] },
-    [op('Workload')]: { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/ns/*/sa/reader' }] },
-    [op('Pinned')]: { certificate: [{ fingerprint256: pki.backup.fingerprint256 }] },
-    [op('Backup')]: { anyRoles: ['backup.reader'] },
-  };
-}
-
 function client(server: TestServer, cert?: { certPem: string; keyPem: string }): Client {
-  const c = clientFor(server.address, { ca: pki.ca.certPem, ...(cert === undefined ? {} : { cert }) });
-  clients.push(c);
-  return c;
+  return clients.open(server.address, pki.ca.certPem, cert);
 }
 
 async function start(interceptors: Parameters<typeof startTlsServer>[1]): Promise<TestServer> {
-  const credentials = createServerCredentials(
-    { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-    { audit: audit.audit, reload: false },
-  );
+  const credentials = perOperationCredentials(pki, audit.audit);
   const server = await startTlsServer(credentials, interceptors);
   servers.push(server);
   return server;
@@ -74,7 +60,7 @@ beforeAll(async () => {
   signer = createTokenSigner();
   const jwt = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never });
   const certificateRoles = [{ spiffeId: BACKUP_SPIFFE, roles: ['backup.reader'] }];
-  const compiled = compileRbac(rules(), { servedOperations: SERVED });
+  const compiled = compileRbac(secureRules(pki), { servedOperations: SERVED });
   const guard = createGuard({ audit: audit.audit, jwt, rbac: compiled, certificateRoles });
   const authenticator = createAuthenticator({ jwt, certificateRoles });
   const authorizer = createAuthorizer({ audit: audit.audit, rbac: compiled });
@@ -90,12 +76,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of clients) c.close();
+  clients.closeAll();
   for (const s of servers) await s.close();
   await pki.cleanup();
 });
-
-const principalOf = (response: Json | undefined): unknown => response?.principal;
 
 describe('jwtAuth alone', () => {
   it('hands the verified principal to the handler, and applies no RBAC', async () => {

@@ -11,6 +11,7 @@ import {
   Client,
   Metadata,
   Server,
+  type CallOptions,
   type ChannelCredentials,
   type ClientOptions,
   type ServerCredentials,
@@ -20,32 +21,21 @@ import {
   type handleClientStreamingCall,
   type handleUnaryCall,
 } from '@grpc/grpc-js';
+import type { AuditLogger, RbacRules } from '@fluxguard/core';
 import {
   createDevCertificateAuthority,
   type DevCertificateAuthority,
   type IssuedCertificate,
 } from '@fluxguard/core/dev-pki';
-import { addService, getPrincipal } from './index.js';
+import { addService, createServerCredentials, getPrincipal } from './index.js';
 import { createClientCredentials } from './client.js';
+import { deserialize, jsonMethod, serialize, type Json } from './harness.test.support.js';
 
-export type Json = Record<string, unknown>;
-
-const serialize = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
-const deserialize = (bytes: Buffer): Json => JSON.parse(bytes.toString('utf8')) as Json;
+export type { Json };
 
 export const SERVICE = 'fluxguard.test.v1.Secure';
 
-function method(name: string, requestStream: boolean) {
-  return {
-    path: `/${SERVICE}/${name}`,
-    requestStream,
-    responseStream: false,
-    requestSerialize: serialize,
-    requestDeserialize: deserialize,
-    responseSerialize: serialize,
-    responseDeserialize: deserialize,
-  };
-}
+const method = (name: string, requestStream: boolean) => jsonMethod(`/${SERVICE}/${name}`, requestStream, false);
 
 export interface SecureImpl {
   Public: handleUnaryCall<Json, Json>;
@@ -175,6 +165,29 @@ export async function createTestPki(): Promise<TestPki> {
   };
 }
 
+/** The RBAC rules of the guard tests: one rule of each kind over the secure service. */
+export function secureRules(pki: TestPki): RbacRules {
+  return {
+    [op('Public')]: { public: true },
+    [op('Read')]: { anyRoles: ['reader', 'admin'] },
+    [op('Upload')]: { anyRoles: ['writer'] },
+    [op('Workload')]: { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/ns/*/sa/reader' }] },
+    [op('Pinned')]: { certificate: [{ fingerprint256: pki.backup.fingerprint256 }] },
+    [op('Backup')]: { anyRoles: ['backup.reader'] },
+  };
+}
+
+/** Server credentials asking for, but not requiring, a client certificate; no CRL, no reload. */
+export function perOperationCredentials(pki: TestPki, audit: AuditLogger): ServerCredentials {
+  return createServerCredentials(
+    { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+    { audit, reload: false },
+  );
+}
+
+/** The principal a handler of the secure service reported. */
+export const principalOf = (response: Json | undefined): unknown => response?.principal;
+
 /** Replaces a file the way certificate tools do: write beside it, then rename over it. */
 export async function replaceFile(file: string, contents: string): Promise<void> {
   const temporary = `${file}.${String(process.pid)}.tmp`;
@@ -243,10 +256,52 @@ export function clientFor(
   });
 }
 
+/** Clients of the test service, each its own channel, closed together once the tests are done. */
+export function createClientPool(): {
+  open(address: string, ca: string, cert?: { certPem: string; keyPem: string }): Client;
+  closeAll(): void;
+} {
+  const clients: Client[] = [];
+  return {
+    open(address, ca, cert) {
+      const c = clientFor(address, { ca, ...(cert === undefined ? {} : { cert }) });
+      clients.push(c);
+      return c;
+    },
+    closeAll() {
+      for (const c of clients) c.close();
+    },
+  };
+}
+
 export interface Outcome {
   readonly status: StatusObject;
   readonly response: Json | undefined;
 }
+
+/**
+ * Resolves with the status and the response of a call started by `start`; `send` then writes
+ * to the call, once the status listener is on.
+ */
+function outcomeOf<C extends { on(event: 'status', listener: (status: StatusObject) => void): unknown }>(
+  start: (onResponse: (err: unknown, value?: Json) => void) => C,
+  send?: (call: C) => void,
+): Promise<Outcome> {
+  return new Promise((resolve) => {
+    let response: Json | undefined;
+    const call = start((_err, value) => {
+      response = value;
+    });
+    call.on('status', (status: StatusObject) => {
+      setImmediate(() => {
+        resolve({ status, response });
+      });
+    });
+    send?.(call);
+  });
+}
+
+const callOptions = (): CallOptions => ({ deadline: Date.now() + 10_000 });
 
 export function unary(
   client: Client,
@@ -254,49 +309,21 @@ export function unary(
   metadata = new Metadata(),
   request: Json = {},
 ): Promise<Outcome> {
-  return new Promise((resolve) => {
-    let response: Json | undefined;
-    const call = client.makeUnaryRequest(
-      op(name),
-      serialize,
-      deserialize,
-      request,
-      metadata,
-      { deadline: Date.now() + 10_000 },
-      (_err, value) => {
-        response = value;
-      },
-    );
-    call.on('status', (status: StatusObject) => {
-      setImmediate(() => {
-        resolve({ status, response });
-      });
-    });
-  });
+  return outcomeOf((onResponse) =>
+    client.makeUnaryRequest(op(name), serialize, deserialize, request, metadata, callOptions(), onResponse),
+  );
 }
 
 /** A client stream whose messages are all written at once, before any answer. */
 export function upload(client: Client, messages: Json[], metadata = new Metadata()): Promise<Outcome> {
-  return new Promise((resolve) => {
-    let response: Json | undefined;
-    const call = client.makeClientStreamRequest(
-      op('Upload'),
-      serialize,
-      deserialize,
-      metadata,
-      { deadline: Date.now() + 10_000 },
-      (_err, value) => {
-        response = value;
-      },
-    );
-    call.on('status', (status: StatusObject) => {
-      setImmediate(() => {
-        resolve({ status, response });
-      });
-    });
-    for (const message of messages) call.write(message);
-    call.end();
-  });
+  return outcomeOf(
+    (onResponse) =>
+      client.makeClientStreamRequest(op('Upload'), serialize, deserialize, metadata, callOptions(), onResponse),
+    (call) => {
+      for (const message of messages) call.write(message);
+      call.end();
+    },
+  );
 }
 
 export function bearer(token: string): Metadata {

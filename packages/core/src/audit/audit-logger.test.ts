@@ -23,7 +23,7 @@ describe('createAuditLogger', () => {
   it('writes the documented event schema', () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination });
-    audit.record({
+    const denied = {
       event: 'request.denied',
       outcome: 'denied',
       reason: 'missing_role',
@@ -32,20 +32,10 @@ describe('createAuditLogger', () => {
       subject: 'alice',
       requestId: 'r-1',
       transport: 'grpc',
-    });
-    expect(lines[0]).toMatchObject({
-      level: 40,
-      name: 'fluxguard',
-      msg: 'request.denied',
-      event: 'request.denied',
-      outcome: 'denied',
-      reason: 'missing_role',
-      operation: '/fluxguard.example.v1.ArtifactStore/DeleteArtifact',
-      peer: '127.0.0.1:5000',
-      subject: 'alice',
-      requestId: 'r-1',
-      transport: 'grpc',
-    });
+    } as const;
+    audit.record(denied);
+    // Every field of the event comes out as it went in, under pino's own fields.
+    expect(lines[0]).toMatchObject({ level: 40, name: 'fluxguard', msg: 'request.denied', ...denied });
     expect(typeof lines[0]?.time).toBe('string');
   });
 

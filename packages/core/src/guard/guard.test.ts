@@ -1,22 +1,24 @@
-import { Writable } from 'node:stream';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLogger } from '../audit/audit-logger.js';
 import type { CallInfo, CertificateIdentity } from '../call/call-info.js';
-import { SecurityError } from '../errors/security-error.js';
-import { AUDIENCE, ISSUER, headersOf, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
+import {
+  AUDIENCE,
+  GUARD_OPS,
+  GUARD_RULES,
+  ISSUER,
+  capturedAudit,
+  makeKey,
+  refusal,
+  sign,
+  testCall,
+  type TestKey,
+} from '../jwt/fixtures.test.util.js';
 import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
 import { compileRbac, type RbacMode } from '../rbac/rbac.js';
 import { bearerChallenge, createGuard, httpOperation } from './guard.js';
 
-const GET = '/fluxguard.example.v1.ArtifactStore/GetArtifact';
-const DELETE = '/fluxguard.example.v1.ArtifactStore/DeleteArtifact';
-const HEALTH = '/grpc.health.v1.Health/Check';
-const RULES = {
-  [HEALTH]: { public: true as const },
-  [GET]: { anyRoles: ['artifacts.reader', 'artifacts.admin'] },
-  [DELETE]: { anyRoles: ['artifacts.admin'] },
-  '/fluxguard.example.v1.Backup/Pull': { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/backup' }] },
-};
+const { GET, DELETE, HEALTH } = GUARD_OPS;
+const RULES = GUARD_RULES;
 
 // A certificate identity as the TLS stack reports it once verified; the handshakes that produce
 // one are tested in mtls/ and end to end.
@@ -38,43 +40,18 @@ beforeAll(async () => {
 });
 
 function call(operation: string, headers: Record<string, string> = {}, peerCertificate?: CertificateIdentity): CallInfo {
-  return {
-    transport: 'grpc',
-    operation,
-    requestId: 'r-1',
-    peerAddress: '127.0.0.1:1',
-    peerCertificate,
-    headers: headersOf(headers),
-    deadline: undefined,
-    signal: new AbortController().signal,
-  };
+  return testCall({ requestId: 'r-1', peerAddress: '127.0.0.1:1' }, operation, headers, peerCertificate);
 }
 
 function setup(mode: RbacMode = 'enforce', withCertificateRoles = true) {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _e, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { audit, lines } = capturedAudit();
   const guard = createGuard({
-    audit: createAuditLogger({ destination }),
+    audit,
     jwt: verifier,
     rbac: compileRbac(RULES, { mode }),
     ...(withCertificateRoles ? { certificateRoles: [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }] } : {}),
   });
   return { guard, lines };
-}
-
-async function refusal(promise: Promise<unknown>): Promise<SecurityError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof SecurityError) return err;
-    throw err;
-  }
-  throw new Error('expected a refusal');
 }
 
 describe('createGuard', () => {

@@ -1,25 +1,27 @@
-import { Writable } from 'node:stream';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLogger } from '../audit/audit-logger.js';
 import type { CallInfo, CertificateIdentity, Principal } from '../call/call-info.js';
 import { SecurityError } from '../errors/security-error.js';
-import { AUDIENCE, ISSUER, headersOf, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
+import {
+  AUDIENCE,
+  GUARD_OPS,
+  GUARD_RULES,
+  ISSUER,
+  capturedAudit,
+  makeKey,
+  refusal,
+  sign,
+  testCall,
+  type TestKey,
+} from '../jwt/fixtures.test.util.js';
 import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
 import { compileRbac, type RbacMode } from '../rbac/rbac.js';
 import { createAuthenticator } from './authenticate.js';
 import { createAuthorizer, type Authorizer } from './authorize.js';
 import { createGuard } from './guard.js';
 
-const GET = '/fluxguard.example.v1.ArtifactStore/GetArtifact';
-const DELETE = '/fluxguard.example.v1.ArtifactStore/DeleteArtifact';
-const HEALTH = '/grpc.health.v1.Health/Check';
-const PULL = '/fluxguard.example.v1.Backup/Pull';
-const RULES = {
-  [HEALTH]: { public: true as const },
-  [GET]: { anyRoles: ['artifacts.reader', 'artifacts.admin'] },
-  [DELETE]: { anyRoles: ['artifacts.admin'] },
-  [PULL]: { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/backup' }] },
-};
+const { GET, DELETE, HEALTH, PULL } = GUARD_OPS;
+const RULES = GUARD_RULES;
 const CERTIFICATE_ROLES = [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }];
 
 const backupCert: CertificateIdentity = Object.freeze({
@@ -45,37 +47,7 @@ function call(
   headers: Record<string, string> = {},
   peerCertificate?: CertificateIdentity,
 ): CallInfo {
-  return {
-    transport: 'grpc',
-    operation,
-    requestId: 'r-steps',
-    peerAddress: '127.0.0.1:2',
-    peerCertificate,
-    headers: headersOf(headers),
-    deadline: undefined,
-    signal: new AbortController().signal,
-  };
-}
-
-function captured() {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _e, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { audit: createAuditLogger({ destination }), lines };
-}
-
-async function refusal(promise: Promise<unknown>): Promise<SecurityError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof SecurityError) return err;
-    throw err;
-  }
-  throw new Error('expected a refusal');
+  return testCall({ requestId: 'r-steps', peerAddress: '127.0.0.1:2' }, operation, headers, peerCertificate);
 }
 
 function refusalOf(authorizer: Authorizer, c: CallInfo, p: Principal | undefined): SecurityError {
@@ -188,7 +160,7 @@ describe('createAuthenticator', () => {
 
 describe('createAuthorizer', () => {
   function authorizer(mode: RbacMode = 'enforce') {
-    const { audit, lines } = captured();
+    const { audit, lines } = capturedAudit();
     return { authorizer: createAuthorizer({ audit, rbac: compileRbac(RULES, { mode }) }), lines };
   }
 
@@ -263,7 +235,7 @@ describe('createAuthorizer', () => {
 
 describe('createGuard as the composition of the two steps', () => {
   it('decides every case as authenticate then authorize do', async () => {
-    const { audit } = captured();
+    const { audit } = capturedAudit();
     const guard = createGuard({ audit, jwt: verifier, rbac: compileRbac(RULES), certificateRoles: CERTIFICATE_ROLES });
     const reader = await sign(key, { claims: { roles: ['artifacts.reader'] } });
     const admin = await sign(key, { claims: { roles: ['artifacts.admin'] } });

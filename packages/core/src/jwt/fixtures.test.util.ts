@@ -1,8 +1,11 @@
-// Shared by the jwt, denylist and policy tests; not part of the package (dist/**/*.test.* is excluded).
+// Shared by the jwt, denylist, policy and guard tests; not part of the package (dist/**/*.test.* is excluded).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK, type JWTPayload } from 'jose';
-import type { HeaderReader } from '../call/call-info.js';
+import { createAuditLogger, type AuditLogger } from '../audit/audit-logger.js';
+import type { CallInfo, CertificateIdentity, HeaderReader } from '../call/call-info.js';
+import { SecurityError } from '../errors/security-error.js';
 
 export const ISSUER = 'https://id.example.test';
 export const AUDIENCE = 'artifacts';
@@ -54,6 +57,64 @@ export function headersOf(entries: Record<string, string | string[]>): HeaderRea
     get: (name) => map.get(name.toLowerCase())?.[0],
     getAll: (name) => map.get(name.toLowerCase()) ?? [],
   };
+}
+
+/** Operations of the ArtifactStore example, as the guard tests name them. */
+export const GUARD_OPS = {
+  GET: '/fluxguard.example.v1.ArtifactStore/GetArtifact',
+  DELETE: '/fluxguard.example.v1.ArtifactStore/DeleteArtifact',
+  HEALTH: '/grpc.health.v1.Health/Check',
+  PULL: '/fluxguard.example.v1.Backup/Pull',
+} as const;
+
+/** The guard tests' RBAC rules: public health, roles for reads and deletes, a certificate for pulls. */
+export const GUARD_RULES = {
+  [GUARD_OPS.HEALTH]: { public: true as const },
+  [GUARD_OPS.GET]: { anyRoles: ['artifacts.reader', 'artifacts.admin'] },
+  [GUARD_OPS.DELETE]: { anyRoles: ['artifacts.admin'] },
+  [GUARD_OPS.PULL]: { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/backup' }] },
+};
+
+/** A gRPC CallInfo of a test: `operation` with these headers and verified certificate. */
+export function testCall(
+  ids: { readonly requestId: string; readonly peerAddress: string },
+  operation: string,
+  headers: Record<string, string> = {},
+  peerCertificate?: CertificateIdentity,
+): CallInfo {
+  return {
+    transport: 'grpc',
+    operation,
+    requestId: ids.requestId,
+    peerAddress: ids.peerAddress,
+    peerCertificate,
+    headers: headersOf(headers),
+    deadline: undefined,
+    signal: new AbortController().signal,
+  };
+}
+
+/** An audit logger whose lines (one a write) are collected as parsed JSON. */
+export function capturedAudit(): { audit: AuditLogger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _e, done) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { audit: createAuditLogger({ destination }), lines };
+}
+
+/** The SecurityError a promise rejects with; anything else, or no rejection, fails the test. */
+export async function refusal(promise: Promise<unknown>): Promise<SecurityError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof SecurityError) return err;
+    throw err;
+  }
+  throw new Error('expected a refusal');
 }
 
 /** A real JWKS endpoint on 127.0.0.1:0 that a test can take down, slow down or rotate. */

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevPki } from '../dev-pki/dev-pki.js';
-import { run, SERVER_GREETING, startTlsServer, type TestServer } from './handshake.test-util.js';
+import { run, SERVER_GREETING, startTlsServer, type TestServer } from './handshake.test.util.js';
 import { createTlsSettings } from './tls-settings.js';
 
 let dir: string;
@@ -54,15 +54,18 @@ function sClient(...extra: string[]) {
   ]);
 }
 
+/** The s_client arguments offering the trusted client certificate. */
+const clientCertificate = (): string[] => ['-cert', paths.clientCert, '-key', paths.clientKey];
+
 describe('openssl s_client against the strict settings', () => {
   it('negotiates TLS 1.3 with a client certificate', async () => {
-    const result = await sClient('-tls1_3', '-cert', paths.clientCert, '-key', paths.clientKey);
+    const result = await sClient('-tls1_3', ...clientCertificate());
     expect(result.stdout).toContain(SERVER_GREETING);
     expect(result.stdout).toMatch(/Protocol\s*:\s*TLSv1\.3|New, TLSv1\.3/);
   });
 
   it('negotiates TLS 1.2 with an ECDHE AEAD suite', async () => {
-    const result = await sClient('-tls1_2', '-cert', paths.clientCert, '-key', paths.clientKey);
+    const result = await sClient('-tls1_2', ...clientCertificate());
     expect(result.stdout).toContain(SERVER_GREETING);
     expect(result.stdout).toMatch(/Cipher is ECDHE-ECDSA-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)/);
   });
@@ -81,46 +84,18 @@ describe('openssl s_client against the strict settings', () => {
 
   // SECLEVEL=0 lets OpenSSL 3 offer TLS 1.1/1.0 at all, so the refusal is the server's own
   // (a protocol_version alert), not the client's policy.
-  it('refuses TLS 1.1 (server-side protocol_version alert)', async () => {
-    const result = await sClient(
-      '-tls1_1',
-      '-cipher',
-      'DEFAULT@SECLEVEL=0',
-      '-cert',
-      paths.clientCert,
-      '-key',
-      paths.clientKey,
-    );
-    expect(result.stdout).not.toContain(SERVER_GREETING);
-    expect(result.code).not.toBe(0);
-    expect(result.stderr).toMatch(/alert protocol version/);
-  });
-
-  it('refuses TLS 1.0 (server-side protocol_version alert)', async () => {
-    const result = await sClient(
-      '-tls1',
-      '-cipher',
-      'DEFAULT@SECLEVEL=0',
-      '-cert',
-      paths.clientCert,
-      '-key',
-      paths.clientKey,
-    );
+  it.each([
+    ['1.1', '-tls1_1'],
+    ['1.0', '-tls1'],
+  ])('refuses TLS %s (server-side protocol_version alert)', async (_version, flag) => {
+    const result = await sClient(flag, '-cipher', 'DEFAULT@SECLEVEL=0', ...clientCertificate());
     expect(result.stdout).not.toContain(SERVER_GREETING);
     expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(/alert protocol version/);
   });
 
   it('refuses a TLS 1.2 CBC suite', async () => {
-    const result = await sClient(
-      '-tls1_2',
-      '-cipher',
-      'ECDHE-ECDSA-AES128-SHA256',
-      '-cert',
-      paths.clientCert,
-      '-key',
-      paths.clientKey,
-    );
+    const result = await sClient('-tls1_2', '-cipher', 'ECDHE-ECDSA-AES128-SHA256', ...clientCertificate());
     expect(result.stdout).not.toContain(SERVER_GREETING);
     expect(result.stderr).toMatch(/alert handshake failure/);
   });
