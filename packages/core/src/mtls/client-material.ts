@@ -1,7 +1,5 @@
-import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { validateMaterial, type MaterialSource } from './material.js';
+import { checkCaBundle, pickSource, readSourceSync, validateMaterial, type MaterialSource } from './material.js';
 import { TLS_CIPHERS, type TlsMinVersion } from './tls-settings.js';
 
 /**
@@ -71,62 +69,11 @@ export interface ClientTlsMaterial {
   readonly ciphers: string;
 }
 
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-
 type Part = 'ca' | 'cert' | 'key';
 
-/** Where one part comes from, after checking that at most one of `<part>File` and `<part>` is set. */
+/** Where one part comes from (`<part>File` or `<part>`, at most one). */
 function sourceOf(where: string, options: ClientTlsOptions, part: Part): MaterialSource | undefined {
-  const fileOption = `${part}File` as const;
-  const file: unknown = options[fileOption]; // options also come from plain JavaScript
-  const contents: unknown = options[part];
-  if (file !== undefined && contents !== undefined) {
-    throw new ConfigurationError(`${where}: give either "${fileOption}" or "${part}", not both`);
-  }
-  if (file !== undefined) {
-    if (typeof file !== 'string' || file.length === 0) {
-      throw new ConfigurationError(`${where}: "${fileOption}" must be a non-empty path`);
-    }
-    return { option: fileOption, file };
-  }
-  if (contents === undefined) return undefined;
-  if (typeof contents !== 'string' && !(contents instanceof Uint8Array)) {
-    throw new ConfigurationError(`${where}: "${part}" must be PEM text or bytes`);
-  }
-  return { option: part, contents };
-}
-
-function describe(source: MaterialSource): string {
-  return source.file === undefined ? `"${source.option}"` : `"${source.option}" (${source.file})`;
-}
-
-function read(where: string, source: MaterialSource): Buffer {
-  if (source.contents !== undefined) {
-    const { contents } = source;
-    return typeof contents === 'string' ? Buffer.from(contents, 'utf8') : Buffer.from(contents);
-  }
-  try {
-    return readFileSync(source.file ?? '');
-  } catch (cause) {
-    const code = (cause as { code?: unknown } | null)?.code;
-    const why = typeof code === 'string' ? ` (${code})` : '';
-    throw new ConfigurationError(`${where}: cannot read ${describe(source)}${why}`, { cause });
-  }
-}
-
-function checkCaBundle(where: string, source: MaterialSource, ca: Buffer): void {
-  const blocks = ca.toString('latin1').match(PEM_CERTIFICATE) ?? [];
-  if (blocks.length === 0) throw new ConfigurationError(`${where}: ${describe(source)} holds no PEM certificate`);
-  blocks.forEach((block, index) => {
-    try {
-      new X509Certificate(block);
-    } catch (cause) {
-      // The parser's text may quote the input; the option name says enough.
-      throw new ConfigurationError(`${where}: certificate ${index + 1} in ${describe(source)} cannot be parsed`, {
-        cause,
-      });
-    }
-  });
+  return pickSource(where, `${part}File`, options[`${part}File`], part, options[part]);
 }
 
 /**
@@ -162,13 +109,13 @@ export function loadClientTlsMaterial(options: ClientTlsOptions, where: string):
   if ((certSource === undefined) !== (keySource === undefined)) {
     throw new ConfigurationError(`${where}: give the client certificate and its key together, or neither`);
   }
-  const ca = read(where, caSource);
+  const ca = readSourceSync(where, caSource);
   checkCaBundle(where, caSource, ca);
   let cert: Buffer | undefined;
   let key: Buffer | undefined;
   if (certSource !== undefined && keySource !== undefined) {
-    cert = read(where, certSource);
-    key = read(where, keySource);
+    cert = readSourceSync(where, certSource);
+    key = readSourceSync(where, keySource);
     // core's check of a certificate, its key and a CA bundle: parse, match, OpenSSL accepts the set.
     validateMaterial(where, { cert: certSource, key: keySource, ca: caSource }, { cert, key, ca, crl: undefined });
   }

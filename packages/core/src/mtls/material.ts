@@ -48,14 +48,43 @@ export interface MaterialSources {
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-function describe(source: MaterialSource): string {
+/** How error messages name a source: the option, and the file when there is one. */
+export function describeSource(source: MaterialSource): string {
   return source.file === undefined ? `"${source.option}"` : `"${source.option}" (${source.file})`;
+}
+
+/**
+ * The source of one part from its two options, `<part>File` (a path) and `<part>` (PEM text or
+ * bytes): at most one may be set; `undefined` when neither is. Options also arrive from plain
+ * JavaScript, so both are checked at run time.
+ */
+export function pickSource(
+  where: string,
+  fileOption: string,
+  file: unknown,
+  option: string,
+  contents: unknown,
+): MaterialSource | undefined {
+  if (file !== undefined && contents !== undefined) {
+    throw new ConfigurationError(`${where}: give either "${fileOption}" or "${option}", not both`);
+  }
+  if (file !== undefined) {
+    if (typeof file !== 'string' || file.length === 0) {
+      throw new ConfigurationError(`${where}: "${fileOption}" must be a non-empty path`);
+    }
+    return { option: fileOption, file };
+  }
+  if (contents === undefined) return undefined;
+  if (typeof contents !== 'string' && !(contents instanceof Uint8Array)) {
+    throw new ConfigurationError(`${where}: "${option}" must be PEM text or bytes`);
+  }
+  return { option, contents };
 }
 
 function readError(where: string, source: MaterialSource, cause: unknown): ConfigurationError {
   const code = (cause as { code?: unknown } | null)?.code;
   const why = typeof code === 'string' ? ` (${code})` : '';
-  return new ConfigurationError(`${where}: cannot read ${describe(source)}${why}`, { cause });
+  return new ConfigurationError(`${where}: cannot read ${describeSource(source)}${why}`, { cause });
 }
 
 function toBuffer(contents: string | Uint8Array): Buffer {
@@ -64,17 +93,36 @@ function toBuffer(contents: string | Uint8Array): Buffer {
     : Buffer.from(contents.buffer, contents.byteOffset, contents.byteLength);
 }
 
+/** Every certificate of a CA bundle parses, and there is at least one. */
+export function checkCaBundle(where: string, source: MaterialSource, ca: Buffer): void {
+  const blocks = ca.toString('latin1').match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) throw new ConfigurationError(`${where}: ${describeSource(source)} holds no PEM certificate`);
+  blocks.forEach((block, index) => {
+    try {
+      new X509Certificate(block);
+    } catch (cause) {
+      // The parser's text may quote the input; the option name says enough.
+      throw new ConfigurationError(`${where}: certificate ${index + 1} in ${describeSource(source)} cannot be parsed`, {
+        cause,
+      });
+    }
+  });
+}
+
+/** Reads one source synchronously (start-up only): its contents, or its file. */
+export function readSourceSync(where: string, source: MaterialSource): Buffer {
+  if (source.contents !== undefined) return toBuffer(source.contents);
+  if (source.file === undefined) throw new ConfigurationError(`${where}: "${source.option}" is required`);
+  try {
+    return readFileSync(source.file);
+  } catch (cause) {
+    throw readError(where, source, cause);
+  }
+}
+
 /** Reads the sources synchronously (start-up only). */
 export function readMaterialSync(where: string, sources: MaterialSources): RawMaterial {
-  const read = (source: MaterialSource): Buffer => {
-    if (source.contents !== undefined) return toBuffer(source.contents);
-    if (source.file === undefined) throw new ConfigurationError(`${where}: "${source.option}" is required`);
-    try {
-      return readFileSync(source.file);
-    } catch (cause) {
-      throw readError(where, source, cause);
-    }
-  };
+  const read = (source: MaterialSource): Buffer => readSourceSync(where, source);
   return {
     cert: read(sources.cert),
     key: read(sources.key),
@@ -130,40 +178,28 @@ export function validateMaterial(where: string, sources: MaterialSources, raw: R
   try {
     leaf = new X509Certificate(raw.cert);
   } catch (cause) {
-    throw new ConfigurationError(`${where}: ${describe(sources.cert)} does not hold a PEM certificate`, { cause });
+    throw new ConfigurationError(`${where}: ${describeSource(sources.cert)} does not hold a PEM certificate`, { cause });
   }
   let key: KeyObject;
   try {
     key = createPrivateKey(raw.key);
   } catch (cause) {
     throw new ConfigurationError(
-      `${where}: ${describe(sources.key)} does not hold a readable private key (unencrypted PEM, e.g. PKCS#8)`,
+      `${where}: ${describeSource(sources.key)} does not hold a readable private key (unencrypted PEM, e.g. PKCS#8)`,
       { cause },
     );
   }
   if (!leaf.checkPrivateKey(key)) {
     throw new ConfigurationError(
-      `${where}: the private key in ${describe(sources.key)} does not match the certificate in ${describe(sources.cert)}`,
+      `${where}: the private key in ${describeSource(sources.key)} does not match the certificate in ${describeSource(sources.cert)}`,
     );
   }
-  const caBlocks = raw.ca.toString('latin1').match(PEM_CERTIFICATE) ?? [];
-  if (caBlocks.length === 0) {
-    throw new ConfigurationError(`${where}: ${describe(sources.ca)} holds no PEM certificate`);
-  }
-  caBlocks.forEach((block, index) => {
-    try {
-      new X509Certificate(block);
-    } catch (cause) {
-      throw new ConfigurationError(`${where}: certificate ${index + 1} in ${describe(sources.ca)} cannot be parsed`, {
-        cause,
-      });
-    }
-  });
+  checkCaBundle(where, sources.ca, raw.ca);
   if (raw.crl !== undefined && sources.crl !== undefined) {
     try {
       createSecureContext({ ca: raw.ca, crl: raw.crl });
     } catch (cause) {
-      throw new ConfigurationError(`${where}: ${describe(sources.crl)} does not hold a PEM CRL`, { cause });
+      throw new ConfigurationError(`${where}: ${describeSource(sources.crl)} does not hold a PEM CRL`, { cause });
     }
   }
   try {

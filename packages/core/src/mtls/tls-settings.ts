@@ -1,7 +1,7 @@
 import type { SecureContextOptions } from 'node:tls';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import { readMaterialSync, validateMaterial, type MaterialSources, type TlsMaterial } from './material.js';
+import { pickSource, readMaterialSync, validateMaterial, type MaterialSources, type TlsMaterial } from './material.js';
 
 /**
  * How client certificates are handled.
@@ -260,24 +260,8 @@ function buildTlsSettings(mode: ClientCertificateMode, minVersion: TlsMinVersion
 }
 
 function tlsMaterialSources(where: string, o: ResolvedTlsSettingsOptions): MaterialSources {
-  const pick = (
-    fileOption: string,
-    file: string | undefined,
-    option: string,
-    contents: string | Uint8Array | undefined,
-  ) => {
-    if (file !== undefined && contents !== undefined) {
-      throw new ConfigurationError(`${where}: give either "${fileOption}" or "${option}", not both`);
-    }
-    if (file !== undefined) {
-      if (typeof file !== 'string' || file.length === 0) {
-        throw new ConfigurationError(`${where}: "${fileOption}" must be a non-empty path`);
-      }
-      return { option: fileOption, file };
-    }
-    if (contents !== undefined) return { option, contents };
-    return undefined;
-  };
+  const pick = (fileOption: string, file: string | undefined, option: string, contents: string | Uint8Array | undefined) =>
+    pickSource(where, fileOption, file, option, contents);
   const required = (
     fileOption: string,
     file: string | undefined,
