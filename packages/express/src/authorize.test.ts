@@ -13,7 +13,7 @@ import {
   listen,
   perOperationServer,
   type TestPki,
-} from './tls.test.support.js';
+} from './testing/tls.js';
 
 const RULES: RbacRules = {
   'GET /healthz': { public: true },

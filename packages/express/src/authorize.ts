@@ -1,21 +1,7 @@
-import type { IncomingMessage } from 'node:http';
-import { TLSSocket } from 'node:tls';
-import type { Request, RequestHandler } from 'express';
-import {
-  ConfigurationError,
-  createCertificateCheck,
-  httpOperation,
-  identityFromTlsSocket,
-  isIdentityCurrent,
-  resolveOptions,
-  type CallInfo,
-  type CertificateIdentity,
-  type Guard,
-  type HeaderReader,
-  type CertificateCheckOptions,
-} from '@fluxguard/core';
-import { contextOf, setOperationLabel, setPrincipal } from './context.js';
-import { peerOf } from './error-handler.js';
+import type { RequestHandler } from 'express';
+import { ConfigurationError, createCertificateCheck, type CertificateCheckOptions, type Guard } from '@fluxguard/core';
+import { resolveOptions } from '@fluxguard/core/adapter';
+import { controls } from './pipeline.js';
 
 /**
  * Options of {@link authorize}.
@@ -34,56 +20,9 @@ export interface AuthorizeOptions {
 
 const AUTHORIZE_DEFAULTS: Readonly<{ guard: Guard | undefined }> = Object.freeze({ guard: undefined });
 
-// Identity is a property of the connection, not of the request: read and parse the peer
-// certificate once per TLS socket. `null` records "no verified certificate on this socket".
-const socketIdentities = new WeakMap<TLSSocket, CertificateIdentity | null>();
-
 /**
- * The verified client certificate of the request's connection, or `undefined` when there is
- * none: a plain-HTTP socket, no certificate, a certificate the TLS stack did not verify
- * (per-operation mode lets such a handshake complete, and Node still reports the subject an
- * untrusted self-signed certificate claims: it is never read), or one that has expired since
- * the connection was made. Cached per connection.
- *
- * The cache assumes the peer certificate of a connection never changes: {@link createSecureServer}
- * disables TLS renegotiation; disable it on a server of your own too
- * (`server.on('secureConnection', (s) => s.disableRenegotiation())`).
- *
- * @throws SecurityError `unauthenticated` when a verified certificate cannot be parsed.
- *
- * @example
- * ```ts
- * import { getClientCertificate } from '@fluxguard/express';
- * app.get('/v1/whoami', (req, res) => {
- *   res.json({ spiffeId: getClientCertificate(req)?.spiffeId ?? null });
- * });
- * ```
- */
-export function getClientCertificate(req: IncomingMessage): CertificateIdentity | undefined {
-  const socket: unknown = req.socket;
-  if (!(socket instanceof TLSSocket)) return undefined;
-  let identity = socketIdentities.get(socket);
-  if (identity === undefined) {
-    identity = identityFromTlsSocket(socket) ?? null;
-    socketIdentities.set(socket, identity);
-  }
-  // A keep-alive connection may outlive its client certificate.
-  return identity !== null && isIdentityCurrent(identity) ? identity : undefined;
-}
-
-/** Case-insensitive, read-only view of the request headers; repeated headers stay separate. */
-function headerReader(req: IncomingMessage): HeaderReader {
-  // `headersDistinct`, not `headers`: Node keeps only the first of two Authorization headers
-  // in `headers`, and the verifier must see both to refuse the request.
-  const distinct = req.headersDistinct;
-  return {
-    get: (name) => distinct[name.toLowerCase()]?.[0],
-    getAll: (name) => distinct[name.toLowerCase()] ?? [],
-  };
-}
-
-/**
- * Authentication and authorization of every request, by the guard of `@fluxguard/core`: a
+ * Authentication and authorization of every request: the Express pipeline with the guard's
+ * controls of `@fluxguard/core`. A
  * bearer token from the `Authorization` header (never from the query string, a cookie or any
  * other header), the verified client certificate of the connection, and the RBAC rule of the
  * operation `METHOD /concrete/path` (`HEAD` is checked as `GET`). The verified principal is
@@ -119,54 +58,10 @@ function headerReader(req: IncomingMessage): HeaderReader {
  */
 export function authorize(options: AuthorizeOptions): RequestHandler {
   const { guard } = resolveOptions('authorize', AUTHORIZE_DEFAULTS, options);
-  if (typeof guard?.check !== 'function') {
+  if (!Array.isArray(guard?.controls)) {
     throw new ConfigurationError('authorize: "guard" must be the result of createGuard() of @fluxguard/core');
   }
-  return function fluxguardAuthorize(req, _res, next) {
-    const call = requestCallInfo(req, 'authorize', true);
-    const rule = guard.rbac.ruleFor(call.operation);
-    if (rule !== undefined) setOperationLabel(req, rule);
-    guard.check(call).then(
-      (principal) => {
-        if (principal !== undefined) setPrincipal(req, principal);
-        next();
-      },
-      (err: unknown) => {
-        next(err);
-      },
-    );
-  };
-}
-
-/**
- * The transport-neutral `CallInfo` of a request, shared by {@link authorize}, `jwtAuth` and
- * `rbac`. Throws when `requestId()` has not run (no context), and, with
- * `matchesPaths`, when the app routes case-insensitively (RBAC matches paths).
- *
- * @internal
- */
-export function requestCallInfo(req: Request, name: string, matchesPaths: boolean): CallInfo {
-  const context = contextOf(req);
-  if (context === undefined) {
-    throw new Error(`${name}: the fluxguard requestId() middleware (fluxguard().before) must run first`);
-  }
-  if (matchesPaths && !req.app.enabled('case sensitive routing')) {
-    throw new ConfigurationError(
-      `${name}: the app must route case-sensitively, as RBAC matches paths: app.set('case sensitive routing', true)`,
-    );
-  }
-  return {
-    transport: 'http',
-    // The concrete path as the router matches it (mount path included), not a route pattern:
-    // the guard runs before routing, and rules are matched against it.
-    operation: httpOperation(req.method, `${req.baseUrl}${req.path}`),
-    requestId: context.requestId,
-    peerAddress: peerOf(req),
-    peerCertificate: getClientCertificate(req),
-    headers: headerReader(req),
-    deadline: undefined,
-    signal: context.signal,
-  };
+  return controls('authorize', guard.controls);
 }
 
 /**
@@ -186,7 +81,7 @@ export type MtlsOptions = CertificateCheckOptions;
  * `client_certificate_required` without a verified, current certificate (including an untrusted
  * one in per-operation mode), `certificate_mismatch` when it matches none of `allow`
  * (`createCertificateCheck` of `@fluxguard/core`). It sets no principal; handlers read the
- * identity with {@link getClientCertificate}.
+ * identity with `getClientCertificate`.
  *
  * @example
  * ```ts
@@ -195,9 +90,5 @@ export type MtlsOptions = CertificateCheckOptions;
  * ```
  */
 export function mtls(options?: MtlsOptions): RequestHandler {
-  const certificates = createCertificateCheck(options);
-  return function fluxguardMtls(req, _res, next) {
-    certificates.check(getClientCertificate(req));
-    next();
-  };
+  return controls('mtls', [createCertificateCheck(options)]);
 }

@@ -3,7 +3,7 @@ import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, createAuditLogger, type Principal } from '@fluxguard/core';
 import { errorHandler, fluxguard, securityHeaders, setPrincipal } from './index.js';
-import { serve, type Served } from './tls.test.support.js';
+import { serve, type Served } from './testing/tls.js';
 
 /** Sends bytes as they are (fetch refuses malformed headers) and returns the raw answer. */
 async function rawRequest(port: number, request: string): Promise<string> {
@@ -184,7 +184,9 @@ describe('requestId, req.fluxguard and securityHeaders', () => {
     controller.abort();
     await expect(request).rejects.toThrow();
     const reason = await lastAbort;
-    expect(reason).toMatchObject({ code: 'unavailable', reason: 'client_disconnected' });
+    // The same reason as on gRPC: a DOMException AbortError saying the client went away.
+    expect(reason).toBeInstanceOf(DOMException);
+    expect(reason).toMatchObject({ name: 'AbortError', message: 'The client cancelled the call.' });
   });
 
   it('does not abort the signal of a request that completed', async () => {

@@ -5,7 +5,7 @@ import express from 'express';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, SecurityError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
 import { errorHandler, fluxguard, notFound, requestId, type ProblemDetails } from './index.js';
-import { serve, type Served } from './tls.test.support.js';
+import { serve, type Served } from './testing/tls.js';
 
 function captureAudit(): { audit: AuditLogger; lines: () => Record<string, unknown>[] } {
   const raw: string[] = [];

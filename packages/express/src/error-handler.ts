@@ -11,7 +11,7 @@ import {
   type AuditLogger,
   type PublicError,
 } from '@fluxguard/core';
-import { contextOf, operationLabelOf } from './context.js';
+import { operationLabelOf, stateOf } from './context.js';
 
 /**
  * Options of {@link errorHandler}.
@@ -179,14 +179,17 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
   return function fluxguardErrorHandler(err: unknown, req: Request, res: Response, _next: NextFunction) {
     try {
       const translated = translateExpressError(err);
-      const requestId = contextOf(req)?.requestId ?? resolveRequestId(req.headers[REQUEST_ID_HEADER]);
+      const requestId = stateOf(req)?.requestId ?? resolveRequestId(req.headers[REQUEST_ID_HEADER]);
       const publicError = audit.recordFailure(translated, {
         operation: operationOf(req),
         peer: peerOf(req, res),
-        subject: contextOf(req)?.principal?.subject ?? refusedSubject(translated),
+        subject: stateOf(req)?.principal?.subject ?? refusedSubject(translated),
         requestId,
         transport: 'http',
       });
+      // Already answered in full (a control ended the request early): the log line is all that is left.
+      if (res.writableEnded) return;
+      // Answer started: cut it off, so the client sees a truncated answer, not a complete-looking one.
       if (res.headersSent || res.destroyed) {
         res.destroy();
         return;
@@ -309,7 +312,7 @@ function sendProblem(res: ServerResponse, publicError: PublicError, challenge: s
 /** Building or logging the answer failed (a broken logger, say): still never call `next`. */
 function lastResort(req: IncomingMessage, res: ServerResponse, failure: unknown, audit: AuditLogger): void {
   try {
-    audit.logger.error({ err: failure, requestId: contextOf(req)?.requestId }, 'fluxguard error handler failed');
+    audit.logger.error({ err: failure, requestId: stateOf(req)?.requestId }, 'fluxguard error handler failed');
   } catch {
     // Nothing left to report to.
   }

@@ -1,8 +1,9 @@
-import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { ConfigurationError, resolveOptions, type AuditLogger, type Guard } from '@fluxguard/core';
-import { authorize } from './authorize.js';
+import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
+import { ConfigurationError, type AuditLogger, type Control, type Guard } from '@fluxguard/core';
+import { resolveOptions } from '@fluxguard/core/adapter';
 import { errorHandler, notFound } from './error-handler.js';
-import { requestId } from './request-id.js';
+import { controls as pipelineOf } from './pipeline.js';
+import { requestIdWith } from './request-id.js';
 import { securityHeaders, type SecurityHeadersOptions } from './security-headers.js';
 
 /**
@@ -23,9 +24,14 @@ export interface FluxguardOptions {
   readonly realm?: string | undefined;
   /**
    * The guard of `@fluxguard/core` (`createGuard`): when given, `before` ends with
-   * `authorize({ guard })`, so every route is authenticated and authorized by the RBAC rules.
+   * the guard's controls, so every route is authenticated and authorized by the RBAC rules.
    */
   readonly guard?: Guard | undefined;
+  /**
+   * More controls of your own (or of fluxguard), run in the same pipeline as the guard's and
+   * ordered with them by stage (see `ControlStage` of `@fluxguard/core`).
+   */
+  readonly controls?: readonly Control[] | undefined;
 }
 
 /**
@@ -40,7 +46,7 @@ export interface FluxguardOptions {
  * ```
  */
 export interface FluxguardMiddleware {
-  /** Mount before any route: `requestId()`, then `securityHeaders()`, then `authorize()` when a guard is given. */
+  /** Mount before any route: `requestId()`, then `securityHeaders()`, then the pipeline of the guard's controls and `controls`. */
   readonly before: RequestHandler[];
   /** Mount after every route: `notFound()`, then `errorHandler()`. */
   readonly after: [RequestHandler, ErrorRequestHandler];
@@ -51,16 +57,23 @@ const DEFAULTS: Readonly<{
   securityHeaders: SecurityHeadersOptions | false | undefined;
   realm: string | undefined;
   guard: Guard | undefined;
-}> = Object.freeze({ audit: undefined, securityHeaders: undefined, realm: undefined, guard: undefined });
+  controls: readonly Control[] | undefined;
+}> = Object.freeze({
+  audit: undefined,
+  securityHeaders: undefined,
+  realm: undefined,
+  guard: undefined,
+  controls: undefined,
+});
 
 /**
  * fluxguard's HTTP baseline in one call: request ids and `req.fluxguard`, security headers,
  * and problem+json answers for unknown routes and every error. Mount `before` ahead of your
  * routes and `after` behind them; every option is checked here, once.
  *
- * With `guard`, authentication and authorization join `before` (see {@link authorize}; route
- * case-sensitively). Other controls go between `before` and your routes, so that they see the
- * request id and their refusals reach the error handler.
+ * With `guard` (and `controls`), one pipeline joins `before`: the controls in their fixed stage
+ * order (see `controls`; with RBAC, route case-sensitively). A request that a control ends early
+ * (a deadline, a refused body chunk) is answered and logged by the same error handler.
  *
  * @example
  * ```ts
@@ -81,10 +94,24 @@ const DEFAULTS: Readonly<{
 export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const opts = resolveOptions('fluxguard', DEFAULTS, options);
   if (opts.audit === undefined) throw new ConfigurationError('fluxguard: "audit" is required');
-  const handleErrors = errorHandler({ audit: opts.audit, realm: opts.realm });
-  const before: RequestHandler[] = [requestId()];
+  const audit = opts.audit;
+  const handleErrors = errorHandler({ audit, realm: opts.realm });
+  if (opts.guard !== undefined && !Array.isArray(opts.guard.controls)) {
+    throw new ConfigurationError('fluxguard: "guard" must be the result of createGuard() of @fluxguard/core');
+  }
+  const before: RequestHandler[] = [
+    requestIdWith(
+      (error, req, res) => {
+        handleErrors(error, req as Request, res as Response, () => undefined);
+      },
+      (err) => {
+        audit.logger.error({ err }, 'a control release callback failed');
+      },
+    ),
+  ];
   if (opts.securityHeaders !== false) before.push(securityHeaders(opts.securityHeaders));
-  if (opts.guard !== undefined) before.push(authorize({ guard: opts.guard }));
+  const list = [...(opts.guard?.controls ?? []), ...(opts.controls ?? [])];
+  if (list.length > 0) before.push(pipelineOf('fluxguard', list));
   const middleware: FluxguardMiddleware = { before, after: [notFound(), handleErrors] };
   return Object.freeze(middleware);
 }

@@ -9,7 +9,8 @@ export {
   type ProblemDetails,
 } from './error-handler.js';
 export { fluxguard, type FluxguardMiddleware, type FluxguardOptions } from './fluxguard.js';
-export { authorize, getClientCertificate, mtls, type AuthorizeOptions, type MtlsOptions } from './authorize.js';
+export { authorize, mtls, type AuthorizeOptions, type MtlsOptions } from './authorize.js';
+export { controls, getClientCertificate } from './pipeline.js';
 export { jwtAuth, type JwtAuthOptions } from './jwt-auth.js';
 export { rbac, type RbacMiddlewareOptions } from './rbac.js';
 export { createSecureServer, type SecureServerOptions } from './secure-server.js';

@@ -1,7 +1,7 @@
 import type { RequestHandler } from 'express';
-import { ConfigurationError, resolveOptions, type Authenticator } from '@fluxguard/core';
-import { requestCallInfo } from './authorize.js';
-import { setPrincipal } from './context.js';
+import { ConfigurationError, type Authenticator } from '@fluxguard/core';
+import { resolveOptions } from '@fluxguard/core/adapter';
+import { controls } from './pipeline.js';
 
 /**
  * Options of {@link jwtAuth}.
@@ -20,7 +20,7 @@ export interface JwtAuthOptions {
 const DEFAULTS: Readonly<{ authenticator: Authenticator | undefined }> = Object.freeze({ authenticator: undefined });
 
 /**
- * Authentication alone: runs the core authenticator on the request (the bearer token of the
+ * Authentication alone, the Express pipeline with one control: runs the core authenticator on the request (the bearer token of the
  * `Authorization` header only — never the query string, a cookie or another header — and the
  * verified client certificate of the connection) and stores the verified principal
  * (`req.fluxguard.principal`). A request without a credential goes on anonymous; a token that
@@ -45,20 +45,10 @@ const DEFAULTS: Readonly<{ authenticator: Authenticator | undefined }> = Object.
  */
 export function jwtAuth(options: JwtAuthOptions): RequestHandler {
   const { authenticator } = resolveOptions('jwtAuth', DEFAULTS, options);
-  if (typeof authenticator?.authenticate !== 'function') {
+  if (typeof authenticator?.onStart !== 'function') {
     throw new ConfigurationError(
       'jwtAuth: "authenticator" must be the result of createAuthenticator() of @fluxguard/core',
     );
   }
-  return function fluxguardJwtAuth(req, _res, next) {
-    authenticator.authenticate(requestCallInfo(req, 'jwtAuth', false)).then(
-      (principal) => {
-        if (principal !== undefined) setPrincipal(req, principal);
-        next();
-      },
-      (err: unknown) => {
-        next(err);
-      },
-    );
-  };
+  return controls('jwtAuth', [authenticator]);
 }

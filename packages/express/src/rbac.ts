@@ -1,7 +1,7 @@
 import type { RequestHandler } from 'express';
-import { ConfigurationError, resolveOptions, type Authorizer } from '@fluxguard/core';
-import { requestCallInfo } from './authorize.js';
-import { setOperationLabel } from './context.js';
+import { ConfigurationError, type Authorizer } from '@fluxguard/core';
+import { resolveOptions } from '@fluxguard/core/adapter';
+import { controls } from './pipeline.js';
 
 /**
  * Options of {@link rbac}.
@@ -20,7 +20,7 @@ export interface RbacMiddlewareOptions {
 const DEFAULTS: Readonly<{ authorizer: Authorizer | undefined }> = Object.freeze({ authorizer: undefined });
 
 /**
- * Authorization alone: applies the RBAC rule of `METHOD /concrete/path` (`HEAD` checked as
+ * Authorization alone, the Express pipeline with one control: applies the RBAC rule of `METHOD /concrete/path` (`HEAD` checked as
  * `GET`) to `req.fluxguard.principal` — set by an earlier authentication middleware, normally
  * {@link jwtAuth}; anonymous without one — and to the verified client certificate. Public
  * routes pass; an anonymous caller on a protected one gets `401` with a bare `Bearer`
@@ -46,14 +46,8 @@ const DEFAULTS: Readonly<{ authorizer: Authorizer | undefined }> = Object.freeze
  */
 export function rbac(options: RbacMiddlewareOptions): RequestHandler {
   const { authorizer } = resolveOptions('rbac', DEFAULTS, options);
-  if (typeof authorizer?.authorize !== 'function') {
+  if (typeof authorizer?.onStart !== 'function') {
     throw new ConfigurationError('rbac: "authorizer" must be the result of createAuthorizer() of @fluxguard/core');
   }
-  return function fluxguardRbac(req, _res, next) {
-    const call = requestCallInfo(req, 'rbac', true);
-    const rule = authorizer.rbac.ruleFor(call.operation);
-    if (rule !== undefined) setOperationLabel(req, rule);
-    authorizer.authorize(call, req.fluxguard.principal);
-    next();
-  };
+  return controls('rbac', [authorizer]);
 }

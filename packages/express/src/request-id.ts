@@ -1,12 +1,17 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RequestHandler } from 'express';
-import { REQUEST_ID_HEADER, resolveRequestId } from '@fluxguard/core';
-import { attachContext } from './context.js';
+import { REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
+import { attachContext, type EndRequest } from './context.js';
 
 /**
  * Gives each request its id and its context (`req.fluxguard`, see `FluxguardRequestContext`): the
  * client's `x-request-id` when it is well formed (at most 200 of `[A-Za-z0-9._-]`, see
  * `resolveRequestId` in @fluxguard/core), else a fresh UUID. The id is set on the response
  * at once, so every answer carries it, errors included. Mount it first.
+ *
+ * Alone, a request that a control ends early (a deadline, say) is cut off without an answer
+ * or a log line; `fluxguard().before` installs it together with the error handler, which
+ * answers and logs such a request like any other failure.
  *
  * @example
  * ```ts
@@ -19,9 +24,22 @@ import { attachContext } from './context.js';
  * ```
  */
 export function requestId(): RequestHandler {
+  return requestIdWith(cutOff, () => undefined);
+}
+
+/**
+ * {@link requestId} with the way a request is ended early and release failures are reported.
+ *
+ * @internal
+ */
+export function requestIdWith(endRequest: EndRequest, onReleaseError: (error: unknown) => void): RequestHandler {
   return function fluxguardRequestId(req, res, next) {
-    const context = attachContext(req, res, resolveRequestId(req.headers[REQUEST_ID_HEADER]));
+    const context = attachContext(req, res, resolveRequestId(req.headers[REQUEST_ID_HEADER]), endRequest, onReleaseError);
     res.setHeader(REQUEST_ID_HEADER, context.requestId);
     next();
   };
+}
+
+function cutOff(_error: SecurityError, _req: IncomingMessage, res: ServerResponse): void {
+  res.destroy();
 }

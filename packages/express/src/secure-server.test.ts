@@ -15,7 +15,7 @@ import {
   listen,
   serverCertificateOf,
   type TestPki,
-} from './tls.test.support.js';
+} from './testing/tls.js';
 
 /** Set by Node from the `maxHeaderSize` option; not in @types/node's Server type. */
 function maxHeaderSizeOf(server: object): unknown {

@@ -5,11 +5,14 @@ import type {
   ServerUnaryCall,
   ServerWritableStream,
 } from '@grpc/grpc-js';
-import { FluxguardError, type Principal } from '@fluxguard/core';
+import { SecurityError, type CallInfo, type ContextKey, type Principal, type RequestContext } from '@fluxguard/core';
+import { missingContextError, type CallState } from '@fluxguard/core/adapter';
 
 /**
- * What fluxguard knows about one gRPC call, as a handler or a later interceptor sees it.
- * Built by the {@link safeErrors} interceptor when the call's metadata arrives.
+ * What fluxguard knows about one gRPC call, as a handler or a later interceptor sees it: core's
+ * `RequestContext` (request id, principal, deadline, signal, values a control stored) plus the
+ * full method and the peer. Built by the {@link safeErrors} interceptor when the call's
+ * metadata arrives.
  *
  * @example
  * ```ts
@@ -18,22 +21,11 @@ import { FluxguardError, type Principal } from '@fluxguard/core';
  * audit.logger.info({ requestId: context.requestId, operation: context.operation }, 'started');
  * ```
  */
-export interface GrpcCallContext {
-  /** The id returned to the client in `x-request-id` and written to every log line. */
-  readonly requestId: string;
-  /**
-   * Aborted when the client cancels, the deadline passes or the call ends. The reason is a
-   * `DOMException` named `AbortError` (cancelled or ended) or `TimeoutError` (deadline).
-   */
-  readonly signal: AbortSignal;
-  /** The verified caller, set only by fluxguard's authentication interceptors. */
-  readonly principal: Principal | undefined;
+export interface GrpcCallContext extends RequestContext {
   /** The full method, `/pkg.Service/Method`. */
   readonly operation: string;
   /** The remote address as grpc-js reports it, e.g. `127.0.0.1:51234`. */
   readonly peer: string;
-  /** The client's deadline in epoch milliseconds, when it set one. */
-  readonly deadline: number | undefined;
 }
 
 /**
@@ -51,66 +43,28 @@ export type ServerCall =
   | ServerWritableStream<unknown, unknown>
   | ServerDuplexStream<unknown, unknown>;
 
-/** Why a call's signal was aborted. */
-export type AbortCause = 'cancelled' | 'deadline' | 'ended';
-
 /**
- * The mutable per-call record behind {@link GrpcCallContext}. Internal to this package:
- * only the interceptor, the handler wrapper and the hooks below touch it.
+ * One gRPC call as this package tracks it: core's per-call state (principal, deadline,
+ * signal, values, releases) and what only the gRPC side needs. Internal to this package.
  */
-export class CallState {
-  readonly requestId: string;
+export class GrpcCall {
+  readonly state: CallState;
   readonly operation: string;
   readonly peer: string;
-  readonly deadline: number | undefined;
   readonly view: GrpcCallContext;
-  readonly #controller = new AbortController();
-  #principal: Principal | undefined;
-  #sealed = false;
+  /** The `CallInfo` of the call, built once by the first control interceptor that needs it. */
+  info: CallInfo | undefined;
   #pendingError: { readonly error: unknown } | undefined;
   /** A status left our interceptor for the client; later ones are dropped. */
-  finished = false;
+  statusSent = false;
   /** The client went away (cancel or deadline) before any status. */
   cancelled = false;
-  /** Sends a failure status through the fluxguard interceptor itself, for streams already destroyed. */
-  readonly #sendFailure: () => void;
 
-  constructor(init: {
-    requestId: string;
-    operation: string;
-    peer: string;
-    deadline: number | undefined;
-    sendFailure: () => void;
-  }) {
-    this.requestId = init.requestId;
-    this.operation = init.operation;
-    this.peer = init.peer;
-    this.deadline = init.deadline;
-    this.#sendFailure = init.sendFailure;
+  constructor(operation: string, peer: string, state: CallState) {
+    this.operation = operation;
+    this.peer = peer;
+    this.state = state;
     this.view = Object.freeze(new ContextView(this));
-  }
-
-  get principal(): Principal | undefined {
-    return this.#principal;
-  }
-
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  setPrincipal(principal: Principal): void {
-    if (this.#sealed) {
-      throw new FluxguardError(
-        'principal_sealed',
-        'setPrincipal: the handler has started; only interceptors may set the principal',
-      );
-    }
-    this.#principal = freezePrincipal(principal);
-  }
-
-  /** Called when the handler starts: from then on the principal is fixed. */
-  seal(): void {
-    this.#sealed = true;
   }
 
   /** Keeps the real error of a failure so that the interceptor logs it, whatever status carries it. */
@@ -124,82 +78,69 @@ export class CallState {
     return pending;
   }
 
+  /** Ends the call now with `error`, through the safeErrors interceptor (streams already destroyed included). */
   sendFailure(error: unknown): void {
+    // The real error is what gets logged and mapped; the one handed to `end` only carries it.
     this.setPendingError(error);
-    this.#sendFailure();
-  }
-
-  abort(cause: AbortCause): void {
-    if (this.#controller.signal.aborted) return;
-    this.#controller.abort(
-      cause === 'deadline'
-        ? new DOMException('The deadline of the call passed.', 'TimeoutError')
-        : new DOMException(
-            cause === 'cancelled' ? 'The client cancelled the call.' : 'The call has ended.',
-            'AbortError',
-          ),
-    );
+    this.state.end(new SecurityError('internal', { cause: error }));
   }
 }
 
-/** The read-only face of a {@link CallState}, handed to handlers. */
+/** The read-only face of a {@link GrpcCall}, handed to handlers. */
 class ContextView implements GrpcCallContext {
   readonly #state: CallState;
   readonly requestId: string;
-  readonly signal: AbortSignal;
   readonly operation: string;
   readonly peer: string;
-  readonly deadline: number | undefined;
 
-  constructor(state: CallState) {
-    this.#state = state;
-    this.requestId = state.requestId;
-    this.signal = state.signal;
-    this.operation = state.operation;
-    this.peer = state.peer;
-    this.deadline = state.deadline;
+  constructor(call: GrpcCall) {
+    this.#state = call.state;
+    this.requestId = call.state.requestId;
+    this.operation = call.operation;
+    this.peer = call.peer;
   }
 
   get principal(): Principal | undefined {
     return this.#state.principal;
   }
-}
 
-function freezePrincipal(principal: Principal): Principal {
-  return Object.freeze({
-    ...principal,
-    roles: Object.freeze([...principal.roles]),
-    scopes: Object.freeze([...principal.scopes]),
-    claims: Object.freeze({ ...principal.claims }),
-  });
+  get signal(): AbortSignal {
+    return this.#state.signal;
+  }
+
+  get deadline(): number | undefined {
+    return this.#state.deadline;
+  }
+
+  get<T>(key: ContextKey<T>): T | undefined {
+    return this.#state.get(key);
+  }
 }
 
 // Keyed by the Metadata object that grpc-js hands from the first interceptor through every
 // later one to the handler's call (`call.metadata`), for all four call kinds. A WeakMap
 // keeps the association in-process: no metadata value a client sends can reach it.
-const states = new WeakMap<Metadata, CallState>();
+const calls = new WeakMap<Metadata, GrpcCall>();
 
 /** @internal */
-export function attachCallState(metadata: Metadata, state: CallState): void {
-  states.set(metadata, state);
+export function attachCall(metadata: Metadata, call: GrpcCall): void {
+  calls.set(metadata, call);
 }
 
 /** @internal */
-export function callStateOf(metadata: Metadata): CallState | undefined {
-  return states.get(metadata);
+export function callOf(metadata: Metadata): GrpcCall | undefined {
+  return calls.get(metadata);
 }
 
-function requireState(call: ServerCall, accessor: string): CallState {
-  const state = states.get(call.metadata);
-  if (state === undefined) {
-    // Fail closed and loudly: without the interceptor there is no request id, no signal and
-    // no verified principal, and guessing one would be worse than refusing the call.
-    throw new FluxguardError(
-      'missing_call_context',
-      `${accessor}: no fluxguard context for this call; install fluxguardInterceptors() (safeErrors first) on the grpc-js Server`,
-    );
-  }
-  return state;
+/** What to do when no fluxguard context exists: said the same way by every accessor. */
+export const INSTALL_INTERCEPTORS = 'install fluxguardInterceptors() (safeErrors first) on the grpc-js Server';
+
+function requireCall(call: ServerCall, accessor: string): GrpcCall {
+  const found = calls.get(call.metadata);
+  // Fail closed and loudly: without the interceptor there is no request id, no signal and
+  // no verified principal, and guessing one would be worse than refusing the call.
+  if (found === undefined) throw missingContextError(accessor, INSTALL_INTERCEPTORS);
+  return found;
 }
 
 /**
@@ -216,7 +157,7 @@ function requireState(call: ServerCall, accessor: string): CallState {
  * ```
  */
 export function getCallContext(call: ServerCall): GrpcCallContext {
-  return requireState(call, 'getCallContext').view;
+  return requireCall(call, 'getCallContext').view;
 }
 
 /**
@@ -230,7 +171,7 @@ export function getCallContext(call: ServerCall): GrpcCallContext {
  * ```
  */
 export function getRequestId(call: ServerCall): string {
-  return requireState(call, 'getRequestId').requestId;
+  return requireCall(call, 'getRequestId').state.requestId;
 }
 
 /**
@@ -246,7 +187,7 @@ export function getRequestId(call: ServerCall): string {
  * ```
  */
 export function getPrincipal(call: ServerCall): Principal | undefined {
-  return requireState(call, 'getPrincipal').principal;
+  return requireCall(call, 'getPrincipal').state.principal;
 }
 
 /**
@@ -260,7 +201,7 @@ export function getPrincipal(call: ServerCall): Principal | undefined {
  * ```
  */
 export function getSignal(call: ServerCall): AbortSignal {
-  return requireState(call, 'getSignal').signal;
+  return requireCall(call, 'getSignal').state.signal;
 }
 
 /**
@@ -278,7 +219,7 @@ export function getSignal(call: ServerCall): AbortSignal {
  * ```
  */
 export function findCallContext(metadata: Metadata): GrpcCallContext | undefined {
-  return states.get(metadata)?.view;
+  return calls.get(metadata)?.view;
 }
 
 /**
@@ -297,12 +238,7 @@ export function findCallContext(metadata: Metadata): GrpcCallContext | undefined
  * ```
  */
 export function setPrincipal(metadata: Metadata, principal: Principal): void {
-  const state = states.get(metadata);
-  if (state === undefined) {
-    throw new FluxguardError(
-      'missing_call_context',
-      'setPrincipal: no fluxguard context for this metadata; safeErrors() must be the first interceptor',
-    );
-  }
-  state.setPrincipal(principal);
+  const found = calls.get(metadata);
+  if (found === undefined) throw missingContextError('setPrincipal', INSTALL_INTERCEPTORS);
+  found.state.setPrincipal(principal);
 }

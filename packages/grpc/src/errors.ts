@@ -20,7 +20,9 @@ import {
   type FailureContext,
   type PublicError,
 } from '@fluxguard/core';
-import { CallState, attachCallState, callStateOf } from './context.js';
+import { CallState } from '@fluxguard/core/adapter';
+import { GrpcCall, attachCall, callOf } from './context.js';
+import { UNPARSABLE_MESSAGE } from './unparsable.js';
 
 /** A status fluxguard built: code, vetted text and trailing metadata. */
 interface SafeStatus {
@@ -123,17 +125,16 @@ function interceptCall(
   operation: string,
   call: ServerInterceptingCallInterface,
 ): ServerInterceptingCall {
-  let state: CallState | undefined;
+  let grpcCall: GrpcCall | undefined;
   let requestId: string | undefined;
-  let finished = false;
   const currentRequestId = (): string => (requestId ??= resolveRequestId(undefined));
 
   const failureContext = (): FailureContext => ({
     operation,
-    peer: state?.peer ?? safePeer(call),
+    peer: grpcCall?.peer ?? safePeer(call),
     requestId: currentRequestId(),
     transport: 'grpc',
-    subject: state?.principal?.subject,
+    subject: grpcCall?.state.principal?.subject,
   });
 
   const listener = new ServerListenerBuilder()
@@ -141,30 +142,42 @@ function interceptCall(
       requestId = resolveRequestId(stringValues(metadata.get(REQUEST_ID_HEADER)));
       // Handlers and later interceptors that forward the id read the checked value.
       metadata.set(REQUEST_ID_HEADER, requestId);
-      state = new CallState({
+      const state = new CallState({
         requestId,
-        operation,
-        peer: safePeer(call),
         deadline: deadlineOf(call),
-        sendFailure: () => {
+        // Sent through this interceptor's own responder, which logs and maps the pending error.
+        end: (error) => {
+          grpcCall?.setPendingError(error);
           intercepting.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
         },
+        onReleaseError: (err) => {
+          audit.logger.error({ ...failureContext(), err }, 'a control release callback failed');
+        },
       });
-      attachCallState(metadata, state);
+      grpcCall = new GrpcCall(operation, safePeer(call), state);
+      attachCall(metadata, grpcCall);
       next(metadata);
     })
-    .withOnCancel(() => {
-      // grpc-js reports "cancel" after every call, including after a status was sent.
-      if (state === undefined) return;
-      if (finished) {
-        state.abort('ended');
+    .withOnReceiveMessage((message, next) => {
+      // A request that could not be parsed (see `addService`): refused here, with a request id.
+      if (message === UNPARSABLE_MESSAGE) {
+        grpcCall?.sendFailure(new SecurityError('invalid_argument', { reason: 'message_unparsable' }));
         return;
       }
-      finished = true;
-      state.finished = true;
-      state.cancelled = true;
+      next(message);
+    })
+    .withOnCancel(() => {
+      // grpc-js reports "cancel" once after every call, including after a status was sent.
+      if (grpcCall === undefined) return;
+      const { state } = grpcCall;
+      if (grpcCall.statusSent) {
+        state.finish('ended');
+        return;
+      }
+      grpcCall.statusSent = true;
+      grpcCall.cancelled = true;
       if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
-        state.abort('deadline');
+        state.finish('deadline');
         // grpc-js already answered DEADLINE_EXCEEDED below us; the log still needs its line.
         safeRecordFailure(
           audit,
@@ -172,7 +185,7 @@ function interceptCall(
           failureContext(),
         );
       } else {
-        state.abort('cancelled');
+        state.finish('cancelled');
       }
     })
     .build();
@@ -189,10 +202,10 @@ function interceptCall(
     .withSendStatus((status, next) => {
       const trailers = new Metadata();
       trailers.set(REQUEST_ID_HEADER, currentRequestId());
-      if (finished) {
+      if (grpcCall?.statusSent === true) {
         // The call is over (answered or abandoned): grpc-js drops this one, but never
         // forward text we have not vetted.
-        const pending = state?.takePendingError();
+        const pending = grpcCall.takePendingError();
         if (pending !== undefined || status.code !== Status.OK) {
           audit.logger.debug(
             { ...failureContext(), err: pending?.error ?? statusCause(status) },
@@ -202,23 +215,23 @@ function interceptCall(
         next({ code: Status.INTERNAL, details: toPublicError(undefined, '').message, metadata: trailers });
         return;
       }
-      finished = true;
-      if (state !== undefined) state.finished = true;
-      const pending = state?.takePendingError();
+      if (grpcCall !== undefined) grpcCall.statusSent = true;
+      const pending = grpcCall?.takePendingError();
+      let out: SafeStatus;
       if (pending === undefined && status.code === Status.OK) {
         const metadata = status.metadata?.clone() ?? new Metadata();
         metadata.set(REQUEST_ID_HEADER, currentRequestId());
-        next({ ...status, metadata });
-        return;
-      }
-      if (pending === undefined && status.code === Status.UNIMPLEMENTED) {
+        out = { code: status.code, details: status.details, metadata };
+      } else if (pending === undefined && status.code === Status.UNIMPLEMENTED) {
         audit.record({ event: 'request.denied', outcome: 'denied', reason: 'unimplemented', ...failureContext() });
-        next({ code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: trailers });
-        return;
+        out = { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: trailers };
+      } else {
+        const error = pending !== undefined ? pending.error : errorFromStatus(status);
+        out = publicStatus(safeRecordFailure(audit, error, failureContext()), trailers);
       }
-      const error = pending !== undefined ? pending.error : errorFromStatus(status);
-      const publicError = safeRecordFailure(audit, error, failureContext());
-      next(publicStatus(publicError, trailers));
+      // The call is answered: release what its controls hold before the client can call again.
+      grpcCall?.state.finish('ended');
+      next(out);
     })
     .build();
 
@@ -317,7 +330,7 @@ export function rejectCall(
   metadata: Metadata,
   error: unknown,
 ): void {
-  call.sendStatus(prepareFailure(error, callStateOf(metadata)));
+  call.sendStatus(prepareFailure(error, callOf(metadata)));
 }
 
 /**
@@ -326,13 +339,13 @@ export function rejectCall(
  *
  * @internal
  */
-export function prepareFailure(error: unknown, state: CallState | undefined): SafeStatus {
+export function prepareFailure(error: unknown, grpcCall: GrpcCall | undefined): SafeStatus {
   if (isStatusLike(error) && error.code === GrpcStatusCode.UNIMPLEMENTED) {
     return { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: new Metadata() };
   }
   const normalized = normalizeFailure(error);
-  state?.setPendingError(normalized);
-  return publicStatus(toPublicError(normalized, state?.requestId ?? resolveRequestId(undefined)), new Metadata());
+  grpcCall?.setPendingError(normalized);
+  return publicStatus(toPublicError(normalized, grpcCall?.state.requestId ?? resolveRequestId(undefined)), new Metadata());
 }
 
 function isStatusLike(error: unknown): error is { readonly code: number; readonly details?: unknown } {
@@ -343,7 +356,8 @@ function stringValues(values: readonly (string | Buffer)[]): string[] {
   return values.filter((v): v is string => typeof v === 'string');
 }
 
-function safePeer(call: ServerInterceptingCallInterface): string {
+/** @internal The peer address grpc-js reports, or `unknown`. */
+export function safePeer(call: Pick<ServerInterceptingCallInterface, 'getPeer'>): string {
   try {
     return call.getPeer();
   } catch {

@@ -6,9 +6,10 @@ import {
   createGuard,
   createJwtVerifier,
   type CallInfo,
+  type Control,
   type Guard,
 } from '@fluxguard/core';
-import { captureAudit } from './harness.test.support.js';
+import { captureAudit } from './testing/harness.js';
 import { fluxguardInterceptors, guard, metadataHeaders, safeErrors } from './index.js';
 import {
   AUDIENCE,
@@ -32,7 +33,7 @@ import {
   type TestPki,
   type TestServer,
   type TokenSigner,
-} from './tls.test.support.js';
+} from './testing/tls.js';
 
 let pki: TestPki;
 let signer: TokenSigner;
@@ -57,14 +58,16 @@ beforeAll(async () => {
     rbac: compileRbac(secureRules(pki), { servedOperations: SERVED }),
     certificateRoles: [{ spiffeId: BACKUP_SPIFFE, roles: ['backup.reader'] }],
   });
-  const observed: Guard = {
-    rbac: core.rbac,
-    check: async (call) => {
+  // A control that runs before the guard's own: it sees each call's CallInfo and can slow the check.
+  const observer: Control = {
+    name: 'observer',
+    stage: 'client-certificate',
+    onStart: async (call) => {
       seen.push(call);
       if (checkDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, checkDelayMs));
-      return core.check(call);
     },
   };
+  const observed: Guard = { rbac: core.rbac, check: core.check, controls: [observer, ...core.controls] };
   const credentials = perOperationCredentials(pki, audit.audit);
   server = await startTlsServer(credentials, fluxguardInterceptors({ audit: audit.audit, guard: observed }));
 });
@@ -248,9 +251,11 @@ describe('guard() construction and failures', () => {
   });
 
   it('answers INTERNAL, never OK, when the guard fails with something else than a SecurityError', async () => {
+    const failure = (): Promise<undefined> => Promise.reject(new Error('ECONNREFUSED 10.0.0.7:6379 (secret internals)'));
     const failing: Guard = {
       rbac: compileRbac({}),
-      check: () => Promise.reject(new Error('ECONNREFUSED 10.0.0.7:6379 (secret internals)')),
+      check: failure,
+      controls: [{ name: 'failing', stage: 'authentication', onStart: failure }],
     };
     const credentials = perOperationCredentials(pki, audit.audit);
     const own = await startTlsServer(credentials, [safeErrors({ audit: audit.audit }), guard({ guard: failing })]);

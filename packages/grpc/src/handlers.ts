@@ -14,7 +14,8 @@ import type {
   sendUnaryData,
 } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
-import { callStateOf, type CallState, type ServerCall } from './context.js';
+import { callOf, type GrpcCall, type ServerCall } from './context.js';
+import { withSafeDeserializers } from './unparsable.js';
 import { prepareFailure } from './errors.js';
 
 /**
@@ -171,8 +172,11 @@ export function wrapImplementation<I>(
 }
 
 /**
- * `server.addService(service, wrapImplementation(service, implementation))`: registers a
- * service whose handlers may be `async` and may throw, with the failures made safe.
+ * Registers a service whose handlers may be `async` and may throw, with the failures made
+ * safe (see {@link wrapImplementation}). Its request deserializers are wrapped too: a message
+ * that cannot be parsed is refused `INVALID_ARGUMENT` by the safeErrors interceptor, with a
+ * request id and an audit line, instead of grpc-js's own unlogged `INTERNAL`. Prefer it to
+ * `server.addService(service, wrapImplementation(service, implementation))`.
  *
  * @example
  * ```ts
@@ -187,7 +191,7 @@ export function addService<I>(
   service: ServiceDefinition<I>,
   implementation: SafeImplementation<I>,
 ): void {
-  server.addService(service, wrapImplementation(service, implementation));
+  server.addService(withSafeDeserializers(service), wrapImplementation(service, implementation));
 }
 
 type AnyCallback = sendUnaryData<unknown>;
@@ -205,8 +209,8 @@ function wrapHandler(requestStream: boolean, responseStream: boolean, handler: A
     : wrapStreamingResponse(handler as SafeServerStreamingHandler<unknown, unknown>);
 }
 
-function contextFor(call: ServerCall): CallState | undefined {
-  const state = callStateOf(call.metadata);
+function contextFor(call: ServerCall): GrpcCall | undefined {
+  const state = callOf(call.metadata);
   if (state === undefined && !warnedMissingContext) {
     warnedMissingContext = true;
     process.emitWarning(
@@ -215,7 +219,7 @@ function contextFor(call: ServerCall): CallState | undefined {
     );
   }
   // From here on only interceptors may have set the principal.
-  state?.seal();
+  state?.state.seal();
   return state;
 }
 
@@ -282,14 +286,14 @@ function wrapStreamingResponse<C extends ServerWritableStream<unknown, unknown> 
         // grpc-js's own 'error' listener stores this status and ends the stream; ours, first
         // in line, has already recorded the real error.
         call.emit('error', Object.assign(new Error(status.details), status));
-      } else if (state !== undefined && !state.finished) {
+      } else if (state !== undefined && !state.statusSent) {
         // A destroyed stream never sends its status: send it from the interceptor.
         state.sendFailure(error);
       }
     };
     call.prependListener('error', fail);
     call.once('close', () => {
-      if (state === undefined || state.finished || state.cancelled) return;
+      if (state === undefined || state.statusSent || state.cancelled) return;
       // Ended without a status (e.g. `call.destroy()` with no error): never leave it hanging.
       fail(new Error('the handler closed the stream without a status'));
     });

@@ -26,7 +26,8 @@ export {
   type SafeUnaryHandler,
 } from './handlers.js';
 export { fluxguardInterceptors, type FluxguardInterceptorsOptions } from './interceptors.js';
-export { guard, metadataHeaders, type GuardInterceptorOptions } from './guard.js';
+export { guard, type GuardInterceptorOptions } from './guard.js';
+export { controls, metadataHeaders } from './pipeline.js';
 export { jwtAuth, type JwtAuthOptions } from './jwt-auth.js';
 export { rbac, type RbacInterceptorOptions } from './rbac.js';
 export { mtls, type MtlsInterceptorOptions } from './mtls.js';

@@ -1,7 +1,8 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
-import { resolveOptions, type AuditLogger, type Guard } from '@fluxguard/core';
+import { ConfigurationError, type AuditLogger, type Control, type Guard } from '@fluxguard/core';
+import { resolveOptions } from '@fluxguard/core/adapter';
 import { safeErrors, type SafeErrorsOptions } from './errors.js';
-import { guard as guardInterceptor } from './guard.js';
+import { controls as pipelineOf } from './pipeline.js';
 
 /**
  * Options of {@link fluxguardInterceptors}.
@@ -20,19 +21,25 @@ export interface FluxguardInterceptorsOptions {
    * authenticated and `getPrincipal` is always `undefined`.
    */
   readonly guard?: Guard | undefined;
+  /**
+   * More controls of your own (or of fluxguard), run in the same pipeline as the guard's and
+   * ordered with them by stage (see `ControlStage` of `@fluxguard/core`).
+   */
+  readonly controls?: readonly Control[] | undefined;
 }
 
-const DEFAULTS: Readonly<{ audit: AuditLogger | undefined; guard: Guard | undefined }> = Object.freeze({
-  audit: undefined,
-  guard: undefined,
-});
+const DEFAULTS: Readonly<{
+  audit: AuditLogger | undefined;
+  guard: Guard | undefined;
+  controls: readonly Control[] | undefined;
+}> = Object.freeze({ audit: undefined, guard: undefined, controls: undefined });
 
 /**
- * The fluxguard interceptors in the order they must run, for `new Server({ interceptors })`.
- * The error and audit interceptor ({@link safeErrors}) comes first, because an interceptor
- * that refuses a call with `sendStatus` skips its own responder: only the ones before it see
- * the status. With `guard`, the authentication and authorization interceptor ({@link guard})
- * follows, so that its refusals are logged once and answered safely.
+ * The fluxguard interceptors in the order they must run, for `new Server({ interceptors })`:
+ * the error and audit interceptor ({@link safeErrors}) first, because an interceptor that
+ * refuses a call with `sendStatus` skips its own responder (only the ones before it see the
+ * status); then one pipeline interceptor that runs the guard's controls and `controls`, in the
+ * fixed stage order, so that every refusal is logged once and answered safely.
  *
  * @example
  * ```ts
@@ -45,9 +52,13 @@ const DEFAULTS: Readonly<{ audit: AuditLogger | undefined; guard: Guard | undefi
  * ```
  */
 export function fluxguardInterceptors(options: FluxguardInterceptorsOptions): ServerInterceptor[] {
-  const { audit, guard } = resolveOptions('fluxguardInterceptors', DEFAULTS, options);
+  const { audit, guard, controls } = resolveOptions('fluxguardInterceptors', DEFAULTS, options);
+  if (guard !== undefined && !Array.isArray(guard.controls)) {
+    throw new ConfigurationError('fluxguardInterceptors: "guard" must be the result of createGuard() of @fluxguard/core');
+  }
   // safeErrors validates the logger itself, with its own message.
   const interceptors = [safeErrors({ audit } as SafeErrorsOptions)];
-  if (guard !== undefined) interceptors.push(guardInterceptor({ guard }));
+  const list = [...(guard?.controls ?? []), ...(controls ?? [])];
+  if (list.length > 0) interceptors.push(pipelineOf('fluxguardInterceptors', list));
   return interceptors;
 }

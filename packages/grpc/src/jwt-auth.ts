@@ -1,6 +1,7 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
-import { ConfigurationError, resolveOptions, type Authenticator } from '@fluxguard/core';
-import { assertVerifiedAuthContext, interceptCall, type CallStep } from './guard.js';
+import { ConfigurationError, type Authenticator } from '@fluxguard/core';
+import { resolveOptions } from '@fluxguard/core/adapter';
+import { controls } from './pipeline.js';
 
 /**
  * Options of {@link jwtAuth}.
@@ -19,7 +20,7 @@ export interface JwtAuthOptions {
 const DEFAULTS: Readonly<{ authenticator: Authenticator | undefined }> = Object.freeze({ authenticator: undefined });
 
 /**
- * The authentication interceptor alone: for every call it runs the core authenticator on the
+ * The authentication interceptor alone, the gRPC pipeline with one control: for every call it runs the core authenticator on the
  * call's `CallInfo` (the bearer token of the `authorization` metadata entry, the VERIFIED
  * client certificate) and records the verified `Principal` (`getPrincipal(call)` in the
  * handler). A caller without a credential goes on anonymous; a token that is sent and invalid
@@ -43,10 +44,8 @@ const DEFAULTS: Readonly<{ authenticator: Authenticator | undefined }> = Object.
  */
 export function jwtAuth(options: JwtAuthOptions): ServerInterceptor {
   const { authenticator } = resolveOptions('jwtAuth', DEFAULTS, options);
-  if (typeof authenticator?.authenticate !== 'function') {
+  if (typeof authenticator?.onStart !== 'function') {
     throw new ConfigurationError('jwtAuth: "authenticator" is required (createAuthenticator() of @fluxguard/core)');
   }
-  assertVerifiedAuthContext('jwtAuth');
-  const step: CallStep = (info) => authenticator.authenticate(info);
-  return (methodDescriptor, call) => interceptCall('jwtAuth', step, methodDescriptor.path, call);
+  return controls('jwtAuth', [authenticator]);
 }

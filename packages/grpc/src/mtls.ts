@@ -1,6 +1,6 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
 import { createCertificateCheck, type CertificateCheckOptions } from '@fluxguard/core';
-import { assertVerifiedAuthContext, interceptCall, type CallStep } from './guard.js';
+import { controls } from './pipeline.js';
 
 /**
  * Options of {@link mtls}: identity rules the client certificate must match (any rule), or none
@@ -33,11 +33,5 @@ export type MtlsInterceptorOptions = CertificateCheckOptions;
  * ```
  */
 export function mtls(options?: MtlsInterceptorOptions): ServerInterceptor {
-  const certificates = createCertificateCheck(options);
-  assertVerifiedAuthContext('mtls');
-  const step: CallStep = (info) => {
-    certificates.check(info.peerCertificate);
-    return undefined;
-  };
-  return (methodDescriptor, call) => interceptCall('mtls', step, methodDescriptor.path, call);
+  return controls('mtls', [createCertificateCheck(options)]);
 }

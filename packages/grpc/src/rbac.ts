@@ -1,6 +1,7 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
-import { ConfigurationError, resolveOptions, type Authorizer } from '@fluxguard/core';
-import { assertVerifiedAuthContext, interceptCall, type CallStep } from './guard.js';
+import { ConfigurationError, type Authorizer } from '@fluxguard/core';
+import { resolveOptions } from '@fluxguard/core/adapter';
+import { controls } from './pipeline.js';
 
 /**
  * Options of {@link rbac}.
@@ -19,7 +20,7 @@ export interface RbacInterceptorOptions {
 const DEFAULTS: Readonly<{ authorizer: Authorizer | undefined }> = Object.freeze({ authorizer: undefined });
 
 /**
- * The authorization interceptor alone: applies the RBAC rule of the call's full method to the
+ * The authorization interceptor alone, the gRPC pipeline with one control: applies the RBAC rule of the call's full method to the
  * principal an earlier interceptor recorded (normally {@link jwtAuth}; read from the call's
  * in-memory context, never from metadata) and to the VERIFIED client certificate. Without an
  * earlier authentication interceptor every caller is anonymous: public methods pass, others
@@ -45,13 +46,8 @@ const DEFAULTS: Readonly<{ authorizer: Authorizer | undefined }> = Object.freeze
  */
 export function rbac(options: RbacInterceptorOptions): ServerInterceptor {
   const { authorizer } = resolveOptions('rbac', DEFAULTS, options);
-  if (typeof authorizer?.authorize !== 'function') {
+  if (typeof authorizer?.onStart !== 'function') {
     throw new ConfigurationError('rbac: "authorizer" is required (createAuthorizer() of @fluxguard/core)');
   }
-  assertVerifiedAuthContext('rbac');
-  const step: CallStep = (info, context) => {
-    authorizer.authorize(info, context.principal);
-    return undefined;
-  };
-  return (methodDescriptor, call) => interceptCall('rbac', step, methodDescriptor.path, call);
+  return controls('rbac', [authorizer]);
 }

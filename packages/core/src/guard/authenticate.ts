@@ -9,6 +9,8 @@ import {
 } from '../mtls/identity-rules.js';
 import { isIdentityCurrent } from '../mtls/peer-identity.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import type { CallContext } from '../pipeline/call-context.js';
+import type { Control } from '../pipeline/control.js';
 import type { CompiledRbac } from '../rbac/rbac.js';
 
 /**
@@ -40,7 +42,9 @@ export interface AuthenticatorOptions {
 }
 
 /**
- * The authentication step of one call: who the caller is, never whether it may proceed.
+ * The authentication step of one call: who the caller is, never whether it may proceed. It is
+ * the {@link Control} of the `authentication` stage: its `onStart` records the principal on the
+ * call's context.
  *
  * @example
  * ```ts
@@ -50,7 +54,7 @@ export interface AuthenticatorOptions {
  * }
  * ```
  */
-export interface Authenticator {
+export interface Authenticator extends Control {
   /**
    * The verified caller, or `undefined` when the call carries no credential this
    * authenticator accepts (no token, and no certificate that `certificateRoles` maps). A token
@@ -113,7 +117,17 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
     return undefined;
   }
 
-  return Object.freeze({ authenticate });
+  return Object.freeze({
+    name: 'authentication',
+    stage: 'authentication',
+    authenticate,
+    onStart: (call: CallInfo, context: CallContext): Promise<void> | undefined =>
+      rbac?.isPublic(call.operation) === true
+        ? undefined
+        : authenticate(call).then((principal) => {
+            if (principal !== undefined) context.setPrincipal(principal);
+          }),
+  });
 }
 
 /**

@@ -3,6 +3,8 @@ import type { CallInfo, Principal } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import type { CallContext } from '../pipeline/call-context.js';
+import type { Control } from '../pipeline/control.js';
 import type { CompiledRbac } from '../rbac/rbac.js';
 import { withCurrentCertificate } from './authenticate.js';
 
@@ -27,7 +29,8 @@ export interface AuthorizerOptions {
 
 /**
  * The authorization step of one call: may this (already authenticated, or anonymous) caller
- * run this operation?
+ * run this operation? It is the {@link Control} of the `authorization` stage: its `onStart`
+ * applies the rule to the principal an earlier control recorded on the call's context.
  *
  * @example
  * ```ts
@@ -37,7 +40,7 @@ export interface AuthorizerOptions {
  * }
  * ```
  */
-export interface Authorizer {
+export interface Authorizer extends Control {
   /**
    * Applies the RBAC rule of `call.operation` to `principal` (`undefined`: anonymous) and the
    * call's verified, still-valid peer certificate. Returns when allowed (a public operation
@@ -100,7 +103,17 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
     });
   };
 
-  return Object.freeze({ authorize, rbac });
+  return Object.freeze({
+    name: 'rbac',
+    stage: 'authorization',
+    matchesOperation: true,
+    operationLabel: (operation: string) => rbac.ruleFor(operation),
+    authorize,
+    rbac,
+    onStart: (call: CallInfo, context: CallContext): void => {
+      authorize(call, context.principal);
+    },
+  });
 }
 
 /**

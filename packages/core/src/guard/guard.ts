@@ -5,6 +5,7 @@ import type { IdentityRule } from '../mtls/identity-rules.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CompiledRbac } from '../rbac/rbac.js';
 import type { SecurityError } from '../errors/security-error.js';
+import type { Control } from '../pipeline/control.js';
 import { authenticatorFrom, type Authenticator } from './authenticate.js';
 import { authorizerFrom, type Authorizer } from './authorize.js';
 
@@ -24,7 +25,10 @@ export interface GuardOptions {
   readonly audit: AuditLogger;
 }
 
-/** Authentication and authorization of one call, the same for both transports. */
+/**
+ * Authentication and authorization of one call, the same for both transports: the controls an
+ * adapter runs (`controls`), or one `check` for code that calls it directly.
+ */
 export interface Guard {
   /**
    * Authenticates the caller and applies the RBAC rule of the call's operation. Returns the
@@ -34,6 +38,8 @@ export interface Guard {
    */
   check(call: CallInfo): Promise<Principal | undefined>;
   readonly rbac: CompiledRbac;
+  /** The same decision as pipeline controls: the authenticator, then the authorizer. */
+  readonly controls: readonly Control[];
 }
 
 /**
@@ -62,7 +68,7 @@ const DEFAULTS: Readonly<GuardOptions> = Object.freeze({
 });
 
 /**
- * Creates the guard the adapters run on every call, in the order of DESIGN.md: public
+ * Creates the guard the adapters run on every call: public
  * operations pass untouched; a bearer token is verified when one is sent (and merged with a
  * verified client certificate: `authenticatedBy: 'both'`); without a token, a verified
  * certificate that `certificateRoles` maps authenticates alone (`mtls`); then the RBAC rule
@@ -102,7 +108,13 @@ export function createGuard(options: GuardOptions): ComposedGuard {
     return principal;
   }
 
-  return Object.freeze({ check, rbac: opts.rbac, authenticator, authorizer });
+  return Object.freeze({
+    check,
+    rbac: opts.rbac,
+    authenticator,
+    authorizer,
+    controls: Object.freeze([authenticator, authorizer]),
+  });
 }
 
 /**

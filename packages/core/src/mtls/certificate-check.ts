@@ -1,6 +1,7 @@
-import type { CertificateIdentity } from '../call/call-info.js';
+import type { CallInfo, CertificateIdentity } from '../call/call-info.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import type { Control } from '../pipeline/control.js';
 import { compileIdentityRules, type IdentityRule } from './identity-rules.js';
 import { isIdentityCurrent } from './peer-identity.js';
 
@@ -10,8 +11,12 @@ export interface CertificateCheckOptions {
   readonly allow?: readonly IdentityRule[] | undefined;
 }
 
-/** Requires a verified, current client certificate, optionally matching identity rules. */
-export interface CertificateCheck {
+/**
+ * Requires a verified, current client certificate, optionally matching identity rules. It is a
+ * {@link Control} of the `client-certificate` stage: list it in an adapter's controls (or use
+ * the adapters' `mtls()`), or call `check` yourself.
+ */
+export interface CertificateCheck extends Control {
   /** Returns the identity, or throws `permission_denied` (`client_certificate_required` or `certificate_mismatch`). */
   check(identity: CertificateIdentity | undefined): CertificateIdentity;
 }
@@ -35,15 +40,21 @@ const DEFAULTS: Readonly<CertificateCheckOptions> = Object.freeze({ allow: undef
 export function createCertificateCheck(options?: CertificateCheckOptions): CertificateCheck {
   const { allow } = resolveOptions('createCertificateCheck', DEFAULTS, options);
   const matches = allow === undefined ? undefined : compileIdentityRules(allow, 'mtls.allow');
+  const check = (identity: CertificateIdentity | undefined): CertificateIdentity => {
+    if (identity === undefined || !isIdentityCurrent(identity)) {
+      throw new SecurityError('permission_denied', { reason: 'client_certificate_required' });
+    }
+    if (matches !== undefined && !matches(identity)) {
+      throw new SecurityError('permission_denied', { reason: 'certificate_mismatch', subject: identity.spiffeId });
+    }
+    return identity;
+  };
   return Object.freeze({
-    check(identity: CertificateIdentity | undefined): CertificateIdentity {
-      if (identity === undefined || !isIdentityCurrent(identity)) {
-        throw new SecurityError('permission_denied', { reason: 'client_certificate_required' });
-      }
-      if (matches !== undefined && !matches(identity)) {
-        throw new SecurityError('permission_denied', { reason: 'certificate_mismatch', subject: identity.spiffeId });
-      }
-      return identity;
+    name: 'mtls',
+    stage: 'client-certificate',
+    onStart: (call: CallInfo): void => {
+      check(call.peerCertificate);
     },
+    check,
   });
 }

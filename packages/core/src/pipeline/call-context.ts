@@ -1,0 +1,302 @@
+import type { AuthenticationMethod, Principal } from '../call/call-info.js';
+import { FluxguardError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+
+/**
+ * A typed slot for a per-call value that one control stores and a later control (or the
+ * handler) reads, e.g. the rule that authorized the call. Created once, at module level.
+ *
+ * @example
+ * ```ts
+ * import { createContextKey } from '@fluxguard/core';
+ * const TENANT = createContextKey<string>('tenant');
+ * // in a control: context.set(TENANT, 'acme');  later: context.get(TENANT) // 'acme'
+ * ```
+ */
+export interface ContextKey<T> {
+  readonly name: string;
+  /** Only carries the type; never set. */
+  readonly type?: T;
+}
+
+/**
+ * A new {@link ContextKey}. Keys compare by identity: two keys with one name are two slots.
+ *
+ * @example
+ * ```ts
+ * import { createContextKey } from '@fluxguard/core';
+ * export const RULE = createContextKey<string>('rbac.rule');
+ * ```
+ */
+export function createContextKey<T>(name: string): ContextKey<T> {
+  return Object.freeze({ name });
+}
+
+/**
+ * What a handler may read about its call, the same on both transports (gRPC:
+ * `getCallContext(call)`; Express: `req.fluxguard`). Nothing in it comes from a header or
+ * metadata entry a client could set.
+ *
+ * @example
+ * ```ts
+ * import type { RequestContext } from '@fluxguard/core';
+ * function who(context: RequestContext): string { return context.principal?.subject ?? 'anonymous'; }
+ * ```
+ */
+export interface RequestContext {
+  /** The id returned to the client in `x-request-id` and written to every log line. */
+  readonly requestId: string;
+  /** The verified caller, set only by authentication controls. */
+  readonly principal: Principal | undefined;
+  /** The effective deadline in epoch milliseconds (the client's, or tighter), if any. */
+  readonly deadline: number | undefined;
+  /**
+   * Aborted when the call ends in any way: the client went away, the deadline passed, or the
+   * answer was sent. The reason is a `DOMException`: `TimeoutError` for the deadline,
+   * `AbortError` otherwise. Pass it to file, database and HTTP calls so abandoned work stops.
+   */
+  readonly signal: AbortSignal;
+  /** A value a control stored for this call. */
+  get<T>(key: ContextKey<T>): T | undefined;
+}
+
+/**
+ * The per-call context as a control sees it: the {@link RequestContext} plus what a control
+ * may change. One per call, created by the adapter before the first control runs.
+ *
+ * @example
+ * ```ts
+ * import type { CallContext, Control } from '@fluxguard/core';
+ * const tighten: Control = {
+ *   name: 'short-deadline',
+ *   stage: 'deadline',
+ *   onStart(_call, context: CallContext) { context.limitDeadline(Date.now() + 5_000); },
+ * };
+ * ```
+ */
+export interface CallContext extends RequestContext {
+  /** Records the verified caller (copied and frozen). Throws once the handler has started. */
+  setPrincipal(principal: Principal): void;
+  /** Stores a value for a later control or the handler. */
+  set<T>(key: ContextKey<T>, value: T): void;
+  /**
+   * Tightens the deadline (a later one than the current is ignored). At the deadline the
+   * call ends with `deadline_exceeded` and the signal aborts, whatever the handler does.
+   * Throws `deadline_exceeded` when `epochMs` has already passed.
+   */
+  limitDeadline(epochMs: number): void;
+  /** Ends the call now with `error` (its public form goes to the client); the handler's later output is dropped. */
+  end(error: SecurityError): void;
+}
+
+/** Why a call ended, as its signal reports it. */
+export type EndCause = 'ended' | 'cancelled' | 'deadline';
+
+/**
+ * What an adapter gives {@link CallState}: the request id, the transport's deadline, and how
+ * to end the call at once on its transport.
+ *
+ * @internal
+ */
+export interface CallStateInit {
+  readonly requestId: string;
+  readonly deadline: number | undefined;
+  /** Sends `error`'s public form to the client now (gRPC status, HTTP problem response). */
+  readonly end: (error: SecurityError) => void;
+  /** Told about a release callback that threw (the others still run). */
+  readonly onReleaseError: (error: unknown) => void;
+}
+
+const AUTHENTICATION_METHODS: readonly AuthenticationMethod[] = ['jwt', 'mtls', 'both'];
+
+/**
+ * The one implementation of {@link CallContext}, shared by both adapters: the principal (one
+ * validation and freeze for both transports), typed values, the deadline and its timer, the
+ * signal (created only when read: most calls never need one), and the release callbacks,
+ * each run exactly once when the call ends.
+ *
+ * @internal
+ */
+export class CallState implements CallContext {
+  readonly requestId: string;
+  readonly #end: (error: SecurityError) => void;
+  readonly #onReleaseError: (error: unknown) => void;
+  #principal: Principal | undefined;
+  #sealed = false;
+  #deadline: number | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #controller: AbortController | undefined;
+  #abortCause: EndCause | undefined;
+  #values: Map<ContextKey<unknown>, unknown> | undefined;
+  #releases: (() => void)[] | undefined;
+  #finished = false;
+
+  constructor(init: CallStateInit) {
+    this.requestId = init.requestId;
+    this.#deadline = init.deadline;
+    this.#end = init.end;
+    this.#onReleaseError = init.onReleaseError;
+    // Handlers get this object itself: `context.requestId = ...` must throw, not forge a log id.
+    Object.freeze(this);
+  }
+
+  get principal(): Principal | undefined {
+    return this.#principal;
+  }
+
+  get deadline(): number | undefined {
+    return this.#deadline;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#abortCause !== undefined) this.#controller.abort(abortReason(this.#abortCause));
+    }
+    return this.#controller.signal;
+  }
+
+  /** The call has ended: releases ran, the signal is aborted. */
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  get<T>(key: ContextKey<T>): T | undefined {
+    return this.#values?.get(key) as T | undefined;
+  }
+
+  set<T>(key: ContextKey<T>, value: T): void {
+    (this.#values ??= new Map()).set(key, value);
+  }
+
+  setPrincipal(principal: Principal): void {
+    if (this.#sealed) {
+      throw new FluxguardError('principal_sealed', 'setPrincipal: the handler has started; only controls may set the principal');
+    }
+    this.#principal = freezePrincipal(principal);
+  }
+
+  /** From now on the principal is fixed (the handler has started). */
+  seal(): void {
+    this.#sealed = true;
+  }
+
+  limitDeadline(epochMs: number): void {
+    if (!Number.isFinite(epochMs)) throw new TypeError('limitDeadline: the deadline must be a finite epoch time in ms');
+    // The transport enforces its own deadline; only a tighter one needs a timer of ours.
+    if (this.#finished || (this.#deadline !== undefined && epochMs >= this.#deadline)) return;
+    const remaining = epochMs - Date.now();
+    if (remaining <= 0) throw new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
+    this.#deadline = epochMs;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#abort('deadline');
+      this.end(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
+    }, remaining);
+    this.#timer.unref();
+  }
+
+  end(error: SecurityError): void {
+    if (this.#finished) return;
+    this.#end(error);
+  }
+
+  /** Registers a release callback; run at once when the call has already ended. */
+  addRelease(release: () => void): void {
+    if (this.#finished) {
+      this.#runRelease(release);
+      return;
+    }
+    (this.#releases ??= []).push(release);
+  }
+
+  /** Ends the call's life: aborts the signal with `cause`, stops the deadline timer, runs every release once. */
+  finish(cause: EndCause): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#sealed = true;
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    this.#abort(cause);
+    const releases = this.#releases;
+    this.#releases = undefined;
+    if (releases !== undefined) for (const release of releases) this.#runRelease(release);
+  }
+
+  #abort(cause: EndCause): void {
+    if (this.#abortCause !== undefined) return;
+    this.#abortCause = cause;
+    // No controller yet: nobody listens; `signal` creates it aborted if read later.
+    this.#controller?.abort(abortReason(cause));
+  }
+
+  #runRelease(release: () => void): void {
+    try {
+      release();
+    } catch (error) {
+      this.#onReleaseError(error);
+    }
+  }
+}
+
+function abortReason(cause: EndCause): DOMException {
+  switch (cause) {
+    case 'deadline':
+      return new DOMException('The deadline of the call passed.', 'TimeoutError');
+    case 'cancelled':
+      return new DOMException('The client cancelled the call.', 'AbortError');
+    case 'ended':
+      return new DOMException('The call has ended.', 'AbortError');
+  }
+}
+
+/**
+ * A copy of `principal` that later code cannot change (roles and scopes frozen too), after a
+ * run-time check of its shape: callers may be plain JavaScript.
+ */
+function freezePrincipal(principal: Principal): Principal {
+  const raw: Partial<Record<keyof Principal, unknown>> = principal;
+  if (
+    typeof raw.subject !== 'string' ||
+    raw.subject === '' ||
+    !isStringArray(raw.roles) ||
+    !isStringArray(raw.scopes) ||
+    typeof raw.claims !== 'object' ||
+    raw.claims === null ||
+    !AUTHENTICATION_METHODS.includes(raw.authenticatedBy as AuthenticationMethod)
+  ) {
+    throw new TypeError('setPrincipal: principal is malformed');
+  }
+  if (Object.isFrozen(principal) && Object.isFrozen(principal.roles) && Object.isFrozen(principal.scopes) && Object.isFrozen(principal.claims)) {
+    return principal;
+  }
+  return Object.freeze({
+    subject: principal.subject,
+    roles: Object.freeze([...principal.roles]),
+    scopes: Object.freeze([...principal.scopes]),
+    claims: Object.isFrozen(principal.claims) ? principal.claims : Object.freeze({ ...principal.claims }),
+    certificate: principal.certificate,
+    authenticatedBy: principal.authenticatedBy,
+  });
+}
+
+function isStringArray(value: unknown): value is readonly string[] {
+  return Array.isArray(value) && value.every((v) => typeof v === 'string');
+}
+
+/**
+ * The error of an accessor or control that finds no fluxguard context on its call: the same
+ * code on both transports, failing closed (no request id, signal or principal to guess).
+ *
+ * @internal
+ * @example
+ * ```ts
+ * throw missingContextError('getPrincipal', 'install fluxguardInterceptors() on the grpc-js Server');
+ * ```
+ */
+export function missingContextError(accessor: string, remedy: string): FluxguardError {
+  return new FluxguardError('missing_call_context', `${accessor}: no fluxguard context for this call; ${remedy}`);
+}

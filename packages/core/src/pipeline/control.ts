@@ -1,0 +1,99 @@
+import type { CallInfo } from '../call/call-info.js';
+import type { CallContext } from './call-context.js';
+
+/**
+ * Where a control runs in the pipeline. The order is fixed, the same on both transports:
+ * after the request id and the safe-error layer (which the adapters always install first),
+ * `client-certificate` → `pre-authentication` (limits by peer, before any token costs a
+ * signature check) → `authentication` → `caller-limit` (limits by principal) →
+ * `authorization` → `input` (sizes, validation) → `deadline` → the handler.
+ *
+ * @example
+ * ```ts
+ * import { CONTROL_STAGES, type ControlStage } from '@fluxguard/core';
+ * const stage: ControlStage = 'caller-limit';
+ * CONTROL_STAGES.indexOf(stage); // 3
+ * ```
+ */
+export type ControlStage =
+  | 'client-certificate'
+  | 'pre-authentication'
+  | 'authentication'
+  | 'caller-limit'
+  | 'authorization'
+  | 'input'
+  | 'deadline';
+
+/**
+ * The stages in the order they run.
+ *
+ * @example
+ * ```ts
+ * import { CONTROL_STAGES } from '@fluxguard/core';
+ * CONTROL_STAGES[0]; // 'client-certificate'
+ * ```
+ */
+export const CONTROL_STAGES: readonly ControlStage[] = Object.freeze([
+  'client-certificate',
+  'pre-authentication',
+  'authentication',
+  'caller-limit',
+  'authorization',
+  'input',
+  'deadline',
+]);
+
+/**
+ * What a start hook may hand back: nothing, or a release callback that the pipeline runs
+ * exactly once when the call ends in any way (finished, failed, refused by a later control,
+ * cancelled by the client, deadline).
+ */
+export type StartResult = void | undefined | (() => void);
+
+/**
+ * One security control, written once against the transport-neutral {@link CallInfo} and the
+ * per-call {@link CallContext}; each adapter runs it through its one pipeline. A hook refuses
+ * the call by throwing (or rejecting with) a `SecurityError`; anything else thrown becomes
+ * `internal`, never a pass.
+ *
+ * - `onStart`, once per call before the handler (and before any message reaches it): may
+ *   refuse, set the principal (`context.setPrincipal`), store typed per-call values for a later
+ *   control (`context.set`), tighten the deadline (`context.limitDeadline`), and return a
+ *   release callback.
+ * - `onMessage`, for every inbound message of every call kind (gRPC: each deserialized request
+ *   message; HTTP: each body chunk, a `Buffer`, as it arrives), after `onStart` allowed the
+ *   call. Synchronous: it sizes or validates, it does not wait.
+ *
+ * @example
+ * ```ts
+ * import { SecurityError, type Control } from '@fluxguard/core';
+ * let inFlight = 0;
+ * const oneAtATime: Control = {
+ *   name: 'one-at-a-time',
+ *   stage: 'caller-limit',
+ *   onStart() {
+ *     if (inFlight >= 1) throw new SecurityError('unavailable', { reason: 'concurrency_limit' });
+ *     inFlight += 1;
+ *     return () => { inFlight -= 1; };
+ *   },
+ * };
+ * ```
+ */
+export interface Control {
+  /** A short name for logs and errors, e.g. `rbac`. */
+  readonly name: string;
+  readonly stage: ControlStage;
+  /**
+   * The control matches `call.operation` against path patterns (RBAC, limits per route): an
+   * Express app must then route case-sensitively, or `GET /V1/x` would reach the handler of
+   * `/v1/x` under another rule. The Express pipeline refuses to serve an app that does not.
+   */
+  readonly matchesOperation?: boolean | undefined;
+  /**
+   * The bounded name this control gives an operation (e.g. the RBAC rule `GET /v1/items/:id`),
+   * used in the audit line of an HTTP request refused before routing instead of the raw path.
+   */
+  readonly operationLabel?: ((operation: string) => string | undefined) | undefined;
+  onStart?(call: CallInfo, context: CallContext): StartResult | Promise<StartResult>;
+  onMessage?(message: unknown, call: CallInfo, context: CallContext): void;
+}

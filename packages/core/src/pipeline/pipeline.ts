@@ -1,0 +1,127 @@
+import type { CallInfo } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import type { CallState } from './call-context.js';
+import { CONTROL_STAGES, type Control, type StartResult } from './control.js';
+
+/**
+ * An ordered, validated list of controls, compiled once, that an adapter runs on every call.
+ * Adapter authors only: applications list controls and let the adapter build this.
+ *
+ * @example
+ * ```ts
+ * import { createPipeline } from '@fluxguard/core/adapter';
+ * const pipeline = createPipeline('fluxguard', [rateLimit, guard.authenticator, guard.authorizer]);
+ * const pending = pipeline.start(call, state); // undefined: allowed at once; else await it
+ * ```
+ */
+export interface Pipeline {
+  /** The controls in the order they run. */
+  readonly controls: readonly Control[];
+  /** Some control has an `onMessage` hook: the adapter must route messages through {@link Pipeline.message}. */
+  readonly hasMessageHooks: boolean;
+  /** Some control matches operations against path patterns (see `Control.matchesOperation`). */
+  readonly matchesOperation: boolean;
+  /**
+   * Runs every `onStart` in order and registers their release callbacks on `state`. Returns
+   * `undefined` when all of them finished synchronously and allowed the call; a promise when
+   * one is asynchronous. Throws (or rejects) with the refusal. When the call ends while a hook
+   * is pending, the remaining hooks do not run: check `state.finished` before going on.
+   */
+  start(call: CallInfo, state: CallState): Promise<void> | undefined;
+  /** Runs every `onMessage` in order on one inbound message; throws the refusal. */
+  message(message: unknown, call: CallInfo, state: CallState): void;
+  /** The first label a control gives `operation` (see `Control.operationLabel`), for audit lines. */
+  operationLabel(operation: string): string | undefined;
+}
+
+type StartHook = (call: CallInfo, state: CallState) => StartResult | Promise<StartResult>;
+type MessageHook = (message: unknown, call: CallInfo, state: CallState) => void;
+
+/**
+ * Validates `controls` and orders them by stage (controls of one stage keep the order given).
+ *
+ * @throws ConfigurationError naming `owner` and the offending control.
+ *
+ * @internal
+ */
+export function createPipeline(owner: string, controls: readonly Control[]): Pipeline {
+  if (!Array.isArray(controls)) throw new ConfigurationError(`${owner}: controls must be an array`);
+  const checked = controls.map((control, index) => checkControl(owner, control, index));
+  const ordered = Object.freeze(
+    checked
+      .map((control, index) => ({ control, index, rank: CONTROL_STAGES.indexOf(control.stage) }))
+      .sort((a, b) => a.rank - b.rank || a.index - b.index)
+      .map(({ control }) => control),
+  );
+  const labels = ordered.flatMap((control) => (control.operationLabel === undefined ? [] : [control.operationLabel]));
+  const starts: StartHook[] = [];
+  const messages: MessageHook[] = [];
+  for (const control of ordered) {
+    const { onStart, onMessage } = control;
+    if (onStart !== undefined) starts.push(onStart.bind(control));
+    if (onMessage !== undefined) messages.push(onMessage.bind(control));
+  }
+
+  const runStarts = (from: number, call: CallInfo, state: CallState): Promise<void> | undefined => {
+    for (let i = from; i < starts.length; i++) {
+      if (state.finished) return undefined;
+      const result = (starts[i] as StartHook)(call, state);
+      if (isPromiseLike(result)) {
+        return Promise.resolve(result).then((resolved) => {
+          keepRelease(resolved, state);
+          return runStarts(i + 1, call, state);
+        });
+      }
+      keepRelease(result, state);
+    }
+    return undefined;
+  };
+
+  return Object.freeze({
+    controls: ordered,
+    hasMessageHooks: messages.length > 0,
+    matchesOperation: ordered.some((control) => control.matchesOperation === true),
+    start: (call: CallInfo, state: CallState) => runStarts(0, call, state),
+    message: (message: unknown, call: CallInfo, state: CallState) => {
+      for (const hook of messages) hook(message, call, state);
+    },
+    operationLabel: (operation: string) => {
+      for (const label of labels) {
+        const found = label(operation);
+        if (found !== undefined) return found;
+      }
+      return undefined;
+    },
+  });
+}
+
+function keepRelease(result: StartResult, state: CallState): void {
+  if (typeof result === 'function') state.addRelease(result);
+}
+
+function checkControl(owner: string, control: unknown, index: number): Control {
+  const where = `${owner}: controls[${String(index)}]`;
+  if (typeof control !== 'object' || control === null) throw new ConfigurationError(`${where} must be a control object`);
+  const { name, stage, onStart, onMessage, operationLabel } = control as Partial<Record<keyof Control, unknown>>;
+  if (typeof name !== 'string' || name === '') throw new ConfigurationError(`${where} must have a non-empty "name"`);
+  if (!CONTROL_STAGES.includes(stage as Control['stage'])) {
+    throw new ConfigurationError(`${where} (${name}): "stage" must be one of ${CONTROL_STAGES.join(', ')}`);
+  }
+  if (onStart !== undefined && typeof onStart !== 'function') {
+    throw new ConfigurationError(`${where} (${name}): "onStart" must be a function`);
+  }
+  if (onMessage !== undefined && typeof onMessage !== 'function') {
+    throw new ConfigurationError(`${where} (${name}): "onMessage" must be a function`);
+  }
+  if (operationLabel !== undefined && typeof operationLabel !== 'function') {
+    throw new ConfigurationError(`${where} (${name}): "operationLabel" must be a function`);
+  }
+  if (onStart === undefined && onMessage === undefined) {
+    throw new ConfigurationError(`${where} (${name}): a control needs "onStart", "onMessage" or both`);
+  }
+  return control as Control;
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<StartResult> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
