@@ -125,16 +125,13 @@ export {
   type RbacRules,
   type ServedReport,
 } from './rbac/rbac.js';
+export { jwtVerifierOptionsFromPolicy, type JwtPolicy, type JwtPolicyExtras } from './jwt/policy.js';
+export { rbacRulesForTransport, type RbacPolicy } from './rbac/policy.js';
+export type { MtlsPolicy } from './mtls/policy.js';
 export {
-  jwtVerifierOptionsFromPolicy,
   loadSecurityPolicy,
   readPolicyDocument,
   parseSecurityPolicy,
-  rbacRulesForTransport,
-  type JwtPolicy,
-  type JwtPolicyExtras,
-  type MtlsPolicy,
-  type RbacPolicy,
   type SecurityPolicy,
 } from './policy/policy.js';
 
@@ -150,3 +147,12 @@ export {
 export { createAuthenticator, type Authenticator, type AuthenticatorOptions } from './guard/authenticate.js';
 export { createAuthorizer, type Authorizer, type AuthorizerOptions } from './guard/authorize.js';
 export { createGuardFromPolicy, type GuardFromPolicyOptions } from './guard/from-policy.js';
+
+// The control contract: what a control is, and the per-call context it works with
+export { CONTROL_STAGES, type Control, type ControlStage, type StartResult } from './pipeline/control.js';
+export {
+  createContextKey,
+  type CallContext,
+  type ContextKey,
+  type RequestContext,
+} from './pipeline/call-context.js';

@@ -3,8 +3,10 @@ import type { Transport } from '../call/call-info.js';
 import type { Denylist } from '../denylist/denylist.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
+import { jwtVerifierOptionsFromPolicy } from '../jwt/policy.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import { jwtVerifierOptionsFromPolicy, rbacRulesForTransport, type SecurityPolicy } from '../policy/policy.js';
+import type { SecurityPolicy } from '../policy/policy.js';
+import { rbacRulesForTransport } from '../rbac/policy.js';
 import { compileRbac } from '../rbac/rbac.js';
 import { createGuard, type ComposedGuard } from './guard.js';
 

@@ -5,13 +5,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
 import { compileRbac } from '../rbac/rbac.js';
-import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
-import {
-  jwtVerifierOptionsFromPolicy,
-  loadSecurityPolicy,
-  parseSecurityPolicy,
-  rbacRulesForTransport,
-} from './policy.js';
+import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
+import { jwtVerifierOptionsFromPolicy } from '../jwt/policy.js';
+import { rbacRulesForTransport } from '../rbac/policy.js';
+import { loadSecurityPolicy, parseSecurityPolicy } from './policy.js';
 
 const S = '/fluxguard.example.v1.ArtifactStore';
 const VALID = {
@@ -29,7 +26,6 @@ const VALID = {
     clientCertificates: 'per-operation',
     certificateRoles: [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }],
   },
-  rateLimits: [{ whatever: 1 }],
 };
 
 let key: TestKey;
@@ -38,7 +34,7 @@ beforeAll(async () => {
 });
 
 describe('parseSecurityPolicy', () => {
-  it('accepts a valid policy and passes mtls / limits through', () => {
+  it('accepts a valid policy and passes mtls through', () => {
     const policy = parseSecurityPolicy(structuredClone(VALID));
     expect(policy.mtls).toEqual(VALID.mtls);
     expect(policy.rbac?.rules).toHaveLength(4);
@@ -164,6 +160,33 @@ describe('parseSecurityPolicy', () => {
     expect(() => parseSecurityPolicy([])).toThrow('policy must be an object');
   });
 
+  it.each([
+    ['limits', { maxMessageBytes: 1_048_576 }, 'limits'],
+    ['rateLimits', [{ operation: 'GET /v1/artifacts', perMinute: 60 }], 'rate limits'],
+    ['timeouts', { requestMs: 5000 }, 'timeouts'],
+  ])('refuses a %s section, which no control enforces', (name, section, what) => {
+    const p = { ...structuredClone(VALID), [name]: section };
+    expect(() => parseSecurityPolicy(p)).toThrow(
+      new ConfigurationError(
+        `policy.${name}: this version of fluxguard has no control that enforces ${what}; remove the section (a policy is enforced as written or refused)`,
+      ),
+    );
+    // Even empty: a section present promises a protection.
+    expect(() => parseSecurityPolicy({ [name]: {} })).toThrow(`policy.${name}: this version of fluxguard`);
+  });
+
+  it('returns a frozen policy without freezing or changing what it was given', () => {
+    const input = structuredClone(VALID);
+    const policy = parseSecurityPolicy(input);
+    expect(Object.isFrozen(policy)).toBe(true);
+    expect(Object.isFrozen(policy.rbac?.rules[1])).toBe(true);
+    expect(Object.isFrozen(policy.rbac?.rules[1]?.anyRoles)).toBe(true);
+    expect(Object.isFrozen(input)).toBe(false);
+    expect(Object.isFrozen(input.rbac.rules[1])).toBe(false);
+    expect(input).toEqual(VALID);
+    expect(policy).toEqual(VALID);
+  });
+
   it('accepts an mtls section with only a mode, or with an empty role list', () => {
     expect(parseSecurityPolicy({ mtls: { clientCertificates: 'strict' } }).mtls).toEqual({
       clientCertificates: 'strict',
@@ -242,6 +265,21 @@ describe('loadSecurityPolicy', () => {
     ]);
     await writeFile(join(dir, 'typo.yml'), 'rbac:\n  mod: shadow\n  rules: []\n');
     await expect(loadSecurityPolicy(join(dir, 'typo.yml'))).rejects.toThrow(/mod/);
+  });
+
+  it.each([
+    ['limits', 'limits:\n  maxMessageBytes: 1048576\n', 'limits'],
+    ['rateLimits', 'rateLimits:\n  - operation: GET /v1/artifacts\n    perMinute: 60\n', 'rate limits'],
+    ['timeouts', 'timeouts:\n  requestMs: 5000\n', 'timeouts'],
+  ])('refuses a %s section in a YAML policy, naming the file', async (name, section, what) => {
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, `version: 1\nrbac:\n  rules:\n    - operation: GET /healthz\n      public: true\n${section}`);
+    const refusal = loadSecurityPolicy(file);
+    await expect(refusal).rejects.toThrow(ConfigurationError);
+    await expect(loadSecurityPolicy(file)).rejects.toThrow(
+      `policy (${file}).${name}: this version of fluxguard has no control that enforces ${what}; remove the section`,
+    );
   });
 
   it.each([

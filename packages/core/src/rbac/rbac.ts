@@ -1,6 +1,7 @@
 import { LruCache } from '../cache/lru.js';
 import type { CertificateIdentity, Principal } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { checkKnownKeys } from '../options/unknown-keys.js';
 import { SecurityError } from '../errors/security-error.js';
 import { compileIdentityRules, type IdentityMatcher, type IdentityRule } from '../mtls/identity-rules.js';
 import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from './pattern.js';
@@ -183,10 +184,30 @@ interface CompiledRule {
   readonly allowed: RbacDecision;
 }
 
-/** Operations whose applying rule is remembered (see `find`). */
+/** The rules of one {@link CompiledRbac}, arranged for lookup. */
+interface RuleIndex {
+  readonly rules: readonly CompiledRule[];
+  /** Every rule by its pattern key; an exact operation is found here in one step. */
+  readonly exact: ReadonlyMap<string, CompiledRule>;
+  /** The rules that are patterns, most specific first. */
+  readonly wildcards: readonly CompiledRule[];
+}
+
+/** Operations whose applying rule is remembered (see `findRule`). */
 const FIND_CACHE_ENTRIES = 4096;
 
 const REQUIREMENT_KEYS = ['public', 'authenticated', 'anyRoles', 'allRoles', 'scopes', 'certificate'] as const;
+const OPTION_KEYS = ['mode', 'servedOperations', 'where'] as const;
+
+/** Deeper than any valid rule (rule, certificate list, identity rule, role list): only a cycle or junk gets there. */
+const MAX_RULE_DEPTH = 16;
+
+/**
+ * The compiled form of each rule object {@link checkRbacRules} returned. Those objects are
+ * deep-frozen copies made before compiling, so the compiled form cannot go stale, and
+ * `compileRbac` can take it instead of compiling the rule again.
+ */
+const checkedRules = new WeakMap<object, CompiledRule>();
 
 function names(value: unknown, where: string): readonly string[] {
   if (!Array.isArray(value) || value.length === 0) throw new ConfigurationError(`${where} must be a non-empty array`);
@@ -228,7 +249,7 @@ function compileRule(
       `${where}: "public" cannot be combined with ${given.filter((k) => k !== 'public').join(', ')}`,
     );
   }
-  const rule: CompiledRule = {
+  return Object.freeze({
     pattern,
     isPublic,
     authenticated: req.authenticated === true,
@@ -247,8 +268,174 @@ function compileRule(
       rule: pattern.key,
       denial: undefined,
     }),
-  };
+  });
+}
+
+function compileListRule(rule: unknown, where: string): CompiledRule {
+  const operation: unknown =
+    typeof rule === 'object' && rule !== null ? (rule as { operation?: unknown }).operation : undefined;
+  return compileRule(operation, rule, where, true);
+}
+
+/** Compiles rules in either form, taking the compiled form of rules {@link checkRbacRules} already compiled. */
+function compileRules(rules: RbacRules, where: string): readonly CompiledRule[] {
+  const raw: unknown = rules;
+  if (Array.isArray(raw)) {
+    return (raw as unknown[]).map((rule, i) => {
+      const checked = typeof rule === 'object' && rule !== null ? checkedRules.get(rule) : undefined;
+      return checked ?? compileListRule(rule, `${where}[${i}]`);
+    });
+  }
+  if (typeof raw === 'object' && raw !== null) {
+    return Object.entries(raw).map(([pattern, requirement]) =>
+      compileRule(pattern, requirement, `${where}[${JSON.stringify(pattern)}]`, false),
+    );
+  }
+  throw new ConfigurationError(`${where} must be an object or an array of rules`);
+}
+
+/** Arranges compiled rules for lookup; two rules for one pattern are refused, since only one could ever apply. */
+function indexRules(rules: readonly CompiledRule[], where: string): RuleIndex {
+  const exact = new Map<string, CompiledRule>();
+  for (const rule of rules) {
+    if (exact.has(rule.pattern.key)) {
+      throw new ConfigurationError(`${where}: "${rule.pattern.key}" has more than one rule`);
+    }
+    exact.set(rule.pattern.key, rule);
+  }
+  const wildcards = rules.filter((r) => !r.pattern.exact).sort((a, b) => compareSpecificity(a.pattern, b.pattern));
+  return { rules, exact, wildcards };
+}
+
+/** A copy in which every object and array is a new frozen one, so nothing reachable from it can change. */
+function frozenCopy(value: unknown, where: string, depth = 0): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (depth >= MAX_RULE_DEPTH) throw new ConfigurationError(`${where} is nested too deeply`);
+  if (Array.isArray(value)) return Object.freeze((value as unknown[]).map((item) => frozenCopy(item, where, depth + 1)));
+  return Object.freeze(
+    Object.fromEntries(Object.entries(value).map(([key, item]) => [key, frozenCopy(item, where, depth + 1)])),
+  );
+}
+
+/**
+ * Checks rules in list form exactly as {@link compileRbac} would (each rule, and no pattern
+ * twice), and returns a deep-frozen copy of them. `compileRbac` given rules of that copy (all
+ * of them, or some, as `rbacRulesForTransport` keeps) reuses their compiled form instead of
+ * compiling them again: a policy is checked at parse time and compiled only then.
+ *
+ * @throws ConfigurationError naming the bad rule, as `compileRbac` does.
+ *
+ * @example
+ * ```ts
+ * import { checkRbacRules, compileRbac } from '../rbac/rbac.js';
+ * const rules = checkRbacRules(JSON.parse(text).rules, 'policy.rbac.rules');
+ * const rbac = compileRbac(rules); // no rule compiled a second time
+ * ```
+ */
+export function checkRbacRules(rules: readonly unknown[], where: string): readonly RbacRule[] {
+  const copies: object[] = [];
+  const compiled: CompiledRule[] = [];
+  rules.forEach((rule, i) => {
+    const copy = frozenCopy(rule, `${where}[${i}]`);
+    compiled.push(compileListRule(copy, `${where}[${i}]`));
+    // Compiling refused anything but an object.
+    copies.push(copy as object);
+  });
+  indexRules(compiled, where);
+  copies.forEach((copy, i) => {
+    const one = compiled[i];
+    if (one !== undefined) checkedRules.set(copy, one);
+  });
+  return Object.freeze(copies as RbacRule[]);
+}
+
+function searchRule(index: RuleIndex, operation: string): CompiledRule | undefined {
+  const normal = normalizeOperation(operation);
+  const normalHit = normal === operation ? undefined : index.exact.get(normal);
+  if (normalHit !== undefined) return normalHit;
+  for (const rule of index.wildcards) if (rule.pattern.matches(operation)) return rule;
+  return undefined;
+}
+
+function findRule(
+  index: RuleIndex,
+  found: LruCache<string, CompiledRule | null>,
+  operation: string,
+): CompiledRule | undefined {
+  const hit = index.exact.get(operation);
+  if (hit !== undefined) return hit;
+  const remembered = found.get(operation);
+  if (remembered !== undefined) return remembered ?? undefined;
+  const rule = searchRule(index, operation);
+  found.set(operation, rule ?? null);
   return rule;
+}
+
+function deny(rule: CompiledRule | undefined, reason: RbacReason, mode: RbacMode): RbacDecision {
+  const code = reason === 'unauthenticated' ? 'unauthenticated' : 'permission_denied';
+  const denial = new SecurityError(code, { reason });
+  const shadow = mode === 'shadow';
+  return Object.freeze({ allowed: shadow, shadowDenied: shadow, reason, rule: rule?.pattern.key, denial });
+}
+
+/** The decision of the rule that applies (or of none) for one caller. */
+function decide(
+  rule: CompiledRule | undefined,
+  mode: RbacMode,
+  principal: Principal | undefined,
+  peerCertificate: CertificateIdentity | undefined,
+): RbacDecision {
+  if (rule === undefined) return deny(undefined, 'no_rule', mode);
+  if (rule.isPublic) return rule.allowed;
+  if (principal === undefined) {
+    // A rule that asks only for a certificate identity is met by the verified peer
+    // certificate alone: a workload with a certificate and no token.
+    if (rule.certificateOnly && peerCertificate !== undefined) {
+      return rule.certificate?.(peerCertificate) === true ? rule.allowed : deny(rule, 'certificate_mismatch', mode);
+    }
+    return deny(rule, 'unauthenticated', mode);
+  }
+  if (rule.anyRoles !== undefined && !rule.anyRoles.some((r) => principal.roles.includes(r)))
+    return deny(rule, 'missing_role', mode);
+  if (rule.allRoles !== undefined && !rule.allRoles.every((r) => principal.roles.includes(r)))
+    return deny(rule, 'missing_role', mode);
+  if (rule.scopes !== undefined && !rule.scopes.every((s) => principal.scopes.includes(s)))
+    return deny(rule, 'missing_scope', mode);
+  if (rule.certificate !== undefined && !rule.certificate(principal.certificate ?? peerCertificate)) {
+    return deny(rule, 'certificate_mismatch', mode);
+  }
+  return rule.allowed;
+}
+
+function checkServed(
+  index: RuleIndex,
+  find: (operation: string) => CompiledRule | undefined,
+  operations: readonly string[],
+  where: string,
+): ServedReport {
+  if (!Array.isArray(operations) || !operations.every((o) => typeof o === 'string')) {
+    throw new ConfigurationError('checkServed: operations must be an array of strings');
+  }
+  const stray = index.rules.filter(
+    (rule) => !operations.some((op) => rule.pattern.key === op || rule.pattern.matches(op)),
+  );
+  if (stray.length > 0) {
+    throw new ConfigurationError(
+      `${where}: ${stray.length === 1 ? 'a rule names' : 'rules name'} operations this server does not serve: ${stray
+        .map((r) => `"${r.pattern.key}"`)
+        .join(', ')}`,
+    );
+  }
+  return Object.freeze({ uncovered: Object.freeze(operations.filter((op) => find(op) === undefined)) });
+}
+
+function rbacMode(options: RbacOptions): RbacMode {
+  checkKnownKeys(options, OPTION_KEYS, 'compileRbac', 'option');
+  const mode: unknown = options.mode ?? 'enforce';
+  if (mode !== 'enforce' && mode !== 'shadow') {
+    throw new ConfigurationError(`compileRbac: "mode" must be "enforce" or "shadow"`);
+  }
+  return mode;
 }
 
 /**
@@ -261,7 +448,8 @@ function compileRule(
  *    (literal over `:param` over `*splat`, gRPC `Method` over `*`), then a named method over `*`;
  * 3. otherwise none: denied, `permission_denied` with reason `no_rule` (default deny).
  *
- * Only the applying rule counts; rules are not merged.
+ * Only the applying rule counts; rules are not merged. Rules of a parsed policy
+ * (`parseSecurityPolicy`) were compiled when it was parsed and are not compiled again.
  *
  * @throws ConfigurationError naming the bad rule (`rbac.rules[3].anyRoles[0] must be ...`),
  *   a duplicate pattern, or (with `servedOperations`) rules matching nothing served.
@@ -281,112 +469,14 @@ function compileRule(
  */
 export function compileRbac(rules: RbacRules, options: RbacOptions = {}): CompiledRbac {
   const where = options.where ?? 'rbac.rules';
-  const optionKeys = Object.keys(options);
-  const unknownOption = optionKeys.find((k) => !['mode', 'servedOperations', 'where'].includes(k));
-  if (unknownOption !== undefined) throw new ConfigurationError(`compileRbac: unknown option "${unknownOption}"`);
-  const mode: unknown = options.mode ?? 'enforce';
-  if (mode !== 'enforce' && mode !== 'shadow') {
-    throw new ConfigurationError(`compileRbac: "mode" must be "enforce" or "shadow"`);
-  }
-  const compiled: CompiledRule[] = [];
-  const raw: unknown = rules;
-  if (Array.isArray(raw)) {
-    for (const [i, rule] of (raw as unknown[]).entries()) {
-      const operation: unknown =
-        typeof rule === 'object' && rule !== null ? (rule as { operation?: unknown }).operation : undefined;
-      compiled.push(compileRule(operation, rule, `${where}[${i}]`, true));
-    }
-  } else if (typeof raw === 'object' && raw !== null) {
-    for (const [pattern, requirement] of Object.entries(raw)) {
-      compiled.push(compileRule(pattern, requirement, `${where}[${JSON.stringify(pattern)}]`, false));
-    }
-  } else {
-    throw new ConfigurationError(`${where} must be an object or an array of rules`);
-  }
-
-  const exact = new Map<string, CompiledRule>();
-  const seen = new Set<string>();
-  for (const rule of compiled) {
-    if (seen.has(rule.pattern.key))
-      throw new ConfigurationError(`${where}: "${rule.pattern.key}" has more than one rule`);
-    seen.add(rule.pattern.key);
-    exact.set(rule.pattern.key, rule);
-  }
-  const wildcards = compiled.filter((r) => !r.pattern.exact).sort((a, b) => compareSpecificity(a.pattern, b.pattern));
-
+  const mode = rbacMode(options);
+  const index = indexRules(compileRules(rules, where), where);
   // Rules never change once compiled, so which one applies to an operation can be remembered;
   // bounded, because HTTP operations carry concrete paths a client chooses.
   const found = new LruCache<string, CompiledRule | null>(FIND_CACHE_ENTRIES);
-
-  function find(operation: string): CompiledRule | undefined {
-    const hit = exact.get(operation);
-    if (hit !== undefined) return hit;
-    const remembered = found.get(operation);
-    if (remembered !== undefined) return remembered ?? undefined;
-    const rule = search(operation);
-    found.set(operation, rule ?? null);
-    return rule;
-  }
-
-  function search(operation: string): CompiledRule | undefined {
-    const normal = normalizeOperation(operation);
-    const normalHit = normal === operation ? undefined : exact.get(normal);
-    if (normalHit !== undefined) return normalHit;
-    for (const rule of wildcards) if (rule.pattern.matches(operation)) return rule;
-    return undefined;
-  }
-
-  function deny(rule: CompiledRule | undefined, reason: RbacReason): RbacDecision {
-    const code = reason === 'unauthenticated' ? 'unauthenticated' : 'permission_denied';
-    const denial = new SecurityError(code, { reason });
-    const shadow = mode === 'shadow';
-    return Object.freeze({ allowed: shadow, shadowDenied: shadow, reason, rule: rule?.pattern.key, denial });
-  }
-
-  function authorize(
-    operation: string,
-    principal: Principal | undefined,
-    peerCertificate?: CertificateIdentity,
-  ): RbacDecision {
-    const rule = find(operation);
-    if (rule === undefined) return deny(undefined, 'no_rule');
-    if (rule.isPublic) return rule.allowed;
-    if (principal === undefined) {
-      // A rule that asks only for a certificate identity is met by the verified peer
-      // certificate alone: a workload with a certificate and no token (issue: mTLS identity).
-      if (rule.certificateOnly && peerCertificate !== undefined) {
-        return rule.certificate?.(peerCertificate) === true ? rule.allowed : deny(rule, 'certificate_mismatch');
-      }
-      return deny(rule, 'unauthenticated');
-    }
-    if (rule.anyRoles !== undefined && !rule.anyRoles.some((r) => principal.roles.includes(r)))
-      return deny(rule, 'missing_role');
-    if (rule.allRoles !== undefined && !rule.allRoles.every((r) => principal.roles.includes(r)))
-      return deny(rule, 'missing_role');
-    if (rule.scopes !== undefined && !rule.scopes.every((s) => principal.scopes.includes(s)))
-      return deny(rule, 'missing_scope');
-    if (rule.certificate !== undefined && !rule.certificate(principal.certificate ?? peerCertificate)) {
-      return deny(rule, 'certificate_mismatch');
-    }
-    return rule.allowed;
-  }
-
-  function checkServed(operations: readonly string[]): ServedReport {
-    if (!Array.isArray(operations) || !operations.every((o) => typeof o === 'string')) {
-      throw new ConfigurationError('checkServed: operations must be an array of strings');
-    }
-    const stray = compiled.filter(
-      (rule) => !operations.some((op) => rule.pattern.key === op || rule.pattern.matches(op)),
-    );
-    if (stray.length > 0) {
-      throw new ConfigurationError(
-        `${where}: ${stray.length === 1 ? 'a rule names' : 'rules name'} operations this server does not serve: ${stray
-          .map((r) => `"${r.pattern.key}"`)
-          .join(', ')}`,
-      );
-    }
-    return Object.freeze({ uncovered: Object.freeze(operations.filter((op) => find(op) === undefined)) });
-  }
+  const find = (operation: string): CompiledRule | undefined => findRule(index, found, operation);
+  const authorize = (operation: string, principal: Principal | undefined, peerCertificate?: CertificateIdentity) =>
+    decide(find(operation), mode, principal, peerCertificate);
 
   const result: CompiledRbac = Object.freeze({
     mode,
@@ -397,7 +487,7 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
       return decision;
     },
     isPublic: (operation: string) => find(operation)?.isPublic === true,
-    checkServed,
+    checkServed: (operations: readonly string[]) => checkServed(index, find, operations, where),
     ruleFor: (operation: string) => find(operation)?.pattern.key,
   });
   if (options.servedOperations !== undefined) result.checkServed(options.servedOperations);

@@ -1,0 +1,197 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Denylist } from '../denylist/denylist.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { checkKnownKeys } from '../options/unknown-keys.js';
+import { checkNonEmptyString, checkStringOrList, isPolicyObject } from '../policy/fields.js';
+import { isAsymmetricAlgorithm, type AsymmetricAlgorithm } from './algorithms.js';
+import type { JwtVerifierOptions } from './verifier.js';
+
+/**
+ * The `jwt` section of a `SecurityPolicy`. Exactly one of `jwksUrl`, `jwksFile`,
+ * `publicKeyFile`. HMAC secrets do not belong in a policy file: configure `secret` in code.
+ *
+ * @example
+ * ```ts
+ * import type { JwtPolicy } from '@fluxguard/core';
+ * const jwt: JwtPolicy = { issuer: 'https://id.example.com', audience: 'artifacts', jwksUrl: 'https://id.example.com/jwks' };
+ * ```
+ */
+export interface JwtPolicy {
+  readonly issuer: string | readonly string[];
+  readonly audience: string | readonly string[];
+  readonly algorithms?: readonly AsymmetricAlgorithm[];
+  readonly jwksUrl?: string;
+  /** Path of a local `jwks.json`; relative to the policy file when loaded with `loadSecurityPolicy`. */
+  readonly jwksFile?: string;
+  /** Path of a PEM public key; relative like `jwksFile`. */
+  readonly publicKeyFile?: string;
+  readonly jwksTimeoutMs?: number;
+  readonly jwksCooldownMs?: number;
+  readonly jwksMaxAgeMs?: number;
+  readonly rolesClaim?: string | readonly string[];
+  readonly clockToleranceSeconds?: number;
+  readonly maxTokenAgeSeconds?: number;
+  readonly requiredClaims?: readonly string[];
+  readonly typ?: string;
+  readonly maxTokenLength?: number;
+  readonly requireJti?: boolean;
+  readonly cacheMaxEntries?: number;
+}
+
+const JWT_KEYS = [
+  'issuer',
+  'audience',
+  'algorithms',
+  'jwksUrl',
+  'jwksFile',
+  'publicKeyFile',
+  'jwksTimeoutMs',
+  'jwksCooldownMs',
+  'jwksMaxAgeMs',
+  'rolesClaim',
+  'clockToleranceSeconds',
+  'maxTokenAgeSeconds',
+  'requiredClaims',
+  'typ',
+  'maxTokenLength',
+  'requireJti',
+  'cacheMaxEntries',
+] as const;
+const NUMBER_KEYS = [
+  'jwksTimeoutMs',
+  'jwksCooldownMs',
+  'jwksMaxAgeMs',
+  'clockToleranceSeconds',
+  'maxTokenAgeSeconds',
+  'maxTokenLength',
+  'cacheMaxEntries',
+] as const;
+
+/**
+ * Checks the `jwt` section of a policy and returns it typed (the same object). Errors name the
+ * bad field by its path, e.g. `policy.jwt.algorithms[0] must be an asymmetric JWS algorithm`.
+ *
+ * @throws ConfigurationError naming the bad field.
+ *
+ * @example
+ * ```ts
+ * import { parseJwtPolicy } from '../jwt/policy.js';
+ * const jwt = parseJwtPolicy({ issuer: 'https://id.example.com', audience: 'artifacts', jwksFile: 'jwks.json' }, 'policy.jwt');
+ * ```
+ */
+export function parseJwtPolicy(value: unknown, where: string): JwtPolicy {
+  if (!isPolicyObject(value)) throw new ConfigurationError(`${where} must be an object`);
+  checkKnownKeys(value, JWT_KEYS, where, 'field');
+  checkStringOrList(value.issuer, `${where}.issuer`);
+  checkStringOrList(value.audience, `${where}.audience`);
+  const sources = (['jwksUrl', 'jwksFile', 'publicKeyFile'] as const).filter((k) => value[k] !== undefined);
+  if (sources.length !== 1) {
+    throw new ConfigurationError(`${where} must have exactly one of jwksUrl, jwksFile, publicKeyFile`);
+  }
+  for (const k of sources) checkNonEmptyString(value[k], `${where}.${k}`);
+  if (value.algorithms !== undefined) {
+    if (!Array.isArray(value.algorithms) || value.algorithms.length === 0) {
+      throw new ConfigurationError(`${where}.algorithms must be a non-empty array`);
+    }
+    (value.algorithms as unknown[]).forEach((alg, i) => {
+      if (!isAsymmetricAlgorithm(alg)) {
+        throw new ConfigurationError(
+          `${where}.algorithms[${i}] must be an asymmetric JWS algorithm (RS256, PS256, ES256, EdDSA, ...); HS* needs a secret configured in code`,
+        );
+      }
+    });
+  }
+  for (const k of NUMBER_KEYS) {
+    const n = value[k];
+    if (n !== undefined && (typeof n !== 'number' || !Number.isFinite(n) || n < 0)) {
+      throw new ConfigurationError(`${where}.${k} must be a non-negative number`);
+    }
+  }
+  if (value.rolesClaim !== undefined) checkStringOrList(value.rolesClaim, `${where}.rolesClaim`);
+  if (value.requiredClaims !== undefined) {
+    if (!Array.isArray(value.requiredClaims)) throw new ConfigurationError(`${where}.requiredClaims must be an array`);
+    (value.requiredClaims as unknown[]).forEach((c, i) => {
+      checkNonEmptyString(c, `${where}.requiredClaims[${i}]`);
+    });
+  }
+  if (value.typ !== undefined) checkNonEmptyString(value.typ, `${where}.typ`);
+  if (value.requireJti !== undefined && typeof value.requireJti !== 'boolean') {
+    throw new ConfigurationError(`${where}.requireJti must be a boolean`);
+  }
+  return value as unknown as JwtPolicy;
+}
+
+/**
+ * Run-time parts of a verifier that a policy file cannot hold.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryDenylist, type JwtPolicyExtras } from '@fluxguard/core';
+ * const extras: JwtPolicyExtras = { denylist: createMemoryDenylist(), baseDir: '/etc/fluxguard' };
+ * ```
+ */
+export interface JwtPolicyExtras {
+  readonly denylist?: Denylist;
+  /** Directory for relative `jwksFile`/`publicKeyFile`. Default: the working directory. */
+  readonly baseDir?: string;
+}
+
+/**
+ * Turns a policy's `jwt` section into `createJwtVerifier` options, reading `jwksFile` or
+ * `publicKeyFile` now (at start-up).
+ *
+ * @throws ConfigurationError for an unreadable or invalid key file.
+ *
+ * @example
+ * ```ts
+ * import { createJwtVerifier, jwtVerifierOptionsFromPolicy, loadSecurityPolicy } from '@fluxguard/core';
+ * const policy = await loadSecurityPolicy('policy.json');
+ * if (policy.jwt) { const verifier = createJwtVerifier(jwtVerifierOptionsFromPolicy(policy.jwt)); }
+ * ```
+ */
+export function jwtVerifierOptionsFromPolicy(jwt: JwtPolicy, extras: JwtPolicyExtras = {}): JwtVerifierOptions {
+  const read = (p: string, name: string): string => {
+    const path = resolve(extras.baseDir ?? '.', p);
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (cause) {
+      throw new ConfigurationError(`policy.jwt.${name}: cannot read ${path}`, { cause });
+    }
+  };
+  let keys: Pick<JwtVerifierOptions, 'jwks' | 'jwksUrl' | 'jwksOptions' | 'publicKey'>;
+  if (jwt.jwksFile !== undefined) {
+    try {
+      keys = { jwks: JSON.parse(read(jwt.jwksFile, 'jwksFile')) as NonNullable<JwtVerifierOptions['jwks']> };
+    } catch (cause) {
+      if (cause instanceof ConfigurationError) throw cause;
+      throw new ConfigurationError(`policy.jwt.jwksFile: ${jwt.jwksFile} is not valid JSON`, { cause });
+    }
+  } else if (jwt.publicKeyFile !== undefined) {
+    keys = { publicKey: read(jwt.publicKeyFile, 'publicKeyFile') };
+  } else {
+    keys = {
+      jwksUrl: jwt.jwksUrl,
+      jwksOptions: {
+        ...(jwt.jwksTimeoutMs === undefined ? {} : { timeoutMs: jwt.jwksTimeoutMs }),
+        ...(jwt.jwksCooldownMs === undefined ? {} : { cooldownMs: jwt.jwksCooldownMs }),
+        ...(jwt.jwksMaxAgeMs === undefined ? {} : { maxAgeMs: jwt.jwksMaxAgeMs }),
+      },
+    };
+  }
+  return {
+    ...keys,
+    issuer: jwt.issuer,
+    audience: jwt.audience,
+    algorithms: jwt.algorithms,
+    rolesClaim: jwt.rolesClaim,
+    clockToleranceSeconds: jwt.clockToleranceSeconds,
+    maxTokenAgeSeconds: jwt.maxTokenAgeSeconds,
+    requiredClaims: jwt.requiredClaims,
+    typ: jwt.typ,
+    maxTokenLength: jwt.maxTokenLength,
+    requireJti: jwt.requireJti,
+    cacheMaxEntries: jwt.cacheMaxEntries,
+    denylist: extras.denylist,
+  };
+}

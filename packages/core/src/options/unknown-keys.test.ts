@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { checkKnownKeys, closestKey, editDistance } from './unknown-keys.js';
+
+describe('editDistance', () => {
+  it.each([
+    ['level', 'level', 0],
+    ['levl', 'level', 1],
+    ['rabc', 'rbac', 1],
+    ['timeoutms', 'timeoutms', 0],
+    ['', 'abc', 3],
+    ['kitten', 'sitting', 3],
+  ])('%s -> %s is %i', (a, b, expected) => {
+    expect(editDistance(a, b)).toBe(expected);
+    expect(editDistance(b, a)).toBe(expected);
+  });
+});
+
+describe('closestKey', () => {
+  it('names a near key, ignoring case, and nothing far-fetched', () => {
+    expect(closestKey('timeoutMS', ['level', 'timeoutMs'])).toBe('timeoutMs');
+    expect(closestKey('certificateRole', ['clientCertificates', 'certificateRoles'])).toBe('certificateRoles');
+    expect(closestKey('completelyDifferent', ['level', 'timeoutMs'])).toBeUndefined();
+    expect(closestKey('x', [])).toBeUndefined();
+  });
+});
+
+describe('checkKnownKeys', () => {
+  it('accepts known keys only', () => {
+    expect(() => {
+      checkKnownKeys({ level: 1 }, ['level', 'name'], 'createX', 'option');
+    }).not.toThrow();
+  });
+
+  it('words an unknown option and an unknown field the same way, with the hint when there is one', () => {
+    expect(() => {
+      checkKnownKeys({ levl: 1 }, ['level'], 'createAuditLogger', 'option');
+    }).toThrow(new ConfigurationError('createAuditLogger: unknown option "levl" (did you mean "level"?)'));
+    expect(() => {
+      checkKnownKeys({ rabc: {} }, ['version', 'rbac'], 'policy', 'field');
+    }).toThrow(new ConfigurationError('policy: unknown field "rabc" (did you mean "rbac"?)'));
+    expect(() => {
+      checkKnownKeys({ zzz: {} }, ['version', 'rbac'], 'policy', 'field');
+    }).toThrow(new ConfigurationError('policy: unknown field "zzz"'));
+  });
+});

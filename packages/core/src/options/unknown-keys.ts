@@ -1,0 +1,81 @@
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+
+/**
+ * Refuses the first key of `value` that is not in `known`, naming it and, when one known key
+ * is close enough to be a misspelling of it, that key. Factory options and policy sections
+ * share this check so that a typo reads the same wherever it is made.
+ *
+ * @param where - what holds the keys, the start of the message (`createAuditLogger`, `policy.jwt`).
+ * @param noun - what a key is called there: `option` for factory options, `field` for a policy.
+ * @throws ConfigurationError `<where>: unknown <noun> "<key>"`, then ` (did you mean "<known>"?)`
+ *   when there is a close match.
+ *
+ * @example
+ * ```ts
+ * import { checkKnownKeys } from './unknown-keys.js';
+ * checkKnownKeys({ levl: 'debug' }, ['level', 'name'], 'createAuditLogger', 'option');
+ * // throws ConfigurationError: createAuditLogger: unknown option "levl" (did you mean "level"?)
+ * ```
+ */
+export function checkKnownKeys(value: object, known: readonly string[], where: string, noun: 'option' | 'field'): void {
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) {
+      const hint = closestKey(key, known);
+      throw new ConfigurationError(
+        `${where}: unknown ${noun} "${key}"${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
+      );
+    }
+  }
+}
+
+/**
+ * The known key `key` is most likely a misspelling of, compared without case: the nearest by
+ * {@link editDistance}, if it is within a third of the key's length (at least two edits).
+ * Farther matches are left out: a far-fetched hint misleads more than none.
+ *
+ * @example
+ * ```ts
+ * import { closestKey } from './unknown-keys.js';
+ * closestKey('timeoutMS', ['level', 'timeoutMs']); // 'timeoutMs'
+ * closestKey('completelyDifferent', ['level', 'timeoutMs']); // undefined
+ * ```
+ */
+export function closestKey(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(key.length / 3)) + 1;
+  for (const candidate of known) {
+    const d = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/**
+ * Optimal string alignment distance: insertions, deletions, substitutions and a swap of two
+ * adjacent characters each count as one edit, since a swapped pair is the commonest typo.
+ *
+ * @example
+ * ```ts
+ * import { editDistance } from './unknown-keys.js';
+ * editDistance('rbac', 'rabc'); // 1
+ * editDistance('level', 'levl'); // 1
+ * ```
+ */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i]);
+  for (let j = 0; j <= b.length; j++) (d[0] ?? [])[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    const row = d[i] ?? [];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row[j] = Math.min((d[i - 1]?.[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (d[i - 1]?.[j - 1] ?? 0) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        row[j] = Math.min(row[j] ?? 0, (d[i - 2]?.[j - 2] ?? 0) + 1);
+      }
+    }
+  }
+  return d[a.length]?.[b.length] ?? 0;
+}

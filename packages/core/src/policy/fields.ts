@@ -1,0 +1,54 @@
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+
+/**
+ * True for a mapping (a JSON object): not null, not an array. Every policy section starts
+ * with this check, since a policy arrives as parsed JSON or YAML, not as typed values.
+ *
+ * @example
+ * ```ts
+ * import { isPolicyObject } from '../policy/fields.js';
+ * if (!isPolicyObject(value)) throw new ConfigurationError(`${where} must be an object`);
+ * ```
+ */
+export function isPolicyObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Refuses anything but a string with a non-blank character, naming the field.
+ *
+ * @throws ConfigurationError `<where> must be a non-empty string`.
+ *
+ * @example
+ * ```ts
+ * import { checkNonEmptyString } from '../policy/fields.js';
+ * checkNonEmptyString(section.typ, 'policy.jwt.typ');
+ * ```
+ */
+export function checkNonEmptyString(value: unknown, where: string): void {
+  if (typeof value !== 'string' || value.trim() === '')
+    throw new ConfigurationError(`${where} must be a non-empty string`);
+}
+
+/**
+ * Refuses anything but a non-empty string or a non-empty list of them (issuer, audience and
+ * the like, where one value or several are both natural), naming the bad item.
+ *
+ * @throws ConfigurationError `<where> must not be empty` or `<where>[i] must be a non-empty string`.
+ *
+ * @example
+ * ```ts
+ * import { checkStringOrList } from '../policy/fields.js';
+ * checkStringOrList(section.audience, 'policy.jwt.audience');
+ * ```
+ */
+export function checkStringOrList(value: unknown, where: string): void {
+  if (Array.isArray(value)) {
+    if (value.length === 0) throw new ConfigurationError(`${where} must not be empty`);
+    (value as unknown[]).forEach((v, i) => {
+      checkNonEmptyString(v, `${where}[${i}]`);
+    });
+  } else {
+    checkNonEmptyString(value, where);
+  }
+}

@@ -1,0 +1,198 @@
+// One sample control (a start hook with a release, a message hook on body chunks, a deadline)
+// through the Express pipeline: the release runs exactly once however the request ends.
+import { request as httpRequest } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import express from 'express';
+import { SecurityError, createContextKey, type Control } from '@fluxguard/core';
+import { fluxguard } from './index.js';
+import { captureAudit, serve, type Served } from './testing/tls.js';
+
+const BODY_BYTES = createContextKey<number>('sample.bodyBytes');
+const BODY_LIMIT = 100 * 1024;
+
+function sampleControl() {
+  const releases = new Map<string, number>();
+  let inFlight = 0;
+  const control: Control = {
+    name: 'sample',
+    stage: 'caller-limit',
+    onStart(call, context) {
+      const deadlineMs = Number(call.headers.get('x-sample-deadline-ms') ?? 'NaN');
+      if (Number.isFinite(deadlineMs)) context.limitDeadline(Date.now() + deadlineMs);
+      if (call.headers.get('x-sample-refuse') === 'yes') throw new SecurityError('permission_denied');
+      inFlight += 1;
+      return () => {
+        inFlight -= 1;
+        releases.set(call.requestId, (releases.get(call.requestId) ?? 0) + 1);
+      };
+    },
+    onMessage(chunk, _call, context) {
+      const total = (context.get(BODY_BYTES) ?? 0) + (chunk as Buffer).length;
+      context.set(BODY_BYTES, total);
+      if (total > BODY_LIMIT) throw new SecurityError('payload_too_large', { reason: 'sample_body_limit' });
+    },
+  };
+  return { control, releases, inFlight: () => inFlight };
+}
+
+const sample = sampleControl();
+const audit = captureAudit();
+const aborts = new Map<string, string>();
+const handlerStarts = new Set<string>();
+/** Bytes each upload handler received, by request id. */
+const received = new Map<string, number>();
+let served: Served;
+
+beforeAll(async () => {
+  const app = express();
+  const { before, after } = fluxguard({ audit: audit.audit, controls: [sample.control] });
+  app.use(before);
+  app.use((req, _res, next) => {
+    handlerStarts.add(req.fluxguard.requestId);
+    const { signal } = req.fluxguard;
+    signal.addEventListener('abort', () => {
+      aborts.set(req.fluxguard.requestId, (signal.reason as DOMException).name);
+    });
+    next();
+  });
+  app.get('/answer', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/fail', () => {
+    throw new Error('ENOENT: /srv/secret (internal)');
+  });
+  app.get('/wait', () => {
+    // Never answers: the deadline or the client ends it.
+  });
+  app.get('/stream', (req, res) => {
+    res.write('first\n');
+    const timer = setInterval(() => res.write('more\n'), 10);
+    req.fluxguard.signal.addEventListener('abort', () => {
+      clearInterval(timer);
+    });
+  });
+  app.put('/upload', async (req, res) => {
+    let bytes = 0;
+    for await (const chunk of req) bytes += (chunk as Buffer).length;
+    received.set(req.fluxguard.requestId, bytes);
+    res.json({ bytes });
+  });
+  app.use(after);
+  served = await serve(app);
+});
+
+afterAll(async () => {
+  await served.close();
+});
+
+async function releasedOnce(id: string): Promise<void> {
+  await expect.poll(() => sample.releases.get(id)).toBe(1);
+}
+
+describe('a sample control in the Express pipeline', () => {
+  it('releases once when the request completes', async () => {
+    const res = await fetch(`${served.url}/answer`, { headers: { 'x-request-id': 'ok-1' } });
+    expect(res.status).toBe(200);
+    await releasedOnce('ok-1');
+  });
+
+  it('releases once when the handler fails', async () => {
+    const res = await fetch(`${served.url}/fail`, { headers: { 'x-request-id': 'fail-1' } });
+    expect(res.status).toBe(500);
+    expect(await res.text()).not.toContain('secret');
+    await releasedOnce('fail-1');
+  });
+
+  it('releases once, and aborts the signal, when the client leaves a streamed answer', async () => {
+    const controller = new AbortController();
+    const res = await fetch(`${served.url}/stream`, { headers: { 'x-request-id': 'cancel-1' }, signal: controller.signal });
+    expect(res.status).toBe(200);
+    controller.abort();
+    await releasedOnce('cancel-1');
+    expect(aborts.get('cancel-1')).toBe('AbortError');
+  });
+
+  it('answers 504 at the deadline the control set, with the request id, and releases once', async () => {
+    const res = await fetch(`${served.url}/wait`, {
+      headers: { 'x-request-id': 'deadline-1', 'x-sample-deadline-ms': '150' },
+    });
+    expect(res.status).toBe(504);
+    expect(res.headers.get('x-request-id')).toBe('deadline-1');
+    expect(await res.json()).toMatchObject({ code: 'deadline_exceeded', requestId: 'deadline-1' });
+    await releasedOnce('deadline-1');
+    expect(aborts.get('deadline-1')).toBe('TimeoutError');
+    expect(audit.lines().filter((line) => line.requestId === 'deadline-1')).toHaveLength(1);
+  });
+
+  it('refuses at the start without running the handler or holding anything', async () => {
+    const res = await fetch(`${served.url}/answer`, { headers: { 'x-request-id': 'refused-1', 'x-sample-refuse': 'yes' } });
+    expect(res.status).toBe(403);
+    expect(handlerStarts.has('refused-1')).toBe(false);
+    expect(sample.releases.has('refused-1')).toBe(false);
+  });
+
+  it('sees every body chunk as it arrives, and answers 413 before the client has sent it all', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    const status = await new Promise<{ status: number; sentBeforeAnswer: number }>((resolve, reject) => {
+      let sent = 0;
+      const req = httpRequest(`${served.url}/upload`, {
+        method: 'PUT',
+        headers: { 'x-request-id': 'upload-big', 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+      });
+      req.on('response', (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, sentBeforeAnswer: sent });
+        req.destroy();
+      });
+      req.on('error', (err) => {
+        if (sent === 0) reject(err);
+      });
+      // 64 KiB at a time, up to 1 MiB, never ending the request: only the limit can answer it.
+      const send = (): void => {
+        if (sent >= 1024 * 1024 || req.destroyed) return;
+        sent += chunk.length;
+        req.write(chunk, () => setTimeout(send, 5));
+      };
+      send();
+    });
+    expect(status.status).toBe(413);
+    expect(status.sentBeforeAnswer).toBeLessThan(1024 * 1024);
+    // The handler never received the refused chunk, nor anything after it.
+    expect(received.has('upload-big')).toBe(false);
+    await releasedOnce('upload-big');
+  });
+
+  it('passes a body under the limit through unchanged', async () => {
+    const res = await fetch(`${served.url}/upload`, {
+      method: 'PUT',
+      headers: { 'x-request-id': 'upload-small' },
+      body: Buffer.alloc(50 * 1024, 2),
+    });
+    expect(await res.json()).toEqual({ bytes: 50 * 1024 });
+    await releasedOnce('upload-small');
+  });
+
+  it('is back to zero in flight after 200 concurrent completed, failed, cancelled and timed-out requests', async () => {
+    const kinds = ['answer', 'fail', 'cancel', 'deadline'] as const;
+    const ids = await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const kind = kinds[i % kinds.length] ?? 'answer';
+        const id = `race-${String(i)}`;
+        const controller = new AbortController();
+        const path = kind === 'cancel' ? '/stream' : kind === 'deadline' ? '/wait' : `/${kind}`;
+        const headers: Record<string, string> = { 'x-request-id': id };
+        if (kind === 'deadline') headers['x-sample-deadline-ms'] = '100';
+        try {
+          const res = await fetch(`${served.url}${path}`, { headers, signal: controller.signal });
+          if (kind === 'cancel') controller.abort();
+          else await res.arrayBuffer();
+        } catch {
+          // The cancelled ones reject: that is the point.
+        }
+        return id;
+      }),
+    );
+    await expect.poll(() => sample.inFlight(), { timeout: 5_000 }).toBe(0);
+    for (const id of ids) expect(sample.releases.get(id)).toBe(1);
+  });
+});
