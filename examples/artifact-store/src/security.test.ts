@@ -12,9 +12,18 @@ afterAll(() => {
   rmSync(devDir, { recursive: true, force: true });
 });
 
-const headers = (token: string): CallInfo['headers'] => ({
-  get: (n) => (n.toLowerCase() === 'authorization' ? `Bearer ${token}` : undefined),
-  getAll: (n) => (n.toLowerCase() === 'authorization' ? [`Bearer ${token}`] : []),
+const callWith = (token: string): CallInfo => ({
+  transport: 'grpc',
+  operation: '/fluxguard.example.v1.ArtifactStore/GetArtifact',
+  requestId: 'test',
+  peerAddress: undefined,
+  peerCertificate: undefined,
+  headers: {
+    get: (n) => (n.toLowerCase() === 'authorization' ? `Bearer ${token}` : undefined),
+    getAll: (n) => (n.toLowerCase() === 'authorization' ? [`Bearer ${token}`] : []),
+  },
+  deadline: undefined,
+  signal: new AbortController().signal,
 });
 
 describe('loadReferenceSecurity', () => {
@@ -44,24 +53,32 @@ describe('loadReferenceSecurity', () => {
 
   it('trusts the tokens `pnpm token` signs, and only for their roles', async () => {
     const security = await loadReferenceSecurity({ devDir, audit, env: {} });
+    const { authenticator } = security.guard('grpc');
     const token = await signDevToken({ devDir, subject: 'alice', roles: ['artifacts.reader'] });
-    await expect(security.jwt.authenticate({ headers: headers(token) })).resolves.toMatchObject({
+    await expect(authenticator.authenticate(callWith(token))).resolves.toMatchObject({
       subject: 'alice',
       roles: ['artifacts.reader'],
     });
     const foreign = await signDevToken({ devDir, subject: 'mallory', roles: ['artifacts.admin'], audience: 'another-service' });
-    await expect(security.jwt.authenticate({ headers: headers(foreign) })).rejects.toMatchObject({ code: 'unauthenticated' });
+    await expect(authenticator.authenticate(callWith(foreign))).rejects.toMatchObject({ code: 'unauthenticated' });
     await security.close();
   });
 
   it('gives each transport its own rules from the one policy', async () => {
     const security = await loadReferenceSecurity({ devDir, audit, env: {} });
-    const grpc = security.rbacRules('grpc').map((r) => r.operation);
-    const http = security.rbacRules('http').map((r) => r.operation);
-    expect(grpc).toContain('/fluxguard.example.v1.ArtifactStore/DeleteArtifact');
-    expect(grpc.every((op) => op.startsWith('/'))).toBe(true);
-    expect(http).toContain('DELETE /v1/artifacts/*path');
-    expect(http.some((op) => op.startsWith('/'))).toBe(false);
+    const grpc = security.guard('grpc').rbac;
+    const http = security.guard('http').rbac;
+    expect(grpc.ruleFor('/fluxguard.example.v1.ArtifactStore/DeleteArtifact')).toBeDefined();
+    expect(grpc.ruleFor('DELETE /v1/artifacts/a.txt')).toBeUndefined();
+    expect(http.ruleFor('DELETE /v1/artifacts/a.txt')).toBe('DELETE /v1/artifacts/*path');
+    expect(http.ruleFor('/fluxguard.example.v1.ArtifactStore/DeleteArtifact')).toBeUndefined();
+    await security.close();
+  });
+
+  it('refuses, at start-up, a rule that names no operation the server serves', async () => {
+    const security = await loadReferenceSecurity({ devDir, audit, env: {} });
+    expect(() => security.guard('grpc', ['/fluxguard.example.v1.ArtifactStore/GetArtifact'])).toThrow(/ListArtifacts|serve/);
+    await security.close();
   });
 
   it.each([

@@ -2,22 +2,19 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import {
   ConfigurationError,
-  createJwtVerifier,
+  createGuardFromPolicy,
   createMemoryDenylist,
   createRedisDenylist,
-  jwtVerifierOptionsFromPolicy,
   parseSecurityPolicy,
   readPolicyDocument,
-  rbacRulesForTransport,
   type AuditLogger,
   type ClientCertificateMode,
+  type ComposedGuard,
   type Denylist,
-  type IdentityRule,
   type JwtVerifier,
-  type RbacMode,
-  type RbacRule,
   type SecurityPolicy,
   type TlsSettingsOptions,
+  type Transport,
 } from '@fluxguard/core';
 import { ensureDevMaterial } from './dev-material.js';
 
@@ -26,13 +23,15 @@ export const DEFAULT_POLICY_FILE: string = fileURLToPath(new URL('../policy/arti
 
 /** Everything security-related a reference server needs, from one policy and the environment. */
 export interface ReferenceSecurity {
+  /** The checked policy, its key source taken from the environment. */
   readonly policy: SecurityPolicy;
-  readonly jwt: JwtVerifier;
-  /** Certificates these rules map to roles may call without a token. */
-  readonly certificateRoles: readonly IdentityRule[];
-  readonly rbacMode: RbacMode;
-  /** The policy's rules for one transport (gRPC rules name `/pkg.Service/Method`, HTTP rules `METHOD /path`). */
-  rbacRules(transport: 'grpc' | 'http'): readonly RbacRule[];
+  /**
+   * The guard of one transport, from the policy in one call (`createGuardFromPolicy`): its JWT
+   * verifier (consulting {@link ReferenceSecurity.denylist}), its RBAC rules for that transport
+   * (gRPC rules name `/pkg.Service/Method`, HTTP rules `METHOD /path`) and its certificate roles.
+   * With `servedOperations`, a rule that names none of them is refused at start-up.
+   */
+  guard(transport: Transport, servedOperations?: readonly string[]): ComposedGuard;
   /** Server TLS material (files, so that a renewal on disk is picked up) and client-certificate mode. */
   readonly tls: TlsSettingsOptions & { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
   /** The revocation list every verification consults. */
@@ -73,6 +72,7 @@ export interface ReferenceSecurityOptions {
  */
 export async function loadReferenceSecurity(options: ReferenceSecurityOptions): Promise<ReferenceSecurity> {
   const env = options.env ?? process.env;
+  const { audit } = options;
   const policyFile = env.FLUXGUARD_POLICY ?? DEFAULT_POLICY_FILE;
   const raw = await readPolicyDocument(policyFile);
 
@@ -120,7 +120,7 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     redis.on('error', (err: Error) => {
       if (err.message === lastError) return;
       lastError = err.message;
-      options.audit.logger.error({ event: 'denylist.redis_error', err }, 'denylist.redis_error');
+      audit.logger.error({ event: 'denylist.redis_error', err }, 'denylist.redis_error');
     });
     redis.on('ready', () => {
       lastError = '';
@@ -129,7 +129,7 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   }
   denylist ??= createMemoryDenylist();
 
-  const jwt = options.jwt ?? createJwtVerifier(jwtVerifierOptionsFromPolicy(policy.jwt, { denylist }));
+  const jwt = options.jwt;
 
   const tls = {
     certFile: env.FLUXGUARD_TLS_CERT ?? dev?.pki.serverCertFile ?? '',
@@ -138,13 +138,10 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     ...(env.FLUXGUARD_TLS_CRL === undefined ? {} : { crlFile: env.FLUXGUARD_TLS_CRL }),
     clientCertificates,
   };
-  const rules = policy.rbac.rules;
   return Object.freeze({
     policy,
-    jwt,
-    certificateRoles: policy.mtls?.certificateRoles ?? [],
-    rbacMode: policy.rbac.mode ?? 'enforce',
-    rbacRules: (transport: 'grpc' | 'http') => rbacRulesForTransport(rules, transport),
+    guard: (transport: Transport, servedOperations?: readonly string[]) =>
+      createGuardFromPolicy(policy, { audit, transport, servedOperations, denylist, jwt }),
     tls,
     denylist,
     close: async () => {

@@ -11,7 +11,7 @@ import {
   type ServerWritableStream,
 } from '@grpc/grpc-js';
 import { loadSync, type Options as ProtoLoaderOptions } from '@grpc/proto-loader';
-import { ConfigurationError, SecurityError, compileRbac, createAuditLogger, createGuard } from '@fluxguard/core';
+import { ConfigurationError, SecurityError, createAuditLogger } from '@fluxguard/core';
 import {
   addService,
   createServerCredentials,
@@ -68,7 +68,7 @@ const PROTO_OPTIONS: ProtoLoaderOptions = {
   oneofs: true,
 };
 
-// Messages as proto-loader decodes them with PROTO_OPTIONS (DESIGN.md holds the contract).
+// Messages as proto-loader decodes them with PROTO_OPTIONS (artifact_store.proto holds the contract).
 interface PathRequest {
   readonly path: string;
 }
@@ -127,7 +127,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
     throw new ConfigurationError('startGrpcServer: "port" must be an integer from 0 to 65535');
   }
   const { security } = options;
-  if (typeof security !== 'object' || typeof security.rbacRules !== 'function') {
+  if (typeof security !== 'object' || typeof security.guard !== 'function') {
     throw new ConfigurationError('startGrpcServer: "security" is required (loadReferenceSecurity())');
   }
   const audit = options.audit ?? createAuditLogger();
@@ -139,16 +139,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
   const storeService = artifactStoreService();
   const health = healthHandlers();
   const healthDefinition = healthService();
-  const guard = createGuard({
-    // Every method this server serves; a rule naming anything else is reported at start-up.
-    rbac: compileRbac(security.rbacRules('grpc'), {
-      mode: security.rbacMode,
-      servedOperations: [...methodPaths(storeService), ...methodPaths(healthDefinition)],
-    }),
-    jwt: security.jwt,
-    certificateRoles: security.certificateRoles,
-    audit,
-  });
+  // Every method this server serves: a rule naming anything else is refused at start-up.
+  const guard = security.guard('grpc', [...methodPaths(storeService), ...methodPaths(healthDefinition)]);
 
   const server = new Server({
     ...secureServerOptions({

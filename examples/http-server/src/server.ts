@@ -1,14 +1,7 @@
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import {
-  SecurityError,
-  compileRbac,
-  createAuditLogger,
-  createGuard,
-  type AuditLogger,
-  type Guard,
-} from '@fluxguard/core';
+import { SecurityError, createAuditLogger, type AuditLogger, type Guard } from '@fluxguard/core';
 import { createSecureServer, fluxguard } from '@fluxguard/express';
 import {
   ArtifactStore,
@@ -57,7 +50,7 @@ export interface StartedHttpServer {
  *
  * @example
  * ```ts
- * const options: AppOptions = { store: new ArtifactStore({ dataDir }), audit, guard: createGuard({ audit, jwt, rbac }) };
+ * const options: AppOptions = { store: new ArtifactStore({ dataDir }), audit, guard: security.guard('http', HTTP_OPERATIONS) };
  * ```
  */
 export interface AppOptions {
@@ -78,7 +71,7 @@ const SHUTDOWN_GRACE_MS = 5_000;
  *
  * @example
  * ```ts
- * compileRbac(security.rbacRules('http'), { servedOperations: HTTP_OPERATIONS });
+ * const guard = security.guard('http', HTTP_OPERATIONS); // createGuardFromPolicy with these served operations
  * ```
  */
 export const HTTP_OPERATIONS: readonly string[] = Object.freeze([
@@ -103,7 +96,7 @@ export const HTTP_OPERATIONS: readonly string[] = Object.freeze([
  *
  * @example
  * ```ts
- * const guard = createGuard({ audit, jwt: security.jwt, rbac: compileRbac(security.rbacRules('http')) });
+ * const guard = security.guard('http', HTTP_OPERATIONS);
  * const app = createApp({ store: new ArtifactStore({ dataDir: '/srv/artifacts' }), audit, guard });
  * createSecureServer(app, { audit, tls: security.tls }).listen(8443);
  * ```
@@ -112,7 +105,7 @@ export function createApp(options: AppOptions): express.Express {
   const { store, audit, maxArtifactBytes } = options;
   // This app must never run without authentication and authorization.
   const guardOption: unknown = options.guard; // plain JavaScript callers too
-  if (typeof guardOption !== 'object' || guardOption === null || typeof (guardOption as Guard).check !== 'function') {
+  if (typeof guardOption !== 'object' || guardOption === null || !Array.isArray((guardOption as Guard).controls)) {
     throw new TypeError('createApp: "guard" is required');
   }
   const guard = fluxguard({ audit, guard: options.guard });
@@ -195,21 +188,16 @@ export function createApp(options: AppOptions): express.Express {
 export async function startHttpServer(options: HttpServerOptions): Promise<StartedHttpServer> {
   const { security } = options;
   // Plain JavaScript callers too: no security, no server (never an unauthenticated fallback).
-  if (typeof security !== 'object' || typeof security.rbacRules !== 'function') {
+  if (typeof security !== 'object' || typeof security.guard !== 'function') {
     throw new TypeError('startHttpServer: "security" is required (loadReferenceSecurity)');
   }
   const host = options.host ?? '127.0.0.1';
   const audit = options.audit ?? createAuditLogger();
-  const rbac = compileRbac(security.rbacRules('http'), {
-    mode: security.rbacMode,
-    servedOperations: HTTP_OPERATIONS,
-    where: 'policy.rbac.rules (HTTP)',
-  });
-  const { uncovered } = rbac.checkServed(HTTP_OPERATIONS);
+  const guard = security.guard('http', HTTP_OPERATIONS);
+  const { uncovered } = guard.rbac.checkServed(HTTP_OPERATIONS);
   if (uncovered.length > 0) {
     audit.logger.warn({ operations: uncovered }, 'no RBAC rule names these routes: every call to them is denied');
   }
-  const guard = createGuard({ rbac, jwt: security.jwt, certificateRoles: security.certificateRoles, audit });
   const store = new ArtifactStore({
     dataDir: options.dataDir,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
