@@ -5,9 +5,9 @@ import { TRANSPORTS, createE2eEnvironment, startTransport, type E2eEnvironment, 
 import { TokenForge } from './support/tokens.js';
 
 /**
- * JWT authentication and RBAC, end to end on both transports: every refusal issue 3 lists,
- * each proved by the reason in the audit line of the same request id (so the right defence
- * fired, not an earlier accident), and the full role-by-operation matrix.
+ * JWT authentication and RBAC, end to end on both transports: every forged or malformed token
+ * of `rejections`, each proved by the reason in the audit line of the same request id (so the
+ * right defence fired, not an earlier accident), and the full role-by-operation matrix.
  */
 
 let world: E2eEnvironment;
@@ -60,7 +60,7 @@ const ROLES = {
   writer: ['artifacts.writer'],
   admin: ['artifacts.admin'],
 } as const;
-/** Who may do what (DESIGN.md): reader get/list; writer reader + upload; admin writer + delete. */
+/** Who may do what under the reference policy: reader get/list; writer reader + upload; admin writer + delete. */
 const ALLOWED: Readonly<Record<keyof typeof ROLES, readonly Op[]>> = {
   none: [],
   reader: ['get', 'list'],

@@ -47,7 +47,7 @@ export interface ArtifactClient {
   deleteWithHeaders(path: string, headers: Record<string, string>): Promise<Outcome<undefined>>;
   /** A get that carries a valid token anywhere but the Authorization header (query string, other keys). */
   getWithCredentialElsewhere(path: string, token: string): Promise<Outcome<RetrievedArtifact>>;
-  /** The status a transport uses for a code (the error table of DESIGN.md). */
+  /** The status a transport uses for a code (`ERROR_CODES` of `@fluxguard/core`). */
   statusOf(expected: Expected): number;
   close(): void;
 }

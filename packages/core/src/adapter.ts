@@ -1,16 +1,44 @@
 /**
  * `@fluxguard/core/adapter`: what an adapter for a transport needs and an application does
- * not — the per-call state behind `CallContext`, the pipeline runner, the option resolver and
- * the bounded cache. The gRPC and Express adapters are built on exactly these.
+ * not. The gRPC and Express adapters are built on exactly these: the per-call state behind
+ * `CallContext` and the pipeline runner; the mapping of errors to public answers; the
+ * identity of a verified peer certificate; TLS settings, reload and client material; the
+ * option resolver and the bounded cache.
  *
  * @example
  * ```ts
- * import { CallState, createPipeline } from '@fluxguard/core/adapter';
+ * import { CallState, createPipeline, toPublicError } from '@fluxguard/core/adapter';
  * ```
  *
  * @packageDocumentation
  */
 export { CallState, missingContextError, type CallStateInit, type EndCause } from './pipeline/call-context.js';
 export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
+export { GrpcStatusCode, codeFromGrpcStatus } from './errors/codes.js';
+export { toPublicError, type PublicError } from './errors/public-error.js';
+export type { FailureContext } from './audit/audit-logger.js';
+export { bearerChallenge, httpOperation } from './guard/guard.js';
+export {
+  identityFromCertificate,
+  identityFromTlsSocket,
+  isIdentityCurrent,
+  type CertificateInput,
+  type PeerTlsSocket,
+} from './mtls/peer-identity.js';
+export {
+  createTlsSettings,
+  TLS_CIPHERS,
+  TLS_ECDH_CURVES,
+  type GrpcTlsMaterial,
+  type TlsServerOptions,
+  type TlsSettings,
+} from './mtls/tls-settings.js';
+export {
+  createReloadingTlsSettings,
+  type ReloadingTlsSettings,
+  type ReloadingTlsSettingsOptions,
+} from './mtls/reloading-settings.js';
+export { watchTlsMaterial, type TlsMaterialWatcher, type WatchTlsMaterialOptions } from './mtls/reload.js';
+export { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, type ClientTlsMaterial } from './mtls/client-material.js';
 export { resolveOptions } from './options/resolve-options.js';
 export { LruCache } from './cache/lru.js';

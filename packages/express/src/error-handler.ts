@@ -5,12 +5,10 @@ import {
   ConfigurationError,
   REQUEST_ID_HEADER,
   SecurityError,
-  bearerChallenge,
-  resolveOptions,
   resolveRequestId,
   type AuditLogger,
-  type PublicError,
 } from '@fluxguard/core';
+import { bearerChallenge, resolveOptions, type PublicError } from '@fluxguard/core/adapter';
 import { operationLabelOf, stateOf } from './context.js';
 
 /**

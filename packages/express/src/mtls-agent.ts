@@ -1,11 +1,6 @@
 import { Agent } from 'undici';
-import {
-  CLIENT_TLS_OPTION_NAMES,
-  ConfigurationError,
-  loadClientTlsMaterial,
-  resolveOptions,
-  type ClientTlsOptions,
-} from '@fluxguard/core';
+import { ConfigurationError, type ClientTlsOptions } from '@fluxguard/core';
+import { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, resolveOptions } from '@fluxguard/core/adapter';
 
 /**
  * Options of {@link createMtlsAgent}: the client TLS options of core (each of the CA bundle,

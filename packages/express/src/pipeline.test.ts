@@ -105,7 +105,10 @@ describe('a sample control in the Express pipeline', () => {
 
   it('releases once, and aborts the signal, when the client leaves a streamed answer', async () => {
     const controller = new AbortController();
-    const res = await fetch(`${served.url}/stream`, { headers: { 'x-request-id': 'cancel-1' }, signal: controller.signal });
+    const res = await fetch(`${served.url}/stream`, {
+      headers: { 'x-request-id': 'cancel-1' },
+      signal: controller.signal,
+    });
     expect(res.status).toBe(200);
     controller.abort();
     await releasedOnce('cancel-1');
@@ -125,7 +128,9 @@ describe('a sample control in the Express pipeline', () => {
   });
 
   it('refuses at the start without running the handler or holding anything', async () => {
-    const res = await fetch(`${served.url}/answer`, { headers: { 'x-request-id': 'refused-1', 'x-sample-refuse': 'yes' } });
+    const res = await fetch(`${served.url}/answer`, {
+      headers: { 'x-request-id': 'refused-1', 'x-sample-refuse': 'yes' },
+    });
     expect(res.status).toBe(403);
     expect(handlerStarts.has('refused-1')).toBe(false);
     expect(sample.releases.has('refused-1')).toBe(false);
@@ -137,7 +142,11 @@ describe('a sample control in the Express pipeline', () => {
       let sent = 0;
       const req = httpRequest(`${served.url}/upload`, {
         method: 'PUT',
-        headers: { 'x-request-id': 'upload-big', 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+        headers: {
+          'x-request-id': 'upload-big',
+          'content-type': 'application/octet-stream',
+          'transfer-encoding': 'chunked',
+        },
       });
       req.on('response', (res) => {
         res.resume();

@@ -4,15 +4,19 @@ import type { Request, RequestHandler } from 'express';
 import {
   ConfigurationError,
   SecurityError,
-  httpOperation,
-  identityFromTlsSocket,
-  isIdentityCurrent,
   type CallInfo,
   type CertificateIdentity,
   type Control,
   type HeaderReader,
 } from '@fluxguard/core';
-import { createPipeline, type CallState, type Pipeline } from '@fluxguard/core/adapter';
+import {
+  createPipeline,
+  type CallState,
+  type Pipeline,
+  httpOperation,
+  identityFromTlsSocket,
+  isIdentityCurrent,
+} from '@fluxguard/core/adapter';
 import { requireState, setOperationLabel } from './context.js';
 import { peerOf } from './error-handler.js';
 

@@ -34,7 +34,13 @@ export function requestId(): RequestHandler {
  */
 export function requestIdWith(endRequest: EndRequest, onReleaseError: (error: unknown) => void): RequestHandler {
   return function fluxguardRequestId(req, res, next) {
-    const context = attachContext(req, res, resolveRequestId(req.headers[REQUEST_ID_HEADER]), endRequest, onReleaseError);
+    const context = attachContext(
+      req,
+      res,
+      resolveRequestId(req.headers[REQUEST_ID_HEADER]),
+      endRequest,
+      onReleaseError,
+    );
     res.setHeader(REQUEST_ID_HEADER, context.requestId);
     next();
   };

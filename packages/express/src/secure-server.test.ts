@@ -5,7 +5,8 @@ import { connect, type ConnectionOptions } from 'node:tls';
 import express, { type Express } from 'express';
 import { fetch, type Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigurationError, createTlsSettings } from '@fluxguard/core';
+import { ConfigurationError } from '@fluxguard/core';
+import { createTlsSettings } from '@fluxguard/core/adapter';
 import { createMtlsAgent, createSecureServer, fluxguard, getClientCertificate } from './index.js';
 import {
   CLIENT_SPIFFE_ID,

@@ -1,15 +1,8 @@
 import type { RequestListener } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { TLSSocket } from 'node:tls';
-import {
-  ConfigurationError,
-  createReloadingTlsSettings,
-  resolveOptions,
-  type AuditLogger,
-  type ReloadOptions,
-  type TlsSettings,
-  type TlsSettingsOptions,
-} from '@fluxguard/core';
+import { ConfigurationError, type AuditLogger, type ReloadOptions, type TlsSettingsOptions } from '@fluxguard/core';
+import { createReloadingTlsSettings, resolveOptions, type TlsSettings } from '@fluxguard/core/adapter';
 
 /**
  * Options of {@link createSecureServer}. Times are in milliseconds. `reload` and

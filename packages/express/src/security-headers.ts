@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import helmet from 'helmet';
-import { ConfigurationError, resolveOptions } from '@fluxguard/core';
+import { ConfigurationError } from '@fluxguard/core';
+import { resolveOptions } from '@fluxguard/core/adapter';
 
 /**
  * Options of {@link securityHeaders}; every one is optional.

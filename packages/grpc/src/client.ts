@@ -1,13 +1,12 @@
 import { checkServerIdentity as defaultCheckServerIdentity, createSecureContext, type PeerCertificate } from 'node:tls';
 import { ChannelCredentials, InterceptingCall, type Interceptor } from '@grpc/grpc-js';
+import { ConfigurationError, type ClientTlsOptions } from '@fluxguard/core';
 import {
   CLIENT_TLS_OPTION_NAMES,
-  ConfigurationError,
   TLS_ECDH_CURVES,
   loadClientTlsMaterial,
   resolveOptions,
-  type ClientTlsOptions,
-} from '@fluxguard/core';
+} from '@fluxguard/core/adapter';
 
 /**
  * Options of {@link createClientCredentials}: the client TLS options of core (each of the CA

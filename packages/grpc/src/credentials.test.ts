@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, Server, ServerCredentials, status as Status } from '@grpc/grpc-js';
-import { ConfigurationError, compileRbac, createGuard, createTlsSettings } from '@fluxguard/core';
-import { captureAudit } from './harness.test.support.js';
+import { ConfigurationError, compileRbac, createGuard } from '@fluxguard/core';
+import { createTlsSettings } from '@fluxguard/core/adapter';
+import { captureAudit } from './testing/harness.js';
 import {
   addService,
   createClientCredentials,
@@ -24,7 +25,7 @@ import {
   waitFor,
   type TestPki,
   type TestServer,
-} from './tls.test.support.js';
+} from './testing/tls.js';
 
 let pki: TestPki;
 const audit = captureAudit();

@@ -38,7 +38,7 @@ import {
   type Kind,
   type Outcome,
   type Started,
-} from './harness.test.support.js';
+} from './testing/harness.js';
 
 const SECRET_DIR = '/srv/fluxguard-secret/data';
 /** Anything of this in a response is a leak: the path, errno names, grpc-js texts, stack frames. */

@@ -9,18 +9,20 @@ import {
 } from '@grpc/grpc-js';
 import {
   ConfigurationError,
-  GrpcStatusCode,
   REQUEST_ID_HEADER,
   SecurityError,
+  resolveRequestId,
+  type AuditLogger,
+} from '@fluxguard/core';
+import {
+  CallState,
+  GrpcStatusCode,
   codeFromGrpcStatus,
   resolveOptions,
-  resolveRequestId,
   toPublicError,
-  type AuditLogger,
   type FailureContext,
   type PublicError,
-} from '@fluxguard/core';
-import { CallState } from '@fluxguard/core/adapter';
+} from '@fluxguard/core/adapter';
 import { GrpcCall, attachCall, callOf } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 
@@ -345,7 +347,10 @@ export function prepareFailure(error: unknown, grpcCall: GrpcCall | undefined): 
   }
   const normalized = normalizeFailure(error);
   grpcCall?.setPendingError(normalized);
-  return publicStatus(toPublicError(normalized, grpcCall?.state.requestId ?? resolveRequestId(undefined)), new Metadata());
+  return publicStatus(
+    toPublicError(normalized, grpcCall?.state.requestId ?? resolveRequestId(undefined)),
+    new Metadata(),
+  );
 }
 
 function isStatusLike(error: unknown): error is { readonly code: number; readonly details?: unknown } {

@@ -67,7 +67,11 @@ beforeAll(async () => {
       if (checkDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, checkDelayMs));
     },
   };
-  const observed: Guard = { rbac: core.rbac, check: core.check, controls: [observer, ...core.controls] };
+  const observed: Guard = {
+    rbac: core.rbac,
+    check: (call) => core.check(call),
+    controls: [observer, ...core.controls],
+  };
   const credentials = perOperationCredentials(pki, audit.audit);
   server = await startTlsServer(credentials, fluxguardInterceptors({ audit: audit.audit, guard: observed }));
 });
@@ -251,7 +255,8 @@ describe('guard() construction and failures', () => {
   });
 
   it('answers INTERNAL, never OK, when the guard fails with something else than a SecurityError', async () => {
-    const failure = (): Promise<undefined> => Promise.reject(new Error('ECONNREFUSED 10.0.0.7:6379 (secret internals)'));
+    const failure = (): Promise<undefined> =>
+      Promise.reject(new Error('ECONNREFUSED 10.0.0.7:6379 (secret internals)'));
     const failing: Guard = {
       rbac: compileRbac({}),
       check: failure,

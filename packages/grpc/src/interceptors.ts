@@ -54,7 +54,9 @@ const DEFAULTS: Readonly<{
 export function fluxguardInterceptors(options: FluxguardInterceptorsOptions): ServerInterceptor[] {
   const { audit, guard, controls } = resolveOptions('fluxguardInterceptors', DEFAULTS, options);
   if (guard !== undefined && !Array.isArray(guard.controls)) {
-    throw new ConfigurationError('fluxguardInterceptors: "guard" must be the result of createGuard() of @fluxguard/core');
+    throw new ConfigurationError(
+      'fluxguardInterceptors: "guard" must be the result of createGuard() of @fluxguard/core',
+    );
   }
   // safeErrors validates the logger itself, with its own message.
   const interceptors = [safeErrors({ audit } as SafeErrorsOptions)];

@@ -8,7 +8,7 @@ import {
   createGuard,
   createJwtVerifier,
 } from '@fluxguard/core';
-import { captureAudit } from './harness.test.support.js';
+import { captureAudit } from './testing/harness.js';
 import { fluxguardInterceptors, jwtAuth, rbac, safeErrors } from './index.js';
 import {
   AUDIENCE,
@@ -31,7 +31,7 @@ import {
   type TestPki,
   type TestServer,
   type TokenSigner,
-} from './tls.test.support.js';
+} from './testing/tls.js';
 
 let pki: TestPki;
 let signer: TokenSigner;

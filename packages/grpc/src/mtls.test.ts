@@ -1,9 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status, type Client } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
-import { captureAudit } from './harness.test.support.js';
+import { captureAudit } from './testing/harness.js';
 import { createServerCredentials, fluxguardInterceptors, mtls } from './index.js';
-import { READER_SPIFFE, clientFor, createTestPki, handlerStarts, startTlsServer, unary, type TestPki, type TestServer } from './tls.test.support.js';
+import {
+  READER_SPIFFE,
+  clientFor,
+  createTestPki,
+  handlerStarts,
+  startTlsServer,
+  unary,
+  type TestPki,
+  type TestServer,
+} from './testing/tls.js';
 
 // mtls() over real handshakes, in per-operation mode so that the interceptor (not the
 // handshake) is what refuses a missing or untrusted certificate.
@@ -22,10 +31,13 @@ function client(server: TestServer, cert?: { certPem: string; keyPem: string }):
 beforeAll(async () => {
   pki = await createTestPki();
   const start = (interceptor: ReturnType<typeof mtls>) =>
-    startTlsServer(createServerCredentials({ ...pki.files, clientCertificates: 'per-operation' }, { audit: audit.audit, reload: false }), [
-      ...fluxguardInterceptors({ audit: audit.audit }),
-      interceptor,
-    ]);
+    startTlsServer(
+      createServerCredentials(
+        { ...pki.files, clientCertificates: 'per-operation' },
+        { audit: audit.audit, reload: false },
+      ),
+      [...fluxguardInterceptors({ audit: audit.audit }), interceptor],
+    );
   anyCertificate = await start(mtls());
   readersOnly = await start(mtls({ allow: [{ spiffeId: READER_SPIFFE }] }));
 });
@@ -54,7 +66,9 @@ describe('mtls() interceptor', () => {
     expect(outcome.status.details).toBe('Permission denied.');
     expect(handlerStarts.count).toBe(before);
     const requestId = outcome.status.metadata.get('x-request-id')[0];
-    expect(audit.lines().some((l) => l.requestId === requestId && l.reason === 'client_certificate_required')).toBe(true);
+    expect(audit.lines().some((l) => l.requestId === requestId && l.reason === 'client_certificate_required')).toBe(
+      true,
+    );
   });
 
   it('refuses a verified certificate that matches none of the rules', async () => {

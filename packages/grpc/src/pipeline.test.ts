@@ -100,10 +100,13 @@ beforeAll(async () => {
       Bidi: (call) => {
         call.on('data', () => undefined);
         call.on('end', () => {
-          void respond(call).then((answer) => {
-            call.write(answer);
-            call.end();
-          }, (error: unknown) => call.destroy(error as Error));
+          void respond(call).then(
+            (answer) => {
+              call.write(answer);
+              call.end();
+            },
+            (error: unknown) => call.destroy(error as Error),
+          );
         });
       },
     });
@@ -203,9 +206,17 @@ describe('the sample control under a race of mixed calls', () => {
       const mode = modes[Math.floor(i / KINDS.length) % modes.length] ?? 'ok';
       const id = `race-${String(i)}`;
       const entries: Record<string, string> =
-        mode === 'deadline' ? { 'x-mode': 'wait', 'x-sample-deadline-ms': '100' } : mode === 'cancel' ? { 'x-mode': 'wait' } : { 'x-mode': mode };
+        mode === 'deadline'
+          ? { 'x-mode': 'wait', 'x-sample-deadline-ms': '100' }
+          : mode === 'cancel'
+            ? { 'x-mode': 'wait' }
+            : { 'x-mode': mode };
       return callKind(started.client, kind, {}, metadata(id, entries), {}, (call) => {
-        if (mode === 'cancel') setTimeout(() => call.cancel(), 30);
+        if (mode === 'cancel') {
+          setTimeout(() => {
+            call.cancel();
+          }, 30);
+        }
       }).then(() => id);
     });
     const ids = await Promise.all(calls);

@@ -9,13 +9,18 @@ import {
 } from '@grpc/grpc-js';
 import {
   ConfigurationError,
-  identityFromCertificate,
   type CallInfo,
   type CertificateIdentity,
   type Control,
   type HeaderReader,
 } from '@fluxguard/core';
-import { LruCache, createPipeline, missingContextError, type Pipeline } from '@fluxguard/core/adapter';
+import {
+  LruCache,
+  createPipeline,
+  missingContextError,
+  type Pipeline,
+  identityFromCertificate,
+} from '@fluxguard/core/adapter';
 import { INSTALL_INTERCEPTORS, callOf, type GrpcCall } from './context.js';
 import { rejectCall } from './errors.js';
 

@@ -2,16 +2,18 @@ import type { SecureContextOptions } from 'node:tls';
 import { ServerCredentials, type ServerOptions } from '@grpc/grpc-js';
 import {
   ConfigurationError,
-  createReloadingTlsSettings,
-  resolveOptions,
   type AuditLogger,
   type ClientCertificateMode,
-  type ReloadingTlsSettings,
   type ReloadOptions,
   type TlsMaterial,
-  type TlsSettings,
   type TlsSettingsOptions,
 } from '@fluxguard/core';
+import {
+  createReloadingTlsSettings,
+  resolveOptions,
+  type ReloadingTlsSettings,
+  type TlsSettings,
+} from '@fluxguard/core/adapter';
 
 /**
  * Options of {@link createServerCredentials} (the second argument). `reload` and

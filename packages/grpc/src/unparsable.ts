@@ -13,7 +13,9 @@ export const UNPARSABLE_MESSAGE: unknown = Object.freeze({});
  * throwing. Definitions are plain objects of grpc-js and proto-loader; the original is untouched.
  */
 export function withSafeDeserializers<I>(service: ServiceDefinition<I>): ServiceDefinition<I> {
-  const definitions = service as unknown as Readonly<Record<string, { requestDeserialize: (bytes: Buffer) => unknown }>>;
+  const definitions = service as unknown as Readonly<
+    Record<string, { requestDeserialize: (bytes: Buffer) => unknown }>
+  >;
   const copy: Record<string, unknown> = {};
   for (const [name, definition] of Object.entries(definitions)) {
     const deserialize = definition.requestDeserialize;

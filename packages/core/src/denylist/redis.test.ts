@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
-import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
+import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
 import { createRedisDenylist } from './redis.js';
 
 // A real redis-server, started here on a free port; the test fails (never skips) without one.

@@ -9,7 +9,7 @@ import { createDevPki, DEV_CLIENT_SPIFFE_ID, type DevPki, type DevPkiOptions } f
 
 /**
  * The file names of the development PKI, fixed so that any client, script or person can find
- * them (DESIGN.md). The CA key is never written: regenerating means a new CA.
+ * them. The CA key is never written: regenerating means a new CA.
  *
  * @example
  * ```ts

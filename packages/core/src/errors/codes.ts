@@ -1,7 +1,7 @@
 /**
- * The public error codes of DESIGN.md, with their gRPC and HTTP statuses and neutral texts.
- * gRPC statuses are the numeric codes of the gRPC specification, so that core needs no
- * transport import.
+ * The public error codes: all a client is ever told about a failure. Each has one gRPC status,
+ * one HTTP status and one neutral text, in {@link ERROR_CODES}. gRPC statuses are the numeric
+ * codes of the gRPC specification, so that core needs no transport import.
  */
 export type SecurityErrorCode =
   | 'invalid_argument'

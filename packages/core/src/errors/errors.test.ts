@@ -15,7 +15,7 @@ describe('error table', () => {
     ['deadline_exceeded', GrpcStatusCode.DEADLINE_EXCEEDED, 504],
     ['unavailable', GrpcStatusCode.UNAVAILABLE, 503],
     ['internal', GrpcStatusCode.INTERNAL, 500],
-  ] as const)('maps %s to gRPC %i and HTTP %i as DESIGN.md says', (code, grpc, http) => {
+  ] as const)('maps %s to gRPC %i and HTTP %i', (code, grpc, http) => {
     expect(ERROR_CODES[code].grpcStatus).toBe(grpc);
     expect(ERROR_CODES[code].httpStatus).toBe(http);
   });

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLogger } from '../audit/audit-logger.js';
 import type { CallInfo, CertificateIdentity } from '../call/call-info.js';
 import { createMemoryDenylist } from '../denylist/memory.js';
-import { AUDIENCE, ISSUER, headersOf, makeKey, sign, type TestKey } from '../jwt/fixtures.test.util.js';
+import { AUDIENCE, ISSUER, headersOf, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
 import { parseSecurityPolicy, type SecurityPolicy } from '../policy/policy.js';
 import { createGuardFromPolicy } from './from-policy.js';

@@ -12,7 +12,7 @@ import {
   sign,
   testCall,
   type TestKey,
-} from '../jwt/fixtures.test.util.js';
+} from '../testing/jwt-fixtures.js';
 import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
 import { compileRbac, type RbacMode } from '../rbac/rbac.js';
 import { bearerChallenge, createGuard, httpOperation } from './guard.js';

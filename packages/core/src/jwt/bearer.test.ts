@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { extractBearerToken } from './bearer.js';
-import { headersOf } from './fixtures.test.util.js';
+import { headersOf } from '../testing/jwt-fixtures.js';
 
 function reason(fn: () => unknown): string | undefined {
   try {

@@ -10,7 +10,7 @@ import {
   startJwksServer,
   type JwksServer,
   type TestKey,
-} from './fixtures.test.util.js';
+} from '../testing/jwt-fixtures.js';
 
 let oldKey: TestKey;
 let newKey: TestKey;

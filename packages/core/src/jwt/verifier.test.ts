@@ -6,7 +6,7 @@ import { SecurityError } from '../errors/security-error.js';
 import { createMemoryDenylist } from '../denylist/memory.js';
 import { createJwtVerifier, type JwtVerifierOptions } from './verifier.js';
 import type { JwksSource } from './key-source.js';
-import { AUDIENCE, ISSUER, b64url, headersOf, makeKey, sign, type TestKey } from './fixtures.test.util.js';
+import { AUDIENCE, ISSUER, b64url, headersOf, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
 
 let rsa: TestKey;
 let ec: TestKey;

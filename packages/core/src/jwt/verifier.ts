@@ -1,23 +1,20 @@
 import { createHash } from 'node:crypto';
-import { errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyOptions } from 'jose';
+import { errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
+import { LruCache } from '../cache/lru.js';
 import type { CallInfo, Principal } from '../call/call-info.js';
-import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
-import { resolveOptions } from '../options/resolve-options.js';
 import { MAX_JTI_LENGTH, type Denylist } from '../denylist/denylist.js';
-import { DEFAULT_JWT_ALGORITHMS, isAsymmetricAlgorithm, isHmacAlgorithm, type JwsAlgorithm } from './algorithms.js';
+import type { JwsAlgorithm } from './algorithms.js';
 import { extractBearerToken } from './bearer.js';
 import {
-  createLocalJwksSource,
-  createPublicKeySource,
-  createRemoteJwksSource,
   safeCause,
   type JwksSource,
   type RemoteJwksOptions,
+  type TokenHeader,
   type VerificationKey,
 } from './key-source.js';
-import { LruCache } from '../cache/lru.js';
-import { compileClaimPath, principalFromClaims, type ClaimPath } from './principal.js';
+import { principalFromClaims, type ClaimPath } from './principal.js';
+import { resolveVerifierSettings, type VerifierSettings } from './verifier-settings.js';
 
 /**
  * Options of {@link createJwtVerifier}. Exactly one key option is required: `jwks`, `jwksUrl`,
@@ -127,49 +124,14 @@ export interface JwtVerifier {
   readonly algorithms: readonly JwsAlgorithm[];
 }
 
-interface VerifierDefaults {
-  readonly clockToleranceSeconds: number;
-  readonly maxTokenLength: number;
-  readonly requireJti: boolean;
-  readonly cacheMaxEntries: number;
-  readonly requiredClaims: readonly string[];
-  readonly rolesClaim: ClaimPath;
-  readonly now: () => number;
-}
-
-const DEFAULTS: VerifierDefaults = Object.freeze({
-  clockToleranceSeconds: 30,
-  maxTokenLength: 8192,
-  requireJti: false,
-  cacheMaxEntries: 10_000,
-  requiredClaims: Object.freeze([]),
-  rolesClaim: 'roles',
-  now: Date.now,
-});
-
-const OPTIONAL_KEYS = [
-  'jwks',
-  'jwksUrl',
-  'jwksOptions',
-  'publicKey',
-  'secret',
-  'keySource',
-  'issuer',
-  'audience',
-  'algorithms',
-  'maxTokenAgeSeconds',
-  'typ',
-  'denylist',
-] as const;
-
-const KEY_OPTIONS = ['jwks', 'jwksUrl', 'publicKey', 'secret', 'keySource'] as const;
 const EMBEDDED_KEY_HEADERS = ['jwk', 'jku', 'x5u', 'x5c'] as const;
 const PART = /^[A-Za-z0-9_-]*$/;
-const MIN_SECRET_BYTES = 32;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** A verified token as cached, with what is checked again on every hit. */
 interface CacheEntry {
   readonly token: VerifiedToken;
+  /** The key source version the token was verified under. */
   readonly version: number;
   readonly exp: number;
   readonly nbf: number | undefined;
@@ -178,23 +140,6 @@ interface CacheEntry {
 
 function refuse(reason: string, cause?: unknown): SecurityError {
   return new SecurityError('unauthenticated', cause === undefined ? { reason } : { reason, cause });
-}
-
-function stringList(value: unknown, name: string, where: string): readonly string[] {
-  const list = typeof value === 'string' ? [value] : value;
-  if (!Array.isArray(list) || list.length === 0 || !list.every((v) => typeof v === 'string' && v !== '')) {
-    throw new ConfigurationError(
-      `${where}: "${name}" must be a non-empty string or a non-empty array of non-empty strings`,
-    );
-  }
-  return Object.freeze([...(list as string[])]);
-}
-
-function nonNegative(value: unknown, name: string, where: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigurationError(`${where}: "${name}" must be a non-negative number`);
-  }
-  return value;
 }
 
 /**
@@ -224,272 +169,186 @@ function nonNegative(value: unknown, name: string, where: string): number {
  * ```
  */
 export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
-  const where = 'createJwtVerifier';
-  const opts = resolveOptions(where, DEFAULTS, options as Partial<VerifierDefaults>, OPTIONAL_KEYS);
-  const raw = options as Partial<Record<(typeof OPTIONAL_KEYS)[number], unknown>>;
-
-  const issuer = stringList(raw.issuer, 'issuer', where);
-  const audience = stringList(raw.audience, 'audience', where);
-  const clockTolerance = nonNegative(opts.clockToleranceSeconds, 'clockToleranceSeconds', where);
-  const maxTokenAge =
-    raw.maxTokenAgeSeconds === undefined ? undefined : nonNegative(raw.maxTokenAgeSeconds, 'maxTokenAgeSeconds', where);
-  const maxTokenLength = nonNegative(opts.maxTokenLength, 'maxTokenLength', where);
-  if (!Number.isSafeInteger(maxTokenLength) || maxTokenLength < 64) {
-    throw new ConfigurationError(`${where}: "maxTokenLength" must be an integer of at least 64`);
-  }
-  const cacheMaxEntries = nonNegative(opts.cacheMaxEntries, 'cacheMaxEntries', where);
-  if (!Number.isSafeInteger(cacheMaxEntries))
-    throw new ConfigurationError(`${where}: "cacheMaxEntries" must be an integer`);
-  const requiredClaimsInput: unknown = opts.requiredClaims;
-  if (
-    !Array.isArray(requiredClaimsInput) ||
-    !(requiredClaimsInput as unknown[]).every((c) => typeof c === 'string' && c !== '')
-  ) {
-    throw new ConfigurationError(`${where}: "requiredClaims" must be an array of claim names`);
-  }
-  if (raw.typ !== undefined && (typeof raw.typ !== 'string' || raw.typ === '')) {
-    throw new ConfigurationError(`${where}: "typ" must be a non-empty string`);
-  }
-  if (typeof opts.requireJti !== 'boolean') throw new ConfigurationError(`${where}: "requireJti" must be a boolean`);
-  if (typeof opts.now !== 'function') throw new ConfigurationError(`${where}: "now" must be a function`);
-  const denylist = options.denylist;
-  if (denylist !== undefined && (typeof denylist.isRevoked !== 'function' || typeof denylist.revoke !== 'function')) {
-    throw new ConfigurationError(`${where}: "denylist" must implement isRevoked and revoke`);
-  }
-  const rolesPath = compileClaimPath(opts.rolesClaim, `${where}: "rolesClaim"`);
-  const now = opts.now;
-
-  const { source, algorithms } = keySetup(options, raw, where);
-
-  const joseOptions: Omit<JWTVerifyOptions, 'currentDate'> = {
-    algorithms: [...algorithms],
-    issuer: [...issuer],
-    audience: [...audience],
-    clockTolerance,
-    requiredClaims: [...new Set(['exp', 'iss', 'aud', 'sub', ...(requiredClaimsInput as string[])])],
-    ...(maxTokenAge === undefined ? {} : { maxTokenAge }),
-    ...(typeof raw.typ === 'string' ? { typ: raw.typ } : {}),
-  };
-  const cache = new LruCache<string, CacheEntry>(cacheMaxEntries);
-
-  function inspectHeader(token: string): { alg: string; kid: string | undefined } {
-    const parts = token.split('.');
-    if (parts.length === 5) throw refuse('jwe_not_accepted');
-    if (parts.length !== 3) throw refuse('malformed_token');
-    const [encodedHeader = '', encodedPayload = '', signature = ''] = parts;
-    if (
-      encodedHeader === '' ||
-      encodedPayload === '' ||
-      !PART.test(encodedHeader) ||
-      !PART.test(encodedPayload) ||
-      !PART.test(signature)
-    ) {
-      throw refuse('malformed_token');
-    }
-    let header: unknown;
-    try {
-      header = JSON.parse(strictUtf8.decode(Buffer.from(encodedHeader, 'base64url')));
-    } catch {
-      throw refuse('malformed_header');
-    }
-    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw refuse('malformed_header');
-    const fields = header as Record<string, unknown>;
-    const alg = fields.alg;
-    if (typeof alg !== 'string' || alg === '') throw refuse('malformed_header');
-    if (alg.toLowerCase() === 'none') throw refuse('alg_none');
-    if (!(algorithms as readonly string[]).includes(alg)) throw refuse('alg_not_allowed');
-    if (EMBEDDED_KEY_HEADERS.some((name) => Object.hasOwn(fields, name))) throw refuse('embedded_key');
-    // fluxguard understands no JWS extension, so any `crit` names one it must refuse (RFC 7515 4.1.11).
-    if (Object.hasOwn(fields, 'crit')) throw refuse('unknown_crit');
-    if (Object.hasOwn(fields, 'enc')) throw refuse('jwe_not_accepted');
-    const kid = fields.kid;
-    if (kid !== undefined && (typeof kid !== 'string' || kid === '' || kid.length > 256))
-      throw refuse('malformed_header');
-    if (signature === '') throw refuse('malformed_token');
-    return { alg, kid };
-  }
-
-  async function verifyWithKeys(token: string, keys: readonly VerificationKey[]): Promise<Record<string, unknown>> {
-    let lastError: unknown;
-    for (const key of keys) {
-      try {
-        const { payload } = await jwtVerify(token, key, { ...joseOptions, currentDate: new Date(now()) });
-        return payload;
-      } catch (err) {
-        lastError = err;
-        if (!(err instanceof joseErrors.JWSSignatureVerificationFailed)) break;
-      }
-    }
-    throw mapJoseError(lastError);
-  }
-
-  async function checkRevoked(token: VerifiedToken): Promise<void> {
-    if (denylist === undefined || token.jti === undefined) return;
-    let revoked: boolean;
-    try {
-      revoked = await denylist.isRevoked(token.jti);
-    } catch (err) {
-      if (err instanceof SecurityError) throw err;
-      throw new SecurityError('unavailable', { reason: 'denylist_unavailable', cause: err });
-    }
-    if (revoked) throw refuse('revoked');
-  }
-
-  function checkTimes(entry: CacheEntry): void {
-    const t = Math.floor(now() / 1000);
-    if (entry.exp <= t - clockTolerance) throw refuse('token_expired');
-    if (entry.nbf !== undefined && entry.nbf > t + clockTolerance) throw refuse('token_not_yet_valid');
-    if (maxTokenAge !== undefined && entry.iat !== undefined && t - entry.iat - clockTolerance > maxTokenAge) {
-      throw refuse('token_too_old');
-    }
-  }
-
-  async function verify(token: string): Promise<VerifiedToken> {
-    // Length first: nothing about an oversized token is parsed, hashed or looked up.
-    if (typeof token !== 'string' || token === '') throw refuse('missing_token');
-    if (token.length > maxTokenLength) throw refuse('token_too_long');
-
-    const cacheKey = cacheMaxEntries > 0 ? createHash('sha256').update(token).digest('base64url') : '';
-    const hit = cacheMaxEntries > 0 ? cache.get(cacheKey) : undefined;
-    if (hit !== undefined) {
-      if (hit.version === source.version) {
-        try {
-          checkTimes(hit);
-        } catch (err) {
-          cache.delete(cacheKey);
-          throw err;
-        }
-        await checkRevoked(hit.token);
-        return hit.token;
-      }
-      cache.delete(cacheKey);
-    }
-
-    const header = inspectHeader(token);
-    const version = source.version;
-    const keys = await source.getKeys(header);
-    const claims = await verifyWithKeys(token, keys);
-
-    const jti = claims.jti;
-    if (jti !== undefined && (typeof jti !== 'string' || jti === '' || jti.length > MAX_JTI_LENGTH)) {
-      throw refuse('malformed_claims');
-    }
-    if (jti === undefined && opts.requireJti) throw refuse('missing_jti');
-    const exp = claims.exp as number;
-    const iss = claims.iss;
-    if (typeof iss !== 'string') throw refuse('wrong_issuer');
-    const principal = principalFromClaims(claims, rolesPath);
-    const verified: VerifiedToken = Object.freeze({
-      principal,
-      claims: principal.claims,
-      algorithm: header.alg,
-      keyId: header.kid,
-      issuer: iss,
-      jti,
-      expiresAt: new Date(exp * 1000),
-    });
-    if (cacheMaxEntries > 0) {
-      // The version read before the key lookup: if keys changed meanwhile, the next call re-verifies.
-      cache.set(cacheKey, {
-        token: verified,
-        version: Math.min(version, source.version),
-        exp,
-        nbf: typeof claims.nbf === 'number' ? claims.nbf : undefined,
-        iat: typeof claims.iat === 'number' ? claims.iat : undefined,
-      });
-    }
-    await checkRevoked(verified);
-    return verified;
-  }
-
+  const settings = resolveVerifierSettings(options);
+  const cache = new LruCache<string, CacheEntry>(settings.cacheMaxEntries);
+  const verify = (token: string): Promise<VerifiedToken> => verifyToken(settings, cache, token);
   return Object.freeze({
     verify,
     async authenticate(call: Pick<CallInfo, 'headers'>): Promise<Principal> {
       return (await verify(extractBearerToken(call.headers))).principal;
     },
-    algorithms,
+    algorithms: settings.algorithms,
   });
 }
 
-function keySetup(
-  options: JwtVerifierOptions,
-  raw: Partial<Record<string, unknown>>,
-  where: string,
-): { source: JwksSource; algorithms: readonly JwsAlgorithm[] } {
-  const given = KEY_OPTIONS.filter((name) => raw[name] !== undefined);
-  if (given.length !== 1) {
-    throw new ConfigurationError(
-      `${where}: exactly one of ${KEY_OPTIONS.map((k) => `"${k}"`).join(', ')} is required${given.length > 1 ? ` (got ${given.join(', ')})` : ''}`,
-    );
-  }
-  if (options.jwksOptions !== undefined && options.jwksUrl === undefined) {
-    throw new ConfigurationError(`${where}: "jwksOptions" applies only with "jwksUrl"`);
-  }
-  const requested: unknown = raw.algorithms;
-  if (requested !== undefined) {
-    if (!Array.isArray(requested) || requested.length === 0) {
-      throw new ConfigurationError(`${where}: "algorithms" must be a non-empty array`);
-    }
-    for (const alg of requested as unknown[]) {
-      if (!isAsymmetricAlgorithm(alg) && !isHmacAlgorithm(alg)) {
-        throw new ConfigurationError(`${where}: algorithm ${JSON.stringify(alg)} is not supported (never "none")`);
+/**
+ * One verification: the cache first (times and revocation checked again), else header, keys,
+ * signature and claims. Settings and cache are passed in rather than closed over, so that each
+ * step is a plain function of its inputs.
+ */
+async function verifyToken(
+  settings: VerifierSettings,
+  cache: LruCache<string, CacheEntry>,
+  token: string,
+): Promise<VerifiedToken> {
+  // Length first: nothing about an oversized token is parsed, hashed or looked up.
+  if (typeof token !== 'string' || token === '') throw refuse('missing_token');
+  if (token.length > settings.maxTokenLength) throw refuse('token_too_long');
+
+  const caching = settings.cacheMaxEntries > 0;
+  const cacheKey = caching ? createHash('sha256').update(token).digest('base64url') : '';
+  const hit = caching ? cache.get(cacheKey) : undefined;
+  if (hit !== undefined) {
+    if (hit.version === settings.source.version) {
+      try {
+        checkTimes(settings, hit);
+      } catch (err) {
+        cache.delete(cacheKey);
+        throw err;
       }
+      await checkRevoked(settings.denylist, hit.token);
+      return hit.token;
     }
-  }
-  const requestedList = requested as readonly JwsAlgorithm[] | undefined;
-
-  if (options.secret !== undefined) {
-    const secret = typeof options.secret === 'string' ? new TextEncoder().encode(options.secret) : options.secret;
-    if (!(secret instanceof Uint8Array) || secret.byteLength < MIN_SECRET_BYTES) {
-      throw new ConfigurationError(`${where}: "secret" must be at least ${MIN_SECRET_BYTES} bytes`);
-    }
-    const algorithms = requestedList ?? ['HS256'];
-    const asymmetric = algorithms.filter((a) => !isHmacAlgorithm(a));
-    if (asymmetric.length > 0) {
-      throw new ConfigurationError(
-        `${where}: with "secret", only HS256/HS384/HS512 may be allowed (got ${asymmetric.join(', ')})`,
-      );
-    }
-    const key = Uint8Array.from(secret);
-    return {
-      source: Object.freeze({ version: 1, getKeys: () => Promise.resolve([key]) }),
-      algorithms: Object.freeze([...new Set(algorithms)]),
-    };
+    cache.delete(cacheKey);
   }
 
-  const algorithms = requestedList ?? DEFAULT_JWT_ALGORITHMS;
-  const hmac = algorithms.filter((a) => isHmacAlgorithm(a));
-  if (hmac.length > 0) {
-    throw new ConfigurationError(
-      `${where}: ${hmac.join(', ')} needs an explicit "secret" and is never allowed with public keys (a public key must not double as an HMAC secret)`,
-    );
+  const header = inspectHeader(token, settings.algorithms);
+  const source = settings.source;
+  const version = source.version;
+  const keys = await source.getKeys(header);
+  const claims = await verifyWithKeys(settings, token, keys);
+  const verified = verifiedToken(settings, header, claims);
+  if (caching) {
+    // The version read before the key lookup: if keys changed meanwhile, the next call re-verifies.
+    cache.set(cacheKey, {
+      token: verified,
+      version: Math.min(version, source.version),
+      exp: claims.exp as number,
+      nbf: typeof claims.nbf === 'number' ? claims.nbf : undefined,
+      iat: typeof claims.iat === 'number' ? claims.iat : undefined,
+    });
   }
-  const unique = Object.freeze([...new Set(algorithms)]);
-  if (options.publicKey !== undefined) {
-    const source = createPublicKeySource(options.publicKey, `${where}: "publicKey"`);
-    const usable = unique.filter((a) => (source.algorithms as readonly string[]).includes(a));
-    if (usable.length === 0) {
-      throw new ConfigurationError(
-        `${where}: "publicKey" can verify ${source.algorithms.join(', ')}, none of which is in "algorithms" (${unique.join(', ')})`,
-      );
-    }
-    return { source, algorithms: Object.freeze(usable) };
-  }
-  if (options.jwks !== undefined)
-    return { source: createLocalJwksSource(options.jwks, `${where}: "jwks"`), algorithms: unique };
-  if (options.jwksUrl !== undefined) {
-    return { source: createRemoteJwksSource({ ...options.jwksOptions, url: options.jwksUrl }), algorithms: unique };
-  }
-  const keySource: unknown = options.keySource;
-  const shape = (typeof keySource === 'object' && keySource !== null ? keySource : {}) as Partial<
-    Record<string, unknown>
-  >;
-  if (typeof shape.getKeys !== 'function' || typeof shape.version !== 'number') {
-    throw new ConfigurationError(`${where}: "keySource" must implement JwksSource`);
-  }
-  return { source: keySource as JwksSource, algorithms: unique };
+  await checkRevoked(settings.denylist, verified);
+  return verified;
 }
 
+/**
+ * Checks the compact JWS form and the protected header before any key is touched: a token
+ * offering its own key, `alg: none`, an algorithm off the allowlist or a `crit` extension is
+ * refused here.
+ */
+function inspectHeader(token: string, algorithms: readonly JwsAlgorithm[]): TokenHeader {
+  const parts = token.split('.');
+  if (parts.length === 5) throw refuse('jwe_not_accepted');
+  if (parts.length !== 3) throw refuse('malformed_token');
+  const [encodedHeader = '', encodedPayload = '', signature = ''] = parts;
+  if (
+    encodedHeader === '' ||
+    encodedPayload === '' ||
+    !PART.test(encodedHeader) ||
+    !PART.test(encodedPayload) ||
+    !PART.test(signature)
+  ) {
+    throw refuse('malformed_token');
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(strictUtf8.decode(Buffer.from(encodedHeader, 'base64url')));
+  } catch {
+    throw refuse('malformed_header');
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw refuse('malformed_header');
+  const fields = header as Record<string, unknown>;
+  const alg = fields.alg;
+  if (typeof alg !== 'string' || alg === '') throw refuse('malformed_header');
+  if (alg.toLowerCase() === 'none') throw refuse('alg_none');
+  if (!(algorithms as readonly string[]).includes(alg)) throw refuse('alg_not_allowed');
+  if (EMBEDDED_KEY_HEADERS.some((name) => Object.hasOwn(fields, name))) throw refuse('embedded_key');
+  // fluxguard understands no JWS extension, so any `crit` names one it must refuse (RFC 7515 4.1.11).
+  if (Object.hasOwn(fields, 'crit')) throw refuse('unknown_crit');
+  if (Object.hasOwn(fields, 'enc')) throw refuse('jwe_not_accepted');
+  const kid = fields.kid;
+  if (kid !== undefined && (typeof kid !== 'string' || kid === '' || kid.length > 256))
+    throw refuse('malformed_header');
+  if (signature === '') throw refuse('malformed_token');
+  return { alg, kid };
+}
+
+/**
+ * Verifies signature and claims with jose, trying each candidate key in turn: only a bad
+ * signature moves on to the next key, any other failure is final.
+ */
+async function verifyWithKeys(
+  settings: VerifierSettings,
+  token: string,
+  keys: readonly VerificationKey[],
+): Promise<Record<string, unknown>> {
+  const { joseOptions, now } = settings;
+  let lastError: unknown;
+  for (const key of keys) {
+    try {
+      const { payload } = await jwtVerify(token, key, { ...joseOptions, currentDate: new Date(now()) });
+      return payload;
+    } catch (err) {
+      lastError = err;
+      if (!(err instanceof joseErrors.JWSSignatureVerificationFailed)) break;
+    }
+  }
+  throw mapJoseError(lastError);
+}
+
+/** The checks jose leaves to the verifier (`jti`, `iss` type, subject), and the result. */
+function verifiedToken(
+  settings: VerifierSettings,
+  header: TokenHeader,
+  claims: Record<string, unknown>,
+): VerifiedToken {
+  const jti = claims.jti;
+  if (jti !== undefined && (typeof jti !== 'string' || jti === '' || jti.length > MAX_JTI_LENGTH)) {
+    throw refuse('malformed_claims');
+  }
+  if (jti === undefined && settings.requireJti) throw refuse('missing_jti');
+  // jose has checked `exp`: it is a required claim, and a number.
+  const exp = claims.exp as number;
+  const iss = claims.iss;
+  if (typeof iss !== 'string') throw refuse('wrong_issuer');
+  const principal = principalFromClaims(claims, settings.rolesPath);
+  return Object.freeze({
+    principal,
+    claims: principal.claims,
+    algorithm: header.alg,
+    keyId: header.kid,
+    issuer: iss,
+    jti,
+    expiresAt: new Date(exp * 1000),
+  });
+}
+
+/** The time checks of a cache hit: jose made them when the token was first verified. */
+function checkTimes(settings: VerifierSettings, entry: CacheEntry): void {
+  const { clockTolerance, maxTokenAge, now } = settings;
+  const t = Math.floor(now() / 1000);
+  if (entry.exp <= t - clockTolerance) throw refuse('token_expired');
+  if (entry.nbf !== undefined && entry.nbf > t + clockTolerance) throw refuse('token_not_yet_valid');
+  if (maxTokenAge !== undefined && entry.iat !== undefined && t - entry.iat - clockTolerance > maxTokenAge) {
+    throw refuse('token_too_old');
+  }
+}
+
+/** Asks the denylist, if any, about a token with a `jti`; a store that fails is `unavailable`. */
+async function checkRevoked(denylist: Denylist | undefined, token: VerifiedToken): Promise<void> {
+  if (denylist === undefined || token.jti === undefined) return;
+  let revoked: boolean;
+  try {
+    revoked = await denylist.isRevoked(token.jti);
+  } catch (err) {
+    if (err instanceof SecurityError) throw err;
+    throw new SecurityError('unavailable', { reason: 'denylist_unavailable', cause: err });
+  }
+  if (revoked) throw refuse('revoked');
+}
+
+/** The refusal for an error jose threw, by its class and the claim it names. */
 function mapJoseError(err: unknown): SecurityError {
   if (err instanceof SecurityError) return err;
   const cause = safeCause(err);

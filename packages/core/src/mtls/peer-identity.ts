@@ -1,5 +1,6 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
+import { LruCache } from '../cache/lru.js';
 import type { CertificateIdentity } from '../call/call-info.js';
 import { SecurityError } from '../errors/security-error.js';
 import { readCertificateFields } from './der.js';
@@ -21,8 +22,8 @@ export type CertificateInput = Uint8Array | string | { readonly raw: Uint8Array 
 
 const CACHE_LIMIT = 1024;
 // Identity per fingerprint: the same DER always gives the same identity, so a cache hit is
-// exact. Map iteration order gives a cheap LRU.
-const cache = new Map<string, CertificateIdentity>();
+// exact. Bounded, so that a server meeting many client certificates keeps its memory flat.
+const cache = new LruCache<string, CertificateIdentity>(CACHE_LIMIT);
 
 function toDer(input: CertificateInput): Buffer {
   if (input instanceof X509Certificate) return input.raw;
@@ -73,11 +74,7 @@ export function identityFromCertificate(input: CertificateInput): CertificateIde
   }
   const fingerprint256 = createHash('sha256').update(der).digest('hex');
   const cached = cache.get(fingerprint256);
-  if (cached !== undefined) {
-    cache.delete(fingerprint256);
-    cache.set(fingerprint256, cached);
-    return cached;
-  }
+  if (cached !== undefined) return cached;
   let identity: CertificateIdentity;
   try {
     // OpenSSL parses it first: anything it refuses never reaches our own reader.
@@ -96,10 +93,6 @@ export function identityFromCertificate(input: CertificateInput): CertificateIde
     });
   } catch (cause) {
     throw new SecurityError('unauthenticated', { reason: 'certificate_unreadable', cause });
-  }
-  if (cache.size >= CACHE_LIMIT) {
-    const oldest = cache.keys().next();
-    if (oldest.done !== true) cache.delete(oldest.value);
   }
   cache.set(fingerprint256, identity);
   return identity;

@@ -9,7 +9,7 @@ import {
 } from '../dev-pki/dev-pki.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import type { TlsMaterial } from './material.js';
-import { startTlsServer, tryConnect, type TestServer } from './handshake.test.util.js';
+import { startTlsServer, tryConnect, type TestServer } from '../testing/handshake.js';
 import { watchTlsMaterial, type TlsMaterialWatcher } from './reload.js';
 import { createTlsSettings } from './tls-settings.js';
 

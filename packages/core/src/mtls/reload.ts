@@ -78,6 +78,25 @@ const DEFAULTS: ResolvedWatchOptions = Object.freeze({
 
 const FACTORY = 'watchTlsMaterial';
 
+/** One running watch: its settings and what it has seen so far. */
+interface Watch {
+  readonly options: ResolvedWatchOptions;
+  readonly sources: MaterialSources;
+  readonly files: readonly string[];
+  /** The last good material, and the digest of its bytes. */
+  current: TlsMaterial;
+  currentDigest: string;
+  /** The files' signature (inode, size, mtime) last loaded or found broken. */
+  seenSignature: string;
+  /** A changed signature waiting to stay the same for one interval. */
+  pendingSignature: string | undefined;
+  /** The last failure reported, so that each is reported once. */
+  lastErrorKey: string | undefined;
+  closed: boolean;
+  /** A poll is in progress: the next tick is skipped. */
+  running: boolean;
+}
+
 /**
  * Watches server certificate, key, CA bundle (and CRL) files and hands over each new, valid set
  * without a restart: adapters feed it to `server.setSecureContext` (Node `tls`/`https`) or to a
@@ -110,6 +129,46 @@ const FACTORY = 'watchTlsMaterial';
  * ```
  */
 export function watchTlsMaterial(options: WatchTlsMaterialOptions): TlsMaterialWatcher {
+  const o = resolveWatchOptions(options);
+  const sources: MaterialSources = {
+    cert: { option: 'certFile', file: o.certFile },
+    key: { option: 'keyFile', file: o.keyFile },
+    ca: { option: 'caFile', file: o.caFile },
+    ...(o.crlFile === undefined ? {} : { crl: { option: 'crlFile', file: o.crlFile } }),
+  };
+  const files = [o.certFile, o.keyFile, o.caFile, ...(o.crlFile === undefined ? [] : [o.crlFile])];
+  const initialRaw = readMaterialSync(FACTORY, sources);
+  const watch: Watch = {
+    options: o,
+    sources,
+    files,
+    current: validateMaterial(FACTORY, sources, initialRaw),
+    currentDigest: materialDigest(initialRaw),
+    seenSignature: signatureSync(files),
+    pendingSignature: undefined,
+    lastErrorKey: undefined,
+    closed: false,
+    running: false,
+  };
+
+  const timer = setInterval(() => {
+    runTick(watch);
+  }, o.intervalMs);
+  timer.unref();
+
+  return {
+    get current() {
+      return watch.current;
+    },
+    close() {
+      watch.closed = true;
+      clearInterval(timer);
+    },
+  };
+}
+
+/** The options once checked; they also arrive from plain JavaScript, so types are checked too. */
+function resolveWatchOptions(options: WatchTlsMaterialOptions): ResolvedWatchOptions {
   const o = resolveOptions<ResolvedWatchOptions>(FACTORY, DEFAULTS, options);
   for (const key of ['certFile', 'keyFile', 'caFile'] as const) {
     if (typeof o[key] !== 'string' || o[key].length === 0) {
@@ -125,110 +184,100 @@ export function watchTlsMaterial(options: WatchTlsMaterialOptions): TlsMaterialW
   if (!Number.isFinite(o.intervalMs) || o.intervalMs < 20) {
     throw new ConfigurationError(`${FACTORY}: "intervalMs" must be a number of milliseconds, at least 20`);
   }
+  return o;
+}
 
-  const sources: MaterialSources = {
-    cert: { option: 'certFile', file: o.certFile },
-    key: { option: 'keyFile', file: o.keyFile },
-    ca: { option: 'caFile', file: o.caFile },
-    ...(o.crlFile === undefined ? {} : { crl: { option: 'crlFile', file: o.crlFile } }),
-  };
-  const files = [o.certFile, o.keyFile, o.caFile, ...(o.crlFile === undefined ? [] : [o.crlFile])];
+/** One timer tick: at most one poll at a time, none after close. */
+function runTick(watch: Watch): void {
+  if (watch.running || watch.closed) return;
+  watch.running = true;
+  poll(watch)
+    .catch((cause: unknown) => {
+      report(watch, `tick:${String(cause)}`, cause instanceof Error ? cause : new Error(String(cause)));
+    })
+    .finally(() => {
+      watch.running = false;
+    });
+}
 
-  const initialRaw = readMaterialSync(FACTORY, sources);
-  let current = validateMaterial(FACTORY, sources, initialRaw);
-  let currentDigest = materialDigest(initialRaw);
-  let seenSignature = signatureSync(files);
-  let pendingSignature: string | undefined;
-  let lastErrorKey: string | undefined;
-  let closed = false;
-  let running = false;
+/**
+ * Compares the files' signature with the last one seen, and reloads once a changed signature
+ * has stayed the same for one interval, so that a rotation writing certificate and key one
+ * after the other is not reported as a mismatch.
+ */
+async function poll(watch: Watch): Promise<void> {
+  let signature: string;
+  try {
+    signature = await signatureOf(watch.files);
+  } catch (cause) {
+    const { key, error } = unreadableFile(watch.options, cause);
+    report(watch, key, error);
+    watch.pendingSignature = undefined;
+    return;
+  }
+  if (signature === watch.seenSignature) {
+    watch.pendingSignature = undefined;
+    return;
+  }
+  if (signature !== watch.pendingSignature) {
+    watch.pendingSignature = signature;
+    return;
+  }
+  watch.pendingSignature = undefined;
+  await reload(watch, signature);
+}
 
-  const report = (key: string, error: Error): void => {
-    if (closed || key === lastErrorKey) return;
-    lastErrorKey = key;
-    try {
-      o.onError(error);
-    } catch {
-      // A failing error callback must not crash the process from a timer; nothing else to do.
-    }
-  };
-
-  const tick = async (): Promise<void> => {
-    let signature: string;
-    try {
-      signature = await signatureOf(files);
-    } catch (cause) {
-      const code = (cause as { code?: unknown } | null)?.code;
-      const path = (cause as { path?: unknown } | null)?.path;
-      const option =
-        Object.entries({ certFile: o.certFile, keyFile: o.keyFile, caFile: o.caFile, crlFile: o.crlFile }).find(
-          ([, file]) => file === path,
-        )?.[0] ?? 'file';
-      report(
-        `stat:${String(path)}:${String(code)}`,
-        new ConfigurationError(
-          `${FACTORY}: cannot read "${option}" (${String(path)})${typeof code === 'string' ? ` (${code})` : ''}`,
-          {
-            cause,
-          },
-        ),
-      );
-      pendingSignature = undefined;
+/** Reads and validates the files; hands over a new, valid set, or reports why there is none. */
+async function reload(watch: Watch, signature: string): Promise<void> {
+  let digest = '';
+  try {
+    const raw = await readMaterial(FACTORY, watch.sources);
+    digest = materialDigest(raw);
+    if (watch.closed) return;
+    watch.seenSignature = signature;
+    // Same bytes (e.g. a file touched or restored): nothing to hand over.
+    if (digest === watch.currentDigest) {
+      watch.lastErrorKey = undefined;
       return;
     }
-    if (signature === seenSignature) {
-      pendingSignature = undefined;
-      return;
-    }
-    if (signature !== pendingSignature) {
-      pendingSignature = signature; // wait until the files stay the same for one interval
-      return;
-    }
-    pendingSignature = undefined;
-    let digest = '';
-    try {
-      const raw = await readMaterial(FACTORY, sources);
-      digest = materialDigest(raw);
-      if (closed) return;
-      seenSignature = signature;
-      if (digest === currentDigest) {
-        lastErrorKey = undefined;
-        return;
-      }
-      const material = validateMaterial(FACTORY, sources, raw);
-      current = material;
-      currentDigest = digest;
-      lastErrorKey = undefined;
-      o.onUpdate(material);
-    } catch (cause) {
-      seenSignature = signature; // retry when the files change again, not on every tick
-      const error = cause instanceof Error ? cause : new Error(String(cause));
-      report(`load:${digest}:${error.message}`, error);
-    }
-  };
+    const material = validateMaterial(FACTORY, watch.sources, raw);
+    watch.current = material;
+    watch.currentDigest = digest;
+    watch.lastErrorKey = undefined;
+    watch.options.onUpdate(material);
+  } catch (cause) {
+    watch.seenSignature = signature; // retry when the files change again, not on every tick
+    const error = cause instanceof Error ? cause : new Error(String(cause));
+    report(watch, `load:${digest}:${error.message}`, error);
+  }
+}
 
-  const timer = setInterval(() => {
-    if (running || closed) return;
-    running = true;
-    tick()
-      .catch((cause: unknown) => {
-        report(`tick:${String(cause)}`, cause instanceof Error ? cause : new Error(String(cause)));
-      })
-      .finally(() => {
-        running = false;
-      });
-  }, o.intervalMs);
-  timer.unref();
-
+/** The error of a file that cannot be stat'ed, naming the option it came from. */
+function unreadableFile(o: ResolvedWatchOptions, cause: unknown): { key: string; error: ConfigurationError } {
+  const code = (cause as { code?: unknown } | null)?.code;
+  const path = (cause as { path?: unknown } | null)?.path;
+  const option =
+    Object.entries({ certFile: o.certFile, keyFile: o.keyFile, caFile: o.caFile, crlFile: o.crlFile }).find(
+      ([, file]) => file === path,
+    )?.[0] ?? 'file';
   return {
-    get current() {
-      return current;
-    },
-    close() {
-      closed = true;
-      clearInterval(timer);
-    },
+    key: `stat:${String(path)}:${String(code)}`,
+    error: new ConfigurationError(
+      `${FACTORY}: cannot read "${option}" (${String(path)})${typeof code === 'string' ? ` (${code})` : ''}`,
+      { cause },
+    ),
   };
+}
+
+/** Calls `onError` once per distinct failure (by `key`), never after close. */
+function report(watch: Watch, key: string, error: Error): void {
+  if (watch.closed || key === watch.lastErrorKey) return;
+  watch.lastErrorKey = key;
+  try {
+    watch.options.onError(error);
+  } catch {
+    // A failing error callback must not crash the process from a timer; nothing else to do.
+  }
 }
 
 function signatureSync(files: readonly string[]): string {

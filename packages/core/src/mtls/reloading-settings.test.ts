@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createAuditLogger, type AuditLogger } from '../audit/audit-logger.js';
 import { createDevCertificateAuthority, type DevCertificateAuthority } from '../dev-pki/dev-pki.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { startTlsServer, tryConnect } from './handshake.test.util.js';
+import { startTlsServer, tryConnect } from '../testing/handshake.js';
 import type { TlsMaterial } from './material.js';
 import { createReloadingTlsSettings, type ReloadingTlsSettings } from './reloading-settings.js';
 import { createTlsSettings, TLS_CIPHERS, TLS_ECDH_CURVES } from './tls-settings.js';

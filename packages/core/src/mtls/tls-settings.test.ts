@@ -11,7 +11,7 @@ import {
   type IssuedCertificate,
 } from '../dev-pki/dev-pki.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { startTlsServer, tryConnect, type TestServer } from './handshake.test.util.js';
+import { startTlsServer, tryConnect, type TestServer } from '../testing/handshake.js';
 import { createTlsSettings, TLS_CIPHERS } from './tls-settings.js';
 
 let dir: string;

@@ -171,7 +171,10 @@ export class CallState implements CallContext {
 
   setPrincipal(principal: Principal): void {
     if (this.#sealed) {
-      throw new FluxguardError('principal_sealed', 'setPrincipal: the handler has started; only controls may set the principal');
+      throw new FluxguardError(
+        'principal_sealed',
+        'setPrincipal: the handler has started; only controls may set the principal',
+      );
     }
     this.#principal = freezePrincipal(principal);
   }
@@ -270,7 +273,12 @@ function freezePrincipal(principal: Principal): Principal {
   ) {
     throw new TypeError('setPrincipal: principal is malformed');
   }
-  if (Object.isFrozen(principal) && Object.isFrozen(principal.roles) && Object.isFrozen(principal.scopes) && Object.isFrozen(principal.claims)) {
+  if (
+    Object.isFrozen(principal) &&
+    Object.isFrozen(principal.roles) &&
+    Object.isFrozen(principal.scopes) &&
+    Object.isFrozen(principal.claims)
+  ) {
     return principal;
   }
   return Object.freeze({

@@ -48,6 +48,8 @@ export const CONTROL_STAGES: readonly ControlStage[] = Object.freeze([
  * exactly once when the call ends in any way (finished, failed, refused by a later control,
  * cancelled by the client, deadline).
  */
+// `void` too, so that a start hook without a return statement needs no `return undefined`.
+// eslint-disable-next-line @typescript-eslint/no-invalid-void-type
 export type StartResult = void | undefined | (() => void);
 
 /**
@@ -94,6 +96,6 @@ export interface Control {
    * used in the audit line of an HTTP request refused before routing instead of the raw path.
    */
   readonly operationLabel?: ((operation: string) => string | undefined) | undefined;
-  onStart?(call: CallInfo, context: CallContext): StartResult | Promise<StartResult>;
-  onMessage?(message: unknown, call: CallInfo, context: CallContext): void;
+  readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
+  readonly onMessage?: ((message: unknown, call: CallInfo, context: CallContext) => void) | undefined;
 }

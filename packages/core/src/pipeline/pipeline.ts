@@ -64,8 +64,9 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
 
   const runStarts = (from: number, call: CallInfo, state: CallState): Promise<void> | undefined => {
     for (let i = from; i < starts.length; i++) {
-      if (state.finished) return undefined;
-      const result = (starts[i] as StartHook)(call, state);
+      const hook = starts[i];
+      if (hook === undefined || state.finished) return undefined;
+      const result = hook(call, state);
       if (isPromiseLike(result)) {
         return Promise.resolve(result).then((resolved) => {
           keepRelease(resolved, state);
@@ -101,7 +102,8 @@ function keepRelease(result: StartResult, state: CallState): void {
 
 function checkControl(owner: string, control: unknown, index: number): Control {
   const where = `${owner}: controls[${String(index)}]`;
-  if (typeof control !== 'object' || control === null) throw new ConfigurationError(`${where} must be a control object`);
+  if (typeof control !== 'object' || control === null)
+    throw new ConfigurationError(`${where} must be a control object`);
   const { name, stage, onStart, onMessage, operationLabel } = control as Partial<Record<keyof Control, unknown>>;
   if (typeof name !== 'string' || name === '') throw new ConfigurationError(`${where} must have a non-empty "name"`);
   if (!CONTROL_STAGES.includes(stage as Control['stage'])) {

@@ -1,10 +1,9 @@
 // Test support: a real node:tls server on 127.0.0.1:0 and a client that reports what happened.
-// Named *.test.util.ts so that the package's `files` pattern keeps it out of the published build.
 import { execFile } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { connect, createServer, type ConnectionOptions, type Server, type TlsOptions, type TLSSocket } from 'node:tls';
 import type { CertificateIdentity } from '../call/call-info.js';
-import { identityFromTlsSocket } from './peer-identity.js';
+import { identityFromTlsSocket } from '../mtls/peer-identity.js';
 
 export const SERVER_GREETING = 'FLUXGUARD-OK';
 

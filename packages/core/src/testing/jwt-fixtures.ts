@@ -1,4 +1,5 @@
-// Shared by the jwt, denylist, policy and guard tests; not part of the package (dist/**/*.test.* is excluded).
+// Shared by the jwt, denylist, policy and guard tests: keys, signed tokens, calls, a captured
+// audit log and a JWKS endpoint a test can take down, slow down or rotate.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';

@@ -18,7 +18,7 @@ import {
   type DevCertificateAuthority,
   type IssuedCertificate,
 } from '@fluxguard/core/dev-pki';
-import { createSecureServer } from './index.js';
+import { createSecureServer } from '../index.js';
 
 export const ISSUER = 'https://id.fluxguard.test';
 export const AUDIENCE = 'express-tests';

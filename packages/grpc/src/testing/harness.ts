@@ -24,7 +24,7 @@ export type Json = Record<string, unknown>;
 export const serialize = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
 export const deserialize = (bytes: Buffer): Json => JSON.parse(bytes.toString('utf8')) as Json;
 
-/** A method definition of a test service with JSON messages (this file's and tls.test.support's). */
+/** A method definition of a test service with JSON messages (this file's and those of `tls.ts`). */
 export function jsonMethod(path: string, requestStream: boolean, responseStream: boolean) {
   return {
     path,

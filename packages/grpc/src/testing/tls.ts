@@ -27,9 +27,9 @@ import {
   type DevCertificateAuthority,
   type IssuedCertificate,
 } from '@fluxguard/core/dev-pki';
-import { addService, createServerCredentials, getPrincipal } from './index.js';
-import { createClientCredentials } from './client.js';
-import { deserialize, jsonMethod, serialize, type Json } from './harness.test.support.js';
+import { addService, createServerCredentials, getPrincipal } from '../index.js';
+import { createClientCredentials } from '../client.js';
+import { deserialize, jsonMethod, serialize, type Json } from './harness.js';
 
 export type { Json };
 

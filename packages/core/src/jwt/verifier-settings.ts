@@ -1,0 +1,255 @@
+import type { JWTVerifyOptions } from 'jose';
+import type { Denylist } from '../denylist/denylist.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import { DEFAULT_JWT_ALGORITHMS, isAsymmetricAlgorithm, isHmacAlgorithm, type JwsAlgorithm } from './algorithms.js';
+import { createLocalJwksSource, createPublicKeySource, createRemoteJwksSource, type JwksSource } from './key-source.js';
+import { compileClaimPath, type ClaimPath } from './principal.js';
+import type { JwtVerifierOptions } from './verifier.js';
+
+/**
+ * A verifier's options once checked: everything `createJwtVerifier` needs per call,
+ * computed at start-up so that a request pays for none of it.
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core (not exported)
+ * const settings = resolveVerifierSettings({ jwks, issuer: 'https://id.example.com', audience: 'artifacts' });
+ * settings.algorithms; // ['RS256', 'PS256', 'ES256', 'EdDSA']
+ * ```
+ */
+export interface VerifierSettings {
+  readonly source: JwksSource;
+  /** The effective allowlist: the requested one, narrowed to what a PEM key can verify. */
+  readonly algorithms: readonly JwsAlgorithm[];
+  /** What jose checks; `currentDate` is added per call from `now`. */
+  readonly joseOptions: Omit<JWTVerifyOptions, 'currentDate'>;
+  /** Seconds. */
+  readonly clockTolerance: number;
+  /** Seconds; `undefined` for no limit. */
+  readonly maxTokenAge: number | undefined;
+  readonly maxTokenLength: number;
+  /** 0 disables the cache of verified tokens. */
+  readonly cacheMaxEntries: number;
+  readonly requireJti: boolean;
+  readonly rolesPath: readonly string[];
+  readonly denylist: Denylist | undefined;
+  /** The clock, epoch milliseconds. */
+  readonly now: () => number;
+}
+
+interface VerifierDefaults {
+  readonly clockToleranceSeconds: number;
+  readonly maxTokenLength: number;
+  readonly requireJti: boolean;
+  readonly cacheMaxEntries: number;
+  readonly requiredClaims: readonly string[];
+  readonly rolesClaim: ClaimPath;
+  readonly now: () => number;
+}
+
+const DEFAULTS: VerifierDefaults = Object.freeze({
+  clockToleranceSeconds: 30,
+  maxTokenLength: 8192,
+  requireJti: false,
+  cacheMaxEntries: 10_000,
+  requiredClaims: Object.freeze([]),
+  rolesClaim: 'roles',
+  now: Date.now,
+});
+
+const OPTIONAL_KEYS = [
+  'jwks',
+  'jwksUrl',
+  'jwksOptions',
+  'publicKey',
+  'secret',
+  'keySource',
+  'issuer',
+  'audience',
+  'algorithms',
+  'maxTokenAgeSeconds',
+  'typ',
+  'denylist',
+] as const;
+
+type RawOptions = Partial<Record<(typeof OPTIONAL_KEYS)[number], unknown>>;
+
+const KEY_OPTIONS = ['jwks', 'jwksUrl', 'publicKey', 'secret', 'keySource'] as const;
+const MIN_SECRET_BYTES = 32;
+const WHERE = 'createJwtVerifier';
+
+/**
+ * Checks the options of `createJwtVerifier` and computes its settings. Options also
+ * arrive from plain JavaScript and parsed policy files, so every value is checked at run time;
+ * the first problem found throws.
+ *
+ * @throws ConfigurationError for missing, malformed or contradictory options.
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core (not exported)
+ * resolveVerifierSettings({ secret: 'short', issuer: 'i', audience: 'a' });
+ * // throws ConfigurationError: createJwtVerifier: "secret" must be at least 32 bytes
+ * ```
+ */
+export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSettings {
+  const opts = resolveOptions(WHERE, DEFAULTS, options as Partial<VerifierDefaults>, OPTIONAL_KEYS);
+  const raw = options as RawOptions;
+
+  const issuer = stringList(raw.issuer, 'issuer');
+  const audience = stringList(raw.audience, 'audience');
+  const clockTolerance = nonNegative(opts.clockToleranceSeconds, 'clockToleranceSeconds');
+  const maxTokenAge =
+    raw.maxTokenAgeSeconds === undefined ? undefined : nonNegative(raw.maxTokenAgeSeconds, 'maxTokenAgeSeconds');
+  const maxTokenLength = nonNegative(opts.maxTokenLength, 'maxTokenLength');
+  if (!Number.isSafeInteger(maxTokenLength) || maxTokenLength < 64) {
+    throw new ConfigurationError(`${WHERE}: "maxTokenLength" must be an integer of at least 64`);
+  }
+  const cacheMaxEntries = nonNegative(opts.cacheMaxEntries, 'cacheMaxEntries');
+  if (!Number.isSafeInteger(cacheMaxEntries)) {
+    throw new ConfigurationError(`${WHERE}: "cacheMaxEntries" must be an integer`);
+  }
+  const requiredClaimsInput: unknown = opts.requiredClaims;
+  if (
+    !Array.isArray(requiredClaimsInput) ||
+    !(requiredClaimsInput as unknown[]).every((c) => typeof c === 'string' && c !== '')
+  ) {
+    throw new ConfigurationError(`${WHERE}: "requiredClaims" must be an array of claim names`);
+  }
+  if (raw.typ !== undefined && (typeof raw.typ !== 'string' || raw.typ === '')) {
+    throw new ConfigurationError(`${WHERE}: "typ" must be a non-empty string`);
+  }
+  if (typeof opts.requireJti !== 'boolean') throw new ConfigurationError(`${WHERE}: "requireJti" must be a boolean`);
+  if (typeof opts.now !== 'function') throw new ConfigurationError(`${WHERE}: "now" must be a function`);
+  const denylist = options.denylist;
+  if (denylist !== undefined && (typeof denylist.isRevoked !== 'function' || typeof denylist.revoke !== 'function')) {
+    throw new ConfigurationError(`${WHERE}: "denylist" must implement isRevoked and revoke`);
+  }
+  const rolesPath = compileClaimPath(opts.rolesClaim, `${WHERE}: "rolesClaim"`);
+
+  const { source, algorithms } = keySetup(options, raw);
+
+  return Object.freeze({
+    source,
+    algorithms,
+    joseOptions: {
+      algorithms: [...algorithms],
+      issuer: [...issuer],
+      audience: [...audience],
+      clockTolerance,
+      requiredClaims: [...new Set(['exp', 'iss', 'aud', 'sub', ...(requiredClaimsInput as string[])])],
+      ...(maxTokenAge === undefined ? {} : { maxTokenAge }),
+      ...(typeof raw.typ === 'string' ? { typ: raw.typ } : {}),
+    },
+    clockTolerance,
+    maxTokenAge,
+    maxTokenLength,
+    cacheMaxEntries,
+    requireJti: opts.requireJti,
+    rolesPath,
+    denylist,
+    now: opts.now,
+  });
+}
+
+function stringList(value: unknown, name: string): readonly string[] {
+  const list = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(list) || list.length === 0 || !list.every((v) => typeof v === 'string' && v !== '')) {
+    throw new ConfigurationError(
+      `${WHERE}: "${name}" must be a non-empty string or a non-empty array of non-empty strings`,
+    );
+  }
+  return Object.freeze([...(list as string[])]);
+}
+
+function nonNegative(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new ConfigurationError(`${WHERE}: "${name}" must be a non-negative number`);
+  }
+  return value;
+}
+
+/**
+ * The key source and the effective algorithm allowlist. HS* algorithms come only with
+ * `secret` and never beside public keys, so that a public key can never double as an HMAC
+ * secret.
+ */
+function keySetup(
+  options: JwtVerifierOptions,
+  raw: RawOptions,
+): { source: JwksSource; algorithms: readonly JwsAlgorithm[] } {
+  const given = KEY_OPTIONS.filter((name) => raw[name] !== undefined);
+  if (given.length !== 1) {
+    throw new ConfigurationError(
+      `${WHERE}: exactly one of ${KEY_OPTIONS.map((k) => `"${k}"`).join(', ')} is required${given.length > 1 ? ` (got ${given.join(', ')})` : ''}`,
+    );
+  }
+  if (options.jwksOptions !== undefined && options.jwksUrl === undefined) {
+    throw new ConfigurationError(`${WHERE}: "jwksOptions" applies only with "jwksUrl"`);
+  }
+  const requested: unknown = raw.algorithms;
+  if (requested !== undefined) {
+    if (!Array.isArray(requested) || requested.length === 0) {
+      throw new ConfigurationError(`${WHERE}: "algorithms" must be a non-empty array`);
+    }
+    for (const alg of requested as unknown[]) {
+      if (!isAsymmetricAlgorithm(alg) && !isHmacAlgorithm(alg)) {
+        throw new ConfigurationError(`${WHERE}: algorithm ${JSON.stringify(alg)} is not supported (never "none")`);
+      }
+    }
+  }
+  const requestedList = requested as readonly JwsAlgorithm[] | undefined;
+
+  if (options.secret !== undefined) {
+    const secret = typeof options.secret === 'string' ? new TextEncoder().encode(options.secret) : options.secret;
+    if (!(secret instanceof Uint8Array) || secret.byteLength < MIN_SECRET_BYTES) {
+      throw new ConfigurationError(`${WHERE}: "secret" must be at least ${MIN_SECRET_BYTES} bytes`);
+    }
+    const algorithms = requestedList ?? ['HS256'];
+    const asymmetric = algorithms.filter((a) => !isHmacAlgorithm(a));
+    if (asymmetric.length > 0) {
+      throw new ConfigurationError(
+        `${WHERE}: with "secret", only HS256/HS384/HS512 may be allowed (got ${asymmetric.join(', ')})`,
+      );
+    }
+    const key = Uint8Array.from(secret);
+    return {
+      source: Object.freeze({ version: 1, getKeys: () => Promise.resolve([key]) }),
+      algorithms: Object.freeze([...new Set(algorithms)]),
+    };
+  }
+
+  const algorithms = requestedList ?? DEFAULT_JWT_ALGORITHMS;
+  const hmac = algorithms.filter((a) => isHmacAlgorithm(a));
+  if (hmac.length > 0) {
+    throw new ConfigurationError(
+      `${WHERE}: ${hmac.join(', ')} needs an explicit "secret" and is never allowed with public keys (a public key must not double as an HMAC secret)`,
+    );
+  }
+  const unique = Object.freeze([...new Set(algorithms)]);
+  if (options.publicKey !== undefined) {
+    const source = createPublicKeySource(options.publicKey, `${WHERE}: "publicKey"`);
+    const usable = unique.filter((a) => (source.algorithms as readonly string[]).includes(a));
+    if (usable.length === 0) {
+      throw new ConfigurationError(
+        `${WHERE}: "publicKey" can verify ${source.algorithms.join(', ')}, none of which is in "algorithms" (${unique.join(', ')})`,
+      );
+    }
+    return { source, algorithms: Object.freeze(usable) };
+  }
+  if (options.jwks !== undefined) {
+    return { source: createLocalJwksSource(options.jwks, `${WHERE}: "jwks"`), algorithms: unique };
+  }
+  if (options.jwksUrl !== undefined) {
+    return { source: createRemoteJwksSource({ ...options.jwksOptions, url: options.jwksUrl }), algorithms: unique };
+  }
+  const keySource: unknown = options.keySource;
+  const shape = (typeof keySource === 'object' && keySource !== null ? keySource : {}) as Partial<
+    Record<string, unknown>
+  >;
+  if (typeof shape.getKeys !== 'function' || typeof shape.version !== 'number') {
+    throw new ConfigurationError(`${WHERE}: "keySource" must implement JwksSource`);
+  }
+  return { source: keySource as JwksSource, algorithms: unique };
+}
