@@ -1,0 +1,85 @@
+// A request grpc-js cannot deserialize: grpc-js itself would answer INTERNAL "Error
+// deserializing request" below every interceptor, with no request id and no log line.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metadata, status as Status, type StatusObject } from '@grpc/grpc-js';
+import { addService, fluxguardInterceptors } from './index.js';
+import { captureAudit, deserialize, metadataValue, startServer, testService, type Json, type Started } from './testing/harness.js';
+
+const audit = captureAudit();
+let started: Started;
+let handlerRuns = 0;
+
+beforeAll(async () => {
+  started = await startServer(fluxguardInterceptors({ audit: audit.audit }), (server) => {
+    addService(server, testService, {
+      Unary: () => {
+        handlerRuns += 1;
+        return { ok: true };
+      },
+      ClientStream: async (call) => {
+        handlerRuns += 1;
+        for await (const _message of call) {
+          // Drain.
+        }
+        return { ok: true };
+      },
+    });
+  });
+});
+
+afterAll(async () => {
+  await started.close();
+});
+
+/** Sends raw bytes as request messages, whatever the service's serializer would write. */
+const rawBytes = (value: Json | string): Buffer =>
+  typeof value === 'string' ? Buffer.from(value) : Buffer.from(JSON.stringify(value));
+
+function withId(id: string): Metadata {
+  const md = new Metadata();
+  md.set('x-request-id', id);
+  return md;
+}
+
+describe('a request message that cannot be parsed', () => {
+  it('is refused INVALID_ARGUMENT with a request id and one audit line, never reaching the handler (unary)', async () => {
+    const runs = handlerRuns;
+    const status = await new Promise<StatusObject>((resolve) => {
+      const call = started.client.makeUnaryRequest(
+        testService.Unary.path,
+        rawBytes,
+        deserialize,
+        '{"path": "../../etc/passwd", broken',
+        withId('unparsable-unary'),
+        () => undefined,
+      );
+      call.on('status', resolve);
+    });
+    expect(status.code).toBe(Status.INVALID_ARGUMENT);
+    expect(status.details).toBe('The request is invalid.');
+    expect(status.details).not.toMatch(/deserializ|JSON|passwd/);
+    expect(metadataValue(status.metadata, 'x-request-id')).toBe('unparsable-unary');
+    expect(handlerRuns).toBe(runs);
+    const lines = audit.lines().filter((line) => line.requestId === 'unparsable-unary');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ code: 'invalid_argument', reason: 'message_unparsable' });
+  });
+
+  it('ends a client stream at its first unparsable message', async () => {
+    const status = await new Promise<StatusObject>((resolve) => {
+      const call = started.client.makeClientStreamRequest(
+        testService.ClientStream.path,
+        rawBytes,
+        deserialize,
+        withId('unparsable-stream'),
+        () => undefined,
+      );
+      call.on('status', resolve);
+      call.write({ fine: 1 });
+      call.write('not json at all');
+      call.end();
+    });
+    expect(status.code).toBe(Status.INVALID_ARGUMENT);
+    expect(metadataValue(status.metadata, 'x-request-id')).toBe('unparsable-stream');
+  });
+});
