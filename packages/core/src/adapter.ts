@@ -14,6 +14,7 @@
  */
 export { CallState, missingContextError, type CallStateInit, type EndCause } from './pipeline/call-context.js';
 export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
+export { guardControls, jwtAuthControls, rbacControls, stackControls } from './guard/step-options.js';
 export { GrpcStatusCode, codeFromGrpcStatus } from './errors/codes.js';
 export { toPublicError, type PublicError } from './errors/public-error.js';
 export type { FailureContext } from './audit/audit-logger.js';

@@ -5,9 +5,22 @@
 // Errors, request ids and the audit log
 export { FluxguardError, ConfigurationError } from './errors/fluxguard-error.js';
 export { ERROR_CODES, isSecurityErrorCode, type ErrorCodeEntry, type SecurityErrorCode } from './errors/codes.js';
-export { SecurityError, type SecurityErrorDetails, type SecurityErrorOptions } from './errors/security-error.js';
+export {
+  SecurityError,
+  type AppReason,
+  type SecurityErrorDetails,
+  type SecurityErrorOptions,
+  type SecurityErrorReason,
+  type TransportReason,
+} from './errors/security-error.js';
 export { REQUEST_ID_HEADER, resolveRequestId } from './request-id/request-id.js';
-export { createAuditLogger, type AuditEvent, type AuditLogger, type AuditLoggerOptions } from './audit/audit-logger.js';
+export {
+  createAuditLogger,
+  type AuditEvent,
+  type AuditLogger,
+  type AuditLoggerOptions,
+  type AuditReason,
+} from './audit/audit-logger.js';
 
 // The control contract: what a control sees of a call, what it is, and the per-call context
 export type {
@@ -19,16 +32,28 @@ export type {
   Transport,
 } from './call/call-info.js';
 export { CONTROL_STAGES, type Control, type ControlStage, type StartResult } from './pipeline/control.js';
-export { createContextKey, type CallContext, type ContextKey, type RequestContext } from './pipeline/call-context.js';
+export {
+  createContextKey,
+  type CallContext,
+  type ContextKey,
+  type PipelineReason,
+  type RequestContext,
+} from './pipeline/call-context.js';
 
 // Authentication and authorization of one call, shared by both adapters
 export { createGuard, type ComposedGuard, type Guard, type GuardOptions } from './guard/guard.js';
 export { createAuthenticator, type Authenticator, type AuthenticatorOptions } from './guard/authenticate.js';
-export { createAuthorizer, type Authorizer, type AuthorizerOptions } from './guard/authorize.js';
+export { createAuthorizer, type Authorizer, type AuthorizerOptions, type GuardReason } from './guard/authorize.js';
 export { createGuardFromPolicy, type GuardFromPolicyOptions } from './guard/from-policy.js';
+export type { GuardStepOptions, JwtAuthOptions, RbacStepOptions } from './guard/step-options.js';
 
 // JWT, key sources, revocation
-export { DEFAULT_JWT_ALGORITHMS, type AsymmetricAlgorithm, type HmacAlgorithm, type JwsAlgorithm } from './jwt/algorithms.js';
+export {
+  DEFAULT_JWT_ALGORITHMS,
+  type AsymmetricAlgorithm,
+  type HmacAlgorithm,
+  type JwsAlgorithm,
+} from './jwt/algorithms.js';
 export { extractBearerToken } from './jwt/bearer.js';
 export {
   createLocalJwksSource,
@@ -42,8 +67,14 @@ export {
   type VerificationKey,
 } from './jwt/key-source.js';
 export type { ClaimPath } from './jwt/principal.js';
-export { createJwtVerifier, type JwtVerifier, type JwtVerifierOptions, type VerifiedToken } from './jwt/verifier.js';
-export { MAX_JTI_LENGTH, type Denylist } from './denylist/denylist.js';
+export {
+  createJwtVerifier,
+  type JwtReason,
+  type JwtVerifier,
+  type JwtVerifierOptions,
+  type VerifiedToken,
+} from './jwt/verifier.js';
+export { MAX_JTI_LENGTH, type Denylist, type DenylistReason } from './denylist/denylist.js';
 export { createMemoryDenylist, type MemoryDenylistOptions } from './denylist/memory.js';
 export { createRedisDenylist, type RedisDenylistClient, type RedisDenylistOptions } from './denylist/redis.js';
 
@@ -63,7 +94,12 @@ export {
 
 // mTLS: identity rules, the certificate check, TLS settings and reload options
 export type { IdentityRule } from './mtls/identity-rules.js';
-export { createCertificateCheck, type CertificateCheck, type CertificateCheckOptions } from './mtls/certificate-check.js';
+export {
+  createCertificateCheck,
+  type CertificateCheck,
+  type CertificateCheckOptions,
+  type CertificateReason,
+} from './mtls/certificate-check.js';
 export { isSpiffeId } from './mtls/spiffe.js';
 export type { TlsMaterial } from './mtls/material.js';
 export type { ClientCertificateMode, TlsMinVersion, TlsSettingsOptions } from './mtls/tls-settings.js';
@@ -77,4 +113,10 @@ export type { MtlsPolicy } from './mtls/policy.js';
 export { loadSecurityPolicy, parseSecurityPolicy, readPolicyDocument, type SecurityPolicy } from './policy/policy.js';
 
 // Input and path sanitization
-export { createPathResolver, type PathResolver, type PathResolverOptions, type SafePath } from './sanitize/safe-path.js';
+export {
+  createPathResolver,
+  type PathReason,
+  type PathResolver,
+  type PathResolverOptions,
+  type SafePath,
+} from './sanitize/safe-path.js';

@@ -1,10 +1,10 @@
 import type { RequestHandler } from 'express';
-import { ConfigurationError, createCertificateCheck, type CertificateCheckOptions, type Guard } from '@fluxguard/core';
-import { resolveOptions } from '@fluxguard/core/adapter';
+import { createCertificateCheck, type CertificateCheckOptions, type GuardStepOptions } from '@fluxguard/core';
+import { guardControls } from '@fluxguard/core/adapter';
 import { controls } from './pipeline.js';
 
 /**
- * Options of {@link authorize}.
+ * Options of {@link authorize}: the guard of `@fluxguard/core` (`createGuard`).
  *
  * @example
  * ```ts
@@ -13,12 +13,7 @@ import { controls } from './pipeline.js';
  * app.use(authorize(options));
  * ```
  */
-export interface AuthorizeOptions {
-  /** The guard of `@fluxguard/core` (`createGuard`): JWT, client certificate, RBAC, shadow mode. */
-  readonly guard: Guard;
-}
-
-const AUTHORIZE_DEFAULTS: Readonly<{ guard: Guard | undefined }> = Object.freeze({ guard: undefined });
+export type AuthorizeOptions = GuardStepOptions;
 
 /**
  * Authentication and authorization of every request: the Express pipeline with the guard's
@@ -57,11 +52,7 @@ const AUTHORIZE_DEFAULTS: Readonly<{ guard: Guard | undefined }> = Object.freeze
  * ```
  */
 export function authorize(options: AuthorizeOptions): RequestHandler {
-  const { guard } = resolveOptions('authorize', AUTHORIZE_DEFAULTS, options);
-  if (!Array.isArray(guard?.controls)) {
-    throw new ConfigurationError('authorize: "guard" must be the result of createGuard() of @fluxguard/core');
-  }
-  return controls('authorize', guard.controls);
+  return controls('authorize', guardControls('authorize', options));
 }
 
 /**

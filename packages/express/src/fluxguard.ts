@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { ConfigurationError, type AuditLogger, type Control, type Guard } from '@fluxguard/core';
-import { resolveOptions } from '@fluxguard/core/adapter';
+import { resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { errorHandler, notFound } from './error-handler.js';
 import { controls as pipelineOf } from './pipeline.js';
 import { requestIdWith } from './request-id.js';
@@ -96,9 +96,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   if (opts.audit === undefined) throw new ConfigurationError('fluxguard: "audit" is required');
   const audit = opts.audit;
   const handleErrors = errorHandler({ audit, realm: opts.realm });
-  if (opts.guard !== undefined && !Array.isArray(opts.guard.controls)) {
-    throw new ConfigurationError('fluxguard: "guard" must be the result of createGuard() of @fluxguard/core');
-  }
+  const list = stackControls('fluxguard', opts.guard, opts.controls);
   const before: RequestHandler[] = [
     requestIdWith(
       (error, req, res) => {
@@ -110,7 +108,6 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     ),
   ];
   if (opts.securityHeaders !== false) before.push(securityHeaders(opts.securityHeaders));
-  const list = [...(opts.guard?.controls ?? []), ...(opts.controls ?? [])];
   if (list.length > 0) before.push(pipelineOf('fluxguard', list));
   const middleware: FluxguardMiddleware = { before, after: [notFound(), handleErrors] };
   return Object.freeze(middleware);

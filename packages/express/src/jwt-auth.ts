@@ -1,23 +1,9 @@
 import type { RequestHandler } from 'express';
-import { ConfigurationError, type Authenticator } from '@fluxguard/core';
-import { resolveOptions } from '@fluxguard/core/adapter';
+import type { JwtAuthOptions } from '@fluxguard/core';
+import { jwtAuthControls } from '@fluxguard/core/adapter';
 import { controls } from './pipeline.js';
 
-/**
- * Options of {@link jwtAuth}.
- *
- * @example
- * ```ts
- * import { createAuthenticator } from '@fluxguard/core';
- * const options: JwtAuthOptions = { authenticator: createAuthenticator({ jwt }) };
- * ```
- */
-export interface JwtAuthOptions {
-  /** The authentication step of `@fluxguard/core` (`createAuthenticator`, or `createGuard(...).authenticator`). */
-  readonly authenticator: Authenticator;
-}
-
-const DEFAULTS: Readonly<{ authenticator: Authenticator | undefined }> = Object.freeze({ authenticator: undefined });
+export type { JwtAuthOptions } from '@fluxguard/core';
 
 /**
  * Authentication alone, the Express pipeline with one control: runs the core authenticator on the request (the bearer token of the
@@ -44,11 +30,5 @@ const DEFAULTS: Readonly<{ authenticator: Authenticator | undefined }> = Object.
  * ```
  */
 export function jwtAuth(options: JwtAuthOptions): RequestHandler {
-  const { authenticator } = resolveOptions('jwtAuth', DEFAULTS, options);
-  if (typeof authenticator?.onStart !== 'function') {
-    throw new ConfigurationError(
-      'jwtAuth: "authenticator" must be the result of createAuthenticator() of @fluxguard/core',
-    );
-  }
-  return controls('jwtAuth', [authenticator]);
+  return controls('jwtAuth', jwtAuthControls('jwtAuth', options));
 }

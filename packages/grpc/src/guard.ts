@@ -1,10 +1,10 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
-import { ConfigurationError, type Guard } from '@fluxguard/core';
-import { resolveOptions } from '@fluxguard/core/adapter';
+import type { GuardStepOptions } from '@fluxguard/core';
+import { guardControls } from '@fluxguard/core/adapter';
 import { controls } from './pipeline.js';
 
 /**
- * Options of {@link guard}.
+ * Options of {@link guard}: the guard of `@fluxguard/core` (`createGuard`).
  *
  * @example
  * ```ts
@@ -12,12 +12,7 @@ import { controls } from './pipeline.js';
  * const options: GuardInterceptorOptions = { guard: createGuard({ audit, jwt, rbac: compileRbac(rules) }) };
  * ```
  */
-export interface GuardInterceptorOptions {
-  /** The transport-neutral guard of `@fluxguard/core` (`createGuard`): JWT, client certificate, RBAC. */
-  readonly guard: Guard;
-}
-
-const DEFAULTS: Readonly<{ guard: Guard | undefined }> = Object.freeze({ guard: undefined });
+export type GuardInterceptorOptions = GuardStepOptions;
 
 /**
  * The authentication and authorization interceptor: the gRPC pipeline ({@link controls}) with
@@ -48,9 +43,5 @@ const DEFAULTS: Readonly<{ guard: Guard | undefined }> = Object.freeze({ guard: 
  * ```
  */
 export function guard(options: GuardInterceptorOptions): ServerInterceptor {
-  const { guard: check } = resolveOptions('guard', DEFAULTS, options);
-  if (!Array.isArray(check?.controls)) {
-    throw new ConfigurationError('guard: "guard" is required (createGuard() of @fluxguard/core)');
-  }
-  return controls('guard', check.controls);
+  return controls('guard', guardControls('guard', options));
 }

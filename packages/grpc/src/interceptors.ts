@@ -1,6 +1,6 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
-import { ConfigurationError, type AuditLogger, type Control, type Guard } from '@fluxguard/core';
-import { resolveOptions } from '@fluxguard/core/adapter';
+import type { AuditLogger, Control, Guard } from '@fluxguard/core';
+import { resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { safeErrors, type SafeErrorsOptions } from './errors.js';
 import { controls as pipelineOf } from './pipeline.js';
 
@@ -53,14 +53,9 @@ const DEFAULTS: Readonly<{
  */
 export function fluxguardInterceptors(options: FluxguardInterceptorsOptions): ServerInterceptor[] {
   const { audit, guard, controls } = resolveOptions('fluxguardInterceptors', DEFAULTS, options);
-  if (guard !== undefined && !Array.isArray(guard.controls)) {
-    throw new ConfigurationError(
-      'fluxguardInterceptors: "guard" must be the result of createGuard() of @fluxguard/core',
-    );
-  }
+  const list = stackControls('fluxguardInterceptors', guard, controls);
   // safeErrors validates the logger itself, with its own message.
   const interceptors = [safeErrors({ audit } as SafeErrorsOptions)];
-  const list = [...(guard?.controls ?? []), ...(controls ?? [])];
   if (list.length > 0) interceptors.push(pipelineOf('fluxguardInterceptors', list));
   return interceptors;
 }

@@ -1,10 +1,10 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
-import { ConfigurationError, type Authorizer } from '@fluxguard/core';
-import { resolveOptions } from '@fluxguard/core/adapter';
+import type { RbacStepOptions } from '@fluxguard/core';
+import { rbacControls } from '@fluxguard/core/adapter';
 import { controls } from './pipeline.js';
 
 /**
- * Options of {@link rbac}.
+ * Options of {@link rbac}: the authorization step of `@fluxguard/core`.
  *
  * @example
  * ```ts
@@ -12,12 +12,7 @@ import { controls } from './pipeline.js';
  * const options: RbacInterceptorOptions = { authorizer: createAuthorizer({ audit, rbac: compileRbac(rules) }) };
  * ```
  */
-export interface RbacInterceptorOptions {
-  /** The authorization step of `@fluxguard/core` (`createAuthorizer`, or `createGuard(...).authorizer`). */
-  readonly authorizer: Authorizer;
-}
-
-const DEFAULTS: Readonly<{ authorizer: Authorizer | undefined }> = Object.freeze({ authorizer: undefined });
+export type RbacInterceptorOptions = RbacStepOptions;
 
 /**
  * The authorization interceptor alone, the gRPC pipeline with one control: applies the RBAC rule of the call's full method to the
@@ -45,9 +40,5 @@ const DEFAULTS: Readonly<{ authorizer: Authorizer | undefined }> = Object.freeze
  * ```
  */
 export function rbac(options: RbacInterceptorOptions): ServerInterceptor {
-  const { authorizer } = resolveOptions('rbac', DEFAULTS, options);
-  if (typeof authorizer?.onStart !== 'function') {
-    throw new ConfigurationError('rbac: "authorizer" is required (createAuthorizer() of @fluxguard/core)');
-  }
-  return controls('rbac', [authorizer]);
+  return controls('rbac', rbacControls('rbac', options));
 }

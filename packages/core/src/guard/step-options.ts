@@ -1,0 +1,111 @@
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import type { Control } from '../pipeline/control.js';
+import type { Authenticator } from './authenticate.js';
+import type { Authorizer } from './authorize.js';
+import type { Guard } from './guard.js';
+
+/**
+ * Options of the adapters' `jwtAuth` (gRPC interceptor, Express middleware).
+ *
+ * @example
+ * ```ts
+ * import { createAuthenticator, type JwtAuthOptions } from '@fluxguard/core';
+ * const options: JwtAuthOptions = { authenticator: createAuthenticator({ jwt }) };
+ * ```
+ */
+export interface JwtAuthOptions {
+  /** The authentication step (`createAuthenticator`, or `createGuard(...).authenticator`). */
+  readonly authenticator: Authenticator;
+}
+
+/**
+ * Options of the adapters' `rbac` (gRPC interceptor, Express middleware).
+ *
+ * @example
+ * ```ts
+ * import { compileRbac, createAuthorizer, type RbacStepOptions } from '@fluxguard/core';
+ * const options: RbacStepOptions = { authorizer: createAuthorizer({ audit, rbac: compileRbac(rules) }) };
+ * ```
+ */
+export interface RbacStepOptions {
+  /** The authorization step (`createAuthorizer`, or `createGuard(...).authorizer`). */
+  readonly authorizer: Authorizer;
+}
+
+/**
+ * Options of the adapters' `guard` (gRPC) and `authorize` (Express).
+ *
+ * @example
+ * ```ts
+ * import { compileRbac, createGuard, type GuardStepOptions } from '@fluxguard/core';
+ * const options: GuardStepOptions = { guard: createGuard({ audit, jwt, rbac: compileRbac(rules) }) };
+ * ```
+ */
+export interface GuardStepOptions {
+  /** Authentication and authorization (`createGuard` or `createGuardFromPolicy`). */
+  readonly guard: Guard;
+}
+
+/**
+ * The controls of an adapter's `jwtAuth`, its options checked once (`owner` names it in errors).
+ *
+ * @internal
+ */
+export function jwtAuthControls(owner: string, options: JwtAuthOptions): readonly Control[] {
+  const { authenticator } = resolveOptions(owner, { authenticator: undefined as Authenticator | undefined }, options);
+  if (typeof authenticator?.onStart !== 'function') {
+    throw new ConfigurationError(
+      `${owner}: "authenticator" must be the result of createAuthenticator() of @fluxguard/core`,
+    );
+  }
+  return [authenticator];
+}
+
+/**
+ * The controls of an adapter's `rbac`, its options checked once.
+ *
+ * @internal
+ */
+export function rbacControls(owner: string, options: RbacStepOptions): readonly Control[] {
+  const { authorizer } = resolveOptions(owner, { authorizer: undefined as Authorizer | undefined }, options);
+  if (typeof authorizer?.onStart !== 'function') {
+    throw new ConfigurationError(`${owner}: "authorizer" must be the result of createAuthorizer() of @fluxguard/core`);
+  }
+  return [authorizer];
+}
+
+/**
+ * The controls of an adapter's `guard`/`authorize`, its options checked once.
+ *
+ * @internal
+ */
+export function guardControls(owner: string, options: GuardStepOptions): readonly Control[] {
+  const { guard } = resolveOptions(owner, { guard: undefined as Guard | undefined }, options);
+  return controlsOfGuard(guard) ?? missingGuard(owner);
+}
+
+/**
+ * The controls of the adapters' whole-stack factories (`fluxguardInterceptors`, `fluxguard`):
+ * the guard's, if any, then `controls`, which the pipeline orders by stage.
+ *
+ * @internal
+ */
+export function stackControls(
+  owner: string,
+  guard: Guard | undefined,
+  controls: readonly Control[] | undefined,
+): readonly Control[] {
+  const own: unknown = controls;
+  if (own !== undefined && !Array.isArray(own)) throw new ConfigurationError(`${owner}: "controls" must be an array`);
+  return [...(guard === undefined ? [] : (controlsOfGuard(guard) ?? missingGuard(owner))), ...(controls ?? [])];
+}
+
+function controlsOfGuard(guard: Guard | undefined): readonly Control[] | undefined {
+  const list: unknown = guard?.controls;
+  return Array.isArray(list) ? (list as readonly Control[]) : undefined;
+}
+
+function missingGuard(owner: string): never {
+  throw new ConfigurationError(`${owner}: "guard" must be the result of createGuard() of @fluxguard/core`);
+}
