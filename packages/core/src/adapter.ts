@@ -42,4 +42,5 @@ export {
 export { watchTlsMaterial, type TlsMaterialWatcher, type WatchTlsMaterialOptions } from './mtls/reload.js';
 export { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, type ClientTlsMaterial } from './mtls/client-material.js';
 export { resolveOptions } from './options/resolve-options.js';
+export { assertAuditLogger } from './audit/check.js';
 export { LruCache } from './cache/lru.js';

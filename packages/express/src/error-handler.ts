@@ -7,8 +7,9 @@ import {
   SecurityError,
   resolveRequestId,
   type AuditLogger,
+  type TransportReason,
 } from '@fluxguard/core';
-import { bearerChallenge, resolveOptions, type PublicError } from '@fluxguard/core/adapter';
+import { assertAuditLogger, bearerChallenge, resolveOptions, type PublicError } from '@fluxguard/core/adapter';
 import { operationLabelOf, stateOf } from './context.js';
 
 /**
@@ -74,7 +75,7 @@ const SAFE_REALM = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,100}$/;
  * body-parser / raw-body error types that describe a bad request, not a server fault. Others
  * (`stream.not.readable`, `stream.encoding.set`) are programming errors and stay `internal`.
  */
-const CLIENT_BODY_ERRORS: ReadonlyMap<string, string> = new Map([
+const CLIENT_BODY_ERRORS: ReadonlyMap<string, TransportReason> = new Map<string, TransportReason>([
   ['entity.parse.failed', 'body_parse_failed'],
   ['entity.verify.failed', 'body_verify_failed'],
   ['request.aborted', 'body_aborted'],
@@ -162,9 +163,7 @@ export function notFound(): RequestHandler {
 export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler {
   const opts = resolveOptions('errorHandler', DEFAULTS, options);
   const audit = opts.audit;
-  if (!isAuditLogger(audit)) {
-    throw new ConfigurationError('errorHandler: "audit" must be an AuditLogger (createAuditLogger of @fluxguard/core)');
-  }
+  assertAuditLogger(audit, 'errorHandler');
   if (opts.realm !== undefined && (typeof opts.realm !== 'string' || !SAFE_REALM.test(opts.realm))) {
     throw new ConfigurationError(
       'errorHandler: "realm" must be 1 to 100 printable ASCII characters without a quote or backslash',
@@ -215,15 +214,6 @@ function refusedSubject(err: unknown): string | undefined {
   if (!(err instanceof SecurityError)) return undefined;
   const subject: unknown = (err as { subject?: unknown }).subject;
   return typeof subject === 'string' ? subject : undefined;
-}
-
-function isAuditLogger(value: unknown): value is AuditLogger {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as Partial<AuditLogger>).recordFailure === 'function' &&
-    typeof (value as Partial<AuditLogger>).logger === 'object'
-  );
 }
 
 /**

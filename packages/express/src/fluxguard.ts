@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
-import { ConfigurationError, type AuditLogger, type Control, type Guard } from '@fluxguard/core';
-import { resolveOptions, stackControls } from '@fluxguard/core/adapter';
+import type { AuditLogger, Control, Guard } from '@fluxguard/core';
+import { assertAuditLogger, resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { errorHandler, notFound } from './error-handler.js';
 import { controls as pipelineOf } from './pipeline.js';
 import { requestIdWith } from './request-id.js';
@@ -93,7 +93,7 @@ const DEFAULTS: Readonly<{
  */
 export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const opts = resolveOptions('fluxguard', DEFAULTS, options);
-  if (opts.audit === undefined) throw new ConfigurationError('fluxguard: "audit" is required');
+  assertAuditLogger(opts.audit, 'fluxguard');
   const audit = opts.audit;
   const handleErrors = errorHandler({ audit, realm: opts.realm });
   const list = stackControls('fluxguard', opts.guard, opts.controls);

@@ -2,7 +2,12 @@ import type { RequestListener } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { ConfigurationError, type AuditLogger, type ReloadOptions, type TlsSettingsOptions } from '@fluxguard/core';
-import { createReloadingTlsSettings, resolveOptions, type TlsSettings } from '@fluxguard/core/adapter';
+import {
+  assertAuditLogger,
+  createReloadingTlsSettings,
+  resolveOptions,
+  type TlsSettings,
+} from '@fluxguard/core/adapter';
 
 /**
  * Options of {@link createSecureServer}. Times are in milliseconds. `reload` and
@@ -105,9 +110,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   const o = resolveOptions<ResolvedOptions>(FACTORY, DEFAULTS, options);
   if (typeof app !== 'function')
     throw new ConfigurationError(`${FACTORY}: "app" must be a request listener (an Express app)`);
-  if (typeof o.audit?.record !== 'function') {
-    throw new ConfigurationError(`${FACTORY}: "audit" must be an AuditLogger (createAuditLogger of @fluxguard/core)`);
-  }
+  assertAuditLogger(o.audit, FACTORY);
   if (typeof o.tls !== 'object') {
     throw new ConfigurationError(`${FACTORY}: "tls" is required (createTlsSettings options or settings)`);
   }

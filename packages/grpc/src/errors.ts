@@ -8,13 +8,13 @@ import {
   type ServerInterceptor,
 } from '@grpc/grpc-js';
 import {
-  ConfigurationError,
   REQUEST_ID_HEADER,
   SecurityError,
   resolveRequestId,
   type AuditLogger,
 } from '@fluxguard/core';
 import {
+  assertAuditLogger,
   CallState,
   GrpcStatusCode,
   codeFromGrpcStatus,
@@ -112,13 +112,7 @@ const DEFAULTS: Readonly<{ audit: AuditLogger | undefined }> = Object.freeze({ a
  */
 export function safeErrors(options: SafeErrorsOptions): ServerInterceptor {
   const { audit } = resolveOptions('safeErrors', DEFAULTS, options);
-  if (
-    audit === undefined ||
-    typeof audit !== 'object' ||
-    typeof (audit as Partial<AuditLogger>).recordFailure !== 'function'
-  ) {
-    throw new ConfigurationError('safeErrors: "audit" is required (an AuditLogger from createAuditLogger())');
-  }
+  assertAuditLogger(audit, 'safeErrors');
   return (methodDescriptor, call) => interceptCall(audit, methodDescriptor.path, call);
 }
 

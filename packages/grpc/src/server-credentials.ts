@@ -9,6 +9,7 @@ import {
   type TlsSettingsOptions,
 } from '@fluxguard/core';
 import {
+  assertAuditLogger,
   createReloadingTlsSettings,
   resolveOptions,
   type ReloadingTlsSettings,
@@ -137,9 +138,7 @@ export function createServerCredentials(
 ): FluxguardServerCredentials {
   const o = resolveOptions<Resolved>(FACTORY, DEFAULTS, options);
   const audit = o.audit;
-  if (typeof audit?.record !== 'function') {
-    throw new ConfigurationError(`${FACTORY}: "audit" must be an AuditLogger (createAuditLogger of @fluxguard/core)`);
-  }
+  assertAuditLogger(audit, FACTORY);
   const reloading = createReloadingTlsSettings(tls, {
     audit,
     reload: o.reload,

@@ -1,6 +1,7 @@
 import type { SecureContextOptions } from 'node:tls';
 import type { AuditLogger } from '../audit/audit-logger.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { assertAuditLogger } from '../audit/check.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { TlsMaterial } from './material.js';
 import { watchTlsMaterial } from './reload.js';
@@ -126,9 +127,7 @@ export function createReloadingTlsSettings(
   const where = typeof options.where === 'string' && options.where.length > 0 ? options.where : FACTORY;
   const o = resolveOptions<Resolved>(where, DEFAULTS, options);
   const audit = o.audit;
-  if (typeof audit?.record !== 'function') {
-    throw new ConfigurationError(`${where}: "audit" must be an AuditLogger (createAuditLogger of @fluxguard/core)`);
-  }
+  assertAuditLogger(audit, where);
   const onUpdate = o.onUpdate;
   if (typeof onUpdate !== 'function') throw new ConfigurationError(`${where}: "onUpdate" must be a function`);
   if (o.reload !== undefined && typeof o.reload !== 'boolean') {
