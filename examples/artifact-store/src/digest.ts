@@ -9,7 +9,7 @@ const HEX_SHA256 = /^[0-9a-f]{64}$/;
 export function checkSha256Hex(value: unknown, field = 'sha256'): string {
   const lower = typeof value === 'string' ? value.toLowerCase() : '';
   if (!HEX_SHA256.test(lower)) {
-    throw new SecurityError('invalid_argument', { details: { field }, reason: 'bad_digest' });
+    throw new SecurityError('invalid_argument', { details: { field }, reason: 'app.bad_digest' });
   }
   return lower;
 }
@@ -26,7 +26,7 @@ export function checkSha256Hex(value: unknown, field = 'sha256'): string {
  */
 export function parseReprDigest(header: string | undefined): string {
   const refuse = (): never => {
-    throw new SecurityError('invalid_argument', { details: { field: 'Repr-Digest' }, reason: 'bad_repr_digest' });
+    throw new SecurityError('invalid_argument', { details: { field: 'Repr-Digest' }, reason: 'app.bad_repr_digest' });
   };
   if (header === undefined || header.length > 1024) return refuse();
   for (const member of header.split(',')) {

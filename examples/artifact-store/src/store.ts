@@ -118,14 +118,14 @@ export class ArtifactStore {
         signal?.throwIfAborted();
         size += chunk.byteLength;
         if (size > this.#maxBytes) {
-          throw new SecurityError('payload_too_large', { reason: 'artifact_too_large' });
+          throw new SecurityError('payload_too_large', { reason: 'app.artifact_too_large' });
         }
         hash.update(chunk);
         await file.write(chunk);
       }
       const actual = hash.digest();
       if (!timingSafeEqual(actual, Buffer.from(expected, 'hex'))) {
-        throw new SecurityError('invalid_argument', { details: { field: 'sha256' }, reason: 'digest_mismatch' });
+        throw new SecurityError('invalid_argument', { details: { field: 'sha256' }, reason: 'app.digest_mismatch' });
       }
       await file.sync();
       await file.close();
@@ -159,7 +159,7 @@ function sha256Hex(content: Buffer): string {
 function fileSystemFailure(err: unknown, action: string, absolute: string): never {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOENT' || code === 'ENOTDIR') {
-    throw new SecurityError('not_found', { reason: 'artifact_not_found', cause: err });
+    throw new SecurityError('not_found', { reason: 'app.artifact_not_found', cause: err });
   }
   throw Object.assign(new Error(`cannot ${action} artifact file ${absolute}`, { cause: err }), { code, path: absolute });
 }

@@ -213,7 +213,10 @@ function artifactStoreHandlers(store: ArtifactStore): SafeImplementation<Artifac
       const first = await messages.next();
       const header = first.done === true ? undefined : first.value.header;
       if (first.done === true || first.value.part !== 'header' || header === undefined || header === null) {
-        throw new SecurityError('invalid_argument', { details: { field: 'header' }, reason: 'upload_header_missing' });
+        throw new SecurityError('invalid_argument', {
+          details: { field: 'header' },
+          reason: 'app.upload_header_missing',
+        });
       }
       async function* chunks(): AsyncGenerator<Uint8Array> {
         for (;;) {
@@ -223,7 +226,7 @@ function artifactStoreHandlers(store: ArtifactStore): SafeImplementation<Artifac
           if (part !== 'chunk' || chunk === undefined) {
             throw new SecurityError('invalid_argument', {
               details: { field: 'chunk' },
-              reason: 'upload_header_repeated',
+              reason: 'app.upload_header_repeated',
             });
           }
           yield chunk;
@@ -253,7 +256,7 @@ function healthHandlers() {
   const handlers: SafeImplementation<HealthHandlers> = {
     Check: (call) => {
       if (!known.has(call.request.service)) {
-        throw new SecurityError('not_found', { reason: 'health_unknown_service' });
+        throw new SecurityError('not_found', { reason: 'app.health_unknown_service' });
       }
       return { status: serving };
     },

@@ -127,7 +127,7 @@ export function createApp(options: AppOptions): express.Express {
     // Express 5 parses req.query again on each read: read it once.
     const prefix: unknown = req.query.prefix;
     if (prefix !== undefined && typeof prefix !== 'string') {
-      throw new SecurityError('invalid_argument', { details: { field: 'prefix' }, reason: 'bad_prefix' });
+      throw new SecurityError('invalid_argument', { details: { field: 'prefix' }, reason: 'app.bad_prefix' });
     }
     const items: ArtifactInfo[] = [];
     for await (const info of store.list(prefix ?? '', req.fluxguard.signal)) {
@@ -153,7 +153,7 @@ export function createApp(options: AppOptions): express.Express {
     const expected = parseReprDigest(req.get('repr-digest'));
     const declared = Number(req.get('content-length'));
     if (maxArtifactBytes !== undefined && declared > maxArtifactBytes) {
-      throw new SecurityError('payload_too_large', { reason: 'artifact_too_large' });
+      throw new SecurityError('payload_too_large', { reason: 'app.artifact_too_large' });
     }
     // The body is streamed into the store (no body parser): it hashes and writes chunk by
     // chunk, and renames into place only once the digest matches.
@@ -260,7 +260,7 @@ function artifactPath(segments: unknown): string {
     segments.length === 0 ||
     !segments.every((s): s is string => typeof s === 'string' && !s.includes('/'))
   ) {
-    throw new SecurityError('invalid_argument', { details: { field: 'path' }, reason: 'bad_path_segment' });
+    throw new SecurityError('invalid_argument', { details: { field: 'path' }, reason: 'app.bad_path_segment' });
   }
   return segments.join('/');
 }

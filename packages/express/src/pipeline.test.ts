@@ -29,7 +29,7 @@ function sampleControl() {
     onMessage(chunk, _call, context) {
       const total = (context.get(BODY_BYTES) ?? 0) + (chunk as Buffer).length;
       context.set(BODY_BYTES, total);
-      if (total > BODY_LIMIT) throw new SecurityError('payload_too_large', { reason: 'sample_body_limit' });
+      if (total > BODY_LIMIT) throw new SecurityError('payload_too_large', { reason: 'app.sample_body_limit' });
     },
   };
   return { control, releases, inFlight: () => inFlight };

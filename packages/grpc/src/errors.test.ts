@@ -118,7 +118,7 @@ function failureFor(mode: StatusMode): unknown {
         cause: fsError(),
       });
     case 'rate-limited':
-      return new SecurityError('rate_limited', { details: { retryAfterSeconds: 3 }, reason: 'too_many' });
+      return new SecurityError('rate_limited', { details: { retryAfterSeconds: 3 }, reason: 'app.too_many' });
   }
 }
 

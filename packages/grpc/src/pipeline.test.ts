@@ -32,7 +32,7 @@ function sampleControl() {
       if (Number.isFinite(deadlineMs)) context.limitDeadline(Date.now() + deadlineMs);
       if (call.headers.get('x-sample-refuse') === 'yes') {
         inFlight -= 1;
-        throw new SecurityError('permission_denied', { reason: 'sample_refused' });
+        throw new SecurityError('permission_denied', { reason: 'app.sample_refused' });
       }
       return () => {
         inFlight -= 1;

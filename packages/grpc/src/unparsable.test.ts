@@ -3,7 +3,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as Status, type StatusObject } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors } from './index.js';
-import { captureAudit, deserialize, metadataValue, startServer, testService, type Json, type Started } from './testing/harness.js';
+import {
+  captureAudit,
+  deserialize,
+  metadataValue,
+  startServer,
+  testService,
+  type Json,
+  type Started,
+} from './testing/harness.js';
 
 const audit = captureAudit();
 let started: Started;

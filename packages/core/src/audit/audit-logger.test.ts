@@ -62,10 +62,21 @@ describe('createAuditLogger', () => {
       code: 'EISDIR',
       path: '/srv/data/dir',
     });
-    const pub = audit.recordFailure(fsError, { operation: 'GET /v1/artifacts/*path', requestId: 'r-9', transport: 'http' });
+    const pub = audit.recordFailure(fsError, {
+      operation: 'GET /v1/artifacts/*path',
+      requestId: 'r-9',
+      transport: 'http',
+    });
     expect(pub).toMatchObject({ code: 'internal', httpStatus: 500, requestId: 'r-9' });
     expect(JSON.stringify(pub)).not.toContain('/srv/data');
-    expect(lines[0]).toMatchObject({ level: 50, event: 'request.failed', outcome: 'error', reason: 'unhandled_error', requestId: 'r-9', code: 'internal' });
+    expect(lines[0]).toMatchObject({
+      level: 50,
+      event: 'request.failed',
+      outcome: 'error',
+      reason: 'unhandled_error',
+      requestId: 'r-9',
+      code: 'internal',
+    });
     const err = lines[0]?.err as Record<string, unknown>;
     expect(err.message).toContain('/srv/data/dir');
     expect(err.stack).toContain('audit-logger.test.ts');
@@ -79,7 +90,13 @@ describe('createAuditLogger', () => {
       operation: 'GET /v1/artifacts',
       requestId: 'r-3',
     });
-    expect(lines[0]).toMatchObject({ level: 40, event: 'request.denied', outcome: 'denied', reason: 'token_expired', code: 'unauthenticated' });
+    expect(lines[0]).toMatchObject({
+      level: 40,
+      event: 'request.denied',
+      outcome: 'denied',
+      reason: 'token_expired',
+      code: 'unauthenticated',
+    });
   });
 
   it('names the subject a refusal concerns, when the error knows it', () => {

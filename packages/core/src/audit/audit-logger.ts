@@ -1,10 +1,23 @@
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { SecurityError } from '../errors/security-error.js';
+import { SecurityError, type SecurityErrorReason } from '../errors/security-error.js';
 import { toPublicError, type PublicError } from '../errors/public-error.js';
 import type { SecurityErrorCode } from '../errors/codes.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { REDACTED, REDACTED_PATHS, scrubDeep } from './redaction.js';
+
+/**
+ * The `reason` of an audit line: a {@link SecurityErrorReason} (RBAC's `rbac.shadow_denied`
+ * lines carry an `RbacReason`, part of it); the error code itself for a `SecurityError` that
+ * names no reason; `unhandled_error` for anything thrown that is not a `SecurityError`.
+ *
+ * @example
+ * ```ts
+ * import type { AuditReason } from '@fluxguard/core';
+ * const serverFaults: AuditReason[] = ['unhandled_error', 'jwks_unavailable', 'internal'];
+ * ```
+ */
+export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_error';
 
 /**
  * One audit log line. Field names are stable; dashboards and alerts may rely on them.
@@ -13,7 +26,7 @@ import { REDACTED, REDACTED_PATHS, scrubDeep } from './redaction.js';
  * | --- | --- |
  * | `event` | what happened: `request.denied`, `request.failed`, `request.completed`, or a control's own (`jwt.jwks_refresh_failed`, ...) |
  * | `outcome` | `allowed`, `denied` (a control refused the call) or `error` (the server failed) |
- * | `reason` | a short machine reason (`token_expired`, `path_traversal`, `unhandled_error`, ...) |
+ * | `reason` | a short machine reason ({@link AuditReason}: `token_expired`, `path_traversal`, `unhandled_error`, `app.…`) |
  * | `operation` | gRPC `/pkg.Service/Method` or HTTP `METHOD /route/:pattern` |
  * | `peer` | the remote address |
  * | `subject` | the authenticated principal's subject, when known |
@@ -25,7 +38,7 @@ import { REDACTED, REDACTED_PATHS, scrubDeep } from './redaction.js';
 export interface AuditEvent {
   readonly event: string;
   readonly outcome: 'allowed' | 'denied' | 'error';
-  readonly reason?: string | undefined;
+  readonly reason?: AuditReason | undefined;
   readonly operation: string;
   readonly peer?: string | undefined;
   readonly subject?: string | undefined;

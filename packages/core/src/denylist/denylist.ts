@@ -24,6 +24,19 @@ export interface Denylist {
   revoke(jti: string, expiresAt: Date): Promise<void>;
 }
 
+/**
+ * Why a denylist refused to answer: `denylist_unavailable` (with `unavailable`) when the store
+ * cannot be reached. Failing closed needs a reason of its own, so that an outage is not read
+ * as a revoked token (the verifier's `revoked`).
+ *
+ * @example
+ * ```ts
+ * import type { DenylistReason } from '@fluxguard/core';
+ * const outage: DenylistReason = 'denylist_unavailable';
+ * ```
+ */
+export type DenylistReason = 'denylist_unavailable';
+
 /** The longest `jti` accepted, in characters; a longer one is refused by the verifier. */
 export const MAX_JTI_LENGTH = 256;
 

@@ -50,6 +50,12 @@ describe('SecurityError', () => {
     expect(err.name).toBe('SecurityError');
   });
 
+  it("takes fluxguard's own reasons and `app.` ones; the compiler refuses any other", () => {
+    expect(new SecurityError('not_found', { reason: 'app.artifact_missing' }).reason).toBe('app.artifact_missing');
+    // @ts-expect-error a misspelt reason is a type error, not a new reason (tsc -b checks this file)
+    expect(new SecurityError('unauthenticated', { reason: 'token_expird' }).reason).toBe('token_expird');
+  });
+
   it('keeps the cause for the log', () => {
     const cause = new Error('ENOENT: /srv/secret/path');
     expect(new SecurityError('not_found', { cause }).cause).toBe(cause);
@@ -93,7 +99,14 @@ describe('toPublicError', () => {
   });
 
   it.each([
-    ['an errno error', Object.assign(new Error("EISDIR: illegal operation on a directory, read '/srv/data/x'"), { errno: -21, code: 'EISDIR', path: '/srv/data/x' })],
+    [
+      'an errno error',
+      Object.assign(new Error("EISDIR: illegal operation on a directory, read '/srv/data/x'"), {
+        errno: -21,
+        code: 'EISDIR',
+        path: '/srv/data/x',
+      }),
+    ],
     ['a library error', new TypeError('Cannot read properties of undefined (reading "x")')],
     ['a string', 'secret-db-password'],
     ['null', null],

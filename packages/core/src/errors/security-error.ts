@@ -1,5 +1,81 @@
 import { FluxguardError } from './fluxguard-error.js';
 import { ERROR_CODES, type SecurityErrorCode } from './codes.js';
+import type { DenylistReason } from '../denylist/denylist.js';
+import type { GuardReason } from '../guard/authorize.js';
+import type { JwtReason } from '../jwt/verifier.js';
+import type { CertificateReason } from '../mtls/certificate-check.js';
+import type { PipelineReason } from '../pipeline/call-context.js';
+import type { RbacReason } from '../rbac/rbac.js';
+import type { PathReason } from '../sanitize/safe-path.js';
+
+/**
+ * Reasons the transport adapters give at the edge, for failures no control raised. They live
+ * in core, not in each adapter, because {@link SecurityErrorReason} must name them and core
+ * cannot depend on an adapter.
+ *
+ * - gRPC: `handler_status` (a handler answered with a status of its own), `unimplemented`
+ *   (no such method), `message_unparsable` (a request message that could not be decoded).
+ * - HTTP: `route_not_found`, `malformed_uri`, `body_too_large`, and the body-parser failures
+ *   `body_parse_failed`, `body_verify_failed`, `body_aborted`, `body_size_mismatch`,
+ *   `body_encoding_unsupported`, `body_charset_unsupported`, `body_too_many_parameters`.
+ *
+ * @example
+ * ```ts
+ * import type { TransportReason } from '@fluxguard/core';
+ * const clientFaults: TransportReason[] = ['message_unparsable', 'body_parse_failed', 'malformed_uri'];
+ * ```
+ */
+export type TransportReason =
+  // gRPC adapter
+  | 'handler_status'
+  | 'unimplemented'
+  | 'message_unparsable'
+  // Express adapter
+  | 'route_not_found'
+  | 'malformed_uri'
+  | 'body_too_large'
+  | 'body_parse_failed'
+  | 'body_verify_failed'
+  | 'body_aborted'
+  | 'body_size_mismatch'
+  | 'body_encoding_unsupported'
+  | 'body_charset_unsupported'
+  | 'body_too_many_parameters';
+
+/**
+ * An application's own reason: `app.` and any text. The prefix keeps fluxguard's reasons
+ * checked by the compiler (a typo in one is an error, not a new reason) while leaving an
+ * application free to name its refusals, and tells an audit reader whose reason a line carries.
+ *
+ * @example
+ * ```ts
+ * import { SecurityError, type AppReason } from '@fluxguard/core';
+ * const reason: AppReason = 'app.digest_mismatch';
+ * throw new SecurityError('invalid_argument', { details: { field: 'sha256' }, reason });
+ * ```
+ */
+export type AppReason = `app.${string}`;
+
+/**
+ * Every reason a {@link SecurityError} may carry: one union per control that refuses, the
+ * adapters' edge reasons, and {@link AppReason} for the application's own.
+ *
+ * @example
+ * ```ts
+ * import type { SecurityErrorReason } from '@fluxguard/core';
+ * const pageOn: SecurityErrorReason[] = ['jwks_unavailable', 'denylist_unavailable', 'app.store_offline'];
+ * ```
+ */
+export type SecurityErrorReason =
+  | JwtReason
+  | DenylistReason
+  | GuardReason
+  | RbacReason
+  | CertificateReason
+  | PipelineReason
+  | PathReason
+  | TransportReason
+  | AppReason;
 
 /**
  * Details that may safely reach a client. Nothing here ever echoes a value the client sent:
@@ -18,8 +94,8 @@ export interface SecurityErrorOptions {
   readonly message?: string | undefined;
   /** Safe details for the client. */
   readonly details?: SecurityErrorDetails | undefined;
-  /** A short machine reason for the audit log only (e.g. `token_expired`). */
-  readonly reason?: string | undefined;
+  /** A short machine reason for the audit log only (e.g. `token_expired`; an application's own is `app.…`). */
+  readonly reason?: SecurityErrorReason | undefined;
   /** The internal cause, written to the server log only. */
   readonly cause?: unknown;
   /** The authenticated subject the refusal concerns, for the audit log (never sent to the client). */
@@ -43,7 +119,7 @@ export class SecurityError extends FluxguardError {
   /** Safe details for the client; a field name that is not a plain identifier is dropped. */
   readonly details: SecurityErrorDetails | undefined;
   /** A short machine reason for the audit log; never sent to the client. */
-  readonly reason: string | undefined;
+  readonly reason: SecurityErrorReason | undefined;
   /** The authenticated subject the refusal concerns, for the audit log; never sent to the client. */
   readonly subject: string | undefined;
 

@@ -2,11 +2,26 @@ import type { AuditLogger } from '../audit/audit-logger.js';
 import type { CallInfo, Principal } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
+import { assertAuditLogger } from '../audit/check.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control } from '../pipeline/control.js';
 import type { CompiledRbac } from '../rbac/rbac.js';
 import { withCurrentCertificate } from './authenticate.js';
+
+/**
+ * The guard's own reason: `missing_token` (with `unauthenticated`) for an anonymous caller on
+ * a protected operation. RBAC would say `unauthenticated`; the guard says what was missing so
+ * that HTTP answers a bare `Bearer` challenge (RFC 6750 §3.1). Other refusals of the guard
+ * keep the `RbacReason` of the rule, or the `JwtReason` of the verifier.
+ *
+ * @example
+ * ```ts
+ * import type { GuardReason } from '@fluxguard/core';
+ * const anonymous: GuardReason = 'missing_token';
+ * ```
+ */
+export type GuardReason = 'missing_token';
 
 /**
  * Options of {@link createAuthorizer}.
@@ -67,9 +82,7 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
   if (rbac === undefined || typeof (rbac as Partial<CompiledRbac>).authorize !== 'function') {
     throw new ConfigurationError(`${factory}: "rbac" must be the result of compileRbac()`);
   }
-  if (audit === undefined || typeof (audit as Partial<AuditLogger>).record !== 'function') {
-    throw new ConfigurationError(`${factory}: "audit" must be an AuditLogger (createAuditLogger())`);
-  }
+  assertAuditLogger(audit, factory);
 
   const authorize = (received: CallInfo, principal: Principal | undefined): void => {
     const call = withCurrentCertificate(received);

@@ -39,7 +39,11 @@ beforeAll(async () => {
   verifier = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: { keys: [key.publicJwk] } });
 });
 
-function call(operation: string, headers: Record<string, string> = {}, peerCertificate?: CertificateIdentity): CallInfo {
+function call(
+  operation: string,
+  headers: Record<string, string> = {},
+  peerCertificate?: CertificateIdentity,
+): CallInfo {
   return testCall({ requestId: 'r-1', peerAddress: '127.0.0.1:1' }, operation, headers, peerCertificate);
 }
 
@@ -49,7 +53,9 @@ function setup(mode: RbacMode = 'enforce', withCertificateRoles = true) {
     audit,
     jwt: verifier,
     rbac: compileRbac(RULES, { mode }),
-    ...(withCertificateRoles ? { certificateRoles: [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }] } : {}),
+    ...(withCertificateRoles
+      ? { certificateRoles: [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }] }
+      : {}),
   });
   return { guard, lines };
 }
@@ -83,7 +89,9 @@ describe('createGuard', () => {
   it('denies an operation no rule names, even for an admin', async () => {
     const token = await sign(key, { claims: { roles: ['artifacts.admin'] } });
     expect(
-      await refusal(setup().guard.check(call('/fluxguard.example.v1.ArtifactStore/Export', { authorization: `Bearer ${token}` }))),
+      await refusal(
+        setup().guard.check(call('/fluxguard.example.v1.ArtifactStore/Export', { authorization: `Bearer ${token}` })),
+      ),
     ).toMatchObject({ code: 'permission_denied', reason: 'no_rule' });
   });
 
@@ -95,8 +103,14 @@ describe('createGuard', () => {
 
   it('authenticates a mapped certificate alone, with the roles of its rule', async () => {
     const principal = await setup().guard.check(call(GET, {}, backupCert));
-    expect(principal).toMatchObject({ subject: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'], authenticatedBy: 'mtls' });
-    expect(await refusal(setup().guard.check(call(DELETE, {}, backupCert)))).toMatchObject({ code: 'permission_denied' });
+    expect(principal).toMatchObject({
+      subject: 'spiffe://fluxguard.dev/backup',
+      roles: ['artifacts.reader'],
+      authenticatedBy: 'mtls',
+    });
+    expect(await refusal(setup().guard.check(call(DELETE, {}, backupCert)))).toMatchObject({
+      code: 'permission_denied',
+    });
   });
 
   it('never lets a certificate authenticate alone unless certificateRoles says so', async () => {
@@ -112,9 +126,17 @@ describe('createGuard', () => {
   });
 
   it('checks a certificate requirement against the verified peer certificate', async () => {
-    await expect(setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, backupCert))).resolves.toBeUndefined();
-    const other = { ...backupCert, spiffeId: 'spiffe://fluxguard.dev/intruder', uris: ['spiffe://fluxguard.dev/intruder'] };
-    expect(await refusal(setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, other)))).toMatchObject({
+    await expect(
+      setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, backupCert)),
+    ).resolves.toBeUndefined();
+    const other = {
+      ...backupCert,
+      spiffeId: 'spiffe://fluxguard.dev/intruder',
+      uris: ['spiffe://fluxguard.dev/intruder'],
+    };
+    expect(
+      await refusal(setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, other))),
+    ).toMatchObject({
       code: 'permission_denied',
     });
   });
@@ -122,21 +144,35 @@ describe('createGuard', () => {
   it('identifies nobody by a certificate that has expired since the handshake', async () => {
     const expired = { ...backupCert, validTo: new Date(Date.now() - 1000) };
     expect(await refusal(setup().guard.check(call(GET, {}, expired)))).toMatchObject({ code: 'unauthenticated' });
-    expect(await refusal(setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, expired)))).toMatchObject({
+    expect(
+      await refusal(setup('enforce', false).guard.check(call('/fluxguard.example.v1.Backup/Pull', {}, expired))),
+    ).toMatchObject({
       code: 'unauthenticated',
     });
   });
 
   it('ignores client headers that look like a principal', async () => {
-    const forged = { 'x-fluxguard-principal': '{"subject":"root","roles":["artifacts.admin"]}', 'x-user': 'root', 'x-roles': 'artifacts.admin' };
+    const forged = {
+      'x-fluxguard-principal': '{"subject":"root","roles":["artifacts.admin"]}',
+      'x-user': 'root',
+      'x-roles': 'artifacts.admin',
+    };
     expect(await refusal(setup().guard.check(call(DELETE, forged)))).toMatchObject({ code: 'unauthenticated' });
   });
 
   it('in shadow mode logs a would-be denial and lets the call through', async () => {
     const { guard, lines } = setup('shadow');
     const token = await sign(key, { claims: { roles: ['artifacts.reader'] } });
-    await expect(guard.check(call(DELETE, { authorization: `Bearer ${token}` }))).resolves.toMatchObject({ subject: 'alice' });
-    expect(lines[0]).toMatchObject({ event: 'rbac.shadow_denied', outcome: 'allowed', operation: DELETE, subject: 'alice', requestId: 'r-1' });
+    await expect(guard.check(call(DELETE, { authorization: `Bearer ${token}` }))).resolves.toMatchObject({
+      subject: 'alice',
+    });
+    expect(lines[0]).toMatchObject({
+      event: 'rbac.shadow_denied',
+      outcome: 'allowed',
+      operation: DELETE,
+      subject: 'alice',
+      requestId: 'r-1',
+    });
   });
 
   it('in shadow mode still refuses a token that is sent and invalid', async () => {
@@ -148,7 +184,9 @@ describe('createGuard', () => {
   it('refuses bad options at construction', () => {
     const audit = createAuditLogger({ level: 'silent' });
     expect(() => createGuard({ audit, rbac: {} as never })).toThrow(/compileRbac/);
-    expect(() => createGuard({ audit, rbac: compileRbac(RULES), jwtt: verifier } as never)).toThrow(/did you mean "jwt"/);
+    expect(() => createGuard({ audit, rbac: compileRbac(RULES), jwtt: verifier } as never)).toThrow(
+      /did you mean "jwt"/,
+    );
   });
 });
 

@@ -87,18 +87,59 @@ export interface VerifiedToken {
 }
 
 /**
- * Verifies bearer tokens. Every refusal is a `SecurityError`:
+ * Why the JWT verifier (with its bearer extraction, key sources and claim mapping) refused a
+ * token, for the audit log only. `jwks_unavailable` comes with `unavailable` (the token may be
+ * fine but cannot be checked now: no key set was ever loaded from the JWKS URL); every other
+ * reason with `unauthenticated`. A revocation store that does not answer is the denylist's
+ * reason (`DenylistReason`), not the verifier's.
  *
- * - `unauthenticated`, reason for the audit log only: `missing_token`,
- *   `multiple_authorization`, `not_bearer`, `malformed_authorization`, `token_too_long`,
- *   `jwe_not_accepted`, `malformed_token`, `malformed_header`, `alg_none`, `alg_not_allowed`,
- *   `embedded_key` (`jwk`/`jku`/`x5u`/`x5c` in the header), `unknown_crit`, `unknown_kid`,
- *   `key_unusable`, `bad_signature`, `token_expired`, `token_too_old`, `token_not_yet_valid`,
- *   `iat_in_future`, `wrong_issuer`, `wrong_audience`, `wrong_typ`, `missing_claim`,
- *   `malformed_claims`, `missing_subject`, `missing_jti`, `revoked`, `verification_failed`;
- * - `unavailable` (503, the token may be fine but cannot be checked now):
- *   `jwks_unavailable` (no key set was ever loaded from the JWKS URL),
- *   `denylist_unavailable` (the revocation store did not answer).
+ * @example
+ * ```ts
+ * import type { JwtReason } from '@fluxguard/core';
+ * // Forged or tampered tokens, worth an alert rather than a routine denial:
+ * const forgery: JwtReason[] = ['alg_none', 'alg_not_allowed', 'embedded_key', 'bad_signature'];
+ * ```
+ */
+export type JwtReason =
+  // The Authorization header (extractBearerToken)
+  | 'missing_token'
+  | 'multiple_authorization'
+  | 'not_bearer'
+  | 'malformed_authorization'
+  // The compact JWS and its header, checked before any key is looked up
+  | 'token_too_long'
+  | 'jwe_not_accepted'
+  | 'malformed_token'
+  | 'malformed_header'
+  | 'alg_none'
+  | 'alg_not_allowed'
+  | 'embedded_key'
+  | 'unknown_crit'
+  // Keys and signature
+  | 'unknown_kid'
+  | 'key_unusable'
+  | 'jwks_unavailable'
+  | 'bad_signature'
+  | 'verification_failed'
+  // Claims, and the `typ` header that jose checks with them
+  | 'wrong_typ'
+  | 'token_expired'
+  | 'token_too_old'
+  | 'token_not_yet_valid'
+  | 'iat_in_future'
+  | 'wrong_issuer'
+  | 'wrong_audience'
+  | 'missing_claim'
+  | 'malformed_claims'
+  | 'missing_subject'
+  | 'missing_jti'
+  | 'revoked';
+
+/**
+ * Verifies bearer tokens. Every refusal is a `SecurityError` with a {@link JwtReason}
+ * (`unauthenticated`; `unavailable` for `jwks_unavailable`), or `unavailable` with reason
+ * `denylist_unavailable` when the revocation store did not answer. The `embedded_key` reason
+ * covers `jwk`/`jku`/`x5u`/`x5c` in the header.
  */
 export interface JwtVerifier {
   /**
@@ -138,7 +179,7 @@ interface CacheEntry {
   readonly iat: number | undefined;
 }
 
-function refuse(reason: string, cause?: unknown): SecurityError {
+function refuse(reason: JwtReason, cause?: unknown): SecurityError {
   return new SecurityError('unauthenticated', cause === undefined ? { reason } : { reason, cause });
 }
 

@@ -6,7 +6,15 @@ import { createCertificateCheck } from './certificate-check.js';
 // Identities as the TLS stack reports verified certificates; the handshakes themselves are
 // tested in tls-settings.test.ts and by both adapters over real TLS.
 function identity(spiffeId: string, validTo = new Date(Date.now() + 60_000)): CertificateIdentity {
-  return { spiffeId, uris: [spiffeId], dnsNames: [], commonName: undefined, fingerprint256: 'ab'.repeat(32), validFrom: new Date(0), validTo };
+  return {
+    spiffeId,
+    uris: [spiffeId],
+    dnsNames: [],
+    commonName: undefined,
+    fingerprint256: 'ab'.repeat(32),
+    validFrom: new Date(0),
+    validTo,
+  };
 }
 
 describe('createCertificateCheck', () => {
@@ -29,11 +37,15 @@ describe('createCertificateCheck', () => {
 
   it('applies the identity rules', () => {
     const check = createCertificateCheck({ allow: [{ spiffeId: 'spiffe://example.org/ns/*/sa/ops' }] });
-    expect(check.check(identity('spiffe://example.org/ns/prod/sa/ops')).spiffeId).toBe('spiffe://example.org/ns/prod/sa/ops');
+    expect(check.check(identity('spiffe://example.org/ns/prod/sa/ops')).spiffeId).toBe(
+      'spiffe://example.org/ns/prod/sa/ops',
+    );
     expect(() => check.check(identity('spiffe://example.org/ns/prod/sa/web'))).toThrow(
       expect.objectContaining({ code: 'permission_denied', reason: 'certificate_mismatch' }),
     );
-    expect(() => check.check(identity('spiffe://example.org/ns/a/b/sa/ops'))).toThrow(expect.objectContaining({ reason: 'certificate_mismatch' }));
+    expect(() => check.check(identity('spiffe://example.org/ns/a/b/sa/ops'))).toThrow(
+      expect.objectContaining({ reason: 'certificate_mismatch' }),
+    );
   });
 
   it('refuses bad rules and misspelt options at construction', () => {

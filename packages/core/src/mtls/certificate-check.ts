@@ -5,6 +5,20 @@ import type { Control } from '../pipeline/control.js';
 import { compileIdentityRules, type IdentityRule } from './identity-rules.js';
 import { isIdentityCurrent } from './peer-identity.js';
 
+/**
+ * Why a client certificate was refused: `client_certificate_required` (with
+ * `permission_denied`) when none was verified or it has expired since the handshake,
+ * `certificate_mismatch` (`permission_denied`) when it matches no identity rule, and
+ * `certificate_unreadable` (`unauthenticated`) when the peer certificate cannot be parsed.
+ *
+ * @example
+ * ```ts
+ * import type { CertificateReason } from '@fluxguard/core';
+ * const wrongCaller: CertificateReason = 'certificate_mismatch';
+ * ```
+ */
+export type CertificateReason = 'client_certificate_required' | 'certificate_mismatch' | 'certificate_unreadable';
+
 /** Options of {@link createCertificateCheck}. */
 export interface CertificateCheckOptions {
   /** Identity rules the certificate must match (any rule). Omitted: any verified certificate. */

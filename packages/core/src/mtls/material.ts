@@ -178,7 +178,9 @@ export function validateMaterial(where: string, sources: MaterialSources, raw: R
   try {
     leaf = new X509Certificate(raw.cert);
   } catch (cause) {
-    throw new ConfigurationError(`${where}: ${describeSource(sources.cert)} does not hold a PEM certificate`, { cause });
+    throw new ConfigurationError(`${where}: ${describeSource(sources.cert)} does not hold a PEM certificate`, {
+      cause,
+    });
   }
   let key: KeyObject;
   try {

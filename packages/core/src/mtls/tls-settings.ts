@@ -260,8 +260,12 @@ function buildTlsSettings(mode: ClientCertificateMode, minVersion: TlsMinVersion
 }
 
 function tlsMaterialSources(where: string, o: ResolvedTlsSettingsOptions): MaterialSources {
-  const pick = (fileOption: string, file: string | undefined, option: string, contents: string | Uint8Array | undefined) =>
-    pickSource(where, fileOption, file, option, contents);
+  const pick = (
+    fileOption: string,
+    file: string | undefined,
+    option: string,
+    contents: string | Uint8Array | undefined,
+  ) => pickSource(where, fileOption, file, option, contents);
   const required = (
     fileOption: string,
     file: string | undefined,

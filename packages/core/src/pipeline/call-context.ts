@@ -3,6 +3,19 @@ import { FluxguardError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 
 /**
+ * Why the pipeline itself ended a call: `deadline_exceeded` when a control's tighter deadline
+ * (`limitDeadline`) passed or had already passed. It repeats the code so that the audit line
+ * says the pipeline, not a handler, gave up.
+ *
+ * @example
+ * ```ts
+ * import type { PipelineReason } from '@fluxguard/core';
+ * const timedOut: PipelineReason = 'deadline_exceeded';
+ * ```
+ */
+export type PipelineReason = 'deadline_exceeded';
+
+/**
  * A typed slot for a per-call value that one control stores and a later control (or the
  * handler) reads, e.g. the rule that authorized the call. Created once, at module level.
  *

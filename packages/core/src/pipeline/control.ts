@@ -74,7 +74,7 @@ export type StartResult = void | undefined | (() => void);
  *   name: 'one-at-a-time',
  *   stage: 'caller-limit',
  *   onStart() {
- *     if (inFlight >= 1) throw new SecurityError('unavailable', { reason: 'concurrency_limit' });
+ *     if (inFlight >= 1) throw new SecurityError('unavailable', { reason: 'app.concurrency_limit' });
  *     inFlight += 1;
  *     return () => { inFlight -= 1; };
  *   },

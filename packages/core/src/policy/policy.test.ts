@@ -297,6 +297,7 @@ describe('loadSecurityPolicy', () => {
 /** Nine levels of ten aliases each: 10^9 nodes once expanded, a few hundred bytes on disk. */
 function aliasBomb(): string {
   const lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
-  for (let i = 1; i < 9; i++) lines.push(`a${i}: &a${i} [${Array.from({ length: 10 }, () => `*a${i - 1}`).join(', ')}]`);
+  for (let i = 1; i < 9; i++)
+    lines.push(`a${i}: &a${i} [${Array.from({ length: 10 }, () => `*a${i - 1}`).join(', ')}]`);
   return lines.join('\n');
 }

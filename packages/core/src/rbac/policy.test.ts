@@ -31,7 +31,11 @@ const S = '/fluxguard.example.v1.ArtifactStore';
 const RULES = [
   { operation: 'GET /healthz', public: true },
   { operation: `${S}/GetArtifact`, anyRoles: ['artifacts.reader'] },
-  { operation: `${S}/DeleteArtifact`, anyRoles: ['artifacts.admin'], certificate: [{ spiffeId: 'spiffe://fluxguard.dev/**' }] },
+  {
+    operation: `${S}/DeleteArtifact`,
+    anyRoles: ['artifacts.admin'],
+    certificate: [{ spiffeId: 'spiffe://fluxguard.dev/**' }],
+  },
   { operation: 'GET /v1/artifacts/*path', anyRoles: ['artifacts.reader'] },
 ] as const;
 const audit = createAuditLogger({ level: 'silent' });
@@ -59,7 +63,15 @@ describe('parseRbacPolicy', () => {
 
   it('refuses a duplicate pattern, an unknown field with a hint, and a cycle', () => {
     expect(() =>
-      parseRbacPolicy({ rules: [{ operation: 'GET /x', public: true }, { operation: 'GET /x/', public: true }] }, 'policy.rbac'),
+      parseRbacPolicy(
+        {
+          rules: [
+            { operation: 'GET /x', public: true },
+            { operation: 'GET /x/', public: true },
+          ],
+        },
+        'policy.rbac',
+      ),
     ).toThrow('policy.rbac.rules: "GET /x" has more than one rule');
     expect(() => parseRbacPolicy({ mdoe: 'shadow', rules: [] }, 'policy.rbac')).toThrow(
       'policy.rbac: unknown field "mdoe" (did you mean "mode"?)',
@@ -79,7 +91,11 @@ describe('compile once: parse, then createGuardFromPolicy', () => {
     certificateCompilations.mockClear();
 
     const both = createGuardFromPolicy(policy, { audit });
-    const grpc = createGuardFromPolicy(policy, { audit, transport: 'grpc', servedOperations: [`${S}/GetArtifact`, `${S}/DeleteArtifact`] });
+    const grpc = createGuardFromPolicy(policy, {
+      audit,
+      transport: 'grpc',
+      servedOperations: [`${S}/GetArtifact`, `${S}/DeleteArtifact`],
+    });
     const http = compileRbac(rbacRulesForTransport(policy.rbac?.rules ?? [], 'http'), { mode: 'shadow' });
     expect(patternCompilations).not.toHaveBeenCalled();
     expect(certificateCompilations).not.toHaveBeenCalled();
@@ -96,7 +112,10 @@ describe('compile once: parse, then createGuardFromPolicy', () => {
       const expected = fresh.authorize(operation, principal([...roles]));
       expect(both.rbac.authorize(operation, principal([...roles]))).toEqual(expected);
     }
-    expect(grpc.rbac.authorize(`${S}/GetArtifact`, undefined)).toMatchObject({ allowed: false, reason: 'unauthenticated' });
+    expect(grpc.rbac.authorize(`${S}/GetArtifact`, undefined)).toMatchObject({
+      allowed: false,
+      reason: 'unauthenticated',
+    });
     expect(grpc.rbac.ruleFor('GET /healthz')).toBeUndefined();
     expect(http.authorize(`GET /v1/artifacts/x`, principal([]))).toMatchObject({ allowed: true, shadowDenied: true });
   });
@@ -135,4 +154,3 @@ afterAll(async () => {
 function yamlRule(rule: (typeof RULES)[number]): string[] {
   return Object.entries(rule).map(([k, v], i) => `${i === 0 ? '    - ' : '      '}${k}: ${JSON.stringify(v)}`);
 }
-

@@ -230,7 +230,14 @@ describe('compileRbac: remembering which rule applies', () => {
       'GET /v1/items/:id': { anyRoles: ['reader'] },
       'GET /v1/items/:id/secret': { anyRoles: ['admin'] },
     });
-    const reader = { subject: 'r', roles: ['reader'], scopes: [], claims: {}, certificate: undefined, authenticatedBy: 'jwt' as const };
+    const reader = {
+      subject: 'r',
+      roles: ['reader'],
+      scopes: [],
+      claims: {},
+      certificate: undefined,
+      authenticatedBy: 'jwt' as const,
+    };
     for (let round = 0; round < 2; round++) {
       for (let i = 0; i < 5000; i++) {
         expect(rbac.authorize(`GET /v1/items/${i}`, reader).allowed).toBe(true);

@@ -311,7 +311,8 @@ function indexRules(rules: readonly CompiledRule[], where: string): RuleIndex {
 function frozenCopy(value: unknown, where: string, depth = 0): unknown {
   if (typeof value !== 'object' || value === null) return value;
   if (depth >= MAX_RULE_DEPTH) throw new ConfigurationError(`${where} is nested too deeply`);
-  if (Array.isArray(value)) return Object.freeze((value as unknown[]).map((item) => frozenCopy(item, where, depth + 1)));
+  if (Array.isArray(value))
+    return Object.freeze((value as unknown[]).map((item) => frozenCopy(item, where, depth + 1)));
   return Object.freeze(
     Object.fromEntries(Object.entries(value).map(([key, item]) => [key, frozenCopy(item, where, depth + 1)])),
   );

@@ -24,7 +24,10 @@ function refusal(fn: () => unknown): SecurityError {
 
 describe('createPathResolver', () => {
   it('resolves ordinary relative paths under the root', () => {
-    expect(paths.resolve('a/b-1/c_2.txt')).toEqual({ relative: 'a/b-1/c_2.txt', absolute: join(paths.root, 'a/b-1/c_2.txt') });
+    expect(paths.resolve('a/b-1/c_2.txt')).toEqual({
+      relative: 'a/b-1/c_2.txt',
+      absolute: join(paths.root, 'a/b-1/c_2.txt'),
+    });
   });
 
   it.each([
@@ -78,8 +81,13 @@ describe('createPathResolver', () => {
     mkdirSync(outside, { recursive: true });
     writeFileSync(join(outside, 'secret.txt'), 'secret');
     symlinkSync(outside, join(paths.root, 'link'));
-    await expect(paths.resolveOnDisk('link/secret.txt')).rejects.toMatchObject({ code: 'invalid_argument', reason: 'path_symlink_escape' });
-    await expect(paths.resolveOnDisk('link/not-yet/created.txt')).rejects.toMatchObject({ reason: 'path_symlink_escape' });
+    await expect(paths.resolveOnDisk('link/secret.txt')).rejects.toMatchObject({
+      code: 'invalid_argument',
+      reason: 'path_symlink_escape',
+    });
+    await expect(paths.resolveOnDisk('link/not-yet/created.txt')).rejects.toMatchObject({
+      reason: 'path_symlink_escape',
+    });
   });
 
   it('accepts a path on disk, existing or not, that stays inside', async () => {

@@ -5,6 +5,32 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 
+/**
+ * Why a path was refused (always `invalid_argument`, naming the field, never the path): the
+ * shape (`path_not_a_string`, `path_empty`, `path_too_long`, `path_too_deep`, `path_absolute`),
+ * a segment (`path_empty_segment`, `path_hidden_segment`, `path_segment_too_long`,
+ * `path_bad_character`), or an escape from the root (`path_traversal`, `path_symlink_escape`).
+ *
+ * @example
+ * ```ts
+ * import type { PathReason } from '@fluxguard/core';
+ * // Attempts to leave the root, as opposed to clumsy input:
+ * const escapes: PathReason[] = ['path_traversal', 'path_symlink_escape'];
+ * ```
+ */
+export type PathReason =
+  | 'path_not_a_string'
+  | 'path_empty'
+  | 'path_too_long'
+  | 'path_too_deep'
+  | 'path_absolute'
+  | 'path_empty_segment'
+  | 'path_hidden_segment'
+  | 'path_segment_too_long'
+  | 'path_bad_character'
+  | 'path_traversal'
+  | 'path_symlink_escape';
+
 /** Options of {@link createPathResolver}. */
 export interface PathResolverOptions {
   /** The directory every resolved path must stay inside. Created if missing. */
@@ -89,7 +115,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
   const rootWithSep = root.endsWith(sep) ? root : root + sep;
   const { maxLength, maxDepth, maxSegmentLength, segmentPattern, field } = opts;
 
-  function refuse(reason: string): never {
+  function refuse(reason: PathReason): never {
     throw new SecurityError('invalid_argument', { details: { field }, reason });
   }
 
