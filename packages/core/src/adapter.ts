@@ -12,7 +12,13 @@
  *
  * @packageDocumentation
  */
-export { CallState, missingContextError, type CallStateInit, type EndCause } from './pipeline/call-context.js';
+export {
+  CallState,
+  StateCallInfo,
+  missingContextError,
+  type CallStateInit,
+  type EndCause,
+} from './pipeline/call-context.js';
 export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
 export { guardControls, jwtAuthControls, rbacControls, stackControls } from './guard/step-options.js';
 export { GrpcStatusCode, codeFromGrpcStatus } from './errors/codes.js';

@@ -107,7 +107,7 @@ export type { ReloadOptions } from './mtls/reloading-settings.js';
 export type { ClientTlsOptions } from './mtls/client-material.js';
 
 // The policy file: one section per control
-export type { JwtPolicy, JwtPolicyExtras } from './jwt/policy.js';
+export type { JwtPolicy } from './jwt/policy.js';
 export type { RbacPolicy } from './rbac/policy.js';
 export type { MtlsPolicy } from './mtls/policy.js';
 export { loadSecurityPolicy, parseSecurityPolicy, readPolicyDocument, type SecurityPolicy } from './policy/policy.js';

@@ -72,7 +72,7 @@ export function attachContext(
   res: ServerResponse,
   requestId: string,
   endRequest: EndRequest,
-  onReleaseError: (error: unknown) => void,
+  onReleaseError: (error: unknown, requestId: string) => void,
 ): CallState {
   const existing = stateOf(req);
   if (existing !== undefined) return existing;
@@ -98,20 +98,6 @@ export function attachContext(
     configurable: false,
   });
   return state;
-}
-
-// The bounded label (a rule pattern such as `DELETE /v1/artifacts/*path`) of a request that a
-// control saw before routing, for its audit line: the raw path is never logged.
-const operationLabels = new WeakMap<IncomingMessage, string>();
-
-/** @internal */
-export function setOperationLabel(req: IncomingMessage, label: string): void {
-  operationLabels.set(req, label);
-}
-
-/** @internal */
-export function operationLabelOf(req: IncomingMessage): string | undefined {
-  return operationLabels.get(req);
 }
 
 /**

@@ -10,7 +10,7 @@ import {
   type TransportReason,
 } from '@fluxguard/core';
 import { assertAuditLogger, bearerChallenge, resolveOptions, type PublicError } from '@fluxguard/core/adapter';
-import { operationLabelOf, stateOf } from './context.js';
+import { stateOf } from './context.js';
 
 /**
  * Options of {@link errorHandler}.
@@ -253,7 +253,9 @@ function operationOf(req: Request): string {
   const pattern = typeof route === 'object' && route !== null ? (route as { path?: unknown }).path : undefined;
   if (typeof pattern === 'string') return `${req.method} ${req.baseUrl}${pattern}`;
   // Refused by authorize() before routing: the pattern of the RBAC rule that applied.
-  return operationLabelOf(req) ?? `${req.method} <unmatched>`;
+  const state = stateOf(req);
+  const info = state?.callInfo;
+  return (info === undefined ? undefined : state?.labelOperation?.(info.operation)) ?? `${req.method} <unmatched>`;
 }
 
 /**

@@ -102,8 +102,8 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       (error, req, res) => {
         handleErrors(error, req as Request, res as Response, () => undefined);
       },
-      (err) => {
-        audit.logger.error({ err }, 'a control release callback failed');
+      (err, requestId) => {
+        audit.logger.error({ err, requestId }, 'a control release callback failed');
       },
     ),
   ];

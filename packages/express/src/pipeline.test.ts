@@ -21,10 +21,20 @@ function sampleControl() {
       if (Number.isFinite(deadlineMs)) context.limitDeadline(Date.now() + deadlineMs);
       if (call.headers.get('x-sample-refuse') === 'yes') throw new SecurityError('permission_denied');
       inFlight += 1;
-      return () => {
+      const release = (): void => {
         inFlight -= 1;
         releases.set(call.requestId, (releases.get(call.requestId) ?? 0) + 1);
       };
+      // An asynchronous start (a token check, a store): body chunks keep arriving meanwhile.
+      const slowMs = Number(call.headers.get('x-sample-slow-ms') ?? 'NaN');
+      if (Number.isFinite(slowMs)) {
+        return new Promise<() => void>((resolve) => {
+          setTimeout(() => {
+            resolve(release);
+          }, slowMs);
+        });
+      }
+      return release;
     },
     onMessage(chunk, _call, context) {
       const total = (context.get(BODY_BYTES) ?? 0) + (chunk as Buffer).length;
@@ -169,6 +179,27 @@ describe('a sample control in the Express pipeline', () => {
     // The handler never received the refused chunk, nor anything after it.
     expect(received.has('upload-big')).toBe(false);
     await releasedOnce('upload-big');
+  });
+
+  it('inspects the body chunks that arrive while an asynchronous start hook waits', async () => {
+    // The whole body is on the wire before the start hook lets the request go on.
+    const res = await fetch(`${served.url}/upload`, {
+      method: 'PUT',
+      headers: { 'x-request-id': 'upload-during-start', 'x-sample-slow-ms': '200' },
+      body: Buffer.alloc(300 * 1024, 3),
+    });
+    expect(res.status).toBe(413);
+    expect(received.has('upload-during-start')).toBe(false);
+    await releasedOnce('upload-during-start');
+  });
+
+  it('passes a body under the limit through unchanged, also after an asynchronous start', async () => {
+    const res = await fetch(`${served.url}/upload`, {
+      method: 'PUT',
+      headers: { 'x-request-id': 'upload-small-slow', 'x-sample-slow-ms': '100' },
+      body: Buffer.alloc(60 * 1024, 4),
+    });
+    expect(await res.json()).toEqual({ bytes: 60 * 1024 });
   });
 
   it('passes a body under the limit through unchanged', async () => {

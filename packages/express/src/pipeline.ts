@@ -1,6 +1,6 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TLSSocket } from 'node:tls';
-import type { Request, RequestHandler } from 'express';
+import type { NextFunction, Request, RequestHandler } from 'express';
 import {
   ConfigurationError,
   SecurityError,
@@ -10,6 +10,7 @@ import {
   type HeaderReader,
 } from '@fluxguard/core';
 import {
+  StateCallInfo,
   createPipeline,
   type CallState,
   type Pipeline,
@@ -17,7 +18,7 @@ import {
   identityFromTlsSocket,
   isIdentityCurrent,
 } from '@fluxguard/core/adapter';
-import { requireState, setOperationLabel } from './context.js';
+import { requireState } from './context.js';
 import { peerOf } from './error-handler.js';
 
 /**
@@ -53,92 +54,165 @@ export function controls(owner: string, list: readonly Control[]): RequestHandle
         `${owner}: the app must route case-sensitively, as its rules match paths: app.set('case sensitive routing', true)`,
       );
     }
-    const info = callInfoOf(req, state);
-    const label = pipeline.operationLabel(info.operation);
-    if (label !== undefined) setOperationLabel(req, label);
-    const proceed = (): void => {
-      // The request ended (the client left, or a deadline answered it) while a hook waited.
-      if (state.finished || res.headersSent) return;
-      if (pipeline.hasMessageHooks) inspectBody(req, pipeline, info, state);
-      next();
-    };
-    const pending = pipeline.start(info, state);
-    if (pending === undefined) proceed();
+    const info = (state.callInfo ??= buildCallInfo(req, state));
+    // Asked only if the request fails: the audit line names a rule pattern, never the raw path.
+    state.labelOperation ??= pipeline.operationLabel;
+    if (pipeline.hasMessageHooks && (req.readableLength > 0 || req.readableDidRead)) {
+      // Body bytes already arrived uninspected (an asynchronous middleware ran first): a hook
+      // could not see them, so refuse rather than let them through.
+      throw new ConfigurationError(
+        `${owner}: body bytes arrived before this middleware; mount fluxguard().before (or these controls) before any asynchronous middleware`,
+      );
+    }
+    // Installed before the start hooks run: chunks that arrive while an asynchronous hook
+    // waits are held, then inspected once the call is allowed.
+    const body = pipeline.hasMessageHooks ? new BodyInspector(req, res, pipeline, info, state) : undefined;
+    let pending: Promise<void> | undefined;
+    try {
+      pending = pipeline.start(info, state);
+    } catch (error) {
+      refuse(body, next, error);
+      return;
+    }
+    if (pending === undefined) proceed(state, res, body, next);
     else {
-      pending.then(proceed, (error: unknown) => {
-        next(error);
-      });
+      pending.then(
+        () => {
+          proceed(state, res, body, next);
+        },
+        (error: unknown) => {
+          refuse(body, next, error);
+        },
+      );
     }
   };
+}
+
+function proceed(state: CallState, res: ServerResponse, body: BodyInspector | undefined, next: NextFunction): void {
+  // The request ended (the client left, or a deadline answered it) while a hook waited.
+  if (state.finished || res.headersSent) return;
+  // A held chunk may be refused as it is released: the refusal has answered.
+  if (body?.allow() === false) return;
+  next();
+}
+
+function refuse(body: BodyInspector | undefined, next: NextFunction, error: unknown): void {
+  body?.refuse();
+  next(error);
 }
 
 /**
  * Hands every body chunk to the message hooks as the HTTP parser delivers it (Node pushes each
  * into the request stream), so that sizes are enforced while streaming, whoever reads the
- * body. A refused chunk and everything after it never reach the stream.
+ * body. Until the call is allowed, chunks are held (and the socket paused by backpressure);
+ * a refused chunk and everything after it never reach the stream (only its end does).
  */
-function inspectBody(req: IncomingMessage, pipeline: Pipeline, info: CallInfo, state: CallState): void {
-  const push = req.push.bind(req);
-  let refused = false;
-  req.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
-    if (refused) return false;
+class BodyInspector {
+  readonly #push: (chunk: unknown, encoding?: BufferEncoding) => boolean;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #pipeline: Pipeline;
+  readonly #info: CallInfo;
+  readonly #state: CallState;
+  #phase: 'pending' | 'allowed' | 'refused' = 'pending';
+  #held: { chunk: unknown; encoding: BufferEncoding | undefined }[] = [];
+
+  constructor(req: IncomingMessage, res: ServerResponse, pipeline: Pipeline, info: CallInfo, state: CallState) {
+    this.#req = req;
+    this.#res = res;
+    this.#pipeline = pipeline;
+    this.#info = info;
+    this.#state = state;
+    this.#push = req.push.bind(req);
+    req.push = (chunk: unknown, encoding?: BufferEncoding): boolean => this.#onChunk(chunk, encoding);
+  }
+
+  /** Releases the held chunks through the hooks; `false` when one of them was refused. */
+  allow(): boolean {
+    if (this.#phase !== 'pending') return this.#phase === 'allowed';
+    this.#phase = 'allowed';
+    const held = this.#held;
+    this.#held = [];
+    for (const { chunk, encoding } of held) {
+      this.#onChunk(chunk, encoding);
+      if (this.#isRefused()) return false;
+    }
+    return true;
+  }
+
+  // A method, not a field test: `#onChunk` changes the phase behind the compiler's back.
+  #isRefused(): boolean {
+    return this.#phase === 'refused';
+  }
+
+  /**
+   * From now on the rest of the body is discarded. A connection whose request body is still
+   * arriving is closed after the answer (RFC 9110 §15.5.14): the client is not kept sending
+   * bytes nobody reads, and the connection is not reused in an unknown state.
+   */
+  refuse(): void {
+    this.#phase = 'refused';
+    this.#held = [];
+    if (!this.#req.complete && !this.#res.headersSent) this.#res.setHeader('connection', 'close');
+  }
+
+  #onChunk(chunk: unknown, encoding: BufferEncoding | undefined): boolean {
+    // After a refusal the rest of the body is discarded, not paused: Node drains an unread
+    // body before the next request of a keep-alive connection, and a paused one would stall it.
+    if (this.#phase === 'refused') return chunk === null ? this.#push(null) : true;
+    if (this.#phase === 'pending') {
+      this.#held.push({ chunk, encoding });
+      return false;
+    }
     if (chunk !== null) {
       try {
-        pipeline.message(chunk, info, state);
+        this.#pipeline.message(chunk, this.#info, this.#state);
       } catch (error) {
-        refused = true;
-        state.end(asSecurityError(error));
+        this.refuse();
+        this.#state.end(asSecurityError(error));
         return false;
       }
     }
-    return push(chunk, encoding);
-  };
+    return this.#push(chunk, encoding);
+  }
 }
 
 function asSecurityError(error: unknown): SecurityError {
   return error instanceof SecurityError ? error : new SecurityError('internal', { cause: error });
 }
 
-const callInfos = new WeakMap<IncomingMessage, CallInfo>();
-
-function callInfoOf(req: Request, state: CallState): CallInfo {
-  let info = callInfos.get(req);
-  if (info === undefined) {
-    info = buildCallInfo(req, state);
-    callInfos.set(req, info);
-  }
-  return info;
-}
-
 function buildCallInfo(req: Request, state: CallState): CallInfo {
-  return Object.freeze({
-    transport: 'http',
+  return new StateCallInfo(
+    state,
+    'http',
     // The concrete path as the router matches it (mount path included), not a route pattern:
     // the controls run before routing, and rules are matched against it.
-    operation: httpOperation(req.method, `${req.baseUrl}${req.path}`),
-    requestId: state.requestId,
-    peerAddress: peerOf(req),
-    peerCertificate: getClientCertificate(req),
-    headers: headerReader(req),
-    // Getters: a control may tighten the deadline, and the signal is created only when read.
-    get deadline(): number | undefined {
-      return state.deadline;
-    },
-    get signal(): AbortSignal {
-      return state.signal;
-    },
-  });
+    httpOperation(req.method, `${req.baseUrl}${req.path}`),
+    peerOf(req),
+    getClientCertificate(req),
+    new DistinctHeaders(req.headersDistinct),
+  );
 }
 
-/** Case-insensitive, read-only view of the request headers; repeated headers stay separate. */
-function headerReader(req: IncomingMessage): HeaderReader {
-  // `headersDistinct`, not `headers`: Node keeps only the first of two Authorization headers
-  // in `headers`, and the verifier must see both to refuse the request.
-  const distinct = req.headersDistinct;
-  return {
-    get: (name) => distinct[name.toLowerCase()]?.[0],
-    getAll: (name) => distinct[name.toLowerCase()] ?? [],
-  };
+/**
+ * Case-insensitive, read-only view of the request headers; repeated headers stay separate:
+ * `headersDistinct`, not `headers`, because Node keeps only the first of two Authorization
+ * headers in `headers`, and the verifier must see both to refuse the request.
+ */
+class DistinctHeaders implements HeaderReader {
+  readonly #distinct: NodeJS.Dict<string[]>;
+
+  constructor(distinct: NodeJS.Dict<string[]>) {
+    this.#distinct = distinct;
+  }
+
+  get(name: string): string | undefined {
+    return this.#distinct[name.toLowerCase()]?.[0];
+  }
+
+  getAll(name: string): readonly string[] {
+    return this.#distinct[name.toLowerCase()] ?? [];
+  }
 }
 
 // Identity is a property of the connection, not of the request: read and parse the peer

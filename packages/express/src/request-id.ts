@@ -32,7 +32,10 @@ export function requestId(): RequestHandler {
  *
  * @internal
  */
-export function requestIdWith(endRequest: EndRequest, onReleaseError: (error: unknown) => void): RequestHandler {
+export function requestIdWith(
+  endRequest: EndRequest,
+  onReleaseError: (error: unknown, requestId: string) => void,
+): RequestHandler {
   return function fluxguardRequestId(req, res, next) {
     const context = attachContext(
       req,

@@ -5,7 +5,7 @@ import type {
   ServerUnaryCall,
   ServerWritableStream,
 } from '@grpc/grpc-js';
-import { SecurityError, type CallInfo, type ContextKey, type Principal, type RequestContext } from '@fluxguard/core';
+import { SecurityError, type ContextKey, type Principal, type RequestContext } from '@fluxguard/core';
 import { missingContextError, type CallState } from '@fluxguard/core/adapter';
 
 /**
@@ -52,8 +52,6 @@ export class GrpcCall {
   readonly operation: string;
   readonly peer: string;
   readonly view: GrpcCallContext;
-  /** The `CallInfo` of the call, built once by the first control interceptor that needs it. */
-  info: CallInfo | undefined;
   #pendingError: { readonly error: unknown } | undefined;
   /** A status left our interceptor for the client; later ones are dropped. */
   statusSent = false;

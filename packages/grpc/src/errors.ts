@@ -7,12 +7,7 @@ import {
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
 } from '@grpc/grpc-js';
-import {
-  REQUEST_ID_HEADER,
-  SecurityError,
-  resolveRequestId,
-  type AuditLogger,
-} from '@fluxguard/core';
+import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
 import {
   assertAuditLogger,
   CallState,
@@ -99,8 +94,11 @@ const DEFAULTS: Readonly<{ audit: AuditLogger | undefined }> = Object.freeze({ a
  * - adds `x-fluxguard-field` (the offending field) and `retry-after` (seconds) trailing
  *   metadata when the error carries them.
  *
- * Statuses that grpc-js sends on its own below every interceptor (deadline expiry, a message
- * that cannot be parsed or is too large) do not pass here; they carry no handler text.
+ * Statuses that grpc-js sends on its own below every interceptor (the client's deadline, a
+ * message larger than the maximum, an unsupported compression) do not pass here: the client's
+ * deadline is still logged (see `onCancel`); the others end the call like a client cancel. A
+ * message that cannot be parsed does pass here when the service was registered with
+ * `addService`, and is refused `INVALID_ARGUMENT`.
  *
  * @example
  * ```ts
@@ -242,7 +240,8 @@ function interceptCall(
 function publicStatus(publicError: PublicError, trailers: Metadata): SafeStatus {
   trailers.set(REQUEST_ID_HEADER, publicError.requestId);
   if (publicError.details?.field !== undefined) trailers.set(FIELD_METADATA_KEY, publicError.details.field);
-  if (publicError.details?.retryAfterSeconds !== undefined) {
+  // As HTTP sends `Retry-After` only on 429: a retry hint belongs to a rate limit alone.
+  if (publicError.code === 'rate_limited' && publicError.details?.retryAfterSeconds !== undefined) {
     trailers.set(RETRY_AFTER_METADATA_KEY, String(publicError.details.retryAfterSeconds));
   }
   return { code: grpcStatus(publicError.grpcStatus), details: publicError.message, metadata: trailers };

@@ -15,6 +15,7 @@ import {
   type HeaderReader,
 } from '@fluxguard/core';
 import {
+  StateCallInfo,
   LruCache,
   createPipeline,
   missingContextError,
@@ -88,7 +89,7 @@ function interceptCall(
         grpcCall = callOf(metadata);
         // Fail closed: without safeErrors there is no request id, signal or place for the principal.
         if (grpcCall === undefined) throw missingContextError(owner, INSTALL_INTERCEPTORS);
-        const info = (grpcCall.info ??= callInfo(operation, call, metadata, grpcCall));
+        const info = (grpcCall.state.callInfo ??= callInfo(operation, call, metadata, grpcCall));
         const pending = pipeline.start(info, grpcCall.state);
         if (pending === undefined) {
           allow(metadata, next);
@@ -108,9 +109,9 @@ function interceptCall(
     })
     .withOnReceiveMessage((message, next) => {
       const deliver = (): void => {
-        if (pipeline.hasMessageHooks && grpcCall?.info !== undefined && callMetadata !== undefined) {
+        if (pipeline.hasMessageHooks && grpcCall?.state.callInfo !== undefined && callMetadata !== undefined) {
           try {
-            pipeline.message(message, grpcCall.info, grpcCall.state);
+            pipeline.message(message, grpcCall.state.callInfo, grpcCall.state);
           } catch (error) {
             refuse(callMetadata, error);
             return;
@@ -147,20 +148,14 @@ function callInfo(
   metadata: Metadata,
   grpcCall: GrpcCall,
 ): CallInfo {
-  const { state } = grpcCall;
-  return Object.freeze({
-    transport: 'grpc',
+  return new StateCallInfo(
+    grpcCall.state,
+    'grpc',
     operation,
-    requestId: state.requestId,
-    peerAddress: grpcCall.peer,
-    peerCertificate: verifiedPeerIdentity(call),
-    headers: metadataHeaders(metadata),
-    deadline: state.deadline,
-    // A getter: the signal is created only for a control that reads it.
-    get signal(): AbortSignal {
-      return state.signal;
-    },
-  });
+    grpcCall.peer,
+    verifiedPeerIdentity(call),
+    metadataHeaders(metadata),
+  );
 }
 
 /**
@@ -175,12 +170,23 @@ function callInfo(
  * ```
  */
 export function metadataHeaders(metadata: Metadata): HeaderReader {
-  const getAll = (name: string): readonly string[] =>
-    metadata.get(name.toLowerCase()).filter((value): value is string => typeof value === 'string');
-  return Object.freeze({
-    get: (name: string) => getAll(name)[0],
-    getAll,
-  });
+  return new MetadataHeaders(metadata);
+}
+
+class MetadataHeaders implements HeaderReader {
+  readonly #metadata: Metadata;
+
+  constructor(metadata: Metadata) {
+    this.#metadata = metadata;
+  }
+
+  get(name: string): string | undefined {
+    return this.getAll(name)[0];
+  }
+
+  getAll(name: string): readonly string[] {
+    return this.#metadata.get(name.toLowerCase()).filter((value): value is string => typeof value === 'string');
+  }
 }
 
 // Keyed by the fingerprint Node computed for the verified certificate: a hit skips hashing and

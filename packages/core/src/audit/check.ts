@@ -7,7 +7,8 @@ import type { AuditLogger } from './audit-logger.js';
  *
  * @throws ConfigurationError naming `owner`.
  *
- * @internal
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
  * @example
  * ```ts
  * assertAuditLogger(options.audit, 'safeErrors');

@@ -62,7 +62,11 @@ export interface HeaderReader {
  */
 export interface CallInfo {
   readonly transport: Transport;
-  /** gRPC full method `/pkg.Service/Method`; HTTP `METHOD /route/:pattern`. */
+  /**
+   * gRPC: the full method `/pkg.Service/Method`. HTTP: `METHOD /concrete/path` as the router
+   * matches it (mount path included, `HEAD` as `GET`); controls run before routing, so rules
+   * match the concrete path against their patterns.
+   */
   readonly operation: string;
   readonly requestId: string;
   /** The remote address, e.g. `127.0.0.1:51234` or `[::1]:51234`. */

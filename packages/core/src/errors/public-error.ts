@@ -20,7 +20,7 @@ export interface PublicError {
  *
  * @example
  * ```ts
- * import { toPublicError } from '@fluxguard/core';
+ * import { toPublicError } from '@fluxguard/core/adapter';
  * const pub = toPublicError(new Error('ENOENT: /srv/data/x'), 'req-1');
  * pub.message; // 'An internal error occurred.'
  * ```

@@ -124,7 +124,7 @@ export function createGuard(options: GuardOptions): ComposedGuard {
  *
  * @example
  * ```ts
- * import { httpOperation } from '@fluxguard/core';
+ * import { httpOperation } from '@fluxguard/core/adapter';
  * httpOperation('HEAD', '/v1/artifacts/a.txt'); // 'GET /v1/artifacts/a.txt'
  * ```
  */
@@ -139,7 +139,8 @@ export function httpOperation(method: string, path: string): string {
  *
  * @example
  * ```ts
- * import { SecurityError, bearerChallenge } from '@fluxguard/core';
+ * import { SecurityError } from '@fluxguard/core';
+ * import { bearerChallenge } from '@fluxguard/core/adapter';
  * bearerChallenge(new SecurityError('unauthenticated', { reason: 'token_expired' }), 'artifacts');
  * // 'Bearer realm="artifacts", error="invalid_token"'
  * ```

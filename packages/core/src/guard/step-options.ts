@@ -50,7 +50,7 @@ export interface GuardStepOptions {
 /**
  * The controls of an adapter's `jwtAuth`, its options checked once (`owner` names it in errors).
  *
- * @internal
+ * For adapter authors (`@fluxguard/core/adapter`).
  */
 export function jwtAuthControls(owner: string, options: JwtAuthOptions): readonly Control[] {
   const { authenticator } = resolveOptions(owner, { authenticator: undefined as Authenticator | undefined }, options);
@@ -65,7 +65,7 @@ export function jwtAuthControls(owner: string, options: JwtAuthOptions): readonl
 /**
  * The controls of an adapter's `rbac`, its options checked once.
  *
- * @internal
+ * For adapter authors (`@fluxguard/core/adapter`).
  */
 export function rbacControls(owner: string, options: RbacStepOptions): readonly Control[] {
   const { authorizer } = resolveOptions(owner, { authorizer: undefined as Authorizer | undefined }, options);
@@ -78,7 +78,7 @@ export function rbacControls(owner: string, options: RbacStepOptions): readonly 
 /**
  * The controls of an adapter's `guard`/`authorize`, its options checked once.
  *
- * @internal
+ * For adapter authors (`@fluxguard/core/adapter`).
  */
 export function guardControls(owner: string, options: GuardStepOptions): readonly Control[] {
   const { guard } = resolveOptions(owner, { guard: undefined as Guard | undefined }, options);
@@ -89,7 +89,7 @@ export function guardControls(owner: string, options: GuardStepOptions): readonl
  * The controls of the adapters' whole-stack factories (`fluxguardInterceptors`, `fluxguard`):
  * the guard's, if any, then `controls`, which the pipeline orders by stage.
  *
- * @internal
+ * For adapter authors (`@fluxguard/core/adapter`).
  */
 export function stackControls(
   owner: string,

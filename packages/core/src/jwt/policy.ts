@@ -145,7 +145,7 @@ export interface JwtPolicyExtras {
  *
  * @example
  * ```ts
- * import { createJwtVerifier, jwtVerifierOptionsFromPolicy, loadSecurityPolicy } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): createJwtVerifier, jwtVerifierOptionsFromPolicy, loadSecurityPolicy
  * const policy = await loadSecurityPolicy('policy.json');
  * if (policy.jwt) { const verifier = createJwtVerifier(jwtVerifierOptionsFromPolicy(policy.jwt)); }
  * ```

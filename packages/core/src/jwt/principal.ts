@@ -92,7 +92,7 @@ function stringList(value: unknown): readonly string[] {
  *
  * @example
  * ```ts
- * import { claimsToPrincipal } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): claimsToPrincipal
  * const p = claimsToPrincipal({ sub: 'alice', realm_access: { roles: ['artifacts.reader'] }, scope: 'read write' },
  *   { rolesClaim: 'realm_access.roles' });
  * p.roles;  // ['artifacts.reader']

@@ -33,7 +33,7 @@ export interface ClientTlsOptions {
  *
  * @example
  * ```ts
- * import { CLIENT_TLS_OPTION_NAMES, resolveOptions } from '@fluxguard/core';
+ * import { CLIENT_TLS_OPTION_NAMES, resolveOptions } from '@fluxguard/core/adapter';
  * const o = resolveOptions('createMyClient', { timeoutMs: 5000 }, options, CLIENT_TLS_OPTION_NAMES);
  * ```
  */
@@ -90,7 +90,7 @@ function sourceOf(where: string, options: ClientTlsOptions, part: Part): Materia
  *
  * @example
  * ```ts
- * import { loadClientTlsMaterial } from '@fluxguard/core';
+ * import { loadClientTlsMaterial } from '@fluxguard/core/adapter';
  * const tls = loadClientTlsMaterial({ caFile: 'ca.crt', certFile: 'client.crt', keyFile: 'client.key' }, 'createMyClient');
  * tls.cert !== undefined; // true: the client offers its certificate
  * ```

@@ -42,7 +42,7 @@ export interface IdentityRule {
  *
  * @example
  * ```ts
- * import { compileIdentityRules, type IdentityMatcher } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): compileIdentityRules, IdentityMatcher
  * const allowed: IdentityMatcher = compileIdentityRules([{ dnsName: '*.svc.example.com' }], 'policy.mtls');
  * allowed(call.peerCertificate); // boolean
  * ```
@@ -69,7 +69,7 @@ const MATCH_KEYS = ['spiffeId', 'dnsName', 'commonName', 'fingerprint256'] as co
  *
  * @example
  * ```ts
- * import { compileIdentityRules } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): compileIdentityRules
  * const isReader = compileIdentityRules(
  *   [{ spiffeId: 'spiffe://example.org/ns/*\/sa/reader' }],
  *   'policy.rbac.GetArtifact.certificate',
@@ -88,7 +88,7 @@ export function compileIdentityRules(rules: readonly IdentityRule[], where: stri
  *
  * @example
  * ```ts
- * import { compileCertificateRoles } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): compileCertificateRoles
  * const rolesOf = compileCertificateRoles([{ dnsName: 'backup.example.com', roles: ['artifacts.reader'] }], 'policy.mtls');
  * rolesOf(call.peerCertificate); // ['artifacts.reader'] or []
  * ```
@@ -103,7 +103,7 @@ export type CertificateRoleMapper = (identity: CertificateIdentity | undefined) 
  *
  * @example
  * ```ts
- * import { compileCertificateRoles } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): compileCertificateRoles
  * const rolesOf = compileCertificateRoles(
  *   [{ spiffeId: 'spiffe://example.org/ns/prod/sa/backup', roles: ['artifacts.reader'] }],
  *   'policy.mtls.roles',
@@ -142,7 +142,7 @@ function roleMapperFor(rules: readonly IdentityRule[]): CertificateRoleMapper {
  *
  * @example
  * ```ts
- * import { rolesFromCertificate } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): rolesFromCertificate
  * const RULES = Object.freeze([{ spiffeId: 'spiffe://fluxguard.dev/client', roles: ['artifacts.reader'] }]);
  * rolesFromCertificate(call.peerCertificate, RULES); // ['artifacts.reader']
  * ```
@@ -161,7 +161,7 @@ export function rolesFromCertificate(
  *
  * @example
  * ```ts
- * import { certificateSubject } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): certificateSubject
  * certificateSubject(identity); // 'spiffe://fluxguard.dev/client'
  * ```
  */
@@ -177,7 +177,7 @@ export function certificateSubject(identity: CertificateIdentity): string {
  *
  * @example
  * ```ts
- * import { principalFromCertificate } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): principalFromCertificate
  * const RULES = Object.freeze([{ spiffeId: 'spiffe://example.org/ns/*\/sa/backup', roles: ['artifacts.reader'] }]);
  * const principal = principalFromCertificate(call.peerCertificate, RULES);
  * // { subject: 'spiffe://example.org/ns/prod/sa/backup', roles: ['artifacts.reader'], authenticatedBy: 'mtls', ... }
@@ -205,7 +205,7 @@ export function principalFromCertificate(
  *
  * @example
  * ```ts
- * import { mergePrincipals } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): mergePrincipals
  * const principal = mergePrincipals(jwtPrincipal, call.peerCertificate);
  * principal.authenticatedBy; // 'both' when a verified certificate was presented
  * ```
@@ -221,7 +221,7 @@ export function mergePrincipals(jwtPrincipal: Principal, certIdentity: Certifica
  *
  * @example
  * ```ts
- * import { normalizeFingerprint256 } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): normalizeFingerprint256
  * normalizeFingerprint256('AB:CD:...'); // 'abcd...'
  * ```
  */

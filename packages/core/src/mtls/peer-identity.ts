@@ -14,7 +14,7 @@ import { parseSpiffeId } from './spiffe.js';
  *
  * @example
  * ```ts
- * import type { CertificateInput } from '@fluxguard/core';
+ * import type { CertificateInput } from '@fluxguard/core/adapter';
  * const input: CertificateInput = call.getAuthContext().sslPeerCertificate!; // { raw: Buffer, ... }
  * ```
  */
@@ -59,7 +59,7 @@ function toDer(input: CertificateInput): Buffer {
  *
  * @example
  * ```ts
- * import { identityFromCertificate } from '@fluxguard/core';
+ * import { identityFromCertificate } from '@fluxguard/core/adapter';
  * const peer = call.getAuthContext().sslPeerCertificate; // grpc-js >= 1.14.5: verified only
  * const identity = peer === undefined ? undefined : identityFromCertificate(peer);
  * identity?.spiffeId; // 'spiffe://fluxguard.dev/client'
@@ -112,7 +112,7 @@ export type PeerTlsSocket = Pick<TLSSocket, 'authorized' | 'getPeerCertificate'>
  *
  * @example
  * ```ts
- * import { identityFromTlsSocket } from '@fluxguard/core';
+ * import { identityFromTlsSocket } from '@fluxguard/core/adapter';
  * app.use((req, _res, next) => {
  *   const identity = identityFromTlsSocket(req.socket as import('node:tls').TLSSocket);
  *   next();
@@ -135,7 +135,7 @@ export function identityFromTlsSocket(socket: PeerTlsSocket): CertificateIdentit
  *
  * @example
  * ```ts
- * import { isIdentityCurrent } from '@fluxguard/core';
+ * import { isIdentityCurrent } from '@fluxguard/core/adapter';
  * if (identity !== undefined && !isIdentityCurrent(identity)) throw new SecurityError('unauthenticated');
  * ```
  */

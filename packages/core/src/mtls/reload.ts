@@ -16,7 +16,7 @@ import {
  *
  * @example
  * ```ts
- * import type { WatchTlsMaterialOptions } from '@fluxguard/core';
+ * import type { WatchTlsMaterialOptions } from '@fluxguard/core/adapter';
  * const options: WatchTlsMaterialOptions = {
  *   certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt',
  *   onUpdate: (m) => server.setSecureContext(settings.secureContextOptions(m)),
@@ -116,7 +116,7 @@ interface Watch {
  *
  * @example
  * ```ts
- * import { createTlsSettings, watchTlsMaterial } from '@fluxguard/core';
+ * import { createTlsSettings, watchTlsMaterial } from '@fluxguard/core/adapter';
  * const files = { certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt' };
  * const settings = createTlsSettings({ ...files, clientCertificates: 'strict' });
  * const server = https.createServer({ ...settings.serverOptions }, app);

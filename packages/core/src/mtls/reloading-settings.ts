@@ -33,7 +33,7 @@ export interface ReloadOptions {
  *
  * @example
  * ```ts
- * import type { ReloadingTlsSettingsOptions } from '@fluxguard/core';
+ * import type { ReloadingTlsSettingsOptions } from '@fluxguard/core/adapter';
  * const options: ReloadingTlsSettingsOptions = {
  *   audit,
  *   onUpdate: (contextOptions) => server.setSecureContext(contextOptions),
@@ -110,7 +110,7 @@ const DEFAULTS: Resolved = Object.freeze({
  * @example
  * ```ts
  * import https from 'node:https';
- * import { createReloadingTlsSettings } from '@fluxguard/core';
+ * import { createReloadingTlsSettings } from '@fluxguard/core/adapter';
  * let server: https.Server | undefined;
  * const tls = createReloadingTlsSettings(
  *   { certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt', clientCertificates: 'strict' },

@@ -125,7 +125,7 @@ export interface TlsSettings {
  *
  * @example
  * ```ts
- * import { TLS_CIPHERS } from '@fluxguard/core';
+ * import { TLS_CIPHERS } from '@fluxguard/core/adapter';
  * TLS_CIPHERS.split(':').includes('ECDHE-ECDSA-AES128-GCM-SHA256'); // true
  * ```
  */
@@ -146,7 +146,7 @@ export const TLS_CIPHERS = [
  *
  * @example
  * ```ts
- * import { TLS_ECDH_CURVES } from '@fluxguard/core';
+ * import { TLS_ECDH_CURVES } from '@fluxguard/core/adapter';
  * TLS_ECDH_CURVES; // 'X25519:P-256:P-384'
  * ```
  */
@@ -193,7 +193,7 @@ const FACTORY = 'createTlsSettings';
  * @example
  * ```ts
  * import https from 'node:https';
- * import { createTlsSettings } from '@fluxguard/core';
+ * import { createTlsSettings } from '@fluxguard/core/adapter';
  * const tls = createTlsSettings({
  *   certFile: 'server.crt', keyFile: 'server.key', caFile: 'ca.crt',
  *   clientCertificates: 'strict',

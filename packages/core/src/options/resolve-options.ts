@@ -8,7 +8,7 @@ import { checkKnownKeys } from './unknown-keys.js';
  *
  * @example
  * ```ts
- * import { resolveOptions } from '@fluxguard/core';
+ * import { resolveOptions } from '@fluxguard/core/adapter';
  * const DEFAULTS = Object.freeze({ level: 'info', name: 'fluxguard' });
  * const opts = resolveOptions('createAuditLogger', DEFAULTS, { levl: 'debug' });
  * // throws ConfigurationError: createAuditLogger: unknown option "levl" (did you mean "level"?)

@@ -1,4 +1,11 @@
-import type { AuthenticationMethod, Principal } from '../call/call-info.js';
+import type {
+  AuthenticationMethod,
+  CallInfo,
+  CertificateIdentity,
+  HeaderReader,
+  Principal,
+  Transport,
+} from '../call/call-info.js';
 import { FluxguardError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 
@@ -47,8 +54,9 @@ export function createContextKey<T>(name: string): ContextKey<T> {
 
 /**
  * What a handler may read about its call, the same on both transports (gRPC:
- * `getCallContext(call)`; Express: `req.fluxguard`). Nothing in it comes from a header or
- * metadata entry a client could set.
+ * `getCallContext(call)`; Express: `req.fluxguard`). Only the request id may come from the
+ * client (`x-request-id`, kept only when short and of a safe charset); the principal never
+ * comes from a header or metadata entry.
  *
  * @example
  * ```ts
@@ -88,7 +96,10 @@ export interface RequestContext {
  * ```
  */
 export interface CallContext extends RequestContext {
-  /** Records the verified caller (copied and frozen). Throws once the handler has started. */
+  /**
+   * Records the verified caller (checked, and frozen). On gRPC it throws once the handler has
+   * started; on Express a later middleware may still replace it (see `setPrincipal` there).
+   */
   setPrincipal(principal: Principal): void;
   /** Stores a value for a later control or the handler. */
   set<T>(key: ContextKey<T>, value: T): void;
@@ -109,7 +120,7 @@ export type EndCause = 'ended' | 'cancelled' | 'deadline';
  * What an adapter gives {@link CallState}: the request id, the transport's deadline, and how
  * to end the call at once on its transport.
  *
- * @internal
+ * For adapter authors (`@fluxguard/core/adapter`).
  */
 export interface CallStateInit {
   readonly requestId: string;
@@ -117,7 +128,7 @@ export interface CallStateInit {
   /** Sends `error`'s public form to the client now (gRPC status, HTTP problem response). */
   readonly end: (error: SecurityError) => void;
   /** Told about a release callback that threw (the others still run). */
-  readonly onReleaseError: (error: unknown) => void;
+  readonly onReleaseError: (error: unknown, requestId: string) => void;
 }
 
 const AUTHENTICATION_METHODS: readonly AuthenticationMethod[] = ['jwt', 'mtls', 'both'];
@@ -128,12 +139,12 @@ const AUTHENTICATION_METHODS: readonly AuthenticationMethod[] = ['jwt', 'mtls', 
  * signal (created only when read: most calls never need one), and the release callbacks,
  * each run exactly once when the call ends.
  *
- * @internal
+ * For adapter authors (`@fluxguard/core/adapter`).
  */
 export class CallState implements CallContext {
-  readonly requestId: string;
+  readonly #requestId: string;
   readonly #end: (error: SecurityError) => void;
-  readonly #onReleaseError: (error: unknown) => void;
+  readonly #onReleaseError: (error: unknown, requestId: string) => void;
   #principal: Principal | undefined;
   #sealed = false;
   #deadline: number | undefined;
@@ -143,14 +154,25 @@ export class CallState implements CallContext {
   #values: Map<ContextKey<unknown>, unknown> | undefined;
   #releases: (() => void)[] | undefined;
   #finished = false;
+  /** The adapter's slot for the call's `CallInfo`, built once by the first pipeline that needs it. */
+  callInfo: CallInfo | undefined = undefined;
+  /**
+   * The adapter's slot for naming the operation in an audit line (a pipeline's
+   * `operationLabel`), asked only when the call fails.
+   */
+  labelOperation: ((operation: string) => string | undefined) | undefined = undefined;
 
   constructor(init: CallStateInit) {
-    this.requestId = init.requestId;
+    this.#requestId = init.requestId;
     this.#deadline = init.deadline;
     this.#end = init.end;
     this.#onReleaseError = init.onReleaseError;
-    // Handlers get this object itself: `context.requestId = ...` must throw, not forge a log id.
-    Object.freeze(this);
+  }
+
+  // A getter without a setter: handlers get this object itself, and `context.requestId = ...`
+  // must throw, not forge the id of the log lines.
+  get requestId(): string {
+    return this.#requestId;
   }
 
   get principal(): Principal | undefined {
@@ -253,7 +275,7 @@ export class CallState implements CallContext {
     try {
       release();
     } catch (error) {
-      this.#onReleaseError(error);
+      this.#onReleaseError(error, this.#requestId);
     }
   }
 }
@@ -312,7 +334,8 @@ function isStringArray(value: unknown): value is readonly string[] {
  * The error of an accessor or control that finds no fluxguard context on its call: the same
  * code on both transports, failing closed (no request id, signal or principal to guess).
  *
- * @internal
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
  * @example
  * ```ts
  * throw missingContextError('getPrincipal', 'install fluxguardInterceptors() on the grpc-js Server');
@@ -320,4 +343,52 @@ function isStringArray(value: unknown): value is readonly string[] {
  */
 export function missingContextError(accessor: string, remedy: string): FluxguardError {
   return new FluxguardError('missing_call_context', `${accessor}: no fluxguard context for this call; ${remedy}`);
+}
+
+/**
+ * The `CallInfo` both adapters hand to controls: the transport's facts, fixed when the call
+ * starts, and the request id, deadline and signal read live from the call's state (a control
+ * may tighten the deadline; the signal is created only when read). A class, so that building
+ * one per call allocates one small object.
+ *
+ * @example
+ * ```ts
+ * const info = new StateCallInfo(state, 'grpc', '/pkg.Svc/Get', '127.0.0.1:5000', undefined, headers);
+ * ```
+ */
+export class StateCallInfo implements CallInfo {
+  readonly transport: Transport;
+  readonly operation: string;
+  readonly peerAddress: string | undefined;
+  readonly peerCertificate: CertificateIdentity | undefined;
+  readonly headers: HeaderReader;
+  readonly #state: CallState;
+
+  constructor(
+    state: CallState,
+    transport: Transport,
+    operation: string,
+    peerAddress: string | undefined,
+    peerCertificate: CertificateIdentity | undefined,
+    headers: HeaderReader,
+  ) {
+    this.#state = state;
+    this.transport = transport;
+    this.operation = operation;
+    this.peerAddress = peerAddress;
+    this.peerCertificate = peerCertificate;
+    this.headers = headers;
+  }
+
+  get requestId(): string {
+    return this.#state.requestId;
+  }
+
+  get deadline(): number | undefined {
+    return this.#state.deadline;
+  }
+
+  get signal(): AbortSignal {
+    return this.#state.signal;
+  }
 }

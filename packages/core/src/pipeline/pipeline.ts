@@ -31,7 +31,7 @@ export interface Pipeline {
   /** Runs every `onMessage` in order on one inbound message; throws the refusal. */
   message(message: unknown, call: CallInfo, state: CallState): void;
   /** The first label a control gives `operation` (see `Control.operationLabel`), for audit lines. */
-  operationLabel(operation: string): string | undefined;
+  readonly operationLabel: (operation: string) => string | undefined;
 }
 
 type StartHook = (call: CallInfo, state: CallState) => StartResult | Promise<StartResult>;
@@ -42,7 +42,7 @@ type MessageHook = (message: unknown, call: CallInfo, state: CallState) => void;
  *
  * @throws ConfigurationError naming `owner` and the offending control.
  *
- * @internal
+ * For adapter authors (`@fluxguard/core/adapter`).
  */
 export function createPipeline(owner: string, controls: readonly Control[]): Pipeline {
   if (!Array.isArray(controls)) throw new ConfigurationError(`${owner}: controls must be an array`);

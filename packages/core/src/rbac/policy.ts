@@ -53,7 +53,7 @@ export function parseRbacPolicy(value: unknown, where: string): RbacPolicy {
  *
  * @example
  * ```ts
- * import { compileRbac, rbacRulesForTransport } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): compileRbac, rbacRulesForTransport
  * const rbac = compileRbac(rbacRulesForTransport(policy.rbac?.rules ?? [], 'grpc'), { mode: policy.rbac?.mode });
  * ```
  */
