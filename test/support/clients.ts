@@ -39,6 +39,12 @@ export interface ArtifactClient {
   get(path: string): Promise<Outcome<RetrievedArtifact>>;
   list(prefix: string): Promise<Outcome<ArtifactInfo[]>>;
   upload(path: string, sha256Hex: string, parts: readonly Buffer[]): Promise<Outcome<ArtifactInfo>>;
+  /**
+   * An upload that sends its parts `gapMs` apart, and with `stallAfter` stops after that many
+   * parts without ending the request (a stalled upload). gRPC: with the client deadline
+   * `deadlineMs` (default 10 s).
+   */
+  uploadPaced(path: string, sha256Hex: string, parts: readonly Buffer[], pace: Pace): Promise<Outcome<ArtifactInfo>>;
   delete(path: string): Promise<Outcome<undefined>>;
   health(): Promise<Outcome<string>>;
   unknownOperation(): Promise<Outcome<undefined>>;
@@ -53,6 +59,29 @@ export interface ArtifactClient {
 }
 
 export const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex');
+
+/** How {@link ArtifactClient.uploadPaced} sends. */
+export interface Pace {
+  readonly gapMs: number;
+  readonly stallAfter?: number;
+  readonly deadlineMs?: number;
+}
+
+/** Calls `send(part)` for each part `gapMs` apart (after `stallAfter` parts, stops); then `end()`. */
+function pacedWrites(parts: readonly Buffer[], pace: Pace, send: (part: Buffer) => boolean, end: () => void): void {
+  let i = 0;
+  const next = (): void => {
+    if (pace.stallAfter !== undefined && i >= pace.stallAfter) return;
+    const part = parts[i];
+    if (part === undefined) {
+      end();
+      return;
+    }
+    i += 1;
+    if (send(part)) setTimeout(next, pace.gapMs);
+  };
+  setTimeout(next, pace.gapMs);
+}
 
 // ---------------------------------------------------------------- gRPC
 
@@ -168,6 +197,33 @@ export function grpcArtifactClient(
           call.end();
         },
       ),
+    uploadPaced: (path, sha, parts, pace) => {
+      let ended = false;
+      return unary<ArtifactInfo>(
+        (cb) => {
+          const deadlineMs = pace.deadlineMs ?? 10_000;
+          const deadline = Number.isFinite(deadlineMs) ? new Date(Date.now() + deadlineMs) : Infinity;
+          const call = stub.UploadArtifact(meta(), { deadline }, cb);
+          call.on('status', () => (ended = true));
+          return call;
+        },
+        (call) => {
+          call.write({ header: { path, sha256: sha } });
+          pacedWrites(
+            parts,
+            pace,
+            (part) => {
+              if (ended) return false;
+              call.write({ chunk: part });
+              return true;
+            },
+            () => {
+              if (!ended) call.end();
+            },
+          );
+        },
+      );
+    },
     list: (prefix) =>
       new Promise((resolve) => {
         const observer = new GrpcObserver();
@@ -273,6 +329,55 @@ function rawRequest(
   });
 }
 
+/** A chunked PUT whose body is written part by part, paced (see {@link pacedWrites}). */
+function pacedRequest(
+  base: URL,
+  tls: HttpsClientTls | undefined,
+  path: string,
+  headers: Record<string, string>,
+  parts: readonly Buffer[],
+  pace: Pace,
+): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const options = {
+      host: base.hostname,
+      port: base.port,
+      method: 'PUT',
+      path,
+      headers: { ...headers, 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+      agent: false as const,
+      ...(tls === undefined ? {} : { ca: tls.ca, cert: tls.cert, key: tls.key, servername: 'localhost' }),
+    };
+    let answered = false;
+    const req = (base.protocol === 'https:' ? httpsRequest : httpRequest)(options, (res) => {
+      answered = true;
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, body: Buffer.concat(chunks) });
+        req.destroy();
+      });
+      res.on('error', reject);
+    });
+    req.on('error', (err) => {
+      if (!answered) reject(err);
+    });
+    req.flushHeaders();
+    pacedWrites(
+      parts,
+      pace,
+      (part) => {
+        if (answered || req.destroyed) return false;
+        req.write(part);
+        return true;
+      },
+      () => {
+        if (!answered) req.end();
+      },
+    );
+  });
+}
+
 function httpOutcome<T>(res: RawResponse, read: (body: Buffer) => T): Outcome<T> {
   const ok = res.status >= 200 && res.status < 300;
   const exposedBody = ok && res.headers['content-type'] === 'application/octet-stream' ? '' : res.body.toString('utf8');
@@ -344,6 +449,13 @@ export function httpArtifactClient(baseUrl: string, tls?: HttpsClientTls, defaul
           `/v1/artifacts/${encodePath(path)}`,
           { 'content-type': 'application/octet-stream', 'repr-digest': /^[0-9a-f]{64}$/.test(sha) ? reprDigestOf(sha) : sha },
           Buffer.concat(parts),
+        ),
+        (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo,
+      ),
+    uploadPaced: async (path, sha, parts, pace) =>
+      httpOutcome(
+        await pacedRequest(base, tls, `/v1/artifacts/${encodePath(path)}`, { ...defaultHeaders, 'repr-digest': reprDigestOf(sha) }, parts, pace).catch(
+          (err: unknown) => ({ status: 0, statusText: (err as NodeJS.ErrnoException).code ?? 'failed', headers: {}, body: Buffer.alloc(0) }),
         ),
         (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo,
       ),

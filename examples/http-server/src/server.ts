@@ -157,7 +157,7 @@ export function createApp(options: AppOptions): express.Express {
     }
     // The body is streamed into the store (no body parser): it hashes and writes chunk by
     // chunk, and renames into place only once the digest matches.
-    const info = await store.put(path, expected, bodyChunks(req), req.fluxguard.signal);
+    const info = await store.put(path, expected, bodyChunks(req, req.fluxguard.signal), req.fluxguard.signal);
     res.status(201).json({ path: info.path, sha256: info.sha256, size: info.size });
   });
 
@@ -270,10 +270,25 @@ function artifactPath(segments: unknown): string {
  * request is left undestroyed so that the refusal can still be sent; Node discards the rest of
  * the body, within the server's request timeout.
  */
-async function* bodyChunks(req: express.Request): AsyncIterable<Uint8Array> {
-  const chunks: AsyncIterable<unknown> = req.iterator({ destroyOnReturn: false });
-  for await (const chunk of chunks) {
-    if (!(chunk instanceof Uint8Array)) throw new TypeError('request body yielded a non-binary chunk');
-    yield chunk;
+async function* bodyChunks(req: express.Request, signal: AbortSignal): AsyncIterable<Uint8Array> {
+  const chunks: AsyncIterator<unknown> = req.iterator({ destroyOnReturn: false });
+  // A stalled client sends no next chunk: the request's signal (its deadline, its idle limit)
+  // ends the wait, so the store removes its temporary file at once.
+  const aborted = new Promise<never>((_resolve, reject) => {
+    signal.addEventListener(
+      'abort',
+      () => {
+        reject(signal.reason as Error);
+      },
+      { once: true },
+    );
+  });
+  aborted.catch(() => undefined);
+  signal.throwIfAborted();
+  for (;;) {
+    const next = await Promise.race([chunks.next(), aborted]);
+    if (next.done === true) return;
+    if (!(next.value instanceof Uint8Array)) throw new TypeError('request body yielded a non-binary chunk');
+    yield next.value;
   }
 }

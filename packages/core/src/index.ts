@@ -112,6 +112,18 @@ export type { RbacPolicy } from './rbac/policy.js';
 export type { MtlsPolicy } from './mtls/policy.js';
 export { loadSecurityPolicy, parseSecurityPolicy, readPolicyDocument, type SecurityPolicy } from './policy/policy.js';
 
+// Deadlines and idle limits
+export {
+  createTimeouts,
+  TIMEOUT_DEFAULTS,
+  type TimeoutLimits,
+  type TimeoutReason,
+  type TimeoutRule,
+  type Timeouts,
+  type TimeoutsOptions,
+} from './timeouts/timeouts.js';
+export type { TimeoutsPolicy } from './timeouts/policy.js';
+
 // Input and path sanitization
 export {
   createPathResolver,

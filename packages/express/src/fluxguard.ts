@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
-import type { AuditLogger, Control, Guard } from '@fluxguard/core';
+import type { AuditLogger, Control, Guard, TimeoutsOptions } from '@fluxguard/core';
 import { assertAuditLogger, resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { errorHandler, notFound } from './error-handler.js';
 import { controls as pipelineOf } from './pipeline.js';
@@ -32,6 +32,14 @@ export interface FluxguardOptions {
    * ordered with them by stage (see `ControlStage` of `@fluxguard/core`).
    */
   readonly controls?: readonly Control[] | undefined;
+  /**
+   * Deadlines and idle limits (`createTimeouts` of `@fluxguard/core`): on by default with its
+   * secure defaults (a call without a client deadline ends after 60 s, no deadline is longer
+   * than 15 minutes, an inbound stream may pause 30 s); options here override them; `false`
+   * turns it off. Ignored when `guard` or `controls` already hold a `deadline` control (a guard
+   * from `createGuardFromPolicy` has the policy's).
+   */
+  readonly timeouts?: TimeoutsOptions | false | undefined;
 }
 
 /**
@@ -58,12 +66,14 @@ const DEFAULTS: Readonly<{
   realm: string | undefined;
   guard: Guard | undefined;
   controls: readonly Control[] | undefined;
+  timeouts: TimeoutsOptions | false | undefined;
 }> = Object.freeze({
   audit: undefined,
   securityHeaders: undefined,
   realm: undefined,
   guard: undefined,
   controls: undefined,
+  timeouts: undefined,
 });
 
 /**
@@ -96,10 +106,13 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   assertAuditLogger(opts.audit, 'fluxguard');
   const audit = opts.audit;
   const handleErrors = errorHandler({ audit, realm: opts.realm });
-  const list = stackControls('fluxguard', opts.guard, opts.controls);
+  const list = stackControls('fluxguard', opts.guard, opts.controls, opts.timeouts);
   const before: RequestHandler[] = [
     requestIdWith(
       (error, req, res) => {
+        // Ended before the client sent the whole body (a stalled upload): close the connection
+        // after the answer instead of waiting for bytes nobody will read.
+        if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
         handleErrors(error, req as Request, res as Response, () => undefined);
       },
       (err, requestId) => {

@@ -115,6 +115,8 @@ class BodyInspector {
   readonly #info: CallInfo;
   readonly #state: CallState;
   #phase: 'pending' | 'allowed' | 'refused' = 'pending';
+  /** The body ended before this was installed (a request without one). */
+  readonly #endedEarly: boolean;
   #held: { chunk: unknown; encoding: BufferEncoding | undefined }[] = [];
 
   constructor(req: IncomingMessage, res: ServerResponse, pipeline: Pipeline, info: CallInfo, state: CallState) {
@@ -124,6 +126,7 @@ class BodyInspector {
     this.#info = info;
     this.#state = state;
     this.#push = req.push.bind(req);
+    this.#endedEarly = req.complete;
     req.push = (chunk: unknown, encoding?: BufferEncoding): boolean => this.#onChunk(chunk, encoding);
   }
 
@@ -137,6 +140,7 @@ class BodyInspector {
       this.#onChunk(chunk, encoding);
       if (this.#isRefused()) return false;
     }
+    if (this.#endedEarly) return this.#end();
     return true;
   }
 
@@ -164,16 +168,33 @@ class BodyInspector {
       this.#held.push({ chunk, encoding });
       return false;
     }
-    if (chunk !== null) {
+    if (chunk === null) {
+      if (!this.#end()) return true;
+    } else {
       try {
         this.#pipeline.message(chunk, this.#info, this.#state);
       } catch (error) {
-        this.refuse();
-        this.#state.end(asSecurityError(error));
+        this.#refuseWith(error);
         return false;
       }
     }
     return this.#push(chunk, encoding);
+  }
+
+  /** The client has sent the whole body; `false` when a hook refused the call there. */
+  #end(): boolean {
+    try {
+      this.#pipeline.inboundEnd(this.#info, this.#state);
+      return true;
+    } catch (error) {
+      this.#refuseWith(error);
+      return false;
+    }
+  }
+
+  #refuseWith(error: unknown): void {
+    this.refuse();
+    this.#state.end(asSecurityError(error));
   }
 }
 

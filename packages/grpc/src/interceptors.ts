@@ -1,5 +1,5 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
-import type { AuditLogger, Control, Guard } from '@fluxguard/core';
+import type { AuditLogger, Control, Guard, TimeoutsOptions } from '@fluxguard/core';
 import { resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { safeErrors, type SafeErrorsOptions } from './errors.js';
 import { controls as pipelineOf } from './pipeline.js';
@@ -26,13 +26,22 @@ export interface FluxguardInterceptorsOptions {
    * ordered with them by stage (see `ControlStage` of `@fluxguard/core`).
    */
   readonly controls?: readonly Control[] | undefined;
+  /**
+   * Deadlines and idle limits (`createTimeouts` of `@fluxguard/core`): on by default with its
+   * secure defaults (a call without a client deadline ends after 60 s, no deadline is longer
+   * than 15 minutes, an inbound stream may pause 30 s); options here override them; `false`
+   * turns it off. Ignored when `guard` or `controls` already hold a `deadline` control (a guard
+   * from `createGuardFromPolicy` has the policy's).
+   */
+  readonly timeouts?: TimeoutsOptions | false | undefined;
 }
 
 const DEFAULTS: Readonly<{
   audit: AuditLogger | undefined;
   guard: Guard | undefined;
   controls: readonly Control[] | undefined;
-}> = Object.freeze({ audit: undefined, guard: undefined, controls: undefined });
+  timeouts: TimeoutsOptions | false | undefined;
+}> = Object.freeze({ audit: undefined, guard: undefined, controls: undefined, timeouts: undefined });
 
 /**
  * The fluxguard interceptors in the order they must run, for `new Server({ interceptors })`:
@@ -52,8 +61,8 @@ const DEFAULTS: Readonly<{
  * ```
  */
 export function fluxguardInterceptors(options: FluxguardInterceptorsOptions): ServerInterceptor[] {
-  const { audit, guard, controls } = resolveOptions('fluxguardInterceptors', DEFAULTS, options);
-  const list = stackControls('fluxguardInterceptors', guard, controls);
+  const { audit, guard, controls, timeouts } = resolveOptions('fluxguardInterceptors', DEFAULTS, options);
+  const list = stackControls('fluxguardInterceptors', guard, controls, timeouts);
   // safeErrors validates the logger itself, with its own message.
   const interceptors = [safeErrors({ audit } as SafeErrorsOptions)];
   if (list.length > 0) interceptors.push(pipelineOf('fluxguardInterceptors', list));

@@ -123,8 +123,19 @@ function interceptCall(
       else if (phase === 'pending') held.push(deliver);
     })
     .withOnReceiveHalfClose((next) => {
-      if (phase === 'allowed') next();
-      else if (phase === 'pending') held.push(next);
+      const deliver = (): void => {
+        if (pipeline.hasMessageHooks && grpcCall?.state.callInfo !== undefined && callMetadata !== undefined) {
+          try {
+            pipeline.inboundEnd(grpcCall.state.callInfo, grpcCall.state);
+          } catch (error) {
+            refuse(callMetadata, error);
+            return;
+          }
+        }
+        next();
+      };
+      if (phase === 'allowed') deliver();
+      else if (phase === 'pending') held.push(deliver);
     })
     .withOnCancel(() => {
       if (phase === 'pending') phase = 'refused';

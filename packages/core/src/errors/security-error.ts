@@ -7,6 +7,7 @@ import type { CertificateReason } from '../mtls/certificate-check.js';
 import type { PipelineReason } from '../pipeline/call-context.js';
 import type { RbacReason } from '../rbac/rbac.js';
 import type { PathReason } from '../sanitize/safe-path.js';
+import type { TimeoutReason } from '../timeouts/timeouts.js';
 
 /**
  * Reasons the transport adapters give at the edge, for failures no control raised. They live
@@ -73,6 +74,7 @@ export type SecurityErrorReason =
   | RbacReason
   | CertificateReason
   | PipelineReason
+  | TimeoutReason
   | PathReason
   | TransportReason
   | AppReason;

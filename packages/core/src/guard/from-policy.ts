@@ -8,6 +8,7 @@ import { resolveOptions } from '../options/resolve-options.js';
 import type { SecurityPolicy } from '../policy/policy.js';
 import { rbacRulesForTransport } from '../rbac/policy.js';
 import { compileRbac } from '../rbac/rbac.js';
+import { compileTimeouts } from '../timeouts/timeouts.js';
 import { createGuard, type ComposedGuard } from './guard.js';
 
 /**
@@ -53,7 +54,9 @@ const DEFAULTS: Readonly<{ [K in keyof GuardFromPolicyOptions]-?: GuardFromPolic
 /**
  * The guard one policy describes, in one call: the JWT verifier of `policy.jwt` (unless `jwt`
  * is given), the RBAC rules and mode of `policy.rbac` (only the `transport`'s rules when it is
- * given), and `policy.mtls.certificateRoles`. The policy should come from
+ * given), `policy.mtls.certificateRoles`, and the deadlines and idle limits of
+ * `policy.timeouts` (their secure defaults when the section is absent): its `controls` are all
+ * of these, for `fluxguardInterceptors({ guard })` / `fluxguard({ guard })`. The policy should come from
  * `parseSecurityPolicy` / `loadSecurityPolicy`. Without `policy.jwt` nor `jwt`, no token is
  * accepted; without `policy.rbac`, every operation is denied (no rule).
  *
@@ -101,11 +104,14 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
           }),
         ));
   const certificateRoles = policy.mtls?.certificateRoles;
-  return createGuard({
+  const guard = createGuard({
     audit,
     rbac,
     jwt,
     // An empty list maps no certificate: the same as none.
     certificateRoles: certificateRoles === undefined || certificateRoles.length === 0 ? undefined : certificateRoles,
   });
+  // Always: without a section, the timeouts control keeps its secure defaults.
+  const timeouts = compileTimeouts({ ...policy.timeouts, transport }, 'policy.timeouts');
+  return Object.freeze({ ...guard, controls: Object.freeze([...guard.controls, timeouts]) });
 }

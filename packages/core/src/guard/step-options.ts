@@ -4,6 +4,7 @@ import type { Control } from '../pipeline/control.js';
 import type { Authenticator } from './authenticate.js';
 import type { Authorizer } from './authorize.js';
 import type { Guard } from './guard.js';
+import { compileTimeouts, type TimeoutsOptions } from '../timeouts/timeouts.js';
 
 /**
  * Options of the adapters' `jwtAuth` (gRPC interceptor, Express middleware).
@@ -87,7 +88,9 @@ export function guardControls(owner: string, options: GuardStepOptions): readonl
 
 /**
  * The controls of the adapters' whole-stack factories (`fluxguardInterceptors`, `fluxguard`):
- * the guard's, if any, then `controls`, which the pipeline orders by stage.
+ * the guard's, if any, then `controls`, which the pipeline orders by stage; and, unless a
+ * control of the `deadline` stage is already listed or `timeouts` is `false`, the timeouts
+ * control with `timeouts` (its secure defaults when omitted).
  *
  * For adapter authors (`@fluxguard/core/adapter`).
  */
@@ -95,10 +98,13 @@ export function stackControls(
   owner: string,
   guard: Guard | undefined,
   controls: readonly Control[] | undefined,
+  timeouts: TimeoutsOptions | false | undefined,
 ): readonly Control[] {
   const own: unknown = controls;
   if (own !== undefined && !Array.isArray(own)) throw new ConfigurationError(`${owner}: "controls" must be an array`);
-  return [...(guard === undefined ? [] : (controlsOfGuard(guard) ?? missingGuard(owner))), ...(controls ?? [])];
+  const list = [...(guard === undefined ? [] : (controlsOfGuard(guard) ?? missingGuard(owner))), ...(controls ?? [])];
+  if (timeouts === false || list.some((control) => control.stage === 'deadline')) return list;
+  return [...list, compileTimeouts(timeouts ?? {}, `${owner}: timeouts`)];
 }
 
 function controlsOfGuard(guard: Guard | undefined): readonly Control[] | undefined {

@@ -151,6 +151,8 @@ export class CallState implements CallContext {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #controller: AbortController | undefined;
   #abortCause: EndCause | undefined;
+  /** Why `end` ended the call; wins over the cause the adapter reports when the call closes. */
+  #endCause: EndCause | undefined;
   #values: Map<ContextKey<unknown>, unknown> | undefined;
   #releases: (() => void)[] | undefined;
   #finished = false;
@@ -229,7 +231,6 @@ export class CallState implements CallContext {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.#abort('deadline');
       this.end(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
     }, remaining);
     this.#timer.unref();
@@ -237,7 +238,12 @@ export class CallState implements CallContext {
 
   end(error: SecurityError): void {
     if (this.#finished) return;
+    // A call ended for time (a deadline, an idle limit) aborts its signal as a timeout, once
+    // its answer is on its way: a handler that reacts by tearing down its stream must not cut
+    // the answer off.
+    if (error.code === 'deadline_exceeded') this.#endCause = 'deadline';
     this.#end(error);
+    if (this.#endCause !== undefined) this.#abort(this.#endCause);
   }
 
   /** Registers a release callback; run at once when the call has already ended. */
@@ -258,7 +264,7 @@ export class CallState implements CallContext {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    this.#abort(cause);
+    this.#abort(this.#endCause ?? cause);
     const releases = this.#releases;
     this.#releases = undefined;
     if (releases !== undefined) for (const release of releases) this.#runRelease(release);

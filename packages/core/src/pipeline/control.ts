@@ -65,6 +65,7 @@ export type StartResult = void | undefined | (() => void);
  * - `onMessage`, for every inbound message of every call kind (gRPC: each deserialized request
  *   message; HTTP: each body chunk, a `Buffer`, as it arrives), after `onStart` allowed the
  *   call. Synchronous: it sizes or validates, it does not wait.
+ * - `onInboundEnd`, once the client has sent everything (an idle limit stops watching then).
  *
  * @example
  * ```ts
@@ -98,4 +99,9 @@ export interface Control {
   readonly operationLabel?: ((operation: string) => string | undefined) | undefined;
   readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
   readonly onMessage?: ((message: unknown, call: CallInfo, context: CallContext) => void) | undefined;
+  /**
+   * Once, when the client has sent its last inbound message (gRPC: the half-close; HTTP: the
+   * end of the body, at once for a request without one), after `onStart` allowed the call.
+   */
+  readonly onInboundEnd?: ((call: CallInfo, context: CallContext) => void) | undefined;
 }

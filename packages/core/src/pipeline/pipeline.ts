@@ -17,7 +17,10 @@ import { CONTROL_STAGES, type Control, type StartResult } from './control.js';
 export interface Pipeline {
   /** The controls in the order they run. */
   readonly controls: readonly Control[];
-  /** Some control has an `onMessage` hook: the adapter must route messages through {@link Pipeline.message}. */
+  /**
+   * Some control has an `onMessage` or `onInboundEnd` hook: the adapter must route inbound
+   * messages through {@link Pipeline.message} and their end through {@link Pipeline.inboundEnd}.
+   */
   readonly hasMessageHooks: boolean;
   /** Some control matches operations against path patterns (see `Control.matchesOperation`). */
   readonly matchesOperation: boolean;
@@ -30,12 +33,15 @@ export interface Pipeline {
   start(call: CallInfo, state: CallState): Promise<void> | undefined;
   /** Runs every `onMessage` in order on one inbound message; throws the refusal. */
   message(message: unknown, call: CallInfo, state: CallState): void;
+  /** Runs every `onInboundEnd` in order, once the client has sent its last message. */
+  inboundEnd(call: CallInfo, state: CallState): void;
   /** The first label a control gives `operation` (see `Control.operationLabel`), for audit lines. */
   readonly operationLabel: (operation: string) => string | undefined;
 }
 
 type StartHook = (call: CallInfo, state: CallState) => StartResult | Promise<StartResult>;
 type MessageHook = (message: unknown, call: CallInfo, state: CallState) => void;
+type EndHook = (call: CallInfo, state: CallState) => void;
 
 /**
  * Validates `controls` and orders them by stage (controls of one stage keep the order given).
@@ -56,10 +62,12 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
   const labels = ordered.flatMap((control) => (control.operationLabel === undefined ? [] : [control.operationLabel]));
   const starts: StartHook[] = [];
   const messages: MessageHook[] = [];
+  const ends: EndHook[] = [];
   for (const control of ordered) {
-    const { onStart, onMessage } = control;
+    const { onStart, onMessage, onInboundEnd } = control;
     if (onStart !== undefined) starts.push(onStart.bind(control));
     if (onMessage !== undefined) messages.push(onMessage.bind(control));
+    if (onInboundEnd !== undefined) ends.push(onInboundEnd.bind(control));
   }
 
   const runStarts = (from: number, call: CallInfo, state: CallState): Promise<void> | undefined => {
@@ -80,11 +88,14 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
 
   return Object.freeze({
     controls: ordered,
-    hasMessageHooks: messages.length > 0,
+    hasMessageHooks: messages.length > 0 || ends.length > 0,
     matchesOperation: ordered.some((control) => control.matchesOperation === true),
     start: (call: CallInfo, state: CallState) => runStarts(0, call, state),
     message: (message: unknown, call: CallInfo, state: CallState) => {
       for (const hook of messages) hook(message, call, state);
+    },
+    inboundEnd: (call: CallInfo, state: CallState) => {
+      for (const hook of ends) hook(call, state);
     },
     operationLabel: (operation: string) => {
       for (const label of labels) {
@@ -104,7 +115,9 @@ function checkControl(owner: string, control: unknown, index: number): Control {
   const where = `${owner}: controls[${String(index)}]`;
   if (typeof control !== 'object' || control === null)
     throw new ConfigurationError(`${where} must be a control object`);
-  const { name, stage, onStart, onMessage, operationLabel } = control as Partial<Record<keyof Control, unknown>>;
+  const { name, stage, onStart, onMessage, onInboundEnd, operationLabel } = control as Partial<
+    Record<keyof Control, unknown>
+  >;
   if (typeof name !== 'string' || name === '') throw new ConfigurationError(`${where} must have a non-empty "name"`);
   if (!CONTROL_STAGES.includes(stage as Control['stage'])) {
     throw new ConfigurationError(`${where} (${name}): "stage" must be one of ${CONTROL_STAGES.join(', ')}`);
@@ -114,6 +127,9 @@ function checkControl(owner: string, control: unknown, index: number): Control {
   }
   if (onMessage !== undefined && typeof onMessage !== 'function') {
     throw new ConfigurationError(`${where} (${name}): "onMessage" must be a function`);
+  }
+  if (onInboundEnd !== undefined && typeof onInboundEnd !== 'function') {
+    throw new ConfigurationError(`${where} (${name}): "onInboundEnd" must be a function`);
   }
   if (operationLabel !== undefined && typeof operationLabel !== 'function') {
     throw new ConfigurationError(`${where} (${name}): "operationLabel" must be a function`);

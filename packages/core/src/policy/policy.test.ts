@@ -163,7 +163,6 @@ describe('parseSecurityPolicy', () => {
   it.each([
     ['limits', { maxMessageBytes: 1_048_576 }, 'limits'],
     ['rateLimits', [{ operation: 'GET /v1/artifacts', perMinute: 60 }], 'rate limits'],
-    ['timeouts', { requestMs: 5000 }, 'timeouts'],
   ])('refuses a %s section, which no control enforces', (name, section, what) => {
     const p = { ...structuredClone(VALID), [name]: section };
     expect(() => parseSecurityPolicy(p)).toThrow(
@@ -173,6 +172,23 @@ describe('parseSecurityPolicy', () => {
     );
     // Even empty: a section present promises a protection.
     expect(() => parseSecurityPolicy({ [name]: {} })).toThrow(`policy.${name}: this version of fluxguard`);
+  });
+
+  it('checks a timeouts section through its control, naming the bad field', () => {
+    const policy = parseSecurityPolicy({
+      timeouts: { defaultMs: 30_000, rules: [{ operation: 'PUT /v1/artifacts/*path', idleMs: 5_000 }] },
+    });
+    expect(policy.timeouts?.rules?.[0]).toEqual({ operation: 'PUT /v1/artifacts/*path', idleMs: 5_000 });
+    expect(Object.isFrozen(policy.timeouts?.rules?.[0])).toBe(true);
+    expect(() => parseSecurityPolicy({ timeouts: { requestMs: 5000 } })).toThrow(
+      /policy.timeouts: unknown field "requestMs"/,
+    );
+    expect(() => parseSecurityPolicy({ timeouts: { rules: [{ operation: 'GET /x', idleMs: -1 }] } })).toThrow(
+      'policy.timeouts.rules[0].idleMs must be a whole number of ms',
+    );
+    expect(() => parseSecurityPolicy({ timeouts: { defaultMs: 60_000, maxMs: 1_000 } })).toThrow(
+      /maxMs .* must not be below defaultMs/,
+    );
   });
 
   it('returns a frozen policy without freezing or changing what it was given', () => {
@@ -270,7 +286,6 @@ describe('loadSecurityPolicy', () => {
   it.each([
     ['limits', 'limits:\n  maxMessageBytes: 1048576\n', 'limits'],
     ['rateLimits', 'rateLimits:\n  - operation: GET /v1/artifacts\n    perMinute: 60\n', 'rate limits'],
-    ['timeouts', 'timeouts:\n  requestMs: 5000\n', 'timeouts'],
   ])('refuses a %s section in a YAML policy, naming the file', async (name, section, what) => {
     const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
     const file = join(dir, 'policy.yaml');

@@ -1,0 +1,131 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { CallInfo } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import type { SecurityError } from '../errors/security-error.js';
+import { CallState } from '../pipeline/call-context.js';
+import { createPipeline } from '../pipeline/pipeline.js';
+import { TIMEOUT_DEFAULTS, createTimeouts, type TimeoutsOptions } from './timeouts.js';
+
+function call(operation: string, deadline?: number): CallInfo {
+  return {
+    transport: operation.startsWith('/') ? 'grpc' : 'http',
+    operation,
+    requestId: 'r1',
+    peerAddress: undefined,
+    peerCertificate: undefined,
+    headers: { get: () => undefined, getAll: () => [] },
+    deadline,
+    signal: new AbortController().signal,
+  };
+}
+
+/** Runs the control through a real pipeline on a real call state; records how the call ended. */
+function start(options: TimeoutsOptions, info: CallInfo) {
+  const ended: SecurityError[] = [];
+  const state = new CallState({
+    requestId: info.requestId,
+    deadline: info.deadline,
+    end: (error) => ended.push(error),
+    onReleaseError: () => undefined,
+  });
+  const pipeline = createPipeline('test', [createTimeouts(options)]);
+  expect(pipeline.start(info, state)).toBeUndefined();
+  return { state, ended, pipeline };
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('createTimeouts', () => {
+  it('has secure defaults: 60 s without a client deadline, at most 15 minutes, 30 s idle', () => {
+    expect(TIMEOUT_DEFAULTS).toEqual({ defaultMs: 60_000, maxMs: 900_000, idleMs: 30_000 });
+    expect(createTimeouts().limitsFor('GET /x')).toEqual(TIMEOUT_DEFAULTS);
+  });
+
+  it('picks the most specific rule, with the defaults for what a rule leaves out', () => {
+    const timeouts = createTimeouts({
+      defaultMs: 10_000,
+      rules: [
+        { operation: 'PUT /v1/*path', defaultMs: 20_000 },
+        { operation: 'PUT /v1/uploads/:id', idleMs: 5_000 },
+        { operation: '/pkg.Store/*', maxMs: 30_000 },
+      ],
+    });
+    expect(timeouts.limitsFor('PUT /v1/uploads/7')).toEqual({ defaultMs: 10_000, maxMs: 900_000, idleMs: 5_000 });
+    expect(timeouts.limitsFor('PUT /v1/a/b')).toMatchObject({ defaultMs: 20_000 });
+    expect(timeouts.limitsFor('/pkg.Store/Get')).toMatchObject({ maxMs: 30_000, defaultMs: 10_000 });
+    expect(timeouts.limitsFor('GET /v1/a')).toMatchObject({ defaultMs: 10_000 });
+  });
+
+  it('keeps only one transport’s rules when asked', () => {
+    const rules = [
+      { operation: 'PUT /v1/*path', defaultMs: 20_000 },
+      { operation: '/pkg.Store/Put', defaultMs: 40_000 },
+    ];
+    expect(createTimeouts({ rules, transport: 'grpc' }).limitsFor('PUT /v1/a').defaultMs).toBe(60_000);
+    expect(createTimeouts({ rules, transport: 'grpc' }).limitsFor('/pkg.Store/Put').defaultMs).toBe(40_000);
+  });
+
+  it.each([
+    [{ defaultMs: 0 }, /defaultMs must be a whole number/],
+    [{ idleMs: -1 }, /idleMs must be a whole number/],
+    [{ maxMs: 2 ** 31 }, /maxMs must be a whole number/],
+    [{ defaultMs: 1.5 }, /defaultMs must be a whole number/],
+    [{ defaultMs: 10_000, maxMs: 5_000 }, /maxMs \(5000\) must not be below defaultMs/],
+    [{ defautMs: 1 }, /did you mean "defaultMs"/],
+    [{ rules: {} }, /rules must be an array/],
+    [{ rules: [{ operation: 'GET /a' }, { operation: 'GET /a/' }] }, /named by an earlier rule/],
+    [{ rules: [{ operation: 'get /a' }] }, /not an operation pattern/],
+    [{ rules: [{ operation: 'GET /a', idle: 1 }] }, /unknown option "idle"/],
+    [{ transport: 'smtp' }, /"transport" must be "grpc" or "http"/],
+  ])('refuses %o at start-up', (options, message) => {
+    expect(() => createTimeouts(options as TimeoutsOptions)).toThrow(ConfigurationError);
+    expect(() => createTimeouts(options as TimeoutsOptions)).toThrow(message);
+  });
+});
+
+describe('the timeouts control on a call', () => {
+  it('gives a call without a client deadline the default, and ends it there', () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { state, ended } = start({ defaultMs: 5_000, idleMs: 0 }, call('GET /x'));
+    expect(state.deadline).toBe(1_005_000);
+    vi.advanceTimersByTime(4_999);
+    expect(ended).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(ended.map((e) => [e.code, e.reason])).toEqual([['deadline_exceeded', 'deadline_exceeded']]);
+    expect((state.signal.reason as DOMException).name).toBe('TimeoutError');
+  });
+
+  it('brings a later client deadline down to the maximum, and leaves an earlier one alone', () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    expect(start({ defaultMs: 5_000, maxMs: 10_000, idleMs: 0 }, call('/pkg.S/M', 1_000_000 + 36_000_000)).state.deadline).toBe(1_010_000);
+    expect(start({ defaultMs: 5_000, maxMs: 10_000, idleMs: 0 }, call('/pkg.S/M', 1_002_000)).state.deadline).toBe(1_002_000);
+  });
+
+  it('ends an inbound stream that pauses longer than the idle limit, and only while it streams', () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const info = call('/pkg.S/Upload', 1_000_000 + 60_000);
+    const { state, ended, pipeline } = start({ idleMs: 1_000 }, info);
+    vi.advanceTimersByTime(900);
+    pipeline.message({ chunk: 1 }, info, state);
+    vi.advanceTimersByTime(900);
+    expect(ended).toEqual([]);
+    vi.advanceTimersByTime(100);
+    expect(ended.map((e) => e.reason)).toEqual(['inbound_idle']);
+
+    const quiet = start({ idleMs: 1_000 }, info);
+    quiet.pipeline.inboundEnd(info, quiet.state);
+    vi.advanceTimersByTime(5_000);
+    expect(quiet.ended).toEqual([]);
+  });
+
+  it('stops its timers when the call ends', () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { state, ended } = start({ defaultMs: 5_000, idleMs: 1_000 }, call('PUT /x'));
+    state.finish('ended');
+    vi.advanceTimersByTime(10_000);
+    expect(ended).toEqual([]);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+});

@@ -1,0 +1,262 @@
+import type { CallInfo, Transport } from '../call/call-info.js';
+import { LruCache } from '../cache/lru.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import type { CallContext } from '../pipeline/call-context.js';
+import { createContextKey } from '../pipeline/call-context.js';
+import type { Control, StartResult } from '../pipeline/control.js';
+import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
+
+/**
+ * Why the timeouts control ended a call: the deadline it set or capped passed
+ * (`deadline_exceeded`, the pipeline's own reason), or the client stopped sending in the middle
+ * of its inbound stream (`inbound_idle`).
+ *
+ * @example
+ * ```ts
+ * import type { TimeoutReason } from '@fluxguard/core';
+ * const reason: TimeoutReason = 'inbound_idle';
+ * ```
+ */
+export type TimeoutReason = 'inbound_idle';
+
+/** The limits of one operation (or of every operation, as the defaults). */
+export interface TimeoutLimits {
+  /**
+   * The deadline of a call whose client set none, in ms from the start of the call. HTTP has no
+   * client deadline: this is the request timeout of every request (504 when it passes).
+   */
+  readonly defaultMs?: number | undefined;
+  /** The longest deadline a call may have: a client's later deadline is brought down to it. */
+  readonly maxMs?: number | undefined;
+  /**
+   * The longest pause between two inbound messages (gRPC) or body chunks (HTTP) before the
+   * client has sent everything; `0` turns the idle limit off. A client stream that sends its
+   * first message and then nothing is ended with `deadline_exceeded` (reason `inbound_idle`).
+   */
+  readonly idleMs?: number | undefined;
+}
+
+/**
+ * One rule of {@link TimeoutsOptions.rules}: the limits of the operations a pattern names, with
+ * the same patterns as RBAC rules (gRPC `/pkg.Service/Method` or `/pkg.Service/*`, HTTP
+ * `METHOD /path` with `:param` and a final `*splat`). Limits a rule leaves out are the defaults.
+ *
+ * @example
+ * ```ts
+ * import type { TimeoutRule } from '@fluxguard/core';
+ * const uploads: TimeoutRule = { operation: 'PUT /v1/artifacts/*path', defaultMs: 300_000, idleMs: 15_000 };
+ * ```
+ */
+export interface TimeoutRule extends TimeoutLimits {
+  readonly operation: string;
+}
+
+/**
+ * Options of {@link createTimeouts}: the defaults for every operation, and rules for some.
+ *
+ * @example
+ * ```ts
+ * import type { TimeoutsOptions } from '@fluxguard/core';
+ * const options: TimeoutsOptions = { defaultMs: 30_000, maxMs: 300_000, rules: [{ operation: '/pkg.Store/Upload', idleMs: 10_000 }] };
+ * ```
+ */
+export interface TimeoutsOptions extends TimeoutLimits {
+  readonly rules?: readonly TimeoutRule[] | undefined;
+  /** Keep only this transport's rules (gRPC rules start with `/`), for rules that serve both. */
+  readonly transport?: Transport | undefined;
+}
+
+/**
+ * The secure defaults: a call no client deadline bounds ends after 60 s, no deadline is longer
+ * than 15 minutes, and an inbound stream may pause 30 s at most.
+ *
+ * @example
+ * ```ts
+ * import { TIMEOUT_DEFAULTS } from '@fluxguard/core';
+ * TIMEOUT_DEFAULTS.defaultMs; // 60000
+ * ```
+ */
+export const TIMEOUT_DEFAULTS: Readonly<Required<{ [K in keyof TimeoutLimits]: number }>> = Object.freeze({
+  defaultMs: 60_000,
+  maxMs: 15 * 60_000,
+  idleMs: 30_000,
+});
+
+/** The resolved limits of one operation. */
+interface Limits {
+  readonly defaultMs: number;
+  readonly maxMs: number;
+  readonly idleMs: number;
+}
+
+interface CompiledRule {
+  readonly pattern: OperationPattern;
+  readonly limits: Limits;
+}
+
+/**
+ * The timeouts control (stage `deadline`), as returned by {@link createTimeouts}.
+ *
+ * @example
+ * ```ts
+ * import type { Timeouts } from '@fluxguard/core';
+ * function longest(timeouts: Timeouts): number { return timeouts.limitsFor('/pkg.Store/Upload').maxMs; }
+ * ```
+ */
+export interface Timeouts extends Control {
+  /** The limits that apply to `operation` (its most specific rule, else the defaults). */
+  limitsFor(operation: string): Readonly<Required<{ [K in keyof TimeoutLimits]: number }>>;
+}
+
+const LIMIT_KEYS = ['defaultMs', 'maxMs', 'idleMs'] as const;
+/** Node's timers take at most 2^31 - 1 ms. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+const OPTION_DEFAULTS: Readonly<TimeoutsOptions> = Object.freeze({
+  ...TIMEOUT_DEFAULTS,
+  rules: undefined,
+  transport: undefined,
+});
+
+const IDLE_TIMER = createContextKey<ReturnType<typeof setTimeout>>('timeouts.idle');
+
+/**
+ * Deadlines and idle limits per operation, the same on both transports: a call whose client set
+ * no deadline gets `defaultMs` (every HTTP request does), a client deadline later than `maxMs`
+ * is brought down to it, and an inbound stream that pauses longer than `idleMs` before its end
+ * is ended. At the deadline the client gets `DEADLINE_EXCEEDED` / 504 whatever the handler does,
+ * the handler's signal aborts with a `TimeoutError`, and the audit log has one line.
+ *
+ * List it among an adapter's controls (`fluxguardInterceptors({ controls })`, `fluxguard({
+ * controls })`), or describe it in a policy's `timeouts` section (`createGuardFromPolicy`).
+ *
+ * @throws ConfigurationError for an unknown option, a limit that is not a whole number of ms in
+ *   range, `maxMs` below `defaultMs`, or a bad or duplicate rule pattern.
+ *
+ * @example
+ * ```ts
+ * import { createTimeouts } from '@fluxguard/core';
+ * const timeouts = createTimeouts({
+ *   defaultMs: 30_000,
+ *   rules: [{ operation: 'PUT /v1/artifacts/*path', defaultMs: 300_000, idleMs: 15_000 }],
+ * });
+ * // fluxguard({ audit, guard, controls: [timeouts] })
+ * ```
+ */
+export function createTimeouts(options: TimeoutsOptions = {}): Timeouts {
+  return compileTimeouts(options, 'createTimeouts');
+}
+
+/**
+ * {@link createTimeouts} with the name errors give the options (`policy.timeouts` for a policy).
+ *
+ * @internal
+ */
+export function compileTimeouts(options: TimeoutsOptions, where: string): Timeouts {
+  const opts = resolveOptions<TimeoutsOptions>(where, OPTION_DEFAULTS, options);
+  const defaults = checkLimits(opts, TIMEOUT_DEFAULTS, where);
+  const transport: unknown = opts.transport;
+  if (transport !== undefined && transport !== 'grpc' && transport !== 'http') {
+    throw new ConfigurationError(`${where}: "transport" must be "grpc" or "http"`);
+  }
+  const rules = compileRules(opts.rules, defaults, transport, where);
+  // Operations are bounded by what a server serves, but HTTP paths are not: bound the memory.
+  const cache = new LruCache<string, Limits>(1024);
+  const limitsFor = (operation: string): Limits => {
+    let limits = cache.get(operation);
+    if (limits === undefined) {
+      limits = findLimits(rules, operation) ?? defaults;
+      cache.set(operation, limits);
+    }
+    return limits;
+  };
+
+  const onStart = (call: CallInfo, context: CallContext): StartResult => {
+    const limits = limitsFor(call.operation);
+    const now = Date.now();
+    const deadline = call.deadline === undefined ? now + limits.defaultMs : Math.min(call.deadline, now + limits.maxMs);
+    context.limitDeadline(deadline);
+    if (limits.idleMs === 0) return undefined;
+    const timer = setTimeout(() => {
+      context.end(new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }));
+    }, limits.idleMs);
+    timer.unref();
+    context.set(IDLE_TIMER, timer);
+    return () => {
+      clearTimeout(timer);
+    };
+  };
+
+  return Object.freeze({
+    name: 'timeouts',
+    stage: 'deadline',
+    matchesOperation: rules.length > 0,
+    limitsFor,
+    onStart,
+    onMessage: (_message: unknown, _call: CallInfo, context: CallContext): void => {
+      context.get(IDLE_TIMER)?.refresh();
+    },
+    onInboundEnd: (_call: CallInfo, context: CallContext): void => {
+      const timer = context.get(IDLE_TIMER);
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  });
+}
+
+function checkLimits(value: TimeoutLimits, fallback: Limits, where: string): Limits {
+  const limits: Record<(typeof LIMIT_KEYS)[number], number> = { ...fallback };
+  for (const key of LIMIT_KEYS) {
+    const n: unknown = value[key];
+    if (n === undefined) continue;
+    const min = key === 'idleMs' ? 0 : 1;
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < min || n > MAX_TIMER_MS) {
+      throw new ConfigurationError(
+        `${where}.${key} must be a whole number of ms from ${String(min)} to ${String(MAX_TIMER_MS)}`,
+      );
+    }
+    limits[key] = n;
+  }
+  if (limits.maxMs < limits.defaultMs) {
+    throw new ConfigurationError(
+      `${where}: maxMs (${String(limits.maxMs)}) must not be below defaultMs (${String(limits.defaultMs)})`,
+    );
+  }
+  return Object.freeze(limits);
+}
+
+function compileRules(
+  rules: unknown,
+  defaults: Limits,
+  transport: Transport | undefined,
+  where: string,
+): readonly CompiledRule[] {
+  if (rules === undefined) return [];
+  if (!Array.isArray(rules)) throw new ConfigurationError(`${where}.rules must be an array`);
+  const seen = new Set<string>();
+  const compiled: CompiledRule[] = [];
+  (rules as unknown[]).forEach((rule, i) => {
+    const at = `${where}.rules[${String(i)}]`;
+    if (typeof rule !== 'object' || rule === null || Array.isArray(rule))
+      throw new ConfigurationError(`${at} must be an object`);
+    resolveOptions(at, { operation: '', ...TIMEOUT_DEFAULTS }, rule as TimeoutRule);
+    const { operation } = rule as TimeoutRule;
+    const pattern = compilePattern(operation, `${at}.operation`);
+    if (seen.has(pattern.key))
+      throw new ConfigurationError(`${at}.operation "${operation}" is named by an earlier rule`);
+    seen.add(pattern.key);
+    if (transport !== undefined && operation.startsWith('/') !== (transport === 'grpc')) return;
+    compiled.push({ pattern, limits: checkLimits(rule, defaults, at) });
+  });
+  return Object.freeze(
+    compiled.sort((a, b) =>
+      a.pattern.exact === b.pattern.exact ? compareSpecificity(a.pattern, b.pattern) : a.pattern.exact ? -1 : 1,
+    ),
+  );
+}
+
+function findLimits(rules: readonly CompiledRule[], operation: string): Limits | undefined {
+  const normal = normalizeOperation(operation);
+  return rules.find((rule) => rule.pattern.matches(normal))?.limits;
+}
