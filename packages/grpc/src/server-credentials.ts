@@ -29,6 +29,11 @@ import {
 export interface ServerCredentialsOptions extends ReloadOptions {
   /** Where reloads (`tls.reloaded`) and reload failures (`tls.reload_failed`) are logged. Required. */
   readonly audit: AuditLogger;
+  /**
+   * A connection whose TLS handshake has not completed this long after it opened is closed.
+   * Default 10 s (Node: 120 s, which lets idle sockets pile up to the descriptor limit).
+   */
+  readonly handshakeTimeoutMs?: number | undefined;
 }
 
 /**
@@ -55,9 +60,15 @@ interface Resolved {
   readonly audit: AuditLogger | undefined;
   readonly reload: boolean | undefined;
   readonly reloadIntervalMs: number | undefined;
+  readonly handshakeTimeoutMs: number;
 }
 
-const DEFAULTS: Resolved = Object.freeze({ audit: undefined, reload: undefined, reloadIntervalMs: undefined });
+const DEFAULTS: Resolved = Object.freeze({
+  audit: undefined,
+  reload: undefined,
+  reloadIntervalMs: undefined,
+  handshakeTimeoutMs: 10_000,
+});
 
 const FACTORY = 'createServerCredentials';
 
@@ -73,10 +84,10 @@ class HardenedServerCredentials extends ServerCredentials implements FluxguardSe
   readonly clientCertificates: ClientCertificateMode;
   readonly #tls: ReloadingTlsSettings;
 
-  constructor(tls: ReloadingTlsSettings) {
+  constructor(tls: ReloadingTlsSettings, handshakeTimeoutMs: number) {
     const { settings } = tls;
     super(
-      { requestCert: true, rejectUnauthorized: settings.serverOptions.rejectUnauthorized },
+      { requestCert: true, rejectUnauthorized: settings.serverOptions.rejectUnauthorized, handshakeTimeout: handshakeTimeoutMs },
       // Material is in place from the start: grpc-js drops connections while it has none.
       settings.secureContextOptions(tls.current),
     );
@@ -139,6 +150,9 @@ export function createServerCredentials(
   const o = resolveOptions<Resolved>(FACTORY, DEFAULTS, options);
   const audit = o.audit;
   assertAuditLogger(audit, FACTORY);
+  if (!Number.isSafeInteger(o.handshakeTimeoutMs) || o.handshakeTimeoutMs <= 0) {
+    throw new ConfigurationError(`${FACTORY}: "handshakeTimeoutMs" must be a positive whole number of ms`);
+  }
   const reloading = createReloadingTlsSettings(tls, {
     audit,
     reload: o.reload,
@@ -150,7 +164,7 @@ export function createServerCredentials(
       credentials.update(contextOptions);
     },
   });
-  const credentials = new HardenedServerCredentials(reloading);
+  const credentials = new HardenedServerCredentials(reloading, o.handshakeTimeoutMs);
   return credentials;
 }
 
@@ -171,7 +185,11 @@ export interface SecureServerLimits {
   readonly maxConcurrentStreams?: number | undefined;
   /** HTTP/2 session memory per connection, in MB. Default 32 (grpc-js: unlimited). */
   readonly maxSessionMemoryMb?: number | undefined;
-  /** Close connections idle this long. Default 5 minutes. */
+  /**
+   * Close a connection with no call in flight after this long, including one that never sends
+   * a request (an idle TLS connection holds a descriptor and memory). Default 10 s; clients
+   * reconnect on their next call.
+   */
   readonly maxConnectionIdleMs?: number | undefined;
   /** Ping a quiet connection after this long. Default 2 minutes. */
   readonly keepaliveTimeMs?: number | undefined;
@@ -184,7 +202,7 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
   maxSendMessageBytes: 16 * 1024 * 1024,
   maxConcurrentStreams: 100,
   maxSessionMemoryMb: 32,
-  maxConnectionIdleMs: 5 * 60_000,
+  maxConnectionIdleMs: 10_000,
   keepaliveTimeMs: 2 * 60_000,
   keepaliveTimeoutMs: 20_000,
 });

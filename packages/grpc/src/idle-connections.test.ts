@@ -1,0 +1,101 @@
+// Connections that never become calls: with Node's and grpc-js's defaults, an idle TLS
+// connection (or a TCP connection that never starts its handshake) is held for minutes, and a
+// few thousand exhaust the process's descriptors. The server credentials and options close them.
+import { readdirSync } from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Server, status as Status } from '@grpc/grpc-js';
+import { ConfigurationError } from '@fluxguard/core';
+import { createServerCredentials, fluxguardInterceptors, secureServerOptions } from './index.js';
+import { captureAudit } from './testing/harness.js';
+import { clientFor, createTestPki, registerSecureService, unary, type TestPki } from './testing/tls.js';
+
+const IDLE_MS = 400;
+const FLOOD = 200;
+
+let pki: TestPki;
+let server: Server;
+let port: number;
+const audit = captureAudit();
+
+const openDescriptors = (): number => readdirSync('/proc/self/fd').length;
+
+beforeAll(async () => {
+  pki = await createTestPki();
+  server = new Server({
+    ...secureServerOptions({ maxConnectionIdleMs: IDLE_MS }),
+    interceptors: fluxguardInterceptors({ audit: audit.audit }),
+  });
+  registerSecureService(server);
+  const credentials = createServerCredentials(
+    { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+    { audit: audit.audit, reload: false, handshakeTimeoutMs: IDLE_MS },
+  );
+  port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync('127.0.0.1:0', credentials, (err, bound) => {
+      if (err) reject(err);
+      else resolve(bound);
+    });
+  });
+});
+
+afterAll(async () => {
+  server.forceShutdown();
+  await pki.cleanup();
+});
+
+/**
+ * Opens `count` sockets with `open` and counts those the server closes. Node's defaults would
+ * hold them for two minutes (handshake) or for ever (a session without calls): the tests wait
+ * a few seconds, bounded, for all of them.
+ */
+function flood(count: number, open: () => Socket): { closed: () => number } {
+  let closed = 0;
+  for (let i = 0; i < count; i++) {
+    const socket = open();
+    socket.on('error', () => undefined);
+    // Reads (and drops) what the server sends, so that its closing the connection is seen.
+    socket.resume();
+    socket.on('close', () => {
+      closed += 1;
+    });
+  }
+  return { closed: () => closed };
+}
+
+const BOUND_MS = 5_000;
+
+describe('connections that never become calls', () => {
+  it('closes TCP connections that never start their TLS handshake, and serves a real call meanwhile', async () => {
+    const before = openDescriptors();
+    const flooding = flood(FLOOD, () => netConnect({ host: '127.0.0.1', port }));
+    const client = clientFor(`127.0.0.1:${String(port)}`, { ca: pki.ca.certPem });
+    try {
+      const outcome = await unary(client, 'Public');
+      expect(outcome.status.code).toBe(Status.OK);
+    } finally {
+      client.close();
+    }
+    await expect.poll(flooding.closed, { timeout: BOUND_MS }).toBe(FLOOD);
+    await expect.poll(openDescriptors, { timeout: BOUND_MS }).toBeLessThanOrEqual(before + 2);
+  });
+
+  it('closes TLS connections that complete their handshake and then send nothing', async () => {
+    const before = openDescriptors();
+    const flooding = flood(FLOOD, () =>
+      tlsConnect({ host: '127.0.0.1', port, ca: pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] }),
+    );
+    await expect.poll(flooding.closed, { timeout: BOUND_MS }).toBe(FLOOD);
+    await expect.poll(openDescriptors, { timeout: BOUND_MS }).toBeLessThanOrEqual(before + 2);
+  });
+
+  it('refuses a handshake timeout that is not a positive number of ms', () => {
+    expect(() =>
+      createServerCredentials(
+        { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+        { audit: audit.audit, reload: false, handshakeTimeoutMs: 0 },
+      ),
+    ).toThrow(ConfigurationError);
+  });
+});
