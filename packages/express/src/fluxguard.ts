@@ -3,7 +3,7 @@ import type { AuditLogger, Control, Guard, TimeoutsOptions } from '@fluxguard/co
 import { assertAuditLogger, resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { errorHandler, notFound } from './error-handler.js';
 import { controls as pipelineOf } from './pipeline.js';
-import { requestIdWith } from './request-id.js';
+import { dropLaterWrites, requestIdWith } from './request-id.js';
 import { securityHeaders, type SecurityHeadersOptions } from './security-headers.js';
 
 /**
@@ -114,6 +114,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
         // after the answer instead of waiting for bytes nobody will read.
         if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
         handleErrors(error, req as Request, res as Response, () => undefined);
+        dropLaterWrites(res);
       },
       (err, requestId) => {
         audit.logger.error({ err, requestId }, 'a control release callback failed');

@@ -51,6 +51,8 @@ const aborts = new Map<string, string>();
 const handlerStarts = new Set<string>();
 /** Bytes each upload handler received, by request id. */
 const received = new Map<string, number>();
+/** Requests whose handler answered after the deadline had answered them. */
+const lateAnswers: string[] = [];
 let served: Served;
 
 beforeAll(async () => {
@@ -73,6 +75,14 @@ beforeAll(async () => {
   });
   app.get('/wait', () => {
     // Never answers: the deadline or the client ends it.
+  });
+  app.get('/late', (req, res) => {
+    // Ignores its signal and answers after the deadline, from a timer (outside Express's reach).
+    setTimeout(() => {
+      res.setHeader('x-late', 'yes');
+      res.json({ late: true, requestId: req.fluxguard.requestId });
+      lateAnswers.push(req.fluxguard.requestId);
+    }, 200);
   });
   app.get('/stream', (req, res) => {
     res.write('first\n');
@@ -135,6 +145,16 @@ describe('a sample control in the Express pipeline', () => {
     await releasedOnce('deadline-1');
     expect(aborts.get('deadline-1')).toBe('TimeoutError');
     expect(audit.lines().filter((line) => line.requestId === 'deadline-1')).toHaveLength(1);
+  });
+
+  it('drops what a handler writes after the deadline answered, without failing the process', async () => {
+    const res = await fetch(`${served.url}/late`, { headers: { 'x-request-id': 'late-1', 'x-sample-deadline-ms': '50' } });
+    expect(res.status).toBe(504);
+    expect(res.headers.get('x-late')).toBeNull();
+    expect(await res.json()).toMatchObject({ code: 'deadline_exceeded' });
+    await expect.poll(() => lateAnswers).toContain('late-1');
+    // The server still serves: the late answer threw nothing (vitest fails on an uncaught error).
+    expect((await fetch(`${served.url}/answer`)).status).toBe(200);
   });
 
   it('refuses at the start without running the handler or holding anything', async () => {

@@ -52,3 +52,25 @@ export function requestIdWith(
 function cutOff(_error: SecurityError, _req: IncomingMessage, res: ServerResponse): void {
   res.destroy();
 }
+
+/**
+ * After a request was answered early (its deadline passed), the handler may still be running
+ * and answer too: its writes are dropped instead of failing (`res.json` after the answer would
+ * throw "headers already sent", and in a timer callback that would end the process).
+ *
+ * @internal
+ */
+export function dropLaterWrites(res: ServerResponse): void {
+  if (!res.headersSent) return;
+  const response = res as unknown as Record<'setHeader' | 'appendHeader' | 'removeHeader' | 'writeHead' | 'write' | 'end', unknown>;
+  response.setHeader = ignored;
+  response.appendHeader = ignored;
+  response.removeHeader = ignored;
+  response.writeHead = ignored;
+  response.write = () => true;
+  response.end = ignored;
+}
+
+function ignored(this: ServerResponse): ServerResponse {
+  return this;
+}

@@ -54,6 +54,8 @@ const aborts = new Map<string, string>();
 /** Request ids whose handler started, and what the handler read from the context. */
 const handlerStarts = new Map<string, { startedAt: number | undefined; deadline: number | undefined }>();
 let started: Started;
+/** Server-streaming handlers that finished writing after their deadline. */
+const lateWriters: string[] = [];
 
 function observe(call: ServerCall): void {
   const context = getCallContext(call);
@@ -93,6 +95,17 @@ beforeAll(async () => {
         return respond(call);
       },
       ServerStream: async (call) => {
+        if (modeOf(call) === 'write-on') {
+          // Ignores its signal and keeps writing past the deadline.
+          observe(call);
+          for (let i = 0; i < 40; i++) {
+            call.write({ n: i });
+            await new Promise((resolve) => setTimeout(resolve, 10));
+          }
+          call.end();
+          lateWriters.push(getCallContext(call).requestId);
+          return;
+        }
         call.write(await respond(call));
         call.end();
       },
@@ -195,6 +208,23 @@ describe.each(KINDS)('a sample control on a %s call', (kind) => {
     expect(outcome.status.code).toBe(Status.PERMISSION_DENIED);
     expect(handlerStarts.has(id)).toBe(false);
     expect(sample.releases.has(id)).toBe(false);
+  });
+});
+
+describe('a handler that ignores its deadline', () => {
+  it('gets its writes dropped once the client has DEADLINE_EXCEEDED, and the server keeps serving', async () => {
+    const id = 'write-on-1';
+    const outcome = await callKind(
+      started.client,
+      'serverStream',
+      {},
+      metadata(id, { 'x-mode': 'write-on', 'x-sample-deadline-ms': '100' }),
+    );
+    expect(outcome.status.code).toBe(Status.DEADLINE_EXCEEDED);
+    const delivered = outcome.messages.length;
+    expect(delivered).toBeLessThan(40);
+    await expect.poll(() => lateWriters, { timeout: 3_000 }).toContain(id);
+    expect((await callKind(started.client, 'unary', {}, metadata('after-write-on'))).status.code).toBe(Status.OK);
   });
 });
 
