@@ -1,0 +1,113 @@
+// Abusive HTTP/2 clients against a gRPC port: streams opened and reset in a tight loop (rapid
+// reset, CVE-2023-44487) and more concurrent streams than allowed. Each is bounded in count
+// and time; the server must stay up and keep serving a real client.
+import { connect as http2Connect, constants, type ClientHttp2Session } from 'node:http2';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Server, status as Status } from '@grpc/grpc-js';
+import { createServerCredentials, fluxguardInterceptors, secureServerOptions } from './index.js';
+import { captureAudit } from './testing/harness.js';
+import { clientFor, createTestPki, op, registerSecureService, unary, type TestPki } from './testing/tls.js';
+
+const MAX_STREAMS = 20;
+
+let pki: TestPki;
+let server: Server;
+let port: number;
+const audit = captureAudit();
+
+beforeAll(async () => {
+  pki = await createTestPki();
+  server = new Server({
+    ...secureServerOptions({ maxConcurrentStreams: MAX_STREAMS }),
+    interceptors: fluxguardInterceptors({ audit: audit.audit }),
+  });
+  registerSecureService(server);
+  const credentials = createServerCredentials(
+    { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+    { audit: audit.audit, reload: false },
+  );
+  port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync('127.0.0.1:0', credentials, (err, bound) => {
+      if (err) reject(err);
+      else resolve(bound);
+    });
+  });
+});
+
+afterAll(async () => {
+  server.forceShutdown();
+  await pki.cleanup();
+});
+
+function session(): ClientHttp2Session {
+  const s = http2Connect(`https://127.0.0.1:${String(port)}`, { ca: pki.ca.certPem, servername: 'localhost' });
+  s.on('error', () => undefined);
+  return s;
+}
+
+const GRPC_HEADERS = {
+  ':method': 'POST',
+  ':path': op('Public'),
+  'content-type': 'application/grpc',
+  te: 'trailers',
+};
+
+async function realCall(): Promise<number> {
+  const client = clientFor(`127.0.0.1:${String(port)}`, { ca: pki.ca.certPem });
+  try {
+    return (await unary(client, 'Public')).status.code;
+  } finally {
+    client.close();
+  }
+}
+
+describe('abusive HTTP/2 clients on the gRPC port', () => {
+  it('survives a rapid-reset loop (bounded: 20,000 streams or 5 s) and keeps serving', async () => {
+    const attacker = session();
+    let opened = 0;
+    let goaway = false;
+    attacker.on('goaway', () => {
+      goaway = true;
+    });
+    const rssBefore = process.memoryUsage().rss;
+    const until = Date.now() + 5_000;
+    await new Promise<void>((resolve) => {
+      const burst = (): void => {
+        for (let i = 0; i < 200 && !attacker.closed && !attacker.destroyed && !goaway; i++) {
+          try {
+            const stream = attacker.request(GRPC_HEADERS);
+            stream.on('error', () => undefined);
+            stream.close(constants.NGHTTP2_CANCEL);
+            opened += 1;
+          } catch {
+            break;
+          }
+        }
+        if (opened >= 20_000 || Date.now() > until || attacker.closed || attacker.destroyed || goaway) resolve();
+        else setImmediate(burst);
+      };
+      burst();
+    });
+    attacker.destroy();
+    const growthMb = (process.memoryUsage().rss - rssBefore) / 1024 / 1024;
+    console.log(`rapid reset: ${String(opened)} streams opened and reset, GOAWAY: ${String(goaway)}, RSS growth ${growthMb.toFixed(1)} MB`);
+    expect(growthMb).toBeLessThan(256);
+    expect(await realCall()).toBe(Status.OK);
+  });
+
+  it('refuses streams beyond the concurrent-stream limit of a connection, and keeps serving others', async () => {
+    const attacker = session();
+    const streams = Array.from({ length: MAX_STREAMS * 3 }, () => {
+      const stream = attacker.request(GRPC_HEADERS, { endStream: false });
+      stream.on('error', () => undefined);
+      return stream;
+    });
+    // Wait for the server's answer to each: refused ones are reset, held ones stay open.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const refused = streams.filter((stream) => stream.rstCode === constants.NGHTTP2_REFUSED_STREAM).length;
+    console.log(`concurrent streams: ${String(streams.length)} opened, ${String(refused)} refused by the server`);
+    expect(refused).toBeGreaterThanOrEqual(streams.length - MAX_STREAMS);
+    expect(await realCall()).toBe(Status.OK);
+    attacker.destroy();
+  });
+});
