@@ -50,6 +50,8 @@ export interface StartOptions {
   readonly env?: Readonly<Record<string, string>>;
   readonly jwt?: JwtVerifier;
   readonly denylist?: Denylist;
+  /** HTTP only: the server's request timeout (and so its headers timeout, at most 10 s). */
+  readonly requestTimeoutMs?: number;
 }
 
 /** Credentials of one client: a certificate (or none) and a token (or none). */
@@ -114,7 +116,14 @@ export async function startTransport(
         { 'grpc.use_local_subchannel_pool': 1, 'grpc.ssl_target_name_override': 'localhost' },
       );
   } else {
-    const server = await startHttpServer({ host: '127.0.0.1', port: 0, dataDir, audit: log.audit, security });
+    const server = await startHttpServer({
+      host: '127.0.0.1',
+      port: 0,
+      dataDir,
+      audit: log.audit,
+      security,
+      ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+    });
     port = server.port;
     stop = () => server.close();
     make = ({ cert, token }) =>

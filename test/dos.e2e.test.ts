@@ -1,0 +1,140 @@
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
+import { sha256 } from './support/clients.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type TransportUnderTest,
+} from './support/servers.js';
+
+/**
+ * Slow and stalled clients against both reference servers, bounded in count and time: 100
+ * uploads that send their first part and then nothing, and on HTTPS 300 connections that send
+ * their headers a line at a time (slowloris). A legitimate client keeps being served
+ * meanwhile (its p99 latency is printed, not asserted), and every stalled one is closed
+ * within the configured times.
+ */
+const STALLED_UPLOADS = 100;
+const SLOWLORIS = 300;
+const LEGIT_CALLS = 30;
+const IDLE_MS = 400;
+const HTTP_REQUEST_TIMEOUT_MS = 1_500;
+
+let world: E2eEnvironment;
+let policyFile: string;
+beforeAll(async () => {
+  world = await createE2eEnvironment();
+  policyFile = join(world.base, 'dos.policy.json');
+  const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as Record<string, unknown>;
+  const rule = { defaultMs: 5_000, idleMs: IDLE_MS };
+  writeFileSync(
+    policyFile,
+    JSON.stringify({
+      ...policy,
+      timeouts: {
+        rules: [
+          { operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact', ...rule },
+          { operation: 'PUT /v1/artifacts/*path', ...rule },
+        ],
+      },
+    }),
+  );
+});
+afterAll(() => {
+  world.cleanup();
+});
+
+/** Opens a TLS connection that sends a request's headers one line every 200 ms, never finishing. */
+function slowloris(port: number, ca: string | Buffer): { socket: TLSSocket; closed: Promise<void> } {
+  const socket = tlsConnect({ host: '127.0.0.1', port, ca, servername: 'localhost' });
+  socket.on('error', () => undefined);
+  socket.resume();
+  let line = 0;
+  const timer = setInterval(() => {
+    if (socket.destroyed) return;
+    socket.write(line === 0 ? 'GET /healthz HTTP/1.1\r\nHost: localhost\r\n' : `x-slow-${String(line)}: 1\r\n`);
+    line += 1;
+  }, 200);
+  const closed = new Promise<void>((resolve) => {
+    socket.on('close', () => {
+      clearInterval(timer);
+      resolve();
+    });
+  });
+  return { socket, closed };
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
+}
+
+describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport(transport, world, {
+      env: { FLUXGUARD_POLICY: policyFile },
+      requestTimeoutMs: HTTP_REQUEST_TIMEOUT_MS,
+    });
+    await t.client.upload('dos/ok.txt', sha256('ok'), [Buffer.from('ok')]);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('serves a legitimate client while stalled clients are held, then closes every stalled one', async () => {
+    const part = Buffer.from('stalled upload part');
+    // Two connections: a gRPC connection carries at most 100 concurrent streams.
+    const uploaders = [
+      t.clientWith({ cert: world.pki.clients.valid, token: await world.token('dos-a', ['artifacts.writer']) }),
+      t.clientWith({ cert: world.pki.clients.valid, token: await world.token('dos-b', ['artifacts.writer']) }),
+    ];
+    const stalled = Array.from({ length: STALLED_UPLOADS }, (_, i) =>
+      (uploaders[i % 2] ?? t.client).uploadPaced(
+        `dos/stalled-${String(i)}.bin`,
+        sha256(Buffer.concat([part, part])),
+        [part, part],
+        {
+          gapMs: 10,
+          stallAfter: 1,
+        },
+      ),
+    );
+    const lorises =
+      transport === 'http' ? Array.from({ length: SLOWLORIS }, () => slowloris(t.port, world.pki.ca)) : [];
+
+    const latencies: number[] = [];
+    for (let i = 0; i < LEGIT_CALLS; i++) {
+      const started = performance.now();
+      const outcome = await t.client.get('dos/ok.txt');
+      latencies.push(performance.now() - started);
+      expect(outcome.ok, outcome.exposed).toBe(true);
+    }
+    console.log(
+      `${transport}: legitimate gets during ${String(STALLED_UPLOADS)} stalled uploads${lorises.length > 0 ? ` and ${String(lorises.length)} slowloris connections` : ''}: p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms`,
+    );
+
+    const outcomes = await Promise.all(stalled);
+    for (const outcome of outcomes) expect(outcome.status).toBe(t.client.statusOf({ code: 'deadline_exceeded' }));
+    expect(t.log.lines.filter((line) => line.reason === 'inbound_idle').length).toBeGreaterThanOrEqual(STALLED_UPLOADS);
+    // Each slowloris connection is closed by the server's headers timeout (1.5 s, checked every second).
+    await Promise.race([
+      Promise.all(lorises.map((l) => l.closed)),
+      new Promise((_resolve, reject) => setTimeout(() => { reject(new Error('slowloris connections still open')); }, 8_000)),
+    ]);
+    await expect
+      .poll(
+        () =>
+          readdirSync(t.dataDir, { recursive: true })
+            .map(String)
+            .filter((f) => f.includes('.upload-')),
+        { timeout: 5_000 },
+      )
+      .toEqual([]);
+  }, 30_000);
+});
