@@ -1,0 +1,81 @@
+// The HTTPS server's connection budget: TCP connections that never start their TLS handshake
+// are closed by the handshake timeout, and connections beyond `maxConnections` are refused at
+// once, so that a flood meets a clean refusal instead of running the process out of descriptors.
+import { connect as netConnect, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import express from 'express';
+import { fetch } from 'undici';
+import { ConfigurationError } from '@fluxguard/core';
+import { createSecureServer } from './index.js';
+import { agentFor, captureAudit, createTestPki, listen, type TestPki } from './testing/tls.js';
+
+const audit = captureAudit();
+let pki: TestPki;
+
+beforeAll(async () => {
+  pki = await createTestPki();
+});
+afterAll(async () => {
+  await pki.remove();
+});
+
+function serverWith(options: { handshakeTimeoutMs?: number; maxConnections?: number }) {
+  const app = express();
+  app.get('/ok', (_req, res) => {
+    res.json({ ok: true });
+  });
+  return createSecureServer(app, {
+    audit: audit.audit,
+    tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
+    reload: false,
+    ...options,
+  });
+}
+
+function idleSocket(port: number): { socket: Socket; closed: () => boolean } {
+  let closed = false;
+  const socket = netConnect({ host: '127.0.0.1', port });
+  socket.on('error', () => undefined);
+  socket.resume();
+  socket.on('close', () => {
+    closed = true;
+  });
+  return { socket, closed: () => closed };
+}
+
+describe('the HTTPS connection budget', () => {
+  it('closes connections that never start their TLS handshake (Node would wait 120 s)', async () => {
+    const served = await listen(serverWith({ handshakeTimeoutMs: 300 }));
+    try {
+      const sockets = Array.from({ length: 100 }, () => idleSocket(served.port));
+      await expect.poll(() => sockets.filter((s) => s.closed()).length, { timeout: 5_000 }).toBe(100);
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('refuses connections beyond maxConnections at once, and serves again once they are gone', async () => {
+    const served = await listen(serverWith({ maxConnections: 10, handshakeTimeoutMs: 60_000 }));
+    const dispatcher = agentFor(pki.ca.certPem);
+    try {
+      const held = Array.from({ length: 10 }, () => idleSocket(served.port));
+      // Let the server count them before the next one arrives.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const extra = idleSocket(served.port);
+      await expect.poll(extra.closed, { timeout: 2_000 }).toBe(true);
+      expect(held.every((s) => !s.closed())).toBe(true);
+      for (const s of held) s.socket.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const res = await fetch(`${served.url}/ok`, { dispatcher });
+      expect(res.status).toBe(200);
+    } finally {
+      await dispatcher.close();
+      await served.close();
+    }
+  });
+
+  it('refuses a budget or handshake timeout that is not a positive whole number', () => {
+    expect(() => serverWith({ maxConnections: 0 })).toThrow(ConfigurationError);
+    expect(() => serverWith({ handshakeTimeoutMs: -1 })).toThrow(ConfigurationError);
+  });
+});
