@@ -66,7 +66,9 @@ export function controls(owner: string, list: readonly Control[]): RequestHandle
     }
     // Installed before the start hooks run: chunks that arrive while an asynchronous hook
     // waits are held, then inspected once the call is allowed.
-    const body = pipeline.hasMessageHooks ? new BodyInspector(req, res, pipeline, info, state) : undefined;
+    // A request without a body (or whose body has arrived in full already) has nothing to hold.
+    const body =
+      pipeline.hasMessageHooks && !req.complete ? new BodyInspector(req, res, pipeline, info, state) : undefined;
     let pending: Promise<void> | undefined;
     try {
       pending = pipeline.start(info, state);
@@ -74,11 +76,11 @@ export function controls(owner: string, list: readonly Control[]): RequestHandle
       refuse(body, next, error);
       return;
     }
-    if (pending === undefined) proceed(state, res, body, next);
+    if (pending === undefined) proceed(pipeline, info, state, res, body, next);
     else {
       pending.then(
         () => {
-          proceed(state, res, body, next);
+          proceed(pipeline, info, state, res, body, next);
         },
         (error: unknown) => {
           refuse(body, next, error);
@@ -88,11 +90,28 @@ export function controls(owner: string, list: readonly Control[]): RequestHandle
   };
 }
 
-function proceed(state: CallState, res: ServerResponse, body: BodyInspector | undefined, next: NextFunction): void {
+function proceed(
+  pipeline: Pipeline,
+  info: CallInfo,
+  state: CallState,
+  res: ServerResponse,
+  body: BodyInspector | undefined,
+  next: NextFunction,
+): void {
   // The request ended (the client left, or a deadline answered it) while a hook waited.
   if (state.finished || res.headersSent) return;
-  // A held chunk may be refused as it is released: the refusal has answered.
-  if (body?.allow() === false) return;
+  if (body !== undefined) {
+    // A held chunk may be refused as it is released: the refusal has answered.
+    if (!body.allow()) return;
+  } else if (pipeline.hasMessageHooks) {
+    // No body to wait for: the inbound side is complete already.
+    try {
+      pipeline.inboundEnd(info, state);
+    } catch (error) {
+      next(error);
+      return;
+    }
+  }
   next();
 }
 
@@ -115,8 +134,6 @@ class BodyInspector {
   readonly #info: CallInfo;
   readonly #state: CallState;
   #phase: 'pending' | 'allowed' | 'refused' = 'pending';
-  /** The body ended before this was installed (a request without one). */
-  readonly #endedEarly: boolean;
   #held: { chunk: unknown; encoding: BufferEncoding | undefined }[] = [];
 
   constructor(req: IncomingMessage, res: ServerResponse, pipeline: Pipeline, info: CallInfo, state: CallState) {
@@ -126,7 +143,6 @@ class BodyInspector {
     this.#info = info;
     this.#state = state;
     this.#push = req.push.bind(req);
-    this.#endedEarly = req.complete;
     req.push = (chunk: unknown, encoding?: BufferEncoding): boolean => this.#onChunk(chunk, encoding);
   }
 
@@ -140,7 +156,6 @@ class BodyInspector {
       this.#onChunk(chunk, encoding);
       if (this.#isRefused()) return false;
     }
-    if (this.#endedEarly) return this.#end();
     return true;
   }
 

@@ -99,8 +99,12 @@ describe('the timeouts control on a call', () => {
 
   it('brings a later client deadline down to the maximum, and leaves an earlier one alone', () => {
     vi.useFakeTimers({ now: 1_000_000 });
-    expect(start({ defaultMs: 5_000, maxMs: 10_000, idleMs: 0 }, call('/pkg.S/M', 1_000_000 + 36_000_000)).state.deadline).toBe(1_010_000);
-    expect(start({ defaultMs: 5_000, maxMs: 10_000, idleMs: 0 }, call('/pkg.S/M', 1_002_000)).state.deadline).toBe(1_002_000);
+    expect(
+      start({ defaultMs: 5_000, maxMs: 10_000, idleMs: 0 }, call('/pkg.S/M', 1_000_000 + 36_000_000)).state.deadline,
+    ).toBe(1_010_000);
+    expect(start({ defaultMs: 5_000, maxMs: 10_000, idleMs: 0 }, call('/pkg.S/M', 1_002_000)).state.deadline).toBe(
+      1_002_000,
+    );
   });
 
   it('ends an inbound stream that pauses longer than the idle limit, and only while it streams', () => {

@@ -1,5 +1,4 @@
 import type { CallInfo, Transport } from '../call/call-info.js';
-import { LruCache } from '../cache/lru.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -114,6 +113,8 @@ const LIMIT_KEYS = ['defaultMs', 'maxMs', 'idleMs'] as const;
 /** Node's timers take at most 2^31 - 1 ms. */
 const MAX_TIMER_MS = 2_147_483_647;
 
+const CACHE_LIMIT = 1024;
+
 const OPTION_DEFAULTS: Readonly<TimeoutsOptions> = Object.freeze({
   ...TIMEOUT_DEFAULTS,
   rules: undefined,
@@ -162,12 +163,15 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
     throw new ConfigurationError(`${where}: "transport" must be "grpc" or "http"`);
   }
   const rules = compileRules(opts.rules, defaults, transport, where);
-  // Operations are bounded by what a server serves, but HTTP paths are not: bound the memory.
-  const cache = new LruCache<string, Limits>(1024);
+  // Operations are bounded by what a server serves, but HTTP paths are not: the cache is
+  // bounded, and simply emptied when full (a hit must stay a plain Map lookup).
+  const cache = new Map<string, Limits>();
   const limitsFor = (operation: string): Limits => {
+    if (rules.length === 0) return defaults;
     let limits = cache.get(operation);
     if (limits === undefined) {
       limits = findLimits(rules, operation) ?? defaults;
+      if (cache.size >= CACHE_LIMIT) cache.clear();
       cache.set(operation, limits);
     }
     return limits;
