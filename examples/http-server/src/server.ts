@@ -1,7 +1,7 @@
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { SecurityError, createAuditLogger, type AuditLogger, type Guard } from '@fluxguard/core';
+import { SecurityError, TIMEOUT_DEFAULTS, createAuditLogger, type AuditLogger, type Guard } from '@fluxguard/core';
 import { createSecureServer, fluxguard } from '@fluxguard/express';
 import {
   ArtifactStore,
@@ -23,7 +23,12 @@ import {
 export interface HttpServerOptions extends ReferenceServerOptions {
   /** Port; `0` picks a free one. Default 8443. */
   readonly port?: number;
-  /** Time allowed to receive a whole request, body included, in ms. Default 30 s. */
+  /**
+   * Node's limit on receiving a whole request, body included, in ms. Default: the policy's
+   * longest deadline (`timeouts.maxMs`, 15 minutes by default), so that the policy's deadlines
+   * and idle limits decide, each with a 504 and an audit line; the headers must still arrive
+   * within 10 s.
+   */
   readonly requestTimeoutMs?: number;
 }
 
@@ -212,7 +217,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
     audit,
     tls: security.tls,
     reload: true,
-    ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+    requestTimeoutMs: options.requestTimeoutMs ?? security.policy.timeouts?.maxMs ?? TIMEOUT_DEFAULTS.maxMs,
   });
   const port = await listen(server, options.port ?? 8443, host);
   let closing: Promise<void> | undefined;

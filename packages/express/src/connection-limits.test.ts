@@ -2,6 +2,7 @@
 // are closed by the handshake timeout, and connections beyond `maxConnections` are refused at
 // once, so that a flood meets a clean refusal instead of running the process out of descriptors.
 import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express from 'express';
 import { fetch } from 'undici';
@@ -19,7 +20,7 @@ afterAll(async () => {
   await pki.remove();
 });
 
-function serverWith(options: { handshakeTimeoutMs?: number; maxConnections?: number }) {
+function serverWith(options: { handshakeTimeoutMs?: number; maxConnections?: number; headersTimeoutMs?: number }) {
   const app = express();
   app.get('/ok', (_req, res) => {
     res.json({ ok: true });
@@ -49,6 +50,32 @@ describe('the HTTPS connection budget', () => {
     try {
       const sockets = Array.from({ length: 100 }, () => idleSocket(served.port));
       await expect.poll(() => sockets.filter((s) => s.closed()).length, { timeout: 5_000 }).toBe(100);
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('closes TLS connections that complete their handshake and never send a request', async () => {
+    const served = await listen(serverWith({ headersTimeoutMs: 300 }));
+    try {
+      const sockets = Array.from({ length: 100 }, () => {
+        let closed = false;
+        const socket = tlsConnect({ host: '127.0.0.1', port: served.port, ca: pki.ca.certPem, servername: 'localhost' });
+        socket.on('error', () => undefined);
+        socket.resume();
+        socket.on('close', () => {
+          closed = true;
+        });
+        return () => closed;
+      });
+      await expect.poll(() => sockets.filter((closed) => closed()).length, { timeout: 5_000 }).toBe(100);
+      // A connection that does send a request is served, and kept alive past that time.
+      const dispatcher = agentFor(pki.ca.certPem);
+      try {
+        expect((await fetch(`${served.url}/ok`, { dispatcher })).status).toBe(200);
+      } finally {
+        await dispatcher.close();
+      }
     } finally {
       await served.close();
     }

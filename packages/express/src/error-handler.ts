@@ -177,6 +177,12 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
     try {
       const translated = translateExpressError(err);
       const requestId = stateOf(req)?.requestId ?? resolveRequestId(req.headers[REQUEST_ID_HEADER]);
+      if (res.writableEnded && stateOf(req)?.endedEarly === true) {
+        // A control answered the request early (a deadline) and the handler failed after it,
+        // typically with its aborted signal: the request has its audit line already.
+        audit.logger.debug({ requestId, err: translated }, 'failure after the request was answered');
+        return;
+      }
       const publicError = audit.recordFailure(translated, {
         operation: operationOf(req),
         peer: peerOf(req, res),

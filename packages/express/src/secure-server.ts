@@ -139,6 +139,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   const connectionsCheckingInterval = positiveInteger(o.connectionsCheckingIntervalMs, 'connectionsCheckingIntervalMs');
   const maxHeaderSize = positiveInteger(o.maxHeaderSize, 'maxHeaderSize', 1 << 20);
   const handshakeTimeout = positiveInteger(o.handshakeTimeoutMs, 'handshakeTimeoutMs');
+  const firstRequestTimeout = headersTimeout + connectionsCheckingInterval + 500;
   const maxConnections =
     o.maxConnections === undefined ? connectionBudget() : positiveInteger(o.maxConnections, 'maxConnections');
 
@@ -172,6 +173,16 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     // TLS 1.2 client-initiated renegotiation costs the server a handshake each time, and could
     // present another certificate on a connection whose identity is already cached.
     socket.disableRenegotiation();
+    // Node's header timeout starts with the first byte of a request: a connection that sends
+    // none would be held for ever. It gets the headers timeout to start one, plus Node's check
+    // interval, so that Node's own 408 still answers a request that started and stalled.
+    socket.setTimeout(firstRequestTimeout, () => {
+      socket.destroy();
+    });
+  });
+  server.prependListener('request', (req) => {
+    // The first request has come: from here on Node's own request and keep-alive timeouts apply.
+    if (req.socket.timeout) req.socket.setTimeout(0);
   });
   server.once('close', () => {
     tls.close();

@@ -153,6 +153,7 @@ export class CallState implements CallContext {
   #abortCause: EndCause | undefined;
   /** Why `end` ended the call; wins over the cause the adapter reports when the call closes. */
   #endCause: EndCause | undefined;
+  #endedEarly = false;
   #values: Map<ContextKey<unknown>, unknown> | undefined;
   #releases: (() => void)[] | undefined;
   #finished = false;
@@ -236,8 +237,14 @@ export class CallState implements CallContext {
     this.#timer.unref();
   }
 
+  /** A control ended the call with `end` (a deadline, a refused message), before its handler answered. */
+  get endedEarly(): boolean {
+    return this.#endedEarly;
+  }
+
   end(error: SecurityError): void {
     if (this.#finished) return;
+    this.#endedEarly = true;
     // A call ended for time (a deadline, an idle limit) aborts its signal as a timeout, once
     // its answer is on its way: a handler that reacts by tearing down its stream must not cut
     // the answer off.
