@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * // internal to @fluxguard/core (not exported)
+ * // internal to @fluxguard/core (for adapters: @fluxguard/core/adapter)
  * const cache = new LruCache<string, number>(2);
  * cache.set('a', 1); cache.set('b', 2); cache.get('a'); cache.set('c', 3); // evicts 'b'
  * ```

@@ -145,7 +145,8 @@ export interface JwtPolicyExtras {
  *
  * @example
  * ```ts
- * // internal to @fluxguard/core (not exported): createJwtVerifier, jwtVerifierOptionsFromPolicy, loadSecurityPolicy
+ * import { createJwtVerifier, loadSecurityPolicy } from '@fluxguard/core';
+ * // jwtVerifierOptionsFromPolicy is internal to @fluxguard/core (createGuardFromPolicy calls it)
  * const policy = await loadSecurityPolicy('policy.json');
  * if (policy.jwt) { const verifier = createJwtVerifier(jwtVerifierOptionsFromPolicy(policy.jwt)); }
  * ```

@@ -53,7 +53,8 @@ export function parseRbacPolicy(value: unknown, where: string): RbacPolicy {
  *
  * @example
  * ```ts
- * // internal to @fluxguard/core (not exported): compileRbac, rbacRulesForTransport
+ * import { compileRbac } from '@fluxguard/core';
+ * // rbacRulesForTransport is internal to @fluxguard/core (createGuardFromPolicy calls it)
  * const rbac = compileRbac(rbacRulesForTransport(policy.rbac?.rules ?? [], 'grpc'), { mode: policy.rbac?.mode });
  * ```
  */
