@@ -3,39 +3,43 @@
 // and time; the server must stay up and keep serving a real client.
 import { connect as http2Connect, constants, type ClientHttp2Session } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Server, status as Status } from '@grpc/grpc-js';
+import { status as Status } from '@grpc/grpc-js';
 import { createServerCredentials, fluxguardInterceptors, secureServerOptions } from './index.js';
 import { captureAudit } from './testing/harness.js';
-import { clientFor, createTestPki, op, registerSecureService, unary, type TestPki } from './testing/tls.js';
+import {
+  clientFor,
+  createTestPki,
+  op,
+  registerSecureService,
+  startTlsServer,
+  unary,
+  type TestPki,
+  type TestServer,
+} from './testing/tls.js';
 
 const MAX_STREAMS = 20;
 
 let pki: TestPki;
-let server: Server;
+let started: TestServer;
 let port: number;
 const audit = captureAudit();
 
 beforeAll(async () => {
   pki = await createTestPki();
-  server = new Server({
-    ...secureServerOptions({ maxConcurrentStreams: MAX_STREAMS }),
-    interceptors: fluxguardInterceptors({ audit: audit.audit }),
-  });
-  registerSecureService(server);
-  const credentials = createServerCredentials(
-    { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-    { audit: audit.audit, reload: false },
+  started = await startTlsServer(
+    createServerCredentials(
+      { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+      { audit: audit.audit, reload: false },
+    ),
+    fluxguardInterceptors({ audit: audit.audit }),
+    registerSecureService,
+    secureServerOptions({ maxConcurrentStreams: MAX_STREAMS }),
   );
-  port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', credentials, (err, bound) => {
-      if (err) reject(err);
-      else resolve(bound);
-    });
-  });
+  port = started.port;
 });
 
 afterAll(async () => {
-  server.forceShutdown();
+  await started.close();
   await pki.cleanup();
 });
 
@@ -90,7 +94,9 @@ describe('abusive HTTP/2 clients on the gRPC port', () => {
     });
     attacker.destroy();
     const growthMb = (process.memoryUsage().rss - rssBefore) / 1024 / 1024;
-    console.log(`rapid reset: ${String(opened)} streams opened and reset, GOAWAY: ${String(goaway)}, RSS growth ${growthMb.toFixed(1)} MB`);
+    console.log(
+      `rapid reset: ${String(opened)} streams opened and reset, GOAWAY: ${String(goaway)}, RSS growth ${growthMb.toFixed(1)} MB`,
+    );
     expect(growthMb).toBeLessThan(256);
     expect(await realCall()).toBe(Status.OK);
   });

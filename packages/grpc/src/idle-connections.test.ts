@@ -5,17 +5,25 @@ import { readdirSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Server, status as Status } from '@grpc/grpc-js';
+import { status as Status } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
 import { createServerCredentials, fluxguardInterceptors, secureServerOptions } from './index.js';
 import { captureAudit } from './testing/harness.js';
-import { clientFor, createTestPki, registerSecureService, unary, type TestPki } from './testing/tls.js';
+import {
+  clientFor,
+  createTestPki,
+  registerSecureService,
+  startTlsServer,
+  unary,
+  type TestPki,
+  type TestServer,
+} from './testing/tls.js';
 
 const IDLE_MS = 400;
 const FLOOD = 200;
 
 let pki: TestPki;
-let server: Server;
+let started: TestServer;
 let port: number;
 const audit = captureAudit();
 
@@ -23,25 +31,20 @@ const openDescriptors = (): number => readdirSync('/proc/self/fd').length;
 
 beforeAll(async () => {
   pki = await createTestPki();
-  server = new Server({
-    ...secureServerOptions({ maxConnectionIdleMs: IDLE_MS }),
-    interceptors: fluxguardInterceptors({ audit: audit.audit }),
-  });
-  registerSecureService(server);
-  const credentials = createServerCredentials(
-    { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-    { audit: audit.audit, reload: false, handshakeTimeoutMs: IDLE_MS },
+  started = await startTlsServer(
+    createServerCredentials(
+      { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+      { audit: audit.audit, reload: false, handshakeTimeoutMs: IDLE_MS },
+    ),
+    fluxguardInterceptors({ audit: audit.audit }),
+    registerSecureService,
+    secureServerOptions({ maxConnectionIdleMs: IDLE_MS }),
   );
-  port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', credentials, (err, bound) => {
-      if (err) reject(err);
-      else resolve(bound);
-    });
-  });
+  port = started.port;
 });
 
 afterAll(async () => {
-  server.forceShutdown();
+  await started.close();
   await pki.cleanup();
 });
 

@@ -16,6 +16,7 @@ import {
   type ClientOptions,
   type ServerCredentials,
   type ServerInterceptor,
+  type ServerOptions,
   type ServiceDefinition,
   type StatusObject,
   type handleClientStreamingCall,
@@ -206,8 +207,9 @@ export async function startTlsServer(
   credentials: ServerCredentials,
   interceptors: ServerInterceptor[],
   register: (server: Server) => void = registerSecureService,
+  options: ServerOptions = {},
 ): Promise<TestServer> {
-  const server = new Server({ interceptors });
+  const server = new Server({ ...options, interceptors });
   register(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync('127.0.0.1:0', credentials, (err, bound) => {
