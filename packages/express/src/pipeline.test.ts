@@ -201,6 +201,28 @@ describe('a sample control in the Express pipeline', () => {
     await releasedOnce('upload-big');
   });
 
+  it('never lets a handler see a clean end of a body cut off by a refused chunk', async () => {
+    // Three quick chunks, the third over the limit, then the end of the body: the handler,
+    // reading as they come, must fail, not store the first two as if they were all.
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(`${served.url}/upload`, {
+        method: 'PUT',
+        headers: { 'x-request-id': 'upload-cut', 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+      });
+      req.on('response', (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.write(Buffer.alloc(40 * 1024, 5));
+      req.write(Buffer.alloc(40 * 1024, 5));
+      req.end(Buffer.alloc(40 * 1024, 5));
+    });
+    expect(status).toBe(413);
+    await releasedOnce('upload-cut');
+    expect(received.has('upload-cut')).toBe(false);
+  });
+
   it('inspects the body chunks that arrive while an asynchronous start hook waits', async () => {
     // The whole body is on the wire before the start hook lets the request go on.
     const res = await fetch(`${served.url}/upload`, {

@@ -123,8 +123,14 @@ function refuse(body: BodyInspector | undefined, next: NextFunction, error: unkn
 /**
  * Hands every body chunk to the message hooks as the HTTP parser delivers it (Node pushes each
  * into the request stream), so that sizes are enforced while streaming, whoever reads the
- * body. Until the call is allowed, chunks are held (and the socket paused by backpressure);
- * a refused chunk and everything after it never reach the stream (only its end does).
+ * body. Until the call is allowed, chunks are held (and the socket paused by backpressure).
+ *
+ * Two ways to stop: refused before the handler ran, the rest of the body is discarded (Node
+ * drains it before the next request of a keep-alive connection). Cut while the handler may be
+ * reading (a hook refused a chunk, or a deadline or idle limit answered), the handler must not
+ * see a clean end of a truncated body: no more chunks and no end reach it, the connection is
+ * closed after the answer (RFC 9110 §15.5.14), and the request stream is destroyed then, so
+ * that its reader fails.
  */
 class BodyInspector {
   readonly #push: (chunk: unknown, encoding?: BufferEncoding) => boolean;
@@ -133,7 +139,7 @@ class BodyInspector {
   readonly #pipeline: Pipeline;
   readonly #info: CallInfo;
   readonly #state: CallState;
-  #phase: 'pending' | 'allowed' | 'refused' = 'pending';
+  #phase: 'pending' | 'allowed' | 'dropped' | 'cut' = 'pending';
   #held: { chunk: unknown; encoding: BufferEncoding | undefined }[] = [];
 
   constructor(req: IncomingMessage, res: ServerResponse, pipeline: Pipeline, info: CallInfo, state: CallState) {
@@ -154,62 +160,61 @@ class BodyInspector {
     this.#held = [];
     for (const { chunk, encoding } of held) {
       this.#onChunk(chunk, encoding);
-      if (this.#isRefused()) return false;
+      if (!this.#isAllowed()) return false;
     }
     return true;
   }
 
   // A method, not a field test: `#onChunk` changes the phase behind the compiler's back.
-  #isRefused(): boolean {
-    return this.#phase === 'refused';
+  #isAllowed(): boolean {
+    return this.#phase === 'allowed';
   }
 
-  /**
-   * From now on the rest of the body is discarded. A connection whose request body is still
-   * arriving is closed after the answer (RFC 9110 §15.5.14): the client is not kept sending
-   * bytes nobody reads, and the connection is not reused in an unknown state.
-   */
+  /** Refused before the handler ran: the rest of the body is discarded. */
   refuse(): void {
-    this.#phase = 'refused';
+    this.#phase = 'dropped';
     this.#held = [];
-    if (!this.#req.complete && !this.#res.headersSent) this.#res.setHeader('connection', 'close');
+    this.#closeAfterAnswer();
   }
 
   #onChunk(chunk: unknown, encoding: BufferEncoding | undefined): boolean {
-    // After a refusal the rest of the body is discarded, not paused: Node drains an unread
-    // body before the next request of a keep-alive connection, and a paused one would stall it.
-    if (this.#phase === 'refused') return chunk === null ? this.#push(null) : true;
-    if (this.#phase === 'pending') {
-      this.#held.push({ chunk, encoding });
-      return false;
-    }
-    if (chunk === null) {
-      if (!this.#end()) return true;
-    } else {
-      try {
-        this.#pipeline.message(chunk, this.#info, this.#state);
-      } catch (error) {
-        this.#refuseWith(error);
+    // A deadline or idle limit answered the request meanwhile.
+    if (this.#phase === 'allowed' && this.#state.endedEarly) this.#cut();
+    switch (this.#phase) {
+      case 'dropped':
+        return chunk === null ? this.#push(null) : true;
+      case 'cut':
+        return true;
+      case 'pending':
+        this.#held.push({ chunk, encoding });
         return false;
-      }
+      case 'allowed':
+        break;
+    }
+    try {
+      if (chunk === null) this.#pipeline.inboundEnd(this.#info, this.#state);
+      else this.#pipeline.message(chunk, this.#info, this.#state);
+    } catch (error) {
+      this.#cut();
+      this.#state.end(asSecurityError(error));
+      return true;
     }
     return this.#push(chunk, encoding);
   }
 
-  /** The client has sent the whole body; `false` when a hook refused the call there. */
-  #end(): boolean {
-    try {
-      this.#pipeline.inboundEnd(this.#info, this.#state);
-      return true;
-    } catch (error) {
-      this.#refuseWith(error);
-      return false;
-    }
+  #cut(): void {
+    this.#phase = 'cut';
+    this.#held = [];
+    this.#closeAfterAnswer();
+    const destroy = (): void => {
+      this.#req.destroy(new Error('the request body was cut off by a fluxguard control'));
+    };
+    if (this.#res.writableFinished) destroy();
+    else this.#res.once('finish', destroy);
   }
 
-  #refuseWith(error: unknown): void {
-    this.refuse();
-    this.#state.end(asSecurityError(error));
+  #closeAfterAnswer(): void {
+    if (!this.#req.complete && !this.#res.headersSent) this.#res.setHeader('connection', 'close');
   }
 }
 

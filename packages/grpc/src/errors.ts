@@ -223,9 +223,11 @@ function interceptCall(
         const error = pending !== undefined ? pending.error : errorFromStatus(status);
         out = publicStatus(safeRecordFailure(audit, error, failureContext()), trailers);
       }
-      // The call is answered: release what its controls hold before the client can call again.
-      grpcCall?.state.finish('ended');
       next(out);
+      // The call is answered: release what its controls hold before the client can call again,
+      // and only now abort the handler's signal, so that nothing it does in reaction can send
+      // a status of its own first.
+      grpcCall?.state.finish('ended');
     })
     .build();
 

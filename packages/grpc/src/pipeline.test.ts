@@ -87,7 +87,18 @@ async function respond(call: ServerCall): Promise<Json> {
 beforeAll(async () => {
   started = await startServer(fluxguardInterceptors({ audit: audit.audit, controls: [sample.control] }), (server) => {
     addService(server, testService, {
-      Unary: (call) => respond(call),
+      Unary: (call, callback) => {
+        if (modeOf(call) === 'answer-on-abort') {
+          // Answers, synchronously, from its signal's abort listener.
+          observe(call);
+          const signal = getSignal(call);
+          signal.addEventListener('abort', () => {
+            callback(signal.reason as Error);
+          });
+          return undefined;
+        }
+        return respond(call);
+      },
       ClientStream: async (call) => {
         for await (const _message of call) {
           // Drain the stream: every message passed the message hook first.
@@ -225,6 +236,19 @@ describe('a handler that ignores its deadline', () => {
     expect(delivered).toBeLessThan(40);
     await expect.poll(() => lateWriters, { timeout: 3_000 }).toContain(id);
     expect((await callKind(started.client, 'unary', {}, metadata('after-write-on'))).status.code).toBe(Status.OK);
+  });
+});
+
+describe('a handler that answers from its abort listener', () => {
+  it('cannot replace the deadline status the client gets', async () => {
+    const outcome = await callKind(
+      started.client,
+      'unary',
+      {},
+      metadata('answer-on-abort-1', { 'x-mode': 'answer-on-abort', 'x-sample-deadline-ms': '100' }),
+    );
+    expect(outcome.status.code).toBe(Status.DEADLINE_EXCEEDED);
+    expect(aborts.get('answer-on-abort-1')).toBe('TimeoutError');
   });
 });
 

@@ -66,6 +66,9 @@ function interceptCall(
   // Messages and the half-close that arrive while the start hooks run, in order.
   let held: (() => void)[] = [];
 
+  // A function, not a test of `phase`: refusals change it behind the compiler's back.
+  const isAllowed = (): boolean => phase === 'allowed';
+
   const refuse = (metadata: Metadata, error: unknown): void => {
     if (phase === 'refused') return;
     phase = 'refused';
@@ -74,7 +77,7 @@ function interceptCall(
   };
 
   const allow = (metadata: Metadata, next: (metadata: Metadata) => void): void => {
-    if (phase !== 'pending' || grpcCall?.state.finished === true) return;
+    if (phase !== 'pending' || grpcCall?.state.finished === true || grpcCall?.state.endedEarly === true) return;
     phase = 'allowed';
     next(metadata);
     const pending = held;
@@ -109,6 +112,8 @@ function interceptCall(
     })
     .withOnReceiveMessage((message, next) => {
       const deliver = (): void => {
+        // A message held before a refusal (of an earlier held one) is not delivered.
+        if (!isAllowed()) return;
         if (pipeline.hasMessageHooks && grpcCall?.state.callInfo !== undefined && callMetadata !== undefined) {
           try {
             pipeline.message(message, grpcCall.state.callInfo, grpcCall.state);

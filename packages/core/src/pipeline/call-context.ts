@@ -131,6 +131,9 @@ export interface CallStateInit {
   readonly onReleaseError: (error: unknown, requestId: string) => void;
 }
 
+/** The longest delay Node's timers take (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
+
 const AUTHENTICATION_METHODS: readonly AuthenticationMethod[] = ['jwt', 'mtls', 'both'];
 
 /**
@@ -229,11 +232,18 @@ export class CallState implements CallContext {
     const remaining = epochMs - Date.now();
     if (remaining <= 0) throw new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
     this.#deadline = epochMs;
+    this.#armDeadline(remaining);
+  }
+
+  #armDeadline(remaining: number): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
+    // Node fires a longer timer at once: wait in steps of the longest it takes.
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.end(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
-    }, remaining);
+      const left = (this.#deadline ?? 0) - Date.now();
+      if (left > 0) this.#armDeadline(left);
+      else this.end(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
+    }, Math.min(remaining, MAX_TIMER_MS));
     this.#timer.unref();
   }
 
@@ -245,12 +255,12 @@ export class CallState implements CallContext {
   end(error: SecurityError): void {
     if (this.#finished) return;
     this.#endedEarly = true;
-    // A call ended for time (a deadline, an idle limit) aborts its signal as a timeout, once
-    // its answer is on its way: a handler that reacts by tearing down its stream must not cut
-    // the answer off.
-    if (error.code === 'deadline_exceeded') this.#endCause = 'deadline';
+    // The handler's signal aborts once the answer is on its way (a handler that reacts by
+    // tearing down its stream must not cut the answer off): as a timeout when the call ended
+    // for time (a deadline, an idle limit), else as an abort.
+    this.#endCause = error.code === 'deadline_exceeded' ? 'deadline' : 'ended';
     this.#end(error);
-    if (this.#endCause !== undefined) this.#abort(this.#endCause);
+    this.#abort(this.#endCause);
   }
 
   /** Registers a release callback; run at once when the call has already ended. */
@@ -288,7 +298,11 @@ export class CallState implements CallContext {
     try {
       release();
     } catch (error) {
-      this.#onReleaseError(error, this.#requestId);
+      try {
+        this.#onReleaseError(error, this.#requestId);
+      } catch {
+        // The reporter failed too (a broken log sink): the other releases must still run.
+      }
     }
   }
 }
