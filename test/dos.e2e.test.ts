@@ -2,7 +2,7 @@ import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
+import { DEFAULT_POLICY_FILE, IN_FLIGHT_BUDGET } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
 import {
   TRANSPORTS,
@@ -15,7 +15,8 @@ import {
 /**
  * Slow and stalled clients against both reference servers, bounded in count and time: 100
  * uploads that send their first part and then nothing, and on HTTPS 300 connections that send
- * their headers a line at a time (slowloris). A legitimate client keeps being served
+ * their headers a line at a time (slowloris); one caller over its in-flight budget. A
+ * legitimate client keeps being served
  * meanwhile (its p99 latency is printed, not asserted), and every stalled one is closed
  * within the configured times.
  */
@@ -89,20 +90,18 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
 
   it('serves a legitimate client while stalled clients are held, then closes every stalled one', async () => {
     const part = Buffer.from('stalled upload part');
-    // Two connections: a gRPC connection carries at most 100 concurrent streams.
-    const uploaders = [
-      t.clientWith({ cert: world.pki.clients.valid, token: await world.token('dos-a', ['artifacts.writer']) }),
-      t.clientWith({ cert: world.pki.clients.valid, token: await world.token('dos-b', ['artifacts.writer']) }),
-    ];
+    // Four callers, each under its in-flight budget (32), each on its own connection.
+    const uploaders = await Promise.all(
+      ['dos-a', 'dos-b', 'dos-c', 'dos-d'].map(async (subject) =>
+        t.clientWith({ cert: world.pki.clients.valid, token: await world.token(subject, ['artifacts.writer']) }),
+      ),
+    );
     const stalled = Array.from({ length: STALLED_UPLOADS }, (_, i) =>
-      (uploaders[i % 2] ?? t.client).uploadPaced(
+      (uploaders[i % uploaders.length] ?? t.client).uploadPaced(
         `dos/stalled-${String(i)}.bin`,
         sha256(Buffer.concat([part, part])),
         [part, part],
-        {
-          gapMs: 10,
-          stallAfter: 1,
-        },
+        { gapMs: 10, stallAfter: 1 },
       ),
     );
     const lorises =
@@ -125,7 +124,11 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
     // Each slowloris connection is closed by the server's headers timeout (1.5 s, checked every second).
     await Promise.race([
       Promise.all(lorises.map((l) => l.closed)),
-      new Promise((_resolve, reject) => setTimeout(() => { reject(new Error('slowloris connections still open')); }, 8_000)),
+      new Promise((_resolve, reject) =>
+        setTimeout(() => {
+          reject(new Error('slowloris connections still open'));
+        }, 8_000),
+      ),
     ]);
     await expect
       .poll(
@@ -137,4 +140,25 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
       )
       .toEqual([]);
   }, 30_000);
+
+  it('holds one caller to its in-flight budget: the calls over it are refused at once', async () => {
+    const greedy = t.clientWith({
+      cert: world.pki.clients.valid,
+      token: await world.token('dos-greedy', ['artifacts.writer']),
+    });
+    const part = Buffer.from('greedy');
+    const outcomes = await Promise.all(
+      Array.from({ length: IN_FLIGHT_BUDGET.maxInFlightPerCaller + 8 }, (_, i) =>
+        greedy.uploadPaced(`dos/greedy-${String(i)}.bin`, sha256(Buffer.concat([part, part])), [part, part], {
+          gapMs: 10,
+          stallAfter: 1,
+        }),
+      ),
+    );
+    const unavailable = outcomes.filter((o) => o.status === t.client.statusOf({ code: 'unavailable' }));
+    const timedOut = outcomes.filter((o) => o.status === t.client.statusOf({ code: 'deadline_exceeded' }));
+    expect(unavailable).toHaveLength(8);
+    expect(timedOut).toHaveLength(IN_FLIGHT_BUDGET.maxInFlightPerCaller);
+    expect(t.log.lines.filter((line) => line.reason === 'concurrency_limit').length).toBeGreaterThanOrEqual(8);
+  });
 });

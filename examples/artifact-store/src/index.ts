@@ -21,6 +21,7 @@ export {
 } from './dev-material.js';
 export {
   DEFAULT_POLICY_FILE,
+  IN_FLIGHT_BUDGET,
   loadReferenceSecurity,
   type ReferenceSecurity,
   type ReferenceSecurityOptions,

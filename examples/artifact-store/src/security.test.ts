@@ -59,7 +59,12 @@ describe('loadReferenceSecurity', () => {
       subject: 'alice',
       roles: ['artifacts.reader'],
     });
-    const foreign = await signDevToken({ devDir, subject: 'mallory', roles: ['artifacts.admin'], audience: 'another-service' });
+    const foreign = await signDevToken({
+      devDir,
+      subject: 'mallory',
+      roles: ['artifacts.admin'],
+      audience: 'another-service',
+    });
     await expect(authenticator.authenticate(callWith(foreign))).rejects.toMatchObject({ code: 'unauthenticated' });
     await security.close();
   });
@@ -77,7 +82,9 @@ describe('loadReferenceSecurity', () => {
 
   it('refuses, at start-up, a rule that names no operation the server serves', async () => {
     const security = await loadReferenceSecurity({ devDir, audit, env: {} });
-    expect(() => security.guard('grpc', ['/fluxguard.example.v1.ArtifactStore/GetArtifact'])).toThrow(/ListArtifacts|serve/);
+    expect(() => security.guard('grpc', ['/fluxguard.example.v1.ArtifactStore/GetArtifact'])).toThrow(
+      /ListArtifacts|serve/,
+    );
     await security.close();
   });
 

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import {
   ConfigurationError,
+  createConcurrencyLimit,
   createGuardFromPolicy,
   createMemoryDenylist,
   createRedisDenylist,
@@ -10,6 +11,7 @@ import {
   type AuditLogger,
   type ClientCertificateMode,
   type ComposedGuard,
+  type ConcurrencyLimit,
   type Denylist,
   type JwtVerifier,
   type SecurityPolicy,
@@ -18,8 +20,17 @@ import {
 } from '@fluxguard/core';
 import { ensureDevMaterial } from './dev-material.js';
 
+/**
+ * Calls in flight at once in one reference server: 512 in all, 32 per caller. With the 10 s
+ * handshake and idle limits, the 8 MiB message limit (gRPC) and the deadlines of the policy,
+ * it bounds what a flood can make the server hold.
+ */
+export const IN_FLIGHT_BUDGET = Object.freeze({ maxInFlight: 512, maxInFlightPerCaller: 32 });
+
 /** The policy file both reference servers load by default. */
-export const DEFAULT_POLICY_FILE: string = fileURLToPath(new URL('../policy/artifact-store.policy.json', import.meta.url));
+export const DEFAULT_POLICY_FILE: string = fileURLToPath(
+  new URL('../policy/artifact-store.policy.json', import.meta.url),
+);
 
 /** Everything security-related a reference server needs, from one policy and the environment. */
 export interface ReferenceSecurity {
@@ -32,6 +43,11 @@ export interface ReferenceSecurity {
    * With `servedOperations`, a rule that names none of them is refused at start-up.
    */
   guard(transport: Transport, servedOperations?: readonly string[]): ComposedGuard;
+  /**
+   * The in-flight budget of one server (`createConcurrencyLimit`): {@link IN_FLIGHT_BUDGET}.
+   * Over it a call is refused at once (`UNAVAILABLE` / 503) instead of queueing.
+   */
+  readonly concurrency: ConcurrencyLimit;
   /** Server TLS material (files, so that a renewal on disk is picked up) and client-certificate mode. */
   readonly tls: TlsSettingsOptions & { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
   /** The revocation list every verification consults. */
@@ -84,7 +100,9 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   }
   const tlsFromEnv = [env.FLUXGUARD_TLS_CERT, env.FLUXGUARD_TLS_KEY, env.FLUXGUARD_TLS_CA];
   if (tlsFromEnv.some((v) => v !== undefined) && !tlsFromEnv.every((v) => v !== undefined)) {
-    throw new ConfigurationError('FLUXGUARD_TLS_CERT, FLUXGUARD_TLS_KEY and FLUXGUARD_TLS_CA go together: set all three or none');
+    throw new ConfigurationError(
+      'FLUXGUARD_TLS_CERT, FLUXGUARD_TLS_KEY and FLUXGUARD_TLS_CA go together: set all three or none',
+    );
   }
   const needsDevMaterial = tlsFromEnv[0] === undefined || jwksUrl === undefined;
   const dev = needsDevMaterial ? await ensureDevMaterial(options.devDir) : undefined;
@@ -142,6 +160,7 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     policy,
     guard: (transport: Transport, servedOperations?: readonly string[]) =>
       createGuardFromPolicy(policy, { audit, transport, servedOperations, denylist, jwt }),
+    concurrency: createConcurrencyLimit(IN_FLIGHT_BUDGET),
     tls,
     denylist,
     close: async () => {
@@ -155,7 +174,9 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
 
 function clientCertificateMode(value: string): ClientCertificateMode {
   if (value !== 'strict' && value !== 'per-operation') {
-    throw new ConfigurationError('client certificates must be "strict" or "per-operation" (FLUXGUARD_CLIENT_CERTS or policy.mtls.clientCertificates)');
+    throw new ConfigurationError(
+      'client certificates must be "strict" or "per-operation" (FLUXGUARD_CLIENT_CERTS or policy.mtls.clientCertificates)',
+    );
   }
   return value;
 }

@@ -57,7 +57,9 @@ describe('ArtifactStore', () => {
 
   it('never replaces a good artifact with a failed upload', async () => {
     await store.put('keep.txt', sha('v1'), chunks('v1'));
-    await expect(store.put('keep.txt', sha('v2'), chunks('tampered'))).rejects.toMatchObject({ code: 'invalid_argument' });
+    await expect(store.put('keep.txt', sha('v2'), chunks('tampered'))).rejects.toMatchObject({
+      code: 'invalid_argument',
+    });
     expect((await store.get('keep.txt')).content.toString()).toBe('v1');
   });
 
@@ -70,7 +72,10 @@ describe('ArtifactStore', () => {
   });
 
   it('refuses a malformed declared digest', async () => {
-    await expect(store.put('x.txt', 'not-hex', chunks('x'))).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'sha256' } });
+    await expect(store.put('x.txt', 'not-hex', chunks('x'))).rejects.toMatchObject({
+      code: 'invalid_argument',
+      details: { field: 'sha256' },
+    });
   });
 
   it.each(['../escape.txt', '/etc/passwd', 'a/../../x', '.upload-secret'])('refuses the path %s', async (path) => {
@@ -83,7 +88,9 @@ describe('ArtifactStore', () => {
     const outside = join(base, 'outside');
     mkdirSync(outside);
     symlinkSync(outside, join(store.dataDir, 'evil'));
-    await expect(store.put('evil/planted.txt', sha('x'), chunks('x'))).rejects.toMatchObject({ reason: 'path_symlink_escape' });
+    await expect(store.put('evil/planted.txt', sha('x'), chunks('x'))).rejects.toMatchObject({
+      reason: 'path_symlink_escape',
+    });
     expect(readdirSync(outside)).toEqual([]);
   });
 
@@ -103,7 +110,9 @@ describe('Repr-Digest', () => {
     expect(parseReprDigest(`sha-512=:AAAA:, ${reprDigestOf(empty)}`)).toBe(empty);
   });
   it.each([undefined, '', 'sha-256=abc', 'md5=:AAAA:', 'sha-256=:AAAA:', 'x'.repeat(2000)])('refuses %s', (value) => {
-    expect(() => parseReprDigest(value)).toThrow(expect.objectContaining({ code: 'invalid_argument', details: { field: 'Repr-Digest' } }));
+    expect(() => parseReprDigest(value)).toThrow(
+      expect.objectContaining({ code: 'invalid_argument', details: { field: 'Repr-Digest' } }),
+    );
   });
 });
 

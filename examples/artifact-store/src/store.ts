@@ -108,7 +108,10 @@ export class ArtifactStore {
     await mkdir(dirname(safe.absolute), { recursive: true, mode: 0o750 });
     // mkdir may have followed a link planted meanwhile: check again once the directory exists.
     await this.#paths.resolveOnDisk(path);
-    const temp = join(dirname(safe.absolute), `${TEMP_PREFIX}${basename(safe.absolute)}.${randomBytes(8).toString('hex')}`);
+    const temp = join(
+      dirname(safe.absolute),
+      `${TEMP_PREFIX}${basename(safe.absolute)}.${randomBytes(8).toString('hex')}`,
+    );
     const file = await open(temp, 'wx', 0o640);
     let kept = false;
     try {
@@ -161,5 +164,8 @@ function fileSystemFailure(err: unknown, action: string, absolute: string): neve
   if (code === 'ENOENT' || code === 'ENOTDIR') {
     throw new SecurityError('not_found', { reason: 'app.artifact_not_found', cause: err });
   }
-  throw Object.assign(new Error(`cannot ${action} artifact file ${absolute}`, { cause: err }), { code, path: absolute });
+  throw Object.assign(new Error(`cannot ${action} artifact file ${absolute}`, { cause: err }), {
+    code,
+    path: absolute,
+  });
 }

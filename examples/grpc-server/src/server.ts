@@ -148,7 +148,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
       maxSendMessageBytes: MAX_SEND_MESSAGE_BYTES,
       maxSessionMemoryMb: MAX_SESSION_MEMORY_MB,
     }),
-    interceptors: fluxguardInterceptors({ audit, guard }),
+    interceptors: fluxguardInterceptors({ audit, guard, controls: [security.concurrency] }),
   });
   addService(server, storeService, artifactStoreHandlers(store));
   addService(server, healthDefinition, health.handlers);

@@ -1,7 +1,14 @@
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { SecurityError, TIMEOUT_DEFAULTS, createAuditLogger, type AuditLogger, type Guard } from '@fluxguard/core';
+import {
+  SecurityError,
+  TIMEOUT_DEFAULTS,
+  createAuditLogger,
+  type AuditLogger,
+  type Control,
+  type Guard,
+} from '@fluxguard/core';
 import { createSecureServer, fluxguard } from '@fluxguard/express';
 import {
   ArtifactStore,
@@ -63,6 +70,8 @@ export interface AppOptions {
   readonly audit: AuditLogger;
   /** Authenticates and authorizes every request (`createGuard` of @fluxguard/core). Required. */
   readonly guard: Guard;
+  /** More controls, in the same pipeline as the guard's (the reference server passes its concurrency limit). */
+  readonly controls?: readonly Control[];
   /** Refuses a PUT whose `Content-Length` is larger, before reading it. */
   readonly maxArtifactBytes?: number;
 }
@@ -113,7 +122,11 @@ export function createApp(options: AppOptions): express.Express {
   if (typeof guardOption !== 'object' || guardOption === null || !Array.isArray((guardOption as Guard).controls)) {
     throw new TypeError('createApp: "guard" is required');
   }
-  const guard = fluxguard({ audit, guard: options.guard });
+  const guard = fluxguard({
+    audit,
+    guard: options.guard,
+    ...(options.controls === undefined ? {} : { controls: options.controls }),
+  });
   const app = express();
   app.disable('x-powered-by');
   // RBAC matches the concrete path: routing must agree with it, letter for letter.
@@ -211,6 +224,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
     store,
     audit,
     guard,
+    controls: [security.concurrency],
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
   });
   const server = createSecureServer(app, {

@@ -124,6 +124,15 @@ export {
 } from './timeouts/timeouts.js';
 export type { TimeoutsPolicy } from './timeouts/policy.js';
 
+// Concurrency limits
+export {
+  createConcurrencyLimit,
+  type ConcurrencyKey,
+  type ConcurrencyLimit,
+  type ConcurrencyLimitOptions,
+  type ConcurrencyReason,
+} from './ratelimit/concurrency.js';
+
 // Input and path sanitization
 export {
   createPathResolver,

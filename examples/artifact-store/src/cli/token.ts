@@ -17,7 +17,11 @@ try {
     strict: true,
   });
   if (values.sub === undefined || values.sub === '') throw new Error('--sub NAME is required');
-  const list = (text: string): string[] => text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const list = (text: string): string[] =>
+    text
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
   const token = await signDevToken({
     devDir: loadServerConfig().devDir,
     subject: values.sub,

@@ -8,6 +8,7 @@ import type { PipelineReason } from '../pipeline/call-context.js';
 import type { RbacReason } from '../rbac/rbac.js';
 import type { PathReason } from '../sanitize/safe-path.js';
 import type { TimeoutReason } from '../timeouts/timeouts.js';
+import type { ConcurrencyReason } from '../ratelimit/concurrency.js';
 
 /**
  * Reasons the transport adapters give at the edge, for failures no control raised. They live
@@ -75,6 +76,7 @@ export type SecurityErrorReason =
   | CertificateReason
   | PipelineReason
   | TimeoutReason
+  | ConcurrencyReason
   | PathReason
   | TransportReason
   | AppReason;

@@ -1,0 +1,81 @@
+// The concurrency limit on real HTTP requests: the request over the limit is refused at once
+// (503), and after a race of completed, failed, client-aborted and timed-out requests the count
+// of requests in flight is back to zero.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import express from 'express';
+import { createConcurrencyLimit } from '@fluxguard/core';
+import { fluxguard } from './index.js';
+import { captureAudit, serve, type Served } from './testing/tls.js';
+
+const LIMIT = 8;
+const limit = createConcurrencyLimit({ maxInFlight: LIMIT });
+const audit = captureAudit();
+let served: Served;
+
+beforeAll(async () => {
+  const app = express();
+  app.set('case sensitive routing', true);
+  const { before, after } = fluxguard({
+    audit: audit.audit,
+    controls: [limit],
+    timeouts: { rules: [{ operation: 'GET /deadline', defaultMs: 50 }] },
+  });
+  app.use(before);
+  app.get('/ok', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/fail', () => {
+    throw new Error('boom');
+  });
+  const hold = (): void => {
+    // Never answers: the client, or the deadline, ends it.
+  };
+  app.get('/hold', hold);
+  app.get('/deadline', hold);
+  app.use(after);
+  served = await serve(app);
+});
+
+afterAll(async () => {
+  await served.close();
+});
+
+describe('a concurrency limit on HTTP', () => {
+  it('refuses the request over the limit at once with 503, and admits again once one ends', async () => {
+    const controllers = Array.from({ length: LIMIT }, () => new AbortController());
+    const holding = controllers.map((c) => fetch(`${served.url}/hold`, { signal: c.signal }).catch(() => undefined));
+    await expect.poll(() => limit.inFlight()).toBe(LIMIT);
+    const refused = await fetch(`${served.url}/ok`);
+    expect(refused.status).toBe(503);
+    expect(await refused.json()).toMatchObject({ code: 'unavailable' });
+    controllers[0]?.abort();
+    await expect.poll(() => limit.inFlight()).toBe(LIMIT - 1);
+    expect((await fetch(`${served.url}/ok`)).status).toBe(200);
+    for (const c of controllers) c.abort();
+    await Promise.all(holding);
+    await expect.poll(() => limit.inFlight()).toBe(0);
+  });
+
+  it('is back to zero in flight after 1,000 mixed requests', async () => {
+    const statuses = await Promise.all(
+      Array.from({ length: 1_000 }, async (_, i) => {
+        const what = ['ok', 'fail', 'hold', 'deadline'][i % 4] ?? 'ok';
+        const controller = new AbortController();
+        if (what === 'hold') {
+          setTimeout(() => {
+            controller.abort();
+          }, 20);
+        }
+        try {
+          const res = await fetch(`${served.url}/${what}`, { signal: controller.signal });
+          await res.arrayBuffer();
+          return res.status;
+        } catch {
+          return 0;
+        }
+      }),
+    );
+    for (const status of [200, 500, 0, 504]) expect(statuses).toContain(status);
+    await expect.poll(() => limit.inFlight(), { timeout: 5_000 }).toBe(0);
+  });
+});
