@@ -161,26 +161,7 @@ function interceptCall(
       next(message);
     })
     .withOnCancel(() => {
-      // grpc-js reports "cancel" once after every call, including after a status was sent.
-      if (grpcCall === undefined) return;
-      const { state } = grpcCall;
-      if (grpcCall.statusSent) {
-        state.finish('ended');
-        return;
-      }
-      grpcCall.statusSent = true;
-      grpcCall.cancelled = true;
-      if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
-        state.finish('deadline');
-        // grpc-js already answered DEADLINE_EXCEEDED below us; the log still needs its line.
-        safeRecordFailure(
-          audit,
-          new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }),
-          failureContext(),
-        );
-      } else {
-        state.finish('cancelled');
-      }
+      if (grpcCall !== undefined) onCallClosed(grpcCall, audit, failureContext);
     })
     .build();
 
@@ -210,20 +191,7 @@ function interceptCall(
         return;
       }
       if (grpcCall !== undefined) grpcCall.statusSent = true;
-      const pending = grpcCall?.takePendingError();
-      let out: SafeStatus;
-      if (pending === undefined && status.code === Status.OK) {
-        const metadata = status.metadata?.clone() ?? new Metadata();
-        metadata.set(REQUEST_ID_HEADER, currentRequestId());
-        out = { code: status.code, details: status.details, metadata };
-      } else if (pending === undefined && status.code === Status.UNIMPLEMENTED) {
-        audit.record({ event: 'request.denied', outcome: 'denied', reason: 'unimplemented', ...failureContext() });
-        out = { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: trailers };
-      } else {
-        const error = pending !== undefined ? pending.error : errorFromStatus(status);
-        out = publicStatus(safeRecordFailure(audit, error, failureContext()), trailers);
-      }
-      next(out);
+      next(safeStatus(status, grpcCall?.takePendingError(), trailers, audit, failureContext));
       // The call is answered: release what its controls hold before the client can call again,
       // and only now abort the handler's signal, so that nothing it does in reaction can send
       // a status of its own first.
@@ -233,6 +201,53 @@ function interceptCall(
 
   const intercepting = new ServerInterceptingCall(call, responder);
   return intercepting;
+}
+
+/**
+ * The status the client gets for the first status of a call: OK as it is (with the request
+ * id), `UNIMPLEMENTED` with a neutral text, anything else (or the error a hook or handler
+ * recorded) through the audit log's mapping to its public form.
+ */
+function safeStatus(
+  status: { readonly code: Status; readonly details: string; readonly metadata?: Metadata | null | undefined },
+  pending: { readonly error: unknown } | undefined,
+  trailers: Metadata,
+  audit: AuditLogger,
+  failureContext: () => FailureContext,
+): SafeStatus {
+  if (pending === undefined && status.code === Status.OK) {
+    const metadata = status.metadata?.clone() ?? new Metadata();
+    const requestId = trailers.get(REQUEST_ID_HEADER)[0];
+    if (typeof requestId === 'string') metadata.set(REQUEST_ID_HEADER, requestId);
+    return { code: status.code, details: status.details, metadata };
+  }
+  if (pending === undefined && status.code === Status.UNIMPLEMENTED) {
+    audit.record({ event: 'request.denied', outcome: 'denied', reason: 'unimplemented', ...failureContext() });
+    return { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: trailers };
+  }
+  const error = pending !== undefined ? pending.error : errorFromStatus(status);
+  return publicStatus(safeRecordFailure(audit, error, failureContext()), trailers);
+}
+
+/**
+ * grpc-js reports "cancel" once after every call, including after a status was sent: ends the
+ * call state, as answered, cancelled by the client, or past its deadline (grpc-js answered
+ * DEADLINE_EXCEEDED below every interceptor: the log still needs its line).
+ */
+function onCallClosed(grpcCall: GrpcCall, audit: AuditLogger, failureContext: () => FailureContext): void {
+  const { state } = grpcCall;
+  if (grpcCall.statusSent) {
+    state.finish('ended');
+    return;
+  }
+  grpcCall.statusSent = true;
+  grpcCall.cancelled = true;
+  if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
+    state.finish('deadline');
+    safeRecordFailure(audit, new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }), failureContext());
+  } else {
+    state.finish('cancelled');
+  }
 }
 
 /**
