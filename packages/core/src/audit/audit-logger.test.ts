@@ -137,3 +137,34 @@ describe('scrubSecrets', () => {
     expect(scrubSecrets('Authorization: Bearer abc.def')).toBe('Authorization: Bearer [REDACTED]');
   });
 });
+
+describe('recordFailure under a flood of refusals', () => {
+  const context = { operation: 'GET /v1/x', peer: '127.0.0.1:5000', requestId: 'r-9', transport: 'http' } as const;
+
+  it('writes an expected refusal as one short line: no stack, its cause on one scrubbed line', () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination });
+    const cause = new Error(`JWSSignatureVerificationFailed for token ${TOKEN}`);
+    audit.recordFailure(new SecurityError('unauthenticated', { reason: 'malformed_token', cause }), context);
+    const line = lines[0] ?? {};
+    expect(line).toMatchObject({ event: 'request.denied', outcome: 'denied', reason: 'malformed_token', code: 'unauthenticated' });
+    expect(line.err).toBeUndefined();
+    expect(line.cause).toMatch(/^Error: JWSSignatureVerificationFailed for token /);
+    expect(JSON.stringify(line)).not.toContain(TOKEN);
+    expect(JSON.stringify(line)).not.toMatch(/\n\s+at /);
+    expect(JSON.stringify(line).length).toBeLessThan(600);
+  });
+
+  it('keeps the full cause, stack included, of an unexpected failure', () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination });
+    audit.recordFailure(new Error('EISDIR: illegal operation on a directory'), context);
+    expect(lines[0]).toMatchObject({ event: 'request.failed', outcome: 'error', code: 'internal' });
+    expect(JSON.stringify(lines[0]?.err)).toMatch(/EISDIR.*\\n\s+at /);
+  });
+
+  it('builds refusals without a stack trace (their cost under a flood), and leaves other errors theirs', () => {
+    expect(new SecurityError('permission_denied').stack).not.toMatch(/\n\s+at /);
+    expect(new Error('x').stack).toMatch(/\n\s+at /);
+  });
+});

@@ -4,7 +4,7 @@ import { SecurityError, type SecurityErrorReason } from '../errors/security-erro
 import { toPublicError, type PublicError } from '../errors/public-error.js';
 import type { SecurityErrorCode } from '../errors/codes.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import { REDACTED, REDACTED_PATHS, scrubDeep } from './redaction.js';
+import { REDACTED, REDACTED_PATHS, scrubDeep, scrubSecrets } from './redaction.js';
 
 /**
  * The `reason` of an audit line: a {@link SecurityErrorReason} (RBAC's `rbac.shadow_denied`
@@ -126,6 +126,24 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     const publicError = toPublicError(err, context.requestId);
     const isServerFault =
       publicError.code === 'internal' || publicError.code === 'unavailable' || publicError.code === 'deadline_exceeded';
+    if (!isServerFault && err instanceof SecurityError) {
+      // An expected refusal (no token, no permission, a bad argument): its code and reason say
+      // it all. No stack, and the cause only as one scrubbed line: a flood of refusals must
+      // cost little CPU and disk.
+      logger.warn(
+        {
+          ...context,
+          subject: context.subject ?? err.subject,
+          event: 'request.denied',
+          outcome: 'denied',
+          reason: err.reason ?? err.code,
+          code: publicError.code,
+          ...(err.cause instanceof Error ? { cause: causeLine(err.cause) } : {}),
+        },
+        'request.denied',
+      );
+      return publicError;
+    }
     record(
       {
         ...context,
@@ -141,6 +159,11 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   }
 
   return Object.freeze({ logger, record, recordFailure });
+}
+
+/** One line for the cause of an expected refusal: its type and scrubbed message, no stack. */
+function causeLine(cause: Error): string {
+  return scrubSecrets(`${cause.name}: ${cause.message}`).slice(0, 300);
 }
 
 function asError(err: unknown): Error {

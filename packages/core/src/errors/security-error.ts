@@ -128,7 +128,15 @@ export class SecurityError extends FluxguardError {
   readonly subject: string | undefined;
 
   constructor(code: SecurityErrorCode, options: SecurityErrorOptions = {}) {
-    super(code, options.message ?? ERROR_CODES[code].message, { cause: options.cause });
+    // A refusal is expected, often by the thousand under a flood: capturing a stack for each
+    // is most of its cost and says nothing (an unexpected failure keeps its own in `cause`).
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(code, options.message ?? ERROR_CODES[code].message, { cause: options.cause });
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
+    }
     this.details = cleanDetails(options.details);
     this.reason = options.reason;
     this.subject = options.subject;
