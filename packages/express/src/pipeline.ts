@@ -68,7 +68,9 @@ export function controls(owner: string, list: readonly Control[]): RequestHandle
     // waits are held, then inspected once the call is allowed.
     // A request without a body (or whose body has arrived in full already) has nothing to hold.
     const body =
-      pipeline.hasMessageHooks && !req.complete ? new BodyInspector(req, res, pipeline, info, state) : undefined;
+      pipeline.hasMessageHooks && mayHaveBody(req) && !req.complete
+        ? new BodyInspector(req, res, pipeline, info, state)
+        : undefined;
     let pending: Promise<void> | undefined;
     try {
       pending = pipeline.start(info, state);
@@ -113,6 +115,18 @@ function proceed(
     }
   }
   next();
+}
+
+/**
+ * An HTTP/1 request has a body only when it says so: `Transfer-Encoding`, or a `Content-Length`
+ * above 0 (RFC 9112 §6.3). Without one, its inbound side is complete from the start.
+ */
+function mayHaveBody(req: IncomingMessage): boolean {
+  const { headers } = req;
+  return (
+    headers['transfer-encoding'] !== undefined ||
+    (headers['content-length'] !== undefined && headers['content-length'] !== '0')
+  );
 }
 
 function refuse(body: BodyInspector | undefined, next: NextFunction, error: unknown): void {

@@ -30,9 +30,10 @@ export interface TimeoutLimits {
   /** The longest deadline a call may have: a client's later deadline is brought down to it. */
   readonly maxMs?: number | undefined;
   /**
-   * The longest pause between two inbound messages (gRPC) or body chunks (HTTP) before the
-   * client has sent everything; `0` turns the idle limit off. A client stream that sends its
-   * first message and then nothing is ended with `deadline_exceeded` (reason `inbound_idle`).
+   * The longest pause between two inbound messages (gRPC) or body chunks (HTTP), from the
+   * first one until the client has sent everything; `0` turns the idle limit off. A client
+   * stream that sends its first message and then nothing is ended with `deadline_exceeded`
+   * (reason `inbound_idle`); a call that sends nothing at all is bounded by its deadline.
    */
   readonly idleMs?: number | undefined;
 }
@@ -183,14 +184,27 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
     const deadline = call.deadline === undefined ? now + limits.defaultMs : Math.min(call.deadline, now + limits.maxMs);
     context.limitDeadline(deadline);
     if (limits.idleMs === 0) return undefined;
-    const timer = setTimeout(() => {
-      context.end(new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }));
-    }, limits.idleMs);
-    timer.unref();
-    context.set(IDLE_TIMER, timer);
     return () => {
-      clearTimeout(timer);
+      const timer = context.get(IDLE_TIMER);
+      if (timer !== undefined) clearTimeout(timer);
     };
+  };
+
+  // The idle timer starts with the first inbound message (a stream's header message, a
+  // body's first chunk) and restarts with each: a request without a body never needs one.
+  const onMessage = (_message: unknown, call: CallInfo, context: CallContext): void => {
+    const timer = context.get(IDLE_TIMER);
+    if (timer !== undefined) {
+      timer.refresh();
+      return;
+    }
+    const { idleMs } = limitsFor(call.operation);
+    if (idleMs === 0) return;
+    const started = setTimeout(() => {
+      context.end(new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }));
+    }, idleMs);
+    started.unref();
+    context.set(IDLE_TIMER, started);
   };
 
   return Object.freeze({
@@ -199,9 +213,7 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
     matchesOperation: rules.length > 0,
     limitsFor,
     onStart,
-    onMessage: (_message: unknown, _call: CallInfo, context: CallContext): void => {
-      context.get(IDLE_TIMER)?.refresh();
-    },
+    onMessage,
     onInboundEnd: (_call: CallInfo, context: CallContext): void => {
       const timer = context.get(IDLE_TIMER);
       if (timer !== undefined) clearTimeout(timer);
