@@ -101,6 +101,37 @@ describe('abusive HTTP/2 clients on the gRPC port', () => {
     expect(await realCall()).toBe(Status.OK);
   });
 
+  it('survives a ping flood without data (bounded: 10,000 pings or 5 s) and keeps serving', async () => {
+    const attacker = http2Connect(`https://127.0.0.1:${String(port)}`, {
+      ca: pki.ca.certPem,
+      servername: 'localhost',
+      maxOutstandingPings: 100_000,
+    });
+    attacker.on('error', () => undefined);
+    await new Promise<void>((resolve) => attacker.once('connect', () => { resolve(); }));
+    let sent = 0;
+    let answered = 0;
+    const until = Date.now() + 5_000;
+    while (sent < 10_000 && Date.now() < until && !attacker.closed && !attacker.destroyed) {
+      try {
+        attacker.ping(() => {
+          answered += 1;
+        });
+        sent += 1;
+      } catch {
+        break;
+      }
+      if (sent % 500 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    console.log(
+      `ping flood: ${String(sent)} pings sent, ${String(answered)} answered, session closed: ${String(attacker.closed || attacker.destroyed)}`,
+    );
+    attacker.destroy();
+    expect(sent).toBeGreaterThan(0);
+    expect(await realCall()).toBe(Status.OK);
+  });
+
   it('refuses streams beyond the concurrent-stream limit of a connection, and keeps serving others', async () => {
     const attacker = session();
     const streams = Array.from({ length: MAX_STREAMS * 3 }, () => {
