@@ -219,7 +219,12 @@ class BodyInspector {
   #cut(): void {
     this.#phase = 'cut';
     this.#held = [];
-    this.#closeAfterAnswer();
+    if (!this.#res.headersSent) this.#res.setHeader('connection', 'close');
+    // A body still arriving: Node closes the connection after the answer, and the reader fails
+    // then. Destroying it here could reset the connection before the client has read the
+    // answer (unread bytes of its upload make the kernel send a reset). A body that has fully
+    // arrived leaves nothing unread: the stream is destroyed once the answer is out.
+    if (!this.#req.complete) return;
     const destroy = (): void => {
       this.#req.destroy(new Error('the request body was cut off by a fluxguard control'));
     };
