@@ -19,6 +19,7 @@ import {
   LruCache,
   createPipeline,
   missingContextError,
+  type CallState,
   type Pipeline,
   identityFromCertificate,
 } from '@fluxguard/core/adapter';
@@ -85,6 +86,31 @@ function interceptCall(
     for (const deliver of pending) deliver();
   };
 
+  // Delivers an inbound event now, or once the call is allowed; never after a refusal (of an
+  // earlier held event, say).
+  const whenAllowed = (deliver: () => void): void => {
+    const guarded = (): void => {
+      if (isAllowed()) deliver();
+    };
+    if (phase === 'allowed') guarded();
+    else if (phase === 'pending') held.push(guarded);
+  };
+
+  // Runs an inbound hook of the pipeline; `false` when it refused the call.
+  const runInbound = (hook: (info: CallInfo, state: CallState) => void): boolean => {
+    const info = grpcCall?.state.callInfo;
+    if (!pipeline.hasMessageHooks || grpcCall === undefined || info === undefined || callMetadata === undefined) {
+      return true;
+    }
+    try {
+      hook(info, grpcCall.state);
+      return true;
+    } catch (error) {
+      refuse(callMetadata, error);
+      return false;
+    }
+  };
+
   const listener = new ServerListenerBuilder()
     .withOnReceiveMetadata((metadata, next) => {
       callMetadata = metadata;
@@ -111,36 +137,24 @@ function interceptCall(
       }
     })
     .withOnReceiveMessage((message, next) => {
-      const deliver = (): void => {
-        // A message held before a refusal (of an earlier held one) is not delivered.
-        if (!isAllowed()) return;
-        if (pipeline.hasMessageHooks && grpcCall?.state.callInfo !== undefined && callMetadata !== undefined) {
-          try {
-            pipeline.message(message, grpcCall.state.callInfo, grpcCall.state);
-          } catch (error) {
-            refuse(callMetadata, error);
-            return;
-          }
-        }
-        next(message);
-      };
-      if (phase === 'allowed') deliver();
-      else if (phase === 'pending') held.push(deliver);
+      whenAllowed(() => {
+        if (
+          runInbound((info, state) => {
+            pipeline.message(message, info, state);
+          })
+        )
+          next(message);
+      });
     })
     .withOnReceiveHalfClose((next) => {
-      const deliver = (): void => {
-        if (pipeline.hasMessageHooks && grpcCall?.state.callInfo !== undefined && callMetadata !== undefined) {
-          try {
-            pipeline.inboundEnd(grpcCall.state.callInfo, grpcCall.state);
-          } catch (error) {
-            refuse(callMetadata, error);
-            return;
-          }
-        }
-        next();
-      };
-      if (phase === 'allowed') deliver();
-      else if (phase === 'pending') held.push(deliver);
+      whenAllowed(() => {
+        if (
+          runInbound((info, state) => {
+            pipeline.inboundEnd(info, state);
+          })
+        )
+          next();
+      });
     })
     .withOnCancel(() => {
       if (phase === 'pending') phase = 'refused';
