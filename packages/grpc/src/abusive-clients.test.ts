@@ -4,7 +4,7 @@
 import { connect as http2Connect, constants, type ClientHttp2Session } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
-import { createServerCredentials, fluxguardInterceptors, secureServerOptions } from './index.js';
+import { fluxguardInterceptors, secureServerOptions } from './index.js';
 import { captureAudit } from './testing/harness.js';
 import {
   clientFor,
@@ -12,6 +12,7 @@ import {
   op,
   registerSecureService,
   startTlsServer,
+  perOperationCredentials,
   unary,
   type TestPki,
   type TestServer,
@@ -27,10 +28,7 @@ const audit = captureAudit();
 beforeAll(async () => {
   pki = await createTestPki();
   started = await startTlsServer(
-    createServerCredentials(
-      { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-      { audit: audit.audit, reload: false },
-    ),
+    perOperationCredentials(pki, audit.audit),
     fluxguardInterceptors({ audit: audit.audit }),
     registerSecureService,
     secureServerOptions({ maxConcurrentStreams: MAX_STREAMS }),
@@ -108,7 +106,11 @@ describe('abusive HTTP/2 clients on the gRPC port', () => {
       maxOutstandingPings: 100_000,
     });
     attacker.on('error', () => undefined);
-    await new Promise<void>((resolve) => attacker.once('connect', () => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      attacker.once('connect', () => {
+        resolve();
+      }),
+    );
     let sent = 0;
     let answered = 0;
     const until = Date.now() + 5_000;

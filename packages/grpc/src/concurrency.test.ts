@@ -91,18 +91,26 @@ describe('a concurrency limit on gRPC', () => {
         const kind = KINDS[i % KINDS.length] ?? 'unary';
         const what = ['ok', 'fail', 'cancel', 'deadline'][Math.floor(i / KINDS.length) % 4] ?? 'ok';
         const options = what === 'deadline' ? { deadline: Date.now() + 50 } : {};
-        return callKind(started.client, kind, {}, mode(what === 'ok' || what === 'fail' ? what : 'hold'), options, (call) => {
-          if (what === 'cancel') {
-            setTimeout(() => {
-              call.cancel();
-            }, 20);
-          }
-        });
+        return callKind(
+          started.client,
+          kind,
+          {},
+          mode(what === 'ok' || what === 'fail' ? what : 'hold'),
+          options,
+          (call) => {
+            if (what === 'cancel') {
+              setTimeout(() => {
+                call.cancel();
+              }, 20);
+            }
+          },
+        );
       }),
     );
     const codes = new Set(outcomes.map((o) => o.status.code));
     // Every ending was exercised (some calls may also meet the limit while the race runs).
-    for (const code of [Status.OK, Status.INTERNAL, Status.CANCELLED, Status.DEADLINE_EXCEEDED]) expect(codes).toContain(code);
+    for (const code of [Status.OK, Status.INTERNAL, Status.CANCELLED, Status.DEADLINE_EXCEEDED])
+      expect(codes).toContain(code);
     await expect.poll(() => limit.inFlight(), { timeout: 5_000 }).toBe(0);
   });
 });

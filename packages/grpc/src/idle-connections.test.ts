@@ -14,6 +14,7 @@ import {
   createTestPki,
   registerSecureService,
   startTlsServer,
+  perOperationCredentials,
   unary,
   type TestPki,
   type TestServer,
@@ -32,10 +33,7 @@ const openDescriptors = (): number => readdirSync('/proc/self/fd').length;
 beforeAll(async () => {
   pki = await createTestPki();
   started = await startTlsServer(
-    createServerCredentials(
-      { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-      { audit: audit.audit, reload: false, handshakeTimeoutMs: IDLE_MS },
-    ),
+    perOperationCredentials(pki, audit.audit, { handshakeTimeoutMs: IDLE_MS }),
     fluxguardInterceptors({ audit: audit.audit }),
     registerSecureService,
     secureServerOptions({ maxConnectionIdleMs: IDLE_MS }),

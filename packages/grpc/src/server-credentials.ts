@@ -87,7 +87,11 @@ class HardenedServerCredentials extends ServerCredentials implements FluxguardSe
   constructor(tls: ReloadingTlsSettings, handshakeTimeoutMs: number) {
     const { settings } = tls;
     super(
-      { requestCert: true, rejectUnauthorized: settings.serverOptions.rejectUnauthorized, handshakeTimeout: handshakeTimeoutMs },
+      {
+        requestCert: true,
+        rejectUnauthorized: settings.serverOptions.rejectUnauthorized,
+        handshakeTimeout: handshakeTimeoutMs,
+      },
       // Material is in place from the start: grpc-js drops connections while it has none.
       settings.secureContextOptions(tls.current),
     );

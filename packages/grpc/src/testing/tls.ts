@@ -179,10 +179,14 @@ export function secureRules(pki: TestPki): RbacRules {
 }
 
 /** Server credentials asking for, but not requiring, a client certificate; no CRL, no reload. */
-export function perOperationCredentials(pki: TestPki, audit: AuditLogger): ServerCredentials {
+export function perOperationCredentials(
+  pki: TestPki,
+  audit: AuditLogger,
+  options: { readonly handshakeTimeoutMs?: number } = {},
+): ServerCredentials {
   return createServerCredentials(
     { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-    { audit, reload: false },
+    { audit, reload: false, ...options },
   );
 }
 
