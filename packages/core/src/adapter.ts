@@ -23,6 +23,7 @@ export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
 export { guardControls, jwtAuthControls, rbacControls, stackControls } from './guard/step-options.js';
 export { GrpcStatusCode, codeFromGrpcStatus } from './errors/codes.js';
 export { toPublicError, type PublicError } from './errors/public-error.js';
+export { retryInfoStatusDetails } from './errors/status-details.js';
 export type { FailureContext } from './audit/audit-logger.js';
 export { bearerChallenge, httpOperation } from './guard/guard.js';
 export {

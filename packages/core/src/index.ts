@@ -133,6 +133,33 @@ export {
   type ConcurrencyReason,
 } from './ratelimit/concurrency.js';
 
+// Rate limits and brute-force protection
+export {
+  createRateLimit,
+  type RateLimit,
+  type RateLimitKey,
+  type RateLimitKeyFunction,
+  type RateLimitOptions,
+  type RateLimitReason,
+  type RateLimitRule,
+} from './ratelimit/rate-limit.js';
+export { createBruteForceProtection, type BruteForceOptions, type FailureLimit } from './ratelimit/brute-force.js';
+export {
+  createMemoryRateLimitStore,
+  RateLimitStoreError,
+  type LimiterResult,
+  type LimiterSpec,
+  type RateLimitStore,
+  type StoreLimiter,
+} from './ratelimit/store.js';
+export {
+  createRedisRateLimitStore,
+  type RedisRateLimitClient,
+  type RedisRateLimitStoreOptions,
+} from './ratelimit/redis-store.js';
+export { compileClientAddress, type ClientAddress, type ClientAddressOptions } from './ratelimit/client-address.js';
+export type { RateLimitsPolicy } from './ratelimit/policy.js';
+
 // Input and path sanitization
 export {
   createPathResolver,

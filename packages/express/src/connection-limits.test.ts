@@ -60,7 +60,12 @@ describe('the HTTPS connection budget', () => {
     try {
       const sockets = Array.from({ length: 100 }, () => {
         let closed = false;
-        const socket = tlsConnect({ host: '127.0.0.1', port: served.port, ca: pki.ca.certPem, servername: 'localhost' });
+        const socket = tlsConnect({
+          host: '127.0.0.1',
+          port: served.port,
+          ca: pki.ca.certPem,
+          servername: 'localhost',
+        });
         socket.on('error', () => undefined);
         socket.resume();
         socket.on('close', () => {

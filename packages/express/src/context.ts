@@ -83,6 +83,10 @@ export function attachContext(
       endRequest(error, req, res);
     },
     onReleaseError,
+    // Kept through an error answer too: a 429 carries its RateLimit fields.
+    setResponseHeader: (name, value) => {
+      if (!res.headersSent) res.setHeader(name, value);
+    },
   });
   // 'close' fires both when the response has been sent and when the connection dies first;
   // only the second is a client that went away.

@@ -148,7 +148,9 @@ describe('a sample control in the Express pipeline', () => {
   });
 
   it('drops what a handler writes after the deadline answered, without failing the process', async () => {
-    const res = await fetch(`${served.url}/late`, { headers: { 'x-request-id': 'late-1', 'x-sample-deadline-ms': '50' } });
+    const res = await fetch(`${served.url}/late`, {
+      headers: { 'x-request-id': 'late-1', 'x-sample-deadline-ms': '50' },
+    });
     expect(res.status).toBe(504);
     expect(res.headers.get('x-late')).toBeNull();
     expect(await res.json()).toMatchObject({ code: 'deadline_exceeded' });
@@ -207,7 +209,11 @@ describe('a sample control in the Express pipeline', () => {
     const status = await new Promise<number>((resolve, reject) => {
       const req = httpRequest(`${served.url}/upload`, {
         method: 'PUT',
-        headers: { 'x-request-id': 'upload-cut', 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+        headers: {
+          'x-request-id': 'upload-cut',
+          'content-type': 'application/octet-stream',
+          'transfer-encoding': 'chunked',
+        },
       });
       req.on('response', (res) => {
         res.resume();

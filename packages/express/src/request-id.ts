@@ -62,7 +62,10 @@ function cutOff(_error: SecurityError, _req: IncomingMessage, res: ServerRespons
  */
 export function dropLaterWrites(res: ServerResponse): void {
   if (!res.headersSent) return;
-  const response = res as unknown as Record<'setHeader' | 'appendHeader' | 'removeHeader' | 'writeHead' | 'write' | 'end', unknown>;
+  const response = res as unknown as Record<
+    'setHeader' | 'appendHeader' | 'removeHeader' | 'writeHead' | 'write' | 'end',
+    unknown
+  >;
   response.setHeader = ignored;
   response.appendHeader = ignored;
   response.removeHeader = ignored;

@@ -14,6 +14,7 @@ import {
   GrpcStatusCode,
   codeFromGrpcStatus,
   resolveOptions,
+  retryInfoStatusDetails,
   toPublicError,
   type FailureContext,
   type PublicError,
@@ -55,6 +56,16 @@ export const RETRY_AFTER_METADATA_KEY = 'retry-after';
  * deadline, which races grpc-js's server-side timer for the same instant.
  */
 const DEADLINE_SLACK_MS = 100;
+
+/** The standard rich-error trailer (`google.rpc.Status`), here with a `RetryInfo` detail. */
+const STATUS_DETAILS_METADATA_KEY = 'grpc-status-details-bin';
+
+/** Adds the response headers the call's controls set (RateLimit, ...) to `metadata`, unless already there. */
+function addResponseHeaders(state: CallState | undefined, metadata: Metadata): void {
+  const headers = state?.responseHeaders;
+  if (headers === undefined) return;
+  for (const [name, value] of headers) if (metadata.get(name).length === 0) metadata.set(name, value);
+}
 
 /** The text sent with `UNIMPLEMENTED`, whatever the handler or grpc-js wrote. */
 const UNIMPLEMENTED_MESSAGE = 'The method is not implemented.';
@@ -172,6 +183,7 @@ function interceptCall(
     .withSendMetadata((metadata, next) => {
       const out = metadata.clone();
       out.set(REQUEST_ID_HEADER, currentRequestId());
+      addResponseHeaders(grpcCall?.state, out);
       next(out);
     })
     .withSendStatus((status, next) => {
@@ -191,7 +203,10 @@ function interceptCall(
         return;
       }
       if (grpcCall !== undefined) grpcCall.statusSent = true;
-      next(safeStatus(status, grpcCall?.takePendingError(), trailers, audit, failureContext));
+      const safe = safeStatus(status, grpcCall?.takePendingError(), trailers, audit, failureContext);
+      // A refused call has sent no metadata: what its controls added (RateLimit) goes with the status.
+      if (safe.code !== Status.OK) addResponseHeaders(grpcCall?.state, safe.metadata);
+      next(safe);
       // The call is answered: release what its controls hold before the client can call again,
       // and only now abort the handler's signal, so that nothing it does in reaction can send
       // a status of its own first.
@@ -260,6 +275,10 @@ function publicStatus(publicError: PublicError, trailers: Metadata): SafeStatus 
   // As HTTP sends `Retry-After` only on 429: a retry hint belongs to a rate limit alone.
   if (publicError.code === 'rate_limited' && publicError.details?.retryAfterSeconds !== undefined) {
     trailers.set(RETRY_AFTER_METADATA_KEY, String(publicError.details.retryAfterSeconds));
+    trailers.set(
+      STATUS_DETAILS_METADATA_KEY,
+      retryInfoStatusDetails(publicError.grpcStatus, publicError.message, publicError.details.retryAfterSeconds),
+    );
   }
   return { code: grpcStatus(publicError.grpcStatus), details: publicError.message, metadata: trailers };
 }

@@ -147,7 +147,12 @@ describe('recordFailure under a flood of refusals', () => {
     const cause = new Error(`JWSSignatureVerificationFailed for token ${TOKEN}`);
     audit.recordFailure(new SecurityError('unauthenticated', { reason: 'malformed_token', cause }), context);
     const line = lines[0] ?? {};
-    expect(line).toMatchObject({ event: 'request.denied', outcome: 'denied', reason: 'malformed_token', code: 'unauthenticated' });
+    expect(line).toMatchObject({
+      event: 'request.denied',
+      outcome: 'denied',
+      reason: 'malformed_token',
+      code: 'unauthenticated',
+    });
     expect(line.err).toBeUndefined();
     expect(line.cause).toMatch(/^Error: JWSSignatureVerificationFailed for token /);
     expect(JSON.stringify(line)).not.toContain(TOKEN);

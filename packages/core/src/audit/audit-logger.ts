@@ -33,6 +33,7 @@ export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_e
  * | `requestId` | the id returned to the client in `x-request-id` |
  * | `transport` | `grpc` or `http` |
  * | `code` | the public error code sent to the client |
+ * | `detail` | the refusal's own facts, e.g. a rate limit's `rule` and `key` kind (never a raw token) |
  * | `err` | the full internal cause (message, stack, errno, path), secrets scrubbed; never sent to a client |
  */
 export interface AuditEvent {
@@ -46,6 +47,8 @@ export interface AuditEvent {
   readonly transport?: 'grpc' | 'http' | undefined;
   readonly code?: SecurityErrorCode | undefined;
   readonly durationMs?: number | undefined;
+  /** A refusal's own facts (`SecurityError.auditFields`), e.g. a rate limit's `rule` and `key`. */
+  readonly detail?: Readonly<Record<string, string | number>> | undefined;
 }
 
 /** Where a failure happened: the fields of {@link AuditEvent} that an adapter knows. */
@@ -61,6 +64,14 @@ export interface AuditLoggerOptions {
   readonly name?: string;
   /** Extra pino redaction paths, on top of the built-in credential paths. */
   readonly redact?: readonly string[];
+  /**
+   * Folding of repeated refusals, so that a flood costs little CPU and disk: within each
+   * `intervalMs`, the first `after` refusals with one reason from one peer address (and
+   * subject) are logged in full; the rest are counted and written as one
+   * `request.denied.folded` line when the interval ends. `false` logs every refusal.
+   * Default `{ after: 5, intervalMs: 10_000 }`.
+   */
+  readonly foldRefusals?: { readonly after: number; readonly intervalMs: number } | false;
 }
 
 /** Writes audit events and failures; one per application, shared by both adapters. */
@@ -82,7 +93,11 @@ const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination'>>> = Ob
   level: 'info',
   name: 'fluxguard',
   redact: Object.freeze([]),
+  foldRefusals: Object.freeze({ after: 5, intervalMs: 10_000 }),
 });
+
+/** Distinct peers and reasons folded at once; beyond, refusals fold by reason alone. */
+const MAX_FOLDED_KEYS = 10_000;
 
 /**
  * Creates the audit logger (pino) that redacts authorization headers, cookies, tokens,
@@ -122,6 +137,8 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     else logger.info(line, event.event);
   }
 
+  const fold = createFolding(logger, opts.foldRefusals);
+
   function recordFailure(err: unknown, context: FailureContext): PublicError {
     const publicError = toPublicError(err, context.requestId);
     const isServerFault =
@@ -130,6 +147,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
       // An expected refusal (no token, no permission, a bad argument): its code and reason say
       // it all. No stack, and the cause only as one scrubbed line: a flood of refusals must
       // cost little CPU and disk.
+      if (fold?.(err.reason ?? err.code, context, publicError.code) === true) return publicError;
       logger.warn(
         {
           ...context,
@@ -138,6 +156,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
           outcome: 'denied',
           reason: err.reason ?? err.code,
           code: publicError.code,
+          ...(err.auditFields === undefined ? {} : { detail: err.auditFields }),
           ...(err.cause instanceof Error ? { cause: causeLine(err.cause) } : {}),
         },
         'request.denied',
@@ -152,6 +171,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
         outcome: isServerFault ? 'error' : 'denied',
         reason: err instanceof SecurityError ? (err.reason ?? err.code) : 'unhandled_error',
         code: publicError.code,
+        ...(err instanceof SecurityError && err.auditFields !== undefined ? { detail: err.auditFields } : {}),
       },
       err,
     );
@@ -159,6 +179,99 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   }
 
   return Object.freeze({ logger, record, recordFailure });
+}
+
+interface Folded {
+  count: number;
+  readonly reason: AuditReason;
+  readonly code: SecurityErrorCode;
+  readonly peer: string | undefined;
+  readonly subject: string | undefined;
+  readonly transport: FailureContext['transport'];
+  operation: string;
+  firstRequestId: string | undefined;
+  lastRequestId: string | undefined;
+}
+
+/**
+ * The folding of {@link AuditLoggerOptions.foldRefusals}: returns a function that says whether
+ * one refusal was folded (counted, not written). Counts are flushed by one timer per interval.
+ */
+function createFolding(
+  logger: Logger,
+  option: unknown,
+): ((reason: AuditReason, context: FailureContext, code: SecurityErrorCode) => boolean) | undefined {
+  if (option === false) return undefined;
+  const { after, intervalMs } = (option ?? {}) as { after?: unknown; intervalMs?: unknown };
+  if (typeof after !== 'number' || !Number.isSafeInteger(after) || after < 1) {
+    throw new ConfigurationError('createAuditLogger: "foldRefusals.after" must be a whole number of at least 1');
+  }
+  if (typeof intervalMs !== 'number' || !Number.isSafeInteger(intervalMs) || intervalMs < 100) {
+    throw new ConfigurationError(
+      'createAuditLogger: "foldRefusals.intervalMs" must be a whole number of ms, at least 100',
+    );
+  }
+  let counts = new Map<string, Folded>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+
+  const flush = (): void => {
+    timer = undefined;
+    const folded = counts;
+    counts = new Map();
+    for (const entry of folded.values()) {
+      if (entry.count <= after) continue;
+      logger.warn(
+        {
+          event: 'request.denied.folded',
+          outcome: 'denied',
+          reason: entry.reason,
+          code: entry.code,
+          peer: entry.peer,
+          subject: entry.subject,
+          transport: entry.transport,
+          operation: entry.operation,
+          count: entry.count - after,
+          intervalMs,
+          firstRequestId: entry.firstRequestId,
+          lastRequestId: entry.lastRequestId,
+        },
+        'request.denied.folded',
+      );
+    }
+  };
+
+  return (reason, context, code) => {
+    // One client: its address without the port (each connection has its own port).
+    const peer = context.peer?.replace(/:\d+$/, '');
+    let key = `${reason}\u0000${peer ?? ''}\u0000${context.subject ?? ''}`;
+    if (counts.size >= MAX_FOLDED_KEYS && !counts.has(key)) key = `${reason}\u0000*`;
+    let entry = counts.get(key);
+    if (entry === undefined) {
+      const wide = key.endsWith('\u0000*');
+      entry = {
+        count: 0,
+        reason,
+        code,
+        peer: wide ? '*' : peer,
+        subject: wide ? undefined : context.subject,
+        transport: context.transport,
+        operation: context.operation,
+        firstRequestId: undefined,
+        lastRequestId: undefined,
+      };
+      counts.set(key, entry);
+      if (timer === undefined) {
+        timer = setTimeout(flush, intervalMs);
+        timer.unref();
+      }
+    }
+    entry.count += 1;
+    if (entry.count <= after) return false;
+    entry.operation = context.operation;
+    entry.firstRequestId ??= context.requestId;
+    entry.lastRequestId = context.requestId;
+    return true;
+  };
 }
 
 /** One line for the cause of an expected refusal: its type and scrubbed message, no stack. */

@@ -9,6 +9,7 @@ import type { RbacReason } from '../rbac/rbac.js';
 import type { PathReason } from '../sanitize/safe-path.js';
 import type { TimeoutReason } from '../timeouts/timeouts.js';
 import type { ConcurrencyReason } from '../ratelimit/concurrency.js';
+import type { RateLimitReason } from '../ratelimit/rate-limit.js';
 
 /**
  * Reasons the transport adapters give at the edge, for failures no control raised. They live
@@ -77,6 +78,7 @@ export type SecurityErrorReason =
   | PipelineReason
   | TimeoutReason
   | ConcurrencyReason
+  | RateLimitReason
   | PathReason
   | TransportReason
   | AppReason;
@@ -104,6 +106,11 @@ export interface SecurityErrorOptions {
   readonly cause?: unknown;
   /** The authenticated subject the refusal concerns, for the audit log (never sent to the client). */
   readonly subject?: string | undefined;
+  /**
+   * A few more facts for the audit line only (e.g. a rate limit's rule and key kind): short
+   * names and values, never a token, a secret or raw input.
+   */
+  readonly auditFields?: Readonly<Record<string, string | number>> | undefined;
 }
 
 const SAFE_FIELD = /^[A-Za-z0-9_.[\]-]{1,100}$/;
@@ -126,6 +133,8 @@ export class SecurityError extends FluxguardError {
   readonly reason: SecurityErrorReason | undefined;
   /** The authenticated subject the refusal concerns, for the audit log; never sent to the client. */
   readonly subject: string | undefined;
+  /** More facts for the audit line (`detail`); never sent to the client. */
+  readonly auditFields: Readonly<Record<string, string | number>> | undefined;
 
   constructor(code: SecurityErrorCode, options: SecurityErrorOptions = {}) {
     // A refusal is expected, often by the thousand under a flood: capturing a stack for each
@@ -140,6 +149,7 @@ export class SecurityError extends FluxguardError {
     this.details = cleanDetails(options.details);
     this.reason = options.reason;
     this.subject = options.subject;
+    this.auditFields = options.auditFields;
   }
 }
 

@@ -9,6 +9,8 @@ import type { SecurityPolicy } from '../policy/policy.js';
 import { rbacRulesForTransport } from '../rbac/policy.js';
 import { compileRbac } from '../rbac/rbac.js';
 import { compileTimeouts } from '../timeouts/timeouts.js';
+import { rateLimitControls } from '../ratelimit/policy.js';
+import { createMemoryRateLimitStore, type RateLimitStore } from '../ratelimit/store.js';
 import { createGuard, type ComposedGuard } from './guard.js';
 
 /**
@@ -39,6 +41,11 @@ export interface GuardFromPolicyOptions {
   readonly jwt?: JwtVerifier | undefined;
   /** Directory of relative `jwt.jwksFile` / `jwt.publicKeyFile`. Default: the working directory. */
   readonly baseDir?: string | undefined;
+  /**
+   * Where the limits of `policy.rateLimits` count: `createRedisRateLimitStore(...)` to share
+   * them between replicas. Default: a memory store of this guard.
+   */
+  readonly rateLimitStore?: RateLimitStore | undefined;
 }
 
 const DEFAULTS: Readonly<{ [K in keyof GuardFromPolicyOptions]-?: GuardFromPolicyOptions[K] | undefined }> =
@@ -49,13 +56,15 @@ const DEFAULTS: Readonly<{ [K in keyof GuardFromPolicyOptions]-?: GuardFromPolic
     denylist: undefined,
     jwt: undefined,
     baseDir: undefined,
+    rateLimitStore: undefined,
   });
 
 /**
  * The guard one policy describes, in one call: the JWT verifier of `policy.jwt` (unless `jwt`
  * is given), the RBAC rules and mode of `policy.rbac` (only the `transport`'s rules when it is
  * given), `policy.mtls.certificateRoles`, and the deadlines and idle limits of
- * `policy.timeouts` (their secure defaults when the section is absent): its `controls` are all
+ * `policy.timeouts` (their secure defaults when the section is absent), and the rate limits and
+ * brute-force protection of `policy.rateLimits` (counted in `rateLimitStore`): its `controls` are all
  * of these, for `fluxguardInterceptors({ guard })` / `fluxguard({ guard })`. The policy should come from
  * `parseSecurityPolicy` / `loadSecurityPolicy`. Without `policy.jwt` nor `jwt`, no token is
  * accepted; without `policy.rbac`, every operation is denied (no rule).
@@ -113,5 +122,9 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
   });
   // Always: without a section, the timeouts control keeps its secure defaults.
   const timeouts = compileTimeouts({ ...policy.timeouts, transport }, 'policy.timeouts');
-  return Object.freeze({ ...guard, controls: Object.freeze([...guard.controls, timeouts]) });
+  const limits =
+    policy.rateLimits === undefined
+      ? []
+      : rateLimitControls(policy.rateLimits, opts.rateLimitStore ?? createMemoryRateLimitStore(), 'policy.rateLimits');
+  return Object.freeze({ ...guard, controls: Object.freeze([...guard.controls, ...limits, timeouts]) });
 }

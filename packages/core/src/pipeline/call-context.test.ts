@@ -45,7 +45,9 @@ describe('CallState', () => {
   it('aborts the signal after ending: as a timeout for a deadline, as an abort otherwise', () => {
     const timedOut = state();
     const seen: string[] = [];
-    timedOut.s.signal.addEventListener('abort', () => seen.push(`aborted after ${String(timedOut.ended.length)} answer(s)`));
+    timedOut.s.signal.addEventListener('abort', () =>
+      seen.push(`aborted after ${String(timedOut.ended.length)} answer(s)`),
+    );
     timedOut.s.end(new SecurityError('deadline_exceeded'));
     expect((timedOut.s.signal.reason as DOMException).name).toBe('TimeoutError');
     expect(seen).toEqual(['aborted after 1 answer(s)']);

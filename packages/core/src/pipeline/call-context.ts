@@ -111,6 +111,18 @@ export interface CallContext extends RequestContext {
   limitDeadline(epochMs: number): void;
   /** Ends the call now with `error` (its public form goes to the client); the handler's later output is dropped. */
   end(error: SecurityError): void;
+  /**
+   * Adds a response header (HTTP) or metadata entry (gRPC: initial metadata, and trailers of a
+   * refused call), e.g. `RateLimit`. A second value for one name is joined with `, `, as
+   * structured-field lists are. Names are lowercase tokens; values must not hold control
+   * characters. Never put a secret here: the client reads it.
+   */
+  addResponseHeader(name: string, value: string): void;
+  /**
+   * The error a start hook refused this call with, once one has (else `undefined`). A release
+   * callback reads it to learn how the call ended, e.g. to count failed authentications.
+   */
+  readonly refusal: unknown;
 }
 
 /** Why a call ended, as its signal reports it. */
@@ -129,7 +141,13 @@ export interface CallStateInit {
   readonly end: (error: SecurityError) => void;
   /** Told about a release callback that threw (the others still run). */
   readonly onReleaseError: (error: unknown, requestId: string) => void;
+  /** Writes a response header at once (HTTP); omitted, headers are only kept in `responseHeaders`. */
+  readonly setResponseHeader?: ((name: string, value: string) => void) | undefined;
 }
+
+const HEADER_NAME = /^[a-z0-9][a-z0-9!#$%&'*+.^_`|~-]*$/;
+// Visible ASCII and spaces: nothing that could split a header or reach a log as a control.
+const HEADER_VALUE = /^[\x20-\x7e]*$/;
 
 /** The longest delay Node's timers take (2^31 - 1 ms). */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -160,6 +178,9 @@ export class CallState implements CallContext {
   #values: Map<ContextKey<unknown>, unknown> | undefined;
   #releases: (() => void)[] | undefined;
   #finished = false;
+  #refusal: unknown;
+  #responseHeaders: Map<string, string> | undefined;
+  readonly #setResponseHeader: ((name: string, value: string) => void) | undefined;
   /** The adapter's slot for the call's `CallInfo`, built once by the first pipeline that needs it. */
   callInfo: CallInfo | undefined = undefined;
   /**
@@ -173,6 +194,7 @@ export class CallState implements CallContext {
     this.#deadline = init.deadline;
     this.#end = init.end;
     this.#onReleaseError = init.onReleaseError;
+    this.#setResponseHeader = init.setResponseHeader;
   }
 
   // A getter without a setter: handlers get this object itself, and `context.requestId = ...`
@@ -238,12 +260,15 @@ export class CallState implements CallContext {
   #armDeadline(remaining: number): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     // Node fires a longer timer at once: wait in steps of the longest it takes.
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      const left = (this.#deadline ?? 0) - Date.now();
-      if (left > 0) this.#armDeadline(left);
-      else this.end(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
-    }, Math.min(remaining, MAX_TIMER_MS));
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = undefined;
+        const left = (this.#deadline ?? 0) - Date.now();
+        if (left > 0) this.#armDeadline(left);
+        else this.end(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
+      },
+      Math.min(remaining, MAX_TIMER_MS),
+    );
     this.#timer.unref();
   }
 
@@ -261,6 +286,30 @@ export class CallState implements CallContext {
     this.#endCause = error.code === 'deadline_exceeded' ? 'deadline' : 'ended';
     this.#end(error);
     this.#abort(this.#endCause);
+  }
+
+  get refusal(): unknown {
+    return this.#refusal;
+  }
+
+  /** Records the refusal of a start hook (the first one only), for {@link CallContext.refusal}. */
+  noteRefusal(error: unknown): void {
+    this.#refusal ??= error;
+  }
+
+  addResponseHeader(name: string, value: string): void {
+    if (!HEADER_NAME.test(name)) throw new TypeError('addResponseHeader: the name must be a lowercase header token');
+    if (!HEADER_VALUE.test(value)) throw new TypeError('addResponseHeader: the value must be visible ASCII');
+    const headers = (this.#responseHeaders ??= new Map<string, string>());
+    const before = headers.get(name);
+    const joined = before === undefined ? value : `${before}, ${value}`;
+    headers.set(name, joined);
+    this.#setResponseHeader?.(name, joined);
+  }
+
+  /** The headers controls added, for the adapter to send (gRPC metadata). */
+  get responseHeaders(): ReadonlyMap<string, string> | undefined {
+    return this.#responseHeaders;
   }
 
   /** Registers a release callback; run at once when the call has already ended. */

@@ -74,12 +74,24 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
     for (let i = from; i < starts.length; i++) {
       const hook = starts[i];
       if (hook === undefined || state.finished) return undefined;
-      const result = hook(call, state);
+      let result: StartResult | Promise<StartResult>;
+      try {
+        result = hook(call, state);
+      } catch (error) {
+        state.noteRefusal(error);
+        throw error;
+      }
       if (isPromiseLike(result)) {
-        return Promise.resolve(result).then((resolved) => {
-          keepRelease(resolved, state);
-          return runStarts(i + 1, call, state);
-        });
+        return Promise.resolve(result).then(
+          (resolved) => {
+            keepRelease(resolved, state);
+            return runStarts(i + 1, call, state);
+          },
+          (error: unknown) => {
+            state.noteRefusal(error);
+            throw error;
+          },
+        );
       }
       keepRelease(result, state);
     }

@@ -6,6 +6,7 @@ import { parseJwtPolicy, type JwtPolicy } from '../jwt/policy.js';
 import { parseMtlsPolicy, type MtlsPolicy } from '../mtls/policy.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import { parseRbacPolicy, type RbacPolicy } from '../rbac/policy.js';
+import { parseRateLimitsPolicy, type RateLimitsPolicy } from '../ratelimit/policy.js';
 import { parseTimeoutsPolicy, type TimeoutsPolicy } from '../timeouts/policy.js';
 import { isPolicyObject } from './fields.js';
 
@@ -29,6 +30,7 @@ export interface SecurityPolicy {
   readonly rbac?: RbacPolicy;
   readonly mtls?: MtlsPolicy;
   readonly timeouts?: TimeoutsPolicy;
+  readonly rateLimits?: RateLimitsPolicy;
 }
 
 type SectionName = Exclude<keyof SecurityPolicy, 'version'>;
@@ -42,6 +44,7 @@ const SECTIONS: { readonly [K in SectionName]: (value: unknown, where: string) =
   rbac: parseRbacPolicy,
   mtls: parseMtlsPolicy,
   timeouts: parseTimeoutsPolicy,
+  rateLimits: parseRateLimitsPolicy,
 };
 
 /**
@@ -51,7 +54,6 @@ const SECTIONS: { readonly [K in SectionName]: (value: unknown, where: string) =
  */
 const UNENFORCED_SECTIONS: Readonly<Record<string, string>> = Object.freeze({
   limits: 'limits',
-  rateLimits: 'rate limits',
 });
 
 const TOP_KEYS: readonly string[] = ['version', ...Object.keys(SECTIONS)];
@@ -60,8 +62,8 @@ const TOP_KEYS: readonly string[] = ['version', ...Object.keys(SECTIONS)];
  * Checks a policy object (parsed JSON or YAML, or a literal) and returns it typed, as a new
  * frozen object (the input is left as it is; the `rbac` section is a deep-frozen copy, the
  * `jwt` and `mtls` sections are those given). Errors name the bad field by its path, e.g. `policy.rbac.rules[3].anyRoles[0] must be a
- * non-empty string`; unknown fields are refused with a hint, and so are the `limits` and
- * `rateLimits` sections, which no control of this version enforces. RBAC rules
+ * non-empty string`; unknown fields are refused with a hint, and so is the `limits` section, which no
+ * control of this version enforces. RBAC rules
  * and `mtls.certificateRoles` are compiled here to check them completely (patterns,
  * certificate identity rules); `compileRbac` and `createGuardFromPolicy` reuse the compiled
  * rules of the returned policy.

@@ -32,7 +32,12 @@ function starter(options: ConcurrencyLimitOptions) {
   const limit = createConcurrencyLimit(options);
   const pipeline = createPipeline('test', [limit]);
   const start = (info: CallInfo, principal?: Principal): CallState => {
-    const state = new CallState({ requestId: 'r', deadline: undefined, end: () => undefined, onReleaseError: () => undefined });
+    const state = new CallState({
+      requestId: 'r',
+      deadline: undefined,
+      end: () => undefined,
+      onReleaseError: () => undefined,
+    });
     if (principal !== undefined) state.setPrincipal(principal);
     // The control is synchronous: start returns undefined once it has allowed the call.
     expect(pipeline.start(info, state)).toBeUndefined();
@@ -46,7 +51,9 @@ describe('createConcurrencyLimit', () => {
     const { limit, start } = starter({ maxInFlight: 2 });
     const a = start(call());
     start(call('10.9.9.9:1'));
-    expect(() => start(call('10.8.8.8:1'))).toThrow(expect.objectContaining({ code: 'unavailable', reason: 'concurrency_limit' }) as SecurityError);
+    expect(() => start(call('10.8.8.8:1'))).toThrow(
+      expect.objectContaining({ code: 'unavailable', reason: 'concurrency_limit' }) as SecurityError,
+    );
     expect(limit.inFlight()).toBe(2);
     a.finish('ended');
     a.finish('cancelled');
@@ -72,7 +79,11 @@ describe('createConcurrencyLimit', () => {
   });
 
   it('takes a key function; a call it names no key for counts overall only', () => {
-    const { limit, start } = starter({ maxInFlightPerCaller: 1, maxInFlight: 5, key: (info) => info.headers.get('x-tenant') });
+    const { limit, start } = starter({
+      maxInFlightPerCaller: 1,
+      maxInFlight: 5,
+      key: (info) => info.headers.get('x-tenant'),
+    });
     start(call());
     start(call());
     expect(limit.inFlight()).toBe(2);

@@ -1,0 +1,206 @@
+import type { CallInfo } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { extractBearerToken } from '../jwt/bearer.js';
+import { checkKnownKeys } from '../options/unknown-keys.js';
+import type { CallContext } from '../pipeline/call-context.js';
+import type { Control, StartResult } from '../pipeline/control.js';
+import { compileClientAddress, type ClientAddressOptions } from './client-address.js';
+import { RateLimitStoreError, createMemoryRateLimitStore, type RateLimitStore, type StoreLimiter } from './store.js';
+
+/**
+ * How many failed authentications one key may have within a window before it is blocked.
+ *
+ * @example
+ * ```ts
+ * import type { FailureLimit } from '@fluxguard/core';
+ * const tenPerTenMinutes: FailureLimit = { maxFailures: 10, windowSeconds: 600, blockSeconds: 900 };
+ * ```
+ */
+export interface FailureLimit {
+  readonly maxFailures: number;
+  readonly windowSeconds: number;
+  readonly blockSeconds: number;
+}
+
+/**
+ * Options of {@link createBruteForceProtection}.
+ *
+ * @example
+ * ```ts
+ * import type { BruteForceOptions } from '@fluxguard/core';
+ * const options: BruteForceOptions = { peer: { maxFailures: 10, windowSeconds: 600, blockSeconds: 900 } };
+ * ```
+ */
+export interface BruteForceOptions extends ClientAddressOptions {
+  /** Failed authentications from one client address (IPv6 by prefix). */
+  readonly peer: FailureLimit;
+  /**
+   * Failed authentications with tokens that claim one subject (read from the token without
+   * verifying it). It stops guessing aimed at one account from many addresses, at a price: an
+   * attacker can lock that subject out for `blockSeconds`. Default: off.
+   */
+  readonly subject?: FailureLimit | undefined;
+  /** Where failures and blocks are counted; a Redis store shares blocks between replicas. Default: memory. */
+  readonly store?: RateLimitStore | undefined;
+  /** While a shared store is down: `open` (count in this process) or `closed` (refuse, 503). Default `open`. */
+  readonly storeFailure?: 'open' | 'closed' | undefined;
+}
+
+const OPTION_KEYS = ['peer', 'subject', 'store', 'storeFailure', 'trustedProxies', 'ipv6PrefixLength'] as const;
+const LIMIT_KEYS = ['maxFailures', 'windowSeconds', 'blockSeconds'] as const;
+/** A token longer than this is not decoded for its subject (the verifier refuses it anyway). */
+const MAX_TOKEN_LENGTH = 16 * 1024;
+
+/**
+ * Brute-force protection (stage `pre-authentication`): after `maxFailures` failed
+ * authentications from one client address within `windowSeconds` (and, if configured, for one
+ * claimed token subject), that address is refused for `blockSeconds` with `rate_limited`
+ * (reason `brute_force_blocked`, 429 / `RESOURCE_EXHAUSTED` with a retry hint), before any token
+ * is verified. A valid token from a blocked address is refused too until the block ends.
+ *
+ * A failure is a call refused with `unauthenticated` by a later control (a bad, expired or
+ * forged token, a certificate that does not verify), except a call that sent no credential at
+ * all. With a Redis store the counts and blocks hold across replicas.
+ *
+ * @throws ConfigurationError for unknown options or limits that are not positive whole numbers.
+ *
+ * @example
+ * ```ts
+ * import { createBruteForceProtection } from '@fluxguard/core';
+ * const bruteForce = createBruteForceProtection({ peer: { maxFailures: 10, windowSeconds: 600, blockSeconds: 900 } });
+ * // fluxguard({ audit, guard, controls: [bruteForce] })
+ * ```
+ */
+export function createBruteForceProtection(options: BruteForceOptions): Control {
+  return compileBruteForce(options, 'createBruteForceProtection');
+}
+
+/**
+ * {@link createBruteForceProtection} with the name errors give the options.
+ *
+ * @internal
+ */
+export function compileBruteForce(options: BruteForceOptions, where: string): Control {
+  if (typeof options !== 'object' || (options as unknown) === null)
+    throw new ConfigurationError(`${where} must be an object`);
+  checkKnownKeys(options, OPTION_KEYS, where, 'option');
+  const store = options.store ?? createMemoryRateLimitStore();
+  if (typeof (store as Partial<RateLimitStore>).limiter !== 'function') {
+    throw new ConfigurationError(`${where}.store must be a rate-limit store`);
+  }
+  const storeFailure: unknown = options.storeFailure ?? 'open';
+  if (storeFailure !== 'open' && storeFailure !== 'closed')
+    throw new ConfigurationError(`${where}.storeFailure must be "open" or "closed"`);
+  const address = compileClientAddress(options, where);
+  const peerLimiter = failureLimiter(options.peer, `${where}.peer`, 'brute-force.peer', store, storeFailure);
+  const subjectLimiter =
+    options.subject === undefined
+      ? undefined
+      : failureLimiter(options.subject, `${where}.subject`, 'brute-force.subject', store, storeFailure);
+
+  const onStart = async (call: CallInfo, context: CallContext): Promise<StartResult> => {
+    const ip = address.keyOf(call);
+    const peerKey = ip === undefined ? undefined : `ip:${ip}`;
+    const subject = subjectLimiter === undefined ? undefined : claimedSubject(call);
+    const subjectKey = subject === undefined ? undefined : `sub:${subject}`;
+    const [peerState, subjectState] = await Promise.all([
+      peek(peerLimiter, peerKey),
+      subjectLimiter === undefined ? undefined : peek(subjectLimiter, subjectKey),
+    ]);
+    const blocked =
+      peerState !== undefined && !peerState.allowed
+        ? { kind: 'peer', state: peerState }
+        : subjectState !== undefined && !subjectState.allowed
+          ? { kind: 'subject', state: subjectState }
+          : undefined;
+    if (blocked !== undefined) {
+      throw new SecurityError('rate_limited', {
+        reason: 'brute_force_blocked',
+        details: { retryAfterSeconds: Math.max(1, Math.ceil(blocked.state.resetMs / 1000)) },
+        auditFields: { rule: `brute-force.${blocked.kind}`, key: blocked.kind },
+      });
+    }
+    return () => {
+      if (!isFailedAuthentication(context.refusal)) return;
+      // Counted after the answer, off the call's path; a store failure here is already logged
+      // by the store, and the next check fails open or closed as configured.
+      if (peerKey !== undefined) peerLimiter.consume(peerKey, 1).catch(ignore);
+      if (subjectKey !== undefined) subjectLimiter?.consume(subjectKey, 1).catch(ignore);
+    };
+  };
+
+  return Object.freeze({ name: 'brute-force', stage: 'pre-authentication', onStart });
+}
+
+function ignore(): void {
+  // See the release callback above.
+}
+
+async function peek(limiter: StoreLimiter, key: string | undefined) {
+  if (key === undefined) return undefined;
+  try {
+    return await limiter.peek(key);
+  } catch (error) {
+    if (!(error instanceof RateLimitStoreError)) throw error;
+    throw new SecurityError('unavailable', {
+      reason: 'ratelimit_store_unavailable',
+      cause: error,
+      auditFields: { rule: 'brute-force' },
+    });
+  }
+}
+
+function failureLimiter(
+  limit: unknown,
+  where: string,
+  name: string,
+  store: RateLimitStore,
+  storeFailure: 'open' | 'closed',
+): StoreLimiter {
+  if (typeof limit !== 'object' || limit === null || Array.isArray(limit)) {
+    throw new ConfigurationError(`${where} must be an object with maxFailures, windowSeconds and blockSeconds`);
+  }
+  checkKnownKeys(limit, LIMIT_KEYS, where, 'field');
+  const value = limit as Partial<Record<(typeof LIMIT_KEYS)[number], unknown>>;
+  const n = (key: (typeof LIMIT_KEYS)[number]): number => {
+    const v = value[key];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
+      throw new ConfigurationError(`${where}.${key} must be a whole number of at least 1`);
+    }
+    return v;
+  };
+  // The store blocks a key once its count goes over `points`: the Nth failure must do that.
+  return store.limiter({
+    name,
+    points: n('maxFailures') - 1,
+    durationSeconds: n('windowSeconds'),
+    blockSeconds: n('blockSeconds'),
+    storeFailure,
+  });
+}
+
+/** A refusal that tried a credential and failed; a call that sent none is not guessing. */
+function isFailedAuthentication(refusal: unknown): boolean {
+  return refusal instanceof SecurityError && refusal.code === 'unauthenticated' && refusal.reason !== 'missing_token';
+}
+
+/** The `sub` a bearer token claims, read without verifying it (bounded; anything odd: none). */
+function claimedSubject(call: CallInfo): string | undefined {
+  let token: string;
+  try {
+    token = extractBearerToken(call.headers);
+  } catch {
+    return undefined;
+  }
+  if (token.length > MAX_TOKEN_LENGTH) return undefined;
+  const payload = token.split('.')[1];
+  if (payload === undefined) return undefined;
+  try {
+    const claims: unknown = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+    const sub = (claims as { sub?: unknown } | null)?.sub;
+    return typeof sub === 'string' && sub !== '' && sub.length <= 256 ? sub : undefined;
+  } catch {
+    return undefined;
+  }
+}

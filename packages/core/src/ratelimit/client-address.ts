@@ -1,0 +1,173 @@
+import { BlockList, isIP } from 'node:net';
+import type { CallInfo } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+
+/**
+ * How a limit finds the client's address: the socket's peer, unless the connection comes from
+ * a trusted proxy, whose `Forwarded` / `X-Forwarded-For` entry then names the client; and how
+ * many leading bits of an IPv6 address make one client (a host usually owns a whole /64).
+ *
+ * @example
+ * ```ts
+ * import type { ClientAddressOptions } from '@fluxguard/core';
+ * const behindLoadBalancer: ClientAddressOptions = { trustedProxies: ['10.0.0.0/8'], ipv6PrefixLength: 64 };
+ * ```
+ */
+export interface ClientAddressOptions {
+  /**
+   * Addresses or CIDR ranges of the proxies in front of the server (`10.0.0.7`, `10.0.0.0/8`,
+   * `fd00::/8`). Only a connection from one of them may say who the client is; from anyone
+   * else, the headers are ignored. Default: none (the socket's peer is always the client).
+   */
+  readonly trustedProxies?: readonly string[] | undefined;
+  /** Leading bits of an IPv6 address that name one client. Default 64. */
+  readonly ipv6PrefixLength?: number | undefined;
+}
+
+/** A compiled {@link ClientAddressOptions}: the client's address key of a call. */
+export interface ClientAddress {
+  /**
+   * The client's address as a key: an IPv4 address, or an IPv6 prefix (`2001:db8:1:2::/64`);
+   * `undefined` when the transport gives no peer address.
+   */
+  keyOf(call: CallInfo): string | undefined;
+}
+
+/** The most header entries walked: a longer chain is a forgery or a loop. */
+const MAX_HOPS = 32;
+
+/**
+ * Compiles where a call's client address comes from (see {@link ClientAddressOptions}).
+ *
+ * @throws ConfigurationError for an entry of `trustedProxies` that is not an address or CIDR, or
+ *   a prefix length out of range.
+ *
+ * @example
+ * ```ts
+ * import { compileClientAddress } from '@fluxguard/core';
+ * const address = compileClientAddress({ trustedProxies: ['127.0.0.1'] }, 'rateLimits');
+ * // address.keyOf(call) → '203.0.113.9' when the local proxy forwarded for it
+ * ```
+ */
+export function compileClientAddress(options: ClientAddressOptions, where: string): ClientAddress {
+  const prefix = options.ipv6PrefixLength ?? 64;
+  if (!Number.isSafeInteger(prefix) || prefix < 1 || prefix > 128) {
+    throw new ConfigurationError(`${where}.ipv6PrefixLength must be a whole number from 1 to 128`);
+  }
+  const proxies = options.trustedProxies ?? [];
+  if (!Array.isArray(proxies)) throw new ConfigurationError(`${where}.trustedProxies must be an array`);
+  const trusted = new BlockList();
+  proxies.forEach((entry: unknown, i) => {
+    addTrusted(trusted, entry, `${where}.trustedProxies[${String(i)}]`);
+  });
+  const isTrusted = (ip: string): boolean => trusted.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
+  const toKey = (ip: string): string => (isIP(ip) === 6 ? ipv6Prefix(ip, prefix) : ip);
+
+  return Object.freeze({
+    keyOf(call: CallInfo): string | undefined {
+      const peer = peerHost(call.peerAddress);
+      if (peer === undefined) return undefined;
+      if (proxies.length === 0 || !isTrusted(peer)) return toKey(peer);
+      return toKey(forwardedClient(call, peer, isTrusted));
+    },
+  });
+}
+
+function addTrusted(list: BlockList, entry: unknown, where: string): void {
+  if (typeof entry !== 'string') throw new ConfigurationError(`${where} must be an address or CIDR string`);
+  const [address = '', bits, extra] = entry.split('/');
+  const family = isIP(address);
+  const max = family === 6 ? 128 : 32;
+  const length = bits === undefined ? max : Number(bits);
+  if (family === 0 || extra !== undefined || !Number.isSafeInteger(length) || length < 0 || length > max) {
+    throw new ConfigurationError(`${where} "${entry}" is not an IP address or CIDR range`);
+  }
+  list.addSubnet(address, length, family === 6 ? 'ipv6' : 'ipv4');
+}
+
+/**
+ * The client a chain of trusted proxies forwarded for: walking the entries from the nearest
+ * proxy outwards, the first address that is not a trusted proxy. Only the entries our own
+ * proxies appended are believed; anything further left the client wrote itself. An entry that
+ * is not an address ends the walk at the last trusted hop, so garbage cannot pick a key.
+ */
+function forwardedClient(call: CallInfo, peer: string, isTrusted: (ip: string) => boolean): string {
+  const chain = forwardedFor(call);
+  let client = peer;
+  for (let i = chain.length - 1, hops = 0; i >= 0 && hops < MAX_HOPS; i--, hops++) {
+    const ip = plainAddress(chain[i] ?? '');
+    if (ip === undefined) return client;
+    client = ip;
+    if (!isTrusted(ip)) return ip;
+  }
+  return client;
+}
+
+/** The `for=` entries of `Forwarded` (RFC 7239), else the entries of `X-Forwarded-For`. */
+function forwardedFor(call: CallInfo): string[] {
+  const forwarded = call.headers.getAll('forwarded');
+  if (forwarded.length > 0) {
+    const out: string[] = [];
+    for (const element of forwarded.join(',').split(',')) {
+      const pair = element.split(';').find((p) => p.trim().toLowerCase().startsWith('for='));
+      out.push(pair === undefined ? '' : pair.trim().slice(4).replace(/^"|"$/g, ''));
+    }
+    return out;
+  }
+  return call.headers
+    .getAll('x-forwarded-for')
+    .join(',')
+    .split(',')
+    .map((s) => s.trim());
+}
+
+/** An address from a header entry: `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`, `::1`. */
+function plainAddress(entry: string): string | undefined {
+  let host = entry;
+  if (host.startsWith('[')) host = host.slice(1, !host.includes(']') ? host.length : host.indexOf(']'));
+  else if (isIP(host) === 0) host = host.replace(/:\d+$/, '');
+  return isIP(host) === 0 ? undefined : unmapped(host);
+}
+
+/** The host of `127.0.0.1:5000` or `[::1]:5000`, IPv4-mapped IPv6 as plain IPv4. */
+function peerHost(peerAddress: string | undefined): string | undefined {
+  if (peerAddress === undefined) return undefined;
+  const host = peerAddress.startsWith('[')
+    ? peerAddress.slice(1, peerAddress.indexOf(']'))
+    : peerAddress.replace(/:\d+$/, '');
+  return isIP(host) === 0 ? undefined : unmapped(host);
+}
+
+function unmapped(ip: string): string {
+  const lower = ip.toLowerCase();
+  return lower.startsWith('::ffff:') && isIP(lower.slice(7)) === 4 ? lower.slice(7) : lower;
+}
+
+/**
+ * The first `bits` of an IPv6 address, as `hhhh:hhhh:hhhh:hhhh::/64`: every address of one
+ * prefix is one key.
+ */
+export function ipv6Prefix(ip: string, bits: number): string {
+  const groups = expandIpv6(ip);
+  const out: string[] = [];
+  for (let i = 0; i < 8; i++) {
+    const keep = Math.max(0, Math.min(16, bits - i * 16));
+    const mask = keep === 0 ? 0 : (0xffff << (16 - keep)) & 0xffff;
+    out.push(((groups[i] ?? 0) & mask).toString(16));
+  }
+  return `${out.join(':')}/${String(bits)}`;
+}
+
+function expandIpv6(ip: string): number[] {
+  let text = ip;
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4 !== null) {
+    const [a = 0, b = 0, c = 0, d = 0] = (v4[1] ?? '').split('.').map(Number);
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const middle = new Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0');
+  return [...left, ...(tail === undefined ? [] : middle), ...right].map((g) => parseInt(g, 16) || 0);
+}

@@ -1,0 +1,430 @@
+import { createHash } from 'node:crypto';
+import type { CallInfo } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { checkKnownKeys } from '../options/unknown-keys.js';
+import type { CallContext } from '../pipeline/call-context.js';
+import type { Control, ControlStage, StartResult } from '../pipeline/control.js';
+import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
+import { compileClientAddress, type ClientAddress, type ClientAddressOptions } from './client-address.js';
+import {
+  RateLimitStoreError,
+  createMemoryRateLimitStore,
+  type LimiterResult,
+  type RateLimitStore,
+  type StoreLimiter,
+} from './store.js';
+
+/**
+ * Why a rate limit refused a call: a rule's points are spent (`rate_limited`), the peer or
+ * token subject is blocked after failed authentications (`brute_force_blocked`), or a rule that
+ * fails closed could not reach its store (`ratelimit_store_unavailable`).
+ *
+ * @example
+ * ```ts
+ * import type { RateLimitReason } from '@fluxguard/core';
+ * const pageOn: RateLimitReason = 'ratelimit_store_unavailable';
+ * ```
+ */
+export type RateLimitReason = 'rate_limited' | 'brute_force_blocked' | 'ratelimit_store_unavailable';
+
+/** A key of your own: `undefined` leaves the call out of the rule. */
+export type RateLimitKeyFunction = (call: CallInfo, context: CallContext) => string | undefined;
+
+/**
+ * Whom a rule counts:
+ * - `peer`: the client's address (see `trustedProxies`; IPv6 by its /64 prefix);
+ * - `subject`: the verified principal's subject (else the certificate, else the peer);
+ * - `certificate`: the client certificate's SPIFFE ID or fingerprint (else the peer);
+ * - `header:<name>`: a header such as an API key (stored as a hash; absent: the peer);
+ * - a function of your own.
+ */
+export type RateLimitKey = 'peer' | 'subject' | 'certificate' | `header:${string}` | RateLimitKeyFunction;
+
+/**
+ * One rate-limit rule: `points` per `durationSeconds` for each key, on the operations its
+ * patterns name (every operation when `operations` is left out).
+ *
+ * @example
+ * ```ts
+ * import type { RateLimitRule } from '@fluxguard/core';
+ * const uploads: RateLimitRule = {
+ *   name: 'uploads', key: 'subject', points: 20, durationSeconds: 60,
+ *   operations: ['/fluxguard.example.v1.ArtifactStore/UploadArtifact', 'PUT /v1/artifacts/*path'],
+ * };
+ * ```
+ */
+export interface RateLimitRule {
+  /** Shown in the `RateLimit` headers and the audit line; letters, digits, `.`, `_`, `-`. */
+  readonly name: string;
+  readonly key: RateLimitKey;
+  readonly points: number;
+  readonly durationSeconds: number;
+  /** Operation patterns as RBAC writes them (gRPC `/pkg.Service/*`, HTTP `PUT /v1/items/:id`). Default: all. */
+  readonly operations?: readonly string[] | undefined;
+  /** Extra points a key may spend in short bursts once `points` are used up. */
+  readonly burst?: { readonly points: number; readonly durationSeconds: number } | undefined;
+  /** Points one call costs. Default 1. */
+  readonly cost?: number | undefined;
+  /** Costs of some operations (patterns as in `operations`), e.g. an upload that costs 5. */
+  readonly operationCosts?: Readonly<Record<string, number>> | undefined;
+  /**
+   * Where the rule runs: `pre-authentication` (before any token is verified, so a flood of bad
+   * tokens buys no signature checks) or `caller-limit` (after authentication). Default:
+   * `caller-limit` for `subject` and functions, `pre-authentication` for the others.
+   */
+  readonly stage?: 'pre-authentication' | 'caller-limit' | undefined;
+  /** While a shared store is down: `open` (count in this process) or `closed` (refuse, 503). Default `open`. */
+  readonly storeFailure?: 'open' | 'closed' | undefined;
+}
+
+/**
+ * Options of {@link createRateLimit}.
+ *
+ * @example
+ * ```ts
+ * import type { RateLimitOptions } from '@fluxguard/core';
+ * const options: RateLimitOptions = { rules: [{ name: 'per-peer', key: 'peer', points: 100, durationSeconds: 1 }] };
+ * ```
+ */
+export interface RateLimitOptions extends ClientAddressOptions {
+  readonly rules: readonly RateLimitRule[];
+  /** Where counts live. Default: a new memory store (this process only). */
+  readonly store?: RateLimitStore | undefined;
+  /** Send `RateLimit-Policy` and `RateLimit` headers (HTTP) / metadata (gRPC). Default true. */
+  readonly headers?: boolean | undefined;
+}
+
+/**
+ * The rate-limit controls of {@link createRateLimit}: one per stage its rules run in.
+ *
+ * @example
+ * ```ts
+ * import type { RateLimit } from '@fluxguard/core';
+ * const stages = (limits: RateLimit) => limits.controls.map((c) => c.stage);
+ * ```
+ */
+export interface RateLimit {
+  readonly controls: readonly Control[];
+}
+
+interface CompiledRule {
+  readonly name: string;
+  readonly stage: 'pre-authentication' | 'caller-limit';
+  readonly keyKind: string;
+  readonly keyOf: (call: CallInfo, context: CallContext) => string | undefined;
+  readonly patterns: readonly OperationPattern[] | undefined;
+  readonly cost: number;
+  readonly costs: readonly { readonly pattern: OperationPattern; readonly cost: number }[];
+  readonly limiter: StoreLimiter;
+  readonly storeFailure: 'open' | 'closed';
+  /** `"name";q=points;w=seconds`, the rule's `RateLimit-Policy` item. */
+  readonly policyItem: string;
+}
+
+interface Applied {
+  readonly rule: CompiledRule;
+  readonly cost: number;
+}
+
+const OPTION_KEYS = ['rules', 'store', 'headers', 'trustedProxies', 'ipv6PrefixLength'] as const;
+const RULE_KEYS = [
+  'name',
+  'key',
+  'points',
+  'durationSeconds',
+  'operations',
+  'burst',
+  'cost',
+  'operationCosts',
+  'stage',
+  'storeFailure',
+] as const;
+const RULE_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+const CACHE_LIMIT = 1024;
+const MAX_KEY_LENGTH = 200;
+
+/**
+ * Rate limits per operation and per caller, on both transports, over rate-limiter-flexible:
+ * in memory by default, shared through Redis with `createRedisRateLimitStore`. Each rule counts
+ * `cost` points per call for its key; over the limit the call is refused at once with
+ * `rate_limited` (HTTP 429 with `Retry-After`; gRPC `RESOURCE_EXHAUSTED` with `retry-after`
+ * and a `google.rpc.RetryInfo` in `grpc-status-details-bin`). Limited calls carry the
+ * `RateLimit-Policy` and `RateLimit` fields of the IETF draft (`"uploads";q=20;w=60`,
+ * `"uploads";r=3;t=41`). The audit line names the rule and the key kind, never the key.
+ *
+ * A store failure is never reported as "rate limited": the rule fails open (counts in this
+ * process) or closed (`unavailable`, 503), as its `storeFailure` says.
+ *
+ * @throws ConfigurationError for unknown options, a bad rule (names the field), or two rules
+ *   with one name.
+ *
+ * @example
+ * ```ts
+ * import { createRateLimit } from '@fluxguard/core';
+ * const limits = createRateLimit({
+ *   rules: [
+ *     { name: 'per-peer', key: 'peer', points: 50, durationSeconds: 1 },
+ *     { name: 'uploads', key: 'subject', points: 20, durationSeconds: 60, operations: ['PUT /v1/artifacts/*path'] },
+ *   ],
+ * });
+ * // fluxguard({ audit, guard, controls: [...limits.controls] })
+ * ```
+ */
+export function createRateLimit(options: RateLimitOptions): RateLimit {
+  return compileRateLimit(options, 'createRateLimit');
+}
+
+/**
+ * {@link createRateLimit} with the name errors give the options (`policy.rateLimits` for a policy).
+ *
+ * @internal
+ */
+export function compileRateLimit(options: RateLimitOptions, where: string): RateLimit {
+  if (typeof options !== 'object' || (options as unknown) === null) {
+    throw new ConfigurationError(`${where} must be an object`);
+  }
+  checkKnownKeys(options, OPTION_KEYS, where, 'option');
+  const store = options.store ?? createMemoryRateLimitStore();
+  if (typeof (store as Partial<RateLimitStore>).limiter !== 'function') {
+    throw new ConfigurationError(
+      `${where}.store must be a rate-limit store (createMemoryRateLimitStore, createRedisRateLimitStore)`,
+    );
+  }
+  const headers: unknown = options.headers ?? true;
+  if (typeof headers !== 'boolean') throw new ConfigurationError(`${where}.headers must be true or false`);
+  const address = compileClientAddress(options, where);
+  const rulesIn: unknown = options.rules;
+  if (!Array.isArray(rulesIn) || rulesIn.length === 0)
+    throw new ConfigurationError(`${where}.rules must be a non-empty array`);
+  const names = new Set<string>();
+  const rules = (rulesIn as unknown[]).map((rule, i) => {
+    const compiled = compileRule(rule, `${where}.rules[${String(i)}]`, store, address);
+    if (names.has(compiled.name))
+      throw new ConfigurationError(`${where}.rules[${String(i)}].name "${compiled.name}" is used by an earlier rule`);
+    names.add(compiled.name);
+    return compiled;
+  });
+  const controls: Control[] = [];
+  for (const stage of ['pre-authentication', 'caller-limit'] as const) {
+    const own = rules.filter((rule) => rule.stage === stage);
+    if (own.length > 0) controls.push(rateLimitControl(stage, own, headers));
+  }
+  return Object.freeze({ controls: Object.freeze(controls) });
+}
+
+function rateLimitControl(stage: ControlStage, rules: readonly CompiledRule[], headers: boolean): Control {
+  // Operations are bounded by what a server serves, HTTP paths are not: bounded, emptied when full.
+  const cache = new Map<string, readonly Applied[]>();
+  const appliedTo = (operation: string): readonly Applied[] => {
+    let applied = cache.get(operation);
+    if (applied === undefined) {
+      const normal = normalizeOperation(operation);
+      applied = rules.flatMap((rule) =>
+        rule.patterns === undefined || rule.patterns.some((p) => p.matches(normal))
+          ? [{ rule, cost: rule.costs.find((c) => c.pattern.matches(normal))?.cost ?? rule.cost }]
+          : [],
+      );
+      if (cache.size >= CACHE_LIMIT) cache.clear();
+      cache.set(operation, applied);
+    }
+    return applied;
+  };
+
+  const onStart = async (call: CallInfo, context: CallContext): Promise<StartResult> => {
+    const applied = appliedTo(call.operation);
+    if (applied.length === 0) return;
+    const counted = await Promise.all(applied.map((a) => count(a, call, context)));
+    let refused: { readonly rule: CompiledRule; readonly result: LimiterResult } | undefined;
+    let policy = '';
+    let state = '';
+    for (const [i, result] of counted.entries()) {
+      const rule = applied[i]?.rule;
+      if (result === undefined || rule === undefined) continue;
+      if (!result.allowed && (refused === undefined || result.resetMs > refused.result.resetMs))
+        refused = { rule, result };
+      policy += (policy === '' ? '' : ', ') + rule.policyItem;
+      state += `${state === '' ? '' : ', '}"${rule.name}";r=${String(result.remaining)};t=${String(Math.ceil(result.resetMs / 1000))}`;
+    }
+    if (headers && policy !== '') {
+      context.addResponseHeader('ratelimit-policy', policy);
+      context.addResponseHeader('ratelimit', state);
+    }
+    if (refused !== undefined) {
+      throw new SecurityError('rate_limited', {
+        reason: 'rate_limited',
+        details: { retryAfterSeconds: Math.max(1, Math.ceil(refused.result.resetMs / 1000)) },
+        subject: context.principal?.subject,
+        auditFields: {
+          rule: refused.rule.name,
+          key: refused.rule.keyKind,
+          ...(refused.result.local === true ? { store: 'local' } : {}),
+        },
+      });
+    }
+  };
+
+  return Object.freeze({
+    name: 'rate-limit',
+    stage,
+    matchesOperation: rules.some((r) => r.patterns !== undefined),
+    onStart,
+  });
+}
+
+async function count(applied: Applied, call: CallInfo, context: CallContext): Promise<LimiterResult | undefined> {
+  const { rule } = applied;
+  const key = rule.keyOf(call, context);
+  if (key === undefined) return undefined;
+  try {
+    return await rule.limiter.consume(key, applied.cost);
+  } catch (error) {
+    if (!(error instanceof RateLimitStoreError)) throw error;
+    throw new SecurityError('unavailable', {
+      reason: 'ratelimit_store_unavailable',
+      cause: error,
+      auditFields: { rule: rule.name, key: rule.keyKind },
+    });
+  }
+}
+
+function compileRule(raw: unknown, at: string, store: RateLimitStore, address: ClientAddress): CompiledRule {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new ConfigurationError(`${at} must be an object`);
+  checkKnownKeys(raw, RULE_KEYS, at, 'field');
+  const rule = raw as RateLimitRule;
+  if (typeof rule.name !== 'string' || !RULE_NAME.test(rule.name)) {
+    throw new ConfigurationError(`${at}.name must be 1 to 64 letters, digits, ".", "_" or "-"`);
+  }
+  const points = wholeNumber(rule.points, `${at}.points`, 1);
+  const durationSeconds = wholeNumber(rule.durationSeconds, `${at}.durationSeconds`, 1);
+  const cost = rule.cost === undefined ? 1 : wholeNumber(rule.cost, `${at}.cost`, 1);
+  let burst: { points: number; durationSeconds: number } | undefined;
+  if (rule.burst !== undefined) {
+    if (typeof rule.burst !== 'object' || (rule.burst as unknown) === null)
+      throw new ConfigurationError(`${at}.burst must be an object`);
+    checkKnownKeys(rule.burst, ['points', 'durationSeconds'], `${at}.burst`, 'field');
+    burst = {
+      points: wholeNumber(rule.burst.points, `${at}.burst.points`, 1),
+      durationSeconds: wholeNumber(rule.burst.durationSeconds, `${at}.burst.durationSeconds`, 1),
+    };
+  }
+  const storeFailure: unknown = rule.storeFailure ?? 'open';
+  if (storeFailure !== 'open' && storeFailure !== 'closed')
+    throw new ConfigurationError(`${at}.storeFailure must be "open" or "closed"`);
+  const { keyKind, keyOf } = compileKey(rule.key, `${at}.key`, address);
+  const stage: unknown =
+    rule.stage ?? (keyKind === 'subject' || keyKind === 'function' ? 'caller-limit' : 'pre-authentication');
+  if (stage !== 'pre-authentication' && stage !== 'caller-limit') {
+    throw new ConfigurationError(`${at}.stage must be "pre-authentication" or "caller-limit"`);
+  }
+  const patterns = compilePatterns(rule.operations, `${at}.operations`);
+  const costs = Object.entries(checkCosts(rule.operationCosts, `${at}.operationCosts`)).map(([pattern, c]) => ({
+    pattern: compilePattern(pattern, `${at}.operationCosts key`),
+    cost: wholeNumber(c, `${at}.operationCosts["${pattern}"]`, 1),
+  }));
+  costs.sort((a, b) => compareSpecificity(a.pattern, b.pattern));
+  return Object.freeze({
+    name: rule.name,
+    stage,
+    keyKind,
+    keyOf,
+    patterns,
+    cost,
+    costs,
+    storeFailure,
+    limiter: store.limiter({ name: rule.name, points, durationSeconds, burst, storeFailure }),
+    policyItem: `"${rule.name}";q=${String(points)};w=${String(durationSeconds)}`,
+  });
+}
+
+function compilePatterns(value: unknown, where: string): readonly OperationPattern[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length === 0)
+    throw new ConfigurationError(`${where} must be a non-empty array of operation patterns`);
+  return Object.freeze((value as unknown[]).map((p, i) => compilePattern(p, `${where}[${String(i)}]`)));
+}
+
+function checkCosts(value: unknown, where: string): Readonly<Record<string, unknown>> {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ConfigurationError(`${where} must be an object of operation pattern to cost`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function wholeNumber(value: unknown, where: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new ConfigurationError(`${where} must be a whole number of at least ${String(min)}`);
+  }
+  return value;
+}
+
+/**
+ * A key function for a {@link RateLimitKey}. Keys are prefixed by their kind, so a subject can
+ * never collide with an address; long or secret values are hashed.
+ */
+function compileKey(
+  key: unknown,
+  where: string,
+  address: ClientAddress,
+): { keyKind: string; keyOf: (call: CallInfo, context: CallContext) => string | undefined } {
+  const peer = (call: CallInfo): string | undefined => {
+    const ip = address.keyOf(call);
+    return ip === undefined ? undefined : `ip:${ip}`;
+  };
+  const certificate = (call: CallInfo): string | undefined => {
+    const cert = call.peerCertificate;
+    if (cert === undefined) return undefined;
+    return cert.spiffeId === undefined ? `cert:${cert.fingerprint256}` : `spiffe:${bounded(cert.spiffeId)}`;
+  };
+  if (typeof key === 'function') {
+    const fn = key as RateLimitKeyFunction;
+    return {
+      keyKind: 'function',
+      keyOf: (call, context) => {
+        const value = fn(call, context);
+        if (value === undefined) return undefined;
+        if (typeof value !== 'string')
+          throw new TypeError('a rate-limit key function must return a string or undefined');
+        return `fn:${bounded(value)}`;
+      },
+    };
+  }
+  switch (key) {
+    case 'peer':
+      return { keyKind: 'peer', keyOf: peer };
+    case 'certificate':
+      return { keyKind: 'certificate', keyOf: (call) => certificate(call) ?? peer(call) };
+    case 'subject':
+      return {
+        keyKind: 'subject',
+        keyOf: (call, context) => {
+          const subject = context.principal?.subject;
+          return subject === undefined ? (certificate(call) ?? peer(call)) : `sub:${bounded(subject)}`;
+        },
+      };
+    default:
+      break;
+  }
+  if (typeof key === 'string' && /^header:[a-z0-9][a-z0-9-]*$/i.test(key)) {
+    const name = key.slice('header:'.length).toLowerCase();
+    return {
+      keyKind: key.toLowerCase(),
+      keyOf: (call) => {
+        const value = call.headers.get(name);
+        // The value may be a credential (an API key): only its hash is stored.
+        return value === undefined || value === '' ? peer(call) : `hdr:${name}:${digest(value)}`;
+      },
+    };
+  }
+  throw new ConfigurationError(`${where} must be "peer", "subject", "certificate", "header:<name>" or a function`);
+}
+
+function bounded(value: string): string {
+  return value.length <= MAX_KEY_LENGTH ? value : `#${digest(value)}`;
+}
+
+function digest(value: string): string {
+  return createHash('sha256').update(value).digest('base64url').slice(0, 22);
+}

@@ -1,0 +1,211 @@
+import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible';
+import type { AuditLogger } from '../audit/audit-logger.js';
+import { assertAuditLogger } from '../audit/check.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+import {
+  RateLimitStoreError,
+  flexibleLimiter,
+  type LimiterResult,
+  type LimiterSpec,
+  type RateLimitStore,
+  type StoreLimiter,
+} from './store.js';
+
+/**
+ * What the Redis store needs of an ioredis client: a `Redis` (single server or Sentinel) or a
+ * `Cluster` fits.
+ */
+export interface RedisRateLimitClient {
+  readonly status: string;
+  defineCommand(name: string, definition: { numberOfKeys?: number; lua: string }): void;
+}
+
+/**
+ * Options of {@link createRedisRateLimitStore}.
+ *
+ * @example
+ * ```ts
+ * import type { RedisRateLimitStoreOptions } from '@fluxguard/core';
+ * const options: Omit<RedisRateLimitStoreOptions, 'client' | 'audit'> = { keyPrefix: 'artifacts', timeoutMs: 200 };
+ * ```
+ */
+export interface RedisRateLimitStoreOptions {
+  /**
+   * An ioredis client (`new Redis(url)`, a Sentinel client, or `new Cluster(nodes)`), shared by
+   * every replica. Create it so that a dead Redis cannot hold calls:
+   * `{ enableOfflineQueue: false, maxRetriesPerRequest: 1 }`.
+   */
+  readonly client: RedisRateLimitClient;
+  /** Where `ratelimit.store_unavailable` lines go. */
+  readonly audit: AuditLogger;
+  /** Put before every key, so that services sharing a Redis never share counts. Default `fluxguard`. */
+  readonly keyPrefix?: string | undefined;
+  /** A count slower than this counts as a store failure. Default 250 ms. */
+  readonly timeoutMs?: number | undefined;
+  /** How often, at most, a store that stays down is logged again. Default 10 s. */
+  readonly reportEveryMs?: number | undefined;
+}
+
+const DEFAULTS: Readonly<Omit<RedisRateLimitStoreOptions, 'client' | 'audit'>> = Object.freeze({
+  keyPrefix: 'fluxguard',
+  timeoutMs: 250,
+  reportEveryMs: 10_000,
+});
+
+/**
+ * Rate limits shared by every replica through Redis (rate-limiter-flexible's
+ * `RateLimiterRedis`, one atomic Lua script per count): a single server, Sentinel, or a
+ * Redis Cluster, whichever ioredis client you pass.
+ *
+ * When Redis fails, is not ready, or answers slower than `timeoutMs`, it is never reported
+ * as "rate limited": a rule with `storeFailure: 'open'` counts in this process instead (an
+ * in-memory insurance limiter with the rule's own limits), one with `'closed'` refuses the call
+ * with `unavailable`. Either way one `ratelimit.store_unavailable` line is logged when it starts,
+ * then at most every `reportEveryMs` with the count of calls it touched, and one
+ * `ratelimit.store_recovered` line when Redis answers again.
+ *
+ * @throws ConfigurationError for unknown options, a client that is not an ioredis client, or a
+ *   bad timeout.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import { createAuditLogger, createRedisRateLimitStore } from '@fluxguard/core';
+ * const audit = createAuditLogger();
+ * const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+ * const store = createRedisRateLimitStore({ client, audit, keyPrefix: 'artifacts' });
+ * ```
+ */
+export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): RateLimitStore {
+  const where = 'createRedisRateLimitStore';
+  const opts = resolveOptions(where, DEFAULTS, options, ['client', 'audit']);
+  const client: unknown = options.client;
+  if (
+    typeof client !== 'object' ||
+    client === null ||
+    typeof (client as Partial<RedisRateLimitClient>).defineCommand !== 'function' ||
+    typeof (client as Partial<RedisRateLimitClient>).status !== 'string'
+  ) {
+    throw new ConfigurationError(`${where}: "client" must be an ioredis client (Redis or Cluster)`);
+  }
+  assertAuditLogger(options.audit, where);
+  const keyPrefix = opts.keyPrefix;
+  if (typeof keyPrefix !== 'string' || keyPrefix === '' || /\s/.test(keyPrefix)) {
+    throw new ConfigurationError(`${where}: "keyPrefix" must be a non-empty string without spaces`);
+  }
+  const timeoutMs = positive(opts.timeoutMs, 'timeoutMs', where);
+  const reportEveryMs = positive(opts.reportEveryMs, 'reportEveryMs', where);
+  const outage = outageReporter(options.audit, reportEveryMs);
+  const storeClient = options.client;
+
+  return Object.freeze({
+    kind: 'redis',
+    limiter(spec: LimiterSpec): StoreLimiter {
+      const shared = flexibleLimiter(
+        spec,
+        (o) =>
+          new RateLimiterRedis({
+            ...o,
+            // One key per script: a Redis Cluster spreads the keys over its nodes.
+            keyPrefix: `${keyPrefix}:${o.keyPrefix}`,
+            storeClient,
+            // A client that is reconnecting would queue the command: answer at once instead.
+            rejectIfRedisNotReady: true,
+          }),
+      );
+      const insurance =
+        spec.storeFailure === 'open' ? flexibleLimiter(spec, (o) => new RateLimiterMemory(o)) : undefined;
+      const guarded = <T>(op: () => Promise<T>, fallback: (() => Promise<T>) | undefined): Promise<T> =>
+        withTimeout(op(), timeoutMs).then(
+          (value) => {
+            outage.up();
+            return value;
+          },
+          (error: unknown) => {
+            outage.down(spec.name, error);
+            if (fallback !== undefined) return fallback();
+            throw error instanceof RateLimitStoreError
+              ? error
+              : new RateLimitStoreError('the rate-limit store failed', { cause: error });
+          },
+        );
+      return {
+        consume: (key, points) =>
+          guarded(() => shared.consume(key, points), insurance && (() => insurance.consume(key, points).then(asLocal))),
+        peek: (key) =>
+          guarded(
+            () => shared.peek(key),
+            insurance && (() => insurance.peek(key).then((r) => (r === undefined ? r : asLocal(r)))),
+          ),
+      };
+    },
+  });
+}
+
+function asLocal(result: LimiterResult): LimiterResult {
+  return { ...result, local: true };
+}
+
+function positive(value: unknown, name: string, where: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new ConfigurationError(`${where}: "${name}" must be a positive whole number of ms`);
+  }
+  return value;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new RateLimitStoreError(`the rate-limit store took longer than ${String(ms)} ms`));
+      }, ms);
+    }),
+  ]).finally(() => {
+    clearTimeout(timer);
+  });
+}
+
+/**
+ * Logs an outage once when it starts, then at most every `everyMs` with the count of calls it
+ * touched, and once when the store answers again: a Redis that is down during a flood must not
+ * write a line per call.
+ */
+function outageReporter(audit: AuditLogger, everyMs: number): { down(rule: string, error: unknown): void; up(): void } {
+  let since: number | undefined;
+  let lastReport = 0;
+  let failures = 0;
+  return {
+    down(rule, error) {
+      failures += 1;
+      const now = Date.now();
+      if (since !== undefined && now - lastReport < everyMs) return;
+      since ??= now;
+      lastReport = now;
+      const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+      audit.logger.error(
+        {
+          event: 'ratelimit.store_unavailable',
+          store: 'redis',
+          rule,
+          failures,
+          downForMs: now - since,
+          cause: cause instanceof Error ? `${cause.name}: ${cause.message}`.slice(0, 300) : 'unknown',
+        },
+        'ratelimit.store_unavailable',
+      );
+      failures = 0;
+    },
+    up() {
+      if (since === undefined) return;
+      audit.logger.warn(
+        { event: 'ratelimit.store_recovered', store: 'redis', downForMs: Date.now() - since, failures },
+        'ratelimit.store_recovered',
+      );
+      since = undefined;
+      failures = 0;
+    },
+  };
+}
