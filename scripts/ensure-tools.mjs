@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Run before the tests (`pnpm test`) and by CI: the tests start a real redis-server and use
+// Run before the tests (`pnpm test`) and by CI: the tests start real redis-servers (and a
+// Redis Cluster with redis-cli) and use
 // openssl and curl as outside judges. On a fresh machine with only Node and npm, this installs
 // what is missing with the system's package manager when it can (Debian/Ubuntu apt-get as
 // root, or through sudo without a password; Alpine apk; Homebrew), and otherwise says plainly
@@ -9,6 +10,8 @@ import { spawnSync } from 'node:child_process';
 /** Command → package name per package manager. */
 const TOOLS = {
   'redis-server': { apt: 'redis-server', apk: 'redis', brew: 'redis' },
+  // Creates the local Redis Cluster of the rate-limit tests.
+  'redis-cli': { apt: 'redis-tools', apk: 'redis', brew: 'redis' },
   openssl: { apt: 'openssl', apk: 'openssl', brew: 'openssl' },
   curl: { apt: 'curl', apk: 'curl', brew: 'curl' },
 };

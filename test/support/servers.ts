@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import type { ClientCertificateMode, Denylist, JwtVerifier } from '@fluxguard/core';
+import type { ClientCertificateMode, Denylist, JwtVerifier, RateLimitStore } from '@fluxguard/core';
 import { loadReferenceSecurity, signDevToken, type ReferenceSecurity } from '@fluxguard/example-artifact-store';
 import { startGrpcServer } from '@fluxguard/example-grpc-server';
 import { startHttpServer } from '@fluxguard/example-http-server';
@@ -50,6 +50,7 @@ export interface StartOptions {
   readonly env?: Readonly<Record<string, string>>;
   readonly jwt?: JwtVerifier;
   readonly denylist?: Denylist;
+  readonly rateLimitStore?: RateLimitStore;
   /** HTTP only: the server's request timeout (and so its headers timeout, at most 10 s). */
   readonly requestTimeoutMs?: number;
 }
@@ -96,6 +97,7 @@ export async function startTransport(
     },
     ...(options.jwt === undefined ? {} : { jwt: options.jwt }),
     ...(options.denylist === undefined ? {} : { denylist: options.denylist }),
+    ...(options.rateLimitStore === undefined ? {} : { rateLimitStore: options.rateLimitStore }),
   });
   const adminToken = await world.token('e2e-admin', ['artifacts.admin']);
   const clients: ArtifactClient[] = [];

@@ -5,7 +5,9 @@ import {
   createConcurrencyLimit,
   createGuardFromPolicy,
   createMemoryDenylist,
+  createMemoryRateLimitStore,
   createRedisDenylist,
+  createRedisRateLimitStore,
   parseSecurityPolicy,
   readPolicyDocument,
   type AuditLogger,
@@ -14,6 +16,7 @@ import {
   type ConcurrencyLimit,
   type Denylist,
   type JwtVerifier,
+  type RateLimitStore,
   type SecurityPolicy,
   type TlsSettingsOptions,
   type Transport,
@@ -52,6 +55,12 @@ export interface ReferenceSecurity {
   readonly tls: TlsSettingsOptions & { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
   /** The revocation list every verification consults. */
   readonly denylist: Denylist;
+  /**
+   * Where the policy's rate limits and brute-force blocks count: Redis when
+   * `FLUXGUARD_REDIS_URL` is set (shared by every replica), else this process's memory. One
+   * store for both transports, so a caller's limits are the same whichever it uses.
+   */
+  readonly rateLimitStore: RateLimitStore;
   /** Releases what was opened (the Redis connection). */
   close(): Promise<void>;
 }
@@ -67,6 +76,8 @@ export interface ReferenceSecurityOptions {
   readonly denylist?: Denylist;
   /** A verifier to use instead of the one the policy and environment describe. */
   readonly jwt?: JwtVerifier;
+  /** A rate-limit store to use instead of the one the environment selects (a Redis Cluster's, say). */
+  readonly rateLimitStore?: RateLimitStore;
 }
 
 /**
@@ -79,7 +90,7 @@ export interface ReferenceSecurityOptions {
  * | `FLUXGUARD_JWT_ISSUER`, `FLUXGUARD_JWT_AUDIENCE` | the expected `iss` and `aud` | the policy's |
  * | `FLUXGUARD_TLS_CERT`, `FLUXGUARD_TLS_KEY`, `FLUXGUARD_TLS_CA`, `FLUXGUARD_TLS_CRL` | server certificate, key, client CA bundle, optional CRL (all three or none) | the development PKI |
  * | `FLUXGUARD_CLIENT_CERTS` | `strict` (the handshake requires a client certificate) or `per-operation` | the policy's `mtls.clientCertificates` |
- * | `FLUXGUARD_REDIS_URL` | share the token denylist between replicas through Redis | in memory |
+ * | `FLUXGUARD_REDIS_URL` | share the token denylist, rate limits and brute-force blocks between replicas through Redis | in memory |
  *
  * @example
  * ```ts
@@ -146,6 +157,17 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     denylist = createRedisDenylist({ client: redis });
   }
   denylist ??= createMemoryDenylist();
+  if (redis === undefined && env.FLUXGUARD_REDIS_URL !== undefined) {
+    // A denylist was given, but the limits are still shared.
+    redis = new Redis(env.FLUXGUARD_REDIS_URL, { commandTimeout: 500, maxRetriesPerRequest: 1 });
+    redis.on('error', () => undefined);
+  }
+  // The store logs an outage itself (once, then every 10 s), and each rule fails open or closed as the policy says.
+  const rateLimitStore =
+    options.rateLimitStore ??
+    (redis === undefined
+      ? createMemoryRateLimitStore()
+      : createRedisRateLimitStore({ client: redis, audit, keyPrefix: 'fluxguard:artifact-store' }));
 
   const jwt = options.jwt;
 
@@ -159,10 +181,11 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   return Object.freeze({
     policy,
     guard: (transport: Transport, servedOperations?: readonly string[]) =>
-      createGuardFromPolicy(policy, { audit, transport, servedOperations, denylist, jwt }),
+      createGuardFromPolicy(policy, { audit, transport, servedOperations, denylist, jwt, rateLimitStore }),
     concurrency: createConcurrencyLimit(IN_FLIGHT_BUDGET),
     tls,
     denylist,
+    rateLimitStore,
     close: async () => {
       if (redis === undefined) return;
       // quit() waits for an answer a dead server never sends.

@@ -22,6 +22,7 @@ function quickTry({ port, host, devDir }: QuickTryTarget): QuickTry {
       `  ${tryJs} ${token('artifacts.admin')}   # upload, get, list, delete`,
       `  ${tryJs} ${token('artifacts.reader')}  # reads allowed, upload PERMISSION_DENIED`,
       `  ${tryJs} --no-cert ${token('artifacts.reader')}  # no client certificate: refused by the policy`,
+      `  ${tryJs} --lists 35 ${token('artifacts.reader')}  # 30 lists a minute, then RESOURCE_EXHAUSTED with retry-after`,
     ],
     ownMaterialHint:
       'material: pass your own CA, client certificate and token to try.js (--ca, --cert, --key, --token).',

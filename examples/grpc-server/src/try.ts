@@ -1,11 +1,12 @@
 // A quick try of the reference gRPC server without grpcurl:
 //   node examples/grpc-server/dist/try.js [host:port] [--token JWT] [--no-cert]
-//                                          [--ca FILE] [--cert FILE] [--key FILE]
+//                                          [--ca FILE] [--cert FILE] [--key FILE] [--lists N]
 // Connects over TLS with the development CA and client certificate (FLUXGUARD_DEV_DIR, default
 // .fluxguard/dev), checks health (public); with a token (--token or FLUXGUARD_TOKEN) it also
 // uploads an artifact, reads it back, lists, asks for something that fails on the server (a
 // directory) to show the safe error and its request id, and deletes. A refusal (a role the
-// token lacks) is printed with its status, and the script goes on.
+// token lacks) is printed with its status, and the script goes on. With --lists N it only lists
+// N times, to show the policy's rate limit: RESOURCE_EXHAUSTED and its retry-after.
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +35,7 @@ const { values, positionals } = parseArgs({
     ca: { type: 'string' },
     cert: { type: 'string' },
     key: { type: 'string' },
+    lists: { type: 'string' },
   },
 });
 const devDir = loadServerConfig().devDir;
@@ -136,7 +138,8 @@ function describeError(err: unknown): string {
   const name: unknown = typeof e.code === 'number' ? Status[e.code] : undefined;
   const code = typeof name === 'string' ? name : String(e.code);
   const requestId = e.metadata?.get('x-request-id')[0];
-  return `${code}, "${e.details ?? String(err)}"${requestId === undefined ? '' : `, x-request-id ${String(requestId)}`}`;
+  const retryAfter = e.metadata?.get('retry-after')[0];
+  return `${code}, "${e.details ?? String(err)}"${requestId === undefined ? '' : `, x-request-id ${String(requestId)}`}${retryAfter === undefined ? '' : `, retry-after ${String(retryAfter)} s`}`;
 }
 
 /** Runs one step and prints its result or its refusal; resolves false on a refusal. */
@@ -153,6 +156,19 @@ async function step(name: string, run: () => Promise<unknown>): Promise<boolean>
 try {
   if (!(await step('health', () => unary(methodOf(health, 'Check'), { service: '' })))) {
     process.exitCode = 1;
+  } else if (values.lists !== undefined) {
+    const times = Number(values.lists);
+    let ok = 0;
+    for (let i = 0; i < times; i++) {
+      try {
+        await list('try/');
+        ok += 1;
+      } catch (err) {
+        console.log(`list ${String(i + 1)} of ${String(times)}: refused: ${describeError(err)}`);
+        break;
+      }
+    }
+    console.log(`${String(ok)} lists answered`);
   } else if (token === undefined || token === '') {
     console.log('no token: only health is public. Pass --token "$(pnpm -s token --sub alice --roles artifacts.admin)"');
     await step('list without a token', () => list('try/'));

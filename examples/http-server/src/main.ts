@@ -26,6 +26,9 @@ function quickTry({ port, host, devDir }: QuickTryTarget): QuickTry {
       `  curl ${tls} ${token('artifacts.reader')} ${base}/v1/artifacts/demo/hello.txt`,
       `  curl ${tls} ${token('artifacts.reader')} '${base}/v1/artifacts?prefix=demo/'`,
       `  curl -i ${tls} ${base}/v1/artifacts/demo/hello.txt   # 401: no token`,
+      `  T=$(FLUXGUARD_DEV_DIR=${shellQuote(devDir)} pnpm -s token --sub bob --roles artifacts.reader)`,
+      `  for i in $(seq 32); do curl -s -o /dev/null -w '%{http_code} ' ${tls} -H "Authorization: Bearer $T" '${base}/v1/artifacts?prefix=demo/'; done; echo`,
+      `  curl -si ${tls} -H "Authorization: Bearer $T" '${base}/v1/artifacts' | grep -iE '^(HTTP|retry-after|ratelimit)'   # 429 after 30 lists a minute`,
     ],
     ownMaterialHint: 'material: use your own CA, client certificate and tokens in the commands above.',
   };

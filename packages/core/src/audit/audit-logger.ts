@@ -69,7 +69,7 @@ export interface AuditLoggerOptions {
    * `intervalMs`, the first `after` refusals with one reason from one peer address (and
    * subject) are logged in full; the rest are counted and written as one
    * `request.denied.folded` line when the interval ends. `false` logs every refusal.
-   * Default `{ after: 5, intervalMs: 10_000 }`.
+   * Default `{ after: 50, intervalMs: 10_000 }`: an ordinary client never reaches it.
    */
   readonly foldRefusals?: { readonly after: number; readonly intervalMs: number } | false;
 }
@@ -93,7 +93,7 @@ const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination'>>> = Ob
   level: 'info',
   name: 'fluxguard',
   redact: Object.freeze([]),
-  foldRefusals: Object.freeze({ after: 5, intervalMs: 10_000 }),
+  foldRefusals: Object.freeze({ after: 50, intervalMs: 10_000 }),
 });
 
 /** Distinct peers and reasons folded at once; beyond, refusals fold by reason alone. */

@@ -162,7 +162,6 @@ describe('parseSecurityPolicy', () => {
 
   it.each([
     ['limits', { maxMessageBytes: 1_048_576 }, 'limits'],
-    ['rateLimits', [{ operation: 'GET /v1/artifacts', perMinute: 60 }], 'rate limits'],
   ])('refuses a %s section, which no control enforces', (name, section, what) => {
     const p = { ...structuredClone(VALID), [name]: section };
     expect(() => parseSecurityPolicy(p)).toThrow(
@@ -285,7 +284,6 @@ describe('loadSecurityPolicy', () => {
 
   it.each([
     ['limits', 'limits:\n  maxMessageBytes: 1048576\n', 'limits'],
-    ['rateLimits', 'rateLimits:\n  - operation: GET /v1/artifacts\n    perMinute: 60\n', 'rate limits'],
   ])('refuses a %s section in a YAML policy, naming the file', async (name, section, what) => {
     const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
     const file = join(dir, 'policy.yaml');

@@ -118,7 +118,7 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
       throw new SecurityError('rate_limited', {
         reason: 'brute_force_blocked',
         details: { retryAfterSeconds: Math.max(1, Math.ceil(blocked.state.resetMs / 1000)) },
-        auditFields: { rule: `brute-force.${blocked.kind}`, key: blocked.kind },
+        auditFields: { rule: `brute-force.${blocked.kind}`, keyKind: blocked.kind },
       });
     }
     return () => {

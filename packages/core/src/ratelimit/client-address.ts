@@ -78,7 +78,8 @@ function addTrusted(list: BlockList, entry: unknown, where: string): void {
   const [address = '', bits, extra] = entry.split('/');
   const family = isIP(address);
   const max = family === 6 ? 128 : 32;
-  const length = bits === undefined ? max : Number(bits);
+  // Digits only: `Number('')` is 0, and `10.0.0.0/` must not trust every address.
+  const length = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
   if (family === 0 || extra !== undefined || !Number.isSafeInteger(length) || length < 0 || length > max) {
     throw new ConfigurationError(`${where} "${entry}" is not an IP address or CIDR range`);
   }

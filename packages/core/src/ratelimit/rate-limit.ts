@@ -257,7 +257,7 @@ function rateLimitControl(stage: ControlStage, rules: readonly CompiledRule[], h
         subject: context.principal?.subject,
         auditFields: {
           rule: refused.rule.name,
-          key: refused.rule.keyKind,
+          keyKind: refused.rule.keyKind,
           ...(refused.result.local === true ? { store: 'local' } : {}),
         },
       });
@@ -283,7 +283,7 @@ async function count(applied: Applied, call: CallInfo, context: CallContext): Pr
     throw new SecurityError('unavailable', {
       reason: 'ratelimit_store_unavailable',
       cause: error,
-      auditFields: { rule: rule.name, key: rule.keyKind },
+      auditFields: { rule: rule.name, keyKind: rule.keyKind },
     });
   }
 }

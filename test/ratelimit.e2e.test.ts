@@ -1,0 +1,317 @@
+// Rate limits and brute-force protection, end to end against both reference servers: a burst
+// over a limit, another caller, the window's end, two servers sharing one Redis (and a Redis
+// Cluster of three nodes), Redis stopped and restarted mid-test, bad tokens from one client
+// address, and X-Forwarded-For from trusted and untrusted peers. Windows are 2 s so that the
+// recovery rows stay short; the limits come from a copy of the reference policy.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Cluster } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMemoryDenylist, createRedisRateLimitStore } from '@fluxguard/core';
+import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
+import type { ArtifactClient, Outcome } from './support/clients.js';
+import { captureLog } from './support/log-capture.js';
+import { startRedis, startRedisCluster, type RedisClusterUnderTest, type RedisUnderTest } from './support/redis.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type StartOptions,
+  type TransportName,
+  type TransportUnderTest,
+} from './support/servers.js';
+
+const GET_OPERATIONS = ['/fluxguard.example.v1.ArtifactStore/GetArtifact', 'GET /v1/artifacts/*path'];
+const LIST_OPERATIONS = ['/fluxguard.example.v1.ArtifactStore/ListArtifacts', 'GET /v1/artifacts'];
+const WINDOW_MS = 2_000;
+
+/** `reads` fails open (counts locally while Redis is down), `lists` fails closed. */
+const RATE_LIMITS = {
+  rules: [
+    { name: 'reads', key: 'subject', points: 5, durationSeconds: WINDOW_MS / 1000, operations: GET_OPERATIONS },
+    {
+      name: 'lists',
+      key: 'subject',
+      points: 3,
+      durationSeconds: WINDOW_MS / 1000,
+      operations: LIST_OPERATIONS,
+      storeFailure: 'closed',
+    },
+  ],
+  bruteForce: { peer: { maxFailures: 3, windowSeconds: 60, blockSeconds: WINDOW_MS / 1000 } },
+};
+
+let world: E2eEnvironment;
+let trustedPolicy: string;
+let untrustedPolicy: string;
+
+beforeAll(async () => {
+  world = await createE2eEnvironment();
+  const reference = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as Record<string, unknown>;
+  const write = (name: string, rateLimits: object): string => {
+    const file = join(world.base, `${name}.policy.json`);
+    writeFileSync(file, JSON.stringify({ ...reference, rateLimits }));
+    return file;
+  };
+  // The test's clients connect from 127.0.0.1: trusted, their X-Forwarded-For names the client.
+  trustedPolicy = write('trusted-proxy', { ...RATE_LIMITS, trustedProxies: ['127.0.0.1'] });
+  untrustedPolicy = write('untrusted', RATE_LIMITS);
+});
+
+afterAll(() => {
+  world.cleanup();
+});
+
+const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function start(transport: TransportName, policy: string, options: StartOptions = {}): Promise<TransportUnderTest> {
+  return startTransport(transport, world, { ...options, env: { FLUXGUARD_POLICY: policy, ...options.env } });
+}
+
+async function readerClient(t: TransportUnderTest, subject: string): Promise<ArtifactClient> {
+  return t.clientWith({ cert: world.pki.clients.valid, token: await world.token(subject, ['artifacts.reader']) });
+}
+
+/** A token whose signature does not verify: a failed authentication. */
+async function forgedClient(t: TransportUnderTest): Promise<ArtifactClient> {
+  const token = await world.token('mallory', ['artifacts.admin']);
+  const forged = `${token.slice(0, -6)}${token.slice(-6) === 'AAAAAA' ? 'BBBBBB' : 'AAAAAA'}`;
+  return t.clientWith({ cert: world.pki.clients.valid, token: forged });
+}
+
+function expectRateLimited(client: ArtifactClient, outcome: Outcome): void {
+  expect(outcome.ok).toBe(false);
+  expect(outcome.status).toBe(client.statusOf({ code: 'rate_limited' }));
+  expect(outcome.exposed).toMatch(/retry-after/i);
+  if (client.transport === 'grpc') expect(outcome.exposed).toContain('grpc-status-details-bin');
+}
+
+function deniedLines(t: TransportUnderTest, reason: string): Record<string, unknown>[] {
+  return t.log.lines.filter((line) => line.event === 'request.denied' && line.reason === reason);
+}
+
+describe.each(TRANSPORTS)('rate limits over %s (memory store)', (transport) => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await start(transport, trustedPolicy);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('refuses a burst over the limit with the status and retry hint; another caller is not affected; the window ends', async () => {
+    const alice = await readerClient(t, 'alice');
+    const bob = await readerClient(t, 'bob');
+    for (let i = 0; i < 5; i++) expect((await alice.list('demo/')).ok).toBe(i < 3);
+    // `lists` allows 3 per window: the 4th and 5th were refused; gets have a rule of their own.
+    const refused = await alice.list('demo/');
+    expectRateLimited(alice, refused);
+    // The fields of the IETF draft, as headers (HTTP) or metadata (gRPC); `exposed` is JSON text.
+    expect(refused.exposed).toMatch(/"ratelimit-policy":\[?"\\"lists\\";q=3;w=2"/);
+    expect(refused.exposed).toMatch(/"ratelimit":\[?"\\"lists\\";r=0;t=[12]"/);
+    expect((await bob.list('demo/')).ok).toBe(true);
+
+    const line = deniedLines(t, 'rate_limited').find((l) => l.requestId === refused.requestId);
+    expect(line).toMatchObject({
+      code: 'rate_limited',
+      subject: 'alice',
+      detail: { rule: 'lists', keyKind: 'subject' },
+    });
+    expect(JSON.stringify(line)).not.toContain('eyJ');
+
+    await wait(WINDOW_MS + 300);
+    expect((await alice.list('demo/')).ok).toBe(true);
+  });
+
+  it('blocks a client address after failed authentications, valid token included, until the block ends; another address is not blocked', async () => {
+    const mallory = await forgedClient(t);
+    const carol = await readerClient(t, 'carol');
+    const from = (ip: string) => ({ 'x-forwarded-for': ip });
+    for (let i = 0; i < 3; i++) {
+      const failed = await mallory.getWithHeaders('demo/missing.txt', from('203.0.113.7'));
+      expect(failed.status).toBe(mallory.statusOf({ code: 'unauthenticated' }));
+    }
+    const blocked = await carol.getWithHeaders('demo/missing.txt', from('203.0.113.7'));
+    expectRateLimited(carol, blocked);
+    expect(deniedLines(t, 'brute_force_blocked').some((l) => l.requestId === blocked.requestId)).toBe(true);
+    // No token was verified for the blocked call: the line names no subject.
+    expect(
+      deniedLines(t, 'brute_force_blocked').find((l) => l.requestId === blocked.requestId)?.subject,
+    ).toBeUndefined();
+
+    const elsewhere = await carol.getWithHeaders('demo/missing.txt', from('203.0.113.8'));
+    expect(elsewhere.status).toBe(carol.statusOf({ code: 'not_found' }));
+
+    await wait(WINDOW_MS + 300);
+    const after = await carol.getWithHeaders('demo/missing.txt', from('203.0.113.7'));
+    expect(after.status).toBe(carol.statusOf({ code: 'not_found' }));
+  });
+
+  it('stays cheap under a flood of bad tokens: once blocked, no token is verified, the log stays bounded, others are served', async () => {
+    const mallory = await forgedClient(t);
+    const carol = await readerClient(t, 'carol-flood');
+    const from = { 'x-forwarded-for': '203.0.113.66' };
+    const before = t.log.lines.length;
+    const statuses: number[] = [];
+    for (let batch = 0; batch < 25; batch++) {
+      const [served, ...flood] = await Promise.all([
+        carol.getWithHeaders('demo/missing.txt', { 'x-forwarded-for': '203.0.113.67' }),
+        ...Array.from({ length: 40 }, () => mallory.getWithHeaders('demo/missing.txt', from)),
+      ]);
+      // Carol's reads are 5 per window: check her only while she has points left.
+      if (batch < 5) expect(served?.status).toBe(carol.statusOf({ code: 'not_found' }));
+      statuses.push(...flood.map((o) => o.status));
+    }
+    const lines = t.log.lines.slice(before);
+    // Only the first batch, in flight before its failures were counted, reached the verifier.
+    const verified = lines.filter((l) => l.reason === 'bad_signature').length;
+    expect(verified).toBeGreaterThanOrEqual(3);
+    expect(verified).toBeLessThanOrEqual(40);
+    expect(statuses.filter((s) => s === mallory.statusOf({ code: 'rate_limited' })).length).toBeGreaterThanOrEqual(960);
+    // 1,000 refusals, at most 50 lines for the blocked ones: the rest are folded into a count.
+    expect(lines.filter((l) => l.reason === 'brute_force_blocked').length).toBeLessThanOrEqual(50);
+  });
+
+  it('counts a missing token as no attempt: anonymous calls never block an address', async () => {
+    const anonymous = t.clientWith({ cert: world.pki.clients.valid, token: null });
+    // 4 calls: over the block's 3, under the 5 reads that the client certificate's key allows.
+    for (let i = 0; i < 4; i++) {
+      const outcome = await anonymous.getWithHeaders('demo/missing.txt', { 'x-forwarded-for': '203.0.113.20' });
+      expect(outcome.status).toBe(anonymous.statusOf({ code: 'unauthenticated' }));
+    }
+    const carol = await readerClient(t, 'carol-2');
+    const allowed = await carol.getWithHeaders('demo/missing.txt', { 'x-forwarded-for': '203.0.113.20' });
+    expect(allowed.status).toBe(carol.statusOf({ code: 'not_found' }));
+  });
+});
+
+describe.each(TRANSPORTS)('X-Forwarded-For from an untrusted peer over %s', (transport) => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await start(transport, untrustedPolicy);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('does not change the key: the socket peer is blocked whatever address the header claims', async () => {
+    const mallory = await forgedClient(t);
+    for (let i = 0; i < 3; i++) {
+      // A new claimed address for every try: if the header were believed, no key would reach 3.
+      await mallory.getWithHeaders('demo/missing.txt', { 'x-forwarded-for': `198.51.100.${String(i + 1)}` });
+    }
+    const carol = await readerClient(t, 'carol');
+    const blocked = await carol.getWithHeaders('demo/missing.txt', { 'x-forwarded-for': '198.51.100.200' });
+    expectRateLimited(carol, blocked);
+  });
+});
+
+describe.each(TRANSPORTS)('rate limits shared through Redis over %s', (transport) => {
+  let redis: RedisUnderTest;
+  let a: TransportUnderTest;
+  let b: TransportUnderTest;
+  beforeAll(async () => {
+    redis = await startRedis();
+    // Two replicas: their own stores and Redis connections, one Redis. Their denylists stay in
+    // memory: a Redis denylist fails closed, which would hide what the limits do without Redis.
+    const options = { env: { FLUXGUARD_REDIS_URL: redis.url } };
+    a = await start(transport, trustedPolicy, { ...options, denylist: createMemoryDenylist() });
+    b = await start(transport, trustedPolicy, { ...options, denylist: createMemoryDenylist() });
+  });
+  afterAll(async () => {
+    await a.close();
+    await b.close();
+    await redis.stop();
+  });
+
+  it('holds one limit between two servers', async () => {
+    const onA = await readerClient(a, 'dora');
+    const onB = await readerClient(b, 'dora');
+    expect((await onA.list('x/')).ok).toBe(true);
+    expect((await onB.list('x/')).ok).toBe(true);
+    expect((await onA.list('x/')).ok).toBe(true);
+    expectRateLimited(onB, await onB.list('x/'));
+    expectRateLimited(onA, await onA.list('x/'));
+  });
+
+  it('survives Redis stopping: no false 429, open rules count locally, closed rules answer unavailable; limits are shared again once Redis is back', async () => {
+    await redis.stop();
+    const erin = await readerClient(a, 'erin');
+    // Fail-open `reads`: served (404: no such artifact) through the in-memory insurance, which still limits.
+    const reads: number[] = [];
+    for (let i = 0; i < 6; i++) reads.push((await erin.get('x/missing.txt')).status);
+    const notFound = erin.statusOf({ code: 'not_found' });
+    expect(reads.slice(0, 5)).toEqual([notFound, notFound, notFound, notFound, notFound]);
+    expect(reads[5]).toBe(erin.statusOf({ code: 'rate_limited' }));
+    // Fail-closed `lists`: refused as unavailable, never as rate limited.
+    const list = await erin.list('x/');
+    expect(list.status).toBe(erin.statusOf({ code: 'unavailable' }));
+    expect((await erin.health()).ok).toBe(true);
+    expect(a.log.lines.some((l) => l.event === 'ratelimit.store_unavailable')).toBe(true);
+    expect(a.log.lines.some((l) => l.reason === 'ratelimit_store_unavailable')).toBe(true);
+
+    await redis.restart();
+    // ioredis reconnects on its own within a few seconds.
+    const frank = await readerClient(a, 'frank');
+    let back = false;
+    for (let i = 0; i < 100 && !back; i++) {
+      back = (await frank.list('x/')).ok;
+      if (!back) await wait(100);
+    }
+    expect(back).toBe(true);
+    const onA = await readerClient(a, 'gina');
+    const onB = await readerClient(b, 'gina');
+    // Both servers must be reconnected before the shared count means anything.
+    for (let i = 0; i < 100 && !(await readerClient(b, `probe-${String(i)}`).then((c) => c.list('x/'))).ok; i++) {
+      await wait(100);
+    }
+    expect((await onA.list('x/')).ok).toBe(true);
+    expect((await onB.list('x/')).ok).toBe(true);
+    expect((await onA.list('x/')).ok).toBe(true);
+    expectRateLimited(onB, await onB.list('x/'));
+    expect(a.log.lines.some((l) => l.event === 'ratelimit.store_recovered')).toBe(true);
+  });
+});
+
+describe('rate limits in a Redis Cluster of three nodes', () => {
+  let cluster: RedisClusterUnderTest;
+  let client: Cluster;
+  beforeAll(async () => {
+    cluster = await startRedisCluster(3);
+    client = new Cluster([...cluster.nodes], { redisOptions: { maxRetriesPerRequest: 1 } });
+    client.on('error', () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      client.once('ready', resolve);
+      client.once('end', () => {
+        reject(new Error('the cluster client could not connect'));
+      });
+    });
+  }, 60_000);
+  afterAll(async () => {
+    client.disconnect();
+    await cluster.stop();
+  });
+
+  it.each(TRANSPORTS)('holds a limit between two %s servers, its keys spread over the nodes', async (transport) => {
+    const store = () =>
+      createRedisRateLimitStore({ client, audit: captureLog().audit, keyPrefix: 'fluxguard:cluster' });
+    const a = await start(transport, trustedPolicy, { rateLimitStore: store() });
+    const b = await start(transport, trustedPolicy, { rateLimitStore: store() });
+    try {
+      for (const subject of ['h1', 'h2', 'h3', 'h4', 'h5', 'h6'].map((s) => `${transport}-${s}`)) {
+        const onA = await readerClient(a, subject);
+        const onB = await readerClient(b, subject);
+        expect((await onA.list('x/')).ok).toBe(true);
+        expect((await onB.list('x/')).ok).toBe(true);
+        expect((await onA.list('x/')).ok).toBe(true);
+        expectRateLimited(onB, await onB.list('x/'));
+      }
+      const perNode = await Promise.all(client.nodes('master').map((node) => node.dbsize()));
+      expect(perNode.filter((keys) => keys > 0).length).toBeGreaterThan(1);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
