@@ -169,8 +169,9 @@ describe.each(TRANSPORTS)('rate limits over %s (memory store)', (transport) => {
     expect(verified).toBeGreaterThanOrEqual(3);
     expect(verified).toBeLessThanOrEqual(40);
     expect(statuses.filter((s) => s === mallory.statusOf({ code: 'rate_limited' })).length).toBeGreaterThanOrEqual(960);
-    // 1,000 refusals, at most 50 lines for the blocked ones: the rest are folded into a count.
-    expect(lines.filter((l) => l.reason === 'brute_force_blocked').length).toBeLessThanOrEqual(50);
+    // 1,000 refusals, at most 50 lines per 10 s interval for the blocked ones (the flood lasts
+    // less than an interval but may straddle two): the rest are folded into a count.
+    expect(lines.filter((l) => l.reason === 'brute_force_blocked').length).toBeLessThanOrEqual(100);
   });
 
   it('counts a missing token as no attempt: anonymous calls never block an address', async () => {

@@ -1,6 +1,6 @@
 /**
  * Knobs of `pnpm bench`, read from the environment once. The defaults keep a full run under
- * about two minutes on a 2-core machine; raise them for steadier numbers.
+ * about four minutes on a 2-core machine; raise them for steadier numbers.
  */
 
 function positiveInteger(name: string, fallback: number): number {
@@ -14,7 +14,7 @@ function positiveInteger(name: string, fallback: number): number {
 }
 
 /** The groups of scenarios, in the order they run. */
-export const GROUPS = ['http', 'https', 'grpc', 'grpc-tls', 'micro'] as const;
+export const GROUPS = ['http', 'https', 'grpc', 'grpc-tls', 'micro', 'ratelimit-memory'] as const;
 export type Group = (typeof GROUPS)[number];
 
 function groups(): readonly Group[] {
@@ -33,7 +33,10 @@ function groups(): readonly Group[] {
 }
 
 export interface BenchConfig {
-  /** Measured rounds per variant; the median is reported. */
+  /**
+   * Measured rounds per variant; the median is reported. The default, 6, is one full cycle of
+   * the three variants' orders (see `scenario.ts`).
+   */
   readonly rounds: number;
   /** Requests per variant per round. */
   readonly requests: number;
@@ -48,7 +51,7 @@ export interface BenchConfig {
 
 export function readConfig(): BenchConfig {
   return Object.freeze({
-    rounds: positiveInteger('FLUXGUARD_BENCH_ROUNDS', 5),
+    rounds: positiveInteger('FLUXGUARD_BENCH_ROUNDS', 6),
     requests: positiveInteger('FLUXGUARD_BENCH_REQUESTS', 2000),
     warmup: positiveInteger('FLUXGUARD_BENCH_WARMUP', 600),
     concurrency: positiveInteger('FLUXGUARD_BENCH_CONCURRENCY', 16),

@@ -3,9 +3,12 @@ import type { JSONWebKeySet, JWK } from 'jose';
 import {
   compileRbac,
   createAuditLogger,
+  createBruteForceProtection,
   createGuard,
   createJwtVerifier,
+  createRateLimit,
   type AuditLogger,
+  type Control,
   type Guard,
   type RbacRules,
 } from '@fluxguard/core';
@@ -68,6 +71,27 @@ export function benchGuard(audit: AuditLogger, jwks: JSONWebKeySet, rules: RbacR
     }),
     rbac: compileRbac(rules),
   });
+}
+
+/** Far above anything a run sends: every call is counted, none is refused. */
+export const RATE_LIMIT_POINTS = 1_000_000_000;
+
+/**
+ * The controls of the `fluxguard+ratelimit` variant, new for each server (each gets its own
+ * memory store): a per-peer and a per-caller rule (`createRateLimit`, memory store) and
+ * brute-force protection per peer. The limits are so high that nothing is refused: what is
+ * measured is the cost of counting (two `consume` calls, one `peek` of the brute-force count,
+ * the `RateLimit-Policy` / `RateLimit` response fields), not refusals.
+ */
+export function benchRateLimitControls(): Control[] {
+  const limits = createRateLimit({
+    rules: [
+      { name: 'per-peer', key: 'peer', points: RATE_LIMIT_POINTS, durationSeconds: 60 },
+      { name: 'per-caller', key: 'subject', points: RATE_LIMIT_POINTS, durationSeconds: 60 },
+    ],
+  });
+  const bruteForce = createBruteForceProtection({ peer: { maxFailures: 10, windowSeconds: 600, blockSeconds: 900 } });
+  return [...limits.controls, bruteForce];
 }
 
 export interface SigningKey {

@@ -7,7 +7,15 @@ import { readConfig, type BenchConfig, type Group } from './config.js';
 import { createSigningKey, HTTP_PATH, GRPC_METHOD, TokenMinter } from './fixtures.js';
 import { startServerWorker } from './load.js';
 import { runMicro } from './micro.js';
-import { runServerScenario, type ScenarioSummary, type TokenMode } from './scenario.js';
+import { runRateLimitMemory } from './ratelimit-memory.js';
+import {
+  VARIANTS,
+  formatDelta,
+  runServerScenario,
+  type ScenarioSummary,
+  type TokenMode,
+  type Variant,
+} from './scenario.js';
 import type { BenchTls, ServerKind } from './servers.js';
 import { formatRatio } from './stats.js';
 
@@ -17,9 +25,9 @@ interface Pki {
 }
 
 const TITLES: Record<ServerKind, string> = {
-  http: `HTTP/1.1 plain: Express 5, GET ${HTTP_PATH}; fluxguard({ audit, guard })`,
+  http: `HTTP/1.1 plain: Express 5, GET ${HTTP_PATH}; fluxguard({ audit, guard[, controls] })`,
   https: `HTTPS + mTLS: https.createServer vs createSecureServer (same certs, client cert required), GET ${HTTP_PATH}`,
-  grpc: `gRPC unary, insecure: ${GRPC_METHOD}; fluxguardInterceptors({ audit, guard }) + addService`,
+  grpc: `gRPC unary, insecure: ${GRPC_METHOD}; fluxguardInterceptors({ audit, guard[, controls] }) + addService`,
   'grpc-tls': `gRPC unary, TLS + client cert: ServerCredentials.createSsl vs createServerCredentials, ${GRPC_METHOD}`,
 };
 
@@ -59,8 +67,11 @@ async function runServerGroup(
   pki: Pki,
 ): Promise<ScenarioSummary[]> {
   const worker = await startServerWorker({ kind, jwks, tls: pki.server });
-  const bare = clientFor(kind, worker.ports.bare, config, pki);
-  const guarded = clientFor(kind, worker.ports.guarded, config, pki);
+  const clients: Record<Variant, BenchClient> = {
+    bare: clientFor(kind, worker.ports.bare, config, pki),
+    fluxguard: clientFor(kind, worker.ports.guarded, config, pki),
+    'fluxguard+ratelimit': clientFor(kind, worker.ports.ratelimit, config, pki),
+  };
   try {
     const summaries: ScenarioSummary[] = [];
     for (const tokens of ['cached', 'cold'] as const) {
@@ -68,15 +79,17 @@ async function runServerGroup(
         await runServerScenario(config, minter, {
           title: `${TITLES[kind]}\n   tokens: ${TOKEN_TITLES[tokens]}`,
           tokens,
-          bare: bare.send,
-          guarded: guarded.send,
+          senders: {
+            bare: clients.bare.send,
+            fluxguard: clients.fluxguard.send,
+            'fluxguard+ratelimit': clients['fluxguard+ratelimit'].send,
+          },
         }),
       );
     }
     return summaries;
   } finally {
-    bare.close();
-    guarded.close();
+    for (const variant of VARIANTS) clients[variant].close();
     await worker.stop();
   }
 }
@@ -104,13 +117,27 @@ async function main(): Promise<void> {
   const summaries: ScenarioSummary[] = [];
   for (const group of config.groups) {
     if (group === 'micro') await runMicro(config, key);
+    else if (group === 'ratelimit-memory') await runRateLimitMemory();
     else
-      summaries.push(...(await runServerGroup(group satisfies Exclude<Group, 'micro'>, config, minter, key.jwks, pki)));
+      summaries.push(
+        ...(await runServerGroup(
+          group satisfies Exclude<Group, 'micro' | 'ratelimit-memory'>,
+          config,
+          minter,
+          key.jwks,
+          pki,
+        )),
+      );
   }
 
   if (summaries.length > 0) {
-    console.log('\n## summary: guarded req/s / bare req/s (1.00 = no overhead)');
-    for (const s of summaries) console.log(`${formatRatio(s.ratio)}  ${s.title.replace(/\n\s*/g, ' | ')}`);
+    console.log(
+      '\n## summary: req/s / bare req/s (1.00 = no overhead); fluxguard, fluxguard+ratelimit, and the difference (what rate limiting costs)',
+    );
+    for (const s of summaries) {
+      const ratios = `${formatRatio(s.ratios.fluxguard)}  ${formatRatio(s.ratios['fluxguard+ratelimit'])}  ${formatDelta(s.rateLimitCost).padStart(5)}`;
+      console.log(`${ratios}  ${s.title.replace(/\n\s*/g, ' | ')}`);
+    }
   }
   console.log(`\ndone in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }

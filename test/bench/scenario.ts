@@ -13,21 +13,30 @@ import { formatCount, formatMs, formatRatio, median, table } from './stats.js';
  */
 export type TokenMode = 'cached' | 'cold';
 
+/** The variants of a server scenario, in the order their rows are printed. */
+export const VARIANTS = ['bare', 'fluxguard', 'fluxguard+ratelimit'] as const;
+export type Variant = (typeof VARIANTS)[number];
+
 export interface ServerScenario {
   readonly title: string;
   readonly tokens: TokenMode;
-  readonly bare: TokenSender;
-  readonly guarded: TokenSender;
+  readonly senders: Readonly<Record<Variant, TokenSender>>;
 }
 
 export interface ScenarioSummary {
   readonly title: string;
-  readonly bare: RoundResult;
-  readonly guarded: RoundResult;
-  /** Median over rounds of (guarded req/s ÷ bare req/s) of the same round. */
-  readonly ratio: number;
-  /** Every round's ratio, in order: their spread shows how noisy the machine was. */
-  readonly ratios: readonly number[];
+  /** Median over rounds of each variant's round results. */
+  readonly results: Readonly<Record<Variant, RoundResult>>;
+  /** Median over rounds of (variant req/s ÷ bare req/s) of the same round. */
+  readonly ratios: Readonly<Record<Variant, number>>;
+  /** Every round's ratio to bare, in order: their spread shows how noisy the machine was. */
+  readonly perRound: Readonly<Record<Variant, readonly number[]>>;
+  /**
+   * What rate limiting costs: median over rounds of (fluxguard ratio − fluxguard+ratelimit
+   * ratio) of the same round. 0.00 means free; 0.05 means five points of bare throughput.
+   */
+  readonly rateLimitCost: number;
+  readonly rateLimitCostPerRound: readonly number[];
 }
 
 function medianResult(rounds: readonly RoundResult[]): RoundResult {
@@ -40,9 +49,21 @@ function medianResult(rounds: readonly RoundResult[]): RoundResult {
 }
 
 /**
- * Runs bare and guarded alternately (ABBA: bare first in even rounds, guarded first in odd
- * ones), so that drift of the machine (thermal, other load, GC) falls on both equally, after
- * a warm-up of each. Tokens of a `cold` round are minted before its clock starts.
+ * The order of the variants in round `round`: rotated by one every round, and reversed in every
+ * other cycle — `bare, fluxguard, +ratelimit` / `fluxguard, +ratelimit, bare` / `+ratelimit,
+ * bare, fluxguard`, then the same three backwards. Over six rounds each variant runs twice in
+ * each position and follows each other variant equally often, so that drift of the machine
+ * (thermal, other load, GC) falls on all of them alike. With two variants it is AB BA BA AB.
+ */
+export function roundOrder<T>(items: readonly T[], round: number): T[] {
+  const n = items.length;
+  const rotated = items.map((_, i) => items[(i + round) % n] as T);
+  return Math.floor(round / n) % 2 === 0 ? rotated : rotated.reverse();
+}
+
+/**
+ * Runs the variants in turn (order rotated per round, see {@link roundOrder}) after a warm-up
+ * of each. Tokens of a `cold` round are minted before its clock starts.
  */
 export async function runServerScenario(
   config: BenchConfig,
@@ -57,55 +78,69 @@ export async function runServerScenario(
     return runRound(count, config.concurrency, (i) => sender(tokens[i] ?? cachedToken));
   };
 
-  await round(scenario.bare, config.warmup);
-  await round(scenario.guarded, config.warmup);
-  const bare: RoundResult[] = [];
-  const guarded: RoundResult[] = [];
-  const ratios: number[] = [];
+  for (const variant of VARIANTS) await round(scenario.senders[variant], config.warmup);
+  const rounds: Record<Variant, RoundResult[]> = { bare: [], fluxguard: [], 'fluxguard+ratelimit': [] };
+  const perRound: Record<Variant, number[]> = { bare: [], fluxguard: [], 'fluxguard+ratelimit': [] };
+  const costPerRound: number[] = [];
   for (let r = 0; r < config.rounds; r++) {
-    let b: RoundResult;
-    let g: RoundResult;
-    if (r % 2 === 0) {
-      b = await round(scenario.bare, config.requests);
-      g = await round(scenario.guarded, config.requests);
-    } else {
-      g = await round(scenario.guarded, config.requests);
-      b = await round(scenario.bare, config.requests);
+    const results = {} as Record<Variant, RoundResult>;
+    for (const variant of roundOrder(VARIANTS, r)) {
+      results[variant] = await round(scenario.senders[variant], config.requests);
     }
-    bare.push(b);
-    guarded.push(g);
-    ratios.push(g.requestsPerSecond / b.requestsPerSecond);
+    for (const variant of VARIANTS) {
+      rounds[variant].push(results[variant]);
+      perRound[variant].push(results[variant].requestsPerSecond / results.bare.requestsPerSecond);
+    }
+    costPerRound.push(
+      (results.fluxguard.requestsPerSecond - results['fluxguard+ratelimit'].requestsPerSecond) /
+        results.bare.requestsPerSecond,
+    );
   }
   const summary: ScenarioSummary = {
     title: scenario.title,
-    bare: medianResult(bare),
-    guarded: medianResult(guarded),
-    ratio: median(ratios),
-    ratios,
+    results: {
+      bare: medianResult(rounds.bare),
+      fluxguard: medianResult(rounds.fluxguard),
+      'fluxguard+ratelimit': medianResult(rounds['fluxguard+ratelimit']),
+    },
+    ratios: {
+      bare: 1,
+      fluxguard: median(perRound.fluxguard),
+      'fluxguard+ratelimit': median(perRound['fluxguard+ratelimit']),
+    },
+    perRound,
+    rateLimitCost: median(costPerRound),
+    rateLimitCostPerRound: costPerRound,
   };
   printServerScenario(config, summary);
   return summary;
 }
 
+/** `0.03`, `-0.01`: a difference of two ratios. */
+export function formatDelta(value: number): string {
+  if (!Number.isFinite(value)) return '-';
+  const text = value.toFixed(2);
+  return text === '-0.00' ? '0.00' : text;
+}
+
 function printServerScenario(config: BenchConfig, s: ScenarioSummary): void {
-  const row = (name: string, r: RoundResult, ratio: number): string[] => [
+  const row = (name: Variant): string[] => [
     name,
-    formatCount(r.requestsPerSecond),
-    formatMs(r.p50Ms),
-    formatMs(r.p99Ms),
-    formatRatio(ratio),
-    String(r.errors),
+    formatCount(s.results[name].requestsPerSecond),
+    formatMs(s.results[name].p50Ms),
+    formatMs(s.results[name].p99Ms),
+    formatRatio(s.ratios[name]),
+    String(s.results[name].errors),
   ];
   console.log(`\n## ${s.title}`);
   console.log(
-    `   ${config.concurrency} concurrent, ${config.rounds} rounds x ${config.requests} requests per variant, median of rounds`,
+    `   ${config.concurrency} concurrent, ${config.rounds} rounds x ${config.requests} requests per variant, order rotated per round, median of rounds`,
   );
-  console.log(
-    table(
-      ['variant', 'req/s', 'p50 ms', 'p99 ms', 'x bare', 'errors'],
-      [row('bare', s.bare, 1), row('fluxguard', s.guarded, s.ratio)],
-    ),
-  );
-  console.log(`ratio guarded/bare: ${formatRatio(s.ratio)}`);
-  console.log(`   per round: ${s.ratios.map(formatRatio).join(' ')}`);
+  console.log(table(['variant', 'req/s', 'p50 ms', 'p99 ms', 'x bare', 'errors'], VARIANTS.map(row)));
+  console.log(`ratio guarded/bare: ${formatRatio(s.ratios.fluxguard)}`);
+  console.log(`   per round: ${s.perRound.fluxguard.map(formatRatio).join(' ')}`);
+  console.log(`ratio guarded+ratelimit/bare: ${formatRatio(s.ratios['fluxguard+ratelimit'])}`);
+  console.log(`   per round: ${s.perRound['fluxguard+ratelimit'].map(formatRatio).join(' ')}`);
+  console.log(`rate limiting costs ${formatDelta(s.rateLimitCost)} of the guarded ratio`);
+  console.log(`   per round: ${s.rateLimitCostPerRound.map((d) => formatDelta(d)).join(' ')}`);
 }

@@ -7,7 +7,8 @@ import express, { type Express } from 'express';
 import type { JSONWebKeySet } from 'jose';
 import { createSecureServer, fluxguard } from '@fluxguard/express';
 import { addService, createServerCredentials, fluxguardInterceptors, secureServerOptions } from '@fluxguard/grpc';
-import { GRPC_RULES, HTTP_ROUTE, HTTP_RULES, benchGuard, nullAudit } from './fixtures.js';
+import type { Control } from '@fluxguard/core';
+import { GRPC_RULES, HTTP_ROUTE, HTTP_RULES, benchGuard, benchRateLimitControls, nullAudit } from './fixtures.js';
 import { ITEMS_SERVICE, type Item, type ItemRequest } from './grpc-service.js';
 
 /** Which pair of servers a worker starts. */
@@ -29,6 +30,8 @@ export interface ServerWorkerData {
 export interface ServerPorts {
   readonly bare: number;
   readonly guarded: number;
+  /** The guarded server plus rate limiting and brute-force protection (`benchRateLimitControls`). */
+  readonly ratelimit: number;
 }
 
 const LOOPBACK = '127.0.0.1';
@@ -48,12 +51,17 @@ function bareApp(): Express {
   return app;
 }
 
-function guardedApp(jwks: JSONWebKeySet): Express {
+/** The full fluxguard stack; `controls` adds the rate-limit controls for `fluxguard+ratelimit`. */
+function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): Express {
   const audit = nullAudit();
   const app = express();
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
-  const { before, after } = fluxguard({ audit, guard: benchGuard(audit, jwks, HTTP_RULES) });
+  const { before, after } = fluxguard({
+    audit,
+    guard: benchGuard(audit, jwks, HTTP_RULES),
+    ...(controls === undefined ? {} : { controls }),
+  });
   app.use(before);
   mountRoute(app);
   app.use(after);
@@ -79,7 +87,24 @@ async function bindGrpc(server: grpc.Server, credentials: grpc.ServerCredentials
   });
 }
 
-/** Starts the bare and the guarded server of one kind; both listen on loopback, port 0. */
+function guardedGrpc(jwks: JSONWebKeySet, controls?: readonly Control[]): grpc.Server {
+  const audit = nullAudit();
+  const server = new grpc.Server({
+    ...secureServerOptions(),
+    interceptors: fluxguardInterceptors({
+      audit,
+      guard: benchGuard(audit, jwks, GRPC_RULES),
+      ...(controls === undefined ? {} : { controls }),
+    }),
+  });
+  addService(server, ITEMS_SERVICE, { GetItem: getItem });
+  return server;
+}
+
+/**
+ * Starts the bare, the guarded and the guarded + rate-limited server of one kind; all listen
+ * on loopback, port 0.
+ */
 export async function startServers(data: ServerWorkerData): Promise<ServerPorts> {
   const { kind, jwks, tls } = data;
   switch (kind) {
@@ -87,6 +112,7 @@ export async function startServers(data: ServerWorkerData): Promise<ServerPorts>
       return {
         bare: await listen(createHttpServer(bareApp())),
         guarded: await listen(createHttpServer(guardedApp(jwks))),
+        ratelimit: await listen(createHttpServer(guardedApp(jwks, benchRateLimitControls()))),
       };
     case 'https': {
       // The same certificates and the same demand for a client certificate on both servers;
@@ -95,26 +121,28 @@ export async function startServers(data: ServerWorkerData): Promise<ServerPorts>
         { ca: tls.ca, cert: tls.cert, key: tls.key, requestCert: true, rejectUnauthorized: true },
         bareApp(),
       );
-      const guarded = createSecureServer(guardedApp(jwks), {
-        audit: nullAudit(),
-        tls: { ca: tls.ca, cert: tls.cert, key: tls.key, clientCertificates: 'strict' },
-      });
-      return { bare: await listen(bare), guarded: await listen(guarded) };
+      const secure = (app: Express): HttpServer =>
+        createSecureServer(app, {
+          audit: nullAudit(),
+          tls: { ca: tls.ca, cert: tls.cert, key: tls.key, clientCertificates: 'strict' },
+        });
+      return {
+        bare: await listen(bare),
+        guarded: await listen(secure(guardedApp(jwks))),
+        ratelimit: await listen(secure(guardedApp(jwks, benchRateLimitControls()))),
+      };
     }
     case 'grpc':
     case 'grpc-tls': {
-      const audit = nullAudit();
       const bare = new grpc.Server();
       bare.addService(ITEMS_SERVICE, { GetItem: getItem });
-      const guarded = new grpc.Server({
-        ...secureServerOptions(),
-        interceptors: fluxguardInterceptors({ audit, guard: benchGuard(audit, jwks, GRPC_RULES) }),
-      });
-      addService(guarded, ITEMS_SERVICE, { GetItem: getItem });
+      const guarded = guardedGrpc(jwks);
+      const ratelimit = guardedGrpc(jwks, benchRateLimitControls());
       if (kind === 'grpc') {
         return {
           bare: await bindGrpc(bare, grpc.ServerCredentials.createInsecure()),
           guarded: await bindGrpc(guarded, grpc.ServerCredentials.createInsecure()),
+          ratelimit: await bindGrpc(ratelimit, grpc.ServerCredentials.createInsecure()),
         };
       }
       const bareCredentials = grpc.ServerCredentials.createSsl(
@@ -122,11 +150,16 @@ export async function startServers(data: ServerWorkerData): Promise<ServerPorts>
         [{ private_key: Buffer.from(tls.key), cert_chain: Buffer.from(tls.cert) }],
         true,
       );
-      const guardedCredentials = createServerCredentials(
-        { ca: tls.ca, cert: tls.cert, key: tls.key, clientCertificates: 'strict' },
-        { audit },
-      );
-      return { bare: await bindGrpc(bare, bareCredentials), guarded: await bindGrpc(guarded, guardedCredentials) };
+      const guardedCredentials = (): grpc.ServerCredentials =>
+        createServerCredentials(
+          { ca: tls.ca, cert: tls.cert, key: tls.key, clientCertificates: 'strict' },
+          { audit: nullAudit() },
+        );
+      return {
+        bare: await bindGrpc(bare, bareCredentials),
+        guarded: await bindGrpc(guarded, guardedCredentials()),
+        ratelimit: await bindGrpc(ratelimit, guardedCredentials()),
+      };
     }
   }
 }

@@ -173,3 +173,118 @@ describe('recordFailure under a flood of refusals', () => {
     expect(new Error('x').stack).toMatch(/\n\s+at /);
   });
 });
+
+describe('recordFailure folding repeated refusals', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const badSignature = () => new SecurityError('unauthenticated', { reason: 'bad_signature' });
+  const from = (peer: string, i: number) =>
+    ({
+      operation: 'POST /v1/login',
+      peer: `${peer}:${String(40_000 + i)}`,
+      requestId: `r-${String(i)}`,
+      transport: 'http',
+    }) as const;
+  const named = (lines: Record<string, unknown>[], event: string) => lines.filter((l) => l.event === event);
+
+  it('logs the first refusals in full and folds the rest of a flood into one line per interval', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 100 } });
+    // Each connection of the flood has its own port: still one client.
+    for (let i = 0; i < 105; i++) {
+      const pub = audit.recordFailure(badSignature(), from('203.0.113.9', i));
+      // Folding changes the log only, never the answer.
+      expect(pub.code).toBe('unauthenticated');
+    }
+    expect(named(lines, 'request.denied')).toHaveLength(5);
+    expect(named(lines, 'request.denied.folded')).toHaveLength(0);
+
+    await sleep(250);
+    const folded = named(lines, 'request.denied.folded');
+    expect(folded).toHaveLength(1);
+    expect(folded[0]).toMatchObject({
+      level: 40,
+      outcome: 'denied',
+      reason: 'bad_signature',
+      code: 'unauthenticated',
+      peer: '203.0.113.9',
+      transport: 'http',
+      operation: 'POST /v1/login',
+      count: 100,
+      intervalMs: 100,
+      firstRequestId: 'r-5',
+      lastRequestId: 'r-104',
+    });
+    expect(lines).toHaveLength(6);
+
+    // A new interval starts afresh: the next refusal is written in full.
+    audit.recordFailure(badSignature(), from('203.0.113.9', 200));
+    expect(named(lines, 'request.denied')).toHaveLength(6);
+  });
+
+  it('folds each peer and each reason on its own', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 100 } });
+    for (let i = 0; i < 20; i++) audit.recordFailure(badSignature(), from('203.0.113.9', i));
+    for (let i = 0; i < 20; i++) audit.recordFailure(badSignature(), from('198.51.100.1', i));
+    for (let i = 0; i < 20; i++) {
+      audit.recordFailure(new SecurityError('unauthenticated', { reason: 'token_expired' }), from('203.0.113.9', i));
+    }
+    const denied = named(lines, 'request.denied');
+    expect(denied).toHaveLength(15);
+    expect(denied.filter((l) => l.reason === 'bad_signature' && l.peer === '198.51.100.1:40000')).toHaveLength(1);
+    expect(denied.filter((l) => l.reason === 'token_expired')).toHaveLength(5);
+
+    await sleep(250);
+    const folded = named(lines, 'request.denied.folded').map((l) => [l.peer, l.reason, l.count]);
+    expect(folded).toEqual(
+      expect.arrayContaining([
+        ['203.0.113.9', 'bad_signature', 15],
+        ['198.51.100.1', 'bad_signature', 15],
+        ['203.0.113.9', 'token_expired', 15],
+      ]),
+    );
+    expect(folded).toHaveLength(3);
+  });
+
+  it('bounds what it remembers under a flood from many addresses, folding beyond by reason alone', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 100 } });
+    // 10,000 addresses fill the table; the next 100 fold together.
+    for (let i = 0; i < 10_100; i++) {
+      const peer = `2001:db8::${(i >> 8).toString(16)}:${(i & 0xff).toString(16)}`;
+      audit.recordFailure(badSignature(), { ...from('x', i), peer: `[${peer}]:443` });
+    }
+    expect(named(lines, 'request.denied')).toHaveLength(10_005);
+    await sleep(250);
+    expect(named(lines, 'request.denied.folded').map((l) => [l.peer, l.count])).toEqual([['*', 95]]);
+  });
+
+  it('never folds a server fault: every store outage refusal is written', () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 1, intervalMs: 100 } });
+    for (let i = 0; i < 20; i++) {
+      audit.recordFailure(
+        new SecurityError('unavailable', { reason: 'ratelimit_store_unavailable' }),
+        from('203.0.113.9', i),
+      );
+    }
+    expect(named(lines, 'request.failed')).toHaveLength(20);
+  });
+
+  it('writes every refusal with foldRefusals: false', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: false });
+    for (let i = 0; i < 105; i++) audit.recordFailure(badSignature(), from('203.0.113.9', i));
+    await sleep(150);
+    expect(named(lines, 'request.denied')).toHaveLength(105);
+    expect(named(lines, 'request.denied.folded')).toHaveLength(0);
+  });
+
+  it.each([
+    [{ after: 0, intervalMs: 1_000 }, /"foldRefusals.after" must be a whole number of at least 1/],
+    [{ after: 5, intervalMs: 10 }, /"foldRefusals.intervalMs" must be a whole number of ms, at least 100/],
+    [true, /"foldRefusals.after"/],
+  ])('refuses foldRefusals %o', (foldRefusals, message) => {
+    expect(() => createAuditLogger({ foldRefusals: foldRefusals as never })).toThrow(message);
+  });
+});

@@ -1,67 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
 import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
+import { startRedis, type RedisServer } from '../testing/redis.js';
 import { createRedisDenylist } from './redis.js';
-
-// A real redis-server, started here on a free port; the test fails (never skips) without one.
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      srv.close(() => {
-        resolve(port);
-      });
-    });
-  });
-}
-
-async function startRedis(): Promise<{ proc: ChildProcess; port: number }> {
-  const port = await freePort();
-  const proc = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    {
-      stdio: 'ignore',
-    },
-  );
-  const spawnError = new Promise<never>((_, reject) => {
-    proc.once('error', (err) => {
-      reject(new Error(`cannot start redis-server (is it installed and on PATH?): ${err.message}`));
-    });
-  });
-  const ready = (async () => {
-    for (let i = 0; i < 100; i++) {
-      const probe = new Redis({
-        port,
-        host: '127.0.0.1',
-        lazyConnect: true,
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-      });
-      probe.on('error', () => undefined);
-      try {
-        await probe.connect();
-        await probe.ping();
-        return;
-      } catch {
-        // not yet listening
-      } finally {
-        probe.disconnect();
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`redis-server did not become ready on port ${port}`);
-  })();
-  await Promise.race([ready, spawnError]);
-  return { proc, port };
-}
 
 function client(port: number): Redis {
   const c = new Redis({
@@ -75,7 +18,8 @@ function client(port: number): Redis {
   return c;
 }
 
-let redis: { proc: ChildProcess; port: number };
+// A real redis-server, started here on a free port; the test fails (never skips) without one.
+let redis: RedisServer;
 let key: TestKey;
 const clients: Redis[] = [];
 

@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { CallInfo } from '../call/call-info.js';
 import { SecurityError } from '../errors/security-error.js';
 import { CallState } from './call-context.js';
+import { createPipeline } from './pipeline.js';
 
 function state(onReleaseError: (error: unknown) => void = () => undefined) {
   const ended: SecurityError[] = [];
@@ -67,5 +69,116 @@ describe('CallState', () => {
     s.limitDeadline(20_000);
     s.limitDeadline(30_000);
     expect(s.deadline).toBe(20_000);
+  });
+});
+
+describe('CallState response headers', () => {
+  it('keeps the headers controls add, a second value joined as a list, and writes them through', () => {
+    const written: [string, string][] = [];
+    const s = new CallState({
+      requestId: 'r',
+      deadline: undefined,
+      end: () => undefined,
+      onReleaseError: () => undefined,
+      setResponseHeader: (name, value) => written.push([name, value]),
+    });
+    expect(s.responseHeaders).toBeUndefined();
+    s.addResponseHeader('ratelimit-policy', '"per-peer";q=100;w=1');
+    s.addResponseHeader('ratelimit-policy', '"uploads";q=20;w=60');
+    s.addResponseHeader('ratelimit', '"per-peer";r=99;t=1');
+    expect(Object.fromEntries(s.responseHeaders ?? [])).toEqual({
+      'ratelimit-policy': '"per-peer";q=100;w=1, "uploads";q=20;w=60',
+      ratelimit: '"per-peer";r=99;t=1',
+    });
+    // The adapter sets the joined value, replacing the first.
+    expect(written.at(1)).toEqual(['ratelimit-policy', '"per-peer";q=100;w=1, "uploads";q=20;w=60']);
+  });
+
+  it.each([
+    ['RateLimit', 'x'],
+    ['rate limit', 'x'],
+    ['', 'x'],
+    ['x-note', 'a\r\nset-cookie: session=stolen'],
+    ['x-note', 'a\nb'],
+    ['x-note', 'caf\u00e9'],
+    ['x-note', '\u0000'],
+  ])('refuses the header %j: %j, which could split the response', (name, value) => {
+    const { s } = state();
+    expect(() => {
+      s.addResponseHeader(name, value);
+    }).toThrow(TypeError);
+    expect(s.responseHeaders?.size ?? 0).toBe(0);
+  });
+});
+
+describe('CallState refusal', () => {
+  it('keeps the first refusal a start hook noted', () => {
+    const { s } = state();
+    expect(s.refusal).toBeUndefined();
+    const first = new SecurityError('unauthenticated', { reason: 'bad_signature' });
+    s.noteRefusal(first);
+    s.noteRefusal(new SecurityError('permission_denied'));
+    expect(s.refusal).toBe(first);
+  });
+
+  it.each([
+    ['synchronously', false],
+    ['asynchronously', true],
+  ])('is noted by the pipeline when a start hook refuses %s, for an earlier control’s release', async (_how, async) => {
+    const refused = new SecurityError('unauthenticated', { reason: 'bad_signature' });
+    const seen: unknown[] = [];
+    const pipeline = createPipeline('test', [
+      {
+        name: 'refuses',
+        stage: 'authentication',
+        onStart: () => {
+          if (async) return Promise.reject(refused);
+          throw refused;
+        },
+      },
+      {
+        name: 'watches',
+        stage: 'pre-authentication',
+        onStart: (_call, context) => () => seen.push(context.refusal),
+      },
+    ]);
+    const { s } = state();
+    const info: CallInfo = {
+      transport: 'grpc',
+      operation: '/pkg.S/M',
+      requestId: 'r',
+      peerAddress: undefined,
+      peerCertificate: undefined,
+      headers: { get: () => undefined, getAll: () => [] },
+      deadline: undefined,
+      signal: new AbortController().signal,
+    };
+    await expect(Promise.resolve().then(() => pipeline.start(info, s))).rejects.toBe(refused);
+    s.finish('ended');
+    expect(seen).toEqual([refused]);
+  });
+
+  it('is undefined for a call that every control allowed', async () => {
+    const seen: unknown[] = [];
+    const pipeline = createPipeline('test', [
+      { name: 'watches', stage: 'pre-authentication', onStart: (_call, context) => () => seen.push(context.refusal) },
+      { name: 'allows', stage: 'authentication', onStart: () => Promise.resolve() },
+    ]);
+    const { s } = state();
+    await pipeline.start(
+      {
+        transport: 'http',
+        operation: 'GET /x',
+        requestId: 'r',
+        peerAddress: undefined,
+        peerCertificate: undefined,
+        headers: { get: () => undefined, getAll: () => [] },
+        deadline: undefined,
+        signal: new AbortController().signal,
+      },
+      s,
+    );
+    s.finish('ended');
+    expect(seen).toEqual([undefined]);
   });
 });
