@@ -103,7 +103,11 @@ describe.each(TRANSPORTS)('rate limits over %s (memory store)', (transport) => {
   it('refuses a burst over the limit with the status and retry hint; another caller is not affected; the window ends', async () => {
     const alice = await readerClient(t, 'alice');
     const bob = await readerClient(t, 'bob');
-    for (let i = 0; i < 5; i++) expect((await alice.list('demo/')).ok).toBe(i < 3);
+    const first = await alice.list('demo/');
+    // An allowed call carries the fields too (HTTP headers, gRPC initial metadata).
+    expect(first.ok).toBe(true);
+    expect(first.exposed).toMatch(/"ratelimit":\[?"\\"lists\\";r=2;t=[12]"/);
+    for (let i = 1; i < 5; i++) expect((await alice.list('demo/')).ok).toBe(i < 3);
     // `lists` allows 3 per window: the 4th and 5th were refused; gets have a rule of their own.
     const refused = await alice.list('demo/');
     expectRateLimited(alice, refused);

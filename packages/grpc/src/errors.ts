@@ -204,8 +204,9 @@ function interceptCall(
       }
       if (grpcCall !== undefined) grpcCall.statusSent = true;
       const safe = safeStatus(status, grpcCall?.takePendingError(), trailers, audit, failureContext);
-      // A refused call has sent no metadata: what its controls added (RateLimit) goes with the status.
-      if (safe.code !== Status.OK) addResponseHeaders(grpcCall?.state, safe.metadata);
+      // A refused call (or a stream answered without a message) sent no initial metadata: what its
+      // controls added (RateLimit) goes with the status.
+      addResponseHeaders(grpcCall?.state, safe.metadata);
       next(safe);
       // The call is answered: release what its controls hold before the client can call again,
       // and only now abort the handler's signal, so that nothing it does in reaction can send

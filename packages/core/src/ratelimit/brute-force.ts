@@ -47,7 +47,15 @@ export interface BruteForceOptions extends ClientAddressOptions {
   readonly storeFailure?: 'open' | 'closed' | undefined;
 }
 
-const OPTION_KEYS = ['peer', 'subject', 'store', 'storeFailure', 'trustedProxies', 'ipv6PrefixLength'] as const;
+const OPTION_KEYS = [
+  'peer',
+  'subject',
+  'store',
+  'storeFailure',
+  'trustedProxies',
+  'ipv6PrefixLength',
+  'forwardedHeader',
+] as const;
 const LIMIT_KEYS = ['maxFailures', 'windowSeconds', 'blockSeconds'] as const;
 /** A token longer than this is not decoded for its subject (the verifier refuses it anyway). */
 const MAX_TOKEN_LENGTH = 16 * 1024;

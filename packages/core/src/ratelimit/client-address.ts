@@ -22,12 +22,19 @@ export interface ClientAddressOptions {
   readonly trustedProxies?: readonly string[] | undefined;
   /** Leading bits of an IPv6 address that name one client. Default 64. */
   readonly ipv6PrefixLength?: number | undefined;
+  /**
+   * The one header your proxies write: `x-forwarded-for` or `forwarded` (RFC 7239). Only this
+   * one is read: a proxy that appends to one passes the other through as the client wrote it.
+   * Default `x-forwarded-for`.
+   */
+  readonly forwardedHeader?: 'x-forwarded-for' | 'forwarded' | undefined;
 }
 
 /** A compiled {@link ClientAddressOptions}: the client's address key of a call. */
 export interface ClientAddress {
   /**
-   * The client's address as a key: an IPv4 address, or an IPv6 prefix (`2001:db8:1:2::/64`);
+   * The client's address as a key: an IPv4 address, or an IPv6 prefix
+   * (`2001:db8:1:2:0:0:0:0/64`);
    * `undefined` when the transport gives no peer address.
    */
   keyOf(call: CallInfo): string | undefined;
@@ -60,6 +67,10 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
   proxies.forEach((entry: unknown, i) => {
     addTrusted(trusted, entry, `${where}.trustedProxies[${String(i)}]`);
   });
+  const header: unknown = options.forwardedHeader ?? 'x-forwarded-for';
+  if (header !== 'x-forwarded-for' && header !== 'forwarded') {
+    throw new ConfigurationError(`${where}.forwardedHeader must be "x-forwarded-for" or "forwarded"`);
+  }
   const isTrusted = (ip: string): boolean => trusted.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
   const toKey = (ip: string): string => (isIP(ip) === 6 ? ipv6Prefix(ip, prefix) : ip);
 
@@ -68,7 +79,7 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
       const peer = peerHost(call.peerAddress);
       if (peer === undefined) return undefined;
       if (proxies.length === 0 || !isTrusted(peer)) return toKey(peer);
-      return toKey(forwardedClient(call, peer, isTrusted));
+      return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
     },
   });
 }
@@ -92,8 +103,7 @@ function addTrusted(list: BlockList, entry: unknown, where: string): void {
  * proxies appended are believed; anything further left the client wrote itself. An entry that
  * is not an address ends the walk at the last trusted hop, so garbage cannot pick a key.
  */
-function forwardedClient(call: CallInfo, peer: string, isTrusted: (ip: string) => boolean): string {
-  const chain = forwardedFor(call);
+function forwardedClient(chain: readonly string[], peer: string, isTrusted: (ip: string) => boolean): string {
   let client = peer;
   for (let i = chain.length - 1, hops = 0; i >= 0 && hops < MAX_HOPS; i--, hops++) {
     const ip = plainAddress(chain[i] ?? '');
@@ -104,12 +114,11 @@ function forwardedClient(call: CallInfo, peer: string, isTrusted: (ip: string) =
   return client;
 }
 
-/** The `for=` entries of `Forwarded` (RFC 7239), else the entries of `X-Forwarded-For`. */
-function forwardedFor(call: CallInfo): string[] {
-  const forwarded = call.headers.getAll('forwarded');
-  if (forwarded.length > 0) {
+/** The `for=` entries of `Forwarded` (RFC 7239), or the entries of `X-Forwarded-For`. */
+function forwardedFor(call: CallInfo, header: 'x-forwarded-for' | 'forwarded'): string[] {
+  if (header === 'forwarded') {
     const out: string[] = [];
-    for (const element of forwarded.join(',').split(',')) {
+    for (const element of call.headers.getAll('forwarded').join(',').split(',')) {
       const pair = element.split(';').find((p) => p.trim().toLowerCase().startsWith('for='));
       out.push(pair === undefined ? '' : pair.trim().slice(4).replace(/^"|"$/g, ''));
     }
@@ -133,6 +142,8 @@ function plainAddress(entry: string): string | undefined {
 /** The host of `127.0.0.1:5000` or `[::1]:5000`, IPv4-mapped IPv6 as plain IPv4. */
 function peerHost(peerAddress: string | undefined): string | undefined {
   if (peerAddress === undefined) return undefined;
+  // A bare address (no port): an IPv6 address must not lose its last group as a "port".
+  if (isIP(peerAddress) !== 0) return unmapped(peerAddress);
   const host = peerAddress.startsWith('[')
     ? peerAddress.slice(1, peerAddress.indexOf(']'))
     : peerAddress.replace(/:\d+$/, '');

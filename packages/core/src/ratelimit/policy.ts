@@ -25,12 +25,13 @@ export interface RateLimitsPolicy {
   readonly rules?: readonly (RateLimitRule & {
     readonly key: Exclude<RateLimitRule['key'], (...args: never[]) => unknown>;
   })[];
-  readonly bruteForce?: Omit<BruteForceOptions, 'store' | 'trustedProxies' | 'ipv6PrefixLength'>;
+  readonly bruteForce?: Omit<BruteForceOptions, 'store' | 'trustedProxies' | 'ipv6PrefixLength' | 'forwardedHeader'>;
   readonly trustedProxies?: readonly string[];
   readonly ipv6PrefixLength?: number;
+  readonly forwardedHeader?: 'x-forwarded-for' | 'forwarded';
 }
 
-const SECTION_KEYS = ['rules', 'bruteForce', 'trustedProxies', 'ipv6PrefixLength'] as const;
+const SECTION_KEYS = ['rules', 'bruteForce', 'trustedProxies', 'ipv6PrefixLength', 'forwardedHeader'] as const;
 
 /**
  * Checks the `rateLimits` section (by compiling it, which names the bad field) and returns a
@@ -56,6 +57,10 @@ export function parseRateLimitsPolicy(value: unknown, where: string): RateLimits
       }
     });
   }
+  if (isPolicyObject(value.bruteForce)) {
+    // The section's own fields only: where counts live and client addresses are set elsewhere.
+    checkKnownKeys(value.bruteForce, ['peer', 'subject', 'storeFailure'], `${where}.bruteForce`, 'field');
+  }
   const policy = structuredClone(value) as RateLimitsPolicy;
   rateLimitControls(policy, createMemoryRateLimitStore(), where);
   return deepFreeze(policy);
@@ -70,6 +75,7 @@ export function rateLimitControls(policy: RateLimitsPolicy, store: RateLimitStor
   const address = {
     ...(policy.trustedProxies === undefined ? {} : { trustedProxies: policy.trustedProxies }),
     ...(policy.ipv6PrefixLength === undefined ? {} : { ipv6PrefixLength: policy.ipv6PrefixLength }),
+    ...(policy.forwardedHeader === undefined ? {} : { forwardedHeader: policy.forwardedHeader }),
   };
   const controls: Control[] = [];
   if (policy.rules !== undefined) {

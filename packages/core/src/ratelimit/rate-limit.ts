@@ -127,7 +127,7 @@ interface Applied {
   readonly cost: number;
 }
 
-const OPTION_KEYS = ['rules', 'store', 'headers', 'trustedProxies', 'ipv6PrefixLength'] as const;
+const OPTION_KEYS = ['rules', 'store', 'headers', 'trustedProxies', 'ipv6PrefixLength', 'forwardedHeader'] as const;
 const RULE_KEYS = [
   'name',
   'key',

@@ -1,0 +1,242 @@
+import { describe, expect, it } from 'vitest';
+import type { CallInfo } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { CallState } from '../pipeline/call-context.js';
+import type { Control } from '../pipeline/control.js';
+import { createPipeline } from '../pipeline/pipeline.js';
+import { createBruteForceProtection, type BruteForceOptions } from './brute-force.js';
+import { RateLimitStoreError, type RateLimitStore } from './store.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A token that claims `sub` and is signed by nobody: the control reads it without verifying. */
+function unsignedToken(sub: string): string {
+  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  return `${part({ alg: 'ES256', typ: 'JWT' })}.${part({ sub })}.${Buffer.from('not-a-signature').toString('base64url')}`;
+}
+
+function call(peerAddress: string, token?: string): CallInfo {
+  const authorization = token === undefined ? [] : [`Bearer ${token}`];
+  return {
+    transport: 'http',
+    operation: 'POST /v1/login',
+    requestId: 'r',
+    peerAddress,
+    peerCertificate: undefined,
+    headers: {
+      get: (name) => (name === 'authorization' ? authorization[0] : undefined),
+      getAll: (name) => (name === 'authorization' ? authorization : []),
+    },
+    deadline: undefined,
+    signal: new AbortController().signal,
+  };
+}
+
+const badSignature = () => new SecurityError('unauthenticated', { reason: 'bad_signature' });
+
+/**
+ * One call through the control as an adapter runs it: its start hook, then (when allowed) the
+ * refusal a later control gave the call, noted on the state, then the release once it ends.
+ * Resolves with the control's own refusal, if it gave one.
+ */
+async function attempt(control: Control, info: CallInfo, outcome?: unknown): Promise<unknown> {
+  const state = new CallState({
+    requestId: 'r',
+    deadline: undefined,
+    end: () => undefined,
+    onReleaseError: () => undefined,
+  });
+  let release: unknown;
+  try {
+    release = await control.onStart?.(info, state);
+  } catch (refusal) {
+    return refusal;
+  }
+  if (outcome !== undefined) state.noteRefusal(outcome);
+  if (typeof release === 'function') (release as () => void)();
+  // The release counts off the call's path: let the store's promise settle.
+  await new Promise((r) => setImmediate(r));
+  return undefined;
+}
+
+const peer = { maxFailures: 3, windowSeconds: 600, blockSeconds: 900 };
+
+describe('createBruteForceProtection', () => {
+  it('blocks a peer after maxFailures failed authentications, even with a valid credential', async () => {
+    const control = createBruteForceProtection({ peer });
+    const attacker = call('203.0.113.9:5000');
+    expect(await attempt(control, attacker, badSignature())).toBeUndefined();
+    expect(await attempt(control, attacker, badSignature())).toBeUndefined();
+    expect(await attempt(control, attacker, badSignature())).toBeUndefined();
+
+    const refusal = await attempt(control, call('203.0.113.9:6000'));
+    expect(refusal).toBeInstanceOf(SecurityError);
+    expect(refusal).toMatchObject({
+      code: 'rate_limited',
+      reason: 'brute_force_blocked',
+      auditFields: { rule: 'brute-force.peer', keyKind: 'peer' },
+    });
+    const retryAfter = (refusal as SecurityError).details?.retryAfterSeconds ?? 0;
+    expect(retryAfter).toBeGreaterThan(800);
+    expect(retryAfter).toBeLessThanOrEqual(900);
+    // Another client is not held by the attacker's failures.
+    expect(await attempt(control, call('198.51.100.1:5000'))).toBeUndefined();
+  });
+
+  it('refuses a blocked peer before any later control runs', async () => {
+    let verified = 0;
+    const authenticator: Control = {
+      name: 'fake-jwt',
+      stage: 'authentication',
+      onStart: () => {
+        verified += 1;
+        throw badSignature();
+      },
+    };
+    // Listed after the authenticator: the pipeline orders controls by stage.
+    const pipeline = createPipeline('test', [authenticator, createBruteForceProtection({ peer })]);
+    const run = async () => {
+      const state = new CallState({
+        requestId: 'r',
+        deadline: undefined,
+        end: () => undefined,
+        onReleaseError: () => undefined,
+      });
+      const refusal = await Promise.resolve(pipeline.start(call('203.0.113.9:1'), state)).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      state.finish('ended');
+      await new Promise((r) => setImmediate(r));
+      return refusal;
+    };
+    for (let i = 0; i < 3; i++) expect(await run()).toMatchObject({ reason: 'bad_signature' });
+    expect(verified).toBe(3);
+    for (let i = 0; i < 5; i++) expect(await run()).toMatchObject({ reason: 'brute_force_blocked' });
+    expect(verified).toBe(3);
+  });
+
+  it('counts only calls that tried a credential and failed authentication', async () => {
+    const control = createBruteForceProtection({ peer });
+    const client = call('203.0.113.9:5000');
+    for (let i = 0; i < 10; i++) {
+      expect(
+        await attempt(control, client, new SecurityError('unauthenticated', { reason: 'missing_token' })),
+      ).toBeUndefined();
+      expect(
+        await attempt(control, client, new SecurityError('permission_denied', { reason: 'missing_role' })),
+      ).toBeUndefined();
+      expect(await attempt(control, client, new Error('handler bug'))).toBeUndefined();
+      expect(await attempt(control, client)).toBeUndefined();
+    }
+    await attempt(control, client, new SecurityError('unauthenticated', { reason: 'token_expired' }));
+    await attempt(control, client, new SecurityError('unauthenticated', { reason: 'malformed_token' }));
+    await attempt(control, client, badSignature());
+    expect(await attempt(control, client)).toMatchObject({ reason: 'brute_force_blocked' });
+  });
+
+  it('counts every address of one IPv6 /64 as one client', async () => {
+    const control = createBruteForceProtection({ peer });
+    for (const host of ['2001:db8:1:2::1', '2001:db8:1:2::2', '2001:db8:1:2:abcd::3']) {
+      await attempt(control, call(`[${host}]:443`), badSignature());
+    }
+    expect(await attempt(control, call('[2001:db8:1:2::99]:443'))).toMatchObject({ reason: 'brute_force_blocked' });
+    expect(await attempt(control, call('[2001:db8:1:3::1]:443'))).toBeUndefined();
+  });
+
+  it('blocks on the first failure with maxFailures 1', async () => {
+    const control = createBruteForceProtection({ peer: { ...peer, maxFailures: 1 } });
+    expect(await attempt(control, call('203.0.113.9:1'))).toBeUndefined();
+    await attempt(control, call('203.0.113.9:1'), badSignature());
+    expect(await attempt(control, call('203.0.113.9:1'))).toMatchObject({ reason: 'brute_force_blocked' });
+  });
+
+  it('lets the peer in again once blockSeconds have passed', async () => {
+    const control = createBruteForceProtection({ peer: { maxFailures: 2, windowSeconds: 60, blockSeconds: 1 } });
+    const client = call('203.0.113.9:5000');
+    await attempt(control, client, badSignature());
+    await attempt(control, client, badSignature());
+    expect(await attempt(control, client)).toMatchObject({
+      reason: 'brute_force_blocked',
+      details: { retryAfterSeconds: 1 },
+    });
+    await sleep(1_100);
+    expect(await attempt(control, client)).toBeUndefined();
+    // And the count started again: one more failure does not block.
+    await attempt(control, client, badSignature());
+    expect(await attempt(control, client)).toBeUndefined();
+  });
+
+  it('blocks a claimed subject guessed at from many addresses, when asked to', async () => {
+    const control = createBruteForceProtection({
+      peer: { maxFailures: 100, windowSeconds: 600, blockSeconds: 900 },
+      subject: { maxFailures: 3, windowSeconds: 600, blockSeconds: 900 },
+    });
+    const alice = unsignedToken('alice');
+    for (const host of ['198.51.100.1', '198.51.100.2', '198.51.100.3']) {
+      expect(await attempt(control, call(`${host}:1`, alice), badSignature())).toBeUndefined();
+    }
+    expect(await attempt(control, call('192.0.2.77:1', alice))).toMatchObject({
+      code: 'rate_limited',
+      reason: 'brute_force_blocked',
+      auditFields: { rule: 'brute-force.subject', keyKind: 'subject' },
+    });
+    expect(await attempt(control, call('192.0.2.77:1', unsignedToken('bob')))).toBeUndefined();
+    expect(await attempt(control, call('192.0.2.77:1'))).toBeUndefined();
+  });
+
+  it('ignores subjects without the subject option, and tokens it cannot read', async () => {
+    const peerOnly = createBruteForceProtection({ peer: { maxFailures: 100, windowSeconds: 600, blockSeconds: 900 } });
+    for (let i = 0; i < 5; i++)
+      await attempt(peerOnly, call(`198.51.100.${String(i)}:1`, unsignedToken('alice')), badSignature());
+    expect(await attempt(peerOnly, call('192.0.2.1:1', unsignedToken('alice')))).toBeUndefined();
+
+    const bySubject = createBruteForceProtection({
+      peer: { maxFailures: 100, windowSeconds: 600, blockSeconds: 900 },
+      subject: { maxFailures: 1, windowSeconds: 600, blockSeconds: 900 },
+    });
+    for (const token of ['not-a-jwt', 'a.!!!.c', `a.${Buffer.from('[1]').toString('base64url')}.c`]) {
+      await attempt(bySubject, call('198.51.100.1:1', token), badSignature());
+    }
+    expect(await attempt(bySubject, call('192.0.2.1:1', unsignedToken('alice')))).toBeUndefined();
+  });
+
+  it('refuses with unavailable when the store fails and the protection fails closed', async () => {
+    const failing: RateLimitStore = {
+      kind: 'failing',
+      limiter: () => ({
+        consume: () => Promise.reject(new RateLimitStoreError('down')),
+        peek: () => Promise.reject(new RateLimitStoreError('down')),
+      }),
+    };
+    const control = createBruteForceProtection({ peer, store: failing, storeFailure: 'closed' });
+    expect(await attempt(control, call('203.0.113.9:1'))).toMatchObject({
+      code: 'unavailable',
+      reason: 'ratelimit_store_unavailable',
+    });
+  });
+
+  it.each<[string, unknown, string | RegExp]>([
+    ['no peer limit', {}, /createBruteForceProtection\.peer must be an object/],
+    ['a misspelt option', { peer, peers: peer }, /unknown option "peers" \(did you mean "peer"\?\)/],
+    [
+      'zero maxFailures',
+      { peer: { ...peer, maxFailures: 0 } },
+      'createBruteForceProtection.peer.maxFailures must be a whole number of at least 1',
+    ],
+    ['a fractional window', { peer: { ...peer, windowSeconds: 0.5 } }, /peer\.windowSeconds must be a whole number/],
+    [
+      'a misspelt limit field',
+      { peer: { ...peer, blockSecond: 1 } },
+      /peer: unknown field "blockSecond" \(did you mean "blockSeconds"\?\)/,
+    ],
+    ['a bad subject limit', { peer, subject: { ...peer, blockSeconds: -1 } }, /subject\.blockSeconds must be/],
+    ['a bad storeFailure', { peer, storeFailure: 'ignore' }, /storeFailure must be "open" or "closed"/],
+    ['a store that is not one', { peer, store: {} }, /store must be a rate-limit store/],
+  ])('refuses %s at start-up', (_label, options, message) => {
+    const create = () => createBruteForceProtection(options as BruteForceOptions);
+    expect(create).toThrow(ConfigurationError);
+    expect(create).toThrow(message);
+  });
+});

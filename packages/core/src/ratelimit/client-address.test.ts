@@ -1,0 +1,192 @@
+import { describe, expect, it } from 'vitest';
+import type { CallInfo } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { compileClientAddress, ipv6Prefix, type ClientAddressOptions } from './client-address.js';
+
+function call(peerAddress: string | undefined, headers: Record<string, string | string[]> = {}): CallInfo {
+  const all = (name: string): string[] => {
+    const value = headers[name];
+    return value === undefined ? [] : Array.isArray(value) ? value : [value];
+  };
+  return {
+    transport: 'http',
+    operation: 'GET /v1/x',
+    requestId: 'r',
+    peerAddress,
+    peerCertificate: undefined,
+    headers: { get: (name) => all(name)[0], getAll: all },
+    deadline: undefined,
+    signal: new AbortController().signal,
+  };
+}
+
+const keyOf = (options: ClientAddressOptions, info: CallInfo) => compileClientAddress(options, 'test').keyOf(info);
+
+describe('compileClientAddress without trusted proxies', () => {
+  it('keys on the socket’s peer and ignores every forwarding header', () => {
+    const spoofed = call('203.0.113.9:5000', {
+      'x-forwarded-for': '198.51.100.1',
+      forwarded: 'for=198.51.100.2',
+    });
+    expect(keyOf({}, spoofed)).toBe('203.0.113.9');
+    expect(keyOf({ trustedProxies: [] }, spoofed)).toBe('203.0.113.9');
+  });
+
+  it('drops the port, so that every connection of one client is one key', () => {
+    expect(keyOf({}, call('203.0.113.9:1'))).toBe(keyOf({}, call('203.0.113.9:65535')));
+    expect(keyOf({}, call('[2001:db8::1]:1'))).toBe(keyOf({}, call('[2001:db8::1]:2')));
+  });
+
+  it('gives no key when the transport names no peer', () => {
+    expect(keyOf({}, call(undefined))).toBeUndefined();
+    expect(keyOf({}, call('unknown'))).toBeUndefined();
+  });
+});
+
+describe('compileClientAddress behind trusted proxies', () => {
+  const proxies = { trustedProxies: ['10.0.0.7', '172.16.0.0/12', 'fd00::/8'] };
+
+  it('ignores the headers of a connection that does not come from a trusted proxy', () => {
+    const direct = call('203.0.113.9:5000', { 'x-forwarded-for': '198.51.100.1' });
+    expect(keyOf(proxies, direct)).toBe('203.0.113.9');
+    // 10.0.0.8 is next to the trusted 10.0.0.7, not it.
+    expect(keyOf(proxies, call('10.0.0.8:5000', { 'x-forwarded-for': '198.51.100.1' }))).toBe('10.0.0.8');
+  });
+
+  it('believes a trusted proxy, by exact address and by range, IPv4 and IPv6', () => {
+    const forwarded = { 'x-forwarded-for': '198.51.100.4' };
+    expect(keyOf(proxies, call('10.0.0.7:443', forwarded))).toBe('198.51.100.4');
+    expect(keyOf(proxies, call('172.20.1.1:443', forwarded))).toBe('198.51.100.4');
+    expect(keyOf(proxies, call('[fd00::1]:443', forwarded))).toBe('198.51.100.4');
+    expect(keyOf({ trustedProxies: ['2001:db8:ffff::7'] }, call('[2001:db8:ffff::7]:443', forwarded))).toBe(
+      '198.51.100.4',
+    );
+    // grpc-js writes an IPv6 peer without brackets, the port after the last colon.
+    expect(keyOf(proxies, call('fd00::1:50000', forwarded))).toBe('198.51.100.4');
+  });
+
+  it('takes the rightmost entry that is not a trusted proxy: what the client wrote itself is ignored', () => {
+    // The client sent "X-Forwarded-For: 1.1.1.1, 2.2.2.2"; our proxies appended the rest.
+    const chain = call('10.0.0.7:443', { 'x-forwarded-for': '1.1.1.1, 2.2.2.2, 198.51.100.4, 172.16.0.9' });
+    expect(keyOf(proxies, chain)).toBe('198.51.100.4');
+    // Several header lines are one list, in order.
+    const lines = call('10.0.0.7:443', { 'x-forwarded-for': ['1.1.1.1', '198.51.100.4, 172.16.0.9'] });
+    expect(keyOf(proxies, lines)).toBe('198.51.100.4');
+  });
+
+  it('reads RFC 7239 Forwarded (quoted IPv6 with a port included) when the proxies write it, and then only it', () => {
+    const forwarded = { ...proxies, forwardedHeader: 'forwarded' as const };
+    const info = call('10.0.0.7:443', {
+      forwarded: 'for=1.1.1.1;proto=https, for="[2001:db8:1:2::5]:4711";by=10.0.0.7, for=172.16.0.9',
+      'x-forwarded-for': '198.51.100.4',
+    });
+    expect(keyOf(forwarded, info)).toBe(ipv6Prefix('2001:db8:1:2::', 64));
+    expect(keyOf(forwarded, call('10.0.0.7:443', { forwarded: 'For="198.51.100.4:80"' }))).toBe('198.51.100.4');
+    // A client's own X-Forwarded-For, passed through by a proxy that writes Forwarded, is ignored.
+    expect(keyOf(forwarded, call('10.0.0.7:443', { 'x-forwarded-for': '198.51.100.4' }))).toBe('10.0.0.7');
+  });
+
+  it('reads only X-Forwarded-For by default: a client-written Forwarded cannot choose the key', () => {
+    const info = call('10.0.0.7:443', { forwarded: 'for=198.51.100.99', 'x-forwarded-for': '198.51.100.4' });
+    expect(keyOf(proxies, info)).toBe('198.51.100.4');
+    expect(keyOf(proxies, call('10.0.0.7:443', { forwarded: 'for=198.51.100.99' }))).toBe('10.0.0.7');
+  });
+
+  it('keys a bare IPv6 peer address (no port) by its prefix', () => {
+    expect(keyOf({}, call('2001:db8:1:2::5'))).toBe(ipv6Prefix('2001:db8:1:2::', 64));
+  });
+
+  it('refuses an unknown forwardedHeader', () => {
+    expect(() => compileClientAddress({ forwardedHeader: 'x-real-ip' as 'forwarded' }, 'rl')).toThrow(
+      'rl.forwardedHeader must be "x-forwarded-for" or "forwarded"',
+    );
+  });
+
+  it('stops at the last trusted hop when an entry is not an address, so garbage cannot choose the key', () => {
+    const garbage = call('10.0.0.7:443', { 'x-forwarded-for': '198.51.100.4, <script>, 172.16.0.9' });
+    expect(keyOf(proxies, garbage)).toBe('172.16.0.9');
+    const forwarded = { ...proxies, forwardedHeader: 'forwarded' as const };
+    const hidden = call('10.0.0.7:443', { forwarded: 'for=198.51.100.4, for=unknown' });
+    expect(keyOf(forwarded, hidden)).toBe('10.0.0.7');
+    const noFor = call('10.0.0.7:443', { forwarded: 'for=198.51.100.4, proto=https' });
+    expect(keyOf(forwarded, noFor)).toBe('10.0.0.7');
+    // A trusted proxy that forwarded nothing is itself the client.
+    expect(keyOf(proxies, call('10.0.0.7:443'))).toBe('10.0.0.7');
+    expect(keyOf(proxies, call('10.0.0.7:443', { 'x-forwarded-for': '' }))).toBe('10.0.0.7');
+  });
+
+  it('strips a port from an IPv4 entry', () => {
+    expect(keyOf(proxies, call('10.0.0.7:443', { 'x-forwarded-for': '198.51.100.4:1234' }))).toBe('198.51.100.4');
+  });
+});
+
+describe('compileClientAddress with IPv6 clients', () => {
+  it('gives every address of one /64 one key, and another /64 another', () => {
+    const a = keyOf({}, call('[2001:db8:1:2::1]:5000'));
+    const b = keyOf({}, call('[2001:db8:1:2:ffff:ffff:ffff:ffff]:5000'));
+    const c = keyOf({}, call('[2001:DB8:1:2:abcd::9]:5000'));
+    const other = keyOf({}, call('[2001:db8:1:3::1]:5000'));
+    expect(a).toBe(b);
+    expect(a).toBe(c);
+    expect(other).not.toBe(a);
+    expect(a).toBe('2001:db8:1:2:0:0:0:0/64');
+  });
+
+  it('takes the prefix length from ipv6PrefixLength', () => {
+    const wide = { ipv6PrefixLength: 48 };
+    expect(keyOf(wide, call('[2001:db8:1:2::1]:5000'))).toBe(keyOf(wide, call('[2001:db8:1:3::1]:5000')));
+    expect(keyOf(wide, call('[2001:db8:1:2::1]:5000'))).not.toBe(keyOf(wide, call('[2001:db8:2:2::1]:5000')));
+    const exact = { ipv6PrefixLength: 128 };
+    expect(keyOf(exact, call('[2001:db8::1]:5000'))).not.toBe(keyOf(exact, call('[2001:db8::2]:5000')));
+  });
+
+  it('keys an IPv4-mapped IPv6 address as the IPv4 address', () => {
+    expect(keyOf({}, call('[::ffff:1.2.3.4]:5000'))).toBe('1.2.3.4');
+    expect(keyOf({}, call('::ffff:1.2.3.4:5000'))).toBe('1.2.3.4');
+    // Trust is checked on the IPv4 form too.
+    const viaMapped = call('[::ffff:10.0.0.7]:443', { 'x-forwarded-for': '::FFFF:198.51.100.4' });
+    expect(keyOf({ trustedProxies: ['10.0.0.7'] }, viaMapped)).toBe('198.51.100.4');
+  });
+});
+
+describe('ipv6Prefix', () => {
+  it.each([
+    ['2001:db8:1:2:3:4:5:6', 64, '2001:db8:1:2:0:0:0:0/64'],
+    ['2001:db8:1:2ff::', 56, '2001:db8:1:200:0:0:0:0/56'],
+    ['::1', 128, '0:0:0:0:0:0:0:1/128'],
+    ['64:ff9b::198.51.100.4', 128, '64:ff9b:0:0:0:0:c633:6404/128'],
+    ['ffff::', 1, '8000:0:0:0:0:0:0:0/1'],
+  ])('%s/%i is %s', (ip, bits, prefix) => {
+    expect(ipv6Prefix(ip, bits)).toBe(prefix);
+  });
+});
+
+describe('compileClientAddress options', () => {
+  it.each<[string, unknown]>([
+    ['not an address', 'proxy.internal'],
+    ['an IPv4 prefix over 32', '10.0.0.0/33'],
+    ['an IPv6 prefix over 128', 'fd00::/129'],
+    ['two slashes', '10.0.0.0/8/1'],
+    ['a negative prefix', '10.0.0.0/-1'],
+    // Number('') is 0: read as /0 this would trust every address on the internet.
+    ['an empty prefix', '10.0.0.0/'],
+    ['a prefix that is not decimal', '10.0.0.0/0x8'],
+    ['a number', 42],
+  ])('refuses a trusted proxy that is %s', (_label, entry) => {
+    const compile = () => compileClientAddress({ trustedProxies: ['10.0.0.7', entry as string] }, 'rateLimits');
+    expect(compile).toThrow(ConfigurationError);
+    expect(compile).toThrow(/^rateLimits\.trustedProxies\[1\]/);
+  });
+
+  it.each([0, 129, 1.5, Number.NaN])('refuses ipv6PrefixLength %s', (ipv6PrefixLength) => {
+    expect(() => compileClientAddress({ ipv6PrefixLength }, 'rateLimits')).toThrow(
+      new ConfigurationError('rateLimits.ipv6PrefixLength must be a whole number from 1 to 128'),
+    );
+  });
+
+  it('refuses trustedProxies that is not an array', () => {
+    expect(() => compileClientAddress({ trustedProxies: '10.0.0.0/8' as never }, 'rateLimits')).toThrow(
+      'rateLimits.trustedProxies must be an array',
+    );
+  });
+});

@@ -1,0 +1,233 @@
+import { once } from 'node:events';
+import { Writable } from 'node:stream';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuditLogger, type AuditLogger } from '../audit/audit-logger.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { freePort, startRedis, stopRedis, type RedisServer } from '../testing/redis.js';
+import { createRedisRateLimitStore, type RedisRateLimitStoreOptions } from './redis-store.js';
+import { RateLimitStoreError, type LimiterSpec, type StoreLimiter } from './store.js';
+
+function capture(): { audit: AuditLogger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line.trim() !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+      }
+      done();
+    },
+  });
+  return { audit: createAuditLogger({ destination }), lines };
+}
+
+const clients: Redis[] = [];
+
+/** A client as the store's documentation asks for: a dead Redis must fail a call at once, not queue it. */
+function client(port: number): Redis {
+  const c = new Redis({
+    port,
+    host: '127.0.0.1',
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    retryStrategy: () => 50,
+  });
+  c.on('error', () => undefined);
+  clients.push(c);
+  return c;
+}
+
+async function ready(c: Redis): Promise<Redis> {
+  if (c.status !== 'ready') await once(c, 'ready');
+  return c;
+}
+
+function spec(overrides: Partial<LimiterSpec> = {}): LimiterSpec {
+  return { name: 'api', points: 3, durationSeconds: 60, storeFailure: 'open', ...overrides };
+}
+
+const events = (lines: Record<string, unknown>[], event: string) => lines.filter((l) => l.event === event);
+
+let redis: RedisServer;
+
+beforeAll(async () => {
+  redis = await startRedis();
+});
+
+afterAll(async () => {
+  for (const c of clients) c.disconnect();
+  await stopRedis(redis);
+});
+
+describe('createRedisRateLimitStore with a real redis-server', () => {
+  it('shares counts between replicas, each with its own client', async () => {
+    const { audit } = capture();
+    const [c1, c2] = await Promise.all([ready(client(redis.port)), ready(client(redis.port))]);
+    const replica1 = createRedisRateLimitStore({ client: c1, audit, keyPrefix: 'shared' }).limiter(spec());
+    const replica2 = createRedisRateLimitStore({ client: c2, audit, keyPrefix: 'shared' }).limiter(spec());
+
+    expect(await replica1.consume('ip:203.0.113.9', 1)).toMatchObject({ allowed: true, remaining: 2 });
+    expect(await replica2.consume('ip:203.0.113.9', 1)).toMatchObject({ allowed: true, remaining: 1 });
+    expect(await replica1.consume('ip:203.0.113.9', 1)).toMatchObject({ allowed: true, remaining: 0 });
+    const refused = await replica2.consume('ip:203.0.113.9', 1);
+    expect(refused).toMatchObject({ allowed: false, remaining: 0 });
+    expect(refused.resetMs).toBeGreaterThan(0);
+    expect(refused.local).toBeUndefined();
+    expect(await replica1.peek('ip:203.0.113.9')).toMatchObject({ allowed: false });
+
+    // The prefix is part of the stored key, so that services sharing a Redis never share counts.
+    expect(await c1.exists('shared:fg:api:ip:203.0.113.9')).toBe(1);
+    const otherService = createRedisRateLimitStore({ client: c1, audit, keyPrefix: 'other' }).limiter(spec());
+    expect((await otherService.consume('ip:203.0.113.9', 1)).allowed).toBe(true);
+  });
+
+  it('shares a block between replicas', async () => {
+    const { audit } = capture();
+    const [c1, c2] = await Promise.all([ready(client(redis.port)), ready(client(redis.port))]);
+    const blocking = spec({ name: 'bf', points: 1, durationSeconds: 1, blockSeconds: 30 });
+    const replica1 = createRedisRateLimitStore({ client: c1, audit, keyPrefix: 'block' }).limiter(blocking);
+    const replica2 = createRedisRateLimitStore({ client: c2, audit, keyPrefix: 'block' }).limiter(blocking);
+    await replica1.consume('ip:198.51.100.1', 1);
+    expect((await replica1.consume('ip:198.51.100.1', 1)).allowed).toBe(false);
+    const seen = await replica2.peek('ip:198.51.100.1');
+    expect(seen?.allowed).toBe(false);
+    expect(seen?.resetMs).toBeGreaterThan(20_000);
+  });
+
+  it('counts a slow Redis as a failure: open answers from this process, closed refuses', async () => {
+    const { audit, lines } = capture();
+    const c = await ready(client(redis.port));
+    const store = createRedisRateLimitStore({ client: c, audit, keyPrefix: 'slow', timeoutMs: 100 });
+    const open = store.limiter(spec({ name: 'open', points: 1 }));
+    const closed = store.limiter(spec({ name: 'closed', storeFailure: 'closed' }));
+    redis.proc.kill('SIGSTOP');
+    try {
+      expect(await open.consume('k', 1)).toMatchObject({ allowed: true, local: true });
+      expect(await open.consume('k', 1)).toMatchObject({ allowed: false, local: true });
+      const error: unknown = await closed.consume('k', 1).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(RateLimitStoreError);
+      expect((error as Error).message).toMatch(/took longer than 100 ms/);
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+    expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(1);
+    expect(events(lines, 'ratelimit.store_unavailable')[0]?.cause).toMatch(/took longer than 100 ms/);
+  });
+
+  it('reports a slow Redis even with the smallest timeout, never as rate limited', async () => {
+    const { audit } = capture();
+    const c = await ready(client(redis.port));
+    const closed = createRedisRateLimitStore({ client: c, audit, keyPrefix: 'tiny', timeoutMs: 1 }).limiter(
+      spec({ storeFailure: 'closed' }),
+    );
+    redis.proc.kill('SIGSTOP');
+    try {
+      await expect(closed.consume('k', 1)).rejects.toBeInstanceOf(RateLimitStoreError);
+      await expect(closed.peek('k')).rejects.toBeInstanceOf(RateLimitStoreError);
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+  });
+});
+
+describe('createRedisRateLimitStore when Redis cannot be reached', () => {
+  let closedPort: number;
+  beforeAll(async () => {
+    closedPort = await freePort();
+  });
+
+  it('fails open on the in-memory insurance limiter, which still limits', async () => {
+    const { audit } = capture();
+    const store = createRedisRateLimitStore({ client: client(closedPort), audit });
+    const open = store.limiter(spec({ points: 2 }));
+    expect(await open.peek('k')).toBeUndefined();
+    expect(await open.consume('k', 1)).toMatchObject({ allowed: true, remaining: 1, local: true });
+    expect(await open.consume('k', 1)).toMatchObject({ allowed: true, remaining: 0, local: true });
+    const refused = await open.consume('k', 1);
+    expect(refused).toMatchObject({ allowed: false, local: true });
+    expect(refused.resetMs).toBeGreaterThan(0);
+    expect(await open.peek('k')).toMatchObject({ allowed: false, local: true });
+    expect((await open.consume('other', 1)).allowed).toBe(true);
+  });
+
+  it('fails closed with RateLimitStoreError, never with "over the limit"', async () => {
+    const { audit } = capture();
+    const store = createRedisRateLimitStore({ client: client(closedPort), audit });
+    const closed = store.limiter(spec({ storeFailure: 'closed' }));
+    for (let i = 0; i < 5; i++) {
+      await expect(closed.consume('k', 1)).rejects.toBeInstanceOf(RateLimitStoreError);
+    }
+    await expect(closed.peek('k')).rejects.toBeInstanceOf(RateLimitStoreError);
+  });
+});
+
+describe('createRedisRateLimitStore outage reports', () => {
+  it('logs one line for a flood of failures, again after reportEveryMs, and one when Redis is back', async () => {
+    const own = await startRedis();
+    try {
+      const { audit, lines } = capture();
+      const c = await ready(client(own.port));
+      const limiter: StoreLimiter = createRedisRateLimitStore({
+        client: c,
+        audit,
+        keyPrefix: 'outage',
+        reportEveryMs: 400,
+      }).limiter(spec({ points: 1_000 }));
+      expect((await limiter.consume('k', 1)).local).toBeUndefined();
+      expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(0);
+
+      await stopRedis(own);
+      for (let i = 0; i < 50; i++) expect((await limiter.consume('k', 1)).local).toBe(true);
+      const first = events(lines, 'ratelimit.store_unavailable');
+      expect(first).toHaveLength(1);
+      expect(first[0]).toMatchObject({ level: 50, store: 'redis', rule: 'api', failures: 1 });
+
+      await new Promise((r) => setTimeout(r, 450));
+      await limiter.consume('k', 1);
+      const again = events(lines, 'ratelimit.store_unavailable');
+      expect(again).toHaveLength(2);
+      // The calls folded since the first line, and this one.
+      expect(again[1]).toMatchObject({ failures: 50 });
+      expect(again[1]?.downForMs).toBeGreaterThanOrEqual(400);
+
+      const restarted = await startRedis(own.port);
+      try {
+        await ready(c);
+        expect((await limiter.consume('k', 1)).local).toBeUndefined();
+        await limiter.consume('k', 1);
+        const recovered = events(lines, 'ratelimit.store_recovered');
+        expect(recovered).toHaveLength(1);
+        expect(recovered[0]).toMatchObject({ level: 40, store: 'redis' });
+        expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(2);
+      } finally {
+        await stopRedis(restarted);
+      }
+    } finally {
+      await stopRedis(own);
+    }
+  });
+});
+
+describe('createRedisRateLimitStore options', () => {
+  const { audit } = capture();
+  const fake = { status: 'ready', defineCommand: () => undefined };
+
+  it.each<[string, Partial<RedisRateLimitStoreOptions> & Record<string, unknown>, RegExp]>([
+    ['no client', { audit }, /"client" must be an ioredis client/],
+    ['a client that is not ioredis', { audit, client: { status: 'ready' } as never }, /"client" must be an ioredis/],
+    ['no audit logger', { client: fake }, /"audit" is required/],
+    ['an empty keyPrefix', { client: fake, audit, keyPrefix: '' }, /"keyPrefix" must be a non-empty string/],
+    ['a keyPrefix with a space', { client: fake, audit, keyPrefix: 'my app' }, /"keyPrefix" must be a non-empty/],
+    ['a zero timeout', { client: fake, audit, timeoutMs: 0 }, /"timeoutMs" must be a positive whole number/],
+    ['a fractional reportEveryMs', { client: fake, audit, reportEveryMs: 1.5 }, /"reportEveryMs" must be/],
+    [
+      'a misspelt option',
+      { client: fake, audit, timeoutMS: 100 },
+      /unknown option "timeoutMS" \(did you mean "timeoutMs"\?\)/,
+    ],
+  ])('refuses %s at start-up', (_label, options, message) => {
+    const create = () => createRedisRateLimitStore(options as RedisRateLimitStoreOptions);
+    expect(create).toThrow(ConfigurationError);
+    expect(create).toThrow(message);
+  });
+});

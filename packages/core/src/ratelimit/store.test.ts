@@ -1,0 +1,128 @@
+import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { describe, expect, it } from 'vitest';
+import { RateLimitStoreError, createMemoryRateLimitStore, flexibleLimiter, type LimiterSpec } from './store.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function limiter(spec: Partial<LimiterSpec> = {}) {
+  return createMemoryRateLimitStore().limiter({
+    name: 'test',
+    points: 3,
+    durationSeconds: 60,
+    storeFailure: 'open',
+    ...spec,
+  });
+}
+
+async function spend(l: ReturnType<typeof limiter>, key: string, times: number) {
+  const results = [];
+  for (let i = 0; i < times; i++) results.push(await l.consume(key, 1));
+  return results;
+}
+
+describe('createMemoryRateLimitStore', () => {
+  it('allows a key until its points are spent, then refuses it with the time to wait', async () => {
+    const l = limiter();
+    const allowed = await spend(l, 'k', 3);
+    expect(allowed.map((r) => [r.allowed, r.remaining])).toEqual([
+      [true, 2],
+      [true, 1],
+      [true, 0],
+    ]);
+    const refused = await l.consume('k', 1);
+    expect(refused).toMatchObject({ allowed: false, remaining: 0 });
+    expect(refused.resetMs).toBeGreaterThan(0);
+    expect(refused.resetMs).toBeLessThanOrEqual(60_000);
+    // Being over the limit is an answer, never a store failure.
+    expect(refused.local).toBeUndefined();
+  });
+
+  it('counts each key, and each rule, on its own', async () => {
+    const store = createMemoryRateLimitStore();
+    const a = store.limiter({ name: 'a', points: 1, durationSeconds: 60, storeFailure: 'open' });
+    const b = store.limiter({ name: 'b', points: 1, durationSeconds: 60, storeFailure: 'open' });
+    expect((await a.consume('k', 1)).allowed).toBe(true);
+    expect((await a.consume('k', 1)).allowed).toBe(false);
+    expect((await a.consume('other', 1)).allowed).toBe(true);
+    expect((await b.consume('k', 1)).allowed).toBe(true);
+  });
+
+  it('counts a call’s cost, so one expensive call can spend the whole allowance', async () => {
+    const l = limiter({ points: 5 });
+    expect(await l.consume('k', 5)).toMatchObject({ allowed: true, remaining: 0 });
+    expect((await l.consume('k', 1)).allowed).toBe(false);
+  });
+
+  it('allows the key again once its window has passed', async () => {
+    const l = limiter({ points: 2, durationSeconds: 1 });
+    await spend(l, 'k', 2);
+    expect((await l.consume('k', 1)).allowed).toBe(false);
+    await sleep(1_100);
+    expect(await l.consume('k', 1)).toMatchObject({ allowed: true, remaining: 1 });
+  });
+
+  it('gives a burst’s extra points once the main points are spent, and no more', async () => {
+    const l = limiter({ points: 2, burst: { points: 2, durationSeconds: 60 } });
+    const results = await spend(l, 'k', 4);
+    expect(results.every((r) => r.allowed)).toBe(true);
+    const refused = await l.consume('k', 1);
+    expect(refused.allowed).toBe(false);
+    expect(refused.resetMs).toBeGreaterThan(0);
+    // Without a burst the third call would already be refused.
+    const plain = limiter({ points: 2 });
+    await spend(plain, 'k', 2);
+    expect((await plain.consume('k', 1)).allowed).toBe(false);
+  });
+
+  it('holds a key that went over for blockSeconds, past the end of its window', async () => {
+    const l = limiter({ points: 1, durationSeconds: 1, blockSeconds: 3 });
+    // Without a block the same key is allowed again once the window ends.
+    const unblocked = limiter({ points: 1, durationSeconds: 1 });
+    for (const each of [l, unblocked]) await each.consume('k', 1);
+    const over = await l.consume('k', 1);
+    expect((await unblocked.consume('k', 1)).allowed).toBe(false);
+    expect(over.allowed).toBe(false);
+    // The block, not the 1 s window, says when to come back.
+    expect(over.resetMs).toBeGreaterThan(2_000);
+    await sleep(1_100);
+    expect((await l.consume('k', 1)).allowed).toBe(false);
+    expect((await l.peek('k'))?.allowed).toBe(false);
+    expect((await unblocked.consume('k', 1)).allowed).toBe(true);
+  });
+
+  it('peek reports a key’s state without counting', async () => {
+    const l = limiter({ points: 2 });
+    expect(await l.peek('k')).toBeUndefined();
+    await l.consume('k', 1);
+    for (let i = 0; i < 10; i++) expect(await l.peek('k')).toMatchObject({ allowed: true, remaining: 1 });
+    expect((await l.consume('k', 1)).allowed).toBe(true);
+    expect((await l.consume('k', 1)).allowed).toBe(false);
+    const over = await l.peek('k');
+    expect(over).toMatchObject({ allowed: false, remaining: 0 });
+    expect(over?.resetMs).toBeGreaterThan(0);
+  });
+});
+
+describe('flexibleLimiter', () => {
+  it('reports a failing store as RateLimitStoreError, never as over the limit', async () => {
+    const down = new Error('connect ECONNREFUSED 127.0.0.1:6379');
+    const l = flexibleLimiter({ name: 'x', points: 1, durationSeconds: 60, storeFailure: 'closed' }, (o) => {
+      const broken = new RateLimiterMemory(o);
+      broken.consume = () => Promise.reject(down);
+      broken.get = () => Promise.reject(down);
+      return broken;
+    });
+    const consumed: unknown = await l.consume('k', 1).catch((e: unknown) => e);
+    expect(consumed).toBeInstanceOf(RateLimitStoreError);
+    expect((consumed as RateLimitStoreError).cause).toBe(down);
+    await expect(l.peek('k')).rejects.toBeInstanceOf(RateLimitStoreError);
+  });
+
+  it('counts main and burst points together', () => {
+    const l = flexibleLimiter(
+      { name: 'x', points: 3, durationSeconds: 60, burst: { points: 2, durationSeconds: 5 }, storeFailure: 'open' },
+      (o) => new RateLimiterMemory(o),
+    );
+    expect(l.points).toBe(5);
+  });
+});
