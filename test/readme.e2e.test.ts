@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import type { IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -74,10 +75,42 @@ describe('README: Express', () => {
     const base = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
     try {
       expect(await get(base, '/healthz')).toMatchObject({ status: 200, body: { status: 'ok' } });
-      expect(await get(base, '/v1/items/42', readerToken)).toMatchObject({ status: 200, body: { id: '42', reader: 'alice' } });
+      expect(await get(base, '/v1/items/42', readerToken)).toMatchObject({
+        status: 200,
+        body: { id: '42', reader: 'alice' },
+      });
       const anonymous = await get(base, '/v1/items/42');
       expect(anonymous).toMatchObject({ status: 401, type: 'application/problem+json' });
       expect(anonymous.challenge).toBe('Bearer');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
+describe('README: rate limits', () => {
+  it('quotes the example file verbatim', () => {
+    expect(README).toContain(snippet('rate-limits.ts'));
+  });
+
+  it('runs: 3 reads a minute then 429 with its retry hint; failed authentications block the address', async () => {
+    const { server } = (await import('./readme/rate-limits.js')) as { server: Server };
+    if (!server.listening) await new Promise((resolve) => server.once('listening', resolve));
+    const base = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      for (let i = 0; i < 3; i++) expect((await get(base, '/v1/items/42', readerToken)).status).toBe(200);
+      const limited = await get(base, '/v1/items/42', readerToken);
+      expect(limited).toMatchObject({ status: 429, type: 'application/problem+json', body: { code: 'rate_limited' } });
+      expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+      expect(limited.headers['ratelimit-policy']).toBe('"per-peer";q=100;w=1, "reads";q=3;w=60');
+      expect(limited.headers.ratelimit).toMatch(/"reads";r=0;t=\d+$/);
+      // Five forged tokens, then even the valid one is refused from this address.
+      for (let i = 0; i < 5; i++) expect((await get(base, '/v1/items/42', `${readerToken}x`)).status).toBe(401);
+      const blocked = await get(base, '/v1/items/42', readerToken);
+      expect(blocked.status).toBe(429);
+      // Refused before authentication, so before the per-subject rule counted anything.
+      expect(blocked.headers.ratelimit).not.toContain('"reads"');
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -115,7 +148,9 @@ describe('README: gRPC', () => {
       const allowed = await call(readerToken);
       expect(allowed.code).toBe(0);
       // Item { id: "42", reader: "alice" }
-      expect(allowed.value?.toString('hex')).toBe(Buffer.from([0x0a, 0x02, 0x34, 0x32, 0x12, 0x05, ...Buffer.from('alice')]).toString('hex'));
+      expect(allowed.value?.toString('hex')).toBe(
+        Buffer.from([0x0a, 0x02, 0x34, 0x32, 0x12, 0x05, ...Buffer.from('alice')]).toString('hex'),
+      );
       expect((await call(undefined)).code).toBe(16);
       client.close();
     } finally {
@@ -126,6 +161,7 @@ describe('README: gRPC', () => {
 
 interface Answer {
   readonly status: number;
+  readonly headers: IncomingHttpHeaders;
   readonly type: string | undefined;
   readonly challenge: string | undefined;
   readonly body: unknown;
@@ -135,13 +171,19 @@ function get(base: string, path: string, token?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
       `${base}${path}`,
-      { ca, ...clientCert, servername: 'localhost', headers: token === undefined ? {} : { authorization: `Bearer ${token}` } },
+      {
+        ca,
+        ...clientCert,
+        servername: 'localhost',
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+      },
       (res) => {
         let text = '';
         res.on('data', (d: Buffer) => (text += d.toString()));
         res.on('end', () => {
           resolve({
             status: res.statusCode ?? 0,
+            headers: res.headers,
             type: res.headers['content-type']?.split(';')[0],
             challenge: res.headers['www-authenticate'],
             body: JSON.parse(text) as unknown,
