@@ -146,6 +146,29 @@ const scenarios: readonly Scenario[] = [
     },
     expect: { code: 'unauthenticated' },
   },
+  {
+    // The reference policy's `lists` rule: 30 a minute per caller. A fresh subject, so that the
+    // row does not depend on what other rows listed.
+    name: 'a caller over the policy rate limit is refused with a retry hint and the RateLimit fields',
+    kind: 'server-streaming',
+    act: async (t) => {
+      const reader = t.clientWith({
+        cert: t.world.pki.clients.valid,
+        token: await t.world.token(`lister-${t.transport}`, ['artifacts.reader']),
+      });
+      for (let i = 0; i < 30; i++) {
+        const listed = await reader.list('list/');
+        if (!listed.ok) throw new Error(`list ${String(i + 1)} of the allowed 30 was refused: ${listed.exposed}`);
+      }
+      return reader.list('list/');
+    },
+    expect: { code: 'rate_limited' },
+    check: (o, t) => {
+      expect(o.exposed).toMatch(/retry-after/i);
+      expect(o.exposed).toMatch(/"ratelimit":\[?"\\"per-peer\\";r=\d+;t=\d+, \\"lists\\";r=0;t=\d+"/);
+      expect(t.log.textFor(o.requestId ?? '')).toContain('"detail":{"rule":"lists","keyKind":"subject"}');
+    },
+  },
 ];
 
 describe('the scenario table covers every gRPC call kind', () => {
