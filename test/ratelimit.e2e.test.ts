@@ -15,8 +15,10 @@ import { startRedis, startRedisCluster, type RedisClusterUnderTest, type RedisUn
 import {
   TRANSPORTS,
   createE2eEnvironment,
+  spawnReferenceServer,
   startTransport,
   type E2eEnvironment,
+  type ServerProcess,
   type StartOptions,
   type TransportName,
   type TransportUnderTest,
@@ -76,7 +78,7 @@ async function readerClient(t: TransportUnderTest, subject: string): Promise<Art
 /** A token whose signature does not verify: a failed authentication. */
 async function forgedClient(t: TransportUnderTest): Promise<ArtifactClient> {
   const token = await world.token('mallory', ['artifacts.admin']);
-  const forged = `${token.slice(0, -6)}${token.slice(-6) === 'AAAAAA' ? 'BBBBBB' : 'AAAAAA'}`;
+  const forged = `${token.slice(0, -6)}${token.endsWith('AAAAAA') ? 'BBBBBB' : 'AAAAAA'}`;
   return t.clientWith({ cert: world.pki.clients.valid, token: forged });
 }
 
@@ -164,7 +166,7 @@ describe.each(TRANSPORTS)('rate limits over %s (memory store)', (transport) => {
         ...Array.from({ length: 40 }, () => mallory.getWithHeaders('demo/missing.txt', from)),
       ]);
       // Carol's reads are 5 per window: check her only while she has points left.
-      if (batch < 5) expect(served?.status).toBe(carol.statusOf({ code: 'not_found' }));
+      if (batch < 5) expect(served.status).toBe(carol.statusOf({ code: 'not_found' }));
       statuses.push(...flood.map((o) => o.status));
     }
     const lines = t.log.lines.slice(before);
@@ -276,6 +278,33 @@ describe.each(TRANSPORTS)('rate limits shared through Redis over %s', (transport
     expect((await onA.list('x/')).ok).toBe(true);
     expectRateLimited(onB, await onB.list('x/'));
     expect(a.log.lines.some((l) => l.event === 'ratelimit.store_recovered')).toBe(true);
+  });
+});
+
+describe.each(TRANSPORTS)('two %s server processes sharing one Redis', (transport) => {
+  let redis: RedisUnderTest;
+  let processes: ServerProcess[] = [];
+  beforeAll(async () => {
+    redis = await startRedis();
+    const env = { FLUXGUARD_POLICY: trustedPolicy, FLUXGUARD_REDIS_URL: redis.url };
+    processes = await Promise.all([
+      spawnReferenceServer(transport, world, env),
+      spawnReferenceServer(transport, world, env),
+    ]);
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all(processes.map((p) => p.close()));
+    await redis.stop();
+  });
+
+  it('hold one limit between them', async () => {
+    const token = await world.token('ivy', ['artifacts.reader']);
+    const [onA, onB] = processes.map((p) => p.clientWith(token)) as [ArtifactClient, ArtifactClient];
+    expect((await onA.list('x/')).ok).toBe(true);
+    expect((await onB.list('x/')).ok).toBe(true);
+    expect((await onA.list('x/')).ok).toBe(true);
+    expectRateLimited(onB, await onB.list('x/'));
+    expectRateLimited(onA, await onA.list('x/'));
   });
 });
 

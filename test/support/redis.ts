@@ -104,7 +104,13 @@ async function spawnRedis(port: number, extra: readonly string[]): Promise<Child
       reject(new Error(`cannot start redis-server (install it: apt-get install redis-server): ${err.message}`));
     });
   });
-  await Promise.race([waitFor(port, async (probe) => (await probe.ping()) === 'PONG'), spawnError]);
+  await Promise.race([
+    waitFor(port, async (probe) => {
+      await probe.ping();
+      return true;
+    }),
+    spawnError,
+  ]);
   return proc;
 }
 

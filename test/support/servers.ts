@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import type { ClientCertificateMode, Denylist, JwtVerifier, RateLimitStore } from '@fluxguard/core';
 import { loadReferenceSecurity, signDevToken, type ReferenceSecurity } from '@fluxguard/example-artifact-store';
@@ -153,6 +155,98 @@ export async function startTransport(
       for (const c of clients) c.close();
       await stop();
       await security.close();
+    },
+  };
+}
+
+/** A reference server running in a process of its own (`examples/*-server/dist/main.js`). */
+export interface ServerProcess {
+  readonly transport: TransportName;
+  /** A client with the valid development certificate and this token. */
+  clientWith(token: string): ArtifactClient;
+  close(): Promise<void>;
+}
+
+const MAIN: Readonly<Record<TransportName, string>> = {
+  grpc: fileURLToPath(new URL('../../examples/grpc-server/dist/main.js', import.meta.url)),
+  http: fileURLToPath(new URL('../../examples/http-server/dist/main.js', import.meta.url)),
+};
+
+/**
+ * Starts the built reference server of `transport` as its own Node process on an ephemeral port,
+ * with the test PKI and `env` (a policy, a Redis URL), as a replica of a deployment would run.
+ */
+export async function spawnReferenceServer(
+  transport: TransportName,
+  world: E2eEnvironment,
+  env: Readonly<Record<string, string>>,
+): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [MAIN[transport]], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      ...process.env,
+      FLUXGUARD_HOST: '127.0.0.1',
+      FLUXGUARD_GRPC_PORT: '0',
+      FLUXGUARD_HTTP_PORT: '0',
+      FLUXGUARD_DATA_DIR: mkdtempSync(join(world.base, `process-data-${transport}-`)),
+      FLUXGUARD_DEV_DIR: world.devDir,
+      FLUXGUARD_TLS_CERT: world.pki.serverCertFile,
+      FLUXGUARD_TLS_KEY: world.pki.serverKeyFile,
+      FLUXGUARD_TLS_CA: world.pki.caFile,
+      FLUXGUARD_CLIENT_CERTS: 'per-operation',
+      ...env,
+    },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      reject(new Error(`the ${transport} server process did not start: ${stderr}`));
+    }, 20_000);
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      // The "server listening" line names its URL (HTTP) or address (gRPC), port included.
+      const match = /"(?:url|address)":"[^"]*:(\d+)"/.exec(out);
+      if (match?.[1] !== undefined) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the ${transport} server process exited (${String(code)}): ${stderr}`));
+    });
+  });
+  const clients: ArtifactClient[] = [];
+  const cert = world.pki.clients.valid;
+  return {
+    transport,
+    clientWith: (token) => {
+      const client =
+        transport === 'grpc'
+          ? grpcArtifactClient(
+              `127.0.0.1:${String(port)}`,
+              grpc.credentials.createSsl(world.pki.ca, cert.key, cert.cert),
+              { authorization: `Bearer ${token}` },
+              { 'grpc.use_local_subchannel_pool': 1, 'grpc.ssl_target_name_override': 'localhost' },
+            )
+          : httpArtifactClient(
+              `https://127.0.0.1:${String(port)}`,
+              { ca: world.pki.ca, cert: cert.cert, key: cert.key },
+              { authorization: `Bearer ${token}` },
+            );
+      clients.push(client);
+      return client;
+    },
+    close: async () => {
+      for (const client of clients) client.close();
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(timer);
     },
   };
 }
