@@ -103,7 +103,9 @@ describe('createBruteForceProtection', () => {
         end: () => undefined,
         onReleaseError: () => undefined,
       });
-      const refusal = await Promise.resolve(pipeline.start(call('203.0.113.9:1'), state)).then(
+      const refusal = await new Promise<void>((resolve) => {
+        resolve(pipeline.start(call('203.0.113.9:1'), state));
+      }).then(
         () => undefined,
         (error: unknown) => error,
       );

@@ -6,7 +6,13 @@ import { checkKnownKeys } from '../options/unknown-keys.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
 import { compileClientAddress, type ClientAddressOptions } from './client-address.js';
-import { RateLimitStoreError, createMemoryRateLimitStore, type RateLimitStore, type StoreLimiter } from './store.js';
+import {
+  RateLimitStoreError,
+  createMemoryRateLimitStore,
+  type LimiterResult,
+  type RateLimitStore,
+  type StoreLimiter,
+} from './store.js';
 
 /**
  * How many failed authentications one key may have within a window before it is blocked.
@@ -107,56 +113,82 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
       ? undefined
       : failureLimiter(options.subject, `${where}.subject`, 'brute-force.subject', store, storeFailure);
 
-  const onStart = async (call: CallInfo, context: CallContext): Promise<StartResult> => {
+  // With the memory store the check is synchronous; a remote store's answers are awaited.
+  const onStart = (call: CallInfo, context: CallContext): StartResult | Promise<StartResult> => {
     const ip = address.keyOf(call);
     const peerKey = ip === undefined ? undefined : `ip:${ip}`;
     const subject = subjectLimiter === undefined ? undefined : claimedSubject(call);
     const subjectKey = subject === undefined ? undefined : `sub:${subject}`;
-    const [peerState, subjectState] = await Promise.all([
-      peek(peerLimiter, peerKey),
-      subjectLimiter === undefined ? undefined : peek(subjectLimiter, subjectKey),
-    ]);
-    const blocked =
-      peerState !== undefined && !peerState.allowed
-        ? { kind: 'peer', state: peerState }
-        : subjectState !== undefined && !subjectState.allowed
-          ? { kind: 'subject', state: subjectState }
-          : undefined;
-    if (blocked !== undefined) {
-      throw new SecurityError('rate_limited', {
-        reason: 'brute_force_blocked',
-        details: { retryAfterSeconds: Math.max(1, Math.ceil(blocked.state.resetMs / 1000)) },
-        auditFields: { rule: `brute-force.${blocked.kind}`, keyKind: blocked.kind },
-      });
-    }
-    return () => {
+    const release = (): void => {
       if (!isFailedAuthentication(context.refusal)) return;
       // Counted after the answer, off the call's path; a store failure here is already logged
       // by the store, and the next check fails open or closed as configured.
-      if (peerKey !== undefined) peerLimiter.consume(peerKey, 1).catch(ignore);
-      if (subjectKey !== undefined) subjectLimiter?.consume(subjectKey, 1).catch(ignore);
+      if (peerKey !== undefined) count(peerLimiter, peerKey);
+      if (subjectKey !== undefined && subjectLimiter !== undefined) count(subjectLimiter, subjectKey);
     };
+    const peerState = peek(peerLimiter, peerKey);
+    const subjectState = subjectLimiter === undefined ? undefined : peek(subjectLimiter, subjectKey);
+    if (peerState instanceof Promise || subjectState instanceof Promise) {
+      return Promise.all([peerState, subjectState]).then(([p, s]) => {
+        refuseIfBlocked(p, s);
+        return release;
+      });
+    }
+    refuseIfBlocked(peerState, subjectState);
+    return release;
   };
 
   return Object.freeze({ name: 'brute-force', stage: 'pre-authentication', onStart });
 }
 
-function ignore(): void {
-  // See the release callback above.
+function refuseIfBlocked(peer: LimiterResult | undefined, subject: LimiterResult | undefined): void {
+  const blocked =
+    peer !== undefined && !peer.allowed
+      ? { kind: 'peer', state: peer }
+      : subject !== undefined && !subject.allowed
+        ? { kind: 'subject', state: subject }
+        : undefined;
+  if (blocked === undefined) return;
+  throw new SecurityError('rate_limited', {
+    reason: 'brute_force_blocked',
+    details: { retryAfterSeconds: Math.max(1, Math.ceil(blocked.state.resetMs / 1000)) },
+    auditFields: { rule: `brute-force.${blocked.kind}`, keyKind: blocked.kind },
+  });
 }
 
-async function peek(limiter: StoreLimiter, key: string | undefined) {
-  if (key === undefined) return undefined;
+function count(limiter: StoreLimiter, key: string): void {
   try {
-    return await limiter.peek(key);
-  } catch (error) {
+    const counted = limiter.consume(key, 1);
+    if (counted instanceof Promise) counted.catch(ignore);
+  } catch {
+    // See the release callback: already logged by the store.
+  }
+}
+
+function ignore(): void {
+  // A failed count of a remote store: already logged by the store.
+}
+
+function peek(
+  limiter: StoreLimiter,
+  key: string | undefined,
+): LimiterResult | undefined | Promise<LimiterResult | undefined> {
+  if (key === undefined) return undefined;
+  const unavailable = (error: unknown): never => {
     if (!(error instanceof RateLimitStoreError)) throw error;
     throw new SecurityError('unavailable', {
       reason: 'ratelimit_store_unavailable',
       cause: error,
       auditFields: { rule: 'brute-force' },
     });
+  };
+  let state: LimiterResult | undefined | Promise<LimiterResult | undefined>;
+  try {
+    state = limiter.peek(key);
+  } catch (error) {
+    return unavailable(error);
   }
+  return state instanceof Promise ? state.catch(unavailable) : state;
 }
 
 function failureLimiter(

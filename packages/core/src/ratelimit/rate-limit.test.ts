@@ -45,7 +45,9 @@ function limiter(options: RateLimitOptions) {
       onReleaseError: () => undefined,
     });
     if (subject !== undefined) state.setPrincipal(principal(subject));
-    const refusal = await Promise.resolve(pipeline.start(info, state)).then(
+    const refusal = await new Promise<void>((resolve) => {
+      resolve(pipeline.start(info, state));
+    }).then(
       () => undefined,
       (error: unknown) => error,
     );

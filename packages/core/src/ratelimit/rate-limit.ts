@@ -231,37 +231,32 @@ function rateLimitControl(stage: ControlStage, rules: readonly CompiledRule[], h
     return applied;
   };
 
-  const onStart = async (call: CallInfo, context: CallContext): Promise<StartResult> => {
+  // The memory store answers at once: then the whole check is synchronous (no promise, no
+  // asynchronous step in the pipeline); a remote store's answers are awaited together.
+  const onStart = (call: CallInfo, context: CallContext): StartResult | Promise<StartResult> => {
     const applied = appliedTo(call.operation);
-    if (applied.length === 0) return;
-    const counted = await Promise.all(applied.map((a) => count(a, call, context)));
-    let refused: { readonly rule: CompiledRule; readonly result: LimiterResult } | undefined;
-    let policy = '';
-    let state = '';
-    for (const [i, result] of counted.entries()) {
-      const rule = applied[i]?.rule;
-      if (result === undefined || rule === undefined) continue;
-      if (!result.allowed && (refused === undefined || result.resetMs > refused.result.resetMs))
-        refused = { rule, result };
-      policy += (policy === '' ? '' : ', ') + rule.policyItem;
-      state += `${state === '' ? '' : ', '}"${rule.name}";r=${String(result.remaining)};t=${String(Math.ceil(result.resetMs / 1000))}`;
+    if (applied.length === 0) return undefined;
+    const results: (LimiterResult | undefined)[] = new Array<LimiterResult | undefined>(applied.length);
+    let pending: Promise<void>[] | undefined;
+    for (const [i, one] of applied.entries()) {
+      const counted = count(one, call, context);
+      if (counted instanceof Promise) {
+        (pending ??= []).push(
+          counted.then((result) => {
+            results[i] = result;
+          }),
+        );
+      } else {
+        results[i] = counted;
+      }
     }
-    if (headers && policy !== '') {
-      context.addResponseHeader('ratelimit-policy', policy);
-      context.addResponseHeader('ratelimit', state);
+    if (pending === undefined) {
+      decide(applied, results, context, headers);
+      return undefined;
     }
-    if (refused !== undefined) {
-      throw new SecurityError('rate_limited', {
-        reason: 'rate_limited',
-        details: { retryAfterSeconds: Math.max(1, Math.ceil(refused.result.resetMs / 1000)) },
-        subject: context.principal?.subject,
-        auditFields: {
-          rule: refused.rule.name,
-          keyKind: refused.rule.keyKind,
-          ...(refused.result.local === true ? { store: 'local' } : {}),
-        },
-      });
-    }
+    return Promise.all(pending).then(() => {
+      decide(applied, results, context, headers);
+    });
   };
 
   return Object.freeze({
@@ -272,20 +267,67 @@ function rateLimitControl(stage: ControlStage, rules: readonly CompiledRule[], h
   });
 }
 
-async function count(applied: Applied, call: CallInfo, context: CallContext): Promise<LimiterResult | undefined> {
+/** Adds the RateLimit fields and refuses when a rule is over; the longest wait wins. */
+function decide(
+  applied: readonly Applied[],
+  results: readonly (LimiterResult | undefined)[],
+  context: CallContext,
+  headers: boolean,
+): void {
+  let refused: { readonly rule: CompiledRule; readonly result: LimiterResult } | undefined;
+  let policy = '';
+  let state = '';
+  for (let i = 0; i < applied.length; i++) {
+    const result = results[i];
+    const rule = applied[i]?.rule;
+    if (result === undefined || rule === undefined) continue;
+    if (!result.allowed && (refused === undefined || result.resetMs > refused.result.resetMs))
+      refused = { rule, result };
+    policy += (policy === '' ? '' : ', ') + rule.policyItem;
+    state += `${state === '' ? '' : ', '}"${rule.name}";r=${String(result.remaining)};t=${String(Math.ceil(result.resetMs / 1000))}`;
+  }
+  if (headers && policy !== '') {
+    context.addResponseHeader('ratelimit-policy', policy);
+    context.addResponseHeader('ratelimit', state);
+  }
+  if (refused !== undefined) {
+    throw new SecurityError('rate_limited', {
+      reason: 'rate_limited',
+      details: { retryAfterSeconds: Math.max(1, Math.ceil(refused.result.resetMs / 1000)) },
+      subject: context.principal?.subject,
+      auditFields: {
+        rule: refused.rule.name,
+        keyKind: refused.rule.keyKind,
+        ...(refused.result.local === true ? { store: 'local' } : {}),
+      },
+    });
+  }
+}
+
+/** Counts one rule for the call's key: a value from a store that answers at once, else a promise. */
+function count(
+  applied: Applied,
+  call: CallInfo,
+  context: CallContext,
+): LimiterResult | undefined | Promise<LimiterResult | undefined> {
   const { rule } = applied;
   const key = rule.keyOf(call, context);
   if (key === undefined) return undefined;
-  try {
-    return await rule.limiter.consume(key, applied.cost);
-  } catch (error) {
+  const unavailable = (error: unknown): never => {
     if (!(error instanceof RateLimitStoreError)) throw error;
     throw new SecurityError('unavailable', {
       reason: 'ratelimit_store_unavailable',
       cause: error,
       auditFields: { rule: rule.name, keyKind: rule.keyKind },
     });
+  };
+  let counted: LimiterResult | Promise<LimiterResult>;
+  try {
+    counted = rule.limiter.consume(key, applied.cost);
+  } catch (error) {
+    return unavailable(error);
   }
+  return counted instanceof Promise ? counted.catch(unavailable) : counted;
 }
 
 function compileRule(raw: unknown, at: string, store: RateLimitStore, address: ClientAddress): CompiledRule {

@@ -104,7 +104,7 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
     try {
       expect(await open.consume('k', 1)).toMatchObject({ allowed: true, local: true });
       expect(await open.consume('k', 1)).toMatchObject({ allowed: false, local: true });
-      const error: unknown = await closed.consume('k', 1).catch((e: unknown) => e);
+      const error: unknown = await Promise.resolve(closed.consume('k', 1)).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(RateLimitStoreError);
       expect((error as Error).message).toMatch(/took longer than 100 ms/);
     } finally {

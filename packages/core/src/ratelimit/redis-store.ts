@@ -1,10 +1,11 @@
-import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible';
+import { RateLimiterRedis } from 'rate-limiter-flexible';
 import type { AuditLogger } from '../audit/audit-logger.js';
 import { assertAuditLogger } from '../audit/check.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import {
   RateLimitStoreError,
+  createMemoryRateLimitStore,
   flexibleLimiter,
   type LimiterResult,
   type LimiterSpec,
@@ -114,8 +115,7 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
             rejectIfRedisNotReady: true,
           }),
       );
-      const insurance =
-        spec.storeFailure === 'open' ? flexibleLimiter(spec, (o) => new RateLimiterMemory(o)) : undefined;
+      const insurance = spec.storeFailure === 'open' ? createMemoryRateLimitStore().limiter(spec) : undefined;
       const guarded = <T>(op: () => Promise<T>, fallback: (() => Promise<T>) | undefined): Promise<T> =>
         withTimeout(op(), timeoutMs).then(
           (value) => {
@@ -132,11 +132,14 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
         );
       return {
         consume: (key, points) =>
-          guarded(() => shared.consume(key, points), insurance && (() => insurance.consume(key, points).then(asLocal))),
+          guarded(
+            () => shared.consume(key, points),
+            insurance && (() => Promise.resolve(insurance.consume(key, points)).then(asLocal)),
+          ),
         peek: (key) =>
           guarded(
             () => shared.peek(key),
-            insurance && (() => insurance.peek(key).then((r) => (r === undefined ? r : asLocal(r)))),
+            insurance && (() => Promise.resolve(insurance.peek(key)).then((r) => (r === undefined ? r : asLocal(r)))),
           ),
       };
     },

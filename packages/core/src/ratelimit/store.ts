@@ -1,4 +1,4 @@
-import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { BurstyRateLimiter, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 
 /**
  * What a store is asked to count for one rule: `points` per `durationSeconds` for each key, an
@@ -46,7 +46,9 @@ export interface LimiterResult {
 }
 
 /**
- * A store's counter for one rule.
+ * A store's counter for one rule. A store that answers at once (the memory store) returns
+ * plain values, so that a call it allows stays on the pipeline's synchronous path; a remote
+ * one returns promises.
  *
  * @example
  * ```ts
@@ -55,10 +57,13 @@ export interface LimiterResult {
  * ```
  */
 export interface StoreLimiter {
-  /** Counts `points` for `key`. Rejects only when the store failed ({@link RateLimitStoreError}), never for "over the limit". */
-  consume(key: string, points: number): Promise<LimiterResult>;
-  /** The key's state without counting (`undefined`: nothing counted). Rejects only when the store failed. */
-  peek(key: string): Promise<LimiterResult | undefined>;
+  /**
+   * Counts `points` for `key`. Fails (throws or rejects) only when the store failed
+   * ({@link RateLimitStoreError}), never for "over the limit".
+   */
+  consume(key: string, points: number): LimiterResult | Promise<LimiterResult>;
+  /** The key's state without counting (`undefined`: nothing counted). Fails only when the store failed. */
+  peek(key: string): LimiterResult | undefined | Promise<LimiterResult | undefined>;
 }
 
 /**
@@ -92,9 +97,11 @@ export class RateLimitStoreError extends Error {
 }
 
 /**
- * The default store: rate-limiter-flexible's `RateLimiterMemory`, counting in this process.
- * Each key is dropped when its window (or block) ends, so memory follows the keys active in
- * the last window.
+ * The default store: counts in this process, synchronously. Each rule has fixed windows per key
+ * (the same counting as rate-limiter-flexible's `RateLimiterMemory`: a window starts with a
+ * key's first count, a cost is counted even when refused, a block starts when a key first goes
+ * over), bursts and blocks included. It answers without a promise, so an allowed call costs no
+ * asynchronous step; expired keys are swept once per window, with no timer per key.
  *
  * @example
  * ```ts
@@ -105,8 +112,112 @@ export class RateLimitStoreError extends Error {
 export function createMemoryRateLimitStore(): RateLimitStore {
   return Object.freeze({
     kind: 'memory',
-    limiter: (spec: LimiterSpec) => flexibleLimiter(spec, (opts) => new RateLimiterMemory(opts)),
+    limiter: (spec: LimiterSpec): StoreLimiter => memoryLimiter(spec),
   });
+}
+
+/** The counts of one key in one window. */
+interface Window {
+  count: number;
+  resetAt: number;
+  blockedUntil: number;
+}
+
+/**
+ * The fixed windows of one allowance: a `Map` of keys, swept of ended windows by one unref'd
+ * timer that runs only while keys exist.
+ */
+class MemoryWindows {
+  readonly #entries = new Map<string, Window>();
+  readonly #points: number;
+  readonly #durationMs: number;
+  readonly #blockMs: number;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+
+  constructor(points: number, durationSeconds: number, blockSeconds: number) {
+    this.#points = points;
+    this.#durationMs = durationSeconds * 1000;
+    this.#blockMs = blockSeconds * 1000;
+  }
+
+  consume(key: string, cost: number, now: number): LimiterResult {
+    let entry = this.#entries.get(key);
+    if (entry === undefined || (entry.resetAt <= now && entry.blockedUntil <= now)) {
+      entry = { count: 0, resetAt: now + this.#durationMs, blockedUntil: 0 };
+      this.#entries.set(key, entry);
+      if (this.#sweeper === undefined) this.#sweeper = this.#startSweeping();
+    }
+    if (entry.blockedUntil > now) return { allowed: false, remaining: 0, resetMs: entry.blockedUntil - now };
+    entry.count += cost;
+    const remaining = Math.max(0, this.#points - entry.count);
+    if (entry.count <= this.#points) return { allowed: true, remaining, resetMs: entry.resetAt - now };
+    if (this.#blockMs > 0 && entry.count - cost <= this.#points) {
+      // As rate-limiter-flexible does, the block replaces the window: once it ends, the key starts afresh.
+      entry.blockedUntil = now + this.#blockMs;
+      entry.resetAt = entry.blockedUntil;
+      return { allowed: false, remaining: 0, resetMs: this.#blockMs };
+    }
+    return { allowed: false, remaining, resetMs: entry.resetAt - now };
+  }
+
+  peek(key: string, now: number): LimiterResult | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined || (entry.resetAt <= now && entry.blockedUntil <= now)) return undefined;
+    if (entry.blockedUntil > now) return { allowed: false, remaining: 0, resetMs: entry.blockedUntil - now };
+    return {
+      allowed: entry.count <= this.#points,
+      remaining: Math.max(0, this.#points - entry.count),
+      resetMs: entry.resetAt - now,
+    };
+  }
+
+  /** Keys in memory (for tests and metrics). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  #startSweeping(): ReturnType<typeof setInterval> {
+    const timer = setInterval(
+      () => {
+        const now = Date.now();
+        for (const [key, entry] of this.#entries) {
+          if (entry.resetAt <= now && entry.blockedUntil <= now) this.#entries.delete(key);
+        }
+        if (this.#entries.size === 0) {
+          clearInterval(timer);
+          this.#sweeper = undefined;
+        }
+      },
+      Math.max(1000, Math.min(this.#durationMs, 60_000)),
+    );
+    timer.unref();
+    return timer;
+  }
+}
+
+function memoryLimiter(spec: LimiterSpec): StoreLimiter {
+  const main = new MemoryWindows(spec.points, spec.durationSeconds, spec.blockSeconds ?? 0);
+  const burst =
+    spec.burst === undefined ? undefined : new MemoryWindows(spec.burst.points, spec.burst.durationSeconds, 0);
+  return {
+    consume(key, cost) {
+      const now = Date.now();
+      const result = main.consume(key, cost, now);
+      if (result.allowed || burst === undefined) return result;
+      // As rate-limiter-flexible's bursty limiter: the burst allowance is spent only once the
+      // main one is, and the wait is the sooner of the two.
+      const extra = burst.consume(key, cost, now);
+      return { allowed: extra.allowed, remaining: result.remaining, resetMs: Math.min(result.resetMs, extra.resetMs) };
+    },
+    peek: (key) => main.peek(key, Date.now()),
+  };
+}
+
+/** A {@link StoreLimiter} whose answers always come as promises (a remote store). */
+export interface AsyncLimiter {
+  readonly points: number;
+  consume(key: string, points: number): Promise<LimiterResult>;
+  peek(key: string): Promise<LimiterResult | undefined>;
 }
 
 /** The options both rate-limiter-flexible limiters of a spec take. */
@@ -118,7 +229,7 @@ export interface FlexibleOptions {
 }
 
 /**
- * A {@link StoreLimiter} over rate-limiter-flexible limiters made by `make` (memory, Redis),
+ * A {@link StoreLimiter} over rate-limiter-flexible limiters made by `make` (the Redis store's),
  * bursty when the spec says so. rate-limiter-flexible rejects with a `RateLimiterRes` when the
  * limit is hit and with an `Error` when its store fails: the two are kept apart here.
  *
@@ -127,7 +238,7 @@ export interface FlexibleOptions {
 export function flexibleLimiter(
   spec: LimiterSpec,
   make: (options: FlexibleOptions) => RateLimiterAbstract,
-): StoreLimiter & { readonly points: number } {
+): AsyncLimiter {
   const main = make({
     keyPrefix: `fg:${spec.name}`,
     points: spec.points,
