@@ -52,6 +52,19 @@ const PROPERTY = 'fluxguard';
  *
  * @internal
  */
+/**
+ * Writes the response headers the request's controls added (`RateLimit`, ...), once each, when
+ * the pipeline has allowed the request or when an error answers it: a control that adds one
+ * header per rule costs one `setHeader` per name, not one per rule.
+ *
+ * @internal
+ */
+export function writeControlHeaders(state: CallState | undefined, res: ServerResponse): void {
+  const headers = state?.responseHeaders;
+  if (headers === undefined || res.headersSent) return;
+  for (const [name, value] of headers) res.setHeader(name, value);
+}
+
 export function stateOf(req: IncomingMessage): CallState | undefined {
   const value: unknown = Object.getOwnPropertyDescriptor(req, PROPERTY)?.value;
   return value instanceof CallState ? value : undefined;
@@ -83,10 +96,6 @@ export function attachContext(
       endRequest(error, req, res);
     },
     onReleaseError,
-    // Kept through an error answer too: a 429 carries its RateLimit fields.
-    setResponseHeader: (name, value) => {
-      if (!res.headersSent) res.setHeader(name, value);
-    },
   });
   // 'close' fires both when the response has been sent and when the connection dies first;
   // only the second is a client that went away.

@@ -10,7 +10,7 @@ import {
   type TransportReason,
 } from '@fluxguard/core';
 import { assertAuditLogger, bearerChallenge, resolveOptions, type PublicError } from '@fluxguard/core/adapter';
-import { stateOf } from './context.js';
+import { stateOf, writeControlHeaders } from './context.js';
 
 /**
  * Options of {@link errorHandler}.
@@ -205,6 +205,8 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
               realm,
             )
           : undefined;
+      // A refusal carries what the controls added too (a 429 its RateLimit fields).
+      writeControlHeaders(stateOf(req), res);
       sendProblem(res, publicError, challenge);
     } catch (failure) {
       lastResort(req, res, failure, audit);

@@ -18,7 +18,7 @@ import {
   identityFromTlsSocket,
   isIdentityCurrent,
 } from '@fluxguard/core/adapter';
-import { requireState } from './context.js';
+import { requireState, writeControlHeaders } from './context.js';
 import { peerOf } from './error-handler.js';
 
 /**
@@ -102,6 +102,7 @@ function proceed(
 ): void {
   // The request ended (the client left, or a deadline answered it) while a hook waited.
   if (state.finished || res.headersSent) return;
+  writeControlHeaders(state, res);
   if (body !== undefined) {
     // A held chunk may be refused as it is released: the refusal has answered.
     if (!body.allow()) return;

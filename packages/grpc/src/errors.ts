@@ -61,8 +61,8 @@ const DEADLINE_SLACK_MS = 100;
 const STATUS_DETAILS_METADATA_KEY = 'grpc-status-details-bin';
 
 /** Adds the response headers the call's controls set (RateLimit, ...) to `metadata`, unless already there. */
-function addResponseHeaders(state: CallState | undefined, metadata: Metadata): void {
-  const headers = state?.responseHeaders;
+function addResponseHeaders(state: CallState, metadata: Metadata): void {
+  const headers = state.responseHeaders;
   if (headers === undefined) return;
   for (const [name, value] of headers) if (metadata.get(name).length === 0) metadata.set(name, value);
 }
@@ -183,7 +183,10 @@ function interceptCall(
     .withSendMetadata((metadata, next) => {
       const out = metadata.clone();
       out.set(REQUEST_ID_HEADER, currentRequestId());
-      addResponseHeaders(grpcCall?.state, out);
+      if (grpcCall !== undefined) {
+        addResponseHeaders(grpcCall.state, out);
+        grpcCall.metadataSent = true;
+      }
       next(out);
     })
     .withSendStatus((status, next) => {
@@ -206,7 +209,7 @@ function interceptCall(
       const safe = safeStatus(status, grpcCall?.takePendingError(), trailers, audit, failureContext);
       // A refused call (or a stream answered without a message) sent no initial metadata: what its
       // controls added (RateLimit) goes with the status.
-      addResponseHeaders(grpcCall?.state, safe.metadata);
+      if (grpcCall !== undefined && !grpcCall.metadataSent) addResponseHeaders(grpcCall.state, safe.metadata);
       next(safe);
       // The call is answered: release what its controls hold before the client can call again,
       // and only now abort the handler's signal, so that nothing it does in reaction can send

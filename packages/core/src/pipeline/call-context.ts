@@ -141,11 +141,10 @@ export interface CallStateInit {
   readonly end: (error: SecurityError) => void;
   /** Told about a release callback that threw (the others still run). */
   readonly onReleaseError: (error: unknown, requestId: string) => void;
-  /** Writes a response header at once (HTTP); omitted, headers are only kept in `responseHeaders`. */
-  readonly setResponseHeader?: ((name: string, value: string) => void) | undefined;
 }
 
 const HEADER_NAME = /^[a-z0-9][a-z0-9!#$%&'*+.^_`|~-]*$/;
+const CHECKED_NAMES = new Set<string>();
 // Visible ASCII and spaces: nothing that could split a header or reach a log as a control.
 const HEADER_VALUE = /^[\x20-\x7e]*$/;
 
@@ -180,7 +179,6 @@ export class CallState implements CallContext {
   #finished = false;
   #refusal: unknown;
   #responseHeaders: Map<string, string> | undefined;
-  readonly #setResponseHeader: ((name: string, value: string) => void) | undefined;
   /** The adapter's slot for the call's `CallInfo`, built once by the first pipeline that needs it. */
   callInfo: CallInfo | undefined = undefined;
   /**
@@ -194,7 +192,6 @@ export class CallState implements CallContext {
     this.#deadline = init.deadline;
     this.#end = init.end;
     this.#onReleaseError = init.onReleaseError;
-    this.#setResponseHeader = init.setResponseHeader;
   }
 
   // A getter without a setter: handlers get this object itself, and `context.requestId = ...`
@@ -298,16 +295,19 @@ export class CallState implements CallContext {
   }
 
   addResponseHeader(name: string, value: string): void {
-    if (!HEADER_NAME.test(name)) throw new TypeError('addResponseHeader: the name must be a lowercase header token');
+    if (!CHECKED_NAMES.has(name)) {
+      if (!HEADER_NAME.test(name)) throw new TypeError('addResponseHeader: the name must be a lowercase header token');
+      // Controls use a handful of names: remember them (bounded) instead of testing every call.
+      if (CHECKED_NAMES.size < 64) CHECKED_NAMES.add(name);
+    }
     if (!HEADER_VALUE.test(value)) throw new TypeError('addResponseHeader: the value must be visible ASCII');
     const headers = (this.#responseHeaders ??= new Map<string, string>());
     const before = headers.get(name);
     const joined = before === undefined ? value : `${before}, ${value}`;
     headers.set(name, joined);
-    this.#setResponseHeader?.(name, joined);
   }
 
-  /** The headers controls added, for the adapter to send (gRPC metadata). */
+  /** The headers controls added, for the adapter to send (HTTP headers, gRPC metadata). */
   get responseHeaders(): ReadonlyMap<string, string> | undefined {
     return this.#responseHeaders;
   }

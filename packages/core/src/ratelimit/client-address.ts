@@ -72,14 +72,21 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
     throw new ConfigurationError(`${where}.forwardedHeader must be "x-forwarded-for" or "forwarded"`);
   }
   const isTrusted = (ip: string): boolean => trusted.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
-  const toKey = (ip: string): string => (isIP(ip) === 6 ? ipv6Prefix(ip, prefix) : ip);
+  const toKey = (ip: string): string => (ip.includes(':') ? ipv6Prefix(ip, prefix) : ip);
+  let lastPeer: string | undefined;
+  let lastKey: string | undefined;
 
   return Object.freeze({
     keyOf(call: CallInfo): string | undefined {
-      const peer = peerHost(call.peerAddress);
+      const { peerAddress } = call;
+      // Calls of one connection share its peer address: the last one's key is reused.
+      if (peerAddress === lastPeer && lastKey !== undefined) return lastKey;
+      const peer = peerHost(peerAddress);
       if (peer === undefined) return undefined;
-      if (proxies.length === 0 || !isTrusted(peer)) return toKey(peer);
-      return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
+      if (proxies.length > 0 && isTrusted(peer)) return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
+      lastPeer = peerAddress;
+      lastKey = toKey(peer);
+      return lastKey;
     },
   });
 }
@@ -142,11 +149,16 @@ function plainAddress(entry: string): string | undefined {
 /** The host of `127.0.0.1:5000` or `[::1]:5000`, IPv4-mapped IPv6 as plain IPv4. */
 function peerHost(peerAddress: string | undefined): string | undefined {
   if (peerAddress === undefined) return undefined;
-  // A bare address (no port): an IPv6 address must not lose its last group as a "port".
-  if (isIP(peerAddress) !== 0) return unmapped(peerAddress);
-  const host = peerAddress.startsWith('[')
-    ? peerAddress.slice(1, peerAddress.indexOf(']'))
-    : peerAddress.replace(/:\d+$/, '');
+  let host: string;
+  if (peerAddress.startsWith('[')) host = peerAddress.slice(1, peerAddress.indexOf(']'));
+  else {
+    const colon = peerAddress.lastIndexOf(':');
+    // One colon: IPv4 and its port (the common case, no parsing). More: a bare IPv6 address,
+    // or one with its port appended unbracketed.
+    if (colon === -1) host = peerAddress;
+    else if (colon === peerAddress.indexOf(':')) host = peerAddress.slice(0, colon);
+    else host = isIP(peerAddress) === 6 ? peerAddress : peerAddress.slice(0, colon);
+  }
   return isIP(host) === 0 ? undefined : unmapped(host);
 }
 

@@ -182,7 +182,6 @@ describe('createRateLimit', () => {
   });
 
   it('sends RateLimit-Policy and RateLimit for every rule that counted the call', async () => {
-    const written: [string, string][] = [];
     const pipeline = createPipeline(
       'test',
       createRateLimit({ rules: [perPeer(), perPeer({ name: 'uploads', points: 20, durationSeconds: 30 })] }).controls,
@@ -192,12 +191,11 @@ describe('createRateLimit', () => {
       deadline: undefined,
       end: () => undefined,
       onReleaseError: () => undefined,
-      setResponseHeader: (name, value) => written.push([name, value]),
     });
     await pipeline.start(call(), state);
     expect(state.responseHeaders?.get('ratelimit-policy')).toBe('"per-peer";q=3;w=60, "uploads";q=20;w=30');
     expect(state.responseHeaders?.get('ratelimit')).toMatch(/^"per-peer";r=2;t=(59|60), "uploads";r=19;t=(29|30)$/);
-    expect(written.map(([name]) => name)).toEqual(['ratelimit-policy', 'ratelimit']);
+    expect([...(state.responseHeaders?.keys() ?? [])]).toEqual(['ratelimit-policy', 'ratelimit']);
   });
 
   it('sends the headers on the refused call too, and none with headers: false', async () => {
