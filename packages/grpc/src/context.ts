@@ -55,8 +55,6 @@ export class GrpcCall {
   #pendingError: { readonly error: unknown } | undefined;
   /** A status left our interceptor for the client; later ones are dropped. */
   statusSent = false;
-  /** The initial metadata went out (with the controls' response headers in it). */
-  metadataSent = false;
   /** The client went away (cancel or deadline) before any status. */
   cancelled = false;
 

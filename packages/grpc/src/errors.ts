@@ -183,10 +183,6 @@ function interceptCall(
     .withSendMetadata((metadata, next) => {
       const out = metadata.clone();
       out.set(REQUEST_ID_HEADER, currentRequestId());
-      if (grpcCall !== undefined) {
-        addResponseHeaders(grpcCall.state, out);
-        grpcCall.metadataSent = true;
-      }
       next(out);
     })
     .withSendStatus((status, next) => {
@@ -207,9 +203,10 @@ function interceptCall(
       }
       if (grpcCall !== undefined) grpcCall.statusSent = true;
       const safe = safeStatus(status, grpcCall?.takePendingError(), trailers, audit, failureContext);
-      // A refused call (or a stream answered without a message) sent no initial metadata: what its
-      // controls added (RateLimit) goes with the status.
-      if (grpcCall !== undefined && !grpcCall.metadataSent) addResponseHeaders(grpcCall.state, safe.metadata);
+      // What the controls added (RateLimit) goes with a refusal only: on every answered call it
+      // would cost each response its bytes and each client their parsing, for fields gRPC
+      // clients do not read (HTTP sends them on every counted request, as the draft intends).
+      if (grpcCall !== undefined && safe.code !== Status.OK) addResponseHeaders(grpcCall.state, safe.metadata);
       next(safe);
       // The call is answered: release what its controls hold before the client can call again,
       // and only now abort the handler's signal, so that nothing it does in reaction can send

@@ -112,8 +112,8 @@ export interface CallContext extends RequestContext {
   /** Ends the call now with `error` (its public form goes to the client); the handler's later output is dropped. */
   end(error: SecurityError): void;
   /**
-   * Adds a response header (HTTP) or metadata entry (gRPC: initial metadata, and trailers of a
-   * refused call), e.g. `RateLimit`. A second value for one name is joined with `, `, as
+   * Adds a response header (HTTP: on the answer, whether allowed or refused) or metadata entry
+   * (gRPC: in the trailers of a refused call), e.g. `RateLimit`. A second value for one name is joined with `, `, as
    * structured-field lists are. Names are lowercase tokens; values must not hold control
    * characters. Never put a secret here: the client reads it.
    */
