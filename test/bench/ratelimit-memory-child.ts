@@ -48,8 +48,8 @@ async function measure(keys: number): Promise<MemoryResult> {
   if (!Number.isSafeInteger(keys) || keys < 1 || keys > 16_777_216) throw new Error(`bad key count ${String(keys)}`);
   const baseline = read();
   // The limiter `createRateLimit` makes for `{ name: 'per-peer', key: 'peer', points, durationSeconds }`
-  // with the default memory store: rate-limiter-flexible's RateLimiterMemory, one record and
-  // one unref'd setTimeout per key, stored under `fg:per-peer:<key>`.
+  // with the default memory store: one fixed-window record per key in a Map, swept once per
+  // window (no timer per key).
   const limiter = createMemoryRateLimitStore().limiter({
     name: 'per-peer',
     points: RATE_LIMIT_POINTS,

@@ -41,7 +41,7 @@ export async function runRateLimitMemory(): Promise<void> {
   const first = results[0];
   console.log('\n## rate-limit memory store: one rule (per-peer), one point for each of N distinct keys');
   console.log(
-    `   fresh process per N (node --expose-gc); RateLimiterMemory via createMemoryRateLimitStore().limiter, keys "ip:10.x.y.z", window ${String(first?.durationSeconds ?? '-')} s;`,
+    `   fresh process per N (node --expose-gc); the memory store via createMemoryRateLimitStore().limiter, keys "ip:10.x.y.z", window ${String(first?.durationSeconds ?? '-')} s;`,
   );
   console.log(
     '   heap = process.memoryUsage().heapUsed after global.gc(), minus the baseline read before the limiter existed',
