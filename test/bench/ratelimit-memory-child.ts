@@ -57,9 +57,9 @@ async function measure(keys: number): Promise<MemoryResult> {
     storeFailure: 'open',
   });
   const started = performance.now();
-  // One call after the other, as requests would come. The memory store answers with settled
-  // promises, so the loop never yields to the event loop: no expiry timer runs before the
-  // reading below, even when the fill takes longer than the window (checked by `allHeld`).
+  // One call after the other, as requests would come. The memory store answers synchronously,
+  // so the loop never yields to the event loop: no sweep runs before the reading below, even
+  // when the fill takes longer than the window (checked by `allHeld`).
   for (let i = 0; i < keys; i++) await limiter.consume(peerKey(i), 1);
   const fillMs = performance.now() - started;
   const filled = read();
