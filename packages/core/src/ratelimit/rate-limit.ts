@@ -152,7 +152,8 @@ const MAX_KEY_LENGTH = 200;
  * `rate_limited` (HTTP 429 with `Retry-After`; gRPC `RESOURCE_EXHAUSTED` with `retry-after`
  * and a `google.rpc.RetryInfo` in `grpc-status-details-bin`). Counted HTTP requests carry the
  * `RateLimit-Policy` and `RateLimit` fields of the IETF draft (`"uploads";q=20;w=60`,
- * `"uploads";r=3;t=41`; on gRPC, refusals carry them). The audit line names the rule and the key kind, never the key.
+ * `"uploads";r=3;t=41`; on gRPC, refusals carry them). The audit line names the rule and the
+ * key kind, never the key.
  *
  * A store failure is never reported as "rate limited": the rule fails open (counts in this
  * process) or closed (`unavailable`, 503), as its `storeFailure` says.
