@@ -7,7 +7,7 @@ import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
 import { compileClientAddress, type ClientAddressOptions } from './client-address.js';
 import {
-  RateLimitStoreError,
+  askStore,
   createMemoryRateLimitStore,
   type LimiterResult,
   type RateLimitStore,
@@ -174,21 +174,7 @@ function peek(
   key: string | undefined,
 ): LimiterResult | undefined | Promise<LimiterResult | undefined> {
   if (key === undefined) return undefined;
-  const unavailable = (error: unknown): never => {
-    if (!(error instanceof RateLimitStoreError)) throw error;
-    throw new SecurityError('unavailable', {
-      reason: 'ratelimit_store_unavailable',
-      cause: error,
-      auditFields: { rule: 'brute-force' },
-    });
-  };
-  let state: LimiterResult | undefined | Promise<LimiterResult | undefined>;
-  try {
-    state = limiter.peek(key);
-  } catch (error) {
-    return unavailable(error);
-  }
-  return state instanceof Promise ? state.catch(unavailable) : state;
+  return askStore(() => limiter.peek(key), { rule: 'brute-force' });
 }
 
 function failureLimiter(

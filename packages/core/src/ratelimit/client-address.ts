@@ -83,7 +83,8 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
       if (peerAddress === lastPeer && lastKey !== undefined) return lastKey;
       const peer = peerHost(peerAddress);
       if (peer === undefined) return undefined;
-      if (proxies.length > 0 && isTrusted(peer)) return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
+      if (proxies.length > 0 && isTrusted(peer))
+        return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
       lastPeer = peerAddress;
       lastKey = toKey(peer);
       return lastKey;

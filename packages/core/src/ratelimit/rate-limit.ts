@@ -8,7 +8,7 @@ import type { Control, ControlStage, StartResult } from '../pipeline/control.js'
 import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
 import { compileClientAddress, type ClientAddress, type ClientAddressOptions } from './client-address.js';
 import {
-  RateLimitStoreError,
+  askStore,
   createMemoryRateLimitStore,
   type LimiterResult,
   type RateLimitStore,
@@ -315,21 +315,7 @@ function count(
   const { rule } = applied;
   const key = rule.keyOf(call, context);
   if (key === undefined) return undefined;
-  const unavailable = (error: unknown): never => {
-    if (!(error instanceof RateLimitStoreError)) throw error;
-    throw new SecurityError('unavailable', {
-      reason: 'ratelimit_store_unavailable',
-      cause: error,
-      auditFields: { rule: rule.name, keyKind: rule.keyKind },
-    });
-  };
-  let counted: LimiterResult | Promise<LimiterResult>;
-  try {
-    counted = rule.limiter.consume(key, applied.cost);
-  } catch (error) {
-    return unavailable(error);
-  }
-  return counted instanceof Promise ? counted.catch(unavailable) : counted;
+  return askStore(() => rule.limiter.consume(key, applied.cost), { rule: rule.name, keyKind: rule.keyKind });
 }
 
 function compileRule(raw: unknown, at: string, store: RateLimitStore, address: ClientAddress): CompiledRule {

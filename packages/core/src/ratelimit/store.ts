@@ -1,4 +1,5 @@
 import { BurstyRateLimiter, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { SecurityError } from '../errors/security-error.js';
 
 /**
  * What a store is asked to count for one rule: `points` per `durationSeconds` for each key, an
@@ -94,6 +95,27 @@ export interface RateLimitStore {
  */
 export class RateLimitStoreError extends Error {
   override readonly name = 'RateLimitStoreError';
+}
+
+/**
+ * Runs one question to a store, answered at once or later, and turns a store failure into the
+ * refusal of a rule that fails closed: `unavailable` (reason `ratelimit_store_unavailable`),
+ * with `auditFields` naming the rule.
+ *
+ * @internal
+ */
+export function askStore<T>(ask: () => T | Promise<T>, auditFields: Readonly<Record<string, string>>): T | Promise<T> {
+  const unavailable = (error: unknown): never => {
+    if (!(error instanceof RateLimitStoreError)) throw error;
+    throw new SecurityError('unavailable', { reason: 'ratelimit_store_unavailable', cause: error, auditFields });
+  };
+  let answer: T | Promise<T>;
+  try {
+    answer = ask();
+  } catch (error) {
+    return unavailable(error);
+  }
+  return answer instanceof Promise ? answer.catch(unavailable) : answer;
 }
 
 /**
