@@ -133,6 +133,17 @@ export {
   type ConcurrencyReason,
 } from './ratelimit/concurrency.js';
 
+// Input size limits
+export {
+  createInputLimits,
+  SIZE_LIMIT_DEFAULTS,
+  type InputLimitsOptions,
+  type LimitsReason,
+  type SizeLimitRule,
+  type SizeLimits,
+} from './limits/input-limits.js';
+export type { LimitsPolicy } from './limits/policy.js';
+
 // Rate limits and brute-force protection
 export {
   createRateLimit,

@@ -208,7 +208,7 @@ class BodyInspector {
     }
     try {
       if (chunk === null) this.#pipeline.inboundEnd(this.#info, this.#state);
-      else this.#pipeline.message(chunk, this.#info, this.#state);
+      else this.#pipeline.message(chunk, this.#info, this.#state, chunkBytes(chunk, encoding));
     } catch (error) {
       this.#cut();
       this.#state.end(asSecurityError(error));
@@ -311,4 +311,10 @@ export function getClientCertificate(req: IncomingMessage): CertificateIdentity 
   }
   // A keep-alive connection may outlive its client certificate.
   return identity !== null && isIdentityCurrent(identity) ? identity : undefined;
+}
+
+/** The bytes of a body chunk as Node's parser pushed it (a `Buffer`; a string only with an encoding set). */
+function chunkBytes(chunk: unknown, encoding: BufferEncoding | undefined): number | undefined {
+  if (Buffer.isBuffer(chunk) || chunk instanceof Uint8Array) return chunk.byteLength;
+  return typeof chunk === 'string' ? Buffer.byteLength(chunk, encoding) : undefined;
 }

@@ -25,6 +25,7 @@ import {
 } from '@fluxguard/core/adapter';
 import { INSTALL_INTERCEPTORS, callOf, type GrpcCall } from './context.js';
 import { rejectCall } from './errors.js';
+import { messageSize } from './unparsable.js';
 
 /**
  * The one gRPC pipeline: an interceptor that runs `controls` (ordered by stage) on every call.
@@ -140,7 +141,7 @@ function interceptCall(
       whenAllowed(() => {
         if (
           runInbound((info, state) => {
-            pipeline.message(message, info, state);
+            pipeline.message(message, info, state, messageSize(message));
           })
         )
           next(message);

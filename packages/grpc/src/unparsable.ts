@@ -8,6 +8,20 @@ import type { ServiceDefinition } from '@grpc/grpc-js';
  */
 export const UNPARSABLE_MESSAGE: unknown = Object.freeze({});
 
+// The size on the wire of each message a wrapped deserializer produced: controls limit sizes,
+// and grpc-js hands interceptors the decoded message only. Weak: gone with the message.
+const sizes = new WeakMap<object, number>();
+
+/**
+ * The size in bytes a request message had on the wire, when `addService` registered its
+ * service (else `undefined`).
+ *
+ * @internal
+ */
+export function messageSize(message: unknown): number | undefined {
+  return typeof message === 'object' && message !== null ? sizes.get(message) : undefined;
+}
+
 /**
  * A copy of `service` whose request deserializers return {@link UNPARSABLE_MESSAGE} instead of
  * throwing. Definitions are plain objects of grpc-js and proto-loader; the original is untouched.
@@ -22,11 +36,14 @@ export function withSafeDeserializers<I>(service: ServiceDefinition<I>): Service
     copy[name] = {
       ...definition,
       requestDeserialize: (bytes: Buffer): unknown => {
+        let message: unknown;
         try {
-          return deserialize(bytes);
+          message = deserialize(bytes);
         } catch {
           return UNPARSABLE_MESSAGE;
         }
+        if (typeof message === 'object' && message !== null) sizes.set(message, bytes.length);
+        return message;
       },
     };
   }

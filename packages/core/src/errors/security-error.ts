@@ -10,6 +10,7 @@ import type { PathReason } from '../sanitize/safe-path.js';
 import type { TimeoutReason } from '../timeouts/timeouts.js';
 import type { ConcurrencyReason } from '../ratelimit/concurrency.js';
 import type { RateLimitReason } from '../ratelimit/rate-limit.js';
+import type { LimitsReason } from '../limits/input-limits.js';
 
 /**
  * Reasons the transport adapters give at the edge, for failures no control raised. They live
@@ -79,6 +80,7 @@ export type SecurityErrorReason =
   | TimeoutReason
   | ConcurrencyReason
   | RateLimitReason
+  | LimitsReason
   | PathReason
   | TransportReason
   | AppReason;

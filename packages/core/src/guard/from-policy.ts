@@ -9,6 +9,7 @@ import type { SecurityPolicy } from '../policy/policy.js';
 import { rbacRulesForTransport } from '../rbac/policy.js';
 import { compileRbac } from '../rbac/rbac.js';
 import { compileTimeouts } from '../timeouts/timeouts.js';
+import { compileInputLimits } from '../limits/input-limits.js';
 import { rateLimitControls } from '../ratelimit/policy.js';
 import { createMemoryRateLimitStore, type RateLimitStore } from '../ratelimit/store.js';
 import { createGuard, type ComposedGuard } from './guard.js';
@@ -64,7 +65,8 @@ const DEFAULTS: Readonly<{ [K in keyof GuardFromPolicyOptions]-?: GuardFromPolic
  * is given), the RBAC rules and mode of `policy.rbac` (only the `transport`'s rules when it is
  * given), `policy.mtls.certificateRoles`, and the deadlines and idle limits of
  * `policy.timeouts` (their secure defaults when the section is absent), and the rate limits and
- * brute-force protection of `policy.rateLimits` (counted in `rateLimitStore`): its `controls` are all
+ * brute-force protection of `policy.rateLimits` (counted in `rateLimitStore`), and the size limits
+ * of `policy.limits`: its `controls` are all
  * of these, for `fluxguardInterceptors({ guard })` / `fluxguard({ guard })`. The policy should come from
  * `parseSecurityPolicy` / `loadSecurityPolicy`. Without `policy.jwt` nor `jwt`, no token is
  * accepted; without `policy.rbac`, every operation is denied (no rule).
@@ -126,5 +128,7 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
     policy.rateLimits === undefined
       ? []
       : rateLimitControls(policy.rateLimits, opts.rateLimitStore ?? createMemoryRateLimitStore(), 'policy.rateLimits');
-  return Object.freeze({ ...guard, controls: Object.freeze([...guard.controls, ...limits, timeouts]) });
+  const sizes =
+    policy.limits === undefined ? [] : [compileInputLimits({ ...policy.limits, transport }, 'policy.limits')];
+  return Object.freeze({ ...guard, controls: Object.freeze([...guard.controls, ...limits, ...sizes, timeouts]) });
 }

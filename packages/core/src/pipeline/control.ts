@@ -64,7 +64,9 @@ export type StartResult = void | undefined | (() => void);
  *   release callback.
  * - `onMessage`, for every inbound message of every call kind (gRPC: each deserialized request
  *   message; HTTP: each body chunk, a `Buffer`, as it arrives), after `onStart` allowed the
- *   call. Synchronous: it sizes or validates, it does not wait.
+ *   call, with its size on the wire in bytes (`undefined` when the adapter cannot tell: a gRPC
+ *   service not registered through fluxguard's `addService`). Synchronous: it sizes or
+ *   validates, it does not wait.
  * - `onInboundEnd`, once the client has sent everything (an idle limit stops watching then).
  *
  * @example
@@ -98,7 +100,8 @@ export interface Control {
    */
   readonly operationLabel?: ((operation: string) => string | undefined) | undefined;
   readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
-  readonly onMessage?: ((message: unknown, call: CallInfo, context: CallContext) => void) | undefined;
+  readonly onMessage?:
+    ((message: unknown, call: CallInfo, context: CallContext, bytes: number | undefined) => void) | undefined;
   /**
    * Once, when the client has sent its last inbound message (gRPC: the half-close; HTTP: the
    * end of the body, at once for a request without one), after `onStart` allowed the call.

@@ -31,8 +31,8 @@ export interface Pipeline {
    * is pending, the remaining hooks do not run: check `state.finished` before going on.
    */
   start(call: CallInfo, state: CallState): Promise<void> | undefined;
-  /** Runs every `onMessage` in order on one inbound message; throws the refusal. */
-  message(message: unknown, call: CallInfo, state: CallState): void;
+  /** Runs every `onMessage` in order on one inbound message of `bytes` on the wire; throws the refusal. */
+  message(message: unknown, call: CallInfo, state: CallState, bytes: number | undefined): void;
   /** Runs every `onInboundEnd` in order, once the client has sent its last message. */
   inboundEnd(call: CallInfo, state: CallState): void;
   /** The first label a control gives `operation` (see `Control.operationLabel`), for audit lines. */
@@ -40,7 +40,7 @@ export interface Pipeline {
 }
 
 type StartHook = (call: CallInfo, state: CallState) => StartResult | Promise<StartResult>;
-type MessageHook = (message: unknown, call: CallInfo, state: CallState) => void;
+type MessageHook = (message: unknown, call: CallInfo, state: CallState, bytes: number | undefined) => void;
 type EndHook = (call: CallInfo, state: CallState) => void;
 
 /**
@@ -103,8 +103,8 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
     hasMessageHooks: messages.length > 0 || ends.length > 0,
     matchesOperation: ordered.some((control) => control.matchesOperation === true),
     start: (call: CallInfo, state: CallState) => runStarts(0, call, state),
-    message: (message: unknown, call: CallInfo, state: CallState) => {
-      for (const hook of messages) hook(message, call, state);
+    message: (message: unknown, call: CallInfo, state: CallState, bytes: number | undefined) => {
+      for (const hook of messages) hook(message, call, state, bytes);
     },
     inboundEnd: (call: CallInfo, state: CallState) => {
       for (const hook of ends) hook(call, state);

@@ -6,6 +6,7 @@ import { parseJwtPolicy, type JwtPolicy } from '../jwt/policy.js';
 import { parseMtlsPolicy, type MtlsPolicy } from '../mtls/policy.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import { parseRbacPolicy, type RbacPolicy } from '../rbac/policy.js';
+import { parseLimitsPolicy, type LimitsPolicy } from '../limits/policy.js';
 import { parseRateLimitsPolicy, type RateLimitsPolicy } from '../ratelimit/policy.js';
 import { parseTimeoutsPolicy, type TimeoutsPolicy } from '../timeouts/policy.js';
 import { isPolicyObject } from './fields.js';
@@ -31,6 +32,7 @@ export interface SecurityPolicy {
   readonly mtls?: MtlsPolicy;
   readonly timeouts?: TimeoutsPolicy;
   readonly rateLimits?: RateLimitsPolicy;
+  readonly limits?: LimitsPolicy;
 }
 
 type SectionName = Exclude<keyof SecurityPolicy, 'version'>;
@@ -45,16 +47,8 @@ const SECTIONS: { readonly [K in SectionName]: (value: unknown, where: string) =
   mtls: parseMtlsPolicy,
   timeouts: parseTimeoutsPolicy,
   rateLimits: parseRateLimitsPolicy,
+  limits: parseLimitsPolicy,
 };
-
-/**
- * Sections a policy might be expected to have but no control of this version enforces, with
- * what they would control. Accepting one would promise a protection that is not there, so each
- * is refused; when its control exists, its parser joins {@link SECTIONS} and it leaves this list.
- */
-const UNENFORCED_SECTIONS: Readonly<Record<string, string>> = Object.freeze({
-  limits: 'limits',
-});
 
 const TOP_KEYS: readonly string[] = ['version', ...Object.keys(SECTIONS)];
 
@@ -62,8 +56,7 @@ const TOP_KEYS: readonly string[] = ['version', ...Object.keys(SECTIONS)];
  * Checks a policy object (parsed JSON or YAML, or a literal) and returns it typed, as a new
  * frozen object (the input is left as it is; the `rbac` section is a deep-frozen copy, the
  * `jwt` and `mtls` sections are those given). Errors name the bad field by its path, e.g. `policy.rbac.rules[3].anyRoles[0] must be a
- * non-empty string`; unknown fields are refused with a hint, and so is the `limits` section, which no
- * control of this version enforces. RBAC rules
+ * non-empty string`; unknown fields are refused with a hint. RBAC rules
  * and `mtls.certificateRoles` are compiled here to check them completely (patterns,
  * certificate identity rules); `compileRbac` and `createGuardFromPolicy` reuse the compiled
  * rules of the returned policy.
@@ -78,13 +71,6 @@ const TOP_KEYS: readonly string[] = ['version', ...Object.keys(SECTIONS)];
  */
 export function parseSecurityPolicy(input: unknown, where = 'policy'): SecurityPolicy {
   if (!isPolicyObject(input)) throw new ConfigurationError(`${where} must be an object`);
-  for (const [name, controls] of Object.entries(UNENFORCED_SECTIONS)) {
-    if (input[name] !== undefined && !Object.hasOwn(SECTIONS, name)) {
-      throw new ConfigurationError(
-        `${where}.${name}: this version of fluxguard has no control that enforces ${controls}; remove the section (a policy is enforced as written or refused)`,
-      );
-    }
-  }
   checkKnownKeys(input, TOP_KEYS, where, 'field');
   if (input.version !== undefined && input.version !== 1) throw new ConfigurationError(`${where}.version must be 1`);
   const policy: Record<string, unknown> = input.version === undefined ? {} : { version: input.version };

@@ -123,12 +123,6 @@ describe('the rateLimits policy section', () => {
     expect(() => parseSecurityPolicy(policy)).toThrow(message);
   });
 
-  it('still refuses the limits section, which no control enforces', () => {
-    expect(() => parseSecurityPolicy({ rateLimits: structuredClone(RATE_LIMITS), limits: {} })).toThrow(
-      /^policy\.limits: this version of fluxguard has no control that enforces limits/,
-    );
-  });
-
   it('reads the section from a YAML policy file', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'fluxguard-ratelimits-'));
     const file = join(dir, 'policy.yaml');

@@ -112,7 +112,7 @@ describe('the timeouts control on a call', () => {
     const info = call('/pkg.S/Upload', 1_000_000 + 60_000);
     const { state, ended, pipeline } = start({ idleMs: 1_000 }, info);
     vi.advanceTimersByTime(900);
-    pipeline.message({ chunk: 1 }, info, state);
+    pipeline.message({ chunk: 1 }, info, state, 1);
     vi.advanceTimersByTime(900);
     expect(ended).toEqual([]);
     vi.advanceTimersByTime(100);

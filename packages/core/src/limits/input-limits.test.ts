@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import type { CallInfo } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { CallState } from '../pipeline/call-context.js';
+import { createPipeline } from '../pipeline/pipeline.js';
+import { createInputLimits, type InputLimitsOptions } from './input-limits.js';
+
+function call(operation: string, headers: Record<string, string> = {}): CallInfo {
+  return {
+    transport: operation.startsWith('/') ? 'grpc' : 'http',
+    operation,
+    requestId: 'r',
+    peerAddress: '127.0.0.1:5000',
+    peerCertificate: undefined,
+    headers: { get: (name) => headers[name], getAll: (name) => (name in headers ? [headers[name] ?? ''] : []) },
+    deadline: undefined,
+    signal: new AbortController().signal,
+  };
+}
+
+/** Runs the limits on one call: its start, then each message of `sizes`; the refusal, if any. */
+function run(options: InputLimitsOptions, info: CallInfo, sizes: readonly (number | undefined)[]): unknown {
+  const pipeline = createPipeline('test', [createInputLimits(options)]);
+  const state = new CallState({
+    requestId: 'r',
+    deadline: undefined,
+    end: () => undefined,
+    onReleaseError: () => undefined,
+  });
+  try {
+    void pipeline.start(info, state);
+    for (const bytes of sizes) pipeline.message(bytes === undefined ? {} : Buffer.alloc(0), info, state, bytes);
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
+const UPLOAD = '/pkg.Store/Upload';
+
+describe('createInputLimits', () => {
+  it('refuses an HTTP body when its bytes pass the limit, counting chunk by chunk', () => {
+    expect(run({ maxBodyBytes: 10 }, call('PUT /x'), [4, 6])).toBeUndefined();
+    expect(run({ maxBodyBytes: 10 }, call('PUT /x'), [4, 6, 1])).toMatchObject({
+      code: 'payload_too_large',
+      reason: 'body_too_large',
+    });
+  });
+
+  it('refuses a declared Content-Length over the limit at the start, before any chunk', () => {
+    const refusal = run({ maxBodyBytes: 10 }, call('PUT /x', { 'content-length': '11' }), []);
+    expect(refusal).toBeInstanceOf(SecurityError);
+    expect(refusal).toMatchObject({ code: 'payload_too_large', reason: 'declared_too_large' });
+    expect(run({ maxBodyBytes: 10 }, call('PUT /x', { 'content-length': '10' }), [10])).toBeUndefined();
+  });
+
+  it('refuses a gRPC message over its limit, a stream over its total and one with too many messages', () => {
+    const limits = { maxMessageBytes: 5, maxBodyBytes: 12, maxMessages: 3 };
+    expect(run(limits, call(UPLOAD), [5, 5])).toBeUndefined();
+    expect(run(limits, call(UPLOAD), [6])).toMatchObject({ reason: 'message_too_large' });
+    expect(run(limits, call(UPLOAD), [5, 5, 5])).toMatchObject({ reason: 'body_too_large' });
+    expect(run(limits, call(UPLOAD), [1, 1, 1, 1])).toMatchObject({ reason: 'too_many_messages' });
+  });
+
+  it('fails closed on a gRPC message of unknown size (a service registered without fluxguard)', () => {
+    expect(run({}, call(UPLOAD), [undefined])).toMatchObject({ code: 'internal', reason: 'message_size_unknown' });
+  });
+
+  it('gives each operation its most specific rule, else the defaults (1 MiB body)', () => {
+    const options: InputLimitsOptions = {
+      rules: [
+        { operation: 'PUT /v1/artifacts/*path', maxBodyBytes: 100 },
+        { operation: 'PUT /v1/artifacts/small/:name', maxBodyBytes: 10 },
+      ],
+    };
+    expect(run(options, call('PUT /v1/artifacts/a/b'), [100])).toBeUndefined();
+    expect(run(options, call('PUT /v1/artifacts/small/x'), [11])).toMatchObject({ reason: 'body_too_large' });
+    expect(run(options, call('POST /v1/other'), [1024 * 1024])).toBeUndefined();
+    expect(run(options, call('POST /v1/other'), [1024 * 1024 + 1])).toMatchObject({ reason: 'body_too_large' });
+  });
+
+  it.each([
+    [{ maxBodyBytes: 0 }, 'createInputLimits.maxBodyBytes must be a positive whole number'],
+    [{ maxMessages: 1.5 }, 'createInputLimits.maxMessages must be a positive whole number'],
+    [{ maxBodyByte: 1 }, 'unknown option "maxBodyByte" (did you mean "maxBodyBytes"?)'],
+    [{ rules: [{ operation: 'PUT /x' }, { operation: 'PUT /x/' }] }, 'is named by an earlier rule'],
+    [{ rules: [{ operation: 'put /x' }] }, 'is not an operation pattern'],
+  ])('refuses bad options %j', (options, message) => {
+    expect(() => createInputLimits(options as InputLimitsOptions)).toThrow(ConfigurationError);
+    expect(() => createInputLimits(options as InputLimitsOptions)).toThrow(message);
+  });
+});

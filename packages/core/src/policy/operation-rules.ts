@@ -1,0 +1,80 @@
+import type { Transport } from '../call/call-info.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { checkKnownKeys } from '../options/unknown-keys.js';
+import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
+
+/** Operations are bounded by what a server serves, HTTP paths are not: the cache is emptied when full. */
+const CACHE_LIMIT = 1024;
+
+/**
+ * Settings per operation, compiled once: rules naming operations with RBAC patterns (gRPC
+ * `/pkg.Service/Method` or `/pkg.Service/*`, HTTP `METHOD /path` with `:param` and a final
+ * `*splat`), the most specific rule winning, else the defaults. The answer for an operation is
+ * cached (bounded), so a call costs one `Map` lookup.
+ *
+ * @internal
+ */
+export interface OperationRules<T> {
+  readonly hasRules: boolean;
+  settingsFor(operation: string): T;
+}
+
+/**
+ * Compiles `rules` (each `{ operation, ...settings }`, checked by `compile` against the
+ * defaults) for one transport, or both when `transport` is undefined.
+ *
+ * @throws ConfigurationError naming the bad rule: not an object, an unknown key, a bad or
+ *   repeated pattern, or what `compile` refuses.
+ *
+ * @internal
+ */
+export function compileOperationRules<T>(
+  rules: unknown,
+  options: {
+    readonly where: string;
+    readonly keys: readonly string[];
+    readonly defaults: T;
+    readonly transport?: Transport | undefined;
+    readonly compile: (rule: Record<string, unknown>, defaults: T, where: string) => T;
+  },
+): OperationRules<T> {
+  const { where, defaults, transport } = options;
+  if (rules === undefined) return { hasRules: false, settingsFor: () => defaults };
+  if (!Array.isArray(rules)) throw new ConfigurationError(`${where}.rules must be an array`);
+  const seen = new Set<string>();
+  const compiled: { readonly pattern: OperationPattern; readonly settings: T }[] = [];
+  (rules as unknown[]).forEach((rule, i) => {
+    const at = `${where}.rules[${String(i)}]`;
+    if (typeof rule !== 'object' || rule === null || Array.isArray(rule)) {
+      throw new ConfigurationError(`${at} must be an object`);
+    }
+    const record = rule as Record<string, unknown>;
+    checkKnownKeys(record, ['operation', ...options.keys], at, 'field');
+    const pattern = compilePattern(record.operation, `${at}.operation`);
+    if (seen.has(pattern.key)) {
+      throw new ConfigurationError(`${at}.operation "${String(record.operation)}" is named by an earlier rule`);
+    }
+    seen.add(pattern.key);
+    const settings = options.compile(record, defaults, at);
+    if (transport !== undefined && pattern.key.startsWith('/') !== (transport === 'grpc')) return;
+    compiled.push({ pattern, settings });
+  });
+  compiled.sort((a, b) =>
+    a.pattern.exact === b.pattern.exact ? compareSpecificity(a.pattern, b.pattern) : a.pattern.exact ? -1 : 1,
+  );
+  if (compiled.length === 0) return { hasRules: false, settingsFor: () => defaults };
+  const cache = new Map<string, T>();
+  return {
+    hasRules: true,
+    settingsFor(operation) {
+      let settings = cache.get(operation);
+      if (settings === undefined) {
+        const normal = normalizeOperation(operation);
+        settings = compiled.find((rule) => rule.pattern.matches(normal))?.settings ?? defaults;
+        if (cache.size >= CACHE_LIMIT) cache.clear();
+        cache.set(operation, settings);
+      }
+      return settings;
+    },
+  };
+}
