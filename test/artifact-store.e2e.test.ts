@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256, type Expected, type Outcome } from './support/clients.js';
@@ -145,6 +145,26 @@ const scenarios: readonly Scenario[] = [
       });
     },
     expect: { code: 'unauthenticated' },
+  },
+  {
+    // The reference policy's `limits`: an upload may be 64 MiB (HTTP body) or 65 MiB (gRPC
+    // messages together); 70 MiB streamed at it are refused once the limit is passed.
+    name: 'an upload over the policy size limit is refused while it streams, and nothing is kept',
+    kind: 'client-streaming',
+    act: (t) => {
+      const part = Buffer.alloc(1024 * 1024, 1);
+      return t.client.uploadPaced('limits/huge.bin', sha256('x'), Array.from({ length: 70 }, () => part), {
+        gapMs: 0,
+        deadlineMs: 30_000,
+      });
+    },
+    expect: { code: 'payload_too_large' },
+    check: async (o, t) => {
+      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"body_too_large"');
+      const kept = () => readdirSync(t.dataDir, { recursive: true }).filter((f) => String(f).includes('huge'));
+      for (let i = 0; i < 50 && kept().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(kept()).toEqual([]);
+    },
   },
   {
     // The reference policy's `lists` rule: 30 a minute per caller. A fresh subject, so that the
