@@ -12,6 +12,8 @@ const TOOLS = {
   'redis-server': { apt: 'redis-server', apk: 'redis', brew: 'redis' },
   // Creates the local Redis Cluster of the rate-limit tests.
   'redis-cli': { apt: 'redis-tools', apk: 'redis', brew: 'redis' },
+  // Sends what Node's own HTTP/2 client refuses to (a header twice), as an attacker would.
+  nghttp: { apt: 'nghttp2-client', apk: 'nghttp2', brew: 'nghttp2' },
   openssl: { apt: 'openssl', apk: 'openssl', brew: 'openssl' },
   curl: { apt: 'curl', apk: 'curl', brew: 'curl' },
 };
@@ -44,7 +46,7 @@ const still = Object.keys(TOOLS).filter((command) => !has(command));
 if (installed && still.length === 0) process.exit(0);
 console.error(
   `fluxguard tests need these commands, which are not installed and could not be installed here: ${still.join(', ')}.\n` +
-    'Install them with your package manager (Debian/Ubuntu: sudo apt-get install redis-server openssl curl; ' +
-    'macOS: brew install redis openssl curl), then run the tests again.',
+    'Install them with your package manager (Debian/Ubuntu: sudo apt-get install redis-server redis-tools openssl curl nghttp2-client; ' +
+    'macOS: brew install redis openssl curl nghttp2), then run the tests again.',
 );
 process.exit(1);

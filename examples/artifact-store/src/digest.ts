@@ -29,14 +29,18 @@ export function parseReprDigest(header: string | undefined): string {
     throw new SecurityError('invalid_argument', { details: { field: 'Repr-Digest' }, reason: 'app.bad_repr_digest' });
   };
   if (header === undefined || header.length > 1024) return refuse();
+  let digest: string | undefined;
   for (const member of header.split(',')) {
     const eq = member.indexOf('=');
     if (eq < 0 || member.slice(0, eq).trim() !== 'sha-256') continue;
+    // Two sha-256 digests (two Repr-Digest headers, which Node joins into one list): refused,
+    // never one of them picked.
+    if (digest !== undefined) return refuse();
     const match = /^:([A-Za-z0-9+/]{43}=):$/.exec(member.slice(eq + 1).trim());
     if (match?.[1] === undefined) return refuse();
-    return Buffer.from(match[1], 'base64').toString('hex');
+    digest = Buffer.from(match[1], 'base64').toString('hex');
   }
-  return refuse();
+  return digest ?? refuse();
 }
 
 /**

@@ -109,6 +109,15 @@ describe('Repr-Digest', () => {
   it('finds sha-256 among other algorithms', () => {
     expect(parseReprDigest(`sha-512=:AAAA:, ${reprDigestOf(empty)}`)).toBe(empty);
   });
+  it('refuses two sha-256 digests (two headers joined), even when they agree, rather than pick one', () => {
+    const other = 'a'.repeat(64);
+    for (const value of [
+      `${reprDigestOf(empty)}, ${reprDigestOf(other)}`,
+      `${reprDigestOf(empty)}, ${reprDigestOf(empty)}`,
+    ]) {
+      expect(() => parseReprDigest(value)).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    }
+  });
   it.each([undefined, '', 'sha-256=abc', 'md5=:AAAA:', 'sha-256=:AAAA:', 'x'.repeat(2000)])('refuses %s', (value) => {
     expect(() => parseReprDigest(value)).toThrow(
       expect.objectContaining({ code: 'invalid_argument', details: { field: 'Repr-Digest' } }),

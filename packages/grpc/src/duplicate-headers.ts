@@ -1,0 +1,66 @@
+import type { Http2Server, Http2SecureServer, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { Server, ServerCredentials } from '@grpc/grpc-js';
+
+/**
+ * Headers that Node's HTTP/2 layer keeps only the first of when a request repeats them, without
+ * a word: two `authorization` entries would reach grpc-js, and every interceptor, as one token
+ * (the first), so a request carrying an admin token and a reader token would act as whichever
+ * the client put first.
+ */
+const SINGLE_VALUE_SECURITY_HEADERS: ReadonlySet<string> = new Set(['authorization']);
+
+const revealed = new WeakSet<object>();
+
+type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2SecureServer;
+
+/**
+ * Makes a repeated security header visible again on `server`'s HTTP/2 servers: every value
+ * reaches the metadata, so the JWT authenticator refuses the request (`multiple_authorization`)
+ * exactly as the Express adapter refuses two `Authorization` headers. It wraps grpc-js's
+ * `createHttp2Server` (called by `bindAsync`) to read each request's raw header list before
+ * grpc-js builds its metadata; `addService` installs it, so a server whose services fluxguard
+ * registers is covered. With a grpc-js that has no such method it does nothing (the adapter
+ * checks the grpc-js version it supports at start-up).
+ *
+ * @internal
+ */
+export function revealDuplicateHeaders(server: Pick<Server, 'addService'>): void {
+  if (revealed.has(server)) return;
+  revealed.add(server);
+  const target = server as unknown as { createHttp2Server?: CreateHttp2Server };
+  const original = target.createHttp2Server;
+  if (typeof original !== 'function') return;
+  Object.defineProperty(server, 'createHttp2Server', {
+    configurable: true,
+    writable: true,
+    value(this: unknown, credentials: ServerCredentials) {
+      const http2Server = original.call(this, credentials);
+      // First, before grpc-js's own listener reads the header object.
+      http2Server.prependListener('stream', onStream);
+      return http2Server;
+    },
+  });
+}
+
+function onStream(
+  _stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  _flags: number,
+  rawHeaders?: readonly string[],
+): void {
+  if (!Array.isArray(rawHeaders)) return;
+  let repeated: Map<string, string[]> | undefined;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = String(rawHeaders[i]).toLowerCase();
+    if (!SINGLE_VALUE_SECURITY_HEADERS.has(name)) continue;
+    repeated ??= new Map();
+    const values = repeated.get(name) ?? [];
+    values.push(String(rawHeaders[i + 1]));
+    repeated.set(name, values);
+  }
+  if (repeated === undefined) return;
+  for (const [name, values] of repeated) {
+    // grpc-js adds every value of an array to the metadata: the authenticator sees them all.
+    if (values.length > 1) (headers as Record<string, string | string[]>)[name] = values;
+  }
+}

@@ -1,0 +1,162 @@
+// A header sent twice must be refused, not silently resolved to one value. HTTP/1.1 already
+// refuses two Authorization headers; over HTTP/2, Node keeps only the first `authorization` of a
+// gRPC request before grpc-js sees it, so an admin token followed by a reader token acted as the
+// admin. nghttp sends both (Node's own client refuses to), as an attacker would.
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { connect } from 'node:tls';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256 } from './support/clients.js';
+import {
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type TransportUnderTest,
+} from './support/servers.js';
+
+let world: E2eEnvironment;
+beforeAll(async () => {
+  world = await createE2eEnvironment();
+});
+afterAll(() => {
+  world.cleanup();
+});
+
+function nghttp(args: readonly string[]): Promise<{ stdout: string; error: Error | undefined }> {
+  return new Promise((resolve) => {
+    execFile('nghttp', args, { encoding: 'utf8', timeout: 10_000 }, (error, stdout) => {
+      // nghttp exits non-zero for a failed request; what matters is what it printed.
+      resolve({ stdout, error: error !== null && stdout === '' ? error : undefined });
+    });
+  });
+}
+
+describe('two authorization entries on a gRPC request', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('grpc', world);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it.each([
+    ['admin first', ['artifacts.admin', 'artifacts.reader']],
+    ['reader first', ['artifacts.reader', 'artifacts.admin']],
+  ])('are refused as unauthenticated, whatever their order (%s), and nothing is deleted', async (_order, roles) => {
+    const path = `dup/${String(roles[0])}.txt`;
+    expect((await t.client.upload(path, sha256('x'), [Buffer.from('x')])).ok).toBe(true);
+    const tokens = await Promise.all(roles.map((role) => world.token('mallory', [role])));
+    // DeleteArtifactRequest { path }: field 1, a length-delimited string, in a 5-byte gRPC frame.
+    const message = Buffer.concat([Buffer.from([0x0a, Buffer.byteLength(path)]), Buffer.from(path)]);
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]);
+    const body = join(world.base, 'delete.bin');
+    writeFileSync(body, frame);
+    const { valid } = world.pki.clients;
+    const certFile = join(world.base, 'client.crt');
+    const keyFile = join(world.base, 'client.key');
+    writeFileSync(certFile, valid.cert);
+    writeFileSync(keyFile, valid.key);
+    // Asynchronous: the server under test runs in this process.
+    const run = await nghttp([
+      '-v',
+      `--cert=${certFile}`,
+      `--key=${keyFile}`,
+      '-H',
+      ':method: POST',
+      '-H',
+      'content-type: application/grpc',
+      '-H',
+      'te: trailers',
+      ...tokens.flatMap((token) => ['-H', `authorization: Bearer ${token}`]),
+      '-d',
+      body,
+      `https://localhost:${String(t.port)}/fluxguard.example.v1.ArtifactStore/DeleteArtifact`,
+    ]);
+    expect(run.error, 'nghttp must be installed (scripts/ensure-tools.mjs installs nghttp2-client)').toBeUndefined();
+    // Both entries went out on the wire...
+    expect(run.stdout.match(/authorization: Bearer/g)?.length).toBe(2);
+    // ...and the call was refused UNAUTHENTICATED (16), before any handler ran.
+    expect(run.stdout).toMatch(/grpc-status: 16/);
+    expect(t.log.lines.some((l) => l.reason === 'multiple_authorization')).toBe(true);
+    expect((await t.client.get(path)).ok).toBe(true);
+  });
+});
+
+describe('two Authorization headers on an HTTP request', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('http', world);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('are refused as unauthenticated too', async () => {
+    const [admin, reader] = await Promise.all([
+      world.token('mallory', ['artifacts.admin']),
+      world.token('mallory', ['artifacts.reader']),
+    ]);
+    const { valid } = world.pki.clients;
+    const head = await new Promise<string>((resolve, reject) => {
+      const socket = connect(
+        {
+          host: '127.0.0.1',
+          port: t.port,
+          ca: world.pki.ca,
+          cert: valid.cert,
+          key: valid.key,
+          servername: 'localhost',
+        },
+        () => {
+          socket.write(
+            `DELETE /v1/artifacts/dup/x.txt HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${admin}\r\nAuthorization: Bearer ${reader}\r\nConnection: close\r\n\r\n`,
+          );
+        },
+      );
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      socket.on('end', () => {
+        resolve(text);
+      });
+      socket.on('error', reject);
+    });
+    expect(head).toMatch(/^HTTP\/1\.1 401 /);
+    expect(t.log.lines.some((l) => l.reason === 'multiple_authorization')).toBe(true);
+  });
+
+  it('refuses two Repr-Digest headers on an upload rather than check against the first, and keeps nothing', async () => {
+    const token = await world.token('e2e-admin', ['artifacts.admin']);
+    const { valid } = world.pki.clients;
+    const digest = (text: string) => `sha-256=:${Buffer.from(sha256(text), 'hex').toString('base64')}:`;
+    const head = await new Promise<string>((resolve, reject) => {
+      const socket = connect(
+        {
+          host: '127.0.0.1',
+          port: t.port,
+          ca: world.pki.ca,
+          cert: valid.cert,
+          key: valid.key,
+          servername: 'localhost',
+        },
+        () => {
+          socket.write(
+            `PUT /v1/artifacts/dup/digest.txt HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\n` +
+              `Repr-Digest: ${digest('x')}\r\nRepr-Digest: ${digest('y')}\r\n` +
+              'Content-Type: application/octet-stream\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx',
+          );
+        },
+      );
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      socket.on('end', () => {
+        resolve(text);
+      });
+      socket.on('error', reject);
+    });
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(head).toContain('"field":"Repr-Digest"');
+    expect((await t.client.get('dup/digest.txt')).status).toBe(t.client.statusOf({ code: 'not_found' }));
+  });
+});
