@@ -1,9 +1,17 @@
+import { once } from 'node:events';
 import { mkdirSync, readdirSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256, type Expected, type Outcome } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
-import { TRANSPORTS, createE2eEnvironment, startTransport, type E2eEnvironment, type TransportUnderTest } from './support/servers.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type TransportUnderTest,
+} from './support/servers.js';
 
 /**
  * The end-to-end scenario table: every row runs against the gRPC and the HTTP reference
@@ -108,19 +116,51 @@ const scenarios: readonly Scenario[] = [
     expect: { code: 'invalid_argument' },
   },
   {
+    // A socket file where an artifact should be: opening it fails (ENXIO), which no client can
+    // cause through the API, so it is the server's failure.
     name: 'a file-system failure is a generic internal error, the cause only in the log',
     kind: 'unary',
-    act: (t) => {
-      mkdirSync(join(t.dataDir, 'a-directory'), { recursive: true });
-      return t.client.get('a-directory');
+    act: async (t) => {
+      const socket = createServer().listen(join(t.dataDir, 'a-socket'));
+      await once(socket, 'listening');
+      try {
+        return await t.client.get('a-socket');
+      } finally {
+        socket.close();
+      }
     },
     expect: { code: 'internal' },
     check: (o, t) => {
       expect(o.requestId).toBeTruthy();
       const logged = t.log.textFor(o.requestId ?? '');
       expect(logged).toContain(t.dataDir);
-      expect(logged).toContain('EISDIR');
+      expect(logged).toContain('ENXIO');
       expect(logged).toMatch(/\\n\s+at /);
+    },
+  },
+  {
+    name: 'a directory asked for as an artifact is not found',
+    kind: 'unary',
+    act: (t) => {
+      mkdirSync(join(t.dataDir, 'a-directory'), { recursive: true });
+      return t.client.get('a-directory');
+    },
+    expect: { code: 'not_found' },
+  },
+  {
+    name: 'an upload under a file, or onto a directory, is a conflict, and nothing is kept',
+    kind: 'client-streaming',
+    act: async (t) => {
+      await t.client.upload('conflict/file.txt', sha256('x'), [Buffer.from('x')]);
+      mkdirSync(join(t.dataDir, 'conflict', 'dir'), { recursive: true });
+      const onDirectory = await t.client.upload('conflict/dir', sha256('y'), [Buffer.from('y')]);
+      expect(onDirectory.status).toBe(t.client.statusOf({ code: 'conflict' }));
+      return t.client.upload('conflict/file.txt/below.txt', sha256('y'), [Buffer.from('y')]);
+    },
+    expect: { code: 'conflict' },
+    check: (_o, t) => {
+      expect(readdirSync(join(t.dataDir, 'conflict')).sort()).toEqual(['dir', 'file.txt']);
+      expect(readdirSync(join(t.dataDir, 'conflict', 'dir'))).toEqual([]);
     },
   },
   {
@@ -153,10 +193,15 @@ const scenarios: readonly Scenario[] = [
     kind: 'client-streaming',
     act: (t) => {
       const part = Buffer.alloc(1024 * 1024, 1);
-      return t.client.uploadPaced('limits/huge.bin', sha256('x'), Array.from({ length: 70 }, () => part), {
-        gapMs: 0,
-        deadlineMs: 30_000,
-      });
+      return t.client.uploadPaced(
+        'limits/huge.bin',
+        sha256('x'),
+        Array.from({ length: 70 }, () => part),
+        {
+          gapMs: 0,
+          deadlineMs: 30_000,
+        },
+      );
     },
     expect: { code: 'payload_too_large' },
     check: async (o, t) => {

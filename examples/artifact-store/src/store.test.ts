@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -95,8 +97,22 @@ describe('ArtifactStore', () => {
   });
 
   it('lets a file-system failure through as it is, for the transport to hide', async () => {
+    // A socket file: opening it fails (ENXIO), which no client can cause through the API.
+    const socket = createServer().listen(join(store.dataDir, 'a-socket'));
+    await once(socket, 'listening');
+    await expect(store.get('a-socket')).rejects.toMatchObject({ code: 'ENXIO' });
+    socket.close();
+  });
+
+  it('answers what the client’s own paths cause as the client’s: a directory is not found, a collision is a conflict', async () => {
     mkdirSync(join(store.dataDir, 'a-directory'));
-    await expect(store.get('a-directory')).rejects.toMatchObject({ code: 'EISDIR' });
+    await expect(store.get('a-directory')).rejects.toMatchObject({ code: 'not_found' });
+    await expect(store.delete('a-directory')).rejects.toMatchObject({ code: 'not_found' });
+    await store.put('plain.txt', sha('x'), chunks('x'));
+    await expect(store.put('plain.txt/below.txt', sha('x'), chunks('x'))).rejects.toMatchObject({ code: 'conflict' });
+    await expect(store.put('a-directory', sha('x'), chunks('x'))).rejects.toMatchObject({ code: 'conflict' });
+    expect(readdirSync(join(store.dataDir, 'a-directory'))).toEqual([]);
+    expect(readdirSync(store.dataDir).filter((f) => f.startsWith('.upload-'))).toEqual([]);
   });
 });
 

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Dirent } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join, relative, sep } from 'node:path';
+import { constants, type Dirent } from 'node:fs';
+import { lstat, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
 import { createPathResolver, SecurityError, type PathResolver } from '@fluxguard/core';
 import { checkSha256Hex } from './digest.js';
 
@@ -59,13 +59,27 @@ export class ArtifactStore {
     return this.#paths.root;
   }
 
-  /** Reads one artifact. */
+  /**
+   * Reads one artifact. The file is opened inside its directory as it was opened (no link
+   * followed on the way or at the file), so swapping a directory for a link meanwhile cannot
+   * make it read a file outside the data directory.
+   */
   async get(path: string, signal?: AbortSignal): Promise<Artifact> {
-    const safe = await this.#paths.resolveOnDisk(path);
-    const content = await readFile(safe.absolute, signal ? { signal } : {}).catch((err: unknown) =>
-      fileSystemFailure(err, 'read', safe.absolute),
-    );
-    return { path: safe.relative, content, sha256: sha256Hex(content), size: content.length };
+    const dir = await this.#paths.openParent(path).catch((err: unknown) => fileSystemFailure(err, 'read', path));
+    try {
+      const handle = await open(dir.entry(dir.name), constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: unknown) =>
+        fileSystemFailure(err, 'read', dir.absolute),
+      );
+      try {
+        if (!(await handle.stat()).isFile()) throw notAnArtifact();
+        const content = await handle.readFile(signal ? { signal } : {});
+        return { path: dir.relative, content, sha256: sha256Hex(content), size: content.length };
+      } finally {
+        await handle.close();
+      }
+    } finally {
+      await dir.close();
+    }
   }
 
   /** Lists artifacts whose path starts with `prefix`, sorted by path. */
@@ -104,49 +118,63 @@ export class ArtifactStore {
     signal?: AbortSignal,
   ): Promise<ArtifactInfo> {
     const expected = checkSha256Hex(expectedSha256);
-    const safe = await this.#paths.resolveOnDisk(path);
-    await mkdir(dirname(safe.absolute), { recursive: true, mode: 0o750 });
-    // mkdir may have followed a link planted meanwhile: check again once the directory exists.
-    await this.#paths.resolveOnDisk(path);
-    const temp = join(
-      dirname(safe.absolute),
-      `${TEMP_PREFIX}${basename(safe.absolute)}.${randomBytes(8).toString('hex')}`,
-    );
-    const file = await open(temp, 'wx', 0o640);
-    let kept = false;
+    // The temporary file, its rename and its removal all go through the directory as it was
+    // opened: a directory swapped for a link meanwhile cannot send a byte outside.
+    const dir = await this.#paths
+      .openParent(path, { create: true })
+      .catch((err: unknown) => fileSystemFailure(err, 'write', path));
     try {
-      const hash = createHash('sha256');
-      let size = 0;
-      for await (const chunk of chunks) {
-        signal?.throwIfAborted();
-        size += chunk.byteLength;
-        if (size > this.#maxBytes) {
-          throw new SecurityError('payload_too_large', { reason: 'app.artifact_too_large' });
+      const temp = dir.entry(`${TEMP_PREFIX}${dir.name}.${randomBytes(8).toString('hex')}`);
+      const file = await open(
+        temp,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        0o640,
+      );
+      let kept = false;
+      try {
+        const hash = createHash('sha256');
+        let size = 0;
+        for await (const chunk of chunks) {
+          signal?.throwIfAborted();
+          size += chunk.byteLength;
+          if (size > this.#maxBytes) {
+            throw new SecurityError('payload_too_large', { reason: 'app.artifact_too_large' });
+          }
+          hash.update(chunk);
+          await file.write(chunk);
         }
-        hash.update(chunk);
-        await file.write(chunk);
+        const actual = hash.digest();
+        if (!timingSafeEqual(actual, Buffer.from(expected, 'hex'))) {
+          throw new SecurityError('invalid_argument', { details: { field: 'sha256' }, reason: 'app.digest_mismatch' });
+        }
+        await file.sync();
+        await file.close();
+        // rename replaces a link at the name rather than following it.
+        await rename(temp, dir.entry(dir.name)).catch((err: unknown) => fileSystemFailure(err, 'write', dir.absolute));
+        kept = true;
+        return { path: dir.relative, sha256: expected, size };
+      } finally {
+        if (!kept) {
+          await file.close().catch(() => undefined);
+          await unlink(temp).catch(() => undefined);
+        }
       }
-      const actual = hash.digest();
-      if (!timingSafeEqual(actual, Buffer.from(expected, 'hex'))) {
-        throw new SecurityError('invalid_argument', { details: { field: 'sha256' }, reason: 'app.digest_mismatch' });
-      }
-      await file.sync();
-      await file.close();
-      await rename(temp, safe.absolute);
-      kept = true;
-      return { path: safe.relative, sha256: expected, size };
     } finally {
-      if (!kept) {
-        await file.close().catch(() => undefined);
-        await unlink(temp).catch(() => undefined);
-      }
+      await dir.close();
     }
   }
 
-  /** Deletes one artifact. */
+  /** Deletes one artifact (never a directory; a link is removed itself, never followed). */
   async delete(path: string): Promise<void> {
-    const safe = await this.#paths.resolveOnDisk(path);
-    await unlink(safe.absolute).catch((err: unknown) => fileSystemFailure(err, 'delete', safe.absolute));
+    const dir = await this.#paths.openParent(path).catch((err: unknown) => fileSystemFailure(err, 'delete', path));
+    try {
+      const target = dir.entry(dir.name);
+      const stats = await lstat(target).catch((err: unknown) => fileSystemFailure(err, 'delete', dir.absolute));
+      if (stats.isDirectory()) throw notAnArtifact();
+      await unlink(target).catch((err: unknown) => fileSystemFailure(err, 'delete', dir.absolute));
+    } finally {
+      await dir.close();
+    }
   }
 }
 
@@ -154,18 +182,26 @@ function sha256Hex(content: Buffer): string {
   return createHash('sha256').update(content).digest('hex');
 }
 
+/** A directory where an artifact was asked for: the client's `not_found`, as a missing file. */
+function notAnArtifact(): SecurityError {
+  return new SecurityError('not_found', { reason: 'app.not_an_artifact' });
+}
+
 /**
- * A missing file is the client's `not_found`; any other failure is the server's, thrown with
- * the absolute path and the errno in its cause so that the log line has both (Node leaves the
- * path out of some errors, e.g. EISDIR from a read).
+ * What the client's path makes of a file-system failure: a missing file (or a file where a
+ * directory should be, on a read) is `not_found`; a path that collides with what is stored (a
+ * file where a directory should be, a directory where the artifact should go) is `conflict`;
+ * anything else is the server's, thrown with the path and the errno in its cause so that the
+ * log line has both (Node leaves the path out of some errors).
  */
-function fileSystemFailure(err: unknown, action: string, absolute: string): never {
+function fileSystemFailure(err: unknown, action: 'read' | 'write' | 'delete', where: string): never {
+  if (err instanceof SecurityError) throw err;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (code === 'ENOENT' || code === 'ENOTDIR') {
+  if (action !== 'write' && (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR')) {
     throw new SecurityError('not_found', { reason: 'app.artifact_not_found', cause: err });
   }
-  throw Object.assign(new Error(`cannot ${action} artifact file ${absolute}`, { cause: err }), {
-    code,
-    path: absolute,
-  });
+  if (action === 'write' && (code === 'ENOTDIR' || code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST')) {
+    throw new SecurityError('conflict', { details: { field: 'path' }, reason: 'app.path_conflict', cause: err });
+  }
+  throw Object.assign(new Error(`cannot ${action} artifact file ${where}`, { cause: err }), { code, path: where });
 }

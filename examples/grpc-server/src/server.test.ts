@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -296,20 +298,24 @@ describe('reference gRPC server', () => {
   });
 
   it('answers a file-system failure with a generic INTERNAL and logs the cause with the same request id', async () => {
-    await mkdir(join(dataDir, 'a-directory'), { recursive: true });
+    // A socket file: opening it fails (ENXIO), a failure no client can cause through the API.
+    const socket = createServer().listen(join(dataDir, 'a-socket'));
+    await once(socket, 'listening');
     const metadata = new Metadata();
     metadata.set('x-request-id', 'eisdir-1');
-    const result = await unary(client, method(store, 'GetArtifact'), { path: 'a-directory' }, metadata);
+    const result = await unary(client, method(store, 'GetArtifact'), { path: 'a-socket' }, metadata).finally(() => {
+      socket.close();
+    });
     expect(result.status.code).toBe(Status.INTERNAL);
     expect(result.status.details).toBe('An internal error occurred.');
     expect(requestIdOf(result.status)).toBe('eisdir-1');
     const visible = JSON.stringify({ details: result.status.details, trailers: result.status.metadata.toJSON() });
     expect(visible).not.toContain(dataDir);
-    expect(visible).not.toMatch(/EISDIR|errno|\bat /);
+    expect(visible).not.toMatch(/ENXIO|errno|\bat /);
     const lines = logLines().filter((l) => l.requestId === 'eisdir-1');
     expect(lines).toHaveLength(1);
     const err = JSON.stringify(lines[0]?.err);
-    expect(err).toContain('EISDIR');
+    expect(err).toContain('ENXIO');
     expect(err).toMatch(/\bat /);
   });
 

@@ -1,5 +1,7 @@
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -268,15 +270,19 @@ describe('reference HTTP server', () => {
   });
 
   it('turns a file-system failure into a generic 500 with a request id; the log has the cause', async () => {
-    mkdirSync(join(dataDir, 'adir.bin'), { recursive: true });
-    const res = await call('/v1/artifacts/adir.bin');
+    // A socket file: opening it fails (ENXIO), a failure no client can cause through the API.
+    const socket = createServer().listen(join(dataDir, 'asock.bin'));
+    await once(socket, 'listening');
+    const res = await call('/v1/artifacts/asock.bin').finally(() => {
+      socket.close();
+    });
     expect(res.status).toBe(500);
     const requestId = res.headers.get('x-request-id');
     expect(requestId).toBeTruthy();
     const body = await res.text();
     const everything = `${res.statusText}\n${[...res.headers.entries()].join('\n')}\n${body}`;
     expect(everything).not.toContain(base);
-    expect(everything).not.toMatch(/EISDIR|errno|\bat [^\s]+ \(|node:internal/);
+    expect(everything).not.toMatch(/ENXIO|errno|\bat [^\s]+ \(|node:internal/);
     expect(JSON.parse(body)).toEqual({
       type: 'about:blank',
       title: 'Internal Server Error',
@@ -286,7 +292,7 @@ describe('reference HTTP server', () => {
       requestId,
     });
     const line = logOf(requestId);
-    expect(line).toContain('EISDIR');
+    expect(line).toContain('ENXIO');
     expect(line).toContain('"operation":"GET /v1/artifacts/*path"');
     expect(line).toMatch(/\bat [^\s]+ \(|node:internal/);
   });

@@ -179,3 +179,4 @@ export {
   type PathResolverOptions,
   type SafePath,
 } from './sanitize/safe-path.js';
+export { PINNED_DIRECTORIES_SUPPORTED, type PinnedDirectory } from './sanitize/pinned-directory.js';

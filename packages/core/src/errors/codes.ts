@@ -8,6 +8,7 @@ export type SecurityErrorCode =
   | 'unauthenticated'
   | 'permission_denied'
   | 'not_found'
+  | 'conflict'
   | 'payload_too_large'
   | 'rate_limited'
   | 'deadline_exceeded'
@@ -59,6 +60,7 @@ export const ERROR_CODES: Readonly<Record<SecurityErrorCode, ErrorCodeEntry>> = 
   unauthenticated: entry(GrpcStatusCode.UNAUTHENTICATED, 401, 'Unauthorized', 'Authentication is required.'),
   permission_denied: entry(GrpcStatusCode.PERMISSION_DENIED, 403, 'Forbidden', 'Permission denied.'),
   not_found: entry(GrpcStatusCode.NOT_FOUND, 404, 'Not Found', 'Not found.'),
+  conflict: entry(GrpcStatusCode.FAILED_PRECONDITION, 409, 'Conflict', 'The request conflicts with what is stored.'),
   payload_too_large: entry(GrpcStatusCode.RESOURCE_EXHAUSTED, 413, 'Content Too Large', 'The request is too large.'),
   rate_limited: entry(GrpcStatusCode.RESOURCE_EXHAUSTED, 429, 'Too Many Requests', 'Too many requests.'),
   deadline_exceeded: entry(GrpcStatusCode.DEADLINE_EXCEEDED, 504, 'Gateway Timeout', 'The request took too long.'),
@@ -104,6 +106,8 @@ export function codeFromGrpcStatus(status: number): SecurityErrorCode {
       return 'permission_denied';
     case GrpcStatusCode.NOT_FOUND:
       return 'not_found';
+    case GrpcStatusCode.FAILED_PRECONDITION:
+      return 'conflict';
     case GrpcStatusCode.RESOURCE_EXHAUSTED:
       return 'rate_limited';
     case GrpcStatusCode.DEADLINE_EXCEEDED:

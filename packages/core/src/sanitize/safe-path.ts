@@ -1,6 +1,7 @@
 import { mkdirSync, realpathSync } from 'node:fs';
-import { realpath } from 'node:fs/promises';
-import { dirname, resolve, sep } from 'node:path';
+import { mkdir, realpath } from 'node:fs/promises';
+import { PINNED_DIRECTORIES_SUPPORTED, openPinnedDirectory, type PinnedDirectory } from './pinned-directory.js';
+import { dirname, join, resolve, sep } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -71,6 +72,14 @@ export interface PathResolver {
    * the real path of the deepest existing ancestor must be inside the root's real path.
    */
   resolveOnDisk(relative: unknown): Promise<SafePath>;
+  /**
+   * Checks a relative path and opens the directory that holds it, one component at a time,
+   * following no symbolic link (see {@link PinnedDirectory}): what is then read, written,
+   * renamed or removed through `entry(name)` stays inside the root however the tree is changed
+   * meanwhile. With `create`, missing directories are made. Linux only (`/proc/self/fd`);
+   * elsewhere it throws a `ConfigurationError`, and `resolveOnDisk` is the fallback.
+   */
+  openParent(relative: unknown, options?: { readonly create?: boolean }): Promise<PinnedDirectory & SafePath>;
 }
 
 const DEFAULTS: Readonly<Required<PathResolverOptions>> = Object.freeze({
@@ -172,5 +181,29 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     }
   }
 
-  return Object.freeze({ root, resolve: resolvePath, checkPrefix, resolveOnDisk });
+  async function openParent(
+    relative: unknown,
+    options: { readonly create?: boolean } = {},
+  ): Promise<PinnedDirectory & SafePath> {
+    const safe = resolvePath(relative);
+    const segments = safe.relative.split('/');
+    const name = segments.pop() ?? '';
+    if (!PINNED_DIRECTORIES_SUPPORTED) {
+      // No /proc/self/fd: the realpath check of resolveOnDisk, which a concurrent swap can race.
+      await resolveOnDisk(relative);
+      if (options.create === true) await mkdir(dirname(safe.absolute), { recursive: true, mode: 0o750 });
+      const dir = dirname(safe.absolute);
+      return Object.freeze({ ...safe, name, entry: (entry: string) => join(dir, entry), close: () => Promise.resolve() });
+    }
+    const handle = await openPinnedDirectory(root, segments, { create: options.create === true, field: opts.field });
+    const prefix = `/proc/self/fd/${String(handle.fd)}/`;
+    return Object.freeze({
+      ...safe,
+      name,
+      entry: (entry: string) => prefix + entry,
+      close: () => handle.close(),
+    });
+  }
+
+  return Object.freeze({ root, resolve: resolvePath, checkPrefix, resolveOnDisk, openParent });
 }

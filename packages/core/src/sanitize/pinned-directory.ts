@@ -1,0 +1,95 @@
+import { constants, existsSync } from 'node:fs';
+import { lstat, mkdir, open, type FileHandle } from 'node:fs/promises';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+
+/**
+ * A directory inside a root, opened one component at a time without following any symbolic
+ * link, and held open: names inside it resolve against the opened directory itself (through
+ * `/proc/self/fd`), so renaming or swapping a directory on the way afterwards cannot redirect a
+ * read, a write or a rename elsewhere.
+ *
+ * @example
+ * ```ts
+ * const dir = await paths.openParent('models/v1/weights.bin', { create: true });
+ * try {
+ *   const handle = await open(dir.entry(dir.name), 'r');
+ * } finally {
+ *   await dir.close();
+ * }
+ * ```
+ */
+export interface PinnedDirectory {
+  /** The last segment of the path: the file's name inside the directory. */
+  readonly name: string;
+  /** A path that names `name` inside this directory, whatever happens to the tree meanwhile. */
+  entry(name: string): string;
+  close(): Promise<void>;
+}
+
+const DIRECTORY_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+
+/** Whether the platform names open files under `/proc/self/fd` (Linux). */
+export const PINNED_DIRECTORIES_SUPPORTED: boolean = existsSync('/proc/self/fd');
+
+/**
+ * Opens `segments` (already checked: no `..`, no separators) below `root` one at a time with
+ * `O_NOFOLLOW | O_DIRECTORY`, each relative to the directory opened before it; with `create`,
+ * missing directories are made on the way. A symbolic link anywhere on the way is refused
+ * (`invalid_argument`, reason `path_symlink_escape`), even one that points inside the root:
+ * following none is what makes the walk impossible to redirect.
+ *
+ * @throws SecurityError `invalid_argument` for a link on the way; the file-system error (`ENOENT`,
+ *   `ENOTDIR`) for a missing directory or a file where a directory should be.
+ * @throws ConfigurationError on a platform without `/proc/self/fd`.
+ *
+ * @internal
+ */
+export async function openPinnedDirectory(
+  root: string,
+  segments: readonly string[],
+  options: { readonly create: boolean; readonly field: string },
+): Promise<FileHandle> {
+  if (!PINNED_DIRECTORIES_SUPPORTED) {
+    throw new ConfigurationError('pinned directories need /proc/self/fd (Linux)');
+  }
+  let handle = await open(root, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    for (const segment of segments) {
+      const at = `/proc/self/fd/${String(handle.fd)}/${segment}`;
+      let next: FileHandle;
+      try {
+        next = await openDirectory(at, options.field);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !options.create) throw err;
+        await mkdir(at, { mode: 0o750 }).catch((error: unknown) => {
+          if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+        });
+        next = await openDirectory(at, options.field);
+      }
+      await handle.close();
+      handle = next;
+    }
+    return handle;
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Opens one directory without following a link at its name; a link is the client's refusal. */
+async function openDirectory(at: string, field: string): Promise<FileHandle> {
+  try {
+    return await open(at, DIRECTORY_FLAGS);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // A link at the name is ELOOP, or ENOTDIR with O_DIRECTORY: tell it from a plain file.
+    const isLink =
+      code === 'ELOOP' ||
+      (code === 'ENOTDIR' && (await lstat(at).then((stats) => stats.isSymbolicLink(), () => false)));
+    if (isLink) {
+      throw new SecurityError('invalid_argument', { details: { field }, reason: 'path_symlink_escape', cause: err });
+    }
+    throw err;
+  }
+}
