@@ -139,6 +139,40 @@ const scenarios: readonly Scenario[] = [
     },
   },
   {
+    name: 'ordinary names are accepted: spaces, accents, punctuation, a dot inside or first, deep folders',
+    kind: 'unary',
+    act: async (t) => {
+      const names = [
+        'names/my file.txt',
+        'names/café/naïve.txt',
+        'names/résumé (final) [v2].pdf',
+        'names/a..b.txt',
+        'names/.hidden',
+        "names/it's x+y@z~1,2=3#4&5.txt",
+        'names/données/日本語/файл.txt',
+        'names/a/b/c/d/e/f/g/h.txt',
+      ];
+      for (const name of names) {
+        const body = Buffer.from(`content of ${name}`);
+        const stored = await t.client.upload(name, sha256(body), [body]);
+        if (!stored.ok) throw new Error(`${name} was refused: ${stored.exposed}`);
+        const read = await t.client.get(name);
+        if (!(read.value as { content: Buffer } | undefined)?.content.equals(body))
+          throw new Error(`${name} did not read back`);
+      }
+      return t.client.list('names/');
+    },
+    check: (o) => {
+      expect((o.value as { path: string }[]).map((a) => a.path)).toContain('names/.hidden');
+    },
+  },
+  {
+    name: 'a name that looks like a separator or a device is refused, naming the field',
+    kind: 'unary',
+    act: (t) => t.client.get('names/a\uff0fb.txt'),
+    expect: { code: 'invalid_argument' },
+  },
+  {
     name: 'a directory asked for as an artifact is not found',
     kind: 'unary',
     act: (t) => {

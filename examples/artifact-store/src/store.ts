@@ -2,7 +2,13 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
 import { lstat, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
-import { createPathResolver, SecurityError, type PathResolver } from '@fluxguard/core';
+import {
+  createPathResolver,
+  SecurityError,
+  type PathResolver,
+  type PinnedDirectory,
+  type SafePath,
+} from '@fluxguard/core';
 import { checkSha256Hex } from './digest.js';
 
 /** Metadata of one stored artifact. */
@@ -65,7 +71,7 @@ export class ArtifactStore {
    * make it read a file outside the data directory.
    */
   async get(path: string, signal?: AbortSignal): Promise<Artifact> {
-    const dir = await this.#paths.openParent(path).catch((err: unknown) => fileSystemFailure(err, 'read', path));
+    const dir = await this.#openParent(path).catch((err: unknown) => fileSystemFailure(err, 'read', path));
     try {
       const handle = await open(dir.entry(dir.name), constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: unknown) =>
         fileSystemFailure(err, 'read', dir.absolute),
@@ -82,12 +88,24 @@ export class ArtifactStore {
     }
   }
 
+  /**
+   * The directory of `path`, held open (see `openParent` of `@fluxguard/core`). Names that
+   * start like the store's temporary files are refused: they would read or replace someone
+   * else's upload in progress.
+   */
+  #openParent(path: string, create = false): Promise<PinnedDirectory & SafePath> {
+    if (typeof path === 'string' && path.split('/').some((segment) => segment.startsWith(TEMP_PREFIX))) {
+      throw new SecurityError('invalid_argument', { details: { field: 'path' }, reason: 'app.reserved_name' });
+    }
+    return this.#paths.openParent(path, { create });
+  }
+
   /** Lists artifacts whose path starts with `prefix`, sorted by path. */
   async *list(prefix: string, signal?: AbortSignal): AsyncIterable<ArtifactInfo> {
     const checked = this.#paths.checkPrefix(prefix);
     const entries: Dirent[] = await readdir(this.#paths.root, { withFileTypes: true, recursive: true });
     const files = entries
-      .filter((e) => e.isFile() && !e.name.startsWith('.'))
+      .filter((e) => e.isFile() && !e.name.startsWith(TEMP_PREFIX))
       .map((e) => relative(this.#paths.root, join(e.parentPath, e.name)).split(sep).join('/'))
       .filter((p) => p.startsWith(checked))
       .sort()
@@ -120,9 +138,7 @@ export class ArtifactStore {
     const expected = checkSha256Hex(expectedSha256);
     // The temporary file, its rename and its removal all go through the directory as it was
     // opened: a directory swapped for a link meanwhile cannot send a byte outside.
-    const dir = await this.#paths
-      .openParent(path, { create: true })
-      .catch((err: unknown) => fileSystemFailure(err, 'write', path));
+    const dir = await this.#openParent(path, true).catch((err: unknown) => fileSystemFailure(err, 'write', path));
     try {
       const temp = dir.entry(`${TEMP_PREFIX}${dir.name}.${randomBytes(8).toString('hex')}`);
       const file = await open(
@@ -166,7 +182,7 @@ export class ArtifactStore {
 
   /** Deletes one artifact (never a directory; a link is removed itself, never followed). */
   async delete(path: string): Promise<void> {
-    const dir = await this.#paths.openParent(path).catch((err: unknown) => fileSystemFailure(err, 'delete', path));
+    const dir = await this.#openParent(path).catch((err: unknown) => fileSystemFailure(err, 'delete', path));
     try {
       const target = dir.entry(dir.name);
       const stats = await lstat(target).catch((err: unknown) => fileSystemFailure(err, 'delete', dir.absolute));

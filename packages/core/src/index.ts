@@ -173,6 +173,8 @@ export type { RateLimitsPolicy } from './ratelimit/policy.js';
 
 // Input and path sanitization
 export {
+  ASCII_SEGMENT,
+  NAME_SEGMENT,
   createPathResolver,
   type PathReason,
   type PathResolver,

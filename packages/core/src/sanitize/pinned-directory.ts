@@ -86,7 +86,11 @@ async function openDirectory(at: string, field: string): Promise<FileHandle> {
     // A link at the name is ELOOP, or ENOTDIR with O_DIRECTORY: tell it from a plain file.
     const isLink =
       code === 'ELOOP' ||
-      (code === 'ENOTDIR' && (await lstat(at).then((stats) => stats.isSymbolicLink(), () => false)));
+      (code === 'ENOTDIR' &&
+        (await lstat(at).then(
+          (stats) => stats.isSymbolicLink(),
+          () => false,
+        )));
     if (isLink) {
       throw new SecurityError('invalid_argument', { details: { field }, reason: 'path_symlink_escape', cause: err });
     }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
-import { createPathResolver } from './safe-path.js';
+import { ASCII_SEGMENT, createPathResolver } from './safe-path.js';
 
 const base = mkdtempSync(join(tmpdir(), 'fluxguard-safe-path-'));
 const root = join(base, 'root');
@@ -40,21 +40,68 @@ describe('createPathResolver', () => {
     ['a drive letter', 'C:/windows', 'path_bad_character'],
     ['a NUL byte', 'a.txt\u0000.png', 'path_bad_character'],
     ['a newline', 'a\nb', 'path_bad_character'],
-    ['an encoded traversal left encoded', '%2e%2e/etc', 'path_bad_character'],
-    ['a full-width dot look-alike', '\uff0e\uff0e/etc', 'path_bad_character'],
+    ['full-width dots (NFKC ..)', '\uff0e\uff0e/etc', 'path_traversal'],
+    ['one-dot leaders (NFKC ..)', '\u2024\u2024/etc', 'path_traversal'],
+    ['a full-width solidus (NFKC /)', 'a\uff0fb', 'path_bad_character'],
+    ['a full-width reverse solidus (NFKC \\)', 'a\uff3cb', 'path_bad_character'],
+    ['a full-width colon (NFKC :)', 'C\uff1a', 'path_bad_character'],
+    ['a division slash', 'a\u2215b', 'path_bad_character'],
+    ['a right-to-left override', 'evil\u202etxt.exe', 'path_bad_character'],
+    ['a zero-width joiner', 'a\u200db', 'path_bad_character'],
+    ['a no-break space', 'a\u00a0b', 'path_bad_character'],
+    ['a line separator', 'a\u2028b', 'path_bad_character'],
+    ['the replacement character (invalid or overlong UTF-8)', 'a\ufffd.txt', 'path_bad_character'],
+    ['a lone surrogate', 'a\ud800.txt', 'path_bad_character'],
+    ['a trailing dot', 'report.', 'path_bad_character'],
+    ['a trailing space', 'report ', 'path_bad_character'],
+    ['a leading space', ' report', 'path_bad_character'],
+    ['a Windows-reserved character', 'a*b', 'path_bad_character'],
+    ['a device name', 'CON', 'path_reserved_name'],
+    ['a device name with an extension', 'dir/nul.txt', 'path_reserved_name'],
+    ['a numbered device name', 'com1', 'path_reserved_name'],
     ['an empty segment', 'a//b', 'path_empty_segment'],
     ['a trailing slash', 'a/', 'path_empty_segment'],
-    ['a hidden file', '.env', 'path_hidden_segment'],
     ['the empty string', '', 'path_empty'],
     ['an over-long path', 'a/'.repeat(600) + 'b', 'path_too_long'],
     ['an over-deep path', 'a/'.repeat(16) + 'b', 'path_too_deep'],
     ['an over-long segment', 'a'.repeat(256), 'path_segment_too_long'],
+    ['a segment over 255 UTF-8 bytes', 'é'.repeat(128), 'path_segment_too_long'],
   ])('refuses %s without echoing it', (_label, input, reason) => {
     const err = refusal(() => paths.resolve(input));
     expect(err.code).toBe('invalid_argument');
     expect(err.reason).toBe(reason);
     expect(err.details).toEqual({ field: 'path' });
     expect(err.message).toBe('The request is invalid.');
+  });
+
+  it.each([
+    'my file.txt',
+    'café/naïve.txt',
+    'résumé (final) [v2].pdf',
+    'a..b.txt',
+    '.hidden',
+    "it's x+y@z~1,2=3#4&5!$%{};^.txt",
+    'données/日本語/файл.txt',
+    'a/b/c/d/e/f/g/h/i/j.txt',
+    'console.log',
+    'CONFIG',
+  ])('accepts the ordinary name %j', (name) => {
+    expect(paths.resolve(name).relative).toBe(name);
+  });
+
+  it('keeps one spelling of a name: decomposed accents come out composed (NFC)', () => {
+    expect(paths.resolve('cafe\u0301.txt').relative).toBe('caf\u00e9.txt');
+    expect(paths.checkPrefix('cafe\u0301/')).toBe('caf\u00e9/');
+  });
+
+  it('refuses hidden segments when asked, and ASCII_SEGMENT keeps to ASCII', () => {
+    const strict = createPathResolver({ root: paths.root, allowHidden: false, segmentPattern: ASCII_SEGMENT });
+    expect(refusal(() => strict.resolve('.env')).reason).toBe('path_hidden_segment');
+    expect(refusal(() => strict.resolve('my file.txt')).reason).toBe('path_bad_character');
+    // The dangerous is refused whatever the pattern.
+    const loose = createPathResolver({ root: paths.root, segmentPattern: /^[\s\S]+$/ });
+    expect(refusal(() => loose.resolve('a\u202eb')).reason).toBe('path_bad_character');
+    expect(refusal(() => loose.resolve('a\uff0fb')).reason).toBe('path_bad_character');
   });
 
   it('refuses values that are not strings', () => {

@@ -10,7 +10,8 @@ import { resolveOptions } from '../options/resolve-options.js';
  * Why a path was refused (always `invalid_argument`, naming the field, never the path): the
  * shape (`path_not_a_string`, `path_empty`, `path_too_long`, `path_too_deep`, `path_absolute`),
  * a segment (`path_empty_segment`, `path_hidden_segment`, `path_segment_too_long`,
- * `path_bad_character`), or an escape from the root (`path_traversal`, `path_symlink_escape`).
+ * `path_bad_character`, `path_reserved_name`: a device name such as `CON` or `nul.txt`), or an
+ * escape from the root (`path_traversal`, `path_symlink_escape`).
  *
  * @example
  * ```ts
@@ -29,6 +30,7 @@ export type PathReason =
   | 'path_hidden_segment'
   | 'path_segment_too_long'
   | 'path_bad_character'
+  | 'path_reserved_name'
   | 'path_traversal'
   | 'path_symlink_escape';
 
@@ -40,13 +42,19 @@ export interface PathResolverOptions {
   readonly maxLength?: number;
   /** Most path segments accepted. Default 16. */
   readonly maxDepth?: number;
-  /** Longest single segment (most file systems stop at 255 bytes). Default 255. */
+  /** Longest single segment, in UTF-8 bytes (most file systems stop at 255). Default 255. */
   readonly maxSegmentLength?: number;
   /**
-   * Characters a segment may contain. Default: ASCII letters, digits, `.`, `_` and `-`, which
-   * rules out separators of other systems (`\`, `:`), control characters and look-alikes.
+   * Characters a segment may contain, tested on its NFC form. Default {@link NAME_SEGMENT}:
+   * Unicode letters, marks and digits, spaces and common punctuation. `ASCII_SEGMENT` is the
+   * strict alternative. Whatever the pattern, what is dangerous is always refused: control,
+   * format (bidi, zero-width) and unassigned characters, anything whose NFKC form holds a
+   * separator or a character Windows reserves (`/ \ : * ? " < > |`), `.` and `..` in any
+   * spelling, a leading or trailing space, a trailing dot, and reserved device names.
    */
   readonly segmentPattern?: RegExp;
+  /** Accept segments that start with a dot (`.hidden`). Default true. */
+  readonly allowHidden?: boolean;
   /** The field named in the `invalid_argument` error. Default `path`. */
   readonly field?: string;
 }
@@ -82,12 +90,44 @@ export interface PathResolver {
   openParent(relative: unknown, options?: { readonly create?: boolean }): Promise<PinnedDirectory & SafePath>;
 }
 
+/**
+ * The default characters of a path segment: Unicode letters, combining marks and digits,
+ * spaces, and `. _ - ( ) + @ ~ , ' = # & ! $ % [ ] { } ; ^`.
+ *
+ * @example
+ * ```ts
+ * import { NAME_SEGMENT } from '@fluxguard/core';
+ * NAME_SEGMENT.test('café naïve (v2).txt'); // true
+ * ```
+ */
+export const NAME_SEGMENT = /^[\p{L}\p{M}\p{N} ._\-()+@~,'=#&!$%[\]{};^]+$/u;
+
+/**
+ * A strict alternative to {@link NAME_SEGMENT}: ASCII letters, digits, `.`, `_` and `-`.
+ *
+ * @example
+ * ```ts
+ * import { ASCII_SEGMENT, createPathResolver } from '@fluxguard/core';
+ * const paths = createPathResolver({ root: '/srv/data', segmentPattern: ASCII_SEGMENT });
+ * ```
+ */
+export const ASCII_SEGMENT = /^[A-Za-z0-9._-]+$/;
+
+// Refused in any segment, whatever the pattern: controls, format characters (bidi overrides,
+// zero-width joiners), surrogates, private use, unassigned, line and paragraph separators, and
+// U+FFFD (what invalid UTF-8 decodes to).
+const ALWAYS_REFUSED = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\uFFFD]/u;
+// In the NFKC form, which folds look-alikes (fullwidth solidus, one-dot leader) onto ASCII.
+const SEPARATOR_LIKE = /[/\\:*?"<>|]/;
+const DEVICE_NAME = /^(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(?:\..*)?$/i;
+
 const DEFAULTS: Readonly<Required<PathResolverOptions>> = Object.freeze({
   root: '',
   maxLength: 1024,
   maxDepth: 16,
   maxSegmentLength: 255,
-  segmentPattern: /^[A-Za-z0-9._-]+$/,
+  segmentPattern: NAME_SEGMENT,
+  allowHidden: true,
   field: 'path',
 });
 
@@ -123,6 +163,9 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
   const root = realpathSync(opts.root);
   const rootWithSep = root.endsWith(sep) ? root : root + sep;
   const { maxLength, maxDepth, maxSegmentLength, segmentPattern, field } = opts;
+  if (typeof opts.allowHidden !== 'boolean')
+    throw new ConfigurationError('createPathResolver: "allowHidden" must be a boolean');
+  const allowHidden = opts.allowHidden;
 
   function refuse(reason: PathReason): never {
     throw new SecurityError('invalid_argument', { details: { field }, reason });
@@ -132,9 +175,15 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     if (segments.length > maxDepth) refuse('path_too_deep');
     for (const segment of segments) {
       if (segment === '') refuse('path_empty_segment');
-      if (segment === '.' || segment === '..') refuse('path_traversal');
-      if (segment.startsWith('.')) refuse('path_hidden_segment');
-      if (segment.length > maxSegmentLength) refuse('path_segment_too_long');
+      if (ALWAYS_REFUSED.test(segment)) refuse('path_bad_character');
+      const folded = segment.normalize('NFKC');
+      if (folded === '.' || folded === '..') refuse('path_traversal');
+      if (SEPARATOR_LIKE.test(folded)) refuse('path_bad_character');
+      // Windows drops a trailing dot or space, and trims spaces: two names would be one file.
+      if (folded.startsWith(' ') || folded.endsWith(' ') || folded.endsWith('.')) refuse('path_bad_character');
+      if (DEVICE_NAME.test(folded)) refuse('path_reserved_name');
+      if (!allowHidden && segment.startsWith('.')) refuse('path_hidden_segment');
+      if (Buffer.byteLength(segment) > maxSegmentLength) refuse('path_segment_too_long');
       if (!segmentPattern.test(segment)) refuse('path_bad_character');
     }
   }
@@ -146,7 +195,8 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
   }
 
   function resolvePath(relative: unknown): SafePath {
-    const value = checkString(relative);
+    // One spelling per name: the NFC form is checked, stored and returned.
+    const value = checkString(relative).normalize('NFC');
     if (value === '') refuse('path_empty');
     if (value.startsWith('/')) refuse('path_absolute');
     checkSegments(value.split('/'));
@@ -157,7 +207,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
   }
 
   function checkPrefix(prefix: unknown): string {
-    const value = checkString(prefix ?? '');
+    const value = checkString(prefix ?? '').normalize('NFC');
     if (value === '') return '';
     if (value.startsWith('/')) refuse('path_absolute');
     const trimmed = value.endsWith('/') ? value.slice(0, -1) : value;
@@ -193,7 +243,12 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
       await resolveOnDisk(relative);
       if (options.create === true) await mkdir(dirname(safe.absolute), { recursive: true, mode: 0o750 });
       const dir = dirname(safe.absolute);
-      return Object.freeze({ ...safe, name, entry: (entry: string) => join(dir, entry), close: () => Promise.resolve() });
+      return Object.freeze({
+        ...safe,
+        name,
+        entry: (entry: string) => join(dir, entry),
+        close: () => Promise.resolve(),
+      });
     }
     const handle = await openPinnedDirectory(root, segments, { create: options.create === true, field: opts.field });
     const prefix = `/proc/self/fd/${String(handle.fd)}/`;
