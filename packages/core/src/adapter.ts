@@ -51,3 +51,4 @@ export { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, type ClientTlsMaterial 
 export { resolveOptions } from './options/resolve-options.js';
 export { assertAuditLogger } from './audit/check.js';
 export { LruCache } from './cache/lru.js';
+export { checkSchema, validateWith } from './validation/standard-schema.js';

@@ -144,6 +144,20 @@ export {
 } from './limits/input-limits.js';
 export type { LimitsPolicy } from './limits/policy.js';
 
+// Validation
+export {
+  type StandardIssue,
+  type StandardResult,
+  type StandardSchemaV1,
+  type ValidationReason,
+} from './validation/standard-schema.js';
+export { compileJsonShape, type JsonShapeLimits } from './validation/json-shape.js';
+export {
+  createMessageValidation,
+  type MessageSchemaRule,
+  type MessageValidationOptions,
+} from './validation/message-validation.js';
+
 // Rate limits and brute-force protection
 export {
   createRateLimit,

@@ -15,3 +15,4 @@ export { jwtAuth, type JwtAuthOptions } from './jwt-auth.js';
 export { rbac, type RbacMiddlewareOptions } from './rbac.js';
 export { createSecureServer, type SecureServerOptions } from './secure-server.js';
 export { createMtlsAgent, type MtlsAgentOptions } from './mtls-agent.js';
+export { jsonBody, validate, type JsonBodyOptions, type ValidateOptions } from './validate.js';

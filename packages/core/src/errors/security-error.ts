@@ -11,6 +11,7 @@ import type { TimeoutReason } from '../timeouts/timeouts.js';
 import type { ConcurrencyReason } from '../ratelimit/concurrency.js';
 import type { RateLimitReason } from '../ratelimit/rate-limit.js';
 import type { LimitsReason } from '../limits/input-limits.js';
+import type { ValidationReason } from '../validation/standard-schema.js';
 
 /**
  * Reasons the transport adapters give at the edge, for failures no control raised. They live
@@ -81,6 +82,7 @@ export type SecurityErrorReason =
   | ConcurrencyReason
   | RateLimitReason
   | LimitsReason
+  | ValidationReason
   | PathReason
   | TransportReason
   | AppReason;

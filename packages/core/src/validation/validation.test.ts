@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { compileJsonShape } from './json-shape.js';
+import { checkSchema, validateWith, type StandardSchemaV1 } from './standard-schema.js';
+
+function refusal(run: () => unknown): { reason?: unknown; details?: unknown; message?: unknown } {
+  try {
+    run();
+  } catch (error) {
+    return error as { reason?: unknown; details?: unknown; message?: unknown };
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('compileJsonShape', () => {
+  const check = compileJsonShape({ maxDepth: 3, maxKeys: 4 });
+
+  it('passes a document within its limits, braces and colons inside strings included', () => {
+    expect(() => {
+      check('{"a":{"b":[1,"{[{[:"]},"c":"\\"}:"}', 'body');
+    }).not.toThrow();
+  });
+
+  it.each([
+    ['too deep', '[[[[1]]]]', 'json_too_deep'],
+    ['too many keys', '{"a":1,"b":2,"c":3,"d":4,"e":5}', 'json_too_many_keys'],
+    ['__proto__', '{"__proto__":{}}', 'json_forbidden_key'],
+    ['an escaped __proto__', '{"\\u005f\\u005fproto__":{}}', 'json_forbidden_key'],
+    ['constructor', '{"a":{"constructor":1}}', 'json_forbidden_key'],
+    ['prototype, space before the colon', '{"prototype" :1}', 'json_forbidden_key'],
+  ])('refuses %s, naming the field', (_label, text, reason) => {
+    expect(refusal(() => { check(text, 'body'); })).toMatchObject({ reason, details: { field: 'body' } });
+  });
+
+  it('allows the forbidden words as values', () => {
+    expect(() => {
+      check('{"a":"__proto__","b":["constructor"]}', 'body');
+    }).not.toThrow();
+  });
+
+  it('refuses bad limits', () => {
+    expect(() => compileJsonShape({ maxDepth: 0 })).toThrow(ConfigurationError);
+  });
+});
+
+describe('validateWith', () => {
+  it('returns the schema output', () => {
+    expect(validateWith(z.object({ n: z.coerce.number() }), { n: '3' }, 'query')).toEqual({ n: 3 });
+  });
+
+  it('names the path, shows an odd key as [_], and keeps the rule unless it repeats the value', () => {
+    const err = refusal(() => validateWith(z.record(z.string(), z.number()), { 'a b': 'x' }, 'body'));
+    expect(err.details).toEqual({ field: 'body[_]' });
+    const echoed = refusal(() => validateWith(z.literal('yes'), 'SECRET', 'query'));
+    expect(String(echoed.message)).not.toContain('SECRET');
+  });
+
+  it('refuses an asynchronous schema: validation does not wait', () => {
+    const slow: StandardSchemaV1 = {
+      '~standard': { version: 1, vendor: 'test', validate: () => Promise.resolve({ value: 1 }) },
+    };
+    expect(() => validateWith(slow, 1, 'body')).toThrow(ConfigurationError);
+  });
+
+  it('recognises a Standard Schema and refuses anything else', () => {
+    expect(checkSchema(z.string(), 'x')).toBeDefined();
+    expect(() => checkSchema({ parse: () => 1 }, 'rule.schema')).toThrow('rule.schema must be a Standard Schema');
+  });
+});
