@@ -173,6 +173,17 @@ const scenarios: readonly Scenario[] = [
     expect: { code: 'invalid_argument' },
   },
   {
+    // gRPC: the request message's schema (zod) refuses it first; HTTP: the path resolver.
+    name: 'an over-long path is refused, naming the field and never echoing the value',
+    kind: 'unary',
+    act: (t) => t.client.get(`long/${'x'.repeat(5000)}`),
+    expect: { code: 'invalid_argument' },
+    check: (o, t) => {
+      expect(o.exposed).not.toContain('xxxxxxxxxx');
+      expect(o.exposed).toContain(t.transport === 'grpc' ? 'message.path' : '"field":"path"');
+    },
+  },
+  {
     name: 'a directory asked for as an artifact is not found',
     kind: 'unary',
     act: (t) => {

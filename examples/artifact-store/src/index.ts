@@ -36,3 +36,4 @@ export {
   type RunReferenceServerOptions,
   type RunningReferenceServer,
 } from './run-server.js';
+export { ARTIFACT_MESSAGE_RULES, LIST_QUERY } from './schemas.js';

@@ -11,7 +11,7 @@ import {
   type ServerWritableStream,
 } from '@grpc/grpc-js';
 import { loadSync, type Options as ProtoLoaderOptions } from '@grpc/proto-loader';
-import { ConfigurationError, SecurityError, createAuditLogger } from '@fluxguard/core';
+import { ConfigurationError, SecurityError, createAuditLogger, createMessageValidation } from '@fluxguard/core';
 import {
   addService,
   createServerCredentials,
@@ -21,6 +21,7 @@ import {
   type SafeImplementation,
 } from '@fluxguard/grpc';
 import {
+  ARTIFACT_MESSAGE_RULES,
   ARTIFACT_STORE_SERVICE,
   ArtifactStore,
   PROTO_PATH,
@@ -148,7 +149,11 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
       maxSendMessageBytes: MAX_SEND_MESSAGE_BYTES,
       maxSessionMemoryMb: MAX_SESSION_MEMORY_MB,
     }),
-    interceptors: fluxguardInterceptors({ audit, guard, controls: [security.concurrency] }),
+    interceptors: fluxguardInterceptors({
+      audit,
+      guard,
+      controls: [security.concurrency, createMessageValidation({ rules: ARTIFACT_MESSAGE_RULES })],
+    }),
   });
   addService(server, storeService, artifactStoreHandlers(store));
   addService(server, healthDefinition, health.handlers);

@@ -266,7 +266,7 @@ describe('reference HTTP server', () => {
   it('refuses a repeated prefix parameter', async () => {
     const res = await call('/v1/artifacts?prefix=a&prefix=b');
     expect(res.status).toBe(400);
-    expect(await res.json()).toMatchObject({ code: 'invalid_argument', field: 'prefix' });
+    expect(await res.json()).toMatchObject({ code: 'invalid_argument', field: 'query.prefix' });
   });
 
   it('turns a file-system failure into a generic 500 with a request id; the log has the cause', async () => {

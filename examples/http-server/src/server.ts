@@ -9,9 +9,10 @@ import {
   type Control,
   type Guard,
 } from '@fluxguard/core';
-import { createSecureServer, fluxguard } from '@fluxguard/express';
+import { createSecureServer, fluxguard, validate } from '@fluxguard/express';
 import {
   ArtifactStore,
+  LIST_QUERY,
   parseReprDigest,
   reprDigestOf,
   type ArtifactInfo,
@@ -141,12 +142,9 @@ export function createApp(options: AppOptions): express.Express {
     res.set('cache-control', 'no-store').json({ status: 'ok' });
   });
 
-  app.get('/v1/artifacts', async (req, res) => {
-    // Express 5 parses req.query again on each read: read it once.
-    const prefix: unknown = req.query.prefix;
-    if (prefix !== undefined && typeof prefix !== 'string') {
-      throw new SecurityError('invalid_argument', { details: { field: 'prefix' }, reason: 'app.bad_prefix' });
-    }
+  app.get('/v1/artifacts', validate({ query: LIST_QUERY }), async (req, res) => {
+    // Validated: at most one prefix, a string. Express 5 parses req.query again on each read.
+    const prefix = req.query.prefix as string | undefined;
     const items: ArtifactInfo[] = [];
     for await (const info of store.list(prefix ?? '', req.fluxguard.signal)) {
       items.push({ path: info.path, sha256: info.sha256, size: info.size });
