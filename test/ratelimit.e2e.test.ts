@@ -160,6 +160,7 @@ describe.each(TRANSPORTS)('rate limits over %s (memory store)', (transport) => {
     const carol = await readerClient(t, 'carol-flood');
     const from = { 'x-forwarded-for': '203.0.113.66' };
     const before = t.log.lines.length;
+    const started = Date.now();
     const statuses: number[] = [];
     for (let batch = 0; batch < 25; batch++) {
       const [served, ...flood] = await Promise.all([
@@ -176,9 +177,10 @@ describe.each(TRANSPORTS)('rate limits over %s (memory store)', (transport) => {
     expect(verified).toBeGreaterThanOrEqual(3);
     expect(verified).toBeLessThanOrEqual(40);
     expect(statuses.filter((s) => s === mallory.statusOf({ code: 'rate_limited' })).length).toBeGreaterThanOrEqual(960);
-    // 1,000 refusals, at most 50 lines per 10 s interval for the blocked ones (the flood lasts
-    // less than an interval but may straddle two): the rest are folded into a count.
-    expect(lines.filter((l) => l.reason === 'brute_force_blocked').length).toBeLessThanOrEqual(100);
+    // 1,000 refusals, at most 50 full lines per 10 s interval the flood touched (on a loaded
+    // machine it can last longer than one): the rest are folded into a count.
+    const intervals = Math.ceil((Date.now() - started) / 10_000) + 1;
+    expect(lines.filter((l) => l.reason === 'brute_force_blocked').length).toBeLessThanOrEqual(50 * intervals);
   });
 
   it('counts a missing token as no attempt: anonymous calls never block an address', async () => {
