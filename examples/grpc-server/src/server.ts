@@ -11,7 +11,13 @@ import {
   type ServerWritableStream,
 } from '@grpc/grpc-js';
 import { loadSync, type Options as ProtoLoaderOptions } from '@grpc/proto-loader';
-import { ConfigurationError, SecurityError, createAuditLogger, createMessageValidation } from '@fluxguard/core';
+import {
+  ConfigurationError,
+  SecurityError,
+  createAuditLogger,
+  createHeaderLimits,
+  createMessageValidation,
+} from '@fluxguard/core';
 import {
   addService,
   createServerCredentials,
@@ -152,7 +158,11 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
     interceptors: fluxguardInterceptors({
       audit,
       guard,
-      controls: [security.concurrency, createMessageValidation({ rules: ARTIFACT_MESSAGE_RULES })],
+      controls: [
+        createHeaderLimits(),
+        security.concurrency,
+        createMessageValidation({ rules: ARTIFACT_MESSAGE_RULES }),
+      ],
     }),
   });
   addService(server, storeService, artifactStoreHandlers(store));

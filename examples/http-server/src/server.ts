@@ -5,6 +5,7 @@ import {
   SecurityError,
   TIMEOUT_DEFAULTS,
   createAuditLogger,
+  createHeaderLimits,
   type AuditLogger,
   type Control,
   type Guard,
@@ -222,7 +223,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
     store,
     audit,
     guard,
-    controls: [security.concurrency],
+    controls: [createHeaderLimits(), security.concurrency],
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
   });
   const server = createSecureServer(app, {

@@ -143,6 +143,7 @@ export {
   type SizeLimits,
 } from './limits/input-limits.js';
 export type { LimitsPolicy } from './limits/policy.js';
+export { createHeaderLimits, type HeaderLimitsOptions, type HeaderLimitsReason } from './limits/header-limits.js';
 
 // Validation
 export {

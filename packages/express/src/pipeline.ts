@@ -251,7 +251,7 @@ function buildCallInfo(req: Request, state: CallState): CallInfo {
     httpOperation(req.method, `${req.baseUrl}${req.path}`),
     peerOf(req),
     getClientCertificate(req),
-    new DistinctHeaders(req.headersDistinct),
+    new DistinctHeaders(req.headersDistinct, req.rawHeaders),
   );
 }
 
@@ -262,9 +262,17 @@ function buildCallInfo(req: Request, state: CallState): CallInfo {
  */
 class DistinctHeaders implements HeaderReader {
   readonly #distinct: NodeJS.Dict<string[]>;
+  readonly #raw: readonly string[];
 
-  constructor(distinct: NodeJS.Dict<string[]>) {
+  constructor(distinct: NodeJS.Dict<string[]>, raw: readonly string[]) {
     this.#distinct = distinct;
+    this.#raw = raw;
+  }
+
+  *entries(): Iterable<readonly [string, string]> {
+    for (let i = 0; i + 1 < this.#raw.length; i += 2) {
+      yield [(this.#raw[i] ?? '').toLowerCase(), this.#raw[i + 1] ?? ''];
+    }
   }
 
   get(name: string): string | undefined {

@@ -218,6 +218,12 @@ class MetadataHeaders implements HeaderReader {
   getAll(name: string): readonly string[] {
     return this.#metadata.get(name.toLowerCase()).filter((value): value is string => typeof value === 'string');
   }
+
+  *entries(): Iterable<readonly [string, string | Buffer]> {
+    for (const [name, values] of Object.entries(this.#metadata.toJSON())) {
+      for (const value of values) yield [name, value];
+    }
+  }
 }
 
 // Keyed by the fingerprint Node computed for the verified certificate: a hit skips hashing and

@@ -49,6 +49,11 @@ export interface HeaderReader {
   get(name: string): string | undefined;
   /** Every value of a header. */
   getAll(name: string): readonly string[];
+  /**
+   * Every header or metadata entry as received, repeated ones apart (names lowercase; binary
+   * `-bin` metadata as a `Buffer`). Both adapters provide it; limits on headers need it.
+   */
+  entries?(): Iterable<readonly [name: string, value: string | Buffer]>;
 }
 
 /**

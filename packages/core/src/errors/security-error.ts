@@ -11,6 +11,7 @@ import type { TimeoutReason } from '../timeouts/timeouts.js';
 import type { ConcurrencyReason } from '../ratelimit/concurrency.js';
 import type { RateLimitReason } from '../ratelimit/rate-limit.js';
 import type { LimitsReason } from '../limits/input-limits.js';
+import type { HeaderLimitsReason } from '../limits/header-limits.js';
 import type { ValidationReason } from '../validation/standard-schema.js';
 
 /**
@@ -82,6 +83,7 @@ export type SecurityErrorReason =
   | ConcurrencyReason
   | RateLimitReason
   | LimitsReason
+  | HeaderLimitsReason
   | ValidationReason
   | PathReason
   | TransportReason

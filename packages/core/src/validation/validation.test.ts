@@ -30,7 +30,11 @@ describe('compileJsonShape', () => {
     ['constructor', '{"a":{"constructor":1}}', 'json_forbidden_key'],
     ['prototype, space before the colon', '{"prototype" :1}', 'json_forbidden_key'],
   ])('refuses %s, naming the field', (_label, text, reason) => {
-    expect(refusal(() => { check(text, 'body'); })).toMatchObject({ reason, details: { field: 'body' } });
+    expect(
+      refusal(() => {
+        check(text, 'body');
+      }),
+    ).toMatchObject({ reason, details: { field: 'body' } });
   });
 
   it('allows the forbidden words as values', () => {
