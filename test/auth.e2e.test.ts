@@ -1,7 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256, type ArtifactClient, type Outcome } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
-import { TRANSPORTS, createE2eEnvironment, startTransport, type E2eEnvironment, type TransportUnderTest } from './support/servers.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type TransportUnderTest,
+} from './support/servers.js';
 import { TokenForge } from './support/tokens.js';
 
 /**
@@ -31,25 +37,65 @@ interface Rejection {
 const rejections: readonly Rejection[] = [
   { name: 'missing token', token: () => undefined, reason: 'missing_token' },
   { name: 'malformed token', token: () => 'not-a-jwt', reason: 'malformed_token' },
-  { name: 'malformed header', token: () => `${Buffer.from('{"alg":').toString('base64url')}.e30.c2ln`, reason: 'malformed_header' },
+  {
+    name: 'malformed header',
+    token: () => `${Buffer.from('{"alg":').toString('base64url')}.e30.c2ln`,
+    reason: 'malformed_header',
+  },
   { name: 'alg none', token: () => forge.algNone(), reason: 'alg_none' },
-  { name: 'HS256 signed with the public key (JWK) as secret', token: () => forge.hmacWithPublicKey('jwk'), reason: 'alg_not_allowed' },
-  { name: 'HS256 signed with the public key (PEM) as secret', token: () => forge.hmacWithPublicKey('pem'), reason: 'alg_not_allowed' },
-  { name: 'an algorithm outside the allowlist (RS384)', token: () => forge.disallowedAlgorithm(), reason: 'alg_not_allowed' },
+  {
+    name: 'HS256 signed with the public key (JWK) as secret',
+    token: () => forge.hmacWithPublicKey('jwk'),
+    reason: 'alg_not_allowed',
+  },
+  {
+    name: 'HS256 signed with the public key (PEM) as secret',
+    token: () => forge.hmacWithPublicKey('pem'),
+    reason: 'alg_not_allowed',
+  },
+  {
+    name: 'an algorithm outside the allowlist (RS384)',
+    token: () => forge.disallowedAlgorithm(),
+    reason: 'alg_not_allowed',
+  },
   { name: 'a bad signature', token: () => forge.tamperedSignature(), reason: 'bad_signature' },
   { name: 'claims changed after signing', token: () => forge.tamperedPayload(), reason: 'bad_signature' },
-  { name: "an attacker's key under the trusted kid", token: () => forge.attackerSigned(forge.kid), reason: 'bad_signature' },
+  {
+    name: "an attacker's key under the trusted kid",
+    token: () => forge.attackerSigned(forge.kid),
+    reason: 'bad_signature',
+  },
   { name: 'an unknown kid', token: () => forge.attackerSigned('attacker-kid'), reason: 'unknown_kid' },
   { name: 'expired', token: () => forge.valid({ exp: Math.floor(Date.now() / 1000) - 3600 }), reason: 'token_expired' },
-  { name: 'not yet valid', token: () => forge.valid({ nbf: Math.floor(Date.now() / 1000) + 3600 }), reason: 'token_not_yet_valid' },
+  {
+    name: 'not yet valid',
+    token: () => forge.valid({ nbf: Math.floor(Date.now() / 1000) + 3600 }),
+    reason: 'token_not_yet_valid',
+  },
   { name: 'wrong issuer', token: () => forge.valid({ iss: 'https://evil.example' }), reason: 'wrong_issuer' },
   { name: 'wrong audience', token: () => forge.valid({ aud: 'another-service' }), reason: 'wrong_audience' },
   { name: 'over the length limit', token: () => forge.valid({ pad: 'x'.repeat(9000) }), reason: 'token_too_long' },
   { name: 'a key embedded in the header (jwk)', token: () => forge.embeddedJwk(), reason: 'embedded_key' },
-  { name: 'a key URL in the header (jku)', token: () => forge.signWithTrustedKey({ jku: 'https://evil.example/jwks' }), reason: 'embedded_key' },
-  { name: 'a certificate URL in the header (x5u)', token: () => forge.signWithTrustedKey({ x5u: 'https://evil.example/cert' }), reason: 'embedded_key' },
-  { name: 'a certificate chain in the header (x5c)', token: () => forge.signWithTrustedKey({ x5c: ['MIIB'] }), reason: 'embedded_key' },
-  { name: 'an unknown crit header', token: () => forge.signWithTrustedKey({ crit: ['x-policy'], 'x-policy': 1 }), reason: 'unknown_crit' },
+  {
+    name: 'a key URL in the header (jku)',
+    token: () => forge.signWithTrustedKey({ jku: 'https://evil.example/jwks' }),
+    reason: 'embedded_key',
+  },
+  {
+    name: 'a certificate URL in the header (x5u)',
+    token: () => forge.signWithTrustedKey({ x5u: 'https://evil.example/cert' }),
+    reason: 'embedded_key',
+  },
+  {
+    name: 'a certificate chain in the header (x5c)',
+    token: () => forge.signWithTrustedKey({ x5c: ['MIIB'] }),
+    reason: 'embedded_key',
+  },
+  {
+    name: 'an unknown crit header',
+    token: () => forge.signWithTrustedKey({ crit: ['x-policy'], 'x-policy': 1 }),
+    reason: 'unknown_crit',
+  },
   { name: 'a JWE where a JWS is expected', token: () => forge.jwe(), reason: 'jwe_not_accepted' },
 ];
 
@@ -113,7 +159,9 @@ describe.each(TRANSPORTS)('JWT and RBAC over %s', (transport) => {
 
   it('answers a missing token with a bare Bearer challenge and a bad one with invalid_token (HTTP)', async () => {
     const missing = await t.clientWith({ cert: world.pki.clients.valid, token: null }).get('auth/target.txt');
-    const bad = await t.clientWith({ cert: world.pki.clients.valid, token: forge.tamperedSignature() }).get('auth/target.txt');
+    const bad = await t
+      .clientWith({ cert: world.pki.clients.valid, token: forge.tamperedSignature() })
+      .get('auth/target.txt');
     if (transport === 'http') {
       expect(missing.exposed).toMatch(/"www-authenticate":"Bearer( realm="[^"]*")?"/);
       expect(bad.exposed).toContain('error=\\"invalid_token\\"');
@@ -139,7 +187,10 @@ describe.each(TRANSPORTS)('JWT and RBAC over %s', (transport) => {
     const path = `matrix/${role}-${op}.txt`;
     const seeded = await t.client.upload(path, sha256('m'), [Buffer.from('m')]);
     expect(seeded.ok).toBe(true);
-    const client = t.clientWith({ cert: world.pki.clients.valid, token: await world.token(`user-${role}`, ROLES[role]) });
+    const client = t.clientWith({
+      cert: world.pki.clients.valid,
+      token: await world.token(`user-${role}`, ROLES[role]),
+    });
     const outcome = await perform(client, op, path);
     if (allowed) {
       expect(outcome.ok, outcome.exposed).toBe(true);
@@ -151,7 +202,10 @@ describe.each(TRANSPORTS)('JWT and RBAC over %s', (transport) => {
   });
 
   it('lets no metadata or header a client sends raise its roles', async () => {
-    const reader = t.clientWith({ cert: world.pki.clients.valid, token: await world.token('reader', ['artifacts.reader']) });
+    const reader = t.clientWith({
+      cert: world.pki.clients.valid,
+      token: await world.token('reader', ['artifacts.reader']),
+    });
     const outcome = await reader.deleteWithHeaders('auth/target.txt', {
       'x-fluxguard-principal': JSON.stringify({ subject: 'root', roles: ['artifacts.admin'], authenticatedBy: 'jwt' }),
       'x-roles': 'artifacts.admin',

@@ -4,10 +4,10 @@
 // admin. nghttp sends both (Node's own client refuses to), as an attacker would.
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { connect } from 'node:tls';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from './support/clients.js';
+import { rawHttps } from './support/raw-https.js';
 import {
   createE2eEnvironment,
   startTransport,
@@ -98,63 +98,25 @@ describe('two Authorization headers on an HTTP request', () => {
       world.token('mallory', ['artifacts.admin']),
       world.token('mallory', ['artifacts.reader']),
     ]);
-    const { valid } = world.pki.clients;
-    const head = await new Promise<string>((resolve, reject) => {
-      const socket = connect(
-        {
-          host: '127.0.0.1',
-          port: t.port,
-          ca: world.pki.ca,
-          cert: valid.cert,
-          key: valid.key,
-          servername: 'localhost',
-        },
-        () => {
-          socket.write(
-            `DELETE /v1/artifacts/dup/x.txt HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${admin}\r\nAuthorization: Bearer ${reader}\r\nConnection: close\r\n\r\n`,
-          );
-        },
-      );
-      let text = '';
-      socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
-      socket.on('end', () => {
-        resolve(text);
-      });
-      socket.on('error', reject);
-    });
+    const head = await rawHttps(
+      t.port,
+      world,
+      `DELETE /v1/artifacts/dup/x.txt HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${admin}\r\nAuthorization: Bearer ${reader}\r\nConnection: close\r\n\r\n`,
+    );
     expect(head).toMatch(/^HTTP\/1\.1 401 /);
     expect(t.log.lines.some((l) => l.reason === 'multiple_authorization')).toBe(true);
   });
 
   it('refuses two Repr-Digest headers on an upload rather than check against the first, and keeps nothing', async () => {
     const token = await world.token('e2e-admin', ['artifacts.admin']);
-    const { valid } = world.pki.clients;
     const digest = (text: string) => `sha-256=:${Buffer.from(sha256(text), 'hex').toString('base64')}:`;
-    const head = await new Promise<string>((resolve, reject) => {
-      const socket = connect(
-        {
-          host: '127.0.0.1',
-          port: t.port,
-          ca: world.pki.ca,
-          cert: valid.cert,
-          key: valid.key,
-          servername: 'localhost',
-        },
-        () => {
-          socket.write(
-            `PUT /v1/artifacts/dup/digest.txt HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\n` +
-              `Repr-Digest: ${digest('x')}\r\nRepr-Digest: ${digest('y')}\r\n` +
-              'Content-Type: application/octet-stream\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx',
-          );
-        },
-      );
-      let text = '';
-      socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
-      socket.on('end', () => {
-        resolve(text);
-      });
-      socket.on('error', reject);
-    });
+    const head = await rawHttps(
+      t.port,
+      world,
+      `PUT /v1/artifacts/dup/digest.txt HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\n` +
+        `Repr-Digest: ${digest('x')}\r\nRepr-Digest: ${digest('y')}\r\n` +
+        'Content-Type: application/octet-stream\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx',
+    );
     expect(head).toMatch(/^HTTP\/1\.1 400 /);
     expect(head).toContain('"field":"Repr-Digest"');
     expect((await t.client.get('dup/digest.txt')).status).toBe(t.client.statusOf({ code: 'not_found' }));

@@ -5,7 +5,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createJwtVerifier } from '@fluxguard/core';
 import { DEV_AUDIENCE, DEV_ISSUER } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
-import { TRANSPORTS, createE2eEnvironment, startTransport, type E2eEnvironment, type TransportUnderTest } from './support/servers.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type TransportUnderTest,
+} from './support/servers.js';
 
 /**
  * A remote JWKS endpoint (a real HTTP server on loopback) that is down, slower than the
@@ -19,7 +25,9 @@ interface Signer {
 }
 
 async function newSigner(kid: string): Promise<Signer> {
-  const { privateKey, publicKey }: { privateKey: CryptoKey; publicKey: CryptoKey } = await generateKeyPair('ES256', { extractable: true });
+  const { privateKey, publicKey }: { privateKey: CryptoKey; publicKey: CryptoKey } = await generateKeyPair('ES256', {
+    extractable: true,
+  });
   const jwk = { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' };
   return {
     jwk,

@@ -9,7 +9,13 @@ import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { HANDSHAKE_REFUSED, sha256, type ArtifactClient, type Expected } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
 import type { ClientCredential, TestPki } from './support/pki.js';
-import { TRANSPORTS, createE2eEnvironment, startTransport, type E2eEnvironment, type TransportUnderTest } from './support/servers.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type TransportUnderTest,
+} from './support/servers.js';
 
 /**
  * mTLS end to end on both transports, with real handshakes: certificate checks in strict mode
@@ -40,17 +46,94 @@ interface CertRow {
 }
 
 const certRows: readonly CertRow[] = [
-  { name: 'no client certificate', cert: 'none', token: true, op: 'get', strict: HANDSHAKE_REFUSED, perOperation: { code: 'permission_denied' } },
-  { name: 'a certificate from another CA', cert: 'otherCa', token: true, op: 'get', strict: HANDSHAKE_REFUSED, perOperation: { code: 'permission_denied' } },
-  { name: 'an expired certificate', cert: 'expired', token: true, op: 'get', strict: HANDSHAKE_REFUSED, perOperation: { code: 'permission_denied' } },
-  { name: 'a certificate not yet valid', cert: 'notYetValid', token: true, op: 'get', strict: HANDSHAKE_REFUSED, perOperation: { code: 'permission_denied' } },
-  { name: 'a revoked certificate (CRL)', cert: 'revoked', token: true, op: 'get', strict: HANDSHAKE_REFUSED, perOperation: { code: 'permission_denied' } },
-  { name: 'a SPIFFE ID outside the rules', cert: 'foreignSpiffe', token: true, op: 'get', strict: { code: 'permission_denied' }, perOperation: { code: 'permission_denied' } },
-  { name: 'the development client certificate with a token', cert: 'valid', token: true, op: 'get', strict: 'ok', perOperation: 'ok' },
-  { name: 'a mapped certificate identity with no token (read)', cert: 'backup', token: false, op: 'get', strict: 'ok', perOperation: 'ok' },
-  { name: 'a mapped certificate identity with no token (delete)', cert: 'backup', token: false, op: 'delete', strict: { code: 'permission_denied' }, perOperation: { code: 'permission_denied' } },
-  { name: 'a valid certificate without a token and no mapping', cert: 'valid', token: false, op: 'get', strict: { code: 'unauthenticated' }, perOperation: { code: 'unauthenticated' } },
-  { name: 'health without a client certificate', cert: 'none', token: false, op: 'health', strict: HANDSHAKE_REFUSED, perOperation: 'ok' },
+  {
+    name: 'no client certificate',
+    cert: 'none',
+    token: true,
+    op: 'get',
+    strict: HANDSHAKE_REFUSED,
+    perOperation: { code: 'permission_denied' },
+  },
+  {
+    name: 'a certificate from another CA',
+    cert: 'otherCa',
+    token: true,
+    op: 'get',
+    strict: HANDSHAKE_REFUSED,
+    perOperation: { code: 'permission_denied' },
+  },
+  {
+    name: 'an expired certificate',
+    cert: 'expired',
+    token: true,
+    op: 'get',
+    strict: HANDSHAKE_REFUSED,
+    perOperation: { code: 'permission_denied' },
+  },
+  {
+    name: 'a certificate not yet valid',
+    cert: 'notYetValid',
+    token: true,
+    op: 'get',
+    strict: HANDSHAKE_REFUSED,
+    perOperation: { code: 'permission_denied' },
+  },
+  {
+    name: 'a revoked certificate (CRL)',
+    cert: 'revoked',
+    token: true,
+    op: 'get',
+    strict: HANDSHAKE_REFUSED,
+    perOperation: { code: 'permission_denied' },
+  },
+  {
+    name: 'a SPIFFE ID outside the rules',
+    cert: 'foreignSpiffe',
+    token: true,
+    op: 'get',
+    strict: { code: 'permission_denied' },
+    perOperation: { code: 'permission_denied' },
+  },
+  {
+    name: 'the development client certificate with a token',
+    cert: 'valid',
+    token: true,
+    op: 'get',
+    strict: 'ok',
+    perOperation: 'ok',
+  },
+  {
+    name: 'a mapped certificate identity with no token (read)',
+    cert: 'backup',
+    token: false,
+    op: 'get',
+    strict: 'ok',
+    perOperation: 'ok',
+  },
+  {
+    name: 'a mapped certificate identity with no token (delete)',
+    cert: 'backup',
+    token: false,
+    op: 'delete',
+    strict: { code: 'permission_denied' },
+    perOperation: { code: 'permission_denied' },
+  },
+  {
+    name: 'a valid certificate without a token and no mapping',
+    cert: 'valid',
+    token: false,
+    op: 'get',
+    strict: { code: 'unauthenticated' },
+    perOperation: { code: 'unauthenticated' },
+  },
+  {
+    name: 'health without a client certificate',
+    cert: 'none',
+    token: false,
+    op: 'health',
+    strict: HANDSHAKE_REFUSED,
+    perOperation: 'ok',
+  },
 ];
 
 async function call(client: ArtifactClient, op: CertRow['op']) {
@@ -103,10 +186,14 @@ describe.each(TRANSPORTS)('mTLS over %s', (transport) => {
     let t: TransportUnderTest;
     beforeAll(async () => {
       // The reference policy with GetArtifact pinned to the development client certificate.
-      const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as { rbac: { rules: { operation: string; certificate?: unknown }[] } };
+      const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as {
+        rbac: { rules: { operation: string; certificate?: unknown }[] };
+      };
       for (const rule of policy.rbac.rules) {
         if (rule.operation.endsWith('/GetArtifact') || rule.operation === 'GET /v1/artifacts/*path') {
-          rule.certificate = [{ fingerprint256: world.pki.clients.valid.fingerprint256.toUpperCase().replace(/(..)(?!$)/g, '$1:') }];
+          rule.certificate = [
+            { fingerprint256: world.pki.clients.valid.fingerprint256.toUpperCase().replace(/(..)(?!$)/g, '$1:') },
+          ];
         }
       }
       const file = join(world.base, `pinned-${transport}.policy.json`);
@@ -138,7 +225,16 @@ function observeServerFingerprint(pki: TestPki, transport: 'grpc' | 'http', port
   if (transport === 'http') {
     return new Promise((resolve, reject) => {
       const req = httpsRequest(
-        { host: '127.0.0.1', port, path: '/healthz', ca, cert: clients.valid.cert, key: clients.valid.key, servername: 'localhost', agent: false },
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/healthz',
+          ca,
+          cert: clients.valid.cert,
+          key: clients.valid.key,
+          servername: 'localhost',
+          agent: false,
+        },
         (res) => {
           const socket = res.socket;
           if (!(socket instanceof TLSSocket)) throw new Error('expected a TLS connection');
@@ -189,7 +285,9 @@ describe.each(TRANSPORTS)('certificate reload over %s', (transport) => {
   });
 
   it('serves a renewed certificate written to disk to new connections, without a restart', async () => {
-    expect(await observeServerFingerprint(reloadWorld.pki, transport, t.port)).toBe(reloadWorld.pki.serverFingerprint256);
+    expect(await observeServerFingerprint(reloadWorld.pki, transport, t.port)).toBe(
+      reloadWorld.pki.serverFingerprint256,
+    );
     const renewed = await reloadWorld.pki.replaceServerCertificate();
     let seen = '';
     // The watcher polls the files; wait for the change, bounded.
@@ -255,22 +353,54 @@ describe.each(TRANSPORTS)('openssl and curl agree over %s', (transport) => {
     expect(out).toMatch(/Verification: OK|Verify return code: 0/);
   });
 
-  it.each([['-tls1_3'], ['-tls1_2']])('openssl: the strict handshake fails without a client certificate (%s)', async (flag) => {
-    // -ign_eof: wait for the server's verdict, which TLS 1.3 sends after the client's Finished.
-    const { out } = await sClient(['-CAfile', files().ca, flag, '-ign_eof']);
-    expect(out).toMatch(/alert certificate required|alert handshake failure|peer did not return a certificate/i);
-  });
+  it.each([['-tls1_3'], ['-tls1_2']])(
+    'openssl: the strict handshake fails without a client certificate (%s)',
+    async (flag) => {
+      // -ign_eof: wait for the server's verdict, which TLS 1.3 sends after the client's Finished.
+      const { out } = await sClient(['-CAfile', files().ca, flag, '-ign_eof']);
+      expect(out).toMatch(/alert certificate required|alert handshake failure|peer did not return a certificate/i);
+    },
+  );
 
   const curl = (args: readonly string[]) => {
     const path = transport === 'http' ? '/healthz' : '/grpc.health.v1.Health/Check';
-    return runClosed('curl', ['-sS', '-v', '--max-time', '10', '--resolve', `localhost:${strict.port}:127.0.0.1`, ...args, `https://localhost:${strict.port}${path}`]);
+    return runClosed('curl', [
+      '-sS',
+      '-v',
+      '--max-time',
+      '10',
+      '--resolve',
+      `localhost:${strict.port}:127.0.0.1`,
+      ...args,
+      `https://localhost:${strict.port}${path}`,
+    ]);
   };
 
   it('curl: TLS 1.3 with the client certificate; TLS 1.1 and no certificate refused', async () => {
     const f = files();
-    const ok = await curl(['--cacert', f.ca, '--cert', f.cert, '--key', f.key, ...(transport === 'grpc' ? ['--http2'] : [])]);
+    const ok = await curl([
+      '--cacert',
+      f.ca,
+      '--cert',
+      f.cert,
+      '--key',
+      f.key,
+      ...(transport === 'grpc' ? ['--http2'] : []),
+    ]);
     expect(ok.out).toMatch(/SSL connection using TLSv1\.3/);
-    const old = await curl(['--cacert', f.ca, '--cert', f.cert, '--key', f.key, '--tlsv1.1', '--tls-max', '1.1', '--ciphers', 'DEFAULT@SECLEVEL=0']);
+    const old = await curl([
+      '--cacert',
+      f.ca,
+      '--cert',
+      f.cert,
+      '--key',
+      f.key,
+      '--tlsv1.1',
+      '--tls-max',
+      '1.1',
+      '--ciphers',
+      'DEFAULT@SECLEVEL=0',
+    ]);
     expect(old.code).not.toBe(0);
     expect(old.out).not.toMatch(/SSL connection using TLSv1\.[01]/);
     const noCert = await curl(['--cacert', f.ca, ...(transport === 'grpc' ? ['--http2'] : [])]);

@@ -1,7 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from './support/clients.js';
 import { startRedis, type RedisUnderTest } from './support/redis.js';
-import { TRANSPORTS, createE2eEnvironment, startTransport, type E2eEnvironment, type TransportUnderTest } from './support/servers.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type TransportUnderTest,
+} from './support/servers.js';
 
 /**
  * Token revocation shared by replicas through one real Redis: a token revoked on one server

@@ -4,7 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { sha256, type Outcome, type Pace } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
-import { TRANSPORTS, createE2eEnvironment, startTransport, type E2eEnvironment, type TransportUnderTest } from './support/servers.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type TransportUnderTest,
+} from './support/servers.js';
 
 /**
  * Deadlines and idle limits on both reference servers, from the policy's `timeouts` section
@@ -27,7 +33,12 @@ const TIMEOUTS = {
       maxMs: UPLOAD_MAX_MS,
       idleMs: UPLOAD_IDLE_MS,
     },
-    { operation: 'PUT /v1/artifacts/*path', defaultMs: UPLOAD_DEFAULT_MS, maxMs: UPLOAD_MAX_MS, idleMs: UPLOAD_IDLE_MS },
+    {
+      operation: 'PUT /v1/artifacts/*path',
+      defaultMs: UPLOAD_DEFAULT_MS,
+      maxMs: UPLOAD_MAX_MS,
+      idleMs: UPLOAD_IDLE_MS,
+    },
   ],
 };
 
@@ -100,11 +111,19 @@ describe.each(TRANSPORTS)('deadlines and idle limits over %s', (transport) => {
     expect(outcome.status).toBe(t.client.statusOf({ code: 'deadline_exceeded' }));
     expectNoLeak(outcome, t.dataDir);
     expect(outcome.requestId).toMatch(/^[A-Za-z0-9._-]{1,200}$/);
-    const lines = t.log.lines.filter((line) => line.requestId === outcome.requestId && line.code === 'deadline_exceeded');
+    const lines = t.log.lines.filter(
+      (line) => line.requestId === outcome.requestId && line.code === 'deadline_exceeded',
+    );
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ reason: row.reason });
     // The handler's signal fired: the store removed its temporary file and kept nothing.
-    await expect.poll(() => readdirSync(t.dataDir, { recursive: true }).map(String).filter((f) => f.includes('.upload-'))).toEqual([]);
+    await expect
+      .poll(() =>
+        readdirSync(t.dataDir, { recursive: true })
+          .map(String)
+          .filter((f) => f.includes('.upload-')),
+      )
+      .toEqual([]);
     expect(readdirSync(t.dataDir, { recursive: true }).map(String)).not.toContain(path);
   });
 });

@@ -85,16 +85,30 @@ function pacedWrites(parts: readonly Buffer[], pace: Pace, send: (part: Buffer) 
 
 // ---------------------------------------------------------------- gRPC
 
-const packageDefinition = protoLoader.loadSync(PROTO_PATH, { keepCase: true, longs: Number, defaults: true, oneofs: true });
+const packageDefinition = protoLoader.loadSync(PROTO_PATH, {
+  keepCase: true,
+  longs: Number,
+  defaults: true,
+  oneofs: true,
+});
 const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as {
   fluxguard: { example: { v1: { ArtifactStore: grpc.ServiceClientConstructor } } };
 };
 
 type Callback<T> = (err: grpc.ServiceError | null, value?: T) => void;
 interface StoreStub extends grpc.Client {
-  GetArtifact(req: object, md: grpc.Metadata, options: grpc.CallOptions, cb: Callback<RetrievedArtifact>): grpc.ClientUnaryCall;
+  GetArtifact(
+    req: object,
+    md: grpc.Metadata,
+    options: grpc.CallOptions,
+    cb: Callback<RetrievedArtifact>,
+  ): grpc.ClientUnaryCall;
   ListArtifacts(req: object, md: grpc.Metadata, options: grpc.CallOptions): grpc.ClientReadableStream<WireInfo>;
-  UploadArtifact(md: grpc.Metadata, options: grpc.CallOptions, cb: Callback<ArtifactInfo>): grpc.ClientWritableStream<object>;
+  UploadArtifact(
+    md: grpc.Metadata,
+    options: grpc.CallOptions,
+    cb: Callback<ArtifactInfo>,
+  ): grpc.ClientWritableStream<object>;
   DeleteArtifact(req: object, md: grpc.Metadata, options: grpc.CallOptions, cb: Callback<object>): grpc.ClientUnaryCall;
 }
 
@@ -118,7 +132,10 @@ function metadataRequestId(md: grpc.Metadata | undefined): string | undefined {
 class GrpcObserver {
   initial: grpc.Metadata | undefined;
   trailing: grpc.Metadata | undefined;
-  watch(call: { on(event: 'metadata', cb: (md: grpc.Metadata) => void): unknown; on(event: 'status', cb: (s: grpc.StatusObject) => void): unknown }): void {
+  watch(call: {
+    on(event: 'metadata', cb: (md: grpc.Metadata) => void): unknown;
+    on(event: 'status', cb: (s: grpc.StatusObject) => void): unknown;
+  }): void {
     call.on('metadata', (md) => (this.initial = md));
     call.on('status', (s) => (this.trailing = s.metadata));
   }
@@ -129,7 +146,12 @@ class GrpcObserver {
       ...(value === undefined ? {} : { value }),
       status: err?.code ?? grpc.status.OK,
       requestId: metadataRequestId(trailing) ?? metadataRequestId(this.initial),
-      exposed: [err?.details ?? '', err?.message ?? '', describeMetadata(this.initial), describeMetadata(trailing)].join('\n'),
+      exposed: [
+        err?.details ?? '',
+        err?.message ?? '',
+        describeMetadata(this.initial),
+        describeMetadata(trailing),
+      ].join('\n'),
     };
   }
 }
@@ -141,7 +163,11 @@ export function grpcArtifactClient(
   defaultMetadata: Record<string, string> = {},
   channelOptions: grpc.ChannelOptions = {},
 ): ArtifactClient {
-  const stub = new loaded.fluxguard.example.v1.ArtifactStore(address, credentials, channelOptions) as unknown as StoreStub;
+  const stub = new loaded.fluxguard.example.v1.ArtifactStore(
+    address,
+    credentials,
+    channelOptions,
+  ) as unknown as StoreStub;
   const options = (): grpc.CallOptions => ({ deadline: new Date(Date.now() + 10_000) });
   const meta = (headers: Record<string, string> = {}): grpc.Metadata => {
     const md = new grpc.Metadata();
@@ -149,7 +175,10 @@ export function grpcArtifactClient(
     return md;
   };
 
-  function unary<T>(invoke: (cb: Callback<T>) => grpc.ClientUnaryCall | grpc.ClientWritableStream<object>, after?: (call: grpc.ClientWritableStream<object>) => void): Promise<Outcome<T>> {
+  function unary<T>(
+    invoke: (cb: Callback<T>) => grpc.ClientUnaryCall | grpc.ClientWritableStream<object>,
+    after?: (call: grpc.ClientWritableStream<object>) => void,
+  ): Promise<Outcome<T>> {
     return new Promise((resolve) => {
       const observer = new GrpcObserver();
       let settled: { err: grpc.ServiceError | null; value: T | undefined } | undefined;
@@ -175,7 +204,8 @@ export function grpcArtifactClient(
     transport: 'grpc',
     statusOf: (e) => e.status?.grpc ?? ERROR_CODES[e.code ?? 'internal'].grpcStatus,
     get: (path) => unary<RetrievedArtifact>((cb) => stub.GetArtifact({ path }, meta(), options(), cb)),
-    getWithHeaders: (path, headers) => unary<RetrievedArtifact>((cb) => stub.GetArtifact({ path }, meta(headers), options(), cb)),
+    getWithHeaders: (path, headers) =>
+      unary<RetrievedArtifact>((cb) => stub.GetArtifact({ path }, meta(headers), options(), cb)),
     delete: async (path) => {
       const outcome = await unary<object>((cb) => stub.DeleteArtifact({ path }, meta(), options(), cb));
       return { ...outcome, value: undefined };
@@ -230,10 +260,13 @@ export function grpcArtifactClient(
         const items: ArtifactInfo[] = [];
         const call = stub.ListArtifacts({ prefix }, meta(), options());
         observer.watch(call);
-        call.on('data', (item: WireInfo) => items.push({ path: item.path, sha256: item.sha256, size: Number(item.size) }));
+        call.on('data', (item: WireInfo) =>
+          items.push({ path: item.path, sha256: item.sha256, size: Number(item.size) }),
+        );
         call.on('error', () => undefined);
         call.on('status', (s: grpc.StatusObject) => {
-          const err: grpc.ServiceError | null = s.code === grpc.status.OK ? null : Object.assign(new Error(s.details), s);
+          const err: grpc.ServiceError | null =
+            s.code === grpc.status.OK ? null : Object.assign(new Error(s.details), s);
           resolve(observer.outcome(err, err === null ? items : undefined));
         });
       }),
@@ -249,7 +282,12 @@ export function grpcArtifactClient(
           options(),
           (err, value) => {
             // HealthCheckResponse { status = 1 }: field 1 varint 1 (SERVING) is bytes 08 01.
-            resolve(observer.outcome(err, value === undefined ? undefined : value.equals(Buffer.from([8, 1])) ? 'SERVING' : value.toString('hex')));
+            resolve(
+              observer.outcome(
+                err,
+                value === undefined ? undefined : value.equals(Buffer.from([8, 1])) ? 'SERVING' : value.toString('hex'),
+              ),
+            );
           },
         );
         observer.watch(call);
@@ -319,7 +357,12 @@ function rawRequest(
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
-        resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, body: Buffer.concat(chunks) });
+        resolve({
+          status: res.statusCode ?? 0,
+          statusText: res.statusMessage ?? '',
+          headers: res.headers,
+          body: Buffer.concat(chunks),
+        });
       });
       res.on('error', reject);
     });
@@ -354,7 +397,12 @@ function pacedRequest(
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
-        resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, body: Buffer.concat(chunks) });
+        resolve({
+          status: res.statusCode ?? 0,
+          statusText: res.statusMessage ?? '',
+          headers: res.headers,
+          body: Buffer.concat(chunks),
+        });
         req.destroy();
       });
       res.on('error', reject);
@@ -410,10 +458,19 @@ function artifactOf(res: RawResponse) {
 }
 
 /** An HTTP(S) client of the reference server, on Node's own `http`/`https` client. */
-export function httpArtifactClient(baseUrl: string, tls?: HttpsClientTls, defaultHeaders: Record<string, string> = {}): ArtifactClient {
+export function httpArtifactClient(
+  baseUrl: string,
+  tls?: HttpsClientTls,
+  defaultHeaders: Record<string, string> = {},
+): ArtifactClient {
   const base = new URL(baseUrl);
   // A connection that fails (a refused handshake) is an outcome with status 0, as UNAVAILABLE is on gRPC.
-  const send = (method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<RawResponse> =>
+  const send = (
+    method: string,
+    path: string,
+    headers: Record<string, string> = {},
+    body?: Buffer,
+  ): Promise<RawResponse> =>
     rawRequest(base, tls, method, path, { ...defaultHeaders, ...headers }, body).catch((err: unknown) => ({
       status: 0,
       statusText: (err as NodeJS.ErrnoException).code ?? 'connection failed',
@@ -441,22 +498,38 @@ export function httpArtifactClient(baseUrl: string, tls?: HttpsClientTls, defaul
       return httpOutcome(res, artifactOf(res));
     },
     list: async (prefix) =>
-      httpOutcome(await send('GET', `/v1/artifacts?prefix=${encodeURIComponent(prefix)}`), (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo[]),
+      httpOutcome(
+        await send('GET', `/v1/artifacts?prefix=${encodeURIComponent(prefix)}`),
+        (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo[],
+      ),
     upload: async (path, sha, parts) =>
       httpOutcome(
         await send(
           'PUT',
           `/v1/artifacts/${encodePath(path)}`,
-          { 'content-type': 'application/octet-stream', 'repr-digest': /^[0-9a-f]{64}$/.test(sha) ? reprDigestOf(sha) : sha },
+          {
+            'content-type': 'application/octet-stream',
+            'repr-digest': /^[0-9a-f]{64}$/.test(sha) ? reprDigestOf(sha) : sha,
+          },
           Buffer.concat(parts),
         ),
         (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo,
       ),
     uploadPaced: async (path, sha, parts, pace) =>
       httpOutcome(
-        await pacedRequest(base, tls, `/v1/artifacts/${encodePath(path)}`, { ...defaultHeaders, 'repr-digest': reprDigestOf(sha) }, parts, pace).catch(
-          (err: unknown) => ({ status: 0, statusText: (err as NodeJS.ErrnoException).code ?? 'failed', headers: {}, body: Buffer.alloc(0) }),
-        ),
+        await pacedRequest(
+          base,
+          tls,
+          `/v1/artifacts/${encodePath(path)}`,
+          { ...defaultHeaders, 'repr-digest': reprDigestOf(sha) },
+          parts,
+          pace,
+        ).catch((err: unknown) => ({
+          status: 0,
+          statusText: (err as NodeJS.ErrnoException).code ?? 'failed',
+          headers: {},
+          body: Buffer.alloc(0),
+        })),
         (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo,
       ),
     delete: async (path) => httpOutcome(await send('DELETE', `/v1/artifacts/${encodePath(path)}`), () => undefined),

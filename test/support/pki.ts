@@ -1,6 +1,10 @@
 import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createDevCertificateAuthority, type DevCertificateAuthority, type IssuedCertificate } from '@fluxguard/core/dev-pki';
+import {
+  createDevCertificateAuthority,
+  type DevCertificateAuthority,
+  type IssuedCertificate,
+} from '@fluxguard/core/dev-pki';
 
 /** A client certificate and key, as a client loads them. */
 export interface ClientCredential {
@@ -59,8 +63,12 @@ export async function createTestPki(dir: string): Promise<TestPki> {
     valid: credential(await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client' })),
     backup: credential(await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/backup' })),
     foreignSpiffe: credential(await ca.issueClientCertificate({ spiffeId: 'spiffe://evil.example/client' })),
-    expired: credential(await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client', validity: 'expired' })),
-    notYetValid: credential(await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client', validity: 'not-yet-valid' })),
+    expired: credential(
+      await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client', validity: 'expired' }),
+    ),
+    notYetValid: credential(
+      await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client', validity: 'not-yet-valid' }),
+    ),
     otherCa: credential(await other.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client' })),
     revoked: credential(revoked),
   };

@@ -1,10 +1,18 @@
-import { createPrivateKey, createPublicKey, createHmac, generateKeyPairSync, sign as cryptoSign, type KeyObject } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  createHmac,
+  generateKeyPairSync,
+  sign as cryptoSign,
+  type KeyObject,
+} from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CompactEncrypt, importJWK, type JWK } from 'jose';
 import { DEV_AUDIENCE, DEV_ISSUER } from '@fluxguard/example-artifact-store';
 
-const b64 = (value: unknown): string => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+const b64 = (value: unknown): string =>
+  Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
 
 /** Builds tokens with the development key the servers trust, and every way of forging one. */
 export class TokenForge {
@@ -22,7 +30,15 @@ export class TokenForge {
 
   claims(overrides: Record<string, unknown> = {}): Record<string, unknown> {
     const now = Math.floor(Date.now() / 1000);
-    return { iss: DEV_ISSUER, aud: DEV_AUDIENCE, sub: 'mallory', iat: now, exp: now + 600, roles: ['artifacts.admin'], ...overrides };
+    return {
+      iss: DEV_ISSUER,
+      aud: DEV_AUDIENCE,
+      sub: 'mallory',
+      iat: now,
+      exp: now + 600,
+      roles: ['artifacts.admin'],
+      ...overrides,
+    };
   }
 
   /** ES256 over any header and claims, signed with the trusted key. */
@@ -65,7 +81,11 @@ export class TokenForge {
   /** The attacker's key embedded in the header (`jwk`), signed with it. */
   embeddedJwk(): string {
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    return this.#es256({ alg: 'ES256', typ: 'JWT', jwk: publicKey.export({ format: 'jwk' }) }, this.claims(), privateKey);
+    return this.#es256(
+      { alg: 'ES256', typ: 'JWT', jwk: publicKey.export({ format: 'jwk' }) },
+      this.claims(),
+      privateKey,
+    );
   }
 
   /** RS384: an algorithm outside the allowlist, with a fresh RSA key under the trusted kid. */
