@@ -184,6 +184,24 @@ const scenarios: readonly Scenario[] = [
     },
   },
   {
+    // Python's pickle.dumps({'a': 1}, protocol=4): loading it runs code, whatever it is called.
+    name: 'a pickle posing as .bin is refused by its first bytes, and nothing is kept',
+    kind: 'client-streaming',
+    act: (t) => {
+      const pickle = Buffer.from('80049510000000000000007d94288c016194680294752e', 'hex');
+      return t.client.upload('uploads/model.bin', sha256(pickle), [pickle]);
+    },
+    expect: { code: 'invalid_argument' },
+    check: async (o, t) => {
+      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
+      const kept = () => readdirSync(t.dataDir, { recursive: true }).filter((f) => /^uploads\/.*model/.test(String(f)));
+      for (let i = 0; i < 50 && kept().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(kept()).toEqual([]);
+      const torch = await t.client.upload('uploads/model.pt', sha256('x'), [Buffer.from('x')]);
+      expect(torch.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+    },
+  },
+  {
     name: 'a directory asked for as an artifact is not found',
     kind: 'unary',
     act: (t) => {

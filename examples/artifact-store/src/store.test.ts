@@ -51,7 +51,7 @@ describe('ArtifactStore', () => {
     await expect(store.put('mismatch.bin', sha('expected'), chunks('something else'))).rejects.toMatchObject({
       code: 'invalid_argument',
       details: { field: 'sha256' },
-      reason: 'app.digest_mismatch',
+      reason: 'digest_mismatch',
     });
     expect(existsSync(join(store.dataDir, 'mismatch.bin'))).toBe(false);
     expect(filesUnder(store.dataDir).filter((n) => n.startsWith('.upload-'))).toEqual([]);

@@ -1,13 +1,15 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
 import { lstat, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import {
-  createPathResolver,
   SecurityError,
+  createPathResolver,
+  createUploadCheck,
   type PathResolver,
   type PinnedDirectory,
   type SafePath,
+  type UploadCheck,
 } from '@fluxguard/core';
 import { checkSha256Hex } from './digest.js';
 
@@ -32,6 +34,11 @@ export interface ArtifactStoreOptions {
   readonly maxArtifactBytes?: number;
   /** Most artifacts a listing returns. Default 10,000. */
   readonly maxListEntries?: number;
+  /**
+   * What uploads are checked for besides their digest (`createUploadCheck` of
+   * `@fluxguard/core`). Default: pickles and executables refused, by name and by content.
+   */
+  readonly uploads?: UploadCheck;
 }
 
 const TEMP_PREFIX = '.upload-';
@@ -52,11 +59,13 @@ const TEMP_PREFIX = '.upload-';
 export class ArtifactStore {
   readonly #paths: PathResolver;
   readonly #maxBytes: number;
+  readonly #uploads: UploadCheck;
   readonly #maxListEntries: number;
 
   constructor(options: ArtifactStoreOptions) {
     this.#paths = createPathResolver({ root: options.dataDir });
     this.#maxBytes = options.maxArtifactBytes ?? 64 * 1024 * 1024;
+    this.#uploads = options.uploads ?? createUploadCheck();
     this.#maxListEntries = options.maxListEntries ?? 10_000;
   }
 
@@ -148,7 +157,9 @@ export class ArtifactStore {
       );
       let kept = false;
       try {
-        const hash = createHash('sha256');
+        // The declared digest, the name's extension and the first bytes (no pickle, no
+        // executable, whatever the name says), checked as the bytes stream in.
+        const upload = this.#uploads.begin({ name: dir.name, sha256: expected });
         let size = 0;
         for await (const chunk of chunks) {
           signal?.throwIfAborted();
@@ -156,13 +167,10 @@ export class ArtifactStore {
           if (size > this.#maxBytes) {
             throw new SecurityError('payload_too_large', { reason: 'app.artifact_too_large' });
           }
-          hash.update(chunk);
+          upload.update(chunk);
           await file.write(chunk);
         }
-        const actual = hash.digest();
-        if (!timingSafeEqual(actual, Buffer.from(expected, 'hex'))) {
-          throw new SecurityError('invalid_argument', { details: { field: 'sha256' }, reason: 'app.digest_mismatch' });
-        }
+        upload.finish();
         await file.sync();
         await file.close();
         // rename replaces a link at the name rather than following it.

@@ -159,6 +159,17 @@ export {
   type MessageValidationOptions,
 } from './validation/message-validation.js';
 
+// Uploads
+export {
+  contentKind,
+  createUploadCheck,
+  type ContentKind,
+  type UploadCheck,
+  type UploadCheckOptions,
+  type UploadInProgress,
+  type UploadReason,
+} from './uploads/upload-check.js';
+
 // Rate limits and brute-force protection
 export {
   createRateLimit,

@@ -13,6 +13,7 @@ import type { RateLimitReason } from '../ratelimit/rate-limit.js';
 import type { LimitsReason } from '../limits/input-limits.js';
 import type { HeaderLimitsReason } from '../limits/header-limits.js';
 import type { ValidationReason } from '../validation/standard-schema.js';
+import type { UploadReason } from '../uploads/upload-check.js';
 
 /**
  * Reasons the transport adapters give at the edge, for failures no control raised. They live
@@ -85,6 +86,7 @@ export type SecurityErrorReason =
   | LimitsReason
   | HeaderLimitsReason
   | ValidationReason
+  | UploadReason
   | PathReason
   | TransportReason
   | AppReason;

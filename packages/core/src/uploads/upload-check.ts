@@ -1,0 +1,217 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+
+/**
+ * Why an upload was refused: its bytes do not match the SHA-256 it declared (`digest_mismatch`),
+ * its name has an extension the rule does not allow (`extension_refused`), its first bytes are
+ * a kind the rule refuses (`content_refused`: a pickle, an executable), or its declared content
+ * type is not allowed (`content_type_refused`).
+ *
+ * @example
+ * ```ts
+ * import type { UploadReason } from '@fluxguard/core';
+ * const reason: UploadReason = 'content_refused';
+ * ```
+ */
+export type UploadReason = 'digest_mismatch' | 'extension_refused' | 'content_refused' | 'content_type_refused';
+
+/**
+ * Kinds of content recognised by their first bytes.
+ * - `pickle`: Python pickle (protocol 2 and later), and ZIP archives holding a `.pkl` entry
+ *   (PyTorch `.pt` files): loading one runs code.
+ * - `executable`: ELF, PE (`MZ`), Mach-O, and scripts starting with `#!`.
+ */
+export type ContentKind = 'pickle' | 'executable';
+
+/**
+ * Options of {@link createUploadCheck}.
+ *
+ * @example
+ * ```ts
+ * import type { UploadCheckOptions } from '@fluxguard/core';
+ * const options: UploadCheckOptions = { refuseKinds: ['pickle', 'executable'], refusedExtensions: ['.pt', '.pkl'] };
+ * ```
+ */
+export interface UploadCheckOptions {
+  /** Content kinds refused whatever the name says. Default: `pickle` and `executable`. */
+  readonly refuseKinds?: readonly ContentKind[] | undefined;
+  /** Extensions refused (lowercase, with the dot). Default: pickle and executable extensions. */
+  readonly refusedExtensions?: readonly string[] | undefined;
+  /** When given, only these extensions are accepted (`''` for a name without one). */
+  readonly allowedExtensions?: readonly string[] | undefined;
+  /** When given, only these declared content types are accepted (without parameters). */
+  readonly allowedContentTypes?: readonly string[] | undefined;
+}
+
+/**
+ * One upload being checked as it streams: feed it every chunk, then `finish`.
+ *
+ * @example
+ * ```ts
+ * const upload = check.begin({ name: 'model.bin', sha256: declared });
+ * for await (const chunk of body) { upload.update(chunk); await file.write(chunk); }
+ * upload.finish(); // throws when the digest does not match: discard the temporary file
+ * ```
+ */
+export interface UploadInProgress {
+  /** Hashes the chunk; the first bytes are sniffed and may refuse the upload (throws). */
+  update(chunk: Uint8Array): void;
+  /** Checks the digest once everything has arrived (throws `digest_mismatch`); the bytes' SHA-256 in hex. */
+  finish(): string;
+}
+
+/** The upload check of {@link createUploadCheck}. */
+export interface UploadCheck {
+  /**
+   * Starts checking one upload: its name and declared content type are checked at once, its
+   * declared SHA-256 (hex) at the end.
+   */
+  begin(upload: {
+    readonly name: string;
+    readonly sha256: string;
+    readonly contentType?: string | undefined;
+  }): UploadInProgress;
+}
+
+const DEFAULT_REFUSED_EXTENSIONS: readonly string[] = Object.freeze([
+  '.pkl',
+  '.pickle',
+  '.pt',
+  '.pth',
+  '.ckpt',
+  '.joblib',
+  '.exe',
+  '.dll',
+  '.so',
+  '.dylib',
+  '.sh',
+  '.bat',
+  '.cmd',
+  '.ps1',
+]);
+
+const DEFAULTS: Readonly<Required<{ [K in keyof UploadCheckOptions]: UploadCheckOptions[K] }>> = Object.freeze({
+  refuseKinds: Object.freeze(['pickle', 'executable'] as const),
+  refusedExtensions: DEFAULT_REFUSED_EXTENSIONS,
+  allowedExtensions: undefined,
+  allowedContentTypes: undefined,
+});
+
+/** The first bytes sniffed: enough for every signature, and for a ZIP's first entry name. */
+const SNIFF_BYTES = 512;
+const KINDS: readonly ContentKind[] = ['pickle', 'executable'];
+
+/**
+ * Checks uploads while they stream, for handlers that store them: the declared SHA-256 against
+ * the bytes (a mismatch is `invalid_argument` naming `sha256`; keep nothing: write to a
+ * temporary file and rename it only after `finish`), the name's extension against allow and
+ * refuse lists, the declared content type against an allowlist, and the first bytes against
+ * the kinds the rule refuses, whatever the name says (a pickle posing as `.bin`). Refusals are
+ * `invalid_argument` with a reason of {@link UploadReason}; none echoes the name or the bytes.
+ *
+ * @throws ConfigurationError for unknown options, an unknown kind or a malformed extension.
+ *
+ * @example
+ * ```ts
+ * import { createUploadCheck } from '@fluxguard/core';
+ * const check = createUploadCheck({ allowedExtensions: ['.bin', '.safetensors', '.onnx', '.txt'] });
+ * ```
+ */
+export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck {
+  const opts = resolveOptions('createUploadCheck', DEFAULTS, options);
+  const refuseKinds = new Set(checkList(opts.refuseKinds, 'refuseKinds', (k) => KINDS.includes(k as ContentKind)));
+  const refused = new Set(checkList(opts.refusedExtensions, 'refusedExtensions', isExtension));
+  const allowed =
+    opts.allowedExtensions === undefined
+      ? undefined
+      : new Set(checkList(opts.allowedExtensions, 'allowedExtensions', (e) => e === '' || isExtension(e)));
+  const types =
+    opts.allowedContentTypes === undefined
+      ? undefined
+      : new Set(
+          checkList(opts.allowedContentTypes, 'allowedContentTypes', (t) =>
+            /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/.test(t),
+          ),
+        );
+
+  const refuse = (reason: UploadReason, field: string): never => {
+    throw new SecurityError('invalid_argument', { details: { field }, reason });
+  };
+
+  return Object.freeze({
+    begin({ name, sha256, contentType }: Parameters<UploadCheck['begin']>[0]): UploadInProgress {
+      // A malformed declared digest can match nothing.
+      if (!/^[0-9a-f]{64}$/i.test(sha256)) refuse('digest_mismatch', 'sha256');
+      const extension = extensionOf(name);
+      if (refused.has(extension) || (allowed !== undefined && !allowed.has(extension)))
+        refuse('extension_refused', 'path');
+      if (types !== undefined) {
+        const type = (contentType ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+        if (!types.has(type)) refuse('content_type_refused', 'content-type');
+      }
+      const hash = createHash('sha256');
+      let head: Buffer | undefined = Buffer.alloc(0);
+      return {
+        update(chunk: Uint8Array) {
+          hash.update(chunk);
+          if (head === undefined) return;
+          head = Buffer.concat([head, chunk.subarray(0, SNIFF_BYTES - head.length)]);
+          if (head.length < SNIFF_BYTES) return;
+          sniff(head);
+          head = undefined;
+        },
+        finish() {
+          if (head !== undefined) sniff(head);
+          const actual = hash.digest();
+          if (!timingSafeEqual(actual, Buffer.from(sha256, 'hex'))) refuse('digest_mismatch', 'sha256');
+          return actual.toString('hex');
+        },
+      };
+    },
+  });
+
+  function sniff(head: Buffer): void {
+    const kind = contentKind(head);
+    if (kind !== undefined && refuseKinds.has(kind)) refuse('content_refused', 'content');
+  }
+}
+
+/** What the first bytes are, among the kinds refused by default. */
+export function contentKind(head: Buffer): ContentKind | undefined {
+  // Pickle protocol 2+: PROTO opcode 0x80, then the protocol number.
+  if (head.length >= 2 && head[0] === 0x80 && head[1] !== undefined && head[1] >= 2 && head[1] <= 5) return 'pickle';
+  // A ZIP (PyTorch .pt) whose first entry is a pickle: `archive/data.pkl`.
+  if (head.subarray(0, 4).equals(Buffer.from([0x50, 0x4b, 0x03, 0x04])) && head.length >= 30) {
+    const nameLength = head.readUInt16LE(26);
+    const entry = head
+      .subarray(30, 30 + nameLength)
+      .toString('latin1')
+      .toLowerCase();
+    if (entry.endsWith('.pkl') || entry.endsWith('.pickle')) return 'pickle';
+  }
+  if (head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) return 'executable'; // ELF
+  if (head.subarray(0, 2).toString('latin1') === 'MZ') return 'executable'; // PE
+  const magic = head.length >= 4 ? head.readUInt32BE(0) : 0;
+  if ([0xfeedface, 0xfeedfacf, 0xcefaedfe, 0xcffaedfe, 0xcafebabe].includes(magic)) return 'executable'; // Mach-O
+  if (head.subarray(0, 2).toString('latin1') === '#!') return 'executable';
+  return undefined;
+}
+
+function extensionOf(name: string): string {
+  const base = name.slice(name.lastIndexOf('/') + 1);
+  const dot = base.lastIndexOf('.');
+  return dot <= 0 ? '' : base.slice(dot).toLowerCase();
+}
+
+function isExtension(value: string): boolean {
+  return /^\.[a-z0-9_-]{1,16}$/.test(value);
+}
+
+function checkList(value: unknown, name: string, valid: (item: string) => boolean): string[] {
+  if (!Array.isArray(value) || !value.every((item): item is string => typeof item === 'string' && valid(item))) {
+    throw new ConfigurationError(`createUploadCheck: "${name}" has an entry that is not valid`);
+  }
+  return value;
+}
