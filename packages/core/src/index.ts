@@ -159,6 +159,16 @@ export {
   type MessageValidationOptions,
 } from './validation/message-validation.js';
 
+// Outbound URLs
+export {
+  createUrlGuard,
+  type GuardedResponse,
+  type LookupAll,
+  type UrlGuard,
+  type UrlGuardOptions,
+  type UrlGuardReason,
+} from './outbound/url-guard.js';
+
 // Uploads
 export {
   contentKind,

@@ -14,6 +14,7 @@ import type { LimitsReason } from '../limits/input-limits.js';
 import type { HeaderLimitsReason } from '../limits/header-limits.js';
 import type { ValidationReason } from '../validation/standard-schema.js';
 import type { UploadReason } from '../uploads/upload-check.js';
+import type { UrlGuardReason } from '../outbound/url-guard.js';
 
 /**
  * Reasons the transport adapters give at the edge, for failures no control raised. They live
@@ -87,6 +88,7 @@ export type SecurityErrorReason =
   | HeaderLimitsReason
   | ValidationReason
   | UploadReason
+  | UrlGuardReason
   | PathReason
   | TransportReason
   | AppReason;

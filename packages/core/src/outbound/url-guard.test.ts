@@ -1,0 +1,159 @@
+// The outbound URL guard against real local HTTPS servers and a DNS stand-in. 127.0.0.1 is in a
+// refused range: the tests accept it explicitly (`allowAddresses: ['127.0.0.1']`) so that the
+// local server can stand in for a public one; every other private address stays refused.
+import { createServer, type Server } from 'node:https';
+import type { LookupAddress } from 'node:dns';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDevCertificateAuthority } from '../dev-pki/dev-pki.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { createUrlGuard, type UrlGuardOptions } from './url-guard.js';
+
+let server: Server;
+let port: number;
+let ca: string;
+const connections: string[] = [];
+
+/** The DNS stand-in: names to addresses; `rebind.test` answers a public then a private address. */
+let rebinds = 0;
+const lookups: string[] = [];
+function lookup(hostname: string): Promise<readonly LookupAddress[]> {
+  lookups.push(hostname);
+  return Promise.resolve().then(() => answer(hostname));
+}
+
+function answer(hostname: string): readonly LookupAddress[] {
+  switch (hostname) {
+    case 'public.test':
+      return [{ address: '127.0.0.1', family: 4 }];
+    case 'internal.test':
+      return [{ address: '10.0.0.1', family: 4 }];
+    case 'mixed.test':
+      return [
+        { address: '127.0.0.1', family: 4 },
+        { address: '192.168.1.10', family: 4 },
+      ];
+    case 'rebind.test':
+      rebinds += 1;
+      return [{ address: rebinds === 1 ? '127.0.0.1' : '10.0.0.1', family: 4 }];
+    default:
+      throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' });
+  }
+}
+
+const guarded = (options: UrlGuardOptions = {}) =>
+  createUrlGuard({ ca, lookup, allowAddresses: ['127.0.0.1'], ...options });
+
+beforeAll(async () => {
+  const authority = await createDevCertificateAuthority();
+  const certificate = await authority.issueServerCertificate({
+    dnsNames: ['localhost', 'public.test', 'rebind.test', 'mixed.test'],
+    ipAddresses: ['127.0.0.1'],
+  });
+  ca = authority.certPem;
+  server = createServer({ cert: certificate.certPem, key: certificate.keyPem }, (req, res) => {
+    connections.push(req.socket.remoteAddress ?? '');
+    const url = req.url ?? '/';
+    if (url === '/model') res.end('MODEL BYTES');
+    else if (url === '/big') res.end(Buffer.alloc(4096, 1));
+    else if (url === '/to-private') res.writeHead(302, { location: 'https://10.0.0.1/model' }).end();
+    else if (url === '/to-metadata') res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/' }).end();
+    else if (url === '/to-public') res.writeHead(302, { location: `https://public.test:${String(port)}/model` }).end();
+    else if (url === '/loop') res.writeHead(302, { location: '/loop' }).end();
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.address() as AddressInfo).port;
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+});
+
+async function refusal(run: () => Promise<unknown>): Promise<{ code?: string; reason?: string; details?: unknown }> {
+  try {
+    await run();
+  } catch (error) {
+    return error as { code?: string; reason?: string };
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('createUrlGuard', () => {
+  it('fetches from a (stand-in) public address, verifying its certificate', async () => {
+    const answer = await guarded().fetch(`https://public.test:${String(port)}/model`);
+    expect(answer.body.toString()).toBe('MODEL BYTES');
+    expect(answer.address).toBe('127.0.0.1');
+  });
+
+  it.each([
+    ['http://', 'http://public.test/model', 'url_scheme_refused'],
+    ['loopback', 'https://127.0.0.2/', 'url_address_refused'],
+    ['IPv6 loopback', 'https://[::1]/', 'url_address_refused'],
+    ['IPv4-mapped loopback', 'https://[::ffff:127.0.0.2]/', 'url_address_refused'],
+    ['a decimal spelling', 'https://2130706434/', 'url_address_refused'],
+    ['a hex spelling', 'https://0x7f.2/', 'url_address_refused'],
+    ['an octal spelling', 'https://0177.0.0.2/', 'url_address_refused'],
+    ['cloud metadata', 'https://169.254.169.254/latest/meta-data/', 'url_address_refused'],
+    ['CGNAT', 'https://100.64.0.1/', 'url_address_refused'],
+    ['a private network', 'https://192.168.0.1/', 'url_address_refused'],
+    ['IPv6 unique local', 'https://[fd00::1]/', 'url_address_refused'],
+    ['multicast', 'https://224.0.0.1/', 'url_address_refused'],
+    ['credentials', 'https://user:pass@public.test/', 'url_credentials'],
+    ['not a URL', 'https//nope', 'url_invalid'],
+  ])('refuses %s without connecting', async (_label, url, reason) => {
+    const before = connections.length;
+    expect(await refusal(() => guarded().fetch(url))).toMatchObject({
+      code: 'invalid_argument',
+      reason,
+      details: { field: 'url' },
+    });
+    expect(connections.length).toBe(before);
+  });
+
+  it('refuses a name that resolves to a private address, or to one among public ones', async () => {
+    expect(await refusal(() => guarded().fetch('https://internal.test/model'))).toMatchObject({
+      reason: 'url_address_refused',
+    });
+    expect(await refusal(() => guarded().fetch(`https://mixed.test:${String(port)}/model`))).toMatchObject({
+      reason: 'url_address_refused',
+    });
+  });
+
+  it('connects to the address it checked: a second lookup that would answer a private one is never made', async () => {
+    rebinds = 0;
+    const answer = await guarded().fetch(`https://rebind.test:${String(port)}/model`);
+    expect(answer.address).toBe('127.0.0.1');
+    expect(rebinds).toBe(1);
+  });
+
+  it('checks every redirect target again, and bounds the redirects', async () => {
+    const base = `https://public.test:${String(port)}`;
+    expect((await guarded().fetch(`${base}/to-public`)).body.toString()).toBe('MODEL BYTES');
+    expect(await refusal(() => guarded().fetch(`${base}/to-private`))).toMatchObject({ reason: 'url_address_refused' });
+    expect(await refusal(() => guarded().fetch(`${base}/to-metadata`))).toMatchObject({ reason: 'url_scheme_refused' });
+    expect(await refusal(() => guarded({ maxRedirects: 2 }).fetch(`${base}/loop`))).toMatchObject({
+      reason: 'url_too_many_redirects',
+    });
+  });
+
+  it('bounds the size, refuses what is not found, and what does not verify', async () => {
+    const base = `https://public.test:${String(port)}`;
+    expect(await refusal(() => guarded({ maxBytes: 1024 }).fetch(`${base}/big`))).toMatchObject({
+      reason: 'url_too_large',
+    });
+    expect(await refusal(() => guarded().fetch(`${base}/missing`))).toMatchObject({ reason: 'url_status' });
+    // Without the test CA the certificate does not verify: refused, never fetched insecurely.
+    expect(
+      await refusal(() => createUrlGuard({ lookup, allowAddresses: ['127.0.0.1'] }).fetch(`${base}/model`)),
+    ).toMatchObject({ reason: 'url_fetch_failed' });
+    expect(await refusal(() => guarded().fetch('https://unknown.test/model'))).toMatchObject({
+      reason: 'url_unresolvable',
+    });
+  });
+
+  it('refuses bad options', () => {
+    expect(() => createUrlGuard({ maxRedirects: -1 })).toThrow(ConfigurationError);
+    expect(() => createUrlGuard({ allowAddresses: ['not-an-ip'] })).toThrow(ConfigurationError);
+  });
+});

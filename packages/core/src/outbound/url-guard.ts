@@ -1,0 +1,295 @@
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { request, type RequestOptions } from 'node:https';
+import { BlockList, isIP } from 'node:net';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
+
+/**
+ * Why the URL guard refused a URL a client gave: not a URL or not `https:` (`url_invalid`,
+ * `url_scheme_refused`), credentials in it (`url_credentials`), an address the guard refuses
+ * (`url_address_refused`: private, loopback, link-local, CGNAT, multicast, cloud metadata), a
+ * name that does not resolve (`url_unresolvable`), too many redirects (`url_too_many_redirects`),
+ * an answer that is not a 2xx (`url_status`), too large (`url_too_large`), too slow
+ * (`url_timeout`), or a TLS or connection failure (`url_fetch_failed`).
+ *
+ * @example
+ * ```ts
+ * import type { UrlGuardReason } from '@fluxguard/core';
+ * const reason: UrlGuardReason = 'url_address_refused';
+ * ```
+ */
+export type UrlGuardReason =
+  | 'url_invalid'
+  | 'url_scheme_refused'
+  | 'url_credentials'
+  | 'url_address_refused'
+  | 'url_unresolvable'
+  | 'url_too_many_redirects'
+  | 'url_status'
+  | 'url_too_large'
+  | 'url_timeout'
+  | 'url_fetch_failed';
+
+/** A `dns.lookup` with `{ all: true }`: the guard checks every address, then connects to the one it checked. */
+export type LookupAll = (hostname: string) => Promise<readonly LookupAddress[]>;
+
+/**
+ * Options of {@link createUrlGuard}.
+ *
+ * @example
+ * ```ts
+ * import type { UrlGuardOptions } from '@fluxguard/core';
+ * const options: UrlGuardOptions = { maxBytes: 64 * 1024 * 1024, timeoutMs: 30_000 };
+ * ```
+ */
+export interface UrlGuardOptions {
+  /** Redirects followed, each target checked again. Default 3. */
+  readonly maxRedirects?: number | undefined;
+  /** The whole fetch, redirects included. Default 30 s. */
+  readonly timeoutMs?: number | undefined;
+  /** The largest body accepted; a larger one is cut off. Default 64 MiB. */
+  readonly maxBytes?: number | undefined;
+  /** Name resolution (tests stand in for DNS). Default: `dns.lookup` with every address. */
+  readonly lookup?: LookupAll | undefined;
+  /**
+   * Addresses or CIDRs accepted even though they are in a refused range (a partner's network,
+   * or a test server standing in for a public one). Default: none.
+   */
+  readonly allowAddresses?: readonly string[] | undefined;
+  /** Extra CA certificates trusted for the servers fetched from (tests); the system's otherwise. */
+  readonly ca?: string | Buffer | undefined;
+}
+
+/** What {@link UrlGuard.fetch} returns. */
+export interface GuardedResponse {
+  /** The URL finally fetched, after redirects. */
+  readonly url: string;
+  /** The address it was fetched from (the one checked). */
+  readonly address: string;
+  readonly body: Buffer;
+}
+
+/**
+ * Checks and fetches URLs that clients give (model URLs, webhooks), so that a client cannot make
+ * the server reach what only the server can reach (SSRF).
+ */
+export interface UrlGuard {
+  /** Checks a URL's form (scheme, credentials, an IP literal's range) without resolving it. */
+  check(url: string): URL;
+  /** Checks, resolves, checks every address, then fetches from the checked address. */
+  fetch(url: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<GuardedResponse>;
+}
+
+/** Ranges no client-given URL may reach. */
+const REFUSED = new BlockList();
+for (const [network, prefix] of [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10], // CGNAT
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16], // link-local, cloud metadata (169.254.169.254)
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['224.0.0.0', 4], // multicast
+  ['240.0.0.0', 4],
+] as const) {
+  REFUSED.addSubnet(network, prefix, 'ipv4');
+}
+for (const [network, prefix] of [
+  ['::', 128],
+  ['::1', 128],
+  ['fc00::', 7], // unique local
+  ['fe80::', 10], // link-local
+  ['ff00::', 8], // multicast
+  ['fd00:ec2::254', 128], // AWS metadata over IPv6
+  ['64:ff9b::', 96], // NAT64 of any IPv4, private ones included
+] as const) {
+  REFUSED.addSubnet(network, prefix, 'ipv6');
+}
+
+const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
+  maxRedirects: 3,
+  timeoutMs: 30_000,
+  maxBytes: 64 * 1024 * 1024,
+  lookup: undefined,
+  allowAddresses: undefined,
+  ca: undefined,
+});
+
+/**
+ * An outbound URL guard. `https:` only; the host resolved and every address checked (private,
+ * loopback, link-local, CGNAT, multicast, cloud metadata refused, in IPv4, IPv6 and IPv4-mapped
+ * IPv6; numeric spellings such as `2130706433` or `0x7f.1` are what the WHATWG URL parser makes
+ * of them: `127.0.0.1`); the connection made to the address that was checked, with no second
+ * lookup, so DNS rebinding fails; the server's certificate verified for the URL's host; each
+ * redirect target checked again, at most `maxRedirects`; the body bounded in size and the fetch
+ * in time. Every refusal is `invalid_argument` naming the `url` field, the reason in the audit
+ * line only.
+ *
+ * @throws ConfigurationError for unknown options or bad limits.
+ *
+ * @example
+ * ```ts
+ * import { createUrlGuard } from '@fluxguard/core';
+ * const guard = createUrlGuard({ maxBytes: 64 * 1024 * 1024 });
+ * const { body } = await guard.fetch('https://models.example.com/m.bin', { signal });
+ * ```
+ */
+export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
+  const opts = resolveOptions('createUrlGuard', DEFAULTS, options);
+  const maxRedirects = whole(opts.maxRedirects, 'maxRedirects', 0);
+  const timeoutMs = whole(opts.timeoutMs, 'timeoutMs', 1);
+  const maxBytes = whole(opts.maxBytes, 'maxBytes', 1);
+  const allowed = new BlockList();
+  for (const entry of opts.allowAddresses ?? []) {
+    const [address = '', bits] = entry.split('/');
+    const family = isIP(address);
+    if (family === 0)
+      throw new ConfigurationError(`createUrlGuard: "allowAddresses" entry "${entry}" is not an address or CIDR`);
+    const type = family === 6 ? 'ipv6' : 'ipv4';
+    allowed.addSubnet(address, bits === undefined ? (family === 6 ? 128 : 32) : Number(bits), type);
+  }
+  const lookupAll: LookupAll =
+    opts.lookup ??
+    ((hostname) =>
+      new Promise((resolve, reject) => {
+        dnsLookup(hostname, { all: true, verbatim: true }, (err, addresses) => {
+          if (err) reject(err);
+          else resolve(addresses);
+        });
+      }));
+
+  const refuse = (reason: UrlGuardReason, cause?: unknown): never => {
+    throw new SecurityError('invalid_argument', { details: { field: 'url' }, reason, cause });
+  };
+
+  const isRefused = (address: string): boolean => {
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
+    const ip = mapped ?? address;
+    const type = isIP(ip) === 6 ? 'ipv6' : 'ipv4';
+    return REFUSED.check(ip, type) && !allowed.check(ip, type);
+  };
+
+  function check(url: string): URL {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch (cause) {
+      return refuse('url_invalid', cause);
+    }
+    if (parsed.protocol !== 'https:') refuse('url_scheme_refused');
+    if (parsed.username !== '' || parsed.password !== '') refuse('url_credentials');
+    const host = parsed.hostname.replace(/^\[|\]$/g, '');
+    if (isIP(host) !== 0 && isRefused(host)) refuse('url_address_refused');
+    return parsed;
+  }
+
+  async function resolveChecked(url: URL): Promise<LookupAddress> {
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    if (isIP(host) !== 0) return { address: host, family: isIP(host) };
+    let addresses: readonly LookupAddress[];
+    try {
+      addresses = await lookupAll(host);
+    } catch (cause) {
+      return refuse('url_unresolvable', cause);
+    }
+    // Every address must pass: a name with one private address among public ones is refused.
+    if (addresses.length === 0) refuse('url_unresolvable');
+    if (addresses.some((a) => isRefused(a.address))) refuse('url_address_refused');
+    const first = addresses[0];
+    return first ?? refuse('url_unresolvable');
+  }
+
+  async function fetchOnce(
+    url: URL,
+    address: LookupAddress,
+    signal: AbortSignal,
+  ): Promise<{ status: number; location: string | undefined; body: Buffer }> {
+    return new Promise((resolve, reject) => {
+      const requestOptions: RequestOptions = {
+        method: 'GET',
+        host: url.hostname.replace(/^\[|\]$/g, ''),
+        port: url.port === '' ? 443 : Number(url.port),
+        path: `${url.pathname}${url.search}`,
+        servername: isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? url.hostname : undefined,
+        // The connection goes to the address that was checked: no second lookup.
+        lookup: (_hostname, lookupOptions, callback) => {
+          if ((lookupOptions as { all?: boolean }).all === true) {
+            (callback as unknown as (err: null, addresses: LookupAddress[]) => void)(null, [address]);
+          } else callback(null, address.address, address.family);
+        },
+        rejectUnauthorized: true,
+        ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+        agent: false,
+        signal,
+      };
+      const req = request(requestOptions, (res) => {
+        const status = res.statusCode ?? 0;
+        const location = res.headers.location;
+        if (status >= 300 && status < 400) {
+          res.resume();
+          resolve({ status, location, body: Buffer.alloc(0) });
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > maxBytes) {
+            req.destroy();
+            reject(new SecurityError('invalid_argument', { details: { field: 'url' }, reason: 'url_too_large' }));
+            return;
+          }
+          chunks.push(chunk);
+        });
+        res.on('end', () => {
+          resolve({ status, location: undefined, body: Buffer.concat(chunks) });
+        });
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  async function fetchGuarded(
+    url: string,
+    fetchOptions: { readonly signal?: AbortSignal | undefined } = {},
+  ): Promise<GuardedResponse> {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signal = fetchOptions.signal === undefined ? timeout : AbortSignal.any([timeout, fetchOptions.signal]);
+    let current = check(url);
+    for (let redirects = 0; ; redirects++) {
+      const address = await resolveChecked(current);
+      let answer: { status: number; location: string | undefined; body: Buffer };
+      try {
+        answer = await fetchOnce(current, address, signal);
+      } catch (cause) {
+        if (cause instanceof SecurityError) throw cause;
+        if (timeout.aborted) return refuse('url_timeout', cause);
+        if (signal.aborted) throw cause;
+        return refuse('url_fetch_failed', cause);
+      }
+      if (answer.status >= 300 && answer.status < 400 && answer.location !== undefined) {
+        if (redirects >= maxRedirects) refuse('url_too_many_redirects');
+        // Each target is checked again, from its scheme up.
+        current = check(new URL(answer.location, current).toString());
+        continue;
+      }
+      if (answer.status < 200 || answer.status > 299) refuse('url_status');
+      return { url: current.toString(), address: address.address, body: answer.body };
+    }
+  }
+
+  return Object.freeze({ check, fetch: fetchGuarded });
+}
+
+function whole(value: unknown, name: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new ConfigurationError(`createUrlGuard: "${name}" must be a whole number of at least ${String(min)}`);
+  }
+  return value;
+}
