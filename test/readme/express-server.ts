@@ -28,10 +28,5 @@ app.use(after); // problem+json for 404 and every error, one audit line each
 
 export const server = createSecureServer(app, {
   audit,
-  tls: {
-    certFile: 'certs/server.crt',
-    keyFile: 'certs/server.key',
-    caFile: 'certs/ca.crt',
-    clientCertificates: 'per-operation',
-  },
+  tls: { certFile: 'certs/server.crt', keyFile: 'certs/server.key', caFile: 'certs/ca.crt', clientCertificates: 'per-operation' },
 }).listen(Number(process.env.PORT ?? 8443));

@@ -2,13 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Server, loadPackageDefinition, type ServerUnaryCall, type ServiceClientConstructor } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { compileRbac, createAuditLogger, createGuard, createJwtVerifier } from '@fluxguard/core';
-import {
-  addService,
-  createServerCredentials,
-  fluxguardInterceptors,
-  getPrincipal,
-  secureServerOptions,
-} from '@fluxguard/grpc';
+import { addService, createServerCredentials, fluxguardInterceptors, getPrincipal, secureServerOptions } from '@fluxguard/grpc';
 
 // inventory.proto: service Items { rpc GetItem (GetItemRequest) returns (Item); }
 const proto = loadPackageDefinition(loadSync('inventory.proto')) as unknown as {
@@ -29,18 +23,10 @@ const guard = createGuard({
 const server = new Server({ ...secureServerOptions(), interceptors: fluxguardInterceptors({ audit, guard }) });
 addService(server, proto.inventory.v1.Items.service, {
   // Handlers may return, resolve or throw: no failure leaks, each is logged once with its cause.
-  GetItem: (call: ServerUnaryCall<{ id: string }, unknown>) => ({
-    id: call.request.id,
-    reader: getPrincipal(call)?.subject,
-  }),
+  GetItem: (call: ServerUnaryCall<{ id: string }, unknown>) => ({ id: call.request.id, reader: getPrincipal(call)?.subject }),
 });
 const credentials = createServerCredentials(
-  {
-    certFile: 'certs/server.crt',
-    keyFile: 'certs/server.key',
-    caFile: 'certs/ca.crt',
-    clientCertificates: 'per-operation',
-  },
+  { certFile: 'certs/server.crt', keyFile: 'certs/server.key', caFile: 'certs/ca.crt', clientCertificates: 'per-operation' },
   { audit },
 );
 

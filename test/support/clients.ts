@@ -46,6 +46,8 @@ export interface ArtifactClient {
    */
   uploadPaced(path: string, sha256Hex: string, parts: readonly Buffer[], pace: Pace): Promise<Outcome<ArtifactInfo>>;
   delete(path: string): Promise<Outcome<undefined>>;
+  /** Imports an artifact from a URL (the server fetches it) with its expected SHA-256 in hex. */
+  importFrom(path: string, url: string, sha256Hex: string): Promise<Outcome<ArtifactInfo>>;
   health(): Promise<Outcome<string>>;
   unknownOperation(): Promise<Outcome<undefined>>;
   /** A raw call with extra headers/metadata (used to try forging fluxguard's own context). */
@@ -110,6 +112,7 @@ interface StoreStub extends grpc.Client {
     cb: Callback<ArtifactInfo>,
   ): grpc.ClientWritableStream<object>;
   DeleteArtifact(req: object, md: grpc.Metadata, options: grpc.CallOptions, cb: Callback<object>): grpc.ClientUnaryCall;
+  ImportArtifact(req: object, md: grpc.Metadata, options: grpc.CallOptions, cb: Callback<ArtifactInfo>): grpc.ClientUnaryCall;
 }
 
 /** int64 arrives as a string or number depending on loader options; normalize. */
@@ -210,6 +213,8 @@ export function grpcArtifactClient(
       const outcome = await unary<object>((cb) => stub.DeleteArtifact({ path }, meta(), options(), cb));
       return { ...outcome, value: undefined };
     },
+    importFrom: (path, url, sha) =>
+      unary<ArtifactInfo>((cb) => stub.ImportArtifact({ path, url, sha256: sha }, meta(), options(), cb)),
     deleteWithHeaders: async (path, headers) => {
       const outcome = await unary<object>((cb) => stub.DeleteArtifact({ path }, meta(headers), options(), cb));
       return { ...outcome, value: undefined };
@@ -533,6 +538,16 @@ export function httpArtifactClient(
         (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo,
       ),
     delete: async (path) => httpOutcome(await send('DELETE', `/v1/artifacts/${encodePath(path)}`), () => undefined),
+    importFrom: async (path, url, sha) =>
+      httpOutcome(
+        await send(
+          'POST',
+          `/v1/artifacts/${encodePath(path)}:import`,
+          { 'content-type': 'application/json' },
+          Buffer.from(JSON.stringify({ url, sha256: sha })),
+        ),
+        (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo,
+      ),
     health: async () =>
       httpOutcome(await send('GET', '/healthz'), (b) =>
         (JSON.parse(b.toString('utf8')) as { status?: string }).status === 'ok' ? 'SERVING' : b.toString('utf8'),

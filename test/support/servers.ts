@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import type { ClientCertificateMode, Denylist, JwtVerifier, RateLimitStore } from '@fluxguard/core';
+import type { ClientCertificateMode, Denylist, JwtVerifier, RateLimitStore, UrlGuard } from '@fluxguard/core';
 import { loadReferenceSecurity, signDevToken, type ReferenceSecurity } from '@fluxguard/example-artifact-store';
 import { startGrpcServer } from '@fluxguard/example-grpc-server';
 import { startHttpServer } from '@fluxguard/example-http-server';
@@ -53,6 +53,7 @@ export interface StartOptions {
   readonly jwt?: JwtVerifier;
   readonly denylist?: Denylist;
   readonly rateLimitStore?: RateLimitStore;
+  readonly urlGuard?: UrlGuard;
   /** HTTP only: the server's request timeout (and so its headers timeout, at most 10 s). */
   readonly requestTimeoutMs?: number;
 }
@@ -100,6 +101,7 @@ export async function startTransport(
     ...(options.jwt === undefined ? {} : { jwt: options.jwt }),
     ...(options.denylist === undefined ? {} : { denylist: options.denylist }),
     ...(options.rateLimitStore === undefined ? {} : { rateLimitStore: options.rateLimitStore }),
+    ...(options.urlGuard === undefined ? {} : { urlGuard: options.urlGuard }),
   });
   const adminToken = await world.token('e2e-admin', ['artifacts.admin']);
   const clients: ArtifactClient[] = [];

@@ -36,4 +36,4 @@ export {
   type RunReferenceServerOptions,
   type RunningReferenceServer,
 } from './run-server.js';
-export { ARTIFACT_MESSAGE_RULES, LIST_QUERY } from './schemas.js';
+export { ARTIFACT_MESSAGE_RULES, IMPORT_BODY, LIST_QUERY } from './schemas.js';

@@ -14,7 +14,21 @@ export const ARTIFACT_MESSAGE_RULES: readonly MessageSchemaRule[] = Object.freez
   { operation: `${SERVICE}/GetArtifact`, schema: z.object({ path }) },
   { operation: `${SERVICE}/DeleteArtifact`, schema: z.object({ path }) },
   { operation: `${SERVICE}/ListArtifacts`, schema: z.object({ prefix: path }) },
+  {
+    operation: `${SERVICE}/ImportArtifact`,
+    schema: z.object({
+      path,
+      url: z.string().max(2048),
+      sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits'),
+    }),
+  },
 ]);
+
+/** The JSON body of `POST /v1/artifacts/{path}:import`: where from, and the SHA-256 it must have. */
+export const IMPORT_BODY = z.strictObject({
+  url: z.string().max(2048),
+  sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits'),
+});
 
 /**
  * The query of `GET /v1/artifacts`: at most one `prefix` (a repeated one arrives as an array and

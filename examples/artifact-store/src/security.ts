@@ -8,6 +8,7 @@ import {
   createMemoryRateLimitStore,
   createRedisDenylist,
   createRedisRateLimitStore,
+  createUrlGuard,
   parseSecurityPolicy,
   readPolicyDocument,
   type AuditLogger,
@@ -20,6 +21,7 @@ import {
   type SecurityPolicy,
   type TlsSettingsOptions,
   type Transport,
+  type UrlGuard,
 } from '@fluxguard/core';
 import { ensureDevMaterial } from './dev-material.js';
 
@@ -61,6 +63,8 @@ export interface ReferenceSecurity {
    * store for both transports, so a caller's limits are the same whichever it uses.
    */
   readonly rateLimitStore: RateLimitStore;
+  /** Fetches the URLs clients give to import from (`createUrlGuard`: https, no private address). */
+  readonly urlGuard: UrlGuard;
   /** Releases what was opened (the Redis connection). */
   close(): Promise<void>;
 }
@@ -78,6 +82,8 @@ export interface ReferenceSecurityOptions {
   readonly jwt?: JwtVerifier;
   /** A rate-limit store to use instead of the one the environment selects (a Redis Cluster's, say). */
   readonly rateLimitStore?: RateLimitStore;
+  /** A URL guard to use instead of the default one (a test's, trusting its own CA). */
+  readonly urlGuard?: UrlGuard;
 }
 
 /**
@@ -186,6 +192,7 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     tls,
     denylist,
     rateLimitStore,
+    urlGuard: options.urlGuard ?? createUrlGuard(),
     close: async () => {
       if (redis === undefined) return;
       // quit() waits for an answer a dead server never sends.

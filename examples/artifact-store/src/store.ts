@@ -141,7 +141,7 @@ export class ArtifactStore {
   async put(
     path: string,
     expectedSha256: string,
-    chunks: AsyncIterable<Uint8Array>,
+    chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     signal?: AbortSignal,
   ): Promise<ArtifactInfo> {
     const expected = checkSha256Hex(expectedSha256);

@@ -17,6 +17,7 @@ import {
   createAuditLogger,
   createHeaderLimits,
   createMessageValidation,
+  type UrlGuard,
 } from '@fluxguard/core';
 import {
   addService,
@@ -101,6 +102,13 @@ interface ArtifactStoreHandlers {
   ListArtifacts: handleServerStreamingCall<ListArtifactsRequest, ArtifactInfo>;
   UploadArtifact: handleClientStreamingCall<UploadArtifactRequest, ArtifactInfo>;
   DeleteArtifact: handleUnaryCall<PathRequest, Empty>;
+  ImportArtifact: handleUnaryCall<ImportArtifactRequest, ArtifactInfo>;
+}
+
+interface ImportArtifactRequest {
+  readonly path: string;
+  readonly url: string;
+  readonly sha256: string;
 }
 
 type ServingStatus = 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
@@ -165,7 +173,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
       ],
     }),
   });
-  addService(server, storeService, artifactStoreHandlers(store));
+  addService(server, storeService, artifactStoreHandlers(store, security.urlGuard));
   addService(server, healthDefinition, health.handlers);
 
   // Material is loaded (and checked) here, before bind; renewed files are picked up live.
@@ -207,7 +215,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
   });
 }
 
-function artifactStoreHandlers(store: ArtifactStore): SafeImplementation<ArtifactStoreHandlers> {
+function artifactStoreHandlers(store: ArtifactStore, urlGuard: UrlGuard): SafeImplementation<ArtifactStoreHandlers> {
   return {
     GetArtifact: async (call) => {
       const artifact = await store.get(call.request.path, getSignal(call));
@@ -254,6 +262,16 @@ function artifactStoreHandlers(store: ArtifactStore): SafeImplementation<Artifac
     DeleteArtifact: async (call) => {
       await store.delete(call.request.path);
       return {};
+    },
+
+    // The URL is the client's: fetched through the guard (https, no private address, checked
+    // redirects, bounded), then stored like an upload, digest and content checked.
+    ImportArtifact: async (call) => {
+      const { path, url, sha256 } = call.request;
+      const signal = getSignal(call);
+      const { body } = await urlGuard.fetch(url, { signal });
+      const info = await store.put(path, sha256, [body], signal);
+      return { path: info.path, sha256: info.sha256, size: info.size };
     },
   };
 }
@@ -302,6 +320,7 @@ function artifactStoreService(): ServiceDefinition<ArtifactStoreHandlers> {
     ListArtifacts: [false, true],
     UploadArtifact: [true, false],
     DeleteArtifact: [false, false],
+    ImportArtifact: [false, false],
   });
 }
 

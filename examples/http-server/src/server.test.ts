@@ -301,7 +301,7 @@ describe('reference HTTP server', () => {
     const admin = `Bearer ${await tokenFor('artifacts.admin')}`;
     for (const [method, path] of [
       ['GET', '/v2/anything'],
-      ['POST', '/v1/artifacts/x.bin'],
+      ['PATCH', '/v1/artifacts/x.bin'],
       ['GET', '/V1/ARTIFACTS/x.bin'],
     ] as const) {
       const res = await rawGet(server.port, path, tls, { authorization: admin }, method);

@@ -9,10 +9,12 @@ import {
   type AuditLogger,
   type Control,
   type Guard,
+  type UrlGuard,
 } from '@fluxguard/core';
-import { createSecureServer, fluxguard, validate } from '@fluxguard/express';
+import { createSecureServer, fluxguard, jsonBody, validate } from '@fluxguard/express';
 import {
   ArtifactStore,
+  IMPORT_BODY,
   LIST_QUERY,
   parseReprDigest,
   reprDigestOf,
@@ -76,6 +78,8 @@ export interface AppOptions {
   readonly controls?: readonly Control[];
   /** Refuses a PUT whose `Content-Length` is larger, before reading it. */
   readonly maxArtifactBytes?: number;
+  /** Fetches the URLs of imports (`createUrlGuard` of @fluxguard/core). Without it, imports are refused. */
+  readonly urlGuard?: UrlGuard;
 }
 
 const SHUTDOWN_GRACE_MS = 5_000;
@@ -96,6 +100,7 @@ export const HTTP_OPERATIONS: readonly string[] = Object.freeze([
   'GET /v1/artifacts/*path',
   'PUT /v1/artifacts/*path',
   'DELETE /v1/artifacts/*path',
+  'POST /v1/artifacts/*path',
 ]);
 
 /**
@@ -118,7 +123,7 @@ export const HTTP_OPERATIONS: readonly string[] = Object.freeze([
  * ```
  */
 export function createApp(options: AppOptions): express.Express {
-  const { store, audit, maxArtifactBytes } = options;
+  const { store, audit, maxArtifactBytes, urlGuard } = options;
   // This app must never run without authentication and authorization.
   const guardOption: unknown = options.guard; // plain JavaScript callers too
   if (typeof guardOption !== 'object' || guardOption === null || !Array.isArray((guardOption as Guard).controls)) {
@@ -183,6 +188,27 @@ export function createApp(options: AppOptions): express.Express {
     res.status(204).end();
   });
 
+  // POST /v1/artifacts/{path}:import with {"url", "sha256"}: the URL is the client's, fetched
+  // through the guard (https, no private address, checked redirects, bounded), then stored like
+  // an upload, digest and content checked.
+  app.post(
+    '/v1/artifacts/*path',
+    jsonBody({ limit: '8kb', maxDepth: 2, maxKeys: 4 }),
+    validate({ body: IMPORT_BODY }),
+    async (req, res) => {
+      const segments = req.params.path as unknown as string[];
+      const last = segments.at(-1) ?? '';
+      if (!last.endsWith(':import') || urlGuard === undefined) {
+        throw new SecurityError('not_found', { reason: 'route_not_found' });
+      }
+      const path = artifactPath([...segments.slice(0, -1), last.slice(0, -':import'.length)]);
+      const { url, sha256 } = req.body as { url: string; sha256: string };
+      const { body } = await urlGuard.fetch(url, { signal: req.fluxguard.signal });
+      const info = await store.put(path, sha256, [body], req.fluxguard.signal);
+      res.status(201).json({ path: info.path, sha256: info.sha256, size: info.size });
+    },
+  );
+
   app.use(guard.after);
   return app;
 }
@@ -224,6 +250,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
     audit,
     guard,
     controls: [createHeaderLimits(), security.concurrency],
+    urlGuard: security.urlGuard,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
   });
   const server = createSecureServer(app, {

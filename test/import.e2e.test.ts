@@ -1,0 +1,94 @@
+// Imports from a URL the client gives, against both reference servers: the server fetches it
+// through the outbound URL guard. A local HTTPS server (the test CA's certificate) stands in for
+// a public one: the guard of these tests accepts 127.0.0.1 explicitly (allowAddresses), and
+// refuses every other private or loopback address, as the reference servers' default guard
+// refuses them all.
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { readFileSync, readdirSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createUrlGuard } from '@fluxguard/core';
+import { sha256 } from './support/clients.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  startTransport,
+  type E2eEnvironment,
+  type TransportUnderTest,
+} from './support/servers.js';
+
+const MODEL = Buffer.from('safetensors-ish model bytes');
+const PICKLE = Buffer.from('80049510000000000000007d94288c016194680294752e', 'hex');
+
+let world: E2eEnvironment;
+let origin: Server;
+let base: string;
+let fetched = 0;
+
+beforeAll(async () => {
+  world = await createE2eEnvironment();
+  origin = createServer(
+    { cert: readFileSync(world.pki.serverCertFile), key: readFileSync(world.pki.serverKeyFile) },
+    (req, res) => {
+      fetched += 1;
+      if (req.url === '/model.bin') res.end(MODEL);
+      else if (req.url === '/pickle.bin') res.end(PICKLE);
+      else if (req.url === '/to-private') res.writeHead(302, { location: 'https://10.0.0.1/model.bin' }).end();
+      else res.writeHead(404).end();
+    },
+  );
+  await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
+  base = `https://127.0.0.1:${String((origin.address() as AddressInfo).port)}`;
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => origin.close(resolve));
+  world.cleanup();
+});
+
+describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport(transport, world, {
+      urlGuard: createUrlGuard({ ca: world.pki.ca, allowAddresses: ['127.0.0.1'] }),
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('stores what the URL serves when its SHA-256 matches', async () => {
+    const imported = await t.client.importFrom('imports/model.bin', `${base}/model.bin`, sha256(MODEL));
+    expect(imported.ok, imported.exposed).toBe(true);
+    expect(imported.value).toMatchObject({ path: 'imports/model.bin', sha256: sha256(MODEL), size: MODEL.length });
+    const read = await t.client.get('imports/model.bin');
+    expect((read.value as { content: Buffer }).content.equals(MODEL)).toBe(true);
+  });
+
+  it.each([
+    ['http://', () => `${base.replace('https:', 'http:')}/model.bin`, 'url_scheme_refused'],
+    ['another loopback address', () => 'https://127.0.0.2/model.bin', 'url_address_refused'],
+    ['IPv6 loopback', () => 'https://[::1]/model.bin', 'url_address_refused'],
+    ['cloud metadata', () => 'https://169.254.169.254/latest/meta-data/', 'url_address_refused'],
+    ['a decimal spelling of loopback', () => 'https://2130706434/model.bin', 'url_address_refused'],
+    ['a redirect to a private address', () => `${base}/to-private`, 'url_address_refused'],
+  ])('refuses %s as the client’s invalid argument, the reason in the log only', async (_label, url, reason) => {
+    const before = fetched;
+    const outcome = await t.client.importFrom('imports/refused.bin', url(), sha256(MODEL));
+    expect(outcome.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+    expect(outcome.exposed).not.toContain(reason);
+    expect(t.log.textFor(outcome.requestId ?? '')).toContain(`"reason":"${reason}"`);
+    // Only the redirect row reaches the origin (once); no refused address is ever connected to.
+    expect(fetched - before).toBeLessThanOrEqual(1);
+  });
+
+  it('keeps nothing when the digest does not match, or the content is a pickle', async () => {
+    const mismatch = await t.client.importFrom('imports/wrong.bin', `${base}/model.bin`, sha256('other'));
+    expect(mismatch.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+    const pickle = await t.client.importFrom('imports/pickle.bin', `${base}/pickle.bin`, sha256(PICKLE));
+    expect(pickle.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+    expect(t.log.textFor(pickle.requestId ?? '')).toContain('"reason":"content_refused"');
+    const kept = readdirSync(t.dataDir, { recursive: true }).map(String);
+    expect(kept.filter((f) => f.includes('wrong') || f.includes('pickle'))).toEqual([]);
+  });
+});
