@@ -9,6 +9,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUrlGuard } from '@fluxguard/core';
 import { sha256 } from './support/clients.js';
+import { rawHttps } from './support/raw-https.js';
 import {
   TRANSPORTS,
   createE2eEnvironment,
@@ -90,5 +91,46 @@ describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
     expect(t.log.textFor(pickle.requestId ?? '')).toContain('"reason":"content_refused"');
     const kept = readdirSync(t.dataDir, { recursive: true }).map(String);
     expect(kept.filter((f) => f.includes('wrong') || f.includes('pickle'))).toEqual([]);
+  });
+});
+
+describe('the JSON body of an import over HTTP', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('http', world, {
+      urlGuard: createUrlGuard({ ca: world.pki.ca, allowAddresses: ['127.0.0.1'] }),
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  async function post(body: string): Promise<{ head: string; json: Record<string, unknown> }> {
+    const token = await world.token('e2e-writer', ['artifacts.writer']);
+    const answer = await rawHttps(
+      t.port,
+      world,
+      `POST /v1/artifacts/imports/x.bin:import HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${String(Buffer.byteLength(body))}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    return { head: answer, json: JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, unknown> };
+  }
+
+  it('refuses a __proto__ key before any handler or schema sees it; Object.prototype is unchanged', async () => {
+    const { head, json } = await post(
+      `{"url":"${base}/model.bin","sha256":"${sha256(MODEL)}","__proto__":{"polluted":true}}`,
+    );
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(json).toMatchObject({ code: 'invalid_argument', field: 'body' });
+    expect(t.log.textFor(String(json.requestId))).toContain('"reason":"json_forbidden_key"');
+    expect(Object.prototype).not.toHaveProperty('polluted');
+  });
+
+  it('names the field a schema refuses and the rule, never the value', async () => {
+    const { head, json } = await post(`{"url":"${base}/model.bin","sha256":"NOT-A-DIGEST-SECRET"}`);
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(json).toMatchObject({ code: 'invalid_argument', field: 'body.sha256' });
+    expect(String(json.detail)).toContain('must be 64 hex digits');
+    expect(head).not.toContain('SECRET');
   });
 });

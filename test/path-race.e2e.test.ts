@@ -16,7 +16,7 @@ import {
   type TransportUnderTest,
 } from './support/servers.js';
 
-const RACE_MS = Number(process.env.FLUXGUARD_RACE_MS ?? 4_000);
+const RACE_MS = Number(process.env.FLUXGUARD_RACE_MS ?? 15_000);
 const SECRET = 'TOP-SECRET-outside-the-data-directory';
 
 let world: E2eEnvironment;
