@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
 import type { RequestListener } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { ConfigurationError, type AuditLogger, type ReloadOptions, type TlsSettingsOptions } from '@fluxguard/core';
 import {
   assertAuditLogger,
+  connectionBudget,
   createReloadingTlsSettings,
   resolveOptions,
   type TlsSettings,
@@ -190,14 +190,3 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   return server;
 }
 
-/** 80 % of the soft open-file limit: room is left for the files, logs and outgoing sockets of the process. */
-function connectionBudget(): number {
-  try {
-    const limits = readFileSync('/proc/self/limits', 'utf8');
-    const soft = /^Max open files\s+(\d+)/m.exec(limits)?.[1];
-    if (soft !== undefined) return Math.max(1, Math.floor(Number(soft) * 0.8));
-  } catch {
-    // Not Linux: no cheap way to read the limit.
-  }
-  return 10_000;
-}

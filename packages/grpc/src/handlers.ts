@@ -16,7 +16,7 @@ import type {
 import { ConfigurationError } from '@fluxguard/core';
 import { callOf, type GrpcCall, type ServerCall } from './context.js';
 import { withSafeDeserializers } from './unparsable.js';
-import { revealDuplicateHeaders } from './duplicate-headers.js';
+import { hardenHttp2Servers } from './http2-servers.js';
 import { prepareFailure } from './errors.js';
 
 /**
@@ -192,7 +192,7 @@ export function addService<I>(
   service: ServiceDefinition<I>,
   implementation: SafeImplementation<I>,
 ): void {
-  revealDuplicateHeaders(server);
+  hardenHttp2Servers(server);
   server.addService(withSafeDeserializers(service), wrapImplementation(service, implementation));
 }
 

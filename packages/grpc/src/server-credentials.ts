@@ -10,6 +10,7 @@ import {
 } from '@fluxguard/core';
 import {
   assertAuditLogger,
+  connectionBudget,
   createReloadingTlsSettings,
   resolveOptions,
   type ReloadingTlsSettings,
@@ -199,7 +200,16 @@ export interface SecureServerLimits {
   readonly keepaliveTimeMs?: number | undefined;
   /** Drop the connection when a ping is not answered within this. Default 20 s. */
   readonly keepaliveTimeoutMs?: number | undefined;
+  /**
+   * Connections held at once by each listening port; one more is closed at once (Node's
+   * `maxConnections`). Default: 80 % of the process's open-file limit, else 10,000. Applied by
+   * `addService` of this package, which is how fluxguard reaches the HTTP/2 server grpc-js makes.
+   */
+  readonly maxConnections?: number | undefined;
 }
+
+/** The `new Server(options)` key that carries {@link SecureServerLimits.maxConnections} to `addService`. */
+export const MAX_CONNECTIONS_OPTION = 'fluxguard.max_connections';
 
 const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: number }> = Object.freeze({
   maxReceiveMessageBytes: 4 * 1024 * 1024,
@@ -209,6 +219,7 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
   maxConnectionIdleMs: 10_000,
   keepaliveTimeMs: 2 * 60_000,
   keepaliveTimeoutMs: 20_000,
+  maxConnections: connectionBudget(),
 });
 
 /**
@@ -242,5 +253,6 @@ export function secureServerOptions(limits: SecureServerLimits = {}): ServerOpti
     'grpc.max_connection_idle_ms': l.maxConnectionIdleMs,
     'grpc.keepalive_time_ms': l.keepaliveTimeMs,
     'grpc.keepalive_timeout_ms': l.keepaliveTimeoutMs,
+    [MAX_CONNECTIONS_OPTION]: l.maxConnections,
   };
 }

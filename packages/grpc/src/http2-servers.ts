@@ -1,5 +1,7 @@
 import type { Http2Server, Http2SecureServer, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Server, ServerCredentials } from '@grpc/grpc-js';
+import { connectionBudget } from '@fluxguard/core/adapter';
+import { MAX_CONNECTIONS_OPTION } from './server-credentials.js';
 
 /**
  * Headers that Node's HTTP/2 layer keeps only the first of when a request repeats them, without
@@ -14,7 +16,12 @@ const revealed = new WeakSet<object>();
 type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2SecureServer;
 
 /**
- * Makes a repeated security header visible again on `server`'s HTTP/2 servers: every value
+ * Hardens the HTTP/2 servers grpc-js makes for `server` (one per `bindAsync`), which grpc-js
+ * otherwise keeps to itself:
+ * - a cap on the connections held at once (`maxConnections` of `secureServerOptions`, else 80 %
+ *   of the open-file limit): a flood of connections meets a refused connection, not a process
+ *   out of file descriptors;
+ * - a repeated security header made visible again: every value
  * reaches the metadata, so the JWT authenticator refuses the request (`multiple_authorization`)
  * exactly as the Express adapter refuses two `Authorization` headers. It wraps grpc-js's
  * `createHttp2Server` (called by `bindAsync`) to read each request's raw header list before
@@ -24,7 +31,7 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *
  * @internal
  */
-export function revealDuplicateHeaders(server: Pick<Server, 'addService'>): void {
+export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
   if (revealed.has(server)) return;
   revealed.add(server);
   const target = server as unknown as { createHttp2Server?: CreateHttp2Server };
@@ -35,6 +42,11 @@ export function revealDuplicateHeaders(server: Pick<Server, 'addService'>): void
     writable: true,
     value(this: unknown, credentials: ServerCredentials) {
       const http2Server = original.call(this, credentials);
+      const configured: unknown = (this as { options?: Record<string, unknown> }).options?.[MAX_CONNECTIONS_OPTION];
+      http2Server.maxConnections =
+        typeof configured === 'number' && Number.isSafeInteger(configured) && configured > 0
+          ? configured
+          : connectionBudget();
       // First, before grpc-js's own listener reads the header object.
       http2Server.prependListener('stream', onStream);
       return http2Server;

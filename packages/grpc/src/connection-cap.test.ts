@@ -1,0 +1,78 @@
+// The cap on connections held at once by a gRPC port (secureServerOptions' maxConnections,
+// applied by addService to the HTTP/2 server grpc-js makes): a flood of connections beyond it
+// is closed at once, and the port serves again once the flood is gone.
+import { connect, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Server, ServerCredentials, status as Status } from '@grpc/grpc-js';
+import { Client, credentials } from '@grpc/grpc-js';
+import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
+import { callKind, captureAudit, testService, type Json } from './testing/harness.js';
+
+const CAP = 5;
+const audit = captureAudit();
+let server: Server;
+let port: number;
+
+beforeAll(async () => {
+  server = new Server({
+    ...secureServerOptions({ maxConnections: CAP }),
+    interceptors: fluxguardInterceptors({ audit: audit.audit, timeouts: false }),
+  });
+  const echo = (message: Json): Json => message;
+  addService(server, testService, {
+    Unary: (call) => echo(call.request),
+    ClientStream: () => ({}),
+    ServerStream: (call) => {
+      call.end();
+    },
+    Bidi: (call) => {
+      call.end();
+    },
+  });
+  port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, bound) => {
+      if (err) reject(err);
+      else resolve(bound);
+    });
+  });
+});
+
+afterAll(() => {
+  server.forceShutdown();
+});
+
+function open(): Promise<{ socket: Socket; closed: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      resolve({ socket, closed: new Promise((done) => socket.once('close', () => { done(); })) });
+    });
+    socket.on('error', () => undefined);
+    socket.once('error', reject);
+  });
+}
+
+describe('the connection cap of a gRPC port', () => {
+  it('closes the connections beyond the cap at once, and serves again once the flood is gone', async () => {
+    const flood = await Promise.all(Array.from({ length: CAP + 10 }, () => open()));
+    const settled = await Promise.all(
+      flood.map(({ closed }) =>
+        Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => { r('open'); }, 1_000))]),
+      ),
+    );
+    expect(settled.filter((s) => s === 'closed')).toHaveLength(10);
+    expect(settled.filter((s) => s === 'open')).toHaveLength(CAP);
+    for (const { socket } of flood) socket.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    const client = new Client(`127.0.0.1:${String(port)}`, credentials.createInsecure());
+    try {
+      const outcome = await callKind(client, 'unary', { hello: 'again' });
+      expect(outcome.status.code).toBe(Status.OK);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('refuses a cap that is not a positive whole number', () => {
+    expect(() => secureServerOptions({ maxConnections: 0 })).toThrow('"maxConnections" must be a positive integer');
+  });
+});
