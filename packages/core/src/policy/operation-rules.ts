@@ -36,6 +36,8 @@ export function compileOperationRules<T>(
     readonly defaults: T;
     readonly transport?: Transport | undefined;
     readonly compile: (rule: Record<string, unknown>, defaults: T, where: string) => T;
+    /** How an unknown key is named in the error: `field` (a policy) or `option` (code). Default `field`. */
+    readonly noun?: 'field' | 'option' | undefined;
   },
 ): OperationRules<T> {
   const { where, defaults, transport } = options;
@@ -49,7 +51,7 @@ export function compileOperationRules<T>(
       throw new ConfigurationError(`${at} must be an object`);
     }
     const record = rule as Record<string, unknown>;
-    checkKnownKeys(record, ['operation', ...options.keys], at, 'field');
+    checkKnownKeys(record, ['operation', ...options.keys], at, options.noun ?? 'field');
     const pattern = compilePattern(record.operation, `${at}.operation`);
     if (seen.has(pattern.key)) {
       throw new ConfigurationError(`${at}.operation "${String(record.operation)}" is named by an earlier rule`);

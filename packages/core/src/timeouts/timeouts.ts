@@ -5,7 +5,7 @@ import { resolveOptions } from '../options/resolve-options.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import { createContextKey } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
-import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
+import { compileOperationRules } from '../policy/operation-rules.js';
 
 /**
  * Why the timeouts control ended a call: the deadline it set or capped passed
@@ -91,11 +91,6 @@ interface Limits {
   readonly idleMs: number;
 }
 
-interface CompiledRule {
-  readonly pattern: OperationPattern;
-  readonly limits: Limits;
-}
-
 /**
  * The timeouts control (stage `deadline`), as returned by {@link createTimeouts}.
  *
@@ -113,8 +108,6 @@ export interface Timeouts extends Control {
 const LIMIT_KEYS = ['defaultMs', 'maxMs', 'idleMs'] as const;
 /** Node's timers take at most 2^31 - 1 ms. */
 const MAX_TIMER_MS = 2_147_483_647;
-
-const CACHE_LIMIT = 1024;
 
 const OPTION_DEFAULTS: Readonly<TimeoutsOptions> = Object.freeze({
   ...TIMEOUT_DEFAULTS,
@@ -163,20 +156,15 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
   if (transport !== undefined && transport !== 'grpc' && transport !== 'http') {
     throw new ConfigurationError(`${where}: "transport" must be "grpc" or "http"`);
   }
-  const rules = compileRules(opts.rules, defaults, transport, where);
-  // Operations are bounded by what a server serves, but HTTP paths are not: the cache is
-  // bounded, and simply emptied when full (a hit must stay a plain Map lookup).
-  const cache = new Map<string, Limits>();
-  const limitsFor = (operation: string): Limits => {
-    if (rules.length === 0) return defaults;
-    let limits = cache.get(operation);
-    if (limits === undefined) {
-      limits = findLimits(rules, operation) ?? defaults;
-      if (cache.size >= CACHE_LIMIT) cache.clear();
-      cache.set(operation, limits);
-    }
-    return limits;
-  };
+  const rules = compileOperationRules<Limits>(opts.rules, {
+    where,
+    keys: LIMIT_KEYS,
+    defaults,
+    transport,
+    noun: 'option',
+    compile: (rule, fallback, at) => checkLimits(rule, fallback, at),
+  });
+  const limitsFor = (operation: string): Limits => rules.settingsFor(operation);
 
   const onStart = (call: CallInfo, context: CallContext): StartResult => {
     const limits = limitsFor(call.operation);
@@ -210,7 +198,7 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
   return Object.freeze({
     name: 'timeouts',
     stage: 'deadline',
-    matchesOperation: rules.length > 0,
+    matchesOperation: rules.hasRules,
     limitsFor,
     onStart,
     onMessage,
@@ -240,39 +228,4 @@ function checkLimits(value: TimeoutLimits, fallback: Limits, where: string): Lim
     );
   }
   return Object.freeze(limits);
-}
-
-function compileRules(
-  rules: unknown,
-  defaults: Limits,
-  transport: Transport | undefined,
-  where: string,
-): readonly CompiledRule[] {
-  if (rules === undefined) return [];
-  if (!Array.isArray(rules)) throw new ConfigurationError(`${where}.rules must be an array`);
-  const seen = new Set<string>();
-  const compiled: CompiledRule[] = [];
-  (rules as unknown[]).forEach((rule, i) => {
-    const at = `${where}.rules[${String(i)}]`;
-    if (typeof rule !== 'object' || rule === null || Array.isArray(rule))
-      throw new ConfigurationError(`${at} must be an object`);
-    resolveOptions(at, { operation: '', ...TIMEOUT_DEFAULTS }, rule as TimeoutRule);
-    const { operation } = rule as TimeoutRule;
-    const pattern = compilePattern(operation, `${at}.operation`);
-    if (seen.has(pattern.key))
-      throw new ConfigurationError(`${at}.operation "${operation}" is named by an earlier rule`);
-    seen.add(pattern.key);
-    if (transport !== undefined && operation.startsWith('/') !== (transport === 'grpc')) return;
-    compiled.push({ pattern, limits: checkLimits(rule, defaults, at) });
-  });
-  return Object.freeze(
-    compiled.sort((a, b) =>
-      a.pattern.exact === b.pattern.exact ? compareSpecificity(a.pattern, b.pattern) : a.pattern.exact ? -1 : 1,
-    ),
-  );
-}
-
-function findLimits(rules: readonly CompiledRule[], operation: string): Limits | undefined {
-  const normal = normalizeOperation(operation);
-  return rules.find((rule) => rule.pattern.matches(normal))?.limits;
 }
