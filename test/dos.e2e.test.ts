@@ -147,11 +147,15 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
       token: await world.token('dos-greedy', ['artifacts.writer']),
     });
     const part = Buffer.from('greedy');
+    // Each upload keeps sending for about a second before it stalls (and its idle limit ends
+    // it), so that all of them are in flight together even on a slow machine, where opening
+    // 40 connections takes longer than the idle limit.
+    const parts = Array.from({ length: 10 }, () => part);
     const outcomes = await Promise.all(
       Array.from({ length: IN_FLIGHT_BUDGET.maxInFlightPerCaller + 8 }, (_, i) =>
-        greedy.uploadPaced(`dos/greedy-${String(i)}.bin`, sha256(Buffer.concat([part, part])), [part, part], {
-          gapMs: 10,
-          stallAfter: 1,
+        greedy.uploadPaced(`dos/greedy-${String(i)}.bin`, sha256(Buffer.concat(parts)), parts, {
+          gapMs: 100,
+          stallAfter: 10,
         }),
       ),
     );
