@@ -294,6 +294,13 @@ describe.each(TRANSPORTS)('two %s server processes sharing one Redis', (transpor
       spawnReferenceServer(transport, world, env),
       spawnReferenceServer(transport, world, env),
     ]);
+    // A process listens before its Redis connection is ready, and `lists` fails closed meanwhile:
+    // wait until each one answers a list (with a subject of its own, not counted below).
+    const probe = await world.token('probe', ['artifacts.reader']);
+    for (const p of processes) {
+      const client = p.clientWith(probe);
+      for (let i = 0; i < 50 && !(await client.list('x/')).ok; i++) await wait(100);
+    }
   }, 60_000);
   afterAll(async () => {
     await Promise.all(processes.map((p) => p.close()));
