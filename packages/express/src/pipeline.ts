@@ -65,11 +65,13 @@ export function controls(owner: string, list: readonly Control[]): RequestHandle
       );
     }
     // Installed before the start hooks run: chunks that arrive while an asynchronous hook
-    // waits are held, then inspected once the call is allowed.
-    // A request without a body (or whose body has arrived in full already) has nothing to hold.
+    // waits are held, then inspected once the call is allowed. A request without a body (or
+    // whose body has arrived in full already) has nothing to hold, unless an earlier pipeline
+    // still holds its chunks: this one then inspects them after it.
+    const upstream = pipeline.hasMessageHooks ? inspectors.get(req) : undefined;
     const body =
-      pipeline.hasMessageHooks && mayHaveBody(req) && !req.complete
-        ? new BodyInspector(req, res, pipeline, info, state)
+      pipeline.hasMessageHooks && mayHaveBody(req) && (!req.complete || upstream !== undefined)
+        ? new BodyInspector(req, res, pipeline, info, state, upstream)
         : undefined;
     let pending: Promise<void> | undefined;
     try {
@@ -104,8 +106,13 @@ function proceed(
   if (state.finished || res.headersSent) return;
   writeControlHeaders(state, res);
   if (body !== undefined) {
-    // A held chunk may be refused as it is released: the refusal has answered.
+    // A held chunk may be refused as it is checked: the refusal has answered.
     if (!body.allow()) return;
+    // The checked chunks go on after `next()`, so that a later pipeline with message hooks,
+    // mounted right after this one, is in the chain before they pass and sees them too.
+    next();
+    body.flush();
+    return;
   } else if (pipeline.hasMessageHooks) {
     // No body to wait for: the inbound side is complete already.
     try {
@@ -147,37 +154,74 @@ function refuse(body: BodyInspector | undefined, next: NextFunction, error: unkn
  * closed after the answer (RFC 9110 §15.5.14), and the request stream is destroyed then, so
  * that its reader fails.
  */
+type Push = (chunk: unknown, encoding?: BufferEncoding) => boolean;
+
+/**
+ * The last body inspector of each request. Two pipelines with message hooks on one request
+ * (`controls()` mounted after `fluxguard().before`) form a chain: the parser's chunks pass the
+ * first, then the second, then reach the request stream.
+ */
+const inspectors = new WeakMap<IncomingMessage, BodyInspector>();
+
 class BodyInspector {
-  readonly #push: (chunk: unknown, encoding?: BufferEncoding) => boolean;
+  /** Where a chunk goes once inspected: the request stream, or the next inspector of the chain. */
+  #push: Push;
   readonly #req: IncomingMessage;
   readonly #res: ServerResponse;
   readonly #pipeline: Pipeline;
   readonly #info: CallInfo;
   readonly #state: CallState;
   #phase: 'pending' | 'allowed' | 'dropped' | 'cut' = 'pending';
-  #held: { chunk: unknown; encoding: BufferEncoding | undefined }[] = [];
+  #held: Chunk[] = [];
+  /** Chunks checked by `allow()` and not yet passed on (until `flush()`). */
+  #outbox: Chunk[] | undefined;
 
-  constructor(req: IncomingMessage, res: ServerResponse, pipeline: Pipeline, info: CallInfo, state: CallState) {
+  constructor(
+    req: IncomingMessage,
+    res: ServerResponse,
+    pipeline: Pipeline,
+    info: CallInfo,
+    state: CallState,
+    upstream: BodyInspector | undefined,
+  ) {
     this.#req = req;
     this.#res = res;
     this.#pipeline = pipeline;
     this.#info = info;
     this.#state = state;
-    this.#push = req.push.bind(req);
-    req.push = (chunk: unknown, encoding?: BufferEncoding): boolean => this.#onChunk(chunk, encoding);
+    const onChunk: Push = (chunk, encoding) => this.#onChunk(chunk, encoding);
+    if (upstream === undefined) {
+      this.#push = req.push.bind(req);
+      req.push = onChunk;
+    } else {
+      this.#push = upstream.#push;
+      upstream.#push = onChunk;
+    }
+    inspectors.set(req, this);
   }
 
-  /** Releases the held chunks through the hooks; `false` when one of them was refused. */
+  /** Checks the held chunks with the hooks; `false` when one of them was refused. */
   allow(): boolean {
     if (this.#phase !== 'pending') return this.#phase === 'allowed';
     this.#phase = 'allowed';
     const held = this.#held;
     this.#held = [];
+    this.#outbox = [];
     for (const { chunk, encoding } of held) {
       this.#onChunk(chunk, encoding);
       if (!this.#isAllowed()) return false;
     }
     return true;
+  }
+
+  /** Passes on the chunks `allow()` checked. */
+  flush(): void {
+    const outbox = this.#outbox ?? [];
+    this.#outbox = undefined;
+    for (const { chunk, encoding } of outbox) {
+      if (!this.#isAllowed()) return;
+      this.#push(chunk, encoding);
+    }
   }
 
   // A method, not a field test: `#onChunk` changes the phase behind the compiler's back.
@@ -214,12 +258,18 @@ class BodyInspector {
       this.#state.end(asSecurityError(error));
       return true;
     }
+    if (this.#outbox !== undefined) {
+      // Checked before `flush()`: kept in order behind the released ones.
+      this.#outbox.push({ chunk, encoding });
+      return false;
+    }
     return this.#push(chunk, encoding);
   }
 
   #cut(): void {
     this.#phase = 'cut';
     this.#held = [];
+    this.#outbox = undefined;
     if (!this.#res.headersSent) this.#res.setHeader('connection', 'close');
     // A body still arriving: Node closes the connection after the answer, and the reader fails
     // then. Destroying it here could reset the connection before the client has read the
@@ -236,6 +286,11 @@ class BodyInspector {
   #closeAfterAnswer(): void {
     if (!this.#req.complete && !this.#res.headersSent) this.#res.setHeader('connection', 'close');
   }
+}
+
+interface Chunk {
+  readonly chunk: unknown;
+  readonly encoding: BufferEncoding | undefined;
 }
 
 function asSecurityError(error: unknown): SecurityError {
