@@ -164,6 +164,11 @@ export async function startTransport(
 /** A reference server running in a process of its own (`examples/*-server/dist/main.js`). */
 export interface ServerProcess {
   readonly transport: TransportName;
+  readonly port: number;
+  /** The server's process id, to read its descriptors and memory from `/proc`. */
+  readonly pid: number;
+  /** Everything the process wrote so far (its log lines on stdout, anything on stderr). */
+  output(): string;
   /** A client with the valid development certificate and this token. */
   clientWith(token: string): ArtifactClient;
   close(): Promise<void>;
@@ -182,8 +187,14 @@ export async function spawnReferenceServer(
   transport: TransportName,
   world: E2eEnvironment,
   env: Readonly<Record<string, string>>,
+  options: { readonly openFiles?: number } = {},
 ): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [MAIN[transport]], {
+  // `ulimit -n` then `exec`: the server runs under that open-file limit, with the shell's pid.
+  const [command, args] =
+    options.openFiles === undefined
+      ? [process.execPath, [MAIN[transport]]]
+      : ['sh', ['-c', `ulimit -n ${String(options.openFiles)} && exec "$0" "$1"`, process.execPath, MAIN[transport]]];
+  const child = spawn(command, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
       ...process.env,
@@ -200,7 +211,12 @@ export async function spawnReferenceServer(
     },
   });
   let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  let output = '';
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    output += d.toString();
+  });
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => {
@@ -224,6 +240,9 @@ export async function spawnReferenceServer(
   const cert = world.pki.clients.valid;
   return {
     transport,
+    port,
+    pid: child.pid ?? 0,
+    output: () => output,
     clientWith: (token) => {
       const client =
         transport === 'grpc'

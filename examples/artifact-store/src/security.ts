@@ -9,8 +9,10 @@ import {
   createRedisDenylist,
   createRedisRateLimitStore,
   createUrlGuard,
+  descriptorBudget,
   parseSecurityPolicy,
   readPolicyDocument,
+  resolveConnectionLimits,
   type AuditLogger,
   type ClientCertificateMode,
   type ComposedGuard,
@@ -18,6 +20,7 @@ import {
   type Denylist,
   type JwtVerifier,
   type RateLimitStore,
+  type ResolvedConnectionLimits,
   type SecurityPolicy,
   type TlsSettingsOptions,
   type Transport,
@@ -26,11 +29,12 @@ import {
 import { ensureDevMaterial } from './dev-material.js';
 
 /**
- * Calls in flight at once in one reference server: 512 in all, 32 per caller. With the 10 s
- * handshake and idle limits, the 8 MiB message limit (gRPC) and the deadlines of the policy,
- * it bounds what a flood can make the server hold.
+ * Calls in flight at once in one reference server: 10 % of the open-file limit in all (at most
+ * 512; `descriptorBudget()`), 32 per caller. With the connection cap (70 % of the limit), the
+ * handshake and idle limits, the message limits and the deadlines of the policy, it bounds
+ * what a flood can make the server hold, and no call meets EMFILE.
  */
-export const IN_FLIGHT_BUDGET = Object.freeze({ maxInFlight: 512, maxInFlightPerCaller: 32 });
+export const IN_FLIGHT_BUDGET = Object.freeze({ maxInFlight: descriptorBudget().inFlight, maxInFlightPerCaller: 32 });
 
 /** The policy file both reference servers load by default. */
 export const DEFAULT_POLICY_FILE: string = fileURLToPath(
@@ -53,6 +57,11 @@ export interface ReferenceSecurity {
    * Over it a call is refused at once (`UNAVAILABLE` / 503) instead of queueing.
    */
   readonly concurrency: ConcurrencyLimit;
+  /**
+   * The policy's `connections` section with its defaults (`resolveConnectionLimits`): handshake
+   * and idle times and the connection cap, which both servers apply to their port.
+   */
+  readonly connections: ResolvedConnectionLimits;
   /** Server TLS material (files, so that a renewal on disk is picked up) and client-certificate mode. */
   readonly tls: TlsSettingsOptions & { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
   /** The revocation list every verification consults. */
@@ -189,6 +198,7 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     guard: (transport: Transport, servedOperations?: readonly string[]) =>
       createGuardFromPolicy(policy, { audit, transport, servedOperations, denylist, jwt, rateLimitStore }),
     concurrency: createConcurrencyLimit(IN_FLIGHT_BUDGET),
+    connections: resolveConnectionLimits(policy.connections, 'policy.connections'),
     tls,
     denylist,
     rateLimitStore,

@@ -162,6 +162,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
       maxReceiveMessageBytes: MAX_RECEIVE_MESSAGE_BYTES,
       maxSendMessageBytes: MAX_SEND_MESSAGE_BYTES,
       maxSessionMemoryMb: MAX_SESSION_MEMORY_MB,
+      maxConnectionIdleMs: security.connections.idleMs,
+      maxConnections: security.connections.maxConnections,
     }),
     interceptors: fluxguardInterceptors({
       audit,
@@ -177,7 +179,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
   addService(server, healthDefinition, health.handlers);
 
   // Material is loaded (and checked) here, before bind; renewed files are picked up live.
-  const credentials = createServerCredentials(security.tls, { audit });
+  const credentials = createServerCredentials(security.tls, {
+    audit,
+    handshakeTimeoutMs: security.connections.handshakeTimeoutMs,
+  });
   let boundPort: number;
   try {
     boundPort = await new Promise<number>((resolve, reject) => {

