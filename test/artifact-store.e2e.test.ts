@@ -1,8 +1,9 @@
 import { once } from 'node:events';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { sha256, type Expected, type Outcome } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
 import {
@@ -297,7 +298,57 @@ const scenarios: readonly Scenario[] = [
       expect(t.log.textFor(o.requestId ?? '')).toContain('"detail":{"rule":"lists","keyKind":"subject"}');
     },
   },
+  {
+    // The table's policy brings the upload idle limit down to 1 s (the reference policy: 30 s).
+    name: 'an upload that stalls after its first part is ended by the idle limit, and nothing is kept',
+    kind: 'client-streaming',
+    act: (t) =>
+      t.client.uploadPaced('stalled/upload.bin', sha256('xx'), [Buffer.from('x'), Buffer.from('x')], {
+        gapMs: 10,
+        stallAfter: 1,
+      }),
+    expect: { code: 'deadline_exceeded' },
+    check: async (o, t) => {
+      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"inbound_idle"');
+      const kept = () =>
+        readdirSync(t.dataDir, { recursive: true }).filter((f) => /upload\.bin|\.upload-/.test(String(f)));
+      for (let i = 0; i < 50 && kept().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(kept()).toEqual([]);
+    },
+  },
+  {
+    name: 'a request with more headers than allowed is refused before its token is verified',
+    kind: 'unary',
+    act: (t) =>
+      t.client.getWithHeaders(
+        'models/hello.txt',
+        Object.fromEntries(Array.from({ length: 110 }, (_, i) => [`x-fill-${String(i)}`, '1'])),
+      ),
+    expect: { code: 'payload_too_large' },
+    check: (o, t) => {
+      const line = t.log.textFor(o.requestId ?? '');
+      expect(line).toContain('"reason":"too_many_headers"');
+      // Refused at pre-authentication: no subject was ever established.
+      expect(line).not.toContain('"subject"');
+    },
+  },
 ];
+
+/**
+ * The reference policy, with the upload idle limits brought down to 1 s so that the stalled
+ * upload row ends quickly.
+ */
+function tablePolicy(base: string): string {
+  const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as {
+    timeouts: { rules: { operation: string; idleMs?: number }[] };
+  };
+  const rules = policy.timeouts.rules.map((rule) =>
+    rule.idleMs === undefined ? rule : { ...rule, idleMs: Math.min(rule.idleMs, 1_000) },
+  );
+  const file = join(base, 'table.policy.json');
+  writeFileSync(file, JSON.stringify({ ...policy, timeouts: { ...policy.timeouts, rules } }));
+  return file;
+}
 
 describe('the scenario table covers every gRPC call kind', () => {
   it('has rows for unary, server-streaming and client-streaming calls', () => {
@@ -317,7 +368,7 @@ afterAll(() => {
 describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
   let t: TransportUnderTest;
   beforeAll(async () => {
-    t = await startTransport(transport, world);
+    t = await startTransport(transport, world, { env: { FLUXGUARD_POLICY: tablePolicy(world.base) } });
   });
   afterAll(async () => {
     await t.close();

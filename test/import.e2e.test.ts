@@ -5,9 +5,11 @@
 // refuses them all.
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUrlGuard } from '@fluxguard/core';
+import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
 import { rawHttps } from './support/raw-https.js';
 import {
@@ -25,6 +27,11 @@ let world: E2eEnvironment;
 let origin: Server;
 let base: string;
 let fetched = 0;
+/** Requests to `/slow` whose connection the importing server closed, by the time it did. */
+const slowClosed: number[] = [];
+let policyFile: string;
+/** The deadline of an import in these tests: the slow origin never answers within it. */
+const IMPORT_DEADLINE_MS = 800;
 
 beforeAll(async () => {
   world = await createE2eEnvironment();
@@ -35,11 +42,34 @@ beforeAll(async () => {
       if (req.url === '/model.bin') res.end(MODEL);
       else if (req.url === '/pickle.bin') res.end(PICKLE);
       else if (req.url === '/to-private') res.writeHead(302, { location: 'https://10.0.0.1/model.bin' }).end();
-      else res.writeHead(404).end();
+      else if (req.url === '/slow') {
+        // Sends headers and a first byte, then nothing: a slow upstream holding the handler.
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        res.write('s');
+        res.on('close', () => slowClosed.push(performance.now()));
+      } else res.writeHead(404).end();
     },
   );
   await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
   base = `https://127.0.0.1:${String((origin.address() as AddressInfo).port)}`;
+  const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as { timeouts: { rules: object[] } };
+  policyFile = join(world.base, 'import.policy.json');
+  // The gRPC client sets a deadline of its own (10 s): the maximum brings it down.
+  const rule = { defaultMs: IMPORT_DEADLINE_MS, maxMs: IMPORT_DEADLINE_MS };
+  writeFileSync(
+    policyFile,
+    JSON.stringify({
+      ...policy,
+      timeouts: {
+        ...policy.timeouts,
+        rules: [
+          ...policy.timeouts.rules,
+          { operation: '/fluxguard.example.v1.ArtifactStore/ImportArtifact', ...rule },
+          { operation: 'POST /v1/artifacts/*path', ...rule },
+        ],
+      },
+    }),
+  );
 });
 
 afterAll(async () => {
@@ -51,6 +81,7 @@ describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
   let t: TransportUnderTest;
   beforeAll(async () => {
     t = await startTransport(transport, world, {
+      env: { FLUXGUARD_POLICY: policyFile },
       urlGuard: createUrlGuard({ ca: world.pki.ca, allowAddresses: ['127.0.0.1'] }),
     });
   });
@@ -81,6 +112,30 @@ describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
     expect(t.log.textFor(outcome.requestId ?? '')).toContain(`"reason":"${reason}"`);
     // Only the redirect row reaches the origin (once); no refused address is ever connected to.
     expect(fetched - before).toBeLessThanOrEqual(1);
+  });
+
+  it('ends an import held by a slow origin at its deadline: the client is told, the handler’s signal stops the fetch, the log says so', async () => {
+    const closedBefore = slowClosed.length;
+    const started = performance.now();
+    const outcome = await t.client.importFrom('imports/slow.bin', `${base}/slow`, sha256(MODEL));
+    const tookMs = performance.now() - started;
+    expect(outcome.status).toBe(t.client.statusOf({ code: 'deadline_exceeded' }));
+    expect(outcome.requestId).toMatch(/^[A-Za-z0-9._-]{1,200}$/);
+    // The deadline answered, not the URL guard's own (much longer) timeout.
+    expect(tookMs).toBeLessThan(IMPORT_DEADLINE_MS + 10_000);
+    // The handler's signal aborted the outbound request: the origin sees its connection closed.
+    await expect.poll(() => slowClosed.length - closedBefore, { timeout: 5_000 }).toBe(1);
+    const lines = t.log.lines.filter((l) => l.requestId === outcome.requestId && l.code === 'deadline_exceeded');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ reason: 'deadline_exceeded' });
+    expect(
+      readdirSync(t.dataDir, { recursive: true })
+        .map(String)
+        .filter((f) => f.includes('slow')),
+    ).toEqual([]);
+    console.log(
+      `${transport}: an import held by a slow origin was answered after ${tookMs.toFixed(0)} ms (deadline ${String(IMPORT_DEADLINE_MS)} ms)`,
+    );
   });
 
   it('keeps nothing when the digest does not match, or the content is a pickle', async () => {

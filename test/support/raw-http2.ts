@@ -77,8 +77,8 @@ export async function rapidReset(options: {
       reject(new Error('the connection closed before its handshake completed'));
     });
   });
-  let goawayCode: number | undefined;
-  let closed = false;
+  // Changed by the socket's listeners while the loop below runs.
+  const seen: { goawayCode: number | undefined; closed: boolean } = { goawayCode: undefined, closed: false };
   let inbound = Buffer.alloc(0);
   socket.on('data', (data: Buffer) => {
     inbound = Buffer.concat([inbound, data]);
@@ -88,7 +88,7 @@ export async function rapidReset(options: {
       const type = inbound.readUInt8(3);
       const flags = inbound.readUInt8(4);
       const payload = inbound.subarray(9, 9 + length);
-      if (type === FRAME.GOAWAY && payload.length >= 8) goawayCode ??= payload.readUInt32BE(4);
+      if (type === FRAME.GOAWAY && payload.length >= 8) seen.goawayCode ??= payload.readUInt32BE(4);
       if (type === FRAME.SETTINGS && (flags & ACK) === 0 && !socket.destroyed) {
         socket.write(frame(FRAME.SETTINGS, ACK, 0, Buffer.alloc(0)));
       }
@@ -97,7 +97,7 @@ export async function rapidReset(options: {
   });
   const closing = new Promise<void>((resolve) => {
     socket.once('close', () => {
-      closed = true;
+      seen.closed = true;
       resolve();
     });
   });
@@ -119,8 +119,8 @@ export async function rapidReset(options: {
   while (
     streams < options.maxStreams &&
     performance.now() - started < options.maxMs &&
-    goawayCode === undefined &&
-    !closed &&
+    seen.goawayCode === undefined &&
+    !seen.closed &&
     streamId < 0x7fffffff - 400
   ) {
     const batch: Buffer[] = [];
@@ -141,5 +141,5 @@ export async function rapidReset(options: {
   await new Promise((resolve) => setTimeout(resolve, 200));
   const elapsedMs = performance.now() - started;
   socket.destroy();
-  return { streams, goawayCode, elapsedMs, closed };
+  return { streams, goawayCode: seen.goawayCode, elapsedMs, closed: seen.closed };
 }
