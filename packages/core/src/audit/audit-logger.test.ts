@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { createAuditLogger } from './audit-logger.js';
@@ -286,5 +287,49 @@ describe('recordFailure folding repeated refusals', () => {
     [true, /"foldRefusals.after"/],
   ])('refuses foldRefusals %o', (foldRefusals, message) => {
     expect(() => createAuditLogger({ foldRefusals: foldRefusals as never })).toThrow(message);
+  });
+});
+
+describe('createAuditLogger with the service’s own pino logger', () => {
+  const refusal = () => new SecurityError('unauthenticated', { reason: 'missing_token' });
+  const where = { operation: 'GET /v1/items/:id', requestId: 'r-shared', transport: 'http' } as const;
+
+  it('writes through a child of it: one destination, the parent’s bindings, fluxguard’s name and redaction', () => {
+    const { lines, destination } = capture();
+    const parent = pino({ level: 'info', base: { service: 'orders' } }, destination);
+    const audit = createAuditLogger({ logger: parent });
+    parent.info({ authorization: 'kept by the parent' }, 'the service’s own line');
+    audit.logger.info({ req: { headers: { authorization: `Bearer ${TOKEN}` } } }, 'through fluxguard');
+    audit.recordFailure(refusal(), where);
+
+    expect(lines[0]).toMatchObject({ service: 'orders', msg: 'the service’s own line' });
+    expect(lines[1]).toMatchObject({ service: 'orders', name: 'fluxguard', msg: 'through fluxguard' });
+    expect(JSON.stringify(lines[1])).not.toContain(TOKEN);
+    // An expected refusal: one short line, no error object and no stack.
+    expect(lines[2]).toMatchObject({
+      service: 'orders',
+      name: 'fluxguard',
+      event: 'request.denied',
+      reason: 'missing_token',
+    });
+    expect(lines[2]).not.toHaveProperty('err');
+    expect(JSON.stringify(lines[2])).not.toMatch(/\bat \w/);
+  });
+
+  it('follows the parent’s level unless given one', () => {
+    const { lines, destination } = capture();
+    const parent = pino({ level: 'error' }, destination);
+    createAuditLogger({ logger: parent }).recordFailure(refusal(), where);
+    expect(lines).toHaveLength(0);
+    createAuditLogger({ logger: parent, level: 'warn' }).recordFailure(refusal(), where);
+    expect(lines).toHaveLength(1);
+  });
+
+  it('refuses a logger with a destination, or something that is not a pino logger', () => {
+    const { destination } = capture();
+    expect(() => createAuditLogger({ logger: pino(), destination })).toThrow(
+      /give "logger" or "destination", not both/,
+    );
+    expect(() => createAuditLogger({ logger: console as never })).toThrow(/"logger" must be a pino logger/);
   });
 });

@@ -58,8 +58,15 @@ export type FailureContext = Pick<AuditEvent, 'operation' | 'peer' | 'subject' |
 export interface AuditLoggerOptions {
   /** Minimum level written. Default `info`. */
   readonly level?: Level | 'silent';
-  /** Where lines go. Default: standard output. */
+  /** Where lines go. Default: standard output. Not with `logger`. */
   readonly destination?: DestinationStream | undefined;
+  /**
+   * An existing pino logger (the application's, or pino-http's `logger`) to write through, so
+   * that a service keeps one logger and one destination: fluxguard writes through a child of it
+   * with its own `name`, redaction and error serializer; the parent's level applies unless
+   * `level` is given. Not with `destination`.
+   */
+  readonly logger?: Logger | undefined;
   /** The `name` field of every line. Default `fluxguard`. */
   readonly name?: string;
   /** Extra pino redaction paths, on top of the built-in credential paths. */
@@ -89,7 +96,7 @@ export interface AuditLogger {
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination'>>> = Object.freeze({
+const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination' | 'logger'>>> = Object.freeze({
   level: 'info',
   name: 'fluxguard',
   redact: Object.freeze([]),
@@ -109,26 +116,43 @@ const MAX_FOLDED_KEYS = 10_000;
  * const audit = createAuditLogger({ level: 'info' });
  * audit.record({ event: 'request.denied', outcome: 'denied', reason: 'token_expired',
  *   operation: '/fluxguard.example.v1.ArtifactStore/GetArtifact', requestId: 'r-1' });
+ *
+ * // Or through the service's own pino logger (one destination, one level):
+ * import { pino } from 'pino';
+ * const shared = createAuditLogger({ logger: pino() });
  * ```
  */
 export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
-  const opts = resolveOptions('createAuditLogger', DEFAULTS, options, ['destination']);
+  const opts = resolveOptions('createAuditLogger', DEFAULTS, options, ['destination', 'logger']);
   if (!(LEVELS as readonly string[]).includes(opts.level)) {
     throw new ConfigurationError(`createAuditLogger: "level" must be one of ${LEVELS.join(', ')}`);
   }
   if (!Array.isArray(opts.redact) || !opts.redact.every((p) => typeof p === 'string')) {
     throw new ConfigurationError('createAuditLogger: "redact" must be an array of pino paths');
   }
-  const logger = pino(
-    {
-      name: opts.name,
-      level: opts.level,
-      timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: [...REDACTED_PATHS, ...opts.redact], censor: REDACTED },
-      serializers: { err: (err: unknown) => scrubDeep(pino.stdSerializers.err(err as Error)) },
-    },
-    options?.destination,
-  );
+  const redact = { paths: [...REDACTED_PATHS, ...opts.redact], censor: REDACTED };
+  const serializers = { err: (err: unknown) => scrubDeep(pino.stdSerializers.err(err as Error)) };
+  const parent = options?.logger;
+  let logger: Logger;
+  if (parent === undefined) {
+    logger = pino(
+      { name: opts.name, level: opts.level, timestamp: pino.stdTimeFunctions.isoTime, redact, serializers },
+      options?.destination,
+    );
+  } else {
+    if (!isPinoLogger(parent)) {
+      throw new ConfigurationError('createAuditLogger: "logger" must be a pino logger (pino() or a child of one)');
+    }
+    if (options?.destination !== undefined) {
+      throw new ConfigurationError(
+        'createAuditLogger: give "logger" or "destination", not both (lines go where the logger writes)',
+      );
+    }
+    logger = parent.child(
+      { name: opts.name },
+      { redact, serializers, ...(options?.level === undefined ? {} : { level: opts.level }) },
+    );
+  }
 
   function record(event: AuditEvent, err?: unknown): void {
     const line = err === undefined ? { ...event } : { ...event, err: asError(err) };
@@ -179,6 +203,16 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   }
 
   return Object.freeze({ logger, record, recordFailure });
+}
+
+function isPinoLogger(value: unknown): value is Logger {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Partial<Logger>).child === 'function' &&
+    typeof (value as Partial<Logger>).warn === 'function' &&
+    typeof (value as Partial<Logger>).level === 'string'
+  );
 }
 
 interface Folded {
