@@ -1,4 +1,5 @@
 import type { JWTVerifyOptions } from 'jose';
+import type { ClaimRules } from './signature.js';
 import type { Denylist } from '../denylist/denylist.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -24,6 +25,8 @@ export interface VerifierSettings {
   readonly algorithms: readonly JwsAlgorithm[];
   /** What jose checks; `currentDate` is added per call from `now`. */
   readonly joseOptions: Omit<JWTVerifyOptions, 'currentDate'>;
+  /** The same claim checks, for the synchronous path (`verifyCompactSync`). */
+  readonly claimRules: ClaimRules;
   /** Seconds. */
   readonly clockTolerance: number;
   /** Seconds; `undefined` for no limit. */
@@ -130,6 +133,8 @@ export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSe
 
   const { source, algorithms } = keySetup(options, raw);
 
+  const requiredClaims = [...new Set(['exp', 'iss', 'aud', 'sub', ...(requiredClaimsInput as string[])])];
+  const typ = typeof raw.typ === 'string' ? raw.typ : undefined;
   return Object.freeze({
     source,
     algorithms,
@@ -138,10 +143,11 @@ export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSe
       issuer: [...issuer],
       audience: [...audience],
       clockTolerance,
-      requiredClaims: [...new Set(['exp', 'iss', 'aud', 'sub', ...(requiredClaimsInput as string[])])],
+      requiredClaims,
       ...(maxTokenAge === undefined ? {} : { maxTokenAge }),
-      ...(typeof raw.typ === 'string' ? { typ: raw.typ } : {}),
+      ...(typ === undefined ? {} : { typ }),
     },
+    claimRules: Object.freeze({ issuer, audience, requiredClaims, clockTolerance, maxTokenAge, typ }),
     clockTolerance,
     maxTokenAge,
     maxTokenLength,

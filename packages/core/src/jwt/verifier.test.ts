@@ -294,6 +294,23 @@ describe('createJwtVerifier: verified-token cache', () => {
     expect(source.calls).toBe(2);
   });
 
+  it('verifies a new token once for many concurrent calls, and again after a refusal', async () => {
+    const source = countingSource([rsa]);
+    const v = createJwtVerifier({ keySource: source, issuer: ISSUER, audience: AUDIENCE });
+    const token = await sign(rsa, {});
+    const verified = await Promise.all(Array.from({ length: 50 }, () => v.verify(token)));
+    expect(source.calls).toBe(1);
+    expect(new Set(verified.map((t) => t.principal.subject)).size).toBe(1);
+
+    const forged = `${token.slice(0, -4)}AAAA`;
+    const reasons = await Promise.all(Array.from({ length: 20 }, () => reasonOf(v.verify(forged))));
+    expect(new Set(reasons)).toEqual(new Set(['bad_signature']));
+    expect(source.calls).toBe(2);
+    // A refusal is not remembered: the next call with that token is verified (and refused) again.
+    expect(await reasonOf(v.verify(forged))).toBe('bad_signature');
+    expect(source.calls).toBe(3);
+  });
+
   it('re-checks nbf and maxTokenAge on a hit', async () => {
     let clock = Date.now();
     const v = verifier({ maxTokenAgeSeconds: 120, clockToleranceSeconds: 0, now: () => clock });

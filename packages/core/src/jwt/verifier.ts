@@ -14,6 +14,7 @@ import {
   type VerificationKey,
 } from './key-source.js';
 import { principalFromClaims, type ClaimPath } from './principal.js';
+import { verifyCompactSync } from './signature.js';
 import { resolveVerifierSettings, type VerifierSettings } from './verifier-settings.js';
 
 /**
@@ -212,7 +213,9 @@ function refuse(reason: JwtReason, cause?: unknown): SecurityError {
 export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
   const settings = resolveVerifierSettings(options);
   const cache = new LruCache<string, CacheEntry>(settings.cacheMaxEntries);
-  const verify = (token: string): Promise<VerifiedToken> => verifyToken(settings, cache, token);
+  // Verifications under way, by cache key: concurrent calls with one new token share one.
+  const inflight = new Map<string, Promise<VerifiedToken>>();
+  const verify = (token: string): Promise<VerifiedToken> => verifyToken(settings, cache, inflight, token);
   return Object.freeze({
     verify,
     async authenticate(call: Pick<CallInfo, 'headers'>): Promise<Principal> {
@@ -230,6 +233,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
 async function verifyToken(
   settings: VerifierSettings,
   cache: LruCache<string, CacheEntry>,
+  inflight: Map<string, Promise<VerifiedToken>>,
   token: string,
 ): Promise<VerifiedToken> {
   // Length first: nothing about an oversized token is parsed, hashed or looked up.
@@ -252,12 +256,28 @@ async function verifyToken(
     }
     cache.delete(cacheKey);
   }
+  if (!caching) return verifyFresh(settings, cache, token, cacheKey, false);
+  let pending = inflight.get(cacheKey);
+  if (pending === undefined) {
+    pending = verifyFresh(settings, cache, token, cacheKey, true).finally(() => inflight.delete(cacheKey));
+    inflight.set(cacheKey, pending);
+  }
+  return pending;
+}
 
+/** A token not in the cache: header, keys, signature and claims, then the cache and the denylist. */
+async function verifyFresh(
+  settings: VerifierSettings,
+  cache: LruCache<string, CacheEntry>,
+  token: string,
+  cacheKey: string,
+  caching: boolean,
+): Promise<VerifiedToken> {
   const header = inspectHeader(token, settings.algorithms);
   const source = settings.source;
   const version = source.version;
   const keys = await source.getKeys(header);
-  const claims = await verifyWithKeys(settings, token, keys);
+  const claims = await verifyWithKeys(settings, token, header, keys);
   const verified = verifiedToken(settings, header, claims);
   if (caching) {
     // The version read before the key lookup: if keys changed meanwhile, the next call re-verifies.
@@ -278,7 +298,7 @@ async function verifyToken(
  * offering its own key, `alg: none`, an algorithm off the allowlist or a `crit` extension is
  * refused here.
  */
-function inspectHeader(token: string, algorithms: readonly JwsAlgorithm[]): TokenHeader {
+function inspectHeader(token: string, algorithms: readonly JwsAlgorithm[]): InspectedHeader {
   const parts = token.split('.');
   if (parts.length === 5) throw refuse('jwe_not_accepted');
   if (parts.length !== 3) throw refuse('malformed_token');
@@ -312,21 +332,37 @@ function inspectHeader(token: string, algorithms: readonly JwsAlgorithm[]): Toke
   if (kid !== undefined && (typeof kid !== 'string' || kid === '' || kid.length > 256))
     throw refuse('malformed_header');
   if (signature === '') throw refuse('malformed_token');
-  return { alg, kid };
+  return { alg, kid, typ: fields.typ };
+}
+
+/** The header fields the verifier reads: those a key source may look at, and `typ`. */
+interface InspectedHeader extends TokenHeader {
+  readonly typ: unknown;
 }
 
 /**
- * Verifies signature and claims with jose, trying each candidate key in turn: only a bad
- * signature moves on to the next key, any other failure is final.
+ * Verifies signature and claims, trying each candidate key in turn: only a bad signature moves
+ * on to the next key, any other failure is final. Each key goes through the synchronous
+ * `node:crypto` path (`verifyCompactSync`, which decides as jose does), or through jose's
+ * `jwtVerify` for an algorithm or key that path does not handle.
  */
 async function verifyWithKeys(
   settings: VerifierSettings,
   token: string,
+  header: InspectedHeader,
   keys: readonly VerificationKey[],
+  engine: 'fast' | 'jose' = 'fast',
 ): Promise<Record<string, unknown>> {
   const { joseOptions, now } = settings;
   let lastError: unknown;
   for (const key of keys) {
+    const fast = engine === 'fast' ? verifyCompactSync(token, header, key, settings.claimRules, now()) : undefined;
+    if (fast !== undefined) {
+      if (fast.ok) return fast.claims;
+      lastError = refuse(fast.reason);
+      if (fast.reason !== 'bad_signature') break;
+      continue;
+    }
     try {
       const { payload } = await jwtVerify(token, key, { ...joseOptions, currentDate: new Date(now()) });
       return payload;
@@ -336,6 +372,26 @@ async function verifyWithKeys(
     }
   }
   throw mapJoseError(lastError);
+}
+
+/**
+ * Header, keys, signature and claims of one token, by either engine, without the cache or
+ * the checks after them: what the differential test holds jose and the fast path to.
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core (not exported): used by verifier.differential.test.ts
+ * const claims = await verifyUncached(resolveVerifierSettings(options), token, 'jose');
+ * ```
+ */
+export async function verifyUncached(
+  settings: VerifierSettings,
+  token: string,
+  engine: 'fast' | 'jose',
+): Promise<Record<string, unknown>> {
+  const header = inspectHeader(token, settings.algorithms);
+  const keys = await settings.source.getKeys(header);
+  return verifyWithKeys(settings, token, header, keys, engine);
 }
 
 /** The checks jose leaves to the verifier (`jti`, `iss` type, subject), and the result. */
