@@ -1,3 +1,4 @@
+import { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status, type Client } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
@@ -69,6 +70,29 @@ describe('mtls() interceptor', () => {
     expect(audit.lines().some((l) => l.requestId === requestId && l.reason === 'client_certificate_required')).toBe(
       true,
     );
+  });
+
+  it('reads a connection’s peer certificate once, however many calls it carries', async () => {
+    // grpc-js asks the socket for it on every call; the socket answers from its first answer.
+    const proto = TLSSocket.prototype;
+    const original = Object.getOwnPropertyDescriptor(proto, 'getPeerCertificate')?.value as (
+      this: TLSSocket,
+      detailed: boolean,
+    ) => ReturnType<TLSSocket['getPeerCertificate']>;
+    let serverReads = 0;
+    proto.getPeerCertificate = function (this: TLSSocket, detailed?: boolean) {
+      if ((this as unknown as { _tlsOptions?: { isServer?: boolean } })._tlsOptions?.isServer === true)
+        serverReads += 1;
+      return original.call(this, detailed === true);
+    } as TLSSocket['getPeerCertificate'];
+    try {
+      const c = client(readersOnly, pki.reader);
+      for (let i = 0; i < 20; i++) expect((await unary(c, 'Public')).status.code).toBe(Status.OK);
+    } finally {
+      proto.getPeerCertificate = original as TLSSocket['getPeerCertificate'];
+    }
+    expect(serverReads).toBeGreaterThan(0);
+    expect(serverReads).toBeLessThanOrEqual(2);
   });
 
   it('refuses a verified certificate that matches none of the rules', async () => {
