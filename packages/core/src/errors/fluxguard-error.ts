@@ -20,7 +20,11 @@ export const FLUXGUARD_ERROR_BRAND: unique symbol = Symbol.for('fluxguard.error'
 /** The class families of {@link FLUXGUARD_ERROR_BRAND}. */
 type BrandKind = 'fluxguard' | 'security' | 'configuration';
 
-/** The brand of `value`, or `undefined` when it is not a fluxguard error of any copy of core. */
+/**
+ * The brand of `value`, or `undefined` when it is not a fluxguard error of any copy of core.
+ *
+ * @internal
+ */
 export function brandOf(value: unknown): BrandKind | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const brand = (value as Record<symbol, unknown>)[FLUXGUARD_ERROR_BRAND];
