@@ -4,6 +4,7 @@ import { lstat, open, readFile, readdir, rename, unlink } from 'node:fs/promises
 import { join, relative, sep } from 'node:path';
 import {
   SecurityError,
+  isSecurityError,
   createPathResolver,
   createUploadCheck,
   type PathResolver,
@@ -219,7 +220,7 @@ function notAnArtifact(): SecurityError {
  * log line has both (Node leaves the path out of some errors).
  */
 function fileSystemFailure(err: unknown, action: 'read' | 'write' | 'delete', where: string): never {
-  if (err instanceof SecurityError) throw err;
+  if (isSecurityError(err)) throw err;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (action !== 'write' && (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR')) {
     throw new SecurityError('not_found', { reason: 'app.artifact_not_found', cause: err });

@@ -3,10 +3,17 @@
 // reflect-metadata).
 
 // Errors, request ids and the audit log
-export { FluxguardError, ConfigurationError } from './errors/fluxguard-error.js';
+export {
+  FluxguardError,
+  ConfigurationError,
+  FLUXGUARD_ERROR_BRAND,
+  isFluxguardError,
+  isConfigurationError,
+} from './errors/fluxguard-error.js';
 export { ERROR_CODES, isSecurityErrorCode, type ErrorCodeEntry, type SecurityErrorCode } from './errors/codes.js';
 export {
   SecurityError,
+  isSecurityError,
   type AppReason,
   type SecurityErrorDetails,
   type SecurityErrorOptions,

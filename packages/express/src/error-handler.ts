@@ -5,6 +5,7 @@ import {
   ConfigurationError,
   REQUEST_ID_HEADER,
   SecurityError,
+  isSecurityError,
   resolveRequestId,
   type AuditLogger,
   type TransportReason,
@@ -200,10 +201,7 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
       // RFC 6750 section 3: the challenge (and its error attribute) is core's, shared with gRPC.
       const challenge =
         publicError.code === 'unauthenticated'
-          ? bearerChallenge(
-              translated instanceof SecurityError ? translated : new SecurityError('unauthenticated'),
-              realm,
-            )
+          ? bearerChallenge(isSecurityError(translated) ? translated : new SecurityError('unauthenticated'), realm)
           : undefined;
       // A refusal carries what the controls added too (a 429 its RateLimit fields).
       writeControlHeaders(stateOf(req), res);
@@ -219,7 +217,7 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
  * authenticated caller, whose principal the request never got), for the audit line only.
  */
 function refusedSubject(err: unknown): string | undefined {
-  if (!(err instanceof SecurityError)) return undefined;
+  if (!isSecurityError(err)) return undefined;
   const subject: unknown = (err as { subject?: unknown }).subject;
   return typeof subject === 'string' ? subject : undefined;
 }
@@ -231,7 +229,7 @@ function refusedSubject(err: unknown): string | undefined {
  * for the log. Anything else is left for `toPublicError`, which makes it `internal`.
  */
 function translateExpressError(err: unknown): unknown {
-  if (err instanceof SecurityError || !(err instanceof Error)) return err;
+  if (isSecurityError(err) || !(err instanceof Error)) return err;
   const props = err as Error & { type?: unknown; status?: unknown; statusCode?: unknown };
   const status = typeof props.status === 'number' ? props.status : props.statusCode;
   if (typeof props.type === 'string') {

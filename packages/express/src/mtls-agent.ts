@@ -1,6 +1,30 @@
-import { Agent } from 'undici';
+import { createRequire } from 'node:module';
+import type * as Undici from 'undici';
+import type { Agent } from 'undici';
 import { ConfigurationError, type ClientTlsOptions } from '@fluxguard/core';
 import { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, resolveOptions } from '@fluxguard/core/adapter';
+
+const require = createRequire(import.meta.url);
+
+/**
+ * undici is an optional peer dependency: only this client helper uses it, and a server that
+ * never calls out with mTLS should not have to install it. It is loaded on the first call, not
+ * imported statically, because a static import of a missing package would make the whole of
+ * @fluxguard/express fail to load. `require` (undici is a CommonJS package) keeps
+ * `createMtlsAgent` synchronous.
+ */
+function loadUndici(): typeof Undici {
+  try {
+    return require('undici') as typeof Undici;
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code !== 'MODULE_NOT_FOUND' && code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    throw new ConfigurationError(
+      `${FACTORY}: needs the package "undici", an optional peer dependency of @fluxguard/express that is not installed: npm install undici`,
+      { cause: err },
+    );
+  }
+}
 
 /**
  * Options of {@link createMtlsAgent}: the client TLS options of core (each of the CA bundle,
@@ -55,7 +79,9 @@ function timeout(value: unknown, name: string): number {
  *
  * Use it with undici's own `fetch` (`import { fetch } from 'undici'`): the global `fetch` of
  * Node 20 is an older bundled undici that does not take this `Agent` as its `dispatcher`.
- * Close it (`await agent.close()`) when done, to free its connections.
+ * Close it (`await agent.close()`) when done, to free its connections. undici is an optional
+ * peer dependency of this package: without it installed, this throws a `ConfigurationError`
+ * saying so.
  *
  * @example
  * ```ts
@@ -71,6 +97,7 @@ function timeout(value: unknown, name: string): number {
  * ```
  */
 export function createMtlsAgent(options: MtlsAgentOptions): Agent {
+  const { Agent } = loadUndici();
   const o = resolveOptions<Resolved>(FACTORY, DEFAULTS, options, CLIENT_TLS_OPTION_NAMES);
   const { ca, cert, key, minVersion } = loadClientTlsMaterial(o, FACTORY);
   if (o.servername !== undefined && (typeof o.servername !== 'string' || o.servername === '')) {

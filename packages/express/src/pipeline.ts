@@ -4,6 +4,7 @@ import type { NextFunction, Request, RequestHandler } from 'express';
 import {
   ConfigurationError,
   SecurityError,
+  isSecurityError,
   type CallInfo,
   type CertificateIdentity,
   type Control,
@@ -294,7 +295,7 @@ interface Chunk {
 }
 
 function asSecurityError(error: unknown): SecurityError {
-  return error instanceof SecurityError ? error : new SecurityError('internal', { cause: error });
+  return isSecurityError(error) ? error : new SecurityError('internal', { cause: error });
 }
 
 function buildCallInfo(req: Request, state: CallState): CallInfo {

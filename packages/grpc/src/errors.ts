@@ -7,7 +7,7 @@ import {
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
 } from '@grpc/grpc-js';
-import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
+import { REQUEST_ID_HEADER, SecurityError, isSecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
 import {
   assertAuditLogger,
   CallState,
@@ -324,7 +324,7 @@ function statusCause(status: { readonly code?: number | undefined; readonly deta
  * (it becomes `internal`).
  */
 export function normalizeFailure(error: unknown): unknown {
-  if (error instanceof SecurityError) return error;
+  if (isSecurityError(error)) return error;
   if (isStatusLike(error)) {
     const { code, details } = error;
     const text = typeof details === 'string' ? details : error instanceof Error ? error.message : '';

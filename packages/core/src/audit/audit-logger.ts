@@ -1,6 +1,6 @@
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { SecurityError, type SecurityErrorReason } from '../errors/security-error.js';
+import { isSecurityError, type SecurityErrorReason } from '../errors/security-error.js';
 import { toPublicError, type PublicError } from '../errors/public-error.js';
 import type { SecurityErrorCode } from '../errors/codes.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -167,7 +167,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     const publicError = toPublicError(err, context.requestId);
     const isServerFault =
       publicError.code === 'internal' || publicError.code === 'unavailable' || publicError.code === 'deadline_exceeded';
-    if (!isServerFault && err instanceof SecurityError) {
+    if (!isServerFault && isSecurityError(err)) {
       // An expected refusal (no token, no permission, a bad argument): its code and reason say
       // it all. No stack, and the cause only as one scrubbed line: a flood of refusals must
       // cost little CPU and disk.
@@ -190,12 +190,12 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     record(
       {
         ...context,
-        subject: context.subject ?? (err instanceof SecurityError ? err.subject : undefined),
+        subject: context.subject ?? (isSecurityError(err) ? err.subject : undefined),
         event: isServerFault ? 'request.failed' : 'request.denied',
         outcome: isServerFault ? 'error' : 'denied',
-        reason: err instanceof SecurityError ? (err.reason ?? err.code) : 'unhandled_error',
+        reason: isSecurityError(err) ? (err.reason ?? err.code) : 'unhandled_error',
         code: publicError.code,
-        ...(err instanceof SecurityError && err.auditFields !== undefined ? { detail: err.auditFields } : {}),
+        ...(isSecurityError(err) && err.auditFields !== undefined ? { detail: err.auditFields } : {}),
       },
       err,
     );

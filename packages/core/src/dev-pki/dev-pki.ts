@@ -1,8 +1,15 @@
-// @peculiar/x509 resolves its algorithms through tsyringe, which needs the Reflect metadata API
-// at import time. It must be evaluated before @peculiar/x509: keep this import first. This is
-// why the development PKI is a subpath export, away from the main import path.
-import 'reflect-metadata';
-import {
+import type * as X509 from '@peculiar/x509';
+import type { Extension, JsonGeneralName, X509Certificate } from '@peculiar/x509';
+import { createHash, randomBytes, webcrypto } from 'node:crypto';
+import { isIP } from 'node:net';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { isSpiffeId } from '../mtls/spiffe.js';
+import { loadX509 } from './peers.js';
+
+// @peculiar/x509 and reflect-metadata are optional peer dependencies: loaded here, once, with a
+// ConfigurationError naming what to install when they are missing. This is why the development
+// PKI is a subpath export, away from the main import path.
+const {
   AuthorityKeyIdentifierExtension,
   BasicConstraintsExtension,
   ExtendedKeyUsage,
@@ -14,14 +21,7 @@ import {
   X509CertificateGenerator,
   X509CrlGenerator,
   X509CrlReason,
-  type Extension,
-  type JsonGeneralName,
-  type X509Certificate,
-} from '@peculiar/x509';
-import { createHash, randomBytes, webcrypto } from 'node:crypto';
-import { isIP } from 'node:net';
-import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { isSpiffeId } from '../mtls/spiffe.js';
+} = await loadX509();
 
 const subtle = webcrypto.subtle;
 const KEY_ALGORITHM: webcrypto.EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' };
@@ -267,7 +267,7 @@ export async function createDevCertificateAuthority(
   const issue = async (
     subjectCn: string,
     names: JsonGeneralName[],
-    usage: ExtendedKeyUsage,
+    usage: X509.ExtendedKeyUsage,
     validity: ValidityOptions,
   ): Promise<IssuedCertificate> => {
     const keys = await newKeys();

@@ -1,8 +1,33 @@
 import { describe, expect, it } from 'vitest';
 import { ERROR_CODES, GrpcStatusCode, codeFromGrpcStatus, isSecurityErrorCode } from './codes.js';
-import { ConfigurationError, FluxguardError } from './fluxguard-error.js';
+import {
+  ConfigurationError,
+  FLUXGUARD_ERROR_BRAND,
+  FluxguardError,
+  isConfigurationError,
+  isFluxguardError,
+} from './fluxguard-error.js';
+import type * as BaseModule from './fluxguard-error.js';
 import { toPublicError } from './public-error.js';
-import { SecurityError } from './security-error.js';
+import { SecurityError, isSecurityError } from './security-error.js';
+import type * as SecurityModule from './security-error.js';
+
+type ErrorModules = typeof BaseModule & typeof SecurityModule;
+
+/**
+ * The error classes of a second instance of these modules, as when an install tree holds two
+ * copies of `@fluxguard/core`: a query string makes the module loader evaluate the files again,
+ * so the classes are new objects with prototypes of their own.
+ */
+async function secondCopy(): Promise<ErrorModules> {
+  const base = './fluxguard-error.js?second-copy';
+  const security = './security-error.js?second-copy';
+  const [a, b] = (await Promise.all([import(/* @vite-ignore */ base), import(/* @vite-ignore */ security)])) as [
+    typeof BaseModule,
+    typeof SecurityModule,
+  ];
+  return { ...a, ...b };
+}
 
 describe('error table', () => {
   it.each([
@@ -82,6 +107,62 @@ describe('ConfigurationError', () => {
     const err = new ConfigurationError('bad');
     expect(err).toBeInstanceOf(FluxguardError);
     expect(err.code).toBe('invalid_configuration');
+  });
+});
+
+describe('the brand of a second copy of core', () => {
+  it('is a different class, so the prototype chain alone would call its errors foreign', async () => {
+    const other = await secondCopy();
+    expect(other.SecurityError).not.toBe(SecurityError);
+    const foreign = new other.SecurityError('not_found');
+    // What a plain `instanceof` sees: this is why the adapters test the brand.
+    expect(Function.prototype[Symbol.hasInstance].call(SecurityError, foreign)).toBe(false);
+    expect(Object.getPrototypeOf(foreign)).not.toBe(SecurityError.prototype);
+  });
+
+  it('is recognised by the helpers, instanceof and toPublicError', async () => {
+    const other = await secondCopy();
+    const foreign = new other.SecurityError('not_found', { reason: 'app.missing' });
+    expect(isSecurityError(foreign)).toBe(true);
+    expect(isFluxguardError(foreign)).toBe(true);
+    expect(isConfigurationError(foreign)).toBe(false);
+    expect(foreign).toBeInstanceOf(SecurityError);
+    expect(foreign).toBeInstanceOf(FluxguardError);
+    expect(foreign).not.toBeInstanceOf(ConfigurationError);
+    expect(toPublicError(foreign, 'r-3')).toMatchObject({ code: 'not_found', httpStatus: 404, grpcStatus: 5 });
+
+    const misconfigured = new other.ConfigurationError('bad');
+    expect(isConfigurationError(misconfigured)).toBe(true);
+    expect(misconfigured).toBeInstanceOf(ConfigurationError);
+    expect(isSecurityError(misconfigured)).toBe(false);
+    // The second copy's ConfigurationError extends the second copy's FluxguardError: the brand,
+    // not the prototype chain, makes it one of ours.
+    expect(Function.prototype[Symbol.hasInstance].call(FluxguardError, misconfigured)).toBe(false);
+    expect(misconfigured).toBeInstanceOf(FluxguardError);
+    expect(isFluxguardError(misconfigured)).toBe(true);
+    expect(toPublicError(misconfigured, 'r-4').code).toBe('internal');
+  });
+
+  it('works both ways: the second copy recognises this copy', async () => {
+    const other = await secondCopy();
+    expect(other.isSecurityError(new SecurityError('permission_denied'))).toBe(true);
+    expect(new ConfigurationError('bad')).toBeInstanceOf(other.ConfigurationError);
+  });
+
+  it('leaves the subclasses of an application to the prototype chain', () => {
+    class ArtifactMissing extends SecurityError {}
+    expect(new ArtifactMissing('not_found')).toBeInstanceOf(ArtifactMissing);
+    expect(new SecurityError('not_found')).not.toBeInstanceOf(ArtifactMissing);
+  });
+
+  it('is not enumerable and trusts no code outside the table', () => {
+    const err = new SecurityError('not_found');
+    expect(Object.keys(err)).not.toContain(FLUXGUARD_ERROR_BRAND);
+    expect(JSON.stringify(Object.assign({}, err))).not.toMatch(/security/);
+    const unknownCode = Object.assign(Object.create(SecurityError.prototype) as object, { code: 'teapot' });
+    expect(isSecurityError(unknownCode)).toBe(false);
+    expect(toPublicError(unknownCode, 'r-5').code).toBe('internal');
+    expect(isSecurityError({ code: 'not_found' })).toBe(false);
   });
 });
 

@@ -1,5 +1,5 @@
 import { ERROR_CODES, type SecurityErrorCode } from './codes.js';
-import { SecurityError, type SecurityErrorDetails } from './security-error.js';
+import { isSecurityError, type SecurityErrorDetails } from './security-error.js';
 
 /** What a client may see of an error; everything else stays in the server log. */
 export interface PublicError {
@@ -26,7 +26,7 @@ export interface PublicError {
  * ```
  */
 export function toPublicError(err: unknown, requestId: string): PublicError {
-  const securityError = err instanceof SecurityError ? err : undefined;
+  const securityError = isSecurityError(err) ? err : undefined;
   const code: SecurityErrorCode = securityError?.code ?? 'internal';
   const row = ERROR_CODES[code];
   return Object.freeze({

@@ -1,5 +1,5 @@
-import { FluxguardError } from './fluxguard-error.js';
-import { ERROR_CODES, type SecurityErrorCode } from './codes.js';
+import { FluxguardError, brandOf, brandedHasInstance, setBrand } from './fluxguard-error.js';
+import { ERROR_CODES, isSecurityErrorCode, type SecurityErrorCode } from './codes.js';
 import type { DenylistReason } from '../denylist/denylist.js';
 import type { GuardReason } from '../guard/authorize.js';
 import type { JwtReason } from '../jwt/verifier.js';
@@ -126,8 +126,26 @@ export interface SecurityErrorOptions {
 const SAFE_FIELD = /^[A-Za-z0-9_.[\]-]{1,100}$/;
 
 /**
+ * True when `value` is a {@link SecurityError} of any copy of `@fluxguard/core` in the process:
+ * it carries the fluxguard brand of a security error and a `code` of {@link ERROR_CODES}. The
+ * adapters map errors with this, not with `instanceof` alone, so that a refusal thrown by the
+ * application's copy of core keeps its status when the adapter resolved another copy; a code
+ * this copy does not know is not trusted and becomes `internal`.
+ *
+ * @example
+ * ```ts
+ * import { isSecurityError } from '@fluxguard/core';
+ * function statusOf(err: unknown): string { return isSecurityError(err) ? err.code : 'internal'; }
+ * ```
+ */
+export function isSecurityError(value: unknown): value is SecurityError {
+  return brandOf(value) === 'security' && isSecurityErrorCode((value as { code?: unknown }).code);
+}
+
+/**
  * A refusal or failure with a public meaning. Every control throws one; adapters map its
- * `code` to a gRPC or HTTP status at the edge (see {@link ERROR_CODES}).
+ * `code` to a gRPC or HTTP status at the edge (see {@link ERROR_CODES}). `instanceof` also
+ * recognises a refusal of another copy of `@fluxguard/core` (see {@link isSecurityError}).
  *
  * @example
  * ```ts
@@ -161,7 +179,12 @@ export class SecurityError extends FluxguardError {
     this.subject = options.subject;
     this.auditFields = options.auditFields;
   }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return brandedHasInstance(SecurityError, this, value, isSecurityError);
+  }
 }
+setBrand(SecurityError.prototype, 'security');
 
 function cleanDetails(details: SecurityErrorDetails | undefined): SecurityErrorDetails | undefined {
   if (details === undefined) return undefined;

@@ -1,7 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createLocalJWKSet, errors as joseErrors, importSPKI, type CryptoKey, type JSONWebKeySet } from 'jose';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { SecurityError } from '../errors/security-error.js';
+import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { AsymmetricAlgorithm } from './algorithms.js';
 
@@ -350,7 +350,7 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
     try {
       return await keysFromSet(inService.set, header);
     } catch (err) {
-      if (!(err instanceof SecurityError) || err.reason !== 'unknown_kid') throw err;
+      if (!isSecurityError(err) || err.reason !== 'unknown_kid') throw err;
       // Maybe the keys were rotated: one refetch per cooldown, then decide on the new set.
       const before = version;
       await refresh();

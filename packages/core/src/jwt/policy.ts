@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Denylist } from '../denylist/denylist.js';
-import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { ConfigurationError, isConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import { checkNonEmptyString, checkStringOrList, isPolicyObject } from '../policy/fields.js';
 import { isAsymmetricAlgorithm, type AsymmetricAlgorithm } from './algorithms.js';
@@ -165,7 +165,7 @@ export function jwtVerifierOptionsFromPolicy(jwt: JwtPolicy, extras: JwtPolicyEx
     try {
       keys = { jwks: JSON.parse(read(jwt.jwksFile, 'jwksFile')) as NonNullable<JwtVerifierOptions['jwks']> };
     } catch (cause) {
-      if (cause instanceof ConfigurationError) throw cause;
+      if (isConfigurationError(cause)) throw cause;
       throw new ConfigurationError(`policy.jwt.jwksFile: ${jwt.jwksFile} is not valid JSON`, { cause });
     }
   } else if (jwt.publicKeyFile !== undefined) {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
 import { LruCache } from '../cache/lru.js';
 import type { CallInfo, Principal } from '../call/call-info.js';
-import { SecurityError } from '../errors/security-error.js';
+import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { MAX_JTI_LENGTH, type Denylist } from '../denylist/denylist.js';
 import type { JwsAlgorithm } from './algorithms.js';
 import { extractBearerToken } from './bearer.js';
@@ -439,7 +439,7 @@ async function checkRevoked(denylist: Denylist | undefined, token: VerifiedToken
   try {
     revoked = await denylist.isRevoked(token.jti);
   } catch (err) {
-    if (err instanceof SecurityError) throw err;
+    if (isSecurityError(err)) throw err;
     throw new SecurityError('unavailable', { reason: 'denylist_unavailable', cause: err });
   }
   if (revoked) throw refuse('revoked');
@@ -447,7 +447,7 @@ async function checkRevoked(denylist: Denylist | undefined, token: VerifiedToken
 
 /** The refusal for an error jose threw, by its class and the claim it names. */
 function mapJoseError(err: unknown): SecurityError {
-  if (err instanceof SecurityError) return err;
+  if (isSecurityError(err)) return err;
   const cause = safeCause(err);
   if (err instanceof joseErrors.JWTExpired) {
     return refuse(err.claim === 'iat' ? 'token_too_old' : 'token_expired', cause);

@@ -2,7 +2,7 @@ import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { request, type RequestOptions } from 'node:https';
 import { BlockList, isIP } from 'node:net';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { SecurityError } from '../errors/security-error.js';
+import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 
 /**
@@ -268,7 +268,7 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
       try {
         answer = await fetchOnce(current, address, signal);
       } catch (cause) {
-        if (cause instanceof SecurityError) throw cause;
+        if (isSecurityError(cause)) throw cause;
         if (timeout.aborted) return refuse('url_timeout', cause);
         if (signal.aborted) throw cause;
         return refuse('url_fetch_failed', cause);

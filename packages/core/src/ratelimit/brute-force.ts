@@ -1,6 +1,6 @@
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { SecurityError } from '../errors/security-error.js';
+import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { extractBearerToken } from '../jwt/bearer.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import type { CallContext } from '../pipeline/call-context.js';
@@ -208,7 +208,7 @@ function failureLimiter(
 
 /** A refusal that tried a credential and failed; a call that sent none is not guessing. */
 function isFailedAuthentication(refusal: unknown): boolean {
-  return refusal instanceof SecurityError && refusal.code === 'unauthenticated' && refusal.reason !== 'missing_token';
+  return isSecurityError(refusal) && refusal.code === 'unauthenticated' && refusal.reason !== 'missing_token';
 }
 
 /** The `sub` a bearer token claims, read without verifying it (bounded; anything odd: none). */

@@ -3,7 +3,7 @@ import { mkdir, realpath } from 'node:fs/promises';
 import { PINNED_DIRECTORIES_SUPPORTED, openPinnedDirectory, type PinnedDirectory } from './pinned-directory.js';
 import { dirname, join, resolve, sep } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { SecurityError } from '../errors/security-error.js';
+import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 
 /**
@@ -224,7 +224,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
         if (real !== root && !real.startsWith(rootWithSep)) refuse('path_symlink_escape');
         return safe;
       } catch (err) {
-        if (err instanceof SecurityError) throw err;
+        if (isSecurityError(err)) throw err;
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || probe === root) throw err;
         probe = dirname(probe);
       }
