@@ -316,6 +316,19 @@ describe('createAuditLogger with the service’s own pino logger', () => {
     expect(JSON.stringify(lines[2])).not.toMatch(/\bat \w/);
   });
 
+  it('writes no cause that only repeats the public text (a fluxguard error wrapping another)', () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination });
+    const wrapped = new SecurityError('unauthenticated', {
+      reason: 'missing_token',
+      cause: new SecurityError('unauthenticated'),
+    });
+    audit.recordFailure(wrapped, where);
+    expect(lines[0]).toMatchObject({ reason: 'missing_token' });
+    expect(lines[0]).not.toHaveProperty('cause');
+    expect(JSON.stringify(lines[0]).match(/Authentication is required/g) ?? []).toHaveLength(0);
+  });
+
   it('follows the parent’s level unless given one', () => {
     const { lines, destination } = capture();
     const parent = pino({ level: 'error' }, destination);

@@ -1,5 +1,5 @@
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
-import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { ConfigurationError, isFluxguardError } from '../errors/fluxguard-error.js';
 import { isSecurityError, type SecurityErrorReason } from '../errors/security-error.js';
 import { toPublicError, type PublicError } from '../errors/public-error.js';
 import type { SecurityErrorCode } from '../errors/codes.js';
@@ -181,7 +181,8 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
           reason: err.reason ?? err.code,
           code: publicError.code,
           ...(err.auditFields === undefined ? {} : { detail: err.auditFields }),
-          ...(err.cause instanceof Error ? { cause: causeLine(err.cause) } : {}),
+          // A fluxguard error as the cause says only the public text again: its reason is the line's.
+          ...(err.cause instanceof Error && !isFluxguardError(err.cause) ? { cause: causeLine(err.cause) } : {}),
         },
         'request.denied',
       );
