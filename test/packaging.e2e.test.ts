@@ -1,4 +1,4 @@
-// The three packages as npm users get them: packed with `pnpm pack` (which rewrites the
+// The packages as npm users get them: packed with `pnpm pack` (which rewrites the
 // workspace: ranges), installed with npm into an application outside the workspace, type-checked
 // with the two module resolutions users have (nodenext and bundler), and run. Tests inside the
 // workspace resolve the packages to their sources, so a file left out of `files`, an export
@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
-const PACKAGES = ['core', 'grpc', 'express'] as const;
+const PACKAGES = ['core', 'grpc', 'express', 'cli'] as const;
 type PackageDir = (typeof PACKAGES)[number];
 
 interface Manifest {
@@ -209,8 +209,15 @@ describe.each(PACKAGES)('the tarball of packages/%s', (name) => {
   it('depends at run time on exactly what its code imports, and names every other import as a peer', async () => {
     const { dependencies = {}, peerDependencies = {} } = pack().manifest;
     const runtime = await importsOf(pack(), '.js');
-    // Nothing installed for nothing: each dependency is imported by the shipped code.
-    expect(Object.keys(dependencies).filter((dep) => !runtime.has(dep))).toEqual([]);
+    // Nothing installed for nothing: each dependency is imported by the shipped code, or is an
+    // optional peer that a packed dependency needs for what this package uses of it (the
+    // command needs core's development PKI).
+    const neededPeers = new Set(
+      PACKAGES.map(packOf)
+        .filter((dep) => dependencies[dep.manifest.name] !== undefined)
+        .flatMap((dep) => Object.keys(dep.manifest.peerDependenciesMeta ?? {})),
+    );
+    expect(Object.keys(dependencies).filter((dep) => !runtime.has(dep) && !neededPeers.has(dep))).toEqual([]);
     const declared = new Set([...Object.keys(dependencies), ...Object.keys(peerDependencies)]);
     expect([...runtime].filter((dep) => !declared.has(dep))).toEqual([]);
     // The declarations may import a package's types (`@types/express` provides `express`).
@@ -223,6 +230,11 @@ describe.each(PACKAGES)('the tarball of packages/%s', (name) => {
     expect(JSON.stringify(pack().manifest)).not.toMatch(/workspace:/);
     if (name === 'core') return;
     const core = packOf('core').manifest;
+    if (name === 'cli') {
+      // A command, not a library an application imports beside core: core is its own dependency.
+      expect(pack().manifest.dependencies?.['@fluxguard/core']).toBe(`^${core.version}`);
+      return;
+    }
     expect(pack().manifest.peerDependencies?.['@fluxguard/core']).toBe(`^${core.version}`);
     expect(pack().manifest.dependencies?.['@fluxguard/core']).toBeUndefined();
   });
@@ -427,4 +439,53 @@ describe('an application installing the tarballs with npm', () => {
       expect(answer.body).toMatchObject({ status: 401, code: 'unauthenticated' });
     }, 60_000);
   });
+});
+
+describe('the fluxguard command installed with npm', () => {
+  let cliApp: string;
+  beforeAll(async () => {
+    // An application of its own: the command brings the development PKI's libraries, which the
+    // application above must not have.
+    cliApp = join(dirname(app), 'cli-app');
+    await mkdir(cliApp);
+    await writeFile(
+      join(cliApp, 'package.json'),
+      JSON.stringify({
+        name: 'fluxguard-cli-app',
+        private: true,
+        type: 'module',
+        dependencies: {
+          '@fluxguard/core': `file:${packOf('core').tarball}`,
+          fluxguard: `file:${packOf('cli').tarball}`,
+        },
+      }),
+    );
+    await sh('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], cliApp);
+  }, 180_000);
+
+  it('writes development certificates and signs a token that core verifies with the written key set', async () => {
+    const written = await sh('npx', ['--no-install', 'fluxguard', 'certs', 'dev'], cliApp);
+    expect(written).toContain('jwks.json');
+    const token = (
+      await sh(
+        'npx',
+        ['--no-install', 'fluxguard', 'token', '--key', 'dev', '--sub', 'alice', '--roles', 'reader'],
+        cliApp,
+      )
+    ).trim();
+    await writeFile(
+      join(cliApp, 'verify.mjs'),
+      `import { readFileSync } from 'node:fs';
+import { createJwtVerifier } from '@fluxguard/core';
+import { DEV_TOKEN_DEFAULTS } from '@fluxguard/core/dev-pki';
+const verifier = createJwtVerifier({ jwks: JSON.parse(readFileSync('dev/jwks.json', 'utf8')), ...DEV_TOKEN_DEFAULTS });
+const { principal } = await verifier.verify(process.argv[2]);
+console.log(JSON.stringify({ subject: principal.subject, roles: principal.roles }));
+`,
+    );
+    expect(JSON.parse(await sh(process.execPath, ['verify.mjs', token], cliApp))).toEqual({
+      subject: 'alice',
+      roles: ['reader'],
+    });
+  }, 60_000);
 });

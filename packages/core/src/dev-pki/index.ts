@@ -26,3 +26,12 @@ export {
   type EnsureDevPkiOptions,
   type EnsureDevPkiResult,
 } from './write.js';
+export {
+  DEV_JWT_FILES,
+  DEV_TOKEN_DEFAULTS,
+  ensureDevMaterial,
+  parseDuration,
+  signDevToken,
+  type DevMaterial,
+  type DevTokenOptions,
+} from './dev-tokens.js';

@@ -1,0 +1,117 @@
+// The `fluxguard` command as a user runs it: the built script in a process of its own for the
+// files it writes and the token it prints (checked by a real verifier), `runCli` for the usage
+// errors.
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createJwtVerifier } from '@fluxguard/core';
+import { DEV_TOKEN_DEFAULTS } from '@fluxguard/core/dev-pki';
+import { runCli, type CliIo } from './cli.js';
+
+const run = promisify(execFile);
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'fluxguard-cli-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function captured(): CliIo & { out_: string; err_: string } {
+  const io = {
+    out_: '',
+    err_: '',
+    out(text: string) {
+      io.out_ += text;
+    },
+    err(text: string) {
+      io.err_ += text;
+    },
+  };
+  return io;
+}
+
+describe('fluxguard certs and token', () => {
+  it('writes the development material, and signs tokens a verifier of its key set accepts', async () => {
+    const dev = join(dir, 'dev');
+    const { stdout } = await run(process.execPath, [MAIN, 'certs', dev]);
+    expect(stdout).toContain('written');
+    for (const file of [
+      'ca.crt',
+      'server.crt',
+      'server.key',
+      'client.crt',
+      'client.key',
+      'jwt-signing.key',
+      'jwks.json',
+    ]) {
+      expect((await stat(join(dev, file))).isFile()).toBe(true);
+    }
+    expect((await stat(join(dev, 'jwt-signing.key'))).mode & 0o077).toBe(0);
+    // Run again: the material is kept.
+    expect((await run(process.execPath, [MAIN, 'certs', dev])).stdout).toContain('kept');
+
+    const token = (
+      await run(process.execPath, [
+        MAIN,
+        'token',
+        '--key',
+        dev,
+        '--sub',
+        'alice',
+        '--roles',
+        'r1,r2',
+        '--scopes',
+        'a,b',
+        '--ttl',
+        '10m',
+      ])
+    ).stdout.trim();
+    const verifier = createJwtVerifier({
+      jwks: JSON.parse(await readFile(join(dev, 'jwks.json'), 'utf8')) as never,
+      ...DEV_TOKEN_DEFAULTS,
+    });
+    const verified = await verifier.verify(token);
+    expect(verified.principal).toMatchObject({ subject: 'alice', roles: ['r1', 'r2'], scopes: ['a', 'b'] });
+    expect(verified.expiresAt.getTime() - Date.now()).toBeLessThanOrEqual(600_000);
+
+    const other = (
+      await run(process.execPath, [MAIN, 'token', '--key', dev, '--sub', 'bob', '--aud', 'orders'])
+    ).stdout.trim();
+    await expect(verifier.verify(other)).rejects.toMatchObject({ reason: 'wrong_audience' });
+  });
+
+  it.each([
+    [[], 'a command is required'],
+    [['mint'], 'unknown command "mint"'],
+    [['certs'], 'certs: the directory is required'],
+    [['token', '--sub', 'alice'], 'token: --key DIR is required'],
+    [['token', '--key', 'd'], 'token: --sub NAME is required'],
+    [['token', '--key', 'd', '--sub', 'a', '--ttl', 'forever'], 'token: --ttl "forever" is not a duration'],
+    [['token', '--key', 'd', '--sub', 'a', '--role', 'x'], "Unknown option '--role'"],
+  ])('answers %j with the usage and status 2, without a stack', async (argv, message) => {
+    const io = captured();
+    expect(await runCli(argv, io)).toBe(2);
+    expect(io.err_).toContain(message);
+    expect(io.err_).toContain('usage:');
+    expect(io.err_).not.toMatch(/\n\s+at /);
+    expect(io.out_).toBe('');
+  });
+
+  it('answers a key directory it cannot use with status 1 and one line', async () => {
+    const broken = join(dir, 'broken');
+    const io = captured();
+    expect(await runCli(['certs', broken], io)).toBe(0);
+    await import('node:fs/promises').then((fs) => fs.writeFile(join(broken, 'jwt-signing.key'), 'not json'));
+    const failed = captured();
+    expect(await runCli(['token', '--key', broken, '--sub', 'a'], failed)).toBe(1);
+    expect(failed.err_).toMatch(/^fluxguard token: .*jwt-signing\.key is not JSON/);
+    expect(failed.err_.trim().split('\n')).toHaveLength(1);
+  });
+});

@@ -1,0 +1,152 @@
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { isFluxguardError } from '@fluxguard/core';
+import { DEV_TOKEN_DEFAULTS, ensureDevMaterial, parseDuration, signDevToken } from '@fluxguard/core/dev-pki';
+
+/**
+ * Where the command writes: standard output for what it produces (a token, the list of files),
+ * standard error for problems and usage.
+ *
+ * @example
+ * ```ts
+ * const io: CliIo = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
+ * ```
+ */
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+/** Exit status: 0 done, 1 failed (a file could not be written, say), 2 wrong usage. */
+export type CliStatus = 0 | 1 | 2;
+
+const USAGE = `usage:
+  fluxguard certs DIR [--force]
+      writes a development CA, server and client certificates (ca.crt, server.crt,
+      server.key, client.crt, client.key) and a JWT signing key (jwt-signing.key) with its
+      public key set (jwks.json) into DIR; existing valid material is kept unless --force
+  fluxguard token --key DIR --sub NAME [--roles r1,r2] [--scopes s1,s2] [--ttl 1h]
+                  [--jti ID] [--iss URL] [--aud AUDIENCE]
+      prints an ES256 token signed with DIR's key (issuer ${DEV_TOKEN_DEFAULTS.issuer},
+      audience ${DEV_TOKEN_DEFAULTS.audience} unless given)
+  fluxguard help
+`;
+
+/** A problem with the command line: answered with the usage and status 2. */
+class UsageError extends Error {}
+
+/**
+ * Runs the `fluxguard` command with its arguments (without `node` and the script). Never
+ * throws: a problem is one line on `io.err` (never a stack) and a non-zero status.
+ *
+ * @example
+ * ```ts
+ * import { runCli } from 'fluxguard';
+ * process.exitCode = await runCli(['token', '--key', '.fluxguard/dev', '--sub', 'alice'], io);
+ * ```
+ */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<CliStatus> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'certs':
+        await certs(rest, io);
+        return 0;
+      case 'token':
+        await token(rest, io);
+        return 0;
+      case 'help':
+      case '--help':
+      case '-h':
+        io.out(USAGE);
+        return 0;
+      case undefined:
+        throw new UsageError('a command is required');
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError || isNodeArgumentError(err)) {
+      io.err(`fluxguard: ${(err as Error).message}\n${USAGE}`);
+      return 2;
+    }
+    const message = isFluxguardError(err) || err instanceof Error ? err.message : String(err);
+    io.err(`fluxguard ${command ?? ''}: ${message}\n`);
+    return 1;
+  }
+}
+
+async function certs(args: readonly string[], io: CliIo): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: [...args],
+    options: { force: { type: 'boolean', default: false } },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [dir, extra] = positionals;
+  if (dir === undefined || dir === '') throw new UsageError('certs: the directory is required');
+  if (extra !== undefined) throw new UsageError(`certs: one directory only (got "${extra}" too)`);
+  const dev = await ensureDevMaterial(resolve(dir), { force: values.force });
+  io.out(
+    [
+      `${dev.pki.created ? 'written' : 'kept (still valid; --force to replace)'}: ${dev.pki.dir}`,
+      `  CA            ${dev.pki.caFile}`,
+      `  server        ${dev.pki.serverCertFile} ${dev.pki.serverKeyFile}`,
+      `  client        ${dev.pki.clientCertFile} ${dev.pki.clientKeyFile}`,
+      `  JWT signing   ${dev.signingKeyFile}`,
+      `  JWT key set   ${dev.jwksFile}`,
+      '',
+    ].join('\n'),
+  );
+}
+
+async function token(args: readonly string[], io: CliIo): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: [...args],
+    options: {
+      key: { type: 'string' },
+      sub: { type: 'string' },
+      roles: { type: 'string', default: '' },
+      scopes: { type: 'string' },
+      ttl: { type: 'string', default: '1h' },
+      jti: { type: 'string' },
+      iss: { type: 'string' },
+      aud: { type: 'string' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length > 0) throw new UsageError(`token: unexpected "${String(positionals[0])}"`);
+  if (values.key === undefined || values.key === '') throw new UsageError('token: --key DIR is required');
+  if (values.sub === undefined || values.sub === '') throw new UsageError('token: --sub NAME is required');
+  let ttlSeconds: number;
+  try {
+    ttlSeconds = parseDuration(values.ttl);
+  } catch {
+    throw new UsageError(`token: --ttl "${values.ttl}" is not a duration like 90s, 15m, 1h or 2d`);
+  }
+  const signed = await signDevToken({
+    devDir: resolve(values.key),
+    subject: values.sub,
+    roles: list(values.roles),
+    ...(values.scopes === undefined ? {} : { scopes: list(values.scopes) }),
+    ttlSeconds,
+    ...(values.jti === undefined ? {} : { jti: values.jti }),
+    ...(values.iss === undefined ? {} : { issuer: values.iss }),
+    ...(values.aud === undefined ? {} : { audience: values.aud }),
+  });
+  io.out(`${signed}\n`);
+}
+
+function list(text: string): string[] {
+  return text
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+}
+
+/** `parseArgs` refuses an unknown option or a missing value with a TypeError carrying a code. */
+function isNodeArgumentError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS');
+}
