@@ -118,6 +118,18 @@ describe('README: rate limits', () => {
   });
 });
 
+describe('README: one logger', () => {
+  it('quotes the example file verbatim', () => {
+    expect(README).toContain(snippet('shared-logger.ts'));
+  });
+
+  it('runs: fluxguard writes through a child of the service logger, with its bindings and its level', async () => {
+    const { logger, audit } = (await import('./readme/shared-logger.js')) as typeof import('./readme/shared-logger.js');
+    expect(audit.logger.bindings()).toEqual({ service: 'orders', name: 'fluxguard' });
+    expect(audit.logger.level).toBe(logger.level);
+  });
+});
+
 describe('README: gRPC', () => {
   it('quotes the example file verbatim', () => {
     expect(README).toContain(snippet('grpc-server.ts'));
