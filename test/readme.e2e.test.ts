@@ -124,7 +124,7 @@ describe('README: one logger', () => {
   });
 
   it('runs: fluxguard writes through a child of the service logger, with its bindings and its level', async () => {
-    const { logger, audit } = (await import('./readme/shared-logger.js')) as typeof import('./readme/shared-logger.js');
+    const { logger, audit } = await import('./readme/shared-logger.js');
     expect(audit.logger.bindings()).toEqual({ service: 'orders', name: 'fluxguard' });
     expect(audit.logger.level).toBe(logger.level);
   });
