@@ -1,9 +1,8 @@
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { sha256, type Expected, type Outcome } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
 import {
@@ -338,16 +337,16 @@ const scenarios: readonly Scenario[] = [
  * The reference policy, with the upload idle limits brought down to 1 s so that the stalled
  * upload row ends quickly.
  */
-function tablePolicy(base: string): string {
-  const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as {
-    timeouts: { rules: { operation: string; idleMs?: number }[] };
-  };
-  const rules = policy.timeouts.rules.map((rule) =>
-    rule.idleMs === undefined ? rule : { ...rule, idleMs: Math.min(rule.idleMs, 1_000) },
-  );
-  const file = join(base, 'table.policy.json');
-  writeFileSync(file, JSON.stringify({ ...policy, timeouts: { ...policy.timeouts, rules } }));
-  return file;
+function tablePolicy(world: E2eEnvironment): string {
+  return world.writePolicy('table', (policy) => ({
+    ...policy,
+    timeouts: {
+      ...policy.timeouts,
+      rules: policy.timeouts.rules.map((rule) =>
+        rule.idleMs === undefined ? rule : { ...rule, idleMs: Math.min(rule.idleMs, 1_000) },
+      ),
+    },
+  }));
 }
 
 describe('the scenario table covers every gRPC call kind', () => {
@@ -368,7 +367,7 @@ afterAll(() => {
 describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
   let t: TransportUnderTest;
   beforeAll(async () => {
-    t = await startTransport(transport, world, { env: { FLUXGUARD_POLICY: tablePolicy(world.base) } });
+    t = await startTransport(transport, world, { env: { FLUXGUARD_POLICY: tablePolicy(world) } });
   });
   afterAll(async () => {
     await t.close();

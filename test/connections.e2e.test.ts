@@ -1,8 +1,6 @@
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, readdirSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
 import { rapidReset } from './support/raw-http2.js';
 import {
@@ -30,21 +28,16 @@ let world: E2eEnvironment;
 let policyFile: string;
 beforeAll(async () => {
   world = await createE2eEnvironment();
-  policyFile = join(world.base, 'connections.policy.json');
-  const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as Record<string, unknown>;
-  writeFileSync(
-    policyFile,
-    JSON.stringify({
-      ...policy,
-      connections: { handshakeTimeoutMs: IDLE_MS, idleMs: IDLE_MS },
-      timeouts: {
-        rules: [
-          { operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact', ...UPLOAD_RULE },
-          { operation: 'PUT /v1/artifacts/*path', ...UPLOAD_RULE },
-        ],
-      },
-    }),
-  );
+  policyFile = world.writePolicy('connections', (policy) => ({
+    ...policy,
+    connections: { handshakeTimeoutMs: IDLE_MS, idleMs: IDLE_MS },
+    timeouts: {
+      rules: [
+        { operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact', ...UPLOAD_RULE },
+        { operation: 'PUT /v1/artifacts/*path', ...UPLOAD_RULE },
+      ],
+    },
+  }));
 });
 afterAll(() => {
   world.cleanup();
@@ -170,10 +163,12 @@ describe('a rapid-reset client on the gRPC port', () => {
         `rapid reset: ${String(a.streams)} streams opened and reset in ${a.elapsedMs.toFixed(0)} ms, GOAWAY ${String(a.goawayCode)}, closed ${String(a.closed)}; server RSS ${before.rssMb.toFixed(0)} → ${after.rssMb.toFixed(0)} MB`,
       );
       // Node's HTTP/2 answers a reset flood with GOAWAY and closes the connection, long before
-      // the loop's bound: each attacking connection costs a bounded number of streams.
-      expect(a.goawayCode).toBeDefined();
+      // the loop's bounds: each attacking connection costs a bounded number of streams. (The
+      // GOAWAY is printed when seen: on Node 24 the close can reset the connection first, and
+      // the kernel then drops the frame before the client reads it.)
       expect(a.closed).toBe(true);
       expect(a.streams).toBeLessThan(200_000);
+      expect(a.elapsedMs).toBeLessThan(10_000);
     }
     expect(after.rssMb).toBeLessThan(before.rssMb + 150);
     expect(after.fds).toBeLessThanOrEqual(before.fds + 5);

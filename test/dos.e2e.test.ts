@@ -1,8 +1,7 @@
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY_FILE, IN_FLIGHT_BUDGET } from '@fluxguard/example-artifact-store';
+import { IN_FLIGHT_BUDGET } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
 import {
   TRANSPORTS,
@@ -32,25 +31,19 @@ let world: E2eEnvironment;
 let policyFile: string;
 beforeAll(async () => {
   world = await createE2eEnvironment();
-  policyFile = join(world.base, 'dos.policy.json');
-  const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as Record<string, unknown>;
   const rule = { defaultMs: 5_000, idleMs: IDLE_MS };
   // Every client of this test is 127.0.0.1: the per-peer rate limit would refuse most of the
   // 2,000 uploads before they stall. Deployed, they would come from many peers.
-  const rateLimits = policy.rateLimits as { rules: { name: string }[] };
-  writeFileSync(
-    policyFile,
-    JSON.stringify({
-      ...policy,
-      rateLimits: { ...rateLimits, rules: rateLimits.rules.filter((rule) => rule.name !== 'per-peer') },
-      timeouts: {
-        rules: [
-          { operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact', ...rule },
-          { operation: 'PUT /v1/artifacts/*path', ...rule },
-        ],
-      },
-    }),
-  );
+  policyFile = world.writePolicy('dos', (policy) => ({
+    ...policy,
+    rateLimits: { ...policy.rateLimits, rules: policy.rateLimits.rules.filter((r) => r.name !== 'per-peer') },
+    timeouts: {
+      rules: [
+        { operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact', ...rule },
+        { operation: 'PUT /v1/artifacts/*path', ...rule },
+      ],
+    },
+  }));
 });
 afterAll(() => {
   world.cleanup();

@@ -5,11 +5,9 @@
 // refuses them all.
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUrlGuard } from '@fluxguard/core';
-import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
 import { rawHttps } from './support/raw-https.js';
 import {
@@ -52,24 +50,19 @@ beforeAll(async () => {
   );
   await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
   base = `https://127.0.0.1:${String((origin.address() as AddressInfo).port)}`;
-  const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as { timeouts: { rules: object[] } };
-  policyFile = join(world.base, 'import.policy.json');
   // The gRPC client sets a deadline of its own (10 s): the maximum brings it down.
   const rule = { defaultMs: IMPORT_DEADLINE_MS, maxMs: IMPORT_DEADLINE_MS };
-  writeFileSync(
-    policyFile,
-    JSON.stringify({
-      ...policy,
-      timeouts: {
-        ...policy.timeouts,
-        rules: [
-          ...policy.timeouts.rules,
-          { operation: '/fluxguard.example.v1.ArtifactStore/ImportArtifact', ...rule },
-          { operation: 'POST /v1/artifacts/*path', ...rule },
-        ],
-      },
-    }),
-  );
+  policyFile = world.writePolicy('import', (policy) => ({
+    ...policy,
+    timeouts: {
+      ...policy.timeouts,
+      rules: [
+        ...policy.timeouts.rules,
+        { operation: '/fluxguard.example.v1.ArtifactStore/ImportArtifact', ...rule },
+        { operation: 'POST /v1/artifacts/*path', ...rule },
+      ],
+    },
+  }));
 });
 
 afterAll(async () => {

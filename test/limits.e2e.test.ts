@@ -3,10 +3,8 @@
 // bounded amount; a declared Content-Length over the limit is refused before any body byte;
 // a gRPC message over its limit and a stream with too many messages are refused. The limits
 // come from a copy of the reference policy with a 10 MiB upload limit.
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
 import { rawHttps } from './support/raw-https.js';
 import {
@@ -25,28 +23,23 @@ let policyFile: string;
 
 beforeAll(async () => {
   world = await createE2eEnvironment();
-  const reference = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as Record<string, unknown>;
-  policyFile = join(world.base, 'limits.policy.json');
-  writeFileSync(
-    policyFile,
-    JSON.stringify({
-      ...reference,
-      limits: {
-        maxBodyBytes: 65_536,
-        maxMessageBytes: 65_536,
-        maxMessages: 1,
-        rules: [
-          {
-            operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact',
-            maxBodyBytes: LIMIT,
-            maxMessageBytes: 2 * MiB,
-            maxMessages: 50,
-          },
-          { operation: 'PUT /v1/artifacts/*path', maxBodyBytes: LIMIT },
-        ],
-      },
-    }),
-  );
+  policyFile = world.writePolicy('limits', (reference) => ({
+    ...reference,
+    limits: {
+      maxBodyBytes: 65_536,
+      maxMessageBytes: 65_536,
+      maxMessages: 1,
+      rules: [
+        {
+          operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact',
+          maxBodyBytes: LIMIT,
+          maxMessageBytes: 2 * MiB,
+          maxMessages: 50,
+        },
+        { operation: 'PUT /v1/artifacts/*path', maxBodyBytes: LIMIT },
+      ],
+    },
+  }));
 });
 
 afterAll(() => {

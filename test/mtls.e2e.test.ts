@@ -1,11 +1,10 @@
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { HANDSHAKE_REFUSED, sha256, type ArtifactClient, type Expected } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
 import type { ClientCredential, TestPki } from './support/pki.js';
@@ -186,18 +185,17 @@ describe.each(TRANSPORTS)('mTLS over %s', (transport) => {
     let t: TransportUnderTest;
     beforeAll(async () => {
       // The reference policy with GetArtifact pinned to the development client certificate.
-      const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as {
-        rbac: { rules: { operation: string; certificate?: unknown }[] };
-      };
-      for (const rule of policy.rbac.rules) {
-        if (rule.operation.endsWith('/GetArtifact') || rule.operation === 'GET /v1/artifacts/*path') {
-          rule.certificate = [
-            { fingerprint256: world.pki.clients.valid.fingerprint256.toUpperCase().replace(/(..)(?!$)/g, '$1:') },
-          ];
+      const pinned = [
+        { fingerprint256: world.pki.clients.valid.fingerprint256.toUpperCase().replace(/(..)(?!$)/g, '$1:') },
+      ];
+      const file = world.writePolicy(`pinned-${transport}`, (policy) => {
+        for (const rule of policy.rbac.rules) {
+          if (rule.operation.endsWith('/GetArtifact') || rule.operation === 'GET /v1/artifacts/*path') {
+            rule.certificate = pinned;
+          }
         }
-      }
-      const file = join(world.base, `pinned-${transport}.policy.json`);
-      writeFileSync(file, JSON.stringify(policy));
+        return policy;
+      });
       t = await startTransport(transport, world, { env: { FLUXGUARD_POLICY: file } });
       await t.client.upload('pin/x.txt', sha256('x'), [Buffer.from('x')]);
     });

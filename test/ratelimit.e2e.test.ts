@@ -3,12 +3,9 @@
 // Cluster of three nodes), Redis stopped and restarted mid-test, bad tokens from one client
 // address, and X-Forwarded-For from trusted and untrusted peers. Windows are 2 s so that the
 // recovery rows stay short; the limits come from a copy of the reference policy.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMemoryDenylist, createRedisRateLimitStore } from '@fluxguard/core';
-import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import type { ArtifactClient, Outcome } from './support/clients.js';
 import { captureLog } from './support/log-capture.js';
 import { startRedis, startRedisCluster, type RedisClusterUnderTest, type RedisUnderTest } from './support/redis.js';
@@ -50,12 +47,8 @@ let untrustedPolicy: string;
 
 beforeAll(async () => {
   world = await createE2eEnvironment();
-  const reference = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as Record<string, unknown>;
-  const write = (name: string, rateLimits: object): string => {
-    const file = join(world.base, `${name}.policy.json`);
-    writeFileSync(file, JSON.stringify({ ...reference, rateLimits }));
-    return file;
-  };
+  const write = (name: string, rateLimits: object): string =>
+    world.writePolicy(name, (reference) => ({ ...reference, rateLimits }));
   // The test's clients connect from 127.0.0.1: trusted, their X-Forwarded-For names the client.
   trustedPolicy = write('trusted-proxy', { ...RATE_LIMITS, trustedProxies: ['127.0.0.1'] });
   untrustedPolicy = write('untrusted', RATE_LIMITS);

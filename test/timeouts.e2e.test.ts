@@ -1,7 +1,5 @@
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY_FILE } from '@fluxguard/example-artifact-store';
 import { sha256, type Outcome, type Pace } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
 import {
@@ -82,9 +80,7 @@ let world: E2eEnvironment;
 let policyFile: string;
 beforeAll(async () => {
   world = await createE2eEnvironment();
-  policyFile = join(world.base, 'timeouts.policy.json');
-  const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as Record<string, unknown>;
-  writeFileSync(policyFile, JSON.stringify({ ...policy, timeouts: TIMEOUTS }));
+  policyFile = world.writePolicy('timeouts', (policy) => ({ ...policy, timeouts: TIMEOUTS }));
 });
 afterAll(() => {
   world.cleanup();

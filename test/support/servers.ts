@@ -1,11 +1,16 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import type { ClientCertificateMode, Denylist, JwtVerifier, RateLimitStore, UrlGuard } from '@fluxguard/core';
-import { loadReferenceSecurity, signDevToken, type ReferenceSecurity } from '@fluxguard/example-artifact-store';
+import {
+  DEFAULT_POLICY_FILE,
+  loadReferenceSecurity,
+  signDevToken,
+  type ReferenceSecurity,
+} from '@fluxguard/example-artifact-store';
 import { startGrpcServer } from '@fluxguard/example-grpc-server';
 import { startHttpServer } from '@fluxguard/example-http-server';
 import { grpcArtifactClient, httpArtifactClient, type ArtifactClient } from './clients.js';
@@ -23,7 +28,20 @@ export interface E2eEnvironment {
   readonly devDir: string;
   /** A token signed with the trusted development key. */
   token(subject: string, roles: readonly string[], options?: { ttlSeconds?: number; jti?: string }): Promise<string>;
+  /**
+   * Writes the reference policy as `change` returns it to `<name>.policy.json` in this
+   * environment, and returns the path (for `FLUXGUARD_POLICY`).
+   */
+  writePolicy(name: string, change: (reference: ReferencePolicy) => object): string;
   cleanup(): void;
+}
+
+/** The reference policy file as an object: the parts tests change, typed; the rest as it is. */
+export interface ReferencePolicy {
+  readonly [section: string]: unknown;
+  readonly rbac: { readonly rules: { readonly operation: string; certificate?: unknown }[] };
+  readonly timeouts: { readonly rules: readonly { readonly operation: string; readonly idleMs?: number }[] };
+  readonly rateLimits: { readonly rules: readonly { readonly name: string }[] };
 }
 
 /** Creates the PKI and key material of one test file. */
@@ -38,6 +56,14 @@ export async function createE2eEnvironment(): Promise<E2eEnvironment> {
     pki,
     devDir,
     token: (subject, roles, options = {}) => signDevToken({ devDir, subject, roles, ...options }),
+    writePolicy: (name, change) => {
+      const file = join(base, `${name}.policy.json`);
+      writeFileSync(
+        file,
+        JSON.stringify(change(JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as ReferencePolicy)),
+      );
+      return file;
+    },
     cleanup: () => {
       rmSync(base, { recursive: true, force: true });
     },
