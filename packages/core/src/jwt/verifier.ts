@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
 import { LruCache } from '../cache/lru.js';
 import type { CallInfo, Principal } from '../call/call-info.js';
@@ -241,7 +241,8 @@ async function verifyToken(
   if (token.length > settings.maxTokenLength) throw refuse('token_too_long');
 
   const caching = settings.cacheMaxEntries > 0;
-  const cacheKey = caching ? createHash('sha256').update(token).digest('base64url') : '';
+  // The one-shot hash: no Hash object per request.
+  const cacheKey = caching ? hash('sha256', token, 'base64url') : '';
   const hit = caching ? cache.get(cacheKey) : undefined;
   if (hit !== undefined) {
     if (hit.version === settings.source.version) {
