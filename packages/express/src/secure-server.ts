@@ -49,7 +49,7 @@ export interface SecureServerOptions extends ReloadOptions {
   readonly handshakeTimeoutMs?: number | undefined;
   /**
    * Connections held at once; a new one beyond it is closed at once (Node's `maxConnections`),
-   * so that a flood meets a clean refusal instead of `EMFILE` deep in a handler. Default: 80 %
+   * so that a flood meets a clean refusal instead of `EMFILE` deep in a handler. Default: 70 %
    * of the process's open-file limit (Linux `/proc/self/limits`), else 10 000.
    */
   readonly maxConnections?: number | undefined;

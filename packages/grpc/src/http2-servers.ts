@@ -19,7 +19,7 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
 /**
  * Hardens the HTTP/2 servers grpc-js makes for `server` (one per `bindAsync`), which grpc-js
  * otherwise keeps to itself:
- * - a cap on the connections held at once (`maxConnections` of `secureServerOptions`, else 80 %
+ * - a cap on the connections held at once (`maxConnections` of `secureServerOptions`, else 70 %
  *   of the open-file limit): a flood of connections meets a refused connection, not a process
  *   out of file descriptors;
  * - the peer certificate of a connection read once: grpc-js's `getAuthContext()` calls

@@ -202,7 +202,7 @@ export interface SecureServerLimits {
   readonly keepaliveTimeoutMs?: number | undefined;
   /**
    * Connections held at once by each listening port; one more is closed at once (Node's
-   * `maxConnections`). Default: 80 % of the process's open-file limit, else 10,000. Applied by
+   * `maxConnections`). Default: 70 % of the process's open-file limit (`descriptorBudget()` of core), else 10,000. Applied by
    * `addService` of this package, which is how fluxguard reaches the HTTP/2 server grpc-js makes.
    */
   readonly maxConnections?: number | undefined;
