@@ -35,3 +35,13 @@ export interface ItemsImplementation {
 }
 
 export const ITEMS_SERVICE: ServiceDefinition<ItemsImplementation> = { GetItem: getItem };
+
+/** The request every generator sends. */
+export const ITEM_REQUEST: ItemRequest = { id: '42' };
+
+/** A gRPC length-prefixed message: 1 byte "not compressed", 4 bytes length, the message. */
+export function grpcFrame(message: Buffer): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(message.length, 1);
+  return Buffer.concat([prefix, message]);
+}
