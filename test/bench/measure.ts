@@ -154,14 +154,17 @@ export async function measureScenario(
     return server;
   };
   const failures: Partial<Record<Column, string>> = {};
+  const fail = (column: Column, err: unknown): void => {
+    failures[column] = err instanceof Error ? err.message : String(err);
+    console.error(`   FAILED ${variants[column]}: ${failures[column]}`);
+  };
   const samples: Record<Column, (RoundSample | undefined)[]> = { bare: [], peer: [], fluxguard: [] };
   const attempt = async (column: Column, seconds: number): Promise<RoundSample | undefined> => {
     if (failures[column] !== undefined) return undefined;
     try {
       return await loadOnce(serverOf(column), ctx, generator, tokens, seconds, expectOf(column));
     } catch (err) {
-      failures[column] = err instanceof Error ? err.message : String(err);
-      console.error(`   FAILED ${variants[column]}: ${failures[column]}`);
+      fail(column, err);
       return undefined;
     }
   };
@@ -170,8 +173,7 @@ export async function measureScenario(
     try {
       await probe(serverOf(column), ctx, tokens.probe, expectOf(column));
     } catch (err) {
-      failures[column] = err instanceof Error ? err.message : String(err);
-      console.error(`   FAILED ${variants[column]}: ${failures[column]}`);
+      fail(column, err);
     }
     await attempt(column, ctx.warmupSeconds);
   }
