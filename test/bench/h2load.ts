@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GRPC_METHOD } from './fixtures.js';
-import { ITEM_REQUEST, grpcFrame, serializeJson } from './grpc-service.js';
+import { ITEM_NAME, ITEM_REQUEST, grpcFrame, serializeJson } from './grpc-service.js';
 import type { Generator, LoadRequest, LoadResult } from './load.js';
 import { runToEnd } from './processes.js';
 
@@ -10,7 +10,7 @@ import { runToEnd } from './processes.js';
  * h2load sees gRPC statuses only as trailers, which it does not read; a refusal is a
  * trailers-only answer with no DATA at all, so the DATA bytes count the calls served.
  */
-const OK_DATA_BYTES = grpcFrame(serializeJson({ id: ITEM_REQUEST.id, name: 'bench item' })).length;
+const OK_DATA_BYTES = grpcFrame(serializeJson({ id: ITEM_REQUEST.id, name: ITEM_NAME })).length;
 
 function count(output: string, pattern: RegExp, what: string): number {
   const match = pattern.exec(output);
