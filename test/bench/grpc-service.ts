@@ -3,7 +3,7 @@ import { GRPC_METHOD } from './fixtures.js';
 
 /**
  * A one-method unary service with JSON messages, defined by hand: the benchmark measures the
- * interceptors, not protobuf, and needs no .proto file. Both servers and the client use it.
+ * interceptors, not protobuf, and needs no .proto file. The servers use it; the generators frame the same JSON by hand.
  */
 export interface ItemRequest {
   readonly id: string;
@@ -35,3 +35,14 @@ export interface ItemsImplementation {
 }
 
 export const ITEMS_SERVICE: ServiceDefinition<ItemsImplementation> = { GetItem: getItem };
+
+/** The request every generator sends, and the name in every answer. */
+export const ITEM_REQUEST: ItemRequest = { id: '42' };
+export const ITEM_NAME = 'bench item';
+
+/** A gRPC length-prefixed message: 1 byte "not compressed", 4 bytes length, the message. */
+export function grpcFrame(message: Buffer): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(message.length, 1);
+  return Buffer.concat([prefix, message]);
+}

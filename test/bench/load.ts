@@ -1,74 +1,64 @@
-import { once } from 'node:events';
-import { Worker } from 'node:worker_threads';
-import type { ServerPorts, ServerWorkerData } from './servers.js';
-import { percentile } from './stats.js';
+import type { BenchTls, Transport } from './servers.js';
 
-/** Sends request number `index` and settles when its whole response has arrived. */
-export type Send = (index: number) => Promise<void>;
+/** What the answers of a run must be: served (200 / gRPC OK) or refused (401 / UNAUTHENTICATED). */
+export type Expect = 'ok' | 'refused';
 
-export interface RoundResult {
-  readonly requestsPerSecond: number;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly errors: number;
+/** Which Authorization header each request carries. */
+export type TokenPlan =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'repeated'; readonly token: string }
+  /** Cycles through the tokens of `file`, one per line, from line `start` (0-based). */
+  | { readonly kind: 'pool'; readonly file: string; readonly start: number };
+
+/** How many requests are in flight: HTTP/1.1 keep-alive connections, or HTTP/2 connections × streams. */
+export interface LoadShape {
+  readonly connections: number;
+  readonly h2Connections: number;
+  readonly h2Streams: number;
 }
+
+export interface LoadRequest {
+  readonly transport: Transport;
+  readonly port: number;
+  readonly seconds: number;
+  readonly tokens: TokenPlan;
+  readonly shape: LoadShape;
+  /** The client certificate for `https` and `grpc-tls`. */
+  readonly clientTls: BenchTls;
+}
+
+export interface LoadResult {
+  /** Requests answered in the measured window. */
+  readonly requests: number;
+  readonly ok: number;
+  /**
+   * Answers that were not served. wrk and h2load cannot tell a 401 from another refusal (wrk
+   * counts non-2xx, h2load sees gRPC statuses only as trailers): a probe before the run checks
+   * the exact status (`probe.ts`).
+   */
+  readonly refused: number;
+  /** Socket errors, timeouts, resets, and (from the Node client) any other status. */
+  readonly other: number;
+  readonly seconds: number;
+  /** CPU the generator used, as a share of one CPU over the window; undefined where unmeasurable. */
+  readonly generatorCpu: number | undefined;
+}
+
+export type Generator = (request: LoadRequest) => Promise<LoadResult>;
 
 /**
- * A closed-loop load generator: `concurrency` virtual clients, each sending its next request
- * as soon as the previous one is answered, until `count` requests were sent. Bounded by
- * count, not by time, so that both variants of a scenario do exactly the same work.
+ * A run whose answers are more than 1 % not what the scenario expects measures the wrong path
+ * (a 401 flood where 200s were meant, or the reverse): it fails the variant instead of being
+ * reported.
  */
-export async function runRound(count: number, concurrency: number, send: Send): Promise<RoundResult> {
-  const latencies = new Float64Array(count);
-  let next = 0;
-  let errors = 0;
-  let firstError: unknown;
-  const client = async (): Promise<void> => {
-    for (let i = next++; i < count; i = next++) {
-      const start = process.hrtime.bigint();
-      try {
-        await send(i);
-      } catch (err) {
-        errors++;
-        firstError ??= err;
-      }
-      latencies[i] = Number(process.hrtime.bigint() - start) / 1e6;
-    }
-  };
-  const started = process.hrtime.bigint();
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, client));
-  const elapsedS = Number(process.hrtime.bigint() - started) / 1e9;
-  // More than a stray reset means the variant is broken (a 401 on every request, say): its
-  // numbers would measure the failure path, so stop rather than print them.
-  if (errors > Math.max(1, count / 100)) {
-    throw new Error(`${errors} of ${count} requests failed; first error: ${String(firstError)}`, { cause: firstError });
+export function checkResult(result: LoadResult, expect: Expect): void {
+  if (result.requests === 0) throw new Error('no request was answered');
+  const expected = expect === 'ok' ? result.ok : result.refused;
+  const wrong = result.requests - expected + result.other;
+  if (wrong > result.requests / 100) {
+    throw new Error(
+      `${String(wrong)} of ${String(result.requests)} answers were not ${expect === 'ok' ? 'served' : 'refused'} ` +
+        `(ok ${String(result.ok)}, refused ${String(result.refused)}, errors ${String(result.other)})`,
+    );
   }
-  latencies.sort();
-  return {
-    requestsPerSecond: count / elapsedS,
-    p50Ms: percentile(latencies, 50),
-    p99Ms: percentile(latencies, 99),
-    errors,
-  };
-}
-
-export interface StartedWorker {
-  readonly ports: ServerPorts;
-  stop(): Promise<void>;
-}
-
-/** Starts the bare and guarded servers of one kind on a worker thread. */
-export async function startServerWorker(data: ServerWorkerData): Promise<StartedWorker> {
-  const worker = new Worker(new URL('./server-worker.js', import.meta.url), { workerData: data });
-  const failed = once(worker, 'error').then(([err]: unknown[]) => {
-    throw err instanceof Error ? err : new Error(String(err));
-  });
-  const [ports] = (await Promise.race([once(worker, 'message'), failed])) as [ServerPorts];
-  failed.catch(() => undefined);
-  return {
-    ports,
-    stop: async () => {
-      await worker.terminate();
-    },
-  };
 }

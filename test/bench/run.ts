@@ -1,40 +1,41 @@
-// `pnpm bench`: fluxguard against bare servers measured in the same run. Not a test: it asserts
-// nothing about speed and never runs under vitest (vitest.config.ts excludes test/bench/**).
-import { availableParallelism, cpus } from 'node:os';
+// `pnpm bench`: servers in their own processes under outside load (wrk, h2load, a Node client
+// process), fluxguard against a bare server and a peer stack in the same run. Not a test: it
+// asserts nothing about speed and never runs under vitest (vitest.config.ts excludes test/bench/**).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createDevCertificateAuthority } from '@fluxguard/core/dev-pki';
-import { grpcClient, httpClient, type BenchClient } from './clients.js';
-import { readConfig, type BenchConfig, type Group } from './config.js';
-import { createSigningKey, HTTP_PATH, GRPC_METHOD, TokenMinter } from './fixtures.js';
-import { startServerWorker } from './load.js';
-import { runMicro } from './micro.js';
-import { runRateLimitMemory } from './ratelimit-memory.js';
+import { readConfig, type BenchConfig } from './config.js';
+import { createSigningKey, TokenMinter } from './fixtures.js';
+import { h2loadGenerator } from './h2load.js';
+import type { Generator } from './load.js';
 import {
-  VARIANTS,
-  formatDelta,
-  runServerScenario,
-  type ScenarioSummary,
-  type TokenMode,
-  type Variant,
-} from './scenario.js';
-import type { BenchTls, ServerKind } from './servers.js';
-import { formatRatio } from './stats.js';
+  fixedTokens,
+  measureScenario,
+  pooledTokens,
+  type MeasureContext,
+  type ScenarioOutcome,
+  type TokenSource,
+} from './measure.js';
+import { MEMORY_TOKENS_PER_SECOND, runServerMemory } from './memory.js';
+import { runMicro } from './micro.js';
+import { nodeGenerator } from './node-load.js';
+import { placement } from './processes.js';
+import { runRateLimitMemory } from './ratelimit-memory.js';
+import { markdownTable, printScenario, writeResults } from './report.js';
+import { COLUMNS, SCENARIOS, variantOf, type GeneratorName, type Scenario } from './scenarios.js';
+import { startServerProcess, type RunningServer } from './server-handle.js';
+import { TRANSPORTS, type BenchTls, type ServerSpec, type Variant } from './servers.js';
+import { TokenPool } from './tokens.js';
+import { ensureTools, type Tool } from './tools.js';
+import { wrkGenerator } from './wrk.js';
 
 interface Pki {
   readonly server: BenchTls;
   readonly client: BenchTls;
 }
 
-const TITLES: Record<ServerKind, string> = {
-  http: `HTTP/1.1 plain: Express 5, GET ${HTTP_PATH}; fluxguard({ audit, guard[, controls] })`,
-  https: `HTTPS + mTLS: https.createServer vs createSecureServer (same certs, client cert required), GET ${HTTP_PATH}`,
-  grpc: `gRPC unary, insecure: ${GRPC_METHOD}; fluxguardInterceptors({ audit, guard[, controls] }) + addService`,
-  'grpc-tls': `gRPC unary, TLS + client cert: ServerCredentials.createSsl vs createServerCredentials, ${GRPC_METHOD}`,
-};
-
-const TOKEN_TITLES: Record<TokenMode, string> = {
-  cached: 'same valid token on every request (verified-token cache hit)',
-  cold: 'a new token on every request (full ES256 verification)',
-};
+const NO_TLS: BenchTls = { ca: '', cert: '', key: '' };
 
 async function makePki(): Promise<Pki> {
   const ca = await createDevCertificateAuthority({ commonName: 'fluxguard bench CA' });
@@ -46,100 +47,150 @@ async function makePki(): Promise<Pki> {
   };
 }
 
-function clientFor(kind: ServerKind, port: number, config: BenchConfig, pki: Pki): BenchClient {
-  switch (kind) {
-    case 'http':
-      return httpClient(port, config.concurrency);
-    case 'https':
-      return httpClient(port, config.concurrency, pki.client);
-    case 'grpc':
-      return grpcClient(port);
-    case 'grpc-tls':
-      return grpcClient(port, pki.client);
-  }
+function toolsFor(config: BenchConfig, scenarios: readonly Scenario[]): Tool[] {
+  const tools = new Set<Tool>();
+  for (const s of scenarios) if (s.generator !== 'node') tools.add(s.generator);
+  if (config.groups.includes('memory')) tools.add('wrk');
+  if (scenarios.length > 0 || config.groups.includes('memory')) tools.add('taskset');
+  return [...tools];
 }
 
 async function runServerGroup(
-  kind: ServerKind,
-  config: BenchConfig,
-  minter: TokenMinter,
-  jwks: ReturnType<typeof createSigningKey>['jwks'],
-  pki: Pki,
-): Promise<ScenarioSummary[]> {
-  const worker = await startServerWorker({ kind, jwks, tls: pki.server });
-  const clients: Record<Variant, BenchClient> = {
-    bare: clientFor(kind, worker.ports.bare, config, pki),
-    fluxguard: clientFor(kind, worker.ports.guarded, config, pki),
-    'fluxguard+ratelimit': clientFor(kind, worker.ports.ratelimit, config, pki),
-  };
+  scenarios: readonly Scenario[],
+  base: Omit<ServerSpec, 'transport' | 'variant'>,
+  serverCpu: readonly string[],
+  tokensFor: (s: Scenario) => TokenSource,
+  ctx: MeasureContext,
+): Promise<ScenarioOutcome[]> {
+  const first = scenarios[0];
+  if (first === undefined) return [];
+  const needed = new Set<Variant>(scenarios.flatMap((s) => COLUMNS.map((c) => variantOf(s, c))));
+  const servers = new Map<Variant, RunningServer>();
   try {
-    const summaries: ScenarioSummary[] = [];
-    for (const tokens of ['cached', 'cold'] as const) {
-      summaries.push(
-        await runServerScenario(config, minter, {
-          title: `${TITLES[kind]}\n   tokens: ${TOKEN_TITLES[tokens]}`,
-          tokens,
-          senders: {
-            bare: clients.bare.send,
-            fluxguard: clients.fluxguard.send,
-            'fluxguard+ratelimit': clients['fluxguard+ratelimit'].send,
-          },
-        }),
-      );
+    // All variants of a transport live for the whole group: idle, they cost the others nothing,
+    // and each keeps its JIT and caches warm from one scenario to the next.
+    for (const variant of needed) {
+      servers.set(variant, await startServerProcess({ ...base, transport: first.transport, variant }, serverCpu));
     }
-    return summaries;
+    const outcomes: ScenarioOutcome[] = [];
+    for (const scenario of scenarios) {
+      const outcome = await measureScenario(scenario, servers, tokensFor(scenario), ctx);
+      printScenario(outcome);
+      outcomes.push(outcome);
+    }
+    return outcomes;
   } finally {
-    for (const variant of VARIANTS) clients[variant].close();
-    await worker.stop();
+    for (const server of servers.values()) await server.stop();
   }
 }
 
 async function main(): Promise<void> {
   const config = readConfig();
-  const started = Date.now();
-  const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  console.log('# fluxguard benchmarks');
-  console.log(
-    `   node ${process.version}, ${availableParallelism()} CPUs (${cpu}); servers on a worker thread, load from the main thread`,
-  );
-  console.log(
-    `   rounds=${config.rounds} requests=${config.requests} warmup=${config.warmup} concurrency=${config.concurrency} microMs=${config.microMs} groups=${config.groups.join(',')}`,
-  );
-  console.log('   indicative numbers: compare ratios within one run, not absolute numbers across machines');
+  const started = new Date();
+  const scenarios = SCENARIOS.filter((s) => config.groups.includes(s.transport));
+  const tools = ensureTools(toolsFor(config, scenarios));
+  const where = placement(tools.taskset);
+  const heading = [
+    `# fluxguard bench, ${started.toISOString()}`,
+    '',
+    `- node ${process.version}, ${String(availableParallelism())} CPUs (${cpus()[0]?.model ?? 'unknown CPU'}); ${where.description}`,
+    `- load average at start: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+    `- rounds=${String(config.rounds)} seconds=${String(config.seconds)} warmup=${String(config.warmupSeconds)}s ` +
+      `connections=${String(config.connections)} h2=${String(config.h2Connections)}x${String(config.h2Streams)} ` +
+      `pool=${String(config.poolTokens)} memory=${String(config.memorySeconds)}s groups=${config.groups.join(',')}`,
+  ];
+  console.log(heading.join('\n'));
 
-  const key = createSigningKey();
-  const minter = new TokenMinter(key);
-  const needsPki = config.groups.some((g) => g === 'https' || g === 'grpc-tls');
-  const pki = needsPki
-    ? await makePki()
-    : { server: { ca: '', cert: '', key: '' }, client: { ca: '', cert: '', key: '' } };
+  const scratch = mkdtempSync(join(tmpdir(), 'fluxguard-bench-'));
+  try {
+    const key = createSigningKey();
+    const minter = new TokenMinter(key);
+    // Same key id, another private key: right shape, wrong signature.
+    const forger = new TokenMinter(createSigningKey());
+    const needsPki = config.groups.some((g) => g === 'https' || g === 'grpc-tls');
+    const pki = needsPki ? await makePki() : { server: NO_TLS, client: NO_TLS };
+    const base = { jwks: key.jwks, tls: pki.server };
+    const generators: Partial<Record<GeneratorName, Generator>> = { node: nodeGenerator(where.load) };
+    if (tools.wrk !== undefined) generators.wrk = wrkGenerator(tools.wrk, where.load, scratch);
+    if (tools.h2load !== undefined) generators.h2load = h2loadGenerator(tools.h2load, where.load, scratch);
+    const ctx: MeasureContext = {
+      rounds: config.rounds,
+      seconds: config.seconds,
+      warmupSeconds: config.warmupSeconds,
+      shape: { connections: config.connections, h2Connections: config.h2Connections, h2Streams: config.h2Streams },
+      clientTls: pki.client,
+      generators,
+    };
 
-  const summaries: ScenarioSummary[] = [];
-  for (const group of config.groups) {
-    if (group === 'micro') await runMicro(config, key);
-    else if (group === 'ratelimit-memory') await runRateLimitMemory();
-    else
-      summaries.push(
-        ...(await runServerGroup(
-          group satisfies Exclude<Group, 'micro' | 'ratelimit-memory'>,
-          config,
-          minter,
-          key.jwks,
-          pki,
-        )),
-      );
-  }
+    const repeated = minter.next();
+    let valid: TokenPool | undefined;
+    let forged: TokenPool | undefined;
+    const tokensFor = (s: Scenario): TokenSource => {
+      switch (s.tokens) {
+        case 'repeated':
+          return fixedTokens(repeated);
+        case 'none':
+          return fixedTokens(undefined);
+        case 'new':
+          valid ??= TokenPool.mint(scratch, 'valid', minter, config.poolTokens);
+          return pooledTokens(valid, minter.next());
+        case 'forged':
+          forged ??= TokenPool.mint(scratch, 'forged', forger, config.poolTokens);
+          return pooledTokens(forged, forger.next());
+      }
+    };
 
-  if (summaries.length > 0) {
-    console.log(
-      '\n## summary: req/s / bare req/s (1.00 = no overhead); fluxguard, fluxguard+ratelimit, and the difference (what rate limiting costs)',
-    );
-    for (const s of summaries) {
-      const ratios = `${formatRatio(s.ratios.fluxguard)}  ${formatRatio(s.ratios['fluxguard+ratelimit'])}  ${formatDelta(s.rateLimitCost).padStart(5)}`;
-      console.log(`${ratios}  ${s.title.replace(/\n\s*/g, ' | ')}`);
+    const outcomes: ScenarioOutcome[] = [];
+    for (const transport of TRANSPORTS) {
+      const group = scenarios.filter((s) => s.transport === transport);
+      outcomes.push(...(await runServerGroup(group, base, where.server, tokensFor, ctx)));
     }
+
+    let memory: string | undefined;
+    if (config.groups.includes('memory')) {
+      const count = config.memorySeconds * MEMORY_TOKENS_PER_SECOND;
+      console.log(`\nminting ${String(count)} unique tokens for the memory run`);
+      memory = await runServerMemory({
+        seconds: config.memorySeconds,
+        warmupSeconds: config.warmupSeconds,
+        shape: ctx.shape,
+        placement: where,
+        base,
+        generators,
+        repeatedToken: repeated,
+        pool: TokenPool.mint(scratch, 'memory', minter, count),
+      });
+    }
+    if (config.groups.includes('micro')) await runMicro(config, key);
+    if (config.groups.includes('ratelimit-memory')) await runRateLimitMemory();
+
+    if (outcomes.length > 0 || memory !== undefined) {
+      const sections = [
+        ...(outcomes.length > 0 ? ['## Throughput', '', markdownTable(outcomes)] : []),
+        ...(memory === undefined
+          ? []
+          : ['', `## Memory after ${String(config.memorySeconds)} s of unique tokens`, '', memory]),
+      ].join('\n');
+      console.log(`\n${sections}`);
+      console.log(`\nwritten to ${writeResults(heading, sections, started)}`);
+    }
+    const broken = outcomes.filter(
+      (o) => o.notRun !== undefined || COLUMNS.some((c) => o.columns[c].failure !== undefined),
+    );
+    if (broken.length > 0) {
+      console.error(`\n${String(broken.length)} scenario(s) failed or did not run: see FAILED / not run above`);
+      process.exitCode = 1;
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
   }
-  console.log(`\ndone in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(
+    `\ndone in ${((Date.now() - started.getTime()) / 1000).toFixed(1)} s; load average now ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
 }
 
 await main();

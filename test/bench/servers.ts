@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -8,55 +9,55 @@ import type { JSONWebKeySet } from 'jose';
 import { createSecureServer, fluxguard } from '@fluxguard/express';
 import { addService, createServerCredentials, fluxguardInterceptors, secureServerOptions } from '@fluxguard/grpc';
 import type { Control } from '@fluxguard/core';
-import { GRPC_RULES, HTTP_ROUTE, HTTP_RULES, benchGuard, benchRateLimitControls, nullAudit } from './fixtures.js';
-import { ITEMS_SERVICE, type Item, type ItemRequest } from './grpc-service.js';
+import { GRPC_RULES, HTTP_RULES, benchGuard, benchRateLimitControls, nullAudit } from './fixtures.js';
+import { ITEMS_SERVICE } from './grpc-service.js';
+import { getItem, mountRoute } from './handlers.js';
+import { peerInterceptor } from './peer-grpc.js';
+import { peerApp } from './peer-http.js';
 
-/** Which pair of servers a worker starts. */
-export type ServerKind = 'http' | 'https' | 'grpc' | 'grpc-tls';
+/** How a server is reached: HTTP/1.1 plain or mTLS, gRPC insecure or TLS with client certificates. */
+export const TRANSPORTS = ['http', 'https', 'grpc', 'grpc-tls'] as const;
+export type Transport = (typeof TRANSPORTS)[number];
 
-/** PEM material of the development PKI, made in the main thread. */
+/**
+ * What runs in front of the handler:
+ * - `bare`: nothing (plain Express 5, or a grpc-js server with `server.addService`);
+ * - `peer`, `peer+ratelimit`: the stack built from popular packages (`peer-http.ts`, `peer-grpc.ts`);
+ * - `fluxguard`: `fluxguard({ audit, guard })` / `fluxguardInterceptors({ audit, guard })` with
+ *   `secureServerOptions()` and `addService`;
+ * - `fluxguard+ratelimit`: the same with `benchRateLimitControls()`.
+ * The `+ratelimit` limits are far above what a run sends: they measure counting, not refusals.
+ */
+export const VARIANTS = ['bare', 'peer', 'peer+ratelimit', 'fluxguard', 'fluxguard+ratelimit'] as const;
+export type Variant = (typeof VARIANTS)[number];
+
+/** PEM material of the development PKI. */
 export interface BenchTls {
   readonly ca: string;
   readonly cert: string;
   readonly key: string;
 }
 
-export interface ServerWorkerData {
-  readonly kind: ServerKind;
+/** What a server process needs to start one server (sent to it as JSON). */
+export interface ServerSpec {
+  readonly transport: Transport;
+  readonly variant: Variant;
   readonly jwks: JSONWebKeySet;
   readonly tls: BenchTls;
 }
 
-export interface ServerPorts {
-  readonly bare: number;
-  readonly guarded: number;
-  /** The guarded server plus rate limiting and brute-force protection (`benchRateLimitControls`). */
-  readonly ratelimit: number;
-}
-
 const LOOPBACK = '127.0.0.1';
 
-/** The route both apps serve, identical in both: only fluxguard's middleware differs. */
-function mountRoute(app: Express): void {
-  app.get(HTTP_ROUTE, (req, res) => {
-    res.json({ id: req.params.id, name: 'bench item' });
-  });
-}
-
-function bareApp(): Express {
+function strictApp(): Express {
   const app = express();
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
-  mountRoute(app);
   return app;
 }
 
-/** The full fluxguard stack; `controls` adds the rate-limit controls for `fluxguard+ratelimit`. */
 function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): Express {
   const audit = nullAudit();
-  const app = express();
-  app.set('case sensitive routing', true);
-  app.set('strict routing', true);
+  const app = strictApp();
   const { before, after } = fluxguard({
     audit,
     guard: benchGuard(audit, jwks, HTTP_RULES),
@@ -68,14 +69,78 @@ function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): Express
   return app;
 }
 
+function appFor(variant: Variant, jwks: JSONWebKeySet): Express {
+  const publicKey = (): ReturnType<typeof createPublicKey> => {
+    const [jwk] = jwks.keys;
+    if (jwk === undefined) throw new Error('the bench JWKS has no key');
+    return createPublicKey({ key: jwk, format: 'jwk' });
+  };
+  switch (variant) {
+    case 'bare': {
+      const app = strictApp();
+      mountRoute(app);
+      return app;
+    }
+    case 'peer':
+      return peerApp(publicKey(), false);
+    case 'peer+ratelimit':
+      return peerApp(publicKey(), true);
+    case 'fluxguard':
+      return guardedApp(jwks);
+    case 'fluxguard+ratelimit':
+      return guardedApp(jwks, benchRateLimitControls());
+  }
+}
+
 async function listen(server: HttpServer): Promise<number> {
   server.listen(0, LOOPBACK);
   await once(server, 'listening');
   return (server.address() as AddressInfo).port;
 }
 
-function getItem(call: grpc.ServerUnaryCall<ItemRequest, Item>, callback: grpc.sendUnaryData<Item>): void {
-  callback(null, { id: call.request.id, name: 'bench item' });
+function grpcServerFor(variant: Variant, jwks: JSONWebKeySet): grpc.Server {
+  switch (variant) {
+    case 'bare':
+    case 'peer':
+    case 'peer+ratelimit': {
+      const server =
+        variant === 'bare'
+          ? new grpc.Server()
+          : new grpc.Server({ interceptors: [peerInterceptor(jwks, variant === 'peer+ratelimit')] });
+      server.addService(ITEMS_SERVICE, { GetItem: getItem });
+      return server;
+    }
+    case 'fluxguard':
+    case 'fluxguard+ratelimit': {
+      const audit = nullAudit();
+      const server = new grpc.Server({
+        ...secureServerOptions(),
+        interceptors: fluxguardInterceptors({
+          audit,
+          guard: benchGuard(audit, jwks, GRPC_RULES),
+          ...(variant === 'fluxguard+ratelimit' ? { controls: benchRateLimitControls() } : {}),
+        }),
+      });
+      addService(server, ITEMS_SERVICE, { GetItem: getItem });
+      return server;
+    }
+  }
+}
+
+function grpcCredentials(variant: Variant, tls: BenchTls | undefined): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  if (variant.startsWith('fluxguard')) {
+    return createServerCredentials(
+      { ca: tls.ca, cert: tls.cert, key: tls.key, clientCertificates: 'strict' },
+      { audit: nullAudit() },
+    );
+  }
+  // The bare and peer servers keep grpc-js's own TLS defaults, with a client certificate required.
+  return grpc.ServerCredentials.createSsl(
+    Buffer.from(tls.ca),
+    [{ private_key: Buffer.from(tls.key), cert_chain: Buffer.from(tls.cert) }],
+    true,
+  );
 }
 
 async function bindGrpc(server: grpc.Server, credentials: grpc.ServerCredentials): Promise<number> {
@@ -87,79 +152,30 @@ async function bindGrpc(server: grpc.Server, credentials: grpc.ServerCredentials
   });
 }
 
-function guardedGrpc(jwks: JSONWebKeySet, controls?: readonly Control[]): grpc.Server {
-  const audit = nullAudit();
-  const server = new grpc.Server({
-    ...secureServerOptions(),
-    interceptors: fluxguardInterceptors({
-      audit,
-      guard: benchGuard(audit, jwks, GRPC_RULES),
-      ...(controls === undefined ? {} : { controls }),
-    }),
-  });
-  addService(server, ITEMS_SERVICE, { GetItem: getItem });
-  return server;
-}
-
-/**
- * Starts the bare, the guarded and the guarded + rate-limited server of one kind; all listen
- * on loopback, port 0.
- */
-export async function startServers(data: ServerWorkerData): Promise<ServerPorts> {
-  const { kind, jwks, tls } = data;
-  switch (kind) {
+/** Starts one server on loopback, port 0, and returns its port. */
+export async function startServer(spec: ServerSpec): Promise<number> {
+  const { transport, variant, jwks, tls } = spec;
+  switch (transport) {
     case 'http':
-      return {
-        bare: await listen(createHttpServer(bareApp())),
-        guarded: await listen(createHttpServer(guardedApp(jwks))),
-        ratelimit: await listen(createHttpServer(guardedApp(jwks, benchRateLimitControls()))),
-      };
+      return listen(createHttpServer(appFor(variant, jwks)));
     case 'https': {
-      // The same certificates and the same demand for a client certificate on both servers;
-      // the bare one keeps Node's own TLS defaults.
-      const bare = createHttpsServer(
-        { ca: tls.ca, cert: tls.cert, key: tls.key, requestCert: true, rejectUnauthorized: true },
-        bareApp(),
-      );
-      const secure = (app: Express): HttpServer =>
-        createSecureServer(app, {
-          audit: nullAudit(),
-          tls: { ca: tls.ca, cert: tls.cert, key: tls.key, clientCertificates: 'strict' },
-        });
-      return {
-        bare: await listen(bare),
-        guarded: await listen(secure(guardedApp(jwks))),
-        ratelimit: await listen(secure(guardedApp(jwks, benchRateLimitControls()))),
-      };
+      const app = appFor(variant, jwks);
+      // The same certificates and the same demand for a client certificate on all variants;
+      // bare and peer keep Node's own TLS defaults.
+      const server = variant.startsWith('fluxguard')
+        ? createSecureServer(app, {
+            audit: nullAudit(),
+            tls: { ca: tls.ca, cert: tls.cert, key: tls.key, clientCertificates: 'strict' },
+          })
+        : createHttpsServer(
+            { ca: tls.ca, cert: tls.cert, key: tls.key, requestCert: true, rejectUnauthorized: true },
+            app,
+          );
+      return listen(server);
     }
     case 'grpc':
-    case 'grpc-tls': {
-      const bare = new grpc.Server();
-      bare.addService(ITEMS_SERVICE, { GetItem: getItem });
-      const guarded = guardedGrpc(jwks);
-      const ratelimit = guardedGrpc(jwks, benchRateLimitControls());
-      if (kind === 'grpc') {
-        return {
-          bare: await bindGrpc(bare, grpc.ServerCredentials.createInsecure()),
-          guarded: await bindGrpc(guarded, grpc.ServerCredentials.createInsecure()),
-          ratelimit: await bindGrpc(ratelimit, grpc.ServerCredentials.createInsecure()),
-        };
-      }
-      const bareCredentials = grpc.ServerCredentials.createSsl(
-        Buffer.from(tls.ca),
-        [{ private_key: Buffer.from(tls.key), cert_chain: Buffer.from(tls.cert) }],
-        true,
-      );
-      const guardedCredentials = (): grpc.ServerCredentials =>
-        createServerCredentials(
-          { ca: tls.ca, cert: tls.cert, key: tls.key, clientCertificates: 'strict' },
-          { audit: nullAudit() },
-        );
-      return {
-        bare: await bindGrpc(bare, bareCredentials),
-        guarded: await bindGrpc(guarded, guardedCredentials()),
-        ratelimit: await bindGrpc(ratelimit, guardedCredentials()),
-      };
-    }
+      return bindGrpc(grpcServerFor(variant, jwks), grpcCredentials(variant, undefined));
+    case 'grpc-tls':
+      return bindGrpc(grpcServerFor(variant, jwks), grpcCredentials(variant, tls));
   }
 }

@@ -1,4 +1,4 @@
-/** Small statistics and table helpers: no dependency for a median and a percentile. */
+/** Small statistics and table helpers: no dependency for a median and a table. */
 
 export function median(values: readonly number[]): number {
   if (values.length === 0) return Number.NaN;
@@ -7,24 +7,12 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? (sorted[mid] ?? Number.NaN) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
 }
 
-/** Nearest-rank percentile of an already sorted array. */
-export function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank] ?? Number.NaN;
-}
-
 /** `12 345` — thousands separated by a thin space, so a table stays readable in any locale. */
 export function formatCount(value: number): string {
   if (!Number.isFinite(value)) return '-';
   return Math.round(value)
     .toString()
     .replace(/\B(?=(\d{3})+(?!\d))/g, ' ');
-}
-
-export function formatMs(value: number): string {
-  if (!Number.isFinite(value)) return '-';
-  return value < 10 ? value.toFixed(2) : value.toFixed(1);
 }
 
 export function formatRatio(value: number): string {

@@ -1,0 +1,16 @@
+import type * as grpc from '@grpc/grpc-js';
+import type { Express } from 'express';
+import { HTTP_ROUTE } from './fixtures.js';
+import { ITEM_NAME, type Item, type ItemRequest } from './grpc-service.js';
+
+/** The one route every HTTP variant serves, identical in all: only what runs before it differs. */
+export function mountRoute(app: Express): void {
+  app.get(HTTP_ROUTE, (req, res) => {
+    res.json({ id: req.params.id, name: ITEM_NAME });
+  });
+}
+
+/** The one gRPC method every variant serves. */
+export function getItem(call: grpc.ServerUnaryCall<ItemRequest, Item>, callback: grpc.sendUnaryData<Item>): void {
+  callback(null, { id: call.request.id, name: ITEM_NAME });
+}

@@ -1,0 +1,192 @@
+import type { Expect, Generator, LoadRequest, LoadResult, LoadShape, TokenPlan } from './load.js';
+import { checkResult } from './load.js';
+import { openTarget } from './node-target.js';
+import { byColumn, COLUMNS, variantOf, type Column, type GeneratorName, type Scenario } from './scenarios.js';
+import type { RunningServer } from './server-handle.js';
+import type { BenchTls, Variant } from './servers.js';
+import { median } from './stats.js';
+import type { TokenPool } from './tokens.js';
+
+/** Where the tokens of a scenario come from, and one token like them to probe with. */
+export interface TokenSource {
+  plan(): TokenPlan;
+  /** After a run: how many tokens it used, so that a pool's next run starts on fresh ones. */
+  used(count: number): void;
+  readonly probe: string | undefined;
+}
+
+export function fixedTokens(token: string | undefined): TokenSource {
+  return {
+    plan: () => (token === undefined ? { kind: 'none' } : { kind: 'repeated', token }),
+    used: () => undefined,
+    probe: token,
+  };
+}
+
+export function pooledTokens(pool: TokenPool, probe: string): TokenSource {
+  return {
+    plan: () => pool.plan(),
+    used: (count) => {
+      pool.advance(count);
+    },
+    probe,
+  };
+}
+
+export interface MeasureContext {
+  readonly rounds: number;
+  readonly seconds: number;
+  readonly warmupSeconds: number;
+  readonly shape: LoadShape;
+  readonly clientTls: BenchTls;
+  readonly generators: Readonly<Partial<Record<GeneratorName, Generator>>>;
+}
+
+export interface RoundSample {
+  readonly result: LoadResult;
+  readonly requestsPerSecond: number;
+  /** Server CPU over the run, as a share of one CPU. */
+  readonly serverCpu: number | undefined;
+}
+
+export interface ColumnOutcome {
+  readonly variant: Variant;
+  readonly rounds: readonly RoundSample[];
+  /** Why the variant has no number: a wrong answer, more than 1 % errors, a crash. */
+  readonly failure: string | undefined;
+}
+
+export interface ScenarioOutcome {
+  readonly scenario: Scenario;
+  /** Why the scenario did not run (its generator is missing); the columns are then empty. */
+  readonly notRun: string | undefined;
+  readonly columns: Readonly<Record<Column, ColumnOutcome>>;
+  /** Median over rounds of fluxguard ÷ bare and fluxguard ÷ peer req/s of the same round. */
+  readonly perBare: number;
+  readonly perPeer: number;
+}
+
+/**
+ * The order of the variants in round `round`: rotated by one every round, and reversed in every
+ * other cycle (bare, peer, fluxguard / peer, fluxguard, bare / fluxguard, bare, peer, then the
+ * same backwards), so that drift of the machine falls on all variants alike.
+ */
+export function roundOrder<T>(items: readonly T[], round: number): T[] {
+  const n = items.length;
+  const rotated = items.map((_, i) => items[(i + round) % n] as T);
+  return Math.floor(round / n) % 2 === 0 ? rotated : rotated.reverse();
+}
+
+function inFlight(request: LoadRequest): number {
+  const h2 = request.transport === 'grpc' || request.transport === 'grpc-tls';
+  return h2 ? request.shape.h2Connections * request.shape.h2Streams : request.shape.connections;
+}
+
+/** One call checked for its exact answer (200 / 401, gRPC OK / UNAUTHENTICATED) before any load. */
+async function probe(server: RunningServer, ctx: MeasureContext, token: string | undefined, expect: Expect) {
+  const target = openTarget(server.spec.transport, server.port, 1, ctx.clientTls);
+  try {
+    const outcome = await target.send(token === undefined ? undefined : `Bearer ${token}`);
+    if (outcome !== expect) throw new Error(`a probe call was answered "${outcome}", expected "${expect}"`);
+  } finally {
+    target.close();
+  }
+}
+
+async function loadOnce(
+  server: RunningServer,
+  ctx: MeasureContext,
+  generator: Generator,
+  tokens: TokenSource,
+  seconds: number,
+  expect: Expect,
+): Promise<RoundSample> {
+  const request: LoadRequest = {
+    transport: server.spec.transport,
+    port: server.port,
+    seconds,
+    tokens: tokens.plan(),
+    shape: ctx.shape,
+    clientTls: ctx.clientTls,
+  };
+  const cpuBefore = server.cpuSeconds();
+  const result = await generator(request);
+  const cpuAfter = server.cpuSeconds();
+  tokens.used(result.requests + inFlight(request));
+  checkResult(result, expect);
+  return {
+    result,
+    requestsPerSecond: result.requests / result.seconds,
+    serverCpu: cpuBefore === undefined || cpuAfter === undefined ? undefined : (cpuAfter - cpuBefore) / result.seconds,
+  };
+}
+
+function ratio(rounds: readonly (readonly [RoundSample | undefined, RoundSample | undefined])[]): number {
+  const ratios = rounds.flatMap(([a, b]) =>
+    a === undefined || b === undefined ? [] : [a.requestsPerSecond / b.requestsPerSecond],
+  );
+  return median(ratios);
+}
+
+const empty = (variant: Variant, failure: string | undefined): ColumnOutcome => ({ variant, rounds: [], failure });
+
+/**
+ * A scenario: for each variant a probe and a warm-up, then the rounds in rotated order. A
+ * variant that fails is reported as failed and left out of the later rounds; the others go on.
+ */
+export async function measureScenario(
+  scenario: Scenario,
+  servers: ReadonlyMap<Variant, RunningServer>,
+  tokens: TokenSource,
+  ctx: MeasureContext,
+): Promise<ScenarioOutcome> {
+  const generator = ctx.generators[scenario.generator];
+  const variants = byColumn((c) => variantOf(scenario, c));
+  if (generator === undefined) {
+    const why = `not run: ${scenario.generator} is missing`;
+    const columns = byColumn((c) => empty(variants[c], why));
+    return { scenario, notRun: why, columns, perBare: NaN, perPeer: NaN };
+  }
+  const expectOf = (column: Column): Expect => (column === 'bare' ? 'ok' : scenario.expect);
+  const serverOf = (column: Column): RunningServer => {
+    const server = servers.get(variants[column]);
+    if (server === undefined) throw new Error(`no ${variants[column]} server was started`);
+    return server;
+  };
+  const failures: Partial<Record<Column, string>> = {};
+  const fail = (column: Column, err: unknown): void => {
+    failures[column] = err instanceof Error ? err.message : String(err);
+    console.error(`   FAILED ${variants[column]}: ${failures[column]}`);
+  };
+  const samples: Record<Column, (RoundSample | undefined)[]> = { bare: [], peer: [], fluxguard: [] };
+  const attempt = async (column: Column, seconds: number): Promise<RoundSample | undefined> => {
+    if (failures[column] !== undefined) return undefined;
+    try {
+      return await loadOnce(serverOf(column), ctx, generator, tokens, seconds, expectOf(column));
+    } catch (err) {
+      fail(column, err);
+      return undefined;
+    }
+  };
+
+  for (const column of COLUMNS) {
+    try {
+      await probe(serverOf(column), ctx, tokens.probe, expectOf(column));
+    } catch (err) {
+      fail(column, err);
+    }
+    await attempt(column, ctx.warmupSeconds);
+  }
+  for (let r = 0; r < ctx.rounds; r++) {
+    for (const column of roundOrder(COLUMNS, r)) samples[column][r] = await attempt(column, ctx.seconds);
+  }
+
+  const columns = byColumn((c): ColumnOutcome => ({
+    variant: variants[c],
+    rounds: samples[c].filter((s) => s !== undefined),
+    failure: failures[c],
+  }));
+  const pairs = (other: Column) =>
+    Array.from({ length: ctx.rounds }, (_, r) => [samples.fluxguard[r], samples[other][r]] as const);
+  return { scenario, notRun: undefined, columns, perBare: ratio(pairs('bare')), perPeer: ratio(pairs('peer')) };
+}

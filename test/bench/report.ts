@@ -1,0 +1,134 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { ColumnOutcome, ScenarioOutcome } from './measure.js';
+import { COLUMNS, scenarioTitle, type Column } from './scenarios.js';
+import { formatCount, formatRatio, median, table } from './stats.js';
+
+const percent = (share: number | undefined): string =>
+  share === undefined || !Number.isFinite(share) ? '-' : String(Math.round(share * 100));
+
+function requestsPerSecond(c: ColumnOutcome): string {
+  if (c.failure !== undefined) return 'FAILED';
+  return formatCount(median(c.rounds.map((r) => r.requestsPerSecond)));
+}
+
+const generatorCpu = (c: ColumnOutcome): number => median(c.rounds.flatMap((r) => r.result.generatorCpu ?? []));
+const serverCpu = (c: ColumnOutcome): number => median(c.rounds.flatMap((r) => r.serverCpu ?? []));
+const triple = (o: ScenarioOutcome, f: (c: ColumnOutcome) => number): string =>
+  COLUMNS.map((c) => percent(f(o.columns[c]))).join(' / ');
+
+function ratioCell(o: ScenarioOutcome, value: number, other: Column): string {
+  if (o.columns.fluxguard.failure !== undefined || o.columns[other].failure !== undefined) return '-';
+  return formatRatio(value);
+}
+
+function label(o: ScenarioOutcome, column: Column): string {
+  return o.scenario.rateLimit && column !== 'bare' ? `${column}+ratelimit` : column;
+}
+
+/** The scenario as it finishes: every variant's rounds, CPU shares and failures. */
+export function printScenario(o: ScenarioOutcome): void {
+  const unit = o.scenario.expect === 'refused' ? 'refusals/s (bare: served/s)' : 'req/s';
+  console.log(`\n## ${scenarioTitle(o.scenario)} — ${o.scenario.generator}, ${unit}`);
+  if (o.scenario.note !== undefined) console.log(`   ${o.scenario.note}`);
+  if (o.notRun !== undefined) {
+    console.log(`   ${o.notRun.toUpperCase()}`);
+    return;
+  }
+  const rows = COLUMNS.map((c) => {
+    const col = o.columns[c];
+    return [
+      label(o, c),
+      requestsPerSecond(col),
+      col.rounds.map((r) => formatCount(r.requestsPerSecond)).join(' '),
+      percent(generatorCpu(col)),
+      percent(serverCpu(col)),
+    ];
+  });
+  console.log(table(['variant', 'median', 'per round', 'generator CPU %', 'server CPU %'], rows));
+  console.log(
+    `fluxguard ÷ bare ${ratioCell(o, o.perBare, 'bare')}, fluxguard ÷ peer ${ratioCell(o, o.perPeer, 'peer')} (median of per-round ratios)`,
+  );
+  for (const c of COLUMNS) {
+    const failure = o.columns[c].failure;
+    if (failure !== undefined) console.log(`   ${label(o, c)} FAILED: ${failure}`);
+  }
+}
+
+/**
+ * How fast fluxguard refuses, next to how fast it serves a repeated token with the same
+ * generator: refusing should cost less than serving.
+ */
+function denialNotes(outcomes: readonly ScenarioOutcome[]): string[] {
+  const notes: string[] = [];
+  for (const o of outcomes) {
+    if (o.scenario.expect !== 'refused' || o.notRun !== undefined) continue;
+    const served = outcomes.find(
+      (s) =>
+        s.scenario.transport === o.scenario.transport &&
+        s.scenario.generator === o.scenario.generator &&
+        s.scenario.tokens === 'repeated' &&
+        !s.scenario.rateLimit,
+    );
+    if (served === undefined || served.notRun !== undefined) continue;
+    const refusals = median(o.columns.fluxguard.rounds.map((r) => r.requestsPerSecond));
+    const serves = median(served.columns.fluxguard.rounds.map((r) => r.requestsPerSecond));
+    notes.push(
+      `- ${scenarioTitle(o.scenario)}: fluxguard refuses ${formatCount(refusals)}/s, serves ${formatCount(serves)}/s ` +
+        `with a repeated token (${o.scenario.generator}): refusals ÷ served = ${formatRatio(refusals / serves)}`,
+    );
+  }
+  return notes;
+}
+
+export function markdownTable(outcomes: readonly ScenarioOutcome[]): string {
+  const header =
+    '| scenario | generator | bare req/s | peer | fluxguard | ÷ bare | ÷ peer | generator CPU % (bare / peer / fluxguard) | server CPU % (bare / peer / fluxguard) |';
+  const rule = '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |';
+  const rows = outcomes.map((o) => {
+    const title = scenarioTitle(o.scenario) + (o.scenario.expect === 'refused' ? ' (refusals/s)' : '');
+    if (o.notRun !== undefined) return `| ${title} | ${o.scenario.generator} | ${o.notRun} | | | | | | |`;
+    return [
+      '',
+      title,
+      o.scenario.generator,
+      requestsPerSecond(o.columns.bare),
+      requestsPerSecond(o.columns.peer),
+      requestsPerSecond(o.columns.fluxguard),
+      ratioCell(o, o.perBare, 'bare'),
+      ratioCell(o, o.perPeer, 'peer'),
+      triple(o, generatorCpu),
+      triple(o, serverCpu),
+      '',
+    ]
+      .join(' | ')
+      .trim();
+  });
+  const failures = outcomes.flatMap((o) =>
+    COLUMNS.flatMap((c) => {
+      const failure = o.columns[c].failure;
+      return failure === undefined || o.notRun !== undefined
+        ? []
+        : [`- FAILED ${scenarioTitle(o.scenario)}, ${label(o, c)}: ${failure}`];
+    }),
+  );
+  const notes = denialNotes(outcomes);
+  return [
+    header,
+    rule,
+    ...rows,
+    ...(notes.length > 0 ? ['', ...notes] : []),
+    ...(failures.length > 0 ? ['', ...failures] : []),
+  ].join('\n');
+}
+
+const RESULTS = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+
+/** Writes the run's report to test/bench/results/<date>T<time>.md and returns its path. */
+export function writeResults(heading: readonly string[], body: string, started: Date): string {
+  mkdirSync(RESULTS, { recursive: true });
+  const stamp = started.toISOString().slice(0, 19).replace(/:/g, '-');
+  const file = `${RESULTS}${stamp}.md`;
+  writeFileSync(file, `${heading.join('\n')}\n\n${body}\n`);
+  return file;
+}

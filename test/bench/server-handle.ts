@@ -1,0 +1,75 @@
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { pinned, processCpuSeconds, residentMemory } from './processes.js';
+import type { ServerSpec } from './servers.js';
+
+const ENTRY = fileURLToPath(new URL('./server-process.js', import.meta.url));
+const START_TIMEOUT_MS = 30_000;
+
+export interface RunningServer {
+  readonly spec: ServerSpec;
+  readonly port: number;
+  readonly pid: number;
+  /** CPU seconds the server has used so far (undefined without /proc). */
+  cpuSeconds(): number | undefined;
+  memory(): ReturnType<typeof residentMemory>;
+  stop(): Promise<void>;
+}
+
+function waitForPort(child: ChildProcess, what: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      reject(new Error(`${what} printed no port within ${String(START_TIMEOUT_MS / 1000)} s`));
+    }, START_TIMEOUT_MS);
+    const onExit = (code: number | null): void => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited (${String(code)}) before it listened`));
+    };
+    child.once('exit', onExit);
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      out += chunk;
+      const match = /^port=(\d+)$/m.exec(out);
+      if (match?.[1] !== undefined) {
+        clearTimeout(timer);
+        child.off('exit', onExit);
+        resolve(Number(match[1]));
+      }
+    });
+  });
+}
+
+/** Starts one server in its own process on the server CPU; resolves once it listens. */
+export async function startServerProcess(spec: ServerSpec, serverCpu: readonly string[]): Promise<RunningServer> {
+  const what = `the ${spec.variant} ${spec.transport} server`;
+  const child = pinned(serverCpu, process.execPath, [ENTRY], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, FLUXGUARD_BENCH_SERVER: JSON.stringify(spec) },
+  });
+  const exited = once(child, 'exit');
+  let port: number;
+  try {
+    port = await waitForPort(child, what);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`${what} has no pid`);
+  // A server that dies mid-run is seen by the generator as refused connections: a failed variant.
+  return {
+    spec,
+    port,
+    pid,
+    cpuSeconds: () => processCpuSeconds(pid),
+    memory: () => residentMemory(pid),
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(killer);
+    },
+  };
+}
