@@ -6,6 +6,7 @@ import { rapidReset } from './support/raw-http2.js';
 import {
   TRANSPORTS,
   createE2eEnvironment,
+  forUploads,
   spawnReferenceServer,
   type E2eEnvironment,
   type ServerProcess,
@@ -31,12 +32,7 @@ beforeAll(async () => {
   policyFile = world.writePolicy('connections', (policy) => ({
     ...policy,
     connections: { handshakeTimeoutMs: IDLE_MS, idleMs: IDLE_MS },
-    timeouts: {
-      rules: [
-        { operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact', ...UPLOAD_RULE },
-        { operation: 'PUT /v1/artifacts/*path', ...UPLOAD_RULE },
-      ],
-    },
+    timeouts: { rules: forUploads(UPLOAD_RULE) },
   }));
 });
 afterAll(() => {

@@ -6,6 +6,7 @@ import { sha256 } from './support/clients.js';
 import {
   TRANSPORTS,
   createE2eEnvironment,
+  forUploads,
   startTransport,
   type E2eEnvironment,
   type TransportUnderTest,
@@ -37,12 +38,7 @@ beforeAll(async () => {
   policyFile = world.writePolicy('dos', (policy) => ({
     ...policy,
     rateLimits: { ...policy.rateLimits, rules: policy.rateLimits.rules.filter((r) => r.name !== 'per-peer') },
-    timeouts: {
-      rules: [
-        { operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact', ...rule },
-        { operation: 'PUT /v1/artifacts/*path', ...rule },
-      ],
-    },
+    timeouts: { rules: forUploads(rule) },
   }));
 });
 afterAll(() => {

@@ -5,6 +5,7 @@ import { expectNoLeak } from './support/leaks.js';
 import {
   TRANSPORTS,
   createE2eEnvironment,
+  forUploads,
   startTransport,
   type E2eEnvironment,
   type TransportUnderTest,
@@ -24,20 +25,7 @@ const TIMEOUTS = {
   defaultMs: 5_000,
   maxMs: 10_000,
   idleMs: 2_000,
-  rules: [
-    {
-      operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact',
-      defaultMs: UPLOAD_DEFAULT_MS,
-      maxMs: UPLOAD_MAX_MS,
-      idleMs: UPLOAD_IDLE_MS,
-    },
-    {
-      operation: 'PUT /v1/artifacts/*path',
-      defaultMs: UPLOAD_DEFAULT_MS,
-      maxMs: UPLOAD_MAX_MS,
-      idleMs: UPLOAD_IDLE_MS,
-    },
-  ],
+  rules: forUploads({ defaultMs: UPLOAD_DEFAULT_MS, maxMs: UPLOAD_MAX_MS, idleMs: UPLOAD_IDLE_MS }),
 };
 
 const PART = Buffer.from('0123456789abcdef');

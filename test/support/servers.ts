@@ -36,6 +36,17 @@ export interface E2eEnvironment {
   cleanup(): void;
 }
 
+/**
+ * The upload operation of each transport, with the same limits: the rules of a policy section
+ * (`timeouts`, `limits`) that a test sets for uploads on both.
+ */
+export function forUploads<T extends object>(limits: T): ({ readonly operation: string } & T)[] {
+  return [
+    { operation: '/fluxguard.example.v1.ArtifactStore/UploadArtifact', ...limits },
+    { operation: 'PUT /v1/artifacts/*path', ...limits },
+  ];
+}
+
 /** The reference policy file as an object: the parts tests change, typed; the rest as it is. */
 export interface ReferencePolicy {
   readonly [section: string]: unknown;
