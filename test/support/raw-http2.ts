@@ -62,8 +62,11 @@ export async function rapidReset(options: {
   readonly path: string;
   readonly maxStreams: number;
   readonly maxMs: number;
+  /** The local address to connect from (another loopback address, say). */
+  readonly localAddress?: string;
 }): Promise<RapidResetResult> {
   const socket: TLSSocket = tlsConnect({
+    ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
     host: '127.0.0.1',
     port: options.port,
     ca: options.ca,
