@@ -9,16 +9,7 @@ export const ARTIFACT_STORE_SERVICE = 'fluxguard.example.v1.ArtifactStore';
 export { ArtifactStore, type Artifact, type ArtifactInfo, type ArtifactStoreOptions } from './store.js';
 export { checkSha256Hex, parseReprDigest, reprDigestOf } from './digest.js';
 export { loadServerConfig, type ServerConfig } from './config.js';
-export {
-  DEV_AUDIENCE,
-  DEV_ISSUER,
-  DEV_JWT_FILES,
-  ensureDevMaterial,
-  parseDuration,
-  signDevToken,
-  type DevMaterial,
-  type DevTokenOptions,
-} from './dev-material.js';
+export * from './dev-material.js';
 export {
   DEFAULT_POLICY_FILE,
   IN_FLIGHT_BUDGET,
