@@ -1,0 +1,53 @@
+// Where a call's context lives: on the Metadata object grpc-js passes from interceptor to
+// handler, under a symbol of this module. No metadata a client sends can reach or replace it.
+import { describe, expect, it } from 'vitest';
+import { Metadata } from '@grpc/grpc-js';
+import { CallState } from '@fluxguard/core/adapter';
+import { GrpcCall, attachCall, callOf, findCallContext, getRequestId, type ServerCall } from './context.js';
+
+function newCall(requestId: string): GrpcCall {
+  const state = new CallState({ requestId, deadline: undefined, end: () => undefined, onReleaseError: () => undefined });
+  return new GrpcCall('/pkg.Svc/Method', '127.0.0.1:1', state);
+}
+
+describe('the call context on Metadata', () => {
+  it('is found from the same Metadata object, and only from it', () => {
+    const metadata = new Metadata();
+    const call = newCall('req-1');
+    attachCall(metadata, call);
+    expect(callOf(metadata)).toBe(call);
+    expect(findCallContext(metadata)?.requestId).toBe('req-1');
+    expect(getRequestId({ metadata } as unknown as ServerCall)).toBe('req-1');
+    // A copy is another call's metadata as far as the context goes.
+    expect(callOf(metadata.clone())).toBeUndefined();
+  });
+
+  it('is invisible to code that walks the object, and metadata a client sends cannot reach it', () => {
+    const metadata = new Metadata();
+    const keysBefore = Object.keys(metadata);
+    attachCall(metadata, newCall('req-2'));
+    expect(Object.keys(metadata)).toEqual(keysBefore);
+    expect(JSON.stringify(metadata)).not.toContain('req-2');
+
+    const forged = new Metadata();
+    for (const key of ['fluxguard.call', 'x-request-id', 'call', '__proto__', 'constructor']) forged.set(key, 'forged');
+    expect(callOf(forged)).toBeUndefined();
+    expect(() => getRequestId({ metadata: forged } as unknown as ServerCall)).toThrow(/fluxguardInterceptors/);
+  });
+
+  it('works on a frozen Metadata object too', () => {
+    const metadata = Object.freeze(new Metadata());
+    const call = newCall('req-3');
+    attachCall(metadata, call);
+    expect(callOf(metadata)).toBe(call);
+    expect(findCallContext(metadata)?.requestId).toBe('req-3');
+  });
+
+  it('is replaced, not duplicated, when attached twice (two safeErrors interceptors)', () => {
+    const metadata = new Metadata();
+    attachCall(metadata, newCall('first'));
+    const second = newCall('second');
+    attachCall(metadata, second);
+    expect(callOf(metadata)).toBe(second);
+  });
+});
