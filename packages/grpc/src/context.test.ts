@@ -36,7 +36,8 @@ describe('the call context on Metadata', () => {
   });
 
   it('works on a frozen Metadata object too', () => {
-    const metadata = Object.freeze(new Metadata());
+    const metadata = new Metadata();
+    Object.freeze(metadata);
     const call = newCall('req-3');
     attachCall(metadata, call);
     expect(callOf(metadata)).toBe(call);
