@@ -1,8 +1,6 @@
 import { createRequire } from 'node:module';
 import {
-  ResponderBuilder,
   ServerInterceptingCall,
-  ServerListenerBuilder,
   type Metadata,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
@@ -19,12 +17,11 @@ import {
   LruCache,
   createPipeline,
   missingContextError,
-  type CallState,
   type Pipeline,
   identityFromCertificate,
 } from '@fluxguard/core/adapter';
 import { INSTALL_INTERCEPTORS, callOf, type GrpcCall } from './context.js';
-import { rejectCall } from './errors.js';
+import { rejectCall, type InboundListener } from './errors.js';
 import { messageSize } from './unparsable.js';
 
 /**
@@ -37,7 +34,7 @@ import { messageSize } from './unparsable.js';
  * safeErrors interceptor, which must come first, ends the call's state.
  *
  * Every fluxguard interceptor (`guard`, `jwtAuth`, `rbac`, `mtls`) is this with its controls;
- * `fluxguardInterceptors` is `safeErrors` followed by this with the whole list.
+ * `fluxguardInterceptors` is `safeErrors` with this pipeline (the whole list) run inside it.
  *
  * @throws ConfigurationError for an invalid control, or grpc-js older than 1.14.5.
  *
@@ -49,128 +46,179 @@ import { messageSize } from './unparsable.js';
  * ```
  */
 export function controls(owner: string, list: readonly Control[]): ServerInterceptor {
+  const listenerFor = pipelineListeners(owner, list);
+  return (methodDescriptor, call) => {
+    // Refusals go out through `call`: the interceptor before this one (safeErrors) sees them.
+    const listener = listenerFor(methodDescriptor.path, call, call);
+    return new ServerInterceptingCall(call, {
+      start: (next) => {
+        next({
+          onReceiveMetadata: (metadata, nextMetadata) => {
+            listener.onReceiveMetadata(metadata, nextMetadata);
+          },
+          onReceiveMessage: (message, nextMessage) => {
+            listener.onReceiveMessage(message, nextMessage);
+          },
+          onReceiveHalfClose: (nextHalfClose) => {
+            listener.onReceiveHalfClose(nextHalfClose);
+          },
+          onCancel: () => {
+            listener.onCancel();
+          },
+        });
+      },
+    });
+  };
+}
+
+/**
+ * Makes the pipeline of `list` (checked once, here) and returns a factory of its per-call
+ * listener. `call` is where the call's peer certificate is read; `target` is where a refusal
+ * is sent: the previous interceptor's call for {@link controls}, the merged interceptor itself
+ * for `fluxguardInterceptors`.
+ *
+ * @internal
+ */
+export function pipelineListeners(
+  owner: string,
+  list: readonly Control[],
+): (
+  operation: string,
+  call: ServerInterceptingCallInterface,
+  target: Pick<ServerInterceptingCallInterface, 'sendStatus'>,
+) => InboundListener {
   const pipeline = createPipeline(owner, list);
   assertVerifiedAuthContext(owner);
-  return (methodDescriptor, call) => interceptCall(owner, pipeline, methodDescriptor.path, call);
+  return (operation, call, target) => new PipelineListener(owner, pipeline, operation, call, target);
 }
 
 type Phase = 'pending' | 'allowed' | 'refused';
 
-function interceptCall(
-  owner: string,
-  pipeline: Pipeline,
-  operation: string,
-  call: ServerInterceptingCallInterface,
-): ServerInterceptingCall {
-  let phase: Phase = 'pending';
-  let grpcCall: GrpcCall | undefined;
-  let callMetadata: Metadata | undefined;
+/**
+ * The pipeline's side of one call. It runs every start hook when the metadata arrives, holds
+ * request messages and the half-close until the call is allowed, runs the message hooks on
+ * every inbound message, and refuses the call when a hook throws. A class rather than a set of
+ * closures: a served call costs one object here, and events of an allowed call allocate nothing.
+ */
+class PipelineListener implements InboundListener {
+  readonly #owner: string;
+  readonly #pipeline: Pipeline;
+  readonly #operation: string;
+  readonly #call: ServerInterceptingCallInterface;
+  readonly #target: Pick<ServerInterceptingCallInterface, 'sendStatus'>;
+  #phase: Phase = 'pending';
+  #grpcCall: GrpcCall | undefined;
+  #metadata: Metadata | undefined;
   // Messages and the half-close that arrive while the start hooks run, in order.
-  let held: (() => void)[] = [];
+  #held: (() => void)[] | undefined;
 
-  // A function, not a test of `phase`: refusals change it behind the compiler's back.
-  const isAllowed = (): boolean => phase === 'allowed';
+  constructor(
+    owner: string,
+    pipeline: Pipeline,
+    operation: string,
+    call: ServerInterceptingCallInterface,
+    target: Pick<ServerInterceptingCallInterface, 'sendStatus'>,
+  ) {
+    this.#owner = owner;
+    this.#pipeline = pipeline;
+    this.#operation = operation;
+    this.#call = call;
+    this.#target = target;
+  }
 
-  const refuse = (metadata: Metadata, error: unknown): void => {
-    if (phase === 'refused') return;
-    phase = 'refused';
-    held = [];
-    rejectCall(call, metadata, error);
-  };
+  onReceiveMetadata(metadata: Metadata, next: (metadata: Metadata) => void): void {
+    this.#metadata = metadata;
+    try {
+      const grpcCall = callOf(metadata);
+      // Fail closed: without safeErrors there is no request id, signal or place for the principal.
+      if (grpcCall === undefined) throw missingContextError(this.#owner, INSTALL_INTERCEPTORS);
+      this.#grpcCall = grpcCall;
+      const info = (grpcCall.state.callInfo ??= callInfo(this.#operation, this.#call, metadata, grpcCall));
+      const pending = this.#pipeline.start(info, grpcCall.state);
+      if (pending === undefined) {
+        this.#allow(metadata, next);
+        return;
+      }
+      pending.then(
+        () => {
+          this.#allow(metadata, next);
+        },
+        (error: unknown) => {
+          this.#refuse(metadata, error);
+        },
+      );
+    } catch (error) {
+      this.#refuse(metadata, error);
+    }
+  }
 
-  const allow = (metadata: Metadata, next: (metadata: Metadata) => void): void => {
-    if (phase !== 'pending' || grpcCall?.state.finished === true || grpcCall?.state.endedEarly === true) return;
-    phase = 'allowed';
-    next(metadata);
-    const pending = held;
-    held = [];
-    for (const deliver of pending) deliver();
-  };
+  onReceiveMessage(message: unknown, next: (message: unknown) => void): void {
+    if (this.#phase === 'allowed') this.#deliverMessage(message, next);
+    else if (this.#phase === 'pending') {
+      (this.#held ??= []).push(() => {
+        this.#deliverMessage(message, next);
+      });
+    }
+  }
 
-  // Delivers an inbound event now, or once the call is allowed; never after a refusal (of an
-  // earlier held event, say).
-  const whenAllowed = (deliver: () => void): void => {
-    const guarded = (): void => {
-      if (isAllowed()) deliver();
-    };
-    if (phase === 'allowed') guarded();
-    else if (phase === 'pending') held.push(guarded);
-  };
+  onReceiveHalfClose(next: () => void): void {
+    if (this.#phase === 'allowed') this.#deliverHalfClose(next);
+    else if (this.#phase === 'pending') {
+      (this.#held ??= []).push(() => {
+        this.#deliverHalfClose(next);
+      });
+    }
+  }
 
-  // Runs an inbound hook of the pipeline; `false` when it refused the call.
-  const runInbound = (hook: (info: CallInfo, state: CallState) => void): boolean => {
+  onCancel(): void {
+    if (this.#phase === 'pending') this.#phase = 'refused';
+    this.#held = undefined;
+  }
+
+  // A held event is delivered only while the call is still allowed: never after a refusal (of
+  // an earlier held event, say).
+  #deliverMessage(message: unknown, next: (message: unknown) => void): void {
+    if (this.#phase === 'allowed' && this.#runInbound(message, true)) next(message);
+  }
+
+  #deliverHalfClose(next: () => void): void {
+    if (this.#phase === 'allowed' && this.#runInbound(undefined, false)) next();
+  }
+
+  /** Runs the message hooks (or the end-of-input hooks); `false` when they refused the call. */
+  #runInbound(message: unknown, isMessage: boolean): boolean {
+    const grpcCall = this.#grpcCall;
     const info = grpcCall?.state.callInfo;
-    if (!pipeline.hasMessageHooks || grpcCall === undefined || info === undefined || callMetadata === undefined) {
+    const metadata = this.#metadata;
+    if (!this.#pipeline.hasMessageHooks || grpcCall === undefined || info === undefined || metadata === undefined) {
       return true;
     }
     try {
-      hook(info, grpcCall.state);
+      if (isMessage) this.#pipeline.message(message, info, grpcCall.state, messageSize(message));
+      else this.#pipeline.inboundEnd(info, grpcCall.state);
       return true;
     } catch (error) {
-      refuse(callMetadata, error);
+      this.#refuse(metadata, error);
       return false;
     }
-  };
+  }
 
-  const listener = new ServerListenerBuilder()
-    .withOnReceiveMetadata((metadata, next) => {
-      callMetadata = metadata;
-      try {
-        grpcCall = callOf(metadata);
-        // Fail closed: without safeErrors there is no request id, signal or place for the principal.
-        if (grpcCall === undefined) throw missingContextError(owner, INSTALL_INTERCEPTORS);
-        const info = (grpcCall.state.callInfo ??= callInfo(operation, call, metadata, grpcCall));
-        const pending = pipeline.start(info, grpcCall.state);
-        if (pending === undefined) {
-          allow(metadata, next);
-          return;
-        }
-        pending.then(
-          () => {
-            allow(metadata, next);
-          },
-          (error: unknown) => {
-            refuse(metadata, error);
-          },
-        );
-      } catch (error) {
-        refuse(metadata, error);
-      }
-    })
-    .withOnReceiveMessage((message, next) => {
-      whenAllowed(() => {
-        if (
-          runInbound((info, state) => {
-            pipeline.message(message, info, state, messageSize(message));
-          })
-        )
-          next(message);
-      });
-    })
-    .withOnReceiveHalfClose((next) => {
-      whenAllowed(() => {
-        if (
-          runInbound((info, state) => {
-            pipeline.inboundEnd(info, state);
-          })
-        )
-          next();
-      });
-    })
-    .withOnCancel(() => {
-      if (phase === 'pending') phase = 'refused';
-      held = [];
-    })
-    .build();
+  #allow(metadata: Metadata, next: (metadata: Metadata) => void): void {
+    const state = this.#grpcCall?.state;
+    if (this.#phase !== 'pending' || state?.finished === true || state?.endedEarly === true) return;
+    this.#phase = 'allowed';
+    next(metadata);
+    const held = this.#held;
+    this.#held = undefined;
+    if (held !== undefined) for (const deliver of held) deliver();
+  }
 
-  return new ServerInterceptingCall(
-    call,
-    new ResponderBuilder()
-      .withStart((next) => {
-        next(listener);
-      })
-      .build(),
-  );
+  #refuse(metadata: Metadata, error: unknown): void {
+    if (this.#phase === 'refused') return;
+    this.#phase = 'refused';
+    this.#held = undefined;
+    rejectCall(this.#target, metadata, error);
+  }
 }
 
 function callInfo(
