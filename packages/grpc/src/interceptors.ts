@@ -16,8 +16,8 @@ export interface FluxguardInterceptorsOptions {
   /** The audit logger every failure and denial is written to. */
   readonly audit: AuditLogger;
   /**
-   * Authentication and authorization of every call (`createGuard` of `@fluxguard/core`): the
-   * {@link guard} interceptor, placed right after `safeErrors`. Omitted: no call is
+   * Authentication and authorization of every call (`createGuard` of `@fluxguard/core`): its
+   * controls run first in the pipeline, as the {@link guard} interceptor would. Omitted: no call is
    * authenticated and `getPrincipal` is always `undefined`.
    */
   readonly guard?: Guard | undefined;
