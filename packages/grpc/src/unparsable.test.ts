@@ -2,6 +2,7 @@
 // deserializing request" below every interceptor, with no request id and no log line.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as Status, type StatusObject } from '@grpc/grpc-js';
+import { messageSize, withSafeDeserializers } from './unparsable.js';
 import { addService, fluxguardInterceptors } from './index.js';
 import {
   captureAudit,
@@ -89,5 +90,43 @@ describe('a request message that cannot be parsed', () => {
     });
     expect(status.code).toBe(Status.INVALID_ARGUMENT);
     expect(metadataValue(status.metadata, 'x-request-id')).toBe('unparsable-stream');
+  });
+});
+
+describe('the wire size of a deserialized message', () => {
+  const definition = (deserialize: (bytes: Buffer) => unknown) =>
+    withSafeDeserializers({
+      Get: {
+        path: '/t.S/Get',
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (value: unknown) => Buffer.from(JSON.stringify(value)),
+        requestDeserialize: deserialize,
+        responseSerialize: (value: unknown) => Buffer.from(JSON.stringify(value)),
+        responseDeserialize: (bytes: Buffer) => JSON.parse(bytes.toString()) as unknown,
+      },
+    }) as unknown as Record<'Get', { requestDeserialize: (bytes: Buffer) => unknown }>;
+
+  it('is known for the message object the deserializer returned, and invisible to serializers', () => {
+    const { Get } = definition((bytes) => JSON.parse(bytes.toString()) as unknown);
+    const bytes = Buffer.from('{"id":"42"}');
+    const message = Get.requestDeserialize(bytes);
+    expect(messageSize(message)).toBe(bytes.length);
+    expect(Object.keys(message as object)).toEqual(['id']);
+    expect(JSON.stringify(message)).toBe('{"id":"42"}');
+    expect({ ...(message as object) }).toEqual({ id: '42' });
+    expect(messageSize({ id: '42' })).toBeUndefined();
+  });
+
+  it('is known for a frozen message too', () => {
+    const { Get } = definition((bytes) => Object.freeze(JSON.parse(bytes.toString()) as object));
+    const bytes = Buffer.from('{"id":"frozen"}');
+    expect(messageSize(Get.requestDeserialize(bytes))).toBe(bytes.length);
+  });
+
+  it('cannot be forged by a field of the message', () => {
+    const { Get } = definition((bytes) => JSON.parse(bytes.toString()) as unknown);
+    const forged = Buffer.from('{"fluxguard.wireSize":1,"size":1,"wireSize":1}');
+    expect(messageSize(Get.requestDeserialize(forged))).toBe(forged.length);
   });
 });

@@ -9,8 +9,11 @@ import type { ServiceDefinition } from '@grpc/grpc-js';
 export const UNPARSABLE_MESSAGE: unknown = Object.freeze({});
 
 // The size on the wire of each message a wrapped deserializer produced: controls limit sizes,
-// and grpc-js hands interceptors the decoded message only. Weak: gone with the message.
-const sizes = new WeakMap<object, number>();
+// and grpc-js hands interceptors the decoded message only. A non-enumerable property under a
+// private symbol, gone with the message (serializers and `Object.keys` do not see it); a WeakMap
+// entry per message cost the garbage collector more. Frozen messages use the WeakMap.
+const SIZE = Symbol('fluxguard.wireSize');
+const frozenSizes = new WeakMap<object, number>();
 
 /**
  * The size in bytes a request message had on the wire, when `addService` registered its
@@ -19,7 +22,9 @@ const sizes = new WeakMap<object, number>();
  * @internal
  */
 export function messageSize(message: unknown): number | undefined {
-  return typeof message === 'object' && message !== null ? sizes.get(message) : undefined;
+  if (typeof message !== 'object' || message === null) return undefined;
+  const size = (message as { [SIZE]?: unknown })[SIZE];
+  return typeof size === 'number' ? size : frozenSizes.get(message);
 }
 
 /**
@@ -42,10 +47,18 @@ export function withSafeDeserializers<I>(service: ServiceDefinition<I>): Service
         } catch {
           return UNPARSABLE_MESSAGE;
         }
-        if (typeof message === 'object' && message !== null) sizes.set(message, bytes.length);
+        if (typeof message === 'object' && message !== null) recordSize(message, bytes.length);
         return message;
       },
     };
   }
   return copy as unknown as ServiceDefinition<I>;
+}
+
+function recordSize(message: object, size: number): void {
+  if (Object.isExtensible(message)) {
+    Object.defineProperty(message, SIZE, { value: size, enumerable: false, writable: false, configurable: true });
+  } else {
+    frozenSizes.set(message, size);
+  }
 }
