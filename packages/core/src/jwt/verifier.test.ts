@@ -284,14 +284,33 @@ describe('createJwtVerifier: verified-token cache', () => {
       now: () => clock,
     });
     const token = await sign(rsa, { nowSeconds: Math.floor(clock / 1000), ttlSeconds: 60 });
+    // Cached from its second verification on (the doorkeeper), then served from the cache.
     await v.verify(token);
     await v.verify(token);
-    expect(source.calls).toBe(1);
+    expect(source.calls).toBe(2);
+    await v.verify(token);
+    await v.verify(token);
+    expect(source.calls).toBe(2);
     clock += 61_000;
     expect(await reasonOf(v.verify(token))).toBe('token_expired');
-    expect(source.calls).toBe(1); // refused from the cache entry, then dropped
+    expect(source.calls).toBe(2); // refused from the cache entry, then dropped
     expect(await reasonOf(v.verify(token))).toBe('token_expired');
+    expect(source.calls).toBe(3);
+  });
+
+  it('caches a token from its second verification: tokens used once never enter the cache', async () => {
+    const source = countingSource([rsa]);
+    const v = createJwtVerifier({ keySource: source, issuer: ISSUER, audience: AUDIENCE, cacheMaxEntries: 2 });
+    const regular = await sign(rsa, { claims: { sub: 'regular' } });
+    await v.verify(regular);
+    await v.verify(regular); // second sighting: cached now
     expect(source.calls).toBe(2);
+    // A stream of one-time tokens, more than the cache holds: none of them is admitted, so the
+    // regular caller's entry is not evicted.
+    for (let n = 0; n < 5; n++) await v.verify(await sign(rsa, { claims: { sub: `once-${String(n)}` } }));
+    expect(source.calls).toBe(7);
+    await v.verify(regular);
+    expect(source.calls).toBe(7);
   });
 
   it('verifies a new token once for many concurrent calls, and again after a refusal', async () => {

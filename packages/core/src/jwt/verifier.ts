@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
+import { Doorkeeper } from '../cache/doorkeeper.js';
 import { LruCache } from '../cache/lru.js';
 import type { CallInfo, Principal } from '../call/call-info.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
@@ -60,7 +61,10 @@ export interface JwtVerifierOptions {
    * token without `jti` is accepted and simply cannot be revoked one by one.
    */
   readonly requireJti?: boolean | undefined;
-  /** Verified tokens kept (LRU, keyed by SHA-256 of the token). 0 disables. Default 10 000. */
+  /**
+   * Verified tokens kept (LRU, keyed by SHA-256 of the token), each from its second verification
+   * on, so that tokens used once never enter it. 0 disables. Default 10 000.
+   */
   readonly cacheMaxEntries?: number | undefined;
   /** The clock, epoch milliseconds. Default `Date.now`. For tests. */
   readonly now?: (() => number) | undefined;
@@ -192,7 +196,8 @@ function refuse(reason: JwtReason, cause?: unknown): SecurityError {
  * are possible only with `secret`, and never together with public keys, so a public key can
  * never be used as an HMAC secret.
  *
- * Verified tokens are cached (bounded LRU keyed by the token's SHA-256); on a hit `exp`, `nbf`
+ * Verified tokens are cached (bounded LRU keyed by the token's SHA-256) from their second
+ * verification on, so that one-time tokens cost the cache nothing; on a hit `exp`, `nbf`
  * and the maximum age are checked again, the denylist is asked again, and a token verified
  * under a key set that has since changed (rotation) is verified again.
  *
@@ -213,9 +218,11 @@ function refuse(reason: JwtReason, cause?: unknown): SecurityError {
 export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
   const settings = resolveVerifierSettings(options);
   const cache = new LruCache<string, CacheEntry>(settings.cacheMaxEntries);
+  // A token enters the cache on its second sighting: one-time tokens cost it nothing.
+  const doorkeeper = settings.cacheMaxEntries > 0 ? new Doorkeeper(settings.cacheMaxEntries) : undefined;
   // Verifications under way, by cache key: concurrent calls with one new token share one.
   const inflight = new Map<string, Promise<VerifiedToken>>();
-  const verify = (token: string): Promise<VerifiedToken> => verifyToken(settings, cache, inflight, token);
+  const verify = (token: string): Promise<VerifiedToken> => verifyToken(settings, cache, doorkeeper, inflight, token);
   return Object.freeze({
     verify,
     async authenticate(call: Pick<CallInfo, 'headers'>): Promise<Principal> {
@@ -233,6 +240,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
 async function verifyToken(
   settings: VerifierSettings,
   cache: LruCache<string, CacheEntry>,
+  doorkeeper: Doorkeeper | undefined,
   inflight: Map<string, Promise<VerifiedToken>>,
   token: string,
 ): Promise<VerifiedToken> {
@@ -257,22 +265,26 @@ async function verifyToken(
     }
     cache.delete(cacheKey);
   }
-  if (!caching) return verifyFresh(settings, cache, token, cacheKey, false);
+  if (!caching) return verifyFresh(settings, cache, token, cacheKey, undefined);
   let pending = inflight.get(cacheKey);
   if (pending === undefined) {
-    pending = verifyFresh(settings, cache, token, cacheKey, true).finally(() => inflight.delete(cacheKey));
+    pending = verifyFresh(settings, cache, token, cacheKey, doorkeeper).finally(() => inflight.delete(cacheKey));
     inflight.set(cacheKey, pending);
   }
   return pending;
 }
 
-/** A token not in the cache: header, keys, signature and claims, then the cache and the denylist. */
+/**
+ * A token not in the cache: header, keys, signature and claims, then the cache (from the
+ * token's second verification on, as the doorkeeper admits it; without one, never) and the
+ * denylist. Only a verified token reaches the doorkeeper, so forged ones cannot crowd it.
+ */
 async function verifyFresh(
   settings: VerifierSettings,
   cache: LruCache<string, CacheEntry>,
   token: string,
   cacheKey: string,
-  caching: boolean,
+  doorkeeper: Doorkeeper | undefined,
 ): Promise<VerifiedToken> {
   const header = inspectHeader(token, settings.algorithms);
   const source = settings.source;
@@ -280,7 +292,7 @@ async function verifyFresh(
   const keys = await source.getKeys(header);
   const claims = await verifyWithKeys(settings, token, header, keys);
   const verified = verifiedToken(settings, header, claims);
-  if (caching) {
+  if (doorkeeper?.admit(cacheKey) === true) {
     // The version read before the key lookup: if keys changed meanwhile, the next call re-verifies.
     cache.set(cacheKey, {
       token: verified,
