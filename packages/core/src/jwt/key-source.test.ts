@@ -1,7 +1,7 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { createJwtVerifier } from './verifier.js';
-import { createRemoteJwksSource } from './key-source.js';
+import { createLocalJwksSource, createRemoteJwksSource } from './key-source.js';
 import {
   AUDIENCE,
   ISSUER,
@@ -121,6 +121,28 @@ describe('createRemoteJwksSource against a real JWKS endpoint', () => {
     expect(err.reason).toBe('unknown_kid');
   });
 
+  it('refreshes a set past its max age even while its keys are known, and drops a key the endpoint removed', async () => {
+    let clock = Date.now();
+    server = await startJwksServer([oldKey.publicJwk]);
+    const { verifier, keySource } = setup(server, { cooldownMs: 0, maxAgeMs: 60_000, now: () => clock });
+    await verifier.verify(await sign(oldKey, { claims: { sub: 'u1' } }));
+    await verifier.verify(await sign(oldKey, { claims: { sub: 'u2' } })); // a known key: no fetch
+    expect(server.requests).toBe(1);
+
+    server.keys = [newKey.publicJwk];
+    clock += 61_000;
+    // Due for a refresh: this token is still checked against the set in service, and starts it.
+    expect((await verifier.verify(await sign(oldKey, { claims: { sub: 'u3' } }))).principal.subject).toBe('u3');
+    // The refresh runs in the background: wait for its request (bounded), not for a refresh of ours.
+    const deadline = Date.now() + 3_000;
+    while (server.requests < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(server.requests).toBe(2);
+    await keySource.refresh(); // joins the refresh under way, if it has not settled yet
+    const err = await refusal(verifier.verify(await sign(oldKey, { claims: { sub: 'u4' } })));
+    expect(err.reason).toBe('unknown_kid');
+    expect((await verifier.verify(await sign(newKey, { claims: { sub: 'u5' } }))).principal.subject).toBe('u5');
+  });
+
   it('refetches on unknown kids at most once per cooldown', async () => {
     const clock = Date.now();
     server = await startJwksServer([oldKey.publicJwk]);
@@ -139,5 +161,21 @@ describe('createRemoteJwksSource against a real JWKS endpoint', () => {
     const tokens = await Promise.all(Array.from({ length: 10 }, (_, i) => sign(oldKey, { claims: { sub: `u${i}` } })));
     await Promise.all(tokens.map((t) => verifier.verify(t)));
     expect(server.requests).toBe(1);
+  });
+});
+
+describe('createLocalJwksSource: keys in hand', () => {
+  it('answers keysNow only for a key it has resolved, never for a made-up kid', async () => {
+    const source = createLocalJwksSource({ keys: [oldKey.publicJwk] });
+    const known = { alg: 'ES256', kid: 'k-old' };
+    expect(source.keysNow?.(known)).toBeUndefined();
+    expect(await source.getKeys(known)).toHaveLength(1);
+    expect(source.keysNow?.(known)).toHaveLength(1);
+    for (let i = 0; i < 200; i++) {
+      const madeUp = { alg: 'ES256', kid: `made-up-${String(i)}` };
+      await expect(source.getKeys(madeUp)).rejects.toMatchObject({ reason: 'unknown_kid' });
+      expect(source.keysNow?.(madeUp)).toBeUndefined();
+    }
+    expect(source.keysNow?.(known)).toHaveLength(1);
   });
 });

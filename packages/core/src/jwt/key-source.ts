@@ -36,6 +36,13 @@ export interface TokenHeader {
 export interface JwksSource {
   readonly version: number;
   getKeys(header: TokenHeader): Promise<readonly VerificationKey[]>;
+  /**
+   * Optional: the keys for `header` when the source already has them in hand, or `undefined`
+   * to go through `getKeys`. Spares a promise per new token; a source answers here only what
+   * `getKeys` would answer now (the built-in remote source, for instance, not once its set is
+   * due for a refresh).
+   */
+  keysNow?(header: TokenHeader): readonly VerificationKey[] | undefined;
 }
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'] as const;
@@ -81,6 +88,36 @@ async function keysFromSet(set: LocalSet, header: TokenHeader): Promise<readonly
   }
 }
 
+/** At most this many (algorithm, kid) lookups are remembered per key set: a set holds a handful. */
+const MAX_RESOLVED = 64;
+
+/**
+ * The keys a fixed local set resolved, by algorithm and kid, so that a known key is had
+ * without a promise next time. Only successful lookups are kept, so made-up kids cannot fill it.
+ */
+class ResolvedKeys {
+  readonly #set: LocalSet;
+  readonly #known = new Map<string, readonly VerificationKey[]>();
+
+  constructor(set: LocalSet) {
+    this.#set = set;
+  }
+
+  now(header: TokenHeader): readonly VerificationKey[] | undefined {
+    return this.#known.get(lookupKey(header));
+  }
+
+  async get(header: TokenHeader): Promise<readonly VerificationKey[]> {
+    const keys = await keysFromSet(this.#set, header);
+    if (this.#known.size < MAX_RESOLVED) this.#known.set(lookupKey(header), keys);
+    return keys;
+  }
+}
+
+// The algorithm comes from the allowlist and holds no NUL, so no two (alg, kid) pairs share a key.
+const lookupKey = (header: TokenHeader): string =>
+  header.kid === undefined ? header.alg : `${header.alg}\u0000${header.kid}`;
+
 /** A cause for the log that carries the library's message but none of its extra fields. */
 export function safeCause(err: unknown): Error {
   if (err instanceof joseErrors.JOSEError) {
@@ -115,7 +152,12 @@ export function createLocalJwksSource(jwks: JSONWebKeySet, where = 'jwks'): Jwks
   } catch (cause) {
     throw new ConfigurationError(`${where}: not a valid JSON Web Key Set`, { cause });
   }
-  return Object.freeze({ version: 1, getKeys: (header: TokenHeader) => keysFromSet(set, header) });
+  const resolved = new ResolvedKeys(set);
+  return Object.freeze({
+    version: 1,
+    getKeys: (header: TokenHeader) => resolved.get(header),
+    keysNow: (header: TokenHeader) => resolved.now(header),
+  });
 }
 
 /** The algorithms a public key can verify, from its type and curve. */
@@ -172,9 +214,11 @@ export function createPublicKeySource(pem: string, where = 'publicKey'): PublicK
   if (bits !== undefined && bits < 2048) throw new ConfigurationError(`${where}: RSA keys must be 2048 bits or larger`);
   const spki = key.export({ type: 'spki', format: 'pem' }).toString();
   const imported = new Map<string, Promise<CryptoKey>>();
+  const ready = new Map<string, readonly VerificationKey[]>();
   return Object.freeze({
     version: 1,
     algorithms,
+    keysNow: (header: TokenHeader) => ready.get(header.alg),
     async getKeys(header: TokenHeader): Promise<readonly VerificationKey[]> {
       if (!(algorithms as readonly string[]).includes(header.alg)) {
         throw new SecurityError('unauthenticated', { reason: 'alg_not_allowed' });
@@ -185,7 +229,10 @@ export function createPublicKeySource(pem: string, where = 'publicKey'): PublicK
         imported.set(header.alg, pending);
       }
       try {
-        return [await pending];
+        const keys = [await pending];
+        // Keyed by an allowed algorithm only (checked above): a handful of entries at most.
+        ready.set(header.alg, keys);
+        return keys;
       } catch (err) {
         imported.delete(header.alg);
         throw new SecurityError('unauthenticated', { reason: 'key_unusable', cause: safeCause(err) });
@@ -285,7 +332,7 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
   const onRefreshError = options.onRefreshError;
   const now = opts.now;
 
-  let current: { set: LocalSet; fingerprint: string; fetchedAt: number } | undefined;
+  let current: { set: ResolvedKeys; fingerprint: string; fetchedAt: number } | undefined;
   let version = 0;
   let lastAttempt = Number.NEGATIVE_INFINITY;
   let inflight: Promise<boolean> | undefined;
@@ -319,7 +366,7 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
     lastAttempt = now();
     inflight = fetchSet()
       .then(({ jwks, fingerprint }) => {
-        const set = createLocalJWKSet(jwks);
+        const set = new ResolvedKeys(createLocalJWKSet(jwks));
         if (current?.fingerprint !== fingerprint) version += 1;
         current = { set, fingerprint, fetchedAt: now() };
         lastError = undefined;
@@ -348,15 +395,22 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
     }
     if (now() - inService.fetchedAt > opts.maxAgeMs) void refresh();
     try {
-      return await keysFromSet(inService.set, header);
+      return await inService.set.get(header);
     } catch (err) {
       if (!isSecurityError(err) || err.reason !== 'unknown_kid') throw err;
       // Maybe the keys were rotated: one refetch per cooldown, then decide on the new set.
       const before = version;
       await refresh();
       if (version === before || current === undefined) throw err;
-      return keysFromSet(current.set, header);
+      return current.set.get(header);
     }
+  }
+
+  // Only a set that is not due for a refresh: a stale one goes through getKeys, which starts it.
+  function keysNow(header: TokenHeader): readonly VerificationKey[] | undefined {
+    const inService = current;
+    if (inService === undefined || now() - inService.fetchedAt > opts.maxAgeMs) return undefined;
+    return inService.set.now(header);
   }
 
   return Object.freeze({
@@ -367,6 +421,7 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
       return lastError;
     },
     getKeys,
+    keysNow,
     refresh,
   });
 }

@@ -219,9 +219,9 @@ function keySetup(
         `${WHERE}: with "secret", only HS256/HS384/HS512 may be allowed (got ${asymmetric.join(', ')})`,
       );
     }
-    const key = Uint8Array.from(secret);
+    const keys = Object.freeze([Uint8Array.from(secret)]);
     return {
-      source: Object.freeze({ version: 1, getKeys: () => Promise.resolve([key]) }),
+      source: Object.freeze({ version: 1, getKeys: () => Promise.resolve(keys), keysNow: () => keys }),
       algorithms: Object.freeze([...new Set(algorithms)]),
     };
   }

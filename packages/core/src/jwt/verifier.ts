@@ -15,7 +15,7 @@ import {
   type VerificationKey,
 } from './key-source.js';
 import { principalFromClaims, type ClaimPath } from './principal.js';
-import { verifyCompactSync } from './signature.js';
+import { verifyCompactSync, type FastRefusal } from './signature.js';
 import { resolveVerifierSettings, type VerifierSettings } from './verifier-settings.js';
 
 /**
@@ -260,7 +260,7 @@ async function verifyToken(
         cache.delete(cacheKey);
         throw err;
       }
-      await checkRevoked(settings.denylist, hit.token);
+      if (settings.denylist !== undefined) await checkRevoked(settings.denylist, hit.token);
       return hit.token;
     }
     cache.delete(cacheKey);
@@ -289,8 +289,10 @@ async function verifyFresh(
   const header = inspectHeader(token, settings.algorithms);
   const source = settings.source;
   const version = source.version;
-  const keys = await source.getKeys(header);
-  const claims = await verifyWithKeys(settings, token, header, keys);
+  // A known key and an algorithm the fast path handles: no promise is awaited on the way.
+  const keys = source.keysNow?.(header) ?? (await source.getKeys(header));
+  const claims =
+    verifyWithKeysSync(settings, token, header, keys) ?? (await verifyWithKeys(settings, token, header, keys));
   const verified = verifiedToken(settings, header, claims);
   if (doorkeeper?.admit(cacheKey) === true) {
     // The version read before the key lookup: if keys changed meanwhile, the next call re-verifies.
@@ -302,8 +304,32 @@ async function verifyFresh(
       iat: typeof claims.iat === 'number' ? claims.iat : undefined,
     });
   }
-  await checkRevoked(settings.denylist, verified);
+  if (settings.denylist !== undefined) await checkRevoked(settings.denylist, verified);
   return verified;
+}
+
+/**
+ * {@link verifyWithKeys} when the fast path can decide (it knows the algorithm, which is the
+ * same for every key of a token): the claims, or the refusal thrown. `undefined` when jose
+ * must decide.
+ */
+function verifyWithKeysSync(
+  settings: VerifierSettings,
+  token: string,
+  header: InspectedHeader,
+  keys: readonly VerificationKey[],
+): Record<string, unknown> | undefined {
+  let refusal: FastRefusal | undefined;
+  for (const key of keys) {
+    const fast = verifyCompactSync(token, header, key, settings.claimRules, settings.now());
+    if (fast === undefined) return undefined;
+    if (fast.ok) return fast.claims;
+    refusal = fast.reason;
+    if (refusal !== 'bad_signature') break;
+  }
+  // No key at all: the general path says what that is.
+  if (refusal === undefined) return undefined;
+  throw refuse(refusal);
 }
 
 /**
