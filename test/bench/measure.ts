@@ -1,7 +1,16 @@
 import type { Expect, Generator, LoadRequest, LoadResult, LoadShape, TokenPlan } from './load.js';
 import { checkResult } from './load.js';
 import { openTarget } from './node-target.js';
-import { byColumn, COLUMNS, variantOf, type Column, type GeneratorName, type Scenario } from './scenarios.js';
+import {
+  byColumn,
+  columnsOf,
+  hasFloor,
+  variantOf,
+  type ByColumn,
+  type Column,
+  type GeneratorName,
+  type Scenario,
+} from './scenarios.js';
 import type { RunningServer } from './server-handle.js';
 import type { BenchTls, Variant } from './servers.js';
 import { median } from './stats.js';
@@ -60,16 +69,19 @@ export interface ScenarioOutcome {
   readonly scenario: Scenario;
   /** Why the scenario did not run (its generator is missing); the columns are then empty. */
   readonly notRun: string | undefined;
-  readonly columns: Readonly<Record<Column, ColumnOutcome>>;
-  /** Median over rounds of fluxguard ÷ bare and fluxguard ÷ peer req/s of the same round. */
+  /** The scenario's columns; `floor` only in the new-token and forged-token rows. */
+  readonly columns: Readonly<ByColumn<ColumnOutcome>>;
+  /** Median over rounds of fluxguard ÷ bare, ÷ peer and ÷ floor req/s of the same round (NaN without a floor). */
   readonly perBare: number;
   readonly perPeer: number;
+  readonly perFloor: number;
 }
 
 /**
  * The order of the variants in round `round`: rotated by one every round, and reversed in every
- * other cycle (bare, peer, fluxguard / peer, fluxguard, bare / fluxguard, bare, peer, then the
- * same backwards), so that drift of the machine falls on all variants alike.
+ * other cycle (with three: bare, peer, fluxguard / peer, fluxguard, bare / fluxguard, bare, peer,
+ * then the same backwards; with floor as a fourth, cycles of four), so that drift of the machine
+ * falls on all variants alike.
  */
 export function roundOrder<T>(items: readonly T[], round: number): T[] {
   const n = items.length;
@@ -141,24 +153,24 @@ export async function measureScenario(
   ctx: MeasureContext,
 ): Promise<ScenarioOutcome> {
   const generator = ctx.generators[scenario.generator];
-  const variants = byColumn((c) => variantOf(scenario, c));
+  const columnList = columnsOf(scenario);
   if (generator === undefined) {
     const why = `not run: ${scenario.generator} is missing`;
-    const columns = byColumn((c) => empty(variants[c], why));
-    return { scenario, notRun: why, columns, perBare: NaN, perPeer: NaN };
+    const columns = byColumn(scenario, (c) => empty(variantOf(scenario, c), why));
+    return { scenario, notRun: why, columns, perBare: NaN, perPeer: NaN, perFloor: NaN };
   }
   const expectOf = (column: Column): Expect => (column === 'bare' ? 'ok' : scenario.expect);
   const serverOf = (column: Column): RunningServer => {
-    const server = servers.get(variants[column]);
-    if (server === undefined) throw new Error(`no ${variants[column]} server was started`);
+    const server = servers.get(variantOf(scenario, column));
+    if (server === undefined) throw new Error(`no ${variantOf(scenario, column)} server was started`);
     return server;
   };
   const failures: Partial<Record<Column, string>> = {};
   const fail = (column: Column, err: unknown): void => {
     failures[column] = err instanceof Error ? err.message : String(err);
-    console.error(`   FAILED ${variants[column]}: ${failures[column]}`);
+    console.error(`   FAILED ${variantOf(scenario, column)}: ${failures[column]}`);
   };
-  const samples: Record<Column, (RoundSample | undefined)[]> = { bare: [], peer: [], fluxguard: [] };
+  const samples: Record<Column, (RoundSample | undefined)[]> = { bare: [], peer: [], fluxguard: [], floor: [] };
   const attempt = async (column: Column, seconds: number): Promise<RoundSample | undefined> => {
     if (failures[column] !== undefined) return undefined;
     try {
@@ -169,7 +181,7 @@ export async function measureScenario(
     }
   };
 
-  for (const column of COLUMNS) {
+  for (const column of columnList) {
     try {
       await probe(serverOf(column), ctx, tokens.probe, expectOf(column));
     } catch (err) {
@@ -178,15 +190,22 @@ export async function measureScenario(
     await attempt(column, ctx.warmupSeconds);
   }
   for (let r = 0; r < ctx.rounds; r++) {
-    for (const column of roundOrder(COLUMNS, r)) samples[column][r] = await attempt(column, ctx.seconds);
+    for (const column of roundOrder(columnList, r)) samples[column][r] = await attempt(column, ctx.seconds);
   }
 
-  const columns = byColumn((c): ColumnOutcome => ({
-    variant: variants[c],
+  const columns = byColumn(scenario, (c): ColumnOutcome => ({
+    variant: variantOf(scenario, c),
     rounds: samples[c].filter((s) => s !== undefined),
     failure: failures[c],
   }));
   const pairs = (other: Column) =>
     Array.from({ length: ctx.rounds }, (_, r) => [samples.fluxguard[r], samples[other][r]] as const);
-  return { scenario, notRun: undefined, columns, perBare: ratio(pairs('bare')), perPeer: ratio(pairs('peer')) };
+  return {
+    scenario,
+    notRun: undefined,
+    columns,
+    perBare: ratio(pairs('bare')),
+    perPeer: ratio(pairs('peer')),
+    perFloor: hasFloor(scenario) ? ratio(pairs('floor')) : NaN,
+  };
 }

@@ -1,13 +1,20 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ColumnOutcome, ScenarioOutcome } from './measure.js';
-import { COLUMNS, scenarioTitle, type Column } from './scenarios.js';
+import { columnsOf, hasFloor, scenarioTitle, variantOf, type Column } from './scenarios.js';
 import { formatCount, formatRatio, median, table } from './stats.js';
+
+/** The cell of a column the scenario does not have (floor outside the new and forged rows). */
+const ABSENT = '–';
+
+/** The columns whose CPU shares the table prints: floor's are in the per-scenario output only. */
+const CPU_COLUMNS = ['bare', 'peer', 'fluxguard'] as const;
 
 const percent = (share: number | undefined): string =>
   share === undefined || !Number.isFinite(share) ? '-' : String(Math.round(share * 100));
 
-function requestsPerSecond(c: ColumnOutcome): string {
+function requestsPerSecond(c: ColumnOutcome | undefined): string {
+  if (c === undefined) return ABSENT;
   if (c.failure !== undefined) return 'FAILED';
   return formatCount(median(c.rounds.map((r) => r.requestsPerSecond)));
 }
@@ -15,15 +22,17 @@ function requestsPerSecond(c: ColumnOutcome): string {
 const generatorCpu = (c: ColumnOutcome): number => median(c.rounds.flatMap((r) => r.result.generatorCpu ?? []));
 const serverCpu = (c: ColumnOutcome): number => median(c.rounds.flatMap((r) => r.serverCpu ?? []));
 const triple = (o: ScenarioOutcome, f: (c: ColumnOutcome) => number): string =>
-  COLUMNS.map((c) => percent(f(o.columns[c]))).join(' / ');
+  CPU_COLUMNS.map((c) => percent(f(o.columns[c]))).join(' / ');
 
 function ratioCell(o: ScenarioOutcome, value: number, other: Column): string {
-  if (o.columns.fluxguard.failure !== undefined || o.columns[other].failure !== undefined) return '-';
+  const against = o.columns[other];
+  if (against === undefined) return ABSENT;
+  if (o.columns.fluxguard.failure !== undefined || against.failure !== undefined) return '-';
   return formatRatio(value);
 }
 
 function label(o: ScenarioOutcome, column: Column): string {
-  return o.scenario.rateLimit && column !== 'bare' ? `${column}+ratelimit` : column;
+  return variantOf(o.scenario, column);
 }
 
 /** The scenario as it finishes: every variant's rounds, CPU shares and failures. */
@@ -35,22 +44,26 @@ export function printScenario(o: ScenarioOutcome): void {
     console.log(`   ${o.notRun.toUpperCase()}`);
     return;
   }
-  const rows = COLUMNS.map((c) => {
+  const rows = columnsOf(o.scenario).flatMap((c) => {
     const col = o.columns[c];
+    if (col === undefined) return [];
     return [
-      label(o, c),
-      requestsPerSecond(col),
-      col.rounds.map((r) => formatCount(r.requestsPerSecond)).join(' '),
-      percent(generatorCpu(col)),
-      percent(serverCpu(col)),
+      [
+        label(o, c),
+        requestsPerSecond(col),
+        col.rounds.map((r) => formatCount(r.requestsPerSecond)).join(' '),
+        percent(generatorCpu(col)),
+        percent(serverCpu(col)),
+      ],
     ];
   });
   console.log(table(['variant', 'median', 'per round', 'generator CPU %', 'server CPU %'], rows));
+  const perFloor = hasFloor(o.scenario) ? `, fluxguard ÷ floor ${ratioCell(o, o.perFloor, 'floor')}` : '';
   console.log(
-    `fluxguard ÷ bare ${ratioCell(o, o.perBare, 'bare')}, fluxguard ÷ peer ${ratioCell(o, o.perPeer, 'peer')} (median of per-round ratios)`,
+    `fluxguard ÷ bare ${ratioCell(o, o.perBare, 'bare')}, fluxguard ÷ peer ${ratioCell(o, o.perPeer, 'peer')}${perFloor} (median of per-round ratios)`,
   );
-  for (const c of COLUMNS) {
-    const failure = o.columns[c].failure;
+  for (const c of columnsOf(o.scenario)) {
+    const failure = o.columns[c]?.failure;
     if (failure !== undefined) console.log(`   ${label(o, c)} FAILED: ${failure}`);
   }
 }
@@ -83,11 +96,11 @@ function denialNotes(outcomes: readonly ScenarioOutcome[]): string[] {
 
 export function markdownTable(outcomes: readonly ScenarioOutcome[]): string {
   const header =
-    '| scenario | generator | bare req/s | peer | fluxguard | ÷ bare | ÷ peer | generator CPU % (bare / peer / fluxguard) | server CPU % (bare / peer / fluxguard) |';
-  const rule = '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |';
+    '| scenario | generator | bare req/s | peer | fluxguard | floor | ÷ bare | ÷ peer | ÷ floor | generator CPU % (bare / peer / fluxguard) | server CPU % (bare / peer / fluxguard) |';
+  const rule = '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |';
   const rows = outcomes.map((o) => {
     const title = scenarioTitle(o.scenario) + (o.scenario.expect === 'refused' ? ' (refusals/s)' : '');
-    if (o.notRun !== undefined) return `| ${title} | ${o.scenario.generator} | ${o.notRun} | | | | | | |`;
+    if (o.notRun !== undefined) return `| ${title} | ${o.scenario.generator} | ${o.notRun} | | | | | | | | |`;
     return [
       '',
       title,
@@ -95,8 +108,10 @@ export function markdownTable(outcomes: readonly ScenarioOutcome[]): string {
       requestsPerSecond(o.columns.bare),
       requestsPerSecond(o.columns.peer),
       requestsPerSecond(o.columns.fluxguard),
+      requestsPerSecond(o.columns.floor),
       ratioCell(o, o.perBare, 'bare'),
       ratioCell(o, o.perPeer, 'peer'),
+      ratioCell(o, o.perFloor, 'floor'),
       triple(o, generatorCpu),
       triple(o, serverCpu),
       '',
@@ -105,8 +120,8 @@ export function markdownTable(outcomes: readonly ScenarioOutcome[]): string {
       .trim();
   });
   const failures = outcomes.flatMap((o) =>
-    COLUMNS.flatMap((c) => {
-      const failure = o.columns[c].failure;
+    columnsOf(o.scenario).flatMap((c) => {
+      const failure = o.columns[c]?.failure;
       return failure === undefined || o.notRun !== undefined
         ? []
         : [`- FAILED ${scenarioTitle(o.scenario)}, ${label(o, c)}: ${failure}`];

@@ -23,7 +23,7 @@ import { nodeGenerator } from './node-load.js';
 import { placement } from './processes.js';
 import { runRateLimitMemory } from './ratelimit-memory.js';
 import { markdownTable, printScenario, writeResults } from './report.js';
-import { COLUMNS, SCENARIOS, variantOf, type GeneratorName, type Scenario } from './scenarios.js';
+import { columnsOf, SCENARIOS, variantOf, type GeneratorName, type Scenario } from './scenarios.js';
 import { startServerProcess, type RunningServer } from './server-handle.js';
 import { TRANSPORTS, type BenchTls, type ServerSpec, type Variant } from './servers.js';
 import { TokenPool } from './tokens.js';
@@ -64,7 +64,7 @@ async function runServerGroup(
 ): Promise<ScenarioOutcome[]> {
   const first = scenarios[0];
   if (first === undefined) return [];
-  const needed = new Set<Variant>(scenarios.flatMap((s) => COLUMNS.map((c) => variantOf(s, c))));
+  const needed = new Set<Variant>(scenarios.flatMap((s) => columnsOf(s).map((c) => variantOf(s, c))));
   const servers = new Map<Variant, RunningServer>();
   try {
     // All variants of a transport live for the whole group: idle, they cost the others nothing,
@@ -177,7 +177,7 @@ async function main(): Promise<void> {
       console.log(`\nwritten to ${writeResults(heading, sections, started)}`);
     }
     const broken = outcomes.filter(
-      (o) => o.notRun !== undefined || COLUMNS.some((c) => o.columns[c].failure !== undefined),
+      (o) => o.notRun !== undefined || columnsOf(o.scenario).some((c) => o.columns[c]?.failure !== undefined),
     );
     if (broken.length > 0) {
       console.error(`\n${String(broken.length)} scenario(s) failed or did not run: see FAILED / not run above`);

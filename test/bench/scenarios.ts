@@ -25,17 +25,36 @@ export interface Scenario {
   readonly note?: string;
 }
 
-/** The three columns of a scenario; bare is always the reference. */
-export const COLUMNS = ['bare', 'peer', 'fluxguard'] as const;
+/**
+ * The columns a scenario can have; bare is always the reference. `floor` (bare plus one ES256
+ * signature check) exists only where every token is new or forged: elsewhere a server need not
+ * verify a signature per request, so there is no floor to compare with.
+ */
+export const COLUMNS = ['bare', 'peer', 'fluxguard', 'floor'] as const;
 export type Column = (typeof COLUMNS)[number];
 
-/** One value per column. */
-export function byColumn<T>(value: (column: Column) => T): Record<Column, T> {
-  return { bare: value('bare'), peer: value('peer'), fluxguard: value('fluxguard') };
+/** One value per column of the scenario: `floor` is absent where the scenario has none. */
+export type ByColumn<T> = Record<Exclude<Column, 'floor'>, T> & { readonly floor?: T };
+
+/** Whether the scenario has a `floor` column: every request carries a new or a forged token. */
+export function hasFloor(scenario: Scenario): boolean {
+  return scenario.tokens === 'new' || scenario.tokens === 'forged';
 }
 
+/** The columns measured for a scenario, in table order. */
+export function columnsOf(scenario: Scenario): readonly Column[] {
+  return COLUMNS.filter((column) => column !== 'floor' || hasFloor(scenario));
+}
+
+/** One value per column of the scenario. */
+export function byColumn<T>(scenario: Scenario, value: (column: Column) => T): ByColumn<T> {
+  const three = { bare: value('bare'), peer: value('peer'), fluxguard: value('fluxguard') };
+  return hasFloor(scenario) ? { ...three, floor: value('floor') } : three;
+}
+
+/** The server variant behind a column: the `+ratelimit` ones in a rate-limiting row. */
 export function variantOf(scenario: Scenario, column: Column): Variant {
-  if (column === 'bare' || !scenario.rateLimit) return column;
+  if (column === 'bare' || column === 'floor' || !scenario.rateLimit) return column;
   return column === 'peer' ? 'peer+ratelimit' : 'fluxguard+ratelimit';
 }
 

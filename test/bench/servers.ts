@@ -1,4 +1,4 @@
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -9,6 +9,7 @@ import type { JSONWebKeySet } from 'jose';
 import { createSecureServer, fluxguard } from '@fluxguard/express';
 import { addService, createServerCredentials, fluxguardInterceptors, secureServerOptions } from '@fluxguard/grpc';
 import type { Control } from '@fluxguard/core';
+import { floorApp, floorInterceptor } from './floor.js';
 import { GRPC_RULES, HTTP_RULES, benchGuard, benchRateLimitControls, nullAudit } from './fixtures.js';
 import { ITEMS_SERVICE } from './grpc-service.js';
 import { getItem, mountRoute } from './handlers.js';
@@ -25,10 +26,12 @@ export type Transport = (typeof TRANSPORTS)[number];
  * - `peer`, `peer+ratelimit`: the stack built from popular packages (`peer-http.ts`, `peer-grpc.ts`);
  * - `fluxguard`: `fluxguard({ audit, guard })` / `fluxguardInterceptors({ audit, guard })` with
  *   `secureServerOptions()` and `addService`;
- * - `fluxguard+ratelimit`: the same with `benchRateLimitControls()`.
+ * - `fluxguard+ratelimit`: the same with `benchRateLimitControls()`;
+ * - `floor`: bare plus one synchronous ES256 signature check of the bearer token (`floor.ts`),
+ *   the least any server that checks every new token can spend.
  * The `+ratelimit` limits are far above what a run sends: they measure counting, not refusals.
  */
-export const VARIANTS = ['bare', 'peer', 'peer+ratelimit', 'fluxguard', 'fluxguard+ratelimit'] as const;
+export const VARIANTS = ['bare', 'peer', 'peer+ratelimit', 'fluxguard', 'fluxguard+ratelimit', 'floor'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 /** PEM material of the development PKI. */
@@ -69,12 +72,15 @@ function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): Express
   return app;
 }
 
+/** The bench's one public key as a KeyObject, made once per server from the JWKS. */
+function publicKeyOf(jwks: JSONWebKeySet): KeyObject {
+  const [jwk] = jwks.keys;
+  if (jwk === undefined) throw new Error('the bench JWKS has no key');
+  return createPublicKey({ key: jwk, format: 'jwk' });
+}
+
 function appFor(variant: Variant, jwks: JSONWebKeySet): Express {
-  const publicKey = (): ReturnType<typeof createPublicKey> => {
-    const [jwk] = jwks.keys;
-    if (jwk === undefined) throw new Error('the bench JWKS has no key');
-    return createPublicKey({ key: jwk, format: 'jwk' });
-  };
+  const publicKey = (): KeyObject => publicKeyOf(jwks);
   switch (variant) {
     case 'bare': {
       const app = strictApp();
@@ -89,6 +95,8 @@ function appFor(variant: Variant, jwks: JSONWebKeySet): Express {
       return guardedApp(jwks);
     case 'fluxguard+ratelimit':
       return guardedApp(jwks, benchRateLimitControls());
+    case 'floor':
+      return floorApp(publicKey());
   }
 }
 
@@ -122,6 +130,11 @@ function grpcServerFor(variant: Variant, jwks: JSONWebKeySet): grpc.Server {
         }),
       });
       addService(server, ITEMS_SERVICE, { GetItem: getItem });
+      return server;
+    }
+    case 'floor': {
+      const server = new grpc.Server({ interceptors: [floorInterceptor(publicKeyOf(jwks))] });
+      server.addService(ITEMS_SERVICE, { GetItem: getItem });
       return server;
     }
   }
