@@ -372,6 +372,7 @@ function abortReason(cause: EndCause): DOMException {
  * run-time check of its shape: callers may be plain JavaScript.
  */
 function freezePrincipal(principal: Principal): Principal {
+  if (SETTLED_PRINCIPALS.has(principal)) return principal;
   const raw: Partial<Record<keyof Principal, unknown>> = principal;
   if (
     typeof raw.subject !== 'string' ||
@@ -390,9 +391,10 @@ function freezePrincipal(principal: Principal): Principal {
     Object.isFrozen(principal.scopes) &&
     Object.isFrozen(principal.claims)
   ) {
+    if (holdsValuesOnly(principal)) SETTLED_PRINCIPALS.add(principal);
     return principal;
   }
-  return Object.freeze({
+  const copy: Principal = Object.freeze({
     subject: principal.subject,
     roles: Object.freeze([...principal.roles]),
     scopes: Object.freeze([...principal.scopes]),
@@ -400,6 +402,40 @@ function freezePrincipal(principal: Principal): Principal {
     certificate: principal.certificate,
     authenticatedBy: principal.authenticatedBy,
   });
+  SETTLED_PRINCIPALS.add(copy);
+  return copy;
+}
+
+/**
+ * Principals {@link freezePrincipal} has checked and returned: frozen all through, so the check
+ * cannot come out differently later, and a principal the verifier's cache hands out again and
+ * again is checked once, not on every call. Weak: it keeps no principal alive.
+ */
+const SETTLED_PRINCIPALS = new WeakSet<Principal>();
+
+const PRINCIPAL_FIELDS: readonly (keyof Principal)[] = [
+  'subject',
+  'roles',
+  'scopes',
+  'claims',
+  'certificate',
+  'authenticatedBy',
+];
+
+/**
+ * Whether a frozen principal's fields and list entries are plain values, not getters: only then
+ * is a check of it good for every later call. (Read once per principal, by descriptor, so that
+ * no getter runs.)
+ */
+function holdsValuesOnly(principal: Principal): boolean {
+  const isValue = (owner: object, key: PropertyKey): boolean => {
+    const descriptor = Object.getOwnPropertyDescriptor(owner, key);
+    return descriptor === undefined || 'value' in descriptor;
+  };
+  return (
+    PRINCIPAL_FIELDS.every((field) => isValue(principal, field)) &&
+    [principal.roles, principal.scopes].every((list) => list.every((_item, index) => isValue(list, index)))
+  );
 }
 
 function isStringArray(value: unknown): value is readonly string[] {
