@@ -1,9 +1,14 @@
 import { request } from 'node:http';
 import express, { type RequestHandler } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuditLogger } from '@fluxguard/core';
+import { ConfigurationError, createAuditLogger } from '@fluxguard/core';
 import { fluxguard } from './fluxguard.js';
-import { helmetFor, securityHeaders, type SecurityHeadersOptions } from './security-headers.js';
+import {
+  helmetFor,
+  recordHeaderWrites,
+  securityHeaders,
+  type SecurityHeadersOptions,
+} from './security-headers.js';
 import { serve, type Served } from './testing/tls.js';
 
 /** The raw header lines of an answer (names as sent, in order), without the clock's `Date`. */
@@ -86,5 +91,59 @@ describe('securityHeaders, recorded once from helmet', () => {
       ['X-Permitted-Cross-Domain-Policies', 'none'],
       ['X-XSS-Protection', '0'],
     ]);
+  });
+});
+
+describe('recordHeaderWrites', () => {
+  it('records sets and removals in order', () => {
+    const writes = recordHeaderWrites((_req, res, next) => {
+      res.setHeader('A-One', '1');
+      res.removeHeader('X-Gone');
+      res.setHeader('B-Two', '2');
+      next();
+    });
+    expect(writes).toEqual([
+      ['A-One', '1'],
+      ['X-Gone', undefined],
+      ['B-Two', '2'],
+    ]);
+  });
+
+  it.each<[string, RequestHandler]>([
+    [
+      'reads the request',
+      (req, res, next) => {
+        res.setHeader('X-Path', req.url);
+        next();
+      },
+    ],
+    [
+      'uses another response method',
+      (_req, res, next) => {
+        res.appendHeader('X-One', '1');
+        next();
+      },
+    ],
+    [
+      'sets a header that is not a string',
+      (_req, res, next) => {
+        res.setHeader('X-List', ['a', 'b']);
+        next();
+      },
+    ],
+    [
+      'passes an error',
+      (_req, _res, next) => {
+        next(new Error('nonce failed'));
+      },
+    ],
+    [
+      'calls next later',
+      (_req, _res, next) => {
+        setImmediate(next);
+      },
+    ],
+  ])('refuses, at construction, a handler that %s', (_label, handler) => {
+    expect(() => recordHeaderWrites(handler)).toThrow(ConfigurationError);
   });
 });

@@ -131,42 +131,57 @@ export function helmetFor(options?: SecurityHeadersOptions): RequestHandler {
   });
 }
 
-/** One header helmet writes on every response: set to the value, or removed (`undefined`). */
-type HeaderWrite = readonly [name: string, value: string | undefined];
+/**
+ * One header helmet writes on every response: set to the value, or removed (`undefined`).
+ *
+ * @internal
+ */
+export type HeaderWrite = readonly [name: string, value: string | undefined];
 
 /**
  * Runs `handler` once against a response that only records `setHeader` and `removeHeader`, in
  * order (`undefined`: removed). Every option `helmetFor` passes is a constant (no directive is a
  * function of the request), so what helmet writes is the same on every response; anything else
- * it might do (read the request, call another method, pass an error) fails here, at construction.
+ * it might do (read the request, touch the response otherwise, pass an error, not call `next`)
+ * throws here, at construction.
+ *
+ * @internal
  */
-function recordHeaderWrites(handler: RequestHandler): readonly HeaderWrite[] {
+export function recordHeaderWrites(handler: RequestHandler): readonly HeaderWrite[] {
   const writes: HeaderWrite[] = [];
-  const recorder = Object.freeze({
-    setHeader(name: unknown, value: unknown) {
-      if (typeof name !== 'string' || typeof value !== 'string') {
-        throw new ConfigurationError('securityHeaders: helmet set a header that is not a string');
-      }
-      writes.push(Object.freeze([name, value] as const));
-      return recorder;
+  const cannotRecord = (what: string): never => {
+    throw new ConfigurationError(`securityHeaders: helmet ${what}, so its headers cannot be recorded once`);
+  };
+  const methods = {
+    setHeader: (name: unknown, value: unknown): unknown => {
+      if (typeof name !== 'string' || typeof value !== 'string') cannotRecord('set a header that is not a string');
+      writes.push(Object.freeze([name as string, value as string] as const));
+      return response;
     },
-    removeHeader(name: unknown) {
-      if (typeof name !== 'string') {
-        throw new ConfigurationError('securityHeaders: helmet removed a header that is not a string');
-      }
-      writes.push(Object.freeze([name, undefined] as const));
+    removeHeader: (name: unknown): void => {
+      if (typeof name !== 'string') cannotRecord('removed a header that is not a string');
+      writes.push(Object.freeze([name as string, undefined] as const));
     },
-  });
-  // An object, not two variables: the compiler cannot see the callback change them.
-  const outcome: { passed: boolean; failure: unknown } = { passed: false, failure: undefined };
-  handler(
-    Object.freeze({}) as unknown as Parameters<RequestHandler>[0],
-    recorder as unknown as Parameters<RequestHandler>[1],
-    (error?: unknown) => {
-      outcome.passed = true;
-      outcome.failure = error;
+  };
+  const request: unknown = new Proxy(
+    {},
+    {
+      get: (_target, key) => cannotRecord(`read the request (${String(key)})`),
     },
   );
+  const response: unknown = new Proxy(
+    {},
+    {
+      get: (_target, key) =>
+        key === 'setHeader' || key === 'removeHeader' ? methods[key] : cannotRecord(`used res.${String(key)}`),
+    },
+  );
+  // An object, not two variables: the compiler cannot see the callback change them.
+  const outcome: { passed: boolean; failure: unknown } = { passed: false, failure: undefined };
+  handler(request as Parameters<RequestHandler>[0], response as Parameters<RequestHandler>[1], (error?: unknown) => {
+    outcome.passed = true;
+    outcome.failure = error;
+  });
   if (!outcome.passed || outcome.failure !== undefined) {
     throw new ConfigurationError('securityHeaders: helmet did not write its headers in one synchronous pass', {
       cause: outcome.failure,
