@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TLSSocket } from 'node:tls';
-import type { NextFunction, Request, RequestHandler } from 'express';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import {
   ConfigurationError,
   SecurityError,
@@ -47,9 +47,28 @@ import { peerOf } from './error-handler.js';
  * ```
  */
 export function controls(owner: string, list: readonly Control[]): RequestHandler {
-  const pipeline = createPipeline(owner, list);
+  const run = pipelineRunner(owner, list);
   return function fluxguardControls(req, res, next) {
-    const state = requireState(req, owner);
+    run(req, res, next, requireState(req, owner));
+  };
+}
+
+/**
+ * Runs a pipeline on a request whose call state the caller holds already.
+ *
+ * @internal
+ */
+export type PipelineRunner = (req: Request, res: Response, next: NextFunction, state: CallState) => void;
+
+/**
+ * The body of {@link controls} without the look-up of the call state: `fluxguard().before`
+ * passes the state it has just attached.
+ *
+ * @internal
+ */
+export function pipelineRunner(owner: string, list: readonly Control[]): PipelineRunner {
+  const pipeline = createPipeline(owner, list);
+  return function runControls(req, res, next, state) {
     if (pipeline.matchesOperation && !req.app.enabled('case sensitive routing')) {
       throw new ConfigurationError(
         `${owner}: the app must route case-sensitively, as its rules match paths: app.set('case sensitive routing', true)`,

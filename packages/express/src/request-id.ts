@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RequestHandler } from 'express';
 import { REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
+import type { CallState } from '@fluxguard/core/adapter';
 import { attachContext, type EndRequest } from './context.js';
 
 /**
@@ -37,16 +38,26 @@ export function requestIdWith(
   onReleaseError: (error: unknown, requestId: string) => void,
 ): RequestHandler {
   return function fluxguardRequestId(req, res, next) {
-    const context = attachContext(
-      req,
-      res,
-      resolveRequestId(req.headers[REQUEST_ID_HEADER]),
-      endRequest,
-      onReleaseError,
-    );
-    res.setHeader(REQUEST_ID_HEADER, context.requestId);
+    startRequest(req, res, endRequest, onReleaseError);
     next();
   };
+}
+
+/**
+ * What {@link requestId} does to a request, for `fluxguard().before` to do in its one
+ * middleware: the call state attached (or the existing one), and its id on the response.
+ *
+ * @internal
+ */
+export function startRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  endRequest: EndRequest,
+  onReleaseError: (error: unknown, requestId: string) => void,
+): CallState {
+  const state = attachContext(req, res, resolveRequestId(req.headers[REQUEST_ID_HEADER]), endRequest, onReleaseError);
+  res.setHeader(REQUEST_ID_HEADER, state.requestId);
+  return state;
 }
 
 function cutOff(_error: SecurityError, _req: IncomingMessage, res: ServerResponse): void {

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import type { RequestHandler } from 'express';
 import helmet from 'helmet';
 import { ConfigurationError } from '@fluxguard/core';
@@ -41,6 +42,9 @@ const CORP_POLICIES: readonly string[] = ['same-origin', 'same-site', 'cross-ori
  * (COOP, Origin-Agent-Cluster, DNS prefetch, IE download options) are left out.
  * Options are checked once, here; an unknown or ill-typed option throws `ConfigurationError`.
  *
+ * helmet is run once, here, to record what it writes; each response then gets the same headers,
+ * in the same order, from one loop (helmet itself would run a chain of nine middlewares per request).
+ *
  * @example
  * ```ts
  * import { securityHeaders } from '@fluxguard/express';
@@ -48,6 +52,43 @@ const CORP_POLICIES: readonly string[] = ['same-origin', 'same-site', 'cross-ori
  * ```
  */
 export function securityHeaders(options?: SecurityHeadersOptions): RequestHandler {
+  const write = securityHeaderWriter(options);
+  return function fluxguardSecurityHeaders(_req, res, next) {
+    write(res);
+    next();
+  };
+}
+
+/**
+ * Writes the security headers of {@link securityHeaders} on a response.
+ *
+ * @internal
+ */
+export type SecurityHeaderWriter = (res: ServerResponse) => void;
+
+/**
+ * The writer behind {@link securityHeaders}, for `fluxguard().before` to call without a
+ * middleware of its own. Checks the options the same way.
+ *
+ * @internal
+ */
+export function securityHeaderWriter(options?: SecurityHeadersOptions): SecurityHeaderWriter {
+  const writes = recordHeaderWrites(helmetFor(options));
+  return function writeSecurityHeaders(res) {
+    for (const [name, value] of writes) {
+      if (value === undefined) res.removeHeader(name);
+      else res.setHeader(name, value);
+    }
+  };
+}
+
+/**
+ * The helmet middleware that {@link securityHeaders} stands for: the source of truth of its
+ * headers. Exported for the test that compares the two.
+ *
+ * @internal
+ */
+export function helmetFor(options?: SecurityHeadersOptions): RequestHandler {
   const opts = resolveOptions('securityHeaders', DEFAULTS, options);
   if (
     typeof opts.hstsMaxAgeSeconds !== 'number' ||
@@ -66,7 +107,7 @@ export function securityHeaders(options?: SecurityHeadersOptions): RequestHandle
       `securityHeaders: "crossOriginResourcePolicy" must be one of ${CORP_POLICIES.join(', ')}`,
     );
   }
-  const handler = helmet({
+  return helmet({
     contentSecurityPolicy: {
       useDefaults: false,
       directives: { 'default-src': ["'none'"], 'frame-ancestors': ["'none'"] },
@@ -88,7 +129,63 @@ export function securityHeaders(options?: SecurityHeadersOptions): RequestHandle
     xPoweredBy: true,
     xXssProtection: true,
   });
-  return function fluxguardSecurityHeaders(req, res, next) {
-    handler(req, res, next);
+}
+
+/**
+ * One header helmet writes on every response: set to the value, or removed (`undefined`).
+ *
+ * @internal
+ */
+export type HeaderWrite = readonly [name: string, value: string | undefined];
+
+/**
+ * Runs `handler` once against a response that only records `setHeader` and `removeHeader`, in
+ * order (`undefined`: removed). Every option `helmetFor` passes is a constant (no directive is a
+ * function of the request), so what helmet writes is the same on every response; anything else
+ * it might do (read the request, touch the response otherwise, pass an error, not call `next`)
+ * throws here, at construction.
+ *
+ * @internal
+ */
+export function recordHeaderWrites(handler: RequestHandler): readonly HeaderWrite[] {
+  const writes: HeaderWrite[] = [];
+  const cannotRecord = (what: string): never => {
+    throw new ConfigurationError(`securityHeaders: helmet ${what}, so its headers cannot be recorded once`);
   };
+  const methods = {
+    setHeader: (name: unknown, value: unknown): unknown => {
+      if (typeof name !== 'string' || typeof value !== 'string') cannotRecord('set a header that is not a string');
+      writes.push(Object.freeze([name as string, value as string] as const));
+      return response;
+    },
+    removeHeader: (name: unknown): void => {
+      if (typeof name !== 'string') cannotRecord('removed a header that is not a string');
+      writes.push(Object.freeze([name as string, undefined] as const));
+    },
+  };
+  const request: unknown = new Proxy(
+    {},
+    {
+      get: (_target, key) => cannotRecord(`read the request (${String(key)})`),
+    },
+  );
+  const response: unknown = new Proxy(
+    {},
+    {
+      get: (_target, key) =>
+        key === 'setHeader' || key === 'removeHeader' ? methods[key] : cannotRecord(`used res.${String(key)}`),
+    },
+  );
+  // An object, not two variables: the compiler cannot see the callback change them.
+  const outcome: { passed: boolean; failure: unknown } = { passed: false, failure: undefined };
+  handler(request as Parameters<RequestHandler>[0], response as Parameters<RequestHandler>[1], (error?: unknown) => {
+    outcome.passed = true;
+    outcome.failure = error;
+  });
+  if (!outcome.passed || outcome.failure !== undefined) {
+    throw new ConfigurationError('securityHeaders: helmet did not write its headers in one synchronous pass', {
+      cause: outcome.failure,
+    });
+  }
+  return Object.freeze(writes);
 }

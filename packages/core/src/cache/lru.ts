@@ -13,6 +13,12 @@
 export class LruCache<K, V> {
   readonly #entries = new Map<K, V>();
   readonly #maxEntries: number;
+  /**
+   * The most recently used key, if still held: a hit on it is already in place, and moving it
+   * (a delete and an insert, which leave the map a tombstone to compact) would change nothing.
+   */
+  #newest: K | undefined;
+  #hasNewest = false;
 
   /** @param maxEntries - at most this many entries are kept; 0 keeps none. */
   constructor(maxEntries: number) {
@@ -31,8 +37,11 @@ export class LruCache<K, V> {
   get(key: K): V | undefined {
     const value = this.#entries.get(key);
     if (value === undefined) return undefined;
-    this.#entries.delete(key);
-    this.#entries.set(key, value);
+    if (!this.#hasNewest || this.#newest !== key) {
+      this.#entries.delete(key);
+      this.#entries.set(key, value);
+      this.#markNewest(key);
+    }
     return value;
   }
 
@@ -41,6 +50,7 @@ export class LruCache<K, V> {
     if (this.#maxEntries === 0) return;
     this.#entries.delete(key);
     this.#entries.set(key, value);
+    this.#markNewest(key);
     while (this.#entries.size > this.#maxEntries) {
       const oldest = this.#entries.keys().next();
       if (oldest.done === true) break;
@@ -51,10 +61,22 @@ export class LruCache<K, V> {
   /** Removes one entry. */
   delete(key: K): void {
     this.#entries.delete(key);
+    if (this.#hasNewest && this.#newest === key) this.#forgetNewest();
   }
 
   /** Removes every entry. */
   clear(): void {
     this.#entries.clear();
+    this.#forgetNewest();
+  }
+
+  #markNewest(key: K): void {
+    this.#newest = key;
+    this.#hasNewest = true;
+  }
+
+  #forgetNewest(): void {
+    this.#newest = undefined;
+    this.#hasNewest = false;
   }
 }

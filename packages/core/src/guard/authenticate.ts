@@ -1,6 +1,6 @@
 import type { CallInfo, Principal } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import type { JwtVerifier } from '../jwt/verifier.js';
+import { settledLookupOf, type JwtVerifier } from '../jwt/verifier.js';
 import {
   compileCertificateRoles,
   mergePrincipals,
@@ -117,16 +117,31 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
     return undefined;
   }
 
+  // A token the verifier's cache settles (the steady state of a client that reuses its token)
+  // is taken synchronously: no promise, and the pipeline goes on in the same tick.
+  const settled = jwt === undefined ? undefined : settledLookupOf(jwt);
+  const settledPrincipal = (received: CallInfo): Principal | undefined => {
+    if (settled === undefined) return undefined;
+    const call = withCurrentCertificate(received);
+    const principal = settled(call.headers);
+    return principal === undefined ? undefined : mergePrincipals(principal, call.peerCertificate);
+  };
+
   return Object.freeze({
     name: 'authentication',
     stage: 'authentication',
     authenticate,
-    onStart: (call: CallInfo, context: CallContext): Promise<void> | undefined =>
-      rbac?.isPublic(call.operation) === true
-        ? undefined
-        : authenticate(call).then((principal) => {
-            if (principal !== undefined) context.setPrincipal(principal);
-          }),
+    onStart: (call: CallInfo, context: CallContext): Promise<void> | undefined => {
+      if (rbac?.isPublic(call.operation) === true) return undefined;
+      const known = settledPrincipal(call);
+      if (known !== undefined) {
+        context.setPrincipal(known);
+        return undefined;
+      }
+      return authenticate(call).then((principal) => {
+        if (principal !== undefined) context.setPrincipal(principal);
+      });
+    },
   });
 }
 

@@ -21,14 +21,27 @@ const SCHEME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+(?: |$)/;
  * ```
  */
 export function extractBearerToken(headers: HeaderReader): string {
+  const token = bearerTokenOf(headers);
+  if (token !== undefined) return token;
+  // Why there is none, for the refusal.
   const values = headers.getAll('authorization');
   if (values.length === 0) throw new SecurityError('unauthenticated', { reason: 'missing_token' });
   if (values.length > 1) throw new SecurityError('unauthenticated', { reason: 'multiple_authorization' });
   const value = (values[0] ?? '').trim();
   if (value === '') throw new SecurityError('unauthenticated', { reason: 'missing_token' });
-  const match = BEARER.exec(value);
-  if (match?.[1] !== undefined) return match[1];
   const scheme = SCHEME.exec(value)?.[0].trim().toLowerCase();
   if (scheme !== undefined && scheme !== 'bearer') throw new SecurityError('unauthenticated', { reason: 'not_bearer' });
   throw new SecurityError('unauthenticated', { reason: 'malformed_authorization' });
+}
+
+/**
+ * The token {@link extractBearerToken} would return, or `undefined` where it would refuse,
+ * without building the refusal: for a caller that only wants the token when there is one.
+ *
+ * @internal
+ */
+export function bearerTokenOf(headers: HeaderReader): string | undefined {
+  const values = headers.getAll('authorization');
+  if (values.length !== 1) return undefined;
+  return BEARER.exec((values[0] ?? '').trim())?.[1];
 }

@@ -66,11 +66,15 @@ function readPath(claims: Readonly<Record<string, unknown>>, segments: readonly 
 }
 
 /** A claim value as a list of strings: an array of strings, or a space-delimited string. */
+// Frozen like every other list of a principal: a principal that is frozen all through is taken
+// as it is by `setPrincipal`, instead of being copied on every call.
+const NO_ITEMS: readonly string[] = Object.freeze([]);
+
 function stringList(value: unknown): readonly string[] {
   let items: unknown[];
   if (typeof value === 'string') items = value.split(' ');
   else if (Array.isArray(value)) items = value as unknown[];
-  else return [];
+  else return NO_ITEMS;
   const out = new Set<string>();
   for (const item of items) {
     if (typeof item === 'string' && item !== '' && item.length <= MAX_ITEM_LENGTH) out.add(item);

@@ -76,6 +76,16 @@ describe('createJwtVerifier: accepted tokens', () => {
     expect(Object.isFrozen(verified.principal.claims)).toBe(true);
   });
 
+  it('returns a principal frozen all through, an absent scope or role list included', async () => {
+    const verified = await verifier().verify(await sign(rsa, { omit: ['roles'] }));
+    const { principal } = verified;
+    expect(principal.roles).toEqual([]);
+    expect(principal.scopes).toEqual([]);
+    for (const part of [principal, principal.roles, principal.scopes, principal.claims]) {
+      expect(Object.isFrozen(part)).toBe(true);
+    }
+  });
+
   it('verifies with a PEM public key and narrows the allowlist to what the key can do', async () => {
     const v = createJwtVerifier({ publicKey: await exportSPKI(ec.publicKey), issuer: ISSUER, audience: AUDIENCE });
     expect(v.algorithms).toEqual(['ES256']);

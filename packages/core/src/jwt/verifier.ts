@@ -2,11 +2,11 @@ import { hash } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
 import { Doorkeeper } from '../cache/doorkeeper.js';
 import { LruCache } from '../cache/lru.js';
-import type { CallInfo, Principal } from '../call/call-info.js';
+import type { CallInfo, HeaderReader, Principal } from '../call/call-info.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { MAX_JTI_LENGTH, type Denylist } from '../denylist/denylist.js';
 import type { JwsAlgorithm } from './algorithms.js';
-import { extractBearerToken } from './bearer.js';
+import { bearerTokenOf, extractBearerToken } from './bearer.js';
 import {
   safeCause,
   type JwksSource,
@@ -223,13 +223,53 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
   // Verifications under way, by cache key: concurrent calls with one new token share one.
   const inflight = new Map<string, Promise<VerifiedToken>>();
   const verify = (token: string): Promise<VerifiedToken> => verifyToken(settings, cache, doorkeeper, inflight, token);
-  return Object.freeze({
+  const verifier: JwtVerifier = Object.freeze({
     verify,
     async authenticate(call: Pick<CallInfo, 'headers'>): Promise<Principal> {
       return (await verify(extractBearerToken(call.headers))).principal;
     },
     algorithms: settings.algorithms,
   });
+  settledLookups.set(verifier, (headers) => settledPrincipal(settings, cache, headers));
+  return verifier;
+}
+
+/** The principal of a call's token when the cache alone settles it; see {@link settledPrincipal}. */
+export type SettledLookup = (headers: HeaderReader) => Principal | undefined;
+
+// Kept off the public interface: only the authenticator of this package takes the shortcut, and
+// only with a verifier this module made.
+const settledLookups = new WeakMap<JwtVerifier, SettledLookup>();
+
+/**
+ * The synchronous cache look-up of a verifier made by {@link createJwtVerifier}, or `undefined`
+ * for any other object.
+ *
+ * @internal
+ */
+export function settledLookupOf(verifier: JwtVerifier): SettledLookup | undefined {
+  return settledLookups.get(verifier);
+}
+
+/**
+ * The principal of the call's bearer token when the cache settles it without waiting for
+ * anything: a hit verified under the current key set, within its times, and no `jti` to ask a
+ * denylist about. Anything else (no or a malformed header, a miss, a stale or expired entry, a
+ * denylist to consult) is `undefined`, and `authenticate` decides with every check and refusal
+ * it always makes. The same checks as a hit in {@link verifyToken}, minus the promises.
+ */
+function settledPrincipal(
+  settings: VerifierSettings,
+  cache: LruCache<string, CacheEntry>,
+  headers: HeaderReader,
+): Principal | undefined {
+  if (settings.cacheMaxEntries === 0) return undefined;
+  const token = bearerTokenOf(headers);
+  if (token === undefined || token.length > settings.maxTokenLength) return undefined;
+  const hit = cache.get(hash('sha256', token, 'base64url'));
+  if (hit?.version !== settings.source.version || timeRefusal(settings, hit) !== undefined) return undefined;
+  if (settings.denylist !== undefined && hit.token.jti !== undefined) return undefined;
+  return hit.token.principal;
 }
 
 /**
@@ -462,13 +502,20 @@ function verifiedToken(
 
 /** The time checks of a cache hit: jose made them when the token was first verified. */
 function checkTimes(settings: VerifierSettings, entry: CacheEntry): void {
+  const reason = timeRefusal(settings, entry);
+  if (reason !== undefined) throw refuse(reason);
+}
+
+/** Why a cached token is no longer within its times now, if it is not. */
+function timeRefusal(settings: VerifierSettings, entry: CacheEntry): JwtReason | undefined {
   const { clockTolerance, maxTokenAge, now } = settings;
   const t = Math.floor(now() / 1000);
-  if (entry.exp <= t - clockTolerance) throw refuse('token_expired');
-  if (entry.nbf !== undefined && entry.nbf > t + clockTolerance) throw refuse('token_not_yet_valid');
+  if (entry.exp <= t - clockTolerance) return 'token_expired';
+  if (entry.nbf !== undefined && entry.nbf > t + clockTolerance) return 'token_not_yet_valid';
   if (maxTokenAge !== undefined && entry.iat !== undefined && t - entry.iat - clockTolerance > maxTokenAge) {
-    throw refuse('token_too_old');
+    return 'token_too_old';
   }
+  return undefined;
 }
 
 /** Asks the denylist, if any, about a token with a `jti`; a store that fails is `unavailable`. */

@@ -178,3 +178,68 @@ describe('CallState refusal', () => {
     expect(seen).toEqual([undefined]);
   });
 });
+
+describe('CallState.setPrincipal', () => {
+  const frozen = () =>
+    Object.freeze({
+      subject: 'alice',
+      roles: Object.freeze(['reader']),
+      scopes: Object.freeze([]),
+      claims: Object.freeze({ sub: 'alice' }),
+      certificate: undefined,
+      authenticatedBy: 'jwt' as const,
+    });
+
+  it('takes a principal frozen all through as it is, on every call', () => {
+    const principal = frozen();
+    for (let i = 0; i < 3; i++) {
+      const { s } = state();
+      s.setPrincipal(principal);
+      expect(s.principal).toBe(principal);
+    }
+  });
+
+  it('copies and freezes a principal that is not frozen, and leaves the original alone', () => {
+    const roles = ['reader'];
+    const principal = { ...frozen(), roles };
+    const { s } = state();
+    s.setPrincipal(principal);
+    expect(s.principal).not.toBe(principal);
+    expect(s.principal).toEqual(principal);
+    expect(Object.isFrozen(s.principal?.roles)).toBe(true);
+    roles.push('admin');
+    expect(s.principal?.roles).toEqual(['reader']);
+  });
+
+  it('checks a frozen principal whose fields are getters again on every call', () => {
+    let subject: unknown = 'alice';
+    const principal = Object.freeze(
+      Object.defineProperty({ ...frozen() }, 'subject', { get: () => subject, enumerable: true }),
+    );
+    state().s.setPrincipal(principal);
+    subject = '';
+    expect(() => {
+      state().s.setPrincipal(principal);
+    }).toThrow(TypeError);
+  });
+
+  it('checks a frozen principal whose role list has a getter again on every call', () => {
+    let role: unknown = 'reader';
+    const roles = Object.freeze(Object.defineProperty([] as string[], 0, { get: () => role, enumerable: true }));
+    const principal = Object.freeze({ ...frozen(), roles });
+    state().s.setPrincipal(principal);
+    role = 42;
+    expect(() => {
+      state().s.setPrincipal(principal);
+    }).toThrow(TypeError);
+  });
+
+  it('refuses a malformed principal', () => {
+    expect(() => {
+      state().s.setPrincipal({ ...frozen(), subject: '' });
+    }).toThrow(TypeError);
+    expect(() => {
+      state().s.setPrincipal({ ...frozen(), authenticatedBy: 'header' } as never);
+    }).toThrow(TypeError);
+  });
+});
