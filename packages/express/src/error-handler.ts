@@ -281,16 +281,28 @@ export function peerOf(req: IncomingMessage, res?: ServerResponse): string | und
 }
 
 function sendProblem(res: ServerResponse, publicError: PublicError, challenge: string | undefined): void {
-  const body: ProblemDetails = {
-    type: 'about:blank',
-    title: publicError.title,
-    status: publicError.httpStatus,
-    detail: publicError.message,
-    code: publicError.code,
-    requestId: publicError.requestId,
-    ...(publicError.details?.field === undefined ? {} : { field: publicError.details.field }),
-  };
-  for (const name of REPRESENTATION_HEADERS) res.removeHeader(name);
+  const field = publicError.details?.field;
+  const body: ProblemDetails =
+    field === undefined
+      ? {
+          type: 'about:blank',
+          title: publicError.title,
+          status: publicError.httpStatus,
+          detail: publicError.message,
+          code: publicError.code,
+          requestId: publicError.requestId,
+        }
+      : {
+          type: 'about:blank',
+          title: publicError.title,
+          status: publicError.httpStatus,
+          detail: publicError.message,
+          code: publicError.code,
+          requestId: publicError.requestId,
+          field,
+        };
+  // Usually none of them is set (a refusal comes before the handler): asking is cheaper than removing.
+  for (const name of REPRESENTATION_HEADERS) if (res.hasHeader(name)) res.removeHeader(name);
   res.statusCode = publicError.httpStatus;
   // A status message set earlier by the handler could carry anything; use the standard one.
   res.statusMessage = STATUS_CODES[publicError.httpStatus] ?? publicError.title;
