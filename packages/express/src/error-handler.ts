@@ -281,26 +281,16 @@ export function peerOf(req: IncomingMessage, res?: ServerResponse): string | und
 }
 
 function sendProblem(res: ServerResponse, publicError: PublicError, challenge: string | undefined): void {
-  const field = publicError.details?.field;
-  const body: ProblemDetails =
-    field === undefined
-      ? {
-          type: 'about:blank',
-          title: publicError.title,
-          status: publicError.httpStatus,
-          detail: publicError.message,
-          code: publicError.code,
-          requestId: publicError.requestId,
-        }
-      : {
-          type: 'about:blank',
-          title: publicError.title,
-          status: publicError.httpStatus,
-          detail: publicError.message,
-          code: publicError.code,
-          requestId: publicError.requestId,
-          field,
-        };
+  // One shape whatever the error: an absent field is `undefined`, which JSON leaves out.
+  const body: ProblemDetails | (Omit<ProblemDetails, 'field'> & { field: undefined }) = {
+    type: 'about:blank',
+    title: publicError.title,
+    status: publicError.httpStatus,
+    detail: publicError.message,
+    code: publicError.code,
+    requestId: publicError.requestId,
+    field: publicError.details?.field,
+  };
   // Usually none of them is set (a refusal comes before the handler): asking is cheaper than removing.
   for (const name of REPRESENTATION_HEADERS) if (res.hasHeader(name)) res.removeHeader(name);
   res.statusCode = publicError.httpStatus;
