@@ -4,7 +4,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createDevCertificateAuthority } from '@fluxguard/core/dev-pki';
 import { readConfig, type BenchConfig } from './config.js';
 import { createSigningKey, TokenMinter } from './fixtures.js';
 import { h2loadGenerator } from './h2load.js';
@@ -20,32 +19,16 @@ import {
 import { MEMORY_TOKENS_PER_SECOND, runServerMemory } from './memory.js';
 import { runMicro } from './micro.js';
 import { nodeGenerator } from './node-load.js';
+import { NO_TLS, makePki } from './pki.js';
 import { placement } from './processes.js';
 import { runRateLimitMemory } from './ratelimit-memory.js';
 import { markdownTable, printScenario, writeResults } from './report.js';
 import { columnsOf, SCENARIOS, variantOf, type GeneratorName, type Scenario } from './scenarios.js';
 import { startServerProcess, type RunningServer } from './server-handle.js';
-import { TRANSPORTS, type BenchTls, type ServerSpec, type Variant } from './servers.js';
+import { TRANSPORTS, type ServerSpec, type Variant } from './servers.js';
 import { TokenPool } from './tokens.js';
 import { ensureTools, type Tool } from './tools.js';
 import { wrkGenerator } from './wrk.js';
-
-interface Pki {
-  readonly server: BenchTls;
-  readonly client: BenchTls;
-}
-
-const NO_TLS: BenchTls = { ca: '', cert: '', key: '' };
-
-async function makePki(): Promise<Pki> {
-  const ca = await createDevCertificateAuthority({ commonName: 'fluxguard bench CA' });
-  const server = await ca.issueServerCertificate();
-  const client = await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/bench-client' });
-  return {
-    server: { ca: ca.certPem, cert: server.certPem, key: server.keyPem },
-    client: { ca: ca.certPem, cert: client.certPem, key: client.keyPem },
-  };
-}
 
 function toolsFor(config: BenchConfig, scenarios: readonly Scenario[]): Tool[] {
   const tools = new Set<Tool>();

@@ -40,12 +40,19 @@ function waitForPort(child: ChildProcess, what: string): Promise<number> {
   });
 }
 
-/** Starts one server in its own process on the server CPU; resolves once it listens. */
-export async function startServerProcess(spec: ServerSpec, serverCpu: readonly string[]): Promise<RunningServer> {
+/**
+ * Starts one server in its own process on the server CPU; resolves once it listens. `env` adds
+ * to the process's environment (`FLUXGUARD_BENCH_CPU_PROFILE` for `pnpm bench:profile`).
+ */
+export async function startServerProcess(
+  spec: ServerSpec,
+  serverCpu: readonly string[],
+  env: Readonly<Record<string, string>> = {},
+): Promise<RunningServer> {
   const what = `the ${spec.variant} ${spec.transport} server`;
   const child = pinned(serverCpu, process.execPath, [ENTRY], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, FLUXGUARD_BENCH_SERVER: JSON.stringify(spec) },
+    env: { ...process.env, ...env, FLUXGUARD_BENCH_SERVER: JSON.stringify(spec) },
   });
   const exited = once(child, 'exit');
   let port: number;
