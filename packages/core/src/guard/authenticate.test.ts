@@ -16,6 +16,7 @@ import {
   sign,
   testCall,
   type TestKey,
+  BACKUP_CERTIFICATE,
 } from '../testing/jwt-fixtures.js';
 import { createAuthenticator } from './authenticate.js';
 
@@ -78,15 +79,7 @@ describe('createAuthenticator: a token the cache settles', () => {
 
   it('merges a verified certificate on the synchronous path as on the other', async () => {
     const { authenticator } = authenticatorWith();
-    const certificate: CertificateIdentity = Object.freeze({
-      spiffeId: 'spiffe://fluxguard.dev/backup',
-      uris: ['spiffe://fluxguard.dev/backup'],
-      dnsNames: [],
-      commonName: undefined,
-      fingerprint256: 'cd'.repeat(32),
-      validFrom: new Date(0),
-      validTo: new Date(4_000_000_000_000),
-    });
+    const certificate = BACKUP_CERTIFICATE;
     const headers = { authorization: `Bearer ${await sign(key)}` };
     const first = await start(authenticator, headers, certificate);
     await start(authenticator, headers, certificate);

@@ -13,6 +13,7 @@ import {
   sign,
   testCall,
   type TestKey,
+  BACKUP_CERTIFICATE,
 } from '../testing/jwt-fixtures.js';
 import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
 import { compileRbac, type RbacMode } from '../rbac/rbac.js';
@@ -24,15 +25,7 @@ const { GET, DELETE, HEALTH, PULL } = GUARD_OPS;
 const RULES = GUARD_RULES;
 const CERTIFICATE_ROLES = [{ spiffeId: 'spiffe://fluxguard.dev/backup', roles: ['artifacts.reader'] }];
 
-const backupCert: CertificateIdentity = Object.freeze({
-  spiffeId: 'spiffe://fluxguard.dev/backup',
-  uris: ['spiffe://fluxguard.dev/backup'],
-  dnsNames: [],
-  commonName: undefined,
-  fingerprint256: 'cd'.repeat(32),
-  validFrom: new Date(0),
-  validTo: new Date(4_000_000_000_000),
-});
+const backupCert = BACKUP_CERTIFICATE;
 const expiredCert: CertificateIdentity = Object.freeze({ ...backupCert, validTo: new Date(Date.now() - 1000) });
 
 let key: TestKey;

@@ -188,3 +188,14 @@ export async function startJwksServer(keys: JWK[]): Promise<JwksServer> {
   };
   return handle;
 }
+
+/** A verified client certificate of the backup job (SPIFFE ID), valid from 1970 to 2096. */
+export const BACKUP_CERTIFICATE: CertificateIdentity = Object.freeze({
+  spiffeId: 'spiffe://fluxguard.dev/backup',
+  uris: ['spiffe://fluxguard.dev/backup'],
+  dnsNames: [],
+  commonName: undefined,
+  fingerprint256: 'cd'.repeat(32),
+  validFrom: new Date(0),
+  validTo: new Date(4_000_000_000_000),
+});
