@@ -137,6 +137,18 @@ export interface InboundListener {
 }
 
 /**
+ * Makes the {@link InboundListener} of one call: `call` is where its peer and certificate are
+ * read, `target` where a refusal is sent (so that it passes safeErrors' responder).
+ *
+ * @internal
+ */
+export type InboundListenerFactory = (
+  operation: string,
+  call: ServerInterceptingCallInterface,
+  target: Pick<ServerInterceptingCallInterface, 'sendStatus'>,
+) => InboundListener;
+
+/**
  * {@link safeErrors}, optionally with `inner` run inside it for every call (after the context is
  * attached, before later interceptors). One grpc-js layer instead of two: each layer costs every
  * call several objects and closures on every event. `inner` refuses through `target`, this
@@ -147,13 +159,7 @@ export interface InboundListener {
 export function safeErrorsWith(
   owner: string,
   options: SafeErrorsOptions,
-  inner:
-    | ((
-        operation: string,
-        call: ServerInterceptingCallInterface,
-        target: Pick<ServerInterceptingCallInterface, 'sendStatus'>,
-      ) => InboundListener)
-    | undefined,
+  inner: InboundListenerFactory | undefined,
 ): ServerInterceptor {
   const { audit } = resolveOptions(owner, DEFAULTS, options);
   assertAuditLogger(audit, owner);
@@ -164,7 +170,7 @@ function interceptCall(
   audit: AuditLogger,
   operation: string,
   call: ServerInterceptingCallInterface,
-  inner: Parameters<typeof safeErrorsWith>[2],
+  inner: InboundListenerFactory | undefined,
 ): ServerInterceptingCall {
   // The inner listener of this call, made when grpc-js starts the call.
   let downstream: InboundListener | undefined;

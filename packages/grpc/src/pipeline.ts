@@ -21,7 +21,7 @@ import {
   identityFromCertificate,
 } from '@fluxguard/core/adapter';
 import { INSTALL_INTERCEPTORS, callOf, type GrpcCall } from './context.js';
-import { rejectCall, type InboundListener } from './errors.js';
+import { rejectCall, type InboundListener, type InboundListenerFactory } from './errors.js';
 import { messageSize } from './unparsable.js';
 
 /**
@@ -79,14 +79,7 @@ export function controls(owner: string, list: readonly Control[]): ServerInterce
  *
  * @internal
  */
-export function pipelineListeners(
-  owner: string,
-  list: readonly Control[],
-): (
-  operation: string,
-  call: ServerInterceptingCallInterface,
-  target: Pick<ServerInterceptingCallInterface, 'sendStatus'>,
-) => InboundListener {
+export function pipelineListeners(owner: string, list: readonly Control[]): InboundListenerFactory {
   const pipeline = createPipeline(owner, list);
   assertVerifiedAuthContext(owner);
   return (operation, call, target) => new PipelineListener(owner, pipeline, operation, call, target);
