@@ -332,7 +332,7 @@ async function verifyFresh(
   // A known key and an algorithm the fast path handles: no promise is awaited on the way.
   const keys = source.keysNow?.(header) ?? (await source.getKeys(header));
   const claims =
-    verifyWithKeysSync(settings, token, header, keys) ?? (await verifyWithKeys(settings, token, header, keys));
+    verifyWithKeysSync(settings, token, header, keys) ?? (await verifyWithKeys(settings, token, header, keys, 'jose'));
   const verified = verifiedToken(settings, header, claims);
   if (doorkeeper?.admit(cacheKey) === true) {
     // The version read before the key lookup: if keys changed meanwhile, the next call re-verifies.
@@ -421,9 +421,9 @@ interface InspectedHeader extends TokenHeader {
 
 /**
  * Verifies signature and claims, trying each candidate key in turn: only a bad signature moves
- * on to the next key, any other failure is final. Each key goes through the synchronous
- * `node:crypto` path (`verifyCompactSync`, which decides as jose does), or through jose's
- * `jwtVerify` for an algorithm or key that path does not handle.
+ * on to the next key, any other failure is final. The synchronous `node:crypto` path
+ * ({@link verifyWithKeysSync}, which decides as jose does) takes every algorithm it knows; jose's
+ * `jwtVerify` the others, and every token when `engine` is `jose` (the differential test).
  */
 async function verifyWithKeys(
   settings: VerifierSettings,
@@ -432,16 +432,13 @@ async function verifyWithKeys(
   keys: readonly VerificationKey[],
   engine: 'fast' | 'jose' = 'fast',
 ): Promise<Record<string, unknown>> {
+  if (engine === 'fast') {
+    const claims = verifyWithKeysSync(settings, token, header, keys);
+    if (claims !== undefined) return claims;
+  }
   const { joseOptions, now } = settings;
   let lastError: unknown;
   for (const key of keys) {
-    const fast = engine === 'fast' ? verifyCompactSync(token, header, key, settings.claimRules, now()) : undefined;
-    if (fast !== undefined) {
-      if (fast.ok) return fast.claims;
-      lastError = refuse(fast.reason);
-      if (fast.reason !== 'bad_signature') break;
-      continue;
-    }
     try {
       const { payload } = await jwtVerify(token, key, { ...joseOptions, currentDate: new Date(now()) });
       return payload;
