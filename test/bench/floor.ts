@@ -1,9 +1,11 @@
 import { verify, type KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import express, { type Express, type RequestHandler } from 'express';
-import { mountRoute } from './handlers.js';
+import type { Express, RequestHandler } from 'express';
+import { metadataGate } from './grpc-gate.js';
+import { mountRoute, strictApp } from './handlers.js';
 
 const BEARER = 'Bearer ';
+const UNAUTHENTICATED = { code: grpc.status.UNAUTHENTICATED, details: 'unauthenticated' };
 
 /**
  * Whether `authorization` is `Bearer <token>` with a valid ES256 signature under `publicKey`:
@@ -40,9 +42,7 @@ function requireSignature(publicKey: KeyObject): RequestHandler {
  * in front that refuses with 401 any request whose bearer token's signature does not verify.
  */
 export function floorApp(publicKey: KeyObject): Express {
-  const app = express();
-  app.set('case sensitive routing', true);
-  app.set('strict routing', true);
+  const app = strictApp();
   app.use(requireSignature(publicKey));
   mountRoute(app);
   return app;
@@ -59,22 +59,7 @@ function authorizationOf(metadata: grpc.Metadata): string | undefined {
  * verify; the service behind it is the bare server's.
  */
 export function floorInterceptor(publicKey: KeyObject): grpc.ServerInterceptor {
-  return (_method, call) => {
-    const intercepting: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(
-      call,
-      new grpc.ResponderBuilder()
-        .withStart((next) => {
-          next(
-            new grpc.ServerListenerBuilder()
-              .withOnReceiveMetadata((metadata, nextMetadata) => {
-                if (bearerSignatureValid(authorizationOf(metadata), publicKey)) nextMetadata(metadata);
-                else intercepting.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: 'unauthenticated' });
-              })
-              .build(),
-          );
-        })
-        .build(),
-    );
-    return intercepting;
-  };
+  return metadataGate((metadata) =>
+    bearerSignatureValid(authorizationOf(metadata), publicKey) ? undefined : UNAUTHENTICATED,
+  );
 }

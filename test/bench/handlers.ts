@@ -1,7 +1,15 @@
 import type * as grpc from '@grpc/grpc-js';
-import type { Express } from 'express';
+import express, { type Express } from 'express';
 import { HTTP_ROUTE } from './fixtures.js';
 import { ITEM_NAME, type Item, type ItemRequest } from './grpc-service.js';
+
+/** An Express 5 app with case-sensitive and strict routing: what every HTTP variant starts from. */
+export function strictApp(): Express {
+  const app = express();
+  app.set('case sensitive routing', true);
+  app.set('strict routing', true);
+  return app;
+}
 
 /** The one route every HTTP variant serves, identical in all: only what runs before it differs. */
 export function mountRoute(app: Express): void {

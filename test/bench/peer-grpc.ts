@@ -2,13 +2,9 @@ import * as grpc from '@grpc/grpc-js';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { AUDIENCE, ISSUER, RATE_LIMIT_POINTS, READER_ROLE } from './fixtures.js';
+import { metadataGate, type Refusal } from './grpc-gate.js';
 
 const BEARER = /^Bearer ([^\s]+)$/;
-
-interface Refusal {
-  readonly code: grpc.status;
-  readonly details: string;
-}
 
 /**
  * The gRPC peer: one hand-written grpc-js interceptor doing what a team would write without
@@ -53,29 +49,5 @@ export function peerInterceptor(jwks: JSONWebKeySet, withRateLimit: boolean): gr
     return undefined;
   }
 
-  return (_method, call) => {
-    const intercepting: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(
-      call,
-      new grpc.ResponderBuilder()
-        .withStart((next) => {
-          next(
-            new grpc.ServerListenerBuilder()
-              .withOnReceiveMetadata((metadata, nextMetadata) => {
-                refusal(metadata, call.getPeer()).then(
-                  (status) => {
-                    if (status === undefined) nextMetadata(metadata);
-                    else intercepting.sendStatus(status);
-                  },
-                  () => {
-                    intercepting.sendStatus({ code: grpc.status.INTERNAL, details: 'internal error' });
-                  },
-                );
-              })
-              .build(),
-          );
-        })
-        .build(),
-    );
-    return intercepting;
-  };
+  return metadataGate(refusal);
 }

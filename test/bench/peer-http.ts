@@ -6,7 +6,7 @@ import helmet from 'helmet';
 import { pino } from 'pino';
 import { pinoHttp } from 'pino-http';
 import { AUDIENCE, ISSUER, RATE_LIMIT_POINTS, READER_ROLE } from './fixtures.js';
-import { mountRoute } from './handlers.js';
+import { mountRoute, strictApp } from './handlers.js';
 
 /**
  * The HTTP peer: what a team would assemble from popular packages to get about what fluxguard
@@ -15,9 +15,7 @@ import { mountRoute } from './handlers.js';
  * that "fluxguard ÷ peer" compares like with like in the same run.
  */
 export function peerApp(publicKey: KeyObject, withRateLimit: boolean): Express {
-  const app = express();
-  app.set('case sensitive routing', true);
-  app.set('strict routing', true);
+  const app = strictApp();
   app.use(helmet());
   // Every line is formatted and then dropped, as fluxguard's audit log is in the bench.
   app.use(pinoHttp({ logger: pino({ level: 'info' }, { write: () => undefined }) }));

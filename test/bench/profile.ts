@@ -102,7 +102,8 @@ async function main(): Promise<void> {
                 TokenPool.mint(scratch, 'forged', new TokenMinter(createSigningKey()), config.poolTokens),
                 minter.next(),
               );
-    const pki = transport === 'https' || transport === 'grpc-tls' ? await makePki() : { server: NO_TLS, client: NO_TLS };
+    const pki =
+      transport === 'https' || transport === 'grpc-tls' ? await makePki() : { server: NO_TLS, client: NO_TLS };
 
     mkdirSync(PROFILES, { recursive: true });
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
@@ -138,7 +139,8 @@ async function main(): Promise<void> {
     }
     const profile = JSON.parse(readFileSync(profilePath, 'utf8')) as CpuProfile;
     console.log(`\nself time per request (warm-up and run, profiler on), µs:`);
-    for (const [label, us] of selfTimePerRequest(profile, requests, 30)) console.log(`${us.toFixed(1).padStart(7)}  ${label}`);
+    for (const [label, us] of selfTimePerRequest(profile, requests, 30))
+      console.log(`${us.toFixed(1).padStart(7)}  ${label}`);
     console.log(`\nprofile: ${profilePath} (open in Chrome DevTools, Performance tab)`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });

@@ -4,7 +4,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import express, { type Express } from 'express';
+import type { Express } from 'express';
 import type { JSONWebKeySet } from 'jose';
 import { createSecureServer, fluxguard } from '@fluxguard/express';
 import { addService, createServerCredentials, fluxguardInterceptors, secureServerOptions } from '@fluxguard/grpc';
@@ -12,7 +12,7 @@ import type { Control } from '@fluxguard/core';
 import { floorApp, floorInterceptor } from './floor.js';
 import { GRPC_RULES, HTTP_RULES, benchGuard, benchRateLimitControls, nullAudit } from './fixtures.js';
 import { ITEMS_SERVICE } from './grpc-service.js';
-import { getItem, mountRoute } from './handlers.js';
+import { getItem, mountRoute, strictApp } from './handlers.js';
 import { peerInterceptor } from './peer-grpc.js';
 import { peerApp } from './peer-http.js';
 
@@ -50,13 +50,6 @@ export interface ServerSpec {
 }
 
 const LOOPBACK = '127.0.0.1';
-
-function strictApp(): Express {
-  const app = express();
-  app.set('case sensitive routing', true);
-  app.set('strict routing', true);
-  return app;
-}
 
 function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): Express {
   const audit = nullAudit();
