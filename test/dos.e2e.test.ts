@@ -18,15 +18,18 @@ import {
  * descriptors; 500 on HTTPS, each a TLS connection of its own), from writers each within its
  * own in-flight budget, and on HTTPS 300 connections that send their headers a line at a time
  * (slowloris); one caller over its in-flight budget. A legitimate client keeps being served
- * meanwhile (its p99 latency is printed, not asserted); the uploads over the server's
- * in-flight budget are refused at once, every stalled one is closed within the configured
- * times, and no temporary file or descriptor is left.
+ * meanwhile, also while the stalled uploads fill their share of the server's in-flight budget
+ * (its p99 latency is printed, not asserted); the uploads over that share are refused at once,
+ * every stalled one is closed within the configured times, and no temporary file or
+ * descriptor is left.
  */
 const STALLED = { grpc: 2_000, http: 500 } as const;
 const SLOWLORIS = 300;
 const LEGIT_CALLS = 30;
 const IDLE_MS = 400;
 const HTTP_REQUEST_TIMEOUT_MS = 1_500;
+// The uploads' share of the in-flight budget (the same on both transports): the other calls keep the rest.
+const UPLOAD_BUDGET = IN_FLIGHT_BUDGET.maxInFlightPerOperation['PUT /v1/artifacts/*path'];
 
 let world: E2eEnvironment;
 let policyFile: string;
@@ -106,6 +109,7 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
     const lorises =
       transport === 'http' ? Array.from({ length: SLOWLORIS }, () => slowloris(t.port, world.pki.ca)) : [];
 
+    const refusal = t.client.statusOf({ code: 'unavailable' });
     const latencies: number[] = [];
     for (let i = 0; i < LEGIT_CALLS; i++) {
       const started = performance.now();
@@ -119,13 +123,13 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
 
     const outcomes = await Promise.all(stalled);
     const timedOut = outcomes.filter((o) => o.status === t.client.statusOf({ code: 'deadline_exceeded' })).length;
-    const refused = outcomes.filter((o) => o.status === t.client.statusOf({ code: 'unavailable' })).length;
+    const refused = outcomes.filter((o) => o.status === refusal).length;
     console.log(
-      `${transport}: ${String(STALLED_UPLOADS)} stalled uploads: ${String(timedOut)} ended by the idle limit, ${String(refused)} refused at once (in-flight budget ${String(IN_FLIGHT_BUDGET.maxInFlight)})`,
+      `${transport}: ${String(STALLED_UPLOADS)} stalled uploads: ${String(timedOut)} ended by the idle limit, ${String(refused)} refused at once (uploads' share of the in-flight budget ${String(UPLOAD_BUDGET)} of ${String(IN_FLIGHT_BUDGET.maxInFlight)})`,
     );
-    // Each one either held within the budget and ended by the idle limit, or refused at once.
+    // Each one either held within the uploads' budget and ended by the idle limit, or refused at once.
     expect(timedOut + refused).toBe(STALLED_UPLOADS);
-    expect(timedOut).toBeGreaterThanOrEqual(Math.min(STALLED_UPLOADS, IN_FLIGHT_BUDGET.maxInFlight) / 2);
+    expect(timedOut).toBeGreaterThanOrEqual(Math.min(STALLED_UPLOADS, UPLOAD_BUDGET) / 2);
     expect(t.log.lines.filter((line) => line.reason === 'inbound_idle').length).toBeGreaterThanOrEqual(timedOut);
     expect(JSON.stringify(t.log.lines)).not.toMatch(/EMFILE|ENFILE/);
     // Each slowloris connection is closed by the server's headers timeout (1.5 s, checked every second).
@@ -172,4 +176,55 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
     expect(timedOut).toHaveLength(IN_FLIGHT_BUDGET.maxInFlightPerCaller);
     expect(t.log.lines.filter((line) => line.reason === 'concurrency_limit').length).toBeGreaterThanOrEqual(8);
   });
+});
+
+// Its own servers: the HTTP request timeout above (1.5 s, for the slowloris connections) would
+// end an upload held for 4 s.
+describe.each(TRANSPORTS)('uploads holding their share of the in-flight budget over %s', (transport) => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport(transport, world, { env: { FLUXGUARD_POLICY: policyFile } });
+    await t.client.upload('dos/ok.txt', sha256('ok'), [Buffer.from('ok')]);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('keeps serving other calls while uploads hold their whole share of the in-flight budget', async () => {
+    const writers = await Promise.all(
+      Array.from({ length: Math.ceil(UPLOAD_BUDGET / IN_FLIGHT_BUDGET.maxInFlightPerCaller) }, async (_, i) =>
+        t.clientWith({
+          cert: world.pki.clients.valid,
+          token: await world.token(`dos-holder-${String(i)}`, ['artifacts.writer']),
+        }),
+      ),
+    );
+    const prober = t.clientWith({
+      cert: world.pki.clients.valid,
+      token: await world.token('dos-prober', ['artifacts.writer']),
+    });
+    // Each holder sends a part every 100 ms (within the idle limit) for 4 s, then finishes.
+    const parts = Array.from({ length: 40 }, () => Buffer.from('held'));
+    const holders = Array.from({ length: UPLOAD_BUDGET }, (_, i) =>
+      (writers[i % writers.length] ?? t.client).uploadPaced(
+        `dos/held-${String(i)}.bin`,
+        sha256(Buffer.concat(parts)),
+        parts,
+        { gapMs: 100 },
+      ),
+    );
+    const refusal = t.client.statusOf({ code: 'unavailable' });
+    // A small upload is refused at once only when the holders fill the uploads' share.
+    const probe = async (): Promise<number> =>
+      (await prober.upload('dos/probe.txt', sha256('probe'), [Buffer.from('probe')])).status;
+    await expect.poll(probe, { timeout: 10_000, interval: 100 }).toBe(refusal);
+    for (let i = 0; i < LEGIT_CALLS; i++) {
+      const outcome = await t.client.get('dos/ok.txt');
+      expect(outcome.ok, outcome.exposed).toBe(true);
+    }
+    // Still full after the legitimate calls: they were served while the uploads held their share.
+    expect(await probe()).toBe(refusal);
+    const outcomes = await Promise.all(holders);
+    expect(outcomes.filter((o) => !o.ok).map((o) => o.exposed)).toEqual([]);
+  }, 60_000);
 });

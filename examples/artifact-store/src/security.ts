@@ -28,13 +28,26 @@ import {
 } from '@fluxguard/core';
 import { ensureDevMaterial } from './dev-material.js';
 
+const IN_FLIGHT = descriptorBudget().inFlight;
+const UPLOADS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 2));
+
 /**
  * Calls in flight at once in one reference server: 10 % of the open-file limit in all (at most
- * 512; `descriptorBudget()`), 32 per caller. With the connection cap (70 % of the limit), the
- * handshake and idle limits, the message limits and the deadlines of the policy, it bounds
- * what a flood can make the server hold, and no call meets EMFILE.
+ * 512; `descriptorBudget()`), 32 per caller, and uploads at most half of the total. With the
+ * connection cap (70 % of the limit), the handshake and idle limits, the message limits and the
+ * deadlines of the policy, it bounds what a flood can make the server hold, and no call meets
+ * EMFILE. An upload is the call a client can hold open longest (up to its idle limit between
+ * parts): many callers, each within its own 32, could otherwise fill the whole budget with
+ * stalled uploads, and every other call would be refused until they time out.
  */
-export const IN_FLIGHT_BUDGET = Object.freeze({ maxInFlight: descriptorBudget().inFlight, maxInFlightPerCaller: 32 });
+export const IN_FLIGHT_BUDGET = Object.freeze({
+  maxInFlight: IN_FLIGHT,
+  maxInFlightPerCaller: 32,
+  maxInFlightPerOperation: Object.freeze({
+    '/fluxguard.example.v1.ArtifactStore/UploadArtifact': UPLOADS_IN_FLIGHT,
+    'PUT /v1/artifacts/*path': UPLOADS_IN_FLIGHT,
+  }),
+});
 
 /** The policy file both reference servers load by default. */
 export const DEFAULT_POLICY_FILE: string = fileURLToPath(

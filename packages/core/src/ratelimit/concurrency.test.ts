@@ -15,10 +15,10 @@ const alice: Principal = Object.freeze({
   authenticatedBy: 'jwt',
 });
 
-function call(peerAddress = '10.1.2.3:5000'): CallInfo {
+function call(peerAddress = '10.1.2.3:5000', operation = '/pkg.S/M'): CallInfo {
   return {
-    transport: 'grpc',
-    operation: '/pkg.S/M',
+    transport: operation.startsWith('/') ? 'grpc' : 'http',
+    operation,
     requestId: 'r',
     peerAddress,
     peerCertificate: undefined,
@@ -89,8 +89,70 @@ describe('createConcurrencyLimit', () => {
     expect(limit.inFlight()).toBe(2);
   });
 
+  it('keeps a share for the other operations: a held operation cannot take more than its own limit', () => {
+    const { limit, start } = starter({
+      maxInFlight: 4,
+      maxInFlightPerOperation: { '/pkg.S/Upload': 2, 'PUT /v1/files/*path': 1, 'PUT /v1/files/big/*path': 2 },
+    });
+    const uploads = [start(call('10.0.0.1:1', '/pkg.S/Upload')), start(call('10.0.0.2:1', '/pkg.S/Upload'))];
+    expect(() => start(call('10.0.0.3:1', '/pkg.S/Upload'))).toThrow(
+      expect.objectContaining({ code: 'unavailable', reason: 'concurrency_limit' }) as SecurityError,
+    );
+    expect(limit.inFlightOn('/pkg.S/Upload')).toBe(2);
+    // The other operations still have the rest of the overall budget.
+    start(call('10.0.0.4:1', '/pkg.S/Get'));
+    start(call('10.0.0.5:1', '/pkg.S/Get'));
+    expect(limit.inFlight()).toBe(4);
+    uploads[0]?.finish('ended');
+    expect(limit.inFlightOn('/pkg.S/Upload')).toBe(1);
+    start(call('10.0.0.3:1', '/pkg.S/Upload'));
+    expect(limit.inFlightOn('/pkg.S/Upload')).toBe(2);
+  });
+
+  it('counts an HTTP operation under its most specific pattern, with or without a trailing slash', () => {
+    const { limit, start } = starter({
+      maxInFlightPerOperation: { 'PUT /v1/files/*path': 1, 'PUT /v1/files/big/*path': 2 },
+    });
+    start(call('10.0.0.1:1', 'PUT /v1/files/big/a'));
+    start(call('10.0.0.1:1', 'PUT /v1/files/big/b/'));
+    expect(() => start(call('10.0.0.1:1', 'PUT /v1/files/big/c'))).toThrow(SecurityError);
+    start(call('10.0.0.1:1', 'PUT /v1/files/small'));
+    expect(() => start(call('10.0.0.1:1', 'PUT /v1/files/other/'))).toThrow(SecurityError);
+    // Operations no pattern names are not limited at all here (no overall limit given).
+    for (let i = 0; i < 10; i++) start(call('10.0.0.1:1', 'GET /v1/files/big/a'));
+    expect(limit.inFlightOn('PUT /v1/files/big/*path')).toBe(2);
+    expect(limit.inFlightOn('PUT /v1/files/*path')).toBe(1);
+    expect(limit.inFlightOn('PUT /v1/other')).toBe(0);
+  });
+
+  it('stays bounded under a flood of distinct HTTP paths and counts each call once', () => {
+    const { limit, start } = starter({
+      maxInFlight: 50_000,
+      maxInFlightPerOperation: { 'PUT /v1/files/*path': 20_000 },
+    });
+    const states = Array.from({ length: 5_000 }, (_, i) => start(call('10.0.0.1:1', `PUT /v1/files/${String(i)}`)));
+    expect(limit.inFlightOn('PUT /v1/files/*path')).toBe(5_000);
+    for (const state of states) {
+      state.finish('ended');
+      state.finish('cancelled');
+    }
+    expect(limit.inFlightOn('PUT /v1/files/*path')).toBe(0);
+    expect(limit.inFlight()).toBe(0);
+  });
+
   it.each([
-    [{}, /give "maxInFlight", "maxInFlightPerCaller" or both/],
+    [{}, /give "maxInFlight", "maxInFlightPerCaller", "maxInFlightPerOperation" or several/],
+    [{ maxInFlightPerOperation: {} }, /"maxInFlightPerOperation" names no operation/],
+    [{ maxInFlightPerOperation: ['/pkg.S/M'] }, /must be an object of operation pattern to limit/],
+    [
+      { maxInFlightPerOperation: { '/pkg.S/M': 0 } },
+      /"maxInFlightPerOperation"\["\/pkg.S\/M"\] must be a positive whole number/,
+    ],
+    [{ maxInFlightPerOperation: { 'pkg.S/M': 1 } }, /is not an operation pattern/],
+    [
+      { maxInFlight: 4, maxInFlightPerOperation: { '/pkg.S/M': 5 } },
+      /above "maxInFlight" \(4\) and could never be reached/,
+    ],
     [{ maxInFlight: 0 }, /"maxInFlight" must be a positive whole number/],
     [{ maxInFlightPerCaller: 1.5 }, /"maxInFlightPerCaller" must be a positive whole number/],
     [{ maxInFlight: 1, key: 'tenant' }, /"key" must be/],

@@ -4,6 +4,7 @@ import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
+import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
 
 /**
  * Why a concurrency limit refused a call: too many calls in flight overall, or for its caller.
@@ -40,6 +41,14 @@ export interface ConcurrencyLimitOptions {
   readonly maxInFlightPerCaller?: number | undefined;
   /** Whom `maxInFlightPerCaller` counts. Default `caller`. */
   readonly key?: ConcurrencyKey | undefined;
+  /**
+   * Calls in flight at once on the operations a pattern names (patterns as in rate-limit rules:
+   * `/pkg.Service/Method`, `/pkg.Service/*`, `PUT /v1/artifacts/*path`), all callers together.
+   * An operation counts under its most specific pattern. Give a slow operation (an upload a
+   * client can hold open) a share of `maxInFlight`, and the other operations keep the rest:
+   * callers holding that operation open cannot take the whole budget.
+   */
+  readonly maxInFlightPerOperation?: Readonly<Record<string, number>> | undefined;
 }
 
 /**
@@ -57,16 +66,29 @@ export interface ConcurrencyLimit extends Control {
   inFlight(): number;
   /** Calls in flight now for one key (as `key` computes it). */
   inFlightFor(key: string): number;
+  /** Calls in flight now under one `maxInFlightPerOperation` pattern (0 for a pattern not given). */
+  inFlightOn(pattern: string): number;
 }
 
 const DEFAULTS: Readonly<ConcurrencyLimitOptions> = Object.freeze({
   maxInFlight: undefined,
   maxInFlightPerCaller: undefined,
   key: 'caller',
+  maxInFlightPerOperation: undefined,
 });
 
+// Operations are bounded by what a server serves, HTTP paths are not: bounded, emptied when full.
+const OPERATION_CACHE_LIMIT = 1024;
+
+/** One `maxInFlightPerOperation` entry, with its count. */
+interface OperationBudget {
+  readonly pattern: OperationPattern;
+  readonly max: number;
+  inFlight: number;
+}
+
 /**
- * Limits the calls in flight, overall and per caller, on both transports. A call counts from
+ * Limits the calls in flight, overall, per caller and per operation, on both transports. A call counts from
  * the moment its start hooks allow it until it ends in any way (answered, failed, cancelled by
  * the client, deadline): a stream counts until it ends. Over a limit the call is refused at
  * once with `unavailable` (gRPC `UNAVAILABLE`, HTTP 503; reason `concurrency_limit`), never
@@ -75,12 +97,18 @@ const DEFAULTS: Readonly<ConcurrencyLimitOptions> = Object.freeze({
  * Runs after authentication (stage `caller-limit`), so `caller` counts the verified subject.
  *
  * @throws ConfigurationError for unknown options, a limit that is not a positive whole number,
- *   no limit at all, or a `key` that is none of the choices.
+ *   no limit at all, a `key` that is none of the choices, a bad operation pattern, or an
+ *   operation's limit above `maxInFlight`.
  *
  * @example
  * ```ts
  * import { createConcurrencyLimit } from '@fluxguard/core';
- * const concurrency = createConcurrencyLimit({ maxInFlight: 512, maxInFlightPerCaller: 16 });
+ * const concurrency = createConcurrencyLimit({
+ *   maxInFlight: 512,
+ *   maxInFlightPerCaller: 16,
+ *   // Uploads a client can hold open take at most half: the other calls keep 256.
+ *   maxInFlightPerOperation: { 'PUT /v1/artifacts/*path': 256 },
+ * });
  * // fluxguardInterceptors({ audit, guard, controls: [concurrency] }) or fluxguard({ ..., controls: [concurrency] })
  * ```
  */
@@ -88,27 +116,48 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
   const opts = resolveOptions('createConcurrencyLimit', DEFAULTS, options);
   const maxInFlight = limit(opts.maxInFlight, 'maxInFlight');
   const maxPerCaller = limit(opts.maxInFlightPerCaller, 'maxInFlightPerCaller');
-  if (maxInFlight === undefined && maxPerCaller === undefined) {
-    throw new ConfigurationError('createConcurrencyLimit: give "maxInFlight", "maxInFlightPerCaller" or both');
+  const budgets = operationBudgets(opts.maxInFlightPerOperation, maxInFlight);
+  if (maxInFlight === undefined && maxPerCaller === undefined && budgets.length === 0) {
+    throw new ConfigurationError(
+      'createConcurrencyLimit: give "maxInFlight", "maxInFlightPerCaller", "maxInFlightPerOperation" or several',
+    );
   }
   const keyOf = keyFunction(opts.key);
   // Entries exist only while their key has calls in flight: bounded by the calls in flight.
   const perKey = new Map<string, number>();
   let total = 0;
+  const budgetCache = new Map<string, OperationBudget | null>();
+  const budgetOf = (operation: string): OperationBudget | undefined => {
+    let budget = budgetCache.get(operation);
+    if (budget === undefined) {
+      const normal = normalizeOperation(operation);
+      budget = budgets.find((b) => b.pattern.matches(normal)) ?? null;
+      if (budgetCache.size >= OPERATION_CACHE_LIMIT) budgetCache.clear();
+      budgetCache.set(operation, budget);
+    }
+    return budget ?? undefined;
+  };
 
   const onStart = (call: CallInfo, context: CallContext): StartResult => {
     const key = maxPerCaller === undefined ? undefined : keyOf(call, context);
     const forKey = key === undefined ? 0 : (perKey.get(key) ?? 0);
-    if ((maxInFlight !== undefined && total >= maxInFlight) || (maxPerCaller !== undefined && forKey >= maxPerCaller)) {
+    const budget = budgets.length === 0 ? undefined : budgetOf(call.operation);
+    if (
+      (maxInFlight !== undefined && total >= maxInFlight) ||
+      (maxPerCaller !== undefined && forKey >= maxPerCaller) ||
+      (budget !== undefined && budget.inFlight >= budget.max)
+    ) {
       throw new SecurityError('unavailable', { reason: 'concurrency_limit', subject: context.principal?.subject });
     }
     total += 1;
+    if (budget !== undefined) budget.inFlight += 1;
     if (key !== undefined) perKey.set(key, forKey + 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
       total -= 1;
+      if (budget !== undefined) budget.inFlight -= 1;
       if (key === undefined) return;
       const left = (perKey.get(key) ?? 1) - 1;
       if (left <= 0) perKey.delete(key);
@@ -122,13 +171,41 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
     onStart,
     inFlight: () => total,
     inFlightFor: (key: string) => perKey.get(key) ?? 0,
+    inFlightOn: (pattern: string) => budgets.find((b) => b.pattern.key === normalizeOperation(pattern))?.inFlight ?? 0,
   });
+}
+
+function operationBudgets(value: unknown, maxInFlight: number | undefined): OperationBudget[] {
+  if (value === undefined) return [];
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ConfigurationError(
+      'createConcurrencyLimit: "maxInFlightPerOperation" must be an object of operation pattern to limit',
+    );
+  }
+  const budgets = Object.entries(value).map(([pattern, max]) => {
+    const label = `"maxInFlightPerOperation"["${pattern}"]`;
+    const checked = positiveWholeNumber(max, label);
+    if (maxInFlight !== undefined && checked > maxInFlight) {
+      throw new ConfigurationError(
+        `createConcurrencyLimit: ${label} is above "maxInFlight" (${String(maxInFlight)}) and could never be reached`,
+      );
+    }
+    return { pattern: compilePattern(pattern, `createConcurrencyLimit: ${label}`), max: checked, inFlight: 0 };
+  });
+  if (budgets.length === 0) {
+    throw new ConfigurationError('createConcurrencyLimit: "maxInFlightPerOperation" names no operation');
+  }
+  return budgets.sort((a, b) => compareSpecificity(a.pattern, b.pattern));
 }
 
 function limit(value: unknown, name: string): number | undefined {
   if (value === undefined) return undefined;
+  return positiveWholeNumber(value, `"${name}"`);
+}
+
+function positiveWholeNumber(value: unknown, label: string): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new ConfigurationError(`createConcurrencyLimit: "${name}" must be a positive whole number`);
+    throw new ConfigurationError(`createConcurrencyLimit: ${label} must be a positive whole number`);
   }
   return value;
 }
