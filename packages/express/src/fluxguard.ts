@@ -122,7 +122,9 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     audit.logger.error({ err, requestId }, 'a control release callback failed');
   };
   const writeSecurityHeaders = opts.securityHeaders === false ? undefined : securityHeaderWriter(opts.securityHeaders);
-  const runControls = list.length > 0 ? pipelineRunner('fluxguard', list) : undefined;
+  // A refusal is answered here and now, not passed to `next(err)`: it never walks the app's
+  // router, and an error middleware of the app that calls `next()` cannot resume it.
+  const runControls = list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors) : undefined;
   // One middleware, not three: what requestId(), securityHeaders() and controls() do, in that
   // order, without two trips through the router and a second look-up of the call state.
   const before: RequestHandler[] = [

@@ -61,13 +61,29 @@ export function controls(owner: string, list: readonly Control[]): RequestHandle
 export type PipelineRunner = (req: Request, res: Response, next: NextFunction, state: CallState) => void;
 
 /**
- * The body of {@link controls} without the look-up of the call state: `fluxguard().before`
- * passes the state it has just attached.
+ * How a runner answers a refusal of its controls: by default `next(error)`, for the app's error
+ * handler; `fluxguard().before` answers at once with its own.
  *
  * @internal
  */
-export function pipelineRunner(owner: string, list: readonly Control[]): PipelineRunner {
+export type RefusalAnswer = (error: unknown, req: Request, res: Response, next: NextFunction) => void;
+
+const passToNext: RefusalAnswer = (error, _req, _res, next) => {
+  next(error);
+};
+
+/**
+ * The body of {@link controls} without the look-up of the call state: `fluxguard().before`
+ * passes the state it has just attached, and its own way to answer a refusal.
+ *
+ * @internal
+ */
+export function pipelineRunner(owner: string, list: readonly Control[], answer = passToNext): PipelineRunner {
   const pipeline = createPipeline(owner, list);
+  const refuse = (body: BodyInspector | undefined, req: Request, res: Response, next: NextFunction, error: unknown) => {
+    body?.refuse();
+    answer(error, req, res, next);
+  };
   return function runControls(req, res, next, state) {
     if (pipeline.matchesOperation && !req.app.enabled('case sensitive routing')) {
       throw new ConfigurationError(
@@ -97,17 +113,17 @@ export function pipelineRunner(owner: string, list: readonly Control[]): Pipelin
     try {
       pending = pipeline.start(info, state);
     } catch (error) {
-      refuse(body, next, error);
+      refuse(body, req, res, next, error);
       return;
     }
-    if (pending === undefined) proceed(pipeline, info, state, res, body, next);
+    if (pending === undefined) proceed(pipeline, info, state, req, res, body, next, answer);
     else {
       pending.then(
         () => {
-          proceed(pipeline, info, state, res, body, next);
+          proceed(pipeline, info, state, req, res, body, next, answer);
         },
         (error: unknown) => {
-          refuse(body, next, error);
+          refuse(body, req, res, next, error);
         },
       );
     }
@@ -118,9 +134,11 @@ function proceed(
   pipeline: Pipeline,
   info: CallInfo,
   state: CallState,
-  res: ServerResponse,
+  req: Request,
+  res: Response,
   body: BodyInspector | undefined,
   next: NextFunction,
+  answer: RefusalAnswer,
 ): void {
   // The request ended (the client left, or a deadline answered it) while a hook waited.
   if (state.finished || res.headersSent) return;
@@ -138,7 +156,7 @@ function proceed(
     try {
       pipeline.inboundEnd(info, state);
     } catch (error) {
-      next(error);
+      answer(error, req, res, next);
       return;
     }
   }
@@ -155,11 +173,6 @@ function mayHaveBody(req: IncomingMessage): boolean {
     headers['transfer-encoding'] !== undefined ||
     (headers['content-length'] !== undefined && headers['content-length'] !== '0')
   );
-}
-
-function refuse(body: BodyInspector | undefined, next: NextFunction, error: unknown): void {
-  body?.refuse();
-  next(error);
 }
 
 /**
