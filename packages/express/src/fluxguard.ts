@@ -86,8 +86,10 @@ const DEFAULTS: Readonly<{
  * routes and `after` behind them; every option is checked here, once.
  *
  * With `guard` (and `controls`), one pipeline joins `before`: the controls in their fixed stage
- * order (see `controls`; with RBAC, route case-sensitively). A request that a control ends early
- * (a deadline, a refused body chunk) is answered and logged by the same error handler.
+ * order (see `controls`; with RBAC, route case-sensitively). A refusal of these controls is
+ * answered at once by the error handler of `after`: it never reaches the app's routes or error
+ * middleware. A request that a control ends early (a deadline, a refused body chunk) is
+ * answered and logged by the same error handler.
  *
  * @example
  * ```ts
