@@ -1,6 +1,8 @@
 // The authenticator's synchronous path: a token the verifier's cache settles is taken without a
-// promise; every other case (first sight, expiry, rotation, a jti to ask the denylist about, a
-// malformed or repeated header) still goes through `authenticate`, with its refusals.
+// promise, and so is a new token whose key the source knows now and whose signature and claims
+// the fast path checks (accepted, or refused with the reason verify() gives). Every other case
+// (a key to fetch, expiry of a cached token, rotation, a denylist to ask, a malformed or repeated
+// header) still goes through `authenticate`, with its refusals.
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { CertificateIdentity } from '../call/call-info.js';
 import { createMemoryDenylist } from '../denylist/memory.js';
@@ -17,6 +19,7 @@ import {
   testCall,
   type TestKey,
   BACKUP_CERTIFICATE,
+  b64url,
 } from '../testing/jwt-fixtures.js';
 import { createAuthenticator } from './authenticate.js';
 
@@ -154,5 +157,106 @@ describe('createAuthenticator: a token the cache settles', () => {
     await start(authenticator, headers);
     expect((await start(authenticator, headers)).synchronous).toBe(false);
     expect(source.calls).toBe(2);
+  });
+});
+
+describe('createAuthenticator: a new token whose key the source knows now', () => {
+  let attacker: TestKey;
+  beforeAll(async () => {
+    attacker = await makeKey('ES256', 'ec-1');
+  });
+
+  /** A verifier on a local key set, its key already imported by one first verification. */
+  async function localAuthenticator(extra: Partial<JwtVerifierOptions> = {}) {
+    const jwt = createJwtVerifier({ jwks: { keys: [key.publicJwk] }, issuer: ISSUER, audience: AUDIENCE, ...extra });
+    await jwt.verify(await sign(key, { claims: { sub: 'warm-up' } }));
+    return { authenticator: createAuthenticator({ jwt }), jwt };
+  }
+
+  /** Runs `onStart` and says how it decided: at once (allowed or thrown) or through a promise. */
+  function decide(authenticator: ReturnType<typeof createAuthenticator>, token: string) {
+    const state = newState();
+    try {
+      const result = authenticator.onStart?.(testCall(IDS, GUARD_OPS.GET, { authorization: `Bearer ${token}` }), state);
+      return { synchronous: result === undefined, pending: result, state, thrown: undefined };
+    } catch (error) {
+      return { synchronous: true, pending: undefined, state, thrown: error as { reason?: string } };
+    }
+  }
+
+  it('is verified and taken synchronously from its first call on, then from the cache', async () => {
+    // Before its key is imported, a token takes the asynchronous path once.
+    const cold = createAuthenticator({
+      jwt: createJwtVerifier({ jwks: { keys: [key.publicJwk] }, issuer: ISSUER, audience: AUDIENCE }),
+    });
+    const first = decide(cold, await sign(key));
+    expect(first.synchronous).toBe(false);
+    await first.pending;
+    expect(decide(cold, await sign(key, { claims: { sub: 'bob' } })).state.principal?.subject).toBe('bob');
+
+    const { authenticator } = await localAuthenticator();
+    const token = await sign(key);
+    const calls = [decide(authenticator, token), decide(authenticator, token), decide(authenticator, token)];
+    expect(calls.map((c) => c.synchronous)).toEqual([true, true, true]);
+    expect(calls.map((c) => c.state.principal?.subject)).toEqual(['alice', 'alice', 'alice']);
+    // The second verification admits it to the cache: the third call gets that same principal.
+    expect(calls[2]?.state.principal).toBe(calls[1]?.state.principal);
+    expect(Object.isFrozen(calls[0]?.state.principal)).toBe(true);
+  });
+
+  it('refuses at once what the fast path decides, with the reason verify() gives', async () => {
+    const { authenticator, jwt } = await localAuthenticator({ clockToleranceSeconds: 0 });
+    const now = Math.floor(Date.now() / 1000);
+    const tokens = {
+      forged: await sign(attacker),
+      expired: await sign(key, { nowSeconds: now - 600, ttlSeconds: 60 }),
+      wrongAudience: await sign(key, { claims: { aud: 'billing' } }),
+      wrongIssuer: await sign(key, { claims: { iss: 'https://evil.example' } }),
+      noExp: await sign(key, { omit: ['exp'] }),
+      embeddedKey: await sign(attacker, { header: { jwk: attacker.publicJwk } }),
+      algNone: `${b64url({ alg: 'none', kid: 'ec-1' })}.${b64url({ sub: 'mallory', iss: ISSUER, aud: AUDIENCE })}.`,
+      notJws: 'a.b',
+    };
+    for (const [name, token] of Object.entries(tokens)) {
+      const expected = await refusal(jwt.verify(token));
+      const decided = decide(authenticator, token);
+      expect(decided.synchronous, name).toBe(true);
+      expect(decided.thrown?.reason, name).toBe(expected.reason);
+      expect(decided.state.principal, name).toBeUndefined();
+    }
+  });
+
+  it('goes through the asynchronous path for a kid the source does not know, and refuses it', async () => {
+    const { authenticator } = await localAuthenticator();
+    const decided = decide(authenticator, await sign(key, { header: { kid: 'made-up' } }));
+    expect(decided.synchronous).toBe(false);
+    expect((await refusal(Promise.resolve(decided.pending))).reason).toBe('unknown_kid');
+  });
+
+  it('asks the denylist first when there is one: no synchronous verification, and a revoked jti is refused', async () => {
+    const denylist = createMemoryDenylist();
+    const { authenticator } = await localAuthenticator({ denylist });
+    await denylist.revoke('j-9', new Date(Date.now() + 600_000));
+    const revoked = decide(authenticator, await sign(key, { claims: { jti: 'j-9' } }));
+    expect(revoked.synchronous).toBe(false);
+    expect((await refusal(Promise.resolve(revoked.pending))).reason).toBe('revoked');
+  });
+
+  it('decides a flood of distinct new tokens and forgeries at once, each correctly', async () => {
+    const { authenticator } = await localAuthenticator({ cacheMaxEntries: 64 });
+    const now = Math.floor(Date.now() / 1000);
+    const tokens = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        i % 3 === 0
+          ? sign(attacker, { claims: { sub: `m-${String(i)}` } })
+          : sign(key, { claims: { sub: `u-${String(i)}` }, nowSeconds: now }),
+      ),
+    );
+    const outcomes = tokens.map((token) => decide(authenticator, token));
+    expect(outcomes.every((o) => o.synchronous)).toBe(true);
+    expect(
+      outcomes.filter((o, i) => (i % 3 === 0 ? o.thrown?.reason !== 'bad_signature' : o.thrown !== undefined)),
+    ).toEqual([]);
+    expect(outcomes.filter((o, i) => i % 3 !== 0 && o.state.principal?.subject !== `u-${String(i)}`)).toEqual([]);
   });
 });

@@ -230,11 +230,14 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
     },
     algorithms: settings.algorithms,
   });
-  settledLookups.set(verifier, (headers) => settledPrincipal(settings, cache, headers));
+  settledLookups.set(verifier, (headers) => settledPrincipal(settings, cache, doorkeeper, headers));
   return verifier;
 }
 
-/** The principal of a call's token when the cache alone settles it; see {@link settledPrincipal}. */
+/**
+ * The principal of a call's token when it is settled without waiting for anything (see
+ * {@link settledPrincipal}); throws the token's refusal when that is decided without waiting too.
+ */
 export type SettledLookup = (headers: HeaderReader) => Principal | undefined;
 
 // Kept off the public interface: only the authenticator of this package takes the shortcut, and
@@ -252,24 +255,34 @@ export function settledLookupOf(verifier: JwtVerifier): SettledLookup | undefine
 }
 
 /**
- * The principal of the call's bearer token when the cache settles it without waiting for
- * anything: a hit verified under the current key set, within its times, and no `jti` to ask a
- * denylist about. Anything else (no or a malformed header, a miss, a stale or expired entry, a
- * denylist to consult) is `undefined`, and `authenticate` decides with every check and refusal
- * it always makes. The same checks as a hit in {@link verifyToken}, minus the promises.
+ * The principal of the call's bearer token when it is settled without waiting for anything:
+ * - a cache hit verified under the current key set, within its times, and no `jti` to ask a
+ *   denylist about (the steady state of a client that reuses its token);
+ * - a token not in the cache whose key the source knows now (`keysNow`) and whose algorithm the
+ *   fast path checks, when there is no denylist: verified here, admitted to the cache as
+ *   {@link verifyFresh} does, or refused by throwing the same `SecurityError` it would.
+ * Anything else (no or a malformed header, an oversized token, a stale or expired entry, a key
+ * to fetch, jose to run, a denylist to consult) is `undefined`, and `authenticate` decides with
+ * every check and refusal it always makes. Either way the token is hashed once.
  */
 function settledPrincipal(
   settings: VerifierSettings,
   cache: LruCache<string, CacheEntry>,
+  doorkeeper: Doorkeeper | undefined,
   headers: HeaderReader,
 ): Principal | undefined {
-  if (settings.cacheMaxEntries === 0) return undefined;
   const token = bearerTokenOf(headers);
   if (token === undefined || token.length > settings.maxTokenLength) return undefined;
-  const hit = cache.get(hash('sha256', token, 'base64url'));
-  if (hit?.version !== settings.source.version || timeRefusal(settings, hit) !== undefined) return undefined;
-  if (settings.denylist !== undefined && hit.token.jti !== undefined) return undefined;
-  return hit.token.principal;
+  const caching = settings.cacheMaxEntries > 0;
+  const cacheKey = caching ? hash('sha256', token, 'base64url') : '';
+  const hit = caching ? cache.get(cacheKey) : undefined;
+  if (hit !== undefined) {
+    if (hit.version !== settings.source.version || timeRefusal(settings, hit) !== undefined) return undefined;
+    if (settings.denylist !== undefined && hit.token.jti !== undefined) return undefined;
+    return hit.token.principal;
+  }
+  if (settings.denylist !== undefined) return undefined;
+  return verifyFreshSync(settings, cache, caching ? doorkeeper : undefined, token, cacheKey)?.principal;
 }
 
 /**
@@ -333,18 +346,57 @@ async function verifyFresh(
   const keys = source.keysNow?.(header) ?? (await source.getKeys(header));
   const claims =
     verifyWithKeysSync(settings, token, header, keys) ?? (await verifyWithKeys(settings, token, header, keys, 'jose'));
-  const verified = verifiedToken(settings, header, claims);
+  const verified = remember(settings, cache, doorkeeper, cacheKey, version, verifiedToken(settings, header, claims));
+  if (settings.denylist !== undefined) await checkRevoked(settings.denylist, verified);
+  return verified;
+}
+
+/**
+ * {@link verifyFresh} when nothing needs awaiting (a key the source knows now, an algorithm the
+ * fast path checks; the caller has made sure there is no denylist): the verified token, the
+ * refusal thrown, or `undefined` when the asynchronous path must decide.
+ */
+function verifyFreshSync(
+  settings: VerifierSettings,
+  cache: LruCache<string, CacheEntry>,
+  doorkeeper: Doorkeeper | undefined,
+  token: string,
+  cacheKey: string,
+): VerifiedToken | undefined {
+  const source = settings.source;
+  if (source.keysNow === undefined) return undefined;
+  const header = inspectHeader(token, settings.algorithms);
+  const version = source.version;
+  const keys = source.keysNow(header);
+  if (keys === undefined) return undefined;
+  const claims = verifyWithKeysSync(settings, token, header, keys);
+  if (claims === undefined) return undefined;
+  return remember(settings, cache, doorkeeper, cacheKey, version, verifiedToken(settings, header, claims));
+}
+
+/**
+ * Caches a freshly verified token from its second verification on (as the doorkeeper admits
+ * it; without one, never), under the key-set `version` read before its keys were looked up: if
+ * the keys changed meanwhile, the next call verifies again.
+ */
+function remember(
+  settings: VerifierSettings,
+  cache: LruCache<string, CacheEntry>,
+  doorkeeper: Doorkeeper | undefined,
+  cacheKey: string,
+  version: number,
+  verified: VerifiedToken,
+): VerifiedToken {
   if (doorkeeper?.admit(cacheKey) === true) {
-    // The version read before the key lookup: if keys changed meanwhile, the next call re-verifies.
+    const { claims } = verified;
     cache.set(cacheKey, {
       token: verified,
-      version: Math.min(version, source.version),
+      version: Math.min(version, settings.source.version),
       exp: claims.exp as number,
       nbf: typeof claims.nbf === 'number' ? claims.nbf : undefined,
       iat: typeof claims.iat === 'number' ? claims.iat : undefined,
     });
   }
-  if (settings.denylist !== undefined) await checkRevoked(settings.denylist, verified);
   return verified;
 }
 
