@@ -4,6 +4,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { CallState } from '../pipeline/call-context.js';
 import { createPipeline } from '../pipeline/pipeline.js';
+import { ipv6Prefix } from './client-address.js';
 import { createConcurrencyLimit, type ConcurrencyLimitOptions } from './concurrency.js';
 
 const alice: Principal = Object.freeze({
@@ -68,14 +69,25 @@ describe('createConcurrencyLimit', () => {
     expect(() => start(call('10.7.7.7:1'), alice)).toThrow(SecurityError);
     const peer = start(call('10.1.2.3:2'));
     expect(() => start(call('10.1.2.3:3'))).toThrow(SecurityError);
-    start(call('[::1]:4'));
+    start(call('[2001:db8::1]:4'));
     expect(limit.inFlightFor('subject:alice')).toBe(1);
     expect(limit.inFlightFor('peer:10.1.2.3')).toBe(1);
-    expect(limit.inFlightFor('peer:[::1]')).toBe(1);
+    expect(limit.inFlightFor(`peer:${ipv6Prefix('2001:db8::1', 64)}`)).toBe(1);
     peer.finish('ended');
     // No entry is kept for a key with nothing in flight.
     expect(limit.inFlightFor('peer:10.1.2.3')).toBe(0);
     expect(limit.inFlight()).toBe(2);
+  });
+
+  it('counts a peer as rate limits do: an IPv4-mapped address as IPv4, an IPv6 host by its /64', () => {
+    const { limit, start } = starter({ maxInFlightPerCaller: 1, key: 'peer' });
+    start(call('10.1.2.3:1'));
+    expect(() => start(call('[::ffff:10.1.2.3]:2'))).toThrow(SecurityError);
+    start(call('[2001:db8:1:2::10]:3'));
+    // Another address of the same /64: the same host, whatever address it picks.
+    expect(() => start(call('[2001:db8:1:2:ffff::99]:4'))).toThrow(SecurityError);
+    start(call('[2001:db8:1:3::10]:5'));
+    expect(limit.inFlight()).toBe(3);
   });
 
   it('takes a key function; a call it names no key for counts overall only', () => {

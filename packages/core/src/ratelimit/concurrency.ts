@@ -5,6 +5,7 @@ import { resolveOptions } from '../options/resolve-options.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
 import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
+import { compileClientAddress } from './client-address.js';
 
 /**
  * Why a concurrency limit refused a call: too many calls in flight overall, or for its caller.
@@ -19,8 +20,9 @@ export type ConcurrencyReason = 'concurrency_limit';
 
 /**
  * Whom a per-caller limit counts: the verified subject (else the certificate identity, else
- * the peer's address), only the certificate identity, only the peer's address (its host,
- * without the port), or a function of your own (`undefined`: the call is counted overall only).
+ * the peer's address), only the certificate identity, only the peer's address (as a rate
+ * limit's `peer` key: its host without the port, IPv4-mapped IPv6 as IPv4, IPv6 by its /64), or
+ * a function of your own (`undefined`: the call is counted overall only).
  */
 export type ConcurrencyKey =
   'caller' | 'certificate' | 'peer' | ((call: CallInfo, context: CallContext) => string | undefined);
@@ -212,6 +214,7 @@ function positiveWholeNumber(value: unknown, label: string): number {
 
 function keyFunction(key: unknown): (call: CallInfo, context: CallContext) => string | undefined {
   if (typeof key === 'function') return key as (call: CallInfo, context: CallContext) => string | undefined;
+  const peerKey = peerKeyFunction();
   switch (key) {
     case 'caller':
       return (call, context) =>
@@ -236,10 +239,16 @@ function certificateKey(call: CallInfo): string {
   return `certificate:${certificate?.spiffeId ?? certificate?.fingerprint256 ?? ''}`;
 }
 
-/** The peer's host without its port: one client's connections share one count. */
-function peerKey(call: CallInfo): string | undefined {
-  const address = call.peerAddress;
-  if (address === undefined) return undefined;
-  const host = address.startsWith('[') ? address.slice(0, address.indexOf(']') + 1) : address.replace(/:\d+$/, '');
-  return `peer:${host}`;
+/**
+ * The peer's address as a rate limit's `peer` key counts it (`compileClientAddress` with no
+ * trusted proxy): its host without the port, an IPv4-mapped IPv6 address as IPv4, an IPv6
+ * address by its /64. One client's connections, and the addresses of one host's prefix, share
+ * one count.
+ */
+function peerKeyFunction(): (call: CallInfo) => string | undefined {
+  const address = compileClientAddress({}, 'createConcurrencyLimit');
+  return (call) => {
+    const key = address.keyOf(call);
+    return key === undefined ? undefined : `peer:${key}`;
+  };
 }
