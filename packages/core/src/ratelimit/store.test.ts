@@ -118,11 +118,13 @@ describe('flexibleLimiter', () => {
     await expect(l.peek('k')).rejects.toBeInstanceOf(RateLimitStoreError);
   });
 
-  it('counts main and burst points together', () => {
+  it('spends the burst allowance once the main one is spent, then refuses', async () => {
     const l = flexibleLimiter(
       { name: 'x', points: 3, durationSeconds: 60, burst: { points: 2, durationSeconds: 5 }, storeFailure: 'open' },
       (o) => new RateLimiterMemory(o),
     );
-    expect(l.points).toBe(5);
+    const allowed: boolean[] = [];
+    for (let i = 0; i < 6; i++) allowed.push((await l.consume('k', 1)).allowed);
+    expect(allowed).toEqual([true, true, true, true, true, false]);
   });
 });

@@ -237,7 +237,6 @@ function memoryLimiter(spec: LimiterSpec): StoreLimiter {
 
 /** A {@link StoreLimiter} whose answers always come as promises (a remote store). */
 export interface AsyncLimiter {
-  readonly points: number;
   consume(key: string, points: number): Promise<LimiterResult>;
   peek(key: string): Promise<LimiterResult | undefined>;
 }
@@ -279,9 +278,7 @@ export function flexibleLimiter(
             blockDuration: 0,
           }),
         );
-  const points = spec.points + (spec.burst?.points ?? 0);
   return {
-    points,
     consume: (key, cost) =>
       limiter.consume(key, cost).then(
         (res) => result(res, true),
