@@ -207,4 +207,28 @@ describe('roles and principals from certificates', () => {
     expect(mergePrincipals(jwt, id)).toEqual({ ...jwt, certificate: id, authenticatedBy: 'both' });
     expect(mergePrincipals(jwt, undefined)).toBe(jwt);
   });
+
+  it('gives the same frozen merge for the same token principal and certificate, a new one otherwise', () => {
+    const principal = (subject: string): Principal =>
+      Object.freeze({
+        subject,
+        roles: Object.freeze(['artifacts.reader']),
+        scopes: Object.freeze([]),
+        claims: Object.freeze({ sub: subject }),
+        certificate: undefined,
+        authenticatedBy: 'jwt' as const,
+      });
+    const alice = principal('alice');
+    const bob = principal('bob');
+    const first = spiffe('spiffe://example.org/first');
+    const second = spiffe('spiffe://example.org/second');
+    const merged = mergePrincipals(alice, first);
+    expect(Object.isFrozen(merged)).toBe(true);
+    expect(mergePrincipals(alice, first)).toBe(merged);
+    // Another token on the same connection, or the same token on another: never the old merge.
+    expect(mergePrincipals(bob, first)).toMatchObject({ subject: 'bob', certificate: first });
+    expect(mergePrincipals(alice, second)).toMatchObject({ subject: 'alice', certificate: second });
+    expect(mergePrincipals(alice, first)).not.toBe(merged);
+    expect(mergePrincipals(alice, first)).toEqual(merged);
+  });
 });

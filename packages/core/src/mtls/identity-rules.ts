@@ -212,8 +212,18 @@ export function principalFromCertificate(
  */
 export function mergePrincipals(jwtPrincipal: Principal, certIdentity: CertificateIdentity | undefined): Principal {
   if (certIdentity === undefined) return jwtPrincipal;
-  return Object.freeze({ ...jwtPrincipal, certificate: certIdentity, authenticatedBy: 'both' });
+  const last = lastMerged.get(certIdentity);
+  if (last?.from === jwtPrincipal) return last.merged;
+  const merged: Principal = Object.freeze({ ...jwtPrincipal, certificate: certIdentity, authenticatedBy: 'both' });
+  lastMerged.set(certIdentity, { from: jwtPrincipal, merged });
+  return merged;
 }
+
+// The last merge made with each certificate identity: a client that reuses its token on a
+// connection gets the same frozen principal on every call instead of a copy per call. Keyed by
+// the identities the adapters keep per connection or fingerprint, so an entry per client
+// certificate, never per call (a new token per call replaces the entry's value).
+const lastMerged = new WeakMap<CertificateIdentity, { readonly from: Principal; readonly merged: Principal }>();
 
 /**
  * Normalizes a SHA-256 fingerprint to lowercase hex without separators; `undefined` when the
