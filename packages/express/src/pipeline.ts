@@ -385,7 +385,7 @@ const NO_VALUES: readonly string[] = Object.freeze([]);
 
 /** A raw header name against a lowercase one; the length first, so most names cost no copy. */
 function sameName(raw: string | undefined, lower: string): boolean {
-  return raw !== undefined && raw.length === lower.length && (raw === lower || raw.toLowerCase() === lower);
+  return raw?.length === lower.length && (raw === lower || raw.toLowerCase() === lower);
 }
 
 // Identity is a property of the connection, not of the request: read and parse the peer
