@@ -1,4 +1,5 @@
 import type { CallInfo } from '../call/call-info.js';
+import { LruCache } from '../cache/lru.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -79,8 +80,8 @@ const DEFAULTS: Readonly<ConcurrencyLimitOptions> = Object.freeze({
   maxInFlightPerOperation: undefined,
 });
 
-// Operations are bounded by what a server serves, HTTP paths are not: bounded, emptied when full.
-const OPERATION_CACHE_LIMIT = 1024;
+// Operations are bounded by what a server serves, HTTP paths are not: a bounded cache.
+const OPERATION_CACHE_ENTRIES = 1024;
 
 /** One `maxInFlightPerOperation` entry, with its count. */
 interface OperationBudget {
@@ -128,13 +129,12 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
   // Entries exist only while their key has calls in flight: bounded by the calls in flight.
   const perKey = new Map<string, number>();
   let total = 0;
-  const budgetCache = new Map<string, OperationBudget | null>();
+  const budgetCache = new LruCache<string, OperationBudget | null>(OPERATION_CACHE_ENTRIES);
   const budgetOf = (operation: string): OperationBudget | undefined => {
     let budget = budgetCache.get(operation);
     if (budget === undefined) {
       const normal = normalizeOperation(operation);
       budget = budgets.find((b) => b.pattern.matches(normal)) ?? null;
-      if (budgetCache.size >= OPERATION_CACHE_LIMIT) budgetCache.clear();
       budgetCache.set(operation, budget);
     }
     return budget ?? undefined;
