@@ -1,10 +1,9 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import type { Express } from 'express';
 import type { JSONWebKeySet } from 'jose';
 import { createSecureServer, fluxguard } from '@fluxguard/express';
 import { addService, createServerCredentials, fluxguardInterceptors, secureServerOptions } from '@fluxguard/grpc';
@@ -51,10 +50,11 @@ export interface ServerSpec {
 
 const LOOPBACK = '127.0.0.1';
 
-function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): Express {
+// Served as the README recommends: the app behind `wrap`, with `before` mounted in it too.
+function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): RequestListener {
   const audit = nullAudit();
   const app = strictApp();
-  const { before, after } = fluxguard({
+  const { before, after, wrap } = fluxguard({
     audit,
     guard: benchGuard(audit, jwks, HTTP_RULES),
     ...(controls === undefined ? {} : { controls }),
@@ -62,7 +62,7 @@ function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): Express
   app.use(before);
   mountRoute(app);
   app.use(after);
-  return app;
+  return wrap(app);
 }
 
 /** The bench's one public key as a KeyObject, made once per server from the JWKS. */
@@ -72,7 +72,7 @@ function publicKeyOf(jwks: JSONWebKeySet): KeyObject {
   return createPublicKey({ key: jwk, format: 'jwk' });
 }
 
-function appFor(variant: Variant, jwks: JSONWebKeySet): Express {
+function appFor(variant: Variant, jwks: JSONWebKeySet): RequestListener {
   const publicKey = (): KeyObject => publicKeyOf(jwks);
   switch (variant) {
     case 'bare': {

@@ -20,13 +20,15 @@ const guard = createGuard({
 const app = express();
 app.set('case sensitive routing', true); // RBAC matches paths letter for letter: routing must agree
 app.set('strict routing', true);
-const { before, after } = fluxguard({ audit, guard });
+const { before, after, wrap } = fluxguard({ audit, guard });
 app.use(before); // request id, security headers, authentication and RBAC
 app.get('/healthz', (_req, res) => res.json({ status: 'ok' }));
 app.get('/v1/items/:id', (req, res) => res.json({ id: req.params.id, reader: req.fluxguard.principal?.subject }));
 app.use(after); // problem+json for 404 and every error, one audit line each
 
-export const server = createSecureServer(app, {
+// wrap(app): before's work done ahead of Express's router, for less per request; before
+// stays in the app and passes those requests on, so the app is never served unguarded.
+export const server = createSecureServer(wrap(app), {
   audit,
   tls: { certFile: 'certs/server.crt', keyFile: 'certs/server.key', caFile: 'certs/ca.crt', clientCertificates: 'per-operation' },
 }).listen(Number(process.env.PORT ?? 8443));

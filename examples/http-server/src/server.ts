@@ -1,3 +1,4 @@
+import type { RequestListener } from 'node:http';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -104,6 +105,23 @@ export const HTTP_OPERATIONS: readonly string[] = Object.freeze([
 ]);
 
 /**
+ * What {@link createApp} builds.
+ *
+ * @example
+ * ```ts
+ * const { app, listener }: ArtifactStoreApp = createApp({ store, audit, guard });
+ * createSecureServer(listener, { audit, tls: security.tls }).listen(8443);
+ * // `app` served on its own (in a test, say) refuses an unauthenticated call just the same.
+ * ```
+ */
+export interface ArtifactStoreApp {
+  /** The Express app, guarded on its own by fluxguard's `before`. */
+  readonly app: express.Express;
+  /** `app` behind `fluxguard().wrap`: the same answers, for less work per request. Serve this. */
+  readonly listener: RequestListener;
+}
+
+/**
  * The ArtifactStore HTTP API as an Express app, behind fluxguard's baseline (request ids,
  * security headers, problem+json errors) and the guard (token, client certificate, RBAC rule
  * of each request, before any route runs).
@@ -115,14 +133,18 @@ export const HTTP_OPERATIONS: readonly string[] = Object.freeze([
  *   201 with `{path, sha256, size}`.
  * - `DELETE /v1/artifacts/{path}`: 204.
  *
+ * Returns the app and `listener`, the app behind `fluxguard().wrap`: serve the listener. The
+ * app is guarded on its own as well (its first middleware is fluxguard's `before`), only with
+ * a little more work per request.
+ *
  * @example
  * ```ts
  * const guard = security.guard('http', HTTP_OPERATIONS);
- * const app = createApp({ store: new ArtifactStore({ dataDir: '/srv/artifacts' }), audit, guard });
- * createSecureServer(app, { audit, tls: security.tls }).listen(8443);
+ * const { listener } = createApp({ store: new ArtifactStore({ dataDir: '/srv/artifacts' }), audit, guard });
+ * createSecureServer(listener, { audit, tls: security.tls }).listen(8443);
  * ```
  */
-export function createApp(options: AppOptions): express.Express {
+export function createApp(options: AppOptions): ArtifactStoreApp {
   const { store, audit, maxArtifactBytes, urlGuard } = options;
   // This app must never run without authentication and authorization.
   const guardOption: unknown = options.guard; // plain JavaScript callers too
@@ -210,7 +232,7 @@ export function createApp(options: AppOptions): express.Express {
   );
 
   app.use(guard.after);
-  return app;
+  return { app, listener: guard.wrap(app) };
 }
 
 /**
@@ -245,7 +267,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
     dataDir: options.dataDir,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
   });
-  const app = createApp({
+  const { listener } = createApp({
     store,
     audit,
     guard,
@@ -255,7 +277,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
   });
   const requestTimeoutMs = options.requestTimeoutMs ?? security.policy.timeouts?.maxMs ?? TIMEOUT_DEFAULTS.maxMs;
   const { connections } = security;
-  const server = createSecureServer(app, {
+  const server = createSecureServer(listener, {
     audit,
     tls: security.tls,
     reload: true,

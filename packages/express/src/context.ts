@@ -78,7 +78,8 @@ export type EndRequest = (error: SecurityError, req: IncomingMessage, res: Serve
 
 /**
  * Attaches the call state to `req` once: a second call (the middleware mounted twice, or in an
- * app and a sub-app) returns the existing one rather than creating a second id. The state is
+ * app and a sub-app) returns the existing one rather than creating a second id. `origin` is
+ * kept on the state for the attaching middleware to recognise it later. The state is
  * finished (signal aborted, release callbacks run) when the response closes, however it ends.
  *
  * @internal
@@ -89,6 +90,7 @@ export function attachContext(
   requestId: string,
   endRequest: EndRequest,
   onReleaseError: (error: unknown, requestId: string) => void,
+  origin?: object,
 ): CallState {
   const existing = stateOf(req);
   if (existing !== undefined) return existing;
@@ -99,6 +101,7 @@ export function attachContext(
       endRequest(error, req, res);
     },
     onReleaseError,
+    origin,
   });
   // 'close' fires both when the response has been sent and when the connection dies first;
   // only the second is a client that went away. `on`, not `once`: 'close' is emitted once and

@@ -1,9 +1,10 @@
-import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
-import type { AuditLogger, Control, Guard, TimeoutsOptions } from '@fluxguard/core';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import type { ErrorRequestHandler, Express, NextFunction, Request, RequestHandler, Response } from 'express';
+import { ConfigurationError, type AuditLogger, type Control, type Guard, type TimeoutsOptions } from '@fluxguard/core';
 import { assertAuditLogger, resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { errorHandler, notFound } from './error-handler.js';
-import type { EndRequest } from './context.js';
-import { pipelineRunner } from './pipeline.js';
+import { stateOf, type EndRequest } from './context.js';
+import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
 
@@ -62,6 +63,34 @@ export interface FluxguardMiddleware {
   readonly before: RequestHandler[];
   /** Mount after every route: `notFound()`, then `errorHandler()`. */
   readonly after: [RequestHandler, ErrorRequestHandler];
+  /**
+   * `app` behind fluxguard, as the request listener to serve (`http.createServer`,
+   * `createSecureServer`): what `before` does, done before Express takes the request. The same
+   * answers as `before`, for less work per request: no pass through the router, and
+   * `req.fluxguard` attached while the request is still Node's own object (Express changes its
+   * prototype, after which every property added costs more).
+   *
+   * Keep `before` mounted in the app as well: it passes on at once a request that this listener
+   * has already run, and it still guards the app if the app is ever served without the
+   * listener (a test, a copied template). The path that RBAC and rate-limit rules match is the
+   * one Express's router matches at the top of the app. With the security headers on, `wrap`
+   * turns the app's `x-powered-by` setting off, as Express would add the header after the
+   * listener has removed it.
+   *
+   * @throws ConfigurationError when `app` is not an Express app.
+   *
+   * @example
+   * ```ts
+   * const guard = fluxguard({ audit, guard: createGuard({ audit, jwt, rbac }) });
+   * const app = express();
+   * app.set('case sensitive routing', true);
+   * app.use(guard.before);
+   * app.get('/hello', (req, res) => { res.json({ hello: req.fluxguard.principal?.subject }); });
+   * app.use(guard.after);
+   * http.createServer(guard.wrap(app)).listen(8080);
+   * ```
+   */
+  readonly wrap: (app: Express) => RequestListener;
 }
 
 const DEFAULTS: Readonly<{
@@ -124,19 +153,54 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     audit.logger.error({ err, requestId }, 'a control release callback failed');
   };
   const writeSecurityHeaders = opts.securityHeaders === false ? undefined : securityHeaderWriter(opts.securityHeaders);
-  // A refusal is answered here and now, not passed to `next(err)`: it never walks the app's
-  // router, and an error middleware of the app that calls `next()` cannot resume it.
-  const runControls = list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors) : undefined;
-  // One middleware, not three: what requestId(), securityHeaders() and controls() do, in that
-  // order, without two trips through the router and a second look-up of the call state.
+  // One step, not three: what requestId(), securityHeaders() and controls() do, in that order,
+  // without two trips through the router and a second look-up of the call state. A refusal is
+  // answered here and now, not passed to `next(err)`: it never walks the app's router, and an
+  // error middleware of the app that calls `next()` cannot resume it.
+  const beforeWith = (run: PipelineRunner | undefined, origin: object | undefined) =>
+    function fluxguardBefore(req: Request, res: Response, next: NextFunction): void {
+      const state = startRequest(req, res, endRequest, onReleaseError, origin);
+      writeSecurityHeaders?.(res);
+      if (run === undefined) next();
+      else run(req, res, next, state);
+    };
+  // The mark of the requests that wrap() has run this instance's `before` on.
+  const wrapped = Object.freeze({});
+  const inRouter = beforeWith(list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors) : undefined, undefined);
   const before: RequestHandler[] = [
     function fluxguardBefore(req, res, next) {
-      const state = startRequest(req, res, endRequest, onReleaseError);
-      writeSecurityHeaders?.(res);
-      if (runControls === undefined) next();
-      else runControls(req, res, next, state);
+      if (stateOf(req)?.origin === wrapped) next();
+      else inRouter(req, res, next);
     },
   ];
-  const middleware: FluxguardMiddleware = { before, after: [notFound(), handleErrors] };
+  const wrap = (app: Express): RequestListener => {
+    if (typeof app !== 'function' || typeof (app as Partial<Express>).enabled !== 'function') {
+      throw new ConfigurationError('fluxguard: wrap(app) takes an Express app');
+    }
+    if (writeSecurityHeaders !== undefined) app.disable('x-powered-by');
+    const inFront = beforeWith(
+      list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors, inFrontOf(app)) : undefined,
+      wrapped,
+    );
+    return function fluxguardListener(req: IncomingMessage, res: ServerResponse): void {
+      // Express's own types for Node's objects: what runs before `app` reads only what Node's
+      // request and response have (the router's properties are looked for, never assumed).
+      const request = req as Request;
+      const response = res as Response;
+      const toApp = (error?: unknown): void => {
+        if (error === undefined) app(request, response);
+        else handleErrors(error, request, response, ignoreNext);
+      };
+      try {
+        inFront(request, response, toApp);
+      } catch (error) {
+        // A configuration error found on the request (the router would have caught it).
+        handleErrors(error, request, response, ignoreNext);
+      }
+    };
+  };
+  const middleware: FluxguardMiddleware = { before, after: [notFound(), handleErrors], wrap };
   return Object.freeze(middleware);
 }
+
+const ignoreNext: NextFunction = () => undefined;

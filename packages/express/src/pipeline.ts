@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TLSSocket } from 'node:tls';
-import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { Application, NextFunction, Request, RequestHandler, Response } from 'express';
+import parseUrl from 'parseurl';
 import {
   ConfigurationError,
   SecurityError,
@@ -73,24 +74,62 @@ const passToNext: RefusalAnswer = (error, _req, _res, next) => {
 };
 
 /**
+ * Where a pipeline reads what routing decides: inside an Express router (`app.use`), or in front
+ * of the app, before Express has seen the request (`fluxguard().wrap(app)`).
+ *
+ * @internal
+ */
+export interface Placement {
+  /** Whether the app that routes the request matches paths case-sensitively, as rules do. */
+  readonly routesCaseSensitively: (req: Request) => boolean;
+  /** The path the router matches routes against, mount path included. */
+  readonly path: (req: Request) => string;
+}
+
+/** Mounted with `app.use`: Express has set `req.app`, `req.baseUrl` and `req.path`. */
+const IN_ROUTER: Placement = {
+  routesCaseSensitively: (req) => req.app.enabled('case sensitive routing'),
+  path: (req) => `${req.baseUrl}${req.path}`,
+};
+
+/**
+ * In front of `app`: the request is Node's own yet. Its path is what Express's router will
+ * match at the top of the app, parsed by the same package (`parseurl`), which also keeps the
+ * parse on the request for the router to reuse.
+ *
+ * @internal
+ */
+export function inFrontOf(app: Application): Placement {
+  return {
+    routesCaseSensitively: () => app.enabled('case sensitive routing'),
+    path: (req) => parseUrl(req)?.pathname ?? '',
+  };
+}
+
+/**
  * The body of {@link controls} without the look-up of the call state: `fluxguard().before`
  * passes the state it has just attached, and its own way to answer a refusal.
  *
  * @internal
  */
-export function pipelineRunner(owner: string, list: readonly Control[], answer = passToNext): PipelineRunner {
+export function pipelineRunner(
+  owner: string,
+  list: readonly Control[],
+  answer = passToNext,
+  placement = IN_ROUTER,
+): PipelineRunner {
   const pipeline = createPipeline(owner, list);
   const refuse = (body: BodyInspector | undefined, req: Request, res: Response, next: NextFunction, error: unknown) => {
     body?.refuse();
     answer(error, req, res, next);
   };
   return function runControls(req, res, next, state) {
-    if (pipeline.matchesOperation && !req.app.enabled('case sensitive routing')) {
+    if (pipeline.matchesOperation && !placement.routesCaseSensitively(req)) {
       throw new ConfigurationError(
         `${owner}: the app must route case-sensitively, as its rules match paths: app.set('case sensitive routing', true)`,
       );
     }
-    const info = (state.callInfo ??= buildCallInfo(req, state));
+    const info = (state.callInfo ??= buildCallInfo(req, state, placement.path(req)));
     // Asked only if the request fails: the audit line names a rule pattern, never the raw path.
     state.labelOperation ??= pipeline.operationLabel;
     if (pipeline.hasMessageHooks && (req.readableLength > 0 || req.readableDidRead)) {
@@ -330,13 +369,13 @@ function asSecurityError(error: unknown): SecurityError {
   return isSecurityError(error) ? error : new SecurityError('internal', { cause: error });
 }
 
-function buildCallInfo(req: Request, state: CallState): CallInfo {
+// `path` is the concrete path as the router matches it (mount path included), not a route
+// pattern: the controls run before routing, and rules are matched against it.
+function buildCallInfo(req: Request, state: CallState, path: string): CallInfo {
   return new StateCallInfo(
     state,
     'http',
-    // The concrete path as the router matches it (mount path included), not a route pattern:
-    // the controls run before routing, and rules are matched against it.
-    httpOperation(req.method, `${req.baseUrl}${req.path}`),
+    httpOperation(req.method, path),
     peerOf(req),
     getClientCertificate(req),
     new RawHeaders(req.rawHeaders),

@@ -54,8 +54,16 @@ export function startRequest(
   res: ServerResponse,
   endRequest: EndRequest,
   onReleaseError: (error: unknown, requestId: string) => void,
+  origin?: object,
 ): CallState {
-  const state = attachContext(req, res, resolveRequestId(req.headers[REQUEST_ID_HEADER]), endRequest, onReleaseError);
+  const state = attachContext(
+    req,
+    res,
+    resolveRequestId(req.headers[REQUEST_ID_HEADER]),
+    endRequest,
+    onReleaseError,
+    origin,
+  );
   res.setHeader(REQUEST_ID_HEADER, state.requestId);
   return state;
 }

@@ -141,6 +141,11 @@ export interface CallStateInit {
   readonly end: (error: SecurityError) => void;
   /** Told about a release callback that threw (the others still run). */
   readonly onReleaseError: (error: unknown, requestId: string) => void;
+  /**
+   * Whatever the adapter attaching the state wants to recognise it by later (`state.origin`):
+   * a call it has already run controls on, for one. Default `undefined`.
+   */
+  readonly origin?: object | undefined;
 }
 
 const HEADER_NAME = /^[a-z0-9][a-z0-9!#$%&'*+.^_`|~-]*$/;
@@ -186,8 +191,11 @@ export class CallState implements CallContext {
    * `operationLabel`), asked only when the call fails.
    */
   labelOperation: ((operation: string) => string | undefined) | undefined = undefined;
+  /** `CallStateInit.origin`. */
+  readonly origin: object | undefined;
 
   constructor(init: CallStateInit) {
+    this.origin = init.origin;
     this.#requestId = init.requestId;
     this.#deadline = init.deadline;
     this.#end = init.end;

@@ -4,6 +4,7 @@
 // tests without TLS, on 127.0.0.1:0; undici clients.
 import { generateKeyPairSync, sign, type JsonWebKey } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -176,14 +177,13 @@ export interface Served {
   close(): Promise<void>;
 }
 
-/** Serves `app` over plain HTTP on 127.0.0.1:0. */
-export async function serve(app: Express): Promise<Served> {
+/** Serves `app` (or any request listener, `fluxguard().wrap(app)`) over plain HTTP on 127.0.0.1:0. */
+export async function serve(app: RequestListener): Promise<Served> {
   return new Promise((resolve, reject) => {
-    const server = app.listen(0, '127.0.0.1', (err?: Error) => {
-      if (err !== undefined) {
-        reject(err);
-        return;
-      }
+    const server = createHttpServer(app);
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.off('error', reject);
       const { port } = server.address() as AddressInfo;
       resolve({
         url: `http://127.0.0.1:${port}`,
