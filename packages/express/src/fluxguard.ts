@@ -112,7 +112,8 @@ const DEFAULTS: Readonly<{
 /**
  * fluxguard's HTTP baseline in one call: request ids and `req.fluxguard`, security headers,
  * and problem+json answers for unknown routes and every error. Mount `before` ahead of your
- * routes and `after` behind them; every option is checked here, once.
+ * routes and `after` behind them, and serve `wrap(app)` for less work per request; every option
+ * is checked here, once.
  *
  * With `guard` (and `controls`), one pipeline joins `before`: the controls in their fixed stage
  * order (see `controls`; with RBAC, route case-sensitively). A refusal of these controls is
@@ -127,13 +128,13 @@ const DEFAULTS: Readonly<{
  * import { fluxguard } from '@fluxguard/express';
  *
  * const audit = createAuditLogger();
- * const { before, after } = fluxguard({ audit, guard: createGuard({ audit, jwt, rbac: compileRbac(rules) }) });
+ * const { before, after, wrap } = fluxguard({ audit, guard: createGuard({ audit, jwt, rbac: compileRbac(rules) }) });
  * const app = express();
  * app.set('case sensitive routing', true);
  * app.use(before);
  * app.get('/hello', (req, res) => { res.json({ hello: req.fluxguard.principal?.subject }); });
  * app.use(after);
- * app.listen(8080);
+ * http.createServer(wrap(app)).listen(8080);
  * ```
  */
 export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
