@@ -147,7 +147,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     // Ended before the client sent the whole body (a stalled upload): close the connection
     // after the answer instead of waiting for bytes nobody will read.
     if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
-    handleErrors(error, req as Request, res as Response, () => undefined);
+    handleErrors(error, req as Request, res as Response, ignoreNext);
     dropLaterWrites(res);
   };
   const onReleaseError = (err: unknown, requestId: string): void => {
@@ -195,7 +195,8 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       try {
         inFront(request, response, toApp);
       } catch (error) {
-        // A configuration error found on the request (the router would have caught it).
+        // Whatever a step throws before the app takes over (a configuration error found on the
+        // request, say) is answered here: no router is there to catch it for the error handler.
         handleErrors(error, request, response, ignoreNext);
       }
     };
