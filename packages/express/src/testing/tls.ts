@@ -4,7 +4,7 @@
 // tests without TLS, on 127.0.0.1:0; undici clients.
 import { generateKeyPairSync, sign, type JsonWebKey } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer as createHttpServer, type RequestListener } from 'node:http';
+import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from 'node:http';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -128,7 +128,12 @@ export function captureAudit(): CapturedAudit {
   };
 }
 
-export async function listen(server: Server): Promise<{ port: number; url: string; close(): Promise<void> }> {
+export async function listen(server: Server): Promise<Served> {
+  return listenOnLoopback(server, 'https');
+}
+
+/** `server` listening on 127.0.0.1:0; `close` ends its open connections too. */
+async function listenOnLoopback(server: HttpServer | Server, scheme: 'http' | 'https'): Promise<Served> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
@@ -139,7 +144,7 @@ export async function listen(server: Server): Promise<{ port: number; url: strin
   const { port } = server.address() as AddressInfo;
   return {
     port,
-    url: `https://127.0.0.1:${port}`,
+    url: `${scheme}://127.0.0.1:${port}`,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
@@ -179,23 +184,5 @@ export interface Served {
 
 /** Serves `app` (or any request listener, `fluxguard().wrap(app)`) over plain HTTP on 127.0.0.1:0. */
 export async function serve(app: RequestListener): Promise<Served> {
-  return new Promise((resolve, reject) => {
-    const server = createHttpServer(app);
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      const { port } = server.address() as AddressInfo;
-      resolve({
-        url: `http://127.0.0.1:${port}`,
-        port,
-        close: () =>
-          new Promise<void>((done) => {
-            server.closeAllConnections();
-            server.close(() => {
-              done();
-            });
-          }),
-      });
-    });
-  });
+  return listenOnLoopback(createHttpServer(app), 'http');
 }
