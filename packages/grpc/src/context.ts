@@ -51,7 +51,7 @@ export class GrpcCall {
   readonly state: CallState;
   readonly operation: string;
   readonly peer: string;
-  readonly view: GrpcCallContext;
+  #view: GrpcCallContext | undefined;
   #pendingError: { readonly error: unknown } | undefined;
   /** A status left our interceptor for the client; later ones are dropped. */
   statusSent = false;
@@ -62,7 +62,11 @@ export class GrpcCall {
     this.operation = operation;
     this.peer = peer;
     this.state = state;
-    this.view = Object.freeze(new ContextView(this));
+  }
+
+  /** What handlers see of the call; made when first asked for (most handlers never do). */
+  get view(): GrpcCallContext {
+    return (this.#view ??= Object.freeze(new ContextView(this)));
   }
 
   /** Keeps the real error of a failure so that the interceptor logs it, whatever status carries it. */

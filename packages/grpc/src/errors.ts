@@ -1,8 +1,5 @@
 import {
   Metadata,
-  ResponderBuilder,
-  ServerInterceptingCall,
-  ServerListenerBuilder,
   status as Status,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
@@ -21,6 +18,10 @@ import {
 } from '@fluxguard/core/adapter';
 import { GrpcCall, attachCall, callOf } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
+import { ForwardingCall, type InboundSink } from './forwarding-call.js';
+
+/** A status as an interceptor sends it (not exported by grpc-js under a name). */
+type PartialStatusObject = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
 
 /** A status fluxguard built: code, vetted text and trailing metadata. */
 interface SafeStatus {
@@ -125,20 +126,21 @@ export function safeErrors(options: SafeErrorsOptions): ServerInterceptor {
 
 /**
  * What runs inside the safeErrors interceptor of `fluxguardInterceptors`: the inbound events
- * of one call, in grpc-js's listener shape.
+ * of one call. What it lets through goes on to its {@link InboundSink}.
  *
  * @internal
  */
 export interface InboundListener {
-  onReceiveMetadata(metadata: Metadata, next: (metadata: Metadata) => void): void;
-  onReceiveMessage(message: unknown, next: (message: unknown) => void): void;
-  onReceiveHalfClose(next: () => void): void;
+  onReceiveMetadata(metadata: Metadata): void;
+  onReceiveMessage(message: unknown): void;
+  onReceiveHalfClose(): void;
   onCancel(): void;
 }
 
 /**
  * Makes the {@link InboundListener} of one call: `call` is where its peer and certificate are
- * read, `target` where a refusal is sent (so that it passes safeErrors' responder).
+ * read, `target` where a refusal is sent (so that it passes safeErrors' responder), `sink`
+ * where allowed events go.
  *
  * @internal
  */
@@ -146,6 +148,7 @@ export type InboundListenerFactory = (
   operation: string,
   call: ServerInterceptingCallInterface,
   target: Pick<ServerInterceptingCallInterface, 'sendStatus'>,
+  sink: InboundSink,
 ) => InboundListener;
 
 /**
@@ -163,158 +166,194 @@ export function safeErrorsWith(
 ): ServerInterceptor {
   const { audit } = resolveOptions(owner, DEFAULTS, options);
   assertAuditLogger(audit, owner);
-  return (methodDescriptor, call) => interceptCall(audit, methodDescriptor.path, call, inner);
+  return (methodDescriptor, call) => new SafeErrorsCall(audit, methodDescriptor.path, call, inner);
 }
 
-function interceptCall(
-  audit: AuditLogger,
-  operation: string,
-  call: ServerInterceptingCallInterface,
-  inner: InboundListenerFactory | undefined,
-): ServerInterceptingCall {
-  // The inner listener of this call, made when grpc-js starts the call.
-  let downstream: InboundListener | undefined;
-  let grpcCall: GrpcCall | undefined;
-  let requestId: string | undefined;
-  const currentRequestId = (): string => (requestId ??= resolveRequestId(undefined));
+/**
+ * The safeErrors layer of one call (see {@link ForwardingCall}). Its responder methods answer
+ * synchronously, so the ordering that grpc-js's `ServerInterceptingCall` keeps for
+ * asynchronous responders is never needed.
+ */
+class SafeErrorsCall extends ForwardingCall {
+  readonly #audit: AuditLogger;
+  readonly #operation: string;
+  readonly #inner: InboundListenerFactory | undefined;
+  /** The inner listener of this call, made when grpc-js starts the call. */
+  #downstream: InboundListener | undefined;
+  #grpcCall: GrpcCall | undefined;
+  #requestId: string | undefined;
+  #metadataSent = false;
 
-  const failureContext = (): FailureContext => ({
-    operation,
-    peer: grpcCall?.peer ?? safePeer(call),
-    requestId: currentRequestId(),
-    transport: 'grpc',
-    subject: grpcCall?.state.principal?.subject,
-  });
+  constructor(
+    audit: AuditLogger,
+    operation: string,
+    below: ServerInterceptingCallInterface,
+    inner: InboundListenerFactory | undefined,
+  ) {
+    super(below);
+    this.#audit = audit;
+    this.#operation = operation;
+    this.#inner = inner;
+  }
 
-  const listener = new ServerListenerBuilder()
-    .withOnReceiveMetadata((metadata, next) => {
-      requestId = resolveRequestId(stringValues(metadata.get(REQUEST_ID_HEADER)));
-      // Handlers and later interceptors that forward the id read the checked value.
-      metadata.set(REQUEST_ID_HEADER, requestId);
-      const state = new CallState({
-        requestId,
-        deadline: deadlineOf(call),
-        // Sent through this interceptor's own responder, which logs and maps the pending error.
-        end: (error) => {
-          grpcCall?.setPendingError(error);
-          intercepting.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
-        },
-        onReleaseError: (err) => {
-          audit.logger.error({ ...failureContext(), err }, 'a control release callback failed');
-        },
+  override sendMetadata(metadata: Metadata): void {
+    this.#metadataSent = true;
+    const out = metadata.clone();
+    out.set(REQUEST_ID_HEADER, this.#currentRequestId());
+    this.below.sendMetadata(out);
+  }
+
+  override sendMessage(message: unknown, callback: () => void): void {
+    // The response headers go first, and through this layer, so that they carry the request id.
+    if (!this.#metadataSent) this.sendMetadata(new Metadata());
+    this.below.sendMessage(message, callback);
+  }
+
+  override sendStatus(status: PartialStatusObject): void {
+    const grpcCall = this.#grpcCall;
+    if (grpcCall?.statusSent === true) {
+      // The call is over (answered or abandoned): grpc-js drops this one, but never
+      // forward text we have not vetted.
+      const pending = grpcCall.takePendingError();
+      if (pending !== undefined || status.code !== Status.OK) {
+        this.#audit.logger.debug(
+          { ...this.#failureContext(), err: pending?.error ?? statusCause(status) },
+          'status after the call ended',
+        );
+      }
+      this.below.sendStatus({
+        code: Status.INTERNAL,
+        details: toPublicError(undefined, '').message,
+        metadata: this.#trailers(),
       });
-      grpcCall = new GrpcCall(operation, safePeer(call), state);
-      attachCall(metadata, grpcCall);
-      if (downstream === undefined) next(metadata);
-      else downstream.onReceiveMetadata(metadata, next);
-    })
-    .withOnReceiveMessage((message, next) => {
-      // A request that could not be parsed (see `addService`): refused here, with a request id.
-      if (message === UNPARSABLE_MESSAGE) {
-        grpcCall?.sendFailure(new SecurityError('invalid_argument', { reason: 'message_unparsable' }));
-        return;
-      }
-      if (downstream === undefined) next(message);
-      else downstream.onReceiveMessage(message, next);
-    })
-    .withOnReceiveHalfClose((next) => {
-      if (downstream === undefined) next();
-      else downstream.onReceiveHalfClose(next);
-    })
-    .withOnCancel(() => {
-      if (grpcCall !== undefined) onCallClosed(grpcCall, audit, failureContext);
-      downstream?.onCancel();
-    })
-    .build();
+      return;
+    }
+    if (grpcCall !== undefined) grpcCall.statusSent = true;
+    const safe = this.#safeStatus(status, grpcCall?.takePendingError());
+    // What the controls added (RateLimit) goes with a refusal only: on every answered call it
+    // would cost each response its bytes and each client their parsing, for fields gRPC
+    // clients do not read (HTTP sends them on every counted request, as the draft intends).
+    if (grpcCall !== undefined && safe.code !== Status.OK) addResponseHeaders(grpcCall.state, safe.metadata);
+    this.below.sendStatus(safe);
+    // The call is answered: release what its controls hold before the client can call again,
+    // and only now abort the handler's signal, so that nothing it does in reaction can send
+    // a status of its own first.
+    grpcCall?.state.finish('ended');
+  }
 
-  const responder = new ResponderBuilder()
-    .withStart((next) => {
-      if (inner !== undefined) downstream = inner(operation, call, intercepting);
-      next(listener);
-    })
-    .withSendMetadata((metadata, next) => {
-      const out = metadata.clone();
-      out.set(REQUEST_ID_HEADER, currentRequestId());
-      next(out);
-    })
-    .withSendStatus((status, next) => {
-      const trailers = new Metadata();
-      trailers.set(REQUEST_ID_HEADER, currentRequestId());
-      if (grpcCall?.statusSent === true) {
-        // The call is over (answered or abandoned): grpc-js drops this one, but never
-        // forward text we have not vetted.
-        const pending = grpcCall.takePendingError();
-        if (pending !== undefined || status.code !== Status.OK) {
-          audit.logger.debug(
-            { ...failureContext(), err: pending?.error ?? statusCause(status) },
-            'status after the call ended',
-          );
+  protected started(): void {
+    if (this.#inner !== undefined) this.#downstream = this.#inner(this.#operation, this.below, this, this);
+  }
+
+  protected receiveMetadata(metadata: Metadata): void {
+    const sent = stringValues(metadata.get(REQUEST_ID_HEADER));
+    const requestId = resolveRequestId(sent);
+    this.#requestId = requestId;
+    // Handlers and later interceptors that forward the id read the checked value.
+    if (sent.length !== 1 || sent[0] !== requestId) metadata.set(REQUEST_ID_HEADER, requestId);
+    const state = new CallState({
+      requestId,
+      deadline: deadlineOf(this.below),
+      // Sent through this interceptor's own responder, which logs and maps the pending error.
+      end: (error) => {
+        this.#grpcCall?.setPendingError(error);
+        this.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
+      },
+      onReleaseError: (err) => {
+        this.#audit.logger.error({ ...this.#failureContext(), err }, 'a control release callback failed');
+      },
+    });
+    const grpcCall = new GrpcCall(this.#operation, safePeer(this.below), state);
+    this.#grpcCall = grpcCall;
+    attachCall(metadata, grpcCall);
+    if (this.#downstream === undefined) this.passMetadata(metadata);
+    else this.#downstream.onReceiveMetadata(metadata);
+  }
+
+  protected receiveMessage(message: unknown): void {
+    // A request that could not be parsed (see `addService`): refused here, with a request id.
+    if (message === UNPARSABLE_MESSAGE) {
+      this.#grpcCall?.sendFailure(new SecurityError('invalid_argument', { reason: 'message_unparsable' }));
+      return;
+    }
+    if (this.#downstream === undefined) this.passMessage(message);
+    else this.#downstream.onReceiveMessage(message);
+  }
+
+  protected receiveHalfClose(): void {
+    if (this.#downstream === undefined) this.passHalfClose();
+    else this.#downstream.onReceiveHalfClose();
+  }
+
+  /**
+   * grpc-js reports "cancel" once after every call, including after a status was sent: ends the
+   * call state, as answered, cancelled by the client, or past its deadline (grpc-js answered
+   * DEADLINE_EXCEEDED below every interceptor: the log still needs its line).
+   */
+  protected cancelled(): void {
+    const grpcCall = this.#grpcCall;
+    if (grpcCall !== undefined) {
+      const { state } = grpcCall;
+      if (grpcCall.statusSent) {
+        state.finish('ended');
+      } else {
+        grpcCall.statusSent = true;
+        grpcCall.cancelled = true;
+        if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
+          state.finish('deadline');
+          const error = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
+          safeRecordFailure(this.#audit, error, this.#failureContext());
+        } else {
+          state.finish('cancelled');
         }
-        next({ code: Status.INTERNAL, details: toPublicError(undefined, '').message, metadata: trailers });
-        return;
       }
-      if (grpcCall !== undefined) grpcCall.statusSent = true;
-      const safe = safeStatus(status, grpcCall?.takePendingError(), trailers, audit, failureContext);
-      // What the controls added (RateLimit) goes with a refusal only: on every answered call it
-      // would cost each response its bytes and each client their parsing, for fields gRPC
-      // clients do not read (HTTP sends them on every counted request, as the draft intends).
-      if (grpcCall !== undefined && safe.code !== Status.OK) addResponseHeaders(grpcCall.state, safe.metadata);
-      next(safe);
-      // The call is answered: release what its controls hold before the client can call again,
-      // and only now abort the handler's signal, so that nothing it does in reaction can send
-      // a status of its own first.
-      grpcCall?.state.finish('ended');
-    })
-    .build();
-
-  const intercepting = new ServerInterceptingCall(call, responder);
-  return intercepting;
-}
-
-/**
- * The status the client gets for the first status of a call: OK as it is (with the request
- * id), `UNIMPLEMENTED` with a neutral text, anything else (or the error a hook or handler
- * recorded) through the audit log's mapping to its public form.
- */
-function safeStatus(
-  status: { readonly code: Status; readonly details: string; readonly metadata?: Metadata | null | undefined },
-  pending: { readonly error: unknown } | undefined,
-  trailers: Metadata,
-  audit: AuditLogger,
-  failureContext: () => FailureContext,
-): SafeStatus {
-  if (pending === undefined && status.code === Status.OK) {
-    const metadata = status.metadata?.clone() ?? new Metadata();
-    const requestId = trailers.get(REQUEST_ID_HEADER)[0];
-    if (typeof requestId === 'string') metadata.set(REQUEST_ID_HEADER, requestId);
-    return { code: status.code, details: status.details, metadata };
+    }
+    this.#downstream?.onCancel();
   }
-  if (pending === undefined && status.code === Status.UNIMPLEMENTED) {
-    audit.record({ event: 'request.denied', outcome: 'denied', reason: 'unimplemented', ...failureContext() });
-    return { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: trailers };
-  }
-  const error = pending !== undefined ? pending.error : errorFromStatus(status);
-  return publicStatus(safeRecordFailure(audit, error, failureContext()), trailers);
-}
 
-/**
- * grpc-js reports "cancel" once after every call, including after a status was sent: ends the
- * call state, as answered, cancelled by the client, or past its deadline (grpc-js answered
- * DEADLINE_EXCEEDED below every interceptor: the log still needs its line).
- */
-function onCallClosed(grpcCall: GrpcCall, audit: AuditLogger, failureContext: () => FailureContext): void {
-  const { state } = grpcCall;
-  if (grpcCall.statusSent) {
-    state.finish('ended');
-    return;
+  #currentRequestId(): string {
+    return (this.#requestId ??= resolveRequestId(undefined));
   }
-  grpcCall.statusSent = true;
-  grpcCall.cancelled = true;
-  if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
-    state.finish('deadline');
-    safeRecordFailure(audit, new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }), failureContext());
-  } else {
-    state.finish('cancelled');
+
+  #trailers(): Metadata {
+    const trailers = new Metadata();
+    trailers.set(REQUEST_ID_HEADER, this.#currentRequestId());
+    return trailers;
+  }
+
+  #failureContext(): FailureContext {
+    const grpcCall = this.#grpcCall;
+    return {
+      operation: this.#operation,
+      peer: grpcCall?.peer ?? safePeer(this.below),
+      requestId: this.#currentRequestId(),
+      transport: 'grpc',
+      subject: grpcCall?.state.principal?.subject,
+    };
+  }
+
+  /**
+   * The status the client gets for the first status of a call: OK as it is (with the request
+   * id), `UNIMPLEMENTED` with a neutral text, anything else (or the error a hook or handler
+   * recorded) through the audit log's mapping to its public form.
+   */
+  #safeStatus(status: PartialStatusObject, pending: { readonly error: unknown } | undefined): SafeStatus {
+    if (pending === undefined && status.code === Status.OK) {
+      const metadata = status.metadata?.clone() ?? new Metadata();
+      metadata.set(REQUEST_ID_HEADER, this.#currentRequestId());
+      return { code: status.code, details: status.details, metadata };
+    }
+    if (pending === undefined && status.code === Status.UNIMPLEMENTED) {
+      this.#audit.record({
+        event: 'request.denied',
+        outcome: 'denied',
+        reason: 'unimplemented',
+        ...this.#failureContext(),
+      });
+      return { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: this.#trailers() };
+    }
+    const error = pending !== undefined ? pending.error : errorFromStatus(status);
+    return publicStatus(safeRecordFailure(this.#audit, error, this.#failureContext()), this.#trailers());
   }
 }
 

@@ -1,6 +1,5 @@
 import { createRequire } from 'node:module';
 import {
-  ServerInterceptingCall,
   type Metadata,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
@@ -22,6 +21,7 @@ import {
 } from '@fluxguard/core/adapter';
 import { INSTALL_INTERCEPTORS, callOf, type GrpcCall } from './context.js';
 import { rejectCall, type InboundListener, type InboundListenerFactory } from './errors.js';
+import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import { messageSize } from './unparsable.js';
 
 /**
@@ -47,28 +47,38 @@ import { messageSize } from './unparsable.js';
  */
 export function controls(owner: string, list: readonly Control[]): ServerInterceptor {
   const listenerFor = pipelineListeners(owner, list);
-  return (methodDescriptor, call) => {
-    // Refusals go out through `call`: the interceptor before this one (safeErrors) sees them.
-    const listener = listenerFor(methodDescriptor.path, call, call);
-    return new ServerInterceptingCall(call, {
-      start: (next) => {
-        next({
-          onReceiveMetadata: (metadata, nextMetadata) => {
-            listener.onReceiveMetadata(metadata, nextMetadata);
-          },
-          onReceiveMessage: (message, nextMessage) => {
-            listener.onReceiveMessage(message, nextMessage);
-          },
-          onReceiveHalfClose: (nextHalfClose) => {
-            listener.onReceiveHalfClose(nextHalfClose);
-          },
-          onCancel: () => {
-            listener.onCancel();
-          },
-        });
-      },
-    });
-  };
+  return (methodDescriptor, call) => new PipelineCall(listenerFor, methodDescriptor.path, call);
+}
+
+/** The layer of {@link controls} for one call: its pipeline listener between the calls around it. */
+class PipelineCall extends ForwardingCall {
+  readonly #listener: InboundListener;
+
+  constructor(listenerFor: InboundListenerFactory, operation: string, below: ServerInterceptingCallInterface) {
+    super(below);
+    // Refusals go out through `below`: the interceptor before this one (safeErrors) sees them.
+    this.#listener = listenerFor(operation, below, below, this);
+  }
+
+  protected started(): void {
+    // The listener exists from the constructor on.
+  }
+
+  protected receiveMetadata(metadata: Metadata): void {
+    this.#listener.onReceiveMetadata(metadata);
+  }
+
+  protected receiveMessage(message: unknown): void {
+    this.#listener.onReceiveMessage(message);
+  }
+
+  protected receiveHalfClose(): void {
+    this.#listener.onReceiveHalfClose();
+  }
+
+  protected cancelled(): void {
+    this.#listener.onCancel();
+  }
 }
 
 /**
@@ -82,7 +92,7 @@ export function controls(owner: string, list: readonly Control[]): ServerInterce
 export function pipelineListeners(owner: string, list: readonly Control[]): InboundListenerFactory {
   const pipeline = createPipeline(owner, list);
   assertVerifiedAuthContext(owner);
-  return (operation, call, target) => new PipelineListener(owner, pipeline, operation, call, target);
+  return (operation, call, target, sink) => new PipelineListener(owner, pipeline, operation, call, target, sink);
 }
 
 type Phase = 'pending' | 'allowed' | 'refused';
@@ -99,6 +109,7 @@ class PipelineListener implements InboundListener {
   readonly #operation: string;
   readonly #call: ServerInterceptingCallInterface;
   readonly #target: Pick<ServerInterceptingCallInterface, 'sendStatus'>;
+  readonly #sink: InboundSink;
   #phase: Phase = 'pending';
   #grpcCall: GrpcCall | undefined;
   #metadata: Metadata | undefined;
@@ -111,15 +122,17 @@ class PipelineListener implements InboundListener {
     operation: string,
     call: ServerInterceptingCallInterface,
     target: Pick<ServerInterceptingCallInterface, 'sendStatus'>,
+    sink: InboundSink,
   ) {
     this.#owner = owner;
     this.#pipeline = pipeline;
     this.#operation = operation;
     this.#call = call;
     this.#target = target;
+    this.#sink = sink;
   }
 
-  onReceiveMetadata(metadata: Metadata, next: (metadata: Metadata) => void): void {
+  onReceiveMetadata(metadata: Metadata): void {
     this.#metadata = metadata;
     try {
       const grpcCall = callOf(metadata);
@@ -129,12 +142,12 @@ class PipelineListener implements InboundListener {
       const info = (grpcCall.state.callInfo ??= callInfo(this.#operation, this.#call, metadata, grpcCall));
       const pending = this.#pipeline.start(info, grpcCall.state);
       if (pending === undefined) {
-        this.#allow(metadata, next);
+        this.#allow(metadata);
         return;
       }
       pending.then(
         () => {
-          this.#allow(metadata, next);
+          this.#allow(metadata);
         },
         (error: unknown) => {
           this.#refuse(metadata, error);
@@ -145,20 +158,20 @@ class PipelineListener implements InboundListener {
     }
   }
 
-  onReceiveMessage(message: unknown, next: (message: unknown) => void): void {
-    if (this.#phase === 'allowed') this.#deliverMessage(message, next);
+  onReceiveMessage(message: unknown): void {
+    if (this.#phase === 'allowed') this.#deliverMessage(message);
     else if (this.#phase === 'pending') {
       (this.#held ??= []).push(() => {
-        this.#deliverMessage(message, next);
+        this.#deliverMessage(message);
       });
     }
   }
 
-  onReceiveHalfClose(next: () => void): void {
-    if (this.#phase === 'allowed') this.#deliverHalfClose(next);
+  onReceiveHalfClose(): void {
+    if (this.#phase === 'allowed') this.#deliverHalfClose();
     else if (this.#phase === 'pending') {
       (this.#held ??= []).push(() => {
-        this.#deliverHalfClose(next);
+        this.#deliverHalfClose();
       });
     }
   }
@@ -170,12 +183,12 @@ class PipelineListener implements InboundListener {
 
   // A held event is delivered only while the call is still allowed: never after a refusal (of
   // an earlier held event, say).
-  #deliverMessage(message: unknown, next: (message: unknown) => void): void {
-    if (this.#phase === 'allowed' && this.#runInbound(message, true)) next(message);
+  #deliverMessage(message: unknown): void {
+    if (this.#phase === 'allowed' && this.#runInbound(message, true)) this.#sink.passMessage(message);
   }
 
-  #deliverHalfClose(next: () => void): void {
-    if (this.#phase === 'allowed' && this.#runInbound(undefined, false)) next();
+  #deliverHalfClose(): void {
+    if (this.#phase === 'allowed' && this.#runInbound(undefined, false)) this.#sink.passHalfClose();
   }
 
   /** Runs the message hooks (or the end-of-input hooks); `false` when they refused the call. */
@@ -196,11 +209,11 @@ class PipelineListener implements InboundListener {
     }
   }
 
-  #allow(metadata: Metadata, next: (metadata: Metadata) => void): void {
+  #allow(metadata: Metadata): void {
     const state = this.#grpcCall?.state;
     if (this.#phase !== 'pending' || state?.finished === true || state?.endedEarly === true) return;
     this.#phase = 'allowed';
-    next(metadata);
+    this.#sink.passMetadata(metadata);
     const held = this.#held;
     this.#held = undefined;
     if (held !== undefined) for (const deliver of held) deliver();
