@@ -11,6 +11,8 @@ import { MAX_CONNECTIONS_OPTION } from './server-credentials.js';
  * the client put first.
  */
 const SINGLE_VALUE_SECURITY_HEADERS: ReadonlySet<string> = new Set(['authorization']);
+// Every request's header names are scanned: only those of a length above are lowercased.
+const SINGLE_VALUE_NAME_LENGTHS: ReadonlySet<number> = new Set([...SINGLE_VALUE_SECURITY_HEADERS].map((n) => n.length));
 
 const revealed = new WeakSet<object>();
 
@@ -85,7 +87,9 @@ function onStream(
   if (!Array.isArray(rawHeaders)) return;
   let repeated: Map<string, string[]> | undefined;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = String(rawHeaders[i]).toLowerCase();
+    const rawName = String(rawHeaders[i]);
+    if (!SINGLE_VALUE_NAME_LENGTHS.has(rawName.length)) continue;
+    const name = rawName.toLowerCase();
     if (!SINGLE_VALUE_SECURITY_HEADERS.has(name)) continue;
     repeated ??= new Map();
     const values = repeated.get(name) ?? [];

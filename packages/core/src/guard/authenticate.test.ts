@@ -116,6 +116,47 @@ describe('createAuthenticator: a token the cache settles', () => {
     expect((await start(authenticator, headers)).synchronous).toBe(true);
   });
 
+  it('is verified again when the key set changes after the token was settled, and refused when its key is gone', async () => {
+    const { authenticator, source } = authenticatorWith();
+    const headers = { authorization: `Bearer ${await sign(key)}` };
+    await start(authenticator, headers);
+    await start(authenticator, headers);
+    // Settled twice: the second time among the last hits, found without hashing the token.
+    expect((await start(authenticator, headers)).synchronous).toBe(true);
+    expect((await start(authenticator, headers)).synchronous).toBe(true);
+    source.version = 2;
+    expect((await start(authenticator, headers)).synchronous).toBe(false);
+    expect(source.calls).toBe(3);
+    expect((await start(authenticator, headers)).synchronous).toBe(true);
+    // The key rotates out: the settled token is refused, not served from either cache.
+    const other = await makeKey('ES256', 'ec-2');
+    Object.assign(source, { getKeys: () => Promise.resolve([other.publicKey]) });
+    source.version = 3;
+    expect((await refusal(start(authenticator, headers))).code).toBe('unauthenticated');
+    expect((await refusal(start(authenticator, headers))).code).toBe('unauthenticated');
+  });
+
+  it('settles the tokens of many clients, and tokens too long to be kept by value, each with its own principal', async () => {
+    const { authenticator } = authenticatorWith();
+    const clients = await Promise.all(
+      Array.from({ length: 80 }, async (_, i) => ({
+        subject: `client-${String(i)}`,
+        headers: { authorization: `Bearer ${await sign(key, { claims: { sub: `client-${String(i)}` } })}` },
+      })),
+    );
+    const long = { authorization: `Bearer ${await sign(key, { claims: { sub: 'long', pad: 'x'.repeat(3000) } })}` };
+    clients.push({ subject: 'long', headers: long });
+    expect(long.authorization.length).toBeGreaterThan(3000);
+    for (let round = 0; round < 2; round += 1) for (const client of clients) await start(authenticator, client.headers);
+    for (let round = 0; round < 2; round += 1) {
+      for (const client of clients) {
+        const settled = await start(authenticator, client.headers);
+        expect(settled.synchronous).toBe(true);
+        expect(settled.state.principal?.subject).toBe(client.subject);
+      }
+    }
+  });
+
   it('still asks the denylist about a token with a jti, and refuses it once revoked', async () => {
     const denylist = createMemoryDenylist();
     const { authenticator } = authenticatorWith({ denylist });

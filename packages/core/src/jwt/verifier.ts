@@ -184,6 +184,36 @@ interface CacheEntry {
   readonly iat: number | undefined;
 }
 
+/** Tokens longer than this skip {@link RecentTokens}, which so holds at most 64 × 2 KiB of them. */
+const RECENT_MAX_TOKEN_LENGTH = 2048;
+const RECENT_MAX_ENTRIES = 64;
+
+/**
+ * The last cache hits, keyed by the token itself: a client that sends one token on every call
+ * (a gRPC channel does) is found without hashing it. Bounded by count and token length, oldest
+ * out first; an entry is only a pointer to the cache's own, checked again on every hit.
+ */
+class RecentTokens {
+  readonly #entries = new Map<string, CacheEntry>();
+
+  get(token: string): CacheEntry | undefined {
+    return this.#entries.get(token);
+  }
+
+  remember(token: string, entry: CacheEntry): void {
+    if (token.length > RECENT_MAX_TOKEN_LENGTH || this.#entries.has(token)) return;
+    if (this.#entries.size >= RECENT_MAX_ENTRIES) {
+      const oldest = this.#entries.keys().next();
+      if (oldest.done !== true) this.#entries.delete(oldest.value);
+    }
+    this.#entries.set(token, entry);
+  }
+
+  forget(token: string): void {
+    this.#entries.delete(token);
+  }
+}
+
 function refuse(reason: JwtReason, cause?: unknown): SecurityError {
   return new SecurityError('unauthenticated', cause === undefined ? { reason } : { reason, cause });
 }
@@ -230,7 +260,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
     },
     algorithms: settings.algorithms,
   });
-  settledLookups.set(verifier, (headers) => settledPrincipal(settings, cache, doorkeeper, headers));
+  const recent = new RecentTokens();
+  settledLookups.set(verifier, (headers) => settledPrincipal(settings, cache, recent, doorkeeper, headers));
   return verifier;
 }
 
@@ -263,26 +294,42 @@ export function settledLookupOf(verifier: JwtVerifier): SettledLookup | undefine
  *   {@link verifyFresh} does, or refused by throwing the same `SecurityError` it would.
  * Anything else (no or a malformed header, an oversized token, a stale or expired entry, a key
  * to fetch, jose to run, a denylist to consult) is `undefined`, and `authenticate` decides with
- * every check and refusal it always makes. Either way the token is hashed once.
+ * every check and refusal it always makes. Either way the token is hashed once at most: a token
+ * among the last cache hits ({@link RecentTokens}) is not hashed.
  */
 function settledPrincipal(
   settings: VerifierSettings,
   cache: LruCache<string, CacheEntry>,
+  recent: RecentTokens,
   doorkeeper: Doorkeeper | undefined,
   headers: HeaderReader,
 ): Principal | undefined {
   const token = bearerTokenOf(headers);
   if (token === undefined || token.length > settings.maxTokenLength) return undefined;
   const caching = settings.cacheMaxEntries > 0;
+  const seen = caching ? recent.get(token) : undefined;
+  if (seen !== undefined) {
+    if (isSettled(settings, seen)) return seen.token.principal;
+    recent.forget(token);
+  }
   const cacheKey = caching ? hash('sha256', token, 'base64url') : '';
   const hit = caching ? cache.get(cacheKey) : undefined;
   if (hit !== undefined) {
-    if (hit.version !== settings.source.version || timeRefusal(settings, hit) !== undefined) return undefined;
-    if (settings.denylist !== undefined && hit.token.jti !== undefined) return undefined;
+    if (!isSettled(settings, hit)) return undefined;
+    recent.remember(token, hit);
     return hit.token.principal;
   }
   if (settings.denylist !== undefined) return undefined;
   return verifyFreshSync(settings, cache, caching ? doorkeeper : undefined, token, cacheKey)?.principal;
+}
+
+/**
+ * A cache entry that decides its call at once: verified under the current key set, within its
+ * times, and no `jti` to ask a denylist about.
+ */
+function isSettled(settings: VerifierSettings, entry: CacheEntry): boolean {
+  if (entry.version !== settings.source.version || timeRefusal(settings, entry) !== undefined) return false;
+  return settings.denylist === undefined || entry.token.jti === undefined;
 }
 
 /**

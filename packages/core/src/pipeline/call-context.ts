@@ -412,8 +412,11 @@ function freezePrincipal(principal: Principal): Principal {
   });
 }
 
+// A loop rather than `every`: it runs for the roles and scopes of every call.
 function isStringArray(value: unknown): value is readonly string[] {
-  return Array.isArray(value) && value.every((v) => typeof v === 'string');
+  if (!Array.isArray(value)) return false;
+  for (const item of value as unknown[]) if (typeof item !== 'string') return false;
+  return true;
 }
 
 /**
