@@ -184,33 +184,39 @@ interface CacheEntry {
   readonly iat: number | undefined;
 }
 
-/** Tokens longer than this skip {@link RecentTokens}, which so holds at most 64 × 2 KiB of them. */
+/** Tokens longer than this skip {@link RecentTokens}, which so holds at most 16 × 2 KiB of them. */
 const RECENT_MAX_TOKEN_LENGTH = 2048;
-const RECENT_MAX_ENTRIES = 64;
+const RECENT_SLOTS = 16;
 
 /**
- * The last cache hits, keyed by the token itself: a client that sends one token on every call
- * (a gRPC channel does) is found without hashing it. Bounded by count and token length, oldest
- * out first; an entry is only a pointer to the cache's own, checked again on every hit.
+ * The last cache hits, found by comparing the token itself: a client that sends one token on
+ * every call (a gRPC channel does) is found without hashing it. A scan of a few slots, not a
+ * `Map`: a `Map` look-up hashes the whole new string, which costs as much as the SHA-256, while
+ * comparing two tokens stops at their first difference. Bounded by slot count and token length,
+ * replaced in turn; an entry is only a pointer to the cache's own, checked again on every hit.
  */
 class RecentTokens {
-  readonly #entries = new Map<string, CacheEntry>();
+  readonly #tokens: (string | undefined)[] = new Array<string | undefined>(RECENT_SLOTS).fill(undefined);
+  readonly #entries: (CacheEntry | undefined)[] = new Array<CacheEntry | undefined>(RECENT_SLOTS).fill(undefined);
+  #next = 0;
 
   get(token: string): CacheEntry | undefined {
-    return this.#entries.get(token);
+    const slot = this.#tokens.indexOf(token);
+    return slot === -1 ? undefined : this.#entries[slot];
   }
 
   remember(token: string, entry: CacheEntry): void {
-    if (token.length > RECENT_MAX_TOKEN_LENGTH || this.#entries.has(token)) return;
-    if (this.#entries.size >= RECENT_MAX_ENTRIES) {
-      const oldest = this.#entries.keys().next();
-      if (oldest.done !== true) this.#entries.delete(oldest.value);
-    }
-    this.#entries.set(token, entry);
+    if (token.length > RECENT_MAX_TOKEN_LENGTH || this.#tokens.includes(token)) return;
+    this.#tokens[this.#next] = token;
+    this.#entries[this.#next] = entry;
+    this.#next = (this.#next + 1) % RECENT_SLOTS;
   }
 
   forget(token: string): void {
-    this.#entries.delete(token);
+    const slot = this.#tokens.indexOf(token);
+    if (slot === -1) return;
+    this.#tokens[slot] = undefined;
+    this.#entries[slot] = undefined;
   }
 }
 
