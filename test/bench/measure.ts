@@ -56,6 +56,11 @@ export interface RoundSample {
   readonly requestsPerSecond: number;
   /** Server CPU over the run, as a share of one CPU. */
   readonly serverCpu: number | undefined;
+  /**
+   * Server CPU time per request, in µs: steadier than req/s on a shared VM, because time the
+   * hypervisor gives to another guest is not the server's CPU time.
+   */
+  readonly serverCpuPerRequest: number | undefined;
 }
 
 export interface ColumnOutcome {
@@ -75,6 +80,11 @@ export interface ScenarioOutcome {
   readonly perBare: number;
   readonly perPeer: number;
   readonly perFloor: number;
+  /**
+   * Median over rounds of bare's server CPU per request ÷ fluxguard's in the same round: the
+   * share of bare's throughput fluxguard would reach on a CPU of its own (NaN without CPU figures).
+   */
+  readonly perBareByCpu: number;
 }
 
 /**
@@ -126,10 +136,12 @@ async function loadOnce(
   const cpuAfter = server.cpuSeconds();
   tokens.used(result.requests + inFlight(request));
   checkResult(result, expect);
+  const cpuSeconds = cpuBefore === undefined || cpuAfter === undefined ? undefined : cpuAfter - cpuBefore;
   return {
     result,
     requestsPerSecond: result.requests / result.seconds,
-    serverCpu: cpuBefore === undefined || cpuAfter === undefined ? undefined : (cpuAfter - cpuBefore) / result.seconds,
+    serverCpu: cpuSeconds === undefined ? undefined : cpuSeconds / result.seconds,
+    serverCpuPerRequest: cpuSeconds === undefined || result.requests === 0 ? undefined : (cpuSeconds * 1e6) / result.requests,
   };
 }
 
@@ -138,6 +150,16 @@ function ratio(rounds: readonly (readonly [RoundSample | undefined, RoundSample 
     a === undefined || b === undefined ? [] : [a.requestsPerSecond / b.requestsPerSecond],
   );
   return median(ratios);
+}
+
+/** {@link ratio} by server CPU per request: `b`'s CPU per request ÷ `a`'s, round by round. */
+function cpuRatio(rounds: readonly (readonly [RoundSample | undefined, RoundSample | undefined])[]): number {
+  const ratios = rounds.flatMap(([a, b]) =>
+    a?.serverCpuPerRequest === undefined || b?.serverCpuPerRequest === undefined
+      ? []
+      : [b.serverCpuPerRequest / a.serverCpuPerRequest],
+  );
+  return ratios.length === 0 ? NaN : median(ratios);
 }
 
 const empty = (variant: Variant, failure: string | undefined): ColumnOutcome => ({ variant, rounds: [], failure });
@@ -157,7 +179,7 @@ export async function measureScenario(
   if (generator === undefined) {
     const why = `not run: ${scenario.generator} is missing`;
     const columns = byColumn(scenario, (c) => empty(variantOf(scenario, c), why));
-    return { scenario, notRun: why, columns, perBare: NaN, perPeer: NaN, perFloor: NaN };
+    return { scenario, notRun: why, columns, perBare: NaN, perPeer: NaN, perFloor: NaN, perBareByCpu: NaN };
   }
   const expectOf = (column: Column): Expect => (column === 'bare' ? 'ok' : scenario.expect);
   const serverOf = (column: Column): RunningServer => {
@@ -207,5 +229,6 @@ export async function measureScenario(
     perBare: ratio(pairs('bare')),
     perPeer: ratio(pairs('peer')),
     perFloor: hasFloor(scenario) ? ratio(pairs('floor')) : NaN,
+    perBareByCpu: cpuRatio(pairs('bare')),
   };
 }

@@ -21,6 +21,10 @@ function requestsPerSecond(c: ColumnOutcome | undefined): string {
 
 const generatorCpu = (c: ColumnOutcome): number => median(c.rounds.flatMap((r) => r.result.generatorCpu ?? []));
 const serverCpu = (c: ColumnOutcome): number => median(c.rounds.flatMap((r) => r.serverCpu ?? []));
+const cpuPerRequest = (c: ColumnOutcome): string => {
+  const values = c.rounds.flatMap((r) => r.serverCpuPerRequest ?? []);
+  return values.length === 0 ? '-' : median(values).toFixed(1);
+};
 const triple = (o: ScenarioOutcome, f: (c: ColumnOutcome) => number): string =>
   CPU_COLUMNS.map((c) => percent(f(o.columns[c]))).join(' / ');
 
@@ -54,13 +58,17 @@ export function printScenario(o: ScenarioOutcome): void {
         col.rounds.map((r) => formatCount(r.requestsPerSecond)).join(' '),
         percent(generatorCpu(col)),
         percent(serverCpu(col)),
+        cpuPerRequest(col),
       ],
     ];
   });
-  console.log(table(['variant', 'median', 'per round', 'generator CPU %', 'server CPU %'], rows));
+  console.log(
+    table(['variant', 'median', 'per round', 'generator CPU %', 'server CPU %', 'server CPU µs/request'], rows),
+  );
   const perFloor = hasFloor(o.scenario) ? `, fluxguard ÷ floor ${ratioCell(o, o.perFloor, 'floor')}` : '';
   console.log(
-    `fluxguard ÷ bare ${ratioCell(o, o.perBare, 'bare')}, fluxguard ÷ peer ${ratioCell(o, o.perPeer, 'peer')}${perFloor} (median of per-round ratios)`,
+    `fluxguard ÷ bare ${ratioCell(o, o.perBare, 'bare')} (by server CPU per request ${ratioCell(o, o.perBareByCpu, 'bare')}), ` +
+      `fluxguard ÷ peer ${ratioCell(o, o.perPeer, 'peer')}${perFloor} (median of per-round ratios)`,
   );
   for (const c of columnsOf(o.scenario)) {
     const failure = o.columns[c]?.failure;
@@ -96,11 +104,11 @@ function denialNotes(outcomes: readonly ScenarioOutcome[]): string[] {
 
 export function markdownTable(outcomes: readonly ScenarioOutcome[]): string {
   const header =
-    '| scenario | generator | bare req/s | peer | fluxguard | floor | ÷ bare | ÷ peer | ÷ floor | generator CPU % (bare / peer / fluxguard) | server CPU % (bare / peer / fluxguard) |';
-  const rule = '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |';
+    '| scenario | generator | bare req/s | peer | fluxguard | floor | ÷ bare | ÷ bare by CPU | ÷ peer | ÷ floor | generator CPU % (bare / peer / fluxguard) | server CPU % (bare / peer / fluxguard) |';
+  const rule = '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |';
   const rows = outcomes.map((o) => {
     const title = scenarioTitle(o.scenario) + (o.scenario.expect === 'refused' ? ' (refusals/s)' : '');
-    if (o.notRun !== undefined) return `| ${title} | ${o.scenario.generator} | ${o.notRun} | | | | | | | | |`;
+    if (o.notRun !== undefined) return `| ${title} | ${o.scenario.generator} | ${o.notRun} | | | | | | | | | |`;
     return [
       '',
       title,
@@ -110,6 +118,7 @@ export function markdownTable(outcomes: readonly ScenarioOutcome[]): string {
       requestsPerSecond(o.columns.fluxguard),
       requestsPerSecond(o.columns.floor),
       ratioCell(o, o.perBare, 'bare'),
+      ratioCell(o, o.perBareByCpu, 'bare'),
       ratioCell(o, o.perPeer, 'peer'),
       ratioCell(o, o.perFloor, 'floor'),
       triple(o, generatorCpu),
