@@ -241,7 +241,7 @@ class SafeErrorsCall extends ForwardingCall {
     grpcCall?.state.finish('ended');
   }
 
-  protected started(): void {
+  protected override started(): void {
     if (this.#inner !== undefined) this.#downstream = this.#inner(this.#operation, this.below, this, this);
   }
 
@@ -353,7 +353,8 @@ class SafeErrorsCall extends ForwardingCall {
       return { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: this.#trailers() };
     }
     const error = pending !== undefined ? pending.error : errorFromStatus(status);
-    return publicStatus(safeRecordFailure(this.#audit, error, this.#failureContext()), this.#trailers());
+    // `publicStatus` writes the request id the audit log gave the failure.
+    return publicStatus(safeRecordFailure(this.#audit, error, this.#failureContext()), new Metadata());
   }
 }
 

@@ -73,8 +73,10 @@ export abstract class ForwardingCall extends ServerInterceptingCall implements I
     if (!this.#cancelled) this.#above?.onReceiveHalfClose();
   }
 
-  /** grpc-js starts the call: the layers after this one are in place. */
-  protected abstract started(): void;
+  /** grpc-js starts the call: the layers after this one are in place. Nothing to do by default. */
+  protected started(): void {
+    // A layer that needs the later layers in place first overrides this.
+  }
   protected abstract receiveMetadata(metadata: Metadata): void;
   protected abstract receiveMessage(message: unknown): void;
   protected abstract receiveHalfClose(): void;

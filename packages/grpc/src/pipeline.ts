@@ -60,10 +60,6 @@ class PipelineCall extends ForwardingCall {
     this.#listener = listenerFor(operation, below, below, this);
   }
 
-  protected started(): void {
-    // The listener exists from the constructor on.
-  }
-
   protected receiveMetadata(metadata: Metadata): void {
     this.#listener.onReceiveMetadata(metadata);
   }
