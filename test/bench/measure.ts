@@ -145,22 +145,23 @@ async function loadOnce(
   };
 }
 
-function ratio(rounds: readonly (readonly [RoundSample | undefined, RoundSample | undefined])[]): number {
-  const ratios = rounds.flatMap(([a, b]) =>
-    a === undefined || b === undefined ? [] : [a.requestsPerSecond / b.requestsPerSecond],
+type Pairs = readonly (readonly [RoundSample | undefined, RoundSample | undefined])[];
+
+/** Median over rounds of `a`'s rate ÷ `b`'s rate in the same round (NaN when no round has both). */
+function ratio(rounds: Pairs, rate: (sample: RoundSample) => number | undefined): number {
+  return median(
+    rounds.flatMap(([a, b]) => {
+      const ra = a === undefined ? undefined : rate(a);
+      const rb = b === undefined ? undefined : rate(b);
+      return ra === undefined || rb === undefined ? [] : [ra / rb];
+    }),
   );
-  return median(ratios);
 }
 
-/** {@link ratio} by server CPU per request: `b`'s CPU per request ÷ `a`'s, round by round. */
-function cpuRatio(rounds: readonly (readonly [RoundSample | undefined, RoundSample | undefined])[]): number {
-  const ratios = rounds.flatMap(([a, b]) =>
-    a?.serverCpuPerRequest === undefined || b?.serverCpuPerRequest === undefined
-      ? []
-      : [b.serverCpuPerRequest / a.serverCpuPerRequest],
-  );
-  return ratios.length === 0 ? NaN : median(ratios);
-}
+const served = (sample: RoundSample): number => sample.requestsPerSecond;
+/** Requests per second of server CPU: the rate the server would reach on a CPU of its own. */
+const servedPerCpu = (sample: RoundSample): number | undefined =>
+  sample.serverCpuPerRequest === undefined ? undefined : 1e6 / sample.serverCpuPerRequest;
 
 const empty = (variant: Variant, failure: string | undefined): ColumnOutcome => ({ variant, rounds: [], failure });
 
@@ -226,9 +227,9 @@ export async function measureScenario(
     scenario,
     notRun: undefined,
     columns,
-    perBare: ratio(pairs('bare')),
-    perPeer: ratio(pairs('peer')),
-    perFloor: hasFloor(scenario) ? ratio(pairs('floor')) : NaN,
-    perBareByCpu: cpuRatio(pairs('bare')),
+    perBare: ratio(pairs('bare'), served),
+    perPeer: ratio(pairs('peer'), served),
+    perFloor: hasFloor(scenario) ? ratio(pairs('floor'), served) : NaN,
+    perBareByCpu: ratio(pairs('bare'), servedPerCpu),
   };
 }
