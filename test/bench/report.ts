@@ -21,10 +21,8 @@ function requestsPerSecond(c: ColumnOutcome | undefined): string {
 
 const generatorCpu = (c: ColumnOutcome): number => median(c.rounds.flatMap((r) => r.result.generatorCpu ?? []));
 const serverCpu = (c: ColumnOutcome): number => median(c.rounds.flatMap((r) => r.serverCpu ?? []));
-const cpuPerRequest = (c: ColumnOutcome): string => {
-  const values = c.rounds.flatMap((r) => r.serverCpuPerRequest ?? []);
-  return values.length === 0 ? '-' : median(values).toFixed(1);
-};
+const cpuPerRequest = (c: ColumnOutcome): number => median(c.rounds.flatMap((r) => r.serverCpuPerRequest ?? []));
+const micros = (value: number): string => (Number.isFinite(value) ? value.toFixed(1) : '-');
 const triple = (o: ScenarioOutcome, f: (c: ColumnOutcome) => number): string =>
   CPU_COLUMNS.map((c) => percent(f(o.columns[c]))).join(' / ');
 
@@ -58,7 +56,7 @@ export function printScenario(o: ScenarioOutcome): void {
         col.rounds.map((r) => formatCount(r.requestsPerSecond)).join(' '),
         percent(generatorCpu(col)),
         percent(serverCpu(col)),
-        cpuPerRequest(col),
+        micros(cpuPerRequest(col)),
       ],
     ];
   });
