@@ -1,11 +1,12 @@
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { describe, expect, it } from 'vitest';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { RateLimitStoreError, createMemoryRateLimitStore, flexibleLimiter, type LimiterSpec } from './store.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function limiter(spec: Partial<LimiterSpec> = {}) {
-  return createMemoryRateLimitStore().limiter({
+function limiter(spec: Partial<LimiterSpec> = {}, maxKeys?: number) {
+  return createMemoryRateLimitStore(maxKeys === undefined ? undefined : { maxKeys }).limiter({
     name: 'test',
     points: 3,
     durationSeconds: 60,
@@ -100,6 +101,69 @@ describe('createMemoryRateLimitStore', () => {
     const over = await l.peek('k');
     expect(over).toMatchObject({ allowed: false, remaining: 0 });
     expect(over?.resetMs).toBeGreaterThan(0);
+  });
+});
+
+describe('createMemoryRateLimitStore with a full rule', () => {
+  /** Whether `key` is still counted: its points spent, it is refused. */
+  const stillLimited = async (l: ReturnType<typeof limiter>, key: string) => !(await l.consume(key, 1)).allowed;
+
+  it('forgets the key used longest ago to make room, never one in use', async () => {
+    const l = limiter({ points: 1 }, 3);
+    await l.consume('busy', 1);
+    await l.consume('quiet', 1);
+    await l.consume('other', 1);
+    // 'busy' came first but is used again (refused): 'quiet' is now the one used longest ago.
+    expect(await stillLimited(l, 'busy')).toBe(true);
+    await l.consume('new', 1);
+    expect(await stillLimited(l, 'busy')).toBe(true);
+    expect(await stillLimited(l, 'new')).toBe(true);
+    // Forgotten: it starts afresh (and takes the place of 'other').
+    expect((await l.consume('quiet', 1)).allowed).toBe(true);
+  });
+
+  it('holds at most maxKeys under a flood of made-up keys, and the keys in use keep their counts', async () => {
+    const maxKeys = 100;
+    const l = limiter({ points: 2 }, maxKeys);
+    await spend(l, 'victim', 2);
+    await spend(l, 'early', 2);
+    for (let i = 0; i < 10_000; i++) {
+      await l.consume(`made-up-${String(i)}`, 1);
+      // The victim keeps calling during the flood, and stays refused all through it.
+      if (i % 50 === 0) expect(await stillLimited(l, 'victim')).toBe(true);
+    }
+    // Only the last maxKeys keys are held: the first made-up ones, and 'early', are forgotten...
+    expect((await l.consume('made-up-0', 1)).remaining).toBe(1);
+    expect((await l.consume('early', 1)).allowed).toBe(true);
+    // ...while the last ones are still counted.
+    expect((await l.consume('made-up-9999', 1)).remaining).toBe(0);
+  });
+
+  it('keeps a blocked key that keeps asking, as the brute-force control does', async () => {
+    const l = limiter({ points: 1, blockSeconds: 60 }, 3);
+    await spend(l, 'attacker', 2);
+    for (const key of ['a', 'b', 'c', 'd']) {
+      expect((await l.peek('attacker'))?.allowed).toBe(false);
+      await l.consume(key, 1);
+    }
+    expect((await l.peek('attacker'))?.allowed).toBe(false);
+  });
+
+  it('applies the bound to a burst allowance too', async () => {
+    const l = limiter({ points: 1, burst: { points: 1, durationSeconds: 60 } }, 2);
+    await spend(l, 'k', 2);
+    expect(await stillLimited(l, 'k')).toBe(true);
+    // Two other keys spend their main and burst points: 'k' is forgotten in both allowances.
+    for (const key of ['x', 'y']) await spend(l, key, 2);
+    expect(await spend(l, 'k', 2)).toMatchObject([{ allowed: true }, { allowed: true }]);
+  });
+
+  it('refuses a maxKeys that is not a whole number of at least 1, and unknown options', () => {
+    for (const maxKeys of [0, -1, 1.5, Number.NaN, Infinity, '100' as unknown as number]) {
+      expect(() => createMemoryRateLimitStore({ maxKeys })).toThrow(ConfigurationError);
+    }
+    expect(() => createMemoryRateLimitStore({ maxkeys: 10 } as never)).toThrow(/maxKeys/);
+    expect(() => createMemoryRateLimitStore({ maxKeys: 1 })).not.toThrow();
   });
 });
 

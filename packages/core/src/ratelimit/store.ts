@@ -1,5 +1,7 @@
 import { BurstyRateLimiter, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
+import { resolveOptions } from '../options/resolve-options.js';
 
 /**
  * What a store is asked to count for one rule: `points` per `durationSeconds` for each key, an
@@ -119,22 +121,56 @@ export function askStore<T>(ask: () => T | Promise<T>, auditFields: Readonly<Rec
 }
 
 /**
+ * Options of {@link createMemoryRateLimitStore}.
+ *
+ * @example
+ * ```ts
+ * import type { MemoryRateLimitStoreOptions } from '@fluxguard/core';
+ * const options: MemoryRateLimitStoreOptions = { maxKeys: 500_000 };
+ * ```
+ */
+export interface MemoryRateLimitStoreOptions {
+  /**
+   * Keys one rule holds at once (a burst allowance holds as many again). Default 100 000,
+   * about 17 MB a rule. When a new key comes to a full rule, the key used longest ago is
+   * forgotten, and counts afresh if it comes back.
+   */
+  readonly maxKeys?: number | undefined;
+}
+
+const MEMORY_DEFAULTS: Readonly<{ maxKeys: number }> = Object.freeze({ maxKeys: 100_000 });
+
+/**
  * The default store: counts in this process, synchronously. Each rule has fixed windows per key
  * (the same counting as rate-limiter-flexible's `RateLimiterMemory`: a window starts with a
  * key's first count, a cost is counted even when refused, a block starts when a key first goes
  * over), bursts and blocks included. It answers without a promise, so an allowed call costs no
  * asynchronous step; expired keys are swept once per window, with no timer per key.
  *
+ * Each rule holds at most `maxKeys` keys, whatever clients send: a rule keyed by a header (an
+ * API key) counts values the client chooses, and without a bound a flood of made-up values
+ * would grow the process for as long as the window lasts. A full rule forgets the key used
+ * longest ago, as nginx's `limit_req` zones do, so a key in use keeps its count and a flood
+ * can only make a rule forget keys that have gone quiet.
+ *
+ * @throws ConfigurationError for unknown options or a `maxKeys` that is not a whole number of
+ *   at least 1.
+ *
  * @example
  * ```ts
  * import { createMemoryRateLimitStore } from '@fluxguard/core';
- * const store = createMemoryRateLimitStore();
+ * const store = createMemoryRateLimitStore({ maxKeys: 500_000 });
  * ```
  */
-export function createMemoryRateLimitStore(): RateLimitStore {
+export function createMemoryRateLimitStore(options?: MemoryRateLimitStoreOptions): RateLimitStore {
+  const where = 'createMemoryRateLimitStore';
+  const { maxKeys } = resolveOptions(where, MEMORY_DEFAULTS, options);
+  if (typeof maxKeys !== 'number' || !Number.isSafeInteger(maxKeys) || maxKeys < 1) {
+    throw new ConfigurationError(`${where}: "maxKeys" must be a whole number of at least 1`);
+  }
   return Object.freeze({
     kind: 'memory',
-    limiter: (spec: LimiterSpec): StoreLimiter => memoryLimiter(spec),
+    limiter: (spec: LimiterSpec): StoreLimiter => memoryLimiter(spec, maxKeys),
   });
 }
 
@@ -146,29 +182,31 @@ interface Window {
 }
 
 /**
- * The fixed windows of one allowance: a `Map` of keys, swept of ended windows by one unref'd
- * timer that runs only while keys exist.
+ * The fixed windows of one allowance: a `Map` of at most `maxKeys` keys in the order they were
+ * last used (a use moves a key to the end, a new key takes the place of the first when full),
+ * swept of ended windows by one unref'd timer that runs only while keys exist.
  */
 class MemoryWindows {
   readonly #entries = new Map<string, Window>();
   readonly #points: number;
   readonly #durationMs: number;
   readonly #blockMs: number;
+  readonly #maxKeys: number;
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
-  constructor(points: number, durationSeconds: number, blockSeconds: number) {
+  constructor(points: number, durationSeconds: number, blockSeconds: number, maxKeys: number) {
     this.#points = points;
     this.#durationMs = durationSeconds * 1000;
     this.#blockMs = blockSeconds * 1000;
+    this.#maxKeys = maxKeys;
   }
 
   consume(key: string, cost: number, now: number): LimiterResult {
     let entry = this.#entries.get(key);
     if (entry === undefined || (entry.resetAt <= now && entry.blockedUntil <= now)) {
       entry = { count: 0, resetAt: now + this.#durationMs, blockedUntil: 0 };
-      this.#entries.set(key, entry);
-      if (this.#sweeper === undefined) this.#sweeper = this.#startSweeping();
     }
+    this.#use(key, entry);
     if (entry.blockedUntil > now) return { allowed: false, remaining: 0, resetMs: entry.blockedUntil - now };
     entry.count += cost;
     const remaining = Math.max(0, this.#points - entry.count);
@@ -185,6 +223,8 @@ class MemoryWindows {
   peek(key: string, now: number): LimiterResult | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined || (entry.resetAt <= now && entry.blockedUntil <= now)) return undefined;
+    // Asked about is in use: a blocked client that keeps calling keeps its block.
+    this.#use(key, entry);
     if (entry.blockedUntil > now) return { allowed: false, remaining: 0, resetMs: entry.blockedUntil - now };
     return {
       allowed: entry.count <= this.#points,
@@ -196,6 +236,17 @@ class MemoryWindows {
   /** Keys in memory (for tests and metrics). */
   get size(): number {
     return this.#entries.size;
+  }
+
+  /** Puts `entry` at the end of the use order, making room first when `key` is new and the rule full. */
+  #use(key: string, entry: Window): void {
+    const entries = this.#entries;
+    if (!entries.delete(key) && entries.size >= this.#maxKeys) {
+      const oldest = entries.keys().next();
+      if (oldest.done !== true) entries.delete(oldest.value);
+    }
+    entries.set(key, entry);
+    this.#sweeper ??= this.#startSweeping();
   }
 
   #startSweeping(): ReturnType<typeof setInterval> {
@@ -217,10 +268,12 @@ class MemoryWindows {
   }
 }
 
-function memoryLimiter(spec: LimiterSpec): StoreLimiter {
-  const main = new MemoryWindows(spec.points, spec.durationSeconds, spec.blockSeconds ?? 0);
+function memoryLimiter(spec: LimiterSpec, maxKeys: number): StoreLimiter {
+  const main = new MemoryWindows(spec.points, spec.durationSeconds, spec.blockSeconds ?? 0, maxKeys);
   const burst =
-    spec.burst === undefined ? undefined : new MemoryWindows(spec.burst.points, spec.burst.durationSeconds, 0);
+    spec.burst === undefined
+      ? undefined
+      : new MemoryWindows(spec.burst.points, spec.burst.durationSeconds, 0, maxKeys);
   return {
     consume(key, cost) {
       const now = Date.now();
