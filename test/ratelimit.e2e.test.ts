@@ -1,8 +1,9 @@
 // Rate limits and brute-force protection, end to end against both reference servers: a burst
 // over a limit, another caller, the window's end, two servers sharing one Redis (and a Redis
 // Cluster of three nodes), Redis stopped and restarted mid-test, bad tokens from one client
-// address, and X-Forwarded-For from trusted and untrusted peers. Windows are 2 s so that the
-// recovery rows stay short; the limits come from a copy of the reference policy.
+// address, X-Forwarded-For from trusted and untrusted peers, and a flood of made-up API keys.
+// Windows are 2 s so that the recovery rows stay short; the limits come from a copy of the
+// reference policy.
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMemoryDenylist, createRedisRateLimitStore } from '@fluxguard/core';
@@ -41,9 +42,14 @@ const RATE_LIMITS = {
   bruteForce: { peer: { maxFailures: 3, windowSeconds: 60, blockSeconds: WINDOW_MS / 1000 } },
 };
 
+/** A rule keyed by a value the client chooses, for the flood of made-up keys. */
+const API_KEY_LIMITS = { rules: [{ name: 'per-api-key', key: 'header:x-api-key', points: 3, durationSeconds: 60 }] };
+const MAX_KEYS = 50;
+
 let world: E2eEnvironment;
 let trustedPolicy: string;
 let untrustedPolicy: string;
+let apiKeyPolicy: string;
 
 beforeAll(async () => {
   world = await createE2eEnvironment();
@@ -52,6 +58,7 @@ beforeAll(async () => {
   // The test's clients connect from 127.0.0.1: trusted, their X-Forwarded-For names the client.
   trustedPolicy = write('trusted-proxy', { ...RATE_LIMITS, trustedProxies: ['127.0.0.1'] });
   untrustedPolicy = write('untrusted', RATE_LIMITS);
+  apiKeyPolicy = write('api-keys', API_KEY_LIMITS);
 });
 
 afterAll(() => {
@@ -186,6 +193,39 @@ describe.each(TRANSPORTS)('rate limits over %s (memory store)', (transport) => {
     const carol = await readerClient(t, 'carol-2');
     const allowed = await carol.getWithHeaders('demo/missing.txt', { 'x-forwarded-for': '203.0.113.20' });
     expect(allowed.status).toBe(carol.statusOf({ code: 'not_found' }));
+  });
+});
+
+describe.each(TRANSPORTS)('a flood of made-up API keys over %s (memory store of 50 keys a rule)', (transport) => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await start(transport, apiKeyPolicy, { env: { FLUXGUARD_RATE_LIMIT_MAX_KEYS: String(MAX_KEYS) } });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('holds the rule to its bound: a key in use keeps its count, a key gone quiet is forgotten', async () => {
+    // No token: a call the rule allows goes on to be refused as unauthenticated, one it refuses is rate limited.
+    const anonymous = t.clientWith({ cert: world.pki.clients.valid, token: null });
+    const call = (key: string) => anonymous.getWithHeaders('demo/missing.txt', { 'x-api-key': key });
+    const counted = anonymous.statusOf({ code: 'unauthenticated' });
+    for (const key of ['victim', 'early']) {
+      for (let i = 0; i < 3; i++) expect((await call(key)).status).toBe(counted);
+      expectRateLimited(anonymous, await call(key));
+    }
+    // 200 keys through a rule that holds 50, while the victim's client keeps calling.
+    for (let batch = 0; batch < 20; batch++) {
+      const [victim, ...flood] = await Promise.all([
+        call('victim'),
+        ...Array.from({ length: 10 }, (_, i) => call(`made-up-${String(batch)}-${String(i)}`)),
+      ]);
+      expectRateLimited(anonymous, victim);
+      expect(flood.map((o) => o.status)).toEqual(flood.map(() => counted));
+    }
+    expectRateLimited(anonymous, await call('victim'));
+    // Forgotten: it counts afresh.
+    expect((await call('early')).status).toBe(counted);
   });
 });
 

@@ -93,6 +93,8 @@ describe('loadReferenceSecurity', () => {
     [{ FLUXGUARD_TLS_CERT: '/x.crt' }, /go together/],
     [{ FLUXGUARD_CLIENT_CERTS: 'optional' }, /strict" or "per-operation/],
     [{ FLUXGUARD_POLICY: '/nonexistent/policy.json' }, /policy/],
+    [{ FLUXGUARD_RATE_LIMIT_MAX_KEYS: '0' }, /FLUXGUARD_RATE_LIMIT_MAX_KEYS must be a whole number/],
+    [{ FLUXGUARD_RATE_LIMIT_MAX_KEYS: '1e5' }, /FLUXGUARD_RATE_LIMIT_MAX_KEYS must be a whole number/],
   ])('refuses an unsafe or broken environment at start-up: %o', async (env, message) => {
     await expect(loadReferenceSecurity({ devDir, audit, env })).rejects.toThrow(message);
   });

@@ -119,6 +119,7 @@ export interface ReferenceSecurityOptions {
  * | `FLUXGUARD_TLS_CERT`, `FLUXGUARD_TLS_KEY`, `FLUXGUARD_TLS_CA`, `FLUXGUARD_TLS_CRL` | server certificate, key, client CA bundle, optional CRL (all three or none) | the development PKI |
  * | `FLUXGUARD_CLIENT_CERTS` | `strict` (the handshake requires a client certificate) or `per-operation` | the policy's `mtls.clientCertificates` |
  * | `FLUXGUARD_REDIS_URL` | share the token denylist, rate limits and brute-force blocks between replicas through Redis | in memory |
+ * | `FLUXGUARD_RATE_LIMIT_MAX_KEYS` | keys (callers, addresses, API keys) each rate-limit rule holds in memory; when full, the one used longest ago is forgotten (without `FLUXGUARD_REDIS_URL`) | 100000 |
  *
  * @example
  * ```ts
@@ -194,7 +195,7 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   const rateLimitStore =
     options.rateLimitStore ??
     (redis === undefined
-      ? createMemoryRateLimitStore()
+      ? createMemoryRateLimitStore({ maxKeys: maxKeysFrom(env.FLUXGUARD_RATE_LIMIT_MAX_KEYS) })
       : createRedisRateLimitStore({ client: redis, audit, keyPrefix: 'fluxguard:artifact-store' }));
 
   const jwt = options.jwt;
@@ -223,6 +224,14 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
       else redis.disconnect();
     },
   });
+}
+
+function maxKeysFrom(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[1-9][0-9]{0,14}$/.test(value)) {
+    throw new ConfigurationError('FLUXGUARD_RATE_LIMIT_MAX_KEYS must be a whole number of at least 1');
+  }
+  return Number(value);
 }
 
 function clientCertificateMode(value: string): ClientCertificateMode {

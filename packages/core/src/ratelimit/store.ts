@@ -246,7 +246,7 @@ class MemoryWindows {
       if (oldest.done !== true) entries.delete(oldest.value);
     }
     entries.set(key, entry);
-    this.#sweeper ??= this.#startSweeping();
+    if (this.#sweeper === undefined) this.#sweeper = this.#startSweeping();
   }
 
   #startSweeping(): ReturnType<typeof setInterval> {
@@ -271,9 +271,7 @@ class MemoryWindows {
 function memoryLimiter(spec: LimiterSpec, maxKeys: number): StoreLimiter {
   const main = new MemoryWindows(spec.points, spec.durationSeconds, spec.blockSeconds ?? 0, maxKeys);
   const burst =
-    spec.burst === undefined
-      ? undefined
-      : new MemoryWindows(spec.burst.points, spec.burst.durationSeconds, 0, maxKeys);
+    spec.burst === undefined ? undefined : new MemoryWindows(spec.burst.points, spec.burst.durationSeconds, 0, maxKeys);
   return {
     consume(key, cost) {
       const now = Date.now();
