@@ -19,6 +19,22 @@ const VARIANTS: readonly Variant[] = ['fluxguard', 'fluxguard+ratelimit'];
 const mb = (bytes: number | undefined): string =>
   bytes === undefined || !Number.isFinite(bytes) ? '-' : (bytes / 1024 / 1024).toFixed(1);
 
+/** How often the resident memory is read during the run. */
+const SAMPLE_MS = 1000;
+
+/**
+ * The highest resident memory of each third of a run's samples, as `a / b / c` MB: memory that
+ * stays flat has its last two alike, one that grows with the run climbs through all three. The
+ * highest, not the median: the garbage collector saws memory up and down within seconds.
+ */
+function byThird(samples: readonly number[]): string {
+  if (samples.length < 3) return '-';
+  const third = samples.length / 3;
+  return [0, 1, 2]
+    .map((i) => mb(Math.max(...samples.slice(Math.round(i * third), Math.round((i + 1) * third)))))
+    .join(' / ');
+}
+
 export interface MemoryContext {
   readonly seconds: number;
   readonly warmupSeconds: number;
@@ -31,9 +47,10 @@ export interface MemoryContext {
 }
 
 /**
- * The resident memory of a fresh fluxguard server before and after `seconds` of unique tokens
- * at full speed: the verified-token cache and (with rate limiting) one counter per caller
- * must stay bounded. Returns the Markdown table, or throws when a run fails.
+ * The resident memory of a fresh fluxguard server before, during (read every second, the
+ * highest of each third of the run) and after `seconds` of unique tokens at full speed: the
+ * verified-token cache and (with rate limiting) the counters per caller must stay bounded.
+ * Returns the Markdown table, or throws when a run fails.
  */
 export async function runServerMemory(ctx: MemoryContext): Promise<string> {
   const rows: string[][] = [];
@@ -42,7 +59,7 @@ export async function runServerMemory(ctx: MemoryContext): Promise<string> {
     const generator = ctx.generators[name];
     for (const variant of VARIANTS) {
       if (generator === undefined) {
-        rows.push([`${transport} ${variant}`, name, `NOT RUN: ${name} is missing`, '', '', '', '', '']);
+        rows.push([`${transport} ${variant}`, name, `NOT RUN: ${name} is missing`, '', '', '', '', '', '']);
         failed = true;
         continue;
       }
@@ -64,7 +81,14 @@ export async function runServerMemory(ctx: MemoryContext): Promise<string> {
         };
         await run(ctx.warmupSeconds, false);
         const warm = server.memory();
-        const result = await run(ctx.seconds, true);
+        const samples: number[] = [];
+        const sampler = setInterval(() => {
+          const rss = server.memory()?.rss;
+          if (rss !== undefined) samples.push(rss);
+        }, SAMPLE_MS);
+        const result = await run(ctx.seconds, true).finally(() => {
+          clearInterval(sampler);
+        });
         const after = server.memory();
         const repeated = result.requests > ctx.pool.size ? ` (pool of ${formatCount(ctx.pool.size)} repeated)` : '';
         rows.push([
@@ -74,6 +98,7 @@ export async function runServerMemory(ctx: MemoryContext): Promise<string> {
           formatCount(result.requests / result.seconds),
           mb(started?.rss),
           mb(warm?.rss),
+          byThird(samples),
           mb(after?.rss),
           mb(after?.peak),
         ]);
@@ -83,6 +108,7 @@ export async function runServerMemory(ctx: MemoryContext): Promise<string> {
           `${transport} ${variant}`,
           name,
           `FAILED: ${err instanceof Error ? err.message : String(err)}`,
+          '',
           '',
           '',
           '',
@@ -101,6 +127,7 @@ export async function runServerMemory(ctx: MemoryContext): Promise<string> {
     'req/s',
     'RSS start MB',
     'after warm-up MB',
+    'highest by third of the run MB',
     'after run MB',
     'peak MB',
   ];
