@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   compileRbac,
+  createMemoryRateLimitStore,
   createPathResolver,
   resolveRequestId,
   type CallInfo,
@@ -95,6 +96,16 @@ export async function runMicro(config: BenchConfig, key: SigningKey): Promise<vo
     authenticatedBy: 'jwt',
   };
   const operation = `GET ${HTTP_PATH}`;
+  // A rule holding its default 100 000 keys, so that every new key evicts the one used longest ago.
+  const fullRule = createMemoryRateLimitStore().limiter({
+    name: 'flood',
+    points: 10,
+    durationSeconds: 3600,
+    storeFailure: 'open',
+  });
+  let keys = 0;
+  // The memory store answers at once: nothing to await.
+  while (keys < 100_000) void fullRule.consume(`hdr:key-${String(keys++)}`, 1);
 
   const cases: MicroCase[] = [
     { name: 'guard.check, cached token', async: true, run: () => guard.check(cachedCall) },
@@ -114,6 +125,12 @@ export async function runMicro(config: BenchConfig, key: SigningKey): Promise<vo
     { name: 'createPathResolver().resolve', async: false, run: () => paths.resolve('models/v1/weights.bin') },
     { name: 'compileRbac(10 rules).authorize', async: false, run: () => rbac.authorize(operation, principal) },
     { name: 'compileRbac(200 rules).authorize', async: false, run: () => bigRbac.authorize(operation, principal) },
+    { name: 'memory rate limit, full rule, a key in use', async: false, run: () => fullRule.consume('hdr:key-7', 1) },
+    {
+      name: 'memory rate limit, full rule, a new key each call',
+      async: false,
+      run: () => fullRule.consume(`hdr:key-${String(keys++)}`, 1),
+    },
   ];
 
   try {

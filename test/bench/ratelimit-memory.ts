@@ -24,6 +24,16 @@ async function measureIn(keys: number): Promise<MemoryResult> {
   return result;
 }
 
+/**
+ * Which keys the store held after the fill, checked by its first and last key: `all` up to the
+ * bound, `last <maxKeys>` beyond it; anything else (`NO: ...`) is a store that lost the wrong keys.
+ */
+function heldColumn(r: MemoryResult): string {
+  const expected = r.keys <= r.maxKeys;
+  if (r.lastHeld && r.firstHeld === expected) return expected ? 'all' : `last ${formatCount(r.maxKeys)}`;
+  return `NO: first ${r.firstHeld ? 'held' : 'gone'}, last ${r.lastHeld ? 'held' : 'gone'}`;
+}
+
 /** Megabytes with one decimal (`-0.0` shown as `0.0`). */
 function mb(bytes: number): string {
   const text = (bytes / MB).toFixed(1);
@@ -32,8 +42,9 @@ function mb(bytes: number): string {
 
 /**
  * The memory of the default (memory) rate-limit store: one rule's limiter, one point consumed
- * for N distinct keys, heap and RSS after a full GC against a baseline read before, and again
- * once every key's window has ended (the keys must be dropped).
+ * for N distinct keys (up to its bound, then ten times as many), heap and RSS after a full GC
+ * against a baseline read before, and again once every key's window has ended (the keys must
+ * be dropped).
  */
 export async function runRateLimitMemory(): Promise<void> {
   const results: MemoryResult[] = [];
@@ -41,20 +52,21 @@ export async function runRateLimitMemory(): Promise<void> {
   const first = results[0];
   console.log('\n## rate-limit memory store: one rule (per-peer), one point for each of N distinct keys');
   console.log(
-    `   fresh process per N (node --expose-gc); the memory store via createMemoryRateLimitStore().limiter, keys "ip:10.x.y.z", window ${String(first?.durationSeconds ?? '-')} s;`,
+    `   fresh process per N (node --expose-gc); the memory store via createMemoryRateLimitStore({ maxKeys: ${formatCount(first?.maxKeys ?? 0)} }).limiter, keys "ip:10.x.y.z", window ${String(first?.durationSeconds ?? '-')} s;`,
   );
   console.log(
     '   heap = process.memoryUsage().heapUsed after global.gc(), minus the baseline read before the limiter existed',
   );
+  console.log('   B/key is per key held: the last min(N, maxKeys) keys counted');
   const rows = results.map((r) => [
     formatCount(r.keys),
     (r.fillMs / 1000).toFixed(2),
     ((r.fillMs * 1000) / r.keys).toFixed(2),
     mb(r.baseline.heapUsed),
     mb(r.filled.heapUsed - r.baseline.heapUsed),
-    formatCount((r.filled.heapUsed - r.baseline.heapUsed) / r.keys),
+    formatCount((r.filled.heapUsed - r.baseline.heapUsed) / Math.min(r.keys, r.maxKeys)),
     mb(r.filled.rss - r.baseline.rss),
-    r.allHeld ? 'yes' : 'NO',
+    heldColumn(r),
     mb(r.expired.heapUsed - r.baseline.heapUsed),
     mb(r.expired.rss - r.baseline.rss),
     r.allDropped ? 'yes' : 'NO',
@@ -69,7 +81,7 @@ export async function runRateLimitMemory(): Promise<void> {
         '+heap MB',
         'B/key',
         '+rss MB',
-        'all held',
+        'held',
         'expired: +heap MB',
         '+rss MB',
         'dropped',

@@ -1,4 +1,5 @@
 import { BurstyRateLimiter, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { LruCache } from '../cache/lru.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -132,7 +133,7 @@ export function askStore<T>(ask: () => T | Promise<T>, auditFields: Readonly<Rec
 export interface MemoryRateLimitStoreOptions {
   /**
    * Keys one rule holds at once (a burst allowance holds as many again). Default 100 000,
-   * about 17 MB a rule. When a new key comes to a full rule, the key used longest ago is
+   * about 22 MB a rule. When a new key comes to a full rule, the key used longest ago is
    * forgotten, and counts afresh if it comes back.
    */
   readonly maxKeys?: number | undefined;
@@ -182,31 +183,31 @@ interface Window {
 }
 
 /**
- * The fixed windows of one allowance: a `Map` of at most `maxKeys` keys in the order they were
- * last used (a use moves a key to the end, a new key takes the place of the first when full),
- * swept of ended windows by one unref'd timer that runs only while keys exist.
+ * The fixed windows of one allowance: at most `maxKeys` keys in the order they were last used
+ * (a count or a peek is a use; a new key in a full rule takes the place of the one used longest
+ * ago), swept of ended windows by one unref'd timer that runs only while keys exist.
  */
 class MemoryWindows {
-  readonly #entries = new Map<string, Window>();
+  readonly #entries: LruCache<string, Window>;
   readonly #points: number;
   readonly #durationMs: number;
   readonly #blockMs: number;
-  readonly #maxKeys: number;
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(points: number, durationSeconds: number, blockSeconds: number, maxKeys: number) {
+    this.#entries = new LruCache(maxKeys);
     this.#points = points;
     this.#durationMs = durationSeconds * 1000;
     this.#blockMs = blockSeconds * 1000;
-    this.#maxKeys = maxKeys;
   }
 
   consume(key: string, cost: number, now: number): LimiterResult {
     let entry = this.#entries.get(key);
     if (entry === undefined || (entry.resetAt <= now && entry.blockedUntil <= now)) {
       entry = { count: 0, resetAt: now + this.#durationMs, blockedUntil: 0 };
+      this.#entries.set(key, entry);
+      if (this.#sweeper === undefined) this.#sweeper = this.#startSweeping();
     }
-    this.#use(key, entry);
     if (entry.blockedUntil > now) return { allowed: false, remaining: 0, resetMs: entry.blockedUntil - now };
     entry.count += cost;
     const remaining = Math.max(0, this.#points - entry.count);
@@ -220,11 +221,10 @@ class MemoryWindows {
     return { allowed: false, remaining, resetMs: entry.resetAt - now };
   }
 
+  /** The key's state without counting; asking is a use, so a blocked client that keeps calling keeps its block. */
   peek(key: string, now: number): LimiterResult | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined || (entry.resetAt <= now && entry.blockedUntil <= now)) return undefined;
-    // Asked about is in use: a blocked client that keeps calling keeps its block.
-    this.#use(key, entry);
     if (entry.blockedUntil > now) return { allowed: false, remaining: 0, resetMs: entry.blockedUntil - now };
     return {
       allowed: entry.count <= this.#points,
@@ -233,29 +233,11 @@ class MemoryWindows {
     };
   }
 
-  /** Keys in memory (for tests and metrics). */
-  get size(): number {
-    return this.#entries.size;
-  }
-
-  /** Puts `entry` at the end of the use order, making room first when `key` is new and the rule full. */
-  #use(key: string, entry: Window): void {
-    const entries = this.#entries;
-    if (!entries.delete(key) && entries.size >= this.#maxKeys) {
-      const oldest = entries.keys().next();
-      if (oldest.done !== true) entries.delete(oldest.value);
-    }
-    entries.set(key, entry);
-    if (this.#sweeper === undefined) this.#sweeper = this.#startSweeping();
-  }
-
   #startSweeping(): ReturnType<typeof setInterval> {
     const timer = setInterval(
       () => {
         const now = Date.now();
-        for (const [key, entry] of this.#entries) {
-          if (entry.resetAt <= now && entry.blockedUntil <= now) this.#entries.delete(key);
-        }
+        this.#entries.prune((entry) => entry.resetAt <= now && entry.blockedUntil <= now);
         if (this.#entries.size === 0) {
           clearInterval(timer);
           this.#sweeper = undefined;
