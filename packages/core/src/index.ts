@@ -210,6 +210,7 @@ export {
   RateLimitStoreError,
   type LimiterResult,
   type LimiterSpec,
+  type MemoryRateLimitStoreOptions,
   type RateLimitStore,
   type StoreLimiter,
 } from './ratelimit/store.js';
