@@ -94,6 +94,22 @@ export function benchRateLimitControls(): Control[] {
   return [...limits.controls, bruteForce];
 }
 
+/** The header the `fluxguard+apikeys` variant counts, and the memory group's flood makes up. */
+export const API_KEY_HEADER = 'x-api-key';
+
+/**
+ * The controls of the `fluxguard+apikeys` variant: one rule keyed by a header a client chooses
+ * (an hour's window, so that no key is swept during a run), counted before authentication, in
+ * a memory store of the default bound (100 000 keys). A call without the header counts for its
+ * address, so the limit is as far above a run as the other variant's.
+ */
+export function apiKeyRateLimitControls(): Control[] {
+  const limits = createRateLimit({
+    rules: [{ name: 'per-api-key', key: `header:${API_KEY_HEADER}`, points: RATE_LIMIT_POINTS, durationSeconds: 3600 }],
+  });
+  return [...limits.controls];
+}
+
 export interface SigningKey {
   readonly privateKey: KeyObject;
   /** The public key set the servers trust (no private member). */

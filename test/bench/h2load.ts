@@ -26,7 +26,9 @@ export function h2loadGenerator(h2load: string, loadCpu: readonly string[], scra
   return async (request: LoadRequest): Promise<LoadResult> => {
     if (request.transport !== 'grpc') throw new Error(`h2load cannot load ${request.transport}`);
     const { tokens, shape } = request;
-    if (tokens.kind === 'pool') throw new Error('h2load sends one fixed header set: no token pool');
+    if (tokens.kind === 'pool' || tokens.kind === 'made-up-api-keys') {
+      throw new Error('h2load sends one fixed header set: no token pool, no made-up keys');
+    }
     const args = [
       '-t1',
       `-c${String(shape.h2Connections)}`,

@@ -8,7 +8,9 @@ export type TokenPlan =
   | { readonly kind: 'none' }
   | { readonly kind: 'repeated'; readonly token: string }
   /** Cycles through the tokens of `file`, one per line, from line `start` (0-based). */
-  | { readonly kind: 'pool'; readonly file: string; readonly start: number };
+  | { readonly kind: 'pool'; readonly file: string; readonly start: number }
+  /** No token, and an `x-api-key` no request has sent before (wrk only): a flood of made-up keys. */
+  | { readonly kind: 'made-up-api-keys' };
 
 /** How many requests are in flight: HTTP/1.1 keep-alive connections, or HTTP/2 connections × streams. */
 export interface LoadShape {

@@ -154,7 +154,12 @@ async function main(): Promise<void> {
         ...(outcomes.length > 0 ? ['## Throughput', '', markdownTable(outcomes)] : []),
         ...(memory === undefined
           ? []
-          : ['', `## Memory after ${String(config.memorySeconds)} s of unique tokens`, '', memory]),
+          : [
+              '',
+              `## Memory after ${String(config.memorySeconds)} s of a flood (unique tokens, made-up API keys)`,
+              '',
+              memory,
+            ]),
       ].join('\n');
       console.log(`\n${sections}`);
       console.log(`\nwritten to ${writeResults(heading, sections, started)}`);

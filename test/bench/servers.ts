@@ -9,7 +9,14 @@ import { createSecureServer, fluxguard } from '@fluxguard/express';
 import { addService, createServerCredentials, fluxguardInterceptors, secureServerOptions } from '@fluxguard/grpc';
 import type { Control } from '@fluxguard/core';
 import { floorApp, floorInterceptor } from './floor.js';
-import { GRPC_RULES, HTTP_RULES, benchGuard, benchRateLimitControls, nullAudit } from './fixtures.js';
+import {
+  GRPC_RULES,
+  HTTP_RULES,
+  apiKeyRateLimitControls,
+  benchGuard,
+  benchRateLimitControls,
+  nullAudit,
+} from './fixtures.js';
 import { ITEMS_SERVICE } from './grpc-service.js';
 import { getItem, mountRoute, strictApp } from './handlers.js';
 import { peerInterceptor } from './peer-grpc.js';
@@ -26,11 +33,21 @@ export type Transport = (typeof TRANSPORTS)[number];
  * - `fluxguard`: `fluxguard({ audit, guard })` / `fluxguardInterceptors({ audit, guard })` with
  *   `secureServerOptions()` and `addService`;
  * - `fluxguard+ratelimit`: the same with `benchRateLimitControls()`;
+ * - `fluxguard+apikeys`: the same with one rule keyed by an `x-api-key` header
+ *   (`apiKeyRateLimitControls()`), for the memory group's flood of made-up keys;
  * - `floor`: bare plus one synchronous ES256 signature check of the bearer token (`floor.ts`),
  *   the least any server that checks every new token can spend.
  * The `+ratelimit` limits are far above what a run sends: they measure counting, not refusals.
  */
-export const VARIANTS = ['bare', 'peer', 'peer+ratelimit', 'fluxguard', 'fluxguard+ratelimit', 'floor'] as const;
+export const VARIANTS = [
+  'bare',
+  'peer',
+  'peer+ratelimit',
+  'fluxguard',
+  'fluxguard+ratelimit',
+  'fluxguard+apikeys',
+  'floor',
+] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 /** PEM material of the development PKI. */
@@ -88,6 +105,8 @@ function appFor(variant: Variant, jwks: JSONWebKeySet): RequestListener {
       return guardedApp(jwks);
     case 'fluxguard+ratelimit':
       return guardedApp(jwks, benchRateLimitControls());
+    case 'fluxguard+apikeys':
+      return guardedApp(jwks, apiKeyRateLimitControls());
     case 'floor':
       return floorApp(publicKey());
   }
@@ -112,15 +131,16 @@ function grpcServerFor(variant: Variant, jwks: JSONWebKeySet): grpc.Server {
       return server;
     }
     case 'fluxguard':
-    case 'fluxguard+ratelimit': {
+    case 'fluxguard+ratelimit':
+    case 'fluxguard+apikeys': {
       const audit = nullAudit();
+      const controls =
+        variant === 'fluxguard'
+          ? {}
+          : { controls: variant === 'fluxguard+ratelimit' ? benchRateLimitControls() : apiKeyRateLimitControls() };
       const server = new grpc.Server({
         ...secureServerOptions(),
-        interceptors: fluxguardInterceptors({
-          audit,
-          guard: benchGuard(audit, jwks, GRPC_RULES),
-          ...(variant === 'fluxguard+ratelimit' ? { controls: benchRateLimitControls() } : {}),
-        }),
+        interceptors: fluxguardInterceptors({ audit, guard: benchGuard(audit, jwks, GRPC_RULES), ...controls }),
       });
       addService(server, ITEMS_SERVICE, { GetItem: getItem });
       return server;

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HTTP_PATH } from './fixtures.js';
+import { API_KEY_HEADER, HTTP_PATH } from './fixtures.js';
 import type { Generator, LoadRequest, LoadResult } from './load.js';
 import { runToEnd } from './processes.js';
 
@@ -32,6 +32,18 @@ request = function()
 end
 `;
 
+// A new API key on every request: the thread's own counter and a random part, so that no two
+// requests (and no two runs) send the same one.
+const MADE_UP_API_KEYS = `
+math.randomseed(os.time())
+local sent = 0
+local run = tostring(math.random(1, 1000000000))
+request = function()
+  sent = sent + 1
+  return wrk.format(nil, nil, { ["${API_KEY_HEADER}"] = "made-up-" .. run .. "-" .. sent })
+end
+`;
+
 interface WrkReport {
   readonly requests: number;
   readonly durationUs: number;
@@ -46,15 +58,18 @@ interface WrkReport {
 export function wrkGenerator(wrk: string, loadCpu: readonly string[], scratch: string): Generator {
   const reportScript = join(scratch, 'report.lua');
   const poolScript = join(scratch, 'pool.lua');
+  const apiKeysScript = join(scratch, 'api-keys.lua');
   writeFileSync(reportScript, REPORT);
   writeFileSync(poolScript, POOL + REPORT);
+  writeFileSync(apiKeysScript, MADE_UP_API_KEYS + REPORT);
+  const scriptFor = { none: reportScript, repeated: reportScript, pool: poolScript, 'made-up-api-keys': apiKeysScript };
 
   return async (request: LoadRequest): Promise<LoadResult> => {
     if (request.transport !== 'http') throw new Error(`wrk cannot load ${request.transport}`);
     const { tokens } = request;
     const args = ['-t1', `-c${String(request.shape.connections)}`, `-d${String(request.seconds)}s`];
     if (tokens.kind === 'repeated') args.push('-H', `Authorization: Bearer ${tokens.token}`);
-    args.push('-s', tokens.kind === 'pool' ? poolScript : reportScript);
+    args.push('-s', scriptFor[tokens.kind]);
     args.push(`http://127.0.0.1:${String(request.port)}${HTTP_PATH}`);
     if (tokens.kind === 'pool') args.push('--', tokens.file, String(tokens.start));
 
