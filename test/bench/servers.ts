@@ -82,6 +82,13 @@ function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): Request
   return wrap(app);
 }
 
+/** The controls a fluxguard variant adds to its guard (new ones for each server). */
+function controlsOf(variant: Variant): readonly Control[] | undefined {
+  if (variant === 'fluxguard+ratelimit') return benchRateLimitControls();
+  if (variant === 'fluxguard+apikeys') return apiKeyRateLimitControls();
+  return undefined;
+}
+
 /** The bench's one public key as a KeyObject, made once per server from the JWKS. */
 function publicKeyOf(jwks: JSONWebKeySet): KeyObject {
   const [jwk] = jwks.keys;
@@ -102,11 +109,9 @@ function appFor(variant: Variant, jwks: JSONWebKeySet): RequestListener {
     case 'peer+ratelimit':
       return peerApp(publicKey(), true);
     case 'fluxguard':
-      return guardedApp(jwks);
     case 'fluxguard+ratelimit':
-      return guardedApp(jwks, benchRateLimitControls());
     case 'fluxguard+apikeys':
-      return guardedApp(jwks, apiKeyRateLimitControls());
+      return guardedApp(jwks, controlsOf(variant));
     case 'floor':
       return floorApp(publicKey());
   }
@@ -134,13 +139,14 @@ function grpcServerFor(variant: Variant, jwks: JSONWebKeySet): grpc.Server {
     case 'fluxguard+ratelimit':
     case 'fluxguard+apikeys': {
       const audit = nullAudit();
-      const controls =
-        variant === 'fluxguard'
-          ? {}
-          : { controls: variant === 'fluxguard+ratelimit' ? benchRateLimitControls() : apiKeyRateLimitControls() };
+      const controls = controlsOf(variant);
       const server = new grpc.Server({
         ...secureServerOptions(),
-        interceptors: fluxguardInterceptors({ audit, guard: benchGuard(audit, jwks, GRPC_RULES), ...controls }),
+        interceptors: fluxguardInterceptors({
+          audit,
+          guard: benchGuard(audit, jwks, GRPC_RULES),
+          ...(controls === undefined ? {} : { controls }),
+        }),
       });
       addService(server, ITEMS_SERVICE, { GetItem: getItem });
       return server;
