@@ -1,3 +1,6 @@
+/** Slots per bucket: a bucket holds this many keys before one is overwritten. */
+const WAYS = 4;
+
 /**
  * Remembers keys seen once, so that a cache admits a key only on its second sighting: a stream
  * of keys that never come back (a new token per request, a flood of one-time tokens) then
@@ -10,7 +13,7 @@
  * key is remembered in a free slot of its bucket, and only a fifth key in a full bucket
  * overwrites one of them. With one slot per key, two keys that landed in the same slot and were
  * used in turn (two clients, each reusing its token) pushed each other out on every sighting
- * and were never admitted; among 10 000 regular tokens, about a quarter would have been. A
+ * and were never admitted: about a quarter of 10 000 regular tokens were left out that way. A
  * false "seen" needs two keys that agree on 64 bits of their fingerprints: harmless either way,
  * since only keys whose value was already verified are offered.
  *
@@ -25,9 +28,6 @@
  * doorkeeper.admit(digest); // true: cache it now
  * ```
  */
-/** Slots per bucket: a bucket holds this many keys before one is overwritten. */
-const WAYS = 4;
-
 export class Doorkeeper {
   readonly #slots: Int32Array;
   /** Bucket numbers are the slot hash masked with this. */
