@@ -33,6 +33,23 @@ const ROWS: readonly MemoryRow[] = [
 const mb = (bytes: number | undefined): string =>
   bytes === undefined || !Number.isFinite(bytes) ? '-' : (bytes / 1024 / 1024).toFixed(1);
 
+const HEADER = [
+  'server',
+  'generator',
+  'sent in the run',
+  'req/s',
+  'RSS start MB',
+  'after warm-up MB',
+  'highest by third of the run MB',
+  'after run MB',
+  'peak MB',
+] as const;
+
+/** A row that says why a server has no figures: its text in the third column, the rest empty. */
+function noticeRow(server: string, generator: string, text: string): string[] {
+  return [server, generator, text, ...Array.from({ length: HEADER.length - 3 }, () => '')];
+}
+
 /** How often the resident memory is read during the run. */
 const SAMPLE_MS = 1000;
 
@@ -72,7 +89,7 @@ export async function runServerMemory(ctx: MemoryContext): Promise<string> {
   for (const { transport, generator: name, variant, flood } of ROWS) {
     const generator = ctx.generators[name];
     if (generator === undefined) {
-      rows.push([`${transport} ${variant}`, name, `NOT RUN: ${name} is missing`, '', '', '', '', '', '']);
+      rows.push(noticeRow(`${transport} ${variant}`, name, `NOT RUN: ${name} is missing`));
       failed = true;
       continue;
     }
@@ -122,38 +139,19 @@ export async function runServerMemory(ctx: MemoryContext): Promise<string> {
       ]);
     } catch (err) {
       failed = true;
-      rows.push([
-        `${transport} ${variant}`,
-        name,
-        `FAILED: ${err instanceof Error ? err.message : String(err)}`,
-        '',
-        '',
-        '',
-        '',
-        '',
-        '',
-      ]);
+      rows.push(
+        noticeRow(`${transport} ${variant}`, name, `FAILED: ${err instanceof Error ? err.message : String(err)}`),
+      );
     } finally {
       await server.stop();
     }
   }
-  const header = [
-    'server',
-    'generator',
-    'sent in the run',
-    'req/s',
-    'RSS start MB',
-    'after warm-up MB',
-    'highest by third of the run MB',
-    'after run MB',
-    'peak MB',
-  ];
   console.log(`\n## memory: RSS of a fresh server after ${String(ctx.seconds)} s of a flood at full speed`);
-  console.log(table(header, rows));
+  console.log(table(HEADER, rows));
   if (failed) process.exitCode = 1;
   return [
-    `| ${header.join(' | ')} |`,
-    `| ${header.map((_, i) => (i < 2 ? '---' : '---:')).join(' | ')} |`,
+    `| ${HEADER.join(' | ')} |`,
+    `| ${HEADER.map((_, i) => (i < 2 ? '---' : '---:')).join(' | ')} |`,
     ...rows.map((r) => `| ${r.join(' | ')} |`),
   ].join('\n');
 }
