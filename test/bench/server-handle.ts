@@ -50,8 +50,9 @@ export async function startServerProcess(
   env: Readonly<Record<string, string>> = {},
 ): Promise<RunningServer> {
   const what = `the ${spec.variant} ${spec.transport} server`;
+  // stdin stays open for the server's life: it ends when the bench does, however it ends.
   const child = pinned(serverCpu, process.execPath, [ENTRY], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, ...env, FLUXGUARD_BENCH_SERVER: JSON.stringify(spec) },
   });
   const exited = once(child, 'exit');

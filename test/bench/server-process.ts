@@ -6,6 +6,11 @@ import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { startServer, type ServerSpec } from './servers.js';
 
+// The bench holds this process's stdin open: when the bench is gone (killed included), stdin
+// ends, and a server left behind would skew whatever runs on its CPU next.
+process.stdin.resume();
+process.stdin.once('end', () => process.exit(0));
+
 const raw = process.env.FLUXGUARD_BENCH_SERVER;
 if (raw === undefined) throw new Error('server-process.js is started by the bench (FLUXGUARD_BENCH_SERVER is not set)');
 const profilePath = process.env.FLUXGUARD_BENCH_CPU_PROFILE;
