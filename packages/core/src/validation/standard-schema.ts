@@ -123,11 +123,34 @@ function valueAt(value: unknown, path: readonly (PropertyKey | { readonly key: P
 /** The schema's message, unless it could carry what the client sent. */
 function ruleOf(message: string, offending: unknown): string | undefined {
   if (!PRINTABLE.test(message)) return undefined;
-  if (typeof offending === 'string' || typeof offending === 'number' || typeof offending === 'bigint') {
-    const text = String(offending);
-    if (text !== '' && message.includes(text)) return undefined;
-  }
-  // A quoted piece may be a value: schema libraries quote what they received.
-  if (/["'`]/.test(message) && typeof offending === 'string') return undefined;
+  // A quoted piece may be a value or a key: schema libraries quote what they received (zod's
+  // unrecognized keys, valibot's "received" values), whatever the type of the offending value.
+  if (/["'`]/.test(message)) return undefined;
+  const sent = textsOf(offending);
+  if (sent === undefined) return undefined;
+  for (const text of sent) if (text !== '' && message.includes(text)) return undefined;
   return message;
+}
+
+const MAX_CHECKED_ENTRIES = 64;
+
+/**
+ * The texts of what the client sent at the offending place: a scalar itself, or the keys and
+ * scalar values of an object or array (an issue about unknown keys points at the object).
+ * `undefined` when there is too much to check: the message is then left out.
+ */
+function textsOf(offending: unknown): readonly string[] | undefined {
+  if (typeof offending === 'string' || typeof offending === 'number' || typeof offending === 'bigint') {
+    return [String(offending)];
+  }
+  if (typeof offending !== 'object' || offending === null) return [];
+  const keys = Object.keys(offending);
+  if (keys.length > MAX_CHECKED_ENTRIES) return undefined;
+  const texts: string[] = [];
+  for (const key of keys) {
+    texts.push(key);
+    const value: unknown = (offending as Record<string, unknown>)[key];
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint') texts.push(String(value));
+  }
+  return texts;
 }

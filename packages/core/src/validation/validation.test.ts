@@ -60,6 +60,35 @@ describe('validateWith', () => {
     expect(String(echoed.message)).not.toContain('SECRET');
   });
 
+  it('never echoes a key the client chose: unknown keys of a strict object are not repeated', () => {
+    const key = '<img src=x onerror=alert(1)> secret=hunter2';
+    const err = refusal(() => validateWith(z.strictObject({ a: z.string() }), { a: 'x', [key]: 1 }, 'body'));
+    expect(err.details).toEqual({ field: 'body' });
+    expect(String(err.message)).toBe('The request is invalid: body.');
+    expect(String(err.message)).not.toContain('hunter2');
+  });
+
+  it('leaves out a message that repeats a key or value of the offending object, quoted or not', () => {
+    const echoing = (text: string): StandardSchemaV1 => ({
+      '~standard': { version: 1, vendor: 'test', validate: () => ({ issues: [{ message: text }] }) },
+    });
+    const sent = { planted: 'token-1234' };
+    expect(String(refusal(() => validateWith(echoing('unknown key planted'), sent, 'body')).message)).not.toContain(
+      'planted',
+    );
+    expect(String(refusal(() => validateWith(echoing('bad value token-1234'), sent, 'body')).message)).not.toContain(
+      'token-1234',
+    );
+    const many = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`k${String(i)}`, i]));
+    expect(String(refusal(() => validateWith(echoing('too many'), many, 'body')).message)).toBe(
+      'The request is invalid: body.',
+    );
+    // A rule that repeats nothing the client sent is kept: it tells the client what to fix.
+    expect(String(refusal(() => validateWith(z.string().max(3), 'abcdef', 'query')).message)).toMatch(
+      /^The request is invalid: query: .*3/,
+    );
+  });
+
   it('refuses an asynchronous schema: validation does not wait', () => {
     const slow: StandardSchemaV1 = {
       '~standard': { version: 1, vendor: 'test', validate: () => Promise.resolve({ value: 1 }) },
