@@ -203,6 +203,26 @@ describe('errorHandler and notFound', () => {
     });
   });
 
+  it.each(['gzip', 'deflate', 'br'])(
+    'maps a %s body that does not decompress to 400 invalid_argument, not a 500',
+    async (encoding) => {
+      const res = await fetch(`${served.url}/echo`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+        body: 'this is not compressed at all',
+      });
+      expect(res.status).toBe(400);
+      const { text } = await observable(res);
+      expect(text).not.toMatch(/header check|Decompression|Z_DATA|ERR__|zlib/i);
+      expect(JSON.parse(text.slice(text.indexOf('\n\n') + 2))).toMatchObject({
+        code: 'invalid_argument',
+        field: 'body',
+      });
+      const line = lines().find((l) => l.requestId === res.headers.get('x-request-id'));
+      expect(line).toMatchObject({ reason: 'body_decompression_failed', code: 'invalid_argument' });
+    },
+  );
+
   it('maps a body over the parser limit to 413 payload_too_large', async () => {
     const res = await fetch(`${served.url}/echo`, {
       method: 'POST',

@@ -241,11 +241,25 @@ function translateExpressError(err: unknown): unknown {
       return new SecurityError('invalid_argument', { reason, details: { field: 'body' }, cause: err });
     }
   }
+  // A compressed body that does not decompress: body-parser passes zlib's own error on with a
+  // 400 but no type. zlib's codes are `Z_DATA_ERROR`, `Z_BUF_ERROR`, ...; brotli's `ERR__ERROR_...`.
+  if (status === 400 && isZlibError(err)) {
+    return new SecurityError('invalid_argument', {
+      reason: 'body_decompression_failed',
+      details: { field: 'body' },
+      cause: err,
+    });
+  }
   // The router's decodeURIComponent failure on a route or mount parameter.
   if (err instanceof URIError && status === 400) {
     return new SecurityError('invalid_argument', { reason: 'malformed_uri', details: { field: 'path' }, cause: err });
   }
   return err;
+}
+
+function isZlibError(err: Error): boolean {
+  const { code, errno } = err as Error & { code?: unknown; errno?: unknown };
+  return typeof code === 'string' && typeof errno === 'number' && /^(Z_|ERR__)/.test(code);
 }
 
 /**

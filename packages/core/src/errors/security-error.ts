@@ -25,7 +25,8 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   (no such method), `message_unparsable` (a request message that could not be decoded).
  * - HTTP: `route_not_found`, `malformed_uri`, `body_too_large`, and the body-parser failures
  *   `body_parse_failed`, `body_verify_failed`, `body_aborted`, `body_size_mismatch`,
- *   `body_encoding_unsupported`, `body_charset_unsupported`, `body_too_many_parameters`.
+ *   `body_encoding_unsupported`, `body_charset_unsupported`, `body_too_many_parameters`,
+ *   `body_decompression_failed` (a gzip, deflate or br body that does not decompress).
  *
  * @example
  * ```ts
@@ -48,7 +49,8 @@ export type TransportReason =
   | 'body_size_mismatch'
   | 'body_encoding_unsupported'
   | 'body_charset_unsupported'
-  | 'body_too_many_parameters';
+  | 'body_too_many_parameters'
+  | 'body_decompression_failed';
 
 /**
  * An application's own reason: `app.` and any text. The prefix keeps fluxguard's reasons
