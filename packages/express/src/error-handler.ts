@@ -72,6 +72,11 @@ const DEFAULTS: Readonly<{ audit: AuditLogger | undefined; realm: string | undef
 
 const SAFE_REALM = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,100}$/;
 
+// The responses this handler has answered, so that an error after that answer (a handler that
+// fails once the deadline answered for it) is told apart from the handler's own answer still
+// on its way when the deadline came.
+const answered = new WeakSet<ServerResponse>();
+
 /**
  * body-parser / raw-body error types that describe a bad request, not a server fault. Others
  * (`stream.not.readable`, `stream.encoding.set`) are programming errors and stay `internal`.
@@ -145,7 +150,10 @@ export function notFound(): RequestHandler {
  * 401 answers carry `WWW-Authenticate: Bearer` (with `error="invalid_token"` unless the error's
  * reason is `missing_token`, RFC 6750 section 3.1); 429 answers carry `Retry-After` when the
  * error has `details.retryAfterSeconds`. If the response had already started, the connection
- * is destroyed so the client sees a truncated answer rather than a seemingly complete one.
+ * is destroyed so the client sees a truncated answer rather than a seemingly complete one; so
+ * is the connection of a client that has not taken the handler's whole answer by the
+ * request's deadline (a client that never reads would otherwise hold it, and the answer's
+ * memory, for good).
  *
  * It never calls `next`, so Express's final handler (which renders HTML with the stack
  * outside production) never runs for an error that reaches it.
@@ -178,7 +186,8 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
     try {
       const translated = translateExpressError(err);
       const requestId = stateOf(req)?.requestId ?? resolveRequestId(req.headers[REQUEST_ID_HEADER]);
-      if (res.writableEnded && stateOf(req)?.endedEarly === true) {
+      const endedEarly = res.writableEnded && stateOf(req)?.endedEarly === true;
+      if (endedEarly && (answered.has(res) || res.writableFinished)) {
         // A control answered the request early (a deadline) and the handler failed after it,
         // typically with its aborted signal: the request has its audit line already.
         audit.logger.debug({ requestId, err: translated }, 'failure after the request was answered');
@@ -191,6 +200,13 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
         requestId,
         transport: 'http',
       });
+      if (endedEarly) {
+        // The handler's whole answer was written, but the client had not taken it when the
+        // deadline came: the deadline covers sending too. Left open, a client that never reads
+        // would hold the connection, its in-flight slot and the answer's memory for good.
+        res.destroy();
+        return;
+      }
       // Already answered in full (a control ended the request early): the log line is all that is left.
       if (res.writableEnded) return;
       // Answer started: cut it off, so the client sees a truncated answer, not a complete-looking one.
@@ -319,6 +335,7 @@ function sendProblem(res: ServerResponse, publicError: PublicError, challenge: s
   // through writeHead, which stores both anyway: Express gives every response a new prototype,
   // after which each property first written on it costs V8 a new hidden class (about 2 µs).
   res.writeHead(publicError.httpStatus, STATUS_CODES[publicError.httpStatus] ?? publicError.title);
+  answered.add(res);
   res.end(payload);
 }
 
@@ -341,6 +358,7 @@ function lastResort(req: IncomingMessage, res: ServerResponse, failure: unknown,
     res.statusMessage = 'Internal Server Error';
     res.setHeader('content-type', PROBLEM_CONTENT_TYPE);
     res.setHeader('cache-control', 'no-store');
+    answered.add(res);
     res.end(LAST_RESORT_BODY);
   } catch {
     res.destroy();

@@ -1,7 +1,9 @@
 // One sample control (a start hook with a release, a message hook on body chunks, a deadline)
 // through the Express pipeline: the release runs exactly once however the request ends. All of
 // it twice: with `fluxguard().before` in the app, and with the app behind `wrap(app)`.
+import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express from 'express';
 import { SecurityError, createContextKey, type Control } from '@fluxguard/core';
@@ -10,6 +12,7 @@ import { captureAudit, serve, type Served } from './testing/tls.js';
 
 const BODY_BYTES = createContextKey<number>('sample.bodyBytes');
 const BODY_LIMIT = 100 * 1024;
+const BIG_ANSWER_BYTES = 32 * 1024 * 1024;
 
 function sampleControl() {
   const releases = new Map<string, number>();
@@ -93,6 +96,10 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
         clearInterval(timer);
       });
     });
+    app.get('/big', (_req, res) => {
+      // Written whole at once: far more than the socket buffers take from a client that never reads.
+      res.send(Buffer.alloc(BIG_ANSWER_BYTES));
+    });
     app.put('/upload', async (req, res) => {
       let bytes = 0;
       for await (const chunk of req) bytes += (chunk as Buffer).length;
@@ -147,6 +154,33 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
       await releasedOnce('deadline-1');
       expect(aborts.get('deadline-1')).toBe('TimeoutError');
       expect(audit.lines().filter((line) => line.requestId === 'deadline-1')).toHaveLength(1);
+    });
+
+    it('cuts off, at the deadline, an answer the client never reads, and releases once', async () => {
+      const socket = connect(served.port, '127.0.0.1');
+      await once(socket, 'connect');
+      // Reads nothing: the whole answer stays queued on the server's side of the connection.
+      socket.pause();
+      socket.write(
+        'GET /big HTTP/1.1\r\nhost: localhost\r\nx-request-id: slow-reader-1\r\nx-sample-deadline-ms: 300\r\n\r\n',
+      );
+      try {
+        await releasedOnce('slow-reader-1');
+        expect(aborts.get('slow-reader-1')).toBe('TimeoutError');
+        expect(audit.lines().filter((line) => line.requestId === 'slow-reader-1')).toMatchObject([
+          { code: 'deadline_exceeded' },
+        ]);
+        // The server let go of the connection: reading now finds its end well before 32 MiB.
+        let bytes = 0;
+        socket.on('data', (chunk: Buffer) => {
+          bytes += chunk.length;
+        });
+        socket.resume();
+        await once(socket, 'close');
+        expect(bytes).toBeLessThan(BIG_ANSWER_BYTES);
+      } finally {
+        socket.destroy();
+      }
     });
 
     it('drops what a handler writes after the deadline answered, without failing the process', async () => {
