@@ -154,6 +154,25 @@ describe('CallState refusal', () => {
     expect(seen).toEqual([refused]);
   });
 
+  it('tells whenRefused listeners at the refusal itself, once, and a late listener at once', () => {
+    const reported: unknown[] = [];
+    const { s } = state((error) => reported.push(error));
+    const told: unknown[] = [];
+    s.whenRefused((refusal) => told.push(refusal));
+    s.whenRefused(() => {
+      throw new Error('listener failed');
+    });
+    s.whenRefused((refusal) => told.push(refusal));
+    const refused = new SecurityError('unauthenticated', { reason: 'bad_signature' });
+    s.noteRefusal(refused);
+    expect(told).toEqual([refused, refused]);
+    expect(reported).toHaveLength(1);
+    s.noteRefusal(new SecurityError('permission_denied'));
+    expect(told).toHaveLength(2);
+    s.whenRefused((refusal) => told.push(refusal));
+    expect(told).toEqual([refused, refused, refused]);
+  });
+
   it('is undefined for a call that every control allowed', async () => {
     const seen: unknown[] = [];
     const pipeline = createPipeline('test', [

@@ -120,9 +120,17 @@ export interface CallContext extends RequestContext {
   addResponseHeader(name: string, value: string): void;
   /**
    * The error a start hook refused this call with, once one has (else `undefined`). A release
-   * callback reads it to learn how the call ended, e.g. to count failed authentications.
+   * callback reads it to learn how the call ended.
    */
   readonly refusal: unknown;
+  /**
+   * Calls `listener` with the refusal as soon as a start hook refuses this call (at once when
+   * one already has): before the answer is sent, and before the next call is checked. A control
+   * that counts refusals (brute-force protection counts failed authentications) counts here
+   * rather than in its release, which runs only once the answer is out: counted there, a
+   * burst of concurrent attempts would all be checked before the first was counted.
+   */
+  whenRefused(listener: (refusal: unknown) => void): void;
 }
 
 /** Why a call ended, as its signal reports it. */
@@ -183,6 +191,7 @@ export class CallState implements CallContext {
   #releases: (() => void)[] | undefined;
   #finished = false;
   #refusal: unknown;
+  #refusalListeners: ((refusal: unknown) => void)[] | undefined;
   #responseHeaders: Map<string, string> | undefined;
   /** The adapter's slot for the call's `CallInfo`, built once by the first pipeline that needs it. */
   callInfo: CallInfo | undefined = undefined;
@@ -297,9 +306,25 @@ export class CallState implements CallContext {
     return this.#refusal;
   }
 
-  /** Records the refusal of a start hook (the first one only), for {@link CallContext.refusal}. */
+  /** Records the refusal of a start hook (the first one only) and tells its listeners. */
   noteRefusal(error: unknown): void {
-    this.#refusal ??= error;
+    if (this.#refusal !== undefined) return;
+    this.#refusal = error;
+    const listeners = this.#refusalListeners;
+    this.#refusalListeners = undefined;
+    if (listeners !== undefined) for (const listener of listeners) this.#tellRefusal(listener, error);
+  }
+
+  whenRefused(listener: (refusal: unknown) => void): void {
+    if (this.#refusal !== undefined) this.#tellRefusal(listener, this.#refusal);
+    else (this.#refusalListeners ??= []).push(listener);
+  }
+
+  #tellRefusal(listener: (refusal: unknown) => void, refusal: unknown): void {
+    // The refusal stands whatever a listener does; a failure is reported like a release's.
+    this.#runRelease(() => {
+      listener(refusal);
+    });
   }
 
   addResponseHeader(name: string, value: string): void {

@@ -55,7 +55,7 @@ async function attempt(control: Control, info: CallInfo, outcome?: unknown): Pro
   }
   if (outcome !== undefined) state.noteRefusal(outcome);
   if (typeof release === 'function') (release as () => void)();
-  // The release counts off the call's path: let the store's promise settle.
+  // A remote store counts off the call's path: let its promise settle.
   await new Promise((r) => setImmediate(r));
   return undefined;
 }
@@ -82,6 +82,33 @@ describe('createBruteForceProtection', () => {
     expect(retryAfter).toBeLessThanOrEqual(900);
     // Another client is not held by the attacker's failures.
     expect(await attempt(control, call('198.51.100.1:5000'))).toBeUndefined();
+  });
+
+  it('holds a burst of concurrent guesses to maxFailures: each failure counts before the next call is checked', () => {
+    const control = createBruteForceProtection({ peer });
+    const releases: (() => void)[] = [];
+    const outcomes: string[] = [];
+    // 20 calls from one address whose answers are all still on their way (no release has run),
+    // as a burst on many connections meets the server: start hook, then the verifier's refusal.
+    for (let i = 0; i < 20; i++) {
+      const state = new CallState({
+        requestId: `r${String(i)}`,
+        deadline: undefined,
+        end: () => undefined,
+        onReleaseError: () => undefined,
+      });
+      try {
+        const release = control.onStart?.(call(`203.0.113.50:${String(6000 + i)}`), state);
+        if (typeof release === 'function') releases.push(release);
+      } catch (refusal) {
+        outcomes.push((refusal as SecurityError).reason ?? 'refused');
+        continue;
+      }
+      state.noteRefusal(badSignature());
+      outcomes.push('verified');
+    }
+    expect(outcomes.filter((o) => o === 'verified')).toHaveLength(peer.maxFailures);
+    expect(outcomes.filter((o) => o === 'brute_force_blocked')).toHaveLength(20 - peer.maxFailures);
   });
 
   it('refuses a blocked peer before any later control runs', async () => {

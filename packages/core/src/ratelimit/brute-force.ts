@@ -119,10 +119,12 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     const peerKey = ip === undefined ? undefined : `ip:${ip}`;
     const subject = subjectLimiter === undefined ? undefined : claimedSubject(call);
     const subjectKey = subject === undefined ? undefined : `sub:${subject}`;
-    const release = (): void => {
-      if (!isFailedAuthentication(context.refusal)) return;
-      // Counted after the answer, off the call's path; a store failure here is already logged
-      // by the store, and the next check fails open or closed as configured.
+    const countFailure = (refusal: unknown): void => {
+      if (!isFailedAuthentication(refusal)) return;
+      // Counted the moment authentication fails, before the next call is checked: with the
+      // memory store, a burst of concurrent guesses from one address meets the block after
+      // maxFailures of them. A store failure here is already logged by the store, and the next
+      // check fails open or closed as configured.
       if (peerKey !== undefined) count(peerLimiter, peerKey);
       if (subjectKey !== undefined && subjectLimiter !== undefined) count(subjectLimiter, subjectKey);
     };
@@ -131,11 +133,13 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     if (peerState instanceof Promise || subjectState instanceof Promise) {
       return Promise.all([peerState, subjectState]).then(([p, s]) => {
         refuseIfBlocked(p, s);
-        return release;
+        context.whenRefused(countFailure);
+        return undefined;
       });
     }
     refuseIfBlocked(peerState, subjectState);
-    return release;
+    context.whenRefused(countFailure);
+    return undefined;
   };
 
   return Object.freeze({ name: 'brute-force', stage: 'pre-authentication', onStart });
@@ -161,7 +165,7 @@ function count(limiter: StoreLimiter, key: string): void {
     const counted = limiter.consume(key, 1);
     if (counted instanceof Promise) counted.catch(ignore);
   } catch {
-    // See the release callback: already logged by the store.
+    // See `countFailure`: already logged by the store.
   }
 }
 
