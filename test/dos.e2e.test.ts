@@ -1,5 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IN_FLIGHT_BUDGET } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
@@ -21,7 +22,8 @@ import {
  * meanwhile, also while the stalled uploads fill their share of the server's in-flight budget
  * (its p99 latency is printed, not asserted); the uploads over that share are refused at once,
  * every stalled one is closed within the configured times, and no temporary file or
- * descriptor is left.
+ * descriptor is left. On gRPC, anonymous health watches (public, open for minutes) hold no more
+ * than their own share of the budget.
  */
 const STALLED = { grpc: 2_000, http: 500 } as const;
 const SLOWLORIS = 300;
@@ -227,4 +229,55 @@ describe.each(TRANSPORTS)('uploads holding their share of the in-flight budget o
     const outcomes = await Promise.all(holders);
     expect(outcomes.filter((o) => !o.ok).map((o) => o.exposed)).toEqual([]);
   }, 60_000);
+});
+
+describe('anonymous health watches over grpc', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('grpc', world);
+    await t.client.upload('dos/ok.txt', sha256('ok'), [Buffer.from('ok')]);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('holds watches to their share of the in-flight budget: more are refused at once, other calls are served', async () => {
+    const share = IN_FLIGHT_BUDGET.maxInFlightPerOperation['/grpc.health.v1.Health/Watch'];
+    // No client certificate, no token: the health service is public. Within one caller's 32.
+    const client = new grpc.Client(
+      `127.0.0.1:${String(t.port)}`,
+      grpc.credentials.createSsl(Buffer.from(world.pki.ca)),
+      {
+        'grpc.ssl_target_name_override': 'localhost',
+        'grpc.use_local_subchannel_pool': 1,
+      },
+    );
+    const calls: grpc.ClientReadableStream<Buffer>[] = [];
+    const watch = (): Promise<'held' | number> =>
+      new Promise((resolve) => {
+        const call = client.makeServerStreamRequest(
+          '/grpc.health.v1.Health/Watch',
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.alloc(0),
+        );
+        calls.push(call);
+        call.once('data', () => {
+          resolve('held');
+        });
+        call.on('error', (err: grpc.ServiceError) => {
+          resolve(err.code);
+        });
+      });
+    try {
+      const outcomes = await Promise.all(Array.from({ length: share + 4 }, watch));
+      expect(outcomes.filter((o) => o === 'held')).toHaveLength(share);
+      expect(outcomes.filter((o) => o === grpc.status.UNAVAILABLE)).toHaveLength(4);
+      const served = await t.client.get('dos/ok.txt');
+      expect(served.ok, served.exposed).toBe(true);
+    } finally {
+      for (const call of calls) call.cancel();
+      client.close();
+    }
+  });
 });

@@ -30,6 +30,7 @@ import { ensureDevMaterial } from './dev-material.js';
 
 const IN_FLIGHT = descriptorBudget().inFlight;
 const UPLOADS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 2));
+const WATCHES_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 32));
 
 /**
  * Calls in flight at once in one reference server: 10 % of the open-file limit in all (at most
@@ -38,7 +39,10 @@ const UPLOADS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 2));
  * deadlines of the policy, it bounds what a flood can make the server hold, and no call meets
  * EMFILE. An upload is the call a client can hold open longest (up to its idle limit between
  * parts): many callers, each within its own 32, could otherwise fill the whole budget with
- * stalled uploads, and every other call would be refused until they time out.
+ * stalled uploads, and every other call would be refused until they time out. A health
+ * `Watch` is public and stays open up to 15 minutes: watches get a thirty-second of the budget
+ * (16 of 512), or anonymous clients from a few addresses, each within its own 32, would hold
+ * all of it and every authenticated call would be refused for as long as they liked.
  */
 export const IN_FLIGHT_BUDGET = Object.freeze({
   maxInFlight: IN_FLIGHT,
@@ -46,6 +50,7 @@ export const IN_FLIGHT_BUDGET = Object.freeze({
   maxInFlightPerOperation: Object.freeze({
     '/fluxguard.example.v1.ArtifactStore/UploadArtifact': UPLOADS_IN_FLIGHT,
     'PUT /v1/artifacts/*path': UPLOADS_IN_FLIGHT,
+    '/grpc.health.v1.Health/Watch': WATCHES_IN_FLIGHT,
   }),
 });
 
