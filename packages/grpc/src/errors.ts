@@ -1,3 +1,4 @@
+import { constants as http2Constants, type ServerHttp2Stream } from 'node:http2';
 import {
   Metadata,
   status as Status,
@@ -57,6 +58,13 @@ export const RETRY_AFTER_METADATA_KEY = 'retry-after';
  * deadline, which races grpc-js's server-side timer for the same instant.
  */
 const DEADLINE_SLACK_MS = 100;
+
+/**
+ * How long a status may wait behind response bytes the client does not read before the stream
+ * is reset; also how long after the client's own deadline (which grpc-js enforces, and whose
+ * answer can wait the same way) the call is ended here.
+ */
+const STUCK_GRACE_MS = 1_000;
 
 /** The standard rich-error trailer (`google.rpc.Status`), here with a `RetryInfo` detail. */
 const STATUS_DETAILS_METADATA_KEY = 'grpc-status-details-bin';
@@ -254,10 +262,12 @@ class SafeErrorsCall extends ForwardingCall {
     const state = new CallState({
       requestId,
       deadline: deadlineOf(this.below),
+      transportDeadlineGraceMs: STUCK_GRACE_MS,
       // Sent through this interceptor's own responder, which logs and maps the pending error.
       end: (error) => {
         this.#grpcCall?.setPendingError(error);
         this.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
+        this.#resetIfStuck();
       },
       onReleaseError: (err) => {
         this.#audit.logger.error({ ...this.#failureContext(), err }, 'a control release callback failed');
@@ -309,6 +319,20 @@ class SafeErrorsCall extends ForwardingCall {
       }
     }
     this.#downstream?.onCancel();
+  }
+
+  /**
+   * After a control ended the call (a deadline, an idle limit): the status goes out behind any
+   * response bytes still queued, and a client that never reads them (a flow-control window it
+   * never opens) would keep the stream, those bytes and its memory for good. A stream still
+   * open a moment later is reset (RST_STREAM CANCEL), which drops what is queued.
+   */
+  #resetIfStuck(): void {
+    const stream = http2StreamOf(this.below);
+    if (stream === undefined || stream.closed) return;
+    setTimeout(() => {
+      if (!stream.closed && !stream.destroyed) stream.close(http2Constants.NGHTTP2_CANCEL);
+    }, STUCK_GRACE_MS).unref();
   }
 
   #currentRequestId(): string {
@@ -490,6 +514,20 @@ export function safePeer(call: Pick<ServerInterceptingCallInterface, 'getPeer'>)
   } catch {
     return 'unknown';
   }
+}
+
+/**
+ * The HTTP/2 stream of a call, read from grpc-js's own call object (`stream`, not part of its
+ * typed interface), which is the one below safeErrors when safeErrors is the first interceptor.
+ * `undefined` when it is not there or does not look like a stream.
+ */
+function http2StreamOf(call: ServerInterceptingCallInterface): ServerHttp2Stream | undefined {
+  const stream: unknown = (call as { stream?: unknown }).stream;
+  if (typeof stream !== 'object' || stream === null) return undefined;
+  const candidate = stream as Partial<ServerHttp2Stream>;
+  return typeof candidate.close === 'function' && typeof candidate.closed === 'boolean'
+    ? (stream as ServerHttp2Stream)
+    : undefined;
 }
 
 function deadlineOf(call: ServerInterceptingCallInterface): number | undefined {

@@ -28,6 +28,28 @@ describe('CallState', () => {
     expect(ended.map((e) => e.code)).toEqual(['deadline_exceeded']);
   });
 
+  it('ends the call the grace after a deadline the transport enforces, when asked to; a tighter limit wins', () => {
+    vi.useFakeTimers({ now: 0 });
+    const ended: SecurityError[] = [];
+    const init = { requestId: 'r', end: (error: SecurityError) => ended.push(error), onReleaseError: () => undefined };
+    const backstopped = new CallState({ ...init, deadline: 1_000, transportDeadlineGraceMs: 500 });
+    vi.advanceTimersByTime(1_499);
+    expect(ended).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(ended.map((e) => e.code)).toEqual(['deadline_exceeded']);
+    expect(backstopped.deadline).toBe(1_000);
+
+    const tighter = new CallState({ ...init, deadline: 11_500, transportDeadlineGraceMs: 500 });
+    tighter.limitDeadline(Date.now() + 200);
+    vi.advanceTimersByTime(200);
+    expect(ended).toHaveLength(2);
+
+    // Without the option, the transport's deadline is the transport's business.
+    new CallState({ ...init, deadline: Date.now() + 100 });
+    vi.advanceTimersByTime(10_000);
+    expect(ended).toHaveLength(2);
+  });
+
   it('runs every release even when one throws and the reporter of that throws too', () => {
     const { s } = state(() => {
       throw new Error('log sink down');

@@ -150,6 +150,14 @@ export interface CallStateInit {
   /** Told about a release callback that threw (the others still run). */
   readonly onReleaseError: (error: unknown, requestId: string) => void;
   /**
+   * When the transport enforces `deadline` itself (grpc-js does), end the call here this long
+   * after it if it is still going: the transport's own deadline answer can be stuck behind
+   * response bytes a client never reads, and the call would hold what its controls counted
+   * (an in-flight slot) for as long as the client liked. Default: no timer for the
+   * transport's deadline (a tighter one set with `limitDeadline` has its timer either way).
+   */
+  readonly transportDeadlineGraceMs?: number | undefined;
+  /**
    * Whatever the adapter attaching the state wants to recognise it by later (`state.origin`):
    * a call it has already run controls on, for one. Default `undefined`.
    */
@@ -209,6 +217,8 @@ export class CallState implements CallContext {
     this.#deadline = init.deadline;
     this.#end = init.end;
     this.#onReleaseError = init.onReleaseError;
+    const grace = init.transportDeadlineGraceMs;
+    if (init.deadline !== undefined && grace !== undefined) this.#armDeadline(init.deadline + grace);
   }
 
   // A getter without a setter: handlers get this object itself, and `context.requestId = ...`
@@ -268,20 +278,20 @@ export class CallState implements CallContext {
     const remaining = epochMs - Date.now();
     if (remaining <= 0) throw new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
     this.#deadline = epochMs;
-    this.#armDeadline(remaining);
+    this.#armDeadline(epochMs);
   }
 
-  #armDeadline(remaining: number): void {
+  /** Ends the call at `at` (epoch ms) unless it has finished by then. */
+  #armDeadline(at: number): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     // Node fires a longer timer at once: wait in steps of the longest it takes.
     this.#timer = setTimeout(
       () => {
         this.#timer = undefined;
-        const left = (this.#deadline ?? 0) - Date.now();
-        if (left > 0) this.#armDeadline(left);
+        if (at > Date.now()) this.#armDeadline(at);
         else this.end(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
       },
-      Math.min(remaining, MAX_TIMER_MS),
+      Math.min(Math.max(at - Date.now(), 0), MAX_TIMER_MS),
     );
     this.#timer.unref();
   }

@@ -1,0 +1,94 @@
+// Clients that never read an answer (they never open their flow-control window), against a
+// server with fluxguard's interceptors: at the deadline, fluxguard's own or the client's, the
+// stream is reset and the call's in-flight slot released, instead of the answer waiting in the
+// server's memory for as long as the client keeps the connection.
+import { once } from 'node:events';
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createConcurrencyLimit } from '@fluxguard/core';
+import { addService, fluxguardInterceptors } from './index.js';
+import { captureAudit, startServer, testService, type Started } from './testing/harness.js';
+
+const BIG_ANSWER = 'x'.repeat(2 * 1024 * 1024);
+const DEFAULT_DEADLINE_MS = 300;
+
+const audit = captureAudit();
+const concurrency = createConcurrencyLimit({ maxInFlight: 100 });
+let started: Started;
+let session: ClientHttp2Session;
+
+beforeAll(async () => {
+  started = await startServer(
+    fluxguardInterceptors({
+      audit: audit.audit,
+      controls: [concurrency],
+      timeouts: { defaultMs: DEFAULT_DEADLINE_MS, maxMs: 60_000, idleMs: 0 },
+    }),
+    (server) => {
+      addService(server, testService, {
+        Unary: (_call, callback) => {
+          callback(null, { big: BIG_ANSWER });
+        },
+        ClientStream: (_call, callback) => {
+          callback(null, {});
+        },
+        ServerStream: (call) => {
+          call.end();
+        },
+        Bidi: (call) => {
+          call.end();
+        },
+      });
+    },
+  );
+  // A window of 1 KiB that is never opened further: the server can send almost nothing.
+  session = connect(`http://${started.address}`, { settings: { initialWindowSize: 1024 } });
+  session.on('error', () => undefined);
+});
+
+afterAll(async () => {
+  session.destroy();
+  await started.close();
+});
+
+/** A unary call whose answer is never read; resolves with the RST_STREAM code it ends with. */
+function unreadCall(requestId: string, grpcTimeout?: string): { stream: ClientHttp2Stream; closed: Promise<number> } {
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': testService.Unary.path,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    'x-request-id': requestId,
+    ...(grpcTimeout === undefined ? {} : { 'grpc-timeout': grpcTimeout }),
+  });
+  stream.on('error', () => undefined);
+  stream.pause();
+  const body = Buffer.from('{}');
+  const frame = Buffer.alloc(5 + body.length);
+  frame.writeUInt32BE(body.length, 1);
+  body.copy(frame, 5);
+  stream.end(frame);
+  const closed = once(stream, 'close').then(() => stream.rstCode);
+  return { stream, closed };
+}
+
+describe('answers a client never reads', () => {
+  it.each([
+    ['fluxguard’s default deadline', undefined],
+    ['the client’s own deadline (grpc-js answers it, fluxguard ends the call after it)', '400m'],
+  ])('are reset at %s, and the call releases its slot', async (_label, grpcTimeout) => {
+    const requestId = `unread-${grpcTimeout ?? 'default'}`;
+    const call = unreadCall(requestId, grpcTimeout);
+    await expect.poll(() => concurrency.inFlight()).toBe(1);
+    expect(await call.closed).toBe(constants.NGHTTP2_CANCEL);
+    expect(concurrency.inFlight()).toBe(0);
+    expect(audit.lines().filter((line) => line.requestId === requestId)).toMatchObject([{ code: 'deadline_exceeded' }]);
+  });
+
+  it('are reset however many there are: a flood of unread answers leaves nothing in flight', async () => {
+    const calls = Array.from({ length: 20 }, (_, i) => unreadCall(`unread-flood-${String(i)}`));
+    const codes = await Promise.all(calls.map((c) => c.closed));
+    expect(codes.every((code) => code === constants.NGHTTP2_CANCEL)).toBe(true);
+    expect(concurrency.inFlight()).toBe(0);
+  });
+});
