@@ -193,6 +193,24 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
         audit.logger.debug({ requestId, err: translated }, 'failure after the request was answered');
         return;
       }
+      const state = stateOf(req);
+      if (state?.finished === true && !state.endedEarly && !res.writableFinished) {
+        // The client went away before the answer (what the handler threw is most likely its
+        // aborted signal): nobody is left to answer, and a client that leaves is no server
+        // fault. One info line, not an error line with a stack that anyone could repeat at will.
+        audit.logger.info(
+          {
+            requestId,
+            operation: operationOf(req),
+            peer: peerOf(req, res),
+            event: 'request.cancelled',
+            err: translated,
+          },
+          'request.cancelled',
+        );
+        if (!res.destroyed) res.destroy();
+        return;
+      }
       const publicError = audit.recordFailure(translated, {
         operation: operationOf(req),
         peer: peerOf(req, res),

@@ -96,6 +96,12 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
         clearInterval(timer);
       });
     });
+    app.get('/abort-throws', async (req) => {
+      // Waits for its signal and rethrows its reason, as a read given the signal does.
+      const { signal } = req.fluxguard;
+      await new Promise((resolve) => { signal.addEventListener('abort', resolve); });
+      throw signal.reason;
+    });
     app.get('/big', (_req, res) => {
       // Written whole at once: far more than the socket buffers take from a client that never reads.
       res.send(Buffer.alloc(BIG_ANSWER_BYTES));
@@ -154,6 +160,18 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
       await releasedOnce('deadline-1');
       expect(aborts.get('deadline-1')).toBe('TimeoutError');
       expect(audit.lines().filter((line) => line.requestId === 'deadline-1')).toHaveLength(1);
+    });
+
+    it('logs a client that leaves as one info line, not as an internal error, though the handler throws', async () => {
+      const socket = connect(served.port, '127.0.0.1');
+      await once(socket, 'connect');
+      socket.write('GET /abort-throws HTTP/1.1\r\nhost: localhost\r\nx-request-id: leaver-1\r\n\r\n');
+      await expect.poll(() => handlerStarts.has('leaver-1')).toBe(true);
+      socket.destroy();
+      await releasedOnce('leaver-1');
+      await expect
+        .poll(() => audit.lines().filter((line) => line.requestId === 'leaver-1'))
+        .toMatchObject([{ event: 'request.cancelled', level: 30 }]);
     });
 
     it('cuts off, at the deadline, an answer the client never reads, and releases once', async () => {
