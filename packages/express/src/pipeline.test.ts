@@ -99,7 +99,9 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
     app.get('/abort-throws', async (req) => {
       // Waits for its signal and rethrows its reason, as a read given the signal does.
       const { signal } = req.fluxguard;
-      await new Promise((resolve) => { signal.addEventListener('abort', resolve); });
+      await new Promise((resolve) => {
+        signal.addEventListener('abort', resolve);
+      });
       throw signal.reason;
     });
     app.get('/big', (_req, res) => {
