@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -45,6 +45,39 @@ describe('ArtifactStore', () => {
     await store.delete('models/a.bin');
     await expect(store.get('models/a.bin')).rejects.toMatchObject({ code: 'not_found' });
     await expect(store.delete('models/a.bin')).rejects.toMatchObject({ code: 'not_found' });
+  });
+
+  it('opens an artifact as a stream with its size and digest; never a directory, never through a link', async () => {
+    await store.put('streamed/c.bin', sha('streamed bytes'), chunks('streamed ', 'bytes'));
+    const opened = await store.open('streamed/c.bin');
+    expect({ path: opened.path, size: opened.size, sha256: opened.sha256 }).toEqual({
+      path: 'streamed/c.bin',
+      size: 14,
+      sha256: sha('streamed bytes'),
+    });
+    const read: Buffer[] = [];
+    for await (const chunk of opened.content) read.push(chunk as Buffer);
+    expect(Buffer.concat(read).toString()).toBe('streamed bytes');
+    await expect(store.open('streamed')).rejects.toMatchObject({ code: 'not_found' });
+    symlinkSync(join(store.dataDir, 'streamed', 'c.bin'), join(store.dataDir, 'streamed', 'link.bin'));
+    // Never followed: a link in the data directory (not something a client can make) fails as get does.
+    await expect(store.open('streamed/link.bin')).rejects.toMatchObject({ code: 'ELOOP' });
+    await expect(store.get('streamed/link.bin')).rejects.toMatchObject({ code: 'ELOOP' });
+    await expect(store.open('streamed/missing.bin')).rejects.toMatchObject({ code: 'not_found' });
+  });
+
+  it('lists the digest of each version of a file: one written beside the store, then replaced', async () => {
+    mkdirSync(join(store.dataDir, 'beside'), { recursive: true });
+    writeFileSync(join(store.dataDir, 'beside', 'd.txt'), 'first');
+    const listed = async (): Promise<unknown[]> => {
+      const items: unknown[] = [];
+      for await (const item of store.list('beside/')) items.push(item);
+      return items;
+    };
+    expect(await listed()).toEqual([{ path: 'beside/d.txt', sha256: sha('first'), size: 5 }]);
+    await store.put('beside/d.txt', sha('second!'), chunks('second!'));
+    expect(await listed()).toEqual([{ path: 'beside/d.txt', sha256: sha('second!'), size: 7 }]);
+    expect((await store.get('beside/d.txt')).sha256).toBe(sha('second!'));
   });
 
   it('refuses a digest mismatch and keeps none of the bytes', async () => {

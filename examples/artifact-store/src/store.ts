@@ -1,7 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, type Dirent } from 'node:fs';
-import { lstat, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
+import { constants, type BigIntStats, type Dirent } from 'node:fs';
+import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { LruCache } from '@fluxguard/core/adapter';
 import {
   SecurityError,
   isSecurityError,
@@ -25,6 +27,15 @@ export interface ArtifactInfo {
 /** One stored artifact with its bytes. */
 export interface Artifact extends ArtifactInfo {
   readonly content: Buffer;
+}
+
+/** One stored artifact opened for reading, its bytes read as they are asked for. */
+export interface OpenedArtifact extends ArtifactInfo {
+  /**
+   * The bytes, read from the file as it was opened (a replacement meanwhile is not mixed in),
+   * as fast as the consumer takes them; the file is closed when the stream ends or is destroyed.
+   */
+  readonly content: Readable;
 }
 
 /** Options of {@link ArtifactStore}. */
@@ -62,12 +73,19 @@ export class ArtifactStore {
   readonly #maxBytes: number;
   readonly #uploads: UploadCheck;
   readonly #maxListEntries: number;
+  /**
+   * SHA-256 of stored files, by what identifies one version of a file (device, inode, size,
+   * modification time): a listing or a read hashes a file once, not on every call. Without it,
+   * one reader within its limits could make the server read and hash every stored byte per list.
+   */
+  readonly #digests: LruCache<string, string>;
 
   constructor(options: ArtifactStoreOptions) {
     this.#paths = createPathResolver({ root: options.dataDir });
     this.#maxBytes = options.maxArtifactBytes ?? 64 * 1024 * 1024;
     this.#uploads = options.uploads ?? createUploadCheck();
     this.#maxListEntries = options.maxListEntries ?? 10_000;
+    this.#digests = new LruCache(this.#maxListEntries);
   }
 
   /** The data directory's real path. */
@@ -81,21 +99,70 @@ export class ArtifactStore {
    * make it read a file outside the data directory.
    */
   async get(path: string, signal?: AbortSignal): Promise<Artifact> {
+    const { relative: at, handle, stats } = await this.#openFile(path);
+    try {
+      const content = await handle.readFile(signal ? { signal } : {});
+      const key = versionOf(stats);
+      let sha256 = this.#digests.get(key);
+      if (sha256 === undefined) {
+        sha256 = createHash('sha256').update(content).digest('hex');
+        this.#digests.set(key, sha256);
+      }
+      return { path: at, content, sha256, size: content.length };
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * Opens one artifact for reading as a stream, for a transport that can send it as it is read
+   * (HTTP): the server then holds what the client has not taken yet, not the whole artifact.
+   * The file is opened as {@link get} opens it.
+   */
+  async open(path: string, signal?: AbortSignal): Promise<OpenedArtifact> {
+    const { relative: at, handle, stats } = await this.#openFile(path);
+    try {
+      const sha256 = await this.#digestOf(handle, stats, signal);
+      const content = handle.createReadStream({ start: 0, autoClose: true, ...(signal ? { signal } : {}) });
+      return { path: at, sha256, size: Number(stats.size), content };
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+
+  /** The artifact file of `path`, opened inside its directory without following a link. */
+  async #openFile(path: string): Promise<{ relative: string; handle: FileHandle; stats: BigIntStats }> {
     const dir = await this.#openParent(path).catch((err: unknown) => fileSystemFailure(err, 'read', path));
     try {
       const handle = await open(dir.entry(dir.name), constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: unknown) =>
         fileSystemFailure(err, 'read', dir.absolute),
       );
       try {
-        if (!(await handle.stat()).isFile()) throw notAnArtifact();
-        const content = await handle.readFile(signal ? { signal } : {});
-        return { path: dir.relative, content, sha256: sha256Hex(content), size: content.length };
-      } finally {
+        const stats = await handle.stat({ bigint: true });
+        if (!stats.isFile()) throw notAnArtifact();
+        return { relative: dir.relative, handle, stats };
+      } catch (err) {
         await handle.close();
+        throw err;
       }
     } finally {
       await dir.close();
     }
+  }
+
+  /** The SHA-256 of an open file: remembered, or read in chunks (never the whole file at once). */
+  async #digestOf(handle: FileHandle, stats: BigIntStats, signal?: AbortSignal): Promise<string> {
+    const key = versionOf(stats);
+    const known = this.#digests.get(key);
+    if (known !== undefined) return known;
+    const hash = createHash('sha256');
+    for await (const chunk of handle.createReadStream({ start: 0, autoClose: false, ...(signal ? { signal } : {}) })) {
+      hash.update(chunk as Buffer);
+    }
+    const sha256 = hash.digest('hex');
+    this.#digests.set(key, sha256);
+    return sha256;
   }
 
   /**
@@ -122,15 +189,22 @@ export class ArtifactStore {
       .slice(0, this.#maxListEntries);
     for (const path of files) {
       signal?.throwIfAborted();
-      let content: Buffer;
+      let handle: FileHandle;
       try {
-        content = await readFile(join(this.#paths.root, path));
+        handle = await open(join(this.#paths.root, path), constants.O_RDONLY | constants.O_NOFOLLOW);
       } catch (err) {
-        // Deleted between the directory read and now: not part of the listing any more.
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        // Deleted (or replaced by a link) between the directory read and now: not listed.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ELOOP') continue;
         throw err;
       }
-      yield { path, sha256: sha256Hex(content), size: content.length };
+      try {
+        const stats = await handle.stat({ bigint: true });
+        if (!stats.isFile()) continue;
+        yield { path, sha256: await this.#digestOf(handle, stats, signal), size: Number(stats.size) };
+      } finally {
+        await handle.close();
+      }
     }
   }
 
@@ -173,6 +247,8 @@ export class ArtifactStore {
         }
         upload.finish();
         await file.sync();
+        // Checked as it arrived: no later listing or read needs to hash this version again.
+        this.#digests.set(versionOf(await file.stat({ bigint: true })), expected);
         await file.close();
         // rename replaces a link at the name rather than following it.
         await rename(temp, dir.entry(dir.name)).catch((err: unknown) => fileSystemFailure(err, 'write', dir.absolute));
@@ -203,8 +279,9 @@ export class ArtifactStore {
   }
 }
 
-function sha256Hex(content: Buffer): string {
-  return createHash('sha256').update(content).digest('hex');
+/** What identifies one version of a stored file; a replacement (a new inode) or a change differs. */
+function versionOf(stats: BigIntStats): string {
+  return `${String(stats.dev)}:${String(stats.ino)}:${String(stats.size)}:${String(stats.mtimeNs)}`;
 }
 
 /** A directory where an artifact was asked for: the client's `not_found`, as a missing file. */

@@ -1,6 +1,7 @@
 import type { RequestListener } from 'node:http';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { pipeline } from 'node:stream/promises';
 import express from 'express';
 import {
   SecurityError,
@@ -181,15 +182,24 @@ export function createApp(options: AppOptions): ArtifactStoreApp {
   });
 
   app.get('/v1/artifacts/*path', async (req, res) => {
-    const artifact = await store.get(artifactPath(req.params.path), req.fluxguard.signal);
+    const { signal } = req.fluxguard;
+    // Streamed: the server holds what the client has not taken yet, not the whole artifact.
+    const artifact = await store.open(artifactPath(req.params.path), signal);
     res.status(200);
     res.set({
       'content-type': 'application/octet-stream',
+      'content-length': String(artifact.size),
       // Never rendered by a browser, whatever the bytes are.
       'content-disposition': 'attachment',
       'repr-digest': reprDigestOf(artifact.sha256),
     });
-    res.send(artifact.content);
+    try {
+      await pipeline(artifact.content, res);
+    } catch (err) {
+      // The client left, or the deadline cut the answer off: that is already logged.
+      if (signal.aborted) return;
+      throw err;
+    }
   });
 
   app.put('/v1/artifacts/*path', async (req, res) => {
