@@ -24,6 +24,7 @@ import {
   createServerCredentials,
   fluxguardInterceptors,
   getSignal,
+  routeGrpcJsLogs,
   secureServerOptions,
   type SafeImplementation,
 } from '@fluxguard/grpc';
@@ -146,6 +147,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
     throw new ConfigurationError('startGrpcServer: "security" is required (loadReferenceSecurity())');
   }
   const audit = options.audit ?? createAuditLogger();
+  // grpc-js's own lines (one per metadata entry it drops, quoting what the client sent) go to
+  // the audit log, bounded, not to the console. grpc-js has one logger per process: with two
+  // servers in one process, the last one started gets them.
+  routeGrpcJsLogs({ audit });
   const store = new ArtifactStore({
     dataDir: options.dataDir,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),

@@ -50,6 +50,7 @@ export { watchTlsMaterial, type TlsMaterialWatcher, type WatchTlsMaterialOptions
 export { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, type ClientTlsMaterial } from './mtls/client-material.js';
 export { resolveOptions } from './options/resolve-options.js';
 export { assertAuditLogger } from './audit/check.js';
+export { scrubSecrets } from './audit/redaction.js';
 export { LruCache } from './cache/lru.js';
 export { checkSchema, validateWith } from './validation/standard-schema.js';
 export { connectionBudget } from './transport/descriptor-budget.js';

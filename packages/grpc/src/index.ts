@@ -26,6 +26,7 @@ export {
   type SafeUnaryHandler,
 } from './handlers.js';
 export { fluxguardInterceptors, type FluxguardInterceptorsOptions } from './interceptors.js';
+export { routeGrpcJsLogs, type GrpcJsLogOptions } from './grpc-js-logs.js';
 export { guard, type GuardInterceptorOptions } from './guard.js';
 export { controls, metadataHeaders } from './pipeline.js';
 export { jwtAuth, type JwtAuthOptions } from './jwt-auth.js';

@@ -50,7 +50,7 @@ const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi;
  *
  * @example
  * ```ts
- * import { scrubSecrets } from '@fluxguard/core';
+ * import { scrubSecrets } from '@fluxguard/core/adapter';
  * scrubSecrets('bad token eyJhbGciOi.eyJzdWIi.sig'); // 'bad token [REDACTED]'
  * ```
  */

@@ -1,0 +1,83 @@
+import { setLogger } from '@grpc/grpc-js';
+import { ConfigurationError, type AuditLogger } from '@fluxguard/core';
+import { assertAuditLogger, resolveOptions, scrubSecrets } from '@fluxguard/core/adapter';
+
+/**
+ * Options of {@link routeGrpcJsLogs}.
+ *
+ * @example
+ * ```ts
+ * const options: GrpcJsLogOptions = { audit, maxLinesPerInterval: 20, intervalMs: 10_000 };
+ * ```
+ */
+export interface GrpcJsLogOptions {
+  /** Where grpc-js's lines go (`createAuditLogger` of @fluxguard/core). */
+  readonly audit: AuditLogger;
+  /** Lines written in full per interval; the rest are counted. Default 20. */
+  readonly maxLinesPerInterval?: number | undefined;
+  /** The interval, in ms. Default 10 000. */
+  readonly intervalMs?: number | undefined;
+}
+
+const DEFAULTS: Readonly<{ audit: AuditLogger | undefined; maxLinesPerInterval: number; intervalMs: number }> =
+  Object.freeze({ audit: undefined, maxLinesPerInterval: 20, intervalMs: 10_000 });
+
+/** The longest text kept of one grpc-js line: it may quote what a client sent, at any length. */
+const MAX_TEXT = 300;
+
+/**
+ * Sends the log lines of grpc-js itself to the audit logger, bounded, instead of to the
+ * console. grpc-js writes a line at error level for every metadata entry it drops (a value with
+ * bytes outside printable ASCII, say), quoting every value of the entry, before any interceptor
+ * runs: an unauthenticated client sending 90 such entries per call makes it write about 140 KB
+ * per call. Routed, each line is a `grpc-js.log` entry (grpc-js's errors at `warn`, the rest
+ * at `debug`) with its text cut to 300 characters and tokens scrubbed; past
+ * `maxLinesPerInterval` lines in one interval they are only counted, and the count is written
+ * (`grpc-js.log.folded`) with the first line of a later interval.
+ *
+ * grpc-js has one logger per process (its `setLogger`), so this applies to every grpc-js client
+ * and server of the process; call it once, at start-up.
+ *
+ * @example
+ * ```ts
+ * import { createAuditLogger } from '@fluxguard/core';
+ * import { routeGrpcJsLogs } from '@fluxguard/grpc';
+ * const audit = createAuditLogger();
+ * routeGrpcJsLogs({ audit });
+ * ```
+ */
+export function routeGrpcJsLogs(options: GrpcJsLogOptions): void {
+  const opts = resolveOptions('routeGrpcJsLogs', DEFAULTS, options);
+  assertAuditLogger(opts.audit, 'routeGrpcJsLogs');
+  for (const key of ['maxLinesPerInterval', 'intervalMs'] as const) {
+    const value: unknown = opts[key];
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+      throw new ConfigurationError(`routeGrpcJsLogs: "${key}" must be a whole number of at least 1`);
+    }
+  }
+  const { audit, maxLinesPerInterval, intervalMs } = opts;
+  let intervalStart = 0;
+  let written = 0;
+  let dropped = 0;
+  const line =
+    (severity: 'error' | 'info' | 'debug') =>
+    (...parts: unknown[]) => {
+      const now = Date.now();
+      if (now - intervalStart >= intervalMs) {
+        if (dropped > 0) audit.logger.warn({ event: 'grpc-js.log.folded', dropped, intervalMs }, 'grpc-js.log.folded');
+        intervalStart = now;
+        written = 0;
+        dropped = 0;
+      }
+      if (written >= maxLinesPerInterval) {
+        dropped += 1;
+        return;
+      }
+      written += 1;
+      const text = scrubSecrets(parts.map(String).join(' ')).slice(0, MAX_TEXT);
+      const entry = { event: 'grpc-js.log', severity, text };
+      if (severity === 'error') audit.logger.warn(entry, 'grpc-js.log');
+      else audit.logger.debug(entry, 'grpc-js.log');
+    };
+  setLogger({ error: line('error'), info: line('info'), debug: line('debug') });
+}
