@@ -272,6 +272,32 @@ describe('recordFailure folding repeated refusals', () => {
     expect(named(lines, 'request.failed')).toHaveLength(20);
   });
 
+  it('writes and folds the refusals a client brings about as refusals, though their codes are the server’s', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 2, intervalMs: 100 } });
+    for (const reason of ['concurrency_limit', 'inbound_idle', 'request_timeout'] as const) {
+      const code = reason === 'concurrency_limit' ? 'unavailable' : 'deadline_exceeded';
+      for (let i = 0; i < 5; i++) audit.recordFailure(new SecurityError(code, { reason }), from('203.0.113.9', i));
+    }
+    expect(named(lines, 'request.failed')).toHaveLength(0);
+    expect(named(lines, 'request.denied').map((l) => [l.reason, l.level])).toEqual([
+      ['concurrency_limit', 40],
+      ['concurrency_limit', 40],
+      ['inbound_idle', 40],
+      ['inbound_idle', 40],
+      ['request_timeout', 40],
+      ['request_timeout', 40],
+    ]);
+    await sleep(250);
+    expect(named(lines, 'request.denied.folded').map((l) => l.count)).toEqual([3, 3, 3]);
+    // The same codes for other reasons stay server faults.
+    audit.recordFailure(
+      new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }),
+      from('203.0.113.9', 9),
+    );
+    expect(named(lines, 'request.failed')).toHaveLength(1);
+  });
+
   it('writes every refusal with foldRefusals: false', async () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination, foldRefusals: false });

@@ -103,6 +103,13 @@ const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination' | 'logg
   foldRefusals: Object.freeze({ after: 50, intervalMs: 10_000 }),
 });
 
+/**
+ * Refusals with a server-side code that the client brings about: a caller over its share of
+ * the calls in flight, a stream that stalls, a request never finished. They are written (and
+ * folded) like any other refusal, not as errors with a stack: any client can make them at will.
+ */
+const CLIENT_CAUSED: ReadonlySet<string> = new Set(['concurrency_limit', 'inbound_idle', 'request_timeout']);
+
 /** Distinct peers and reasons folded at once; beyond, refusals fold by reason alone. */
 const MAX_FOLDED_KEYS = 10_000;
 
@@ -166,7 +173,10 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   function recordFailure(err: unknown, context: FailureContext): PublicError {
     const publicError = toPublicError(err, context.requestId);
     const isServerFault =
-      publicError.code === 'internal' || publicError.code === 'unavailable' || publicError.code === 'deadline_exceeded';
+      (publicError.code === 'internal' ||
+        publicError.code === 'unavailable' ||
+        publicError.code === 'deadline_exceeded') &&
+      !(isSecurityError(err) && err.reason !== undefined && CLIENT_CAUSED.has(err.reason));
     if (!isServerFault && isSecurityError(err)) {
       // An expected refusal (no token, no permission, a bad argument): its code and reason say
       // it all. No stack, and the cause only as one scrubbed line: a flood of refusals must
