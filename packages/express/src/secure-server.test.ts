@@ -132,6 +132,90 @@ describe('createSecureServer: strict client certificates', () => {
   });
 });
 
+describe('createSecureServer: requests Node refuses before any request exists', () => {
+  let pki: TestPki;
+  let served: Awaited<ReturnType<typeof listen>>;
+  const { audit, lines } = captureAudit();
+
+  beforeAll(async () => {
+    pki = await createTestPki();
+    served = await listen(
+      createSecureServer(helloApp(audit), {
+        audit,
+        tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'strict' },
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    await served.close();
+    await pki.remove();
+  });
+
+  /** Sends raw bytes on a TLS connection with the client certificate; resolves with all that comes back. */
+  function raw(bytes: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(
+        {
+          host: '127.0.0.1',
+          port: served.port,
+          ca: pki.ca.certPem,
+          cert: pki.client.certPem,
+          key: pki.client.keyPem,
+          servername: 'localhost',
+        },
+        () => {
+          socket.write(bytes);
+        },
+      );
+      let answer = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => {
+        answer += chunk;
+      });
+      socket.on('end', () => {
+        resolve(answer);
+      });
+      socket.on('error', reject);
+    });
+  }
+
+  it.each([
+    [
+      'a malformed header line',
+      'GET /hello HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n',
+      400,
+      'invalid_argument',
+      'malformed_request',
+    ],
+    [
+      'two different Content-Length headers',
+      'POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab',
+      400,
+      'invalid_argument',
+      'malformed_request',
+    ],
+    [
+      'a request head over 16 KiB',
+      `GET /hello HTTP/1.1\r\nHost: x\r\nauthorization: Bearer ${'a'.repeat(20_000)}\r\n\r\n`,
+      431,
+      'payload_too_large',
+      'request_head_too_large',
+    ],
+  ])('answers %s with a request id, problem+json and an audit line', async (_label, bytes, status, code, reason) => {
+    const answer = await raw(bytes);
+    expect(answer.startsWith(`HTTP/1.1 ${String(status)} `)).toBe(true);
+    const requestId = /^x-request-id: (.+)$/im.exec(answer)?.[1]?.trim();
+    expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(answer).toMatch(/^content-type: application\/problem\+json$/im);
+    const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+    expect(body).toMatchObject({ status, code, requestId });
+    expect(lines().find((line) => line.requestId === requestId)).toMatchObject({ reason, code });
+    // Node's error carries the raw request: none of it reaches the log.
+    expect(JSON.stringify(lines())).not.toContain('aaaaaaaaaaaaaaaa');
+  });
+});
+
 describe('createSecureServer: limits', () => {
   let pki: TestPki;
   const { audit } = captureAudit();

@@ -1,5 +1,6 @@
 import type { RequestListener } from 'node:http';
 import { createServer, type Server } from 'node:https';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ConfigurationError, type AuditLogger, type ReloadOptions, type TlsSettingsOptions } from '@fluxguard/core';
 import {
@@ -9,6 +10,7 @@ import {
   resolveOptions,
   type TlsSettings,
 } from '@fluxguard/core/adapter';
+import { answerClientError } from './client-error.js';
 
 /**
  * Options of {@link createSecureServer}. Times are in milliseconds. `reload` and
@@ -102,7 +104,9 @@ function positiveInteger(value: unknown, name: string, max = 2_147_483_647): num
  * `tls` names files, a renewed certificate, key, CA bundle or CRL written to disk is served to
  * new connections within about two intervals (`setSecureContext` with the complete settings,
  * so ciphers, minimum version and CRL survive the reload); a broken set keeps the last good
- * material and logs `tls.reload_failed`. The watcher stops when the server closes.
+ * material and logs `tls.reload_failed`. The watcher stops when the server closes. What Node's
+ * parser refuses before any request exists is answered with Node's status plus a request id,
+ * a problem+json body and an audit line.
  *
  * Options are checked now: a missing or mismatched file throws `ConfigurationError`.
  * The server is returned unbound: call `listen`.
@@ -127,6 +131,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   if (typeof app !== 'function')
     throw new ConfigurationError(`${FACTORY}: "app" must be a request listener (an Express app)`);
   assertAuditLogger(o.audit, FACTORY);
+  const audit = o.audit;
   if (typeof o.tls !== 'object') {
     throw new ConfigurationError(`${FACTORY}: "tls" is required (createTlsSettings options or settings)`);
   }
@@ -184,9 +189,12 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     // The first request has come: from here on Node's own request and keep-alive timeouts apply.
     if (req.socket.timeout) req.socket.setTimeout(0);
   });
+  // What Node's parser refuses before any request exists gets a request id and an audit line.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    answerClientError(err, socket, audit);
+  });
   server.once('close', () => {
     tls.close();
   });
   return server;
 }
-

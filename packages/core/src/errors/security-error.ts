@@ -26,7 +26,9 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  * - HTTP: `route_not_found`, `malformed_uri`, `body_too_large`, and the body-parser failures
  *   `body_parse_failed`, `body_verify_failed`, `body_aborted`, `body_size_mismatch`,
  *   `body_encoding_unsupported`, `body_charset_unsupported`, `body_too_many_parameters`,
- *   `body_decompression_failed` (a gzip, deflate or br body that does not decompress).
+ *   `body_decompression_failed` (a gzip, deflate or br body that does not decompress), and
+ *   what Node's parser refuses before any request exists: `malformed_request`,
+ *   `request_head_too_large`, `request_timeout`.
  *
  * @example
  * ```ts
@@ -50,7 +52,10 @@ export type TransportReason =
   | 'body_encoding_unsupported'
   | 'body_charset_unsupported'
   | 'body_too_many_parameters'
-  | 'body_decompression_failed';
+  | 'body_decompression_failed'
+  | 'malformed_request'
+  | 'request_head_too_large'
+  | 'request_timeout';
 
 /**
  * An application's own reason: `app.` and any text. The prefix keeps fluxguard's reasons
