@@ -29,19 +29,21 @@ const MALFORMED: ClientFault = { status: 400, code: 'invalid_argument', reason: 
  * @internal
  */
 export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, audit: AuditLogger): void {
-  // A reset connection, or one already answering a request: nothing can be written cleanly.
-  if (err.code === 'ECONNRESET' || !socket.writable || responseStarted(socket)) {
+  const code = err.code ?? '';
+  // Not the parser's (a reset, a TLS handshake that never completed), or a connection already
+  // answering a request: nothing can be written cleanly.
+  const fault = FAULTS[code] ?? (code.startsWith('HPE_') ? MALFORMED : undefined);
+  if (fault === undefined || !socket.writable || responseStarted(socket)) {
     socket.destroy();
     return;
   }
-  const fault = (err.code === undefined ? undefined : FAULTS[err.code]) ?? MALFORMED;
   const requestId = resolveRequestId(undefined);
   const remote = socket as Duplex & { remoteAddress?: string; remotePort?: number };
   // Node's error is not the cause: it carries the raw bytes of the request (`rawPacket`), an
   // `Authorization` header included. Its code says what the parser refused.
   const refusal = new SecurityError(fault.code, {
     reason: fault.reason,
-    auditFields: { parserCode: typeof err.code === 'string' ? err.code.slice(0, 64) : 'none' },
+    auditFields: { parserCode: code.slice(0, 64) },
   });
   const publicError = audit.recordFailure(refusal, {
     operation: 'HTTP <unparsed>',
@@ -58,7 +60,9 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
     requestId,
   };
   const payload = JSON.stringify(body);
-  socket.end(
+  // Written, then destroyed at once, as Node does with its own answer: a client that does not
+  // read it must not keep the connection.
+  socket.write(
     `HTTP/1.1 ${String(fault.status)} ${STATUS_CODES[fault.status] ?? ''}\r\n` +
       'connection: close\r\n' +
       'content-type: application/problem+json\r\n' +
@@ -68,6 +72,7 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
       `content-length: ${String(Buffer.byteLength(payload))}\r\n\r\n` +
       payload,
   );
+  socket.destroy();
 }
 
 /** Node's response object of the connection's current request, when one has started. */
