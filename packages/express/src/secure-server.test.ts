@@ -59,7 +59,7 @@ function clientHandshake(port: number, pki: TestPki, options: ConnectionOptions 
 describe('createSecureServer: strict client certificates', () => {
   let pki: TestPki;
   let served: Awaited<ReturnType<typeof listen>>;
-  const { audit } = captureAudit();
+  const { audit, lines } = captureAudit();
   const agents: Agent[] = [];
   const agent = (a: Agent): Agent => {
     agents.push(a);
@@ -129,27 +129,6 @@ describe('createSecureServer: strict client certificates', () => {
       createMtlsAgent({ ca: pki.other.certPem, cert: pki.client.certPem, key: pki.client.keyPem }),
     );
     await expect(fetch(`${served.url}/hello`, { dispatcher })).rejects.toThrow();
-  });
-});
-
-describe('createSecureServer: requests Node refuses before any request exists', () => {
-  let pki: TestPki;
-  let served: Awaited<ReturnType<typeof listen>>;
-  const { audit, lines } = captureAudit();
-
-  beforeAll(async () => {
-    pki = await createTestPki();
-    served = await listen(
-      createSecureServer(helloApp(audit), {
-        audit,
-        tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'strict' },
-      }),
-    );
-  });
-
-  afterAll(async () => {
-    await served.close();
-    await pki.remove();
   });
 
   /** Sends raw bytes on a TLS connection with the client certificate; resolves with all that comes back. */

@@ -5,7 +5,7 @@ import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { setLogger } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, routeGrpcJsLogs } from './index.js';
-import { captureAudit, startServer, testService, type Started } from './testing/harness.js';
+import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
 
 const audit = captureAudit();
 let started: Started;
@@ -13,20 +13,7 @@ let started: Started;
 beforeAll(async () => {
   routeGrpcJsLogs({ audit: audit.audit, maxLinesPerInterval: 5, intervalMs: 60_000 });
   started = await startServer(fluxguardInterceptors({ audit: audit.audit }), (server) => {
-    addService(server, testService, {
-      Unary: (_call, callback) => {
-        callback(null, { ok: true });
-      },
-      ClientStream: (_call, callback) => {
-        callback(null, {});
-      },
-      ServerStream: (call) => {
-        call.end();
-      },
-      Bidi: (call) => {
-        call.end();
-      },
-    });
+    addService(server, testService, unaryAnswering({ ok: true }));
   });
 });
 

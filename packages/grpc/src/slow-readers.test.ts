@@ -7,7 +7,7 @@ import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } f
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConcurrencyLimit } from '@fluxguard/core';
 import { addService, fluxguardInterceptors } from './index.js';
-import { captureAudit, startServer, testService, type Started } from './testing/harness.js';
+import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
 
 const BIG_ANSWER = 'x'.repeat(2 * 1024 * 1024);
 const DEFAULT_DEADLINE_MS = 300;
@@ -25,20 +25,7 @@ beforeAll(async () => {
       timeouts: { defaultMs: DEFAULT_DEADLINE_MS, maxMs: 60_000, idleMs: 0 },
     }),
     (server) => {
-      addService(server, testService, {
-        Unary: (_call, callback) => {
-          callback(null, { big: BIG_ANSWER });
-        },
-        ClientStream: (_call, callback) => {
-          callback(null, {});
-        },
-        ServerStream: (call) => {
-          call.end();
-        },
-        Bidi: (call) => {
-          call.end();
-        },
-      });
+      addService(server, testService, unaryAnswering({ big: BIG_ANSWER }));
     },
   );
   // A window of 1 KiB that is never opened further: the server can send almost nothing.

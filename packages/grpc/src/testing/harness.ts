@@ -18,6 +18,7 @@ import {
   type handleUnaryCall,
 } from '@grpc/grpc-js';
 import { createAuditLogger, type AuditLogger } from '@fluxguard/core';
+import type { SafeImplementation } from '../handlers.js';
 
 export type Json = Record<string, unknown>;
 
@@ -212,4 +213,25 @@ export function metadataValue(metadata: Metadata | undefined, key: string): stri
 
 export function implementation(impl: UntypedServiceImplementation): UntypedServiceImplementation {
   return impl;
+}
+
+/**
+ * The test service with `Unary` answering `answer` and the three other methods answering at
+ * once with nothing: for tests about one unary call.
+ */
+export function unaryAnswering(answer: Json): SafeImplementation<TestImpl> {
+  return {
+    Unary: (_call, callback) => {
+      callback(null, answer);
+    },
+    ClientStream: (_call, callback) => {
+      callback(null, {});
+    },
+    ServerStream: (call) => {
+      call.end();
+    },
+    Bidi: (call) => {
+      call.end();
+    },
+  };
 }
