@@ -185,15 +185,15 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
   return function fluxguardErrorHandler(err: unknown, req: Request, res: Response, _next: NextFunction) {
     try {
       const translated = translateExpressError(err);
-      const requestId = stateOf(req)?.requestId ?? resolveRequestId(req.headers[REQUEST_ID_HEADER]);
-      const endedEarly = res.writableEnded && stateOf(req)?.endedEarly === true;
+      const state = stateOf(req);
+      const requestId = state?.requestId ?? resolveRequestId(req.headers[REQUEST_ID_HEADER]);
+      const endedEarly = res.writableEnded && state?.endedEarly === true;
       if (endedEarly && (answered.has(res) || res.writableFinished)) {
         // A control answered the request early (a deadline) and the handler failed after it,
         // typically with its aborted signal: the request has its audit line already.
         audit.logger.debug({ requestId, err: translated }, 'failure after the request was answered');
         return;
       }
-      const state = stateOf(req);
       if (state?.finished === true && !state.endedEarly && !res.writableFinished) {
         // The client went away before the answer (what the handler threw is most likely its
         // aborted signal): nobody is left to answer, and a client that leaves is no server
@@ -214,7 +214,7 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
       const publicError = audit.recordFailure(translated, {
         operation: operationOf(req),
         peer: peerOf(req, res),
-        subject: stateOf(req)?.principal?.subject ?? refusedSubject(translated),
+        subject: state?.principal?.subject ?? refusedSubject(translated),
         requestId,
         transport: 'http',
       });
@@ -238,7 +238,7 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
           ? bearerChallenge(isSecurityError(translated) ? translated : new SecurityError('unauthenticated'), realm)
           : undefined;
       // A refusal carries what the controls added too (a 429 its RateLimit fields).
-      writeControlHeaders(stateOf(req), res);
+      writeControlHeaders(state, res);
       sendProblem(res, publicError, challenge);
     } catch (failure) {
       lastResort(req, res, failure, audit);
