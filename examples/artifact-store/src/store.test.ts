@@ -80,6 +80,31 @@ describe('ArtifactStore', () => {
     expect((await store.get('beside/d.txt')).sha256).toBe(sha('second!'));
   });
 
+  it('gives concurrent listings and opens of files not hashed yet the same, right digests', async () => {
+    const fresh = new ArtifactStore({ dataDir: join(base, 'fresh') });
+    mkdirSync(join(fresh.dataDir, 'cold'), { recursive: true });
+    for (let i = 0; i < 4; i++) writeFileSync(join(fresh.dataDir, 'cold', `f${String(i)}.bin`), `content ${String(i)}`);
+    const listing = async (): Promise<unknown[]> => {
+      const items: unknown[] = [];
+      for await (const item of fresh.list('cold/')) items.push(item);
+      return items;
+    };
+    const expected = [0, 1, 2, 3].map((i) => ({
+      path: `cold/f${String(i)}.bin`,
+      sha256: sha(`content ${String(i)}`),
+      size: 9,
+    }));
+    const [lists, opened] = await Promise.all([
+      Promise.all(Array.from({ length: 10 }, listing)),
+      Promise.all(Array.from({ length: 10 }, () => fresh.open('cold/f2.bin'))),
+    ]);
+    for (const list of lists) expect(list).toEqual(expected);
+    for (const artifact of opened) {
+      expect(artifact.sha256).toBe(sha('content 2'));
+      artifact.content.destroy();
+    }
+  });
+
   it('refuses a digest mismatch and keeps none of the bytes', async () => {
     await expect(store.put('mismatch.bin', sha('expected'), chunks('something else'))).rejects.toMatchObject({
       code: 'invalid_argument',

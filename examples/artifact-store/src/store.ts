@@ -79,6 +79,8 @@ export class ArtifactStore {
    * one reader within its limits could make the server read and hash every stored byte per list.
    */
   readonly #digests: LruCache<string, string>;
+  /** Hashings under way, by file version (at most one per version). */
+  readonly #hashing = new Map<string, Promise<string>>();
 
   constructor(options: ArtifactStoreOptions) {
     this.#paths = createPathResolver({ root: options.dataDir });
@@ -151,17 +153,25 @@ export class ArtifactStore {
     }
   }
 
-  /** The SHA-256 of an open file: remembered, or read in chunks (never the whole file at once). */
+  /**
+   * The SHA-256 of an open file: remembered, or read in chunks (never the whole file at once).
+   * Calls that want the digest of a version being hashed wait for that one hashing: thirty
+   * concurrent lists after a restart read each file once, not thirty times.
+   */
   async #digestOf(handle: FileHandle, stats: BigIntStats, signal?: AbortSignal): Promise<string> {
     const key = versionOf(stats);
     const known = this.#digests.get(key);
     if (known !== undefined) return known;
-    const hash = createHash('sha256');
-    for await (const chunk of handle.createReadStream({ start: 0, autoClose: false, ...(signal ? { signal } : {}) })) {
-      hash.update(chunk as Buffer);
+    let hashing = this.#hashing.get(key);
+    if (hashing === undefined) {
+      // It reads through this caller's handle, which this caller keeps open until the hashing
+      // ends, even when its client has left: the others wait for the same digest.
+      hashing = sha256Of(handle).finally(() => this.#hashing.delete(key));
+      this.#hashing.set(key, hashing);
     }
-    const sha256 = hash.digest('hex');
+    const sha256 = await hashing;
     this.#digests.set(key, sha256);
+    signal?.throwIfAborted();
     return sha256;
   }
 
@@ -277,6 +287,12 @@ export class ArtifactStore {
       await dir.close();
     }
   }
+}
+
+async function sha256Of(handle: FileHandle): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of handle.createReadStream({ start: 0, autoClose: false })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 /** What identifies one version of a stored file; a replacement (a new inode) or a change differs. */
