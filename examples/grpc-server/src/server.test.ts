@@ -1,4 +1,6 @@
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -413,6 +415,88 @@ describe('authentication and authorization', () => {
 
   it('cannot be started without security', async () => {
     await expect(startGrpcServer({ port: 0, dataDir } as never)).rejects.toThrow(ConfigurationError);
+  });
+});
+
+describe('GetArtifact answers within a byte budget', () => {
+  const content = Buffer.from('x'.repeat(1_500));
+  let own: StartedGrpcServer;
+  let ownSecurity: ReferenceSecurity;
+  const sessions: ClientHttp2Session[] = [];
+
+  beforeAll(async () => {
+    const audit = createAuditLogger({
+      destination: new Writable({
+        write: (_c, _e, done) => {
+          done();
+        },
+      }),
+    });
+    ownSecurity = await loadReferenceSecurity({ devDir, audit, env: {} });
+    own = await startGrpcServer({
+      port: 0,
+      dataDir: await mkdtemp(join(base, 'budget-')),
+      audit,
+      security: ownSecurity,
+      answerBudget: { totalBytes: 3_000, perCallerBytes: 2_000 },
+    });
+    const admin = tlsClient(`localhost:${own.port}`, true, tokens.admin);
+    const upload = await clientStream(admin, method(store, 'UploadArtifact'), [
+      { header: { path: 'budget/a.bin', sha256: sha256(content) } },
+      { chunk: content },
+    ]);
+    expect(upload.status.code).toBe(Status.OK);
+  });
+
+  afterAll(async () => {
+    for (const session of sessions) session.destroy();
+    await own.close();
+    await ownSecurity.close();
+  });
+
+  /** A GetArtifact whose answer is never read: a window of 1 KiB, never opened further. */
+  function unreadGet(token: string): ClientHttp2Session {
+    const session = http2Connect(`https://localhost:${String(own.port)}`, {
+      ca: readFileSync(join(devDir, 'ca.crt')),
+      cert: readFileSync(join(devDir, 'client.crt')),
+      key: readFileSync(join(devDir, 'client.key')),
+      settings: { initialWindowSize: 1024 },
+    });
+    session.on('error', () => undefined);
+    sessions.push(session);
+    const request = method(store, 'GetArtifact').requestSerialize({ path: 'budget/a.bin' });
+    const frame = Buffer.alloc(5 + request.length);
+    frame.writeUInt32BE(request.length, 1);
+    request.copy(frame, 5);
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': method(store, 'GetArtifact').path,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      authorization: `Bearer ${token}`,
+    });
+    stream.on('error', () => undefined);
+    stream.pause();
+    stream.end(frame);
+    return session;
+  }
+
+  const get = (token: string): Promise<number> =>
+    unary(tlsClient(`localhost:${own.port}`, true, token), method(store, 'GetArtifact'), { path: 'budget/a.bin' }).then(
+      (result) => result.status.code,
+    );
+
+  it('refuses an answer over a caller’s share or the total at once, and serves again once the held ones end', async () => {
+    const reader = unreadGet(tokens.reader);
+    // Held: the reader's second answer would go over its 2,000 bytes.
+    await expect.poll(() => get(tokens.reader), { timeout: 5_000 }).toBe(Status.UNAVAILABLE);
+    // Another caller still fits in the total; then a second held answer fills it.
+    expect(await get(tokens.admin)).toBe(Status.OK);
+    unreadGet(tokens.writer);
+    await expect.poll(() => get(tokens.admin), { timeout: 5_000 }).toBe(Status.UNAVAILABLE);
+    // The client leaves: its answer's bytes are given back.
+    reader.destroy();
+    await expect.poll(() => get(tokens.admin), { timeout: 5_000 }).toBe(Status.OK);
   });
 });
 

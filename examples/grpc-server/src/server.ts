@@ -23,6 +23,8 @@ import {
   addService,
   createServerCredentials,
   fluxguardInterceptors,
+  getCallContext,
+  getPrincipal,
   getSignal,
   routeGrpcJsLogs,
   secureServerOptions,
@@ -36,11 +38,16 @@ import {
   type ArtifactInfo,
   type ReferenceServerOptions,
 } from '@fluxguard/example-artifact-store';
+import { ANSWER_BUDGET, AnswerBudget, type AnswerBudgetLimits } from './answer-budget.js';
+
+export { ANSWER_BUDGET, type AnswerBudgetLimits } from './answer-budget.js';
 
 /** Options of {@link startGrpcServer}. */
 export interface GrpcServerOptions extends ReferenceServerOptions {
   /** Port; `0` picks a free one. Default 9000. */
   readonly port?: number;
+  /** Bytes of `GetArtifact` answers held at once, in all and per caller. Default {@link ANSWER_BUDGET}. */
+  readonly answerBudget?: AnswerBudgetLimits;
 }
 
 /** A running reference gRPC server. */
@@ -180,7 +187,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
       ],
     }),
   });
-  addService(server, storeService, artifactStoreHandlers(store, security.urlGuard));
+  const answers = new AnswerBudget(options.answerBudget ?? ANSWER_BUDGET);
+  addService(server, storeService, artifactStoreHandlers(store, security.urlGuard, answers));
   addService(server, healthDefinition, health.handlers);
 
   // Material is loaded (and checked) here, before bind; renewed files are picked up live.
@@ -225,11 +233,28 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
   });
 }
 
-function artifactStoreHandlers(store: ArtifactStore, urlGuard: UrlGuard): SafeImplementation<ArtifactStoreHandlers> {
+function artifactStoreHandlers(
+  store: ArtifactStore,
+  urlGuard: UrlGuard,
+  answers: AnswerBudget,
+): SafeImplementation<ArtifactStoreHandlers> {
   return {
     GetArtifact: async (call) => {
-      const artifact = await store.get(call.request.path, getSignal(call));
-      return { path: artifact.path, content: artifact.content, sha256: artifact.sha256, size: artifact.size };
+      const signal = getSignal(call);
+      const opened = await store.open(call.request.path, signal);
+      let release: () => void;
+      try {
+        // The whole artifact is one message, held until the client takes it: within a budget.
+        release = answers.reserve(getPrincipal(call)?.subject ?? getCallContext(call).peer, opened.size);
+      } catch (err) {
+        opened.content.destroy();
+        throw err;
+      }
+      // Given back when the call ends, answered, cancelled or past its deadline.
+      if (signal.aborted) release();
+      else signal.addEventListener('abort', release, { once: true });
+      const content = await readAll(opened.content);
+      return { path: opened.path, content, sha256: opened.sha256, size: content.length };
     },
 
     ListArtifacts: async (call) => {
@@ -371,4 +396,10 @@ function methodPaths(service: ServiceDefinition<object>): string[] {
 
 function formatHost(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
