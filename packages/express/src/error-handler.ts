@@ -197,14 +197,17 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
       if (state?.finished === true && !state.endedEarly && !res.writableFinished) {
         // The client went away before the answer (what the handler threw is most likely its
         // aborted signal): nobody is left to answer, and a client that leaves is no server
-        // fault. One info line, not an error line with a stack that anyone could repeat at will.
+        // fault. One short info line, not an error line with a stack that anyone could repeat
+        // at will; the error's name says whether it was the abort.
         audit.logger.info(
           {
             requestId,
             operation: operationOf(req),
             peer: peerOf(req, res),
+            subject: state.principal?.subject,
             event: 'request.cancelled',
-            err: translated,
+            outcome: 'cancelled',
+            error: translated instanceof Error ? translated.name : typeof translated,
           },
           'request.cancelled',
         );

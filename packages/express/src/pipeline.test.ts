@@ -173,7 +173,7 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
       await releasedOnce('leaver-1');
       await expect
         .poll(() => audit.lines().filter((line) => line.requestId === 'leaver-1'))
-        .toMatchObject([{ event: 'request.cancelled', level: 30 }]);
+        .toMatchObject([{ event: 'request.cancelled', outcome: 'cancelled', error: 'AbortError', level: 30 }]);
     });
 
     it('cuts off, at the deadline, an answer the client never reads, and releases once', async () => {
