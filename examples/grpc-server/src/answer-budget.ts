@@ -7,7 +7,8 @@ import { SecurityError } from '@fluxguard/core';
  * within their own 32 calls in flight, asking for large artifacts and reading nothing, made the
  * server hold gigabytes (4 readers x 32 calls x 16 MiB: 2.6 GB). HTTP streams the file instead.
  * An answer that does not fit is refused at once with `UNAVAILABLE` (audit reason
- * `app.answer_budget`); its bytes are given back when its call ends in any way.
+ * `app.answer_budget`); its bytes are given back when its call ends in any way. The process
+ * holds up to about twice the budget: the bytes read, and the message grpc-js encodes from them.
  *
  * @example
  * ```ts
