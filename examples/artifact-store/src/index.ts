@@ -6,7 +6,14 @@ export const PROTO_PATH: string = fileURLToPath(new URL('../proto/artifact_store
 /** The gRPC service name, for policies and operation names. */
 export const ARTIFACT_STORE_SERVICE = 'fluxguard.example.v1.ArtifactStore';
 
-export { ArtifactStore, type Artifact, type ArtifactInfo, type ArtifactStoreOptions } from './store.js';
+export {
+  ArtifactStore,
+  readContent,
+  type Artifact,
+  type ArtifactInfo,
+  type ArtifactStoreOptions,
+  type OpenedArtifact,
+} from './store.js';
 export { checkSha256Hex, parseReprDigest, reprDigestOf } from './digest.js';
 export { loadServerConfig, type ServerConfig } from './config.js';
 export * from './dev-material.js';

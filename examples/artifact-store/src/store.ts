@@ -96,24 +96,14 @@ export class ArtifactStore {
   }
 
   /**
-   * Reads one artifact. The file is opened inside its directory as it was opened (no link
-   * followed on the way or at the file), so swapping a directory for a link meanwhile cannot
-   * make it read a file outside the data directory.
+   * Reads one artifact whole: {@link open}, then every byte. The file is opened inside its
+   * directory as it was opened (no link followed on the way or at the file), so swapping a
+   * directory for a link meanwhile cannot make it read a file outside the data directory.
    */
   async get(path: string, signal?: AbortSignal): Promise<Artifact> {
-    const { relative: at, handle, stats } = await this.#openFile(path);
-    try {
-      const content = await handle.readFile(signal ? { signal } : {});
-      const key = versionOf(stats);
-      let sha256 = this.#digests.get(key);
-      if (sha256 === undefined) {
-        sha256 = createHash('sha256').update(content).digest('hex');
-        this.#digests.set(key, sha256);
-      }
-      return { path: at, content, sha256, size: content.length };
-    } finally {
-      await handle.close();
-    }
+    const opened = await this.open(path, signal);
+    const content = await readContent(opened);
+    return { path: opened.path, sha256: opened.sha256, size: content.length, content };
   }
 
   /**
@@ -287,6 +277,22 @@ export class ArtifactStore {
       await dir.close();
     }
   }
+}
+
+/**
+ * Every byte of an opened artifact, as one buffer: for a transport that must send it whole
+ * (a gRPC message).
+ *
+ * @example
+ * ```ts
+ * const opened = await store.open('models/a.bin');
+ * const content = await readContent(opened);
+ * ```
+ */
+export async function readContent(opened: OpenedArtifact): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of opened.content) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 async function sha256Of(handle: FileHandle): Promise<string> {

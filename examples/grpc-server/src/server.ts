@@ -35,6 +35,7 @@ import {
   ARTIFACT_STORE_SERVICE,
   ArtifactStore,
   PROTO_PATH,
+  readContent,
   type ArtifactInfo,
   type ReferenceServerOptions,
 } from '@fluxguard/example-artifact-store';
@@ -253,7 +254,7 @@ function artifactStoreHandlers(
       // Given back when the call ends, answered, cancelled or past its deadline.
       if (signal.aborted) release();
       else signal.addEventListener('abort', release, { once: true });
-      const content = await readAll(opened.content);
+      const content = await readContent(opened);
       return { path: opened.path, content, sha256: opened.sha256, size: content.length };
     },
 
@@ -396,10 +397,4 @@ function methodPaths(service: ServiceDefinition<object>): string[] {
 
 function formatHost(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
-}
-
-async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }
