@@ -2,7 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { SecurityError, resolveRequestId, type AuditLogger, type TransportReason } from '@fluxguard/core';
 import type { PublicError } from '@fluxguard/core/adapter';
-import type { ProblemDetails } from './error-handler.js';
+import { socketPeer, type ProblemDetails } from './error-handler.js';
 
 interface ClientFault {
   readonly status: number;
@@ -38,7 +38,6 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
     return;
   }
   const requestId = resolveRequestId(undefined);
-  const remote = socket as Duplex & { remoteAddress?: string; remotePort?: number };
   // Node's error is not the cause: it carries the raw bytes of the request (`rawPacket`), an
   // `Authorization` header included. Its code says what the parser refused.
   const refusal = new SecurityError(fault.code, {
@@ -47,7 +46,7 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
   });
   const publicError = audit.recordFailure(refusal, {
     operation: 'HTTP <unparsed>',
-    peer: remote.remoteAddress === undefined ? undefined : `${remote.remoteAddress}:${String(remote.remotePort)}`,
+    peer: socketPeer(socket as Duplex & { remoteAddress?: string; remotePort?: number }),
     requestId,
     transport: 'http',
   });

@@ -324,6 +324,18 @@ export function peerOf(req: IncomingMessage, res?: ServerResponse): string | und
   // Node detaches req.socket when the request stream is destroyed (a handler that stopped
   // reading the body after an error, say); the response may still hold it.
   const socket = (req.socket as Socket | null) ?? res?.socket;
+  return socketPeer(socket);
+}
+
+/**
+ * The remote address of a connection as `host:port` (`[v6]:port`), for a connection that has
+ * no request (yet). Package-internal.
+ *
+ * @internal
+ */
+export function socketPeer(
+  socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined } | null | undefined,
+): string | undefined {
   const remoteAddress = socket?.remoteAddress;
   const remotePort = socket?.remotePort;
   if (remoteAddress === undefined) return undefined;
