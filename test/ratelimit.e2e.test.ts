@@ -77,10 +77,13 @@ async function readerClient(t: TransportUnderTest, subject: string): Promise<Art
 }
 
 /** A token whose signature does not verify: a failed authentication. */
-async function forgedClient(t: TransportUnderTest): Promise<ArtifactClient> {
+async function forgedToken(): Promise<string> {
   const token = await world.token('mallory', ['artifacts.admin']);
-  const forged = `${token.slice(0, -6)}${token.endsWith('AAAAAA') ? 'BBBBBB' : 'AAAAAA'}`;
-  return t.clientWith({ cert: world.pki.clients.valid, token: forged });
+  return `${token.slice(0, -6)}${token.endsWith('AAAAAA') ? 'BBBBBB' : 'AAAAAA'}`;
+}
+
+async function forgedClient(t: TransportUnderTest): Promise<ArtifactClient> {
+  return t.clientWith({ cert: world.pki.clients.valid, token: await forgedToken() });
 }
 
 /**
@@ -93,8 +96,7 @@ async function burstOnWarmConnections(
   n: number,
   headers: Record<string, string>,
 ): Promise<number[]> {
-  const token = await world.token('mallory', ['artifacts.admin']);
-  const forged = `${token.slice(0, -6)}${token.endsWith('AAAAAA') ? 'BBBBBB' : 'AAAAAA'}`;
+  const forged = await forgedToken();
   if (t.transport === 'grpc') {
     // Streams of warm channels (grpc-js may share one connection between them: then the burst
     // arrives in one read), warmed by a call from another address.
