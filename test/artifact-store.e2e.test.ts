@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,6 +30,17 @@ interface Scenario {
 }
 
 const HELLO = Buffer.from('hello, artifact');
+
+/**
+ * Waits (up to a second: a refusal by a control can reach the client before the store has
+ * cleaned up) for nothing under `relative` of the data directory to be left, not even the
+ * directories a refused upload made on its way.
+ */
+async function expectNothingLeft(t: TransportUnderTest, relative: string): Promise<void> {
+  const at = join(t.dataDir, relative);
+  for (let i = 0; i < 50 && existsSync(at); i++) await new Promise((r) => setTimeout(r, 20));
+  expect(existsSync(at) ? readdirSync(at, { recursive: true }) : 'nothing').toBe('nothing');
+}
 
 const scenarios: readonly Scenario[] = [
   {
@@ -87,15 +98,16 @@ const scenarios: readonly Scenario[] = [
     expect: { code: 'not_found' },
   },
   {
-    name: 'checksum mismatch is refused and nothing is kept',
+    name: 'checksum mismatch is refused and nothing is kept, not even the new directories',
     kind: 'client-streaming',
     act: async (t) => {
-      const refused = await t.client.upload('bad/sum.txt', sha256('something else'), [HELLO]);
-      const after = await t.client.get('bad/sum.txt');
+      const refused = await t.client.upload('bad/new/sum.txt', sha256('something else'), [HELLO]);
+      const after = await t.client.get('bad/new/sum.txt');
       expect(after.status).toBe(t.client.statusOf({ code: 'not_found' }));
       return refused;
     },
     expect: { code: 'invalid_argument' },
+    check: (_o, t) => expectNothingLeft(t, 'bad'),
   },
   {
     name: 'get of a missing artifact is not found',
@@ -194,11 +206,9 @@ const scenarios: readonly Scenario[] = [
     expect: { code: 'invalid_argument' },
     check: async (o, t) => {
       expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
-      const kept = () => readdirSync(t.dataDir, { recursive: true }).filter((f) => /^uploads\/.*model/.test(String(f)));
-      for (let i = 0; i < 50 && kept().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(kept()).toEqual([]);
       const torch = await t.client.upload('uploads/model.pt', sha256('x'), [Buffer.from('x')]);
       expect(torch.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+      await expectNothingLeft(t, 'uploads');
     },
   },
   {
@@ -269,9 +279,7 @@ const scenarios: readonly Scenario[] = [
     expect: { code: 'payload_too_large' },
     check: async (o, t) => {
       expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"body_too_large"');
-      const kept = () => readdirSync(t.dataDir, { recursive: true }).filter((f) => String(f).includes('huge'));
-      for (let i = 0; i < 50 && kept().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(kept()).toEqual([]);
+      await expectNothingLeft(t, 'limits');
     },
   },
   {
@@ -309,10 +317,7 @@ const scenarios: readonly Scenario[] = [
     expect: { code: 'deadline_exceeded' },
     check: async (o, t) => {
       expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"inbound_idle"');
-      const kept = () =>
-        readdirSync(t.dataDir, { recursive: true }).filter((f) => /upload\.bin|\.upload-/.test(String(f)));
-      for (let i = 0; i < 50 && kept().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(kept()).toEqual([]);
+      await expectNothingLeft(t, 'stalled');
     },
   },
   {

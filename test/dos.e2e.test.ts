@@ -21,8 +21,8 @@ import {
  * (slowloris); one caller over its in-flight budget. A legitimate client keeps being served
  * meanwhile, also while the stalled uploads fill their share of the server's in-flight budget
  * (its p99 latency is printed, not asserted); the uploads over that share are refused at once,
- * every stalled one is closed within the configured times, and no temporary file or
- * descriptor is left. On gRPC, anonymous health watches (public, open for minutes) hold no more
+ * every stalled one is closed within the configured times, and no temporary file, directory
+ * or descriptor is left. On gRPC, anonymous health watches (public, open for minutes) hold no more
  * than their own share of the budget.
  */
 const STALLED = { grpc: 2_000, http: 500 } as const;
@@ -102,7 +102,8 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
     );
     const stalled = Array.from({ length: STALLED_UPLOADS }, (_, i) =>
       (uploaders[i % uploaders.length] ?? t.client).uploadPaced(
-        `dos/stalled-${String(i)}.bin`,
+        // Each in a directory of its own, which the upload makes and must take away again.
+        `dos/stalled-${String(i)}/upload.bin`,
         sha256(Buffer.concat([part, part])),
         [part, part],
         { gapMs: 10, stallAfter: 1 },
@@ -148,7 +149,7 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
         () =>
           readdirSync(t.dataDir, { recursive: true })
             .map(String)
-            .filter((f) => f.includes('.upload-')),
+            .filter((f) => f.includes('.upload-') || f.includes('stalled-')),
         { timeout: 5_000 },
       )
       .toEqual([]);

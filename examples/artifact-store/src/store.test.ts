@@ -131,6 +131,42 @@ describe('ArtifactStore', () => {
     expect(filesUnder(store.dataDir).filter((n) => n.startsWith('.upload-'))).toEqual([]);
   });
 
+  it('leaves no directory behind for a refused upload, and keeps the ones that were there', async () => {
+    mkdirSync(join(store.dataDir, 'existing'), { recursive: true });
+    for (const [path, parts] of [
+      ['existing/new-1/new-2/mismatch.bin', ['something else']],
+      ['existing/new-3/big.bin', ['x'.repeat(600), 'x'.repeat(600)]],
+      ['existing/new-4/model.pkl', ['x']],
+    ] as const) {
+      await expect(store.put(path, sha('expected'), chunks(...parts))).rejects.toBeInstanceOf(Error);
+    }
+    expect(readdirSync(join(store.dataDir, 'existing'))).toEqual([]);
+  });
+
+  it('stores every good upload while refused uploads race it into the same new directories', async () => {
+    // Each refused upload removes the directories it made; a good one arriving in such a
+    // directory at that moment must make it again, not fail.
+    // The good upload starts a little later in each round, so that some round has it arrive
+    // in the directory just as the refused one removes it.
+    const rounds = 60;
+    const results = await Promise.all(
+      Array.from({ length: rounds }, async (_, i) => {
+        const dir = `race/r${String(i)}/deep`;
+        const bad = store.put(`${dir}/bad.txt`, sha('expected'), chunks('something else'));
+        for (let turn = 0; turn < i; turn++) await new Promise((resolve) => setImmediate(resolve));
+        const [good] = await Promise.allSettled([
+          store.put(`${dir}/good.txt`, sha(`good ${String(i)}`), chunks(`good ${String(i)}`)),
+          bad,
+        ]);
+        return good;
+      }),
+    );
+    for (const [i, good] of results.entries()) {
+      expect(good).toMatchObject({ status: 'fulfilled', value: { path: `race/r${String(i)}/deep/good.txt` } });
+    }
+    expect(filesUnder(join(store.dataDir, 'race')).sort()).toEqual(Array(rounds).fill('good.txt'));
+  });
+
   it('refuses a malformed declared digest', async () => {
     await expect(store.put('x.txt', 'not-hex', chunks('x'))).rejects.toMatchObject({
       code: 'invalid_argument',

@@ -54,6 +54,8 @@ export interface ArtifactStoreOptions {
 }
 
 const TEMP_PREFIX = '.upload-';
+// A walk that keeps losing its new directory to concurrent refused uploads gives up after this.
+const CREATE_ATTEMPTS = 3;
 
 /**
  * The ArtifactStore service over files under one data directory, shared by both reference
@@ -220,48 +222,66 @@ export class ArtifactStore {
     signal?: AbortSignal,
   ): Promise<ArtifactInfo> {
     const expected = checkSha256Hex(expectedSha256);
-    // The temporary file, its rename and its removal all go through the directory as it was
-    // opened: a directory swapped for a link meanwhile cannot send a byte outside.
-    const dir = await this.#openParent(path, true).catch((err: unknown) => fileSystemFailure(err, 'write', path));
+    const { dir, temp, file } = await this.#createTemp(path);
+    let kept = false;
     try {
-      const temp = dir.entry(`${TEMP_PREFIX}${dir.name}.${randomBytes(8).toString('hex')}`);
-      const file = await open(
-        temp,
-        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-        0o640,
-      );
-      let kept = false;
-      try {
-        // The declared digest, the name's extension and the first bytes (no pickle, no
-        // executable, whatever the name says), checked as the bytes stream in.
-        const upload = this.#uploads.begin({ name: dir.name, sha256: expected });
-        let size = 0;
-        for await (const chunk of chunks) {
-          signal?.throwIfAborted();
-          size += chunk.byteLength;
-          if (size > this.#maxBytes) {
-            throw new SecurityError('payload_too_large', { reason: 'app.artifact_too_large' });
-          }
-          upload.update(chunk);
-          await file.write(chunk);
+      // The declared digest, the name's extension and the first bytes (no pickle, no
+      // executable, whatever the name says), checked as the bytes stream in.
+      const upload = this.#uploads.begin({ name: dir.name, sha256: expected });
+      let size = 0;
+      for await (const chunk of chunks) {
+        signal?.throwIfAborted();
+        size += chunk.byteLength;
+        if (size > this.#maxBytes) {
+          throw new SecurityError('payload_too_large', { reason: 'app.artifact_too_large' });
         }
-        upload.finish();
-        await file.sync();
-        // Checked as it arrived: no later listing or read needs to hash this version again.
-        this.#digests.set(versionOf(await file.stat({ bigint: true })), expected);
-        await file.close();
-        // rename replaces a link at the name rather than following it.
-        await rename(temp, dir.entry(dir.name)).catch((err: unknown) => fileSystemFailure(err, 'write', dir.absolute));
-        kept = true;
-        return { path: dir.relative, sha256: expected, size };
-      } finally {
-        if (!kept) {
-          await file.close().catch(() => undefined);
-          await unlink(temp).catch(() => undefined);
-        }
+        upload.update(chunk);
+        await file.write(chunk);
       }
+      upload.finish();
+      await file.sync();
+      // Checked as it arrived: no later listing or read needs to hash this version again.
+      this.#digests.set(versionOf(await file.stat({ bigint: true })), expected);
+      await file.close();
+      // rename replaces a link at the name rather than following it.
+      await rename(temp, dir.entry(dir.name)).catch((err: unknown) => fileSystemFailure(err, 'write', dir.absolute));
+      kept = true;
+      return { path: dir.relative, sha256: expected, size };
     } finally {
+      if (!kept) {
+        await file.close().catch(() => undefined);
+        await unlink(temp).catch(() => undefined);
+        // A refused upload leaves no empty directories behind for the listings to walk.
+        await dir.removeCreated();
+      }
       await dir.close();
+    }
+  }
+
+  /**
+   * Opens the directory of `path` (made if missing) and a new temporary file in it. The
+   * temporary file, its rename and its removal all go through the directory as it was opened:
+   * a directory swapped for a link meanwhile cannot send a byte outside. A concurrent refused
+   * upload may remove a directory it made just as this one arrives in it (`ENOENT`): then the
+   * walk starts again, and makes the directory itself.
+   */
+  async #createTemp(path: string): Promise<{ dir: PinnedDirectory & SafePath; temp: string; file: FileHandle }> {
+    for (let attempt = 1; ; attempt++) {
+      let dir: (PinnedDirectory & SafePath) | undefined;
+      try {
+        dir = await this.#openParent(path, true);
+        const temp = dir.entry(`${TEMP_PREFIX}${dir.name}.${randomBytes(8).toString('hex')}`);
+        const file = await open(
+          temp,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          0o640,
+        );
+        return { dir, temp, file };
+      } catch (err) {
+        await dir?.close();
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' && attempt < CREATE_ATTEMPTS) continue;
+        return fileSystemFailure(err, 'write', path);
+      }
     }
   }
 

@@ -1,5 +1,5 @@
 import { constants, existsSync } from 'node:fs';
-import { lstat, mkdir, open, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, rmdir, type FileHandle } from 'node:fs/promises';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 
@@ -13,7 +13,10 @@ import { SecurityError } from '../errors/security-error.js';
  * ```ts
  * const dir = await paths.openParent('models/v1/weights.bin', { create: true });
  * try {
- *   const handle = await open(dir.entry(dir.name), 'r');
+ *   await writeFile(dir.entry(dir.name), bytes, { flag: 'wx' });
+ * } catch (err) {
+ *   await dir.removeCreated(); // no empty models/v1/ left behind by a failed write
+ *   throw err;
  * } finally {
  *   await dir.close();
  * }
@@ -24,7 +27,20 @@ export interface PinnedDirectory {
   readonly name: string;
   /** A path that names `name` inside this directory, whatever happens to the tree meanwhile. */
   entry(name: string): string;
+  /**
+   * Removes the directories this opening made (with `create`), deepest first, as long as each
+   * is empty: what a refused or failed write would otherwise leave behind. A directory that
+   * another writer has put something in meanwhile stays, and so do its parents. Never throws.
+   */
+  removeCreated(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** An opened directory and which of the segments on its way this walk made. */
+export interface PinnedWalk {
+  readonly handle: FileHandle;
+  /** Indexes into `segments` of the directories this walk created, in walking order. */
+  readonly created: readonly number[];
 }
 
 const DIRECTORY_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
@@ -49,31 +65,66 @@ export async function openPinnedDirectory(
   root: string,
   segments: readonly string[],
   options: { readonly create: boolean; readonly field: string },
-): Promise<FileHandle> {
+): Promise<PinnedWalk> {
   if (!PINNED_DIRECTORIES_SUPPORTED) {
     throw new ConfigurationError('pinned directories need /proc/self/fd (Linux)');
   }
+  const created: number[] = [];
   let handle = await open(root, constants.O_RDONLY | constants.O_DIRECTORY);
   try {
-    for (const segment of segments) {
+    for (const [index, segment] of segments.entries()) {
       const at = `/proc/self/fd/${String(handle.fd)}/${segment}`;
       let next: FileHandle;
       try {
         next = await openDirectory(at, options.field);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !options.create) throw err;
-        await mkdir(at, { mode: 0o750 }).catch((error: unknown) => {
-          if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-        });
+        // Only a directory this walk made is its to remove: EEXIST means another writer's.
+        const made = await mkdir(at, { mode: 0o750 }).then(
+          () => true,
+          (error: unknown) => {
+            if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+            return false;
+          },
+        );
+        if (made) created.push(index);
         next = await openDirectory(at, options.field);
       }
       await handle.close();
       handle = next;
     }
-    return handle;
+    return { handle, created };
   } catch (err) {
     await handle.close().catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * Removes the directories of `created` (indexes into `segments`, as {@link openPinnedDirectory}
+ * reports them), deepest first, each through its parent opened again without following a link;
+ * stops at the first that cannot go (not empty, gone, replaced). `rmdir` removes only an empty
+ * directory and never follows a link at the name, so nothing but an empty directory is lost.
+ *
+ * @internal
+ */
+export async function removeCreatedDirectories(
+  root: string,
+  segments: readonly string[],
+  created: readonly number[],
+): Promise<void> {
+  for (let i = created.length - 1; i >= 0; i--) {
+    const index = created[i] ?? 0;
+    try {
+      const { handle } = await openPinnedDirectory(root, segments.slice(0, index), { create: false, field: 'path' });
+      try {
+        await rmdir(`/proc/self/fd/${String(handle.fd)}/${segments[index] ?? ''}`);
+      } finally {
+        await handle.close();
+      }
+    } catch {
+      return;
+    }
   }
 }
 

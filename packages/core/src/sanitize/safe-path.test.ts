@@ -1,9 +1,9 @@
-import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
-import { ASCII_SEGMENT, createPathResolver } from './safe-path.js';
+import { ASCII_SEGMENT, createPathResolver, removeCreatedByPath } from './safe-path.js';
 
 const base = mkdtempSync(join(tmpdir(), 'fluxguard-safe-path-'));
 const root = join(base, 'root');
@@ -149,5 +149,64 @@ describe('createPathResolver', () => {
     expect(() => createPathResolver({ root, maxDepth: 0 })).toThrow(/"maxDepth"/);
     expect(() => createPathResolver({ root, segmentPattern: /x/g })).toThrow(/segmentPattern/);
     expect(() => createPathResolver({ root, maxLenght: 5 } as never)).toThrow(/did you mean "maxLength"/);
+  });
+});
+
+describe('openParent: removeCreated', () => {
+  it('removes the directories its opening made, deepest first, and nothing that was there before', async () => {
+    mkdirSync(join(paths.root, 'kept'), { recursive: true });
+    const dir = await paths.openParent('kept/new/deeper/file.bin', { create: true });
+    expect(existsSync(join(paths.root, 'kept/new/deeper'))).toBe(true);
+    await dir.removeCreated();
+    await dir.close();
+    expect(existsSync(join(paths.root, 'kept/new'))).toBe(false);
+    expect(existsSync(join(paths.root, 'kept'))).toBe(true);
+  });
+
+  it('leaves a directory another writer has put a file in, and every directory above it', async () => {
+    const first = await paths.openParent('shared/a/one.bin', { create: true });
+    // A second opening finds the directories made: they are the first one's, not its own.
+    const second = await paths.openParent('shared/a/two.bin', { create: true });
+    writeFileSync(second.entry('two.bin'), 'x');
+    await second.removeCreated();
+    await first.removeCreated();
+    await Promise.all([first.close(), second.close()]);
+    expect(existsSync(join(paths.root, 'shared/a/two.bin'))).toBe(true);
+  });
+
+  it('removes nothing it did not make, even when empty', async () => {
+    mkdirSync(join(paths.root, 'empty/before'), { recursive: true });
+    const dir = await paths.openParent('empty/before/file.bin', { create: true });
+    await dir.removeCreated();
+    await dir.close();
+    expect(existsSync(join(paths.root, 'empty/before'))).toBe(true);
+  });
+
+  it('never follows a link put where a directory it made was', async () => {
+    const outside = join(base, 'outside-target');
+    mkdirSync(outside, { recursive: true });
+    const dir = await paths.openParent('swapped/inner/file.bin', { create: true });
+    rmSync(join(paths.root, 'swapped/inner'), { recursive: true });
+    symlinkSync(outside, join(paths.root, 'swapped/inner'));
+    await dir.removeCreated();
+    await dir.close();
+    // rmdir does not follow a link at the name, and stops there: the link, its target and the
+    // directory above it all stay.
+    expect(existsSync(outside)).toBe(true);
+    expect(existsSync(join(paths.root, 'swapped'))).toBe(true);
+  });
+
+  it('by path (no /proc/self/fd): from the directory up to the first one made, and no further', async () => {
+    mkdirSync(join(base, 'by-path/kept/made/deeper'), { recursive: true });
+    await removeCreatedByPath(join(base, 'by-path/kept/made/deeper'), join(base, 'by-path/kept/made'));
+    expect(existsSync(join(base, 'by-path/kept/made'))).toBe(false);
+    expect(existsSync(join(base, 'by-path/kept'))).toBe(true);
+    mkdirSync(join(base, 'by-path/kept/full/deeper'), { recursive: true });
+    writeFileSync(join(base, 'by-path/kept/full/file'), 'x');
+    await removeCreatedByPath(join(base, 'by-path/kept/full/deeper'), join(base, 'by-path/kept/full'));
+    expect(existsSync(join(base, 'by-path/kept/full/deeper'))).toBe(false);
+    expect(existsSync(join(base, 'by-path/kept/full/file'))).toBe(true);
+    await removeCreatedByPath(join(base, 'by-path/kept'), undefined);
+    expect(existsSync(join(base, 'by-path/kept'))).toBe(true);
   });
 });

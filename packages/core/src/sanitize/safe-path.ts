@@ -1,6 +1,11 @@
 import { mkdirSync, realpathSync } from 'node:fs';
-import { mkdir, realpath } from 'node:fs/promises';
-import { PINNED_DIRECTORIES_SUPPORTED, openPinnedDirectory, type PinnedDirectory } from './pinned-directory.js';
+import { mkdir, realpath, rmdir } from 'node:fs/promises';
+import {
+  PINNED_DIRECTORIES_SUPPORTED,
+  openPinnedDirectory,
+  removeCreatedDirectories,
+  type PinnedDirectory,
+} from './pinned-directory.js';
 import { dirname, join, resolve, sep } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
@@ -84,8 +89,9 @@ export interface PathResolver {
    * Checks a relative path and opens the directory that holds it, one component at a time,
    * following no symbolic link (see {@link PinnedDirectory}): what is then read, written,
    * renamed or removed through `entry(name)` stays inside the root however the tree is changed
-   * meanwhile. With `create`, missing directories are made. Linux only (`/proc/self/fd`);
-   * elsewhere it throws a `ConfigurationError`, and `resolveOnDisk` is the fallback.
+   * meanwhile. With `create`, missing directories are made, and `removeCreated()` takes them
+   * away again after a write that failed. Without `/proc/self/fd` (not Linux) it checks with
+   * `resolveOnDisk` and works by path instead, which a concurrent swap of a directory can race.
    */
   openParent(relative: unknown, options?: { readonly create?: boolean }): Promise<PinnedDirectory & SafePath>;
 }
@@ -241,24 +247,47 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     if (!PINNED_DIRECTORIES_SUPPORTED) {
       // No /proc/self/fd: the realpath check of resolveOnDisk, which a concurrent swap can race.
       await resolveOnDisk(relative);
-      if (options.create === true) await mkdir(dirname(safe.absolute), { recursive: true, mode: 0o750 });
       const dir = dirname(safe.absolute);
+      const firstCreated = options.create === true ? await mkdir(dir, { recursive: true, mode: 0o750 }) : undefined;
       return Object.freeze({
         ...safe,
         name,
         entry: (entry: string) => join(dir, entry),
+        removeCreated: () => removeCreatedByPath(dir, firstCreated),
         close: () => Promise.resolve(),
       });
     }
-    const handle = await openPinnedDirectory(root, segments, { create: options.create === true, field: opts.field });
+    const { handle, created } = await openPinnedDirectory(root, segments, {
+      create: options.create === true,
+      field: opts.field,
+    });
     const prefix = `/proc/self/fd/${String(handle.fd)}/`;
     return Object.freeze({
       ...safe,
       name,
       entry: (entry: string) => prefix + entry,
+      removeCreated: () => removeCreatedDirectories(root, segments, created),
       close: () => handle.close(),
     });
   }
 
   return Object.freeze({ root, resolve: resolvePath, checkPrefix, resolveOnDisk, openParent });
+}
+
+/**
+ * `removeCreated` without `/proc/self/fd`: from `dir` up to `firstCreated` (what a recursive
+ * `mkdir` made first), by path, stopping at the first directory that cannot go.
+ *
+ * @internal
+ */
+export async function removeCreatedByPath(dir: string, firstCreated: string | undefined): Promise<void> {
+  if (firstCreated === undefined) return;
+  for (let at = dir; ; at = dirname(at)) {
+    try {
+      await rmdir(at);
+    } catch {
+      return;
+    }
+    if (at === firstCreated || dirname(at) === at) return;
+  }
 }
