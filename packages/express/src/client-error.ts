@@ -1,6 +1,12 @@
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { SecurityError, resolveRequestId, type AuditLogger, type TransportReason } from '@fluxguard/core';
+import {
+  REQUEST_ID_HEADER,
+  SecurityError,
+  resolveRequestId,
+  type AuditLogger,
+  type TransportReason,
+} from '@fluxguard/core';
 import type { PublicError } from '@fluxguard/core/adapter';
 import { socketPeer, type ProblemDetails } from './error-handler.js';
 
@@ -44,13 +50,59 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
     reason: fault.reason,
     auditFields: { parserCode: code.slice(0, 64) },
   });
+  const answer = problemAnswer(fault, refusal, requestId, socket, audit);
+  // Written, then destroyed at once, as Node does with its own answer: a client that does not
+  // read it must not keep the connection.
+  socket.write(
+    `HTTP/1.1 ${String(fault.status)} ${STATUS_CODES[fault.status] ?? ''}\r\n` +
+      Object.entries(answer.headers)
+        .map(([name, value]) => `${name}: ${value}\r\n`)
+        .join('') +
+      '\r\n' +
+      answer.body,
+  );
+  socket.destroy();
+}
+
+const EXPECTATION_UNSUPPORTED: ClientFault = {
+  status: 417,
+  code: 'invalid_argument',
+  reason: 'expectation_unsupported',
+};
+
+/**
+ * Answers a request whose `Expect` header is not `100-continue`, in place of Node's bare
+ * `417`: the same status, with an `x-request-id`, a problem+json body and an audit line, and
+ * the connection closed (the body the client holds back is never read). No handler runs.
+ * Installed by `createSecureServer` as the server's `checkExpectation` listener.
+ *
+ * @internal
+ */
+export function answerExpectationFailed(req: IncomingMessage, res: ServerResponse, audit: AuditLogger): void {
+  const sent = req.headers[REQUEST_ID_HEADER];
+  const requestId = resolveRequestId(typeof sent === 'string' ? sent : undefined);
+  // The header's value is the client's: neither echoed nor logged.
+  const refusal = new SecurityError(EXPECTATION_UNSUPPORTED.code, { reason: EXPECTATION_UNSUPPORTED.reason });
+  const answer = problemAnswer(EXPECTATION_UNSUPPORTED, refusal, requestId, req.socket, audit);
+  res.writeHead(EXPECTATION_UNSUPPORTED.status, answer.headers);
+  res.end(answer.body);
+}
+
+/** The audit line, then the headers and problem+json body of a refusal made outside Express. */
+function problemAnswer(
+  fault: ClientFault,
+  refusal: SecurityError,
+  requestId: string,
+  socket: Duplex,
+  audit: AuditLogger,
+): { readonly headers: Readonly<Record<string, string>>; readonly body: string } {
   const publicError = audit.recordFailure(refusal, {
     operation: 'HTTP <unparsed>',
     peer: socketPeer(socket as Duplex & { remoteAddress?: string; remotePort?: number }),
     requestId,
     transport: 'http',
   });
-  const body: ProblemDetails = {
+  const problem: ProblemDetails = {
     type: 'about:blank',
     title: STATUS_CODES[fault.status] ?? publicError.title,
     status: fault.status,
@@ -58,20 +110,18 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
     code: publicError.code,
     requestId,
   };
-  const payload = JSON.stringify(body);
-  // Written, then destroyed at once, as Node does with its own answer: a client that does not
-  // read it must not keep the connection.
-  socket.write(
-    `HTTP/1.1 ${String(fault.status)} ${STATUS_CODES[fault.status] ?? ''}\r\n` +
-      'connection: close\r\n' +
-      'content-type: application/problem+json\r\n' +
-      'cache-control: no-store\r\n' +
-      'x-content-type-options: nosniff\r\n' +
-      `x-request-id: ${requestId}\r\n` +
-      `content-length: ${String(Buffer.byteLength(payload))}\r\n\r\n` +
-      payload,
-  );
-  socket.destroy();
+  const body = JSON.stringify(problem);
+  return {
+    headers: {
+      connection: 'close',
+      'content-type': 'application/problem+json',
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      [REQUEST_ID_HEADER]: requestId,
+      'content-length': String(Buffer.byteLength(body)),
+    },
+    body,
+  };
 }
 
 /** Node's response object of the connection's current request, when one has started. */

@@ -181,6 +181,13 @@ describe('createSecureServer: strict client certificates', () => {
       'payload_too_large',
       'request_head_too_large',
     ],
+    [
+      'an Expect other than 100-continue',
+      'POST /hello HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 5\r\n\r\n',
+      417,
+      'invalid_argument',
+      'expectation_unsupported',
+    ],
   ])('answers %s with a request id, problem+json and an audit line', async (_label, bytes, status, code, reason) => {
     const answer = await raw(bytes);
     expect(answer.startsWith(`HTTP/1.1 ${String(status)} `)).toBe(true);

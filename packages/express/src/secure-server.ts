@@ -1,4 +1,4 @@
-import type { RequestListener } from 'node:http';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
@@ -10,7 +10,7 @@ import {
   resolveOptions,
   type TlsSettings,
 } from '@fluxguard/core/adapter';
-import { answerClientError } from './client-error.js';
+import { answerClientError, answerExpectationFailed } from './client-error.js';
 
 /**
  * Options of {@link createSecureServer}. Times are in milliseconds. `reload` and
@@ -192,6 +192,10 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   // What Node's parser refuses before any request exists gets a request id and an audit line.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     answerClientError(err, socket, audit);
+  });
+  // So does an `Expect` Node cannot meet (Node's own answer is a bare 417).
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    answerExpectationFailed(req, res, audit);
   });
   server.once('close', () => {
     tls.close();

@@ -28,7 +28,8 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   `body_encoding_unsupported`, `body_charset_unsupported`, `body_too_many_parameters`,
  *   `body_decompression_failed` (a gzip, deflate or br body that does not decompress), and
  *   what Node's parser refuses before any request exists: `malformed_request`,
- *   `request_head_too_large`, `request_timeout`.
+ *   `request_head_too_large`, `request_timeout`; and `expectation_unsupported` (an `Expect`
+ *   header other than `100-continue`, answered before the application sees the request).
  *
  * @example
  * ```ts
@@ -55,7 +56,8 @@ export type TransportReason =
   | 'body_decompression_failed'
   | 'malformed_request'
   | 'request_head_too_large'
-  | 'request_timeout';
+  | 'request_timeout'
+  | 'expectation_unsupported';
 
 /**
  * An application's own reason: `app.` and any text. The prefix keeps fluxguard's reasons
