@@ -54,3 +54,4 @@ export { scrubSecrets } from './audit/redaction.js';
 export { LruCache } from './cache/lru.js';
 export { checkSchema, validateWith } from './validation/standard-schema.js';
 export { connectionBudget } from './transport/descriptor-budget.js';
+export { blameUnreadAnswer } from './timeouts/answer-unread.js';

@@ -1,7 +1,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, Express, NextFunction, Request, RequestHandler, Response } from 'express';
 import { ConfigurationError, type AuditLogger, type Control, type Guard, type TimeoutsOptions } from '@fluxguard/core';
-import { assertAuditLogger, resolveOptions, stackControls } from '@fluxguard/core/adapter';
+import { assertAuditLogger, blameUnreadAnswer, resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { errorHandler, notFound } from './error-handler.js';
 import { stateOf, type EndRequest } from './context.js';
 import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
@@ -147,7 +147,8 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     // Ended before the client sent the whole body (a stalled upload): close the connection
     // after the answer instead of waiting for bytes nobody will read.
     if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
-    handleErrors(error, req as Request, res as Response, ignoreNext);
+    // A deadline while the answer waits for the client to read it is the client's doing.
+    handleErrors(blameUnreadAnswer(error, res.writableLength), req as Request, res as Response, ignoreNext);
     dropLaterWrites(res);
   };
   const onReleaseError = (err: unknown, requestId: string): void => {

@@ -8,6 +8,7 @@ import {
 import { REQUEST_ID_HEADER, SecurityError, isSecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
 import {
   assertAuditLogger,
+  blameUnreadAnswer,
   CallState,
   GrpcStatusCode,
   codeFromGrpcStatus,
@@ -265,7 +266,8 @@ class SafeErrorsCall extends ForwardingCall {
       transportDeadlineGraceMs: STUCK_GRACE_MS,
       // Sent through this interceptor's own responder, which logs and maps the pending error.
       end: (error) => {
-        this.#grpcCall?.setPendingError(error);
+        // A deadline while the answer waits for the client to read it is the client's doing.
+        this.#grpcCall?.setPendingError(blameUnreadAnswer(error, http2StreamOf(this.below)?.writableLength ?? 0));
         this.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
         this.#resetIfStuck();
       },
@@ -311,7 +313,10 @@ class SafeErrorsCall extends ForwardingCall {
         grpcCall.cancelled = true;
         if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
           state.finish('deadline');
-          const error = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
+          const error = blameUnreadAnswer(
+            new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }),
+            http2StreamOf(this.below)?.writableLength ?? 0,
+          );
           safeRecordFailure(this.#audit, error, this.#failureContext());
         } else {
           state.finish('cancelled');

@@ -105,10 +105,16 @@ const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination' | 'logg
 
 /**
  * Refusals with a server-side code that the client brings about: a caller over its share of
- * the calls in flight, a stream that stalls, a request never finished. They are written (and
- * folded) like any other refusal, not as errors with a stack: any client can make them at will.
+ * the calls in flight, a stream that stalls, a request never finished, an answer not read by
+ * the deadline. They are written (and folded) like any other refusal, not as errors with a
+ * stack: any client can make them at will.
  */
-const CLIENT_CAUSED: ReadonlySet<string> = new Set(['concurrency_limit', 'inbound_idle', 'request_timeout']);
+const CLIENT_CAUSED: ReadonlySet<string> = new Set([
+  'concurrency_limit',
+  'inbound_idle',
+  'request_timeout',
+  'answer_unread',
+]);
 
 /** Distinct peers and reasons folded at once; beyond, refusals fold by reason alone. */
 const MAX_FOLDED_KEYS = 10_000;

@@ -30,6 +30,8 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   what Node's parser refuses before any request exists: `malformed_request`,
  *   `request_head_too_large`, `request_timeout`; and `expectation_unsupported` (an `Expect`
  *   header other than `100-continue`, answered before the application sees the request).
+ * - Both: `answer_unread` (a deadline that ended a call while its answer waited for the client
+ *   to read it; see `blameUnreadAnswer`).
  *
  * @example
  * ```ts
@@ -57,7 +59,9 @@ export type TransportReason =
   | 'malformed_request'
   | 'request_head_too_large'
   | 'request_timeout'
-  | 'expectation_unsupported';
+  | 'expectation_unsupported'
+  // both adapters
+  | 'answer_unread';
 
 /**
  * An application's own reason: `app.` and any text. The prefix keeps fluxguard's reasons
