@@ -1,4 +1,7 @@
+import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
+import { connect as http2Connect } from 'node:http2';
+import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256, type Outcome, type Pace } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
@@ -110,4 +113,96 @@ describe.each(TRANSPORTS)('deadlines and idle limits over %s', (transport) => {
       .toEqual([]);
     expect(readdirSync(t.dataDir, { recursive: true }).map(String)).not.toContain(path);
   });
+});
+
+/**
+ * A download the client never reads, with the reference servers' read deadline (5 s here): at
+ * the deadline the server lets go (HTTP: the connection is cut; gRPC: the stream is reset),
+ * and the log line blames the client (`answer_unread`, a refusal line) rather than the
+ * handler (a `deadline_exceeded` error with a stack).
+ */
+describe.each(TRANSPORTS)('a download never read over %s', (transport) => {
+  // More than the socket buffers of both ends take on loopback: bytes stay queued in the server.
+  const BIG = Buffer.alloc(24 * 1024 * 1024, 7);
+  let t: TransportUnderTest;
+  let token: string;
+  beforeAll(async () => {
+    t = await startTransport(transport, world, { env: { FLUXGUARD_POLICY: policyFile } });
+    // In parts of 1 MiB: a gRPC message may be 8 MiB at most.
+    const parts = Array.from({ length: 24 }, (_, i) => BIG.subarray(i * 1024 * 1024, (i + 1) * 1024 * 1024));
+    for (const [path, content, sent] of [
+      ['unread/big.bin', BIG, parts],
+      ['unread/small.txt', Buffer.from('small'), [Buffer.from('small')]],
+    ] as const) {
+      const stored = await t.client.upload(path, sha256(content), sent);
+      expect(stored.ok, stored.exposed).toBe(true);
+    }
+    token = await world.token(`unread-${transport}`, ['artifacts.reader']);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  /** Sends the get and reads nothing; resolves when the server has let the call go. */
+  async function unreadGet(requestId: string): Promise<void> {
+    const { cert, key } = world.pki.clients.valid;
+    const tls = { ca: world.pki.ca, cert, key, servername: 'localhost' };
+    if (transport === 'http') {
+      const socket = tlsConnect({ host: '127.0.0.1', port: t.port, ...tls });
+      socket.on('error', () => undefined);
+      await once(socket, 'secureConnect');
+      socket.pause();
+      socket.write(
+        `GET /v1/artifacts/unread/big.bin HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer ${token}\r\n` +
+          `x-request-id: ${requestId}\r\n\r\n`,
+      );
+      // Cut by the server at the deadline: reading now finds the end before the whole answer.
+      await expect.poll(() => t.log.lines.some((line) => line.requestId === requestId), { timeout: 15_000 }).toBe(true);
+      let bytes = 0;
+      socket.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+      });
+      socket.resume();
+      await once(socket, 'close');
+      expect(bytes).toBeLessThan(BIG.length);
+      return;
+    }
+    // A flow-control window of 1 KiB that the client never opens further.
+    const session = http2Connect(`https://127.0.0.1:${String(t.port)}`, {
+      ...tls,
+      settings: { initialWindowSize: 1024 },
+    });
+    session.on('error', () => undefined);
+    try {
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': '/fluxguard.example.v1.ArtifactStore/GetArtifact',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        authorization: `Bearer ${token}`,
+        'x-request-id': requestId,
+      });
+      stream.on('error', () => undefined);
+      stream.pause();
+      // GetArtifactRequest { path = 1 }, protobuf by hand, in one gRPC frame.
+      const path = Buffer.from('unread/big.bin');
+      const message = Buffer.concat([Buffer.from([0x0a, path.length]), path]);
+      const frame = Buffer.alloc(5);
+      frame.writeUInt32BE(message.length, 1);
+      stream.end(Buffer.concat([frame, message]));
+      await once(stream, 'close');
+    } finally {
+      session.destroy();
+    }
+  }
+
+  it('lets the call go at the deadline and logs the client’s doing as a refusal, not an error', async () => {
+    const requestId = `unread-${transport}-1`;
+    await unreadGet(requestId);
+    await expect
+      .poll(() => t.log.lines.filter((line) => line.requestId === requestId), { timeout: 5_000 })
+      .toMatchObject([{ event: 'request.denied', code: 'deadline_exceeded', reason: 'answer_unread' }]);
+    // The server still serves.
+    expect((await t.client.get('unread/small.txt')).ok).toBe(true);
+  }, 30_000);
 });
