@@ -1,4 +1,5 @@
 import { SecurityError } from '@fluxguard/core';
+import { wholeNumber } from '@fluxguard/core/adapter';
 
 /**
  * How many bytes of `GetArtifact` answers the gRPC server holds at once: in all, and for one
@@ -50,11 +51,8 @@ export class AnswerBudget {
   #total = 0;
 
   constructor(limits: AnswerBudgetLimits) {
-    for (const [name, value] of Object.entries(limits)) {
-      if (!Number.isSafeInteger(value) || value < 1) {
-        throw new TypeError(`answer budget: "${name}" must be a whole number of bytes of at least 1`);
-      }
-    }
+    for (const [name, value] of Object.entries(limits))
+      wholeNumber(value, `answer budget: "${name}"`, { unit: 'bytes' });
     this.#limits = limits;
   }
 

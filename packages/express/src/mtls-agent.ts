@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import type * as Undici from 'undici';
 import type { Agent } from 'undici';
 import { ConfigurationError, type ClientTlsOptions } from '@fluxguard/core';
-import { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, resolveOptions } from '@fluxguard/core/adapter';
+import { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, resolveOptions, wholeNumber } from '@fluxguard/core/adapter';
 
 const require = createRequire(import.meta.url);
 
@@ -64,10 +64,7 @@ const DEFAULTS: Resolved = Object.freeze({
 const FACTORY = 'createMtlsAgent';
 
 function timeout(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new ConfigurationError(`${FACTORY}: "${name}" must be a positive whole number of milliseconds`);
-  }
-  return value;
+  return wholeNumber(value, `${FACTORY}: "${name}"`, { unit: 'ms' });
 }
 
 /**

@@ -9,6 +9,7 @@ import {
   createReloadingTlsSettings,
   resolveOptions,
   type TlsSettings,
+  wholeNumber,
 } from '@fluxguard/core/adapter';
 import { answerClientError, answerExpectationFailed } from './client-error.js';
 
@@ -89,10 +90,7 @@ const HEADERS_TIMEOUT_MS = 10_000;
 const FACTORY = 'createSecureServer';
 
 function positiveInteger(value: unknown, name: string, max = 2_147_483_647): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0 || value > max) {
-    throw new ConfigurationError(`${FACTORY}: "${name}" must be a positive whole number (at most ${String(max)})`);
-  }
-  return value;
+  return wholeNumber(value, `${FACTORY}: "${name}"`, { max });
 }
 
 /**

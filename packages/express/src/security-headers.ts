@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { RequestHandler } from 'express';
 import helmet from 'helmet';
 import { ConfigurationError } from '@fluxguard/core';
-import { resolveOptions } from '@fluxguard/core/adapter';
+import { resolveOptions, wholeNumber } from '@fluxguard/core/adapter';
 
 /**
  * Options of {@link securityHeaders}; every one is optional.
@@ -90,13 +90,7 @@ export function securityHeaderWriter(options?: SecurityHeadersOptions): Security
  */
 export function helmetFor(options?: SecurityHeadersOptions): RequestHandler {
   const opts = resolveOptions('securityHeaders', DEFAULTS, options);
-  if (
-    typeof opts.hstsMaxAgeSeconds !== 'number' ||
-    !Number.isSafeInteger(opts.hstsMaxAgeSeconds) ||
-    opts.hstsMaxAgeSeconds < 0
-  ) {
-    throw new ConfigurationError('securityHeaders: "hstsMaxAgeSeconds" must be a non-negative integer');
-  }
+  wholeNumber(opts.hstsMaxAgeSeconds, 'securityHeaders: "hstsMaxAgeSeconds"', { min: 0 });
   for (const key of ['hstsIncludeSubDomains', 'hstsPreload'] as const) {
     if (typeof opts[key] !== 'boolean') {
       throw new ConfigurationError(`securityHeaders: "${key}" must be a boolean`);

@@ -3,9 +3,10 @@ import { ChannelCredentials, InterceptingCall, type Interceptor } from '@grpc/gr
 import { ConfigurationError, type ClientTlsOptions } from '@fluxguard/core';
 import {
   CLIENT_TLS_OPTION_NAMES,
-  TLS_ECDH_CURVES,
   loadClientTlsMaterial,
   resolveOptions,
+  TLS_ECDH_CURVES,
+  wholeNumber,
 } from '@fluxguard/core/adapter';
 
 /**
@@ -93,9 +94,7 @@ export function createClientCredentials(options: ClientCredentialsOptions): Chan
  * ```
  */
 export function defaultDeadline(ms: number): Interceptor {
-  if (!Number.isSafeInteger(ms) || ms <= 0) {
-    throw new ConfigurationError('defaultDeadline: the deadline must be a positive whole number of milliseconds');
-  }
+  wholeNumber(ms, 'defaultDeadline: the deadline', { unit: 'ms' });
   return (options, nextCall) =>
     new InterceptingCall(
       nextCall(options.deadline === undefined ? { ...options, deadline: Date.now() + ms } : options),

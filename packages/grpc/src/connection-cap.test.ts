@@ -73,6 +73,6 @@ describe('the connection cap of a gRPC port', () => {
   });
 
   it('refuses a cap that is not a positive whole number', () => {
-    expect(() => secureServerOptions({ maxConnections: 0 })).toThrow('"maxConnections" must be a positive integer');
+    expect(() => secureServerOptions({ maxConnections: 0 })).toThrow('"maxConnections" must be a whole number of at least 1');
   });
 });

@@ -1,6 +1,6 @@
 import { setLogger } from '@grpc/grpc-js';
-import { ConfigurationError, type AuditLogger } from '@fluxguard/core';
-import { assertAuditLogger, resolveOptions, scrubSecrets } from '@fluxguard/core/adapter';
+import type { AuditLogger } from '@fluxguard/core';
+import { assertAuditLogger, resolveOptions, scrubSecrets, wholeNumber } from '@fluxguard/core/adapter';
 
 /**
  * Options of {@link routeGrpcJsLogs}.
@@ -49,12 +49,7 @@ const MAX_TEXT = 300;
 export function routeGrpcJsLogs(options: GrpcJsLogOptions): void {
   const opts = resolveOptions('routeGrpcJsLogs', DEFAULTS, options);
   assertAuditLogger(opts.audit, 'routeGrpcJsLogs');
-  for (const key of ['maxLinesPerInterval', 'intervalMs'] as const) {
-    const value: unknown = opts[key];
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-      throw new ConfigurationError(`routeGrpcJsLogs: "${key}" must be a whole number of at least 1`);
-    }
-  }
+  for (const key of ['maxLinesPerInterval', 'intervalMs'] as const) wholeNumber(opts[key], `routeGrpcJsLogs: "${key}"`);
   const { audit, maxLinesPerInterval, intervalMs } = opts;
   let intervalStart = 0;
   let written = 0;

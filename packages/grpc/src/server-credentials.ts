@@ -1,7 +1,6 @@
 import type { SecureContextOptions } from 'node:tls';
 import { ServerCredentials, type ServerOptions } from '@grpc/grpc-js';
 import {
-  ConfigurationError,
   type AuditLogger,
   type ClientCertificateMode,
   type ReloadOptions,
@@ -12,9 +11,10 @@ import {
   assertAuditLogger,
   connectionBudget,
   createReloadingTlsSettings,
-  resolveOptions,
   type ReloadingTlsSettings,
+  resolveOptions,
   type TlsSettings,
+  wholeNumber,
 } from '@fluxguard/core/adapter';
 
 /**
@@ -155,9 +155,7 @@ export function createServerCredentials(
   const o = resolveOptions<Resolved>(FACTORY, DEFAULTS, options);
   const audit = o.audit;
   assertAuditLogger(audit, FACTORY);
-  if (!Number.isSafeInteger(o.handshakeTimeoutMs) || o.handshakeTimeoutMs <= 0) {
-    throw new ConfigurationError(`${FACTORY}: "handshakeTimeoutMs" must be a positive whole number of ms`);
-  }
+  wholeNumber(o.handshakeTimeoutMs, `${FACTORY}: "handshakeTimeoutMs"`, { unit: 'ms' });
   const reloading = createReloadingTlsSettings(tls, {
     audit,
     reload: o.reload,
@@ -240,11 +238,7 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
  */
 export function secureServerOptions(limits: SecureServerLimits = {}): ServerOptions {
   const l = resolveOptions('secureServerOptions', LIMIT_DEFAULTS, limits);
-  for (const [name, value] of Object.entries(l)) {
-    if (!Number.isSafeInteger(value) || value <= 0) {
-      throw new ConfigurationError(`secureServerOptions: "${name}" must be a positive integer`);
-    }
-  }
+  for (const [name, value] of Object.entries(l)) wholeNumber(value, `secureServerOptions: "${name}"`);
   return {
     'grpc.max_receive_message_length': l.maxReceiveMessageBytes,
     'grpc.max_send_message_length': l.maxSendMessageBytes,

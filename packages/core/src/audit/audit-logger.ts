@@ -5,6 +5,7 @@ import { toPublicError, type PublicError } from '../errors/public-error.js';
 import type { SecurityErrorCode } from '../errors/codes.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { REDACTED, REDACTED_PATHS, scrubDeep, scrubSecrets } from './redaction.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * The `reason` of an audit line: a {@link SecurityErrorReason} (RBAC's `rbac.shadow_denied`
@@ -253,15 +254,12 @@ function createFolding(
   option: unknown,
 ): ((reason: AuditReason, context: FailureContext, code: SecurityErrorCode) => boolean) | undefined {
   if (option === false) return undefined;
-  const { after, intervalMs } = (option ?? {}) as { after?: unknown; intervalMs?: unknown };
-  if (typeof after !== 'number' || !Number.isSafeInteger(after) || after < 1) {
-    throw new ConfigurationError('createAuditLogger: "foldRefusals.after" must be a whole number of at least 1');
-  }
-  if (typeof intervalMs !== 'number' || !Number.isSafeInteger(intervalMs) || intervalMs < 100) {
-    throw new ConfigurationError(
-      'createAuditLogger: "foldRefusals.intervalMs" must be a whole number of ms, at least 100',
-    );
-  }
+  const given = (option ?? {}) as { after?: unknown; intervalMs?: unknown };
+  const after = wholeNumber(given.after, 'createAuditLogger: "foldRefusals.after"');
+  const intervalMs = wholeNumber(given.intervalMs, 'createAuditLogger: "foldRefusals.intervalMs"', {
+    min: 100,
+    unit: 'ms',
+  });
   let counts = new Map<string, Folded>();
   let timer: ReturnType<typeof setTimeout> | undefined;
 

@@ -1,6 +1,7 @@
 import { ConfigurationError, FluxguardError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { DEFAULT_DENYLIST_GRACE_MS, checkJti, checkNonNegative, expiryMs, type Denylist } from './denylist.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /** Options of {@link createMemoryDenylist}. */
 export interface MemoryDenylistOptions {
@@ -34,10 +35,7 @@ const DEFAULTS: Readonly<Required<MemoryDenylistOptions>> = Object.freeze({
 export function createMemoryDenylist(options?: MemoryDenylistOptions): Denylist {
   const where = 'createMemoryDenylist';
   const opts = resolveOptions(where, DEFAULTS, options);
-  const maxEntries = checkNonNegative(opts.maxEntries, 'maxEntries', where);
-  if (!Number.isSafeInteger(maxEntries) || maxEntries === 0) {
-    throw new ConfigurationError(`${where}: "maxEntries" must be a positive integer`);
-  }
+  const maxEntries = wholeNumber(opts.maxEntries, `${where}: "maxEntries"`);
   const graceMs = checkNonNegative(opts.graceMs, 'graceMs', where);
   if (typeof opts.now !== 'function') throw new ConfigurationError(`${where}: "now" must be a function`);
   const now = opts.now;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { ensureDevPki, type EnsureDevPkiResult } from './write.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * File names of the development JWT material, beside the PKI in the development directory.
@@ -143,9 +144,7 @@ export interface DevTokenOptions {
  * ```
  */
 export async function signDevToken(options: DevTokenOptions): Promise<string> {
-  const ttl = options.ttlSeconds ?? 3600;
-  if (!Number.isSafeInteger(ttl) || ttl <= 0)
-    throw new ConfigurationError('signDevToken: "ttlSeconds" must be a positive whole number');
+  const ttl = wholeNumber(options.ttlSeconds ?? 3600, 'signDevToken: "ttlSeconds"');
   if (typeof options.subject !== 'string' || options.subject === '') {
     throw new ConfigurationError('signDevToken: "subject" must be a non-empty string');
   }

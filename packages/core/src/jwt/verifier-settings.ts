@@ -7,6 +7,7 @@ import { DEFAULT_JWT_ALGORITHMS, isAsymmetricAlgorithm, isHmacAlgorithm, type Jw
 import { createLocalJwksSource, createPublicKeySource, createRemoteJwksSource, type JwksSource } from './key-source.js';
 import { compileClaimPath, type ClaimPath } from './principal.js';
 import type { JwtVerifierOptions } from './verifier.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * A verifier's options once checked: everything `createJwtVerifier` needs per call,
@@ -105,14 +106,8 @@ export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSe
   const clockTolerance = nonNegative(opts.clockToleranceSeconds, 'clockToleranceSeconds');
   const maxTokenAge =
     raw.maxTokenAgeSeconds === undefined ? undefined : nonNegative(raw.maxTokenAgeSeconds, 'maxTokenAgeSeconds');
-  const maxTokenLength = nonNegative(opts.maxTokenLength, 'maxTokenLength');
-  if (!Number.isSafeInteger(maxTokenLength) || maxTokenLength < 64) {
-    throw new ConfigurationError(`${WHERE}: "maxTokenLength" must be an integer of at least 64`);
-  }
-  const cacheMaxEntries = nonNegative(opts.cacheMaxEntries, 'cacheMaxEntries');
-  if (!Number.isSafeInteger(cacheMaxEntries)) {
-    throw new ConfigurationError(`${WHERE}: "cacheMaxEntries" must be an integer`);
-  }
+  const maxTokenLength = wholeNumber(opts.maxTokenLength, `${WHERE}: "maxTokenLength"`, { min: 64 });
+  const cacheMaxEntries = wholeNumber(opts.cacheMaxEntries, `${WHERE}: "cacheMaxEntries"`, { min: 0 });
   const requiredClaimsInput: unknown = opts.requiredClaims;
   if (
     !Array.isArray(requiredClaimsInput) ||

@@ -3,6 +3,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { Control } from '../pipeline/control.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * Why the header limits refused a call: too many headers or metadata entries, too many bytes in
@@ -67,11 +68,7 @@ const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
  */
 export function createHeaderLimits(options: HeaderLimitsOptions = {}): Control {
   const opts = resolveOptions('createHeaderLimits', DEFAULTS, options);
-  for (const [key, value] of Object.entries(opts)) {
-    if (!Number.isSafeInteger(value) || value < 1) {
-      throw new ConfigurationError(`createHeaderLimits: "${key}" must be a positive whole number`);
-    }
-  }
+  for (const [key, value] of Object.entries(opts)) wholeNumber(value, `createHeaderLimits: "${key}"`);
   const { maxCount, maxTotalBytes, maxValueBytes, maxBinaryValueBytes } = opts;
   const tooLarge = (reason: HeaderLimitsReason): never => {
     throw new SecurityError('payload_too_large', { details: { field: 'headers' }, reason });

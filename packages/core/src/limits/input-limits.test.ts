@@ -81,8 +81,8 @@ describe('createInputLimits', () => {
   });
 
   it.each([
-    [{ maxBodyBytes: 0 }, 'createInputLimits.maxBodyBytes must be a positive whole number'],
-    [{ maxMessages: 1.5 }, 'createInputLimits.maxMessages must be a positive whole number'],
+    [{ maxBodyBytes: 0 }, 'createInputLimits.maxBodyBytes must be a whole number of at least 1'],
+    [{ maxMessages: 1.5 }, 'createInputLimits.maxMessages must be a whole number of at least 1'],
     [{ maxBodyByte: 1 }, 'unknown option "maxBodyByte" (did you mean "maxBodyBytes"?)'],
     [{ rules: [{ operation: 'PUT /x' }, { operation: 'PUT /x/' }] }, 'is named by an earlier rule'],
     [{ rules: [{ operation: 'put /x' }] }, 'is not an operation pattern'],

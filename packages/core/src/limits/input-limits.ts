@@ -5,6 +5,7 @@ import { checkKnownKeys } from '../options/unknown-keys.js';
 import { createContextKey, type CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
 import { compileOperationRules } from '../policy/operation-rules.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * Why the input limits refused a call: an HTTP body or a gRPC client stream over its total
@@ -199,10 +200,7 @@ function checkLimits(value: Record<string, unknown> | SizeLimits, fallback: Limi
   for (const key of LIMIT_KEYS) {
     const n: unknown = (value as Record<string, unknown>)[key];
     if (n === undefined) continue;
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) {
-      throw new ConfigurationError(`${where}.${key} must be a positive whole number`);
-    }
-    limits[key] = n;
+    limits[key] = wholeNumber(n, `${where}.${key}`);
   }
   return Object.freeze(limits);
 }

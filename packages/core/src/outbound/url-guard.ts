@@ -4,6 +4,7 @@ import { BlockList, isIP } from 'node:net';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * Why the URL guard refused a URL a client gave: not a URL or not `https:` (`url_invalid`,
@@ -288,8 +289,5 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
 }
 
 function whole(value: unknown, name: string, min: number): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new ConfigurationError(`createUrlGuard: "${name}" must be a whole number of at least ${String(min)}`);
-  }
-  return value;
+  return wholeNumber(value, `createUrlGuard: "${name}"`, { min });
 }

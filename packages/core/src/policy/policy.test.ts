@@ -167,7 +167,7 @@ describe('parseSecurityPolicy', () => {
     expect(policy.limits?.rules?.[0]?.maxBodyBytes).toBe(67_108_864);
     expect(Object.isFrozen(policy.limits?.rules?.[0])).toBe(true);
     expect(() => parseSecurityPolicy({ limits: { maxBodyBytes: 0 } })).toThrow(
-      'policy.limits.maxBodyBytes must be a positive whole number',
+      'policy.limits.maxBodyBytes must be a whole number of at least 1',
     );
     expect(() => parseSecurityPolicy({ limits: { rules: [{ operation: 'PUT /x', maxBodyByte: 1 }] } })).toThrow(
       'policy.limits.rules[0]: unknown field "maxBodyByte" (did you mean "maxBodyBytes"?)',

@@ -13,6 +13,7 @@ import {
   type RateLimitStore,
   type StoreLimiter,
 } from './store.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * How many failed authentications one key may have within a window before it is blocked.
@@ -193,13 +194,7 @@ function failureLimiter(
   }
   checkKnownKeys(limit, LIMIT_KEYS, where, 'field');
   const value = limit as Partial<Record<(typeof LIMIT_KEYS)[number], unknown>>;
-  const n = (key: (typeof LIMIT_KEYS)[number]): number => {
-    const v = value[key];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
-      throw new ConfigurationError(`${where}.${key} must be a whole number of at least 1`);
-    }
-    return v;
-  };
+  const n = (key: (typeof LIMIT_KEYS)[number]): number => wholeNumber(value[key], `${where}.${key}`);
   // The store blocks a key once its count goes over `points`: the Nth failure must do that.
   return store.limiter({
     name,

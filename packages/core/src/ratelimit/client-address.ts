@@ -1,6 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * How a limit finds the client's address: the socket's peer, unless the connection comes from
@@ -57,10 +58,7 @@ const MAX_HOPS = 32;
  * ```
  */
 export function compileClientAddress(options: ClientAddressOptions, where: string): ClientAddress {
-  const prefix = options.ipv6PrefixLength ?? 64;
-  if (!Number.isSafeInteger(prefix) || prefix < 1 || prefix > 128) {
-    throw new ConfigurationError(`${where}.ipv6PrefixLength must be a whole number from 1 to 128`);
-  }
+  const prefix = wholeNumber(options.ipv6PrefixLength ?? 64, `${where}.ipv6PrefixLength`, { max: 128 });
   const proxies = options.trustedProxies ?? [];
   if (!Array.isArray(proxies)) throw new ConfigurationError(`${where}.trustedProxies must be an array`);
   const trusted = new BlockList();

@@ -158,15 +158,15 @@ describe('createConcurrencyLimit', () => {
     [{ maxInFlightPerOperation: ['/pkg.S/M'] }, /must be an object of operation pattern to limit/],
     [
       { maxInFlightPerOperation: { '/pkg.S/M': 0 } },
-      /"maxInFlightPerOperation"\["\/pkg.S\/M"\] must be a positive whole number/,
+      /"maxInFlightPerOperation"\["\/pkg.S\/M"\] must be a whole number of at least 1/,
     ],
     [{ maxInFlightPerOperation: { 'pkg.S/M': 1 } }, /is not an operation pattern/],
     [
       { maxInFlight: 4, maxInFlightPerOperation: { '/pkg.S/M': 5 } },
       /above "maxInFlight" \(4\) and could never be reached/,
     ],
-    [{ maxInFlight: 0 }, /"maxInFlight" must be a positive whole number/],
-    [{ maxInFlightPerCaller: 1.5 }, /"maxInFlightPerCaller" must be a positive whole number/],
+    [{ maxInFlight: 0 }, /"maxInFlight" must be a whole number of at least 1/],
+    [{ maxInFlightPerCaller: 1.5 }, /"maxInFlightPerCaller" must be a whole number of at least 1/],
     [{ maxInFlight: 1, key: 'tenant' }, /"key" must be/],
     [{ maxInflight: 1 }, /did you mean "maxInFlight"/],
   ])('refuses %o at start-up', (options, message) => {

@@ -7,6 +7,7 @@ import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
 import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
 import { compileClientAddress } from './client-address.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * Why a concurrency limit refused a call: too many calls in flight overall, or for its caller.
@@ -186,7 +187,7 @@ function operationBudgets(value: unknown, maxInFlight: number | undefined): Oper
   }
   const budgets = Object.entries(value).map(([pattern, max]) => {
     const label = `"maxInFlightPerOperation"["${pattern}"]`;
-    const checked = positiveWholeNumber(max, label);
+    const checked = wholeNumber(max, `createConcurrencyLimit: ${label}`);
     if (maxInFlight !== undefined && checked > maxInFlight) {
       throw new ConfigurationError(
         `createConcurrencyLimit: ${label} is above "maxInFlight" (${String(maxInFlight)}) and could never be reached`,
@@ -202,14 +203,7 @@ function operationBudgets(value: unknown, maxInFlight: number | undefined): Oper
 
 function limit(value: unknown, name: string): number | undefined {
   if (value === undefined) return undefined;
-  return positiveWholeNumber(value, `"${name}"`);
-}
-
-function positiveWholeNumber(value: unknown, label: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new ConfigurationError(`createConcurrencyLimit: ${label} must be a positive whole number`);
-  }
-  return value;
+  return wholeNumber(value, `createConcurrencyLimit: "${name}"`);
 }
 
 function keyFunction(key: unknown): (call: CallInfo, context: CallContext) => string | undefined {

@@ -14,6 +14,7 @@ import {
   type RateLimitStore,
   type StoreLimiter,
 } from './store.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * Why a rate limit refused a call: a rule's points are spent (`rate_limited`), the peer or
@@ -326,17 +327,17 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
   if (typeof rule.name !== 'string' || !RULE_NAME.test(rule.name)) {
     throw new ConfigurationError(`${at}.name must be 1 to 64 letters, digits, ".", "_" or "-"`);
   }
-  const points = wholeNumber(rule.points, `${at}.points`, 1);
-  const durationSeconds = wholeNumber(rule.durationSeconds, `${at}.durationSeconds`, 1);
-  const cost = rule.cost === undefined ? 1 : wholeNumber(rule.cost, `${at}.cost`, 1);
+  const points = wholeNumber(rule.points, `${at}.points`);
+  const durationSeconds = wholeNumber(rule.durationSeconds, `${at}.durationSeconds`);
+  const cost = rule.cost === undefined ? 1 : wholeNumber(rule.cost, `${at}.cost`);
   let burst: { points: number; durationSeconds: number } | undefined;
   if (rule.burst !== undefined) {
     if (typeof rule.burst !== 'object' || (rule.burst as unknown) === null)
       throw new ConfigurationError(`${at}.burst must be an object`);
     checkKnownKeys(rule.burst, ['points', 'durationSeconds'], `${at}.burst`, 'field');
     burst = {
-      points: wholeNumber(rule.burst.points, `${at}.burst.points`, 1),
-      durationSeconds: wholeNumber(rule.burst.durationSeconds, `${at}.burst.durationSeconds`, 1),
+      points: wholeNumber(rule.burst.points, `${at}.burst.points`),
+      durationSeconds: wholeNumber(rule.burst.durationSeconds, `${at}.burst.durationSeconds`),
     };
   }
   const storeFailure: unknown = rule.storeFailure ?? 'open';
@@ -351,7 +352,7 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
   const patterns = compilePatterns(rule.operations, `${at}.operations`);
   const costs = Object.entries(checkCosts(rule.operationCosts, `${at}.operationCosts`)).map(([pattern, c]) => ({
     pattern: compilePattern(pattern, `${at}.operationCosts key`),
-    cost: wholeNumber(c, `${at}.operationCosts["${pattern}"]`, 1),
+    cost: wholeNumber(c, `${at}.operationCosts["${pattern}"]`),
   }));
   costs.sort((a, b) => compareSpecificity(a.pattern, b.pattern));
   return Object.freeze({
@@ -381,13 +382,6 @@ function checkCosts(value: unknown, where: string): Readonly<Record<string, unkn
     throw new ConfigurationError(`${where} must be an object of operation pattern to cost`);
   }
   return value as Record<string, unknown>;
-}
-
-function wholeNumber(value: unknown, where: string, min: number): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new ConfigurationError(`${where} must be a whole number of at least ${String(min)}`);
-  }
-  return value;
 }
 
 /**

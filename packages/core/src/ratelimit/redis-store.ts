@@ -12,6 +12,7 @@ import {
   type RateLimitStore,
   type StoreLimiter,
 } from './store.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * What the Redis store needs of an ioredis client: a `Redis` (single server or Sentinel) or a
@@ -151,10 +152,7 @@ function asLocal(result: LimiterResult): LimiterResult {
 }
 
 function positive(value: unknown, name: string, where: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new ConfigurationError(`${where}: "${name}" must be a positive whole number of ms`);
-  }
-  return value;
+  return wholeNumber(value, `${where}: "${name}"`, { unit: 'ms' });
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

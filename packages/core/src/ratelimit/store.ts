@@ -1,8 +1,8 @@
 import { BurstyRateLimiter, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { LruCache } from '../cache/lru.js';
-import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * What a store is asked to count for one rule: `points` per `durationSeconds` for each key, an
@@ -165,10 +165,7 @@ const MEMORY_DEFAULTS: Readonly<{ maxKeys: number }> = Object.freeze({ maxKeys: 
  */
 export function createMemoryRateLimitStore(options?: MemoryRateLimitStoreOptions): RateLimitStore {
   const where = 'createMemoryRateLimitStore';
-  const { maxKeys } = resolveOptions(where, MEMORY_DEFAULTS, options);
-  if (typeof maxKeys !== 'number' || !Number.isSafeInteger(maxKeys) || maxKeys < 1) {
-    throw new ConfigurationError(`${where}: "maxKeys" must be a whole number of at least 1`);
-  }
+  const maxKeys = wholeNumber(resolveOptions(where, MEMORY_DEFAULTS, options).maxKeys, `${where}: "maxKeys"`);
   return Object.freeze({
     kind: 'memory',
     limiter: (spec: LimiterSpec): StoreLimiter => memoryLimiter(spec, maxKeys),

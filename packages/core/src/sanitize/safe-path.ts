@@ -10,6 +10,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * Why a path was refused (always `invalid_argument`, naming the field, never the path): the
@@ -158,9 +159,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     throw new ConfigurationError('createPathResolver: "root" must be a non-empty directory path');
   }
   for (const key of ['maxLength', 'maxDepth', 'maxSegmentLength'] as const) {
-    if (!Number.isInteger(opts[key]) || opts[key] < 1) {
-      throw new ConfigurationError(`createPathResolver: "${key}" must be a positive integer`);
-    }
+    wholeNumber(opts[key], `createPathResolver: "${key}"`);
   }
   if (!(opts.segmentPattern instanceof RegExp) || opts.segmentPattern.global || opts.segmentPattern.sticky) {
     throw new ConfigurationError('createPathResolver: "segmentPattern" must be a RegExp without the g or y flag');

@@ -6,6 +6,7 @@ import type { CallContext } from '../pipeline/call-context.js';
 import { createContextKey } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
 import { compileOperationRules } from '../policy/operation-rules.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * Why the timeouts control ended a call: the deadline it set or capped passed
@@ -214,13 +215,7 @@ function checkLimits(value: TimeoutLimits, fallback: Limits, where: string): Lim
   for (const key of LIMIT_KEYS) {
     const n: unknown = value[key];
     if (n === undefined) continue;
-    const min = key === 'idleMs' ? 0 : 1;
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < min || n > MAX_TIMER_MS) {
-      throw new ConfigurationError(
-        `${where}.${key} must be a whole number of ms from ${String(min)} to ${String(MAX_TIMER_MS)}`,
-      );
-    }
-    limits[key] = n;
+    limits[key] = wholeNumber(n, `${where}.${key}`, { min: key === 'idleMs' ? 0 : 1, max: MAX_TIMER_MS, unit: 'ms' });
   }
   if (limits.maxMs < limits.defaultMs) {
     throw new ConfigurationError(

@@ -16,9 +16,9 @@ describe('resolveConnectionLimits', () => {
   });
 
   it.each([
-    [{ idleMs: 0 }, 'resolveConnectionLimits.idleMs must be a positive whole number'],
-    [{ handshakeTimeoutMs: 1.5 }, 'resolveConnectionLimits.handshakeTimeoutMs must be a positive whole number'],
-    [{ maxConnections: '100' }, 'resolveConnectionLimits.maxConnections must be a positive whole number'],
+    [{ idleMs: 0 }, 'resolveConnectionLimits.idleMs must be a whole number of at least 1'],
+    [{ handshakeTimeoutMs: 1.5 }, 'resolveConnectionLimits.handshakeTimeoutMs must be a whole number of at least 1'],
+    [{ maxConnections: '100' }, 'resolveConnectionLimits.maxConnections must be a whole number of at least 1'],
     [{ idleMS: 100 }, 'resolveConnectionLimits: unknown option "idleMS" (did you mean "idleMs"?)'],
     [[], 'resolveConnectionLimits must be an object'],
   ])('refuses %j', (limits, message) => {
@@ -31,7 +31,7 @@ describe('resolveConnectionLimits', () => {
       'policy.connections: unknown field "maxConnection" (did you mean "maxConnections"?)',
     );
     expect(() => parseSecurityPolicy({ connections: { handshakeTimeoutMs: -1 } })).toThrow(
-      'policy.connections.handshakeTimeoutMs must be a positive whole number',
+      'policy.connections.handshakeTimeoutMs must be a whole number of at least 1',
     );
   });
 });

@@ -2,6 +2,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import { isPolicyObject } from '../policy/fields.js';
 import { descriptorBudget } from './descriptor-budget.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * Limits on the connections of a server port, the same on both transports: what a client
@@ -86,19 +87,14 @@ export function resolveConnectionLimits(
     idleMs: limits.idleMs ?? CONNECTION_DEFAULTS.idleMs,
     maxConnections: limits.maxConnections ?? descriptorBudget().connections,
   };
-  for (const key of KEYS) {
-    const value: unknown = resolved[key];
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-      throw new ConfigurationError(`${where}.${key} must be a positive whole number`);
-    }
-  }
+  for (const key of KEYS) wholeNumber(resolved[key], `${where}.${key}`);
   return Object.freeze(resolved);
 }
 
 /**
  * Checks the `connections` section of a policy and returns a frozen copy.
  *
- * @throws ConfigurationError naming the bad field, e.g. `policy.connections.idleMs must be a positive whole number`.
+ * @throws ConfigurationError naming the bad field, e.g. `policy.connections.idleMs must be a whole number of at least 1`.
  *
  * @example
  * ```ts

@@ -1,5 +1,5 @@
-import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * Limits on the shape of a JSON document, checked on its text before it is parsed.
@@ -81,8 +81,5 @@ export function compileJsonShape(limits: JsonShapeLimits = {}): (text: string, f
 }
 
 function positive(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new ConfigurationError(`compileJsonShape: "${name}" must be a positive whole number`);
-  }
-  return value;
+  return wholeNumber(value, `compileJsonShape: "${name}"`);
 }
