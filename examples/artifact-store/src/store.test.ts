@@ -22,6 +22,14 @@ async function* chunks(...parts: string[]): AsyncIterable<Uint8Array> {
     yield Buffer.from(p);
   }
 }
+/** A promise and the function that settles it (Node 20 has no `Promise.withResolvers`). */
+function gate(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = (): void => undefined;
+  const promise = new Promise<void>((settle) => {
+    resolve = settle;
+  });
+  return { promise, resolve };
+}
 function filesUnder(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
     .filter((e) => e.isFile())
@@ -141,6 +149,29 @@ describe('ArtifactStore', () => {
       await expect(store.put(path, sha('expected'), chunks(...parts))).rejects.toBeInstanceOf(Error);
     }
     expect(readdirSync(join(store.dataDir, 'existing'))).toEqual([]);
+  });
+
+  it('leaves no directory behind when refused uploads overlap in new directories, whichever ends first', async () => {
+    for (const order of ['outer ends first', 'inner ends first'] as const) {
+      const base = `overlap-${order.split(' ')[0] ?? ''}`;
+      const gates = { outer: gate(), inner: gate() };
+      async function* held(gate: Promise<void>): AsyncIterable<Uint8Array> {
+        await gate;
+        yield Buffer.from('not what was declared');
+      }
+      // The outer upload makes base/a/b/c; the inner one arrives inside it and makes c/sub.
+      const outer = store.put(`${base}/a/b/c/outer.bin`, sha('expected'), held(gates.outer.promise));
+      while (!existsSync(join(store.dataDir, base, 'a/b/c'))) await new Promise((r) => setTimeout(r, 5));
+      const inner = store.put(`${base}/a/b/c/sub/inner.bin`, sha('expected'), held(gates.inner.promise));
+      while (!existsSync(join(store.dataDir, base, 'a/b/c/sub'))) await new Promise((r) => setTimeout(r, 5));
+      const [first, second] =
+        order === 'outer ends first' ? (['outer', 'inner'] as const) : (['inner', 'outer'] as const);
+      gates[first].resolve();
+      await expect(first === 'outer' ? outer : inner).rejects.toMatchObject({ reason: 'digest_mismatch' });
+      gates[second].resolve();
+      await expect(second === 'outer' ? outer : inner).rejects.toMatchObject({ reason: 'digest_mismatch' });
+      expect(existsSync(join(store.dataDir, base)), order).toBe(false);
+    }
   });
 
   it('stores every good upload while refused uploads race it into the same new directories', async () => {

@@ -246,12 +246,14 @@ export class ArtifactStore {
       // rename replaces a link at the name rather than following it.
       await rename(temp, dir.entry(dir.name)).catch((err: unknown) => fileSystemFailure(err, 'write', dir.absolute));
       kept = true;
+      dir.keep();
       return { path: dir.relative, sha256: expected, size };
     } finally {
       if (!kept) {
         await file.close().catch(() => undefined);
         await unlink(temp).catch(() => undefined);
-        // A refused upload leaves no empty directories behind for the listings to walk.
+        // A refused upload leaves no empty directories behind for the listings to walk, nor
+        // do refused uploads that overlap in new directories (the last one out removes them).
         await dir.removeCreated();
       }
       await dir.close();

@@ -14,6 +14,7 @@ import { SecurityError } from '../errors/security-error.js';
  * const dir = await paths.openParent('models/v1/weights.bin', { create: true });
  * try {
  *   await writeFile(dir.entry(dir.name), bytes, { flag: 'wx' });
+ *   dir.keep(); // the directories made for it stay
  * } catch (err) {
  *   await dir.removeCreated(); // no empty models/v1/ left behind by a failed write
  *   throw err;
@@ -28,20 +29,28 @@ export interface PinnedDirectory {
   /** A path that names `name` inside this directory, whatever happens to the tree meanwhile. */
   entry(name: string): string;
   /**
-   * Removes the directories this opening made (with `create`), deepest first, as long as each
-   * is empty: what a refused or failed write would otherwise leave behind. A directory that
-   * another writer has put something in meanwhile stays, and so do its parents. Never throws.
+   * After a write that failed: removes, deepest first and while each is empty, the directories
+   * on this path that writes made (with `create`) and none has kept a file in ({@link keep}),
+   * whichever opening made them: what a refused write would otherwise leave behind. A
+   * directory another writer is still using is not empty and stays, and so do those above it;
+   * the last failed writer to leave it removes them. Never throws.
    */
   removeCreated(): Promise<void>;
+  /** After a write that succeeded: the directories on this path are kept for good. */
+  keep(): void;
   close(): Promise<void>;
 }
 
-/** An opened directory and which of the segments on its way this walk made. */
+/** An opened directory and the directories on its way that this walk made. */
 export interface PinnedWalk {
   readonly handle: FileHandle;
-  /** Indexes into `segments` of the directories this walk created, in walking order. */
-  readonly created: readonly number[];
+  /** The directories this walk created: their index into `segments` and their identity. */
+  readonly created: readonly { readonly index: number; readonly id: string }[];
 }
+
+/** Which directory an open handle or a name is, whatever it is called now: device and inode. */
+export const directoryId = (stats: { readonly dev: bigint; readonly ino: bigint }): string =>
+  `${String(stats.dev)}:${String(stats.ino)}`;
 
 const DIRECTORY_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
@@ -69,7 +78,7 @@ export async function openPinnedDirectory(
   if (!PINNED_DIRECTORIES_SUPPORTED) {
     throw new ConfigurationError('pinned directories need /proc/self/fd (Linux)');
   }
-  const created: number[] = [];
+  const created: { index: number; id: string }[] = [];
   let handle = await open(root, constants.O_RDONLY | constants.O_DIRECTORY);
   try {
     for (const [index, segment] of segments.entries()) {
@@ -87,8 +96,8 @@ export async function openPinnedDirectory(
             return false;
           },
         );
-        if (made) created.push(index);
         next = await openDirectory(at, options.field);
+        if (made) created.push({ index, id: directoryId(await next.stat({ bigint: true })) });
       }
       await handle.close();
       handle = next;
@@ -101,30 +110,49 @@ export async function openPinnedDirectory(
 }
 
 /**
- * Removes the directories of `created` (indexes into `segments`, as {@link openPinnedDirectory}
- * reports them), deepest first, each through its parent opened again without following a link;
- * stops at the first that cannot go (not empty, gone, replaced). `rmdir` removes only an empty
- * directory and never follows a link at the name, so nothing but an empty directory is lost.
+ * Walks down `segments` below `root` (no link followed, as {@link openPinnedDirectory}), then
+ * back up from the deepest directory reached: each directory whose path `removable` names with
+ * the identity it has (device and inode, so a directory put in place of the one a write made
+ * is not taken for it) is removed if empty, and `removed` is told; the first that is not
+ * named, not empty or gone ends the walk. `rmdir` removes only an empty directory and never
+ * follows a link at the name, so nothing but an empty directory is ever lost.
  *
  * @internal
  */
-export async function removeCreatedDirectories(
+export async function removeEmptyDirectories(
   root: string,
   segments: readonly string[],
-  created: readonly number[],
+  removable: (depth: number, id: string) => boolean,
+  removed: (depth: number) => void,
 ): Promise<void> {
-  for (let i = created.length - 1; i >= 0; i--) {
-    const index = created[i] ?? 0;
-    try {
-      const { handle } = await openPinnedDirectory(root, segments.slice(0, index), { create: false, field: 'path' });
-      try {
-        await rmdir(`/proc/self/fd/${String(handle.fd)}/${segments[index] ?? ''}`);
-      } finally {
-        await handle.close();
-      }
-    } catch {
-      return;
+  const handles: FileHandle[] = [];
+  try {
+    handles.push(await open(root, constants.O_RDONLY | constants.O_DIRECTORY));
+    for (const segment of segments) {
+      const parent = handles[handles.length - 1];
+      if (parent === undefined) break;
+      handles.push(await openDirectory(`/proc/self/fd/${String(parent.fd)}/${segment}`, 'path'));
     }
+  } catch {
+    // A directory on the way is gone or is a link: what was reached can still be looked at.
+  }
+  try {
+    for (let depth = handles.length - 1; depth >= 1; depth--) {
+      const parent = handles[depth - 1];
+      const handle = handles[depth];
+      if (parent === undefined || handle === undefined) return;
+      if (!removable(depth, directoryId(await handle.stat({ bigint: true })))) return;
+      const at = `/proc/self/fd/${String(parent.fd)}/${segments[depth - 1] ?? ''}`;
+      // The name must still be the directory that was opened: a swap meanwhile ends the walk.
+      const named = await lstat(at, { bigint: true }).catch(() => undefined);
+      if (named === undefined || directoryId(named) !== directoryId(await handle.stat({ bigint: true }))) return;
+      await rmdir(at);
+      removed(depth);
+    }
+  } catch {
+    // Not empty (another writer is inside), or gone: the directories above stay too.
+  } finally {
+    await Promise.all(handles.map((h) => h.close().catch(() => undefined)));
   }
 }
 

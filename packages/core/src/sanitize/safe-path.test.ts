@@ -1,9 +1,9 @@
-import { existsSync, mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
-import { ASCII_SEGMENT, createPathResolver, removeCreatedByPath } from './safe-path.js';
+import { ASCII_SEGMENT, createPathResolver, removeEmptyByPath } from './safe-path.js';
 
 const base = mkdtempSync(join(tmpdir(), 'fluxguard-safe-path-'));
 const root = join(base, 'root');
@@ -163,18 +163,41 @@ describe('openParent: removeCreated', () => {
     expect(existsSync(join(paths.root, 'kept'))).toBe(true);
   });
 
-  it('leaves a directory another writer has put a file in, and every directory above it', async () => {
+  it('leaves a directory another writer has kept a file in, and every directory above it', async () => {
     const first = await paths.openParent('shared/a/one.bin', { create: true });
-    // A second opening finds the directories made: they are the first one's, not its own.
     const second = await paths.openParent('shared/a/two.bin', { create: true });
     writeFileSync(second.entry('two.bin'), 'x');
-    await second.removeCreated();
+    second.keep();
     await first.removeCreated();
     await Promise.all([first.close(), second.close()]);
     expect(existsSync(join(paths.root, 'shared/a/two.bin'))).toBe(true);
   });
 
-  it('removes nothing it did not make, even when empty', async () => {
+  it('leaves the directories of a kept file even once they are empty again', async () => {
+    const writer = await paths.openParent('emptied/a/file.bin', { create: true });
+    writer.keep();
+    await writer.close();
+    const failed = await paths.openParent('emptied/a/other.bin', { create: true });
+    await failed.removeCreated();
+    await failed.close();
+    expect(existsSync(join(paths.root, 'emptied/a'))).toBe(true);
+  });
+
+  it('lets the last failed writer out remove the directories another one made and left because it was inside', async () => {
+    // The first makes chain/a/b, the second chain/a/b/sub inside it. The first fails first:
+    // b is not empty, so nothing goes. The second fails later and removes sub, then b and a,
+    // which the first made and no write kept.
+    const first = await paths.openParent('chain/a/b/one.bin', { create: true });
+    const second = await paths.openParent('chain/a/b/sub/two.bin', { create: true });
+    await first.removeCreated();
+    await first.close();
+    expect(existsSync(join(paths.root, 'chain/a/b/sub'))).toBe(true);
+    await second.removeCreated();
+    await second.close();
+    expect(existsSync(join(paths.root, 'chain'))).toBe(false);
+  });
+
+  it('removes nothing a write did not make, even when empty', async () => {
     mkdirSync(join(paths.root, 'empty/before'), { recursive: true });
     const dir = await paths.openParent('empty/before/file.bin', { create: true });
     await dir.removeCreated();
@@ -182,31 +205,55 @@ describe('openParent: removeCreated', () => {
     expect(existsSync(join(paths.root, 'empty/before'))).toBe(true);
   });
 
-  it('never follows a link put where a directory it made was', async () => {
-    const outside = join(base, 'outside-target');
-    mkdirSync(outside, { recursive: true });
-    const dir = await paths.openParent('swapped/inner/file.bin', { create: true });
-    rmSync(join(paths.root, 'swapped/inner'), { recursive: true });
-    symlinkSync(outside, join(paths.root, 'swapped/inner'));
+  it('leaves a directory put in place of the one a write made, though it has the same name', async () => {
+    const dir = await paths.openParent('replaced/inner/file.bin', { create: true });
+    rmSync(join(paths.root, 'replaced/inner'), { recursive: true });
+    mkdirSync(join(paths.root, 'replaced/inner'));
     await dir.removeCreated();
     await dir.close();
-    // rmdir does not follow a link at the name, and stops there: the link, its target and the
-    // directory above it all stay.
-    expect(existsSync(outside)).toBe(true);
-    expect(existsSync(join(paths.root, 'swapped'))).toBe(true);
+    expect(existsSync(join(paths.root, 'replaced/inner'))).toBe(true);
   });
 
-  it('by path (no /proc/self/fd): from the directory up to the first one made, and no further', async () => {
-    mkdirSync(join(base, 'by-path/kept/made/deeper'), { recursive: true });
-    await removeCreatedByPath(join(base, 'by-path/kept/made/deeper'), join(base, 'by-path/kept/made'));
-    expect(existsSync(join(base, 'by-path/kept/made'))).toBe(false);
-    expect(existsSync(join(base, 'by-path/kept'))).toBe(true);
-    mkdirSync(join(base, 'by-path/kept/full/deeper'), { recursive: true });
-    writeFileSync(join(base, 'by-path/kept/full/file'), 'x');
-    await removeCreatedByPath(join(base, 'by-path/kept/full/deeper'), join(base, 'by-path/kept/full'));
-    expect(existsSync(join(base, 'by-path/kept/full/deeper'))).toBe(false);
-    expect(existsSync(join(base, 'by-path/kept/full/file'))).toBe(true);
-    await removeCreatedByPath(join(base, 'by-path/kept'), undefined);
-    expect(existsSync(join(base, 'by-path/kept'))).toBe(true);
+  it('never follows a link put where a directory it made was', async () => {
+    const outside = join(base, 'outside-target');
+    mkdirSync(join(outside, 'inner'), { recursive: true });
+    const dir = await paths.openParent('swapped/inner/file.bin', { create: true });
+    rmSync(join(paths.root, 'swapped'), { recursive: true });
+    symlinkSync(outside, join(paths.root, 'swapped'));
+    await dir.removeCreated();
+    await dir.close();
+    // No link is followed on the way down, and rmdir does not follow one at the name: the
+    // link, its target and the empty directory inside the target all stay.
+    expect(existsSync(join(outside, 'inner'))).toBe(true);
+    rmSync(join(paths.root, 'swapped'));
+  });
+
+  it('by path (no /proc/self/fd): up from the directory while each is one a write made, empty and the same', async () => {
+    const made = new Map<string, string>();
+    const provisional = {
+      get: (key: string) => made.get(key),
+      delete: (key: string) => {
+        made.delete(key);
+      },
+    };
+    const at = join(base, 'by-path');
+    mkdirSync(join(at, 'kept/made/deeper'), { recursive: true });
+    const idOf = (relative: string): string => {
+      const stats = statSync(join(at, relative), { bigint: true });
+      return `${String(stats.dev)}:${String(stats.ino)}`;
+    };
+    made.set('kept/made', idOf('kept/made'));
+    made.set('kept/made/deeper', idOf('kept/made/deeper'));
+    await removeEmptyByPath(at, ['kept', 'made', 'deeper'], provisional);
+    expect(existsSync(join(at, 'kept/made'))).toBe(false);
+    expect(existsSync(join(at, 'kept'))).toBe(true);
+    expect(made.size).toBe(0);
+    mkdirSync(join(at, 'kept/full/deeper'), { recursive: true });
+    writeFileSync(join(at, 'kept/full/file'), 'x');
+    made.set('kept/full', idOf('kept/full'));
+    made.set('kept/full/deeper', idOf('kept/full/deeper'));
+    await removeEmptyByPath(at, ['kept', 'full', 'deeper'], provisional);
+    expect(existsSync(join(at, 'kept/full/deeper'))).toBe(false);
+    expect(existsSync(join(at, 'kept/full/file'))).toBe(true);
   });
 });

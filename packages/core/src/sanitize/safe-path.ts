@@ -1,11 +1,13 @@
 import { mkdirSync, realpathSync } from 'node:fs';
-import { mkdir, realpath, rmdir } from 'node:fs/promises';
+import { lstat, mkdir, realpath, rmdir } from 'node:fs/promises';
 import {
   PINNED_DIRECTORIES_SUPPORTED,
+  directoryId,
   openPinnedDirectory,
-  removeCreatedDirectories,
+  removeEmptyDirectories,
   type PinnedDirectory,
 } from './pinned-directory.js';
+import { LruCache } from '../cache/lru.js';
 import { dirname, join, resolve, sep } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
@@ -128,6 +130,9 @@ const ALWAYS_REFUSED = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\uFFFD]/u;
 const SEPARATOR_LIKE = /[/\\:*?"<>|]/;
 const DEVICE_NAME = /^(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(?:\..*)?$/i;
 
+/** Directories made by writes still in progress or failed, remembered at once (see `removeCreated`). */
+const PROVISIONAL_MAX_ENTRIES = 10_000;
+
 const DEFAULTS: Readonly<Required<PathResolverOptions>> = Object.freeze({
   root: '',
   maxLength: 1024,
@@ -236,6 +241,15 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     }
   }
 
+  // Directories that writes made and no write has kept a file in yet, by relative path, with
+  // their identity: what a failed write's `removeCreated` may take away again. Bounded: an
+  // entry left behind (a directory a process outside filled meanwhile) is forgotten in time.
+  const provisional = new LruCache<string, string>(PROVISIONAL_MAX_ENTRIES);
+  const pathAt = (segments: readonly string[], depth: number): string => segments.slice(0, depth).join('/');
+  const keep = (segments: readonly string[]): void => {
+    for (let depth = 1; depth <= segments.length; depth++) provisional.delete(pathAt(segments, depth));
+  };
+
   async function openParent(
     relative: unknown,
     options: { readonly create?: boolean } = {},
@@ -248,11 +262,20 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
       await resolveOnDisk(relative);
       const dir = dirname(safe.absolute);
       const firstCreated = options.create === true ? await mkdir(dir, { recursive: true, mode: 0o750 }) : undefined;
+      if (firstCreated !== undefined) {
+        for (let at = dir, depth = segments.length; depth >= 1; at = dirname(at), depth--) {
+          provisional.set(pathAt(segments, depth), directoryId(await lstat(at, { bigint: true })));
+          if (at === firstCreated) break;
+        }
+      }
       return Object.freeze({
         ...safe,
         name,
         entry: (entry: string) => join(dir, entry),
-        removeCreated: () => removeCreatedByPath(dir, firstCreated),
+        removeCreated: () => removeEmptyByPath(root, segments, provisional),
+        keep: () => {
+          keep(segments);
+        },
         close: () => Promise.resolve(),
       });
     }
@@ -260,12 +283,24 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
       create: options.create === true,
       field: opts.field,
     });
+    for (const { index, id } of created) provisional.set(pathAt(segments, index + 1), id);
     const prefix = `/proc/self/fd/${String(handle.fd)}/`;
     return Object.freeze({
       ...safe,
       name,
       entry: (entry: string) => prefix + entry,
-      removeCreated: () => removeCreatedDirectories(root, segments, created),
+      removeCreated: () =>
+        removeEmptyDirectories(
+          root,
+          segments,
+          (depth, id) => provisional.get(pathAt(segments, depth)) === id,
+          (depth) => {
+            provisional.delete(pathAt(segments, depth));
+          },
+        ),
+      keep: () => {
+        keep(segments);
+      },
       close: () => handle.close(),
     });
   }
@@ -274,19 +309,26 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
 }
 
 /**
- * `removeCreated` without `/proc/self/fd`: from `dir` up to `firstCreated` (what a recursive
- * `mkdir` made first), by path, stopping at the first directory that cannot go.
+ * `removeCreated` without `/proc/self/fd`: the same walk up as `removeEmptyDirectories`, by
+ * path, so a concurrent swap of a directory can race it.
  *
  * @internal
  */
-export async function removeCreatedByPath(dir: string, firstCreated: string | undefined): Promise<void> {
-  if (firstCreated === undefined) return;
-  for (let at = dir; ; at = dirname(at)) {
+export async function removeEmptyByPath(
+  root: string,
+  segments: readonly string[],
+  provisional: Pick<LruCache<string, string>, 'get' | 'delete'>,
+): Promise<void> {
+  for (let depth = segments.length; depth >= 1; depth--) {
+    const relative = segments.slice(0, depth).join('/');
+    const at = join(root, ...segments.slice(0, depth));
     try {
+      const id = directoryId(await lstat(at, { bigint: true }));
+      if (provisional.get(relative) !== id) return;
       await rmdir(at);
+      provisional.delete(relative);
     } catch {
       return;
     }
-    if (at === firstCreated || dirname(at) === at) return;
   }
 }
