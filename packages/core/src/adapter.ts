@@ -55,4 +55,9 @@ export { scrubSecrets } from './audit/redaction.js';
 export { LruCache } from './cache/lru.js';
 export { checkSchema, validateWith } from './validation/standard-schema.js';
 export { connectionBudget } from './transport/descriptor-budget.js';
-export { blameUnreadAnswer } from './timeouts/answer-unread.js';
+export {
+  UNREAD_PROBE_MS,
+  answerWaiting,
+  blameUnreadAnswer,
+  type AnswerAfterProbe,
+} from './timeouts/answer-unread.js';

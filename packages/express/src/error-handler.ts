@@ -214,13 +214,7 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
         if (!res.destroyed) res.destroy();
         return;
       }
-      const publicError = audit.recordFailure(translated, {
-        operation: operationOf(req),
-        peer: peerOf(req, res),
-        subject: state?.principal?.subject ?? refusedSubject(translated),
-        requestId,
-        transport: 'http',
-      });
+      const publicError = recordRequestFailure(audit, translated, req, res, requestId);
       if (endedEarly) {
         // The handler's whole answer was written, but the client had not taken it when the
         // deadline came: the deadline covers sending too. Left open, a client that never reads
@@ -247,6 +241,28 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
       lastResort(req, res, failure, audit);
     }
   };
+}
+
+/**
+ * Writes the audit line of a request's failure (operation, peer, subject and request id read
+ * from the request) and returns what the client may see.
+ *
+ * @internal
+ */
+export function recordRequestFailure(
+  audit: AuditLogger,
+  err: unknown,
+  req: Request,
+  res: ServerResponse,
+  requestId = stateOf(req)?.requestId ?? resolveRequestId(req.headers[REQUEST_ID_HEADER]),
+): PublicError {
+  return audit.recordFailure(err, {
+    operation: operationOf(req),
+    peer: peerOf(req, res),
+    subject: stateOf(req)?.principal?.subject ?? refusedSubject(err),
+    requestId,
+    transport: 'http',
+  });
 }
 
 /**

@@ -1,8 +1,15 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, Express, NextFunction, Request, RequestHandler, Response } from 'express';
 import { ConfigurationError, type AuditLogger, type Control, type Guard, type TimeoutsOptions } from '@fluxguard/core';
-import { assertAuditLogger, blameUnreadAnswer, resolveOptions, stackControls } from '@fluxguard/core/adapter';
-import { errorHandler, notFound } from './error-handler.js';
+import {
+  UNREAD_PROBE_MS,
+  answerWaiting,
+  assertAuditLogger,
+  blameUnreadAnswer,
+  resolveOptions,
+  stackControls,
+} from '@fluxguard/core/adapter';
+import { errorHandler, notFound, recordRequestFailure } from './error-handler.js';
 import { stateOf, type EndRequest } from './context.js';
 import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
@@ -147,8 +154,22 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     // Ended before the client sent the whole body (a stalled upload): close the connection
     // after the answer instead of waiting for bytes nobody will read.
     if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
-    // A deadline while the answer waits for the client to read it is the client's doing.
-    handleErrors(blameUnreadAnswer(error, res.writableLength), req as Request, res as Response, ignoreNext);
+    const waiting = res.writableLength;
+    if (answerWaiting(error, waiting)) {
+      // The deadline came while the answer waits for the client: whether the client is to
+      // blame (does it take any more of it?) is known a moment later; the connection is cut
+      // and the line written then.
+      dropLaterWrites(res);
+      setTimeout(() => {
+        const after = res.writableFinished ? 'delivered' : res.destroyed ? 'abandoned' : res.writableLength;
+        const recorded = blameUnreadAnswer(error, waiting, after);
+        // Delivered in full: nothing to cut, and the error handler would take it for answered.
+        if (after === 'delivered') recordRequestFailure(audit, recorded, req as Request, res);
+        else handleErrors(recorded, req as Request, res as Response, ignoreNext);
+      }, UNREAD_PROBE_MS).unref();
+      return;
+    }
+    handleErrors(error, req as Request, res as Response, ignoreNext);
     dropLaterWrites(res);
   };
   const onReleaseError = (err: unknown, requestId: string): void => {

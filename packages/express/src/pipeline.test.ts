@@ -122,8 +122,9 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
     await served.close();
   });
 
+  // An answer left unread is cut a second after its deadline: the poll waits longer than that.
   async function releasedOnce(id: string): Promise<void> {
-    await expect.poll(() => sample.releases.get(id)).toBe(1);
+    await expect.poll(() => sample.releases.get(id), { timeout: 3_000 }).toBe(1);
   }
 
   describe('a sample control in the Express pipeline', () => {
@@ -199,6 +200,30 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
         socket.resume();
         await once(socket, 'close');
         expect(bytes).toBeLessThan(BIG_ANSWER_BYTES);
+      } finally {
+        socket.destroy();
+      }
+    });
+
+    it('leaves the deadline the server’s when the client was reading and takes the rest within a second', async () => {
+      const socket = connect(served.port, '127.0.0.1');
+      await once(socket, 'connect');
+      let bytes = 0;
+      // Reads steadily, with a pause after each chunk: the 32 MiB outlast the 100 ms deadline.
+      socket.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        socket.pause();
+        setTimeout(() => socket.resume(), 1);
+      });
+      socket.write(
+        'GET /big HTTP/1.1\r\nhost: localhost\r\nx-request-id: steady-reader-1\r\nx-sample-deadline-ms: 100\r\n\r\n',
+      );
+      try {
+        // The answer was too big for the deadline, not left unread: the server's to look at.
+        await expect
+          .poll(() => audit.lines().filter((line) => line.requestId === 'steady-reader-1'), { timeout: 5_000 })
+          .toMatchObject([{ code: 'deadline_exceeded', reason: 'deadline_exceeded', event: 'request.failed' }]);
+        expect(bytes).toBeGreaterThan(BIG_ANSWER_BYTES);
       } finally {
         socket.destroy();
       }

@@ -7,6 +7,7 @@ import {
 } from '@grpc/grpc-js';
 import { REQUEST_ID_HEADER, SecurityError, isSecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
 import {
+  answerWaiting,
   assertAuditLogger,
   blameUnreadAnswer,
   CallState,
@@ -15,6 +16,7 @@ import {
   resolveOptions,
   retryInfoStatusDetails,
   toPublicError,
+  type AnswerAfterProbe,
   type FailureContext,
   type PublicError,
 } from '@fluxguard/core/adapter';
@@ -266,10 +268,14 @@ class SafeErrorsCall extends ForwardingCall {
       transportDeadlineGraceMs: STUCK_GRACE_MS,
       // Sent through this interceptor's own responder, which logs and maps the pending error.
       end: (error) => {
-        // A deadline while the answer waits for the client to read it is the client's doing.
-        this.#grpcCall?.setPendingError(blameUnreadAnswer(error, http2StreamOf(this.below)?.writableLength ?? 0));
+        const stream = http2StreamOf(this.below);
+        const waiting = stream?.writableLength ?? 0;
+        // A deadline while the answer waits for the client: whether the client is to blame
+        // (does it take any more of it?) is known a moment later, and the line written then.
+        const probed = stream !== undefined && answerWaiting(error, waiting) ? new LoggedLater(error) : undefined;
+        this.#grpcCall?.setPendingError(probed ?? error);
         this.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
-        this.#resetIfStuck();
+        this.#resetIfStuck(probed === undefined ? undefined : { error, waiting });
       },
       onReleaseError: (err) => {
         this.#audit.logger.error({ ...this.#failureContext(), err }, 'a control release callback failed');
@@ -313,10 +319,7 @@ class SafeErrorsCall extends ForwardingCall {
         grpcCall.cancelled = true;
         if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
           state.finish('deadline');
-          const error = blameUnreadAnswer(
-            new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }),
-            http2StreamOf(this.below)?.writableLength ?? 0,
-          );
+          const error = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
           safeRecordFailure(this.#audit, error, this.#failureContext());
         } else {
           state.finish('cancelled');
@@ -332,11 +335,22 @@ class SafeErrorsCall extends ForwardingCall {
    * never opens) would keep the stream, those bytes and its memory for good. A stream still
    * open a moment later is reset (RST_STREAM CANCEL), which drops what is queued.
    */
-  #resetIfStuck(): void {
+  #resetIfStuck(probe: { readonly error: SecurityError; readonly waiting: number } | undefined): void {
     const stream = http2StreamOf(this.below);
-    if (stream === undefined || stream.closed) return;
+    if (stream === undefined || (stream.closed && probe === undefined)) return;
     setTimeout(() => {
-      if (!stream.closed && !stream.destroyed) stream.close(http2Constants.NGHTTP2_CANCEL);
+      const open = !stream.closed && !stream.destroyed;
+      if (probe !== undefined) {
+        // Closed without a reset: the client took the rest, status included.
+        const after: AnswerAfterProbe = open
+          ? stream.writableLength
+          : stream.rstCode === http2Constants.NGHTTP2_NO_ERROR
+            ? 'delivered'
+            : 'abandoned';
+        const recorded = blameUnreadAnswer(probe.error, probe.waiting, after);
+        safeRecordFailure(this.#audit, recorded, this.#failureContext());
+      }
+      if (open) stream.close(http2Constants.NGHTTP2_CANCEL);
     }, STUCK_GRACE_MS).unref();
   }
 
@@ -382,6 +396,9 @@ class SafeErrorsCall extends ForwardingCall {
       return { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: this.#trailers() };
     }
     const error = pending !== undefined ? pending.error : errorFromStatus(status);
+    // Answered now, logged once who is to blame is known (see `end` of the call state).
+    if (error instanceof LoggedLater)
+      return publicStatus(toPublicError(error.error, this.#currentRequestId()), new Metadata());
     // `publicStatus` writes the request id the audit log gave the failure.
     return publicStatus(safeRecordFailure(this.#audit, error, this.#failureContext()), new Metadata());
   }
@@ -409,6 +426,11 @@ function publicStatus(publicError: PublicError, trailers: Metadata): SafeStatus 
 function grpcStatus(code: number): Status {
   const name = Status[code] as keyof typeof Status | undefined;
   return name === undefined ? Status.INTERNAL : Status[name];
+}
+
+/** A pending error whose audit line is written later, not when its status is sent. */
+class LoggedLater {
+  constructor(readonly error: SecurityError) {}
 }
 
 function safeRecordFailure(audit: AuditLogger, error: unknown, context: FailureContext): PublicError {

@@ -75,6 +75,27 @@ describe('answers a client never reads', () => {
     ]);
   });
 
+  it('leave the deadline the server’s when the client was reading and takes the rest within a second', async () => {
+    const requestId = 'reading-slowly';
+    const { stream, closed } = unreadCall(requestId);
+    // Takes a little of the answer every few milliseconds: it keeps opening its window.
+    const timer = setInterval(() => {
+      stream.read();
+    }, 5);
+    try {
+      await closed;
+    } finally {
+      clearInterval(timer);
+    }
+    // The deadline came with most of the answer waiting, but the client was taking it: the
+    // answer was too late or too big for the deadline, which is the server's to look at. The
+    // line is written once that is known, a second after the deadline.
+    await expect
+      .poll(() => audit.lines().filter((line) => line.requestId === requestId))
+      .toMatchObject([{ code: 'deadline_exceeded', reason: 'deadline_exceeded', event: 'request.failed' }]);
+    expect(concurrency.inFlight()).toBe(0);
+  });
+
   it('are reset however many there are: a flood of unread answers leaves nothing in flight', async () => {
     const calls = Array.from({ length: 20 }, (_, i) => unreadCall(`unread-flood-${String(i)}`));
     const codes = await Promise.all(calls.map((c) => c.closed));

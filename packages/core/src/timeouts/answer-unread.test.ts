@@ -1,20 +1,33 @@
 import { describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
-import { blameUnreadAnswer } from './answer-unread.js';
+import { answerWaiting, blameUnreadAnswer } from './answer-unread.js';
 
 describe('blameUnreadAnswer', () => {
   const deadline = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
+  const WAITING = 2_097_152;
 
-  it('blames the client for a deadline that came while its answer waited to be read', () => {
-    const blamed = blameUnreadAnswer(deadline, 2_097_152);
+  it.each([
+    ['took nothing more', WAITING],
+    ['left without it', 'abandoned'],
+  ] as const)('blames a client that %s after the deadline', (_label, after) => {
+    const blamed = blameUnreadAnswer(deadline, WAITING, after);
     expect(blamed).toMatchObject({ code: 'deadline_exceeded', reason: 'answer_unread' });
-    expect(blamed.auditFields).toEqual({ bytesWaiting: 2_097_152 });
+    expect(blamed.auditFields).toEqual({ bytesWaiting: WAITING });
+  });
+
+  it.each([
+    ['took some of it', WAITING - 65_536],
+    ['took all of it', 'delivered'],
+  ] as const)('keeps the deadline as the server’s when the client %s: it was reading', (_label, after) => {
+    expect(blameUnreadAnswer(deadline, WAITING, after)).toBe(deadline);
   });
 
   it('keeps a slow handler’s deadline (nothing waiting) and every other refusal as they are', () => {
-    expect(blameUnreadAnswer(deadline, 0)).toBe(deadline);
-    expect(blameUnreadAnswer(deadline, Number.NaN)).toBe(deadline);
+    expect(answerWaiting(deadline, 0)).toBe(false);
+    expect(blameUnreadAnswer(deadline, 0, 0)).toBe(deadline);
+    expect(blameUnreadAnswer(deadline, Number.NaN, 'abandoned')).toBe(deadline);
     const idle = new SecurityError('deadline_exceeded', { reason: 'inbound_idle' });
-    expect(blameUnreadAnswer(idle, 100)).toBe(idle);
+    expect(answerWaiting(idle, 100)).toBe(false);
+    expect(blameUnreadAnswer(idle, 100, 100)).toBe(idle);
   });
 });

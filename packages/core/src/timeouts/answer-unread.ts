@@ -1,26 +1,63 @@
 import { SecurityError } from '../errors/security-error.js';
 
 /**
- * What to record for a deadline that ended a call while `bytesWaiting` bytes of its answer
- * still waited for the client to take them (a client that reads slowly or not at all, whose
- * flow-control window or socket buffer is full): the client's doing, reason `answer_unread`,
- * logged as a refusal like an upload that stalls, not as a server error with a stack that any
- * client could make at will. With nothing waiting, the handler was slow: `error` as it is.
- * The public answer is `deadline_exceeded` either way.
+ * How long after a deadline an answer still waiting for its client is watched before anyone is
+ * blamed (see {@link blameUnreadAnswer}).
+ */
+export const UNREAD_PROBE_MS = 1_000;
+
+/**
+ * What became of an answer {@link UNREAD_PROBE_MS} after its deadline: the bytes still waiting,
+ * `delivered` (the client took the rest) or `abandoned` (the connection or stream was closed
+ * without it).
+ */
+export type AnswerAfterProbe = number | 'delivered' | 'abandoned';
+
+/**
+ * Whether a deadline came while `bytesWaiting` bytes of the answer waited for the client to
+ * take them: then who is to blame is known only a moment later, and the adapter watches the
+ * answer for {@link UNREAD_PROBE_MS} before it writes the audit line.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { answerWaiting } from '@fluxguard/core/adapter';
+ * if (answerWaiting(error, res.writableLength)) probeLater();
+ * ```
+ */
+export function answerWaiting(error: SecurityError, bytesWaiting: number): boolean {
+  return error.reason === 'deadline_exceeded' && bytesWaiting > 0;
+}
+
+/**
+ * What to record for a deadline that came while `waitingAtDeadline` bytes of the answer waited
+ * for the client, given what became of them {@link UNREAD_PROBE_MS} later. A client that took
+ * nothing more, or left without it, reads slowly or not at all: the client's doing, reason
+ * `answer_unread`, logged as a refusal like an upload that stalls, not as a server error with a
+ * stack that any client could make at will. A client that took some or all of it was reading:
+ * the answer came too late or was too big for the deadline, and `error` stays as it is. The
+ * public answer is `deadline_exceeded` either way.
  *
  * For adapter authors (`@fluxguard/core/adapter`): each transport measures what is waiting.
  *
  * @example
  * ```ts
  * import { blameUnreadAnswer } from '@fluxguard/core/adapter';
- * // Express: the response's bytes not yet taken by the kernel.
- * const recorded = blameUnreadAnswer(error, res.writableLength);
+ * // Express, a second after the deadline:
+ * const after = res.writableFinished ? 'delivered' : res.destroyed ? 'abandoned' : res.writableLength;
+ * const recorded = blameUnreadAnswer(error, waitingAtDeadline, after);
  * ```
  */
-export function blameUnreadAnswer(error: SecurityError, bytesWaiting: number): SecurityError {
-  if (error.reason !== 'deadline_exceeded' || !(bytesWaiting > 0)) return error;
+export function blameUnreadAnswer(
+  error: SecurityError,
+  waitingAtDeadline: number,
+  afterProbe: AnswerAfterProbe,
+): SecurityError {
+  if (!answerWaiting(error, waitingAtDeadline) || afterProbe === 'delivered') return error;
+  if (afterProbe !== 'abandoned' && afterProbe < waitingAtDeadline) return error;
   return new SecurityError('deadline_exceeded', {
     reason: 'answer_unread',
-    auditFields: { bytesWaiting },
+    auditFields: { bytesWaiting: waitingAtDeadline },
   });
 }
