@@ -58,6 +58,7 @@ export { connectionBudget } from './transport/descriptor-budget.js';
 export {
   UNREAD_PROBE_MS,
   answerWaiting,
+  blameUnfinishedRequest,
   blameUnreadAnswer,
   type AnswerAfterProbe,
-} from './timeouts/answer-unread.js';
+} from './timeouts/deadline-blame.js';

@@ -5,6 +5,7 @@ import {
   UNREAD_PROBE_MS,
   answerWaiting,
   assertAuditLogger,
+  blameUnfinishedRequest,
   blameUnreadAnswer,
   resolveOptions,
   stackControls,
@@ -169,7 +170,13 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       }, UNREAD_PROBE_MS).unref();
       return;
     }
-    handleErrors(error, req as Request, res as Response, ignoreNext);
+    // A deadline while the client was still sending, nothing of it left unread, is its doing.
+    handleErrors(
+      blameUnfinishedRequest(error, req.complete, req.readableLength),
+      req as Request,
+      res as Response,
+      ignoreNext,
+    );
     dropLaterWrites(res);
   };
   const onReleaseError = (err: unknown, requestId: string): void => {

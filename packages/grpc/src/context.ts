@@ -57,6 +57,8 @@ export class GrpcCall {
   statusSent = false;
   /** The client went away (cancel or deadline) before any status. */
   cancelled = false;
+  /** The client has sent its whole request (half-close). */
+  requestFinished = false;
 
   constructor(operation: string, peer: string, state: CallState) {
     this.operation = operation;

@@ -9,6 +9,7 @@ import { REQUEST_ID_HEADER, SecurityError, isSecurityError, resolveRequestId, ty
 import {
   answerWaiting,
   assertAuditLogger,
+  blameUnfinishedRequest,
   blameUnreadAnswer,
   CallState,
   GrpcStatusCode,
@@ -273,7 +274,7 @@ class SafeErrorsCall extends ForwardingCall {
         // A deadline while the answer waits for the client: whether the client is to blame
         // (does it take any more of it?) is known a moment later, and the line written then.
         const probed = stream !== undefined && answerWaiting(error, waiting) ? new LoggedLater(error) : undefined;
-        this.#grpcCall?.setPendingError(probed ?? error);
+        this.#grpcCall?.setPendingError(probed ?? this.#blameUnfinished(error));
         this.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
         this.#resetIfStuck(probed === undefined ? undefined : { error, waiting });
       },
@@ -299,6 +300,7 @@ class SafeErrorsCall extends ForwardingCall {
   }
 
   protected receiveHalfClose(): void {
+    if (this.#grpcCall !== undefined) this.#grpcCall.requestFinished = true;
     if (this.#downstream === undefined) this.passHalfClose();
     else this.#downstream.onReceiveHalfClose();
   }
@@ -319,7 +321,7 @@ class SafeErrorsCall extends ForwardingCall {
         grpcCall.cancelled = true;
         if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
           state.finish('deadline');
-          const error = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
+          const error = this.#blameUnfinished(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
           safeRecordFailure(this.#audit, error, this.#failureContext());
         } else {
           state.finish('cancelled');
@@ -352,6 +354,18 @@ class SafeErrorsCall extends ForwardingCall {
       }
       if (open) stream.close(http2Constants.NGHTTP2_CANCEL);
     }, STUCK_GRACE_MS).unref();
+  }
+
+  /**
+   * A deadline that came while the client was still sending (no half-close yet) and nothing
+   * it sent waited unread in the stream: the client's doing (`request_unfinished`).
+   */
+  #blameUnfinished(error: SecurityError): SecurityError {
+    return blameUnfinishedRequest(
+      error,
+      this.#grpcCall?.requestFinished === true,
+      http2StreamOf(this.below)?.readableLength ?? 0,
+    );
   }
 
   #currentRequestId(): string {

@@ -96,6 +96,26 @@ describe('answers a client never reads', () => {
     expect(concurrency.inFlight()).toBe(0);
   });
 
+  it('blame the client for a deadline that comes while it has not sent its whole request', async () => {
+    // Headers only: the message and the half-close never come, and the client's deadline passes.
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': testService.Unary.path,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      'x-request-id': 'headers-only',
+      'grpc-timeout': '300m',
+    });
+    stream.on('error', () => undefined);
+    stream.resume();
+    // The answer ends the server's side; the client's side stays open, as it never ended it.
+    await once(stream, 'end');
+    stream.close();
+    await expect
+      .poll(() => audit.lines().filter((line) => line.requestId === 'headers-only'))
+      .toMatchObject([{ code: 'deadline_exceeded', reason: 'request_unfinished', event: 'request.denied' }]);
+  });
+
   it('are reset however many there are: a flood of unread answers leaves nothing in flight', async () => {
     const calls = Array.from({ length: 20 }, (_, i) => unreadCall(`unread-flood-${String(i)}`));
     const codes = await Promise.all(calls.map((c) => c.closed));

@@ -275,7 +275,13 @@ describe('recordFailure folding repeated refusals', () => {
   it('writes and folds the refusals a client brings about as refusals, though their codes are the server’s', async () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination, foldRefusals: { after: 2, intervalMs: 100 } });
-    for (const reason of ['concurrency_limit', 'inbound_idle', 'request_timeout', 'answer_unread'] as const) {
+    for (const reason of [
+      'concurrency_limit',
+      'inbound_idle',
+      'request_timeout',
+      'answer_unread',
+      'request_unfinished',
+    ] as const) {
       const code = reason === 'concurrency_limit' ? 'unavailable' : 'deadline_exceeded';
       for (let i = 0; i < 5; i++) audit.recordFailure(new SecurityError(code, { reason }), from('203.0.113.9', i));
     }
@@ -289,9 +295,11 @@ describe('recordFailure folding repeated refusals', () => {
       ['request_timeout', 40],
       ['answer_unread', 40],
       ['answer_unread', 40],
+      ['request_unfinished', 40],
+      ['request_unfinished', 40],
     ]);
     await sleep(250);
-    expect(named(lines, 'request.denied.folded').map((l) => l.count)).toEqual([3, 3, 3, 3]);
+    expect(named(lines, 'request.denied.folded').map((l) => l.count)).toEqual([3, 3, 3, 3, 3]);
     // The same codes for other reasons stay server faults.
     audit.recordFailure(
       new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }),

@@ -106,8 +106,8 @@ const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination' | 'logg
 
 /**
  * Refusals with a server-side code that the client brings about: a caller over its share of
- * the calls in flight, a stream that stalls, a request never finished, an answer not read by
- * the deadline. They are written (and folded) like any other refusal, not as errors with a
+ * the calls in flight, a stream that stalls, a request never finished or not sent whole by the
+ * deadline, an answer not read by it. They are written (and folded) like any other refusal, not as errors with a
  * stack: any client can make them at will.
  */
 const CLIENT_CAUSED: ReadonlySet<string> = new Set([
@@ -115,6 +115,7 @@ const CLIENT_CAUSED: ReadonlySet<string> = new Set([
   'inbound_idle',
   'request_timeout',
   'answer_unread',
+  'request_unfinished',
 ]);
 
 /** Distinct peers and reasons folded at once; beyond, refusals fold by reason alone. */

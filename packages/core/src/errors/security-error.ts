@@ -31,7 +31,8 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   `request_head_too_large`, `request_timeout`; and `expectation_unsupported` (an `Expect`
  *   header other than `100-continue`, answered before the application sees the request).
  * - Both: `answer_unread` (a deadline that ended a call while its answer waited for the client
- *   to read it; see `blameUnreadAnswer`).
+ *   to read it; see `blameUnreadAnswer`) and `request_unfinished` (a deadline that came while
+ *   the client was still sending its request; see `blameUnfinishedRequest`).
  *
  * @example
  * ```ts
@@ -61,7 +62,8 @@ export type TransportReason =
   | 'request_timeout'
   | 'expectation_unsupported'
   // both adapters
-  | 'answer_unread';
+  | 'answer_unread'
+  | 'request_unfinished';
 
 /**
  * An application's own reason: `app.` and any text. The prefix keeps fluxguard's reasons

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
-import { answerWaiting, blameUnreadAnswer } from './answer-unread.js';
+import { answerWaiting, blameUnfinishedRequest, blameUnreadAnswer } from './deadline-blame.js';
 
 describe('blameUnreadAnswer', () => {
   const deadline = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
@@ -29,5 +29,23 @@ describe('blameUnreadAnswer', () => {
     const idle = new SecurityError('deadline_exceeded', { reason: 'inbound_idle' });
     expect(answerWaiting(idle, 100)).toBe(false);
     expect(blameUnreadAnswer(idle, 100, 100)).toBe(idle);
+  });
+});
+
+describe('blameUnfinishedRequest', () => {
+  const deadline = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
+
+  it('blames a client that had not sent its whole request, with nothing of it waiting for the handler', () => {
+    expect(blameUnfinishedRequest(deadline, false, 0)).toMatchObject({
+      code: 'deadline_exceeded',
+      reason: 'request_unfinished',
+    });
+  });
+
+  it('keeps the deadline the server’s for a finished request or one the handler stopped reading', () => {
+    expect(blameUnfinishedRequest(deadline, true, 0)).toBe(deadline);
+    expect(blameUnfinishedRequest(deadline, false, 16_384)).toBe(deadline);
+    const idle = new SecurityError('deadline_exceeded', { reason: 'inbound_idle' });
+    expect(blameUnfinishedRequest(idle, false, 0)).toBe(idle);
   });
 });

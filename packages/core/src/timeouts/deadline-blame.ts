@@ -61,3 +61,27 @@ export function blameUnreadAnswer(
     auditFields: { bytesWaiting: waitingAtDeadline },
   });
 }
+
+/**
+ * What to record for a deadline that came before the client had sent its whole request (no
+ * end of the body, no half-close) while nothing it sent waited for the handler to read it: the
+ * client was sending slowly or had stopped, its doing, reason `request_unfinished`, logged as a
+ * refusal like an upload that stalls. When what it sent was waiting (`bytesUnread` above 0),
+ * the handler had stopped reading: `error` as it is, the server's.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { blameUnfinishedRequest } from '@fluxguard/core/adapter';
+ * const recorded = blameUnfinishedRequest(error, req.complete, req.readableLength);
+ * ```
+ */
+export function blameUnfinishedRequest(
+  error: SecurityError,
+  requestFinished: boolean,
+  bytesUnread: number,
+): SecurityError {
+  if (error.reason !== 'deadline_exceeded' || requestFinished || bytesUnread > 0) return error;
+  return new SecurityError('deadline_exceeded', { reason: 'request_unfinished' });
+}
