@@ -159,7 +159,8 @@ describe.each(TRANSPORTS)('a download never read over %s', (transport) => {
         `GET /v1/artifacts/unread/big.bin HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer ${token}\r\n` +
           `x-request-id: ${requestId}\r\n\r\n`,
       );
-      // Cut by the server at the deadline: reading now finds the end before the whole answer.
+      // Cut by the server with a reset (through the TCP socket below TLS), which drops what
+      // its kernel held for us: reading now finds only what our receive buffer took.
       await expect.poll(() => t.log.lines.some((line) => line.requestId === requestId), { timeout: 15_000 }).toBe(true);
       let bytes = 0;
       socket.on('data', (chunk: Buffer) => {
@@ -167,7 +168,7 @@ describe.each(TRANSPORTS)('a download never read over %s', (transport) => {
       });
       socket.resume();
       await once(socket, 'close');
-      expect(bytes).toBeLessThan(BIG.length);
+      expect(bytes).toBeLessThan(1024 * 1024);
       return;
     }
     // A flow-control window of 1 KiB that the client never opens further.

@@ -1,5 +1,5 @@
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
 import {
   ConfigurationError,
@@ -219,14 +219,14 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
         // The handler's whole answer was written, but the client had not taken it when the
         // deadline came: the deadline covers sending too. Left open, a client that never reads
         // would hold the connection, its in-flight slot and the answer's memory for good.
-        res.destroy();
+        cutConnection(res);
         return;
       }
       // Already answered in full (a control ended the request early): the log line is all that is left.
       if (res.writableEnded) return;
       // Answer started: cut it off, so the client sees a truncated answer, not a complete-looking one.
       if (res.headersSent || res.destroyed) {
-        res.destroy();
+        cutConnection(res);
         return;
       }
       // RFC 6750 section 3: the challenge (and its error attribute) is core's, shared with gRPC.
@@ -388,6 +388,28 @@ function sendProblem(res: ServerResponse, publicError: PublicError, challenge: s
   res.end(payload);
 }
 
+/**
+ * Ends a response cut off midway with a TCP reset, not a graceful close: after a close, the
+ * kernel would keep trying to deliver what the socket still holds (megabytes, to a client that
+ * does not read) for as long as the client keeps the connection. A TLS socket is reset through
+ * the TCP socket below it (`_parent`, Node's own, not in its typed interface); where there is
+ * none, or it cannot be reset, the response is destroyed as before.
+ *
+ * @internal
+ */
+export function cutConnection(res: ServerResponse): void {
+  const socket = res.socket;
+  const below: unknown = (socket as { _parent?: unknown } | null)?._parent ?? socket;
+  if (below instanceof Socket && !below.destroyed) {
+    try {
+      below.resetAndDestroy();
+    } catch {
+      // Not a TCP socket (a pipe, a test double): destroyed below all the same.
+    }
+  }
+  res.destroy();
+}
+
 /** Building or logging the answer failed (a broken logger, say): still never call `next`. */
 function lastResort(req: IncomingMessage, res: ServerResponse, failure: unknown, audit: AuditLogger): void {
   try {
@@ -396,7 +418,7 @@ function lastResort(req: IncomingMessage, res: ServerResponse, failure: unknown,
     // Nothing left to report to.
   }
   if (res.headersSent || res.destroyed) {
-    res.destroy();
+    cutConnection(res);
     return;
   }
   try {

@@ -2,15 +2,14 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import type { ErrorRequestHandler, Express, NextFunction, Request, RequestHandler, Response } from 'express';
 import { ConfigurationError, type AuditLogger, type Control, type Guard, type TimeoutsOptions } from '@fluxguard/core';
 import {
-  UNREAD_PROBE_MS,
   answerWaiting,
   assertAuditLogger,
   blameUnfinishedRequest,
-  blameUnreadAnswer,
   resolveOptions,
   stackControls,
 } from '@fluxguard/core/adapter';
 import { errorHandler, notFound, recordRequestFailure } from './error-handler.js';
+import { probeUnreadAnswer } from './unread-answer.js';
 import { stateOf, type EndRequest } from './context.js';
 import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
@@ -161,13 +160,11 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       // blame (does it take any more of it?) is known a moment later; the connection is cut
       // and the line written then.
       dropLaterWrites(res);
-      setTimeout(() => {
-        const after = res.writableFinished ? 'delivered' : res.destroyed ? 'abandoned' : res.writableLength;
-        const recorded = blameUnreadAnswer(error, waiting, after);
+      probeUnreadAnswer(error, waiting, req, res, (recorded, delivered) => {
         // Delivered in full: nothing to cut, and the error handler would take it for answered.
-        if (after === 'delivered') recordRequestFailure(audit, recorded, req as Request, res);
+        if (delivered) recordRequestFailure(audit, recorded, req as Request, res);
         else handleErrors(recorded, req as Request, res as Response, ignoreNext);
-      }, UNREAD_PROBE_MS).unref();
+      });
       return;
     }
     // A deadline while the client was still sending, nothing of it left unread, is its doing.

@@ -4,6 +4,8 @@
 import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express from 'express';
 import { SecurityError, createContextKey, type Control } from '@fluxguard/core';
@@ -104,6 +106,13 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
       });
       throw signal.reason;
     });
+    app.get('/big-stream', async (req, res) => {
+      // Streamed in 64 KiB chunks as the client takes them, the signal passed on: at the
+      // deadline `pipeline` destroys the response, as a download handler's would.
+      const chunk = Buffer.alloc(64 * 1024);
+      const chunks = Readable.from(Array.from({ length: BIG_ANSWER_BYTES / chunk.length }, () => chunk));
+      await pipeline(chunks, res, { signal: req.fluxguard.signal }).catch(() => undefined);
+    });
     app.get('/big', (_req, res) => {
       // Written whole at once: far more than the socket buffers take from a client that never reads.
       res.send(Buffer.alloc(BIG_ANSWER_BYTES));
@@ -192,20 +201,28 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
         expect(audit.lines().filter((line) => line.requestId === 'slow-reader-1')).toMatchObject([
           { code: 'deadline_exceeded', reason: 'answer_unread', event: 'request.denied' },
         ]);
-        // The server let go of the connection: reading now finds its end well before 32 MiB.
+        // The server let go of the connection with a reset, which drops what its kernel still
+        // held for the client (megabytes, which a graceful close would go on trying to deliver
+        // for as long as the client kept the connection): reading now finds only what the
+        // client's own receive buffer took, well under a MiB, then the end.
         let bytes = 0;
         socket.on('data', (chunk: Buffer) => {
           bytes += chunk.length;
         });
+        socket.on('error', () => undefined);
         socket.resume();
         await once(socket, 'close');
-        expect(bytes).toBeLessThan(BIG_ANSWER_BYTES);
+        expect(bytes).toBeLessThan(1024 * 1024);
       } finally {
         socket.destroy();
       }
     });
 
-    it('leaves the deadline the server’s when the client was reading and takes the rest within a second', async () => {
+    it.each([
+      ['written whole', '/big'],
+      ['streamed', '/big-stream'],
+    ])('leaves the deadline the server’s when the client was reading an answer %s', async (_label, path) => {
+      const requestId = `steady-reader${path.replaceAll('/', '-')}`;
       const socket = connect(served.port, '127.0.0.1');
       await once(socket, 'connect');
       let bytes = 0;
@@ -215,15 +232,16 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
         socket.pause();
         setTimeout(() => socket.resume(), 1);
       });
+      socket.on('error', () => undefined);
       socket.write(
-        'GET /big HTTP/1.1\r\nhost: localhost\r\nx-request-id: steady-reader-1\r\nx-sample-deadline-ms: 100\r\n\r\n',
+        `GET ${path} HTTP/1.1\r\nhost: localhost\r\nx-request-id: ${requestId}\r\nx-sample-deadline-ms: 100\r\n\r\n`,
       );
       try {
         // The answer was too big for the deadline, not left unread: the server's to look at.
         await expect
-          .poll(() => audit.lines().filter((line) => line.requestId === 'steady-reader-1'), { timeout: 5_000 })
+          .poll(() => audit.lines().filter((line) => line.requestId === requestId), { timeout: 5_000 })
           .toMatchObject([{ code: 'deadline_exceeded', reason: 'deadline_exceeded', event: 'request.failed' }]);
-        expect(bytes).toBeGreaterThan(BIG_ANSWER_BYTES);
+        expect(bytes).toBeGreaterThan(0);
       } finally {
         socket.destroy();
       }
