@@ -152,7 +152,9 @@ describe.each(TRANSPORTS)('a download never read over %s', (transport) => {
     const tls = { ca: world.pki.ca, cert, key, servername: 'localhost' };
     if (transport === 'http') {
       const socket = tlsConnect({ host: '127.0.0.1', port: t.port, ...tls });
+      // The reset can be reported before anything is read (Node 24 does): an error is expected.
       socket.on('error', () => undefined);
+      const closed = new Promise((resolve) => socket.once('close', resolve));
       await once(socket, 'secureConnect');
       socket.pause();
       socket.write(
@@ -167,7 +169,7 @@ describe.each(TRANSPORTS)('a download never read over %s', (transport) => {
         bytes += chunk.length;
       });
       socket.resume();
-      await once(socket, 'close');
+      await closed;
       expect(bytes).toBeLessThan(1024 * 1024);
       return;
     }

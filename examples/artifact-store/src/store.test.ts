@@ -174,6 +174,28 @@ describe('ArtifactStore', () => {
     }
   });
 
+  it('stores every good upload while many refused ones churn the same new deep directory', async () => {
+    // 8 refused uploads at a time into one new 12-deep directory, each removing what it can as
+    // it fails, and 4 good ones arriving meanwhile: no walk may lose a directory under it.
+    const deep = Array.from({ length: 12 }, (_, i) => `d${String(i)}`).join('/');
+    for (let round = 0; round < 10; round++) {
+      const dir = `churn/r${String(round)}/${deep}`;
+      const outcomes = await Promise.allSettled([
+        ...Array.from({ length: 8 }, (_, i) =>
+          store.put(`${dir}/bad-${String(i)}.bin`, sha('expected'), chunks('something else')),
+        ),
+        ...Array.from({ length: 4 }, (_, i) =>
+          store.put(`${dir}/good-${String(i)}.txt`, sha(`good ${String(i)}`), chunks(`good ${String(i)}`)),
+        ),
+      ]);
+      const refusals = outcomes
+        .slice(0, 8)
+        .map((o) => (o.status === 'rejected' ? (o.reason as { reason?: unknown }).reason : 'kept'));
+      expect(refusals).toEqual(Array(8).fill('digest_mismatch'));
+      expect(outcomes.slice(8).map((o) => o.status)).toEqual(Array(4).fill('fulfilled'));
+    }
+  });
+
   it('stores every good upload while refused uploads race it into the same new directories', async () => {
     // Each refused upload removes the directories it made; a good one arriving in such a
     // directory at that moment must make it again, not fail.

@@ -54,7 +54,7 @@ export interface ArtifactStoreOptions {
 }
 
 const TEMP_PREFIX = '.upload-';
-// A walk that keeps losing its new directory to concurrent refused uploads gives up after this.
+// A walk that keeps losing its new directory to refused uploads of other processes gives up after this.
 const CREATE_ATTEMPTS = 3;
 
 /**
@@ -263,9 +263,10 @@ export class ArtifactStore {
   /**
    * Opens the directory of `path` (made if missing) and a new temporary file in it. The
    * temporary file, its rename and its removal all go through the directory as it was opened:
-   * a directory swapped for a link meanwhile cannot send a byte outside. A concurrent refused
-   * upload may remove a directory it made just as this one arrives in it (`ENOENT`): then the
-   * walk starts again, and makes the directory itself.
+   * a directory swapped for a link meanwhile cannot send a byte outside. No refused upload of
+   * this process removes a directory this one is on its way through, but one of another
+   * process sharing the data directory may (`ENOENT`): then the walk starts again, and makes
+   * the directory itself.
    */
   async #createTemp(path: string): Promise<{ dir: PinnedDirectory & SafePath; temp: string; file: FileHandle }> {
     for (let attempt = 1; ; attempt++) {
@@ -280,7 +281,10 @@ export class ArtifactStore {
         );
         return { dir, temp, file };
       } catch (err) {
-        await dir?.close();
+        if (dir !== undefined) {
+          await dir.removeCreated();
+          await dir.close();
+        }
         if ((err as NodeJS.ErrnoException).code === 'ENOENT' && attempt < CREATE_ATTEMPTS) continue;
         return fileSystemFailure(err, 'write', path);
       }

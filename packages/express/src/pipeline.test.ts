@@ -188,6 +188,9 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
 
     it('cuts off, at the deadline, an answer the client never reads, and releases once', async () => {
       const socket = connect(served.port, '127.0.0.1');
+      // The reset can be reported before anything is read (Node 24 does): an error is expected.
+      socket.on('error', () => undefined);
+      const closed = new Promise((resolve) => socket.once('close', resolve));
       await once(socket, 'connect');
       // Reads nothing: the whole answer stays queued on the server's side of the connection.
       socket.pause();
@@ -209,9 +212,8 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
         socket.on('data', (chunk: Buffer) => {
           bytes += chunk.length;
         });
-        socket.on('error', () => undefined);
         socket.resume();
-        await once(socket, 'close');
+        await closed;
         expect(bytes).toBeLessThan(1024 * 1024);
       } finally {
         socket.destroy();

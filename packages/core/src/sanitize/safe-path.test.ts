@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { ASCII_SEGMENT, createPathResolver, removeEmptyByPath } from './safe-path.js';
+import { WrittenDirectories } from './written-directories.js';
 
 const base = mkdtempSync(join(tmpdir(), 'fluxguard-safe-path-'));
 const root = join(base, 'root');
@@ -229,31 +230,38 @@ describe('openParent: removeCreated', () => {
   });
 
   it('by path (no /proc/self/fd): up from the directory while each is one a write made, empty and the same', async () => {
-    const made = new Map<string, string>();
-    const provisional = {
-      get: (key: string) => made.get(key),
-      delete: (key: string) => {
-        made.delete(key);
-      },
-    };
+    const writes = new WrittenDirectories();
     const at = join(base, 'by-path');
     mkdirSync(join(at, 'kept/made/deeper'), { recursive: true });
     const idOf = (relative: string): string => {
       const stats = statSync(join(at, relative), { bigint: true });
       return `${String(stats.dev)}:${String(stats.ino)}`;
     };
-    made.set('kept/made', idOf('kept/made'));
-    made.set('kept/made/deeper', idOf('kept/made/deeper'));
-    await removeEmptyByPath(at, ['kept', 'made', 'deeper'], provisional);
+    writes.made('kept/made', idOf('kept/made'));
+    writes.made('kept/made/deeper', idOf('kept/made/deeper'));
+    await removeEmptyByPath(at, ['kept', 'made', 'deeper'], writes);
     expect(existsSync(join(at, 'kept/made'))).toBe(false);
     expect(existsSync(join(at, 'kept'))).toBe(true);
-    expect(made.size).toBe(0);
     mkdirSync(join(at, 'kept/full/deeper'), { recursive: true });
     writeFileSync(join(at, 'kept/full/file'), 'x');
-    made.set('kept/full', idOf('kept/full'));
-    made.set('kept/full/deeper', idOf('kept/full/deeper'));
-    await removeEmptyByPath(at, ['kept', 'full', 'deeper'], provisional);
+    writes.made('kept/full', idOf('kept/full'));
+    writes.made('kept/full/deeper', idOf('kept/full/deeper'));
+    await removeEmptyByPath(at, ['kept', 'full', 'deeper'], writes);
     expect(existsSync(join(at, 'kept/full/deeper'))).toBe(false);
     expect(existsSync(join(at, 'kept/full/file'))).toBe(true);
+  });
+
+  it('never removes a directory another write is on its way through, however empty', async () => {
+    // The first write made in-use/a/b and fails; the second has started down the same path
+    // (its walk holds the directories) but made nothing yet: nothing may go from under it.
+    const first = await paths.openParent('in-use/a/b/one.bin', { create: true });
+    const second = await paths.openParent('in-use/a/b/two.bin', { create: true });
+    await first.removeCreated();
+    await first.close();
+    expect(existsSync(join(paths.root, 'in-use/a/b'))).toBe(true);
+    // Once the second fails too, it is the last out and removes them.
+    await second.removeCreated();
+    await second.close();
+    expect(existsSync(join(paths.root, 'in-use'))).toBe(false);
   });
 });

@@ -7,7 +7,7 @@ import {
   removeEmptyDirectories,
   type PinnedDirectory,
 } from './pinned-directory.js';
-import { LruCache } from '../cache/lru.js';
+import { WrittenDirectories } from './written-directories.js';
 import { dirname, join, resolve, sep } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
@@ -130,9 +130,6 @@ const ALWAYS_REFUSED = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\uFFFD]/u;
 const SEPARATOR_LIKE = /[/\\:*?"<>|]/;
 const DEVICE_NAME = /^(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(?:\..*)?$/i;
 
-/** Directories made by writes still in progress or failed, remembered at once (see `removeCreated`). */
-const PROVISIONAL_MAX_ENTRIES = 10_000;
-
 const DEFAULTS: Readonly<Required<PathResolverOptions>> = Object.freeze({
   root: '',
   maxLength: 1024,
@@ -241,14 +238,10 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     }
   }
 
-  // Directories that writes made and no write has kept a file in yet, by relative path, with
-  // their identity: what a failed write's `removeCreated` may take away again. Bounded: an
-  // entry left behind (a directory a process outside filled meanwhile) is forgotten in time.
-  const provisional = new LruCache<string, string>(PROVISIONAL_MAX_ENTRIES);
-  const pathAt = (segments: readonly string[], depth: number): string => segments.slice(0, depth).join('/');
-  const keep = (segments: readonly string[]): void => {
-    for (let depth = 1; depth <= segments.length; depth++) provisional.delete(pathAt(segments, depth));
-  };
+  const writes = new WrittenDirectories();
+  // Every directory on the way to a name's directory, shallowest first, as relative paths.
+  const pathsOf = (segments: readonly string[]): string[] =>
+    segments.map((_, index) => segments.slice(0, index + 1).join('/'));
 
   async function openParent(
     relative: unknown,
@@ -257,52 +250,70 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     const safe = resolvePath(relative);
     const segments = safe.relative.split('/');
     const name = segments.pop() ?? '';
-    if (!PINNED_DIRECTORIES_SUPPORTED) {
-      // No /proc/self/fd: the realpath check of resolveOnDisk, which a concurrent swap can race.
-      await resolveOnDisk(relative);
-      const dir = dirname(safe.absolute);
-      const firstCreated = options.create === true ? await mkdir(dir, { recursive: true, mode: 0o750 }) : undefined;
-      if (firstCreated !== undefined) {
-        for (let at = dir, depth = segments.length; depth >= 1; at = dirname(at), depth--) {
-          provisional.set(pathAt(segments, depth), directoryId(await lstat(at, { bigint: true })));
-          if (at === firstCreated) break;
+    const paths = pathsOf(segments);
+    // A write holds the directories on its way from before it makes them until it is done.
+    const leave = options.create === true ? writes.enter(paths) : () => undefined;
+    const kept = (): void => {
+      writes.kept(paths);
+    };
+    try {
+      if (!PINNED_DIRECTORIES_SUPPORTED) {
+        // No /proc/self/fd: the realpath check of resolveOnDisk, which a concurrent swap can race.
+        await resolveOnDisk(relative);
+        const dir = dirname(safe.absolute);
+        const firstCreated = options.create === true ? await mkdir(dir, { recursive: true, mode: 0o750 }) : undefined;
+        if (firstCreated !== undefined) {
+          for (let at = dir, depth = segments.length; depth >= 1; at = dirname(at), depth--) {
+            writes.made(paths[depth - 1] ?? '', directoryId(await lstat(at, { bigint: true })));
+            if (at === firstCreated) break;
+          }
         }
+        return Object.freeze({
+          ...safe,
+          name,
+          entry: (entry: string) => join(dir, entry),
+          removeCreated: async () => {
+            leave();
+            await removeEmptyByPath(root, segments, writes);
+          },
+          keep: kept,
+          close: () => {
+            leave();
+            return Promise.resolve();
+          },
+        });
       }
+      const { handle, created } = await openPinnedDirectory(root, segments, {
+        create: options.create === true,
+        field: opts.field,
+      });
+      for (const { index, id } of created) writes.made(paths[index] ?? '', id);
+      const prefix = `/proc/self/fd/${String(handle.fd)}/`;
       return Object.freeze({
         ...safe,
         name,
-        entry: (entry: string) => join(dir, entry),
-        removeCreated: () => removeEmptyByPath(root, segments, provisional),
-        keep: () => {
-          keep(segments);
+        entry: (entry: string) => prefix + entry,
+        removeCreated: async () => {
+          leave();
+          await removeEmptyDirectories(
+            root,
+            segments,
+            (depth, id) => writes.removable(paths[depth - 1] ?? '', id),
+            (depth) => {
+              writes.removed(paths[depth - 1] ?? '');
+            },
+          );
         },
-        close: () => Promise.resolve(),
+        keep: kept,
+        close: async () => {
+          leave();
+          await handle.close();
+        },
       });
+    } catch (err) {
+      leave();
+      throw err;
     }
-    const { handle, created } = await openPinnedDirectory(root, segments, {
-      create: options.create === true,
-      field: opts.field,
-    });
-    for (const { index, id } of created) provisional.set(pathAt(segments, index + 1), id);
-    const prefix = `/proc/self/fd/${String(handle.fd)}/`;
-    return Object.freeze({
-      ...safe,
-      name,
-      entry: (entry: string) => prefix + entry,
-      removeCreated: () =>
-        removeEmptyDirectories(
-          root,
-          segments,
-          (depth, id) => provisional.get(pathAt(segments, depth)) === id,
-          (depth) => {
-            provisional.delete(pathAt(segments, depth));
-          },
-        ),
-      keep: () => {
-        keep(segments);
-      },
-      close: () => handle.close(),
-    });
   }
 
   return Object.freeze({ root, resolve: resolvePath, checkPrefix, resolveOnDisk, openParent });
@@ -317,16 +328,15 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
 export async function removeEmptyByPath(
   root: string,
   segments: readonly string[],
-  provisional: Pick<LruCache<string, string>, 'get' | 'delete'>,
+  writes: Pick<WrittenDirectories, 'removable' | 'removed'>,
 ): Promise<void> {
   for (let depth = segments.length; depth >= 1; depth--) {
     const relative = segments.slice(0, depth).join('/');
     const at = join(root, ...segments.slice(0, depth));
     try {
-      const id = directoryId(await lstat(at, { bigint: true }));
-      if (provisional.get(relative) !== id) return;
+      if (!writes.removable(relative, directoryId(await lstat(at, { bigint: true })))) return;
       await rmdir(at);
-      provisional.delete(relative);
+      writes.removed(relative);
     } catch {
       return;
     }
