@@ -32,8 +32,8 @@ export interface PinnedDirectory {
    * After a write that failed: removes, deepest first and while each is empty, the directories
    * on this path that writes made (with `create`) and none has kept a file in ({@link keep}),
    * whichever opening made them: what a refused write would otherwise leave behind. A
-   * directory another writer is still using is not empty and stays, and so do those above it;
-   * the last failed writer to leave it removes them. Never throws.
+   * directory another write is using (on its way through it, or writing in it) stays, and so
+   * do those above it; the last failed write to leave it removes them. Never throws.
    */
   removeCreated(): Promise<void>;
   /** After a write that succeeded: the directories on this path are kept for good. */
@@ -141,11 +141,12 @@ export async function removeEmptyDirectories(
       const parent = handles[depth - 1];
       const handle = handles[depth];
       if (parent === undefined || handle === undefined) return;
-      if (!removable(depth, directoryId(await handle.stat({ bigint: true })))) return;
+      const id = directoryId(await handle.stat({ bigint: true }));
+      if (!removable(depth, id)) return;
       const at = `/proc/self/fd/${String(parent.fd)}/${segments[depth - 1] ?? ''}`;
       // The name must still be the directory that was opened: a swap meanwhile ends the walk.
       const named = await lstat(at, { bigint: true }).catch(() => undefined);
-      if (named === undefined || directoryId(named) !== directoryId(await handle.stat({ bigint: true }))) return;
+      if (named === undefined || directoryId(named) !== id) return;
       await rmdir(at);
       removed(depth);
     }
