@@ -8,7 +8,7 @@ import {
   type TransportReason,
 } from '@fluxguard/core';
 import type { PublicError } from '@fluxguard/core/adapter';
-import { socketPeer, type ProblemDetails } from './error-handler.js';
+import { problemDetails, socketPeer } from './error-handler.js';
 
 interface ClientFault {
   readonly status: number;
@@ -102,15 +102,9 @@ function problemAnswer(
     requestId,
     transport: 'http',
   });
-  const problem: ProblemDetails = {
-    type: 'about:blank',
-    title: STATUS_CODES[fault.status] ?? publicError.title,
-    status: fault.status,
-    detail: publicError.message,
-    code: publicError.code,
-    requestId,
-  };
-  const body = JSON.stringify(problem);
+  const body = JSON.stringify(
+    problemDetails(publicError, fault.status, STATUS_CODES[fault.status] ?? publicError.title),
+  );
   return {
     headers: {
       connection: 'close',

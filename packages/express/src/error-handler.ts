@@ -359,17 +359,31 @@ export function socketPeer(
   return remotePort === undefined ? host : `${host}:${remotePort}`;
 }
 
-function sendProblem(res: ServerResponse, publicError: PublicError, challenge: string | undefined): void {
+/**
+ * The problem+json body of a public error; `status` and `title` when the answer keeps another
+ * status than the error table's (Node's 431, 408, 417).
+ *
+ * @internal
+ */
+export function problemDetails(
+  publicError: PublicError,
+  status = publicError.httpStatus,
+  title = publicError.title,
+): ProblemDetails | (Omit<ProblemDetails, 'field'> & { field: undefined }) {
   // One shape whatever the error: an absent field is `undefined`, which JSON leaves out.
-  const body: ProblemDetails | (Omit<ProblemDetails, 'field'> & { field: undefined }) = {
+  return {
     type: 'about:blank',
-    title: publicError.title,
-    status: publicError.httpStatus,
+    title,
+    status,
     detail: publicError.message,
     code: publicError.code,
     requestId: publicError.requestId,
     field: publicError.details?.field,
   };
+}
+
+function sendProblem(res: ServerResponse, publicError: PublicError, challenge: string | undefined): void {
+  const body = problemDetails(publicError);
   // Usually none of them is set (a refusal comes before the handler): asking is cheaper than removing.
   for (const name of REPRESENTATION_HEADERS) if (res.hasHeader(name)) res.removeHeader(name);
   res.setHeader('content-type', PROBLEM_CONTENT_TYPE);

@@ -2,6 +2,7 @@ import { constants, existsSync } from 'node:fs';
 import { lstat, mkdir, open, rmdir, type FileHandle } from 'node:fs/promises';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
+import type { WrittenDirectories } from './written-directories.js';
 
 /**
  * A directory inside a root, opened one component at a time without following any symbolic
@@ -111,10 +112,10 @@ export async function openPinnedDirectory(
 
 /**
  * Walks down `segments` below `root` (no link followed, as {@link openPinnedDirectory}), then
- * back up from the deepest directory reached: each directory whose path `removable` names with
- * the identity it has (device and inode, so a directory put in place of the one a write made
- * is not taken for it) is removed if empty, and `removed` is told; the first that is not
- * named, not empty or gone ends the walk. `rmdir` removes only an empty directory and never
+ * back up from the deepest directory reached: each directory that `writes` holds removable
+ * under its relative path (`paths`, one per segment) with the identity it has (device and
+ * inode, so a directory put in place of the one a write made is not taken for it) is removed
+ * if empty; the first that is not removable, not empty or gone ends the walk. `rmdir` removes only an empty directory and never
  * follows a link at the name, so nothing but an empty directory is ever lost.
  *
  * @internal
@@ -122,8 +123,8 @@ export async function openPinnedDirectory(
 export async function removeEmptyDirectories(
   root: string,
   segments: readonly string[],
-  removable: (depth: number, id: string) => boolean,
-  removed: (depth: number) => void,
+  paths: readonly string[],
+  writes: Pick<WrittenDirectories, 'removable' | 'removed'>,
 ): Promise<void> {
   const handles: FileHandle[] = [];
   try {
@@ -142,13 +143,14 @@ export async function removeEmptyDirectories(
       const handle = handles[depth];
       if (parent === undefined || handle === undefined) return;
       const id = directoryId(await handle.stat({ bigint: true }));
-      if (!removable(depth, id)) return;
+      const path = paths[depth - 1] ?? '';
+      if (!writes.removable(path, id)) return;
       const at = `/proc/self/fd/${String(parent.fd)}/${segments[depth - 1] ?? ''}`;
       // The name must still be the directory that was opened: a swap meanwhile ends the walk.
       const named = await lstat(at, { bigint: true }).catch(() => undefined);
       if (named === undefined || directoryId(named) !== id) return;
       await rmdir(at);
-      removed(depth);
+      writes.removed(path);
     }
   } catch {
     // Not empty (another writer is inside), or gone: the directories above stay too.

@@ -239,14 +239,14 @@ describe('openParent: removeCreated', () => {
     };
     writes.made('kept/made', idOf('kept/made'));
     writes.made('kept/made/deeper', idOf('kept/made/deeper'));
-    await removeEmptyByPath(at, ['kept', 'made', 'deeper'], writes);
+    await removeEmptyByPath(at, ['kept', 'kept/made', 'kept/made/deeper'], writes);
     expect(existsSync(join(at, 'kept/made'))).toBe(false);
     expect(existsSync(join(at, 'kept'))).toBe(true);
     mkdirSync(join(at, 'kept/full/deeper'), { recursive: true });
     writeFileSync(join(at, 'kept/full/file'), 'x');
     writes.made('kept/full', idOf('kept/full'));
     writes.made('kept/full/deeper', idOf('kept/full/deeper'));
-    await removeEmptyByPath(at, ['kept', 'full', 'deeper'], writes);
+    await removeEmptyByPath(at, ['kept', 'kept/full', 'kept/full/deeper'], writes);
     expect(existsSync(join(at, 'kept/full/deeper'))).toBe(false);
     expect(existsSync(join(at, 'kept/full/file'))).toBe(true);
   });

@@ -274,7 +274,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
           entry: (entry: string) => join(dir, entry),
           removeCreated: async () => {
             leave();
-            await removeEmptyByPath(root, segments, writes);
+            await removeEmptyByPath(root, paths, writes);
           },
           keep: kept,
           close: () => {
@@ -295,14 +295,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
         entry: (entry: string) => prefix + entry,
         removeCreated: async () => {
           leave();
-          await removeEmptyDirectories(
-            root,
-            segments,
-            (depth, id) => writes.removable(paths[depth - 1] ?? '', id),
-            (depth) => {
-              writes.removed(paths[depth - 1] ?? '');
-            },
-          );
+          await removeEmptyDirectories(root, segments, paths, writes);
         },
         keep: kept,
         close: async () => {
@@ -321,18 +314,19 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
 
 /**
  * `removeCreated` without `/proc/self/fd`: the same walk up as `removeEmptyDirectories`, by
- * path, so a concurrent swap of a directory can race it.
+ * path (`paths`: each directory on the way, shallowest first), so a concurrent swap of a
+ * directory can race it.
  *
  * @internal
  */
 export async function removeEmptyByPath(
   root: string,
-  segments: readonly string[],
+  paths: readonly string[],
   writes: Pick<WrittenDirectories, 'removable' | 'removed'>,
 ): Promise<void> {
-  for (let depth = segments.length; depth >= 1; depth--) {
-    const relative = segments.slice(0, depth).join('/');
-    const at = join(root, ...segments.slice(0, depth));
+  for (let depth = paths.length; depth >= 1; depth--) {
+    const relative = paths[depth - 1] ?? '';
+    const at = join(root, relative);
     try {
       if (!writes.removable(relative, directoryId(await lstat(at, { bigint: true })))) return;
       await rmdir(at);
