@@ -7,6 +7,7 @@ import {
 } from '@grpc/grpc-js';
 import { REQUEST_ID_HEADER, SecurityError, isSecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
 import {
+  UNREAD_PROBE_MS,
   answerWaiting,
   assertAuditLogger,
   blameUnfinishedRequest,
@@ -66,9 +67,10 @@ const DEADLINE_SLACK_MS = 100;
 /**
  * How long a status may wait behind response bytes the client does not read before the stream
  * is reset; also how long after the client's own deadline (which grpc-js enforces, and whose
- * answer can wait the same way) the call is ended here.
+ * answer can wait the same way) the call is ended here. The wait before the reset is the
+ * second in which an unread answer is watched, so it is core's `UNREAD_PROBE_MS`.
  */
-const STUCK_GRACE_MS = 1_000;
+const STUCK_GRACE_MS = UNREAD_PROBE_MS;
 
 /** The standard rich-error trailer (`google.rpc.Status`), here with a `RetryInfo` detail. */
 const STATUS_DETAILS_METADATA_KEY = 'grpc-status-details-bin';

@@ -44,8 +44,8 @@ export function answerWaiting(error: SecurityError, bytesWaiting: number): boole
  * @example
  * ```ts
  * import { blameUnreadAnswer } from '@fluxguard/core/adapter';
- * // Express, a second after the deadline:
- * const after = res.writableFinished ? 'delivered' : res.destroyed ? 'abandoned' : res.writableLength;
+ * // Express, a second after the deadline (the response held from destroy meanwhile):
+ * const after = res.writableFinished ? 'delivered' : req.socket.destroyed ? 'abandoned' : res.writableLength;
  * const recorded = blameUnreadAnswer(error, waitingAtDeadline, after);
  * ```
  */
