@@ -35,16 +35,20 @@ const UPLOAD_BUDGET = IN_FLIGHT_BUDGET.maxInFlightPerOperation['PUT /v1/artifact
 
 let world: E2eEnvironment;
 let policyFile: string;
+/** The same, with uploads allowed 20 s: for uploads held on purpose for 8 s. */
+let holdingPolicyFile: string;
 beforeAll(async () => {
   world = await createE2eEnvironment();
-  const rule = { defaultMs: 5_000, idleMs: IDLE_MS };
   // Every client of this test is 127.0.0.1: the per-peer rate limit would refuse most of the
   // 2,000 uploads before they stall. Deployed, they would come from many peers.
-  policyFile = world.writePolicy('dos', (policy) => ({
-    ...policy,
-    rateLimits: { ...policy.rateLimits, rules: policy.rateLimits.rules.filter((r) => r.name !== 'per-peer') },
-    timeouts: { rules: forUploads(rule) },
-  }));
+  const write = (name: string, defaultMs: number): string =>
+    world.writePolicy(name, (policy) => ({
+      ...policy,
+      rateLimits: { ...policy.rateLimits, rules: policy.rateLimits.rules.filter((r) => r.name !== 'per-peer') },
+      timeouts: { rules: forUploads({ defaultMs, idleMs: IDLE_MS }) },
+    }));
+  policyFile = write('dos', 5_000);
+  holdingPolicyFile = write('dos-holding', 20_000);
 });
 afterAll(() => {
   world.cleanup();
@@ -181,12 +185,12 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
   });
 });
 
-// Its own servers: the HTTP request timeout above (1.5 s, for the slowloris connections) would
-// end an upload held for 4 s.
+// Its own servers: the HTTP request timeout above (1.5 s, for the slowloris connections) and
+// the uploads' 5 s deadline would end an upload held for 8 s.
 describe.each(TRANSPORTS)('uploads holding their share of the in-flight budget over %s', (transport) => {
   let t: TransportUnderTest;
   beforeAll(async () => {
-    t = await startTransport(transport, world, { env: { FLUXGUARD_POLICY: policyFile } });
+    t = await startTransport(transport, world, { env: { FLUXGUARD_POLICY: holdingPolicyFile } });
     await t.client.upload('dos/ok.txt', sha256('ok'), [Buffer.from('ok')]);
   });
   afterAll(async () => {
@@ -206,8 +210,10 @@ describe.each(TRANSPORTS)('uploads holding their share of the in-flight budget o
       cert: world.pki.clients.valid,
       token: await world.token('dos-prober', ['artifacts.writer']),
     });
-    // Each holder sends a part every 100 ms (within the idle limit) for 4 s, then finishes.
-    const parts = Array.from({ length: 40 }, () => Buffer.from('held'));
+    // Each holder sends a part every 100 ms (within the idle limit) for 8 s, then finishes: long
+    // enough for the checks below to run while they hold, even when a loaded machine takes
+    // seconds to open the holders' connections (4 s was seen to end first).
+    const parts = Array.from({ length: 80 }, () => Buffer.from('held'));
     const holders = Array.from({ length: UPLOAD_BUDGET }, (_, i) =>
       (writers[i % writers.length] ?? t.client).uploadPaced(
         `dos/held-${String(i)}.bin`,
