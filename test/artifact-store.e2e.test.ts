@@ -237,12 +237,16 @@ const scenarios: readonly Scenario[] = [
     },
   },
   {
-    // grpc-js answers an unknown method (UNIMPLEMENTED) before any interceptor; over HTTP the
-    // guard runs before routing, and an operation no rule names is denied by default.
-    name: 'an unknown method or route is refused without detail',
+    // grpc-js answers an unknown method (UNIMPLEMENTED) before any interceptor, and fluxguard
+    // gives that answer its request id and line; over HTTP the guard runs before routing, and
+    // an operation no rule names is denied by default.
+    name: 'an unknown method or route is refused without detail, under a request id that finds its line',
     kind: 'none',
     act: (t) => t.client.unknownOperation(),
     expect: { status: { grpc: 12, http: 403 } },
+    check: (o, t) => {
+      expect(t.log.textFor(o.requestId ?? '')).toContain('"event":"request.denied"');
+    },
   },
   {
     name: 'a client-sent principal header changes nothing',
@@ -386,8 +390,7 @@ describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
       expect(outcome.ok).toBe(false);
       expect(outcome.status).toBe(t.client.statusOf(scenario.expect));
       expectNoLeak(outcome, t.dataDir);
-      // grpc-js answers an unknown method itself, before any interceptor runs.
-      if (scenario.kind !== 'none') expect(outcome.requestId).toMatch(/^[A-Za-z0-9._-]{1,200}$/);
+      expect(outcome.requestId).toMatch(/^[A-Za-z0-9._-]{1,200}$/);
     }
     await scenario.check?.(outcome, t);
   });

@@ -25,9 +25,12 @@ import {
 import { GrpcCall, attachCall, callOf } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
-
-/** A status as an interceptor sends it (not exported by grpc-js under a name). */
-type PartialStatusObject = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
+import {
+  errorOfGrpcJsStatus,
+  recordFailureSafely,
+  rememberAudit,
+  type PartialStatusObject,
+} from './grpc-js-statuses.js';
 
 /** A status fluxguard built: code, vetted text and trailing metadata. */
 interface SafeStatus {
@@ -82,9 +85,6 @@ function addResponseHeaders(state: CallState, metadata: Metadata): void {
   for (const [name, value] of headers) if (metadata.get(name).length === 0) metadata.set(name, value);
 }
 
-/** The text sent with `UNIMPLEMENTED`, whatever the handler or grpc-js wrote. */
-const UNIMPLEMENTED_MESSAGE = 'The method is not implemented.';
-
 /**
  * Options of {@link safeErrors}.
  *
@@ -114,17 +114,18 @@ const DEFAULTS: Readonly<{ audit: AuditLogger | undefined }> = Object.freeze({ a
  *   wrapper or interceptor recorded goes through `toPublicError`; a status a handler chose
  *   itself keeps its code only when the error table knows it (`codeFromGrpcStatus`), always
  *   with the table's neutral text; any other code becomes `INTERNAL`. The handler's trailing
- *   metadata of a failed call is dropped (it may carry internals). `UNIMPLEMENTED` stays
- *   `UNIMPLEMENTED` with a neutral text;
+ *   metadata of a failed call is dropped (it may carry internals). `UNIMPLEMENTED` becomes
+ *   `unimplemented` ("The method is not implemented.");
  * - writes one audit line per failure with the full cause (`audit.recordFailure`);
  * - adds `x-fluxguard-field` (the offending field) and `retry-after` (seconds) trailing
  *   metadata when the error carries them.
  *
- * Statuses that grpc-js sends on its own below every interceptor (the client's deadline, a
- * message larger than the maximum, an unsupported compression) do not pass here: the client's
- * deadline is still logged (see `onCancel`); the others end the call like a client cancel. A
- * message that cannot be parsed does pass here when the service was registered with
- * `addService`, and is refused `INVALID_ARGUMENT`.
+ * Statuses that grpc-js's own call object sends below every interceptor (the client's deadline,
+ * a message larger than the maximum or that does not decompress, an unknown compression, an
+ * unparsable `grpc-timeout`, a response over the send limit) are caught on that object and
+ * leave the same way, with the table's text, the request id and an audit line. A message that
+ * cannot be parsed is refused `INVALID_ARGUMENT` here when the service was registered with
+ * `addService`, which also gives grpc-js's answer to an unknown method a request id and a line.
  *
  * @example
  * ```ts
@@ -180,7 +181,10 @@ export function safeErrorsWith(
 ): ServerInterceptor {
   const { audit } = resolveOptions(owner, DEFAULTS, options);
   assertAuditLogger(audit, owner);
-  return (methodDescriptor, call) => new SafeErrorsCall(audit, methodDescriptor.path, call, inner);
+  const interceptor: ServerInterceptor = (methodDescriptor, call) =>
+    new SafeErrorsCall(audit, methodDescriptor.path, call, inner);
+  rememberAudit(interceptor, audit);
+  return interceptor;
 }
 
 /**
@@ -197,6 +201,10 @@ class SafeErrorsCall extends ForwardingCall {
   #grpcCall: GrpcCall | undefined;
   #requestId: string | undefined;
   #metadataSent = false;
+  /** The HTTP/2 stream of the call, when the call below is grpc-js's own (safeErrors is first). */
+  readonly #stream: ServerHttp2Stream | undefined;
+  /** grpc-js's own `sendStatus` of the call below, for the statuses this layer sends. */
+  readonly #sendBelow: ServerInterceptingCallInterface['sendStatus'] | undefined;
 
   constructor(
     audit: AuditLogger,
@@ -208,6 +216,16 @@ class SafeErrorsCall extends ForwardingCall {
     this.#audit = audit;
     this.#operation = operation;
     this.#inner = inner;
+    this.#stream = http2StreamOf(below);
+    if (this.#stream !== undefined) {
+      // grpc-js's base call sends some statuses itself (a deadline, an oversized message): they
+      // come here instead, to leave with a vetted text, the request id and an audit line.
+      // eslint-disable-next-line @typescript-eslint/unbound-method -- always called on `below`
+      this.#sendBelow = below.sendStatus;
+      below.sendStatus = (status) => {
+        this.#grpcJsStatus(status);
+      };
+    }
   }
 
   override sendMetadata(metadata: Metadata): void {
@@ -235,11 +253,7 @@ class SafeErrorsCall extends ForwardingCall {
           'status after the call ended',
         );
       }
-      this.below.sendStatus({
-        code: Status.INTERNAL,
-        details: toPublicError(undefined, '').message,
-        metadata: this.#trailers(),
-      });
+      this.#forward(this.#neutralStatus());
       return;
     }
     if (grpcCall !== undefined) grpcCall.statusSent = true;
@@ -248,7 +262,7 @@ class SafeErrorsCall extends ForwardingCall {
     // would cost each response its bytes and each client their parsing, for fields gRPC
     // clients do not read (HTTP sends them on every counted request, as the draft intends).
     if (grpcCall !== undefined && safe.code !== Status.OK) addResponseHeaders(grpcCall.state, safe.metadata);
-    this.below.sendStatus(safe);
+    this.#forward(safe);
     // The call is answered: release what its controls hold before the client can call again,
     // and only now abort the handler's signal, so that nothing it does in reaction can send
     // a status of its own first.
@@ -271,7 +285,7 @@ class SafeErrorsCall extends ForwardingCall {
       transportDeadlineGraceMs: STUCK_GRACE_MS,
       // Sent through this interceptor's own responder, which logs and maps the pending error.
       end: (error) => {
-        const stream = http2StreamOf(this.below);
+        const stream = this.#stream;
         const waiting = stream?.writableLength ?? 0;
         // A deadline while the answer waits for the client: whether the client is to blame
         // (does it take any more of it?) is known a moment later, and the line written then.
@@ -324,7 +338,7 @@ class SafeErrorsCall extends ForwardingCall {
         if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
           state.finish('deadline');
           const error = this.#blameUnfinished(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
-          safeRecordFailure(this.#audit, error, this.#failureContext());
+          recordFailureSafely(this.#audit, error, this.#failureContext());
         } else {
           state.finish('cancelled');
         }
@@ -340,7 +354,7 @@ class SafeErrorsCall extends ForwardingCall {
    * open a moment later is reset (RST_STREAM CANCEL), which drops what is queued.
    */
   #resetIfStuck(probe: { readonly error: SecurityError; readonly waiting: number } | undefined): void {
-    const stream = http2StreamOf(this.below);
+    const stream = this.#stream;
     if (stream === undefined || (stream.closed && probe === undefined)) return;
     setTimeout(() => {
       const open = !stream.closed && !stream.destroyed;
@@ -352,7 +366,7 @@ class SafeErrorsCall extends ForwardingCall {
             ? 'delivered'
             : 'abandoned';
         const recorded = blameUnreadAnswer(probe.error, probe.waiting, after);
-        safeRecordFailure(this.#audit, recorded, this.#failureContext());
+        recordFailureSafely(this.#audit, recorded, this.#failureContext());
       }
       if (open) stream.close(http2Constants.NGHTTP2_CANCEL);
     }, STUCK_GRACE_MS).unref();
@@ -363,11 +377,39 @@ class SafeErrorsCall extends ForwardingCall {
    * it sent waited unread in the stream: the client's doing (`request_unfinished`).
    */
   #blameUnfinished(error: SecurityError): SecurityError {
-    return blameUnfinishedRequest(
-      error,
-      this.#grpcCall?.requestFinished === true,
-      http2StreamOf(this.below)?.readableLength ?? 0,
-    );
+    return blameUnfinishedRequest(error, this.#grpcCall?.requestFinished === true, this.#stream?.readableLength ?? 0);
+  }
+
+  /**
+   * A status grpc-js's base call sent on its own (see `errorOfGrpcJsStatus`): the client gets
+   * its public form with the request id, and the audit log its line, as for any other status.
+   * The client's deadline is logged by `cancelled`, which follows, as before.
+   */
+  #grpcJsStatus(status: PartialStatusObject): void {
+    const grpcCall = this.#grpcCall;
+    const stream = this.#stream;
+    if (grpcCall?.statusSent === true || stream === undefined || stream.closed || stream.destroyed) {
+      // grpc-js drops a status once the call is over; never forward its text.
+      this.#forward(this.#neutralStatus());
+      return;
+    }
+    const error = errorOfGrpcJsStatus(status);
+    if (status.code === Status.DEADLINE_EXCEEDED) {
+      this.#forward(publicStatus(toPublicError(error, this.#currentRequestId()), new Metadata()));
+      return;
+    }
+    if (grpcCall !== undefined) grpcCall.statusSent = true;
+    this.#forward(publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()), new Metadata()));
+    grpcCall?.state.finish('ended');
+  }
+
+  #forward(status: PartialStatusObject): void {
+    if (this.#sendBelow === undefined) this.below.sendStatus(status);
+    else this.#sendBelow.call(this.below, status);
+  }
+
+  #neutralStatus(): SafeStatus {
+    return { code: Status.INTERNAL, details: toPublicError(undefined, '').message, metadata: this.#trailers() };
   }
 
   #currentRequestId(): string {
@@ -393,8 +435,8 @@ class SafeErrorsCall extends ForwardingCall {
 
   /**
    * The status the client gets for the first status of a call: OK as it is (with the request
-   * id), `UNIMPLEMENTED` with a neutral text, anything else (or the error a hook or handler
-   * recorded) through the audit log's mapping to its public form.
+   * id), anything else (or the error a hook or handler recorded) through the audit log's
+   * mapping to its public form.
    */
   #safeStatus(status: PartialStatusObject, pending: { readonly error: unknown } | undefined): SafeStatus {
     if (pending === undefined && status.code === Status.OK) {
@@ -402,21 +444,12 @@ class SafeErrorsCall extends ForwardingCall {
       metadata.set(REQUEST_ID_HEADER, this.#currentRequestId());
       return { code: status.code, details: status.details, metadata };
     }
-    if (pending === undefined && status.code === Status.UNIMPLEMENTED) {
-      this.#audit.record({
-        event: 'request.denied',
-        outcome: 'denied',
-        reason: 'unimplemented',
-        ...this.#failureContext(),
-      });
-      return { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: this.#trailers() };
-    }
     const error = pending !== undefined ? pending.error : errorFromStatus(status);
     // Answered now, logged once who is to blame is known (see `end` of the call state).
     if (error instanceof LoggedLater)
       return publicStatus(toPublicError(error.error, this.#currentRequestId()), new Metadata());
     // `publicStatus` writes the request id the audit log gave the failure.
-    return publicStatus(safeRecordFailure(this.#audit, error, this.#failureContext()), new Metadata());
+    return publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()), new Metadata());
   }
 }
 
@@ -449,15 +482,6 @@ class LoggedLater {
   constructor(readonly error: SecurityError) {}
 }
 
-function safeRecordFailure(audit: AuditLogger, error: unknown, context: FailureContext): PublicError {
-  try {
-    return audit.recordFailure(error, context);
-  } catch {
-    // A broken log destination must not turn into a leaking or hanging call.
-    return toPublicError(error, context.requestId);
-  }
-}
-
 /**
  * The error behind a status that a handler (or grpc-js on its behalf) chose itself: the code
  * keeps its meaning when the error table knows it, and the original text becomes the cause,
@@ -468,7 +492,12 @@ export function errorFromStatus(status: {
   readonly details?: string | undefined;
 }): SecurityError {
   const code = typeof status.code === 'number' ? status.code : Status.UNKNOWN;
-  return new SecurityError(codeFromGrpcStatus(code), { reason: 'handler_status', cause: statusCause(status) });
+  return new SecurityError(codeFromGrpcStatus(code), { reason: statusReason(code), cause: statusCause(status) });
+}
+
+/** `UNIMPLEMENTED` says the method is missing (grpc-js's default handler sends it), not that a handler failed. */
+function statusReason(code: number): 'unimplemented' | 'handler_status' {
+  return code === GrpcStatusCode.UNIMPLEMENTED ? 'unimplemented' : 'handler_status';
 }
 
 function statusCause(status: { readonly code?: number | undefined; readonly details?: string | undefined }): Error {
@@ -488,7 +517,7 @@ export function normalizeFailure(error: unknown): unknown {
     const { code, details } = error;
     const text = typeof details === 'string' ? details : error instanceof Error ? error.message : '';
     return new SecurityError(codeFromGrpcStatus(code), {
-      reason: 'handler_status',
+      reason: statusReason(code),
       cause: error instanceof Error ? error : statusCause({ code, details: text }),
     });
   }
@@ -531,9 +560,6 @@ export function rejectCall(
  * @internal
  */
 export function prepareFailure(error: unknown, grpcCall: GrpcCall | undefined): SafeStatus {
-  if (isStatusLike(error) && error.code === GrpcStatusCode.UNIMPLEMENTED) {
-    return { code: Status.UNIMPLEMENTED, details: UNIMPLEMENTED_MESSAGE, metadata: new Metadata() };
-  }
   const normalized = normalizeFailure(error);
   grpcCall?.setPendingError(normalized);
   return publicStatus(

@@ -11,6 +11,7 @@ export type SecurityErrorCode =
   | 'conflict'
   | 'payload_too_large'
   | 'rate_limited'
+  | 'unimplemented'
   | 'deadline_exceeded'
   | 'unavailable'
   | 'internal';
@@ -63,6 +64,7 @@ export const ERROR_CODES: Readonly<Record<SecurityErrorCode, ErrorCodeEntry>> = 
   conflict: entry(GrpcStatusCode.FAILED_PRECONDITION, 409, 'Conflict', 'The request conflicts with what is stored.'),
   payload_too_large: entry(GrpcStatusCode.RESOURCE_EXHAUSTED, 413, 'Content Too Large', 'The request is too large.'),
   rate_limited: entry(GrpcStatusCode.RESOURCE_EXHAUSTED, 429, 'Too Many Requests', 'Too many requests.'),
+  unimplemented: entry(GrpcStatusCode.UNIMPLEMENTED, 501, 'Not Implemented', 'The method is not implemented.'),
   deadline_exceeded: entry(GrpcStatusCode.DEADLINE_EXCEEDED, 504, 'Gateway Timeout', 'The request took too long.'),
   unavailable: entry(GrpcStatusCode.UNAVAILABLE, 503, 'Service Unavailable', 'The service is unavailable.'),
   internal: entry(GrpcStatusCode.INTERNAL, 500, 'Internal Server Error', 'An internal error occurred.'),
@@ -110,6 +112,8 @@ export function codeFromGrpcStatus(status: number): SecurityErrorCode {
       return 'conflict';
     case GrpcStatusCode.RESOURCE_EXHAUSTED:
       return 'rate_limited';
+    case GrpcStatusCode.UNIMPLEMENTED:
+      return 'unimplemented';
     case GrpcStatusCode.DEADLINE_EXCEEDED:
       return 'deadline_exceeded';
     case GrpcStatusCode.UNAVAILABLE:

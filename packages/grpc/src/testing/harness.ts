@@ -8,6 +8,7 @@ import {
   ServerCredentials,
   credentials,
   type CallOptions,
+  type ChannelOptions,
   type ServerInterceptor,
   type ServiceDefinition,
   type StatusObject,
@@ -82,12 +83,16 @@ export interface Started {
   close(): Promise<void>;
 }
 
-/** Starts a server with the given interceptors and services on 127.0.0.1:0, and a client to it. */
+/**
+ * Starts a server with the given interceptors and services on 127.0.0.1:0, and a client to it;
+ * `options` are more of grpc-js's server options.
+ */
 export async function startServer(
   interceptors: ServerInterceptor[],
   register: (server: Server) => void,
+  options: ChannelOptions = {},
 ): Promise<Started> {
-  const server = new Server({ interceptors });
+  const server = new Server({ ...options, interceptors });
   register(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, boundPort) => {

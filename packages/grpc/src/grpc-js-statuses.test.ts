@@ -1,0 +1,337 @@
+// Statuses that grpc-js sends on its own, below every interceptor (an oversized or undecodable
+// message, an unknown encoding, an unparsable grpc-timeout, the client's deadline, a response
+// over the send limit) or before any interceptor exists (an unknown method). grpc-js's texts
+// echo what the client sent and name the server's limits; each must leave with the table's
+// neutral text, a request id and an audit line under that id.
+import { once } from 'node:events';
+import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metadata, status as Status, type StatusObject } from '@grpc/grpc-js';
+import { addService, fluxguardInterceptors, getSignal } from './index.js';
+import {
+  captureAudit,
+  metadataValue,
+  serialize,
+  deserialize,
+  startServer,
+  testService,
+  type Json,
+  type Started,
+} from './testing/harness.js';
+
+const MAX_RECEIVE = 1024;
+const MAX_SEND = 2048;
+/** grpc-js's own texts, and what the tests send that must never come back. */
+const GRPC_JS_TEXT =
+  /larger than|does not implement|unsupported encoding|grpc-timeout value|decompress|Deadline exceeded|serializ|x-evil|passwd|9999/i;
+
+const audit = captureAudit();
+let started: Started;
+let session: ClientHttp2Session;
+let handlerRuns = 0;
+
+beforeAll(async () => {
+  started = await startServer(
+    fluxguardInterceptors({ audit: audit.audit }),
+    (server) => {
+      addService(server, testService, {
+        Unary: async (call) => {
+          handlerRuns += 1;
+          const request = call.request as { wait?: boolean; answerBytes?: number };
+          if (request.wait === true) {
+            const signal = getSignal(call);
+            await new Promise((resolve) => {
+              signal.addEventListener('abort', resolve, { once: true });
+            });
+            return {};
+          }
+          return request.answerBytes === undefined ? { ok: true } : { big: 'x'.repeat(request.answerBytes) };
+        },
+        ClientStream: (_call, callback) => {
+          callback(null, {});
+        },
+        ServerStream: (call) => {
+          call.end();
+        },
+        Bidi: (call) => {
+          call.end();
+        },
+      });
+    },
+    { 'grpc.max_receive_message_length': MAX_RECEIVE, 'grpc.max_send_message_length': MAX_SEND },
+  );
+  session = connect(`http://${started.address}`);
+  session.on('error', () => undefined);
+});
+
+afterAll(async () => {
+  session.destroy();
+  await started.close();
+});
+
+/** One length-prefixed gRPC message. */
+function frame(body: Buffer, compressed = false): Buffer {
+  const out = Buffer.alloc(5 + body.length);
+  out.writeUInt8(compressed ? 1 : 0, 0);
+  out.writeUInt32BE(body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+
+interface RawAnswer {
+  readonly grpcStatus: number | undefined;
+  readonly message: string;
+  readonly requestId: string | undefined;
+  readonly field: string | undefined;
+  /** Everything the client received: headers, body, trailers. */
+  readonly visible: string;
+}
+
+/** A call over a raw HTTP/2 stream, so that headers grpc-js's client would never send can be. */
+async function rawCall(path: string, headers: OutgoingHttpHeaders, body: Buffer): Promise<RawAnswer> {
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': path,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    ...headers,
+  });
+  stream.on('error', () => undefined);
+  let received: IncomingHttpHeaders = {};
+  let trailers: IncomingHttpHeaders = {};
+  const chunks: Buffer[] = [];
+  stream.on('response', (h: IncomingHttpHeaders) => {
+    received = h;
+  });
+  stream.on('trailers', (t: IncomingHttpHeaders) => {
+    trailers = t;
+  });
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+  stream.end(body);
+  await once(stream, 'close');
+  const all = { ...received, ...trailers };
+  const text = (name: string): string | undefined => {
+    const value = all[name];
+    return typeof value === 'string' ? value : undefined;
+  };
+  return {
+    grpcStatus: text('grpc-status') === undefined ? undefined : Number(text('grpc-status')),
+    message: decodeURIComponent(text('grpc-message') ?? ''),
+    requestId: text('x-request-id'),
+    field: text('x-fluxguard-field'),
+    visible: decodeURIComponent(JSON.stringify({ received, trailers, body: Buffer.concat(chunks).toString('latin1') })),
+  };
+}
+
+const linesOf = (requestId: string | undefined): Json[] =>
+  audit.lines().filter((line) => requestId !== undefined && line.requestId === requestId);
+
+/** A grpc-js client call of the test service's Unary method; resolves with its status. */
+function unary(request: Json, metadata: Metadata, options: Record<string, unknown> = {}): Promise<StatusObject> {
+  return new Promise((resolve) => {
+    const call = started.client.makeUnaryRequest(
+      testService.Unary.path,
+      serialize,
+      deserialize,
+      request,
+      metadata,
+      options,
+      () => undefined,
+    );
+    call.on('status', resolve);
+  });
+}
+
+function withId(id: string): Metadata {
+  const metadata = new Metadata();
+  metadata.set('x-request-id', id);
+  return metadata;
+}
+
+describe('a request message over grpc.max_receive_message_length', () => {
+  it('is refused RESOURCE_EXHAUSTED "The request is too large." with the request id and a message_too_large line', async () => {
+    const runs = handlerRuns;
+    const status = await unary({ pad: 'p'.repeat(4 * MAX_RECEIVE) }, withId('oversize-plain'));
+    expect(status.code).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(status.details).toBe('The request is too large.');
+    expect(metadataValue(status.metadata, 'x-request-id')).toBe('oversize-plain');
+    expect(JSON.stringify(status.metadata.toJSON()) + status.details).not.toMatch(GRPC_JS_TEXT);
+    expect(handlerRuns).toBe(runs);
+    const lines = linesOf('oversize-plain');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ event: 'request.denied', reason: 'message_too_large', code: 'payload_too_large' });
+  });
+
+  it('is refused the same way when it is small on the wire and too large once decompressed', async () => {
+    const bomb = frame(gzipSync(Buffer.from(JSON.stringify({ pad: '0'.repeat(64 * MAX_RECEIVE) }))), true);
+    expect(bomb.length).toBeLessThan(MAX_RECEIVE);
+    const answer = await rawCall(
+      testService.Unary.path,
+      { 'grpc-encoding': 'gzip', 'x-request-id': 'oversize-gzip' },
+      bomb,
+    );
+    expect(answer.grpcStatus).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(answer.message).toBe('The request is too large.');
+    expect(answer.requestId).toBe('oversize-gzip');
+    expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
+    expect(linesOf('oversize-gzip')[0]).toMatchObject({ reason: 'message_too_large' });
+  });
+});
+
+describe('a request grpc-js cannot read', () => {
+  it('in an encoding it does not support is refused UNIMPLEMENTED without echoing the encoding', async () => {
+    const answer = await rawCall(
+      testService.Unary.path,
+      { 'grpc-encoding': 'x-evil-<script>', 'x-request-id': 'encoding-unknown' },
+      frame(Buffer.from('{}'), true),
+    );
+    expect(answer.grpcStatus).toBe(Status.UNIMPLEMENTED);
+    expect(answer.message).toBe('The message encoding is not supported.');
+    expect(answer.requestId).toBe('encoding-unknown');
+    expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
+    expect(linesOf('encoding-unknown')[0]).toMatchObject({
+      event: 'request.denied',
+      reason: 'message_encoding_unsupported',
+      code: 'unimplemented',
+    });
+  });
+
+  it('that does not decompress is refused INVALID_ARGUMENT', async () => {
+    const answer = await rawCall(
+      testService.Unary.path,
+      { 'grpc-encoding': 'gzip', 'x-request-id': 'gzip-broken' },
+      frame(Buffer.from('this is not gzip'), true),
+    );
+    expect(answer.grpcStatus).toBe(Status.INVALID_ARGUMENT);
+    expect(answer.message).toBe('The request is invalid.');
+    expect(answer.requestId).toBe('gzip-broken');
+    expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
+    expect(linesOf('gzip-broken')[0]).toMatchObject({
+      reason: 'message_decompression_failed',
+      code: 'invalid_argument',
+    });
+  });
+
+  it('with a grpc-timeout it cannot parse is refused INVALID_ARGUMENT naming the header, never quoting it', async () => {
+    const runs = handlerRuns;
+    const answer = await rawCall(
+      testService.Unary.path,
+      { 'grpc-timeout': 'never/etc/passwd', 'x-request-id': 'timeout-bad' },
+      frame(Buffer.from('{}')),
+    );
+    expect(answer.grpcStatus).toBe(Status.INVALID_ARGUMENT);
+    expect(answer.message).toBe('The request is invalid.');
+    expect(answer.field).toBe('grpc-timeout');
+    expect(answer.requestId).toBe('timeout-bad');
+    expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
+    expect(handlerRuns).toBe(runs);
+    expect(linesOf('timeout-bad')).toEqual([
+      expect.objectContaining({ reason: 'deadline_header_invalid', code: 'invalid_argument' }),
+    ]);
+  });
+});
+
+describe('the client’s own deadline, which grpc-js answers', () => {
+  it('leaves with the table’s text and the request id of the deadline_exceeded line', async () => {
+    const answer = await rawCall(
+      testService.Unary.path,
+      { 'grpc-timeout': '300m', 'x-request-id': 'deadline-client' },
+      frame(Buffer.from(JSON.stringify({ wait: true }))),
+    );
+    expect(answer.grpcStatus).toBe(Status.DEADLINE_EXCEEDED);
+    expect(answer.message).toBe('The request took too long.');
+    expect(answer.requestId).toBe('deadline-client');
+    expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
+    expect(linesOf('deadline-client')).toEqual([
+      expect.objectContaining({ reason: 'deadline_exceeded', code: 'deadline_exceeded' }),
+    ]);
+  });
+});
+
+describe('a response over grpc.max_send_message_length', () => {
+  it('fails INTERNAL with the generic text and an error line under the request id', async () => {
+    const status = await unary({ answerBytes: 2 * MAX_SEND }, withId('answer-oversize'));
+    expect(status.code).toBe(Status.INTERNAL);
+    expect(status.details).toBe('An internal error occurred.');
+    expect(metadataValue(status.metadata, 'x-request-id')).toBe('answer-oversize');
+    expect(status.details + JSON.stringify(status.metadata.toJSON())).not.toMatch(GRPC_JS_TEXT);
+    const lines = linesOf('answer-oversize');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ event: 'request.failed', code: 'internal' });
+    expect(JSON.stringify(lines[0])).toContain('Sent message larger than max');
+  });
+});
+
+describe('a method no registered service has', () => {
+  it('is refused UNIMPLEMENTED with a neutral text, a new request id and a line naming the method', async () => {
+    const answer = await rawCall('/fluxguard.test.v1.Missing/Export', {}, frame(Buffer.from('{}')));
+    expect(answer.grpcStatus).toBe(Status.UNIMPLEMENTED);
+    expect(answer.message).toBe('The method is not implemented.');
+    expect(answer.requestId).toMatch(/^[A-Za-z0-9._-]{1,200}$/);
+    expect(answer.visible).not.toMatch(/Missing|Export|does not implement/);
+    expect(linesOf(answer.requestId)).toEqual([
+      expect.objectContaining({
+        event: 'request.denied',
+        reason: 'unimplemented',
+        code: 'unimplemented',
+        operation: '/fluxguard.test.v1.Missing/Export',
+        transport: 'grpc',
+      }),
+    ]);
+  });
+
+  it('with a path that is no method path is logged as operation "unknown"', async () => {
+    const answer = await rawCall('/../../etc/passwd?<b>', {}, frame(Buffer.from('{}')));
+    expect(answer.grpcStatus).toBe(Status.UNIMPLEMENTED);
+    expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
+    expect(linesOf(answer.requestId)[0]).toMatchObject({ reason: 'unimplemented', operation: 'unknown' });
+  });
+});
+
+describe('floods of what grpc-js refuses', () => {
+  /** Runs `count` raw calls, `parallel` at a time, over the shared session. */
+  async function flood(count: number, parallel: number, call: (i: number) => Promise<RawAnswer>): Promise<RawAnswer[]> {
+    const answers: RawAnswer[] = [];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < count) {
+        const i = next;
+        next += 1;
+        answers.push(await call(i));
+      }
+    };
+    await Promise.all(Array.from({ length: parallel }, worker));
+    return answers;
+  }
+
+  it('answers 2,000 unknown-method calls each with its own request id, logs them folded, and keeps serving', async () => {
+    const before = audit.lines().length;
+    const answers = await flood(2000, 50, (i) => rawCall(`/scan.Svc${String(i)}/Method`, {}, frame(Buffer.from('{}'))));
+    expect(
+      answers.every((a) => a.grpcStatus === Status.UNIMPLEMENTED && a.message === 'The method is not implemented.'),
+    ).toBe(true);
+    expect(new Set(answers.map((a) => a.requestId)).size).toBe(2000);
+    // foldRefusals' default: 50 lines per client and reason in 10 s, the rest counted.
+    const written = audit
+      .lines()
+      .slice(before)
+      .filter((line) => line.reason === 'unimplemented');
+    expect(written.length).toBeLessThanOrEqual(50);
+    const status = await unary({}, withId('after-unknown-flood'));
+    expect(status.code).toBe(Status.OK);
+  });
+
+  it('refuses 300 oversized messages, logs them folded, and keeps serving', async () => {
+    const before = audit.lines().length;
+    const big = frame(Buffer.from(JSON.stringify({ pad: 'p'.repeat(2 * MAX_RECEIVE) })));
+    const answers = await flood(300, 30, () => rawCall(testService.Unary.path, {}, big));
+    expect(answers.every((a) => a.grpcStatus === Status.RESOURCE_EXHAUSTED && a.requestId !== undefined)).toBe(true);
+    const written = audit
+      .lines()
+      .slice(before)
+      .filter((line) => line.reason === 'message_too_large');
+    expect(written.length).toBeLessThanOrEqual(50);
+    expect((await unary({}, withId('after-oversize-flood'))).code).toBe(Status.OK);
+  });
+});

@@ -1,0 +1,148 @@
+import type { ServerHttp2Stream } from 'node:http2';
+import { Metadata, status as Status, type Server, type ServerInterceptingCallInterface } from '@grpc/grpc-js';
+import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
+import { toPublicError, type FailureContext, type PublicError } from '@fluxguard/core/adapter';
+
+/** A status as an interceptor sends it (not exported by grpc-js under a name). */
+export type PartialStatusObject = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
+
+/** grpc-js's texts echo what the client sent (an encoding, a timeout): the log keeps this much. */
+const MAX_CAUSE_CHARS = 200;
+/** How grpc-js names an unknown method (`getUnimplementedStatusResponse` of its `server.js`). */
+const UNKNOWN_METHOD_PREFIX = 'The server does not implement the method ';
+/** What the audit line names as the operation of an unknown method: a well-formed path, else this. */
+const MALFORMED_METHOD = 'unknown';
+const METHOD_PATH = /^\/[A-Za-z0-9_.]{1,200}\/[A-Za-z0-9_]{1,100}$/;
+
+/**
+ * The error behind a status that grpc-js sent on its own, below every interceptor (from its
+ * base call): what the client did wrong, or, for anything else (a response it could not
+ * serialize or that is over `grpc.max_send_message_length`), an internal error. grpc-js's text
+ * becomes the cause, for the log only: it echoes what the client sent and names the server's
+ * limits.
+ *
+ * @internal
+ */
+export function errorOfGrpcJsStatus(status: PartialStatusObject): SecurityError | Error {
+  const details = typeof status.details === 'string' ? status.details : '';
+  const cause = new Error(`grpc-js: ${details.slice(0, MAX_CAUSE_CHARS)}`);
+  const { code } = status;
+  if (code === Status.DEADLINE_EXCEEDED) {
+    return new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded', cause });
+  }
+  // "Received message larger than max (N vs M)", "...that decompresses to a size larger than M".
+  if (code === Status.RESOURCE_EXHAUSTED && details.startsWith('Received message')) {
+    return new SecurityError('payload_too_large', { reason: 'message_too_large', cause });
+  }
+  if (code === Status.UNIMPLEMENTED && details.startsWith('Received message compressed with unsupported encoding')) {
+    return new SecurityError('unimplemented', {
+      reason: 'message_encoding_unsupported',
+      message: 'The message encoding is not supported.',
+      cause,
+    });
+  }
+  if (code === Status.INTERNAL) {
+    if (details === 'Failed to decompress message') {
+      return new SecurityError('invalid_argument', { reason: 'message_decompression_failed', cause });
+    }
+    if (details.startsWith('Invalid grpc-timeout value')) {
+      return new SecurityError('invalid_argument', {
+        reason: 'deadline_header_invalid',
+        details: { field: 'grpc-timeout' },
+        cause,
+      });
+    }
+    if (details.startsWith('Error deserializing request')) {
+      return new SecurityError('invalid_argument', { reason: 'message_unparsable', cause });
+    }
+  }
+  return cause;
+}
+
+/**
+ * Records a failure and returns its public form; a broken log destination must not turn into a
+ * leaking or hanging call, so a logger that throws still yields the public error.
+ *
+ * @internal
+ */
+export function recordFailureSafely(audit: AuditLogger, error: unknown, context: FailureContext): PublicError {
+  try {
+    return audit.recordFailure(error, context);
+  } catch {
+    return toPublicError(error, context.requestId);
+  }
+}
+
+const auditOfInterceptor = new WeakMap<object, AuditLogger>();
+
+/**
+ * Remembers the audit logger of a safeErrors interceptor, for the answers grpc-js makes before
+ * any interceptor exists (an unknown method).
+ *
+ * @internal
+ */
+export function rememberAudit(interceptor: object, audit: AuditLogger): void {
+  auditOfInterceptor.set(interceptor, audit);
+}
+
+const safeUnknownMethods = new WeakSet<object>();
+
+/**
+ * grpc-js answers a method that no registered service has from its `server.js`, before any
+ * interceptor is created, with a text that quotes the path the client sent and with nothing
+ * logged. This wraps that answer (grpc-js's `_respondWithError` on `server`): the client gets
+ * `UNIMPLEMENTED` "The method is not implemented." with a new `x-request-id`, and the audit
+ * logger of the server's safeErrors interceptor (the first one) gets the `unimplemented`
+ * refusal under that id, folded like any other under a flood. With a grpc-js that has no such
+ * method it does nothing (the adapter checks the grpc-js version it supports at start-up).
+ *
+ * @internal
+ */
+export function answerUnknownMethodsSafely(server: Pick<Server, 'addService'>): void {
+  if (safeUnknownMethods.has(server)) return;
+  safeUnknownMethods.add(server);
+  type RespondWithError = (error: PartialStatusObject, stream: ServerHttp2Stream, ...rest: unknown[]) => void;
+  const original = (server as unknown as { _respondWithError?: RespondWithError })._respondWithError;
+  if (typeof original !== 'function') return;
+  Object.defineProperty(server, '_respondWithError', {
+    configurable: true,
+    writable: true,
+    value(this: { interceptors?: unknown }, error: PartialStatusObject, stream: ServerHttp2Stream, ...rest: unknown[]) {
+      const requestId = resolveRequestId(undefined);
+      const details = typeof error.details === 'string' ? error.details : '';
+      const refusal = new SecurityError('unimplemented', {
+        reason: 'unimplemented',
+        cause: new Error(`grpc-js: ${details.slice(0, MAX_CAUSE_CHARS)}`),
+      });
+      const first: unknown = Array.isArray(this.interceptors) ? this.interceptors[0] : undefined;
+      const audit = typeof first === 'function' ? auditOfInterceptor.get(first) : undefined;
+      const context: FailureContext = {
+        operation: unknownMethodOf(details),
+        peer: peerOf(stream),
+        requestId,
+        transport: 'grpc',
+      };
+      const publicError =
+        audit === undefined ? toPublicError(refusal, requestId) : recordFailureSafely(audit, refusal, context);
+      const metadata = new Metadata();
+      metadata.set(REQUEST_ID_HEADER, requestId);
+      original.call(this, { code: publicError.grpcStatus, details: publicError.message, metadata }, stream, ...rest);
+    },
+  });
+}
+
+/** The method path grpc-js quoted, when it is a well-formed one (any bytes can arrive there). */
+function unknownMethodOf(details: string): string {
+  if (!details.startsWith(UNKNOWN_METHOD_PREFIX)) return MALFORMED_METHOD;
+  const path = details.slice(UNKNOWN_METHOD_PREFIX.length);
+  return METHOD_PATH.test(path) ? path : MALFORMED_METHOD;
+}
+
+/** The client's address as grpc-js's `getPeer()` writes it. */
+function peerOf(stream: ServerHttp2Stream): string {
+  const socket = stream.session?.socket;
+  const address = socket?.remoteAddress;
+  if (address === undefined || address === '') return 'unknown';
+  const port = socket?.remotePort;
+  return port === undefined || port === 0 ? address : `${address}:${String(port)}`;
+}
