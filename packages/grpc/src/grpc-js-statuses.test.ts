@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Metadata, status as Status, type StatusObject } from '@grpc/grpc-js';
+import { status as Status, type Metadata, type StatusObject } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, getSignal } from './index.js';
 import {
   captureAudit,
@@ -16,6 +16,8 @@ import {
   deserialize,
   startServer,
   testService,
+  unaryAnswering,
+  withRequestId,
   type Json,
   type Started,
 } from './testing/harness.js';
@@ -36,6 +38,7 @@ beforeAll(async () => {
     fluxguardInterceptors({ audit: audit.audit }),
     (server) => {
       addService(server, testService, {
+        ...unaryAnswering({}),
         Unary: async (call) => {
           handlerRuns += 1;
           const request = call.request as { wait?: boolean; answerBytes?: number };
@@ -47,15 +50,6 @@ beforeAll(async () => {
             return {};
           }
           return request.answerBytes === undefined ? { ok: true } : { big: 'x'.repeat(request.answerBytes) };
-        },
-        ClientStream: (_call, callback) => {
-          callback(null, {});
-        },
-        ServerStream: (call) => {
-          call.end();
-        },
-        Bidi: (call) => {
-          call.end();
         },
       });
     },
@@ -143,16 +137,10 @@ function unary(request: Json, metadata: Metadata, options: Record<string, unknow
   });
 }
 
-function withId(id: string): Metadata {
-  const metadata = new Metadata();
-  metadata.set('x-request-id', id);
-  return metadata;
-}
-
 describe('a request message over grpc.max_receive_message_length', () => {
   it('is refused RESOURCE_EXHAUSTED "The request is too large." with the request id and a message_too_large line', async () => {
     const runs = handlerRuns;
-    const status = await unary({ pad: 'p'.repeat(4 * MAX_RECEIVE) }, withId('oversize-plain'));
+    const status = await unary({ pad: 'p'.repeat(4 * MAX_RECEIVE) }, withRequestId('oversize-plain'));
     expect(status.code).toBe(Status.RESOURCE_EXHAUSTED);
     expect(status.details).toBe('The request is too large.');
     expect(metadataValue(status.metadata, 'x-request-id')).toBe('oversize-plain');
@@ -162,73 +150,74 @@ describe('a request message over grpc.max_receive_message_length', () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ event: 'request.denied', reason: 'message_too_large', code: 'payload_too_large' });
   });
-
-  it('is refused the same way when it is small on the wire and too large once decompressed', async () => {
-    const bomb = frame(gzipSync(Buffer.from(JSON.stringify({ pad: '0'.repeat(64 * MAX_RECEIVE) }))), true);
-    expect(bomb.length).toBeLessThan(MAX_RECEIVE);
-    const answer = await rawCall(
-      testService.Unary.path,
-      { 'grpc-encoding': 'gzip', 'x-request-id': 'oversize-gzip' },
-      bomb,
-    );
-    expect(answer.grpcStatus).toBe(Status.RESOURCE_EXHAUSTED);
-    expect(answer.message).toBe('The request is too large.');
-    expect(answer.requestId).toBe('oversize-gzip');
-    expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
-    expect(linesOf('oversize-gzip')[0]).toMatchObject({ reason: 'message_too_large' });
-  });
 });
 
+interface RawRefusal {
+  readonly name: string;
+  readonly headers: OutgoingHttpHeaders;
+  readonly body: () => Buffer;
+  readonly grpcStatus: number;
+  readonly message: string;
+  readonly field?: string;
+  readonly line: Json;
+}
+
+const RAW_REFUSALS: readonly RawRefusal[] = [
+  {
+    name: 'a message small on the wire and too large once decompressed is refused RESOURCE_EXHAUSTED',
+    headers: { 'grpc-encoding': 'gzip' },
+    body: () => {
+      const bomb = frame(gzipSync(Buffer.from(JSON.stringify({ pad: '0'.repeat(64 * MAX_RECEIVE) }))), true);
+      expect(bomb.length).toBeLessThan(MAX_RECEIVE);
+      return bomb;
+    },
+    grpcStatus: Status.RESOURCE_EXHAUSTED,
+    message: 'The request is too large.',
+    line: { reason: 'message_too_large', code: 'payload_too_large' },
+  },
+  {
+    name: 'a message in an encoding grpc-js does not support is refused UNIMPLEMENTED, the encoding never echoed',
+    headers: { 'grpc-encoding': 'x-evil-<script>' },
+    body: () => frame(Buffer.from('{}'), true),
+    grpcStatus: Status.UNIMPLEMENTED,
+    message: 'The message encoding is not supported.',
+    line: { event: 'request.denied', reason: 'message_encoding_unsupported', code: 'unimplemented' },
+  },
+  {
+    name: 'a message that does not decompress is refused INVALID_ARGUMENT',
+    headers: { 'grpc-encoding': 'gzip' },
+    body: () => frame(Buffer.from('this is not gzip'), true),
+    grpcStatus: Status.INVALID_ARGUMENT,
+    message: 'The request is invalid.',
+    line: { reason: 'message_decompression_failed', code: 'invalid_argument' },
+  },
+  {
+    name: 'a grpc-timeout grpc-js cannot parse is refused INVALID_ARGUMENT naming the header, never quoting it',
+    headers: { 'grpc-timeout': 'never/etc/passwd' },
+    body: () => frame(Buffer.from('{}')),
+    grpcStatus: Status.INVALID_ARGUMENT,
+    message: 'The request is invalid.',
+    field: 'grpc-timeout',
+    line: { reason: 'deadline_header_invalid', code: 'invalid_argument' },
+  },
+];
+
 describe('a request grpc-js cannot read', () => {
-  it('in an encoding it does not support is refused UNIMPLEMENTED without echoing the encoding', async () => {
-    const answer = await rawCall(
-      testService.Unary.path,
-      { 'grpc-encoding': 'x-evil-<script>', 'x-request-id': 'encoding-unknown' },
-      frame(Buffer.from('{}'), true),
-    );
-    expect(answer.grpcStatus).toBe(Status.UNIMPLEMENTED);
-    expect(answer.message).toBe('The message encoding is not supported.');
-    expect(answer.requestId).toBe('encoding-unknown');
-    expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
-    expect(linesOf('encoding-unknown')[0]).toMatchObject({
-      event: 'request.denied',
-      reason: 'message_encoding_unsupported',
-      code: 'unimplemented',
-    });
-  });
-
-  it('that does not decompress is refused INVALID_ARGUMENT', async () => {
-    const answer = await rawCall(
-      testService.Unary.path,
-      { 'grpc-encoding': 'gzip', 'x-request-id': 'gzip-broken' },
-      frame(Buffer.from('this is not gzip'), true),
-    );
-    expect(answer.grpcStatus).toBe(Status.INVALID_ARGUMENT);
-    expect(answer.message).toBe('The request is invalid.');
-    expect(answer.requestId).toBe('gzip-broken');
-    expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
-    expect(linesOf('gzip-broken')[0]).toMatchObject({
-      reason: 'message_decompression_failed',
-      code: 'invalid_argument',
-    });
-  });
-
-  it('with a grpc-timeout it cannot parse is refused INVALID_ARGUMENT naming the header, never quoting it', async () => {
+  it.each(RAW_REFUSALS)('$name', async (refusal) => {
     const runs = handlerRuns;
+    const requestId = `raw-${String(RAW_REFUSALS.indexOf(refusal))}`;
     const answer = await rawCall(
       testService.Unary.path,
-      { 'grpc-timeout': 'never/etc/passwd', 'x-request-id': 'timeout-bad' },
-      frame(Buffer.from('{}')),
+      { ...refusal.headers, 'x-request-id': requestId },
+      refusal.body(),
     );
-    expect(answer.grpcStatus).toBe(Status.INVALID_ARGUMENT);
-    expect(answer.message).toBe('The request is invalid.');
-    expect(answer.field).toBe('grpc-timeout');
-    expect(answer.requestId).toBe('timeout-bad');
+    expect(answer.grpcStatus).toBe(refusal.grpcStatus);
+    expect(answer.message).toBe(refusal.message);
+    expect(answer.field).toBe(refusal.field);
+    expect(answer.requestId).toBe(requestId);
     expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
     expect(handlerRuns).toBe(runs);
-    expect(linesOf('timeout-bad')).toEqual([
-      expect.objectContaining({ reason: 'deadline_header_invalid', code: 'invalid_argument' }),
-    ]);
+    expect(linesOf(requestId)).toEqual([expect.objectContaining(refusal.line)]);
   });
 });
 
@@ -251,7 +240,7 @@ describe('the client’s own deadline, which grpc-js answers', () => {
 
 describe('a response over grpc.max_send_message_length', () => {
   it('fails INTERNAL with the generic text and an error line under the request id', async () => {
-    const status = await unary({ answerBytes: 2 * MAX_SEND }, withId('answer-oversize'));
+    const status = await unary({ answerBytes: 2 * MAX_SEND }, withRequestId('answer-oversize'));
     expect(status.code).toBe(Status.INTERNAL);
     expect(status.details).toBe('An internal error occurred.');
     expect(metadataValue(status.metadata, 'x-request-id')).toBe('answer-oversize');
@@ -318,7 +307,7 @@ describe('floods of what grpc-js refuses', () => {
       .slice(before)
       .filter((line) => line.reason === 'unimplemented');
     expect(written.length).toBeLessThanOrEqual(50);
-    const status = await unary({}, withId('after-unknown-flood'));
+    const status = await unary({}, withRequestId('after-unknown-flood'));
     expect(status.code).toBe(Status.OK);
   });
 
@@ -332,6 +321,6 @@ describe('floods of what grpc-js refuses', () => {
       .slice(before)
       .filter((line) => line.reason === 'message_too_large');
     expect(written.length).toBeLessThanOrEqual(50);
-    expect((await unary({}, withId('after-oversize-flood'))).code).toBe(Status.OK);
+    expect((await unary({}, withRequestId('after-oversize-flood'))).code).toBe(Status.OK);
   });
 });

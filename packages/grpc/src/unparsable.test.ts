@@ -1,7 +1,7 @@
 // A request grpc-js cannot deserialize: grpc-js itself would answer INTERNAL "Error
 // deserializing request" below every interceptor, with no request id and no log line.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Metadata, status as Status, type StatusObject } from '@grpc/grpc-js';
+import { status as Status, type StatusObject } from '@grpc/grpc-js';
 import { messageSize, withSafeDeserializers } from './unparsable.js';
 import { addService, fluxguardInterceptors } from './index.js';
 import {
@@ -10,6 +10,7 @@ import {
   metadataValue,
   startServer,
   testService,
+  withRequestId,
   type Json,
   type Started,
 } from './testing/harness.js';
@@ -44,12 +45,6 @@ afterAll(async () => {
 const rawBytes = (value: Json | string): Buffer =>
   typeof value === 'string' ? Buffer.from(value) : Buffer.from(JSON.stringify(value));
 
-function withId(id: string): Metadata {
-  const md = new Metadata();
-  md.set('x-request-id', id);
-  return md;
-}
-
 describe('a request message that cannot be parsed', () => {
   it('is refused INVALID_ARGUMENT with a request id and one audit line, never reaching the handler (unary)', async () => {
     const runs = handlerRuns;
@@ -59,7 +54,7 @@ describe('a request message that cannot be parsed', () => {
         rawBytes,
         deserialize,
         '{"path": "../../etc/passwd", broken',
-        withId('unparsable-unary'),
+        withRequestId('unparsable-unary'),
         () => undefined,
       );
       call.on('status', resolve);
@@ -80,7 +75,7 @@ describe('a request message that cannot be parsed', () => {
         testService.ClientStream.path,
         rawBytes,
         deserialize,
-        withId('unparsable-stream'),
+        withRequestId('unparsable-stream'),
         () => undefined,
       );
       call.on('status', resolve);

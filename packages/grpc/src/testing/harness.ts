@@ -209,6 +209,13 @@ export function visibleText(outcome: Outcome): string {
   });
 }
 
+/** Request metadata carrying `x-request-id: id`. */
+export function withRequestId(id: string): Metadata {
+  const metadata = new Metadata();
+  metadata.set('x-request-id', id);
+  return metadata;
+}
+
 /** The single value of a metadata key, as a string. */
 export function metadataValue(metadata: Metadata | undefined, key: string): string | undefined {
   const values = metadata?.get(key) ?? [];
