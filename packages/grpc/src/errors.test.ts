@@ -438,7 +438,8 @@ describe.each(KINDS)('%s calls', (kind) => {
     await delay(50);
     const lines = linesFor(`deadline-${kind}`);
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ code: 'deadline_exceeded', reason: 'deadline_exceeded' });
+    // The client's own deadline: its budget, a folded refusal line rather than an error.
+    expect(lines[0]).toMatchObject({ code: 'deadline_exceeded', reason: 'client_deadline', event: 'request.denied' });
     expect(observedAborts.get(`deadline-${kind}`)).toBe('TimeoutError');
   });
 

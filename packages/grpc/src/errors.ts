@@ -26,11 +26,18 @@ import { GrpcCall, attachCall, callOf } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import {
+  errorOfGrpcJsRequestStatus,
   errorOfGrpcJsStatus,
   recordFailureSafely,
   rememberAudit,
   type PartialStatusObject,
 } from './grpc-js-statuses.js';
+
+/** An answer that waited unread at a deadline: the error to blame and the bytes waiting. */
+interface UnreadProbe {
+  readonly error: SecurityError;
+  readonly waiting: number;
+}
 
 /** A status fluxguard built: code, vetted text and trailing metadata. */
 interface SafeStatus {
@@ -205,6 +212,8 @@ class SafeErrorsCall extends ForwardingCall {
   readonly #stream: ServerHttp2Stream | undefined;
   /** grpc-js's own `sendStatus` of the call below, for the statuses this layer sends. */
   readonly #sendBelow: ServerInterceptingCallInterface['sendStatus'] | undefined;
+  /** Set once the stream's close is scheduled (see `#closeLater`). */
+  #closing: { probe: UnreadProbe | undefined } | undefined;
 
   constructor(
     audit: AuditLogger,
@@ -263,6 +272,7 @@ class SafeErrorsCall extends ForwardingCall {
     // clients do not read (HTTP sends them on every counted request, as the draft intends).
     if (grpcCall !== undefined && safe.code !== Status.OK) addResponseHeaders(grpcCall.state, safe.metadata);
     this.#forward(safe);
+    if (grpcCall?.requestFinished !== true) this.#closeLater();
     // The call is answered: release what its controls hold before the client can call again,
     // and only now abort the handler's signal, so that nothing it does in reaction can send
     // a status of its own first.
@@ -292,7 +302,7 @@ class SafeErrorsCall extends ForwardingCall {
         const probed = stream !== undefined && answerWaiting(error, waiting) ? new LoggedLater(error) : undefined;
         this.#grpcCall?.setPendingError(probed ?? this.#blameUnfinished(error));
         this.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
-        this.#resetIfStuck(probed === undefined ? undefined : { error, waiting });
+        this.#closeLater(probed === undefined ? undefined : { error, waiting });
       },
       onReleaseError: (err) => {
         this.#audit.logger.error({ ...this.#failureContext(), err }, 'a control release callback failed');
@@ -337,7 +347,12 @@ class SafeErrorsCall extends ForwardingCall {
         grpcCall.cancelled = true;
         if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
           state.finish('deadline');
-          const error = this.#blameUnfinished(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
+          // The deadline grpc-js enforces is the one the client chose (a control's earlier one
+          // ends the call through `end`): its budget, not a server failure.
+          const deadline = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
+          const blamed = this.#blameUnfinished(deadline);
+          const error =
+            blamed === deadline ? new SecurityError('deadline_exceeded', { reason: 'client_deadline' }) : blamed;
           recordFailureSafely(this.#audit, error, this.#failureContext());
         } else {
           state.finish('cancelled');
@@ -348,27 +363,40 @@ class SafeErrorsCall extends ForwardingCall {
   }
 
   /**
-   * After a control ended the call (a deadline, an idle limit): the status goes out behind any
-   * response bytes still queued, and a client that never reads them (a flow-control window it
-   * never opens) would keep the stream, those bytes and its memory for good. A stream still
-   * open a moment later is reset (RST_STREAM CANCEL), which drops what is queued.
+   * Closes the stream a moment after its status, if it is still open then: with CANCEL when
+   * response bytes still wait for the client (a flow-control window it never opens would keep
+   * the stream, those bytes and their memory for good; the reset drops them), else with
+   * NO_ERROR (RFC 9113 §8.1: a server that has answered may ask the client to stop sending). A
+   * client that never ends its request would otherwise keep the stream, and with it the
+   * connection, past every idle limit. `probe`: a control's deadline came while the answer
+   * waited unread; whether the client took any of it in that moment decides whom the line blames.
    */
-  #resetIfStuck(probe: { readonly error: SecurityError; readonly waiting: number } | undefined): void {
+  #closeLater(probe?: UnreadProbe): void {
     const stream = this.#stream;
-    if (stream === undefined || (stream.closed && probe === undefined)) return;
+    if (stream === undefined) return;
+    if (this.#closing !== undefined) {
+      // `end` sends its status (which schedules the close) and then brings its probe.
+      this.#closing.probe ??= probe;
+      return;
+    }
+    if (stream.closed && probe === undefined) return;
+    const closing = { probe };
+    this.#closing = closing;
     setTimeout(() => {
       const open = !stream.closed && !stream.destroyed;
-      if (probe !== undefined) {
+      if (closing.probe !== undefined) {
         // Closed without a reset: the client took the rest, status included.
         const after: AnswerAfterProbe = open
           ? stream.writableLength
           : stream.rstCode === http2Constants.NGHTTP2_NO_ERROR
             ? 'delivered'
             : 'abandoned';
-        const recorded = blameUnreadAnswer(probe.error, probe.waiting, after);
+        const recorded = blameUnreadAnswer(closing.probe.error, closing.probe.waiting, after);
         recordFailureSafely(this.#audit, recorded, this.#failureContext());
       }
-      if (open) stream.close(http2Constants.NGHTTP2_CANCEL);
+      if (open) {
+        stream.close(stream.writableLength > 0 ? http2Constants.NGHTTP2_CANCEL : http2Constants.NGHTTP2_NO_ERROR);
+      }
     }, STUCK_GRACE_MS).unref();
   }
 
@@ -396,11 +424,12 @@ class SafeErrorsCall extends ForwardingCall {
     const error = errorOfGrpcJsStatus(status);
     if (status.code === Status.DEADLINE_EXCEEDED) {
       this.#forward(publicStatus(toPublicError(error, this.#currentRequestId()), new Metadata()));
-      return;
+    } else {
+      if (grpcCall !== undefined) grpcCall.statusSent = true;
+      this.#forward(publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()), new Metadata()));
+      grpcCall?.state.finish('ended');
     }
-    if (grpcCall !== undefined) grpcCall.statusSent = true;
-    this.#forward(publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()), new Metadata()));
-    grpcCall?.state.finish('ended');
+    if (grpcCall?.requestFinished !== true) this.#closeLater();
   }
 
   #forward(status: PartialStatusObject): void {
@@ -485,14 +514,18 @@ class LoggedLater {
 /**
  * The error behind a status that a handler (or grpc-js on its behalf) chose itself: the code
  * keeps its meaning when the error table knows it, and the original text becomes the cause,
- * for the log only.
+ * for the log only. grpc-js's `UNIMPLEMENTED` for a request with no message or two is the
+ * client's `invalid_argument`.
  */
 export function errorFromStatus(status: {
   readonly code?: number | undefined;
   readonly details?: string | undefined;
 }): SecurityError {
   const code = typeof status.code === 'number' ? status.code : Status.UNKNOWN;
-  return new SecurityError(codeFromGrpcStatus(code), { reason: statusReason(code), cause: statusCause(status) });
+  return (
+    errorOfGrpcJsRequestStatus(status) ??
+    new SecurityError(codeFromGrpcStatus(code), { reason: statusReason(code), cause: statusCause(status) })
+  );
 }
 
 /** `UNIMPLEMENTED` says the method is missing (grpc-js's default handler sends it), not that a handler failed. */

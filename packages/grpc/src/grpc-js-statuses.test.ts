@@ -4,7 +4,13 @@
 // echo what the client sent and name the server's limits; each must leave with the table's
 // neutral text, a request id and an audit line under that id.
 import { once } from 'node:events';
-import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import {
+  connect,
+  constants,
+  type ClientHttp2Session,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+} from 'node:http2';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status, type Metadata, type StatusObject } from '@grpc/grpc-js';
@@ -82,8 +88,16 @@ interface RawAnswer {
   readonly visible: string;
 }
 
-/** A call over a raw HTTP/2 stream, so that headers grpc-js's client would never send can be. */
-async function rawCall(path: string, headers: OutgoingHttpHeaders, body: Buffer): Promise<RawAnswer> {
+/**
+ * A call over a raw HTTP/2 stream, so that headers grpc-js's client would never send can be;
+ * with `end: false` the client never ends its request (and never closes the stream itself).
+ */
+async function rawCall(
+  path: string,
+  headers: OutgoingHttpHeaders,
+  body: Buffer,
+  end = true,
+): Promise<RawAnswer & { rstCode: number }> {
   const stream = session.request({
     ':method': 'POST',
     ':path': path,
@@ -102,7 +116,8 @@ async function rawCall(path: string, headers: OutgoingHttpHeaders, body: Buffer)
     trailers = t;
   });
   stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-  stream.end(body);
+  if (end) stream.end(body);
+  else stream.write(body);
   await once(stream, 'close');
   const all = { ...received, ...trailers };
   const text = (name: string): string | undefined => {
@@ -115,6 +130,7 @@ async function rawCall(path: string, headers: OutgoingHttpHeaders, body: Buffer)
     requestId: text('x-request-id'),
     field: text('x-fluxguard-field'),
     visible: decodeURIComponent(JSON.stringify({ received, trailers, body: Buffer.concat(chunks).toString('latin1') })),
+    rstCode: stream.rstCode,
   };
 }
 
@@ -233,7 +249,7 @@ describe('the client’s own deadline, which grpc-js answers', () => {
     expect(answer.requestId).toBe('deadline-client');
     expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
     expect(linesOf('deadline-client')).toEqual([
-      expect.objectContaining({ reason: 'deadline_exceeded', code: 'deadline_exceeded' }),
+      expect.objectContaining({ event: 'request.denied', reason: 'client_deadline', code: 'deadline_exceeded' }),
     ]);
   });
 });
@@ -322,5 +338,55 @@ describe('floods of what grpc-js refuses', () => {
       .filter((line) => line.reason === 'message_too_large');
     expect(written.length).toBeLessThanOrEqual(50);
     expect((await unary({}, withRequestId('after-oversize-flood'))).code).toBe(Status.OK);
+  });
+});
+
+describe('a client that never ends its request', () => {
+  it('has its stream closed (NO_ERROR) a moment after a refusal, so that it cannot hold the connection past its idle limit', async () => {
+    // A refusal by grpc-js (an unparsable grpc-timeout) and one by safeErrors (an unparsable
+    // message), 100 of each, none of them ever half-closed.
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        i % 2 === 0
+          ? rawCall(testService.Unary.path, { 'grpc-timeout': 'never' }, frame(Buffer.from('{}')), false)
+          : rawCall(testService.Unary.path, {}, frame(Buffer.from('not json')), false),
+      ),
+    );
+    expect(answers.every((a) => a.grpcStatus === Status.INVALID_ARGUMENT && a.requestId !== undefined)).toBe(true);
+    // Closed by the server (the client never closes them): without it, they stayed open for as
+    // long as the client liked, and this test ran into its time limit.
+    expect(answers.every((a) => a.rstCode === constants.NGHTTP2_NO_ERROR)).toBe(true);
+  }, 20_000);
+});
+
+describe('the client’s own deadline, under a flood', () => {
+  it('is logged as folded refusal lines, never one error line per call', async () => {
+    const before = audit.lines().length;
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, () =>
+        rawCall(testService.Unary.path, { 'grpc-timeout': '20m' }, frame(Buffer.from(JSON.stringify({ wait: true })))),
+      ),
+    );
+    expect(answers.every((a) => a.grpcStatus === Status.DEADLINE_EXCEEDED)).toBe(true);
+    const written = audit.lines().slice(before);
+    expect(written.filter((line) => line.level === 50)).toEqual([]);
+    expect(written.filter((line) => line.reason === 'client_deadline').length).toBeLessThanOrEqual(50);
+    expect((await unary({}, withRequestId('after-deadline-flood'))).code).toBe(Status.OK);
+  });
+});
+
+describe('a unary request without its one message', () => {
+  it.each([
+    ['no message', Buffer.alloc(0)],
+    ['two messages', Buffer.concat([frame(Buffer.from('{}')), frame(Buffer.from('{}'))])],
+  ])('(%s) is refused INVALID_ARGUMENT, where grpc-js would say UNIMPLEMENTED', async (label, body) => {
+    const requestId = `count-${label.replace(' ', '-')}`;
+    const answer = await rawCall(testService.Unary.path, { 'x-request-id': requestId }, body);
+    expect(answer.grpcStatus).toBe(Status.INVALID_ARGUMENT);
+    expect(answer.message).toBe('The request is invalid.');
+    expect(answer.visible).not.toMatch(/Received|request message/);
+    expect(linesOf(requestId)).toEqual([
+      expect.objectContaining({ reason: 'message_count_invalid', code: 'invalid_argument' }),
+    ]);
   });
 });

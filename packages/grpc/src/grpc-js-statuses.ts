@@ -60,6 +60,30 @@ export function errorOfGrpcJsStatus(status: PartialStatusObject): SecurityError 
 }
 
 /**
+ * The error behind a status that grpc-js's handler runner (not a handler) sends through the
+ * interceptors for a unary or server-streaming request with no message or a second one:
+ * the client's fault, where grpc-js says `UNIMPLEMENTED`. `undefined` for any other status.
+ *
+ * @internal
+ */
+export function errorOfGrpcJsRequestStatus(status: {
+  readonly code?: number | undefined;
+  readonly details?: string | undefined;
+}): SecurityError | undefined {
+  const details = typeof status.details === 'string' ? status.details : '';
+  if (
+    status.code !== Status.UNIMPLEMENTED ||
+    !(details.startsWith('Received no request message') || details.startsWith('Received a second request message'))
+  ) {
+    return undefined;
+  }
+  return new SecurityError('invalid_argument', {
+    reason: 'message_count_invalid',
+    cause: new Error(`grpc-js: ${details.slice(0, MAX_CAUSE_CHARS)}`),
+  });
+}
+
+/**
  * Records a failure and returns its public form; a broken log destination must not turn into a
  * leaking or hanging call, so a logger that throws still yields the public error.
  *

@@ -26,7 +26,10 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   what grpc-js refuses below every interceptor: `message_too_large` (a request message over
  *   `grpc.max_receive_message_length`, before or after decompression),
  *   `message_decompression_failed`, `message_encoding_unsupported` (a `grpc-encoding` grpc-js
- *   cannot decompress) and `deadline_header_invalid` (a `grpc-timeout` it cannot parse).
+ *   cannot decompress) and `deadline_header_invalid` (a `grpc-timeout` it cannot parse);
+ *   `client_deadline` (the deadline the client chose passed before the answer: the client's
+ *   budget, so a refusal line, not a server failure); `message_count_invalid` (a unary or
+ *   server-streaming request with no message or a second one, which grpc-js calls `UNIMPLEMENTED`).
  * - HTTP: `route_not_found`, `malformed_uri`, `body_too_large`, and the body-parser failures
  *   `body_parse_failed`, `body_verify_failed`, `body_aborted`, `body_size_mismatch`,
  *   `body_encoding_unsupported`, `body_charset_unsupported`, `body_too_many_parameters`,
@@ -53,6 +56,8 @@ export type TransportReason =
   | 'message_decompression_failed'
   | 'message_encoding_unsupported'
   | 'deadline_header_invalid'
+  | 'client_deadline'
+  | 'message_count_invalid'
   // Express adapter
   | 'route_not_found'
   | 'malformed_uri'
