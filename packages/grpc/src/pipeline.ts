@@ -21,6 +21,7 @@ import {
 } from '@fluxguard/core/adapter';
 import { INSTALL_INTERCEPTORS, callOf, type GrpcCall } from './context.js';
 import { rejectCall, type InboundListener, type InboundListenerFactory } from './errors.js';
+import { limitReceivedMessages } from './message-limit.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import { messageSize } from './unparsable.js';
 
@@ -88,7 +89,11 @@ class PipelineCall extends ForwardingCall {
 export function pipelineListeners(owner: string, list: readonly Control[]): InboundListenerFactory {
   const pipeline = createPipeline(owner, list);
   assertVerifiedAuthContext(owner);
-  return (operation, call, target, sink) => new PipelineListener(owner, pipeline, operation, call, target, sink);
+  return (operation, call, target, sink) => {
+    const maxMessageBytes = pipeline.maxMessageBytes(operation);
+    if (maxMessageBytes !== undefined) limitReceivedMessages(call, maxMessageBytes);
+    return new PipelineListener(owner, pipeline, operation, call, target, sink);
+  };
 }
 
 type Phase = 'pending' | 'allowed' | 'refused';

@@ -22,14 +22,16 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  * cannot depend on an adapter.
  *
  * - gRPC: `handler_status` (a handler answered with a status of its own), `unimplemented`
- *   (no such method), `message_unparsable` (a request message that could not be decoded), and
- *   what grpc-js refuses below every interceptor: `message_too_large` (a request message over
- *   `grpc.max_receive_message_length`, before or after decompression),
+ *   (no such method), `message_unparsable` (a request message that could not be decoded),
+ *   `client_deadline` (the deadline the client chose passed before the answer: its budget, so
+ *   a refusal line, not a server failure), `message_count_invalid` (a unary or
+ *   server-streaming request with no message or a second one, which grpc-js calls
+ *   `UNIMPLEMENTED`), and what grpc-js refuses below every interceptor:
  *   `message_decompression_failed`, `message_encoding_unsupported` (a `grpc-encoding` grpc-js
- *   cannot decompress) and `deadline_header_invalid` (a `grpc-timeout` it cannot parse);
- *   `client_deadline` (the deadline the client chose passed before the answer: the client's
- *   budget, so a refusal line, not a server failure); `message_count_invalid` (a unary or
- *   server-streaming request with no message or a second one, which grpc-js calls `UNIMPLEMENTED`).
+ *   cannot decompress) and `deadline_header_invalid` (a `grpc-timeout` it cannot parse). A
+ *   request message over its limit there (the operation's, else
+ *   `grpc.max_receive_message_length`; before or after decompression) is the input limits'
+ *   `message_too_large`.
  * - HTTP: `route_not_found`, `malformed_uri`, `body_too_large`, and the body-parser failures
  *   `body_parse_failed`, `body_verify_failed`, `body_aborted`, `body_size_mismatch`,
  *   `body_encoding_unsupported`, `body_charset_unsupported`, `body_too_many_parameters`,
@@ -52,7 +54,6 @@ export type TransportReason =
   | 'handler_status'
   | 'unimplemented'
   | 'message_unparsable'
-  | 'message_too_large'
   | 'message_decompression_failed'
   | 'message_encoding_unsupported'
   | 'deadline_header_invalid'

@@ -80,6 +80,19 @@ describe('createInputLimits', () => {
     expect(run(options, call('POST /v1/other'), [1024 * 1024 + 1])).toMatchObject({ reason: 'body_too_large' });
   });
 
+  it('tells the pipeline each gRPC operation’s message limit, the smallest of every control that sets one', () => {
+    const limits = createInputLimits({ rules: [{ operation: '/pkg.Svc/Small', maxMessageBytes: 100 }] });
+    const tighter = { name: 'tighter', stage: 'input' as const, onMessage: () => undefined, maxMessageBytes: () => 50 };
+    expect(createPipeline('test', [limits]).maxMessageBytes('/pkg.Svc/Small')).toBe(100);
+    expect(createPipeline('test', [limits]).maxMessageBytes('/pkg.Svc/Other')).toBe(4 * 1024 * 1024);
+    expect(createPipeline('test', [limits, tighter]).maxMessageBytes('/pkg.Svc/Small')).toBe(50);
+    const unlimited = { name: 'none', stage: 'input' as const, onMessage: () => undefined };
+    expect(createPipeline('test', [unlimited]).maxMessageBytes('/pkg.Svc/Small')).toBeUndefined();
+    expect(() => createPipeline('test', [{ ...unlimited, maxMessageBytes: 5 } as never])).toThrow(
+      'test: controls[0] (none): "maxMessageBytes" must be a function',
+    );
+  });
+
   it.each([
     [{ maxBodyBytes: 0 }, 'createInputLimits.maxBodyBytes must be a whole number of at least 1'],
     [{ maxMessages: 1.5 }, 'createInputLimits.maxMessages must be a whole number of at least 1'],

@@ -190,6 +190,7 @@ export function compileInputLimits(options: InputLimitsOptions, where: string): 
     name: 'input-limits',
     stage: 'input',
     matchesOperation: rules.hasRules,
+    maxMessageBytes: (operation: string) => rules.settingsFor(operation).maxMessageBytes,
     onStart,
     onMessage,
   });

@@ -99,6 +99,14 @@ export interface Control {
    * used in the audit line of an HTTP request refused before routing instead of the raw path.
    */
   readonly operationLabel?: ((operation: string) => string | undefined) | undefined;
+  /**
+   * The most bytes one inbound gRPC message of `operation` may have, when this control limits
+   * it (the input limits do). The gRPC adapter hands the smallest to grpc-js for the call, which
+   * then refuses a larger message as soon as its length prefix says so, or as decompression
+   * passes it, instead of buffering or decompressing all of it first. `onMessage` still checks
+   * every message.
+   */
+  readonly maxMessageBytes?: ((operation: string) => number | undefined) | undefined;
   readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
   readonly onMessage?:
     ((message: unknown, call: CallInfo, context: CallContext, bytes: number | undefined) => void) | undefined;

@@ -37,7 +37,12 @@ export interface Pipeline {
   inboundEnd(call: CallInfo, state: CallState): void;
   /** The first label a control gives `operation` (see `Control.operationLabel`), for audit lines. */
   readonly operationLabel: (operation: string) => string | undefined;
+  /** The smallest limit the controls put on one inbound message of `operation` (see `Control.maxMessageBytes`). */
+  readonly maxMessageBytes: (operation: string) => number | undefined;
 }
+
+/** Operations whose message limit is remembered: gRPC methods, which a server has a bounded number of. */
+const MAX_REMEMBERED_LIMITS = 1_000;
 
 type StartHook = (call: CallInfo, state: CallState) => StartResult | Promise<StartResult>;
 type MessageHook = (message: unknown, call: CallInfo, state: CallState, bytes: number | undefined) => void;
@@ -60,6 +65,10 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
       .map(({ control }) => control),
   );
   const labels = ordered.flatMap((control) => (control.operationLabel === undefined ? [] : [control.operationLabel]));
+  const messageLimits = ordered.flatMap((control) =>
+    control.maxMessageBytes === undefined ? [] : [control.maxMessageBytes.bind(control)],
+  );
+  const limitOf = new Map<string, number | undefined>();
   const starts: StartHook[] = [];
   const messages: MessageHook[] = [];
   const ends: EndHook[] = [];
@@ -116,6 +125,17 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
       }
       return undefined;
     },
+    maxMessageBytes: (operation: string) => {
+      if (messageLimits.length === 0) return undefined;
+      if (limitOf.has(operation)) return limitOf.get(operation);
+      let smallest: number | undefined;
+      for (const limitFor of messageLimits) {
+        const limit = limitFor(operation);
+        if (limit !== undefined && (smallest === undefined || limit < smallest)) smallest = limit;
+      }
+      if (limitOf.size < MAX_REMEMBERED_LIMITS) limitOf.set(operation, smallest);
+      return smallest;
+    },
   });
 }
 
@@ -127,7 +147,7 @@ function checkControl(owner: string, control: unknown, index: number): Control {
   const where = `${owner}: controls[${String(index)}]`;
   if (typeof control !== 'object' || control === null)
     throw new ConfigurationError(`${where} must be a control object`);
-  const { name, stage, onStart, onMessage, onInboundEnd, operationLabel } = control as Partial<
+  const { name, stage, onStart, onMessage, onInboundEnd, operationLabel, maxMessageBytes } = control as Partial<
     Record<keyof Control, unknown>
   >;
   if (typeof name !== 'string' || name === '') throw new ConfigurationError(`${where} must have a non-empty "name"`);
@@ -145,6 +165,9 @@ function checkControl(owner: string, control: unknown, index: number): Control {
   }
   if (operationLabel !== undefined && typeof operationLabel !== 'function') {
     throw new ConfigurationError(`${where} (${name}): "operationLabel" must be a function`);
+  }
+  if (maxMessageBytes !== undefined && typeof maxMessageBytes !== 'function') {
+    throw new ConfigurationError(`${where} (${name}): "maxMessageBytes" must be a function`);
   }
   if (onStart === undefined && onMessage === undefined) {
     throw new ConfigurationError(`${where} (${name}): a control needs "onStart", "onMessage" or both`);
