@@ -75,10 +75,11 @@ export const RETRY_AFTER_METADATA_KEY = 'retry-after';
 const DEADLINE_SLACK_MS = 100;
 
 /**
- * How long a status may wait behind response bytes the client does not read before the stream
- * is reset; also how long after the client's own deadline (which grpc-js enforces, and whose
- * answer can wait the same way) the call is ended here. The wait before the reset is the
- * second in which an unread answer is watched, so it is core's `UNREAD_PROBE_MS`.
+ * How long a stream may stay open after its status (behind response bytes the client does not
+ * read, or with a request the client never ends) before it is closed; also how long after the
+ * client's own deadline (which grpc-js enforces, and whose answer can wait the same way) the
+ * call is ended here. The wait is the second in which an unread answer is watched, so it is
+ * core's `UNREAD_PROBE_MS`.
  */
 const STUCK_GRACE_MS = UNREAD_PROBE_MS;
 
@@ -411,7 +412,7 @@ class SafeErrorsCall extends ForwardingCall {
   /**
    * A status grpc-js's base call sent on its own (see `errorOfGrpcJsStatus`): the client gets
    * its public form with the request id, and the audit log its line, as for any other status.
-   * The client's deadline is logged by `cancelled`, which follows, as before.
+   * The client's deadline is logged by `cancelled`, which follows.
    */
   #grpcJsStatus(status: PartialStatusObject): void {
     const grpcCall = this.#grpcCall;
