@@ -269,11 +269,15 @@ describe('a response over grpc.max_send_message_length', () => {
 });
 
 describe('a method no registered service has', () => {
-  it('is refused UNIMPLEMENTED with a neutral text, a new request id and a line naming the method', async () => {
-    const answer = await rawCall('/fluxguard.test.v1.Missing/Export', {}, frame(Buffer.from('{}')));
+  it('is refused UNIMPLEMENTED with a neutral text, the client’s request id and a line naming the method', async () => {
+    const answer = await rawCall(
+      '/fluxguard.test.v1.Missing/Export',
+      { 'x-request-id': 'unknown-method' },
+      frame(Buffer.from('{}')),
+    );
     expect(answer.grpcStatus).toBe(Status.UNIMPLEMENTED);
     expect(answer.message).toBe('The method is not implemented.');
-    expect(answer.requestId).toMatch(/^[A-Za-z0-9._-]{1,200}$/);
+    expect(answer.requestId).toBe('unknown-method');
     expect(answer.visible).not.toMatch(/Missing|Export|does not implement/);
     expect(linesOf(answer.requestId)).toEqual([
       expect.objectContaining({
@@ -291,6 +295,26 @@ describe('a method no registered service has', () => {
     expect(answer.grpcStatus).toBe(Status.UNIMPLEMENTED);
     expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
     expect(linesOf(answer.requestId)[0]).toMatchObject({ reason: 'unimplemented', operation: 'unknown' });
+  });
+});
+
+describe('a request that is not gRPC', () => {
+  it('keeps grpc-js’s HTTP 415, with a request id and a content_type_unsupported line', async () => {
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': testService.Unary.path,
+      'content-type': 'text/html',
+      'x-request-id': 'not-grpc',
+    });
+    stream.on('error', () => undefined);
+    const [response] = (await once(stream, 'response')) as [IncomingHttpHeaders];
+    stream.close();
+    expect(response[':status']).toBe(415);
+    expect(response['x-request-id']).toBe('not-grpc');
+    expect(response['grpc-status']).toBeUndefined();
+    expect(linesOf('not-grpc')).toEqual([
+      expect.objectContaining({ reason: 'content_type_unsupported', code: 'invalid_argument', transport: 'grpc' }),
+    ]);
   });
 });
 

@@ -1,4 +1,4 @@
-import type { ServerHttp2Stream } from 'node:http2';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { Metadata, status as Status, type Server, type ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
 import { toPublicError, type FailureContext, type PublicError } from '@fluxguard/core/adapter';
@@ -8,8 +8,6 @@ export type PartialStatusObject = Parameters<ServerInterceptingCallInterface['se
 
 /** grpc-js's texts echo what the client sent (an encoding, a timeout): the log keeps this much. */
 const MAX_CAUSE_CHARS = 200;
-/** How grpc-js names an unknown method (`getUnimplementedStatusResponse` of its `server.js`). */
-const UNKNOWN_METHOD_PREFIX = 'The server does not implement the method ';
 /** What the audit line names as the operation of an unknown method: a well-formed path, else this. */
 const MALFORMED_METHOD = 'unknown';
 const METHOD_PATH = /^\/[A-Za-z0-9_.]{1,200}\/[A-Za-z0-9_]{1,100}$/;
@@ -109,57 +107,111 @@ export function rememberAudit(interceptor: object, audit: AuditLogger): void {
   auditOfInterceptor.set(interceptor, audit);
 }
 
-const safeUnknownMethods = new WeakSet<object>();
+const vetted = new WeakSet<object>();
+
+type RespondWithError = (error: PartialStatusObject, stream: ServerHttp2Stream, ...rest: unknown[]) => void;
+type VerifyContentType = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean;
 
 /**
- * grpc-js answers a method that no registered service has from its `server.js`, before any
- * interceptor is created, with a text that quotes the path the client sent and with nothing
- * logged. This wraps that answer (grpc-js's `_respondWithError` on `server`): the client gets
- * `UNIMPLEMENTED` "The method is not implemented." with a new `x-request-id`, and the audit
- * logger of the server's safeErrors interceptor (the first one) gets the `unimplemented`
- * refusal under that id, folded like any other under a flood. With a grpc-js that has no such
- * method it does nothing (the adapter checks the grpc-js version it supports at start-up).
+ * Wraps the two answers grpc-js's `server.js` makes before any interceptor exists, on `server`:
+ * - a method that no registered service has (`_respondWithError`): grpc-js's text quotes the
+ *   path the client sent, and nothing is logged. The client gets `UNIMPLEMENTED` "The method
+ *   is not implemented." with its request id (its own `x-request-id` when well formed, else a
+ *   new one), and the audit logger of the server's safeErrors interceptor (the first one) the
+ *   `unimplemented` refusal under that id;
+ * - a request that is not gRPC (`_verifyContentType`: a `content-type` other than
+ *   `application/grpc...`): grpc-js answers HTTP 415 with nothing else. The answer keeps its
+ *   415 and gets an `x-request-id`, and the log a `content_type_unsupported` refusal.
+ * Refusals are folded like any other under a flood. With a grpc-js that has no such methods it
+ * does nothing (the adapter checks the grpc-js version it supports at start-up).
  *
  * @internal
  */
-export function answerUnknownMethodsSafely(server: Pick<Server, 'addService'>): void {
-  if (safeUnknownMethods.has(server)) return;
-  safeUnknownMethods.add(server);
-  type RespondWithError = (error: PartialStatusObject, stream: ServerHttp2Stream, ...rest: unknown[]) => void;
-  const original = (server as unknown as { _respondWithError?: RespondWithError })._respondWithError;
-  if (typeof original !== 'function') return;
+export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
+  if (vetted.has(server)) return;
+  vetted.add(server);
+  const target = server as unknown as { _respondWithError?: RespondWithError; _verifyContentType?: VerifyContentType };
+  const respondWithError = target._respondWithError;
+  const verifyContentType = target._verifyContentType;
+  if (typeof respondWithError !== 'function' || typeof verifyContentType !== 'function') return;
+  // grpc-js checks the content type of every stream first, then looks its method up and
+  // answers an unknown one, all in the same turn: the headers of the stream being handled.
+  let currentStream: ServerHttp2Stream | undefined;
+  let currentHeaders: IncomingHttpHeaders = {};
+
+  Object.defineProperty(server, '_verifyContentType', {
+    configurable: true,
+    writable: true,
+    value(this: ServerInternals, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
+      currentStream = stream;
+      currentHeaders = headers;
+      const contentType = headers['content-type'];
+      if (typeof contentType === 'string' && contentType.startsWith('application/grpc')) return true;
+      const requestId = requestIdOf(headers);
+      refuse(
+        this,
+        new SecurityError('invalid_argument', { reason: 'content_type_unsupported' }),
+        stream,
+        headers,
+        requestId,
+      );
+      stream.respond({ ':status': 415, [REQUEST_ID_HEADER]: requestId }, { endStream: true });
+      return false;
+    },
+  });
+
   Object.defineProperty(server, '_respondWithError', {
     configurable: true,
     writable: true,
-    value(this: { interceptors?: unknown }, error: PartialStatusObject, stream: ServerHttp2Stream, ...rest: unknown[]) {
-      const requestId = resolveRequestId(undefined);
+    value(this: ServerInternals, error: PartialStatusObject, stream: ServerHttp2Stream, ...rest: unknown[]) {
+      const headers = currentStream === stream ? currentHeaders : {};
+      const requestId = requestIdOf(headers);
       const details = typeof error.details === 'string' ? error.details : '';
       const refusal = new SecurityError('unimplemented', {
         reason: 'unimplemented',
         cause: new Error(`grpc-js: ${details.slice(0, MAX_CAUSE_CHARS)}`),
       });
-      const first: unknown = Array.isArray(this.interceptors) ? this.interceptors[0] : undefined;
-      const audit = typeof first === 'function' ? auditOfInterceptor.get(first) : undefined;
-      const context: FailureContext = {
-        operation: unknownMethodOf(details),
-        peer: peerOf(stream),
-        requestId,
-        transport: 'grpc',
-      };
-      const publicError =
-        audit === undefined ? toPublicError(refusal, requestId) : recordFailureSafely(audit, refusal, context);
+      const publicError = refuse(this, refusal, stream, headers, requestId);
       const metadata = new Metadata();
       metadata.set(REQUEST_ID_HEADER, requestId);
-      original.call(this, { code: publicError.grpcStatus, details: publicError.message, metadata }, stream, ...rest);
+      respondWithError.call(
+        this,
+        { code: publicError.grpcStatus, details: publicError.message, metadata },
+        stream,
+        ...rest,
+      );
     },
   });
 }
 
-/** The method path grpc-js quoted, when it is a well-formed one (any bytes can arrive there). */
-function unknownMethodOf(details: string): string {
-  if (!details.startsWith(UNKNOWN_METHOD_PREFIX)) return MALFORMED_METHOD;
-  const path = details.slice(UNKNOWN_METHOD_PREFIX.length);
-  return METHOD_PATH.test(path) ? path : MALFORMED_METHOD;
+/** The client's own `x-request-id` when well formed, else a new one (as safeErrors does). */
+function requestIdOf(headers: IncomingHttpHeaders): string {
+  return resolveRequestId(headers[REQUEST_ID_HEADER]);
+}
+
+/** What {@link vetServerAnswers} reads of grpc-js's server: its interceptors, safeErrors first. */
+interface ServerInternals {
+  readonly interceptors?: unknown;
+}
+
+/** Logs a refusal made before any interceptor, with the audit logger of the server's safeErrors. */
+function refuse(
+  server: ServerInternals,
+  refusal: SecurityError,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  requestId: string,
+): PublicError {
+  const first: unknown = Array.isArray(server.interceptors) ? server.interceptors[0] : undefined;
+  const audit = typeof first === 'function' ? auditOfInterceptor.get(first) : undefined;
+  if (audit === undefined) return toPublicError(refusal, requestId);
+  const path = headers[':path'];
+  return recordFailureSafely(audit, refusal, {
+    operation: typeof path === 'string' && METHOD_PATH.test(path) ? path : MALFORMED_METHOD,
+    peer: peerOf(stream),
+    requestId,
+    transport: 'grpc',
+  });
 }
 
 /** The client's address as grpc-js's `getPeer()` writes it. */

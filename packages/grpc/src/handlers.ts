@@ -17,7 +17,7 @@ import { ConfigurationError } from '@fluxguard/core';
 import { callOf, type GrpcCall, type ServerCall } from './context.js';
 import { withSafeDeserializers } from './unparsable.js';
 import { hardenHttp2Servers } from './http2-servers.js';
-import { answerUnknownMethodsSafely } from './grpc-js-statuses.js';
+import { vetServerAnswers } from './grpc-js-statuses.js';
 import { prepareFailure } from './errors.js';
 
 /**
@@ -194,7 +194,7 @@ export function addService<I>(
   implementation: SafeImplementation<I>,
 ): void {
   hardenHttp2Servers(server);
-  answerUnknownMethodsSafely(server);
+  vetServerAnswers(server);
   server.addService(withSafeDeserializers(service), wrapImplementation(service, implementation));
 }
 
