@@ -4,13 +4,7 @@
 // echo what the client sent and name the server's limits; each must leave with the table's
 // neutral text, a request id and an audit line under that id.
 import { once } from 'node:events';
-import {
-  connect,
-  constants,
-  type ClientHttp2Session,
-  type IncomingHttpHeaders,
-  type OutgoingHttpHeaders,
-} from 'node:http2';
+import { constants, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status, type Metadata, type StatusObject } from '@grpc/grpc-js';
@@ -27,6 +21,7 @@ import {
   type Json,
   type Started,
 } from './testing/harness.js';
+import { grpcFrame, openRawSession, rawGrpcCall, type RawAnswer } from './testing/raw-http2.js';
 
 const MAX_RECEIVE = 1024;
 const MAX_SEND = 2048;
@@ -61,8 +56,7 @@ beforeAll(async () => {
     },
     { 'grpc.max_receive_message_length': MAX_RECEIVE, 'grpc.max_send_message_length': MAX_SEND },
   );
-  session = connect(`http://${started.address}`);
-  session.on('error', () => undefined);
+  session = openRawSession(started.address);
 });
 
 afterAll(async () => {
@@ -70,69 +64,9 @@ afterAll(async () => {
   await started.close();
 });
 
-/** One length-prefixed gRPC message. */
-function frame(body: Buffer, compressed = false): Buffer {
-  const out = Buffer.alloc(5 + body.length);
-  out.writeUInt8(compressed ? 1 : 0, 0);
-  out.writeUInt32BE(body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
-
-interface RawAnswer {
-  readonly grpcStatus: number | undefined;
-  readonly message: string;
-  readonly requestId: string | undefined;
-  readonly field: string | undefined;
-  /** Everything the client received: headers, body, trailers. */
-  readonly visible: string;
-}
-
-/**
- * A call over a raw HTTP/2 stream, so that headers grpc-js's client would never send can be;
- * with `end: false` the client never ends its request (and never closes the stream itself).
- */
-async function rawCall(
-  path: string,
-  headers: OutgoingHttpHeaders,
-  body: Buffer,
-  end = true,
-): Promise<RawAnswer & { rstCode: number }> {
-  const stream = session.request({
-    ':method': 'POST',
-    ':path': path,
-    'content-type': 'application/grpc',
-    te: 'trailers',
-    ...headers,
-  });
-  stream.on('error', () => undefined);
-  let received: IncomingHttpHeaders = {};
-  let trailers: IncomingHttpHeaders = {};
-  const chunks: Buffer[] = [];
-  stream.on('response', (h: IncomingHttpHeaders) => {
-    received = h;
-  });
-  stream.on('trailers', (t: IncomingHttpHeaders) => {
-    trailers = t;
-  });
-  stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-  if (end) stream.end(body);
-  else stream.write(body);
-  await once(stream, 'close');
-  const all = { ...received, ...trailers };
-  const text = (name: string): string | undefined => {
-    const value = all[name];
-    return typeof value === 'string' ? value : undefined;
-  };
-  return {
-    grpcStatus: text('grpc-status') === undefined ? undefined : Number(text('grpc-status')),
-    message: decodeURIComponent(text('grpc-message') ?? ''),
-    requestId: text('x-request-id'),
-    field: text('x-fluxguard-field'),
-    visible: decodeURIComponent(JSON.stringify({ received, trailers, body: Buffer.concat(chunks).toString('latin1') })),
-    rstCode: stream.rstCode,
-  };
-}
+/** A raw call over the shared session (see `rawGrpcCall`). */
+const rawCall = (path: string, headers: OutgoingHttpHeaders, body: Buffer, end = true): Promise<RawAnswer> =>
+  rawGrpcCall(session, path, headers, body, end);
 
 const linesOf = (requestId: string | undefined): Json[] =>
   audit.lines().filter((line) => requestId !== undefined && line.requestId === requestId);
@@ -183,7 +117,7 @@ const RAW_REFUSALS: readonly RawRefusal[] = [
     name: 'a message small on the wire and too large once decompressed is refused RESOURCE_EXHAUSTED',
     headers: { 'grpc-encoding': 'gzip' },
     body: () => {
-      const bomb = frame(gzipSync(Buffer.from(JSON.stringify({ pad: '0'.repeat(64 * MAX_RECEIVE) }))), true);
+      const bomb = grpcFrame(gzipSync(Buffer.from(JSON.stringify({ pad: '0'.repeat(64 * MAX_RECEIVE) }))), true);
       expect(bomb.length).toBeLessThan(MAX_RECEIVE);
       return bomb;
     },
@@ -194,7 +128,7 @@ const RAW_REFUSALS: readonly RawRefusal[] = [
   {
     name: 'a message in an encoding grpc-js does not support is refused UNIMPLEMENTED, the encoding never echoed',
     headers: { 'grpc-encoding': 'x-evil-<script>' },
-    body: () => frame(Buffer.from('{}'), true),
+    body: () => grpcFrame(Buffer.from('{}'), true),
     grpcStatus: Status.UNIMPLEMENTED,
     message: 'The message encoding is not supported.',
     line: { event: 'request.denied', reason: 'message_encoding_unsupported', code: 'unimplemented' },
@@ -202,7 +136,7 @@ const RAW_REFUSALS: readonly RawRefusal[] = [
   {
     name: 'a message that does not decompress is refused INVALID_ARGUMENT',
     headers: { 'grpc-encoding': 'gzip' },
-    body: () => frame(Buffer.from('this is not gzip'), true),
+    body: () => grpcFrame(Buffer.from('this is not gzip'), true),
     grpcStatus: Status.INVALID_ARGUMENT,
     message: 'The request is invalid.',
     line: { reason: 'message_decompression_failed', code: 'invalid_argument' },
@@ -210,7 +144,7 @@ const RAW_REFUSALS: readonly RawRefusal[] = [
   {
     name: 'a grpc-timeout grpc-js cannot parse is refused INVALID_ARGUMENT naming the header, never quoting it',
     headers: { 'grpc-timeout': 'never/etc/passwd' },
-    body: () => frame(Buffer.from('{}')),
+    body: () => grpcFrame(Buffer.from('{}')),
     grpcStatus: Status.INVALID_ARGUMENT,
     message: 'The request is invalid.',
     field: 'grpc-timeout',
@@ -242,7 +176,7 @@ describe('the client’s own deadline, which grpc-js answers', () => {
     const answer = await rawCall(
       testService.Unary.path,
       { 'grpc-timeout': '300m', 'x-request-id': 'deadline-client' },
-      frame(Buffer.from(JSON.stringify({ wait: true }))),
+      grpcFrame(Buffer.from(JSON.stringify({ wait: true }))),
     );
     expect(answer.grpcStatus).toBe(Status.DEADLINE_EXCEEDED);
     expect(answer.message).toBe('The request took too long.');
@@ -273,7 +207,7 @@ describe('a method no registered service has', () => {
     const answer = await rawCall(
       '/fluxguard.test.v1.Missing/Export',
       { 'x-request-id': 'unknown-method' },
-      frame(Buffer.from('{}')),
+      grpcFrame(Buffer.from('{}')),
     );
     expect(answer.grpcStatus).toBe(Status.UNIMPLEMENTED);
     expect(answer.message).toBe('The method is not implemented.');
@@ -291,7 +225,7 @@ describe('a method no registered service has', () => {
   });
 
   it('with a path that is no method path is logged as operation "unknown"', async () => {
-    const answer = await rawCall('/../../etc/passwd?<b>', {}, frame(Buffer.from('{}')));
+    const answer = await rawCall('/../../etc/passwd?<b>', {}, grpcFrame(Buffer.from('{}')));
     expect(answer.grpcStatus).toBe(Status.UNIMPLEMENTED);
     expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
     expect(linesOf(answer.requestId)[0]).toMatchObject({ reason: 'unimplemented', operation: 'unknown' });
@@ -336,7 +270,9 @@ describe('floods of what grpc-js refuses', () => {
 
   it('answers 2,000 unknown-method calls each with its own request id, logs them folded, and keeps serving', async () => {
     const before = audit.lines().length;
-    const answers = await flood(2000, 50, (i) => rawCall(`/scan.Svc${String(i)}/Method`, {}, frame(Buffer.from('{}'))));
+    const answers = await flood(2000, 50, (i) =>
+      rawCall(`/scan.Svc${String(i)}/Method`, {}, grpcFrame(Buffer.from('{}'))),
+    );
     expect(
       answers.every((a) => a.grpcStatus === Status.UNIMPLEMENTED && a.message === 'The method is not implemented.'),
     ).toBe(true);
@@ -353,7 +289,7 @@ describe('floods of what grpc-js refuses', () => {
 
   it('refuses 300 oversized messages, logs them folded, and keeps serving', async () => {
     const before = audit.lines().length;
-    const big = frame(Buffer.from(JSON.stringify({ pad: 'p'.repeat(2 * MAX_RECEIVE) })));
+    const big = grpcFrame(Buffer.from(JSON.stringify({ pad: 'p'.repeat(2 * MAX_RECEIVE) })));
     const answers = await flood(300, 30, () => rawCall(testService.Unary.path, {}, big));
     expect(answers.every((a) => a.grpcStatus === Status.RESOURCE_EXHAUSTED && a.requestId !== undefined)).toBe(true);
     const written = audit
@@ -372,8 +308,8 @@ describe('a client that never ends its request', () => {
     const answers = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
         i % 2 === 0
-          ? rawCall(testService.Unary.path, { 'grpc-timeout': 'never' }, frame(Buffer.from('{}')), false)
-          : rawCall(testService.Unary.path, {}, frame(Buffer.from('not json')), false),
+          ? rawCall(testService.Unary.path, { 'grpc-timeout': 'never' }, grpcFrame(Buffer.from('{}')), false)
+          : rawCall(testService.Unary.path, {}, grpcFrame(Buffer.from('not json')), false),
       ),
     );
     expect(answers.every((a) => a.grpcStatus === Status.INVALID_ARGUMENT && a.requestId !== undefined)).toBe(true);
@@ -388,7 +324,11 @@ describe('the client’s own deadline, under a flood', () => {
     const before = audit.lines().length;
     const answers = await Promise.all(
       Array.from({ length: 200 }, () =>
-        rawCall(testService.Unary.path, { 'grpc-timeout': '20m' }, frame(Buffer.from(JSON.stringify({ wait: true })))),
+        rawCall(
+          testService.Unary.path,
+          { 'grpc-timeout': '20m' },
+          grpcFrame(Buffer.from(JSON.stringify({ wait: true }))),
+        ),
       ),
     );
     expect(answers.every((a) => a.grpcStatus === Status.DEADLINE_EXCEEDED)).toBe(true);
@@ -402,7 +342,7 @@ describe('the client’s own deadline, under a flood', () => {
 describe('a unary request without its one message', () => {
   it.each([
     ['no message', Buffer.alloc(0)],
-    ['two messages', Buffer.concat([frame(Buffer.from('{}')), frame(Buffer.from('{}'))])],
+    ['two messages', Buffer.concat([grpcFrame(Buffer.from('{}')), grpcFrame(Buffer.from('{}'))])],
   ])('(%s) is refused INVALID_ARGUMENT, where grpc-js would say UNIMPLEMENTED', async (label, body) => {
     const requestId = `count-${label.replace(' ', '-')}`;
     const answer = await rawCall(testService.Unary.path, { 'x-request-id': requestId }, body);

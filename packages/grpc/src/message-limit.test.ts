@@ -1,14 +1,14 @@
 // The operation's message limit (the input limits' maxMessageBytes) handed to grpc-js for each
 // call: a larger message is refused as its length prefix arrives or as decompression passes
 // the limit, not after the server buffered and decompressed it up to its own, larger limit.
-import { once } from 'node:events';
-import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session, OutgoingHttpHeaders } from 'node:http2';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
 import { createInputLimits } from '@fluxguard/core';
 import { addService, fluxguardInterceptors } from './index.js';
 import { captureAudit, startServer, testService, unaryAnswering, type Json, type Started } from './testing/harness.js';
+import { grpcFrame, grpcPrefix, openRawSession, rawGrpcCall, type RawAnswer } from './testing/raw-http2.js';
 
 const LIMIT = 1024;
 const BOMB_BYTES = 3 * 1024 * 1024;
@@ -27,8 +27,7 @@ beforeAll(async () => {
       addService(server, testService, unaryAnswering({ ok: true }));
     },
   );
-  session = connect(`http://${started.address}`);
-  session.on('error', () => undefined);
+  session = openRawSession(started.address);
 });
 
 afterAll(async () => {
@@ -36,45 +35,9 @@ afterAll(async () => {
   await started.close();
 });
 
-/** A gRPC message prefix: compressed flag and the length it declares. */
-function prefix(length: number, compressed = false): Buffer {
-  const out = Buffer.alloc(5);
-  out.writeUInt8(compressed ? 1 : 0, 0);
-  out.writeUInt32BE(length, 1);
-  return out;
-}
-
-/** Sends `body` on a raw stream (ending it unless `end` is false); resolves with the status and request id. */
-async function send(
-  headers: OutgoingHttpHeaders,
-  body: Buffer,
-  end = true,
-): Promise<{ grpcStatus: string | undefined; requestId: string | undefined }> {
-  const stream = session.request({
-    ':method': 'POST',
-    ':path': testService.Unary.path,
-    'content-type': 'application/grpc',
-    te: 'trailers',
-    ...headers,
-  });
-  stream.on('error', () => undefined);
-  let answer: IncomingHttpHeaders = {};
-  stream.on('response', (h: IncomingHttpHeaders) => {
-    answer = { ...answer, ...h };
-  });
-  stream.on('trailers', (t: IncomingHttpHeaders) => {
-    answer = { ...answer, ...t };
-  });
-  stream.resume();
-  if (end) stream.end(body);
-  else stream.write(body);
-  await once(stream, 'close');
-  const text = (name: string): string | undefined => {
-    const value = answer[name];
-    return typeof value === 'string' ? value : undefined;
-  };
-  return { grpcStatus: text('grpc-status'), requestId: text('x-request-id') };
-}
+/** Sends `body` to the limited method on a raw stream of the shared session. */
+const send = (headers: OutgoingHttpHeaders, body: Buffer, end = true): Promise<RawAnswer> =>
+  rawGrpcCall(session, testService.Unary.path, headers, body, end);
 
 const lineOf = (requestId: string | undefined): Json | undefined =>
   audit.lines().find((line) => requestId !== undefined && line.requestId === requestId);
@@ -82,7 +45,7 @@ const lineOf = (requestId: string | undefined): Json | undefined =>
 /** A message of `bytes` zeros, gzipped: about a thousandth of its size on the wire. */
 function gzipBomb(bytes = BOMB_BYTES): Buffer {
   const compressed = gzipSync(Buffer.from(JSON.stringify({ pad: '0'.repeat(bytes) })));
-  return Buffer.concat([prefix(compressed.length, true), compressed]);
+  return grpcFrame(compressed, true);
 }
 
 describe('a message over the operation’s limit', () => {
@@ -91,10 +54,10 @@ describe('a message over the operation’s limit', () => {
     // server would otherwise wait for the other 3 MiB for as long as the client liked.
     const answer = await send(
       { 'x-request-id': 'declared-too-much' },
-      Buffer.concat([prefix(BOMB_BYTES), Buffer.alloc(2048, 0x20)]),
+      Buffer.concat([grpcPrefix(BOMB_BYTES), Buffer.alloc(2048, 0x20)]),
       false,
     );
-    expect(answer.grpcStatus).toBe(String(Status.RESOURCE_EXHAUSTED));
+    expect(answer.grpcStatus).toBe(Status.RESOURCE_EXHAUSTED);
     expect(answer.requestId).toBe('declared-too-much');
     expect(lineOf('declared-too-much')).toMatchObject({ reason: 'message_too_large', code: 'payload_too_large' });
   }, 20_000);
@@ -104,7 +67,7 @@ describe('a message over the operation’s limit', () => {
     const bomb = gzipBomb(512 * 1024);
     expect(bomb.length).toBeLessThan(LIMIT);
     const answer = await send({ 'grpc-encoding': 'gzip', 'x-request-id': 'bomb-one' }, bomb);
-    expect(answer.grpcStatus).toBe(String(Status.RESOURCE_EXHAUSTED));
+    expect(answer.grpcStatus).toBe(Status.RESOURCE_EXHAUSTED);
     // grpc-js stopped at this call's limit, not at its own 4 MiB after all of it.
     expect(JSON.stringify(lineOf('bomb-one'))).toContain(`decompresses to a size larger than ${String(LIMIT)}`);
   });
@@ -115,19 +78,19 @@ describe('a message over the operation’s limit', () => {
     const before = process.memoryUsage().rss;
     const answers = await Promise.all(Array.from({ length: 100 }, () => send({ 'grpc-encoding': 'gzip' }, bomb)));
     const grown = process.memoryUsage().rss - before;
-    expect(answers.every((a) => a.grpcStatus === String(Status.RESOURCE_EXHAUSTED))).toBe(true);
+    expect(answers.every((a) => a.grpcStatus === Status.RESOURCE_EXHAUSTED)).toBe(true);
     console.log(`100 gzip bombs of ${String(BOMB_BYTES)} bytes each: RSS grew ${(grown / 1024 / 1024).toFixed(1)} MB`);
     // Decompressed whole, 100 bombs would take 300 MB and more.
     expect(grown).toBeLessThan(100 * 1024 * 1024);
-    const ok = await send({}, Buffer.concat([prefix(2), Buffer.from('{}')]));
-    expect(ok.grpcStatus).toBe(String(Status.OK));
+    const ok = await send({}, grpcFrame(Buffer.from('{}')));
+    expect(ok.grpcStatus).toBe(Status.OK);
   });
 });
 
 describe('a message within the operation’s limit', () => {
   it('is served', async () => {
     const body = Buffer.from(JSON.stringify({ pad: 'x'.repeat(LIMIT - 20) }));
-    const answer = await send({}, Buffer.concat([prefix(body.length), body]));
-    expect(answer.grpcStatus).toBe(String(Status.OK));
+    const answer = await send({}, grpcFrame(body));
+    expect(answer.grpcStatus).toBe(Status.OK);
   });
 });

@@ -3,11 +3,12 @@
 // stream is reset and the call's in-flight slot released, instead of the answer waiting in the
 // server's memory for as long as the client keeps the connection.
 import { once } from 'node:events';
-import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConcurrencyLimit } from '@fluxguard/core';
 import { addService, fluxguardInterceptors } from './index.js';
 import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
+import { grpcFrame, openRawSession } from './testing/raw-http2.js';
 
 const BIG_ANSWER = 'x'.repeat(2 * 1024 * 1024);
 const DEFAULT_DEADLINE_MS = 300;
@@ -29,8 +30,7 @@ beforeAll(async () => {
     },
   );
   // A window of 1 KiB that is never opened further: the server can send almost nothing.
-  session = connect(`http://${started.address}`, { settings: { initialWindowSize: 1024 } });
-  session.on('error', () => undefined);
+  session = openRawSession(started.address, { settings: { initialWindowSize: 1024 } });
 });
 
 afterAll(async () => {
@@ -50,11 +50,7 @@ function unreadCall(requestId: string, grpcTimeout?: string): { stream: ClientHt
   });
   stream.on('error', () => undefined);
   stream.pause();
-  const body = Buffer.from('{}');
-  const frame = Buffer.alloc(5 + body.length);
-  frame.writeUInt32BE(body.length, 1);
-  body.copy(frame, 5);
-  stream.end(frame);
+  stream.end(grpcFrame(Buffer.from('{}')));
   const closed = once(stream, 'close').then(() => stream.rstCode);
   return { stream, closed };
 }

@@ -1,0 +1,86 @@
+// Shared by this package's tests: gRPC over a raw node:http2 stream, for what grpc-js's own
+// client would never send (odd headers, a declared length it never fills, a request it never ends).
+import { once } from 'node:events';
+import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+
+/** An HTTP/2 session to `address` (`host:port`, cleartext) whose errors are ignored. */
+export function openRawSession(address: string, settings?: Parameters<typeof connect>[1]): ClientHttp2Session {
+  const session = connect(`http://${address}`, settings);
+  session.on('error', () => undefined);
+  return session;
+}
+
+/** A gRPC message prefix: the compressed flag and the length it declares. */
+export function grpcPrefix(length: number, compressed = false): Buffer {
+  const out = Buffer.alloc(5);
+  out.writeUInt8(compressed ? 1 : 0, 0);
+  out.writeUInt32BE(length, 1);
+  return out;
+}
+
+/** One length-prefixed gRPC message. */
+export function grpcFrame(body: Buffer, compressed = false): Buffer {
+  return Buffer.concat([grpcPrefix(body.length, compressed), body]);
+}
+
+/** What the client of a raw call saw. */
+export interface RawAnswer {
+  readonly grpcStatus: number | undefined;
+  /** `grpc-message`, decoded. */
+  readonly message: string;
+  readonly requestId: string | undefined;
+  readonly field: string | undefined;
+  /** Everything the client received: headers, body, trailers (decoded). */
+  readonly visible: string;
+  /** The stream's RST_STREAM code once closed (`NO_ERROR` when it ended normally). */
+  readonly rstCode: number;
+}
+
+/**
+ * A gRPC call over a raw HTTP/2 stream of `session`: `body` is sent as it is; with `end: false`
+ * the client never ends its request (and never closes the stream itself). Resolves once the
+ * stream is closed.
+ */
+export async function rawGrpcCall(
+  session: ClientHttp2Session,
+  path: string,
+  headers: OutgoingHttpHeaders,
+  body: Buffer,
+  end = true,
+): Promise<RawAnswer> {
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': path,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    ...headers,
+  });
+  stream.on('error', () => undefined);
+  let received: IncomingHttpHeaders = {};
+  let trailers: IncomingHttpHeaders = {};
+  const chunks: Buffer[] = [];
+  stream.on('response', (h: IncomingHttpHeaders) => {
+    received = h;
+  });
+  stream.on('trailers', (t: IncomingHttpHeaders) => {
+    trailers = t;
+  });
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+  if (end) stream.end(body);
+  else stream.write(body);
+  await once(stream, 'close');
+  const all = { ...received, ...trailers };
+  const text = (name: string): string | undefined => {
+    const value = all[name];
+    return typeof value === 'string' ? value : undefined;
+  };
+  const status = text('grpc-status');
+  return {
+    grpcStatus: status === undefined ? undefined : Number(status),
+    message: decodeURIComponent(text('grpc-message') ?? ''),
+    requestId: text('x-request-id'),
+    field: text('x-fluxguard-field'),
+    visible: decodeURIComponent(JSON.stringify({ received, trailers, body: Buffer.concat(chunks).toString('latin1') })),
+    rstCode: stream.rstCode,
+  };
+}
