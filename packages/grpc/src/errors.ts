@@ -350,10 +350,7 @@ class SafeErrorsCall extends ForwardingCall {
           state.finish('deadline');
           // The deadline grpc-js enforces is the one the client chose (a control's earlier one
           // ends the call through `end`): its budget, not a server failure.
-          const deadline = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
-          const blamed = this.#blameUnfinished(deadline);
-          const error =
-            blamed === deadline ? new SecurityError('deadline_exceeded', { reason: 'client_deadline' }) : blamed;
+          const error = this.#blameUnfinished(new SecurityError('deadline_exceeded', { reason: 'client_deadline' }));
           recordFailureSafely(this.#audit, error, this.#failureContext());
         } else {
           state.finish('cancelled');

@@ -52,6 +52,15 @@ beforeAll(async () => {
           }
           return request.answerBytes === undefined ? { ok: true } : { big: 'x'.repeat(request.answerBytes) };
         },
+        // A watch: one message at once, then nothing until the call ends.
+        ServerStream: async (call) => {
+          call.write({ watching: true });
+          const signal = getSignal(call);
+          await new Promise((resolve) => {
+            signal.addEventListener('abort', resolve, { once: true });
+          });
+          call.end();
+        },
       });
     },
     { 'grpc.max_receive_message_length': MAX_RECEIVE, 'grpc.max_send_message_length': MAX_SEND },
@@ -322,13 +331,13 @@ describe('a client that never ends its request', () => {
 describe('the client’s own deadline, under a flood', () => {
   it('is logged as folded refusal lines, never one error line per call', async () => {
     const before = audit.lines().length;
+    // Unary calls with a short deadline, and watches (an answer under way) with a deadline
+    // grpc-js wraps to a time long past.
     const answers = await Promise.all(
-      Array.from({ length: 200 }, () =>
-        rawCall(
-          testService.Unary.path,
-          { 'grpc-timeout': '20m' },
-          grpcFrame(Buffer.from(JSON.stringify({ wait: true }))),
-        ),
+      Array.from({ length: 200 }, (_, i) =>
+        i % 2 === 0
+          ? rawCall(testService.Unary.path, { 'grpc-timeout': '20m' }, grpcFrame(Buffer.from('{"wait":true}')))
+          : rawCall(testService.ServerStream.path, { 'grpc-timeout': '99999999M' }, grpcFrame(Buffer.from('{}'))),
       ),
     );
     expect(answers.every((a) => a.grpcStatus === Status.DEADLINE_EXCEEDED)).toBe(true);

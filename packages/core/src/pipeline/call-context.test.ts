@@ -36,13 +36,16 @@ describe('CallState', () => {
     vi.advanceTimersByTime(1_499);
     expect(ended).toEqual([]);
     vi.advanceTimersByTime(1);
-    expect(ended.map((e) => e.code)).toEqual(['deadline_exceeded']);
+    // The client's own deadline: its budget, a refusal line rather than a server failure.
+    expect(ended.map((e) => [e.code, e.reason])).toEqual([['deadline_exceeded', 'client_deadline']]);
     expect(backstopped.deadline).toBe(1_000);
 
     const tighter = new CallState({ ...init, deadline: 11_500, transportDeadlineGraceMs: 500 });
     tighter.limitDeadline(Date.now() + 200);
     vi.advanceTimersByTime(200);
     expect(ended).toHaveLength(2);
+    // A deadline a control set is the server's.
+    expect(ended[1]?.reason).toBe('deadline_exceeded');
 
     // Without the option, the transport's deadline is the transport's business.
     new CallState({ ...init, deadline: Date.now() + 100 });

@@ -190,6 +190,8 @@ export class CallState implements CallContext {
   #sealed = false;
   #deadline: number | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** The armed deadline is the client's own (`transportDeadlineGraceMs`), not one a control set. */
+  #clientsDeadline = false;
   #controller: AbortController | undefined;
   #abortCause: EndCause | undefined;
   /** Why `end` ended the call; wins over the cause the adapter reports when the call closes. */
@@ -218,7 +220,10 @@ export class CallState implements CallContext {
     this.#end = init.end;
     this.#onReleaseError = init.onReleaseError;
     const grace = init.transportDeadlineGraceMs;
-    if (init.deadline !== undefined && grace !== undefined) this.#armDeadline(init.deadline + grace);
+    if (init.deadline !== undefined && grace !== undefined) {
+      this.#clientsDeadline = true;
+      this.#armDeadline(init.deadline + grace);
+    }
   }
 
   // A getter without a setter: handlers get this object itself, and `context.requestId = ...`
@@ -278,6 +283,7 @@ export class CallState implements CallContext {
     const remaining = epochMs - Date.now();
     if (remaining <= 0) throw new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
     this.#deadline = epochMs;
+    this.#clientsDeadline = false;
     this.#armDeadline(epochMs);
   }
 
@@ -289,7 +295,14 @@ export class CallState implements CallContext {
       () => {
         this.#timer = undefined;
         if (at > Date.now()) this.#armDeadline(at);
-        else this.end(new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' }));
+        // The client's own deadline is its budget (a refusal line, `client_deadline`); one a
+        // control set is the server's (`deadline_exceeded`).
+        else
+          this.end(
+            new SecurityError('deadline_exceeded', {
+              reason: this.#clientsDeadline ? 'client_deadline' : 'deadline_exceeded',
+            }),
+          );
       },
       Math.min(Math.max(at - Date.now(), 0), MAX_TIMER_MS),
     );

@@ -27,7 +27,12 @@ export type AnswerAfterProbe = number | 'delivered' | 'abandoned';
  * ```
  */
 export function answerWaiting(error: SecurityError, bytesWaiting: number): boolean {
-  return error.reason === 'deadline_exceeded' && bytesWaiting > 0;
+  return isDeadline(error) && bytesWaiting > 0;
+}
+
+/** A deadline's error, the server's (`deadline_exceeded`) or the client's own (`client_deadline`). */
+function isDeadline(error: SecurityError): boolean {
+  return error.reason === 'deadline_exceeded' || error.reason === 'client_deadline';
 }
 
 /**
@@ -82,6 +87,6 @@ export function blameUnfinishedRequest(
   requestFinished: boolean,
   bytesUnread: number,
 ): SecurityError {
-  if (error.reason !== 'deadline_exceeded' || requestFinished || bytesUnread > 0) return error;
+  if (!isDeadline(error) || requestFinished || bytesUnread > 0) return error;
   return new SecurityError('deadline_exceeded', { reason: 'request_unfinished' });
 }
