@@ -25,6 +25,7 @@ import {
 import { GrpcCall, attachCall, callOf } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
+import { closeIfLingering } from './lingering-streams.js';
 import {
   errorOfGrpcJsRequestStatus,
   errorOfGrpcJsStatus,
@@ -32,6 +33,12 @@ import {
   rememberAudit,
   type PartialStatusObject,
 } from './grpc-js-statuses.js';
+
+/** grpc-js's own `sendStatus` of its base call, called with the call as `this`. */
+type SendStatus = (this: unknown, status: PartialStatusObject) => void;
+
+/** Where the prototype of grpc-js's base call keeps its own `sendStatus` once diverted. */
+const GRPC_JS_SEND_STATUS = Symbol('fluxguard.grpcJsSendStatus');
 
 /** An answer that waited unread at a deadline: the error to blame and the bytes waiting. */
 interface UnreadProbe {
@@ -212,9 +219,7 @@ class SafeErrorsCall extends ForwardingCall {
   /** The HTTP/2 stream of the call, when the call below is grpc-js's own (safeErrors is first). */
   readonly #stream: ServerHttp2Stream | undefined;
   /** grpc-js's own `sendStatus` of the call below, for the statuses this layer sends. */
-  readonly #sendBelow: ServerInterceptingCallInterface['sendStatus'] | undefined;
-  /** Set once the stream's close is scheduled (see `#closeLater`). */
-  #closing: { probe: UnreadProbe | undefined } | undefined;
+  readonly #sendBelow: SendStatus | undefined;
 
   constructor(
     audit: AuditLogger,
@@ -227,15 +232,36 @@ class SafeErrorsCall extends ForwardingCall {
     this.#operation = operation;
     this.#inner = inner;
     this.#stream = http2StreamOf(below);
-    if (this.#stream !== undefined) {
-      // grpc-js's base call sends some statuses itself (a deadline, an oversized message): they
-      // come here instead, to leave with a vetted text, the request id and an audit line.
-      // eslint-disable-next-line @typescript-eslint/unbound-method -- always called on `below`
-      this.#sendBelow = below.sendStatus;
-      below.sendStatus = (status) => {
-        this.#grpcJsStatus(status);
-      };
-    }
+    if (this.#stream !== undefined) this.#sendBelow = SafeErrorsCall.#divertGrpcJsStatuses(below);
+  }
+
+  /**
+   * grpc-js's base call sends some statuses itself (a deadline, an oversized message). Once per
+   * prototype, its `sendStatus` is replaced by one that hands the status of a call whose
+   * listener is a safeErrors layer (the first interceptor) to that layer, to leave with a vetted
+   * text, the request id and an audit line; any other call's goes on as before. Returns grpc-js's
+   * own, through which this layer sends its statuses. On the prototype, not on each call: a
+   * property added to every call object cost the garbage collector a fifth of a served call.
+   */
+  static #divertGrpcJsStatuses(base: ServerInterceptingCallInterface): SendStatus | undefined {
+    const proto = Object.getPrototypeOf(base) as Record<string | symbol, unknown> | null;
+    if (proto === null) return undefined;
+    const diverted = proto[GRPC_JS_SEND_STATUS];
+    if (typeof diverted === 'function') return diverted as SendStatus;
+    const own = proto.sendStatus;
+    if (typeof own !== 'function') return undefined;
+    const original = own as SendStatus;
+    Object.defineProperty(proto, GRPC_JS_SEND_STATUS, { value: original });
+    Object.defineProperty(proto, 'sendStatus', {
+      configurable: true,
+      writable: true,
+      value(this: { listener?: unknown }, status: PartialStatusObject): void {
+        const listener = this.listener;
+        if (listener instanceof SafeErrorsCall && listener.#sendBelow !== undefined) listener.#grpcJsStatus(status);
+        else original.call(this, status);
+      },
+    });
+    return original;
   }
 
   override sendMetadata(metadata: Metadata): void {
@@ -273,7 +299,7 @@ class SafeErrorsCall extends ForwardingCall {
     // clients do not read (HTTP sends them on every counted request, as the draft intends).
     if (grpcCall !== undefined && safe.code !== Status.OK) addResponseHeaders(grpcCall.state, safe.metadata);
     this.#forward(safe);
-    if (grpcCall?.requestFinished !== true) this.#closeLater();
+    if (grpcCall?.requestFinished !== true) this.#closeIfLingering();
     // The call is answered: release what its controls hold before the client can call again,
     // and only now abort the handler's signal, so that nothing it does in reaction can send
     // a status of its own first.
@@ -303,7 +329,7 @@ class SafeErrorsCall extends ForwardingCall {
         const probed = stream !== undefined && answerWaiting(error, waiting) ? new LoggedLater(error) : undefined;
         this.#grpcCall?.setPendingError(probed ?? this.#blameUnfinished(error));
         this.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
-        this.#closeLater(probed === undefined ? undefined : { error, waiting });
+        this.#resetIfStuck(probed === undefined ? undefined : { error, waiting });
       },
       onReleaseError: (err) => {
         this.#audit.logger.error({ ...this.#failureContext(), err }, 'a control release callback failed');
@@ -361,41 +387,41 @@ class SafeErrorsCall extends ForwardingCall {
   }
 
   /**
-   * Closes the stream a moment after its status, if it is still open then: with CANCEL when
-   * response bytes still wait for the client (a flow-control window it never opens would keep
-   * the stream, those bytes and their memory for good; the reset drops them), else with
-   * NO_ERROR (RFC 9113 §8.1: a server that has answered may ask the client to stop sending). A
-   * client that never ends its request would otherwise keep the stream, and with it the
-   * connection, past every idle limit. `probe`: a control's deadline came while the answer
-   * waited unread; whether the client took any of it in that moment decides whom the line blames.
+   * After a control ended the call (a deadline, an idle limit): the status goes out behind any
+   * response bytes still queued, and a client that never reads them (a flow-control window it
+   * never opens) would keep the stream, those bytes and its memory for good. A stream still
+   * open a moment later is reset (RST_STREAM CANCEL), which drops what is queued, or closed with
+   * NO_ERROR when nothing waits (the client has not ended its request). `probe`: the
+   * answer waited unread at the deadline; whether the client took any of it in that moment
+   * decides whom the line blames.
    */
-  #closeLater(probe?: UnreadProbe): void {
+  #resetIfStuck(probe: UnreadProbe | undefined): void {
     const stream = this.#stream;
-    if (stream === undefined) return;
-    if (this.#closing !== undefined) {
-      // `end` sends its status (which schedules the close) and then brings its probe.
-      this.#closing.probe ??= probe;
-      return;
-    }
-    if (stream.closed && probe === undefined) return;
-    const closing = { probe };
-    this.#closing = closing;
+    if (stream === undefined || (stream.closed && probe === undefined)) return;
     setTimeout(() => {
       const open = !stream.closed && !stream.destroyed;
-      if (closing.probe !== undefined) {
+      if (probe !== undefined) {
         // Closed without a reset: the client took the rest, status included.
         const after: AnswerAfterProbe = open
           ? stream.writableLength
           : stream.rstCode === http2Constants.NGHTTP2_NO_ERROR
             ? 'delivered'
             : 'abandoned';
-        const recorded = blameUnreadAnswer(closing.probe.error, closing.probe.waiting, after);
+        const recorded = blameUnreadAnswer(probe.error, probe.waiting, after);
         recordFailureSafely(this.#audit, recorded, this.#failureContext());
       }
-      if (open) {
+      if (open)
         stream.close(stream.writableLength > 0 ? http2Constants.NGHTTP2_CANCEL : http2Constants.NGHTTP2_NO_ERROR);
-      }
     }, STUCK_GRACE_MS).unref();
+  }
+
+  /**
+   * After any other status while the client had not ended its request (see `closeIfLingering`);
+   * a call a control ended has `#resetIfStuck` instead.
+   */
+  #closeIfLingering(): void {
+    const stream = this.#stream;
+    if (stream !== undefined && !stream.closed && this.#grpcCall?.state.endedEarly !== true) closeIfLingering(stream);
   }
 
   /**
@@ -427,7 +453,7 @@ class SafeErrorsCall extends ForwardingCall {
       this.#forward(publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()), new Metadata()));
       grpcCall?.state.finish('ended');
     }
-    if (grpcCall?.requestFinished !== true) this.#closeLater();
+    if (grpcCall?.requestFinished !== true) this.#closeIfLingering();
   }
 
   #forward(status: PartialStatusObject): void {
