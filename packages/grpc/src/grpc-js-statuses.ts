@@ -22,8 +22,8 @@ const METHOD_PATH = /^\/[A-Za-z0-9_.]{1,200}\/[A-Za-z0-9_]{1,100}$/;
  * @internal
  */
 export function errorOfGrpcJsStatus(status: PartialStatusObject): SecurityError | Error {
-  const details = typeof status.details === 'string' ? status.details : '';
-  const cause = new Error(`grpc-js: ${details.slice(0, MAX_CAUSE_CHARS)}`);
+  const details = detailsOf(status);
+  const cause = grpcJsCause(details);
   const { code } = status;
   if (code === Status.DEADLINE_EXCEEDED) {
     return new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded', cause });
@@ -68,7 +68,7 @@ export function errorOfGrpcJsRequestStatus(status: {
   readonly code?: number | undefined;
   readonly details?: string | undefined;
 }): SecurityError | undefined {
-  const details = typeof status.details === 'string' ? status.details : '';
+  const details = detailsOf(status);
   if (
     status.code !== Status.UNIMPLEMENTED ||
     !(details.startsWith('Received no request message') || details.startsWith('Received a second request message'))
@@ -77,8 +77,17 @@ export function errorOfGrpcJsRequestStatus(status: {
   }
   return new SecurityError('invalid_argument', {
     reason: 'message_count_invalid',
-    cause: new Error(`grpc-js: ${details.slice(0, MAX_CAUSE_CHARS)}`),
+    cause: grpcJsCause(details),
   });
+}
+
+function detailsOf(status: { readonly details?: string | undefined }): string {
+  return typeof status.details === 'string' ? status.details : '';
+}
+
+/** grpc-js's text as the cause of a fluxguard error, for the log only, cut to its first characters. */
+function grpcJsCause(details: string): Error {
+  return new Error(`grpc-js: ${details.slice(0, MAX_CAUSE_CHARS)}`);
 }
 
 /**
@@ -99,7 +108,7 @@ const auditOfInterceptor = new WeakMap<object, AuditLogger>();
 
 /**
  * Remembers the audit logger of a safeErrors interceptor, for the answers grpc-js makes before
- * any interceptor exists (an unknown method).
+ * any interceptor exists (an unknown method, a request that is not gRPC).
  *
  * @internal
  */
@@ -166,10 +175,9 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
     value(this: ServerInternals, error: PartialStatusObject, stream: ServerHttp2Stream, ...rest: unknown[]) {
       const headers = currentStream === stream ? currentHeaders : {};
       const requestId = requestIdOf(headers);
-      const details = typeof error.details === 'string' ? error.details : '';
       const refusal = new SecurityError('unimplemented', {
         reason: 'unimplemented',
-        cause: new Error(`grpc-js: ${details.slice(0, MAX_CAUSE_CHARS)}`),
+        cause: grpcJsCause(detailsOf(error)),
       });
       const publicError = refuse(this, refusal, stream, headers, requestId);
       const metadata = new Metadata();
