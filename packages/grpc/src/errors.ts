@@ -299,7 +299,7 @@ class SafeErrorsCall extends ForwardingCall {
     // clients do not read (HTTP sends them on every counted request, as the draft intends).
     if (grpcCall !== undefined && safe.code !== Status.OK) addResponseHeaders(grpcCall.state, safe.metadata);
     this.#forward(safe);
-    if (grpcCall?.requestFinished !== true) this.#closeIfLingering();
+    this.#closeIfLingering();
     // The call is answered: release what its controls hold before the client can call again,
     // and only now abort the handler's signal, so that nothing it does in reaction can send
     // a status of its own first.
@@ -416,12 +416,14 @@ class SafeErrorsCall extends ForwardingCall {
   }
 
   /**
-   * After any other status while the client had not ended its request (see `closeIfLingering`);
-   * a call a control ended has `#resetIfStuck` instead.
+   * After a status: a stream whose client had not ended its request is closed if it lingers
+   * (see `closeIfLingering`); a call a control ended has `#resetIfStuck` instead.
    */
   #closeIfLingering(): void {
     const stream = this.#stream;
-    if (stream !== undefined && !stream.closed && this.#grpcCall?.state.endedEarly !== true) closeIfLingering(stream);
+    const grpcCall = this.#grpcCall;
+    if (stream === undefined || stream.closed) return;
+    if (grpcCall?.requestFinished !== true && grpcCall?.state.endedEarly !== true) closeIfLingering(stream);
   }
 
   /**
@@ -453,7 +455,7 @@ class SafeErrorsCall extends ForwardingCall {
       this.#forward(publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()), new Metadata()));
       grpcCall?.state.finish('ended');
     }
-    if (grpcCall?.requestFinished !== true) this.#closeIfLingering();
+    this.#closeIfLingering();
   }
 
   #forward(status: PartialStatusObject): void {
