@@ -1,8 +1,10 @@
-// `pnpm bench:profile <transport> <variant> <tokens> [seconds]`: one server of one variant under
-// the scenario's outside generator, with V8's CPU profiler on. Prints the server's CPU time per
-// request (robust to other processes taking the machine, unlike req/s) and the functions with
-// the most self time per request, and keeps the .cpuprofile for Chrome DevTools. For finding
-// where the time goes, not for numbers to publish: the profiler itself costs the server time.
+// `pnpm bench:profile <transport> <variant> <tokens> [seconds] [--no-profiler]`: one server of
+// one variant under the scenario's outside generator, with V8's CPU profiler on. Prints the
+// server's CPU time per request (robust to other processes taking the machine, unlike req/s) and
+// the functions with the most self time per request, and keeps the .cpuprofile for Chrome
+// DevTools. For finding where the time goes, not for numbers to publish: the profiler itself
+// costs the server time. `--no-profiler` prints the CPU time per request only, without that cost:
+// the reading to compare two commits by.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +30,7 @@ const PROFILES = fileURLToPath(new URL('../../bench/results/profiles/', import.m
 function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T {
   if (value !== undefined && (allowed as readonly string[]).includes(value)) return value as T;
   throw new Error(
-    `usage: pnpm bench:profile <transport> <variant> <tokens> [seconds]\n` +
+    `usage: pnpm bench:profile <transport> <variant> <tokens> [seconds] [--no-profiler]\n` +
       `  ${what} must be one of ${allowed.join(', ')} (got ${JSON.stringify(value)})`,
   );
 }
@@ -64,7 +66,9 @@ function selfTimePerRequest(profile: CpuProfile, requests: number, top: number):
 }
 
 async function main(): Promise<void> {
-  const [, , transportArg, variantArg, tokensArg, secondsArg] = process.argv;
+  const args = process.argv.slice(2);
+  const profiling = !args.includes('--no-profiler');
+  const [transportArg, variantArg, tokensArg, secondsArg] = args.filter((arg) => arg !== '--no-profiler');
   const transport: Transport = oneOf(transportArg, TRANSPORTS, 'transport');
   const variant: Variant = oneOf(variantArg, VARIANTS, 'variant');
   const tokens: TokenKind = oneOf(tokensArg, TOKEN_KINDS, 'tokens');
@@ -105,12 +109,14 @@ async function main(): Promise<void> {
     const pki =
       transport === 'https' || transport === 'grpc-tls' ? await makePki() : { server: NO_TLS, client: NO_TLS };
 
-    mkdirSync(PROFILES, { recursive: true });
+    if (profiling) mkdirSync(PROFILES, { recursive: true });
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
     const profilePath = join(PROFILES, `${stamp}-${transport}-${variant}-${tokens}.cpuprofile`);
-    const server = await startServerProcess({ transport, variant, jwks: key.jwks, tls: pki.server }, where.server, {
-      FLUXGUARD_BENCH_CPU_PROFILE: profilePath,
-    });
+    const server = await startServerProcess(
+      { transport, variant, jwks: key.jwks, tls: pki.server },
+      where.server,
+      profiling ? { FLUXGUARD_BENCH_CPU_PROFILE: profilePath } : {},
+    );
     let requests = 0;
     try {
       const request = (runSeconds: number): LoadRequest => ({
@@ -129,7 +135,9 @@ async function main(): Promise<void> {
       source.used(run.requests);
       requests = warm.requests + run.requests;
       const cpu = before === undefined || after === undefined ? undefined : ((after - before) * 1e6) / run.requests;
-      console.log(`# ${transport} ${variant}, ${tokens} tokens, ${scenario.generator}, ${where.description}`);
+      console.log(
+        `# ${transport} ${variant}, ${tokens} tokens, ${scenario.generator}, ${where.description}${profiling ? ', profiler on' : ''}`,
+      );
       console.log(
         `${String(Math.round(run.requests / run.seconds))} req/s; server CPU ${cpu === undefined ? 'unknown' : cpu.toFixed(1)} µs per request` +
           ` (ok ${String(run.ok)}, refused ${String(run.refused)}, errors ${String(run.other)})`,
@@ -137,6 +145,7 @@ async function main(): Promise<void> {
     } finally {
       await server.stop();
     }
+    if (!profiling) return;
     const profile = JSON.parse(readFileSync(profilePath, 'utf8')) as CpuProfile;
     console.log(`\nself time per request (warm-up and run, profiler on), µs:`);
     for (const [label, us] of selfTimePerRequest(profile, requests, 30))
