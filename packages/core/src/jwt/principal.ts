@@ -108,14 +108,15 @@ export function claimsToPrincipal(
   options: ClaimsToPrincipalOptions = {},
 ): Principal {
   const segments = compileClaimPath(options.rolesClaim ?? 'roles', 'claimsToPrincipal: "rolesClaim"');
-  return principalFromClaims(claims, segments);
+  // A copy: the caller's object is not ours to freeze.
+  return principalFromClaims({ ...claims }, segments);
 }
 
-/** {@link claimsToPrincipal} with a path compiled once, for the verifier's hot path. */
-export function principalFromClaims(
-  claims: Readonly<Record<string, unknown>>,
-  rolesPath: readonly string[],
-): Principal {
+/**
+ * {@link claimsToPrincipal} with a path compiled once, for the verifier's hot path. `claims`
+ * is handed over: a payload just parsed, which this deep-freezes in place rather than copying.
+ */
+export function principalFromClaims(claims: Record<string, unknown>, rolesPath: readonly string[]): Principal {
   const sub = ownValue(claims, 'sub');
   if (typeof sub !== 'string' || sub === '' || sub.length > 1024) {
     throw new SecurityError('unauthenticated', { reason: 'missing_subject' });
@@ -126,7 +127,7 @@ export function principalFromClaims(
     subject: sub,
     roles: stringList(readPath(claims, rolesPath)),
     scopes,
-    claims: deepFreeze({ ...claims }),
+    claims: deepFreeze(claims),
     certificate: undefined,
     authenticatedBy: 'jwt',
   });

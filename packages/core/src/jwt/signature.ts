@@ -19,6 +19,22 @@ export interface ClaimRules {
   readonly clockTolerance: number;
   readonly maxTokenAge?: number | undefined;
   readonly typ?: string | undefined;
+  /**
+   * Every claim that must be present: `requiredClaims`, `iat` with a maximum age, `aud` and
+   * `iss` (jose's presence check), listed once when the settings are made.
+   */
+  readonly presentClaims: readonly string[];
+}
+
+/**
+ * A compact JWS split once into its three base64url parts (the verifier has checked their
+ * alphabet and that header and payload are not empty).
+ */
+export interface CompactJws {
+  readonly token: string;
+  readonly header: string;
+  readonly payload: string;
+  readonly signature: string;
 }
 
 /** The outcome of one key: the claims, or the refusal jose's error would have mapped to. */
@@ -68,27 +84,33 @@ const ALGORITHMS: Readonly<Record<string, Algorithm>> = Object.freeze({
 
 const NODE_HASH = { 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' } as const;
 
-// A CryptoKey's KeyObject, made once: keys live as long as their key set.
-const keyObjects = new WeakMap<CryptoKey, KeyObject>();
+/** What {@link usableKey} found for a key, with the algorithm it was asked about. */
+interface CheckedKey {
+  readonly algorithm: Algorithm;
+  readonly keyObject: KeyObject | undefined;
+}
+
+// A CryptoKey's check and KeyObject, made once per algorithm asked (a key serves one in
+// practice): keys live as long as their key set, and their getters copy on every read.
+const checkedKeys = new WeakMap<CryptoKey, CheckedKey>();
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 const refused = (reason: FastRefusal): FastOutcome => ({ ok: false, reason });
 
 /**
- * Verifies `token` (three base64url parts, header already checked by the verifier) with one
- * key and checks its claims. `undefined`: an algorithm or key this path does not handle, for
- * jose to decide.
+ * Verifies a compact JWS (header already checked by the verifier) with one key and checks its
+ * claims. `undefined`: an algorithm or key this path does not handle, for jose to decide.
  *
  * @example
  * ```ts
  * // internal to @fluxguard/core (not exported): the verifier's fast path
- * const outcome = verifyCompactSync(token, { alg: 'ES256', typ: undefined }, key, rules, Date.now());
+ * const outcome = verifyCompactSync(jws, { alg: 'ES256', typ: undefined }, key, rules, Date.now());
  * if (outcome?.ok) console.log(outcome.claims.sub);
  * ```
  */
 export function verifyCompactSync(
-  token: string,
+  jws: CompactJws,
   header: { readonly alg: string; readonly typ: unknown },
   key: VerificationKey,
   rules: ClaimRules,
@@ -96,12 +118,12 @@ export function verifyCompactSync(
 ): FastOutcome | undefined {
   const algorithm = ALGORITHMS[header.alg];
   if (algorithm === undefined) return undefined;
-  const [encodedHeader = '', encodedPayload = '', encodedSignature = ''] = token.split('.');
+  const { header: encodedHeader, payload: encodedPayload, signature: encodedSignature } = jws;
   // jose decodes every part strictly: a length of 1 modulo 4 is no base64 at all.
   if (encodedHeader.length % 4 === 1 || encodedSignature.length % 4 === 1) return refused('malformed_token');
 
   let verified: boolean;
-  const signingInput = Buffer.from(`${encodedHeader}.${encodedPayload}`, 'latin1');
+  const signingInput = Buffer.from(jws.token.slice(0, encodedHeader.length + 1 + encodedPayload.length), 'latin1');
   const signature = Buffer.from(encodedSignature, 'base64url');
   if (key instanceof Uint8Array) {
     if (algorithm.name !== 'HMAC' || algorithm.hash === undefined) return refused('verification_failed');
@@ -131,27 +153,28 @@ export function verifyCompactSync(
  * hash, curve, a `verify` usage, a public key, RSA of at least 2,048 bits); else `undefined`.
  */
 function usableKey(key: CryptoKey, algorithm: Algorithm): KeyObject | undefined {
+  const checked = checkedKeys.get(key);
+  if (checked?.algorithm === algorithm) return checked.keyObject;
+  const keyObject = checkKey(key, algorithm) ? KeyObject.from(key) : undefined;
+  checkedKeys.set(key, { algorithm, keyObject });
+  return keyObject;
+}
+
+/** jose's `checkCryptoKey` for one key and algorithm. */
+function checkKey(key: CryptoKey, algorithm: Algorithm): boolean {
   const given = key.algorithm as {
     name?: unknown;
     hash?: { name?: unknown };
     namedCurve?: unknown;
     modulusLength?: unknown;
   };
-  if (key.type !== 'public' || given.name !== algorithm.name || !key.usages.includes('verify')) return undefined;
+  if (key.type !== 'public' || given.name !== algorithm.name || !key.usages.includes('verify')) return false;
   // An EC key names its curve, not a hash (jose's `entry.subtle` for ECDSA has none either).
   if (algorithm.name !== 'ECDSA' && algorithm.hash !== undefined && given.hash?.name !== algorithm.hash) {
-    return undefined;
+    return false;
   }
-  if (algorithm.namedCurve !== undefined && given.namedCurve !== algorithm.namedCurve) return undefined;
-  if (algorithm.name.startsWith('RSA') && (typeof given.modulusLength !== 'number' || given.modulusLength < 2048)) {
-    return undefined;
-  }
-  let keyObject = keyObjects.get(key);
-  if (keyObject === undefined) {
-    keyObject = KeyObject.from(key);
-    keyObjects.set(key, keyObject);
-  }
-  return keyObject;
+  if (algorithm.namedCurve !== undefined && given.namedCurve !== algorithm.namedCurve) return false;
+  return !(algorithm.name.startsWith('RSA') && (typeof given.modulusLength !== 'number' || given.modulusLength < 2048));
 }
 
 function verifySignature(algorithm: Algorithm, key: KeyObject, data: Buffer, signature: Buffer): boolean {
@@ -202,10 +225,7 @@ function checkClaims(
   if (rules.typ !== undefined && (typeof typ !== 'string' || normalizeTyp(typ) !== normalizeTyp(rules.typ))) {
     return 'wrong_typ';
   }
-  const required = [...rules.requiredClaims];
-  if (rules.maxTokenAge !== undefined) required.push('iat');
-  required.push('aud', 'iss');
-  for (const claim of required) if (!Object.hasOwn(claims, claim)) return 'missing_claim';
+  for (const claim of rules.presentClaims) if (!Object.hasOwn(claims, claim)) return 'missing_claim';
   if (!rules.issuer.includes(claims.iss as string)) return 'wrong_issuer';
   const aud = claims.aud;
   const audienceOk =

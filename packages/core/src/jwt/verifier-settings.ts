@@ -142,7 +142,17 @@ export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSe
       ...(maxTokenAge === undefined ? {} : { maxTokenAge }),
       ...(typ === undefined ? {} : { typ }),
     },
-    claimRules: Object.freeze({ issuer, audience, requiredClaims, clockTolerance, maxTokenAge, typ }),
+    claimRules: Object.freeze({
+      issuer,
+      audience,
+      requiredClaims,
+      clockTolerance,
+      maxTokenAge,
+      typ,
+      presentClaims: Object.freeze([
+        ...new Set([...requiredClaims, ...(maxTokenAge === undefined ? [] : ['iat']), 'aud', 'iss']),
+      ]),
+    }),
     clockTolerance,
     maxTokenAge,
     maxTokenLength,

@@ -145,6 +145,24 @@ describe('createJwtVerifier: attacks refused with unauthenticated', () => {
     expect(await reasonOf(verifier({ algorithms: ['ES256'] }).verify(await sign(rsa)))).toBe('alg_not_allowed');
   });
 
+  it("a header seen before is checked against each verifier's own allowlist", async () => {
+    const token = await sign(rsa);
+    await verifier().verify(token); // the header has passed once: it is known by its encoded form now
+    expect(await reasonOf(verifier({ algorithms: ['ES256'] }).verify(token))).toBe('alg_not_allowed');
+    expect((await verifier().verify(token)).principal.subject).toBe('alice');
+  });
+
+  it('a flood of distinct valid headers changes no decision', async () => {
+    const v = verifier();
+    for (let i = 0; i < 150; i++) {
+      const unknown = await sign(ec, { header: { kid: `flood-${String(i)}` } });
+      expect(await reasonOf(v.verify(unknown))).toBe('unknown_kid');
+    }
+    expect((await v.verify(await sign(ec))).principal.subject).toBe('alice');
+    const embedded = handSigned(rsa, { jwk: rsa.publicJwk }, baseClaims());
+    expect(await reasonOf(v.verify(embedded))).toBe('embedded_key');
+  });
+
   it('a bad signature: a tampered payload, or a key that is not ours under a trusted kid', async () => {
     const token = await sign(rsa);
     const [h, , s] = token.split('.');

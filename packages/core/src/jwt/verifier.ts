@@ -15,7 +15,7 @@ import {
   type VerificationKey,
 } from './key-source.js';
 import { principalFromClaims, type ClaimPath } from './principal.js';
-import { verifyCompactSync, type FastRefusal } from './signature.js';
+import { verifyCompactSync, type CompactJws, type FastRefusal } from './signature.js';
 import { resolveVerifierSettings, type VerifierSettings } from './verifier-settings.js';
 
 /**
@@ -392,13 +392,13 @@ async function verifyFresh(
   cacheKey: string,
   doorkeeper: Doorkeeper | undefined,
 ): Promise<VerifiedToken> {
-  const header = inspectHeader(token, settings.algorithms);
+  const { jws, header } = inspectToken(token, settings.algorithms);
   const source = settings.source;
   const version = source.version;
   // A known key and an algorithm the fast path handles: no promise is awaited on the way.
   const keys = source.keysNow?.(header) ?? (await source.getKeys(header));
   const claims =
-    verifyWithKeysSync(settings, token, header, keys) ?? (await verifyWithKeys(settings, token, header, keys, 'jose'));
+    verifyWithKeysSync(settings, jws, header, keys) ?? (await verifyWithKeys(settings, jws, header, keys, 'jose'));
   const verified = remember(settings, cache, doorkeeper, cacheKey, version, verifiedToken(settings, header, claims));
   if (settings.denylist !== undefined) await checkRevoked(settings.denylist, verified);
   return verified;
@@ -418,11 +418,11 @@ function verifyFreshSync(
 ): VerifiedToken | undefined {
   const source = settings.source;
   if (source.keysNow === undefined) return undefined;
-  const header = inspectHeader(token, settings.algorithms);
+  const { jws, header } = inspectToken(token, settings.algorithms);
   const version = source.version;
   const keys = source.keysNow(header);
   if (keys === undefined) return undefined;
-  const claims = verifyWithKeysSync(settings, token, header, keys);
+  const claims = verifyWithKeysSync(settings, jws, header, keys);
   if (claims === undefined) return undefined;
   return remember(settings, cache, doorkeeper, cacheKey, version, verifiedToken(settings, header, claims));
 }
@@ -460,13 +460,13 @@ function remember(
  */
 function verifyWithKeysSync(
   settings: VerifierSettings,
-  token: string,
+  jws: CompactJws,
   header: InspectedHeader,
   keys: readonly VerificationKey[],
 ): Record<string, unknown> | undefined {
   let refusal: FastRefusal | undefined;
   for (const key of keys) {
-    const fast = verifyCompactSync(token, header, key, settings.claimRules, settings.now());
+    const fast = verifyCompactSync(jws, header, key, settings.claimRules, settings.now());
     if (fast === undefined) return undefined;
     if (fast.ok) return fast.claims;
     refusal = fast.reason;
@@ -477,25 +477,49 @@ function verifyWithKeysSync(
   throw refuse(refusal);
 }
 
+/** A token split into its parts, and its protected header as checked. */
+interface InspectedToken {
+  readonly jws: CompactJws;
+  readonly header: InspectedHeader;
+}
+
 /**
  * Checks the compact JWS form and the protected header before any key is touched: a token
  * offering its own key, `alg: none`, an algorithm off the allowlist or a `crit` extension is
  * refused here.
  */
-function inspectHeader(token: string, algorithms: readonly JwsAlgorithm[]): InspectedHeader {
+function inspectToken(token: string, algorithms: readonly JwsAlgorithm[]): InspectedToken {
   const parts = token.split('.');
   if (parts.length === 5) throw refuse('jwe_not_accepted');
   if (parts.length !== 3) throw refuse('malformed_token');
   const [encodedHeader = '', encodedPayload = '', signature = ''] = parts;
-  if (
-    encodedHeader === '' ||
-    encodedPayload === '' ||
-    !PART.test(encodedHeader) ||
-    !PART.test(encodedPayload) ||
-    !PART.test(signature)
-  ) {
+  if (encodedHeader === '' || encodedPayload === '' || !PART.test(encodedPayload) || !PART.test(signature)) {
     throw refuse('malformed_token');
   }
+  const header = inspectHeader(encodedHeader, algorithms);
+  if (signature === '') throw refuse('malformed_token');
+  return { jws: { token, header: encodedHeader, payload: encodedPayload, signature }, header };
+}
+
+/** Headers that passed every check but the allowlist's, by their encoded form (see {@link inspectHeader}). */
+const knownHeaders = new Map<string, InspectedHeader>();
+const MAX_KNOWN_HEADERS = 64;
+
+/**
+ * The protected header, checked in this order: base64url JSON of an object, an `alg` that is
+ * not `none` and is on the allowlist, no key of its own, no `crit`, no `enc`, a sane `kid`.
+ * An issuer puts the same header on every token it signs, so a header that passed is kept by
+ * its encoded form and only the allowlist (the one check that depends on the verifier) is
+ * asked again. Bounded: a flood of distinct valid headers empties the map, and each then costs
+ * what it cost before the map existed.
+ */
+function inspectHeader(encodedHeader: string, algorithms: readonly JwsAlgorithm[]): InspectedHeader {
+  const known = knownHeaders.get(encodedHeader);
+  if (known !== undefined) {
+    if (!(algorithms as readonly string[]).includes(known.alg)) throw refuse('alg_not_allowed');
+    return known;
+  }
+  if (!PART.test(encodedHeader)) throw refuse('malformed_token');
   let header: unknown;
   try {
     header = JSON.parse(strictUtf8.decode(Buffer.from(encodedHeader, 'base64url')));
@@ -515,8 +539,10 @@ function inspectHeader(token: string, algorithms: readonly JwsAlgorithm[]): Insp
   const kid = fields.kid;
   if (kid !== undefined && (typeof kid !== 'string' || kid === '' || kid.length > 256))
     throw refuse('malformed_header');
-  if (signature === '') throw refuse('malformed_token');
-  return { alg, kid, typ: fields.typ };
+  const inspected: InspectedHeader = Object.freeze({ alg, kid, typ: fields.typ });
+  if (knownHeaders.size >= MAX_KNOWN_HEADERS) knownHeaders.clear();
+  knownHeaders.set(encodedHeader, inspected);
+  return inspected;
 }
 
 /** The header fields the verifier reads: those a key source may look at, and `typ`. */
@@ -532,20 +558,20 @@ interface InspectedHeader extends TokenHeader {
  */
 async function verifyWithKeys(
   settings: VerifierSettings,
-  token: string,
+  jws: CompactJws,
   header: InspectedHeader,
   keys: readonly VerificationKey[],
   engine: 'fast' | 'jose' = 'fast',
 ): Promise<Record<string, unknown>> {
   if (engine === 'fast') {
-    const claims = verifyWithKeysSync(settings, token, header, keys);
+    const claims = verifyWithKeysSync(settings, jws, header, keys);
     if (claims !== undefined) return claims;
   }
   const { joseOptions, now } = settings;
   let lastError: unknown;
   for (const key of keys) {
     try {
-      const { payload } = await jwtVerify(token, key, { ...joseOptions, currentDate: new Date(now()) });
+      const { payload } = await jwtVerify(jws.token, key, { ...joseOptions, currentDate: new Date(now()) });
       return payload;
     } catch (err) {
       lastError = err;
@@ -570,9 +596,9 @@ export async function verifyUncached(
   token: string,
   engine: 'fast' | 'jose',
 ): Promise<Record<string, unknown>> {
-  const header = inspectHeader(token, settings.algorithms);
+  const { jws, header } = inspectToken(token, settings.algorithms);
   const keys = await settings.source.getKeys(header);
-  return verifyWithKeys(settings, token, header, keys, engine);
+  return verifyWithKeys(settings, jws, header, keys, engine);
 }
 
 /** The checks jose leaves to the verifier (`jti`, `iss` type, subject), and the result. */
