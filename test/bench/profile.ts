@@ -5,35 +5,15 @@
 // DevTools. For finding where the time goes, not for numbers to publish: the profiler itself
 // costs the server time. `--no-profiler` prints the CPU time per request only, without that cost:
 // the reading to compare two commits by.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readConfig } from './config.js';
-import { createSigningKey, TokenMinter } from './fixtures.js';
-import { h2loadGenerator } from './h2load.js';
-import type { Generator, LoadRequest } from './load.js';
-import { fixedTokens, pooledTokens, type TokenSource } from './measure.js';
-import { nodeGenerator } from './node-load.js';
-import { NO_TLS, makePki } from './pki.js';
-import { placement } from './processes.js';
-import { SCENARIOS, type TokenKind } from './scenarios.js';
+import { oneOf, prepareScenario } from './one-scenario.js';
 import { startServerProcess } from './server-handle.js';
-import { TRANSPORTS, VARIANTS, type Transport, type Variant } from './servers.js';
-import { TokenPool } from './tokens.js';
-import { ensureTools, type Tool } from './tools.js';
-import { wrkGenerator } from './wrk.js';
+import { VARIANTS, type Variant } from './servers.js';
 
-const TOKEN_KINDS: readonly TokenKind[] = ['repeated', 'new', 'none', 'forged'];
+const USAGE = 'pnpm bench:profile <transport> <variant> <tokens> [seconds] [--no-profiler]';
 const PROFILES = fileURLToPath(new URL('../../bench/results/profiles/', import.meta.url));
-
-function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T {
-  if (value !== undefined && (allowed as readonly string[]).includes(value)) return value as T;
-  throw new Error(
-    `usage: pnpm bench:profile <transport> <variant> <tokens> [seconds] [--no-profiler]\n` +
-      `  ${what} must be one of ${allowed.join(', ')} (got ${JSON.stringify(value)})`,
-  );
-}
 
 /** A V8 CPU profile, as the inspector's `Profiler.stop` returns it. */
 interface CpuProfile {
@@ -69,74 +49,34 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const profiling = !args.includes('--no-profiler');
   const [transportArg, variantArg, tokensArg, secondsArg] = args.filter((arg) => arg !== '--no-profiler');
-  const transport: Transport = oneOf(transportArg, TRANSPORTS, 'transport');
-  const variant: Variant = oneOf(variantArg, VARIANTS, 'variant');
-  const tokens: TokenKind = oneOf(tokensArg, TOKEN_KINDS, 'tokens');
+  const variant: Variant = oneOf(variantArg, VARIANTS, 'variant', USAGE);
   const seconds = secondsArg === undefined ? 8 : Number(secondsArg);
   if (!Number.isSafeInteger(seconds) || seconds < 1) throw new Error('seconds must be a positive integer');
-  const scenario = SCENARIOS.find((s) => s.transport === transport && s.tokens === tokens);
-  if (scenario === undefined) throw new Error(`no scenario sends ${tokens} tokens over ${transport}`);
+  const one = await prepareScenario(transportArg, tokensArg, USAGE);
+  const { transport, tokens, generator: generatorName } = one.scenario;
   if (variant === 'floor' && transport !== 'http' && transport !== 'grpc') {
+    one.close();
     throw new Error('the floor variant exists for http and grpc only');
   }
-  const config = readConfig();
-
-  const needed: Tool[] = ['taskset'];
-  if (scenario.generator !== 'node') needed.push(scenario.generator);
-  const tools = ensureTools(needed);
-  const where = placement(tools.taskset);
-  const scratch = mkdtempSync(join(tmpdir(), 'fluxguard-profile-'));
   try {
-    const generators: Partial<Record<string, Generator>> = { node: nodeGenerator(where.load) };
-    if (tools.wrk !== undefined) generators.wrk = wrkGenerator(tools.wrk, where.load, scratch);
-    if (tools.h2load !== undefined) generators.h2load = h2loadGenerator(tools.h2load, where.load, scratch);
-    const generator = generators[scenario.generator];
-    if (generator === undefined) throw new Error(`${scenario.generator} is not installed`);
-
-    const key = createSigningKey();
-    const minter = new TokenMinter(key);
-    const source: TokenSource =
-      tokens === 'repeated'
-        ? fixedTokens(minter.next())
-        : tokens === 'none'
-          ? fixedTokens(undefined)
-          : tokens === 'new'
-            ? pooledTokens(TokenPool.mint(scratch, 'valid', minter, config.poolTokens), minter.next())
-            : pooledTokens(
-                TokenPool.mint(scratch, 'forged', new TokenMinter(createSigningKey()), config.poolTokens),
-                minter.next(),
-              );
-    const pki =
-      transport === 'https' || transport === 'grpc-tls' ? await makePki() : { server: NO_TLS, client: NO_TLS };
-
     if (profiling) mkdirSync(PROFILES, { recursive: true });
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
     const profilePath = join(PROFILES, `${stamp}-${transport}-${variant}-${tokens}.cpuprofile`);
     const server = await startServerProcess(
-      { transport, variant, jwks: key.jwks, tls: pki.server },
-      where.server,
+      { transport, variant, jwks: one.jwks, tls: one.pki.server },
+      one.where.server,
       profiling ? { FLUXGUARD_BENCH_CPU_PROFILE: profilePath } : {},
     );
     let requests = 0;
     try {
-      const request = (runSeconds: number): LoadRequest => ({
-        transport,
-        port: server.port,
-        seconds: runSeconds,
-        tokens: source.plan(),
-        shape: { connections: config.connections, h2Connections: config.h2Connections, h2Streams: config.h2Streams },
-        clientTls: pki.client,
-      });
-      const warm = await generator(request(config.warmupSeconds));
-      source.used(warm.requests);
+      const warm = await one.run(server.port, one.config.warmupSeconds);
       const before = server.cpuSeconds();
-      const run = await generator(request(seconds));
+      const run = await one.run(server.port, seconds);
       const after = server.cpuSeconds();
-      source.used(run.requests);
       requests = warm.requests + run.requests;
       const cpu = before === undefined || after === undefined ? undefined : ((after - before) * 1e6) / run.requests;
       console.log(
-        `# ${transport} ${variant}, ${tokens} tokens, ${scenario.generator}, ${where.description}${profiling ? ', profiler on' : ''}`,
+        `# ${transport} ${variant}, ${tokens} tokens, ${generatorName}, ${one.where.description}${profiling ? ', profiler on' : ''}`,
       );
       console.log(
         `${String(Math.round(run.requests / run.seconds))} req/s; server CPU ${cpu === undefined ? 'unknown' : cpu.toFixed(1)} µs per request` +
@@ -152,7 +92,7 @@ async function main(): Promise<void> {
       console.log(`${us.toFixed(1).padStart(7)}  ${label}`);
     console.log(`\nprofile: ${profilePath} (open in Chrome DevTools, Performance tab)`);
   } finally {
-    rmSync(scratch, { recursive: true, force: true });
+    one.close();
   }
 }
 

@@ -42,16 +42,18 @@ function waitForPort(child: ChildProcess, what: string): Promise<number> {
 
 /**
  * Starts one server in its own process on the server CPU; resolves once it listens. `env` adds
- * to the process's environment (`FLUXGUARD_BENCH_CPU_PROFILE` for `pnpm bench:profile`).
+ * to the process's environment (`FLUXGUARD_BENCH_CPU_PROFILE` for `pnpm bench:profile`);
+ * `entry` is another build's `server-process.js` (`pnpm bench:compare`), this one's by default.
  */
 export async function startServerProcess(
   spec: ServerSpec,
   serverCpu: readonly string[],
   env: Readonly<Record<string, string>> = {},
+  entry: string = ENTRY,
 ): Promise<RunningServer> {
   const what = `the ${spec.variant} ${spec.transport} server`;
   // stdin stays open for the server's life: it ends when the bench does, however it ends.
-  const child = pinned(serverCpu, process.execPath, [ENTRY], {
+  const child = pinned(serverCpu, process.execPath, [entry], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, ...env, FLUXGUARD_BENCH_SERVER: JSON.stringify(spec) },
   });

@@ -1,0 +1,76 @@
+// `pnpm bench:compare <other-checkout> <transport> <variant> <tokens> [rounds] [seconds]`: the
+// same variant built from this checkout and from another (a git worktree of the commit to
+// compare with, built there with `pnpm build && pnpm exec tsc -b test`), both servers alive
+// at once on the server CPU, loaded in turn for `rounds` short runs each. Prints the server CPU
+// per request of each run and the median of this ÷ other over the rounds: on a shared VM the
+// machine drifts by more than a small change costs, and runs close together in alternation
+// see the same machine.
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { roundOrder } from './measure.js';
+import { oneOf, prepareScenario } from './one-scenario.js';
+import { startServerProcess, type RunningServer } from './server-handle.js';
+import { VARIANTS, type Variant } from './servers.js';
+import { median } from './stats.js';
+
+const USAGE =
+  'pnpm bench:compare <other-checkout> <transport> <variant> <tokens> [rounds, default 8] [seconds, default 4]';
+
+function positive(value: string | undefined, fallback: number, what: string): number {
+  const n = value === undefined ? fallback : Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`usage: ${USAGE}\n  ${what} must be a positive integer`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const [otherArg, transportArg, variantArg, tokensArg, roundsArg, secondsArg] = process.argv.slice(2);
+  if (otherArg === undefined) throw new Error(`usage: ${USAGE}`);
+  const otherEntry = join(resolve(otherArg), 'test', 'dist', 'bench', 'server-process.js');
+  if (!existsSync(otherEntry)) {
+    throw new Error(`${otherEntry} does not exist: build that checkout first (pnpm build && pnpm exec tsc -b test)`);
+  }
+  const variant: Variant = oneOf(variantArg, VARIANTS, 'variant', USAGE);
+  const rounds = positive(roundsArg, 8, 'rounds');
+  const seconds = positive(secondsArg, 4, 'seconds');
+  const one = await prepareScenario(transportArg, tokensArg, USAGE);
+  const { transport, tokens, generator } = one.scenario;
+  const servers: { name: string; server: RunningServer; cpu: number[] }[] = [];
+  try {
+    const spec = { transport, variant, jwks: one.jwks, tls: one.pki.server };
+    servers.push({ name: 'this', server: await startServerProcess(spec, one.where.server), cpu: [] });
+    servers.push({ name: 'other', server: await startServerProcess(spec, one.where.server, {}, otherEntry), cpu: [] });
+    console.log(`# ${transport} ${variant}, ${tokens} tokens, ${generator}, ${one.where.description}`);
+    console.log(
+      `# this: ${process.cwd()}; other: ${resolve(otherArg)}; ${String(rounds)} rounds of ${String(seconds)} s`,
+    );
+    for (const { server } of servers) await one.run(server.port, one.config.warmupSeconds);
+    const ratios: number[] = [];
+    for (let round = 0; round < rounds; round++) {
+      const line: string[] = [];
+      for (const entry of roundOrder(servers, round)) {
+        const before = entry.server.cpuSeconds();
+        const run = await one.run(entry.server.port, seconds);
+        const after = entry.server.cpuSeconds();
+        if (before === undefined || after === undefined) throw new Error('the server CPU cannot be read (/proc)');
+        if (run.other > run.requests / 100) throw new Error(`${entry.name}: ${String(run.other)} errors in a run`);
+        const us = ((after - before) * 1e6) / run.requests;
+        entry.cpu.push(us);
+        line.push(`${entry.name} ${us.toFixed(1)} µs (${String(Math.round(run.requests / run.seconds))} req/s)`);
+      }
+      const [mine, theirs] = servers;
+      const ratio = (mine?.cpu[round] ?? NaN) / (theirs?.cpu[round] ?? NaN);
+      ratios.push(ratio);
+      console.log(`round ${String(round + 1)}: ${line.join(', ')}; this ÷ other ${ratio.toFixed(3)}`);
+    }
+    const [mine, theirs] = servers;
+    console.log(
+      `median server CPU per request: this ${median(mine?.cpu ?? []).toFixed(1)} µs, other ${median(theirs?.cpu ?? []).toFixed(1)} µs;` +
+        ` this ÷ other, median of rounds: ${median(ratios).toFixed(3)} (range ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`,
+    );
+  } finally {
+    await Promise.all(servers.map(({ server }) => server.stop()));
+    one.close();
+  }
+}
+
+await main();

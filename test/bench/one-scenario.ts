@@ -1,0 +1,103 @@
+// One scenario of one transport, set up the way `pnpm bench` runs it (the same generator,
+// tokens, pinning and knobs), for the tools that load one or two servers by hand:
+// `pnpm bench:profile` and `pnpm bench:compare`.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { JSONWebKeySet } from 'jose';
+import { readConfig, type BenchConfig } from './config.js';
+import { createSigningKey, TokenMinter } from './fixtures.js';
+import { h2loadGenerator } from './h2load.js';
+import type { Generator, LoadResult } from './load.js';
+import { fixedTokens, pooledTokens, type TokenSource } from './measure.js';
+import { nodeGenerator } from './node-load.js';
+import { NO_TLS, makePki, type Pki } from './pki.js';
+import { placement, type Placement } from './processes.js';
+import { SCENARIOS, type Scenario, type TokenKind } from './scenarios.js';
+import { TRANSPORTS, type Transport } from './servers.js';
+import { TokenPool } from './tokens.js';
+import { ensureTools, type Tool } from './tools.js';
+import { wrkGenerator } from './wrk.js';
+
+export const TOKEN_KINDS: readonly TokenKind[] = ['repeated', 'new', 'none', 'forged'];
+
+/** `value` if it is one of `allowed`; else the usage line of `tool` and what was wrong. */
+export function oneOf<T extends string>(
+  value: string | undefined,
+  allowed: readonly T[],
+  what: string,
+  usage: string,
+): T {
+  if (value !== undefined && (allowed as readonly string[]).includes(value)) return value as T;
+  throw new Error(`usage: ${usage}\n  ${what} must be one of ${allowed.join(', ')} (got ${JSON.stringify(value)})`);
+}
+
+export interface OneScenario {
+  readonly scenario: Scenario;
+  readonly config: BenchConfig;
+  readonly where: Placement;
+  /** The key set the servers trust. */
+  readonly jwks: JSONWebKeySet;
+  readonly pki: Pki;
+  /** One load run of `seconds` against `port`, with the scenario's next tokens. */
+  run(port: number, seconds: number): Promise<LoadResult>;
+  /** Removes the token files. */
+  close(): void;
+}
+
+/** Sets up the scenario of `transport` that sends `tokens` (installing its generator if needed). */
+export async function prepareScenario(transportArg: string | undefined, tokensArg: string | undefined, usage: string) {
+  const transport: Transport = oneOf(transportArg, TRANSPORTS, 'transport', usage);
+  const tokens: TokenKind = oneOf(tokensArg, TOKEN_KINDS, 'tokens', usage);
+  const scenario = SCENARIOS.find((s) => s.transport === transport && s.tokens === tokens);
+  if (scenario === undefined) throw new Error(`no scenario sends ${tokens} tokens over ${transport}`);
+  const config = readConfig();
+  const needed: Tool[] = ['taskset'];
+  if (scenario.generator !== 'node') needed.push(scenario.generator);
+  const tools = ensureTools(needed);
+  const where = placement(tools.taskset);
+  const scratch = mkdtempSync(join(tmpdir(), 'fluxguard-one-scenario-'));
+  const generators: Partial<Record<string, Generator>> = { node: nodeGenerator(where.load) };
+  if (tools.wrk !== undefined) generators.wrk = wrkGenerator(tools.wrk, where.load, scratch);
+  if (tools.h2load !== undefined) generators.h2load = h2loadGenerator(tools.h2load, where.load, scratch);
+  const generator = generators[scenario.generator];
+  if (generator === undefined) throw new Error(`${scenario.generator} is not installed`);
+
+  const key = createSigningKey();
+  const minter = new TokenMinter(key);
+  const source: TokenSource =
+    tokens === 'repeated'
+      ? fixedTokens(minter.next())
+      : tokens === 'none'
+        ? fixedTokens(undefined)
+        : tokens === 'new'
+          ? pooledTokens(TokenPool.mint(scratch, 'valid', minter, config.poolTokens), minter.next())
+          : pooledTokens(
+              TokenPool.mint(scratch, 'forged', new TokenMinter(createSigningKey()), config.poolTokens),
+              minter.next(),
+            );
+  const pki = transport === 'https' || transport === 'grpc-tls' ? await makePki() : { server: NO_TLS, client: NO_TLS };
+  const prepared: OneScenario = {
+    scenario,
+    config,
+    where,
+    jwks: key.jwks,
+    pki,
+    run: async (port, seconds) => {
+      const result = await generator({
+        transport,
+        port,
+        seconds,
+        tokens: source.plan(),
+        shape: { connections: config.connections, h2Connections: config.h2Connections, h2Streams: config.h2Streams },
+        clientTls: pki.client,
+      });
+      source.used(result.requests);
+      return result;
+    },
+    close: () => {
+      rmSync(scratch, { recursive: true, force: true });
+    },
+  };
+  return prepared;
+}
