@@ -501,7 +501,10 @@ function inspectToken(token: string, algorithms: readonly JwsAlgorithm[]): Inspe
   return { jws: { token, header: encodedHeader, payload: encodedPayload, signature }, header };
 }
 
-/** Headers that passed every check but the allowlist's, by their encoded form (see {@link inspectHeader}). */
+/**
+ * Headers that passed every check (the allowlist of the verifier that first saw them included),
+ * by their encoded form; at most 64, each no longer than a token may be (see {@link inspectHeader}).
+ */
 const knownHeaders = new Map<string, InspectedHeader>();
 const MAX_KNOWN_HEADERS = 64;
 
