@@ -1,5 +1,6 @@
-// The authenticator's synchronous path: a token the verifier's cache settles is taken without a
-// promise, and so is a new token whose key the source knows now and whose signature and claims
+// The authenticator's synchronous path: a call without a token is decided without a promise (an
+// anonymous caller, or a certificate a rule maps to roles), a token the verifier's cache settles is
+// taken without one, and so is a new token whose key the source knows now and whose signature and claims
 // the fast path checks (accepted, or refused with the reason verify() gives). Every other case
 // (a key to fetch, expiry of a cached token, rotation, a denylist to ask, a malformed or repeated
 // header) still goes through `authenticate`, with its refusals.
@@ -62,6 +63,29 @@ async function start(
   if (result !== undefined) await result;
   return { synchronous: result === undefined, state };
 }
+
+describe('createAuthenticator: a call without a token', () => {
+  it('is decided at once: anonymous, or the principal of a certificate a rule maps to roles', async () => {
+    const { authenticator } = authenticatorWith();
+    const anonymous = await start(authenticator, {});
+    expect(anonymous.synchronous).toBe(true);
+    expect(anonymous.state.principal).toBeUndefined();
+    const withCertificate = await start(authenticator, {}, BACKUP_CERTIFICATE);
+    expect(withCertificate.synchronous).toBe(true);
+    expect(withCertificate.state.principal).toBeUndefined();
+
+    const mapped = createAuthenticator({
+      jwt: createJwtVerifier({ jwks: { keys: [key.publicJwk] }, issuer: ISSUER, audience: AUDIENCE }),
+      certificateRoles: [{ spiffeId: BACKUP_CERTIFICATE.spiffeId ?? '', roles: ['artifacts.reader'] }],
+    });
+    const byCertificate = await start(mapped, {}, BACKUP_CERTIFICATE);
+    expect(byCertificate.synchronous).toBe(true);
+    expect(byCertificate.state.principal).toMatchObject({ authenticatedBy: 'mtls', roles: ['artifacts.reader'] });
+    expect(await mapped.authenticate(testCall(IDS, GUARD_OPS.GET, {}, BACKUP_CERTIFICATE))).toEqual(
+      byCertificate.state.principal,
+    );
+  });
+});
 
 describe('createAuthenticator: a token the cache settles', () => {
   it('is taken synchronously once cached (from the third call on), with the same frozen principal', async () => {

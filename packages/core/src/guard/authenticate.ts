@@ -103,46 +103,56 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
       ? undefined
       : compileCertificateRoles(options.certificateRoles, `${factory}.certificateRoles`);
 
+  const sendsToken = (call: CallInfo): boolean => jwt !== undefined && call.headers.getAll('authorization').length > 0;
+  // Without a token: only a certificate that a rule maps to roles authenticates alone; any other
+  // verified certificate still meets an RBAC `certificate` requirement, checked by the rule itself.
+  const withoutToken = (call: CallInfo): Principal | undefined =>
+    certificateRoles !== undefined && certificateRoles(call.peerCertificate).length > 0
+      ? principalFromCertificate(call.peerCertificate, certificateRoles)
+      : undefined;
+
   async function authenticate(received: CallInfo): Promise<Principal | undefined> {
     if (rbac?.isPublic(received.operation) === true) return undefined;
     const call = withCurrentCertificate(received);
-    if (jwt !== undefined && call.headers.getAll('authorization').length > 0) {
+    if (jwt !== undefined && sendsToken(call))
       return mergePrincipals(await jwt.authenticate(call), call.peerCertificate);
-    }
-    // Only a certificate that a rule maps to roles authenticates alone; any other verified
-    // certificate still meets an RBAC `certificate` requirement, checked by the rule itself.
-    if (certificateRoles !== undefined && certificateRoles(call.peerCertificate).length > 0) {
-      return principalFromCertificate(call.peerCertificate, certificateRoles);
-    }
-    return undefined;
+    return withoutToken(call);
   }
 
   // A token the verifier's cache settles (the steady state of a client that reuses its token)
   // is taken synchronously: no promise, and the pipeline goes on in the same tick.
   const settled = jwt === undefined ? undefined : settledLookupOf(jwt);
-  const settledPrincipal = (received: CallInfo): Principal | undefined => {
-    if (settled === undefined) return undefined;
-    const call = withCurrentCertificate(received);
-    const principal = settled(call.headers);
-    return principal === undefined ? undefined : mergePrincipals(principal, call.peerCertificate);
-  };
 
   return Object.freeze({
     name: 'authentication',
     stage: 'authentication',
     authenticate,
-    onStart: (call: CallInfo, context: CallContext): Promise<void> | undefined => {
-      if (rbac?.isPublic(call.operation) === true) return undefined;
+    onStart: (received: CallInfo, context: CallContext): Promise<void> | undefined => {
+      if (rbac?.isPublic(received.operation) === true) return undefined;
+      const call = withCurrentCertificate(received);
+      // Without a token the caller is known at once (anonymous, or a mapped certificate): a
+      // flood of anonymous calls is refused without a promise.
+      if (!sendsToken(call)) {
+        const principal = withoutToken(call);
+        if (principal !== undefined) context.setPrincipal(principal);
+        return undefined;
+      }
       const known = settledPrincipal(call);
       if (known !== undefined) {
         context.setPrincipal(known);
         return undefined;
       }
-      return authenticate(call).then((principal) => {
-        if (principal !== undefined) context.setPrincipal(principal);
+      return authenticate(received).then((verified) => {
+        if (verified !== undefined) context.setPrincipal(verified);
       });
     },
   });
+
+  /** The principal of a token the verifier settles without waiting (see `settledLookupOf`). */
+  function settledPrincipal(call: CallInfo): Principal | undefined {
+    const principal = settled?.(call.headers);
+    return principal === undefined ? undefined : mergePrincipals(principal, call.peerCertificate);
+  }
 }
 
 /**
