@@ -103,7 +103,9 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
       ? undefined
       : compileCertificateRoles(options.certificateRoles, `${factory}.certificateRoles`);
 
-  const sendsToken = (call: CallInfo): boolean => jwt !== undefined && call.headers.getAll('authorization').length > 0;
+  // The verifier, when the call sends a token for it.
+  const verifierFor = (call: CallInfo): JwtVerifier | undefined =>
+    jwt !== undefined && call.headers.getAll('authorization').length > 0 ? jwt : undefined;
   // Without a token: only a certificate that a rule maps to roles authenticates alone; any other
   // verified certificate still meets an RBAC `certificate` requirement, checked by the rule itself.
   const withoutToken = (call: CallInfo): Principal | undefined =>
@@ -114,9 +116,10 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
   async function authenticate(received: CallInfo): Promise<Principal | undefined> {
     if (rbac?.isPublic(received.operation) === true) return undefined;
     const call = withCurrentCertificate(received);
-    if (jwt !== undefined && sendsToken(call))
-      return mergePrincipals(await jwt.authenticate(call), call.peerCertificate);
-    return withoutToken(call);
+    const verifier = verifierFor(call);
+    return verifier === undefined
+      ? withoutToken(call)
+      : mergePrincipals(await verifier.authenticate(call), call.peerCertificate);
   }
 
   // A token the verifier's cache settles (the steady state of a client that reuses its token)
@@ -132,7 +135,8 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
       const call = withCurrentCertificate(received);
       // Without a token the caller is known at once (anonymous, or a mapped certificate): a
       // flood of anonymous calls is refused without a promise.
-      if (!sendsToken(call)) {
+      const verifier = verifierFor(call);
+      if (verifier === undefined) {
         const principal = withoutToken(call);
         if (principal !== undefined) context.setPrincipal(principal);
         return undefined;
@@ -142,8 +146,8 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
         context.setPrincipal(known);
         return undefined;
       }
-      return authenticate(received).then((verified) => {
-        if (verified !== undefined) context.setPrincipal(verified);
+      return verifier.authenticate(call).then((verified) => {
+        context.setPrincipal(mergePrincipals(verified, call.peerCertificate));
       });
     },
   });
