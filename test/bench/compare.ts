@@ -8,9 +8,8 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { roundOrder } from './measure.js';
-import { oneOf, prepareScenario } from './one-scenario.js';
+import { prepareScenario } from './one-scenario.js';
 import { startServerProcess, type RunningServer } from './server-handle.js';
-import { VARIANTS, type Variant } from './servers.js';
 import { median } from './stats.js';
 
 const USAGE =
@@ -29,10 +28,10 @@ async function main(): Promise<void> {
   if (!existsSync(otherEntry)) {
     throw new Error(`${otherEntry} does not exist: build that checkout first (pnpm build && pnpm exec tsc -b test)`);
   }
-  const variant: Variant = oneOf(variantArg, VARIANTS, 'variant', USAGE);
   const rounds = positive(roundsArg, 8, 'rounds');
   const seconds = positive(secondsArg, 4, 'seconds');
-  const one = await prepareScenario(transportArg, tokensArg, USAGE);
+  const one = await prepareScenario(transportArg, variantArg, tokensArg, USAGE);
+  const { variant } = one;
   const { transport, tokens, generator } = one.scenario;
   const servers: { name: string; server: RunningServer; cpu: number[] }[] = [];
   try {

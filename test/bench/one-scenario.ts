@@ -14,15 +14,15 @@ import { nodeGenerator } from './node-load.js';
 import { NO_TLS, makePki, type Pki } from './pki.js';
 import { placement, type Placement } from './processes.js';
 import { SCENARIOS, type Scenario, type TokenKind } from './scenarios.js';
-import { TRANSPORTS, type Transport } from './servers.js';
+import { TRANSPORTS, VARIANTS, type Transport, type Variant } from './servers.js';
 import { TokenPool } from './tokens.js';
 import { ensureTools, type Tool } from './tools.js';
 import { wrkGenerator } from './wrk.js';
 
-export const TOKEN_KINDS: readonly TokenKind[] = ['repeated', 'new', 'none', 'forged'];
+const TOKEN_KINDS: readonly TokenKind[] = ['repeated', 'new', 'none', 'forged'];
 
 /** `value` if it is one of `allowed`; else the usage line of `tool` and what was wrong. */
-export function oneOf<T extends string>(
+function oneOf<T extends string>(
   value: string | undefined,
   allowed: readonly T[],
   what: string,
@@ -34,6 +34,7 @@ export function oneOf<T extends string>(
 
 export interface OneScenario {
   readonly scenario: Scenario;
+  readonly variant: Variant;
   readonly config: BenchConfig;
   readonly where: Placement;
   /** The key set the servers trust. */
@@ -45,12 +46,24 @@ export interface OneScenario {
   close(): void;
 }
 
-/** Sets up the scenario of `transport` that sends `tokens` (installing its generator if needed). */
-export async function prepareScenario(transportArg: string | undefined, tokensArg: string | undefined, usage: string) {
+/**
+ * Sets up the scenario of `transport` that sends `tokens` for `variant` (installing its
+ * generator if needed), after checking all three against what the bench has.
+ */
+export async function prepareScenario(
+  transportArg: string | undefined,
+  variantArg: string | undefined,
+  tokensArg: string | undefined,
+  usage: string,
+) {
   const transport: Transport = oneOf(transportArg, TRANSPORTS, 'transport', usage);
+  const variant: Variant = oneOf(variantArg, VARIANTS, 'variant', usage);
   const tokens: TokenKind = oneOf(tokensArg, TOKEN_KINDS, 'tokens', usage);
   const scenario = SCENARIOS.find((s) => s.transport === transport && s.tokens === tokens);
   if (scenario === undefined) throw new Error(`no scenario sends ${tokens} tokens over ${transport}`);
+  if (variant === 'floor' && transport !== 'http' && transport !== 'grpc') {
+    throw new Error('the floor variant exists for http and grpc only');
+  }
   const config = readConfig();
   const needed: Tool[] = ['taskset'];
   if (scenario.generator !== 'node') needed.push(scenario.generator);
@@ -79,6 +92,7 @@ export async function prepareScenario(transportArg: string | undefined, tokensAr
   const pki = transport === 'https' || transport === 'grpc-tls' ? await makePki() : { server: NO_TLS, client: NO_TLS };
   const prepared: OneScenario = {
     scenario,
+    variant,
     config,
     where,
     jwks: key.jwks,

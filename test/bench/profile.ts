@@ -8,9 +8,8 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { oneOf, prepareScenario } from './one-scenario.js';
+import { prepareScenario } from './one-scenario.js';
 import { startServerProcess } from './server-handle.js';
-import { VARIANTS, type Variant } from './servers.js';
 
 const USAGE = 'pnpm bench:profile <transport> <variant> <tokens> [seconds] [--no-profiler]';
 const PROFILES = fileURLToPath(new URL('../../bench/results/profiles/', import.meta.url));
@@ -49,15 +48,11 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const profiling = !args.includes('--no-profiler');
   const [transportArg, variantArg, tokensArg, secondsArg] = args.filter((arg) => arg !== '--no-profiler');
-  const variant: Variant = oneOf(variantArg, VARIANTS, 'variant', USAGE);
   const seconds = secondsArg === undefined ? 8 : Number(secondsArg);
   if (!Number.isSafeInteger(seconds) || seconds < 1) throw new Error('seconds must be a positive integer');
-  const one = await prepareScenario(transportArg, tokensArg, USAGE);
+  const one = await prepareScenario(transportArg, variantArg, tokensArg, USAGE);
+  const { variant } = one;
   const { transport, tokens, generator: generatorName } = one.scenario;
-  if (variant === 'floor' && transport !== 'http' && transport !== 'grpc') {
-    one.close();
-    throw new Error('the floor variant exists for http and grpc only');
-  }
   try {
     if (profiling) mkdirSync(PROFILES, { recursive: true });
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
