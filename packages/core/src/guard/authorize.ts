@@ -101,9 +101,9 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
       });
     }
     if (decision.allowed) return;
-    if (principal === undefined && decision.denial?.code === 'unauthenticated') {
+    if (principal === undefined && decision.reason === 'unauthenticated') {
       // No credential at all: say so, so that HTTP answers a plain `Bearer` challenge (RFC 6750 §3.1).
-      throw new SecurityError('unauthenticated', { reason: 'missing_token', cause: decision.denial });
+      throw new SecurityError('unauthenticated', { reason: 'missing_token' });
     }
     const denial = decision.denial ?? new SecurityError('permission_denied', { reason: decision.reason });
     if (principal === undefined) throw denial;

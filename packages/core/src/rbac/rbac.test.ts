@@ -84,6 +84,10 @@ describe('compileRbac: the ArtifactStore matrix', () => {
     const d = rbac.authorize(`${S}/GetArtifact`, undefined);
     expect(d).toMatchObject({ allowed: false, reason: 'unauthenticated' });
     expect(d.denial?.code).toBe('unauthenticated');
+    // Made when first read, then the same error on every read (a decision is frozen).
+    expect(d.denial).toBe(d.denial);
+    expect(d.denial?.reason).toBe('unauthenticated');
+    expect(Object.isFrozen(d)).toBe(true);
   });
 
   it('denies by default an operation no rule names', () => {

@@ -112,6 +112,7 @@ export interface RbacDecision {
   readonly reason: RbacReason;
   /** The pattern of the rule applied; undefined for `no_rule`. */
   readonly rule: string | undefined;
+  /** Made when first read (the same object on every read): a caller that throws its own error never pays for it. */
   readonly denial: SecurityError | undefined;
 }
 
@@ -373,10 +374,20 @@ function findRule(
 }
 
 function deny(rule: CompiledRule | undefined, reason: RbacReason, mode: RbacMode): RbacDecision {
-  const code = reason === 'unauthenticated' ? 'unauthenticated' : 'permission_denied';
-  const denial = new SecurityError(code, { reason });
   const shadow = mode === 'shadow';
-  return Object.freeze({ allowed: shadow, shadowDenied: shadow, reason, rule: rule?.pattern.key, denial });
+  let denial: SecurityError | undefined;
+  return Object.freeze({
+    allowed: shadow,
+    shadowDenied: shadow,
+    reason,
+    rule: rule?.pattern.key,
+    // An error costs about as much as the rest of the decision; an anonymous caller refused by
+    // the guard gets the guard's own `missing_token` instead, and never reads this one.
+    get denial(): SecurityError {
+      denial ??= new SecurityError(reason === 'unauthenticated' ? 'unauthenticated' : 'permission_denied', { reason });
+      return denial;
+    },
+  });
 }
 
 /** The decision of the rule that applies (or of none) for one caller. */
