@@ -42,17 +42,14 @@ async function main(): Promise<void> {
     console.log(
       `# this: ${process.cwd()}; other: ${resolve(otherArg)}; ${String(rounds)} rounds of ${String(seconds)} s`,
     );
-    for (const { server } of servers) await one.run(server.port, one.config.warmupSeconds);
+    for (const { server } of servers) await one.run(server, one.config.warmupSeconds);
     const ratios: number[] = [];
     for (let round = 0; round < rounds; round++) {
       const line: string[] = [];
       for (const entry of roundOrder(servers, round)) {
-        const before = entry.server.cpuSeconds();
-        const run = await one.run(entry.server.port, seconds);
-        const after = entry.server.cpuSeconds();
-        if (before === undefined || after === undefined) throw new Error('the server CPU cannot be read (/proc)');
+        const { result: run, cpuPerRequest: us } = await one.run(entry.server, seconds);
+        if (us === undefined) throw new Error('the server CPU cannot be read (/proc)');
         if (run.other > run.requests / 100) throw new Error(`${entry.name}: ${String(run.other)} errors in a run`);
-        const us = ((after - before) * 1e6) / run.requests;
         entry.cpu.push(us);
         line.push(`${entry.name} ${us.toFixed(1)} µs (${String(Math.round(run.requests / run.seconds))} req/s)`);
       }

@@ -15,6 +15,7 @@ import { NO_TLS, makePki, type Pki } from './pki.js';
 import { placement, type Placement } from './processes.js';
 import { SCENARIOS, type Scenario, type TokenKind } from './scenarios.js';
 import { TRANSPORTS, VARIANTS, type Transport, type Variant } from './servers.js';
+import type { RunningServer } from './server-handle.js';
 import { TokenPool } from './tokens.js';
 import { ensureTools, type Tool } from './tools.js';
 import { wrkGenerator } from './wrk.js';
@@ -22,14 +23,15 @@ import { wrkGenerator } from './wrk.js';
 const TOKEN_KINDS: readonly TokenKind[] = ['repeated', 'new', 'none', 'forged'];
 
 /** `value` if it is one of `allowed`; else the usage line of `tool` and what was wrong. */
-function oneOf<T extends string>(
-  value: string | undefined,
-  allowed: readonly T[],
-  what: string,
-  usage: string,
-): T {
+function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], what: string, usage: string): T {
   if (value !== undefined && (allowed as readonly string[]).includes(value)) return value as T;
   throw new Error(`usage: ${usage}\n  ${what} must be one of ${allowed.join(', ')} (got ${JSON.stringify(value)})`);
+}
+
+/** A load run and what the server spent on it. */
+export interface MeasuredRun {
+  readonly result: LoadResult;
+  readonly cpuPerRequest: number | undefined;
 }
 
 export interface OneScenario {
@@ -40,8 +42,11 @@ export interface OneScenario {
   /** The key set the servers trust. */
   readonly jwks: JSONWebKeySet;
   readonly pki: Pki;
-  /** One load run of `seconds` against `port`, with the scenario's next tokens. */
-  run(port: number, seconds: number): Promise<LoadResult>;
+  /**
+   * One load run of `seconds` against `server`, with the scenario's next tokens, and the
+   * server's CPU time per request over it (µs; undefined without /proc).
+   */
+  run(server: RunningServer, seconds: number): Promise<MeasuredRun>;
   /** Removes the token files. */
   close(): void;
 }
@@ -97,17 +102,21 @@ export async function prepareScenario(
     where,
     jwks: key.jwks,
     pki,
-    run: async (port, seconds) => {
+    run: async (server, seconds) => {
+      const before = server.cpuSeconds();
       const result = await generator({
         transport,
-        port,
+        port: server.port,
         seconds,
         tokens: source.plan(),
         shape: { connections: config.connections, h2Connections: config.h2Connections, h2Streams: config.h2Streams },
         clientTls: pki.client,
       });
+      const after = server.cpuSeconds();
       source.used(result.requests);
-      return result;
+      const cpuPerRequest =
+        before === undefined || after === undefined ? undefined : ((after - before) * 1e6) / result.requests;
+      return { result, cpuPerRequest };
     },
     close: () => {
       rmSync(scratch, { recursive: true, force: true });

@@ -64,12 +64,9 @@ async function main(): Promise<void> {
     );
     let requests = 0;
     try {
-      const warm = await one.run(server.port, one.config.warmupSeconds);
-      const before = server.cpuSeconds();
-      const run = await one.run(server.port, seconds);
-      const after = server.cpuSeconds();
-      requests = warm.requests + run.requests;
-      const cpu = before === undefined || after === undefined ? undefined : ((after - before) * 1e6) / run.requests;
+      const warm = await one.run(server, one.config.warmupSeconds);
+      const { result: run, cpuPerRequest: cpu } = await one.run(server, seconds);
+      requests = warm.result.requests + run.requests;
       console.log(
         `# ${transport} ${variant}, ${tokens} tokens, ${generatorName}, ${one.where.description}${profiling ? ', profiler on' : ''}`,
       );
