@@ -129,15 +129,27 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
     );
 
     const outcomes = await Promise.all(stalled);
-    const timedOut = outcomes.filter((o) => o.status === t.client.statusOf({ code: 'deadline_exceeded' })).length;
+    const deadline = t.client.statusOf({ code: 'deadline_exceeded' });
+    const timedOut = outcomes.filter((o) => o.status === deadline).length;
     const refused = outcomes.filter((o) => o.status === refusal).length;
+    const endedByServer = outcomes.filter((o) => o.status === deadline && o.requestId !== undefined);
     console.log(
-      `${transport}: ${String(STALLED_UPLOADS)} stalled uploads: ${String(timedOut)} ended by the idle limit, ${String(refused)} refused at once (uploads' share of the in-flight budget ${String(UPLOAD_BUDGET)} of ${String(IN_FLIGHT_BUDGET.maxInFlight)})`,
+      `${transport}: ${String(STALLED_UPLOADS)} stalled uploads: ${String(timedOut)} ended by a time limit (${String(endedByServer.length)} by the server's), ${String(refused)} refused at once (uploads' share of the in-flight budget ${String(UPLOAD_BUDGET)} of ${String(IN_FLIGHT_BUDGET.maxInFlight)})`,
     );
-    // Each one either held within the uploads' budget and ended by the idle limit, or refused at once.
+    // Each one either held within the uploads' budget and ended by a time limit, or refused at once.
     expect(timedOut + refused).toBe(STALLED_UPLOADS);
     expect(timedOut).toBeGreaterThanOrEqual(Math.min(STALLED_UPLOADS, UPLOAD_BUDGET) / 2);
-    expect(t.log.lines.filter((line) => line.reason === 'inbound_idle').length).toBeGreaterThanOrEqual(timedOut);
+    // Each upload the server ended (its status carries a request id) has its line: at its idle
+    // limit, or, where a loaded machine read its first part late, at its deadline. On a starved
+    // machine the client's own deadline (10 s) can end some first, and no status of the server's
+    // reaches them; most must still be the server's.
+    expect(endedByServer.length).toBeGreaterThanOrEqual(Math.min(STALLED_UPLOADS, UPLOAD_BUDGET) / 2);
+    const logged = new Set(
+      t.log.lines
+        .filter((line) => line.reason === 'inbound_idle' || line.reason === 'request_unfinished')
+        .map((line) => line.requestId),
+    );
+    expect(endedByServer.filter((o) => !logged.has(o.requestId)).map((o) => o.requestId)).toEqual([]);
     expect(JSON.stringify(t.log.lines)).not.toMatch(/EMFILE|ENFILE/);
     // Each slowloris connection is closed by the server's headers timeout (1.5 s, checked every second).
     await Promise.race([
