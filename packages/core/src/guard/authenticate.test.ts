@@ -205,6 +205,12 @@ describe('createAuthenticator: a token the cache settles', () => {
     const token = await sign(key);
     await start(authenticator, { authorization: `Bearer ${token}` });
     await start(authenticator, { authorization: `Bearer ${token}` });
+    // A cache hit: from now on this header is among the last hits, found by comparing it whole.
+    expect((await start(authenticator, { authorization: `Bearer ${token}` })).synchronous).toBe(true);
+    // The same token in another spelling of the header is the same token, found in the cache.
+    const spelled = await start(authenticator, { authorization: ` bearer  ${token} ` });
+    expect(spelled.synchronous).toBe(true);
+    expect(spelled.state.principal?.subject).toBe('alice');
     const state = newState();
     const headers = {
       get: () => `Bearer ${token}`,

@@ -41,7 +41,25 @@ export function extractBearerToken(headers: HeaderReader): string {
  * @internal
  */
 export function bearerTokenOf(headers: HeaderReader): string | undefined {
+  const value = authorizationOf(headers);
+  return value === undefined ? undefined : tokenOfAuthorization(value);
+}
+
+/**
+ * The call's one `authorization` header as sent, or `undefined` when it has none or several.
+ *
+ * @internal
+ */
+export function authorizationOf(headers: HeaderReader): string | undefined {
   const values = headers.getAll('authorization');
-  if (values.length !== 1) return undefined;
-  return BEARER.exec((values[0] ?? '').trim())?.[1];
+  return values.length === 1 ? values[0] : undefined;
+}
+
+/**
+ * The bearer token of one `authorization` header value, or `undefined` when it is none.
+ *
+ * @internal
+ */
+export function tokenOfAuthorization(value: string): string | undefined {
+  return BEARER.exec(value.trim())?.[1];
 }

@@ -6,7 +6,7 @@ import type { CallInfo, HeaderReader, Principal } from '../call/call-info.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { MAX_JTI_LENGTH, type Denylist } from '../denylist/denylist.js';
 import type { JwsAlgorithm } from './algorithms.js';
-import { bearerTokenOf, extractBearerToken } from './bearer.js';
+import { authorizationOf, extractBearerToken, tokenOfAuthorization } from './bearer.js';
 import {
   safeCause,
   type JwksSource,
@@ -184,38 +184,40 @@ interface CacheEntry {
   readonly iat: number | undefined;
 }
 
-/** Tokens longer than this skip {@link RecentTokens}, which so holds at most 16 × 2 KiB of them. */
-const RECENT_MAX_TOKEN_LENGTH = 2048;
+/** Headers longer than this skip {@link RecentTokens}, which so holds at most 16 × 2 KiB of them. */
+const RECENT_MAX_HEADER_LENGTH = 2048;
 const RECENT_SLOTS = 16;
 
 /**
- * The last cache hits, found by comparing the token itself: a client that sends one token on
- * every call (a gRPC channel does) is found without hashing it. A scan of a few slots, not a
- * `Map`: a `Map` look-up hashes the whole new string, which costs as much as the SHA-256, while
- * comparing two tokens stops at their first difference. Bounded by slot count and token length,
- * replaced in turn; an entry is only a pointer to the cache's own, checked again on every hit.
+ * The last cache hits, found by comparing the `authorization` header as sent: a client that
+ * sends one token on every call (a gRPC channel does) is found without reading the token out of
+ * its header or hashing it. A header maps to one token, so the header stands for it. A scan of
+ * a few slots, not a `Map`: a `Map` look-up hashes the whole new string, which costs as much as
+ * the SHA-256, while comparing two headers stops at their first difference. Bounded by slot
+ * count and header length, replaced in turn; an entry is only a pointer to the cache's own,
+ * checked again on every hit.
  */
 class RecentTokens {
-  readonly #tokens: (string | undefined)[] = new Array<string | undefined>(RECENT_SLOTS).fill(undefined);
+  readonly #headers: (string | undefined)[] = new Array<string | undefined>(RECENT_SLOTS).fill(undefined);
   readonly #entries: (CacheEntry | undefined)[] = new Array<CacheEntry | undefined>(RECENT_SLOTS).fill(undefined);
   #next = 0;
 
-  get(token: string): CacheEntry | undefined {
-    const slot = this.#tokens.indexOf(token);
+  get(header: string): CacheEntry | undefined {
+    const slot = this.#headers.indexOf(header);
     return slot === -1 ? undefined : this.#entries[slot];
   }
 
-  remember(token: string, entry: CacheEntry): void {
-    if (token.length > RECENT_MAX_TOKEN_LENGTH || this.#tokens.includes(token)) return;
-    this.#tokens[this.#next] = token;
+  remember(header: string, entry: CacheEntry): void {
+    if (header.length > RECENT_MAX_HEADER_LENGTH || this.#headers.includes(header)) return;
+    this.#headers[this.#next] = header;
     this.#entries[this.#next] = entry;
     this.#next = (this.#next + 1) % RECENT_SLOTS;
   }
 
-  forget(token: string): void {
-    const slot = this.#tokens.indexOf(token);
+  forget(header: string): void {
+    const slot = this.#headers.indexOf(header);
     if (slot === -1) return;
-    this.#tokens[slot] = undefined;
+    this.#headers[slot] = undefined;
     this.#entries[slot] = undefined;
   }
 }
@@ -300,8 +302,8 @@ export function settledLookupOf(verifier: JwtVerifier): SettledLookup | undefine
  *   {@link verifyFresh} does, or refused by throwing the same `SecurityError` it would.
  * Anything else (no or a malformed header, an oversized token, a stale or expired entry, a key
  * to fetch, jose to run, a denylist to consult) is `undefined`, and `authenticate` decides with
- * every check and refusal it always makes. Either way the token is hashed once at most: a token
- * among the last cache hits ({@link RecentTokens}) is not hashed.
+ * every check and refusal it always makes. Either way the token is hashed once at most: a header
+ * among the last cache hits ({@link RecentTokens}) is neither parsed nor hashed.
  */
 function settledPrincipal(
   settings: VerifierSettings,
@@ -310,19 +312,21 @@ function settledPrincipal(
   doorkeeper: Doorkeeper | undefined,
   headers: HeaderReader,
 ): Principal | undefined {
-  const token = bearerTokenOf(headers);
-  if (token === undefined || token.length > settings.maxTokenLength) return undefined;
+  const header = authorizationOf(headers);
+  if (header === undefined) return undefined;
   const caching = settings.cacheMaxEntries > 0;
-  const seen = caching ? recent.get(token) : undefined;
+  const seen = caching ? recent.get(header) : undefined;
   if (seen !== undefined) {
     if (isSettled(settings, seen)) return seen.token.principal;
-    recent.forget(token);
+    recent.forget(header);
   }
+  const token = tokenOfAuthorization(header);
+  if (token === undefined || token.length > settings.maxTokenLength) return undefined;
   const cacheKey = caching ? hash('sha256', token, 'base64url') : '';
   const hit = caching ? cache.get(cacheKey) : undefined;
   if (hit !== undefined) {
     if (!isSettled(settings, hit)) return undefined;
-    recent.remember(token, hit);
+    recent.remember(header, hit);
     return hit.token.principal;
   }
   if (settings.denylist !== undefined) return undefined;
