@@ -37,7 +37,7 @@ async function main(): Promise<void> {
   try {
     const spec = { transport, variant, jwks: one.jwks, tls: one.pki.server };
     servers.push({ name: 'this', server: await startServerProcess(spec, one.where.server), cpu: [] });
-    servers.push({ name: 'other', server: await startServerProcess(spec, one.where.server, {}, otherEntry), cpu: [] });
+    servers.push({ name: 'other', server: await startServerProcess(spec, one.where.server, { entry: otherEntry }), cpu: [] });
     console.log(`# ${transport} ${variant}, ${tokens} tokens, ${generator}, ${one.where.description}`);
     console.log(
       `# this: ${process.cwd()}; other: ${resolve(otherArg)}; ${String(rounds)} rounds of ${String(seconds)} s`,

@@ -1,6 +1,6 @@
 // One scenario of one transport, set up the way `pnpm bench` runs it (the same generator,
 // tokens, pinning and knobs), for the tools that load one or two servers by hand:
-// `pnpm bench:profile` and `pnpm bench:compare`.
+// `pnpm bench:profile`, `pnpm bench:compare` and `pnpm bench:instructions`.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,6 +51,16 @@ export interface OneScenario {
   close(): void;
 }
 
+/** What a tool may change in how the scenario is run. */
+export interface ScenarioOptions {
+  /**
+   * Load from the Node client whatever the scenario's generator: it is a closed loop that ends
+   * with every answer in, so a run's request count is exactly what the server did
+   * (`pnpm bench:instructions`), where wrk and h2load leave requests in flight at their end.
+   */
+  readonly nodeClient?: boolean;
+}
+
 /**
  * Sets up the scenario of `transport` that sends `tokens` for `variant` (installing its
  * generator if needed), after checking all three against what the bench has.
@@ -60,12 +70,14 @@ export async function prepareScenario(
   variantArg: string | undefined,
   tokensArg: string | undefined,
   usage: string,
+  options: ScenarioOptions = {},
 ) {
   const transport: Transport = oneOf(transportArg, TRANSPORTS, 'transport', usage);
   const variant: Variant = oneOf(variantArg, VARIANTS, 'variant', usage);
   const tokens: TokenKind = oneOf(tokensArg, TOKEN_KINDS, 'tokens', usage);
-  const scenario = SCENARIOS.find((s) => s.transport === transport && s.tokens === tokens);
-  if (scenario === undefined) throw new Error(`no scenario sends ${tokens} tokens over ${transport}`);
+  const found = SCENARIOS.find((s) => s.transport === transport && s.tokens === tokens);
+  if (found === undefined) throw new Error(`no scenario sends ${tokens} tokens over ${transport}`);
+  const scenario: Scenario = options.nodeClient === true ? { ...found, generator: 'node' } : found;
   if (variant === 'floor' && transport !== 'http' && transport !== 'grpc') {
     throw new Error('the floor variant exists for http and grpc only');
   }

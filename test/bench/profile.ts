@@ -60,7 +60,7 @@ async function main(): Promise<void> {
     const server = await startServerProcess(
       { transport, variant, jwks: one.jwks, tls: one.pki.server },
       one.where.server,
-      profiling ? { FLUXGUARD_BENCH_CPU_PROFILE: profilePath } : {},
+      profiling ? { env: { FLUXGUARD_BENCH_CPU_PROFILE: profilePath } } : {},
     );
     let requests = 0;
     try {

@@ -7,6 +7,20 @@ import type { ServerSpec } from './servers.js';
 const ENTRY = fileURLToPath(new URL('./server-process.js', import.meta.url));
 const START_TIMEOUT_MS = 30_000;
 
+/** How {@link startServerProcess} starts the server, beyond its spec and CPU. */
+export interface ServerProcessOptions {
+  /** Added to the process's environment (`FLUXGUARD_BENCH_CPU_PROFILE` for `pnpm bench:profile`). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Another build's `server-process.js` (`pnpm bench:compare`); this one's by default. */
+  readonly entry?: string;
+  /** A program and its arguments that run Node (valgrind for `pnpm bench:instructions`). */
+  readonly wrapper?: readonly string[];
+  /** Node's own flags, before the entry. */
+  readonly nodeArgs?: readonly string[];
+  /** How long the server may take to listen (ms): a wrapper such as valgrind starts slowly. */
+  readonly startTimeoutMs?: number;
+}
+
 export interface RunningServer {
   readonly spec: ServerSpec;
   readonly port: number;
@@ -17,12 +31,12 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-function waitForPort(child: ChildProcess, what: string): Promise<number> {
+function waitForPort(child: ChildProcess, what: string, timeoutMs: number): Promise<number> {
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => {
-      reject(new Error(`${what} printed no port within ${String(START_TIMEOUT_MS / 1000)} s`));
-    }, START_TIMEOUT_MS);
+      reject(new Error(`${what} printed no port within ${String(timeoutMs / 1000)} s`));
+    }, timeoutMs);
     const onExit = (code: number | null): void => {
       clearTimeout(timer);
       reject(new Error(`${what} exited (${String(code)}) before it listened`));
@@ -41,26 +55,29 @@ function waitForPort(child: ChildProcess, what: string): Promise<number> {
 }
 
 /**
- * Starts one server in its own process on the server CPU; resolves once it listens. `env` adds
- * to the process's environment (`FLUXGUARD_BENCH_CPU_PROFILE` for `pnpm bench:profile`);
- * `entry` is another build's `server-process.js` (`pnpm bench:compare`), this one's by default.
+ * Starts one server in its own process on the server CPU; resolves once it listens.
+ *
+ * @example
+ * ```ts
+ * const server = await startServerProcess(spec, where.server, { env: { FLUXGUARD_BENCH_CPU_PROFILE: path } });
+ * ```
  */
 export async function startServerProcess(
   spec: ServerSpec,
   serverCpu: readonly string[],
-  env: Readonly<Record<string, string>> = {},
-  entry: string = ENTRY,
+  options: ServerProcessOptions = {},
 ): Promise<RunningServer> {
+  const { env = {}, entry = ENTRY, wrapper = [], nodeArgs = [], startTimeoutMs = START_TIMEOUT_MS } = options;
   const what = `the ${spec.variant} ${spec.transport} server`;
   // stdin stays open for the server's life: it ends when the bench does, however it ends.
-  const child = pinned(serverCpu, process.execPath, [entry], {
+  const child = pinned([...serverCpu, ...wrapper], process.execPath, [...nodeArgs, entry], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, ...env, FLUXGUARD_BENCH_SERVER: JSON.stringify(spec) },
   });
   const exited = once(child, 'exit');
   let port: number;
   try {
-    port = await waitForPort(child, what);
+    port = await waitForPort(child, what, startTimeoutMs);
   } catch (err) {
     child.kill('SIGKILL');
     throw err;

@@ -11,6 +11,10 @@ export const TOOLS = {
   h2load: { apt: 'nghttp2-client', brew: 'nghttp2', why: 'gRPC (HTTP/2) load' },
   // Pins the servers and the load to different CPUs; without it both share all CPUs.
   taskset: { apt: 'util-linux', brew: undefined, why: 'CPU pinning' },
+  // Counts a server's instructions per request (`pnpm bench:instructions`); Linux only.
+  valgrind: { apt: 'valgrind', brew: undefined, why: 'instruction counts' },
+  callgrind_control: { apt: 'valgrind', brew: undefined, why: 'instruction counts' },
+  callgrind_annotate: { apt: 'valgrind', brew: undefined, why: 'instruction counts' },
 } as const;
 
 export type Tool = keyof typeof TOOLS;
