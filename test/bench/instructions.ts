@@ -130,8 +130,11 @@ async function main(): Promise<void> {
             '--separate-threads=yes',
             `--callgrind-out-file=${join(dumps, 'callgrind.%p')}`,
           ],
-          // The perf map names V8's machine code for --functions.
-          nodeArgs: functions ? ['--perf-basic-prof'] : [],
+          // The perf map names V8's machine code for --functions; V8's own log, which the flag
+          // also starts, goes with the dumps instead of into the working directory.
+          nodeArgs: functions
+            ? ['--perf-basic-prof', '--no-logfile-per-isolate', `--logfile=${join(dumps, 'v8.log')}`]
+            : [],
           startTimeoutMs: START_TIMEOUT_MS,
         },
       );
