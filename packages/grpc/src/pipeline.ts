@@ -271,7 +271,8 @@ class MetadataHeaders implements HeaderReader {
   }
 
   getAll(name: string): readonly string[] {
-    return this.#metadata.get(name.toLowerCase()).filter((value): value is string => typeof value === 'string');
+    // grpc-js's `get` lowercases the name itself.
+    return this.#metadata.get(name).filter((value): value is string => typeof value === 'string');
   }
 
   *entries(): Iterable<readonly [string, string | Buffer]> {
