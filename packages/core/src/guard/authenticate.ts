@@ -70,6 +70,8 @@ interface ResolvedAuthenticatorOptions {
   readonly rbac?: CompiledRbac | undefined;
 }
 
+const NO_HEADERS: readonly string[] = Object.freeze([]);
+
 const DEFAULTS: Readonly<ResolvedAuthenticatorOptions> = Object.freeze({
   jwt: undefined,
   certificateRoles: undefined,
@@ -103,9 +105,9 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
       ? undefined
       : compileCertificateRoles(options.certificateRoles, `${factory}.certificateRoles`);
 
-  // The verifier, when the call sends a token for it.
-  const verifierFor = (call: CallInfo): JwtVerifier | undefined =>
-    jwt !== undefined && call.headers.getAll('authorization').length > 0 ? jwt : undefined;
+  // The call's `authorization` headers, read once per call, when there is a verifier for them.
+  const authorizationOf = (call: CallInfo): readonly string[] =>
+    jwt === undefined ? NO_HEADERS : call.headers.getAll('authorization');
   // Without a token: only a certificate that a rule maps to roles authenticates alone; any other
   // verified certificate still meets an RBAC `certificate` requirement, checked by the rule itself.
   const withoutToken = (call: CallInfo): Principal | undefined =>
@@ -116,10 +118,9 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
   async function authenticate(received: CallInfo): Promise<Principal | undefined> {
     if (rbac?.isPublic(received.operation) === true) return undefined;
     const call = withCurrentCertificate(received);
-    const verifier = verifierFor(call);
-    return verifier === undefined
+    return jwt === undefined || authorizationOf(call).length === 0
       ? withoutToken(call)
-      : mergePrincipals(await verifier.authenticate(call), call.peerCertificate);
+      : mergePrincipals(await jwt.authenticate(call), call.peerCertificate);
   }
 
   // A token the verifier's cache settles (the steady state of a client that reuses its token)
@@ -135,26 +136,28 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
       const call = withCurrentCertificate(received);
       // Without a token the caller is known at once (anonymous, or a mapped certificate): a
       // flood of anonymous calls is refused without a promise.
-      const verifier = verifierFor(call);
-      if (verifier === undefined) {
+      const authorization = authorizationOf(call);
+      if (jwt === undefined || authorization.length === 0) {
         const principal = withoutToken(call);
         if (principal !== undefined) context.setPrincipal(principal);
         return undefined;
       }
-      const known = settledPrincipal(call);
+      // One header can be settled now; several are refused by `authenticate`.
+      const [only] = authorization;
+      const known = authorization.length === 1 && only !== undefined ? settledPrincipal(only, call) : undefined;
       if (known !== undefined) {
         context.setPrincipal(known);
         return undefined;
       }
-      return verifier.authenticate(call).then((verified) => {
+      return jwt.authenticate(call).then((verified) => {
         context.setPrincipal(mergePrincipals(verified, call.peerCertificate));
       });
     },
   });
 
   /** The principal of a token the verifier settles without waiting (see `settledLookupOf`). */
-  function settledPrincipal(call: CallInfo): Principal | undefined {
-    const principal = settled?.(call.headers);
+  function settledPrincipal(authorization: string, call: CallInfo): Principal | undefined {
+    const principal = settled?.(authorization);
     return principal === undefined ? undefined : mergePrincipals(principal, call.peerCertificate);
   }
 }

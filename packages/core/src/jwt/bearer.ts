@@ -41,18 +41,8 @@ export function extractBearerToken(headers: HeaderReader): string {
  * @internal
  */
 export function bearerTokenOf(headers: HeaderReader): string | undefined {
-  const value = authorizationOf(headers);
-  return value === undefined ? undefined : tokenOfAuthorization(value);
-}
-
-/**
- * The call's one `authorization` header as sent, or `undefined` when it has none or several.
- *
- * @internal
- */
-export function authorizationOf(headers: HeaderReader): string | undefined {
   const values = headers.getAll('authorization');
-  return values.length === 1 ? values[0] : undefined;
+  return values.length === 1 ? tokenOfAuthorization(values[0] ?? '') : undefined;
 }
 
 /**

@@ -2,11 +2,11 @@ import { hash } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
 import { Doorkeeper } from '../cache/doorkeeper.js';
 import { LruCache } from '../cache/lru.js';
-import type { CallInfo, HeaderReader, Principal } from '../call/call-info.js';
+import type { CallInfo, Principal } from '../call/call-info.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { MAX_JTI_LENGTH, type Denylist } from '../denylist/denylist.js';
 import type { JwsAlgorithm } from './algorithms.js';
-import { authorizationOf, extractBearerToken, tokenOfAuthorization } from './bearer.js';
+import { extractBearerToken, tokenOfAuthorization } from './bearer.js';
 import {
   safeCause,
   type JwksSource,
@@ -269,15 +269,16 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
     algorithms: settings.algorithms,
   });
   const recent = new RecentTokens();
-  settledLookups.set(verifier, (headers) => settledPrincipal(settings, cache, recent, doorkeeper, headers));
+  settledLookups.set(verifier, (authorization) => settledPrincipal(settings, cache, recent, doorkeeper, authorization));
   return verifier;
 }
 
 /**
- * The principal of a call's token when it is settled without waiting for anything (see
- * {@link settledPrincipal}); throws the token's refusal when that is decided without waiting too.
+ * The principal of a call whose one `authorization` header is this value, when its token is
+ * settled without waiting for anything (see {@link settledPrincipal}); throws the token's
+ * refusal when that is decided without waiting too.
  */
-export type SettledLookup = (headers: HeaderReader) => Principal | undefined;
+export type SettledLookup = (authorization: string) => Principal | undefined;
 
 // Kept off the public interface: only the authenticator of this package takes the shortcut, and
 // only with a verifier this module made.
@@ -294,13 +295,14 @@ export function settledLookupOf(verifier: JwtVerifier): SettledLookup | undefine
 }
 
 /**
- * The principal of the call's bearer token when it is settled without waiting for anything:
+ * The principal of the token in a call's one `authorization` header (`header`, as sent) when
+ * it is settled without waiting for anything:
  * - a cache hit verified under the current key set, within its times, and no `jti` to ask a
  *   denylist about (the steady state of a client that reuses its token);
  * - a token not in the cache whose key the source knows now (`keysNow`) and whose algorithm the
  *   fast path checks, when there is no denylist: verified here, admitted to the cache as
  *   {@link verifyFresh} does, or refused by throwing the same `SecurityError` it would.
- * Anything else (no or a malformed header, an oversized token, a stale or expired entry, a key
+ * Anything else (a malformed header, an oversized token, a stale or expired entry, a key
  * to fetch, jose to run, a denylist to consult) is `undefined`, and `authenticate` decides with
  * every check and refusal it always makes. Either way the token is hashed once at most: a header
  * among the last cache hits ({@link RecentTokens}) is neither parsed nor hashed.
@@ -310,10 +312,8 @@ function settledPrincipal(
   cache: LruCache<string, CacheEntry>,
   recent: RecentTokens,
   doorkeeper: Doorkeeper | undefined,
-  headers: HeaderReader,
+  header: string,
 ): Principal | undefined {
-  const header = authorizationOf(headers);
-  if (header === undefined) return undefined;
   const caching = settings.cacheMaxEntries > 0;
   const seen = caching ? recent.get(header) : undefined;
   if (seen !== undefined) {
