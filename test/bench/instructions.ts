@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { dumpTotal, instructionsByFunction, newestMainThreadDump } from './callgrind.js';
-import { prepareScenario } from './one-scenario.js';
+import { prepareScenario, variantOf } from './one-scenario.js';
 import { startServerProcess } from './server-handle.js';
 import type { Variant } from './servers.js';
 import { formatCount, table } from './stats.js';
@@ -94,14 +94,16 @@ async function main(): Promise<void> {
   if (valgrind === undefined || control === undefined || tools.callgrind_annotate === undefined) {
     throw new Error('valgrind (with callgrind_control and callgrind_annotate) is needed to count instructions');
   }
-  // Each variant is checked against the transport and the tokens as the other tools do.
-  const checked = [];
-  for (const variant of variants)
-    checked.push(await prepareScenario(transport, variant, tokens, USAGE, { nodeClient: true }));
-  const [one, ...spare] = checked;
-  for (const s of spare) s.close();
-  if (one === undefined) throw new Error(`usage: ${USAGE}`);
-  const subjects: Subject[] = checked.flatMap(({ variant }) => [
+  // The first variant is checked with the scenario, the others against its transport.
+  const one = await prepareScenario(transport, variants[0], tokens, USAGE, { nodeClient: true });
+  let checked: Variant[];
+  try {
+    checked = variants.map((variant) => variantOf(one.scenario.transport, variant, USAGE));
+  } catch (err) {
+    one.close();
+    throw err;
+  }
+  const subjects: Subject[] = checked.flatMap((variant) => [
     { label: otherEntry === undefined ? variant : `${variant} (this)`, variant, entry: undefined },
     ...(otherEntry === undefined ? [] : [{ label: `${variant} (other)`, variant, entry: otherEntry }]),
   ]);

@@ -51,6 +51,18 @@ export interface OneScenario {
   close(): void;
 }
 
+/**
+ * `variantArg` if it is a variant the bench runs over `transport`; else the usage line of the
+ * tool and what was wrong.
+ */
+export function variantOf(transport: Transport, variantArg: string | undefined, usage: string): Variant {
+  const variant: Variant = oneOf(variantArg, VARIANTS, 'variant', usage);
+  if (variant === 'floor' && transport !== 'http' && transport !== 'grpc') {
+    throw new Error('the floor variant exists for http and grpc only');
+  }
+  return variant;
+}
+
 /** What a tool may change in how the scenario is run. */
 export interface ScenarioOptions {
   /**
@@ -73,14 +85,11 @@ export async function prepareScenario(
   options: ScenarioOptions = {},
 ) {
   const transport: Transport = oneOf(transportArg, TRANSPORTS, 'transport', usage);
-  const variant: Variant = oneOf(variantArg, VARIANTS, 'variant', usage);
+  const variant = variantOf(transport, variantArg, usage);
   const tokens: TokenKind = oneOf(tokensArg, TOKEN_KINDS, 'tokens', usage);
   const found = SCENARIOS.find((s) => s.transport === transport && s.tokens === tokens);
   if (found === undefined) throw new Error(`no scenario sends ${tokens} tokens over ${transport}`);
   const scenario: Scenario = options.nodeClient === true ? { ...found, generator: 'node' } : found;
-  if (variant === 'floor' && transport !== 'http' && transport !== 'grpc') {
-    throw new Error('the floor variant exists for http and grpc only');
-  }
   const config = readConfig();
   const needed: Tool[] = ['taskset'];
   if (scenario.generator !== 'node') needed.push(scenario.generator);
