@@ -5,11 +5,10 @@
 // per request of each run and the median of this ÷ other over the rounds: on a shared VM the
 // machine drifts by more than a small change costs, and runs close together in alternation
 // see the same machine.
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { roundOrder } from './measure.js';
 import { prepareScenario } from './one-scenario.js';
-import { startServerProcess, type RunningServer } from './server-handle.js';
+import { otherBuildEntry, startServerProcess, type RunningServer } from './server-handle.js';
 import { median } from './stats.js';
 
 const USAGE =
@@ -24,10 +23,7 @@ function positive(value: string | undefined, fallback: number, what: string): nu
 async function main(): Promise<void> {
   const [otherArg, transportArg, variantArg, tokensArg, roundsArg, secondsArg] = process.argv.slice(2);
   if (otherArg === undefined) throw new Error(`usage: ${USAGE}`);
-  const otherEntry = join(resolve(otherArg), 'test', 'dist', 'bench', 'server-process.js');
-  if (!existsSync(otherEntry)) {
-    throw new Error(`${otherEntry} does not exist: build that checkout first (pnpm build && pnpm exec tsc -b test)`);
-  }
+  const otherEntry = otherBuildEntry(otherArg);
   const rounds = positive(roundsArg, 8, 'rounds');
   const seconds = positive(secondsArg, 4, 'seconds');
   const one = await prepareScenario(transportArg, variantArg, tokensArg, USAGE);
@@ -37,7 +33,11 @@ async function main(): Promise<void> {
   try {
     const spec = { transport, variant, jwks: one.jwks, tls: one.pki.server };
     servers.push({ name: 'this', server: await startServerProcess(spec, one.where.server), cpu: [] });
-    servers.push({ name: 'other', server: await startServerProcess(spec, one.where.server, { entry: otherEntry }), cpu: [] });
+    servers.push({
+      name: 'other',
+      server: await startServerProcess(spec, one.where.server, { entry: otherEntry }),
+      cpu: [],
+    });
     console.log(`# ${transport} ${variant}, ${tokens} tokens, ${generator}, ${one.where.description}`);
     console.log(
       `# this: ${process.cwd()}; other: ${resolve(otherArg)}; ${String(rounds)} rounds of ${String(seconds)} s`,

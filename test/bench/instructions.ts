@@ -7,12 +7,12 @@
 // leaves out the kernel's share (the sockets) and what a cache miss costs. See the bench README,
 // "Counting instructions".
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { dumpTotal, instructionsByFunction, newestMainThreadDump } from './callgrind.js';
 import { prepareScenario, variantOf } from './one-scenario.js';
-import { startServerProcess } from './server-handle.js';
+import { otherBuildEntry, startServerProcess } from './server-handle.js';
 import type { Variant } from './servers.js';
 import { formatCount, table } from './stats.js';
 import { ensureTools } from './tools.js';
@@ -67,15 +67,6 @@ function parseArgs(argv: readonly string[]) {
   return { transport, variants, tokens, seconds, other, functions };
 }
 
-function otherEntryOf(checkout: string | undefined): string | undefined {
-  if (checkout === undefined) return undefined;
-  const entry = join(resolve(checkout), 'test', 'dist', 'bench', 'server-process.js');
-  if (!existsSync(entry)) {
-    throw new Error(`${entry} does not exist: build that checkout first (pnpm build && pnpm exec tsc -b test)`);
-  }
-  return entry;
-}
-
 function callgrindControl(path: string, pid: number, command: string): void {
   const done = spawnSync(path, [command, String(pid)], { encoding: 'utf8' });
   if (done.status !== 0) throw new Error(`callgrind_control ${command} failed: ${done.stderr.trim()}`);
@@ -88,7 +79,7 @@ const shorten = (name: string): string => (name.length > 110 ? `${name.slice(0, 
 
 async function main(): Promise<void> {
   const { transport, variants, tokens, seconds, other, functions } = parseArgs(process.argv.slice(2));
-  const otherEntry = otherEntryOf(other);
+  const otherEntry = other === undefined ? undefined : otherBuildEntry(other);
   const tools = ensureTools(['valgrind', 'callgrind_control', 'callgrind_annotate']);
   const { valgrind, callgrind_control: control } = tools;
   if (valgrind === undefined || control === undefined || tools.callgrind_annotate === undefined) {

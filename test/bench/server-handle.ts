@@ -1,10 +1,24 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pinned, processCpuSeconds, residentMemory } from './processes.js';
 import type { ServerSpec } from './servers.js';
 
 const ENTRY = fileURLToPath(new URL('./server-process.js', import.meta.url));
+
+/**
+ * The `server-process.js` of another checkout (`--other`, `bench:compare`), which must have
+ * been built there.
+ */
+export function otherBuildEntry(checkout: string): string {
+  const entry = join(resolve(checkout), 'test', 'dist', 'bench', 'server-process.js');
+  if (!existsSync(entry)) {
+    throw new Error(`${entry} does not exist: build that checkout first (pnpm build && pnpm exec tsc -b test)`);
+  }
+  return entry;
+}
 const START_TIMEOUT_MS = 30_000;
 
 /** How {@link startServerProcess} starts the server, beyond its spec and CPU. */
