@@ -71,12 +71,12 @@ function nameAt(ranges: readonly CodeRange[], address: number): string | undefin
 }
 
 /**
- * The instructions of each function in `file` (its own, not those of what it calls), with
- * JavaScript named from the perf map of `pid`: one function compiled at several tiers is one
- * entry.
+ * The instructions of each function in `file` (its own, not those of what it calls), read with
+ * `callgrind_annotate` at the path `annotate`, with JavaScript named from the perf map of `pid`:
+ * one function compiled at several tiers is one entry.
  */
-export function instructionsByFunction(file: string, pid: number): Map<string, number> {
-  const annotated = spawnSync('callgrind_annotate', ['--inclusive=no', '--threshold=100', file], {
+export function instructionsByFunction(annotate: string, file: string, pid: number): Map<string, number> {
+  const annotated = spawnSync(annotate, ['--inclusive=no', '--threshold=100', file], {
     encoding: 'utf8',
     maxBuffer: 256 * 1024 * 1024,
   });

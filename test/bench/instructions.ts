@@ -81,8 +81,8 @@ async function main(): Promise<void> {
   const { transport, variants, tokens, seconds, other, functions } = parseArgs(process.argv.slice(2));
   const otherEntry = other === undefined ? undefined : otherBuildEntry(other);
   const tools = ensureTools(['valgrind', 'callgrind_control', 'callgrind_annotate']);
-  const { valgrind, callgrind_control: control } = tools;
-  if (valgrind === undefined || control === undefined || tools.callgrind_annotate === undefined) {
+  const { valgrind, callgrind_control: control, callgrind_annotate: annotate } = tools;
+  if (valgrind === undefined || control === undefined || annotate === undefined) {
     throw new Error('valgrind (with callgrind_control and callgrind_annotate) is needed to count instructions');
   }
   // The first variant is checked with the scenario, the others against its transport.
@@ -137,7 +137,7 @@ async function main(): Promise<void> {
         callgrindControl(control, server.pid, '--instr=on');
         await one.run(server, 1);
         const perRequest: number[] = [];
-        let best: { perRequest: number; file: string } | undefined;
+        let best: { perRequest: number; file: string; requests: number } | undefined;
         for (let run = 0; run < RUNS; run++) {
           callgrindControl(control, server.pid, '--zero');
           const { result } = await one.run(server, seconds);
@@ -146,15 +146,22 @@ async function main(): Promise<void> {
           const file = newestMainThreadDump(dumps, server.pid);
           const count = dumpTotal(file) / result.requests;
           perRequest.push(count);
-          if (best === undefined || count < best.perRequest) best = { perRequest: count, file };
+          if (best === undefined || count < best.perRequest) {
+            best = { perRequest: count, file, requests: result.requests };
+          }
         }
-        const byFunction = functions && best !== undefined ? instructionsByFunction(best.file, server.pid) : undefined;
-        const requests = best === undefined ? 1 : dumpTotal(best.file) / best.perRequest;
+        const steadiest = best;
+        const byFunction =
+          functions && steadiest !== undefined
+            ? instructionsByFunction(annotate, steadiest.file, server.pid)
+            : undefined;
         counts.push({
           subject,
           perRequest,
           functions:
-            byFunction === undefined ? undefined : new Map([...byFunction].map(([name, n]) => [name, n / requests])),
+            byFunction === undefined || steadiest === undefined
+              ? undefined
+              : new Map([...byFunction].map(([name, n]) => [name, n / steadiest.requests])),
         });
         console.log(`${subject.label}: ${perRequest.map((n) => formatCount(Math.round(n))).join(' / ')} per request`);
       } finally {
