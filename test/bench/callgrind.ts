@@ -5,20 +5,33 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/**
- * The main thread's file of the newest dump of `pid` in `dir` (callgrind run with
- * `--separate-threads=yes` names it `callgrind.<pid>.<dump>-01`). The other threads compile
- * optimized code and help the garbage collector: work that comes in bursts, not per request.
- */
-export function newestMainThreadDump(dir: string, pid: number): string {
-  const pattern = new RegExp(`^callgrind\\.${String(pid)}\\.(\\d+)-01$`);
-  let newest: { file: string; dump: number } | undefined;
+/** The files of the newest dump of `pid` in `dir`: the main thread's, and every thread's. */
+export interface ThreadDumps {
+  /** `callgrind.<pid>.<dump>-01`: the thread that runs JavaScript and serves requests. */
+  readonly main: string;
+  /**
+   * Every thread's file of that dump (callgrind run with `--separate-threads=yes` writes one
+   * per thread, `-01`, `-02`, …). The other threads compile optimized code and help the garbage
+   * collector: work that comes in bursts, not per request.
+   */
+  readonly all: readonly string[];
+}
+
+/** The newest dump of `pid` in `dir`, thread by thread. */
+export function newestDump(dir: string, pid: number): ThreadDumps {
+  const pattern = new RegExp(`^callgrind\\.${String(pid)}\\.(\\d+)-(\\d+)$`);
+  const byDump = new Map<number, string[]>();
   for (const file of readdirSync(dir)) {
-    const dump = Number(pattern.exec(file)?.[1] ?? NaN);
-    if (Number.isInteger(dump) && (newest === undefined || dump > newest.dump)) newest = { file, dump };
+    const match = pattern.exec(file);
+    if (match?.[1] === undefined) continue;
+    const dump = Number(match[1]);
+    byDump.set(dump, [...(byDump.get(dump) ?? []), file]);
   }
-  if (newest === undefined) throw new Error(`callgrind wrote no dump for ${String(pid)}`);
-  return join(dir, newest.file);
+  const newest = Math.max(...byDump.keys());
+  const files = byDump.get(newest)?.sort();
+  const main = files?.find((file) => file.endsWith('-01'));
+  if (files === undefined || main === undefined) throw new Error(`callgrind wrote no dump for ${String(pid)}`);
+  return { main: join(dir, main), all: files.map((file) => join(dir, file)) };
 }
 
 /** The instructions a dump counted (its `totals:` line; instructions are the only event). */

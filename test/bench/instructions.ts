@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { dumpTotal, instructionsByFunction, newestMainThreadDump } from './callgrind.js';
+import { dumpTotal, instructionsByFunction, newestDump } from './callgrind.js';
 import { prepareScenario, variantOf } from './one-scenario.js';
 import { otherBuildEntry, startServerProcess } from './server-handle.js';
 import type { Variant } from './servers.js';
@@ -36,8 +36,13 @@ interface Subject {
 
 interface Count {
   readonly subject: Subject;
-  /** Instructions per request of each run. */
+  /** Instructions per request of each run, main thread. */
   readonly perRequest: readonly number[];
+  /**
+   * Instructions per request of every thread over all the runs together: the main thread's, and
+   * the helpers' (optimizing compiler, garbage collector), whose work comes in bursts.
+   */
+  readonly allThreads: number;
   /** The functions of the run with the fewest instructions per request, per request. */
   readonly functions: Map<string, number> | undefined;
 }
@@ -138,28 +143,31 @@ async function main(): Promise<void> {
         await one.run(server, 1);
         const perRequest: number[] = [];
         let best: { perRequest: number; file: string; requests: number } | undefined;
+        let allThreads = 0;
+        let requests = 0;
         for (let run = 0; run < RUNS; run++) {
           callgrindControl(control, server.pid, '--zero');
           const { result } = await one.run(server, seconds);
           callgrindControl(control, server.pid, '--dump');
           if (result.other > 0) throw new Error(`${subject.label}: ${String(result.other)} calls failed`);
-          const file = newestMainThreadDump(dumps, server.pid);
-          const count = dumpTotal(file) / result.requests;
+          const dump = newestDump(dumps, server.pid);
+          const count = dumpTotal(dump.main) / result.requests;
           perRequest.push(count);
+          allThreads += dump.all.reduce((sum, file) => sum + dumpTotal(file), 0);
+          requests += result.requests;
           if (best === undefined || count < best.perRequest) {
-            best = { perRequest: count, file, requests: result.requests };
+            best = { perRequest: count, file: dump.main, requests: result.requests };
           }
         }
         const steadiest = best;
-        const byFunction =
-          functions && steadiest !== undefined
-            ? instructionsByFunction(annotate, steadiest.file, server.pid)
-            : undefined;
+        if (steadiest === undefined) throw new Error(`${subject.label}: no run was counted`);
+        const byFunction = functions ? instructionsByFunction(annotate, steadiest.file, server.pid) : undefined;
         counts.push({
           subject,
           perRequest,
+          allThreads: allThreads / requests,
           functions:
-            byFunction === undefined || steadiest === undefined
+            byFunction === undefined
               ? undefined
               : new Map([...byFunction].map(([name, n]) => [name, n / steadiest.requests])),
         });
@@ -187,7 +195,14 @@ function report(counts: readonly Count[]): void {
   const reference = fewest(first.perRequest);
   console.log(
     `\n${table(
-      ['server', 'instructions per request (fewest of the runs)', `÷ ${first.subject.label}`, 'spread of the runs'],
+      [
+        'server',
+        'instructions per request (fewest of the runs)',
+        `÷ ${first.subject.label}`,
+        'spread of the runs',
+        'all threads, all runs',
+        `÷ ${first.subject.label}`,
+      ],
       counts.map((c) => {
         const least = fewest(c.perRequest);
         return [
@@ -195,6 +210,8 @@ function report(counts: readonly Count[]): void {
           formatCount(Math.round(least)),
           (reference / least).toFixed(3),
           `${(((Math.max(...c.perRequest) - least) / least) * 100).toFixed(0)} %`,
+          formatCount(Math.round(c.allThreads)),
+          (first.allThreads / c.allThreads).toFixed(3),
         ];
       }),
     )}`,
