@@ -1,18 +1,20 @@
 // `pnpm bench:compare <other-checkout> <transport> <variant> <tokens> [rounds] [seconds]`: the
 // same variant built from this checkout and from another (a git worktree of the commit to
-// compare with, built there with `pnpm build && pnpm exec tsc -b test`), both servers alive
+// compare with, built there with `pnpm build && pnpm exec tsc -b test`), or, with
+// `variant:<name>` in place of the checkout, another variant of this build; both servers alive
 // at once on the server CPU, loaded in turn for `rounds` short runs each. Prints the server CPU
 // per request of each run and the median of this ÷ other over the rounds: on a shared VM the
 // machine drifts by more than a small change costs, and runs close together in alternation
 // see the same machine.
 import { resolve } from 'node:path';
 import { roundOrder } from './measure.js';
-import { prepareScenario } from './one-scenario.js';
+import { prepareScenario, variantOf } from './one-scenario.js';
 import { otherBuildEntry, startServerProcess, type RunningServer } from './server-handle.js';
 import { median } from './stats.js';
 
 const USAGE =
-  'pnpm bench:compare <other-checkout> <transport> <variant> <tokens> [rounds, default 8] [seconds, default 4]';
+  'pnpm bench:compare <other-checkout | variant:<other-variant>> <transport> <variant> <tokens> [rounds, default 8] [seconds, default 4]';
+const OTHER_VARIANT = 'variant:';
 
 function positive(value: string | undefined, fallback: number, what: string): number {
   const n = value === undefined ? fallback : Number(value);
@@ -23,25 +25,36 @@ function positive(value: string | undefined, fallback: number, what: string): nu
 async function main(): Promise<void> {
   const [otherArg, transportArg, variantArg, tokensArg, roundsArg, secondsArg] = process.argv.slice(2);
   if (otherArg === undefined) throw new Error(`usage: ${USAGE}`);
-  const otherEntry = otherBuildEntry(otherArg);
+  const otherVariantArg = otherArg.startsWith(OTHER_VARIANT) ? otherArg.slice(OTHER_VARIANT.length) : undefined;
+  const otherEntry = otherVariantArg === undefined ? otherBuildEntry(otherArg) : undefined;
   const rounds = positive(roundsArg, 8, 'rounds');
   const seconds = positive(secondsArg, 4, 'seconds');
   const one = await prepareScenario(transportArg, variantArg, tokensArg, USAGE);
   const { variant } = one;
   const { transport, tokens, generator } = one.scenario;
+  let otherVariant: typeof variant;
+  try {
+    otherVariant = otherVariantArg === undefined ? variant : variantOf(transport, otherVariantArg, USAGE);
+  } catch (err) {
+    one.close();
+    throw err;
+  }
   const servers: { name: string; server: RunningServer; cpu: number[] }[] = [];
   try {
     const spec = { transport, variant, jwks: one.jwks, tls: one.pki.server };
     servers.push({ name: 'this', server: await startServerProcess(spec, one.where.server), cpu: [] });
     servers.push({
       name: 'other',
-      server: await startServerProcess(spec, one.where.server, { entry: otherEntry }),
+      server: await startServerProcess(
+        { ...spec, variant: otherVariant },
+        one.where.server,
+        otherEntry === undefined ? {} : { entry: otherEntry },
+      ),
       cpu: [],
     });
     console.log(`# ${transport} ${variant}, ${tokens} tokens, ${generator}, ${one.where.description}`);
-    console.log(
-      `# this: ${process.cwd()}; other: ${resolve(otherArg)}; ${String(rounds)} rounds of ${String(seconds)} s`,
-    );
+    const other = otherEntry === undefined ? `${otherVariant} of this build` : resolve(otherArg);
+    console.log(`# this: ${process.cwd()}; other: ${other}; ${String(rounds)} rounds of ${String(seconds)} s`);
     for (const { server } of servers) await one.run(server, one.config.warmupSeconds);
     const ratios: number[] = [];
     for (let round = 0; round < rounds; round++) {
