@@ -25,7 +25,9 @@ export function newestDump(dir: string, pid: number): ThreadDumps {
     const match = pattern.exec(file);
     if (match?.[1] === undefined) continue;
     const dump = Number(match[1]);
-    byDump.set(dump, [...(byDump.get(dump) ?? []), file]);
+    const files = byDump.get(dump);
+    if (files === undefined) byDump.set(dump, [file]);
+    else files.push(file);
   }
   const newest = Math.max(...byDump.keys());
   const files = byDump.get(newest)?.sort();
