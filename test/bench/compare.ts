@@ -32,15 +32,9 @@ async function main(): Promise<void> {
   const one = await prepareScenario(transportArg, variantArg, tokensArg, USAGE);
   const { variant } = one;
   const { transport, tokens, generator } = one.scenario;
-  let otherVariant: typeof variant;
-  try {
-    otherVariant = otherVariantArg === undefined ? variant : variantOf(transport, otherVariantArg, USAGE);
-  } catch (err) {
-    one.close();
-    throw err;
-  }
   const servers: { name: string; server: RunningServer; cpu: number[] }[] = [];
   try {
+    const otherVariant = otherVariantArg === undefined ? variant : variantOf(transport, otherVariantArg, USAGE);
     const spec = { transport, variant, jwks: one.jwks, tls: one.pki.server };
     servers.push({ name: 'this', server: await startServerProcess(spec, one.where.server), cpu: [] });
     servers.push({
