@@ -92,26 +92,22 @@ async function main(): Promise<void> {
   }
   // The first variant is checked with the scenario, the others against its transport.
   const one = await prepareScenario(transport, variants[0], tokens, USAGE, { nodeClient: true });
-  let checked: Variant[];
-  try {
-    checked = variants.map((variant) => variantOf(one.scenario.transport, variant, USAGE));
-  } catch (err) {
-    one.close();
-    throw err;
-  }
-  const subjects: Subject[] = checked.flatMap((variant) => [
-    { label: otherEntry === undefined ? variant : `${variant} (this)`, variant, entry: undefined },
-    ...(otherEntry === undefined ? [] : [{ label: `${variant} (other)`, variant, entry: otherEntry }]),
-  ]);
   const dumps = mkdtempSync(join(tmpdir(), 'fluxguard-callgrind-'));
   const counts: Count[] = [];
   const { scenario, config } = one;
-  console.log(
-    `# ${scenario.transport}, ${scenario.tokens} tokens, Node client (${String(config.connections)} connections, or ` +
-      `${String(config.h2Connections)} × ${String(config.h2Streams)} HTTP/2 streams), server under callgrind: ` +
-      `${String(WARM_UP_REQUESTS)} requests of warm-up, then ${String(RUNS)} counted runs of ${String(seconds)} s`,
-  );
   try {
+    const subjects: Subject[] = variants.flatMap((name) => {
+      const variant = variantOf(scenario.transport, name, USAGE);
+      return [
+        { label: otherEntry === undefined ? variant : `${variant} (this)`, variant, entry: undefined },
+        ...(otherEntry === undefined ? [] : [{ label: `${variant} (other)`, variant, entry: otherEntry }]),
+      ];
+    });
+    console.log(
+      `# ${scenario.transport}, ${scenario.tokens} tokens, Node client (${String(config.connections)} connections, or ` +
+        `${String(config.h2Connections)} × ${String(config.h2Streams)} HTTP/2 streams), server under callgrind: ` +
+        `${String(WARM_UP_REQUESTS)} requests of warm-up, then ${String(RUNS)} counted runs of ${String(seconds)} s`,
+    );
     for (const subject of subjects) {
       const server = await startServerProcess(
         { transport: scenario.transport, variant: subject.variant, jwks: one.jwks, tls: one.pki.server },

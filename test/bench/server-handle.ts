@@ -7,6 +7,7 @@ import { pinned, processCpuSeconds, residentMemory } from './processes.js';
 import type { ServerSpec } from './servers.js';
 
 const ENTRY = fileURLToPath(new URL('./server-process.js', import.meta.url));
+const START_TIMEOUT_MS = 30_000;
 
 /**
  * The `server-process.js` of another checkout (`--other`, `bench:compare`), which must have
@@ -19,7 +20,6 @@ export function otherBuildEntry(checkout: string): string {
   }
   return entry;
 }
-const START_TIMEOUT_MS = 30_000;
 
 /** How {@link startServerProcess} starts the server, beyond its spec and CPU. */
 export interface ServerProcessOptions {
