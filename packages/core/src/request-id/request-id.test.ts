@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveRequestId } from './request-id.js';
+import { newRequestId, resolveRequestId } from './request-id.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -30,5 +30,24 @@ describe('resolveRequestId', () => {
 
   it('refuses several ids at once as ambiguous', () => {
     expect(resolveRequestId(['a', 'b'])).toMatch(UUID);
+  });
+});
+
+describe('newRequestId', () => {
+  it('makes distinct version 4 UUIDs across many batches of random bytes', () => {
+    const ids = Array.from({ length: 2000 }, () => newRequestId());
+    for (const id of ids) expect(id).toMatch(UUID);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it('puts random digits in every position but the version and variant bits', () => {
+    const ids = Array.from({ length: 2000 }, () => newRequestId().replaceAll('-', ''));
+    for (let position = 0; position < 32; position++) {
+      const digits = new Set(ids.map((id) => id[position]));
+      // The version nibble is always 4; the variant nibble is one of 8, 9, a, b.
+      if (position === 12) expect([...digits]).toEqual(['4']);
+      else if (position === 16) expect([...digits].sort()).toEqual(['8', '9', 'a', 'b']);
+      else expect(digits.size).toBe(16);
+    }
   });
 });
