@@ -60,6 +60,9 @@ export function variantOf(transport: Transport, variantArg: string | undefined, 
   if (variant === 'floor' && transport !== 'http' && transport !== 'grpc') {
     throw new Error('the floor variant exists for http and grpc only');
   }
+  if (variant === 'bare+options' && transport !== 'grpc' && transport !== 'grpc-tls') {
+    throw new Error('the bare+options variant exists for grpc and grpc-tls only');
+  }
   return variant;
 }
 

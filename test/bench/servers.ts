@@ -36,7 +36,12 @@ export type Transport = (typeof TRANSPORTS)[number];
  * - `fluxguard+apikeys`: the same with one rule keyed by an `x-api-key` header
  *   (`apiKeyRateLimitControls()`), for the memory group's flood of made-up keys;
  * - `floor`: bare plus one synchronous ES256 signature check of the bearer token (`floor.ts`),
- *   the least any server that checks every new token can spend.
+ *   the least any server that checks every new token can spend;
+ * - `fluxguard-guard`: `fluxguard` without its guard and without timeouts (the adapter's own
+ *   layer: request id, call context, safe errors), to tell what the layer costs from what the
+ *   controls cost (`pnpm bench:compare`);
+ * - `bare+options` (gRPC only): bare with `secureServerOptions()`: what fluxguard's server
+ *   settings cost.
  * The `+ratelimit` limits are far above what a run sends: they measure counting, not refusals.
  */
 export const VARIANTS = [
@@ -47,6 +52,8 @@ export const VARIANTS = [
   'fluxguard+ratelimit',
   'fluxguard+apikeys',
   'floor',
+  'fluxguard-guard',
+  'bare+options',
 ] as const;
 export type Variant = (typeof VARIANTS)[number];
 
@@ -68,14 +75,15 @@ export interface ServerSpec {
 const LOOPBACK = '127.0.0.1';
 
 // Served as the README recommends: the app behind `wrap`, with `before` mounted in it too.
-function guardedApp(jwks: JSONWebKeySet, controls?: readonly Control[]): RequestListener {
+// `'layer only'`: the `fluxguard-guard` variant, with neither guard nor timeouts.
+function guardedApp(jwks: JSONWebKeySet, controls: readonly Control[] | undefined | 'layer only'): RequestListener {
   const audit = nullAudit();
   const app = strictApp();
-  const { before, after, wrap } = fluxguard({
-    audit,
-    guard: benchGuard(audit, jwks, HTTP_RULES),
-    ...(controls === undefined ? {} : { controls }),
-  });
+  const { before, after, wrap } = fluxguard(
+    controls === 'layer only'
+      ? { audit, timeouts: false }
+      : { audit, guard: benchGuard(audit, jwks, HTTP_RULES), ...(controls === undefined ? {} : { controls }) },
+  );
   app.use(before);
   mountRoute(app);
   app.use(after);
@@ -112,8 +120,12 @@ function appFor(variant: Variant, jwks: JSONWebKeySet): RequestListener {
     case 'fluxguard+ratelimit':
     case 'fluxguard+apikeys':
       return guardedApp(jwks, controlsOf(variant));
+    case 'fluxguard-guard':
+      return guardedApp(jwks, 'layer only');
     case 'floor':
       return floorApp(publicKey());
+    case 'bare+options':
+      throw new Error('the bare+options variant exists for gRPC only');
   }
 }
 
@@ -149,6 +161,19 @@ function grpcServerFor(variant: Variant, jwks: JSONWebKeySet): grpc.Server {
         }),
       });
       addService(server, ITEMS_SERVICE, { GetItem: getItem });
+      return server;
+    }
+    case 'fluxguard-guard': {
+      const server = new grpc.Server({
+        ...secureServerOptions(),
+        interceptors: fluxguardInterceptors({ audit: nullAudit(), timeouts: false }),
+      });
+      addService(server, ITEMS_SERVICE, { GetItem: getItem });
+      return server;
+    }
+    case 'bare+options': {
+      const server = new grpc.Server(secureServerOptions());
+      server.addService(ITEMS_SERVICE, { GetItem: getItem });
       return server;
     }
     case 'floor': {
