@@ -142,7 +142,7 @@ const RECORDINGS: Record<Mode, { suffix: string; variable?: string; what: string
   cpu: { suffix: '.cpuprofile', variable: 'FLUXGUARD_BENCH_CPU_PROFILE', what: 'CPU profiler' },
   '--allocations': { suffix: '.heapprofile', variable: 'FLUXGUARD_BENCH_HEAP_PROFILE', what: 'allocation sampling' },
   '--gc': { suffix: '.gc.json', variable: 'FLUXGUARD_BENCH_GC_PROFILE', what: 'GC profiler' },
-  '--no-profiler': { suffix: '', what: 'nothing' },
+  '--no-profiler': { suffix: '', what: 'no profiler' },
 };
 
 async function main(): Promise<void> {
@@ -152,7 +152,8 @@ async function main(): Promise<void> {
   if (unknown !== undefined || modes.length > 1)
     throw new Error(`usage: ${USAGE}\n  at most one of ${MODES.join(', ')}`);
   const mode: Mode = (modes[0] as Mode | undefined) ?? 'cpu';
-  const profiling = mode !== '--no-profiler';
+  const recording = RECORDINGS[mode];
+  const profiling = recording.variable !== undefined;
   const [transportArg, variantArg, tokensArg, secondsArg] = args.filter((arg) => !arg.startsWith('--'));
   const seconds = secondsArg === undefined ? 8 : Number(secondsArg);
   if (!Number.isSafeInteger(seconds) || seconds < 1) throw new Error('seconds must be a positive integer');
@@ -162,7 +163,7 @@ async function main(): Promise<void> {
   try {
     if (profiling) mkdirSync(PROFILES, { recursive: true });
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-    const { suffix, variable } = RECORDINGS[mode];
+    const { suffix, variable, what } = recording;
     const profilePath = join(PROFILES, `${stamp}-${transport}-${variant}-${tokens}${suffix}`);
     const server = await startServerProcess(
       { transport, variant, jwks: one.jwks, tls: one.pki.server },
@@ -175,7 +176,7 @@ async function main(): Promise<void> {
       const { result: run, cpuPerRequest: cpu } = await one.run(server, seconds);
       requests = warm.result.requests + run.requests;
       console.log(
-        `# ${transport} ${variant}, ${tokens} tokens, ${generatorName}, ${one.where.description}${profiling ? `, ${RECORDINGS[mode].what} on` : ''}`,
+        `# ${transport} ${variant}, ${tokens} tokens, ${generatorName}, ${one.where.description}${profiling ? `, ${what} on` : ''}`,
       );
       console.log(
         `${String(Math.round(run.requests / run.seconds))} req/s; server CPU ${cpu === undefined ? 'unknown' : cpu.toFixed(1)} µs per request` +
