@@ -7,6 +7,7 @@ import type {
 } from '@grpc/grpc-js';
 import { SecurityError, type ContextKey, type Principal, type RequestContext } from '@fluxguard/core';
 import { missingContextError, type CallState } from '@fluxguard/core/adapter';
+import { hiddenSlot } from './hidden-slot.js';
 
 /**
  * What fluxguard knows about one gRPC call, as a handler or a later interceptor sees it: core's
@@ -122,28 +123,20 @@ class ContextView implements GrpcCallContext {
 }
 
 // The call rides on the Metadata object that grpc-js hands from the first interceptor through
-// every later one to the handler's call (`call.metadata`), for all four call kinds, under a
-// symbol only this module holds: no metadata value a client sends can reach it (values live in
-// the object's internal map). A property rather than a WeakMap entry: under load, one WeakMap
-// entry per call cost the garbage collector about a quarter of a served call's CPU.
-const CALL = Symbol('fluxguard.call');
-// For a Metadata object that cannot take a property (frozen by other code): rare, and slower.
-const sealedCalls = new WeakMap<Metadata, GrpcCall>();
-
-type Carrier = Metadata & { [CALL]?: GrpcCall };
+// every later one to the handler's call (`call.metadata`), for all four call kinds, in a slot
+// only this module holds: no metadata value a client sends can reach it (values live in the
+// object's internal map). On the object rather than in a WeakMap: under load, one WeakMap entry
+// per call cost the garbage collector about a quarter of a served call's CPU.
+const calls = hiddenSlot<GrpcCall>();
 
 /** @internal */
 export function attachCall(metadata: Metadata, call: GrpcCall): void {
-  if (Object.isExtensible(metadata)) {
-    Object.defineProperty(metadata, CALL, { value: call, configurable: true, enumerable: false, writable: false });
-  } else {
-    sealedCalls.set(metadata, call);
-  }
+  calls.set(metadata, call);
 }
 
 /** @internal */
 export function callOf(metadata: Metadata): GrpcCall | undefined {
-  return (metadata as Carrier)[CALL] ?? sealedCalls.get(metadata);
+  return calls.get(metadata);
 }
 
 /** What to do when no fluxguard context exists: said the same way by every accessor. */

@@ -264,16 +264,14 @@ class SafeErrorsCall extends ForwardingCall {
     return original;
   }
 
-  override sendMetadata(metadata: Metadata): void {
+  override sendMetadata(metadata: Metadata | null): void {
     this.#metadataSent = true;
-    const out = metadata.clone();
-    out.set(REQUEST_ID_HEADER, this.#currentRequestId());
-    this.below.sendMetadata(out);
+    this.below.sendMetadata(responseMetadata(this.#currentRequestId(), metadata));
   }
 
   override sendMessage(message: unknown, callback: () => void): void {
     // The response headers go first, and through this layer, so that they carry the request id.
-    if (!this.#metadataSent) this.sendMetadata(new Metadata());
+    if (!this.#metadataSent) this.sendMetadata(null);
     this.below.sendMessage(message, callback);
   }
 
@@ -449,10 +447,10 @@ class SafeErrorsCall extends ForwardingCall {
     }
     const error = errorOfGrpcJsStatus(status);
     if (status.code === Status.DEADLINE_EXCEEDED) {
-      this.#forward(publicStatus(toPublicError(error, this.#currentRequestId()), new Metadata()));
+      this.#forward(publicStatus(toPublicError(error, this.#currentRequestId())));
     } else {
       if (grpcCall !== undefined) grpcCall.statusSent = true;
-      this.#forward(publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()), new Metadata()));
+      this.#forward(publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext())));
       grpcCall?.state.finish('ended');
     }
     this.#closeIfLingering();
@@ -472,9 +470,7 @@ class SafeErrorsCall extends ForwardingCall {
   }
 
   #trailers(): Metadata {
-    const trailers = new Metadata();
-    trailers.set(REQUEST_ID_HEADER, this.#currentRequestId());
-    return trailers;
+    return responseMetadata(this.#currentRequestId());
   }
 
   #failureContext(): FailureContext {
@@ -495,25 +491,33 @@ class SafeErrorsCall extends ForwardingCall {
    */
   #safeStatus(status: PartialStatusObject, pending: { readonly error: unknown } | undefined): SafeStatus {
     if (pending === undefined && status.code === Status.OK) {
-      const metadata = status.metadata?.clone() ?? new Metadata();
-      metadata.set(REQUEST_ID_HEADER, this.#currentRequestId());
-      return { code: status.code, details: status.details, metadata };
+      return {
+        code: status.code,
+        details: status.details,
+        metadata: responseMetadata(this.#currentRequestId(), status.metadata),
+      };
     }
     const error = pending !== undefined ? pending.error : errorFromStatus(status);
     // Answered now, logged once who is to blame is known (see `end` of the call state).
-    if (error instanceof LoggedLater)
-      return publicStatus(toPublicError(error.error, this.#currentRequestId()), new Metadata());
+    if (error instanceof LoggedLater) return publicStatus(toPublicError(error.error, this.#currentRequestId()));
     // `publicStatus` writes the request id the audit log gave the failure.
-    return publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()), new Metadata());
+    return publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()));
   }
+}
+
+/** New response metadata (headers or trailers): `requestId`, and a copy of `from`'s entries when given. */
+function responseMetadata(requestId: string, from?: Metadata | null): Metadata {
+  const metadata = from === undefined || from === null ? new Metadata() : from.clone();
+  metadata.set(REQUEST_ID_HEADER, requestId);
+  return metadata;
 }
 
 /**
  * The status a client may see for a public error, with the request id and the safe details
  * in trailing metadata.
  */
-function publicStatus(publicError: PublicError, trailers: Metadata): SafeStatus {
-  trailers.set(REQUEST_ID_HEADER, publicError.requestId);
+function publicStatus(publicError: PublicError): SafeStatus {
+  const trailers = responseMetadata(publicError.requestId);
   if (publicError.details?.field !== undefined) trailers.set(FIELD_METADATA_KEY, publicError.details.field);
   // As HTTP sends `Retry-After` only on 429: a retry hint belongs to a rate limit alone.
   if (publicError.code === 'rate_limited' && publicError.details?.retryAfterSeconds !== undefined) {
@@ -621,10 +625,7 @@ export function rejectCall(
 export function prepareFailure(error: unknown, grpcCall: GrpcCall | undefined): SafeStatus {
   const normalized = normalizeFailure(error);
   grpcCall?.setPendingError(normalized);
-  return publicStatus(
-    toPublicError(normalized, grpcCall?.state.requestId ?? resolveRequestId(undefined)),
-    new Metadata(),
-  );
+  return publicStatus(toPublicError(normalized, grpcCall?.state.requestId ?? resolveRequestId(undefined)));
 }
 
 function isStatusLike(error: unknown): error is { readonly code: number; readonly details?: unknown } {

@@ -1,4 +1,5 @@
 import type { ServiceDefinition } from '@grpc/grpc-js';
+import { hiddenSlot } from './hidden-slot.js';
 
 /**
  * What a request deserializer installed by `addService` returns for bytes it cannot parse.
@@ -9,11 +10,9 @@ import type { ServiceDefinition } from '@grpc/grpc-js';
 export const UNPARSABLE_MESSAGE: unknown = Object.freeze({});
 
 // The size on the wire of each message a wrapped deserializer produced: controls limit sizes,
-// and grpc-js hands interceptors the decoded message only. A non-enumerable property under a
-// private symbol, gone with the message (serializers and `Object.keys` do not see it); a WeakMap
-// entry per message cost the garbage collector more. Frozen messages use the WeakMap.
-const SIZE = Symbol('fluxguard.wireSize');
-const frozenSizes = new WeakMap<object, number>();
+// and grpc-js hands interceptors the decoded message only. Kept in a hidden slot on the message
+// itself, gone with it (serializers, `Object.keys` and `util.inspect` do not see it).
+const sizes = hiddenSlot<number>();
 
 /**
  * The size in bytes a request message had on the wire, when `addService` registered its
@@ -22,9 +21,7 @@ const frozenSizes = new WeakMap<object, number>();
  * @internal
  */
 export function messageSize(message: unknown): number | undefined {
-  if (typeof message !== 'object' || message === null) return undefined;
-  const size = (message as { [SIZE]?: unknown })[SIZE];
-  return typeof size === 'number' ? size : frozenSizes.get(message);
+  return typeof message === 'object' && message !== null ? sizes.get(message) : undefined;
 }
 
 /**
@@ -47,18 +44,10 @@ export function withSafeDeserializers<I>(service: ServiceDefinition<I>): Service
         } catch {
           return UNPARSABLE_MESSAGE;
         }
-        if (typeof message === 'object' && message !== null) recordSize(message, bytes.length);
+        if (typeof message === 'object' && message !== null) sizes.set(message, bytes.length);
         return message;
       },
     };
   }
   return copy as unknown as ServiceDefinition<I>;
-}
-
-function recordSize(message: object, size: number): void {
-  if (Object.isExtensible(message)) {
-    Object.defineProperty(message, SIZE, { value: size, enumerable: false, writable: false, configurable: true });
-  } else {
-    frozenSizes.set(message, size);
-  }
 }

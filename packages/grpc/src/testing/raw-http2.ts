@@ -34,6 +34,8 @@ export interface RawAnswer {
   readonly visible: string;
   /** The stream's RST_STREAM code once closed (`NO_ERROR` when it ended normally). */
   readonly rstCode: number;
+  /** `x-request-id` of the response headers and of the trailers, each on its own. */
+  readonly requestIds: { readonly headers: unknown; readonly trailers: unknown };
 }
 
 /**
@@ -82,5 +84,6 @@ export async function rawGrpcCall(
     field: text('x-fluxguard-field'),
     visible: decodeURIComponent(JSON.stringify({ received, trailers, body: Buffer.concat(chunks).toString('latin1') })),
     rstCode: stream.rstCode,
+    requestIds: { headers: received['x-request-id'], trailers: trailers['x-request-id'] },
   };
 }

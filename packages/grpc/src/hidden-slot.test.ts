@@ -1,0 +1,52 @@
+import { inspect } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { Metadata } from '@grpc/grpc-js';
+import { hiddenSlot } from './hidden-slot.js';
+
+describe('hiddenSlot', () => {
+  it('keeps a value on an object, and replaces it', () => {
+    const slot = hiddenSlot<number>();
+    const target = { id: '42' };
+    expect(slot.get(target)).toBeUndefined();
+    slot.set(target, 1);
+    expect(slot.get(target)).toBe(1);
+    slot.set(target, 2);
+    expect(slot.get(target)).toBe(2);
+  });
+
+  it('is seen by nothing else: keys, symbols, inspect, JSON, spread, another slot', () => {
+    const slot = hiddenSlot<string>();
+    const other = hiddenSlot<string>();
+    const target = { id: '42' };
+    slot.set(target, 'secret-value');
+    expect(Reflect.ownKeys(target)).toEqual(['id']);
+    expect(inspect(target, { showHidden: true, depth: 5 })).not.toContain('secret-value');
+    expect(JSON.stringify(target)).toBe('{"id":"42"}');
+    expect(slot.get({ ...target })).toBeUndefined();
+    expect(other.get(target)).toBeUndefined();
+  });
+
+  it('cannot be forged through any property a sender controls', () => {
+    const slot = hiddenSlot<string>();
+    const forged = JSON.parse('{"#value":"forged","value":"forged","Slot":"forged"}') as object;
+    expect(slot.get(forged)).toBeUndefined();
+    const metadata = new Metadata();
+    metadata.set('value', 'forged');
+    expect(slot.get(metadata)).toBeUndefined();
+  });
+
+  it('keeps a value on grpc-js metadata, and on a frozen object (kept aside)', () => {
+    const slot = hiddenSlot<number>();
+    const metadata = new Metadata();
+    slot.set(metadata, 7);
+    expect(slot.get(metadata)).toBe(7);
+    expect(metadata.clone().getMap()).toEqual({});
+    expect(slot.get(metadata.clone())).toBeUndefined();
+    const frozen = Object.freeze({ id: '1' });
+    slot.set(frozen, 3);
+    expect(slot.get(frozen)).toBe(3);
+    slot.set(frozen, 4);
+    expect(slot.get(frozen)).toBe(4);
+    expect(Reflect.ownKeys(frozen)).toEqual(['id']);
+  });
+});
