@@ -53,6 +53,7 @@ export { wholeNumber, type WholeNumberRange } from './options/whole-number.js';
 export { assertAuditLogger } from './audit/check.js';
 export { scrubSecrets } from './audit/redaction.js';
 export { LruCache } from './cache/lru.js';
+export { hiddenSlot, type HiddenSlot } from './hidden-slot/hidden-slot.js';
 export { checkSchema, validateWith } from './validation/standard-schema.js';
 export { connectionBudget } from './transport/descriptor-budget.js';
 export {

@@ -6,8 +6,7 @@ import type {
   ServerWritableStream,
 } from '@grpc/grpc-js';
 import { SecurityError, type ContextKey, type Principal, type RequestContext } from '@fluxguard/core';
-import { missingContextError, type CallState } from '@fluxguard/core/adapter';
-import { hiddenSlot } from './hidden-slot.js';
+import { hiddenSlot, missingContextError, type CallState } from '@fluxguard/core/adapter';
 
 /**
  * What fluxguard knows about one gRPC call, as a handler or a later interceptor sees it: core's

@@ -1,5 +1,5 @@
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import { hiddenSlot } from './hidden-slot.js';
+import { hiddenSlot } from '@fluxguard/core/adapter';
 
 /**
  * What a request deserializer installed by `addService` returns for bytes it cannot parse.

@@ -1,4 +1,5 @@
 import type { Principal } from '../call/call-info.js';
+import { freezeSound } from '../call/sound-principal.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 
@@ -123,7 +124,7 @@ export function principalFromClaims(claims: Record<string, unknown>, rolesPath: 
   }
   const scope = ownValue(claims, 'scope');
   const scopes = stringList(scope !== undefined ? scope : ownValue(claims, 'scp'));
-  return Object.freeze({
+  return freezeSound({
     subject: sub,
     roles: stringList(readPath(claims, rolesPath)),
     scopes,

@@ -1,4 +1,5 @@
 import type { CertificateIdentity, Principal } from '../call/call-info.js';
+import { freezeSound, isSoundPrincipal } from '../call/sound-principal.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { isValidPathSegment, isValidTrustDomain, parseSpiffeId } from './spiffe.js';
 
@@ -188,6 +189,7 @@ export function principalFromCertificate(
   rules: readonly IdentityRule[] | CertificateRoleMapper,
 ): Principal | undefined {
   if (identity === undefined) return undefined;
+  // Not marked sound: the roles may come from a mapper of the application's.
   return Object.freeze({
     subject: certificateSubject(identity),
     roles: rolesFromCertificate(identity, rules),
@@ -214,7 +216,9 @@ export function mergePrincipals(jwtPrincipal: Principal, certIdentity: Certifica
   if (certIdentity === undefined) return jwtPrincipal;
   const last = lastMerged.get(certIdentity);
   if (last?.from === jwtPrincipal) return last.merged;
-  const merged: Principal = Object.freeze({ ...jwtPrincipal, certificate: certIdentity, authenticatedBy: 'both' });
+  const fields: Principal = { ...jwtPrincipal, certificate: certIdentity, authenticatedBy: 'both' };
+  // Sound when the token's principal was: its roles and scopes are plain frozen lists of strings.
+  const merged = isSoundPrincipal(jwtPrincipal) ? freezeSound(fields) : Object.freeze(fields);
   lastMerged.set(certIdentity, { from: jwtPrincipal, merged });
   return merged;
 }

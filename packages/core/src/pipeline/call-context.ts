@@ -1,11 +1,5 @@
-import type {
-  AuthenticationMethod,
-  CallInfo,
-  CertificateIdentity,
-  HeaderReader,
-  Principal,
-  Transport,
-} from '../call/call-info.js';
+import type { CallInfo, CertificateIdentity, HeaderReader, Principal, Transport } from '../call/call-info.js';
+import { isFrozenThrough, isSoundPrincipal, isWellFormedPrincipal } from '../call/sound-principal.js';
 import { FluxguardError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 
@@ -171,8 +165,6 @@ const HEADER_VALUE = /^[\x20-\x7e]*$/;
 
 /** The longest delay Node's timers take (2^31 - 1 ms). */
 const MAX_TIMER_MS = 2_147_483_647;
-
-const AUTHENTICATION_METHODS: readonly AuthenticationMethod[] = ['jwt', 'mtls', 'both'];
 
 /**
  * The one implementation of {@link CallContext}, shared by both adapters: the principal (one
@@ -425,31 +417,13 @@ function abortReason(cause: EndCause): DOMException {
 
 /**
  * A copy of `principal` that later code cannot change (roles and scopes frozen too), after a
- * run-time check of its shape: callers may be plain JavaScript.
+ * run-time check of its shape: callers may be plain JavaScript. A principal core made and
+ * marked sound (a verified token's, on every call that carries the token) is taken as it is.
  */
-// Checked on every call rather than remembered: the check costs well under a microsecond for a
-// principal frozen all through, and a WeakSet entry per new principal cost the GC more.
 function freezePrincipal(principal: Principal): Principal {
-  const raw: Partial<Record<keyof Principal, unknown>> = principal;
-  if (
-    typeof raw.subject !== 'string' ||
-    raw.subject === '' ||
-    !isStringArray(raw.roles) ||
-    !isStringArray(raw.scopes) ||
-    typeof raw.claims !== 'object' ||
-    raw.claims === null ||
-    !AUTHENTICATION_METHODS.includes(raw.authenticatedBy as AuthenticationMethod)
-  ) {
-    throw new TypeError('setPrincipal: principal is malformed');
-  }
-  if (
-    Object.isFrozen(principal) &&
-    Object.isFrozen(principal.roles) &&
-    Object.isFrozen(principal.scopes) &&
-    Object.isFrozen(principal.claims)
-  ) {
-    return principal;
-  }
+  if (isSoundPrincipal(principal)) return principal;
+  if (!isWellFormedPrincipal(principal)) throw new TypeError('setPrincipal: principal is malformed');
+  if (isFrozenThrough(principal)) return principal;
   return Object.freeze({
     subject: principal.subject,
     roles: Object.freeze([...principal.roles]),
@@ -458,13 +432,6 @@ function freezePrincipal(principal: Principal): Principal {
     certificate: principal.certificate,
     authenticatedBy: principal.authenticatedBy,
   });
-}
-
-// A loop rather than `every`: it runs for the roles and scopes of every call.
-function isStringArray(value: unknown): value is readonly string[] {
-  if (!Array.isArray(value)) return false;
-  for (const item of value as unknown[]) if (typeof item !== 'string') return false;
-  return true;
 }
 
 /**

@@ -1,8 +1,11 @@
 /**
- * A value kept on objects this package does not own (grpc-js's `Metadata`, decoded request
- * messages), for this package's eyes only.
+ * A value kept on objects its holder does not own (grpc-js's `Metadata`, decoded request
+ * messages), for the holder's eyes only. For adapter authors (`@fluxguard/core/adapter`).
  *
- * @internal
+ * @example
+ * ```ts
+ * const sizes: HiddenSlot<number> = hiddenSlot<number>();
+ * ```
  */
 export interface HiddenSlot<T> {
   /** The value kept on `target`, or `undefined`. */
@@ -34,8 +37,6 @@ class Adopt {
  * sizes.set(message, bytes.length);
  * sizes.get(message); // bytes.length
  * ```
- *
- * @internal
  */
 export function hiddenSlot<T>(): HiddenSlot<T> {
   const sealed = new WeakMap<object, T>();
