@@ -31,12 +31,11 @@ export function isWellFormedPrincipal(value: object): value is Principal {
 
 /** Whether a well-formed principal's object, roles, scopes and claims are all frozen. */
 export function isFrozenThrough(principal: Principal): boolean {
-  return (
-    Object.isFrozen(principal) &&
-    Object.isFrozen(principal.roles) &&
-    Object.isFrozen(principal.scopes) &&
-    Object.isFrozen(principal.claims)
-  );
+  return Object.isFrozen(principal) && arePartsFrozen(principal);
+}
+
+function arePartsFrozen(principal: Principal): boolean {
+  return Object.isFrozen(principal.roles) && Object.isFrozen(principal.scopes) && Object.isFrozen(principal.claims);
 }
 
 /**
@@ -53,9 +52,8 @@ export function isFrozenThrough(principal: Principal): boolean {
  * @internal
  */
 export function freezeSound(principal: Principal): Principal {
-  const partsFrozen =
-    Object.isFrozen(principal.roles) && Object.isFrozen(principal.scopes) && Object.isFrozen(principal.claims);
-  if (partsFrozen && isWellFormedPrincipal(principal)) sound.set(principal, true);
+  // Marked before it is frozen: an engine may refuse a private field to a frozen object.
+  if (arePartsFrozen(principal) && isWellFormedPrincipal(principal)) sound.set(principal, true);
   return Object.freeze(principal);
 }
 
