@@ -39,10 +39,11 @@ function arePartsFrozen(principal: Principal): boolean {
 }
 
 /**
- * Freezes a principal core has just built from data, never from an application's objects (its
- * roles, scopes and claims frozen already, with no getters) and, when it is well formed, marks
- * it sound: {@link isSoundPrincipal} then answers without looking at it again. Returns the same
- * object, frozen.
+ * Freezes a principal core has just built as a new object, whose roles and scopes are lists core
+ * made itself (frozen, plain data) and whose claims are frozen, and, when it is well formed,
+ * marks it sound: {@link isSoundPrincipal} then answers without looking at it again. Returns
+ * the same object, frozen. Never for an application's principal or lists: a frozen list can
+ * still read through a getter, and must be checked on every call.
  *
  * @example
  * ```ts
