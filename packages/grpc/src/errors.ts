@@ -1,7 +1,7 @@
 import { constants as http2Constants, type ServerHttp2Stream } from 'node:http2';
 import {
-  Metadata,
   status as Status,
+  type Metadata,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
 } from '@grpc/grpc-js';
@@ -26,6 +26,7 @@ import { GrpcCall, attachCall, callOf } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import { closeIfLingering } from './lingering-streams.js';
+import { responseMetadata } from './response-metadata.js';
 import {
   errorOfGrpcJsRequestStatus,
   errorOfGrpcJsStatus,
@@ -503,13 +504,6 @@ class SafeErrorsCall extends ForwardingCall {
     // `publicStatus` writes the request id the audit log gave the failure.
     return publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext()));
   }
-}
-
-/** New response metadata (headers or trailers): `requestId`, and a copy of `from`'s entries when given. */
-function responseMetadata(requestId: string, from?: Metadata | null): Metadata {
-  const metadata = from === undefined || from === null ? new Metadata() : from.clone();
-  metadata.set(REQUEST_ID_HEADER, requestId);
-  return metadata;
 }
 
 /**

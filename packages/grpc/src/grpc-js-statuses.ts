@@ -1,7 +1,8 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import { Metadata, status as Status, type Server, type ServerInterceptingCallInterface } from '@grpc/grpc-js';
+import { status as Status, type Server, type ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
 import { toPublicError, type FailureContext, type PublicError } from '@fluxguard/core/adapter';
+import { responseMetadata } from './response-metadata.js';
 
 /** A status as an interceptor sends it (not exported by grpc-js under a name). */
 export type PartialStatusObject = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
@@ -180,8 +181,7 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
         cause: grpcJsCause(detailsOf(error)),
       });
       const publicError = refuse(this, refusal, stream, headers, requestId);
-      const metadata = new Metadata();
-      metadata.set(REQUEST_ID_HEADER, requestId);
+      const metadata = responseMetadata(requestId);
       respondWithError.call(
         this,
         { code: publicError.grpcStatus, details: publicError.message, metadata },
