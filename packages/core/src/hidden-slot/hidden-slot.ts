@@ -40,6 +40,9 @@ class Adopt {
  */
 export function hiddenSlot<T>(): HiddenSlot<T> {
   const sealed = new WeakMap<object, T>();
+  // Until an object that cannot be extended is given a value, a miss needs no WeakMap look-up
+  // (a call without the value is common: a principal that was never marked, say).
+  let anySealed = false;
   class Slot extends Adopt {
     #value: T;
 
@@ -49,13 +52,17 @@ export function hiddenSlot<T>(): HiddenSlot<T> {
     }
 
     static get(target: object): T | undefined {
-      return #value in target ? target.#value : sealed.get(target);
+      if (#value in target) return target.#value;
+      return anySealed ? sealed.get(target) : undefined;
     }
 
     static set(target: object, value: T): void {
       if (#value in target) target.#value = value;
       else if (Object.isExtensible(target)) new Slot(target, value);
-      else sealed.set(target, value);
+      else {
+        anySealed = true;
+        sealed.set(target, value);
+      }
     }
   }
   return {
