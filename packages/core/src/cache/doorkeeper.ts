@@ -17,8 +17,8 @@ const WAYS = 4;
  * false "seen" needs two keys that agree on 64 bits of their fingerprints: harmless either way,
  * since only keys whose value was already verified are offered.
  *
- * The keys must be uniformly distributed strings of at least 16 characters, such as a base64url
- * SHA-256 digest: the fingerprints read their first 16 characters.
+ * The keys must be evenly spread strings of at least 16 characters, such as a base64url digest
+ * or a token's signature: the fingerprints read their first 16 characters.
  *
  * @example
  * ```ts

@@ -181,6 +181,33 @@ describe('createAuthenticator: a token the cache settles', () => {
     }
   });
 
+  it("refuses a forgery on a settled token's signature, or one that ends as its header ends", async () => {
+    const { authenticator } = authenticatorWith();
+    const token = await sign(key, { claims: { sub: 'alice' } });
+    const headers = { authorization: `Bearer ${token}` };
+    for (let n = 0; n < 3; n += 1) await start(authenticator, headers);
+    expect((await start(authenticator, headers)).synchronous).toBe(true);
+    const [encodedHeader = '', payload = '', signature = ''] = token.split('.');
+    // Another payload under the cached token's signature: the cache's key, not its token.
+    const admin = b64url({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), sub: 'admin' });
+    const forgeries = [
+      `${encodedHeader}.${admin}.${signature}`,
+      // Same length, same last characters (so the same print among the last hits), one
+      // character changed before the signature.
+      `${encodedHeader}.${payload.slice(0, 10)}${payload[10] === 'A' ? 'B' : 'A'}${payload.slice(11)}.${signature}`,
+    ];
+    for (const forged of forgeries) {
+      for (let n = 0; n < 3; n += 1) {
+        const refused = await refusal(start(authenticator, { authorization: `Bearer ${forged}` }));
+        expect(refused.code).toBe('unauthenticated');
+      }
+    }
+    // The real token is still settled at once, as itself.
+    const again = await start(authenticator, headers);
+    expect(again.synchronous).toBe(true);
+    expect(again.state.principal?.subject).toBe('alice');
+  });
+
   it('still asks the denylist about a token with a jti, and refuses it once revoked', async () => {
     const denylist = createMemoryDenylist();
     const { authenticator } = authenticatorWith({ denylist });

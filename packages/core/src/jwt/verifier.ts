@@ -1,7 +1,4 @@
-import { hash } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
-import { Doorkeeper } from '../cache/doorkeeper.js';
-import { LruCache } from '../cache/lru.js';
 import type { CallInfo, Principal } from '../call/call-info.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { MAX_JTI_LENGTH, type Denylist } from '../denylist/denylist.js';
@@ -16,6 +13,7 @@ import {
 } from './key-source.js';
 import { principalFromClaims, type ClaimPath } from './principal.js';
 import { verifyCompactSync, type CompactJws, type FastRefusal } from './signature.js';
+import { TokenCache } from './token-cache.js';
 import { resolveVerifierSettings, type VerifierSettings } from './verifier-settings.js';
 
 /**
@@ -62,8 +60,9 @@ export interface JwtVerifierOptions {
    */
   readonly requireJti?: boolean | undefined;
   /**
-   * Verified tokens kept (LRU, keyed by SHA-256 of the token), each from its second verification
-   * on, so that tokens used once never enter it. 0 disables. Default 10 000.
+   * Verified tokens kept (LRU, found by their signature and compared whole), each from its
+   * second verification on, so that tokens used once never enter it. Each entry keeps its token
+   * (at most `maxTokenLength` characters) beside its claims. 0 disables. Default 10 000.
    */
   readonly cacheMaxEntries?: number | undefined;
   /** The clock, epoch milliseconds. Default `Date.now`. For tests. */
@@ -187,35 +186,66 @@ interface CacheEntry {
 /** Headers longer than this skip {@link RecentTokens}, which so holds at most 16 × 2 KiB of them. */
 const RECENT_MAX_HEADER_LENGTH = 2048;
 const RECENT_SLOTS = 16;
+/** How many code units before its end a header's print reads: a token's signature ends there. */
+const PRINT_TAIL = 8;
+
+/**
+ * A 32-bit print of a header: its length and its last few code units (FNV-1a). Tokens of one
+ * issuer share their first hundreds of characters (the same header, the same claim names), and
+ * differ at once in their signatures, which end the header.
+ */
+function headerPrint(header: string): number {
+  const end = header.length;
+  let print = Math.imul(0x811c9dc5 ^ end, 0x01000193);
+  for (let i = end > PRINT_TAIL ? end - PRINT_TAIL : 0; i < end; i++) {
+    print = Math.imul(print ^ header.charCodeAt(i), 0x01000193);
+  }
+  return print;
+}
 
 /**
  * The last cache hits, found by comparing the `authorization` header as sent: a client that
  * sends one token on every call (a gRPC channel does) is found without reading the token out of
- * its header or hashing it. A header maps to one token, so the header stands for it. A scan of
- * a few slots, not a `Map`: a `Map` look-up hashes the whole new string, which costs as much as
- * the SHA-256, while comparing two headers stops at their first difference. Bounded by slot
- * count and header length, replaced in turn; an entry is only a pointer to the cache's own,
- * checked again on every hit.
+ * its header or looking it up in the cache. A header maps to one token, so the header stands for
+ * it. A scan of a few slots, not a `Map`: a `Map` look-up hashes the whole new string, while a
+ * slot is passed over on its print ({@link headerPrint}) and only a slot whose print agrees is
+ * compared in full. Without the prints, a call whose header is in no slot (a server with more
+ * clients than slots) compared it with all sixteen, each comparison running through the
+ * hundreds of characters that tokens of one issuer share: 37 000 instructions a call, an eighth
+ * of the call. Bounded by slot count and header length, replaced in turn; an entry is only a
+ * pointer to the cache's own, checked again on every hit.
  */
 class RecentTokens {
+  readonly #prints = new Int32Array(RECENT_SLOTS);
   readonly #headers: (string | undefined)[] = new Array<string | undefined>(RECENT_SLOTS).fill(undefined);
   readonly #entries: (CacheEntry | undefined)[] = new Array<CacheEntry | undefined>(RECENT_SLOTS).fill(undefined);
   #next = 0;
 
-  get(header: string): CacheEntry | undefined {
-    const slot = this.#headers.indexOf(header);
+  /** The slot holding `header` (whose print is `print`), or -1. */
+  #slotOf(header: string, print: number): number {
+    const prints = this.#prints;
+    for (let slot = 0; slot < RECENT_SLOTS; slot++) {
+      // An empty slot's header is `undefined`, whatever its print.
+      if (prints[slot] === print && this.#headers[slot] === header) return slot;
+    }
+    return -1;
+  }
+
+  get(header: string, print: number): CacheEntry | undefined {
+    const slot = this.#slotOf(header, print);
     return slot === -1 ? undefined : this.#entries[slot];
   }
 
-  remember(header: string, entry: CacheEntry): void {
-    if (header.length > RECENT_MAX_HEADER_LENGTH || this.#headers.includes(header)) return;
+  remember(header: string, print: number, entry: CacheEntry): void {
+    if (header.length > RECENT_MAX_HEADER_LENGTH || this.#slotOf(header, print) !== -1) return;
+    this.#prints[this.#next] = print;
     this.#headers[this.#next] = header;
     this.#entries[this.#next] = entry;
     this.#next = (this.#next + 1) % RECENT_SLOTS;
   }
 
-  forget(header: string): void {
-    const slot = this.#headers.indexOf(header);
+  forget(header: string, print: number): void {
+    const slot = this.#slotOf(header, print);
     if (slot === -1) return;
     this.#headers[slot] = undefined;
     this.#entries[slot] = undefined;
@@ -234,7 +264,7 @@ function refuse(reason: JwtReason, cause?: unknown): SecurityError {
  * are possible only with `secret`, and never together with public keys, so a public key can
  * never be used as an HMAC secret.
  *
- * Verified tokens are cached (bounded LRU keyed by the token's SHA-256) from their second
+ * Verified tokens are cached (bounded LRU, found by signature, compared whole) from their second
  * verification on, so that one-time tokens cost the cache nothing; on a hit `exp`, `nbf`
  * and the maximum age are checked again, the denylist is asked again, and a token verified
  * under a key set that has since changed (rotation) is verified again.
@@ -255,12 +285,11 @@ function refuse(reason: JwtReason, cause?: unknown): SecurityError {
  */
 export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
   const settings = resolveVerifierSettings(options);
-  const cache = new LruCache<string, CacheEntry>(settings.cacheMaxEntries);
-  // A token enters the cache on its second sighting: one-time tokens cost it nothing.
-  const doorkeeper = settings.cacheMaxEntries > 0 ? new Doorkeeper(settings.cacheMaxEntries) : undefined;
-  // Verifications under way, by cache key: concurrent calls with one new token share one.
+  // A token enters the cache on its second verification: one-time tokens cost it nothing.
+  const cache = new TokenCache<CacheEntry>(settings.cacheMaxEntries);
+  // Verifications under way, by token: concurrent calls with one new token share one.
   const inflight = new Map<string, Promise<VerifiedToken>>();
-  const verify = (token: string): Promise<VerifiedToken> => verifyToken(settings, cache, doorkeeper, inflight, token);
+  const verify = (token: string): Promise<VerifiedToken> => verifyToken(settings, cache, inflight, token);
   const verifier: JwtVerifier = Object.freeze({
     verify,
     async authenticate(call: Pick<CallInfo, 'headers'>): Promise<Principal> {
@@ -269,7 +298,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
     algorithms: settings.algorithms,
   });
   const recent = new RecentTokens();
-  settledLookups.set(verifier, (authorization) => settledPrincipal(settings, cache, recent, doorkeeper, authorization));
+  settledLookups.set(verifier, (authorization) => settledPrincipal(settings, cache, recent, authorization));
   return verifier;
 }
 
@@ -304,33 +333,49 @@ export function settledLookupOf(verifier: JwtVerifier): SettledLookup | undefine
  *   {@link verifyFresh} does, or refused by throwing the same `SecurityError` it would.
  * Anything else (a malformed header, an oversized token, a stale or expired entry, a key
  * to fetch, jose to run, a denylist to consult) is `undefined`, and `authenticate` decides with
- * every check and refusal it always makes. Either way the token is hashed once at most: a header
- * among the last cache hits ({@link RecentTokens}) is neither parsed nor hashed.
+ * every check and refusal it always makes. A header among the last cache hits
+ * ({@link RecentTokens}) is neither parsed nor looked up in the cache.
  */
 function settledPrincipal(
   settings: VerifierSettings,
-  cache: LruCache<string, CacheEntry>,
+  cache: TokenCache<CacheEntry>,
   recent: RecentTokens,
-  doorkeeper: Doorkeeper | undefined,
   header: string,
 ): Principal | undefined {
   const caching = settings.cacheMaxEntries > 0;
-  const seen = caching ? recent.get(header) : undefined;
+  const print = caching ? headerPrint(header) : 0;
+  const seen = caching ? recent.get(header, print) : undefined;
   if (seen !== undefined) {
     if (isSettled(settings, seen)) return seen.token.principal;
-    recent.forget(header);
+    recent.forget(header, print);
   }
+  // `Bearer <token>`, the form clients send, is looked up before the bearer pattern reads the
+  // header: a cached token passed every check of its form, so the pattern would read just it.
+  const plain =
+    caching && header.startsWith('Bearer ') && header.length - 7 <= settings.maxTokenLength
+      ? header.slice(7)
+      : undefined;
+  const plainHit = plain === undefined ? undefined : cache.find(plain);
+  if (plainHit !== undefined) return settledHit(settings, recent, header, print, plainHit);
   const token = tokenOfAuthorization(header);
   if (token === undefined || token.length > settings.maxTokenLength) return undefined;
-  const cacheKey = caching ? hash('sha256', token, 'base64url') : '';
-  const hit = caching ? cache.get(cacheKey) : undefined;
-  if (hit !== undefined) {
-    if (!isSettled(settings, hit)) return undefined;
-    recent.remember(header, hit);
-    return hit.token.principal;
-  }
+  const hit = caching && token !== plain ? cache.find(token) : undefined;
+  if (hit !== undefined) return settledHit(settings, recent, header, print, hit);
   if (settings.denylist !== undefined) return undefined;
-  return verifyFreshSync(settings, cache, caching ? doorkeeper : undefined, token, cacheKey)?.principal;
+  return verifyFreshSync(settings, cache, token)?.principal;
+}
+
+/** The principal of a cache hit that decides its call at once, remembered by its header. */
+function settledHit(
+  settings: VerifierSettings,
+  recent: RecentTokens,
+  header: string,
+  print: number,
+  hit: CacheEntry,
+): Principal | undefined {
+  if (!isSettled(settings, hit)) return undefined;
+  recent.remember(header, print, hit);
+  return hit.token.principal;
 }
 
 /**
@@ -349,37 +394,34 @@ function isSettled(settings: VerifierSettings, entry: CacheEntry): boolean {
  */
 async function verifyToken(
   settings: VerifierSettings,
-  cache: LruCache<string, CacheEntry>,
-  doorkeeper: Doorkeeper | undefined,
+  cache: TokenCache<CacheEntry>,
   inflight: Map<string, Promise<VerifiedToken>>,
   token: string,
 ): Promise<VerifiedToken> {
-  // Length first: nothing about an oversized token is parsed, hashed or looked up.
+  // Length first: nothing about an oversized token is parsed or looked up.
   if (typeof token !== 'string' || token === '') throw refuse('missing_token');
   if (token.length > settings.maxTokenLength) throw refuse('token_too_long');
 
   const caching = settings.cacheMaxEntries > 0;
-  // The one-shot hash: no Hash object per request.
-  const cacheKey = caching ? hash('sha256', token, 'base64url') : '';
-  const hit = caching ? cache.get(cacheKey) : undefined;
+  const hit = caching ? cache.find(token) : undefined;
   if (hit !== undefined) {
     if (hit.version === settings.source.version) {
       try {
         checkTimes(settings, hit);
       } catch (err) {
-        cache.delete(cacheKey);
+        cache.delete(token);
         throw err;
       }
       if (settings.denylist !== undefined) await checkRevoked(settings.denylist, hit.token);
       return hit.token;
     }
-    cache.delete(cacheKey);
+    cache.delete(token);
   }
-  if (!caching) return verifyFresh(settings, cache, token, cacheKey, undefined);
-  let pending = inflight.get(cacheKey);
+  if (!caching) return verifyFresh(settings, cache, token);
+  let pending = inflight.get(token);
   if (pending === undefined) {
-    pending = verifyFresh(settings, cache, token, cacheKey, doorkeeper).finally(() => inflight.delete(cacheKey));
-    inflight.set(cacheKey, pending);
+    pending = verifyFresh(settings, cache, token).finally(() => inflight.delete(token));
+    inflight.set(token, pending);
   }
   return pending;
 }
@@ -391,10 +433,8 @@ async function verifyToken(
  */
 async function verifyFresh(
   settings: VerifierSettings,
-  cache: LruCache<string, CacheEntry>,
+  cache: TokenCache<CacheEntry>,
   token: string,
-  cacheKey: string,
-  doorkeeper: Doorkeeper | undefined,
 ): Promise<VerifiedToken> {
   const { jws, header } = inspectToken(token, settings.algorithms);
   const source = settings.source;
@@ -403,7 +443,7 @@ async function verifyFresh(
   const keys = source.keysNow?.(header) ?? (await source.getKeys(header));
   const claims =
     verifyWithKeysSync(settings, jws, header, keys) ?? (await verifyWithKeys(settings, jws, header, keys, 'jose'));
-  const verified = remember(settings, cache, doorkeeper, cacheKey, version, verifiedToken(settings, header, claims));
+  const verified = remember(settings, cache, token, version, verifiedToken(settings, header, claims));
   if (settings.denylist !== undefined) await checkRevoked(settings.denylist, verified);
   return verified;
 }
@@ -415,10 +455,8 @@ async function verifyFresh(
  */
 function verifyFreshSync(
   settings: VerifierSettings,
-  cache: LruCache<string, CacheEntry>,
-  doorkeeper: Doorkeeper | undefined,
+  cache: TokenCache<CacheEntry>,
   token: string,
-  cacheKey: string,
 ): VerifiedToken | undefined {
   const source = settings.source;
   if (source.keysNow === undefined) return undefined;
@@ -428,7 +466,7 @@ function verifyFreshSync(
   if (keys === undefined) return undefined;
   const claims = verifyWithKeysSync(settings, jws, header, keys);
   if (claims === undefined) return undefined;
-  return remember(settings, cache, doorkeeper, cacheKey, version, verifiedToken(settings, header, claims));
+  return remember(settings, cache, token, version, verifiedToken(settings, header, claims));
 }
 
 /**
@@ -438,22 +476,20 @@ function verifyFreshSync(
  */
 function remember(
   settings: VerifierSettings,
-  cache: LruCache<string, CacheEntry>,
-  doorkeeper: Doorkeeper | undefined,
-  cacheKey: string,
+  cache: TokenCache<CacheEntry>,
+  token: string,
   version: number,
   verified: VerifiedToken,
 ): VerifiedToken {
-  if (doorkeeper?.admit(cacheKey) === true) {
-    const { claims } = verified;
-    cache.set(cacheKey, {
-      token: verified,
-      version: Math.min(version, settings.source.version),
-      exp: claims.exp as number,
-      nbf: typeof claims.nbf === 'number' ? claims.nbf : undefined,
-      iat: typeof claims.iat === 'number' ? claims.iat : undefined,
-    });
-  }
+  if (!cache.admits(token)) return verified;
+  const { claims } = verified;
+  cache.set(token, {
+    token: verified,
+    version: Math.min(version, settings.source.version),
+    exp: claims.exp as number,
+    nbf: typeof claims.nbf === 'number' ? claims.nbf : undefined,
+    iat: typeof claims.iat === 'number' ? claims.iat : undefined,
+  });
   return verified;
 }
 
