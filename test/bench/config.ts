@@ -49,6 +49,8 @@ export interface BenchConfig {
   readonly h2Streams: number;
   /** Tokens in the pools that "new token" and "forged token" runs cycle through. */
   readonly poolTokens: number;
+  /** Clients, each with its own token, that "many clients" runs cycle through. */
+  readonly clientTokens: number;
   /** Length of the unique-token run after which the `memory` group reads the server's RSS. */
   readonly memorySeconds: number;
   /** Duration of one round of a micro-benchmark, in milliseconds. */
@@ -70,6 +72,7 @@ export function readConfig(): BenchConfig {
     h2Connections: positiveInteger('FLUXGUARD_BENCH_H2_CONNECTIONS', 4),
     h2Streams: positiveInteger('FLUXGUARD_BENCH_H2_STREAMS', 25),
     poolTokens: positiveInteger('FLUXGUARD_BENCH_POOL_TOKENS', 50_000),
+    clientTokens: positiveInteger('FLUXGUARD_BENCH_CLIENTS', 1_000),
     memorySeconds: positiveInteger('FLUXGUARD_BENCH_MEMORY_SECONDS', 10),
     microMs: positiveInteger('FLUXGUARD_BENCH_MICRO_MS', 200),
     groups: groups(),

@@ -10,11 +10,13 @@ import {
   type Column,
   type GeneratorName,
   type Scenario,
+  type TokenKind,
 } from './scenarios.js';
 import type { RunningServer } from './server-handle.js';
 import type { BenchTls, Variant } from './servers.js';
 import { median } from './stats.js';
-import type { TokenPool } from './tokens.js';
+import type { TokenMinter } from './fixtures.js';
+import { TokenPool } from './tokens.js';
 
 /** Where the tokens of a scenario come from, and one token like them to probe with. */
 export interface TokenSource {
@@ -39,6 +41,49 @@ export function pooledTokens(pool: TokenPool, probe: string): TokenSource {
       pool.advance(count);
     },
     probe,
+  };
+}
+
+/**
+ * The token source of each kind for one bench run: `minter` signs valid tokens, `forger` the
+ * forged ones (the same key id, another key). Each pool is minted on its first use, into
+ * `scratch`, and shared by the scenarios that use it.
+ *
+ * @example
+ * ```ts
+ * const tokensFor = tokenSources(scratch, minter, forger, config);
+ * const source = tokensFor('clients');
+ * ```
+ */
+export function tokenSources(
+  scratch: string,
+  minter: TokenMinter,
+  forger: TokenMinter,
+  sizes: { readonly poolTokens: number; readonly clientTokens: number },
+): (kind: TokenKind) => TokenSource {
+  const repeated = minter.next();
+  const pools = new Map<TokenKind, TokenPool>();
+  const pool = (kind: TokenKind, by: TokenMinter, count: number): TokenPool => {
+    let minted = pools.get(kind);
+    if (minted === undefined) {
+      minted = TokenPool.mint(scratch, kind, by, count);
+      pools.set(kind, minted);
+    }
+    return minted;
+  };
+  return (kind) => {
+    switch (kind) {
+      case 'repeated':
+        return fixedTokens(repeated);
+      case 'none':
+        return fixedTokens(undefined);
+      case 'clients':
+        return pooledTokens(pool(kind, minter, sizes.clientTokens), minter.next());
+      case 'new':
+        return pooledTokens(pool(kind, minter, sizes.poolTokens), minter.next());
+      case 'forged':
+        return pooledTokens(pool(kind, forger, sizes.poolTokens), forger.next());
+    }
   };
 }
 
@@ -141,7 +186,8 @@ async function loadOnce(
     result,
     requestsPerSecond: result.requests / result.seconds,
     serverCpu: cpuSeconds === undefined ? undefined : cpuSeconds / result.seconds,
-    serverCpuPerRequest: cpuSeconds === undefined || result.requests === 0 ? undefined : (cpuSeconds * 1e6) / result.requests,
+    serverCpuPerRequest:
+      cpuSeconds === undefined || result.requests === 0 ? undefined : (cpuSeconds * 1e6) / result.requests,
   };
 }
 

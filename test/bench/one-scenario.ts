@@ -9,18 +9,17 @@ import { readConfig, type BenchConfig } from './config.js';
 import { createSigningKey, TokenMinter } from './fixtures.js';
 import { h2loadGenerator } from './h2load.js';
 import type { Generator, LoadResult } from './load.js';
-import { fixedTokens, pooledTokens, type TokenSource } from './measure.js';
+import { tokenSources, type TokenSource } from './measure.js';
 import { nodeGenerator } from './node-load.js';
 import { NO_TLS, makePki, type Pki } from './pki.js';
 import { placement, type Placement } from './processes.js';
 import { SCENARIOS, type Scenario, type TokenKind } from './scenarios.js';
 import { TRANSPORTS, VARIANTS, type Transport, type Variant } from './servers.js';
 import type { RunningServer } from './server-handle.js';
-import { TokenPool } from './tokens.js';
 import { ensureTools, type Tool } from './tools.js';
 import { wrkGenerator } from './wrk.js';
 
-const TOKEN_KINDS: readonly TokenKind[] = ['repeated', 'new', 'none', 'forged'];
+const TOKEN_KINDS: readonly TokenKind[] = ['repeated', 'clients', 'new', 'none', 'forged'];
 
 /** `value` if it is one of `allowed`; else the usage line of `tool` and what was wrong. */
 function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], what: string, usage: string): T {
@@ -107,17 +106,7 @@ export async function prepareScenario(
 
   const key = createSigningKey();
   const minter = new TokenMinter(key);
-  const source: TokenSource =
-    tokens === 'repeated'
-      ? fixedTokens(minter.next())
-      : tokens === 'none'
-        ? fixedTokens(undefined)
-        : tokens === 'new'
-          ? pooledTokens(TokenPool.mint(scratch, 'valid', minter, config.poolTokens), minter.next())
-          : pooledTokens(
-              TokenPool.mint(scratch, 'forged', new TokenMinter(createSigningKey()), config.poolTokens),
-              minter.next(),
-            );
+  const source: TokenSource = tokenSources(scratch, minter, new TokenMinter(createSigningKey()), config)(tokens);
   const pki = transport === 'https' || transport === 'grpc-tls' ? await makePki() : { server: NO_TLS, client: NO_TLS };
   const prepared: OneScenario = {
     scenario,

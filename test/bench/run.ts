@@ -9,9 +9,8 @@ import { createSigningKey, TokenMinter } from './fixtures.js';
 import { h2loadGenerator } from './h2load.js';
 import type { Generator } from './load.js';
 import {
-  fixedTokens,
   measureScenario,
-  pooledTokens,
+  tokenSources,
   type MeasureContext,
   type ScenarioOutcome,
   type TokenSource,
@@ -107,23 +106,8 @@ async function main(): Promise<void> {
       generators,
     };
 
-    const repeated = minter.next();
-    let valid: TokenPool | undefined;
-    let forged: TokenPool | undefined;
-    const tokensFor = (s: Scenario): TokenSource => {
-      switch (s.tokens) {
-        case 'repeated':
-          return fixedTokens(repeated);
-        case 'none':
-          return fixedTokens(undefined);
-        case 'new':
-          valid ??= TokenPool.mint(scratch, 'valid', minter, config.poolTokens);
-          return pooledTokens(valid, minter.next());
-        case 'forged':
-          forged ??= TokenPool.mint(scratch, 'forged', forger, config.poolTokens);
-          return pooledTokens(forged, forger.next());
-      }
-    };
+    const sources = tokenSources(scratch, minter, forger, config);
+    const tokensFor = (s: Scenario): TokenSource => sources(s.tokens);
 
     const outcomes: ScenarioOutcome[] = [];
     for (const transport of TRANSPORTS) {
@@ -142,7 +126,7 @@ async function main(): Promise<void> {
         placement: where,
         base,
         generators,
-        repeatedToken: repeated,
+        repeatedToken: minter.next(),
         pool: TokenPool.mint(scratch, 'memory', minter, count),
       });
     }

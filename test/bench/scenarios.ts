@@ -6,12 +6,14 @@ export type GeneratorName = 'wrk' | 'h2load' | 'node';
 /**
  * The Authorization header of each request:
  * - `repeated`: the same valid token every time — the verified-token cache path, a client's steady state;
+ * - `clients`: the tokens of many clients (1 000 by default), each reused, one after the other —
+ *   a server's steady state with many callers: every token cached, none among the last few hits;
  * - `new`: a valid token never seen in the last 10 000 requests — a full ES256 verification each time;
  * - `none`: no header — the cheapest refusal;
  * - `forged`: a token of the right shape and key id, signed by another key, a different one each
  *   time — a refusal that costs a full signature check (what an attacker would send).
  */
-export type TokenKind = 'repeated' | 'new' | 'none' | 'forged';
+export type TokenKind = 'repeated' | 'clients' | 'new' | 'none' | 'forged';
 
 export interface Scenario {
   readonly transport: Transport;
@@ -75,6 +77,7 @@ export const SCENARIOS: readonly Scenario[] = [
     ...served,
     note: 'the Node client on the same scenario as wrk: how far below wrk it tops out',
   },
+  { transport: 'http', generator: 'wrk', tokens: 'clients', ...served },
   { transport: 'http', generator: 'wrk', tokens: 'new', ...served },
   { transport: 'http', generator: 'wrk', tokens: 'none', ...refused },
   { transport: 'http', generator: 'wrk', tokens: 'forged', ...refused },
@@ -88,6 +91,7 @@ export const SCENARIOS: readonly Scenario[] = [
     ...served,
     note: 'the Node client on the same scenario as h2load: how far below h2load it tops out',
   },
+  { transport: 'grpc', generator: 'node', tokens: 'clients', ...served },
   { transport: 'grpc', generator: 'node', tokens: 'new', ...served },
   { transport: 'grpc', generator: 'h2load', tokens: 'none', ...refused },
   { transport: 'grpc', generator: 'node', tokens: 'forged', ...refused },
@@ -104,6 +108,7 @@ const TRANSPORT_TITLES: Record<Transport, string> = {
 
 const TOKEN_TITLES: Record<TokenKind, string> = {
   repeated: 'repeated token',
+  clients: 'many clients, each its own token',
   new: 'new token per request',
   none: 'denial: no token',
   forged: 'denial: forged token per request',
