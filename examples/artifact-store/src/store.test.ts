@@ -220,6 +220,36 @@ describe('ArtifactStore', () => {
     expect(filesUnder(join(store.dataDir, 'race')).sort()).toEqual(Array(rounds).fill('good.txt'));
   });
 
+  it('lists what is stored while refused uploads make and remove deep directories beside it', async () => {
+    // A refused upload removes the directories it made; a listing walking the tree at that
+    // moment must pass over a directory that is gone, not fail.
+    const listed = new ArtifactStore({ dataDir: join(base, 'listed') });
+    await listed.put('kept/a.txt', sha('kept'), chunks('kept'));
+    const deep = Array.from({ length: 6 }, (_, i) => `d${String(i)}`).join('/');
+    const stop = new AbortController();
+    const churn = (async () => {
+      for (let round = 0; !stop.signal.aborted; round++) {
+        await Promise.allSettled(
+          Array.from({ length: 4 }, (_, i) =>
+            listed.put(`gone/r${String(round)}/${deep}/bad-${String(i)}.bin`, sha('expected'), chunks('else')),
+          ),
+        );
+      }
+    })();
+    const listings: string[][] = [];
+    try {
+      for (let n = 0; n < 300; n++) {
+        const paths: string[] = [];
+        for await (const item of listed.list('')) paths.push(item.path);
+        listings.push(paths);
+      }
+    } finally {
+      stop.abort();
+      await churn;
+    }
+    expect(listings).toEqual(Array(300).fill(['kept/a.txt']));
+  });
+
   it('refuses a malformed declared digest', async () => {
     await expect(store.put('x.txt', 'not-hex', chunks('x'))).rejects.toMatchObject({
       code: 'invalid_argument',

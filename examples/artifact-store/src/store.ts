@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, type BigIntStats, type Dirent } from 'node:fs';
 import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { join, relative, sep } from 'node:path';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LruCache } from '@fluxguard/core/adapter';
 import {
@@ -182,10 +182,7 @@ export class ArtifactStore {
   /** Lists artifacts whose path starts with `prefix`, sorted by path. */
   async *list(prefix: string, signal?: AbortSignal): AsyncIterable<ArtifactInfo> {
     const checked = this.#paths.checkPrefix(prefix);
-    const entries: Dirent[] = await readdir(this.#paths.root, { withFileTypes: true, recursive: true });
-    const files = entries
-      .filter((e) => e.isFile() && !e.name.startsWith(TEMP_PREFIX))
-      .map((e) => relative(this.#paths.root, join(e.parentPath, e.name)).split(sep).join('/'))
+    const files = (await filesUnder(this.#paths.root))
       .filter((p) => p.startsWith(checked))
       .sort()
       .slice(0, this.#maxListEntries);
@@ -319,6 +316,33 @@ export async function readContent(opened: OpenedArtifact): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of opened.content) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
+}
+
+/**
+ * The files under `root`, as `/`-separated paths relative to it, leaving out upload temporaries.
+ * A walk rather than `readdir`'s `recursive`, which fails as a whole when a directory under it
+ * is removed while it reads (a refused upload removes the directories it made): a directory gone
+ * by the time it is read holds nothing to list. Links are not followed.
+ */
+async function filesUnder(root: string): Promise<string[]> {
+  const files: string[] = [];
+  const directories = [''];
+  for (let dir = directories.pop(); dir !== undefined; dir = directories.pop()) {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(join(root, dir), { withFileTypes: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (dir !== '' && (code === 'ENOENT' || code === 'ENOTDIR')) continue;
+      throw err;
+    }
+    for (const entry of entries) {
+      const path = dir === '' ? entry.name : `${dir}/${entry.name}`;
+      if (entry.isDirectory()) directories.push(path);
+      else if (entry.isFile() && !entry.name.startsWith(TEMP_PREFIX)) files.push(path);
+    }
+  }
+  return files;
 }
 
 async function sha256Of(handle: FileHandle): Promise<string> {
