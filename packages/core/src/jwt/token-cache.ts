@@ -24,8 +24,8 @@ function signatureOf(token: string): string {
  * Found by the token's signature, and a find answers only when the whole token is the one that
  * was stored: a token that reuses another's signature under another header or payload (a
  * forgery) is a miss, never the other token's value. That costs a look-up of the signature
- * (tens of characters hashed) and one string comparison, where a SHA-256 of the whole token
- * cost four times as much, and it keeps the token in memory beside its value: at most
+ * (tens of characters hashed) and one string comparison, less than the SHA-256 of the whole
+ * token that was the key before, and it keeps the token in memory beside its value: at most
  * `maxEntries` tokens of the verifier's `maxTokenLength`.
  *
  * @example
