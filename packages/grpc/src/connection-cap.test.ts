@@ -9,13 +9,15 @@ import { addService, fluxguardInterceptors, secureServerOptions } from './index.
 import { callKind, captureAudit, testService, type Json } from './testing/harness.js';
 
 const CAP = 5;
+const IDLE_MS = 300;
+const GRACE_MS = 300;
 const audit = captureAudit();
 let server: Server;
 let port: number;
 
 beforeAll(async () => {
   server = new Server({
-    ...secureServerOptions({ maxConnections: CAP }),
+    ...secureServerOptions({ maxConnections: CAP, maxConnectionIdleMs: IDLE_MS, closingGraceMs: GRACE_MS }),
     interceptors: fluxguardInterceptors({ audit: audit.audit, timeouts: false }),
   });
   const echo = (message: Json): Json => message;
@@ -69,6 +71,29 @@ describe('the connection cap of a gRPC port', () => {
       expect(outcome.status.code).toBe(Status.OK);
     } finally {
       client.close();
+    }
+  });
+
+  it('drops connections whose clients stop reading and never close them, so that they free their place', async () => {
+    // Each starts an HTTP/2 session (preface and SETTINGS), then reads nothing and never closes:
+    // the server's GOAWAY and FIN go unanswered. Held for ever, they would fill the cap.
+    const abandoned = await Promise.all(Array.from({ length: CAP }, () => open()));
+    for (const { socket } of abandoned) {
+      socket.pause();
+      socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]));
+    }
+    try {
+      // Past the idle limit and the grace after it, and then some.
+      await new Promise((r) => setTimeout(r, IDLE_MS + GRACE_MS + 1_000));
+      const client = new Client(`127.0.0.1:${String(port)}`, credentials.createInsecure());
+      try {
+        const outcome = await callKind(client, 'unary', { hello: 'after' });
+        expect(outcome.status.code).toBe(Status.OK);
+      } finally {
+        client.close();
+      }
+    } finally {
+      for (const { socket } of abandoned) socket.destroy();
     }
   });
 

@@ -1,8 +1,9 @@
 import type { Http2Server, Http2SecureServer, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
+import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { Server, ServerCredentials } from '@grpc/grpc-js';
 import { connectionBudget } from '@fluxguard/core/adapter';
-import { MAX_CONNECTIONS_OPTION } from './server-credentials.js';
+import { CLOSING_GRACE_OPTION, DEFAULT_CLOSING_GRACE_MS, MAX_CONNECTIONS_OPTION } from './server-credentials.js';
 
 /**
  * Headers that Node's HTTP/2 layer keeps only the first of when a request repeats them, without
@@ -32,6 +33,9 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *   `getPeerCertificate()` on every call, which builds the whole certificate object each time
  *   (about a sixth of the CPU of a mutual-TLS gRPC server); a connection's certificate never
  *   changes (HTTP/2 forbids renegotiation), so each TLS socket answers from its first answer;
+ * - a connection the server has closed dropped `closingGraceMs` after it ended its side, if the
+ *   client has not closed the other side by then: Node waits for the client for ever, so clients
+ *   that stop reading kept their connections, and filled the cap above;
  * - a repeated security header made visible again: every value
  * reaches the metadata, so the JWT authenticator refuses the request (`multiple_authorization`)
  * exactly as the Express adapter refuses two `Authorization` headers. It wraps grpc-js's
@@ -53,17 +57,52 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
     writable: true,
     value(this: unknown, credentials: ServerCredentials) {
       const http2Server = original.call(this, credentials);
-      const configured: unknown = (this as { options?: Record<string, unknown> }).options?.[MAX_CONNECTIONS_OPTION];
-      http2Server.maxConnections =
-        typeof configured === 'number' && Number.isSafeInteger(configured) && configured > 0
-          ? configured
-          : connectionBudget();
+      const options = (this as { options?: Record<string, unknown> }).options;
+      http2Server.maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
+      const graceMs = positiveOption(options?.[CLOSING_GRACE_OPTION]) ?? DEFAULT_CLOSING_GRACE_MS;
       // First, before grpc-js's own listener reads the header object.
       http2Server.prependListener('stream', onStream);
-      http2Server.on('secureConnection', rememberPeerCertificate);
+      if (http2Server instanceof TlsServer) {
+        http2Server.on('secureConnection', (socket: TLSSocket) => {
+          rememberPeerCertificate(socket);
+          dropAfterClosing(socket, graceMs);
+        });
+      } else {
+        http2Server.on('connection', (socket: Socket) => {
+          dropAfterClosing(socket, graceMs);
+        });
+      }
       return http2Server;
     },
   });
+}
+
+/** A whole number above 0 set by `secureServerOptions`, or `undefined` (the default applies). */
+function positiveOption(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value > 0 ? value : undefined;
+}
+
+/**
+ * Destroys `socket` `graceMs` after the server ends its side, unless the client has closed it by
+ * then. An HTTP/2 session that closes gracefully (idle limit, shutdown) ends its socket once its
+ * streams are done and then waits for the client's end, with no limit: a client that reads
+ * nothing more and never closes kept the descriptor for good. The one place that step is seen
+ * is the socket's `end`, so that method is wrapped on this socket alone.
+ */
+function dropAfterClosing(socket: Socket, graceMs: number): void {
+  const end = socket.end.bind(socket) as (...args: unknown[]) => Socket;
+  let armed = false;
+  socket.end = (...args: unknown[]) => {
+    if (!armed && !socket.destroyed) {
+      armed = true;
+      const timer = setTimeout(() => socket.destroy(), graceMs);
+      timer.unref();
+      socket.once('close', () => {
+        clearTimeout(timer);
+      });
+    }
+    return end(...args);
+  };
 }
 
 /**

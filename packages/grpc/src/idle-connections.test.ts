@@ -36,7 +36,7 @@ beforeAll(async () => {
     perOperationCredentials(pki, audit.audit, { handshakeTimeoutMs: IDLE_MS }),
     fluxguardInterceptors({ audit: audit.audit }),
     registerSecureService,
-    secureServerOptions({ maxConnectionIdleMs: IDLE_MS }),
+    secureServerOptions({ maxConnectionIdleMs: IDLE_MS, closingGraceMs: IDLE_MS }),
   );
   port = started.port;
 });
@@ -89,6 +89,42 @@ describe('connections that never become calls', () => {
     );
     await expect.poll(flooding.closed, { timeout: BOUND_MS }).toBe(FLOOD);
     await expect.poll(openDescriptors, { timeout: BOUND_MS }).toBeLessThanOrEqual(before + 2);
+  });
+
+  it('drops TLS connections whose clients stop reading once their session has started, and never close', async () => {
+    const count = 50;
+    const before = openDescriptors();
+    const preface = Buffer.concat([
+      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+      Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]),
+    ]);
+    const clients = await Promise.all(
+      Array.from(
+        { length: count },
+        () =>
+          new Promise<Socket>((resolve, reject) => {
+            const socket = tlsConnect(
+              { host: '127.0.0.1', port, ca: pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] },
+              () => {
+                // An HTTP/2 session, then nothing read and nothing closed: the server's GOAWAY
+                // and the end of its side go unanswered.
+                socket.write(preface);
+                socket.pause();
+                resolve(socket);
+              },
+            );
+            socket.on('error', () => undefined);
+            socket.once('error', reject);
+          }),
+      ),
+    );
+    try {
+      // The clients' own descriptors stay open (this process holds both ends); the server's go,
+      // after the idle limit and the grace after it.
+      await expect.poll(openDescriptors, { timeout: BOUND_MS }).toBeLessThanOrEqual(before + count + 2);
+    } finally {
+      for (const socket of clients) socket.destroy();
+    }
   });
 
   it('refuses a handshake timeout that is not a positive number of ms', () => {

@@ -204,10 +204,22 @@ export interface SecureServerLimits {
    * `addService` of this package, which is how fluxguard reaches the HTTP/2 server grpc-js makes.
    */
   readonly maxConnections?: number | undefined;
+  /**
+   * How long a connection the server has closed (every call finished, its GOAWAY and the end of
+   * its side sent: after the idle limit, at shutdown) waits for the client to close the other
+   * side before it is dropped. Default 5 s. Node waits for the client for ever, so a client that
+   * stops reading and never closes held the connection, and its place under `maxConnections`,
+   * for good. Applied by `addService` of this package, as `maxConnections` is.
+   */
+  readonly closingGraceMs?: number | undefined;
 }
 
 /** The `new Server(options)` key that carries {@link SecureServerLimits.maxConnections} to `addService`. */
 export const MAX_CONNECTIONS_OPTION = 'fluxguard.max_connections';
+/** The `new Server(options)` key that carries {@link SecureServerLimits.closingGraceMs} to `addService`. */
+export const CLOSING_GRACE_OPTION = 'fluxguard.closing_grace_ms';
+/** {@link SecureServerLimits.closingGraceMs} when the server's options do not say. */
+export const DEFAULT_CLOSING_GRACE_MS = 5_000;
 
 const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: number }> = Object.freeze({
   maxReceiveMessageBytes: 4 * 1024 * 1024,
@@ -218,6 +230,7 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
   keepaliveTimeMs: 2 * 60_000,
   keepaliveTimeoutMs: 20_000,
   maxConnections: connectionBudget(),
+  closingGraceMs: DEFAULT_CLOSING_GRACE_MS,
 });
 
 /**
@@ -248,5 +261,6 @@ export function secureServerOptions(limits: SecureServerLimits = {}): ServerOpti
     'grpc.keepalive_time_ms': l.keepaliveTimeMs,
     'grpc.keepalive_timeout_ms': l.keepaliveTimeoutMs,
     [MAX_CONNECTIONS_OPTION]: l.maxConnections,
+    [CLOSING_GRACE_OPTION]: l.closingGraceMs,
   };
 }
