@@ -250,6 +250,13 @@ describe('ArtifactStore', () => {
     expect(listings).toEqual(Array(300).fill(['kept/a.txt']));
   });
 
+  it('stores an artifact whose name is as long as the path resolver allows (255 bytes)', async () => {
+    const path = `long/${'a'.repeat(255)}`;
+    await store.put(path, sha('long'), chunks('long'));
+    expect((await store.get(path)).content.toString()).toBe('long');
+    await store.delete(path);
+  });
+
   it('refuses a malformed declared digest', async () => {
     await expect(store.put('x.txt', 'not-hex', chunks('x'))).rejects.toMatchObject({
       code: 'invalid_argument',

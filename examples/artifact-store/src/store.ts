@@ -270,7 +270,9 @@ export class ArtifactStore {
       let dir: (PinnedDirectory & SafePath) | undefined;
       try {
         dir = await this.#openParent(path, true);
-        const temp = dir.entry(`${TEMP_PREFIX}${dir.name}.${randomBytes(8).toString('hex')}`);
+        // Not named after the artifact: a name as long as a segment may be (255 bytes) would
+        // make the temporary's too long for the file system.
+        const temp = dir.entry(`${TEMP_PREFIX}${randomBytes(12).toString('hex')}`);
         const file = await open(
           temp,
           constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
