@@ -7,7 +7,7 @@ import { GrpcCall, attachCall, callOf, findCallContext, getRequestId, type Serve
 
 function newCall(requestId: string): GrpcCall {
   const state = new CallState({ requestId, deadline: undefined, end: () => undefined, onReleaseError: () => undefined });
-  return new GrpcCall('/pkg.Svc/Method', '127.0.0.1:1', state);
+  return new GrpcCall('/pkg.Svc/Method', { getConnectionInfo: () => ({ remoteAddress: '127.0.0.1', remotePort: 1 }) }, state);
 }
 
 describe('the call context on Metadata', () => {

@@ -1,5 +1,6 @@
 import type {
   Metadata,
+  ServerInterceptingCallInterface,
   ServerDuplexStream,
   ServerReadableStream,
   ServerUnaryCall,
@@ -50,7 +51,8 @@ export type ServerCall =
 export class GrpcCall {
   readonly state: CallState;
   readonly operation: string;
-  readonly peer: string;
+  readonly #below: Pick<ServerInterceptingCallInterface, 'getConnectionInfo'>;
+  #peer: string | undefined;
   #view: GrpcCallContext | undefined;
   #pendingError: { readonly error: unknown } | undefined;
   /** A status left our interceptor for the client; later ones are dropped. */
@@ -60,10 +62,16 @@ export class GrpcCall {
   /** The client has sent its whole request (half-close). */
   requestFinished = false;
 
-  constructor(operation: string, peer: string, state: CallState) {
+  /** @param below - the grpc-js call the peer address is read from, when first asked for. */
+  constructor(operation: string, below: Pick<ServerInterceptingCallInterface, 'getConnectionInfo'>, state: CallState) {
     this.operation = operation;
-    this.peer = peer;
+    this.#below = below;
     this.state = state;
+  }
+
+  /** The client's address as grpc-js reports it (`unknown` when it cannot), read once, when first asked for. */
+  get peer(): string {
+    return (this.#peer ??= safePeer(this.#below));
   }
 
   /** What handlers see of the call; made when first asked for (most handlers never do). */
@@ -247,4 +255,31 @@ export function setPrincipal(metadata: Metadata, principal: Principal): void {
   const found = callOf(metadata);
   if (found === undefined) throw missingContextError('setPrincipal', INSTALL_INTERCEPTORS);
   found.state.setPrincipal(principal);
+}
+
+/**
+ * The client's address as grpc-js's `getPeer()` writes it, from the connection facts grpc-js
+ * keeps for each call: read when the call started, they outlive its stream, where `getPeer()`
+ * reads the live socket through the session each time. `unknown` when there are none.
+ *
+ * @internal
+ */
+export function safePeer(call: Pick<ServerInterceptingCallInterface, 'getConnectionInfo'>): string {
+  try {
+    const { remoteAddress, remotePort } = call.getConnectionInfo();
+    return peerString(remoteAddress, remotePort);
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * `address:port` as grpc-js writes a peer: the address alone without a port, `unknown` without
+ * an address.
+ *
+ * @internal
+ */
+export function peerString(address: string | undefined, port: number | undefined): string {
+  if (address === undefined || address === '') return 'unknown';
+  return port === undefined || port === 0 ? address : `${address}:${String(port)}`;
 }

@@ -290,7 +290,7 @@ function expectSafeFailure(outcome: Outcome, expected: { code: Status; details: 
     operation: testService[capitalise(expected.kind)].path,
     requestId,
   });
-  expect(typeof line.peer).toBe('string');
+  expect(line.peer).toMatch(/^127\.0\.0\.1:\d+$/);
   return line;
 }
 
@@ -440,6 +440,8 @@ describe.each(KINDS)('%s calls', (kind) => {
     expect(lines).toHaveLength(1);
     // The client's own deadline: its budget, a folded refusal line rather than an error.
     expect(lines[0]).toMatchObject({ code: 'deadline_exceeded', reason: 'client_deadline', event: 'request.denied' });
+    // Named though the call's stream may be gone by the time the line is written.
+    expect(lines[0]?.peer).toMatch(/^127\.0\.0\.1:\d+$/);
     expect(observedAborts.get(`deadline-${kind}`)).toBe('TimeoutError');
   });
 

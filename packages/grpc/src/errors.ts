@@ -22,7 +22,7 @@ import {
   type FailureContext,
   type PublicError,
 } from '@fluxguard/core/adapter';
-import { GrpcCall, attachCall, callOf } from './context.js';
+import { GrpcCall, attachCall, callOf, safePeer } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import { closeIfLingering } from './lingering-streams.js';
@@ -334,7 +334,7 @@ class SafeErrorsCall extends ForwardingCall {
         this.#audit.logger.error({ ...this.#failureContext(), err }, 'a control release callback failed');
       },
     });
-    const grpcCall = new GrpcCall(this.#operation, safePeer(this.below), state);
+    const grpcCall = new GrpcCall(this.#operation, this.below, state);
     this.#grpcCall = grpcCall;
     attachCall(metadata, grpcCall);
     if (this.#downstream === undefined) this.passMetadata(metadata);
@@ -628,15 +628,6 @@ function isStatusLike(error: unknown): error is { readonly code: number; readonl
 
 function stringValues(values: readonly (string | Buffer)[]): string[] {
   return values.filter((v): v is string => typeof v === 'string');
-}
-
-/** @internal The peer address grpc-js reports, or `unknown`. */
-export function safePeer(call: Pick<ServerInterceptingCallInterface, 'getPeer'>): string {
-  try {
-    return call.getPeer();
-  } catch {
-    return 'unknown';
-  }
 }
 
 /**

@@ -3,6 +3,7 @@ import { status as Status, type Server, type ServerInterceptingCallInterface } f
 import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
 import { toPublicError, type FailureContext, type PublicError } from '@fluxguard/core/adapter';
 import { responseMetadata } from './response-metadata.js';
+import { peerString } from './context.js';
 
 /** A status as an interceptor sends it (not exported by grpc-js under a name). */
 export type PartialStatusObject = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
@@ -225,8 +226,5 @@ function refuse(
 /** The client's address as grpc-js's `getPeer()` writes it. */
 function peerOf(stream: ServerHttp2Stream): string {
   const socket = stream.session?.socket;
-  const address = socket?.remoteAddress;
-  if (address === undefined || address === '') return 'unknown';
-  const port = socket?.remotePort;
-  return port === undefined || port === 0 ? address : `${address}:${String(port)}`;
+  return peerString(socket?.remoteAddress, socket?.remotePort);
 }

@@ -238,8 +238,8 @@ function callInfo(
     grpcCall.state,
     'grpc',
     operation,
-    grpcCall.peer,
-    verifiedPeerIdentity(call),
+    () => grpcCall.peer,
+    () => verifiedPeerIdentity(call),
     metadataHeaders(metadata),
   );
 }

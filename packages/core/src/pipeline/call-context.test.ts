@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { CallInfo } from '../call/call-info.js';
 import { SecurityError } from '../errors/security-error.js';
-import { CallState } from './call-context.js';
+import { CallState, StateCallInfo } from './call-context.js';
 import { createPipeline } from './pipeline.js';
 
 function state(onReleaseError: (error: unknown) => void = () => undefined) {
@@ -285,5 +285,36 @@ describe('CallState.setPrincipal', () => {
     expect(() => {
       state().s.setPrincipal({ ...frozen(), authenticatedBy: 'header' } as never);
     }).toThrow(TypeError);
+  });
+});
+
+describe('StateCallInfo', () => {
+  const headers = { get: () => undefined, getAll: () => [] };
+  const identity = { spiffeId: 'spiffe://example.org/client', dnsNames: [], subject: undefined, fingerprint256: 'AA' };
+
+  it('reads a peer fact given as a function when a control first asks for it, and only once', () => {
+    const peer = vi.fn(() => '10.0.0.1:5000');
+    const certificate = vi.fn(() => identity as never);
+    const info = new StateCallInfo(state().s, 'grpc', '/pkg.Svc/Get', peer, certificate, headers);
+    expect(peer).not.toHaveBeenCalled();
+    expect(certificate).not.toHaveBeenCalled();
+    expect(info.peerAddress).toBe('10.0.0.1:5000');
+    expect(info.peerAddress).toBe('10.0.0.1:5000');
+    expect(info.peerCertificate).toBe(identity);
+    expect(info.peerCertificate).toBe(identity);
+    expect(peer).toHaveBeenCalledTimes(1);
+    expect(certificate).toHaveBeenCalledTimes(1);
+  });
+
+  it('keeps a fact that was read as absent absent, and takes plain values as they are', () => {
+    const none = vi.fn(() => undefined);
+    const lazy = new StateCallInfo(state().s, 'grpc', '/pkg.Svc/Get', none, none, headers);
+    expect(lazy.peerAddress).toBeUndefined();
+    expect(lazy.peerCertificate).toBeUndefined();
+    expect(lazy.peerCertificate).toBeUndefined();
+    expect(none).toHaveBeenCalledTimes(2);
+    const plain = new StateCallInfo(state().s, 'http', 'GET /x', '10.0.0.2', identity as never, headers);
+    expect(plain.peerAddress).toBe('10.0.0.2');
+    expect(plain.peerCertificate).toBe(identity);
   });
 });

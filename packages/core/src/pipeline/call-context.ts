@@ -450,38 +450,58 @@ export function missingContextError(accessor: string, remedy: string): Fluxguard
 }
 
 /**
+ * A fact of the transport that {@link StateCallInfo} reads only when a control asks for it: a
+ * function, called once. gRPC's peer address and certificate each cost a walk through grpc-js
+ * and Node's socket objects, about 2.5 % of a served call, and most calls have no control that
+ * reads them.
+ */
+export type LazyFact<T> = T | (() => T);
+
+/**
  * The `CallInfo` both adapters hand to controls: the transport's facts, fixed when the call
- * starts, and the request id, deadline and signal read live from the call's state (a control
- * may tighten the deadline; the signal is created only when read). A class, so that building
- * one per call allocates one small object.
+ * starts (the peer's address and certificate may be read when first asked for, see
+ * {@link LazyFact}), and the request id, deadline and signal read live from the call's state (a
+ * control may tighten the deadline; the signal is created only when read). A class, so that
+ * building one per call allocates one small object.
  *
  * @example
  * ```ts
  * const info = new StateCallInfo(state, 'grpc', '/pkg.Svc/Get', '127.0.0.1:5000', undefined, headers);
+ * const lazy = new StateCallInfo(state, 'grpc', '/pkg.Svc/Get', () => call.getPeer(), () => identityOf(call), headers);
  * ```
  */
 export class StateCallInfo implements CallInfo {
   readonly transport: Transport;
   readonly operation: string;
-  readonly peerAddress: string | undefined;
-  readonly peerCertificate: CertificateIdentity | undefined;
   readonly headers: HeaderReader;
   readonly #state: CallState;
+  #peerAddress: LazyFact<string | undefined>;
+  #peerCertificate: LazyFact<CertificateIdentity | undefined>;
 
   constructor(
     state: CallState,
     transport: Transport,
     operation: string,
-    peerAddress: string | undefined,
-    peerCertificate: CertificateIdentity | undefined,
+    peerAddress: LazyFact<string | undefined>,
+    peerCertificate: LazyFact<CertificateIdentity | undefined>,
     headers: HeaderReader,
   ) {
     this.#state = state;
     this.transport = transport;
     this.operation = operation;
-    this.peerAddress = peerAddress;
-    this.peerCertificate = peerCertificate;
+    this.#peerAddress = peerAddress;
+    this.#peerCertificate = peerCertificate;
     this.headers = headers;
+  }
+
+  get peerAddress(): string | undefined {
+    const fact = this.#peerAddress;
+    return typeof fact === 'function' ? (this.#peerAddress = fact()) : fact;
+  }
+
+  get peerCertificate(): CertificateIdentity | undefined {
+    const fact = this.#peerCertificate;
+    return typeof fact === 'function' ? (this.#peerCertificate = fact()) : fact;
   }
 
   get requestId(): string {
