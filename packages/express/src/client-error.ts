@@ -50,9 +50,14 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
     reason: fault.reason,
     auditFields: { parserCode: code.slice(0, 64) },
   });
-  const answer = problemAnswer(fault, refusal, requestId, socket, audit);
-  // Written, then destroyed at once, as Node does with its own answer: a client that does not
-  // read it must not keep the connection.
+  writeAndClose(socket, fault, problemAnswer(fault, refusal, requestId, socket, audit));
+}
+
+/**
+ * Writes a refusal on a socket no response object owns, then destroys it at once, as Node does
+ * with its own answers: a client that does not read it must not keep the connection.
+ */
+function writeAndClose(socket: Duplex, fault: ClientFault, answer: ProblemAnswer): void {
   socket.write(
     `HTTP/1.1 ${String(fault.status)} ${STATUS_CODES[fault.status] ?? ''}\r\n` +
       Object.entries(answer.headers)
@@ -62,6 +67,46 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
       answer.body,
   );
   socket.destroy();
+}
+
+const CONNECT_REFUSED: ClientFault = { status: 404, code: 'not_found', reason: 'route_not_found' };
+
+/**
+ * Answers a `CONNECT` request (a tunnel, which no route of an application serves) as an unknown
+ * route is answered, with a request id, a problem+json body and an audit line, and closes the
+ * connection: without a `connect` listener Node drops the connection with no answer at all.
+ * Installed by `createSecureServer` as the server's `connect` listener.
+ *
+ * @internal
+ */
+export function answerConnect(req: IncomingMessage, socket: Duplex, audit: AuditLogger): void {
+  const refusal = new SecurityError(CONNECT_REFUSED.code, { reason: CONNECT_REFUSED.reason });
+  writeAndClose(socket, CONNECT_REFUSED, problemAnswer(CONNECT_REFUSED, refusal, clientRequestId(req), socket, audit));
+}
+
+const HOST_MISSING: ClientFault = { status: 400, code: 'invalid_argument', reason: 'malformed_request' };
+
+/**
+ * Whether a request is HTTP/1.1 without a `Host` (or with an empty one), which a server must
+ * refuse with 400 (RFC 9112, section 3.2): the test Node makes with its `requireHostHeader`,
+ * which `createSecureServer` turns off to answer such a request itself
+ * ({@link answerHostMissing}).
+ *
+ * @internal
+ */
+export function lacksHost(req: IncomingMessage): boolean {
+  return req.httpVersionMajor === 1 && req.httpVersionMinor === 1 && !req.headers.host;
+}
+
+/**
+ * Answers an HTTP/1.1 request without `Host` in place of Node's bare 400: the same status, with
+ * a request id, a problem+json body and an audit line, and the connection closed. No handler
+ * runs.
+ *
+ * @internal
+ */
+export function answerHostMissing(req: IncomingMessage, res: ServerResponse, audit: AuditLogger): void {
+  answerRequest(HOST_MISSING, req, res, audit);
 }
 
 const EXPECTATION_UNSUPPORTED: ClientFault = {
@@ -79,13 +124,27 @@ const EXPECTATION_UNSUPPORTED: ClientFault = {
  * @internal
  */
 export function answerExpectationFailed(req: IncomingMessage, res: ServerResponse, audit: AuditLogger): void {
-  const sent = req.headers[REQUEST_ID_HEADER];
-  const requestId = resolveRequestId(typeof sent === 'string' ? sent : undefined);
   // The header's value is the client's: neither echoed nor logged.
-  const refusal = new SecurityError(EXPECTATION_UNSUPPORTED.code, { reason: EXPECTATION_UNSUPPORTED.reason });
-  const answer = problemAnswer(EXPECTATION_UNSUPPORTED, refusal, requestId, req.socket, audit);
-  res.writeHead(EXPECTATION_UNSUPPORTED.status, answer.headers);
+  answerRequest(EXPECTATION_UNSUPPORTED, req, res, audit);
+}
+
+/** Refuses a request Node has parsed, before any handler, and closes its connection. */
+function answerRequest(fault: ClientFault, req: IncomingMessage, res: ServerResponse, audit: AuditLogger): void {
+  const refusal = new SecurityError(fault.code, { reason: fault.reason });
+  const answer = problemAnswer(fault, refusal, clientRequestId(req), req.socket, audit);
+  res.writeHead(fault.status, answer.headers);
   res.end(answer.body);
+}
+
+/** The request id the client sent when it is well formed, else a new one. */
+function clientRequestId(req: IncomingMessage): string {
+  const sent = req.headers[REQUEST_ID_HEADER];
+  return resolveRequestId(typeof sent === 'string' ? sent : undefined);
+}
+
+interface ProblemAnswer {
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
 }
 
 /** The audit line, then the headers and problem+json body of a refusal made outside Express. */
@@ -95,7 +154,7 @@ function problemAnswer(
   requestId: string,
   socket: Duplex,
   audit: AuditLogger,
-): { readonly headers: Readonly<Record<string, string>>; readonly body: string } {
+): ProblemAnswer {
   const publicError = audit.recordFailure(refusal, {
     operation: 'HTTP <unparsed>',
     peer: socketPeer(socket as Duplex & { remoteAddress?: string; remotePort?: number }),

@@ -188,6 +188,14 @@ describe('createSecureServer: strict client certificates', () => {
       'invalid_argument',
       'expectation_unsupported',
     ],
+    ['an HTTP/1.1 request without Host', 'GET /hello HTTP/1.1\r\n\r\n', 400, 'invalid_argument', 'malformed_request'],
+    [
+      'a CONNECT request (a tunnel)',
+      'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n',
+      404,
+      'not_found',
+      'route_not_found',
+    ],
   ])('answers %s with a request id, problem+json and an audit line', async (_label, bytes, status, code, reason) => {
     const answer = await raw(bytes);
     expect(answer.startsWith(`HTTP/1.1 ${String(status)} `)).toBe(true);

@@ -11,7 +11,13 @@ import {
   type TlsSettings,
   wholeNumber,
 } from '@fluxguard/core/adapter';
-import { answerClientError, answerExpectationFailed } from './client-error.js';
+import {
+  answerClientError,
+  answerConnect,
+  answerExpectationFailed,
+  answerHostMissing,
+  lacksHost,
+} from './client-error.js';
 
 /**
  * Options of {@link createSecureServer}. Times are in milliseconds. `reload` and
@@ -103,8 +109,9 @@ function positiveInteger(value: unknown, name: string, max = 2_147_483_647): num
  * new connections within about two intervals (`setSecureContext` with the complete settings,
  * so ciphers, minimum version and CRL survive the reload); a broken set keeps the last good
  * material and logs `tls.reload_failed`. The watcher stops when the server closes. What Node's
- * parser refuses before any request exists is answered with Node's status plus a request id,
- * a problem+json body and an audit line.
+ * parser refuses before any request exists, an HTTP/1.1 request without `Host` and a `CONNECT`
+ * request are answered with Node's status (404 for `CONNECT`, as an unknown route) plus a
+ * request id, a problem+json body and an audit line.
  *
  * Options are checked now: a missing or mismatched file throws `ConfigurationError`.
  * The server is returned unbound: call `listen`.
@@ -167,8 +174,13 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
       requestTimeout,
       connectionsCheckingInterval,
       handshakeTimeout,
+      // Checked below instead, so that the refusal has a request id and an audit line.
+      requireHostHeader: false,
     },
-    app,
+    (req, res) => {
+      if (lacksHost(req)) answerHostMissing(req, res, audit);
+      else app(req, res);
+    },
   );
   server.keepAliveTimeout = keepAliveTimeout;
   server.maxConnections = maxConnections;
@@ -194,6 +206,10 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   // So does an `Expect` Node cannot meet (Node's own answer is a bare 417).
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     answerExpectationFailed(req, res, audit);
+  });
+  // And a tunnel request, which Node would drop without a word.
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+    answerConnect(req, socket, audit);
   });
   server.once('close', () => {
     tls.close();
