@@ -22,8 +22,8 @@ import {
  * meanwhile, also while the stalled uploads fill their share of the server's in-flight budget
  * (its p99 latency is printed, not asserted); the uploads over that share are refused at once,
  * every stalled one is closed within the configured times, and no temporary file, directory
- * or descriptor is left. On gRPC, anonymous health watches (public, open for minutes) hold no more
- * than their own share of the budget.
+ * or descriptor is left. On gRPC, health watches (public, open for minutes) hold no more than
+ * their share of the budget, and one caller no more than its part of that share.
  */
 const STALLED = { grpc: 2_000, http: 500 } as const;
 const SLOWLORIS = 300;
@@ -260,43 +260,55 @@ describe('anonymous health watches over grpc', () => {
     await t.close();
   });
 
-  it('holds watches to their share of the in-flight budget: more are refused at once, other calls are served', async () => {
+  it('holds each caller to its part of the watches: more are refused at once, other watchers and calls are served', async () => {
     const share = IN_FLIGHT_BUDGET.maxInFlightPerOperation['/grpc.health.v1.Health/Watch'];
-    // No client certificate, no token: the health service is public. Within one caller's 32.
-    const client = new grpc.Client(
-      `127.0.0.1:${String(t.port)}`,
-      grpc.credentials.createSsl(Buffer.from(world.pki.ca)),
-      {
+    const perCaller = share.perCaller;
+    const opened: { calls: grpc.ClientReadableStream<Buffer>[]; client: grpc.Client }[] = [];
+    /** A client of its own; `metadata` with a token makes its watches an authenticated caller's. */
+    const watcher = (credentials: grpc.ChannelCredentials, metadata?: grpc.Metadata) => {
+      const client = new grpc.Client(`127.0.0.1:${String(t.port)}`, credentials, {
         'grpc.ssl_target_name_override': 'localhost',
         'grpc.use_local_subchannel_pool': 1,
-      },
-    );
-    const calls: grpc.ClientReadableStream<Buffer>[] = [];
-    const watch = (): Promise<'held' | number> =>
-      new Promise((resolve) => {
-        const call = client.makeServerStreamRequest(
-          '/grpc.health.v1.Health/Watch',
-          (b: Buffer) => b,
-          (b: Buffer) => b,
-          Buffer.alloc(0),
-        );
-        calls.push(call);
-        call.once('data', () => {
-          resolve('held');
-        });
-        call.on('error', (err: grpc.ServiceError) => {
-          resolve(err.code);
-        });
       });
+      const calls: grpc.ClientReadableStream<Buffer>[] = [];
+      opened.push({ calls, client });
+      return (): Promise<'held' | number> =>
+        new Promise((resolve) => {
+          const call = client.makeServerStreamRequest(
+            '/grpc.health.v1.Health/Watch',
+            (b: Buffer) => b,
+            (b: Buffer) => b,
+            Buffer.alloc(0),
+            metadata ?? new grpc.Metadata(),
+          );
+          calls.push(call);
+          call.once('data', () => {
+            resolve('held');
+          });
+          call.on('error', (err: grpc.ServiceError) => {
+            resolve(err.code);
+          });
+        });
+    };
     try {
-      const outcomes = await Promise.all(Array.from({ length: share + 4 }, watch));
-      expect(outcomes.filter((o) => o === 'held')).toHaveLength(share);
+      // No client certificate, no token: the health service is public, and this caller is its address.
+      const anonymous = watcher(grpc.credentials.createSsl(Buffer.from(world.pki.ca)));
+      const outcomes = await Promise.all(Array.from({ length: perCaller + 4 }, anonymous));
+      expect(outcomes.filter((o) => o === 'held')).toHaveLength(perCaller);
       expect(outcomes.filter((o) => o === grpc.status.UNAVAILABLE)).toHaveLength(4);
+      // Another caller, from the same address: a client with a token is its subject.
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', `Bearer ${await world.token('watcher', ['artifacts.reader'])}`);
+      const { cert, key } = world.pki.clients.valid;
+      const authenticated = watcher(grpc.credentials.createSsl(Buffer.from(world.pki.ca), key, cert), metadata);
+      expect(await authenticated()).toBe('held');
       const served = await t.client.get('dos/ok.txt');
       expect(served.ok, served.exposed).toBe(true);
     } finally {
-      for (const call of calls) call.cancel();
-      client.close();
+      for (const { calls, client } of opened) {
+        for (const call of calls) call.cancel();
+        client.close();
+      }
     }
   });
 });

@@ -30,7 +30,8 @@ import { ensureDevMaterial } from './dev-material.js';
 
 const IN_FLIGHT = descriptorBudget().inFlight;
 const UPLOADS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 2));
-const WATCHES_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 32));
+const WATCHES_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 4));
+const WATCHES_PER_CALLER = Math.min(4, WATCHES_IN_FLIGHT);
 
 /**
  * Calls in flight at once in one reference server: 10 % of the open-file limit in all (at most
@@ -40,9 +41,12 @@ const WATCHES_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 32));
  * EMFILE. An upload is the call a client can hold open longest (up to its idle limit between
  * parts): many callers, each within its own 32, could otherwise fill the whole budget with
  * stalled uploads, and every other call would be refused until they time out. A health
- * `Watch` is public and stays open up to 15 minutes: watches get a thirty-second of the budget
- * (16 of 512), or anonymous clients from a few addresses, each within its own 32, would hold
- * all of it and every authenticated call would be refused for as long as they liked.
+ * `Watch` is public and stays open up to 15 minutes: watches get a quarter of the budget (128 of
+ * 512), or anonymous clients from a few addresses, each within its own 32, would hold all of it
+ * and every authenticated call would be refused for as long as they liked; and each caller at
+ * most 4 of them (an anonymous caller is its address), or one address would hold every watch
+ * and every client watching the server's health would be refused. A service whose replicas
+ * share one identity (a SPIFFE ID, a token subject) is one caller: raise `perCaller` for it.
  */
 export const IN_FLIGHT_BUDGET = Object.freeze({
   maxInFlight: IN_FLIGHT,
@@ -50,7 +54,7 @@ export const IN_FLIGHT_BUDGET = Object.freeze({
   maxInFlightPerOperation: Object.freeze({
     '/fluxguard.example.v1.ArtifactStore/UploadArtifact': UPLOADS_IN_FLIGHT,
     'PUT /v1/artifacts/*path': UPLOADS_IN_FLIGHT,
-    '/grpc.health.v1.Health/Watch': WATCHES_IN_FLIGHT,
+    '/grpc.health.v1.Health/Watch': Object.freeze({ max: WATCHES_IN_FLIGHT, perCaller: WATCHES_PER_CALLER }),
   }),
 });
 

@@ -144,6 +144,7 @@ export {
   type ConcurrencyKey,
   type ConcurrencyLimit,
   type ConcurrencyLimitOptions,
+  type OperationShare,
   type ConcurrencyReason,
 } from './ratelimit/concurrency.js';
 

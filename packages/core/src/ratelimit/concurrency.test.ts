@@ -121,6 +121,43 @@ describe('createConcurrencyLimit', () => {
     expect(limit.inFlightOn('/pkg.S/Upload')).toBe(2);
   });
 
+  it('keeps each caller to its part of a share, so that one caller cannot take the share from the others', () => {
+    const { limit, start } = starter({
+      maxInFlight: 10,
+      maxInFlightPerOperation: { '/grpc.health.v1.Health/Watch': { max: 3, perCaller: 2 } },
+    });
+    const watch = (peer: string, principal?: Principal): CallState =>
+      start(call(peer, '/grpc.health.v1.Health/Watch'), principal);
+    // An anonymous caller (counted by its address, whatever its port) holds its two, no more.
+    const first = watch('10.0.0.1:1');
+    watch('10.0.0.1:2');
+    expect(() => watch('10.0.0.1:3')).toThrow(
+      expect.objectContaining({ code: 'unavailable', reason: 'concurrency_limit' }) as SecurityError,
+    );
+    // Another caller still gets the rest of the share, and the share still bounds them all.
+    watch('10.0.0.2:1', alice);
+    expect(() => watch('10.0.0.3:1')).toThrow(SecurityError);
+    expect(limit.inFlightOn('/grpc.health.v1.Health/Watch')).toBe(3);
+    // The same caller's other operations are not counted in the share.
+    start(call('10.0.0.1:4', '/pkg.S/Get'));
+    first.finish('ended');
+    first.finish('cancelled');
+    watch('10.0.0.1:5');
+    expect(() => watch('10.0.0.1:6')).toThrow(SecurityError);
+  });
+
+  it('takes a per-caller part without a total, and counts a call with no key in neither', () => {
+    const { limit, start } = starter({
+      key: (info) => (info.peerAddress === 'none' ? undefined : info.peerAddress),
+      maxInFlightPerOperation: { '/pkg.S/Watch': { perCaller: 1 } },
+    });
+    start(call('a', '/pkg.S/Watch'));
+    expect(() => start(call('a', '/pkg.S/Watch'))).toThrow(SecurityError);
+    for (let i = 0; i < 5; i++) start(call(`b${String(i)}`, '/pkg.S/Watch'));
+    for (let i = 0; i < 5; i++) start(call('none', '/pkg.S/Watch'));
+    expect(limit.inFlightOn('/pkg.S/Watch')).toBe(11);
+  });
+
   it('counts an HTTP operation under its most specific pattern, with or without a trailing slash', () => {
     const { limit, start } = starter({
       maxInFlightPerOperation: { 'PUT /v1/files/*path': 1, 'PUT /v1/files/big/*path': 2 },
@@ -163,6 +200,14 @@ describe('createConcurrencyLimit', () => {
     [{ maxInFlightPerOperation: { 'pkg.S/M': 1 } }, /is not an operation pattern/],
     [
       { maxInFlight: 4, maxInFlightPerOperation: { '/pkg.S/M': 5 } },
+      /above "maxInFlight" \(4\) and could never be reached/,
+    ],
+    [{ maxInFlightPerOperation: { '/pkg.S/M': {} } }, /must give "max", "perCaller" or both/],
+    [{ maxInFlightPerOperation: { '/pkg.S/M': { max: 2, perCaller: 3 } } }, /perCaller is above its "max" \(2\)/],
+    [{ maxInFlightPerOperation: { '/pkg.S/M': { max: 2, percaller: 1 } } }, /did you mean "perCaller"/],
+    [{ maxInFlightPerOperation: { '/pkg.S/M': { perCaller: 0 } } }, /perCaller must be a whole number of at least 1/],
+    [
+      { maxInFlight: 4, maxInFlightPerOperation: { '/pkg.S/M': { max: 5 } } },
       /above "maxInFlight" \(4\) and could never be reached/,
     ],
     [{ maxInFlight: 0 }, /"maxInFlight" must be a whole number of at least 1/],

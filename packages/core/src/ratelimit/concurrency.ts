@@ -47,12 +47,31 @@ export interface ConcurrencyLimitOptions {
   readonly key?: ConcurrencyKey | undefined;
   /**
    * Calls in flight at once on the operations a pattern names (patterns as in rate-limit rules:
-   * `/pkg.Service/Method`, `/pkg.Service/*`, `PUT /v1/artifacts/*path`), all callers together.
-   * An operation counts under its most specific pattern. Give a slow operation (an upload a
-   * client can hold open) a share of `maxInFlight`, and the other operations keep the rest:
-   * callers holding that operation open cannot take the whole budget.
+   * `/pkg.Service/Method`, `/pkg.Service/*`, `PUT /v1/artifacts/*path`), all callers together
+   * (a number), and for each caller (an {@link OperationShare} with `perCaller`). An operation
+   * counts under its most specific pattern. Give a slow operation (an upload a client can hold
+   * open) a share of `maxInFlight`, and the other operations keep the rest: callers holding
+   * that operation open cannot take the whole budget. Give it `perCaller` too, and one caller
+   * cannot take the whole share from the others.
    */
-  readonly maxInFlightPerOperation?: Readonly<Record<string, number>> | undefined;
+  readonly maxInFlightPerOperation?: Readonly<Record<string, number | OperationShare>> | undefined;
+}
+
+/**
+ * One entry of {@link ConcurrencyLimitOptions.maxInFlightPerOperation} in its long form: the
+ * operations' calls in flight, all callers together (`max`) and for each caller as `key` counts
+ * them (`perCaller`; a call the key gives no value counts in `max` only). At least one.
+ *
+ * @example
+ * ```ts
+ * import type { OperationShare } from '@fluxguard/core';
+ * // A health watch stays open for minutes: 128 at once, at most 2 of them for one caller.
+ * const watches: OperationShare = { max: 128, perCaller: 2 };
+ * ```
+ */
+export interface OperationShare {
+  readonly max?: number | undefined;
+  readonly perCaller?: number | undefined;
 }
 
 /**
@@ -84,11 +103,14 @@ const DEFAULTS: Readonly<ConcurrencyLimitOptions> = Object.freeze({
 // Operations are bounded by what a server serves, HTTP paths are not: a bounded cache.
 const OPERATION_CACHE_ENTRIES = 1024;
 
-/** One `maxInFlightPerOperation` entry, with its count. */
+/** One `maxInFlightPerOperation` entry, with its counts. */
 interface OperationBudget {
   readonly pattern: OperationPattern;
   readonly max: number;
+  readonly perCaller: number | undefined;
   inFlight: number;
+  /** Calls in flight on these operations by key, only while a key has some (with `perCaller`). */
+  readonly perKey: Map<string, number>;
 }
 
 /**
@@ -142,19 +164,23 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
   };
 
   const onStart = (call: CallInfo, context: CallContext): StartResult => {
-    const key = maxPerCaller === undefined ? undefined : keyOf(call, context);
-    const forKey = key === undefined ? 0 : (perKey.get(key) ?? 0);
     const budget = budgets.length === 0 ? undefined : budgetOf(call.operation);
+    const sharePerCaller = budget?.perCaller;
+    const key = maxPerCaller === undefined && sharePerCaller === undefined ? undefined : keyOf(call, context);
+    const forKey = key === undefined || maxPerCaller === undefined ? 0 : (perKey.get(key) ?? 0);
+    const onShare = key === undefined || sharePerCaller === undefined ? 0 : (budget?.perKey.get(key) ?? 0);
     if (
       (maxInFlight !== undefined && total >= maxInFlight) ||
       (maxPerCaller !== undefined && forKey >= maxPerCaller) ||
-      (budget !== undefined && budget.inFlight >= budget.max)
+      (budget !== undefined && budget.inFlight >= budget.max) ||
+      (sharePerCaller !== undefined && onShare >= sharePerCaller)
     ) {
       throw new SecurityError('unavailable', { reason: 'concurrency_limit', subject: context.principal?.subject });
     }
     total += 1;
     if (budget !== undefined) budget.inFlight += 1;
-    if (key !== undefined) perKey.set(key, forKey + 1);
+    if (key !== undefined && maxPerCaller !== undefined) perKey.set(key, forKey + 1);
+    if (key !== undefined && sharePerCaller !== undefined) budget?.perKey.set(key, onShare + 1);
     let released = false;
     return () => {
       if (released) return;
@@ -162,9 +188,8 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
       total -= 1;
       if (budget !== undefined) budget.inFlight -= 1;
       if (key === undefined) return;
-      const left = (perKey.get(key) ?? 1) - 1;
-      if (left <= 0) perKey.delete(key);
-      else perKey.set(key, left);
+      if (maxPerCaller !== undefined) decrement(perKey, key);
+      if (sharePerCaller !== undefined && budget !== undefined) decrement(budget.perKey, key);
     };
   };
 
@@ -178,6 +203,15 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
   });
 }
 
+/** One count less for `key`; its entry goes with its last call, so a map holds only keys with calls in flight. */
+function decrement(counts: Map<string, number>, key: string): void {
+  const left = (counts.get(key) ?? 1) - 1;
+  if (left <= 0) counts.delete(key);
+  else counts.set(key, left);
+}
+
+const SHARE_DEFAULTS: Readonly<OperationShare> = Object.freeze({ max: undefined, perCaller: undefined });
+
 function operationBudgets(value: unknown, maxInFlight: number | undefined): OperationBudget[] {
   if (value === undefined) return [];
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -185,15 +219,32 @@ function operationBudgets(value: unknown, maxInFlight: number | undefined): Oper
       'createConcurrencyLimit: "maxInFlightPerOperation" must be an object of operation pattern to limit',
     );
   }
-  const budgets = Object.entries(value).map(([pattern, max]) => {
-    const label = `"maxInFlightPerOperation"["${pattern}"]`;
-    const checked = wholeNumber(max, `createConcurrencyLimit: ${label}`);
-    if (maxInFlight !== undefined && checked > maxInFlight) {
+  const budgets = Object.entries(value).map(([pattern, entry]): OperationBudget => {
+    const label = `createConcurrencyLimit: "maxInFlightPerOperation"["${pattern}"]`;
+    const share =
+      typeof entry === 'object' && entry !== null
+        ? resolveOptions(label, SHARE_DEFAULTS, entry as OperationShare)
+        : { max: wholeNumber(entry, label), perCaller: undefined };
+    if (share.max === undefined && share.perCaller === undefined) {
+      throw new ConfigurationError(`${label} must give "max", "perCaller" or both`);
+    }
+    const max = share.max === undefined ? undefined : wholeNumber(share.max, `${label}.max`);
+    const perCaller = share.perCaller === undefined ? undefined : wholeNumber(share.perCaller, `${label}.perCaller`);
+    if (max !== undefined && maxInFlight !== undefined && max > maxInFlight) {
       throw new ConfigurationError(
-        `createConcurrencyLimit: ${label} is above "maxInFlight" (${String(maxInFlight)}) and could never be reached`,
+        `${label} is above "maxInFlight" (${String(maxInFlight)}) and could never be reached`,
       );
     }
-    return { pattern: compilePattern(pattern, `createConcurrencyLimit: ${label}`), max: checked, inFlight: 0 };
+    if (perCaller !== undefined && max !== undefined && perCaller > max) {
+      throw new ConfigurationError(`${label}.perCaller is above its "max" (${String(max)}) and could never be reached`);
+    }
+    return {
+      pattern: compilePattern(pattern, label),
+      max: max ?? Number.POSITIVE_INFINITY,
+      perCaller,
+      inFlight: 0,
+      perKey: new Map(),
+    };
   });
   if (budgets.length === 0) {
     throw new ConfigurationError('createConcurrencyLimit: "maxInFlightPerOperation" names no operation');
