@@ -63,7 +63,8 @@ export class AnswerBudget {
   reserve(caller: string, bytes: number): () => void {
     const held = this.#byCaller.get(caller) ?? 0;
     if (this.#total + bytes > this.#limits.totalBytes || held + bytes > this.#limits.perCallerBytes) {
-      throw new SecurityError('unavailable', { reason: 'app.answer_budget' });
+      // Clients fill it at will (large reads they do not take): a refusal line, not a server error.
+      throw new SecurityError('unavailable', { reason: 'app.answer_budget', clientCaused: true });
     }
     this.#total += bytes;
     this.#byCaller.set(caller, held + bytes);

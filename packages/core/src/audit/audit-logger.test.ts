@@ -308,6 +308,23 @@ describe('recordFailure folding repeated refusals', () => {
     expect(named(lines, 'request.failed')).toHaveLength(1);
   });
 
+  it('writes an application refusal the client brought about as a refusal when it says so', () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: false });
+    audit.recordFailure(
+      new SecurityError('unavailable', { reason: 'app.answer_budget', clientCaused: true }),
+      from('203.0.113.9', 1),
+    );
+    audit.recordFailure(new SecurityError('unavailable', { reason: 'app.answer_budget' }), from('203.0.113.9', 2));
+    expect(named(lines, 'request.denied').map((l) => [l.reason, l.level, l.outcome])).toEqual([
+      ['app.answer_budget', 40, 'denied'],
+    ]);
+    // Without the mark the same refusal is the server's: an error line.
+    expect(named(lines, 'request.failed').map((l) => [l.reason, l.level, l.outcome])).toEqual([
+      ['app.answer_budget', 50, 'error'],
+    ]);
+  });
+
   it('writes every refusal with foldRefusals: false', async () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination, foldRefusals: false });

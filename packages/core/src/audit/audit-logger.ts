@@ -185,7 +185,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
       (publicError.code === 'internal' ||
         publicError.code === 'unavailable' ||
         publicError.code === 'deadline_exceeded') &&
-      !(isSecurityError(err) && err.reason !== undefined && CLIENT_CAUSED.has(err.reason));
+      !(isSecurityError(err) && (err.clientCaused || (err.reason !== undefined && CLIENT_CAUSED.has(err.reason))));
     if (!isServerFault && isSecurityError(err)) {
       // An expected refusal (no token, no permission, a bad argument): its code and reason say
       // it all. No stack, and the cause only as one scrubbed line: a flood of refusals must

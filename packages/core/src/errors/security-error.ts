@@ -152,6 +152,14 @@ export interface SecurityErrorOptions {
    * names and values, never a token, a secret or raw input.
    */
   readonly auditFields?: Readonly<Record<string, string | number>> | undefined;
+  /**
+   * The client brought this about at will (a budget of the server's it filled, a time it used
+   * up): the audit log writes it as a refusal (`request.denied`, folded under a flood) even with
+   * `unavailable` or `deadline_exceeded`, which are otherwise server failures (`request.failed`,
+   * level error). Core's own such reasons (`concurrency_limit`, `inbound_idle`, ...) count so
+   * without it. Default false.
+   */
+  readonly clientCaused?: boolean | undefined;
 }
 
 const SAFE_FIELD = /^[A-Za-z0-9_.[\]-]{1,100}$/;
@@ -194,6 +202,8 @@ export class SecurityError extends FluxguardError {
   readonly subject: string | undefined;
   /** More facts for the audit line (`detail`); never sent to the client. */
   readonly auditFields: Readonly<Record<string, string | number>> | undefined;
+  /** The client brought this about at will: logged as a refusal whatever its code (see the option). */
+  readonly clientCaused: boolean;
 
   constructor(code: SecurityErrorCode, options: SecurityErrorOptions = {}) {
     // A refusal is expected, often by the thousand under a flood: capturing a stack for each
@@ -209,6 +219,7 @@ export class SecurityError extends FluxguardError {
     this.reason = options.reason;
     this.subject = options.subject;
     this.auditFields = options.auditFields;
+    this.clientCaused = options.clientCaused === true;
   }
 
   static override [Symbol.hasInstance](value: unknown): boolean {
