@@ -423,11 +423,13 @@ describe('GetArtifact answers within a byte budget', () => {
   let own: StartedGrpcServer;
   let ownSecurity: ReferenceSecurity;
   const sessions: ClientHttp2Session[] = [];
+  const lines: { reason?: string; level?: number; event?: string }[] = [];
 
   beforeAll(async () => {
     const audit = createAuditLogger({
       destination: new Writable({
-        write: (_c, _e, done) => {
+        write: (chunk: Buffer, _e, done) => {
+          lines.push(JSON.parse(chunk.toString()) as { reason?: string; level?: number; event?: string });
           done();
         },
       }),
@@ -497,6 +499,10 @@ describe('GetArtifact answers within a byte budget', () => {
     // The client leaves: its answer's bytes are given back.
     reader.destroy();
     await expect.poll(() => get(tokens.admin), { timeout: 5_000 }).toBe(Status.OK);
+    // Clients fill the budget at will: each refusal is a refusal line, never an error line.
+    const refusals = lines.filter((line) => line.reason === 'app.answer_budget');
+    expect(refusals.filter((line) => line.event === 'request.denied' && line.level === 40).length).toBeGreaterThan(0);
+    expect(refusals.filter((line) => line.event === 'request.failed' || (line.level ?? 0) >= 50)).toEqual([]);
   });
 });
 
