@@ -18,6 +18,7 @@ export {
   missingContextError,
   type CallStateInit,
   type EndCause,
+  type LazyFact,
 } from './pipeline/call-context.js';
 export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
 export { guardControls, jwtAuthControls, rbacControls, stackControls } from './guard/step-options.js';

@@ -454,6 +454,12 @@ export function missingContextError(accessor: string, remedy: string): Fluxguard
  * function, called once. gRPC's peer address and certificate each cost a walk through grpc-js
  * and Node's socket objects, about 2.5 % of a served call, and most calls have no control that
  * reads them.
+ *
+ * @example
+ * ```ts
+ * import type { LazyFact } from '@fluxguard/core/adapter';
+ * const peer: LazyFact<string | undefined> = () => socket.remoteAddress; // read when first asked for
+ * ```
  */
 export type LazyFact<T> = T | (() => T);
 
