@@ -32,6 +32,34 @@ const TORCH = Buffer.concat([
   Buffer.alloc(64),
 ]);
 
+/** A ZIP's bytes: local headers (each with its own name, or the central one's) and a central directory. */
+function zip(
+  entries: readonly { name: string; localName?: string; data?: Buffer }[],
+  between = Buffer.alloc(0),
+): Buffer {
+  const locals: Buffer[] = [];
+  const centrals: Buffer[] = [];
+  let offset = 0;
+  for (const entry of entries) {
+    const localName = Buffer.from(entry.localName ?? entry.name);
+    const data = entry.data ?? Buffer.from('bytes of the entry');
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(localName.length, 26);
+    locals.push(local, localName, data);
+    const name = Buffer.from(entry.name);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(name.length, 28);
+    central.writeUInt32LE(offset, 42);
+    centrals.push(central, name);
+    offset += local.length + localName.length + data.length;
+  }
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  return Buffer.concat([...locals, between, ...centrals, end]);
+}
+
 describe('createUploadCheck', () => {
   it('passes ordinary content whose digest matches, and returns the digest', () => {
     const data = Buffer.from('weights, in safetensors or plain bytes');
@@ -62,6 +90,50 @@ describe('createUploadCheck', () => {
       reason: 'extension_refused',
       details: { field: 'path' },
     });
+  });
+
+  it.each([
+    ['a pickle that is not the first entry', zip([{ name: 'archive/version' }, { name: 'archive/data.pkl' }])],
+    [
+      'a pickle named only in the central directory',
+      zip([{ name: 'archive/version' }, { name: 'archive/data.pkl', localName: 'archive/data.bin' }]),
+    ],
+    [
+      'a pickle behind a made-up header whose name would run over it',
+      // A local header signature just in front of the central directory, whose name length
+      // covers the central record that names the pickle and a little more: a scan that skipped
+      // names would miss it.
+      zip(
+        [{ name: 'archive/DATA.PICKLE', localName: 'x' }, { name: 'archive/version' }],
+        Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(22), 46 + 'archive/DATA.PICKLE'.length + 4, 0, 0, 0]),
+      ),
+    ],
+  ])('refuses a ZIP holding %s, in any chunks', (_label, data) => {
+    expect(upload(data, 'model.bin')).toMatchObject({ code: 'invalid_argument', reason: 'content_refused' });
+    const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(data) });
+    expect(() => {
+      for (const byte of data) check.update(Buffer.from([byte]));
+      check.finish();
+    }).toThrow(expect.objectContaining({ reason: 'content_refused' }) as Error);
+    expect(() => {
+      const whole = createUploadCheck().begin({ name: 'model.bin', sha256: sha(data) });
+      whole.update(data);
+      whole.finish();
+    }).toThrow(expect.objectContaining({ reason: 'content_refused' }) as Error);
+  });
+
+  it('passes a ZIP without a pickle, and reads a flood of made-up headers through to its end', () => {
+    const archive = zip([{ name: 'model/weights.bin' }, { name: 'model/config.json' }]);
+    expect(upload(archive, 'model.zip')).toBe(sha(archive));
+    // 4 MiB of local header signatures, each claiming a 64 KiB name: each is read and passed over.
+    const fake = Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(22), 0xff, 0xff, 0, 0]);
+    const flood = Buffer.concat([
+      archive.subarray(0, 30),
+      ...Array.from({ length: (4 * 1024 * 1024) / fake.length }, () => fake),
+    ]);
+    const check = createUploadCheck().begin({ name: 'model.zip', sha256: sha(flood) });
+    for (let i = 0; i < flood.length; i += 64 * 1024) check.update(flood.subarray(i, i + 64 * 1024));
+    expect(check.finish()).toBe(sha(flood));
   });
 
   it('allows what a rule allows: a pickle when pickles are not refused, only listed extensions and types', () => {

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { ZipEntryNames } from './zip-entries.js';
 
 /**
  * Why an upload was refused: its bytes do not match the SHA-256 it declared (`digest_mismatch`),
@@ -19,8 +20,10 @@ export type UploadReason = 'digest_mismatch' | 'extension_refused' | 'content_re
 
 /**
  * Kinds of content recognised by their first bytes.
- * - `pickle`: Python pickle (protocol 2 and later), and ZIP archives holding a `.pkl` entry
- *   (PyTorch `.pt` files): loading one runs code.
+ * - `pickle`: Python pickle (protocol 2 and later), and ZIP archives holding a `.pkl` or
+ *   `.pickle` entry (PyTorch `.pt` files): loading one runs code. {@link contentKind} reads the
+ *   first entry of the bytes it is given; an upload check reads every entry as the upload
+ *   streams, local headers and central directory alike.
  * - `executable`: ELF, PE (`MZ`), Mach-O, and scripts starting with `#!`.
  */
 export type ContentKind = 'pickle' | 'executable';
@@ -101,6 +104,8 @@ const DEFAULTS: Readonly<Required<{ [K in keyof UploadCheckOptions]: UploadCheck
 
 /** The first bytes sniffed: enough for every signature, and for a ZIP's first entry name. */
 const SNIFF_BYTES = 512;
+const ZIP_SIGNATURE = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
+const EMPTY = new Uint8Array(0);
 const KINDS: readonly ContentKind[] = ['pickle', 'executable'];
 
 /**
@@ -153,17 +158,33 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
       }
       const hash = createHash('sha256');
       let head: Buffer | undefined = Buffer.alloc(0);
+      // A ZIP's entries, all of them: a pickle may stand anywhere in the archive.
+      let entries: ZipEntryNames | undefined;
+      /** Sniffs the first bytes; for a ZIP, scans them and everything after for entry names. */
+      const sniffHead = (first: Buffer, more: Uint8Array): void => {
+        sniff(first);
+        if (!refuseKinds.has('pickle') || !first.subarray(0, 4).equals(ZIP_SIGNATURE)) return;
+        entries = new ZipEntryNames((nameEnd) => {
+          if (isPickleName(nameEnd.toLowerCase())) refuse('content_refused', 'content');
+        });
+        entries.push(first);
+        entries.push(more);
+      };
       return {
         update(chunk: Uint8Array) {
           hash.update(chunk);
+          if (entries !== undefined) entries.push(chunk);
           if (head === undefined) return;
-          head = Buffer.concat([head, chunk.subarray(0, SNIFF_BYTES - head.length)]);
+          const taken = SNIFF_BYTES - head.length;
+          head = Buffer.concat([head, chunk.subarray(0, taken)]);
           if (head.length < SNIFF_BYTES) return;
-          sniff(head);
+          const first = head;
           head = undefined;
+          sniffHead(first, chunk.subarray(taken));
         },
         finish() {
-          if (head !== undefined) sniff(head);
+          if (head !== undefined) sniffHead(head, EMPTY);
+          entries?.end();
           const actual = hash.digest();
           if (!timingSafeEqual(actual, Buffer.from(sha256, 'hex'))) refuse('digest_mismatch', 'sha256');
           return actual.toString('hex');
@@ -182,14 +203,15 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
 export function contentKind(head: Buffer): ContentKind | undefined {
   // Pickle protocol 2+: PROTO opcode 0x80, then the protocol number.
   if (head.length >= 2 && head[0] === 0x80 && head[1] !== undefined && head[1] >= 2 && head[1] <= 5) return 'pickle';
-  // A ZIP (PyTorch .pt) whose first entry is a pickle: `archive/data.pkl`.
-  if (head.subarray(0, 4).equals(Buffer.from([0x50, 0x4b, 0x03, 0x04])) && head.length >= 30) {
+  // A ZIP (PyTorch .pt) whose first entry is a pickle: `archive/data.pkl`. An upload check
+  // reads every entry of an archive as it streams (`ZipEntryNames`).
+  if (head.subarray(0, 4).equals(ZIP_SIGNATURE) && head.length >= 30) {
     const nameLength = head.readUInt16LE(26);
     const entry = head
       .subarray(30, 30 + nameLength)
       .toString('latin1')
       .toLowerCase();
-    if (entry.endsWith('.pkl') || entry.endsWith('.pickle')) return 'pickle';
+    if (isPickleName(entry)) return 'pickle';
   }
   if (head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) return 'executable'; // ELF
   if (head.subarray(0, 2).toString('latin1') === 'MZ') return 'executable'; // PE
@@ -197,6 +219,11 @@ export function contentKind(head: Buffer): ContentKind | undefined {
   if ([0xfeedface, 0xfeedfacf, 0xcefaedfe, 0xcffaedfe, 0xcafebabe].includes(magic)) return 'executable'; // Mach-O
   if (head.subarray(0, 2).toString('latin1') === '#!') return 'executable';
   return undefined;
+}
+
+/** An entry name (lowercase) that says pickle. */
+function isPickleName(entry: string): boolean {
+  return entry.endsWith('.pkl') || entry.endsWith('.pickle');
 }
 
 function extensionOf(name: string): string {
