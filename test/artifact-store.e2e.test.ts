@@ -212,6 +212,21 @@ const scenarios: readonly Scenario[] = [
     },
   },
   {
+    name: 'a ZIP whose pickle is not its first entry (PyTorch finds data.pkl by name) is refused, and nothing is kept',
+    kind: 'client-streaming',
+    act: (t) => {
+      const archive = zipOf(['archive/version', 'archive/data.pkl']);
+      // Cut inside the central directory, where the pickle's name stands a second time.
+      const cut = archive.length - 40;
+      return t.client.upload('uploads/weights.bin', sha256(archive), [archive.subarray(0, cut), archive.subarray(cut)]);
+    },
+    expect: { code: 'invalid_argument' },
+    check: async (o, t) => {
+      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
+      await expectNothingLeft(t, 'uploads');
+    },
+  },
+  {
     name: 'a directory asked for as an artifact is not found',
     kind: 'unary',
     act: (t) => {
@@ -395,3 +410,27 @@ describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
     await scenario.check?.(outcome, t);
   });
 });
+
+/** A ZIP archive of entries with these names (stored, each a few bytes), with its central directory. */
+function zipOf(names: readonly string[]): Buffer {
+  const locals: Buffer[] = [];
+  const centrals: Buffer[] = [];
+  let offset = 0;
+  for (const entry of names) {
+    const name = Buffer.from(entry);
+    const data = Buffer.from(`bytes of ${entry}`);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(name.length, 26);
+    locals.push(local, name, data);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(name.length, 28);
+    central.writeUInt32LE(offset, 42);
+    centrals.push(central, name);
+    offset += local.length + name.length + data.length;
+  }
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  return Buffer.concat([...locals, ...centrals, end]);
+}
