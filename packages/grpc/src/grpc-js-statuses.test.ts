@@ -159,6 +159,23 @@ const RAW_REFUSALS: readonly RawRefusal[] = [
     field: 'grpc-timeout',
     line: { reason: 'deadline_header_invalid', code: 'invalid_argument' },
   },
+  ...[
+    // grpc-js alone read this as one second (its pattern is not anchored) ...
+    '-1S',
+    // ... this as none at all, the call failing at once (nine digits wrap its integer) ...
+    '100000000H',
+    // ... and these as five seconds.
+    '5 S',
+    '5S5',
+  ].map((timeout) => ({
+    name: `a grpc-timeout not in the spec's form (${timeout}) is refused INVALID_ARGUMENT naming the header`,
+    headers: { 'grpc-timeout': timeout },
+    body: () => grpcFrame(Buffer.from('{}')),
+    grpcStatus: Status.INVALID_ARGUMENT,
+    message: 'The request is invalid.',
+    field: 'grpc-timeout',
+    line: { reason: 'deadline_header_invalid', code: 'invalid_argument' },
+  })),
 ];
 
 describe('a request grpc-js cannot read', () => {

@@ -36,6 +36,8 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  * - a connection the server has closed dropped `closingGraceMs` after it ended its side, if the
  *   client has not closed the other side by then: Node waits for the client for ever, so clients
  *   that stop reading kept their connections, and filled the cap above;
+ * - a `grpc-timeout` not in the spec's form (at most eight digits and a unit) refused as one
+ *   grpc-js cannot read, where grpc-js read `-1S` as one second and nine digits as none;
  * - a repeated security header made visible again: every value
  * reaches the metadata, so the JWT authenticator refuses the request (`multiple_authorization`)
  * exactly as the Express adapter refuses two `Authorization` headers. It wraps grpc-js's
@@ -121,12 +123,24 @@ function rememberPeerCertificate(socket: TLSSocket): void {
   socket.getPeerCertificate = remembered as TLSSocket['getPeerCertificate'];
 }
 
+/** A `grpc-timeout` as the gRPC spec writes it: at most eight digits, then the unit. */
+const GRPC_TIMEOUT = /^\d{1,8}[HMSmun]$/;
+/** What a `grpc-timeout` of another form is handed on as: no digits, so grpc-js refuses it. */
+const MALFORMED_TIMEOUT = 'malformed';
+
 function onStream(
   _stream: ServerHttp2Stream,
   headers: IncomingHttpHeaders,
   _flags: number,
   rawHeaders?: readonly string[],
 ): void {
+  // grpc-js reads the timeout with an unanchored pattern into an integer that wraps: `-1S` was
+  // one second and nine digits none at all. Another form is refused as grpc-js refuses one it
+  // cannot read (INVALID_ARGUMENT naming the header), instead of setting some other deadline.
+  const timeout = headers['grpc-timeout'];
+  if (timeout !== undefined && (typeof timeout !== 'string' || !GRPC_TIMEOUT.test(timeout))) {
+    headers['grpc-timeout'] = MALFORMED_TIMEOUT;
+  }
   if (!Array.isArray(rawHeaders)) return;
   let repeated: Map<string, string[]> | undefined;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
