@@ -7,6 +7,7 @@ import { Server, ServerCredentials, status as Status } from '@grpc/grpc-js';
 import { Client, credentials } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
 import { callKind, captureAudit, testService, type Json } from './testing/harness.js';
+import { CLIENT_PREFACE } from './testing/raw-http2.js';
 
 const CAP = 5;
 const IDLE_MS = 300;
@@ -53,6 +54,17 @@ function open(): Promise<{ socket: Socket; closed: Promise<void> }> {
   });
 }
 
+/** A real client's call is served: the port has room for a new connection. */
+async function expectServed(): Promise<void> {
+  const client = new Client(`127.0.0.1:${String(port)}`, credentials.createInsecure());
+  try {
+    const outcome = await callKind(client, 'unary', { hello: 'again' });
+    expect(outcome.status.code).toBe(Status.OK);
+  } finally {
+    client.close();
+  }
+}
+
 describe('the connection cap of a gRPC port', () => {
   it('closes the connections beyond the cap at once, and serves again once the flood is gone', async () => {
     const flood = await Promise.all(Array.from({ length: CAP + 10 }, () => open()));
@@ -65,13 +77,7 @@ describe('the connection cap of a gRPC port', () => {
     expect(settled.filter((s) => s === 'open')).toHaveLength(CAP);
     for (const { socket } of flood) socket.destroy();
     await new Promise((r) => setTimeout(r, 100));
-    const client = new Client(`127.0.0.1:${String(port)}`, credentials.createInsecure());
-    try {
-      const outcome = await callKind(client, 'unary', { hello: 'again' });
-      expect(outcome.status.code).toBe(Status.OK);
-    } finally {
-      client.close();
-    }
+    await expectServed();
   });
 
   it('drops connections whose clients stop reading and never close them, so that they free their place', async () => {
@@ -80,18 +86,12 @@ describe('the connection cap of a gRPC port', () => {
     const abandoned = await Promise.all(Array.from({ length: CAP }, () => open()));
     for (const { socket } of abandoned) {
       socket.pause();
-      socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]));
+      socket.write(CLIENT_PREFACE);
     }
     try {
       // Past the idle limit and the grace after it, and then some.
       await new Promise((r) => setTimeout(r, IDLE_MS + GRACE_MS + 1_000));
-      const client = new Client(`127.0.0.1:${String(port)}`, credentials.createInsecure());
-      try {
-        const outcome = await callKind(client, 'unary', { hello: 'after' });
-        expect(outcome.status.code).toBe(Status.OK);
-      } finally {
-        client.close();
-      }
+      await expectServed();
     } finally {
       for (const { socket } of abandoned) socket.destroy();
     }

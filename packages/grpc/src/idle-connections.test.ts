@@ -19,6 +19,7 @@ import {
   type TestPki,
   type TestServer,
 } from './testing/tls.js';
+import { CLIENT_PREFACE } from './testing/raw-http2.js';
 
 const IDLE_MS = 400;
 const FLOOD = 200;
@@ -94,10 +95,6 @@ describe('connections that never become calls', () => {
   it('drops TLS connections whose clients stop reading once their session has started, and never close', async () => {
     const count = 50;
     const before = openDescriptors();
-    const preface = Buffer.concat([
-      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
-      Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]),
-    ]);
     const clients = await Promise.all(
       Array.from(
         { length: count },
@@ -108,7 +105,7 @@ describe('connections that never become calls', () => {
               () => {
                 // An HTTP/2 session, then nothing read and nothing closed: the server's GOAWAY
                 // and the end of its side go unanswered.
-                socket.write(preface);
+                socket.write(CLIENT_PREFACE);
                 socket.pause();
                 resolve(socket);
               },

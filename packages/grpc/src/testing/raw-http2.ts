@@ -3,6 +3,15 @@
 import { once } from 'node:events';
 import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 
+/**
+ * What an HTTP/2 client sends first: the connection preface and an empty SETTINGS frame. A
+ * socket that sends it has a session on the server, and falls under its idle limit.
+ */
+export const CLIENT_PREFACE = Buffer.concat([
+  Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'),
+  Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]),
+]);
+
 /** An HTTP/2 session to `address` (`host:port`, cleartext) whose errors are ignored. */
 export function openRawSession(address: string, settings?: Parameters<typeof connect>[1]): ClientHttp2Session {
   const session = connect(`http://${address}`, settings);
