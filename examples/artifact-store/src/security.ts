@@ -47,6 +47,8 @@ const WATCHES_PER_CALLER = Math.min(4, WATCHES_IN_FLIGHT);
  * most 4 of them (an anonymous caller is its address), or one address would hold every watch
  * and every client watching the server's health would be refused. A service whose replicas
  * share one identity (a SPIFFE ID, a token subject) is one caller: raise `perCaller` for it.
+ * A call a client cancels keeps its slot until its handler has stopped, at most 5 s: these
+ * handlers stop on their signal, a handler of yours that does not still counts while it works.
  */
 export const IN_FLIGHT_BUDGET = Object.freeze({
   maxInFlight: IN_FLIGHT,
@@ -56,6 +58,7 @@ export const IN_FLIGHT_BUDGET = Object.freeze({
     'PUT /v1/artifacts/*path': UPLOADS_IN_FLIGHT,
     '/grpc.health.v1.Health/Watch': Object.freeze({ max: WATCHES_IN_FLIGHT, perCaller: WATCHES_PER_CALLER }),
   }),
+  holdForHandlerMs: 5_000,
 });
 
 /** The policy file both reference servers load by default. */

@@ -27,8 +27,14 @@ beforeAll(async () => {
   app.get('/fail', () => {
     throw new Error('boom');
   });
-  const hold = (): void => {
-    // Never answers: the client, or the deadline, ends it.
+  const hold = async (req: express.Request): Promise<void> => {
+    // Never answers: the client, or the deadline, ends it; it stops then, as a handler should.
+    const { signal } = req.fluxguard;
+    await new Promise((_resolve, reject) => {
+      signal.addEventListener('abort', () => {
+        reject(signal.reason as Error);
+      });
+    });
   };
   app.get('/hold', hold);
   app.get('/deadline', hold);

@@ -110,7 +110,14 @@ export function attachContext(
   // response, after which V8 builds a new hidden class for each property added (about 2 µs on
   // Node 20); `req.fluxguard` is the only property fluxguard adds.
   res.on('close', () => {
-    state.finish(res.writableFinished ? 'ended' : 'cancelled');
+    const answered = res.writableFinished;
+    if (state.handlerRunning) {
+      // The handler's own answer went out: it has stopped. Otherwise (the client left, or a
+      // control answered early) it may still be at work: it has stopped once it ends its answer.
+      if (answered && !state.endedEarly) state.handlerStopped();
+      else stoppedOnEnd(res, state);
+    }
+    state.finish(answered ? 'ended' : 'cancelled');
   });
   // Throws if something else already defined a non-configurable `fluxguard` on this request:
   // better a 500 than a context we did not build.
@@ -121,6 +128,18 @@ export function attachContext(
     configurable: false,
   });
   return state;
+}
+
+/**
+ * Tells `state` that the handler has stopped when it ends its answer, to a connection already
+ * gone or after a control answered (then `dropLaterWrites` has made `end` do nothing else).
+ */
+function stoppedOnEnd(res: ServerResponse, state: CallState): void {
+  const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
+  res.end = ((...args: unknown[]) => {
+    state.handlerStopped();
+    return end(...args);
+  }) as ServerResponse['end'];
 }
 
 /**

@@ -170,6 +170,29 @@ export function notFound(): RequestHandler {
  * ```
  */
 export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler {
+  return reachedFromApp(answerFailures(options));
+}
+
+/**
+ * The error handler as the app's chain reaches it: whatever handler ran has stopped (it threw,
+ * rejected, or passed the request on), which is what `CallContext.afterHandler` waits for.
+ *
+ * @internal
+ */
+export function reachedFromApp(answer: ErrorRequestHandler): ErrorRequestHandler {
+  return function fluxguardErrorHandler(err: unknown, req: Request, res: Response, next: NextFunction) {
+    stateOf(req)?.handlerStopped();
+    answer(err, req, res, next);
+  };
+}
+
+/**
+ * The body of {@link errorHandler}, for fluxguard's own answers too (a deadline's answer, while
+ * the handler may still be running).
+ *
+ * @internal
+ */
+export function answerFailures(options: ErrorHandlerOptions): ErrorRequestHandler {
   const opts = resolveOptions('errorHandler', DEFAULTS, options);
   const audit = opts.audit;
   assertAuditLogger(audit, 'errorHandler');
@@ -182,7 +205,7 @@ export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler 
 
   // Express recognises an error handler by its four declared parameters; `next` is never
   // called, so Express's final handler never renders an error.
-  return function fluxguardErrorHandler(err: unknown, req: Request, res: Response, _next: NextFunction) {
+  return function fluxguardAnswerFailure(err: unknown, req: Request, res: Response, _next: NextFunction) {
     try {
       const translated = translateExpressError(err);
       const state = stateOf(req);

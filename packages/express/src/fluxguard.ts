@@ -8,7 +8,7 @@ import {
   resolveOptions,
   stackControls,
 } from '@fluxguard/core/adapter';
-import { errorHandler, notFound, recordRequestFailure } from './error-handler.js';
+import { answerFailures, notFound, reachedFromApp, recordRequestFailure } from './error-handler.js';
 import { probeUnreadAnswer } from './unread-answer.js';
 import { stateOf, type EndRequest } from './context.js';
 import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
@@ -148,7 +148,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const opts = resolveOptions('fluxguard', DEFAULTS, options);
   assertAuditLogger(opts.audit, 'fluxguard');
   const audit = opts.audit;
-  const handleErrors = errorHandler({ audit, realm: opts.realm });
+  const handleErrors = answerFailures({ audit, realm: opts.realm });
   const list = stackControls('fluxguard', opts.guard, opts.controls, opts.timeouts);
   const endRequest: EndRequest = (error, req, res) => {
     // Ended before the client sent the whole body (a stalled upload): close the connection
@@ -227,7 +227,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       }
     };
   };
-  const middleware: FluxguardMiddleware = { before, after: [notFound(), handleErrors], wrap };
+  const middleware: FluxguardMiddleware = { before, after: [notFound(), reachedFromApp(handleErrors)], wrap };
   return Object.freeze(middleware);
 }
 

@@ -187,6 +187,7 @@ function proceed(
     if (!body.allow()) return;
     // The checked chunks go on after `next()`, so that a later pipeline with message hooks,
     // mounted right after this one, is in the chain before they pass and sees them too.
+    state.handlerStarted();
     next();
     body.flush();
     return;
@@ -199,6 +200,7 @@ function proceed(
       return;
     }
   }
+  state.handlerStarted();
   next();
 }
 

@@ -14,6 +14,7 @@ import type {
   sendUnaryData,
 } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
+import type { CallState } from '@fluxguard/core/adapter';
 import { callOf, type GrpcCall, type ServerCall } from './context.js';
 import { withSafeDeserializers } from './unparsable.js';
 import { hardenHttp2Servers } from './http2-servers.js';
@@ -232,18 +233,22 @@ function wrapSingleResponse<C extends ServerUnaryCall<unknown, unknown> | Server
   handler: (call: C, callback: AnyCallback) => unknown,
 ): (call: C, callback: AnyCallback) => void {
   return (call, callback) => {
-    const state = contextFor(call);
+    const context = contextFor(call);
+    const state = context?.state;
+    state?.handlerStarted();
     let responded = false;
     const fail = (error: unknown): void => {
       if (responded) return;
       responded = true;
       try {
-        callback(prepareFailure(error, state));
+        callback(prepareFailure(error, context));
       } catch {
         // grpc-js could not send (the call is gone): nothing more to do.
       }
     };
     const respond: AnyCallback = (error, value, trailer, flags) => {
+      // Only the handler calls this: it has answered, so it has stopped.
+      state?.handlerStopped();
       // `callback()` from plain JavaScript passes undefined, not null.
       if (error != null) {
         fail(error);
@@ -271,6 +276,9 @@ function wrapSingleResponse<C extends ServerUnaryCall<unknown, unknown> | Server
       (value) => {
         if (value !== undefined) respond(null, value);
       },
+      state,
+      // A callback-style handler has not stopped when it returns: it answers through `respond`.
+      false,
     );
   };
 }
@@ -280,24 +288,26 @@ function wrapStreamingResponse<C extends ServerWritableStream<unknown, unknown> 
   handler: (call: C) => unknown,
 ): (call: C) => void {
   return (call) => {
-    const state = contextFor(call);
+    const context = contextFor(call);
+    const state = context?.state;
+    state?.handlerStarted();
     let failed = false;
     const fail = (error: unknown): void => {
       if (failed) return;
       failed = true;
-      const status = prepareFailure(error, state);
+      const status = prepareFailure(error, context);
       if (!call.destroyed && !call.writableEnded) {
         // grpc-js's own 'error' listener stores this status and ends the stream; ours, first
         // in line, has already recorded the real error.
         call.emit('error', Object.assign(new Error(status.details), status));
-      } else if (state !== undefined && !state.statusSent) {
+      } else if (context !== undefined && !context.statusSent) {
         // A destroyed stream never sends its status: send it from the interceptor.
-        state.sendFailure(error);
+        context.sendFailure(error);
       }
     };
     call.prependListener('error', fail);
     call.once('close', () => {
-      if (state === undefined || state.statusSent || state.cancelled) return;
+      if (context === undefined || context.statusSent || context.cancelled) return;
       // Ended without a status (e.g. `call.destroy()` with no error): never leave it hanging.
       fail(new Error('the handler closed the stream without a status'));
     });
@@ -305,29 +315,52 @@ function wrapStreamingResponse<C extends ServerWritableStream<unknown, unknown> 
       () => handler(call),
       fail,
       () => undefined,
+      state,
+      // An event-driven stream handler has no way to say it has stopped: when it returns, its
+      // work is the stream's, which ends with the call.
+      true,
     );
   };
 }
 
-/** Runs a handler, routing a throw or a rejection to `fail` and a resolved value to `done`. */
-function invoke(run: () => unknown, fail: (error: unknown) => void, done: (value: unknown) => void): void {
+/**
+ * Runs a handler, routing a throw or a rejection to `fail` and a resolved value to `done`.
+ * The handler has stopped once it threw, once its promise settled, or (`stopsOnReturn`) once
+ * it returned something else.
+ */
+function invoke(
+  run: () => unknown,
+  fail: (error: unknown) => void,
+  done: (value: unknown) => void,
+  state: CallState | undefined,
+  stopsOnReturn: boolean,
+): void {
   let result: unknown;
   try {
     result = run();
   } catch (error) {
+    state?.handlerStopped();
     fail(error);
     return;
   }
   if (isPromiseLike(result)) {
-    Promise.resolve(result).then((value) => {
-      try {
-        done(value);
-      } catch (error) {
+    Promise.resolve(result).then(
+      (value) => {
+        state?.handlerStopped();
+        try {
+          done(value);
+        } catch (error) {
+          fail(error);
+        }
+      },
+      (error: unknown) => {
+        state?.handlerStopped();
         fail(error);
-      }
-    }, fail);
+      },
+    );
     return;
   }
+  if (stopsOnReturn) state?.handlerStopped();
   try {
     done(result);
   } catch (error) {

@@ -53,6 +53,57 @@ describe('CallState', () => {
     expect(ended).toHaveLength(2);
   });
 
+  it('runs what waits for the handler once it stops, at once when it has stopped or never started, and once only', () => {
+    vi.useFakeTimers({ now: 0 });
+    const { s } = state();
+    const ran: string[] = [];
+    s.afterHandler(() => ran.push('before start'), 1_000);
+    expect(ran).toEqual(['before start']);
+    s.handlerStarted();
+    expect(s.handlerRunning).toBe(true);
+    const wait = (): number => ran.push('waited');
+    s.afterHandler(wait, 1_000);
+    s.afterHandler(wait, 1_000);
+    s.afterHandler(() => ran.push('short'), 10);
+    s.afterHandler(() => ran.push('no wait'), 0);
+    expect(ran).toEqual(['before start', 'no wait']);
+    vi.advanceTimersByTime(10);
+    expect(ran).toEqual(['before start', 'no wait', 'short']);
+    s.handlerStopped();
+    s.handlerStopped();
+    expect(s.handlerRunning).toBe(false);
+    expect(ran).toEqual(['before start', 'no wait', 'short', 'waited']);
+    // Its timer was cleared: nothing runs twice.
+    vi.advanceTimersByTime(5_000);
+    s.afterHandler(() => ran.push('after stop'), 1_000);
+    expect(ran).toEqual(['before start', 'no wait', 'short', 'waited', 'after stop']);
+  });
+
+  it('ends the wait for a handler that never stops after maxWaitMs; refuses a wait that is no time', () => {
+    vi.useFakeTimers({ now: 0 });
+    const errors: unknown[] = [];
+    const { s } = state((error) => errors.push(error));
+    s.handlerStarted();
+    let ran = 0;
+    s.afterHandler(() => {
+      ran += 1;
+      throw new Error('release failed');
+    }, 2_000);
+    vi.advanceTimersByTime(1_999);
+    expect(ran).toBe(0);
+    vi.advanceTimersByTime(1);
+    expect(ran).toBe(1);
+    // A throwing callback is reported like a release.
+    expect(errors).toHaveLength(1);
+    s.handlerStopped();
+    expect(ran).toBe(1);
+    for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => {
+        s.afterHandler(() => undefined, bad);
+      }).toThrow(/afterHandler: the longest wait must be a finite number of ms/);
+    }
+  });
+
   it('runs every release even when one throws and the reporter of that throws too', () => {
     const { s } = state(() => {
       throw new Error('log sink down');

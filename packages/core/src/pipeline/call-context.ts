@@ -125,6 +125,25 @@ export interface CallContext extends RequestContext {
    * burst of concurrent attempts would all be checked before the first was counted.
    */
   whenRefused(listener: (refusal: unknown) => void): void;
+  /**
+   * Runs `callback` once the call's handler has stopped: at once when it has (it answered,
+   * threw, or its promise settled) or never started, else when it does, and at the latest
+   * `maxWaitMs` after this call. A release that gives back what bounds the handlers' work (a
+   * slot of a concurrency limit) goes through it: a client that cancels its call, or lets a
+   * deadline end it, does not get the slot back while the handler still works on it.
+   *
+   * Handlers registered through the adapters (`addService` on gRPC, routes behind `fluxguard()`
+   * on Express) are followed; for any other, the handler counts as stopped once the call ends.
+   *
+   * @example
+   * ```ts
+   * onStart(_call, context) {
+   *   inFlight += 1;
+   *   return () => { context.afterHandler(() => { inFlight -= 1; }, 5_000); };
+   * }
+   * ```
+   */
+  afterHandler(callback: () => void, maxWaitMs: number): void;
 }
 
 /** Why a call ended, as its signal reports it. */
@@ -195,6 +214,10 @@ export class CallState implements CallContext {
   #refusal: unknown;
   #refusalListeners: ((refusal: unknown) => void)[] | undefined;
   #responseHeaders: Map<string, string> | undefined;
+  /** The handler: not started, running, or stopped (see `handlerStarted`). */
+  #handler: 0 | 1 | 2 = 0;
+  /** What waits for the handler to stop (`afterHandler`), with the timer that ends each wait. */
+  #afterHandler: Map<() => void, ReturnType<typeof setTimeout>> | undefined;
   /** The adapter's slot for the call's `CallInfo`, built once by the first pipeline that needs it. */
   callInfo: CallInfo | undefined = undefined;
   /**
@@ -367,6 +390,56 @@ export class CallState implements CallContext {
       return;
     }
     (this.#releases ??= []).push(release);
+  }
+
+  /**
+   * The adapter hands the call to its handler (the controls let it through). Until
+   * `handlerStopped`, what waits in `afterHandler` waits.
+   */
+  handlerStarted(): void {
+    if (this.#handler === 0) this.#handler = 1;
+  }
+
+  /**
+   * The handler has stopped working on the call: it answered (or wrote its answer to a
+   * connection already gone), threw, or its promise settled. Runs what waited for it.
+   */
+  handlerStopped(): void {
+    if (this.#handler === 2) return;
+    this.#handler = 2;
+    const waiting = this.#afterHandler;
+    if (waiting === undefined) return;
+    this.#afterHandler = undefined;
+    for (const [callback, timer] of waiting) {
+      clearTimeout(timer);
+      this.#runRelease(callback);
+    }
+  }
+
+  /** The handler has started and not stopped yet. */
+  get handlerRunning(): boolean {
+    return this.#handler === 1;
+  }
+
+  afterHandler(callback: () => void, maxWaitMs: number): void {
+    if (!Number.isFinite(maxWaitMs) || maxWaitMs < 0) {
+      throw new TypeError('afterHandler: the longest wait must be a finite number of ms, 0 or more');
+    }
+    if (this.#handler !== 1 || maxWaitMs === 0) {
+      this.#runRelease(callback);
+      return;
+    }
+    const waiting = (this.#afterHandler ??= new Map());
+    if (waiting.has(callback)) return;
+    const timer = setTimeout(
+      () => {
+        // The handler still works: the wait is over, its work goes on uncounted.
+        if (this.#afterHandler?.delete(callback) === true) this.#runRelease(callback);
+      },
+      Math.min(maxWaitMs, MAX_TIMER_MS),
+    );
+    timer.unref();
+    waiting.set(callback, timer);
   }
 
   /** Ends the call's life: aborts the signal with `cause`, stops the deadline timer, runs every release once. */

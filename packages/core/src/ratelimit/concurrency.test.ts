@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { CallInfo, Principal } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
@@ -61,6 +61,51 @@ describe('createConcurrencyLimit', () => {
     expect(limit.inFlight()).toBe(1);
     start(call('10.8.8.8:1'));
     expect(limit.inFlight()).toBe(2);
+  });
+
+  it('keeps the slot of an ended call while its handler works, and at most holdForHandlerMs', () => {
+    vi.useFakeTimers({ now: 0 });
+    try {
+      const { limit, start } = starter({ maxInFlight: 2, maxInFlightPerCaller: 2, holdForHandlerMs: 1_000 });
+      // The client cancels while the handler works: the slot stays taken until it stops.
+      const working = start(call());
+      working.handlerStarted();
+      working.finish('cancelled');
+      expect(limit.inFlight()).toBe(1);
+      expect(limit.inFlightFor('peer:10.1.2.3')).toBe(1);
+      working.handlerStopped();
+      expect(limit.inFlight()).toBe(0);
+      expect(limit.inFlightFor('peer:10.1.2.3')).toBe(0);
+
+      // A handler that never stops holds it for holdForHandlerMs, then goes on uncounted.
+      const stuck = start(call());
+      stuck.handlerStarted();
+      stuck.finish('cancelled');
+      vi.advanceTimersByTime(999);
+      expect(limit.inFlight()).toBe(1);
+      vi.advanceTimersByTime(1);
+      expect(limit.inFlight()).toBe(0);
+      stuck.handlerStopped();
+      expect(limit.inFlight()).toBe(0);
+
+      // A handler that stopped before the call ended, or never started, holds nothing after it.
+      const answered = start(call());
+      answered.handlerStarted();
+      answered.handlerStopped();
+      answered.finish('ended');
+      start(call()).finish('cancelled');
+      expect(limit.inFlight()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('gives the slot back when the call ends with holdForHandlerMs 0', () => {
+    const { limit, start } = starter({ maxInFlight: 1, holdForHandlerMs: 0 });
+    const working = start(call());
+    working.handlerStarted();
+    working.finish('cancelled');
+    expect(limit.inFlight()).toBe(0);
   });
 
   it('counts per caller: the subject when authenticated, else the peer host whatever its port', () => {
@@ -214,6 +259,9 @@ describe('createConcurrencyLimit', () => {
     [{ maxInFlightPerCaller: 1.5 }, /"maxInFlightPerCaller" must be a whole number of at least 1/],
     [{ maxInFlight: 1, key: 'tenant' }, /"key" must be/],
     [{ maxInflight: 1 }, /did you mean "maxInFlight"/],
+    [{ maxInFlight: 1, holdForHandlerMs: -1 }, /"holdForHandlerMs" must be a whole number of ms, from 0 to 600000/],
+    [{ maxInFlight: 1, holdForHandlerMs: 5.5 }, /"holdForHandlerMs" must be a whole number of ms/],
+    [{ maxInFlight: 1, holdForHandlerMS: 5 }, /did you mean "holdForHandlerMs"/],
   ])('refuses %o at start-up', (options, message) => {
     expect(() => createConcurrencyLimit(options as ConcurrencyLimitOptions)).toThrow(ConfigurationError);
     expect(() => createConcurrencyLimit(options as ConcurrencyLimitOptions)).toThrow(message);

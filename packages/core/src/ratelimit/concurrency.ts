@@ -55,6 +55,16 @@ export interface ConcurrencyLimitOptions {
    * cannot take the whole share from the others.
    */
   readonly maxInFlightPerOperation?: Readonly<Record<string, number | OperationShare>> | undefined;
+  /**
+   * How long, at most, a call keeps its slot after it ended while its handler has not stopped
+   * (see `CallContext.afterHandler`). A client that cancels a call (an HTTP/2 reset, a closed
+   * connection) or lets its deadline pass ends the call, but a handler that does not stop on
+   * its signal goes on working: without the wait, a client could cancel calls as fast as it
+   * opens them and keep any number of handlers at work, whatever the limits say. A handler
+   * still working after the wait goes on uncounted. `0`: the slot is given back when the call
+   * ends. Default 5 000.
+   */
+  readonly holdForHandlerMs?: number | undefined;
 }
 
 /**
@@ -98,6 +108,7 @@ const DEFAULTS: Readonly<ConcurrencyLimitOptions> = Object.freeze({
   maxInFlightPerCaller: undefined,
   key: 'caller',
   maxInFlightPerOperation: undefined,
+  holdForHandlerMs: 5_000,
 });
 
 // Operations are bounded by what a server serves, HTTP paths are not: a bounded cache.
@@ -116,7 +127,8 @@ interface OperationBudget {
 /**
  * Limits the calls in flight, overall, per caller and per operation, on both transports. A call counts from
  * the moment its start hooks allow it until it ends in any way (answered, failed, cancelled by
- * the client, deadline): a stream counts until it ends. Over a limit the call is refused at
+ * the client, deadline) and its handler has stopped (at most `holdForHandlerMs` longer): a
+ * stream counts until it ends. Over a limit the call is refused at
  * once with `unavailable` (gRPC `UNAVAILABLE`, HTTP 503; reason `concurrency_limit`), never
  * queued: a client may retry, and a flood costs the server nothing while it waits.
  *
@@ -148,6 +160,11 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
       'createConcurrencyLimit: give "maxInFlight", "maxInFlightPerCaller", "maxInFlightPerOperation" or several',
     );
   }
+  const holdForHandlerMs = wholeNumber(opts.holdForHandlerMs, 'createConcurrencyLimit: "holdForHandlerMs"', {
+    min: 0,
+    max: 600_000,
+    unit: 'ms',
+  });
   const keyOf = keyFunction(opts.key);
   // Entries exist only while their key has calls in flight: bounded by the calls in flight.
   const perKey = new Map<string, number>();
@@ -182,7 +199,7 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
     if (key !== undefined && maxPerCaller !== undefined) perKey.set(key, forKey + 1);
     if (key !== undefined && sharePerCaller !== undefined) budget?.perKey.set(key, onShare + 1);
     let released = false;
-    return () => {
+    const release = (): void => {
       if (released) return;
       released = true;
       total -= 1;
@@ -191,6 +208,11 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
       if (maxPerCaller !== undefined) decrement(perKey, key);
       if (sharePerCaller !== undefined && budget !== undefined) decrement(budget.perKey, key);
     };
+    return holdForHandlerMs === 0
+      ? release
+      : () => {
+          context.afterHandler(release, holdForHandlerMs);
+        };
   };
 
   return Object.freeze({
