@@ -2,7 +2,7 @@ import { constants, existsSync } from 'node:fs';
 import { lstat, mkdir, open, rmdir, type FileHandle } from 'node:fs/promises';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
-import type { WrittenDirectories } from './written-directories.js';
+import { removalStopped, type RemovalOutcome, type WrittenDirectories } from './written-directories.js';
 
 /**
  * A directory inside a root, opened one component at a time without following any symbolic
@@ -125,7 +125,7 @@ export async function removeEmptyDirectories(
   segments: readonly string[],
   paths: readonly string[],
   writes: Pick<WrittenDirectories, 'removable' | 'removed'>,
-): Promise<void> {
+): Promise<RemovalOutcome> {
   const handles: FileHandle[] = [];
   try {
     handles.push(await open(root, constants.O_RDONLY | constants.O_DIRECTORY));
@@ -141,19 +141,21 @@ export async function removeEmptyDirectories(
     for (let depth = handles.length - 1; depth >= 1; depth--) {
       const parent = handles[depth - 1];
       const handle = handles[depth];
-      if (parent === undefined || handle === undefined) return;
+      if (parent === undefined || handle === undefined) return 'done';
       const id = directoryId(await handle.stat({ bigint: true }));
       const path = paths[depth - 1] ?? '';
-      if (!writes.removable(path, id)) return;
+      if (!writes.removable(path, id)) return 'done';
       const at = `/proc/self/fd/${String(parent.fd)}/${segments[depth - 1] ?? ''}`;
       // The name must still be the directory that was opened: a swap meanwhile ends the walk.
       const named = await lstat(at, { bigint: true }).catch(() => undefined);
-      if (named === undefined || directoryId(named) !== id) return;
+      if (named === undefined || directoryId(named) !== id) return 'done';
       await rmdir(at);
       writes.removed(path);
     }
-  } catch {
+    return 'done';
+  } catch (err) {
     // Not empty (another writer is inside), or gone: the directories above stay too.
+    return removalStopped(err);
   } finally {
     await Promise.all(handles.map((h) => h.close().catch(() => undefined)));
   }

@@ -251,6 +251,39 @@ describe('openParent: removeCreated', () => {
     expect(existsSync(join(at, 'kept/full/file'))).toBe(true);
   });
 
+  it('removes, a moment later, the directories it made that another process was inside when it failed', async () => {
+    // Two resolvers of one root are two processes sharing a data directory: each knows only
+    // its own writes. The first makes cross/a/b, the second writes a temporary file in b.
+    const other = createPathResolver({ root });
+    const first = await paths.openParent('cross/a/b/one.bin', { create: true });
+    const second = await other.openParent('cross/a/b/two.bin', { create: true });
+    writeFileSync(second.entry('.upload-two'), 'x');
+    await first.removeCreated();
+    await first.close();
+    expect(existsSync(join(paths.root, 'cross/a/b/.upload-two'))).toBe(true);
+    // The second fails too: it made nothing, so it removes nothing.
+    rmSync(join(paths.root, 'cross/a/b/.upload-two'));
+    await second.removeCreated();
+    await second.close();
+    expect(existsSync(join(paths.root, 'cross/a/b'))).toBe(true);
+    // The first tries again (after 1 s) and removes what it made.
+    await expect.poll(() => existsSync(join(paths.root, 'cross')), { timeout: 5_000 }).toBe(false);
+  });
+
+  it('tries again but never removes what another process kept in a directory it made', async () => {
+    const other = createPathResolver({ root });
+    const first = await paths.openParent('cross-kept/a/one.bin', { create: true });
+    const second = await other.openParent('cross-kept/a/two.bin', { create: true });
+    writeFileSync(second.entry('two.bin'), 'kept');
+    second.keep();
+    await second.close();
+    await first.removeCreated();
+    await first.close();
+    // Past the first retry, and again after a later one would run: rmdir never takes a file.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(existsSync(join(paths.root, 'cross-kept/a/two.bin'))).toBe(true);
+  });
+
   it('never removes a directory another write is on its way through, however empty', async () => {
     // The first write made in-use/a/b and fails; the second has started down the same path
     // (its walk holds the directories) but made nothing yet: nothing may go from under it.

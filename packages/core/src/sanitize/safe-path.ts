@@ -7,7 +7,7 @@ import {
   removeEmptyDirectories,
   type PinnedDirectory,
 } from './pinned-directory.js';
-import { WrittenDirectories } from './written-directories.js';
+import { WrittenDirectories, removalStopped, type RemovalOutcome } from './written-directories.js';
 import { dirname, join, resolve, sep } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
@@ -274,7 +274,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
           entry: (entry: string) => join(dir, entry),
           removeCreated: async () => {
             leave();
-            await removeEmptyByPath(root, paths, writes);
+            await writes.removeNowAndLater(safe.relative, () => removeEmptyByPath(root, paths, writes));
           },
           keep: kept,
           close: () => {
@@ -295,7 +295,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
         entry: (entry: string) => prefix + entry,
         removeCreated: async () => {
           leave();
-          await removeEmptyDirectories(root, segments, paths, writes);
+          await writes.removeNowAndLater(safe.relative, () => removeEmptyDirectories(root, segments, paths, writes));
         },
         keep: kept,
         close: async () => {
@@ -323,16 +323,17 @@ export async function removeEmptyByPath(
   root: string,
   paths: readonly string[],
   writes: Pick<WrittenDirectories, 'removable' | 'removed'>,
-): Promise<void> {
+): Promise<RemovalOutcome> {
   for (let depth = paths.length; depth >= 1; depth--) {
     const relative = paths[depth - 1] ?? '';
     const at = join(root, relative);
     try {
-      if (!writes.removable(relative, directoryId(await lstat(at, { bigint: true })))) return;
+      if (!writes.removable(relative, directoryId(await lstat(at, { bigint: true })))) return 'done';
       await rmdir(at);
       writes.removed(relative);
-    } catch {
-      return;
+    } catch (err) {
+      return removalStopped(err);
     }
   }
+  return 'done';
 }

@@ -4,6 +4,34 @@ import { LruCache } from '../cache/lru.js';
 const PROVISIONAL_MAX_ENTRIES = 10_000;
 
 /**
+ * How a walk removing a failed write's directories ended: `done` (it removed what it could and
+ * stopped at one it may not remove), or `not_empty` (a directory it may remove still held
+ * something: another process's write may be inside).
+ *
+ * @internal
+ */
+export type RemovalOutcome = 'done' | 'not_empty';
+
+/**
+ * How a walk ends on a failed `rmdir` or look: `not_empty` when the directory held something
+ * (Linux says `ENOTEMPTY`, some systems `EEXIST`).
+ *
+ * @internal
+ */
+export function removalStopped(err: unknown): RemovalOutcome {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOTEMPTY' || code === 'EEXIST' ? 'not_empty' : 'done';
+}
+
+/**
+ * When a walk that stopped at a non-empty directory is tried again, in ms after the previous
+ * try: about 23 minutes in all, beyond the longest a write may take (a deadline's maximum).
+ */
+const RETRY_DELAYS_MS = [1_000, 4_000, 16_000, 64_000, 256_000, 1_024_000] as const;
+/** Walks waiting for another try at once; beyond, a new one is not tried again. */
+const RETRIES_MAX_ENTRIES = 1_000;
+
+/**
  * What one path resolver knows of the directories that writes make under its root, by
  * relative path: which were made by writes that have not kept a file in them yet (with their
  * identity, device and inode), and which are on the way of a write in progress. A failed
@@ -15,6 +43,8 @@ const PROVISIONAL_MAX_ENTRIES = 10_000;
 export class WrittenDirectories {
   readonly #provisional = new LruCache<string, string>(PROVISIONAL_MAX_ENTRIES);
   readonly #inUse = new Map<string, number>();
+  /** Walks to try again, by the deepest directory of each. */
+  readonly #retries = new Map<string, ReturnType<typeof setTimeout>>();
 
   /**
    * A write starts down `paths` (each directory on its way, shallowest first): none of them is
@@ -51,5 +81,32 @@ export class WrittenDirectories {
 
   removed(path: string): void {
     this.#provisional.delete(path);
+  }
+
+  /**
+   * Runs `walk` (the removal of a failed write's directories, `deepest` the last of them) now
+   * and, while it ends `not_empty`, again later. What this resolver knows of writes is this
+   * process's: a write of another process sharing the directory may be inside one it made, and
+   * once that write has failed too, only this one may remove the directories. Timers do not
+   * hold the process open.
+   */
+  async removeNowAndLater(deepest: string, walk: () => Promise<RemovalOutcome>): Promise<void> {
+    if ((await walk()) === 'not_empty') this.#retry(deepest, walk, 0);
+  }
+
+  #retry(deepest: string, walk: () => Promise<RemovalOutcome>, attempt: number): void {
+    const delay = RETRY_DELAYS_MS[attempt];
+    if (delay === undefined || this.#retries.has(deepest) || this.#retries.size >= RETRIES_MAX_ENTRIES) return;
+    const timer = setTimeout(() => {
+      this.#retries.delete(deepest);
+      walk().then(
+        (outcome) => {
+          if (outcome === 'not_empty') this.#retry(deepest, walk, attempt + 1);
+        },
+        () => undefined,
+      );
+    }, delay);
+    timer.unref();
+    this.#retries.set(deepest, timer);
   }
 }
