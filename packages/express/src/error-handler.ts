@@ -155,6 +155,9 @@ export function notFound(): RequestHandler {
  * request's deadline (a client that never reads would otherwise hold it, and the answer's
  * memory, for good).
  *
+ * A failure that reaches it means the handler has stopped: a concurrency limit holding the slot
+ * of a request whose client left (`holdForHandlerMs` of @fluxguard/core) gives it back then.
+ *
  * It never calls `next`, so Express's final handler (which renders HTML with the stack
  * outside production) never runs for an error that reaches it.
  *

@@ -136,6 +136,11 @@ let warnedMissingContext = false;
  * The kind of each method is read from the service definition, not guessed from the handler.
  * Methods left out are answered `UNIMPLEMENTED` by grpc-js.
  *
+ * A handler counts as working on its call until its promise settles, it throws, or it answers
+ * (`callback`, a returned value); a streaming handler that returns no promise, until it
+ * returns. A concurrency limit keeps a cancelled call's slot that long (`holdForHandlerMs`,
+ * `CallContext.afterHandler` of @fluxguard/core), so pass `getSignal(call)` on to the work.
+ *
  * @example
  * ```ts
  * import { wrapImplementation } from '@fluxguard/grpc';
