@@ -4,6 +4,7 @@
 // refuses every other private or loopback address, as the reference servers' default guard
 // refuses them all.
 import { createServer, type Server } from 'node:https';
+import type { LookupAddress } from 'node:dns';
 import type { AddressInfo } from 'node:net';
 import { readFileSync, readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -70,12 +71,22 @@ afterAll(async () => {
   world.cleanup();
 });
 
+/**
+ * The DNS of these tests: `unreachable.test` is a name whose address no connection can reach
+ * (TCP to a multicast address fails inside connect() itself, ENETUNREACH, as it does on a host
+ * with no route to a name's only address); no other name resolves.
+ */
+function lookup(hostname: string): Promise<readonly LookupAddress[]> {
+  if (hostname === 'unreachable.test') return Promise.resolve([{ address: '224.0.0.1', family: 4 }]);
+  return Promise.reject(Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }));
+}
+
 describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
   let t: TransportUnderTest;
   beforeAll(async () => {
     t = await startTransport(transport, world, {
       env: { FLUXGUARD_POLICY: policyFile },
-      urlGuard: createUrlGuard({ ca: world.pki.ca, allowAddresses: ['127.0.0.1'] }),
+      urlGuard: createUrlGuard({ ca: world.pki.ca, allowAddresses: ['127.0.0.1', '224.0.0.1'], lookup }),
     });
   });
   afterAll(async () => {
@@ -105,6 +116,21 @@ describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
     expect(t.log.textFor(outcome.requestId ?? '')).toContain(`"reason":"${reason}"`);
     // Only the redirect row reaches the origin (once); no refused address is ever connected to.
     expect(fetched - before).toBeLessThanOrEqual(1);
+  });
+
+  it('refuses a name whose connection fails at once as the client’s invalid argument, and serves on', async () => {
+    for (let i = 0; i < 3; i++) {
+      const outcome = await t.client.importFrom(
+        'imports/unreachable.bin',
+        'https://unreachable.test/model.bin',
+        sha256(MODEL),
+      );
+      expect(outcome.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+      expect(t.log.textFor(outcome.requestId ?? '')).toContain('"reason":"url_fetch_failed"');
+    }
+    // The server is still there: a fetch that works is served.
+    const imported = await t.client.importFrom('imports/after.bin', `${base}/model.bin`, sha256(MODEL));
+    expect(imported.ok, imported.exposed).toBe(true);
   });
 
   it('ends an import held by a slow origin at its deadline: the client is told, the handler’s signal stops the fetch, the log says so', async () => {

@@ -33,6 +33,10 @@ function answer(hostname: string): readonly LookupAddress[] {
         { address: '127.0.0.1', family: 4 },
         { address: '192.168.1.10', family: 4 },
       ];
+    case 'unreachable.test':
+      // TCP to a multicast address fails inside connect() itself (ENETUNREACH), as a host
+      // with no route to a name's address does.
+      return [{ address: '224.0.0.1', family: 4 }];
     case 'rebind.test':
       rebinds += 1;
       return [{ address: rebinds === 1 ? '127.0.0.1' : '10.0.0.1', family: 4 }];
@@ -150,6 +154,28 @@ describe('createUrlGuard', () => {
     expect(await refusal(() => guarded().fetch('https://unknown.test/model'))).toMatchObject({
       reason: 'url_unresolvable',
     });
+  });
+
+  it('refuses an address whose connect fails at once, and the process lives on', async () => {
+    const crashes: unknown[] = [];
+    const onCrash = (error: unknown): void => {
+      crashes.push(error);
+    };
+    process.on('uncaughtException', onCrash);
+    try {
+      const guard = guarded({ allowAddresses: ['224.0.0.1'] });
+      for (let i = 0; i < 3; i++) {
+        expect(await refusal(() => guard.fetch('https://unreachable.test/model'))).toMatchObject({
+          code: 'invalid_argument',
+          reason: 'url_fetch_failed',
+        });
+      }
+      // The socket's own error event comes a tick or two later.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(crashes).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onCrash);
+    }
   });
 
   it('refuses bad options', () => {

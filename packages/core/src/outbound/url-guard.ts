@@ -216,11 +216,16 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
         port: url.port === '' ? 443 : Number(url.port),
         path: `${url.pathname}${url.search}`,
         servername: isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? url.hostname : undefined,
-        // The connection goes to the address that was checked: no second lookup.
+        // The connection goes to the address that was checked: no second lookup. Answered on
+        // the next tick, as DNS answers: answered at once, a connect that fails at once (an
+        // unreachable network) tore the socket down inside `request()`, which then threw, and
+        // the socket's 'error' came with no listener and ended the process.
         lookup: (_hostname, lookupOptions, callback) => {
-          if ((lookupOptions as { all?: boolean }).all === true) {
-            (callback as unknown as (err: null, addresses: LookupAddress[]) => void)(null, [address]);
-          } else callback(null, address.address, address.family);
+          process.nextTick(() => {
+            if ((lookupOptions as { all?: boolean }).all === true) {
+              (callback as unknown as (err: null, addresses: LookupAddress[]) => void)(null, [address]);
+            } else callback(null, address.address, address.family);
+          });
         },
         rejectUnauthorized: true,
         ...(opts.ca === undefined ? {} : { ca: opts.ca }),
