@@ -343,6 +343,39 @@ describe('a client that never ends its request', () => {
     // long as the client liked, and this test ran into its time limit.
     expect(answers.every((a) => a.rstCode === constants.NGHTTP2_NO_ERROR)).toBe(true);
   }, 20_000);
+
+  it('has it closed even when the client keeps sending a byte now and then (bounded: 20 streams, 8 s)', async () => {
+    // Each byte restarted the stream's idle timeout, and nothing reads them after the answer:
+    // the stream, and its connection, stayed open for as long as the client kept it up.
+    const closed = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const stream = session.request({
+          ':method': 'POST',
+          ':path': testService.Unary.path,
+          'content-type': 'application/grpc',
+          te: 'trailers',
+          'grpc-timeout': 'never',
+        });
+        stream.on('error', () => undefined);
+        stream.on('data', () => undefined);
+        stream.write(grpcFrame(Buffer.from('{}')));
+        const trickle = setInterval(() => {
+          if (!stream.closed && !stream.destroyed) stream.write(Buffer.from([0]));
+        }, 200);
+        const limit = new Promise<'still open'>((resolve) => setTimeout(() => resolve('still open'), 8_000));
+        try {
+          const outcome = await Promise.race([once(stream, 'close').then(() => 'closed' as const), limit]);
+          return { outcome, rstCode: stream.rstCode };
+        } finally {
+          clearInterval(trickle);
+          if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+        }
+      }),
+    );
+    expect(closed).toEqual(
+      Array.from({ length: 20 }, () => ({ outcome: 'closed', rstCode: constants.NGHTTP2_NO_ERROR })),
+    );
+  }, 20_000);
 });
 
 describe('the client’s own deadline, under a flood', () => {

@@ -12,15 +12,30 @@ export const LINGER_MS = 1_000;
  *
  * The stream's own timeout, which Node clears when the stream closes: a refusal flood answers
  * thousands of calls a second whose streams close at once, and holding each of them for the
- * wait (a timer or a queue of its own) cost the garbage collector most of a refusal. The
- * timeout restarts on activity; a client that keeps sending is stopped by flow control, since
- * nothing reads what it sends after the answer.
+ * wait cost the garbage collector most of a refusal. That timeout restarts on activity, though,
+ * inbound bytes included, and nothing reads them after the answer: a client sending a byte now
+ * and then kept the stream, and its connection, for hours before flow control stopped it. So a
+ * timer of its own (cleared when the stream closes) also closes it `LINGER_MS` after the answer
+ * whatever arrives, once the answer has gone out; while the client is still taking the answer
+ * (fewer bytes wait at each look), it looks again a `LINGER_MS` later.
  *
  * @internal
  */
 export function closeIfLingering(stream: ServerHttp2Stream): void {
   stream.setTimeout(LINGER_MS);
   stream.on('timeout', closeLingering);
+  let waiting = stream.writableLength;
+  const bound = setTimeout(() => {
+    const now = stream.writableLength;
+    if (now > 0 && now < waiting) {
+      waiting = now;
+      bound.refresh();
+    } else closeLingering.call(stream);
+  }, LINGER_MS);
+  bound.unref();
+  stream.once('close', () => {
+    clearTimeout(bound);
+  });
 }
 
 function closeLingering(this: ServerHttp2Stream): void {
