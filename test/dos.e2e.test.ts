@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IN_FLIGHT_BUDGET } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
+import { rawHttps } from './support/raw-https.js';
 import {
   TRANSPORTS,
   createE2eEnvironment,
@@ -248,6 +249,40 @@ describe.each(TRANSPORTS)('uploads holding their share of the in-flight budget o
     const outcomes = await Promise.all(holders);
     expect(outcomes.filter((o) => !o.ok).map((o) => o.exposed)).toEqual([]);
   }, 60_000);
+});
+
+describe('downloads their client leaves over http', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('http', world, { env: { FLUXGUARD_POLICY: policyFile } });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('give their in-flight slots back once the handler has stopped, each with one short log line', async () => {
+    // Large enough that the answer is still being written when the client goes.
+    const content = Buffer.alloc(8 * 1024 * 1024, 7);
+    expect((await t.client.upload('leave/big.bin', sha256(content), [content])).ok).toBe(true);
+    const token = await world.token('e2e-reader', ['artifacts.reader']);
+    const heads = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        rawHttps(
+          t.port,
+          world,
+          `GET /v1/artifacts/leave/big.bin HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\n\r\n`,
+          { untilHead: true },
+        ),
+      ),
+    );
+    expect(heads.every((head) => head.startsWith('HTTP/1.1 200 '))).toBe(true);
+    const ids = heads.map((head) => /x-request-id: (\S+)/i.exec(head)?.[1] ?? '');
+    // The handler's download fails when the client goes; it lets the failure reach the error
+    // handler, which logs the client's leaving and gives the slot back (holdForHandlerMs, 5 s,
+    // is the wait for a handler that returns without a word).
+    await expect.poll(() => ids.filter((id) => t.log.textFor(id).includes('request.cancelled')).length).toBe(8);
+    await expect.poll(() => t.security.concurrency.inFlight(), { timeout: 3_000 }).toBe(0);
+  });
 });
 
 describe('anonymous health watches over grpc', () => {
