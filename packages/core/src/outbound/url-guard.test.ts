@@ -1,8 +1,9 @@
-// The outbound URL guard against real local HTTPS servers and a DNS stand-in. 127.0.0.1 is in a
+// The outbound URL guard against real local HTTPS servers, a DNS stand-in (`lookup`) and a DNS server on UDP. 127.0.0.1 is in a
 // refused range: the tests accept it explicitly (`allowAddresses: ['127.0.0.1']`) so that the
 // local server can stand in for a public one; every other private address stays refused.
 import { createServer, type Server } from 'node:https';
 import type { LookupAddress } from 'node:dns';
+import { createSocket } from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevCertificateAuthority } from '../dev-pki/dev-pki.js';
@@ -45,10 +46,50 @@ function answer(hostname: string): readonly LookupAddress[] {
   }
 }
 
+/**
+ * A DNS server on 127.0.0.1 (UDP): `public.test` is 127.0.0.1 (A; no AAAA), `internal.test`
+ * 10.0.0.1, `silent*.test` never answered, anything else NXDOMAIN. `asked` lists each query as
+ * `TYPE name`.
+ */
+const dns = { port: 0, asked: [] as string[], socket: createSocket('udp4') };
+
+function dnsAnswer(query: Buffer): Buffer | undefined {
+  const labels: string[] = [];
+  let at = 12;
+  while (at < query.length && query[at] !== 0) {
+    const length = query[at] ?? 0;
+    labels.push(query.subarray(at + 1, at + 1 + length).toString('latin1'));
+    at += 1 + length;
+  }
+  const question = query.subarray(12, at + 5);
+  const type = query.readUInt16BE(at + 1);
+  const name = labels.join('.').toLowerCase();
+  dns.asked.push(`${type === 28 ? 'AAAA' : type === 1 ? 'A' : String(type)} ${name}`);
+  if (name.startsWith('silent')) return undefined;
+  const address = type === 1 ? { 'public.test': [127, 0, 0, 1], 'internal.test': [10, 0, 0, 1] }[name] : undefined;
+  const known = name === 'public.test' || name === 'internal.test';
+  const header = Buffer.alloc(12);
+  query.copy(header, 0, 0, 2);
+  header.writeUInt16BE(known ? 0x8180 : 0x8183, 2);
+  header.writeUInt16BE(1, 4);
+  header.writeUInt16BE(address === undefined ? 0 : 1, 6);
+  const answer =
+    address === undefined
+      ? Buffer.alloc(0)
+      : Buffer.concat([Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]), Buffer.from(address)]);
+  return Buffer.concat([header, question, answer]);
+}
+
 const guarded = (options: UrlGuardOptions = {}) =>
   createUrlGuard({ ca, lookup, allowAddresses: ['127.0.0.1'], ...options });
 
 beforeAll(async () => {
+  dns.socket.on('message', (query, from) => {
+    const answer = dnsAnswer(query);
+    if (answer !== undefined) dns.socket.send(answer, from.port, from.address);
+  });
+  await new Promise<void>((resolve) => dns.socket.bind(0, '127.0.0.1', resolve));
+  dns.port = dns.socket.address().port;
   const authority = await createDevCertificateAuthority();
   const certificate = await authority.issueServerCertificate({
     dnsNames: ['localhost', 'public.test', 'rebind.test', 'mixed.test'],
@@ -71,6 +112,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  dns.socket.close();
   await new Promise((resolve) => server.close(resolve));
 });
 
@@ -178,8 +220,48 @@ describe('createUrlGuard', () => {
     }
   });
 
+  it('resolves with DNS by default: A and AAAA queries to the servers given, the answers checked', async () => {
+    const guard = createUrlGuard({ ca, allowAddresses: ['127.0.0.1'], dnsServers: [`127.0.0.1:${String(dns.port)}`] });
+    const fetched = await guard.fetch(`https://public.test:${String(port)}/model`);
+    expect(fetched.body.toString()).toBe('MODEL BYTES');
+    expect(dns.asked).toEqual(expect.arrayContaining(['A public.test', 'AAAA public.test']));
+    expect(await refusal(() => guard.fetch('https://internal.test/model'))).toMatchObject({
+      reason: 'url_address_refused',
+    });
+    expect(await refusal(() => guard.fetch('https://unknown.test/model'))).toMatchObject({
+      reason: 'url_unresolvable',
+    });
+  });
+
+  it('drops the DNS queries of a fetch abandoned while a name does not answer, and bounds one that is not', async () => {
+    const guard = createUrlGuard({ ca, timeoutMs: 300, dnsServers: [`127.0.0.1:${String(dns.port)}`] });
+    const before = dns.asked.length;
+    const abandoned = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const controller = new AbortController();
+        setTimeout(() => {
+          controller.abort();
+        }, 50);
+        return guard.fetch(`https://silent-${String(i)}.test/model`, { signal: controller.signal }).then(
+          () => 'fetched',
+          (error: unknown) => (error as Error).name,
+        );
+      }),
+    );
+    expect(abandoned).toEqual(Array.from({ length: 12 }, () => 'AbortError'));
+    const sent = dns.asked.length - before;
+    expect(sent).toBeGreaterThan(0);
+    // Past the first query's time (2 s): a query still alive would have been sent again.
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect(dns.asked.length - before).toBe(sent);
+    // Not abandoned: refused at the guard's own time.
+    expect(await refusal(() => guard.fetch('https://silent.test/model'))).toMatchObject({ reason: 'url_timeout' });
+  });
+
   it('refuses bad options', () => {
     expect(() => createUrlGuard({ maxRedirects: -1 })).toThrow(ConfigurationError);
     expect(() => createUrlGuard({ allowAddresses: ['not-an-ip'] })).toThrow(ConfigurationError);
+    expect(() => createUrlGuard({ dnsServers: ['not an address'] })).toThrow(/"dnsServers" holds an entry/);
+    expect(() => createUrlGuard({ dnsServers: [] })).toThrow(/"dnsServers" must be a non-empty array/);
   });
 });

@@ -1,4 +1,4 @@
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { Resolver, type LookupAddress } from 'node:dns';
 import { request, type RequestOptions } from 'node:https';
 import { BlockList, isIP } from 'node:net';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
@@ -51,8 +51,20 @@ export interface UrlGuardOptions {
   readonly timeoutMs?: number | undefined;
   /** The largest body accepted; a larger one is cut off. Default 64 MiB. */
   readonly maxBytes?: number | undefined;
-  /** Name resolution (tests stand in for DNS). Default: `dns.lookup` with every address. */
+  /**
+   * Name resolution (tests stand in for DNS). Default: DNS queries (A and AAAA) through Node's
+   * `dns.Resolver`, each bounded in time and dropped when the fetch is abandoned; `/etc/hosts`
+   * is not read. Not `dns.lookup`: its `getaddrinfo` runs on libuv's thread pool, which runs two
+   * of them at once for the whole process and cannot drop one, so names whose DNS never answers
+   * held every other lookup of the process (imports, a JWKS host, Redis) long after their calls
+   * were cancelled.
+   */
   readonly lookup?: LookupAll | undefined;
+  /**
+   * The DNS servers the default resolution asks (`'1.1.1.1'`, `'[2001:db8::1]:53'`): a resolver
+   * you trust for outbound fetches. Default: the system's (`/etc/resolv.conf`).
+   */
+  readonly dnsServers?: readonly string[] | undefined;
   /**
    * Addresses or CIDRs accepted even though they are in a refused range (a partner's network,
    * or a test server standing in for a public one). Default: none.
@@ -116,6 +128,7 @@ const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
   timeoutMs: 30_000,
   maxBytes: 64 * 1024 * 1024,
   lookup: undefined,
+  dnsServers: undefined,
   allowAddresses: undefined,
   ca: undefined,
 });
@@ -153,15 +166,9 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
     const type = family === 6 ? 'ipv6' : 'ipv4';
     allowed.addSubnet(address, bits === undefined ? (family === 6 ? 128 : 32) : Number(bits), type);
   }
-  const lookupAll: LookupAll =
-    opts.lookup ??
-    ((hostname) =>
-      new Promise((resolve, reject) => {
-        dnsLookup(hostname, { all: true, verbatim: true }, (err, addresses) => {
-          if (err) reject(err);
-          else resolve(addresses);
-        });
-      }));
+  const dnsServers = servers(opts.dnsServers);
+  const lookupAll = (hostname: string, signal: AbortSignal): Promise<readonly LookupAddress[]> =>
+    opts.lookup === undefined ? resolveWithDns(hostname, signal, dnsServers) : opts.lookup(hostname);
 
   const refuse = (reason: UrlGuardReason, cause?: unknown): never => {
     throw new SecurityError('invalid_argument', { details: { field: 'url' }, reason, cause });
@@ -188,13 +195,14 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
     return parsed;
   }
 
-  async function resolveChecked(url: URL): Promise<LookupAddress> {
+  async function resolveChecked(url: URL, signal: AbortSignal): Promise<LookupAddress> {
     const host = url.hostname.replace(/^\[|\]$/g, '');
     if (isIP(host) !== 0) return { address: host, family: isIP(host) };
     let addresses: readonly LookupAddress[];
     try {
-      addresses = await lookupAll(host);
+      addresses = await lookupAll(host, signal);
     } catch (cause) {
+      if (signal.aborted) throw cause;
       return refuse('url_unresolvable', cause);
     }
     // Every address must pass: a name with one private address among public ones is refused.
@@ -269,7 +277,14 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
     const signal = fetchOptions.signal === undefined ? timeout : AbortSignal.any([timeout, fetchOptions.signal]);
     let current = check(url);
     for (let redirects = 0; ; redirects++) {
-      const address = await resolveChecked(current);
+      let address: LookupAddress;
+      try {
+        address = await resolveChecked(current, signal);
+      } catch (cause) {
+        // Only an abandoned resolution gets here (a failed one is refused inside).
+        if (isSecurityError(cause) || !timeout.aborted) throw cause;
+        return refuse('url_timeout', cause);
+      }
       let answer: { status: number; location: string | undefined; body: Buffer };
       try {
         answer = await fetchOnce(current, address, signal);
@@ -291,6 +306,62 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
   }
 
   return Object.freeze({ check, fetch: fetchGuarded });
+}
+
+/** A DNS query's wait for an answer, the first time (c-ares doubles it for each retry). */
+const DNS_TIMEOUT_MS = 2_000;
+/** Tries per server of each query. */
+const DNS_TRIES = 2;
+
+/**
+ * A name's IPv4 and IPv6 addresses from DNS (c-ares: in the event loop, not the thread pool),
+ * each query bounded by c-ares's time and tries, and every query of the resolution dropped when
+ * `signal` aborts.
+ */
+async function resolveWithDns(
+  hostname: string,
+  signal: AbortSignal,
+  dnsServers: readonly string[] | undefined,
+): Promise<readonly LookupAddress[]> {
+  signal.throwIfAborted();
+  const resolver = new Resolver({ timeout: DNS_TIMEOUT_MS, tries: DNS_TRIES });
+  if (dnsServers !== undefined) resolver.setServers(dnsServers);
+  const cancel = (): void => {
+    resolver.cancel();
+  };
+  signal.addEventListener('abort', cancel, { once: true });
+  try {
+    const query = (family: 4 | 6): Promise<LookupAddress[]> =>
+      new Promise((resolve, reject) => {
+        const answered = (err: Error | null, addresses: string[]): void => {
+          if (err) reject(err);
+          else resolve(addresses.map((address) => ({ address, family })));
+        };
+        if (family === 4) resolver.resolve4(hostname, answered);
+        else resolver.resolve6(hostname, answered);
+      });
+    const [v4, v6] = await Promise.allSettled([query(4), query(6)]);
+    const addresses = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])];
+    signal.throwIfAborted();
+    if (addresses.length > 0) return addresses;
+    throw v4.status === 'rejected' ? v4.reason : new Error(`no address for ${hostname}`);
+  } finally {
+    signal.removeEventListener('abort', cancel);
+  }
+}
+
+function servers(value: unknown): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length === 0 || !value.every((v) => typeof v === 'string')) {
+    throw new ConfigurationError('createUrlGuard: "dnsServers" must be a non-empty array of addresses');
+  }
+  // Checked as c-ares reads them, once: a bad entry throws here, not on the first fetch.
+  try {
+    new Resolver().setServers(value);
+  } catch (cause) {
+    throw new ConfigurationError('createUrlGuard: "dnsServers" holds an entry that is not an address', { cause });
+  }
+  return Object.freeze([...(value)]);
 }
 
 function whole(value: unknown, name: string, min: number): number {
