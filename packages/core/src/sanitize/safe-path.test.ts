@@ -122,6 +122,10 @@ describe('createPathResolver', () => {
     expect(paths.checkPrefix('models/v')).toBe('models/v');
     expect(refusal(() => paths.checkPrefix('../')).reason).toBe('path_traversal');
     expect(refusal(() => paths.checkPrefix('/abs')).reason).toBe('path_absolute');
+    // A refused prefix names its own field, not the path's.
+    expect(refusal(() => paths.checkPrefix('a\u0000b')).details).toEqual({ field: 'prefix' });
+    expect(refusal(() => paths.checkPrefix('../', 'folder')).details).toEqual({ field: 'folder' });
+    expect(refusal(() => paths.resolve('a\u0000b')).details).toEqual({ field: 'path' });
   });
 
   it('refuses a path that leaves the root through a symbolic link', async () => {

@@ -81,8 +81,11 @@ export interface PathResolver {
   readonly root: string;
   /** Checks and resolves a relative path; throws `invalid_argument` naming the field. */
   resolve(relative: unknown): SafePath;
-  /** Checks a listing prefix: like a path, but may be empty or end with `/`. Returns it normalized. */
-  checkPrefix(prefix: unknown): string;
+  /**
+   * Checks a listing prefix: like a path, but may be empty or end with `/`. Returns it
+   * normalized; a refusal names `field` (default `prefix`).
+   */
+  checkPrefix(prefix: unknown, field?: string): string;
   /**
    * Resolves, then proves on disk that no symbolic link on the way leads out of the root:
    * the real path of the deepest existing ancestor must be inside the root's real path.
@@ -174,30 +177,30 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     throw new ConfigurationError('createPathResolver: "allowHidden" must be a boolean');
   const allowHidden = opts.allowHidden;
 
-  function refuse(reason: PathReason): never {
-    throw new SecurityError('invalid_argument', { details: { field }, reason });
+  function refuse(reason: PathReason, at = field): never {
+    throw new SecurityError('invalid_argument', { details: { field: at }, reason });
   }
 
-  function checkSegments(segments: readonly string[]): void {
-    if (segments.length > maxDepth) refuse('path_too_deep');
+  function checkSegments(segments: readonly string[], at = field): void {
+    if (segments.length > maxDepth) refuse('path_too_deep', at);
     for (const segment of segments) {
-      if (segment === '') refuse('path_empty_segment');
-      if (ALWAYS_REFUSED.test(segment)) refuse('path_bad_character');
+      if (segment === '') refuse('path_empty_segment', at);
+      if (ALWAYS_REFUSED.test(segment)) refuse('path_bad_character', at);
       const folded = segment.normalize('NFKC');
-      if (folded === '.' || folded === '..') refuse('path_traversal');
-      if (SEPARATOR_LIKE.test(folded)) refuse('path_bad_character');
+      if (folded === '.' || folded === '..') refuse('path_traversal', at);
+      if (SEPARATOR_LIKE.test(folded)) refuse('path_bad_character', at);
       // Windows drops a trailing dot or space, and trims spaces: two names would be one file.
-      if (folded.startsWith(' ') || folded.endsWith(' ') || folded.endsWith('.')) refuse('path_bad_character');
-      if (DEVICE_NAME.test(folded)) refuse('path_reserved_name');
-      if (!allowHidden && segment.startsWith('.')) refuse('path_hidden_segment');
-      if (Buffer.byteLength(segment) > maxSegmentLength) refuse('path_segment_too_long');
-      if (!segmentPattern.test(segment)) refuse('path_bad_character');
+      if (folded.startsWith(' ') || folded.endsWith(' ') || folded.endsWith('.')) refuse('path_bad_character', at);
+      if (DEVICE_NAME.test(folded)) refuse('path_reserved_name', at);
+      if (!allowHidden && segment.startsWith('.')) refuse('path_hidden_segment', at);
+      if (Buffer.byteLength(segment) > maxSegmentLength) refuse('path_segment_too_long', at);
+      if (!segmentPattern.test(segment)) refuse('path_bad_character', at);
     }
   }
 
-  function checkString(value: unknown): string {
-    if (typeof value !== 'string') refuse('path_not_a_string');
-    if (value.length > maxLength) refuse('path_too_long');
+  function checkString(value: unknown, at = field): string {
+    if (typeof value !== 'string') refuse('path_not_a_string', at);
+    if (value.length > maxLength) refuse('path_too_long', at);
     return value;
   }
 
@@ -213,12 +216,12 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     return Object.freeze({ relative: value, absolute });
   }
 
-  function checkPrefix(prefix: unknown): string {
-    const value = checkString(prefix ?? '').normalize('NFC');
+  function checkPrefix(prefix: unknown, prefixField = 'prefix'): string {
+    const value = checkString(prefix ?? '', prefixField).normalize('NFC');
     if (value === '') return '';
-    if (value.startsWith('/')) refuse('path_absolute');
+    if (value.startsWith('/')) refuse('path_absolute', prefixField);
     const trimmed = value.endsWith('/') ? value.slice(0, -1) : value;
-    checkSegments(trimmed.split('/'));
+    checkSegments(trimmed.split('/'), prefixField);
     return value;
   }
 
