@@ -173,18 +173,33 @@ export function notFound(): RequestHandler {
  * ```
  */
 export function errorHandler(options: ErrorHandlerOptions): ErrorRequestHandler {
-  return reachedFromApp(answerFailures(options));
+  return reachedFromApp(answerFailures(options), options.audit);
 }
 
 /**
  * The error handler as the app's chain reaches it: whatever handler ran has stopped (it threw,
- * rejected, or passed the request on), which is what `CallContext.afterHandler` waits for.
+ * rejected, or passed the request on), which is what `CallContext.afterHandler` waits for. A
+ * request a control answered early (a deadline) has its answer and its line already: what the
+ * handler throws after that, typically over its aborted signal or a download cut off, is
+ * written at debug level only, never as a second failure.
  *
  * @internal
  */
-export function reachedFromApp(answer: ErrorRequestHandler): ErrorRequestHandler {
+export function reachedFromApp(answer: ErrorRequestHandler, audit: AuditLogger): ErrorRequestHandler {
   return function fluxguardErrorHandler(err: unknown, req: Request, res: Response, next: NextFunction) {
-    stateOf(req)?.handlerStopped();
+    const state = stateOf(req);
+    state?.handlerStopped();
+    if (state?.endedEarly === true) {
+      try {
+        audit.logger.debug(
+          { requestId: state.requestId, err: translateExpressError(err) },
+          'failure after the request was answered',
+        );
+      } catch {
+        // A broken log sink: the request has its answer already.
+      }
+      return;
+    }
     answer(err, req, res, next);
   };
 }

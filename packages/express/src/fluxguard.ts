@@ -227,7 +227,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       }
     };
   };
-  const middleware: FluxguardMiddleware = { before, after: [notFound(), reachedFromApp(handleErrors)], wrap };
+  const middleware: FluxguardMiddleware = { before, after: [notFound(), reachedFromApp(handleErrors, audit)], wrap };
   return Object.freeze(middleware);
 }
 
