@@ -43,8 +43,8 @@ const RETRIES_MAX_ENTRIES = 1_000;
 export class WrittenDirectories {
   readonly #provisional = new LruCache<string, string>(PROVISIONAL_MAX_ENTRIES);
   readonly #inUse = new Map<string, number>();
-  /** Walks to try again, by the deepest directory of each. */
-  readonly #retries = new Map<string, ReturnType<typeof setTimeout>>();
+  /** Walks waiting to be tried again, by the path of the write that failed. */
+  readonly #retrying = new Set<string>();
 
   /**
    * A write starts down `paths` (each directory on its way, shallowest first): none of them is
@@ -84,29 +84,28 @@ export class WrittenDirectories {
   }
 
   /**
-   * Runs `walk` (the removal of a failed write's directories, `deepest` the last of them) now
-   * and, while it ends `not_empty`, again later. What this resolver knows of writes is this
-   * process's: a write of another process sharing the directory may be inside one it made, and
-   * once that write has failed too, only this one may remove the directories. Timers do not
-   * hold the process open.
+   * Runs `walk` (the removal of the directories of the failed write to `path`) now and, while
+   * it ends `not_empty`, again later. What this resolver knows of writes is this process's: a
+   * write of another process sharing the directory may be inside one it made, and once that
+   * write has failed too, only this one may remove the directories. Timers do not hold the
+   * process open.
    */
-  async removeNowAndLater(deepest: string, walk: () => Promise<RemovalOutcome>): Promise<void> {
-    if ((await walk()) === 'not_empty') this.#retry(deepest, walk, 0);
+  async removeNowAndLater(path: string, walk: () => Promise<RemovalOutcome>): Promise<void> {
+    if ((await walk()) === 'not_empty') this.#retry(path, walk, 0);
   }
 
-  #retry(deepest: string, walk: () => Promise<RemovalOutcome>, attempt: number): void {
+  #retry(path: string, walk: () => Promise<RemovalOutcome>, attempt: number): void {
     const delay = RETRY_DELAYS_MS[attempt];
-    if (delay === undefined || this.#retries.has(deepest) || this.#retries.size >= RETRIES_MAX_ENTRIES) return;
-    const timer = setTimeout(() => {
-      this.#retries.delete(deepest);
+    if (delay === undefined || this.#retrying.has(path) || this.#retrying.size >= RETRIES_MAX_ENTRIES) return;
+    this.#retrying.add(path);
+    setTimeout(() => {
+      this.#retrying.delete(path);
       walk().then(
         (outcome) => {
-          if (outcome === 'not_empty') this.#retry(deepest, walk, attempt + 1);
+          if (outcome === 'not_empty') this.#retry(path, walk, attempt + 1);
         },
         () => undefined,
       );
-    }, delay);
-    timer.unref();
-    this.#retries.set(deepest, timer);
+    }, delay).unref();
   }
 }
