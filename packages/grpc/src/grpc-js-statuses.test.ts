@@ -362,7 +362,11 @@ describe('a client that never ends its request', () => {
         const trickle = setInterval(() => {
           if (!stream.closed && !stream.destroyed) stream.write(Buffer.from([0]));
         }, 200);
-        const limit = new Promise<'still open'>((resolve) => setTimeout(() => resolve('still open'), 8_000));
+        const limit = new Promise<'still open'>((resolve) =>
+          setTimeout(() => {
+            resolve('still open');
+          }, 8_000),
+        );
         try {
           const outcome = await Promise.race([once(stream, 'close').then(() => 'closed' as const), limit]);
           return { outcome, rstCode: stream.rstCode };
