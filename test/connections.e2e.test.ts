@@ -1,4 +1,6 @@
 import { readFileSync, readdirSync } from 'node:fs';
+import { once } from 'node:events';
+import { connect as http2Connect } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from './support/clients.js';
@@ -15,8 +17,9 @@ import {
 /**
  * Connections as an attacker holds them, against both reference servers each in a process of
  * its own (so that its descriptors and memory are its own): thousands of TLS connections that
- * never send a request, a rapid-reset loop on the gRPC port. Short handshake and idle times
- * come from the policy's `connections` section.
+ * never send a request, a rapid-reset loop on the gRPC port, anonymous gRPC clients that keep
+ * sending a byte now and then after their answer. Short handshake and idle times come from the
+ * policy's `connections` section.
  */
 const IDLE_MS = 2_000;
 /** Idle connections per transport: the count the gRPC port was exhausted with, fewer on HTTPS (its own tests hold more). */
@@ -174,6 +177,66 @@ describe('a rapid-reset client on the gRPC port', () => {
     const served = await client.list('');
     expect(served.ok, `${String(served.status)} ${served.exposed}`).toBe(true);
   }, 60_000);
+});
+
+describe('anonymous clients that keep sending after their answer on the gRPC port', () => {
+  let server: ServerProcess;
+  beforeAll(async () => {
+    server = await spawnReferenceServer('grpc', world, { FLUXGUARD_POLICY: policyFile });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('have their streams closed after the answer, and then their connections at the idle limit (bounded: 50 clients, 15 s)', async () => {
+    const before = usage(server.pid);
+    // A public Health/Check whose request never ends, then a byte every 300 ms: each byte
+    // restarted the stream's idle timeout, and the connections stayed open past every limit.
+    const outcomes = await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        const session = http2Connect(`https://127.0.0.1:${String(server.port)}`, {
+          ca: world.pki.ca,
+          servername: 'localhost',
+        });
+        session.on('error', () => undefined);
+        const stream = session.request({
+          ':method': 'POST',
+          ':path': '/grpc.health.v1.Health/Check',
+          'content-type': 'application/grpc',
+          te: 'trailers',
+        });
+        stream.on('error', () => undefined);
+        stream.on('data', () => undefined);
+        stream.write(Buffer.alloc(5));
+        const trickle = setInterval(() => {
+          if (!stream.closed && !stream.destroyed) stream.write(Buffer.from([0]));
+        }, 300);
+        const closedBy = (ms: number): Promise<'closed' | 'open'> =>
+          Promise.race([
+            once(stream, 'close').then(() => 'closed' as const),
+            new Promise<'open'>((resolve) =>
+              setTimeout(() => {
+                resolve('open');
+              }, ms),
+            ),
+          ]);
+        const streamClosed = await closedBy(8_000);
+        clearInterval(trickle);
+        const sessionClosed = await Promise.race([
+          once(session, 'close').then(() => 'closed' as const),
+          new Promise<'open'>((resolve) =>
+            setTimeout(() => {
+              resolve('open');
+            }, 7_000),
+          ),
+        ]);
+        session.destroy();
+        return { stream: streamClosed, rstCode: stream.rstCode, session: sessionClosed };
+      }),
+    );
+    expect(outcomes).toEqual(Array.from({ length: 50 }, () => ({ stream: 'closed', rstCode: 0, session: 'closed' })));
+    await expect.poll(() => usage(server.pid).fds, { timeout: 5_000 }).toBeLessThanOrEqual(before.fds + 5);
+  }, 30_000);
 });
 
 describe.each(TRANSPORTS)('the descriptor budget over %s', (transport) => {
