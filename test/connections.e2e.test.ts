@@ -1,5 +1,5 @@
 import { readFileSync, readdirSync } from 'node:fs';
-import { once } from 'node:events';
+import { once, type EventEmitter } from 'node:events';
 import { connect as http2Connect } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -179,6 +179,18 @@ describe('a rapid-reset client on the gRPC port', () => {
   }, 60_000);
 });
 
+/** Whether `emitter` (a stream, a session) emits 'close' within `ms`. */
+function closedWithin(emitter: EventEmitter, ms: number): Promise<'closed' | 'open'> {
+  return Promise.race([
+    once(emitter, 'close').then(() => 'closed' as const),
+    new Promise<'open'>((resolve) =>
+      setTimeout(() => {
+        resolve('open');
+      }, ms),
+    ),
+  ]);
+}
+
 describe('anonymous clients that keep sending after their answer on the gRPC port', () => {
   let server: ServerProcess;
   beforeAll(async () => {
@@ -211,25 +223,9 @@ describe('anonymous clients that keep sending after their answer on the gRPC por
         const trickle = setInterval(() => {
           if (!stream.closed && !stream.destroyed) stream.write(Buffer.from([0]));
         }, 300);
-        const closedBy = (ms: number): Promise<'closed' | 'open'> =>
-          Promise.race([
-            once(stream, 'close').then(() => 'closed' as const),
-            new Promise<'open'>((resolve) =>
-              setTimeout(() => {
-                resolve('open');
-              }, ms),
-            ),
-          ]);
-        const streamClosed = await closedBy(8_000);
+        const streamClosed = await closedWithin(stream, 8_000);
         clearInterval(trickle);
-        const sessionClosed = await Promise.race([
-          once(session, 'close').then(() => 'closed' as const),
-          new Promise<'open'>((resolve) =>
-            setTimeout(() => {
-              resolve('open');
-            }, 7_000),
-          ),
-        ]);
+        const sessionClosed = await closedWithin(session, 7_000);
         session.destroy();
         return { stream: streamClosed, rstCode: stream.rstCode, session: sessionClosed };
       }),
