@@ -122,6 +122,19 @@ const scenarios: readonly Scenario[] = [
     expect: { code: 'invalid_argument' },
   },
   {
+    // A lenient reader would find the path in either request and delete the artifact.
+    name: 'a delete cut short in its encoding is refused and deletes nothing',
+    kind: 'unary',
+    act: async (t) => {
+      await t.client.upload('cut/short.txt', sha256(HELLO), [HELLO]);
+      return t.client.deleteCutShort('cut/short.txt');
+    },
+    expect: { code: 'invalid_argument' },
+    check: async (_o, t) => {
+      expect((await t.client.get('cut/short.txt')).ok).toBe(true);
+    },
+  },
+  {
     name: 'a traversing listing prefix is refused on the stream',
     kind: 'server-streaming',
     act: (t) => t.client.list('../'),

@@ -46,6 +46,12 @@ export interface ArtifactClient {
    */
   uploadPaced(path: string, sha256Hex: string, parts: readonly Buffer[], pace: Pace): Promise<Outcome<ArtifactInfo>>;
   delete(path: string): Promise<Outcome<undefined>>;
+  /**
+   * A delete of `path` whose request is cut short in its encoding, so that a lenient reader
+   * would still find `path` in it. gRPC: the message's `path` field says one byte more than
+   * follows (protobufjs alone reads `path`); HTTP: the URL ends in a lone `%`.
+   */
+  deleteCutShort(path: string): Promise<Outcome<undefined>>;
   /** Imports an artifact from a URL (the server fetches it) with its expected SHA-256 in hex. */
   importFrom(path: string, url: string, sha256Hex: string): Promise<Outcome<ArtifactInfo>>;
   health(): Promise<Outcome<string>>;
@@ -112,7 +118,12 @@ interface StoreStub extends grpc.Client {
     cb: Callback<ArtifactInfo>,
   ): grpc.ClientWritableStream<object>;
   DeleteArtifact(req: object, md: grpc.Metadata, options: grpc.CallOptions, cb: Callback<object>): grpc.ClientUnaryCall;
-  ImportArtifact(req: object, md: grpc.Metadata, options: grpc.CallOptions, cb: Callback<ArtifactInfo>): grpc.ClientUnaryCall;
+  ImportArtifact(
+    req: object,
+    md: grpc.Metadata,
+    options: grpc.CallOptions,
+    cb: Callback<ArtifactInfo>,
+  ): grpc.ClientUnaryCall;
 }
 
 /** int64 arrives as a string or number depending on loader options; normalize. */
@@ -211,6 +222,23 @@ export function grpcArtifactClient(
       unary<RetrievedArtifact>((cb) => stub.GetArtifact({ path }, meta(headers), options(), cb)),
     delete: async (path) => {
       const outcome = await unary<object>((cb) => stub.DeleteArtifact({ path }, meta(), options(), cb));
+      return { ...outcome, value: undefined };
+    },
+    deleteCutShort: async (path) => {
+      const text = Buffer.from(path);
+      if (text.length > 126) throw new Error('deleteCutShort: a path of at most 126 bytes');
+      const cut = Buffer.concat([Buffer.from([0x0a, text.length + 1]), text]);
+      const outcome = await unary<object>((cb) =>
+        stub.makeUnaryRequest(
+          '/fluxguard.example.v1.ArtifactStore/DeleteArtifact',
+          (bytes: Buffer) => bytes,
+          (bytes: Buffer) => bytes,
+          cut,
+          meta(),
+          options(),
+          cb as grpc.requestCallback<Buffer>,
+        ),
+      );
       return { ...outcome, value: undefined };
     },
     importFrom: (path, url, sha) =>
@@ -538,6 +566,8 @@ export function httpArtifactClient(
         (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo,
       ),
     delete: async (path) => httpOutcome(await send('DELETE', `/v1/artifacts/${encodePath(path)}`), () => undefined),
+    deleteCutShort: async (path) =>
+      httpOutcome(await send('DELETE', `/v1/artifacts/${encodePath(path)}%`), () => undefined),
     importFrom: async (path, url, sha) =>
       httpOutcome(
         await send(

@@ -14,7 +14,7 @@ import type {
   sendUnaryData,
 } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
-import type { CallState } from '@fluxguard/core/adapter';
+import { resolveOptions, type CallState } from '@fluxguard/core/adapter';
 import { callOf, type GrpcCall, type ServerCall } from './context.js';
 import { withSafeDeserializers } from './unparsable.js';
 import { hardenHttp2Servers } from './http2-servers.js';
@@ -180,10 +180,36 @@ export function wrapImplementation<I>(
 }
 
 /**
+ * Options of {@link addService}.
+ *
+ * @example
+ * ```ts
+ * const options: AddServiceOptions = { strictWireFormat: true };
+ * addService(server, service, implementation, options);
+ * ```
+ */
+export interface AddServiceOptions {
+  /**
+   * Read the request messages of a proto-loader service definition strictly before its decoder
+   * does: each known field with its schema's wire type, every length within its message, at
+   * most 100 levels of nesting. protobufjs alone cuts a string that runs past the message's end
+   * short and reads a field whatever its wire type, so it would act on another message than a
+   * strict reader (a gateway, a log) sees. Default `true`; `false` leaves the decoder alone
+   * (a schema this reading gets wrong: please report it). Definitions not made by proto-loader
+   * are never checked.
+   */
+  readonly strictWireFormat?: boolean;
+}
+
+const ADD_SERVICE_DEFAULTS: Readonly<Required<AddServiceOptions>> = Object.freeze({ strictWireFormat: true });
+
+/**
  * Registers a service whose handlers may be `async` and may throw, with the failures made
  * safe (see {@link wrapImplementation}). Its request deserializers are wrapped too: a message
  * that cannot be parsed is refused `INVALID_ARGUMENT` by the safeErrors interceptor, with a
- * request id and an audit line, instead of grpc-js's own unlogged `INTERNAL`. Prefer it to
+ * request id and an audit line, instead of grpc-js's own unlogged `INTERNAL`; so is a message
+ * of a proto-loader definition that protobuf's wire format does not allow, even where
+ * protobufjs would read something from it (`strictWireFormat`). Prefer it to
  * `server.addService(service, wrapImplementation(service, implementation))`.
  *
  * @example
@@ -198,10 +224,15 @@ export function addService<I>(
   server: Pick<Server, 'addService'>,
   service: ServiceDefinition<I>,
   implementation: SafeImplementation<I>,
+  options?: AddServiceOptions,
 ): void {
+  const opts = resolveOptions('addService', ADD_SERVICE_DEFAULTS, options);
+  if (typeof opts.strictWireFormat !== 'boolean') {
+    throw new ConfigurationError('addService: "strictWireFormat" must be a boolean');
+  }
   hardenHttp2Servers(server);
   vetServerAnswers(server);
-  server.addService(withSafeDeserializers(service), wrapImplementation(service, implementation));
+  server.addService(withSafeDeserializers(service, opts.strictWireFormat), wrapImplementation(service, implementation));
 }
 
 type AnyCallback = sendUnaryData<unknown>;

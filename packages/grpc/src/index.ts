@@ -18,6 +18,7 @@ export {
 export {
   addService,
   wrapImplementation,
+  type AddServiceOptions,
   type SafeBidiStreamingHandler,
   type SafeClientStreamingHandler,
   type SafeHandler,

@@ -1,5 +1,6 @@
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import { hiddenSlot } from '@fluxguard/core/adapter';
+import { wireChecksOf } from './protobuf-wire.js';
 
 /**
  * What a request deserializer installed by `addService` returns for bytes it cannot parse.
@@ -27,17 +28,22 @@ export function messageSize(message: unknown): number | undefined {
 /**
  * A copy of `service` whose request deserializers return {@link UNPARSABLE_MESSAGE} instead of
  * throwing. Definitions are plain objects of grpc-js and proto-loader; the original is untouched.
+ * With `strictWireFormat`, the requests of proto-loader definitions are first read strictly
+ * (`protobuf-wire.ts`): bytes that protobufjs would read leniently are unparsable too.
  */
-export function withSafeDeserializers<I>(service: ServiceDefinition<I>): ServiceDefinition<I> {
+export function withSafeDeserializers<I>(service: ServiceDefinition<I>, strictWireFormat = true): ServiceDefinition<I> {
   const definitions = service as unknown as Readonly<
     Record<string, { requestDeserialize: (bytes: Buffer) => unknown }>
   >;
+  const checks = strictWireFormat ? wireChecksOf(service) : undefined;
   const copy: Record<string, unknown> = {};
   for (const [name, definition] of Object.entries(definitions)) {
     const deserialize = definition.requestDeserialize;
+    const check = checks?.get(name);
     copy[name] = {
       ...definition,
       requestDeserialize: (bytes: Buffer): unknown => {
+        if (check !== undefined && !check(bytes)) return UNPARSABLE_MESSAGE;
         let message: unknown;
         try {
           message = deserialize(bytes);
