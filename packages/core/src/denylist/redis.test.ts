@@ -88,6 +88,32 @@ describe('createRedisDenylist with a real redis-server', () => {
     }
   });
 
+  it('fails closed at once beyond maxPendingCommands lookups waiting for a hung Redis', async () => {
+    // No commandTimeout: the client would otherwise drop the waiting commands itself.
+    const c = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+    c.on('error', () => undefined);
+    clients.push(c);
+    await c.ping();
+    const denylist = createRedisDenylist({ client: c, timeoutMs: 60_000, maxPendingCommands: 3 });
+    redis.proc.kill('SIGSTOP');
+    let waiting: Promise<boolean>[];
+    try {
+      waiting = ['a', 'b', 'c'].map((jti) => denylist.isRevoked(jti));
+      // Settle without Redis or the 60 s deadline (the test would time out otherwise).
+      const refused = await Promise.allSettled(Array.from({ length: 100 }, () => denylist.isRevoked('d')));
+      expect(refused.every((r) => r.status === 'rejected')).toBe(true);
+      expect((refused[0] as PromiseRejectedResult).reason).toMatchObject({
+        code: 'unavailable',
+        reason: 'denylist_unavailable',
+      });
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+    await expect(Promise.all(waiting)).resolves.toEqual([false, false, false]);
+    await expect(denylist.isRevoked('d')).resolves.toBe(false);
+    expect(() => createRedisDenylist({ client: c, maxPendingCommands: 0 })).toThrow(/"maxPendingCommands" must be/);
+  });
+
   it('fails closed when Redis is killed: the call is refused with unavailable, never let through', async () => {
     const c = client(redis.port);
     clients.push(c);

@@ -2,6 +2,8 @@ import type { Redis } from 'ioredis';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { wholeNumber } from '../options/whole-number.js';
+import { boundedCommands } from '../redis/bounded-commands.js';
 import { DEFAULT_DENYLIST_GRACE_MS, checkJti, checkNonNegative, expiryMs, type Denylist } from './denylist.js';
 
 /** What the Redis denylist needs of an ioredis client (a `Redis` instance fits). */
@@ -18,6 +20,12 @@ export interface RedisDenylistOptions {
   readonly keyPrefix?: string;
   /** A lookup that takes longer fails (closed). Default 500 ms. */
   readonly timeoutMs?: number;
+  /**
+   * Lookups sent to Redis and not answered yet, at most; one more fails (closed) at once.
+   * ioredis keeps a command until Redis answers, so while Redis hangs every call would leave
+   * one behind. Default 1 000.
+   */
+  readonly maxPendingCommands?: number;
   /** Extra retention after a token's expiry. Default 5 minutes. */
   readonly graceMs?: number;
   /** The clock, epoch milliseconds. Default `Date.now`. */
@@ -27,6 +35,7 @@ export interface RedisDenylistOptions {
 const DEFAULTS: Readonly<Required<Omit<RedisDenylistOptions, 'client'>>> = Object.freeze({
   keyPrefix: 'fluxguard:jti:',
   timeoutMs: 500,
+  maxPendingCommands: 1_000,
   graceMs: DEFAULT_DENYLIST_GRACE_MS,
   now: Date.now,
 });
@@ -37,8 +46,8 @@ const DOWN_STATES: ReadonlySet<string> = new Set(['reconnecting', 'close', 'end'
 /**
  * A denylist in Redis, so a token revoked through one replica is refused by all of them.
  * `revoke` is `SET prefix+jti 1 PX ttl` (the key expires with the token); `isRevoked` is
- * `EXISTS`. It FAILS CLOSED: a Redis error, a lookup slower than `timeoutMs` or a client that
- * is reconnecting makes `isRevoked` throw `SecurityError('unavailable')` with reason
+ * `EXISTS`. It FAILS CLOSED: a Redis error, a lookup slower than `timeoutMs`, a client that
+ * is reconnecting, or `maxPendingCommands` lookups already waiting for Redis makes `isRevoked` throw `SecurityError('unavailable')` with reason
  * `denylist_unavailable`, so the call is refused (503), never let through. `revoke` throws
  * the same error when it cannot store the revocation.
  *
@@ -71,6 +80,7 @@ export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
   const now = opts.now;
   const redis = options.client;
   const prefix = opts.keyPrefix;
+  const commands = boundedCommands(timeoutMs, wholeNumber(opts.maxPendingCommands, `${where}: "maxPendingCommands"`));
 
   async function run<T>(command: () => Promise<T>): Promise<T> {
     if (DOWN_STATES.has(redis.status)) {
@@ -79,20 +89,10 @@ export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
         cause: new Error(`Redis client is ${redis.status}`),
       });
     }
-    let timer: NodeJS.Timeout | undefined;
     try {
-      return await Promise.race([
-        command(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => {
-            reject(new Error(`Redis command took longer than ${timeoutMs} ms`));
-          }, timeoutMs);
-        }),
-      ]);
+      return await commands.run(command);
     } catch (cause) {
       throw new SecurityError('unavailable', { reason: 'denylist_unavailable', cause });
-    } finally {
-      clearTimeout(timer);
     }
   }
 

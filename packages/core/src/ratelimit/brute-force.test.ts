@@ -1,4 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuditLogger } from '../audit/audit-logger.js';
+import { startRedis, stopRedis, type RedisServer } from '../testing/redis.js';
+import { createRedisRateLimitStore } from './redis-store.js';
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
@@ -267,5 +271,58 @@ describe('createBruteForceProtection', () => {
     const create = () => createBruteForceProtection(options as BruteForceOptions);
     expect(create).toThrow(ConfigurationError);
     expect(create).toThrow(message);
+  });
+});
+
+describe('createBruteForceProtection with a Redis store (a real redis-server)', () => {
+  let redis: RedisServer;
+  let client: Redis;
+  beforeAll(async () => {
+    redis = await startRedis();
+    client = new Redis({ port: redis.port, host: '127.0.0.1', enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    client.on('error', () => undefined);
+    await client.ping().catch(async () => {
+      await new Promise((r) => client.once('ready', r));
+    });
+  });
+  afterAll(async () => {
+    client.disconnect();
+    await stopRedis(redis);
+  });
+
+  it('keeps a block this replica counted while Redis hangs, refusing without asking it', async () => {
+    const store = createRedisRateLimitStore({
+      client,
+      audit: createAuditLogger({ level: 'silent' }),
+      keyPrefix: 'bf-hang',
+      timeoutMs: 60_000,
+    });
+    const control = createBruteForceProtection({ peer, store, storeFailure: 'open' });
+    for (let i = 0; i < peer.maxFailures; i++) {
+      expect(await attempt(control, call('203.0.113.77:1'), badSignature())).toBeUndefined();
+    }
+    expect(await attempt(control, call('203.0.113.77:2'))).toMatchObject({ reason: 'brute_force_blocked' });
+    redis.proc.kill('SIGSTOP');
+    try {
+      // Answered at once: the store's 60 s deadline would make the test time out.
+      expect(await attempt(control, call('203.0.113.77:3'))).toMatchObject({
+        code: 'rate_limited',
+        reason: 'brute_force_blocked',
+      });
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+  });
+
+  it('shares blocks between replicas through Redis, each also counting its own', async () => {
+    const audit = createAuditLogger({ level: 'silent' });
+    const replica = () =>
+      createBruteForceProtection({ peer, store: createRedisRateLimitStore({ client, audit, keyPrefix: 'bf-shared' }) });
+    const [one, two] = [replica(), replica()];
+    expect(await attempt(one, call('198.51.100.77:1'), badSignature())).toBeUndefined();
+    expect(await attempt(two, call('198.51.100.77:2'), badSignature())).toBeUndefined();
+    expect(await attempt(one, call('198.51.100.77:3'), badSignature())).toBeUndefined();
+    expect(await attempt(two, call('198.51.100.77:4'))).toMatchObject({ reason: 'brute_force_blocked' });
+    expect(await attempt(one, call('198.51.100.77:5'))).toMatchObject({ reason: 'brute_force_blocked' });
   });
 });

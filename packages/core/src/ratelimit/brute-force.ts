@@ -113,6 +113,17 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     options.subject === undefined
       ? undefined
       : failureLimiter(options.subject, `${where}.subject`, 'brute-force.subject', store, storeFailure);
+  // A shared store answers a round trip later, while the failures of this replica are known at
+  // once: they are counted here too, and checked before and after the store is asked. So a
+  // burst from one address meets its block as with the memory store, and a block this replica
+  // counted holds while the store is slow or down.
+  const local = store.kind === 'memory' ? undefined : createMemoryRateLimitStore();
+  const localPeer =
+    local === undefined ? undefined : failureLimiter(options.peer, `${where}.peer`, 'brute-force.peer', local, 'open');
+  const localSubject =
+    local === undefined || options.subject === undefined
+      ? undefined
+      : failureLimiter(options.subject, `${where}.subject`, 'brute-force.subject', local, 'open');
 
   // With the memory store the check is synchronous; a remote store's answers are awaited.
   const onStart = (call: CallInfo, context: CallContext): StartResult | Promise<StartResult> => {
@@ -126,13 +137,30 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
       // memory store, a burst of concurrent guesses from one address meets the block after
       // maxFailures of them. A store failure here is already logged by the store, and the next
       // check fails open or closed as configured.
-      if (peerKey !== undefined) count(peerLimiter, peerKey);
-      if (subjectKey !== undefined && subjectLimiter !== undefined) count(subjectLimiter, subjectKey);
+      if (peerKey !== undefined) {
+        count(peerLimiter, peerKey);
+        if (localPeer !== undefined) count(localPeer, peerKey);
+      }
+      if (subjectKey !== undefined && subjectLimiter !== undefined) {
+        count(subjectLimiter, subjectKey);
+        if (localSubject !== undefined) count(localSubject, subjectKey);
+      }
     };
+    const refuseIfBlockedHere = (): void => {
+      if (localPeer === undefined) return;
+      refuseIfBlocked(
+        peekNow(localPeer, peerKey),
+        localSubject === undefined ? undefined : peekNow(localSubject, subjectKey),
+      );
+    };
+    // Before the store is asked: a flood from a blocked address costs no round trip.
+    refuseIfBlockedHere();
     const peerState = peek(peerLimiter, peerKey);
     const subjectState = subjectLimiter === undefined ? undefined : peek(subjectLimiter, subjectKey);
     if (peerState instanceof Promise || subjectState instanceof Promise) {
       return Promise.all([peerState, subjectState]).then(([p, s]) => {
+        // Failures this replica counted while the store answered.
+        refuseIfBlockedHere();
         refuseIfBlocked(p, s);
         context.whenRefused(countFailure);
         return undefined;
@@ -180,6 +208,13 @@ function peek(
 ): LimiterResult | undefined | Promise<LimiterResult | undefined> {
   if (key === undefined) return undefined;
   return askStore(() => limiter.peek(key), { rule: 'brute-force' });
+}
+
+/** A memory limiter's answer, which is synchronous. */
+function peekNow(limiter: StoreLimiter, key: string | undefined): LimiterResult | undefined {
+  if (key === undefined) return undefined;
+  const result = limiter.peek(key);
+  return result instanceof Promise ? undefined : result;
 }
 
 function failureLimiter(

@@ -241,6 +241,18 @@ describe('createRateLimit', () => {
     expect(keys[1]?.length).toBeLessThan(64);
   });
 
+  it("never lets a subject that spells another's hashed key take that key", async () => {
+    const { store, keys } = recordingStore();
+    const run = limiter({ store, rules: [perPeer({ key: 'subject' })] });
+    await run(call(), 'y'.repeat(241));
+    const hashed = keys[0]?.slice('sub:'.length) ?? '';
+    expect(hashed).toMatch(/^#[A-Za-z0-9_-]{22}$/);
+    // An identity provider that lets users choose their subject: one picks the other's hashed key.
+    await run(call(), hashed);
+    expect(keys[1]).toMatch(/^sub:#[A-Za-z0-9_-]{22}$/);
+    expect(keys[1]).not.toBe(keys[0]);
+  });
+
   it('takes a key function; undefined leaves the call out of the rule', async () => {
     const { store, keys } = recordingStore();
     const run = limiter({

@@ -445,8 +445,10 @@ function compileKey(
   throw new ConfigurationError(`${where} must be "peer", "subject", "certificate", "header:<name>" or a function`);
 }
 
+// A long value is stored as `#` and its digest; a value that starts with `#` is hashed too, so
+// that a caller whose identity is the digest of another's cannot take that caller's key.
 function bounded(value: string): string {
-  return value.length <= MAX_KEY_LENGTH ? value : `#${digest(value)}`;
+  return value.length <= MAX_KEY_LENGTH && !value.startsWith('#') ? value : `#${digest(value)}`;
 }
 
 function digest(value: string): string {

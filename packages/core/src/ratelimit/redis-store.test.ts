@@ -106,7 +106,7 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
       expect(await open.consume('k', 1)).toMatchObject({ allowed: false, local: true });
       const error: unknown = await Promise.resolve(closed.consume('k', 1)).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(RateLimitStoreError);
-      expect((error as Error).message).toMatch(/took longer than 100 ms/);
+      expect(((error as Error).cause as Error).message).toMatch(/took longer than 100 ms/);
     } finally {
       redis.proc.kill('SIGCONT');
     }
@@ -127,6 +127,38 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
     } finally {
       redis.proc.kill('SIGCONT');
     }
+  });
+});
+
+describe('createRedisRateLimitStore while Redis hangs', () => {
+  it('holds at most maxPendingCommands counts for Redis; the others are answered at once from this process', async () => {
+    const { audit } = capture();
+    const c = await ready(client(redis.port));
+    const store = createRedisRateLimitStore({
+      client: c,
+      audit,
+      keyPrefix: 'capped',
+      timeoutMs: 60_000,
+      maxPendingCommands: 10,
+    });
+    const open = store.limiter(spec({ name: 'open', points: 1_000 }));
+    const closed = store.limiter(spec({ name: 'closed', storeFailure: 'closed' }));
+    redis.proc.kill('SIGSTOP');
+    let waiting: Promise<unknown>[];
+    try {
+      waiting = Array.from({ length: 10 }, () => Promise.resolve(open.consume('k', 1)));
+      // Settle without Redis or the 60 s deadline (the test would time out otherwise).
+      const answered = await Promise.all(Array.from({ length: 300 }, () => Promise.resolve(open.consume('k', 1))));
+      expect(answered.every((result) => result.local === true && result.allowed)).toBe(true);
+      const refused: unknown = await Promise.resolve(closed.consume('k', 1)).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(RateLimitStoreError);
+      expect(((refused as Error).cause as Error).message).toContain('10 Redis commands are already waiting');
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+    // The ten held are Redis's to answer once it is back.
+    const shared = (await Promise.all(waiting)) as { local?: boolean }[];
+    expect(shared.every((result) => result.local === undefined)).toBe(true);
   });
 });
 
@@ -220,6 +252,7 @@ describe('createRedisRateLimitStore options', () => {
     ['a keyPrefix with a space', { client: fake, audit, keyPrefix: 'my app' }, /"keyPrefix" must be a non-empty/],
     ['a zero timeout', { client: fake, audit, timeoutMs: 0 }, /"timeoutMs" must be a whole number of ms, at least 1/],
     ['a fractional reportEveryMs', { client: fake, audit, reportEveryMs: 1.5 }, /"reportEveryMs" must be/],
+    ['no room for a pending count', { client: fake, audit, maxPendingCommands: 0 }, /"maxPendingCommands" must be/],
     [
       'a misspelt option',
       { client: fake, audit, timeoutMS: 100 },

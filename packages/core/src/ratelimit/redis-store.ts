@@ -13,6 +13,7 @@ import {
   type StoreLimiter,
 } from './store.js';
 import { wholeNumber } from '../options/whole-number.js';
+import { boundedCommands } from '../redis/bounded-commands.js';
 
 /**
  * What the Redis store needs of an ioredis client: a `Redis` (single server or Sentinel) or a
@@ -47,12 +48,19 @@ export interface RedisRateLimitStoreOptions {
   readonly timeoutMs?: number | undefined;
   /** How often, at most, a store that stays down is logged again. Default 10 s. */
   readonly reportEveryMs?: number | undefined;
+  /**
+   * Counts sent to Redis and not answered yet, at most; one more counts as a store failure at
+   * once. ioredis keeps a command until Redis answers, so while Redis hangs every call would
+   * leave one behind (about 1.5 KB each). Default 1 000.
+   */
+  readonly maxPendingCommands?: number | undefined;
 }
 
 const DEFAULTS: Readonly<Omit<RedisRateLimitStoreOptions, 'client' | 'audit'>> = Object.freeze({
   keyPrefix: 'fluxguard',
   timeoutMs: 250,
   reportEveryMs: 10_000,
+  maxPendingCommands: 1_000,
 });
 
 /**
@@ -60,7 +68,9 @@ const DEFAULTS: Readonly<Omit<RedisRateLimitStoreOptions, 'client' | 'audit'>> =
  * `RateLimiterRedis`, one atomic Lua script per count): a single server, Sentinel, or a
  * Redis Cluster, whichever ioredis client you pass.
  *
- * When Redis fails, is not ready, or answers slower than `timeoutMs`, it is never reported
+ * When Redis fails, is not ready, answers slower than `timeoutMs` (an answer that came while
+ * the event loop was busy is read before the deadline is declared), or already has
+ * `maxPendingCommands` counts to answer, it is never reported
  * as "rate limited": a rule with `storeFailure: 'open'` counts in this process instead (an
  * in-memory insurance limiter with the rule's own limits), one with `'closed'` refuses the call
  * with `unavailable`. Either way one `ratelimit.store_unavailable` line is logged when it starts,
@@ -98,6 +108,9 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
   }
   const timeoutMs = positive(opts.timeoutMs, 'timeoutMs', where);
   const reportEveryMs = positive(opts.reportEveryMs, 'reportEveryMs', where);
+  const maxPendingCommands = wholeNumber(opts.maxPendingCommands, `${where}: "maxPendingCommands"`);
+  // One budget for every rule of the store: they share the client and its queue.
+  const commands = boundedCommands(timeoutMs, maxPendingCommands);
   const outage = outageReporter(options.audit, reportEveryMs);
   const storeClient = options.client;
 
@@ -118,7 +131,7 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
       );
       const insurance = spec.storeFailure === 'open' ? createMemoryRateLimitStore().limiter(spec) : undefined;
       const guarded = <T>(op: () => Promise<T>, fallback: (() => Promise<T>) | undefined): Promise<T> =>
-        withTimeout(op(), timeoutMs).then(
+        commands.run(op).then(
           (value) => {
             outage.up();
             return value;
@@ -126,9 +139,7 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
           (error: unknown) => {
             outage.down(spec.name, error);
             if (fallback !== undefined) return fallback();
-            throw error instanceof RateLimitStoreError
-              ? error
-              : new RateLimitStoreError('the rate-limit store failed', { cause: error });
+            throw new RateLimitStoreError('the rate-limit store failed', { cause: error });
           },
         );
       return {
@@ -153,20 +164,6 @@ function asLocal(result: LimiterResult): LimiterResult {
 
 function positive(value: unknown, name: string, where: string): number {
   return wholeNumber(value, `${where}: "${name}"`, { unit: 'ms' });
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(new RateLimitStoreError(`the rate-limit store took longer than ${String(ms)} ms`));
-      }, ms);
-    }),
-  ]).finally(() => {
-    clearTimeout(timer);
-  });
 }
 
 /**

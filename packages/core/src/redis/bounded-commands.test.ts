@@ -1,0 +1,85 @@
+// The deadline and the cap every Redis store of fluxguard puts on its commands, against a real
+// redis-server that answers, hangs (SIGSTOP) and comes back.
+import { once } from 'node:events';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startRedis, stopRedis, type RedisServer } from '../testing/redis.js';
+import { boundedCommands } from './bounded-commands.js';
+
+let redis: RedisServer;
+let client: Redis;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  client = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+  client.on('error', () => undefined);
+  if (client.status !== 'ready') await once(client, 'ready');
+});
+
+afterAll(async () => {
+  client.disconnect();
+  await stopRedis(redis);
+});
+
+/** Keeps the event loop busy, as a flood of calls does, for `ms`. */
+function busy(ms: number): void {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    // Nothing else runs meanwhile: no timer, no socket read.
+  }
+}
+
+describe('boundedCommands against a real redis-server', () => {
+  it("reads an answer that came while the event loop was busy, though the deadline's timer fired first", async () => {
+    const commands = boundedCommands(20, 10);
+    const answer = commands.run(() => client.ping());
+    // Redis answers within a millisecond; the timer is due long before this process reads it.
+    busy(200);
+    await expect(answer).resolves.toBe('PONG');
+    expect(commands.pending).toBe(0);
+  });
+
+  it('fails a command Redis does not answer in time, and counts it as waiting until Redis answers', async () => {
+    const commands = boundedCommands(50, 10);
+    redis.proc.kill('SIGSTOP');
+    try {
+      await expect(commands.run(() => client.exists('k'))).rejects.toThrow('Redis took longer than 50 ms');
+      expect(commands.pending).toBe(1);
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+    await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
+    expect(commands.pending).toBe(0);
+  });
+
+  it('fails at once beyond maxPending commands waiting, so a hung Redis holds a bounded queue', async () => {
+    const commands = boundedCommands(60_000, 5);
+    redis.proc.kill('SIGSTOP');
+    let waiting: Promise<number>[];
+    try {
+      waiting = Array.from({ length: 5 }, (_, i) => commands.run(() => client.exists(`k${String(i)}`)));
+      expect(commands.pending).toBe(5);
+      // Settles without waiting for Redis (or the 60 s deadline): the test would time out otherwise.
+      const refused = await Promise.allSettled(Array.from({ length: 200 }, () => commands.run(() => client.ping())));
+      expect(refused.every((r) => r.status === 'rejected')).toBe(true);
+      expect(String((refused[0] as PromiseRejectedResult).reason)).toContain('5 Redis commands are already waiting');
+      expect(commands.pending).toBe(5);
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+    await expect(Promise.all(waiting)).resolves.toEqual([0, 0, 0, 0, 0]);
+    expect(commands.pending).toBe(0);
+    await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
+  });
+
+  it('rejects, without counting it, a command that throws before it is sent', async () => {
+    const commands = boundedCommands(1_000, 1);
+    await expect(
+      commands.run(() => {
+        throw new TypeError('bad arguments');
+      }),
+    ).rejects.toThrow('bad arguments');
+    expect(commands.pending).toBe(0);
+    await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
+  });
+});
