@@ -272,6 +272,28 @@ describe('recordFailure folding repeated refusals', () => {
     expect(named(lines, 'request.failed')).toHaveLength(20);
   });
 
+  it('writes one short line, no stack, for each call a backend outage fails, naming the deepest cause', () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination });
+    const redisError = Object.assign(new Error('connect ECONNREFUSED 10.1.2.3:6379'), { name: 'ReplyError' });
+    const storeError = new Error('the rate-limit store failed', { cause: redisError });
+    for (const reason of ['ratelimit_store_unavailable', 'denylist_unavailable', 'jwks_unavailable'] as const) {
+      audit.recordFailure(new SecurityError('unavailable', { reason, cause: storeError }), from('203.0.113.9', 1));
+    }
+    const written = named(lines, 'request.failed');
+    expect(written.map((line) => line.reason)).toEqual([
+      'ratelimit_store_unavailable',
+      'denylist_unavailable',
+      'jwks_unavailable',
+    ]);
+    for (const line of written) {
+      expect(line).toMatchObject({ level: 50, outcome: 'error', code: 'unavailable' });
+      expect(line.cause).toBe('ReplyError: connect ECONNREFUSED 10.1.2.3:6379');
+      expect(JSON.stringify(line)).not.toContain('    at ');
+      expect(JSON.stringify(line).length).toBeLessThan(600);
+    }
+  });
+
   it('writes and folds the refusals a client brings about as refusals, though their codes are the server’s', async () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination, foldRefusals: { after: 2, intervalMs: 100 } });
