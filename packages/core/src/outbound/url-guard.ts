@@ -361,7 +361,7 @@ function servers(value: unknown): readonly string[] | undefined {
   } catch (cause) {
     throw new ConfigurationError('createUrlGuard: "dnsServers" holds an entry that is not an address', { cause });
   }
-  return Object.freeze([...(value)]);
+  return Object.freeze(value.slice());
 }
 
 function whole(value: unknown, name: string, min: number): number {
