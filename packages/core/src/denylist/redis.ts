@@ -3,7 +3,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { wholeNumber } from '../options/whole-number.js';
-import { boundedCommands } from '../redis/bounded-commands.js';
+import { boundedCommands, type CommandsConnection } from '../redis/bounded-commands.js';
 import { DEFAULT_DENYLIST_GRACE_MS, checkJti, checkNonNegative, expiryMs, type Denylist } from './denylist.js';
 
 /** What the Redis denylist needs of an ioredis client (a `Redis` instance fits). */
@@ -23,7 +23,7 @@ export interface RedisDenylistOptions {
   /**
    * Lookups sent to Redis and not answered yet, at most; one more fails (closed) at once.
    * ioredis keeps a command until Redis answers, so while Redis hangs every call would leave
-   * one behind. Default 1 000.
+   * one behind, also after its own `commandTimeout`. Default 10 000.
    */
   readonly maxPendingCommands?: number;
   /** Extra retention after a token's expiry. Default 5 minutes. */
@@ -35,7 +35,7 @@ export interface RedisDenylistOptions {
 const DEFAULTS: Readonly<Required<Omit<RedisDenylistOptions, 'client'>>> = Object.freeze({
   keyPrefix: 'fluxguard:jti:',
   timeoutMs: 500,
-  maxPendingCommands: 1_000,
+  maxPendingCommands: 10_000,
   graceMs: DEFAULT_DENYLIST_GRACE_MS,
   now: Date.now,
 });
@@ -80,7 +80,11 @@ export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
   const now = opts.now;
   const redis = options.client;
   const prefix = opts.keyPrefix;
-  const commands = boundedCommands(timeoutMs, wholeNumber(opts.maxPendingCommands, `${where}: "maxPendingCommands"`));
+  const commands = boundedCommands(
+    timeoutMs,
+    wholeNumber(opts.maxPendingCommands, `${where}: "maxPendingCommands"`),
+    redis as Partial<CommandsConnection>,
+  );
 
   async function run<T>(command: () => Promise<T>): Promise<T> {
     if (DOWN_STATES.has(redis.status)) {

@@ -13,7 +13,7 @@ import {
   type StoreLimiter,
 } from './store.js';
 import { wholeNumber } from '../options/whole-number.js';
-import { boundedCommands } from '../redis/bounded-commands.js';
+import { boundedCommands, type CommandsConnection } from '../redis/bounded-commands.js';
 
 /**
  * What the Redis store needs of an ioredis client: a `Redis` (single server or Sentinel) or a
@@ -51,7 +51,7 @@ export interface RedisRateLimitStoreOptions {
   /**
    * Counts sent to Redis and not answered yet, at most; one more counts as a store failure at
    * once. ioredis keeps a command until Redis answers, so while Redis hangs every call would
-   * leave one behind (about 1.5 KB each). Default 1 000.
+   * leave one behind (about 1.5 KB each), also after its own `commandTimeout`. Default 10 000.
    */
   readonly maxPendingCommands?: number | undefined;
 }
@@ -60,7 +60,7 @@ const DEFAULTS: Readonly<Omit<RedisRateLimitStoreOptions, 'client' | 'audit'>> =
   keyPrefix: 'fluxguard',
   timeoutMs: 250,
   reportEveryMs: 10_000,
-  maxPendingCommands: 1_000,
+  maxPendingCommands: 10_000,
 });
 
 /**
@@ -109,10 +109,10 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
   const timeoutMs = positive(opts.timeoutMs, 'timeoutMs', where);
   const reportEveryMs = positive(opts.reportEveryMs, 'reportEveryMs', where);
   const maxPendingCommands = wholeNumber(opts.maxPendingCommands, `${where}: "maxPendingCommands"`);
-  // One budget for every rule of the store: they share the client and its queue.
-  const commands = boundedCommands(timeoutMs, maxPendingCommands);
   const outage = outageReporter(options.audit, reportEveryMs);
   const storeClient = options.client;
+  // One budget for every rule of the store: they share the client and its queue.
+  const commands = boundedCommands(timeoutMs, maxPendingCommands, storeClient as Partial<CommandsConnection>);
 
   return Object.freeze({
     kind: 'redis',

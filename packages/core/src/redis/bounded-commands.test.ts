@@ -72,6 +72,70 @@ describe('boundedCommands against a real redis-server', () => {
     await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
   });
 
+  it("counts the commands ioredis's own commandTimeout gave up on until a later answer shows Redis took them", async () => {
+    const impatient = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 1, commandTimeout: 100 });
+    impatient.on('error', () => undefined);
+    await impatient.ping();
+    const commands = boundedCommands(50, 5, impatient);
+    const sent: Promise<unknown>[] = [];
+    const exists = (key: string) => () => {
+      const command = impatient.exists(key);
+      sent.push(command);
+      return command;
+    };
+    redis.proc.kill('SIGSTOP');
+    try {
+      const first = await Promise.allSettled(
+        Array.from({ length: 5 }, (_, i) => commands.run(exists(`t${String(i)}`))),
+      );
+      expect(first.every((r) => r.status === 'rejected')).toBe(true);
+      // ioredis rejects them too, and keeps them queued for the answer Redis still owes.
+      await Promise.allSettled(sent);
+      expect(commands.pending).toBe(5);
+      // One command goes, to learn when Redis answers again; every other fails at once.
+      const more = await Promise.allSettled(Array.from({ length: 100 }, () => commands.run(exists('later'))));
+      expect(more.filter((r) => r.status === 'rejected' && String(r.reason).includes('already waiting'))).toHaveLength(
+        99,
+      );
+      expect(sent).toHaveLength(6);
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+    await Promise.allSettled(sent);
+    // The next answer shows that Redis has taken everything sent before it.
+    await expect(commands.run(() => impatient.ping())).resolves.toBe('PONG');
+    expect(commands.pending).toBe(0);
+    impatient.disconnect();
+  });
+
+  it('forgets the commands it counted once their connection closes, taking its queue with it', async () => {
+    const impatient = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 1, commandTimeout: 100 });
+    impatient.on('error', () => undefined);
+    await impatient.ping();
+    const commands = boundedCommands(50, 5, impatient);
+    const sent: Promise<unknown>[] = [];
+    redis.proc.kill('SIGSTOP');
+    try {
+      await Promise.allSettled(
+        Array.from({ length: 3 }, () =>
+          commands.run(() => {
+            const command = impatient.exists('gone');
+            sent.push(command);
+            return command;
+          }),
+        ),
+      );
+      await Promise.allSettled(sent);
+      expect(commands.pending).toBe(3);
+      const closed = once(impatient, 'close');
+      impatient.disconnect();
+      await closed;
+      expect(commands.pending).toBe(0);
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+  });
+
   it('rejects, without counting it, a command that throws before it is sent', async () => {
     const commands = boundedCommands(1_000, 1);
     await expect(

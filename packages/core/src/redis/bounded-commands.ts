@@ -1,41 +1,71 @@
 /**
  * Runs the Redis commands of one store with a deadline each and a cap on those still waiting
- * for Redis. ioredis keeps a command until Redis answers, whatever the caller's deadline, so a
- * Redis that hangs (its process stopped, a full network buffer) while calls keep coming would
- * hold a command, and its memory, for each of them. A command counts as waiting until Redis
- * answers it, not until its deadline; once `maxPending` wait, the next fails at once.
+ * for Redis. ioredis keeps a command until Redis answers, whatever the caller's deadline (and
+ * whatever its own `commandTimeout`, which rejects the promise but leaves the command queued),
+ * so a Redis that hangs while calls keep coming would hold a command, and its memory, for each
+ * of them. A command counts as waiting until Redis has answered it, which a later command's
+ * answer also proves (Redis answers a connection's commands in order); once `maxPending` wait,
+ * the next fails at once.
  *
  * @internal
  */
 export interface BoundedCommands {
   /** Runs `command`; rejects when it fails, outlasts the deadline, or too many already wait. */
   run<T>(command: () => Promise<T>): Promise<T>;
-  /** Commands sent that Redis has not answered yet. */
+  /** Commands sent that Redis has not answered yet, as far as this process can tell. */
   readonly pending: number;
 }
 
+/** What the cap listens to on the client: the end of a connection drops what it queued. */
+export interface CommandsConnection {
+  on(event: 'close', listener: () => void): unknown;
+}
+
 /**
- * Commands of one store, `timeoutMs` each, at most `maxPending` waiting at once.
+ * Commands of one store, `timeoutMs` each, at most `maxPending` waiting at once. `connection`
+ * (the ioredis client) tells when a connection ends, taking its queued commands with it.
  *
  * @example
  * ```ts
- * const commands = boundedCommands(250, 1_000);
+ * const commands = boundedCommands(250, 10_000, redis);
  * const exists = await commands.run(() => redis.exists('fluxguard:jti:abc'));
  * ```
  *
  * @internal
  */
-export function boundedCommands(timeoutMs: number, maxPending: number): BoundedCommands {
-  let pending = 0;
-  const answered = (): void => {
-    pending -= 1;
+export function boundedCommands(
+  timeoutMs: number,
+  maxPending: number,
+  connection?: Partial<CommandsConnection>,
+): BoundedCommands {
+  let sent = 0;
+  let inFlight = 0;
+  // Commands the client gave up on (its `commandTimeout`) that are still in its queue, oldest
+  // first: they leave it when Redis answers them or a later command.
+  let timedOut: number[] = [];
+  let head = 0;
+  const waitingTimedOut = (): number => timedOut.length - head;
+  const answeredThrough = (id: number): void => {
+    while (head < timedOut.length && (timedOut[head] ?? 0) < id) head += 1;
+    if (head > 1_024 && head * 2 > timedOut.length) {
+      timedOut = timedOut.slice(head);
+      head = 0;
+    }
   };
+  if (typeof connection?.on === 'function') {
+    connection.on('close', () => {
+      timedOut = [];
+      head = 0;
+    });
+  }
   return {
     get pending() {
-      return pending;
+      return inFlight + waitingTimedOut();
     },
     run<T>(command: () => Promise<T>): Promise<T> {
-      if (pending >= maxPending) {
+      // At the cap, one command may still go when none is in flight: only an answer tells that
+      // the commands the client gave up on have left its queue.
+      if (inFlight + waitingTimedOut() >= maxPending && inFlight > 0) {
         return Promise.reject(new Error(`${String(maxPending)} Redis commands are already waiting for an answer`));
       }
       let answer: Promise<T>;
@@ -44,8 +74,21 @@ export function boundedCommands(timeoutMs: number, maxPending: number): BoundedC
       } catch (error) {
         return Promise.reject(error instanceof Error ? error : new Error('the Redis command failed'));
       }
-      pending += 1;
-      answer.then(answered, answered);
+      sent += 1;
+      const id = sent;
+      inFlight += 1;
+      answer.then(
+        () => {
+          inFlight -= 1;
+          answeredThrough(id);
+        },
+        (error: unknown) => {
+          inFlight -= 1;
+          // Refused before it was sent, or dropped with its connection: nothing is left queued.
+          // A reply error is an answer, but tells nothing the next answer will not.
+          if (isClientTimeout(error)) timedOut.push(id);
+        },
+      );
       return new Promise<T>((resolve, reject) => {
         const timer = setTimeout(() => {
           // An answer that came while the event loop was busy is read in this turn's poll phase,
@@ -67,4 +110,14 @@ export function boundedCommands(timeoutMs: number, maxPending: number): BoundedC
       });
     },
   };
+}
+
+/** ioredis's `commandTimeout` rejection, also as the cause of a limiter's own error. */
+function isClientTimeout(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
+    if (current.message === 'Command timed out') return true;
+    current = current.cause;
+  }
+  return false;
 }
