@@ -4,7 +4,8 @@
  * a security layer must not be: it cuts a string that runs past the end of the message short
  * instead of refusing it (`0a 7f 41` reads as `"A"`), it reads a field with whatever wire type
  * its schema names, not the one the sender wrote (`08 03 41 42 43` reads as the string `"ABC"`),
- * and it lets a nested message run on into its parent. A gateway or a log that parses the same
+ * and it reads a 32-bit number of six to nine bytes as five and skips five more, whatever they
+ * were (versions before 7.6 also let a nested message run on into its parent). A gateway or a log that parses the same
  * bytes strictly would see another message than the handler does. What this check accepts,
  * every conformant encoder writes: the schema's wire type for each known field (or packed, for
  * repeated numbers), nested messages within their bounds, unknown fields of any valid wire type
