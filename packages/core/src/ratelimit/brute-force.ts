@@ -114,9 +114,9 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
       ? undefined
       : failureLimiter(options.subject, `${where}.subject`, 'brute-force.subject', store, storeFailure);
   // A shared store answers a round trip later, while the failures of this replica are known at
-  // once: they are counted here too, and checked before and after the store is asked. So a
-  // burst from one address meets its block as with the memory store, and a block this replica
-  // counted holds while the store is slow or down.
+  // once: they are counted here too (a bounded memory store), and checked before and after the
+  // store is asked. A blocked address then costs no round trip, and a block this replica counted
+  // holds while the store is slow or down, when its rules fall back to a limiter without blocks.
   const local = store.kind === 'memory' ? undefined : createMemoryRateLimitStore();
   const localPeer =
     local === undefined ? undefined : failureLimiter(options.peer, `${where}.peer`, 'brute-force.peer', local, 'open');
