@@ -200,6 +200,15 @@ describe('the JSON body of an import over HTTP', () => {
     expect(Object.prototype).not.toHaveProperty('polluted');
   });
 
+  it('refuses a url given twice, which JSON.parse would read as its second and a gateway as its first', async () => {
+    const { head, json } = await post(
+      `{"url":"${base}/model.bin","sha256":"${sha256(MODEL)}","url":"http://169.254.169.254/latest/meta-data"}`,
+    );
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(json).toMatchObject({ code: 'invalid_argument', field: 'body' });
+    expect(t.log.textFor(String(json.requestId))).toContain('"reason":"json_duplicate_key"');
+  });
+
   it('names the field a schema refuses and the rule, never the value', async () => {
     const { head, json } = await post(`{"url":"${base}/model.bin","sha256":"NOT-A-DIGEST-SECRET"}`);
     expect(head).toMatch(/^HTTP\/1\.1 400 /);

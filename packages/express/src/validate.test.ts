@@ -83,6 +83,7 @@ describe('validate() and jsonBody()', () => {
       '{"name":"x","a":{"constructor":{"prototype":{"polluted":true}}}}',
       'json_forbidden_key',
     ],
+    ['a key given twice', '{"name":"x","name":"admin"}', 'json_duplicate_key'],
     ['a document nested 9 deep', `{"name":"x","a":${'['.repeat(8)}${']'.repeat(8)}}`, 'json_too_deep'],
     [
       'a document with 51 keys',

@@ -84,9 +84,10 @@ export interface JsonBodyOptions extends JsonShapeLimits {
 
 /**
  * `express.json()` with its text checked before it is parsed: nesting deeper than `maxDepth`
- * (32), more than `maxKeys` keys (1,000), or a `__proto__`, `constructor` or `prototype` key in
- * any spelling is refused with `400` (`invalid_argument`, reasons `json_too_deep`,
- * `json_too_many_keys`, `json_forbidden_key`) before any handler or schema sees the document.
+ * (32), more than `maxKeys` keys (1,000), a `__proto__`, `constructor` or `prototype` key in
+ * any spelling, or a key given twice in one object is refused with `400` (`invalid_argument`,
+ * reasons `json_too_deep`, `json_too_many_keys`, `json_forbidden_key`, `json_duplicate_key`)
+ * before any handler or schema sees the document.
  *
  * @throws ConfigurationError for a bad limit.
  *

@@ -1,5 +1,6 @@
 import { SecurityError } from '../errors/security-error.js';
 import { wholeNumber } from '../options/whole-number.js';
+import type { ValidationReason } from './standard-schema.js';
 
 /**
  * Limits on the shape of a JSON document, checked on its text before it is parsed.
@@ -23,9 +24,11 @@ const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor',
 /**
  * Checks the limits once and returns a checker of JSON text: one linear pass over the text,
  * before any parser or handler sees the document, that refuses nesting deeper than `maxDepth`,
- * more than `maxKeys` keys, and any key named `__proto__`, `constructor` or `prototype` (escaped
- * spellings included). A refusal is `invalid_argument` naming `field` (reasons `json_too_deep`,
- * `json_too_many_keys`, `json_forbidden_key`). Malformed JSON is left to the parser.
+ * more than `maxKeys` keys, any key named `__proto__`, `constructor` or `prototype` (escaped
+ * spellings included), and a key given twice in one object (`JSON.parse` keeps the last, other
+ * parsers the first: a gateway that checked one value would let the other through). A refusal
+ * is `invalid_argument` naming `field` (reasons `json_too_deep`, `json_too_many_keys`,
+ * `json_forbidden_key`, `json_duplicate_key`). Malformed JSON is left to the parser.
  *
  * @throws ConfigurationError for a limit that is not a positive whole number.
  *
@@ -40,18 +43,22 @@ export function compileJsonShape(limits: JsonShapeLimits = {}): (text: string, f
   const maxDepth = positive(limits.maxDepth ?? 32, 'maxDepth');
   const maxKeys = positive(limits.maxKeys ?? 1_000, 'maxKeys');
   return (text, field) => {
-    const refuse = (reason: 'json_too_deep' | 'json_too_many_keys' | 'json_forbidden_key'): never => {
+    const refuse = (reason: Exclude<ValidationReason, 'schema_mismatch'>): never => {
       throw new SecurityError('invalid_argument', { details: { field }, reason });
     };
     let depth = 0;
     let keys = 0;
+    // The keys seen in each open object or array, innermost last (made at an object's first key).
+    const seen: (Set<string> | undefined)[] = [];
     for (let i = 0; i < text.length; i++) {
       const c = text.charCodeAt(i);
       if (c === 0x7b || c === 0x5b) {
         depth += 1;
         if (depth > maxDepth) refuse('json_too_deep');
+        seen.push(undefined);
       } else if (c === 0x7d || c === 0x5d) {
         depth -= 1;
+        seen.pop();
       } else if (c === 0x22) {
         const start = i;
         for (i += 1; i < text.length; i++) {
@@ -74,7 +81,12 @@ export function compileJsonShape(limits: JsonShapeLimits = {}): (text: string, f
             continue;
           }
         }
-        if (typeof key === 'string' && FORBIDDEN_KEYS.has(key)) refuse('json_forbidden_key');
+        if (typeof key !== 'string') continue;
+        if (FORBIDDEN_KEYS.has(key)) refuse('json_forbidden_key');
+        if (seen.length === 0) continue;
+        const inObject = (seen[seen.length - 1] ??= new Set());
+        if (inObject.has(key)) refuse('json_duplicate_key');
+        inObject.add(key);
       }
     }
   };

@@ -35,7 +35,7 @@ export interface StandardIssue {
 /**
  * Why validation refused a request: a value a schema refused (`schema_mismatch`), or a JSON body
  * too deep, with too many keys, or with a key that could pollute prototypes (`json_too_deep`,
- * `json_too_many_keys`, `json_forbidden_key`).
+ * `json_too_many_keys`, `json_forbidden_key`, `json_duplicate_key`).
  *
  * @example
  * ```ts
@@ -43,7 +43,8 @@ export interface StandardIssue {
  * const reason: ValidationReason = 'schema_mismatch';
  * ```
  */
-export type ValidationReason = 'schema_mismatch' | 'json_too_deep' | 'json_too_many_keys' | 'json_forbidden_key';
+export type ValidationReason =
+  'schema_mismatch' | 'json_too_deep' | 'json_too_many_keys' | 'json_forbidden_key' | 'json_duplicate_key';
 
 const SAFE_KEY = /^[A-Za-z_$][A-Za-z0-9_$-]{0,40}$/;
 const PRINTABLE = /^[\x20-\x7e]{1,200}$/;

@@ -29,12 +29,22 @@ describe('compileJsonShape', () => {
     ['an escaped __proto__', '{"\\u005f\\u005fproto__":{}}', 'json_forbidden_key'],
     ['constructor', '{"a":{"constructor":1}}', 'json_forbidden_key'],
     ['prototype, space before the colon', '{"prototype" :1}', 'json_forbidden_key'],
+    ['a key given twice', '{"url":"a","url":"b"}', 'json_duplicate_key'],
+    ['a key given twice in a nested object', '{"a":{"b":1,"b":2}}', 'json_duplicate_key'],
+    ['a key given twice, escaped once', '{"url":"a","\\u0075rl":"b"}', 'json_duplicate_key'],
+    ['a key given twice in an object in an array', '[{"a":1},{"b":1,"b":1}]', 'json_duplicate_key'],
   ])('refuses %s, naming the field', (_label, text, reason) => {
     expect(
       refusal(() => {
         check(text, 'body');
       }),
     ).toMatchObject({ reason, details: { field: 'body' } });
+  });
+
+  it('allows one key in several objects, and the same words as keys and values', () => {
+    expect(() => {
+      compileJsonShape()('{"a":{"a":1},"b":[{"a":2},{"a":"a"}],"c":{"b":{"a":1}}}', 'body');
+    }).not.toThrow();
   });
 
   it('allows the forbidden words as values', () => {
