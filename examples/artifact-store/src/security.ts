@@ -183,8 +183,9 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   let redis: Redis | undefined;
   let denylist = options.denylist;
   if (denylist === undefined && env.FLUXGUARD_REDIS_URL !== undefined) {
-    // Short timeouts: a revocation store that does not answer must fail the call fast (closed), not hang it.
-    redis = new Redis(env.FLUXGUARD_REDIS_URL, { commandTimeout: 500, maxRetriesPerRequest: 1 });
+    // No commandTimeout: the denylist's and the store's own deadlines fail a call fast (closed or
+    // open) and, unlike ioredis's timer, do not take a busy event loop for a slow Redis.
+    redis = new Redis(env.FLUXGUARD_REDIS_URL, { maxRetriesPerRequest: 1 });
     // ioredis reports every failed reconnect; log each distinct failure once (calls fail closed meanwhile).
     let lastError = '';
     redis.on('error', (err: Error) => {
@@ -200,7 +201,7 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   denylist ??= createMemoryDenylist();
   if (redis === undefined && env.FLUXGUARD_REDIS_URL !== undefined) {
     // A denylist was given, but the limits are still shared.
-    redis = new Redis(env.FLUXGUARD_REDIS_URL, { commandTimeout: 500, maxRetriesPerRequest: 1 });
+    redis = new Redis(env.FLUXGUARD_REDIS_URL, { maxRetriesPerRequest: 1 });
     redis.on('error', () => undefined);
   }
   // The store logs an outage itself (once, then every 10 s), and each rule fails open or closed as the policy says.

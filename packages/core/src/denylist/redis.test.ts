@@ -89,7 +89,7 @@ describe('createRedisDenylist with a real redis-server', () => {
   });
 
   it('fails closed at once beyond maxPendingCommands lookups waiting for a hung Redis', async () => {
-    // No commandTimeout: the client would otherwise drop the waiting commands itself.
+    // No commandTimeout: the lookups wait on Redis alone.
     const c = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
     c.on('error', () => undefined);
     clients.push(c);

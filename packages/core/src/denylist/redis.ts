@@ -3,7 +3,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { wholeNumber } from '../options/whole-number.js';
-import { boundedCommands, type CommandsConnection } from '../redis/bounded-commands.js';
+import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '../redis/bounded-commands.js';
 import { DEFAULT_DENYLIST_GRACE_MS, checkJti, checkNonNegative, expiryMs, type Denylist } from './denylist.js';
 
 /** What the Redis denylist needs of an ioredis client (a `Redis` instance fits). */
@@ -12,8 +12,9 @@ export type RedisDenylistClient = Pick<Redis, 'exists' | 'set' | 'status'>;
 /** Options of {@link createRedisDenylist}. */
 export interface RedisDenylistOptions {
   /**
-   * An ioredis client, shared by every replica's verifier. Create it so that a dead Redis
-   * cannot hold requests: `new Redis(url, { commandTimeout: 500, maxRetriesPerRequest: 1 })`.
+   * An ioredis client, shared by every replica's verifier: `new Redis(url, { maxRetriesPerRequest: 1 })`.
+   * Leave its `commandTimeout` unset: `timeoutMs` bounds each lookup, and ioredis's own timer
+   * fires when the event loop is busy, taking a loaded server for a slow Redis (a warning says so).
    */
   readonly client: RedisDenylistClient;
   /** Key prefix. Default `fluxguard:jti:`. */
@@ -55,7 +56,7 @@ const DOWN_STATES: ReadonlySet<string> = new Set(['reconnecting', 'close', 'end'
  * ```ts
  * import { Redis } from 'ioredis';
  * import { createJwtVerifier, createRedisDenylist } from '@fluxguard/core';
- * const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { commandTimeout: 500, maxRetriesPerRequest: 1 });
+ * const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: 1 });
  * const denylist = createRedisDenylist({ client, keyPrefix: 'artifacts:jti:' });
  * const verifier = createJwtVerifier({ jwks, issuer: 'https://id.example.com', audience: 'artifacts', denylist });
  * ```
@@ -85,6 +86,7 @@ export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
     wholeNumber(opts.maxPendingCommands, `${where}: "maxPendingCommands"`),
     redis as Partial<CommandsConnection>,
   );
+  warnOfClientTimeout(redis, where);
 
   async function run<T>(command: () => Promise<T>): Promise<T> {
     if (DOWN_STATES.has(redis.status)) {

@@ -13,7 +13,7 @@ import {
   type StoreLimiter,
 } from './store.js';
 import { wholeNumber } from '../options/whole-number.js';
-import { boundedCommands, type CommandsConnection } from '../redis/bounded-commands.js';
+import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '../redis/bounded-commands.js';
 
 /**
  * What the Redis store needs of an ioredis client: a `Redis` (single server or Sentinel) or a
@@ -37,7 +37,9 @@ export interface RedisRateLimitStoreOptions {
   /**
    * An ioredis client (`new Redis(url)`, a Sentinel client, or `new Cluster(nodes)`), shared by
    * every replica. Create it so that a dead Redis cannot hold calls:
-   * `{ enableOfflineQueue: false, maxRetriesPerRequest: 1 }`.
+   * `{ enableOfflineQueue: false, maxRetriesPerRequest: 1 }`, and leave its `commandTimeout`
+   * unset: `timeoutMs` bounds each count, and ioredis's own timer fires when the event loop is
+   * busy, taking a loaded server for a slow Redis (a warning says so).
    */
   readonly client: RedisRateLimitClient;
   /** Where `ratelimit.store_unavailable` lines go. */
@@ -113,6 +115,7 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
   const storeClient = options.client;
   // One budget for every rule of the store: they share the client and its queue.
   const commands = boundedCommands(timeoutMs, maxPendingCommands, storeClient as Partial<CommandsConnection>);
+  warnOfClientTimeout(storeClient, where);
 
   return Object.freeze({
     kind: 'redis',

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, stopRedis, type RedisServer } from '../testing/redis.js';
-import { boundedCommands } from './bounded-commands.js';
+import { boundedCommands, warnOfClientTimeout } from './bounded-commands.js';
 
 let redis: RedisServer;
 let client: Redis;
@@ -145,5 +145,27 @@ describe('boundedCommands against a real redis-server', () => {
     ).rejects.toThrow('bad arguments');
     expect(commands.pending).toBe(0);
     await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
+  });
+});
+
+describe('warnOfClientTimeout', () => {
+  it("warns once when a store's client has a commandTimeout of its own, and not without one", async () => {
+    const warnings: (Error & { code?: string })[] = [];
+    const listener = (warning: Error): void => {
+      warnings.push(warning);
+    };
+    process.on('warning', listener);
+    try {
+      warnOfClientTimeout(client, 'createRedisDenylist');
+      warnOfClientTimeout({ options: { commandTimeout: 500 } }, 'createRedisDenylist');
+      warnOfClientTimeout({ options: { commandTimeout: 500 } }, 'createRedisRateLimitStore');
+      // process.emitWarning emits on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', listener);
+    }
+    const ours = warnings.filter((warning) => warning.code === 'FLUXGUARD_REDIS_COMMAND_TIMEOUT');
+    expect(ours).toHaveLength(1);
+    expect(ours[0]?.message).toMatch(/^createRedisDenylist: the ioredis client has a commandTimeout/);
   });
 });

@@ -121,3 +121,28 @@ function isClientTimeout(error: unknown): boolean {
   }
   return false;
 }
+
+let warnedOfClientTimeout = false;
+
+/**
+ * Warns once per process when an ioredis client has its own `commandTimeout`: its timer runs in
+ * the timers phase, before the poll phase reads a reply that came during a busy turn, so under
+ * load it fails commands Redis answered in time, and the stores fall back as if Redis were down.
+ *
+ * @example
+ * ```ts
+ * warnOfClientTimeout(client, 'createRedisDenylist');
+ * ```
+ *
+ * @internal
+ */
+export function warnOfClientTimeout(client: unknown, where: string): void {
+  if (warnedOfClientTimeout) return;
+  const options = (client as { options?: { commandTimeout?: unknown } } | null)?.options;
+  if (typeof options?.commandTimeout !== 'number') return;
+  warnedOfClientTimeout = true;
+  process.emitWarning(
+    `${where}: the ioredis client has a commandTimeout, which fails commands while the event loop is busy; leave it unset ("timeoutMs" bounds each command)`,
+    { code: 'FLUXGUARD_REDIS_COMMAND_TIMEOUT' },
+  );
+}
