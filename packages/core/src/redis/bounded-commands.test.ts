@@ -21,6 +21,17 @@ afterAll(async () => {
   await stopRedis(redis);
 });
 
+/**
+ * A client with ioredis's own 100 ms commandTimeout, the cap of 5 commands over it, and the
+ * commands it sent (to wait for the client's own rejections).
+ */
+async function impatientCommands() {
+  const impatient = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 1, commandTimeout: 100 });
+  impatient.on('error', () => undefined);
+  await impatient.ping();
+  return { impatient, commands: boundedCommands(50, 5, impatient), sent: [] as Promise<unknown>[] };
+}
+
 /** Keeps the event loop busy, as a flood of calls does, for `ms`. */
 function busy(ms: number): void {
   const until = Date.now() + ms;
@@ -73,11 +84,7 @@ describe('boundedCommands against a real redis-server', () => {
   });
 
   it("counts the commands ioredis's own commandTimeout gave up on until a later answer shows Redis took them", async () => {
-    const impatient = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 1, commandTimeout: 100 });
-    impatient.on('error', () => undefined);
-    await impatient.ping();
-    const commands = boundedCommands(50, 5, impatient);
-    const sent: Promise<unknown>[] = [];
+    const { impatient, commands, sent } = await impatientCommands();
     const exists = (key: string) => () => {
       const command = impatient.exists(key);
       sent.push(command);
@@ -109,11 +116,7 @@ describe('boundedCommands against a real redis-server', () => {
   });
 
   it('forgets the commands it counted once their connection closes, taking its queue with it', async () => {
-    const impatient = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 1, commandTimeout: 100 });
-    impatient.on('error', () => undefined);
-    await impatient.ping();
-    const commands = boundedCommands(50, 5, impatient);
-    const sent: Promise<unknown>[] = [];
+    const { impatient, commands, sent } = await impatientCommands();
     redis.proc.kill('SIGSTOP');
     try {
       await Promise.allSettled(
