@@ -12,9 +12,10 @@ export type RedisDenylistClient = Pick<Redis, 'exists' | 'set' | 'status'>;
 /** Options of {@link createRedisDenylist}. */
 export interface RedisDenylistOptions {
   /**
-   * An ioredis client, shared by every replica's verifier: `new Redis(url, { maxRetriesPerRequest: 1 })`.
-   * Leave its `commandTimeout` unset: `timeoutMs` bounds each lookup, and ioredis's own timer
-   * fires when the event loop is busy, taking a loaded server for a slow Redis (a warning says so).
+   * An ioredis client, shared by every replica's verifier:
+   * `new Redis(url, { maxRetriesPerRequest: 1 })`. Leave its `commandTimeout` unset:
+   * `timeoutMs` bounds each lookup, and ioredis's own timer fires when the event loop is busy,
+   * taking a loaded server for a slow Redis (a warning says so).
    */
   readonly client: RedisDenylistClient;
   /** Key prefix. Default `fluxguard:jti:`. */
@@ -48,9 +49,10 @@ const DOWN_STATES: ReadonlySet<string> = new Set(['reconnecting', 'close', 'end'
  * A denylist in Redis, so a token revoked through one replica is refused by all of them.
  * `revoke` is `SET prefix+jti 1 PX ttl` (the key expires with the token); `isRevoked` is
  * `EXISTS`. It FAILS CLOSED: a Redis error, a lookup slower than `timeoutMs`, a client that
- * is reconnecting, or `maxPendingCommands` lookups already waiting for Redis makes `isRevoked` throw `SecurityError('unavailable')` with reason
- * `denylist_unavailable`, so the call is refused (503), never let through. `revoke` throws
- * the same error when it cannot store the revocation.
+ * is reconnecting, or `maxPendingCommands` lookups already waiting for Redis makes `isRevoked`
+ * throw `SecurityError('unavailable')` with reason `denylist_unavailable`, so the call is
+ * refused (503), never let through. `revoke` throws the same error when it cannot store the
+ * revocation.
  *
  * @example
  * ```ts
