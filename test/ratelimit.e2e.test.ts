@@ -338,6 +338,14 @@ describe.each(TRANSPORTS)('rate limits shared through Redis over %s', (transport
     await redis.stop();
   });
 
+  it('holds a burst of guesses sent at one moment to maxFailures, though each check waits for Redis', async () => {
+    // Every guess is checked before the first of them fails: the ones past the limit wait for
+    // the verdicts of those on their way, then meet the block.
+    const statuses = await burstOnWarmConnections(a, 30, { 'x-forwarded-for': '203.0.113.81' });
+    expect(statuses.filter((s) => s === a.client.statusOf({ code: 'unauthenticated' }))).toHaveLength(3);
+    expect(statuses.filter((s) => s === a.client.statusOf({ code: 'rate_limited' }))).toHaveLength(27);
+  });
+
   it('holds one limit between two servers', async () => {
     const onA = await readerClient(a, 'dora');
     const onB = await readerClient(b, 'dora');

@@ -249,6 +249,64 @@ describe('CallState refusal', () => {
     expect(told).toEqual([refused, refused, refused]);
   });
 
+  it('tells whenAllowed listeners once every start hook allowed the call, and never a refused one', async () => {
+    const info = {
+      transport: 'grpc' as const,
+      operation: '/pkg.S/M',
+      requestId: 'r',
+      peerAddress: undefined,
+      peerCertificate: undefined,
+      headers: { get: () => undefined, getAll: () => [] },
+      deadline: undefined,
+      signal: new AbortController().signal,
+    };
+    const told: string[] = [];
+    const allowing = createPipeline('test', [
+      {
+        name: 'listens',
+        stage: 'pre-authentication',
+        onStart: (_call, context) => {
+          context.whenAllowed(() => told.push('allowed'));
+        },
+      },
+      {
+        name: 'waits',
+        stage: 'authentication',
+        onStart: () => {
+          told.push('authentication');
+          return Promise.resolve();
+        },
+      },
+    ]);
+    const allowed = state().s;
+    await allowing.start(info, allowed);
+    expect(told).toEqual(['authentication', 'allowed']);
+    allowed.whenAllowed(() => told.push('late'));
+    expect(told).toEqual(['authentication', 'allowed', 'late']);
+
+    const refusing = createPipeline('test', [
+      {
+        name: 'listens',
+        stage: 'pre-authentication',
+        onStart: (_call, context) => {
+          context.whenAllowed(() => told.push('refused call allowed'));
+        },
+      },
+      {
+        name: 'refuses',
+        stage: 'authentication',
+        onStart: () => {
+          throw new SecurityError('unauthenticated', { reason: 'bad_signature' });
+        },
+      },
+    ]);
+    const refused = state().s;
+    expect(() => refusing.start(info, refused)).toThrow(SecurityError);
+    refused.whenAllowed(() => told.push('late on a refused call'));
+    refused.noteAllowed();
+    expect(told).toEqual(['authentication', 'allowed', 'late']);
+  });
+
   it('is undefined for a call that every control allowed', async () => {
     const seen: unknown[] = [];
     const pipeline = createPipeline('test', [

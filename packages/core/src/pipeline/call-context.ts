@@ -126,6 +126,22 @@ export interface CallContext extends RequestContext {
    */
   whenRefused(listener: (refusal: unknown) => void): void;
   /**
+   * Calls `listener` once every start hook has allowed this call (at once when they have), before
+   * its handler runs; never for a call that is refused or ends first. With
+   * {@link CallContext.whenRefused} it tells a control the verdict on a call it let through.
+   *
+   * @example
+   * ```ts
+   * onStart(_call, context) {
+   *   checking += 1;
+   *   const settled = () => { checking -= 1; };
+   *   context.whenAllowed(settled);
+   *   context.whenRefused(settled);
+   * }
+   * ```
+   */
+  whenAllowed(listener: () => void): void;
+  /**
    * Runs `callback` once the call's handler has stopped: at once when it has (it answered,
    * threw, or its promise settled) or never started, else when it does, and at the latest
    * `maxWaitMs` after this call. A release that gives back what bounds the handlers' work (a
@@ -213,6 +229,8 @@ export class CallState implements CallContext {
   #finished = false;
   #refusal: unknown;
   #refusalListeners: ((refusal: unknown) => void)[] | undefined;
+  #allowed = false;
+  #allowedListeners: (() => void)[] | undefined;
   #responseHeaders: Map<string, string> | undefined;
   /** The handler: not started, running, or stopped (see `handlerStarted`). */
   #handler: 0 | 1 | 2 = 0;
@@ -356,6 +374,20 @@ export class CallState implements CallContext {
   whenRefused(listener: (refusal: unknown) => void): void {
     if (this.#refusal !== undefined) this.#tellRefusal(listener, this.#refusal);
     else (this.#refusalListeners ??= []).push(listener);
+  }
+
+  /** Records that every start hook allowed the call, and tells the listeners of `whenAllowed`. */
+  noteAllowed(): void {
+    if (this.#allowed || this.#refusal !== undefined) return;
+    this.#allowed = true;
+    const listeners = this.#allowedListeners;
+    this.#allowedListeners = undefined;
+    if (listeners !== undefined) for (const listener of listeners) this.#runRelease(listener);
+  }
+
+  whenAllowed(listener: () => void): void {
+    if (this.#allowed) this.#runRelease(listener);
+    else if (this.#refusal === undefined) (this.#allowedListeners ??= []).push(listener);
   }
 
   #tellRefusal(listener: (refusal: unknown) => void, refusal: unknown): void {

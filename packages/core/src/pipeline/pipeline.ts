@@ -104,6 +104,7 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
       }
       keepRelease(result, state);
     }
+    if (!state.finished) state.noteAllowed();
     return undefined;
   };
 

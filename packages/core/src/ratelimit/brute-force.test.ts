@@ -274,6 +274,87 @@ describe('createBruteForceProtection', () => {
   });
 });
 
+/**
+ * One call as the pipeline runs it, with a verification that takes a turn: the start hook, then
+ * (when allowed) the verdict, refused with `refusal` or allowed, then the release. Resolves with
+ * the control's own refusal, or 'verified' once the call reached the verifier.
+ */
+async function verifiedLater(control: Control, info: CallInfo, refusal?: unknown): Promise<unknown> {
+  const state = new CallState({
+    requestId: 'r',
+    deadline: undefined,
+    end: () => undefined,
+    onReleaseError: () => undefined,
+  });
+  let release: unknown;
+  try {
+    release = await control.onStart?.(info, state);
+  } catch (own) {
+    return own;
+  }
+  await new Promise((r) => setImmediate(r));
+  if (refusal === undefined) state.noteAllowed();
+  else state.noteRefusal(refusal);
+  if (typeof release === 'function') (release as () => void)();
+  return 'verified';
+}
+
+describe('createBruteForceProtection while verdicts are on their way', () => {
+  it('holds a burst whose verification takes a turn to maxFailures: the rest wait for verdicts, then meet the block', async () => {
+    const control = createBruteForceProtection({ peer });
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        verifiedLater(control, call(`203.0.113.60:${String(i)}`, unsignedToken('mallory')), badSignature()),
+      ),
+    );
+    expect(outcomes.filter((o) => o === 'verified')).toHaveLength(peer.maxFailures);
+    expect(outcomes.filter((o) => (o as SecurityError).reason === 'brute_force_blocked')).toHaveLength(
+      20 - peer.maxFailures,
+    );
+  });
+
+  it('lets an honest burst through whole: calls past the limit only wait for the verdicts before them', async () => {
+    const control = createBruteForceProtection({ peer });
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        verifiedLater(control, call(`203.0.113.61:${String(i)}`, unsignedToken('ann'))),
+      ),
+    );
+    expect(outcomes).toEqual(Array(20).fill('verified'));
+  });
+
+  it('does not make anonymous calls wait: they cannot fail authentication', () => {
+    const control = createBruteForceProtection({ peer });
+    for (let i = 0; i < 20; i++) {
+      const state = new CallState({
+        requestId: 'r',
+        deadline: undefined,
+        end: () => undefined,
+        onReleaseError: () => undefined,
+      });
+      // Synchronous: no verdict is awaited, none has come.
+      expect(control.onStart?.(call(`203.0.113.62:${String(i)}`), state)).toBeUndefined();
+    }
+  });
+
+  it('stops a waiting call whose client left, and its place goes to the next', async () => {
+    const control = createBruteForceProtection({ peer });
+    const newState = () =>
+      new CallState({ requestId: 'r', deadline: undefined, end: () => undefined, onReleaseError: () => undefined });
+    const states = Array.from({ length: peer.maxFailures }, newState);
+    const releases = states.map((state, i) => control.onStart?.(call(`203.0.113.63:${String(i)}`, 't.o.k'), state));
+    const leaving = new AbortController();
+    const waiting = control.onStart?.({ ...call('203.0.113.63:9', 't.o.k'), signal: leaving.signal }, newState());
+    expect(waiting).toBeInstanceOf(Promise);
+    leaving.abort();
+    await expect(waiting).resolves.toBeUndefined();
+    // The calls on their way are allowed: a new call enters at once.
+    for (const state of states) state.noteAllowed();
+    for (const release of releases) if (typeof release === 'function') release();
+    expect(typeof control.onStart?.(call('203.0.113.63:10', 't.o.k'), newState())).toBe('function');
+  });
+});
+
 describe('createBruteForceProtection with a Redis store (a real redis-server)', () => {
   let redis: RedisServer;
   let client: Redis;

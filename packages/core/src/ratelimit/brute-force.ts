@@ -14,6 +14,7 @@ import {
   type StoreLimiter,
 } from './store.js';
 import { wholeNumber } from '../options/whole-number.js';
+import { PendingVerdicts } from './pending-verdicts.js';
 
 /**
  * How many failed authentications one key may have within a window before it is blocked.
@@ -124,6 +125,11 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     local === undefined || options.subject === undefined
       ? undefined
       : failureLimiter(options.subject, `${where}.subject`, 'brute-force.subject', local, 'open');
+  // What this process knows at once: the local counts, or the memory store itself.
+  const knownPeer = localPeer ?? peerLimiter;
+  const knownSubject = local === undefined ? subjectLimiter : localSubject;
+  const maxPeerFailures = options.peer.maxFailures;
+  const verdicts = new PendingVerdicts();
 
   // With the memory store the check is synchronous; a remote store's answers are awaited.
   const onStart = (call: CallInfo, context: CallContext): StartResult | Promise<StartResult> => {
@@ -133,10 +139,9 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     const subjectKey = subject === undefined ? undefined : `sub:${subject}`;
     const countFailure = (refusal: unknown): void => {
       if (!isFailedAuthentication(refusal)) return;
-      // Counted the moment authentication fails, before the next call is checked: with the
-      // memory store, a burst of concurrent guesses from one address meets the block after
-      // maxFailures of them. A store failure here is already logged by the store, and the next
-      // check fails open or closed as configured.
+      // Counted the moment authentication fails, before the next call is checked.
+      // A store failure here is already logged by the store, and the next check fails open or
+      // closed as configured.
       if (peerKey !== undefined) {
         count(peerLimiter, peerKey);
         if (localPeer !== undefined) count(localPeer, peerKey);
@@ -146,29 +151,59 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
         if (localSubject !== undefined) count(localSubject, subjectKey);
       }
     };
-    const refuseIfBlockedHere = (): void => {
-      if (localPeer === undefined) return;
+    const refuseIfKnownBlocked = (): void => {
       refuseIfBlocked(
-        peekNow(localPeer, peerKey),
-        localSubject === undefined ? undefined : peekNow(localSubject, subjectKey),
+        peekNow(knownPeer, peerKey),
+        knownSubject === undefined ? undefined : peekNow(knownSubject, subjectKey),
       );
     };
-    // Before the store is asked: a flood from a blocked address costs no round trip.
-    refuseIfBlockedHere();
+    /** Failures of the address this process knows of. */
+    const failures = (key: string): number => {
+      const state = peekNow(knownPeer, key);
+      if (state === undefined) return 0;
+      return state.allowed ? maxPeerFailures - 1 - state.remaining : maxPeerFailures;
+    };
+    const enter = (key: string): StartResult => {
+      const settle = verdicts.enter(key);
+      context.whenRefused((refusal) => {
+        countFailure(refusal);
+        settle();
+      });
+      context.whenAllowed(settle);
+      // A call that ends before its verdict (cancelled in a later check) settles on its release.
+      return settle;
+    };
+    // A call that tries a credential may fail: while the failures known plus the calls still
+    // waiting for their verdict could reach the limit, it waits for one of those verdicts.
+    const admit = (): StartResult | Promise<StartResult> => {
+      if (peerKey === undefined || !presentsCredential(call)) {
+        context.whenRefused(countFailure);
+        return undefined;
+      }
+      if (failures(peerKey) + verdicts.count(peerKey) < maxPeerFailures) return enter(peerKey);
+      return (async () => {
+        for (;;) {
+          await verdicts.next(peerKey, call.signal);
+          if (call.signal.aborted) return undefined;
+          refuseIfKnownBlocked();
+          if (failures(peerKey) + verdicts.count(peerKey) < maxPeerFailures) return enter(peerKey);
+        }
+      })();
+    };
+    // Before a shared store is asked: a flood from a blocked address costs no round trip.
+    if (local !== undefined) refuseIfKnownBlocked();
     const peerState = peek(peerLimiter, peerKey);
     const subjectState = subjectLimiter === undefined ? undefined : peek(subjectLimiter, subjectKey);
     if (peerState instanceof Promise || subjectState instanceof Promise) {
       return Promise.all([peerState, subjectState]).then(([p, s]) => {
         // Failures this replica counted while the store answered.
-        refuseIfBlockedHere();
+        refuseIfKnownBlocked();
         refuseIfBlocked(p, s);
-        context.whenRefused(countFailure);
-        return undefined;
+        return admit();
       });
     }
     refuseIfBlocked(peerState, subjectState);
-    context.whenRefused(countFailure);
-    return undefined;
+    return admit();
   };
 
   return Object.freeze({ name: 'brute-force', stage: 'pre-authentication', onStart });
@@ -238,6 +273,11 @@ function failureLimiter(
     blockSeconds: n('blockSeconds'),
     storeFailure,
   });
+}
+
+/** Whether a call carries something authentication may refuse: a bearer token or a client certificate. */
+function presentsCredential(call: CallInfo): boolean {
+  return call.headers.get('authorization') !== undefined || call.peerCertificate !== undefined;
 }
 
 /** A refusal that tried a credential and failed; a call that sent none is not guessing. */
