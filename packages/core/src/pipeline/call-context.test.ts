@@ -4,6 +4,20 @@ import { SecurityError } from '../errors/security-error.js';
 import { CallState, StateCallInfo } from './call-context.js';
 import { createPipeline } from './pipeline.js';
 
+/** What a pipeline's controls read of a call: a gRPC call with nothing in it. */
+function callInfo(): CallInfo {
+  return {
+    transport: 'grpc',
+    operation: '/pkg.S/M',
+    requestId: 'r',
+    peerAddress: undefined,
+    peerCertificate: undefined,
+    headers: { get: () => undefined, getAll: () => [] },
+    deadline: undefined,
+    signal: new AbortController().signal,
+  };
+}
+
 function state(onReleaseError: (error: unknown) => void = () => undefined) {
   const ended: SecurityError[] = [];
   const s = new CallState({ requestId: 'r', deadline: undefined, end: (error) => ended.push(error), onReleaseError });
@@ -215,16 +229,7 @@ describe('CallState refusal', () => {
       },
     ]);
     const { s } = state();
-    const info: CallInfo = {
-      transport: 'grpc',
-      operation: '/pkg.S/M',
-      requestId: 'r',
-      peerAddress: undefined,
-      peerCertificate: undefined,
-      headers: { get: () => undefined, getAll: () => [] },
-      deadline: undefined,
-      signal: new AbortController().signal,
-    };
+    const info = callInfo();
     await expect(Promise.resolve().then(() => pipeline.start(info, s))).rejects.toBe(refused);
     s.finish('ended');
     expect(seen).toEqual([refused]);
@@ -250,58 +255,31 @@ describe('CallState refusal', () => {
   });
 
   it('tells whenAllowed listeners once every start hook allowed the call, and never a refused one', async () => {
-    const info = {
-      transport: 'grpc' as const,
-      operation: '/pkg.S/M',
-      requestId: 'r',
-      peerAddress: undefined,
-      peerCertificate: undefined,
-      headers: { get: () => undefined, getAll: () => [] },
-      deadline: undefined,
-      signal: new AbortController().signal,
-    };
     const told: string[] = [];
-    const allowing = createPipeline('test', [
-      {
-        name: 'listens',
-        stage: 'pre-authentication',
-        onStart: (_call, context) => {
-          context.whenAllowed(() => told.push('allowed'));
+    // A control that listens, then the authentication stage's `onStart`.
+    const listenedTo = (authenticate: () => Promise<void>) =>
+      createPipeline('test', [
+        {
+          name: 'listens',
+          stage: 'pre-authentication',
+          onStart: (_call, context) => {
+            context.whenAllowed(() => told.push('allowed'));
+          },
         },
-      },
-      {
-        name: 'waits',
-        stage: 'authentication',
-        onStart: () => {
-          told.push('authentication');
-          return Promise.resolve();
-        },
-      },
-    ]);
+        { name: 'authenticates', stage: 'authentication', onStart: authenticate },
+      ]);
     const allowed = state().s;
-    await allowing.start(info, allowed);
+    await listenedTo(() => {
+      told.push('authentication');
+      return Promise.resolve();
+    }).start(callInfo(), allowed);
     expect(told).toEqual(['authentication', 'allowed']);
     allowed.whenAllowed(() => told.push('late'));
     expect(told).toEqual(['authentication', 'allowed', 'late']);
 
-    const refusing = createPipeline('test', [
-      {
-        name: 'listens',
-        stage: 'pre-authentication',
-        onStart: (_call, context) => {
-          context.whenAllowed(() => told.push('refused call allowed'));
-        },
-      },
-      {
-        name: 'refuses',
-        stage: 'authentication',
-        onStart: () => {
-          throw new SecurityError('unauthenticated', { reason: 'bad_signature' });
-        },
-      },
-    ]);
     const refused = state().s;
-    expect(() => refusing.start(info, refused)).toThrow(SecurityError);
+    const refusal = new SecurityError('unauthenticated', { reason: 'bad_signature' });
+    await expect(listenedTo(() => Promise.reject(refusal)).start(callInfo(), refused)).rejects.toBe(refusal);
     refused.whenAllowed(() => told.push('late on a refused call'));
     refused.noteAllowed();
     expect(told).toEqual(['authentication', 'allowed', 'late']);

@@ -39,25 +39,32 @@ function call(peerAddress: string, token?: string): CallInfo {
 
 const badSignature = () => new SecurityError('unauthenticated', { reason: 'bad_signature' });
 
+/** The state of one call, as an adapter makes it. */
+const newState = (): CallState =>
+  new CallState({ requestId: 'r', deadline: undefined, end: () => undefined, onReleaseError: () => undefined });
+
 /**
- * One call through the control as an adapter runs it: its start hook, then (when allowed) the
- * refusal a later control gave the call, noted on the state, then the release once it ends.
- * Resolves with the control's own refusal, if it gave one.
+ * One call through the control as an adapter runs it: its start hook, then (when allowed) its
+ * verdict, refused with the `outcome` a later control gave or else allowed, noted on the state,
+ * then the release once it ends. With `verification: 'a turn later'` the verdict takes a turn,
+ * as a verifier that waits does. Resolves with the control's own refusal, if it gave one.
  */
-async function attempt(control: Control, info: CallInfo, outcome?: unknown): Promise<unknown> {
-  const state = new CallState({
-    requestId: 'r',
-    deadline: undefined,
-    end: () => undefined,
-    onReleaseError: () => undefined,
-  });
+async function attempt(
+  control: Control,
+  info: CallInfo,
+  outcome?: unknown,
+  verification: 'at once' | 'a turn later' = 'at once',
+): Promise<unknown> {
+  const state = newState();
   let release: unknown;
   try {
     release = await control.onStart?.(info, state);
   } catch (refusal) {
     return refusal;
   }
+  if (verification === 'a turn later') await new Promise((r) => setImmediate(r));
   if (outcome !== undefined) state.noteRefusal(outcome);
+  else state.noteAllowed();
   if (typeof release === 'function') (release as () => void)();
   // A remote store counts off the call's path: let its promise settle.
   await new Promise((r) => setImmediate(r));
@@ -128,12 +135,7 @@ describe('createBruteForceProtection', () => {
     // Listed after the authenticator: the pipeline orders controls by stage.
     const pipeline = createPipeline('test', [authenticator, createBruteForceProtection({ peer })]);
     const run = async () => {
-      const state = new CallState({
-        requestId: 'r',
-        deadline: undefined,
-        end: () => undefined,
-        onReleaseError: () => undefined,
-      });
+      const state = newState();
       const refusal = await new Promise<void>((resolve) => {
         resolve(pipeline.start(call('203.0.113.9:1'), state));
       }).then(
@@ -274,29 +276,9 @@ describe('createBruteForceProtection', () => {
   });
 });
 
-/**
- * One call as the pipeline runs it, with a verification that takes a turn: the start hook, then
- * (when allowed) the verdict, refused with `refusal` or allowed, then the release. Resolves with
- * the control's own refusal, or 'verified' once the call reached the verifier.
- */
+/** {@link attempt} with a verification that takes a turn: 'verified' once the call reached it. */
 async function verifiedLater(control: Control, info: CallInfo, refusal?: unknown): Promise<unknown> {
-  const state = new CallState({
-    requestId: 'r',
-    deadline: undefined,
-    end: () => undefined,
-    onReleaseError: () => undefined,
-  });
-  let release: unknown;
-  try {
-    release = await control.onStart?.(info, state);
-  } catch (own) {
-    return own;
-  }
-  await new Promise((r) => setImmediate(r));
-  if (refusal === undefined) state.noteAllowed();
-  else state.noteRefusal(refusal);
-  if (typeof release === 'function') (release as () => void)();
-  return 'verified';
+  return (await attempt(control, info, refusal, 'a turn later')) ?? 'verified';
 }
 
 describe('createBruteForceProtection while verdicts are on their way', () => {
@@ -326,12 +308,7 @@ describe('createBruteForceProtection while verdicts are on their way', () => {
   it('does not make anonymous calls wait: they cannot fail authentication', () => {
     const control = createBruteForceProtection({ peer });
     for (let i = 0; i < 20; i++) {
-      const state = new CallState({
-        requestId: 'r',
-        deadline: undefined,
-        end: () => undefined,
-        onReleaseError: () => undefined,
-      });
+      const state = newState();
       // Synchronous: no verdict is awaited, none has come.
       expect(control.onStart?.(call(`203.0.113.62:${String(i)}`), state)).toBeUndefined();
     }
@@ -339,8 +316,6 @@ describe('createBruteForceProtection while verdicts are on their way', () => {
 
   it('stops a waiting call whose client left, and its place goes to the next', async () => {
     const control = createBruteForceProtection({ peer });
-    const newState = () =>
-      new CallState({ requestId: 'r', deadline: undefined, end: () => undefined, onReleaseError: () => undefined });
     const states = Array.from({ length: peer.maxFailures }, newState);
     const releases = states.map((state, i) => control.onStart?.(call(`203.0.113.63:${String(i)}`, 't.o.k'), state));
     const leaving = new AbortController();
