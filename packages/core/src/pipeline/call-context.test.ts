@@ -292,19 +292,7 @@ describe('CallState refusal', () => {
       { name: 'allows', stage: 'authentication', onStart: () => Promise.resolve() },
     ]);
     const { s } = state();
-    await pipeline.start(
-      {
-        transport: 'http',
-        operation: 'GET /x',
-        requestId: 'r',
-        peerAddress: undefined,
-        peerCertificate: undefined,
-        headers: { get: () => undefined, getAll: () => [] },
-        deadline: undefined,
-        signal: new AbortController().signal,
-      },
-      s,
-    );
+    await pipeline.start({ ...callInfo(), transport: 'http', operation: 'GET /x' }, s);
     s.finish('ended');
     expect(seen).toEqual([undefined]);
   });
