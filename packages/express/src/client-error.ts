@@ -39,7 +39,7 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
   // Not the parser's (a reset, a TLS handshake that never completed), or a connection already
   // answering a request: nothing can be written cleanly.
   const fault = FAULTS[code] ?? (code.startsWith('HPE_') ? MALFORMED : undefined);
-  if (fault === undefined || !socket.writable || responseStarted(socket)) {
+  if (fault === undefined || !socket.writable || responseStarted(socket) || leftMidBody(code, socket)) {
     socket.destroy();
     return;
   }
@@ -175,6 +175,18 @@ function problemAnswer(
     },
     body,
   };
+}
+
+/**
+ * Whether the client closed its side while sending a request's body. That request exists: its
+ * handler sees it end early and its own line records it (cancelled, or the answer it already
+ * had), so this is not a second, malformed request. Reads Node's parser state; where a Node
+ * version lacks it, the close is answered as a malformed request, as before.
+ */
+function leftMidBody(code: string, socket: Duplex): boolean {
+  if (code !== 'HPE_INVALID_EOF_STATE') return false;
+  const parser = (socket as Duplex & { parser?: { incoming?: unknown } | null }).parser;
+  return parser?.incoming != null;
 }
 
 /** Node's response object of the connection's current request, when one has started. */

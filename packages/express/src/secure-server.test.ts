@@ -30,6 +30,15 @@ function helloApp(audit: ReturnType<typeof captureAudit>['audit']): Express {
   app.get('/hello', (req, res) => {
     res.json({ spiffeId: getClientCertificate(req)?.spiffeId ?? null });
   });
+  app.put('/drain', (req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.json({ drained: true });
+    });
+  });
+  app.put('/early', (_req, res) => {
+    res.json({ early: true });
+  });
   app.use(after);
   return app;
 }
@@ -131,8 +140,11 @@ describe('createSecureServer: strict client certificates', () => {
     await expect(fetch(`${served.url}/hello`, { dispatcher })).rejects.toThrow();
   });
 
-  /** Sends raw bytes on a TLS connection with the client certificate; resolves with all that comes back. */
-  function raw(bytes: string): Promise<string> {
+  /**
+   * Sends raw bytes on a TLS connection with the client certificate; resolves with all that
+   * comes back. With `closeAfter`, the client then closes its side after that many ms.
+   */
+  function raw(bytes: string, closeAfter?: number): Promise<string> {
     return new Promise((resolve, reject) => {
       const socket = connect(
         {
@@ -145,6 +157,7 @@ describe('createSecureServer: strict client certificates', () => {
         },
         () => {
           socket.write(bytes);
+          if (closeAfter !== undefined) setTimeout(() => socket.end(), closeAfter);
         },
       );
       let answer = '';
@@ -152,10 +165,10 @@ describe('createSecureServer: strict client certificates', () => {
       socket.on('data', (chunk: string) => {
         answer += chunk;
       });
-      socket.on('end', () => {
+      socket.on('close', () => {
         resolve(answer);
       });
-      socket.on('error', reject);
+      socket.on('error', closeAfter === undefined ? reject : () => undefined);
     });
   }
 
@@ -207,6 +220,35 @@ describe('createSecureServer: strict client certificates', () => {
     expect(lines().find((line) => line.requestId === requestId)).toMatchObject({ reason, code });
     // Node's error carries the raw request: none of it reaches the log.
     expect(JSON.stringify(lines())).not.toContain('aaaaaaaaaaaaaaaa');
+  });
+
+  it.each([
+    ['while its handler reads the body', '/drain', '', ['request.cancelled']],
+    // A served request writes no line; a refusal made here would have come before the close.
+    ['after its answer', '/early', 'HTTP/1.1 200 ', []],
+  ])(
+    'records a client that closes its side mid-body %s as that request only, not as a malformed one',
+    async (_label, path, answerStart, events) => {
+      const before = lines().length;
+      const answer = await raw(`PUT ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc`, 50);
+      expect(answer.startsWith(answerStart)).toBe(true);
+      expect(answer).not.toContain(' 400 ');
+      // The connection is closed once the close is handled, so no line of it can come later.
+      await expect
+        .poll(() =>
+          lines()
+            .slice(before)
+            .map((line) => line.event),
+        )
+        .toEqual(events);
+    },
+  );
+
+  it('still answers a request head cut short by the client closing its side as malformed', async () => {
+    const before = lines().length;
+    const answer = await raw('PUT /drain HTTP/1.1\r\nHost: x\r\nContent-Le', 50);
+    expect(answer.startsWith('HTTP/1.1 400 ')).toBe(true);
+    expect(lines().slice(before)).toMatchObject([{ event: 'request.denied', reason: 'malformed_request' }]);
   });
 });
 
