@@ -1,5 +1,6 @@
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type ConnectionOptions } from 'node:tls';
 import express, { type Express } from 'express';
@@ -30,11 +31,8 @@ function helloApp(audit: ReturnType<typeof captureAudit>['audit']): Express {
   app.get('/hello', (req, res) => {
     res.json({ spiffeId: getClientCertificate(req)?.spiffeId ?? null });
   });
-  app.put('/drain', (req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.json({ drained: true });
-    });
+  app.put('/drain', async (req, res) => {
+    res.json({ bytes: (await text(req)).length });
   });
   app.put('/early', (_req, res) => {
     res.json({ early: true });
