@@ -83,6 +83,11 @@ const handlers: Record<string, (req: Request, res: Response) => Promise<void>> =
     await busy(req);
     res.json({ ok: true });
   },
+  // The deadline (100 ms) answers; the handler fails once its work is done.
+  '/deadline-fails': async (req) => {
+    await busy(req);
+    throw new Error('failed after the deadline');
+  },
 };
 
 beforeAll(async () => {
@@ -91,7 +96,12 @@ beforeAll(async () => {
   const { before, after } = fluxguard({
     audit: audit.audit,
     controls: [limit],
-    timeouts: { rules: [{ operation: 'GET /deadline', defaultMs: 100 }] },
+    timeouts: {
+      rules: [
+        { operation: 'GET /deadline', defaultMs: 100 },
+        { operation: 'GET /deadline-fails', defaultMs: 100 },
+      ],
+    },
   });
   app.use(before);
   for (const [path, handler] of Object.entries(handlers)) app.get(path, handler);
@@ -167,6 +177,24 @@ describe('a request whose client leaves while its handler works', () => {
     expect((await fetch(`${served.url}/ok`)).status).toBe(503);
     gate.open();
     await expect.poll(() => limit.inFlight()).toBe(0);
+  });
+
+  it("records a handler that fails after its deadline answered by the deadline's line alone", async () => {
+    gate = newGate();
+    const answer = await fetch(`${served.url}/deadline-fails`);
+    expect(answer.status).toBe(504);
+    await answer.text();
+    const requestId = answer.headers.get('x-request-id');
+    // The answer is wholly sent before the handler fails.
+    gate.open();
+    await expect.poll(() => limit.inFlight()).toBe(0);
+    const lines = audit.lines().filter((line) => line.requestId === requestId);
+    expect(lines.filter((line) => Number(line.level) >= 30)).toMatchObject([
+      { event: 'request.failed', code: 'deadline_exceeded' },
+    ]);
+    expect(lines.filter((line) => Number(line.level) < 30)).toMatchObject([
+      { msg: 'failure after the request was answered' },
+    ]);
   });
 
   it('gives the slot back as soon as a handler that stops on its signal has stopped', async () => {
