@@ -179,13 +179,21 @@ describe('the JSON body of an import over HTTP', () => {
     await t.close();
   });
 
-  async function post(body: string): Promise<{ head: string; json: Record<string, unknown> }> {
+  async function post(
+    body: string | Buffer,
+    contentType = 'application/json',
+  ): Promise<{ head: string; json: Record<string, unknown> }> {
     const token = await world.token('e2e-writer', ['artifacts.writer']);
     const answer = await rawHttps(
       t.port,
       world,
-      `POST /v1/artifacts/imports/x.bin:import HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\n` +
-        `Content-Type: application/json\r\nContent-Length: ${String(Buffer.byteLength(body))}\r\nConnection: close\r\n\r\n${body}`,
+      Buffer.concat([
+        Buffer.from(
+          `POST /v1/artifacts/imports/x.bin:import HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\n` +
+            `Content-Type: ${contentType}\r\nContent-Length: ${String(Buffer.byteLength(body))}\r\nConnection: close\r\n\r\n`,
+        ),
+        Buffer.from(body),
+      ]),
     );
     return { head: answer, json: JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, unknown> };
   }
@@ -207,6 +215,14 @@ describe('the JSON body of an import over HTTP', () => {
     expect(head).toMatch(/^HTTP\/1\.1 400 /);
     expect(json).toMatchObject({ code: 'invalid_argument', field: 'body' });
     expect(t.log.textFor(String(json.requestId))).toContain('"reason":"json_duplicate_key"');
+  });
+
+  it('refuses the url given twice in UTF-16, where a check of the bytes as UTF-8 would see no key', async () => {
+    const text = `{"url":"${base}/model.bin","sha256":"${sha256(MODEL)}","url":"http://169.254.169.254/latest/meta-data"}`;
+    const { head, json } = await post(Buffer.from(text, 'utf16le').swap16(), 'application/json; charset=utf-16be');
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(json).toMatchObject({ code: 'invalid_argument', field: 'body' });
+    expect(t.log.textFor(String(json.requestId))).toContain('"reason":"body_charset_unsupported"');
   });
 
   it('names the field a schema refuses and the rule, never the value', async () => {

@@ -10,7 +10,7 @@ import type { E2eEnvironment } from './servers.js';
 export function rawHttps(
   port: number,
   world: E2eEnvironment,
-  request: string,
+  request: string | Uint8Array,
   options: { readonly untilHead?: boolean } = {},
 ): Promise<string> {
   const { valid } = world.pki.clients;

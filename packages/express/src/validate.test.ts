@@ -39,11 +39,12 @@ afterAll(async () => {
 
 async function post(
   path: string,
-  body: string,
+  body: string | Buffer,
+  contentType = 'application/json',
 ): Promise<{ status: number; json: Record<string, unknown>; text: string }> {
   const res = await fetch(`${served.url}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': contentType },
     body,
   });
   const text = await res.text();
@@ -99,6 +100,29 @@ describe('validate() and jsonBody()', () => {
     expect(audit.lines().find((l) => l.requestId === res.json.requestId)).toMatchObject({ reason });
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(Object.prototype).not.toHaveProperty('polluted');
+  });
+
+  /** `text` in UTF-16, big-endian; Node has only the little-endian codec. */
+  const utf16be = (text: string): Buffer => Buffer.from(text, 'utf16le').swap16();
+
+  it.each([
+    ['UTF-16BE', 'utf-16be', utf16be('{"name":"x","name":"admin"}')],
+    ['UTF-16LE', 'utf-16le', Buffer.from('{"name":"x","name":"admin"}', 'utf16le')],
+    ['UTF-16 with a byte-order mark', 'utf-16', Buffer.from('\ufeff{"name":"x","name":"admin"}', 'utf16le')],
+  ])('refuses a body in %s, whose keys the check could not read', async (_label, charset, body) => {
+    const before = handled;
+    const res = await post('/v1/items/1', body, `application/json; charset=${charset}`);
+    expect(res.status).toBe(400);
+    expect(res.json).toMatchObject({ code: 'invalid_argument', field: 'body' });
+    expect(handled).toBe(before);
+    const line = audit.lines().find((l) => l.requestId === res.json.requestId);
+    expect(line).toMatchObject({ reason: 'body_charset_unsupported' });
+  });
+
+  it.each(['utf-8', 'UTF-8'])('takes a body with charset=%s', async (charset) => {
+    const res = await post('/v1/items/7', '{"name":"bolt"}', `application/json; charset=${charset}`);
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({ id: '7', body: { name: 'bolt', tags: [] } });
   });
 
   it('counts braces inside strings as text, not nesting', async () => {

@@ -1,5 +1,11 @@
 import express, { type RequestHandler } from 'express';
-import { ConfigurationError, compileJsonShape, type JsonShapeLimits, type StandardSchemaV1 } from '@fluxguard/core';
+import {
+  ConfigurationError,
+  SecurityError,
+  compileJsonShape,
+  type JsonShapeLimits,
+  type StandardSchemaV1,
+} from '@fluxguard/core';
 import { checkSchema, resolveOptions, validateWith } from '@fluxguard/core/adapter';
 
 /**
@@ -87,7 +93,9 @@ export interface JsonBodyOptions extends JsonShapeLimits {
  * (32), more than `maxKeys` keys (1,000), a `__proto__`, `constructor` or `prototype` key in
  * any spelling, or a key given twice in one object is refused with `400` (`invalid_argument`,
  * reasons `json_too_deep`, `json_too_many_keys`, `json_forbidden_key`, `json_duplicate_key`)
- * before any handler or schema sees the document.
+ * before any handler or schema sees the document. A body whose `Content-Type` names a charset
+ * other than UTF-8 is refused too (`400`, reason `body_charset_unsupported`), as JSON between
+ * systems must be UTF-8: express.json would decode UTF-16 or UTF-32 that the check cannot read.
  *
  * @throws ConfigurationError for a bad limit.
  *
@@ -103,7 +111,16 @@ export function jsonBody(options: JsonBodyOptions = {}): RequestHandler {
   return express.json({
     limit: opts.limit,
     verify: (_req, _res, buffer, encoding) => {
-      check(buffer.toString(Buffer.isEncoding(encoding) ? encoding : 'utf8'), 'body');
+      // body-parser decodes any `utf-*` charset (iconv-lite): checked as another text, a
+      // UTF-16 document hides its keys from the check and reaches the handler. JSON between
+      // systems is UTF-8 (RFC 8259, section 8.1).
+      if (encoding !== 'utf-8') {
+        throw new SecurityError('invalid_argument', {
+          reason: 'body_charset_unsupported',
+          details: { field: 'body' },
+        });
+      }
+      check(buffer.toString('utf8'), 'body');
     },
   });
 }
