@@ -240,6 +240,19 @@ const scenarios: readonly Scenario[] = [
     },
   },
   {
+    name: 'a ZIP holding a pickle behind other bytes (Python opens it: a GIF header in front) is refused, and nothing is kept',
+    kind: 'client-streaming',
+    act: (t) => {
+      const polyglot = Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(2048), zipOf(['archive/data.pkl'])]);
+      return t.client.upload('uploads/picture.gif', sha256(polyglot), [polyglot]);
+    },
+    expect: { code: 'invalid_argument' },
+    check: async (o, t) => {
+      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
+      await expectNothingLeft(t, 'uploads');
+    },
+  },
+  {
     name: 'a directory asked for as an artifact is not found',
     kind: 'unary',
     act: (t) => {

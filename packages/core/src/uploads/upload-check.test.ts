@@ -60,6 +60,9 @@ function zip(
   return Buffer.concat([...locals, between, ...centrals, end]);
 }
 
+/** A PyTorch archive as a ZIP reader sees it: entries, central directory and its end. */
+const TORCH_ARCHIVE = zip([{ name: 'archive/version' }, { name: 'archive/data.pkl' }]);
+
 describe('createUploadCheck', () => {
   it('passes ordinary content whose digest matches, and returns the digest', () => {
     const data = Buffer.from('weights, in safetensors or plain bytes');
@@ -108,6 +111,11 @@ describe('createUploadCheck', () => {
         Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(22), 46 + 'archive/DATA.PICKLE'.length + 4, 0, 0, 0]),
       ),
     ],
+    [
+      'a pickle, behind other bytes (Python opens it: GIF89a in front)',
+      Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(600, 0x20), TORCH_ARCHIVE]),
+    ],
+    ['a pickle, behind 64 KiB of other bytes', Buffer.concat([Buffer.alloc(64 * 1024, 0x41), TORCH_ARCHIVE])],
   ])('refuses a ZIP holding %s, in any chunks', (_label, data) => {
     expect(upload(data, 'model.bin')).toMatchObject({ code: 'invalid_argument', reason: 'content_refused' });
     const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(data) });
@@ -125,6 +133,8 @@ describe('createUploadCheck', () => {
   it('passes a ZIP without a pickle, and reads a flood of made-up headers through to its end', () => {
     const archive = zip([{ name: 'model/weights.bin' }, { name: 'model/config.json' }]);
     expect(upload(archive, 'model.zip')).toBe(sha(archive));
+    const behind = Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(600, 0x20), archive]);
+    expect(upload(behind, 'model.bin')).toBe(sha(behind));
     // 4 MiB of local header signatures, each claiming a 64 KiB name: each is read and passed over.
     const fake = Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(22), 0xff, 0xff, 0, 0]);
     const flood = Buffer.concat([

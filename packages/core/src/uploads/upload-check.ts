@@ -22,8 +22,10 @@ export type UploadReason = 'digest_mismatch' | 'extension_refused' | 'content_re
  * Kinds of content recognised by their first bytes.
  * - `pickle`: Python pickle (protocol 2 and later), and ZIP archives holding a `.pkl` or
  *   `.pickle` entry (PyTorch `.pt` files): loading one runs code. {@link contentKind} reads the
- *   first entry of the bytes it is given; an upload check reads every entry as the upload
- *   streams, local headers and central directory alike.
+ *   first entry of the bytes it is given; an upload check reads every entry header in the whole
+ *   upload as it streams, local headers and central directory alike, so an archive behind other
+ *   bytes (which Python's zipfile opens) is seen too. What is compressed (a gzip file, an
+ *   archive inside an archive's compressed entry) is not opened.
  * - `executable`: ELF, PE (`MZ`), Mach-O, and scripts starting with `#!`.
  */
 export type ContentKind = 'pickle' | 'executable';
@@ -105,7 +107,6 @@ const DEFAULTS: Readonly<Required<{ [K in keyof UploadCheckOptions]: UploadCheck
 /** The first bytes sniffed: enough for every signature, and for a ZIP's first entry name. */
 const SNIFF_BYTES = 512;
 const ZIP_SIGNATURE = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
-const EMPTY = new Uint8Array(0);
 const KINDS: readonly ContentKind[] = ['pickle', 'executable'];
 
 /**
@@ -158,32 +159,28 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
       }
       const hash = createHash('sha256');
       let head: Buffer | undefined = Buffer.alloc(0);
-      // A ZIP's entries, all of them: a pickle may stand anywhere in the archive.
-      let entries: ZipEntryNames | undefined;
-      /** Sniffs the first bytes; for a ZIP, scans them and everything after for entry names. */
-      const sniffHead = (first: Buffer, more: Uint8Array): void => {
-        sniff(first);
-        if (!refuseKinds.has('pickle') || !first.subarray(0, 4).equals(ZIP_SIGNATURE)) return;
-        entries = new ZipEntryNames((nameEnd) => {
-          if (isPickleName(nameEnd.toLowerCase())) refuse('content_refused', 'content');
-        });
-        entries.push(first);
-        entries.push(more);
-      };
+      // Every upload's ZIP entries, all of them: a pickle may stand anywhere in an archive, and
+      // an archive anywhere in the upload. Python's zipfile (and so PyTorch) finds an archive by
+      // its central directory at the end, whatever bytes come in front of it (a GIF header, a
+      // self-extracting stub).
+      const entries = refuseKinds.has('pickle')
+        ? new ZipEntryNames((nameEnd) => {
+            if (isPickleName(nameEnd.toLowerCase())) refuse('content_refused', 'content');
+          })
+        : undefined;
       return {
         update(chunk: Uint8Array) {
           hash.update(chunk);
-          if (entries !== undefined) entries.push(chunk);
+          entries?.push(chunk);
           if (head === undefined) return;
-          const taken = SNIFF_BYTES - head.length;
-          head = Buffer.concat([head, chunk.subarray(0, taken)]);
+          head = Buffer.concat([head, chunk.subarray(0, SNIFF_BYTES - head.length)]);
           if (head.length < SNIFF_BYTES) return;
           const first = head;
           head = undefined;
-          sniffHead(first, chunk.subarray(taken));
+          sniff(first);
         },
         finish() {
-          if (head !== undefined) sniffHead(head, EMPTY);
+          if (head !== undefined) sniff(head);
           entries?.end();
           const actual = hash.digest();
           if (!timingSafeEqual(actual, Buffer.from(sha256, 'hex'))) refuse('digest_mismatch', 'sha256');
