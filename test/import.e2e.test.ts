@@ -157,6 +157,17 @@ describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
     );
   });
 
+  it.each([
+    ['a refused extension', 'imports/model.pt', sha256(MODEL), 'extension_refused'],
+    ['a name reserved for uploads in progress', 'imports/.upload-x/model.bin', sha256(MODEL), 'app.reserved_name'],
+  ])('refuses %s before it fetches anything', async (_label, path, digest, reason) => {
+    const before = fetched;
+    const outcome = await t.client.importFrom(path, `${base}/model.bin`, digest);
+    expect(outcome.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+    expect(t.log.textFor(outcome.requestId ?? '')).toContain(`"reason":"${reason}"`);
+    expect(fetched).toBe(before);
+  });
+
   it('keeps nothing when the digest does not match, or the content is a pickle', async () => {
     const mismatch = await t.client.importFrom('imports/wrong.bin', `${base}/model.bin`, sha256('other'));
     expect(mismatch.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));

@@ -259,6 +259,27 @@ describe('ArtifactStore', () => {
     await store.delete(path);
   });
 
+  it('fetches an import only once its path, name and digest have passed, and stores what came', async () => {
+    let fetches = 0;
+    const fetchBody = (): Promise<Uint8Array> => {
+      fetches += 1;
+      return Promise.resolve(Buffer.from('imported'));
+    };
+    await expect(store.putFetched('imports/../../x.bin', sha('imported'), fetchBody)).rejects.toMatchObject({
+      code: 'invalid_argument',
+    });
+    await expect(store.putFetched('imports/model.pt', sha('imported'), fetchBody)).rejects.toMatchObject({
+      reason: 'extension_refused',
+    });
+    await expect(store.putFetched('imports/model.bin', 'nope', fetchBody)).rejects.toMatchObject({
+      reason: 'app.bad_digest',
+    });
+    expect(fetches).toBe(0);
+    expect(await store.putFetched('imports/model.bin', sha('imported'), fetchBody)).toMatchObject({ size: 8 });
+    expect(fetches).toBe(1);
+    expect((await store.get('imports/model.bin')).content.toString()).toBe('imported');
+  });
+
   it('refuses a malformed declared digest', async () => {
     await expect(store.put('x.txt', 'not-hex', chunks('x'))).rejects.toMatchObject({
       code: 'invalid_argument',

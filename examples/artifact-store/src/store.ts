@@ -258,6 +258,20 @@ export class ArtifactStore {
   }
 
   /**
+   * Stores what `fetchBody` resolves to, checked as {@link put} checks an upload. `fetchBody`
+   * is called only once the path, its name and the declared digest have passed, and the
+   * temporary file is ready: an import that could never be stored costs no download.
+   */
+  putFetched(
+    path: string,
+    expectedSha256: string,
+    fetchBody: () => Promise<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<ArtifactInfo> {
+    return this.put(path, expectedSha256, fetchedOnce(fetchBody), signal);
+  }
+
+  /**
    * Opens the directory of `path` (made if missing) and a new temporary file in it. The
    * temporary file, its rename and its removal all go through the directory as it was opened:
    * a directory swapped for a link meanwhile cannot send a byte outside. No refused upload of
@@ -302,6 +316,11 @@ export class ArtifactStore {
       await dir.close();
     }
   }
+}
+
+/** The one chunk `fetchBody` resolves to, fetched when it is first asked for. */
+async function* fetchedOnce(fetchBody: () => Promise<Uint8Array>): AsyncIterable<Uint8Array> {
+  yield await fetchBody();
 }
 
 /**

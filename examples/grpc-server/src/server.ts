@@ -301,12 +301,17 @@ function artifactStoreHandlers(
     },
 
     // The URL is the client's: fetched through the guard (https, no private address, checked
-    // redirects, bounded), then stored like an upload, digest and content checked.
+    // redirects, bounded) once the path and digest have passed, then stored like an upload,
+    // digest and content checked.
     ImportArtifact: async (call) => {
       const { path, url, sha256 } = call.request;
       const signal = getSignal(call);
-      const { body } = await urlGuard.fetch(url, { signal });
-      const info = await store.put(path, sha256, [body], signal);
+      const info = await store.putFetched(
+        path,
+        sha256,
+        async () => (await urlGuard.fetch(url, { signal })).body,
+        signal,
+      );
       return { path: info.path, sha256: info.sha256, size: info.size };
     },
   };

@@ -219,8 +219,8 @@ export function createApp(options: AppOptions): ArtifactStoreApp {
   });
 
   // POST /v1/artifacts/{path}:import with {"url", "sha256"}: the URL is the client's, fetched
-  // through the guard (https, no private address, checked redirects, bounded), then stored like
-  // an upload, digest and content checked.
+  // through the guard (https, no private address, checked redirects, bounded) once the path and
+  // digest have passed, then stored like an upload, digest and content checked.
   app.post(
     '/v1/artifacts/*path',
     jsonBody({ limit: '8kb', maxDepth: 2, maxKeys: 4 }),
@@ -233,8 +233,13 @@ export function createApp(options: AppOptions): ArtifactStoreApp {
       }
       const path = artifactPath([...segments.slice(0, -1), last.slice(0, -':import'.length)]);
       const { url, sha256 } = req.body as { url: string; sha256: string };
-      const { body } = await urlGuard.fetch(url, { signal: req.fluxguard.signal });
-      const info = await store.put(path, sha256, [body], req.fluxguard.signal);
+      const { signal } = req.fluxguard;
+      const info = await store.putFetched(
+        path,
+        sha256,
+        async () => (await urlGuard.fetch(url, { signal })).body,
+        signal,
+      );
       res.status(201).json({ path: info.path, sha256: info.sha256, size: info.size });
     },
   );
