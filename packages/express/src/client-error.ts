@@ -84,29 +84,47 @@ export function answerConnect(req: IncomingMessage, socket: Duplex, audit: Audit
   writeAndClose(socket, CONNECT_REFUSED, problemAnswer(CONNECT_REFUSED, refusal, clientRequestId(req), socket, audit));
 }
 
-const HOST_MISSING: ClientFault = { status: 400, code: 'invalid_argument', reason: 'malformed_request' };
+const MALFORMED_HEAD: ClientFault = { status: 400, code: 'invalid_argument', reason: 'malformed_request' };
 
 /**
- * Whether a request is HTTP/1.1 without a `Host` (or with an empty one), which a server must
- * refuse with 400 (RFC 9112, section 3.2): the test Node makes with its `requireHostHeader`,
- * which `createSecureServer` turns off to answer such a request itself
- * ({@link answerHostMissing}).
+ * What makes a request head Node has parsed one a server must refuse with 400 (RFC 9112):
+ * - `version_unsupported`: a version other than HTTP/1.x. Node serves a request line without
+ *   one as HTTP/0.9, and `HTTP/2.0` in a request line, headers and all.
+ * - `host_repeated`: more than one `Host` line (section 3.2). Node keeps the first, where a
+ *   proxy in front may have routed by the last.
+ * - `host_missing`: HTTP/1.1 without a `Host`, or with an empty one: the test of Node's
+ *   `requireHostHeader`, which `createSecureServer` turns off to answer it itself.
+ *
+ * Undefined for a head without fault. See {@link answerMalformedHead}.
  *
  * @internal
  */
-export function lacksHost(req: IncomingMessage): boolean {
-  return req.httpVersionMajor === 1 && req.httpVersionMinor === 1 && !req.headers.host;
+export function headFault(req: IncomingMessage): 'version_unsupported' | 'host_repeated' | 'host_missing' | undefined {
+  if (req.httpVersionMajor !== 1) return 'version_unsupported';
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name?.length === 4 && name.toLowerCase() === 'host') hosts += 1;
+  }
+  if (hosts > 1) return 'host_repeated';
+  if (req.httpVersionMinor === 1 && !req.headers.host) return 'host_missing';
+  return undefined;
 }
 
 /**
- * Answers an HTTP/1.1 request without `Host` in place of Node's bare 400: the same status, with
- * a request id, a problem+json body and an audit line, and the connection closed. No handler
- * runs.
+ * Answers a request whose head has a {@link headFault} with 400, a request id, a problem+json
+ * body and an audit line naming the fault, and closes the connection. No handler runs.
  *
  * @internal
  */
-export function answerHostMissing(req: IncomingMessage, res: ServerResponse, audit: AuditLogger): void {
-  answerRequest(HOST_MISSING, req, res, audit);
+export function answerMalformedHead(
+  req: IncomingMessage,
+  res: ServerResponse,
+  audit: AuditLogger,
+  fault: NonNullable<ReturnType<typeof headFault>>,
+): void {
+  answerRequest(MALFORMED_HEAD, req, res, audit, { headFault: fault });
 }
 
 const EXPECTATION_UNSUPPORTED: ClientFault = {
@@ -129,8 +147,14 @@ export function answerExpectationFailed(req: IncomingMessage, res: ServerRespons
 }
 
 /** Refuses a request Node has parsed, before any handler, and closes its connection. */
-function answerRequest(fault: ClientFault, req: IncomingMessage, res: ServerResponse, audit: AuditLogger): void {
-  const refusal = new SecurityError(fault.code, { reason: fault.reason });
+function answerRequest(
+  fault: ClientFault,
+  req: IncomingMessage,
+  res: ServerResponse,
+  audit: AuditLogger,
+  auditFields?: Readonly<Record<string, string>>,
+): void {
+  const refusal = new SecurityError(fault.code, { reason: fault.reason, ...(auditFields ? { auditFields } : {}) });
   const answer = problemAnswer(fault, refusal, clientRequestId(req), req.socket, audit);
   res.writeHead(fault.status, answer.headers);
   res.end(answer.body);

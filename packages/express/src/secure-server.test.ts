@@ -201,6 +201,27 @@ describe('createSecureServer: strict client certificates', () => {
     ],
     ['an HTTP/1.1 request without Host', 'GET /hello HTTP/1.1\r\n\r\n', 400, 'invalid_argument', 'malformed_request'],
     [
+      'two Host lines (Node keeps the first, a proxy may route by the last)',
+      'GET /hello HTTP/1.1\r\nHost: localhost\r\nhost: elsewhere.example\r\n\r\n',
+      400,
+      'invalid_argument',
+      'malformed_request',
+    ],
+    [
+      'a request line without a version (Node serves it as HTTP/0.9)',
+      'GET /hello\r\nHost: x\r\n\r\n',
+      400,
+      'invalid_argument',
+      'malformed_request',
+    ],
+    [
+      'a request line saying HTTP/2.0',
+      'GET /hello HTTP/2.0\r\nHost: x\r\n\r\n',
+      400,
+      'invalid_argument',
+      'malformed_request',
+    ],
+    [
       'a CONNECT request (a tunnel)',
       'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n',
       404,
@@ -218,6 +239,22 @@ describe('createSecureServer: strict client certificates', () => {
     expect(lines().find((line) => line.requestId === requestId)).toMatchObject({ reason, code });
     // Node's error carries the raw request: none of it reaches the log.
     expect(JSON.stringify(lines())).not.toContain('aaaaaaaaaaaaaaaa');
+  });
+
+  it.each([
+    ['GET /hello HTTP/1.1\r\n\r\n', 'host_missing'],
+    ['GET /hello HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n', 'host_repeated'],
+    ['GET /hello HTTP/2.0\r\nHost: a\r\n\r\n', 'version_unsupported'],
+  ])('names the fault of the head %j in its audit line', async (bytes, fault) => {
+    const answer = await raw(bytes);
+    const requestId = /^x-request-id: (.+)$/im.exec(answer)?.[1]?.trim();
+    expect(lines().find((line) => line.requestId === requestId)).toMatchObject({ detail: { headFault: fault } });
+  });
+
+  it('serves an HTTP/1.0 request without Host, which HTTP/1.0 allows', async () => {
+    const answer = await raw('GET /hello HTTP/1.0\r\n\r\n');
+    expect(answer.startsWith('HTTP/1.1 200 ')).toBe(true);
+    expect(answer).toContain('"spiffeId":"spiffe://fluxguard.dev/client"');
   });
 
   it.each([

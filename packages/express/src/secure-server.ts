@@ -15,8 +15,8 @@ import {
   answerClientError,
   answerConnect,
   answerExpectationFailed,
-  answerHostMissing,
-  lacksHost,
+  answerMalformedHead,
+  headFault,
 } from './client-error.js';
 
 /**
@@ -178,8 +178,9 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
       requireHostHeader: false,
     },
     (req, res) => {
-      if (lacksHost(req)) answerHostMissing(req, res, audit);
-      else app(req, res);
+      const fault = headFault(req);
+      if (fault === undefined) app(req, res);
+      else answerMalformedHead(req, res, audit, fault);
     },
   );
   server.keepAliveTimeout = keepAliveTimeout;

@@ -3,12 +3,7 @@ import express, { type RequestHandler } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, createAuditLogger } from '@fluxguard/core';
 import { fluxguard } from './fluxguard.js';
-import {
-  helmetFor,
-  recordHeaderWrites,
-  securityHeaders,
-  type SecurityHeadersOptions,
-} from './security-headers.js';
+import { helmetFor, recordHeaderWrites, securityHeaders, type SecurityHeadersOptions } from './security-headers.js';
 import { serve, type Served } from './testing/tls.js';
 
 /** The raw header lines of an answer (names as sent, in order), without the clock's `Date`. */
