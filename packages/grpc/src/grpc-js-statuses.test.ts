@@ -278,6 +278,41 @@ describe('a request that is not gRPC', () => {
   });
 });
 
+describe('a gRPC request by another method than POST', () => {
+  it.each(['GET', 'PUT', 'HEAD'])(
+    '%s is answered HTTP 405 with a request id and a method_not_allowed line',
+    async (method) => {
+      let served = 0;
+      const requestId = `method-${method}`;
+      const stream = session.request(
+        {
+          ':method': method,
+          ':path': testService.Unary.path,
+          'content-type': 'application/grpc',
+          te: 'trailers',
+          'x-request-id': requestId,
+        },
+        { endStream: method !== 'PUT' },
+      );
+      if (method === 'PUT') stream.end(grpcFrame(Buffer.from('{}')));
+      stream.on('data', () => {
+        served += 1;
+      });
+      stream.on('error', () => undefined);
+      const [response] = (await once(stream, 'response')) as [IncomingHttpHeaders];
+      await once(stream, 'close');
+      expect(response[':status']).toBe(405);
+      expect(response.allow).toBe('POST');
+      expect(response['x-request-id']).toBe(requestId);
+      expect(response['grpc-status']).toBeUndefined();
+      expect(served).toBe(0);
+      expect(linesOf(requestId)).toEqual([
+        expect.objectContaining({ reason: 'method_not_allowed', code: 'invalid_argument', transport: 'grpc' }),
+      ]);
+    },
+  );
+});
+
 describe('floods of what grpc-js refuses', () => {
   /** Runs `count` raw calls, `parallel` at a time, over the shared session. */
   async function flood(count: number, parallel: number, call: (i: number) => Promise<RawAnswer>): Promise<RawAnswer[]> {

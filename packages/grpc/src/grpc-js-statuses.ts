@@ -132,7 +132,9 @@ type VerifyContentType = (stream: ServerHttp2Stream, headers: IncomingHttpHeader
  *   `unimplemented` refusal under that id;
  * - a request that is not gRPC (`_verifyContentType`: a `content-type` other than
  *   `application/grpc...`): grpc-js answers HTTP 415 with nothing else. The answer keeps its
- *   415 and gets an `x-request-id`, and the log a `content_type_unsupported` refusal.
+ *   415 and gets an `x-request-id`, and the log a `content_type_unsupported` refusal. A
+ *   `:method` other than `POST`, which grpc-js serves, is answered HTTP 405 (`allow: POST`)
+ *   the same way, with a `method_not_allowed` refusal.
  * Refusals are folded like any other under a flood. With a grpc-js that has no such methods it
  * does nothing (the adapter checks the grpc-js version it supports at start-up).
  *
@@ -156,6 +158,20 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
     value(this: ServerInternals, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
       currentStream = stream;
       currentHeaders = headers;
+      // gRPC is POST only. grpc-js serves any method, where a cache or a proxy in front may
+      // treat a GET as safe to repeat or keep, and a rule of its may look at POSTs only.
+      if (headers[':method'] !== 'POST') {
+        const requestId = requestIdOf(headers);
+        refuse(
+          this,
+          new SecurityError('invalid_argument', { reason: 'method_not_allowed' }),
+          stream,
+          headers,
+          requestId,
+        );
+        stream.respond({ ':status': 405, allow: 'POST', [REQUEST_ID_HEADER]: requestId }, { endStream: true });
+        return false;
+      }
       const contentType = headers['content-type'];
       if (typeof contentType === 'string' && contentType.startsWith('application/grpc')) return true;
       const requestId = requestIdOf(headers);

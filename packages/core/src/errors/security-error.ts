@@ -29,7 +29,8 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   `UNIMPLEMENTED`), and what grpc-js refuses below every interceptor:
  *   `message_decompression_failed`, `message_encoding_unsupported` (a `grpc-encoding` grpc-js
  *   cannot decompress) and `deadline_header_invalid` (a `grpc-timeout` it cannot parse), and
- *   `content_type_unsupported` (a request that is not gRPC, answered HTTP 415). A
+ *   `content_type_unsupported` (a request that is not gRPC, answered HTTP 415), and
+ *   `method_not_allowed` (a `:method` other than `POST`, answered HTTP 405). A
  *   request message over its limit there (the operation's, else
  *   `grpc.max_receive_message_length`; before or after decompression) is the input limits'
  *   `message_too_large`.
@@ -61,6 +62,7 @@ export type TransportReason =
   | 'client_deadline'
   | 'message_count_invalid'
   | 'content_type_unsupported'
+  | 'method_not_allowed'
   // Express adapter
   | 'route_not_found'
   | 'malformed_uri'
