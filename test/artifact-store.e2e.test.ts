@@ -240,6 +240,20 @@ const scenarios: readonly Scenario[] = [
     },
   },
   {
+    // Text opcodes, no header: os.system('id') when loaded.
+    name: 'a protocol 0 pickle posing as .txt is refused by its opcodes, and nothing is kept',
+    kind: 'client-streaming',
+    act: (t) => {
+      const pickle = Buffer.from("cos\nsystem\n(S'id'\ntR.");
+      return t.client.upload('uploads/notes.txt', sha256(pickle), [pickle]);
+    },
+    expect: { code: 'invalid_argument' },
+    check: async (o, t) => {
+      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
+      await expectNothingLeft(t, 'uploads');
+    },
+  },
+  {
     name: 'a ZIP holding a pickle behind other bytes (Python opens it: a GIF header in front) is refused, and nothing is kept',
     kind: 'client-streaming',
     act: (t) => {

@@ -84,7 +84,15 @@ describe('createUploadCheck', () => {
     ['an ELF executable', Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46]), Buffer.alloc(60)]), 'tool.bin'],
     ['a PE executable', Buffer.concat([Buffer.from('MZ'), Buffer.alloc(60)]), 'tool.dat'],
     ['a script', Buffer.from('#!/bin/sh\nrm -rf /\n'), 'notes.txt'],
-  ])('refuses %s by its first bytes', (_label, data, name) => {
+    // Protocol 0, text opcodes: `os.system('id')` on loading.
+    ['a protocol 0 pickle posing as .txt', Buffer.from("cos\nsystem\n(S'id'\ntR."), 'notes.txt'],
+    // Protocol 4 without the header Python writes: it loads all the same.
+    [
+      'a protocol 4 pickle without its header',
+      Buffer.from('8c05706f736978948c0667657463776494680068019329522e', 'hex'),
+      'model.bin',
+    ],
+  ])('refuses %s by its content', (_label, data, name) => {
     expect(upload(data, name)).toMatchObject({ code: 'invalid_argument', reason: 'content_refused' });
   });
 

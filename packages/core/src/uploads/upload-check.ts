@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { PickleCallScan } from './pickle-scan.js';
 import { ZipEntryNames } from './zip-entries.js';
 
 /**
@@ -20,8 +21,10 @@ export type UploadReason = 'digest_mismatch' | 'extension_refused' | 'content_re
 
 /**
  * Kinds of content recognised by their first bytes.
- * - `pickle`: Python pickle (protocol 2 and later), and ZIP archives holding a `.pkl` or
- *   `.pickle` entry (PyTorch `.pt` files): loading one runs code. {@link contentKind} reads the
+ * - `pickle`: Python pickle: protocol 2 and later by the header Python writes, any protocol
+ *   (text opcodes of protocol 0 included, a header left out) that imports a name and calls it,
+ *   and ZIP archives holding a `.pkl` or `.pickle` entry (PyTorch `.pt` files): loading one
+ *   runs code. {@link contentKind} reads the
  *   first entry of the bytes it is given; an upload check reads every entry header in the whole
  *   upload as it streams, local headers and central directory alike, so an archive behind other
  *   bytes (which Python's zipfile opens) is seen too. What is compressed (a gzip file, an
@@ -168,10 +171,16 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
             if (isPickleName(nameEnd.toLowerCase())) refuse('content_refused', 'content');
           })
         : undefined;
+      // A pickle of any protocol, with or without the header the first bytes are sniffed for,
+      // that imports a name and calls it: what loading it would run.
+      const calls = refuseKinds.has('pickle')
+        ? new PickleCallScan(() => refuse('content_refused', 'content'))
+        : undefined;
       return {
         update(chunk: Uint8Array) {
           hash.update(chunk);
           entries?.push(chunk);
+          calls?.push(chunk);
           if (head === undefined) return;
           head = Buffer.concat([head, chunk.subarray(0, SNIFF_BYTES - head.length)]);
           if (head.length < SNIFF_BYTES) return;

@@ -1,0 +1,92 @@
+// The pickle scan against pickles CPython 3 loads (each ran a harmless `posix.getcwd` when
+// this table was made with `pickle.loads`), and against content that is no pickle: text, the
+// binary formats of models and archives, random bytes.
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { PickleCallScan } from './pickle-scan.js';
+
+/** Whether the scan finds a call, with `data` cut into chunks of `size` bytes. */
+function callsIn(data: Buffer, size = data.length): boolean {
+  let found = false;
+  const scan = new PickleCallScan(() => {
+    found = true;
+  });
+  for (let i = 0; i < data.length; i += size) scan.push(data.subarray(i, i + size));
+  return found;
+}
+
+const hex = (text: string): Buffer => Buffer.from(text, 'hex');
+const text = (value: string): Buffer => Buffer.from(value, 'latin1');
+
+const RUNS_CODE: readonly [string, Buffer][] = [
+  ['protocol 0', hex('63706f7369780a6765746377640a70300a28745270310a2e')],
+  ['protocol 1', hex('63706f7369780a6765746377640a7100295271012e')],
+  ['protocol 2', hex('800263706f7369780a6765746377640a7100295271012e')],
+  ['protocol 3', hex('800363706f7369780a6765746377640a7100295271012e')],
+  ['protocol 4', hex('80049517000000000000008c05706f736978948c066765746377649493942952942e')],
+  ['protocol 5', hex('80059517000000000000008c05706f736978948c066765746377649493942952942e')],
+  ['protocol 2 without its header', hex('63706f7369780a6765746377640a7100295271012e')],
+  ['protocol 4 without its header', hex('9517000000000000008c05706f736978948c066765746377649493942952942e')],
+  ['a long string in front', text(`S'${'x'.repeat(5000)}'\n0cposix\ngetcwd\n(tR.`)],
+  ['a mark popped by POP', text('(0cposix\ngetcwd\n)R.')],
+  ['an INT line with white space', text('I 5 \n0cposix\ngetcwd\n)R.')],
+  ['names from the memo (STACK_GLOBAL)', hex('8c05706f736978948c0667657463776494680068019329522e')],
+  ['names from a line GET', hex('8c05706f736978948c066765746377649467300a67310a9329522e')],
+  ['INST', text('(iposix\ngetcwd\n.')],
+  ['OBJ', text('(cposix\ngetcwd\no.')],
+  ['a second pickle after a harmless one', text('N.cposix\ngetcwd\n)R.')],
+  ['BUILD on an imported object', text('cposix\ngetcwd\n}b.')],
+];
+
+describe('PickleCallScan', () => {
+  it.each(RUNS_CODE)('finds the call of %s, in any chunks', (_label, data) => {
+    expect(callsIn(data)).toBe(true);
+    expect(callsIn(data, 1)).toBe(true);
+    expect(callsIn(data, 7)).toBe(true);
+  });
+
+  it.each([
+    ['a pickle of data only (no import)', text("(lp0\nI1\naS'two'\np1\na.")],
+    ['an import that nothing calls', text('cposix\ngetcwd\n.')],
+    ['STACK_GLOBAL over bytes, which Python refuses', hex('43056f7320202043066765746377649329522e')],
+    ['a word list whose first word starts with c', text('cat\ndog\nfish\n')],
+    ['a CSV', text('col1,col2\nvalue,1\n')],
+    ['JSON', text('{"name":"model","layers":[1,2,3]}')],
+    ['a README', text('# fluxguard\n\nSecure gRPC and HTTP services.\n')],
+    ['a PNG header', hex('89504e470d0a1a0a0000000d49484452')],
+    ['a safetensors header', Buffer.concat([hex('4000000000000000'), text('{"w":{"dtype":"F32","shape":[1]}}')])],
+    ['a GGUF header', hex('47475546030000000000000000000000')],
+    ['an NPY header', Buffer.concat([hex('934e554d505901007600'), text("{'descr': '<f4'}")])],
+  ])('finds no call in %s', (_label, data) => {
+    expect(callsIn(data)).toBe(false);
+    expect(callsIn(data, 1)).toBe(false);
+  });
+
+  it('finds no call in 20,000 random uploads of 4 KiB', () => {
+    let found = 0;
+    for (let i = 0; i < 20_000; i++) if (callsIn(randomBytes(4096))) found += 1;
+    expect(found).toBe(0);
+  });
+
+  it('stays bounded: a stack of 100,000 items is a pickle, a memo past its bound is read as strings', () => {
+    expect(callsIn(Buffer.alloc(200_000, 0x28), 4096)).toBe(true);
+    // 100,001 strings memoized, then two fetched back by an index past the memo's bound.
+    const puts = Buffer.concat(Array.from({ length: 100_001 }, () => hex('8c017894')));
+    const far = hex('6aa08601006aa0860100');
+    const call = Buffer.concat([puts, far, hex('9329522e')]);
+    expect(callsIn(call, 64 * 1024)).toBe(true);
+  });
+
+  it('calls a million harmless opcodes a pickle, and finds a call behind a line of 8 MiB', () => {
+    expect(callsIn(Buffer.from('N0'.repeat(600_000)), 64 * 1024)).toBe(true);
+    expect(callsIn(Buffer.from('N0'.repeat(400_000)), 64 * 1024)).toBe(false);
+    const line = Buffer.concat([text('V'), Buffer.alloc(8 * 1024 * 1024, 0x61), text('\n0cposix\ngetcwd\n)R.')]);
+    expect(callsIn(line, 64 * 1024)).toBe(true);
+  });
+
+  it('skips a payload of any declared size without reading it byte by byte', () => {
+    // BINBYTES8 declaring 1 GiB, 1 MiB of it present: nothing found, nothing held.
+    const header = Buffer.concat([hex('8e'), Buffer.from([0, 0, 0, 0x40, 0, 0, 0, 0])]);
+    expect(callsIn(Buffer.concat([header, Buffer.alloc(1024 * 1024, 0x63)]), 64 * 1024)).toBe(false);
+  });
+});
