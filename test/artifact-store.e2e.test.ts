@@ -42,6 +42,20 @@ async function expectNothingLeft(t: TransportUnderTest, relative: string): Promi
   expect(existsSync(at) ? readdirSync(at, { recursive: true }) : 'nothing').toBe('nothing');
 }
 
+/** An upload its content gets refused (`content_refused`), of which nothing is kept. */
+function contentRefused(what: string, path: string, chunks: readonly Buffer[]): Scenario {
+  return {
+    name: `${what} is refused by its content, and nothing is kept`,
+    kind: 'client-streaming',
+    act: (t) => t.client.upload(path, sha256(Buffer.concat(chunks)), chunks),
+    expect: { code: 'invalid_argument' },
+    check: async (o, t) => {
+      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
+      await expectNothingLeft(t, 'uploads');
+    },
+  };
+}
+
 const scenarios: readonly Scenario[] = [
   {
     name: 'health is served',
@@ -224,48 +238,20 @@ const scenarios: readonly Scenario[] = [
       await expectNothingLeft(t, 'uploads');
     },
   },
-  {
-    name: 'a ZIP whose pickle is not its first entry (PyTorch finds data.pkl by name) is refused, and nothing is kept',
-    kind: 'client-streaming',
-    act: (t) => {
-      const archive = zipOf(['archive/version', 'archive/data.pkl']);
-      // Cut inside the central directory, where the pickle's name stands a second time.
-      const cut = archive.length - 40;
-      return t.client.upload('uploads/weights.bin', sha256(archive), [archive.subarray(0, cut), archive.subarray(cut)]);
-    },
-    expect: { code: 'invalid_argument' },
-    check: async (o, t) => {
-      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
-      await expectNothingLeft(t, 'uploads');
-    },
-  },
-  {
-    // Text opcodes, no header: os.system('id') when loaded.
-    name: 'a protocol 0 pickle posing as .txt is refused by its opcodes, and nothing is kept',
-    kind: 'client-streaming',
-    act: (t) => {
-      const pickle = Buffer.from("cos\nsystem\n(S'id'\ntR.");
-      return t.client.upload('uploads/notes.txt', sha256(pickle), [pickle]);
-    },
-    expect: { code: 'invalid_argument' },
-    check: async (o, t) => {
-      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
-      await expectNothingLeft(t, 'uploads');
-    },
-  },
-  {
-    name: 'a ZIP holding a pickle behind other bytes (Python opens it: a GIF header in front) is refused, and nothing is kept',
-    kind: 'client-streaming',
-    act: (t) => {
-      const polyglot = Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(2048), zipOf(['archive/data.pkl'])]);
-      return t.client.upload('uploads/picture.gif', sha256(polyglot), [polyglot]);
-    },
-    expect: { code: 'invalid_argument' },
-    check: async (o, t) => {
-      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
-      await expectNothingLeft(t, 'uploads');
-    },
-  },
+  // Cut inside the central directory, where the pickle's name stands a second time.
+  contentRefused(
+    'a ZIP whose pickle is not its first entry (PyTorch finds data.pkl by name)',
+    'uploads/weights.bin',
+    ((archive) => [archive.subarray(0, archive.length - 40), archive.subarray(archive.length - 40)])(
+      zipOf(['archive/version', 'archive/data.pkl']),
+    ),
+  ),
+  // Text opcodes, no header: os.system('id') when loaded.
+  contentRefused('a protocol 0 pickle posing as .txt', 'uploads/notes.txt', [Buffer.from("cos\nsystem\n(S'id'\ntR.")]),
+  // Python's zipfile finds an archive by its end, whatever stands in front of it.
+  contentRefused('a ZIP holding a pickle behind a GIF header', 'uploads/picture.gif', [
+    Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(2048), zipOf(['archive/data.pkl'])]),
+  ]),
   {
     name: 'a directory asked for as an artifact is not found',
     kind: 'unary',

@@ -161,28 +161,12 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
       // gRPC is POST only. grpc-js serves any method, where a cache or a proxy in front may
       // treat a GET as safe to repeat or keep, and a rule of its may look at POSTs only.
       if (headers[':method'] !== 'POST') {
-        const requestId = requestIdOf(headers);
-        refuse(
-          this,
-          new SecurityError('invalid_argument', { reason: 'method_not_allowed' }),
-          stream,
-          headers,
-          requestId,
-        );
-        stream.respond({ ':status': 405, allow: 'POST', [REQUEST_ID_HEADER]: requestId }, { endStream: true });
+        answerNotGrpc(this, stream, headers, 'method_not_allowed', { ':status': 405, allow: 'POST' });
         return false;
       }
       const contentType = headers['content-type'];
       if (typeof contentType === 'string' && contentType.startsWith('application/grpc')) return true;
-      const requestId = requestIdOf(headers);
-      refuse(
-        this,
-        new SecurityError('invalid_argument', { reason: 'content_type_unsupported' }),
-        stream,
-        headers,
-        requestId,
-      );
-      stream.respond({ ':status': 415, [REQUEST_ID_HEADER]: requestId }, { endStream: true });
+      answerNotGrpc(this, stream, headers, 'content_type_unsupported', { ':status': 415 });
       return false;
     },
   });
@@ -207,6 +191,22 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
       );
     },
   });
+}
+
+/**
+ * Answers a stream that is no gRPC call with a bare HTTP status and its request id, no body and
+ * no `grpc-status`, and logs the refusal.
+ */
+function answerNotGrpc(
+  server: ServerInternals,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  reason: 'method_not_allowed' | 'content_type_unsupported',
+  answer: Readonly<Record<string, string | number>>,
+): void {
+  const requestId = requestIdOf(headers);
+  refuse(server, new SecurityError('invalid_argument', { reason }), stream, headers, requestId);
+  stream.respond({ ...answer, [REQUEST_ID_HEADER]: requestId }, { endStream: true });
 }
 
 /** The client's own `x-request-id` when well formed, else a new one (as safeErrors does). */
