@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { connect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLogger } from '@fluxguard/core';
@@ -224,6 +225,30 @@ describe('reference HTTP server', () => {
     });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ code: 'invalid_argument', field: 'Repr-Digest' });
+  });
+
+  it.each(['gzip', 'br', 'GZIP, identity'])(
+    'refuses a body sent with Content-Encoding: %s, which would be kept unread as sent',
+    async (coding) => {
+      const pickle = gzipSync(Buffer.from("cos\nsystem\n(S'id'\ntR."));
+      const res = await call('/v1/artifacts/coded.bin', {
+        method: 'PUT',
+        headers: { 'repr-digest': reprDigestOf(sha(pickle)), 'content-encoding': coding },
+        body: pickle,
+      });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ code: 'invalid_argument', field: 'content-encoding' });
+      expect(readdirSync(dataDir).filter((n) => n.includes('coded'))).toEqual([]);
+    },
+  );
+
+  it('takes Content-Encoding: identity', async () => {
+    const res = await call('/v1/artifacts/identity.bin', {
+      method: 'PUT',
+      headers: { 'repr-digest': reprDigestOf(sha('plain')), 'content-encoding': 'identity' },
+      body: 'plain',
+    });
+    expect(res.status).toBe(201);
   });
 
   it('refuses an artifact over the limit, by Content-Length or while streaming, and keeps nothing', async () => {

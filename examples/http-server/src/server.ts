@@ -207,6 +207,15 @@ export function createApp(options: AppOptions): ArtifactStoreApp {
     if (maxArtifactBytes !== undefined && declared > maxArtifactBytes) {
       throw new SecurityError('payload_too_large', { reason: 'app.artifact_too_large' });
     }
+    // The bytes are stored as sent and served back without a coding: a gzip body would be
+    // kept as gzip, its content (a pickle, say) never read by the upload check.
+    const coding = req.get('content-encoding')?.trim().toLowerCase();
+    if (coding !== undefined && coding !== '' && coding !== 'identity') {
+      throw new SecurityError('invalid_argument', {
+        reason: 'body_encoding_unsupported',
+        details: { field: 'content-encoding' },
+      });
+    }
     // The body is streamed into the store (no body parser): it hashes and writes chunk by
     // chunk, and renames into place only once the digest matches.
     const info = await store.put(path, expected, bodyChunks(req, req.fluxguard.signal), req.fluxguard.signal);
