@@ -83,6 +83,11 @@ describe('createUploadCheck', () => {
     ['a PyTorch archive posing as .bin', TORCH, 'model.bin'],
     ['an ELF executable', Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46]), Buffer.alloc(60)]), 'tool.bin'],
     ['a PE executable', Buffer.concat([Buffer.from('MZ'), Buffer.alloc(60)]), 'tool.dat'],
+    [
+      'a universal Mach-O executable',
+      Buffer.concat([Buffer.from('cafebabe00000002', 'hex'), Buffer.alloc(60)]),
+      'tool',
+    ],
     ['a script', Buffer.from('#!/bin/sh\nrm -rf /\n'), 'notes.txt'],
     // Protocol 0, text opcodes: `os.system('id')` on loading.
     ['a protocol 0 pickle posing as .txt', Buffer.from("cos\nsystem\n(S'id'\ntR."), 'notes.txt'],
@@ -123,6 +128,10 @@ describe('createUploadCheck', () => {
       'a pickle, behind other bytes (Python opens it: GIF89a in front)',
       Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(600, 0x20), TORCH_ARCHIVE]),
     ],
+    [
+      "a pickle whose name goes on after a NUL (Python's zipfile ends it there)",
+      zip([{ name: 'archive/data.pkl\u0000x' }]),
+    ],
     ['a pickle, behind 64 KiB of other bytes', Buffer.concat([Buffer.alloc(64 * 1024, 0x41), TORCH_ARCHIVE])],
   ])('refuses a ZIP holding %s, in any chunks', (_label, data) => {
     expect(upload(data, 'model.bin')).toMatchObject({ code: 'invalid_argument', reason: 'content_refused' });
@@ -136,6 +145,11 @@ describe('createUploadCheck', () => {
       whole.update(data);
       whole.finish();
     }).toThrow(expect.objectContaining({ reason: 'content_refused' }) as Error);
+  });
+
+  it('passes a Java class file, whose magic a universal Mach-O shares', () => {
+    const javaClass = Buffer.concat([Buffer.from('cafebabe00000034', 'hex'), Buffer.alloc(60)]);
+    expect(upload(javaClass, 'Main.class')).toBe(sha(javaClass));
   });
 
   it('passes a ZIP without a pickle, and reads a flood of made-up headers through to its end', () => {

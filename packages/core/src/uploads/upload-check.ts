@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import { PickleCallScan } from './pickle-scan.js';
+import { PickleImportScan } from './pickle-scan.js';
 import { ZipEntryNames } from './zip-entries.js';
 
 /**
@@ -22,7 +22,7 @@ export type UploadReason = 'digest_mismatch' | 'extension_refused' | 'content_re
 /**
  * Kinds of content recognised by their first bytes.
  * - `pickle`: Python pickle: protocol 2 and later by the header Python writes, any protocol
- *   (text opcodes of protocol 0 included, a header left out) that imports a name and calls it,
+ *   (text opcodes of protocol 0 included, a header left out) that imports a name,
  *   and ZIP archives holding a `.pkl` or `.pickle` entry (PyTorch `.pt` files): loading one
  *   runs code. {@link contentKind} reads the
  *   first entry of the bytes it is given; an upload check reads every entry header in the whole
@@ -172,15 +172,15 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
           })
         : undefined;
       // A pickle of any protocol, with or without the header the first bytes are sniffed for,
-      // that imports a name and calls it: what loading it would run.
-      const calls = refuseKinds.has('pickle')
-        ? new PickleCallScan(() => refuse('content_refused', 'content'))
+      // that imports a name: what loading it would run.
+      const imports = refuseKinds.has('pickle')
+        ? new PickleImportScan(() => refuse('content_refused', 'content'))
         : undefined;
       return {
         update(chunk: Uint8Array) {
           hash.update(chunk);
           entries?.push(chunk);
-          calls?.push(chunk);
+          imports?.push(chunk);
           if (head === undefined) return;
           head = Buffer.concat([head, chunk.subarray(0, SNIFF_BYTES - head.length)]);
           if (head.length < SNIFF_BYTES) return;
@@ -222,7 +222,10 @@ export function contentKind(head: Buffer): ContentKind | undefined {
   if (head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) return 'executable'; // ELF
   if (head.subarray(0, 2).toString('latin1') === 'MZ') return 'executable'; // PE
   const magic = head.length >= 4 ? head.readUInt32BE(0) : 0;
-  if ([0xfeedface, 0xfeedfacf, 0xcefaedfe, 0xcffaedfe, 0xcafebabe].includes(magic)) return 'executable'; // Mach-O
+  if ([0xfeedface, 0xfeedfacf, 0xcefaedfe, 0xcffaedfe].includes(magic)) return 'executable'; // Mach-O
+  // A universal Mach-O, whose next word counts its architectures; a Java class file has the
+  // same magic, then its version (45 and up).
+  if (magic === 0xcafebabe && head.length >= 8 && head.readUInt32BE(4) < 45) return 'executable';
   if (head.subarray(0, 2).toString('latin1') === '#!') return 'executable';
   return undefined;
 }

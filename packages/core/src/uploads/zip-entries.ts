@@ -73,7 +73,10 @@ export class ZipEntryNames {
           : found + offsets.nameAt + data.readUInt16LE(found + offsets.lengthAt);
       if (end <= data.length) {
         const start = found + (offsets?.nameAt ?? 0);
-        this.#onName(data.subarray(Math.max(start, end - NAME_END_BYTES), end).toString('latin1'));
+        // Python's zipfile ends a name at its first NUL: `data.pkl\0x` is `data.pkl` to it.
+        const nul = data.indexOf(0, start);
+        const nameEnd = nul !== -1 && nul < end ? nul : end;
+        this.#onName(data.subarray(Math.max(start, nameEnd - NAME_END_BYTES), nameEnd).toString('latin1'));
       } else if (!final && (offsets !== undefined || found + 4 > data.length)) {
         // A header (or its signature) that goes on in the next chunk.
         this.#rest = Buffer.from(data.subarray(found));
