@@ -20,16 +20,21 @@ import { ZipEntryNames } from './zip-entries.js';
 export type UploadReason = 'digest_mismatch' | 'extension_refused' | 'content_refused' | 'content_type_refused';
 
 /**
- * Kinds of content recognised by their first bytes.
- * - `pickle`: Python pickle: protocol 2 and later by the header Python writes, any protocol
- *   (text opcodes of protocol 0 included, a header left out) that imports a name,
- *   and ZIP archives holding a `.pkl` or `.pickle` entry (PyTorch `.pt` files): loading one
- *   runs code. {@link contentKind} reads the
- *   first entry of the bytes it is given; an upload check reads every entry header in the whole
- *   upload as it streams, local headers and central directory alike, so an archive behind other
- *   bytes (which Python's zipfile opens) is seen too. What is compressed (a gzip file, an
- *   archive inside an archive's compressed entry) is not opened.
+ * Kinds of content an upload check refuses by what the upload holds, whatever its name says.
+ * - `pickle`: a Python pickle (loading one runs code): protocol 2 and later by the header
+ *   Python writes; any protocol, text opcodes and a left-out header included, that imports a
+ *   name (`uploads/pickle-scan.ts` reads the upload as CPython's unpickler does); and ZIP
+ *   archives holding a `.pkl` or `.pickle` entry (PyTorch `.pt` files), every entry header in
+ *   the whole upload read as it streams, so an archive behind other bytes (which Python's
+ *   zipfile opens) is seen too. What is compressed (a gzip file, an archive inside an archive's
+ *   compressed entry) is not opened. {@link contentKind} reads only the first bytes it is given.
  * - `executable`: ELF, PE (`MZ`), Mach-O, and scripts starting with `#!`.
+ *
+ * @example
+ * ```ts
+ * import type { ContentKind } from '@fluxguard/core';
+ * const refused: ContentKind[] = ['pickle', 'executable'];
+ * ```
  */
 export type ContentKind = 'pickle' | 'executable';
 
