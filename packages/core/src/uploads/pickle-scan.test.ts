@@ -43,12 +43,35 @@ const RUNS_CODE: readonly [string, Buffer][] = [
   ['a NUL ending an INT line in front', hex('493000ff0a3063706f7369780a6765746377640a29522e')],
   ['a NUL ending a FLOAT line in front', hex('46312e3500ff0a3063706f7369780a6765746377640a29522e')],
   ['a NUL ending a PUT index', hex('4e703000ff0a3063706f7369780a6765746377640a29522e')],
-  ['a NUL in a module name', hex('63706f73697800ff0a6765746377640a29522e')],
+  // The C reader cuts a module name at a NUL; what follows must decode as UTF-8.
+  ['a NUL in a module name', hex('636f7300c3a90a6765746377640a29522e')],
   // `-0` is index 0: the str put there hides an earlier item under the same index.
   ['a memo index of -0', hex('4e710030566275696c74696e730a702d300a30680056657865630a9329522e')],
   ['MEMOIZE after an index of -0', hex('566275696c74696e730a702d300a304e943067300a56657865630a9329522e')],
   // One unpickler loading twice keeps its memo: the second pickle gets the first one's strings.
   ['the memo of a first pickle', hex('566275696c74696e730a71003056657865630a71012e680068019329522e')],
+  // The module is imported before its name is looked up: the name line is anything.
+  ['a name line that is no name', text('cposix\n-\n.')],
+  // A one-time reader of a file (CPython's C unpickler) drops the rest of a frame when a read
+  // runs past its end, and reads on from after it: the scan cannot follow, and refuses.
+  [
+    'a line across its frame end',
+    Buffer.concat([hex('4e30950800000000000000420000000030632d'), text('posix\ngetcwd\n)R.')]),
+  ],
+  [
+    'a sized argument across its frame end',
+    Buffer.concat([hex('4e309503000000000000008c05417878787858'), text('cposix\ngetcwd\n)R.')]),
+  ],
+  [
+    'a frame inside a frame',
+    Buffer.concat([hex('4e3095140000000000000042000000003095080000000000000058ffffff7f'), text('cposix\ngetcwd\n)R.')]),
+  ],
+  [
+    'a pickle ending inside its frame',
+    Buffer.concat([hex('9507000000000000004e2e58ffffff7f'), text('cposix\ngetcwd\n)R.')]),
+  ],
+  // A new unpickler after the first pickle starts with an empty memo: its indices differ.
+  ['a memo read afresh after STOP', hex('4e942e8c05706f736978948c066765746377649468006801932e')],
   // The extension registry filled from inside the pickle, then EXT1: the import of copyreg first.
   ['a registry filled for EXT1', text('ccopyreg\n_inverted_registry\nK\x01(Vbuiltins\nVexec\nts0\x82\x01(V1\ntR.')],
 ];
@@ -63,6 +86,11 @@ describe('PickleCallScan', () => {
   it.each([
     ['a pickle of data only (no import)', text("(lp0\nI1\naS'two'\np1\na.")],
     ['STACK_GLOBAL over bytes, which Python refuses', hex('43056f7320202043066765746377649329522e')],
+    ['a module name whose rest after a NUL is no UTF-8, which Python refuses', hex('63706f73697800ff0a2e')],
+    [
+      'a frame fault in a frame longer than the stream, which every reader refuses first',
+      hex('9500100000000000009501000000000000000030'),
+    ],
     ['a word list whose first word starts with c and ends there', text('cat dog\nfish\n')],
     ['a raw image of one value (0x88, NEWTRUE), 300 KB', Buffer.alloc(300_000, 0x88)],
     ['a raw image of one value (0x4b, BININT1), 300 KB', Buffer.alloc(300_000, 0x4b)],
@@ -79,9 +107,10 @@ describe('PickleCallScan', () => {
     expect(importsIn(data, 1)).toBe(false);
   });
 
-  it('takes text whose first two lines are a word starting with c and another word for a pickle', () => {
-    // GLOBAL with a module and a name that could be imported: the known false alarm.
+  it('takes text whose first line is one word starting with c for a pickle', () => {
+    // GLOBAL of a module that could be imported: the known false alarm.
     expect(importsIn(text('cat\ndog\nfish\n'))).toBe(true);
+    expect(importsIn(text('ctest_build\n-----------\n'))).toBe(true);
   });
 
   it('finds no import in 20,000 random uploads of 4 KiB', () => {

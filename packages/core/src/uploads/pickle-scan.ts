@@ -179,13 +179,14 @@ function imports(before: Effect = () => true): Effect {
 /** Every opcode of protocols 0 to 5 (CPython's `Lib/pickle.py`); any other byte ends the scan. */
 const TABLE: readonly (readonly [string | number, Arg, Effect, Item?])[] = [
   ['(', NONE, push(MARK), MARK],
-  // The end of one pickle; a loader may read another after it. One unpickler loading twice
-  // keeps its memo (CPython's C `load()`), so the memo stays.
+  // The end of one pickle; a loader may read another after it.
   [
     '.',
     NONE,
     (m) => {
       m.stack.clear();
+      // One unpickler loading again keeps its memo, a new one starts empty: either may be read.
+      if (m.memo.size > 0) m.memoUncertain = true;
       return true;
     },
   ],
@@ -210,13 +211,14 @@ const TABLE: readonly (readonly [string | number, Arg, Effect, Item?])[] = [
   ['X', sized(4), push(STR)],
   ['a', NONE, popOnto(1)],
   ['b', NONE, popOnto(1)],
-  ['c', line('identifier', 2), imports()],
+  // CPython imports the module before it looks the name up: the module line is the verdict.
+  ['c', line('identifier'), imports()],
   ['d', NONE, popMark(OTHER)],
   ['}', NONE, push(OTHER), OTHER],
   ['e', NONE, popMarkOnto],
   ['g', INDEX_LINE, memoGet],
   ['h', fixed(1), memoGet],
-  ['i', line('identifier', 2), imports()],
+  ['i', line('identifier'), imports()],
   ['j', fixed(4), memoGet],
   ['l', NONE, popMark(OTHER)],
   [']', NONE, push(OTHER), OTHER],
@@ -255,6 +257,7 @@ const TABLE: readonly (readonly [string | number, Arg, Effect, Item?])[] = [
   // Module and name from the stack: both must be `str`, or CPython refuses before importing.
   [0x93, NONE, imports((m) => m.stack.top() === STR && m.stack.second() === STR)],
   [0x94, NONE, (m) => memoPut(m, m.memoUncertain ? Number.NaN : m.memo.size)],
+  // FRAME: its end is kept by the scan itself (see #frameEnd).
   [0x95, fixed(8), () => true],
   [0x96, sized(8), push(OTHER)],
   [0x97, NONE, push(OTHER), OTHER],
@@ -269,6 +272,8 @@ const OPCODES = new Map<number, Opcode>(
 
 const NEWLINE = 0x0a;
 const NUL = 0x00;
+const FRAME = 0x95;
+const STOP = OPCODES.get(0x2e);
 
 /** The bytes a line argument of each rule may hold for CPython to read it (a superset). */
 function bytesOf(...ranges: readonly (string | readonly [number, number])[]): Uint8Array {
@@ -281,8 +286,9 @@ function bytesOf(...ranges: readonly (string | readonly [number, number])[]): Ui
   return table;
 }
 const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
-  // Dotted Python names; bytes over 0x7f for names in other scripts.
-  identifier: bytesOf('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789.', [0x80, 0xff]),
+  // Dotted Python names. Names in other scripts are legal, but a module that can be imported
+  // has an ASCII name, and the scan would otherwise read a fifth of random bytes as names.
+  identifier: bytesOf('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789.'),
   // int() (any base its prefixes name, underscores, L of Python 2), float() (exponents, inf,
   // infinity, nan), and the white space both strip.
   number: bytesOf('0123456789+-._eElLxXoObBaAcCdDfFiInNtTyY \t\r\v\f'),
@@ -307,8 +313,9 @@ const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
  * import fills it.
  *
  * Text and the binary formats in use stop within their first bytes; what is taken for a pickle
- * without being one is text whose first two lines are a word starting with `c` and another
- * word (`GLOBAL`). Bounded: 100,000 runs of stack items, or 4,000,000 opcodes (a run of one
+ * without being one is text whose first line is one word starting with a lowercase `c` or `i`
+ * (`GLOBAL` or `INST` of that module; CPython's pure-Python reader imports before it looks for
+ * the mark `INST` needs, and with no name line at all). Bounded: 100,000 runs of stack items, or 4,000,000 opcodes (a run of one
  * push opcode counting once), is a pickle, and the memo keeps 100,000 entries (past them any
  * index is read as a string). Sized payloads are skipped and lines searched for their end.
  *
@@ -337,11 +344,24 @@ export class PickleImportScan {
   #lineLast = -1;
   /** After a NUL, CPython's C reader has its value: the rest of the line is not read. */
   #lineEnded = false;
+  /** A byte CPython cannot read was seen in a line inside a frame (see #lineRun). */
+  #lineInvalid = false;
+  /** Continuation bytes a UTF-8 character of the line still needs. */
+  #utf8Left = 0;
   /** A number line's value as a memo index; NaN where the scan cannot read it. */
   #lineValue = 0;
   #lineNegative = false;
   /** Opcodes read: a stream the unpickler reads this far is a pickle. */
   #opcodes = 0;
+  /** Bytes of the stream before the current chunk. */
+  #base = 0;
+  /** Where the current FRAME ends in the stream, while one is being read. */
+  #frameEnd: number | undefined;
+  /**
+   * A frame read otherwise by CPython's C reader of a file (see #frameFault) is a pickle once
+   * the stream reaches this end: a frame longer than the stream fails in every reader first.
+   */
+  #frameFaultAt: number | undefined;
   #done = false;
 
   constructor(onImport: () => void) {
@@ -349,29 +369,44 @@ export class PickleImportScan {
   }
 
   push(chunk: Uint8Array): void {
+    const base = this.#base;
+    this.#base += chunk.length;
+    if (this.#frameFaultAt !== undefined && this.#base >= this.#frameFaultAt) {
+      this.#frameFaultAt = undefined;
+      this.#found();
+      return;
+    }
     let at = 0;
     while (!this.#done && at < chunk.length) {
       if (this.#skip > 0) {
         const taken = Math.min(this.#skip, chunk.length - at);
         this.#skip -= taken;
         at += taken;
-        if (this.#skip === 0) this.#apply(0);
+        if (this.#skip === 0) this.#apply(0, base + at);
         continue;
       }
       const opcode = this.#opcode;
       if (opcode?.arg.kind === 'line') {
-        at = this.#lineRun(chunk, at, opcode.arg.chars, opcode.arg.index === true);
+        at = this.#lineRun(chunk, at, base, opcode.arg.chars, opcode.arg.index === true);
         continue;
       }
       const byte = chunk[at] ?? 0;
       at += 1;
       if (opcode !== undefined) {
-        this.#argByte(opcode, byte);
+        this.#argByte(opcode, byte, base + at);
         continue;
       }
       const next = OPCODES.get(byte);
       if (next === undefined) {
         this.#done = true;
+        return;
+      }
+      // A frame read to its end is over; a new one begun inside another is no stream the
+      // pickler writes, and CPython's C reader of a file reads it otherwise than its bytes say.
+      const start = base + at - 1;
+      if (this.#frameEnd !== undefined && start >= this.#frameEnd) this.#frameEnd = undefined;
+      if (byte === FRAME && this.#frameEnd !== undefined) {
+        this.#frameFault(base + chunk.length);
         return;
       }
       this.#opcodes += 1;
@@ -395,18 +430,20 @@ export class PickleImportScan {
       if (next.arg.kind === 'line') {
         this.#linesLeft = next.arg.lines;
         this.#startLine();
-      } else if (next.arg.kind === 'none') this.#apply(0);
+      } else if (next.arg.kind === 'none') this.#apply(0, base + at);
     }
   }
 
-  #argByte(opcode: Opcode, byte: number): void {
+  /** One byte of a fixed or sized argument; `end` is where the stream stands after it. */
+  #argByte(opcode: Opcode, byte: number, end: number): void {
     const arg = opcode.arg;
     if (arg.kind !== 'fixed' && arg.kind !== 'sized') return;
     this.#argBytes.push(byte);
     if (this.#argBytes.length < arg.bytes) return;
     const value = this.#argBytes.reduceRight((sum, b) => sum * 256 + b, 0);
     if (arg.kind === 'fixed') {
-      this.#apply(value);
+      if (opcode === OPCODES.get(FRAME)) this.#frameEnd = end + value;
+      this.#apply(value, end);
       return;
     }
     // BINSTRING's and LONG4's sizes are signed: CPython refuses a negative one.
@@ -415,32 +452,45 @@ export class PickleImportScan {
       return;
     }
     this.#skip = value;
-    if (value === 0) this.#apply(0);
+    if (value === 0) this.#apply(0, end);
+    else if (this.#frameEnd !== undefined && end + value > this.#frameEnd) this.#crossesFrame(end + value);
+  }
+
+  /** An argument ends at `end`: past the frame it began in, CPython's C reader of a file reads on elsewhere. */
+  #crossesFrame(end: number): void {
+    if (this.#frameEnd !== undefined && end > this.#frameEnd) this.#frameFault(this.#base);
+  }
+
+  /**
+   * The stream leaves its frame otherwise than the pickler writes it (an argument across the
+   * frame's end, a frame inside a frame, a pickle ending inside its frame). CPython's C reader
+   * of a file then drops the frame's rest and reads on from after it, which the scan cannot
+   * follow: it is a pickle, once the stream holds the whole frame (`seen`: bytes so far).
+   */
+  #frameFault(seen: number): void {
+    const frameEnd = this.#frameEnd ?? 0;
+    this.#done = true;
+    if (seen >= frameEnd) this.#found();
+    else this.#frameFaultAt = frameEnd;
   }
 
   /** Reads a line argument up to its end in `chunk`, or the chunk's end; where it stopped. */
-  #lineRun(chunk: Uint8Array, at: number, rule: LineRule, index: boolean): number {
+  #lineRun(chunk: Uint8Array, at: number, base: number, rule: LineRule, index: boolean): number {
     const end = chunk.indexOf(NEWLINE, at);
     const stop = end === -1 ? chunk.length : end;
-    const allowed = LINE_BYTES[rule];
-    if (allowed !== undefined && !this.#lineEnded) {
-      // A dotted name starts with a letter (or a byte of another script), not a digit or a dot.
-      if (rule === 'identifier' && this.#lineLength === 0 && stop > at && (chunk[at] ?? 0) < 0x41) {
+    // A line that runs past its frame's end is read from after the frame by a C file reader,
+    // whatever its bytes inside the frame are.
+    if (this.#frameEnd !== undefined && base + (end === -1 ? stop : end + 1) > this.#frameEnd) {
+      this.#frameFault(base + chunk.length);
+      return stop;
+    }
+    if (!this.#lineBytesValid(chunk, at, stop, rule, index)) {
+      // Inside a frame the line may yet run past its end, which decides before its bytes do.
+      if (this.#frameEnd === undefined) {
         this.#done = true;
         return stop;
       }
-      for (let i = at; i < stop; i++) {
-        const byte = chunk[i] ?? 0;
-        if (byte === NUL) {
-          this.#lineEnded = true;
-          break;
-        }
-        if (allowed[byte] === 0) {
-          this.#done = true;
-          return stop;
-        }
-        if (index) this.#numberByte(byte);
-      }
+      this.#lineInvalid = true;
     }
     if (stop > at) {
       if (this.#lineLength === 0) this.#lineFirst = chunk[at] ?? -1;
@@ -448,8 +498,47 @@ export class PickleImportScan {
       this.#lineLength += stop - at;
     }
     if (end === -1) return stop;
-    this.#endLine(rule);
+    this.#endLine(rule, base + end + 1);
     return end + 1;
+  }
+
+  /**
+   * Whether CPython can read `chunk[at..stop)` as more of a line of `rule`. After a NUL a number
+   * is read (the rest is not), and a module name is cut there, the rest decoded as UTF-8 all the
+   * same.
+   */
+  #lineBytesValid(chunk: Uint8Array, at: number, stop: number, rule: LineRule, index: boolean): boolean {
+    const allowed = LINE_BYTES[rule];
+    if (allowed === undefined || this.#lineInvalid || (this.#lineEnded && rule !== 'identifier')) return true;
+    // A dotted name starts with a letter or `_`, not a digit or a dot.
+    if (rule === 'identifier' && this.#lineLength === 0 && stop > at && (chunk[at] ?? 0) < 0x41) return false;
+    for (let i = at; i < stop; i++) {
+      const byte = chunk[i] ?? 0;
+      if (this.#lineEnded) {
+        if (!this.#utf8(byte)) return false;
+        continue;
+      }
+      if (byte === NUL) {
+        this.#lineEnded = true;
+        if (rule === 'identifier') continue;
+        return true;
+      }
+      if (allowed[byte] === 0) return false;
+      if (index) this.#numberByte(byte);
+    }
+    return true;
+  }
+
+  /** Whether `byte` goes on valid UTF-8 (simplified: overlong forms pass). */
+  #utf8(byte: number): boolean {
+    if (this.#utf8Left > 0) {
+      this.#utf8Left -= 1;
+      return (byte & 0xc0) === 0x80;
+    }
+    if (byte < 0x80) return true;
+    this.#utf8Left =
+      byte >= 0xc2 && byte <= 0xdf ? 1 : byte >= 0xe0 && byte <= 0xef ? 2 : byte >= 0xf0 && byte <= 0xf4 ? 3 : -1;
+    return this.#utf8Left > 0;
   }
 
   /** A memo index as int() reads it: digits, a sign, white space and underscores. */
@@ -465,18 +554,20 @@ export class PickleImportScan {
     this.#lineFirst = -1;
     this.#lineLast = -1;
     this.#lineEnded = false;
+    this.#lineInvalid = false;
+    this.#utf8Left = 0;
     this.#lineValue = 0;
     this.#lineNegative = false;
   }
 
   /** A line argument has ended: checked, then the next line or the opcode. */
-  #endLine(rule: LineRule): void {
+  #endLine(rule: LineRule, end: number): void {
     const quoted =
       this.#lineLength >= 2 &&
       this.#lineFirst === this.#lineLast &&
       (this.#lineFirst === 0x22 || this.#lineFirst === 0x27);
     const empty = this.#lineLength === 0 && (rule === 'identifier' || rule === 'number');
-    if ((rule === 'quoted' && !quoted) || empty) {
+    if ((rule === 'quoted' && !quoted) || empty || this.#utf8Left > 0 || this.#lineInvalid) {
       this.#done = true;
       return;
     }
@@ -487,14 +578,21 @@ export class PickleImportScan {
     }
     // `-0` is 0; a negative index CPython refuses, or anything the scan cannot read, is NaN.
     const value = this.#lineNegative && this.#lineValue !== 0 ? Number.NaN : this.#lineValue;
-    this.#apply(value);
+    this.#apply(value, end);
   }
 
-  /** Runs the opcode whose argument is complete. */
-  #apply(value: number): void {
+  /** Runs the opcode whose argument is complete, where the stream stands at `end`. */
+  #apply(value: number, end: number): void {
     const opcode = this.#opcode;
     this.#opcode = undefined;
     if (opcode === undefined) return;
+    this.#crossesFrame(end);
+    if (this.#done) return;
+    // A pickle that ends inside its frame leaves bytes a C reader of a file skips.
+    if (opcode === STOP && this.#frameEnd !== undefined && end < this.#frameEnd) {
+      this.#frameFault(this.#base);
+      return;
+    }
     const machine = this.#machine;
     if (!opcode.effect(machine, value)) this.#done = true;
     else if (machine.imported || machine.stack.runs >= MAX_RUNS) this.#found();
