@@ -286,8 +286,8 @@ function bytesOf(...ranges: readonly (string | readonly [number, number])[]): Ui
   return table;
 }
 const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
-  // Dotted Python names. Names in other scripts are legal, but a module that can be imported
-  // has an ASCII name, and the scan would otherwise read a fifth of random bytes as names.
+  // Dotted Python names. Names in other scripts are legal, but the modules installed have ASCII
+  // names, and the scan would otherwise read a fifth of random bytes as names.
   identifier: bytesOf('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789.'),
   // int() (any base its prefixes name, underscores, L of Python 2), float() (exponents, inf,
   // infinity, nan), and the white space both strip.
@@ -308,8 +308,9 @@ const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
  * no pickle stops the scan at the first byte CPython would refuse: an unknown opcode, a stack
  * that runs out, `STACK_GLOBAL` without two strings, a line argument CPython cannot read. Where
  * CPython reads more than the scan models (its C reader ends a number at a NUL byte, one
- * unpickler keeps its memo from one pickle to the next), the scan takes the reading that goes
- * on. The extension codes (`EXT1`/`EXT2`/`EXT4`) stop it: their registry is empty until an
+ * unpickler keeps its memo from one pickle to the next, its pure-Python reader takes a module
+ * line the end of the stream cuts short, see {@link PickleImportScan.end}), the scan takes the
+ * reading that goes on, and frames it follows as a C reader of a file does (see #frameFault). The extension codes (`EXT1`/`EXT2`/`EXT4`) stop it: their registry is empty until an
  * import fills it.
  *
  * Text and the binary formats in use stop within their first bytes; what is taken for a pickle
@@ -346,6 +347,8 @@ export class PickleImportScan {
   #lineEnded = false;
   /** A byte CPython cannot read was seen in a line inside a frame (see #lineRun). */
   #lineInvalid = false;
+  /** The last byte of a module line so far is one a name cannot hold (see end()). */
+  #lastInvalid = false;
   /** Continuation bytes a UTF-8 character of the line still needs. */
   #utf8Left = 0;
   /** A number line's value as a memo index; NaN where the scan cannot read it. */
@@ -484,13 +487,24 @@ export class PickleImportScan {
       this.#frameFault(base + chunk.length);
       return stop;
     }
-    if (!this.#lineBytesValid(chunk, at, stop, rule, index)) {
+    // A byte after one a module name cannot hold: the line is no name (see end()).
+    if (this.#lastInvalid) {
+      this.#done = true;
+      return stop;
+    }
+    // The pure-Python reader drops a last line's last byte at the end of the stream, whatever it
+    // is: a module line's last byte so far is checked apart, and may be that one.
+    const lastApart = rule === 'identifier' && end === -1 && this.#frameEnd === undefined && stop > at;
+    let valid = this.#lineBytesValid(chunk, at, lastApart ? stop - 1 : stop, rule, index);
+    if (valid && lastApart && !this.#lineBytesValid(chunk, stop - 1, stop, rule, index)) this.#lastInvalid = true;
+    else if (!valid && this.#frameEnd !== undefined) {
       // Inside a frame the line may yet run past its end, which decides before its bytes do.
-      if (this.#frameEnd === undefined) {
-        this.#done = true;
-        return stop;
-      }
       this.#lineInvalid = true;
+      valid = true;
+    }
+    if (!valid) {
+      this.#done = true;
+      return stop;
     }
     if (stop > at) {
       if (this.#lineLength === 0) this.#lineFirst = chunk[at] ?? -1;
@@ -510,8 +524,8 @@ export class PickleImportScan {
   #lineBytesValid(chunk: Uint8Array, at: number, stop: number, rule: LineRule, index: boolean): boolean {
     const allowed = LINE_BYTES[rule];
     if (allowed === undefined || this.#lineInvalid || (this.#lineEnded && rule !== 'identifier')) return true;
-    // A dotted name starts with a letter or `_`, not a digit or a dot.
-    if (rule === 'identifier' && this.#lineLength === 0 && stop > at && (chunk[at] ?? 0) < 0x41) return false;
+    // A dotted name does not start with its dot (installed modules may start with a digit).
+    if (rule === 'identifier' && this.#lineLength === 0 && stop > at && chunk[at] === 0x2e) return false;
     for (let i = at; i < stop; i++) {
       const byte = chunk[i] ?? 0;
       if (this.#lineEnded) {
@@ -555,6 +569,7 @@ export class PickleImportScan {
     this.#lineLast = -1;
     this.#lineEnded = false;
     this.#lineInvalid = false;
+    this.#lastInvalid = false;
     this.#utf8Left = 0;
     this.#lineValue = 0;
     this.#lineNegative = false;
@@ -579,6 +594,17 @@ export class PickleImportScan {
     // `-0` is 0; a negative index CPython refuses, or anything the scan cannot read, is NaN.
     const value = this.#lineNegative && this.#lineValue !== 0 ? Number.NaN : this.#lineValue;
     this.#apply(value, end);
+  }
+
+  /**
+   * The stream has ended. CPython's pure-Python reader (joblib's) takes a module line the end
+   * of the stream cuts short as a line whose last byte it drops, and imports what is left with
+   * an empty name: a module line of two bytes or more, its last one anything, is an import.
+   */
+  end(): void {
+    const arg = this.#opcode?.arg;
+    if (this.#done || arg?.kind !== 'line' || arg.chars !== 'identifier') return;
+    if (this.#lineLength >= 2 && !this.#lineInvalid) this.#found();
   }
 
   /** Runs the opcode whose argument is complete, where the stream stands at `end`. */
