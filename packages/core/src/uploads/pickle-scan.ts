@@ -310,15 +310,17 @@ const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
  * CPython reads more than the scan models (its C reader ends a number at a NUL byte, one
  * unpickler keeps its memo from one pickle to the next, its pure-Python reader takes a module
  * line the end of the stream cuts short, see {@link PickleImportScan.end}), the scan takes the
- * reading that goes on, and frames it follows as a C reader of a file does (see #frameFault). The extension codes (`EXT1`/`EXT2`/`EXT4`) stop it: their registry is empty until an
- * import fills it.
+ * reading that goes on, and frames it follows as a C reader of a file does (see #frameFault).
+ * The extension codes (`EXT1`/`EXT2`/`EXT4`) stop it: their registry is empty until an import
+ * fills it.
  *
  * Text and the binary formats in use stop within their first bytes; what is taken for a pickle
  * without being one is text whose first line is one word starting with a lowercase `c` or `i`
  * (`GLOBAL` or `INST` of that module; CPython's pure-Python reader imports before it looks for
- * the mark `INST` needs, and with no name line at all). Bounded: 100,000 runs of stack items, or 4,000,000 opcodes (a run of one
- * push opcode counting once), is a pickle, and the memo keeps 100,000 entries (past them any
- * index is read as a string). Sized payloads are skipped and lines searched for their end.
+ * the mark `INST` needs, and with no name line at all). Bounded: 100,000 runs of stack items,
+ * or 4,000,000 opcodes (a run of one push opcode counting once), is a pickle, and the memo
+ * keeps 100,000 entries (past them any index is read as a string). Sized payloads are skipped
+ * and lines searched for their end.
  *
  * @example
  * ```ts
@@ -327,6 +329,7 @@ const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
  *   throw new Error('a pickle that imports');
  * });
  * for await (const chunk of upload) scan.push(chunk);
+ * scan.end();
  * ```
  */
 export class PickleImportScan {
