@@ -308,9 +308,12 @@ const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
  * no pickle stops the scan at the first byte CPython would refuse: an unknown opcode, a stack
  * that runs out, `STACK_GLOBAL` without two strings, a line argument CPython cannot read. Where
  * CPython reads more than the scan models (its C reader ends a number at a NUL byte, one
- * unpickler keeps its memo from one pickle to the next, its pure-Python reader takes a module
- * line the end of the stream cuts short, see {@link PickleImportScan.end}), the scan takes the
- * reading that goes on, and frames it follows as a C reader of a file does (see #frameFault).
+ * unpickler keeps its memo from one pickle to the next), the scan takes the reading that goes
+ * on, and frames it follows as a C reader of a file does (see #frameFault). One reading it
+ * does not take: CPython's pure-Python reader (joblib's) imports the module of a module line
+ * the end of the stream cuts short, its last byte dropped (`cthisX`). Taken, it would refuse
+ * every file of one word starting with `c` or `i`, such as `inside`; such a stream can import
+ * a module but call nothing.
  * The extension codes (`EXT1`/`EXT2`/`EXT4`) stop it: their registry is empty until an import
  * fills it.
  *
@@ -329,7 +332,6 @@ const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
  *   throw new Error('a pickle that imports');
  * });
  * for await (const chunk of upload) scan.push(chunk);
- * scan.end();
  * ```
  */
 export class PickleImportScan {
@@ -350,8 +352,6 @@ export class PickleImportScan {
   #lineEnded = false;
   /** A byte CPython cannot read was seen in a line inside a frame (see #lineRun). */
   #lineInvalid = false;
-  /** The last byte of a module line so far is one a name cannot hold (see end()). */
-  #lastInvalid = false;
   /** Continuation bytes a UTF-8 character of the line still needs. */
   #utf8Left = 0;
   /** A number line's value as a memo index; NaN where the scan cannot read it. */
@@ -490,24 +490,13 @@ export class PickleImportScan {
       this.#frameFault(base + chunk.length);
       return stop;
     }
-    // A byte after one a module name cannot hold: the line is no name (see end()).
-    if (this.#lastInvalid) {
-      this.#done = true;
-      return stop;
-    }
-    // The pure-Python reader drops a last line's last byte at the end of the stream, whatever it
-    // is: a module line's last byte so far is checked apart, and may be that one.
-    const lastApart = rule === 'identifier' && end === -1 && this.#frameEnd === undefined && stop > at;
-    let valid = this.#lineBytesValid(chunk, at, lastApart ? stop - 1 : stop, rule, index);
-    if (valid && lastApart && !this.#lineBytesValid(chunk, stop - 1, stop, rule, index)) this.#lastInvalid = true;
-    else if (!valid && this.#frameEnd !== undefined) {
+    if (!this.#lineBytesValid(chunk, at, stop, rule, index)) {
       // Inside a frame the line may yet run past its end, which decides before its bytes do.
+      if (this.#frameEnd === undefined) {
+        this.#done = true;
+        return stop;
+      }
       this.#lineInvalid = true;
-      valid = true;
-    }
-    if (!valid) {
-      this.#done = true;
-      return stop;
     }
     if (stop > at) {
       if (this.#lineLength === 0) this.#lineFirst = chunk[at] ?? -1;
@@ -572,7 +561,6 @@ export class PickleImportScan {
     this.#lineLast = -1;
     this.#lineEnded = false;
     this.#lineInvalid = false;
-    this.#lastInvalid = false;
     this.#utf8Left = 0;
     this.#lineValue = 0;
     this.#lineNegative = false;
@@ -597,17 +585,6 @@ export class PickleImportScan {
     // `-0` is 0; a negative index CPython refuses, or anything the scan cannot read, is NaN.
     const value = this.#lineNegative && this.#lineValue !== 0 ? Number.NaN : this.#lineValue;
     this.#apply(value, end);
-  }
-
-  /**
-   * The stream has ended. CPython's pure-Python reader (joblib's) takes a module line the end
-   * of the stream cuts short as a line whose last byte it drops, and imports what is left with
-   * an empty name: a module line of two bytes or more, its last one anything, is an import.
-   */
-  end(): void {
-    const arg = this.#opcode?.arg;
-    if (this.#done || arg?.kind !== 'line' || arg.chars !== 'identifier') return;
-    if (this.#lineLength >= 2 && !this.#lineInvalid) this.#found();
   }
 
   /** Runs the opcode whose argument is complete, where the stream stands at `end`. */

@@ -196,7 +196,6 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
         finish() {
           if (head !== undefined) sniff(head);
           entries?.end();
-          imports?.end();
           const actual = hash.digest();
           if (!timingSafeEqual(actual, Buffer.from(sha256, 'hex'))) refuse('digest_mismatch', 'sha256');
           return actual.toString('hex');
