@@ -88,7 +88,7 @@ type Arg =
   | { readonly kind: 'none' }
   | { readonly kind: 'fixed'; readonly bytes: number }
   | { readonly kind: 'sized'; readonly bytes: number; readonly signed: boolean }
-  | { readonly kind: 'line'; readonly lines: number; readonly chars: LineRule; readonly index?: boolean };
+  | { readonly kind: 'line'; readonly chars: LineRule; readonly index?: boolean };
 
 /** What a line argument may hold for CPython to read it at all (a superset). */
 type LineRule = 'identifier' | 'number' | 'quoted' | 'ascii' | 'any';
@@ -106,9 +106,9 @@ interface Opcode {
 const NONE: Arg = { kind: 'none' };
 const fixed = (bytes: number): Arg => ({ kind: 'fixed', bytes });
 const sized = (bytes: number, signed = false): Arg => ({ kind: 'sized', bytes, signed });
-const line = (chars: LineRule, lines = 1): Arg => ({ kind: 'line', lines, chars });
+const line = (chars: LineRule): Arg => ({ kind: 'line', chars });
 /** A line holding a memo index, whose value the scan reads. */
-const INDEX_LINE: Arg = { kind: 'line', lines: 1, chars: 'number', index: true };
+const INDEX_LINE: Arg = { kind: 'line', chars: 'number', index: true };
 
 function push(item: Item): Effect {
   return (m) => {
@@ -343,8 +343,7 @@ export class PickleImportScan {
   #argBytes: number[] = [];
   /** What is left of a sized argument's payload, to skip. */
   #skip = 0;
-  /** Line arguments: lines still to end, the current line's length, first and last byte. */
-  #linesLeft = 0;
+  /** A line argument: its length so far, first and last byte. */
   #lineLength = 0;
   #lineFirst = -1;
   #lineLast = -1;
@@ -433,10 +432,8 @@ export class PickleImportScan {
       }
       this.#opcode = next;
       this.#argBytes = [];
-      if (next.arg.kind === 'line') {
-        this.#linesLeft = next.arg.lines;
-        this.#startLine();
-      } else if (next.arg.kind === 'none') this.#apply(0, base + at);
+      if (next.arg.kind === 'line') this.#startLine();
+      else if (next.arg.kind === 'none') this.#apply(0, base + at);
     }
   }
 
@@ -566,7 +563,7 @@ export class PickleImportScan {
     this.#lineNegative = false;
   }
 
-  /** A line argument has ended: checked, then the next line or the opcode. */
+  /** A line argument has ended: checked, then the opcode run. */
   #endLine(rule: LineRule, end: number): void {
     const quoted =
       this.#lineLength >= 2 &&
@@ -575,11 +572,6 @@ export class PickleImportScan {
     const empty = this.#lineLength === 0 && (rule === 'identifier' || rule === 'number');
     if ((rule === 'quoted' && !quoted) || empty || this.#utf8Left > 0 || this.#lineInvalid) {
       this.#done = true;
-      return;
-    }
-    this.#linesLeft -= 1;
-    if (this.#linesLeft > 0) {
-      this.#startLine();
       return;
     }
     // `-0` is 0; a negative index CPython refuses, or anything the scan cannot read, is NaN.
