@@ -2,7 +2,6 @@
 // `posix.getcwd` when this table was made with `pickle.loads`; the rows after the protocols are
 // ways past an earlier scan, found by attacking it), and against content that is no pickle:
 // text, the binary formats of models and archives, random bytes.
-import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { PickleImportScan } from './pickle-scan.js';
 
@@ -17,6 +16,20 @@ function importsIn(data: Buffer, size = data.length): boolean {
 }
 
 const hex = (text: string): Buffer => Buffer.from(text, 'hex');
+
+/** `size` bytes that look random, the same for the same `seed` on every run (mulberry32). */
+function pseudoRandom(seed: number, size: number): Buffer {
+  const bytes = Buffer.alloc(size);
+  let state = seed >>> 0;
+  for (let i = 0; i < size; i += 4) {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    bytes.writeUInt32LE((t ^ (t >>> 14)) >>> 0, i);
+  }
+  return bytes;
+}
 const text = (value: string): Buffer => Buffer.from(value, 'latin1');
 
 const RUNS_CODE: readonly [string, Buffer][] = [
@@ -77,7 +90,7 @@ const RUNS_CODE: readonly [string, Buffer][] = [
   ['a registry filled for EXT1', text('ccopyreg\n_inverted_registry\nK\x01(Vbuiltins\nVexec\nts0\x82\x01(V1\ntR.')],
 ];
 
-describe('PickleCallScan', () => {
+describe('PickleImportScan', () => {
   it.each(RUNS_CODE)('finds the import of %s, in any chunks', (_label, data) => {
     expect(importsIn(data)).toBe(true);
     expect(importsIn(data, 1)).toBe(true);
@@ -120,10 +133,13 @@ describe('PickleCallScan', () => {
     expect(importsIn(text('ctest_build\n-----------\n'))).toBe(true);
   });
 
-  it('finds no import in 20,000 random uploads of 4 KiB', () => {
+  it('takes at most one in 10,000 pseudo-random uploads of 4 KiB for a pickle', () => {
+    // About one random file in 100,000 reads as a GLOBAL of a short module name (`cq\n`), an
+    // import to CPython: the rate is what is checked, on a fixed corpus (a seeded generator) so
+    // that the count is the same on every run.
     let found = 0;
-    for (let i = 0; i < 20_000; i++) if (importsIn(randomBytes(4096))) found += 1;
-    expect(found).toBe(0);
+    for (let i = 0; i < 20_000; i++) if (importsIn(pseudoRandom(i, 4096))) found += 1;
+    expect(found).toBeLessThanOrEqual(2);
   });
 
   it('stays bounded: 100,000 runs of stack items are a pickle, a memo past its bound is read as strings', () => {
