@@ -320,7 +320,8 @@ const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
  * Text and the binary formats in use stop within their first bytes; what is taken for a pickle
  * without being one is text whose first line is one word starting with a lowercase `c` or `i`
  * (`GLOBAL` or `INST` of that module; CPython's pure-Python reader imports before it looks for
- * the mark `INST` needs, and with no name line at all). Bounded: 100,000 runs of stack items,
+ * the mark `INST` needs, and with no name line at all), and about one random binary file in
+ * 100,000 whose first bytes happen to spell such a line. Bounded: 100,000 runs of stack items,
  * or 4,000,000 opcodes (a run of one push opcode counting once), is a pickle, and the memo
  * keeps 100,000 entries (past them any index is read as a string). Sized payloads are skipped
  * and lines searched for their end.
