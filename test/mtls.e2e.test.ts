@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { connect as http2Connect, type IncomingHttpHeaders } from 'node:http2';
+import type { Socket } from 'node:net';
 import { request as httpsRequest } from 'node:https';
 import { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
@@ -270,6 +272,97 @@ function observeServerFingerprint(pki: TestPki, transport: 'grpc' | 'http', port
   });
 }
 
+/** What one listing over a connection of its own gave: whether it was served, and the TLS session. */
+interface ListingOverSession {
+  readonly ok: boolean;
+  /** Whether the handshake resumed the session the call offered. */
+  readonly reused: boolean;
+  /** A session ticket the server issued on this connection (for the next one to resume). */
+  readonly session: Buffer | undefined;
+}
+
+/**
+ * Lists the artifacts over a new TLS connection that presents `cert`, or offers `session` for
+ * resumption and no certificate. The development backup certificate may list without a token,
+ * so a served listing shows that the connection carries that certificate's identity.
+ */
+function listOverSession(
+  transport: 'grpc' | 'http',
+  port: number,
+  ca: Buffer,
+  credentials: { readonly cert?: ClientCredential; readonly session?: Buffer | undefined },
+): Promise<ListingOverSession> {
+  const tls = {
+    ca,
+    servername: 'localhost',
+    ...(credentials.cert === undefined ? {} : { cert: credentials.cert.cert, key: credentials.cert.key }),
+    ...(credentials.session === undefined ? {} : { session: credentials.session }),
+  };
+  let session: Buffer | undefined;
+  const keepTicket = (socket: Socket): void => {
+    socket.on('session', (ticket: Buffer) => {
+      session = ticket;
+    });
+  };
+  if (transport === 'http') {
+    return new Promise((resolve) => {
+      const req = httpsRequest({ host: '127.0.0.1', port, path: '/v1/artifacts', agent: false, ...tls }, (res) => {
+        const reused = res.socket instanceof TLSSocket && res.socket.isSessionReused();
+        res.resume();
+        res.on('end', () => {
+          // A TLS 1.3 ticket can arrive just after the answer; wait for it, bounded.
+          setTimeout(() => {
+            resolve({ ok: res.statusCode === 200, reused, session });
+          }, 100);
+        });
+      });
+      req.on('socket', (socket) => {
+        keepTicket(socket);
+      });
+      req.on('error', () => {
+        resolve({ ok: false, reused: false, session });
+      });
+      req.end();
+    });
+  }
+  return new Promise((resolve) => {
+    const client = http2Connect(`https://127.0.0.1:${port}`, tls);
+    keepTicket(client.socket);
+    const finish = (ok: boolean, reused: boolean): void => {
+      setTimeout(() => {
+        client.destroy();
+        resolve({ ok, reused, session });
+      }, 100);
+    };
+    client.on('error', () => {
+      finish(false, false);
+    });
+    client.on('connect', () => {
+      const reused = client.socket instanceof TLSSocket && client.socket.isSessionReused();
+      const stream = client.request({
+        ':method': 'POST',
+        ':path': '/fluxguard.example.v1.ArtifactStore/ListArtifacts',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      let status: unknown;
+      stream.on('response', (headers) => {
+        status ??= headers['grpc-status'];
+      });
+      stream.on('trailers', (trailers: IncomingHttpHeaders) => {
+        status ??= trailers['grpc-status'];
+      });
+      stream.on('error', () => undefined);
+      stream.resume();
+      stream.on('close', () => {
+        finish(status === '0', reused);
+      });
+      // An empty ListArtifactsRequest: no prefix.
+      stream.end(Buffer.alloc(5));
+    });
+  });
+}
+
 describe.each(TRANSPORTS)('certificate reload over %s', (transport) => {
   let reloadWorld: E2eEnvironment;
   let t: TransportUnderTest;
@@ -296,6 +389,29 @@ describe.each(TRANSPORTS)('certificate reload over %s', (transport) => {
     expect(seen).toBe(renewed);
     // Hardening survives the reload: still mTLS-verified calls only, TLS 1.2 minimum (openssl below).
     expect((await t.client.health()).value).toBe('SERVING');
+  });
+
+  it('refuses a TLS session resumed after a new CRL revoked its certificate', async () => {
+    const { pki } = reloadWorld;
+    const first = await listOverSession(transport, t.port, pki.ca, { cert: pki.clients.backup });
+    expect(first.ok).toBe(true);
+    expect(first.session).toBeDefined();
+    // Resumption is real here: without a reload, the ticket alone carries the identity.
+    const resumed = await listOverSession(transport, t.port, pki.ca, { session: first.session });
+    expect(resumed).toMatchObject({ ok: true, reused: true });
+    const ticket = resumed.session ?? first.session;
+
+    await pki.revoke('backup');
+    let fresh = first;
+    // The watcher polls the CRL; wait until a full handshake with the certificate is refused.
+    for (let i = 0; i < 50 && fresh.ok; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      fresh = await listOverSession(transport, t.port, pki.ca, { cert: pki.clients.backup });
+    }
+    expect(fresh.ok).toBe(false);
+    // The reload replaced the secure context and its ticket keys: the old session is not resumed.
+    const afterRevocation = await listOverSession(transport, t.port, pki.ca, { session: ticket });
+    expect(afterRevocation).toMatchObject({ ok: false, reused: false });
   });
 });
 

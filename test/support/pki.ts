@@ -11,6 +11,8 @@ export interface ClientCredential {
   readonly cert: Buffer;
   readonly key: Buffer;
   readonly fingerprint256: string;
+  /** Lowercase hex, as a CRL lists it. */
+  readonly serialNumber: string;
 }
 
 /** Every certificate the end-to-end rows need, written under one directory. */
@@ -37,11 +39,18 @@ export interface TestPki {
   };
   /** Issues a new server certificate, writes it over the served files, and returns its fingerprint. */
   replaceServerCertificate(): Promise<string>;
+  /** Writes a new CRL over the served one that revokes `client` too, as a CA publishing one would. */
+  revoke(client: keyof TestPki['clients']): Promise<void>;
   readonly serverFingerprint256: string;
 }
 
 function credential(issued: IssuedCertificate): ClientCredential {
-  return { cert: Buffer.from(issued.certPem), key: Buffer.from(issued.keyPem), fingerprint256: issued.fingerprint256 };
+  return {
+    cert: Buffer.from(issued.certPem),
+    key: Buffer.from(issued.keyPem),
+    fingerprint256: issued.fingerprint256,
+    serialNumber: issued.serialNumber,
+  };
 }
 
 function writeServer(dir: string, issued: IssuedCertificate): void {
@@ -72,10 +81,11 @@ export async function createTestPki(dir: string): Promise<TestPki> {
     otherCa: credential(await other.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client' })),
     revoked: credential(revoked),
   };
+  const revokedSerialNumbers = [revoked.serialNumber];
   const caFile = join(dir, 'ca.crt');
   const crlFile = join(dir, 'ca.crl');
   writeFileSync(caFile, ca.certPem);
-  writeFileSync(crlFile, await ca.createCrl({ revokedSerialNumbers: [revoked.serialNumber] }));
+  writeFileSync(crlFile, await ca.createCrl({ revokedSerialNumbers }));
   writeServer(dir, server);
   return {
     ca: Buffer.from(ca.certPem),
@@ -89,6 +99,11 @@ export async function createTestPki(dir: string): Promise<TestPki> {
       const next = await ca.issueServerCertificate();
       writeServer(dir, next);
       return next.fingerprint256;
+    },
+    revoke: async (client) => {
+      revokedSerialNumbers.push(clients[client].serialNumber);
+      writeFileSync(`${crlFile}.next`, await ca.createCrl({ revokedSerialNumbers }));
+      renameSync(`${crlFile}.next`, crlFile);
     },
   };
 }
