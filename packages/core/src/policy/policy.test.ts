@@ -1,7 +1,7 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
 import { compileRbac } from '../rbac/rbac.js';
@@ -229,8 +229,18 @@ describe('rbacRulesForTransport', () => {
 });
 
 describe('loadSecurityPolicy', () => {
+  // One scratch directory per test, all under one that is removed at the end.
+  let scratch = '';
+  const newDir = (): Promise<string> => mkdtemp(join(scratch, 'case-'));
+  beforeAll(async () => {
+    scratch = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+  });
+  afterAll(async () => {
+    await rm(scratch, { recursive: true, force: true });
+  });
+
   it('loads JSON, resolves the key file next to it, and drives a verifier and RBAC', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    const dir = await newDir();
     await writeFile(join(dir, 'jwks.json'), JSON.stringify({ keys: [key.publicJwk] }));
     await writeFile(join(dir, 'policy.json'), JSON.stringify(VALID));
     const policy = await loadSecurityPolicy(join(dir, 'policy.json'));
@@ -251,14 +261,14 @@ describe('loadSecurityPolicy', () => {
   });
 
   it('reports an unreadable file or invalid JSON', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    const dir = await newDir();
     await expect(loadSecurityPolicy(join(dir, 'missing.json'))).rejects.toThrow(/cannot read/);
     await writeFile(join(dir, 'bad.json'), '{ nope');
     await expect(loadSecurityPolicy(join(dir, 'bad.json'))).rejects.toThrow(/not valid JSON/);
   });
 
   it('loads the same policy from YAML', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    const dir = await newDir();
     const file = join(dir, 'policy.yaml');
     await writeFile(
       file,
@@ -287,7 +297,7 @@ describe('loadSecurityPolicy', () => {
   });
 
   it('reads a limits section from a YAML policy', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    const dir = await newDir();
     const file = join(dir, 'policy.yaml');
     await writeFile(
       file,
@@ -302,7 +312,7 @@ describe('loadSecurityPolicy', () => {
     ['a duplicate key (a later rule silently winning)', 'version: 1\nversion: 1\n', /not valid YAML/],
     ['a list at the top level', '- a\n- b\n', /an object/],
   ])('refuses %s in a YAML policy', async (_label, text, message) => {
-    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-policy-'));
+    const dir = await newDir();
     await writeFile(join(dir, 'p.yaml'), text);
     await expect(loadSecurityPolicy(join(dir, 'p.yaml'))).rejects.toThrow(message);
   });

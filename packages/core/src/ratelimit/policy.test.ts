@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -139,7 +139,7 @@ describe('the rateLimits policy section', () => {
         '',
       ].join('\n'),
     );
-    const policy = await loadSecurityPolicy(file);
+    const policy = await loadSecurityPolicy(file).finally(() => rm(dir, { recursive: true, force: true }));
     expect(policy.rateLimits).toEqual({
       trustedProxies: ['10.0.0.0/8'],
       rules: [{ name: 'per-peer', key: 'peer', points: 50, durationSeconds: 1 }],
