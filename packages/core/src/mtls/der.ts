@@ -1,5 +1,6 @@
 /**
- * The few DER reads that peer identity needs (subject CN, validity, SAN DNS/URI names), over a
+ * The few DER reads that peer identity needs (subject CN, validity, SAN DNS/URI names, whether
+ * the certificate signs others), over a
  * certificate OpenSSL has already parsed. Written here rather than through @peculiar/x509 so
  * that the main import path needs no global `Reflect` polyfill, and so that a SAN entry of a
  * kind we do not read (otherName, directoryName, ...) is skipped instead of failing the parse.
@@ -18,13 +19,20 @@ const SEQUENCE = 0x30;
 const SET = 0x31;
 const OID = 0x06;
 const BOOLEAN = 0x01;
+const INTEGER = 0x02;
+const BIT_STRING = 0x03;
 const OCTET_STRING = 0x04;
 const UTC_TIME = 0x17;
 const GENERALIZED_TIME = 0x18;
 
-// DER of OIDs 2.5.4.3 (commonName) and 2.5.29.17 (subjectAltName), content bytes only.
+// DER of OIDs 2.5.4.3 (commonName), 2.5.29.17 (subjectAltName), 2.5.29.19 (basicConstraints)
+// and 2.5.29.15 (keyUsage), content bytes only.
 const OID_COMMON_NAME = [0x55, 0x04, 0x03];
 const OID_SUBJECT_ALT_NAME = [0x55, 0x1d, 0x11];
+const OID_BASIC_CONSTRAINTS = [0x55, 0x1d, 0x13];
+const OID_KEY_USAGE = [0x55, 0x1d, 0x0f];
+// keyCertSign (bit 5) and cRLSign (bit 6) in the first byte of the key usage bits.
+const KEY_USAGE_SIGNS_OTHERS = 0x04 | 0x02;
 
 function fail(what: string): never {
   throw new Error(`malformed certificate: ${what}`);
@@ -143,16 +151,29 @@ export interface CertificateFields {
   readonly commonNames: readonly string[];
   readonly notBefore: Date;
   readonly notAfter: Date;
+  /** SAN DNS names in printable ASCII; others are left out. */
   readonly dnsNames: readonly string[];
+  /** SAN URIs in printable ASCII; others are left out (but counted in `uriCount`). */
   readonly uris: readonly string[];
+  /** Every SAN URI, readable or not. */
+  readonly uriCount: number;
+  /**
+   * Whether the certificate is one that signs others: basicConstraints with cA set, or a key
+   * usage of keyCertSign or cRLSign.
+   */
+  readonly signsCertificates: boolean;
 }
 
-/** Reads subject CNs, validity and SAN DNS/URI names from a DER X.509 certificate. */
+/**
+ * Reads subject CNs, validity, SAN DNS/URI names and whether it signs others from a DER X.509
+ * certificate.
+ */
 export function readCertificateFields(der: Uint8Array): CertificateFields {
   const cert = expectTag(readTlv(der, 0, der.length), SEQUENCE, 'certificate');
   const tbs = expectTag(children(der, cert)[0], SEQUENCE, 'tbsCertificate');
   const parts = children(der, tbs);
-  let i = parts[0]?.tag === 0xa0 ? 1 : 0; // [0] EXPLICIT version
+  const versioned = parts[0]?.tag === 0xa0; // [0] EXPLICIT version, absent in version 1
+  let i = versioned ? 1 : 0;
   i += 3; // serialNumber, signature, issuer
   const validity = children(der, expectTag(parts[i], SEQUENCE, 'validity'));
   const subject = expectTag(parts[i + 1], SEQUENCE, 'subject');
@@ -172,16 +193,29 @@ export function readCertificateFields(der: Uint8Array): CertificateFields {
 
   const dnsNames: string[] = [];
   const uris: string[] = [];
+  let uriCount = 0;
+  let signsCertificates = false;
   if (extensionsWrapper !== undefined) {
+    // RFC 5280 4.1.2.9: extensions only in version 3. OpenSSL reads them in any version; a
+    // reader that follows the RFC would see no names at all, so such a certificate is refused.
+    if (!versioned || !isVersion3(der, parts[0])) fail('extensions in a certificate before version 3');
     const extensions = expectTag(children(der, extensionsWrapper)[0], SEQUENCE, 'extensions');
     let seenSan = false;
     for (const ext of children(der, extensions)) {
       const fields = children(der, expectTag(ext, SEQUENCE, 'extension'));
       const id = expectTag(fields[0], OID, 'extension id');
+      const value = expectTag(fields[1]?.tag === BOOLEAN ? fields[2] : fields[1], OCTET_STRING, 'extension value');
+      if (contentEquals(der, id, OID_BASIC_CONSTRAINTS)) {
+        signsCertificates ||= basicConstraintsCa(der, value);
+        continue;
+      }
+      if (contentEquals(der, id, OID_KEY_USAGE)) {
+        signsCertificates ||= keyUsageSignsOthers(der, value);
+        continue;
+      }
       if (!contentEquals(der, id, OID_SUBJECT_ALT_NAME)) continue;
       if (seenSan) fail('duplicate subjectAltName'); // RFC 5280 4.2: at most one of each
       seenSan = true;
-      const value = expectTag(fields[1]?.tag === BOOLEAN ? fields[2] : fields[1], OCTET_STRING, 'extension value');
       const names = expectTag(readTlv(der, value.start, value.end), SEQUENCE, 'GeneralNames');
       if (names.end !== value.end) fail('trailing bytes in subjectAltName');
       for (const name of children(der, names)) {
@@ -190,6 +224,7 @@ export function readCertificateFields(der: Uint8Array): CertificateFields {
           const dns = ia5(der, name);
           if (dns !== undefined) dnsNames.push(dns);
         } else if (name.tag === 0x86) {
+          uriCount++;
           const uri = ia5(der, name);
           if (uri !== undefined) uris.push(uri);
         }
@@ -203,5 +238,27 @@ export function readCertificateFields(der: Uint8Array): CertificateFields {
     notAfter: readTime(der, validity[1]),
     dnsNames,
     uris,
+    uriCount,
+    signsCertificates,
   };
+}
+
+function isVersion3(der: Uint8Array, wrapper: Tlv | undefined): boolean {
+  if (wrapper === undefined) return false;
+  const version = expectTag(children(der, wrapper)[0], INTEGER, 'version');
+  return contentEquals(der, version, [0x02]);
+}
+
+/** basicConstraints: SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER OPTIONAL }. */
+function basicConstraintsCa(der: Uint8Array, value: Tlv): boolean {
+  const constraints = expectTag(readTlv(der, value.start, value.end), SEQUENCE, 'basicConstraints');
+  const first = children(der, constraints)[0];
+  // Any byte but 0 is true in BER; read leniently, the certificate counts as a CA.
+  return first?.tag === BOOLEAN && first.end > first.start && der[first.start] !== 0;
+}
+
+/** keyUsage: a BIT STRING whose first content byte counts the unused bits of the last. */
+function keyUsageSignsOthers(der: Uint8Array, value: Tlv): boolean {
+  const bits = expectTag(readTlv(der, value.start, value.end), BIT_STRING, 'keyUsage');
+  return bits.end - bits.start >= 2 && ((der[bits.start + 1] ?? 0) & KEY_USAGE_SIGNS_OTHERS) !== 0;
 }

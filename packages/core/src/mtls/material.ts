@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { TLS_CIPHERS } from './ciphers.js';
 import { readCertificateFields } from './der.js';
 
 /**
@@ -206,13 +207,15 @@ export function validateMaterial(where: string, sources: MaterialSources, raw: R
   }
   try {
     createSecureContext({
+      // The security level of the cipher list applies to the certificate and key too.
+      ciphers: TLS_CIPHERS,
       cert: raw.cert,
       key: raw.key,
       ca: raw.ca,
       ...(raw.crl === undefined ? {} : { crl: raw.crl }),
     });
   } catch (cause) {
-    throw new ConfigurationError(`${where}: OpenSSL refused the TLS material (certificate, key, CA, CRL)`, { cause });
+    throw new ConfigurationError(`${where}: ${refusalOf(cause, describeSource(sources.cert))}`, { cause });
   }
   return Object.freeze({
     cert: raw.cert,
@@ -222,4 +225,19 @@ export function validateMaterial(where: string, sources: MaterialSources, raw: R
     certFingerprint256: createHash('sha256').update(leaf.raw).digest('hex'),
     certValidTo: readCertificateFields(leaf.raw).notAfter,
   });
+}
+
+// What OpenSSL's security level refuses in a certificate of one's own, by Node's error code.
+const TOO_WEAK: Readonly<Record<string, string>> = Object.freeze({
+  ERR_SSL_EE_KEY_TOO_SMALL: 'its key is too small (RSA needs 2048 bits or more)',
+  ERR_SSL_CA_MD_TOO_WEAK: 'it is signed with a weak digest (SHA-1 or older)',
+});
+
+/** Why OpenSSL refused the material, in words that name the option and never its bytes. */
+function refusalOf(cause: unknown, certificate: string): string {
+  const code = (cause as { code?: unknown } | null)?.code;
+  const weakness = typeof code === 'string' ? TOO_WEAK[code] : undefined;
+  return weakness === undefined
+    ? 'OpenSSL refused the TLS material (certificate, key, CA, CRL)'
+    : `the certificate in ${certificate} is refused at OpenSSL security level 2: ${weakness}`;
 }

@@ -1,5 +1,13 @@
 import 'reflect-metadata';
-import { SubjectAlternativeNameExtension, X509CertificateGenerator, type JsonGeneralName } from '@peculiar/x509';
+import {
+  BasicConstraintsExtension,
+  KeyUsageFlags,
+  KeyUsagesExtension,
+  SubjectAlternativeNameExtension,
+  X509CertificateGenerator,
+  type Extension,
+  type JsonGeneralName,
+} from '@peculiar/x509';
 import { webcrypto, X509Certificate } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createDevCertificateAuthority, type DevCertificateAuthority } from '../dev-pki/dev-pki.js';
@@ -13,15 +21,58 @@ beforeAll(async () => {
   ca = await createDevCertificateAuthority();
 });
 
-async function selfSigned(name: string, sans: JsonGeneralName[]): Promise<string> {
+async function selfSigned(name: string, sans: JsonGeneralName[], extensions: Extension[] = []): Promise<string> {
   const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
   const cert = await X509CertificateGenerator.createSelfSigned({
     name,
     keys,
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-    extensions: sans.length > 0 ? [new SubjectAlternativeNameExtension(sans)] : [],
+    extensions: [...(sans.length > 0 ? [new SubjectAlternativeNameExtension(sans)] : []), ...extensions],
   });
   return cert.toString('pem');
+}
+
+/** DER length octets. */
+function derLength(length: number): number[] {
+  if (length < 0x80) return [length];
+  const bytes: number[] = [];
+  for (let n = length; n > 0; n = Math.floor(n / 256)) bytes.unshift(n % 256);
+  return [0x80 | bytes.length, ...bytes];
+}
+
+/** The elements of a DER SEQUENCE at the start of `der`, each with its tag and length. */
+function sequenceElements(der: Buffer): Buffer[] {
+  const lengthOf = (at: number): [number, number] => {
+    const first = der[at + 1] ?? 0;
+    if (first < 0x80) return [first, 2];
+    let length = 0;
+    for (let i = 0; i < (first & 0x7f); i++) length = length * 256 + (der[at + 2 + i] ?? 0);
+    return [length, 2 + (first & 0x7f)];
+  };
+  const [outer, head] = lengthOf(0);
+  const out: Buffer[] = [];
+  for (let at = head; at < head + outer; ) {
+    const [length, header] = lengthOf(at);
+    out.push(der.subarray(at, at + header + length));
+    at += header + length;
+  }
+  return out;
+}
+
+const sequence = (elements: Buffer[]): Buffer => {
+  const body = Buffer.concat(elements);
+  return Buffer.concat([Buffer.from([0x30, ...derLength(body.length)]), body]);
+};
+
+/**
+ * The certificate with its version field taken out (so version 1) and its extensions kept: what
+ * RFC 5280 forbids and OpenSSL still parses. The signature no longer matches; the identity
+ * reader is only ever given certificates the TLS stack verified, and does not check it.
+ */
+function asVersion1(pem: string): Buffer {
+  const [tbs, algorithm, signature] = sequenceElements(new X509Certificate(pem).raw);
+  if (tbs === undefined || algorithm === undefined || signature === undefined) throw new Error('not a certificate');
+  return sequence([sequence(sequenceElements(tbs).slice(1)), algorithm, signature]);
 }
 
 describe('identityFromCertificate', () => {
@@ -67,6 +118,57 @@ describe('identityFromCertificate', () => {
     const id = identityFromCertificate(issued.certPem);
     expect(id.spiffeId).toBeUndefined();
     expect(id.uris).toEqual(['spiffe://fluxguard.dev/a', 'spiffe://fluxguard.dev/admin']);
+  });
+
+  it('gives no SPIFFE ID when another URI of any kind is present (an X.509-SVID has one URI SAN)', async () => {
+    const issued = await ca.issueClientCertificate({
+      spiffeId: 'spiffe://fluxguard.dev/a',
+      uris: ['https://fluxguard.dev/a'],
+    });
+    const id = identityFromCertificate(issued.certPem);
+    expect(id.spiffeId).toBeUndefined();
+    expect(id.uris).toEqual(['spiffe://fluxguard.dev/a', 'https://fluxguard.dev/a']);
+  });
+
+  it.each([
+    ['a NUL', '\u0000'],
+    ['a space', ' '],
+    ['a tab', '\t'],
+    ['a non-ASCII letter', 'é'],
+  ])('gives no SPIFFE ID when a second URI holds %s (the reader leaves it out, the count does not)', async (_label, odd) => {
+    const pem = await selfSigned('CN=svc', [
+      { type: 'url', value: `spiffe://other.org/x${odd}` },
+      { type: 'url', value: 'spiffe://fluxguard.dev/backup' },
+    ]);
+    const id = identityFromCertificate(pem);
+    expect(id.uris).toEqual(['spiffe://fluxguard.dev/backup']);
+    expect(id.spiffeId).toBeUndefined();
+  });
+
+  it.each([
+    ['a CA flag', () => [new BasicConstraintsExtension(true, undefined, true)]],
+    ['a keyCertSign usage', () => [new KeyUsagesExtension(KeyUsageFlags.digitalSignature | KeyUsageFlags.keyCertSign)]],
+    ['a cRLSign usage', () => [new KeyUsagesExtension(KeyUsageFlags.digitalSignature | KeyUsageFlags.cRLSign)]],
+  ])('gives no SPIFFE ID to a certificate that signs others: %s', async (_label, extensions) => {
+    const pem = await selfSigned('CN=svc', [{ type: 'url', value: 'spiffe://fluxguard.dev/backup' }], extensions());
+    expect(identityFromCertificate(pem).spiffeId).toBeUndefined();
+    // The same with a leaf's extensions is an identity: the check above is the flag, not the shape.
+    const leaf = await selfSigned(
+      'CN=svc',
+      [{ type: 'url', value: 'spiffe://fluxguard.dev/backup' }],
+      [new BasicConstraintsExtension(false, undefined, true), new KeyUsagesExtension(KeyUsageFlags.digitalSignature)],
+    );
+    expect(identityFromCertificate(leaf).spiffeId).toBe('spiffe://fluxguard.dev/backup');
+  });
+
+  it('refuses a certificate before version 3 that carries extensions (OpenSSL reads them, RFC 5280 does not)', async () => {
+    const pem = await selfSigned('CN=svc', [{ type: 'url', value: 'spiffe://fluxguard.dev/backup' }]);
+    const v1 = asVersion1(pem);
+    // OpenSSL parses it, with its names: only fluxguard's reader stands in the way.
+    expect(new X509Certificate(v1).subjectAltName).toBe('URI:spiffe://fluxguard.dev/backup');
+    expect(() => identityFromCertificate(v1)).toThrow(
+      expect.objectContaining({ code: 'unauthenticated', reason: 'certificate_unreadable' }),
+    );
   });
 
   it('gives no SPIFFE ID for a malformed one', async () => {

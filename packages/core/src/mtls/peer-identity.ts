@@ -47,8 +47,10 @@ function toDer(input: CertificateInput): Buffer {
  *
  * - `uris`, `dnsNames`: every SAN URI and DNS name (names with bytes outside printable ASCII are
  *   dropped).
- * - `spiffeId`: the one `spiffe://` URI SAN, when it is a valid SPIFFE ID (lowercase trust
- *   domain, path, no query or fragment); `undefined` when there are none or several.
+ * - `spiffeId`: the certificate's URI SAN, when it is the only one (readable or not) and a valid
+ *   SPIFFE ID (lowercase trust domain, path, no query or fragment), and the certificate signs
+ *   no others (no CA flag, no keyCertSign or cRLSign usage): an X.509-SVID as SPIFFE defines
+ *   it. Otherwise `undefined`, also when a second URI of any kind is present.
  * - `commonName`: the subject CN when there is exactly one.
  * - `fingerprint256`: SHA-256 of the DER, lowercase hex.
  *
@@ -80,8 +82,9 @@ export function identityFromCertificate(input: CertificateInput): CertificateIde
     // OpenSSL parses it first: anything it refuses never reaches our own reader.
     new X509Certificate(der);
     const fields = readCertificateFields(der);
-    const spiffeCandidates = fields.uris.filter((uri) => uri.slice(0, 7).toLowerCase() === 'spiffe:');
-    const only = spiffeCandidates.length === 1 ? spiffeCandidates[0] : undefined;
+    // An X.509-SVID has exactly one URI SAN and is no CA certificate (SPIFFE X509-SVID 2, 4.1).
+    // URIs the reader leaves out count too: one cannot hide a second URI from the check.
+    const only = fields.uriCount === 1 && !fields.signsCertificates ? fields.uris[0] : undefined;
     identity = Object.freeze({
       spiffeId: only !== undefined && parseSpiffeId(only) !== undefined ? only : undefined,
       uris: Object.freeze([...fields.uris]),

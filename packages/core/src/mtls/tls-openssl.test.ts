@@ -9,7 +9,7 @@ import { createTlsSettings } from './tls-settings.js';
 
 let dir: string;
 let srv: TestServer;
-let paths: { ca: string; clientCert: string; clientKey: string };
+let paths: { ca: string; caKey: string; clientCert: string; clientKey: string };
 
 beforeAll(async () => {
   const version = await run('openssl', ['version']);
@@ -21,7 +21,13 @@ beforeAll(async () => {
     keyFile: join(dir, 'server.key'),
     caFile: join(dir, 'ca.crt'),
   };
-  paths = { ca: files.caFile, clientCert: join(dir, 'client.crt'), clientKey: join(dir, 'client.key') };
+  paths = {
+    ca: files.caFile,
+    caKey: join(dir, 'ca.key'),
+    clientCert: join(dir, 'client.crt'),
+    clientKey: join(dir, 'client.key'),
+  };
+  writeFileSync(paths.caKey, pki.ca.keyPem, { mode: 0o600 });
   writeFileSync(files.certFile, pki.server.certPem);
   writeFileSync(files.keyFile, pki.server.keyPem, { mode: 0o600 });
   writeFileSync(files.caFile, pki.ca.certPem);
@@ -92,6 +98,71 @@ describe('openssl s_client against the strict settings', () => {
     expect(result.stdout).not.toContain(SERVER_GREETING);
     expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(/alert protocol version/);
+  });
+
+  // Signed by the trusted CA, with the SPIFFE ID and usages of a real client: only the key's
+  // size or the signature's digest differs. Node's own default (security level 1) accepts the
+  // 1024-bit RSA key; OpenSSL 3 refuses SHA-1 at either level. The first row shows that a
+  // certificate made this way is otherwise a good one.
+  const P256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
+  it.each([
+    { label: 'a P-256 key and a SHA-256 signature', keyArgs: P256, digest: '-sha256', accepted: true },
+    { label: 'an RSA key of 1024 bits', keyArgs: ['-newkey', 'rsa:1024'], digest: '-sha256', accepted: false },
+    { label: 'a SHA-1 signature', keyArgs: P256, digest: '-sha1', accepted: false },
+  ])('client certificate with $label: accepted $accepted', async ({ label, keyArgs, digest, accepted }) => {
+    const name = label.replace(/\W+/g, '-');
+    const file = (ext: string): string => join(dir, `${name}.${ext}`);
+    writeFileSync(
+      file('ext'),
+      [
+        'subjectAltName = URI:spiffe://fluxguard.dev/client',
+        'basicConstraints = critical, CA:FALSE',
+        'keyUsage = critical, digitalSignature',
+        'extendedKeyUsage = clientAuth',
+      ].join('\n'),
+    );
+    const made = await run('openssl', [
+      'req',
+      '-new',
+      ...keyArgs,
+      '-nodes',
+      '-keyout',
+      file('key'),
+      '-subj',
+      '/CN=client',
+      '-out',
+      file('csr'),
+    ]);
+    expect(made.code, made.stderr).toBe(0);
+    const signed = await run('openssl', [
+      'x509',
+      '-req',
+      '-in',
+      file('csr'),
+      '-CA',
+      paths.ca,
+      '-CAkey',
+      paths.caKey,
+      '-set_serial',
+      '7',
+      '-days',
+      '1',
+      digest,
+      '-extfile',
+      file('ext'),
+      '-out',
+      file('crt'),
+    ]);
+    expect(signed.code, signed.stderr).toBe(0);
+    // The client allows anything (SECLEVEL=0), so a refusal is the server's.
+    const result = await sClient('-cipher', 'DEFAULT@SECLEVEL=0', '-cert', file('crt'), '-key', file('key'));
+    if (accepted) {
+      expect(result.stdout).toContain(SERVER_GREETING);
+      return;
+    }
+    expect(result.stdout).not.toContain(SERVER_GREETING);
+    // TLS 1.3: the server closes once it has read the client's certificate.
+    expect(result.stderr).toMatch(/alert|unexpected eof/);
   });
 
   it('refuses a TLS 1.2 CBC suite', async () => {

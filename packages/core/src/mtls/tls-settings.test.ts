@@ -148,10 +148,32 @@ describe('createTlsSettings: options', () => {
     expect(perOp.secureContextOptions()).toMatchObject({ ciphers: TLS_CIPHERS, minVersion: 'TLSv1.2' });
   });
 
-  it('lists only ECDHE AEAD suites for TLS 1.2', () => {
-    for (const suite of TLS_CIPHERS.split(':').filter((s) => !s.startsWith('TLS_'))) {
+  it('lists only ECDHE AEAD suites for TLS 1.2, at OpenSSL security level 2', () => {
+    const entries = TLS_CIPHERS.split(':');
+    for (const suite of entries.filter((s) => !s.startsWith('TLS_') && !s.startsWith('@'))) {
       expect(suite).toMatch(/^ECDHE-(ECDSA|RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$/);
     }
+    expect(entries.at(-1)).toBe('@SECLEVEL=2');
+  });
+
+  it('refuses a server certificate with a key under 2048 bits at start-up, naming the file', async () => {
+    const keys = await webcrypto.subtle.generateKey(
+      { name: 'RSASSA-PKCS1-v1_5', modulusLength: 1024, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+      true,
+      ['sign', 'verify'],
+    );
+    const cert = await X509CertificateGenerator.createSelfSigned({
+      name: 'CN=localhost',
+      keys,
+      signingAlgorithm: { name: 'RSASSA-PKCS1-v1_5' },
+    });
+    const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
+    const weak = { certFile: join(dir, 'weak.crt'), keyFile: join(dir, 'weak.key') };
+    writeFileSync(weak.certFile, cert.toString('pem'));
+    writeFileSync(weak.keyFile, `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n`, { mode: 0o600 });
+    expect(() => createTlsSettings({ ...files, ...weak, clientCertificates: 'strict' })).toThrow(
+      /the certificate in "certFile" \(.*weak\.crt\) is refused at OpenSSL security level 2: its key is too small/,
+    );
   });
 });
 

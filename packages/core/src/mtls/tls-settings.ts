@@ -1,6 +1,7 @@
 import type { SecureContextOptions } from 'node:tls';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { TLS_CIPHERS } from './ciphers.js';
 import { pickSource, readMaterialSync, validateMaterial, type MaterialSources, type TlsMaterial } from './material.js';
 
 /**
@@ -119,27 +120,7 @@ export interface TlsSettings {
   secureContextOptions(material?: TlsMaterial): SecureContextOptions;
 }
 
-/**
- * TLS 1.2 suites: ECDHE only (forward secrecy), AEAD only (GCM, ChaCha20-Poly1305), ECDSA and
- * RSA certificates. TLS 1.3 suites are all AEAD; listed so that the order is ours.
- *
- * @example
- * ```ts
- * import { TLS_CIPHERS } from '@fluxguard/core/adapter';
- * TLS_CIPHERS.split(':').includes('ECDHE-ECDSA-AES128-GCM-SHA256'); // true
- * ```
- */
-export const TLS_CIPHERS = [
-  'TLS_AES_128_GCM_SHA256',
-  'TLS_AES_256_GCM_SHA384',
-  'TLS_CHACHA20_POLY1305_SHA256',
-  'ECDHE-ECDSA-AES128-GCM-SHA256',
-  'ECDHE-RSA-AES128-GCM-SHA256',
-  'ECDHE-ECDSA-AES256-GCM-SHA384',
-  'ECDHE-RSA-AES256-GCM-SHA384',
-  'ECDHE-ECDSA-CHACHA20-POLY1305',
-  'ECDHE-RSA-CHACHA20-POLY1305',
-].join(':');
+export { TLS_CIPHERS } from './ciphers.js';
 
 /**
  * Key-exchange groups, in order of preference.
