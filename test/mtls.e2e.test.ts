@@ -120,6 +120,14 @@ const certRows: readonly CertRow[] = [
     perOperation: { code: 'permission_denied' },
   },
   {
+    name: 'the mapped identity beside a second URI holding a NUL, no token',
+    cert: 'backupBesideHiddenUri',
+    token: false,
+    op: 'get',
+    strict: { code: 'unauthenticated' },
+    perOperation: { code: 'unauthenticated' },
+  },
+  {
     name: 'a valid certificate without a token and no mapping',
     cert: 'valid',
     token: false,

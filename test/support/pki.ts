@@ -28,6 +28,8 @@ export interface TestPki {
     readonly valid: ClientCredential;
     /** `spiffe://fluxguard.dev/backup`: the policy maps it to `artifacts.reader` without a token. */
     readonly backup: ClientCredential;
+    /** The backup SPIFFE ID beside a second URI that holds a NUL: no SPIFFE ID at all. */
+    readonly backupBesideHiddenUri: ClientCredential;
     /** A SPIFFE ID of another trust domain, signed by our CA. */
     readonly foreignSpiffe: ClientCredential;
     readonly expired: ClientCredential;
@@ -71,6 +73,12 @@ export async function createTestPki(dir: string): Promise<TestPki> {
   const clients = {
     valid: credential(await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client' })),
     backup: credential(await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/backup' })),
+    backupBesideHiddenUri: credential(
+      await ca.issueClientCertificate({
+        spiffeId: 'spiffe://fluxguard.dev/backup',
+        uris: ['spiffe://other.example/x\u0000'],
+      }),
+    ),
     foreignSpiffe: credential(await ca.issueClientCertificate({ spiffeId: 'spiffe://evil.example/client' })),
     expired: credential(
       await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client', validity: 'expired' }),
