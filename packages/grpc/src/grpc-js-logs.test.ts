@@ -23,6 +23,37 @@ afterAll(async () => {
 });
 
 describe('routeGrpcJsLogs', () => {
+  // First: the flood below uses up the interval's lines.
+  it('names a dropped metadata entry but never its values (a cookie, an API key)', async () => {
+    const session = connect(`http://${started.address}`);
+    session.on('error', () => undefined);
+    try {
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': testService.Unary.path,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        cookie: 'session=SECRETMARK-cookie\u00e9',
+        'x-api-key': 'SECRETMARK-key\u00e9',
+      });
+      stream.on('error', () => undefined);
+      stream.end(Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]));
+      stream.resume();
+      await once(stream, 'close');
+    } finally {
+      session.close();
+    }
+    const texts = audit
+      .lines()
+      .filter((line) => line.event === 'grpc-js.log')
+      .map((line) => String(line.text));
+    expect(texts).toEqual([
+      expect.stringMatching(/^Failed to add metadata entry cookie: its value is withheld/),
+      expect.stringMatching(/^Failed to add metadata entry x-api-key: its value is withheld/),
+    ]);
+    expect(JSON.stringify(audit.lines())).not.toContain('SECRETMARK');
+  });
+
   it('keeps a flood of dropped metadata entries to a few short lines, and nothing on the console', async () => {
     const consoleError = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     const session = connect(`http://${started.address}`);

@@ -25,13 +25,26 @@ const DEFAULTS: Readonly<{ audit: AuditLogger | undefined; maxLinesPerInterval: 
 /** The longest text kept of one grpc-js line: it may quote what a client sent, at any length. */
 const MAX_TEXT = 300;
 
+// grpc-js's line for a metadata entry it drops quotes the entry's values twice, whatever the key:
+// a cookie, an API key or a password a client sent with one byte grpc-js refuses. The key is
+// kept (an operator can tell which entry), the values never.
+const DROPPED_ENTRY = /^Failed to add metadata entry ([!-9;-~]{1,100}): /;
+
+function withoutClientValues(text: string): string {
+  const dropped = DROPPED_ENTRY.exec(text);
+  return dropped === null
+    ? text
+    : `Failed to add metadata entry ${dropped[1] ?? ''}: its value is withheld (bytes grpc-js does not accept)`;
+}
+
 /**
  * Sends the log lines of grpc-js itself to the audit logger, bounded, instead of to the
  * console. grpc-js writes a line at error level for every metadata entry it drops (a value with
  * bytes outside printable ASCII, say), quoting every value of the entry, before any interceptor
  * runs: an unauthenticated client sending 90 such entries per call makes it write about 140 KB
  * per call. Routed, each line is a `grpc-js.log` entry (grpc-js's errors at `warn`, the rest
- * at `debug`) with its text cut to 300 characters and tokens scrubbed; past
+ * at `debug`) with its text cut to 300 characters and tokens scrubbed, and the line for a
+ * dropped metadata entry names the entry's key but never its values; past
  * `maxLinesPerInterval` lines in one interval they are only counted, and the count is written
  * (`grpc-js.log.folded`) with the first line of a later interval.
  *
@@ -69,7 +82,7 @@ export function routeGrpcJsLogs(options: GrpcJsLogOptions): void {
         return;
       }
       written += 1;
-      const text = scrubSecrets(parts.map(String).join(' ')).slice(0, MAX_TEXT);
+      const text = scrubSecrets(withoutClientValues(parts.map(String).join(' '))).slice(0, MAX_TEXT);
       const entry = { event: 'grpc-js.log', severity, text };
       if (severity === 'error') audit.logger.warn(entry, 'grpc-js.log');
       else audit.logger.debug(entry, 'grpc-js.log');
