@@ -41,6 +41,8 @@ beforeAll(async () => {
       if (req.url === '/model.bin') res.end(MODEL);
       else if (req.url === '/pickle.bin') res.end(PICKLE);
       else if (req.url === '/to-private') res.writeHead(302, { location: 'https://10.0.0.1/model.bin' }).end();
+      else if (req.url?.startsWith('/to-nowhere') === true)
+        res.writeHead(302, { location: 'https://admin:SECRETMARK-password@[bad/x' }).end();
       else if (req.url === '/slow') {
         // Sends headers and a first byte, then nothing: a slow upstream holding the handler.
         res.writeHead(200, { 'content-type': 'application/octet-stream' });
@@ -108,13 +110,15 @@ describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
     ['cloud metadata', () => 'https://169.254.169.254/latest/meta-data/', 'url_address_refused'],
     ['a decimal spelling of loopback', () => 'https://2130706434/model.bin', 'url_address_refused'],
     ['a redirect to a private address', () => `${base}/to-private`, 'url_address_refused'],
+    ['a redirect to what is no URL', () => `${base}/to-nowhere?access_token=SECRETMARK-query`, 'url_fetch_failed'],
   ])('refuses %s as the client’s invalid argument, the reason in the log only', async (_label, url, reason) => {
     const before = fetched;
     const outcome = await t.client.importFrom('imports/refused.bin', url(), sha256(MODEL));
     expect(outcome.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
     expect(outcome.exposed).not.toContain(reason);
     expect(t.log.textFor(outcome.requestId ?? '')).toContain(`"reason":"${reason}"`);
-    // Only the redirect row reaches the origin (once); no refused address is ever connected to.
+    expect(JSON.stringify(t.log.lines)).not.toContain('SECRETMARK');
+    // Only the redirect rows reach the origin (once); no refused address is ever connected to.
     expect(fetched - before).toBeLessThanOrEqual(1);
   });
 

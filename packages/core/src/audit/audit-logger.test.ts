@@ -137,6 +137,15 @@ describe('scrubSecrets', () => {
     expect(scrubSecrets(`t=${TOKEN}`)).toBe('t=[REDACTED]');
     expect(scrubSecrets('Authorization: Bearer abc.def')).toBe('Authorization: Bearer [REDACTED]');
   });
+  it("removes a URL's user and password and secret query values, and keeps the rest of the URL", () => {
+    expect(scrubSecrets('Invalid URL https://admin:s3cret@[bad/x')).toBe('Invalid URL https://[REDACTED]@[bad/x');
+    expect(scrubSecrets('base https://h.test/loc?access_token=abc&to=x;key=k&sig=s#f')).toBe(
+      'base https://h.test/loc?access_token=[REDACTED]&to=x;key=[REDACTED]&sig=[REDACTED]#f',
+    );
+    expect(scrubSecrets('see https://h.test/a?monkey=1 and mailto:a@b.test')).toBe(
+      'see https://h.test/a?monkey=1 and mailto:a@b.test',
+    );
+  });
 });
 
 describe('recordFailure under a flood of refusals', () => {

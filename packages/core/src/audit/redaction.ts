@@ -44,9 +44,15 @@ export const REDACTED = '[REDACTED]';
 const JWT_LIKE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)?/g;
 const PEM_PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----/g;
 const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi;
+// A URL's user and password, and the values of query parameters named for secrets: Node's URL
+// errors carry the URL they could not parse, a redirect's Location and its base among them.
+const URL_CREDENTIALS = /(\b[a-z][a-z0-9+.-]*:\/\/)[^\s/?#@]*@/gi;
+const SECRET_PARAMETER =
+  /([?&;](?:access_token|id_token|refresh_token|token|api_key|apikey|key|password|secret|client_secret|sig|signature)=)[^&#\s"']*/gi;
 
 /**
- * Removes tokens, bearer credentials and private keys from free text.
+ * Removes tokens, bearer credentials, private keys, a URL's user and password, and the values
+ * of query parameters named for secrets (`access_token`, `key`, `password`, ...) from free text.
  *
  * @example
  * ```ts
@@ -55,7 +61,12 @@ const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi;
  * ```
  */
 export function scrubSecrets(text: string): string {
-  return text.replace(PEM_PRIVATE_KEY, REDACTED).replace(BEARER, `$1 ${REDACTED}`).replace(JWT_LIKE, REDACTED);
+  return text
+    .replace(PEM_PRIVATE_KEY, REDACTED)
+    .replace(BEARER, `$1 ${REDACTED}`)
+    .replace(JWT_LIKE, REDACTED)
+    .replace(URL_CREDENTIALS, `$1${REDACTED}@`)
+    .replace(SECRET_PARAMETER, `$1${REDACTED}`);
 }
 
 /** Scrubs every string of a serialized error, down to a bounded depth. */

@@ -105,6 +105,8 @@ beforeAll(async () => {
     else if (url === '/to-metadata') res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/' }).end();
     else if (url === '/to-public') res.writeHead(302, { location: `https://public.test:${String(port)}/model` }).end();
     else if (url === '/loop') res.writeHead(302, { location: '/loop' }).end();
+    else if (url.startsWith('/to-nowhere'))
+      res.writeHead(302, { location: 'https://admin:SECRETMARK-password@[bad/x' }).end();
     else res.writeHead(404).end();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -181,6 +183,15 @@ describe('createUrlGuard', () => {
     expect(await refusal(() => guarded({ maxRedirects: 2 }).fetch(`${base}/loop`))).toMatchObject({
       reason: 'url_too_many_redirects',
     });
+  });
+
+  it("refuses a redirect to what is no URL as the origin's failure, quoting neither URL", async () => {
+    const sent = `https://public.test:${String(port)}/to-nowhere?access_token=SECRETMARK-query`;
+    const refused = await refusal(() => guarded().fetch(sent));
+    expect(refused).toMatchObject({ code: 'invalid_argument', reason: 'url_fetch_failed' });
+    // Node's own error for an unparsable URL carries it and its base as properties.
+    const seen = JSON.stringify(refused, Object.getOwnPropertyNames(refused)) + String((refused as Error).cause);
+    expect(seen).not.toContain('SECRETMARK');
   });
 
   it('bounds the size, refuses what is not found, and what does not verify', async () => {

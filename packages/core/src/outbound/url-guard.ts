@@ -296,8 +296,11 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
       }
       if (answer.status >= 300 && answer.status < 400 && answer.location !== undefined) {
         if (redirects >= maxRedirects) refuse('url_too_many_redirects');
-        // Each target is checked again, from its scheme up.
-        current = check(new URL(answer.location, current).toString());
+        // Each target is checked again, from its scheme up. A Location that is no URL is the
+        // origin's fault, and Node's error would quote it and the URL a client sent.
+        const next = URL.parse(answer.location, current.href);
+        if (next === null) return refuse('url_fetch_failed', new Error('a redirect whose Location is not a URL'));
+        current = check(next.toString());
         continue;
       }
       if (answer.status < 200 || answer.status > 299) refuse('url_status');
