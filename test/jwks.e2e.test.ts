@@ -1,5 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createJwtVerifier } from '@fluxguard/core';
@@ -43,13 +45,25 @@ async function newSigner(kid: string): Promise<Signer> {
   };
 }
 
-/** The identity provider's JWKS endpoint, whose behaviour a test sets. */
+/**
+ * The identity provider's JWKS endpoint, whose behaviour a test sets. `trickle` sends its
+ * headers and the start of a body, then a space every 50 ms, never ending.
+ */
 class Idp {
   keys: JWK[] = [];
-  mode: 'ok' | 'down' | 'slow' = 'ok';
+  mode: 'ok' | 'down' | 'slow' | 'trickle' = 'ok';
   readonly server: Server = createServer((req, res) => {
     if (this.mode === 'down') {
       res.writeHead(503).end();
+      return;
+    }
+    if (this.mode === 'trickle') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"keys":[ ');
+      const timer = setInterval(() => res.write(' '), 50);
+      res.on('close', () => {
+        clearInterval(timer);
+      });
       return;
     }
     const answer = (): void => {
@@ -165,5 +179,60 @@ describe.each(TRANSPORTS)('remote JWKS over %s', (transport) => {
     const stale = await get(oldToken);
     expect(stale.status).toBe(t.client.statusOf({ code: 'unauthenticated' }));
     expect(t.log.textFor(stale.requestId ?? 'none')).toMatch(/"reason":"(unknown_kid|bad_signature)"/);
+  });
+});
+
+describe.each(TRANSPORTS)('a remote JWKS from the policy over %s', (transport) => {
+  let idp: Idp;
+  let t: TransportUnderTest;
+
+  beforeAll(async () => {
+    idp = new Idp();
+    const url = await idp.listen();
+    const policy = world.writePolicy(`jwks-${transport}`, (reference) => ({
+      ...reference,
+      jwt: { ...(reference.jwt as object), jwksTimeoutMs: 300, jwksCooldownMs: 0 },
+    }));
+    t = await startTransport(transport, world, {
+      env: {
+        FLUXGUARD_POLICY: policy,
+        FLUXGUARD_JWKS_URL: url,
+        FLUXGUARD_JWT_ISSUER: DEV_ISSUER,
+        FLUXGUARD_JWT_AUDIENCE: DEV_AUDIENCE,
+      },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+    await idp.close();
+  });
+
+  it('answers every call while the endpoint trickles its body, logs each failed fetch once, and recovers', async () => {
+    const k1 = await newSigner('k1');
+    idp.keys = [k1.jwk];
+    idp.mode = 'trickle';
+    // Node's fetch loses its timeout's hold on a body being read once the garbage collector has
+    // run; a busy server collects often.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const collector = setInterval(gc, 50);
+    try {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const refused = await t
+          .clientWith({ cert: world.pki.clients.valid, token: await k1.sign(['artifacts.reader']) })
+          .get('jwks/x.txt');
+        expect(refused.status).toBe(t.client.statusOf({ code: 'unavailable' }));
+      }
+    } finally {
+      clearInterval(collector);
+    }
+    const failures = t.log.lines.filter((line) => line.event === 'jwt.jwks_refresh_failed');
+    expect(failures).toHaveLength(3);
+    expect(String(failures[0]?.error)).toMatch(/^TimeoutError: JWKS endpoint did not answer/);
+    idp.mode = 'ok';
+    const served = await t
+      .clientWith({ cert: world.pki.clients.valid, token: await k1.sign(['artifacts.reader']) })
+      .get('jwks/x.txt');
+    expect(served.status).toBe(t.client.statusOf({ code: 'not_found' }));
   });
 });

@@ -356,6 +356,17 @@ function causeLine(cause: Error): string {
   return scrubSecrets(`${cause.name}: ${cause.message}`).slice(0, 300);
 }
 
+/**
+ * An error on one short line for a log: its type and scrubbed message, and its deepest cause's
+ * when it has one, no stack.
+ *
+ * @internal
+ */
+export function errorLine(err: Error): string {
+  const deepest = innermost(err);
+  return deepest === err ? causeLine(err) : `${causeLine(err)} (${causeLine(deepest)})`;
+}
+
 /** The deepest `Error` of a cause chain (a store's own error wraps the client's), at most 5 down. */
 function innermost(cause: Error): Error {
   let deepest = cause;

@@ -1,4 +1,4 @@
-import type { AuditLogger } from '../audit/audit-logger.js';
+import { errorLine, type AuditLogger } from '../audit/audit-logger.js';
 import type { Transport } from '../call/call-info.js';
 import type { Denylist } from '../denylist/denylist.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
@@ -112,6 +112,14 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
           jwtVerifierOptionsFromPolicy(policy.jwt, {
             ...(opts.denylist === undefined ? {} : { denylist: opts.denylist }),
             ...(opts.baseDir === undefined ? {} : { baseDir: opts.baseDir }),
+            // One line per failed fetch, so at most one per cooldown: a stale set in service
+            // is otherwise invisible until it no longer has a key someone needs.
+            onJwksRefreshError: (error) => {
+              audit.logger.warn(
+                { event: 'jwt.jwks_refresh_failed', error: errorLine(error) },
+                'jwt.jwks_refresh_failed',
+              );
+            },
           }),
         ));
   const certificateRoles = policy.mtls?.certificateRoles;

@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { createJwtVerifier } from './verifier.js';
@@ -106,6 +108,40 @@ describe('createRemoteJwksSource against a real JWKS endpoint', () => {
     expect((await verifier.verify(await sign(oldKey))).principal.subject).toBe('alice');
   });
 
+  it('ends every fetch of a body that trickles in at the timeout, garbage collection or not', async () => {
+    server = await startJwksServer([oldKey.publicJwk]);
+    server.mode = 'trickle';
+    const { verifier, keySource, errors } = setup(server, { timeoutMs: 600 });
+    // Node's fetch loses its timeout signal's hold on a body being read once the collector has
+    // run: the read then waits for good. Collect often, as a busy server does.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const collector = setInterval(gc, 50);
+    // A bound for liveness, five times the timeout: a fetch that never settles is what fails.
+    const settled = (promise: Promise<unknown>): Promise<unknown> =>
+      Promise.race([
+        promise.catch((err: unknown) => err),
+        new Promise((r) => {
+          setTimeout(() => {
+            r('hung');
+          }, 3000);
+        }),
+      ]);
+    try {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        expect(await settled(keySource.refresh())).toBe(false);
+      }
+      const err = await settled(verifier.verify(await sign(oldKey)));
+      expect(err).toMatchObject({ code: 'unavailable', reason: 'jwks_unavailable' });
+    } finally {
+      clearInterval(collector);
+    }
+    expect(errors.map((e) => e.name)).toEqual(Array(errors.length).fill('TimeoutError'));
+    server.mode = 'ok';
+    expect(await settled(keySource.refresh())).toBe(true);
+    expect((await verifier.verify(await sign(oldKey))).principal.subject).toBe('alice');
+  });
+
   it('follows a key rotation without a new verifier: new tokens accepted, old ones refused once their key is gone', async () => {
     let clock = Date.now();
     server = await startJwksServer([oldKey.publicJwk]);
@@ -141,6 +177,25 @@ describe('createRemoteJwksSource against a real JWKS endpoint', () => {
     const err = await refusal(verifier.verify(await sign(oldKey, { claims: { sub: 'u4' } })));
     expect(err.reason).toBe('unknown_kid');
     expect((await verifier.verify(await sign(newKey, { claims: { sub: 'u5' } }))).principal.subject).toBe('u5');
+  });
+
+  it('refreshes a set past its max age when only cached tokens arrive, and refuses them once their key is gone', async () => {
+    let clock = Date.now();
+    server = await startJwksServer([oldKey.publicJwk]);
+    const { verifier, keySource } = setup(server, { cooldownMs: 0, maxAgeMs: 60_000, now: () => clock });
+    const cached = await sign(oldKey, { claims: { sub: 'cached' } });
+    for (let i = 0; i < 3; i++) expect((await verifier.verify(cached)).principal.subject).toBe('cached');
+    expect(server.requests).toBe(1);
+
+    server.keys = [newKey.publicJwk];
+    clock += 61_000;
+    // Only the cached token comes: accepted from the cache while the refresh it starts runs.
+    expect((await verifier.verify(cached)).principal.subject).toBe('cached');
+    const deadline = Date.now() + 3_000;
+    while (server.requests < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(server.requests).toBe(2);
+    await keySource.refresh(); // joins the refresh under way, if it has not settled yet
+    expect((await refusal(verifier.verify(cached))).reason).toBe('unknown_kid');
   });
 
   it('refetches on unknown kids at most once per cooldown', async () => {

@@ -288,8 +288,11 @@ const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
  * `createRemoteJWKSet`, which throws when a reload fails: here the last good key set stays in
  * service while the endpoint is down, slow (each fetch aborts after `timeoutMs`) or answers
  * garbage. An unknown `kid` triggers a refetch at most once per `cooldownMs`, so a flood of
- * tokens with made-up kids costs one request per cooldown. With no key set ever loaded, a
- * token cannot be checked: `unavailable` (reason `jwks_unavailable`).
+ * tokens with made-up kids costs one request per cooldown. A set older than `maxAgeMs` is
+ * refreshed in the background when a token is checked, one the verifier's cache answers for
+ * too: a key the endpoint removed stops being accepted within about `maxAgeMs` plus one fetch,
+ * however few new tokens arrive. With no key set ever loaded, a token cannot be checked:
+ * `unavailable` (reason `jwks_unavailable`).
  *
  * @throws ConfigurationError for a bad URL or option.
  *
@@ -338,9 +341,40 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
   let inflight: Promise<boolean> | undefined;
   let lastError: Error | undefined;
 
+  // The timeout is a timer of our own that cancels the body's reader too: Node's fetch stops
+  // passing its signal's abort on to a body being read once the garbage collector has run, and
+  // a body that trickles in then held this fetch, and every refresh after it, for good.
   async function fetchSet(): Promise<{ jwks: JSONWebKeySet; fingerprint: string }> {
+    const controller = new AbortController();
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => {
+        const error = new Error(`JWKS endpoint did not answer within ${opts.timeoutMs} ms`);
+        error.name = 'TimeoutError';
+        controller.abort(error);
+        reader?.cancel(error).catch(() => undefined);
+        reject(error);
+      }, opts.timeoutMs);
+    });
+    try {
+      return await Promise.race([
+        exchange(controller.signal, (bodyReader) => {
+          reader = bodyReader;
+        }),
+        timedOut,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function exchange(
+    signal: AbortSignal,
+    onReader: (reader: ReadableStreamDefaultReader<Uint8Array>) => void,
+  ): Promise<{ jwks: JSONWebKeySet; fingerprint: string }> {
     const response = await fetch(url, {
-      signal: AbortSignal.timeout(opts.timeoutMs),
+      signal,
       headers: { accept: 'application/json, application/jwk-set+json' },
       redirect: 'error',
     });
@@ -348,7 +382,7 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
       await response.body?.cancel();
       throw new Error(`JWKS endpoint answered HTTP ${response.status}`);
     }
-    const text = await readLimited(response, opts.maxBytes);
+    const text = await readLimited(response, opts.maxBytes, onReader);
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
@@ -393,7 +427,7 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
     if (inService === undefined) {
       throw new SecurityError('unavailable', { reason: 'jwks_unavailable', cause: lastError });
     }
-    if (now() - inService.fetchedAt > opts.maxAgeMs) void refresh();
+    refreshIfDue();
     try {
       return await inService.set.get(header);
     } catch (err) {
@@ -406,6 +440,14 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
     }
   }
 
+  /** Starts a background refresh of a set in service past `maxAgeMs`, once per cooldown. */
+  function refreshIfDue(): void {
+    const inService = current;
+    if (inService === undefined || inflight !== undefined) return;
+    const t = now();
+    if (t - inService.fetchedAt > opts.maxAgeMs && t - lastAttempt >= opts.cooldownMs) void refresh();
+  }
+
   // Only a set that is not due for a refresh: a stale one goes through getKeys, which starts it.
   function keysNow(header: TokenHeader): readonly VerificationKey[] | undefined {
     const inService = current;
@@ -414,7 +456,11 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
   }
 
   return Object.freeze({
+    // A verifier reads the version on every token its cache answers for: a set past its max age
+    // is refreshed from there too, so that a key the endpoint removed stops tokens that only
+    // ever come from the cache.
     get version() {
+      refreshIfDue();
       return version;
     },
     get lastError() {
@@ -426,20 +472,30 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
   });
 }
 
-async function readLimited(response: Response, maxBytes: number): Promise<string> {
+async function readLimited(
+  response: Response,
+  maxBytes: number,
+  onReader: (reader: ReadableStreamDefaultReader<Uint8Array>) => void,
+): Promise<string> {
   const declared = Number(response.headers.get('content-length') ?? Number.NaN);
   if (Number.isFinite(declared) && declared > maxBytes) {
     await response.body?.cancel();
     throw new Error(`JWKS response larger than ${maxBytes} bytes`);
   }
   if (response.body === null) return '';
+  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body.getReader();
+  onReader(reader);
   const chunks: Uint8Array[] = [];
   let total = 0;
-  for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
-    total += chunk.byteLength;
-    // Leaving the loop cancels the stream.
-    if (total > maxBytes) throw new Error(`JWKS response larger than ${maxBytes} bytes`);
-    chunks.push(chunk);
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel();
+      throw new Error(`JWKS response larger than ${maxBytes} bytes`);
+    }
+    chunks.push(value);
   }
   return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
 }

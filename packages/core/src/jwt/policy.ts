@@ -135,6 +135,11 @@ export interface JwtPolicyExtras {
   readonly denylist?: Denylist;
   /** Directory for relative `jwksFile`/`publicKeyFile`. Default: the working directory. */
   readonly baseDir?: string;
+  /**
+   * Called with each failed fetch of a remote key set (`jwksUrl`); the last good set stays in
+   * service meanwhile. `createGuardFromPolicy` writes it to the audit log.
+   */
+  readonly onJwksRefreshError?: (error: Error) => void;
 }
 
 /**
@@ -177,6 +182,7 @@ export function jwtVerifierOptionsFromPolicy(jwt: JwtPolicy, extras: JwtPolicyEx
         ...(jwt.jwksTimeoutMs === undefined ? {} : { timeoutMs: jwt.jwksTimeoutMs }),
         ...(jwt.jwksCooldownMs === undefined ? {} : { cooldownMs: jwt.jwksCooldownMs }),
         ...(jwt.jwksMaxAgeMs === undefined ? {} : { maxAgeMs: jwt.jwksMaxAgeMs }),
+        ...(extras.onJwksRefreshError === undefined ? {} : { onRefreshError: extras.onJwksRefreshError }),
       },
     };
   }

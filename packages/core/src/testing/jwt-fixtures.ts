@@ -118,11 +118,14 @@ export async function refusal(promise: Promise<unknown>): Promise<SecurityError>
   throw new Error('expected a refusal');
 }
 
-/** A real JWKS endpoint on 127.0.0.1:0 that a test can take down, slow down or rotate. */
+/**
+ * A real JWKS endpoint on 127.0.0.1:0 that a test can take down, slow down or rotate. `trickle`
+ * sends its headers and the start of a body, then one space every 50 ms, never ending.
+ */
 export interface JwksServer {
   readonly url: string;
   keys: JWK[];
-  mode: 'ok' | 'down' | 'slow' | 'garbage';
+  mode: 'ok' | 'down' | 'slow' | 'garbage' | 'trickle';
   slowMs: number;
   requests: number;
   close(): Promise<void>;
@@ -141,7 +144,14 @@ export async function startJwksServer(keys: JWK[]): Promise<JwksServer> {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: state.keys }));
       }
     };
-    if (state.mode === 'slow') {
+    if (state.mode === 'trickle') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"keys":[ ');
+      const timer = setInterval(() => res.write(' '), 50);
+      res.on('close', () => {
+        clearInterval(timer);
+      });
+    } else if (state.mode === 'slow') {
       const timer = setTimeout(answer, state.slowMs);
       req.on('close', () => {
         clearTimeout(timer);
