@@ -29,7 +29,8 @@ const MALFORMED: ClientFault = { status: 400, code: 'invalid_argument', reason: 
  * request line or header, a duplicate `Content-Length`, headers over `maxHeaderSize`, a
  * request that timed out), in place of Node's bare `400`/`408`/`431`: the same status, with
  * an `x-request-id`, a problem+json body and an audit line that carries that id, like every
- * other refusal. The connection is closed after it, as Node does. Installed by
+ * other refusal. The connection is closed after it, as Node does. Behind a pipelined request
+ * whose answer has started, only the line is written (`answered` says so). Installed by
  * `createSecureServer` as the server's `clientError` listener.
  *
  * @internal
@@ -37,20 +38,32 @@ const MALFORMED: ClientFault = { status: 400, code: 'invalid_argument', reason: 
 export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, audit: AuditLogger): void {
   const code = err.code ?? '';
   // Not the parser's (a reset, a TLS handshake that never completed), or a connection already
-  // answering a request: nothing can be written cleanly.
+  // gone: nothing can be written, and nothing was asked.
   const fault = FAULTS[code] ?? (code.startsWith('HPE_') ? MALFORMED : undefined);
-  if (fault === undefined || !socket.writable || responseStarted(socket) || leftMidBody(code, socket)) {
+  if (fault === undefined || !socket.writable || leftMidBody(code, socket)) {
     socket.destroy();
     return;
   }
   const requestId = resolveRequestId(undefined);
+  const pipelined = responseStarted(socket);
   // Node's error is not the cause: it carries the raw bytes of the request (`rawPacket`), an
   // `Authorization` header included. Its code says what the parser refused.
   const refusal = new SecurityError(fault.code, {
     reason: fault.reason,
-    auditFields: { parserCode: code.slice(0, 64) },
+    auditFields: {
+      parserCode: code.slice(0, 64),
+      ...(pipelined ? { answered: 'no: pipelined behind an answer' } : {}),
+    },
   });
-  writeAndClose(socket, fault, problemAnswer(fault, refusal, requestId, socket, audit));
+  const answer = problemAnswer(fault, refusal, requestId, socket, audit);
+  if (pipelined) {
+    // Sent behind a request whose answer is on its way: nothing can be written in the middle of
+    // that answer, and the connection is closed as Node closes it. The line is still written,
+    // so that a malformed request cannot hide from the log behind a good one.
+    socket.destroy();
+    return;
+  }
+  writeAndClose(socket, fault, answer);
 }
 
 /**

@@ -279,6 +279,18 @@ describe('createSecureServer: strict client certificates', () => {
     },
   );
 
+  it('records a malformed request pipelined behind one being answered, which no answer can follow', async () => {
+    const before = lines().length;
+    const answer = await raw(
+      'GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n',
+    );
+    expect(answer.startsWith('HTTP/1.1 200 ')).toBe(true);
+    expect(answer).not.toContain(' 400 ');
+    await expect
+      .poll(() => lines().slice(before))
+      .toMatchObject([{ event: 'request.denied', reason: 'malformed_request', code: 'invalid_argument' }]);
+  });
+
   it('still answers a request head cut short by the client closing its side as malformed', async () => {
     const before = lines().length;
     const answer = await raw('PUT /drain HTTP/1.1\r\nHost: x\r\nContent-Le', 50);
