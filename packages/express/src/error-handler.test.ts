@@ -203,6 +203,21 @@ describe('errorHandler and notFound', () => {
     });
   });
 
+  it('logs where a body failed to parse, never the text around it (a password after its key)', async () => {
+    const res = await fetch(`${served.url}/echo`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"user": "a", "password": SECRETMARK-unquoted}',
+    });
+    expect(res.status).toBe(400);
+    const line = lines().find((l) => l.requestId === res.headers.get('x-request-id'));
+    expect(line).toMatchObject({
+      reason: 'body_parse_failed',
+      cause: expect.stringMatching(/not valid JSON/) as string,
+    });
+    expect(JSON.stringify(lines())).not.toContain('SECRETMARK');
+  });
+
   it.each(['gzip', 'deflate', 'br'])(
     'maps a %s body that does not decompress to 400 invalid_argument, not a 500',
     async (encoding) => {

@@ -92,6 +92,17 @@ const CLIENT_BODY_ERRORS: ReadonlyMap<string, TransportReason> = new Map<string,
 ]);
 
 /**
+ * What a body that does not parse is logged as: V8's `JSON.parse` message quotes the body
+ * around the fault (a password after its key, out of reach of the log's key redaction), so
+ * only the position is kept.
+ */
+function parseFailure(err: unknown): Error {
+  const message = err instanceof Error ? err.message : '';
+  const position = /\bposition (\d{1,10})\b/.exec(message)?.[1];
+  return new SyntaxError(`the body is not valid JSON${position === undefined ? '' : ` (at position ${position})`}`);
+}
+
+/**
  * Headers a failing handler may have set for the representation it meant to send; they would
  * describe the problem body wrongly (or leak what the handler was serving).
  */
@@ -332,7 +343,8 @@ function translateExpressError(err: unknown): unknown {
     }
     const reason = CLIENT_BODY_ERRORS.get(props.type);
     if (reason !== undefined) {
-      return new SecurityError('invalid_argument', { reason, details: { field: 'body' }, cause: err });
+      const cause = reason === 'body_parse_failed' ? parseFailure(err) : err;
+      return new SecurityError('invalid_argument', { reason, details: { field: 'body' }, cause });
     }
   }
   // A compressed body that does not decompress: body-parser passes zlib's own error on with a
