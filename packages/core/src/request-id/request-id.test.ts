@@ -20,8 +20,14 @@ describe('resolveRequestId', () => {
     ['an empty id', ''],
     ['spaces and quotes', 'a b"c'],
     ['non-ASCII', 'ïd'],
+    ['a compact JWT', 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln'],
+    ['a JWT without its signature', 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.'],
   ])('replaces %s', (_label, value) => {
     expect(resolveRequestId(value)).toMatch(UUID);
+  });
+
+  it('keeps ids that only look a little like a token', () => {
+    for (const id of ['eyJ-trace-1', 'trace.eyJ.x', 'eyjx.y']) expect(resolveRequestId(id)).toBe(id);
   });
 
   it('accepts the longest well-formed id', () => {

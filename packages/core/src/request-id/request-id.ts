@@ -3,13 +3,18 @@ import { randomFillSync } from 'node:crypto';
 /** The header (HTTP) and metadata key (gRPC) that carries the request id both ways. */
 export const REQUEST_ID_HEADER = 'x-request-id';
 
-/** At most 200 characters of `[A-Za-z0-9._-]`: a request id is written to every log line. */
-const WELL_FORMED = /^[A-Za-z0-9._-]{1,200}$/;
+/**
+ * At most 200 characters of `[A-Za-z0-9._-]`: a request id is written to every log line. Not a
+ * compact JWT (`eyJ`, a dot): a proxy that copied a token into the id would put it in every
+ * line, where the log scrubs tokens everywhere else.
+ */
+const WELL_FORMED = /^(?!eyJ[A-Za-z0-9_-]*\.)[A-Za-z0-9._-]{1,200}$/;
 
 /**
  * The request id for a call: the client's own when it is well formed (so that a trace can be
  * followed across services), else a new random one. A client's value that is too long or has
- * any other character is replaced, never cleaned, since it goes into logs.
+ * any other character, or that is a compact JWT, is replaced, never cleaned, since it goes
+ * into logs.
  *
  * @example
  * ```ts
