@@ -22,27 +22,37 @@ afterAll(async () => {
   setLogger(console);
 });
 
-describe('routeGrpcJsLogs', () => {
-  // First: the flood below uses up the interval's lines.
-  it('names a dropped metadata entry but never its values (a cookie, an API key)', async () => {
-    const session = connect(`http://${started.address}`);
-    session.on('error', () => undefined);
-    try {
+/**
+ * One unary call per entry of `calls`, one after another on one HTTP/2 connection, each with
+ * those metadata entries besides the call's own headers (written raw: a grpc-js client would
+ * refuse the values these tests send).
+ */
+async function callsWith(calls: readonly Readonly<Record<string, string>>[]): Promise<void> {
+  const session = connect(`http://${started.address}`);
+  session.on('error', () => undefined);
+  try {
+    for (const entries of calls) {
       const stream = session.request({
         ':method': 'POST',
         ':path': testService.Unary.path,
         'content-type': 'application/grpc',
         te: 'trailers',
-        cookie: 'session=SECRETMARK-cookie\u00e9',
-        'x-api-key': 'SECRETMARK-key\u00e9',
+        ...entries,
       });
       stream.on('error', () => undefined);
       stream.end(Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]));
       stream.resume();
       await once(stream, 'close');
-    } finally {
-      session.close();
     }
+  } finally {
+    session.close();
+  }
+}
+
+describe('routeGrpcJsLogs', () => {
+  // First: the flood below uses up the interval's lines.
+  it('names a dropped metadata entry but never its values (a cookie, an API key)', async () => {
+    await callsWith([{ cookie: 'session=SECRETMARK-cookie\u00e9', 'x-api-key': 'SECRETMARK-key\u00e9' }]);
     const texts = audit
       .lines()
       .filter((line) => line.event === 'grpc-js.log')
@@ -56,30 +66,12 @@ describe('routeGrpcJsLogs', () => {
 
   it('keeps a flood of dropped metadata entries to a few short lines, and nothing on the console', async () => {
     const consoleError = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-    const session = connect(`http://${started.address}`);
-    session.on('error', () => undefined);
-    try {
-      // 20 calls of 30 entries each with bytes grpc-js refuses in a text value (é in latin1),
-      // one of them quoting a token: grpc-js logs each entry, every value quoted.
-      const bad = '\u00e9'.repeat(2000);
-      for (let call = 0; call < 20; call++) {
-        const headers: Record<string, string> = {
-          ':method': 'POST',
-          ':path': testService.Unary.path,
-          'content-type': 'application/grpc',
-          te: 'trailers',
-          'x-token': `${bad} Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln`,
-        };
-        for (let i = 0; i < 30; i++) headers[`x-e${String(i)}`] = bad;
-        const stream = session.request(headers);
-        stream.on('error', () => undefined);
-        stream.end(Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]));
-        stream.resume();
-        await once(stream, 'close');
-      }
-    } finally {
-      session.close();
-    }
+    // 20 calls of 30 entries each with bytes grpc-js refuses in a text value (é in latin1),
+    // one of them quoting a token: grpc-js logs each entry, every value quoted.
+    const bad = '\u00e9'.repeat(2000);
+    const entries: Record<string, string> = { 'x-token': `${bad} Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln` };
+    for (let i = 0; i < 30; i++) entries[`x-e${String(i)}`] = bad;
+    await callsWith(Array.from({ length: 20 }, () => entries));
     const lines = audit.lines().filter((line) => line.event === 'grpc-js.log');
     expect(lines).toHaveLength(5);
     for (const line of lines) expect(String(line.text).length).toBeLessThanOrEqual(300);
