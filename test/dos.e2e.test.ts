@@ -1,4 +1,5 @@
 import { readdirSync } from 'node:fs';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -282,6 +283,59 @@ describe('downloads their client leaves over http', () => {
     // is the wait for a handler that returns without a word).
     await expect.poll(() => ids.filter((id) => t.log.textFor(id).includes('request.cancelled')).length).toBe(8);
     await expect.poll(() => t.security.concurrency.inFlight(), { timeout: 3_000 }).toBe(0);
+  });
+});
+
+describe('anonymous calls from many addresses over grpc', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('grpc', world);
+    await t.client.upload('dos/anonymous.txt', sha256('a'), [Buffer.from('a')]);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('hold together no more than their part of the budget: an authenticated call is still served', async () => {
+    const perCaller = IN_FLIGHT_BUDGET.maxInFlightPerCaller;
+    const part = IN_FLIGHT_BUDGET.maxInFlightAnonymous;
+    // Health checks that never send their request, each address within its own count, from
+    // enough loopback addresses to fill the anonymous part and then some.
+    const addresses = Math.ceil(part / perCaller) + 1;
+    const sessions: ClientHttp2Session[] = [];
+    const statuses: string[] = [];
+    try {
+      await Promise.all(
+        Array.from({ length: addresses }, async (_, a) => {
+          // Passed on to tls.connect, whose socket options Node's http2 types leave out.
+          const options = { ca: world.pki.ca, servername: 'localhost', localAddress: `127.0.1.${String(a + 1)}` };
+          const session = http2Connect(`https://127.0.0.1:${String(t.port)}`, options);
+          sessions.push(session);
+          session.on('error', () => undefined);
+          await new Promise((resolve) => session.once('connect', resolve));
+          for (let i = 0; i < perCaller; i++) {
+            const stream = session.request({
+              ':method': 'POST',
+              ':path': '/grpc.health.v1.Health/Check',
+              'content-type': 'application/grpc',
+              te: 'trailers',
+            });
+            stream.on('error', () => undefined);
+            stream.on('response', (headers) => {
+              const status = headers['grpc-status'];
+              if (typeof status === 'string') statuses.push(status);
+            });
+          }
+        }),
+      );
+      // Every stream over the anonymous part is refused at once (UNAVAILABLE, in its headers).
+      await expect.poll(() => statuses.length, { timeout: 5_000 }).toBe(addresses * perCaller - part);
+      expect(new Set(statuses)).toEqual(new Set([String(grpc.status.UNAVAILABLE)]));
+      const served = await t.client.get('dos/anonymous.txt');
+      expect(served.ok, served.exposed).toBe(true);
+    } finally {
+      for (const session of sessions) session.destroy();
+    }
   });
 });
 

@@ -30,7 +30,8 @@ import { ensureDevMaterial } from './dev-material.js';
 
 const IN_FLIGHT = descriptorBudget().inFlight;
 const UPLOADS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 2));
-const WATCHES_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 4));
+const ANONYMOUS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 4));
+const WATCHES_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 8));
 const WATCHES_PER_CALLER = Math.min(4, WATCHES_IN_FLIGHT);
 
 /**
@@ -40,19 +41,22 @@ const WATCHES_PER_CALLER = Math.min(4, WATCHES_IN_FLIGHT);
  * deadlines of the policy, it bounds what a flood can make the server hold, and no call meets
  * EMFILE. An upload is the call a client can hold open longest (up to its idle limit between
  * parts): many callers, each within its own 32, could otherwise fill the whole budget with
- * stalled uploads, and every other call would be refused until they time out. A health
- * `Watch` is public and stays open up to 15 minutes: watches get a quarter of the budget (128 of
- * 512), or anonymous clients from a few addresses, each within its own 32, would hold all of it
- * and every authenticated call would be refused for as long as they liked; and each caller at
- * most 4 of them (an anonymous caller is its address), or one address would hold every watch
- * and every client watching the server's health would be refused. A service whose replicas
- * share one identity (a SPIFFE ID, a token subject) is one caller: raise `perCaller` for it.
+ * stalled uploads, and every other call would be refused until they time out. Calls without
+ * a principal (health, which is public, and anonymous callers) get a quarter of the budget
+ * together (128 of 512): an anonymous caller is its address, so clients from a few addresses,
+ * each within its own 32, would otherwise hold all of it, and every authenticated call would be
+ * refused for as long as they liked. A health `Watch` stays open up to 15 minutes: watches get
+ * half of that quarter, so that health checks keep the other half, and each caller at most 4 of
+ * them, or one address would hold every watch and every client watching the server's health
+ * would be refused. A service whose replicas share one identity (a SPIFFE ID, a token subject)
+ * is one caller: raise `perCaller` for it.
  * A call a client cancels keeps its slot until its handler has stopped, at most 5 s: these
  * handlers stop on their signal, a handler of yours that does not still counts while it works.
  */
 export const IN_FLIGHT_BUDGET = Object.freeze({
   maxInFlight: IN_FLIGHT,
   maxInFlightPerCaller: 32,
+  maxInFlightAnonymous: ANONYMOUS_IN_FLIGHT,
   maxInFlightPerOperation: Object.freeze({
     '/fluxguard.example.v1.ArtifactStore/UploadArtifact': UPLOADS_IN_FLIGHT,
     'PUT /v1/artifacts/*path': UPLOADS_IN_FLIGHT,

@@ -48,6 +48,43 @@ function starter(options: ConcurrencyLimitOptions) {
 }
 
 describe('createConcurrencyLimit', () => {
+  it('holds callers without a principal to their shared part, whatever their addresses; callers with one keep the rest', () => {
+    const { limit, start } = starter({ maxInFlight: 8, maxInFlightPerCaller: 2, maxInFlightAnonymous: 4 });
+    // Two anonymous calls from each of two addresses fill the anonymous part ...
+    for (const address of ['10.0.0.1:1', '10.0.0.2:1']) for (let i = 0; i < 2; i++) start(call(address));
+    // ... so a third address, within its own two, is refused ...
+    expect(() => start(call('10.0.0.3:1'))).toThrow(
+      expect.objectContaining({ code: 'unavailable', reason: 'concurrency_limit' }) as SecurityError,
+    );
+    // ... and a caller with a principal is not.
+    start(call('10.0.0.3:1'), alice);
+    expect(limit.inFlight()).toBe(5);
+    expect(() => createConcurrencyLimit({ maxInFlight: 4, maxInFlightAnonymous: 5 })).toThrow(
+      /"maxInFlightAnonymous" is above "maxInFlight"/,
+    );
+  });
+
+  it('counts a certificate without a principal per address (replicas sharing one workload certificate)', () => {
+    const { limit, start } = starter({ maxInFlightPerCaller: 1 });
+    const certificate = {
+      spiffeId: 'spiffe://fluxguard.dev/replica',
+      uris: ['spiffe://fluxguard.dev/replica'],
+      dnsNames: [],
+      commonName: undefined,
+      fingerprint256: 'ab',
+      validFrom: new Date(0),
+      validTo: new Date(8.64e15),
+    };
+    // Two replicas sharing one workload certificate, on a public operation: one count each.
+    start({ ...call('10.0.0.1:1'), peerCertificate: certificate });
+    start({ ...call('10.0.0.2:1'), peerCertificate: certificate });
+    expect(limit.inFlightFor('certificate:spiffe://fluxguard.dev/replica|peer:10.0.0.1')).toBe(1);
+    expect(limit.inFlightFor('certificate:spiffe://fluxguard.dev/replica|peer:10.0.0.2')).toBe(1);
+    // An anonymous caller at one of those addresses is counted apart.
+    start(call('10.0.0.1:2'));
+    expect(limit.inFlightFor('peer:10.0.0.1')).toBe(1);
+  });
+
   it('refuses the call over the overall limit with unavailable, and admits again once one ends', () => {
     const { limit, start } = starter({ maxInFlight: 2 });
     const a = start(call());
@@ -235,7 +272,7 @@ describe('createConcurrencyLimit', () => {
   });
 
   it.each([
-    [{}, /give "maxInFlight", "maxInFlightPerCaller", "maxInFlightPerOperation" or several/],
+    [{}, /give "maxInFlight", "maxInFlightPerCaller", "maxInFlightAnonymous", "maxInFlightPerOperation" or several/],
     [{ maxInFlightPerOperation: {} }, /"maxInFlightPerOperation" names no operation/],
     [{ maxInFlightPerOperation: ['/pkg.S/M'] }, /must be an object of operation pattern to limit/],
     [

@@ -21,10 +21,10 @@ import { wholeNumber } from '../options/whole-number.js';
 export type ConcurrencyReason = 'concurrency_limit';
 
 /**
- * Whom a per-caller limit counts: the verified subject (else the certificate identity, else
- * the peer's address), only the certificate identity, only the peer's address (as a rate
- * limit's `peer` key: its host without the port, IPv4-mapped IPv6 as IPv4, IPv6 by its /64), or
- * a function of your own (`undefined`: the call is counted overall only).
+ * Whom a per-caller limit counts: the verified subject (else the certificate identity at the
+ * peer's address, else the peer's address), only the certificate identity, only the peer's
+ * address (as a rate limit's `peer` key: its host without the port, IPv4-mapped IPv6 as IPv4,
+ * IPv6 by its /64), or a function of your own (`undefined`: the call is counted overall only).
  */
 export type ConcurrencyKey =
   'caller' | 'certificate' | 'peer' | ((call: CallInfo, context: CallContext) => string | undefined);
@@ -45,6 +45,13 @@ export interface ConcurrencyLimitOptions {
   readonly maxInFlightPerCaller?: number | undefined;
   /** Whom `maxInFlightPerCaller` counts. Default `caller`. */
   readonly key?: ConcurrencyKey | undefined;
+  /**
+   * Calls in flight at once with no principal (a public operation, or a caller the
+   * authentication step left anonymous), all of them together. Such a caller is counted by its
+   * address, so a client with many addresses, each within `maxInFlightPerCaller`, could
+   * otherwise hold the whole budget, and every caller who authenticates would be refused.
+   */
+  readonly maxInFlightAnonymous?: number | undefined;
   /**
    * Calls in flight at once on the operations a pattern names (patterns as in rate-limit rules:
    * `/pkg.Service/Method`, `/pkg.Service/*`, `PUT /v1/artifacts/*path`), all callers together
@@ -107,6 +114,7 @@ const DEFAULTS: Readonly<ConcurrencyLimitOptions> = Object.freeze({
   maxInFlight: undefined,
   maxInFlightPerCaller: undefined,
   key: 'caller',
+  maxInFlightAnonymous: undefined,
   maxInFlightPerOperation: undefined,
   holdForHandlerMs: 5_000,
 });
@@ -154,10 +162,16 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
   const opts = resolveOptions('createConcurrencyLimit', DEFAULTS, options);
   const maxInFlight = limit(opts.maxInFlight, 'maxInFlight');
   const maxPerCaller = limit(opts.maxInFlightPerCaller, 'maxInFlightPerCaller');
+  const maxAnonymous = limit(opts.maxInFlightAnonymous, 'maxInFlightAnonymous');
   const budgets = operationBudgets(opts.maxInFlightPerOperation, maxInFlight);
-  if (maxInFlight === undefined && maxPerCaller === undefined && budgets.length === 0) {
+  if (maxInFlight === undefined && maxPerCaller === undefined && maxAnonymous === undefined && budgets.length === 0) {
     throw new ConfigurationError(
-      'createConcurrencyLimit: give "maxInFlight", "maxInFlightPerCaller", "maxInFlightPerOperation" or several',
+      'createConcurrencyLimit: give "maxInFlight", "maxInFlightPerCaller", "maxInFlightAnonymous", "maxInFlightPerOperation" or several',
+    );
+  }
+  if (maxAnonymous !== undefined && maxInFlight !== undefined && maxAnonymous > maxInFlight) {
+    throw new ConfigurationError(
+      `createConcurrencyLimit: "maxInFlightAnonymous" is above "maxInFlight" (${String(maxInFlight)}) and could never be reached`,
     );
   }
   const holdForHandlerMs = wholeNumber(opts.holdForHandlerMs, 'createConcurrencyLimit: "holdForHandlerMs"', {
@@ -169,6 +183,7 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
   // Entries exist only while their key has calls in flight: bounded by the calls in flight.
   const perKey = new Map<string, number>();
   let total = 0;
+  let anonymousInFlight = 0;
   const budgetCache = new LruCache<string, OperationBudget | null>(OPERATION_CACHE_ENTRIES);
   const budgetOf = (operation: string): OperationBudget | undefined => {
     let budget = budgetCache.get(operation);
@@ -186,8 +201,10 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
     const key = maxPerCaller === undefined && sharePerCaller === undefined ? undefined : keyOf(call, context);
     const forKey = key === undefined || maxPerCaller === undefined ? 0 : (perKey.get(key) ?? 0);
     const onShare = key === undefined || sharePerCaller === undefined ? 0 : (budget?.perKey.get(key) ?? 0);
+    const anonymous = maxAnonymous !== undefined && context.principal === undefined;
     if (
       (maxInFlight !== undefined && total >= maxInFlight) ||
+      (anonymous && anonymousInFlight >= maxAnonymous) ||
       (maxPerCaller !== undefined && forKey >= maxPerCaller) ||
       (budget !== undefined && budget.inFlight >= budget.max) ||
       (sharePerCaller !== undefined && onShare >= sharePerCaller)
@@ -195,6 +212,7 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
       throw new SecurityError('unavailable', { reason: 'concurrency_limit', subject: context.principal?.subject });
     }
     total += 1;
+    if (anonymous) anonymousInFlight += 1;
     if (budget !== undefined) budget.inFlight += 1;
     if (key !== undefined && maxPerCaller !== undefined) perKey.set(key, forKey + 1);
     if (key !== undefined && sharePerCaller !== undefined) budget?.perKey.set(key, onShare + 1);
@@ -203,6 +221,7 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
       if (released) return;
       released = true;
       total -= 1;
+      if (anonymous) anonymousInFlight -= 1;
       if (budget !== undefined) budget.inFlight -= 1;
       if (key === undefined) return;
       if (maxPerCaller !== undefined) decrement(perKey, key);
@@ -284,12 +303,14 @@ function keyFunction(key: unknown): (call: CallInfo, context: CallContext) => st
   const peerKey = peerKeyFunction();
   switch (key) {
     case 'caller':
-      return (call, context) =>
-        context.principal === undefined
-          ? call.peerCertificate !== undefined
-            ? certificateKey(call)
-            : peerKey(call)
-          : `subject:${context.principal.subject}`;
+      // Without a principal, a certificate counts per address: a public operation skips
+      // authentication, and the replicas that share one workload certificate would otherwise
+      // share one count there, so that one of them could hold every other's health checks.
+      return (call, context) => {
+        if (context.principal !== undefined) return `subject:${context.principal.subject}`;
+        const peer = peerKey(call);
+        return call.peerCertificate === undefined ? peer : `${certificateKey(call)}|${peer ?? ''}`;
+      };
     case 'certificate':
       return (call) => (call.peerCertificate === undefined ? undefined : certificateKey(call));
     case 'peer':
