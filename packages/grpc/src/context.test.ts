@@ -2,12 +2,22 @@
 // handler, under a symbol of this module. No metadata a client sends can reach or replace it.
 import { describe, expect, it } from 'vitest';
 import { Metadata } from '@grpc/grpc-js';
+import { compileClientAddress, type CallInfo } from '@fluxguard/core';
 import { CallState } from '@fluxguard/core/adapter';
-import { GrpcCall, attachCall, callOf, findCallContext, getRequestId, type ServerCall } from './context.js';
+import { GrpcCall, attachCall, callOf, findCallContext, getRequestId, peerString, type ServerCall } from './context.js';
 
 function newCall(requestId: string): GrpcCall {
-  const state = new CallState({ requestId, deadline: undefined, end: () => undefined, onReleaseError: () => undefined });
-  return new GrpcCall('/pkg.Svc/Method', { getConnectionInfo: () => ({ remoteAddress: '127.0.0.1', remotePort: 1 }) }, state);
+  const state = new CallState({
+    requestId,
+    deadline: undefined,
+    end: () => undefined,
+    onReleaseError: () => undefined,
+  });
+  return new GrpcCall(
+    '/pkg.Svc/Method',
+    { getConnectionInfo: () => ({ remoteAddress: '127.0.0.1', remotePort: 1 }) },
+    state,
+  );
 }
 
 describe('the call context on Metadata', () => {
@@ -50,5 +60,19 @@ describe('the call context on Metadata', () => {
     const second = newCall('second');
     attachCall(metadata, second);
     expect(callOf(metadata)).toBe(second);
+  });
+});
+
+describe('peerString', () => {
+  it('writes an IPv6 peer in brackets, so that its port never reads as part of the address', () => {
+    expect(peerString('2001:db8::c:d:e:f', 5000)).toBe('[2001:db8::c:d:e:f]:5000');
+    expect(peerString('10.0.0.1', 5000)).toBe('10.0.0.1:5000');
+    expect(peerString('::1', undefined)).toBe('::1');
+    expect(peerString(undefined, 5000)).toBe('unknown');
+    // What a rate limit's peer key makes of it: the client's /64, whatever its source port.
+    const keyOf = (port: number): string | undefined =>
+      compileClientAddress({}, 'test').keyOf({ peerAddress: peerString('2001:db8::c:d:e:f', port) } as CallInfo);
+    expect(keyOf(5000)).toBe('2001:db8:0:0:0:0:0:0/64');
+    expect(keyOf(5001)).toBe(keyOf(5000));
   });
 });

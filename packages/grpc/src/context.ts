@@ -258,7 +258,7 @@ export function setPrincipal(metadata: Metadata, principal: Principal): void {
 }
 
 /**
- * The client's address as grpc-js's `getPeer()` writes it, from the connection facts grpc-js
+ * The client's address (see {@link peerString}), from the connection facts grpc-js
  * keeps for each call: read when the call started, they outlive its stream, where `getPeer()`
  * reads the live socket through the session each time. `unknown` when there are none.
  *
@@ -274,12 +274,15 @@ export function safePeer(call: Pick<ServerInterceptingCallInterface, 'getConnect
 }
 
 /**
- * `address:port` as grpc-js writes a peer: the address alone without a port, `unknown` without
- * an address.
+ * `address:port`, an IPv6 address in brackets (`[::1]:5000`, as HTTP peers are written): the
+ * address alone without a port, `unknown` without an address. grpc-js's `getPeer()` leaves
+ * IPv6 unbracketed, where `2001:db8::c:d:e:f` and port 5000 read as one address
+ * (`2001:db8::c:d:e:f:5000`), so that a client's source port became part of its address key.
  *
  * @internal
  */
 export function peerString(address: string | undefined, port: number | undefined): string {
   if (address === undefined || address === '') return 'unknown';
-  return port === undefined || port === 0 ? address : `${address}:${String(port)}`;
+  if (port === undefined || port === 0) return address;
+  return address.includes(':') ? `[${address}]:${String(port)}` : `${address}:${String(port)}`;
 }

@@ -239,7 +239,7 @@ function refuse(
   });
 }
 
-/** The client's address as grpc-js's `getPeer()` writes it. */
+/** The client's address, as {@link peerString} writes it. */
 function peerOf(stream: ServerHttp2Stream): string {
   const socket = stream.session?.socket;
   return peerString(socket?.remoteAddress, socket?.remotePort);
