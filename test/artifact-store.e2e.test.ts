@@ -435,6 +435,21 @@ describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
     }
     await scenario.check?.(outcome, t);
   });
+
+  it('keeps nothing of an upload whose client cancels after its last part, before ending it', async () => {
+    // gRPC: Node ends a stream's readable side when the client resets it, and grpc-js passes
+    // that end on as the client's; the handler saw a whole upload and stored it.
+    for (let i = 0; i < 5; i++) {
+      const outcome = await t.client.uploadPaced(
+        `cancelled/after-last-${String(i)}.bin`,
+        sha256('ab'),
+        [Buffer.from('a'), Buffer.from('b')],
+        { gapMs: 5, stallAfter: 2, cancelAfterMs: 50 },
+      );
+      expect(outcome.ok).toBe(false);
+    }
+    await expectNothingLeft(t, 'cancelled');
+  });
 });
 
 /** A ZIP archive of entries with these names (stored, each a few bytes), with its central directory. */

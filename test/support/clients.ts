@@ -73,13 +73,30 @@ export interface Pace {
   readonly gapMs: number;
   readonly stallAfter?: number;
   readonly deadlineMs?: number;
+  /**
+   * With `stallAfter`: the client cancels this long after its last part, without ending its
+   * request (gRPC: `call.cancel()`, an HTTP/2 reset; HTTP: the connection destroyed).
+   */
+  readonly cancelAfterMs?: number;
 }
 
-/** Calls `send(part)` for each part `gapMs` apart (after `stallAfter` parts, stops); then `end()`. */
-function pacedWrites(parts: readonly Buffer[], pace: Pace, send: (part: Buffer) => boolean, end: () => void): void {
+/**
+ * Calls `send(part)` for each part `gapMs` apart (after `stallAfter` parts, stops, and cancels
+ * after `cancelAfterMs` when given); then `end()`.
+ */
+function pacedWrites(
+  parts: readonly Buffer[],
+  pace: Pace,
+  send: (part: Buffer) => boolean,
+  end: () => void,
+  cancel: () => void,
+): void {
   let i = 0;
   const next = (): void => {
-    if (pace.stallAfter !== undefined && i >= pace.stallAfter) return;
+    if (pace.stallAfter !== undefined && i >= pace.stallAfter) {
+      if (pace.cancelAfterMs !== undefined) setTimeout(cancel, pace.cancelAfterMs);
+      return;
+    }
     const part = parts[i];
     if (part === undefined) {
       end();
@@ -283,6 +300,9 @@ export function grpcArtifactClient(
             () => {
               if (!ended) call.end();
             },
+            () => {
+              call.cancel();
+            },
           );
         },
       );
@@ -454,6 +474,9 @@ function pacedRequest(
       },
       () => {
         if (!answered) req.end();
+      },
+      () => {
+        req.destroy(new Error('the client cancelled its upload'));
       },
     );
   });

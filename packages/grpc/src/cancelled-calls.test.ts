@@ -134,6 +134,17 @@ describe('a call cancelled while its handler works', () => {
     expect((await callKind(started.client, kind, {})).status.code).toBe(Status.OK);
   });
 
+  it('writes one request.cancelled line per call its client left while the handler worked', async () => {
+    gate = newGate();
+    const before = audit.lines().length;
+    await cancelWhileWorking('unary', mode('polite'));
+    const lines = audit.lines().slice(before);
+    expect(lines.filter((line) => line.event === 'request.cancelled')).toHaveLength(LIMIT);
+    expect(new Set(lines.map((line) => line.requestId)).size).toBe(LIMIT);
+    gate.open();
+    await expect.poll(() => limit.inFlight()).toBe(0);
+  });
+
   it('keeps the slot of a callback-style handler until it calls back', async () => {
     gate = newGate();
     await cancelWhileWorking('unary', mode('callback'));
@@ -156,6 +167,7 @@ describe('a call cancelled while its handler works', () => {
     gate = newGate();
     work.most = 0;
     work.starts = 0;
+    const linesBefore = audit.lines().length;
     const attacker = connect(`http://${started.address}`);
     attacker.on('error', () => undefined);
     const seen = { goaway: false };
@@ -191,6 +203,12 @@ describe('a call cancelled while its handler works', () => {
     expect(sent).toBeGreaterThan(LIMIT * 10);
     expect(work.starts).toBeGreaterThan(0);
     expect(work.most).toBeLessThanOrEqual(LIMIT);
+    // Only a call whose handler ran has a cancellation line: the flood's log is bounded by the limit.
+    const cancelledLines = audit
+      .lines()
+      .slice(linesBefore)
+      .filter((line) => line.event === 'request.cancelled');
+    expect(cancelledLines.length).toBeLessThanOrEqual(work.starts);
     gate.open();
     await expect.poll(() => limit.inFlight()).toBe(0);
     expect((await callKind(started.client, 'unary', {})).status.code).toBe(Status.OK);

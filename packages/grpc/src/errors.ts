@@ -378,7 +378,17 @@ class SafeErrorsCall extends ForwardingCall {
           const error = this.#blameUnfinished(new SecurityError('deadline_exceeded', { reason: 'client_deadline' }));
           recordFailureSafely(this.#audit, error, this.#failureContext());
         } else {
+          // A client that leaves a call its handler works on gets one short info line, as the
+          // Express error handler writes for a request whose client left; a call reset before
+          // its handler ran (a flood of resets) writes none.
+          const working = state.handlerRunning;
           state.finish('cancelled');
+          if (working) {
+            this.#audit.logger.info(
+              { ...this.#failureContext(), event: 'request.cancelled', outcome: 'cancelled' },
+              'request.cancelled',
+            );
+          }
         }
       }
     }
