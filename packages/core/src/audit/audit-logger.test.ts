@@ -256,12 +256,26 @@ describe('recordFailure folding repeated refusals', () => {
     expect(folded).toHaveLength(3);
   });
 
+  it('folds the addresses of one IPv6 /64 as one client, as rate limits count them', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 100 } });
+    // A client rotating through its /64, as any IPv6 host can, one address per refusal.
+    for (let i = 0; i < 200; i++) {
+      audit.recordFailure(badSignature(), { ...from('x', i), peer: `[2001:db8:0:7::${i.toString(16)}]:443` });
+    }
+    expect(named(lines, 'request.denied')).toHaveLength(5);
+    await sleep(250);
+    expect(named(lines, 'request.denied.folded').map((l) => [l.peer, l.count])).toEqual([
+      ['2001:db8:0:7:0:0:0:0/64', 195],
+    ]);
+  });
+
   it('bounds what it remembers under a flood from many addresses, folding beyond by reason alone', async () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 100 } });
-    // 10,000 addresses fill the table; the next 100 fold together.
+    // 10,000 addresses, each of its own /64, fill the table; the next 100 fold together.
     for (let i = 0; i < 10_100; i++) {
-      const peer = `2001:db8::${(i >> 8).toString(16)}:${(i & 0xff).toString(16)}`;
+      const peer = `2001:db8:${(i >> 8).toString(16)}:${(i & 0xff).toString(16)}::1`;
       audit.recordFailure(badSignature(), { ...from('x', i), peer: `[${peer}]:443` });
     }
     expect(named(lines, 'request.denied')).toHaveLength(10_005);

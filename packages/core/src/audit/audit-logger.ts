@@ -6,6 +6,7 @@ import type { SecurityErrorCode } from '../errors/codes.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { REDACTED, REDACTED_PATHS, scrubDeep, scrubSecrets } from './redaction.js';
 import { wholeNumber } from '../options/whole-number.js';
+import { peerClientKey } from '../ratelimit/client-address.js';
 
 /**
  * The `reason` of an audit line: a {@link SecurityErrorReason} (RBAC's `rbac.shadow_denied`
@@ -318,8 +319,10 @@ function createFolding(
   };
 
   return (reason, context, code) => {
-    // One client: its address without the port (each connection has its own port).
-    const peer = context.peer?.replace(/:\d+$/, '');
+    // One client: its address without the port (each connection has its own port), an IPv6
+    // one by its /64 as rate limits count it, so that a client rotating through the addresses
+    // of its prefix is one client here too.
+    const peer = context.peer === undefined ? undefined : (peerClientKey(context.peer) ?? context.peer);
     let key = `${reason}\u0000${peer ?? ''}\u0000${context.subject ?? ''}`;
     if (counts.size >= MAX_FOLDED_KEYS && !counts.has(key)) key = `${reason}\u0000*`;
     let entry = counts.get(key);

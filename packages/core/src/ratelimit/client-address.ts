@@ -145,6 +145,19 @@ function plainAddress(entry: string): string | undefined {
   return isIP(host) === 0 ? undefined : unmapped(host);
 }
 
+/**
+ * The client a peer address names, as a rate limit's `peer` key counts it when no proxy is
+ * trusted: its host without the port, IPv4-mapped IPv6 as IPv4, IPv6 by its first
+ * `ipv6PrefixLength` bits; `undefined` for what is no address.
+ *
+ * @internal
+ */
+export function peerClientKey(peerAddress: string | undefined, ipv6PrefixLength = 64): string | undefined {
+  const peer = peerHost(peerAddress);
+  if (peer === undefined) return undefined;
+  return peer.includes(':') ? ipv6Prefix(peer, ipv6PrefixLength) : peer;
+}
+
 /** The host of `127.0.0.1:5000` or `[::1]:5000`, IPv4-mapped IPv6 as plain IPv4. */
 function peerHost(peerAddress: string | undefined): string | undefined {
   if (peerAddress === undefined) return undefined;
