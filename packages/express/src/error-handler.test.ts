@@ -1,4 +1,5 @@
 import { mkdtemp, open, rm } from 'node:fs/promises';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
@@ -83,6 +84,9 @@ describe('errorHandler and notFound', () => {
       res.setHeader('repr-digest', 'sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:');
       res.statusMessage = 'Failed reading /srv/data';
       throw new Error('boom');
+    });
+    app.put('/refuse-before-body', () => {
+      throw new SecurityError('invalid_argument', { details: { field: 'repr-digest' }, reason: 'app.digest_missing' });
     });
     app.get('/next-string', (_req, _res, next) => {
       next('a string with /srv/data/x in it');
@@ -201,6 +205,38 @@ describe('errorHandler and notFound', () => {
       reason: 'body_parse_failed',
       code: 'invalid_argument',
     });
+  });
+
+  it('closes the connection after refusing a request whose body it has not read', async () => {
+    const { port } = new URL(served.url);
+    const socket = netConnect(Number(port), '127.0.0.1');
+    let answer = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      answer += chunk;
+    });
+    const closed = new Promise<'closed' | 'held'>((resolve) => {
+      socket.on('close', () => {
+        resolve('closed');
+      });
+      // A bound for liveness: the trickling client below would hold it far longer.
+      setTimeout(() => {
+        resolve('held');
+      }, 3_000);
+    });
+    socket.write('PUT /refuse-before-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n' + 'a'.repeat(100));
+    // The client trickles the rest of its body, a byte every 100 ms.
+    const trickle = setInterval(() => {
+      if (!socket.destroyed) socket.write('a');
+    }, 100);
+    try {
+      expect(await closed).toBe('closed');
+    } finally {
+      clearInterval(trickle);
+      socket.destroy();
+    }
+    expect(answer.startsWith('HTTP/1.1 400 ')).toBe(true);
+    expect(answer).toMatch(/^connection: close$/im);
   });
 
   it('logs where a body failed to parse, never the text around it (a password after its key)', async () => {

@@ -288,6 +288,10 @@ export function answerFailures(options: ErrorHandlerOptions): ErrorRequestHandle
           : undefined;
       // A refusal carries what the controls added too (a 429 its RateLimit fields).
       writeControlHeaders(state, res);
+      // A handler that refused before reading the body (a bad digest, a conflict): Node would
+      // keep the connection to read the rest of it, and a client trickling it would hold the
+      // connection until the request timeout, then get a second answer and line.
+      if (!req.complete) res.setHeader('connection', 'close');
       sendProblem(res, publicError, challenge);
     } catch (failure) {
       lastResort(req, res, failure, audit);
