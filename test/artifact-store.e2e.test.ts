@@ -437,8 +437,8 @@ describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
   });
 
   it('keeps nothing of an upload whose client cancels after its last part, before ending it', async () => {
-    // gRPC: Node ends a stream's readable side when the client resets it, and grpc-js passes
-    // that end on as the client's; the handler saw a whole upload and stored it.
+    // gRPC: a cancelling client's stream ends (END_STREAM) just before its reset, so the
+    // handler saw a whole upload and stored it before the cancellation arrived.
     for (let i = 0; i < 5; i++) {
       const outcome = await t.client.uploadPaced(
         `cancelled/after-last-${String(i)}.bin`,

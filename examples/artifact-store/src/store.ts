@@ -240,9 +240,10 @@ export class ArtifactStore {
       // Checked as it arrived: no later listing or read needs to hash this version again.
       this.#digests.set(versionOf(await file.stat({ bigint: true })), expected);
       await file.close();
-      // Once more before the upload becomes visible: over gRPC, a client's reset ends the
-      // stream as its own end would (Node pushes the end, grpc-js passes it on as the client's),
-      // and the cancellation comes a moment later, by which time the writes above are done.
+      // Once more before the upload becomes visible: over gRPC, a client that cancels ends its
+      // request just before it resets the stream (Node's client does so for grpc-js's cancel and
+      // for a client deadline), so the handler sees a whole upload, and the cancellation comes
+      // a moment later, by which time the writes above are done.
       signal?.throwIfAborted();
       // rename replaces a link at the name rather than following it.
       await rename(temp, dir.entry(dir.name)).catch((err: unknown) => fileSystemFailure(err, 'write', dir.absolute));
