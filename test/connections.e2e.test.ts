@@ -4,7 +4,7 @@ import { connect as http2Connect } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from './support/clients.js';
-import { rapidReset } from './support/raw-http2.js';
+import { rapidReset, rawGrpcStream } from './support/raw-http2.js';
 import {
   TRANSPORTS,
   createE2eEnvironment,
@@ -211,13 +211,7 @@ describe('anonymous clients that keep sending after their answer on the gRPC por
           servername: 'localhost',
         });
         session.on('error', () => undefined);
-        const stream = session.request({
-          ':method': 'POST',
-          ':path': '/grpc.health.v1.Health/Check',
-          'content-type': 'application/grpc',
-          te: 'trailers',
-        });
-        stream.on('error', () => undefined);
+        const stream = rawGrpcStream(session, '/grpc.health.v1.Health/Check');
         stream.on('data', () => undefined);
         stream.write(Buffer.alloc(5));
         const trickle = setInterval(() => {

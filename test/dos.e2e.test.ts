@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IN_FLIGHT_BUDGET } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
+import { rawGrpcStream } from './support/raw-http2.js';
 import { rawHttps } from './support/raw-https.js';
 import {
   TRANSPORTS,
@@ -314,13 +315,7 @@ describe('anonymous calls from many addresses over grpc', () => {
           session.on('error', () => undefined);
           await new Promise((resolve) => session.once('connect', resolve));
           for (let i = 0; i < perCaller; i++) {
-            const stream = session.request({
-              ':method': 'POST',
-              ':path': '/grpc.health.v1.Health/Check',
-              'content-type': 'application/grpc',
-              te: 'trailers',
-            });
-            stream.on('error', () => undefined);
+            const stream = rawGrpcStream(session, '/grpc.health.v1.Health/Check');
             stream.on('response', (headers) => {
               const status = headers['grpc-status'];
               if (typeof status === 'string') statuses.push(status);

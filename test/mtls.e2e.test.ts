@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HANDSHAKE_REFUSED, sha256, type ArtifactClient, type Expected } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
+import { rawGrpcStream } from './support/raw-http2.js';
 import type { ClientCredential, TestPki } from './support/pki.js';
 import {
   TRANSPORTS,
@@ -347,12 +348,7 @@ function listOverSession(
     });
     client.on('connect', () => {
       const reused = client.socket instanceof TLSSocket && client.socket.isSessionReused();
-      const stream = client.request({
-        ':method': 'POST',
-        ':path': '/fluxguard.example.v1.ArtifactStore/ListArtifacts',
-        'content-type': 'application/grpc',
-        te: 'trailers',
-      });
+      const stream = rawGrpcStream(client, '/fluxguard.example.v1.ArtifactStore/ListArtifacts');
       let status: unknown;
       stream.on('response', (headers) => {
         status ??= headers['grpc-status'];
@@ -360,7 +356,6 @@ function listOverSession(
       stream.on('trailers', (trailers: IncomingHttpHeaders) => {
         status ??= trailers['grpc-status'];
       });
-      stream.on('error', () => undefined);
       stream.resume();
       stream.on('close', () => {
         finish(status === '0', reused);

@@ -5,6 +5,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256, type Outcome, type Pace } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
+import { rawGrpcStream } from './support/raw-http2.js';
 import {
   TRANSPORTS,
   createE2eEnvironment,
@@ -180,15 +181,10 @@ describe.each(TRANSPORTS)('a download never read over %s', (transport) => {
     });
     session.on('error', () => undefined);
     try {
-      const stream = session.request({
-        ':method': 'POST',
-        ':path': '/fluxguard.example.v1.ArtifactStore/GetArtifact',
-        'content-type': 'application/grpc',
-        te: 'trailers',
+      const stream = rawGrpcStream(session, '/fluxguard.example.v1.ArtifactStore/GetArtifact', {
         authorization: `Bearer ${token}`,
         'x-request-id': requestId,
       });
-      stream.on('error', () => undefined);
       stream.pause();
       // GetArtifactRequest { path = 1 }, protobuf by hand, in one gRPC frame.
       const path = Buffer.from('unread/big.bin');
