@@ -1,5 +1,5 @@
 import { readdirSync } from 'node:fs';
-import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import { connect as http2Connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -332,6 +332,45 @@ describe('anonymous calls from many addresses over grpc', () => {
       for (const session of sessions) session.destroy();
     }
   });
+});
+
+describe('a health check whose request never comes over grpc', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('grpc', world);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('ends at the 10 s longest deadline of a health check, whatever deadline its client asked for (bounded: 15 s)', async () => {
+    const session = http2Connect(`https://127.0.0.1:${String(t.port)}`, { ca: world.pki.ca, servername: 'localhost' });
+    session.on('error', () => undefined);
+    try {
+      const started = Date.now();
+      // Public, anonymous, no message and no end: held until a deadline, and the client asks for 10 minutes.
+      const stream = rawGrpcStream(session, '/grpc.health.v1.Health/Check', { 'grpc-timeout': '600S' });
+      const status = await new Promise<string | undefined>((resolve) => {
+        // A status alone comes in the headers (trailers-only), else in the trailers.
+        const statusOf = (headers: IncomingHttpHeaders): void => {
+          const code = headers['grpc-status'];
+          if (typeof code === 'string') resolve(code);
+        };
+        stream.on('response', statusOf);
+        stream.on('trailers', statusOf);
+        stream.on('close', () => {
+          resolve(undefined);
+        });
+        setTimeout(() => {
+          resolve('held');
+        }, 15_000);
+      });
+      expect(status).toBe(String(grpc.status.DEADLINE_EXCEEDED));
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      session.destroy();
+    }
+  }, 20_000);
 });
 
 describe('anonymous health watches over grpc', () => {
