@@ -70,7 +70,7 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
     throw new ConfigurationError(`${where}.forwardedHeader must be "x-forwarded-for" or "forwarded"`);
   }
   const isTrusted = (ip: string): boolean => trusted.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
-  const toKey = (ip: string): string => (ip.includes(':') ? ipv6Prefix(ip, prefix) : ip);
+  const toKey = (ip: string): string => hostKey(ip, prefix);
   let lastPeer: string | undefined;
   let lastKey: string | undefined;
 
@@ -154,8 +154,12 @@ function plainAddress(entry: string): string | undefined {
  */
 export function peerClientKey(peerAddress: string | undefined, ipv6PrefixLength = 64): string | undefined {
   const peer = peerHost(peerAddress);
-  if (peer === undefined) return undefined;
-  return peer.includes(':') ? ipv6Prefix(peer, ipv6PrefixLength) : peer;
+  return peer === undefined ? undefined : hostKey(peer, ipv6PrefixLength);
+}
+
+/** One client's key from its address: an IPv4 address as it is, an IPv6 one by its prefix. */
+function hostKey(ip: string, ipv6PrefixLength: number): string {
+  return ip.includes(':') ? ipv6Prefix(ip, ipv6PrefixLength) : ip;
 }
 
 /** The host of `127.0.0.1:5000` or `[::1]:5000`, IPv4-mapped IPv6 as plain IPv4. */
