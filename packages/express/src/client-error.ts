@@ -55,15 +55,15 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
       ...(pipelined ? { answered: 'no: pipelined behind an answer' } : {}),
     },
   });
-  const answer = problemAnswer(fault, refusal, requestId, socket, audit);
   if (pipelined) {
     // Sent behind a request whose answer is on its way: nothing can be written in the middle of
     // that answer, and the connection is closed as Node closes it. The line is still written,
     // so that a malformed request cannot hide from the log behind a good one.
+    recordOutsideExpress(refusal, requestId, socket, audit);
     socket.destroy();
     return;
   }
-  writeAndClose(socket, fault, answer);
+  writeAndClose(socket, fault, problemAnswer(fault, refusal, requestId, socket, audit));
 }
 
 /**
@@ -192,12 +192,7 @@ function problemAnswer(
   socket: Duplex,
   audit: AuditLogger,
 ): ProblemAnswer {
-  const publicError = audit.recordFailure(refusal, {
-    operation: 'HTTP <unparsed>',
-    peer: socketPeer(socket as Duplex & { remoteAddress?: string; remotePort?: number }),
-    requestId,
-    transport: 'http',
-  });
+  const publicError = recordOutsideExpress(refusal, requestId, socket, audit);
   const body = JSON.stringify(
     problemDetails(publicError, fault.status, STATUS_CODES[fault.status] ?? publicError.title),
   );
@@ -212,6 +207,21 @@ function problemAnswer(
     },
     body,
   };
+}
+
+/** The audit line of a refusal made outside Express; returns what the client may see. */
+function recordOutsideExpress(
+  refusal: SecurityError,
+  requestId: string,
+  socket: Duplex,
+  audit: AuditLogger,
+): PublicError {
+  return audit.recordFailure(refusal, {
+    operation: 'HTTP <unparsed>',
+    peer: socketPeer(socket as Duplex & { remoteAddress?: string; remotePort?: number }),
+    requestId,
+    transport: 'http',
+  });
 }
 
 /**
