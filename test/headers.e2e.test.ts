@@ -1,7 +1,9 @@
 // Floods of headers and metadata against both reference servers: 2,000 HTTP headers, 1,000
 // gRPC metadata entries, a 100 KB value. Each is refused with a clear status, the server stays up
 // and serves the next client.
+import { connect as http2Connect, type IncomingHttpHeaders } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawGrpcStream } from './support/raw-http2.js';
 import { rawHttps } from './support/raw-https.js';
 import {
   createE2eEnvironment,
@@ -70,5 +72,34 @@ describe('metadata floods over gRPC', () => {
     const outcome = await t.client.getWithHeaders('any/thing.txt', metadata);
     expect(outcome.status).toBe(t.client.statusOf({ code: 'payload_too_large' }));
     expect((await t.client.health()).ok).toBe(true);
+  });
+
+  it('refuses a 20 KB value under the metadata key __proto__ too', async () => {
+    // grpc-js's toJSON() puts metadata into a plain object, where this key sets the prototype
+    // instead of adding an entry; grpc-js's own client drops it, so the call is made by hand.
+    const status = async (metadata: Record<string, string>): Promise<string | undefined> => {
+      const session = http2Connect(`https://127.0.0.1:${String(t.port)}`, {
+        ca: world.pki.ca,
+        servername: 'localhost',
+      });
+      session.on('error', () => undefined);
+      try {
+        const stream = rawGrpcStream(session, '/grpc.health.v1.Health/Check', metadata);
+        let answer: IncomingHttpHeaders = {};
+        stream.on('response', (headers) => (answer = { ...answer, ...headers }));
+        stream.on('trailers', (trailers: IncomingHttpHeaders) => (answer = { ...answer, ...trailers }));
+        stream.resume();
+        stream.end(Buffer.alloc(5)); // one empty message
+        await new Promise((resolve) => stream.once('close', resolve));
+        const value = answer['grpc-status'];
+        return typeof value === 'string' ? value : `reset ${String(stream.rstCode)}`;
+      } finally {
+        session.destroy();
+      }
+    };
+    expect(await status({ ['__proto__']: 'a' })).toBe('0');
+    expect(await status({ ['__proto__']: 'a'.repeat(20 * 1024) })).toBe(
+      String(t.client.statusOf({ code: 'payload_too_large' })),
+    );
   });
 });

@@ -305,4 +305,14 @@ describe('metadataHeaders', () => {
     expect(headers.getAll('x-data-bin')).toEqual([]);
     expect(headers.get('absent')).toBeUndefined();
   });
+
+  it('lists every entry, one named __proto__ included (a plain object of them would lose it)', () => {
+    const metadata = new Metadata();
+    metadata.set('x-a', '1');
+    metadata.set('__proto__', 'hidden');
+    expect([...(metadataHeaders(metadata).entries?.() ?? [])]).toEqual([
+      ['x-a', '1'],
+      ['__proto__', 'hidden'],
+    ]);
+  });
 });

@@ -1,9 +1,5 @@
 import { createRequire } from 'node:module';
-import {
-  type Metadata,
-  type ServerInterceptingCallInterface,
-  type ServerInterceptor,
-} from '@grpc/grpc-js';
+import { type Metadata, type ServerInterceptingCallInterface, type ServerInterceptor } from '@grpc/grpc-js';
 import {
   ConfigurationError,
   type CallInfo,
@@ -279,6 +275,9 @@ class MetadataHeaders implements HeaderReader {
     for (const [name, values] of Object.entries(this.#metadata.toJSON())) {
       for (const value of values) yield [name, value];
     }
+    // toJSON fills a plain object, where an entry named __proto__ sets the prototype instead:
+    // without this, its values escaped every header limit and check.
+    for (const value of this.#metadata.get('__proto__')) yield ['__proto__', value];
   }
 }
 
