@@ -95,6 +95,9 @@ describe('loadReferenceSecurity', () => {
     [{ FLUXGUARD_POLICY: '/nonexistent/policy.json' }, /policy/],
     [{ FLUXGUARD_RATE_LIMIT_MAX_KEYS: '0' }, /FLUXGUARD_RATE_LIMIT_MAX_KEYS must be a whole number/],
     [{ FLUXGUARD_RATE_LIMIT_MAX_KEYS: '1e5' }, /FLUXGUARD_RATE_LIMIT_MAX_KEYS must be a whole number/],
+    // ioredis would take it for Redis on localhost.
+    [{ FLUXGUARD_REDIS_URL: '' }, /FLUXGUARD_REDIS_URL must not be empty/],
+    [{ FLUXGUARD_REDIS_URL: '  ' }, /FLUXGUARD_REDIS_URL must not be empty/],
   ])('refuses an unsafe or broken environment at start-up: %o', async (env, message) => {
     await expect(loadReferenceSecurity({ devDir, audit, env })).rejects.toThrow(message);
   });

@@ -184,12 +184,15 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     env.FLUXGUARD_CLIENT_CERTS ?? policy.mtls?.clientCertificates ?? 'per-operation',
   );
 
+  // ioredis takes an empty URL for Redis on localhost: an unset value must not mean that.
+  const redisUrl = env.FLUXGUARD_REDIS_URL;
+  if (redisUrl?.trim() === '') throw new ConfigurationError('FLUXGUARD_REDIS_URL must not be empty');
   let redis: Redis | undefined;
   let denylist = options.denylist;
-  if (denylist === undefined && env.FLUXGUARD_REDIS_URL !== undefined) {
+  if (denylist === undefined && redisUrl !== undefined) {
     // No commandTimeout: the denylist's and the store's own deadlines fail a call fast (closed or
     // open) and, unlike ioredis's timer, do not take a busy event loop for a slow Redis.
-    redis = new Redis(env.FLUXGUARD_REDIS_URL, { maxRetriesPerRequest: 1 });
+    redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
     // ioredis reports every failed reconnect; log each distinct failure once (calls fail closed meanwhile).
     let lastError = '';
     redis.on('error', (err: Error) => {
@@ -203,9 +206,9 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     denylist = createRedisDenylist({ client: redis });
   }
   denylist ??= createMemoryDenylist();
-  if (redis === undefined && env.FLUXGUARD_REDIS_URL !== undefined) {
+  if (redis === undefined && redisUrl !== undefined) {
     // A denylist was given, but the limits are still shared.
-    redis = new Redis(env.FLUXGUARD_REDIS_URL, { maxRetriesPerRequest: 1 });
+    redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
     redis.on('error', () => undefined);
   }
   // The store logs an outage itself (once, then every 10 s), and each rule fails open or closed as the policy says.

@@ -50,7 +50,7 @@ export {
 export { watchTlsMaterial, type TlsMaterialWatcher, type WatchTlsMaterialOptions } from './mtls/reload.js';
 export { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, type ClientTlsMaterial } from './mtls/client-material.js';
 export { resolveOptions } from './options/resolve-options.js';
-export { wholeNumber, type WholeNumberRange } from './options/whole-number.js';
+export { MAX_TIMER_MS, wholeNumber, type WholeNumberRange } from './options/whole-number.js';
 export { assertAuditLogger } from './audit/check.js';
 export { scrubSecrets } from './audit/redaction.js';
 export { LruCache } from './cache/lru.js';

@@ -9,6 +9,7 @@ import {
   createReloadingTlsSettings,
   resolveOptions,
   type TlsSettings,
+  MAX_TIMER_MS,
   wholeNumber,
 } from '@fluxguard/core/adapter';
 import {
@@ -95,7 +96,7 @@ const DEFAULTS: ResolvedOptions = Object.freeze({
 const HEADERS_TIMEOUT_MS = 10_000;
 const FACTORY = 'createSecureServer';
 
-function positiveInteger(value: unknown, name: string, max = 2_147_483_647): number {
+function positiveInteger(value: unknown, name: string, max = MAX_TIMER_MS): number {
   return wholeNumber(value, `${FACTORY}: "${name}"`, { max });
 }
 

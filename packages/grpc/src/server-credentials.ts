@@ -251,7 +251,10 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
  */
 export function secureServerOptions(limits: SecureServerLimits = {}): ServerOptions {
   const l = resolveOptions('secureServerOptions', LIMIT_DEFAULTS, limits);
-  for (const [name, value] of Object.entries(l)) wholeNumber(value, `secureServerOptions: "${name}"`);
+  for (const [name, value] of Object.entries(l)) {
+    // A time above Node's longest timer would fire after 1 ms.
+    wholeNumber(value, `secureServerOptions: "${name}"`, name.endsWith('Ms') ? { unit: 'ms' } : {});
+  }
   return {
     'grpc.max_receive_message_length': l.maxReceiveMessageBytes,
     'grpc.max_send_message_length': l.maxSendMessageBytes,

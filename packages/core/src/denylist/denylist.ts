@@ -56,9 +56,11 @@ export function expiryMs(expiresAt: unknown, graceMs: number, where: string): nu
   return expiresAt.getTime() + graceMs;
 }
 
-export function checkNonNegative(value: unknown, name: string, where: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigurationError(`${where}: "${name}" must be a non-negative number`);
+export function checkNonNegative(value: unknown, name: string, where: string, max = Number.MAX_VALUE): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > max) {
+    throw new ConfigurationError(
+      `${where}: "${name}" must be a non-negative number${max === Number.MAX_VALUE ? '' : `, at most ${String(max)}`}`,
+    );
   }
   return value;
 }

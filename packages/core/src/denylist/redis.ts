@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import { wholeNumber } from '../options/whole-number.js';
+import { MAX_TIMER_MS, wholeNumber } from '../options/whole-number.js';
 import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '../redis/bounded-commands.js';
 import { DEFAULT_DENYLIST_GRACE_MS, checkJti, checkNonNegative, expiryMs, type Denylist } from './denylist.js';
 
@@ -76,7 +76,7 @@ export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
     throw new ConfigurationError(`${where}: "client" must be an ioredis client`);
   }
   if (typeof opts.keyPrefix !== 'string') throw new ConfigurationError(`${where}: "keyPrefix" must be a string`);
-  const timeoutMs = checkNonNegative(opts.timeoutMs, 'timeoutMs', where);
+  const timeoutMs = checkNonNegative(opts.timeoutMs, 'timeoutMs', where, MAX_TIMER_MS);
   if (timeoutMs === 0) throw new ConfigurationError(`${where}: "timeoutMs" must be positive`);
   const graceMs = checkNonNegative(opts.graceMs, 'graceMs', where);
   if (typeof opts.now !== 'function') throw new ConfigurationError(`${where}: "now" must be a function`);

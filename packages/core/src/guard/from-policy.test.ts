@@ -112,6 +112,68 @@ describe('createGuardFromPolicy', () => {
     expect(() => createGuardFromPolicy(policy, { audit, baseDir: join(dir, 'missing') })).toThrow(/cannot read/);
   });
 
+  it('refuses at start-up a limit whose pattern names no served operation: a misspelt route would leave it off', () => {
+    const served = ['GET /healthz', 'GET /v1/artifacts', 'PUT /v1/artifacts/*path', `${S}/ListArtifacts`];
+    const rules = [{ operation: 'GET /healthz', public: true }];
+    const withLimits = (extra: Record<string, unknown>) =>
+      parseSecurityPolicy({
+        jwt: { issuer: ISSUER, audience: AUDIENCE, jwksFile: 'jwks.json' },
+        rbac: { rules },
+        ...extra,
+      });
+    const guard = (extra: Record<string, unknown>) => () =>
+      createGuardFromPolicy(withLimits(extra), { audit, baseDir: dir, transport: 'http', servedOperations: served });
+    const lists = (operations: string[]) => ({
+      rateLimits: { rules: [{ name: 'lists', key: 'subject', points: 30, durationSeconds: 60, operations }] },
+    });
+    // One letter short: the limit would never count a list.
+    expect(guard(lists([`${S}/ListArtifact`, 'GET /v1/artifact']))).toThrow(
+      'createGuardFromPolicy: a pattern names operations this server does not serve: rateLimits.rules[0].operations[1] "GET /v1/artifact"',
+    );
+    expect(
+      guard({
+        rateLimits: {
+          rules: [
+            {
+              name: 'all',
+              key: 'peer',
+              points: 9,
+              durationSeconds: 1,
+              operationCosts: { 'PUT /v1/artifact/*path': 5 },
+            },
+          ],
+        },
+        timeouts: {
+          rules: [
+            { operation: 'PUT /v1/artifacts/*name', maxMs: 600_000 },
+            { operation: 'POST /v1/x', idleMs: 1000 },
+          ],
+        },
+        limits: { rules: [{ operation: 'GET /v1/artefacts', maxMessageBytes: 1024 }] },
+      }),
+    ).toThrow(
+      /rateLimits\.rules\[0\]\.operationCosts "PUT \/v1\/artifact\/\*path", timeouts\.rules\[1\]\.operation "POST \/v1\/x", limits\.rules\[0\]\.operation "GET \/v1\/artefacts"$/,
+    );
+    // Matching patterns pass; the other transport's patterns are not this server's to serve.
+    expect(guard(lists([`${S}/ListArtifacts`, `${S}/Nothing`, 'GET /v1/artifacts', 'GET /v1/*rest']))).not.toThrow();
+    expect(() =>
+      createGuardFromPolicy(withLimits(lists(['GET /v1/artifact'])), {
+        audit,
+        baseDir: dir,
+        transport: 'grpc',
+        servedOperations: [`${S}/ListArtifacts`],
+      }),
+    ).not.toThrow();
+    // Without a transport, every kind the server serves is checked.
+    expect(() =>
+      createGuardFromPolicy(withLimits(lists([`${S}/ListArtifact`])), {
+        audit,
+        baseDir: dir,
+        servedOperations: served,
+      }),
+    ).toThrow(/rateLimits\.rules\[0\]\.operations\[0\] "\/fluxguard\.example\.v1\.ArtifactStore\/ListArtifact"/);
+  });
+
   it('accepts no token without a jwt section, and denies everything without rules', async () => {
     const guard = createGuardFromPolicy(
       parseSecurityPolicy({

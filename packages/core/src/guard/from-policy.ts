@@ -6,6 +6,7 @@ import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
 import { jwtVerifierOptionsFromPolicy } from '../jwt/policy.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { SecurityPolicy } from '../policy/policy.js';
+import { checkPolicyServed } from '../policy/served.js';
 import { rbacRulesForTransport } from '../rbac/policy.js';
 import { compileRbac } from '../rbac/rbac.js';
 import { compileTimeouts } from '../timeouts/timeouts.js';
@@ -32,8 +33,10 @@ export interface GuardFromPolicyOptions {
    */
   readonly transport?: Transport | undefined;
   /**
-   * The operations the server serves: a rule that names none of them is refused at start-up
-   * (see `compileRbac`). Omitted: not checked.
+   * The operations the server serves: an RBAC rule that names none of them is refused at
+   * start-up (see `compileRbac`), and so is an operation pattern of `rateLimits`, `timeouts`
+   * or `limits` (of this `transport`) that matches none, so that a misspelt route cannot leave
+   * its limit off. Omitted: not checked.
    */
   readonly servedOperations?: readonly string[] | undefined;
   /** The revocation list the verifier built from `policy.jwt` consults. Ignored with `jwt`. */
@@ -95,6 +98,9 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
   const transportValue: unknown = transport;
   if (transportValue !== undefined && transportValue !== 'grpc' && transportValue !== 'http') {
     throw new ConfigurationError('createGuardFromPolicy: "transport" must be "grpc" or "http"');
+  }
+  if (opts.servedOperations !== undefined) {
+    checkPolicyServed(policy, opts.servedOperations, transport, 'createGuardFromPolicy');
   }
   const allRules = policy.rbac?.rules ?? [];
   const rules = transport === undefined ? allRules : rbacRulesForTransport(allRules, transport);

@@ -3,6 +3,7 @@ import { createLocalJWKSet, errors as joseErrors, importSPKI, type CryptoKey, ty
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { MAX_TIMER_MS } from '../options/whole-number.js';
 import type { AsymmetricAlgorithm } from './algorithms.js';
 
 /** A key a token signature is checked with. */
@@ -325,9 +326,17 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
     throw new ConfigurationError(`${where}: "url" must not carry credentials`);
   for (const name of ['timeoutMs', 'cooldownMs', 'maxAgeMs', 'maxBytes'] as const) {
     const value = opts[name];
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (name !== 'cooldownMs' && value === 0)) {
+    const ms = name !== 'maxBytes';
+    if (
+      typeof value !== 'number' ||
+      !Number.isFinite(value) ||
+      value < 0 ||
+      (name !== 'cooldownMs' && value === 0) ||
+      // Node runs a longer timer after 1 ms: every fetch would time out at once.
+      (ms && value > MAX_TIMER_MS)
+    ) {
       throw new ConfigurationError(
-        `${where}: "${name}" must be a ${name === 'cooldownMs' ? 'non-negative' : 'positive'} number`,
+        `${where}: "${name}" must be a ${name === 'cooldownMs' ? 'non-negative' : 'positive'} number${ms ? ` of ms, at most ${String(MAX_TIMER_MS)}` : ''}`,
       );
     }
   }

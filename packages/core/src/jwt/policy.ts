@@ -3,9 +3,11 @@ import { resolve } from 'node:path';
 import type { Denylist } from '../denylist/denylist.js';
 import { ConfigurationError, isConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
+import { MAX_TIMER_MS } from '../options/whole-number.js';
 import { checkNonEmptyString, checkStringOrList, isPolicyObject } from '../policy/fields.js';
 import { isAsymmetricAlgorithm, type AsymmetricAlgorithm } from './algorithms.js';
 import type { JwtVerifierOptions } from './verifier.js';
+import { MAX_CLOCK_TOLERANCE_SECONDS } from './verifier-settings.js';
 
 /**
  * The `jwt` section of a `SecurityPolicy`. Exactly one of `jwksUrl`, `jwksFile`,
@@ -67,6 +69,13 @@ const NUMBER_KEYS = [
   'maxTokenLength',
   'cacheMaxEntries',
 ] as const;
+// Timers longer than Node's fire after 1 ms; a larger leeway accepts tokens long expired.
+const NUMBER_MAXIMA: Partial<Record<(typeof NUMBER_KEYS)[number], number>> = {
+  jwksTimeoutMs: MAX_TIMER_MS,
+  jwksCooldownMs: MAX_TIMER_MS,
+  jwksMaxAgeMs: MAX_TIMER_MS,
+  clockToleranceSeconds: MAX_CLOCK_TOLERANCE_SECONDS,
+};
 
 /**
  * Checks the `jwt` section of a policy and returns it typed (the same object). Errors name the
@@ -104,8 +113,11 @@ export function parseJwtPolicy(value: unknown, where: string): JwtPolicy {
   }
   for (const k of NUMBER_KEYS) {
     const n = value[k];
-    if (n !== undefined && (typeof n !== 'number' || !Number.isFinite(n) || n < 0)) {
-      throw new ConfigurationError(`${where}.${k} must be a non-negative number`);
+    const max = NUMBER_MAXIMA[k];
+    if (n !== undefined && (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || (max !== undefined && n > max))) {
+      throw new ConfigurationError(
+        `${where}.${k} must be a non-negative number${max === undefined ? '' : `, at most ${String(max)}`}`,
+      );
     }
   }
   if (value.rolesClaim !== undefined) checkStringOrList(value.rolesClaim, `${where}.rolesClaim`);

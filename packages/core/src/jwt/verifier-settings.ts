@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import type { JWTVerifyOptions } from 'jose';
 import type { ClaimRules } from './signature.js';
 import type { Denylist } from '../denylist/denylist.js';
@@ -52,6 +53,12 @@ interface VerifierDefaults {
   readonly now: () => number;
 }
 
+/**
+ * The largest leeway for `exp`, `nbf` and `iat`: five minutes, the skew Kerberos allows. More
+ * accepts tokens long expired, and shortens `maxTokenAgeSeconds` by as much.
+ */
+export const MAX_CLOCK_TOLERANCE_SECONDS = 300;
+
 const DEFAULTS: VerifierDefaults = Object.freeze({
   clockToleranceSeconds: 30,
   maxTokenLength: 8192,
@@ -103,7 +110,7 @@ export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSe
 
   const issuer = stringList(raw.issuer, 'issuer');
   const audience = stringList(raw.audience, 'audience');
-  const clockTolerance = nonNegative(opts.clockToleranceSeconds, 'clockToleranceSeconds');
+  const clockTolerance = nonNegative(opts.clockToleranceSeconds, 'clockToleranceSeconds', MAX_CLOCK_TOLERANCE_SECONDS);
   const maxTokenAge =
     raw.maxTokenAgeSeconds === undefined ? undefined : nonNegative(raw.maxTokenAgeSeconds, 'maxTokenAgeSeconds');
   const maxTokenLength = wholeNumber(opts.maxTokenLength, `${WHERE}: "maxTokenLength"`, { min: 64 });
@@ -174,9 +181,37 @@ function stringList(value: unknown, name: string): readonly string[] {
   return Object.freeze([...(list as string[])]);
 }
 
-function nonNegative(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigurationError(`${WHERE}: "${name}" must be a non-negative number`);
+/**
+ * A PEM block, a JWK or a JWKS, or a DER public key (raw or in base64) given as an HMAC secret:
+ * public material, by its shape.
+ */
+function looksLikePublicKey(secret: Uint8Array): boolean {
+  const text = new TextDecoder('utf-8', { fatal: false }).decode(secret).trim();
+  if (text.includes('-----BEGIN ')) return true;
+  if (text.startsWith('{')) {
+    try {
+      const parsed: unknown = JSON.parse(text);
+      return typeof parsed === 'object' && parsed !== null && ('kty' in parsed || 'keys' in parsed);
+    } catch {
+      return false;
+    }
+  }
+  const der = /^[A-Za-z0-9+/_-]+={0,2}$/.test(text) ? [Buffer.from(text, 'base64'), secret] : [secret];
+  return der.some((bytes) => {
+    try {
+      createPublicKey({ key: Buffer.from(bytes), format: 'der', type: 'spki' });
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function nonNegative(value: unknown, name: string, max = Number.MAX_VALUE): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > max) {
+    throw new ConfigurationError(
+      `${WHERE}: "${name}" must be a non-negative number${max === Number.MAX_VALUE ? '' : `, at most ${String(max)}`}`,
+    );
   }
   return value;
 }
@@ -216,6 +251,12 @@ function keySetup(
     const secret = typeof options.secret === 'string' ? new TextEncoder().encode(options.secret) : options.secret;
     if (!(secret instanceof Uint8Array) || secret.byteLength < MIN_SECRET_BYTES) {
       throw new ConfigurationError(`${WHERE}: "secret" must be at least ${MIN_SECRET_BYTES} bytes`);
+    }
+    if (looksLikePublicKey(secret)) {
+      // Anyone holding the public key could then sign tokens with it.
+      throw new ConfigurationError(
+        `${WHERE}: "secret" holds a PEM key or a JWK; a key must not double as an HMAC secret (use "publicKey" or "jwks")`,
+      );
     }
     const algorithms = requestedList ?? ['HS256'];
     const asymmetric = algorithms.filter((a) => !isHmacAlgorithm(a));

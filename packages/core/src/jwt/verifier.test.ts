@@ -456,8 +456,56 @@ describe('createJwtVerifier: configuration', () => {
       () => ({ jwksUrl: 'http://id.example.com/jwks', issuer: ISSUER, audience: AUDIENCE }),
       /must use https/,
     ],
+    [
+      'a clock tolerance above five minutes',
+      () => ({ jwks: jwks(), issuer: ISSUER, audience: AUDIENCE, clockToleranceSeconds: 301 }),
+      /"clockToleranceSeconds" must be a non-negative number, at most 300/,
+    ],
+    [
+      'a JWKS timeout longer than a Node timer',
+      () => ({
+        jwksUrl: 'https://id.example.com/jwks',
+        jwksOptions: { timeoutMs: 2 ** 31 },
+        issuer: ISSUER,
+        audience: AUDIENCE,
+      }),
+      /"timeoutMs" must be a positive number of ms, at most 2147483647/,
+    ],
   ])('refuses %s at construction', (_label, options, message) => {
     expect(() => createJwtVerifier(options() as JwtVerifierOptions)).toThrow(ConfigurationError);
     expect(() => createJwtVerifier(options() as JwtVerifierOptions)).toThrow(message);
+  });
+
+  it('a clock tolerance of five minutes still cannot accept a token expired an hour ago', async () => {
+    const lenient = verifier({ clockToleranceSeconds: 300 });
+    const now = Math.floor(Date.now() / 1000);
+    expect(await reasonOf(lenient.verify(await sign(rsa, { nowSeconds: now - 3900, ttlSeconds: 300 })))).toBe(
+      'token_expired',
+    );
+    expect((await lenient.verify(await sign(rsa, { nowSeconds: now - 500, ttlSeconds: 300 }))).principal.subject).toBe(
+      'alice',
+    );
+  });
+
+  it('refuses public key material given as the HMAC secret: anyone with the public key could sign', async () => {
+    const pem = await exportSPKI(rsa.publicKey);
+    const der = KeyObject.from(rsa.publicKey).export({ format: 'der', type: 'spki' });
+    for (const secret of [
+      pem,
+      `  ${pem}`,
+      JSON.stringify(rsa.publicJwk),
+      JSON.stringify({ keys: [ec.publicJwk] }),
+      der.toString('base64'),
+      new Uint8Array(der),
+      new TextEncoder().encode(pem),
+    ]) {
+      expect(() => createJwtVerifier({ secret, issuer: ISSUER, audience: AUDIENCE })).toThrow(
+        /"secret" holds a PEM key or a JWK/,
+      );
+    }
+    // A secret of random bytes, raw or in base64, and a long passphrase are not key material.
+    const random = new Uint8Array(48).map((_, i) => (i * 151 + 7) % 256);
+    for (const secret of [random, Buffer.from(random).toString('base64'), 'correct horse battery staple, but longer'])
+      expect(() => createJwtVerifier({ secret, issuer: ISSUER, audience: AUDIENCE })).not.toThrow();
   });
 });

@@ -30,7 +30,11 @@ export interface JwtVerifierOptions {
   readonly jwksOptions?: Omit<RemoteJwksOptions, 'url'> | undefined;
   /** One PEM public key (SPKI) or X.509 certificate. */
   readonly publicKey?: string | undefined;
-  /** An HMAC secret (at least 32 bytes). The only way to allow HS256/HS384/HS512. */
+  /**
+   * An HMAC secret (at least 32 bytes). The only way to allow HS256/HS384/HS512. Never a key:
+   * a PEM block, a JWK or key set, or a DER public key (raw or base64) is refused, since whoever
+   * holds the public key could then sign tokens.
+   */
   readonly secret?: string | Uint8Array | undefined;
   /** A key source of the application's own. */
   readonly keySource?: JwksSource | undefined;
@@ -40,7 +44,11 @@ export interface JwtVerifierOptions {
   readonly audience: string | readonly string[];
   /** Algorithm allowlist. Default RS256, PS256, ES256, EdDSA; with `secret`: HS256. */
   readonly algorithms?: readonly JwsAlgorithm[] | undefined;
-  /** Leeway for `exp`, `nbf` and `iat`, in seconds. Default 30. */
+  /**
+   * Leeway for `exp`, `nbf` and `iat`, in seconds. Default 30, at most 300: a larger leeway
+   * would accept tokens long expired (and older than `maxTokenAgeSeconds`), where the fix is a
+   * synchronized clock.
+   */
   readonly clockToleranceSeconds?: number | undefined;
   /** Refuse a token whose `iat` is older than this (and require `iat`). Default: no limit. */
   readonly maxTokenAgeSeconds?: number | undefined;

@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { MAX_TIMER_MS } from '../options/whole-number.js';
 import {
   materialDigest,
   readMaterial,
@@ -181,8 +182,11 @@ function resolveWatchOptions(options: WatchTlsMaterialOptions): ResolvedWatchOpt
   if (typeof options.onUpdate !== 'function' || typeof options.onError !== 'function') {
     throw new ConfigurationError(`${FACTORY}: "onUpdate" and "onError" are required functions`);
   }
-  if (!Number.isFinite(o.intervalMs) || o.intervalMs < 20) {
-    throw new ConfigurationError(`${FACTORY}: "intervalMs" must be a number of milliseconds, at least 20`);
+  // Node runs a longer interval every millisecond.
+  if (!Number.isFinite(o.intervalMs) || o.intervalMs < 20 || o.intervalMs > MAX_TIMER_MS) {
+    throw new ConfigurationError(
+      `${FACTORY}: "intervalMs" must be a number of milliseconds, from 20 to ${String(MAX_TIMER_MS)}`,
+    );
   }
   return o;
 }

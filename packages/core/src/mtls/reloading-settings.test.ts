@@ -117,6 +117,9 @@ describe('createReloadingTlsSettings: when to reload', () => {
     expect(() => createReloadingTlsSettings(tls, { audit, onUpdate, reloadIntervalMs: 5 })).toThrow(
       /"reloadIntervalMs" must be/,
     );
+    expect(() => createReloadingTlsSettings(tls, { audit, onUpdate, reloadIntervalMs: 2 ** 31 })).toThrow(
+      /"reloadIntervalMs" must be a number of milliseconds, from 20 to 2147483647/,
+    );
     expect(() => createReloadingTlsSettings(tls, { audit, onUpdate, watch: true } as never)).toThrow(
       /unknown option "watch"/,
     );

@@ -3,6 +3,7 @@ import type { AuditLogger } from '../audit/audit-logger.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { assertAuditLogger } from '../audit/check.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { MAX_TIMER_MS } from '../options/whole-number.js';
 import type { TlsMaterial } from './material.js';
 import { watchTlsMaterial } from './reload.js';
 import { createTlsSettings, type TlsSettings, type TlsSettingsOptions } from './tls-settings.js';
@@ -133,8 +134,10 @@ export function createReloadingTlsSettings(
   if (o.reload !== undefined && typeof o.reload !== 'boolean') {
     throw new ConfigurationError(`${where}: "reload" must be a boolean`);
   }
-  if (!Number.isFinite(o.reloadIntervalMs) || o.reloadIntervalMs < 20) {
-    throw new ConfigurationError(`${where}: "reloadIntervalMs" must be a number of milliseconds, at least 20`);
+  if (!Number.isFinite(o.reloadIntervalMs) || o.reloadIntervalMs < 20 || o.reloadIntervalMs > MAX_TIMER_MS) {
+    throw new ConfigurationError(
+      `${where}: "reloadIntervalMs" must be a number of milliseconds, from 20 to ${String(MAX_TIMER_MS)}`,
+    );
   }
   // Options also come from plain JavaScript.
   const given: unknown = tls;

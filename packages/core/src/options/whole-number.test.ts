@@ -16,7 +16,9 @@ describe('wholeNumber', () => {
     [Number.NaN, {}, 'f: "n" must be a whole number of at least 1'],
     [2 ** 53, {}, 'f: "n" must be a whole number of at least 1'],
     [129, { max: 128 }, 'f: "n" must be a whole number from 1 to 128'],
-    [50, { min: 100, unit: 'ms' }, 'f: "n" must be a whole number of ms, at least 100'],
+    [50, { min: 100, unit: 'ms' }, 'f: "n" must be a whole number of ms, from 100 to 2147483647'],
+    // Node runs a longer timer after 1 ms.
+    [2 ** 31, { unit: 'ms' }, 'f: "n" must be a whole number of ms, from 1 to 2147483647'],
     [-1, { min: 0, max: 10, unit: 'ms' }, 'f: "n" must be a whole number of ms, from 0 to 10'],
   ] as const)('refuses %s (%o) with a message that says what is allowed', (value, range, message) => {
     expect(() => wholeNumber(value, 'f: "n"', range)).toThrow(new ConfigurationError(message));

@@ -1,12 +1,25 @@
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 
+/**
+ * Node's longest timer, 2^31 − 1 ms (about 24.8 days): a longer `setTimeout` or `setInterval`
+ * fires after 1 ms instead, so a duration option above it would turn a limit into a busy loop
+ * or an instant timeout.
+ *
+ * @example
+ * ```ts
+ * import { MAX_TIMER_MS } from '@fluxguard/core/adapter';
+ * setTimeout(onIdle, Math.min(idleMs, MAX_TIMER_MS));
+ * ```
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
 /** The bounds of {@link wholeNumber}. */
 export interface WholeNumberRange {
   /** Default 1. */
   readonly min?: number;
-  /** Default none (up to `Number.MAX_SAFE_INTEGER`). */
+  /** Default none (up to `Number.MAX_SAFE_INTEGER`); with `unit: 'ms'`, {@link MAX_TIMER_MS}. */
   readonly max?: number;
-  /** What the number counts (`ms`, `bytes`), named in the error. */
+  /** What the number counts (`ms`, `bytes`), named in the error. `ms` caps it at {@link MAX_TIMER_MS}. */
   readonly unit?: string;
 }
 
@@ -25,11 +38,12 @@ export interface WholeNumberRange {
  * // 0 -> ConfigurationError: createStore: "maxKeys" must be a whole number of at least 1
  * const timeoutMs = wholeNumber(options.timeoutMs, 'createStore: "timeoutMs"', { max: 60_000, unit: 'ms' });
  * // 0 -> ...: createStore: "timeoutMs" must be a whole number of ms, from 1 to 60000
+ * // with unit 'ms' and no max, at most MAX_TIMER_MS (Node's longest timer)
  * ```
  */
 export function wholeNumber(value: unknown, label: string, range: WholeNumberRange = {}): number {
   const min = range.min ?? 1;
-  const max = range.max;
+  const max = range.max ?? (range.unit === 'ms' ? MAX_TIMER_MS : undefined);
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || (max !== undefined && value > max)) {
     const bounds = max === undefined ? `at least ${String(min)}` : `from ${String(min)} to ${String(max)}`;
     const what = range.unit !== undefined ? `of ${range.unit}, ${bounds}` : max === undefined ? `of ${bounds}` : bounds;

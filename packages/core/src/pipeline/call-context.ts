@@ -2,6 +2,7 @@ import type { CallInfo, CertificateIdentity, HeaderReader, Principal, Transport 
 import { isFrozenThrough, isSoundPrincipal, isWellFormedPrincipal } from '../call/sound-principal.js';
 import { FluxguardError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
+import { MAX_TIMER_MS } from '../options/whole-number.js';
 
 /**
  * Why the pipeline itself ended a call: `deadline_exceeded` when a control's tighter deadline
@@ -197,9 +198,6 @@ const HEADER_NAME = /^[a-z0-9][a-z0-9!#$%&'*+.^_`|~-]*$/;
 const CHECKED_NAMES = new Set<string>();
 // Visible ASCII and spaces: nothing that could split a header or reach a log as a control.
 const HEADER_VALUE = /^[\x20-\x7e]*$/;
-
-/** The longest delay Node's timers take (2^31 - 1 ms). */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * The one implementation of {@link CallContext}, shared by both adapters: the principal (one

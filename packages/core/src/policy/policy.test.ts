@@ -98,6 +98,22 @@ describe('parseSecurityPolicy', () => {
       'policy.jwt.clockToleranceSeconds must be a non-negative number',
     ],
     [
+      // Ten years of leeway let a token that expired a year ago create and delete artifacts.
+      'a tolerance above five minutes',
+      (p) => {
+        (p.jwt as Record<string, unknown>).clockToleranceSeconds = 315_360_000;
+      },
+      'policy.jwt.clockToleranceSeconds must be a non-negative number, at most 300',
+    ],
+    [
+      // Node runs a longer timer after 1 ms: every key-set fetch would time out at once.
+      'a JWKS timeout longer than a Node timer',
+      (p) => {
+        (p.jwt as Record<string, unknown>).jwksTimeoutMs = 2 ** 31;
+      },
+      'policy.jwt.jwksTimeoutMs must be a non-negative number, at most 2147483647',
+    ],
+    [
       'an unknown jwt field',
       (p) => {
         (p.jwt as Record<string, unknown>).audiences = ['x'];
@@ -154,6 +170,16 @@ describe('parseSecurityPolicy', () => {
     mutate(p);
     expect(() => parseSecurityPolicy(p)).toThrow(ConfigurationError);
     expect(() => parseSecurityPolicy(p)).toThrow(message);
+  });
+
+  it('refuses a document nested deeper than any policy, naming where, instead of overflowing the stack', () => {
+    let deep: unknown = '10.0.0.0/8';
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    const policy = { ...structuredClone(VALID), rateLimits: { trustedProxies: deep } };
+    expect(() => parseSecurityPolicy(policy)).toThrow(ConfigurationError);
+    expect(() => parseSecurityPolicy(policy)).toThrow(
+      /^policy\.rateLimits\.trustedProxies(\[0\]){30} is nested too deeply \(at most 32 levels\)$/,
+    );
   });
 
   it('refuses a non-object', () => {
@@ -311,6 +337,14 @@ describe('loadSecurityPolicy', () => {
     ['a custom tag', 'jwt: !!js/function "function () { return 1 }"', /not valid YAML/],
     ['a duplicate key (a later rule silently winning)', 'version: 1\nversion: 1\n', /not valid YAML/],
     ['a list at the top level', '- a\n- b\n', /an object/],
+    [
+      // A reader of the first document would run in shadow mode; the second said enforce.
+      'a second document',
+      'version: 1\nrbac:\n  mode: shadow\n  rules: []\n---\nversion: 1\nrbac:\n  mode: enforce\n  rules: []\n',
+      /p\.yaml: a policy is one YAML document \(found 2\)/,
+    ],
+    ['text after the end of the document', 'version: 1\n...\n: : not yaml [\n', /one YAML document \(found 2\)/],
+    ['no document', '# nothing but a comment\n', /one YAML document \(found 0\)/],
   ])('refuses %s in a YAML policy', async (_label, text, message) => {
     const dir = await newDir();
     await writeFile(join(dir, 'p.yaml'), text);

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
-import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { parseAllDocuments } from 'yaml';
+import { ConfigurationError, isConfigurationError } from '../errors/fluxguard-error.js';
 import { parseJwtPolicy, type JwtPolicy } from '../jwt/policy.js';
 import { parseMtlsPolicy, type MtlsPolicy } from '../mtls/policy.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
@@ -75,6 +75,7 @@ const TOP_KEYS: readonly string[] = ['version', ...Object.keys(SECTIONS)];
  */
 export function parseSecurityPolicy(input: unknown, where = 'policy'): SecurityPolicy {
   if (!isPolicyObject(input)) throw new ConfigurationError(`${where} must be an object`);
+  checkNesting(input, where);
   checkKnownKeys(input, TOP_KEYS, where, 'field');
   if (input.version !== undefined && input.version !== 1) throw new ConfigurationError(`${where}.version must be 1`);
   const policy: Record<string, unknown> = input.version === undefined ? {} : { version: input.version };
@@ -83,6 +84,33 @@ export function parseSecurityPolicy(input: unknown, where = 'policy'): SecurityP
     if (section !== undefined) policy[name] = parse(section, `${where}.${name}`);
   }
   return Object.freeze(policy);
+}
+
+/** Deeper than any policy needs (an RBAC rule nests at most 16 levels below its section). */
+const MAX_POLICY_DEPTH = 32;
+
+/**
+ * Refuses a document nested deeper than {@link MAX_POLICY_DEPTH}, naming where, before any
+ * section copies or walks it: those recurse, and a deep enough document overflowed the stack.
+ */
+function checkNesting(input: object, where: string): void {
+  const pending: { value: unknown; path: string; depth: number }[] = [{ value: input, path: where, depth: 0 }];
+  const seen = new Set<object>();
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const { value, path, depth } = next;
+    if (typeof value !== 'object' || value === null || seen.has(value)) continue;
+    seen.add(value);
+    if (depth >= MAX_POLICY_DEPTH) {
+      throw new ConfigurationError(`${path} is nested too deeply (at most ${String(MAX_POLICY_DEPTH)} levels)`);
+    }
+    for (const [key, child] of Object.entries(value)) {
+      pending.push({
+        value: child,
+        path: Array.isArray(value) ? `${path}[${key}]` : `${path}.${key}`,
+        depth: depth + 1,
+      });
+    }
+  }
 }
 
 /**
@@ -142,6 +170,7 @@ export async function readPolicyDocument(file: string): Promise<Record<string, u
   try {
     parsed = isYaml ? yamlToObject(text) : JSON.parse(text);
   } catch (cause) {
+    if (isConfigurationError(cause)) throw new ConfigurationError(`${file}: ${cause.message}`);
     throw new ConfigurationError(`${file} is not valid ${isYaml ? 'YAML' : 'JSON'}`, { cause });
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
@@ -151,7 +180,14 @@ export async function readPolicyDocument(file: string): Promise<Record<string, u
 }
 
 function yamlToObject(text: string): unknown {
-  const doc = parseDocument(text, { schema: 'core', uniqueKeys: true, logLevel: 'silent' });
+  const docs = parseAllDocuments(text, { schema: 'core', uniqueKeys: true, logLevel: 'silent' });
+  // A second document (after `---`, or anything after `...`) would be ignored by a reader of the
+  // first: a policy whose second half says `enforce` ran in shadow mode.
+  const count = Array.isArray(docs) ? docs.length : 0;
+  const doc = Array.isArray(docs) ? docs[0] : undefined;
+  if (count !== 1 || doc === undefined) {
+    throw new ConfigurationError(`a policy is one YAML document (found ${String(count)})`);
+  }
   // A warning (an unknown tag such as !!js/function, say) is refused like an error: a policy
   // is read exactly or not at all.
   const problem = doc.errors[0] ?? doc.warnings[0];

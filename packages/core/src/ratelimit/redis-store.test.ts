@@ -250,7 +250,11 @@ describe('createRedisRateLimitStore options', () => {
     ['no audit logger', { client: fake }, /"audit" is required/],
     ['an empty keyPrefix', { client: fake, audit, keyPrefix: '' }, /"keyPrefix" must be a non-empty string/],
     ['a keyPrefix with a space', { client: fake, audit, keyPrefix: 'my app' }, /"keyPrefix" must be a non-empty/],
-    ['a zero timeout', { client: fake, audit, timeoutMs: 0 }, /"timeoutMs" must be a whole number of ms, at least 1/],
+    [
+      'a zero timeout',
+      { client: fake, audit, timeoutMs: 0 },
+      /"timeoutMs" must be a whole number of ms, from 1 to 2147483647/,
+    ],
     ['a fractional reportEveryMs', { client: fake, audit, reportEveryMs: 1.5 }, /"reportEveryMs" must be/],
     ['no room for a pending count', { client: fake, audit, maxPendingCommands: 0 }, /"maxPendingCommands" must be/],
     [

@@ -107,8 +107,6 @@ export interface Timeouts extends Control {
 }
 
 const LIMIT_KEYS = ['defaultMs', 'maxMs', 'idleMs'] as const;
-/** Node's timers take at most 2^31 - 1 ms. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 const OPTION_DEFAULTS: Readonly<TimeoutsOptions> = Object.freeze({
   ...TIMEOUT_DEFAULTS,
@@ -215,7 +213,7 @@ function checkLimits(value: TimeoutLimits, fallback: Limits, where: string): Lim
   for (const key of LIMIT_KEYS) {
     const n: unknown = value[key];
     if (n === undefined) continue;
-    limits[key] = wholeNumber(n, `${where}.${key}`, { min: key === 'idleMs' ? 0 : 1, max: MAX_TIMER_MS, unit: 'ms' });
+    limits[key] = wholeNumber(n, `${where}.${key}`, { min: key === 'idleMs' ? 0 : 1, unit: 'ms' });
   }
   if (limits.maxMs < limits.defaultMs) {
     throw new ConfigurationError(
