@@ -1,3 +1,4 @@
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
@@ -14,6 +15,19 @@ const store = new ArtifactStore({ dataDir: join(base, 'data'), maxArtifactBytes:
 afterAll(() => {
   rmSync(base, { recursive: true, force: true });
 });
+
+/** Swaps `<root>/swp` for a link to `<outside>` and back, for ever (a process of its own). */
+const SWAPPER = `
+const { renameSync, symlinkSync, unlinkSync } = require('node:fs');
+const [root, outside] = process.argv.slice(1);
+for (;;) {
+  try {
+    renameSync(root + '/swp', root + '/swp-real');
+    symlinkSync(outside, root + '/swp');
+    unlinkSync(root + '/swp');
+    renameSync(root + '/swp-real', root + '/swp');
+  } catch {}
+}`;
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 async function* chunks(...parts: string[]): AsyncIterable<Uint8Array> {
@@ -250,6 +264,43 @@ describe('ArtifactStore', () => {
       await churn;
     }
     expect(listings).toEqual(Array(300).fill(['kept/a.txt']));
+  });
+
+  it('never lists a file outside the data directory while a directory is swapped for a link to it', async () => {
+    const raced = new ArtifactStore({ dataDir: join(base, 'raced') });
+    await raced.put('swp/inside.txt', sha('inside'), chunks('inside'));
+    const outside = join(base, 'raced-outside');
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'secret.txt'), 'secret');
+    // Another process (a local user of the data directory) swaps the directory for a link and
+    // back as fast as it can, so that it is a link at some moment of most listings.
+    const swapper = spawn(process.execPath, ['-e', SWAPPER, raced.dataDir, outside], { stdio: 'ignore' });
+    const seen = new Set<string>();
+    try {
+      for (const until = Date.now() + 4000; Date.now() < until;) {
+        for (const prefix of ['', 'swp', 'swp/']) for await (const item of raced.list(prefix)) seen.add(item.path);
+      }
+    } finally {
+      swapper.kill();
+      await once(swapper, 'exit');
+    }
+    expect([...seen].filter((path) => path.includes('secret'))).toEqual([]);
+    // The listings did run through the directory while it was one.
+    expect(seen).toContain('swp/inside.txt');
+  });
+
+  it('refuses a FIFO in the data directory at once, without waiting for a writer', async () => {
+    const piped = new ArtifactStore({ dataDir: join(base, 'piped') });
+    await piped.put('ok.txt', sha('ok'), chunks('ok'));
+    execFileSync('mkfifo', [join(piped.dataDir, 'pipe.bin')]);
+    // An open that waits for a writer holds one of the four threads of libuv's pool: four of
+    // them stopped every file operation of the server.
+    const gets = await Promise.allSettled(Array.from({ length: 6 }, () => piped.get('pipe.bin')));
+    for (const get of gets) expect(get).toMatchObject({ status: 'rejected', reason: { code: 'not_found' } });
+    expect((await piped.get('ok.txt')).content.toString()).toBe('ok');
+    const listed: string[] = [];
+    for await (const item of piped.list('')) listed.push(item.path);
+    expect(listed).toEqual(['ok.txt']);
   });
 
   it('stores an artifact whose name is as long as the path resolver allows (255 bytes)', async () => {

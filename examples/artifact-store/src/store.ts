@@ -9,6 +9,7 @@ import {
   isSecurityError,
   createPathResolver,
   createUploadCheck,
+  PINNED_DIRECTORIES_SUPPORTED,
   type PathResolver,
   type PinnedDirectory,
   type SafePath,
@@ -79,6 +80,8 @@ export class ArtifactStore {
    * SHA-256 of stored files, by what identifies one version of a file (device, inode, size,
    * modification time): a listing or a read hashes a file once, not on every call. Without it,
    * one reader within its limits could make the server read and hash every stored byte per list.
+   * It holds four full listings (about 250 bytes an entry): readers alternating between two
+   * prefixes of `maxListEntries` files each no longer evict each other's digests.
    */
   readonly #digests: LruCache<string, string>;
   /** Hashings under way, by file version (at most one per version). */
@@ -89,7 +92,7 @@ export class ArtifactStore {
     this.#maxBytes = options.maxArtifactBytes ?? 64 * 1024 * 1024;
     this.#uploads = options.uploads ?? createUploadCheck();
     this.#maxListEntries = options.maxListEntries ?? 10_000;
-    this.#digests = new LruCache(this.#maxListEntries);
+    this.#digests = new LruCache(4 * this.#maxListEntries);
   }
 
   /** The data directory's real path. */
@@ -129,7 +132,7 @@ export class ArtifactStore {
   async #openFile(path: string): Promise<{ relative: string; handle: FileHandle; stats: BigIntStats }> {
     const dir = await this.#openParent(path).catch((err: unknown) => fileSystemFailure(err, 'read', path));
     try {
-      const handle = await open(dir.entry(dir.name), constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: unknown) =>
+      const handle = await open(dir.entry(dir.name), FILE_FLAGS).catch((err: unknown) =>
         fileSystemFailure(err, 'read', dir.absolute),
       );
       try {
@@ -179,27 +182,74 @@ export class ArtifactStore {
     return this.#paths.openParent(path, { create });
   }
 
-  /** Lists artifacts whose path starts with `prefix`, sorted by path. */
+  /**
+   * Lists artifacts whose path starts with `prefix`, sorted by path, at most `maxListEntries`.
+   * Only the prefix's directory is walked, each directory opened inside the one before it
+   * without following a link and read through its open handle, as {@link get} opens a file: a
+   * directory swapped for a link meanwhile cannot make a listing name or hash files outside
+   * the data directory.
+   */
   async *list(prefix: string, signal?: AbortSignal): AsyncIterable<ArtifactInfo> {
     const checked = this.#paths.checkPrefix(prefix);
-    const files = (await filesUnder(this.#paths.root))
-      .filter((p) => p.startsWith(checked))
-      .sort()
-      .slice(0, this.#maxListEntries);
-    for (const path of files) {
+    const cut = checked.lastIndexOf('/');
+    const segments = cut === -1 ? [] : checked.slice(0, cut).split('/');
+    let dir: OpenDirectory | undefined = await openRoot(this.#paths.root);
+    for (const segment of segments) {
+      const next: OpenDirectory | undefined = await openDirectoryIn(dir, segment).finally(() => dir?.handle.close());
+      // Missing, a file, or a link: nothing under it to list.
+      if (next === undefined) return;
+      dir = next;
+    }
+    try {
+      const walk = { left: this.#maxListEntries, depth: segments.length };
+      yield* this.#walk(dir, segments.join('/'), checked.slice(cut + 1), walk, signal);
+    } finally {
+      await dir.handle.close();
+    }
+  }
+
+  /**
+   * The artifacts in `dir` and below whose name starts with `namePrefix` (on this level only),
+   * in the order of their whole paths: entries sorted by name, a directory's as `name/`, so
+   * that everything under `a/` comes where `a/` sorts among its siblings (`a-b` before it).
+   */
+  async *#walk(
+    dir: OpenDirectory,
+    relative: string,
+    namePrefix: string,
+    walk: { left: number; depth: number },
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<ArtifactInfo> {
+    const entries = (await readdir(dir.at, { withFileTypes: true }))
+      .filter((entry) => entry.name.startsWith(namePrefix))
+      .filter((entry) => entry.isDirectory() || (entry.isFile() && !entry.name.startsWith(TEMP_PREFIX)))
+      .map((entry) => ({ name: entry.name, directory: entry.isDirectory(), key: sortKey(entry) }))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (const entry of entries) {
+      if (walk.left === 0) return;
       signal?.throwIfAborted();
-      let handle: FileHandle;
-      try {
-        handle = await open(join(this.#paths.root, path), constants.O_RDONLY | constants.O_NOFOLLOW);
-      } catch (err) {
-        // Deleted (or replaced by a link) between the directory read and now: not listed.
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'ELOOP') continue;
-        throw err;
+      const path = relative === '' ? entry.name : `${relative}/${entry.name}`;
+      if (entry.directory) {
+        // Deeper than a path may be: nothing there was stored through the service.
+        if (walk.depth + 1 >= MAX_PATH_SEGMENTS) continue;
+        const sub = await openDirectoryIn(dir, entry.name);
+        if (sub === undefined) continue;
+        walk.depth++;
+        try {
+          yield* this.#walk(sub, path, '', walk, signal);
+        } finally {
+          walk.depth--;
+          await sub.handle.close();
+        }
+        continue;
       }
+      const handle = await openFileIn(dir, entry.name);
+      // Deleted, or replaced by a link or a FIFO, since the directory was read: not listed.
+      if (handle === undefined) continue;
       try {
         const stats = await handle.stat({ bigint: true });
         if (!stats.isFile()) continue;
+        walk.left--;
         yield { path, sha256: await this.#digestOf(handle, stats, signal), size: Number(stats.size) };
       } finally {
         await handle.close();
@@ -345,30 +395,50 @@ export async function readContent(opened: OpenedArtifact): Promise<Buffer> {
 }
 
 /**
- * The files under `root`, as `/`-separated paths relative to it, leaving out upload temporaries.
- * A walk rather than `readdir`'s `recursive`, which fails as a whole when a directory under it
- * is removed while it reads (a refused upload removes the directories it made): a directory gone
- * by the time it is read holds nothing to list. Links are not followed.
+ * A directory held open while a listing reads it, and how to name what is in it: through the
+ * open handle (`/proc/self/fd`) where the platform allows, so that what the name meant when
+ * it was opened is what is read; elsewhere by path.
  */
-async function filesUnder(root: string): Promise<string[]> {
-  const files: string[] = [];
-  const directories = [''];
-  for (let dir = directories.pop(); dir !== undefined; dir = directories.pop()) {
-    let entries: Dirent[];
-    try {
-      entries = await readdir(join(root, dir), { withFileTypes: true });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (dir !== '' && (code === 'ENOENT' || code === 'ENOTDIR')) continue;
-      throw err;
-    }
-    for (const entry of entries) {
-      const path = dir === '' ? entry.name : `${dir}/${entry.name}`;
-      if (entry.isDirectory()) directories.push(path);
-      else if (entry.isFile() && !entry.name.startsWith(TEMP_PREFIX)) files.push(path);
-    }
-  }
-  return files;
+interface OpenDirectory {
+  readonly handle: FileHandle;
+  /** Names this directory: its handle's `/proc/self/fd` entry, or its path. */
+  readonly at: string;
+}
+
+// A path has at most this many segments (the path resolver's default `maxDepth`).
+const MAX_PATH_SEGMENTS = 16;
+const DIRECTORY_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, holding one of the
+// four threads of libuv's pool; four such opens stopped every file operation of the server.
+const FILE_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+async function openRoot(root: string): Promise<OpenDirectory> {
+  const handle = await open(root, constants.O_RDONLY | constants.O_DIRECTORY);
+  return { handle, at: PINNED_DIRECTORIES_SUPPORTED ? `/proc/self/fd/${String(handle.fd)}` : root };
+}
+
+/** `name` in `dir` opened as a directory, or `undefined` when it is gone, a link or no directory. */
+async function openDirectoryIn(dir: OpenDirectory, name: string): Promise<OpenDirectory | undefined> {
+  const handle = await open(join(dir.at, name), DIRECTORY_FLAGS).catch(skipGone);
+  if (handle === undefined) return undefined;
+  return { handle, at: PINNED_DIRECTORIES_SUPPORTED ? `/proc/self/fd/${String(handle.fd)}` : join(dir.at, name) };
+}
+
+/** `name` in `dir` opened for reading, or `undefined` when it is gone or a link. */
+function openFileIn(dir: OpenDirectory, name: string): Promise<FileHandle | undefined> {
+  return open(join(dir.at, name), FILE_FLAGS).catch(skipGone);
+}
+
+/** What a listing passes over: a name gone since its directory was read, or now a link or a file. */
+function skipGone(err: unknown): undefined {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return undefined;
+  throw err;
+}
+
+/** A directory sorts as `name/`: its paths then come where they come among whole paths. */
+function sortKey(entry: Dirent): string {
+  return entry.isDirectory() ? `${entry.name}/` : entry.name;
 }
 
 async function sha256Of(handle: FileHandle): Promise<string> {
