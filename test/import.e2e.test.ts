@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { readFileSync, readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUrlGuard } from '@fluxguard/core';
+import { IN_FLIGHT_BUDGET } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
 import { rawHttps } from './support/raw-https.js';
 import {
@@ -21,6 +22,8 @@ import {
 
 const MODEL = Buffer.from('safetensors-ish model bytes');
 const PICKLE = Buffer.from('80049510000000000000007d94288c016194680294752e', 'hex');
+/** `pickle.dumps(os.system, protocol=4)`: it imports `posix.system` as it loads. */
+const IMPORTING_PICKLE = Buffer.from('80049514000000000000008c05706f736978948c0673797374656d9493942e', 'hex');
 
 let world: E2eEnvironment;
 let origin: Server;
@@ -28,6 +31,8 @@ let base: string;
 let fetched = 0;
 /** Requests to `/slow` whose connection the importing server closed, by the time it did. */
 const slowClosed: number[] = [];
+/** Requests to `/pickle-then-more` whose connection the importing server closed. */
+const pickleClosed: number[] = [];
 let policyFile: string;
 /** The deadline of an import in these tests: the slow origin never answers within it. */
 const IMPORT_DEADLINE_MS = 800;
@@ -40,6 +45,12 @@ beforeAll(async () => {
       fetched += 1;
       if (req.url === '/model.bin') res.end(MODEL);
       else if (req.url === '/pickle.bin') res.end(PICKLE);
+      else if (req.url === '/pickle-then-more') {
+        // A pickle that imports a name, then the origin holds the rest back for ever.
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        res.write(IMPORTING_PICKLE);
+        res.on('close', () => pickleClosed.push(performance.now()));
+      } else if (req.url === '/gzip.bin') res.writeHead(200, { 'content-encoding': 'gzip' }).end(MODEL);
       else if (req.url === '/to-private') res.writeHead(302, { location: 'https://10.0.0.1/model.bin' }).end();
       else if (req.url?.startsWith('/to-nowhere') === true)
         res.writeHead(302, { location: 'https://admin:SECRETMARK-password@[bad/x' }).end();
@@ -159,6 +170,53 @@ describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
     console.log(
       `${transport}: an import held by a slow origin was answered after ${tookMs.toFixed(0)} ms (deadline ${String(IMPORT_DEADLINE_MS)} ms)`,
     );
+  });
+
+  it('stores an import as it streams: a pickle in its first bytes is refused while the origin still holds the rest', async () => {
+    const closedBefore = pickleClosed.length;
+    const outcome = await t.client.importFrom(
+      'imports/streamed.bin',
+      `${base}/pickle-then-more`,
+      sha256(IMPORTING_PICKLE),
+    );
+    // Gathered whole before the check, the body would never have ended: the deadline would answer.
+    expect(outcome.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+    expect(t.log.textFor(outcome.requestId ?? '')).toContain('"reason":"content_refused"');
+    // The refusal stopped the read, and that ended the request.
+    await expect.poll(() => pickleClosed.length - closedBefore, { timeout: 5_000 }).toBe(1);
+    expect(
+      readdirSync(t.dataDir, { recursive: true })
+        .map(String)
+        .filter((f) => f.includes('streamed') || f.includes('.upload-')),
+    ).toEqual([]);
+  });
+
+  it('holds one caller to its part of the imports in flight: more are refused at once', async () => {
+    const share = IN_FLIGHT_BUDGET.maxInFlightPerOperation['POST /v1/artifacts/*path'];
+    const outcomes = await Promise.all(
+      Array.from({ length: share.perCaller + 2 }, (_, i) =>
+        t.client.importFrom(`imports/held-${String(i)}.bin`, `${base}/slow`, sha256(MODEL)),
+      ),
+    );
+    const statuses = outcomes.map((o) => o.status);
+    // Each held import ends at its deadline; those over the caller's part never start a fetch.
+    expect(statuses.filter((s) => s === t.client.statusOf({ code: 'deadline_exceeded' }))).toHaveLength(
+      share.perCaller,
+    );
+    expect(statuses.filter((s) => s === t.client.statusOf({ code: 'unavailable' }))).toHaveLength(2);
+    // A slot comes back once its handler has stopped (the aborted fetch, the temporary file
+    // removed), a moment after its client was told.
+    await expect
+      .poll(async () => (await t.client.importFrom('imports/after.bin', `${base}/model.bin`, sha256(MODEL))).ok, {
+        timeout: 5_000,
+      })
+      .toBe(true);
+  });
+
+  it('refuses an answer in a content coding, which would be stored unread by any check', async () => {
+    const outcome = await t.client.importFrom('imports/coded.bin', `${base}/gzip.bin`, sha256(MODEL));
+    expect(outcome.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+    expect(t.log.textFor(outcome.requestId ?? '')).toContain('"reason":"url_content_coded"');
   });
 
   it.each([

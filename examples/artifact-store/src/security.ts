@@ -33,6 +33,8 @@ const UPLOADS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 2));
 const ANONYMOUS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 4));
 const WATCHES_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 8));
 const WATCHES_PER_CALLER = Math.min(4, WATCHES_IN_FLIGHT);
+const IMPORTS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 16));
+const IMPORTS_PER_CALLER = Math.min(4, IMPORTS_IN_FLIGHT);
 
 /**
  * Calls in flight at once in one reference server: 10 % of the open-file limit in all (at most
@@ -49,7 +51,8 @@ const WATCHES_PER_CALLER = Math.min(4, WATCHES_IN_FLIGHT);
  * half of that quarter, so that health checks keep the other half, and each caller at most 4 of
  * them, or one address would hold every watch and every client watching the server's health
  * would be refused. A service whose replicas share one identity (a SPIFFE ID, a token subject)
- * is one caller: raise `perCaller` for it.
+ * is one caller: raise `perCaller` for it. An import holds an outbound connection and a
+ * temporary file for up to its 30 s fetch: a sixteenth of the budget, each caller at most 4.
  * A call a client cancels keeps its slot until its handler has stopped, at most 5 s: these
  * handlers stop on their signal, a handler of yours that does not still counts while it works.
  */
@@ -61,6 +64,11 @@ export const IN_FLIGHT_BUDGET = Object.freeze({
     '/fluxguard.example.v1.ArtifactStore/UploadArtifact': UPLOADS_IN_FLIGHT,
     'PUT /v1/artifacts/*path': UPLOADS_IN_FLIGHT,
     '/grpc.health.v1.Health/Watch': Object.freeze({ max: WATCHES_IN_FLIGHT, perCaller: WATCHES_PER_CALLER }),
+    '/fluxguard.example.v1.ArtifactStore/ImportArtifact': Object.freeze({
+      max: IMPORTS_IN_FLIGHT,
+      perCaller: IMPORTS_PER_CALLER,
+    }),
+    'POST /v1/artifacts/*path': Object.freeze({ max: IMPORTS_IN_FLIGHT, perCaller: IMPORTS_PER_CALLER }),
   }),
   holdForHandlerMs: 5_000,
 });

@@ -313,17 +313,20 @@ export class ArtifactStore {
   }
 
   /**
-   * Stores what `fetchBody` resolves to, checked as {@link put} checks an upload. `fetchBody`
-   * is called only once the path, its name and the declared digest have passed, and the
-   * temporary file is ready: an import that could never be stored costs no download.
+   * Stores what `fetchBody` resolves to, checked as {@link put} checks an upload: a body to
+   * read as it arrives (`UrlGuard.open`), written to the temporary file chunk by chunk so that
+   * an import holds no more than an upload does, or bytes already in hand. `fetchBody` is called
+   * only once the path, its name and the declared digest have passed, and the temporary file is
+   * ready: an import that could never be stored costs no download. A refusal while it is read
+   * stops reading it, which ends the request.
    */
   putFetched(
     path: string,
     expectedSha256: string,
-    fetchBody: () => Promise<Uint8Array>,
+    fetchBody: () => Promise<AsyncIterable<Uint8Array> | Uint8Array>,
     signal?: AbortSignal,
   ): Promise<ArtifactInfo> {
-    return this.put(path, expectedSha256, fetchedOnce(fetchBody), signal);
+    return this.put(path, expectedSha256, fetchedWhenAsked(fetchBody), signal);
   }
 
   /**
@@ -373,9 +376,13 @@ export class ArtifactStore {
   }
 }
 
-/** The one chunk `fetchBody` resolves to, fetched when it is first asked for. */
-async function* fetchedOnce(fetchBody: () => Promise<Uint8Array>): AsyncIterable<Uint8Array> {
-  yield await fetchBody();
+/** What `fetchBody` resolves to, fetched when its first chunk is asked for. */
+async function* fetchedWhenAsked(
+  fetchBody: () => Promise<AsyncIterable<Uint8Array> | Uint8Array>,
+): AsyncIterable<Uint8Array> {
+  const body = await fetchBody();
+  if (body instanceof Uint8Array) yield body;
+  else yield* body;
 }
 
 /**

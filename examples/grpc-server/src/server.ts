@@ -309,7 +309,7 @@ function artifactStoreHandlers(
       const info = await store.putFetched(
         path,
         sha256,
-        async () => (await urlGuard.fetch(url, { signal })).body,
+        async () => (await urlGuard.open(url, { signal })).body,
         signal,
       );
       return { path: info.path, sha256: info.sha256, size: info.size };

@@ -246,7 +246,7 @@ export function createApp(options: AppOptions): ArtifactStoreApp {
       const info = await store.putFetched(
         path,
         sha256,
-        async () => (await urlGuard.fetch(url, { signal })).body,
+        async () => (await urlGuard.open(url, { signal })).body,
         signal,
       );
       res.status(201).json({ path: info.path, sha256: info.sha256, size: info.size });

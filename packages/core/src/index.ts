@@ -178,6 +178,7 @@ export {
 export {
   createUrlGuard,
   type GuardedResponse,
+  type GuardedStream,
   type LookupAll,
   type UrlGuard,
   type UrlGuardOptions,

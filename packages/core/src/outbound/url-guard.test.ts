@@ -12,6 +12,14 @@ import { createUrlGuard, type UrlGuardOptions } from './url-guard.js';
 
 let server: Server;
 let port: number;
+/** Releases the rest of `/stream`, whose first chunk is sent at once. */
+const streamRest = (() => {
+  let release = (): void => undefined;
+  const promise = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  return { promise, release };
+})();
 let ca: string;
 const connections: string[] = [];
 
@@ -101,6 +109,18 @@ beforeAll(async () => {
     const url = req.url ?? '/';
     if (url === '/model') res.end('MODEL BYTES');
     else if (url === '/big') res.end(Buffer.alloc(4096, 1));
+    else if (url === '/big-chunked') {
+      // No Content-Length: the size is found while reading.
+      for (let i = 0; i < 8; i++) res.write(Buffer.alloc(512, 1));
+      res.end();
+    } else if (url === '/stream') {
+      res.write('FIRST');
+      void streamRest.promise.then(() => res.end('REST'));
+    } else if (url === '/stall') res.write('FIRST');
+    else if (url === '/cut') {
+      res.writeHead(200, { 'content-length': '100' }).write('only ten b');
+      setTimeout(() => req.socket.destroy(), 20);
+    } else if (url === '/gzip') res.writeHead(200, { 'content-encoding': 'gzip' }).end('not really gzip');
     else if (url === '/to-private') res.writeHead(302, { location: 'https://10.0.0.1/model' }).end();
     else if (url === '/to-metadata') res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/' }).end();
     else if (url === '/to-public') res.writeHead(302, { location: `https://public.test:${String(port)}/model` }).end();
@@ -206,6 +226,38 @@ describe('createUrlGuard', () => {
     ).toMatchObject({ reason: 'url_fetch_failed' });
     expect(await refusal(() => guarded().fetch('https://unknown.test/model'))).toMatchObject({
       reason: 'url_unresolvable',
+    });
+  });
+
+  it('opens a body to read as it arrives: the first chunk before the origin has sent the rest', async () => {
+    const { body } = await guarded().open(`https://public.test:${String(port)}/stream`);
+    const chunks: string[] = [];
+    for await (const chunk of body) {
+      chunks.push(chunk.toString());
+      // Held by the origin until the first chunk is read here: a fetch that gathered the whole
+      // body first would never get this far.
+      if (chunks.length === 1) streamRest.release();
+    }
+    expect(chunks.join('')).toBe('FIRSTREST');
+  });
+
+  it('bounds a body while it is read: its size, its time, its end, and no content coding', async () => {
+    const base = `https://public.test:${String(port)}`;
+    const read = async (guard: ReturnType<typeof guarded>, path: string): Promise<number> => {
+      const { body } = await guard.open(`${base}${path}`);
+      let size = 0;
+      for await (const chunk of body) size += chunk.length;
+      return size;
+    };
+    expect(await refusal(() => read(guarded({ maxBytes: 1024 }), '/big-chunked'))).toMatchObject({
+      reason: 'url_too_large',
+    });
+    expect(await refusal(() => read(guarded({ timeoutMs: 300 }), '/stall'))).toMatchObject({ reason: 'url_timeout' });
+    expect(await refusal(() => read(guarded(), '/cut'))).toMatchObject({ reason: 'url_fetch_failed' });
+    // Stored as it came, a gzip body would pass every upload check unread.
+    expect(await refusal(() => read(guarded(), '/gzip'))).toMatchObject({
+      code: 'invalid_argument',
+      reason: 'url_content_coded',
     });
   });
 

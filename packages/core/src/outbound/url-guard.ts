@@ -1,4 +1,5 @@
 import { Resolver, type LookupAddress } from 'node:dns';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import { request, type RequestOptions } from 'node:https';
 import { BlockList, isIP } from 'node:net';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
@@ -11,8 +12,9 @@ import { wholeNumber } from '../options/whole-number.js';
  * `url_scheme_refused`), credentials in it (`url_credentials`), an address the guard refuses
  * (`url_address_refused`: private, loopback, link-local, CGNAT, multicast, cloud metadata), a
  * name that does not resolve (`url_unresolvable`), too many redirects (`url_too_many_redirects`),
- * an answer that is not a 2xx (`url_status`), too large (`url_too_large`), too slow
- * (`url_timeout`), or a TLS or connection failure (`url_fetch_failed`).
+ * an answer that is not a 2xx (`url_status`), too large (`url_too_large`), in a content coding
+ * (`url_content_coded`: its bytes would be stored unread by any check), too slow (`url_timeout`),
+ * or a TLS or connection failure (`url_fetch_failed`).
  *
  * @example
  * ```ts
@@ -29,6 +31,7 @@ export type UrlGuardReason =
   | 'url_too_many_redirects'
   | 'url_status'
   | 'url_too_large'
+  | 'url_content_coded'
   | 'url_timeout'
   | 'url_fetch_failed';
 
@@ -84,6 +87,24 @@ export interface GuardedResponse {
 }
 
 /**
+ * What {@link UrlGuard.open} returns.
+ *
+ * @example
+ * ```ts
+ * const { body }: GuardedStream = await guard.open('https://models.example.com/m.bin', { signal });
+ * for await (const chunk of body) await file.write(chunk);
+ * ```
+ */
+export interface GuardedStream {
+  /** The URL finally fetched, after redirects. */
+  readonly url: string;
+  /** The address it was fetched from (the one checked). */
+  readonly address: string;
+  /** The body, chunk by chunk as it arrives, within the guard's size and time limits. */
+  readonly body: AsyncIterable<Buffer>;
+}
+
+/**
  * Checks and fetches URLs that clients give (model URLs, webhooks), so that a client cannot make
  * the server reach what only the server can reach (SSRF).
  */
@@ -92,6 +113,13 @@ export interface UrlGuard {
   check(url: string): URL;
   /** Checks, resolves, checks every address, then fetches from the checked address. */
   fetch(url: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<GuardedResponse>;
+  /**
+   * As {@link UrlGuard.fetch}, but resolves once a 2xx answer's head is in, with its body to
+   * read as it arrives (to a file, say): the server holds a chunk at a time, not the whole body.
+   * The size and time limits hold while it is read, a failure then being the guard's refusal.
+   * Read it to the end, or stop reading (`break`, a throw): either ends the request.
+   */
+  open(url: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<GuardedStream>;
 }
 
 /** Ranges no client-given URL may reach. */
@@ -212,11 +240,8 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
     return first ?? refuse('url_unresolvable');
   }
 
-  async function fetchOnce(
-    url: URL,
-    address: LookupAddress,
-    signal: AbortSignal,
-  ): Promise<{ status: number; location: string | undefined; body: Buffer }> {
+  /** One request to the checked address, resolved with the answer's head; its body unread. */
+  async function fetchOnce(url: URL, address: LookupAddress, signal: AbortSignal): Promise<Answer> {
     return new Promise((resolve, reject) => {
       const requestOptions: RequestOptions = {
         method: 'GET',
@@ -237,42 +262,57 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
         },
         rejectUnauthorized: true,
         ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+        // The bytes as stored: a coded body would pass the upload checks unread.
+        headers: { 'accept-encoding': 'identity' },
         agent: false,
         signal,
       };
       const req = request(requestOptions, (res) => {
-        const status = res.statusCode ?? 0;
-        const location = res.headers.location;
-        if (status >= 300 && status < 400) {
-          res.resume();
-          resolve({ status, location, body: Buffer.alloc(0) });
-          return;
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > maxBytes) {
-            req.destroy();
-            reject(new SecurityError('invalid_argument', { details: { field: 'url' }, reason: 'url_too_large' }));
-            return;
-          }
-          chunks.push(chunk);
-        });
-        res.on('end', () => {
-          resolve({ status, location: undefined, body: Buffer.concat(chunks) });
-        });
-        res.on('error', reject);
+        resolve({ status: res.statusCode ?? 0, location: res.headers.location, res, req });
       });
       req.on('error', reject);
       req.end();
     });
   }
 
-  async function fetchGuarded(
+  /**
+   * The body of a 2xx answer as it arrives: at most `maxBytes` (a larger declared length is
+   * refused before a byte), within the fetch's time. A failure while reading is the guard's
+   * refusal; the request ends with the body or when its reader stops.
+   */
+  async function* bodyOf(
+    answer: Answer,
+    timeout: AbortSignal,
+    signal: AbortSignal,
+  ): AsyncGenerator<Buffer, void, undefined> {
+    const { res, req } = answer;
+    try {
+      const coding = res.headers['content-encoding'];
+      if (coding !== undefined && coding.trim().toLowerCase() !== 'identity') refuse('url_content_coded');
+      const declared = Number(res.headers['content-length']);
+      if (Number.isFinite(declared) && declared > maxBytes) refuse('url_too_large');
+      let size = 0;
+      for await (const chunk of res as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > maxBytes) refuse('url_too_large');
+        yield chunk;
+      }
+      // Node ends a body the connection lost midway without an error: not a whole answer.
+      if (!res.complete) refuse('url_fetch_failed', new Error('the answer ended before its body was whole'));
+    } catch (cause) {
+      if (isSecurityError(cause)) throw cause;
+      if (timeout.aborted) refuse('url_timeout', cause);
+      if (signal.aborted) throw cause;
+      refuse('url_fetch_failed', cause);
+    } finally {
+      req.destroy();
+    }
+  }
+
+  async function openGuarded(
     url: string,
     fetchOptions: { readonly signal?: AbortSignal | undefined } = {},
-  ): Promise<GuardedResponse> {
+  ): Promise<GuardedStream> {
     const timeout = AbortSignal.timeout(timeoutMs);
     const signal = fetchOptions.signal === undefined ? timeout : AbortSignal.any([timeout, fetchOptions.signal]);
     let current = check(url);
@@ -285,7 +325,7 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
         if (isSecurityError(cause) || !timeout.aborted) throw cause;
         return refuse('url_timeout', cause);
       }
-      let answer: { status: number; location: string | undefined; body: Buffer };
+      let answer: Answer;
       try {
         answer = await fetchOnce(current, address, signal);
       } catch (cause) {
@@ -293,6 +333,10 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
         if (timeout.aborted) return refuse('url_timeout', cause);
         if (signal.aborted) throw cause;
         return refuse('url_fetch_failed', cause);
+      }
+      if (answer.status < 200 || answer.status > 299) {
+        // Only the head is read: a redirect's or an error's body is no business of ours.
+        answer.req.destroy();
       }
       if (answer.status >= 300 && answer.status < 400 && answer.location !== undefined) {
         if (redirects >= maxRedirects) refuse('url_too_many_redirects');
@@ -304,11 +348,29 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
         continue;
       }
       if (answer.status < 200 || answer.status > 299) refuse('url_status');
-      return { url: current.toString(), address: address.address, body: answer.body };
+      return { url: current.toString(), address: address.address, body: bodyOf(answer, timeout, signal) };
     }
   }
 
-  return Object.freeze({ check, fetch: fetchGuarded });
+  async function fetchGuarded(
+    url: string,
+    fetchOptions: { readonly signal?: AbortSignal | undefined } = {},
+  ): Promise<GuardedResponse> {
+    const opened = await openGuarded(url, fetchOptions);
+    const chunks: Buffer[] = [];
+    for await (const chunk of opened.body) chunks.push(chunk);
+    return { url: opened.url, address: opened.address, body: Buffer.concat(chunks) };
+  }
+
+  return Object.freeze({ check, fetch: fetchGuarded, open: openGuarded });
+}
+
+/** The head of one answer, its body not read yet. */
+interface Answer {
+  readonly status: number;
+  readonly location: string | undefined;
+  readonly res: IncomingMessage;
+  readonly req: ClientRequest;
 }
 
 /** A DNS query's wait for an answer, the first time (c-ares doubles it for each retry). */
