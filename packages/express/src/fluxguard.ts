@@ -1,6 +1,13 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, Express, NextFunction, Request, RequestHandler, Response } from 'express';
-import { ConfigurationError, type AuditLogger, type Control, type Guard, type TimeoutsOptions } from '@fluxguard/core';
+import {
+  ConfigurationError,
+  type AuditLogger,
+  type CompiledRbac,
+  type Control,
+  type Guard,
+  type TimeoutsOptions,
+} from '@fluxguard/core';
 import {
   answerWaiting,
   assertAuditLogger,
@@ -13,6 +20,7 @@ import { probeUnreadAnswer } from './unread-answer.js';
 import { stateOf, type EndRequest } from './context.js';
 import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
+import { routesOf } from './routes.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
 
 /**
@@ -84,7 +92,12 @@ export interface FluxguardMiddleware {
    * turns the app's `x-powered-by` setting off, as Express would add the header after the
    * listener has removed it.
    *
-   * @throws ConfigurationError when `app` is not an Express app.
+   * With `guard`, its rules are checked against the app's routes as they stand
+   * (`rbac.checkRouteOrder(routesOf(app))`): where two routes overlap, the request both match
+   * reaches the one registered first, and must be decided by that route's rule.
+   *
+   * @throws ConfigurationError when `app` is not an Express app, or a route's requests would be
+   *   decided by another route's rule.
    *
    * @example
    * ```ts
@@ -204,6 +217,9 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     if (typeof app !== 'function' || typeof (app as Partial<Express>).enabled !== 'function') {
       throw new ConfigurationError('fluxguard: wrap(app) takes an Express app');
     }
+    // The routes are there by now: overlapping ones must reach the handler their rule is for.
+    const rbac: Partial<CompiledRbac> | undefined = opts.guard?.rbac;
+    if (typeof rbac?.checkRouteOrder === 'function') rbac.checkRouteOrder(routesOf(app));
     if (writeSecurityHeaders !== undefined) app.disable('x-powered-by');
     const inFront = beforeWith(
       list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors, inFrontOf(app)) : undefined,

@@ -9,6 +9,7 @@ export {
   type ProblemDetails,
 } from './error-handler.js';
 export { fluxguard, type FluxguardMiddleware, type FluxguardOptions } from './fluxguard.js';
+export { routesOf } from './routes.js';
 export { authorize, mtls, type AuthorizeOptions, type MtlsOptions } from './authorize.js';
 export { controls, getClientCertificate } from './pipeline.js';
 export { jwtAuth, type JwtAuthOptions } from './jwt-auth.js';

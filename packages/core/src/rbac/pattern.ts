@@ -119,3 +119,55 @@ export function compareSpecificity(a: OperationPattern, b: OperationPattern): nu
   if (pathA.length !== pathB.length) return pathB.length - pathA.length;
   return (b.ranks.at(-1) ?? 0) - (a.ranks.at(-1) ?? 0);
 }
+
+// A witness segment for a `:param` or `*splat`: no literal segment of a pattern can be this
+// (":" and "*" may only start a segment, and then it is a parameter or a wildcard).
+const ANY_SEGMENT = 'x:';
+
+/**
+ * A concrete HTTP operation that both patterns (or routes, `METHOD /path` with `:param` and a
+ * final `*splat`) match, or `undefined` when no request could match both: different methods,
+ * different literal segments, or lengths no wildcard makes up for. Used at start-up to find
+ * routes whose paths overlap.
+ *
+ * @internal
+ */
+export function overlapWitness(a: string, b: string): string | undefined {
+  const x = splitHttp(a);
+  const y = splitHttp(b);
+  if (x === undefined || y === undefined) return undefined;
+  const method = x.method === '*' ? y.method : y.method === '*' || y.method === x.method ? x.method : undefined;
+  if (method === undefined) return undefined;
+  const path: string[] = [];
+  for (let i = 0; ; i++) {
+    const s = x.segments[i];
+    const t = y.segments[i];
+    if (s === undefined && t === undefined) break;
+    // A wildcard takes the other's rest, which must be at least one segment.
+    if (s?.startsWith('*') === true) {
+      if (t === undefined) return undefined;
+      path.push(...y.segments.slice(i).map(concrete));
+      break;
+    }
+    if (t?.startsWith('*') === true) {
+      if (s === undefined) return undefined;
+      path.push(...x.segments.slice(i).map(concrete));
+      break;
+    }
+    if (s === undefined || t === undefined) return undefined;
+    if (!s.startsWith(':') && !t.startsWith(':') && s !== t) return undefined;
+    path.push(s.startsWith(':') ? concrete(t) : s);
+  }
+  return `${method === '*' ? 'GET' : method} /${path.join('/')}`;
+}
+
+function splitHttp(pattern: string): { method: string; segments: readonly string[] } | undefined {
+  const m = HTTP.exec(normalizeOperation(pattern));
+  if (m === null) return undefined;
+  const path = m[2] ?? '/';
+  return { method: m[1] ?? '*', segments: path === '/' ? [] : path.slice(1).split('/') };
+}
+
+function concrete(segment: string): string {
+  return segment.startsWith(':') || segment.startsWith('*') ? ANY_SEGMENT : segment;
+}

@@ -218,6 +218,45 @@ describe('compileRbac: start-up checks', () => {
     expect(() => compileRbac(rules as RbacRules)).toThrow(message);
   });
 
+  it('refuses overlapping routes where the router would run a route under another route’s rule', () => {
+    // Express runs the first route that matches; RBAC applies the most specific rule. With the
+    // general route first, GET /v1/public/reports ran the tenant's reports, decided as public.
+    const reports = compileRbac([
+      { operation: 'GET /v1/:tenant/reports', anyRoles: ['reports.reader'] },
+      { operation: 'GET /v1/public/*path', public: true },
+    ]);
+    expect(() => {
+      reports.checkRouteOrder(['GET /v1/:tenant/reports', 'GET /v1/public/*path']);
+    }).toThrow(
+      'rbac.rules: "GET /v1/public/reports" reaches the route "GET /v1/:tenant/reports", which the router tries first, but the rule "GET /v1/public/*path" decides it, not the rule "GET /v1/:tenant/reports" of that route\'s paths: register "GET /v1/public/*path" before "GET /v1/:tenant/reports", or make the two routes disjoint',
+    );
+    // The specific route first: what both match reaches it, under its own rule.
+    expect(() => {
+      reports.checkRouteOrder(['GET /v1/public/*path', 'GET /v1/:tenant/reports']);
+    }).not.toThrow();
+    // A route that no rule names, before one whose rule would let its requests through.
+    const open = compileRbac([{ operation: 'GET /files/*path', public: true }]);
+    expect(() => {
+      open.checkRouteOrder(['* /:any/:thing', 'GET /files/*path']);
+    }).toThrow(
+      /"GET \/files\/x:" reaches the route "\* \/:any\/:thing".*the rule "GET \/files\/\*path" decides it, not no rule/,
+    );
+    // One rule over both, routes that never overlap, other methods, gRPC: nothing to say.
+    const broad = compileRbac([{ operation: 'GET /v1/*path', anyRoles: ['r'] }]);
+    expect(() => {
+      broad.checkRouteOrder(['GET /v1/:tenant/reports', 'GET /v1/public/*path']);
+    }).not.toThrow();
+    expect(() => {
+      rbac.checkRouteOrder([
+        'GET /v1/artifacts',
+        'GET /v1/artifacts/*path',
+        'PUT /v1/artifacts/*path',
+        'DELETE /v1/artifacts/*path',
+        `${S}/GetArtifact`,
+      ]);
+    }).not.toThrow();
+  });
+
   it('names the index and field of a bad rule in list form', () => {
     expect(() =>
       compileRbac([

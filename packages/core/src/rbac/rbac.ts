@@ -4,7 +4,13 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import { SecurityError } from '../errors/security-error.js';
 import { compileIdentityRules, type IdentityMatcher, type IdentityRule } from '../mtls/identity-rules.js';
-import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from './pattern.js';
+import {
+  compareSpecificity,
+  compilePattern,
+  normalizeOperation,
+  overlapWitness,
+  type OperationPattern,
+} from './pattern.js';
 
 /**
  * What an operation requires. `public` stands alone; every other field given must hold (AND):
@@ -168,6 +174,21 @@ export interface CompiledRbac {
    * ```
    */
   checkServed(operations: readonly string[]): ServedReport;
+  /**
+   * Checks HTTP routes given in the order the router tries them (Express runs the first that
+   * matches) against the rules, which apply the most specific pattern: where two routes
+   * overlap, a request both match reaches the earlier route's handler, and must be decided by
+   * the rule of that route's own paths. Throws a `ConfigurationError` naming such a request,
+   * the route it reaches and the rule that would decide it instead, e.g. `GET /v1/public/reports`
+   * reaching `GET /v1/:tenant/reports` (registered first) under the public rule of
+   * `GET /v1/public/*path`. gRPC methods never overlap and are passed over.
+   *
+   * @example
+   * ```ts
+   * rbac.checkRouteOrder(['GET /v1/artifacts/export', 'GET /v1/artifacts/:id']); // fine: the specific route first
+   * ```
+   */
+  checkRouteOrder(routes: readonly string[]): void;
   /** The pattern of the rule that applies to `operation`, if any. */
   ruleFor(operation: string): string | undefined;
 }
@@ -441,6 +462,30 @@ function checkServed(
   return Object.freeze({ uncovered: Object.freeze(operations.filter((op) => find(op) === undefined)) });
 }
 
+function checkRouteOrder(
+  find: (operation: string) => CompiledRule | undefined,
+  routes: readonly string[],
+  where: string,
+): void {
+  if (!Array.isArray(routes) || !routes.every((r) => typeof r === 'string')) {
+    throw new ConfigurationError('checkRouteOrder: routes must be an array of strings');
+  }
+  const http = routes.filter((route) => !route.startsWith('/'));
+  for (const [i, first] of http.entries()) {
+    for (const later of http.slice(i + 1)) {
+      const request = overlapWitness(first, later);
+      if (request === undefined) continue;
+      const own = find(first);
+      const applied = find(request);
+      if (applied === own) continue;
+      const rule = (r: CompiledRule | undefined) => (r === undefined ? 'no rule' : `the rule "${r.pattern.key}"`);
+      throw new ConfigurationError(
+        `${where}: "${request}" reaches the route "${first}", which the router tries first, but ${rule(applied)} decides it, not ${rule(own)} of that route's paths: register "${later}" before "${first}", or make the two routes disjoint`,
+      );
+    }
+  }
+}
+
 function rbacMode(options: RbacOptions): RbacMode {
   checkKnownKeys(options, OPTION_KEYS, 'compileRbac', 'option');
   const mode: unknown = options.mode ?? 'enforce';
@@ -500,6 +545,9 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
     },
     isPublic: (operation: string) => find(operation)?.isPublic === true,
     checkServed: (operations: readonly string[]) => checkServed(index, find, operations, where),
+    checkRouteOrder: (routes: readonly string[]) => {
+      checkRouteOrder(find, routes, where);
+    },
     ruleFor: (operation: string) => find(operation)?.pattern.key,
   });
   if (options.servedOperations !== undefined) result.checkServed(options.servedOperations);

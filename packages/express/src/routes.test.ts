@@ -1,0 +1,96 @@
+// Overlapping routes against RBAC: Express runs the first route that matches a request, RBAC
+// applies the most specific rule. With the general route registered first, a request both
+// match ran the general route's handler under the specific route's rule: here, a tenant's
+// reports served to anyone under the public rule of another route.
+import express, { type Express } from 'express';
+import { describe, expect, it } from 'vitest';
+import { ConfigurationError, compileRbac, createGuard, type RbacRules } from '@fluxguard/core';
+import { fluxguard, routesOf } from './index.js';
+import { captureAudit, createTokenSigner, serve } from './testing/tls.js';
+
+const RULES: RbacRules = [
+  { operation: 'GET /v1/:tenant/reports', anyRoles: ['reports.reader'] },
+  { operation: 'GET /v1/public/*path', public: true },
+];
+
+const audit = captureAudit();
+const tokens = createTokenSigner();
+
+function app(order: 'general first' | 'specific first'): { app: Express; wrap: (app: Express) => unknown } {
+  const guard = fluxguard({
+    audit: audit.audit,
+    guard: createGuard({ audit: audit.audit, jwt: tokens.verifier, rbac: compileRbac(RULES) }),
+  });
+  const site = express();
+  site.set('case sensitive routing', true);
+  site.use(guard.before);
+  const reports: express.RequestHandler = (req, res) => {
+    res.json({ reports: `of ${String(req.params.tenant)}`, revenue: 1_234_567 });
+  };
+  const publicFiles: express.RequestHandler = (_req, res) => {
+    res.json({ public: true });
+  };
+  if (order === 'general first') {
+    site.get('/v1/:tenant/reports', reports);
+    site.get('/v1/public/*path', publicFiles);
+  } else {
+    site.get('/v1/public/*path', publicFiles);
+    site.get('/v1/:tenant/reports', reports);
+  }
+  site.use(guard.after);
+  return { app: site, wrap: guard.wrap };
+}
+
+describe('routesOf and the route order check of wrap(app)', () => {
+  it('refuses to serve routes whose overlap a rule of the other route would decide', () => {
+    const { app: site, wrap } = app('general first');
+    expect(() => wrap(site)).toThrow(ConfigurationError);
+    expect(() => wrap(site)).toThrow(
+      /"GET \/v1\/public\/reports" reaches the route "GET \/v1\/:tenant\/reports", which the router tries first, but the rule "GET \/v1\/public\/\*path" decides it/,
+    );
+  });
+
+  it('serves the specific route first: what both match reaches it, and the tenant route keeps its rule', async () => {
+    const { app: site, wrap } = app('specific first');
+    const served = await serve(wrap(site) as Parameters<typeof serve>[0]);
+    try {
+      const open = await fetch(`${served.url}/v1/public/reports`);
+      expect(open.status).toBe(200);
+      expect(await open.json()).toEqual({ public: true });
+      const tenant = await fetch(`${served.url}/v1/acme/reports`);
+      expect(tenant.status).toBe(401);
+      const reader = tokens.sign({ roles: ['reports.reader'] });
+      const read = await fetch(`${served.url}/v1/acme/reports`, { headers: { authorization: `Bearer ${reader}` } });
+      expect(await read.json()).toEqual({ reports: 'of acme', revenue: 1_234_567 });
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('lists the routes in the order the router tries them, mounted routers included', () => {
+    const site = express();
+    site.use((_req, _res, next) => {
+      next();
+    });
+    site.get('/healthz', (_req, res) => res.end());
+    const api = express.Router();
+    api.put('/items/*path', (_req, res) => res.end());
+    api
+      .route('/items')
+      .get((_req, res) => res.end())
+      .post((_req, res) => res.end());
+    site.use('/v1/', api);
+    site.route('/any/:thing').all((_req, res) => res.end());
+    site.get(['/a', '/b/'], (_req, res) => res.end());
+    site.get(/^\/regex$/, (_req, res) => res.end());
+    expect(routesOf(site)).toEqual([
+      'GET /healthz',
+      'PUT /v1/items/*path',
+      'GET /v1/items',
+      'POST /v1/items',
+      '* /any/:thing',
+      'GET /a',
+      'GET /b',
+    ]);
+  });
+});
