@@ -58,7 +58,10 @@ export interface JwtVerifierOptions {
   readonly typ?: string | undefined;
   /** Longest token accepted, checked before any parsing. Default 8192 characters. */
   readonly maxTokenLength?: number | undefined;
-  /** Where roles are in the claims. Default `roles`. */
+  /**
+   * Where roles are in the claims. Default `roles`. The claim is an array of strings, or one
+   * string of space-separated roles (as `scope` is): `"reader writer"` grants both.
+   */
   readonly rolesClaim?: ClaimPath | undefined;
   /** Revoked `jti`s, consulted on every call (cache hits included). */
   readonly denylist?: Denylist | undefined;
