@@ -252,6 +252,11 @@ const scenarios: readonly Scenario[] = [
   contentRefused('a ZIP holding a pickle behind a GIF header', 'uploads/picture.gif', [
     Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(2048), zipOf(['archive/data.pkl'])]),
   ]),
+  // PyTorch's legacy checkpoint: a tar whose member `pickle` torch.load unpickles (os.system here).
+  contentRefused('a tar holding a pickle (a legacy PyTorch checkpoint)', 'uploads/checkpoint.tar', [
+    tarOf('sys_info', Buffer.from('little-endian')),
+    tarOf('pickle', Buffer.from('80049514000000000000008c05706f736978948c0673797374656d9493942e', 'hex')),
+  ]),
   {
     name: 'a directory asked for as an artifact is not found',
     kind: 'unary',
@@ -451,6 +456,21 @@ describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
     await expectNothingLeft(t, 'cancelled');
   });
 });
+
+/** One tar member (a ustar header, the data, padding to 512 bytes); the last is left open. */
+function tarOf(name: string, data: Buffer): Buffer {
+  const header = Buffer.alloc(512);
+  header.write(name, 0, 'utf8');
+  header.write('0000644\0', 100, 'latin1');
+  header.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
+  header.write('0', 156, 'latin1');
+  header.write('ustar\x0000', 257, 'latin1');
+  header.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return Buffer.concat([header, data, Buffer.alloc((512 - (data.length % 512)) % 512)]);
+}
 
 /** A ZIP archive of entries with these names (stored, each a few bytes), with its central directory. */
 function zipOf(names: readonly string[]): Buffer {

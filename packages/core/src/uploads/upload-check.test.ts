@@ -32,6 +32,37 @@ const TORCH = Buffer.concat([
   Buffer.alloc(64),
 ]);
 
+// pickle.dumps(os.system, protocol=4): it imports posix.system as it loads.
+const IMPORTING = Buffer.from('80049514000000000000008c05706f736978948c0673797374656d9493942e', 'hex');
+
+/** A tar's bytes (ustar headers, as Python's tarfile writes them), ended by two zero blocks. */
+function tar(members: readonly { name: string; data: Buffer; type?: string }[]): Buffer {
+  const blocks: Buffer[] = [];
+  for (const member of members) {
+    const header = Buffer.alloc(512);
+    header.write(member.name.slice(0, 99), 0, 'utf8');
+    header.write('0000644\0', 100, 'latin1');
+    header.write(`${member.data.length.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
+    header.write(member.type ?? '0', 156, 'latin1');
+    header.write('ustar\x0000', 257, 'latin1');
+    header.fill(0x20, 148, 156);
+    let sum = 0;
+    for (const byte of header) sum += byte;
+    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    blocks.push(header, member.data, Buffer.alloc((512 - (member.data.length % 512)) % 512));
+  }
+  return Buffer.concat([...blocks, Buffer.alloc(1024)]);
+}
+
+/** A NumPy .npy file (format 1.0) with this `descr` and `data` after its header. */
+function npy(descr: string, data: Buffer): Buffer {
+  let header = `{'descr': ${descr}, 'fortran_order': False, 'shape': (1,), }`;
+  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
+  const length = Buffer.alloc(2);
+  length.writeUInt16LE(header.length);
+  return Buffer.concat([Buffer.from('\x93NUMPY\x01\x00', 'latin1'), length, Buffer.from(header, 'latin1'), data]);
+}
+
 /** A ZIP's bytes: local headers (each with its own name, or the central one's) and a central directory. */
 function zip(
   entries: readonly { name: string; localName?: string; data?: Buffer }[],
@@ -145,6 +176,62 @@ describe('createUploadCheck', () => {
       whole.update(data);
       whole.finish();
     }).toThrow(expect.objectContaining({ reason: 'content_refused' }) as Error);
+  });
+
+  it.each([
+    // PyTorch's legacy checkpoint: torch.load(weights_only=False) unpickles the member `pickle`.
+    [
+      'a legacy PyTorch tar',
+      tar([
+        { name: 'sys_info', data: PICKLE },
+        { name: 'pickle', data: IMPORTING },
+      ]),
+    ],
+    [
+      'a pickle that imports, in any member',
+      tar([
+        { name: 'notes.txt', data: Buffer.from('hi') },
+        { name: 'w.bin', data: IMPORTING },
+      ]),
+    ],
+    ['a member named as a pickle', tar([{ name: 'model/state.PKL', data: Buffer.from('anything') }])],
+    [
+      'a pickle named by a GNU long name',
+      tar([
+        { name: '././@LongLink', type: 'L', data: Buffer.from(`${'d/'.repeat(60)}state.pkl\0`) },
+        { name: 'd/d/d/truncated', data: Buffer.from('x') },
+      ]),
+    ],
+    [
+      'a pickle named by a PAX path',
+      tar([
+        { name: 'PaxHeader', type: 'x', data: Buffer.from('27 path=deep/model.pickle\n') },
+        { name: 'short', data: Buffer.from('x') },
+      ]),
+    ],
+    ['a NumPy array of Python objects', npy("'|O'", IMPORTING)],
+    ['a NumPy record with an object field', npy("[('a', '<f8'), ('b', '|O')]", IMPORTING)],
+  ])('refuses %s, whole or a byte at a time', (_label, data) => {
+    expect(upload(data, 'model.bin')).toMatchObject({ code: 'invalid_argument', reason: 'content_refused' });
+    const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(data) });
+    expect(() => {
+      for (let i = 0; i < data.length; i++) check.update(data.subarray(i, i + 1));
+      check.finish();
+    }).toThrow(expect.objectContaining({ reason: 'content_refused' }));
+  });
+
+  it('passes tars and NumPy arrays without a pickle', () => {
+    const dataset = tar([
+      { name: 'data/train.csv', data: Buffer.from('a,b\n1,2\n') },
+      { name: 'data/', type: '5', data: Buffer.alloc(0) },
+      { name: 'weights.bin', data: Buffer.alloc(3000, 7) },
+    ]);
+    expect(upload(dataset, 'data.tar')).toBe(sha(dataset));
+    const floats = npy("'<f8'", Buffer.alloc(8, 1));
+    expect(upload(floats, 'x.npy')).toBe(sha(floats));
+    // Bytes after a tar's end, and a stream that only looks like one, are not read as members.
+    const after = Buffer.concat([dataset, Buffer.from('trailing')]);
+    expect(upload(after, 'data.tar')).toBe(sha(after));
   });
 
   it('passes a Java class file, whose magic a universal Mach-O shares', () => {

@@ -3,6 +3,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { PickleImportScan } from './pickle-scan.js';
+import { TarMembers } from './tar-members.js';
 import { ZipEntryNames } from './zip-entries.js';
 
 /**
@@ -26,8 +27,11 @@ export type UploadReason = 'digest_mismatch' | 'extension_refused' | 'content_re
  *   name (`uploads/pickle-scan.ts` reads the upload as CPython's unpickler does); and ZIP
  *   archives holding a `.pkl` or `.pickle` entry (PyTorch `.pt` files), every entry header in
  *   the whole upload read as it streams, so an archive behind other bytes (which Python's
- *   zipfile opens) is seen too. What is compressed (a gzip file, an archive inside an archive's
- *   compressed entry) is not opened. {@link contentKind} reads only the first bytes it is given.
+ *   zipfile opens) is seen too; tar archives, each member's name and content read as a stream
+ *   of its own (PyTorch's legacy checkpoints are tars holding a `pickle`); NumPy `.npy` arrays
+ *   of Python objects (their `descr` in the first 512 bytes). What is compressed (a gzip file,
+ *   an archive inside an archive's compressed entry) is not opened. {@link contentKind} reads
+ *   only the first bytes it is given.
  * - `executable`: ELF, PE (`MZ`), Mach-O, and scripts starting with `#!`.
  *
  * @example
@@ -181,11 +185,25 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
       const imports = refuseKinds.has('pickle')
         ? new PickleImportScan(() => refuse('content_refused', 'content'))
         : undefined;
+      // A tar's members, each a stream of its own (PyTorch's legacy checkpoint is a tar whose
+      // member `pickle` torch.load unpickles): a pickle's name, or one that imports a name.
+      const members = refuseKinds.has('pickle')
+        ? new TarMembers(
+            (name) => {
+              const lower = name.toLowerCase();
+              if (isPickleName(lower) || lower.slice(lower.lastIndexOf('/') + 1) === 'pickle') {
+                refuse('content_refused', 'content');
+              }
+            },
+            () => new PickleImportScan(() => refuse('content_refused', 'content')),
+          )
+        : undefined;
       return {
         update(chunk: Uint8Array) {
           hash.update(chunk);
           entries?.push(chunk);
           imports?.push(chunk);
+          members?.push(chunk);
           if (head === undefined) return;
           head = Buffer.concat([head, chunk.subarray(0, SNIFF_BYTES - head.length)]);
           if (head.length < SNIFF_BYTES) return;
@@ -223,6 +241,12 @@ export function contentKind(head: Buffer): ContentKind | undefined {
       .toString('latin1')
       .toLowerCase();
     if (isPickleName(entry)) return 'pickle';
+  }
+  // A NumPy array of Python objects: np.load(allow_pickle=True) unpickles them.
+  if (head.subarray(0, 6).toString('latin1') === '\x93NUMPY' && head.length >= 10) {
+    const at = head[6] === 1 ? 10 : 12;
+    const length = head[6] === 1 ? head.readUInt16LE(8) : head.length >= 12 ? head.readUInt32LE(8) : 0;
+    if (/'[|<>=]?O\d*'/.test(head.toString('latin1', at, Math.min(head.length, at + length)))) return 'pickle';
   }
   if (head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) return 'executable'; // ELF
   if (head.subarray(0, 2).toString('latin1') === 'MZ') return 'executable'; // PE
