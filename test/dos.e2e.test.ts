@@ -287,6 +287,60 @@ describe('downloads their client leaves over http', () => {
   });
 });
 
+describe('pipelined anonymous requests over http', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('http', world, { env: { FLUXGUARD_POLICY: policyFile } });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('give their slots back when the connection closes before their answers: health is still served', async () => {
+    // Each connection sends, in one write, a refused request (its answer closes the connection)
+    // and health checks behind it: they run at once, each taking an anonymous slot, and their
+    // answers wait for a connection that closes first. From enough addresses to fill the
+    // anonymous part, this held it for good, and /healthz answered 503 to everyone.
+    const perCaller = IN_FLIGHT_BUDGET.maxInFlightPerCaller;
+    const addresses = Math.ceil(IN_FLIGHT_BUDGET.maxInFlightAnonymous / perCaller) + 1;
+    const behind = 4;
+    const request =
+      'GET /v1/artifacts HTTP/1.1\r\nHost: localhost\r\n\r\n' +
+      'GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n'.repeat(behind);
+    const answers = await Promise.all(
+      Array.from(
+        { length: addresses * Math.ceil(perCaller / behind) },
+        (_, i) =>
+          new Promise<string>((resolve) => {
+            // Passed on to net.connect, whose socket options Node's tls types leave out.
+            const options = {
+              host: '127.0.0.1',
+              port: t.port,
+              ca: world.pki.ca,
+              servername: 'localhost',
+              localAddress: `127.0.2.${String((i % addresses) + 1)}`,
+            };
+            const socket = tlsConnect(options, () => socket.write(request));
+            let text = '';
+            socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+            socket.on('error', () => undefined);
+            socket.on('close', () => {
+              resolve(text);
+            });
+          }),
+      ),
+    );
+    expect(answers.every((answer) => answer.startsWith('HTTP/1.1 401 '))).toBe(true);
+    await expect.poll(() => t.security.concurrency.inFlight(), { timeout: 5_000 }).toBe(0);
+    const health = await rawHttps(
+      t.port,
+      world,
+      'GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n',
+    );
+    expect(health).toMatch(/^HTTP\/1\.1 200 /);
+  });
+});
+
 describe('anonymous calls from many addresses over grpc', () => {
   let t: TransportUnderTest;
   beforeAll(async () => {

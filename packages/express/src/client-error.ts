@@ -45,20 +45,22 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
     return;
   }
   const requestId = resolveRequestId(undefined);
-  const pipelined = responseStarted(socket);
+  const pipelined = requestInFlight(socket);
   // Node's error is not the cause: it carries the raw bytes of the request (`rawPacket`), an
   // `Authorization` header included. Its code says what the parser refused.
   const refusal = new SecurityError(fault.code, {
     reason: fault.reason,
     auditFields: {
       parserCode: code.slice(0, 64),
-      ...(pipelined ? { answered: 'no: pipelined behind an answer' } : {}),
+      ...(pipelined ? { answered: 'no: behind a request in flight' } : {}),
     },
   });
   if (pipelined) {
-    // Sent behind a request whose answer is on its way: nothing can be written in the middle of
-    // that answer, and the connection is closed as Node closes it. The line is still written,
-    // so that a malformed request cannot hide from the log behind a good one.
+    // Sent behind (or inside the body of) a request still being answered: a 400 written now
+    // would be read as that request's answer, while its handler carries it out. Nothing is
+    // written; the connection is closed as Node closes it, which cancels that request, whose
+    // own line says so. This line is written too, so that a malformed request cannot hide from
+    // the log behind a good one.
     recordOutsideExpress(refusal, requestId, socket, audit);
     socket.destroy();
     return;
@@ -93,7 +95,17 @@ const CONNECT_REFUSED: ClientFault = { status: 404, code: 'not_found', reason: '
  * @internal
  */
 export function answerConnect(req: IncomingMessage, socket: Duplex, audit: AuditLogger): void {
-  const refusal = new SecurityError(CONNECT_REFUSED.code, { reason: CONNECT_REFUSED.reason });
+  const inFlight = requestInFlight(socket);
+  const refusal = new SecurityError(CONNECT_REFUSED.code, {
+    reason: CONNECT_REFUSED.reason,
+    ...(inFlight ? { auditFields: { answered: 'no: behind a request in flight' } } : {}),
+  });
+  if (inFlight) {
+    // Pipelined behind a request still being answered: a 404 now would be read as its answer.
+    recordOutsideExpress(refusal, clientRequestId(req), socket, audit);
+    socket.destroy();
+    return;
+  }
   writeAndClose(socket, CONNECT_REFUSED, problemAnswer(CONNECT_REFUSED, refusal, clientRequestId(req), socket, audit));
 }
 
@@ -107,12 +119,18 @@ const MALFORMED_HEAD: ClientFault = { status: 400, code: 'invalid_argument', rea
  *   proxy in front may have routed by the last.
  * - `host_missing`: HTTP/1.1 without a `Host`, or with an empty one: the test of Node's
  *   `requireHostHeader`, which `createSecureServer` turns off to answer it itself.
+ * - `transfer_coding_unsupported`: a `Transfer-Encoding` whose last coding is not `chunked`
+ *   (section 6.1: a server must answer 400 and close). Node's parser refuses it only once the
+ *   body begins, after the handler has run: a `DELETE` sent so was carried out and answered
+ *   400.
  *
  * Undefined for a head without fault. See {@link answerMalformedHead}.
  *
  * @internal
  */
-export function headFault(req: IncomingMessage): 'version_unsupported' | 'host_repeated' | 'host_missing' | undefined {
+export function headFault(
+  req: IncomingMessage,
+): 'version_unsupported' | 'host_repeated' | 'host_missing' | 'transfer_coding_unsupported' | undefined {
   if (req.httpVersionMajor !== 1) return 'version_unsupported';
   const raw = req.rawHeaders;
   let hosts = 0;
@@ -122,6 +140,16 @@ export function headFault(req: IncomingMessage): 'version_unsupported' | 'host_r
   }
   if (hosts > 1) return 'host_repeated';
   if (req.httpVersionMinor === 1 && !req.headers.host) return 'host_missing';
+  const coding = req.headers['transfer-encoding'];
+  if (
+    coding !== undefined &&
+    coding
+      .slice(coding.lastIndexOf(',') + 1)
+      .trim()
+      .toLowerCase() !== 'chunked'
+  ) {
+    return 'transfer_coding_unsupported';
+  }
   return undefined;
 }
 
@@ -236,8 +264,10 @@ function leftMidBody(code: string, socket: Duplex): boolean {
   return parser?.incoming != null;
 }
 
-/** Node's response object of the connection's current request, when one has started. */
-function responseStarted(socket: Duplex): boolean {
-  const message = (socket as Duplex & { _httpMessage?: { headersSent?: unknown } | null })._httpMessage;
-  return message?.headersSent === true;
+/**
+ * Whether a request of this connection is being answered: Node attaches the response of the
+ * current request to the socket until it has been sent, whether or not it has started.
+ */
+function requestInFlight(socket: Duplex): boolean {
+  return (socket as Duplex & { _httpMessage?: unknown })._httpMessage != null;
 }

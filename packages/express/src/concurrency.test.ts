@@ -1,6 +1,7 @@
 // The concurrency limit on real HTTP requests: the request over the limit is refused at once
 // (503), and after a race of completed, failed, client-aborted and timed-out requests the count
 // of requests in flight is back to zero.
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express from 'express';
 import { createConcurrencyLimit } from '@fluxguard/core';
@@ -83,5 +84,27 @@ describe('a concurrency limit on HTTP', () => {
     );
     for (const status of [200, 500, 0, 504]) expect(statuses).toContain(status);
     await expect.poll(() => limit.inFlight(), { timeout: 5_000 }).toBe(0);
+  });
+
+  it('gives back the slots of pipelined requests whose answers the closed connection never sent', async () => {
+    // The first answer closes the connection; the requests behind it ran, each taking a slot,
+    // and their answers waited for a connection they never get. Node emits no 'close' on such
+    // a response: 40 connections like this held an anonymous budget for good.
+    const pipelined = `GET /fail HTTP/1.1\r\nHost: x\r\n\r\n${'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(LIMIT - 1)}`;
+    for (let round = 0; round < 3; round++) {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(served.port, '127.0.0.1');
+        const chunks: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        socket.on('error', reject);
+        socket.on('close', () => {
+          resolve(Buffer.concat(chunks).toString('latin1'));
+        });
+        socket.write(pipelined);
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 500 /);
+      await expect.poll(() => limit.inFlight(), { timeout: 5_000 }).toBe(0);
+    }
+    expect((await fetch(`${served.url}/ok`)).status).toBe(200);
   });
 });

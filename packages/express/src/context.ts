@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Principal, RequestContext, SecurityError } from '@fluxguard/core';
 import { CallState, missingContextError } from '@fluxguard/core/adapter';
 
@@ -109,16 +110,32 @@ export function attachContext(
   // closure, not the state kept on `res`: Express sets a new prototype on every request and
   // response, after which V8 builds a new hidden class for each property added (about 2 µs on
   // Node 20); `req.fluxguard` is the only property fluxguard adds.
-  res.on('close', () => {
+  let forgetQueued: (() => void) | undefined;
+  const onClose = (): void => {
+    forgetQueued?.();
     const answered = res.writableFinished;
     if (state.handlerRunning) {
       // The handler's own answer went out: it has stopped. Otherwise (the client left, or a
       // control answered early) it may still be at work: it has stopped once it ends its answer.
-      if (answered && !state.endedEarly) state.handlerStopped();
+      // Ended, its answer never sent (queued behind one whose connection closed): stopped too.
+      if ((answered || res.writableEnded) && !state.endedEarly) state.handlerStopped();
       else stoppedOnEnd(res, state);
     }
     state.finish(answered ? 'ended' : 'cancelled');
-  });
+    if (answered && !req.complete) lingerForBody(req);
+  };
+  res.on('close', onClose);
+  // Pipelined behind an answer still going out: Node gives this response the connection only
+  // once that answer is done. If the connection closes first (the answer before it said
+  // `Connection: close`, the client left), it never gets one and never emits 'close', and the
+  // call would hold its slots for good.
+  // Node's types say the socket is always there; a request made by hand may have none.
+  const connection = req.socket as Duplex | null;
+  if (res.socket === null && connection !== null) {
+    forgetQueued = whenClosed(connection, () => {
+      if (res.socket === null && !res.writableFinished) onClose();
+    });
+  }
   // Throws if something else already defined a non-configurable `fluxguard` on this request:
   // better a 500 than a context we did not build.
   Object.defineProperty(req, PROPERTY, {
@@ -128,6 +145,48 @@ export function attachContext(
     configurable: false,
   });
   return state;
+}
+
+/**
+ * How long a connection may go on sending the body of a request already answered. Node reads
+ * and drops the rest of such a body to keep the connection, for as long as the request timeout
+ * allows: a client trickling it held its connection for 15 minutes, under no deadline.
+ */
+const BODY_LINGER_MS = 5_000;
+
+/** Closes the connection of an answered request whose body has not ended within {@link BODY_LINGER_MS}. */
+function lingerForBody(req: IncomingMessage): void {
+  const socket = req.socket as Duplex | null;
+  if (socket === null) return;
+  const timer = setTimeout(() => {
+    if (!req.complete) socket.destroy();
+  }, BODY_LINGER_MS);
+  timer.unref();
+  req.once('end', () => {
+    clearTimeout(timer);
+  });
+}
+
+/** The calls waiting for each connection, one 'close' listener a connection however many. */
+const queuedOn = new WeakMap<Duplex, Set<() => void>>();
+
+/** Runs `then` when `socket` closes, unless the returned function is called first. */
+function whenClosed(socket: Duplex, then: () => void): () => void {
+  let waiting = queuedOn.get(socket);
+  if (waiting === undefined) {
+    const calls = new Set<() => void>();
+    waiting = calls;
+    queuedOn.set(socket, calls);
+    socket.once('close', () => {
+      queuedOn.delete(socket);
+      for (const call of calls) call();
+    });
+  }
+  const calls = waiting;
+  calls.add(then);
+  return () => {
+    calls.delete(then);
+  };
 }
 
 /**

@@ -24,6 +24,9 @@ function maxHeaderSizeOf(server: object): unknown {
   return (server as { maxHeaderSize?: unknown }).maxHeaderSize;
 }
 
+/** Requests the `/effect` route carried out (a DELETE, say). */
+const effects: string[] = [];
+
 function helloApp(audit: ReturnType<typeof captureAudit>['audit']): Express {
   const app = express();
   const { before, after } = fluxguard({ audit });
@@ -36,6 +39,17 @@ function helloApp(audit: ReturnType<typeof captureAudit>['audit']): Express {
   });
   app.put('/early', (_req, res) => {
     res.json({ early: true });
+  });
+  app.delete('/effect', (req, res) => {
+    effects.push(req.fluxguard.requestId);
+    res.status(204).end();
+  });
+  // Answers after a while, its body unread: a request whose body goes wrong while it works.
+  app.put('/slow', async (req, res) => {
+    // A cancelled request's abort reaches the error handler, which writes its line.
+    await sleep(300, undefined, { signal: req.fluxguard.signal });
+    effects.push(req.fluxguard.requestId);
+    res.json({ slow: true });
   });
   app.use(after);
   return app;
@@ -290,6 +304,70 @@ describe('createSecureServer: strict client certificates', () => {
       .poll(() => lines().slice(before))
       .toMatchObject([{ event: 'request.denied', reason: 'malformed_request', code: 'invalid_argument' }]);
   });
+
+  it('refuses a Transfer-Encoding that does not end in chunked before any handler runs', async () => {
+    // Node's parser refuses it only once the body begins, after the handler has run.
+    const before = effects.length;
+    const answer = await raw('DELETE /effect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n');
+    expect(answer.startsWith('HTTP/1.1 400 ')).toBe(true);
+    const requestId = /^x-request-id: (.+)$/im.exec(answer)?.[1]?.trim();
+    expect(lines().find((line) => line.requestId === requestId)).toMatchObject({
+      reason: 'malformed_request',
+      detail: { headFault: 'transfer_coding_unsupported' },
+    });
+    expect(effects.length).toBe(before);
+    // Chunked last is what HTTP/1.1 asks for.
+    const chunked = await raw('DELETE /effect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 200);
+    expect(chunked.startsWith('HTTP/1.1 204 ')).toBe(true);
+  });
+
+  it('writes no 400 that would pass for the answer of a request still at work, and records both', async () => {
+    // A malformed chunk in the body of a request whose handler is at work: a 400 written now was
+    // read as that request's answer while the handler carried it out.
+    const before = lines().length;
+    const answer = await raw('PUT /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n');
+    expect(answer).not.toContain(' 400 ');
+    await expect
+      .poll(() => lines().slice(before))
+      .toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({
+            reason: 'malformed_request',
+            detail: expect.objectContaining({ answered: 'no: behind a request in flight' }) as unknown,
+          }),
+          expect.objectContaining({ event: 'request.cancelled' }),
+        ]),
+      );
+  });
+
+  it('closes the connection of an answered request whose body goes on trickling in', async () => {
+    // Node reads and drops the rest of an answered request's body for as long as the request
+    // timeout allows (15 minutes on the reference server), under no deadline.
+    const socket = connect({
+      host: '127.0.0.1',
+      port: served.port,
+      ca: pki.ca.certPem,
+      cert: pki.client.certPem,
+      key: pki.client.keyPem,
+      servername: 'localhost',
+    });
+    socket.on('error', () => undefined);
+    let answer = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (answer += chunk));
+    const closed = new Promise((resolve) => socket.on('close', resolve));
+    await new Promise((resolve) => socket.once('secureConnect', resolve));
+    socket.write('PUT /early HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\nfirst bytes');
+    const trickle = setInterval(() => socket.write('x'), 200);
+    try {
+      const outcome = await Promise.race([closed.then(() => 'closed'), sleep(15_000).then(() => 'open')]);
+      expect(outcome).toBe('closed');
+    } finally {
+      clearInterval(trickle);
+      socket.destroy();
+    }
+    expect(answer.startsWith('HTTP/1.1 200 ')).toBe(true);
+  }, 20_000);
 
   it('still answers a request head cut short by the client closing its side as malformed', async () => {
     const before = lines().length;
