@@ -47,7 +47,14 @@ afterAll(() => {
 function open(): Promise<{ socket: Socket; closed: Promise<void> }> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1', () => {
-      resolve({ socket, closed: new Promise((done) => socket.once('close', () => { done(); })) });
+      resolve({
+        socket,
+        closed: new Promise((done) =>
+          socket.once('close', () => {
+            done();
+          }),
+        ),
+      });
     });
     socket.on('error', () => undefined);
     socket.once('error', reject);
@@ -70,7 +77,14 @@ describe('the connection cap of a gRPC port', () => {
     const flood = await Promise.all(Array.from({ length: CAP + 10 }, () => open()));
     const settled = await Promise.all(
       flood.map(({ closed }) =>
-        Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => { r('open'); }, 1_000))]),
+        Promise.race([
+          closed.then(() => 'closed'),
+          new Promise((r) =>
+            setTimeout(() => {
+              r('open');
+            }, 1_000),
+          ),
+        ]),
       ),
     );
     expect(settled.filter((s) => s === 'closed')).toHaveLength(10);
@@ -98,6 +112,8 @@ describe('the connection cap of a gRPC port', () => {
   });
 
   it('refuses a cap that is not a positive whole number', () => {
-    expect(() => secureServerOptions({ maxConnections: 0 })).toThrow('"maxConnections" must be a whole number of at least 1');
+    expect(() => secureServerOptions({ maxConnections: 0 })).toThrow(
+      '"maxConnections" must be a whole number of at least 1',
+    );
   });
 });

@@ -217,6 +217,10 @@ class SafeErrorsCall extends ForwardingCall {
   #grpcCall: GrpcCall | undefined;
   #requestId: string | undefined;
   #metadataSent = false;
+  /** grpc-js has sent the client's deadline status (see `#grpcJsStatus`). */
+  #clientDeadlineSent = false;
+  /** A control is ending the call (its `end`): the status it sends is the call's own. */
+  #endingByControl = false;
   /** The HTTP/2 stream of the call, when the call below is grpc-js's own (safeErrors is first). */
   readonly #stream: ServerHttp2Stream | undefined;
   /** grpc-js's own `sendStatus` of the call below, for the statuses this layer sends. */
@@ -278,6 +282,13 @@ class SafeErrorsCall extends ForwardingCall {
 
   override sendStatus(status: PartialStatusObject): void {
     const grpcCall = this.#grpcCall;
+    if (this.#clientDeadlineSent && grpcCall !== undefined && !grpcCall.statusSent && !this.#endingByControl) {
+      // grpc-js has answered the client's deadline; the handler's status comes after it (its
+      // answer's write completed once the client took it) and is dropped, not the line.
+      this.#clientDeadline(grpcCall);
+      this.#forward(this.#neutralStatus());
+      return;
+    }
     if (grpcCall?.statusSent === true) {
       // The call is over (answered or abandoned): grpc-js drops this one, but never
       // forward text we have not vetted.
@@ -290,6 +301,17 @@ class SafeErrorsCall extends ForwardingCall {
       }
       this.#forward(this.#neutralStatus());
       return;
+    }
+    if (grpcCall !== undefined && status.code !== Status.OK && this.#resetByClient()) {
+      if (errorOfGrpcJsRequestStatus(status) !== undefined) {
+        // grpc-js took the reset for the end of a request without its message: the client left,
+        // it sent no invalid request (a call reset before its handler ran writes no line).
+        grpcCall.statusSent = true;
+        grpcCall.cancelled = true;
+        this.#forward(this.#neutralStatus());
+        grpcCall.state.finish('cancelled');
+        return;
+      }
     }
     if (grpcCall !== undefined) grpcCall.statusSent = true;
     const safe = this.#safeStatus(status, grpcCall?.takePendingError());
@@ -327,6 +349,7 @@ class SafeErrorsCall extends ForwardingCall {
         // (does it take any more of it?) is known a moment later, and the line written then.
         const probed = stream !== undefined && answerWaiting(error, waiting) ? new LoggedLater(error) : undefined;
         this.#grpcCall?.setPendingError(probed ?? this.#blameUnfinished(error));
+        this.#endingByControl = true;
         this.sendStatus({ code: Status.INTERNAL, details: toPublicError(undefined, '').message });
         this.#resetIfStuck(probed === undefined ? undefined : { error, waiting });
       },
@@ -369,15 +392,11 @@ class SafeErrorsCall extends ForwardingCall {
       if (grpcCall.statusSent) {
         state.finish('ended');
       } else {
-        grpcCall.statusSent = true;
-        grpcCall.cancelled = true;
         if (state.deadline !== undefined && Date.now() + DEADLINE_SLACK_MS >= state.deadline) {
-          state.finish('deadline');
-          // The deadline grpc-js enforces is the one the client chose (a control's earlier one
-          // ends the call through `end`): its budget, not a server failure.
-          const error = this.#blameUnfinished(new SecurityError('deadline_exceeded', { reason: 'client_deadline' }));
-          recordFailureSafely(this.#audit, error, this.#failureContext());
+          this.#clientDeadline(grpcCall);
         } else {
+          grpcCall.statusSent = true;
+          grpcCall.cancelled = true;
           // A client that leaves a call its handler works on gets one short info line, as the
           // Express error handler writes for a request whose client left; a call reset before
           // its handler ran (a flood of resets) writes none.
@@ -393,6 +412,19 @@ class SafeErrorsCall extends ForwardingCall {
       }
     }
     this.#downstream?.onCancel();
+  }
+
+  /**
+   * The deadline grpc-js enforces is the one the client chose (a control's earlier one ends the
+   * call through `end`): its budget, not a server failure. The call is over for everything
+   * after it: a status the handler sends later (its answer's write completing) is dropped.
+   */
+  #clientDeadline(grpcCall: GrpcCall): void {
+    grpcCall.statusSent = true;
+    grpcCall.cancelled = true;
+    grpcCall.state.finish('deadline');
+    const error = this.#blameUnfinished(new SecurityError('deadline_exceeded', { reason: 'client_deadline' }));
+    recordFailureSafely(this.#audit, error, this.#failureContext());
   }
 
   /**
@@ -446,7 +478,8 @@ class SafeErrorsCall extends ForwardingCall {
   /**
    * A status grpc-js's base call sent on its own (see `errorOfGrpcJsStatus`): the client gets
    * its public form with the request id, and the audit log its line, as for any other status.
-   * The client's deadline is logged by `cancelled`, which follows.
+   * The client's deadline is logged by `cancelled`, which follows, or by the handler's own
+   * status if that comes first (its answer's write completing once the client takes it).
    */
   #grpcJsStatus(status: PartialStatusObject): void {
     const grpcCall = this.#grpcCall;
@@ -459,6 +492,7 @@ class SafeErrorsCall extends ForwardingCall {
     const error = errorOfGrpcJsStatus(status);
     if (status.code === Status.DEADLINE_EXCEEDED) {
       this.#forward(publicStatus(toPublicError(error, this.#currentRequestId())));
+      this.#clientDeadlineSent = true;
     } else {
       if (grpcCall !== undefined) grpcCall.statusSent = true;
       this.#forward(publicStatus(recordFailureSafely(this.#audit, error, this.#failureContext())));
@@ -470,6 +504,16 @@ class SafeErrorsCall extends ForwardingCall {
   #forward(status: PartialStatusObject): void {
     if (this.#sendBelow === undefined) this.below.sendStatus(status);
     else this.#sendBelow.call(this.below, status);
+  }
+
+  /** Whether the client reset the call's stream (RST_STREAM before its request ended). */
+  #resetByClient(): boolean {
+    const stream = this.#stream;
+    // Node's types say `rstCode` is always a number; it is undefined until the stream closes.
+    const code: unknown = stream?.rstCode;
+    return (
+      stream !== undefined && (stream.aborted || (typeof code === 'number' && code !== http2Constants.NGHTTP2_NO_ERROR))
+    );
   }
 
   #neutralStatus(): SafeStatus {

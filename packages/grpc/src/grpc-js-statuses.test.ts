@@ -5,6 +5,7 @@
 // neutral text, a request id and an audit line under that id.
 import { once } from 'node:events';
 import { constants, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { connect as netConnect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status, type Metadata, type StatusObject } from '@grpc/grpc-js';
@@ -21,7 +22,15 @@ import {
   type Json,
   type Started,
 } from './testing/harness.js';
-import { grpcFrame, openRawSession, rawGrpcCall, type RawAnswer } from './testing/raw-http2.js';
+import {
+  CLIENT_PREFACE,
+  grpcFrame,
+  h2Frame,
+  hpackLiterals,
+  openRawSession,
+  rawGrpcCall,
+  type RawAnswer,
+} from './testing/raw-http2.js';
 
 const MAX_RECEIVE = 1024;
 const MAX_SEND = 2048;
@@ -211,6 +220,78 @@ describe('the client’s own deadline, which grpc-js answers', () => {
     expect(linesOf('deadline-client')).toEqual([
       expect.objectContaining({ event: 'request.denied', reason: 'client_deadline', code: 'deadline_exceeded' }),
     ]);
+  });
+});
+
+describe('a call the client resets before it has sent its whole request', () => {
+  it.each([
+    ['with its headers', Buffer.alloc(0), 0],
+    ['a moment after its headers', Buffer.alloc(0), 200],
+    ['after part of its message', Buffer.from([0, 0, 0, 0, 9, 123, 34]), 0],
+  ])('is no invalid request of the client’s: reset %s', async (label, sent, afterMs) => {
+    // Raw frames: Node's client ends a stream's request (END_STREAM) before it resets it, and
+    // a server can only take that for an empty request; a reset alone is no request at all.
+    const requestId = `reset-early-${label.replace(/\W+/g, '-')}`;
+    const [host = '', port = ''] = started.address.split(':');
+    const socket = netConnect(Number(port), host);
+    socket.on('error', () => undefined);
+    socket.resume();
+    const headers = hpackLiterals([
+      [':method', 'POST'],
+      [':scheme', 'http'],
+      [':path', testService.Unary.path],
+      [':authority', 'localhost'],
+      ['content-type', 'application/grpc'],
+      ['te', 'trailers'],
+      ['x-request-id', requestId],
+    ]);
+    const cancel = Buffer.alloc(4);
+    cancel.writeUInt32BE(constants.NGHTTP2_CANCEL);
+    const opening = Buffer.concat([
+      CLIENT_PREFACE,
+      h2Frame(0x1, 0x4, 1, headers),
+      ...(sent.length > 0 ? [h2Frame(0x0, 0, 1, sent)] : []),
+    ]);
+    const reset = h2Frame(0x3, 0, 1, cancel);
+    try {
+      await new Promise((resolve) => socket.once('connect', resolve));
+      if (afterMs === 0) socket.write(Buffer.concat([opening, reset]));
+      else {
+        socket.write(opening);
+        await new Promise((resolve) => setTimeout(resolve, afterMs));
+        socket.write(reset);
+      }
+      // Give a line, if one were coming, the time to be written.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    } finally {
+      socket.destroy();
+    }
+    expect(linesOf(requestId).filter((line) => line.reason === 'message_count_invalid')).toEqual([]);
+  });
+});
+
+describe('the client’s deadline while its answer waits for the client’s window', () => {
+  it('is written to the log when the answer goes out after it, the handler’s own status behind it', async () => {
+    // The answer waits in flow control past the deadline; once the client opens its window it
+    // goes out, grpc-js's deadline status behind it, and the handler's OK comes in as its write
+    // completes, before grpc-js reports the cancel: that OK took the deadline's line with it.
+    const held = openRawSession(started.address, { settings: { initialWindowSize: 0 } });
+    try {
+      const answer = rawGrpcCall(
+        held,
+        testService.Unary.path,
+        { 'grpc-timeout': '300m', 'x-request-id': 'deadline-then-answer' },
+        grpcFrame(Buffer.from(JSON.stringify({ answerBytes: 1500 }))),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      held.settings({ initialWindowSize: 65_535 });
+      expect((await answer).grpcStatus).toBe(Status.DEADLINE_EXCEEDED);
+      await expect
+        .poll(() => linesOf('deadline-then-answer'))
+        .toEqual([expect.objectContaining({ code: 'deadline_exceeded', reason: 'client_deadline' })]);
+    } finally {
+      held.destroy();
+    }
   });
 });
 

@@ -3,7 +3,13 @@ import type { Socket } from 'node:net';
 import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { Server, ServerCredentials } from '@grpc/grpc-js';
 import { connectionBudget } from '@fluxguard/core/adapter';
-import { CLOSING_GRACE_OPTION, DEFAULT_CLOSING_GRACE_MS, MAX_CONNECTIONS_OPTION } from './server-credentials.js';
+import {
+  CLOSING_GRACE_OPTION,
+  DEFAULT_CLOSING_GRACE_MS,
+  DEFAULT_WRITE_STALL_MS,
+  MAX_CONNECTIONS_OPTION,
+  WRITE_STALL_OPTION,
+} from './server-credentials.js';
 
 /**
  * Headers that Node's HTTP/2 layer keeps only the first of when a request repeats them, without
@@ -36,6 +42,10 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  * - a connection the server has closed dropped `closingGraceMs` after it ended its side, if the
  *   client has not closed the other side by then: Node waits for the client for ever, so clients
  *   that stop reading kept their connections, and filled the cap above;
+ * - a connection whose client takes none of what waits in its socket for `maxWriteStallMs`
+ *   dropped: those bytes stay in the process past the end of every call, and Node never
+ *   finishes closing a session whose writes are stuck (neither the idle limit nor a failed
+ *   keepalive reaches the socket's end, so the grace above never starts);
  * - a `grpc-timeout` not in the spec's form (at most eight digits and a unit) refused as one
  *   grpc-js cannot read, where grpc-js read `-1S` as one second and nine digits as none;
  * - a repeated security header made visible again: every value
@@ -62,16 +72,19 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       const options = (this as { options?: Record<string, unknown> }).options;
       http2Server.maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
       const graceMs = positiveOption(options?.[CLOSING_GRACE_OPTION]) ?? DEFAULT_CLOSING_GRACE_MS;
+      const stallMs = positiveOption(options?.[WRITE_STALL_OPTION]) ?? DEFAULT_WRITE_STALL_MS;
       // First, before grpc-js's own listener reads the header object.
       http2Server.prependListener('stream', onStream);
       if (http2Server instanceof TlsServer) {
         http2Server.on('secureConnection', (socket: TLSSocket) => {
           rememberPeerCertificate(socket);
           dropAfterClosing(socket, graceMs);
+          dropWhenWritesStall(socket, stallMs);
         });
       } else {
         http2Server.on('connection', (socket: Socket) => {
           dropAfterClosing(socket, graceMs);
+          dropWhenWritesStall(socket, stallMs);
         });
       }
       return http2Server;
@@ -105,6 +118,41 @@ function dropAfterClosing(socket: Socket, graceMs: number): void {
     }
     return end(...args);
   };
+}
+
+/**
+ * Destroys `socket` once bytes have waited in it for `stallMs` with none of them taken: checked
+ * every half of `stallMs`, it is dropped when two checks in a row found bytes waiting and
+ * nothing flushed between them. A client reading slowly flushes some between checks and keeps
+ * its connection; one whose answers wait in HTTP/2 flow control (its window closed) has nothing
+ * waiting in the socket, and its calls end by their deadlines.
+ */
+function dropWhenWritesStall(socket: Socket, stallMs: number): void {
+  let waitingBefore = false;
+  let flushedBefore = 0;
+  const timer = setInterval(
+    () => {
+      // HTTP/2 writes go from the session to the socket's native handle, past its JS buffer:
+      // what waits is in the handle's write queue. What Node counts as written includes both.
+      const queued = socket.writableLength + writeQueueSize(socket);
+      const waiting = queued > 0;
+      const flushed = socket.bytesWritten - queued;
+      if (waiting && waitingBefore && flushed === flushedBefore) socket.destroy();
+      waitingBefore = waiting;
+      flushedBefore = flushed;
+    },
+    Math.max(1, Math.floor(stallMs / 2)),
+  );
+  timer.unref();
+  socket.once('close', () => {
+    clearInterval(timer);
+  });
+}
+
+/** Bytes the socket's native handle holds, not yet taken by the kernel; 0 where Node does not say. */
+function writeQueueSize(socket: Socket): number {
+  const size = (socket as Socket & { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize;
+  return typeof size === 'number' && size > 0 ? size : 0;
 }
 
 /**

@@ -212,6 +212,15 @@ export interface SecureServerLimits {
    * for good. Applied by `addService` of this package, as `maxConnections` is.
    */
   readonly closingGraceMs?: number | undefined;
+  /**
+   * How long a connection may have answers waiting in its socket, none of them taken by the
+   * client, before it is dropped. Default 20 s. A client that stops reading its connection
+   * leaves what the server wrote queued in the process for as long as the connection lives,
+   * past every call's end, and Node never finishes closing a session whose writes are stuck:
+   * one reader held 1.3 GB with six connections of two 60 MiB answers each. Applied by
+   * `addService` of this package, as `maxConnections` is.
+   */
+  readonly maxWriteStallMs?: number | undefined;
 }
 
 /** The `new Server(options)` key that carries {@link SecureServerLimits.maxConnections} to `addService`. */
@@ -220,6 +229,10 @@ export const MAX_CONNECTIONS_OPTION = 'fluxguard.max_connections';
 export const CLOSING_GRACE_OPTION = 'fluxguard.closing_grace_ms';
 /** {@link SecureServerLimits.closingGraceMs} when the server's options do not say. */
 export const DEFAULT_CLOSING_GRACE_MS = 5_000;
+/** The `new Server(options)` key that carries {@link SecureServerLimits.maxWriteStallMs} to `addService`. */
+export const WRITE_STALL_OPTION = 'fluxguard.max_write_stall_ms';
+/** {@link SecureServerLimits.maxWriteStallMs} when the server's options do not say. */
+export const DEFAULT_WRITE_STALL_MS = 20_000;
 
 const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: number }> = Object.freeze({
   maxReceiveMessageBytes: 4 * 1024 * 1024,
@@ -231,6 +244,7 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
   keepaliveTimeoutMs: 20_000,
   maxConnections: connectionBudget(),
   closingGraceMs: DEFAULT_CLOSING_GRACE_MS,
+  maxWriteStallMs: DEFAULT_WRITE_STALL_MS,
 });
 
 /**
@@ -265,5 +279,6 @@ export function secureServerOptions(limits: SecureServerLimits = {}): ServerOpti
     'grpc.keepalive_timeout_ms': l.keepaliveTimeoutMs,
     [MAX_CONNECTIONS_OPTION]: l.maxConnections,
     [CLOSING_GRACE_OPTION]: l.closingGraceMs,
+    [WRITE_STALL_OPTION]: l.maxWriteStallMs,
   };
 }

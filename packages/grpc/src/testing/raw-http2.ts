@@ -96,3 +96,37 @@ export async function rawGrpcCall(
     requestIds: { headers: received['x-request-id'], trailers: trailers['x-request-id'] },
   };
 }
+
+/** One HTTP/2 frame: the 9-byte header, then `payload`. */
+export function h2Frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head.writeUInt8(type, 3);
+  head.writeUInt8(flags, 4);
+  head.writeUInt32BE(streamId & 0x7fffffff, 5);
+  return Buffer.concat([head, payload]);
+}
+
+/** A header block of literal fields without indexing, each with a new name (RFC 7541 §6.2.2), no Huffman. */
+export function hpackLiterals(fields: readonly (readonly [string, string])[]): Buffer {
+  const length = (n: number): Buffer => {
+    if (n < 127) return Buffer.from([n]);
+    const bytes = [127];
+    let rest = n - 127;
+    while (rest >= 128) {
+      bytes.push((rest % 128) + 128);
+      rest = Math.floor(rest / 128);
+    }
+    bytes.push(rest);
+    return Buffer.from(bytes);
+  };
+  return Buffer.concat(
+    fields.flatMap(([name, value]) => [
+      Buffer.from([0x00]),
+      length(name.length),
+      Buffer.from(name, 'latin1'),
+      length(value.length),
+      Buffer.from(value, 'latin1'),
+    ]),
+  );
+}

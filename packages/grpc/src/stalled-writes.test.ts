@@ -1,0 +1,159 @@
+// A client that stops reading its connection while answers are on their way: what the server
+// wrote waits in its socket, past the end of every call, and Node never finishes closing a
+// session whose writes are stuck (neither the idle limit nor a failed keepalive reaches it).
+// One reader held 1.3 GB this way. The connection is dropped once nothing has been taken from
+// it for `maxWriteStallMs`; a client that reads slowly keeps it.
+import { readdirSync } from 'node:fs';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Server, ServerWritableStream } from '@grpc/grpc-js';
+import { ConfigurationError } from '@fluxguard/core';
+import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
+import { captureAudit } from './testing/harness.js';
+import { CLIENT_PREFACE, grpcFrame, h2Frame, hpackLiterals } from './testing/raw-http2.js';
+import {
+  createTestPki,
+  perOperationCredentials,
+  startTlsServer,
+  type TestPki,
+  type TestServer,
+} from './testing/tls.js';
+
+const STALL_MS = 1_000;
+const CHUNK = Buffer.alloc(256 * 1024, 7);
+
+const floodService = {
+  Flood: {
+    path: '/fluxguard.test.v1.Stall/Flood',
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: (b: Buffer) => b,
+    requestDeserialize: (b: Buffer) => b,
+    responseSerialize: (b: Buffer) => b,
+    responseDeserialize: (b: Buffer) => b,
+  },
+};
+
+/** Writes answers as fast as the connection takes them, until the call ends. */
+function registerFlood(server: Server): void {
+  addService(server, floodService, {
+    Flood: (call: ServerWritableStream<Buffer, Buffer>) => {
+      const write = (): void => {
+        while (!call.cancelled && call.write(CHUNK));
+      };
+      call.on('drain', write);
+      write();
+    },
+  });
+}
+
+let pki: TestPki;
+let started: TestServer;
+const audit = captureAudit();
+const openDescriptors = (): number => readdirSync('/proc/self/fd').length;
+
+beforeAll(async () => {
+  pki = await createTestPki();
+  started = await startTlsServer(
+    perOperationCredentials(pki, audit.audit),
+    fluxguardInterceptors({ audit: audit.audit }),
+    registerFlood,
+    secureServerOptions({ maxWriteStallMs: STALL_MS, maxConnectionIdleMs: 60_000 }),
+  );
+});
+
+afterAll(async () => {
+  await started.close();
+  await pki.cleanup();
+});
+
+/**
+ * A client of one `Flood` call (a 30 s deadline) with HTTP/2 windows opened wide, so that the
+ * server writes all it can: it reads until `readBytes` have come, then `reading` decides.
+ */
+function floodClient(readBytes: number, reading: 'stops' | 'slowly'): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect(
+      { host: '127.0.0.1', port: started.port, ca: pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] },
+      () => {
+        const settings = Buffer.alloc(6);
+        settings.writeUInt16BE(0x4, 0); // SETTINGS_INITIAL_WINDOW_SIZE
+        settings.writeUInt32BE(2 ** 31 - 1, 2);
+        const increment = Buffer.alloc(4);
+        increment.writeUInt32BE(2 ** 31 - 1 - 65_535);
+        const headers = hpackLiterals([
+          [':method', 'POST'],
+          [':scheme', 'https'],
+          [':path', floodService.Flood.path],
+          [':authority', 'localhost'],
+          ['content-type', 'application/grpc'],
+          ['te', 'trailers'],
+          ['grpc-timeout', '30S'],
+        ]);
+        socket.write(
+          Buffer.concat([
+            CLIENT_PREFACE,
+            h2Frame(0x4, 0, 0, settings),
+            h2Frame(0x8, 0, 0, increment),
+            h2Frame(0x1, 0x4, 1, headers),
+            h2Frame(0x0, 0x1, 1, grpcFrame(Buffer.alloc(0))),
+          ]),
+        );
+      },
+    );
+    socket.on('error', () => undefined);
+    socket.once('error', reject);
+    let pending = Buffer.alloc(0);
+    let received = 0;
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      pending = Buffer.concat([pending, chunk]);
+      // The server's SETTINGS want an acknowledgement; nothing else is parsed.
+      while (pending.length >= 9) {
+        const length = pending.readUIntBE(0, 3);
+        if (pending.length < 9 + length) break;
+        if (pending[3] === 0x4 && ((pending[4] ?? 0) & 0x1) === 0) socket.write(h2Frame(0x4, 0x1, 0));
+        pending = pending.subarray(9 + length);
+      }
+      if (received < readBytes || socket.isPaused()) return;
+      socket.pause();
+      if (reading === 'slowly') {
+        // A little, now and then: slow, but always taking some.
+        const trickle = setInterval(() => {
+          if (socket.destroyed) clearInterval(trickle);
+          else socket.read(16 * 1024);
+        }, STALL_MS / 4);
+      }
+      resolve(socket);
+    });
+  });
+}
+
+describe('a connection whose client stops reading', () => {
+  it('is dropped once nothing has been taken from it for maxWriteStallMs, and its answers go with it', async () => {
+    const count = 4;
+    const before = openDescriptors();
+    const clients = await Promise.all(Array.from({ length: count }, () => floodClient(1024 * 1024, 'stops')));
+    try {
+      // This process holds both ends: the clients' descriptors stay, the server's go.
+      await expect.poll(openDescriptors, { timeout: 10 * STALL_MS }).toBeLessThanOrEqual(before + count + 2);
+    } finally {
+      for (const socket of clients) socket.destroy();
+    }
+  });
+
+  it('is kept while its client reads, however slowly', async () => {
+    const client = await floodClient(1024 * 1024, 'slowly');
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 4 * STALL_MS));
+      expect(client.destroyed).toBe(false);
+      expect(client.readableEnded).toBe(false);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('refuses a stall limit that is not a positive number of ms', () => {
+    expect(() => secureServerOptions({ maxWriteStallMs: 0 })).toThrow(ConfigurationError);
+  });
+});
