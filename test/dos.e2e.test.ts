@@ -305,7 +305,8 @@ describe('pipelined anonymous requests over http', () => {
     const addresses = Math.ceil(IN_FLIGHT_BUDGET.maxInFlightAnonymous / perCaller) + 1;
     const behind = 4;
     const request =
-      'GET /v1/artifacts HTTP/1.1\r\nHost: localhost\r\n\r\n' +
+      // A body: the refusal comes before it is read, so its answer closes the connection.
+      'GET /v1/artifacts HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nxx' +
       'GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n'.repeat(behind);
     const answers = await Promise.all(
       Array.from(

@@ -87,10 +87,11 @@ describe('a concurrency limit on HTTP', () => {
   });
 
   it('gives back the slots of pipelined requests whose answers the closed connection never sent', async () => {
-    // The first answer closes the connection; the requests behind it ran, each taking a slot,
-    // and their answers waited for a connection they never get. Node emits no 'close' on such
-    // a response: 40 connections like this held an anonymous budget for good.
-    const pipelined = `GET /fail HTTP/1.1\r\nHost: x\r\n\r\n${'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(LIMIT - 1)}`;
+    // The first answer closes the connection (it came before its request's body was read); the
+    // requests behind it ran, each taking a slot, and their answers waited for a connection they
+    // never get. Node emits no 'close' on such a response: 40 connections like this held an
+    // anonymous budget for good.
+    const pipelined = `GET /fail HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nxx${'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(LIMIT - 1)}`;
     for (let round = 0; round < 3; round++) {
       const answer = await new Promise<string>((resolve, reject) => {
         const socket = connect(served.port, '127.0.0.1');
@@ -106,5 +107,24 @@ describe('a concurrency limit on HTTP', () => {
       await expect.poll(() => limit.inFlight(), { timeout: 5_000 }).toBe(0);
     }
     expect((await fetch(`${served.url}/ok`)).status).toBe(200);
+  });
+
+  it('keeps the connection of a refused request that has no body: the next one is answered on it', async () => {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(served.port, '127.0.0.1');
+      let text = '';
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+        if (text.split('HTTP/1.1 ').length > 2) socket.end();
+      });
+      socket.on('error', reject);
+      socket.on('close', () => {
+        resolve(text);
+      });
+      socket.write('GET /fail HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n');
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 500 /);
+    expect(answer).toContain('HTTP/1.1 200 ');
+    expect(answer).not.toMatch(/^connection: close/im);
   });
 });

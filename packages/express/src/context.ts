@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Principal, RequestContext, SecurityError } from '@fluxguard/core';
 import { CallState, missingContextError } from '@fluxguard/core/adapter';
+import { bodyStillComing } from './request-body.js';
 
 /**
  * What fluxguard knows about one HTTP request, available to every later middleware and
@@ -122,7 +123,7 @@ export function attachContext(
       else stoppedOnEnd(res, state);
     }
     state.finish(answered ? 'ended' : 'cancelled');
-    if (answered && !req.complete) lingerForBody(req);
+    if (answered && bodyStillComing(req)) lingerForBody(req);
   };
   res.on('close', onClose);
   // Pipelined behind an answer still going out: Node gives this response the connection only

@@ -12,6 +12,7 @@ import {
 } from '@fluxguard/core';
 import { assertAuditLogger, bearerChallenge, resolveOptions, type PublicError } from '@fluxguard/core/adapter';
 import { stateOf, writeControlHeaders } from './context.js';
+import { bodyStillComing } from './request-body.js';
 
 /**
  * Options of {@link errorHandler}.
@@ -291,7 +292,7 @@ export function answerFailures(options: ErrorHandlerOptions): ErrorRequestHandle
       // A handler that refused before reading the body (a bad digest, a conflict): Node would
       // keep the connection to read the rest of it, and a client trickling it would hold the
       // connection until the request timeout, then get a second answer and line.
-      if (!req.complete) res.setHeader('connection', 'close');
+      if (bodyStillComing(req)) res.setHeader('connection', 'close');
       sendProblem(res, publicError, challenge);
     } catch (failure) {
       lastResort(req, res, failure, audit);

@@ -22,6 +22,7 @@ import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
 import { routesOf } from './routes.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
+import { bodyStillComing } from './request-body.js';
 
 /**
  * Options of {@link fluxguard}.
@@ -166,7 +167,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const endRequest: EndRequest = (error, req, res) => {
     // Ended before the client sent the whole body (a stalled upload): close the connection
     // after the answer instead of waiting for bytes nobody will read.
-    if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
+    if (bodyStillComing(req) && !res.headersSent) res.setHeader('connection', 'close');
     const waiting = res.writableLength;
     if (answerWaiting(error, waiting)) {
       // The deadline came while the answer waits for the client: whether the client is to

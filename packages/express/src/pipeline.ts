@@ -22,6 +22,7 @@ import {
 } from '@fluxguard/core/adapter';
 import { requireState, writeControlHeaders } from './context.js';
 import { peerOf } from './error-handler.js';
+import { bodyStillComing, mayHaveBody } from './request-body.js';
 
 /**
  * The one Express pipeline: a middleware that runs `controls` (ordered by stage) on every
@@ -205,18 +206,6 @@ function proceed(
 }
 
 /**
- * An HTTP/1 request has a body only when it says so: `Transfer-Encoding`, or a `Content-Length`
- * above 0 (RFC 9112 §6.3). Without one, its inbound side is complete from the start.
- */
-function mayHaveBody(req: IncomingMessage): boolean {
-  const { headers } = req;
-  return (
-    headers['transfer-encoding'] !== undefined ||
-    (headers['content-length'] !== undefined && headers['content-length'] !== '0')
-  );
-}
-
-/**
  * Hands every body chunk to the message hooks as the HTTP parser delivers it (Node pushes each
  * into the request stream), so that sizes are enforced while streaming, whoever reads the
  * body. Until the call is allowed, chunks are held (and the socket paused by backpressure).
@@ -358,7 +347,7 @@ class BodyInspector {
   }
 
   #closeAfterAnswer(): void {
-    if (!this.#req.complete && !this.#res.headersSent) this.#res.setHeader('connection', 'close');
+    if (bodyStillComing(this.#req) && !this.#res.headersSent) this.#res.setHeader('connection', 'close');
   }
 }
 

@@ -1,0 +1,26 @@
+import type { IncomingMessage } from 'node:http';
+
+/**
+ * An HTTP/1 request has a body only when it says so: `Transfer-Encoding`, or a `Content-Length`
+ * above 0 (RFC 9112 §6.3). Without one, its inbound side is complete from the start.
+ *
+ * @internal
+ */
+export function mayHaveBody(req: IncomingMessage): boolean {
+  const { headers } = req;
+  return (
+    headers['transfer-encoding'] !== undefined ||
+    (headers['content-length'] !== undefined && headers['content-length'] !== '0')
+  );
+}
+
+/**
+ * Whether more of the request's body is still to come. Node marks a request without a body
+ * complete only after its handlers have run for the head: a bodyless request refused at once
+ * is not one whose connection must close.
+ *
+ * @internal
+ */
+export function bodyStillComing(req: IncomingMessage): boolean {
+  return !req.complete && mayHaveBody(req);
+}
