@@ -2,7 +2,7 @@ import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, type ConnectionOptions } from 'node:tls';
+import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import express, { type Express } from 'express';
 import { fetch, type Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -152,26 +152,31 @@ describe('createSecureServer: strict client certificates', () => {
     await expect(fetch(`${served.url}/hello`, { dispatcher })).rejects.toThrow();
   });
 
+  /** A TLS connection to the server with the client certificate. */
+  function clientConnection(onConnect?: () => void): TLSSocket {
+    return connect(
+      {
+        host: '127.0.0.1',
+        port: served.port,
+        ca: pki.ca.certPem,
+        cert: pki.client.certPem,
+        key: pki.client.keyPem,
+        servername: 'localhost',
+      },
+      onConnect,
+    );
+  }
+
   /**
    * Sends raw bytes on a TLS connection with the client certificate; resolves with all that
    * comes back. With `closeAfter`, the client then closes its side after that many ms.
    */
   function raw(bytes: string, closeAfter?: number): Promise<string> {
     return new Promise((resolve, reject) => {
-      const socket = connect(
-        {
-          host: '127.0.0.1',
-          port: served.port,
-          ca: pki.ca.certPem,
-          cert: pki.client.certPem,
-          key: pki.client.keyPem,
-          servername: 'localhost',
-        },
-        () => {
-          socket.write(bytes);
-          if (closeAfter !== undefined) setTimeout(() => socket.end(), closeAfter);
-        },
-      );
+      const socket = clientConnection(() => {
+        socket.write(bytes);
+        if (closeAfter !== undefined) setTimeout(() => socket.end(), closeAfter);
+      });
       let answer = '';
       socket.setEncoding('utf8');
       socket.on('data', (chunk: string) => {
@@ -343,14 +348,7 @@ describe('createSecureServer: strict client certificates', () => {
   it('closes the connection of an answered request whose body goes on trickling in', async () => {
     // Node reads and drops the rest of an answered request's body for as long as the request
     // timeout allows (15 minutes on the reference server), under no deadline.
-    const socket = connect({
-      host: '127.0.0.1',
-      port: served.port,
-      ca: pki.ca.certPem,
-      cert: pki.client.certPem,
-      key: pki.client.keyPem,
-      servername: 'localhost',
-    });
+    const socket = clientConnection();
     socket.on('error', () => undefined);
     let answer = '';
     socket.setEncoding('utf8');

@@ -302,16 +302,19 @@ class SafeErrorsCall extends ForwardingCall {
       this.#forward(this.#neutralStatus());
       return;
     }
-    if (grpcCall !== undefined && status.code !== Status.OK && this.#resetByClient()) {
-      if (errorOfGrpcJsRequestStatus(status) !== undefined) {
-        // grpc-js took the reset for the end of a request without its message: the client left,
-        // it sent no invalid request (a call reset before its handler ran writes no line).
-        grpcCall.statusSent = true;
-        grpcCall.cancelled = true;
-        this.#forward(this.#neutralStatus());
-        grpcCall.state.finish('cancelled');
-        return;
-      }
+    if (
+      grpcCall !== undefined &&
+      status.code !== Status.OK &&
+      this.#resetByClient() &&
+      errorOfGrpcJsRequestStatus(status) !== undefined
+    ) {
+      // grpc-js took the reset for the end of a request without its message: the client left,
+      // it sent no invalid request (a call reset before its handler ran writes no line).
+      grpcCall.statusSent = true;
+      grpcCall.cancelled = true;
+      this.#forward(this.#neutralStatus());
+      grpcCall.state.finish('cancelled');
+      return;
     }
     if (grpcCall !== undefined) grpcCall.statusSent = true;
     const safe = this.#safeStatus(status, grpcCall?.takePendingError());
