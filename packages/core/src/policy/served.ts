@@ -1,6 +1,6 @@
 import type { Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { compilePattern } from '../rbac/pattern.js';
+import { compilePattern, namesServed } from '../rbac/pattern.js';
 import type { SecurityPolicy } from './policy.js';
 
 /** One operation pattern of a policy section, with where it stands in the policy. */
@@ -33,10 +33,7 @@ export function checkPolicyServed(
   const checksHttp = transport === undefined ? served.some((op) => !op.startsWith('/')) : transport === 'http';
   const stray = patternsOf(policy)
     .filter(({ pattern }) => (pattern.startsWith('/') ? checksGrpc : checksHttp))
-    .filter(({ at, pattern }) => {
-      const compiled = compilePattern(pattern, at);
-      return !served.some((op) => compiled.key === op || compiled.matches(op));
-    });
+    .filter(({ at, pattern }) => !namesServed(compilePattern(pattern, at), served));
   if (stray.length > 0) {
     throw new ConfigurationError(
       `${where}: ${stray.length === 1 ? 'a pattern names' : 'patterns name'} operations this server does not serve: ${stray

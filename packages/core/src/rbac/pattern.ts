@@ -108,6 +108,17 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
   };
 }
 
+/**
+ * Whether `pattern` names one of the operations a server serves: one of them exactly (a route
+ * as the router writes it, `GET /v1/items/:id`), or one it matches. What start-up checks ask
+ * of every rule and every operation pattern of a policy.
+ *
+ * @internal
+ */
+export function namesServed(pattern: OperationPattern, served: readonly string[]): boolean {
+  return served.some((op) => pattern.key === op || pattern.matches(op));
+}
+
 /** Orders wildcard patterns most specific first: segment by segment, then a named method over `*`. */
 export function compareSpecificity(a: OperationPattern, b: OperationPattern): number {
   const pathA = a.ranks.slice(0, -1);

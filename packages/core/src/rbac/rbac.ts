@@ -7,6 +7,7 @@ import { compileIdentityRules, type IdentityMatcher, type IdentityRule } from '.
 import {
   compareSpecificity,
   compilePattern,
+  namesServed,
   normalizeOperation,
   overlapWitness,
   type OperationPattern,
@@ -449,9 +450,7 @@ function checkServed(
   if (!Array.isArray(operations) || !operations.every((o) => typeof o === 'string')) {
     throw new ConfigurationError('checkServed: operations must be an array of strings');
   }
-  const stray = index.rules.filter(
-    (rule) => !operations.some((op) => rule.pattern.key === op || rule.pattern.matches(op)),
-  );
+  const stray = index.rules.filter((rule) => !namesServed(rule.pattern, operations));
   if (stray.length > 0) {
     throw new ConfigurationError(
       `${where}: ${stray.length === 1 ? 'a rule names' : 'rules name'} operations this server does not serve: ${stray
