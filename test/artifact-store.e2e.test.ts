@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256, type Expected, type Outcome } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
@@ -42,15 +43,18 @@ async function expectNothingLeft(t: TransportUnderTest, relative: string): Promi
   expect(existsSync(at) ? readdirSync(at, { recursive: true }) : 'nothing').toBe('nothing');
 }
 
-/** An upload its content gets refused (`content_refused`), of which nothing is kept. */
-function contentRefused(what: string, path: string, chunks: readonly Buffer[]): Scenario {
+/** Python's pickle.dumps(os.system, protocol=4): loading it imports posix.system. */
+const IMPORTING_PICKLE = Buffer.from('80049514000000000000008c05706f736978948c0673797374656d9493942e', 'hex');
+
+/** An upload its content gets refused (`content_refused` or `reason`), of which nothing is kept. */
+function contentRefused(what: string, path: string, chunks: readonly Buffer[], reason = 'content_refused'): Scenario {
   return {
     name: `${what} is refused by its content, and nothing is kept`,
     kind: 'client-streaming',
     act: (t) => t.client.upload(path, sha256(Buffer.concat(chunks)), chunks),
     expect: { code: 'invalid_argument' },
     check: async (o, t) => {
-      expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"content_refused"');
+      expect(t.log.textFor(o.requestId ?? '')).toContain(`"reason":"${reason}"`);
       await expectNothingLeft(t, 'uploads');
     },
   };
@@ -255,8 +259,21 @@ const scenarios: readonly Scenario[] = [
   // PyTorch's legacy checkpoint: a tar whose member `pickle` torch.load unpickles (os.system here).
   contentRefused('a tar holding a pickle (a legacy PyTorch checkpoint)', 'uploads/checkpoint.tar', [
     tarOf('sys_info', Buffer.from('little-endian')),
-    tarOf('pickle', Buffer.from('80049514000000000000008c05706f736978948c0673797374656d9493942e', 'hex')),
+    tarOf('pickle', IMPORTING_PICKLE),
   ]),
+  // joblib decompresses a file that starts as gzip before it unpickles it (os.system here).
+  contentRefused('a gzip pickle posing as .bin (joblib opens it)', 'uploads/model.bin', [gzipSync(IMPORTING_PICKLE)]),
+  // 64 MiB of zeros inflated from 64 KiB, then a pickle member: the tar is read until the ratio stops it.
+  contentRefused(
+    'a tar.gz whose pickle stands behind a compression bomb',
+    'uploads/model.tar.gz',
+    ((archive) => [archive.subarray(0, 16_384), archive.subarray(16_384)])(
+      gzipSync(Buffer.concat([tarOf('zeros.bin', Buffer.alloc(64 * 1024 * 1024)), tarOf('pickle', IMPORTING_PICKLE)]), {
+        level: 9,
+      }),
+    ),
+    'compression_ratio_exceeded',
+  ),
   {
     name: 'a directory asked for as an artifact is not found',
     kind: 'unary',

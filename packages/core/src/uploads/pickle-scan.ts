@@ -374,6 +374,11 @@ export class PickleImportScan {
     this.#onImport = onImport;
   }
 
+  /** Whether the scan has its answer: the stream is no pickle, or the pickle has ended. */
+  get finished(): boolean {
+    return this.#done && this.#frameFaultAt === undefined;
+  }
+
   push(chunk: Uint8Array): void {
     const base = this.#base;
     this.#base += chunk.length;

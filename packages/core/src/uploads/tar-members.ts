@@ -51,6 +51,11 @@ export class TarMembers {
     this.#contentCheck = contentCheck;
   }
 
+  /** Whether the archive has ended, or the stream was no tar: nothing more is read. */
+  get finished(): boolean {
+    return this.#state.kind === 'off';
+  }
+
   push(chunk: Uint8Array): void {
     let data = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     while (data.length > 0 && this.#state.kind !== 'off') {

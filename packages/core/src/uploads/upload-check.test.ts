@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { constants, deflateSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createUploadCheck, type UploadCheckOptions } from './upload-check.js';
@@ -271,5 +272,133 @@ describe('createUploadCheck', () => {
     expect(() => createUploadCheck({ refuseKinds: ['shellcode' as never] })).toThrow(ConfigurationError);
     expect(() => createUploadCheck({ refusedExtensions: ['pt'] })).toThrow(ConfigurationError);
     expect(() => createUploadCheck({ refuseKind: [] } as UploadCheckOptions)).toThrow('did you mean "refuseKinds"');
+  });
+});
+
+describe('createUploadCheck, compressed uploads', () => {
+  // A tar that holds a large member of zeros first and a pickle that imports after it.
+  const hiddenBehindZeros = (zeros: number) =>
+    tar([
+      { name: 'zeros.bin', data: Buffer.alloc(zeros) },
+      { name: 'w.bin', data: IMPORTING },
+    ]);
+
+  it.each([
+    ['a gzip pickle that imports (joblib decompresses it)', gzipSync(IMPORTING)],
+    ['a zlib pickle that imports (joblib: a file starting with x)', deflateSync(IMPORTING)],
+    ['a zlib pickle at the best compression', deflateSync(IMPORTING, { level: 9 })],
+    ['a gzip pickle of protocol 4, by its header', gzipSync(PICKLE)],
+    ['a protocol 0 pickle, gzip', gzipSync(Buffer.from("cos\nsystem\n(S'id'\ntR."))],
+    ['a legacy PyTorch tar, gzip', gzipSync(tar([{ name: 'pickle', data: IMPORTING }]))],
+    [
+      'a tar.gz with a pickle that imports behind other members',
+      gzipSync(
+        tar([
+          { name: 'README', data: Buffer.from('a model') },
+          { name: 'm/w.bin', data: IMPORTING },
+        ]),
+      ),
+    ],
+    ['a tar.gz member named as a pickle', gzipSync(tar([{ name: 'm/state.pkl', data: Buffer.from('x') }]))],
+    [
+      'a pickle in the second member of a gzip file (Python reads them as one stream)',
+      Buffer.concat([gzipSync(IMPORTING.subarray(0, 12)), gzipSync(IMPORTING.subarray(12))]),
+    ],
+    ['a NumPy object array, gzip', gzipSync(npy("'|O'", IMPORTING))],
+  ])('refuses %s, in any chunks', (_label, data) => {
+    expect(upload(data, 'model.bin')).toMatchObject({ code: 'invalid_argument', reason: 'content_refused' });
+    for (const size of [1, data.length]) {
+      const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(data) });
+      expect(() => {
+        for (let i = 0; i < data.length; i += size) check.update(data.subarray(i, i + size));
+        check.finish();
+      }).toThrow(expect.objectContaining({ reason: 'content_refused', details: { field: 'content' } }));
+    }
+  });
+
+  it('passes compressed content without a pickle, and text that only starts like zlib', () => {
+    const csv = gzipSync(Buffer.from('a,b\n1,2\n'.repeat(1000)));
+    expect(upload(csv, 'data.csv.gz')).toBe(sha(csv));
+    const dataset = gzipSync(
+      tar([
+        { name: 'data/train.csv', data: Buffer.from('a,b\n1,2\n') },
+        { name: 'weights.bin', data: Buffer.alloc(300_000, 7) },
+      ]),
+    );
+    expect(upload(dataset, 'data.tar.gz')).toBe(sha(dataset));
+    const zlibText = deflateSync(Buffer.from('plain text, compressed'));
+    expect(upload(zlibText, 'notes.z')).toBe(sha(zlibText));
+    // 'x^2' is a zlib header by its check value; the rest does not inflate, so no reader unpickles it.
+    const formula = Buffer.from('x^2 + y^2 = z^2, and some more text after it');
+    expect(upload(formula, 'notes.txt')).toBe(sha(formula));
+    const gzipLike = Buffer.concat([Buffer.from([0x1f, 0x8b]), Buffer.from('not a gzip stream at all')]);
+    expect(upload(gzipLike, 'a.bin')).toBe(sha(gzipLike));
+  });
+
+  it('stops inflating a bomb as soon as its content is known to hold no pickle', () => {
+    // 256 MiB of zeros in about 256 KiB: zeros are no pickle and no tar, so a few KiB are inflated.
+    const bomb = gzipSync(Buffer.alloc(256 * 1024 * 1024), { level: constants.Z_BEST_COMPRESSION });
+    expect(bomb.length).toBeLessThan(300 * 1024);
+    expect(upload(bomb, 'zeros.gz')).toBe(sha(bomb));
+  });
+
+  it('refuses content that inflates past the ratio while a tar in it is read, the pickle behind it included', () => {
+    const bomb = gzipSync(hiddenBehindZeros(64 * 1024 * 1024), { level: constants.Z_BEST_COMPRESSION });
+    expect(upload(bomb, 'model.tar.gz')).toMatchObject({
+      code: 'invalid_argument',
+      reason: 'compression_ratio_exceeded',
+      details: { field: 'content' },
+    });
+    // With a ratio that allows it, the pickle behind the zeros is found.
+    expect(upload(bomb, 'model.tar.gz', { maxInflateRatio: 1032 })).toMatchObject({ reason: 'content_refused' });
+  });
+
+  it('refuses compressed content that stops inflating while a tar or pickle in it is read', () => {
+    const archive = gzipSync(
+      tar([
+        { name: 'a.bin', data: Buffer.alloc(64 * 1024, 1) },
+        { name: 'b.bin', data: IMPORTING },
+      ]),
+    );
+    const cut = archive.subarray(0, archive.length - 40);
+    expect(upload(cut, 'model.tar.gz')).toMatchObject({ reason: 'content_unreadable', details: { field: 'content' } });
+    // A gzip stream of two stored deflate blocks holding a tar's first 8 KiB, then a block of
+    // the reserved type 3, which every inflater refuses: the first block's bytes were read.
+    const start = tar([{ name: 'a.bin', data: Buffer.alloc(16_384, 1) }]);
+    const storedBlock = (data: Buffer) => {
+      const head = Buffer.alloc(5);
+      head.writeUInt16LE(data.length, 1);
+      head.writeUInt16LE(~data.length & 0xffff, 3);
+      return Buffer.concat([head, data]);
+    };
+    const corrupt = Buffer.concat([
+      Buffer.from('1f8b0800000000000003', 'hex'),
+      storedBlock(start.subarray(0, 4096)),
+      storedBlock(start.subarray(4096, 8192)),
+      Buffer.from([0x07, 0, 0, 0, 0]),
+    ]);
+    expect(upload(corrupt, 'model.tar.gz')).toMatchObject({ reason: 'content_unreadable' });
+    // A reader asking for a few bytes at a time gets a stored block's start before the fault
+    // behind it; the inflater here hands on nothing of the piece that fails.
+    const storedPickle = Buffer.concat([storedBlock(IMPORTING), Buffer.from([0x07, 0, 0, 0, 0])]);
+    const gzipFault = Buffer.concat([Buffer.from('1f8b0800000000000003', 'hex'), storedPickle]);
+    expect(upload(gzipFault, 'model.bin')).toMatchObject({ reason: 'content_unreadable' });
+    // A stored block cut short, past the first 8 KiB: its start was readable to such a reader.
+    const zlibCut = deflateSync(Buffer.concat([IMPORTING, Buffer.alloc(64 * 1024, 1)]), { level: 0 });
+    expect(upload(zlibCut.subarray(0, 20_000), 'model.bin')).toMatchObject({ reason: 'content_unreadable' });
+    // joblib reads a zlib file 8 KiB at a time and loses a read that fails: a stream that fails
+    // in its first 8 KiB before any output reads as no zlib to it either.
+    const zlibFault = Buffer.concat([Buffer.from([0x78, 0x01]), storedPickle]);
+    expect(upload(zlibFault, 'model.bin')).toBe(sha(zlibFault));
+  });
+
+  it('opens nothing when pickles are not refused, and checks its ratio option', () => {
+    expect(typeof upload(gzipSync(IMPORTING), 'model.bin', { refuseKinds: ['executable'] })).toBe('string');
+    expect(() => createUploadCheck({ maxInflateRatio: 0 })).toThrow(ConfigurationError);
+    expect(() => createUploadCheck({ maxInflateRatio: 2000 })).toThrow('from 1 to 1032');
+    expect(() => createUploadCheck({ maxInflateRatio: '16' as never })).toThrow(ConfigurationError);
+    expect(() => createUploadCheck({ maxInflateRation: 16 } as UploadCheckOptions)).toThrow(
+      'did you mean "maxInflateRatio"',
+    );
   });
 });

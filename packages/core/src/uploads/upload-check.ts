@@ -2,15 +2,19 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { wholeNumber } from '../options/whole-number.js';
+import { CompressedContent, type StreamCheck } from './compressed-content.js';
 import { PickleImportScan } from './pickle-scan.js';
 import { TarMembers } from './tar-members.js';
 import { ZipEntryNames } from './zip-entries.js';
 
 /**
  * Why an upload was refused: its bytes do not match the SHA-256 it declared (`digest_mismatch`),
- * its name has an extension the rule does not allow (`extension_refused`), its first bytes are
- * a kind the rule refuses (`content_refused`: a pickle, an executable), or its declared content
- * type is not allowed (`content_type_refused`).
+ * its name has an extension the rule does not allow (`extension_refused`), its content is a
+ * kind the rule refuses (`content_refused`: a pickle, an executable), its declared content type
+ * is not allowed (`content_type_refused`), or its compressed content inflates past the check's
+ * ratio (`compression_ratio_exceeded`) or stops inflating while a pickle or tar in it is read
+ * (`content_unreadable`).
  *
  * @example
  * ```ts
@@ -18,7 +22,13 @@ import { ZipEntryNames } from './zip-entries.js';
  * const reason: UploadReason = 'content_refused';
  * ```
  */
-export type UploadReason = 'digest_mismatch' | 'extension_refused' | 'content_refused' | 'content_type_refused';
+export type UploadReason =
+  | 'digest_mismatch'
+  | 'extension_refused'
+  | 'content_refused'
+  | 'content_type_refused'
+  | 'compression_ratio_exceeded'
+  | 'content_unreadable';
 
 /**
  * Kinds of content an upload check refuses by what the upload holds, whatever its name says.
@@ -29,9 +39,11 @@ export type UploadReason = 'digest_mismatch' | 'extension_refused' | 'content_re
  *   the whole upload read as it streams, so an archive behind other bytes (which Python's
  *   zipfile opens) is seen too; tar archives, each member's name and content read as a stream
  *   of its own (PyTorch's legacy checkpoints are tars holding a `pickle`); NumPy `.npy` arrays
- *   of Python objects (their `descr` in the first 512 bytes). What is compressed (a gzip file,
- *   an archive inside an archive's compressed entry) is not opened. {@link contentKind} reads
- *   only the first bytes it is given.
+ *   of Python objects (their `descr` in the first 512 bytes). An upload that is a gzip or zlib
+ *   stream (which joblib decompresses before it unpickles, and a `.tar.gz`) is inflated as it
+ *   streams and its content read the same way, within `maxInflateRatio`. Other compressions
+ *   (bzip2, xz, LZ4) and an archive's compressed entries are not opened. {@link contentKind}
+ *   reads only the first bytes it is given.
  * - `executable`: ELF, PE (`MZ`), Mach-O, and scripts starting with `#!`.
  *
  * @example
@@ -60,6 +72,13 @@ export interface UploadCheckOptions {
   readonly allowedExtensions?: readonly string[] | undefined;
   /** When given, only these declared content types are accepted (without parameters). */
   readonly allowedContentTypes?: readonly string[] | undefined;
+  /**
+   * How far a gzip or zlib upload's content may inflate while it is checked for pickles, as a
+   * multiple of the compressed bytes read (plus 1 MiB): past it the upload is refused
+   * (`compression_ratio_exceeded`). Inflating costs the server's CPU, and stops as soon as the
+   * content is known to hold no pickle. Default 16; from 1 to 1032 (deflate's own limit).
+   */
+  readonly maxInflateRatio?: number | undefined;
 }
 
 /**
@@ -114,6 +133,7 @@ const DEFAULTS: Readonly<Required<{ [K in keyof UploadCheckOptions]: UploadCheck
   refusedExtensions: DEFAULT_REFUSED_EXTENSIONS,
   allowedExtensions: undefined,
   allowedContentTypes: undefined,
+  maxInflateRatio: 16,
 });
 
 /** The first bytes sniffed: enough for every signature, and for a ZIP's first entry name. */
@@ -139,7 +159,10 @@ const KINDS: readonly ContentKind[] = ['pickle', 'executable'];
  */
 export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck {
   const opts = resolveOptions('createUploadCheck', DEFAULTS, options);
-  const refuseKinds = new Set(checkList(opts.refuseKinds, 'refuseKinds', (k) => KINDS.includes(k as ContentKind)));
+  const refuseKinds: ReadonlySet<ContentKind> = new Set(
+    checkList(opts.refuseKinds, 'refuseKinds', (k) => KINDS.includes(k as ContentKind)) as ContentKind[],
+  );
+  const maxInflateRatio = wholeNumber(opts.maxInflateRatio, 'createUploadCheck: "maxInflateRatio"', { max: 1032 });
   const refused = new Set(checkList(opts.refusedExtensions, 'refusedExtensions', isExtension));
   const allowed =
     opts.allowedExtensions === undefined
@@ -170,50 +193,26 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
         if (!types.has(type)) refuse('content_type_refused', 'content-type');
       }
       const hash = createHash('sha256');
-      let head: Buffer | undefined = Buffer.alloc(0);
-      // Every upload's ZIP entries, all of them: a pickle may stand anywhere in an archive, and
-      // an archive anywhere in the upload. Python's zipfile (and so PyTorch) finds an archive by
-      // its central directory at the end, whatever bytes come in front of it (a GIF header, a
-      // self-extracting stub).
-      const entries = refuseKinds.has('pickle')
-        ? new ZipEntryNames((nameEnd) => {
-            if (isPickleName(nameEnd.toLowerCase())) refuse('content_refused', 'content');
-          })
-        : undefined;
-      // A pickle of any protocol, with or without the header the first bytes are sniffed for,
-      // that imports a name: what loading it would run.
-      const imports = refuseKinds.has('pickle')
-        ? new PickleImportScan(() => refuse('content_refused', 'content'))
-        : undefined;
-      // A tar's members, each a stream of its own (PyTorch's legacy checkpoint is a tar whose
-      // member `pickle` torch.load unpickles): a pickle's name, or one that imports a name.
-      const members = refuseKinds.has('pickle')
-        ? new TarMembers(
-            (name) => {
-              const lower = name.toLowerCase();
-              if (isPickleName(lower) || lower.slice(lower.lastIndexOf('/') + 1) === 'pickle') {
-                refuse('content_refused', 'content');
-              }
-            },
-            () => new PickleImportScan(() => refuse('content_refused', 'content')),
+      const refuseContent = () => refuse('content_refused', 'content');
+      const checks = new ContentChecks(refuseKinds, refuseContent, true);
+      // A gzip or zlib stream's content, read by the same checks (pickles only: what is
+      // decompressed is loaded, not run), as joblib and pandas decompress before unpickling.
+      const compressed = refuseKinds.has('pickle')
+        ? new CompressedContent(
+            () => new ContentChecks(PICKLES_ONLY, refuseContent, false),
+            maxInflateRatio,
+            (reason) => refuse(reason, 'content'),
           )
         : undefined;
       return {
         update(chunk: Uint8Array) {
           hash.update(chunk);
-          entries?.push(chunk);
-          imports?.push(chunk);
-          members?.push(chunk);
-          if (head === undefined) return;
-          head = Buffer.concat([head, chunk.subarray(0, SNIFF_BYTES - head.length)]);
-          if (head.length < SNIFF_BYTES) return;
-          const first = head;
-          head = undefined;
-          sniff(first);
+          checks.push(chunk);
+          compressed?.push(chunk);
         },
         finish() {
-          if (head !== undefined) sniff(head);
-          entries?.end();
+          checks.end();
+          compressed?.end();
           const actual = hash.digest();
           if (!timingSafeEqual(actual, Buffer.from(sha256, 'hex'))) refuse('digest_mismatch', 'sha256');
           return actual.toString('hex');
@@ -221,10 +220,81 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
       };
     },
   });
+}
 
-  function sniff(head: Buffer): void {
+const PICKLES_ONLY: ReadonlySet<ContentKind> = new Set(['pickle']);
+
+/**
+ * The checks of one stream's content by the kinds refused: its first bytes sniffed, and for
+ * pickles the stream read as CPython's unpickler reads it, as a tar's members, and (in an
+ * upload as sent, not in decompressed content) as ZIP entry names wherever they stand.
+ */
+class ContentChecks implements StreamCheck {
+  readonly #kinds: ReadonlySet<ContentKind>;
+  readonly #refuse: () => never;
+  #head: Buffer | undefined = Buffer.alloc(0);
+  readonly #entries: ZipEntryNames | undefined;
+  readonly #imports: PickleImportScan | undefined;
+  readonly #members: TarMembers | undefined;
+
+  constructor(kinds: ReadonlySet<ContentKind>, refuse: () => never, zipEntries: boolean) {
+    this.#kinds = kinds;
+    this.#refuse = refuse;
+    const pickles = kinds.has('pickle');
+    // Every ZIP entry of the upload: a pickle may stand anywhere in an archive, and an archive
+    // anywhere in the upload. Python's zipfile (and so PyTorch) finds an archive by its central
+    // directory at the end, whatever bytes come in front of it (a GIF header, a stub).
+    this.#entries =
+      pickles && zipEntries
+        ? new ZipEntryNames((nameEnd) => {
+            if (isPickleName(nameEnd.toLowerCase())) refuse();
+          })
+        : undefined;
+    // A pickle of any protocol, with or without the header the first bytes are sniffed for,
+    // that imports a name: what loading it would run.
+    this.#imports = pickles ? new PickleImportScan(refuse) : undefined;
+    // A tar's members, each a stream of its own (PyTorch's legacy checkpoint is a tar whose
+    // member `pickle` torch.load unpickles): a pickle's name, or one that imports a name.
+    this.#members = pickles
+      ? new TarMembers(
+          (name) => {
+            const lower = name.toLowerCase();
+            if (isPickleName(lower) || lower.slice(lower.lastIndexOf('/') + 1) === 'pickle') refuse();
+          },
+          () => new PickleImportScan(refuse),
+        )
+      : undefined;
+  }
+
+  /** Whether more bytes can change nothing (ZIP entry names are looked for to the end). */
+  get finished(): boolean {
+    return (
+      this.#head === undefined &&
+      this.#entries === undefined &&
+      this.#imports?.finished !== false &&
+      this.#members?.finished !== false
+    );
+  }
+
+  push(chunk: Uint8Array): void {
+    this.#entries?.push(chunk);
+    this.#imports?.push(chunk);
+    this.#members?.push(chunk);
+    if (this.#head === undefined) return;
+    this.#head = Buffer.concat([this.#head, chunk.subarray(0, SNIFF_BYTES - this.#head.length)]);
+    if (this.#head.length >= SNIFF_BYTES) this.#sniff();
+  }
+
+  end(): void {
+    if (this.#head !== undefined) this.#sniff();
+    this.#entries?.end();
+  }
+
+  #sniff(): void {
+    const head = this.#head ?? Buffer.alloc(0);
+    this.#head = undefined;
     const kind = contentKind(head);
-    if (kind !== undefined && refuseKinds.has(kind)) refuse('content_refused', 'content');
+    if (kind !== undefined && this.#kinds.has(kind)) this.#refuse();
   }
 }
 

@@ -1,0 +1,156 @@
+import { Gunzip, Unzlib } from 'fflate';
+
+/** A check of a stream's bytes: pushed each piece, told the end; finished once more bytes cannot change its answer. */
+export interface StreamCheck {
+  push(chunk: Uint8Array): void;
+  end(): void;
+  readonly finished: boolean;
+}
+
+/** Why decompressed content is refused: it inflates past the ratio, or stops being readable while read. */
+export type CompressedRefusal = 'compression_ratio_exceeded' | 'content_unreadable';
+
+/**
+ * Compressed bytes given to the inflater at a time: joblib's zlib reader decompresses 8 KiB read
+ * from the file's start at a time and loses a read's output when its input is corrupt, as the
+ * inflater here loses a piece's. (Pieces of 2 KiB cost six times as much CPU on a stream of
+ * stored blocks, which the inflater hands on only whole.)
+ */
+const SLICE_BYTES = 8192;
+/** What any compressed upload may inflate to before the ratio applies. */
+const FREE_BYTES = 1024 * 1024;
+
+type State = 'sniffing' | 'inflating' | 'off';
+
+/**
+ * The content of an upload that is a gzip or zlib stream, inflated as the upload streams and
+ * handed to a check of its own: joblib decompresses a file that starts as either (`\x1f\x8b`,
+ * `x`) before it unpickles it, pandas' `read_pickle` a `.gz`, and a `.tar.gz` is unpacked
+ * before its members are loaded.
+ *
+ * Inflating stops as soon as the check is finished (content that is no pickle and no tar stops
+ * it within its first bytes), so a bomb costs only what the check still needs. While the check
+ * reads, the content may inflate to `maxRatio` times the compressed bytes read, plus 1 MiB;
+ * past it the upload is refused (`compression_ratio_exceeded`). Content that stops inflating
+ * (corrupt, or cut short) while the check is still reading it is refused
+ * (`content_unreadable`): a reader hands on what came before the fault, so a pickle's import
+ * could stand there. Only a zlib stream that fails in its first 8 KiB before it gave a byte is
+ * passed over, as joblib fails on it too (text that happens to start with `x^`).
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core: part of the upload check
+ * const content = new CompressedContent(() => new PickleImportScan(refuse), 16, (reason) => refuseAs(reason));
+ * for await (const chunk of upload) content.push(chunk);
+ * content.end();
+ * ```
+ */
+export class CompressedContent {
+  readonly #newCheck: () => StreamCheck;
+  readonly #maxRatio: number;
+  readonly #refuse: (reason: CompressedRefusal) => never;
+  #state: State = 'sniffing';
+  /** The upload's first bytes, until they tell whether it is compressed. */
+  #prefix: Buffer = Buffer.alloc(0);
+  #inflater: Gunzip | Unzlib | undefined;
+  #check: StreamCheck | undefined;
+  #bytesIn = 0;
+  #bytesOut = 0;
+  /** A refusal thrown by the check (or the ratio) from inside the inflater's callback. */
+  #refusal: Error | undefined;
+
+  constructor(newCheck: () => StreamCheck, maxRatio: number, refuse: (reason: CompressedRefusal) => never) {
+    this.#newCheck = newCheck;
+    this.#maxRatio = maxRatio;
+    this.#refuse = refuse;
+  }
+
+  push(chunk: Uint8Array): void {
+    if (this.#state === 'off') return;
+    if (this.#state === 'inflating') {
+      this.#feed(chunk);
+      return;
+    }
+    this.#prefix = Buffer.concat([this.#prefix, chunk]);
+    if (this.#prefix.length < 3) return;
+    const prefix = this.#prefix;
+    this.#prefix = Buffer.alloc(0);
+    const onData = (data: Uint8Array) => {
+      this.#take(data);
+    };
+    // gzip with deflate, the one method there is; joblib looks at the first two bytes only,
+    // and a reader refuses another method before it gives a byte.
+    if (prefix[0] === 0x1f && prefix[1] === 0x8b && prefix[2] === 8) this.#inflater = new Gunzip(onData);
+    else if (isZlibHeader(prefix[0] ?? 0, prefix[1] ?? 0)) this.#inflater = new Unzlib(onData);
+    else {
+      this.#state = 'off';
+      return;
+    }
+    this.#check = this.#newCheck();
+    this.#state = 'inflating';
+    this.#feed(prefix);
+  }
+
+  /** The upload has ended: the inflater's last output is checked, and a stream cut short is judged. */
+  end(): void {
+    if (this.#state !== 'inflating') return;
+    this.#inflate(new Uint8Array(0), true);
+    const check = this.#check;
+    this.#stop();
+    check?.end();
+  }
+
+  #feed(data: Uint8Array): void {
+    for (let at = 0; at < data.length && this.#state === 'inflating'; at += SLICE_BYTES) {
+      const slice = data.subarray(at, at + SLICE_BYTES);
+      this.#bytesIn += slice.length;
+      this.#inflate(slice, false);
+    }
+  }
+
+  #inflate(slice: Uint8Array, final: boolean): void {
+    try {
+      this.#inflater?.push(slice, final);
+    } catch {
+      if (this.#refusal !== undefined) throw this.#refusal;
+      // The inflater's own error. Its output of the failing piece is lost, where a reader that
+      // asks for less at a time may have handed it on; so the upload is refused while the
+      // check still reads. A zlib stream that fails in its first piece before any output is
+      // text that starts with `x^` (or another such pair) to joblib as well: it is passed over.
+      const notZlib = this.#inflater instanceof Unzlib && this.#bytesOut === 0 && this.#bytesIn <= SLICE_BYTES;
+      const reading = this.#check?.finished !== true;
+      this.#stop();
+      if (reading && !notZlib) this.#refuse('content_unreadable');
+      return;
+    }
+    if (this.#check?.finished === true) this.#stop();
+  }
+
+  #take(data: Uint8Array): void {
+    if (this.#state !== 'inflating') return;
+    try {
+      this.#bytesOut += data.length;
+      if (this.#bytesOut > this.#maxRatio * this.#bytesIn + FREE_BYTES) this.#refuse('compression_ratio_exceeded');
+      this.#check?.push(data);
+    } catch (refusal) {
+      this.#refusal = refusal instanceof Error ? refusal : new Error('refused');
+      this.#stop();
+      throw refusal;
+    }
+  }
+
+  #stop(): void {
+    this.#state = 'off';
+    this.#inflater = undefined;
+    this.#check = undefined;
+  }
+}
+
+/**
+ * A zlib header as Python's zlib reads one: deflate with a 32 KiB window (`x`, which is all
+ * joblib looks at), a check value that divides, and no preset dictionary (which no reader
+ * without it can inflate).
+ */
+function isZlibHeader(cmf: number, flg: number): boolean {
+  return cmf === 0x78 && ((cmf << 8) | flg) % 31 === 0 && (flg & 0x20) === 0;
+}
