@@ -342,6 +342,30 @@ describe('pipelined anonymous requests over http', () => {
   });
 });
 
+describe('uploads that ask to continue over http', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('http', world, { env: { FLUXGUARD_POLICY: policyFile } });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('are not invited to send their body before the controls have passed them', async () => {
+    const put = (authorization: string) =>
+      `PUT /v1/artifacts/expect/a.bin HTTP/1.1\r\nHost: localhost\r\n${authorization}` +
+      `Repr-Digest: sha-256=:${Buffer.from(sha256('hello'), 'hex').toString('base64')}:\r\n` +
+      'Expect: 100-continue\r\nContent-Length: 5\r\n\r\n';
+    // Without a token: refused on its head, with no 100 Continue in front of the refusal.
+    const refused = await rawHttps(t.port, world, put(''), { untilHead: true });
+    expect(refused).toMatch(/^HTTP\/1\.1 401 /);
+    // A writer's upload is invited once its handler reads the body.
+    const token = await world.token('e2e-writer', ['artifacts.writer']);
+    const invited = await rawHttps(t.port, world, put(`Authorization: Bearer ${token}\r\n`), { untilHead: true });
+    expect(invited).toBe('HTTP/1.1 100 Continue\r\n\r\n');
+  });
+});
+
 describe('anonymous calls from many addresses over grpc', () => {
   let t: TransportUnderTest;
   beforeAll(async () => {

@@ -270,6 +270,31 @@ describe('createSecureServer: strict client certificates', () => {
     expect(lines().find((line) => line.requestId === requestId)).toMatchObject({ detail: { headFault: fault } });
   });
 
+  it('answers Expect: 100-continue only once the application reads the body', async () => {
+    // Answered without reading the body: no invitation to send it comes first.
+    const early = await raw('PUT /early HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n', 300);
+    expect(early.startsWith('HTTP/1.1 200 ')).toBe(true);
+    expect(early).not.toContain('100 Continue');
+    // Read by its handler: invited, then served.
+    const drained = await new Promise<string>((resolve, reject) => {
+      let answer = '';
+      const socket = clientConnection(() => {
+        socket.write('PUT /drain HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n');
+      });
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => {
+        if (answer === '' && chunk.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) socket.write('hello');
+        answer += chunk;
+        if (answer.includes('"bytes":5')) {
+          socket.destroy();
+          resolve(answer);
+        }
+      });
+      socket.on('error', reject);
+    });
+    expect(drained.startsWith('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ')).toBe(true);
+  });
+
   it('serves an HTTP/1.0 request without Host, which HTTP/1.0 allows', async () => {
     const answer = await raw('GET /hello HTTP/1.0\r\n\r\n');
     expect(answer.startsWith('HTTP/1.1 200 ')).toBe(true);

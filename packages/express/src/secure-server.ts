@@ -19,6 +19,7 @@ import {
   answerMalformedHead,
   headFault,
 } from './client-error.js';
+import { continueWhenRead } from './request-body.js';
 
 /**
  * Options of {@link createSecureServer}. Times are in milliseconds. `reload` and
@@ -204,6 +205,12 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   // What Node's parser refuses before any request exists gets a request id and an audit line.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     answerClientError(err, socket, audit);
+  });
+  // `Expect: 100-continue` is met when the application reads the body, after the controls: a
+  // request refused on its head is answered without the client sending its body first.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    continueWhenRead(req, res);
+    server.emit('request', req, res);
   });
   // So does an `Expect` Node cannot meet (Node's own answer is a bare 417).
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
