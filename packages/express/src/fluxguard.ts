@@ -1,13 +1,6 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, Express, NextFunction, Request, RequestHandler, Response } from 'express';
-import {
-  ConfigurationError,
-  type AuditLogger,
-  type CompiledRbac,
-  type Control,
-  type Guard,
-  type TimeoutsOptions,
-} from '@fluxguard/core';
+import { ConfigurationError, type AuditLogger, type Control, type Guard, type TimeoutsOptions } from '@fluxguard/core';
 import {
   answerWaiting,
   assertAuditLogger,
@@ -93,9 +86,11 @@ export interface FluxguardMiddleware {
    * turns the app's `x-powered-by` setting off, as Express would add the header after the
    * listener has removed it.
    *
-   * With `guard`, its rules are checked against the app's routes as they stand
-   * (`rbac.checkRouteOrder(routesOf(app))`): where two routes overlap, the request both match
-   * reaches the one registered first, and must be decided by that route's rule.
+   * With `guard` (or controls with `checkRoutes`), its rules are checked against the app's
+   * routes as they stand (`rbac.checkRouteOrder(routesOf(app))`): where two routes overlap, the
+   * request both match reaches the one registered first, and must be decided by that route's
+   * rule. Without `wrap`, `before` runs the same check on the app's first request, and refuses
+   * every request of an app whose routes fail it (`500`, the reason in each line).
    *
    * @throws ConfigurationError when `app` is not an Express app, or a route's requests would be
    *   decided by another route's rule.
@@ -219,8 +214,8 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       throw new ConfigurationError('fluxguard: wrap(app) takes an Express app');
     }
     // The routes are there by now: overlapping ones must reach the handler their rule is for.
-    const rbac: Partial<CompiledRbac> | undefined = opts.guard?.rbac;
-    if (typeof rbac?.checkRouteOrder === 'function') rbac.checkRouteOrder(routesOf(app));
+    const routes = routesOf(app);
+    for (const control of list) control.checkRoutes?.(routes);
     if (writeSecurityHeaders !== undefined) app.disable('x-powered-by');
     const inFront = beforeWith(
       list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors, inFrontOf(app)) : undefined,

@@ -23,6 +23,7 @@ import {
 import { requireState, writeControlHeaders } from './context.js';
 import { peerOf } from './error-handler.js';
 import { bodyStillComing, mayHaveBody } from './request-body.js';
+import { routesOf } from './routes.js';
 
 /**
  * The one Express pipeline: a middleware that runs `controls` (ordered by stage) on every
@@ -85,13 +86,44 @@ export interface Placement {
   readonly routesCaseSensitively: (req: Request) => boolean;
   /** The path the router matches routes against, mount path included. */
   readonly path: (req: Request) => string;
+  /**
+   * Checks the routes of the app that routes the request against the pipeline's controls
+   * (`Pipeline.checkRoutes`), where that was not done when the app was served; throws the
+   * refusal.
+   */
+  readonly checkRoutes: (req: Request, pipeline: Pipeline, verdicts: WeakMap<object, Error | null>) => void;
 }
 
-/** Mounted with `app.use`: Express has set `req.app`, `req.baseUrl` and `req.path`. */
+/**
+ * Mounted with `app.use`: Express has set `req.app`, `req.baseUrl` and `req.path`. The app's
+ * routes are checked on its first request, when they are all there (an app served without
+ * `wrap(app)` has no earlier moment), and the verdict kept: an app whose routes fail is refused
+ * every request, with the reason in each line.
+ */
 const IN_ROUTER: Placement = {
   routesCaseSensitively: (req) => req.app.enabled('case sensitive routing'),
   path: (req) => `${req.baseUrl}${req.path}`,
+  checkRoutes: (req, pipeline, verdicts) => {
+    const app = req.app;
+    let verdict = verdicts.get(app);
+    if (verdict === undefined) {
+      try {
+        pipeline.checkRoutes(routesOf(app, mountPathOf(app)));
+        verdict = null;
+      } catch (error) {
+        verdict = error instanceof Error ? error : new ConfigurationError("the app's routes cannot be checked");
+      }
+      verdicts.set(app, verdict);
+    }
+    if (verdict !== null) throw verdict;
+  },
 };
+
+/** Where a sub-app is mounted (`app.use('/admin', admin)`), as its routes' prefix; '' at the top. */
+function mountPathOf(app: Application): string {
+  const mounted: unknown = (app as { mountpath?: unknown }).mountpath;
+  return typeof mounted === 'string' && mounted !== '/' ? mounted : '';
+}
 
 /**
  * In front of `app`: the request is Node's own yet. Its path is what Express's router will
@@ -104,6 +136,8 @@ export function inFrontOf(app: Application): Placement {
   return {
     routesCaseSensitively: () => app.enabled('case sensitive routing'),
     path: (req) => parseUrl(req)?.pathname ?? '',
+    // Checked by wrap(app), before the app was served.
+    checkRoutes: () => undefined,
   };
 }
 
@@ -124,11 +158,15 @@ export function pipelineRunner(
     body?.refuse();
     answer(error, req, res, next);
   };
+  const routeVerdicts = new WeakMap<object, Error | null>();
   return function runControls(req, res, next, state) {
-    if (pipeline.matchesOperation && !placement.routesCaseSensitively(req)) {
-      throw new ConfigurationError(
-        `${owner}: the app must route case-sensitively, as its rules match paths: app.set('case sensitive routing', true)`,
-      );
+    if (pipeline.matchesOperation) {
+      if (!placement.routesCaseSensitively(req)) {
+        throw new ConfigurationError(
+          `${owner}: the app must route case-sensitively, as its rules match paths: app.set('case sensitive routing', true)`,
+        );
+      }
+      placement.checkRoutes(req, pipeline, routeVerdicts);
     }
     const info = (state.callInfo ??= buildCallInfo(req, state, placement.path(req)));
     // Asked only if the request fails: the audit line names a rule pattern, never the raw path.

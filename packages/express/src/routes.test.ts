@@ -50,6 +50,52 @@ describe('routesOf and the route order check of wrap(app)', () => {
     );
   });
 
+  it('refuses every request of such an app served without wrap: the tenant reports never reach anyone', async () => {
+    const { app: site } = app('general first');
+    const served = await serve(site as Parameters<typeof serve>[0]);
+    try {
+      const before = audit.lines().length;
+      const open = await fetch(`${served.url}/v1/public/reports`);
+      expect(open.status).toBe(500);
+      expect(await open.text()).not.toContain('revenue');
+      // The verdict is kept: later requests are refused too, public or not.
+      expect((await fetch(`${served.url}/v1/public/readme`)).status).toBe(500);
+      const reader = tokens.sign({ roles: ['reports.reader'] });
+      const read = await fetch(`${served.url}/v1/acme/reports`, { headers: { authorization: `Bearer ${reader}` } });
+      expect(read.status).toBe(500);
+      const lines = JSON.stringify(audit.lines().slice(before));
+      expect(lines).toContain('which the router tries first');
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('serves such an app without wrap once its routes are in the right order', async () => {
+    const { app: site } = app('specific first');
+    const served = await serve(site as Parameters<typeof serve>[0]);
+    try {
+      expect(await (await fetch(`${served.url}/v1/public/reports`)).json()).toEqual({ public: true });
+      expect((await fetch(`${served.url}/v1/acme/reports`)).status).toBe(401);
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('checks a sub-app by its routes below its mount path', async () => {
+    const { app: sub } = app('general first');
+    const site = express();
+    site.use('/api', sub);
+    const served = await serve(site as Parameters<typeof serve>[0]);
+    try {
+      // Its routes are /api/v1/..., which its rules (/v1/...) do not name: no overlap a rule
+      // decides, and the default deny answers. Read without the mount path, the routes would
+      // fail the check, and every request would get a 500.
+      expect((await fetch(`${served.url}/api/v1/public/reports`)).status).toBe(403);
+    } finally {
+      await served.close();
+    }
+  });
+
   it('serves the specific route first: what both match reaches it, and the tenant route keeps its rule', async () => {
     const { app: site, wrap } = app('specific first');
     const served = await serve(wrap(site) as Parameters<typeof serve>[0]);

@@ -1,4 +1,4 @@
-import type { Express } from 'express';
+import type { Application } from 'express';
 
 /** What this module reads of a router layer (Express 5's `router` package). */
 interface LayerView {
@@ -13,7 +13,8 @@ interface LayerView {
  * their routes). For a start-up check of the routes against the rules
  * (`rbac.checkRouteOrder(routesOf(app))`, which `fluxguard().wrap(app)` runs for its guard):
  * Express runs the first route that matches, RBAC applies the most specific rule. Routes given
- * as regular expressions, or mounted below one, cannot be written so and are left out.
+ * as regular expressions, or mounted below one, cannot be written so and are left out. With
+ * `prefix`, each path is joined below it (the mount path of a sub-app).
  *
  * @example
  * ```ts
@@ -22,9 +23,9 @@ interface LayerView {
  * routesOf(app); // ['GET /v1/artifacts/:id']
  * ```
  */
-export function routesOf(app: Express): readonly string[] {
+export function routesOf(app: Application, prefix = ''): readonly string[] {
   const routes: string[] = [];
-  collect((app as unknown as { router?: { stack?: unknown } }).router?.stack, '', routes);
+  collect((app as unknown as { router?: { stack?: unknown } }).router?.stack, prefix, routes);
   return Object.freeze(routes);
 }
 

@@ -121,6 +121,9 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
     stage: 'authorization',
     matchesOperation: true,
     operationLabel: (operation: string) => rbac.ruleFor(operation),
+    checkRoutes: (routes: readonly string[]) => {
+      rbac.checkRouteOrder(routes);
+    },
     authorize,
     rbac,
     onStart: (call: CallInfo, context: CallContext): void => {

@@ -107,6 +107,14 @@ export interface Control {
    * every message.
    */
   readonly maxMessageBytes?: ((operation: string) => number | undefined) | undefined;
+  /**
+   * Checks an HTTP app's routes, as `METHOD /path` in the order its router tries them, against
+   * what this control decides by operation; throws a `ConfigurationError` for routes it cannot
+   * guard as they stand. RBAC's: a request two overlapping routes match reaches the first, and
+   * must be decided by that route's rule. The Express adapter runs it when it serves the app
+   * (`wrap(app)`), or on the app's first request (`before` mounted in the app).
+   */
+  readonly checkRoutes?: ((routes: readonly string[]) => void) | undefined;
   readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
   readonly onMessage?:
     ((message: unknown, call: CallInfo, context: CallContext, bytes: number | undefined) => void) | undefined;

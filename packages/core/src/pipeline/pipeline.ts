@@ -39,6 +39,8 @@ export interface Pipeline {
   readonly operationLabel: (operation: string) => string | undefined;
   /** The smallest limit the controls put on one inbound message of `operation` (see `Control.maxMessageBytes`). */
   readonly maxMessageBytes: (operation: string) => number | undefined;
+  /** Runs every control's `checkRoutes` on an HTTP app's routes; throws the first `ConfigurationError`. */
+  checkRoutes(routes: readonly string[]): void;
 }
 
 /** Operations whose message limit is remembered: gRPC methods, which a server has a bounded number of. */
@@ -108,6 +110,10 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
     return undefined;
   };
 
+  const routeChecks = ordered.flatMap((control) =>
+    control.checkRoutes === undefined ? [] : [control.checkRoutes.bind(control)],
+  );
+
   return Object.freeze({
     controls: ordered,
     hasMessageHooks: messages.length > 0 || ends.length > 0,
@@ -125,6 +131,9 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
         if (found !== undefined) return found;
       }
       return undefined;
+    },
+    checkRoutes: (routes: readonly string[]) => {
+      for (const check of routeChecks) check(routes);
     },
     maxMessageBytes: (operation: string) => {
       if (messageLimits.length === 0) return undefined;
@@ -148,27 +157,17 @@ function checkControl(owner: string, control: unknown, index: number): Control {
   const where = `${owner}: controls[${String(index)}]`;
   if (typeof control !== 'object' || control === null)
     throw new ConfigurationError(`${where} must be a control object`);
-  const { name, stage, onStart, onMessage, onInboundEnd, operationLabel, maxMessageBytes } = control as Partial<
-    Record<keyof Control, unknown>
-  >;
+  const { name, stage, onStart, onMessage, onInboundEnd, operationLabel, maxMessageBytes, checkRoutes } =
+    control as Partial<Record<keyof Control, unknown>>;
   if (typeof name !== 'string' || name === '') throw new ConfigurationError(`${where} must have a non-empty "name"`);
   if (!CONTROL_STAGES.includes(stage as Control['stage'])) {
     throw new ConfigurationError(`${where} (${name}): "stage" must be one of ${CONTROL_STAGES.join(', ')}`);
   }
-  if (onStart !== undefined && typeof onStart !== 'function') {
-    throw new ConfigurationError(`${where} (${name}): "onStart" must be a function`);
-  }
-  if (onMessage !== undefined && typeof onMessage !== 'function') {
-    throw new ConfigurationError(`${where} (${name}): "onMessage" must be a function`);
-  }
-  if (onInboundEnd !== undefined && typeof onInboundEnd !== 'function') {
-    throw new ConfigurationError(`${where} (${name}): "onInboundEnd" must be a function`);
-  }
-  if (operationLabel !== undefined && typeof operationLabel !== 'function') {
-    throw new ConfigurationError(`${where} (${name}): "operationLabel" must be a function`);
-  }
-  if (maxMessageBytes !== undefined && typeof maxMessageBytes !== 'function') {
-    throw new ConfigurationError(`${where} (${name}): "maxMessageBytes" must be a function`);
+  const hooks = { onStart, onMessage, onInboundEnd, operationLabel, maxMessageBytes, checkRoutes };
+  for (const [key, value] of Object.entries(hooks)) {
+    if (value !== undefined && typeof value !== 'function') {
+      throw new ConfigurationError(`${where} (${name}): "${key}" must be a function`);
+    }
   }
   if (onStart === undefined && onMessage === undefined) {
     throw new ConfigurationError(`${where} (${name}): a control needs "onStart", "onMessage" or both`);
