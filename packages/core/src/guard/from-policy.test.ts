@@ -174,26 +174,28 @@ describe('createGuardFromPolicy', () => {
     ).toThrow(/rateLimits\.rules\[0\]\.operations\[0\] "\/fluxguard\.example\.v1\.ArtifactStore\/ListArtifact"/);
   });
 
-  it('accepts no token without a jwt section, and denies everything without rules', async () => {
-    const guard = createGuardFromPolicy(
-      parseSecurityPolicy({
-        rbac: {
-          rules: [
-            { operation: 'GET /healthz', public: true },
-            { operation: 'GET /v1/artifacts/*path', anyRoles: ['artifacts.reader'] },
-          ],
-        },
-      }),
-      {
-        audit,
+  it('refuses rules that ask for roles without a jwt section (a token sent would be read as none), and denies everything without rules', async () => {
+    const policy = parseSecurityPolicy({
+      rbac: {
+        rules: [
+          { operation: 'GET /healthz', public: true },
+          { operation: 'GET /v1/artifacts/*path', anyRoles: ['artifacts.reader'] },
+        ],
       },
-    );
-    await expect(guard.check(call('GET /healthz'))).resolves.toBeUndefined();
-    const token = await sign(key);
-    await expect(guard.check(call('GET /v1/artifacts/a', token))).rejects.toMatchObject({
-      code: 'unauthenticated',
-      reason: 'missing_token',
     });
+    expect(() => createGuardFromPolicy(policy, { audit })).toThrow(
+      'the rule "GET /v1/artifacts/*path" needs a principal (roles, scopes or authenticated), but nothing can give a call one',
+    );
+    // Public rules, and rules a certificate alone passes, need none.
+    const open = parseSecurityPolicy({
+      rbac: {
+        rules: [
+          { operation: 'GET /healthz', public: true },
+          { operation: 'GET /v1/internal/*path', certificate: [{ spiffeId: 'spiffe://fluxguard.dev/**' }] },
+        ],
+      },
+    });
+    await expect(createGuardFromPolicy(open, { audit }).check(call('GET /healthz'))).resolves.toBeUndefined();
     const empty = createGuardFromPolicy({}, { audit });
     await expect(empty.check(call('GET /healthz'))).rejects.toMatchObject({ reason: 'no_rule' });
   });

@@ -72,10 +72,12 @@ const DEFAULTS: Readonly<{ [K in keyof GuardFromPolicyOptions]-?: GuardFromPolic
  * of `policy.limits`: its `controls` are all
  * of these, for `fluxguardInterceptors({ guard })` / `fluxguard({ guard })`. The policy should come from
  * `parseSecurityPolicy` / `loadSecurityPolicy`. Without `policy.jwt` nor `jwt`, no token is
- * accepted; without `policy.rbac`, every operation is denied (no rule).
+ * accepted, so rules that ask for roles, scopes or an authenticated caller need
+ * `policy.mtls.certificateRoles` (else they are refused, see `createGuard`); without
+ * `policy.rbac`, every operation is denied (no rule).
  *
- * @throws ConfigurationError for unknown options, an unreadable key file, bad rules, or a rule
- *   naming no served operation.
+ * @throws ConfigurationError for unknown options, an unreadable key file, bad rules, a rule
+ *   naming no served operation, or rules asking for a principal that nothing can give.
  *
  * @example
  * ```ts

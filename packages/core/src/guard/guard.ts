@@ -2,6 +2,7 @@ import type { AuditLogger } from '../audit/audit-logger.js';
 import type { CallInfo, Principal } from '../call/call-info.js';
 import type { JwtVerifier } from '../jwt/verifier.js';
 import type { IdentityRule } from '../mtls/identity-rules.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CompiledRbac } from '../rbac/rbac.js';
 import type { SecurityError } from '../errors/security-error.js';
@@ -81,6 +82,10 @@ const DEFAULTS: Readonly<GuardOptions> = Object.freeze({
  * It is the composition of {@link createAuthenticator} (with the rules' public operations
  * skipped) and {@link createAuthorizer}; both are returned too.
  *
+ * @throws ConfigurationError for bad options, and for rules that ask for roles, scopes or an
+ *   authenticated caller when neither `jwt` nor `certificateRoles` can give a call a principal
+ *   (every call they decide would be refused, a token sent read as none).
+ *
  * @example
  * ```ts
  * import { compileRbac, createGuard, createJwtVerifier } from '@fluxguard/core';
@@ -100,6 +105,15 @@ export function createGuard(options: GuardOptions): ComposedGuard {
     { jwt: opts.jwt, certificateRoles: opts.certificateRoles, rbac: opts.rbac },
     'createGuard',
   );
+  // Rules that ask for roles with nothing to give a call a principal refuse every call they
+  // decide, and a token sent to them would be read as none: a section left out of a policy.
+  const needsPrincipal = (opts.rbac as Partial<CompiledRbac>).principalRules?.[0];
+  if (needsPrincipal !== undefined && opts.jwt === undefined && opts.certificateRoles === undefined) {
+    throw new ConfigurationError(
+      `createGuard: the rule "${needsPrincipal}" needs a principal (roles, scopes or authenticated), but nothing can give a call one: ` +
+        'pass "jwt" (a policy\'s "jwt" section) or "certificateRoles" (a policy\'s "mtls.certificateRoles")',
+    );
+  }
 
   async function check(call: CallInfo): Promise<Principal | undefined> {
     if (opts.rbac.isPublic(call.operation)) return undefined;

@@ -6,6 +6,7 @@ import { createAuditLogger } from '../audit/audit-logger.js';
 import type { Principal } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createGuardFromPolicy } from '../guard/from-policy.js';
+import { createJwtVerifier } from '../jwt/verifier.js';
 import { compileIdentityRules } from '../mtls/identity-rules.js';
 import type * as IdentityRulesModule from '../mtls/identity-rules.js';
 import { loadSecurityPolicy, parseSecurityPolicy } from '../policy/policy.js';
@@ -90,9 +91,16 @@ describe('compile once: parse, then createGuardFromPolicy', () => {
     patternCompilations.mockClear();
     certificateCompilations.mockClear();
 
-    const both = createGuardFromPolicy(policy, { audit });
+    // Rules that ask for roles need something to give a call a principal.
+    const jwt = createJwtVerifier({
+      secret: crypto.randomUUID().repeat(2),
+      issuer: 'https://id.example',
+      audience: 'a',
+    });
+    const both = createGuardFromPolicy(policy, { audit, jwt });
     const grpc = createGuardFromPolicy(policy, {
       audit,
+      jwt,
       transport: 'grpc',
       servedOperations: [`${S}/GetArtifact`, `${S}/DeleteArtifact`],
     });

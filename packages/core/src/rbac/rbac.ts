@@ -192,6 +192,12 @@ export interface CompiledRbac {
   checkRouteOrder(routes: readonly string[]): void;
   /** The pattern of the rule that applies to `operation`, if any. */
   ruleFor(operation: string): string | undefined;
+  /**
+   * The patterns of the rules a call passes only with a principal (`authenticated`, roles or
+   * scopes): a guard with no way to make one (no verifier, no certificate mapping) would refuse
+   * every call they decide, so `createGuard` refuses to start with them.
+   */
+  readonly principalRules: readonly string[];
 }
 
 interface CompiledRule {
@@ -548,6 +554,9 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
       checkRouteOrder(find, routes, where);
     },
     ruleFor: (operation: string) => find(operation)?.pattern.key,
+    principalRules: Object.freeze(
+      index.rules.filter((rule) => !rule.isPublic && !rule.certificateOnly).map((rule) => rule.pattern.key),
+    ),
   });
   if (options.servedOperations !== undefined) result.checkServed(options.servedOperations);
   return result;
