@@ -204,6 +204,12 @@ describe.each(TRANSPORTS)('rate limits over %s (memory store)', (transport) => {
 
     const elsewhere = await carol.getWithHeaders('demo/missing.txt', from('203.0.113.8'));
     expect(elsewhere.status).toBe(carol.statusOf({ code: 'not_found' }));
+    // A call of the blocked address that presents no credential guesses nothing: the block does
+    // not hold it (a health check behind a shared address), and RBAC answers it.
+    const anonymous = t.clientWith({ cert: null, token: null });
+    const bare = await anonymous.getWithHeaders('demo/missing.txt', from('203.0.113.7'));
+    expect(bare.status).toBe(anonymous.statusOf({ code: 'unauthenticated' }));
+    anonymous.close();
 
     await wait(WINDOW_MS + 300);
     const after = await carol.getWithHeaders('demo/missing.txt', from('203.0.113.7'));

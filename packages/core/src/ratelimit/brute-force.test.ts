@@ -20,8 +20,9 @@ function unsignedToken(sub: string): string {
   return `${part({ alg: 'ES256', typ: 'JWT' })}.${part({ sub })}.${Buffer.from('not-a-signature').toString('base64url')}`;
 }
 
-function call(peerAddress: string, token?: string): CallInfo {
-  const authorization = token === undefined ? [] : [`Bearer ${token}`];
+/** A call from `peerAddress` with a bearer token (an opaque one by default), or none with `null`. */
+function call(peerAddress: string, token: string | null = 'opaque-credential'): CallInfo {
+  const authorization = token === null ? [] : [`Bearer ${token}`];
   return {
     transport: 'http',
     operation: 'POST /v1/login',
@@ -93,6 +94,8 @@ describe('createBruteForceProtection', () => {
     expect(retryAfter).toBeLessThanOrEqual(900);
     // Another client is not held by the attacker's failures.
     expect(await attempt(control, call('198.51.100.1:5000'))).toBeUndefined();
+    // Nor is a call of the blocked address that presents no credential (a health check).
+    expect(await attempt(control, call('203.0.113.9:6001', null))).toBeUndefined();
   });
 
   it('holds a burst of concurrent guesses to maxFailures: each failure counts before the next call is checked', () => {
@@ -310,7 +313,7 @@ describe('createBruteForceProtection while verdicts are on their way', () => {
     for (let i = 0; i < 20; i++) {
       const state = newState();
       // Synchronous: no verdict is awaited, none has come.
-      expect(control.onStart?.(call(`203.0.113.62:${String(i)}`), state)).toBeUndefined();
+      expect(control.onStart?.(call(`203.0.113.62:${String(i)}`, null), state)).toBeUndefined();
     }
   });
 

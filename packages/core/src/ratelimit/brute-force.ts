@@ -73,7 +73,10 @@ const MAX_TOKEN_LENGTH = 16 * 1024;
  * authentications from one client address within `windowSeconds` (and, if configured, for one
  * claimed token subject), that address is refused for `blockSeconds` with `rate_limited`
  * (reason `brute_force_blocked`, 429 / `RESOURCE_EXHAUSTED` with a retry hint), before any token
- * is verified. A valid token from a blocked address is refused too until the block ends.
+ * is verified. A valid token from a blocked address is refused too until the block ends. A call
+ * that presents no credential (no `authorization`, no client certificate: a health check, a
+ * public route) guesses nothing and is not held by a block, so that a block of a shared address
+ * (a load balancer's, without `trustedProxies`) cannot fail the health checks.
  *
  * A failure is a call refused with `unauthenticated` by a later control (a bad, expired or
  * forged token, a certificate that does not verify), except a call that sent no credential at
@@ -133,6 +136,10 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
 
   // With the memory store the check is synchronous; a remote store's answers are awaited.
   const onStart = (call: CallInfo, context: CallContext): StartResult | Promise<StartResult> => {
+    // A call without a credential guesses nothing, and a block does not hold it: a health check
+    // or a public route from a blocked address (a load balancer's, shared by every client
+    // behind it) is served. What it fails with is no failed authentication either.
+    if (!presentsCredential(call)) return undefined;
     const ip = address.keyOf(call);
     const peerKey = ip === undefined ? undefined : `ip:${ip}`;
     const subject = subjectLimiter === undefined ? undefined : claimedSubject(call);
@@ -176,7 +183,7 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     // A call that tries a credential may fail: while the failures known plus the calls still
     // waiting for their verdict could reach the limit, it waits for one of those verdicts.
     const admit = (): StartResult | Promise<StartResult> => {
-      if (peerKey === undefined || !presentsCredential(call)) {
+      if (peerKey === undefined) {
         context.whenRefused(countFailure);
         return undefined;
       }
