@@ -291,6 +291,15 @@ describe('loadSecurityPolicy', () => {
     await expect(loadSecurityPolicy(join(dir, 'missing.json'))).rejects.toThrow(/cannot read/);
     await writeFile(join(dir, 'bad.json'), '{ nope');
     await expect(loadSecurityPolicy(join(dir, 'bad.json'))).rejects.toThrow(/not valid JSON/);
+    // Where the fault is, never the text around it (a secret may stand there).
+    await writeFile(join(dir, 'comma.json'), '{\n  "jwt": { "secret": "s3cr3t-value" }\n  "rbac": {}\n}');
+    const error = (await loadSecurityPolicy(join(dir, 'comma.json')).catch((e: unknown) => e)) as Error;
+    expect(error.message).toMatch(/comma\.json is not valid JSON \(line 3, column 3\)$/);
+    expect(error.message).not.toContain('s3cr3t');
+    await writeFile(join(dir, 'bad.yaml'), 'jwt:\n  secret: s3cr3t-value\n    rbac: [\n');
+    const yaml = (await loadSecurityPolicy(join(dir, 'bad.yaml')).catch((e: unknown) => e)) as Error;
+    expect(yaml.message).toMatch(/bad\.yaml is not valid YAML \(line \d+, column \d+\)$/);
+    expect(yaml.message).not.toContain('s3cr3t');
   });
 
   it('loads the same policy from YAML', async () => {

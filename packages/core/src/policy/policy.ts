@@ -171,12 +171,27 @@ export async function readPolicyDocument(file: string): Promise<Record<string, u
     parsed = isYaml ? yamlToObject(text) : JSON.parse(text);
   } catch (cause) {
     if (isConfigurationError(cause)) throw new ConfigurationError(`${file}: ${cause.message}`);
-    throw new ConfigurationError(`${file} is not valid ${isYaml ? 'YAML' : 'JSON'}`, { cause });
+    const at = faultPosition(cause, text);
+    throw new ConfigurationError(`${file} is not valid ${isYaml ? 'YAML' : 'JSON'}${at}`, { cause });
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new ConfigurationError(`${file}: a policy is an object (a mapping) at the top level`);
   }
   return parsed as Record<string, unknown>;
+}
+
+/**
+ * Where a syntax error is, as ` (line L, column C)`, or '' when the parser does not say: the
+ * parsers' messages quote the text around the fault, which may hold a secret, so only the place
+ * is given (the error stays the `cause`).
+ */
+function faultPosition(error: unknown, text: string): string {
+  const linePos = (error as { linePos?: readonly { line: number; col: number }[] }).linePos?.[0];
+  if (linePos !== undefined) return ` (line ${String(linePos.line)}, column ${String(linePos.col)})`;
+  const offset = /\bposition (\d{1,10})\b/.exec(error instanceof Error ? error.message : '')?.[1];
+  if (offset === undefined) return '';
+  const before = text.slice(0, Number(offset)).split('\n');
+  return ` (line ${String(before.length)}, column ${String((before.at(-1)?.length ?? 0) + 1)})`;
 }
 
 function yamlToObject(text: string): unknown {
