@@ -160,6 +160,19 @@ export interface RawMaterial {
   readonly crl: Buffer | undefined;
 }
 
+const CRL_BLOCK = /-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g;
+
+/**
+ * The CRLs of a file, one entry each, as Node's `crl` option wants them: given one buffer, Node
+ * reads only the first CRL in it, so a file with one CRL per CA of the bundle left the others
+ * unread (a client of the second CA could never be verified: no CRL for its issuer). Text with
+ * no PEM block is passed on as it is.
+ */
+export function crlList(crl: Buffer): Buffer[] {
+  const blocks = crl.toString('latin1').match(CRL_BLOCK);
+  return blocks === null ? [crl] : blocks.map((block) => Buffer.from(block, 'latin1'));
+}
+
 /** A digest of the raw bytes, to tell a real change from a touched file. */
 export function materialDigest(raw: RawMaterial): string {
   const hash = createHash('sha256');
@@ -200,7 +213,7 @@ export function validateMaterial(where: string, sources: MaterialSources, raw: R
   checkCaBundle(where, sources.ca, raw.ca);
   if (raw.crl !== undefined && sources.crl !== undefined) {
     try {
-      createSecureContext({ ca: raw.ca, crl: raw.crl });
+      createSecureContext({ ca: raw.ca, crl: crlList(raw.crl) });
     } catch (cause) {
       throw new ConfigurationError(`${where}: ${describeSource(sources.crl)} does not hold a PEM CRL`, { cause });
     }
@@ -212,7 +225,7 @@ export function validateMaterial(where: string, sources: MaterialSources, raw: R
       cert: raw.cert,
       key: raw.key,
       ca: raw.ca,
-      ...(raw.crl === undefined ? {} : { crl: raw.crl }),
+      ...(raw.crl === undefined ? {} : { crl: crlList(raw.crl) }),
     });
   } catch (cause) {
     throw new ConfigurationError(`${where}: ${refusalOf(cause, describeSource(sources.cert))}`, { cause });

@@ -51,7 +51,7 @@ function sequenceElements(der: Buffer): Buffer[] {
   };
   const [outer, head] = lengthOf(0);
   const out: Buffer[] = [];
-  for (let at = head; at < head + outer; ) {
+  for (let at = head; at < head + outer;) {
     const [length, header] = lengthOf(at);
     out.push(der.subarray(at, at + header + length));
     at += header + length;
@@ -135,15 +135,18 @@ describe('identityFromCertificate', () => {
     ['a space', ' '],
     ['a tab', '\t'],
     ['a non-ASCII letter', 'é'],
-  ])('gives no SPIFFE ID when a second URI holds %s (the reader leaves it out, the count does not)', async (_label, odd) => {
-    const pem = await selfSigned('CN=svc', [
-      { type: 'url', value: `spiffe://other.org/x${odd}` },
-      { type: 'url', value: 'spiffe://fluxguard.dev/backup' },
-    ]);
-    const id = identityFromCertificate(pem);
-    expect(id.uris).toEqual(['spiffe://fluxguard.dev/backup']);
-    expect(id.spiffeId).toBeUndefined();
-  });
+  ])(
+    'gives no SPIFFE ID when a second URI holds %s (the reader leaves it out, the count does not)',
+    async (_label, odd) => {
+      const pem = await selfSigned('CN=svc', [
+        { type: 'url', value: `spiffe://other.org/x${odd}` },
+        { type: 'url', value: 'spiffe://fluxguard.dev/backup' },
+      ]);
+      const id = identityFromCertificate(pem);
+      expect(id.uris).toEqual(['spiffe://fluxguard.dev/backup']);
+      expect(id.spiffeId).toBeUndefined();
+    },
+  );
 
   it.each([
     ['a CA flag', () => [new BasicConstraintsExtension(true, undefined, true)]],

@@ -19,6 +19,7 @@ let ca: DevCertificateAuthority;
 let server: IssuedCertificate;
 let client: IssuedCertificate;
 let stranger: IssuedCertificate;
+let other: DevCertificateAuthority;
 let expired: IssuedCertificate;
 let notYetValid: IssuedCertificate;
 let revoked: IssuedCertificate;
@@ -47,7 +48,7 @@ beforeAll(async () => {
   expired = await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/old', validity: 'expired' });
   notYetValid = await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/new', validity: 'not-yet-valid' });
   revoked = await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/revoked' });
-  const other = await createDevCertificateAuthority({ commonName: 'another CA' });
+  other = await createDevCertificateAuthority({ commonName: 'another CA' });
   stranger = await other.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client' });
   selfSigned = await selfSignedAdmin();
   files = {
@@ -136,7 +137,11 @@ describe('createTlsSettings: options', () => {
       rejectUnauthorized: true,
       honorCipherOrder: true,
     });
-    expect(strict.serverOptions.crl?.equals(strict.material.crl ?? Buffer.alloc(0))).toBe(true);
+    expect(
+      Buffer.concat(strict.serverOptions.crl ?? [])
+        .toString()
+        .trim(),
+    ).toBe(strict.material.crl?.toString().trim());
     expect(strict.grpc.checkClientCertificate).toBe(true);
     expect(strict.grpc.rootCerts.equals(strict.material.ca)).toBe(true);
     expect(strict.grpc.keyCertPairs[0]?.cert_chain.toString()).toBe(server.certPem);
@@ -239,6 +244,34 @@ describe('strict mode: real handshakes', () => {
       ciphers: 'DEFAULT@SECLEVEL=0',
     });
     expect(v10.ok).toBe(false);
+  });
+});
+
+describe('a CA bundle of two CAs, with a CRL of each in one file', () => {
+  it("reads every CRL: the second CA's clients are verified, and its revoked ones refused", async () => {
+    const revokedStranger = await other.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/gone' });
+    const caFile = join(dir, 'two-cas.crt');
+    const crlFile = join(dir, 'two-cas.crl');
+    writeFileSync(caFile, `${ca.certPem}${other.certPem}`);
+    writeFileSync(
+      crlFile,
+      `${await ca.createCrl({ revokedSerialNumbers: [revoked.serialNumber] })}${await other.createCrl({
+        revokedSerialNumbers: [revokedStranger.serialNumber],
+      })}`,
+    );
+    const srv = await startTlsServer(
+      createTlsSettings({ ...files, caFile, crlFile, clientCertificates: 'strict' }).serverOptions,
+    );
+    try {
+      // Given the file as one buffer, Node read the first CRL only, and OpenSSL found none for
+      // the second CA: none of its clients could be verified.
+      expect(await tryConnect(srv.port, as(stranger))).toMatchObject({ ok: true });
+      expect(await tryConnect(srv.port, as(client))).toMatchObject({ ok: true });
+      expect(await tryConnect(srv.port, as(revokedStranger))).toMatchObject({ ok: false });
+      expect(await tryConnect(srv.port, as(revoked))).toMatchObject({ ok: false });
+    } finally {
+      await srv.close();
+    }
   });
 });
 

@@ -2,7 +2,14 @@ import type { SecureContextOptions } from 'node:tls';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { TLS_CIPHERS } from './ciphers.js';
-import { pickSource, readMaterialSync, validateMaterial, type MaterialSources, type TlsMaterial } from './material.js';
+import {
+  crlList,
+  pickSource,
+  readMaterialSync,
+  validateMaterial,
+  type MaterialSources,
+  type TlsMaterial,
+} from './material.js';
 
 /**
  * How client certificates are handled.
@@ -67,7 +74,7 @@ export interface TlsServerOptions {
   readonly key: Buffer;
   readonly cert: Buffer;
   readonly ca: Buffer;
-  readonly crl?: Buffer;
+  readonly crl?: Buffer[];
   readonly requestCert: true;
   readonly rejectUnauthorized: boolean;
 }
@@ -208,7 +215,7 @@ function buildTlsSettings(mode: ClientCertificateMode, minVersion: TlsMinVersion
     key: m.key,
     cert: m.cert,
     ca: m.ca,
-    ...(m.crl === undefined ? {} : { crl: m.crl }),
+    ...(m.crl === undefined ? {} : { crl: crlList(Buffer.from(m.crl)) }),
   });
   const serverOptions: TlsServerOptions = Object.freeze({
     minVersion,
@@ -218,7 +225,7 @@ function buildTlsSettings(mode: ClientCertificateMode, minVersion: TlsMinVersion
     key: material.key,
     cert: material.cert,
     ca: material.ca,
-    ...(material.crl === undefined ? {} : { crl: material.crl }),
+    ...(material.crl === undefined ? {} : { crl: crlList(Buffer.from(material.crl)) }),
     requestCert: true,
     rejectUnauthorized: mode === 'strict',
   });
