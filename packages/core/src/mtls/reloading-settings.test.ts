@@ -186,7 +186,7 @@ describe('createReloadingTlsSettings with a real server', () => {
       ca: Buffer.from(ca.certPem),
     });
     expect(update?.contextOptions.key).toBeInstanceOf(Buffer);
-    expect(update?.contextOptions.crl).toBeInstanceOf(Buffer);
+    expect((update?.contextOptions.crl as unknown[] | undefined)?.[0]).toBeInstanceOf(Buffer);
     expect(tls.current.certFingerprint256).toBe(second.fingerprint256);
     expect(events()).toContain('tls.reloaded');
     expect(await tryConnect(srv.port, asClient())).toMatchObject({
