@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { TLS_CIPHERS } from './ciphers.js';
@@ -110,12 +110,47 @@ export function checkCaBundle(where: string, source: MaterialSource, ca: Buffer)
   });
 }
 
+/** A file read where a FIFO or a device would block a thread for good: only a regular file is. */
+const NOT_A_FILE = 'ENOTREGULAR';
+
+function notRegular(file: string, stats: { isDirectory(): boolean }): Error {
+  const code = stats.isDirectory() ? 'EISDIR' : NOT_A_FILE;
+  return Object.assign(new Error(`${file} is not a regular file`), { code, path: file });
+}
+
+/**
+ * Reads a regular file without blocking on anything else: opened with `O_NONBLOCK` (a FIFO put
+ * in the file's place held the watcher's read, and every later reload, for good) and checked by
+ * its handle.
+ */
+async function readRegularFile(file: string): Promise<Buffer> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile()) throw notRegular(file, stats);
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
+function readRegularFileSync(file: string): Buffer {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) throw notRegular(file, stats);
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Reads one source synchronously (start-up only): its contents, or its file. */
 export function readSourceSync(where: string, source: MaterialSource): Buffer {
   if (source.contents !== undefined) return toBuffer(source.contents);
   if (source.file === undefined) throw new ConfigurationError(`${where}: "${source.option}" is required`);
   try {
-    return readFileSync(source.file);
+    return readRegularFileSync(source.file);
   } catch (cause) {
     throw readError(where, source, cause);
   }
@@ -138,7 +173,7 @@ export async function readMaterial(where: string, sources: MaterialSources): Pro
     if (source.contents !== undefined) return toBuffer(source.contents);
     if (source.file === undefined) throw new ConfigurationError(`${where}: "${source.option}" is required`);
     try {
-      return await readFile(source.file);
+      return await readRegularFile(source.file);
     } catch (cause) {
       throw readError(where, source, cause);
     }

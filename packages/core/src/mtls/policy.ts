@@ -34,7 +34,7 @@ const MTLS_KEYS = ['clientCertificates', 'certificateRoles'] as const;
  *
  * @example
  * ```ts
- * import { parseMtlsPolicy } from '../mtls/policy.js';
+ * // internal to @fluxguard/core (not exported): parseMtlsPolicy
  * const mtls = parseMtlsPolicy({ clientCertificates: 'strict' }, 'policy.mtls');
  * ```
  */

@@ -1,4 +1,5 @@
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,9 +28,9 @@ function replace(file: string, contents: string): void {
   renameSync(temp, file);
 }
 
-async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
   const start = Date.now();
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() - start > timeoutMs) throw new Error('timed out waiting');
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
@@ -156,6 +157,64 @@ describe('watchTlsMaterial with a real server', () => {
     // Same bytes as the material in use: nothing to update.
     expect(updates).toHaveLength(updatesBefore);
     expect(await tryConnect(srv.port, asClient())).toMatchObject({ ok: true });
+  });
+});
+
+describe('watchTlsMaterial: a failed set is tried again', () => {
+  let srv: TestServer;
+  let watcher: TlsMaterialWatcher;
+  const errors: Error[] = [];
+  const asRevoked = () => ({ ca: ca.certPem, cert: revoked.certPem, key: revoked.keyPem });
+  let crlFile: string;
+
+  beforeAll(async () => {
+    crlFile = join(dir, 'retry.crl');
+    writeFileSync(crlFile, await ca.createCrl({ revokedSerialNumbers: [] }));
+    const settings = createTlsSettings({ ...files, crlFile, clientCertificates: 'strict' });
+    srv = await startTlsServer(settings.serverOptions);
+    watcher = watchTlsMaterial({
+      ...files,
+      crlFile,
+      intervalMs: 50,
+      onUpdate: (material) => {
+        srv.server.setSecureContext(settings.secureContextOptions(material));
+      },
+      onError: (err) => errors.push(err),
+    });
+  });
+
+  afterAll(async () => {
+    watcher.close();
+    await srv.close();
+  });
+
+  it('applies a revoking CRL whose fix changed no size, time or inode (a chmod of an unreadable file)', async () => {
+    expect(await tryConnect(srv.port, asRevoked())).toMatchObject({ ok: true });
+    const revoking = await ca.createCrl({ revokedSerialNumbers: [revoked.serialNumber] });
+    // First a CRL that does not parse, of the same size, then the real one written over it in
+    // place with the same times: the files' signature is the same before and after the fix.
+    const broken = `-----BEGIN X509 CRL-----\n${'A'.repeat(revoking.length - 50)}\n-----END X509 CRL-----\n`.slice(
+      0,
+      revoking.length,
+    );
+    writeFileSync(crlFile, broken.padEnd(revoking.length, '\n'));
+    utimesSync(crlFile, 1_700_000_000, 1_700_000_000);
+    await waitFor(() => errors.length === 1);
+    writeFileSync(crlFile, revoking);
+    utimesSync(crlFile, 1_700_000_000, 1_700_000_000);
+    await waitFor(async () => !(await tryConnect(srv.port, asRevoked())).ok);
+    expect(errors).toHaveLength(1);
+  });
+
+  it("never blocks on a FIFO put in a file's place, and applies the file that replaces it", async () => {
+    const errorsBefore = errors.length;
+    const fifo = join(dir, 'fifo.crl');
+    execFileSync('mkfifo', [fifo]);
+    renameSync(fifo, crlFile);
+    await waitFor(() => errors.length === errorsBefore + 1);
+    expect(errors.at(-1)?.message).toMatch(/cannot read "crlFile" .*\(ENOTREGULAR\)/);
+    replace(crlFile, await ca.createCrl({ revokedSerialNumbers: [] }));
+    await waitFor(async () => (await tryConnect(srv.port, asRevoked())).ok);
   });
 });
 

@@ -238,19 +238,22 @@ async function reload(watch: Watch, signature: string): Promise<void> {
     const raw = await readMaterial(FACTORY, watch.sources);
     digest = materialDigest(raw);
     if (watch.closed) return;
-    watch.seenSignature = signature;
     // Same bytes (e.g. a file touched or restored): nothing to hand over.
     if (digest === watch.currentDigest) {
+      watch.seenSignature = signature;
       watch.lastErrorKey = undefined;
       return;
     }
     const material = validateMaterial(FACTORY, watch.sources, raw);
+    watch.seenSignature = signature;
     watch.current = material;
     watch.currentDigest = digest;
     watch.lastErrorKey = undefined;
     watch.options.onUpdate(material);
   } catch (cause) {
-    watch.seenSignature = signature; // retry when the files change again, not on every tick
+    // Not marked as seen: it is tried again every other tick until it loads (reported once).
+    // A fix that changes no size, time or inode (a `chmod` of an unreadable file) is then
+    // found, where a set retried only on a change stayed out for good: a revoking CRL too.
     const error = cause instanceof Error ? cause : new Error(String(cause));
     report(watch, `load:${digest}:${error.message}`, error);
   }
