@@ -110,6 +110,42 @@ describe('createAuditLogger', () => {
     expect(lines[0]).toMatchObject({ subject: 'bob', reason: 'missing_role' });
   });
 
+  it('escapes what acts on a reader of the log: C1 controls, line separators, bidi overrides', () => {
+    // A raw line, as a terminal or a line-splitting reader gets it.
+    const raw: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        raw.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    const unsafe = 'eve\u2028{"forged":1}\u0085\u009b31m\u202egnp.exe\u200b';
+    const audit = createAuditLogger({ destination });
+    audit.recordFailure(new SecurityError('permission_denied', { reason: 'missing_role', subject: unsafe }), {
+      operation: 'x',
+      requestId: 'r-6',
+    });
+    audit.recordFailure(new Error(`unknown method /a\u009d\u0085b`), { operation: 'x', requestId: 'r-7' });
+    audit.logger.info({ event: 'app.note', field: unsafe }, 'note');
+    const text = raw.join('');
+    expect(text).not.toMatch(/[\u007f-\u009f\u2028\u2029\u202a-\u202e\u200b]/);
+    // Each line is still one JSON object, and the subject reads as the escapes.
+    const lines = text
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lines).toHaveLength(3);
+    expect(lines[0]?.subject).toBe('eve\\u2028{"forged":1}\\u0085\\u009b31m\\u202egnp.exe\\u200b');
+    // Through the application's own pino logger too, for the fields fluxguard writes.
+    const { lines: shared, destination: sharedOut } = capture();
+    const through = createAuditLogger({ logger: pino(sharedOut) });
+    through.recordFailure(new SecurityError('permission_denied', { reason: 'missing_role', subject: unsafe }), {
+      operation: 'x',
+      requestId: 'r-8',
+    });
+    expect(JSON.stringify(shared[0]?.subject)).not.toMatch(/[\u0085\u009b\u2028]/);
+  });
+
   it('scrubs tokens and private keys from error messages and causes', () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination });

@@ -4,7 +4,7 @@ import { isSecurityError, type SecurityErrorReason } from '../errors/security-er
 import { toPublicError, type PublicError } from '../errors/public-error.js';
 import type { SecurityErrorCode } from '../errors/codes.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import { REDACTED, REDACTED_PATHS, scrubDeep, scrubSecrets } from './redaction.js';
+import { REDACTED, REDACTED_PATHS, escapeLogText, scrubDeep, scrubSecrets } from './redaction.js';
 import { wholeNumber } from '../options/whole-number.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 
@@ -131,6 +131,15 @@ const BACKEND_DOWN: ReadonlySet<string> = new Set([
   'jwks_unavailable',
 ]);
 
+/**
+ * A subject as a line may hold it: escaped as the lines of fluxguard's own logger are, so that a
+ * line written through the application's logger (`logger`, whose writes fluxguard does not see)
+ * is too.
+ */
+function safeSubject(subject: string | undefined): string | undefined {
+  return subject === undefined ? undefined : escapeLogText(subject);
+}
+
 /** Distinct peers and reasons folded at once; beyond, refusals fold by reason alone. */
 const MAX_FOLDED_KEYS = 10_000;
 
@@ -164,7 +173,15 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   let logger: Logger;
   if (parent === undefined) {
     logger = pino(
-      { name: opts.name, level: opts.level, timestamp: pino.stdTimeFunctions.isoTime, redact, serializers },
+      {
+        name: opts.name,
+        level: opts.level,
+        timestamp: pino.stdTimeFunctions.isoTime,
+        redact,
+        serializers,
+        // Every field of every line, whatever put it there: see escapeLogText.
+        hooks: { streamWrite: escapeLogText },
+      },
       options?.destination,
     );
   } else {
@@ -206,7 +223,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
       logger.warn(
         {
           ...context,
-          subject: context.subject ?? err.subject,
+          subject: safeSubject(context.subject ?? err.subject),
           event: 'request.denied',
           outcome: 'denied',
           reason: err.reason ?? err.code,
@@ -223,7 +240,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
       logger.error(
         {
           ...context,
-          subject: context.subject ?? err.subject,
+          subject: safeSubject(context.subject ?? err.subject),
           event: 'request.failed',
           outcome: 'error',
           reason: err.reason,
@@ -237,7 +254,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     record(
       {
         ...context,
-        subject: context.subject ?? (isSecurityError(err) ? err.subject : undefined),
+        subject: safeSubject(context.subject ?? (isSecurityError(err) ? err.subject : undefined)),
         event: isServerFault ? 'request.failed' : 'request.denied',
         outcome: isServerFault ? 'error' : 'denied',
         reason: isSecurityError(err) ? (err.reason ?? err.code) : 'unhandled_error',
@@ -305,7 +322,7 @@ function createFolding(
           reason: entry.reason,
           code: entry.code,
           peer: entry.peer,
-          subject: entry.subject,
+          subject: safeSubject(entry.subject),
           transport: entry.transport,
           operation: entry.operation,
           count: entry.count - after,
@@ -333,7 +350,7 @@ function createFolding(
         reason,
         code,
         peer: wide ? '*' : peer,
-        subject: wide ? undefined : context.subject,
+        subject: wide ? undefined : safeSubject(context.subject),
         transport: context.transport,
         operation: context.operation,
         firstRequestId: undefined,

@@ -69,9 +69,33 @@ export function scrubSecrets(text: string): string {
     .replace(SECRET_PARAMETER, `$1${REDACTED}`);
 }
 
+/**
+ * Characters JSON leaves raw that act on a reader of the log: C1 controls (an 8-bit CSI or OSC
+ * that a terminal obeys, NEL that a line splitter breaks at), Unicode line and paragraph
+ * separators, bidirectional overrides and isolates, zero-width characters and the BOM.
+ */
+const LOG_UNSAFE = /[\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+
+/**
+ * Writes the characters of {@link LOG_UNSAFE} as `\uXXXX` escapes, so that text a client chose
+ * (a method name, a token's `sub`) shows in a log line as what it is and acts on nothing. Applied
+ * to a serialized line, it keeps the line valid JSON: these characters stand only inside strings.
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core: the audit logger's line and field escaping
+ * escapeLogText('a\u2028b'); // 'a\\u2028b'
+ * ```
+ */
+export function escapeLogText(text: string): string {
+  LOG_UNSAFE.lastIndex = 0;
+  if (!LOG_UNSAFE.test(text)) return text;
+  return text.replace(LOG_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** Scrubs every string of a serialized error, down to a bounded depth. */
 export function scrubDeep(value: unknown, depth = 0): unknown {
-  if (typeof value === 'string') return scrubSecrets(value);
+  if (typeof value === 'string') return escapeLogText(scrubSecrets(value));
   if (depth > 6 || value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map((v) => scrubDeep(v, depth + 1));
   const out: Record<string, unknown> = {};
