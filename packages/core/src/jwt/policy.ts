@@ -85,7 +85,7 @@ const NUMBER_MAXIMA: Partial<Record<(typeof NUMBER_KEYS)[number], number>> = {
  *
  * @example
  * ```ts
- * import { parseJwtPolicy } from '../jwt/policy.js';
+ * // internal to @fluxguard/core (not exported): parseJwtPolicy
  * const jwt = parseJwtPolicy({ issuer: 'https://id.example.com', audience: 'artifacts', jwksFile: 'jwks.json' }, 'policy.jwt');
  * ```
  */
@@ -139,7 +139,9 @@ export function parseJwtPolicy(value: unknown, where: string): JwtPolicy {
  *
  * @example
  * ```ts
- * import { createMemoryDenylist, type JwtPolicyExtras } from '@fluxguard/core';
+ * import { createMemoryDenylist } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): JwtPolicyExtras; an application gives the same
+ * // denylist and baseDir to createGuardFromPolicy
  * const extras: JwtPolicyExtras = { denylist: createMemoryDenylist(), baseDir: '/etc/fluxguard' };
  * ```
  */

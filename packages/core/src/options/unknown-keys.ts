@@ -12,7 +12,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
  *
  * @example
  * ```ts
- * import { checkKnownKeys } from './unknown-keys.js';
+ * // internal to @fluxguard/core (not exported): checkKnownKeys
  * checkKnownKeys({ levl: 'debug' }, ['level', 'name'], 'createAuditLogger', 'option');
  * // throws ConfigurationError: createAuditLogger: unknown option "levl" (did you mean "level"?)
  * ```
@@ -35,7 +35,7 @@ export function checkKnownKeys(value: object, known: readonly string[], where: s
  *
  * @example
  * ```ts
- * import { closestKey } from './unknown-keys.js';
+ * // internal to @fluxguard/core (not exported): closestKey
  * closestKey('timeoutMS', ['level', 'timeoutMs']); // 'timeoutMs'
  * closestKey('completelyDifferent', ['level', 'timeoutMs']); // undefined
  * ```
@@ -59,7 +59,7 @@ export function closestKey(key: string, known: readonly string[]): string | unde
  *
  * @example
  * ```ts
- * import { editDistance } from './unknown-keys.js';
+ * // internal to @fluxguard/core (not exported): editDistance
  * editDistance('rbac', 'rabc'); // 1
  * editDistance('level', 'levl'); // 1
  * ```

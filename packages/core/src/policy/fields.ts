@@ -6,7 +6,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
  *
  * @example
  * ```ts
- * import { isPolicyObject } from '../policy/fields.js';
+ * // internal to @fluxguard/core (not exported): isPolicyObject
  * if (!isPolicyObject(value)) throw new ConfigurationError(`${where} must be an object`);
  * ```
  */
@@ -21,7 +21,7 @@ export function isPolicyObject(value: unknown): value is Record<string, unknown>
  *
  * @example
  * ```ts
- * import { checkNonEmptyString } from '../policy/fields.js';
+ * // internal to @fluxguard/core (not exported): checkNonEmptyString
  * checkNonEmptyString(section.typ, 'policy.jwt.typ');
  * ```
  */
@@ -38,7 +38,7 @@ export function checkNonEmptyString(value: unknown, where: string): void {
  *
  * @example
  * ```ts
- * import { checkStringOrList } from '../policy/fields.js';
+ * // internal to @fluxguard/core (not exported): checkStringOrList
  * checkStringOrList(section.audience, 'policy.jwt.audience');
  * ```
  */

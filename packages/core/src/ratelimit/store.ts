@@ -11,7 +11,13 @@ import { wholeNumber } from '../options/whole-number.js';
  * @example
  * ```ts
  * import type { LimiterSpec } from '@fluxguard/core';
- * const uploads: LimiterSpec = { name: 'uploads', points: 20, durationSeconds: 60, burst: { points: 5, durationSeconds: 10 } };
+ * const uploads: LimiterSpec = {
+ *   name: 'uploads',
+ *   points: 20,
+ *   durationSeconds: 60,
+ *   burst: { points: 5, durationSeconds: 10 },
+ *   storeFailure: 'open',
+ * };
  * ```
  */
 export interface LimiterSpec {

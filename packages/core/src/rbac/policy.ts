@@ -30,7 +30,7 @@ const RBAC_KEYS = ['mode', 'rules'] as const;
  *
  * @example
  * ```ts
- * import { parseRbacPolicy } from '../rbac/policy.js';
+ * // internal to @fluxguard/core (not exported): parseRbacPolicy
  * const rbac = parseRbacPolicy({ mode: 'shadow', rules: [{ operation: 'GET /healthz', public: true }] }, 'policy.rbac');
  * ```
  */

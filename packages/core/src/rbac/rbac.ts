@@ -357,7 +357,8 @@ function frozenCopy(value: unknown, where: string, depth = 0): unknown {
  *
  * @example
  * ```ts
- * import { checkRbacRules, compileRbac } from '../rbac/rbac.js';
+ * import { compileRbac } from '@fluxguard/core';
+ * // internal to @fluxguard/core (not exported): checkRbacRules
  * const rules = checkRbacRules(JSON.parse(text).rules, 'policy.rbac.rules');
  * const rbac = compileRbac(rules); // no rule compiled a second time
  * ```
