@@ -49,6 +49,10 @@ describe('createPathResolver', () => {
     ['a division slash', 'a\u2215b', 'path_bad_character'],
     ['a right-to-left override', 'evil\u202etxt.exe', 'path_bad_character'],
     ['a zero-width joiner', 'a\u200db', 'path_bad_character'],
+    // Invisible, and not format characters: two names that differ by one look alike.
+    ['a combining grapheme joiner', 'a\u034fb.txt', 'path_bad_character'],
+    ['a Hangul filler', 'a\u3164.txt', 'path_bad_character'],
+    ['a variation selector', 'a\ufe0f.txt', 'path_bad_character'],
     ['a no-break space', 'a\u00a0b', 'path_bad_character'],
     ['a line separator', 'a\u2028b', 'path_bad_character'],
     ['the replacement character (invalid or overlong UTF-8)', 'a\ufffd.txt', 'path_bad_character'],

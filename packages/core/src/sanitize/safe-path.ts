@@ -56,7 +56,7 @@ export interface PathResolverOptions {
    * Characters a segment may contain, tested on its NFC form. Default {@link NAME_SEGMENT}:
    * Unicode letters, marks and digits, spaces and common punctuation. `ASCII_SEGMENT` is the
    * strict alternative. Whatever the pattern, what is dangerous is always refused: control,
-   * format (bidi, zero-width) and unassigned characters, anything whose NFKC form holds a
+   * format (bidi, zero-width), invisible (default-ignorable) and unassigned characters, anything whose NFKC form holds a
    * separator or a character Windows reserves (`/ \ : * ? " < > |`), `.` and `..` in any
    * spelling, a leading or trailing space, a trailing dot, and reserved device names.
    */
@@ -126,9 +126,11 @@ export const NAME_SEGMENT = /^[\p{L}\p{M}\p{N} ._\-()+@~,'=#&!$%[\]{};^]+$/u;
 export const ASCII_SEGMENT = /^[A-Za-z0-9._-]+$/;
 
 // Refused in any segment, whatever the pattern: controls, format characters (bidi overrides,
-// zero-width joiners), surrogates, private use, unassigned, line and paragraph separators, and
-// U+FFFD (what invalid UTF-8 decodes to).
-const ALWAYS_REFUSED = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\uFFFD]/u;
+// zero-width joiners), surrogates, private use, unassigned, line and paragraph separators,
+// U+FFFD (what invalid UTF-8 decodes to), and the other characters Unicode says to draw as
+// nothing (a combining grapheme joiner, Hangul fillers, variation selectors): names that
+// differ by one look the same in a listing.
+const ALWAYS_REFUSED = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\uFFFD]/u;
 // In the NFKC form, which folds look-alikes (fullwidth solidus, one-dot leader) onto ASCII.
 const SEPARATOR_LIKE = /[/\\:*?"<>|]/;
 const DEVICE_NAME = /^(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(?:\..*)?$/i;
