@@ -177,6 +177,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
       maxSessionMemoryMb: MAX_SESSION_MEMORY_MB,
       maxConnectionIdleMs: security.connections.idleMs,
       maxConnections: security.connections.maxConnections,
+      maxConnectionsPerAddress: security.connections.maxConnectionsPerAddress,
     }),
     interceptors: fluxguardInterceptors({
       audit,

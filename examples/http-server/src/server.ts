@@ -309,6 +309,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
     headersTimeoutMs: Math.min(connections.idleMs, requestTimeoutMs),
     handshakeTimeoutMs: connections.handshakeTimeoutMs,
     maxConnections: connections.maxConnections,
+    maxConnectionsPerAddress: connections.maxConnectionsPerAddress,
   });
   const port = await listen(server, options.port ?? 8443, host);
   let closing: Promise<void> | undefined;

@@ -58,6 +58,11 @@ export { hiddenSlot, type HiddenSlot } from './hidden-slot/hidden-slot.js';
 export { checkSchema, validateWith } from './validation/standard-schema.js';
 export { connectionBudget } from './transport/descriptor-budget.js';
 export {
+  createConnectionGate,
+  defaultConnectionsPerAddress,
+  type ConnectionGate,
+} from './transport/connection-gate.js';
+export {
   UNREAD_PROBE_MS,
   answerWaiting,
   blameUnfinishedRequest,

@@ -20,7 +20,12 @@ afterAll(async () => {
   await pki.remove();
 });
 
-function serverWith(options: { handshakeTimeoutMs?: number; maxConnections?: number; headersTimeoutMs?: number }) {
+function serverWith(options: {
+  handshakeTimeoutMs?: number;
+  maxConnections?: number;
+  maxConnectionsPerAddress?: number;
+  headersTimeoutMs?: number;
+}) {
   const app = express();
   app.get('/ok', (_req, res) => {
     res.json({ ok: true });
@@ -33,9 +38,9 @@ function serverWith(options: { handshakeTimeoutMs?: number; maxConnections?: num
   });
 }
 
-function idleSocket(port: number): { socket: Socket; closed: () => boolean } {
+function idleSocket(port: number, localAddress = '127.0.0.1'): { socket: Socket; closed: () => boolean } {
   let closed = false;
-  const socket = netConnect({ host: '127.0.0.1', port });
+  const socket = netConnect({ host: '127.0.0.1', port, localAddress });
   socket.on('error', () => undefined);
   socket.resume();
   socket.on('close', () => {
@@ -102,6 +107,57 @@ describe('the HTTPS connection budget', () => {
       expect(res.status).toBe(200);
     } finally {
       await dispatcher.close();
+      await served.close();
+    }
+  });
+
+  it('holds each client address to its share: one address cannot take the whole cap, and the refusal is logged', async () => {
+    const served = await listen(
+      serverWith({ maxConnections: 100, maxConnectionsPerAddress: 3, handshakeTimeoutMs: 60_000 }),
+    );
+    try {
+      const before = audit.lines().length;
+      const held = Array.from({ length: 3 }, () => idleSocket(served.port, '127.0.0.3'));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const extra = idleSocket(served.port, '127.0.0.3');
+      await expect.poll(extra.closed, { timeout: 2_000 }).toBe(true);
+      expect(held.every((s) => !s.closed())).toBe(true);
+      // Another address is served meanwhile.
+      const answer = await new Promise<string>((resolve, reject) => {
+        // Passed on to net.connect, whose socket options Node's tls types leave out.
+        const options = {
+          host: '127.0.0.1',
+          port: served.port,
+          localAddress: '127.0.0.4',
+          ca: pki.ca.certPem,
+          servername: 'localhost',
+        };
+        const socket = tlsConnect(options, () =>
+          socket.write('GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'),
+        );
+        let text = '';
+        socket.on('data', (d: Buffer) => (text += d.toString()));
+        socket.on('close', () => {
+          resolve(text);
+        });
+        socket.on('error', reject);
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+      expect(audit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({
+          event: 'connection.refused',
+          reason: 'address_connection_limit',
+          addresses: ['127.0.0.3'],
+        }),
+      );
+      // A held connection that closes gives its place back.
+      held[0]?.socket.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const again = idleSocket(served.port, '127.0.0.3');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(again.closed()).toBe(false);
+      for (const s of [...held, again]) s.socket.destroy();
+    } finally {
       await served.close();
     }
   });

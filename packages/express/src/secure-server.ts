@@ -1,12 +1,15 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ConfigurationError, type AuditLogger, type ReloadOptions, type TlsSettingsOptions } from '@fluxguard/core';
 import {
   assertAuditLogger,
   connectionBudget,
+  createConnectionGate,
   createReloadingTlsSettings,
+  defaultConnectionsPerAddress,
   resolveOptions,
   type TlsSettings,
   MAX_TIMER_MS,
@@ -64,6 +67,14 @@ export interface SecureServerOptions extends ReloadOptions {
    * of the process's open-file limit (Linux `/proc/self/limits`), else 10 000.
    */
   readonly maxConnections?: number | undefined;
+  /**
+   * Connections one client address (an IPv6 client by its /64) may hold at once; one more is
+   * closed at once. Default: an eighth of `maxConnections`, at least 16: one client holding the
+   * whole cap, and reopening what the server closed, shut out everyone. Behind a load balancer
+   * whose connections all come from one address, raise it. Refusals are logged
+   * (`connection.refused`, at most one line per 10 s).
+   */
+  readonly maxConnectionsPerAddress?: number | undefined;
 }
 
 interface ResolvedOptions {
@@ -78,6 +89,7 @@ interface ResolvedOptions {
   readonly maxHeaderSize: number;
   readonly handshakeTimeoutMs: number;
   readonly maxConnections: number | undefined;
+  readonly maxConnectionsPerAddress: number | undefined;
 }
 
 const DEFAULTS: ResolvedOptions = Object.freeze({
@@ -92,6 +104,7 @@ const DEFAULTS: ResolvedOptions = Object.freeze({
   maxHeaderSize: 16_384,
   handshakeTimeoutMs: 10_000,
   maxConnections: undefined,
+  maxConnectionsPerAddress: undefined,
 });
 
 const HEADERS_TIMEOUT_MS = 10_000;
@@ -154,6 +167,14 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   const firstRequestTimeout = headersTimeout + connectionsCheckingInterval + 500;
   const maxConnections =
     o.maxConnections === undefined ? connectionBudget() : positiveInteger(o.maxConnections, 'maxConnections');
+  const gate = createConnectionGate({
+    maxPerAddress:
+      o.maxConnectionsPerAddress === undefined
+        ? defaultConnectionsPerAddress(maxConnections)
+        : positiveInteger(o.maxConnectionsPerAddress, 'maxConnectionsPerAddress', Number.MAX_SAFE_INTEGER),
+    audit,
+    transport: 'http',
+  });
 
   const tls = createReloadingTlsSettings(o.tls, {
     audit: o.audit,
@@ -187,6 +208,15 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   );
   server.keepAliveTimeout = keepAliveTimeout;
   server.maxConnections = maxConnections;
+  // Each client address its share of the connections, counted from the TCP connection on.
+  server.on('connection', (socket: Socket) => {
+    const release = gate.admit(socket.remoteAddress);
+    if (release === undefined) socket.destroy();
+    else socket.once('close', release);
+  });
+  server.on('drop', () => {
+    gate.refusedOverall();
+  });
   server.on('secureConnection', (socket: TLSSocket) => {
     // TLS 1.2 client-initiated renegotiation costs the server a handshake each time, and could
     // present another certificate on a connection whose identity is already cached.

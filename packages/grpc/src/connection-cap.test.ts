@@ -111,6 +111,49 @@ describe('the connection cap of a gRPC port', () => {
     }
   });
 
+  it('holds each client address to its share of the cap', async () => {
+    const shared = new Server({
+      ...secureServerOptions({ maxConnections: 100, maxConnectionsPerAddress: 3 }),
+      interceptors: fluxguardInterceptors({ audit: audit.audit, timeouts: false }),
+    });
+    addService(shared, testService, {
+      Unary: (call) => call.request,
+      ClientStream: () => ({}),
+      ServerStream: (call) => {
+        call.end();
+      },
+      Bidi: (call) => {
+        call.end();
+      },
+    });
+    const sharedPort = await new Promise<number>((resolve, reject) => {
+      shared.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, bound) => {
+        if (err) reject(err);
+        else resolve(bound);
+      });
+    });
+    const from = (localAddress: string) => {
+      const socket = connect({ host: '127.0.0.1', port: sharedPort, localAddress });
+      socket.on('error', () => undefined);
+      let closed = false;
+      socket.once('close', () => (closed = true));
+      return { socket, closed: () => closed };
+    };
+    try {
+      const held = Array.from({ length: 3 }, () => from('127.0.0.5'));
+      await new Promise((r) => setTimeout(r, 200));
+      const extra = from('127.0.0.5');
+      await expect.poll(extra.closed, { timeout: 2_000 }).toBe(true);
+      const other = from('127.0.0.6');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(other.closed()).toBe(false);
+      expect(held.every((s) => !s.closed())).toBe(true);
+      for (const s of [...held, other]) s.socket.destroy();
+    } finally {
+      shared.forceShutdown();
+    }
+  });
+
   it('refuses a cap that is not a positive whole number', () => {
     expect(() => secureServerOptions({ maxConnections: 0 })).toThrow(
       '"maxConnections" must be a whole number of at least 1',

@@ -2,13 +2,15 @@ import type { Http2Server, Http2SecureServer, IncomingHttpHeaders, ServerHttp2St
 import type { Socket } from 'node:net';
 import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { Server, ServerCredentials } from '@grpc/grpc-js';
-import { connectionBudget } from '@fluxguard/core/adapter';
+import { connectionBudget, createConnectionGate, defaultConnectionsPerAddress } from '@fluxguard/core/adapter';
 import {
   CLOSING_GRACE_OPTION,
   DEFAULT_CLOSING_GRACE_MS,
   DEFAULT_WRITE_STALL_MS,
   MAX_CONNECTIONS_OPTION,
+  MAX_PER_ADDRESS_OPTION,
   WRITE_STALL_OPTION,
+  auditOfCredentials,
 } from './server-credentials.js';
 
 /**
@@ -34,7 +36,9 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  * otherwise keeps to itself:
  * - a cap on the connections held at once (`maxConnections` of `secureServerOptions`, else 70 %
  *   of the open-file limit): a flood of connections meets a refused connection, not a process
- *   out of file descriptors;
+ *   out of file descriptors; and a share of it per client address (`maxConnectionsPerAddress`,
+ *   else an eighth), so that one client cannot hold the whole cap; refusals logged when the
+ *   credentials are fluxguard's;
  * - the peer certificate of a connection read once: grpc-js's `getAuthContext()` calls
  *   `getPeerCertificate()` on every call, which builds the whole certificate object each time
  *   (about a sixth of the CPU of a mutual-TLS gRPC server); a connection's certificate never
@@ -70,7 +74,23 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
     value(this: unknown, credentials: ServerCredentials) {
       const http2Server = original.call(this, credentials);
       const options = (this as { options?: Record<string, unknown> }).options;
-      http2Server.maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
+      const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
+      http2Server.maxConnections = maxConnections;
+      // Each client address its share of the port, counted from the TCP connection on.
+      const gate = createConnectionGate({
+        maxPerAddress:
+          positiveOption(options?.[MAX_PER_ADDRESS_OPTION]) ?? defaultConnectionsPerAddress(maxConnections),
+        audit: auditOfCredentials(credentials),
+        transport: 'grpc',
+      });
+      http2Server.prependListener('connection', (socket: Socket) => {
+        const release = gate.admit(socket.remoteAddress);
+        if (release === undefined) socket.destroy();
+        else socket.once('close', release);
+      });
+      http2Server.on('drop', () => {
+        gate.refusedOverall();
+      });
       const graceMs = positiveOption(options?.[CLOSING_GRACE_OPTION]) ?? DEFAULT_CLOSING_GRACE_MS;
       const stallMs = positiveOption(options?.[WRITE_STALL_OPTION]) ?? DEFAULT_WRITE_STALL_MS;
       // First, before grpc-js's own listener reads the header object.

@@ -10,6 +10,7 @@ import {
 import {
   assertAuditLogger,
   connectionBudget,
+  defaultConnectionsPerAddress,
   createReloadingTlsSettings,
   type ReloadingTlsSettings,
   resolveOptions,
@@ -168,7 +169,20 @@ export function createServerCredentials(
     },
   });
   const credentials = new HardenedServerCredentials(reloading, o.handshakeTimeoutMs);
+  auditByCredentials.set(credentials, audit);
   return credentials;
+}
+
+const auditByCredentials = new WeakMap<object, AuditLogger>();
+
+/**
+ * The audit logger of credentials made by {@link createServerCredentials}: where the HTTP/2
+ * server grpc-js builds for them writes what happens to connections (no call exists yet).
+ *
+ * @internal
+ */
+export function auditOfCredentials(credentials: object): AuditLogger | undefined {
+  return auditByCredentials.get(credentials);
 }
 
 /**
@@ -205,6 +219,15 @@ export interface SecureServerLimits {
    */
   readonly maxConnections?: number | undefined;
   /**
+   * Connections one client address (an IPv6 client by its /64) may hold at once on a port; one
+   * more is closed at once. Default: an eighth of `maxConnections`, at least 16: one client
+   * holding the whole cap, and reopening what the server closed, shut out everyone. Behind a
+   * load balancer whose connections all come from one address, raise it. Refusals are logged
+   * (`connection.refused`, at most one line per 10 s) when the credentials are fluxguard's.
+   * Applied by `addService` of this package, as `maxConnections` is.
+   */
+  readonly maxConnectionsPerAddress?: number | undefined;
+  /**
    * How long a connection the server has closed (every call finished, its GOAWAY and the end of
    * its side sent: after the idle limit, at shutdown) waits for the client to close the other
    * side before it is dropped. Default 5 s. Node waits for the client for ever, so a client that
@@ -225,6 +248,8 @@ export interface SecureServerLimits {
 
 /** The `new Server(options)` key that carries {@link SecureServerLimits.maxConnections} to `addService`. */
 export const MAX_CONNECTIONS_OPTION = 'fluxguard.max_connections';
+/** The `new Server(options)` key that carries {@link SecureServerLimits.maxConnectionsPerAddress} to `addService`. */
+export const MAX_PER_ADDRESS_OPTION = 'fluxguard.max_connections_per_address';
 /** The `new Server(options)` key that carries {@link SecureServerLimits.closingGraceMs} to `addService`. */
 export const CLOSING_GRACE_OPTION = 'fluxguard.closing_grace_ms';
 /** {@link SecureServerLimits.closingGraceMs} when the server's options do not say. */
@@ -243,6 +268,7 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
   keepaliveTimeMs: 2 * 60_000,
   keepaliveTimeoutMs: 20_000,
   maxConnections: connectionBudget(),
+  maxConnectionsPerAddress: 0,
   closingGraceMs: DEFAULT_CLOSING_GRACE_MS,
   maxWriteStallMs: DEFAULT_WRITE_STALL_MS,
 });
@@ -264,7 +290,12 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
  * ```
  */
 export function secureServerOptions(limits: SecureServerLimits = {}): ServerOptions {
-  const l = resolveOptions('secureServerOptions', LIMIT_DEFAULTS, limits);
+  const given = resolveOptions('secureServerOptions', LIMIT_DEFAULTS, limits);
+  // The share follows the cap unless it is given.
+  const l = {
+    ...given,
+    maxConnectionsPerAddress: limits.maxConnectionsPerAddress ?? defaultConnectionsPerAddress(given.maxConnections),
+  };
   for (const [name, value] of Object.entries(l)) {
     // A time above Node's longest timer would fire after 1 ms.
     wholeNumber(value, `secureServerOptions: "${name}"`, name.endsWith('Ms') ? { unit: 'ms' } : {});
@@ -278,6 +309,7 @@ export function secureServerOptions(limits: SecureServerLimits = {}): ServerOpti
     'grpc.keepalive_time_ms': l.keepaliveTimeMs,
     'grpc.keepalive_timeout_ms': l.keepaliveTimeoutMs,
     [MAX_CONNECTIONS_OPTION]: l.maxConnections,
+    [MAX_PER_ADDRESS_OPTION]: l.maxConnectionsPerAddress,
     [CLOSING_GRACE_OPTION]: l.closingGraceMs,
     [WRITE_STALL_OPTION]: l.maxWriteStallMs,
   };

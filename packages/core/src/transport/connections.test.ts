@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { defaultConnectionsPerAddress } from './connection-gate.js';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { parseSecurityPolicy } from '../policy/policy.js';
@@ -11,8 +12,12 @@ describe('resolveConnectionLimits', () => {
     expect(resolveConnectionLimits()).toEqual({
       ...CONNECTION_DEFAULTS,
       maxConnections: descriptorBudget().connections,
+      maxConnectionsPerAddress: defaultConnectionsPerAddress(descriptorBudget().connections),
     });
     expect(resolveConnectionLimits({ idleMs: 500 }).idleMs).toBe(500);
+    // The share follows the cap unless it is given.
+    expect(resolveConnectionLimits({ maxConnections: 800 }).maxConnectionsPerAddress).toBe(100);
+    expect(resolveConnectionLimits({ maxConnectionsPerAddress: 5 }).maxConnectionsPerAddress).toBe(5);
   });
 
   it.each([

@@ -3,6 +3,7 @@ import { checkKnownKeys } from '../options/unknown-keys.js';
 import { isPolicyObject } from '../policy/fields.js';
 import { descriptorBudget } from './descriptor-budget.js';
 import { wholeNumber } from '../options/whole-number.js';
+import { defaultConnectionsPerAddress } from './connection-gate.js';
 
 /**
  * Limits on the connections of a server port, the same on both transports: what a client
@@ -14,6 +15,8 @@ import { wholeNumber } from '../options/whole-number.js';
  *   headers of a request not received in full within it (`headersTimeoutMs` of
  *   `createSecureServer`, which also ends slow-header clients).
  * - `maxConnections`: connections held at once per port; beyond it a new one is closed at once.
+ * - `maxConnectionsPerAddress`: connections one client address (an IPv6 client by its /64)
+ *   holds at once per port; beyond it a new one from there is closed at once.
  *
  * @example
  * ```ts
@@ -28,6 +31,8 @@ export interface ConnectionLimits {
   readonly idleMs?: number | undefined;
   /** Default: `descriptorBudget().connections` (70 % of the open-file limit). */
   readonly maxConnections?: number | undefined;
+  /** Default: an eighth of `maxConnections`, at least 16 (`defaultConnectionsPerAddress`). */
+  readonly maxConnectionsPerAddress?: number | undefined;
 }
 
 /**
@@ -56,7 +61,7 @@ export const CONNECTION_DEFAULTS: Readonly<{ handshakeTimeoutMs: number; idleMs:
  */
 export type ResolvedConnectionLimits = Readonly<Required<{ [K in keyof ConnectionLimits]: number }>>;
 
-const KEYS = ['handshakeTimeoutMs', 'idleMs', 'maxConnections'] as const;
+const KEYS = ['handshakeTimeoutMs', 'idleMs', 'maxConnections', 'maxConnectionsPerAddress'] as const;
 
 /**
  * Checks connection limits (code options or the policy's `connections` section) and fills in
@@ -82,10 +87,14 @@ export function resolveConnectionLimits(
   const raw: unknown = limits;
   if (!isPolicyObject(raw)) throw new ConfigurationError(`${where} must be an object`);
   checkKnownKeys(raw, KEYS, where, where.startsWith('policy') ? 'field' : 'option');
+  const maxConnections = limits.maxConnections ?? descriptorBudget().connections;
   const resolved = {
     handshakeTimeoutMs: limits.handshakeTimeoutMs ?? CONNECTION_DEFAULTS.handshakeTimeoutMs,
     idleMs: limits.idleMs ?? CONNECTION_DEFAULTS.idleMs,
-    maxConnections: limits.maxConnections ?? descriptorBudget().connections,
+    maxConnections,
+    maxConnectionsPerAddress:
+      limits.maxConnectionsPerAddress ??
+      (typeof maxConnections === 'number' ? defaultConnectionsPerAddress(maxConnections) : maxConnections),
   };
   for (const key of KEYS) wholeNumber(resolved[key], `${where}.${key}`);
   return Object.freeze(resolved);

@@ -1,0 +1,62 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { capturedAudit } from '../testing/jwt-fixtures.js';
+import { createConnectionGate, defaultConnectionsPerAddress } from './connection-gate.js';
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('createConnectionGate', () => {
+  it('admits each client address up to its share, and again once one of its connections closes', () => {
+    const gate = createConnectionGate({ maxPerAddress: 2, audit: undefined, transport: 'http' });
+    const first = gate.admit('203.0.113.7');
+    const second = gate.admit('::ffff:203.0.113.7');
+    expect(first).toBeTypeOf('function');
+    expect(second).toBeTypeOf('function');
+    // IPv4-mapped IPv6 is the same client; another address has its own share.
+    expect(gate.admit('203.0.113.7')).toBeUndefined();
+    expect(gate.admit('203.0.113.8')).toBeTypeOf('function');
+    first?.();
+    first?.(); // a second release gives nothing back twice
+    expect(gate.heldBy('203.0.113.7')).toBe(1);
+    expect(gate.admit('203.0.113.7')).toBeTypeOf('function');
+    expect(gate.admit('203.0.113.7')).toBeUndefined();
+  });
+
+  it('counts an IPv6 client by its /64: rotating through its addresses does not escape the share', () => {
+    const gate = createConnectionGate({ maxPerAddress: 3, audit: undefined, transport: 'grpc' });
+    for (let i = 1; i <= 3; i++) expect(gate.admit(`2001:db8:1:2::${String(i)}`)).toBeTypeOf('function');
+    expect(gate.admit('2001:db8:1:2:ffff::9')).toBeUndefined();
+    expect(gate.admit('2001:db8:1:3::1')).toBeTypeOf('function');
+  });
+
+  it('writes the first refusal at once and the rest of a flood as one line per 10 s', () => {
+    vi.useFakeTimers();
+    const { audit, lines } = capturedAudit();
+    const gate = createConnectionGate({ maxPerAddress: 1, audit, transport: 'http' });
+    gate.admit('198.51.100.1');
+    for (let i = 0; i < 1_000; i++) gate.admit('198.51.100.1');
+    gate.refusedOverall();
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      event: 'connection.refused',
+      reason: 'address_connection_limit',
+      refusedByAddressShare: 1,
+      addresses: ['198.51.100.1'],
+    });
+    vi.advanceTimersByTime(10_000);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatchObject({ refusedByAddressShare: 999, refusedByPortCap: 1, intervalMs: 10_000 });
+    // A quiet interval ends the spell: the next refusal is written at once again.
+    vi.advanceTimersByTime(20_000);
+    expect(lines).toHaveLength(2);
+    gate.admit('198.51.100.1');
+    expect(lines).toHaveLength(3);
+  });
+
+  it('gives each address an eighth of the port by default, at least 16, never above the cap', () => {
+    expect(defaultConnectionsPerAddress(14_000)).toBe(1_750);
+    expect(defaultConnectionsPerAddress(64)).toBe(16);
+    expect(defaultConnectionsPerAddress(5)).toBe(5);
+  });
+});
