@@ -229,6 +229,50 @@ describe('anonymous clients that keep sending after their answer on the gRPC por
   }, 30_000);
 });
 
+describe.each(TRANSPORTS)('one client address holding connections over %s', (transport) => {
+  const SHARE = 20;
+  let server: ServerProcess;
+  beforeAll(async () => {
+    const policy = world.writePolicy(`connections-share-${transport}`, (p) => ({
+      ...p,
+      connections: { handshakeTimeoutMs: 30_000, idleMs: 30_000, maxConnectionsPerAddress: SHARE },
+    }));
+    server = await spawnReferenceServer(transport, world, { FLUXGUARD_POLICY: policy });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('holds it to its share of the port: one more from it is closed at once, other addresses are served, and the refusal is logged', async () => {
+    const open = (localAddress: string) => {
+      // Passed on to net.connect, whose socket options Node's tls types leave out.
+      const options = { host: '127.0.0.1', port: server.port, localAddress, ca: world.pki.ca, servername: 'localhost' };
+      const socket = tlsConnect(options);
+      socket.on('error', () => undefined);
+      const outcome = new Promise<'connected' | 'closed'>((resolve) => {
+        socket.once('secureConnect', () => {
+          resolve('connected');
+        });
+        socket.once('close', () => {
+          resolve('closed');
+        });
+      });
+      return { socket, outcome };
+    };
+    // An anonymous client: no certificate, no request, each connection held.
+    const held = Array.from({ length: SHARE }, () => open('127.0.0.7'));
+    expect(await Promise.all(held.map((h) => h.outcome))).toEqual(Array.from({ length: SHARE }, () => 'connected'));
+    const more = Array.from({ length: 10 }, () => open('127.0.0.7'));
+    expect(await Promise.all(more.map((m) => m.outcome))).toEqual(Array.from({ length: 10 }, () => 'closed'));
+    // A caller from another address is served meanwhile.
+    const reader = server.clientWith(await world.token('share-reader', ['artifacts.reader']));
+    expect((await reader.list('')).ok).toBe(true);
+    await expect.poll(() => server.output(), { timeout: 5_000 }).toMatch(/"event":"connection.refused"/);
+    expect(server.output()).toMatch(/"addresses":\["127\.0\.0\.7"\]/);
+    for (const h of [...held, ...more]) h.socket.destroy();
+  }, 30_000);
+});
+
 describe.each(TRANSPORTS)('the descriptor budget over %s', (transport) => {
   let server: ServerProcess;
   beforeAll(async () => {

@@ -69,7 +69,7 @@ export interface SecureServerOptions extends ReloadOptions {
   readonly maxConnections?: number | undefined;
   /**
    * Connections one client address (an IPv6 client by its /64) may hold at once; one more is
-   * closed at once. Default: an eighth of `maxConnections`, at least 16: one client holding the
+   * closed at once. Default: half of `maxConnections`, at least 16: one client holding the
    * whole cap, and reopening what the server closed, shut out everyone. Behind a load balancer
    * whose connections all come from one address, raise it. Refusals are logged
    * (`connection.refused`, at most one line per 10 s).

@@ -37,7 +37,7 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  * - a cap on the connections held at once (`maxConnections` of `secureServerOptions`, else 70 %
  *   of the open-file limit): a flood of connections meets a refused connection, not a process
  *   out of file descriptors; and a share of it per client address (`maxConnectionsPerAddress`,
- *   else an eighth), so that one client cannot hold the whole cap; refusals logged when the
+ *   else half), so that one client cannot hold the whole cap; refusals logged when the
  *   credentials are fluxguard's;
  * - the peer certificate of a connection read once: grpc-js's `getAuthContext()` calls
  *   `getPeerCertificate()` on every call, which builds the whole certificate object each time

@@ -54,9 +54,9 @@ describe('createConnectionGate', () => {
     expect(lines).toHaveLength(3);
   });
 
-  it('gives each address an eighth of the port by default, at least 16, never above the cap', () => {
-    expect(defaultConnectionsPerAddress(14_000)).toBe(1_750);
-    expect(defaultConnectionsPerAddress(64)).toBe(16);
+  it('gives each address half of the port by default, at least 16, never above the cap', () => {
+    expect(defaultConnectionsPerAddress(14_000)).toBe(7_000);
+    expect(defaultConnectionsPerAddress(20)).toBe(16);
     expect(defaultConnectionsPerAddress(5)).toBe(5);
   });
 });

@@ -128,19 +128,20 @@ export function createConnectionGate(options: {
 }
 
 /**
- * The default share of one client address: an eighth of the port's connections, at least 16,
- * so that it takes eight addresses (eight IPv6 /64s) to hold a port, while a proxy in front
- * keeps a large pool. Behind a load balancer whose connections all come from one address, raise
- * it (up to `maxConnections`).
+ * The default share of one client address: half of the port's connections, at least 16. One
+ * client cannot hold the whole port, while a reverse proxy in front, whose connections all come
+ * from one address, keeps a large pool: a smaller share by default would refuse a busy proxy's
+ * connections. Where clients connect directly, a smaller share (an eighth, say) makes it take
+ * more addresses to hold the port; behind a single proxy, raise it to `maxConnections`.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
  *
  * @example
  * ```ts
  * import { defaultConnectionsPerAddress } from '@fluxguard/core/adapter';
- * defaultConnectionsPerAddress(14_000); // 1750
+ * defaultConnectionsPerAddress(14_000); // 7000
  * ```
  */
 export function defaultConnectionsPerAddress(maxConnections: number): number {
-  return Math.min(maxConnections, Math.max(16, Math.floor(maxConnections / 8)));
+  return Math.min(maxConnections, Math.max(16, Math.floor(maxConnections / 2)));
 }

@@ -16,7 +16,7 @@ describe('resolveConnectionLimits', () => {
     });
     expect(resolveConnectionLimits({ idleMs: 500 }).idleMs).toBe(500);
     // The share follows the cap unless it is given.
-    expect(resolveConnectionLimits({ maxConnections: 800 }).maxConnectionsPerAddress).toBe(100);
+    expect(resolveConnectionLimits({ maxConnections: 800 }).maxConnectionsPerAddress).toBe(400);
     expect(resolveConnectionLimits({ maxConnectionsPerAddress: 5 }).maxConnectionsPerAddress).toBe(5);
   });
 

@@ -31,7 +31,7 @@ export interface ConnectionLimits {
   readonly idleMs?: number | undefined;
   /** Default: `descriptorBudget().connections` (70 % of the open-file limit). */
   readonly maxConnections?: number | undefined;
-  /** Default: an eighth of `maxConnections`, at least 16 (`defaultConnectionsPerAddress`). */
+  /** Default: half of `maxConnections`, at least 16 (`defaultConnectionsPerAddress`). */
   readonly maxConnectionsPerAddress?: number | undefined;
 }
 
