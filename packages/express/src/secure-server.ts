@@ -10,6 +10,7 @@ import {
   createConnectionGate,
   createReloadingTlsSettings,
   defaultConnectionsPerAddress,
+  trustChanged,
   resolveOptions,
   type TlsSettings,
   MAX_TIMER_MS,
@@ -183,10 +184,31 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     where: FACTORY,
     // Node rebuilds the whole context from these: never bare key and certificate. Called from a
     // timer, once the server exists.
-    onUpdate: (contextOptions) => {
+    onUpdate: (contextOptions, material) => {
+      const before = tls.current;
       server.setSecureContext(contextOptions);
+      if (trustChanged(before, material)) closeUnderOldTrust();
     },
   });
+  // Connections and the answer each is writing, to close those made under a CA bundle or CRL
+  // that has since changed: a connection keeps the certificate it was verified with.
+  const connections = new Set<TLSSocket>();
+  const answering = new WeakMap<object, ServerResponse>();
+  const closeUnderOldTrust = (): void => {
+    let closed = 0;
+    for (const socket of connections) {
+      const res = answering.get(socket);
+      closed += 1;
+      // Idle: closed now, and its client connects again. Answering: closed after this answer.
+      if (res === undefined || res.writableFinished) socket.end();
+      else if (!res.headersSent) res.setHeader('connection', 'close');
+      else
+        res.once('finish', () => {
+          socket.end();
+        });
+    }
+    audit.logger.info({ event: 'tls.connections_closed', connections: closed }, 'tls.connections_closed');
+  };
   const server = createServer(
     {
       ...tls.settings.serverOptions,
@@ -218,6 +240,10 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     gate.refusedOverall();
   });
   server.on('secureConnection', (socket: TLSSocket) => {
+    connections.add(socket);
+    socket.once('close', () => {
+      connections.delete(socket);
+    });
     // TLS 1.2 client-initiated renegotiation costs the server a handshake each time, and could
     // present another certificate on a connection whose identity is already cached.
     socket.disableRenegotiation();
@@ -228,9 +254,11 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
       socket.destroy();
     });
   });
-  server.prependListener('request', (req) => {
+  server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
     // The first request has come: from here on Node's own request and keep-alive timeouts apply.
     if (req.socket.timeout) req.socket.setTimeout(0);
+    // The last answer of each connection (one map entry, no listener, per request).
+    answering.set(req.socket, res);
   });
   // What Node's parser refuses before any request exists gets a request id and an audit line.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {

@@ -219,6 +219,30 @@ describe('reload without restart', () => {
   });
 });
 
+describe('a reload that changes the CRL', () => {
+  it("sends away the connections made before it: a revoked client's open channel is served no more", async () => {
+    const own = await createTestPki();
+    await replaceFile(own.files.crlFile, await own.ca.createCrl({ revokedSerialNumbers: [] }));
+    const credentials = createServerCredentials(
+      { ...own.files, clientCertificates: 'strict' },
+      { audit: audit.audit, reloadIntervalMs: 50 },
+    );
+    const server = await startTlsServer(credentials, interceptors());
+    const client = track(clientFor(server.address, { ca: own.ca.certPem, cert: own.reader }));
+    try {
+      expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+      await replaceFile(own.files.crlFile, await own.ca.createCrl({ revokedSerialNumbers: [own.reader.serialNumber] }));
+      // The channel's connection is sent away; the new one fails its handshake.
+      await waitFor(async () => (await unary(client, 'Public')).status.code === Status.UNAVAILABLE);
+      expect(audit.lines().some((l) => l.event === 'tls.connections_closed')).toBe(true);
+    } finally {
+      credentials.close();
+      await server.close();
+      await own.cleanup();
+    }
+  });
+});
+
 describe('createServerCredentials options', () => {
   it('validates its options with clear errors', () => {
     const tls = { ...pki.files, clientCertificates: 'strict' as const };

@@ -1,4 +1,4 @@
-import type { Http2Server, Http2SecureServer, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { Http2Server, Http2SecureServer, Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { Server, ServerCredentials } from '@grpc/grpc-js';
@@ -11,6 +11,7 @@ import {
   MAX_PER_ADDRESS_OPTION,
   WRITE_STALL_OPTION,
   auditOfCredentials,
+  whenTrustChanges,
 } from './server-credentials.js';
 
 /**
@@ -91,6 +92,21 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       http2Server.on('drop', () => {
         gate.refusedOverall();
       });
+      // Sessions made under a CA bundle or CRL a reload has changed are sent away (GOAWAY: their
+      // calls finish, new ones go to a new connection, verified under the new trust).
+      const sessions = new Set<Http2Session>();
+      http2Server.on('session', (session: Http2Session) => {
+        sessions.add(session);
+        session.once('close', () => sessions.delete(session));
+      });
+      const stopListening = whenTrustChanges(credentials, () => {
+        for (const session of sessions) session.close();
+        auditOfCredentials(credentials)?.logger.info(
+          { event: 'tls.connections_closed', connections: sessions.size },
+          'tls.connections_closed',
+        );
+      });
+      if (stopListening !== undefined) http2Server.once('close', stopListening);
       const graceMs = positiveOption(options?.[CLOSING_GRACE_OPTION]) ?? DEFAULT_CLOSING_GRACE_MS;
       const stallMs = positiveOption(options?.[WRITE_STALL_OPTION]) ?? DEFAULT_WRITE_STALL_MS;
       // First, before grpc-js's own listener reads the header object.

@@ -11,6 +11,7 @@ import {
   assertAuditLogger,
   connectionBudget,
   defaultConnectionsPerAddress,
+  trustChanged,
   createReloadingTlsSettings,
   type ReloadingTlsSettings,
   resolveOptions,
@@ -110,6 +111,21 @@ class HardenedServerCredentials extends ServerCredentials implements FluxguardSe
     this.updateSecureContextOptions(options);
   }
 
+  readonly #trustListeners = new Set<() => void>();
+
+  /** @internal Called when a reload changes the CA bundle or the CRL; returns its removal. */
+  onTrustChange(listener: () => void): () => void {
+    this.#trustListeners.add(listener);
+    return () => {
+      this.#trustListeners.delete(listener);
+    };
+  }
+
+  /** @internal */
+  trustChanged(): void {
+    for (const listener of this.#trustListeners) listener();
+  }
+
   close(): void {
     this.#tls.close();
   }
@@ -164,8 +180,12 @@ export function createServerCredentials(
     where: FACTORY,
     // Never bare key and certificate: Node rebuilds the whole context from these. Called from
     // a timer, once the credentials exist.
-    onUpdate: (contextOptions) => {
+    onUpdate: (contextOptions, material) => {
+      const before = reloading.current;
       credentials.update(contextOptions);
+      // A connection keeps the certificate it was verified with: those made under the old CA
+      // bundle or CRL are sent away (a revoked client's open connection was served on).
+      if (trustChanged(before, material)) credentials.trustChanged();
     },
   });
   const credentials = new HardenedServerCredentials(reloading, o.handshakeTimeoutMs);
@@ -183,6 +203,16 @@ const auditByCredentials = new WeakMap<object, AuditLogger>();
  */
 export function auditOfCredentials(credentials: object): AuditLogger | undefined {
   return auditByCredentials.get(credentials);
+}
+
+/**
+ * Calls `listener` whenever a reload of fluxguard's credentials changes the CA bundle or the
+ * CRL; returns its removal, or `undefined` for other credentials.
+ *
+ * @internal
+ */
+export function whenTrustChanges(credentials: object, listener: () => void): (() => void) | undefined {
+  return credentials instanceof HardenedServerCredentials ? credentials.onTrustChange(listener) : undefined;
 }
 
 /**

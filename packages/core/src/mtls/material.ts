@@ -208,6 +208,33 @@ export function crlList(crl: Buffer): Buffer[] {
   return blocks === null ? [crl] : blocks.map((block) => Buffer.from(block, 'latin1'));
 }
 
+/**
+ * Whether `next` trusts clients otherwise than `previous`: another CA bundle or another CRL.
+ * A connection keeps the certificate it was verified with for its whole life, so an adapter
+ * closes the connections made under the old trust (a revoked client's open connection was
+ * served for as long as it kept it busy), and their clients handshake again under the new.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { trustChanged } from '@fluxguard/core/adapter';
+ * onUpdate: (options, material) => {
+ *   const before = tls.current;
+ *   server.setSecureContext(options);
+ *   if (trustChanged(before, material)) closeConnectionsMadeBefore();
+ * };
+ * ```
+ */
+export function trustChanged(
+  previous: Pick<TlsMaterial, 'ca' | 'crl'>,
+  next: Pick<TlsMaterial, 'ca' | 'crl'>,
+): boolean {
+  if (!previous.ca.equals(next.ca)) return true;
+  if (previous.crl === undefined || next.crl === undefined) return previous.crl !== next.crl;
+  return !previous.crl.equals(next.crl);
+}
+
 /** A digest of the raw bytes, to tell a real change from a touched file. */
 export function materialDigest(raw: RawMaterial): string {
   const hash = createHash('sha256');

@@ -1,0 +1,92 @@
+// A connection keeps the certificate it was verified with for its whole life: a reload that
+// changes the CA bundle or the CRL must end the connections made before it, or a revoked client
+// that keeps its connection busy is served on.
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { connect, type TLSSocket } from 'node:tls';
+import express from 'express';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSecureServer } from './index.js';
+import { captureAudit, createTestPki, listen, type TestPki } from './testing/tls.js';
+
+let pki: TestPki;
+let crlFile: string;
+beforeAll(async () => {
+  pki = await createTestPki();
+  crlFile = join(pki.dir, 'ca.crl');
+  await writeFile(crlFile, await pki.ca.createCrl({ revokedSerialNumbers: [] }));
+});
+afterAll(async () => {
+  await pki.remove();
+});
+
+function clientConnection(port: number): Promise<TLSSocket> {
+  const socket = connect({
+    host: '127.0.0.1',
+    port,
+    ca: pki.ca.certPem,
+    cert: pki.client.certPem,
+    key: pki.client.keyPem,
+    servername: 'localhost',
+  });
+  socket.on('error', () => undefined);
+  return once(socket, 'secureConnect').then(() => socket);
+}
+
+describe('createSecureServer: a reload that changes the CRL', () => {
+  it("ends the connections made before it: a revoked client's open connection is served no more", async () => {
+    const { audit, lines } = captureAudit();
+    const app = express();
+    app.get('/hello', (_req, res) => {
+      res.json({ hello: true });
+    });
+    const served = await listen(
+      createSecureServer(app, {
+        audit,
+        tls: {
+          certFile: pki.certFile,
+          keyFile: pki.keyFile,
+          caFile: pki.caFile,
+          crlFile,
+          clientCertificates: 'strict',
+        },
+        reloadIntervalMs: 50,
+        // Far longer than the test: only the reload can end the connection.
+        keepAliveTimeoutMs: 60_000,
+      }),
+    );
+    try {
+      const socket = await clientConnection(served.port);
+      let answers = '';
+      socket.on('data', (d: Buffer) => (answers += d.toString()));
+      let closed = false;
+      socket.once('close', () => (closed = true));
+      socket.write('GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n');
+      await expect.poll(() => answers).toContain('{"hello":true}');
+
+      await writeFile(crlFile, await pki.ca.createCrl({ revokedSerialNumbers: [pki.client.serialNumber] }));
+      await expect.poll(() => closed, { timeout: 5_000 }).toBe(true);
+      expect(lines().some((l) => l.event === 'tls.connections_closed')).toBe(true);
+      // And a new connection of that client is refused: no answer comes on it.
+      const again = connect({
+        host: '127.0.0.1',
+        port: served.port,
+        ca: pki.ca.certPem,
+        cert: pki.client.certPem,
+        key: pki.client.keyPem,
+        servername: 'localhost',
+      });
+      again.on('error', () => undefined);
+      let refusedText = '';
+      again.on('data', (d: Buffer) => (refusedText += d.toString()));
+      again.once('secureConnect', () => {
+        again.write('GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+      });
+      await once(again, 'close');
+      expect(refusedText).not.toContain('hello');
+    } finally {
+      await served.close();
+    }
+  });
+});
