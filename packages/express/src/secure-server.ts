@@ -10,6 +10,7 @@ import {
   createConnectionGate,
   createReloadingTlsSettings,
   defaultConnectionsPerAddress,
+  remoteAddressOf,
   trustChanged,
   resolveOptions,
   type TlsSettings,
@@ -238,6 +239,12 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   });
   server.on('drop', () => {
     gate.refusedOverall();
+  });
+  // A handshake refused (a revoked or unknown certificate in strict mode, a timeout, a client
+  // that speaks no TLS) makes no request, and so no line of its own: it is counted here.
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket));
+    socket.destroy();
   });
   server.on('secureConnection', (socket: TLSSocket) => {
     connections.add(socket);

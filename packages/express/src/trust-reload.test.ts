@@ -85,6 +85,10 @@ describe('createSecureServer: a reload that changes the CRL', () => {
       });
       await once(again, 'close');
       expect(refusedText).not.toContain('hello');
+      // The refusal at the handshake makes no request; it has a line all the same.
+      await expect
+        .poll(() => lines().find((l) => l.event === 'tls.handshake_failed'))
+        .toMatchObject({ reason: 'handshake_failed', addresses: ['127.0.0.1'] });
     } finally {
       await served.close();
     }

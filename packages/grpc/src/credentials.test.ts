@@ -235,6 +235,8 @@ describe('a reload that changes the CRL', () => {
       // The channel's connection is sent away; the new one fails its handshake.
       await waitFor(async () => (await unary(client, 'Public')).status.code === Status.UNAVAILABLE);
       expect(audit.lines().some((l) => l.event === 'tls.connections_closed')).toBe(true);
+      // Its new connection's refused handshake makes no call; it has a line all the same.
+      expect(audit.lines().some((l) => l.event === 'tls.handshake_failed')).toBe(true);
     } finally {
       credentials.close();
       await server.close();

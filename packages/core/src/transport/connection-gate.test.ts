@@ -54,6 +54,23 @@ describe('createConnectionGate', () => {
     expect(lines).toHaveLength(3);
   });
 
+  it('writes failed handshakes by their code, folded as refusals are', () => {
+    vi.useFakeTimers();
+    const { audit, lines } = capturedAudit();
+    const gate = createConnectionGate({ maxPerAddress: 1, audit, transport: 'grpc' });
+    gate.handshakeFailed('ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', '203.0.113.9');
+    for (let i = 0; i < 99; i++) gate.handshakeFailed('ERR_TLS_HANDSHAKE_TIMEOUT', '203.0.113.9');
+    vi.advanceTimersByTime(10_000);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        event: 'tls.handshake_failed',
+        failures: { ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: 1 },
+        addresses: ['203.0.113.9'],
+      }),
+      expect.objectContaining({ failures: { ERR_TLS_HANDSHAKE_TIMEOUT: 99 }, intervalMs: 10_000 }),
+    ]);
+  });
+
   it('gives each address half of the port by default, at least 16, never above the cap', () => {
     expect(defaultConnectionsPerAddress(14_000)).toBe(7_000);
     expect(defaultConnectionsPerAddress(20)).toBe(16);

@@ -1,10 +1,9 @@
 import type { AuditLogger } from '../audit/audit-logger.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
+import { RefusalSummary, SUMMARY_INTERVAL_MS } from './refusal-summary.js';
 
-/** The most refusals a gate tells apart in one summary: the addresses beyond are counted only. */
-const MAX_NAMED_ADDRESSES = 16;
-/** How often a gate writes its summary line while it refuses connections. */
-const SUMMARY_INTERVAL_MS = 10_000;
+const BY_SHARE = 'address_share';
+const BY_CAP = 'port_cap';
 
 /**
  * The connections of one listening port, counted per client address, as the adapters admit
@@ -23,6 +22,12 @@ const SUMMARY_INTERVAL_MS = 10_000;
  * ```
  */
 export interface ConnectionGate {
+  /**
+   * Notes a TLS handshake that failed (`tlsClientError`: a certificate refused, a timeout, a
+   * client that speaks no TLS), by its error's code: `tls.handshake_failed`, folded as
+   * refusals are. A refusal at the handshake makes no call, and so no line of its own.
+   */
+  handshakeFailed(code: string, remoteAddress: string | undefined): void;
   /**
    * Admits a new connection from `remoteAddress` (the socket's, without port): its release,
    * to call once when it closes, or `undefined` when that client (an IPv6 client by its /64)
@@ -58,46 +63,36 @@ export function createConnectionGate(options: {
 }): ConnectionGate {
   const { maxPerAddress, audit, transport } = options;
   const held = new Map<string, number>();
-  let byShare = 0;
-  let byCap = 0;
-  const addresses = new Set<string>();
-  let summaryTimer: NodeJS.Timeout | undefined;
-
-  const write = (first: boolean): void => {
-    if (byShare + byCap > 0) {
-      audit?.logger.warn(
-        {
-          event: 'connection.refused',
-          transport,
-          reason: byCap > 0 && byShare === 0 ? 'connection_limit' : 'address_connection_limit',
-          refusedByAddressShare: byShare,
-          refusedByPortCap: byCap,
-          addresses: [...addresses],
-          ...(first ? {} : { intervalMs: SUMMARY_INTERVAL_MS }),
-        },
-        'connection.refused',
-      );
-    }
-    byShare = 0;
-    byCap = 0;
-    addresses.clear();
-  };
+  const summary = new RefusalSummary(({ counts, addresses, first }) => {
+    const byShare = counts.get(BY_SHARE) ?? 0;
+    audit?.logger.warn(
+      {
+        event: 'connection.refused',
+        transport,
+        reason: byShare === 0 ? 'connection_limit' : 'address_connection_limit',
+        refusedByAddressShare: byShare,
+        refusedByPortCap: counts.get(BY_CAP) ?? 0,
+        addresses,
+        ...(first ? {} : { intervalMs: SUMMARY_INTERVAL_MS }),
+      },
+      'connection.refused',
+    );
+  });
+  const handshakes = new RefusalSummary(({ counts, addresses, first }) => {
+    audit?.logger.warn(
+      {
+        event: 'tls.handshake_failed',
+        transport,
+        reason: 'handshake_failed',
+        failures: Object.fromEntries(counts),
+        addresses,
+        ...(first ? {} : { intervalMs: SUMMARY_INTERVAL_MS }),
+      },
+      'tls.handshake_failed',
+    );
+  });
   const note = (key: string | undefined, byAddress: boolean): void => {
-    if (byAddress) byShare += 1;
-    else byCap += 1;
-    if (key !== undefined && addresses.size < MAX_NAMED_ADDRESSES) addresses.add(key);
-    if (summaryTimer !== undefined) return;
-    // The first refusal is written at once; the rest of the spell in one line per interval.
-    write(true);
-    summaryTimer = setInterval(() => {
-      if (byShare + byCap === 0) {
-        clearInterval(summaryTimer);
-        summaryTimer = undefined;
-        return;
-      }
-      write(false);
-    }, SUMMARY_INTERVAL_MS);
-    summaryTimer.unref();
+    summary.note(byAddress ? BY_SHARE : BY_CAP, key);
   };
 
   return Object.freeze({
@@ -120,6 +115,9 @@ export function createConnectionGate(options: {
     },
     refusedOverall() {
       note(undefined, false);
+    },
+    handshakeFailed(code: string, remoteAddress: string | undefined) {
+      handshakes.note(code, peerClientKey(remoteAddress));
     },
     heldBy(remoteAddress: string | undefined) {
       return held.get(peerClientKey(remoteAddress) ?? '') ?? 0;
@@ -144,4 +142,23 @@ export function createConnectionGate(options: {
  */
 export function defaultConnectionsPerAddress(maxConnections: number): number {
   return Math.min(maxConnections, Math.max(16, Math.floor(maxConnections / 2)));
+}
+
+/**
+ * The client address of a TLS socket whose handshake failed: Node has closed its handle by then,
+ * so it is read from the TCP socket the TLS socket wraps (`_parent`, which Node keeps), when
+ * there is one.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * server.on('tlsClientError', (err, socket) => gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket)));
+ * ```
+ */
+export function remoteAddressOf(socket: { readonly remoteAddress?: string | undefined }): string | undefined {
+  return (
+    socket.remoteAddress ??
+    (socket as { readonly _parent?: { readonly remoteAddress?: string | undefined } })._parent?.remoteAddress
+  );
 }
