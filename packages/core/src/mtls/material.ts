@@ -195,6 +195,9 @@ export interface RawMaterial {
   readonly crl: Buffer | undefined;
 }
 
+/** A certificate issued by a CA whose clock is a little ahead is not refused for it. */
+const NOT_BEFORE_TOLERANCE_MS = 5 * 60_000;
+
 const CRL_BLOCK = /-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g;
 
 /**
@@ -270,6 +273,19 @@ export function validateMaterial(where: string, sources: MaterialSources, raw: R
   if (!leaf.checkPrivateKey(key)) {
     throw new ConfigurationError(
       `${where}: the private key in ${describeSource(sources.key)} does not match the certificate in ${describeSource(sources.cert)}`,
+    );
+  }
+  // Every client refuses a certificate outside its validity: loaded anyway (a reload of an old
+  // file), it failed every handshake while the log said `tls.reloaded`.
+  const now = Date.now();
+  if (Date.parse(leaf.validTo) < now) {
+    throw new ConfigurationError(
+      `${where}: the certificate in ${describeSource(sources.cert)} expired on ${leaf.validTo}; renew it`,
+    );
+  }
+  if (Date.parse(leaf.validFrom) > now + NOT_BEFORE_TOLERANCE_MS) {
+    throw new ConfigurationError(
+      `${where}: the certificate in ${describeSource(sources.cert)} is not valid before ${leaf.validFrom}`,
     );
   }
   checkCaBundle(where, sources.ca, raw.ca);

@@ -247,6 +247,26 @@ describe('strict mode: real handshakes', () => {
   });
 });
 
+describe('a server certificate outside its validity', () => {
+  it('is refused with the date, expired or not yet valid (every client would refuse it)', async () => {
+    const expiredServer = await ca.issueServerCertificate({ validity: 'expired' });
+    const futureServer = await ca.issueServerCertificate({ validity: 'not-yet-valid' });
+    for (const [certificate, message] of [
+      [expiredServer, /the certificate in "cert" expired on .*; renew it/],
+      [futureServer, /the certificate in "cert" is not valid before /],
+    ] as const) {
+      expect(() =>
+        createTlsSettings({
+          cert: certificate.certPem,
+          key: certificate.keyPem,
+          ca: ca.certPem,
+          clientCertificates: 'strict',
+        }),
+      ).toThrow(message);
+    }
+  });
+});
+
 describe('a CA bundle of two CAs, with a CRL of each in one file', () => {
   it("reads every CRL: the second CA's clients are verified, and its revoked ones refused", async () => {
     const revokedStranger = await other.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/gone' });
