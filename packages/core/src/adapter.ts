@@ -61,7 +61,7 @@ export { connectionBudget } from './transport/descriptor-budget.js';
 export {
   createConnectionGate,
   defaultConnectionsPerAddress,
-  remoteAddressOf,
+  gateConnections,
   type ConnectionGate,
 } from './transport/connection-gate.js';
 export {

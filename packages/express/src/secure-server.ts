@@ -1,16 +1,14 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ConfigurationError, type AuditLogger, type ReloadOptions, type TlsSettingsOptions } from '@fluxguard/core';
 import {
   assertAuditLogger,
   connectionBudget,
-  createConnectionGate,
   createReloadingTlsSettings,
   defaultConnectionsPerAddress,
-  remoteAddressOf,
+  gateConnections,
   trustChanged,
   resolveOptions,
   type TlsSettings,
@@ -169,14 +167,10 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   const firstRequestTimeout = headersTimeout + connectionsCheckingInterval + 500;
   const maxConnections =
     o.maxConnections === undefined ? connectionBudget() : positiveInteger(o.maxConnections, 'maxConnections');
-  const gate = createConnectionGate({
-    maxPerAddress:
-      o.maxConnectionsPerAddress === undefined
-        ? defaultConnectionsPerAddress(maxConnections)
-        : positiveInteger(o.maxConnectionsPerAddress, 'maxConnectionsPerAddress', Number.MAX_SAFE_INTEGER),
-    audit,
-    transport: 'http',
-  });
+  const maxPerAddress =
+    o.maxConnectionsPerAddress === undefined
+      ? defaultConnectionsPerAddress(maxConnections)
+      : positiveInteger(o.maxConnectionsPerAddress, 'maxConnectionsPerAddress', Number.MAX_SAFE_INTEGER);
 
   const tls = createReloadingTlsSettings(o.tls, {
     audit: o.audit,
@@ -232,20 +226,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   server.keepAliveTimeout = keepAliveTimeout;
   server.maxConnections = maxConnections;
   // Each client address its share of the connections, counted from the TCP connection on.
-  server.on('connection', (socket: Socket) => {
-    const release = gate.admit(socket.remoteAddress);
-    if (release === undefined) socket.destroy();
-    else socket.once('close', release);
-  });
-  server.on('drop', () => {
-    gate.refusedOverall();
-  });
-  // A handshake refused (a revoked or unknown certificate in strict mode, a timeout, a client
-  // that speaks no TLS) makes no request, and so no line of its own: it is counted here.
-  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
-    gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket));
-    socket.destroy();
-  });
+  gateConnections(server, { maxPerAddress, audit, transport: 'http' });
   server.on('secureConnection', (socket: TLSSocket) => {
     connections.add(socket);
     socket.once('close', () => {

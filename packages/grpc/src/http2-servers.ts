@@ -2,12 +2,7 @@ import type { Http2Server, Http2SecureServer, Http2Session, IncomingHttpHeaders,
 import type { Socket } from 'node:net';
 import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { Server, ServerCredentials } from '@grpc/grpc-js';
-import {
-  connectionBudget,
-  createConnectionGate,
-  defaultConnectionsPerAddress,
-  remoteAddressOf,
-} from '@fluxguard/core/adapter';
+import { connectionBudget, defaultConnectionsPerAddress, gateConnections } from '@fluxguard/core/adapter';
 import {
   CLOSING_GRACE_OPTION,
   DEFAULT_CLOSING_GRACE_MS,
@@ -83,24 +78,11 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
       http2Server.maxConnections = maxConnections;
       // Each client address its share of the port, counted from the TCP connection on.
-      const gate = createConnectionGate({
+      gateConnections(http2Server, {
         maxPerAddress:
           positiveOption(options?.[MAX_PER_ADDRESS_OPTION]) ?? defaultConnectionsPerAddress(maxConnections),
         audit: auditOfCredentials(credentials),
         transport: 'grpc',
-      });
-      http2Server.prependListener('connection', (socket: Socket) => {
-        const release = gate.admit(socket.remoteAddress);
-        if (release === undefined) socket.destroy();
-        else socket.once('close', release);
-      });
-      http2Server.on('drop', () => {
-        gate.refusedOverall();
-      });
-      // A handshake refused makes no call, and so no line of its own: it is counted here.
-      http2Server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
-        gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket));
-        socket.destroy();
       });
       // Sessions made under a CA bundle or CRL a reload has changed are sent away (GOAWAY: their
       // calls finish, new ones go to a new connection, verified under the new trust).

@@ -117,7 +117,12 @@ export function loadClientTlsMaterial(options: ClientTlsOptions, where: string):
     cert = readSourceSync(where, certSource);
     key = readSourceSync(where, keySource);
     // core's check of a certificate, its key and a CA bundle: parse, match, OpenSSL accepts the set.
-    validateMaterial(where, { cert: certSource, key: keySource, ca: caSource }, { cert, key, ca, crl: undefined });
+    validateMaterial(
+      where,
+      { cert: certSource, key: keySource, ca: caSource },
+      { cert, key, ca, crl: undefined },
+      'client',
+    );
   }
   return Object.freeze({ ca, cert, key, minVersion, ciphers: TLS_CIPHERS });
 }

@@ -1,3 +1,4 @@
+import type { Server as NetServer, Socket } from 'node:net';
 import type { AuditLogger } from '../audit/audit-logger.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { RefusalSummary, SUMMARY_INTERVAL_MS } from './refusal-summary.js';
@@ -148,17 +149,46 @@ export function defaultConnectionsPerAddress(maxConnections: number): number {
  * The client address of a TLS socket whose handshake failed: Node has closed its handle by then,
  * so it is read from the TCP socket the TLS socket wraps (`_parent`, which Node keeps), when
  * there is one.
+ */
+function remoteAddressOf(socket: { readonly remoteAddress?: string | undefined }): string | undefined {
+  return (
+    socket.remoteAddress ??
+    (socket as { readonly _parent?: { readonly remoteAddress?: string | undefined } })._parent?.remoteAddress
+  );
+}
+
+/**
+ * Puts a {@link ConnectionGate} in front of a listening server (HTTPS, or the HTTP/2 server
+ * grpc-js makes): each TCP connection admitted or closed at once, those Node's `maxConnections`
+ * drops and the TLS handshakes it refuses noted for the log. The gate's listener comes first, so
+ * that nothing else works for a connection it closes.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
  *
  * @example
  * ```ts
- * server.on('tlsClientError', (err, socket) => gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket)));
+ * import { gateConnections } from '@fluxguard/core/adapter';
+ * gateConnections(server, { maxPerAddress: 7_000, audit, transport: 'http' });
  * ```
  */
-export function remoteAddressOf(socket: { readonly remoteAddress?: string | undefined }): string | undefined {
-  return (
-    socket.remoteAddress ??
-    (socket as { readonly _parent?: { readonly remoteAddress?: string | undefined } })._parent?.remoteAddress
-  );
+export function gateConnections(
+  server: NetServer,
+  options: Parameters<typeof createConnectionGate>[0],
+): ConnectionGate {
+  const gate = createConnectionGate(options);
+  server.prependListener('connection', (socket: Socket) => {
+    const release = gate.admit(socket.remoteAddress);
+    if (release === undefined) socket.destroy();
+    else socket.once('close', release);
+  });
+  server.on('drop', () => {
+    gate.refusedOverall();
+  });
+  // A handshake refused (a revoked or unknown certificate in strict mode, a timeout, a client
+  // that speaks no TLS) makes no request or call, and so no line of its own.
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket));
+    socket.destroy();
+  });
+  return gate;
 }
