@@ -130,8 +130,12 @@ export class CompressedContent {
     if (this.#state !== 'inflating') return;
     try {
       this.#bytesOut += data.length;
-      if (this.#bytesOut > this.#maxRatio * this.#bytesIn + FREE_BYTES) this.#refuse('compression_ratio_exceeded');
       this.#check?.push(data);
+      // Past the ratio only while the check still reads: content it is done with (zeros, text
+      // that is no pickle) is not refused for how far one piece inflated.
+      if (this.#check?.finished !== true && this.#bytesOut > this.#maxRatio * this.#bytesIn + FREE_BYTES) {
+        this.#refuse('compression_ratio_exceeded');
+      }
     } catch (refusal) {
       this.#refusal = refusal instanceof Error ? refusal : new Error('refused');
       this.#stop();

@@ -340,6 +340,12 @@ describe('createUploadCheck, compressed uploads', () => {
     const bomb = gzipSync(Buffer.alloc(256 * 1024 * 1024), { level: constants.Z_BEST_COMPRESSION });
     expect(bomb.length).toBeLessThan(300 * 1024);
     expect(upload(bomb, 'zeros.gz')).toBe(sha(bomb));
+    // In the pieces a server reads (one of 8 KiB inflates to 8 MiB here), and whole.
+    for (const size of [64 * 1024, bomb.length]) {
+      const check = createUploadCheck().begin({ name: 'zeros.gz', sha256: sha(bomb) });
+      for (let i = 0; i < bomb.length; i += size) check.update(bomb.subarray(i, i + size));
+      expect(check.finish()).toBe(sha(bomb));
+    }
   });
 
   it('refuses content that inflates past the ratio while a tar in it is read, the pickle behind it included', () => {
@@ -351,6 +357,12 @@ describe('createUploadCheck, compressed uploads', () => {
     });
     // With a ratio that allows it, the pickle behind the zeros is found.
     expect(upload(bomb, 'model.tar.gz', { maxInflateRatio: 1032 })).toMatchObject({ reason: 'content_refused' });
+    // Whole, as one piece: refused all the same.
+    const whole = createUploadCheck().begin({ name: 'model.tar.gz', sha256: sha(bomb) });
+    expect(() => {
+      whole.update(bomb);
+      whole.finish();
+    }).toThrow(expect.objectContaining({ reason: 'compression_ratio_exceeded' }));
   });
 
   it('refuses compressed content that stops inflating while a tar or pickle in it is read', () => {
