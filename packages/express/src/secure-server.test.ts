@@ -13,6 +13,7 @@ import {
   CLIENT_SPIFFE_ID,
   agentFor,
   captureAudit,
+  clientTlsOptions,
   createTestPki,
   listen,
   serverCertificateOf,
@@ -58,21 +59,10 @@ function helloApp(audit: ReturnType<typeof captureAudit>['audit']): Express {
 /** A bare TLS handshake with the client certificate: resolves with the protocol, or rejects. */
 function clientHandshake(port: number, pki: TestPki, options: ConnectionOptions = {}): Promise<string | null> {
   return new Promise((resolve, reject) => {
-    const socket = connect(
-      {
-        host: '127.0.0.1',
-        port,
-        ca: pki.ca.certPem,
-        cert: pki.client.certPem,
-        key: pki.client.keyPem,
-        servername: 'localhost',
-        ...options,
-      },
-      () => {
-        resolve(socket.getProtocol());
-        socket.destroy();
-      },
-    );
+    const socket = connect({ ...clientTlsOptions(port, pki), ...options }, () => {
+      resolve(socket.getProtocol());
+      socket.destroy();
+    });
     socket.on('error', reject);
   });
 }
@@ -154,17 +144,7 @@ describe('createSecureServer: strict client certificates', () => {
 
   /** A TLS connection to the server with the client certificate. */
   function clientConnection(onConnect?: () => void): TLSSocket {
-    return connect(
-      {
-        host: '127.0.0.1',
-        port: served.port,
-        ca: pki.ca.certPem,
-        cert: pki.client.certPem,
-        key: pki.client.keyPem,
-        servername: 'localhost',
-      },
-      onConnect,
-    );
+    return connect(clientTlsOptions(served.port, pki), onConnect);
   }
 
   /**

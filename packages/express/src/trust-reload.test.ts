@@ -8,7 +8,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSecureServer } from './index.js';
-import { captureAudit, createTestPki, listen, type TestPki } from './testing/tls.js';
+import { captureAudit, clientTlsOptions, createTestPki, listen, type TestPki } from './testing/tls.js';
 
 let pki: TestPki;
 let crlFile: string;
@@ -22,14 +22,7 @@ afterAll(async () => {
 });
 
 function clientConnection(port: number): Promise<TLSSocket> {
-  const socket = connect({
-    host: '127.0.0.1',
-    port,
-    ca: pki.ca.certPem,
-    cert: pki.client.certPem,
-    key: pki.client.keyPem,
-    servername: 'localhost',
-  });
+  const socket = connect(clientTlsOptions(port, pki));
   socket.on('error', () => undefined);
   return once(socket, 'secureConnect').then(() => socket);
 }
@@ -69,14 +62,7 @@ describe('createSecureServer: a reload that changes the CRL', () => {
       await expect.poll(() => closed, { timeout: 5_000 }).toBe(true);
       expect(lines().some((l) => l.event === 'tls.connections_closed')).toBe(true);
       // And a new connection of that client is refused: no answer comes on it.
-      const again = connect({
-        host: '127.0.0.1',
-        port: served.port,
-        ca: pki.ca.certPem,
-        cert: pki.client.certPem,
-        key: pki.client.keyPem,
-        servername: 'localhost',
-      });
+      const again = connect(clientTlsOptions(served.port, pki));
       again.on('error', () => undefined);
       let refusedText = '';
       again.on('data', (d: Buffer) => (refusedText += d.toString()));

@@ -9,7 +9,7 @@ import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type PeerCertificate } from 'node:tls';
+import { connect, type ConnectionOptions, type PeerCertificate } from 'node:tls';
 import { Writable } from 'node:stream';
 import type { Express } from 'express';
 import { Agent } from 'undici';
@@ -64,6 +64,18 @@ export async function createTestPki(): Promise<TestPki> {
     client,
     stranger,
     remove: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
+/** A TLS connection's options to `port`: the test CA trusted, the client certificate presented. */
+export function clientTlsOptions(port: number, pki: TestPki): ConnectionOptions {
+  return {
+    host: '127.0.0.1',
+    port,
+    ca: pki.ca.certPem,
+    cert: pki.client.certPem,
+    key: pki.client.keyPem,
+    servername: 'localhost',
   };
 }
 
