@@ -92,16 +92,13 @@ export function createConnectionGate(options: {
       'tls.handshake_failed',
     );
   });
-  const note = (key: string | undefined, byAddress: boolean): void => {
-    summary.note(byAddress ? BY_SHARE : BY_CAP, key);
-  };
 
   return Object.freeze({
     admit(remoteAddress: string | undefined) {
       const key = peerClientKey(remoteAddress) ?? '';
       const count = held.get(key) ?? 0;
       if (count >= maxPerAddress) {
-        note(key, true);
+        summary.note(BY_SHARE, key);
         return undefined;
       }
       held.set(key, count + 1);
@@ -115,7 +112,7 @@ export function createConnectionGate(options: {
       };
     },
     refusedOverall() {
-      note(undefined, false);
+      summary.note(BY_CAP);
     },
     handshakeFailed(code: string, remoteAddress: string | undefined) {
       handshakes.note(code, peerClientKey(remoteAddress));
