@@ -67,6 +67,13 @@ export interface InputLimitsOptions extends SizeLimits {
   readonly rules?: readonly SizeLimitRule[] | undefined;
   /** Keep only this transport's rules (gRPC rules start with `/`). */
   readonly transport?: Transport | undefined;
+  /**
+   * The operations this server serves (gRPC `/pkg.Service/Method`, HTTP `METHOD /path` as its
+   * routes are written): a rule whose pattern names none of them is refused at start-up, so a
+   * misspelt method or route cannot leave its limit silently off. Only the rules of `transport`
+   * are checked; without one, those of the kinds the list holds.
+   */
+  readonly servedOperations?: readonly string[] | undefined;
 }
 
 /**
@@ -88,7 +95,7 @@ export const SIZE_LIMIT_DEFAULTS: Readonly<Required<{ [K in keyof SizeLimits]: n
 type Limits = Readonly<Required<{ [K in keyof SizeLimits]: number }>>;
 
 const LIMIT_KEYS = ['maxBodyBytes', 'maxMessageBytes', 'maxMessages'] as const;
-const OPTION_KEYS = [...LIMIT_KEYS, 'rules', 'transport'] as const;
+const OPTION_KEYS = [...LIMIT_KEYS, 'rules', 'transport', 'servedOperations'] as const;
 
 /** What one call has received so far. */
 interface Received {
@@ -110,7 +117,8 @@ const RECEIVED = createContextKey<Received>('limits.received');
  * which tells the limits each message's size on the wire.
  *
  * @throws ConfigurationError for an unknown option, a limit that is not a positive whole number,
- *   or a bad or duplicate rule pattern.
+ *   a bad or duplicate rule pattern, or (with `servedOperations`) a rule that names nothing
+ *   served.
  *
  * @example
  * ```ts
@@ -146,6 +154,7 @@ export function compileInputLimits(options: InputLimitsOptions, where: string): 
     defaults,
     transport,
     compile: (rule, fallback, at) => checkLimits(rule, fallback, at),
+    servedOperations: options.servedOperations,
   });
 
   const onStart = (call: CallInfo): StartResult => {

@@ -2,6 +2,7 @@ import type { Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
+import { checkPatternsServed, type NamedPattern } from './served.js';
 
 /** Operations are bounded by what a server serves, HTTP paths are not: the cache is emptied when full. */
 const CACHE_LIMIT = 1024;
@@ -24,7 +25,8 @@ export interface OperationRules<T> {
  * defaults) for one transport, or both when `transport` is undefined.
  *
  * @throws ConfigurationError naming the bad rule: not an object, an unknown key, a bad or
- *   repeated pattern, or what `compile` refuses.
+ *   repeated pattern, what `compile` refuses, or (with `servedOperations`) a pattern that names
+ *   nothing served.
  *
  * @internal
  */
@@ -38,12 +40,18 @@ export function compileOperationRules<T>(
     readonly compile: (rule: Record<string, unknown>, defaults: T, where: string) => T;
     /** How an unknown key is named in the error: `field` (a policy) or `option` (code). Default `field`. */
     readonly noun?: 'field' | 'option' | undefined;
+    /** The operations the server serves: a rule (of `transport`) that names none of them is refused. */
+    readonly servedOperations?: unknown;
   },
 ): OperationRules<T> {
   const { where, defaults, transport } = options;
-  if (rules === undefined) return { hasRules: false, settingsFor: () => defaults };
+  if (rules === undefined) {
+    if (options.servedOperations !== undefined) checkPatternsServed([], options.servedOperations, transport, where);
+    return { hasRules: false, settingsFor: () => defaults };
+  }
   if (!Array.isArray(rules)) throw new ConfigurationError(`${where}.rules must be an array`);
   const seen = new Set<string>();
+  const named: NamedPattern[] = [];
   const compiled: { readonly pattern: OperationPattern; readonly settings: T }[] = [];
   (rules as unknown[]).forEach((rule, i) => {
     const at = `${where}.rules[${String(i)}]`;
@@ -57,10 +65,14 @@ export function compileOperationRules<T>(
       throw new ConfigurationError(`${at}.operation "${String(record.operation)}" is named by an earlier rule`);
     }
     seen.add(pattern.key);
+    named.push({ at: `${at}.operation`, pattern: String(record.operation) });
     const settings = options.compile(record, defaults, at);
     if (transport !== undefined && pattern.key.startsWith('/') !== (transport === 'grpc')) return;
     compiled.push({ pattern, settings });
   });
+  if (options.servedOperations !== undefined) {
+    checkPatternsServed(named, options.servedOperations, transport, where);
+  }
   compiled.sort((a, b) =>
     a.pattern.exact === b.pattern.exact ? compareSpecificity(a.pattern, b.pattern) : a.pattern.exact ? -1 : 1,
   );

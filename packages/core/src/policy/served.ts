@@ -3,8 +3,8 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { compilePattern, namesServed } from '../rbac/pattern.js';
 import type { SecurityPolicy } from './policy.js';
 
-/** One operation pattern of a policy section, with where it stands in the policy. */
-interface NamedPattern {
+/** One operation pattern, with where it stands in the options or the policy. @internal */
+export interface NamedPattern {
   readonly at: string;
   readonly pattern: string;
 }
@@ -26,14 +26,36 @@ export function checkPolicyServed(
   transport: Transport | undefined,
   where: string,
 ): void {
+  checkPatternsServed(patternsOf(policy), served, transport, where);
+}
+
+/**
+ * Refuses, at start-up, the patterns (each named by its place in the options) that match none
+ * of the `served` operations: the `servedOperations` check of the factories with rules per
+ * operation (`createRateLimit`, `createInputLimits`, `createTimeouts`) and of a policy. Only the
+ * patterns of `transport` are checked; without one, those of the kinds (gRPC, HTTP) that
+ * `served` holds.
+ *
+ * @throws ConfigurationError for a `served` that is not an array of strings, or naming each
+ *   stray pattern.
+ *
+ * @internal
+ */
+export function checkPatternsServed(
+  patterns: readonly NamedPattern[],
+  served: unknown,
+  transport: Transport | undefined,
+  where: string,
+): void {
   if (!Array.isArray(served) || !served.every((o) => typeof o === 'string')) {
     throw new ConfigurationError(`${where}: "servedOperations" must be an array of strings`);
   }
-  const checksGrpc = transport === undefined ? served.some((op) => op.startsWith('/')) : transport === 'grpc';
-  const checksHttp = transport === undefined ? served.some((op) => !op.startsWith('/')) : transport === 'http';
-  const stray = patternsOf(policy)
+  const operations = served as readonly string[];
+  const checksGrpc = transport === undefined ? operations.some((op) => op.startsWith('/')) : transport === 'grpc';
+  const checksHttp = transport === undefined ? operations.some((op) => !op.startsWith('/')) : transport === 'http';
+  const stray = patterns
     .filter(({ pattern }) => (pattern.startsWith('/') ? checksGrpc : checksHttp))
-    .filter(({ at, pattern }) => !namesServed(compilePattern(pattern, at), served));
+    .filter(({ at, pattern }) => !namesServed(compilePattern(pattern, at), operations));
   if (stray.length > 0) {
     throw new ConfigurationError(
       `${where}: ${stray.length === 1 ? 'a pattern names' : 'patterns name'} operations this server does not serve: ${stray
@@ -44,16 +66,33 @@ export function checkPolicyServed(
 }
 
 function patternsOf(policy: SecurityPolicy): readonly NamedPattern[] {
-  const found: NamedPattern[] = [];
-  policy.rateLimits?.rules?.forEach((rule, i) => {
-    const at = `rateLimits.rules[${String(i)}]`;
-    rule.operations?.forEach((pattern, j) => found.push({ at: `${at}.operations[${String(j)}]`, pattern }));
-    for (const pattern of Object.keys(rule.operationCosts ?? {})) found.push({ at: `${at}.operationCosts`, pattern });
-  });
+  const found: NamedPattern[] = [...rateLimitPatterns(policy.rateLimits?.rules ?? [], 'rateLimits')];
   for (const section of ['timeouts', 'limits'] as const) {
     policy[section]?.rules?.forEach((rule, i) => {
       found.push({ at: `${section}.rules[${String(i)}].operation`, pattern: rule.operation });
     });
   }
   return found;
+}
+
+/**
+ * The operation patterns of rate-limit rules (`operations` and `operationCosts`), each named by
+ * its place below `where`.
+ *
+ * @internal
+ */
+export function rateLimitPatterns(
+  rules: readonly {
+    readonly operations?: readonly string[] | undefined;
+    readonly operationCosts?: Readonly<Record<string, number>> | undefined;
+  }[],
+  where: string,
+): NamedPattern[] {
+  return rules.flatMap((rule, i) => {
+    const at = `${where}.rules[${String(i)}]`;
+    return [
+      ...(rule.operations ?? []).map((pattern, j) => ({ at: `${at}.operations[${String(j)}]`, pattern })),
+      ...Object.keys(rule.operationCosts ?? {}).map((pattern) => ({ at: `${at}.operationCosts`, pattern })),
+    ];
+  });
 }

@@ -5,6 +5,7 @@ import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
+import { checkPatternsServed } from '../policy/served.js';
 import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
 import { compileClientAddress } from './client-address.js';
 import { wholeNumber } from '../options/whole-number.js';
@@ -72,6 +73,12 @@ export interface ConcurrencyLimitOptions {
    * ends. Default 5 000.
    */
   readonly holdForHandlerMs?: number | undefined;
+  /**
+   * The operations this server serves (gRPC `/pkg.Service/Method`, HTTP `METHOD /path` as its
+   * routes are written): a pattern of `maxInFlightPerOperation` that names none of them is
+   * refused at start-up, so a misspelt method or route cannot leave its share silently off.
+   */
+  readonly servedOperations?: readonly string[] | undefined;
 }
 
 /**
@@ -117,6 +124,7 @@ const DEFAULTS: Readonly<ConcurrencyLimitOptions> = Object.freeze({
   maxInFlightAnonymous: undefined,
   maxInFlightPerOperation: undefined,
   holdForHandlerMs: 5_000,
+  servedOperations: undefined,
 });
 
 // Operations are bounded by what a server serves, HTTP paths are not: a bounded cache.
@@ -144,7 +152,8 @@ interface OperationBudget {
  *
  * @throws ConfigurationError for unknown options, a limit that is not a positive whole number,
  *   no limit at all, a `key` that is none of the choices, a bad operation pattern, or an
- *   operation's limit above `maxInFlight`.
+ *   operation's limit above `maxInFlight`, or (with `servedOperations`) a pattern that names
+ *   nothing served.
  *
  * @example
  * ```ts
@@ -164,6 +173,11 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
   const maxPerCaller = limit(opts.maxInFlightPerCaller, 'maxInFlightPerCaller');
   const maxAnonymous = limit(opts.maxInFlightAnonymous, 'maxInFlightAnonymous');
   const budgets = operationBudgets(opts.maxInFlightPerOperation, maxInFlight);
+  if (opts.servedOperations !== undefined) {
+    const where = 'createConcurrencyLimit.maxInFlightPerOperation';
+    const patterns = Object.keys(opts.maxInFlightPerOperation ?? {}).map((pattern) => ({ at: where, pattern }));
+    checkPatternsServed(patterns, opts.servedOperations, undefined, 'createConcurrencyLimit');
+  }
   if (maxInFlight === undefined && maxPerCaller === undefined && maxAnonymous === undefined && budgets.length === 0) {
     throw new ConfigurationError(
       'createConcurrencyLimit: give "maxInFlight", "maxInFlightPerCaller", "maxInFlightAnonymous", "maxInFlightPerOperation" or several',

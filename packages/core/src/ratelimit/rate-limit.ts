@@ -15,6 +15,7 @@ import {
   type StoreLimiter,
 } from './store.js';
 import { wholeNumber } from '../options/whole-number.js';
+import { checkPatternsServed, rateLimitPatterns } from '../policy/served.js';
 
 /**
  * Why a rate limit refused a call: a rule's points are spent (`rate_limited`), the peer or
@@ -94,6 +95,13 @@ export interface RateLimitOptions extends ClientAddressOptions {
   readonly store?: RateLimitStore | undefined;
   /** Send `RateLimit-Policy` and `RateLimit` headers (HTTP) / metadata (gRPC). Default true. */
   readonly headers?: boolean | undefined;
+  /**
+   * The operations this server serves (gRPC `/pkg.Service/Method`, HTTP `METHOD /path` as its
+   * routes are written): a pattern of `operations` or `operationCosts` that names none of them
+   * is refused at start-up, so a misspelt method or route cannot leave its limit silently off.
+   * Only the patterns of the kinds (gRPC, HTTP) the list holds are checked.
+   */
+  readonly servedOperations?: readonly string[] | undefined;
 }
 
 /**
@@ -128,7 +136,15 @@ interface Applied {
   readonly cost: number;
 }
 
-const OPTION_KEYS = ['rules', 'store', 'headers', 'trustedProxies', 'ipv6PrefixLength', 'forwardedHeader'] as const;
+const OPTION_KEYS = [
+  'rules',
+  'store',
+  'headers',
+  'trustedProxies',
+  'ipv6PrefixLength',
+  'forwardedHeader',
+  'servedOperations',
+] as const;
 const RULE_KEYS = [
   'name',
   'key',
@@ -159,8 +175,8 @@ const MAX_KEY_LENGTH = 200;
  * A store failure is never reported as "rate limited": the rule fails open (counts in this
  * process) or closed (`unavailable`, 503), as its `storeFailure` says.
  *
- * @throws ConfigurationError for unknown options, a bad rule (names the field), or two rules
- *   with one name.
+ * @throws ConfigurationError for unknown options, a bad rule (names the field), two rules
+ *   with one name, or (with `servedOperations`) a pattern that names nothing served.
  *
  * @example
  * ```ts
@@ -208,6 +224,14 @@ export function compileRateLimit(options: RateLimitOptions, where: string): Rate
     names.add(compiled.name);
     return compiled;
   });
+  if (options.servedOperations !== undefined) {
+    checkPatternsServed(
+      rateLimitPatterns(rulesIn as RateLimitRule[], where),
+      options.servedOperations,
+      undefined,
+      where,
+    );
+  }
   const controls: Control[] = [];
   for (const stage of ['pre-authentication', 'caller-limit'] as const) {
     const own = rules.filter((rule) => rule.stage === stage);

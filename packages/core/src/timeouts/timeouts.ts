@@ -67,6 +67,13 @@ export interface TimeoutsOptions extends TimeoutLimits {
   readonly rules?: readonly TimeoutRule[] | undefined;
   /** Keep only this transport's rules (gRPC rules start with `/`), for rules that serve both. */
   readonly transport?: Transport | undefined;
+  /**
+   * The operations this server serves (gRPC `/pkg.Service/Method`, HTTP `METHOD /path` as its
+   * routes are written): a rule whose pattern names none of them is refused at start-up, so a
+   * misspelt method or route cannot leave its limit silently off. Only the rules of `transport`
+   * are checked; without one, those of the kinds the list holds.
+   */
+  readonly servedOperations?: readonly string[] | undefined;
 }
 
 /**
@@ -112,6 +119,7 @@ const OPTION_DEFAULTS: Readonly<TimeoutsOptions> = Object.freeze({
   ...TIMEOUT_DEFAULTS,
   rules: undefined,
   transport: undefined,
+  servedOperations: undefined,
 });
 
 const IDLE_TIMER = createContextKey<ReturnType<typeof setTimeout>>('timeouts.idle');
@@ -127,7 +135,8 @@ const IDLE_TIMER = createContextKey<ReturnType<typeof setTimeout>>('timeouts.idl
  * controls })`), or describe it in a policy's `timeouts` section (`createGuardFromPolicy`).
  *
  * @throws ConfigurationError for an unknown option, a limit that is not a whole number of ms in
- *   range, `maxMs` below `defaultMs`, or a bad or duplicate rule pattern.
+ *   range, `maxMs` below `defaultMs`, a bad or duplicate rule pattern, or (with
+ *   `servedOperations`) a rule that names nothing served.
  *
  * @example
  * ```ts
@@ -162,6 +171,7 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
     transport,
     noun: 'option',
     compile: (rule, fallback, at) => checkLimits(rule, fallback, at),
+    servedOperations: opts.servedOperations,
   });
   const limitsFor = (operation: string): Limits => rules.settingsFor(operation);
 

@@ -32,6 +32,12 @@ export interface MessageSchemaRule {
  */
 export interface MessageValidationOptions {
   readonly rules: readonly MessageSchemaRule[];
+  /**
+   * The gRPC methods this server serves (`/pkg.Service/Method`): a rule whose pattern names
+   * none of them is refused at start-up, so a misspelt method cannot leave its messages
+   * silently unchecked.
+   */
+  readonly servedOperations?: readonly string[] | undefined;
 }
 
 /**
@@ -43,7 +49,8 @@ export interface MessageValidationOptions {
  * HTTP requests are validated by the Express adapter's `validate()` middleware, after their body
  * is parsed.
  *
- * @throws ConfigurationError for a rule without a Standard Schema, a bad or duplicate pattern.
+ * @throws ConfigurationError for a rule without a Standard Schema, a bad or duplicate pattern,
+ *   or (with `servedOperations`) a pattern that names no served method.
  *
  * @example
  * ```ts
@@ -59,7 +66,7 @@ export function createMessageValidation(options: MessageValidationOptions): Cont
   const where = 'createMessageValidation';
   if (typeof options !== 'object' || (options as unknown) === null)
     throw new ConfigurationError(`${where} must be an object`);
-  checkKnownKeys(options, ['rules'], where, 'option');
+  checkKnownKeys(options, ['rules', 'servedOperations'], where, 'option');
   if (!Array.isArray(options.rules)) throw new ConfigurationError(`${where}.rules must be an array`);
   const rules = compileOperationRules<StandardSchemaV1 | undefined>(options.rules, {
     where,
@@ -67,6 +74,7 @@ export function createMessageValidation(options: MessageValidationOptions): Cont
     defaults: undefined,
     transport: 'grpc',
     compile: (rule, _defaults, at) => checkSchema(rule.schema, `${at}.schema`),
+    servedOperations: options.servedOperations,
   });
   return Object.freeze({
     name: 'message-validation',

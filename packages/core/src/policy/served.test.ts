@@ -1,0 +1,153 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { createInputLimits } from '../limits/input-limits.js';
+import { createConcurrencyLimit } from '../ratelimit/concurrency.js';
+import { createRateLimit } from '../ratelimit/rate-limit.js';
+import { createTimeouts } from '../timeouts/timeouts.js';
+import { createMessageValidation } from '../validation/message-validation.js';
+
+const SERVED = Object.freeze([
+  '/store.v1.Store/GetArtifact',
+  '/store.v1.Store/ListArtifacts',
+  'GET /v1/artifacts',
+  'PUT /v1/artifacts/*path',
+]);
+
+/** Each factory with rules per operation, built with one operation pattern of its rules. */
+const FACTORIES: readonly {
+  readonly name: string;
+  readonly build: (pattern: string, servedOperations?: unknown) => unknown;
+  /** Where the error names the pattern. */
+  readonly at: string;
+  readonly grpcOnly?: boolean;
+}[] = [
+  {
+    name: 'createRateLimit operations',
+    build: (pattern, servedOperations) =>
+      createRateLimit({
+        rules: [{ name: 'r', key: 'peer', points: 5, durationSeconds: 1, operations: [pattern] }],
+        servedOperations: servedOperations as string[],
+      }),
+    at: 'createRateLimit.rules[0].operations[0]',
+  },
+  {
+    name: 'createRateLimit operationCosts',
+    build: (pattern, servedOperations) =>
+      createRateLimit({
+        rules: [{ name: 'r', key: 'peer', points: 5, durationSeconds: 1, operationCosts: { [pattern]: 3 } }],
+        servedOperations: servedOperations as string[],
+      }),
+    at: 'createRateLimit.rules[0].operationCosts',
+  },
+  {
+    name: 'createInputLimits',
+    build: (pattern, servedOperations) =>
+      createInputLimits({
+        rules: [{ operation: pattern, maxBodyBytes: 2048 }],
+        servedOperations: servedOperations as string[],
+      }),
+    at: 'createInputLimits.rules[0].operation',
+  },
+  {
+    name: 'createTimeouts',
+    build: (pattern, servedOperations) =>
+      createTimeouts({
+        rules: [{ operation: pattern, idleMs: 5_000 }],
+        servedOperations: servedOperations as string[],
+      }),
+    at: 'createTimeouts.rules[0].operation',
+  },
+  {
+    name: 'createConcurrencyLimit',
+    build: (pattern, servedOperations) =>
+      createConcurrencyLimit({
+        maxInFlight: 10,
+        maxInFlightPerOperation: { [pattern]: 2 },
+        servedOperations: servedOperations as string[],
+      }),
+    at: 'createConcurrencyLimit.maxInFlightPerOperation',
+  },
+  {
+    name: 'createMessageValidation',
+    build: (pattern, servedOperations) =>
+      createMessageValidation({
+        rules: [{ operation: pattern, schema: z.object({}) }],
+        servedOperations: servedOperations as string[],
+      }),
+    at: 'createMessageValidation.rules[0].operation',
+    grpcOnly: true,
+  },
+];
+
+describe('servedOperations of the factories with rules per operation', () => {
+  it.each(FACTORIES)('$name: a pattern naming a served operation is accepted', ({ build, grpcOnly }) => {
+    expect(build('/store.v1.Store/GetArtifact', SERVED)).toBeDefined();
+    expect(build('/store.v1.Store/*', SERVED)).toBeDefined();
+    if (grpcOnly !== true) {
+      expect(build('GET /v1/artifacts', SERVED)).toBeDefined();
+      expect(build('PUT /v1/artifacts/*path', SERVED)).toBeDefined();
+    }
+  });
+
+  it.each(FACTORIES)('$name: a misspelt method is refused, naming its place', ({ build, at }) => {
+    // Without the list the rule is accepted: it would never apply to a call.
+    expect(build('/store.v1.Store/GetArtifacts')).toBeDefined();
+    expect(() => build('/store.v1.Store/GetArtifacts', SERVED)).toThrow(ConfigurationError);
+    expect(() => build('/store.v1.Store/GetArtifacts', SERVED)).toThrow(
+      `a pattern names operations this server does not serve: ${at} "/store.v1.Store/GetArtifacts"`,
+    );
+    expect(() => build('/store.v2.Store/*', SERVED)).toThrow('does not serve');
+  });
+
+  it.each(FACTORIES.filter((f) => f.grpcOnly !== true))('$name: a misspelt route is refused', ({ build, at }) => {
+    expect(() => build('GET /v1/artifact', SERVED)).toThrow(`${at} "GET /v1/artifact"`);
+    expect(() => build('POST /v1/artifacts', SERVED)).toThrow('does not serve');
+  });
+
+  it.each(FACTORIES)('$name: a list that is not of strings is refused', ({ build }) => {
+    expect(() => build('/store.v1.Store/GetArtifact', '/store.v1.Store/GetArtifact')).toThrow(
+      '"servedOperations" must be an array of strings',
+    );
+    expect(() => build('/store.v1.Store/GetArtifact', [42])).toThrow('"servedOperations" must be an array of strings');
+  });
+
+  it('checks only the kinds of operation the list holds, or the transport kept', () => {
+    const grpcServed = ['/store.v1.Store/GetArtifact'];
+    // A rule list shared by both transports: the HTTP rule is not judged by a gRPC server's list.
+    expect(
+      createRateLimit({
+        rules: [{ name: 'r', key: 'peer', points: 5, durationSeconds: 1, operations: ['GET /v1/nothing'] }],
+        servedOperations: grpcServed,
+      }),
+    ).toBeDefined();
+    expect(
+      createTimeouts({ transport: 'http', rules: [{ operation: '/x.Y/Z', idleMs: 5_000 }], servedOperations: SERVED }),
+    ).toBeDefined();
+    expect(() =>
+      createTimeouts({ transport: 'grpc', rules: [{ operation: '/x.Y/Z', idleMs: 5_000 }], servedOperations: SERVED }),
+    ).toThrow('createTimeouts.rules[0].operation "/x.Y/Z"');
+  });
+
+  it('names every stray pattern at once', () => {
+    expect(() =>
+      createInputLimits({
+        rules: [
+          { operation: 'GET /v1/artifact', maxBodyBytes: 2048 },
+          { operation: '/store.v1.Store/GetArtifact', maxBodyBytes: 2048 },
+          { operation: '/store.v1.Store/Upload', maxBodyBytes: 2048 },
+        ],
+        servedOperations: SERVED,
+      }),
+    ).toThrow(
+      'createInputLimits: patterns name operations this server does not serve: createInputLimits.rules[0].operation "GET /v1/artifact", createInputLimits.rules[2].operation "/store.v1.Store/Upload"',
+    );
+  });
+
+  it('refuses a bad list even where there are no rules to check', () => {
+    expect(() => createTimeouts({ servedOperations: 'GET /' as unknown as string[] })).toThrow(
+      '"servedOperations" must be an array of strings',
+    );
+    expect(createTimeouts({ servedOperations: SERVED })).toBeDefined();
+  });
+});
