@@ -1,7 +1,7 @@
 /**
  * The few DER reads that peer identity needs (subject CN, validity, SAN DNS/URI names, whether
  * the certificate signs others), over a
- * certificate OpenSSL has already parsed. Written here rather than through @peculiar/x509 so
+ * certificate OpenSSL has already parsed, and those a CRL check needs (issuer, dates, signature). Written here rather than through @peculiar/x509 so
  * that the main import path needs no global `Reflect` polyfill, and so that a SAN entry of a
  * kind we do not read (otherName, directoryName, ...) is skipped instead of failing the parse.
  * Every read is bounds-checked; malformed input throws.
@@ -9,6 +9,8 @@
 
 interface Tlv {
   readonly tag: number;
+  /** The tag's byte. */
+  readonly offset: number;
   /** First byte of the content. */
   readonly start: number;
   /** One past the last byte of the content. */
@@ -35,7 +37,7 @@ const OID_KEY_USAGE = [0x55, 0x1d, 0x0f];
 const KEY_USAGE_SIGNS_OTHERS = 0x04 | 0x02;
 
 function fail(what: string): never {
-  throw new Error(`malformed certificate: ${what}`);
+  throw new Error(`malformed DER: ${what}`);
 }
 
 function readTlv(der: Uint8Array, offset: number, limit: number): Tlv {
@@ -56,7 +58,7 @@ function readTlv(der: Uint8Array, offset: number, limit: number): Tlv {
   }
   const end = pos + length;
   if (end > limit) fail('element overruns its parent');
-  return { tag, start: pos, end };
+  return { tag, offset, start: pos, end };
 }
 
 function children(der: Uint8Array, parent: Tlv): Tlv[] {
@@ -169,12 +171,7 @@ export interface CertificateFields {
  * certificate.
  */
 export function readCertificateFields(der: Uint8Array): CertificateFields {
-  const cert = expectTag(readTlv(der, 0, der.length), SEQUENCE, 'certificate');
-  const tbs = expectTag(children(der, cert)[0], SEQUENCE, 'tbsCertificate');
-  const parts = children(der, tbs);
-  const versioned = parts[0]?.tag === 0xa0; // [0] EXPLICIT version, absent in version 1
-  let i = versioned ? 1 : 0;
-  i += 3; // serialNumber, signature, issuer
+  const { parts, versioned, at: i } = tbsCertificateParts(der);
   const validity = children(der, expectTag(parts[i], SEQUENCE, 'validity'));
   const subject = expectTag(parts[i + 1], SEQUENCE, 'subject');
   const extensionsWrapper = parts.slice(i + 3).find((p) => p.tag === 0xa3); // [3] EXPLICIT extensions
@@ -241,6 +238,79 @@ export function readCertificateFields(der: Uint8Array): CertificateFields {
     uriCount,
     signsCertificates,
   };
+}
+
+/** The elements of a certificate's tbsCertificate, and where its validity stands among them. */
+function tbsCertificateParts(der: Uint8Array): { parts: Tlv[]; versioned: boolean; at: number } {
+  const cert = expectTag(readTlv(der, 0, der.length), SEQUENCE, 'certificate');
+  const tbs = expectTag(children(der, cert)[0], SEQUENCE, 'tbsCertificate');
+  const parts = children(der, tbs);
+  const versioned = parts[0]?.tag === 0xa0; // [0] EXPLICIT version, absent in version 1
+  // serialNumber, signature, issuer come before the validity.
+  return { parts, versioned, at: (versioned ? 1 : 0) + 3 };
+}
+
+/** The DER of a certificate's subject name, to find the CA that issued a CRL. */
+export function readCertificateSubject(der: Uint8Array): Uint8Array {
+  const { parts, at } = tbsCertificateParts(der);
+  const subject = expectTag(parts[at + 1], SEQUENCE, 'subject');
+  return der.subarray(subject.offset, subject.end);
+}
+
+/** What a CRL check reads from a DER CRL (RFC 5280 5.1). */
+export interface CrlFields {
+  /** The DER of the issuer name. */
+  readonly issuer: Uint8Array;
+  readonly thisUpdate: Date;
+  readonly nextUpdate: Date | undefined;
+  /** The DER of tbsCertList: the bytes the signature covers. */
+  readonly signed: Uint8Array;
+  /** The outer signatureAlgorithm's OID, dotted (`1.2.840.10045.4.3.2`). */
+  readonly signatureAlgorithm: string;
+  readonly signature: Uint8Array;
+}
+
+/** Reads the issuer, the dates and the signature of a DER CRL. */
+export function readCrlFields(der: Uint8Array): CrlFields {
+  const list = expectTag(readTlv(der, 0, der.length), SEQUENCE, 'CRL');
+  if (list.end !== der.length) fail('trailing bytes after the CRL');
+  const [tbs, algorithm, signatureBits] = children(der, list);
+  const tbsList = expectTag(tbs, SEQUENCE, 'tbsCertList');
+  const parts = children(der, tbsList);
+  const i = parts[0]?.tag === INTEGER ? 1 : 0; // version, present in version 2
+  const issuer = expectTag(parts[i + 1], SEQUENCE, 'issuer');
+  const next = parts[i + 3];
+  const bits = expectTag(signatureBits, BIT_STRING, 'signatureValue');
+  if (bits.end - bits.start < 2 || der[bits.start] !== 0) fail('signatureValue');
+  return {
+    issuer: der.subarray(issuer.offset, issuer.end),
+    thisUpdate: readTime(der, parts[i + 2]),
+    nextUpdate: next?.tag === UTC_TIME || next?.tag === GENERALIZED_TIME ? readTime(der, next) : undefined,
+    signed: der.subarray(tbsList.offset, tbsList.end),
+    signatureAlgorithm: oidText(
+      der,
+      expectTag(children(der, expectTag(algorithm, SEQUENCE, 'algorithm'))[0], OID, 'algorithm'),
+    ),
+    signature: der.subarray(bits.start + 1, bits.end),
+  };
+}
+
+/** An OID's content bytes as dotted text. */
+function oidText(der: Uint8Array, tlv: Tlv): string {
+  const arcs: number[] = [];
+  let value = 0;
+  for (let i = tlv.start; i < tlv.end; i++) {
+    const byte = der[i] ?? 0;
+    value = value * 128 + (byte & 0x7f);
+    if (value > Number.MAX_SAFE_INTEGER / 128) fail('OID arc too large');
+    if ((byte & 0x80) === 0) {
+      if (arcs.length === 0) arcs.push(value < 80 ? Math.floor(value / 40) : 2, value < 80 ? value % 40 : value - 80);
+      else arcs.push(value);
+      value = 0;
+    }
+  }
+  if (value !== 0 || arcs.length === 0) fail('OID');
+  return arcs.join('.');
 }
 
 function isVersion3(der: Uint8Array, wrapper: Tlv | undefined): boolean {

@@ -4,6 +4,7 @@ import { open } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { TLS_CIPHERS } from './ciphers.js';
+import { checkCrls } from './crl-check.js';
 import { readCertificateFields } from './der.js';
 
 /**
@@ -94,13 +95,13 @@ function toBuffer(contents: string | Uint8Array): Buffer {
     : Buffer.from(contents.buffer, contents.byteOffset, contents.byteLength);
 }
 
-/** Every certificate of a CA bundle parses, and there is at least one. */
-export function checkCaBundle(where: string, source: MaterialSource, ca: Buffer): void {
+/** Every certificate of a CA bundle parses, and there is at least one: the parsed certificates. */
+export function checkCaBundle(where: string, source: MaterialSource, ca: Buffer): X509Certificate[] {
   const blocks = ca.toString('latin1').match(PEM_CERTIFICATE) ?? [];
   if (blocks.length === 0) throw new ConfigurationError(`${where}: ${describeSource(source)} holds no PEM certificate`);
-  blocks.forEach((block, index) => {
+  return blocks.map((block, index) => {
     try {
-      new X509Certificate(block);
+      return new X509Certificate(block);
     } catch (cause) {
       // The parser's text may quote the input; the option name says enough.
       throw new ConfigurationError(`${where}: certificate ${index + 1} in ${describeSource(source)} cannot be parsed`, {
@@ -249,8 +250,9 @@ export function materialDigest(raw: RawMaterial): string {
 
 /**
  * Checks that the material is usable before any server sees it: the certificate parses, the
- * key parses and matches it, the CA bundle holds at least one certificate and each parses, the
- * CRL parses, and OpenSSL accepts the whole set. Messages name the option, never key bytes.
+ * key parses and matches it, the CA bundle holds at least one certificate and each parses, each
+ * CRL parses, is signed by a CA of the bundle and is within its dates (see `checkCrls`), and
+ * OpenSSL accepts the whole set. Messages name the option, never key bytes.
  */
 export function validateMaterial(
   where: string,
@@ -294,13 +296,15 @@ export function validateMaterial(
       `${where}: the certificate in ${describeSource(sources.cert)} is not valid before ${leaf.validFrom}`,
     );
   }
-  checkCaBundle(where, sources.ca, raw.ca);
+  const authorities = checkCaBundle(where, sources.ca, raw.ca);
   if (raw.crl !== undefined && sources.crl !== undefined) {
+    const crls = crlList(raw.crl);
     try {
-      createSecureContext({ ca: raw.ca, crl: crlList(raw.crl) });
+      createSecureContext({ ca: raw.ca, crl: crls });
     } catch (cause) {
       throw new ConfigurationError(`${where}: ${describeSource(sources.crl)} does not hold a PEM CRL`, { cause });
     }
+    checkCrls(where, describeSource(sources.crl), crls, authorities, now);
   }
   try {
     createSecureContext({

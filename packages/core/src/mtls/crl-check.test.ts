@@ -1,0 +1,194 @@
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDevCertificateAuthority, type IssuedCertificate } from '../dev-pki/dev-pki.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { startTlsServer, tryConnect } from '../testing/handshake.js';
+import { createOpensslCa, type OpensslCa, type OpensslCaKind } from '../testing/openssl-ca.js';
+import { watchTlsMaterial } from './reload.js';
+import { createTlsSettings } from './tls-settings.js';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+let dir: string;
+let server: IssuedCertificate;
+const authorities = new Map<OpensslCaKind, OpensslCa>();
+/** An RSA CA with the same name as the RSA CA of `authorities`, and another key. */
+let impostor: OpensslCa;
+/** An RSA CA of another name, not in any bundle. */
+let stranger: OpensslCa;
+
+const current = { lastUpdate: new Date(Date.now() - HOUR), nextUpdate: new Date(Date.now() + DAY) };
+
+function settingsWith(ca: string, crl: string) {
+  return createTlsSettings({ clientCertificates: 'strict', cert: server.certPem, key: server.keyPem, ca, crl });
+}
+
+function authority(kind: OpensslCaKind): OpensslCa {
+  const ca = authorities.get(kind);
+  if (ca === undefined) throw new Error(`no ${kind} CA`);
+  return ca;
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'fluxguard-crl-'));
+  server = await (await createDevCertificateAuthority()).issueServerCertificate();
+  for (const kind of ['rsa', 'ec', 'ed25519'] as const) {
+    authorities.set(kind, await createOpensslCa(join(dir, kind), kind, `fluxguard test ${kind} CA`));
+  }
+  impostor = await createOpensslCa(join(dir, 'impostor'), 'rsa', 'fluxguard test rsa CA');
+  stranger = await createOpensslCa(join(dir, 'stranger'), 'rsa', 'another CA');
+}, 60_000);
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('CRLs are checked when the TLS material is loaded', () => {
+  it.each(['rsa', 'ec', 'ed25519'] as const)('accepts a current CRL signed by its CA (%s)', async (kind) => {
+    const ca = authority(kind);
+    expect(settingsWith(ca.certPem, await ca.crl(current)).material.crl).toBeDefined();
+  });
+
+  it.each(['rsa', 'ec', 'ed25519'] as const)('refuses a CRL past its next update (%s)', async (kind) => {
+    const ca = authority(kind);
+    const stale = await ca.crl({ lastUpdate: new Date(Date.now() - 8 * DAY), nextUpdate: new Date(Date.now() - DAY) });
+    expect(() => settingsWith(ca.certPem, stale)).toThrow(ConfigurationError);
+    expect(() => settingsWith(ca.certPem, stale)).toThrow(
+      /the CRL in "crl" expired on .* \(its next update\); OpenSSL would refuse every client of its CA: publish a fresh one/,
+    );
+  });
+
+  it('refuses a CRL not valid yet, beyond a few minutes of clock skew', async () => {
+    const ca = authority('ec');
+    const early = await ca.crl({ lastUpdate: new Date(Date.now() + DAY), nextUpdate: new Date(Date.now() + 7 * DAY) });
+    expect(() => settingsWith(ca.certPem, early)).toThrow(/the CRL in "crl" is not valid before/);
+    const skewed = await ca.crl({
+      lastUpdate: new Date(Date.now() + 2 * 60_000),
+      nextUpdate: new Date(Date.now() + DAY),
+    });
+    expect(settingsWith(ca.certPem, skewed).material.crl).toBeDefined();
+  });
+
+  it("refuses a CRL that names the bundle's CA but was signed by another key", async () => {
+    const forged = await impostor.crl(current);
+    expect(() => settingsWith(authority('rsa').certPem, forged)).toThrow(
+      /the CRL in "crl" is not signed by any CA of the bundle/,
+    );
+  });
+
+  it('refuses a CRL of a CA that is not in the bundle', async () => {
+    const foreign = await stranger.crl(current);
+    expect(() => settingsWith(authority('rsa').certPem, foreign)).toThrow(/is not signed by any CA of the bundle/);
+  });
+
+  it('refuses a CRL whose signed part was changed (a revocation taken out)', async () => {
+    const ca = authority('rsa');
+    const revoking = await ca.crl({ ...current, revoke: ['0a'] });
+    const der = Buffer.from(revoking.replace(/-----[A-Z0-9 ]+-----/g, '').replace(/\s/g, ''), 'base64');
+    // The serial number 0x0a of the one entry, as DER: INTEGER, length 1, 0x0a. Changed to 0x0b.
+    const at = der.indexOf(Buffer.from([0x02, 0x01, 0x0a]));
+    expect(at).toBeGreaterThan(0);
+    der[at + 2] = 0x0b;
+    const changed = `-----BEGIN X509 CRL-----\n${der.toString('base64')}\n-----END X509 CRL-----\n`;
+    expect(() => settingsWith(ca.certPem, changed)).toThrow(/is not signed by any CA of the bundle/);
+  });
+
+  it('names the CRL of a file with several, one per CA of the bundle', async () => {
+    const bundle = `${authority('rsa').certPem}${authority('ec').certPem}`;
+    const fresh = await authority('rsa').crl(current);
+    const stale = await authority('ec').crl({
+      lastUpdate: new Date(Date.now() - 8 * DAY),
+      nextUpdate: new Date(Date.now() - DAY),
+    });
+    expect(settingsWith(bundle, fresh + (await authority('ec').crl(current))).material.crl).toBeDefined();
+    expect(() => settingsWith(bundle, fresh + stale)).toThrow(/CRL 2 in "crl" expired on/);
+  });
+
+  it('is right to refuse: OpenSSL holds a stale CRL against every client of its CA', async () => {
+    const ca = authority('ec');
+    const client = await ca.issueClient('1f');
+    const asClient = { ca: server.certPem, cert: client.certPem, key: client.keyPem, rejectUnauthorized: false };
+    const stale = await ca.crl({ lastUpdate: new Date(Date.now() - 8 * DAY), nextUpdate: new Date(Date.now() - DAY) });
+    const fresh = await ca.crl(current);
+    for (const [crl, accepted] of [
+      [fresh, true],
+      [stale, false],
+    ] as const) {
+      const srv = await startTlsServer({
+        cert: server.certPem,
+        key: server.keyPem,
+        ca: ca.certPem,
+        crl,
+        requestCert: true,
+        rejectUnauthorized: true,
+      });
+      try {
+        expect((await tryConnect(srv.port, asClient)).ok).toBe(accepted);
+      } finally {
+        await srv.close();
+      }
+    }
+  });
+});
+
+describe('CRLs are checked at a reload', () => {
+  async function waitFor(condition: () => boolean | Promise<boolean>): Promise<void> {
+    const start = Date.now();
+    while (!(await condition())) {
+      if (Date.now() - start > 5_000) throw new Error('timed out waiting');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  it('keeps the last good set for a stale or forged CRL, and applies the next good one', async () => {
+    const ca = authority('rsa');
+    const files = {
+      certFile: join(dir, 'reload-server.crt'),
+      keyFile: join(dir, 'reload-server.key'),
+      caFile: ca.certFile,
+      crlFile: join(dir, 'reload.crl'),
+    };
+    const replace = (file: string, contents: string): void => {
+      writeFileSync(`${file}.new`, contents);
+      renameSync(`${file}.new`, file);
+    };
+    writeFileSync(files.certFile, server.certPem);
+    writeFileSync(files.keyFile, server.keyPem);
+    writeFileSync(files.crlFile, await ca.crl(current));
+    const client = await ca.issueClient('2e');
+    const asClient = { ca: server.certPem, cert: client.certPem, key: client.keyPem, rejectUnauthorized: false };
+    const settings = createTlsSettings({ ...files, clientCertificates: 'strict' });
+    const srv = await startTlsServer(settings.serverOptions);
+    const errors: Error[] = [];
+    const watcher = watchTlsMaterial({
+      ...files,
+      intervalMs: 50,
+      onUpdate: (material) => {
+        srv.server.setSecureContext(settings.secureContextOptions(material));
+      },
+      onError: (err) => errors.push(err),
+    });
+    try {
+      expect((await tryConnect(srv.port, asClient)).ok).toBe(true);
+      replace(
+        files.crlFile,
+        await ca.crl({ lastUpdate: new Date(Date.now() - 8 * DAY), nextUpdate: new Date(Date.now() - DAY) }),
+      );
+      await waitFor(() => errors.length === 1);
+      expect(errors[0]?.message).toMatch(/the CRL in "crlFile".* expired on/);
+      expect((await tryConnect(srv.port, asClient)).ok).toBe(true);
+      replace(files.crlFile, await impostor.crl({ ...current, revoke: [] }));
+      await waitFor(() => errors.length === 2);
+      expect(errors[1]?.message).toMatch(/the CRL in "crlFile".* is not signed by any CA of the bundle/);
+      expect((await tryConnect(srv.port, asClient)).ok).toBe(true);
+      replace(files.crlFile, await ca.crl({ ...current, revoke: ['2e'] }));
+      await waitFor(async () => !(await tryConnect(srv.port, asClient)).ok);
+    } finally {
+      watcher.close();
+      await srv.close();
+    }
+  });
+});

@@ -1,0 +1,86 @@
+import { verify, type X509Certificate } from 'node:crypto';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { readCertificateSubject, readCrlFields, type CrlFields } from './der.js';
+
+/**
+ * The digest of each signature algorithm a CRL check can verify, by OID (`null`: the algorithm
+ * names its own, as EdDSA does). RSASSA-PSS and anything else are left to OpenSSL.
+ */
+const DIGEST_OF: Readonly<Record<string, string | null>> = Object.freeze({
+  '1.2.840.113549.1.1.5': 'sha1',
+  '1.2.840.113549.1.1.14': 'sha224',
+  '1.2.840.113549.1.1.11': 'sha256',
+  '1.2.840.113549.1.1.12': 'sha384',
+  '1.2.840.113549.1.1.13': 'sha512',
+  '1.2.840.10045.4.1': 'sha1',
+  '1.2.840.10045.4.3.1': 'sha224',
+  '1.2.840.10045.4.3.2': 'sha256',
+  '1.2.840.10045.4.3.3': 'sha384',
+  '1.2.840.10045.4.3.4': 'sha512',
+  '1.3.101.112': null,
+  '1.3.101.113': null,
+});
+
+/** A CRL issued by a CA whose clock is a little ahead is not refused for it. */
+const THIS_UPDATE_TOLERANCE_MS = 5 * 60_000;
+
+const PEM_BODY = /-----BEGIN X509 CRL-----([\s\S]*?)-----END X509 CRL-----/;
+
+/**
+ * Refuses the CRLs OpenSSL would load and then hold against every client of their CA: with a
+ * CRL, OpenSSL checks each client certificate against its issuer's CRL, and one that is not
+ * signed by that CA, not valid yet, or past its `nextUpdate` fails every handshake. Loaded at
+ * start-up, or at a reload (a forged or stale file), it shut every client out while the log said
+ * `tls.reloaded`; refused here, start-up says why and a reload keeps the last good set.
+ *
+ * `crls` are the PEM blocks of the CRL source (`crlList`), `authorities` the CA bundle.
+ *
+ * @throws ConfigurationError naming the CRL by its place in `source` and what is wrong.
+ */
+export function checkCrls(
+  where: string,
+  source: string,
+  crls: readonly Buffer[],
+  authorities: readonly X509Certificate[],
+  now: number,
+): void {
+  crls.forEach((pem, index) => {
+    const name = crls.length === 1 ? `the CRL in ${source}` : `CRL ${String(index + 1)} in ${source}`;
+    const body = PEM_BODY.exec(pem.toString('latin1'))?.[1];
+    if (body === undefined) return; // not PEM: OpenSSL has refused it already
+    let crl: CrlFields;
+    try {
+      crl = readCrlFields(Buffer.from(body, 'base64'));
+    } catch (cause) {
+      throw new ConfigurationError(`${where}: ${name} cannot be read as an X.509 CRL`, { cause });
+    }
+    if (!signedByAuthority(crl, authorities)) {
+      throw new ConfigurationError(`${where}: ${name} is not signed by any CA of the bundle`);
+    }
+    if (crl.thisUpdate.getTime() > now + THIS_UPDATE_TOLERANCE_MS) {
+      throw new ConfigurationError(`${where}: ${name} is not valid before ${crl.thisUpdate.toUTCString()}`);
+    }
+    if (crl.nextUpdate !== undefined && crl.nextUpdate.getTime() < now) {
+      throw new ConfigurationError(
+        `${where}: ${name} expired on ${crl.nextUpdate.toUTCString()} (its next update); OpenSSL would refuse every client of its CA: publish a fresh one`,
+      );
+    }
+  });
+}
+
+/**
+ * Whether a CA of the bundle signed the CRL: the CAs named as its issuer, else (a name encoded
+ * otherwise) every CA. A signature algorithm this check cannot verify is left to OpenSSL.
+ */
+function signedByAuthority(crl: CrlFields, authorities: readonly X509Certificate[]): boolean {
+  const digest = DIGEST_OF[crl.signatureAlgorithm];
+  if (digest === undefined) return true;
+  const named = authorities.filter((ca) => Buffer.from(readCertificateSubject(ca.raw)).equals(crl.issuer));
+  return (named.length > 0 ? named : authorities).some((ca) => {
+    try {
+      return verify(digest, crl.signed, ca.publicKey, crl.signature);
+    } catch {
+      return false; // a key of another type than the algorithm's
+    }
+  });
+}

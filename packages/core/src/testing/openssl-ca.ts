@@ -1,0 +1,167 @@
+// Test support: a certificate authority run by Debian's openssl binary, for CRLs with any dates
+// and signature algorithm (the development PKI makes only current ECDSA ones).
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { run } from './handshake.js';
+
+/** The CA's key: RSA 2048 with SHA-256, ECDSA P-384 with SHA-384, or Ed25519. */
+export type OpensslCaKind = 'rsa' | 'ec' | 'ed25519';
+
+export interface OpensslCa {
+  readonly certPem: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** A CRL (PEM) of this CA with the dates given, revoking the serial numbers (hex) given. */
+  crl(options: {
+    readonly lastUpdate: Date;
+    readonly nextUpdate: Date;
+    readonly revoke?: readonly string[];
+  }): Promise<string>;
+  /** A client certificate (PEM and key) with the serial number (hex) given. */
+  issueClient(serial: string): Promise<{ readonly certPem: string; readonly keyPem: string }>;
+}
+
+const KEY_ARGS: Readonly<Record<OpensslCaKind, readonly string[]>> = {
+  rsa: ['-newkey', 'rsa:2048', '-sha256'],
+  ec: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384', '-sha384'],
+  ed25519: ['-newkey', 'ed25519'],
+};
+const DIGEST: Readonly<Record<OpensslCaKind, string>> = { rsa: 'sha256', ec: 'sha384', ed25519: 'default' };
+
+/** `YYYYMMDDHHMMSSZ`, as `openssl ca` takes a CRL's dates. */
+function generalizedTime(date: Date): string {
+  return `${date.toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
+}
+
+async function openssl(args: readonly string[]): Promise<void> {
+  const result = await run('openssl', [...args]);
+  if (result.code !== 0) throw new Error(`openssl ${args[0] ?? ''} failed: ${result.stderr}`);
+}
+
+/** Makes a self-signed CA in `dir` (created), named `/CN=<name>`. */
+export async function createOpensslCa(dir: string, kind: OpensslCaKind, name: string): Promise<OpensslCa> {
+  mkdirSync(dir, { recursive: true });
+  const certFile = join(dir, 'ca.crt');
+  const keyFile = join(dir, 'ca.key');
+  const config = join(dir, 'ca.cnf');
+  writeFileSync(join(dir, 'index.txt'), '');
+  writeFileSync(join(dir, 'crlnumber'), '01\n');
+  writeFileSync(
+    config,
+    [
+      '[ca]',
+      'default_ca = ca_default',
+      '[ca_default]',
+      `database = ${join(dir, 'index.txt')}`,
+      `crlnumber = ${join(dir, 'crlnumber')}`,
+      `default_md = ${DIGEST[kind]}`,
+      '[req]',
+      'distinguished_name = dn',
+      '[dn]',
+      '[v3_ca]',
+      'basicConstraints = critical, CA:TRUE',
+      'keyUsage = critical, keyCertSign, cRLSign',
+      'subjectKeyIdentifier = hash',
+      '[client]',
+      'basicConstraints = critical, CA:FALSE',
+      'keyUsage = critical, digitalSignature',
+      'extendedKeyUsage = clientAuth',
+    ].join('\n'),
+  );
+  await openssl([
+    'req',
+    '-x509',
+    ...KEY_ARGS[kind],
+    '-nodes',
+    '-keyout',
+    keyFile,
+    '-subj',
+    `/CN=${name}`,
+    '-days',
+    '30',
+    '-config',
+    config,
+    '-extensions',
+    'v3_ca',
+    '-out',
+    certFile,
+  ]);
+  let crls = 0;
+  return {
+    certPem: readFileSync(certFile, 'utf8'),
+    certFile,
+    keyFile,
+    async crl({ lastUpdate, nextUpdate, revoke = [] }) {
+      // The database `openssl ca` reads revocations from: one line per revoked serial number.
+      // Its dates are UTCTime (YYMMDDHHMMSSZ).
+      const utc = (date: Date): string => generalizedTime(date).slice(2);
+      const expiry = utc(new Date(Date.now() + 86_400_000));
+      writeFileSync(
+        join(dir, 'index.txt'),
+        revoke.map((serial) => `R\t${expiry}\t${utc(lastUpdate)}\t${serial.toUpperCase()}\tunknown\t/CN=x\n`).join(''),
+      );
+      crls += 1;
+      const out = join(dir, `crl-${String(crls)}.pem`);
+      await openssl([
+        'ca',
+        '-batch',
+        '-gencrl',
+        '-config',
+        config,
+        '-keyfile',
+        keyFile,
+        '-cert',
+        certFile,
+        '-crl_lastupdate',
+        generalizedTime(lastUpdate),
+        '-crl_nextupdate',
+        generalizedTime(nextUpdate),
+        '-out',
+        out,
+      ]);
+      return readFileSync(out, 'utf8');
+    },
+    async issueClient(serial) {
+      const key = join(dir, `client-${serial}.key`);
+      const csr = join(dir, `client-${serial}.csr`);
+      const cert = join(dir, `client-${serial}.crt`);
+      await openssl([
+        'req',
+        '-new',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        key,
+        '-subj',
+        '/CN=client',
+        '-out',
+        csr,
+      ]);
+      await openssl([
+        'x509',
+        '-req',
+        '-in',
+        csr,
+        '-CA',
+        certFile,
+        '-CAkey',
+        keyFile,
+        '-set_serial',
+        `0x${serial}`,
+        '-days',
+        '1',
+        ...(kind === 'ed25519' ? [] : [`-${DIGEST[kind]}`]),
+        '-extfile',
+        config,
+        '-extensions',
+        'client',
+        '-out',
+        cert,
+      ]);
+      return { certPem: readFileSync(cert, 'utf8'), keyPem: readFileSync(key, 'utf8') };
+    },
+  };
+}
