@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { CallInfo } from '../call/call-info.js';
 import { SecurityError } from '../errors/security-error.js';
 import { CallState, StateCallInfo } from './call-context.js';
+import { createRateLimit } from '../ratelimit/rate-limit.js';
 import { createPipeline } from './pipeline.js';
 
 /** What a pipeline's controls read of a call: a gRPC call with nothing in it. */
@@ -391,5 +392,15 @@ describe('StateCallInfo', () => {
     const plain = new StateCallInfo(state().s, 'http', 'GET /x', '10.0.0.2', identity as never, headers);
     expect(plain.peerAddress).toBe('10.0.0.2');
     expect(plain.peerCertificate).toBe(identity);
+  });
+});
+
+describe('createPipeline: its controls', () => {
+  it('refuses a group of controls put in the list unspread, saying how to spread it', () => {
+    const limits = createRateLimit({ rules: [{ name: 'per-peer', key: 'peer', points: 5, durationSeconds: 1 }] });
+    expect(() => createPipeline('fluxguard', [limits as never])).toThrow(
+      'fluxguard: controls[0] is a group of controls (createRateLimit, a guard): spread its list, e.g. controls: [...limits.controls]',
+    );
+    expect(createPipeline('fluxguard', [...limits.controls])).toBeDefined();
   });
 });

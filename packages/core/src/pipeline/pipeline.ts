@@ -157,6 +157,12 @@ function checkControl(owner: string, control: unknown, index: number): Control {
   const where = `${owner}: controls[${String(index)}]`;
   if (typeof control !== 'object' || control === null)
     throw new ConfigurationError(`${where} must be a control object`);
+  if (Array.isArray((control as { controls?: unknown }).controls)) {
+    // createRateLimit (and a guard) hand back a group: one control per stage its rules run in.
+    throw new ConfigurationError(
+      `${where} is a group of controls (createRateLimit, a guard): spread its list, e.g. controls: [...limits.controls]`,
+    );
+  }
   const { name, stage, onStart, onMessage, onInboundEnd, operationLabel, maxMessageBytes, checkRoutes } =
     control as Partial<Record<keyof Control, unknown>>;
   if (typeof name !== 'string' || name === '') throw new ConfigurationError(`${where} must have a non-empty "name"`);

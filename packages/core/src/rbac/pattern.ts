@@ -34,8 +34,10 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
   if (pattern.startsWith('/')) {
     const m = GRPC.exec(pattern);
     if (m === null) {
+      // A path with its method left out (`/v1/items/:id`) would otherwise read as a bad gRPC name.
+      const hint = /^\/[^/]*\/[^/]*\/|\/[:*]/.test(pattern) ? `; an HTTP route needs its method: "GET ${pattern}"` : '';
       throw new ConfigurationError(
-        `${where} "${pattern}" is not a gRPC method pattern (/pkg.Service/Method or /pkg.Service/*)`,
+        `${where} "${pattern}" is not a gRPC method pattern (/pkg.Service/Method or /pkg.Service/*)${hint}`,
       );
     }
     const service = `/${m[1] ?? ''}/`;

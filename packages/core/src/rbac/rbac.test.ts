@@ -197,6 +197,11 @@ describe('compileRbac: start-up checks', () => {
     ['a bad pattern', { 'GET v1/x': { public: true } }, /not an operation pattern/],
     ['a lower-case method', { 'get /x': { public: true } }, /not an operation pattern/],
     ['a gRPC pattern with a partial wildcard', { '/p.S/Get*': { public: true } }, /not a gRPC method pattern/],
+    [
+      'an HTTP route without its method',
+      { '/v1/items/:id': { public: true } },
+      /"\/v1\/items\/:id" is not a gRPC method pattern .*; an HTTP route needs its method: "GET \/v1\/items\/:id"/,
+    ],
     ['a splat in the middle', { 'GET /a/*x/b': { public: true } }, /must be the last segment/],
     ['an optional group', { 'GET /a{/:b}': { public: true } }, /not supported/],
     ['public with roles', { 'GET /x': { public: true, anyRoles: ['a'] } }, /cannot be combined/],
