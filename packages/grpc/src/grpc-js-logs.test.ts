@@ -3,7 +3,7 @@
 import { once } from 'node:events';
 import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { setLogger } from '@grpc/grpc-js';
+import { experimental, logVerbosity, setLogger } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, routeGrpcJsLogs } from './index.js';
 import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
 
@@ -78,6 +78,18 @@ describe('routeGrpcJsLogs', () => {
     expect(JSON.stringify(audit.lines())).not.toContain('eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln');
     expect(consoleError).not.toHaveBeenCalled();
     consoleError.mockRestore();
+  });
+
+  it("still writes the server's own lines once clients have used up theirs", () => {
+    // After the flood above: grpc-js's own logging call, as its server makes it when a new
+    // secure context fails. It has a budget apart from the lines clients cause.
+    experimental.log(logVerbosity.ERROR, 'Failed to set secure context with error bad key');
+    const texts = audit
+      .lines()
+      .filter((line) => line.event === 'grpc-js.log')
+      .map((line) => String(line.text));
+    expect(texts).toHaveLength(6);
+    expect(texts.at(-1)).toBe('Failed to set secure context with error bad key');
   });
 
   it('refuses bad options at start-up', () => {

@@ -13,7 +13,11 @@ import { assertAuditLogger, resolveOptions, scrubSecrets, wholeNumber } from '@f
 export interface GrpcJsLogOptions {
   /** Where grpc-js's lines go (`createAuditLogger` of @fluxguard/core). */
   readonly audit: AuditLogger;
-  /** Lines written in full per interval; the rest are counted. Default 20. */
+  /**
+   * Lines written in full per interval, for each of two sources: lines a client causes (a
+   * metadata entry grpc-js drops) and the others (the server's own: a secure context that
+   * failed, a port not bound). The rest are counted. Default 20.
+   */
   readonly maxLinesPerInterval?: number | undefined;
   /** The interval, in ms. Default 10 000. */
   readonly intervalMs?: number | undefined;
@@ -29,6 +33,11 @@ const MAX_TEXT = 300;
 // a cookie, an API key or a password a client sent with one byte grpc-js refuses. The key is
 // kept (an operator can tell which entry), the values never.
 const DROPPED_ENTRY = /^Failed to add metadata entry ([!-9;-~]{1,100}): /;
+
+/** Lines written and lines only counted in the current interval. */
+function newBudget(): { written: number; dropped: number } {
+  return { written: 0, dropped: 0 };
+}
 
 function withoutClientValues(text: string): string {
   const dropped = DROPPED_ENTRY.exec(text);
@@ -46,7 +55,9 @@ function withoutClientValues(text: string): string {
  * at `debug`) with its text cut to 300 characters and tokens scrubbed, and the line for a
  * dropped metadata entry names the entry's key but never its values; past
  * `maxLinesPerInterval` lines in one interval they are only counted, and the count is written
- * (`grpc-js.log.folded`) with the first line of a later interval.
+ * (`grpc-js.log.folded`, with `source`) with the first line of a later interval. Lines clients
+ * cause and the server's own lines are counted apart, so clients flooding the first cannot
+ * hide the second.
  *
  * grpc-js has one logger per process (its `setLogger`), so this applies to every grpc-js client
  * and server of the process; call it once, at start-up.
@@ -64,25 +75,36 @@ export function routeGrpcJsLogs(options: GrpcJsLogOptions): void {
   assertAuditLogger(opts.audit, 'routeGrpcJsLogs');
   for (const key of ['maxLinesPerInterval', 'intervalMs'] as const) wholeNumber(opts[key], `routeGrpcJsLogs: "${key}"`);
   const { audit, maxLinesPerInterval, intervalMs } = opts;
+  // Clients cause one kind of line (a metadata entry dropped), and have a budget of their own:
+  // sharing one, a client sending such entries hid every other grpc-js line, a failed
+  // certificate reload's included.
+  const budgets = { client: newBudget(), server: newBudget() };
   let intervalStart = 0;
-  let written = 0;
-  let dropped = 0;
   const line =
     (severity: 'error' | 'info' | 'debug') =>
     (...parts: unknown[]) => {
       const now = Date.now();
       if (now - intervalStart >= intervalMs) {
-        if (dropped > 0) audit.logger.warn({ event: 'grpc-js.log.folded', dropped, intervalMs }, 'grpc-js.log.folded');
+        for (const [source, budget] of Object.entries(budgets)) {
+          if (budget.dropped > 0) {
+            audit.logger.warn(
+              { event: 'grpc-js.log.folded', source, dropped: budget.dropped, intervalMs },
+              'grpc-js.log.folded',
+            );
+          }
+          budget.written = 0;
+          budget.dropped = 0;
+        }
         intervalStart = now;
-        written = 0;
-        dropped = 0;
       }
-      if (written >= maxLinesPerInterval) {
-        dropped += 1;
+      const raw = parts.map(String).join(' ');
+      const budget = DROPPED_ENTRY.test(raw) ? budgets.client : budgets.server;
+      if (budget.written >= maxLinesPerInterval) {
+        budget.dropped += 1;
         return;
       }
-      written += 1;
-      const text = scrubSecrets(withoutClientValues(parts.map(String).join(' '))).slice(0, MAX_TEXT);
+      budget.written += 1;
+      const text = scrubSecrets(withoutClientValues(raw)).slice(0, MAX_TEXT);
       const entry = { event: 'grpc-js.log', severity, text };
       if (severity === 'error') audit.logger.warn(entry, 'grpc-js.log');
       else audit.logger.debug(entry, 'grpc-js.log');
