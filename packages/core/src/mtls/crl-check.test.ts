@@ -191,4 +191,48 @@ describe('CRLs are checked at a reload', () => {
       await srv.close();
     }
   });
+
+  it('reports a CRL that passes its next update while in use, once', async () => {
+    const ca = authority('ec');
+    const files = {
+      certFile: join(dir, 'expiring-server.crt'),
+      keyFile: join(dir, 'expiring-server.key'),
+      caFile: ca.certFile,
+      crlFile: join(dir, 'expiring.crl'),
+    };
+    writeFileSync(files.certFile, server.certPem);
+    writeFileSync(files.keyFile, server.keyPem);
+    writeFileSync(
+      files.crlFile,
+      await ca.crl({ lastUpdate: current.lastUpdate, nextUpdate: new Date(Date.now() + 2_000) }),
+    );
+    const client = await ca.issueClient('3d');
+    const asClient = { ca: server.certPem, cert: client.certPem, key: client.keyPem, rejectUnauthorized: false };
+    const settings = createTlsSettings({ ...files, clientCertificates: 'strict' });
+    const srv = await startTlsServer(settings.serverOptions);
+    const expired: Error[] = [];
+    const watcher = watchTlsMaterial({
+      ...files,
+      intervalMs: 50,
+      onUpdate: (material) => {
+        srv.server.setSecureContext(settings.secureContextOptions(material));
+      },
+      onError: () => undefined,
+      onExpired: (err) => expired.push(err),
+    });
+    try {
+      expect((await tryConnect(srv.port, asClient)).ok).toBe(true);
+      expect(watcher.current.crlNextUpdate).toBeInstanceOf(Date);
+      await waitFor(() => expired.length === 1);
+      expect(expired[0]?.message).toMatch(
+        /a CRL in "crlFile" .* passed its next update on .*; OpenSSL refuses every client of its CA until a fresh one is loaded/,
+      );
+      expect((await tryConnect(srv.port, asClient)).ok).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(expired).toHaveLength(1);
+    } finally {
+      watcher.close();
+      await srv.close();
+    }
+  });
 });

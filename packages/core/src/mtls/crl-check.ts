@@ -34,6 +34,7 @@ const PEM_BODY = /-----BEGIN X509 CRL-----([\s\S]*?)-----END X509 CRL-----/;
  * `tls.reloaded`; refused here, start-up says why and a reload keeps the last good set.
  *
  * `crls` are the PEM blocks of the CRL source (`crlList`), `authorities` the CA bundle.
+ * Returns the earliest `nextUpdate` of the CRLs, if any has one.
  *
  * @throws ConfigurationError naming the CRL by its place in `source` and what is wrong.
  */
@@ -43,7 +44,8 @@ export function checkCrls(
   crls: readonly Buffer[],
   authorities: readonly X509Certificate[],
   now: number,
-): void {
+): Date | undefined {
+  let earliest: Date | undefined;
   crls.forEach((pem, index) => {
     const name = crls.length === 1 ? `the CRL in ${source}` : `CRL ${String(index + 1)} in ${source}`;
     const body = PEM_BODY.exec(pem.toString('latin1'))?.[1];
@@ -65,7 +67,10 @@ export function checkCrls(
         `${where}: ${name} expired on ${crl.nextUpdate.toUTCString()} (its next update); OpenSSL would refuse every client of its CA: publish a fresh one`,
       );
     }
+    if (crl.nextUpdate !== undefined && (earliest === undefined || crl.nextUpdate < earliest))
+      earliest = crl.nextUpdate;
   });
+  return earliest;
 }
 
 /**

@@ -30,6 +30,11 @@ export interface TlsMaterial {
   readonly certFingerprint256: string;
   /** When the server certificate expires. */
   readonly certValidTo: Date;
+  /**
+   * The earliest `nextUpdate` of the CRLs, when they have one: past it, OpenSSL refuses every
+   * client of that CRL's CA until a fresh CRL is loaded.
+   */
+  readonly crlNextUpdate?: Date | undefined;
 }
 
 /** Where a piece of material comes from: a file path, or its PEM contents. */
@@ -297,6 +302,7 @@ export function validateMaterial(
     );
   }
   const authorities = checkCaBundle(where, sources.ca, raw.ca);
+  let crlNextUpdate: Date | undefined;
   if (raw.crl !== undefined && sources.crl !== undefined) {
     const crls = crlList(raw.crl);
     try {
@@ -304,7 +310,7 @@ export function validateMaterial(
     } catch (cause) {
       throw new ConfigurationError(`${where}: ${describeSource(sources.crl)} does not hold a PEM CRL`, { cause });
     }
-    checkCrls(where, describeSource(sources.crl), crls, authorities, now);
+    crlNextUpdate = checkCrls(where, describeSource(sources.crl), crls, authorities, now);
   }
   try {
     createSecureContext({
@@ -325,6 +331,7 @@ export function validateMaterial(
     crl: raw.crl,
     certFingerprint256: createHash('sha256').update(leaf.raw).digest('hex'),
     certValidTo: readCertificateFields(leaf.raw).notAfter,
+    crlNextUpdate,
   });
 }
 

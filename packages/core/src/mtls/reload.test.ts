@@ -225,6 +225,9 @@ describe('watchTlsMaterial options', () => {
       watchTlsMaterial({ ...files, keyFile: join(dir, 'missing.key'), onUpdate: noop, onError: noop }),
     ).toThrow(/watchTlsMaterial: cannot read "keyFile"/);
     expect(() => watchTlsMaterial({ ...files, intervalMs: 1, onUpdate: noop, onError: noop })).toThrow(/"intervalMs"/);
+    expect(() => watchTlsMaterial({ ...files, onUpdate: noop, onError: noop, onExpired: 'log' as never })).toThrow(
+      '"onExpired" must be a function',
+    );
     // Node runs a longer interval every millisecond: a reload check in a busy loop.
     expect(() => watchTlsMaterial({ ...files, intervalMs: 2 ** 31, onUpdate: noop, onError: noop })).toThrow(
       /"intervalMs" must be a number of milliseconds, from 20 to 2147483647/,

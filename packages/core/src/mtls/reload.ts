@@ -4,6 +4,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { MAX_TIMER_MS } from '../options/whole-number.js';
 import {
+  describeSource,
   materialDigest,
   readMaterial,
   readMaterialSync,
@@ -34,6 +35,13 @@ export interface WatchTlsMaterialOptions {
   readonly onUpdate: (material: TlsMaterial) => void;
   /** Called once per distinct failure; the last good material stays in use. */
   readonly onError: (error: Error) => void;
+  /**
+   * Called once when the material in use expires while no new files have been loaded: the
+   * server certificate (every client refuses it) or a CRL past its `nextUpdate` (OpenSSL
+   * refuses every client of its CA). Nothing can be served until new files are; this says why.
+   * Default: nothing is called.
+   */
+  readonly onExpired?: ((error: ConfigurationError) => void) | undefined;
   /** How often files are checked. Default 1000 ms; at least 20 ms. */
   readonly intervalMs?: number | undefined;
 }
@@ -62,6 +70,7 @@ interface ResolvedWatchOptions {
   readonly crlFile: string | undefined;
   readonly onUpdate: (material: TlsMaterial) => void;
   readonly onError: (error: Error) => void;
+  readonly onExpired: (error: ConfigurationError) => void;
   readonly intervalMs: number;
 }
 
@@ -74,6 +83,7 @@ const DEFAULTS: ResolvedWatchOptions = Object.freeze({
   crlFile: undefined,
   onUpdate: noop,
   onError: noop,
+  onExpired: noop,
   intervalMs: 1000,
 });
 
@@ -96,6 +106,8 @@ interface Watch {
   closed: boolean;
   /** A poll is in progress: the next tick is skipped. */
   running: boolean;
+  /** What of the material in use has been reported expired (`certificate`, `crl`). */
+  readonly expired: Set<string>;
 }
 
 /**
@@ -150,6 +162,7 @@ export function watchTlsMaterial(options: WatchTlsMaterialOptions): TlsMaterialW
     lastErrorKey: undefined,
     closed: false,
     running: false,
+    expired: new Set(),
   };
 
   const timer = setInterval(() => {
@@ -182,6 +195,7 @@ function resolveWatchOptions(options: WatchTlsMaterialOptions): ResolvedWatchOpt
   if (typeof options.onUpdate !== 'function' || typeof options.onError !== 'function') {
     throw new ConfigurationError(`${FACTORY}: "onUpdate" and "onError" are required functions`);
   }
+  if (typeof o.onExpired !== 'function') throw new ConfigurationError(`${FACTORY}: "onExpired" must be a function`);
   // Node runs a longer interval every millisecond.
   if (!Number.isFinite(o.intervalMs) || o.intervalMs < 20 || o.intervalMs > MAX_TIMER_MS) {
     throw new ConfigurationError(
@@ -194,6 +208,7 @@ function resolveWatchOptions(options: WatchTlsMaterialOptions): ResolvedWatchOpt
 /** One timer tick: at most one poll at a time, none after close. */
 function runTick(watch: Watch): void {
   if (watch.running || watch.closed) return;
+  noticeExpiry(watch, Date.now());
   watch.running = true;
   poll(watch)
     .catch((cause: unknown) => {
@@ -247,6 +262,7 @@ async function reload(watch: Watch, signature: string): Promise<void> {
     const material = validateMaterial(FACTORY, watch.sources, raw);
     watch.seenSignature = signature;
     watch.current = material;
+    watch.expired.clear();
     watch.currentDigest = digest;
     watch.lastErrorKey = undefined;
     watch.options.onUpdate(material);
@@ -256,6 +272,37 @@ async function reload(watch: Watch, signature: string): Promise<void> {
     // found, where a set retried only on a change stayed out for good: a revoking CRL too.
     const error = cause instanceof Error ? cause : new Error(String(cause));
     report(watch, `load:${digest}:${error.message}`, error);
+  }
+}
+
+/**
+ * Reports, once each, a server certificate or a CRL of the material in use that has expired
+ * since it was loaded: the server then fails every handshake, and without a line saying why.
+ */
+function noticeExpiry(watch: Watch, now: number): void {
+  const { current, sources } = watch;
+  const expiries = [
+    {
+      what: 'certificate',
+      at: current.certValidTo,
+      text: (at: Date) =>
+        `the certificate in ${describeSource(sources.cert)} expired on ${at.toUTCString()}; every client refuses it until a renewed one is loaded`,
+    },
+    {
+      what: 'crl',
+      at: current.crlNextUpdate,
+      text: (at: Date) =>
+        `a CRL in ${sources.crl === undefined ? 'the CRL' : describeSource(sources.crl)} passed its next update on ${at.toUTCString()}; OpenSSL refuses every client of its CA until a fresh one is loaded`,
+    },
+  ];
+  for (const { what, at, text } of expiries) {
+    if (at === undefined || at.getTime() > now || watch.expired.has(what)) continue;
+    watch.expired.add(what);
+    try {
+      watch.options.onExpired(new ConfigurationError(`${FACTORY}: ${text(at)}`));
+    } catch {
+      // As for onError: a failing callback must not crash the process from a timer.
+    }
   }
 }
 

@@ -236,3 +236,51 @@ describe('createReloadingTlsSettings with a real server', () => {
     expect(tls.current.certFingerprint256).not.toBe(fourth.fingerprint256);
   });
 });
+
+describe('createReloadingTlsSettings: material that expires in use', () => {
+  it('logs tls.material_expired once when the server certificate in use expires, and not again after a renewal', async () => {
+    const { audit, events } = captureAudit();
+    const short = await ca.issueServerCertificate({
+      notBefore: new Date(Date.now() - 3_600_000),
+      notAfter: new Date(Date.now() + 1_500),
+    });
+    const own = { ...files, certFile: join(dir, 'short.crt'), keyFile: join(dir, 'short.key') };
+    await renew(own.certFile, short.certPem);
+    await renew(own.keyFile, short.keyPem);
+    // The server is made from the settings, and their updates go to it.
+    const serving: { srv?: Awaited<ReturnType<typeof startTlsServer>> } = {};
+    const tls = createReloadingTlsSettings(
+      { ...own, clientCertificates: 'strict' },
+      {
+        audit,
+        reloadIntervalMs: 50,
+        onUpdate: (options) => {
+          serving.srv?.server.setSecureContext(options);
+        },
+      },
+    );
+    const srv = await startTlsServer({
+      ...tls.settings.serverOptions,
+      ...tls.settings.secureContextOptions(tls.current),
+    });
+    serving.srv = srv;
+    const asClient = { ca: ca.certPem, cert: client.certPem, key: client.keyPem };
+    try {
+      expect((await tryConnect(srv.port, asClient)).ok).toBe(true);
+      while (!events().includes('tls.material_expired')) await sleep(50);
+      // What the line is about: every client now refuses the server.
+      expect((await tryConnect(srv.port, asClient)).ok).toBe(false);
+      await sleep(300);
+      expect(events().filter((e) => e === 'tls.material_expired')).toHaveLength(1);
+      await renew(own.certFile, first.certPem);
+      await renew(own.keyFile, first.keyPem);
+      while (!events().includes('tls.reloaded')) await sleep(50);
+      expect((await tryConnect(srv.port, asClient)).ok).toBe(true);
+      await sleep(300);
+      expect(events().filter((e) => e === 'tls.material_expired')).toHaveLength(1);
+    } finally {
+      tls.close();
+      await srv.close();
+    }
+  });
+});

@@ -43,7 +43,11 @@ export interface ReloadOptions {
  * ```
  */
 export interface ReloadingTlsSettingsOptions extends ReloadOptions {
-  /** Where reloads (`tls.reloaded`) and reload failures (`tls.reload_failed`) are logged. Required. */
+  /**
+   * Where reloads (`tls.reloaded`), reload failures (`tls.reload_failed`) and material that
+   * expired in use (`tls.material_expired`: the server certificate, or a CRL past its next
+   * update) are logged. Required.
+   */
   readonly audit: AuditLogger;
   /**
    * Hands renewed material to the transport. `contextOptions` are complete (ciphers, curves,
@@ -188,6 +192,9 @@ export function createReloadingTlsSettings(
       }
     },
     onError: failed,
+    onExpired: (err) => {
+      audit.logger.error({ event: 'tls.material_expired', err }, 'tls.material_expired');
+    },
   });
   // The watcher's first read is the baseline it compares later files to, and what the server
   // starts with. Its callbacks run from a timer, after this line.
