@@ -11,7 +11,7 @@ import {
 import { answerFailures, notFound, reachedFromApp, recordRequestFailure } from './error-handler.js';
 import { probeUnreadAnswer } from './unread-answer.js';
 import { stateOf, type EndRequest } from './context.js';
-import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
+import { caseInsensitiveRouting, inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
 import { routesOf } from './routes.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
@@ -212,6 +212,11 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const wrap = (app: Express): RequestListener => {
     if (typeof app !== 'function' || typeof (app as Partial<Express>).enabled !== 'function') {
       throw new ConfigurationError('fluxguard: wrap(app) takes an Express app');
+    }
+    // Said at start-up rather than in every request's line (which still checks: a setting
+    // changed after wrap is refused too).
+    if (list.some((control) => control.matchesOperation === true) && !app.enabled('case sensitive routing')) {
+      throw caseInsensitiveRouting('fluxguard');
     }
     // The routes are there by now: overlapping ones must reach the handler their rule is for.
     const routes = routesOf(app);

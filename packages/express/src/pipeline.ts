@@ -126,6 +126,18 @@ function mountPathOf(app: Application): string {
 }
 
 /**
+ * The refusal of an app that routes case-insensitively under controls that match paths: rules
+ * match `/v1/x` exactly, the router would run its handler for `/V1/X` too, under another rule.
+ *
+ * @internal
+ */
+export function caseInsensitiveRouting(owner: string): ConfigurationError {
+  return new ConfigurationError(
+    `${owner}: the app must route case-sensitively, as its rules match paths: app.set('case sensitive routing', true)`,
+  );
+}
+
+/**
  * In front of `app`: the request is Node's own yet. Its path is what Express's router will
  * match at the top of the app, parsed by the same package (`parseurl`), which also keeps the
  * parse on the request for the router to reuse.
@@ -161,11 +173,7 @@ export function pipelineRunner(
   const routeVerdicts = new WeakMap<object, Error | null>();
   return function runControls(req, res, next, state) {
     if (pipeline.matchesOperation) {
-      if (!placement.routesCaseSensitively(req)) {
-        throw new ConfigurationError(
-          `${owner}: the app must route case-sensitively, as its rules match paths: app.set('case sensitive routing', true)`,
-        );
-      }
+      if (!placement.routesCaseSensitively(req)) throw caseInsensitiveRouting(owner);
       placement.checkRoutes(req, pipeline, routeVerdicts);
     }
     const info = (state.callInfo ??= buildCallInfo(req, state, placement.path(req)));

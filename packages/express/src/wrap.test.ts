@@ -212,8 +212,18 @@ describe('fluxguard().wrap(app) misconfigured', () => {
     expect(() => guard.wrap(undefined as unknown as Express)).toThrow(/wrap\(app\) takes an Express app/);
   });
 
-  it('answers 500 for an app that routes case-insensitively under RBAC, and keeps serving', async () => {
-    const loose = await site('wrap', { caseSensitive: false });
+  it('refuses, at wrap(app), an app that routes case-insensitively under RBAC', () => {
+    const { app, guard } = guardedApp({ caseSensitive: false });
+    expect(() => guard.wrap(app)).toThrow(
+      "fluxguard: the app must route case-sensitively, as its rules match paths: app.set('case sensitive routing', true)",
+    );
+  });
+
+  it('answers 500 for an app set to route case-insensitively after wrap(app), and keeps serving', async () => {
+    const { app, guard, starts, handled } = guardedApp();
+    const listener = guard.wrap(app);
+    app.set('case sensitive routing', false);
+    const loose: Site = { served: await serve(listener), starts, handled };
     try {
       for (const id of ['loose-1', 'loose-2']) {
         const res = await fetch(`${loose.served.url}/v1/items/a.txt`, {
