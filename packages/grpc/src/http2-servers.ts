@@ -46,7 +46,9 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *   changes (HTTP/2 forbids renegotiation), so each TLS socket answers from its first answer;
  * - a connection the server has closed dropped `closingGraceMs` after it ended its side, if the
  *   client has not closed the other side by then: Node waits for the client for ever, so clients
- *   that stop reading kept their connections, and filled the cap above;
+ *   that stop reading kept their connections, and filled the cap above; and a session the server
+ *   closes gracefully dropped `closingGraceMs` after its last call, if it has not closed by
+ *   then (a header block left open held it until the keepalive);
  * - a connection whose client takes none of what waits in its socket for `maxWriteStallMs`
  *   dropped: those bytes stay in the process past the end of every call, and Node never
  *   finishes closing a session whose writes are stuck (neither the idle limit nor a failed
@@ -87,9 +89,11 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       // Sessions made under a CA bundle or CRL a reload has changed are sent away (GOAWAY: their
       // calls finish, new ones go to a new connection, verified under the new trust).
       const sessions = new Set<Http2Session>();
+      const graceMs = positiveOption(options?.[CLOSING_GRACE_OPTION]) ?? DEFAULT_CLOSING_GRACE_MS;
       http2Server.on('session', (session: Http2Session) => {
         sessions.add(session);
         session.once('close', () => sessions.delete(session));
+        dropWhenClosingStalls(session, graceMs);
       });
       const stopListening = whenTrustChanges(credentials, () => {
         for (const session of sessions) session.close();
@@ -99,7 +103,6 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
         );
       });
       if (stopListening !== undefined) http2Server.once('close', stopListening);
-      const graceMs = positiveOption(options?.[CLOSING_GRACE_OPTION]) ?? DEFAULT_CLOSING_GRACE_MS;
       const stallMs = positiveOption(options?.[WRITE_STALL_OPTION]) ?? DEFAULT_WRITE_STALL_MS;
       // First, before grpc-js's own listener reads the header object.
       http2Server.prependListener('stream', onStream);
@@ -123,6 +126,43 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
 /** A whole number above 0 set by `secureServerOptions`, or `undefined` (the default applies). */
 function positiveOption(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isSafeInteger(value) && value > 0 ? value : undefined;
+}
+
+/**
+ * Destroys `session` `graceMs` after it was asked to close gracefully (the idle limit,
+ * shutdown, a trust change) with no stream open, or after its last stream ended, if it has not
+ * closed by then. Node finishes a graceful close only once nghttp2 has nothing more to read: a
+ * client that sent the start of a header block (HEADERS without END_HEADERS) and nothing more
+ * kept its connection after the GOAWAY until the keepalive dropped it, two minutes on. A stream
+ * still open is a call that may finish: it is waited for.
+ */
+function dropWhenClosingStalls(session: Http2Session, graceMs: number): void {
+  let open = 0;
+  let closing = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const arm = (): void => {
+    if (!closing || open > 0 || timer !== undefined || session.destroyed) return;
+    timer = setTimeout(() => {
+      session.destroy();
+    }, graceMs);
+    timer.unref();
+  };
+  session.on('stream', (stream: ServerHttp2Stream) => {
+    open += 1;
+    stream.once('close', () => {
+      open -= 1;
+      arm();
+    });
+  });
+  const close = session.close.bind(session);
+  session.close = (callback?: () => void) => {
+    closing = true;
+    arm();
+    close(callback);
+  };
+  session.once('close', () => {
+    clearTimeout(timer);
+  });
 }
 
 /**

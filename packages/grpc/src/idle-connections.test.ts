@@ -19,7 +19,7 @@ import {
   type TestPki,
   type TestServer,
 } from './testing/tls.js';
-import { CLIENT_PREFACE } from './testing/raw-http2.js';
+import { CLIENT_PREFACE, h2Frame, hpackLiterals } from './testing/raw-http2.js';
 
 const IDLE_MS = 400;
 const FLOOD = 200;
@@ -122,6 +122,29 @@ describe('connections that never become calls', () => {
     } finally {
       for (const socket of clients) socket.destroy();
     }
+  });
+
+  it('drops connections that leave a header block open (HEADERS without END_HEADERS), and read on', async () => {
+    const count = 20;
+    const flooding = flood(count, () => {
+      const socket = tlsConnect(
+        { host: '127.0.0.1', port, ca: pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] },
+        () => {
+          // The first fields of a request's header block, and no CONTINUATION ever: no stream
+          // reaches grpc-js, and nghttp2 waits for the rest of the block. The client reads
+          // everything (the GOAWAY of the idle limit included) and never closes.
+          const fields = hpackLiterals([
+            [':method', 'POST'],
+            [':scheme', 'https'],
+          ]);
+          socket.write(Buffer.concat([CLIENT_PREFACE, h2Frame(1, 0, 1, fields)]));
+        },
+      );
+      return socket;
+    });
+    // Before: the idle limit's GOAWAY at 400 ms, and then the connection kept until the
+    // keepalive dropped it, about two minutes later.
+    await expect.poll(flooding.closed, { timeout: BOUND_MS }).toBe(count);
   });
 
   it('refuses a handshake timeout that is not a positive number of ms', () => {

@@ -262,7 +262,9 @@ export interface SecureServerLimits {
    * its side sent: after the idle limit, at shutdown) waits for the client to close the other
    * side before it is dropped. Default 5 s. Node waits for the client for ever, so a client that
    * stops reading and never closes held the connection, and its place under `maxConnections`,
-   * for good. Applied by `addService` of this package, as `maxConnections` is.
+   * for good. It is also how long a session asked to close waits, once no call is open, before
+   * it is dropped: a client holding a header block open kept it until the keepalive. Applied by
+   * `addService` of this package, as `maxConnections` is.
    */
   readonly closingGraceMs?: number | undefined;
   /**
