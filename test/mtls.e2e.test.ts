@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect as http2Connect, type IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import { request as httpsRequest } from 'node:https';
 import { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { createDevCertificateAuthority } from '@fluxguard/core/dev-pki';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HANDSHAKE_REFUSED, sha256, type ArtifactClient, type Expected } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
@@ -415,6 +416,28 @@ describe.each(TRANSPORTS)('certificate reload over %s', (transport) => {
     // The reload replaced the secure context and its ticket keys: the old session is not resumed.
     const afterRevocation = await listOverSession(transport, t.port, pki.ca, { session: ticket });
     expect(afterRevocation).toMatchObject({ ok: false, reused: false });
+  });
+
+  it('keeps the last good CRL when a forged one is written over it, and logs why', async () => {
+    const { pki } = reloadWorld;
+    // Another CA of the same name: its CRL names the served CA as issuer, with another key.
+    const impostor = await createDevCertificateAuthority();
+    const served = readFileSync(pki.crlFile);
+    writeFileSync(`${pki.crlFile}.forged`, await impostor.createCrl({ revokedSerialNumbers: [] }));
+    renameSync(`${pki.crlFile}.forged`, pki.crlFile);
+    const failed = (): boolean =>
+      t.log.lines.some(
+        (line) =>
+          line.event === 'tls.reload_failed' && JSON.stringify(line).includes('is not signed by any CA of the bundle'),
+      );
+    for (let i = 0; i < 50 && !failed(); i++) await new Promise((r) => setTimeout(r, 200));
+    expect(failed()).toBe(true);
+    // Applied, it would have failed every handshake; kept out, clients are served as before.
+    const token = await reloadWorld.token('alice', ['artifacts.reader']);
+    const listed = await t.clientWith({ cert: pki.clients.valid, token }).list('');
+    expect(listed.ok, listed.exposed).toBe(true);
+    writeFileSync(`${pki.crlFile}.next`, served); // the real CRL again, for what follows
+    renameSync(`${pki.crlFile}.next`, pki.crlFile);
   });
 });
 
