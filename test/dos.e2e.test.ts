@@ -514,3 +514,48 @@ describe('anonymous health watches over grpc', () => {
     }
   });
 });
+
+describe('a chunked body its route answers without reading over http', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('http', world);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('is not read past the answer: the connection closes, not 64 MiB later (bounded: 64 MiB offered)', async () => {
+    const offered = 64 * 1024 * 1024;
+    const chunk = Buffer.alloc(16 * 1024, 0x61);
+    const frame = Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]);
+    const socket = tlsConnect({ host: '127.0.0.1', port: t.port, ca: world.pki.ca, servername: 'localhost' });
+    socket.on('error', () => undefined);
+    let answer = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (text: string) => {
+      answer += text;
+    });
+    const seen = { closed: false };
+    socket.once('close', () => {
+      seen.closed = true;
+    });
+    await new Promise((resolve) => socket.once('secureConnect', resolve));
+    // Anonymous: health is public, and takes no body.
+    socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n');
+    let sent = 0;
+    while (sent < offered && !seen.closed && socket.writable) {
+      sent += chunk.length;
+      if (!socket.write(frame)) {
+        await new Promise((resolve) => {
+          socket.once('drain', resolve);
+          socket.once('close', resolve);
+        });
+      }
+    }
+    const closed = seen.closed;
+    socket.destroy();
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    expect(closed).toBe(true);
+    expect(sent).toBeLessThan(offered / 4);
+  });
+});

@@ -155,10 +155,34 @@ export function attachContext(
  */
 const BODY_LINGER_MS = 5_000;
 
-/** Closes the connection of an answered request whose body has not ended within {@link BODY_LINGER_MS}. */
+/**
+ * The most of a body, by its `Content-Length`, that Node may read and drop after the answer to
+ * keep the connection: the body is not seen by anything then (Node's parser drops it before the
+ * request stream), so only its declared length bounds it.
+ */
+const BODY_LINGER_BYTES = 1_048_576;
+
+/**
+ * Closes the connection of an answered request whose body is still coming: at once when the
+ * body has no declared end (chunked) or declares more than {@link BODY_LINGER_BYTES}, else once
+ * it has not ended within {@link BODY_LINGER_MS}. Node would read and drop the rest of it to
+ * keep the connection: a chunked body, with no end, had the server read 100 MB a second from a
+ * client, past every body limit, for a route that answered without reading it.
+ */
 function lingerForBody(req: IncomingMessage): void {
-  const socket = req.socket as Duplex | null;
+  const socket = req.socket as (Duplex & { destroySoon?: () => void }) | null;
   if (socket === null) return;
+  const declared = req.headers['content-length'];
+  if (
+    req.headers['transfer-encoding'] !== undefined ||
+    declared === undefined ||
+    !(Number(declared) <= BODY_LINGER_BYTES)
+  ) {
+    // As Node closes after an answer that says `Connection: close`: once the answer is out.
+    if (typeof socket.destroySoon === 'function') socket.destroySoon();
+    else socket.end();
+    return;
+  }
   const timer = setTimeout(() => {
     if (!req.complete) socket.destroy();
   }, BODY_LINGER_MS);
