@@ -5,6 +5,7 @@ import { SecurityError } from '../errors/security-error.js';
 import { CallState } from '../pipeline/call-context.js';
 import { createPipeline } from '../pipeline/pipeline.js';
 import { createInputLimits, type InputLimitsOptions } from './input-limits.js';
+import { compileRbac } from '../rbac/rbac.js';
 
 function call(operation: string, headers: Record<string, string> = {}): CallInfo {
   return {
@@ -103,4 +104,16 @@ describe('createInputLimits', () => {
     expect(() => createInputLimits(options as InputLimitsOptions)).toThrow(ConfigurationError);
     expect(() => createInputLimits(options as InputLimitsOptions)).toThrow(message);
   });
+});
+
+describe('createInputLimits: which operations a rule applies to', () => {
+  // As RBAC decides by the rule of the same pattern: a second trailing slash is not dropped.
+  it.each(['GET /v1/x', 'GET /v1/x/', 'GET /v1/x//', 'GET /v1/x/y', 'GET /V1/x', 'POST /v1/x'])(
+    'applies the rule of GET /v1/x to %s exactly when RBAC would',
+    (operation) => {
+      const rbac = compileRbac({ 'GET /v1/x': { public: true } });
+      const limits = createInputLimits({ rules: [{ operation: 'GET /v1/x', maxMessageBytes: 7 }] });
+      expect(limits.maxMessageBytes?.(operation) === 7).toBe(rbac.ruleFor(operation) === 'GET /v1/x');
+    },
+  );
 });

@@ -1,7 +1,7 @@
 import type { Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
-import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
+import { compareSpecificity, compilePattern, type OperationPattern } from '../rbac/pattern.js';
 import { checkPatternsServed, type NamedPattern } from './served.js';
 
 /** Operations are bounded by what a server serves, HTTP paths are not: the cache is emptied when full. */
@@ -83,8 +83,8 @@ export function compileOperationRules<T>(
     settingsFor(operation) {
       let settings = cache.get(operation);
       if (settings === undefined) {
-        const normal = normalizeOperation(operation);
-        settings = compiled.find((rule) => rule.pattern.matches(normal))?.settings ?? defaults;
+        // `matches` drops a trailing slash itself, as RBAC's look-up does.
+        settings = compiled.find((rule) => rule.pattern.matches(operation))?.settings ?? defaults;
         if (cache.size >= CACHE_LIMIT) cache.clear();
         cache.set(operation, settings);
       }

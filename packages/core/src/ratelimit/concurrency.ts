@@ -202,8 +202,8 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
   const budgetOf = (operation: string): OperationBudget | undefined => {
     let budget = budgetCache.get(operation);
     if (budget === undefined) {
-      const normal = normalizeOperation(operation);
-      budget = budgets.find((b) => b.pattern.matches(normal)) ?? null;
+      // `matches` drops a trailing slash itself, as RBAC's look-up does.
+      budget = budgets.find((b) => b.pattern.matches(operation)) ?? null;
       budgetCache.set(operation, budget);
     }
     return budget ?? undefined;

@@ -6,6 +6,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { CallState } from '../pipeline/call-context.js';
 import { createPipeline } from '../pipeline/pipeline.js';
+import { compileRbac } from '../rbac/rbac.js';
 import { freePort } from '../testing/redis.js';
 import { createRateLimit, type RateLimitOptions, type RateLimitRule } from './rate-limit.js';
 import { createRedisRateLimitStore } from './redis-store.js';
@@ -448,5 +449,22 @@ describe('createRateLimit options', () => {
     const create = () => createRateLimit(options as RateLimitOptions);
     expect(create).toThrow(ConfigurationError);
     expect(create).toThrow(message);
+  });
+});
+
+describe('createRateLimit: which operations a rule counts', () => {
+  // RBAC decides a call by the rule these operations reach; a limit on the same pattern must
+  // count the same calls. A second trailing slash was once dropped here and not there, and a
+  // call RBAC refused (no rule) was counted under the limit of another operation.
+  const operations = ['GET /v1/x', 'GET /v1/x/', 'GET /v1/x//', 'GET /v1/x/y', 'GET /V1/x', 'POST /v1/x'];
+
+  it.each(operations)('counts %s exactly when RBAC decides it by the rule of the same pattern', async (operation) => {
+    const rbac = compileRbac({ 'GET /v1/x': { public: true } });
+    const run = limiter({
+      rules: [{ name: 'x', key: 'peer', points: 100, durationSeconds: 60, operations: ['GET /v1/x'] }],
+    });
+    const { state } = await run(call(operation));
+    const counted = state.responseHeaders?.get('ratelimit-policy') !== undefined;
+    expect(counted).toBe(rbac.ruleFor(operation) === 'GET /v1/x');
   });
 });

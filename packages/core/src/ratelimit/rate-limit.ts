@@ -5,7 +5,7 @@ import { SecurityError } from '../errors/security-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, ControlStage, StartResult } from '../pipeline/control.js';
-import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
+import { compareSpecificity, compilePattern, type OperationPattern } from '../rbac/pattern.js';
 import { compileClientAddress, type ClientAddress, type ClientAddressOptions } from './client-address.js';
 import {
   askStore,
@@ -246,10 +246,11 @@ function rateLimitControl(stage: ControlStage, rules: readonly CompiledRule[], h
   const appliedTo = (operation: string): readonly Applied[] => {
     let applied = cache.get(operation);
     if (applied === undefined) {
-      const normal = normalizeOperation(operation);
+      // `matches` drops a trailing slash itself, as RBAC's look-up does: dropped here too, a
+      // second one went, and `GET /v1/x//` counted under the rule of `GET /v1/x`.
       applied = rules.flatMap((rule) =>
-        rule.patterns === undefined || rule.patterns.some((p) => p.matches(normal))
-          ? [{ rule, cost: rule.costs.find((c) => c.pattern.matches(normal))?.cost ?? rule.cost }]
+        rule.patterns === undefined || rule.patterns.some((p) => p.matches(operation))
+          ? [{ rule, cost: rule.costs.find((c) => c.pattern.matches(operation))?.cost ?? rule.cost }]
           : [],
       );
       if (cache.size >= CACHE_LIMIT) cache.clear();
