@@ -52,7 +52,15 @@ async function callsWith(calls: readonly Readonly<Record<string, string>>[]): Pr
 describe('routeGrpcJsLogs', () => {
   // First: the flood below uses up the interval's lines.
   it('names a dropped metadata entry but never its values (a cookie, an API key)', async () => {
-    await callsWith([{ cookie: 'session=SECRETMARK-cookie\u00e9', 'x-api-key': 'SECRETMARK-key\u00e9' }]);
+    // A key of 122 characters: a pattern bounded at 100 once let its line, values and all, through.
+    const longKey = `x-${'k'.repeat(120)}`;
+    await callsWith([
+      {
+        cookie: 'session=SECRETMARK-cookie\u00e9',
+        'x-api-key': 'SECRETMARK-key\u00e9',
+        [longKey]: 'SECRETMARK-long\u00e9',
+      },
+    ]);
     const texts = audit
       .lines()
       .filter((line) => line.event === 'grpc-js.log')
@@ -60,6 +68,7 @@ describe('routeGrpcJsLogs', () => {
     expect(texts).toEqual([
       expect.stringMatching(/^Failed to add metadata entry cookie: its value is withheld/),
       expect.stringMatching(/^Failed to add metadata entry x-api-key: its value is withheld/),
+      `Failed to add metadata entry x-${'k'.repeat(98)}...: its value is withheld (bytes grpc-js does not accept)`,
     ]);
     expect(JSON.stringify(audit.lines())).not.toContain('SECRETMARK');
   });
