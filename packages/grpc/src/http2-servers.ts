@@ -241,6 +241,10 @@ function rememberPeerCertificate(socket: TLSSocket): void {
 
 /** A `grpc-timeout` as the gRPC spec writes it: at most eight digits, then the unit. */
 const GRPC_TIMEOUT = /^\d{1,8}[HMSmun]$/;
+/** A text metadata value grpc-js keeps: printable ASCII and spaces. */
+const GRPC_JS_TEXT_VALUE = /^[ -~]*$/;
+/** What a repeated security header's value grpc-js would drop is handed on as. */
+const UNREADABLE_VALUE = 'unreadable';
 /** What a `grpc-timeout` of another form is handed on as: no digits, so grpc-js refuses it. */
 const MALFORMED_TIMEOUT = 'malformed';
 
@@ -272,7 +276,13 @@ function onStream(
   }
   if (repeated === undefined) return;
   for (const [name, values] of repeated) {
-    // grpc-js adds every value of an array to the metadata: the authenticator sees them all.
-    if (values.length > 1) (headers as Record<string, string | string[]>)[name] = values;
+    // grpc-js adds every value of an array to the metadata: the authenticator sees them all. A
+    // value grpc-js would drop (a tab, a byte past ASCII) is handed on as one it keeps: dropped,
+    // the other value alone was read, while a proxy that takes the last read the dropped one.
+    if (values.length > 1) {
+      (headers as Record<string, string | string[]>)[name] = values.map((value) =>
+        GRPC_JS_TEXT_VALUE.test(value) ? value : UNREADABLE_VALUE,
+      );
+    }
   }
 }
