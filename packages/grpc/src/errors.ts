@@ -34,6 +34,7 @@ import {
   rememberAudit,
   type PartialStatusObject,
 } from './grpc-js-statuses.js';
+import { compactMessageFragments } from './message-fragments.js';
 
 /** grpc-js's own `sendStatus` of its base call, called with the call as `this`. */
 type SendStatus = (this: unknown, status: PartialStatusObject) => void;
@@ -237,7 +238,10 @@ class SafeErrorsCall extends ForwardingCall {
     this.#operation = operation;
     this.#inner = inner;
     this.#stream = http2StreamOf(below);
-    if (this.#stream !== undefined) this.#sendBelow = SafeErrorsCall.#divertGrpcJsStatuses(below);
+    if (this.#stream !== undefined) {
+      this.#sendBelow = SafeErrorsCall.#divertGrpcJsStatuses(below);
+      compactMessageFragments(below);
+    }
   }
 
   /**

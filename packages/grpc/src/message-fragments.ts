@@ -1,0 +1,88 @@
+/** What this module reads of grpc-js's message decoder (`StreamDecoder`, untyped). */
+interface GrpcJsDecoder {
+  write?: unknown;
+  readState?: unknown;
+  readPartialMessage?: unknown;
+  readMessageRemaining?: unknown;
+  [TAIL]?: Tail | undefined;
+}
+
+/** The buffer the small pieces of one message are copied into, and the view of it in the parts. */
+interface Tail {
+  readonly buffer: Buffer;
+  used: number;
+  view: Buffer;
+}
+
+/** grpc-js's `ReadState.READING_MESSAGE`: a message's length is known, its bytes are coming. */
+const READING_MESSAGE = 2;
+/** A piece shorter than this is copied rather than kept: it costs more to hold than its bytes. */
+const SMALL_PIECE = 1024;
+const TAIL_BYTES = 16 * 1024;
+const TAIL = Symbol('fluxguard.messageTail');
+const COMPACTING = Symbol('fluxguard.compactingDecoder');
+
+/**
+ * Makes grpc-js's message decoder hold a message that arrives in small pieces at about its own
+ * size. grpc-js keeps one view for each HTTP/2 DATA frame of a message until the message is
+ * complete, and each view holds a separate allocation of Node's: a message sent one byte per
+ * frame cost the server about 128 bytes per byte (a 4 MiB upload held 510 MB; anonymous health
+ * watches, a quarter of a gigabyte) while its length was well within every limit. Here each
+ * piece under 1 KiB is copied into a 16 KiB buffer shared by the next pieces, and its own
+ * allocation let go; larger pieces are kept as they are. What the decoder hands on is the same.
+ *
+ * `call` must be grpc-js's own call object (the one below the first interceptor). Its
+ * decoder's prototype is changed once, so every decoder of that grpc-js behaves so (a client's
+ * too); a grpc-js whose decoder differs is left alone.
+ *
+ * @internal
+ */
+export function compactMessageFragments(call: object): void {
+  const decoder = (call as { decoder?: unknown }).decoder;
+  if (typeof decoder !== 'object' || decoder === null) return;
+  const proto = Object.getPrototypeOf(decoder) as Record<string | symbol, unknown> | null;
+  if (proto === null || proto[COMPACTING] === true) return;
+  const write = proto.write;
+  if (typeof write !== 'function') return;
+  const original = write as (this: GrpcJsDecoder, data: Buffer) => Buffer[];
+  Object.defineProperty(proto, COMPACTING, { value: true });
+  Object.defineProperty(proto, 'write', {
+    configurable: true,
+    writable: true,
+    value(this: GrpcJsDecoder, data: Buffer): Buffer[] {
+      const messages = original.call(this, data);
+      if (this.readState === READING_MESSAGE) compactLastPiece(this);
+      else if (this[TAIL] !== undefined) this[TAIL] = undefined;
+      return messages;
+    },
+  });
+}
+
+/**
+ * One `write` adds at most one piece to the message being read, as its last: copied into the
+ * tail buffer when it is small, where the pieces before it were copied too when there is room.
+ */
+function compactLastPiece(decoder: GrpcJsDecoder): void {
+  const parts = decoder.readPartialMessage;
+  if (!Array.isArray(parts)) return;
+  const last: unknown = parts[parts.length - 1];
+  if (!Buffer.isBuffer(last) || last.length >= SMALL_PIECE) return;
+  const tail = decoder[TAIL];
+  if (tail !== undefined && parts.length >= 2 && parts[parts.length - 2] === tail.view) {
+    if (tail.used + last.length <= tail.buffer.length) {
+      last.copy(tail.buffer, tail.used);
+      tail.used += last.length;
+      tail.view = tail.buffer.subarray(0, tail.used);
+      parts[parts.length - 2] = tail.view;
+      parts.pop();
+      return;
+    }
+  }
+  // No more than the message still needs: a length prefix alone never buys a whole buffer.
+  const remaining = typeof decoder.readMessageRemaining === 'number' ? decoder.readMessageRemaining : 0;
+  const buffer = Buffer.allocUnsafe(Math.min(TAIL_BYTES, last.length + Math.max(0, remaining)));
+  last.copy(buffer, 0);
+  const view = buffer.subarray(0, last.length);
+  parts[parts.length - 1] = view;
+  decoder[TAIL] = { buffer, used: last.length, view };
+}
