@@ -41,8 +41,8 @@ const IMPORTS_PER_CALLER = Math.min(4, IMPORTS_IN_FLIGHT);
  * 512; `descriptorBudget()`), 32 per caller, and uploads at most half of the total. With the
  * connection cap (70 % of the limit), the handshake and idle limits, the message limits and the
  * deadlines of the policy, it bounds what a flood can make the server hold, and no call meets
- * EMFILE. An upload is the call a client can hold open longest (up to its idle limit between
- * parts): many callers, each within its own 32, could otherwise fill the whole budget with
+ * EMFILE. An upload is the call a client can hold open longest (to its deadline, sending a
+ * part within each idle limit): many callers, each within its own 32, could otherwise fill the whole budget with
  * stalled uploads, and every other call would be refused until they time out. Calls without
  * a principal (health, which is public, and anonymous callers) get a quarter of the budget
  * together (128 of 512): an anonymous caller is its address, so clients from a few addresses,

@@ -124,6 +124,32 @@ describe('the timeouts control on a call', () => {
     expect(quiet.ended).toEqual([]);
   });
 
+  it('ends a call that sends its head and then nothing at the idle limit, not at its deadline', () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const withBody = (headers: Record<string, string>): CallInfo => ({
+      ...call('PUT /x'),
+      headers: { get: (name) => headers[name], getAll: (name) => (name in headers ? [headers[name] ?? ''] : []) },
+    });
+    // A gRPC call with a 15-minute client deadline, and an HTTP request that declares a body.
+    for (const info of [
+      call('/pkg.S/Get', 1_000_000 + 900_000),
+      withBody({ 'content-length': '10' }),
+      withBody({ 'transfer-encoding': 'chunked' }),
+    ]) {
+      const { ended } = start({ idleMs: 1_000 }, info);
+      vi.advanceTimersByTime(999);
+      expect(ended).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(ended.map((e) => e.reason)).toEqual(['inbound_idle']);
+    }
+    // An HTTP request without a body has nothing to wait for: its deadline's timer, no other.
+    const before = vi.getTimerCount();
+    start({ idleMs: 1_000, defaultMs: 5_000 }, withBody({ 'content-length': '0' }));
+    expect(vi.getTimerCount()).toBe(before + 1);
+    start({ idleMs: 1_000, defaultMs: 5_000 }, withBody({ 'content-length': '1' }));
+    expect(vi.getTimerCount()).toBe(before + 3);
+  });
+
   it('stops its timers when the call ends', () => {
     vi.useFakeTimers({ now: 1_000_000 });
     const { state, ended } = start({ defaultMs: 5_000, idleMs: 1_000 }, call('PUT /x'));

@@ -31,10 +31,11 @@ export interface TimeoutLimits {
   /** The longest deadline a call may have: a client's later deadline is brought down to it. */
   readonly maxMs?: number | undefined;
   /**
-   * The longest pause between two inbound messages (gRPC) or body chunks (HTTP), from the
-   * first one until the client has sent everything; `0` turns the idle limit off. A client
-   * stream that sends its first message and then nothing is ended with `deadline_exceeded`
-   * (reason `inbound_idle`); a call that sends nothing at all is bounded by its deadline.
+   * The longest pause in what a call sends after its head: before its first inbound message
+   * (gRPC) or body chunk (HTTP), between two, and before its end; `0` turns the idle limit off.
+   * A call that sends its head and then nothing, or part of a message, is ended with
+   * `deadline_exceeded` (reason `inbound_idle`). An HTTP request without a body has nothing to
+   * wait for.
    */
   readonly idleMs?: number | undefined;
 }
@@ -124,6 +125,21 @@ const OPTION_DEFAULTS: Readonly<TimeoutsOptions> = Object.freeze({
 
 const IDLE_TIMER = createContextKey<ReturnType<typeof setTimeout>>('timeouts.idle');
 
+function startIdleTimer(context: CallContext, idleMs: number): void {
+  const timer = setTimeout(() => {
+    context.end(new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }));
+  }, idleMs);
+  timer.unref();
+  context.set(IDLE_TIMER, timer);
+}
+
+/** Whether inbound data is to come after the head: a gRPC request's messages, an HTTP body. */
+function expectsInbound(call: CallInfo): boolean {
+  if (call.transport === 'grpc') return true;
+  const length = call.headers.get('content-length');
+  return call.headers.get('transfer-encoding') !== undefined || (length !== undefined && length !== '0');
+}
+
 /**
  * Deadlines and idle limits per operation, the same on both transports: a call whose client set
  * no deadline gets `defaultMs` (every HTTP request does), a client deadline later than `maxMs`
@@ -181,14 +197,19 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
     const deadline = call.deadline === undefined ? now + limits.defaultMs : Math.min(call.deadline, now + limits.maxMs);
     context.limitDeadline(deadline);
     if (limits.idleMs === 0) return undefined;
+    // The wait for the first message is a pause too: started at the first message only, a call
+    // whose client sent its head and nothing more (or part of a first gRPC message) was held to
+    // its deadline, fifteen minutes with a long client deadline.
+    if (expectsInbound(call)) startIdleTimer(context, limits.idleMs);
     return () => {
       const timer = context.get(IDLE_TIMER);
       if (timer !== undefined) clearTimeout(timer);
     };
   };
 
-  // The idle timer starts with the first inbound message (a stream's header message, a
-  // body's first chunk) and restarts with each: a request without a body never needs one.
+  // The idle timer starts when the call starts, for a call with inbound data to come (every
+  // gRPC call, an HTTP request with a body), and restarts with each message or chunk: a request
+  // without a body never needs one.
   const onMessage = (_message: unknown, call: CallInfo, context: CallContext): void => {
     const timer = context.get(IDLE_TIMER);
     if (timer !== undefined) {
@@ -196,12 +217,7 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
       return;
     }
     const { idleMs } = limitsFor(call.operation);
-    if (idleMs === 0) return;
-    const started = setTimeout(() => {
-      context.end(new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }));
-    }, idleMs);
-    started.unref();
-    context.set(IDLE_TIMER, started);
+    if (idleMs !== 0) startIdleTimer(context, idleMs);
   };
 
   return Object.freeze({
