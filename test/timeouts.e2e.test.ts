@@ -57,6 +57,13 @@ const rows: readonly Row[] = [
     reason: 'inbound_idle',
   },
   {
+    // Before its first part: held to its deadline once, were the idle limit counted from there.
+    name: 'an upload that sends its head and nothing more is ended by the idle limit',
+    pace: { gapMs: 20, stallAfter: 0 },
+    count: 3,
+    reason: 'inbound_idle',
+  },
+  {
     name: 'a call without a client deadline gets the operation default',
     // 20 parts 100 ms apart: 2 s, longer than the 600 ms default, never idle for 300 ms.
     pace: { gapMs: 100, deadlineMs: Infinity },
@@ -117,6 +124,51 @@ describe.each(TRANSPORTS)('deadlines and idle limits over %s', (transport) => {
       )
       .toEqual([]);
     expect(readdirSync(t.dataDir, { recursive: true }).map(String)).not.toContain(path);
+  });
+});
+
+describe('a gRPC call whose head comes and nothing more, with a ten-hour deadline', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('grpc', world, { env: { FLUXGUARD_POLICY: policyFile } });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('ends at the 2 s idle limit, not at the 10 s longest deadline (bounded: 8 s)', async () => {
+    const session = http2Connect(`https://127.0.0.1:${String(t.port)}`, {
+      ca: world.pki.ca,
+      cert: world.pki.clients.valid.cert,
+      key: world.pki.clients.valid.key,
+      servername: 'localhost',
+    });
+    session.on('error', () => undefined);
+    try {
+      const token = await world.token('idle-head', ['artifacts.reader']);
+      // No request message, no end: before, the call waited for its first message to its deadline.
+      const stream = rawGrpcStream(session, '/fluxguard.example.v1.ArtifactStore/GetArtifact', {
+        authorization: `Bearer ${token}`,
+        'grpc-timeout': '36000S',
+        'x-request-id': 'idle-head',
+      });
+      const status = await new Promise<string>((resolve) => {
+        const statusOf = (headers: Record<string, unknown>): void => {
+          const code = headers['grpc-status'];
+          if (typeof code === 'string') resolve(code);
+        };
+        stream.on('response', statusOf);
+        stream.on('trailers', statusOf);
+        setTimeout(() => {
+          resolve('held');
+        }, 8_000);
+      });
+      expect(status).toBe('4'); // DEADLINE_EXCEEDED
+      const line = t.log.lines.find((l) => l.requestId === 'idle-head' && l.code === 'deadline_exceeded');
+      expect(line).toMatchObject({ reason: 'inbound_idle' });
+    } finally {
+      session.destroy();
+    }
   });
 });
 
