@@ -389,6 +389,11 @@ describe('createRateLimit options', () => {
   it.each<[string, unknown, string | RegExp]>([
     ['no rules', { rules: [] }, 'createRateLimit.rules must be a non-empty array'],
     [
+      'a rule named as a brute-force counter (it would count into it)',
+      { rules: [{ ...rule, name: 'brute-force.peer' }] },
+      'createRateLimit.rules[0].name "brute-force.peer": names starting "brute-force." are the brute-force protection\'s',
+    ],
+    [
       'a misspelt option',
       { rules: [rule], rule: [] },
       /createRateLimit: unknown option "rule" \(did you mean "rules"\?\)/,

@@ -158,6 +158,8 @@ const RULE_KEYS = [
   'storeFailure',
 ] as const;
 const RULE_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+/** The names of the brute-force protection's counters (`brute-force.peer`, `brute-force.subject`). */
+const RESERVED_RULE_PREFIX = 'brute-force.';
 const CACHE_LIMIT = 1024;
 const MAX_KEY_LENGTH = 200;
 
@@ -351,6 +353,13 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
   const rule = raw as RateLimitRule;
   if (typeof rule.name !== 'string' || !RULE_NAME.test(rule.name)) {
     throw new ConfigurationError(`${at}.name must be 1 to 64 letters, digits, ".", "_" or "-"`);
+  }
+  // The brute-force protection's counters are named so in the same store: a rule of that name
+  // would count into them, and its calls would block callers who never failed to authenticate.
+  if (rule.name.toLowerCase().startsWith(RESERVED_RULE_PREFIX)) {
+    throw new ConfigurationError(
+      `${at}.name "${rule.name}": names starting "${RESERVED_RULE_PREFIX}" are the brute-force protection's`,
+    );
   }
   const points = wholeNumber(rule.points, `${at}.points`);
   const durationSeconds = wholeNumber(rule.durationSeconds, `${at}.durationSeconds`);
