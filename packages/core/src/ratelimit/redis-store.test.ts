@@ -240,6 +240,33 @@ describe('createRedisRateLimitStore outage reports', () => {
   });
 });
 
+describe('createRedisRateLimitStore with a Redis that answers reads and refuses writes', () => {
+  it('logs the outage once: a read that goes through does not end it', async () => {
+    const own = await startRedis();
+    try {
+      const { audit, lines } = capture();
+      const c = await ready(client(own.port));
+      const limiter = createRedisRateLimitStore({ client: c, audit, keyPrefix: 'readonly' }).limiter(
+        spec({ points: 1_000 }),
+      );
+      await limiter.consume('k', 1);
+      // As after a failover to a replica that is behind: writes refused (NOREPLICAS), reads served.
+      await c.config('SET', 'min-replicas-to-write', '1');
+      for (let i = 0; i < 20; i++) {
+        expect((await limiter.peek('k'))?.local).toBeUndefined();
+        expect((await limiter.consume('k', 1)).local).toBe(true);
+      }
+      expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(1);
+      expect(events(lines, 'ratelimit.store_recovered')).toHaveLength(0);
+      await c.config('SET', 'min-replicas-to-write', '0');
+      expect((await limiter.consume('k', 1)).local).toBeUndefined();
+      expect(events(lines, 'ratelimit.store_recovered')).toHaveLength(1);
+    } finally {
+      await stopRedis(own);
+    }
+  });
+});
+
 describe('createRedisRateLimitStore options', () => {
   const { audit } = capture();
   const fake = { status: 'ready', defineCommand: () => undefined };

@@ -133,10 +133,17 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
           }),
       );
       const insurance = spec.storeFailure === 'open' ? createMemoryRateLimitStore().limiter(spec) : undefined;
-      const guarded = <T>(op: () => Promise<T>, fallback: (() => Promise<T>) | undefined): Promise<T> =>
+      // Only a count that went through ends an outage: a Redis that answers reads and refuses
+      // writes (read-only after a failover, out of memory) had every peek end it and the next
+      // count start it again, two lines a call.
+      const guarded = <T>(
+        op: () => Promise<T>,
+        fallback: (() => Promise<T>) | undefined,
+        counts: boolean,
+      ): Promise<T> =>
         commands.run(op).then(
           (value) => {
-            outage.up();
+            if (counts) outage.up();
             return value;
           },
           (error: unknown) => {
@@ -150,11 +157,13 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
           guarded(
             () => shared.consume(key, points),
             insurance && (() => Promise.resolve(insurance.consume(key, points)).then(asLocal)),
+            true,
           ),
         peek: (key) =>
           guarded(
             () => shared.peek(key),
             insurance && (() => Promise.resolve(insurance.peek(key)).then((r) => (r === undefined ? r : asLocal(r)))),
+            false,
           ),
       };
     },
