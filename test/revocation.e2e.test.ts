@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from './support/clients.js';
 import { startRedis, type RedisUnderTest } from './support/redis.js';
@@ -68,5 +69,45 @@ describe.each(TRANSPORTS)('revocation over %s with two replicas and one Redis', 
     expect(outcome.ok).toBe(false);
     expect(outcome.status).toBe(client.statusOf({ code: 'unavailable' }));
     expect(b.log.textFor(outcome.requestId ?? 'none')).toContain('"reason":"denylist_unavailable"');
+  });
+});
+
+describe.each(TRANSPORTS)('revocations in a Redis of their own over %s', (transport) => {
+  let counts: RedisUnderTest;
+  let revocations: RedisUnderTest;
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    [counts, revocations] = await Promise.all([startRedis(), startRedis()]);
+    t = await startTransport(transport, world, {
+      env: { FLUXGUARD_REDIS_URL: counts.url, FLUXGUARD_DENYLIST_REDIS_URL: revocations.url },
+    });
+    const seeded = await t.client.upload('apart/x.txt', sha256('x'), [Buffer.from('x')]);
+    expect(seeded.ok, seeded.exposed).toBe(true);
+  });
+  afterAll(async () => {
+    await t.close();
+    await Promise.all([counts.stop(), revocations.stop()]);
+  });
+
+  it('keeps revocations in their Redis and the counts in the other, and refuses a revoked token', async () => {
+    const jti = `jti-apart-${transport}`;
+    const token = await world.token('dave', ['artifacts.reader'], { jti });
+    const client = t.clientWith({ cert: world.pki.clients.valid, token });
+    expect((await client.get('apart/x.txt')).ok).toBe(true);
+    await t.security.denylist.revoke(jti, new Date(Date.now() + 3_600_000));
+    const refused = await client.get('apart/x.txt');
+    expect(refused.status).toBe(client.statusOf({ code: 'unauthenticated' }));
+    const keysOf = async (server: RedisUnderTest): Promise<string[]> => {
+      const redis = new Redis(server.url, { maxRetriesPerRequest: 1 });
+      try {
+        return await redis.keys('*');
+      } finally {
+        redis.disconnect();
+      }
+    };
+    expect(await keysOf(revocations)).toEqual([`fluxguard:jti:${jti}`]);
+    const counted = await keysOf(counts);
+    expect(counted.length).toBeGreaterThan(0);
+    expect(counted.some((key) => key.includes(jti))).toBe(false);
   });
 });

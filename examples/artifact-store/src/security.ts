@@ -143,6 +143,7 @@ export interface ReferenceSecurityOptions {
  * | `FLUXGUARD_TLS_CERT`, `FLUXGUARD_TLS_KEY`, `FLUXGUARD_TLS_CA`, `FLUXGUARD_TLS_CRL` | server certificate, key, client CA bundle, optional CRL (all three or none) | the development PKI |
  * | `FLUXGUARD_CLIENT_CERTS` | `strict` (the handshake requires a client certificate) or `per-operation` | the policy's `mtls.clientCertificates` |
  * | `FLUXGUARD_REDIS_URL` | share the token denylist, rate limits and brute-force blocks between replicas through Redis | in memory |
+ * | `FLUXGUARD_DENYLIST_REDIS_URL` | keep the token denylist in a Redis of its own, one with `maxmemory-policy noeviction` (the counts a flood writes fill a Redis, and one that evicts could drop a revocation) | `FLUXGUARD_REDIS_URL` |
  * | `FLUXGUARD_RATE_LIMIT_MAX_KEYS` | keys (callers, addresses, API keys) each rate-limit rule holds in memory; when full, the one used longest ago is forgotten (without `FLUXGUARD_REDIS_URL`) | 100000 |
  *
  * @example
@@ -193,38 +194,44 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   );
 
   // ioredis takes an empty URL for Redis on localhost: an unset value must not mean that.
-  const redisUrl = env.FLUXGUARD_REDIS_URL;
-  if (redisUrl?.trim() === '') throw new ConfigurationError('FLUXGUARD_REDIS_URL must not be empty');
-  let redis: Redis | undefined;
+  const redisUrl = nonEmpty(env, 'FLUXGUARD_REDIS_URL');
+  // Revocations may live in a Redis of their own, one that never evicts keys: the counts a
+  // flood writes fill a Redis, and one that evicts could drop a revocation.
+  const denylistUrl = nonEmpty(env, 'FLUXGUARD_DENYLIST_REDIS_URL') ?? redisUrl;
+  const connections = new Map<string, Redis>();
+  // No commandTimeout: the denylist's and the store's own deadlines fail a call fast (closed or
+  // open) and, unlike ioredis's timer, do not take a busy event loop for a slow Redis.
+  const connect = (url: string): Redis => {
+    let client = connections.get(url);
+    if (client === undefined) {
+      client = new Redis(url, { maxRetriesPerRequest: 1 });
+      client.on('error', () => undefined);
+      connections.set(url, client);
+    }
+    return client;
+  };
   let denylist = options.denylist;
-  if (denylist === undefined && redisUrl !== undefined) {
-    // No commandTimeout: the denylist's and the store's own deadlines fail a call fast (closed or
-    // open) and, unlike ioredis's timer, do not take a busy event loop for a slow Redis.
-    redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+  if (denylist === undefined && denylistUrl !== undefined) {
+    const client = connect(denylistUrl);
     // ioredis reports every failed reconnect; log each distinct failure once (calls fail closed meanwhile).
     let lastError = '';
-    redis.on('error', (err: Error) => {
+    client.on('error', (err: Error) => {
       if (err.message === lastError) return;
       lastError = err.message;
       audit.logger.error({ event: 'denylist.redis_error', err }, 'denylist.redis_error');
     });
-    redis.on('ready', () => {
+    client.on('ready', () => {
       lastError = '';
     });
-    denylist = createRedisDenylist({ client: redis });
+    denylist = createRedisDenylist({ client });
   }
   denylist ??= createMemoryDenylist();
-  if (redis === undefined && redisUrl !== undefined) {
-    // A denylist was given, but the limits are still shared.
-    redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-    redis.on('error', () => undefined);
-  }
   // The store logs an outage itself (once, then every 10 s), and each rule fails open or closed as the policy says.
   const rateLimitStore =
     options.rateLimitStore ??
-    (redis === undefined
+    (redisUrl === undefined
       ? createMemoryRateLimitStore({ maxKeys: maxKeysFrom(env.FLUXGUARD_RATE_LIMIT_MAX_KEYS) })
-      : createRedisRateLimitStore({ client: redis, audit, keyPrefix: 'fluxguard:artifact-store' }));
+      : createRedisRateLimitStore({ client: connect(redisUrl), audit, keyPrefix: 'fluxguard:artifact-store' }));
 
   const jwt = options.jwt;
 
@@ -246,12 +253,20 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     rateLimitStore,
     urlGuard: options.urlGuard ?? createUrlGuard(),
     close: async () => {
-      if (redis === undefined) return;
-      // quit() waits for an answer a dead server never sends.
-      if (redis.status === 'ready') await redis.quit().catch(() => undefined);
-      else redis.disconnect();
+      for (const client of connections.values()) {
+        // quit() waits for an answer a dead server never sends.
+        if (client.status === 'ready') await client.quit().catch(() => undefined);
+        else client.disconnect();
+      }
     },
   });
+}
+
+/** A variable's value; set but empty is refused (ioredis reads an empty URL as localhost). */
+function nonEmpty(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const value = env[name];
+  if (value?.trim() === '') throw new ConfigurationError(`${name} must not be empty`);
+  return value;
 }
 
 function maxKeysFrom(value: string | undefined): number | undefined {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
 import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
-import { startRedis, type RedisServer } from '../testing/redis.js';
+import { startRedis, stopRedis, type RedisServer } from '../testing/redis.js';
 import { createRedisDenylist } from './redis.js';
 
 function client(port: number): Redis {
@@ -140,5 +140,52 @@ describe('createRedisDenylist with a real redis-server', () => {
     await expect(denylist.revoke('tok-3', new Date(Date.now() + 60_000))).rejects.toMatchObject({
       code: 'unavailable',
     });
+  });
+});
+
+describe('createRedisDenylist on a Redis that evicts keys', () => {
+  /** The process warnings with `code` emitted within a moment of `create`. */
+  async function warningsOf(create: () => void, code: string): Promise<string[]> {
+    const seen: string[] = [];
+    const listener = (warning: Error & { code?: string }): void => {
+      if (warning.code === code) seen.push(warning.message);
+    };
+    process.on('warning', listener);
+    try {
+      create();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    } finally {
+      process.off('warning', listener);
+    }
+    return seen;
+  }
+
+  it('warns that a revocation may be evicted, and says nothing of a Redis that never evicts', async () => {
+    const own = await startRedis();
+    const admin = new Redis({ port: own.port, host: '127.0.0.1', lazyConnect: false });
+    admin.on('error', () => undefined);
+    try {
+      const fresh = (): Redis => {
+        const c = new Redis({ port: own.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+        c.on('error', () => undefined);
+        clients.push(c);
+        return c;
+      };
+      // Default: no maxmemory, nothing is ever evicted.
+      expect(await warningsOf(() => createRedisDenylist({ client: fresh() }), 'FLUXGUARD_DENYLIST_EVICTION')).toEqual(
+        [],
+      );
+      await admin.config('SET', 'maxmemory', '64mb');
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      expect(await warningsOf(() => createRedisDenylist({ client: fresh() }), 'FLUXGUARD_DENYLIST_EVICTION')).toEqual(
+        [],
+      );
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      const warned = await warningsOf(() => createRedisDenylist({ client: fresh() }), 'FLUXGUARD_DENYLIST_EVICTION');
+      expect(warned).toEqual([expect.stringContaining('maxmemory-policy "allkeys-lru"')]);
+    } finally {
+      admin.disconnect();
+      await stopRedis(own);
+    }
   });
 });

@@ -42,6 +42,36 @@ const DEFAULTS: Readonly<Required<Omit<RedisDenylistOptions, 'client'>>> = Objec
   now: Date.now,
 });
 
+/**
+ * Warns, once the client is ready, when its Redis evicts keys when full (a `maxmemory` and a
+ * policy other than `noeviction`): a revocation it evicts lets its token in again, and keys that
+ * a flood writes (rate-limit counts, brute-force failures per address) are what fills it. A
+ * Redis that refuses `CONFIG` (many managed ones) is not asked again.
+ */
+function warnIfEvicting(client: unknown, where: string): void {
+  const redis = client as { config?: unknown; status?: unknown; once?: unknown };
+  if (typeof redis.config !== 'function') return;
+  const config = redis.config as (op: 'GET', name: string) => Promise<unknown>;
+  const ask = (): void => {
+    Promise.all([config.call(client, 'GET', 'maxmemory'), config.call(client, 'GET', 'maxmemory-policy')]).then(
+      ([memory, policy]) => {
+        const limit = Number((memory as unknown[] | null)?.[1]);
+        const evicts = String((policy as unknown[] | null)?.[1]);
+        if (limit > 0 && evicts !== 'noeviction') {
+          process.emitWarning(
+            `${where}: this Redis evicts keys when full (maxmemory-policy "${evicts}"): an evicted revocation lets its token in again; keep revocations in a Redis with maxmemory-policy noeviction, apart from rate-limit counts`,
+            { code: 'FLUXGUARD_DENYLIST_EVICTION' },
+          );
+        }
+      },
+      () => undefined,
+    );
+  };
+  if (redis.status === 'ready') ask();
+  else if (typeof redis.once === 'function')
+    (redis.once as (event: string, f: () => void) => void).call(client, 'ready', ask);
+}
+
 // While ioredis reconnects, a command would wait in its offline queue: answer at once instead.
 const DOWN_STATES: ReadonlySet<string> = new Set(['reconnecting', 'close', 'end']);
 
@@ -89,6 +119,7 @@ export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
     redis as Partial<CommandsConnection>,
   );
   warnOfClientTimeout(redis, where);
+  warnIfEvicting(redis, where);
 
   async function run<T>(command: () => Promise<T>): Promise<T> {
     if (DOWN_STATES.has(redis.status)) {
