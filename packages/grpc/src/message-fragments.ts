@@ -1,10 +1,8 @@
 /** What this module reads of grpc-js's message decoder (`StreamDecoder`, untyped). */
 interface GrpcJsDecoder {
-  write?: unknown;
   readState?: unknown;
   readPartialMessage?: unknown;
   readMessageRemaining?: unknown;
-  [TAIL]?: Tail | undefined;
 }
 
 /** The buffer the small pieces of one message are copied into, and the view of it in the parts. */
@@ -19,8 +17,15 @@ const READING_MESSAGE = 2;
 /** A piece shorter than this is copied rather than kept: it costs more to hold than its bytes. */
 const SMALL_PIECE = 1024;
 const TAIL_BYTES = 16 * 1024;
-const TAIL = Symbol('fluxguard.messageTail');
-const COMPACTING = Symbol('fluxguard.compactingDecoder');
+/**
+ * The tail of each message being read, by its parts array: grpc-js makes a new array for each
+ * message, so a tail goes with its message. Kept apart from grpc-js's objects, whose shapes
+ * its own code is optimised for.
+ */
+const tails = new WeakMap<unknown[], Tail>();
+/** Decoder prototypes already changed; the last one, to skip the look-up on every call. */
+const compacting = new WeakSet<object>();
+let lastPrototype: object | undefined;
 
 /**
  * Makes grpc-js's message decoder hold a message that arrives in small pieces at about its own
@@ -40,22 +45,19 @@ const COMPACTING = Symbol('fluxguard.compactingDecoder');
 export function compactMessageFragments(call: object): void {
   const decoder = (call as { decoder?: unknown }).decoder;
   if (typeof decoder !== 'object' || decoder === null) return;
-  const proto = Object.getPrototypeOf(decoder) as Record<string | symbol, unknown> | null;
-  if (proto === null || proto[COMPACTING] === true) return;
-  const write = proto.write;
-  if (typeof write !== 'function') return;
-  const original = write as (this: GrpcJsDecoder, data: Buffer) => Buffer[];
-  Object.defineProperty(proto, COMPACTING, { value: true });
-  Object.defineProperty(proto, 'write', {
-    configurable: true,
-    writable: true,
-    value(this: GrpcJsDecoder, data: Buffer): Buffer[] {
-      const messages = original.call(this, data);
-      if (this.readState === READING_MESSAGE) compactLastPiece(this);
-      else if (this[TAIL] !== undefined) this[TAIL] = undefined;
-      return messages;
-    },
-  });
+  const proto = Object.getPrototypeOf(decoder) as { write?: unknown } | null;
+  if (proto === lastPrototype || proto === null) return;
+  lastPrototype = proto;
+  if (compacting.has(proto) || typeof proto.write !== 'function') return;
+  compacting.add(proto);
+  const original = proto.write as (this: GrpcJsDecoder, data: Buffer) => Buffer[];
+  // Assigned, not redefined: a prototype given new property descriptors can turn slow for every
+  // method call on it.
+  proto.write = function write(this: GrpcJsDecoder, data: Buffer): Buffer[] {
+    const messages = original.call(this, data);
+    if (this.readState === READING_MESSAGE) compactLastPiece(this);
+    return messages;
+  };
 }
 
 /**
@@ -67,7 +69,7 @@ function compactLastPiece(decoder: GrpcJsDecoder): void {
   if (!Array.isArray(parts)) return;
   const last: unknown = parts[parts.length - 1];
   if (!Buffer.isBuffer(last) || last.length >= SMALL_PIECE) return;
-  const tail = decoder[TAIL];
+  const tail = tails.get(parts);
   if (tail !== undefined && parts.length >= 2 && parts[parts.length - 2] === tail.view) {
     if (tail.used + last.length <= tail.buffer.length) {
       last.copy(tail.buffer, tail.used);
@@ -84,5 +86,5 @@ function compactLastPiece(decoder: GrpcJsDecoder): void {
   last.copy(buffer, 0);
   const view = buffer.subarray(0, last.length);
   parts[parts.length - 1] = view;
-  decoder[TAIL] = { buffer, used: last.length, view };
+  tails.set(parts, { buffer, used: last.length, view });
 }
