@@ -7,8 +7,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
-import { createServerCredentials, fluxguardInterceptors, secureServerOptions } from './index.js';
-import { captureAudit } from './testing/harness.js';
+import { addService, createServerCredentials, fluxguardInterceptors, secureServerOptions } from './index.js';
+import { captureAudit, deserialize, serialize, startServer, testService, unaryAnswering } from './testing/harness.js';
 import {
   clientFor,
   createTestPki,
@@ -154,5 +154,58 @@ describe('connections that never become calls', () => {
         { audit: audit.audit, reload: false, handshakeTimeoutMs: 0 },
       ),
     ).toThrow(ConfigurationError);
+  });
+});
+
+describe('a session closed gracefully while a call is in flight', () => {
+  it('lets the call finish past the closing grace: only a session with no stream open is dropped', async () => {
+    const started = await startServer(
+      fluxguardInterceptors({ audit: audit.audit }),
+      (server) => {
+        addService(server, testService, {
+          ...unaryAnswering({ ok: true }),
+          ClientStream: async (call) => {
+            let count = 0;
+            for await (const _message of call) count += 1;
+            return { count };
+          },
+        });
+      },
+      secureServerOptions({ closingGraceMs: 100 }),
+    );
+    let shutDown = false;
+    try {
+      const outcome = new Promise<{ code: number; value: unknown }>((resolve) => {
+        let value: unknown;
+        const call = started.client.makeClientStreamRequest(
+          testService.ClientStream.path,
+          serialize,
+          deserialize,
+          (_err, answer) => {
+            value = answer;
+          },
+        );
+        call.on('status', (status: { code: number }) => {
+          resolve({ code: status.code, value });
+        });
+        call.write({ part: 1 });
+        // The server is asked to shut down gracefully (its sessions are closed); the call goes on
+        // for ten times the grace before it ends.
+        setTimeout(() => {
+          started.server.tryShutdown(() => {
+            shutDown = true;
+          });
+        }, 100);
+        setTimeout(() => {
+          call.write({ part: 2 });
+          call.end();
+        }, 1_100);
+      });
+      expect(await outcome).toEqual({ code: Status.OK, value: { count: 2 } });
+      await expect.poll(() => shutDown, { timeout: 5_000 }).toBe(true);
+    } finally {
+      started.client.close();
+      started.server.forceShutdown();
+    }
   });
 });
