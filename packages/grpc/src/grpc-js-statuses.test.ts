@@ -26,7 +26,7 @@ import {
   CLIENT_PREFACE,
   grpcFrame,
   h2Frame,
-  hpackLiterals,
+  grpcRequestHeaderBlock,
   openRawSession,
   rawGrpcCall,
   type RawAnswer,
@@ -236,15 +236,7 @@ describe('a call the client resets before it has sent its whole request', () => 
     const socket = netConnect(Number(port), host);
     socket.on('error', () => undefined);
     socket.resume();
-    const headers = hpackLiterals([
-      [':method', 'POST'],
-      [':scheme', 'http'],
-      [':path', testService.Unary.path],
-      [':authority', 'localhost'],
-      ['content-type', 'application/grpc'],
-      ['te', 'trailers'],
-      ['x-request-id', requestId],
-    ]);
+    const headers = grpcRequestHeaderBlock(testService.Unary.path, [['x-request-id', requestId]]);
     const cancel = Buffer.alloc(4);
     cancel.writeUInt32BE(constants.NGHTTP2_CANCEL);
     const opening = Buffer.concat([

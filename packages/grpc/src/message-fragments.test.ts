@@ -11,7 +11,14 @@ import { StreamDecoder } from '@grpc/grpc-js/build/src/stream-decoder.js';
 import { addService, fluxguardInterceptors } from './index.js';
 import { compactMessageFragments } from './message-fragments.js';
 import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
-import { CLIENT_PREFACE, grpcFrame, h2Frame, hpackLiterals, openRawSession, rawGrpcCall } from './testing/raw-http2.js';
+import {
+  CLIENT_PREFACE,
+  grpcRequestHeaderBlock,
+  grpcFrame,
+  h2Frame,
+  openRawSession,
+  rawGrpcCall,
+} from './testing/raw-http2.js';
 
 /** The decoder's fields these tests read (grpc-js declares them private). */
 interface DecoderView {
@@ -89,14 +96,7 @@ describe('a server reading messages sent in one-byte DATA frames', () => {
     socket.on('error', () => undefined);
     socket.resume();
     await once(socket, 'connect');
-    const headers = hpackLiterals([
-      [':method', 'POST'],
-      [':scheme', 'http'],
-      [':path', testService.Unary.path],
-      [':authority', 'localhost'],
-      ['content-type', 'application/grpc'],
-      ['te', 'trailers'],
-    ]);
+    const headers = grpcRequestHeaderBlock(testService.Unary.path);
     const framed = grpcFrame(Buffer.from(JSON.stringify({ pad: 'p'.repeat(bytes - 10) })));
     const frames = [...framed.subarray(0, -1)].map((byte) => h2Frame(0, 0, 1, Buffer.from([byte])));
     // HEADERS with END_HEADERS (0x4), then the frames; within the initial 64 KiB windows.

@@ -130,3 +130,19 @@ export function hpackLiterals(fields: readonly (readonly [string, string])[]): B
     ]),
   );
 }
+
+/**
+ * The header block of a gRPC request to `path` on a cleartext connection, as literal fields
+ * (see {@link hpackLiterals}), with `extra` fields after the usual ones.
+ */
+export function grpcRequestHeaderBlock(path: string, extra: readonly (readonly [string, string])[] = []): Buffer {
+  return hpackLiterals([
+    [':method', 'POST'],
+    [':scheme', 'http'],
+    [':path', path],
+    [':authority', 'localhost'],
+    ['content-type', 'application/grpc'],
+    ['te', 'trailers'],
+    ...extra,
+  ]);
+}
