@@ -51,6 +51,24 @@ describe("grpc-js's decoder with fragments compacted", () => {
     expect(out).toEqual([framed]);
   });
 
+  it('leaves a small piece between large ones as it is: no buffer is added for it', () => {
+    const decoder = newDecoder();
+    const framed = grpcFrame(Buffer.alloc(40 * 16_484, 0x42));
+    // Where reads end: a small piece, then a large one, and so on (an upload in 16 KiB frames).
+    const pieces: Buffer[] = [];
+    for (let at = 0; at < framed.length - 1;) {
+      const size = pieces.length % 2 === 0 ? 100 : 16_384;
+      pieces.push(Buffer.from(framed.subarray(at, Math.min(at + size, framed.length - 1))));
+      at += size;
+    }
+    for (const piece of pieces) expect(decoder.write(piece)).toEqual([]);
+    // Each piece held as a view of the bytes it came in (the first less the prefix), none copied.
+    expect(decoder.readPartialMessage).toHaveLength(pieces.length);
+    const sameBytes = (part: Buffer, piece: Buffer | undefined): boolean =>
+      part.buffer === piece?.buffer && part.byteOffset + part.length === piece.byteOffset + piece.length;
+    expect(decoder.readPartialMessage.every((part, i) => sameBytes(part, pieces[i]))).toBe(true);
+  });
+
   it('hands on the same messages for any way the bytes are cut', () => {
     const messages = [0, 1, 5, 1023, 1024, 1025, 16_383, 16_384, 40_000].map((n, i) =>
       grpcFrame(Buffer.alloc(n, 0x41 + i)),
