@@ -32,9 +32,10 @@ let lastPrototype: object | undefined;
  * size. grpc-js keeps one view for each HTTP/2 DATA frame of a message until the message is
  * complete, and each view holds a separate allocation of Node's: a message sent one byte per
  * frame cost the server about 128 bytes per byte (a 4 MiB upload held 510 MB; anonymous health
- * watches, a quarter of a gigabyte) while its length was well within every limit. Here each
- * piece under 1 KiB is copied into a 16 KiB buffer shared by the next pieces, and its own
- * allocation let go; larger pieces are kept as they are. What the decoder hands on is the same.
+ * watches, a quarter of a gigabyte) while its length was well within every limit. Here small
+ * pieces (under 1 KiB) that come in a row are copied into a 16 KiB buffer they share, and their
+ * own allocations let go; larger pieces, and a small one between them, are kept as they are.
+ * What the decoder hands on is the same.
  *
  * `call` must be grpc-js's own call object (the one below the first interceptor). Its
  * decoder's prototype is changed once, so every decoder of that grpc-js behaves so (a client's
