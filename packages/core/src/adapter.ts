@@ -27,6 +27,7 @@ export { toPublicError, type PublicError } from './errors/public-error.js';
 export { retryInfoStatusDetails } from './errors/status-details.js';
 export type { FailureContext } from './audit/audit-logger.js';
 export { bearerChallenge, httpOperation } from './guard/guard.js';
+export { declaresBody } from './call/declared-body.js';
 export {
   identityFromCertificate,
   identityFromTlsSocket,

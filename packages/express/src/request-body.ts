@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { declaresBody } from '@fluxguard/core/adapter';
 
 /**
  * An HTTP/1 request has a body only when it says so: `Transfer-Encoding`, or a `Content-Length`
@@ -7,11 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
  * @internal
  */
 export function mayHaveBody(req: IncomingMessage): boolean {
-  const { headers } = req;
-  return (
-    headers['transfer-encoding'] !== undefined ||
-    (headers['content-length'] !== undefined && headers['content-length'] !== '0')
-  );
+  return declaresBody(req.headers['transfer-encoding'], req.headers['content-length']);
 }
 
 /**

@@ -7,6 +7,7 @@ import { createContextKey } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
 import { compileOperationRules } from '../policy/operation-rules.js';
 import { wholeNumber } from '../options/whole-number.js';
+import { declaresBody } from '../call/declared-body.js';
 
 /**
  * Why the timeouts control ended a call: the deadline it set or capped passed
@@ -135,9 +136,9 @@ function startIdleTimer(context: CallContext, idleMs: number): void {
 
 /** Whether inbound data is to come after the head: a gRPC request's messages, an HTTP body. */
 function expectsInbound(call: CallInfo): boolean {
-  if (call.transport === 'grpc') return true;
-  const length = call.headers.get('content-length');
-  return call.headers.get('transfer-encoding') !== undefined || (length !== undefined && length !== '0');
+  return (
+    call.transport === 'grpc' || declaresBody(call.headers.get('transfer-encoding'), call.headers.get('content-length'))
+  );
 }
 
 /**
