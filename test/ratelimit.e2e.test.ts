@@ -399,6 +399,37 @@ describe.each(TRANSPORTS)('rate limits shared through Redis over %s', (transport
     expectRateLimited(onB, await onB.list('x/'));
     expect(a.log.lines.some((l) => l.event === 'ratelimit.store_recovered')).toBe(true);
   });
+
+  it('answers while Redis hangs: a call waits out the store deadline once, the calls after it do not wait for Redis', async () => {
+    const hank = await readerClient(a, 'hank');
+    const notFound = hank.statusOf({ code: 'not_found' });
+    expect((await hank.get('x/missing.txt')).status).toBe(notFound);
+    redis.pause();
+    const statuses: number[] = [];
+    let elapsedMs: number;
+    try {
+      const started = performance.now();
+      for (let i = 0; i < 4; i++) statuses.push((await hank.get('x/missing.txt')).status);
+      for (let i = 0; i < 4; i++) statuses.push((await hank.list('x/')).status);
+      elapsedMs = performance.now() - started;
+    } finally {
+      redis.resume();
+    }
+    const unavailable = hank.statusOf({ code: 'unavailable' });
+    expect(statuses).toEqual([...Array<number>(4).fill(notFound), ...Array<number>(4).fill(unavailable)]);
+    // Each call checks two counts (the peer's failures, the caller's rule) with a 250 ms deadline
+    // each: waiting for every one would take at least 4 s; only the first count waits.
+    expect(elapsedMs).toBeLessThan(2_000);
+    const waited = a.log.lines.filter((l) => l.event === 'ratelimit.store_unavailable');
+    expect(waited.some((l) => String(l.cause).includes('took longer than 250 ms'))).toBe(true);
+    // Once Redis answers again, the closed rule counts there again.
+    let back = false;
+    for (let i = 0; i < 100 && !back; i++) {
+      back = (await hank.list('x/')).status !== unavailable;
+      if (!back) await wait(100);
+    }
+    expect(back).toBe(true);
+  });
 });
 
 describe.each(TRANSPORTS)('two %s server processes sharing one Redis', (transport) => {

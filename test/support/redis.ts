@@ -12,6 +12,10 @@ export interface RedisUnderTest {
   stop(): Promise<void>;
   /** Starts the server again on the same port (after `stop`), empty. */
   restart(): Promise<void>;
+  /** Stops the process (SIGSTOP): connections stay open and nothing is answered, as in a hang. */
+  pause(): void;
+  /** Lets a paused process go on (SIGCONT). */
+  resume(): void;
 }
 
 async function freePort(): Promise<number> {
@@ -38,6 +42,8 @@ export async function startRedis(): Promise<RedisUnderTest> {
       await kill(proc);
       proc = await spawnRedis(port, []);
     },
+    pause: () => proc.kill('SIGSTOP'),
+    resume: () => proc.kill('SIGCONT'),
   };
 }
 

@@ -83,6 +83,10 @@ describe('createRedisDenylist with a real redis-server', () => {
       expect(err).toBeInstanceOf(SecurityError);
       expect(err).toMatchObject({ code: 'unavailable', reason: 'denylist_unavailable' });
       expect(Date.now() - started).toBeLessThan(1500);
+      // The next lookup does not wait for Redis again.
+      const next: unknown = await verifier.verify(token).catch((e: unknown) => e);
+      expect(next).toMatchObject({ code: 'unavailable', reason: 'denylist_unavailable' });
+      expect(((next as Error).cause as Error).message).toMatch(/did not answer within 200 ms/);
     } finally {
       redis.proc.kill('SIGCONT');
     }

@@ -7,6 +7,11 @@
  * answer also proves (Redis answers a connection's commands in order); once `maxPending` wait,
  * the next fails at once.
  *
+ * Once a command outlasts its deadline, Redis is taken as slow and the next commands fail at once
+ * instead of each waiting out its own deadline (a call that counts several rules waited for each
+ * in turn): one of them goes to Redis in the background every `probeEveryMs`, or as soon as a
+ * late answer shows Redis is back, and the first answer within the deadline ends it.
+ *
  * @internal
  */
 export interface BoundedCommands {
@@ -21,9 +26,13 @@ export interface CommandsConnection {
   on(event: 'close', listener: () => void): unknown;
 }
 
+/** How often a command goes to a Redis taken as slow, to learn when it answers in time again. */
+export const PROBE_EVERY_MS = 1_000;
+
 /**
  * Commands of one store, `timeoutMs` each, at most `maxPending` waiting at once. `connection`
- * (the ioredis client) tells when a connection ends, taking its queued commands with it.
+ * (the ioredis client) tells when a connection ends, taking its queued commands with it; while
+ * Redis is taken as slow, one command every `probeEveryMs` goes to learn when it answers again.
  *
  * @example
  * ```ts
@@ -37,6 +46,7 @@ export function boundedCommands(
   timeoutMs: number,
   maxPending: number,
   connection?: Partial<CommandsConnection>,
+  probeEveryMs: number = PROBE_EVERY_MS,
 ): BoundedCommands {
   let sent = 0;
   let inFlight = 0;
@@ -58,56 +68,92 @@ export function boundedCommands(
       head = 0;
     });
   }
+  // Set while Redis is taken as slow: the time from which the next command may go as a probe.
+  let slowProbeAt: number | undefined;
+  let probing = false;
+
+  const send = <T>(command: () => Promise<T>): Promise<T> => {
+    // At the cap, one command may still go when none is in flight: only an answer tells that
+    // the commands the client gave up on have left its queue.
+    if (inFlight + waitingTimedOut() >= maxPending && inFlight > 0) {
+      return Promise.reject(new Error(`${String(maxPending)} Redis commands are already waiting for an answer`));
+    }
+    let answer: Promise<T>;
+    try {
+      answer = command();
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error('the Redis command failed'));
+    }
+    sent += 1;
+    const id = sent;
+    inFlight += 1;
+    // Whether the deadline passed before the answer came, and whether either has happened.
+    let late = false;
+    let done = false;
+    const settled = (slow: boolean): void => {
+      inFlight -= 1;
+      if (slow) slowProbeAt = Date.now() + probeEveryMs;
+      else if (!late) slowProbeAt = undefined;
+      // A late answer shows Redis is answering again: the next command may go as a probe.
+      else if (slowProbeAt !== undefined) slowProbeAt = 0;
+    };
+    answer.then(
+      () => {
+        settled(false);
+        answeredThrough(id);
+      },
+      (error: unknown) => {
+        // Refused before it was sent, or dropped with its connection: nothing is left queued.
+        // A reply error is an answer, but tells nothing the next answer will not.
+        const clientTimeout = isClientTimeout(error);
+        settled(clientTimeout);
+        if (clientTimeout) timedOut.push(id);
+      },
+    );
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        // An answer that came while the event loop was busy is read in this turn's poll phase,
+        // which runs before setImmediate callbacks: only a Redis that really is slow fails.
+        setImmediate(() => {
+          if (done) return;
+          done = true;
+          late = true;
+          slowProbeAt = Date.now() + probeEveryMs;
+          reject(new Error(`Redis took longer than ${String(timeoutMs)} ms`));
+        });
+      }, timeoutMs);
+      answer.then(
+        (value) => {
+          done = true;
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error: unknown) => {
+          done = true;
+          clearTimeout(timer);
+          reject(error instanceof Error ? error : new Error('the Redis command failed'));
+        },
+      );
+    });
+  };
+
   return {
     get pending() {
       return inFlight + waitingTimedOut();
     },
     run<T>(command: () => Promise<T>): Promise<T> {
-      // At the cap, one command may still go when none is in flight: only an answer tells that
-      // the commands the client gave up on have left its queue.
-      if (inFlight + waitingTimedOut() >= maxPending && inFlight > 0) {
-        return Promise.reject(new Error(`${String(maxPending)} Redis commands are already waiting for an answer`));
-      }
-      let answer: Promise<T>;
-      try {
-        answer = command();
-      } catch (error) {
-        return Promise.reject(error instanceof Error ? error : new Error('the Redis command failed'));
-      }
-      sent += 1;
-      const id = sent;
-      inFlight += 1;
-      answer.then(
-        () => {
-          inFlight -= 1;
-          answeredThrough(id);
-        },
-        (error: unknown) => {
-          inFlight -= 1;
-          // Refused before it was sent, or dropped with its connection: nothing is left queued.
-          // A reply error is an answer, but tells nothing the next answer will not.
-          if (isClientTimeout(error)) timedOut.push(id);
-        },
-      );
-      return new Promise<T>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          // An answer that came while the event loop was busy is read in this turn's poll phase,
-          // which runs before setImmediate callbacks: only a Redis that really is slow fails.
-          setImmediate(() => {
-            reject(new Error(`Redis took longer than ${String(timeoutMs)} ms`));
+      if (slowProbeAt === undefined) return send(command);
+      if (!probing && Date.now() >= slowProbeAt) {
+        probing = true;
+        send(command)
+          .catch(() => undefined)
+          .finally(() => {
+            probing = false;
           });
-        }, timeoutMs);
-        answer.then(
-          (value) => {
-            clearTimeout(timer);
-            resolve(value);
-          },
-          (error: unknown) => {
-            clearTimeout(timer);
-            reject(error instanceof Error ? error : new Error('the Redis command failed'));
-          },
-        );
-      });
+      }
+      return Promise.reject(
+        new Error(`Redis did not answer within ${String(timeoutMs)} ms; waiting for it to answer again`),
+      );
     },
   };
 }
