@@ -281,6 +281,8 @@ async function reload(watch: Watch, signature: string): Promise<void> {
  */
 function noticeExpiry(watch: Watch, now: number): void {
   const { current, sources } = watch;
+  // The usual tick: nothing has expired, and nothing is built.
+  if (current.certValidTo.getTime() > now && (current.crlNextUpdate?.getTime() ?? Infinity) > now) return;
   const expiries = [
     {
       what: 'certificate',
