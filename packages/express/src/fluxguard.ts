@@ -11,7 +11,8 @@ import {
 import { answerFailures, notFound, reachedFromApp, recordRequestFailure } from './error-handler.js';
 import { probeUnreadAnswer } from './unread-answer.js';
 import { stateOf, type EndRequest } from './context.js';
-import { caseInsensitiveRouting, inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
+import { markMiddleware, routingMismatch } from './app-routing.js';
+import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
 import { routesOf } from './routes.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
@@ -215,8 +216,9 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     }
     // Said at start-up rather than in every request's line (which still checks: a setting
     // changed after wrap is refused too).
-    if (list.some((control) => control.matchesOperation === true) && !app.enabled('case sensitive routing')) {
-      throw caseInsensitiveRouting('fluxguard');
+    if (list.some((control) => control.matchesOperation === true)) {
+      const mismatch = routingMismatch(app, 'fluxguard');
+      if (mismatch !== undefined) throw mismatch;
     }
     // The routes are there by now: overlapping ones must reach the handler their rule is for.
     const routes = routesOf(app);
@@ -244,7 +246,11 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       }
     };
   };
-  const middleware: FluxguardMiddleware = { before, after: [notFound(), reachedFromApp(handleErrors, audit)], wrap };
+  const after: FluxguardMiddleware['after'] = [notFound(), reachedFromApp(handleErrors, audit)];
+  // Found in the app's stack by the checks of where they sit (`createSecureServer`, first request).
+  for (const handler of before) markMiddleware(handler, list.length > 0 ? 'before' : 'plain-before');
+  for (const handler of after) markMiddleware(handler, 'after');
+  const middleware: FluxguardMiddleware = { before, after, wrap };
   return Object.freeze(middleware);
 }
 

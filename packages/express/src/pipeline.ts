@@ -23,6 +23,7 @@ import {
 import { requireState, writeControlHeaders } from './context.js';
 import { peerOf } from './error-handler.js';
 import { bodyStillComing, mayHaveBody } from './request-body.js';
+import { caseInsensitiveRouting, misplacedMiddleware, routingMismatch } from './app-routing.js';
 import { routesOf } from './routes.js';
 
 /**
@@ -87,11 +88,11 @@ export interface Placement {
   /** The path the router matches routes against, mount path included. */
   readonly path: (req: Request) => string;
   /**
-   * Checks the routes of the app that routes the request against the pipeline's controls
-   * (`Pipeline.checkRoutes`), where that was not done when the app was served; throws the
-   * refusal.
+   * Checks the app that routes the request, where that was not done when it was served: where
+   * fluxguard's middleware sits in it, and, under controls that match paths, how it routes and
+   * its routes against the controls (`Pipeline.checkRoutes`); throws the refusal.
    */
-  readonly checkRoutes: (req: Request, pipeline: Pipeline, verdicts: WeakMap<object, Error | null>) => void;
+  readonly checkApp: (req: Request, owner: string, pipeline: Pipeline, verdicts: WeakMap<object, Error | null>) => void;
 }
 
 /**
@@ -103,12 +104,15 @@ export interface Placement {
 const IN_ROUTER: Placement = {
   routesCaseSensitively: (req) => req.app.enabled('case sensitive routing'),
   path: (req) => `${req.baseUrl}${req.path}`,
-  checkRoutes: (req, pipeline, verdicts) => {
+  checkApp: (req, owner, pipeline, verdicts) => {
     const app = req.app;
     let verdict = verdicts.get(app);
     if (verdict === undefined) {
       try {
-        pipeline.checkRoutes(routesOf(app, mountPathOf(app)));
+        const problem =
+          misplacedMiddleware(app, owner) ?? (pipeline.matchesOperation ? routingMismatch(app, owner) : undefined);
+        if (problem !== undefined) throw problem;
+        if (pipeline.matchesOperation) pipeline.checkRoutes(routesOf(app, mountPathOf(app)));
         verdict = null;
       } catch (error) {
         verdict = error instanceof Error ? error : new ConfigurationError("the app's routes cannot be checked");
@@ -126,18 +130,6 @@ function mountPathOf(app: Application): string {
 }
 
 /**
- * The refusal of an app that routes case-insensitively under controls that match paths: rules
- * match `/v1/x` exactly, the router would run its handler for `/V1/X` too, under another rule.
- *
- * @internal
- */
-export function caseInsensitiveRouting(owner: string): ConfigurationError {
-  return new ConfigurationError(
-    `${owner}: the app must route case-sensitively, as its rules match paths: app.set('case sensitive routing', true)`,
-  );
-}
-
-/**
  * In front of `app`: the request is Node's own yet. Its path is what Express's router will
  * match at the top of the app, parsed by the same package (`parseurl`), which also keeps the
  * parse on the request for the router to reuse.
@@ -149,7 +141,7 @@ export function inFrontOf(app: Application): Placement {
     routesCaseSensitively: () => app.enabled('case sensitive routing'),
     path: (req) => parseUrl(req)?.pathname ?? '',
     // Checked by wrap(app), before the app was served.
-    checkRoutes: () => undefined,
+    checkApp: () => undefined,
   };
 }
 
@@ -172,10 +164,8 @@ export function pipelineRunner(
   };
   const routeVerdicts = new WeakMap<object, Error | null>();
   return function runControls(req, res, next, state) {
-    if (pipeline.matchesOperation) {
-      if (!placement.routesCaseSensitively(req)) throw caseInsensitiveRouting(owner);
-      placement.checkRoutes(req, pipeline, routeVerdicts);
-    }
+    if (pipeline.matchesOperation && !placement.routesCaseSensitively(req)) throw caseInsensitiveRouting(owner);
+    placement.checkApp(req, owner, pipeline, routeVerdicts);
     const info = (state.callInfo ??= buildCallInfo(req, state, placement.path(req)));
     // Asked only if the request fails: the audit line names a rule pattern, never the raw path.
     state.labelOperation ??= pipeline.operationLabel;

@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ConfigurationError, type AuditLogger, type ReloadOptions, type TlsSettingsOptions } from '@fluxguard/core';
+import type { Application } from 'express';
 import {
   assertAuditLogger,
   connectionBudget,
@@ -22,6 +23,7 @@ import {
   answerMalformedHead,
   headFault,
 } from './client-error.js';
+import { misplacedMiddleware } from './app-routing.js';
 import { continueWhenRead } from './request-body.js';
 
 /**
@@ -150,6 +152,12 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   const o = resolveOptions<ResolvedOptions>(FACTORY, DEFAULTS, options);
   if (typeof app !== 'function')
     throw new ConfigurationError(`${FACTORY}: "app" must be a request listener (an Express app)`);
+  // An Express app served as it is (not `wrap(app)`): a route before fluxguard's `before`, or
+  // `after` without it, would be served without the controls.
+  if (typeof (app as { enabled?: unknown }).enabled === 'function') {
+    const misplaced = misplacedMiddleware(app as unknown as Application, FACTORY);
+    if (misplaced !== undefined) throw misplaced;
+  }
   assertAuditLogger(o.audit, FACTORY);
   const audit = o.audit;
   if (typeof o.tls !== 'object') {

@@ -1,0 +1,180 @@
+// Where an app can route a request past its rules: a router or an app mounted inside it that
+// matches paths case-insensitively (`GET /v1/Admin/users` reached the admin handler under the
+// reader rule of `GET /v1/*path`), a setting made after Express built the router, a route
+// registered before `fluxguard().before`, and `after` mounted without `before`. Each is refused
+// at start-up where the app is known then (`wrap(app)`, `createSecureServer(app)`), else on the
+// first request, every request then answered 500: the admin handler is never reached.
+import express, { type Express } from 'express';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigurationError, compileRbac, createGuard } from '@fluxguard/core';
+import { fluxguard } from './index.js';
+import { createSecureServer } from './secure-server.js';
+import { captureAudit, createTestPki, createTokenSigner, serve, type TestPki } from './testing/tls.js';
+
+const audit = captureAudit();
+const tokens = createTokenSigner();
+const reader = tokens.sign({ roles: ['reader'] });
+let pki: TestPki;
+
+beforeAll(async () => {
+  pki = await createTestPki();
+});
+
+const tls = (): Parameters<typeof createSecureServer>[1]['tls'] => ({
+  certFile: pki.certFile,
+  keyFile: pki.keyFile,
+  caFile: pki.caFile,
+  clientCertificates: 'per-operation',
+});
+
+function guarded() {
+  return fluxguard({
+    audit: audit.audit,
+    guard: createGuard({
+      audit: audit.audit,
+      jwt: tokens.verifier,
+      rbac: compileRbac({ 'GET /v1/admin/users': { anyRoles: ['admin'] }, 'GET /v1/*path': { anyRoles: ['reader'] } }),
+    }),
+  });
+}
+
+const secret: express.RequestHandler = (_req, res) => {
+  res.json({ secret: 'admin-only user list' });
+};
+
+/** An app whose admin route sits where `mount` puts it, with `before` and `after` around it. */
+function appWith(mount: (app: Express) => void, options: { setLate?: boolean | undefined } = {}) {
+  const middleware = guarded();
+  const app = express();
+  if (options.setLate !== true) app.set('case sensitive routing', true);
+  app.use(middleware.before);
+  if (options.setLate === true) app.set('case sensitive routing', true);
+  mount(app);
+  app.use(middleware.after);
+  return { app, wrap: middleware.wrap };
+}
+
+const CASES = [
+  {
+    name: 'a router made with express.Router()',
+    mount: (app: Express) => {
+      const v1 = express.Router();
+      v1.get('/admin/users', secret);
+      app.use('/v1', v1);
+    },
+    refusal: /the router mounted at "\/v1" routes case-insensitively.*express\.Router\(\{ caseSensitive: true \}\)/,
+  },
+  {
+    name: 'an Express app mounted in the app',
+    mount: (app: Express) => {
+      const admin = express();
+      admin.get('/users', secret);
+      app.use('/v1/admin', admin);
+    },
+    refusal: /an Express app is mounted at "\/v1\/admin".*cannot be checked/,
+  },
+  {
+    name: 'the setting made after the router was',
+    setLate: true,
+    mount: (app: Express) => {
+      app.get('/v1/admin/users', secret);
+    },
+    refusal: /router was made before app\.set\('case sensitive routing', true\)/,
+  },
+];
+
+describe.each(CASES)('an app whose routing does not agree with its rules: $name', ({ mount, setLate, refusal }) => {
+  it('is refused by wrap(app) at start-up', () => {
+    const { app, wrap } = appWith(mount, { setLate });
+    expect(() => wrap(app)).toThrow(ConfigurationError);
+    expect(() => wrap(app)).toThrow(refusal);
+  });
+
+  it('served as it is, answers 500 to every request: a reader never reaches the admin handler', async () => {
+    const { app } = appWith(mount, { setLate });
+    const served = await serve(app);
+    try {
+      for (const path of ['/v1/Admin/users', '/v1/admin/Users', '/v1/admin/users']) {
+        const res = await fetch(`${served.url}${path}`, { headers: { authorization: `Bearer ${reader}` } });
+        expect(res.status).toBe(500);
+        expect(await res.text()).not.toContain('admin-only');
+      }
+      const logged = audit.lines().slice(-3);
+      expect(logged.map((line) => String((line.err as { message?: unknown } | undefined)?.message))).toEqual([
+        expect.stringMatching(refusal),
+        expect.stringMatching(refusal),
+        expect.stringMatching(refusal),
+      ]);
+    } finally {
+      await served.close();
+    }
+  });
+});
+
+describe('fluxguard middleware out of place in the app', () => {
+  it('refuses, at createSecureServer, a route registered before fluxguard().before', () => {
+    const middleware = guarded();
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.get('/v1/admin/users', secret);
+    app.use(middleware.before);
+    app.use(middleware.after);
+    expect(() => createSecureServer(app, { audit: audit.audit, tls: tls() })).toThrow(
+      /the route "GET \/v1\/admin\/users" is registered before fluxguard\(\)\.before/,
+    );
+    // Behind wrap(app) the controls run first whatever the app's order.
+    expect(() => createSecureServer(middleware.wrap(app), { audit: audit.audit, tls: tls() })).not.toThrow();
+  });
+
+  it('refuses, at createSecureServer, fluxguard().after without fluxguard().before', () => {
+    const middleware = guarded();
+    const app = express();
+    app.get('/v1/admin/users', secret);
+    app.use(middleware.after);
+    expect(() => createSecureServer(app, { audit: audit.audit, tls: tls() })).toThrow(
+      /fluxguard\(\)\.after is mounted but fluxguard\(\)\.before is not/,
+    );
+  });
+
+  it('serves, without wrap, an app with a route before fluxguard().before: every other request answers 500', async () => {
+    const middleware = guarded();
+    const app = express();
+    app.set('case sensitive routing', true);
+    const v1 = express.Router({ caseSensitive: true });
+    v1.get('/admin/users', secret);
+    app.use('/v1', v1);
+    app.use(middleware.before);
+    app.get('/v1/items/a', (_req, res) => res.json({ item: 'a' }));
+    app.use(middleware.after);
+    const served = await serve(app);
+    try {
+      const res = await fetch(`${served.url}/v1/items/a`, { headers: { authorization: `Bearer ${reader}` } });
+      expect(res.status).toBe(500);
+      expect(JSON.stringify(audit.lines().at(-1))).toContain(
+        'the route \\"GET /v1/admin/users\\" is registered before',
+      );
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('accepts what is in place: case-sensitive routers, routes after before, an app without fluxguard', () => {
+    const middleware = guarded();
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.use(middleware.before);
+    const v1 = express.Router({ caseSensitive: true });
+    v1.get('/admin/users', secret);
+    app.use('/v1', v1);
+    app.use(middleware.after);
+    expect(() => middleware.wrap(app)).not.toThrow();
+    expect(() => createSecureServer(app, { audit: audit.audit, tls: tls() })).not.toThrow();
+    const bare = express();
+    bare.get('/hello', (_req, res) => res.end());
+    expect(() => createSecureServer(bare, { audit: audit.audit, tls: tls() })).not.toThrow();
+  });
+});
+
+afterAll(async () => {
+  await pki.remove();
+});
