@@ -179,6 +179,43 @@ describe('a rapid-reset client on the gRPC port', () => {
   }, 60_000);
 });
 
+describe('a flood of whole calls the server answers at once on the gRPC port', () => {
+  let server: ServerProcess;
+  beforeAll(async () => {
+    server = await spawnReferenceServer('grpc', world, { FLUXGUARD_POLICY: policyFile });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  // Written faster than the server's stream limit lets them in, Node refuses streams and then
+  // drops the connection while the rest of what was read still reaches grpc-js: its answer to
+  // an unknown method, or fluxguard's to a request that is no gRPC, met a destroyed stream and
+  // threw out of the event loop. About 9 KB from a client without a token took the server down.
+  it.each([
+    { name: 'an unknown method', path: '/a.B/C', contentType: 'application/grpc' },
+    { name: 'no gRPC (text/plain)', path: '/fluxguard.example.v1.ArtifactStore/GetArtifact', contentType: 'text/plain' },
+  ])('of $name leaves the server up, serving a real caller', async ({ path, contentType }) => {
+    const client = server.clientWith(await world.token('flood-reader', ['artifacts.reader']));
+    for (let round = 0; round < 3; round++) {
+      const flood = await rapidReset({
+        port: server.port,
+        ca: world.pki.ca,
+        path,
+        contentType,
+        complete: true,
+        maxStreams: 3_000,
+        maxMs: 5_000,
+        localAddress: '127.0.0.3',
+      });
+      expect(flood.streams).toBeGreaterThan(0);
+    }
+    const served = await client.list('');
+    expect(served.ok, `${String(served.status)} ${served.exposed}\n${server.output().slice(-2_000)}`).toBe(true);
+    expect(server.output()).not.toContain('ERR_HTTP2_INVALID_STREAM');
+  }, 60_000);
+});
+
 /** Whether `emitter` (a stream, a session) emits 'close' within `ms`. */
 function closedWithin(emitter: EventEmitter, ms: number): Promise<'closed' | 'open'> {
   return Promise.race([

@@ -39,7 +39,8 @@ export interface RapidResetResult {
 }
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-const FRAME = { HEADERS: 0x1, RST_STREAM: 0x3, SETTINGS: 0x4, GOAWAY: 0x7 } as const;
+const FRAME = { DATA: 0x0, HEADERS: 0x1, RST_STREAM: 0x3, SETTINGS: 0x4, GOAWAY: 0x7 } as const;
+const END_STREAM = 0x1;
 const END_HEADERS = 0x4;
 const ACK = 0x1;
 const CANCEL = 0x8;
@@ -77,6 +78,8 @@ function hpackLiterals(fields: readonly (readonly [string, string])[]): Buffer {
 /**
  * Connects with TLS (ALPN h2, no client certificate) and opens and resets streams on `path`
  * until `maxStreams` are sent, `maxMs` have passed, or the server answers GOAWAY or closes.
+ * With `complete`, each stream is a whole call instead (HEADERS, then an empty message that
+ * ends it), written 100 at a time without waiting for answers or the server's stream limit.
  */
 export async function rapidReset(options: {
   readonly port: number;
@@ -86,6 +89,8 @@ export async function rapidReset(options: {
   readonly maxMs: number;
   /** The local address to connect from (another loopback address, say). */
   readonly localAddress?: string;
+  readonly contentType?: string;
+  readonly complete?: boolean;
 }): Promise<RapidResetResult> {
   const socket: TLSSocket = tlsConnect({
     ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
@@ -133,11 +138,15 @@ export async function rapidReset(options: {
     [':scheme', 'https'],
     [':authority', 'localhost'],
     [':path', options.path],
-    ['content-type', 'application/grpc'],
+    ['content-type', options.contentType ?? 'application/grpc'],
     ['te', 'trailers'],
   ]);
   const rst = Buffer.alloc(4);
   rst.writeUInt32BE(CANCEL);
+  const end = (streamId: number): Buffer =>
+    options.complete === true
+      ? frame(FRAME.DATA, END_STREAM, streamId, Buffer.alloc(5))
+      : frame(FRAME.RST_STREAM, 0, streamId, rst);
   const started = performance.now();
   let streams = 0;
   let streamId = 1;
@@ -150,7 +159,7 @@ export async function rapidReset(options: {
   ) {
     const batch: Buffer[] = [];
     for (let i = 0; i < 100; i++, streamId += 2, streams += 1) {
-      batch.push(frame(FRAME.HEADERS, END_HEADERS, streamId, block), frame(FRAME.RST_STREAM, 0, streamId, rst));
+      batch.push(frame(FRAME.HEADERS, END_HEADERS, streamId, block), end(streamId));
     }
     const flushed = socket.write(Buffer.concat(batch));
     // Lets the server's frames in, and keeps the client's own buffer bounded.

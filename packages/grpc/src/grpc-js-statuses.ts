@@ -183,12 +183,14 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
       });
       const publicError = refuse(this, refusal, stream, headers, requestId);
       const metadata = responseMetadata(requestId);
-      respondWithError.call(
-        this,
-        { code: publicError.grpcStatus, details: publicError.message, metadata },
-        stream,
-        ...rest,
-      );
+      answerIfOpen(stream, () => {
+        respondWithError.call(
+          this,
+          { code: publicError.grpcStatus, details: publicError.message, metadata },
+          stream,
+          ...rest,
+        );
+      });
     },
   });
 }
@@ -206,7 +208,26 @@ function answerNotGrpc(
 ): void {
   const requestId = requestIdOf(headers);
   refuse(server, new SecurityError('invalid_argument', { reason }), stream, headers, requestId);
-  stream.respond({ ...answer, [REQUEST_ID_HEADER]: requestId }, { endStream: true });
+  answerIfOpen(stream, () => {
+    stream.respond({ ...answer, [REQUEST_ID_HEADER]: requestId }, { endStream: true });
+  });
+}
+
+/**
+ * Answers a stream grpc-js is handling in its `stream` event, unless it is gone: a client that
+ * writes calls faster than the stream limit lets them in has Node refuse streams, then drop
+ * the connection, while the calls already read still reach grpc-js. `respond` on such a stream
+ * throws, and from that event the throw ended the process (grpc-js's own answer to an unknown
+ * method does the same without fluxguard).
+ */
+function answerIfOpen(stream: ServerHttp2Stream, answer: () => void): void {
+  if (stream.destroyed || stream.closed) return;
+  try {
+    answer();
+  } catch {
+    // Closed while answering: nothing is left to answer, and nothing may escape to the loop.
+    if (!stream.destroyed) stream.destroy();
+  }
 }
 
 /** The client's own `x-request-id` when well formed, else a new one (as safeErrors does). */
