@@ -226,7 +226,7 @@ function answerIfOpen(stream: ServerHttp2Stream, answer: () => void): void {
     answer();
   } catch {
     // Closed while answering: nothing is left to answer, and nothing may escape to the loop.
-    if (!stream.destroyed) stream.destroy();
+    stream.destroy();
   }
 }
 
