@@ -638,14 +638,22 @@ describe('configuration', () => {
       warnings.push(warning.message);
     };
     process.on('warning', onWarning);
+    const implementation = {
+      Unary: (call: Parameters<typeof getRequestId>[0]) => ({ requestId: getRequestId(call) }),
+      ServerStream: (call: Parameters<typeof getRequestId>[0] & { write(m: unknown): void; end(): void }) => {
+        call.write({ principal: getPrincipal(call) ?? null });
+        call.end();
+      },
+    };
+    // fluxguard's addService refuses such a server at start-up.
+    await expect(
+      startServer([], (server) => {
+        addService(server, testService, implementation as never);
+      }),
+    ).rejects.toThrow('addService: the server runs no fluxguard interceptors');
+    // Registered through grpc-js itself, the wrapped handlers still fail closed.
     const lone = await startServer([], (server) => {
-      addService(server, testService, {
-        Unary: (call) => ({ requestId: getRequestId(call) }),
-        ServerStream: (call) => {
-          call.write({ principal: getPrincipal(call) ?? null });
-          call.end();
-        },
-      });
+      server.addService(testService, wrapImplementation(testService, implementation as never));
     });
     try {
       for (const kind of ['unary', 'serverStream'] as const) {

@@ -118,6 +118,23 @@ export function rememberAudit(interceptor: object, audit: AuditLogger): void {
   auditOfInterceptor.set(interceptor, audit);
 }
 
+/**
+ * Whether `server` (a grpc-js `Server`) runs no safeErrors interceptor of fluxguard: its calls
+ * would be neither authenticated by fluxguard nor logged. `false` where the server's
+ * interceptors cannot be read (another grpc-js).
+ *
+ * @internal
+ */
+export function lacksSafeErrors(server: object): boolean {
+  const interceptors = (server as ServerInternals).interceptors;
+  return (
+    Array.isArray(interceptors) &&
+    !interceptors.some(
+      (interceptor: unknown) => typeof interceptor === 'function' && auditOfInterceptor.has(interceptor),
+    )
+  );
+}
+
 const vetted = new WeakSet<object>();
 
 type RespondWithError = (error: PartialStatusObject, stream: ServerHttp2Stream, ...rest: unknown[]) => void;

@@ -280,7 +280,11 @@ describe('guard() construction and failures', () => {
   it('refuses every call when safeErrors does not run first', async () => {
     const core = createGuard({ audit: audit.audit, rbac: compileRbac({ [op('Public')]: { public: true } }) });
     const credentials = perOperationCredentials(pki, audit.audit);
-    const own = await startTlsServer(credentials, [guard({ guard: core })]);
+    await expect(startTlsServer(credentials, [guard({ guard: core })])).rejects.toThrow(
+      'addService: the server runs no fluxguard interceptors',
+    );
+    // safeErrors behind the guard: the guard finds no call state, and fails closed.
+    const own = await startTlsServer(credentials, [guard({ guard: core }), safeErrors({ audit: audit.audit })]);
     const c = clientFor(own.address, { ca: pki.ca.certPem });
     try {
       expect((await unary(c, 'Public')).status.code).toBe(Status.INTERNAL);

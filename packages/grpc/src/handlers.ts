@@ -18,7 +18,7 @@ import { resolveOptions, type CallState } from '@fluxguard/core/adapter';
 import { callOf, type GrpcCall, type ServerCall } from './context.js';
 import { withSafeDeserializers } from './unparsable.js';
 import { hardenHttp2Servers } from './http2-servers.js';
-import { vetServerAnswers } from './grpc-js-statuses.js';
+import { lacksSafeErrors, vetServerAnswers } from './grpc-js-statuses.js';
 import { prepareFailure } from './errors.js';
 
 /**
@@ -229,6 +229,12 @@ export function addService<I>(
   const opts = resolveOptions('addService', ADD_SERVICE_DEFAULTS, options);
   if (typeof opts.strictWireFormat !== 'boolean') {
     throw new ConfigurationError('addService: "strictWireFormat" must be a boolean');
+  }
+  // Said now rather than by a warning at the first call, which no call was refused before.
+  if (lacksSafeErrors(server)) {
+    throw new ConfigurationError(
+      'addService: the server runs no fluxguard interceptors, so its calls would be neither authenticated nor logged: new Server({ ...secureServerOptions(), interceptors: fluxguardInterceptors({ audit }) }), or safeErrors({ audit }) first in your own list',
+    );
   }
   hardenHttp2Servers(server);
   vetServerAnswers(server);

@@ -215,7 +215,11 @@ describe('jwtAuth() and rbac() construction', () => {
   });
 
   it('refuses every call when safeErrors does not run first', async () => {
-    const own = await start([jwtAuth({ authenticator: createAuthenticator() })]);
+    await expect(start([jwtAuth({ authenticator: createAuthenticator() })])).rejects.toThrow(
+      'addService: the server runs no fluxguard interceptors',
+    );
+    // safeErrors behind jwtAuth: jwtAuth finds no call state, and fails closed.
+    const own = await start([jwtAuth({ authenticator: createAuthenticator() }), safeErrors({ audit: audit.audit })]);
     expect((await unary(client(own), 'Public')).status.code).toBe(Status.INTERNAL);
   });
 });
