@@ -1,5 +1,6 @@
 import type { Application } from 'express';
 import { ConfigurationError } from '@fluxguard/core';
+import { joinPath } from './routes.js';
 
 /** What this module reads of a router layer and of a router (Express 5's `router` package). */
 interface LayerView {
@@ -134,7 +135,5 @@ function flatten(stack: unknown, prefix: string, entries: Entry[]): void {
 }
 
 function mountPath(prefix: string, path: unknown): string {
-  const part = typeof path === 'string' ? path : '/';
-  const joined = `${prefix.endsWith('/') ? prefix.slice(0, -1) : prefix}${part.startsWith('/') ? part : `/${part}`}`;
-  return joined.length > 1 && joined.endsWith('/') ? joined.slice(0, -1) : joined;
+  return joinPath(prefix, typeof path === 'string' ? path : '/');
 }

@@ -52,7 +52,12 @@ function collect(stack: unknown, prefix: string, routes: string[]): void {
   }
 }
 
-function joinPath(prefix: string, path: string): string {
+/**
+ * `path` below `prefix`, as the router matches it: one slash between, none at the end.
+ *
+ * @internal
+ */
+export function joinPath(prefix: string, path: string): string {
   const joined = `${prefix.endsWith('/') ? prefix.slice(0, -1) : prefix}${path.startsWith('/') ? path : `/${path}`}`;
   return joined.length > 1 && joined.endsWith('/') ? joined.slice(0, -1) : joined;
 }
