@@ -111,6 +111,50 @@ describe.each(CASES)('an app whose routing does not agree with its rules: $name'
   });
 });
 
+describe('a rule that names a route only in other letter case', () => {
+  // Under `GET /v1/*path` for readers, a rule for `GET /v1/Admin/users` let a reader read the
+  // route `/v1/admin/users`: rules match letter for letter, and the route fell under the broader rule.
+  function typoApp() {
+    const middleware = fluxguard({
+      audit: audit.audit,
+      guard: createGuard({
+        audit: audit.audit,
+        jwt: tokens.verifier,
+        rbac: compileRbac({
+          'GET /v1/Admin/users': { anyRoles: ['admin'] },
+          'GET /v1/*path': { anyRoles: ['reader'] },
+        }),
+      }),
+    });
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.use(middleware.before);
+    app.get('/v1/admin/users', secret);
+    app.use(middleware.after);
+    return { app, wrap: middleware.wrap };
+  }
+  const refusal =
+    'the rule pattern "GET /v1/Admin/users" names no operation this server serves, only "GET /v1/admin/users" in other letter case';
+
+  it('is refused by wrap(app) at start-up', () => {
+    const { app, wrap } = typoApp();
+    expect(() => wrap(app)).toThrow(refusal);
+  });
+
+  it('served as it is, answers 500: a reader never reaches the admin handler', async () => {
+    const { app } = typoApp();
+    const served = await serve(app);
+    try {
+      const res = await fetch(`${served.url}/v1/admin/users`, { headers: { authorization: `Bearer ${reader}` } });
+      expect(res.status).toBe(500);
+      expect(await res.text()).not.toContain('admin-only');
+      expect(String((audit.lines().at(-1)?.err as { message?: unknown } | undefined)?.message)).toContain(refusal);
+    } finally {
+      await served.close();
+    }
+  });
+});
+
 describe('fluxguard middleware out of place in the app', () => {
   it('refuses, at createSecureServer, a route registered before fluxguard().before', () => {
     const middleware = guarded();

@@ -5,6 +5,7 @@ import {
   answerWaiting,
   assertAuditLogger,
   blameUnfinishedRequest,
+  createPipeline,
   resolveOptions,
   stackControls,
 } from '@fluxguard/core/adapter';
@@ -222,7 +223,8 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     }
     // The routes are there by now: overlapping ones must reach the handler their rule is for.
     const routes = routesOf(app);
-    for (const control of list) control.checkRoutes?.(routes);
+    // As the pipeline checks them on an app's first request: letter case, then each control's.
+    createPipeline('fluxguard', list).checkRoutes(routes);
     if (writeSecurityHeaders !== undefined) app.disable('x-powered-by');
     const inFront = beforeWith(
       list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors, inFrontOf(app)) : undefined,

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Metadata, status as Status, type Client } from '@grpc/grpc-js';
+import { Metadata, Server, status as Status, type Client } from '@grpc/grpc-js';
 import {
   ConfigurationError,
   compileRbac,
@@ -10,13 +10,16 @@ import {
   type Guard,
 } from '@fluxguard/core';
 import { captureAudit } from './testing/harness.js';
-import { fluxguardInterceptors, guard, metadataHeaders, safeErrors } from './index.js';
+import { addService, fluxguardInterceptors, guard, metadataHeaders, safeErrors } from './index.js';
 import {
   AUDIENCE,
   BACKUP_SPIFFE,
   ISSUER,
   READER_SPIFFE,
   SERVED,
+  SERVICE,
+  secureService,
+  type SecureImpl,
   bearer,
   clientFor,
   createClientPool,
@@ -292,6 +295,51 @@ describe('guard() construction and failures', () => {
       c.close();
       await own.close();
     }
+  });
+});
+
+describe('rules that name a method only in other letter case', () => {
+  // Under `/Secure/*` for readers, a rule for `/Secure/backup` let a reader call `Backup`:
+  // rules match letter for letter, and the method fell under the broader rule.
+  const rules = {
+    [`/${SERVICE}/*`]: { anyRoles: ['reader'] },
+    [`/${SERVICE}/backup`]: { anyRoles: ['admin'] },
+  };
+  const implementation = Object.fromEntries(
+    Object.keys(secureService).map((name) => [name, () => ({})]),
+  ) as unknown as Parameters<typeof addService<SecureImpl>>[2];
+
+  it('are refused when the service is added, for fluxguardInterceptors and for controls()', () => {
+    const core = createGuard({
+      audit: audit.audit,
+      jwt: createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never }),
+      rbac: compileRbac(rules),
+    });
+    const refusal = `the rule pattern "/${SERVICE}/backup" names no operation this server serves, only "/${SERVICE}/Backup" in other letter case`;
+    const merged = new Server({ interceptors: fluxguardInterceptors({ audit: audit.audit, guard: core }) });
+    expect(() => {
+      addService(merged, secureService, implementation);
+    }).toThrow(refusal);
+    const separate = new Server({ interceptors: [safeErrors({ audit: audit.audit }), guard({ guard: core })] });
+    expect(() => {
+      addService(separate, secureService, implementation);
+    }).toThrow(refusal);
+    // Written as served, the rules are taken.
+    const exact = createGuard({
+      audit: audit.audit,
+      jwt: createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never }),
+      rbac: compileRbac({
+        [`/${SERVICE}/*`]: { anyRoles: ['reader'] },
+        [`/${SERVICE}/Backup`]: { anyRoles: ['admin'] },
+      }),
+    });
+    expect(() => {
+      addService(
+        new Server({ interceptors: fluxguardInterceptors({ audit: audit.audit, guard: exact }) }),
+        secureService,
+        implementation,
+      );
+    }).not.toThrow();
   });
 });
 

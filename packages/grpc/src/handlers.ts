@@ -19,6 +19,7 @@ import { callOf, type GrpcCall, type ServerCall } from './context.js';
 import { withSafeDeserializers } from './unparsable.js';
 import { hardenHttp2Servers } from './http2-servers.js';
 import { lacksSafeErrors, vetServerAnswers } from './grpc-js-statuses.js';
+import { pipelineOf } from './pipeline.js';
 import { prepareFailure } from './errors.js';
 
 /**
@@ -235,6 +236,14 @@ export function addService<I>(
     throw new ConfigurationError(
       'addService: the server runs no fluxguard interceptors, so its calls would be neither authenticated nor logged: new Server({ ...secureServerOptions(), interceptors: fluxguardInterceptors({ audit }) }), or safeErrors({ audit }) first in your own list',
     );
+  }
+  // A rule that names one of these methods in other letter case would leave it to a broader rule.
+  const methods = Object.values(service as Record<string, { readonly path: string }>).map(
+    (definition) => definition.path,
+  );
+  const interceptors = (server as { interceptors?: unknown }).interceptors;
+  if (Array.isArray(interceptors)) {
+    for (const interceptor of interceptors) pipelineOf(interceptor)?.checkServed(methods);
   }
   hardenHttp2Servers(server);
   vetServerAnswers(server);

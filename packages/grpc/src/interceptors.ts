@@ -2,7 +2,7 @@ import type { ServerInterceptor } from '@grpc/grpc-js';
 import type { AuditLogger, Control, Guard, TimeoutsOptions } from '@fluxguard/core';
 import { resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { safeErrorsWith, type SafeErrorsOptions } from './errors.js';
-import { pipelineListeners } from './pipeline.js';
+import { linkPipeline, pipelineListeners } from './pipeline.js';
 
 /**
  * Options of {@link fluxguardInterceptors}.
@@ -67,5 +67,7 @@ export function fluxguardInterceptors(options: FluxguardInterceptorsOptions): Se
   const inner = list.length > 0 ? pipelineListeners('fluxguardInterceptors', list) : undefined;
   // One interceptor, not safeErrors followed by a pipeline interceptor: every grpc-js layer
   // costs each call several objects and closures. The logger is validated there.
-  return [safeErrorsWith('fluxguardInterceptors', { audit } as SafeErrorsOptions, inner)];
+  const interceptor = safeErrorsWith('fluxguardInterceptors', { audit } as SafeErrorsOptions, inner);
+  if (inner !== undefined) linkPipeline(interceptor, inner);
+  return [interceptor];
 }

@@ -44,7 +44,33 @@ import { messageSize } from './unparsable.js';
  */
 export function controls(owner: string, list: readonly Control[]): ServerInterceptor {
   const listenerFor = pipelineListeners(owner, list);
-  return (methodDescriptor, call) => new PipelineCall(listenerFor, methodDescriptor.path, call);
+  const interceptor: ServerInterceptor = (methodDescriptor, call) =>
+    new PipelineCall(listenerFor, methodDescriptor.path, call);
+  linkPipeline(interceptor, listenerFor);
+  return interceptor;
+}
+
+/** The pipeline of each listener factory, and of each interceptor that runs one. */
+const pipelines = new WeakMap<object, Pipeline>();
+
+/**
+ * Notes that `interceptor` runs the pipeline of `listenerFor`, for `addService` to hold the
+ * pipeline's patterns against the methods it registers ({@link pipelineOf}).
+ *
+ * @internal
+ */
+export function linkPipeline(interceptor: object, listenerFor: InboundListenerFactory): void {
+  const pipeline = pipelines.get(listenerFor);
+  if (pipeline !== undefined) pipelines.set(interceptor, pipeline);
+}
+
+/**
+ * The pipeline an interceptor of `controls()` or `fluxguardInterceptors()` runs, if any.
+ *
+ * @internal
+ */
+export function pipelineOf(interceptor: unknown): Pipeline | undefined {
+  return typeof interceptor === 'function' ? pipelines.get(interceptor) : undefined;
 }
 
 /** The layer of {@link controls} for one call: its pipeline listener between the calls around it. */
@@ -85,11 +111,13 @@ class PipelineCall extends ForwardingCall {
 export function pipelineListeners(owner: string, list: readonly Control[]): InboundListenerFactory {
   const pipeline = createPipeline(owner, list);
   assertVerifiedAuthContext(owner);
-  return (operation, call, target, sink) => {
+  const listenerFor: InboundListenerFactory = (operation, call, target, sink) => {
     const maxMessageBytes = pipeline.maxMessageBytes(operation);
     if (maxMessageBytes !== undefined) limitReceivedMessages(call, maxMessageBytes);
     return new PipelineListener(owner, pipeline, operation, call, target, sink);
   };
+  pipelines.set(listenerFor, pipeline);
+  return listenerFor;
 }
 
 type Phase = 'pending' | 'allowed' | 'refused';

@@ -120,6 +120,7 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
     name: 'rbac',
     stage: 'authorization',
     matchesOperation: true,
+    operationPatterns: rbac.patterns,
     operationLabel: (operation: string) => rbac.ruleFor(operation),
     checkRoutes: (routes: readonly string[]) => {
       rbac.checkRouteOrder(routes);

@@ -199,6 +199,7 @@ export function compileInputLimits(options: InputLimitsOptions, where: string): 
     name: 'input-limits',
     stage: 'input',
     matchesOperation: rules.hasRules,
+    operationPatterns: rules.patterns,
     maxMessageBytes: (operation: string) => rules.settingsFor(operation).maxMessageBytes,
     onStart,
     onMessage,

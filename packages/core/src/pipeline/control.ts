@@ -95,6 +95,13 @@ export interface Control {
    */
   readonly matchesOperation?: boolean | undefined;
   /**
+   * The operation patterns of this control's rules. The adapters hold them against what the
+   * server serves at start-up (`Pipeline.checkServed`): a pattern that names a served operation
+   * only in other letter case (`/pkg.Items/deleteItem` for `DeleteItem`) is refused, since rules
+   * match letter for letter and the operation would fall under a broader rule.
+   */
+  readonly operationPatterns?: readonly string[] | undefined;
+  /**
    * The bounded name this control gives an operation (e.g. the RBAC rule `GET /v1/items/:id`),
    * used in the audit line of an HTTP request refused before routing instead of the raw path.
    */

@@ -1,5 +1,6 @@
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { checkLetterCase } from '../policy/served.js';
 import type { CallState } from './call-context.js';
 import { CONTROL_STAGES, type Control, type StartResult } from './control.js';
 
@@ -39,8 +40,17 @@ export interface Pipeline {
   readonly operationLabel: (operation: string) => string | undefined;
   /** The smallest limit the controls put on one inbound message of `operation` (see `Control.maxMessageBytes`). */
   readonly maxMessageBytes: (operation: string) => number | undefined;
-  /** Runs every control's `checkRoutes` on an HTTP app's routes; throws the first `ConfigurationError`. */
+  /**
+   * Runs every control's `checkRoutes` on an HTTP app's routes, after {@link Pipeline.checkServed}
+   * on them; throws the first `ConfigurationError`.
+   */
   checkRoutes(routes: readonly string[]): void;
+  /**
+   * Holds the controls' operation patterns (`Control.operationPatterns`) against operations the
+   * server serves (the methods of a gRPC service being registered, an app's routes): throws a
+   * `ConfigurationError` for a pattern that names one of them only in other letter case.
+   */
+  checkServed(served: readonly string[]): void;
 }
 
 /** Operations whose message limit is remembered: gRPC methods, which a server has a bounded number of. */
@@ -113,6 +123,10 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
   const routeChecks = ordered.flatMap((control) =>
     control.checkRoutes === undefined ? [] : [control.checkRoutes.bind(control)],
   );
+  const patterns = ordered.flatMap((control) => control.operationPatterns ?? []);
+  const checkServed = (served: readonly string[]): void => {
+    checkLetterCase(patterns, served, owner);
+  };
 
   return Object.freeze({
     controls: ordered,
@@ -133,8 +147,10 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
       return undefined;
     },
     checkRoutes: (routes: readonly string[]) => {
+      checkServed(routes);
       for (const check of routeChecks) check(routes);
     },
+    checkServed,
     maxMessageBytes: (operation: string) => {
       if (messageLimits.length === 0) return undefined;
       if (limitOf.has(operation)) return limitOf.get(operation);

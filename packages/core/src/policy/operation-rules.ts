@@ -17,6 +17,8 @@ const CACHE_LIMIT = 1024;
  */
 export interface OperationRules<T> {
   readonly hasRules: boolean;
+  /** The rules' operation patterns, as written. */
+  readonly patterns: readonly string[];
   settingsFor(operation: string): T;
 }
 
@@ -47,7 +49,7 @@ export function compileOperationRules<T>(
   const { where, defaults, transport } = options;
   if (rules === undefined) {
     if (options.servedOperations !== undefined) checkPatternsServed([], options.servedOperations, transport, where);
-    return { hasRules: false, settingsFor: () => defaults };
+    return { hasRules: false, patterns: [], settingsFor: () => defaults };
   }
   if (!Array.isArray(rules)) throw new ConfigurationError(`${where}.rules must be an array`);
   const seen = new Set<string>();
@@ -76,10 +78,12 @@ export function compileOperationRules<T>(
   compiled.sort((a, b) =>
     a.pattern.exact === b.pattern.exact ? compareSpecificity(a.pattern, b.pattern) : a.pattern.exact ? -1 : 1,
   );
-  if (compiled.length === 0) return { hasRules: false, settingsFor: () => defaults };
+  const patterns = Object.freeze(named.map(({ pattern }) => pattern));
+  if (compiled.length === 0) return { hasRules: false, patterns, settingsFor: () => defaults };
   const cache = new Map<string, T>();
   return {
     hasRules: true,
+    patterns,
     settingsFor(operation) {
       let settings = cache.get(operation);
       if (settings === undefined) {

@@ -4,6 +4,12 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createInputLimits } from '../limits/input-limits.js';
 import { createConcurrencyLimit } from '../ratelimit/concurrency.js';
 import { createRateLimit } from '../ratelimit/rate-limit.js';
+import { createGuard } from '../guard/guard.js';
+import { createJwtVerifier } from '../jwt/verifier.js';
+import type { Control } from '../pipeline/control.js';
+import { createPipeline } from '../pipeline/pipeline.js';
+import { compileRbac } from '../rbac/rbac.js';
+import { AUDIENCE, ISSUER, capturedAudit, makeKey } from '../testing/jwt-fixtures.js';
 import { createTimeouts } from '../timeouts/timeouts.js';
 import { createMessageValidation } from '../validation/message-validation.js';
 
@@ -149,5 +155,64 @@ describe('servedOperations of the factories with rules per operation', () => {
       '"servedOperations" must be an array of strings',
     );
     expect(createTimeouts({ servedOperations: SERVED })).toBeDefined();
+  });
+});
+
+describe('rule patterns that name a served operation only in other letter case', () => {
+  /** The controls a factory of FACTORIES made. */
+  const controlsOf = (made: unknown): readonly Control[] =>
+    typeof made === 'object' && made !== null && 'controls' in made
+      ? (made as { controls: readonly Control[] }).controls
+      : [made as Control];
+
+  it.each(FACTORIES)('$name: refused once the pipeline is told what is served', ({ build }) => {
+    const pipeline = createPipeline('test', controlsOf(build('/store.v1.Store/getArtifact')));
+    // The rule would never apply: GetArtifact falls under whatever broader rule there is.
+    expect(() => {
+      pipeline.checkServed(SERVED);
+    }).toThrow(
+      'test: the rule pattern "/store.v1.Store/getArtifact" names no operation this server serves, only "/store.v1.Store/GetArtifact" in other letter case',
+    );
+    expect(() => {
+      createPipeline('test', controlsOf(build('/Store.v1.store/*'))).checkServed(SERVED);
+    }).toThrow('only "/store.v1.Store/GetArtifact" in other letter case');
+    // Exact, wildcard and other services' patterns pass.
+    for (const pattern of ['/store.v1.Store/GetArtifact', '/store.v1.Store/*', '/other.v1.Other/getArtifact']) {
+      expect(() => {
+        createPipeline('test', controlsOf(build(pattern))).checkServed(SERVED);
+      }).not.toThrow();
+    }
+  });
+
+  it.each(FACTORIES.filter((f) => f.grpcOnly !== true))(
+    '$name: an HTTP route in other letter case is refused',
+    ({ build }) => {
+      expect(() => {
+        createPipeline('test', controlsOf(build('GET /v1/Artifacts'))).checkRoutes(SERVED);
+      }).toThrow('"GET /v1/Artifacts" names no operation this server serves, only "GET /v1/artifacts"');
+      expect(() => {
+        createPipeline('test', controlsOf(build('PUT /V1/artifacts/*path'))).checkRoutes(SERVED);
+      }).toThrow('only "PUT /v1/artifacts/*path" in other letter case');
+      expect(() => {
+        createPipeline('test', controlsOf(build('GET /v1/artifacts'))).checkRoutes(SERVED);
+      }).not.toThrow();
+    },
+  );
+
+  it('refuses an RBAC rule in other letter case: under a broader reader rule, an admin method was open to readers', async () => {
+    const key = await makeKey('ES256', 'k1');
+    const guard = createGuard({
+      audit: capturedAudit().audit,
+      rbac: compileRbac({
+        '/store.v1.Store/*': { anyRoles: ['reader'] },
+        '/store.v1.Store/deleteArtifact': { anyRoles: ['admin'] },
+      }),
+      jwt: createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: { keys: [key.publicJwk] } }),
+    });
+    expect(() => {
+      createPipeline('test', guard.controls).checkServed([...SERVED, '/store.v1.Store/DeleteArtifact']);
+    }).toThrow(
+      '"/store.v1.Store/deleteArtifact" names no operation this server serves, only "/store.v1.Store/DeleteArtifact"',
+    );
   });
 });

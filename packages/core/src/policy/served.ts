@@ -65,6 +65,40 @@ export function checkPatternsServed(
   }
 }
 
+/**
+ * Refuses, at start-up, a pattern that names none of the `served` operations but one of them in
+ * other letter case (`/inventory.v1.Items/deleteItem` for `DeleteItem`, `GET /v1/Admin/users`
+ * for `/v1/admin/users`): rules match letter for letter, so the operation would fall under a
+ * broader rule (a reader's) instead of the one written for it (an admin's). The gRPC adapter
+ * holds the patterns against the methods of each service it registers, the Express adapter
+ * against the app's routes.
+ *
+ * @throws ConfigurationError naming the pattern and the operation it was surely meant for.
+ *
+ * @internal
+ */
+export function checkLetterCase(patterns: readonly string[], served: readonly string[], where: string): void {
+  if (patterns.length === 0 || served.length === 0) return;
+  const folded = served.map(foldCase);
+  for (const pattern of patterns) {
+    const compiled = compilePattern(pattern, where);
+    if (namesServed(compiled, served)) continue;
+    const loose = compilePattern(foldCase(pattern), where);
+    const near = folded.findIndex((op) => loose.key === op || loose.matches(op));
+    if (near === -1) continue;
+    throw new ConfigurationError(
+      `${where}: the rule pattern "${pattern}" names no operation this server serves, only "${served[near] ?? ''}" in other letter case: rules match letter for letter, so that operation would fall under another rule`,
+    );
+  }
+}
+
+/** An operation or pattern in lower case, its HTTP method left as it is (a pattern's is in capitals). */
+function foldCase(operation: string): string {
+  if (operation.startsWith('/')) return operation.toLowerCase();
+  const space = operation.indexOf(' ');
+  return space === -1 ? operation : operation.slice(0, space) + operation.slice(space).toLowerCase();
+}
+
 function patternsOf(policy: SecurityPolicy): readonly NamedPattern[] {
   const found: NamedPattern[] = [...rateLimitPatterns(policy.rateLimits?.rules ?? [], 'rateLimits')];
   for (const section of ['timeouts', 'limits'] as const) {

@@ -251,6 +251,7 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
   return Object.freeze({
     name: 'concurrency',
     stage: 'caller-limit',
+    operationPatterns: Object.freeze(budgets.map((b) => b.pattern.key)),
     onStart,
     inFlight: () => total,
     inFlightFor: (key: string) => perKey.get(key) ?? 0,

@@ -235,14 +235,21 @@ export function compileRateLimit(options: RateLimitOptions, where: string): Rate
     );
   }
   const controls: Control[] = [];
+  const patterns = rateLimitPatterns(rulesIn as RateLimitRule[], where).map(({ pattern }) => pattern);
   for (const stage of ['pre-authentication', 'caller-limit'] as const) {
     const own = rules.filter((rule) => rule.stage === stage);
-    if (own.length > 0) controls.push(rateLimitControl(stage, own, headers));
+    // The patterns go with the first control: one check of each is enough.
+    if (own.length > 0) controls.push(rateLimitControl(stage, own, headers, controls.length === 0 ? patterns : []));
   }
   return Object.freeze({ controls: Object.freeze(controls) });
 }
 
-function rateLimitControl(stage: ControlStage, rules: readonly CompiledRule[], headers: boolean): Control {
+function rateLimitControl(
+  stage: ControlStage,
+  rules: readonly CompiledRule[],
+  headers: boolean,
+  operationPatterns: readonly string[],
+): Control {
   // Operations are bounded by what a server serves, HTTP paths are not: bounded, emptied when full.
   const cache = new Map<string, readonly Applied[]>();
   const appliedTo = (operation: string): readonly Applied[] => {
@@ -293,6 +300,7 @@ function rateLimitControl(stage: ControlStage, rules: readonly CompiledRule[], h
     name: 'rate-limit',
     stage,
     matchesOperation: rules.some((r) => r.patterns !== undefined),
+    operationPatterns,
     onStart,
   });
 }

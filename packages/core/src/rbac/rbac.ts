@@ -198,6 +198,8 @@ export interface CompiledRbac {
    * every call they decide, so `createGuard` refuses to start with them.
    */
   readonly principalRules: readonly string[];
+  /** The pattern of every rule, in normal form (`GET /v1/items/:id`, `/pkg.Service/*`). */
+  readonly patterns: readonly string[];
 }
 
 interface CompiledRule {
@@ -555,6 +557,7 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
       checkRouteOrder(find, routes, where);
     },
     ruleFor: (operation: string) => find(operation)?.pattern.key,
+    patterns: Object.freeze(index.rules.map((rule) => rule.pattern.key)),
     principalRules: Object.freeze(
       index.rules.filter((rule) => !rule.isPublic && !rule.certificateOnly).map((rule) => rule.pattern.key),
     ),

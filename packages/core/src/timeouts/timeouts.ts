@@ -225,6 +225,7 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
     name: 'timeouts',
     stage: 'deadline',
     matchesOperation: rules.hasRules,
+    operationPatterns: rules.patterns,
     limitsFor,
     onStart,
     onMessage,

@@ -80,6 +80,7 @@ export function createMessageValidation(options: MessageValidationOptions): Cont
     name: 'message-validation',
     stage: 'input',
     matchesOperation: rules.hasRules,
+    operationPatterns: rules.patterns,
     onMessage(message: unknown, call: CallInfo): void {
       if (call.transport !== 'grpc') return;
       const schema = rules.settingsFor(call.operation);
