@@ -105,23 +105,45 @@ const IN_ROUTER: Placement = {
   routesCaseSensitively: (req) => req.app.enabled('case sensitive routing'),
   path: (req) => `${req.baseUrl}${req.path}`,
   checkApp: (req, owner, pipeline, verdicts) => {
-    const app = req.app;
-    let verdict = verdicts.get(app);
-    if (verdict === undefined) {
-      try {
-        const problem =
-          misplacedMiddleware(app, owner) ?? (pipeline.matchesOperation ? routingMismatch(app, owner) : undefined);
-        if (problem !== undefined) throw problem;
-        if (pipeline.matchesOperation) pipeline.checkRoutes(routesOf(app, mountPathOf(app)));
-        verdict = null;
-      } catch (error) {
-        verdict = error instanceof Error ? error : new ConfigurationError("the app's routes cannot be checked");
-      }
-      verdicts.set(app, verdict);
-    }
-    if (verdict !== null) throw verdict;
+    checkAppOnce(
+      req.app,
+      verdicts,
+      () => misplacedMiddleware(req.app, owner) ?? checkRouting(req.app, owner, pipeline, mountPathOf(req.app)),
+    );
   },
 };
+
+/** Checks `app` once, with `check`, and keeps the verdict in `verdicts`; throws a refusal. */
+function checkAppOnce(
+  app: Application,
+  verdicts: WeakMap<object, Error | null>,
+  check: () => ConfigurationError | undefined,
+): void {
+  let verdict = verdicts.get(app);
+  if (verdict === undefined) {
+    try {
+      verdict = check() ?? null;
+    } catch (error) {
+      verdict = error instanceof Error ? error : new ConfigurationError("the app's routes cannot be checked");
+    }
+    verdicts.set(app, verdict);
+  }
+  if (verdict !== null) throw verdict;
+}
+
+/** Under controls that match paths: how the app routes, then its routes against the controls (throws). */
+function checkRouting(
+  app: Application,
+  owner: string,
+  pipeline: Pipeline,
+  prefix: string,
+): ConfigurationError | undefined {
+  if (!pipeline.matchesOperation) return undefined;
+  const mismatch = routingMismatch(app, owner);
+  if (mismatch !== undefined) return mismatch;
+  pipeline.checkRoutes(routesOf(app, prefix));
+  return undefined;
+}
 
 /** Where a sub-app is mounted (`app.use('/admin', admin)`), as its routes' prefix; '' at the top. */
 function mountPathOf(app: Application): string {
@@ -140,8 +162,11 @@ export function inFrontOf(app: Application): Placement {
   return {
     routesCaseSensitively: () => app.enabled('case sensitive routing'),
     path: (req) => parseUrl(req)?.pathname ?? '',
-    // Checked by wrap(app), before the app was served.
-    checkApp: () => undefined,
+    // Checked by wrap(app) before the app was served, and again on the first request: routes
+    // added after wrap(app) are there by then.
+    checkApp: (_req, owner, pipeline, verdicts) => {
+      checkAppOnce(app, verdicts, () => checkRouting(app, owner, pipeline, ''));
+    },
   };
 }
 

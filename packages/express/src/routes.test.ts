@@ -70,6 +70,34 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it('checks again on the first request behind wrap: routes added after wrap(app) are refused too', async () => {
+    const guard = fluxguard({
+      audit: audit.audit,
+      guard: createGuard({ audit: audit.audit, jwt: tokens.verifier, rbac: compileRbac(RULES) }),
+    });
+    const site = express();
+    site.set('case sensitive routing', true);
+    site.use(guard.before);
+    const listener = guard.wrap(site);
+    // Registered after wrap(app) had checked the routes: the general route first.
+    site.get('/v1/:tenant/reports', (req, res) => {
+      res.json({ reports: `of ${req.params.tenant}`, revenue: 1_234_567 });
+    });
+    site.get('/v1/public/*path', (_req, res) => {
+      res.json({ public: true });
+    });
+    site.use(guard.after);
+    const served = await serve(listener);
+    try {
+      const open = await fetch(`${served.url}/v1/public/reports`);
+      expect(open.status).toBe(500);
+      expect(await open.text()).not.toContain('revenue');
+      expect(JSON.stringify(audit.lines().at(-1))).toContain('which the router tries first');
+    } finally {
+      await served.close();
+    }
+  });
+
   it('serves such an app without wrap once its routes are in the right order', async () => {
     const { app: site } = app('specific first');
     const served = await serve(site as Parameters<typeof serve>[0]);
