@@ -7,7 +7,7 @@
 import express, { type Express } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, compileRbac, createGuard } from '@fluxguard/core';
-import { fluxguard } from './index.js';
+import { authorize, fluxguard } from './index.js';
 import { createSecureServer } from './secure-server.js';
 import { captureAudit, createTestPki, createTokenSigner, serve, type TestPki } from './testing/tls.js';
 
@@ -198,6 +198,40 @@ describe('fluxguard middleware out of place in the app', () => {
         'the route \\"GET /v1/admin/users\\" is registered before',
       );
     } finally {
+      await served.close();
+    }
+  });
+
+  it('answers a neutral 500 for authorize() mounted without fluxguard().before, never the stack page of Express', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): void => {
+      warnings.push(warning);
+    };
+    process.on('warning', onWarning);
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.use(
+      authorize({
+        guard: createGuard({
+          audit: audit.audit,
+          jwt: tokens.verifier,
+          rbac: compileRbac({ 'GET /v1/*path': { anyRoles: ['reader'] } }),
+        }),
+      }),
+    );
+    app.get('/v1/admin/users', secret);
+    const served = await serve(app);
+    try {
+      const res = await fetch(`${served.url}/v1/admin/users`, { headers: { authorization: `Bearer ${reader}` } });
+      expect(res.status).toBe(500);
+      expect(res.headers.get('content-type')).toBe('application/problem+json');
+      const body = await res.text();
+      expect(JSON.parse(body)).toMatchObject({ code: 'internal', status: 500 });
+      expect(body).not.toMatch(/admin-only|ConfigurationError|fluxguard context|at \//);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.some((w) => (w as { code?: string }).code === 'FLUXGUARD_NO_CONTEXT')).toBe(true);
+    } finally {
+      process.off('warning', onWarning);
       await served.close();
     }
   });

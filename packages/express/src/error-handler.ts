@@ -440,7 +440,13 @@ export function problemDetails(
   };
 }
 
-function sendProblem(res: ServerResponse, publicError: PublicError, challenge: string | undefined): void {
+/**
+ * Answers `publicError` as problem+json with its request id (and `challenge`, a
+ * `WWW-Authenticate` value), dropping what a handler had set about its own representation.
+ *
+ * @internal
+ */
+export function sendProblem(res: ServerResponse, publicError: PublicError, challenge: string | undefined): void {
   const body = problemDetails(publicError);
   // Usually none of them is set (a refusal comes before the handler): asking is cheaper than removing.
   for (const name of REPRESENTATION_HEADERS) if (res.hasHeader(name)) res.removeHeader(name);

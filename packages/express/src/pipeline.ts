@@ -6,6 +6,7 @@ import {
   ConfigurationError,
   SecurityError,
   isSecurityError,
+  resolveRequestId,
   type CallInfo,
   type CertificateIdentity,
   type Control,
@@ -19,9 +20,11 @@ import {
   httpOperation,
   identityFromTlsSocket,
   isIdentityCurrent,
+  missingContextError,
+  toPublicError,
 } from '@fluxguard/core/adapter';
-import { requireState, writeControlHeaders } from './context.js';
-import { peerOf } from './error-handler.js';
+import { stateOf, writeControlHeaders } from './context.js';
+import { peerOf, sendProblem } from './error-handler.js';
 import { bodyStillComing, mayHaveBody } from './request-body.js';
 import { caseInsensitiveRouting, misplacedMiddleware, routingMismatch } from './app-routing.js';
 import { routesOf } from './routes.js';
@@ -53,8 +56,27 @@ import { routesOf } from './routes.js';
 export function controls(owner: string, list: readonly Control[]): RequestHandler {
   const run = pipelineRunner(owner, list);
   return function fluxguardControls(req, res, next) {
-    run(req, res, next, requireState(req, owner));
+    const state = stateOf(req);
+    if (state === undefined) answerWithoutContext(owner, res);
+    else run(req, res, next, state);
   };
+}
+
+const warnedWithoutContext = new Set<string>();
+
+/**
+ * Refuses a request that reached controls mounted without `fluxguard().before`: a 500 in
+ * problem+json, answered here rather than passed to `next(err)`, since an app without `before`
+ * has no fluxguard error handler either, and Express's own shows the error's stack outside
+ * production. The reason goes to a warning, once per middleware.
+ */
+function answerWithoutContext(owner: string, res: Response): void {
+  const error = missingContextError(owner, 'mount fluxguard().before (or requestId()) before it');
+  if (!warnedWithoutContext.has(owner)) {
+    warnedWithoutContext.add(owner);
+    process.emitWarning(error.message, { code: 'FLUXGUARD_NO_CONTEXT' });
+  }
+  if (!res.headersSent) sendProblem(res, toPublicError(error, resolveRequestId(undefined)), undefined);
 }
 
 /**
