@@ -109,7 +109,8 @@ export async function runReferenceServer<S extends RunningReferenceServer>(
         '',
       );
     }
-    process.stdout.write(lines.join('\n'));
+    // On stderr: stdout carries the JSON audit log alone, one line per event, for a log shipper.
+    process.stderr.write(lines.join('\n'));
 
     let stopping = false;
     const loaded = security;
