@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express from 'express';
 import { z } from 'zod';
+import { ConfigurationError } from '@fluxguard/core';
 import { fluxguard, jsonBody, validate } from './index.js';
 import { captureAudit, serve, type Served } from './testing/tls.js';
 
@@ -136,5 +137,10 @@ describe('validate() and jsonBody()', () => {
     expect(() => validate({})).toThrow('validate: give a schema');
     expect(() => validate({ body: {} as never })).toThrow('must be a Standard Schema');
     expect(() => validate({ bodyy: z.object({}) } as never)).toThrow('did you mean "body"');
+    for (const limit of ['lots', -1, 0, 1.5, '10 parsecs']) {
+      expect(() => jsonBody({ limit })).toThrow(ConfigurationError);
+      expect(() => jsonBody({ limit })).toThrow('jsonBody: "limit" must be a whole number of bytes');
+    }
+    for (const limit of [1, 65_536, '100kb', '1.5mb', '512 B']) expect(() => jsonBody({ limit })).not.toThrow();
   });
 });

@@ -6,7 +6,7 @@ import {
   type JsonShapeLimits,
   type StandardSchemaV1,
 } from '@fluxguard/core';
-import { checkSchema, resolveOptions, validateWith } from '@fluxguard/core/adapter';
+import { checkSchema, resolveOptions, validateWith, wholeNumber } from '@fluxguard/core/adapter';
 
 /**
  * Options of {@link validate}: a Standard Schema (zod, valibot, arktype, ...) per part of the
@@ -108,6 +108,13 @@ export interface JsonBodyOptions extends JsonShapeLimits {
 export function jsonBody(options: JsonBodyOptions = {}): RequestHandler {
   const opts = resolveOptions('jsonBody', { limit: '100kb', maxDepth: 32, maxKeys: 1_000 }, options);
   const check = compileJsonShape({ maxDepth: opts.maxDepth, maxKeys: opts.maxKeys });
+  // Said by fluxguard, not by body-parser's TypeError, and not left to read -1 or 1.5 as a size.
+  if (typeof opts.limit === 'number') wholeNumber(opts.limit, 'jsonBody: "limit"', { unit: 'bytes' });
+  else if (typeof opts.limit !== 'string' || !/^\d+(?:\.\d+)?\s*(?:b|kb|mb|gb)$/i.test(opts.limit)) {
+    throw new ConfigurationError(
+      'jsonBody: "limit" must be a whole number of bytes, or a size such as "100kb" or "1mb"',
+    );
+  }
   return express.json({
     limit: opts.limit,
     verify: (_req, _res, buffer, encoding) => {

@@ -23,6 +23,14 @@ describe('closestKey', () => {
     expect(closestKey('completelyDifferent', ['level', 'timeoutMs'])).toBeUndefined();
     expect(closestKey('x', [])).toBeUndefined();
   });
+
+  it('names the same key with another unit, or without one', () => {
+    expect(closestKey('clockTolerance', ['audience', 'clockToleranceSeconds'])).toBe('clockToleranceSeconds');
+    expect(closestKey('maxBodySize', ['maxBodyBytes', 'maxDepth'])).toBe('maxBodyBytes');
+    expect(closestKey('idleTimeoutSeconds', ['idleMs', 'idleTimeoutMs'])).toBe('idleTimeoutMs');
+    // A unit alone is no name.
+    expect(closestKey('bytes', ['maxBodyBytes'])).toBeUndefined();
+  });
 });
 
 describe('checkKnownKeys', () => {

@@ -37,6 +37,7 @@ export function checkKnownKeys(value: object, known: readonly string[], where: s
  * ```ts
  * // internal to @fluxguard/core (not exported): closestKey
  * closestKey('timeoutMS', ['level', 'timeoutMs']); // 'timeoutMs'
+ * closestKey('clockTolerance', ['clockToleranceSeconds']); // 'clockToleranceSeconds'
  * closestKey('completelyDifferent', ['level', 'timeoutMs']); // undefined
  * ```
  */
@@ -50,7 +51,17 @@ export function closestKey(key: string, known: readonly string[]): string | unde
       bestDistance = d;
     }
   }
-  return best;
+  if (best !== undefined) return best;
+  // The same name with another unit, or none: `clockTolerance` for `clockToleranceSeconds`,
+  // `maxBodySize` for `maxBodyBytes`.
+  const stem = withoutUnit(key);
+  return stem === '' ? undefined : known.find((candidate) => withoutUnit(candidate) === stem);
+}
+
+const UNIT_SUFFIX = /(?:ms|millis|milliseconds|seconds|secs|sec|bytes|size|length|count)$/;
+
+function withoutUnit(key: string): string {
+  return key.toLowerCase().replace(UNIT_SUFFIX, '');
 }
 
 /**
