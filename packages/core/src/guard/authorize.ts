@@ -83,6 +83,14 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
     throw new ConfigurationError(`${factory}: "rbac" must be the result of compileRbac()`);
   }
   assertAuditLogger(audit, factory);
+  if (rbac.mode === 'shadow') {
+    // Said once at start-up: in shadow mode nothing is refused, and the per-call lines alone
+    // read like a working policy.
+    audit.logger.warn(
+      { event: 'rbac.shadow_mode', rules: rbac.patterns.length },
+      'rbac.shadow_mode: RBAC refuses nothing; it logs each call it would refuse (rbac.shadow_denied)',
+    );
+  }
 
   const authorize = (received: CallInfo, principal: Principal | undefined): void => {
     const call = withCurrentCertificate(received);

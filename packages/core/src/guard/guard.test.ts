@@ -166,7 +166,9 @@ describe('createGuard', () => {
     await expect(guard.check(call(DELETE, { authorization: `Bearer ${token}` }))).resolves.toMatchObject({
       subject: 'alice',
     });
-    expect(lines[0]).toMatchObject({
+    // Said once when the authorizer was made, then once for each call it would refuse.
+    expect(lines[0]).toMatchObject({ event: 'rbac.shadow_mode', level: 40 });
+    expect(lines[1]).toMatchObject({
       event: 'rbac.shadow_denied',
       outcome: 'allowed',
       operation: DELETE,

@@ -205,7 +205,9 @@ describe('createAuthorizer', () => {
     expect(() => {
       a.authorize(call(DELETE), principal('alice', ['artifacts.reader']));
     }).not.toThrow();
-    expect(lines[0]).toMatchObject({
+    // Said once when the authorizer was made, then once for each call it would refuse.
+    expect(lines[0]).toMatchObject({ event: 'rbac.shadow_mode', level: 40 });
+    expect(lines[1]).toMatchObject({
       event: 'rbac.shadow_denied',
       outcome: 'allowed',
       operation: DELETE,

@@ -184,6 +184,12 @@ describe('compileClientAddress options', () => {
     );
   });
 
+  it.each(['0.0.0.0/0', '::/0'])('refuses %s, which makes every client a proxy that names the client', (entry) => {
+    expect(() => compileClientAddress({ trustedProxies: [entry] }, 'rateLimits')).toThrow(
+      `rateLimits.trustedProxies[0] "${entry}" trusts every address as a proxy`,
+    );
+  });
+
   it('refuses trustedProxies that is not an array', () => {
     expect(() => compileClientAddress({ trustedProxies: '10.0.0.0/8' as never }, 'rateLimits')).toThrow(
       'rateLimits.trustedProxies must be an array',

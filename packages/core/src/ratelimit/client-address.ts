@@ -19,6 +19,7 @@ export interface ClientAddressOptions {
    * Addresses or CIDR ranges of the proxies in front of the server (`10.0.0.7`, `10.0.0.0/8`,
    * `fd00::/8`). Only a connection from one of them may say who the client is; from anyone
    * else, the headers are ignored. Default: none (the socket's peer is always the client).
+   * `0.0.0.0/0` and `::/0` are refused: with every address a proxy, any client names itself.
    */
   readonly trustedProxies?: readonly string[] | undefined;
   /** Leading bits of an IPv6 address that name one client. Default 64. */
@@ -99,6 +100,12 @@ function addTrusted(list: BlockList, entry: unknown, where: string): void {
   const length = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
   if (family === 0 || extra !== undefined || !Number.isSafeInteger(length) || length < 0 || length > max) {
     throw new ConfigurationError(`${where} "${entry}" is not an IP address or CIDR range`);
+  }
+  if (length === 0) {
+    // Every address a proxy: any client could name itself in the header it sends.
+    throw new ConfigurationError(
+      `${where} "${entry}" trusts every address as a proxy, so any client could choose its own address: list your proxies' addresses or ranges`,
+    );
   }
   list.addSubnet(address, length, family === 6 ? 'ipv6' : 'ipv4');
 }

@@ -66,7 +66,8 @@ export type RbacRules = Readonly<Record<string, RbacRequirement>> | readonly Rba
 
 /**
  * `enforce` denies; `shadow` allows every call but reports what would have been denied, for
- * rolling a policy out (the adapter logs `rbac.shadow_denied`).
+ * rolling a policy out (the adapter logs `rbac.shadow_denied`; the authorizer logs one
+ * `rbac.shadow_mode` warning when it is made, so that a server left in shadow mode says so).
  *
  * @example
  * ```ts
