@@ -267,6 +267,29 @@ describe('recordFailure folding repeated refusals', () => {
     expect(named(lines, 'request.denied')).toHaveLength(6);
   });
 
+  it('names every operation the folded refusals were for, not only the last, up to eight', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 100 } });
+    const denied = () => new SecurityError('permission_denied', { reason: 'missing_role' });
+    const at = (operation: string, i: number) => ({ ...from('203.0.113.10', i), operation });
+    for (let i = 0; i < 50; i++) audit.recordFailure(denied(), at('PUT /v1/artifacts/*path', i));
+    for (let i = 50; i < 55; i++) audit.recordFailure(denied(), at('DELETE /v1/artifacts/*path', i));
+    audit.recordFailure(denied(), at('PUT /v1/artifacts/*path', 55));
+    await sleep(250);
+    expect(named(lines, 'request.denied.folded')[0]).toMatchObject({
+      operation: 'PUT /v1/artifacts/*path',
+      operations: ['PUT /v1/artifacts/*path', 'DELETE /v1/artifacts/*path'],
+      count: 51,
+    });
+    expect(named(lines, 'request.denied.folded')[0]?.moreOperations).toBeUndefined();
+
+    for (let i = 0; i < 30; i++) audit.recordFailure(denied(), at(`GET /v1/op${String(i)}`, 100 + i));
+    await sleep(250);
+    const bounded = named(lines, 'request.denied.folded')[1];
+    expect(bounded?.operations).toHaveLength(8);
+    expect(bounded).toMatchObject({ count: 25, moreOperations: true });
+  });
+
   it('folds each peer and each reason on its own', async () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 100 } });

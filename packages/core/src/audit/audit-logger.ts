@@ -143,6 +143,9 @@ function safeSubject(subject: string | undefined): string | undefined {
 /** Distinct peers and reasons folded at once; beyond, refusals fold by reason alone. */
 const MAX_FOLDED_KEYS = 10_000;
 
+/** Distinct operations a folded line names. */
+const MAX_FOLDED_OPERATIONS = 8;
+
 /**
  * Creates the audit logger (pino) that redacts authorization headers, cookies, tokens,
  * passwords and private keys, and scrubs tokens and keys from error text.
@@ -287,6 +290,10 @@ interface Folded {
   readonly subject: string | undefined;
   readonly transport: FailureContext['transport'];
   operation: string;
+  /** The distinct operations of the folded refusals, at most {@link MAX_FOLDED_OPERATIONS}. */
+  readonly operations: string[];
+  /** Whether more distinct operations were folded than `operations` holds. */
+  moreOperations: boolean;
   firstRequestId: string | undefined;
   lastRequestId: string | undefined;
 }
@@ -325,6 +332,8 @@ function createFolding(
           subject: safeSubject(entry.subject),
           transport: entry.transport,
           operation: entry.operation,
+          operations: entry.operations,
+          ...(entry.moreOperations ? { moreOperations: true } : {}),
           count: entry.count - after,
           intervalMs,
           firstRequestId: entry.firstRequestId,
@@ -353,6 +362,8 @@ function createFolding(
         subject: wide ? undefined : safeSubject(context.subject),
         transport: context.transport,
         operation: context.operation,
+        operations: [],
+        moreOperations: false,
         firstRequestId: undefined,
         lastRequestId: undefined,
       };
@@ -365,6 +376,12 @@ function createFolding(
     entry.count += 1;
     if (entry.count <= after) return false;
     entry.operation = context.operation;
+    // Each operation the folded refusals were for, not only the last: 50 PUTs then 5 DELETEs
+    // folded into a line that named PUT alone.
+    if (!entry.operations.includes(context.operation)) {
+      if (entry.operations.length < MAX_FOLDED_OPERATIONS) entry.operations.push(context.operation);
+      else entry.moreOperations = true;
+    }
     entry.firstRequestId ??= context.requestId;
     entry.lastRequestId = context.requestId;
     return true;
