@@ -22,6 +22,7 @@ import {
   type FailureContext,
   type PublicError,
 } from '@fluxguard/core/adapter';
+import { warnIfNotAdded } from './added-services.js';
 import { GrpcCall, attachCall, callOf, safePeer } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
@@ -198,8 +199,15 @@ export function safeErrorsWith(
 ): ServerInterceptor {
   const { audit } = resolveOptions(owner, DEFAULTS, options);
   assertAuditLogger(audit, owner);
-  const interceptor: ServerInterceptor = (methodDescriptor, call) =>
-    new SafeErrorsCall(audit, methodDescriptor.path, call, inner);
+  // The first call through this interceptor says whether its service came through addService.
+  let checked = false;
+  const interceptor: ServerInterceptor = (methodDescriptor, call) => {
+    if (!checked) {
+      checked = true;
+      warnIfNotAdded(methodDescriptor.path);
+    }
+    return new SafeErrorsCall(audit, methodDescriptor.path, call, inner);
+  };
   rememberAudit(interceptor, audit);
   return interceptor;
 }

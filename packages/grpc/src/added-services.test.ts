@@ -1,0 +1,77 @@
+// A service registered with grpc-js's own server.addService on a server with fluxguard's
+// interceptors is authenticated, but runs without the connection hardening fluxguard's
+// addService applies; nothing said so. The first call now warns, once per process.
+import { afterEach, describe, expect, it } from 'vitest';
+import { fluxguardInterceptors, wrapImplementation, addService } from './index.js';
+import { callKind, captureAudit, startServer, testService } from './testing/harness.js';
+
+const audit = captureAudit();
+const implementation = {
+  Unary: () => ({ ok: true }),
+  ClientStream: () => ({}),
+  ServerStream: (call: { end(): void }) => {
+    call.end();
+  },
+  Bidi: (call: { end(): void }) => {
+    call.end();
+  },
+} as never;
+
+const warnings: { code?: string; message: string }[] = [];
+const onWarning = (warning: Error): void => {
+  warnings.push(warning);
+};
+process.on('warning', onWarning);
+afterEach(() => {
+  warnings.length = 0;
+});
+
+const nativeWarnings = () => warnings.filter((w) => w.code === 'FLUXGUARD_NATIVE_ADD_SERVICE');
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('a service added with grpc-js own server.addService', () => {
+  // In this order: the warning is given once per process.
+  it('says nothing for a service added through fluxguard addService', async () => {
+    const served = await startServer(fluxguardInterceptors({ audit: audit.audit, timeouts: false }), (server) => {
+      addService(server, testService, implementation);
+    });
+    try {
+      expect((await callKind(served.client, 'unary', {})).status.code).toBe(0);
+      await settle();
+      expect(nativeWarnings()).toEqual([]);
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('warns at its first call that the connection hardening is missing, once', async () => {
+    const other = { ...testService.Unary, path: '/fluxguard.test.v1.Other/Unary' };
+    const served = await startServer(fluxguardInterceptors({ audit: audit.audit, timeouts: false }), (server) => {
+      server.addService({ Unary: other }, wrapImplementation({ Unary: other }, { Unary: () => ({ ok: true }) }));
+    });
+    const call = () =>
+      new Promise<unknown>((resolve) => {
+        served.client.makeUnaryRequest(
+          other.path,
+          other.requestSerialize,
+          other.responseDeserialize,
+          {},
+          (error, value) => {
+            resolve(error ?? value);
+          },
+        );
+      });
+    try {
+      // Still served, with fluxguard's interceptors.
+      expect(await call()).toEqual({ ok: true });
+      expect(await call()).toEqual({ ok: true });
+      await settle();
+      expect(nativeWarnings()).toHaveLength(1);
+      expect(nativeWarnings()[0]?.message).toContain(
+        "/fluxguard.test.v1.Other/Unary was registered with grpc-js's own server.addService",
+      );
+    } finally {
+      await served.close();
+    }
+  });
+});
