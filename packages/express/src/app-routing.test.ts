@@ -164,7 +164,7 @@ describe('fluxguard middleware out of place in the app', () => {
     app.use(middleware.before);
     app.use(middleware.after);
     expect(() => createSecureServer(app, { audit: audit.audit, tls: tls() })).toThrow(
-      /the route "GET \/v1\/admin\/users" is registered before fluxguard\(\)\.before/,
+      /the route "GET \/v1\/admin\/users" is not behind fluxguard\(\)\.before/,
     );
     // Behind wrap(app) the controls run first whatever the app's order.
     expect(() => createSecureServer(middleware.wrap(app), { audit: audit.audit, tls: tls() })).not.toThrow();
@@ -195,7 +195,7 @@ describe('fluxguard middleware out of place in the app', () => {
       const res = await fetch(`${served.url}/v1/items/a`, { headers: { authorization: `Bearer ${reader}` } });
       expect(res.status).toBe(500);
       expect(JSON.stringify(audit.lines().at(-1))).toContain(
-        'the route \\"GET /v1/admin/users\\" is registered before',
+        'the route \\"GET /v1/admin/users\\" is not behind fluxguard().before',
       );
     } finally {
       await served.close();
@@ -232,6 +232,80 @@ describe('fluxguard middleware out of place in the app', () => {
       expect(warnings.some((w) => (w as { code?: string }).code === 'FLUXGUARD_NO_CONTEXT')).toBe(true);
     } finally {
       process.off('warning', onWarning);
+      await served.close();
+    }
+  });
+
+  it('refuses a route outside the path fluxguard().before is mounted at, or behind a before without controls only', () => {
+    const scoped = guarded();
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.use('/v1', scoped.before);
+    app.get('/admin/users', secret);
+    app.use(scoped.after);
+    expect(() => createSecureServer(app, { audit: audit.audit, tls: tls() })).toThrow(
+      /the route "GET \/admin\/users" is not behind fluxguard\(\)\.before/,
+    );
+    const plain = fluxguard({ audit: audit.audit });
+    const real = guarded();
+    const layered = express();
+    layered.set('case sensitive routing', true);
+    layered.use(plain.before);
+    layered.get('/v1/admin/users', secret);
+    layered.use(real.before);
+    layered.use(real.after);
+    expect(() => createSecureServer(layered, { audit: audit.audit, tls: tls() })).toThrow(
+      /the route "GET \/v1\/admin\/users" is not behind fluxguard\(\)\.before/,
+    );
+  });
+
+  it('checks a router mounted at several paths below each of them', () => {
+    const middleware = guarded();
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.use(middleware.before);
+    const v1 = express.Router({ caseSensitive: true });
+    v1.get('/admin/users', secret);
+    app.use(['/v0', '/v1'], v1);
+    app.use(middleware.after);
+    // The letter-case check sees the router's routes below both mount paths.
+    const typo = fluxguard({
+      audit: audit.audit,
+      guard: createGuard({
+        audit: audit.audit,
+        jwt: tokens.verifier,
+        rbac: compileRbac({
+          'GET /v1/Admin/users': { anyRoles: ['admin'] },
+          'GET /v1/*path': { anyRoles: ['reader'] },
+        }),
+      }),
+    });
+    const typoApp = express();
+    typoApp.set('case sensitive routing', true);
+    typoApp.use(typo.before);
+    typoApp.use(['/v0', '/v1'], v1);
+    expect(() => typo.wrap(typoApp)).toThrow('"GET /v1/Admin/users" names no operation this server serves');
+    expect(() => middleware.wrap(app)).not.toThrow();
+  });
+
+  it('checks the app again when a route is added after its first request', async () => {
+    const middleware = guarded();
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.use(middleware.before);
+    app.get('/v1/items/a', (_req, res) => res.json({ item: 'a' }));
+    const served = await serve(app);
+    try {
+      const first = await fetch(`${served.url}/v1/items/a`, { headers: { authorization: `Bearer ${reader}` } });
+      expect(first.status).toBe(200);
+      // A router that routes case-insensitively, mounted once the app is serving.
+      const late = express.Router();
+      late.get('/admin/users', secret);
+      app.use('/v1', late);
+      const res = await fetch(`${served.url}/v1/Admin/users`, { headers: { authorization: `Bearer ${reader}` } });
+      expect(res.status).toBe(500);
+      expect(await res.text()).not.toContain('admin-only');
+    } finally {
       await served.close();
     }
   });

@@ -9,13 +9,17 @@ interface LayerView {
   readonly handle?: { readonly name?: unknown; readonly stack?: unknown; readonly caseSensitive?: unknown };
 }
 
-/** What a fluxguard middleware is, found in an app's stack: `before` with controls or without, or `after`. */
+/**
+ * What a fluxguard middleware is, found in an app's stack: one that guards the routes after it
+ * (`before` with a guard or controls of the application's, `authorize()`, `controls()`), a
+ * `before` that does not (request id, headers, default timeouts), or `after`.
+ */
 type Mark = 'before' | 'plain-before' | 'after';
 
 const marks = new WeakMap<object, Mark>();
 
 /**
- * Marks `handler` as fluxguard's `before` (`controls`: whether it runs any) or `after`, for
+ * Marks `handler` as fluxguard middleware of a kind (see {@link Mark}), for
  * {@link misplacedMiddleware} to find it in an app's stack.
  *
  * @internal
@@ -26,6 +30,16 @@ export function markMiddleware(handler: object, mark: Mark): void {
 
 function routerOf(app: Application): LayerView['handle'] {
   return (app as unknown as { router?: LayerView['handle'] }).router;
+}
+
+/**
+ * The number of layers of the app's router: a check of the app is made again when it changes.
+ *
+ * @internal
+ */
+export function stackLength(app: Application): number {
+  const stack = routerOf(app)?.stack;
+  return Array.isArray(stack) ? stack.length : 0;
 }
 
 /**
@@ -66,20 +80,21 @@ function mountedMismatch(stack: unknown, prefix: string, owner: string): Configu
   for (const layer of stack as readonly LayerView[]) {
     const handle = layer.handle;
     if (layer.route !== undefined || handle === undefined) continue;
-    const at = mountPath(prefix, layer.rawPath);
-    if (handle.name === 'mounted_app') {
-      return new ConfigurationError(
-        `${owner}: an Express app is mounted at "${at}" below rules that match paths, and how it routes (letter case, route order) cannot be checked: mount express.Router({ caseSensitive: true }) there instead`,
-      );
+    for (const at of mountPaths(prefix, layer.rawPath)) {
+      if (handle.name === 'mounted_app') {
+        return new ConfigurationError(
+          `${owner}: an Express app is mounted at "${at}" below rules that match paths, and how it routes (letter case, route order) cannot be checked: mount express.Router({ caseSensitive: true }) there instead`,
+        );
+      }
+      if (!Array.isArray(handle.stack)) continue;
+      if (handle.caseSensitive !== true) {
+        return new ConfigurationError(
+          `${owner}: the router mounted at "${at}" routes case-insensitively, and rules match paths: create it with express.Router({ caseSensitive: true })`,
+        );
+      }
+      const inner = mountedMismatch(handle.stack, at, owner);
+      if (inner !== undefined) return inner;
     }
-    if (!Array.isArray(handle.stack)) continue;
-    if (handle.caseSensitive !== true) {
-      return new ConfigurationError(
-        `${owner}: the router mounted at "${at}" routes case-insensitively, and rules match paths: create it with express.Router({ caseSensitive: true })`,
-      );
-    }
-    const inner = mountedMismatch(handle.stack, at, owner);
-    if (inner !== undefined) return inner;
   }
   return undefined;
 }
@@ -95,27 +110,37 @@ function mountedMismatch(stack: unknown, prefix: string, owner: string): Configu
 export function misplacedMiddleware(app: Application, owner: string): ConfigurationError | undefined {
   const entries: Entry[] = [];
   flatten(routerOf(app)?.stack, '', entries);
-  const first = entries.findIndex((entry) => entry.mark === 'before' || entry.mark === 'plain-before');
-  if (first === -1) {
-    return entries.some((entry) => entry.mark === 'after')
+  if (!entries.some((entry) => entry.mark === 'before')) {
+    const plain = entries.some((entry) => entry.mark === 'plain-before');
+    return !plain && entries.some((entry) => entry.mark === 'after')
       ? new ConfigurationError(
           `${owner}: fluxguard().after is mounted but fluxguard().before is not: app.use(before) ahead of the routes, or serve wrap(app)`,
         )
       : undefined;
   }
-  if (entries[first]?.mark !== 'before') return undefined;
-  const early = entries.slice(0, first).find((entry) => entry.route !== undefined)?.route;
-  return early === undefined
-    ? undefined
-    : new ConfigurationError(
-        `${owner}: the route "${early}" is registered before fluxguard().before and would be served without its controls: register it after app.use(before), or serve wrap(app)`,
+  // Each route must come after a `before` with controls whose mount path covers it.
+  const guarding: string[] = [];
+  for (const entry of entries) {
+    if (entry.mark === 'before') guarding.push(entry.path);
+    else if (entry.route !== undefined && !guarding.some((prefix) => covers(prefix, entry.path))) {
+      return new ConfigurationError(
+        `${owner}: the route "${entry.route}" is not behind fluxguard().before and would be served without its controls: register it after app.use(before) (mounted at "/"; or after authorize()), or serve wrap(app)`,
       );
+    }
+  }
+  return undefined;
 }
 
-/** A route of the app (`METHOD /path`), or one of fluxguard's middleware. */
+/** Whether middleware mounted at `prefix` runs for requests to `path`. */
+function covers(prefix: string, path: string): boolean {
+  return prefix === '/' || path === prefix || path.startsWith(`${prefix}/`);
+}
+
+/** A route of the app (`METHOD /path`, and its path), or one of fluxguard's middleware and its mount path. */
 interface Entry {
   readonly mark?: Mark;
   readonly route?: string;
+  readonly path: string;
 }
 
 /** The app's routes and fluxguard's middleware, in the order the router tries them. */
@@ -124,16 +149,29 @@ function flatten(stack: unknown, prefix: string, entries: Entry[]): void {
   for (const layer of stack as readonly LayerView[]) {
     const handle = layer.handle;
     const mark = handle === undefined ? undefined : marks.get(handle);
-    if (mark !== undefined) entries.push({ mark });
-    else if (layer.route !== undefined) {
-      const path = Array.isArray(layer.route.path) ? String(layer.route.path[0]) : String(layer.route.path);
+    const mounts = mountPaths(prefix, layer.rawPath);
+    if (mark !== undefined) {
+      for (const path of mounts) entries.push({ mark, path });
+    } else if (layer.route !== undefined) {
+      const paths = Array.isArray(layer.route.path) ? (layer.route.path as unknown[]) : [layer.route.path];
       const method = Object.keys(layer.route.methods ?? {})[0] ?? '_all';
-      entries.push({ route: `${method === '_all' ? '*' : method.toUpperCase()} ${mountPath(prefix, path)}` });
-    } else if (Array.isArray(handle?.stack)) flatten(handle.stack, mountPath(prefix, layer.rawPath), entries);
-    else if (handle?.name === 'mounted_app') entries.push({ route: `* ${mountPath(prefix, layer.rawPath)}/*` });
+      for (const routePath of paths) {
+        // A route given as a regular expression: a path no prefix covers, so that one before the
+        // controls is refused too.
+        const path = typeof routePath === 'string' ? joinPath(prefix, routePath) : `${prefix}/(${String(routePath)})`;
+        entries.push({ route: `${method === '_all' ? '*' : method.toUpperCase()} ${path}`, path });
+      }
+    } else if (Array.isArray(handle?.stack)) {
+      for (const path of mounts) flatten(handle.stack, path, entries);
+    } else if (handle?.name === 'mounted_app') {
+      for (const path of mounts) entries.push({ route: `* ${path}/*`, path });
+    }
   }
 }
 
-function mountPath(prefix: string, path: unknown): string {
-  return joinPath(prefix, typeof path === 'string' ? path : '/');
+/** Where a layer is mounted below `prefix`: each path of an array, `/` for one given otherwise. */
+function mountPaths(prefix: string, rawPath: unknown): readonly string[] {
+  const paths = Array.isArray(rawPath) ? (rawPath as unknown[]) : [rawPath === undefined ? '/' : rawPath];
+  // A regular expression: a path of its own, which covers no route but those below it.
+  return paths.map((path) => (typeof path === 'string' ? joinPath(prefix, path) : `${prefix}/(${String(path)})`));
 }

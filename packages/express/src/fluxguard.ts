@@ -250,7 +250,10 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   };
   const after: FluxguardMiddleware['after'] = [notFound(), reachedFromApp(handleErrors, audit)];
   // Found in the app's stack by the checks of where they sit (`createSecureServer`, first request).
-  for (const handler of before) markMiddleware(handler, list.length > 0 ? 'before' : 'plain-before');
+  // A `before` guards when it authenticates or runs controls of the application's: the
+  // timeouts control alone, there by default, guards nothing.
+  const guards = opts.guard !== undefined || (opts.controls?.length ?? 0) > 0;
+  for (const handler of before) markMiddleware(handler, guards ? 'before' : 'plain-before');
   for (const handler of after) markMiddleware(handler, 'after');
   const middleware: FluxguardMiddleware = { before, after, wrap };
   return Object.freeze(middleware);

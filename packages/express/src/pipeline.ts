@@ -26,7 +26,13 @@ import {
 import { stateOf, writeControlHeaders } from './context.js';
 import { peerOf, sendProblem } from './error-handler.js';
 import { bodyStillComing, mayHaveBody } from './request-body.js';
-import { caseInsensitiveRouting, misplacedMiddleware, routingMismatch } from './app-routing.js';
+import {
+  caseInsensitiveRouting,
+  markMiddleware,
+  misplacedMiddleware,
+  routingMismatch,
+  stackLength,
+} from './app-routing.js';
 import { routesOf } from './routes.js';
 
 /**
@@ -55,11 +61,14 @@ import { routesOf } from './routes.js';
  */
 export function controls(owner: string, list: readonly Control[]): RequestHandler {
   const run = pipelineRunner(owner, list);
-  return function fluxguardControls(req, res, next) {
+  const middleware: RequestHandler = function fluxguardControls(req, res, next) {
     const state = stateOf(req);
     if (state === undefined) answerWithoutContext(owner, res);
     else run(req, res, next, state);
   };
+  // Guards the routes after it, as a `before` with a guard does (`authorize()` after a plain `before`).
+  markMiddleware(middleware, 'before');
+  return middleware;
 }
 
 const warnedWithoutContext = new Set<string>();
@@ -114,7 +123,7 @@ export interface Placement {
    * fluxguard's middleware sits in it, and, under controls that match paths, how it routes and
    * its routes against the controls (`Pipeline.checkRoutes`); throws the refusal.
    */
-  readonly checkApp: (req: Request, owner: string, pipeline: Pipeline, verdicts: WeakMap<object, Error | null>) => void;
+  readonly checkApp: (req: Request, owner: string, pipeline: Pipeline, verdicts: WeakMap<object, AppVerdict>) => void;
 }
 
 /**
@@ -135,22 +144,35 @@ const IN_ROUTER: Placement = {
   },
 };
 
-/** Checks `app` once, with `check`, and keeps the verdict in `verdicts`; throws a refusal. */
+/** The verdict on an app, and the length of its router's stack it was given for. */
+interface AppVerdict {
+  readonly error: Error | null;
+  readonly layers: number;
+}
+
+/**
+ * Checks `app` with `check` on its first request, and again whenever its router has more or
+ * fewer layers (a route or router added later); keeps the verdict in `verdicts` and throws a
+ * refusal. Routes added inside a router that was mounted already are not seen.
+ */
 function checkAppOnce(
   app: Application,
-  verdicts: WeakMap<object, Error | null>,
+  verdicts: WeakMap<object, AppVerdict>,
   check: () => ConfigurationError | undefined,
 ): void {
+  const layers = stackLength(app);
   let verdict = verdicts.get(app);
-  if (verdict === undefined) {
+  if (verdict?.layers !== layers) {
+    let error: Error | null;
     try {
-      verdict = check() ?? null;
-    } catch (error) {
-      verdict = error instanceof Error ? error : new ConfigurationError("the app's routes cannot be checked");
+      error = check() ?? null;
+    } catch (thrown) {
+      error = thrown instanceof Error ? thrown : new ConfigurationError("the app's routes cannot be checked");
     }
+    verdict = { error, layers };
     verdicts.set(app, verdict);
   }
-  if (verdict !== null) throw verdict;
+  if (verdict.error !== null) throw verdict.error;
 }
 
 /** Under controls that match paths: how the app routes, then its routes against the controls (throws). */
@@ -209,7 +231,7 @@ export function pipelineRunner(
     body?.refuse();
     answer(error, req, res, next);
   };
-  const routeVerdicts = new WeakMap<object, Error | null>();
+  const routeVerdicts = new WeakMap<object, AppVerdict>();
   return function runControls(req, res, next, state) {
     if (pipeline.matchesOperation && !placement.routesCaseSensitively(req)) throw caseInsensitiveRouting(owner);
     placement.checkApp(req, owner, pipeline, routeVerdicts);

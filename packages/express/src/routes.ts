@@ -44,10 +44,11 @@ function collect(stack: unknown, prefix: string, routes: string[]): void {
       }
       continue;
     }
-    // A mounted router: its own stack, below the path it was mounted at.
-    const mountedAt = layer.rawPath;
-    if (typeof mountedAt === 'string' && layer.handle?.stack !== undefined) {
-      collect(layer.handle.stack, joinPath(prefix, mountedAt), routes);
+    // A mounted router: its own stack, below each path it was mounted at.
+    const mountedAt = Array.isArray(layer.rawPath) ? (layer.rawPath as unknown[]) : [layer.rawPath];
+    if (layer.handle?.stack === undefined) continue;
+    for (const at of mountedAt) {
+      if (typeof at === 'string') collect(layer.handle.stack, joinPath(prefix, at), routes);
     }
   }
 }
