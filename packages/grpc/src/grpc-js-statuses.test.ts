@@ -321,6 +321,8 @@ describe('a method no registered service has', () => {
         transport: 'grpc',
       }),
     ]);
+    // The method is named once: grpc-js's text, which repeats it, is not the line's cause.
+    expect(linesOf(answer.requestId)[0]?.cause).toBeUndefined();
   });
 
   it('with a path that is no method path is logged as operation "unknown"', async () => {
@@ -328,6 +330,8 @@ describe('a method no registered service has', () => {
     expect(answer.grpcStatus).toBe(Status.UNIMPLEMENTED);
     expect(answer.visible).not.toMatch(GRPC_JS_TEXT);
     expect(linesOf(answer.requestId)[0]).toMatchObject({ reason: 'unimplemented', operation: 'unknown' });
+    // Here the cause is all that tells which path was asked for.
+    expect(String(linesOf(answer.requestId)[0]?.cause)).toContain('etc/passwd');
   });
 });
 

@@ -194,10 +194,15 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
     value(this: ServerInternals, error: PartialStatusObject, stream: ServerHttp2Stream, ...rest: unknown[]) {
       const headers = currentStream === stream ? currentHeaders : {};
       const requestId = requestIdOf(headers);
-      const refusal = new SecurityError('unimplemented', {
-        reason: 'unimplemented',
-        cause: grpcJsCause(detailsOf(error)),
-      });
+      const path = headers[':path'];
+      // grpc-js's text repeats the path: kept only where the line cannot name the method (its
+      // `operation` is then `unknown`), so that a long path is not logged twice.
+      const refusal = new SecurityError(
+        'unimplemented',
+        typeof path === 'string' && METHOD_PATH.test(path)
+          ? { reason: 'unimplemented' }
+          : { reason: 'unimplemented', cause: grpcJsCause(detailsOf(error)) },
+      );
       const publicError = refuse(this, refusal, stream, headers, requestId);
       const metadata = responseMetadata(requestId);
       answerIfOpen(stream, () => {
