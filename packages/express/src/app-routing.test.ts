@@ -6,7 +6,7 @@
 // first request, every request then answered 500: the admin handler is never reached.
 import express, { type Express } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigurationError, compileRbac, createGuard } from '@fluxguard/core';
+import { ConfigurationError, compileRbac, createGuard, type RbacRules } from '@fluxguard/core';
 import { authorize, fluxguard } from './index.js';
 import { createSecureServer } from './secure-server.js';
 import { captureAudit, createTestPki, createTokenSigner, serve, type TestPki } from './testing/tls.js';
@@ -27,14 +27,14 @@ const tls = (): Parameters<typeof createSecureServer>[1]['tls'] => ({
   clientCertificates: 'per-operation',
 });
 
-function guarded() {
+const RULES = { 'GET /v1/admin/users': { anyRoles: ['admin'] }, 'GET /v1/*path': { anyRoles: ['reader'] } };
+/** The admin rule misspelt: it names no route, and `/v1/admin/users` falls under the reader rule. */
+const TYPO_RULES = { 'GET /v1/Admin/users': { anyRoles: ['admin'] }, 'GET /v1/*path': { anyRoles: ['reader'] } };
+
+function guarded(rules: RbacRules = RULES) {
   return fluxguard({
     audit: audit.audit,
-    guard: createGuard({
-      audit: audit.audit,
-      jwt: tokens.verifier,
-      rbac: compileRbac({ 'GET /v1/admin/users': { anyRoles: ['admin'] }, 'GET /v1/*path': { anyRoles: ['reader'] } }),
-    }),
+    guard: createGuard({ audit: audit.audit, jwt: tokens.verifier, rbac: compileRbac(rules) }),
   });
 }
 
@@ -43,8 +43,11 @@ const secret: express.RequestHandler = (_req, res) => {
 };
 
 /** An app whose admin route sits where `mount` puts it, with `before` and `after` around it. */
-function appWith(mount: (app: Express) => void, options: { setLate?: boolean | undefined } = {}) {
-  const middleware = guarded();
+function appWith(
+  mount: (app: Express) => void,
+  options: { setLate?: boolean | undefined; rules?: RbacRules | undefined } = {},
+) {
+  const middleware = guarded(options.rules);
   const app = express();
   if (options.setLate !== true) app.set('case sensitive routing', true);
   app.use(middleware.before);
@@ -115,17 +118,7 @@ describe('a rule that names a route only in other letter case', () => {
   // Under `GET /v1/*path` for readers, a rule for `GET /v1/Admin/users` let a reader read the
   // route `/v1/admin/users`: rules match letter for letter, and the route fell under the broader rule.
   function typoApp() {
-    const middleware = fluxguard({
-      audit: audit.audit,
-      guard: createGuard({
-        audit: audit.audit,
-        jwt: tokens.verifier,
-        rbac: compileRbac({
-          'GET /v1/Admin/users': { anyRoles: ['admin'] },
-          'GET /v1/*path': { anyRoles: ['reader'] },
-        }),
-      }),
-    });
+    const middleware = guarded(TYPO_RULES);
     const app = express();
     app.set('case sensitive routing', true);
     app.use(middleware.before);
@@ -260,32 +253,16 @@ describe('fluxguard middleware out of place in the app', () => {
   });
 
   it('checks a router mounted at several paths below each of them', () => {
-    const middleware = guarded();
-    const app = express();
-    app.set('case sensitive routing', true);
-    app.use(middleware.before);
-    const v1 = express.Router({ caseSensitive: true });
-    v1.get('/admin/users', secret);
-    app.use(['/v0', '/v1'], v1);
-    app.use(middleware.after);
+    const mountTwice = (app: Express): void => {
+      const v1 = express.Router({ caseSensitive: true });
+      v1.get('/admin/users', secret);
+      app.use(['/v0', '/v1'], v1);
+    };
     // The letter-case check sees the router's routes below both mount paths.
-    const typo = fluxguard({
-      audit: audit.audit,
-      guard: createGuard({
-        audit: audit.audit,
-        jwt: tokens.verifier,
-        rbac: compileRbac({
-          'GET /v1/Admin/users': { anyRoles: ['admin'] },
-          'GET /v1/*path': { anyRoles: ['reader'] },
-        }),
-      }),
-    });
-    const typoApp = express();
-    typoApp.set('case sensitive routing', true);
-    typoApp.use(typo.before);
-    typoApp.use(['/v0', '/v1'], v1);
-    expect(() => typo.wrap(typoApp)).toThrow('"GET /v1/Admin/users" names no operation this server serves');
-    expect(() => middleware.wrap(app)).not.toThrow();
+    const typo = appWith(mountTwice, { rules: TYPO_RULES });
+    expect(() => typo.wrap(typo.app)).toThrow('"GET /v1/Admin/users" names no operation this server serves');
+    const right = appWith(mountTwice);
+    expect(() => right.wrap(right.app)).not.toThrow();
   });
 
   it('checks the app again when a route is added after its first request', async () => {
@@ -311,15 +288,12 @@ describe('fluxguard middleware out of place in the app', () => {
   });
 
   it('accepts what is in place: case-sensitive routers, routes after before, an app without fluxguard', () => {
-    const middleware = guarded();
-    const app = express();
-    app.set('case sensitive routing', true);
-    app.use(middleware.before);
-    const v1 = express.Router({ caseSensitive: true });
-    v1.get('/admin/users', secret);
-    app.use('/v1', v1);
-    app.use(middleware.after);
-    expect(() => middleware.wrap(app)).not.toThrow();
+    const { app, wrap } = appWith((site) => {
+      const v1 = express.Router({ caseSensitive: true });
+      v1.get('/admin/users', secret);
+      site.use('/v1', v1);
+    });
+    expect(() => wrap(app)).not.toThrow();
     expect(() => createSecureServer(app, { audit: audit.audit, tls: tls() })).not.toThrow();
     const bare = express();
     bare.get('/hello', (_req, res) => res.end());

@@ -16,7 +16,8 @@ const RULES: RbacRules = [
 const audit = captureAudit();
 const tokens = createTokenSigner();
 
-function app(order: 'general first' | 'specific first'): { app: Express; wrap: (app: Express) => unknown } {
+/** An app with fluxguard's `before` in it and no routes yet. */
+function guardedSite() {
   const guard = fluxguard({
     audit: audit.audit,
     guard: createGuard({ audit: audit.audit, jwt: tokens.verifier, rbac: compileRbac(RULES) }),
@@ -24,6 +25,15 @@ function app(order: 'general first' | 'specific first'): { app: Express; wrap: (
   const site = express();
   site.set('case sensitive routing', true);
   site.use(guard.before);
+  return { site, guard };
+}
+
+/** The tenant reports and the public files, in `order`, then fluxguard's `after`. */
+function addRoutes(
+  site: Express,
+  guard: ReturnType<typeof fluxguard>,
+  order: 'general first' | 'specific first',
+): void {
   const reports: express.RequestHandler = (req, res) => {
     res.json({ reports: `of ${String(req.params.tenant)}`, revenue: 1_234_567 });
   };
@@ -38,6 +48,11 @@ function app(order: 'general first' | 'specific first'): { app: Express; wrap: (
     site.get('/v1/:tenant/reports', reports);
   }
   site.use(guard.after);
+}
+
+function app(order: 'general first' | 'specific first'): { app: Express; wrap: (app: Express) => unknown } {
+  const { site, guard } = guardedSite();
+  addRoutes(site, guard, order);
   return { app: site, wrap: guard.wrap };
 }
 
@@ -71,22 +86,10 @@ describe('routesOf and the route order check of wrap(app)', () => {
   });
 
   it('checks again on the first request behind wrap: routes added after wrap(app) are refused too', async () => {
-    const guard = fluxguard({
-      audit: audit.audit,
-      guard: createGuard({ audit: audit.audit, jwt: tokens.verifier, rbac: compileRbac(RULES) }),
-    });
-    const site = express();
-    site.set('case sensitive routing', true);
-    site.use(guard.before);
+    const { site, guard } = guardedSite();
     const listener = guard.wrap(site);
     // Registered after wrap(app) had checked the routes: the general route first.
-    site.get('/v1/:tenant/reports', (req, res) => {
-      res.json({ reports: `of ${req.params.tenant}`, revenue: 1_234_567 });
-    });
-    site.get('/v1/public/*path', (_req, res) => {
-      res.json({ public: true });
-    });
-    site.use(guard.after);
+    addRoutes(site, guard, 'general first');
     const served = await serve(listener);
     try {
       const open = await fetch(`${served.url}/v1/public/reports`);
