@@ -1,10 +1,78 @@
 import type { Application } from 'express';
 
-/** What this module reads of a router layer (Express 5's `router` package). */
+/** What is read of a router layer and of a router (Express 5's `router` package). */
 interface LayerView {
   readonly rawPath?: unknown;
   readonly route?: { readonly path?: unknown; readonly methods?: Readonly<Record<string, unknown>> };
-  readonly handle?: { readonly stack?: unknown };
+  readonly handle?: { readonly name?: unknown; readonly stack?: unknown; readonly caseSensitive?: unknown };
+}
+
+/**
+ * One thing an app's router tries, in order, as {@link walkRouter} finds it: a route (one entry
+ * for each method and path), a router mounted in it (its own entries follow), or a middleware
+ * function. `path` is joined below every mount path on the way; `opaque` marks a path given as a
+ * regular expression, or below one, which `path` cannot spell.
+ *
+ * @internal
+ */
+export type RouterEntry =
+  | { readonly kind: 'route'; readonly route: string; readonly path: string; readonly opaque: boolean }
+  | { readonly kind: 'router'; readonly path: string; readonly caseSensitive: boolean }
+  | { readonly kind: 'middleware'; readonly handle: object; readonly path: string; readonly opaque: boolean };
+
+/**
+ * The app's routers, routes and middleware in the order its router tries them, below `prefix`.
+ *
+ * @internal
+ */
+export function walkRouter(app: Application, prefix = ''): readonly RouterEntry[] {
+  const entries: RouterEntry[] = [];
+  walk(routerOf(app)?.stack, prefix, false, entries);
+  return entries;
+}
+
+/**
+ * The app's router, as Express builds it on first use.
+ *
+ * @internal
+ */
+export function routerOf(app: Application): LayerView['handle'] {
+  return (app as unknown as { router?: LayerView['handle'] }).router;
+}
+
+function walk(stack: unknown, prefix: string, opaque: boolean, entries: RouterEntry[]): void {
+  if (!Array.isArray(stack)) return;
+  for (const layer of stack as readonly LayerView[]) {
+    const route = layer.route;
+    if (route !== undefined) {
+      const paths = Array.isArray(route.path) ? (route.path as unknown[]) : [route.path];
+      const methods = Object.keys(route.methods ?? {});
+      for (const path of paths) {
+        const [joined, regex] = below(prefix, path);
+        for (const method of methods) {
+          const route = `${method === '_all' ? '*' : method.toUpperCase()} ${joined}`;
+          entries.push({ kind: 'route', route, path: joined, opaque: opaque || regex });
+        }
+      }
+      continue;
+    }
+    const handle = layer.handle;
+    if (handle === undefined) continue;
+    const mounts = Array.isArray(layer.rawPath) ? (layer.rawPath as unknown[]) : [layer.rawPath ?? '/'];
+    for (const at of mounts) {
+      const [path, regex] = below(prefix, at);
+      if (Array.isArray(handle.stack)) {
+        // A mounted router: its own stack, below each path it was mounted at.
+        entries.push({ kind: 'router', path, caseSensitive: handle.caseSensitive === true });
+        walk(handle.stack, path, opaque || regex, entries);
+      } else entries.push({ kind: 'middleware', handle, path, opaque: opaque || regex });
+    }
+  }
+}
+
+/** `path` below `prefix`, and whether it is a regular expression (then spelt as one segment of its own). */
+function below(prefix: string, path: unknown): [string, boolean] {
+  return typeof path === 'string' ? [joinPath(prefix, path), false] : [`${prefix}/(${String(path)})`, true];
 }
 
 /**
@@ -24,33 +92,9 @@ interface LayerView {
  * ```
  */
 export function routesOf(app: Application, prefix = ''): readonly string[] {
-  const routes: string[] = [];
-  collect((app as unknown as { router?: { stack?: unknown } }).router?.stack, prefix, routes);
-  return Object.freeze(routes);
-}
-
-function collect(stack: unknown, prefix: string, routes: string[]): void {
-  if (!Array.isArray(stack)) return;
-  for (const layer of stack as readonly LayerView[]) {
-    const route = layer.route;
-    if (route !== undefined) {
-      const paths = Array.isArray(route.path) ? (route.path as unknown[]) : [route.path];
-      const methods = Object.keys(route.methods ?? {});
-      for (const path of paths) {
-        if (typeof path !== 'string') continue;
-        for (const method of methods) {
-          routes.push(`${method === '_all' ? '*' : method.toUpperCase()} ${joinPath(prefix, path)}`);
-        }
-      }
-      continue;
-    }
-    // A mounted router: its own stack, below each path it was mounted at.
-    const mountedAt = Array.isArray(layer.rawPath) ? (layer.rawPath as unknown[]) : [layer.rawPath];
-    if (layer.handle?.stack === undefined) continue;
-    for (const at of mountedAt) {
-      if (typeof at === 'string') collect(layer.handle.stack, joinPath(prefix, at), routes);
-    }
-  }
+  return Object.freeze(
+    walkRouter(app, prefix).flatMap((entry) => (entry.kind === 'route' && !entry.opaque ? [entry.route] : [])),
+  );
 }
 
 /**
