@@ -6,7 +6,7 @@
 // first request, every request then answered 500: the admin handler is never reached.
 import express, { type Express } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigurationError, compileRbac, createGuard, type RbacRules } from '@fluxguard/core';
+import { ConfigurationError, compileRbac, createConcurrencyLimit, createGuard, type RbacRules } from '@fluxguard/core';
 import { authorize, fluxguard } from './index.js';
 import { createSecureServer } from './secure-server.js';
 import { captureAudit, createTestPki, createTokenSigner, serve, type TestPki } from './testing/tls.js';
@@ -139,6 +139,43 @@ describe('a rule that names a route only in other letter case', () => {
     const served = await serve(app);
     try {
       const res = await fetch(`${served.url}/v1/admin/users`, { headers: { authorization: `Bearer ${reader}` } });
+      expect(res.status).toBe(500);
+      expect(await res.text()).not.toContain('admin-only');
+      expect(String((audit.lines().at(-1)?.err as { message?: unknown } | undefined)?.message)).toContain(refusal);
+    } finally {
+      await served.close();
+    }
+  });
+});
+
+describe('a concurrency pattern that names a route only in other letter case', () => {
+  // No control here matches paths for access (no guard): the letter-case check of every
+  // control's patterns still runs, behind wrap(app) and on the first request without it.
+  function typoApp() {
+    const middleware = fluxguard({
+      audit: audit.audit,
+      controls: [createConcurrencyLimit({ maxInFlightPerOperation: { 'GET /v1/Admin/users': 1 } })],
+    });
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.use(middleware.before);
+    app.get('/v1/admin/users', secret);
+    app.use(middleware.after);
+    return { app, wrap: middleware.wrap };
+  }
+  const refusal =
+    'the rule pattern "GET /v1/Admin/users" names no operation this server serves, only "GET /v1/admin/users" in other letter case';
+
+  it('is refused by wrap(app) at start-up', () => {
+    const { app, wrap } = typoApp();
+    expect(() => wrap(app)).toThrow(refusal);
+  });
+
+  it('served as it is, answers 500 with the reason in the line', async () => {
+    const { app } = typoApp();
+    const served = await serve(app);
+    try {
+      const res = await fetch(`${served.url}/v1/admin/users`);
       expect(res.status).toBe(500);
       expect(await res.text()).not.toContain('admin-only');
       expect(String((audit.lines().at(-1)?.err as { message?: unknown } | undefined)?.message)).toContain(refusal);

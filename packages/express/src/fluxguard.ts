@@ -12,10 +12,9 @@ import {
 import { answerFailures, notFound, reachedFromApp, recordRequestFailure } from './error-handler.js';
 import { probeUnreadAnswer } from './unread-answer.js';
 import { stateOf, type EndRequest } from './context.js';
-import { markMiddleware, routingMismatch } from './app-routing.js';
-import { inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
+import { markMiddleware } from './app-routing.js';
+import { checkRouting, inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
-import { routesOf } from './routes.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
 import { bodyStillComing } from './request-body.js';
 
@@ -215,16 +214,10 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     if (typeof app !== 'function' || typeof (app as Partial<Express>).enabled !== 'function') {
       throw new ConfigurationError('fluxguard: wrap(app) takes an Express app');
     }
-    // Said at start-up rather than in every request's line (which still checks: a setting
-    // changed after wrap is refused too).
-    if (list.some((control) => control.matchesOperation === true)) {
-      const mismatch = routingMismatch(app, 'fluxguard');
-      if (mismatch !== undefined) throw mismatch;
-    }
-    // The routes are there by now: overlapping ones must reach the handler their rule is for.
-    const routes = routesOf(app);
-    // As the pipeline checks them on an app's first request: letter case, then each control's.
-    createPipeline('fluxguard', list).checkRoutes(routes);
+    // Said at start-up rather than in every request's line (which checks again: a setting
+    // changed, or a route added, after wrap is refused too).
+    const mismatch = checkRouting(app, 'fluxguard', createPipeline('fluxguard', list), '');
+    if (mismatch !== undefined) throw mismatch;
     if (writeSecurityHeaders !== undefined) app.disable('x-powered-by');
     const inFront = beforeWith(
       list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors, inFrontOf(app)) : undefined,

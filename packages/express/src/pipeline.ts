@@ -175,16 +175,23 @@ function checkAppOnce(
   if (verdict.error !== null) throw verdict.error;
 }
 
-/** Under controls that match paths: how the app routes, then its routes against the controls (throws). */
-function checkRouting(
+/**
+ * How the app routes, under controls that match paths (returned), then its routes against the
+ * controls: letter case of every control's patterns, and each control's own check (thrown).
+ * Used by `wrap(app)` at start-up and by both placements on an app's first request.
+ *
+ * @internal
+ */
+export function checkRouting(
   app: Application,
   owner: string,
   pipeline: Pipeline,
   prefix: string,
 ): ConfigurationError | undefined {
-  if (!pipeline.matchesOperation) return undefined;
-  const mismatch = routingMismatch(app, owner);
-  if (mismatch !== undefined) return mismatch;
+  if (pipeline.matchesOperation) {
+    const mismatch = routingMismatch(app, owner);
+    if (mismatch !== undefined) return mismatch;
+  }
   pipeline.checkRoutes(routesOf(app, prefix));
   return undefined;
 }
