@@ -45,12 +45,17 @@ export interface ErrorHandlerOptions {
  * ```
  */
 export interface ProblemDetails {
+  /** Always `about:blank`: the `code` says what went wrong. */
   readonly type: 'about:blank';
+  /** The HTTP status text of the error code (RFC 9457 `title`), e.g. `Forbidden`. */
   readonly title: string;
+  /** The HTTP status of the response, repeated in the body. */
   readonly status: number;
   /** The public message of the error table; never input, library text or internals. */
   readonly detail: string;
+  /** The public error code (`permission_denied`, `rate_limited`, ...), stable for clients to branch on. */
   readonly code: PublicError['code'];
+  /** The request id, the same as the `x-request-id` response header. */
   readonly requestId: string;
   /** The offending field (`invalid_argument`), named, never quoted. */
   readonly field?: string;

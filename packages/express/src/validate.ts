@@ -20,9 +20,13 @@ import { checkSchema, resolveOptions, validateWith, wholeNumber } from '@fluxgua
  * ```
  */
 export interface ValidateOptions {
+  /** Schema of `req.params`; its output replaces `req.params`. */
   readonly params?: StandardSchemaV1 | undefined;
+  /** Schema of `req.query`; checked only, `req.query` is left as parsed. */
   readonly query?: StandardSchemaV1 | undefined;
+  /** Schema of `req.headers` (names lowercase); checked only. */
   readonly headers?: StandardSchemaV1 | undefined;
+  /** Schema of `req.body` as a body parser left it (mount one first); its output replaces `req.body`. */
   readonly body?: StandardSchemaV1 | undefined;
 }
 

@@ -52,6 +52,10 @@ export interface ServerCredentialsOptions extends ReloadOptions {
  * ```
  */
 export interface FluxguardServerCredentials extends ServerCredentials {
+  /**
+   * The client-certificate mode of the TLS options: `strict` refuses a client without a valid
+   * certificate at the handshake, `per-operation` leaves it to the rules.
+   */
   readonly clientCertificates: ClientCertificateMode;
   /** The material in use: the initial files, or the last valid reload. */
   readonly current: TlsMaterial;

@@ -39,15 +39,34 @@ export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_e
  * | `err` | the full internal cause (message, stack, errno, path), secrets scrubbed; never sent to a client |
  */
 export interface AuditEvent {
+  /**
+   * What happened: `request.denied`, `request.failed`, or a control's own event
+   * (`rbac.shadow_denied`, ...); also the line's message.
+   */
   readonly event: string;
+  /**
+   * `allowed`, `denied` (a control refused the call) or `error` (the server failed); sets the
+   * level: `info`, `warn`, `error`.
+   */
   readonly outcome: 'allowed' | 'denied' | 'error';
+  /** A short machine reason ({@link AuditReason}), e.g. `token_expired`. */
   readonly reason?: AuditReason | undefined;
+  /** gRPC `/pkg.Service/Method`; HTTP `METHOD /route/:pattern` (`METHOD <unmatched>` when no route or rule matched). */
   readonly operation: string;
+  /** The remote address, `host:port` (`[v6]:port`). */
   readonly peer?: string | undefined;
+  /** The authenticated principal's subject, when known. */
   readonly subject?: string | undefined;
+  /** The id returned to the client in `x-request-id`. */
   readonly requestId: string;
+  /** The transport the call arrived on. */
   readonly transport?: 'grpc' | 'http' | undefined;
+  /** The public error code sent to the client (in a shadow-mode line, the one enforce mode would send). */
   readonly code?: SecurityErrorCode | undefined;
+  /**
+   * How long the call took, in milliseconds, when the writer of the line measured it; fluxguard's
+   * own lines leave it out.
+   */
   readonly durationMs?: number | undefined;
   /** A refusal's own facts (`SecurityError.auditFields`), e.g. a rate limit's `rule` and `key`. */
   readonly detail?: Readonly<Record<string, string | number>> | undefined;

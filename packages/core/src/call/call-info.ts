@@ -16,7 +16,12 @@ export interface CertificateIdentity {
   readonly commonName: string | undefined;
   /** SHA-256 fingerprint, lowercase hex without separators. */
   readonly fingerprint256: string;
+  /** Start of the certificate's validity (`notBefore`). */
   readonly validFrom: Date;
+  /**
+   * End of the certificate's validity (`notAfter`): past it, the certificate identifies nobody,
+   * even on a connection opened before.
+   */
   readonly validTo: Date;
 }
 
@@ -35,11 +40,23 @@ export type AuthenticationMethod = 'jwt' | 'mtls' | 'both';
  * ```
  */
 export interface Principal {
+  /**
+   * From the token's `sub`; with a certificate alone, its SPIFFE ID, else first SAN DNS name, else
+   * CN, else `sha256:<fingerprint>`.
+   */
   readonly subject: string;
+  /**
+   * From the token's roles claim (`rolesClaim`); with a certificate alone, the roles of the
+   * matching identity rules (possibly none).
+   */
   readonly roles: readonly string[];
+  /** From the token's `scope` (space-delimited) or else `scp`; empty for a certificate alone. */
   readonly scopes: readonly string[];
+  /** Every claim of the verified token (frozen); empty for a certificate alone. */
   readonly claims: Readonly<Record<string, unknown>>;
+  /** The verified client certificate's identity, when one was presented; `undefined` otherwise. */
   readonly certificate: CertificateIdentity | undefined;
+  /** Whether the token, the client certificate, or both authenticated the caller. */
   readonly authenticatedBy: AuthenticationMethod;
 }
 
@@ -66,6 +83,7 @@ export interface HeaderReader {
  * ```
  */
 export interface CallInfo {
+  /** The transport the call arrived on. */
   readonly transport: Transport;
   /**
    * gRPC: the full method `/pkg.Service/Method`. HTTP: `METHOD /concrete/path` as the router
@@ -73,11 +91,16 @@ export interface CallInfo {
    * match the concrete path against their patterns.
    */
   readonly operation: string;
+  /**
+   * The client's `x-request-id` when well formed (at most 200 characters of `[A-Za-z0-9._-]`), else
+   * a new random UUID; returned to the client and written to every log line.
+   */
   readonly requestId: string;
   /** The remote address, e.g. `127.0.0.1:51234` or `[::1]:51234`. */
   readonly peerAddress: string | undefined;
   /** The verified client certificate's identity, if the peer presented one that verified. */
   readonly peerCertificate: CertificateIdentity | undefined;
+  /** The request headers (HTTP) or metadata (gRPC), as the client sent them, read case-insensitively. */
   readonly headers: HeaderReader;
   /** Absolute deadline in epoch milliseconds, when one applies. */
   readonly deadline: number | undefined;

@@ -39,7 +39,9 @@ export const GrpcStatusCode = Object.freeze({
 
 /** One row of the error table. */
 export interface ErrorCodeEntry {
+  /** The numeric gRPC status sent for the code. */
   readonly grpcStatus: number;
+  /** The HTTP status sent for the code. */
   readonly httpStatus: number;
   /** The neutral public text sent when an error names no message of its own. */
   readonly message: string;

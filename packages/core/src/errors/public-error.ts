@@ -3,13 +3,19 @@ import { isSecurityError, type SecurityErrorDetails } from './security-error.js'
 
 /** What a client may see of an error; everything else stays in the server log. */
 export interface PublicError {
+  /** The public error code; anything that is not a `SecurityError` is `internal`. */
   readonly code: SecurityErrorCode;
+  /** The error's public message, else the neutral text of its code; never an internal cause. */
   readonly message: string;
+  /** Safe details (a field name, a retry delay), never a value the client sent. */
   readonly details: SecurityErrorDetails | undefined;
+  /** The numeric gRPC status of `code`. */
   readonly grpcStatus: number;
+  /** The HTTP status of `code`. */
   readonly httpStatus: number;
   /** The RFC 9457 title for HTTP. */
   readonly title: string;
+  /** The id returned to the client in `x-request-id`, to find the call's log lines. */
   readonly requestId: string;
 }
 

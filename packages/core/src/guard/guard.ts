@@ -38,6 +38,7 @@ export interface Guard {
    * `unavailable` (a key or revocation store that cannot answer).
    */
   check(call: CallInfo): Promise<Principal | undefined>;
+  /** The compiled RBAC rules the guard decides with (the `rbac` option). */
   readonly rbac: CompiledRbac;
   /** The same decision as pipeline controls: the authenticator, then the authorizer. */
   readonly controls: readonly Control[];
@@ -57,7 +58,9 @@ export interface Guard {
  * ```
  */
 export interface ComposedGuard extends Guard {
+  /** The authentication step alone, a control of stage `authentication`. */
   readonly authenticator: Authenticator;
+  /** The authorization step alone (RBAC), a control of stage `authorization`. */
   readonly authorizer: Authorizer;
 }
 

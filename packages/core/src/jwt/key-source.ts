@@ -11,7 +11,9 @@ export type VerificationKey = CryptoKey | Uint8Array;
 
 /** The parts of a token header a key source may look at; already checked by the verifier. */
 export interface TokenHeader {
+  /** The token's `alg`, already checked against the verifier's allowlist. */
   readonly alg: string;
+  /** The token's `kid`; `undefined` when the header names none. */
   readonly kid: string | undefined;
 }
 
@@ -35,7 +37,15 @@ export interface TokenHeader {
  * ```
  */
 export interface JwksSource {
+  /**
+   * Changes whenever the set of keys in service changes; the verifier's cache verifies again a
+   * token verified under an older version.
+   */
   readonly version: number;
+  /**
+   * The candidate keys for a token (usually one); rejects with a `SecurityError`: `unknown_kid`
+   * when no key matches, `jwks_unavailable` when no keys can be had.
+   */
   getKeys(header: TokenHeader): Promise<readonly VerificationKey[]>;
   /**
    * Optional: the keys for `header` when the source already has them in hand, or `undefined`

@@ -20,24 +20,45 @@ import { MAX_CLOCK_TOLERANCE_SECONDS } from './verifier-settings.js';
  * ```
  */
 export interface JwtPolicy {
+  /** Accepted `iss` value(s). Required. */
   readonly issuer: string | readonly string[];
+  /** Accepted `aud` value(s): the token must name at least one. Required. */
   readonly audience: string | readonly string[];
+  /** Algorithm allowlist, asymmetric only (HS* needs a `secret` in code). Default RS256, PS256, ES256, EdDSA. */
   readonly algorithms?: readonly AsymmetricAlgorithm[];
+  /** A remote JWKS endpoint: `https:`, or `http:` on a loopback host. */
   readonly jwksUrl?: string;
   /** Path of a local `jwks.json`; relative to the policy file when loaded with `loadSecurityPolicy`. */
   readonly jwksFile?: string;
   /** Path of a PEM public key; relative like `jwksFile`. */
   readonly publicKeyFile?: string;
+  /** With `jwksUrl` only: abort a key-set fetch after this many milliseconds. Default 5000. */
   readonly jwksTimeoutMs?: number;
+  /**
+   * With `jwksUrl` only: at most one key-set fetch per this many milliseconds, whatever triggers
+   * it. Default 30 000.
+   */
   readonly jwksCooldownMs?: number;
+  /**
+   * With `jwksUrl` only: a key set older than this many milliseconds is refreshed in the
+   * background. Default 600 000.
+   */
   readonly jwksMaxAgeMs?: number;
+  /** Where roles are in the claims: a dotted path, or an array of path segments. Default `roles`. */
   readonly rolesClaim?: string | readonly string[];
+  /** Leeway for `exp`, `nbf` and `iat`, in seconds. Default 30, at most 300. */
   readonly clockToleranceSeconds?: number;
+  /** Refuse a token whose `iat` is older than this many seconds (and require `iat`). Default: no limit. */
   readonly maxTokenAgeSeconds?: number;
+  /** Claims that must be present, on top of `exp`, `iss`, `aud` and `sub` (always required). */
   readonly requiredClaims?: readonly string[];
+  /** The expected `typ` header (e.g. `at+jwt`). Default: not checked. */
   readonly typ?: string;
+  /** Longest token accepted, in characters, checked before any parsing. Default 8192, at least 64. */
   readonly maxTokenLength?: number;
+  /** Refuse a token without `jti`. Default false. */
   readonly requireJti?: boolean;
+  /** Verified tokens kept in the verifier's cache; 0 disables it. Default 10 000. */
   readonly cacheMaxEntries?: number;
 }
 

@@ -90,12 +90,17 @@ export interface JwtVerifierOptions {
  * ```
  */
 export interface VerifiedToken {
+  /** The caller the token stands for: `sub`, roles from `rolesClaim`, scopes from `scope` or `scp`. */
   readonly principal: Principal;
   /** Every claim of the payload (deep-frozen). */
   readonly claims: Readonly<Record<string, unknown>>;
+  /** The `alg` of the token's header, one of the verifier's allowlist. */
   readonly algorithm: string;
+  /** The `kid` of the token's header, when it names one. */
   readonly keyId: string | undefined;
+  /** The token's `iss`, one of the accepted issuers. */
   readonly issuer: string;
+  /** The token's `jti`, when it has one: the value to pass to `denylist.revoke`. */
   readonly jti: string | undefined;
   /** From `exp`. */
   readonly expiresAt: Date;

@@ -51,6 +51,7 @@ export interface SizeLimits {
  * ```
  */
 export interface SizeLimitRule extends SizeLimits {
+  /** The operations the rule applies to, as RBAC patterns; the most specific rule wins. */
   readonly operation: string;
 }
 
@@ -64,6 +65,7 @@ export interface SizeLimitRule extends SizeLimits {
  * ```
  */
 export interface InputLimitsOptions extends SizeLimits {
+  /** Limits for some operations, one rule per pattern. Default: none (the defaults apply to every operation). */
   readonly rules?: readonly SizeLimitRule[] | undefined;
   /** Keep only this transport's rules (gRPC rules start with `/`). */
   readonly transport?: Transport | undefined;

@@ -17,6 +17,7 @@ import { compileInputLimits, type SizeLimitRule, type SizeLimits } from './input
  * ```
  */
 export interface LimitsPolicy extends SizeLimits {
+  /** Limits for some operations, one rule per pattern; gRPC and HTTP rules may share the list. */
   readonly rules?: readonly SizeLimitRule[];
 }
 

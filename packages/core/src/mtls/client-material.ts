@@ -16,12 +16,15 @@ import { TLS_CIPHERS, type TlsMinVersion } from './tls-settings.js';
 export interface ClientTlsOptions {
   /** The CA bundle the server's certificate must chain to. Required: the server is always verified. */
   readonly caFile?: string | undefined;
+  /** The CA bundle as PEM text or bytes, instead of `caFile`. */
   readonly ca?: string | Uint8Array | undefined;
   /** The client certificate (PEM, chain allowed), for mTLS. Optional, with its key: without, no certificate is offered. */
   readonly certFile?: string | undefined;
+  /** The client certificate as PEM text or bytes, instead of `certFile`. */
   readonly cert?: string | Uint8Array | undefined;
   /** The client's private key (PEM, unencrypted). */
   readonly keyFile?: string | undefined;
+  /** The client's private key as PEM text or bytes, instead of `keyFile`. */
   readonly key?: string | Uint8Array | undefined;
   /** Default `TLSv1.2`. */
   readonly minVersion?: TlsMinVersion | undefined;
@@ -64,6 +67,7 @@ export interface ClientTlsMaterial {
   readonly cert: Buffer | undefined;
   /** The client's private key (PEM), given exactly when `cert` is. */
   readonly key: Buffer | undefined;
+  /** The lowest TLS version the client accepts: `minVersion`, `TLSv1.2` by default. */
   readonly minVersion: TlsMinVersion;
   /** fluxguard's cipher suites ({@link TLS_CIPHERS}). */
   readonly ciphers: string;

@@ -30,10 +30,21 @@ import { isValidPathSegment, isValidTrustDomain, parseSpiffeId } from './spiffe.
  * ```
  */
 export interface IdentityRule {
+  /**
+   * Exact SPIFFE ID, or a pattern: a `*` path segment for exactly one segment, a final `**` for one
+   * or more; the trust domain is literal.
+   */
   readonly spiffeId?: string;
+  /** Exact DNS name (case-insensitive) or `*.example.com` (`*` is one label); matches when any SAN DNS name does. */
   readonly dnsName?: string;
+  /** The subject CN, exact and case-sensitive; an identity of last resort. */
   readonly commonName?: string;
+  /** SHA-256 pin of the certificate: 64 hex digits, with or without colons, any case. */
   readonly fingerprint256?: string;
+  /**
+   * Roles granted when the rule matches, in `certificateRoles`; ignored where rules only match (an
+   * RBAC `certificate` requirement, `mtls` `allow`).
+   */
   readonly roles?: readonly string[];
 }
 

@@ -27,9 +27,16 @@ import {
  * ```
  */
 export interface WatchTlsMaterialOptions {
+  /** Path of the server certificate (PEM, chain allowed), polled for changes. Required. */
   readonly certFile: string;
+  /** Path of the server's private key (PEM, unencrypted); a new key must match the new certificate. Required. */
   readonly keyFile: string;
+  /** Path of the CA bundle that client certificates are verified against, polled for changes. Required. */
   readonly caFile: string;
+  /**
+   * Path of the CRL file (PEM), polled like the others. Optional; when set, OpenSSL requires a CRL
+   * for every CA in the chain.
+   */
   readonly crlFile?: string | undefined;
   /** Called with each new, validated set of material (not for the initial one: see `current`). */
   readonly onUpdate: (material: TlsMaterial) => void;

@@ -44,14 +44,24 @@ export type TlsMinVersion = 'TLSv1.2' | 'TLSv1.3';
 export interface TlsSettingsOptions {
   /** Required, no default: whether the handshake refuses clients without a valid certificate. */
   readonly clientCertificates: ClientCertificateMode;
+  /** Path of the server certificate (PEM, optionally followed by its chain). This or `cert` is required. */
   readonly certFile?: string | undefined;
+  /** Path of the server's private key (PEM, unencrypted); it must match the certificate. This or `key` is required. */
   readonly keyFile?: string | undefined;
+  /**
+   * Path of the CA bundle (PEM, one or more certificates) that client certificates are verified
+   * against. This or `ca` is required.
+   */
   readonly caFile?: string | undefined;
   /** Optional CRL file (PEM). When set, OpenSSL requires a CRL for every CA in the chain. */
   readonly crlFile?: string | undefined;
+  /** The server certificate as PEM text or bytes, instead of `certFile`. */
   readonly cert?: string | Uint8Array | undefined;
+  /** The server's private key as PEM text or bytes, instead of `keyFile`. */
   readonly key?: string | Uint8Array | undefined;
+  /** The CA bundle as PEM text or bytes, instead of `caFile`. */
   readonly ca?: string | Uint8Array | undefined;
+  /** The CRL(s) as PEM text or bytes, instead of `crlFile`; optional. */
   readonly crl?: string | Uint8Array | undefined;
   /** Default `TLSv1.2` (TLS 1.3 is preferred whenever the client offers it). */
   readonly minVersion?: TlsMinVersion | undefined;
@@ -67,15 +77,31 @@ export interface TlsSettingsOptions {
  * ```
  */
 export interface TlsServerOptions {
+  /** The lowest TLS version accepted, from the `minVersion` option. */
   readonly minVersion: TlsMinVersion;
+  /** {@link TLS_CIPHERS}: ECDHE + AEAD suites only, at OpenSSL security level 2. */
   readonly ciphers: string;
+  /** The server's cipher order wins over the client's. */
   readonly honorCipherOrder: true;
+  /** {@link TLS_ECDH_CURVES}, in order of preference. */
   readonly ecdhCurve: string;
+  /** The server's private key (PEM). */
   readonly key: Buffer;
+  /** The server certificate and its chain (PEM). */
   readonly cert: Buffer;
+  /** The CA bundle that client certificates are verified against (PEM). */
   readonly ca: Buffer;
+  /**
+   * One entry per CRL of `crlFile` or `crl` (Node reads only the first CRL of a single buffer);
+   * absent when no CRL is configured.
+   */
   readonly crl?: Buffer[];
+  /** A client certificate is always asked for, in both modes. */
   readonly requestCert: true;
+  /**
+   * True in `strict` mode only: in `per-operation` mode the handshake completes without a valid
+   * client certificate and the policy decides per operation.
+   */
   readonly rejectUnauthorized: boolean;
 }
 
@@ -93,12 +119,17 @@ export interface TlsServerOptions {
  * ```
  */
 export interface GrpcTlsMaterial {
+  /** The CA bundle, for `createSsl`'s first argument. */
   readonly rootCerts: Buffer;
+  /** The server's one key and certificate chain, for `createSsl`'s second argument. */
   readonly keyCertPairs: readonly { readonly private_key: Buffer; readonly cert_chain: Buffer }[];
   /** True in strict mode. grpc-js `createSsl(..., false)` would not even ask for a certificate. */
   readonly checkClientCertificate: boolean;
+  /** The CA bundle, for a certificate-provider update. */
   readonly caCertificate: Buffer;
+  /** The server certificate and its chain, for a certificate-provider update. */
   readonly certificate: Buffer;
+  /** The server's private key, for a certificate-provider update. */
   readonly privateKey: Buffer;
 }
 
@@ -112,8 +143,11 @@ export interface GrpcTlsMaterial {
  * ```
  */
 export interface TlsSettings {
+  /** The client-certificate mode the settings were built with. */
   readonly clientCertificates: ClientCertificateMode;
+  /** The lowest TLS version accepted: the `minVersion` option, `TLSv1.2` by default. */
   readonly minVersion: TlsMinVersion;
+  /** The validated material the settings were built from (PEM bytes, fingerprint, expiry). */
   readonly material: TlsMaterial;
   /** For `tls.createServer` / `https.createServer`. */
   readonly serverOptions: TlsServerOptions;

@@ -83,6 +83,7 @@ export interface GuardedResponse {
   readonly url: string;
   /** The address it was fetched from (the one checked). */
   readonly address: string;
+  /** The whole body of the 2xx answer, at most `maxBytes`. */
   readonly body: Buffer;
 }
 

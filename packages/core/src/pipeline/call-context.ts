@@ -29,6 +29,7 @@ export type PipelineReason = 'deadline_exceeded';
  * ```
  */
 export interface ContextKey<T> {
+  /** A label for debugging only: keys compare by identity, so two keys with one name are two slots. */
   readonly name: string;
   /** Only carries the type; never set. */
   readonly type?: T;
@@ -173,7 +174,15 @@ export type EndCause = 'ended' | 'cancelled' | 'deadline';
  * For adapter authors (`@fluxguard/core/adapter`).
  */
 export interface CallStateInit {
+  /**
+   * The id of the call, sent back in `x-request-id` and written to every log line; the adapters
+   * take it from `resolveRequestId`.
+   */
   readonly requestId: string;
+  /**
+   * The transport's own deadline (gRPC: the client's), in epoch milliseconds; `undefined` when
+   * none. Controls may only tighten it.
+   */
   readonly deadline: number | undefined;
   /** Sends `error`'s public form to the client now (gRPC status, HTTP problem response). */
   readonly end: (error: SecurityError) => void;

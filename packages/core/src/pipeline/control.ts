@@ -87,6 +87,7 @@ export type StartResult = void | undefined | (() => void);
 export interface Control {
   /** A short name for logs and errors, e.g. `rbac`. */
   readonly name: string;
+  /** Where the control runs: the pipeline sorts controls by stage, in the fixed order of {@link CONTROL_STAGES}. */
   readonly stage: ControlStage;
   /**
    * The control matches `call.operation` against path patterns (RBAC, limits per route): an
@@ -122,7 +123,12 @@ export interface Control {
    * (`wrap(app)`), or on the app's first request (`before` mounted in the app).
    */
   readonly checkRoutes?: ((routes: readonly string[]) => void) | undefined;
+  /** Once per call, before the handler: refuses by throwing a `SecurityError`, and may return a release callback. */
   readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
+  /**
+   * For every inbound message (gRPC: each request message; HTTP: each body chunk), with its size on
+   * the wire in bytes when known.
+   */
   readonly onMessage?:
     ((message: unknown, call: CallInfo, context: CallContext, bytes: number | undefined) => void) | undefined;
   /**

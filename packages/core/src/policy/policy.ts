@@ -28,11 +28,17 @@ import { isPolicyObject } from './fields.js';
 export interface SecurityPolicy {
   /** Optional format marker; only 1 exists. */
   readonly version?: 1;
+  /** Token verification (`JwtPolicy`). Absent: no token is accepted, unless a verifier is given in code. */
   readonly jwt?: JwtPolicy;
+  /** The RBAC mode and rules. Absent: every operation is denied (no rule). */
   readonly rbac?: RbacPolicy;
+  /** Client-certificate mode and the certificates that authenticate alone (`MtlsPolicy`). */
   readonly mtls?: MtlsPolicy;
+  /** Deadlines and idle limits, default and per operation. Absent: the secure defaults still apply. */
   readonly timeouts?: TimeoutsPolicy;
+  /** Rate limits, brute-force protection and client-address settings. Absent: no rate limit. */
   readonly rateLimits?: RateLimitsPolicy;
+  /** Input size limits, default and per operation. Absent: `createGuardFromPolicy` adds no size-limit control. */
   readonly limits?: LimitsPolicy;
   /** Handshake and idle times and the connection cap of each port (`resolveConnectionLimits`). */
   readonly connections?: ConnectionLimits;

@@ -26,8 +26,11 @@ import { PendingVerdicts } from './pending-verdicts.js';
  * ```
  */
 export interface FailureLimit {
+  /** Failed authentications a key may have in a window; the failure that reaches it starts the block. */
   readonly maxFailures: number;
+  /** Length of the window the failures are counted in, in seconds, from the first failure. */
   readonly windowSeconds: number;
+  /** How long a key that reached `maxFailures` is refused, in seconds. */
   readonly blockSeconds: number;
 }
 

@@ -94,7 +94,9 @@ export interface ConcurrencyLimitOptions {
  * ```
  */
 export interface OperationShare {
+  /** Calls in flight on the operations, all callers together; at most `maxInFlight`. Omitted: no such cap. */
   readonly max?: number | undefined;
+  /** Calls in flight on the operations for one caller, as `key` counts them; at most `max`. */
   readonly perCaller?: number | undefined;
 }
 

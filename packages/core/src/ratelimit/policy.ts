@@ -22,12 +22,23 @@ import type { Control } from '../pipeline/control.js';
  * ```
  */
 export interface RateLimitsPolicy {
+  /**
+   * The rate-limit rules; a `key` is one of the string forms (`peer`, `subject`, `certificate`,
+   * `header:<name>`), never a function.
+   */
   readonly rules?: readonly (RateLimitRule & {
     readonly key: Exclude<RateLimitRule['key'], (...args: never[]) => unknown>;
   })[];
+  /** Brute-force protection per client address (and per claimed subject). Absent: off. */
   readonly bruteForce?: Omit<BruteForceOptions, 'store' | 'trustedProxies' | 'ipv6PrefixLength' | 'forwardedHeader'>;
+  /**
+   * Addresses or CIDR ranges of the proxies whose forwarded header names the client, for the rules
+   * and brute-force protection. Default: none.
+   */
   readonly trustedProxies?: readonly string[];
+  /** Leading bits of an IPv6 address that name one client. Default 64. */
   readonly ipv6PrefixLength?: number;
+  /** The one header the trusted proxies write. Default `x-forwarded-for`. */
   readonly forwardedHeader?: 'x-forwarded-for' | 'forwarded';
 }
 

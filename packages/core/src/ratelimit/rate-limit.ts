@@ -59,8 +59,11 @@ export type RateLimitKey = 'peer' | 'subject' | 'certificate' | `header:${string
 export interface RateLimitRule {
   /** Shown in the `RateLimit` headers and the audit line; letters, digits, `.`, `_`, `-`. */
   readonly name: string;
+  /** Whom the rule counts (see {@link RateLimitKey}); a call the key gives no value is left out. */
   readonly key: RateLimitKey;
+  /** Points each key may spend per window (a whole number, at least 1); each call costs `cost`. */
   readonly points: number;
+  /** Length of the window, in seconds: a key's window starts with its first count. */
   readonly durationSeconds: number;
   /** Operation patterns as RBAC writes them (gRPC `/pkg.Service/*`, HTTP `PUT /v1/items/:id`). Default: all. */
   readonly operations?: readonly string[] | undefined;
@@ -90,6 +93,7 @@ export interface RateLimitRule {
  * ```
  */
 export interface RateLimitOptions extends ClientAddressOptions {
+  /** The rules, at least one; names must be unique. */
   readonly rules: readonly RateLimitRule[];
   /** Where counts live. Default: a new memory store (this process only). */
   readonly store?: RateLimitStore | undefined;
@@ -114,6 +118,10 @@ export interface RateLimitOptions extends ClientAddressOptions {
  * ```
  */
 export interface RateLimit {
+  /**
+   * One control per stage the rules run in (`pre-authentication`, `caller-limit`); add them all to
+   * the adapter's controls.
+   */
   readonly controls: readonly Control[];
 }
 

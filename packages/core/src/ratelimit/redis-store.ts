@@ -20,7 +20,9 @@ import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '.
  * `Cluster` fits.
  */
 export interface RedisRateLimitClient {
+  /** The connection state (ioredis `status`): a count while it is not `ready` is a store failure. */
   readonly status: string;
+  /** Registers the Lua script each count runs (ioredis `defineCommand`). */
   defineCommand(name: string, definition: { numberOfKeys?: number; lua: string }): void;
 }
 

@@ -23,7 +23,9 @@ import { wholeNumber } from '../options/whole-number.js';
 export interface LimiterSpec {
   /** The rule's name: part of every stored key, so rules never share counts. */
   readonly name: string;
+  /** Points a key may spend per window (each count adds its cost; past them, refused). */
   readonly points: number;
+  /** Length of a key's window, in seconds, from its first count. */
   readonly durationSeconds: number;
   /** Extra points a key may use once `points` are spent (rate-limiter-flexible's bursty limiter). */
   readonly burst?: { readonly points: number; readonly durationSeconds: number } | undefined;
@@ -47,7 +49,9 @@ export interface LimiterSpec {
  * ```
  */
 export interface LimiterResult {
+  /** Whether the count fits in the allowance (burst included). */
   readonly allowed: boolean;
+  /** Points left in the key's window; 0 once spent. */
   readonly remaining: number;
   /** Milliseconds until the key's window (or block) ends. */
   readonly resetMs: number;
@@ -90,6 +94,7 @@ export interface StoreLimiter {
 export interface RateLimitStore {
   /** `memory`, `redis`, or a name of your own, for logs. */
   readonly kind: string;
+  /** The counter for one spec; fluxguard asks for it once per rule or brute-force limit, at start-up. */
   limiter(spec: LimiterSpec): StoreLimiter;
 }
 

@@ -14,7 +14,9 @@ import { checkRbacRules, type RbacMode, type RbacRule } from './rbac.js';
  * ```
  */
 export interface RbacPolicy {
+  /** `enforce` (the default) denies; `shadow` allows every call and logs what it would deny (`rbac.shadow_denied`). */
   readonly mode?: RbacMode;
+  /** The rules, gRPC and HTTP together; an operation no rule names is denied (`no_rule`). */
   readonly rules: readonly RbacRule[];
 }
 

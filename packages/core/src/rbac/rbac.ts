@@ -31,11 +31,20 @@ import {
  * ```
  */
 export interface RbacRequirement {
+  /** Anyone, authenticated or not; cannot be combined with another field. Only `true` is accepted. */
   readonly public?: true;
+  /** Any authenticated caller. Only `true` is accepted. */
   readonly authenticated?: true;
+  /** The principal has at least one of these roles (a non-empty list). */
   readonly anyRoles?: readonly string[];
+  /** The principal has every one of these roles (a non-empty list). */
   readonly allRoles?: readonly string[];
+  /** The principal has every one of these scopes (a non-empty list). */
   readonly scopes?: readonly string[];
+  /**
+   * The verified client certificate matches one of these identity rules. Alone, it is met by the
+   * certificate without any token.
+   */
   readonly certificate?: readonly IdentityRule[];
 }
 
@@ -115,8 +124,11 @@ export type RbacReason =
  * ```
  */
 export interface RbacDecision {
+  /** Whether the call may proceed: true for a shadow-mode would-be denial too. */
   readonly allowed: boolean;
+  /** True only in shadow mode, when enforce mode would have denied the call. */
   readonly shadowDenied: boolean;
+  /** Why: `public` or `authorized` when allowed, else the denial's reason. */
   readonly reason: RbacReason;
   /** The pattern of the rule applied; undefined for `no_rule`. */
   readonly rule: string | undefined;
@@ -132,6 +144,7 @@ export interface ServedReport {
 
 /** A compiled rule set; build it once at start-up with {@link compileRbac}. */
 export interface CompiledRbac {
+  /** The mode the rules were compiled with (`enforce` by default). */
   readonly mode: RbacMode;
   /**
    * Decides one call. A `public` operation is allowed without a principal; any other with no

@@ -39,6 +39,10 @@ export interface PinnedDirectory {
   removeCreated(): Promise<void>;
   /** After a write that succeeded: the directories on this path are kept for good. */
   keep(): void;
+  /**
+   * Releases the directory and this write's hold on its path: call it once done, after `keep` or
+   * `removeCreated`; `entry` paths are not to be used afterwards.
+   */
   close(): Promise<void>;
 }
 

@@ -18,6 +18,7 @@ import { compileTimeouts, type TimeoutRule, type TimeoutLimits } from './timeout
  * ```
  */
 export interface TimeoutsPolicy extends TimeoutLimits {
+  /** Limits for some operations, one rule per pattern; gRPC and HTTP rules may share the list. */
   readonly rules?: readonly TimeoutRule[];
 }
 

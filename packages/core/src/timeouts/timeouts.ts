@@ -53,6 +53,7 @@ export interface TimeoutLimits {
  * ```
  */
 export interface TimeoutRule extends TimeoutLimits {
+  /** The operations the rule applies to, as RBAC patterns; the most specific rule wins. */
   readonly operation: string;
 }
 
@@ -66,6 +67,7 @@ export interface TimeoutRule extends TimeoutLimits {
  * ```
  */
 export interface TimeoutsOptions extends TimeoutLimits {
+  /** Limits for some operations, one rule per pattern. Default: none (the defaults apply to every operation). */
   readonly rules?: readonly TimeoutRule[] | undefined;
   /** Keep only this transport's rules (gRPC rules start with `/`), for rules that serve both. */
   readonly transport?: Transport | undefined;

@@ -17,7 +17,9 @@ import { checkSchema, validateWith, type StandardSchemaV1 } from './standard-sch
  * ```
  */
 export interface MessageSchemaRule {
+  /** The gRPC methods the rule applies to: `/pkg.Service/Method` or `/pkg.Service/*`; the most specific rule wins. */
   readonly operation: string;
+  /** The Standard Schema (zod, valibot, arktype, ...) each request message must satisfy; synchronous only. */
   readonly schema: StandardSchemaV1;
 }
 
@@ -31,6 +33,7 @@ export interface MessageSchemaRule {
  * ```
  */
 export interface MessageValidationOptions {
+  /** The rules, one per pattern; methods no rule names pass unchecked. */
   readonly rules: readonly MessageSchemaRule[];
   /**
    * The gRPC methods this server serves (`/pkg.Service/Method`): a rule whose pattern names

@@ -14,6 +14,10 @@ import { SecurityError } from '../errors/security-error.js';
  * ```
  */
 export interface StandardSchemaV1<Input = unknown, Output = Input> {
+  /**
+   * The schema's Standard Schema properties: version 1, its vendor, and a synchronous `validate`
+   * (fluxguard refuses a schema that answers with a promise).
+   */
   readonly '~standard': {
     readonly version: 1;
     readonly vendor: string;
@@ -28,7 +32,12 @@ export type StandardResult<Output> =
 
 /** One problem a schema found. */
 export interface StandardIssue {
+  /**
+   * What the schema says is wrong. The first issue's message reaches the client only when it is
+   * short, printable, quotes nothing and does not repeat what the client sent.
+   */
   readonly message: string;
+  /** Where the problem is, key by key; named in `field` (`body.items[2].name`), never quoted. */
   readonly path?: readonly (PropertyKey | { readonly key: PropertyKey })[] | undefined;
 }
 
