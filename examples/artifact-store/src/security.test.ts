@@ -1,11 +1,13 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createAuditLogger, type CallInfo } from '@fluxguard/core';
 import { ensureDevMaterial, parseDuration, signDevToken } from './dev-material.js';
 import { loadReferenceSecurity } from './security.js';
 
+const DEFAULT_POLICY = join(dirname(fileURLToPath(import.meta.url)), '..', 'policy', 'artifact-store.policy.json');
 const devDir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-'));
 const audit = createAuditLogger({ level: 'silent' });
 afterAll(() => {
@@ -100,6 +102,33 @@ describe('loadReferenceSecurity', () => {
     [{ FLUXGUARD_REDIS_URL: '  ' }, /FLUXGUARD_REDIS_URL must not be empty/],
   ])('refuses an unsafe or broken environment at start-up: %o', async (env, message) => {
     await expect(loadReferenceSecurity({ devDir, audit, env })).rejects.toThrow(message);
+  });
+});
+
+describe("the policy's strict client certificates", () => {
+  it('cannot be loosened by FLUXGUARD_CLIENT_CERTS, and hold every call the guard checks', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-strict-'));
+    try {
+      const policy = JSON.parse(readFileSync(DEFAULT_POLICY, 'utf8')) as { mtls: { clientCertificates: string } };
+      policy.mtls.clientCertificates = 'strict';
+      const policyFile = join(dir, 'strict.policy.json');
+      writeFileSync(policyFile, JSON.stringify(policy));
+      await expect(
+        loadReferenceSecurity({
+          devDir,
+          audit,
+          env: { FLUXGUARD_POLICY: policyFile, FLUXGUARD_CLIENT_CERTS: 'per-operation' },
+        }),
+      ).rejects.toThrow(/cannot loosen the policy's mtls\.clientCertificates "strict"/);
+      const security = await loadReferenceSecurity({ devDir, audit, env: { FLUXGUARD_POLICY: policyFile } });
+      expect(security.tls.clientCertificates).toBe('strict');
+      await expect(security.guard('grpc').check(callWith('not-a-token'))).rejects.toMatchObject({
+        reason: 'client_certificate_required',
+      });
+      await security.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

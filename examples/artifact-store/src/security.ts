@@ -141,7 +141,7 @@ export interface ReferenceSecurityOptions {
  * | `FLUXGUARD_JWKS_URL` | trust this identity provider's JWKS instead of the development key; needs the next two | (development key) |
  * | `FLUXGUARD_JWT_ISSUER`, `FLUXGUARD_JWT_AUDIENCE` | the expected `iss` and `aud` | the policy's |
  * | `FLUXGUARD_TLS_CERT`, `FLUXGUARD_TLS_KEY`, `FLUXGUARD_TLS_CA`, `FLUXGUARD_TLS_CRL` | server certificate, key, client CA bundle, optional CRL (all three or none) | the development PKI |
- * | `FLUXGUARD_CLIENT_CERTS` | `strict` (the handshake requires a client certificate) or `per-operation` | the policy's `mtls.clientCertificates` |
+ * | `FLUXGUARD_CLIENT_CERTS` | `strict` (the handshake requires a client certificate) or `per-operation` (refused under a strict policy, which it cannot loosen) | the policy's `mtls.clientCertificates` |
  * | `FLUXGUARD_REDIS_URL` | share the token denylist, rate limits and brute-force blocks between replicas through Redis | in memory |
  * | `FLUXGUARD_DENYLIST_REDIS_URL` | keep the token denylist in a Redis of its own, one with `maxmemory-policy noeviction` (the counts a flood writes fill a Redis, and one that evicts could drop a revocation) | `FLUXGUARD_REDIS_URL` |
  * | `FLUXGUARD_RATE_LIMIT_MAX_KEYS` | keys (callers, addresses, API keys) each rate-limit rule holds in memory; when full, the one used longest ago is forgotten (without `FLUXGUARD_REDIS_URL`) | 100000 |
@@ -188,10 +188,16 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   if (policy.jwt === undefined || policy.rbac === undefined) {
     throw new ConfigurationError(`${policyFile}: the reference servers need a "jwt" and an "rbac" section`);
   }
-  // The policy's mtls section is checked by parseSecurityPolicy; the environment may override its mode.
+  // The policy's mtls section is checked by parseSecurityPolicy; the environment may make its
+  // mode strict, not loosen it: the guard holds every call to a strict policy whatever TLS asks.
   const clientCertificates = clientCertificateMode(
     env.FLUXGUARD_CLIENT_CERTS ?? policy.mtls?.clientCertificates ?? 'per-operation',
   );
+  if (clientCertificates === 'per-operation' && policy.mtls?.clientCertificates === 'strict') {
+    throw new ConfigurationError(
+      `FLUXGUARD_CLIENT_CERTS=per-operation cannot loosen the policy's mtls.clientCertificates "strict" (${policyFile})`,
+    );
+  }
 
   // ioredis takes an empty URL for Redis on localhost: an unset value must not mean that.
   const redisUrl = nonEmpty(env, 'FLUXGUARD_REDIS_URL');

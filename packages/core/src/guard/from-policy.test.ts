@@ -75,6 +75,25 @@ describe('createGuardFromPolicy', () => {
     await expect(guard.check(call(`${S}/GetArtifact`, noJti))).rejects.toMatchObject({ code: 'unauthenticated' });
   });
 
+  it("holds every call to the policy's strict client certificates, whatever the TLS settings ask", async () => {
+    const strict = parseSecurityPolicy({
+      rbac: { rules: [{ operation: 'GET /healthz', public: true }] },
+      mtls: { clientCertificates: 'strict' },
+    });
+    const guard = createGuardFromPolicy(strict, { audit });
+    await expect(guard.check(call('GET /healthz'))).rejects.toMatchObject({
+      code: 'permission_denied',
+      reason: 'client_certificate_required',
+    });
+    await expect(guard.check(call('GET /healthz', undefined, backupCert))).resolves.toBeUndefined();
+    // The same as pipeline controls: the certificate check comes first.
+    expect(guard.controls[0]).toMatchObject({ name: 'mtls', stage: 'client-certificate' });
+    const perOperation = createGuardFromPolicy(parseSecurityPolicy({ mtls: { clientCertificates: 'per-operation' } }), {
+      audit,
+    });
+    expect(perOperation.controls.some((control) => control.name === 'mtls')).toBe(false);
+  });
+
   it('keeps only the transport rules, so the other transport is denied by default', async () => {
     const guard = createGuardFromPolicy(policy, { audit, baseDir: dir, transport: 'grpc' });
     const reader = await sign(key, { claims: { roles: ['artifacts.reader'], jti: 'j-2' } });

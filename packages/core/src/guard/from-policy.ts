@@ -1,5 +1,5 @@
 import { errorLine, type AuditLogger } from '../audit/audit-logger.js';
-import type { Transport } from '../call/call-info.js';
+import type { CallInfo, Transport } from '../call/call-info.js';
 import type { Denylist } from '../denylist/denylist.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
@@ -11,6 +11,7 @@ import { rbacRulesForTransport } from '../rbac/policy.js';
 import { compileRbac } from '../rbac/rbac.js';
 import { compileTimeouts } from '../timeouts/timeouts.js';
 import { compileInputLimits } from '../limits/input-limits.js';
+import { createCertificateCheck } from '../mtls/certificate-check.js';
 import { rateLimitControls } from '../ratelimit/policy.js';
 import { createMemoryRateLimitStore, type RateLimitStore } from '../ratelimit/store.js';
 import { createGuard, type ComposedGuard } from './guard.js';
@@ -66,7 +67,8 @@ const DEFAULTS: Readonly<{ [K in keyof GuardFromPolicyOptions]-?: GuardFromPolic
 /**
  * The guard one policy describes, in one call: the JWT verifier of `policy.jwt` (unless `jwt`
  * is given), the RBAC rules and mode of `policy.rbac` (only the `transport`'s rules when it is
- * given), `policy.mtls.certificateRoles`, and the deadlines and idle limits of
+ * given), `policy.mtls.certificateRoles` (and, with `policy.mtls.clientCertificates: 'strict'`, a
+ * verified client certificate on every call, whatever the TLS settings ask for), and the deadlines and idle limits of
  * `policy.timeouts` (their secure defaults when the section is absent), and the rate limits and
  * brute-force protection of `policy.rateLimits` (counted in `rateLimitStore`), and the size limits
  * of `policy.limits`: its `controls` are all
@@ -146,5 +148,18 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
       : rateLimitControls(policy.rateLimits, opts.rateLimitStore ?? createMemoryRateLimitStore(), 'policy.rateLimits');
   const sizes =
     policy.limits === undefined ? [] : [compileInputLimits({ ...policy.limits, transport }, 'policy.limits')];
-  return Object.freeze({ ...guard, controls: Object.freeze([...guard.controls, ...limits, ...sizes, timeouts]) });
+  // The TLS settings are built apart from the guard, and may ask for a certificate per
+  // operation only: the guard itself holds every call to the policy's `strict`.
+  if (policy.mtls?.clientCertificates !== 'strict') {
+    return Object.freeze({ ...guard, controls: Object.freeze([...guard.controls, ...limits, ...sizes, timeouts]) });
+  }
+  const certificate = createCertificateCheck();
+  return Object.freeze({
+    ...guard,
+    check: async (call: CallInfo) => {
+      certificate.check(call.peerCertificate);
+      return guard.check(call);
+    },
+    controls: Object.freeze([certificate, ...guard.controls, ...limits, ...sizes, timeouts]),
+  });
 }

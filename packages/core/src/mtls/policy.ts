@@ -18,7 +18,12 @@ import type { ClientCertificateMode } from './tls-settings.js';
  * ```
  */
 export interface MtlsPolicy {
-  /** `strict`: the handshake requires a client certificate; `per-operation` (the default): RBAC rules decide. */
+  /**
+   * `strict`: every call needs a verified client certificate; the TLS settings should require
+   * one in the handshake (`createTlsSettings({ clientCertificates: 'strict' })`), and the guard
+   * of `createGuardFromPolicy` refuses a call without one (`client_certificate_required`) in
+   * any case. `per-operation` or absent: the RBAC rules decide.
+   */
   readonly clientCertificates?: ClientCertificateMode;
   /** Verified certificates these rules match authenticate without a token (see `IdentityRule`). */
   readonly certificateRoles?: readonly IdentityRule[];
