@@ -132,6 +132,23 @@ describe("the policy's strict client certificates", () => {
   });
 });
 
+describe("a policy's settings of a remote key set", () => {
+  it('are left out with the development key set, which is a file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-remote-'));
+    try {
+      const policy = JSON.parse(readFileSync(DEFAULT_POLICY, 'utf8')) as { jwt: Record<string, unknown> };
+      policy.jwt.jwksCooldownMs = 60_000;
+      const policyFile = join(dir, 'remote.policy.json');
+      writeFileSync(policyFile, JSON.stringify(policy));
+      const security = await loadReferenceSecurity({ devDir, audit, env: { FLUXGUARD_POLICY: policyFile } });
+      expect(security.policy.jwt).not.toHaveProperty('jwksCooldownMs');
+      await security.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('parseDuration', () => {
   it('reads the units `pnpm token --ttl` takes', () => {
     expect(parseDuration('90')).toBe(90);

@@ -173,14 +173,16 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   const dev = needsDevMaterial ? await ensureDevMaterial(options.devDir) : undefined;
 
   // The key source is the environment's, not the file's: the development key set, or a real
-  // identity provider's JWKS with its own issuer and audience.
+  // identity provider's JWKS with its own issuer and audience. The file's settings of a remote
+  // key set (jwksTimeoutMs, ...) apply to the second only, and a policy refuses them next to a file.
   const rawJwt = typeof raw.jwt === 'object' && raw.jwt !== null ? (raw.jwt as Record<string, unknown>) : {};
+  const localJwt = Object.fromEntries(Object.entries(rawJwt).filter(([key]) => !REMOTE_JWKS_SETTINGS.has(key)));
   const policy = parseSecurityPolicy(
     {
       ...raw,
       jwt:
         jwksUrl === undefined
-          ? { ...rawJwt, jwksFile: dev?.jwksFile }
+          ? { ...localJwt, jwksFile: dev?.jwksFile }
           : { ...rawJwt, jwksUrl, issuer: env.FLUXGUARD_JWT_ISSUER, audience: env.FLUXGUARD_JWT_AUDIENCE },
     },
     `policy (${policyFile})`,
@@ -267,6 +269,8 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     },
   });
 }
+
+const REMOTE_JWKS_SETTINGS: ReadonlySet<string> = new Set(['jwksTimeoutMs', 'jwksCooldownMs', 'jwksMaxAgeMs']);
 
 /** A variable's value; set but empty is refused (ioredis reads an empty URL as localhost). */
 function nonEmpty(env: NodeJS.ProcessEnv, name: string): string | undefined {

@@ -90,6 +90,15 @@ const NUMBER_KEYS = [
   'maxTokenLength',
   'cacheMaxEntries',
 ] as const;
+const REMOTE_ONLY_KEYS = ['jwksTimeoutMs', 'jwksCooldownMs', 'jwksMaxAgeMs'] as const;
+// The verifier's and the key set's own lower bounds: a fetch that times out at once, a token
+// limit no token meets, or a fraction of an entry.
+const NUMBER_MINIMA: Partial<Record<(typeof NUMBER_KEYS)[number], number>> = {
+  jwksTimeoutMs: 1,
+  jwksMaxAgeMs: 1,
+  maxTokenLength: 64,
+  cacheMaxEntries: 0,
+};
 // Timers longer than Node's fire after 1 ms; a larger leeway accepts tokens long expired.
 const NUMBER_MAXIMA: Partial<Record<(typeof NUMBER_KEYS)[number], number>> = {
   jwksTimeoutMs: MAX_TIMER_MS,
@@ -138,6 +147,20 @@ export function parseJwtPolicy(value: unknown, where: string): JwtPolicy {
     if (n !== undefined && (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || (max !== undefined && n > max))) {
       throw new ConfigurationError(
         `${where}.${k} must be a non-negative number${max === undefined ? '' : `, at most ${String(max)}`}`,
+      );
+    }
+    // What the verifier would refuse later, under its own option's name: said here, by the field's.
+    const least = NUMBER_MINIMA[k];
+    if (least !== undefined && n !== undefined && (!Number.isSafeInteger(n) || n < least)) {
+      throw new ConfigurationError(`${where}.${k} must be a whole number, at least ${String(least)}`);
+    }
+  }
+  // Settings of a remote key set, next to a file: read by nothing, so refused.
+  if (value.jwksUrl === undefined) {
+    const remoteOnly = REMOTE_ONLY_KEYS.find((k) => value[k] !== undefined);
+    if (remoteOnly !== undefined) {
+      throw new ConfigurationError(
+        `${where}.${remoteOnly} applies to jwksUrl only, and this section reads its keys from a file`,
       );
     }
   }

@@ -114,6 +114,36 @@ describe('parseSecurityPolicy', () => {
       'policy.jwt.jwksTimeoutMs must be a non-negative number, at most 2147483647',
     ],
     [
+      // Every key-set fetch would time out at once; the verifier said so under its own option's name.
+      'a JWKS timeout of 0',
+      (p) => {
+        (p.jwt as Record<string, unknown>).jwksTimeoutMs = 0;
+      },
+      'policy.jwt.jwksTimeoutMs must be a whole number, at least 1',
+    ],
+    [
+      'a token length limit no token meets',
+      (p) => {
+        (p.jwt as Record<string, unknown>).maxTokenLength = 10;
+      },
+      'policy.jwt.maxTokenLength must be a whole number, at least 64',
+    ],
+    [
+      'a fraction of a cache entry',
+      (p) => {
+        (p.jwt as Record<string, unknown>).cacheMaxEntries = 0.5;
+      },
+      'policy.jwt.cacheMaxEntries must be a whole number, at least 0',
+    ],
+    [
+      // Read by nothing: the keys come from a file, which is never fetched.
+      'a remote key-set setting next to a key file',
+      (p) => {
+        (p.jwt as Record<string, unknown>).jwksCooldownMs = 60_000;
+      },
+      'policy.jwt.jwksCooldownMs applies to jwksUrl only, and this section reads its keys from a file',
+    ],
+    [
       'an unknown jwt field',
       (p) => {
         (p.jwt as Record<string, unknown>).audiences = ['x'];
