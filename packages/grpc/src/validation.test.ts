@@ -80,6 +80,19 @@ describe('createMessageValidation over gRPC', () => {
     expect(line).toBeDefined();
   });
 
+  it('refuses an HTTP route among its rules, which it would keep and never run', () => {
+    expect(() =>
+      createMessageValidation({
+        rules: [
+          { operation: '/a.B/C', schema },
+          { operation: 'POST /v1/items', schema },
+        ],
+      }),
+    ).toThrow(
+      'createMessageValidation.rules[1].operation "POST /v1/items" is an HTTP route: message validation checks gRPC request messages; validate HTTP requests with validate() of @fluxguard/express',
+    );
+  });
+
   it('refuses a rule without a Standard Schema when it is made', () => {
     expect(() => createMessageValidation({ rules: [{ operation: '/a.B/C', schema: {} as never }] })).toThrow(
       'createMessageValidation.rules[0].schema must be a Standard Schema',

@@ -53,7 +53,7 @@ export interface MessageValidationOptions {
  * is parsed.
  *
  * @throws ConfigurationError for a rule without a Standard Schema, a bad or duplicate pattern,
- *   or (with `servedOperations`) a pattern that names no served method.
+ *   an HTTP route's pattern, or (with `servedOperations`) a pattern that names no served method.
  *
  * @example
  * ```ts
@@ -79,6 +79,14 @@ export function createMessageValidation(options: MessageValidationOptions): Cont
     compile: (rule, _defaults, at) => checkSchema(rule.schema, `${at}.schema`),
     servedOperations: options.servedOperations,
   });
+  // An HTTP route's rule would be kept and never run: HTTP requests are validated by the
+  // Express adapter's `validate()`, not message by message.
+  const http = rules.patterns.findIndex((pattern) => !pattern.startsWith('/'));
+  if (http !== -1) {
+    throw new ConfigurationError(
+      `${where}.rules[${String(http)}].operation "${rules.patterns[http] ?? ''}" is an HTTP route: message validation checks gRPC request messages; validate HTTP requests with validate() of @fluxguard/express`,
+    );
+  }
   return Object.freeze({
     name: 'message-validation',
     stage: 'input',
