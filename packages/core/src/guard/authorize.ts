@@ -92,6 +92,13 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
     );
   }
 
+  // An HTTP path is the client's choice: the line names the rule that decided (or no rule), as
+  // failure lines do, so that a client cannot write a distinct value into every line.
+  const shadowLabel = (call: CallInfo): string =>
+    call.transport === 'grpc'
+      ? call.operation
+      : (rbac.ruleFor(call.operation) ?? `${call.operation.slice(0, call.operation.indexOf(' '))} <unmatched>`);
+
   const authorize = (received: CallInfo, principal: Principal | undefined): void => {
     const call = withCurrentCertificate(received);
     const decision = rbac.authorize(call.operation, principal, call.peerCertificate);
@@ -100,7 +107,7 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
         event: 'rbac.shadow_denied',
         outcome: 'allowed',
         reason: decision.reason,
-        operation: call.operation,
+        operation: shadowLabel(call),
         peer: call.peerAddress,
         subject: principal?.subject,
         requestId: call.requestId,

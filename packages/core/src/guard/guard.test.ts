@@ -177,6 +177,26 @@ describe('createGuard', () => {
     });
   });
 
+  it('in shadow mode names the rule of an HTTP call, not the path the client chose', async () => {
+    const { audit, lines } = capturedAudit();
+    const guard = createGuard({
+      audit,
+      jwt: verifier,
+      rbac: compileRbac({ 'DELETE /v1/items/:id': { anyRoles: ['artifacts.admin'] } }, { mode: 'shadow' }),
+    });
+    const token = await sign(key, { claims: { roles: ['artifacts.reader'] } });
+    const http = (operation: string): CallInfo => ({
+      ...call(operation, { authorization: `Bearer ${token}` }),
+      transport: 'http',
+    });
+    await guard.check(http('DELETE /v1/items/a-path-chosen-by-the-client'));
+    await guard.check(http('POST /v1/another-path-chosen-by-the-client'));
+    expect(lines.slice(1).map((line) => [line.reason, line.operation])).toEqual([
+      ['missing_role', 'DELETE /v1/items/:id'],
+      ['no_rule', 'POST <unmatched>'],
+    ]);
+  });
+
   it('in shadow mode still refuses a token that is sent and invalid', async () => {
     expect(await refusal(setup('shadow').guard.check(call(GET, { authorization: 'Bearer x.y.z' })))).toMatchObject({
       code: 'unauthenticated',
