@@ -51,7 +51,11 @@ export interface ProblemDetails {
   readonly title: string;
   /** The HTTP status of the response, repeated in the body. */
   readonly status: number;
-  /** The public message of the error table; never input, library text or internals. */
+  /**
+   * The public message of the error table, or of a refusal made with a public message of its
+   * own (a validation failure names the field and the broken rule); never input, library text or
+   * internals.
+   */
   readonly detail: string;
   /** The public error code (`permission_denied`, `rate_limited`, ...), stable for clients to branch on. */
   readonly code: PublicError['code'];

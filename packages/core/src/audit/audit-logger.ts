@@ -26,7 +26,7 @@ export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_e
  *
  * | field | meaning |
  * | --- | --- |
- * | `event` | what happened: `request.denied`, `request.failed`, `request.completed`, or a control's own (`jwt.jwks_refresh_failed`, ...) |
+ * | `event` | what happened: `request.denied`, `request.failed`, `request.cancelled`, or a control's own (`rbac.shadow_denied`, ...); start-up and background lines (`rbac.shadow_mode`, `jwt.jwks_refresh_failed`) carry only `event` and their own fields |
  * | `outcome` | `allowed`, `denied` (a control refused the call) or `error` (the server failed) |
  * | `reason` | a short machine reason ({@link AuditReason}: `token_expired`, `path_traversal`, `unhandled_error`, `app.…`) |
  * | `operation` | gRPC `/pkg.Service/Method` or HTTP `METHOD /route/:pattern` |

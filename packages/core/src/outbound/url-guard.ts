@@ -52,7 +52,7 @@ export interface UrlGuardOptions {
   readonly maxRedirects?: number | undefined;
   /** The whole fetch, redirects included. Default 30 s. */
   readonly timeoutMs?: number | undefined;
-  /** The largest body accepted; a larger one is cut off. Default 64 MiB. */
+  /** The largest body accepted; a larger one (declared or received) is refused (`url_too_large`). Default 64 MiB. */
   readonly maxBytes?: number | undefined;
   /**
    * Name resolution (tests stand in for DNS). Default: DNS queries (A and AAAA) through Node's
