@@ -148,6 +148,16 @@ for (const [network, prefix] of [
   ['ff00::', 8], // multicast
   ['fd00:ec2::254', 128], // AWS metadata over IPv6
   ['64:ff9b::', 96], // NAT64 of any IPv4, private ones included
+  // Forms that carry an IPv4 address, or reach one through a translator, where the network
+  // has one: any of them could lead to a private address the IPv4 list refuses.
+  ['64:ff9b:1::', 48], // local-use NAT64 (RFC 8215)
+  ['::', 96], // IPv4-compatible (deprecated)
+  ['::ffff:0:0:0', 96], // IPv4-translated (SIIT)
+  ['2002::', 16], // 6to4
+  ['2001::', 32], // Teredo
+  ['fec0::', 10], // site-local (deprecated)
+  ['100::', 64], // discard-only
+  ['2001:db8::', 32], // documentation
 ] as const) {
   REFUSED.addSubnet(network, prefix, 'ipv6');
 }
@@ -165,7 +175,8 @@ const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
 /**
  * An outbound URL guard. `https:` only; the host resolved and every address checked (private,
  * loopback, link-local, CGNAT, multicast, cloud metadata refused, in IPv4, IPv6 and IPv4-mapped
- * IPv6; numeric spellings such as `2130706433` or `0x7f.1` are what the WHATWG URL parser makes
+ * IPv6, and the IPv6 forms that embed or translate to an IPv4 address: NAT64, SIIT, 6to4,
+ * Teredo, IPv4-compatible; numeric spellings such as `2130706433` or `0x7f.1` are what the WHATWG URL parser makes
  * of them: `127.0.0.1`); the connection made to the address that was checked, with no second
  * lookup, so DNS rebinding fails; the server's certificate verified for the URL's host; each
  * redirect target checked again, at most `maxRedirects`; the body bounded in size and the fetch
