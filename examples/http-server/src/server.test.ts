@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,14 @@ function rawGet(
     req.on('error', reject);
     req.end();
   });
+}
+
+/** Bytes this process has read through system calls (files and sockets): Linux's `rchar`. */
+function bytesReadByThisProcess(): number {
+  const line = readFileSync('/proc/self/io', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('rchar:'));
+  return Number(line?.slice('rchar:'.length).trim());
 }
 
 describe('reference HTTP server', () => {
@@ -185,6 +193,28 @@ describe('reference HTTP server', () => {
     expect(gone.status).toBe(404);
     expect(gone.headers.get('content-type')).toBe('application/problem+json');
     expect(await gone.json()).toMatchObject({ code: 'not_found' });
+  });
+
+  it('answers HEAD with the headers of GET without reading the artifact', async () => {
+    // Written in place: larger than this server's upload limit, so that a read shows.
+    const size = 16 * 1024 * 1024;
+    mkdirSync(join(dataDir, 'head'), { recursive: true });
+    writeFileSync(join(dataDir, 'head', 'big.bin'), Buffer.alloc(size, 7));
+    // The first answer hashes the file once (the digest is kept); HEADs after it read nothing.
+    const first = await call('/v1/artifacts/head/big.bin', { method: 'HEAD' });
+    expect(first.status).toBe(200);
+    const before = bytesReadByThisProcess();
+    for (let i = 0; i < 4; i++) {
+      const res = await call('/v1/artifacts/head/big.bin', { method: 'HEAD' });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-length')).toBe(String(size));
+      expect(res.headers.get('repr-digest')).toBe(first.headers.get('repr-digest'));
+      expect(await res.text()).toBe('');
+    }
+    // Four reads of the file would be 64 MiB.
+    expect(bytesReadByThisProcess() - before).toBeLessThan(size / 4);
+    const got = await call('/v1/artifacts/head/big.bin');
+    expect((await got.arrayBuffer()).byteLength).toBe(size);
   });
 
   it('streams a chunked upload without Content-Length', async () => {

@@ -193,6 +193,13 @@ export function createApp(options: AppOptions): ArtifactStoreApp {
       'content-disposition': 'attachment',
       'repr-digest': reprDigestOf(artifact.sha256),
     });
+    // Express routes HEAD here and Node drops the body of its answer: piping would read the
+    // whole file for nothing (one reader's HEADs read 3.3 GB in 8 s for 0 bytes sent).
+    if (req.method === 'HEAD') {
+      artifact.content.destroy();
+      res.end();
+      return;
+    }
     // When the client leaves or the deadline cuts the answer off, the failure goes on to the
     // error handler too: it writes one short line for a client that left (none for an answer
     // the deadline already logged), and it tells the concurrency limit the handler has stopped.
