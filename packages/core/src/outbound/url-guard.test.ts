@@ -334,6 +334,29 @@ describe('createUrlGuard', () => {
   it('refuses bad options', () => {
     expect(() => createUrlGuard({ maxRedirects: -1 })).toThrow(ConfigurationError);
     expect(() => createUrlGuard({ allowAddresses: ['not-an-ip'] })).toThrow(ConfigurationError);
+  });
+
+  it.each([
+    // `Number('')` is 0: this entry allowed every address, the metadata one included.
+    ['10.0.0.0/', /"allowAddresses"\[0\] "10\.0\.0\.0\/" is not an IP address or CIDR range/],
+    ['10.0.0.0/abc', /is not an IP address or CIDR range/],
+    ['::1/200', /is not an IP address or CIDR range/],
+    ['10.0.0.0/8/8', /is not an IP address or CIDR range/],
+    [42, /"allowAddresses"\[0\] must be an address or CIDR string/],
+    ['0.0.0.0/0', /allows every address, the private and metadata ones included/],
+    ['::/0', /allows every address/],
+  ])('refuses the allowAddresses entry %s, which must not open the guard', (entry, message) => {
+    expect(() => createUrlGuard({ allowAddresses: [entry as string] })).toThrow(message);
+  });
+
+  it('keeps refusing the metadata address next to an allowed range', async () => {
+    const guard = createUrlGuard({ lookup, allowAddresses: ['10.0.0.0/8'] });
+    expect(await refusal(() => guard.fetch('https://169.254.169.254/'))).toMatchObject({
+      reason: 'url_address_refused',
+    });
+  });
+
+  it('refuses other bad options', () => {
     expect(() => createUrlGuard({ dnsServers: ['not an address'] })).toThrow(/"dnsServers" holds an entry/);
     expect(() => createUrlGuard({ dnsServers: [] })).toThrow(/"dnsServers" must be a non-empty array/);
   });

@@ -2,6 +2,7 @@ import { Resolver, type LookupAddress } from 'node:dns';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { request, type RequestOptions } from 'node:https';
 import { BlockList, isIP } from 'node:net';
+import { parseAddressRange } from '../options/address-range.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -198,14 +199,18 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
   const timeoutMs = whole(opts.timeoutMs, 'timeoutMs', 1);
   const maxBytes = whole(opts.maxBytes, 'maxBytes', 1);
   const allowed = new BlockList();
-  for (const entry of opts.allowAddresses ?? []) {
-    const [address = '', bits] = entry.split('/');
-    const family = isIP(address);
-    if (family === 0)
-      throw new ConfigurationError(`createUrlGuard: "allowAddresses" entry "${entry}" is not an address or CIDR`);
-    const type = family === 6 ? 'ipv6' : 'ipv4';
-    allowed.addSubnet(address, bits === undefined ? (family === 6 ? 128 : 32) : Number(bits), type);
-  }
+  const allowList: unknown = opts.allowAddresses ?? [];
+  if (!Array.isArray(allowList)) throw new ConfigurationError('createUrlGuard: "allowAddresses" must be an array');
+  allowList.forEach((entry: unknown, i) => {
+    const where = `createUrlGuard: "allowAddresses"[${String(i)}]`;
+    const { address, prefix, type } = parseAddressRange(entry, where);
+    if (prefix === 0) {
+      throw new ConfigurationError(
+        `${where} "${String(entry)}" allows every address, the private and metadata ones included: list the addresses or ranges to allow`,
+      );
+    }
+    allowed.addSubnet(address, prefix, type);
+  });
   const dnsServers = servers(opts.dnsServers);
   const lookupAll = (hostname: string, signal: AbortSignal): Promise<readonly LookupAddress[]> =>
     opts.lookup === undefined ? resolveWithDns(hostname, signal, dnsServers) : opts.lookup(hostname);

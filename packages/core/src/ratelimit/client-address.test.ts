@@ -65,6 +65,13 @@ describe('compileClientAddress behind trusted proxies', () => {
     expect(keyOf(proxies, call('fd00::1:50000', forwarded))).toBe('198.51.100.4');
   });
 
+  it('reads the list of proxies once: the caller emptying its array later changes nothing', () => {
+    const trustedProxies = ['10.0.0.7'];
+    const address = compileClientAddress({ trustedProxies }, 'test');
+    trustedProxies.length = 0;
+    expect(address.keyOf(call('10.0.0.7:443', { 'x-forwarded-for': '198.51.100.4' }))).toBe('198.51.100.4');
+  });
+
   it('takes the rightmost entry that is not a trusted proxy: what the client wrote itself is ignored', () => {
     // The client sent "X-Forwarded-For: 1.1.1.1, 2.2.2.2"; our proxies appended the rest.
     const chain = call('10.0.0.7:443', { 'x-forwarded-for': '1.1.1.1, 2.2.2.2, 198.51.100.4, 172.16.0.9' });

@@ -1,6 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { parseAddressRange } from '../options/address-range.js';
 import { wholeNumber } from '../options/whole-number.js';
 
 /**
@@ -66,6 +67,8 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
   proxies.forEach((entry: unknown, i) => {
     addTrusted(trusted, entry, `${where}.trustedProxies[${String(i)}]`);
   });
+  // Read once: the caller's array, changed later, changes nothing.
+  const behindProxies = proxies.length > 0;
   const header: unknown = options.forwardedHeader ?? 'x-forwarded-for';
   if (header !== 'x-forwarded-for' && header !== 'forwarded') {
     throw new ConfigurationError(`${where}.forwardedHeader must be "x-forwarded-for" or "forwarded"`);
@@ -82,8 +85,7 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
       if (peerAddress === lastPeer && lastKey !== undefined) return lastKey;
       const peer = peerHost(peerAddress);
       if (peer === undefined) return undefined;
-      if (proxies.length > 0 && isTrusted(peer))
-        return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
+      if (behindProxies && isTrusted(peer)) return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
       lastPeer = peerAddress;
       lastKey = toKey(peer);
       return lastKey;
@@ -92,22 +94,14 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
 }
 
 function addTrusted(list: BlockList, entry: unknown, where: string): void {
-  if (typeof entry !== 'string') throw new ConfigurationError(`${where} must be an address or CIDR string`);
-  const [address = '', bits, extra] = entry.split('/');
-  const family = isIP(address);
-  const max = family === 6 ? 128 : 32;
-  // Digits only: `Number('')` is 0, and `10.0.0.0/` must not trust every address.
-  const length = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
-  if (family === 0 || extra !== undefined || !Number.isSafeInteger(length) || length < 0 || length > max) {
-    throw new ConfigurationError(`${where} "${entry}" is not an IP address or CIDR range`);
-  }
-  if (length === 0) {
+  const { address, prefix, type } = parseAddressRange(entry, where);
+  if (prefix === 0) {
     // Every address a proxy: any client could name itself in the header it sends.
     throw new ConfigurationError(
-      `${where} "${entry}" trusts every address as a proxy, so any client could choose its own address: list your proxies' addresses or ranges`,
+      `${where} "${String(entry)}" trusts every address as a proxy, so any client could choose its own address: list your proxies' addresses or ranges`,
     );
   }
-  list.addSubnet(address, length, family === 6 ? 'ipv6' : 'ipv4');
+  list.addSubnet(address, prefix, type);
 }
 
 /**
