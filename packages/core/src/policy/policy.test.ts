@@ -332,6 +332,28 @@ describe('loadSecurityPolicy', () => {
     expect(yaml.message).not.toContain('s3cr3t');
   });
 
+  it('refuses a JSON policy that gives one key twice, which JSON.parse would read as its last value', async () => {
+    const dir = await newDir();
+    // A reader sees enforce; JSON.parse keeps shadow.
+    await writeFile(join(dir, 'twice.json'), '{ "rbac": { "mode": "enforce", "rules": [], "mode": "shadow" } }');
+    await expect(loadSecurityPolicy(join(dir, 'twice.json'))).rejects.toThrow(
+      /twice\.json gives one key twice in an object \(JSON\.parse would keep only the last\)$/,
+    );
+    await writeFile(
+      join(dir, 'escaped.json'),
+      '{ "rbac": { "mode": "enforce", "rules": [], "mo\\u0064e": "shadow" } }',
+    );
+    await expect(loadSecurityPolicy(join(dir, 'escaped.json'))).rejects.toThrow(/gives one key twice/);
+    await writeFile(join(dir, 'proto.json'), '{ "__proto__": { "rbac": {} } }');
+    await expect(loadSecurityPolicy(join(dir, 'proto.json'))).rejects.toThrow(/a key named __proto__/);
+    // The same key in two objects is no duplicate.
+    await writeFile(
+      join(dir, 'apart.json'),
+      '{ "rbac": { "mode": "enforce", "rules": [] }, "timeouts": { "rules": [] } }',
+    );
+    await expect(loadSecurityPolicy(join(dir, 'apart.json'))).resolves.toMatchObject({ rbac: { mode: 'enforce' } });
+  });
+
   it('loads the same policy from YAML', async () => {
     const dir = await newDir();
     const file = join(dir, 'policy.yaml');

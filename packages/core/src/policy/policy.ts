@@ -2,6 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { ConfigurationError, isConfigurationError } from '../errors/fluxguard-error.js';
+import { isSecurityError } from '../errors/security-error.js';
+import { compileJsonShape } from '../validation/json-shape.js';
 import { parseJwtPolicy, type JwtPolicy } from '../jwt/policy.js';
 import { parseMtlsPolicy, type MtlsPolicy } from '../mtls/policy.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
@@ -172,6 +174,7 @@ export async function readPolicyDocument(file: string): Promise<Record<string, u
     throw new ConfigurationError(`cannot read the policy file ${file}`, { cause });
   }
   const isYaml = /\.ya?ml$/i.test(file);
+  if (!isYaml) checkJsonKeys(text, file);
   let parsed: unknown;
   try {
     parsed = isYaml ? yamlToObject(text) : JSON.parse(text);
@@ -184,6 +187,26 @@ export async function readPolicyDocument(file: string): Promise<Record<string, u
     throw new ConfigurationError(`${file}: a policy is an object (a mapping) at the top level`);
   }
   return parsed as Record<string, unknown>;
+}
+
+// A key given twice is read as its last value by JSON.parse, where a reader of the file sees
+// the first (`"mode": "enforce", ..., "mode": "shadow"` ran in shadow mode); YAML refuses it too.
+// The depth and key counts are a policy's, far above any real one.
+const JSON_POLICY_SHAPE = compileJsonShape({ maxDepth: 64, maxKeys: 1_000_000 });
+const JSON_KEY_FAULTS: Readonly<Record<string, string>> = {
+  json_duplicate_key: 'gives one key twice in an object (JSON.parse would keep only the last)',
+  json_forbidden_key: 'has a key named __proto__, constructor or prototype',
+  json_too_deep: 'is nested more than 64 levels',
+  json_too_many_keys: 'has more than 1,000,000 keys',
+};
+
+function checkJsonKeys(text: string, file: string): void {
+  try {
+    JSON_POLICY_SHAPE(text, 'policy');
+  } catch (cause) {
+    const reason = isSecurityError(cause) ? cause.reason : undefined;
+    throw new ConfigurationError(`${file} ${JSON_KEY_FAULTS[reason ?? ''] ?? 'is not valid JSON'}`, { cause });
+  }
 }
 
 /**
