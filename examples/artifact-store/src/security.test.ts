@@ -93,6 +93,9 @@ describe('loadReferenceSecurity', () => {
   it.each([
     [{ FLUXGUARD_JWKS_URL: 'https://id.example.com/jwks' }, /FLUXGUARD_JWT_ISSUER/],
     [{ FLUXGUARD_TLS_CERT: '/x.crt' }, /go together/],
+    // Read by nothing without a JWKS URL: the development key set has its own issuer.
+    [{ FLUXGUARD_JWT_ISSUER: 'https://id.example.com' }, /go with FLUXGUARD_JWKS_URL/],
+    [{ FLUXGUARD_JWT_AUDIENCE: 'artifacts' }, /go with FLUXGUARD_JWKS_URL/],
     [{ FLUXGUARD_CLIENT_CERTS: 'optional' }, /strict" or "per-operation/],
     [{ FLUXGUARD_POLICY: '/nonexistent/policy.json' }, /policy/],
     [{ FLUXGUARD_RATE_LIMIT_MAX_KEYS: '0' }, /FLUXGUARD_RATE_LIMIT_MAX_KEYS must be a whole number/],
@@ -126,6 +129,23 @@ describe("the policy's strict client certificates", () => {
         reason: 'client_certificate_required',
       });
       await security.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a policy's own key source", () => {
+  it('is refused: the development key set replaced it without a word', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-source-'));
+    try {
+      const policy = JSON.parse(readFileSync(DEFAULT_POLICY, 'utf8')) as { jwt: Record<string, unknown> };
+      policy.jwt.jwksFile = 'prod-jwks.json';
+      const policyFile = join(dir, 'own-source.policy.json');
+      writeFileSync(policyFile, JSON.stringify(policy));
+      await expect(loadReferenceSecurity({ devDir, audit, env: { FLUXGUARD_POLICY: policyFile } })).rejects.toThrow(
+        /jwt\.jwksFile names a key source, and the reference servers take theirs from the environment/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -139,7 +139,7 @@ export interface ReferenceSecurityOptions {
  * | --- | --- | --- |
  * | `FLUXGUARD_POLICY` | the policy file | `examples/artifact-store/policy/artifact-store.policy.json` |
  * | `FLUXGUARD_JWKS_URL` | trust this identity provider's JWKS instead of the development key; needs the next two | (development key) |
- * | `FLUXGUARD_JWT_ISSUER`, `FLUXGUARD_JWT_AUDIENCE` | the expected `iss` and `aud` | the policy's |
+ * | `FLUXGUARD_JWT_ISSUER`, `FLUXGUARD_JWT_AUDIENCE` | the expected `iss` and `aud`, with `FLUXGUARD_JWKS_URL` only | the policy's |
  * | `FLUXGUARD_TLS_CERT`, `FLUXGUARD_TLS_KEY`, `FLUXGUARD_TLS_CA`, `FLUXGUARD_TLS_CRL` | server certificate, key, client CA bundle, optional CRL (all three or none) | the development PKI |
  * | `FLUXGUARD_CLIENT_CERTS` | `strict` (the handshake requires a client certificate) or `per-operation` (refused under a strict policy, which it cannot loosen) | the policy's `mtls.clientCertificates` |
  * | `FLUXGUARD_REDIS_URL` | share the token denylist, rate limits and brute-force blocks between replicas through Redis | in memory |
@@ -163,6 +163,10 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     // accept any token it issues, for any service.
     throw new ConfigurationError('FLUXGUARD_JWKS_URL needs FLUXGUARD_JWT_ISSUER and FLUXGUARD_JWT_AUDIENCE');
   }
+  if (jwksUrl === undefined && (env.FLUXGUARD_JWT_ISSUER !== undefined || env.FLUXGUARD_JWT_AUDIENCE !== undefined)) {
+    // Read by nothing without it: the development key set has its own issuer and audience.
+    throw new ConfigurationError('FLUXGUARD_JWT_ISSUER and FLUXGUARD_JWT_AUDIENCE go with FLUXGUARD_JWKS_URL');
+  }
   const tlsFromEnv = [env.FLUXGUARD_TLS_CERT, env.FLUXGUARD_TLS_KEY, env.FLUXGUARD_TLS_CA];
   if (tlsFromEnv.some((v) => v !== undefined) && !tlsFromEnv.every((v) => v !== undefined)) {
     throw new ConfigurationError(
@@ -176,6 +180,14 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   // identity provider's JWKS with its own issuer and audience. The file's settings of a remote
   // key set (jwksTimeoutMs, ...) apply to the second only, and a policy refuses them next to a file.
   const rawJwt = typeof raw.jwt === 'object' && raw.jwt !== null ? (raw.jwt as Record<string, unknown>) : {};
+  const fileSource = ['jwksUrl', 'jwksFile', 'publicKeyFile'].find((key) => rawJwt[key] !== undefined);
+  if (fileSource !== undefined) {
+    // It was replaced by the development key set without a word: a policy naming production
+    // keys would have trusted keys whose private half sits in the development directory.
+    throw new ConfigurationError(
+      `${policyFile}: jwt.${fileSource} names a key source, and the reference servers take theirs from the environment: FLUXGUARD_JWKS_URL (with FLUXGUARD_JWT_ISSUER and FLUXGUARD_JWT_AUDIENCE), else the development key set`,
+    );
+  }
   const localJwt = Object.fromEntries(Object.entries(rawJwt).filter(([key]) => !REMOTE_JWKS_SETTINGS.has(key)));
   const policy = parseSecurityPolicy(
     {
