@@ -75,3 +75,29 @@ describe('a service added with grpc-js own server.addService', () => {
     }
   });
 });
+
+describe('addService on a server that is bound already', () => {
+  // grpc-js makes a port's HTTP/2 server at bindAsync: one made before addService ran without
+  // the connection limits and HTTP/2 checks, and nothing said so.
+  it('is refused, and says to call it before bindAsync; after the first addService, more are fine', async () => {
+    const bound = await startServer(fluxguardInterceptors({ audit: audit.audit, timeouts: false }), () => undefined);
+    try {
+      expect(() => {
+        addService(bound.server, testService, implementation);
+      }).toThrow(/the server is bound already.*call addService before bindAsync/);
+    } finally {
+      await bound.close();
+    }
+    const other = { Unary: { ...testService.Unary, path: '/fluxguard.test.v1.Other/Unary' } };
+    const served = await startServer(fluxguardInterceptors({ audit: audit.audit, timeouts: false }), (server) => {
+      addService(server, testService, implementation);
+    });
+    try {
+      expect(() => {
+        addService(served.server, other, { Unary: () => ({ ok: true }) });
+      }).not.toThrow();
+    } finally {
+      await served.close();
+    }
+  });
+});

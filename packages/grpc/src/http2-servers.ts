@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { Server, ServerCredentials } from '@grpc/grpc-js';
 import { connectionBudget, defaultConnectionsPerAddress, gateConnections } from '@fluxguard/core/adapter';
+import { ConfigurationError } from '@fluxguard/core';
 import {
   CLOSING_GRACE_OPTION,
   DEFAULT_CLOSING_GRACE_MS,
@@ -67,6 +68,14 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  */
 export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
   if (revealed.has(server)) return;
+  // A port bound before the first addService has its HTTP/2 server made already, unhardened:
+  // its connections would run without every item above, and nothing would say so.
+  const bound = (server as { http2Servers?: unknown }).http2Servers;
+  if (bound instanceof Map && bound.size > 0) {
+    throw new ConfigurationError(
+      'addService: the server is bound already, so its port runs without the connection limits and HTTP/2 checks addService installs: call addService before bindAsync',
+    );
+  }
   revealed.add(server);
   const target = server as unknown as { createHttp2Server?: CreateHttp2Server };
   const original = target.createHttp2Server;
