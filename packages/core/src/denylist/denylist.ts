@@ -1,4 +1,6 @@
 import { ConfigurationError, FluxguardError } from '../errors/fluxguard-error.js';
+import { MAX_CLOCK_TOLERANCE_SECONDS } from '../jwt/verifier-settings.js';
+import { wholeNumber } from '../options/whole-number.js';
 
 /**
  * A store of revoked token ids (`jti`). The verifier asks it on every call, cached tokens
@@ -42,6 +44,17 @@ export const MAX_JTI_LENGTH = 256;
 
 /** Default extra retention after `expiresAt`, covering a verifier's clock tolerance. */
 export const DEFAULT_DENYLIST_GRACE_MS = 5 * 60_000;
+
+/**
+ * A denylist's `graceMs`, checked: at least the longest clock tolerance a verifier may have
+ * (300 s), since a verifier accepts a token that long after its expiry, and a revocation
+ * dropped before then let the token back in.
+ *
+ * @internal
+ */
+export function checkGrace(value: unknown, where: string): number {
+  return wholeNumber(value, `${where}: "graceMs"`, { min: MAX_CLOCK_TOLERANCE_SECONDS * 1000, unit: 'ms' });
+}
 
 export function checkJti(jti: unknown, where: string): asserts jti is string {
   if (typeof jti !== 'string' || jti === '' || jti.length > MAX_JTI_LENGTH) {

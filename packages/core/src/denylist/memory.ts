@@ -1,13 +1,16 @@
 import { ConfigurationError, FluxguardError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import { DEFAULT_DENYLIST_GRACE_MS, checkJti, checkNonNegative, expiryMs, type Denylist } from './denylist.js';
+import { DEFAULT_DENYLIST_GRACE_MS, checkGrace, checkJti, expiryMs, type Denylist } from './denylist.js';
 import { wholeNumber } from '../options/whole-number.js';
 
 /** Options of {@link createMemoryDenylist}. */
 export interface MemoryDenylistOptions {
   /** Most revocations held at once. Default 100 000. */
   readonly maxEntries?: number;
-  /** Extra retention after a token's expiry. Default 5 minutes. */
+  /**
+   * How long a revocation is kept after its token's expiry, in ms: at least 300 000, the longest
+   * clock tolerance a verifier may accept a token with after its expiry. Default 5 minutes.
+   */
   readonly graceMs?: number;
   /** The clock, epoch milliseconds. Default `Date.now`. */
   readonly now?: () => number;
@@ -36,7 +39,7 @@ export function createMemoryDenylist(options?: MemoryDenylistOptions): Denylist 
   const where = 'createMemoryDenylist';
   const opts = resolveOptions(where, DEFAULTS, options);
   const maxEntries = wholeNumber(opts.maxEntries, `${where}: "maxEntries"`);
-  const graceMs = checkNonNegative(opts.graceMs, 'graceMs', where);
+  const graceMs = checkGrace(opts.graceMs, where);
   if (typeof opts.now !== 'function') throw new ConfigurationError(`${where}: "now" must be a function`);
   const now = opts.now;
   const entries = new Map<string, number>();

@@ -116,6 +116,13 @@ describe('createRedisDenylist with a real redis-server', () => {
     await expect(Promise.all(waiting)).resolves.toEqual([false, false, false]);
     await expect(denylist.isRevoked('d')).resolves.toBe(false);
     expect(() => createRedisDenylist({ client: c, maxPendingCommands: 0 })).toThrow(/"maxPendingCommands" must be/);
+    // Every lookup would time out (closed: every call refused), a revoked token back before its
+    // verifier stops accepting it, or revocations mixed with every other key in the Redis.
+    expect(() => createRedisDenylist({ client: c, timeoutMs: 0.001 })).toThrow(/"timeoutMs" must be a whole number/);
+    expect(() => createRedisDenylist({ client: c, graceMs: 60_000 })).toThrow(
+      /"graceMs" must be a whole number of ms, from 300000/,
+    );
+    expect(() => createRedisDenylist({ client: c, keyPrefix: '' })).toThrow(/"keyPrefix" must be a non-empty string/);
   });
 
   it('fails closed when Redis is killed: the call is refused with unavailable, never let through', async () => {

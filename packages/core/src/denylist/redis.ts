@@ -2,9 +2,9 @@ import type { Redis } from 'ioredis';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import { MAX_TIMER_MS, wholeNumber } from '../options/whole-number.js';
+import { wholeNumber } from '../options/whole-number.js';
 import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '../redis/bounded-commands.js';
-import { DEFAULT_DENYLIST_GRACE_MS, checkJti, checkNonNegative, expiryMs, type Denylist } from './denylist.js';
+import { DEFAULT_DENYLIST_GRACE_MS, checkGrace, checkJti, expiryMs, type Denylist } from './denylist.js';
 
 /** What the Redis denylist needs of an ioredis client (a `Redis` instance fits). */
 export type RedisDenylistClient = Pick<Redis, 'exists' | 'set' | 'status'>;
@@ -28,7 +28,10 @@ export interface RedisDenylistOptions {
    * one behind, also after its own `commandTimeout`. Default 10 000.
    */
   readonly maxPendingCommands?: number;
-  /** Extra retention after a token's expiry. Default 5 minutes. */
+  /**
+   * How long a revocation is kept after its token's expiry, in ms: at least 300 000, the longest
+   * clock tolerance a verifier may accept a token with after its expiry. Default 5 minutes.
+   */
   readonly graceMs?: number;
   /** The clock, epoch milliseconds. Default `Date.now`. */
   readonly now?: () => number;
@@ -105,10 +108,12 @@ export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
   ) {
     throw new ConfigurationError(`${where}: "client" must be an ioredis client`);
   }
-  if (typeof opts.keyPrefix !== 'string') throw new ConfigurationError(`${where}: "keyPrefix" must be a string`);
-  const timeoutMs = checkNonNegative(opts.timeoutMs, 'timeoutMs', where, MAX_TIMER_MS);
-  if (timeoutMs === 0) throw new ConfigurationError(`${where}: "timeoutMs" must be positive`);
-  const graceMs = checkNonNegative(opts.graceMs, 'graceMs', where);
+  // Empty, revocations would share the namespace of every other key in the Redis.
+  if (typeof opts.keyPrefix !== 'string' || opts.keyPrefix === '') {
+    throw new ConfigurationError(`${where}: "keyPrefix" must be a non-empty string`);
+  }
+  const timeoutMs = wholeNumber(opts.timeoutMs, `${where}: "timeoutMs"`, { unit: 'ms' });
+  const graceMs = checkGrace(opts.graceMs, where);
   if (typeof opts.now !== 'function') throw new ConfigurationError(`${where}: "now" must be a function`);
   const now = opts.now;
   const redis = options.client;
