@@ -4,7 +4,7 @@ import type { Denylist } from '../denylist/denylist.js';
 import { ConfigurationError, isConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import { MAX_TIMER_MS } from '../options/whole-number.js';
-import { checkNonEmptyString, checkStringOrList, isPolicyObject } from '../policy/fields.js';
+import { checkNonEmptyString, checkStringOrList, frozenCopy, isPolicyObject } from '../policy/fields.js';
 import { isAsymmetricAlgorithm, type AsymmetricAlgorithm } from './algorithms.js';
 import type { JwtVerifierOptions } from './verifier.js';
 import { MAX_CLOCK_TOLERANCE_SECONDS } from './verifier-settings.js';
@@ -175,7 +175,7 @@ export function parseJwtPolicy(value: unknown, where: string): JwtPolicy {
   if (value.requireJti !== undefined && typeof value.requireJti !== 'boolean') {
     throw new ConfigurationError(`${where}.requireJti must be a boolean`);
   }
-  return value as unknown as JwtPolicy;
+  return frozenCopy(value) as unknown as JwtPolicy;
 }
 
 /**

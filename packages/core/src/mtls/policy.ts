@@ -1,6 +1,6 @@
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
-import { isPolicyObject } from '../policy/fields.js';
+import { frozenCopy, isPolicyObject } from '../policy/fields.js';
 import { compileCertificateRoles, type IdentityRule } from './identity-rules.js';
 import type { ClientCertificateMode } from './tls-settings.js';
 
@@ -56,5 +56,5 @@ export function parseMtlsPolicy(value: unknown, where: string): MtlsPolicy {
     // An empty list maps no certificate, the same as no list; compiling is the validation of the rest.
     if (rules.length > 0) compileCertificateRoles(rules as readonly IdentityRule[], `${where}.certificateRoles`);
   }
-  return value;
+  return frozenCopy(value);
 }

@@ -52,3 +52,22 @@ export function checkStringOrList(value: unknown, where: string): void {
     checkNonEmptyString(value, where);
   }
 }
+
+/**
+ * A frozen copy of a checked section, arrays and mappings copied at every level: the caller's
+ * objects, changed after the check, change nothing (a `clientCertificates` turned to `'Strict'`
+ * after parsing left every call without a certificate check).
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core (not exported): frozenCopy
+ * const mtls = frozenCopy(parseMtlsPolicy(section, 'policy.mtls'));
+ * ```
+ */
+export function frozenCopy<T>(value: T): T {
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) return Object.freeze(value.map((item: unknown) => frozenCopy(item))) as T;
+  const copy: Record<string, unknown> = {};
+  for (const [key, item] of Object.entries(value)) copy[key] = frozenCopy(item);
+  return Object.freeze(copy) as T;
+}

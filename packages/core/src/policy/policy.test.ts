@@ -332,6 +332,24 @@ describe('loadSecurityPolicy', () => {
     expect(yaml.message).not.toContain('s3cr3t');
   });
 
+  it('copies every section: the input changed after the check changes nothing', () => {
+    const input = {
+      jwt: { issuer: 'https://id.example.test', audience: ['artifacts'], jwksUrl: 'https://id.example.test/jwks' },
+      mtls: { clientCertificates: 'strict', certificateRoles: [{ spiffeId: 'spiffe://x.test/a', roles: ['r'] }] },
+    };
+    const policy = parseSecurityPolicy(input);
+    input.mtls.clientCertificates = 'Strict';
+    input.mtls.certificateRoles[0] = { spiffeId: 'spiffe://x.test/*', roles: ['admin'] };
+    input.jwt.audience.push('everything');
+    expect(policy.mtls).toEqual({
+      clientCertificates: 'strict',
+      certificateRoles: [{ spiffeId: 'spiffe://x.test/a', roles: ['r'] }],
+    });
+    expect(policy.jwt?.audience).toEqual(['artifacts']);
+    expect(Object.isFrozen(policy.mtls?.certificateRoles)).toBe(true);
+    expect(Object.isFrozen(input.mtls)).toBe(false);
+  });
+
   it('refuses a JSON policy that gives one key twice, which JSON.parse would read as its last value', async () => {
     const dir = await newDir();
     // A reader sees enforce; JSON.parse keeps shadow.

@@ -66,8 +66,8 @@ const TOP_KEYS: readonly string[] = ['version', ...Object.keys(SECTIONS)];
 
 /**
  * Checks a policy object (parsed JSON or YAML, or a literal) and returns it typed, as a new
- * frozen object (the input is left as it is; the `rbac` section is a deep-frozen copy, the
- * `jwt` and `mtls` sections are those given). Errors name the bad field by its path, e.g. `policy.rbac.rules[3].anyRoles[0] must be a
+ * frozen object (the input is left as it is; every section is a frozen copy, so that changing
+ * the input afterwards changes nothing). Errors name the bad field by its path, e.g. `policy.rbac.rules[3].anyRoles[0] must be a
  * non-empty string`; unknown fields are refused with a hint. RBAC rules
  * and `mtls.certificateRoles` are compiled here to check them completely (patterns,
  * certificate identity rules); `compileRbac` and `createGuardFromPolicy` reuse the compiled
