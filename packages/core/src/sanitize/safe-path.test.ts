@@ -109,6 +109,15 @@ describe('createPathResolver', () => {
     expect(refusal(() => loose.resolve('a\uff0fb')).reason).toBe('path_bad_character');
   });
 
+  it('matches the whole segment against a pattern written without anchors', () => {
+    // Tested as it was written, this pattern passed any segment that held one such character.
+    const unanchored = createPathResolver({ root: paths.root, segmentPattern: /[a-z0-9._-]+/ });
+    expect(unanchored.resolve('model-1.bin').relative).toBe('model-1.bin');
+    expect(refusal(() => unanchored.resolve('a b c{}[]~!@#.txt')).reason).toBe('path_bad_character');
+    const alternation = createPathResolver({ root: paths.root, segmentPattern: /abc|[0-9]+/ });
+    expect(refusal(() => alternation.resolve('abc{}')).reason).toBe('path_bad_character');
+  });
+
   it('refuses values that are not strings', () => {
     expect(refusal(() => paths.resolve(['a'])).reason).toBe('path_not_a_string');
     expect(refusal(() => paths.resolve(undefined)).reason).toBe('path_not_a_string');
@@ -157,6 +166,7 @@ describe('createPathResolver', () => {
     expect(() => createPathResolver({ root: '' })).toThrow(/"root" must be/);
     expect(() => createPathResolver({ root, maxDepth: 0 })).toThrow(/"maxDepth"/);
     expect(() => createPathResolver({ root, segmentPattern: /x/g })).toThrow(/segmentPattern/);
+    expect(() => createPathResolver({ root, segmentPattern: /^x$/m })).toThrow(/without the g, y or m flag/);
     expect(() => createPathResolver({ root, maxLenght: 5 } as never)).toThrow(/did you mean "maxLength"/);
   });
 });

@@ -53,7 +53,8 @@ export interface PathResolverOptions {
   /** Longest single segment, in UTF-8 bytes (most file systems stop at 255). Default 255. */
   readonly maxSegmentLength?: number;
   /**
-   * Characters a segment may contain, tested on its NFC form. Default {@link NAME_SEGMENT}:
+   * Characters a segment may contain, tested on its NFC form, the whole segment against the
+   * whole pattern (anchors are added; the g, y and m flags are refused). Default {@link NAME_SEGMENT}:
    * Unicode letters, marks and digits, spaces and common punctuation. `ASCII_SEGMENT` is the
    * strict alternative. Whatever the pattern, what is dangerous is always refused: control,
    * format (bidi, zero-width), invisible (default-ignorable) and unassigned characters, anything whose NFKC form holds a
@@ -168,13 +169,21 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
   for (const key of ['maxLength', 'maxDepth', 'maxSegmentLength'] as const) {
     wholeNumber(opts[key], `createPathResolver: "${key}"`);
   }
-  if (!(opts.segmentPattern instanceof RegExp) || opts.segmentPattern.global || opts.segmentPattern.sticky) {
-    throw new ConfigurationError('createPathResolver: "segmentPattern" must be a RegExp without the g or y flag');
+  if (
+    !(opts.segmentPattern instanceof RegExp) ||
+    opts.segmentPattern.global ||
+    opts.segmentPattern.sticky ||
+    opts.segmentPattern.multiline
+  ) {
+    throw new ConfigurationError('createPathResolver: "segmentPattern" must be a RegExp without the g, y or m flag');
   }
+  // The whole segment must match: `/[a-z0-9._-]+/` without anchors passed any segment that
+  // held one such character.
+  const segmentPattern = new RegExp(`^(?:${opts.segmentPattern.source})$`, opts.segmentPattern.flags);
   mkdirSync(opts.root, { recursive: true, mode: 0o750 });
   const root = realpathSync(opts.root);
   const rootWithSep = root.endsWith(sep) ? root : root + sep;
-  const { maxLength, maxDepth, maxSegmentLength, segmentPattern, field } = opts;
+  const { maxLength, maxDepth, maxSegmentLength, field } = opts;
   if (typeof opts.allowHidden !== 'boolean')
     throw new ConfigurationError('createPathResolver: "allowHidden" must be a boolean');
   const allowHidden = opts.allowHidden;
