@@ -2,7 +2,16 @@ import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -43,6 +52,13 @@ function gate(): { promise: Promise<void>; resolve: () => void } {
     resolve = settle;
   });
   return { promise, resolve };
+}
+/** Write system calls this process has made (files and sockets): Linux's `syscw`. */
+function writeCallsOfThisProcess(): number {
+  const line = readFileSync('/proc/self/io', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('syscw:'));
+  return Number(line?.slice('syscw:'.length).trim());
 }
 function filesUnder(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
@@ -125,6 +141,20 @@ describe('ArtifactStore', () => {
       expect(artifact.sha256).toBe(sha('content 2'));
       artifact.content.destroy();
     }
+  });
+
+  it('writes many small chunks together, not one write each', async () => {
+    // 100,000 one-byte upload messages cost seconds of CPU when each was a write of its own.
+    const big = new ArtifactStore({ dataDir: join(base, 'batched') });
+    const content = Buffer.alloc(20_000, 0x61);
+    function* oneByteAtATime(): Iterable<Uint8Array> {
+      for (let i = 0; i < content.length; i++) yield content.subarray(i, i + 1);
+    }
+    const before = writeCallsOfThisProcess();
+    const info = await big.put('tiny/a.txt', sha(content), oneByteAtATime());
+    expect(writeCallsOfThisProcess() - before).toBeLessThan(1_000);
+    expect(info.size).toBe(content.length);
+    expect((await big.get('tiny/a.txt')).content.equals(content)).toBe(true);
   });
 
   it('refuses a digest mismatch and keeps none of the bytes', async () => {

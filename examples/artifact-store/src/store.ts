@@ -57,6 +57,8 @@ export interface ArtifactStoreOptions {
 const TEMP_PREFIX = '.upload-';
 // A walk that keeps losing its new directory to refused uploads of other processes gives up after this.
 const CREATE_ATTEMPTS = 3;
+// Gathered chunks are written once they reach this size (and at the end).
+const WRITE_BATCH_BYTES = 64 * 1024;
 
 /**
  * The ArtifactStore service over files under one data directory, shared by both reference
@@ -276,6 +278,17 @@ export class ArtifactStore {
       // executable, whatever the name says), checked as the bytes stream in.
       const upload = this.#uploads.begin({ name: dir.name, sha256: expected });
       let size = 0;
+      // Small chunks are gathered and written together: one write per message made 100,000
+      // one-byte messages cost seconds of CPU where the same bytes in one chunk cost 10 ms.
+      const pending: Uint8Array[] = [];
+      let pendingBytes = 0;
+      const flush = async (): Promise<void> => {
+        if (pendingBytes === 0) return;
+        const gathered = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+        pending.length = 0;
+        pendingBytes = 0;
+        if (gathered !== undefined) await file.write(gathered);
+      };
       for await (const chunk of chunks) {
         signal?.throwIfAborted();
         size += chunk.byteLength;
@@ -283,8 +296,11 @@ export class ArtifactStore {
           throw new SecurityError('payload_too_large', { reason: 'app.artifact_too_large' });
         }
         upload.update(chunk);
-        await file.write(chunk);
+        pending.push(chunk);
+        pendingBytes += chunk.byteLength;
+        if (pendingBytes >= WRITE_BATCH_BYTES) await flush();
       }
+      await flush();
       upload.finish();
       await file.sync();
       // Checked as it arrived: no later listing or read needs to hash this version again.
