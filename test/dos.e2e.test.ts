@@ -377,7 +377,7 @@ describe('anonymous calls from many addresses over grpc', () => {
   });
 
   it('hold together no more than their part of the budget: an authenticated call is still served', async () => {
-    const perCaller = IN_FLIGHT_BUDGET.maxInFlightPerCaller;
+    const perCaller = IN_FLIGHT_BUDGET.maxInFlightPerOperation['/grpc.health.v1.Health/Check'].perCaller;
     const part = IN_FLIGHT_BUDGET.maxInFlightAnonymous;
     // Health checks that never send their request, each address within its own count, from
     // enough loopback addresses to fill the anonymous part and then some.
@@ -409,6 +409,43 @@ describe('anonymous calls from many addresses over grpc', () => {
       expect(served.ok, served.exposed).toBe(true);
     } finally {
       for (const session of sessions) session.destroy();
+    }
+  });
+});
+
+describe('health checks held by one address over grpc', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('grpc', world);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('are its part only: more are refused at once, and another address is served (bounded: 8 streams)', async () => {
+    // Four addresses holding 32 requestless checks each held the whole anonymous part: every
+    // other health check, a load balancer's included, was refused.
+    const perCaller = IN_FLIGHT_BUDGET.maxInFlightPerOperation['/grpc.health.v1.Health/Check'].perCaller;
+    const held = perCaller + 4;
+    const options = { ca: world.pki.ca, servername: 'localhost', localAddress: '127.0.2.1' };
+    const session = http2Connect(`https://127.0.0.1:${String(t.port)}`, options);
+    session.on('error', () => undefined);
+    const statuses: string[] = [];
+    try {
+      await new Promise((resolve) => session.once('connect', resolve));
+      for (let i = 0; i < held; i++) {
+        const stream = rawGrpcStream(session, '/grpc.health.v1.Health/Check');
+        stream.on('response', (headers) => {
+          const status = headers['grpc-status'];
+          if (typeof status === 'string') statuses.push(status);
+        });
+      }
+      await expect.poll(() => statuses.length, { timeout: 5_000 }).toBe(held - perCaller);
+      expect(new Set(statuses)).toEqual(new Set([String(grpc.status.UNAVAILABLE)]));
+      const probe = await t.client.health();
+      expect(probe.ok, probe.exposed).toBe(true);
+    } finally {
+      session.destroy();
     }
   });
 });

@@ -33,6 +33,7 @@ const UPLOADS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 2));
 const ANONYMOUS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 4));
 const WATCHES_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 8));
 const WATCHES_PER_CALLER = Math.min(4, WATCHES_IN_FLIGHT);
+const CHECKS_PER_CALLER = Math.min(4, ANONYMOUS_IN_FLIGHT);
 const IMPORTS_IN_FLIGHT = Math.max(1, Math.floor(IN_FLIGHT / 16));
 const IMPORTS_PER_CALLER = Math.min(4, IMPORTS_IN_FLIGHT);
 
@@ -50,7 +51,9 @@ const IMPORTS_PER_CALLER = Math.min(4, IMPORTS_IN_FLIGHT);
  * refused for as long as they liked. A health `Watch` stays open up to 15 minutes: watches get
  * half of that quarter, so that health checks keep the other half, and each caller at most 4 of
  * them, or one address would hold every watch and every client watching the server's health
- * would be refused. A service whose replicas share one identity (a SPIFFE ID, a token subject)
+ * would be refused. A health `Check` whose request never comes is held until its 10 s deadline:
+ * each caller holds at most 4 of them, or four addresses would hold the whole quarter and
+ * every other health check, a load balancer's included, would be refused. A service whose replicas share one identity (a SPIFFE ID, a token subject)
  * is one caller: raise `perCaller` for it. An import holds an outbound connection and a
  * temporary file for up to its 30 s fetch: a sixteenth of the budget, each caller at most 4.
  * A call a client cancels keeps its slot until its handler has stopped, at most 5 s: these
@@ -64,6 +67,7 @@ export const IN_FLIGHT_BUDGET = Object.freeze({
     '/fluxguard.example.v1.ArtifactStore/UploadArtifact': UPLOADS_IN_FLIGHT,
     'PUT /v1/artifacts/*path': UPLOADS_IN_FLIGHT,
     '/grpc.health.v1.Health/Watch': Object.freeze({ max: WATCHES_IN_FLIGHT, perCaller: WATCHES_PER_CALLER }),
+    '/grpc.health.v1.Health/Check': Object.freeze({ max: ANONYMOUS_IN_FLIGHT, perCaller: CHECKS_PER_CALLER }),
     '/fluxguard.example.v1.ArtifactStore/ImportArtifact': Object.freeze({
       max: IMPORTS_IN_FLIGHT,
       perCaller: IMPORTS_PER_CALLER,
