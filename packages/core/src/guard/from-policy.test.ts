@@ -168,7 +168,7 @@ describe('createGuardFromPolicy', () => {
             { operation: 'POST /v1/x', idleMs: 1000 },
           ],
         },
-        limits: { rules: [{ operation: 'GET /v1/artefacts', maxMessageBytes: 1024 }] },
+        limits: { rules: [{ operation: 'GET /v1/artefacts', maxBodyBytes: 1024 }] },
       }),
     ).toThrow(
       /rateLimits\.rules\[0\]\.operationCosts "PUT \/v1\/artifact\/\*path", timeouts\.rules\[1\]\.operation "POST \/v1\/x", limits\.rules\[0\]\.operation "GET \/v1\/artefacts"$/,

@@ -100,6 +100,15 @@ describe('createInputLimits', () => {
     [{ maxBodyByte: 1 }, 'unknown option "maxBodyByte" (did you mean "maxBodyBytes"?)'],
     [{ rules: [{ operation: 'PUT /x' }, { operation: 'PUT /x/' }] }, 'is named by an earlier rule'],
     [{ rules: [{ operation: 'put /x' }] }, 'is not an operation pattern'],
+    // Read by nothing: an HTTP request has a body, not messages.
+    [
+      { rules: [{ operation: 'POST /v1/upload', maxMessages: 1 }] },
+      'createInputLimits.rules[0].maxMessages applies to gRPC messages, and "POST /v1/upload" is an HTTP route: limit its body with maxBodyBytes',
+    ],
+    [
+      { rules: [{ operation: 'POST /v1/upload', maxMessageBytes: 10 }] },
+      'rules[0].maxMessageBytes applies to gRPC messages',
+    ],
   ])('refuses bad options %j', (options, message) => {
     expect(() => createInputLimits(options as InputLimitsOptions)).toThrow(ConfigurationError);
     expect(() => createInputLimits(options as InputLimitsOptions)).toThrow(message);
@@ -112,8 +121,9 @@ describe('createInputLimits: which operations a rule applies to', () => {
     'applies the rule of GET /v1/x to %s exactly when RBAC would',
     (operation) => {
       const rbac = compileRbac({ 'GET /v1/x': { public: true } });
-      const limits = createInputLimits({ rules: [{ operation: 'GET /v1/x', maxMessageBytes: 7 }] });
-      expect(limits.maxMessageBytes?.(operation) === 7).toBe(rbac.ruleFor(operation) === 'GET /v1/x');
+      // The rule's own body limit refuses a body of 8 bytes; the default (1 MiB) takes it.
+      const refused = run({ rules: [{ operation: 'GET /v1/x', maxBodyBytes: 7 }] }, call(operation), [8]);
+      expect(refused !== undefined).toBe(rbac.ruleFor(operation) === 'GET /v1/x');
     },
   );
 });

@@ -155,7 +155,19 @@ export function compileInputLimits(options: InputLimitsOptions, where: string): 
     keys: LIMIT_KEYS,
     defaults,
     transport,
-    compile: (rule, fallback, at) => checkLimits(rule, fallback, at),
+    compile: (rule, fallback, at) => {
+      // Read by nothing: an HTTP request has a body, not messages.
+      const http = typeof rule.operation === 'string' && !rule.operation.startsWith('/');
+      const messageKey = http
+        ? (['maxMessageBytes', 'maxMessages'] as const).find((k) => rule[k] !== undefined)
+        : undefined;
+      if (messageKey !== undefined) {
+        throw new ConfigurationError(
+          `${at}.${messageKey} applies to gRPC messages, and "${String(rule.operation)}" is an HTTP route: limit its body with maxBodyBytes`,
+        );
+      }
+      return checkLimits(rule, fallback, at);
+    },
     servedOperations: options.servedOperations,
   });
 
