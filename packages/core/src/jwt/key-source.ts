@@ -258,7 +258,11 @@ export interface RemoteJwksOptions {
   readonly url: string | URL;
   /** Abort a fetch after this long. Default 5000 ms. */
   readonly timeoutMs?: number;
-  /** At most one fetch per this period, whatever triggers it (unknown kid, staleness, failure). Default 30 000 ms. */
+  /**
+   * At most one fetch per this period, whatever triggers it (unknown kid, staleness, failure).
+   * Default 30 000 ms. `0` fetches again for every token with an unknown kid (one fetch at a
+   * time): for tests of key rotation, never in service, where anyone can send such tokens.
+   */
   readonly cooldownMs?: number;
   /** A key set older than this is refreshed in the background (the old one serves meanwhile). Default 600 000 ms. */
   readonly maxAgeMs?: number;
@@ -352,6 +356,9 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
   }
   if (typeof opts.now !== 'function') throw new ConfigurationError(`${where}: "now" must be a function`);
   const onRefreshError = options.onRefreshError;
+  if (onRefreshError !== undefined && typeof onRefreshError !== 'function') {
+    throw new ConfigurationError(`${where}: "onRefreshError" must be a function`);
+  }
   const now = opts.now;
 
   let current: { set: ResolvedKeys; fingerprint: string; fetchedAt: number } | undefined;

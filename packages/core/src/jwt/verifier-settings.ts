@@ -294,6 +294,10 @@ function keySetup(
     return { source: createLocalJwksSource(options.jwks, `${WHERE}: "jwks"`), algorithms: unique };
   }
   if (options.jwksUrl !== undefined) {
+    // One place for the address: a second one in jwksOptions was silently overridden.
+    if ((options.jwksOptions as { url?: unknown } | undefined)?.url !== undefined) {
+      throw new ConfigurationError(`${WHERE}: give the key set's address as "jwksUrl", not "jwksOptions.url"`);
+    }
     return { source: createRemoteJwksSource({ ...options.jwksOptions, url: options.jwksUrl }), algorithms: unique };
   }
   const keySource: unknown = options.keySource;

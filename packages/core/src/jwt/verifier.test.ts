@@ -471,6 +471,27 @@ describe('createJwtVerifier: configuration', () => {
       }),
       /"timeoutMs" must be a positive number of ms, at most 2147483647/,
     ],
+    [
+      // It was silently overridden by jwksUrl.
+      'a second key-set address in jwksOptions',
+      () => ({
+        jwksUrl: 'https://id.example.com/jwks',
+        jwksOptions: { url: 'https://other.example.com/jwks' },
+        issuer: ISSUER,
+        audience: AUDIENCE,
+      }),
+      /give the key set's address as "jwksUrl", not "jwksOptions\.url"/,
+    ],
+    [
+      'a refresh-error handler that is no function',
+      () => ({
+        jwksUrl: 'https://id.example.com/jwks',
+        jwksOptions: { onRefreshError: 'log it' },
+        issuer: ISSUER,
+        audience: AUDIENCE,
+      }),
+      /"onRefreshError" must be a function/,
+    ],
   ])('refuses %s at construction', (_label, options, message) => {
     expect(() => createJwtVerifier(options() as JwtVerifierOptions)).toThrow(ConfigurationError);
     expect(() => createJwtVerifier(options() as JwtVerifierOptions)).toThrow(message);
