@@ -31,10 +31,22 @@ const CASES: readonly (SecurityHeadersOptions | undefined)[] = [
   { hstsMaxAgeSeconds: 0 },
   { hstsMaxAgeSeconds: 63_072_000, hstsIncludeSubDomains: false },
   { hstsPreload: true },
-  { hstsIncludeSubDomains: false, hstsPreload: true },
+  { hstsMaxAgeSeconds: 63_072_000, hstsPreload: true },
   { crossOriginResourcePolicy: 'same-site' },
   { crossOriginResourcePolicy: 'cross-origin', hstsMaxAgeSeconds: 1 },
 ];
+
+describe('securityHeaders: HSTS preload', () => {
+  it.each([
+    { hstsIncludeSubDomains: false, hstsPreload: true },
+    { hstsMaxAgeSeconds: 300, hstsPreload: true },
+    { hstsMaxAgeSeconds: 0, hstsPreload: true },
+  ])('refuses %j, which the preload list refuses', (options) => {
+    expect(() => securityHeaders(options)).toThrow(
+      /"hstsPreload" needs "hstsIncludeSubDomains" and "hstsMaxAgeSeconds"/,
+    );
+  });
+});
 
 describe('securityHeaders, recorded once from helmet', () => {
   let served: Served;

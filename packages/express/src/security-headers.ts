@@ -18,7 +18,7 @@ export interface SecurityHeadersOptions {
   readonly hstsMaxAgeSeconds?: number;
   /** Adds `includeSubDomains` to HSTS. Default `true`. */
   readonly hstsIncludeSubDomains?: boolean;
-  /** Adds `preload` to HSTS (only after submitting the domain to the preload list). Default `false`. */
+  /** Adds `preload` to HSTS (only after submitting the domain to the preload list); needs `hstsIncludeSubDomains` and a year or more. Default `false`. */
   readonly hstsPreload?: boolean;
   /** `Cross-Origin-Resource-Policy`. Default `same-origin`. */
   readonly crossOriginResourcePolicy?: 'same-origin' | 'same-site' | 'cross-origin';
@@ -95,6 +95,12 @@ export function helmetFor(options?: SecurityHeadersOptions): RequestHandler {
     if (typeof opts[key] !== 'boolean') {
       throw new ConfigurationError(`securityHeaders: "${key}" must be a boolean`);
     }
+  }
+  // What the preload list refuses (helmet's own checks say the same of a one-year age).
+  if (opts.hstsPreload && (!opts.hstsIncludeSubDomains || opts.hstsMaxAgeSeconds < 31_536_000)) {
+    throw new ConfigurationError(
+      'securityHeaders: "hstsPreload" needs "hstsIncludeSubDomains" and "hstsMaxAgeSeconds" of at least 31536000 (one year): the preload list refuses anything less',
+    );
   }
   if (!CORP_POLICIES.includes(opts.crossOriginResourcePolicy)) {
     throw new ConfigurationError(

@@ -1,4 +1,6 @@
+import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
+import { checkKnownKeys } from '../options/unknown-keys.js';
 import { wholeNumber } from '../options/whole-number.js';
 import type { ValidationReason } from './standard-schema.js';
 
@@ -40,6 +42,10 @@ const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor',
  * ```
  */
 export function compileJsonShape(limits: JsonShapeLimits = {}): (text: string, field: string) => void {
+  if (typeof limits !== 'object' || (limits as unknown) === null) {
+    throw new ConfigurationError('compileJsonShape: the limits must be an object');
+  }
+  checkKnownKeys(limits, ['maxDepth', 'maxKeys'], 'compileJsonShape', 'option');
   const maxDepth = positive(limits.maxDepth ?? 32, 'maxDepth');
   const maxKeys = positive(limits.maxKeys ?? 1_000, 'maxKeys');
   return (text, field) => {

@@ -55,6 +55,10 @@ describe('compileJsonShape', () => {
 
   it('refuses bad limits', () => {
     expect(() => compileJsonShape({ maxDepth: 0 })).toThrow(ConfigurationError);
+    // A misspelt limit left the default of 32 in force.
+    expect(() => compileJsonShape({ maxDeth: 2 } as never)).toThrow(
+      /unknown option "maxDeth" \(did you mean "maxDepth"\?\)/,
+    );
   });
 });
 
