@@ -159,8 +159,19 @@ describe('roles and principals from certificates', () => {
   const RULES: readonly IdentityRule[] = Object.freeze([
     { spiffeId: 'spiffe://example.org/ns/*/sa/backup', roles: ['artifacts.reader'] },
     { spiffeId: 'spiffe://example.org/ns/prod/**', roles: ['artifacts.reader', 'artifacts.writer'] },
-    { dnsName: 'ops.example.org' },
   ]);
+
+  it('refuses roles where nothing reads them, and a role rule without roles, which maps nothing', () => {
+    expect(() => compileIdentityRules([{ dnsName: 'ops.example.org', roles: ['admin'] }], 'mtls.allow')).toThrow(
+      'mtls.allow[0].roles: these rules only say which certificates pass; roles are granted by certificateRoles',
+    );
+    expect(() => compileCertificateRoles([{ dnsName: 'ops.example.org' }], 'policy.mtls.certificateRoles')).toThrow(
+      'policy.mtls.certificateRoles[0].roles: a certificate role rule needs at least one role (it would map nothing)',
+    );
+    expect(() => compileCertificateRoles([{ dnsName: 'ops.example.org', roles: [] }], 'certificateRoles')).toThrow(
+      /needs at least one role/,
+    );
+  });
 
   it('collects the roles of every matching rule, once each', () => {
     expect(rolesFromCertificate(spiffe('spiffe://example.org/ns/prod/sa/backup'), RULES)).toEqual([

@@ -90,7 +90,7 @@ const MATCH_KEYS = ['spiffeId', 'dnsName', 'commonName', 'fingerprint256'] as co
  * ```
  */
 export function compileIdentityRules(rules: readonly IdentityRule[], where: string): IdentityMatcher {
-  const compiled = compileRules(rules, where);
+  const compiled = compileRules(rules, where, 'match');
   const predicates = compiled.map((rule) => rule.matches);
   return (identity) => identity !== undefined && predicates.some((matches) => matches(identity));
 }
@@ -123,7 +123,7 @@ export type CertificateRoleMapper = (identity: CertificateIdentity | undefined) 
  * ```
  */
 export function compileCertificateRoles(rules: readonly IdentityRule[], where: string): CertificateRoleMapper {
-  const compiled = compileRules(rules, where);
+  const compiled = compileRules(rules, where, 'roles');
   return (identity) => {
     if (identity === undefined) return [];
     const roles = new Set<string>();
@@ -260,13 +260,37 @@ export function normalizeFingerprint256(value: string): string | undefined {
   return hex;
 }
 
-function compileRules(rules: readonly IdentityRule[], where: string): readonly CompiledRule[] {
+/**
+ * `match`: the rules only say which certificates pass (an RBAC `certificate` requirement, `mtls`
+ * `allow`), so `roles` would be read by nothing; `roles`: each rule grants roles, and one
+ * without any would map nothing.
+ */
+type RuleUse = 'match' | 'roles';
+
+function compileRules(rules: readonly IdentityRule[], where: string, use: RuleUse): readonly CompiledRule[] {
   const raw: unknown = rules;
   if (!Array.isArray(raw)) throw new ConfigurationError(`${where}: identity rules must be an array`);
   if (raw.length === 0) {
     throw new ConfigurationError(`${where}: identity rules must not be empty (an empty list would match nothing)`);
   }
-  return Object.freeze(raw.map((rule: unknown, index) => compileRule(rule, `${where}[${index}]`)));
+  return Object.freeze(
+    raw.map((rule: unknown, index) => {
+      const at = `${where}[${index}]`;
+      const compiled = compileRule(rule, at);
+      const given = (rule as { roles?: unknown }).roles !== undefined;
+      if (use === 'match' && given) {
+        throw new ConfigurationError(
+          `${at}.roles: these rules only say which certificates pass; roles are granted by certificateRoles`,
+        );
+      }
+      if (use === 'roles' && compiled.roles.length === 0) {
+        throw new ConfigurationError(
+          `${at}.roles: a certificate role rule needs at least one role (it would map nothing)`,
+        );
+      }
+      return compiled;
+    }),
+  );
 }
 
 function compileRule(rule: unknown, where: string): CompiledRule {
