@@ -412,5 +412,19 @@ describe('createUploadCheck, compressed uploads', () => {
     expect(() => createUploadCheck({ maxInflateRation: 16 } as UploadCheckOptions)).toThrow(
       'did you mean "maxInflateRatio"',
     );
+    // Read by nothing: no compressed content is opened without pickles to look for.
+    expect(() => createUploadCheck({ refuseKinds: ['executable'], maxInflateRatio: 16 })).toThrow(
+      /"maxInflateRatio" bounds the compressed content read for pickles, and "refuseKinds" has no "pickle"/,
+    );
+  });
+
+  it('refuses an allowlist that reads as allowing what stays refused, or allows nothing', () => {
+    // The default refusedExtensions wins: `model.pt` was still refused under this allowlist.
+    expect(() => createUploadCheck({ allowedExtensions: ['.pt', '.bin'] })).toThrow(
+      'createUploadCheck: "allowedExtensions" lists ".pt", which "refusedExtensions" refuses (it does by default): take it out of refusedExtensions to allow it',
+    );
+    expect(() => createUploadCheck({ allowedExtensions: [] })).toThrow(/is empty and would refuse every name/);
+    const allowsPt = createUploadCheck({ allowedExtensions: ['.pt'], refusedExtensions: ['.exe'], refuseKinds: [] });
+    expect(() => allowsPt.begin({ name: 'model.pt', sha256: 'a'.repeat(64) })).not.toThrow();
   });
 });

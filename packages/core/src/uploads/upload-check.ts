@@ -168,6 +168,23 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
     opts.allowedExtensions === undefined
       ? undefined
       : new Set(checkList(opts.allowedExtensions, 'allowedExtensions', (e) => e === '' || isExtension(e)));
+  if (allowed !== undefined) {
+    if (allowed.size === 0) {
+      throw new ConfigurationError('createUploadCheck: "allowedExtensions" is empty and would refuse every name');
+    }
+    // Refused wins: an allowlist naming a refused extension reads as allowing it, and does not.
+    const both = [...allowed].find((extension) => refused.has(extension));
+    if (both !== undefined) {
+      throw new ConfigurationError(
+        `createUploadCheck: "allowedExtensions" lists "${both}", which "refusedExtensions" refuses (it does by default): take it out of refusedExtensions to allow it`,
+      );
+    }
+  }
+  if (options.maxInflateRatio !== undefined && !refuseKinds.has('pickle')) {
+    throw new ConfigurationError(
+      'createUploadCheck: "maxInflateRatio" bounds the compressed content read for pickles, and "refuseKinds" has no "pickle"',
+    );
+  }
   const types =
     opts.allowedContentTypes === undefined
       ? undefined
