@@ -294,7 +294,17 @@ describe('createConcurrencyLimit', () => {
     ],
     [{ maxInFlight: 0 }, /"maxInFlight" must be a whole number of at least 1/],
     [{ maxInFlightPerCaller: 1.5 }, /"maxInFlightPerCaller" must be a whole number of at least 1/],
-    [{ maxInFlight: 1, key: 'tenant' }, /"key" must be/],
+    [{ maxInFlightPerCaller: 1, key: 'tenant' }, /"key" must be/],
+    // Read by nothing: no per-caller limit.
+    [{ maxInFlight: 1, key: () => 'tenant' }, /"key" names the caller of a per-caller limit, and none is given/],
+    [
+      { maxInFlight: 4, maxInFlightPerCaller: 5 },
+      /"maxInFlightPerCaller" is above "maxInFlight" \(4\) and could never be reached/,
+    ],
+    [
+      { maxInFlight: 4, maxInFlightPerOperation: { '/pkg.S/M': { perCaller: 5 } } },
+      /perCaller is above "maxInFlight" \(4\) and could never be reached/,
+    ],
     [{ maxInflight: 1 }, /did you mean "maxInFlight"/],
     [{ maxInFlight: 1, holdForHandlerMs: -1 }, /"holdForHandlerMs" must be a whole number of ms, from 0 to 600000/],
     [{ maxInFlight: 1, holdForHandlerMs: 5.5 }, /"holdForHandlerMs" must be a whole number of ms/],

@@ -185,9 +185,20 @@ export function createConcurrencyLimit(options: ConcurrencyLimitOptions): Concur
       'createConcurrencyLimit: give "maxInFlight", "maxInFlightPerCaller", "maxInFlightAnonymous", "maxInFlightPerOperation" or several',
     );
   }
-  if (maxAnonymous !== undefined && maxInFlight !== undefined && maxAnonymous > maxInFlight) {
+  for (const [name, value] of [
+    ['maxInFlightAnonymous', maxAnonymous],
+    ['maxInFlightPerCaller', maxPerCaller],
+  ] as const) {
+    if (value !== undefined && maxInFlight !== undefined && value > maxInFlight) {
+      throw new ConfigurationError(
+        `createConcurrencyLimit: "${name}" is above "maxInFlight" (${String(maxInFlight)}) and could never be reached`,
+      );
+    }
+  }
+  // The key says who a caller is, for a per-caller limit: without one nothing reads it.
+  if (options.key !== undefined && maxPerCaller === undefined && !budgets.some((b) => b.perCaller !== undefined)) {
     throw new ConfigurationError(
-      `createConcurrencyLimit: "maxInFlightAnonymous" is above "maxInFlight" (${String(maxInFlight)}) and could never be reached`,
+      'createConcurrencyLimit: "key" names the caller of a per-caller limit, and none is given ("maxInFlightPerCaller", or a "perCaller" of maxInFlightPerOperation)',
     );
   }
   const holdForHandlerMs = wholeNumber(opts.holdForHandlerMs, 'createConcurrencyLimit: "holdForHandlerMs"', {
@@ -291,6 +302,11 @@ function operationBudgets(value: unknown, maxInFlight: number | undefined): Oper
     if (max !== undefined && maxInFlight !== undefined && max > maxInFlight) {
       throw new ConfigurationError(
         `${label} is above "maxInFlight" (${String(maxInFlight)}) and could never be reached`,
+      );
+    }
+    if (perCaller !== undefined && max === undefined && maxInFlight !== undefined && perCaller > maxInFlight) {
+      throw new ConfigurationError(
+        `${label}.perCaller is above "maxInFlight" (${String(maxInFlight)}) and could never be reached`,
       );
     }
     if (perCaller !== undefined && max !== undefined && perCaller > max) {

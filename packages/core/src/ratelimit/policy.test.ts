@@ -51,7 +51,8 @@ describe('the rateLimits policy section', () => {
       ['rate-limit', 'caller-limit'],
       ['brute-force', 'pre-authentication'],
     ]);
-    expect(parseSecurityPolicy(withRateLimits({})).rateLimits).toEqual({});
+    // A section that limits nothing is refused rather than read as a limit.
+    expect(() => parseSecurityPolicy(withRateLimits({}))).toThrow(/has neither "rules" nor "bruteForce"/);
   });
 
   it.each<[string, (r: typeof RATE_LIMITS) => unknown, string | RegExp]>([
@@ -116,6 +117,17 @@ describe('the rateLimits policy section', () => {
       'a misspelt bruteForce field',
       (r) => ({ ...r, bruteForce: { ...r.bruteForce, subjects: r.bruteForce.subject } }),
       /^policy\.rateLimits\.bruteForce: unknown field "subjects" \(did you mean "subject"\?\)$/,
+    ],
+    [
+      // Client addresses alone limit nothing.
+      'a section without rules or bruteForce',
+      () => ({ trustedProxies: ['10.0.0.0/8'] }),
+      'policy.rateLimits has neither "rules" nor "bruteForce", so it would limit nothing',
+    ],
+    [
+      'a forwarded header without trusted proxies',
+      (r) => ({ ...r, trustedProxies: undefined, forwardedHeader: 'forwarded' }),
+      'policy.rateLimits.forwardedHeader is read only on connections from trustedProxies, and none is listed',
     ],
   ])('refuses %s, naming the field', (_label, mutate, message) => {
     const policy = withRateLimits(mutate(structuredClone(RATE_LIMITS)));

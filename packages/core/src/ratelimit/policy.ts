@@ -88,6 +88,10 @@ export function rateLimitControls(policy: RateLimitsPolicy, store: RateLimitStor
     ...(policy.ipv6PrefixLength === undefined ? {} : { ipv6PrefixLength: policy.ipv6PrefixLength }),
     ...(policy.forwardedHeader === undefined ? {} : { forwardedHeader: policy.forwardedHeader }),
   };
+  if (policy.rules === undefined && policy.bruteForce === undefined) {
+    // Client addresses alone limit nothing: a section without a control is refused.
+    throw new ConfigurationError(`${where} has neither "rules" nor "bruteForce", so it would limit nothing`);
+  }
   const controls: Control[] = [];
   if (policy.rules !== undefined) {
     controls.push(...compileRateLimit({ rules: policy.rules, store, ...address }, where).controls);

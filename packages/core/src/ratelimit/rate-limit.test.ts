@@ -450,6 +450,17 @@ describe('createRateLimit options', () => {
       'createRateLimit.rules[0].operationCosts["GET /x"] must be a whole number of at least 1',
     ],
     ['a bad trusted proxy', { rules: [rule], trustedProxies: ['proxy'] }, /createRateLimit\.trustedProxies\[0\]/],
+    [
+      // The rule never counts PUT: the cost would never apply.
+      'an operation cost outside the rule',
+      { rules: [{ ...rule, operations: ['GET /v1/*path'], operationCosts: { 'PUT /v1/*path': 5 } }] },
+      'createRateLimit.rules[0].operationCosts["PUT /v1/*path"] names no operation of the rule\'s "operations", so its cost would never apply',
+    ],
+    [
+      'a cost above the points',
+      { rules: [{ ...rule, points: 3, operationCosts: { 'GET /x': 5 } }] },
+      'createRateLimit.rules[0]: a call costs 5 points, more than the rule ever has (3), so every such call would be refused',
+    ],
   ])('refuses %s, naming the field', (_label, options, message) => {
     const create = () => createRateLimit(options as RateLimitOptions);
     expect(create).toThrow(ConfigurationError);

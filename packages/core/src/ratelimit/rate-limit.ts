@@ -5,7 +5,7 @@ import { SecurityError } from '../errors/security-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, ControlStage, StartResult } from '../pipeline/control.js';
-import { compareSpecificity, compilePattern, type OperationPattern } from '../rbac/pattern.js';
+import { compareSpecificity, compilePattern, overlapWitness, type OperationPattern } from '../rbac/pattern.js';
 import { compileClientAddress, type ClientAddress, type ClientAddressOptions } from './client-address.js';
 import {
   askStore,
@@ -405,6 +405,21 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
     cost: wholeNumber(c, `${at}.operationCosts["${pattern}"]`),
   }));
   costs.sort((a, b) => compareSpecificity(a.pattern, b.pattern));
+  // Read by nothing: the rule never counts a call its operations do not name.
+  const stray = patterns === undefined ? undefined : costs.find((c) => !patterns.some((p) => overlaps(p, c.pattern)));
+  if (stray !== undefined) {
+    throw new ConfigurationError(
+      `${at}.operationCosts["${stray.pattern.key}"] names no operation of the rule's "operations", so its cost would never apply`,
+    );
+  }
+  // No window would ever let such a call through: every one refused, read as a limit.
+  const dearest = Math.max(cost, ...costs.map((c) => c.cost));
+  const capacity = Math.max(points, burst?.points ?? 0);
+  if (dearest > capacity) {
+    throw new ConfigurationError(
+      `${at}: a call costs ${String(dearest)} points, more than the rule ever has (${String(capacity)}), so every such call would be refused`,
+    );
+  }
   return Object.freeze({
     name: rule.name,
     stage,
@@ -417,6 +432,12 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
     limiter: store.limiter({ name: rule.name, points, durationSeconds, burst, storeFailure }),
     policyItem: `"${rule.name}";q=${String(points)};w=${String(durationSeconds)}`,
   });
+}
+
+/** Whether some operation could match both patterns. */
+function overlaps(a: OperationPattern, b: OperationPattern): boolean {
+  const http = !a.key.startsWith('/') && !b.key.startsWith('/');
+  return http ? overlapWitness(a.key, b.key) !== undefined : a.matches(b.key) || b.matches(a.key);
 }
 
 function compilePatterns(value: unknown, where: string): readonly OperationPattern[] | undefined {
