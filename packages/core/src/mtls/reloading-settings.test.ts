@@ -107,6 +107,31 @@ describe('createReloadingTlsSettings: when to reload', () => {
     expect(() =>
       createReloadingTlsSettings(built, { audit, onUpdate, reload: true, where: 'createSecureServer' }),
     ).toThrow(/^createSecureServer: "reload" needs/);
+    // Read by nothing: there is nothing to reload.
+    expect(() => createReloadingTlsSettings(inline, { audit, onUpdate, reloadIntervalMs: 500 })).toThrow(
+      /"reloadIntervalMs" is read only while files are reloaded, and they are not/,
+    );
+    expect(() =>
+      createReloadingTlsSettings(
+        { ...files, clientCertificates: 'strict' },
+        { audit, onUpdate, reload: false, reloadIntervalMs: 500 },
+      ),
+    ).toThrow(/"reloadIntervalMs" is read only while files are reloaded/);
+  });
+
+  it('refuses material named partly as files and partly as contents, whose files would never be reloaded', () => {
+    const mixed = {
+      certFile: files.certFile,
+      keyFile: files.keyFile,
+      ca: ca.certPem,
+      clientCertificates: 'strict',
+    } as const;
+    expect(() => createReloadingTlsSettings(mixed, { audit, onUpdate })).toThrow(
+      /some TLS material is named as files and some given as contents, so the files would never be reloaded/,
+    );
+    const fixed = createReloadingTlsSettings(mixed, { audit, onUpdate, reload: false });
+    expect(fixed.reloading).toBe(false);
+    fixed.close();
   });
 
   it('validates its options', () => {

@@ -160,6 +160,17 @@ export function createReloadingTlsSettings(
       `${where}: "reload" needs the TLS options to name files (certFile, keyFile, caFile), not PEM contents or built settings`,
     );
   }
+  if (o.reload !== false && !canReload && [certFile, keyFile, caFile, files?.crlFile].some((f) => f !== undefined)) {
+    // Read once and never again: a renewed file (a CRL, say) would be silently ignored.
+    throw new ConfigurationError(
+      `${where}: some TLS material is named as files and some given as contents, so the files would never be reloaded: name certFile, keyFile and caFile as files, or set reload: false`,
+    );
+  }
+  if ((!canReload || o.reload === false) && options.reloadIntervalMs !== undefined) {
+    throw new ConfigurationError(
+      `${where}: "reloadIntervalMs" is read only while files are reloaded, and they are not`,
+    );
+  }
   if (!canReload || o.reload === false) {
     return Object.freeze({
       settings,

@@ -96,7 +96,8 @@ export function resolveConnectionLimits(
       limits.maxConnectionsPerAddress ??
       (typeof maxConnections === 'number' ? defaultConnectionsPerAddress(maxConnections) : maxConnections),
   };
-  for (const key of KEYS) wholeNumber(resolved[key], `${where}.${key}`);
+  // A time above Node's longest timer would fire after 1 ms: refused here, by the field's name.
+  for (const key of KEYS) wholeNumber(resolved[key], `${where}.${key}`, key.endsWith('Ms') ? { unit: 'ms' } : {});
   return Object.freeze(resolved);
 }
 
