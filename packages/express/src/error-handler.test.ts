@@ -467,5 +467,9 @@ describe('option validation', () => {
       ConfigurationError,
     );
     expect(() => fluxguard({} as never)).toThrow(/"audit" is required/);
+    // Named by the factory it was given to.
+    expect(() => fluxguard({ audit: createAuditLogger({ level: 'silent' }), realm: 'a"b' })).toThrow(
+      /^fluxguard: "realm" must be 1 to 100 printable ASCII characters/,
+    );
   });
 });

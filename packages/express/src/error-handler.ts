@@ -227,17 +227,17 @@ export function reachedFromApp(answer: ErrorRequestHandler, audit: AuditLogger):
 
 /**
  * The body of {@link errorHandler}, for fluxguard's own answers too (a deadline's answer, while
- * the handler may still be running).
+ * the handler may still be running); `owner` is the factory its errors name.
  *
  * @internal
  */
-export function answerFailures(options: ErrorHandlerOptions): ErrorRequestHandler {
-  const opts = resolveOptions('errorHandler', DEFAULTS, options);
+export function answerFailures(options: ErrorHandlerOptions, owner = 'errorHandler'): ErrorRequestHandler {
+  const opts = resolveOptions(owner, DEFAULTS, options);
   const audit = opts.audit;
-  assertAuditLogger(audit, 'errorHandler');
+  assertAuditLogger(audit, owner);
   if (opts.realm !== undefined && (typeof opts.realm !== 'string' || !SAFE_REALM.test(opts.realm))) {
     throw new ConfigurationError(
-      'errorHandler: "realm" must be 1 to 100 printable ASCII characters without a quote or backslash',
+      `${owner}: "realm" must be 1 to 100 printable ASCII characters without a quote or backslash`,
     );
   }
   const realm = opts.realm;

@@ -158,7 +158,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const opts = resolveOptions('fluxguard', DEFAULTS, options);
   assertAuditLogger(opts.audit, 'fluxguard');
   const audit = opts.audit;
-  const handleErrors = answerFailures({ audit, realm: opts.realm });
+  const handleErrors = answerFailures({ audit, realm: opts.realm }, 'fluxguard');
   const list = stackControls('fluxguard', opts.guard, opts.controls, opts.timeouts);
   const endRequest: EndRequest = (error, req, res) => {
     // Ended before the client sent the whole body (a stalled upload): close the connection

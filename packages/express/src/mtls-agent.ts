@@ -96,7 +96,7 @@ function timeout(value: unknown, name: string): number {
 export function createMtlsAgent(options: MtlsAgentOptions): Agent {
   const { Agent } = loadUndici();
   const o = resolveOptions<Resolved>(FACTORY, DEFAULTS, options, CLIENT_TLS_OPTION_NAMES);
-  const { ca, cert, key, minVersion } = loadClientTlsMaterial(o, FACTORY);
+  const { ca, cert, key, minVersion, ciphers } = loadClientTlsMaterial(o, FACTORY);
   if (o.servername !== undefined && (typeof o.servername !== 'string' || o.servername === '')) {
     throw new ConfigurationError(`${FACTORY}: "servername" must be a host name`);
   }
@@ -106,6 +106,8 @@ export function createMtlsAgent(options: MtlsAgentOptions): Agent {
       ...(cert === undefined || key === undefined ? {} : { cert, key }),
       ...(o.servername === undefined ? {} : { servername: o.servername }),
       minVersion,
+      // The suites the gRPC client offers too, not Node's longer default list.
+      ciphers,
       rejectUnauthorized: true,
       timeout: timeout(o.connectTimeoutMs, 'connectTimeoutMs'),
     },

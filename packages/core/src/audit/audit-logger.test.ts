@@ -441,7 +441,9 @@ describe('recordFailure folding repeated refusals', () => {
   it.each([
     [{ after: 0, intervalMs: 1_000 }, /"foldRefusals.after" must be a whole number of at least 1/],
     [{ after: 5, intervalMs: 10 }, /"foldRefusals.intervalMs" must be a whole number of ms, from 100 to 2147483647/],
-    [true, /"foldRefusals.after"/],
+    [true, /"foldRefusals" must be false or \{ after, intervalMs \}/],
+    // A misspelt key was read as no key: folding stayed on at its defaults.
+    [{ after: 5, disabled: true }, /"foldRefusals": unknown option "disabled"/],
   ])('refuses foldRefusals %o', (foldRefusals, message) => {
     expect(() => createAuditLogger({ foldRefusals: foldRefusals as never })).toThrow(message);
   });

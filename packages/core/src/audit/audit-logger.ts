@@ -4,6 +4,7 @@ import { isSecurityError, type SecurityErrorReason } from '../errors/security-er
 import { toPublicError, type PublicError } from '../errors/public-error.js';
 import type { SecurityErrorCode } from '../errors/codes.js';
 import { resolveOptions } from '../options/resolve-options.js';
+import { checkKnownKeys } from '../options/unknown-keys.js';
 import { REDACTED, REDACTED_PATHS, escapeLogText, scrubDeep, scrubSecrets } from './redaction.js';
 import { wholeNumber } from '../options/whole-number.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
@@ -117,11 +118,13 @@ export interface AuditLogger {
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+const FOLD_DEFAULTS = Object.freeze({ after: 50, intervalMs: 10_000 });
+
 const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination' | 'logger'>>> = Object.freeze({
   level: 'info',
   name: 'fluxguard',
   redact: Object.freeze([]),
-  foldRefusals: Object.freeze({ after: 50, intervalMs: 10_000 }),
+  foldRefusals: FOLD_DEFAULTS,
 });
 
 /**
@@ -326,7 +329,12 @@ function createFolding(
   option: unknown,
 ): ((reason: AuditReason, context: FailureContext, code: SecurityErrorCode) => boolean) | undefined {
   if (option === false) return undefined;
-  const given = (option ?? {}) as { after?: unknown; intervalMs?: unknown };
+  if (typeof option !== 'object' || option === null) {
+    throw new ConfigurationError('createAuditLogger: "foldRefusals" must be false or { after, intervalMs }');
+  }
+  checkKnownKeys(option, ['after', 'intervalMs'], 'createAuditLogger: "foldRefusals"', 'option');
+  // A partial object keeps the other default.
+  const given = { ...FOLD_DEFAULTS, ...(option as { after?: unknown; intervalMs?: unknown }) };
   const after = wholeNumber(given.after, 'createAuditLogger: "foldRefusals.after"');
   const intervalMs = wholeNumber(given.intervalMs, 'createAuditLogger: "foldRefusals.intervalMs"', {
     min: 100,

@@ -87,6 +87,10 @@ describe('createHeaderLimits', () => {
 
   it('refuses bad options', () => {
     expect(() => createHeaderLimits({ maxCount: 0 })).toThrow(ConfigurationError);
+    expect(() => createHeaderLimits({ maxTotalBytes: 8192, maxValueBytes: 10_000 })).toThrow(
+      'createHeaderLimits: "maxValueBytes" is above "maxTotalBytes" (8192) and could never be reached',
+    );
+    expect(() => createHeaderLimits({ maxTotalBytes: 8192 })).not.toThrow();
     expect(() => createHeaderLimits({ maxCounts: 1 } as HeaderLimitsOptions)).toThrow('did you mean "maxCount"');
   });
 });

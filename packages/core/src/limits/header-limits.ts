@@ -70,6 +70,18 @@ export function createHeaderLimits(options: HeaderLimitsOptions = {}): Control {
   const opts = resolveOptions('createHeaderLimits', DEFAULTS, options);
   for (const [key, value] of Object.entries(opts)) wholeNumber(value, `createHeaderLimits: "${key}"`);
   const { maxCount, maxTotalBytes, maxValueBytes, maxBinaryValueBytes } = opts;
+  for (const [name, value] of [
+    ['maxValueBytes', maxValueBytes],
+    ['maxBinaryValueBytes', maxBinaryValueBytes],
+  ] as const) {
+    // One value over the whole total is refused by the total first: a limit given so would never
+    // be met (a default above a lowered total just gives way to it).
+    if (options[name] !== undefined && value > maxTotalBytes) {
+      throw new ConfigurationError(
+        `createHeaderLimits: "${name}" is above "maxTotalBytes" (${String(maxTotalBytes)}) and could never be reached`,
+      );
+    }
+  }
   const tooLarge = (reason: HeaderLimitsReason): never => {
     throw new SecurityError('payload_too_large', { details: { field: 'headers' }, reason });
   };
