@@ -343,13 +343,20 @@ describe('createUrlGuard', () => {
     ['::1/200', /is not an IP address or CIDR range/],
     ['10.0.0.0/8/8', /is not an IP address or CIDR range/],
     [42, /"allowAddresses"\[0\] must be an address or CIDR string/],
-    ['0.0.0.0/0', /allows every address, the private and metadata ones included/],
+    ['0.0.0.0/0', /allows every address, the private ones included/],
     ['::/0', /allows every address/],
+    // Any range holding the metadata address, in any spelling, reopened it (found by a review).
+    ['128.0.0.0/1', /includes the cloud metadata address, which is never allowed/],
+    ['169.254.0.0/16', /includes the cloud metadata address/],
+    ['::/1', /includes the cloud metadata address/],
+    ['2002::/16', /includes the cloud metadata address/],
+    ['::ffff:0:0/96', /includes the cloud metadata address/],
+    ['fd00::/8', /includes the cloud metadata address/],
   ])('refuses the allowAddresses entry %s, which must not open the guard', (entry, message) => {
     expect(() => createUrlGuard({ allowAddresses: [entry as string] })).toThrow(message);
   });
 
-  it('keeps refusing the metadata address next to an allowed range', async () => {
+  it('takes a private range that holds no metadata address, and still refuses the metadata one', async () => {
     const guard = createUrlGuard({ lookup, allowAddresses: ['10.0.0.0/8'] });
     expect(await refusal(() => guard.fetch('https://169.254.169.254/'))).toMatchObject({
       reason: 'url_address_refused',

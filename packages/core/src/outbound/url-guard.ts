@@ -163,6 +163,17 @@ for (const [network, prefix] of [
   REFUSED.addSubnet(network, prefix, 'ipv6');
 }
 
+/** The cloud metadata service, and the IPv6 forms that reach it (mapped, NAT64, 6to4). */
+const METADATA_ADDRESSES: readonly (readonly [string, 'ipv4' | 'ipv6'])[] = [
+  ['169.254.169.254', 'ipv4'],
+  ['fd00:ec2::254', 'ipv6'],
+  ['::ffff:169.254.169.254', 'ipv6'],
+  ['::169.254.169.254', 'ipv6'],
+  ['64:ff9b::a9fe:a9fe', 'ipv6'],
+  ['64:ff9b:1::a9fe:a9fe', 'ipv6'],
+  ['2002:a9fe:a9fe::', 'ipv6'],
+];
+
 const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
   maxRedirects: 3,
   timeoutMs: 30_000,
@@ -206,7 +217,15 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
     const { address, prefix, type } = parseAddressRange(entry, where);
     if (prefix === 0) {
       throw new ConfigurationError(
-        `${where} "${String(entry)}" allows every address, the private and metadata ones included: list the addresses or ranges to allow`,
+        `${where} "${String(entry)}" allows every address, the private ones included: list the addresses or ranges to allow`,
+      );
+    }
+    // The cloud metadata service hands out credentials: no entry may reach it, in any spelling.
+    const range = new BlockList();
+    range.addSubnet(address, prefix, type);
+    if (METADATA_ADDRESSES.some(([ip, family]) => range.check(ip, family))) {
+      throw new ConfigurationError(
+        `${where} "${String(entry)}" includes the cloud metadata address, which is never allowed: list narrower ranges`,
       );
     }
     allowed.addSubnet(address, prefix, type);
