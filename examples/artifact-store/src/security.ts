@@ -61,7 +61,7 @@ const IMPORTS_PER_CALLER = Math.min(4, IMPORTS_IN_FLIGHT);
  */
 export const IN_FLIGHT_BUDGET = Object.freeze({
   maxInFlight: IN_FLIGHT,
-  maxInFlightPerCaller: 32,
+  maxInFlightPerCaller: Math.min(32, IN_FLIGHT),
   maxInFlightAnonymous: ANONYMOUS_IN_FLIGHT,
   maxInFlightPerOperation: Object.freeze({
     '/fluxguard.example.v1.ArtifactStore/UploadArtifact': UPLOADS_IN_FLIGHT,
@@ -269,7 +269,14 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   return Object.freeze({
     policy,
     guard: (transport: Transport, servedOperations?: readonly string[]) =>
-      createGuardFromPolicy(policy, { audit, transport, servedOperations, denylist, jwt, rateLimitStore }),
+      // A verifier given in code consults its own denylist, if any.
+      createGuardFromPolicy(policy, {
+        audit,
+        transport,
+        servedOperations,
+        rateLimitStore,
+        ...(jwt === undefined ? { denylist } : { jwt }),
+      }),
     concurrency: createConcurrencyLimit(IN_FLIGHT_BUDGET),
     connections: resolveConnectionLimits(policy.connections, 'policy.connections'),
     tls,

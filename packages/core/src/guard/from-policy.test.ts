@@ -117,6 +117,10 @@ describe('createGuardFromPolicy', () => {
     const guard = createGuardFromPolicy(policy, { audit, jwt });
     const token = await sign(other, { claims: { roles: ['artifacts.reader'] } });
     await expect(guard.check(call(`${S}/GetArtifact`, token))).resolves.toMatchObject({ subject: 'alice' });
+    // The denylist was read only by the verifier `jwt` replaces: revocation would be off.
+    expect(() => createGuardFromPolicy(policy, { audit, jwt, denylist: createMemoryDenylist() })).toThrow(
+      /"denylist" is consulted by the verifier built from policy\.jwt, and "jwt" replaces that verifier/,
+    );
   });
 
   it('reports rules naming no served operation, and bad options, at start-up', () => {

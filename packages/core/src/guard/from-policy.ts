@@ -40,7 +40,7 @@ export interface GuardFromPolicyOptions {
    * its limit off. Omitted: not checked.
    */
   readonly servedOperations?: readonly string[] | undefined;
-  /** The revocation list the verifier built from `policy.jwt` consults. Ignored with `jwt`. */
+  /** The revocation list the verifier built from `policy.jwt` consults; refused next to `jwt` (give it to that verifier). */
   readonly denylist?: Denylist | undefined;
   /** A verifier to use instead of the one `policy.jwt` describes. */
   readonly jwt?: JwtVerifier | undefined;
@@ -102,6 +102,12 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
   const transportValue: unknown = transport;
   if (transportValue !== undefined && transportValue !== 'grpc' && transportValue !== 'http') {
     throw new ConfigurationError('createGuardFromPolicy: "transport" must be "grpc" or "http"');
+  }
+  if (opts.jwt !== undefined && opts.denylist !== undefined) {
+    // It was ignored: revocation would be off while the options read as on.
+    throw new ConfigurationError(
+      'createGuardFromPolicy: "denylist" is consulted by the verifier built from policy.jwt, and "jwt" replaces that verifier: give the denylist to createJwtVerifier instead',
+    );
   }
   if (opts.servedOperations !== undefined) {
     checkPolicyServed(policy, opts.servedOperations, transport, 'createGuardFromPolicy');
