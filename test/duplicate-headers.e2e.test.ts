@@ -89,6 +89,38 @@ describe('two authorization entries on a gRPC request', () => {
   );
 });
 
+describe('one authorization entry grpc-js would drop', () => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await startTransport('grpc', world);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('is refused as a malformed credential, which brute-force protection counts, not as none', async () => {
+    // grpc-js drops a value with a tab: the call read as one without any credential
+    // (`missing_token`), a failure the brute-force protection does not count.
+    const token = await world.token('mallory', ['artifacts.reader']);
+    const run = await nghttp([
+      '-v',
+      '-H',
+      ':method: POST',
+      '-H',
+      'content-type: application/grpc',
+      '-H',
+      'te: trailers',
+      '-H',
+      `authorization: Bearer\t${token}`,
+      `https://localhost:${String(t.port)}/fluxguard.example.v1.ArtifactStore/ListArtifacts`,
+    ]);
+    expect(run.error, 'nghttp must be installed (scripts/ensure-tools.mjs installs nghttp2-client)').toBeUndefined();
+    expect(run.stdout).toMatch(/grpc-status: 16/);
+    const requestId = /x-request-id: (\S+)/.exec(run.stdout)?.[1];
+    expect(t.log.lines.find((l) => l.requestId === requestId)).toMatchObject({ reason: 'malformed_authorization' });
+  });
+});
+
 describe('two Authorization headers on an HTTP request', () => {
   let t: TransportUnderTest;
   beforeAll(async () => {

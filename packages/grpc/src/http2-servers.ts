@@ -250,8 +250,8 @@ function rememberPeerCertificate(socket: TLSSocket): void {
 const GRPC_TIMEOUT = /^\d{1,8}[HMSmun]$/;
 /** A text metadata value grpc-js keeps: printable ASCII and spaces. */
 const GRPC_JS_TEXT_VALUE = /^[ -~]*$/;
-/** What a repeated security header's value grpc-js would drop is handed on as. */
-const UNREADABLE_VALUE = 'unreadable';
+/** What a security header's value grpc-js would drop is handed on as: a bearer value that is no token (`malformed_authorization`). */
+const UNREADABLE_VALUE = 'Bearer (unreadable)';
 /** What a `grpc-timeout` of another form is handed on as: no digits, so grpc-js refuses it. */
 const MALFORMED_TIMEOUT = 'malformed';
 
@@ -285,11 +285,15 @@ function onStream(
   for (const [name, values] of repeated) {
     // grpc-js adds every value of an array to the metadata: the authenticator sees them all. A
     // value grpc-js would drop (a tab, a byte past ASCII) is handed on as one it keeps: dropped,
-    // the other value alone was read, while a proxy that takes the last read the dropped one.
+    // the other value alone was read, while a proxy that takes the last read the dropped one;
+    // and a single one read as no credential at all (`missing_token`), which brute-force
+    // protection does not count.
     if (values.length > 1) {
       (headers as Record<string, string | string[]>)[name] = values.map((value) =>
         GRPC_JS_TEXT_VALUE.test(value) ? value : UNREADABLE_VALUE,
       );
+    } else if (!GRPC_JS_TEXT_VALUE.test(values[0] ?? '')) {
+      (headers as Record<string, string | string[]>)[name] = UNREADABLE_VALUE;
     }
   }
 }
