@@ -194,26 +194,34 @@ describe('a flood of whole calls the server answers at once on the gRPC port', (
   // threw out of the event loop. About 9 KB from a client without a token took the server down.
   it.each([
     { name: 'an unknown method', path: '/a.B/C', contentType: 'application/grpc' },
-    { name: 'no gRPC (text/plain)', path: '/fluxguard.example.v1.ArtifactStore/GetArtifact', contentType: 'text/plain' },
-  ])('of $name leaves the server up, serving a real caller', async ({ path, contentType }) => {
-    const client = server.clientWith(await world.token('flood-reader', ['artifacts.reader']));
-    for (let round = 0; round < 3; round++) {
-      const flood = await rapidReset({
-        port: server.port,
-        ca: world.pki.ca,
-        path,
-        contentType,
-        complete: true,
-        maxStreams: 3_000,
-        maxMs: 5_000,
-        localAddress: '127.0.0.3',
-      });
-      expect(flood.streams).toBeGreaterThan(0);
-    }
-    const served = await client.list('');
-    expect(served.ok, `${String(served.status)} ${served.exposed}\n${server.output().slice(-2_000)}`).toBe(true);
-    expect(server.output()).not.toContain('ERR_HTTP2_INVALID_STREAM');
-  }, 60_000);
+    {
+      name: 'no gRPC (text/plain)',
+      path: '/fluxguard.example.v1.ArtifactStore/GetArtifact',
+      contentType: 'text/plain',
+    },
+  ])(
+    'of $name leaves the server up, serving a real caller',
+    async ({ path, contentType }) => {
+      const client = server.clientWith(await world.token('flood-reader', ['artifacts.reader']));
+      for (let round = 0; round < 3; round++) {
+        const flood = await rapidReset({
+          port: server.port,
+          ca: world.pki.ca,
+          path,
+          contentType,
+          complete: true,
+          maxStreams: 3_000,
+          maxMs: 5_000,
+          localAddress: '127.0.0.3',
+        });
+        expect(flood.streams).toBeGreaterThan(0);
+      }
+      const served = await client.list('');
+      expect(served.ok, `${String(served.status)} ${served.exposed}\n${server.output().slice(-2_000)}`).toBe(true);
+      expect(server.output()).not.toContain('ERR_HTTP2_INVALID_STREAM');
+    },
+    60_000,
+  );
 });
 
 /** Whether `emitter` (a stream, a session) emits 'close' within `ms`. */

@@ -447,6 +447,16 @@ describe('recordFailure folding repeated refusals', () => {
   ])('refuses foldRefusals %o', (foldRefusals, message) => {
     expect(() => createAuditLogger({ foldRefusals: foldRefusals as never })).toThrow(message);
   });
+
+  it('keeps the default of a folding key left out or given as undefined', async () => {
+    const { destination, lines } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: undefined } as never });
+    // Folded after 5 in the default 10 s interval: nothing flushed within this test's time.
+    for (let i = 0; i < 8; i++) audit.recordFailure(badSignature(), from('203.0.113.9', i));
+    await sleep(150);
+    expect(named(lines, 'request.denied')).toHaveLength(5);
+    expect(() => createAuditLogger({ foldRefusals: { intervalMs: 5_000 } })).not.toThrow();
+  });
 });
 
 describe('createAuditLogger with the service’s own pino logger', () => {

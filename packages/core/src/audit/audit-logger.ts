@@ -100,7 +100,7 @@ export interface AuditLoggerOptions {
    * `request.denied.folded` line when the interval ends. `false` logs every refusal.
    * Default `{ after: 50, intervalMs: 10_000 }`: an ordinary client never reaches it.
    */
-  readonly foldRefusals?: { readonly after: number; readonly intervalMs: number } | false;
+  readonly foldRefusals?: { readonly after?: number | undefined; readonly intervalMs?: number | undefined } | false;
 }
 
 /** Writes audit events and failures; one per application, shared by both adapters. */
@@ -333,8 +333,12 @@ function createFolding(
     throw new ConfigurationError('createAuditLogger: "foldRefusals" must be false or { after, intervalMs }');
   }
   checkKnownKeys(option, ['after', 'intervalMs'], 'createAuditLogger: "foldRefusals"', 'option');
-  // A partial object keeps the other default.
-  const given = { ...FOLD_DEFAULTS, ...(option as { after?: unknown; intervalMs?: unknown }) };
+  // A key left out, or given as undefined, keeps its default.
+  const partial = option as { after?: unknown; intervalMs?: unknown };
+  const given = {
+    after: partial.after ?? FOLD_DEFAULTS.after,
+    intervalMs: partial.intervalMs ?? FOLD_DEFAULTS.intervalMs,
+  };
   const after = wholeNumber(given.after, 'createAuditLogger: "foldRefusals.after"');
   const intervalMs = wholeNumber(given.intervalMs, 'createAuditLogger: "foldRefusals.intervalMs"', {
     min: 100,

@@ -73,11 +73,7 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
   if (header !== 'x-forwarded-for' && header !== 'forwarded') {
     throw new ConfigurationError(`${where}.forwardedHeader must be "x-forwarded-for" or "forwarded"`);
   }
-  if (options.forwardedHeader !== undefined && !behindProxies) {
-    throw new ConfigurationError(
-      `${where}.forwardedHeader is read only on connections from trustedProxies, and none is listed`,
-    );
-  }
+
   const isTrusted = (ip: string): boolean => trusted.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
   const toKey = (ip: string): string => hostKey(ip, prefix);
   let lastPeer: string | undefined;

@@ -124,11 +124,6 @@ describe('the rateLimits policy section', () => {
       () => ({ trustedProxies: ['10.0.0.0/8'] }),
       'policy.rateLimits has neither "rules" nor "bruteForce", so it would limit nothing',
     ],
-    [
-      'a forwarded header without trusted proxies',
-      (r) => ({ ...r, trustedProxies: undefined, forwardedHeader: 'forwarded' }),
-      'policy.rateLimits.forwardedHeader is read only on connections from trustedProxies, and none is listed',
-    ],
   ])('refuses %s, naming the field', (_label, mutate, message) => {
     const policy = withRateLimits(mutate(structuredClone(RATE_LIMITS)));
     expect(() => parseSecurityPolicy(policy)).toThrow(ConfigurationError);
