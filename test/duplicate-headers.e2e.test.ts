@@ -23,13 +23,31 @@ afterAll(() => {
   world.cleanup();
 });
 
-function nghttp(args: readonly string[]): Promise<{ stdout: string; error: Error | undefined }> {
-  return new Promise((resolve) => {
-    execFile('nghttp', args, { encoding: 'utf8', timeout: 10_000 }, (error, stdout) => {
+/**
+ * A gRPC request to `method` of the ArtifactStore sent by nghttp with `headers` as written
+ * (`-H` each), and `options` before the URL (a client certificate, a body); what it printed.
+ * Asynchronous: the server under test runs in this process.
+ */
+async function nghttpGrpc(
+  port: number,
+  method: string,
+  headers: readonly string[],
+  options: readonly string[] = [],
+): Promise<string> {
+  const args = [
+    '-v',
+    ...options,
+    ...[':method: POST', 'content-type: application/grpc', 'te: trailers', ...headers].flatMap((h) => ['-H', h]),
+    `https://localhost:${String(port)}/fluxguard.example.v1.ArtifactStore/${method}`,
+  ];
+  const { stdout, error } = await new Promise<{ stdout: string; error: Error | undefined }>((resolve) => {
+    execFile('nghttp', args, { encoding: 'utf8', timeout: 10_000 }, (failed, out) => {
       // nghttp exits non-zero for a failed request; what matters is what it printed.
-      resolve({ stdout, error: error !== null && stdout === '' ? error : undefined });
+      resolve({ stdout: out, error: failed !== null && out === '' ? failed : undefined });
     });
   });
+  expect(error, 'nghttp must be installed (scripts/ensure-tools.mjs installs nghttp2-client)').toBeUndefined();
+  return stdout;
 }
 
 describe('two authorization entries on a gRPC request', () => {
@@ -62,27 +80,16 @@ describe('two authorization entries on a gRPC request', () => {
       const keyFile = join(world.base, 'client.key');
       writeFileSync(certFile, valid.cert);
       writeFileSync(keyFile, valid.key);
-      // Asynchronous: the server under test runs in this process.
-      const run = await nghttp([
-        '-v',
-        `--cert=${certFile}`,
-        `--key=${keyFile}`,
-        '-H',
-        ':method: POST',
-        '-H',
-        'content-type: application/grpc',
-        '-H',
-        'te: trailers',
-        ...tokens.flatMap((token, i) => ['-H', `authorization: Bearer${i === 0 ? ' ' : gap}${token}`]),
-        '-d',
-        body,
-        `https://localhost:${String(t.port)}/fluxguard.example.v1.ArtifactStore/DeleteArtifact`,
-      ]);
-      expect(run.error, 'nghttp must be installed (scripts/ensure-tools.mjs installs nghttp2-client)').toBeUndefined();
+      const stdout = await nghttpGrpc(
+        t.port,
+        'DeleteArtifact',
+        tokens.map((token, i) => `authorization: Bearer${i === 0 ? ' ' : gap}${token}`),
+        [`--cert=${certFile}`, `--key=${keyFile}`, '-d', body],
+      );
       // Both entries went out on the wire...
-      expect(run.stdout.match(/authorization: Bearer/g)?.length).toBe(2);
+      expect(stdout.match(/authorization: Bearer/g)?.length).toBe(2);
       // ...and the call was refused UNAUTHENTICATED (16), before any handler ran.
-      expect(run.stdout).toMatch(/grpc-status: 16/);
+      expect(stdout).toMatch(/grpc-status: 16/);
       expect(t.log.lines.some((l) => l.reason === 'multiple_authorization')).toBe(true);
       expect((await t.client.get(path)).ok).toBe(true);
     },
@@ -102,21 +109,9 @@ describe('one authorization entry grpc-js would drop', () => {
     // grpc-js drops a value with a tab: the call read as one without any credential
     // (`missing_token`), a failure the brute-force protection does not count.
     const token = await world.token('mallory', ['artifacts.reader']);
-    const run = await nghttp([
-      '-v',
-      '-H',
-      ':method: POST',
-      '-H',
-      'content-type: application/grpc',
-      '-H',
-      'te: trailers',
-      '-H',
-      `authorization: Bearer\t${token}`,
-      `https://localhost:${String(t.port)}/fluxguard.example.v1.ArtifactStore/ListArtifacts`,
-    ]);
-    expect(run.error, 'nghttp must be installed (scripts/ensure-tools.mjs installs nghttp2-client)').toBeUndefined();
-    expect(run.stdout).toMatch(/grpc-status: 16/);
-    const requestId = /x-request-id: (\S+)/.exec(run.stdout)?.[1];
+    const stdout = await nghttpGrpc(t.port, 'ListArtifacts', [`authorization: Bearer\t${token}`]);
+    expect(stdout).toMatch(/grpc-status: 16/);
+    const requestId = /x-request-id: (\S+)/.exec(stdout)?.[1];
     expect(t.log.lines.find((l) => l.requestId === requestId)).toMatchObject({ reason: 'malformed_authorization' });
   });
 });

@@ -108,64 +108,71 @@ describe('loadReferenceSecurity', () => {
   });
 });
 
-describe("the policy's strict client certificates", () => {
-  it('cannot be loosened by FLUXGUARD_CLIENT_CERTS, and hold every call the guard checks', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-strict-'));
-    try {
-      const policy = JSON.parse(readFileSync(DEFAULT_POLICY, 'utf8')) as { mtls: { clientCertificates: string } };
-      policy.mtls.clientCertificates = 'strict';
-      const policyFile = join(dir, 'strict.policy.json');
-      writeFileSync(policyFile, JSON.stringify(policy));
-      await expect(
-        loadReferenceSecurity({
-          devDir,
-          audit,
-          env: { FLUXGUARD_POLICY: policyFile, FLUXGUARD_CLIENT_CERTS: 'per-operation' },
-        }),
-      ).rejects.toThrow(/cannot loosen the policy's mtls\.clientCertificates "strict"/);
-      const security = await loadReferenceSecurity({ devDir, audit, env: { FLUXGUARD_POLICY: policyFile } });
-      expect(security.tls.clientCertificates).toBe('strict');
-      await expect(security.guard('grpc').check(callWith('not-a-token'))).rejects.toMatchObject({
-        reason: 'client_certificate_required',
-      });
-      await security.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-});
+/** The default policy changed by `change`, written to a file of its own for `run`; removed after. */
+async function withPolicy(
+  change: (policy: { jwt: Record<string, unknown>; mtls: Record<string, unknown> }) => void,
+  run: (policyFile: string) => Promise<void>,
+): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-policy-'));
+  try {
+    const policy = JSON.parse(readFileSync(DEFAULT_POLICY, 'utf8')) as Parameters<typeof change>[0];
+    change(policy);
+    const policyFile = join(dir, 'changed.policy.json');
+    writeFileSync(policyFile, JSON.stringify(policy));
+    await run(policyFile);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
-describe("a policy's own key source", () => {
-  it('is refused: the development key set replaced it without a word', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-source-'));
-    try {
-      const policy = JSON.parse(readFileSync(DEFAULT_POLICY, 'utf8')) as { jwt: Record<string, unknown> };
-      policy.jwt.jwksFile = 'prod-jwks.json';
-      const policyFile = join(dir, 'own-source.policy.json');
-      writeFileSync(policyFile, JSON.stringify(policy));
-      await expect(loadReferenceSecurity({ devDir, audit, env: { FLUXGUARD_POLICY: policyFile } })).rejects.toThrow(
-        /jwt\.jwksFile names a key source, and the reference servers take theirs from the environment/,
-      );
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+describe('a policy of its own', () => {
+  it('with strict client certificates: FLUXGUARD_CLIENT_CERTS cannot loosen them, and the guard holds every call to them', async () => {
+    await withPolicy(
+      (policy) => {
+        policy.mtls.clientCertificates = 'strict';
+      },
+      async (policyFile) => {
+        await expect(
+          loadReferenceSecurity({
+            devDir,
+            audit,
+            env: { FLUXGUARD_POLICY: policyFile, FLUXGUARD_CLIENT_CERTS: 'per-operation' },
+          }),
+        ).rejects.toThrow(/cannot loosen the policy's mtls\.clientCertificates "strict"/);
+        const security = await loadReferenceSecurity({ devDir, audit, env: { FLUXGUARD_POLICY: policyFile } });
+        expect(security.tls.clientCertificates).toBe('strict');
+        await expect(security.guard('grpc').check(callWith('not-a-token'))).rejects.toMatchObject({
+          reason: 'client_certificate_required',
+        });
+        await security.close();
+      },
+    );
   });
-});
 
-describe("a policy's settings of a remote key set", () => {
-  it('are left out with the development key set, which is a file', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'fluxguard-refsec-remote-'));
-    try {
-      const policy = JSON.parse(readFileSync(DEFAULT_POLICY, 'utf8')) as { jwt: Record<string, unknown> };
-      policy.jwt.jwksCooldownMs = 60_000;
-      const policyFile = join(dir, 'remote.policy.json');
-      writeFileSync(policyFile, JSON.stringify(policy));
-      const security = await loadReferenceSecurity({ devDir, audit, env: { FLUXGUARD_POLICY: policyFile } });
-      expect(security.policy.jwt).not.toHaveProperty('jwksCooldownMs');
-      await security.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+  it('naming its own key source is refused: the development key set replaced it without a word', async () => {
+    await withPolicy(
+      (policy) => {
+        policy.jwt.jwksFile = 'prod-jwks.json';
+      },
+      async (policyFile) => {
+        await expect(loadReferenceSecurity({ devDir, audit, env: { FLUXGUARD_POLICY: policyFile } })).rejects.toThrow(
+          /jwt\.jwksFile names a key source, and the reference servers take theirs from the environment/,
+        );
+      },
+    );
+  });
+
+  it('with settings of a remote key set: they are left out with the development key set, which is a file', async () => {
+    await withPolicy(
+      (policy) => {
+        policy.jwt.jwksCooldownMs = 60_000;
+      },
+      async (policyFile) => {
+        const security = await loadReferenceSecurity({ devDir, audit, env: { FLUXGUARD_POLICY: policyFile } });
+        expect(security.policy.jwt).not.toHaveProperty('jwksCooldownMs');
+        await security.close();
+      },
+    );
   });
 });
 
