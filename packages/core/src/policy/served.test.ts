@@ -116,6 +116,8 @@ describe('servedOperations of the factories with rules per operation', () => {
       '"servedOperations" must be an array of strings',
     );
     expect(() => build('/store.v1.Store/GetArtifact', [42])).toThrow('"servedOperations" must be an array of strings');
+    // An empty list held the patterns against nothing, and read as checked.
+    expect(() => build('/store.v1.Store/GetArtifacts', [])).toThrow('"servedOperations" is empty');
   });
 
   it('checks only the kinds of operation the list holds, or the transport kept', () => {

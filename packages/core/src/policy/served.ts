@@ -51,6 +51,10 @@ export function checkPatternsServed(
     throw new ConfigurationError(`${where}: "servedOperations" must be an array of strings`);
   }
   const operations = served as readonly string[];
+  // Read as "checked" while nothing was: no kind of operation to hold the patterns against.
+  if (operations.length === 0) {
+    throw new ConfigurationError(`${where}: "servedOperations" is empty, so no pattern could be checked against it`);
+  }
   const checksGrpc = transport === undefined ? operations.some((op) => op.startsWith('/')) : transport === 'grpc';
   const checksHttp = transport === undefined ? operations.some((op) => !op.startsWith('/')) : transport === 'http';
   const stray = patterns
