@@ -154,11 +154,10 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
       : rateLimitControls(policy.rateLimits, opts.rateLimitStore ?? createMemoryRateLimitStore(), 'policy.rateLimits');
   const sizes =
     policy.limits === undefined ? [] : [compileInputLimits({ ...policy.limits, transport }, 'policy.limits')];
+  const controls = Object.freeze([...guard.controls, ...limits, ...sizes, timeouts]);
   // The TLS settings are built apart from the guard, and may ask for a certificate per
   // operation only: the guard itself holds every call to the policy's `strict`.
-  if (policy.mtls?.clientCertificates !== 'strict') {
-    return Object.freeze({ ...guard, controls: Object.freeze([...guard.controls, ...limits, ...sizes, timeouts]) });
-  }
+  if (policy.mtls?.clientCertificates !== 'strict') return Object.freeze({ ...guard, controls });
   const certificate = createCertificateCheck();
   return Object.freeze({
     ...guard,
@@ -166,6 +165,6 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
       certificate.check(call.peerCertificate);
       return guard.check(call);
     },
-    controls: Object.freeze([certificate, ...guard.controls, ...limits, ...sizes, timeouts]),
+    controls: Object.freeze([certificate, ...controls]),
   });
 }

@@ -1,6 +1,6 @@
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
-import { isPolicyObject } from '../policy/fields.js';
+import { frozenCopy, isPolicyObject } from '../policy/fields.js';
 import { compileBruteForce, type BruteForceOptions } from './brute-force.js';
 import { compileRateLimit, type RateLimitRule } from './rate-limit.js';
 import { createMemoryRateLimitStore, type RateLimitStore } from './store.js';
@@ -72,9 +72,10 @@ export function parseRateLimitsPolicy(value: unknown, where: string): RateLimits
     // The section's own fields only: where counts live and client addresses are set elsewhere.
     checkKnownKeys(value.bruteForce, ['peer', 'subject', 'storeFailure'], `${where}.bruteForce`, 'field');
   }
-  const policy = structuredClone(value) as RateLimitsPolicy;
+  // Checked as copied: the caller's object, changed later, changes nothing.
+  const policy = frozenCopy(value) as RateLimitsPolicy;
   rateLimitControls(policy, createMemoryRateLimitStore(), where);
-  return deepFreeze(policy);
+  return policy;
 }
 
 /**
@@ -101,12 +102,4 @@ export function rateLimitControls(policy: RateLimitsPolicy, store: RateLimitStor
     controls.push(compileBruteForce({ ...policy.bruteForce, store, ...address }, `${where}.bruteForce`));
   }
   return controls;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null) {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
 }
