@@ -66,7 +66,7 @@ function npy(descr: string, data: Buffer): Buffer {
 
 /** A ZIP's bytes: local headers (each with its own name, or the central one's) and a central directory. */
 function zip(
-  entries: readonly { name: string; localName?: string; data?: Buffer }[],
+  entries: readonly { name: string; localName?: string; data?: Buffer; extra?: Buffer; method?: number }[],
   between = Buffer.alloc(0),
 ): Buffer {
   const locals: Buffer[] = [];
@@ -75,17 +75,25 @@ function zip(
   for (const entry of entries) {
     const localName = Buffer.from(entry.localName ?? entry.name);
     const data = entry.data ?? Buffer.from('bytes of the entry');
+    const extra = entry.extra ?? Buffer.alloc(0);
     const local = Buffer.alloc(30);
     local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(entry.method ?? 0, 8);
+    local.writeUInt32LE(data.length, 18);
+    local.writeUInt32LE(data.length, 22);
     local.writeUInt16LE(localName.length, 26);
-    locals.push(local, localName, data);
+    local.writeUInt16LE(extra.length, 28);
+    locals.push(local, localName, extra, data);
     const name = Buffer.from(entry.name);
     const central = Buffer.alloc(46);
     central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(entry.method ?? 0, 10);
+    central.writeUInt32LE(data.length, 20);
+    central.writeUInt32LE(data.length, 24);
     central.writeUInt16LE(name.length, 28);
     central.writeUInt32LE(offset, 42);
     centrals.push(central, name);
-    offset += local.length + localName.length + data.length;
+    offset += local.length + localName.length + extra.length + data.length;
   }
   const end = Buffer.alloc(22);
   end.writeUInt32LE(0x06054b50, 0);
@@ -254,6 +262,69 @@ describe('createUploadCheck', () => {
     const check = createUploadCheck().begin({ name: 'model.zip', sha256: sha(flood) });
     for (let i = 0; i < flood.length; i += 64 * 1024) check.update(flood.subarray(i, i + 64 * 1024));
     expect(check.finish()).toBe(sha(flood));
+  });
+
+  describe('an .npz (a ZIP of .npy members)', () => {
+    // The descr alone says objects: the pickle after it need not import a name to be refused.
+    const objects = npy("'|O'", Buffer.from('80049500000000000000004e2e', 'hex'));
+    const floats = npy("'<f8'", Buffer.alloc(64, 1));
+    /** The upload's verdict when its bytes come in pieces of `size`. */
+    const inPieces = (data: Buffer, size: number) => {
+      const check = createUploadCheck().begin({ name: 'arrays.npz', sha256: sha(data) });
+      try {
+        for (let at = 0; at < data.length; at += size) check.update(data.subarray(at, at + size));
+        return check.finish();
+      } catch (error) {
+        return error as { reason: string };
+      }
+    };
+
+    it.each([
+      ['a stored member that is an array of Python objects', zip([{ name: 'arr_0.npy', data: objects }])],
+      [
+        'one behind other members, named as no array (NumPy reads any member by its magic)',
+        zip([
+          { name: 'a.npy', data: floats },
+          { name: 'weights', data: objects },
+        ]),
+      ],
+      ['one behind an extra field', zip([{ name: 'arr_0.npy', data: objects, extra: Buffer.alloc(3000, 7) }])],
+      // Python's zipfile takes the method from the central directory, not from the local header.
+      ['one whose local header says deflated', zip([{ name: 'arr_0.npy', data: objects, method: 8 }])],
+      ['one behind other bytes', Buffer.concat([Buffer.from('GIF89a'), zip([{ name: 'x.npy', data: objects }])])],
+      [
+        'one whose header is cut short by the end of the upload',
+        Buffer.concat([
+          zip([{ name: 'a.npy', data: floats }]).subarray(0, 30),
+          Buffer.from('a.npy'),
+          objects.subarray(0, 80),
+        ]),
+      ],
+    ])('refuses %s, in one piece and byte by byte', (_label, archive) => {
+      expect(inPieces(archive, archive.length)).toMatchObject({ reason: 'content_refused' });
+      expect(inPieces(archive, 1)).toMatchObject({ reason: 'content_refused' });
+      expect(inPieces(archive, 7)).toMatchObject({ reason: 'content_refused' });
+    });
+
+    it('passes members of numbers, and arrays of objects only where they are not a member', () => {
+      const numbers = zip([
+        { name: 'a.npy', data: floats },
+        { name: 'b.npy', data: npy("'<i4'", Buffer.alloc(16)) },
+      ]);
+      expect(inPieces(numbers, 1)).toBe(sha(numbers));
+      // The magic and descr inside a member's data, not at its start: no reader takes it for an array.
+      const inside = zip([{ name: 'notes.txt', data: Buffer.concat([Buffer.from('see: '), objects]) }]);
+      expect(inPieces(inside, 3)).toBe(sha(inside));
+    });
+
+    it('reads a flood of made-up headers whose data starts as an array, or skips a long extra field, to its end', () => {
+      const fakeArray = Buffer.concat([Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(26)]), floats]);
+      const fakeExtra = Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(24), 0xff, 0xff]);
+      for (const fake of [fakeArray, fakeExtra]) {
+        const flood = Buffer.concat(Array.from({ length: Math.ceil((4 * 1024 * 1024) / fake.length) }, () => fake));
+        expect(inPieces(flood, 64 * 1024)).toBe(sha(flood));
+      }
+    });
   });
 
   it('allows what a rule allows: a pickle when pickles are not refused, only listed extensions and types', () => {

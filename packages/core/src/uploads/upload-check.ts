@@ -39,11 +39,13 @@ export type UploadReason =
  *   the whole upload read as it streams, so an archive behind other bytes (which Python's
  *   zipfile opens) is seen too; tar archives, each member's name and content read as a stream
  *   of its own (PyTorch's legacy checkpoints are tars holding a `pickle`); NumPy `.npy` arrays
- *   of Python objects (their `descr` in the first 512 bytes). An upload that is a gzip or zlib
+ *   of Python objects (their `descr` in the first 512 bytes), alone or as a stored member of an
+ *   `.npz` (`np.savez`; the first 512 bytes of every ZIP entry's data that starts with the
+ *   NumPy magic). An upload that is a gzip or zlib
  *   stream (which joblib decompresses before it unpickles, and a `.tar.gz`) is inflated as it
  *   streams and its content read the same way, within `maxInflateRatio`. Other compressions
- *   (bzip2, xz, LZ4) and an archive's compressed entries are not opened. {@link contentKind}
- *   reads only the first bytes it is given.
+ *   (bzip2, xz, LZ4) and an archive's compressed entries (`np.savez_compressed`) are not
+ *   opened. {@link contentKind} reads only the first bytes it is given.
  * - `executable`: ELF, PE (`MZ`), Mach-O, and scripts starting with `#!`.
  *
  * @example
@@ -263,9 +265,19 @@ class ContentChecks implements StreamCheck {
     // directory at the end, whatever bytes come in front of it (a GIF header, a stub).
     this.#entries =
       pickles && zipEntries
-        ? new ZipEntryNames((nameEnd) => {
-            if (isPickleName(nameEnd.toLowerCase())) refuse();
-          })
+        ? new ZipEntryNames(
+            (nameEnd) => {
+              if (isPickleName(nameEnd.toLowerCase())) refuse();
+            },
+            // A member of an `.npz` (np.savez stores them) that is an array of Python objects.
+            {
+              prefix: NUMPY_MAGIC,
+              bytes: SNIFF_BYTES,
+              onHead: (head) => {
+                if (holdsNumpyObjects(head)) refuse();
+              },
+            },
+          )
         : undefined;
     // A pickle of any protocol, with or without the header the first bytes are sniffed for,
     // that imports a name: what loading it would run.
@@ -329,12 +341,7 @@ export function contentKind(head: Buffer): ContentKind | undefined {
       .toLowerCase();
     if (isPickleName(entry)) return 'pickle';
   }
-  // A NumPy array of Python objects: np.load(allow_pickle=True) unpickles them.
-  if (head.subarray(0, 6).toString('latin1') === '\x93NUMPY' && head.length >= 10) {
-    const at = head[6] === 1 ? 10 : 12;
-    const length = head[6] === 1 ? head.readUInt16LE(8) : head.length >= 12 ? head.readUInt32LE(8) : 0;
-    if (/'[|<>=]?O\d*'/.test(head.toString('latin1', at, Math.min(head.length, at + length)))) return 'pickle';
-  }
+  if (holdsNumpyObjects(head)) return 'pickle';
   if (head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) return 'executable'; // ELF
   if (head.subarray(0, 2).toString('latin1') === 'MZ') return 'executable'; // PE
   const magic = head.length >= 4 ? head.readUInt32BE(0) : 0;
@@ -344,6 +351,17 @@ export function contentKind(head: Buffer): ContentKind | undefined {
   if (magic === 0xcafebabe && head.length >= 8 && head.readUInt32BE(4) < 45) return 'executable';
   if (head.subarray(0, 2).toString('latin1') === '#!') return 'executable';
   return undefined;
+}
+
+/** The `.npy` magic, which NumPy reads a file, or a member of an `.npz`, as an array by. */
+const NUMPY_MAGIC = Buffer.from('\x93NUMPY', 'latin1');
+
+/** A NumPy array of Python objects, by the `descr` in its header: np.load(allow_pickle=True) unpickles them. */
+function holdsNumpyObjects(head: Buffer): boolean {
+  if (head.length < 10 || !head.subarray(0, NUMPY_MAGIC.length).equals(NUMPY_MAGIC)) return false;
+  const at = head[6] === 1 ? 10 : 12;
+  const length = head[6] === 1 ? head.readUInt16LE(8) : head.length >= 12 ? head.readUInt32LE(8) : 0;
+  return /'[|<>=]?O\d*'/.test(head.toString('latin1', at, Math.min(head.length, at + length)));
 }
 
 /** An entry name (lowercase) that says pickle. */

@@ -5,11 +5,16 @@ const PK = Buffer.from('PK', 'latin1');
 const EMPTY = Buffer.alloc(0);
 /** How much of each name is handed on: enough for any extension. */
 const NAME_END_BYTES = 16;
+/** Where a local header keeps the length of its extra field. */
+const LOCAL_EXTRA_LENGTH_AT = 28;
+
+const LOCAL_OFFSETS = Object.freeze({ lengthAt: 26, nameAt: 30 });
+const CENTRAL_OFFSETS = Object.freeze({ lengthAt: 28, nameAt: 46 });
 
 /** Where a header keeps its name's length, and where its name starts; by signature. */
 function nameOffsets(signature: number): { readonly lengthAt: number; readonly nameAt: number } | undefined {
-  if (signature === LOCAL) return { lengthAt: 26, nameAt: 30 };
-  if (signature === CENTRAL) return { lengthAt: 28, nameAt: 46 };
+  if (signature === LOCAL) return LOCAL_OFFSETS;
+  if (signature === CENTRAL) return CENTRAL_OFFSETS;
   return undefined;
 }
 
@@ -26,6 +31,13 @@ function nameOffsets(signature: number): { readonly lengthAt: number; readonly n
  * between two chunks is kept until the next one completes it (at most a header and a name of
  * 64 KiB), and one the archive's end leaves incomplete is passed over at `end()`.
  *
+ * With `heads`, the first bytes of each local header's entry data, as they stand after its
+ * name and extra field (the bytes a reader takes for a stored entry), are handed on too, for
+ * the entries whose data starts with `heads.prefix`: NumPy reads any member of an `.npz` that
+ * starts with its magic as an array. Whatever the header's method says, since Python's zipfile
+ * follows the central directory's. A head waits for the bytes it lacks in the chunks that
+ * follow, without holding up the scan for headers.
+ *
  * @example
  * ```ts
  * // internal to @fluxguard/core: the upload check's ZIP scan
@@ -38,23 +50,32 @@ function nameOffsets(signature: number): { readonly lengthAt: number; readonly n
  */
 export class ZipEntryNames {
   readonly #onName: (nameEnd: string) => void;
+  readonly #heads: EntryHeads | undefined;
   /** What the last chunk left unread: an incomplete header, or a byte that may start a signature. */
   #rest: Buffer = EMPTY;
+  /** The heads of entries still being gathered, each fed every byte after its header. */
+  #gathering: EntryHead[] = [];
 
-  constructor(onName: (nameEnd: string) => void) {
+  constructor(onName: (nameEnd: string) => void, heads?: EntryHeads) {
     this.#onName = onName;
+    this.#heads = heads;
   }
 
   push(chunk: Uint8Array): void {
     const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    // Heads begun in earlier chunks first: those the scan below begins are fed from their own start.
+    if (this.#gathering.length > 0) this.#gathering = this.#gathering.filter((head) => head.feed(bytes));
     this.#scan(this.#rest.length === 0 ? bytes : Buffer.concat([this.#rest, bytes]), false);
   }
 
-  /** The archive has ended: what is left is scanned, and an incomplete header passed over. */
+  /** The archive has ended: what is left is scanned, an incomplete header passed over, and heads cut short handed on. */
   end(): void {
     const rest = this.#rest;
     this.#rest = EMPTY;
     this.#scan(rest, true);
+    const gathering = this.#gathering;
+    this.#gathering = [];
+    for (const head of gathering) head.end();
   }
 
   #scan(data: Buffer, final: boolean): void {
@@ -77,6 +98,10 @@ export class ZipEntryNames {
         const nul = data.indexOf(0, start);
         const nameEnd = nul !== -1 && nul < end ? nul : end;
         this.#onName(data.subarray(Math.max(start, nameEnd - NAME_END_BYTES), nameEnd).toString('latin1'));
+        if (this.#heads !== undefined && offsets === LOCAL_OFFSETS) {
+          const head = new EntryHead(this.#heads, data.readUInt16LE(found + LOCAL_EXTRA_LENGTH_AT));
+          if (head.feed(data.subarray(end))) this.#gathering.push(head);
+        }
       } else if (!final && (offsets !== undefined || found + 4 > data.length)) {
         // A header (or its signature) that goes on in the next chunk.
         this.#rest = Buffer.from(data.subarray(found));
@@ -84,5 +109,60 @@ export class ZipEntryNames {
       }
       at = found + 2;
     }
+  }
+}
+
+/** What {@link ZipEntryNames} hands on of each entry's data: its first `bytes`, when they start with `prefix`. */
+export interface EntryHeads {
+  readonly prefix: Buffer;
+  readonly bytes: number;
+  readonly onHead: (head: Buffer) => void;
+}
+
+/**
+ * The first bytes of one entry's data, gathered as they stream past: the extra field skipped,
+ * dropped as soon as they do not start with the prefix (so that a flood of made-up headers
+ * costs a few bytes each), handed on once there are enough, or at the archive's end.
+ */
+class EntryHead {
+  readonly #heads: EntryHeads;
+  #skip: number;
+  #parts: Buffer[] = [];
+  #length = 0;
+
+  constructor(heads: EntryHeads, skip: number) {
+    this.#heads = heads;
+    this.#skip = skip;
+  }
+
+  /** Takes the bytes that follow; false once the head is handed on or dropped. */
+  feed(bytes: Buffer): boolean {
+    let data = bytes;
+    if (this.#skip > 0) {
+      const skipped = Math.min(this.#skip, data.length);
+      this.#skip -= skipped;
+      data = data.subarray(skipped);
+    }
+    if (data.length === 0) return true;
+    const { prefix, bytes: wanted } = this.#heads;
+    const taken = data.subarray(0, wanted - this.#length);
+    const checked = Math.min(prefix.length, this.#length + taken.length);
+    // The bytes of the prefix this piece holds are compared at once.
+    if (this.#length < checked) {
+      const from = this.#length;
+      if (!taken.subarray(0, checked - from).equals(prefix.subarray(from, checked))) return false;
+    }
+    // Copied: the chunk's buffer may be reused once the upload check returns.
+    this.#parts.push(Buffer.from(taken));
+    this.#length += taken.length;
+    if (this.#length < wanted) return true;
+    this.end();
+    return false;
+  }
+
+  /** Hands on what was gathered, if it holds the whole prefix. */
+  end(): void {
+    if (this.#length >= this.#heads.prefix.length) this.#heads.onHead(Buffer.concat(this.#parts, this.#length));
+    this.#parts = [];
   }
 }
