@@ -256,6 +256,11 @@ const scenarios: readonly Scenario[] = [
   contentRefused('a ZIP holding a pickle behind a GIF header', 'uploads/picture.gif', [
     Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(2048), zipOf(['archive/data.pkl'])]),
   ]),
+  // np.savez stores its arrays; np.load(allow_pickle=True) unpickles an array of objects. Its
+  // descr refuses it, whatever its pickle holds (None here, which no scan of imports would refuse).
+  contentRefused('an .npz holding an array of Python objects', 'uploads/arrays.npz', [
+    zipOf(['arr_0.npy'], { 'arr_0.npy': npyOfObjects(Buffer.from('80049500000000000000004e2e', 'hex')) }),
+  ]),
   // PyTorch's legacy checkpoint: a tar whose member `pickle` torch.load unpickles (os.system here).
   contentRefused('a tar holding a pickle (a legacy PyTorch checkpoint)', 'uploads/checkpoint.tar', [
     tarOf('sys_info', Buffer.from('little-endian')),
@@ -490,13 +495,22 @@ function tarOf(name: string, data: Buffer): Buffer {
 }
 
 /** A ZIP archive of entries with these names (stored, each a few bytes), with its central directory. */
-function zipOf(names: readonly string[]): Buffer {
+/** A NumPy .npy file (format 1.0) of Python objects: its `descr` says `|O`, and `pickled` follows its header. */
+function npyOfObjects(pickled: Buffer): Buffer {
+  const dict = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }";
+  const header = `${dict}${' '.repeat(63 - ((10 + dict.length) % 64))}\n`;
+  const length = Buffer.alloc(2);
+  length.writeUInt16LE(header.length);
+  return Buffer.concat([Buffer.from('\x93NUMPY\x01\x00', 'latin1'), length, Buffer.from(header, 'latin1'), pickled]);
+}
+
+function zipOf(names: readonly string[], contents: Readonly<Record<string, Buffer>> = {}): Buffer {
   const locals: Buffer[] = [];
   const centrals: Buffer[] = [];
   let offset = 0;
   for (const entry of names) {
     const name = Buffer.from(entry);
-    const data = Buffer.from(`bytes of ${entry}`);
+    const data = contents[entry] ?? Buffer.from(`bytes of ${entry}`);
     const local = Buffer.alloc(30);
     local.writeUInt32LE(0x04034b50, 0);
     local.writeUInt16LE(name.length, 26);
