@@ -77,6 +77,22 @@ const CASES = [
     refusal: /an Express app is mounted at "\/v1\/admin".*cannot be checked/,
   },
   {
+    name: 'a route given as a regular expression with the i flag',
+    mount: (app: Express) => {
+      app.get(/^\/v1\/admin\/users$/i, secret);
+    },
+    refusal: /the route at "\/\(.*\)" is a regular expression with the i flag.*drop the flag/,
+  },
+  {
+    name: 'a case-sensitive router mounted at a regular expression with the i flag',
+    mount: (app: Express) => {
+      const admin = express.Router({ caseSensitive: true });
+      admin.get('/users', secret);
+      app.use(/^\/v1\/admin/i, admin);
+    },
+    refusal: /the router at "\/\(.*\)" is a regular expression with the i flag \(or below one\)/,
+  },
+  {
     name: 'the setting made after the router was',
     setLate: true,
     mount: (app: Express) => {

@@ -47,7 +47,8 @@ export function caseInsensitiveRouting(owner: string): ConfigurationError {
  * Why the routing of `app` may not agree with rules that match paths letter for letter, or
  * undefined. Express 5 builds an app's router once, with the setting of that moment, so the
  * router's own `caseSensitive` is read, not only the setting; a router mounted with
- * `express.Router()` routes case-insensitively unless told otherwise; and an app mounted in
+ * `express.Router()` routes case-insensitively unless told otherwise, as does a route or router
+ * at a regular expression with the `i` flag; and an app mounted in
  * the app (`app.use('/admin', admin)`) is out of reach: its routing can be neither read nor
  * checked.
  *
@@ -69,6 +70,11 @@ function mountedMismatch(entries: readonly RouterEntry[], owner: string): Config
     if (entry.kind === 'middleware' && isMountedApp(entry.handle)) {
       return new ConfigurationError(
         `${owner}: an Express app is mounted at "${entry.path}" below rules that match paths, and how it routes (letter case, route order) cannot be checked: mount express.Router({ caseSensitive: true }) there instead`,
+      );
+    }
+    if ((entry.kind === 'route' || entry.kind === 'router') && entry.ignoresCase) {
+      return new ConfigurationError(
+        `${owner}: the ${entry.kind} at "${entry.path}" is a regular expression with the i flag (or below one), which matches paths in any letter case, and rules match paths letter for letter: drop the flag`,
       );
     }
     if (entry.kind === 'router' && !entry.caseSensitive) {

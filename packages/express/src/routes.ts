@@ -11,13 +11,20 @@ interface LayerView {
  * One thing an app's router tries, in order, as {@link walkRouter} finds it: a route (one entry
  * for each method and path), a router mounted in it (its own entries follow), or a middleware
  * function. `path` is joined below every mount path on the way; `opaque` marks a path given as a
- * regular expression, or below one, which `path` cannot spell.
+ * regular expression, or below one, which `path` cannot spell; `ignoresCase` one given as a
+ * regular expression with the `i` flag, or below one, which matches paths in any letter case.
  *
  * @internal
  */
 export type RouterEntry =
-  | { readonly kind: 'route'; readonly route: string; readonly path: string; readonly opaque: boolean }
-  | { readonly kind: 'router'; readonly path: string; readonly caseSensitive: boolean }
+  | {
+      readonly kind: 'route';
+      readonly route: string;
+      readonly path: string;
+      readonly opaque: boolean;
+      readonly ignoresCase: boolean;
+    }
+  | { readonly kind: 'router'; readonly path: string; readonly caseSensitive: boolean; readonly ignoresCase: boolean }
   | { readonly kind: 'middleware'; readonly handle: object; readonly path: string; readonly opaque: boolean };
 
 /**
@@ -27,7 +34,7 @@ export type RouterEntry =
  */
 export function walkRouter(app: Application, prefix = ''): readonly RouterEntry[] {
   const entries: RouterEntry[] = [];
-  walk(routerOf(app)?.stack, prefix, false, entries);
+  walk(routerOf(app)?.stack, prefix, { opaque: false, ignoresCase: false }, entries);
   return entries;
 }
 
@@ -40,7 +47,13 @@ export function routerOf(app: Application): LayerView['handle'] {
   return (app as unknown as { router?: LayerView['handle'] }).router;
 }
 
-function walk(stack: unknown, prefix: string, opaque: boolean, entries: RouterEntry[]): void {
+/** What the mount paths above a layer make of its paths. */
+interface Above {
+  readonly opaque: boolean;
+  readonly ignoresCase: boolean;
+}
+
+function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry[]): void {
   if (!Array.isArray(stack)) return;
   for (const layer of stack as readonly LayerView[]) {
     const route = layer.route;
@@ -49,9 +62,10 @@ function walk(stack: unknown, prefix: string, opaque: boolean, entries: RouterEn
       const methods = Object.keys(route.methods ?? {});
       for (const path of paths) {
         const [joined, regex] = below(prefix, path);
+        const ignoresCase = above.ignoresCase || ignoresLetterCase(path);
         for (const method of methods) {
           const route = `${method === '_all' ? '*' : method.toUpperCase()} ${joined}`;
-          entries.push({ kind: 'route', route, path: joined, opaque: opaque || regex });
+          entries.push({ kind: 'route', route, path: joined, opaque: above.opaque || regex, ignoresCase });
         }
       }
       continue;
@@ -63,11 +77,17 @@ function walk(stack: unknown, prefix: string, opaque: boolean, entries: RouterEn
       const [path, regex] = below(prefix, at);
       if (Array.isArray(handle.stack)) {
         // A mounted router: its own stack, below each path it was mounted at.
-        entries.push({ kind: 'router', path, caseSensitive: handle.caseSensitive === true });
-        walk(handle.stack, path, opaque || regex, entries);
-      } else entries.push({ kind: 'middleware', handle, path, opaque: opaque || regex });
+        const mounted = { opaque: above.opaque || regex, ignoresCase: above.ignoresCase || ignoresLetterCase(at) };
+        entries.push({ kind: 'router', path, caseSensitive: handle.caseSensitive === true, ...mounted });
+        walk(handle.stack, path, mounted, entries);
+      } else entries.push({ kind: 'middleware', handle, path, opaque: above.opaque || regex });
     }
   }
+}
+
+/** A path given as a regular expression with the `i` flag: the router matches it in any letter case. */
+function ignoresLetterCase(path: unknown): boolean {
+  return path instanceof RegExp && path.flags.includes('i');
 }
 
 /** `path` below `prefix`, and whether it is a regular expression (then spelt as one segment of its own). */
