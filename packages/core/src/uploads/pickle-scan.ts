@@ -148,8 +148,10 @@ function popMarkOnto(m: Machine): boolean {
   return m.stack.popToMark() && m.stack.top() !== undefined && m.stack.top() !== MARK;
 }
 
+// An index past 2^53 (`Infinity` here) cannot be told apart from its neighbours as a number, and
+// Python's pure-Python unpickler (joblib's) takes it whole: whatever it names may be a string.
 function memoGet(m: Machine, index: number): boolean {
-  const item = m.memoUncertain ? STR : m.memo.get(index);
+  const item = m.memoUncertain || index === Number.POSITIVE_INFINITY ? STR : m.memo.get(index);
   if (item === undefined) return false;
   m.stack.push(item);
   return true;
@@ -158,7 +160,7 @@ function memoGet(m: Machine, index: number): boolean {
 function memoPut(m: Machine, index: number): boolean {
   const top = m.stack.top();
   if (top === undefined || top === MARK) return false;
-  if (Number.isNaN(index) || (m.memo.size >= MAX_MEMO && !m.memo.has(index))) m.memoUncertain = true;
+  if (!Number.isSafeInteger(index) || (m.memo.size >= MAX_MEMO && !m.memo.has(index))) m.memoUncertain = true;
   else m.memo.set(index, top);
   return true;
 }
@@ -552,8 +554,11 @@ export class PickleImportScan {
 
   /** A memo index as int() reads it: digits, a sign, white space and underscores. */
   #numberByte(byte: number): void {
-    if (byte >= 0x30 && byte <= 0x39) this.#lineValue = this.#lineValue * 10 + (byte - 0x30);
-    else if (byte === 0x2d) this.#lineNegative = true;
+    if (byte >= 0x30 && byte <= 0x39) {
+      const value = this.#lineValue * 10 + (byte - 0x30);
+      // Past 2^53 two indexes would read as one number: one too long to tell is Infinity.
+      this.#lineValue = Number.isSafeInteger(value) || Number.isNaN(value) ? value : Number.POSITIVE_INFINITY;
+    } else if (byte === 0x2d) this.#lineNegative = true;
     else if (byte !== 0x20 && byte !== 0x2b && byte !== 0x5f && (byte < 0x09 || byte > 0x0d))
       this.#lineValue = Number.NaN;
   }
