@@ -33,6 +33,9 @@ const TORCH = Buffer.concat([
   Buffer.alloc(64),
 ]);
 
+// pickle.dumps(None, protocol=4): data only.
+const NONE_PICKLE = Buffer.from('80049500000000000000004e2e', 'hex');
+
 // pickle.dumps(os.system, protocol=4): it imports posix.system as it loads.
 const IMPORTING = Buffer.from('80049514000000000000008c05706f736978948c0673797374656d9493942e', 'hex');
 
@@ -55,9 +58,9 @@ function tar(members: readonly { name: string; data: Buffer; type?: string }[]):
   return Buffer.concat([...blocks, Buffer.alloc(1024)]);
 }
 
-/** A NumPy .npy file (format 1.0) with this `descr` and `data` after its header. */
-function npy(descr: string, data: Buffer): Buffer {
-  let header = `{'descr': ${descr}, 'fortran_order': False, 'shape': (1,), }`;
+/** A NumPy .npy file (format 1.0) with this `descr` (after `padding` spaces) and `data` after its header. */
+function npy(descr: string, data: Buffer, padding = 0): Buffer {
+  let header = `{${' '.repeat(padding)}'descr': ${descr}, 'fortran_order': False, 'shape': (1,), }`;
   header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
   const length = Buffer.alloc(2);
   length.writeUInt16LE(header.length);
@@ -220,6 +223,9 @@ describe('createUploadCheck', () => {
     ],
     ['a NumPy array of Python objects', npy("'|O'", IMPORTING)],
     ['a NumPy record with an object field', npy("[('a', '<f8'), ('b', '|O')]", IMPORTING)],
+    // The type alone refuses these: their pickle (None) imports nothing.
+    ['a NumPy array of objects, its type in double quotes', npy('"|O"', NONE_PICKLE)],
+    ['a NumPy array of objects, its type after 1,000 bytes of its header', npy("'|O'", NONE_PICKLE, 1000)],
   ])('refuses %s, whole or a byte at a time', (_label, data) => {
     expect(upload(data, 'model.bin')).toMatchObject({ code: 'invalid_argument', reason: 'content_refused' });
     const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(data) });
@@ -266,7 +272,7 @@ describe('createUploadCheck', () => {
 
   describe('an .npz (a ZIP of .npy members)', () => {
     // The descr alone says objects: the pickle after it need not import a name to be refused.
-    const objects = npy("'|O'", Buffer.from('80049500000000000000004e2e', 'hex'));
+    const objects = npy("'|O'", NONE_PICKLE);
     const floats = npy("'<f8'", Buffer.alloc(64, 1));
     /** The upload's verdict when its bytes come in pieces of `size`. */
     const inPieces = (data: Buffer, size: number) => {

@@ -7,6 +7,7 @@ import { CompressedContent, type StreamCheck } from './compressed-content.js';
 import { PickleImportScan } from './pickle-scan.js';
 import { TarMembers } from './tar-members.js';
 import { ZipEntryNames } from './zip-entries.js';
+import { NUMPY_MAGIC, holdsNumpyObjects, numpyHeadLength } from './numpy-header.js';
 
 /**
  * Why an upload was refused: its bytes do not match the SHA-256 it declared (`digest_mismatch`),
@@ -39,7 +40,7 @@ export type UploadReason =
  *   the whole upload read as it streams, so an archive behind other bytes (which Python's
  *   zipfile opens) is seen too; tar archives, each member's name and content read as a stream
  *   of its own (PyTorch's legacy checkpoints are tars holding a `pickle`); NumPy `.npy` arrays
- *   of Python objects (their `descr` in the first 512 bytes), alone or as a stored member of an
+ *   of Python objects (any object type string in their header, read whole: `uploads/numpy-header.ts`), alone or as a stored member of an
  *   `.npz` (`np.savez`; the first 512 bytes of every ZIP entry's data that starts with the
  *   NumPy magic). An upload that is a gzip or zlib
  *   stream (which joblib decompresses before it unpickles, and a `.tar.gz`) is inflated as it
@@ -310,8 +311,16 @@ class ContentChecks implements StreamCheck {
     this.#imports?.push(chunk);
     this.#members?.push(chunk);
     if (this.#head === undefined) return;
-    this.#head = Buffer.concat([this.#head, chunk.subarray(0, SNIFF_BYTES - this.#head.length)]);
-    if (this.#head.length >= SNIFF_BYTES) this.#sniff();
+    // A .npy's whole header, however long (up to NumPy's own limit): its type may stand last.
+    let wanted = numpyHeadLength(this.#head, SNIFF_BYTES);
+    let taken = 0;
+    while (this.#head.length < wanted && taken < chunk.length) {
+      const piece = chunk.subarray(taken, taken + wanted - this.#head.length);
+      taken += piece.length;
+      this.#head = Buffer.concat([this.#head, piece]);
+      wanted = numpyHeadLength(this.#head, SNIFF_BYTES);
+    }
+    if (this.#head.length >= wanted) this.#sniff();
   }
 
   end(): void {
@@ -351,17 +360,6 @@ export function contentKind(head: Buffer): ContentKind | undefined {
   if (magic === 0xcafebabe && head.length >= 8 && head.readUInt32BE(4) < 45) return 'executable';
   if (head.subarray(0, 2).toString('latin1') === '#!') return 'executable';
   return undefined;
-}
-
-/** The `.npy` magic, which NumPy reads a file, or a member of an `.npz`, as an array by. */
-const NUMPY_MAGIC = Buffer.from('\x93NUMPY', 'latin1');
-
-/** A NumPy array of Python objects, by the `descr` in its header: np.load(allow_pickle=True) unpickles them. */
-function holdsNumpyObjects(head: Buffer): boolean {
-  if (head.length < 10 || !head.subarray(0, NUMPY_MAGIC.length).equals(NUMPY_MAGIC)) return false;
-  const at = head[6] === 1 ? 10 : 12;
-  const length = head[6] === 1 ? head.readUInt16LE(8) : head.length >= 12 ? head.readUInt32LE(8) : 0;
-  return /'[|<>=]?O\d*'/.test(head.toString('latin1', at, Math.min(head.length, at + length)));
 }
 
 /** An entry name (lowercase) that says pickle. */

@@ -1,0 +1,81 @@
+/** The `.npy` magic, by which NumPy reads a file, or a member of an `.npz`, as an array. */
+export const NUMPY_MAGIC = Buffer.from('\x93NUMPY', 'latin1');
+
+/**
+ * The longest header NumPy reads unless told otherwise (`max_header_size`); with
+ * `allow_pickle=True`, the very loads that unpickle, it reads any length, so a longer one is
+ * refused rather than read in part.
+ */
+export const NUMPY_MAX_HEADER = 10_000;
+
+/** A type string that makes an array of Python objects: `O`, `|O`, `<O8`, `object`, `object_`. */
+const OBJECT_TYPE = /^[|<>=]?(?:O\d*|object_?\d*)$/;
+
+/** Where the header of a `.npy` starts and how long it says it is, once its first 12 bytes are there. */
+function headerBounds(head: Buffer): { readonly start: number; readonly length: number } | undefined {
+  if (head.length < 10 || !head.subarray(0, NUMPY_MAGIC.length).equals(NUMPY_MAGIC)) return undefined;
+  const version = head[6];
+  if (version === 1) return { start: 10, length: head.readUInt16LE(8) };
+  if ((version === 2 || version === 3) && head.length >= 12) return { start: 12, length: head.readUInt32LE(8) };
+  return undefined;
+}
+
+/**
+ * How many bytes of an upload starting with `head` the NumPy check needs: the whole header of a
+ * `.npy` (at most {@link NUMPY_MAX_HEADER}), else `fallback` (at least 12, to see the header's length).
+ */
+export function numpyHeadLength(head: Buffer, fallback: number): number {
+  const bounds = headerBounds(head);
+  if (bounds === undefined) return fallback;
+  return Math.max(fallback, bounds.start + Math.min(bounds.length, NUMPY_MAX_HEADER));
+}
+
+/**
+ * Whether a `.npy` (its first bytes, the whole header when there is one) is an array of Python
+ * objects, which `np.load(allow_pickle=True)` unpickles. NumPy reads the header with
+ * `ast.literal_eval`, so its type strings may be spelt in more ways than NumPy writes them:
+ * double quotes, escapes, prefixes (`r''`), triple quotes, literals written side by side
+ * (`'|' 'O'`), comments. Each quoted string is held against the object types; a header
+ * spelt in any of the ways NumPy never writes (a backslash, a prefix, a triple quote, two
+ * strings side by side, a `#`), or longer than {@link NUMPY_MAX_HEADER}, counts as one.
+ */
+export function holdsNumpyObjects(head: Buffer): boolean {
+  const bounds = headerBounds(head);
+  if (bounds === undefined) return false;
+  if (bounds.length > NUMPY_MAX_HEADER) return true;
+  const end = Math.min(head.length, bounds.start + bounds.length);
+  return !plainLiterals(head.toString('latin1', bounds.start, end), (text) => OBJECT_TYPE.test(text));
+}
+
+/**
+ * Walks the quoted strings of a Python literal: false when `refused` says so of one, or when
+ * the text is spelt in a way whose strings the walk would not read as Python does.
+ */
+function plainLiterals(text: string, refused: (literal: string) => boolean): boolean {
+  let quote = '';
+  let literalStart = 0;
+  // What the last thing outside a string was: a string's end (two side by side join), or a word.
+  let previous: 'string' | 'word' | 'other' = 'other';
+  for (let at = 0; at < text.length; at++) {
+    const char = text[at] ?? '';
+    if (quote !== '') {
+      if (char === '\\') return false;
+      if (char === quote) {
+        if (refused(text.slice(literalStart, at))) return false;
+        quote = '';
+        previous = 'string';
+      }
+      continue;
+    }
+    if (char === "'" || char === '"') {
+      // A prefix (r'', b'', u''), a string right after another, or a triple quote.
+      if (previous !== 'other' || text[at + 1] === char) return false;
+      quote = char;
+      literalStart = at + 1;
+    } else if (char === '#') return false;
+    else if (/\s/.test(char)) continue;
+    else previous = /[\w]/.test(char) ? 'word' : 'other';
+  }
+  // A string the header's end cuts short: what it holds so far.
+  return quote === '' || !refused(text.slice(literalStart));
+}
