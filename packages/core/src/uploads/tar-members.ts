@@ -1,7 +1,25 @@
 const BLOCK = 512;
 const EMPTY = Buffer.alloc(0);
-/** The most of a long name (GNU `L`) or of extended headers (PAX `x`) kept to read a name from. */
+/** The most of a GNU long name, or of a PAX `path` or `size` value, kept. */
 const MAX_NAME_DATA = 64 * 1024;
+/** Types CPython's tarfile knows; a member of any other type is read as a regular file. */
+const SUPPORTED_TYPES = new Set('01234567LKS\0');
+/** Types whose data follows the header; other supported types have none, whatever their size. */
+const REGULAR_TYPES = new Set('07\0');
+/** Python's `str.strip()` whitespace among ASCII (JavaScript's `trim()` keeps \x1c–\x1f). */
+const PY_SPACE = new Set([0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1c, 0x1d, 0x1e, 0x1f, 0x20]);
+/** `int(s, 8)` in Python: a sign, a `0o` prefix, single underscores between digits. */
+const PY_OCTAL = /^([+-]?)(0[oO]_?)?([0-7](?:_?[0-7])*)$/;
+const PY_DECIMAL = /^([+-]?)([0-9](?:_?[0-9])*)$/;
+/** Number fields CPython's `frombuf` reads from every header (mode to mtime, devmajor, devminor). */
+const NUMBER_FIELDS: readonly (readonly [number, number])[] = [
+  [100, 108],
+  [108, 116],
+  [116, 124],
+  [136, 148],
+  [329, 337],
+  [337, 345],
+];
 
 /** What the scan is doing at the current position of the stream. */
 type State =
@@ -10,45 +28,59 @@ type State =
       readonly kind: 'member';
       left: number;
       readonly padding: number;
-      readonly data: MemberData;
-      /** A GNU `L` or PAX `x` member: its data names the next member. */
-      readonly names: boolean;
+      readonly data: Sink | undefined;
+      /** Called once the data is read (a long name's or PAX header's). */
+      readonly end: (() => void) | undefined;
     }
   | { readonly kind: 'padding'; left: number }
   | { readonly kind: 'off' };
 
-/** Where a member's bytes go: a check of a file's content, or the name data of the next one. */
-type MemberData = { readonly push: (chunk: Buffer) => void } | undefined;
+/** Where a member's bytes go. */
+interface Sink {
+  push(chunk: Buffer): void;
+}
 
 /**
- * The members of a tar archive as its bytes stream past (a PyTorch checkpoint of the legacy
- * format is a tar whose `pickle` member `torch.load` unpickles): each member's name, and each
- * regular file's bytes to a check of its own. Only a stream whose first block is a tar header
- * (its checksum right) is read as one; anything else, and anything after the archive's end, is
- * passed over. GNU long names (`L`) and PAX `path` records name the member that follows them.
+ * The members of a tar archive as its bytes stream past, read as CPython's `tarfile` reads them
+ * (a PyTorch checkpoint of the legacy format is a tar whose `pickle` member `torch.load`
+ * unpickles): each member's names (its header's, a GNU long name, a PAX `path`), and the bytes
+ * of each member `extractfile` would hand out (regular files and types tarfile does not know)
+ * to a check of its own. Only a stream whose first block is a tar header (its checksum right)
+ * is read as one; anything else, and anything after the archive's end, is passed over. Where
+ * the scan cannot follow CPython for sure (a number it cannot read in a header whose checksum
+ * matches, a negative size, a PAX header it cannot parse, a sparse member), it calls `refuse`.
  *
  * @example
  * ```ts
  * // internal to @fluxguard/core: the upload check's tar scan
- * const members = new TarMembers((name) => checkName(name), () => new PickleImportScan(refuse));
+ * const members = new TarMembers((name) => checkName(name), () => new PickleImportScan(refuse), refuse);
  * for await (const chunk of upload) members.push(chunk);
  * ```
  */
 export class TarMembers {
   readonly #onName: (name: string) => void;
   readonly #contentCheck: () => { push(chunk: Uint8Array): void };
+  readonly #refuse: () => void;
   #state: State = { kind: 'header' };
   /** A header block cut between chunks. */
   #partial: Buffer = EMPTY;
-  /** The data of the `L` or `x` member being read, and its type. */
-  #longName: Buffer[] | undefined;
-  #longNameType = '';
-  /** The name a GNU `L` or PAX `x` header gave the next member. */
-  #nextName: string | undefined;
+  /** The `size` of PAX global (`g`) headers: every later member's, unless an `x` header says otherwise. */
+  #globalSize: number | undefined;
+  /**
+   * The size the first `x` header before the coming member gives it (its own or the global one
+   * at the time): CPython applies the outermost last, and skips the member's data by it.
+   */
+  #chainSize: number | undefined;
 
-  constructor(onName: (name: string) => void, contentCheck: () => { push(chunk: Uint8Array): void }) {
+  /** @param refuse Called where the scan cannot follow CPython's tarfile: the upload is refused. */
+  constructor(
+    onName: (name: string) => void,
+    contentCheck: () => { push(chunk: Uint8Array): void },
+    refuse: () => void,
+  ) {
     this.#onName = onName;
     this.#contentCheck = contentCheck;
+    this.#refuse = refuse;
   }
 
   /** Whether the archive has ended, or the stream was no tar: nothing more is read. */
@@ -80,94 +112,273 @@ export class TarMembers {
       if (state.left > 0) continue;
       this.#state =
         state.kind === 'member' && state.padding > 0 ? { kind: 'padding', left: state.padding } : { kind: 'header' };
-      if (state.kind === 'member' && state.names) this.#nameFromData();
+      if (state.kind === 'member') state.end?.();
     }
+  }
+
+  /** Refuses; should `refuse` return, nothing more is read. */
+  #unsure(): void {
+    this.#state = { kind: 'off' };
+    this.#refuse();
   }
 
   #header(block: Buffer): void {
-    if (!validHeader(block)) {
-      // An archive ends with zero blocks; a stream that is no tar has no header to begin with.
+    // An archive ends at a block of zeros (tarfile.open(mode='r:') reads nothing past it).
+    if (block.every((byte) => byte === 0)) {
       this.#state = { kind: 'off' };
       return;
     }
-    const size = sizeOf(block);
-    const type = String.fromCharCode(block[156] ?? 0);
-    const padding = (BLOCK - (size % BLOCK)) % BLOCK;
-    if (type === 'L' || type === 'x') {
-      this.#longName = [];
-      const names = this.#longName;
-      let kept = 0;
-      const collect = {
-        push: (chunk: Buffer) => {
-          if (kept >= MAX_NAME_DATA) return;
-          names.push(chunk.subarray(0, MAX_NAME_DATA - kept));
-          kept += chunk.length;
-        },
-      };
-      this.#longNameType = type;
-      this.#state = size > 0 ? { kind: 'member', left: size, padding, data: collect, names: true } : { kind: 'header' };
-      if (size === 0) this.#nameFromData();
+    const sums = checksums(block);
+    const stated = pythonNumber(block, 148, 156);
+    if (stated === undefined || (stated !== sums[0] && stated !== sums[1])) {
+      // No header, and tarfile stops here too; unless the digits are the sum in a spelling
+      // this parse does not take.
+      if (stated === undefined && looseChecksum(block, sums)) this.#unsure();
+      else this.#state = { kind: 'off' };
       return;
     }
-    const name = this.#nextName ?? nameOf(block);
-    this.#nextName = undefined;
-    this.#onName(name);
-    // Regular files ('0', NUL, '7'); links, directories and devices carry no content.
-    const data = type === '0' || type === '\0' || type === '7' ? this.#contentCheck() : undefined;
-    this.#state = size > 0 ? { kind: 'member', left: size, padding, data, names: false } : { kind: 'header' };
+    const sizeField = pythonNumber(block, 124, 136);
+    if (
+      sizeField === undefined ||
+      sizeField < 0n ||
+      sizeField > BigInt(Number.MAX_SAFE_INTEGER) ||
+      NUMBER_FIELDS.some(([from, to]) => pythonNumber(block, from, to) === undefined)
+    ) {
+      this.#unsure();
+      return;
+    }
+    const size = Number(sizeField);
+    const type = String.fromCharCode(block[156] ?? 0);
+    const rounded = size + padding(size);
+    if (type === 'S') {
+      // A sparse member's content is its map's, holes and all: not followed.
+      this.#unsure();
+    } else if (type === 'L' || type === 'K') {
+      const name = type === 'L' ? new LongName() : undefined;
+      this.#meta(rounded, name, () => {
+        if (name === undefined) return;
+        if (name.tooLong) this.#unsure();
+        else this.#onName(name.text());
+      });
+    } else if (type === 'x' || type === 'X' || type === 'g') {
+      const records = new PaxRecords();
+      const global = this.#globalSize;
+      this.#meta(rounded, records, () => {
+        const size = records.size();
+        if (records.bad || !records.complete || records.sparse || size === null) {
+          this.#unsure();
+          return;
+        }
+        if (records.path !== undefined) this.#onName(records.path);
+        if (type === 'g') this.#globalSize = size ?? this.#globalSize;
+        else this.#chainSize ??= size ?? global;
+      });
+    } else this.#member(block, type, size);
   }
 
-  /** The name the finished `L` or `x` header's data gives the member after it. */
-  #nameFromData(): void {
-    const text = Buffer.concat(this.#longName ?? []).toString('utf8');
-    this.#longName = undefined;
-    if (this.#longNameType === 'L') this.#nextName = text.replace(/\0.*$/s, '');
-    else {
-      // PAX records: "<length> <key>=<value>\n".
-      const path = /(?:^|\n)\d+ path=([^\n]*)\n/.exec(text)?.[1];
-      if (path !== undefined) this.#nextName = path;
+  /** A GNU long name or PAX header: its data, padding included, is what tarfile reads. */
+  #meta(length: number, data: Sink | undefined, end: () => void): void {
+    if (length === 0) end();
+    else this.#state = { kind: 'member', left: length, padding: 0, data, end };
+  }
+
+  #member(block: Buffer, type: string, headerSize: number): void {
+    this.#onName(nameOf(block, type));
+    const chained = this.#chainSize;
+    this.#chainSize = undefined;
+    // A V7 regular file whose name ends in a slash is a directory to tarfile.
+    const nameEnd = block.subarray(0, 100).indexOf(0);
+    const directory = type === '\0' && block[(nameEnd === -1 ? 100 : nameEnd) - 1] === 0x2f;
+    // Other supported types: tarfile reads the next header right after this one.
+    if (directory || (SUPPORTED_TYPES.has(type) && !REGULAR_TYPES.has(type))) {
+      this.#state = { kind: 'header' };
+      return;
+    }
+    // A global size is what extractfile reads, the header's size what tarfile skips (bar an `x`).
+    const skipped = chained ?? headerSize;
+    if ((chained ?? this.#globalSize ?? headerSize) !== skipped) {
+      this.#unsure();
+      return;
+    }
+    const data = this.#contentCheck();
+    this.#state =
+      skipped > 0
+        ? { kind: 'member', left: skipped, padding: padding(skipped), data, end: undefined }
+        : { kind: 'header' };
+  }
+}
+
+/** A GNU long name: its data up to the first NUL (`nts`). */
+class LongName implements Sink {
+  readonly #parts: Buffer[] = [];
+  #kept = 0;
+  #ended = false;
+  tooLong = false;
+
+  push(chunk: Buffer): void {
+    if (this.#ended || this.tooLong) return;
+    const nul = chunk.indexOf(0);
+    const part = nul === -1 ? chunk : chunk.subarray(0, nul);
+    this.#ended = nul !== -1;
+    this.#kept += part.length;
+    if (this.#kept > MAX_NAME_DATA) this.tooLong = true;
+    else this.#parts.push(Buffer.from(part));
+  }
+
+  text(): string {
+    return Buffer.concat(this.#parts).toString('utf8');
+  }
+}
+
+/**
+ * A PAX header's records ("<length> <key>=<value>\n") streamed, as CPython's tarfile parses them
+ * up to a NUL where a record would start. A record it may read otherwise (a wrong length, no
+ * `=`, no newline at its end) makes it `bad`; only `path` and `size` values are kept.
+ */
+class PaxRecords implements Sink {
+  bad = false;
+  /** A `GNU.sparse.*` record: extractfile reads such a member by its sparse map. */
+  sparse = false;
+  path: string | undefined;
+  #size: string | undefined;
+  #phase: 'length' | 'key' | 'value' | 'newline' | 'done' = 'length';
+  #digits = '';
+  #length = 0;
+  /** Bytes of the current record read. */
+  #used = 0;
+  #key: number[] = [];
+  #value: Buffer[] | undefined;
+  #valueKept = 0;
+
+  /** The `size` record's value; undefined without one, null when tarfile's `int()` may read it otherwise. */
+  size(): number | null | undefined {
+    if (this.#size === undefined) return undefined;
+    const match = PY_DECIMAL.exec(pythonStrip(this.#size));
+    if (match === null || match[1] === '-') return null;
+    const value = Number((match[2] ?? '').replaceAll('_', ''));
+    return Number.isSafeInteger(value) ? value : null;
+  }
+
+  push(chunk: Buffer): void {
+    let i = 0;
+    while (i < chunk.length && !this.bad && this.#phase !== 'done') {
+      const byte = chunk[i] ?? 0;
+      if (this.#phase === 'value') {
+        const take = Math.min(this.#length - 1 - this.#used, chunk.length - i);
+        if (this.#value !== undefined) {
+          this.#valueKept += take;
+          if (this.#valueKept > MAX_NAME_DATA) this.bad = true;
+          else this.#value.push(Buffer.from(chunk.subarray(i, i + take)));
+        }
+        this.#used += take;
+        i += take;
+        if (this.#used === this.#length - 1) this.#phase = 'newline';
+        continue;
+      }
+      i++;
+      this.#used++;
+      if (this.#phase === 'length') {
+        if (byte === 0 && this.#used === 1) this.#phase = 'done';
+        else if (byte >= 0x30 && byte <= 0x39 && this.#digits.length < 20) this.#digits += String.fromCharCode(byte);
+        else if (byte === 0x20 && this.#digits !== '') {
+          this.#length = Number(this.#digits);
+          this.#phase = 'key';
+          // The shortest record is "5 k=\n".
+          if (this.#length < 5) this.bad = true;
+        } else this.bad = true;
+      } else if (this.#phase === 'key') {
+        if (byte === 0x3d && this.#key.length > 0) this.#startValue();
+        else if (byte === 0x3d || this.#used >= this.#length - 1) this.bad = true;
+        else if (this.#key.length <= 64) this.#key.push(byte);
+      } else if (byte === 0x0a) this.#endRecord();
+      else this.bad = true;
     }
   }
-}
 
-/** A header block: its checksum (bytes 148–155 counted as spaces) is what it says. */
-function validHeader(block: Buffer): boolean {
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : (block[i] ?? 0);
-  const stated = parseInt(
-    block
-      .toString('latin1', 148, 156)
-      .replace(/[\0 ]+$/, '')
-      .trim(),
-    8,
-  );
-  // An all-zero block sums to 256 (the spaces) and states nothing: the archive's end.
-  return Number.isFinite(stated) && stated === sum && sum !== 8 * 0x20;
-}
-
-/** The member's size: octal, or base-256 (GNU) when the first byte's high bit is set. */
-function sizeOf(block: Buffer): number {
-  const first = block[124] ?? 0;
-  if ((first & 0x80) !== 0) {
-    let size = 0;
-    for (let i = 125; i < 136; i++) size = size * 256 + (block[i] ?? 0);
-    return size;
+  #startValue(): void {
+    const key = Buffer.from(this.#key).toString('latin1');
+    if (key.startsWith('GNU.sparse.')) this.sparse = true;
+    this.#value = key === 'path' || key === 'size' ? [] : undefined;
+    this.#valueKept = 0;
+    this.#phase = this.#used === this.#length - 1 ? 'newline' : 'value';
   }
-  const value = parseInt(
-    block
-      .toString('latin1', 124, 136)
-      .replace(/[\0 ]+$/, '')
-      .trim() || '0',
-    8,
-  );
-  return Number.isFinite(value) ? value : 0;
+
+  #endRecord(): void {
+    const key = Buffer.from(this.#key).toString('latin1');
+    const value = this.#value === undefined ? undefined : Buffer.concat(this.#value).toString('utf8');
+    if (key === 'path') this.path = value;
+    if (key === 'size') this.#size = value;
+    this.#phase = 'length';
+    this.#digits = '';
+    this.#used = 0;
+    this.#key = [];
+    this.#value = undefined;
+  }
+
+  /** Whether the data ended between records (once all of it is in). */
+  get complete(): boolean {
+    return this.#phase === 'done' || (this.#phase === 'length' && this.#used === 0);
+  }
 }
 
-/** The name field, after the ustar prefix when there is one. */
-function nameOf(block: Buffer): string {
+/** The header's checksums as tarfile counts them: bytes unsigned, and signed (Sun, NeXT). */
+function checksums(block: Buffer): [bigint, bigint] {
+  let unsigned = 256;
+  let signed = 256;
+  for (let i = 0; i < BLOCK; i++) {
+    if (i >= 148 && i < 156) continue;
+    const byte = block[i] ?? 0;
+    unsigned += byte;
+    signed += byte >= 0x80 ? byte - 256 : byte;
+  }
+  return [BigInt(unsigned), BigInt(signed)];
+}
+
+/** A checksum field this parse rejects whose octal digits still spell a sum. */
+function looseChecksum(block: Buffer, sums: readonly bigint[]): boolean {
+  const digits = block.toString('latin1', 148, 156).replace(/[^0-7]/g, '');
+  return digits !== '' && sums.includes(BigInt(`0o${digits}`));
+}
+
+/**
+ * A number field as CPython's `nti` reads it: base-256 after a 0x80 or 0xff byte (0xff:
+ * negative), else ASCII up to the first NUL, Python's whitespace stripped, `int(text, 8)`.
+ * Undefined where tarfile raises.
+ */
+function pythonNumber(block: Buffer, from: number, to: number): bigint | undefined {
+  const first = block[from] ?? 0;
+  if (first === 0x80 || first === 0xff) {
+    let value = 0n;
+    for (let i = from + 1; i < to; i++) value = value * 256n + BigInt(block[i] ?? 0);
+    return first === 0xff ? value - 256n ** BigInt(to - from - 1) : value;
+  }
+  const nul = block.subarray(from, to).indexOf(0);
+  const field = block.subarray(from, nul === -1 ? to : from + nul);
+  if (field.some((byte) => byte >= 0x80)) return undefined;
+  const text = pythonStrip(field.toString('latin1'));
+  if (text === '') return 0n;
+  const match = PY_OCTAL.exec(text);
+  if (match === null) return undefined;
+  const value = BigInt(`0o${(match[3] ?? '').replaceAll('_', '')}`);
+  return match[1] === '-' ? -value : value;
+}
+
+function pythonStrip(text: string): string {
+  let from = 0;
+  let to = text.length;
+  while (from < to && PY_SPACE.has(text.charCodeAt(from))) from++;
+  while (to > from && PY_SPACE.has(text.charCodeAt(to - 1))) to--;
+  return text.slice(from, to);
+}
+
+function padding(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
+}
+
+/** The name field, after the prefix field (tarfile joins them for all but GNU types). */
+function nameOf(block: Buffer, type: string): string {
   const field = (from: number, to: number) => block.toString('utf8', from, to).replace(/\0.*$/s, '');
   const name = field(0, 100);
-  const ustar = block.toString('latin1', 257, 262) === 'ustar';
-  const prefix = ustar ? field(345, 500) : '';
+  const prefix = type === 'L' || type === 'K' || type === 'S' ? '' : field(345, 500);
   return prefix === '' ? name : `${prefix}/${name}`;
 }

@@ -292,6 +292,8 @@ class ContentChecks implements StreamCheck {
             if (isPickleName(lower) || lower.slice(lower.lastIndexOf('/') + 1) === 'pickle') refuse();
           },
           () => new PickleImportScan(refuse),
+          // A tar the scan cannot read as CPython's tarfile does is refused, not passed unread.
+          refuse,
         )
       : undefined;
   }
