@@ -111,3 +111,31 @@ describe.each(TRANSPORTS)('revocations in a Redis of their own over %s', (transp
     expect(counted.some((key) => key.includes(jti))).toBe(false);
   });
 });
+
+describe.each(TRANSPORTS)('a denylist Redis that refuses the password, over %s', (transport) => {
+  let redis: RedisUnderTest;
+  let t: TransportUnderTest;
+  const password = 'WRONGsecretPW';
+  beforeAll(async () => {
+    redis = await startRedis();
+    t = await startTransport(transport, world, {
+      env: { FLUXGUARD_REDIS_URL: `redis://fluxguard:${password}@127.0.0.1:${String(redis.port)}` },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+    await redis.stop();
+  });
+
+  it('fails closed for a revocable token, and its log line names the failure, never the password', async () => {
+    const token = await world.token('carol', ['artifacts.reader'], { jti: `jti-${transport}-auth` });
+    const refused = await t.clientWith({ cert: world.pki.clients.valid, token }).get('revoke/x.txt');
+    expect(refused.ok).toBe(false);
+    const logged = () => t.log.lines.filter((line) => line.event === 'denylist.redis_error');
+    await expect.poll(() => logged().length, { timeout: 5_000 }).toBeGreaterThan(0);
+    const text = JSON.stringify(t.log.lines);
+    // ioredis's error carries the failed AUTH command, whose arguments are the password.
+    expect(text).not.toContain(password);
+    expect(JSON.stringify(logged())).toContain('WRONGPASS');
+  });
+});

@@ -242,7 +242,10 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
     client.on('error', (err: Error) => {
       if (err.message === lastError) return;
       lastError = err.message;
-      audit.logger.error({ event: 'denylist.redis_error', err }, 'denylist.redis_error');
+      // Its name and message only: an ioredis error carries the failed command, whose
+      // arguments are the password when AUTH fails.
+      const cause = `${err.name}: ${err.message}`.slice(0, 300);
+      audit.logger.error({ event: 'denylist.redis_error', cause }, 'denylist.redis_error');
     });
     client.on('ready', () => {
       lastError = '';
