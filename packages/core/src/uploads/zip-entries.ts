@@ -5,17 +5,39 @@ const PK = Buffer.from('PK', 'latin1');
 const EMPTY = Buffer.alloc(0);
 /** How much of each name is handed on: enough for any extension. */
 const NAME_END_BYTES = 16;
-/** Where a local header keeps the length of its extra field. */
-const LOCAL_EXTRA_LENGTH_AT = 28;
+/** Info-ZIP's Unicode Path extra field: its ID, and where its name starts (after ID, length, version and CRC-32). */
+const UNICODE_PATH = 0x7075;
+const UNICODE_PATH_NAME_AT = 9;
+/** How many fields of one extra field are walked before the walk is remembered: real ones hold a few. */
+const UNREMEMBERED_FIELDS = 8;
+/** Slots for remembered walks: more than the stream positions the walks still to come may meet (46 + 2 × 64 KiB). */
+const WALK_SLOTS = 1 << 17;
 
-const LOCAL_OFFSETS = Object.freeze({ lengthAt: 26, nameAt: 30 });
-const CENTRAL_OFFSETS = Object.freeze({ lengthAt: 28, nameAt: 46 });
+interface HeaderOffsets {
+  readonly lengthAt: number;
+  readonly extraLengthAt: number;
+  readonly nameAt: number;
+}
 
-/** Where a header keeps its name's length, and where its name starts; by signature. */
-function nameOffsets(signature: number): { readonly lengthAt: number; readonly nameAt: number } | undefined {
+const LOCAL_OFFSETS: HeaderOffsets = Object.freeze({ lengthAt: 26, extraLengthAt: 28, nameAt: 30 });
+const CENTRAL_OFFSETS: HeaderOffsets = Object.freeze({ lengthAt: 28, extraLengthAt: 30, nameAt: 46 });
+
+/** Where a header keeps its name's and extra field's lengths, and where its name starts; by signature. */
+function headerOffsets(signature: number): HeaderOffsets | undefined {
   if (signature === LOCAL) return LOCAL_OFFSETS;
   if (signature === CENTRAL) return CENTRAL_OFFSETS;
   return undefined;
+}
+
+/**
+ * Walks of extra fields, by a stream position each passed: how far past it the walk stopped, and
+ * the end it could not pass (both within 64 KiB, one extra field). A slot holds one position; a
+ * position pushed out of it is only walked again.
+ */
+interface Walks {
+  readonly positions: Float64Array;
+  readonly stops: Uint16Array;
+  readonly ends: Uint16Array;
 }
 
 /**
@@ -25,11 +47,20 @@ function nameOffsets(signature: number): { readonly lengthAt: number; readonly n
  * finds `data.pkl` by its name in the central directory, not by its place. Only the end: a
  * name may be 64 KiB long, and a flood of made-up headers would cost a string that long each.
  *
+ * The name in each Info-ZIP Unicode Path extra field (0x7075) of a header is handed on too,
+ * whatever its version and CRC-32 say: Python's zipfile (3.12 on) lists an entry by that name
+ * when its CRC-32 matches the header's name, and other readers take it from local headers.
+ * The extra field is walked as Python walks it (ID, length, data). Past its first few fields, a
+ * walk that meets a stream position an earlier walk passed goes on from where that one stopped:
+ * a flood of made-up headers, each claiming 64 KiB of small fields over the next, stays linear.
+ *
  * Headers are found by their signatures. The scan goes on just past each signature, never past
- * the name it read: compressed data can hold a signature by chance, or on purpose with a long
- * name length, and skipping that "name" would skip the real headers inside it. A header cut
- * between two chunks is kept until the next one completes it (at most a header and a name of
- * 64 KiB), and one the archive's end leaves incomplete is passed over at `end()`.
+ * the header it read: compressed data can hold a signature by chance, or on purpose with long
+ * lengths, and skipping that "name" or "extra field" would skip the real headers inside it. A
+ * header cut between two chunks is kept until the chunks that follow complete it (at most a
+ * header, a name and an extra field of 64 KiB each; gathered and joined once, not at each
+ * chunk). At `end()`, a header whose name the archive's end cuts short is passed over, and one
+ * whose extra field it cuts short is read as far as it goes.
  *
  * With `heads`, the first bytes of each local header's entry data, as they stand after its
  * name and extra field (the bytes a reader takes for a stored entry), are handed on too, for
@@ -53,6 +84,15 @@ export class ZipEntryNames {
   readonly #heads: EntryHeads | undefined;
   /** What the last chunk left unread: an incomplete header, or a byte that may start a signature. */
   #rest: Buffer = EMPTY;
+  /** Chunks that came after `#rest` without completing its header, and how many bytes they hold. */
+  #waiting: Buffer[] = [];
+  #waitingLength = 0;
+  /** How long `#rest` must grow before its header is complete (0 while its lengths are unread). */
+  #need = 0;
+  /** How many bytes have been pushed: the stream position where the next chunk starts. */
+  #pushed = 0;
+  /** Made when an extra field holds more fields than real ones do. */
+  #walks: Walks | undefined;
   /** The heads of entries still being gathered, each fed every byte after its header. */
   #gathering: EntryHead[] = [];
 
@@ -63,22 +103,43 @@ export class ZipEntryNames {
 
   push(chunk: Uint8Array): void {
     const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    this.#pushed += bytes.length;
     // Heads begun in earlier chunks first: those the scan below begins are fed from their own start.
     if (this.#gathering.length > 0) this.#gathering = this.#gathering.filter((head) => head.feed(bytes));
-    this.#scan(this.#rest.length === 0 ? bytes : Buffer.concat([this.#rest, bytes]), false);
+    if (this.#rest.length + this.#waitingLength + bytes.length < this.#need) {
+      // Joined once the header is complete: joining at each small chunk would cost its length each.
+      // Copied: the chunk's buffer may be reused once the upload check returns.
+      this.#waiting.push(Buffer.from(bytes));
+      this.#waitingLength += bytes.length;
+      return;
+    }
+    const data =
+      this.#rest.length === 0 && this.#waitingLength === 0
+        ? bytes
+        : Buffer.concat([this.#rest, ...this.#waiting, bytes]);
+    this.#waiting = [];
+    this.#waitingLength = 0;
+    this.#scan(data, false);
   }
 
   /** The archive has ended: what is left is scanned, an incomplete header passed over, and heads cut short handed on. */
   end(): void {
-    const rest = this.#rest;
+    const rest = Buffer.concat([this.#rest, ...this.#waiting]);
     this.#rest = EMPTY;
+    this.#waiting = [];
+    this.#waitingLength = 0;
+    this.#need = 0;
     this.#scan(rest, true);
+    this.#walks = undefined;
     const gathering = this.#gathering;
     this.#gathering = [];
     for (const head of gathering) head.end();
   }
 
   #scan(data: Buffer, final: boolean): void {
+    // The stream position of `data[0]`.
+    const base = this.#pushed - data.length;
+    this.#need = 0;
     let at = 0;
     for (;;) {
       const found = data.indexOf(PK, at);
@@ -87,27 +148,86 @@ export class ZipEntryNames {
         this.#rest = final || data.length === 0 ? EMPTY : Buffer.from(data.subarray(data.length - 1));
         return;
       }
-      const offsets = found + 4 <= data.length ? nameOffsets(data.readUInt32LE(found)) : undefined;
-      const end =
-        offsets === undefined || found + offsets.lengthAt + 2 > data.length
-          ? Number.POSITIVE_INFINITY
-          : found + offsets.nameAt + data.readUInt16LE(found + offsets.lengthAt);
-      if (end <= data.length) {
-        const start = found + (offsets?.nameAt ?? 0);
-        // Python's zipfile ends a name at its first NUL: `data.pkl\0x` is `data.pkl` to it.
-        const nul = data.indexOf(0, start);
-        const nameEnd = nul !== -1 && nul < end ? nul : end;
-        this.#onName(data.subarray(Math.max(start, nameEnd - NAME_END_BYTES), nameEnd).toString('latin1'));
+      const offsets = found + 4 <= data.length ? headerOffsets(data.readUInt32LE(found)) : undefined;
+      let nameEnd = Number.POSITIVE_INFINITY;
+      let extraEnd = Number.POSITIVE_INFINITY;
+      if (offsets !== undefined && found + offsets.extraLengthAt + 2 <= data.length) {
+        nameEnd = found + offsets.nameAt + data.readUInt16LE(found + offsets.lengthAt);
+        extraEnd = nameEnd + data.readUInt16LE(found + offsets.extraLengthAt);
+      }
+      if (offsets !== undefined && (extraEnd <= data.length || (final && nameEnd <= data.length))) {
+        this.#handOn(data, found + offsets.nameAt, nameEnd);
+        this.#unicodePaths(data, base, nameEnd, Math.min(extraEnd, data.length));
         if (this.#heads !== undefined && offsets === LOCAL_OFFSETS) {
-          const head = new EntryHead(this.#heads, data.readUInt16LE(found + LOCAL_EXTRA_LENGTH_AT));
-          if (head.feed(data.subarray(end))) this.#gathering.push(head);
+          const head = new EntryHead(this.#heads, extraEnd - nameEnd);
+          if (head.feed(data.subarray(nameEnd))) this.#gathering.push(head);
         }
       } else if (!final && (offsets !== undefined || found + 4 > data.length)) {
-        // A header (or its signature) that goes on in the next chunk.
+        // A header (or its signature) that goes on in the next chunks.
         this.#rest = Buffer.from(data.subarray(found));
+        this.#need = extraEnd === Number.POSITIVE_INFINITY ? 0 : extraEnd - found;
         return;
       }
       at = found + 2;
+    }
+  }
+
+  /** Hands on the end of the name in `data[start, end)`. */
+  #handOn(data: Buffer, start: number, end: number): void {
+    // Python's zipfile ends a name at its first NUL (a Unicode path's too): `data.pkl\0x` is `data.pkl` to it.
+    const nul = data.subarray(start, end).indexOf(0);
+    const nameEnd = nul === -1 ? end : start + nul;
+    this.#onName(data.subarray(Math.max(start, nameEnd - NAME_END_BYTES), nameEnd).toString('latin1'));
+  }
+
+  /**
+   * Hands on the name of each Unicode Path field of the extra field `data[start, end)`. The fields
+   * that follow a stream position depend on its bytes only: past its first few fields, a walk that
+   * meets a position an earlier walk passed goes on from where that one stopped (if it may go
+   * further), and the positions it passed are remembered, so that no position is walked twice.
+   */
+  #unicodePaths(data: Buffer, base: number, start: number, end: number): void {
+    const last = base + end;
+    const passed: number[] = [];
+    let fields = 0;
+    let at = base + start;
+    for (;;) {
+      if (fields >= UNREMEMBERED_FIELDS) {
+        const walks = (this.#walks ??= {
+          positions: new Float64Array(WALK_SLOTS).fill(-1),
+          stops: new Uint16Array(WALK_SLOTS),
+          ends: new Uint16Array(WALK_SLOTS),
+        });
+        const slot = at % WALK_SLOTS;
+        const stop = walks.stops[slot] ?? 0;
+        if (walks.positions[slot] === at && stop > 0) {
+          // What lies between was handed on by an earlier walk.
+          if (at + (walks.ends[slot] ?? 0) >= last) break;
+          passed.push(at);
+          at += stop;
+          continue;
+        }
+      }
+      const i = at - base;
+      if (i + 4 > end) break;
+      const fieldEnd = i + 4 + data.readUInt16LE(i + 2);
+      // A field cut short by the extra field's end is read as far as it goes: refusing more is safe.
+      const nameEnd = Math.min(fieldEnd, end);
+      if (data.readUInt16LE(i) === UNICODE_PATH && i + UNICODE_PATH_NAME_AT < nameEnd) {
+        this.#handOn(data, i + UNICODE_PATH_NAME_AT, nameEnd);
+      }
+      if (fieldEnd > end) break;
+      if (fields >= UNREMEMBERED_FIELDS) passed.push(at);
+      fields += 1;
+      at = base + fieldEnd;
+    }
+    const walks = this.#walks;
+    if (walks === undefined) return;
+    for (const position of passed) {
+      const slot = position % WALK_SLOTS;
+      walks.positions[slot] = position;
+      walks.stops[slot] = at - position;
+      walks.ends[slot] = last - position;
     }
   }
 }
