@@ -86,7 +86,7 @@ describe('boundedCommands against a real redis-server', () => {
     await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
   });
 
-  it('once a command outlasts its deadline, fails the next at once without sending them, and probes Redis in the background', async () => {
+  it('once a command outlasts its deadline, fails the next at once without sending them, and probes Redis once per interval', async () => {
     const commands = boundedCommands(50, 100, undefined, 150);
     let sent = 0;
     const exists = () => {
@@ -103,8 +103,11 @@ describe('boundedCommands against a real redis-server', () => {
       ).toBe(true);
       expect(sent).toBe(1);
       await new Promise((resolve) => setTimeout(resolve, 200));
-      // The probe is due: one command goes, its caller still answered at once, the others held back.
+      // The probe is due: one command goes and its caller waits for it within the deadline; the
+      // others are held back meanwhile.
+      const probe = commands.run(exists);
       await expect(commands.run(exists)).rejects.toThrow('did not answer within 50 ms');
+      await expect(probe).rejects.toThrow('Redis took longer than 50 ms');
       await expect(commands.run(exists)).rejects.toThrow('did not answer within 50 ms');
       expect(sent).toBe(2);
       expect(commands.pending).toBe(2);
@@ -114,6 +117,22 @@ describe('boundedCommands against a real redis-server', () => {
     // The late answers show Redis is back: the next command probes at once, and its answer in
     // time ends the slow state.
     await answeredAgain(commands);
+    await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
+    expect(commands.pending).toBe(0);
+  });
+
+  it('serves the call that probes a Redis that answers again: the first call after a hang gets its answer', async () => {
+    const commands = boundedCommands(50, 100, undefined, 150);
+    redis.proc.kill('SIGSTOP');
+    try {
+      await expect(commands.run(() => client.exists('probe'))).rejects.toThrow('Redis took longer than 50 ms');
+      await expect(commands.run(() => client.exists('probe'))).rejects.toThrow('did not answer within 50 ms');
+    } finally {
+      redis.proc.kill('SIGCONT');
+    }
+    // Past the interval the next command is a probe whatever the late answers have shown.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
     await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
     expect(commands.pending).toBe(0);
   });

@@ -9,8 +9,8 @@
  *
  * Once a command outlasts its deadline, Redis is taken as slow and the next commands fail at once
  * instead of each waiting out its own deadline (a call that counts several rules waited for each
- * in turn): one of them goes to Redis in the background every `probeEveryMs`, or as soon as a
- * late answer shows Redis is back, and the first answer within the deadline ends it.
+ * in turn): one of them goes to Redis every `probeEveryMs`, or as soon as a late answer shows
+ * Redis is back, and waits for its answer within the deadline; the first such answer ends it.
  *
  * @internal
  */
@@ -144,12 +144,12 @@ export function boundedCommands(
     run<T>(command: () => Promise<T>): Promise<T> {
       if (slowProbeAt === undefined) return send(command);
       if (!probing && Date.now() >= slowProbeAt) {
+        // The probe is a real call that waits for its answer, within the deadline: refusing it
+        // would fail (or count locally) the first call Redis could have answered.
         probing = true;
-        send(command)
-          .catch(() => undefined)
-          .finally(() => {
-            probing = false;
-          });
+        return send(command).finally(() => {
+          probing = false;
+        });
       }
       return Promise.reject(
         new Error(`Redis did not answer within ${String(timeoutMs)} ms; waiting for it to answer again`),
