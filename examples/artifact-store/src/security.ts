@@ -110,9 +110,10 @@ export interface ReferenceSecurity {
   /**
    * Where the policy's rate limits and brute-force blocks count: Redis when
    * `FLUXGUARD_REDIS_URL` is set (shared by every replica), else this process's memory. One
-   * store for both transports, so a caller's limits are the same whichever it uses.
+   * store for both transports, so a caller's limits are the same whichever it uses. None when
+   * the policy has no `rateLimits`.
    */
-  readonly rateLimitStore: RateLimitStore;
+  readonly rateLimitStore: RateLimitStore | undefined;
   /** Fetches the URLs clients give to import from (`createUrlGuard`: https, no private address). */
   readonly urlGuard: UrlGuard;
   /** Releases what was opened (the Redis connection). */
@@ -254,11 +255,14 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   }
   denylist ??= createMemoryDenylist();
   // The store logs an outage itself (once, then every 10 s), and each rule fails open or closed as the policy says.
+  // A policy without rate limits counts nowhere: no store, and no Redis connection for one.
   const rateLimitStore =
-    options.rateLimitStore ??
-    (redisUrl === undefined
-      ? createMemoryRateLimitStore({ maxKeys: maxKeysFrom(env.FLUXGUARD_RATE_LIMIT_MAX_KEYS) })
-      : createRedisRateLimitStore({ client: connect(redisUrl), audit, keyPrefix: 'fluxguard:artifact-store' }));
+    policy.rateLimits === undefined
+      ? undefined
+      : (options.rateLimitStore ??
+        (redisUrl === undefined
+          ? createMemoryRateLimitStore({ maxKeys: maxKeysFrom(env.FLUXGUARD_RATE_LIMIT_MAX_KEYS) })
+          : createRedisRateLimitStore({ client: connect(redisUrl), audit, keyPrefix: 'fluxguard:artifact-store' })));
 
   const jwt = options.jwt;
 
@@ -277,7 +281,7 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
         audit,
         transport,
         servedOperations,
-        rateLimitStore,
+        ...(rateLimitStore === undefined ? {} : { rateLimitStore }),
         ...(jwt === undefined ? { denylist } : { jwt }),
       }),
     concurrency: createConcurrencyLimit(IN_FLIGHT_BUDGET),

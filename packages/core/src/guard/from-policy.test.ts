@@ -8,6 +8,7 @@ import { createMemoryDenylist } from '../denylist/memory.js';
 import { AUDIENCE, ISSUER, headersOf, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
 import { parseSecurityPolicy, type SecurityPolicy } from '../policy/policy.js';
+import { createMemoryRateLimitStore } from '../ratelimit/store.js';
 import { createGuardFromPolicy } from './from-policy.js';
 
 const S = '/fluxguard.example.v1.ArtifactStore';
@@ -121,6 +122,20 @@ describe('createGuardFromPolicy', () => {
     expect(() => createGuardFromPolicy(policy, { audit, jwt, denylist: createMemoryDenylist() })).toThrow(
       /"denylist" is consulted by the verifier built from policy\.jwt, and "jwt" replaces that verifier/,
     );
+  });
+
+  it('refuses a rate-limit store for a policy without rate limits: limits would read as shared and be off', () => {
+    expect(() =>
+      createGuardFromPolicy(policy, { audit, baseDir: dir, rateLimitStore: createMemoryRateLimitStore() }),
+    ).toThrow(
+      'createGuardFromPolicy: "rateLimitStore" is where the limits of policy.rateLimits count, and the policy has no "rateLimits": add the section, or leave the store out',
+    );
+    const limited = parseSecurityPolicy({
+      ...policy,
+      rateLimits: { rules: [{ name: 'reads', key: 'subject', points: 5, durationSeconds: 60 }] },
+    });
+    const guard = createGuardFromPolicy(limited, { audit, baseDir: dir, rateLimitStore: createMemoryRateLimitStore() });
+    expect(guard.controls.map((c) => c.name)).toContain('rate-limit');
   });
 
   it('reports rules naming no served operation, and bad options, at start-up', () => {

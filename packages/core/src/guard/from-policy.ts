@@ -48,7 +48,8 @@ export interface GuardFromPolicyOptions {
   readonly baseDir?: string | undefined;
   /**
    * Where the limits of `policy.rateLimits` count: `createRedisRateLimitStore(...)` to share
-   * them between replicas. Default: a memory store of this guard.
+   * them between replicas. Default: a memory store of this guard. Refused when the policy has
+   * no `rateLimits`, since nothing would count in it.
    */
   readonly rateLimitStore?: RateLimitStore | undefined;
 }
@@ -79,7 +80,8 @@ const DEFAULTS: Readonly<{ [K in keyof GuardFromPolicyOptions]-?: GuardFromPolic
  * `policy.rbac`, every operation is denied (no rule).
  *
  * @throws ConfigurationError for unknown options, an unreadable key file, bad rules, a rule
- *   naming no served operation, or rules asking for a principal that nothing can give.
+ *   naming no served operation, rules asking for a principal that nothing can give, or a
+ *   `rateLimitStore` without `policy.rateLimits`.
  *
  * @example
  * ```ts
@@ -107,6 +109,12 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
     // It was ignored: revocation would be off while the options read as on.
     throw new ConfigurationError(
       'createGuardFromPolicy: "denylist" is consulted by the verifier built from policy.jwt, and "jwt" replaces that verifier: give the denylist to createJwtVerifier instead',
+    );
+  }
+  if (opts.rateLimitStore !== undefined && policy.rateLimits === undefined) {
+    // Nothing would count there: limits would be off while the options read as shared.
+    throw new ConfigurationError(
+      'createGuardFromPolicy: "rateLimitStore" is where the limits of policy.rateLimits count, and the policy has no "rateLimits": add the section, or leave the store out',
     );
   }
   if (opts.servedOperations !== undefined) {
