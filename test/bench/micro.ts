@@ -1,9 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import {
   compileRbac,
   createMemoryRateLimitStore,
+  createUploadCheck,
   createPathResolver,
   resolveRequestId,
   type CallInfo,
@@ -72,6 +74,32 @@ function manyRules(): RbacRules {
   return rules;
 }
 
+/**
+ * 256 KiB of ZIP local headers 30 bytes apart, each naming the next 128 KiB: the most headers a
+ * scan can meet (each read whole once the next 128 KiB are in; fewer would leave most cut short).
+ */
+function madeUpZipHeaders(): Buffer {
+  const header = Buffer.alloc(30, 0x41);
+  header.writeUInt32LE(0x04034b50, 0);
+  header.writeUInt16LE(0xffff, 26);
+  header.writeUInt16LE(0xffff, 28);
+  return Buffer.concat(Array.from({ length: 8_739 }, () => header)).subarray(0, 256 * 1024);
+}
+
+/** `data` in pieces of `size` bytes, cut once: cutting them in the measured loop would cost more than checking them. */
+function pieces(data: Buffer, size: number): Buffer[] {
+  const cut: Buffer[] = [];
+  for (let at = 0; at < data.length; at += size) cut.push(data.subarray(at, at + size));
+  return cut;
+}
+
+/** One upload through the default upload check, piece by piece; it passes. */
+function checkUpload(upload: readonly Buffer[], sha256: string): string {
+  const check = createUploadCheck({ refusedExtensions: [] }).begin({ name: 'model.bin', sha256 });
+  for (const piece of upload) check.update(piece);
+  return check.finish();
+}
+
 export async function runMicro(config: BenchConfig, key: SigningKey): Promise<void> {
   const audit = nullAudit();
   const minter = new TokenMinter(key);
@@ -110,6 +138,13 @@ export async function runMicro(config: BenchConfig, key: SigningKey): Promise<vo
   // The memory store answers at once: nothing to await.
   while (keys < 100_000) void fullRule.consume(`hdr:key-${String(keys++)}`, 1);
 
+  const plain = Buffer.alloc(64 * 1024, 0x20);
+  const headers = madeUpZipHeaders();
+  const plainSha = createHash('sha256').update(plain).digest('hex');
+  const headersSha = createHash('sha256').update(headers).digest('hex');
+  const plainBytes = pieces(plain, 1);
+  const headerBytes = pieces(headers, 1);
+
   const cases: MicroCase[] = [
     { name: 'guard.check, cached token', async: true, run: () => guard.check(cachedCall) },
     { name: 'guard.check, public operation (no token)', async: true, run: () => guard.check(publicCall) },
@@ -133,6 +168,18 @@ export async function runMicro(config: BenchConfig, key: SigningKey): Promise<vo
       name: 'memory rate limit, full rule, a new key each call',
       async: false,
       run: () => fullRule.consume(`hdr:key-${String(keys++)}`, 1),
+    },
+    { name: 'upload check, 64 KiB in one chunk', async: false, run: () => checkUpload([plain], plainSha) },
+    { name: 'upload check, 64 KiB a byte at a time', async: false, run: () => checkUpload(plainBytes, plainSha) },
+    {
+      name: 'upload check, 256 KiB of made-up ZIP headers in one chunk',
+      async: false,
+      run: () => checkUpload([headers], headersSha),
+    },
+    {
+      name: 'upload check, 256 KiB of made-up ZIP headers a byte at a time',
+      async: false,
+      run: () => checkUpload(headerBytes, headersSha),
     },
   ];
 

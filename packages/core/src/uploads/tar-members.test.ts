@@ -1,14 +1,21 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createUploadCheck } from './upload-check.js';
+import { createUploadCheck, createUploadCheckGathering } from './upload-check.js';
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
-/** The upload's SHA-256 when the check passes it, else its refusal; fed whole, then a byte at a time. */
+/**
+ * The upload's SHA-256 when the check passes it, else its refusal; fed whole, then a byte at a
+ * time as the check gathers them, then a byte at a time handed on to the tar scan one by one.
+ */
 function upload(data: Buffer, name = 'model.bin'): unknown[] {
-  return [data.length, 1].map((step) => {
+  return [
+    { step: data.length, make: () => createUploadCheck() },
+    { step: 1, make: () => createUploadCheck() },
+    { step: 1, make: () => createUploadCheckGathering({}, 0) },
+  ].map(({ step, make }) => {
     try {
-      const check = createUploadCheck().begin({ name, sha256: sha(data) });
+      const check = make().begin({ name, sha256: sha(data) });
       for (let i = 0; i < data.length; i += step) check.update(data.subarray(i, i + step));
       return check.finish();
     } catch (error) {
@@ -18,11 +25,11 @@ function upload(data: Buffer, name = 'model.bin'): unknown[] {
 }
 
 function expectRefused(data: Buffer): void {
-  expect(upload(data)).toEqual(['content_refused', 'content_refused']);
+  expect(upload(data)).toEqual(['content_refused', 'content_refused', 'content_refused']);
 }
 
 function expectPassed(data: Buffer): void {
-  expect(upload(data)).toEqual([sha(data), sha(data)]);
+  expect(upload(data)).toEqual([sha(data), sha(data), sha(data)]);
 }
 
 // A protocol-0 pickle that calls os.getpid as it loads, and pickle.dumps(os.system, protocol=4).

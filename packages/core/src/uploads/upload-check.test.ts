@@ -2,25 +2,38 @@ import { createHash } from 'node:crypto';
 import { constants, deflateSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { createUploadCheck, type UploadCheckOptions } from './upload-check.js';
+import { createUploadCheck, createUploadCheckGathering, type UploadCheckOptions } from './upload-check.js';
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
-/** Streams `data` through a check in small chunks; the refusal, if any. */
+type Outcome = string | { code: string; reason: string; details: unknown };
+
+/**
+ * Streams `data` through a check in 7-byte chunks; the digest, or the refusal. Both as the
+ * check gathers them and handed on one by one: gathering may delay a refusal, never change it.
+ */
 function upload(
   data: Buffer,
   name: string,
   options: UploadCheckOptions = {},
   declared = sha(data),
   contentType?: string,
-) {
-  try {
-    const check = createUploadCheck(options).begin({ name, sha256: declared, contentType });
-    for (let i = 0; i < data.length; i += 7) check.update(data.subarray(i, i + 7));
-    return check.finish();
-  } catch (error) {
-    return error as { code: string; reason: string; details: unknown };
-  }
+): Outcome {
+  const [gathered, oneByOne] = [() => createUploadCheck(options), () => createUploadCheckGathering(options, 0)].map(
+    (make): Outcome => {
+      try {
+        const check = make().begin({ name, sha256: declared, contentType });
+        for (let i = 0; i < data.length; i += 7) check.update(data.subarray(i, i + 7));
+        return check.finish();
+      } catch (error) {
+        return error as Exclude<Outcome, string>;
+      }
+    },
+  ) as [Outcome, Outcome];
+  const said = (outcome: Outcome) =>
+    typeof outcome === 'string' ? outcome : [outcome.code, outcome.reason, JSON.stringify(outcome.details)];
+  expect(said(oneByOne)).toEqual(said(gathered));
+  return gathered;
 }
 
 // Python's pickle.dumps({'a': 1}, protocol=4), and a ZIP whose first entry is archive/data.pkl (PyTorch).
@@ -110,6 +123,46 @@ describe('createUploadCheck', () => {
   it('passes ordinary content whose digest matches, and returns the digest', () => {
     const data = Buffer.from('weights, in safetensors or plain bytes');
     expect(upload(data, 'models/m.safetensors')).toBe(sha(data));
+  });
+
+  it('gathers small chunks as they were given: a caller that reuses its buffer once update returns changes nothing', () => {
+    const benign = Buffer.from('plain bytes '.repeat(3_000));
+    for (const [data, expected] of [
+      [TORCH_ARCHIVE, 'content_refused'],
+      [benign, sha(benign)],
+    ] as const) {
+      const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(data) });
+      const reused = Buffer.alloc(7);
+      let outcome: string;
+      try {
+        for (let i = 0; i < data.length; i += 7) {
+          const n = data.copy(reused, 0, i, i + 7);
+          check.update(reused.subarray(0, n));
+          reused.fill(0);
+        }
+        outcome = check.finish();
+      } catch (error) {
+        outcome = (error as { reason: string }).reason;
+      }
+      expect(outcome).toBe(expected);
+    }
+  });
+
+  it('refuses a pickle sent a byte at a time while it streams, not only once it has ended', () => {
+    const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(IMPORTING) });
+    const data = Buffer.concat([IMPORTING, Buffer.alloc(64 * 1024, 0x20)]);
+    let refusedAt: number | undefined;
+    for (let i = 0; i < data.length && refusedAt === undefined; i++) {
+      try {
+        check.update(data.subarray(i, i + 1));
+      } catch (error) {
+        expect(error).toMatchObject({ reason: 'content_refused' });
+        refusedAt = i + 1;
+      }
+    }
+    // Within the bytes gathered before the checks read them.
+    expect(refusedAt).toBeDefined();
+    expect(refusedAt).toBeLessThanOrEqual(16 * 1024);
   });
 
   it('refuses a digest that does not match, or is not one', () => {

@@ -95,7 +95,11 @@ export interface UploadCheckOptions {
  * ```
  */
 export interface UploadInProgress {
-  /** Hashes the chunk; the first bytes are sniffed and may refuse the upload (throws). */
+  /**
+   * Hashes and checks the chunk, and may refuse the upload (throws). Chunks under 16 KiB are
+   * gathered first, so a refusal may come up to 16 KiB later, at the latest from `finish`; the
+   * chunk's buffer may be reused once `update` returns.
+   */
   update(chunk: Uint8Array): void;
   /** Checks the digest once everything has arrived (throws `digest_mismatch`); the bytes' SHA-256 in hex. */
   finish(): string;
@@ -141,6 +145,8 @@ const DEFAULTS: Readonly<Required<{ [K in keyof UploadCheckOptions]: UploadCheck
 
 /** The first bytes sniffed: enough for every signature, and for a ZIP's first entry name. */
 const SNIFF_BYTES = 512;
+/** Chunks smaller than this are gathered up to it before the checks read them. */
+const GATHER_BYTES = 16 * 1024;
 const ZIP_SIGNATURE = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
 const KINDS: readonly ContentKind[] = ['pickle', 'executable'];
 
@@ -161,6 +167,22 @@ const KINDS: readonly ContentKind[] = ['pickle', 'executable'];
  * ```
  */
 export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck {
+  return createUploadCheckGathering(options, GATHER_BYTES);
+}
+
+/**
+ * {@link createUploadCheck}, with chunks under `gatherBytes` gathered up to it before the checks
+ * read them; 0 hands every chunk on as it comes, so that tests reach the checks' handling of
+ * bytes cut between chunks.
+ *
+ * @example
+ * ```ts
+ * const check = createUploadCheckGathering({}, 0);
+ * ```
+ *
+ * @internal
+ */
+export function createUploadCheckGathering(options: UploadCheckOptions, gatherBytes: number): UploadCheck {
   const opts = resolveOptions('createUploadCheck', DEFAULTS, options);
   const refuseKinds: ReadonlySet<ContentKind> = new Set(
     checkList(opts.refuseKinds, 'refuseKinds', (k) => KINDS.includes(k as ContentKind)) as ContentKind[],
@@ -224,13 +246,49 @@ export function createUploadCheck(options: UploadCheckOptions = {}): UploadCheck
             (reason) => refuse(reason, 'content'),
           )
         : undefined;
+      const check = (chunk: Uint8Array): void => {
+        hash.update(chunk);
+        checks.push(chunk);
+        compressed?.push(chunk);
+      };
+      // Small chunks are gathered before they are checked: every chunk costs each check a step,
+      // and an upload sent in one-byte pieces (gRPC messages, HTTP chunks) cost 1 s of CPU a
+      // MiB, 3 s with made-up ZIP headers, where the same bytes in large chunks cost 2 ms.
+      let gathered: Buffer | undefined;
+      let gatheredBytes = 0;
+      const flush = (): void => {
+        if (gathered === undefined || gatheredBytes === 0) return;
+        const bytes = gathered.subarray(0, gatheredBytes);
+        gatheredBytes = 0;
+        check(bytes);
+      };
       return {
         update(chunk: Uint8Array) {
-          hash.update(chunk);
-          checks.push(chunk);
-          compressed?.push(chunk);
+          if (chunk.byteLength >= gatherBytes) {
+            flush();
+            check(chunk);
+            return;
+          }
+          gathered ??= Buffer.allocUnsafe(gatherBytes);
+          const length = chunk.byteLength;
+          if (gatheredBytes + length < gatherBytes) {
+            // A loop copies a few bytes faster than `set`, whose call costs more than its bytes.
+            if (length <= 64) for (let i = 0; i < length; i++) gathered[gatheredBytes + i] = chunk[i] ?? 0;
+            else gathered.set(chunk, gatheredBytes);
+            gatheredBytes += length;
+            return;
+          }
+          let taken = 0;
+          while (taken < chunk.byteLength) {
+            const piece = chunk.subarray(taken, taken + gatherBytes - gatheredBytes);
+            gathered.set(piece, gatheredBytes);
+            gatheredBytes += piece.byteLength;
+            taken += piece.byteLength;
+            if (gatheredBytes === gatherBytes) flush();
+          }
         },
         finish() {
+          flush();
           checks.end();
           compressed?.end();
           const actual = hash.digest();

@@ -1,18 +1,25 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { createUploadCheck } from '../index.js';
+import { createUploadCheckGathering } from './upload-check.js';
 import { ZipEntryNames } from './zip-entries.js';
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
-/** The pieces an upload is fed in: whole, a byte at a time, and 7 bytes at a time. */
-const PIECES = [0, 1, 7] as const;
+/**
+ * The pieces an upload is fed in: whole, a byte at a time, and 7 bytes at a time; negative:
+ * that many bytes at a time handed on to the ZIP scan one by one, not gathered by the check.
+ */
+const PIECES = [0, 1, 7, -1, -7] as const;
 
 /** The upload's SHA-256 when the check passes it, else its refusal; fed in pieces of `size` (0: whole). */
 function upload(data: Buffer, size: number, name = 'model.bin') {
-  const step = size === 0 ? Math.max(data.length, 1) : size;
+  const step = size === 0 ? Math.max(data.length, 1) : Math.abs(size);
   try {
-    const check = createUploadCheck().begin({ name, sha256: sha(data) });
+    const check = (size < 0 ? createUploadCheckGathering({}, 0) : createUploadCheck()).begin({
+      name,
+      sha256: sha(data),
+    });
     for (let at = 0; at < data.length; at += step) check.update(data.subarray(at, at + step));
     return check.finish();
   } catch (error) {
@@ -20,11 +27,11 @@ function upload(data: Buffer, size: number, name = 'model.bin') {
   }
 }
 
-/** The name ends `ZipEntryNames` hands on for `data` fed in pieces of `size` (0: whole). */
+/** The name ends `ZipEntryNames` hands on for `data` fed in pieces of `|size|` bytes (0: whole). */
 function nameEnds(data: Buffer, size: number): string[] {
   const names: string[] = [];
   const entries = new ZipEntryNames((nameEnd) => names.push(nameEnd));
-  const step = size === 0 ? Math.max(data.length, 1) : size;
+  const step = size === 0 ? Math.max(data.length, 1) : Math.abs(size);
   for (let at = 0; at < data.length; at += step) entries.push(data.subarray(at, at + step));
   entries.end();
   return names;

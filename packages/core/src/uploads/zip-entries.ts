@@ -158,7 +158,9 @@ export class ZipEntryNames {
       if (offsets !== undefined && (extraEnd <= data.length || (final && nameEnd <= data.length))) {
         this.#handOn(data, found + offsets.nameAt, nameEnd);
         this.#unicodePaths(data, base, nameEnd, Math.min(extraEnd, data.length));
-        if (this.#heads !== undefined && offsets === LOCAL_OFFSETS) {
+        // Data that is here and does not start with the prefix is passed over in place: a flood
+        // of made-up headers would otherwise cost a head each.
+        if (this.#heads !== undefined && offsets === LOCAL_OFFSETS && !this.#passesOver(data, extraEnd)) {
           const head = new EntryHead(this.#heads, extraEnd - nameEnd);
           if (head.feed(data.subarray(nameEnd))) this.#gathering.push(head);
         }
@@ -170,6 +172,13 @@ export class ZipEntryNames {
       }
       at = found + 2;
     }
+  }
+
+  /** Whether the entry data at `data[at]` is here far enough to tell that it does not start with the heads' prefix. */
+  #passesOver(data: Buffer, at: number): boolean {
+    const prefix = this.#heads?.prefix;
+    if (prefix === undefined || at + prefix.length > data.length) return false;
+    return data.compare(prefix, 0, prefix.length, at, at + prefix.length) !== 0;
   }
 
   /** Hands on the end of the name in `data[start, end)`. */
