@@ -27,6 +27,12 @@ export interface Expected {
   readonly status?: { readonly grpc: number; readonly http: number };
 }
 
+/** One page of a listing: its artifacts, and where the next page starts if there is one. */
+export interface ListPage {
+  readonly items: ArtifactInfo[];
+  readonly next: string | undefined;
+}
+
 export interface RetrievedArtifact {
   readonly content: Buffer;
   readonly sha256: string;
@@ -38,6 +44,12 @@ export interface ArtifactClient {
   readonly transport: 'grpc' | 'http';
   get(path: string): Promise<Outcome<RetrievedArtifact>>;
   list(prefix: string): Promise<Outcome<ArtifactInfo[]>>;
+  /**
+   * One page of a listing, from after `startAfter`; `next` is where the next page starts when
+   * the server says more may follow (HTTP: its `Link: rel="next"`; gRPC: the `x-list-truncated`
+   * trailer, and the last path received).
+   */
+  listPage(prefix: string, startAfter: string): Promise<Outcome<ListPage>>;
   upload(path: string, sha256Hex: string, parts: readonly Buffer[]): Promise<Outcome<ArtifactInfo>>;
   /**
    * An upload that sends its parts `gapMs` apart, and with `stallAfter` stops after that many
@@ -200,6 +212,24 @@ export function grpcArtifactClient(
     channelOptions,
   ) as unknown as StoreStub;
   const options = (): grpc.CallOptions => ({ deadline: new Date(Date.now() + 10_000) });
+  const grpcListPage = (prefix: string, startAfter: string): Promise<Outcome<ListPage>> =>
+    new Promise((resolve) => {
+      const observer = new GrpcObserver();
+      const items: ArtifactInfo[] = [];
+      const call = stub.ListArtifacts({ prefix, start_after: startAfter }, meta(), options());
+      observer.watch(call);
+      call.on('data', (item: WireInfo) =>
+        items.push({ path: item.path, sha256: item.sha256, size: Number(item.size) }),
+      );
+      call.on('error', () => undefined);
+      call.on('status', (s: grpc.StatusObject) => {
+        const err: grpc.ServiceError | null = s.code === grpc.status.OK ? null : Object.assign(new Error(s.details), s);
+        const truncated = s.metadata.get('x-list-truncated')[0] === 'true';
+        resolve(
+          observer.outcome(err, err === null ? { items, next: truncated ? items.at(-1)?.path : undefined } : undefined),
+        );
+      });
+    });
   const meta = (headers: Record<string, string> = {}): grpc.Metadata => {
     const md = new grpc.Metadata();
     for (const [k, v] of Object.entries({ ...defaultMetadata, ...headers })) md.set(k, v);
@@ -307,22 +337,8 @@ export function grpcArtifactClient(
         },
       );
     },
-    list: (prefix) =>
-      new Promise((resolve) => {
-        const observer = new GrpcObserver();
-        const items: ArtifactInfo[] = [];
-        const call = stub.ListArtifacts({ prefix }, meta(), options());
-        observer.watch(call);
-        call.on('data', (item: WireInfo) =>
-          items.push({ path: item.path, sha256: item.sha256, size: Number(item.size) }),
-        );
-        call.on('error', () => undefined);
-        call.on('status', (s: grpc.StatusObject) => {
-          const err: grpc.ServiceError | null =
-            s.code === grpc.status.OK ? null : Object.assign(new Error(s.details), s);
-          resolve(observer.outcome(err, err === null ? items : undefined));
-        });
-      }),
+    list: async (prefix) => itemsOf(await grpcListPage(prefix, '')),
+    listPage: grpcListPage,
     health: () =>
       new Promise((resolve) => {
         const observer = new GrpcObserver();
@@ -482,6 +498,12 @@ function pacedRequest(
   });
 }
 
+/** The artifacts of a page's outcome, as `list` answers them. */
+function itemsOf(page: Outcome<ListPage>): Outcome<ArtifactInfo[]> {
+  const { value, ...rest } = page;
+  return value === undefined ? rest : { ...rest, value: value.items };
+}
+
 function httpOutcome<T>(res: RawResponse, read: (body: Buffer) => T): Outcome<T> {
   const ok = res.status >= 200 && res.status < 300;
   const exposedBody = ok && res.headers['content-type'] === 'application/octet-stream' ? '' : res.body.toString('utf8');
@@ -533,6 +555,17 @@ export function httpArtifactClient(
       headers: {},
       body: Buffer.from(err instanceof Error ? err.message : String(err)),
     }));
+  const httpListPage = async (prefix: string, startAfter: string): Promise<Outcome<ListPage>> => {
+    const query = new URLSearchParams({ prefix, ...(startAfter === '' ? {} : { startAfter }) });
+    const res = await send('GET', `/v1/artifacts?${query.toString()}`);
+    return httpOutcome(res, (b) => {
+      // `</v1/artifacts?prefix=...&startAfter=...>; rel="next"`
+      const link = /^<([^>]*)>; rel="next"$/.exec(String(res.headers.link ?? ''))?.[1];
+      const next =
+        link === undefined ? undefined : (new URL(link, 'https://x').searchParams.get('startAfter') ?? undefined);
+      return { items: JSON.parse(b.toString('utf8')) as ArtifactInfo[], next };
+    });
+  };
   return {
     transport: 'http',
     statusOf: (e) => e.status?.http ?? ERROR_CODES[e.code ?? 'internal'].httpStatus,
@@ -553,11 +586,8 @@ export function httpArtifactClient(
       });
       return httpOutcome(res, artifactOf(res));
     },
-    list: async (prefix) =>
-      httpOutcome(
-        await send('GET', `/v1/artifacts?prefix=${encodeURIComponent(prefix)}`),
-        (b) => JSON.parse(b.toString('utf8')) as ArtifactInfo[],
-      ),
+    list: async (prefix) => itemsOf(await httpListPage(prefix, '')),
+    listPage: httpListPage,
     upload: async (path, sha, parts) =>
       httpOutcome(
         await send(

@@ -93,6 +93,8 @@ export interface StartOptions {
   readonly urlGuard?: UrlGuard;
   /** HTTP only: the server's request timeout (and so its headers timeout, at most 10 s). */
   readonly requestTimeoutMs?: number;
+  /** Most artifacts one listing returns. Default: the store's. */
+  readonly maxListEntries?: number;
 }
 
 /** Credentials of one client: a certificate (or none) and a token (or none). */
@@ -146,7 +148,14 @@ export async function startTransport(
   let stop: () => Promise<void>;
   let make: (o: ClientOptions) => ArtifactClient;
   if (transport === 'grpc') {
-    const server = await startGrpcServer({ host: '127.0.0.1', port: 0, dataDir, audit: log.audit, security });
+    const server = await startGrpcServer({
+      host: '127.0.0.1',
+      port: 0,
+      dataDir,
+      audit: log.audit,
+      security,
+      ...(options.maxListEntries === undefined ? {} : { maxListEntries: options.maxListEntries }),
+    });
     port = server.port;
     stop = () => server.close();
     make = ({ cert, token }) =>
@@ -166,6 +175,7 @@ export async function startTransport(
       audit: log.audit,
       security,
       ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+      ...(options.maxListEntries === undefined ? {} : { maxListEntries: options.maxListEntries }),
     });
     port = server.port;
     stop = () => server.close();

@@ -11,6 +11,7 @@ export {
   readContent,
   type Artifact,
   type ArtifactInfo,
+  type Listing,
   type ArtifactStoreOptions,
   type OpenedArtifact,
 } from './store.js';

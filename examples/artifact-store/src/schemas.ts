@@ -13,7 +13,7 @@ const path = z.string().max(4096);
 export const ARTIFACT_MESSAGE_RULES: readonly MessageSchemaRule[] = Object.freeze([
   { operation: `${SERVICE}/GetArtifact`, schema: z.object({ path }) },
   { operation: `${SERVICE}/DeleteArtifact`, schema: z.object({ path }) },
-  { operation: `${SERVICE}/ListArtifacts`, schema: z.object({ prefix: path }) },
+  { operation: `${SERVICE}/ListArtifacts`, schema: z.object({ prefix: path, start_after: path }) },
   {
     operation: `${SERVICE}/ImportArtifact`,
     schema: z.object({
@@ -31,7 +31,7 @@ export const IMPORT_BODY = z.strictObject({
 });
 
 /**
- * The query of `GET /v1/artifacts`: at most one `prefix` (a repeated one arrives as an array and
- * is refused). For `validate({ query: LIST_QUERY })` of `@fluxguard/express`.
+ * The query of `GET /v1/artifacts`: at most one `prefix` and one `startAfter` (a repeated one
+ * arrives as an array and is refused). For `validate({ query: LIST_QUERY })` of `@fluxguard/express`.
  */
-export const LIST_QUERY = z.object({ prefix: path.optional() });
+export const LIST_QUERY = z.object({ prefix: path.optional(), startAfter: path.optional() });

@@ -28,4 +28,6 @@ export interface ReferenceServerOptions {
   readonly audit?: AuditLogger;
   /** Largest artifact accepted by an upload, in bytes. Default: the store's (64 MiB). */
   readonly maxArtifactBytes?: number;
+  /** Most artifacts one listing returns; a longer one is continued from its last path. Default: the store's (10,000). */
+  readonly maxListEntries?: number;
 }

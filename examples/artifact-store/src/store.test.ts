@@ -85,6 +85,37 @@ describe('ArtifactStore', () => {
     await expect(store.delete('models/a.bin')).rejects.toMatchObject({ code: 'not_found' });
   });
 
+  it('lists in pages of maxListEntries, each from the last path of the one before, flagged while more may follow', async () => {
+    const paged = new ArtifactStore({ dataDir: join(base, 'paged'), maxListEntries: 2 });
+    // A directory sorts where `name/` does: `a-b` and `a.txt` before everything under `a/`.
+    const paths = ['a/1.bin', 'a/2.bin', 'a/deep/3.bin', 'a-b', 'a.txt', 'b/4.bin', 'c'];
+    for (const path of paths) await paged.put(path, sha(path), chunks(path));
+    const pages: string[][] = [];
+    const flags: boolean[] = [];
+    let startAfter = '';
+    for (let page = 0; page < 10; page++) {
+      const listing = paged.list('', undefined, startAfter);
+      const items: string[] = [];
+      for await (const item of listing) items.push(item.path);
+      pages.push(items);
+      flags.push(listing.truncated);
+      if (!listing.truncated) break;
+      startAfter = items.at(-1) ?? '';
+    }
+    expect(pages).toEqual([['a-b', 'a.txt'], ['a/1.bin', 'a/2.bin'], ['a/deep/3.bin', 'b/4.bin'], ['c']]);
+    expect(flags).toEqual([true, true, true, false]);
+    // Whole directories before it are passed over; any string may be the start, a path or not.
+    const after = async (prefix: string, from: string) => {
+      const items: string[] = [];
+      for await (const item of paged.list(prefix, undefined, from)) items.push(item.path);
+      return items;
+    };
+    expect(await after('', 'a/deep')).toEqual(['a/deep/3.bin', 'b/4.bin']);
+    expect(await after('', 'a0')).toEqual(['b/4.bin', 'c']);
+    expect(await after('a/', 'a/1.bin')).toEqual(['a/2.bin', 'a/deep/3.bin']);
+    expect(await after('', 'z')).toEqual([]);
+  });
+
   it('opens an artifact as a stream with its size and digest; never a directory, never through a link', async () => {
     await store.put('streamed/c.bin', sha('streamed bytes'), chunks('streamed ', 'bytes'));
     const opened = await store.open('streamed/c.bin');

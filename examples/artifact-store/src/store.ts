@@ -39,6 +39,15 @@ export interface OpenedArtifact extends ArtifactInfo {
   readonly content: Readable;
 }
 
+/**
+ * The artifacts one listing returns, in the order of their paths; `truncated`, read once the
+ * iteration has ended, says whether more may follow the last one (ask again with `startAfter`
+ * set to its path).
+ */
+export interface Listing extends AsyncIterable<ArtifactInfo> {
+  readonly truncated: boolean;
+}
+
 /** Options of {@link ArtifactStore}. */
 export interface ArtifactStoreOptions {
   /** The directory that holds every artifact; created if missing. */
@@ -185,13 +194,30 @@ export class ArtifactStore {
   }
 
   /**
-   * Lists artifacts whose path starts with `prefix`, sorted by path, at most `maxListEntries`.
-   * Only the prefix's directory is walked, each directory opened inside the one before it
-   * without following a link and read through its open handle, as {@link get} opens a file: a
-   * directory swapped for a link meanwhile cannot make a listing name or hash files outside
-   * the data directory.
+   * Lists artifacts whose path starts with `prefix` and sorts after `startAfter` (by UTF-16 code
+   * units, as JavaScript compares strings), sorted by path, at most `maxListEntries`; the
+   * listing's `truncated` says whether more may follow. Only the prefix's directory is walked,
+   * each directory opened inside the one before it without following a link and read through
+   * its open handle, as {@link get} opens a file: a directory swapped for a link meanwhile
+   * cannot make a listing name or hash files outside the data directory. A directory whose
+   * paths all sort before `startAfter` is not opened.
    */
-  async *list(prefix: string, signal?: AbortSignal): AsyncIterable<ArtifactInfo> {
+  list(prefix: string, signal?: AbortSignal, startAfter = ''): Listing {
+    const start = (): Walk => ({ left: this.#maxListEntries, depth: 0, startAfter, truncated: false });
+    // Each iteration walks anew; `truncated` is the latest one's.
+    let walk = start();
+    return {
+      get truncated() {
+        return walk.truncated;
+      },
+      [Symbol.asyncIterator]: () => {
+        walk = start();
+        return this.#list(prefix, walk, signal)[Symbol.asyncIterator]();
+      },
+    };
+  }
+
+  async *#list(prefix: string, walk: Walk, signal: AbortSignal | undefined): AsyncGenerator<ArtifactInfo> {
     const checked = this.#paths.checkPrefix(prefix);
     const cut = checked.lastIndexOf('/');
     const segments = cut === -1 ? [] : checked.slice(0, cut).split('/');
@@ -203,7 +229,7 @@ export class ArtifactStore {
       dir = next;
     }
     try {
-      const walk = { left: this.#maxListEntries, depth: segments.length };
+      walk.depth = segments.length;
       yield* this.#walk(dir, segments.join('/'), checked.slice(cut + 1), walk, signal);
     } finally {
       await dir.handle.close();
@@ -219,7 +245,7 @@ export class ArtifactStore {
     dir: OpenDirectory,
     relative: string,
     namePrefix: string,
-    walk: { left: number; depth: number },
+    walk: Walk,
     signal: AbortSignal | undefined,
   ): AsyncGenerator<ArtifactInfo> {
     const entries = (await readdir(dir.at, { withFileTypes: true }))
@@ -228,9 +254,19 @@ export class ArtifactStore {
       .map((entry) => ({ name: entry.name, directory: entry.isDirectory(), key: sortKey(entry) }))
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     for (const entry of entries) {
-      if (walk.left === 0) return;
-      signal?.throwIfAborted();
       const path = relative === '' ? entry.name : `${relative}/${entry.name}`;
+      // Every path under a directory sorts before `startAfter` when the directory's does and
+      // `startAfter` is not under it.
+      const before = entry.directory
+        ? `${path}/` < walk.startAfter && !walk.startAfter.startsWith(`${path}/`)
+        : path <= walk.startAfter;
+      if (before) continue;
+      if (walk.left === 0) {
+        // Something may follow: a file, or a directory that may hold one.
+        walk.truncated = true;
+        return;
+      }
+      signal?.throwIfAborted();
       if (entry.directory) {
         // Deeper than a path may be: nothing there was stored through the service.
         if (walk.depth + 1 >= MAX_PATH_SEGMENTS) continue;
@@ -422,6 +458,14 @@ export async function readContent(opened: OpenedArtifact): Promise<Buffer> {
  * open handle (`/proc/self/fd`) where the platform allows, so that what the name meant when
  * it was opened is what is read; elsewhere by path.
  */
+/** Where a listing stands: how many artifacts it may still return, how deep it is, where it starts. */
+interface Walk {
+  left: number;
+  depth: number;
+  readonly startAfter: string;
+  truncated: boolean;
+}
+
 interface OpenDirectory {
   readonly handle: FileHandle;
   /** Names this directory: its handle's `/proc/self/fd` entry, or its path. */

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import {
+  Metadata,
   Server,
   loadPackageDefinition,
   type GrpcObject,
@@ -91,6 +92,7 @@ interface PathRequest {
 }
 interface ListArtifactsRequest {
   readonly prefix: string;
+  readonly start_after: string;
 }
 interface UploadHeader {
   readonly path: string;
@@ -162,6 +164,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
   const store = new ArtifactStore({
     dataDir: options.dataDir,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
+    ...(options.maxListEntries === undefined ? {} : { maxListEntries: options.maxListEntries }),
   });
 
   const storeService = artifactStoreService();
@@ -261,10 +264,12 @@ function artifactStoreHandlers(
 
     ListArtifacts: async (call) => {
       const signal = getSignal(call);
-      for await (const info of store.list(call.request.prefix, signal)) {
+      const listing = store.list(call.request.prefix, signal, call.request.start_after);
+      for await (const info of listing) {
         await write(call, { path: info.path, sha256: info.sha256, size: info.size }, signal);
       }
-      call.end();
+      // More may follow: the client lists again from the last path it received.
+      call.end(listing.truncated ? listTruncated() : undefined);
     },
 
     UploadArtifact: async (call) => {
@@ -319,6 +324,13 @@ function artifactStoreHandlers(
 }
 
 /** Writes one message, waiting for the client to drain when the stream is full. */
+/** The trailers of a listing that more artifacts may follow; new for each call, as grpc-js may add to them. */
+function listTruncated(): Metadata {
+  const trailers = new Metadata();
+  trailers.set('x-list-truncated', 'true');
+  return trailers;
+}
+
 async function write<T>(call: ServerWritableStream<unknown, T>, message: T, signal: AbortSignal): Promise<void> {
   if (!call.write(message)) await once(call, 'drain', { signal });
 }

@@ -172,11 +172,18 @@ export function createApp(options: AppOptions): ArtifactStoreApp {
   });
 
   app.get('/v1/artifacts', validate({ query: LIST_QUERY }), async (req, res) => {
-    // Validated: at most one prefix, a string. Express 5 parses req.query again on each read.
-    const prefix = req.query.prefix as string | undefined;
+    // Validated: at most one of each, a string. Express 5 parses req.query again on each read.
+    const { prefix, startAfter } = req.query as { prefix?: string; startAfter?: string };
     const items: ArtifactInfo[] = [];
-    for await (const info of store.list(prefix ?? '', req.fluxguard.signal)) {
+    const listing = store.list(prefix ?? '', req.fluxguard.signal, startAfter ?? '');
+    for await (const info of listing) {
       items.push({ path: info.path, sha256: info.sha256, size: info.size });
+    }
+    const last = items.at(-1);
+    if (listing.truncated && last !== undefined) {
+      // More may follow: the next listing starts after the last path of this one.
+      const next = new URLSearchParams({ ...(prefix === undefined ? {} : { prefix }), startAfter: last.path });
+      res.set('link', `</v1/artifacts?${next.toString()}>; rel="next"`);
     }
     res.json(items);
   });
@@ -295,6 +302,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
   const store = new ArtifactStore({
     dataDir: options.dataDir,
     ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
+    ...(options.maxListEntries === undefined ? {} : { maxListEntries: options.maxListEntries }),
   });
   const { listener } = createApp({
     store,
