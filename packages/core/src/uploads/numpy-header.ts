@@ -48,6 +48,20 @@ export function holdsNumpyObjects(head: Buffer): boolean {
 }
 
 /**
+ * What `\s` matches among the characters of a header read as latin1 (tab to carriage return,
+ * space, no-break space), without a regular expression per character: a flood of `.npz`
+ * members each made to be read spent most of its time there.
+ */
+function isSpace(code: number): boolean {
+  return (code >= 9 && code <= 13) || code === 32 || code === 160;
+}
+
+/** What `\w` matches: ASCII letters, digits and `_`. */
+function isWordChar(code: number): boolean {
+  return (code >= 48 && code <= 57) || (code >= 65 && code <= 90) || (code >= 97 && code <= 122) || code === 95;
+}
+
+/**
  * Walks the quoted strings of a Python literal: false when `refused` says so of one, or when
  * the text is spelt in a way whose strings the walk would not read as Python does.
  */
@@ -73,8 +87,7 @@ function plainLiterals(text: string, refused: (literal: string) => boolean): boo
       quote = char;
       literalStart = at + 1;
     } else if (char === '#') return false;
-    else if (/\s/.test(char)) continue;
-    else previous = /[\w]/.test(char) ? 'word' : 'other';
+    else if (!isSpace(text.charCodeAt(at))) previous = isWordChar(text.charCodeAt(at)) ? 'word' : 'other';
   }
   // A string the header's end cuts short: what it holds so far.
   return quote === '' || !refused(text.slice(literalStart));

@@ -312,15 +312,27 @@ describe('createUploadCheck', () => {
     expect(upload(archive, 'model.zip')).toBe(sha(archive));
     const behind = Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(600, 0x20), archive]);
     expect(upload(behind, 'model.bin')).toBe(sha(behind));
-    // 4 MiB of local header signatures, each claiming a 64 KiB name: each is read and passed over.
-    const fake = Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(22), 0xff, 0xff, 0, 0]);
-    const flood = Buffer.concat([
-      archive.subarray(0, 30),
-      ...Array.from({ length: (4 * 1024 * 1024) / fake.length }, () => fake),
-    ]);
+    // 4 MiB of local headers back to back, each with a 2-byte name: each is read and passed over.
+    const fake = Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(22), 2, 0, 0, 0, 0x61, 0x62]);
+    const flood = Buffer.concat(Array.from({ length: (4 * 1024 * 1024) / fake.length }, () => fake));
     const check = createUploadCheck().begin({ name: 'model.zip', sha256: sha(flood) });
     for (let i = 0; i < flood.length; i += 64 * 1024) check.update(flood.subarray(i, i + 64 * 1024));
     expect(check.finish()).toBe(sha(flood));
+  });
+
+  it('refuses headers nested in the names of headers before them past a few, as no writer makes them', () => {
+    // A header every 4 bytes, each claiming a 1 KiB name and a 19 KiB extra field over the next.
+    const everyFour = Buffer.alloc(64 * 1024);
+    for (let at = 0; at < everyFour.length; at += 4) everyFour.write('PK\x03\x04', at, 'latin1');
+    // Headers 30 bytes apart, each claiming a 64 KiB name.
+    const fake = Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(22), 0xff, 0xff, 0, 0]);
+    const claiming = Buffer.concat(Array.from({ length: 8 * 1024 }, () => fake));
+    for (const flood of [everyFour, claiming]) {
+      expect(upload(flood, 'model.bin')).toMatchObject({ reason: 'content_refused' });
+    }
+    // A few, as a CRC-32 or an offset that spells a signature may make, are read and passed over.
+    const few = Buffer.concat([...Array.from({ length: 60 }, () => fake), Buffer.alloc(64 * 1024, 0x20)]);
+    expect(upload(few, 'model.bin')).toBe(sha(few));
   });
 
   describe('an .npz (a ZIP of .npy members)', () => {
@@ -376,13 +388,17 @@ describe('createUploadCheck', () => {
       expect(inPieces(inside, 3)).toBe(sha(inside));
     });
 
-    it('reads a flood of made-up headers whose data starts as an array, or skips a long extra field, to its end', () => {
+    it('reads a flood of made-up headers whose data starts as an array to its end; refuses one whose long extra fields hold the next', () => {
       const fakeArray = Buffer.concat([Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(26)]), floats]);
+      const arrays = Buffer.concat(
+        Array.from({ length: Math.ceil((4 * 1024 * 1024) / fakeArray.length) }, () => fakeArray),
+      );
+      expect(inPieces(arrays, 64 * 1024)).toBe(sha(arrays));
       const fakeExtra = Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(24), 0xff, 0xff]);
-      for (const fake of [fakeArray, fakeExtra]) {
-        const flood = Buffer.concat(Array.from({ length: Math.ceil((4 * 1024 * 1024) / fake.length) }, () => fake));
-        expect(inPieces(flood, 64 * 1024)).toBe(sha(flood));
-      }
+      const extras = Buffer.concat(
+        Array.from({ length: Math.ceil((1024 * 1024) / fakeExtra.length) }, () => fakeExtra),
+      );
+      expect(inPieces(extras, 64 * 1024)).toMatchObject({ reason: 'content_refused' });
     });
   });
 

@@ -336,6 +336,8 @@ class ContentChecks implements StreamCheck {
                 if (holdsNumpyObjects(head)) refuse();
               },
             },
+            // Headers inside headers, as no writer makes them: a flood of them is made to cost.
+            refuse,
           )
         : undefined;
     // A pickle of any protocol, with or without the header the first bytes are sniffed for,
