@@ -3,7 +3,7 @@
 import { once } from 'node:events';
 import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { experimental, logVerbosity, setLogger } from '@grpc/grpc-js';
+import { Metadata, experimental, logVerbosity, setLogger } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, routeGrpcJsLogs } from './index.js';
 import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
 
@@ -27,8 +27,11 @@ afterAll(async () => {
  * those metadata entries besides the call's own headers (written raw: a grpc-js client would
  * refuse the values these tests send).
  */
-async function callsWith(calls: readonly Readonly<Record<string, string>>[]): Promise<void> {
-  const session = connect(`http://${started.address}`);
+async function callsWith(
+  calls: readonly Readonly<Record<string, string | string[]>>[],
+  address = started.address,
+): Promise<void> {
+  const session = connect(`http://${address}`);
   session.on('error', () => undefined);
   try {
     for (const entries of calls) {
@@ -99,6 +102,46 @@ describe('routeGrpcJsLogs', () => {
       .map((line) => String(line.text));
     expect(texts).toHaveLength(6);
     expect(texts.at(-1)).toBe('Failed to set secure context with error bad key');
+  });
+
+  it('drops the entries grpc-js would drop before grpc-js reads them, as it drops them, without building its errors', async () => {
+    const seen: Record<string, unknown>[] = [];
+    const server = await startServer(fluxguardInterceptors({ audit: audit.audit }), (s) => {
+      addService(s, testService, {
+        ...unaryAnswering({}),
+        Unary: (call, callback) => {
+          seen.push({ ...call.metadata.getMap(), cookies: call.metadata.get('set-cookie') });
+          callback(null, {});
+        },
+      });
+    });
+    // grpc-js builds an error, stack and all, for each entry it refuses as it adds it.
+    const add = vi.spyOn(Metadata.prototype, 'add');
+    try {
+      await callsWith(
+        [
+          {
+            'x-kept': 'plain',
+            'x-refused': 'caf\u00e9',
+            // Node joins a repeated header into one value, but for `set-cookie`.
+            'x-repeated': ['first', 'caf\u00e9'],
+            'set-cookie': ['first=1', 'second=caf\u00e9', 'third=3'],
+            'x!key': 'value',
+            'x-data-bin': Buffer.from('bytes').toString('base64'),
+          },
+        ],
+        server.address,
+      );
+      const refused = add.mock.calls.filter(([key, value]) => key === 'x!key' || /[^ -~]/.test(String(value)));
+      expect(refused).toEqual([]);
+    } finally {
+      add.mockRestore();
+      await server.close();
+    }
+    // As grpc-js alone keeps them: a repeated key's values up to the first it refuses.
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toMatchObject({ 'x-kept': 'plain', cookies: ['first=1'], 'x-data-bin': Buffer.from('bytes') });
+    for (const key of ['x-refused', 'x-repeated', 'x!key']) expect(seen[0]).not.toHaveProperty(key);
   });
 
   it('refuses bad options at start-up', () => {
