@@ -256,6 +256,19 @@ describe('createJwtVerifier: attacks refused with unauthenticated', () => {
     expect(await reasonOf(verifier().verify(token))).toMatch(/^(missing_token|malformed_token|malformed_header)$/);
   });
 
+  it('a header over 2,048 encoded characters, unread, though the token is signed', async () => {
+    // 200 keys: no issuer writes such a header.
+    const many = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`k${String(i)}`, i]));
+    expect(await reasonOf(verifier().verify(handSigned(rsa, many, baseClaims())))).toBe('malformed_header');
+    const long = handSigned(rsa, { x: 'a'.repeat(1_504) }, baseClaims());
+    expect((long.split('.')[0] ?? '').length).toBeGreaterThan(2_048);
+    expect(await reasonOf(verifier().verify(long))).toBe('malformed_header');
+    // At the bound: read, and the signed token accepted.
+    const under = handSigned(rsa, { x: 'a'.repeat(1_500) }, baseClaims());
+    expect((under.split('.')[0] ?? '').length).toBeLessThanOrEqual(2_048);
+    expect((await verifier().verify(under)).principal.subject).toBe('mallory');
+  });
+
   it('a wrong typ when one is expected', async () => {
     const v = verifier({ typ: 'at+jwt' });
     expect(await reasonOf(v.verify(await sign(rsa, { header: { typ: 'JWT' } })))).toBe('wrong_typ');

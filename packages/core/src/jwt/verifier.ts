@@ -186,6 +186,12 @@ export interface JwtVerifier {
 }
 
 const EMBEDDED_KEY_HEADERS = ['jwk', 'jku', 'x5u', 'x5c'] as const;
+/**
+ * The longest encoded header read: real ones (`alg`, `typ`, a `kid` of at most 256 characters,
+ * a thumbprint) take a few hundred characters, and embedded keys are refused anyway. A forged
+ * header of 6 KB (600 keys, or objects nested 2,700 deep) cost 200 µs to parse.
+ */
+const MAX_HEADER_LENGTH = 2_048;
 const PART = /^[A-Za-z0-9_-]*$/;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -579,6 +585,7 @@ function inspectHeader(encodedHeader: string, algorithms: readonly JwsAlgorithm[
     return known;
   }
   if (!PART.test(encodedHeader)) throw refuse('malformed_token');
+  if (encodedHeader.length > MAX_HEADER_LENGTH) throw refuse('malformed_header');
   let header: unknown;
   try {
     header = JSON.parse(strictUtf8.decode(Buffer.from(encodedHeader, 'base64url')));
