@@ -196,6 +196,43 @@ describe('tar members as CPython tarfile reads them', () => {
     expectRefused(tar(extended, member({ name: 'b.txt' }, Buffer.from('hi'))));
   });
 
+  it('reads a PAX header as tarfile does: the last path record wins, and only the exact keys count', () => {
+    const data = member({ name: 'b.txt' }, Buffer.from('hi'));
+    const longPickle = `${'d/'.repeat(100)}model.pkl`;
+    expectRefused(
+      tar(
+        pax([
+          ['path', 'a.txt'],
+          ['mtime', '1'],
+          ['path', 'model.pkl'],
+        ]),
+        data,
+      ),
+    );
+    expectRefused(tar(pax([['path', longPickle]]), data));
+    expectPassed(
+      tar(
+        pax([
+          ['path', 'model.pkl'],
+          ['path', 'a.txt'],
+        ]),
+        data,
+      ),
+    );
+    expectPassed(
+      tar(
+        pax([
+          ['paths', 'model.pkl'],
+          ['pat', 'model.pkl'],
+          ['Path', 'model.pkl'],
+          ['sizes', '-1'],
+          ['GNU.sparse', '1'],
+        ]),
+        data,
+      ),
+    );
+  });
+
   it('refuses a pickle after a block that only looks like the end (zeros but its checksum)', () => {
     const zeros = Buffer.alloc(512);
     zeros.write('000400\0 ', 148, 'latin1');

@@ -231,6 +231,50 @@ class LongName implements Sink {
 }
 
 /**
+ * One kept PAX value: its bytes copied into one buffer that grows as needed, decoded once when
+ * read. A record that replaces it starts over in the same buffer; one cut short makes the whole
+ * header bad, so the value it overwrote is never read.
+ */
+class KeptValue {
+  #bytes = Buffer.alloc(0);
+  #length = -1;
+
+  /** Starts a new value (this one). */
+  restart(): this {
+    this.#length = 0;
+    return this;
+  }
+
+  /** Adds `chunk[from, to)`; false past {@link MAX_NAME_DATA}. */
+  append(chunk: Buffer, from: number, to: number): boolean {
+    const length = this.#length + to - from;
+    if (length > MAX_NAME_DATA) return false;
+    if (length > this.#bytes.length) {
+      const grown = Buffer.alloc(Math.min(MAX_NAME_DATA, Math.max(length, 2 * this.#bytes.length, 256)));
+      this.#bytes.copy(grown, 0, 0, this.#length);
+      this.#bytes = grown;
+    }
+    // A loop copies a few bytes faster than `copy`, whose call costs more than its bytes.
+    if (to - from <= 64) for (let i = from; i < to; i++) this.#bytes[this.#length + i - from] = chunk[i] ?? 0;
+    else chunk.copy(this.#bytes, this.#length, from, to);
+    this.#length = length;
+    return true;
+  }
+
+  /** The value as tarfile decodes it, or undefined without one. */
+  text(): string | undefined {
+    return this.#length < 0 ? undefined : this.#bytes.toString('utf8', 0, this.#length);
+  }
+}
+
+const PATH_KEY = Buffer.from('path', 'latin1');
+const SIZE_KEY = Buffer.from('size', 'latin1');
+const SPARSE_PREFIX = Buffer.from('GNU.sparse.', 'latin1');
+const KEY_PATH = 1;
+const KEY_SIZE = 2;
+const KEY_SPARSE = 4;
+
+/**
  * A PAX header's records ("<length> <key>=<value>\n") streamed, as CPython's tarfile parses them
  * up to a NUL where a record would start. A record it may read otherwise (a wrong length, no
  * `=`, no newline at its end) makes it `bad`; only `path` and `size` values are kept.
@@ -239,21 +283,30 @@ class PaxRecords implements Sink {
   bad = false;
   /** A `GNU.sparse.*` record: extractfile reads such a member by its sparse map. */
   sparse = false;
-  path: string | undefined;
-  #size: string | undefined;
+  /** The last `path` and `size` values (a later record replaces an earlier one, as in tarfile), as read. */
+  readonly #kept = { path: new KeptValue(), size: new KeptValue() };
   #phase: 'length' | 'key' | 'value' | 'newline' | 'done' = 'length';
-  #digits = '';
+  /** Digits of the current record's length read, and their value (past 2^53 it only grows: such a record never ends). */
+  #digits = 0;
+  #lengthRead = 0;
   #length = 0;
   /** Bytes of the current record read. */
   #used = 0;
-  #key: number[] = [];
-  #value: Buffer[] | undefined;
-  #valueKept = 0;
+  /**
+   * The current key, read byte by byte against the three that matter (`path`, `size`, a
+   * `GNU.sparse.` prefix) without making a string of it: a header of tiny records made each
+   * record's allocations the cost of a tar, a second of CPU a MiB once gzipped.
+   */
+  #keyLength = 0;
+  #keyCould = KEY_PATH | KEY_SIZE | KEY_SPARSE;
+  /** Where the current record's value goes: only `path` and `size` values are kept. */
+  #value: KeptValue | undefined;
 
   /** The `size` record's value; undefined without one, null when tarfile's `int()` may read it otherwise. */
   size(): number | null | undefined {
-    if (this.#size === undefined) return undefined;
-    const match = PY_DECIMAL.exec(pythonStrip(this.#size));
+    const text = this.#kept.size.text();
+    if (text === undefined) return undefined;
+    const match = PY_DECIMAL.exec(pythonStrip(text));
     if (match === null || match[1] === '-') return null;
     const value = Number((match[2] ?? '').replaceAll('_', ''));
     return Number.isSafeInteger(value) ? value : null;
@@ -265,11 +318,7 @@ class PaxRecords implements Sink {
       const byte = chunk[i] ?? 0;
       if (this.#phase === 'value') {
         const take = Math.min(this.#length - 1 - this.#used, chunk.length - i);
-        if (this.#value !== undefined) {
-          this.#valueKept += take;
-          if (this.#valueKept > MAX_NAME_DATA) this.bad = true;
-          else this.#value.push(Buffer.from(chunk.subarray(i, i + take)));
-        }
+        if (this.#value !== undefined && !this.#value.append(chunk, i, i + take)) this.bad = true;
         this.#used += take;
         i += take;
         if (this.#used === this.#length - 1) this.#phase = 'newline';
@@ -279,39 +328,55 @@ class PaxRecords implements Sink {
       this.#used++;
       if (this.#phase === 'length') {
         if (byte === 0 && this.#used === 1) this.#phase = 'done';
-        else if (byte >= 0x30 && byte <= 0x39 && this.#digits.length < 20) this.#digits += String.fromCharCode(byte);
-        else if (byte === 0x20 && this.#digits !== '') {
-          this.#length = Number(this.#digits);
+        else if (byte >= 0x30 && byte <= 0x39 && this.#digits < 20) {
+          this.#digits++;
+          this.#lengthRead = this.#lengthRead * 10 + (byte - 0x30);
+        } else if (byte === 0x20 && this.#digits > 0) {
+          this.#length = this.#lengthRead;
           this.#phase = 'key';
           // The shortest record is "5 k=\n".
           if (this.#length < 5) this.bad = true;
         } else this.bad = true;
       } else if (this.#phase === 'key') {
-        if (byte === 0x3d && this.#key.length > 0) this.#startValue();
+        if (byte === 0x3d && this.#keyLength > 0) this.#startValue();
         else if (byte === 0x3d || this.#used >= this.#length - 1) this.bad = true;
-        else if (this.#key.length <= 64) this.#key.push(byte);
+        else {
+          const at = this.#keyLength++;
+          if (PATH_KEY[at] !== byte) this.#keyCould &= ~KEY_PATH;
+          if (SIZE_KEY[at] !== byte) this.#keyCould &= ~KEY_SIZE;
+          if (at < SPARSE_PREFIX.length && SPARSE_PREFIX[at] !== byte) this.#keyCould &= ~KEY_SPARSE;
+        }
       } else if (byte === 0x0a) this.#endRecord();
       else this.bad = true;
     }
   }
 
+  /** The key just read: `path`, `size` or neither (a key of 4 bytes matches one of them at most). */
+  #keyRead(): 'path' | 'size' | undefined {
+    if (this.#keyLength !== 4) return undefined;
+    if ((this.#keyCould & KEY_PATH) !== 0) return 'path';
+    return (this.#keyCould & KEY_SIZE) !== 0 ? 'size' : undefined;
+  }
+
+  /** The last `path` record's value. */
+  get path(): string | undefined {
+    return this.#kept.path.text();
+  }
+
   #startValue(): void {
-    const key = Buffer.from(this.#key).toString('latin1');
-    if (key.startsWith('GNU.sparse.')) this.sparse = true;
-    this.#value = key === 'path' || key === 'size' ? [] : undefined;
-    this.#valueKept = 0;
+    if ((this.#keyCould & KEY_SPARSE) !== 0 && this.#keyLength >= SPARSE_PREFIX.length) this.sparse = true;
+    const key = this.#keyRead();
+    this.#value = key === undefined ? undefined : this.#kept[key].restart();
     this.#phase = this.#used === this.#length - 1 ? 'newline' : 'value';
   }
 
   #endRecord(): void {
-    const key = Buffer.from(this.#key).toString('latin1');
-    const value = this.#value === undefined ? undefined : Buffer.concat(this.#value).toString('utf8');
-    if (key === 'path') this.path = value;
-    if (key === 'size') this.#size = value;
     this.#phase = 'length';
-    this.#digits = '';
+    this.#digits = 0;
+    this.#lengthRead = 0;
     this.#used = 0;
-    this.#key = [];
+    this.#keyLength = 0;
+    this.#keyCould = KEY_PATH | KEY_SIZE | KEY_SPARSE;
     this.#value = undefined;
   }
 
