@@ -394,6 +394,15 @@ describe('createUploadCheck', () => {
         Array.from({ length: Math.ceil((4 * 1024 * 1024) / fakeArray.length) }, () => fakeArray),
       );
       expect(inPieces(arrays, 64 * 1024)).toBe(sha(arrays));
+      // An array's header every 37 bytes: closer than any real archive holds them, each read.
+      const close = Buffer.concat([Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(26)]), floats.subarray(0, 7)]);
+      const packed = Buffer.concat(Array.from({ length: Math.ceil((1024 * 1024) / close.length) }, () => close));
+      expect(inPieces(packed, 64 * 1024)).toMatchObject({ reason: 'content_refused' });
+      // As close as real ones may be: a thousand arrays of one number each, local and central headers.
+      const tiny = zip(
+        Array.from({ length: 1000 }, (_, i) => ({ name: `${String(i)}.npy`, data: npy("'<f8'", Buffer.alloc(8)) })),
+      );
+      expect(inPieces(tiny, 64 * 1024)).toBe(sha(tiny));
       const fakeExtra = Buffer.from([0x50, 0x4b, 3, 4, ...Buffer.alloc(24), 0xff, 0xff]);
       const extras = Buffer.concat(
         Array.from({ length: Math.ceil((1024 * 1024) / fakeExtra.length) }, () => fakeExtra),

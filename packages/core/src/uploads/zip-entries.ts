@@ -18,6 +18,14 @@ const WALK_SLOTS = 1 << 17;
  * them is made to cost a scan one header every 4 bytes.
  */
 export const MAX_NESTED_HEADERS = 64;
+/**
+ * The fewest bytes one entry whose data starts as a NumPy array takes in a real archive: a
+ * local header (30), a name (1) and the array's header (64, as NumPy pads it). Heads closer
+ * together than that are made up: a flood of them, one every 37 bytes, had each 512-byte head
+ * read, 150 ms of CPU a MiB. Past 64 KiB of slack, `onForged` is called.
+ */
+const MIN_HEAD_SPACING = 95;
+const HEAD_SLACK_BYTES = 64 * 1024;
 
 interface HeaderOffsets {
   readonly lengthAt: number;
@@ -64,7 +72,8 @@ interface Walks {
  * the header it read: compressed data can hold a signature by chance, or on purpose with long
  * lengths, and skipping that "name" or "extra field" would skip the real headers inside it. Past
  * {@link MAX_NESTED_HEADERS} headers that start inside the name or extra field of one before
- * them, `onNested` is called (the upload check refuses the upload): a header every 4 bytes, each
+ * them, or more heads than the bytes so far can hold (see {@link EntryHeads}), `onForged` is
+ * called (the upload check refuses the upload): a header every 4 bytes, each
  * claiming the next 20 KiB, cost 330 ms of CPU a MiB to read, 150 times plain bytes. A
  * header cut between two chunks is kept until the chunks that follow complete it (at most a
  * header, a name and an extra field of 64 KiB each; gathered and joined once, not at each
@@ -104,16 +113,27 @@ export class ZipEntryNames {
   #walks: Walks | undefined;
   /** The heads of entries still being gathered, each fed every byte after its header. */
   #gathering: EntryHead[] = [];
-  readonly #onNested: (() => void) | undefined;
+  readonly #onForged: (() => void) | undefined;
   /** The stream position where the names and extra fields of the headers read so far end. */
   #coveredUntil = 0;
   /** Headers read so far that start inside the name or extra field of one before them. */
   #nested = 0;
 
-  constructor(onName: (nameEnd: string) => void, heads?: EntryHeads, onNested?: () => void) {
+  constructor(onName: (nameEnd: string) => void, heads?: EntryHeads, onForged?: () => void) {
     this.#onName = onName;
-    this.#heads = heads;
-    this.#onNested = onNested;
+    this.#onForged = onForged;
+    let handed = 0;
+    this.#heads =
+      heads === undefined
+        ? undefined
+        : {
+            ...heads,
+            onHead: (head) => {
+              handed += 1;
+              if (handed * MIN_HEAD_SPACING > this.#pushed + HEAD_SLACK_BYTES) this.#onForged?.();
+              heads.onHead(head);
+            },
+          };
   }
 
   push(chunk: Uint8Array): void {
@@ -171,7 +191,7 @@ export class ZipEntryNames {
         extraEnd = nameEnd + data.readUInt16LE(found + offsets.extraLengthAt);
       }
       if (offsets !== undefined && (extraEnd <= data.length || (final && nameEnd <= data.length))) {
-        if (base + found < this.#coveredUntil && ++this.#nested > MAX_NESTED_HEADERS) this.#onNested?.();
+        if (base + found < this.#coveredUntil && ++this.#nested > MAX_NESTED_HEADERS) this.#onForged?.();
         this.#coveredUntil = Math.max(this.#coveredUntil, base + extraEnd);
         this.#handOn(data, found + offsets.nameAt, nameEnd);
         this.#unicodePaths(data, base, nameEnd, Math.min(extraEnd, data.length));
@@ -262,7 +282,11 @@ export class ZipEntryNames {
   }
 }
 
-/** What {@link ZipEntryNames} hands on of each entry's data: its first `bytes`, when they start with `prefix`. */
+/**
+ * What {@link ZipEntryNames} hands on of each entry's data: its first `bytes`, when they start
+ * with `prefix` (the NumPy magic); more heads than one per {@link MIN_HEAD_SPACING} bytes so far,
+ * past some slack, is a forgery.
+ */
 export interface EntryHeads {
   readonly prefix: Buffer;
   readonly bytes: number;
