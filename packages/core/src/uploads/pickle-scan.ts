@@ -65,10 +65,53 @@ class KindStack {
   }
 }
 
+/**
+ * The memo's kinds by index: indices below {@link MAX_MEMO} in a byte array that grows as they
+ * come (the pickler numbers them from 0), others in a map. A `Map` for all made a flood of
+ * MEMOIZE opcodes, a byte each, cost a map entry each, a sixth of the scan.
+ */
+class Memo {
+  /** Kind + 1 by index (0: none). */
+  #dense = new Uint8Array(64);
+  readonly #sparse = new Map<number, Item>();
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  get(index: number): Item | undefined {
+    if (index >= 0 && index < this.#dense.length) {
+      const kind = this.#dense[index] ?? 0;
+      return kind === 0 ? undefined : ((kind - 1) as Item);
+    }
+    return this.#sparse.get(index);
+  }
+
+  has(index: number): boolean {
+    return this.get(index) !== undefined;
+  }
+
+  set(index: number, item: Item): void {
+    if (index >= 0 && index < MAX_MEMO) {
+      if (index >= this.#dense.length) {
+        const grown = new Uint8Array(Math.min(MAX_MEMO, Math.max(index + 1, this.#dense.length * 2)));
+        grown.set(this.#dense);
+        this.#dense = grown;
+      }
+      if (this.#dense[index] === 0) this.#size += 1;
+      this.#dense[index] = item + 1;
+      return;
+    }
+    if (!this.#sparse.has(index)) this.#size += 1;
+    this.#sparse.set(index, item);
+  }
+}
+
 /** The unpickler's state as far as the scan needs it. */
 interface Machine {
   readonly stack: KindStack;
-  readonly memo: Map<number, Item>;
+  readonly memo: Memo;
   /**
    * An index the scan could not read, or the memo's bound reached: from then on any index may
    * hold a string, and is read as one.
@@ -339,7 +382,7 @@ const LINE_BYTES: Readonly<Record<LineRule, Uint8Array | undefined>> = {
  */
 export class PickleImportScan {
   readonly #onImport: () => void;
-  readonly #machine: Machine = { stack: new KindStack(), memo: new Map(), memoUncertain: false, imported: false };
+  readonly #machine: Machine = { stack: new KindStack(), memo: new Memo(), memoUncertain: false, imported: false };
   /** The opcode whose argument is being read, or undefined between opcodes. */
   #opcode: Opcode | undefined;
   /** Bytes of a fixed or size argument read so far (little-endian). */
