@@ -14,8 +14,8 @@ const UNREMEMBERED_FIELDS = 8;
 const WALK_SLOTS = 1 << 17;
 /**
  * Headers that may start inside the name or extra field of a header before it, where no writer
- * puts one: a few come by chance (a CRC-32 or an offset that spells a signature); a flood of
- * them is made to cost a scan one header every 4 bytes.
+ * puts one: a few come by chance (a CRC-32 or an offset that spells a signature), and a flood
+ * of them makes a scan read a header every 4 bytes.
  */
 export const MAX_NESTED_HEADERS = 64;
 /**
