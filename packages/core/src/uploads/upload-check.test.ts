@@ -127,8 +127,10 @@ describe('createUploadCheck', () => {
 
   it('gathers small chunks as they were given: a caller that reuses its buffer once update returns changes nothing', () => {
     const benign = Buffer.from('plain bytes '.repeat(3_000));
+    // Behind the first 16 KiB, which are checked as they come.
+    const behind = Buffer.concat([Buffer.alloc(16 * 1024, 0x20), TORCH_ARCHIVE]);
     for (const [data, expected] of [
-      [TORCH_ARCHIVE, 'content_refused'],
+      [behind, 'content_refused'],
       [benign, sha(benign)],
     ] as const) {
       const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(data) });
