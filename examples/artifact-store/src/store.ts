@@ -453,11 +453,6 @@ export async function readContent(opened: OpenedArtifact): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/**
- * A directory held open while a listing reads it, and how to name what is in it: through the
- * open handle (`/proc/self/fd`) where the platform allows, so that what the name meant when
- * it was opened is what is read; elsewhere by path.
- */
 /** Where a listing stands: how many artifacts it may still return, how deep it is, where it starts. */
 interface Walk {
   left: number;
@@ -466,6 +461,11 @@ interface Walk {
   truncated: boolean;
 }
 
+/**
+ * A directory held open while a listing reads it, and how to name what is in it: through the
+ * open handle (`/proc/self/fd`) where the platform allows, so that what the name meant when
+ * it was opened is what is read; elsewhere by path.
+ */
 interface OpenDirectory {
   readonly handle: FileHandle;
   /** Names this directory: its handle's `/proc/self/fd` entry, or its path. */
