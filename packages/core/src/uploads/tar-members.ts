@@ -1,3 +1,5 @@
+import { copyBytes } from './copy-bytes.js';
+
 const BLOCK = 512;
 const EMPTY = Buffer.alloc(0);
 /** The most of a GNU long name, or of a PAX `path` or `size` value, kept. */
@@ -254,9 +256,7 @@ class KeptValue {
       this.#bytes.copy(grown, 0, 0, this.#length);
       this.#bytes = grown;
     }
-    // A loop copies a few bytes faster than `copy`, whose call costs more than its bytes.
-    if (to - from <= 64) for (let i = from; i < to; i++) this.#bytes[this.#length + i - from] = chunk[i] ?? 0;
-    else chunk.copy(this.#bytes, this.#length, from, to);
+    copyBytes(this.#bytes, this.#length, chunk, from, to);
     this.#length = length;
     return true;
   }

@@ -8,6 +8,7 @@ import { PickleImportScan } from './pickle-scan.js';
 import { TarMembers } from './tar-members.js';
 import { ZipEntryNames } from './zip-entries.js';
 import { NUMPY_MAGIC, holdsNumpyObjects, numpyHeadLength } from './numpy-header.js';
+import { copyBytes } from './copy-bytes.js';
 
 /**
  * Why an upload was refused: its bytes do not match the SHA-256 it declared (`digest_mismatch`),
@@ -277,9 +278,7 @@ export function createUploadCheckGathering(options: UploadCheckOptions, gatherBy
           gathered ??= Buffer.allocUnsafe(gatherBytes);
           const length = chunk.byteLength;
           if (gatheredBytes + length < gatherBytes) {
-            // A loop copies a few bytes faster than `set`, whose call costs more than its bytes.
-            if (length <= 64) for (let i = 0; i < length; i++) gathered[gatheredBytes + i] = chunk[i] ?? 0;
-            else gathered.set(chunk, gatheredBytes);
+            copyBytes(gathered, gatheredBytes, chunk, 0, length);
             gatheredBytes += length;
             return;
           }

@@ -17,7 +17,7 @@ const WALK_SLOTS = 1 << 17;
  * puts one: a few come by chance (a CRC-32 or an offset that spells a signature), and a flood
  * of them makes a scan read a header every 4 bytes.
  */
-export const MAX_NESTED_HEADERS = 64;
+const MAX_NESTED_HEADERS = 64;
 /**
  * The fewest bytes one entry whose data starts as a NumPy array takes in a real archive: a
  * local header (30), a name (1) and the array's header (64, as NumPy pads it). Heads closer
