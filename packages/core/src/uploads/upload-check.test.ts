@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { constants, deflateSync, gzipSync } from 'node:zlib';
+import { constants, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createUploadCheck, createUploadCheckGathering, type UploadCheckOptions } from './upload-check.js';
@@ -377,6 +377,81 @@ describe('createUploadCheck', () => {
       expect(inPieces(archive, archive.length)).toMatchObject({ reason: 'content_refused' });
       expect(inPieces(archive, 1)).toMatchObject({ reason: 'content_refused' });
       expect(inPieces(archive, 7)).toMatchObject({ reason: 'content_refused' });
+    });
+
+    // np.savez_compressed(f, weights=np.array([1.5, 2.5]), objects=np.array([{'k': 1}, None], dtype=object)),
+    // and np.savez_compressed(f, weights=np.arange(6.0).reshape(2, 3), labels=np.array(['a', 'bc'])) (NumPy 2.4).
+    const SAVEZ_COMPRESSED_OBJECTS = Buffer.from(
+      'UEsDBC0AAAAIAAAAIQCU3hHI//////////8LABQAd2VpZ2h0cy5ucHkBABAAkAAAAAAAAABMAAAAAAAAAJvsF+obEMnIUMZQrZ6SWpxcpG6loG6TZqGuo6Cell9UUpSYF59flJIKEndLzClOBYoXZyQWpAL5GkY6mjoKtQoUAC4GMPhhD6FZHABQSwMELQAAAAgAAAAhALYx+s7//////////wsAFABvYmplY3RzLm5weQEAEAAfAQAAAAAAAM0AAAAAAAAAm+wX6hsQychQxlCtnpJanFykbqWgXuOvrqOgnpZfVFKUmBefX5SSChJ2S8wpTgWKF2ckFqQC+RpGOpo6CrUKlACuBpapUxggoEcsrzS3oFIvPjm/KFUvtzSnJDOxqCixckoPT3xRanJ+XnFJUWlyyZTJU3pYwSqn9LDnpUCUTJ7izdA6xZkxaUr7lKApGt6M3kytUzKYe1hTSioLUkFamPwtpnR2QGSZexhrpvj5+Xn9BwIw4W1fMiWpM3aKRu2UHsbsKd6MxX6pQBE9AFBLAQItAy0AAAAIAAAAIQCU3hHITAAAAJAAAAALAAAAAAAAAAAAAACAAQAAAAB3ZWlnaHRzLm5weVBLAQItAy0AAAAIAAAAIQC2MfrOzQAAAB8BAAALAAAAAAAAAAAAAACAAYkAAABvYmplY3RzLm5weVBLBQYAAAAAAgACAHIAAACTAQAAAAA=',
+      'base64',
+    );
+    const SAVEZ_COMPRESSED_NUMBERS = Buffer.from(
+      'UEsDBC0AAAAIAAAAIQDwzTtG//////////8LABQAd2VpZ2h0cy5ucHkBABAAsAAAAAAAAABXAAAAAAAAAJvsF+obEMnIUMZQrZ6SWpxcpG6loG6TZqGuo6Cell9UUpSYF59flJIKEndLzClOBYoXZyQWpAL5GkY6CsaaOgq1CmQDLgYU8MEeynCAUBxQWgBKizgAAFBLAwQtAAAACAAAACEAcEdtlv//////////CgAUAGxhYmVscy5ucHkBABAAkAAAAAAAAABNAAAAAAAAAJvsF+obEMnIUMZQrZ6SWpxcpG6loG4TaqSuo6Cell9UUpSYF59flJIKEndLzClOBYoXZyQWpAL5GkY6mjoKtQoUAK5EBghIAuJkIAYAUEsBAi0DLQAAAAgAAAAhAPDNO0ZXAAAAsAAAAAsAAAAAAAAAAAAAAIABAAAAAHdlaWdodHMubnB5UEsBAi0DLQAAAAgAAAAhAHBHbZZNAAAAkAAAAAoAAAAAAAAAAAAAAIABlAAAAGxhYmVscy5ucHlQSwUGAAAAAAIAAgBxAAAAHQEAAAAA',
+      'base64',
+    );
+
+    it.each<[string, Buffer]>([
+      ["np.savez_compressed's archive with an array of objects", SAVEZ_COMPRESSED_OBJECTS],
+      ...[0, 1, 6, 9].map((level): [string, Buffer] => [
+        `a deflated member at level ${String(level)}, named as no array`,
+        zip([
+          { name: 'a.npy', data: deflateRawSync(floats), method: 8 },
+          { name: 'weights', data: deflateRawSync(objects, { level }), method: 8 },
+        ]),
+      ]),
+      [
+        'a deflated member with fixed codes',
+        zip([{ name: 'x.npy', data: deflateRawSync(objects, { strategy: constants.Z_FIXED }), method: 8 }]),
+      ],
+      // Python's zipfile takes the method from the central directory, not from the local header.
+      [
+        'a deflated member whose local header says stored',
+        (() => {
+          const archive = zip([{ name: 'x.npy', data: deflateRawSync(objects), method: 8 }]);
+          archive.writeUInt16LE(0, 8);
+          return archive;
+        })(),
+      ],
+      [
+        'a deflated member behind five empty blocks (zlib reads them; no writer makes them)',
+        zip([
+          {
+            name: 'x.npy',
+            data: Buffer.concat([
+              ...Array.from({ length: 5 }, () => Buffer.from('000000ffff', 'hex')),
+              deflateRawSync(objects),
+            ]),
+            method: 8,
+          },
+        ]),
+      ],
+      [
+        'a deflated member cut short by the end of the upload',
+        Buffer.concat([
+          zip([{ name: 'a.npy', data: floats }]).subarray(0, 30),
+          Buffer.from('a.npy'),
+          deflateRawSync(objects).subarray(0, 40),
+        ]),
+      ],
+    ])('refuses %s, in one piece and byte by byte', (_label, archive) => {
+      expect(inPieces(archive, archive.length)).toMatchObject({ reason: 'content_refused' });
+      expect(inPieces(archive, 1)).toMatchObject({ reason: 'content_refused' });
+      expect(inPieces(archive, 7)).toMatchObject({ reason: 'content_refused' });
+    });
+
+    it('passes compressed members of numbers and anything deflated that is no array', () => {
+      expect(inPieces(SAVEZ_COMPRESSED_NUMBERS, 1)).toBe(sha(SAVEZ_COMPRESSED_NUMBERS));
+      expect(inPieces(SAVEZ_COMPRESSED_NUMBERS, SAVEZ_COMPRESSED_NUMBERS.length)).toBe(sha(SAVEZ_COMPRESSED_NUMBERS));
+      const text = Buffer.from('weights and biases, '.repeat(500));
+      const many = zip(
+        Array.from({ length: 300 }, (_, i) => ({
+          name: `doc/${String(i)}.txt`,
+          data: deflateRawSync(text.subarray(0, 20 + i * 7), { level: i % 10 }),
+          method: 8,
+        })),
+      );
+      expect(inPieces(many, 64 * 1024)).toBe(sha(many));
+      expect(inPieces(many, 5)).toBe(sha(many));
     });
 
     it('passes members of numbers, and arrays of objects only where they are not a member', () => {

@@ -1,3 +1,5 @@
+import { inflateHead, partial, type InflatedHead } from './deflate-head.js';
+
 /** A local file header's signature (`PK\x03\x04`) and a central directory header's (`PK\x01\x02`). */
 const LOCAL = 0x04034b50;
 const CENTRAL = 0x02014b50;
@@ -112,7 +114,7 @@ export class ZipEntryNames {
   /** Made when an extra field holds more fields than real ones do. */
   #walks: Walks | undefined;
   /** The heads of entries still being gathered, each fed every byte after its header. */
-  #gathering: EntryHead[] = [];
+  #gathering: (EntryHead | DeflatedHead)[] = [];
   readonly #onForged: (() => void) | undefined;
   /** The stream position where the names and extra fields of the headers read so far end. */
   #coveredUntil = 0;
@@ -197,9 +199,21 @@ export class ZipEntryNames {
         this.#unicodePaths(data, base, nameEnd, Math.min(extraEnd, data.length));
         // Data that is here and does not start with the prefix is passed over in place: a flood
         // of made-up headers would otherwise cost a head each.
-        if (this.#heads !== undefined && offsets === LOCAL_OFFSETS && !this.#passesOver(data, extraEnd)) {
-          const head = new EntryHead(this.#heads, extraEnd - nameEnd);
-          if (head.feed(data.subarray(nameEnd))) this.#gathering.push(head);
+        if (this.#heads !== undefined && offsets === LOCAL_OFFSETS) {
+          if (!this.#passesOver(data, extraEnd)) {
+            const head = new EntryHead(this.#heads, extraEnd - nameEnd);
+            if (head.feed(data.subarray(nameEnd))) this.#gathering.push(head);
+          }
+          // The same data read as deflated, as Python reads an entry whose central header says so:
+          // where it stands when the chunk holds enough to tell, else gathered.
+          const here = extraEnd + FIRST_DEFLATED_READ <= data.length;
+          if (
+            !here ||
+            readDeflatedHead(this.#heads, data.subarray(extraEnd, extraEnd + MAX_DEFLATED_BYTES), this.#onForged)
+          ) {
+            const inflated = new DeflatedHead(this.#heads, extraEnd - nameEnd, this.#onForged);
+            if (inflated.feed(data.subarray(nameEnd))) this.#gathering.push(inflated);
+          }
         }
       } else if (!final && (offsets !== undefined || found + 4 > data.length)) {
         // A header (or its signature) that goes on in the next chunks.
@@ -339,4 +353,93 @@ class EntryHead {
     if (this.#length >= this.#heads.prefix.length) this.#heads.onHead(Buffer.concat(this.#parts, this.#length));
     this.#parts = [];
   }
+}
+
+/** How much of an entry's compressed data is read for its head: a writer's first 512 bytes take far less. */
+const MAX_DEFLATED_BYTES = 4096;
+/** The least compressed data read at once while it streams in: less is gathered first. */
+const FIRST_DEFLATED_READ = 64;
+
+/**
+ * The first bytes of one entry's data read as a raw deflate stream (see `inflateHead`), for an
+ * entry whose chunk did not hold enough to tell: gathered (copied) as they stream past and
+ * decoded again each time what is gathered doubles, up to {@link MAX_DEFLATED_BYTES}. A stream
+ * that has not given the prefix within them, or that `inflateHead` finds made up, is a forgery.
+ */
+class DeflatedHead {
+  readonly #heads: EntryHeads;
+  readonly #onForged: (() => void) | undefined;
+  #skip: number;
+  #parts: Buffer[] = [];
+  #length = 0;
+  #nextRead = FIRST_DEFLATED_READ;
+
+  constructor(heads: EntryHeads, skip: number, onForged: (() => void) | undefined) {
+    this.#heads = heads;
+    this.#skip = skip;
+    this.#onForged = onForged;
+  }
+
+  /** Takes the bytes that follow; false once the head is handed on or dropped. */
+  feed(bytes: Buffer): boolean {
+    let data = bytes;
+    if (this.#skip > 0) {
+      const skipped = Math.min(this.#skip, data.length);
+      this.#skip -= skipped;
+      data = data.subarray(skipped);
+    }
+    if (data.length === 0) return true;
+    const taken = data.subarray(0, MAX_DEFLATED_BYTES - this.#length);
+    this.#parts.push(Buffer.from(taken));
+    this.#length += taken.length;
+    if (this.#length < this.#nextRead && this.#length < MAX_DEFLATED_BYTES) return true;
+    this.#nextRead = this.#length * 2;
+    const gathered = Buffer.concat(this.#parts, this.#length);
+    this.#parts = [gathered];
+    if (!this.#read(gathered)) return false;
+    return this.#length < MAX_DEFLATED_BYTES || this.#done();
+  }
+
+  /** The archive has ended: a stream cut short is read as far as it goes. */
+  end(): void {
+    if (this.#length === 0) return;
+    if (this.#read(Buffer.concat(this.#parts, this.#length))) handHead(this.#heads, partial(this.#heads.prefix));
+    this.#parts = [];
+  }
+
+  /** Reads what is gathered: false once the head is handed on or dropped (true: more may tell). */
+  #read(input: Buffer): boolean {
+    if (readDeflatedHead(this.#heads, input, this.#onForged)) return true;
+    this.#parts = [];
+    return false;
+  }
+
+  /**
+   * Past {@link MAX_DEFLATED_BYTES}, the last read having asked for more: a head if the prefix
+   * is out, else a forgery (a writer gives its first bytes long before).
+   */
+  #done(): boolean {
+    const cut = partial(this.#heads.prefix);
+    if (cut.kind === 'head') handHead(this.#heads, cut);
+    else this.#onForged?.();
+    this.#parts = [];
+    return false;
+  }
+}
+
+/**
+ * Reads `input` as the start of a deflated entry and hands on its head, or calls `onForged`:
+ * true when the input ran out before it could tell (more may tell).
+ */
+function readDeflatedHead(heads: EntryHeads, input: Buffer, onForged: (() => void) | undefined): boolean {
+  const first = inflateHead(input, heads.bytes, heads.prefix);
+  if (first.kind === 'more') return true;
+  if (first.kind === 'forged') onForged?.();
+  else handHead(heads, first);
+  return false;
+}
+
+function handHead(heads: EntryHeads, first: InflatedHead): void {
+  // Copied: the head is the decoder's scratch.
+  if (first.kind === 'head') heads.onHead(Buffer.from(first.bytes));
 }
