@@ -85,7 +85,8 @@ interface Walks {
  * With `heads`, the first bytes of each local header's entry data, as they stand after its
  * name and extra field (the bytes a reader takes for a stored entry), are handed on too, for
  * the entries whose data starts with `heads.prefix`: NumPy reads any member of an `.npz` that
- * starts with its magic as an array. Whatever the header's method says, since Python's zipfile
+ * starts with its magic as an array. The same data is read as deflated too (`inflateHead`), and
+ * its first bytes handed on likewise: whatever the header's method says, since Python's zipfile
  * follows the central directory's. A head waits for the bytes it lacks in the chunks that
  * follow, without holding up the scan for headers.
  *
