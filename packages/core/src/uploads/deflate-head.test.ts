@@ -152,6 +152,18 @@ describe('inflateHead', () => {
     expect(inflateHead(flushed(pieces), 512, NUMPY_MAGIC)).toEqual({ kind: 'forged' });
   });
 
+  it('reads a stored block after a dynamic block whose code lengths were read ahead of its last bits', () => {
+    // A dynamic block that gives only the magic's first byte, then the rest of an array in a
+    // stored block: its lengths are read 7 bits ahead, and the stored block starts at the next byte.
+    const stream = Buffer.from(
+      '04c5b10500000000a0ffe71e0e30970068ff4e554d5059010076007b276465736372273a20277c4f272c2027666f727472616e5f6f72646572273a2046616c73652c20277368617065273a2028322c292c207d202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020200a80027d71005809000000756e7069636b6c6564710188732e',
+      'hex',
+    );
+    const zlib = inflateRawSync(stream);
+    expect(zlib.subarray(0, 6)).toEqual(NUMPY_MAGIC);
+    expect(inflateHead(stream, 512, NUMPY_MAGIC)).toEqual({ kind: 'head', bytes: zlib.subarray(0, 512) });
+  });
+
   it('refuses an empty dynamic block before the prefix, which zlib never writes', () => {
     // A dynamic block whose only codes are the end of block and one literal, holding nothing.
     const bits: number[] = [];

@@ -161,8 +161,12 @@ class Bits {
     return entry >> 3;
   }
 
-  /** Drops the bits left of the current byte, for a stored block. */
+  /**
+   * Drops the bits left of the current byte, for a stored block. The buffer may hold whole bytes
+   * read ahead too ({@link decodeLength} looks 7 bits ahead): those are given back, not dropped.
+   */
   align(): void {
+    this.#at -= this.#count >> 3;
     this.#buffer = 0;
     this.#count = 0;
   }

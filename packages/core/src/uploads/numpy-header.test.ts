@@ -37,6 +37,10 @@ describe('holdsNumpyObjects', () => {
     ['a structured type with double quotes', `{"descr": [("f0", "|O")], ${REST}}`],
     ['a structured type nested', `{'descr': [('a', [('b', '<f8'), ('c', 'O')])], ${REST}}`],
     ['the type last, after 600 bytes of space', `{${REST}${' '.repeat(600)}'descr': '|O'}`],
+    // Comma-separated fields, repeat counts and subarrays: NumPy makes object fields of each.
+    ...['O,', '|O,', 'O8,', '1O', '2O', '(2,)O', 'i4,O', 'i4, O', 'O,O', 'U1,O', 'O,(2,)i4', '(2, 3)O8'].map(
+      (descr): [string, string] => [`the type string ${descr}`, `{'descr': '${descr}', ${REST}}`],
+    ),
   ])('finds an array of objects spelt with %s', (_label, dict) => {
     expect(holdsNumpyObjects(npy(dict))).toBe(true);
     expect(holdsNumpyObjects(npy(dict, 2))).toBe(true);
@@ -51,6 +55,7 @@ describe('holdsNumpyObjects', () => {
     ['numbers', `{'descr': '<f8', ${REST}}`],
     ['strings of text', `{'descr': '<U10', ${REST}}`],
     ['dates', `{'descr': '<M8[ns]', ${REST}}`],
+    ['fields of numbers in a type string', `{'descr': 'i4, (2,)f8, U3', ${REST}}`],
     ['a structured type with a field named Open', `{'descr': [('Open', '<f8'), ('Close', '<f8')], ${REST}}`],
     [
       'a header written with double quotes by NumPy (a field name with a quote)',

@@ -9,7 +9,23 @@ export const NUMPY_MAGIC = Buffer.from('\x93NUMPY', 'latin1');
 export const NUMPY_MAX_HEADER = 10_000;
 
 /** A type string that makes an array of Python objects: `O`, `|O`, `<O8`, `object`, `object_`. */
-const OBJECT_TYPE = /^[|<>=]?(?:O\d*|object_?\d*)$/;
+const OBJECT_TYPE = /^[\d|<>=]*(?:O\d*|object_?\d*)$/;
+/** A subarray's shape in a type string (`(2,)O`), taken out before its fields are read. */
+const SHAPE = /\([\d\s,]*\)/g;
+
+/**
+ * Whether a type string makes Python objects: NumPy reads `'O,'`, `'i4, O'`, `'1O'` and
+ * `'(2,)O'` as types with an object field too, so each comma-separated field is held against
+ * the object types, its shape and repeat count set aside.
+ */
+function isObjectType(text: string): boolean {
+  if (OBJECT_TYPE.test(text)) return true;
+  if (!text.includes(',') && !text.includes('(')) return false;
+  return text
+    .replace(SHAPE, '')
+    .split(',')
+    .some((field) => OBJECT_TYPE.test(field.trim()));
+}
 
 /** Where the header of a `.npy` starts and how long it says it is, once its first 12 bytes are there. */
 function headerBounds(head: Buffer): { readonly start: number; readonly length: number } | undefined {
@@ -44,7 +60,7 @@ export function holdsNumpyObjects(head: Buffer): boolean {
   if (bounds === undefined) return false;
   if (bounds.length > NUMPY_MAX_HEADER) return true;
   const end = Math.min(head.length, bounds.start + bounds.length);
-  return !plainLiterals(head.toString('latin1', bounds.start, end), (text) => OBJECT_TYPE.test(text));
+  return !plainLiterals(head.toString('latin1', bounds.start, end), isObjectType);
 }
 
 /**
