@@ -308,6 +308,23 @@ export interface EntryHeads {
   readonly onHead: (head: Buffer) => void;
 }
 
+/** The bytes of an extra field still to pass before an entry's data, as chunks stream past. */
+class Skipped {
+  #left: number;
+
+  constructor(bytes: number) {
+    this.#left = bytes;
+  }
+
+  /** What of `bytes` lies past the extra field. */
+  past(bytes: Buffer): Buffer {
+    if (this.#left === 0) return bytes;
+    const skipped = Math.min(this.#left, bytes.length);
+    this.#left -= skipped;
+    return bytes.subarray(skipped);
+  }
+}
+
 /**
  * The first bytes of one entry's data, gathered as they stream past: the extra field skipped,
  * dropped as soon as they do not start with the prefix (so that a flood of made-up headers
@@ -315,23 +332,18 @@ export interface EntryHeads {
  */
 class EntryHead {
   readonly #heads: EntryHeads;
-  #skip: number;
+  readonly #extra: Skipped;
   #parts: Buffer[] = [];
   #length = 0;
 
   constructor(heads: EntryHeads, skip: number) {
     this.#heads = heads;
-    this.#skip = skip;
+    this.#extra = new Skipped(skip);
   }
 
   /** Takes the bytes that follow; false once the head is handed on or dropped. */
   feed(bytes: Buffer): boolean {
-    let data = bytes;
-    if (this.#skip > 0) {
-      const skipped = Math.min(this.#skip, data.length);
-      this.#skip -= skipped;
-      data = data.subarray(skipped);
-    }
+    const data = this.#extra.past(bytes);
     if (data.length === 0) return true;
     const { prefix, bytes: wanted } = this.#heads;
     const taken = data.subarray(0, wanted - this.#length);
@@ -370,25 +382,20 @@ const FIRST_DEFLATED_READ = 64;
 class DeflatedHead {
   readonly #heads: EntryHeads;
   readonly #onForged: (() => void) | undefined;
-  #skip: number;
+  readonly #extra: Skipped;
   #parts: Buffer[] = [];
   #length = 0;
   #nextRead = FIRST_DEFLATED_READ;
 
   constructor(heads: EntryHeads, skip: number, onForged: (() => void) | undefined) {
     this.#heads = heads;
-    this.#skip = skip;
+    this.#extra = new Skipped(skip);
     this.#onForged = onForged;
   }
 
   /** Takes the bytes that follow; false once the head is handed on or dropped. */
   feed(bytes: Buffer): boolean {
-    let data = bytes;
-    if (this.#skip > 0) {
-      const skipped = Math.min(this.#skip, data.length);
-      this.#skip -= skipped;
-      data = data.subarray(skipped);
-    }
+    const data = this.#extra.past(bytes);
     if (data.length === 0) return true;
     const taken = data.subarray(0, MAX_DEFLATED_BYTES - this.#length);
     this.#parts.push(Buffer.from(taken));
