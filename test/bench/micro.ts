@@ -105,6 +105,27 @@ function madeUpDeflatedEntries(): Buffer {
   return Buffer.concat(Array.from({ length: Math.ceil((256 * 1024) / entry.length) }, () => entry));
 }
 
+/**
+ * 256 KiB of ZIP local headers, each followed by a deflated NumPy header that says it is 10 KB
+ * long (all spaces past its type) and filler to the next header, 2,600 bytes on: every head is
+ * inflated to its header's end, about as many of them as the upload may claim (4 bytes of longer
+ * headers for each byte).
+ */
+function madeUpLongNumpyHeads(): Buffer {
+  const header = Buffer.alloc(31, 0x41);
+  header.writeUInt32LE(0x04034b50, 0);
+  header.writeUInt16LE(1, 26);
+  header.writeUInt16LE(0, 28);
+  const text = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }".padEnd(9_989, ' ') + '\n';
+  const length = Buffer.alloc(2);
+  length.writeUInt16LE(text.length);
+  const deflated = deflateRawSync(
+    Buffer.concat([Buffer.from('\x93NUMPY\x01\x00', 'latin1'), length, Buffer.from(text)]),
+  );
+  const entry = Buffer.concat([header, deflated, Buffer.alloc(2_600 - header.length - deflated.length, 0x20)]);
+  return Buffer.concat(Array.from({ length: Math.ceil((256 * 1024) / entry.length) }, () => entry));
+}
+
 /** `data` in pieces of `size` bytes, cut once: cutting them in the measured loop would cost more than checking them. */
 function pieces(data: Buffer, size: number): Buffer[] {
   const cut: Buffer[] = [];
@@ -163,6 +184,8 @@ export async function runMicro(config: BenchConfig, key: SigningKey): Promise<vo
   const headersSha = createHash('sha256').update(headers).digest('hex');
   const deflatedEntries = madeUpDeflatedEntries();
   const deflatedEntriesSha = createHash('sha256').update(deflatedEntries).digest('hex');
+  const longHeads = madeUpLongNumpyHeads();
+  const longHeadsSha = createHash('sha256').update(longHeads).digest('hex');
   const plainBytes = pieces(plain, 1);
   const headerBytes = pieces(headers, 1);
 
@@ -206,6 +229,11 @@ export async function runMicro(config: BenchConfig, key: SigningKey): Promise<vo
       name: 'upload check, 256 KiB of made-up ZIP entries read as deflated, in one chunk',
       async: false,
       run: () => checkUpload([deflatedEntries], deflatedEntriesSha),
+    },
+    {
+      name: 'upload check, 256 KiB of made-up ZIP entries with 10 KB NumPy headers, deflated, in one chunk',
+      async: false,
+      run: () => checkUpload([longHeads], longHeadsSha),
     },
   ];
 

@@ -77,34 +77,38 @@ function isWordChar(code: number): boolean {
   return (code >= 48 && code <= 57) || (code >= 65 && code <= 90) || (code >= 97 && code <= 122) || code === 95;
 }
 
+/** What ends a stretch of a header outside its strings: a string's start, or a comment. */
+const STRING_OR_COMMENT = /['"#]/g;
+
 /**
  * Walks the quoted strings of a Python literal: false when `refused` says so of one, or when
- * the text is spelt in a way whose strings the walk would not read as Python does.
+ * the text is spelt in a way whose strings the walk would not read as Python does. The runtime
+ * finds each quote (a header of 10 KB of spaces took 46 µs read a character at a time, and a
+ * flood of `.npz` members may each have one); what stands before a quote is read backwards,
+ * over spaces only, so that no character is read twice.
  */
 function plainLiterals(text: string, refused: (literal: string) => boolean): boolean {
-  let quote = '';
-  let literalStart = 0;
-  // What the last thing outside a string was: a string's end (two side by side join), or a word.
-  let previous: 'string' | 'word' | 'other' = 'other';
-  for (let at = 0; at < text.length; at++) {
-    const char = text[at] ?? '';
-    if (quote !== '') {
-      if (char === '\\') return false;
-      if (char === quote) {
-        if (refused(text.slice(literalStart, at))) return false;
-        quote = '';
-        previous = 'string';
-      }
-      continue;
-    }
-    if (char === "'" || char === '"') {
-      // A prefix (r'', b'', u''), a string right after another, or a triple quote.
-      if (previous !== 'other' || text[at + 1] === char) return false;
-      quote = char;
-      literalStart = at + 1;
-    } else if (char === '#') return false;
-    else if (!isSpace(text.charCodeAt(at))) previous = isWordChar(text.charCodeAt(at)) ? 'word' : 'other';
+  // Where the last string's closing quote stands.
+  let lastClose = -1;
+  let from = 0;
+  for (;;) {
+    STRING_OR_COMMENT.lastIndex = from;
+    const found = STRING_OR_COMMENT.exec(text);
+    if (found === null) return true;
+    const at = found.index;
+    const quote = text[at] ?? '';
+    if (quote === '#') return false;
+    let before = at - 1;
+    while (before >= from && isSpace(text.charCodeAt(before))) before--;
+    // A prefix (r'', b'', u''), a string right after another, or a triple quote.
+    if (before >= 0 && (before === lastClose || isWordChar(text.charCodeAt(before)))) return false;
+    if (text[at + 1] === quote) return false;
+    const close = text.indexOf(quote, at + 1);
+    // A string the header's end cuts short: what it holds so far.
+    const literal = text.slice(at + 1, close === -1 ? text.length : close);
+    if (literal.includes('\\') || refused(literal)) return false;
+    if (close === -1) return true;
+    lastClose = close;
+    from = close + 1;
   }
-  // A string the header's end cuts short: what it holds so far.
-  return quote === '' || !refused(text.slice(literalStart));
 }

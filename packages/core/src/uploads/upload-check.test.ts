@@ -341,6 +341,7 @@ describe('createUploadCheck', () => {
     // The descr alone says objects: the pickle after it need not import a name to be refused.
     const objects = npy("'|O'", NONE_PICKLE);
     const floats = npy("'<f8'", Buffer.alloc(64, 1));
+    const longObjects = npy("'|O'", NONE_PICKLE, 9000);
     /** The upload's verdict when its bytes come in pieces of `size`. */
     const inPieces = (data: Buffer, size: number) => {
       const check = createUploadCheck().begin({ name: 'arrays.npz', sha256: sha(data) });
@@ -362,6 +363,8 @@ describe('createUploadCheck', () => {
         ]),
       ],
       ['one behind an extra field', zip([{ name: 'arr_0.npy', data: objects, extra: Buffer.alloc(3000, 7) }])],
+      // NumPy reads a header up to 10,000 bytes long; a structured type with many fields makes one.
+      ['one whose header puts its type past 512 bytes', zip([{ name: 'arr_0.npy', data: longObjects }])],
       // Python's zipfile takes the method from the central directory, not from the local header.
       ['one whose local header says deflated', zip([{ name: 'arr_0.npy', data: objects, method: 8 }])],
       ['one behind other bytes', Buffer.concat([Buffer.from('GIF89a'), zip([{ name: 'x.npy', data: objects }])])],
@@ -390,8 +393,23 @@ describe('createUploadCheck', () => {
       'base64',
     );
 
+    // np.savez_compressed(f, rows=np.zeros(1, dtype=[(f'c{i:02d}', '<f4') for i in range(70)] + [('payload', 'O')])):
+    // a header of 1,270 bytes, its one object field last (NumPy 2.4).
+    const SAVEZ_COMPRESSED_OBJECT_FIELD_LAST = Buffer.from(
+      'UEsDBC0AAAAIAAAAIQBDYEB+//////////8IABQAcm93cy5ucHkBABAARAwAAAAAAACUAwAAAAAAAO3UP2xbVRiGcZu4SoUyBAgl0AIGCnYghJy/cUqghZa21I0TSltApAqu7chIaWw5jkREKnWg0EoekHKQGBgYGBgYGBg6dGBgYGBgYGBgYGBgYGBAiAEJnvu1Q/PNiKke7u+c1I/0SrXudu3M/OIb+dyfhXdLzdZ6o1c6UHyzXGpMT5cmi6W5FV+amCxmd6PuVt2dunt1D+oe1X1G3SvqPrvzbtQ+o/YZtc+ofUbtM2qfUfuM2mfUPqP2WbXPqn1W7bNqn1X7rNpn1T6r9lm1z6p9Tu1zap9T+5za59Q+p/Y5tc+pfU7tc2qfV/u82ufVPq/2ebXPq31e7fNqn1f7vNoX1L6g9gW1L6h9Qe0Lal9Q+4LaF9S+oPZFtS+qfVHti2pfVPui2hfVvqj2RbUv7tzXrW+udurN7G9bC6WJc7jS6fV79bXlTq/Zyt5CR+ur6y3+vt6ud1vcy2aS9GLxP/3ceanw0exwTj6DPWsbF7qbU8uNTq81dWFjtf92vderb6bByHKv1eisrfd7G41+2k6DXfLNNBhea974ynaq5i6nw/nz6YN0KpWr+Wr+cmoPDXY1+5vdVpYUztpKJV29cuPfhwb5rVQrD4Z40absaeRp5enk6eUZ5BnlOSPPijxns6eR1khrpDXSGmmNtEZaI62R1khrpbXSWmmttFZaK62V1kprpbXSOmmdtE5aJ62T1knrpHXSOmmdtF5aL62X1kvrpfXSemm9tF5aL22QNkgbpA3SBmmDtEHaIG2QNkgbpY3SRmmjtFHaKG2UNkobpY20wzd/rKmfLqZy+672yOCOFX/rf+VcqtVqJ/7hI49qrp/OV3Pvp/bd7aVqAe/B3TiGI3gvjuIeHMP7cBzHcR/ej0V8APfjXizjPpzEB3EaH0KPD2MFiziHj+AhfBSP4GN4HPfjSXwcF/EJPI0lfB3LuIQT+BY+iU18Cts4iav4NHZxCvv4DL6D07iFBi+hxffQ4RX0OMCAH2LEhDP4MVbwE5zFT/EAfobP4uc4h1/gc/glPo9f4UG8hofwOr6AX+OL+A0exm/xCH6HL+H3eBR/wGP4Ix7Hn/Bl/BlP4C9YxV/xJP6G8/g71vAPXMC/cBH/xlfaS/O5PIdTHArZ4VUOu7PDaQ4j2eEMh9HscJbDWHZ4LftlLdzykmiP7vxdHeR3NT/OVzfmi7xhqnu5Xz2XysdyNz+3D7cP/9she83V+QVO/QtQSwECLQMtAAAACAAAACEAQ2BAfpQDAABEDAAACAAAAAAAAAAAAAAAgAEAAAAAcm93cy5ucHlQSwUGAAAAAAEAAQA2AAAAzgMAAAAA',
+      'base64',
+    );
+
     it.each<[string, Buffer]>([
       ["np.savez_compressed's archive with an array of objects", SAVEZ_COMPRESSED_OBJECTS],
+      [
+        "np.savez_compressed's archive with a structured array whose last field is an object",
+        SAVEZ_COMPRESSED_OBJECT_FIELD_LAST,
+      ],
+      [
+        'a deflated member whose header puts its type past 512 bytes',
+        zip([{ name: 'arr_0.npy', data: deflateRawSync(longObjects), method: 8 }]),
+      ],
       ...[0, 1, 6, 9].map((level): [string, Buffer] => [
         `a deflated member at level ${String(level)}, named as no array`,
         zip([
@@ -463,6 +481,16 @@ describe('createUploadCheck', () => {
       // The magic and descr inside a member's data, not at its start: no reader takes it for an array.
       const inside = zip([{ name: 'notes.txt', data: Buffer.concat([Buffer.from('see: '), objects]) }]);
       expect(inPieces(inside, 3)).toBe(sha(inside));
+    });
+
+    it('passes members of numbers whose headers are long, stored and deflated, read whole', () => {
+      const long = npy("'<f8'", Buffer.alloc(64, 1), 9000);
+      const archive = zip([
+        { name: 'a.npy', data: long },
+        { name: 'b.npy', data: deflateRawSync(long), method: 8 },
+        { name: 'c.npy', data: deflateRawSync(long, { level: 0 }), method: 8 },
+      ]);
+      for (const size of [1, 7, 4096, archive.length]) expect(inPieces(archive, size)).toBe(sha(archive));
     });
 
     it('reads a flood of made-up headers whose data starts as an array to its end; refuses one whose long extra fields hold the next', () => {

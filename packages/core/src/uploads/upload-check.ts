@@ -41,13 +41,13 @@ export type UploadReason =
  *   the whole upload read as it streams, so an archive behind other bytes (which Python's
  *   zipfile opens) is seen too; tar archives, each member's name and content read as a stream
  *   of its own (PyTorch's legacy checkpoints are tars holding a `pickle`); NumPy `.npy` arrays
- *   of Python objects (any object type string in their header, read whole: `uploads/numpy-header.ts`), alone or as a stored member of an
- *   `.npz` (`np.savez`; the first 512 bytes of every ZIP entry's data that starts with the
- *   NumPy magic). An upload that is a gzip or zlib
+ *   of Python objects (any object type string in their header, read whole: `uploads/numpy-header.ts`),
+ *   alone or as a member of an `.npz`, stored (`np.savez`) or deflated (`np.savez_compressed`):
+ *   every ZIP entry's data that starts with the NumPy magic, as it stands and inflated, to its
+ *   header's end. An upload that is a gzip or zlib
  *   stream (which joblib decompresses before it unpickles, and a `.tar.gz`) is inflated as it
  *   streams and its content read the same way, within `maxInflateRatio`. Other compressions
- *   (bzip2, xz, LZ4) and an archive's compressed entries (`np.savez_compressed`) are not
- *   opened. {@link contentKind} reads only the first bytes it is given.
+ *   (bzip2, xz, LZ4) are not opened. {@link contentKind} reads only the first bytes it is given.
  * - `executable`: ELF, PE (`MZ`), Mach-O, and scripts starting with `#!`.
  *
  * @example
@@ -336,6 +336,8 @@ class ContentChecks implements StreamCheck {
             {
               prefix: NUMPY_MAGIC,
               bytes: SNIFF_BYTES,
+              // Its whole header, however long (up to NumPy's own limit): its type may stand last.
+              lengthOf: (first) => numpyHeadLength(first, SNIFF_BYTES),
               onHead: (head) => {
                 if (holdsNumpyObjects(head)) refuse();
               },

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { deflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { createUploadCheck } from '../index.js';
 import { createUploadCheckGathering } from './upload-check.js';
@@ -161,6 +162,7 @@ describe('ZipEntryNames, Unicode Path extra fields (0x7075)', () => {
     const entries = new ZipEntryNames(() => undefined, {
       prefix: Buffer.from('HEAD'),
       bytes: 8,
+      lengthOf: () => 8,
       onHead: (head) => heads.push(head.toString('latin1')),
     });
     const archive = zip([
@@ -171,6 +173,75 @@ describe('ZipEntryNames, Unicode Path extra fields (0x7075)', () => {
     for (let at = 0; at < archive.length; at += 3) entries.push(archive.subarray(at, at + 3));
     entries.end();
     expect(heads).toEqual(['HEAD-one', 'HEAD-two']);
+  });
+
+  describe('heads longer than their first read', () => {
+    // A head says its own length in its bytes 4 to 8 ('HEAD0600...'), as a NumPy header does.
+    const lengthOf = (first: Buffer): number => Math.max(8, Number(first.toString('latin1', 4, 8)) || 0);
+    const longHead = (length: number, last: string): Buffer =>
+      Buffer.from(`HEAD${String(length).padStart(4, '0')}`.padEnd(length - last.length, ' ') + last + 'data after it');
+    /** The heads handed on, and whether the entries were taken for made up, for `archive` in pieces of `size`. */
+    const headsOf = (archive: Buffer, size: number): { heads: string[]; forged: boolean } => {
+      const heads: string[] = [];
+      let forged = false;
+      const entries = new ZipEntryNames(
+        () => undefined,
+        { prefix: Buffer.from('HEAD'), bytes: 8, lengthOf, onHead: (head) => heads.push(head.toString('latin1')) },
+        () => {
+          forged = true;
+        },
+      );
+      for (let at = 0; at < archive.length; at += size) entries.push(archive.subarray(at, at + size));
+      entries.end();
+      return { heads, forged };
+    };
+
+    it('hands on the whole head, stored or deflated, whatever the pieces', () => {
+      const head = longHead(600, 'LAST');
+      for (const data of [head, deflateRawSync(head)]) {
+        const archive = zip([{ name: 'a', data }]);
+        for (const size of [1, 7, 100, archive.length]) {
+          const { heads, forged } = headsOf(archive, size);
+          // Stored data read as deflated is no head; deflated data read as stored is none either.
+          expect(heads).toEqual([head.toString('latin1', 0, 600)]);
+          expect(forged).toBe(false);
+        }
+      }
+    });
+
+    it('hands on a head that the end of the archive cuts short as far as it goes, stored or deflated', () => {
+      const head = longHead(6000, 'LAST');
+      for (const data of [head, deflateRawSync(head, { level: 0 })]) {
+        const archive = zip([{ name: 'a', data }]).subarray(0, 31 + 3000);
+        for (const size of [7, archive.length]) {
+          const { heads, forged } = headsOf(archive, size);
+          expect(heads).toHaveLength(1);
+          expect(heads[0]?.startsWith('HEAD6000')).toBe(true);
+          expect(heads[0]?.length).toBeGreaterThan(2900);
+          expect(forged).toBe(false);
+        }
+      }
+    });
+
+    it('takes a flood of entries that each claim a long head for made up, and passes as many as the bytes hold', () => {
+      const head = longHead(9000, 'LAST');
+      // Real entries do not overlap: 200 of them, each its whole head long.
+      const real = zip(Array.from({ length: 200 }, (_, i) => ({ name: String(i), data: head })));
+      expect(headsOf(real, 64 * 1024)).toMatchObject({ forged: false });
+      expect(headsOf(real, 64 * 1024).heads).toHaveLength(200);
+      // Made-up ones, one every 120 bytes, each claiming the 9,000 bytes that follow.
+      const fake = Buffer.concat([
+        zip([{ name: 'a', data: head.subarray(0, 90) }]).subarray(0, 31),
+        head.subarray(0, 89),
+      ]);
+      const flood = Buffer.concat(Array.from({ length: 10_000 }, () => fake));
+      expect(headsOf(flood, 64 * 1024).forged).toBe(true);
+      // The same, deflated: a few bytes each that give 9,000.
+      const deflated = deflateRawSync(head);
+      const fakeDeflated = Buffer.concat([zip([{ name: 'a', data: deflated }]).subarray(0, 31), deflated]);
+      const floodDeflated = Buffer.concat(Array.from({ length: 20_000 }, () => fakeDeflated));
+      expect(headsOf(floodDeflated, 64 * 1024).forged).toBe(true);
+    });
   });
 
   it('walks a flood of made-up headers, each with 64 KiB of small fields over the next, in linear time', () => {

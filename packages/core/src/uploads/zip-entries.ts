@@ -28,6 +28,13 @@ const MAX_NESTED_HEADERS = 64;
  */
 const MIN_HEAD_SPACING = 95;
 const HEAD_SLACK_BYTES = 64 * 1024;
+/**
+ * How many bytes of heads longer than their first read (a NumPy header past 512 bytes) may be
+ * read for each byte of the upload so far, past the slack: real entries do not overlap, and
+ * compressed ones hold their header in a few times less. Heads that claim more are made up: a
+ * flood of them, each claiming a 10 KB header, would read 100 times the upload.
+ */
+const LONG_HEADS_PER_BYTE = 4;
 
 interface HeaderOffsets {
   readonly lengthAt: number;
@@ -87,8 +94,9 @@ interface Walks {
  * the entries whose data starts with `heads.prefix`: NumPy reads any member of an `.npz` that
  * starts with its magic as an array. The same data is read as deflated too (`inflateHead`), and
  * its first bytes handed on likewise: whatever the header's method says, since Python's zipfile
- * follows the central directory's. A head waits for the bytes it lacks in the chunks that
- * follow, without holding up the scan for headers.
+ * follows the central directory's. A head whose first bytes say it is longer (`heads.lengthOf`)
+ * is handed on whole. A head waits for the bytes it lacks in the chunks that follow, without
+ * holding up the scan for headers.
  *
  * @example
  * ```ts
@@ -102,7 +110,7 @@ interface Walks {
  */
 export class ZipEntryNames {
   readonly #onName: (nameEnd: string) => void;
-  readonly #heads: EntryHeads | undefined;
+  readonly #heads: HeadSink | undefined;
   /** What the last chunk left unread: an incomplete header, or a byte that may start a signature. */
   #rest: Buffer = EMPTY;
   /** Chunks that came after `#rest` without completing its header, and how many bytes they hold. */
@@ -126,6 +134,7 @@ export class ZipEntryNames {
     this.#onName = onName;
     this.#onForged = onForged;
     let handed = 0;
+    let longer = 0;
     this.#heads =
       heads === undefined
         ? undefined
@@ -135,6 +144,10 @@ export class ZipEntryNames {
               handed += 1;
               if (handed * MIN_HEAD_SPACING > this.#pushed + HEAD_SLACK_BYTES) this.#onForged?.();
               heads.onHead(head);
+            },
+            claim: (bytes) => {
+              longer += bytes;
+              if (longer > LONG_HEADS_PER_BYTE * this.#pushed + HEAD_SLACK_BYTES) this.#onForged?.();
             },
           };
   }
@@ -210,7 +223,7 @@ export class ZipEntryNames {
           const here = extraEnd + FIRST_DEFLATED_READ <= data.length;
           if (
             !here ||
-            readDeflatedHead(this.#heads, data.subarray(extraEnd, extraEnd + MAX_DEFLATED_BYTES), this.#onForged)
+            !readDeflatedInPlace(this.#heads, data.subarray(extraEnd, extraEnd + MAX_DEFLATED_BYTES), this.#onForged)
           ) {
             const inflated = new DeflatedHead(this.#heads, extraEnd - nameEnd, this.#onForged);
             if (inflated.feed(data.subarray(nameEnd))) this.#gathering.push(inflated);
@@ -299,13 +312,22 @@ export class ZipEntryNames {
 
 /**
  * What {@link ZipEntryNames} hands on of each entry's data: its first `bytes`, when they start
- * with `prefix` (the NumPy magic); more heads than one per {@link MIN_HEAD_SPACING} bytes so far,
- * past some slack, is a forgery.
+ * with `prefix` (the NumPy magic), or as many as `lengthOf` those first bytes says the whole
+ * head takes (a NumPy header may be 10 KB long, its type last); more heads than one per
+ * {@link MIN_HEAD_SPACING} bytes so far, or more bytes of longer heads than
+ * {@link LONG_HEADS_PER_BYTE} per byte, past some slack, is a forgery.
  */
 export interface EntryHeads {
   readonly prefix: Buffer;
   readonly bytes: number;
+  /** How many bytes the whole head takes, given its first `bytes`: at least `bytes`. */
+  readonly lengthOf: (first: Buffer) => number;
   readonly onHead: (head: Buffer) => void;
+}
+
+/** The heads as the gatherers see them: each longer head claims its extra bytes before they are read. */
+interface HeadSink extends EntryHeads {
+  readonly claim: (bytes: number) => void;
 }
 
 /** The bytes of an extra field still to pass before an entry's data, as chunks stream past. */
@@ -331,34 +353,53 @@ class Skipped {
  * costs a few bytes each), handed on once there are enough, or at the archive's end.
  */
 class EntryHead {
-  readonly #heads: EntryHeads;
+  readonly #heads: HeadSink;
   readonly #extra: Skipped;
   #parts: Buffer[] = [];
   #length = 0;
+  #wanted: number;
 
-  constructor(heads: EntryHeads, skip: number) {
+  constructor(heads: HeadSink, skip: number) {
     this.#heads = heads;
     this.#extra = new Skipped(skip);
+    this.#wanted = heads.bytes;
   }
 
   /** Takes the bytes that follow; false once the head is handed on or dropped. */
   feed(bytes: Buffer): boolean {
-    const data = this.#extra.past(bytes);
-    if (data.length === 0) return true;
-    const { prefix, bytes: wanted } = this.#heads;
-    const taken = data.subarray(0, wanted - this.#length);
-    const checked = Math.min(prefix.length, this.#length + taken.length);
-    // The bytes of the prefix this piece holds are compared at once.
-    if (this.#length < checked) {
-      const from = this.#length;
-      if (!taken.subarray(0, checked - from).equals(prefix.subarray(from, checked))) return false;
+    let data = this.#extra.past(bytes);
+    const { prefix } = this.#heads;
+    while (data.length > 0) {
+      const taken = data.subarray(0, this.#wanted - this.#length);
+      const checked = Math.min(prefix.length, this.#length + taken.length);
+      // The bytes of the prefix this piece holds are compared at once.
+      if (this.#length < checked) {
+        const from = this.#length;
+        if (!taken.subarray(0, checked - from).equals(prefix.subarray(from, checked))) return false;
+      }
+      // Copied: the chunk's buffer may be reused once the upload check returns.
+      this.#parts.push(Buffer.from(taken));
+      this.#length += taken.length;
+      if (this.#length < this.#wanted) return true;
+      if (!this.#longer()) {
+        this.end();
+        return false;
+      }
+      data = data.subarray(taken.length);
     }
-    // Copied: the chunk's buffer may be reused once the upload check returns.
-    this.#parts.push(Buffer.from(taken));
-    this.#length += taken.length;
-    if (this.#length < wanted) return true;
-    this.end();
-    return false;
+    return true;
+  }
+
+  /** Once the first bytes are here: whether the whole head is longer (claimed, and waited for). */
+  #longer(): boolean {
+    if (this.#wanted !== this.#heads.bytes) return false;
+    const first = Buffer.concat(this.#parts, this.#length);
+    this.#parts = [first];
+    const whole = this.#heads.lengthOf(first);
+    if (whole <= this.#wanted) return false;
+    this.#heads.claim(whole - this.#wanted);
+    this.#wanted = whole;
+    return true;
   }
 
   /** Hands on what was gathered, if it holds the whole prefix. */
@@ -375,37 +416,41 @@ const FIRST_DEFLATED_READ = 64;
 
 /**
  * The first bytes of one entry's data read as a raw deflate stream (see `inflateHead`), for an
- * entry whose chunk did not hold enough to tell: gathered (copied) as they stream past and
- * decoded again each time what is gathered doubles, up to {@link MAX_DEFLATED_BYTES}. A stream
- * that has not given the prefix within them, or that `inflateHead` finds made up, is a forgery.
+ * entry whose chunk did not hold enough to tell, or whose head is longer than its first read:
+ * gathered (copied) as they stream past and decoded again each time what is gathered doubles,
+ * up to {@link MAX_DEFLATED_BYTES} past the head's length. A stream that has not given its whole
+ * head within them, or that `inflateHead` finds made up, is a forgery.
  */
 class DeflatedHead {
-  readonly #heads: EntryHeads;
+  readonly #heads: HeadSink;
   readonly #onForged: (() => void) | undefined;
   readonly #extra: Skipped;
   #parts: Buffer[] = [];
   #length = 0;
   #nextRead = FIRST_DEFLATED_READ;
+  #wanted: number;
+  #maxInput = MAX_DEFLATED_BYTES;
 
-  constructor(heads: EntryHeads, skip: number, onForged: (() => void) | undefined) {
+  constructor(heads: HeadSink, skip: number, onForged: (() => void) | undefined) {
     this.#heads = heads;
     this.#extra = new Skipped(skip);
     this.#onForged = onForged;
+    this.#wanted = heads.bytes;
   }
 
   /** Takes the bytes that follow; false once the head is handed on or dropped. */
   feed(bytes: Buffer): boolean {
     const data = this.#extra.past(bytes);
     if (data.length === 0) return true;
-    const taken = data.subarray(0, MAX_DEFLATED_BYTES - this.#length);
+    const taken = data.subarray(0, this.#maxInput - this.#length);
     this.#parts.push(Buffer.from(taken));
     this.#length += taken.length;
-    if (this.#length < this.#nextRead && this.#length < MAX_DEFLATED_BYTES) return true;
+    if (this.#length < this.#nextRead && this.#length < this.#maxInput) return true;
     this.#nextRead = this.#length * 2;
     const gathered = Buffer.concat(this.#parts, this.#length);
     this.#parts = [gathered];
     if (!this.#read(gathered)) return false;
-    return this.#length < MAX_DEFLATED_BYTES || this.#done();
+    return this.#length < this.#maxInput || this.#done();
   }
 
   /** The archive has ended: a stream cut short is read as far as it goes. */
@@ -417,18 +462,31 @@ class DeflatedHead {
 
   /** Reads what is gathered: false once the head is handed on or dropped (true: more may tell). */
   #read(input: Buffer): boolean {
-    if (readDeflatedHead(this.#heads, input, this.#onForged)) return true;
+    const heads = this.#heads;
+    let first = inflateHead(input, this.#wanted, heads.prefix);
+    if (first.kind === 'head' && this.#wanted === heads.bytes && first.bytes.length === heads.bytes) {
+      const whole = heads.lengthOf(first.bytes);
+      if (whole > this.#wanted) {
+        heads.claim(whole - this.#wanted);
+        this.#wanted = whole;
+        this.#maxInput = Math.max(this.#maxInput, whole + MAX_DEFLATED_BYTES);
+        first = inflateHead(input, whole, heads.prefix);
+      }
+    }
+    if (first.kind === 'more') return true;
+    if (first.kind === 'forged') this.#onForged?.();
+    else handHead(heads, first);
     this.#parts = [];
     return false;
   }
 
   /**
-   * Past {@link MAX_DEFLATED_BYTES}, the last read having asked for more: a head if the prefix
-   * is out, else a forgery (a writer gives its first bytes long before).
+   * Past the most input read, the last read having asked for more: a head if the prefix and all
+   * of the head it says it has are out, else a forgery (a writer gives them long before).
    */
   #done(): boolean {
     const cut = partial(this.#heads.prefix);
-    if (cut.kind === 'head') handHead(this.#heads, cut);
+    if (cut.kind === 'head' && cut.bytes.length >= this.#heads.lengthOf(cut.bytes)) handHead(this.#heads, cut);
     else this.#onForged?.();
     this.#parts = [];
     return false;
@@ -436,15 +494,18 @@ class DeflatedHead {
 }
 
 /**
- * Reads `input` as the start of a deflated entry and hands on its head, or calls `onForged`:
- * true when the input ran out before it could tell (more may tell).
+ * Reads `input`, the start of an entry's data where it stands, as deflated and hands on its
+ * head, or calls `onForged`: false when it could not tell, the input having run out or the head
+ * being longer than its first read (a {@link DeflatedHead} gathers it then).
  */
-function readDeflatedHead(heads: EntryHeads, input: Buffer, onForged: (() => void) | undefined): boolean {
+function readDeflatedInPlace(heads: HeadSink, input: Buffer, onForged: (() => void) | undefined): boolean {
   const first = inflateHead(input, heads.bytes, heads.prefix);
-  if (first.kind === 'more') return true;
+  if (first.kind === 'more') return false;
   if (first.kind === 'forged') onForged?.();
-  else handHead(heads, first);
-  return false;
+  else if (first.kind === 'head' && first.bytes.length === heads.bytes && heads.lengthOf(first.bytes) > heads.bytes) {
+    return false;
+  } else handHead(heads, first);
+  return true;
 }
 
 function handHead(heads: EntryHeads, first: InflatedHead): void {
