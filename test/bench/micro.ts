@@ -89,8 +89,9 @@ function madeUpZipHeaders(): Buffer {
 
 /**
  * 256 KiB of ZIP local headers, each followed by the start of a dynamic deflate block (its code
- * lengths, 40 bytes, then the next header): every entry is read as deflated too, and a dynamic
- * block's code lengths are the most a made-up entry makes that reading cost.
+ * lengths, 40 bytes, filler and the next header, 160 bytes on): every entry is read as deflated
+ * too, and a dynamic block's code lengths are the most a made-up entry makes that reading cost.
+ * Closer together, they are refused (past 2 code lengths a byte).
  */
 function madeUpDeflatedEntries(): Buffer {
   const header = Buffer.alloc(31, 0x41);
@@ -101,7 +102,8 @@ function madeUpDeflatedEntries(): Buffer {
     { length: 400 },
     (_, i) => `${['lorem', 'ipsum', 'dolor', 'sit', 'amet'][i % 5] ?? ''}${String(i)}`,
   );
-  const entry = Buffer.concat([header, deflateRawSync(words.join(' '), { level: 9 }).subarray(0, 40)]);
+  const start = deflateRawSync(words.join(' '), { level: 9 }).subarray(0, 40);
+  const entry = Buffer.concat([header, start, Buffer.alloc(160 - header.length - start.length, 0x41)]);
   return Buffer.concat(Array.from({ length: Math.ceil((256 * 1024) / entry.length) }, () => entry));
 }
 

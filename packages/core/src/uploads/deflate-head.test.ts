@@ -3,7 +3,7 @@
 // before it fails a damaged stream.
 import { constants, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { inflateHead, partial } from './deflate-head.js';
+import { codeLengthsRead, inflateHead, partial } from './deflate-head.js';
 import { NUMPY_MAGIC } from './numpy-header.js';
 
 const NONE = new Uint8Array(0);
@@ -208,6 +208,19 @@ describe('inflateHead', () => {
     const stream = Buffer.concat([packed, deflateRawSync(content, { strategy: constants.Z_FIXED })]);
     expect(zlibBefore(stream)).toEqual(content);
     expect(inflateHead(stream, 512, NUMPY_MAGIC)).toEqual({ kind: 'forged' });
+  });
+
+  it('counts the code lengths of the dynamic blocks it set out to read, and none for fixed or stored ones', () => {
+    const text = Buffer.from(Array.from({ length: 300 }, (_, i) => `w${String((i * 31) % 97)}`).join(' '));
+    const dynamic = deflateRawSync(text, { level: 9 });
+    expect(inflateHead(dynamic, 512, Buffer.from('w0'))).toMatchObject({ kind: 'head' });
+    // HLIT + HDIST, as the block header says: 257 to 286 and 1 to 30.
+    expect(codeLengthsRead()).toBeGreaterThanOrEqual(258);
+    expect(codeLengthsRead()).toBeLessThanOrEqual(316);
+    inflateHead(deflateRawSync(text, { strategy: constants.Z_FIXED }), 512, Buffer.from('w0'));
+    expect(codeLengthsRead()).toBe(0);
+    inflateHead(deflateRawSync(text, { level: 0 }), 512, Buffer.from('w0'));
+    expect(codeLengthsRead()).toBe(0);
   });
 
   it('judges code lengths as zlib does: an incomplete or over-subscribed set fails the stream', () => {

@@ -244,6 +244,7 @@ function readDynamicCodes(): boolean {
   if (!build(lengthCode, lengths, 0, 19, false) || lengthCode.count[0] === 19) return false;
   fillLengthTable();
   const total = literals + distances;
+  lengthsRead += total;
   let have = 0;
   while (have < total) {
     const symbol = bits.decodeLength();
@@ -295,6 +296,7 @@ function readDynamicCodes(): boolean {
 export function inflateHead(input: Uint8Array, wanted: number, prefix: Uint8Array): InflatedHead {
   if (output.length < wanted) output = Buffer.alloc(wanted);
   bits.reset(input);
+  lengthsRead = 0;
   produced = 0;
   checked = 0;
   try {
@@ -323,7 +325,25 @@ export function partial(prefix: Uint8Array): InflatedHead {
   return produced >= prefix.length ? headOf(produced) : OTHER;
 }
 
+/**
+ * How many code lengths of dynamic blocks the last call of {@link inflateHead} set out to read:
+ * the most a stream costs that call before its first bytes tell anything (up to 316 a block, and
+ * the codes built from them), so a caller that reads the starts of many entries bounds their sum.
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core: the ZIP scan's bound on what made-up entries may cost
+ * inflateHead(entryData, 512, NUMPY_MAGIC);
+ * budget.spend(codeLengthsRead());
+ * ```
+ */
+export function codeLengthsRead(): number {
+  return lengthsRead;
+}
+
 let output = Buffer.alloc(512);
+/** The code lengths the current call has set out to read. */
+let lengthsRead = 0;
 /** How many bytes of `output` the stream has given, and how many of them were held against the prefix. */
 let produced = 0;
 let checked = 0;

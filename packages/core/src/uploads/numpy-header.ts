@@ -60,55 +60,61 @@ export function holdsNumpyObjects(head: Buffer): boolean {
   if (bounds === undefined) return false;
   if (bounds.length > NUMPY_MAX_HEADER) return true;
   const end = Math.min(head.length, bounds.start + bounds.length);
-  return !plainLiterals(head.toString('latin1', bounds.start, end), isObjectType);
+  return !plainLiterals(head, bounds.start, end);
 }
+
+/** What each byte of a header is to {@link plainLiterals}, read as latin1. */
+const OTHER = 0;
+const SPACE = 1;
+const WORD = 2;
+const QUOTE = 3;
+const COMMENT = 4;
+/** What `\s` matches among latin1 characters (tab to carriage return, space, no-break space), `\w` (ASCII letters, digits, `_`), quotes and `#`. */
+const BYTE_KINDS = (() => {
+  const kinds = new Uint8Array(256);
+  for (const code of [9, 10, 11, 12, 13, 32, 160]) kinds[code] = SPACE;
+  for (let code = 0; code < 128; code++) if (/\w/.test(String.fromCharCode(code))) kinds[code] = WORD;
+  kinds[0x27] = QUOTE;
+  kinds[0x22] = QUOTE;
+  kinds[0x23] = COMMENT;
+  return kinds;
+})();
+const BACKSLASH = 0x5c;
 
 /**
- * What `\s` matches among the characters of a header read as latin1 (tab to carriage return,
- * space, no-break space), without a regular expression per character: a flood of `.npz`
- * members each made to be read spent most of its time there.
+ * Walks the quoted strings of the Python literal `bytes[start, end)` (latin1): false when a
+ * string is an object type ({@link isObjectType}), or when the text is spelt in a way whose
+ * strings the walk would not read as Python does. Byte by byte through a table of what each
+ * byte is, and only a string holding an `O` or `o` (as every object type does) is made into a
+ * string: a flood of `.npz` members, each head 128 strings of one letter, spent most of its
+ * time making and testing them.
  */
-function isSpace(code: number): boolean {
-  return (code >= 9 && code <= 13) || code === 32 || code === 160;
-}
-
-/** What `\w` matches: ASCII letters, digits and `_`. */
-function isWordChar(code: number): boolean {
-  return (code >= 48 && code <= 57) || (code >= 65 && code <= 90) || (code >= 97 && code <= 122) || code === 95;
-}
-
-/** What ends a stretch of a header outside its strings: a string's start, or a comment. */
-const STRING_OR_COMMENT = /['"#]/g;
-
-/**
- * Walks the quoted strings of a Python literal: false when `refused` says so of one, or when
- * the text is spelt in a way whose strings the walk would not read as Python does. The runtime
- * finds each quote (a header of 10 KB of spaces took 46 µs read a character at a time, and a
- * flood of `.npz` members may each have one); what stands before a quote is read backwards,
- * over spaces only, so that no character is read twice.
- */
-function plainLiterals(text: string, refused: (literal: string) => boolean): boolean {
-  // Where the last string's closing quote stands.
-  let lastClose = -1;
-  let from = 0;
-  for (;;) {
-    STRING_OR_COMMENT.lastIndex = from;
-    const found = STRING_OR_COMMENT.exec(text);
-    if (found === null) return true;
-    const at = found.index;
-    const quote = text[at] ?? '';
-    if (quote === '#') return false;
-    let before = at - 1;
-    while (before >= from && isSpace(text.charCodeAt(before))) before--;
+function plainLiterals(bytes: Buffer, start: number, end: number): boolean {
+  // What the last thing outside a string was: a string's end (two side by side join), or a word.
+  let previous = OTHER;
+  for (let at = start; at < end; at++) {
+    const code = bytes[at] ?? 0;
+    const kind = BYTE_KINDS[code] ?? OTHER;
+    if (kind === SPACE) continue;
+    if (kind === COMMENT) return false;
+    if (kind !== QUOTE) {
+      previous = kind;
+      continue;
+    }
     // A prefix (r'', b'', u''), a string right after another, or a triple quote.
-    if (before >= 0 && (before === lastClose || isWordChar(text.charCodeAt(before)))) return false;
-    if (text[at + 1] === quote) return false;
-    const close = text.indexOf(quote, at + 1);
+    if (previous !== OTHER || (at + 1 < end && bytes[at + 1] === code)) return false;
+    let close = at + 1;
+    let mayBeObjects = false;
+    for (; close < end; close++) {
+      const inside = bytes[close];
+      if (inside === code) break;
+      if (inside === BACKSLASH) return false;
+      if (inside === 0x4f || inside === 0x6f) mayBeObjects = true;
+    }
     // A string the header's end cuts short: what it holds so far.
-    const literal = text.slice(at + 1, close === -1 ? text.length : close);
-    if (literal.includes('\\') || refused(literal)) return false;
-    if (close === -1) return true;
-    lastClose = close;
-    from = close + 1;
+    if (mayBeObjects && isObjectType(bytes.toString('latin1', at + 1, close))) return false;
+    at = close;
+    previous = QUOTE;
   }
+  return true;
 }

@@ -514,6 +514,32 @@ describe('createUploadCheck', () => {
       );
       expect(inPieces(extras, 64 * 1024)).toMatchObject({ reason: 'content_refused' });
     });
+    it('refuses a flood of made-up entries whose dynamic block code lengths run over the entries after them; passes real ones', () => {
+      // A local header, a name, and a dynamic block header whose code-length code is {0: one bit,
+      // 8: one bit}: its 316 code lengths take the next 40 bytes, whatever they are.
+      const bits = [0, 0, 1, ...[29, 29].flatMap((v) => [0, 1, 2, 3, 4].map((i) => (v >> i) & 1)), 1, 0, 0, 0];
+      for (const v of [0, 0, 0, 1, 1]) bits.push(...[0, 1, 2].map((i) => (v >> i) & 1));
+      const dynamic = Buffer.from(
+        [0, 1, 2, 3].map((k) => bits.slice(8 * k, 8 * k + 8).reduce((sum, bit, j) => sum | (bit << j), 0)),
+      );
+      const entry = Buffer.concat([zip([{ name: 'a', data: Buffer.alloc(0) }]).subarray(0, 31), dynamic]);
+      const flood = Buffer.concat(Array.from({ length: Math.ceil((1024 * 1024) / entry.length) }, () => entry));
+      expect(inPieces(flood, 64 * 1024)).toMatchObject({ reason: 'content_refused' });
+      // As far apart as real compressed members, each with a block header of its own.
+      const apart = Buffer.concat([entry, Buffer.alloc(200 - entry.length, 0x55)]);
+      const sparse = Buffer.concat(Array.from({ length: Math.ceil((1024 * 1024) / apart.length) }, () => apart));
+      expect(inPieces(sparse, 64 * 1024)).toBe(sha(sparse));
+      const words = Array.from({ length: 120 }, (_, i) => `word${String((i * 7919) % 1000)}`).join(' ');
+      const members = zip(
+        Array.from({ length: 2000 }, (_, i) => ({
+          name: `text/${String(i)}.txt`,
+          data: deflateRawSync(`${String(i)} ${words}`, { level: 9 }),
+          method: 8,
+        })),
+      );
+      expect(inPieces(members, 64 * 1024)).toBe(sha(members));
+      expect(inPieces(members.subarray(0, 256 * 1024), 1)).toBe(sha(members.subarray(0, 256 * 1024)));
+    });
   });
 
   it('allows what a rule allows: a pickle when pickles are not refused, only listed extensions and types', () => {

@@ -1,4 +1,4 @@
-import { inflateHead, partial, type InflatedHead } from './deflate-head.js';
+import { codeLengthsRead, inflateHead, partial, type InflatedHead } from './deflate-head.js';
 
 /** A local file header's signature (`PK\x03\x04`) and a central directory header's (`PK\x01\x02`). */
 const LOCAL = 0x04034b50;
@@ -35,6 +35,14 @@ const HEAD_SLACK_BYTES = 64 * 1024;
  * flood of them, each claiming a 10 KB header, would read 100 times the upload.
  */
 const LONG_HEADS_PER_BYTE = 4;
+/**
+ * How many code lengths of dynamic blocks the readings of entries as deflated may take, in all,
+ * for each byte of the upload so far, past the slack: a real compressed member holds one block
+ * header (up to 316) in a few hundred bytes or more, where made-up entries of 35 bytes, each a
+ * dynamic block header whose one-bit code lengths run over the entries after it, cost 110 to 130
+ * ms of CPU a MiB (9 lengths a byte). At 2, such a flood costs about a quarter of that.
+ */
+const CODE_LENGTHS_PER_BYTE = 2;
 
 interface HeaderOffsets {
   readonly lengthAt: number;
@@ -135,6 +143,7 @@ export class ZipEntryNames {
     this.#onForged = onForged;
     let handed = 0;
     let longer = 0;
+    let codeLengths = 0;
     this.#heads =
       heads === undefined
         ? undefined
@@ -148,6 +157,10 @@ export class ZipEntryNames {
             claim: (bytes) => {
               longer += bytes;
               if (longer > LONG_HEADS_PER_BYTE * this.#pushed + HEAD_SLACK_BYTES) this.#onForged?.();
+            },
+            read: (lengths) => {
+              codeLengths += lengths;
+              if (codeLengths > CODE_LENGTHS_PER_BYTE * this.#pushed + HEAD_SLACK_BYTES) this.#onForged?.();
             },
           };
   }
@@ -325,9 +338,13 @@ export interface EntryHeads {
   readonly onHead: (head: Buffer) => void;
 }
 
-/** The heads as the gatherers see them: each longer head claims its extra bytes before they are read. */
+/**
+ * The heads as the gatherers see them: each longer head claims its extra bytes before they are
+ * read, and each reading as deflated that tells counts the code lengths it read.
+ */
 interface HeadSink extends EntryHeads {
   readonly claim: (bytes: number) => void;
+  readonly read: (bytes: number) => void;
 }
 
 /** The bytes of an extra field still to pass before an entry's data, as chunks stream past. */
@@ -474,6 +491,7 @@ class DeflatedHead {
       }
     }
     if (first.kind === 'more') return true;
+    heads.read(codeLengthsRead());
     if (first.kind === 'forged') this.#onForged?.();
     else handHead(heads, first);
     this.#parts = [];
@@ -485,6 +503,7 @@ class DeflatedHead {
    * of the head it says it has are out, else a forgery (a writer gives them long before).
    */
   #done(): boolean {
+    this.#heads.read(codeLengthsRead());
     const cut = partial(this.#heads.prefix);
     if (cut.kind === 'head' && cut.bytes.length >= this.#heads.lengthOf(cut.bytes)) handHead(this.#heads, cut);
     else this.#onForged?.();
@@ -501,6 +520,7 @@ class DeflatedHead {
 function readDeflatedInPlace(heads: HeadSink, input: Buffer, onForged: (() => void) | undefined): boolean {
   const first = inflateHead(input, heads.bytes, heads.prefix);
   if (first.kind === 'more') return false;
+  heads.read(codeLengthsRead());
   if (first.kind === 'forged') onForged?.();
   else if (first.kind === 'head' && first.bytes.length === heads.bytes && heads.lengthOf(first.bytes) > heads.bytes) {
     return false;
