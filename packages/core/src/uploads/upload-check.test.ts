@@ -410,6 +410,11 @@ describe('createUploadCheck', () => {
         'a deflated member whose header puts its type past 512 bytes',
         zip([{ name: 'arr_0.npy', data: deflateRawSync(longObjects), method: 8 }]),
       ],
+      // Stored blocks: more than the first read's 4 KiB of compressed data come before the type.
+      [
+        'a member deflated at level 0 whose header puts its type past 4 KiB',
+        zip([{ name: 'arr_0.npy', data: deflateRawSync(longObjects, { level: 0 }), method: 8 }]),
+      ],
       ...[0, 1, 6, 9].map((level): [string, Buffer] => [
         `a deflated member at level ${String(level)}, named as no array`,
         zip([

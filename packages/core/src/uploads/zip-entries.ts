@@ -457,17 +457,21 @@ class DeflatedHead {
 
   /** Takes the bytes that follow; false once the head is handed on or dropped. */
   feed(bytes: Buffer): boolean {
-    const data = this.#extra.past(bytes);
-    if (data.length === 0) return true;
-    const taken = data.subarray(0, this.#maxInput - this.#length);
-    this.#parts.push(Buffer.from(taken));
-    this.#length += taken.length;
-    if (this.#length < this.#nextRead && this.#length < this.#maxInput) return true;
-    this.#nextRead = this.#length * 2;
-    const gathered = Buffer.concat(this.#parts, this.#length);
-    this.#parts = [gathered];
-    if (!this.#read(gathered)) return false;
-    return this.#length < this.#maxInput || this.#done();
+    let data = this.#extra.past(bytes);
+    // A read may find the head longer and take more: the rest of this chunk goes on being taken.
+    while (data.length > 0) {
+      const taken = data.subarray(0, this.#maxInput - this.#length);
+      data = data.subarray(taken.length);
+      this.#parts.push(Buffer.from(taken));
+      this.#length += taken.length;
+      if (this.#length < this.#nextRead && this.#length < this.#maxInput) return true;
+      this.#nextRead = this.#length * 2;
+      const gathered = Buffer.concat(this.#parts, this.#length);
+      this.#parts = [gathered];
+      if (!this.#read(gathered)) return false;
+      if (this.#length >= this.#maxInput) return this.#done();
+    }
+    return true;
   }
 
   /** The archive has ended: a stream cut short is read as far as it goes. */
