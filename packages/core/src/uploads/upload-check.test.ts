@@ -496,6 +496,14 @@ describe('createUploadCheck', () => {
         { name: 'c.npy', data: deflateRawSync(long, { level: 0 }), method: 8 },
       ]);
       for (const size of [1, 7, 4096, archive.length]) expect(inPieces(archive, size)).toBe(sha(archive));
+      // A thousand empty tables of 100 columns each, compressed: their headers (2.5 KB each) take
+      // several times the bytes they were sent in, as real ones may.
+      const columns = Array.from({ length: 100 }, (_, i) => `('column_${String(i).padStart(3, '0')}', '<f8')`);
+      const table = npy(`[${columns.join(', ')}]`, Buffer.alloc(0));
+      const tables = zip(
+        Array.from({ length: 1000 }, (_, i) => ({ name: `t${String(i)}.npy`, data: deflateRawSync(table), method: 8 })),
+      );
+      expect(inPieces(tables, 64 * 1024)).toBe(sha(tables));
     });
 
     it('reads a flood of made-up headers whose data starts as an array to its end; refuses one whose long extra fields hold the next', () => {

@@ -30,11 +30,13 @@ const MIN_HEAD_SPACING = 95;
 const HEAD_SLACK_BYTES = 64 * 1024;
 /**
  * How many bytes of heads longer than their first read (a NumPy header past 512 bytes) may be
- * read for each byte of the upload so far, past the slack: real entries do not overlap, and
- * compressed ones hold their header in a few times less. Heads that claim more are made up: a
- * flood of them, each claiming a 10 KB header, would read 100 times the upload.
+ * read for each byte of the upload so far, past 1 MiB of them: real entries do not overlap, and
+ * a writer's header compresses a few times at most. Heads that claim more are made up: a flood
+ * of them, each claiming a 10 KB header, would read 100 times the upload. The first MiB costs
+ * some 5 ms, and lets an archive of a thousand tables with wide, well-compressed headers pass.
  */
 const LONG_HEADS_PER_BYTE = 4;
+const LONG_HEADS_SLACK_BYTES = 1024 * 1024;
 /**
  * How many code lengths of dynamic blocks the readings of entries as deflated may take, in all,
  * for each byte of the upload so far, past the slack: a real compressed member holds one block
@@ -156,7 +158,7 @@ export class ZipEntryNames {
             },
             claim: (bytes) => {
               longer += bytes;
-              if (longer > LONG_HEADS_PER_BYTE * this.#pushed + HEAD_SLACK_BYTES) this.#onForged?.();
+              if (longer > LONG_HEADS_PER_BYTE * this.#pushed + LONG_HEADS_SLACK_BYTES) this.#onForged?.();
             },
             read: (lengths) => {
               codeLengths += lengths;
