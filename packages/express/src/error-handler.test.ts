@@ -420,6 +420,9 @@ describe('errorHandler without the requestId middleware', () => {
       recordFailure: () => {
         throw new Error('logger down at /var/log/x');
       },
+      recordCancelled: (context, error) => {
+        audit.recordCancelled(context, error);
+      },
     };
     const app = express();
     app.set('env', 'development');

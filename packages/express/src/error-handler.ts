@@ -261,17 +261,15 @@ export function answerFailures(options: ErrorHandlerOptions, owner = 'errorHandl
         // aborted signal): nobody is left to answer, and a client that leaves is no server
         // fault. One short info line, not an error line with a stack that anyone could repeat
         // at will; the error's name says whether it was the abort.
-        audit.logger.info(
+        audit.recordCancelled(
           {
             requestId,
             operation: operationOf(req),
             peer: peerOf(req, res),
             subject: state.principal?.subject,
-            event: 'request.cancelled',
-            outcome: 'cancelled',
-            error: translated instanceof Error ? translated.name : typeof translated,
+            transport: 'http',
           },
-          'request.cancelled',
+          translated instanceof Error ? translated.name : typeof translated,
         );
         if (!res.destroyed) res.destroy();
         return;

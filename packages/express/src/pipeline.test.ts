@@ -392,3 +392,61 @@ describe.each(['before', 'wrap'] as const)('mounted with %s', (mounting) => {
     });
   });
 });
+
+describe('a client that leaves many requests while their handlers work', () => {
+  const folding = captureAudit({ foldRefusals: { after: 3, intervalMs: 300 } });
+  const REQUESTS = 20;
+  let served: Served;
+  let running = 0;
+
+  beforeAll(async () => {
+    const app = express();
+    const { before, after } = fluxguard({ audit: folding.audit });
+    app.use(before);
+    app.get('/abort-throws', async (req) => {
+      // Works until its client leaves, then throws its signal's reason, as a read given it does.
+      const { signal } = req.fluxguard;
+      running += 1;
+      await new Promise((resolve) => {
+        signal.addEventListener('abort', resolve);
+      });
+      running -= 1;
+      throw signal.reason;
+    });
+    app.use(after);
+    served = await serve(app);
+  });
+
+  afterAll(async () => {
+    await served.close();
+  });
+
+  it('writes the first cancellations in full and folds the rest into one line', async () => {
+    const sockets = await Promise.all(
+      Array.from({ length: REQUESTS }, async () => {
+        const socket = connect(served.port, '127.0.0.1');
+        await once(socket, 'connect');
+        socket.write('GET /abort-throws HTTP/1.1\r\nhost: localhost\r\n\r\n');
+        return socket;
+      }),
+    );
+    await expect.poll(() => running).toBe(REQUESTS);
+    for (const socket of sockets) socket.destroy();
+    await expect.poll(() => running).toBe(0);
+    await expect
+      .poll(() => folding.lines().filter((line) => line.event === 'request.cancelled.folded'))
+      .toEqual([
+        expect.objectContaining({
+          level: 30,
+          outcome: 'cancelled',
+          transport: 'http',
+          peer: '127.0.0.1',
+          operation: 'GET /abort-throws',
+          count: REQUESTS - 3,
+        }),
+      ]);
+    const written = folding.lines().filter((line) => line.event === 'request.cancelled');
+    expect(written).toHaveLength(3);
+    expect(written[0]).toMatchObject({ error: 'AbortError', transport: 'http' });
+  });
+});

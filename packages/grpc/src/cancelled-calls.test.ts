@@ -250,3 +250,53 @@ describe('a handler that never stops', () => {
     await expect.poll(() => short.inFlight(), { timeout: 5_000 }).toBe(0);
   });
 });
+
+describe('a client that leaves many calls while their handlers work', () => {
+  const folding = captureAudit({ foldRefusals: { after: 3, intervalMs: 300 } });
+  const CALLS = 20;
+  let server: Started;
+  let running = 0;
+
+  beforeAll(async () => {
+    server = await startServer(fluxguardInterceptors({ audit: folding.audit }), (s) => {
+      addService(s, testService, {
+        ...unaryAnswering({}),
+        // Works until its call ends.
+        Unary: (call) =>
+          new Promise<Json>((resolve) => {
+            running += 1;
+            getSignal(call).addEventListener('abort', () => {
+              running -= 1;
+              resolve({});
+            });
+          }),
+      });
+    });
+  });
+
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('writes the first cancellations in full and folds the rest into one line', async () => {
+    const calls: { cancel(): void }[] = [];
+    const outcomes = Array.from({ length: CALLS }, () =>
+      callKind(server.client, 'unary', {}, new Metadata(), {}, (call) => calls.push(call)),
+    );
+    await expect.poll(() => running).toBe(CALLS);
+    for (const call of calls) call.cancel();
+    for (const outcome of await Promise.all(outcomes)) expect(outcome.status.code).toBe(Status.CANCELLED);
+    await expect
+      .poll(() => folding.lines().filter((line) => line.event === 'request.cancelled.folded'))
+      .toEqual([
+        expect.objectContaining({
+          level: 30,
+          outcome: 'cancelled',
+          transport: 'grpc',
+          operation: testService.Unary.path,
+          count: CALLS - 3,
+        }),
+      ]);
+    expect(folding.lines().filter((line) => line.event === 'request.cancelled')).toHaveLength(3);
+  });
+});

@@ -417,12 +417,7 @@ class SafeErrorsCall extends ForwardingCall {
           // its handler ran (a flood of resets) writes none.
           const working = state.handlerRunning;
           state.finish('cancelled');
-          if (working) {
-            this.#audit.logger.info(
-              { ...this.#failureContext(), event: 'request.cancelled', outcome: 'cancelled' },
-              'request.cancelled',
-            );
-          }
+          if (working) this.#audit.recordCancelled(this.#failureContext());
         }
       }
     }

@@ -429,13 +429,53 @@ describe('recordFailure folding repeated refusals', () => {
     ]);
   });
 
-  it('writes every refusal with foldRefusals: false', async () => {
+  it('folds the lines of calls a client leaves while their handlers work, apart from its refusals', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 3, intervalMs: 100 } });
+    for (let i = 0; i < 40; i++) {
+      audit.recordCancelled({ ...from('203.0.113.9', i), subject: 'svc-a' }, i % 2 === 0 ? 'AbortError' : undefined);
+    }
+    // Refusals of the same client keep their own count.
+    for (let i = 0; i < 3; i++) audit.recordFailure(badSignature(), from('203.0.113.9', 100 + i));
+    const cancelled = named(lines, 'request.cancelled');
+    expect(cancelled).toHaveLength(3);
+    expect(cancelled[0]).toMatchObject({
+      level: 30,
+      outcome: 'cancelled',
+      subject: 'svc-a',
+      requestId: 'r-0',
+      transport: 'http',
+      error: 'AbortError',
+    });
+    expect(cancelled[1]).not.toHaveProperty('error');
+    expect(JSON.stringify(cancelled[0])).not.toContain('    at ');
+    expect(named(lines, 'request.denied')).toHaveLength(3);
+
+    await sleep(250);
+    expect(named(lines, 'request.cancelled.folded')).toEqual([
+      expect.objectContaining({
+        level: 30,
+        outcome: 'cancelled',
+        peer: '203.0.113.9',
+        subject: 'svc-a',
+        operation: 'POST /v1/login',
+        count: 37,
+        firstRequestId: 'r-3',
+        lastRequestId: 'r-39',
+      }),
+    ]);
+    expect(named(lines, 'request.denied.folded')).toHaveLength(0);
+  });
+
+  it('writes every refusal and cancelled call with foldRefusals: false', async () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination, foldRefusals: false });
     for (let i = 0; i < 105; i++) audit.recordFailure(badSignature(), from('203.0.113.9', i));
+    for (let i = 0; i < 105; i++) audit.recordCancelled(from('203.0.113.9', i));
     await sleep(150);
     expect(named(lines, 'request.denied')).toHaveLength(105);
-    expect(named(lines, 'request.denied.folded')).toHaveLength(0);
+    expect(named(lines, 'request.cancelled')).toHaveLength(105);
+    expect(lines.filter((l) => String(l.event).endsWith('.folded'))).toHaveLength(0);
   });
 
   it.each([

@@ -27,8 +27,8 @@ export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_e
  *
  * | field | meaning |
  * | --- | --- |
- * | `event` | what happened: `request.denied`, `request.failed`, `request.cancelled`, or a control's own (`rbac.shadow_denied`, ...); start-up and background lines (`rbac.shadow_mode`, `jwt.jwks_refresh_failed`) carry only `event` and their own fields |
- * | `outcome` | `allowed`, `denied` (a control refused the call) or `error` (the server failed) |
+ * | `event` | what happened: `request.denied`, `request.failed`, `request.cancelled` (the first and the last folded past a flood as `….folded` with a `count`), or a control's own (`rbac.shadow_denied`, ...); start-up and background lines (`rbac.shadow_mode`, `jwt.jwks_refresh_failed`) carry only `event` and their own fields |
+ * | `outcome` | `allowed`, `denied` (a control refused the call), `error` (the server failed), or `cancelled` on fluxguard's `request.cancelled` lines (the client left while the handler worked) |
  * | `reason` | a short machine reason ({@link AuditReason}: `token_expired`, `path_traversal`, `unhandled_error`, `app.…`) |
  * | `operation` | gRPC `/pkg.Service/Method` or HTTP `METHOD /route/:pattern` |
  * | `peer` | the remote address |
@@ -97,7 +97,9 @@ export interface AuditLoggerOptions {
    * Folding of repeated refusals, so that a flood costs little CPU and disk: within each
    * `intervalMs`, the first `after` refusals with one reason from one peer address (and
    * subject) are logged in full; the rest are counted and written as one
-   * `request.denied.folded` line when the interval ends. `false` logs every refusal.
+   * `request.denied.folded` line when the interval ends. Calls their clients left while the
+   * handler worked (`request.cancelled`) fold the same way, into `request.cancelled.folded`.
+   * `false` logs every refusal and every cancelled call.
    * Default `{ after: 50, intervalMs: 10_000 }`: an ordinary client never reaches it.
    */
   readonly foldRefusals?: { readonly after?: number | undefined; readonly intervalMs?: number | undefined } | false;
@@ -114,6 +116,12 @@ export interface AuditLogger {
    * place where "what happened" and "what the client sees" are decided, for both transports.
    */
   recordFailure(err: unknown, context: FailureContext): PublicError;
+  /**
+   * Writes the short `request.cancelled` line (`info`, outcome `cancelled`, no stack) of a call
+   * whose client left while its handler worked; `error` names what the handler threw then, when
+   * it threw. Folded as refusals are (`request.cancelled.folded`): a client leaves calls at will.
+   */
+  recordCancelled(context: FailureContext, error?: string): void;
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -244,7 +252,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
       // An expected refusal (no token, no permission, a bad argument): its code and reason say
       // it all. No stack, and the cause only as one scrubbed line: a flood of refusals must
       // cost little CPU and disk.
-      if (fold?.(err.reason ?? err.code, context, publicError.code) === true) return publicError;
+      if (fold?.('request.denied', err.reason ?? err.code, context, publicError.code) === true) return publicError;
       logger.warn(
         {
           ...context,
@@ -291,7 +299,21 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     return publicError;
   }
 
-  return Object.freeze({ logger, record, recordFailure });
+  function recordCancelled(context: FailureContext, error?: string): void {
+    if (fold?.('request.cancelled', undefined, context, undefined) === true) return;
+    logger.info(
+      {
+        ...context,
+        subject: safeSubject(context.subject),
+        event: 'request.cancelled',
+        outcome: 'cancelled',
+        ...(error === undefined ? {} : { error }),
+      },
+      'request.cancelled',
+    );
+  }
+
+  return Object.freeze({ logger, record, recordFailure, recordCancelled });
 }
 
 function isPinoLogger(value: unknown): value is Logger {
@@ -304,10 +326,15 @@ function isPinoLogger(value: unknown): value is Logger {
   );
 }
 
+/** The lines that fold: refusals, and calls their clients left while the handler worked. */
+type FoldedEvent = 'request.denied' | 'request.cancelled';
+
 interface Folded {
   count: number;
-  readonly reason: AuditReason;
-  readonly code: SecurityErrorCode;
+  readonly event: FoldedEvent;
+  /** A refusal's reason and public code; a cancelled call has neither. */
+  readonly reason: AuditReason | undefined;
+  readonly code: SecurityErrorCode | undefined;
   readonly peer: string | undefined;
   readonly subject: string | undefined;
   readonly transport: FailureContext['transport'];
@@ -322,12 +349,19 @@ interface Folded {
 
 /**
  * The folding of {@link AuditLoggerOptions.foldRefusals}: returns a function that says whether
- * one refusal was folded (counted, not written). Counts are flushed by one timer per interval.
+ * one line was folded (counted, not written). Counts are flushed by one timer per interval.
  */
 function createFolding(
   logger: Logger,
   option: unknown,
-): ((reason: AuditReason, context: FailureContext, code: SecurityErrorCode) => boolean) | undefined {
+):
+  | ((
+      event: FoldedEvent,
+      reason: AuditReason | undefined,
+      context: FailureContext,
+      code: SecurityErrorCode | undefined,
+    ) => boolean)
+  | undefined {
   if (option === false) return undefined;
   if (typeof option !== 'object' || option === null) {
     throw new ConfigurationError('createAuditLogger: "foldRefusals" must be false or { after, intervalMs }');
@@ -353,10 +387,11 @@ function createFolding(
     counts = new Map();
     for (const entry of folded.values()) {
       if (entry.count <= after) continue;
-      logger.warn(
+      const cancelled = entry.event === 'request.cancelled';
+      logger[cancelled ? 'info' : 'warn'](
         {
-          event: 'request.denied.folded',
-          outcome: 'denied',
+          event: `${entry.event}.folded`,
+          outcome: cancelled ? 'cancelled' : 'denied',
           reason: entry.reason,
           code: entry.code,
           peer: entry.peer,
@@ -370,23 +405,25 @@ function createFolding(
           firstRequestId: entry.firstRequestId,
           lastRequestId: entry.lastRequestId,
         },
-        'request.denied.folded',
+        `${entry.event}.folded`,
       );
     }
   };
 
-  return (reason, context, code) => {
+  return (event, reason, context, code) => {
     // One client: its address without the port (each connection has its own port), an IPv6
     // one by its /64 as rate limits count it, so that a client rotating through the addresses
     // of its prefix is one client here too.
     const peer = context.peer === undefined ? undefined : (peerClientKey(context.peer) ?? context.peer);
-    let key = `${reason}\u0000${peer ?? ''}\u0000${context.subject ?? ''}`;
-    if (counts.size >= MAX_FOLDED_KEYS && !counts.has(key)) key = `${reason}\u0000*`;
+    const kind = `${event}\u0000${reason ?? ''}`;
+    let key = `${kind}\u0000${peer ?? ''}\u0000${context.subject ?? ''}`;
+    if (counts.size >= MAX_FOLDED_KEYS && !counts.has(key)) key = `${kind}\u0000*`;
     let entry = counts.get(key);
     if (entry === undefined) {
       const wide = key.endsWith('\u0000*');
       entry = {
         count: 0,
+        event,
         reason,
         code,
         peer: wide ? '*' : peer,

@@ -13,7 +13,13 @@ import { connect, type ConnectionOptions, type PeerCertificate } from 'node:tls'
 import { Writable } from 'node:stream';
 import type { Express } from 'express';
 import { Agent } from 'undici';
-import { createAuditLogger, createJwtVerifier, type AuditLogger, type JwtVerifier } from '@fluxguard/core';
+import {
+  createAuditLogger,
+  createJwtVerifier,
+  type AuditLogger,
+  type AuditLoggerOptions,
+  type JwtVerifier,
+} from '@fluxguard/core';
 import {
   createDevCertificateAuthority,
   type DevCertificateAuthority,
@@ -121,7 +127,7 @@ export interface CapturedAudit {
   readonly lines: () => Record<string, unknown>[];
 }
 
-export function captureAudit(): CapturedAudit {
+export function captureAudit(options: Pick<AuditLoggerOptions, 'foldRefusals'> = {}): CapturedAudit {
   const chunks: string[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _encoding, callback) {
@@ -130,7 +136,7 @@ export function captureAudit(): CapturedAudit {
     },
   });
   return {
-    audit: createAuditLogger({ destination, level: 'debug' }),
+    audit: createAuditLogger({ ...options, destination, level: 'debug' }),
     lines: () =>
       chunks
         .join('')

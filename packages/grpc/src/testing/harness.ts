@@ -18,7 +18,7 @@ import {
   type handleServerStreamingCall,
   type handleUnaryCall,
 } from '@grpc/grpc-js';
-import { createAuditLogger, type AuditLogger } from '@fluxguard/core';
+import { createAuditLogger, type AuditLogger, type AuditLoggerOptions } from '@fluxguard/core';
 import type { SafeImplementation } from '../handlers.js';
 
 export type Json = Record<string, unknown>;
@@ -56,7 +56,10 @@ export const testService: ServiceDefinition<TestImpl> = {
 };
 
 /** Captures pino lines written by an audit logger. */
-export function captureAudit(): { audit: AuditLogger; lines: () => Json[] } {
+export function captureAudit(options: Pick<AuditLoggerOptions, 'foldRefusals'> = {}): {
+  audit: AuditLogger;
+  lines: () => Json[];
+} {
   const chunks: string[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _encoding, callback) {
@@ -64,7 +67,7 @@ export function captureAudit(): { audit: AuditLogger; lines: () => Json[] } {
       callback();
     },
   });
-  const audit = createAuditLogger({ destination, level: 'debug' });
+  const audit = createAuditLogger({ ...options, destination, level: 'debug' });
   return {
     audit,
     lines: () =>
