@@ -47,10 +47,25 @@ const RATE_LIMITS = {
 const API_KEY_LIMITS = { rules: [{ name: 'per-api-key', key: 'header:x-api-key', points: 3, durationSeconds: 60 }] };
 const MAX_KEYS = 50;
 
+/** One list a minute, and a burst of one more. */
+const BURST_LIMITS = {
+  rules: [
+    {
+      name: 'lists',
+      key: 'subject',
+      points: 1,
+      durationSeconds: 60,
+      burst: { points: 1, durationSeconds: 30 },
+      operations: LIST_OPERATIONS,
+    },
+  ],
+};
+
 let world: E2eEnvironment;
 let trustedPolicy: string;
 let untrustedPolicy: string;
 let apiKeyPolicy: string;
+let burstPolicy: string;
 
 beforeAll(async () => {
   world = await createE2eEnvironment();
@@ -60,6 +75,7 @@ beforeAll(async () => {
   trustedPolicy = write('trusted-proxy', { ...RATE_LIMITS, trustedProxies: ['127.0.0.1'] });
   untrustedPolicy = write('untrusted', RATE_LIMITS);
   apiKeyPolicy = write('api-keys', API_KEY_LIMITS);
+  burstPolicy = write('burst', BURST_LIMITS);
 });
 
 afterAll(() => {
@@ -269,6 +285,32 @@ describe.each(TRANSPORTS)('rate limits over %s (memory store)', (transport) => {
     const carol = await readerClient(t, 'carol-2');
     const allowed = await carol.getWithHeaders('demo/missing.txt', { 'x-forwarded-for': '203.0.113.20' });
     expect(allowed.status).toBe(carol.statusOf({ code: 'not_found' }));
+  });
+});
+
+describe.each(TRANSPORTS)('a rule with a burst over %s', (transport) => {
+  let t: TransportUnderTest;
+  beforeAll(async () => {
+    t = await start(transport, burstPolicy);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('advertises the burst as a policy item of its own, and tells what is left of it once reached', async () => {
+    const alice = await readerClient(t, 'alice');
+    const first = await alice.list('demo/');
+    const second = await alice.list('demo/');
+    expect([first.ok, second.ok]).toEqual([true, true]);
+    if (transport === 'http') {
+      expect(first.exposed).toMatch(/"ratelimit":"\\"lists\\";r=0;t=(59|60)"/);
+      // The second list is the burst's.
+      expect(second.exposed).toMatch(/"ratelimit":"\\"lists\\";r=0;t=(29|30), \\"lists\/burst\\";r=0;t=(29|30)"/);
+    }
+    const refused = await alice.list('demo/');
+    expectRateLimited(alice, refused);
+    expect(refused.exposed).toMatch(/"ratelimit-policy":\[?"\\"lists\\";q=1;w=60, \\"lists\/burst\\";q=1;w=30"/);
+    expect(refused.exposed).toMatch(/"ratelimit":\[?"\\"lists\\";r=0;t=(29|30), \\"lists\/burst\\";r=0;t=(29|30)"/);
   });
 });
 

@@ -199,6 +199,24 @@ describe('createRateLimit', () => {
     expect([...(state.responseHeaders?.keys() ?? [])]).toEqual(['ratelimit-policy', 'ratelimit']);
   });
 
+  it('advertises a burst as a policy item of its own, and its state once a call reached it', async () => {
+    const run = limiter({ rules: [perPeer({ points: 2, burst: { points: 1, durationSeconds: 10 } })] });
+    const seen = [];
+    for (let i = 0; i < 4; i++) seen.push(await run(call()));
+    for (const { state } of seen) {
+      expect(state.responseHeaders?.get('ratelimit-policy')).toBe('"per-peer";q=2;w=60, "per-peer/burst";q=1;w=10');
+    }
+    const fields = seen.map(({ state }) => state.responseHeaders?.get('ratelimit'));
+    expect(fields[0]).toMatch(/^"per-peer";r=1;t=(59|60)$/);
+    expect(fields[1]).toMatch(/^"per-peer";r=0;t=(59|60)$/);
+    // The third call is the burst's: allowed, and the field says what is left of it. Once the
+    // burst is reached, the rule's t is when a call may pass again: the sooner window's end.
+    expect(seen[2]?.refusal).toBeUndefined();
+    expect(fields[2]).toMatch(/^"per-peer";r=0;t=(9|10), "per-peer\/burst";r=0;t=(9|10)$/);
+    expect(seen[3]?.refusal).toBeInstanceOf(SecurityError);
+    expect(fields[3]).toMatch(/^"per-peer";r=0;t=(9|10), "per-peer\/burst";r=0;t=(9|10)$/);
+  });
+
   it('sends the headers on the refused call too, and none with headers: false', async () => {
     const run = limiter({ rules: [perPeer({ points: 1 })] });
     await run(call());

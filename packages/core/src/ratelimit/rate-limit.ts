@@ -135,7 +135,7 @@ interface CompiledRule {
   readonly costs: readonly { readonly pattern: OperationPattern; readonly cost: number }[];
   readonly limiter: StoreLimiter;
   readonly storeFailure: 'open' | 'closed';
-  /** `"name";q=points;w=seconds`, the rule's `RateLimit-Policy` item. */
+  /** `"name";q=points;w=seconds`, the rule's `RateLimit-Policy` item (and its burst's, `"name/burst";…`). */
   readonly policyItem: string;
 }
 
@@ -179,8 +179,9 @@ const MAX_KEY_LENGTH = 200;
  * `rate_limited` (HTTP 429 with `Retry-After`; gRPC `RESOURCE_EXHAUSTED` with `retry-after`
  * and a `google.rpc.RetryInfo` in `grpc-status-details-bin`). Counted HTTP requests carry the
  * `RateLimit-Policy` and `RateLimit` fields of the IETF draft (`"uploads";q=20;w=60`,
- * `"uploads";r=3;t=41`; on gRPC, refusals carry them). The audit line names the rule and the
- * key kind, never the key.
+ * `"uploads";r=3;t=41`; on gRPC, refusals carry them); a rule's `burst` is an item of its own,
+ * `"uploads/burst";q=5;w=10`, whose state comes once a call reached it. The audit line names
+ * the rule and the key kind, never the key.
  *
  * A store failure is never reported as "rate limited": the rule fails open (counts in this
  * process) or closed (`unavailable`, 503), as its `storeFailure` says.
@@ -331,6 +332,10 @@ function decide(
       refused = { rule, result };
     policy += (policy === '' ? '' : ', ') + rule.policyItem;
     state += `${state === '' ? '' : ', '}"${rule.name}";r=${String(result.remaining)};t=${String(Math.ceil(result.resetMs / 1000))}`;
+    // Known only once a count reached the burst (see LimiterResult.burst).
+    if (result.burst !== undefined) {
+      state += `, "${rule.name}/burst";r=${String(result.burst.remaining)};t=${String(Math.ceil(result.burst.resetMs / 1000))}`;
+    }
   }
   if (headers && policy !== '') {
     context.addResponseHeader('ratelimit-policy', policy);
@@ -430,7 +435,11 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
     costs,
     storeFailure,
     limiter: store.limiter({ name: rule.name, points, durationSeconds, burst, storeFailure }),
-    policyItem: `"${rule.name}";q=${String(points)};w=${String(durationSeconds)}`,
+    policyItem:
+      `"${rule.name}";q=${String(points)};w=${String(durationSeconds)}` +
+      (burst === undefined
+        ? ''
+        : `, "${rule.name}/burst";q=${String(burst.points)};w=${String(burst.durationSeconds)}`),
   });
 }
 

@@ -81,6 +81,22 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
     expect((await otherService.consume('ip:203.0.113.9', 1)).allowed).toBe(true);
   });
 
+  it('shares a burst between replicas, and reports its state once a count reached it', async () => {
+    const { audit } = capture();
+    const [c1, c2] = await Promise.all([ready(client(redis.port)), ready(client(redis.port))]);
+    const bursty = spec({ name: 'bursty', points: 1, burst: { points: 1, durationSeconds: 30 } });
+    const replica1 = createRedisRateLimitStore({ client: c1, audit, keyPrefix: 'burst' }).limiter(bursty);
+    const replica2 = createRedisRateLimitStore({ client: c2, audit, keyPrefix: 'burst' }).limiter(bursty);
+    const first = await replica1.consume('ip:203.0.113.9', 1);
+    expect(first).toMatchObject({ allowed: true, remaining: 0 });
+    expect(first.burst).toBeUndefined();
+    expect(await replica2.consume('ip:203.0.113.9', 1)).toMatchObject({ allowed: true, burst: { remaining: 0 } });
+    const refused = await replica1.consume('ip:203.0.113.9', 1);
+    expect(refused).toMatchObject({ allowed: false, remaining: 0, burst: { remaining: 0 } });
+    expect(refused.burst?.resetMs).toBeGreaterThan(25_000);
+    expect(await c1.exists('burst:fg:bursty:burst:ip:203.0.113.9')).toBe(1);
+  });
+
   it('shares a block between replicas', async () => {
     const { audit } = capture();
     const [c1, c2] = await Promise.all([ready(client(redis.port)), ready(client(redis.port))]);

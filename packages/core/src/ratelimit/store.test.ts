@@ -66,9 +66,13 @@ describe('createMemoryRateLimitStore', () => {
     const l = limiter({ points: 2, burst: { points: 2, durationSeconds: 60 } });
     const results = await spend(l, 'k', 4);
     expect(results.every((r) => r.allowed)).toBe(true);
+    // The burst's state is known once a count reached it, not before.
+    expect(results.map((r) => r.burst?.remaining)).toEqual([undefined, undefined, 1, 0]);
     const refused = await l.consume('k', 1);
     expect(refused.allowed).toBe(false);
     expect(refused.resetMs).toBeGreaterThan(0);
+    expect(refused.burst).toMatchObject({ remaining: 0 });
+    expect(refused.burst?.resetMs).toBeGreaterThan(59_000);
     // Without a burst the third call would already be refused.
     const plain = limiter({ points: 2 });
     await spend(plain, 'k', 2);
@@ -187,8 +191,13 @@ describe('flexibleLimiter', () => {
       { name: 'x', points: 3, durationSeconds: 60, burst: { points: 2, durationSeconds: 5 }, storeFailure: 'open' },
       (o) => new RateLimiterMemory(o),
     );
-    const allowed: boolean[] = [];
-    for (let i = 0; i < 6; i++) allowed.push((await l.consume('k', 1)).allowed);
-    expect(allowed).toEqual([true, true, true, true, true, false]);
+    const results = [];
+    for (let i = 0; i < 6; i++) results.push(await l.consume('k', 1));
+    expect(results.map((r) => r.allowed)).toEqual([true, true, true, true, true, false]);
+    expect(results.map((r) => r.remaining)).toEqual([2, 1, 0, 0, 0, 0]);
+    expect(results.map((r) => r.burst?.remaining)).toEqual([undefined, undefined, undefined, 1, 0, 0]);
+    // The wait is the sooner of the two windows: the burst's 5 s.
+    expect(results[5]?.resetMs).toBeLessThanOrEqual(5_000);
+    expect(results[5]?.burst?.resetMs).toBeLessThanOrEqual(5_000);
   });
 });

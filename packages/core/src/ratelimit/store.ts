@@ -1,4 +1,4 @@
-import { BurstyRateLimiter, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { LruCache } from '../cache/lru.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -57,6 +57,11 @@ export interface LimiterResult {
   readonly resetMs: number;
   /** Counted by the in-memory insurance limiter because the shared store was down. */
   readonly local?: boolean | undefined;
+  /**
+   * The burst allowance's state, when this count reached it (the main points were spent):
+   * its points left and when its window ends. A count the main points took leaves it unknown.
+   */
+  readonly burst?: { readonly remaining: number; readonly resetMs: number } | undefined;
 }
 
 /**
@@ -270,7 +275,12 @@ function memoryLimiter(spec: LimiterSpec, maxKeys: number): StoreLimiter {
       // As rate-limiter-flexible's bursty limiter: the burst allowance is spent only once the
       // main one is, and the wait is the sooner of the two.
       const extra = burst.consume(key, cost, now);
-      return { allowed: extra.allowed, remaining: result.remaining, resetMs: Math.min(result.resetMs, extra.resetMs) };
+      return {
+        allowed: extra.allowed,
+        remaining: result.remaining,
+        resetMs: Math.min(result.resetMs, extra.resetMs),
+        burst: { remaining: extra.remaining, resetMs: extra.resetMs },
+      };
     },
     peek: (key) => main.peek(key, Date.now()),
   };
@@ -307,25 +317,38 @@ export function flexibleLimiter(
     duration: spec.durationSeconds,
     blockDuration: spec.blockSeconds ?? 0,
   });
-  const limiter =
+  const burst =
     spec.burst === undefined
-      ? main
-      : new BurstyRateLimiter(
-          main,
-          make({
-            keyPrefix: `fg:${spec.name}:burst`,
-            points: spec.burst.points,
-            duration: spec.burst.durationSeconds,
-            blockDuration: 0,
-          }),
-        );
+      ? undefined
+      : make({
+          keyPrefix: `fg:${spec.name}:burst`,
+          points: spec.burst.points,
+          duration: spec.burst.durationSeconds,
+          blockDuration: 0,
+        });
+  const failed = (cause: unknown): never => {
+    throw new RateLimitStoreError('the rate-limit store failed', { cause });
+  };
+  // rate-limiter-flexible's BurstyRateLimiter, step by step: it spends the burst points only
+  // once the main ones are spent, as here, but its answer hides the burst's own state.
+  const withBurst = (spent: RateLimiterRes, extra: RateLimiterRes, allowed: boolean): LimiterResult => ({
+    allowed,
+    remaining: spent.remainingPoints,
+    resetMs: Math.max(0, Math.min(spent.msBeforeNext, extra.msBeforeNext)),
+    burst: { remaining: extra.remainingPoints, resetMs: Math.max(0, extra.msBeforeNext) },
+  });
   return {
     consume: (key, cost) =>
-      limiter.consume(key, cost).then(
+      main.consume(key, cost).then(
         (res) => result(res, true),
         (rejection: unknown) => {
-          if (rejection instanceof RateLimiterRes) return result(rejection, false);
-          throw new RateLimitStoreError('the rate-limit store failed', { cause: rejection });
+          if (!(rejection instanceof RateLimiterRes)) return failed(rejection);
+          if (burst === undefined) return result(rejection, false);
+          return burst.consume(key, cost).then(
+            (extra) => withBurst(rejection, extra, true),
+            (refused: unknown) =>
+              refused instanceof RateLimiterRes ? withBurst(rejection, refused, false) : failed(refused),
+          );
         },
       ),
     peek: (key) =>
