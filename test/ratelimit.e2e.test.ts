@@ -10,7 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMemoryDenylist, createRedisRateLimitStore } from '@fluxguard/core';
 import type { ArtifactClient, Outcome } from './support/clients.js';
 import { captureLog } from './support/log-capture.js';
-import { startRedis, startRedisCluster, type RedisClusterUnderTest, type RedisUnderTest } from './support/redis.js';
+import {
+  startRedis,
+  startRedisCluster,
+  type RedisClusterUnderTest,
+  type RedisUnderTest,
+} from '@fluxguard/test-support/redis';
 import {
   TRANSPORTS,
   createE2eEnvironment,

@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from './support/clients.js';
-import { startRedis, type RedisUnderTest } from './support/redis.js';
+import { startRedis, type RedisUnderTest } from '@fluxguard/test-support/redis';
 import {
   TRANSPORTS,
   createE2eEnvironment,

@@ -1,5 +1,6 @@
 import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { FLAG, FRAME, PREFACE, h2Frame as frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 
 /**
  * A gRPC request stream opened by hand on `session` (POST, `application/grpc`, `te: trailers`,
@@ -38,42 +39,8 @@ export interface RapidResetResult {
   readonly closed: boolean;
 }
 
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-const FRAME = { DATA: 0x0, HEADERS: 0x1, RST_STREAM: 0x3, SETTINGS: 0x4, GOAWAY: 0x7 } as const;
-const END_STREAM = 0x1;
-const END_HEADERS = 0x4;
-const ACK = 0x1;
+/** RST_STREAM's CANCEL error code (RFC 9113 §7). */
 const CANCEL = 0x8;
-
-function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head.writeUInt8(type, 3);
-  head.writeUInt8(flags, 4);
-  head.writeUInt32BE(streamId & 0x7fffffff, 5);
-  return Buffer.concat([head, payload]);
-}
-
-/** HPACK: each field as a literal without indexing, new name, no Huffman (RFC 7541 §6.2.2). */
-function hpackLiterals(fields: readonly (readonly [string, string])[]): Buffer {
-  const parts: Buffer[] = [];
-  const length = (n: number): Buffer => {
-    if (n < 127) return Buffer.from([n]);
-    const bytes = [127];
-    let rest = n - 127;
-    while (rest >= 128) {
-      bytes.push((rest % 128) + 128);
-      rest = Math.floor(rest / 128);
-    }
-    bytes.push(rest);
-    return Buffer.from(bytes);
-  };
-  for (const [name, value] of fields) {
-    parts.push(Buffer.from([0x00]), length(name.length), Buffer.from(name, 'latin1'));
-    parts.push(length(value.length), Buffer.from(value, 'latin1'));
-  }
-  return Buffer.concat(parts);
-}
 
 /**
  * Connects with TLS (ALPN h2, no client certificate) and opens and resets streams on `path`
@@ -119,8 +86,8 @@ export async function rapidReset(options: {
       const flags = inbound.readUInt8(4);
       const payload = inbound.subarray(9, 9 + length);
       if (type === FRAME.GOAWAY && payload.length >= 8) seen.goawayCode ??= payload.readUInt32BE(4);
-      if (type === FRAME.SETTINGS && (flags & ACK) === 0 && !socket.destroyed) {
-        socket.write(frame(FRAME.SETTINGS, ACK, 0, Buffer.alloc(0)));
+      if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0 && !socket.destroyed) {
+        socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
       }
       inbound = inbound.subarray(9 + length);
     }
@@ -131,7 +98,7 @@ export async function rapidReset(options: {
       resolve();
     });
   });
-  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0, Buffer.alloc(0))]));
+  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]));
 
   const block = hpackLiterals([
     [':method', 'POST'],
@@ -145,7 +112,7 @@ export async function rapidReset(options: {
   rst.writeUInt32BE(CANCEL);
   const end = (streamId: number): Buffer =>
     options.complete === true
-      ? frame(FRAME.DATA, END_STREAM, streamId, Buffer.alloc(5))
+      ? frame(FRAME.DATA, FLAG.END_STREAM, streamId, Buffer.alloc(5))
       : frame(FRAME.RST_STREAM, 0, streamId, rst);
   const started = performance.now();
   let streams = 0;
@@ -159,7 +126,7 @@ export async function rapidReset(options: {
   ) {
     const batch: Buffer[] = [];
     for (let i = 0; i < 100; i++, streamId += 2, streams += 1) {
-      batch.push(frame(FRAME.HEADERS, END_HEADERS, streamId, block), end(streamId));
+      batch.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, streamId, block), end(streamId));
     }
     const flushed = socket.write(Buffer.concat(batch));
     // Lets the server's frames in, and keeps the client's own buffer bounded.

@@ -22,10 +22,10 @@ import {
   type Json,
   type Started,
 } from './testing/harness.js';
+import { h2Frame } from '@fluxguard/test-support/http2-frames';
 import {
   CLIENT_PREFACE,
   grpcFrame,
-  h2Frame,
   grpcRequestHeaderBlock,
   openRawSession,
   rawGrpcCall,

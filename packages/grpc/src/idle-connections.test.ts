@@ -19,7 +19,8 @@ import {
   type TestPki,
   type TestServer,
 } from './testing/tls.js';
-import { CLIENT_PREFACE, h2Frame, hpackLiterals } from './testing/raw-http2.js';
+import { h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
+import { CLIENT_PREFACE } from './testing/raw-http2.js';
 
 const IDLE_MS = 400;
 const FLOOD = 200;

@@ -11,11 +11,11 @@ import { StreamDecoder } from '@grpc/grpc-js/build/src/stream-decoder.js';
 import { addService, fluxguardInterceptors } from './index.js';
 import { compactMessageFragments } from './message-fragments.js';
 import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
+import { h2Frame } from '@fluxguard/test-support/http2-frames';
 import {
   CLIENT_PREFACE,
   grpcRequestHeaderBlock,
   grpcFrame,
-  h2Frame,
   openRawSession,
   rawGrpcCall,
 } from './testing/raw-http2.js';

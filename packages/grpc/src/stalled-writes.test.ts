@@ -10,7 +10,8 @@ import type { Server, ServerWritableStream } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
 import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
 import { captureAudit } from './testing/harness.js';
-import { CLIENT_PREFACE, grpcFrame, h2Frame, hpackLiterals } from './testing/raw-http2.js';
+import { h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
+import { CLIENT_PREFACE, grpcFrame } from './testing/raw-http2.js';
 import {
   createTestPki,
   perOperationCredentials,

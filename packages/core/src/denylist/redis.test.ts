@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
 import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
-import { startRedis, stopRedis, type RedisServer } from '../testing/redis.js';
+import { startRedis, type RedisUnderTest } from '@fluxguard/test-support/redis';
 import { createRedisDenylist } from './redis.js';
 
 function client(port: number): Redis {
@@ -19,7 +19,7 @@ function client(port: number): Redis {
 }
 
 // A real redis-server, started here on a free port; the test fails (never skips) without one.
-let redis: RedisServer;
+let redis: RedisUnderTest;
 let key: TestKey;
 const clients: Redis[] = [];
 
@@ -27,9 +27,9 @@ beforeAll(async () => {
   [redis, key] = await Promise.all([startRedis(), makeKey('ES256', 'k1')]);
 });
 
-afterAll(() => {
+afterAll(async () => {
   for (const c of clients) c.disconnect();
-  if (redis.proc.exitCode === null) redis.proc.kill('SIGKILL');
+  await redis.stop();
 });
 
 describe('createRedisDenylist with a real redis-server', () => {
@@ -76,7 +76,7 @@ describe('createRedisDenylist with a real redis-server', () => {
     });
     const token = await sign(key, { claims: { jti: 'tok-hang' } });
     await verifier.verify(token);
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     try {
       const started = Date.now();
       const err: unknown = await verifier.verify(token).catch((e: unknown) => e);
@@ -88,7 +88,7 @@ describe('createRedisDenylist with a real redis-server', () => {
       expect(next).toMatchObject({ code: 'unavailable', reason: 'denylist_unavailable' });
       expect(((next as Error).cause as Error).message).toMatch(/did not answer within 200 ms/);
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
   });
 
@@ -99,7 +99,7 @@ describe('createRedisDenylist with a real redis-server', () => {
     clients.push(c);
     await c.ping();
     const denylist = createRedisDenylist({ client: c, timeoutMs: 60_000, maxPendingCommands: 3 });
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     let waiting: Promise<boolean>[];
     try {
       waiting = ['a', 'b', 'c'].map((jti) => denylist.isRevoked(jti));
@@ -111,7 +111,7 @@ describe('createRedisDenylist with a real redis-server', () => {
         reason: 'denylist_unavailable',
       });
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
     await expect(Promise.all(waiting)).resolves.toEqual([false, false, false]);
     await expect(denylist.isRevoked('d')).resolves.toBe(false);
@@ -137,9 +137,7 @@ describe('createRedisDenylist with a real redis-server', () => {
     });
     const token = await sign(key, { claims: { jti: 'tok-2' } });
     await verifier.verify(token);
-    const exited = new Promise((r) => redis.proc.once('exit', r));
-    redis.proc.kill('SIGKILL');
-    await exited;
+    await redis.stop();
     for (let i = 0; i < 3; i++) {
       const started = Date.now();
       await expect(verifier.verify(token)).rejects.toMatchObject({
@@ -196,7 +194,7 @@ describe('createRedisDenylist on a Redis that evicts keys', () => {
       expect(warned).toEqual([expect.stringContaining('maxmemory-policy "allkeys-lru"')]);
     } finally {
       admin.disconnect();
-      await stopRedis(own);
+      await own.stop();
     }
   });
 });

@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLogger } from '../audit/audit-logger.js';
-import { startRedis, stopRedis, type RedisServer } from '../testing/redis.js';
+import { startRedis, type RedisUnderTest } from '@fluxguard/test-support/redis';
 import { createRedisRateLimitStore } from './redis-store.js';
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
@@ -334,7 +334,7 @@ describe('createBruteForceProtection while verdicts are on their way', () => {
 });
 
 describe('createBruteForceProtection with a Redis store (a real redis-server)', () => {
-  let redis: RedisServer;
+  let redis: RedisUnderTest;
   let client: Redis;
   beforeAll(async () => {
     redis = await startRedis();
@@ -346,7 +346,7 @@ describe('createBruteForceProtection with a Redis store (a real redis-server)', 
   });
   afterAll(async () => {
     client.disconnect();
-    await stopRedis(redis);
+    await redis.stop();
   });
 
   it('keeps a block this replica counted while Redis hangs, refusing without asking it', async () => {
@@ -361,7 +361,7 @@ describe('createBruteForceProtection with a Redis store (a real redis-server)', 
       expect(await attempt(control, call('203.0.113.77:1'), badSignature())).toBeUndefined();
     }
     expect(await attempt(control, call('203.0.113.77:2'))).toMatchObject({ reason: 'brute_force_blocked' });
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     try {
       // Answered at once: the store's 60 s deadline would make the test time out.
       expect(await attempt(control, call('203.0.113.77:3'))).toMatchObject({
@@ -369,7 +369,7 @@ describe('createBruteForceProtection with a Redis store (a real redis-server)', 
         reason: 'brute_force_blocked',
       });
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
   });
 

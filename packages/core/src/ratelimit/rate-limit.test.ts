@@ -7,7 +7,7 @@ import { SecurityError } from '../errors/security-error.js';
 import { CallState } from '../pipeline/call-context.js';
 import { createPipeline } from '../pipeline/pipeline.js';
 import { compileRbac } from '../rbac/rbac.js';
-import { freePort } from '../testing/redis.js';
+import { freePort } from '@fluxguard/test-support/redis';
 import { createRateLimit, type RateLimitOptions, type RateLimitRule } from './rate-limit.js';
 import { createRedisRateLimitStore } from './redis-store.js';
 import { RateLimitStoreError, createMemoryRateLimitStore, type RateLimitStore } from './store.js';

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLogger, type AuditLogger } from '../audit/audit-logger.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { freePort, startRedis, stopRedis, type RedisServer } from '../testing/redis.js';
+import { freePort, startRedis, type RedisUnderTest } from '@fluxguard/test-support/redis';
 import { createRedisRateLimitStore, type RedisRateLimitStoreOptions } from './redis-store.js';
 import { RateLimitStoreError, type LimiterSpec, type StoreLimiter } from './store.js';
 
@@ -48,7 +48,7 @@ function spec(overrides: Partial<LimiterSpec> = {}): LimiterSpec {
 
 const events = (lines: Record<string, unknown>[], event: string) => lines.filter((l) => l.event === event);
 
-let redis: RedisServer;
+let redis: RedisUnderTest;
 
 beforeAll(async () => {
   redis = await startRedis();
@@ -56,7 +56,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of clients) c.disconnect();
-  await stopRedis(redis);
+  await redis.stop();
 });
 
 describe('createRedisRateLimitStore with a real redis-server', () => {
@@ -116,7 +116,7 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
     const store = createRedisRateLimitStore({ client: c, audit, keyPrefix: 'slow', timeoutMs: 100 });
     const open = store.limiter(spec({ name: 'open', points: 1 }));
     const closed = store.limiter(spec({ name: 'closed', storeFailure: 'closed' }));
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     try {
       expect(await open.consume('k', 1)).toMatchObject({ allowed: true, local: true });
       expect(await open.consume('k', 1)).toMatchObject({ allowed: false, local: true });
@@ -125,7 +125,7 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
       // The first count waited out the deadline; the next, of any rule, fail without waiting.
       expect(((error as Error).cause as Error).message).toMatch(/did not answer within 100 ms/);
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
     expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(1);
     expect(events(lines, 'ratelimit.store_unavailable')[0]?.cause).toMatch(/took longer than 100 ms/);
@@ -137,12 +137,12 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
     const closed = createRedisRateLimitStore({ client: c, audit, keyPrefix: 'tiny', timeoutMs: 1 }).limiter(
       spec({ storeFailure: 'closed' }),
     );
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     try {
       await expect(closed.consume('k', 1)).rejects.toBeInstanceOf(RateLimitStoreError);
       await expect(closed.peek('k')).rejects.toBeInstanceOf(RateLimitStoreError);
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
   });
 });
@@ -160,7 +160,7 @@ describe('createRedisRateLimitStore while Redis hangs', () => {
     });
     const open = store.limiter(spec({ name: 'open', points: 1_000 }));
     const closed = store.limiter(spec({ name: 'closed', storeFailure: 'closed' }));
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     let waiting: Promise<unknown>[];
     try {
       waiting = Array.from({ length: 10 }, () => Promise.resolve(open.consume('k', 1)));
@@ -171,7 +171,7 @@ describe('createRedisRateLimitStore while Redis hangs', () => {
       expect(refused).toBeInstanceOf(RateLimitStoreError);
       expect(((refused as Error).cause as Error).message).toContain('10 Redis commands are already waiting');
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
     // The ten held are Redis's to answer once it is back.
     const shared = (await Promise.all(waiting)) as { local?: boolean }[];
@@ -225,7 +225,7 @@ describe('createRedisRateLimitStore outage reports', () => {
       expect((await limiter.consume('k', 1)).local).toBeUndefined();
       expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(0);
 
-      await stopRedis(own);
+      await own.stop();
       for (let i = 0; i < 50; i++) expect((await limiter.consume('k', 1)).local).toBe(true);
       const first = events(lines, 'ratelimit.store_unavailable');
       expect(first).toHaveLength(1);
@@ -239,20 +239,16 @@ describe('createRedisRateLimitStore outage reports', () => {
       expect(again[1]).toMatchObject({ failures: 50 });
       expect(again[1]?.downForMs).toBeGreaterThanOrEqual(400);
 
-      const restarted = await startRedis(own.port);
-      try {
-        await ready(c);
-        expect((await limiter.consume('k', 1)).local).toBeUndefined();
-        await limiter.consume('k', 1);
-        const recovered = events(lines, 'ratelimit.store_recovered');
-        expect(recovered).toHaveLength(1);
-        expect(recovered[0]).toMatchObject({ level: 40, store: 'redis' });
-        expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(2);
-      } finally {
-        await stopRedis(restarted);
-      }
+      await own.restart();
+      await ready(c);
+      expect((await limiter.consume('k', 1)).local).toBeUndefined();
+      await limiter.consume('k', 1);
+      const recovered = events(lines, 'ratelimit.store_recovered');
+      expect(recovered).toHaveLength(1);
+      expect(recovered[0]).toMatchObject({ level: 40, store: 'redis' });
+      expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(2);
     } finally {
-      await stopRedis(own);
+      await own.stop();
     }
   });
 });
@@ -279,7 +275,7 @@ describe('createRedisRateLimitStore with a Redis that answers reads and refuses 
       expect((await limiter.consume('k', 1)).local).toBeUndefined();
       expect(events(lines, 'ratelimit.store_recovered')).toHaveLength(1);
     } finally {
-      await stopRedis(own);
+      await own.stop();
     }
   });
 });

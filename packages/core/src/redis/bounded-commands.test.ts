@@ -3,10 +3,10 @@
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRedis, stopRedis, type RedisServer } from '../testing/redis.js';
+import { startRedis, type RedisUnderTest } from '@fluxguard/test-support/redis';
 import { boundedCommands, warnOfClientTimeout, type BoundedCommands } from './bounded-commands.js';
 
-let redis: RedisServer;
+let redis: RedisUnderTest;
 let client: Redis;
 
 beforeAll(async () => {
@@ -18,7 +18,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   client.disconnect();
-  await stopRedis(redis);
+  await redis.stop();
 });
 
 /**
@@ -68,7 +68,7 @@ describe('boundedCommands against a real redis-server', () => {
   it('fails a command Redis does not answer in time, and counts it as waiting until Redis answers', async () => {
     const commands = boundedCommands(50, 10, undefined, 100);
     let late: Promise<number> | undefined;
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     try {
       await expect(
         commands.run(() => {
@@ -78,7 +78,7 @@ describe('boundedCommands against a real redis-server', () => {
       ).rejects.toThrow('Redis took longer than 50 ms');
       expect(commands.pending).toBe(1);
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
     await late;
     expect(commands.pending).toBe(0);
@@ -93,7 +93,7 @@ describe('boundedCommands against a real redis-server', () => {
       sent += 1;
       return client.exists('probe');
     };
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     try {
       await expect(commands.run(exists)).rejects.toThrow('Redis took longer than 50 ms');
       // A call that counts several rules waits out one deadline, not one for each rule.
@@ -112,7 +112,7 @@ describe('boundedCommands against a real redis-server', () => {
       expect(sent).toBe(2);
       expect(commands.pending).toBe(2);
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
     // The late answers show Redis is back: the next command probes at once, and its answer in
     // time ends the slow state.
@@ -124,12 +124,12 @@ describe('boundedCommands against a real redis-server', () => {
   it('serves the call that probes a Redis that answers again: the first call after a hang gets its answer', async () => {
     // A deadline a loaded machine cannot miss by scheduling alone: the probe's answer is what counts.
     const commands = boundedCommands(500, 100, undefined, 150);
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     try {
       await expect(commands.run(() => client.exists('probe'))).rejects.toThrow('Redis took longer than 500 ms');
       await expect(commands.run(() => client.exists('probe'))).rejects.toThrow('did not answer within 500 ms');
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
     // Past the interval the next command is a probe whatever the late answers have shown.
     await new Promise((resolve) => setTimeout(resolve, 200));
@@ -140,7 +140,7 @@ describe('boundedCommands against a real redis-server', () => {
 
   it('fails at once beyond maxPending commands waiting, so a hung Redis holds a bounded queue', async () => {
     const commands = boundedCommands(60_000, 5);
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     let waiting: Promise<number>[];
     try {
       waiting = Array.from({ length: 5 }, (_, i) => commands.run(() => client.exists(`k${String(i)}`)));
@@ -151,7 +151,7 @@ describe('boundedCommands against a real redis-server', () => {
       expect(String((refused[0] as PromiseRejectedResult).reason)).toContain('5 Redis commands are already waiting');
       expect(commands.pending).toBe(5);
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
     await expect(Promise.all(waiting)).resolves.toEqual([0, 0, 0, 0, 0]);
     expect(commands.pending).toBe(0);
@@ -165,7 +165,7 @@ describe('boundedCommands against a real redis-server', () => {
       sent.push(command);
       return command;
     };
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     try {
       const first = await Promise.allSettled(
         Array.from({ length: 5 }, (_, i) => commands.run(exists(`t${String(i)}`))),
@@ -181,7 +181,7 @@ describe('boundedCommands against a real redis-server', () => {
       expect(more.every((r) => r.status === 'rejected')).toBe(true);
       expect(sent).toHaveLength(6);
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
     await Promise.allSettled(sent);
     // The next answer shows that Redis has taken everything sent before it.
@@ -192,7 +192,7 @@ describe('boundedCommands against a real redis-server', () => {
 
   it('forgets the commands it counted once their connection closes, taking its queue with it', async () => {
     const { impatient, commands, sent } = await impatientCommands();
-    redis.proc.kill('SIGSTOP');
+    redis.pause();
     try {
       await Promise.allSettled(
         Array.from({ length: 3 }, () =>
@@ -210,7 +210,7 @@ describe('boundedCommands against a real redis-server', () => {
       await closed;
       expect(commands.pending).toBe(0);
     } finally {
-      redis.proc.kill('SIGCONT');
+      redis.resume();
     }
   });
 

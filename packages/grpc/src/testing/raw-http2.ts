@@ -2,15 +2,13 @@
 // client would never send (odd headers, a declared length it never fills, a request it never ends).
 import { once } from 'node:events';
 import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { FRAME, PREFACE, h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 
 /**
  * What an HTTP/2 client sends first: the connection preface and an empty SETTINGS frame. A
  * socket that sends it has a session on the server, and falls under its idle limit.
  */
-export const CLIENT_PREFACE = Buffer.concat([
-  Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'),
-  Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]),
-]);
+export const CLIENT_PREFACE = Buffer.concat([PREFACE, h2Frame(FRAME.SETTINGS, 0, 0)]);
 
 /** An HTTP/2 session to `address` (`host:port`, cleartext) whose errors are ignored. */
 export function openRawSession(address: string, settings?: Parameters<typeof connect>[1]): ClientHttp2Session {
@@ -97,43 +95,9 @@ export async function rawGrpcCall(
   };
 }
 
-/** One HTTP/2 frame: the 9-byte header, then `payload`. */
-export function h2Frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head.writeUInt8(type, 3);
-  head.writeUInt8(flags, 4);
-  head.writeUInt32BE(streamId & 0x7fffffff, 5);
-  return Buffer.concat([head, payload]);
-}
-
-/** A header block of literal fields without indexing, each with a new name (RFC 7541 §6.2.2), no Huffman. */
-export function hpackLiterals(fields: readonly (readonly [string, string])[]): Buffer {
-  const length = (n: number): Buffer => {
-    if (n < 127) return Buffer.from([n]);
-    const bytes = [127];
-    let rest = n - 127;
-    while (rest >= 128) {
-      bytes.push((rest % 128) + 128);
-      rest = Math.floor(rest / 128);
-    }
-    bytes.push(rest);
-    return Buffer.from(bytes);
-  };
-  return Buffer.concat(
-    fields.flatMap(([name, value]) => [
-      Buffer.from([0x00]),
-      length(name.length),
-      Buffer.from(name, 'latin1'),
-      length(value.length),
-      Buffer.from(value, 'latin1'),
-    ]),
-  );
-}
-
 /**
  * The header block of a gRPC request to `path` on a cleartext connection, as literal fields
- * (see {@link hpackLiterals}), with `extra` fields after the usual ones.
+ * (see `hpackLiterals`), with `extra` fields after the usual ones.
  */
 export function grpcRequestHeaderBlock(path: string, extra: readonly (readonly [string, string])[] = []): Buffer {
   return hpackLiterals([

@@ -1,3 +1,6 @@
+// A real redis-server on a free loopback port, for the tests that need one: they fail (never
+// skip) when it cannot start, since a mocked Redis would not show how ioredis and the Lua scripts
+// behave when the server stalls or dies.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -18,7 +21,8 @@ export interface RedisUnderTest {
   resume(): void;
 }
 
-async function freePort(): Promise<number> {
+/** A port on 127.0.0.1 that nothing listened on a moment ago. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.on('error', reject);
