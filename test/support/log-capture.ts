@@ -1,5 +1,5 @@
-import { Writable } from 'node:stream';
 import { createAuditLogger, type AuditLogger } from '@fluxguard/core';
+import { captureLines } from '@fluxguard/test-support/log-lines';
 
 /** One parsed pino line. */
 export type LogLine = Record<string, unknown>;
@@ -14,18 +14,7 @@ export interface CapturedLog {
 
 /** Creates an audit logger writing into memory. */
 export function captureLog(): CapturedLog {
-  const lines: LogLine[] = [];
-  const raw: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString('utf8').split('\n')) {
-        if (line.trim() === '') continue;
-        raw.push(line);
-        lines.push(JSON.parse(line) as LogLine);
-      }
-      done();
-    },
-  });
+  const { destination, lines, raw } = captureLines();
   const audit = createAuditLogger({ destination, level: 'debug' });
   return {
     audit,

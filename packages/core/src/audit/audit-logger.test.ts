@@ -4,19 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
 import { createAuditLogger } from './audit-logger.js';
 import { scrubSecrets } from './redaction.js';
+import { captureLines } from '@fluxguard/test-support/log-lines';
 
-function capture(): { lines: Record<string, unknown>[]; destination: Writable } {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) {
-        if (line.trim() !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
-      }
-      done();
-    },
-  });
-  return { lines, destination };
-}
+const capture = captureLines;
 
 const TOKEN = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl';
 

@@ -1,5 +1,4 @@
 import { once } from 'node:events';
-import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLogger, type AuditLogger } from '../audit/audit-logger.js';
@@ -7,17 +6,10 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { freePort, startRedis, type RedisUnderTest } from '@fluxguard/test-support/redis';
 import { createRedisRateLimitStore, type RedisRateLimitStoreOptions } from './redis-store.js';
 import { RateLimitStoreError, type LimiterSpec, type StoreLimiter } from './store.js';
+import { captureLines } from '@fluxguard/test-support/log-lines';
 
 function capture(): { audit: AuditLogger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) {
-        if (line.trim() !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
-      }
-      done();
-    },
-  });
+  const { destination, lines } = captureLines();
   return { audit: createAuditLogger({ destination }), lines };
 }
 

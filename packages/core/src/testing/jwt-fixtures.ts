@@ -2,11 +2,11 @@
 // audit log and a JWKS endpoint a test can take down, slow down or rotate.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK, type JWTPayload } from 'jose';
 import { createAuditLogger, type AuditLogger } from '../audit/audit-logger.js';
 import type { CallInfo, CertificateIdentity, HeaderReader } from '../call/call-info.js';
 import { SecurityError } from '../errors/security-error.js';
+import { captureLines } from '@fluxguard/test-support/log-lines';
 
 export const ISSUER = 'https://id.example.test';
 export const AUDIENCE = 'artifacts';
@@ -97,13 +97,7 @@ export function testCall(
 
 /** An audit logger whose lines (one a write) are collected as parsed JSON. */
 export function capturedAudit(): { audit: AuditLogger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _e, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { destination, lines } = captureLines();
   return { audit: createAuditLogger({ destination }), lines };
 }
 

@@ -10,7 +10,6 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type ConnectionOptions, type PeerCertificate } from 'node:tls';
-import { Writable } from 'node:stream';
 import type { Express } from 'express';
 import { Agent } from 'undici';
 import {
@@ -26,6 +25,7 @@ import {
   type IssuedCertificate,
 } from '@fluxguard/core/dev-pki';
 import { createSecureServer } from '../index.js';
+import { captureLines } from '@fluxguard/test-support/log-lines';
 
 export const ISSUER = 'https://id.fluxguard.test';
 export const AUDIENCE = 'express-tests';
@@ -128,22 +128,8 @@ export interface CapturedAudit {
 }
 
 export function captureAudit(options: Pick<AuditLoggerOptions, 'foldRefusals'> = {}): CapturedAudit {
-  const chunks: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      chunks.push(chunk.toString('utf8'));
-      callback();
-    },
-  });
-  return {
-    audit: createAuditLogger({ ...options, destination, level: 'debug' }),
-    lines: () =>
-      chunks
-        .join('')
-        .split('\n')
-        .filter((l) => l.trim() !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
+  const { destination, lines } = captureLines();
+  return { audit: createAuditLogger({ ...options, destination, level: 'debug' }), lines: () => [...lines] };
 }
 
 export async function listen(server: Server): Promise<Served> {

@@ -1,6 +1,5 @@
 // Shared by this package's tests: a real grpc-js server on an ephemeral port, a real client,
 // a JSON-encoded four-method test service and a captured audit log.
-import { Writable } from 'node:stream';
 import {
   Client,
   Metadata,
@@ -20,6 +19,7 @@ import {
 } from '@grpc/grpc-js';
 import { createAuditLogger, type AuditLogger, type AuditLoggerOptions } from '@fluxguard/core';
 import type { SafeImplementation } from '../handlers.js';
+import { captureLines } from '@fluxguard/test-support/log-lines';
 
 export type Json = Record<string, unknown>;
 
@@ -60,23 +60,8 @@ export function captureAudit(options: Pick<AuditLoggerOptions, 'foldRefusals'> =
   audit: AuditLogger;
   lines: () => Json[];
 } {
-  const chunks: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      chunks.push(chunk.toString('utf8'));
-      callback();
-    },
-  });
-  const audit = createAuditLogger({ ...options, destination, level: 'debug' });
-  return {
-    audit,
-    lines: () =>
-      chunks
-        .join('')
-        .split('\n')
-        .filter((line) => line.trim() !== '')
-        .map((line) => JSON.parse(line) as Json),
-  };
+  const { destination, lines } = captureLines();
+  return { audit: createAuditLogger({ ...options, destination, level: 'debug' }), lines: () => [...lines] };
 }
 
 export interface Started {
