@@ -310,12 +310,16 @@ describe.each(TRANSPORTS)('a rule with a burst over %s', (transport) => {
     if (transport === 'http') {
       expect(first.exposed).toMatch(/"ratelimit":"\\"lists\\";r=0;t=(5[0-9]|60)"/);
       // The second list is the burst's.
-      expect(second.exposed).toMatch(/"ratelimit":"\\"lists\\";r=0;t=(2[0-9]|30), \\"lists\/burst\\";r=0;t=(2[0-9]|30)"/);
+      expect(second.exposed).toMatch(
+        /"ratelimit":"\\"lists\\";r=0;t=(2[0-9]|30), \\"lists\/burst\\";r=0;t=(2[0-9]|30)"/,
+      );
     }
     const refused = await alice.list('demo/');
     expectRateLimited(alice, refused);
     expect(refused.exposed).toMatch(/"ratelimit-policy":\[?"\\"lists\\";q=1;w=60, \\"lists\/burst\\";q=1;w=30"/);
-    expect(refused.exposed).toMatch(/"ratelimit":\[?"\\"lists\\";r=0;t=(2[0-9]|30), \\"lists\/burst\\";r=0;t=(2[0-9]|30)"/);
+    expect(refused.exposed).toMatch(
+      /"ratelimit":\[?"\\"lists\\";r=0;t=(2[0-9]|30), \\"lists\/burst\\";r=0;t=(2[0-9]|30)"/,
+    );
   });
 });
 
