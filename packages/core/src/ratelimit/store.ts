@@ -352,12 +352,7 @@ export function flexibleLimiter(
         },
       ),
     peek: (key) =>
-      main.get(key).then(
-        (res) => (res === null ? undefined : result(res, res.consumedPoints <= spec.points)),
-        (cause: unknown) => {
-          throw new RateLimitStoreError('the rate-limit store failed', { cause });
-        },
-      ),
+      main.get(key).then((res) => (res === null ? undefined : result(res, res.consumedPoints <= spec.points)), failed),
   };
 }
 
