@@ -43,6 +43,8 @@ async function expectNothingLeft(t: TransportUnderTest, relative: string): Promi
   expect(existsSync(at) ? readdirSync(at, { recursive: true }) : 'nothing').toBe('nothing');
 }
 
+/** Python's pickle.dumps(None, protocol=4): data only, nothing imported. */
+const NONE_PICKLE = Buffer.from('80049500000000000000004e2e', 'hex');
 /** Python's pickle.dumps(os.system, protocol=4): loading it imports posix.system. */
 const IMPORTING_PICKLE = Buffer.from('80049514000000000000008c05706f736978948c0673797374656d9493942e', 'hex');
 
@@ -259,8 +261,15 @@ const scenarios: readonly Scenario[] = [
   // np.savez stores its arrays; np.load(allow_pickle=True) unpickles an array of objects. Its
   // descr refuses it, whatever its pickle holds (None here, which no scan of imports would refuse).
   contentRefused('an .npz holding an array of Python objects', 'uploads/arrays.npz', [
-    zipOf(['arr_0.npy'], { 'arr_0.npy': npyOfObjects(Buffer.from('80049500000000000000004e2e', 'hex')) }),
+    zipOf(['arr_0.npy'], { 'arr_0.npy': npyOfObjects(NONE_PICKLE) }),
   ]),
+  // NumPy's descr_to_dtype unpacks the string 'xO' as a field x of type O, and '2 O' is two
+  // objects: np.load(allow_pickle=True) unpickled both. Their pickle (None) imports nothing,
+  // so the descr alone refuses them.
+  contentRefused("an .npz whose array's descr is a list of 2-character strings", 'uploads/fields.npz', [
+    zipOf(['arr_0.npy'], { 'arr_0.npy': npyOfObjects(NONE_PICKLE, "['xO']") }),
+  ]),
+  contentRefused('a .npy whose type string has a space', 'uploads/spaced.npy', [npyOfObjects(NONE_PICKLE, "'2 O'")]),
   // PyTorch's legacy checkpoint: a tar whose member `pickle` torch.load unpickles (os.system here).
   contentRefused('a tar holding a pickle (a legacy PyTorch checkpoint)', 'uploads/checkpoint.tar', [
     tarOf('sys_info', Buffer.from('little-endian')),
@@ -495,9 +504,9 @@ function tarOf(name: string, data: Buffer): Buffer {
 }
 
 /** A ZIP archive of entries with these names (stored, each a few bytes), with its central directory. */
-/** A NumPy .npy file (format 1.0) of Python objects: its `descr` says `|O`, and `pickled` follows its header. */
-function npyOfObjects(pickled: Buffer): Buffer {
-  const dict = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }";
+/** A NumPy .npy file (format 1.0) of Python objects: its `descr` (`'|O'` unless given), and `pickled` after its header. */
+function npyOfObjects(pickled: Buffer, descr = "'|O'"): Buffer {
+  const dict = `{'descr': ${descr}, 'fortran_order': False, 'shape': (1,), }`;
   const header = `${dict}${' '.repeat(63 - ((10 + dict.length) % 64))}\n`;
   const length = Buffer.alloc(2);
   length.writeUInt16LE(header.length);

@@ -41,6 +41,22 @@ describe('holdsNumpyObjects', () => {
     ...['O,', '|O,', 'O8,', '1O', '2O', '(2,)O', 'i4,O', 'i4, O', 'O,O', 'U1,O', 'O,(2,)i4', '(2, 3)O8'].map(
       (descr): [string, string] => [`the type string ${descr}`, `{'descr': '${descr}', ${REST}}`],
     ),
+    // Spaces NumPy reads past, and the other types it unpickles: variable-width strings (`T`)
+    // and type number 17 (`\x11`, the object type's number).
+    ...['2 O', '1O ', '2 object', '1|O\t', '2 O8,i4', 'T', '<T', '2T', 'U1,T', '\x11', 'i4,\x11'].map(
+      (descr): [string, string] => [`the type string ${JSON.stringify(descr)}`, `{'descr': '${descr}', ${REST}}`],
+    ),
+    // descr_to_dtype unpacks each field as (name, type): a 2-character string is a field.
+    ['a list of 2-character strings', `{'descr': ['xO'], ${REST}}`],
+    ['a dict of 2-character keys', `{'descr': {'xO': 0}, ${REST}}`],
+    ['a 2-character string among fields', `{'descr': [('a', '<f8'), 'bO'], ${REST}}`],
+    ['a 2-character string as a nested field', `{'descr': [('a', ['bO'])], ${REST}}`],
+    ['a type with a space as a field', `{'descr': [('a', '2 O')], ${REST}}`],
+    ['a titled object field', `{'descr': [(('title', 'a'), 'O')], ${REST}}`],
+    ['a subarray of objects', `{'descr': ('O', (2,)), ${REST}}`],
+    ['a dtype dict of names and formats', `{'descr': ('V8', {'names': 'ab', 'formats': 'fO'}), ${REST}}`],
+    ['a descr given twice', `{'descr': '<f8', 'descr': [['x', 'O']], ${REST}}`],
+    ['a descr under a key spelt otherwise', `{('descr'): '2 O', ${REST}}`],
   ])('finds an array of objects spelt with %s', (_label, dict) => {
     expect(holdsNumpyObjects(npy(dict))).toBe(true);
     expect(holdsNumpyObjects(npy(dict, 2))).toBe(true);
@@ -61,8 +77,53 @@ describe('holdsNumpyObjects', () => {
       'a header written with double quotes by NumPy (a field name with a quote)',
       `{'descr': [("it's", '<i4')], ${REST}}`,
     ],
+    // As NumPy writes them: padding fields, titles, subarray fields, nested records, a subarray type.
+    ['a record with padding', `{'descr': [('', '|V4'), ('x', '<f4')], ${REST}}`],
+    ['a record with a title', `{'descr': [(('title', 'a'), '<f8')], ${REST}}`],
+    ['a record with a subarray field', `{'descr': [('a', '<f8'), ('b', '<i4', (2, 3))], ${REST}}`],
+    ['a nested record', `{'descr': [('a', [('b', '<f8'), ('c', '|S2')])], ${REST}}`],
+    ['a subarray type', `{'descr': ('<f8', (2,)), ${REST}}`],
+    ['fields named like object types', `{'descr': [('O', '<f8'), ('xO', '<f8'), ('object', '<i4')], ${REST}}`],
+    ['numbers by their names', `{'descr': 'float64, int32, datetime64[ns]', ${REST}}`],
+    // Python 2's NumPy wrote a long integer's L; NumPy drops it and reads the header again.
+    ['a shape written by Python 2', `{'descr': '<f8', 'fortran_order': False, 'shape': (3L, 4L), }`],
   ])('passes an array of %s', (_label, dict) => {
     expect(holdsNumpyObjects(npy(dict))).toBe(false);
+  });
+
+  it('finds objects in every spelling with whitespace, wherever it stands', () => {
+    const objectTypes = ['O', '|O', '<O8', '=O', 'object', 'object_', 'T', '<T', '\x11'];
+    for (const type of objectTypes) {
+      for (const space of [' ', '\t', '\n', '\r', '\v', '\f']) {
+        for (const descr of [
+          `${space}${type}`,
+          `${type}${space}`,
+          `2${space}${type}`,
+          `(2,)${space}${type}`,
+          `<f8,${space}${type}`,
+          `${type}${space},i4`,
+        ]) {
+          const dict = `{'descr': '${descr}', ${REST}}`;
+          expect(holdsNumpyObjects(npy(dict)), JSON.stringify(descr)).toBe(true);
+        }
+      }
+    }
+  });
+
+  it.each([
+    ['not a dict', `['<f8']`],
+    ['a descr that is a number', `{'descr': 8, ${REST}}`],
+    ['a descr that is a set', `{'descr': {'<f8'}, ${REST}}`],
+    ['a field that is a list', `{'descr': [['a', '<f8']], ${REST}}`],
+    ['a field of four', `{'descr': [('a', '<f8', (2,), 'x')], ${REST}}`],
+    ['a subarray whose shape is a type', `{'descr': ('V8', 'O'), ${REST}}`],
+    ['a name NumPy never gives a type', `{'descr': 'Float64', ${REST}}`],
+    ['a call', `{'descr': dtype('<f8'), ${REST}}`],
+    ['a header cut short', `{'descr': '<f8', 'fortran_order': False, 'shape': (1,`],
+    ['a string cut short', `{'descr': '<f8`],
+    ['containers nested past any NumPy writes', `{'descr': ${'['.repeat(40)}${']'.repeat(40)}, ${REST}}`],
+  ])('takes a header NumPy never writes for one: %s', (_label, dict) => {
+    expect(holdsNumpyObjects(npy(dict))).toBe(true);
   });
 
   it('reads no other format, and asks for the whole header of a .npy', () => {

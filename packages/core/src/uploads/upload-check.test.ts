@@ -382,6 +382,38 @@ describe('createUploadCheck', () => {
       expect(inPieces(archive, 7)).toMatchObject({ reason: 'content_refused' });
     });
 
+    // Each of these, as a .npy or an .npz member, took np.load(allow_pickle=True) (NumPy 2.4) to
+    // its pickle, which imported posix.system, as an outside pass showed.
+    it.each([
+      ["a list of 2-character strings (descr_to_dtype reads 'xO' as a field x of type O)", "['xO']"],
+      ['a dict of 2-character keys', "{'xO': 0}"],
+      ['a type string with a space', "'2 O'"],
+      ['a type string with a space after it', "'1O '"],
+      ['a type name after a repeat count and a space', "'2 object'"],
+      ['a type string with a tab', "'1|O\t'"],
+      ['comma-separated fields with a space', "'2 O8,i4'"],
+      ['a field whose type has a space', "[('a', '2 O')]"],
+      ['variable-width strings, which NumPy pickles', "'<T'"],
+      ["the object type's number", "'\x11'"],
+    ])(
+      'refuses an array whose descr is %s: as a .npy, a stored and a deflated member, in pieces of any size',
+      (_label, descr) => {
+        const array = npy(descr, IMPORTING);
+        const uploads = [
+          array,
+          zip([{ name: 'arr_0.npy', data: array }]),
+          zip([
+            { name: 'readme.txt', data: Buffer.from('\n\xff') },
+            { name: 'arr_0.npy', data: deflateRawSync(array), method: 8 },
+          ]),
+        ];
+        for (const data of uploads) {
+          for (const size of [1, 7, 4096, 65_536])
+            expect(inPieces(data, size)).toMatchObject({ reason: 'content_refused' });
+        }
+      },
+    );
+
     // np.savez_compressed(f, weights=np.array([1.5, 2.5]), objects=np.array([{'k': 1}, None], dtype=object)),
     // and np.savez_compressed(f, weights=np.arange(6.0).reshape(2, 3), labels=np.array(['a', 'bc'])) (NumPy 2.4).
     const SAVEZ_COMPRESSED_OBJECTS = Buffer.from(

@@ -41,7 +41,8 @@ export type UploadReason =
  *   the whole upload read as it streams, so an archive behind other bytes (which Python's
  *   zipfile opens) is seen too; tar archives, each member's name and content read as a stream
  *   of its own (PyTorch's legacy checkpoints are tars holding a `pickle`); NumPy `.npy` arrays
- *   of Python objects (any object type string in their header, read whole: `uploads/numpy-header.ts`),
+ *   whose type holds Python objects (a header read whole, as NumPy writes it, each type string
+ *   against an allow list of plain types: `uploads/numpy-header.ts`),
  *   alone or as a member of an `.npz`, stored (`np.savez`) or deflated (`np.savez_compressed`):
  *   every ZIP entry's data that starts with the NumPy magic, as it stands and inflated, to its
  *   header's end. An upload that is a gzip or zlib
