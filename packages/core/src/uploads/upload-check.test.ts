@@ -647,6 +647,54 @@ describe('createUploadCheck, compressed uploads', () => {
     }
   });
 
+  it('refuses a gzip pickle sent a byte at a time once its first KiB is here, while the sender holds the rest', () => {
+    // Rows of numbers after the pickle: the stream runs to 16 KiB and more, in Huffman blocks
+    // the inflater hands on as they come (a stored block it hands on only whole).
+    const rows = Array.from({ length: 8000 }, (_, i) => `${String(i)},${String((i * 7919) % 10007)}\n`).join('');
+    const data = gzipSync(Buffer.concat([IMPORTING, Buffer.from(rows)]));
+    expect(data.length).toBeGreaterThan(16 * 1024);
+    const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(data) });
+    let sent = 0;
+    expect(() => {
+      for (; sent < data.length; sent++) check.update(data.subarray(sent, sent + 1));
+    }).toThrow(expect.objectContaining({ reason: 'content_refused' }));
+    expect(sent).toBeLessThan(2048);
+  });
+
+  it('reads a gzip stream whose header (a file name) runs past the first bytes gathered, in pieces of any size', () => {
+    // FNAME set, and a 3,000-byte name before the deflate data: Python's gzip reads past it.
+    const plain = gzipSync(IMPORTING);
+    const named = Buffer.concat([
+      plain.subarray(0, 3),
+      Buffer.from([(plain[3] ?? 0) | 0x08]),
+      plain.subarray(4, 10),
+      Buffer.alloc(3000, 0x61),
+      Buffer.from([0]),
+      plain.subarray(10),
+    ]);
+    for (const size of [1, 7, 1000, 1024, 4096, named.length]) {
+      const check = createUploadCheck().begin({ name: 'model.bin', sha256: sha(named) });
+      expect(() => {
+        for (let at = 0; at < named.length; at += size) check.update(named.subarray(at, at + size));
+        check.finish();
+      }, String(size)).toThrow(expect.objectContaining({ reason: 'content_refused' }));
+    }
+    const text = gzipSync(Buffer.from('a,b\n1,2\n'.repeat(1000)));
+    const namedText = Buffer.concat([
+      text.subarray(0, 3),
+      Buffer.from([0x08]),
+      text.subarray(4, 10),
+      Buffer.alloc(3000, 0x61),
+      Buffer.from([0]),
+      text.subarray(10),
+    ]);
+    for (const size of [1, 7, 1024]) {
+      const check = createUploadCheck().begin({ name: 'data.csv.gz', sha256: sha(namedText) });
+      for (let at = 0; at < namedText.length; at += size) check.update(namedText.subarray(at, at + size));
+      expect(check.finish()).toBe(sha(namedText));
+    }
+  });
+
   it('passes compressed content without a pickle, and text that only starts like zlib', () => {
     const csv = gzipSync(Buffer.from('a,b\n1,2\n'.repeat(1000)));
     expect(upload(csv, 'data.csv.gz')).toBe(sha(csv));
