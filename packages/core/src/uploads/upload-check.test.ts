@@ -414,6 +414,42 @@ describe('createUploadCheck', () => {
       },
     );
 
+    // zipfile.ZipFile(f, 'w', compression=ZIP_LZMA or ZIP_BZIP2).writestr('objects.npy', <np.save of
+    // np.array([None, {'k': 1}], dtype=object)>): np.load(allow_pickle=True) unpickles the member.
+    const LZMA_OBJECTS = Buffer.from(
+      'UEsDBD8AAgAOAHQjhF044nhB2gAAAB8BAAALAAAAb2JqZWN0cy5ucHkJBAUAXQAAgAAASZOGpN7TgnlqWw0jODarnZ1MTe7jbcMxYR0apQ/XnAr1k3szS/2duK0AcqeVbalPF4NHVHXgJ3h+TPopMYggkPZbwMQBUgDlb7Z8gbbvaPh5zpUKeY3WIQ9AmjHnASiLwmouzdimbI9hbaFpygvlRBEQfTzHXn3YZGiSIlgnbz3JOu2vEBoz+wrIYkOQqVDIvRASSW/hauMktKm61Us34W3Xw6Na2H3d0KSMVXwEeHd3qvuNMtrce1P5cbwDfaMqp8bCnrfVgTp4Zar/tCYAAFBLAQI/Az8AAgAOAHQjhF044nhB2gAAAB8BAAALAAAAAAAAAAAAAACAAQAAAABvYmplY3RzLm5weVBLBQYAAAAAAQABADkAAAADAQAAAAA=',
+      'base64',
+    );
+    const BZIP2_OBJECTS = Buffer.from(
+      'UEsDBC4AAAAMAHUjhF044nhBCwEAAB8BAAALAAAAb2JqZWN0cy5ucHlCWmg5MUFZJlNZw6+iSwAAYf/g/pQBAEDlEHCJG9Iiv2/fLkLkDgAAALAAutCInqn6pkZpBk0aGjIaGmmgAeoNH6kIqbCnqNlMRpkGmTTTRoxMRk0yG1GgamlNPUYQNMTTIDI0yaaZMmINDQtI34XKnXictOQIcr9iRnSFjIzjSDkd+rmXlAGUyNCNWz0O6Ryy0h9sdb4sphYGcgIy+ZJyCvtOZc1GKTt1EGweh5+6UG19LsJAOAhlONKLD4MwuqalvOVT0bikCNLZwOGPEAiFSwzANh6BnyonWglwKTaAVO6Y1lnxnmnEFpSlCcrCKqQ+nQdFQXwJw1tBKiNkzBFQfxdyRThQkMOvoktQSwECLgMuAAAADAB1I4RdOOJ4QQsBAAAfAQAACwAAAAAAAAAAAAAAgAEAAAAAb2JqZWN0cy5ucHlQSwUGAAAAAAEAAQA5AAAANAEAAAAA',
+      'base64',
+    );
+
+    it.each([
+      ["compressed with LZMA (Python's zipfile)", LZMA_OBJECTS],
+      ['compressed with bzip2', BZIP2_OBJECTS],
+      // Python's zipfile takes the method from the central directory; Zstandard from Python 3.14 on.
+      [
+        'said to be Zstandard by its central header only',
+        (() => {
+          const archive = zip([{ name: 'a.npy', data: Buffer.from('compressed bytes') }]);
+          archive.writeUInt16LE(93, archive.indexOf('PK\x01\x02', 0, 'latin1') + 10);
+          return archive;
+        })(),
+      ],
+      [
+        'said to be LZMA by its local header only (another reader may follow it)',
+        (() => {
+          const archive = zip([{ name: 'a.npy', data: Buffer.from('bytes'), method: 14 }]);
+          archive.writeUInt16LE(0, archive.indexOf('PK\x01\x02', 0, 'latin1') + 10);
+          return archive;
+        })(),
+      ],
+    ])('refuses an archive with a member %s: it cannot be read for an array of objects', (_label, archive) => {
+      for (const size of [1, 7, archive.length])
+        expect(inPieces(archive, size)).toMatchObject({ reason: 'content_refused' });
+    });
+
     // np.savez_compressed(f, weights=np.array([1.5, 2.5]), objects=np.array([{'k': 1}, None], dtype=object)),
     // and np.savez_compressed(f, weights=np.arange(6.0).reshape(2, 3), labels=np.array(['a', 'bc'])) (NumPy 2.4).
     const SAVEZ_COMPRESSED_OBJECTS = Buffer.from(

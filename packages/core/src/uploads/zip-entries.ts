@@ -24,7 +24,7 @@ const MAX_NESTED_HEADERS = 64;
  * The fewest bytes one entry whose data starts as a NumPy array takes in a real archive: a
  * local header (30), a name (1) and the array's header (64, as NumPy pads it). Heads closer
  * together than that are made up: a flood of them, one every 37 bytes, had each 512-byte head
- * read, 150 ms of CPU a MiB. Past 64 KiB of slack, `onForged` is called.
+ * read, 150 ms of CPU a MiB. Past 64 KiB of slack, `onRefused` is called.
  */
 const MIN_HEAD_SPACING = 95;
 const HEAD_SLACK_BYTES = 64 * 1024;
@@ -46,14 +46,22 @@ const LONG_HEADS_SLACK_BYTES = 1024 * 1024;
  */
 const CODE_LENGTHS_PER_BYTE = 2;
 
+/**
+ * The compression methods Python's zipfile opens besides stored and deflated: bzip2 (12), LZMA
+ * (14) and Zstandard (93, Python 3.14). NumPy reads an `.npz` member so compressed as any other,
+ * and the heads are read only as they stand and as deflated.
+ */
+const UNREAD_METHODS: ReadonlySet<number> = new Set([12, 14, 93]);
+
 interface HeaderOffsets {
+  readonly methodAt: number;
   readonly lengthAt: number;
   readonly extraLengthAt: number;
   readonly nameAt: number;
 }
 
-const LOCAL_OFFSETS: HeaderOffsets = Object.freeze({ lengthAt: 26, extraLengthAt: 28, nameAt: 30 });
-const CENTRAL_OFFSETS: HeaderOffsets = Object.freeze({ lengthAt: 28, extraLengthAt: 30, nameAt: 46 });
+const LOCAL_OFFSETS: HeaderOffsets = Object.freeze({ methodAt: 8, lengthAt: 26, extraLengthAt: 28, nameAt: 30 });
+const CENTRAL_OFFSETS: HeaderOffsets = Object.freeze({ methodAt: 10, lengthAt: 28, extraLengthAt: 30, nameAt: 46 });
 
 /** Where a header keeps its name's and extra field's lengths, and where its name starts; by signature. */
 function headerOffsets(signature: number): HeaderOffsets | undefined {
@@ -91,7 +99,7 @@ interface Walks {
  * the header it read: compressed data can hold a signature by chance, or on purpose with long
  * lengths, and skipping that "name" or "extra field" would skip the real headers inside it. Past
  * {@link MAX_NESTED_HEADERS} headers that start inside the name or extra field of one before
- * them, or more heads than the bytes so far can hold (see {@link EntryHeads}), `onForged` is
+ * them, or more heads than the bytes so far can hold (see {@link EntryHeads}), `onRefused` is
  * called (the upload check refuses the upload): a header every 4 bytes, each
  * claiming the next 20 KiB, cost 330 ms of CPU a MiB to read, 150 times plain bytes. A
  * header cut between two chunks is kept until the chunks that follow complete it (at most a
@@ -106,7 +114,9 @@ interface Walks {
  * its first bytes handed on likewise: whatever the header's method says, since Python's zipfile
  * follows the central directory's. A head whose first bytes say it is longer (`heads.lengthOf`)
  * is handed on whole. A head waits for the bytes it lacks in the chunks that follow, without
- * holding up the scan for headers.
+ * holding up the scan for headers. A local or central header whose method is one Python's
+ * zipfile opens and this scan does not read (bzip2, LZMA, Zstandard) calls `onRefused` too: its
+ * entry could be an array of objects that no head shows.
  *
  * @example
  * ```ts
@@ -134,15 +144,15 @@ export class ZipEntryNames {
   #walks: Walks | undefined;
   /** The heads of entries still being gathered, each fed every byte after its header. */
   #gathering: (EntryHead | DeflatedHead)[] = [];
-  readonly #onForged: (() => void) | undefined;
+  readonly #onRefused: (() => void) | undefined;
   /** The stream position where the names and extra fields of the headers read so far end. */
   #coveredUntil = 0;
   /** Headers read so far that start inside the name or extra field of one before them. */
   #nested = 0;
 
-  constructor(onName: (nameEnd: string) => void, heads?: EntryHeads, onForged?: () => void) {
+  constructor(onName: (nameEnd: string) => void, heads?: EntryHeads, onRefused?: () => void) {
     this.#onName = onName;
-    this.#onForged = onForged;
+    this.#onRefused = onRefused;
     let handed = 0;
     let longer = 0;
     let codeLengths = 0;
@@ -153,16 +163,16 @@ export class ZipEntryNames {
             ...heads,
             onHead: (head) => {
               handed += 1;
-              if (handed * MIN_HEAD_SPACING > this.#pushed + HEAD_SLACK_BYTES) this.#onForged?.();
+              if (handed * MIN_HEAD_SPACING > this.#pushed + HEAD_SLACK_BYTES) this.#onRefused?.();
               heads.onHead(head);
             },
             claim: (bytes) => {
               longer += bytes;
-              if (longer > LONG_HEADS_PER_BYTE * this.#pushed + LONG_HEADS_SLACK_BYTES) this.#onForged?.();
+              if (longer > LONG_HEADS_PER_BYTE * this.#pushed + LONG_HEADS_SLACK_BYTES) this.#onRefused?.();
             },
             read: (lengths) => {
               codeLengths += lengths;
-              if (codeLengths > CODE_LENGTHS_PER_BYTE * this.#pushed + HEAD_SLACK_BYTES) this.#onForged?.();
+              if (codeLengths > CODE_LENGTHS_PER_BYTE * this.#pushed + HEAD_SLACK_BYTES) this.#onRefused?.();
             },
           };
   }
@@ -222,10 +232,13 @@ export class ZipEntryNames {
         extraEnd = nameEnd + data.readUInt16LE(found + offsets.extraLengthAt);
       }
       if (offsets !== undefined && (extraEnd <= data.length || (final && nameEnd <= data.length))) {
-        if (base + found < this.#coveredUntil && ++this.#nested > MAX_NESTED_HEADERS) this.#onForged?.();
+        if (base + found < this.#coveredUntil && ++this.#nested > MAX_NESTED_HEADERS) this.#onRefused?.();
         this.#coveredUntil = Math.max(this.#coveredUntil, base + extraEnd);
         this.#handOn(data, found + offsets.nameAt, nameEnd);
         this.#unicodePaths(data, base, nameEnd, Math.min(extraEnd, data.length));
+        if (this.#heads !== undefined && UNREAD_METHODS.has(data.readUInt16LE(found + offsets.methodAt))) {
+          this.#onRefused?.();
+        }
         // Data that is here and does not start with the prefix is passed over in place: a flood
         // of made-up headers would otherwise cost a head each.
         if (this.#heads !== undefined && offsets === LOCAL_OFFSETS) {
@@ -238,9 +251,9 @@ export class ZipEntryNames {
           const here = extraEnd + FIRST_DEFLATED_READ <= data.length;
           if (
             !here ||
-            !readDeflatedInPlace(this.#heads, data.subarray(extraEnd, extraEnd + MAX_DEFLATED_BYTES), this.#onForged)
+            !readDeflatedInPlace(this.#heads, data.subarray(extraEnd, extraEnd + MAX_DEFLATED_BYTES), this.#onRefused)
           ) {
-            const inflated = new DeflatedHead(this.#heads, extraEnd - nameEnd, this.#onForged);
+            const inflated = new DeflatedHead(this.#heads, extraEnd - nameEnd, this.#onRefused);
             if (inflated.feed(data.subarray(nameEnd))) this.#gathering.push(inflated);
           }
         }
@@ -442,7 +455,7 @@ const FIRST_DEFLATED_READ = 64;
  */
 class DeflatedHead {
   readonly #heads: HeadSink;
-  readonly #onForged: (() => void) | undefined;
+  readonly #onRefused: (() => void) | undefined;
   readonly #extra: Skipped;
   #parts: Buffer[] = [];
   #length = 0;
@@ -450,10 +463,10 @@ class DeflatedHead {
   #wanted: number;
   #maxInput = MAX_DEFLATED_BYTES;
 
-  constructor(heads: HeadSink, skip: number, onForged: (() => void) | undefined) {
+  constructor(heads: HeadSink, skip: number, onRefused: (() => void) | undefined) {
     this.#heads = heads;
     this.#extra = new Skipped(skip);
-    this.#onForged = onForged;
+    this.#onRefused = onRefused;
     this.#wanted = heads.bytes;
   }
 
@@ -498,7 +511,7 @@ class DeflatedHead {
     }
     if (first.kind === 'more') return true;
     heads.read(codeLengthsRead());
-    if (first.kind === 'forged') this.#onForged?.();
+    if (first.kind === 'forged') this.#onRefused?.();
     else handHead(heads, first);
     this.#parts = [];
     return false;
@@ -512,7 +525,7 @@ class DeflatedHead {
     this.#heads.read(codeLengthsRead());
     const cut = partial(this.#heads.prefix);
     if (cut.kind === 'head' && cut.bytes.length >= this.#heads.lengthOf(cut.bytes)) handHead(this.#heads, cut);
-    else this.#onForged?.();
+    else this.#onRefused?.();
     this.#parts = [];
     return false;
   }
@@ -520,14 +533,14 @@ class DeflatedHead {
 
 /**
  * Reads `input`, the start of an entry's data where it stands, as deflated and hands on its
- * head, or calls `onForged`: false when it could not tell, the input having run out or the head
+ * head, or calls `onRefused`: false when it could not tell, the input having run out or the head
  * being longer than its first read (a {@link DeflatedHead} gathers it then).
  */
-function readDeflatedInPlace(heads: HeadSink, input: Buffer, onForged: (() => void) | undefined): boolean {
+function readDeflatedInPlace(heads: HeadSink, input: Buffer, onRefused: (() => void) | undefined): boolean {
   const first = inflateHead(input, heads.bytes, heads.prefix);
   if (first.kind === 'more') return false;
   heads.read(codeLengthsRead());
-  if (first.kind === 'forged') onForged?.();
+  if (first.kind === 'forged') onRefused?.();
   else if (first.kind === 'head' && first.bytes.length === heads.bytes && heads.lengthOf(first.bytes) > heads.bytes) {
     return false;
   } else handHead(heads, first);
