@@ -319,13 +319,18 @@ const WHITESPACE = /[\t\n\v\f\r ]/;
 const WHITESPACES = /[\t\n\v\f\r ]/g;
 
 /**
+ * Every one-character type code NumPy reads but `O`, `T` and `\x11`: the codes of Python
+ * objects and of variable-width strings, both unpickled.
+ */
+const PLAIN_CODE_LETTERS = '?BDFGHILMNPQSUVabcdefghilmnpq';
+
+/**
  * One field of a type string with its whitespace and subarray shapes taken out: a byte order,
- * a repeat count, a byte order, then a plain type's code and size (every one-character code
- * NumPy reads but `O`, `T` and `\x11`, the codes of Python objects and of variable-width
- * strings, both unpickled) or its name, and a date's unit.
+ * a repeat count, a byte order, then a plain type's code ({@link PLAIN_CODE_LETTERS}) and size
+ * or its name, and a date's unit.
  */
 const PLAIN_FIELD = new RegExp(
-  `^[<>|=]?\\d*[<>|=]?(?:[?BDFGHILMNPQSUVabcdefghilmnpq]\\d*|${PLAIN_NAMES})` +
+  `^[<>|=]?\\d*[<>|=]?(?:[${PLAIN_CODE_LETTERS}]\\d*|${PLAIN_NAMES})` +
     '(?:\\[\\d*(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as|generic)\\])?$',
 );
 /** A subarray's shape in a type string (`(2,)f8`). */
@@ -348,7 +353,7 @@ function isPlainType(text: string): boolean {
 
 /** The one-character codes of plain types, and the byte orders, as tables by byte. */
 const PLAIN_CODES = new Uint8Array(256);
-for (const code of Buffer.from('?BDFGHILMNPQSUVabcdefghilmnpq', 'latin1')) PLAIN_CODES[code] = 1;
+for (const code of Buffer.from(PLAIN_CODE_LETTERS, 'latin1')) PLAIN_CODES[code] = 1;
 const BYTE_ORDERS = new Uint8Array(256);
 for (const code of Buffer.from('<>|=', 'latin1')) BYTE_ORDERS[code] = 1;
 
