@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { tarMember } from '@fluxguard/test-support/archives';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256, type Expected, type Outcome } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
@@ -272,8 +273,8 @@ const scenarios: readonly Scenario[] = [
   contentRefused('a .npy whose type string has a space', 'uploads/spaced.npy', [npyOfObjects(NONE_PICKLE, "'2 O'")]),
   // PyTorch's legacy checkpoint: a tar whose member `pickle` torch.load unpickles (os.system here).
   contentRefused('a tar holding a pickle (a legacy PyTorch checkpoint)', 'uploads/checkpoint.tar', [
-    tarOf('sys_info', Buffer.from('little-endian')),
-    tarOf('pickle', IMPORTING_PICKLE),
+    tarMember({ name: 'sys_info', data: Buffer.from('little-endian') }),
+    tarMember({ name: 'pickle', data: IMPORTING_PICKLE }),
   ]),
   // joblib decompresses a file that starts as gzip before it unpickles it (os.system here).
   contentRefused('a gzip pickle posing as .bin (joblib opens it)', 'uploads/model.bin', [gzipSync(IMPORTING_PICKLE)]),
@@ -282,9 +283,15 @@ const scenarios: readonly Scenario[] = [
     'a tar.gz whose pickle stands behind a compression bomb',
     'uploads/model.tar.gz',
     ((archive) => [archive.subarray(0, 16_384), archive.subarray(16_384)])(
-      gzipSync(Buffer.concat([tarOf('zeros.bin', Buffer.alloc(64 * 1024 * 1024)), tarOf('pickle', IMPORTING_PICKLE)]), {
-        level: 9,
-      }),
+      gzipSync(
+        Buffer.concat([
+          tarMember({ name: 'zeros.bin', data: Buffer.alloc(64 * 1024 * 1024) }),
+          tarMember({ name: 'pickle', data: IMPORTING_PICKLE }),
+        ]),
+        {
+          level: 9,
+        },
+      ),
     ),
     'compression_ratio_exceeded',
   ),
@@ -487,21 +494,6 @@ describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
     await expectNothingLeft(t, 'cancelled');
   });
 });
-
-/** One tar member (a ustar header, the data, padding to 512 bytes); the last is left open. */
-function tarOf(name: string, data: Buffer): Buffer {
-  const header = Buffer.alloc(512);
-  header.write(name, 0, 'utf8');
-  header.write('0000644\0', 100, 'latin1');
-  header.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
-  header.write('0', 156, 'latin1');
-  header.write('ustar\x0000', 257, 'latin1');
-  header.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const byte of header) sum += byte;
-  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
-  return Buffer.concat([header, data, Buffer.alloc((512 - (data.length % 512)) % 512)]);
-}
 
 /** A ZIP archive of entries with these names (stored, each a few bytes), with its central directory. */
 /** A NumPy .npy file (format 1.0) of Python objects: its `descr` (`'|O'` unless given), and `pickled` after its header. */

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { deflateRawSync, gzipSync } from 'node:zlib';
+import { tar } from '@fluxguard/test-support/archives';
 import {
   compileRbac,
   createMemoryRateLimitStore,
@@ -142,21 +143,6 @@ function checkUpload(upload: readonly Buffer[], sha256: string): string {
   return check.finish();
 }
 
-/** A tar (ustar, as Python's tarfile writes it) of one member, ended by two zero blocks. */
-function tarOf(name: string, data: Buffer): Buffer {
-  const header = Buffer.alloc(512);
-  header.write(name, 0, 'utf8');
-  header.write('0000644\0', 100, 'latin1');
-  header.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
-  header.write('0', 156, 'latin1');
-  header.write('ustar\x0000', 257, 'latin1');
-  header.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const byte of header) sum += byte;
-  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
-  return Buffer.concat([header, data, Buffer.alloc((512 - (data.length % 512)) % 512), Buffer.alloc(1024)]);
-}
-
 export async function runMicro(config: BenchConfig, key: SigningKey): Promise<void> {
   const audit = nullAudit();
   const minter = new TokenMinter(key);
@@ -206,7 +192,7 @@ export async function runMicro(config: BenchConfig, key: SigningKey): Promise<vo
   const plainBytes = pieces(plain, 1);
   // A .tar.gz of 70 KB, a member of rows of numbers: the content check inflates a tar and reads it to its end.
   const rows = Array.from({ length: 17_000 }, (_, i) => `${String(i)},${String((i * 7919) % 10_007)}\n`).join('');
-  const gzipped = gzipSync(tarOf('rows.csv', Buffer.from(rows)));
+  const gzipped = gzipSync(tar([{ name: 'rows.csv', data: Buffer.from(rows) }]));
   const gzippedSha = createHash('sha256').update(gzipped).digest('hex');
   const gzippedBytes = pieces(gzipped, 1);
   const headerBytes = pieces(headers, 1);

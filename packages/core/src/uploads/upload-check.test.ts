@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
+import { tar } from '@fluxguard/test-support/archives';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createUploadCheck, createUploadCheckGathering, type UploadCheckOptions } from './upload-check.js';
@@ -51,25 +52,6 @@ const NONE_PICKLE = Buffer.from('80049500000000000000004e2e', 'hex');
 
 // pickle.dumps(os.system, protocol=4): it imports posix.system as it loads.
 const IMPORTING = Buffer.from('80049514000000000000008c05706f736978948c0673797374656d9493942e', 'hex');
-
-/** A tar's bytes (ustar headers, as Python's tarfile writes them), ended by two zero blocks. */
-function tar(members: readonly { name: string; data: Buffer; type?: string }[]): Buffer {
-  const blocks: Buffer[] = [];
-  for (const member of members) {
-    const header = Buffer.alloc(512);
-    header.write(member.name.slice(0, 99), 0, 'utf8');
-    header.write('0000644\0', 100, 'latin1');
-    header.write(`${member.data.length.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
-    header.write(member.type ?? '0', 156, 'latin1');
-    header.write('ustar\x0000', 257, 'latin1');
-    header.fill(0x20, 148, 156);
-    let sum = 0;
-    for (const byte of header) sum += byte;
-    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
-    blocks.push(header, member.data, Buffer.alloc((512 - (member.data.length % 512)) % 512));
-  }
-  return Buffer.concat([...blocks, Buffer.alloc(1024)]);
-}
 
 /** A NumPy .npy file (format 1.0) with this `descr` (after `padding` spaces) and `data` after its header. */
 function npy(descr: string, data: Buffer, padding = 0): Buffer {
