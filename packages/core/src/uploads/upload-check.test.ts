@@ -98,6 +98,12 @@ function zip(
   return Buffer.concat([...locals, between, ...centrals, end]);
 }
 
+/** `archive` with the method of its first central directory header set to `method`. */
+function withCentralMethod(archive: Buffer, method: number): Buffer {
+  archive.writeUInt16LE(method, archive.indexOf('PK\x01\x02', 0, 'latin1') + 10);
+  return archive;
+}
+
 /** A PyTorch archive as a ZIP reader sees it: entries, central directory and its end. */
 const TORCH_ARCHIVE = zip([{ name: 'archive/version' }, { name: 'archive/data.pkl' }]);
 
@@ -413,19 +419,11 @@ describe('createUploadCheck', () => {
       // Python's zipfile takes the method from the central directory; Zstandard from Python 3.14 on.
       [
         'said to be Zstandard by its central header only',
-        (() => {
-          const archive = zip([{ name: 'a.npy', data: Buffer.from('compressed bytes') }]);
-          archive.writeUInt16LE(93, archive.indexOf('PK\x01\x02', 0, 'latin1') + 10);
-          return archive;
-        })(),
+        withCentralMethod(zip([{ name: 'a.npy', data: Buffer.from('compressed bytes') }]), 93),
       ],
       [
         'said to be LZMA by its local header only (another reader may follow it)',
-        (() => {
-          const archive = zip([{ name: 'a.npy', data: Buffer.from('bytes'), method: 14 }]);
-          archive.writeUInt16LE(0, archive.indexOf('PK\x01\x02', 0, 'latin1') + 10);
-          return archive;
-        })(),
+        withCentralMethod(zip([{ name: 'a.npy', data: Buffer.from('bytes'), method: 14 }]), 0),
       ],
     ])('refuses an archive with a member %s: it cannot be read for an array of objects', (_label, archive) => {
       for (const size of [1, 7, archive.length])
