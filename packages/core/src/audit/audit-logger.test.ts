@@ -321,7 +321,7 @@ describe('recordFailure folding repeated refusals', () => {
 
   it('bounds what it remembers under a flood from many addresses, folding beyond by reason alone', async () => {
     const { lines, destination } = capture();
-    const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 100 } });
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 100, maxLines: 20_000 } });
     // 10,000 addresses, each of its own /64, fill the table; the next 100 fold together.
     for (let i = 0; i < 10_100; i++) {
       const peer = `2001:db8:${(i >> 8).toString(16)}:${(i & 0xff).toString(16)}::1`;
@@ -330,6 +330,28 @@ describe('recordFailure folding repeated refusals', () => {
     expect(named(lines, 'request.denied')).toHaveLength(10_005);
     await sleep(250);
     expect(named(lines, 'request.denied.folded').map((l) => [l.peer, l.count])).toEqual([['*', 95]]);
+  });
+
+  it('writes at most maxLines full lines an interval from all clients together, then folds each from its first', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 5, intervalMs: 200, maxLines: 100 } });
+    // 1,000 addresses of their own /64s, 3 refusals each: under `after` each, 3,000 lines before.
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 1_000; i++) {
+        const peer = `2001:db8:${(i >> 8).toString(16)}:${(i & 0xff).toString(16)}::1`;
+        audit.recordFailure(badSignature(), { ...from('x', round * 1_000 + i), peer: `[${peer}]:443` });
+      }
+    }
+    expect(named(lines, 'request.denied')).toHaveLength(100);
+    await sleep(450);
+    const folded = named(lines, 'request.denied.folded');
+    // Each client is counted whole: its written lines and its folded count add up to its 3 refusals.
+    expect(folded.reduce((sum, line) => sum + Number(line.count), 0)).toBe(3_000 - 100);
+    expect(folded).toHaveLength(1_000);
+    expect(folded[999]).toMatchObject({ peer: '2001:db8:3:e7:0:0:0:0/64', count: 3 });
+    // The next interval writes again.
+    audit.recordFailure(badSignature(), from('203.0.113.9', 1));
+    expect(named(lines, 'request.denied')).toHaveLength(101);
   });
 
   it('never folds a server fault: every store outage refusal is written', () => {
@@ -471,7 +493,8 @@ describe('recordFailure folding repeated refusals', () => {
   it.each([
     [{ after: 0, intervalMs: 1_000 }, /"foldRefusals.after" must be a whole number of at least 1/],
     [{ after: 5, intervalMs: 10 }, /"foldRefusals.intervalMs" must be a whole number of ms, from 100 to 2147483647/],
-    [true, /"foldRefusals" must be false or \{ after, intervalMs \}/],
+    [true, /"foldRefusals" must be false or \{ after, intervalMs, maxLines \}/],
+    [{ after: 5, maxLines: 0 }, /"foldRefusals.maxLines" must be a whole number of at least 1/],
     // A misspelt key was read as no key: folding stayed on at its defaults.
     [{ after: 5, disabled: true }, /"foldRefusals": unknown option "disabled"/],
   ])('refuses foldRefusals %o', (foldRefusals, message) => {

@@ -99,10 +99,25 @@ export interface AuditLoggerOptions {
    * subject) are logged in full; the rest are counted and written as one
    * `request.denied.folded` line when the interval ends. Calls their clients left while the
    * handler worked (`request.cancelled`) fold the same way, into `request.cancelled.folded`.
+   * `maxLines` bounds the lines written in full in one interval, all clients together: past
+   * it, each client's refusals are counted into its folded line from the first, so that a
+   * flood spread over many addresses (any IPv6 host has a /48 of /64s) writes at most
+   * `maxLines` full lines and one folded line per client (at most 10,000) an interval.
    * `false` logs every refusal and every cancelled call.
-   * Default `{ after: 50, intervalMs: 10_000 }`: an ordinary client never reaches it.
+   * Default `{ after: 50, intervalMs: 10_000, maxLines: 10_000 }`: an ordinary client never reaches it.
+   *
+   * @example
+   * ```ts
+   * createAuditLogger({ foldRefusals: { after: 20, intervalMs: 60_000, maxLines: 5_000 } });
+   * ```
    */
-  readonly foldRefusals?: { readonly after?: number | undefined; readonly intervalMs?: number | undefined } | false;
+  readonly foldRefusals?:
+    | {
+        readonly after?: number | undefined;
+        readonly intervalMs?: number | undefined;
+        readonly maxLines?: number | undefined;
+      }
+    | false;
 }
 
 /** Writes audit events and failures; one per application, shared by both adapters. */
@@ -126,7 +141,7 @@ export interface AuditLogger {
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-const FOLD_DEFAULTS = Object.freeze({ after: 50, intervalMs: 10_000 });
+const FOLD_DEFAULTS = Object.freeze({ after: 50, intervalMs: 10_000, maxLines: 10_000 });
 
 const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination' | 'logger'>>> = Object.freeze({
   level: 'info',
@@ -331,6 +346,8 @@ type FoldedEvent = 'request.denied' | 'request.cancelled';
 
 interface Folded {
   count: number;
+  /** How many of `count` were written in full. */
+  written: number;
   readonly event: FoldedEvent;
   /** A refusal's reason and public code; a cancelled call has neither. */
   readonly reason: AuditReason | undefined;
@@ -364,29 +381,34 @@ function createFolding(
   | undefined {
   if (option === false) return undefined;
   if (typeof option !== 'object' || option === null) {
-    throw new ConfigurationError('createAuditLogger: "foldRefusals" must be false or { after, intervalMs }');
+    throw new ConfigurationError('createAuditLogger: "foldRefusals" must be false or { after, intervalMs, maxLines }');
   }
-  checkKnownKeys(option, ['after', 'intervalMs'], 'createAuditLogger: "foldRefusals"', 'option');
+  checkKnownKeys(option, ['after', 'intervalMs', 'maxLines'], 'createAuditLogger: "foldRefusals"', 'option');
   // A key left out, or given as undefined, keeps its default.
-  const partial = option as { after?: unknown; intervalMs?: unknown };
+  const partial = option as { after?: unknown; intervalMs?: unknown; maxLines?: unknown };
   const given = {
     after: partial.after ?? FOLD_DEFAULTS.after,
     intervalMs: partial.intervalMs ?? FOLD_DEFAULTS.intervalMs,
+    maxLines: partial.maxLines ?? FOLD_DEFAULTS.maxLines,
   };
   const after = wholeNumber(given.after, 'createAuditLogger: "foldRefusals.after"');
   const intervalMs = wholeNumber(given.intervalMs, 'createAuditLogger: "foldRefusals.intervalMs"', {
     min: 100,
     unit: 'ms',
   });
+  const maxLines = wholeNumber(given.maxLines, 'createAuditLogger: "foldRefusals.maxLines"', { min: 1 });
   let counts = new Map<string, Folded>();
+  // Lines written in full this interval, all keys together.
+  let written = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
 
   const flush = (): void => {
     timer = undefined;
     const folded = counts;
     counts = new Map();
+    written = 0;
     for (const entry of folded.values()) {
-      if (entry.count <= after) continue;
+      if (entry.count === entry.written) continue;
       const cancelled = entry.event === 'request.cancelled';
       logger[cancelled ? 'info' : 'warn'](
         {
@@ -400,7 +422,7 @@ function createFolding(
           operation: entry.operation,
           operations: entry.operations,
           ...(entry.moreOperations ? { moreOperations: true } : {}),
-          count: entry.count - after,
+          count: entry.count - entry.written,
           intervalMs,
           firstRequestId: entry.firstRequestId,
           lastRequestId: entry.lastRequestId,
@@ -423,6 +445,7 @@ function createFolding(
       const wide = key.endsWith('\u0000*');
       entry = {
         count: 0,
+        written: 0,
         event,
         reason,
         code,
@@ -442,7 +465,11 @@ function createFolding(
       }
     }
     entry.count += 1;
-    if (entry.count <= after) return false;
+    if (entry.written < after && written < maxLines) {
+      entry.written += 1;
+      written += 1;
+      return false;
+    }
     entry.operation = context.operation;
     // Each operation the folded refusals were for, not only the last: 50 PUTs then 5 DELETEs
     // folded into a line that named PUT alone.
