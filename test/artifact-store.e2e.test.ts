@@ -271,6 +271,14 @@ const scenarios: readonly Scenario[] = [
     zipOf(['arr_0.npy'], { 'arr_0.npy': npyOfObjects(NONE_PICKLE, "['xO']") }),
   ]),
   contentRefused('a .npy whose type string has a space', 'uploads/spaced.npy', [npyOfObjects(NONE_PICKLE, "'2 O'")]),
+  // zipfile.ZipFile(f, 'w', compression=ZIP_LZMA).writestr('objects.npy', <np.save of an array
+  // of objects>): Python's zipfile opens LZMA, so np.load unpickles it; no check reads it.
+  contentRefused('an .npz whose member is compressed with LZMA', 'uploads/lzma.npz', [
+    Buffer.from(
+      'UEsDBD8AAgAOAHQjhF044nhB2gAAAB8BAAALAAAAb2JqZWN0cy5ucHkJBAUAXQAAgAAASZOGpN7TgnlqWw0jODarnZ1MTe7jbcMxYR0apQ/XnAr1k3szS/2duK0AcqeVbalPF4NHVHXgJ3h+TPopMYggkPZbwMQBUgDlb7Z8gbbvaPh5zpUKeY3WIQ9AmjHnASiLwmouzdimbI9hbaFpygvlRBEQfTzHXn3YZGiSIlgnbz3JOu2vEBoz+wrIYkOQqVDIvRASSW/hauMktKm61Us34W3Xw6Na2H3d0KSMVXwEeHd3qvuNMtrce1P5cbwDfaMqp8bCnrfVgTp4Zar/tCYAAFBLAQI/Az8AAgAOAHQjhF044nhB2gAAAB8BAAALAAAAAAAAAAAAAACAAQAAAABvYmplY3RzLm5weVBLBQYAAAAAAQABADkAAAADAQAAAAA=',
+      'base64',
+    ),
+  ]),
   // PyTorch's legacy checkpoint: a tar whose member `pickle` torch.load unpickles (os.system here).
   contentRefused('a tar holding a pickle (a legacy PyTorch checkpoint)', 'uploads/checkpoint.tar', [
     tarMember({ name: 'sys_info', data: Buffer.from('little-endian') }),
