@@ -85,6 +85,11 @@ describe('holdsNumpyObjects', () => {
     ['a subarray type', `{'descr': ('<f8', (2,)), ${REST}}`],
     ['fields named like object types', `{'descr': [('O', '<f8'), ('xO', '<f8'), ('object', '<i4')], ${REST}}`],
     ['numbers by their names', `{'descr': 'float64, int32, datetime64[ns]', ${REST}}`],
+    // Codes NumPy reads only with a size (`u` alone is no type) are codes all the same.
+    ...['|u1', '<u2', '>u4', '<u8', '|i1', '<i8', '|b1', '<f2', '<c16', '|S3', '<U10', '|V8', '<m8[D]'].map(
+      (descr): [string, string] => [`the type ${descr}`, `{'descr': '${descr}', ${REST}}`],
+    ),
+    ['a record with unsigned fields', `{'descr': [('r', '|u1'), ('g', '|u1'), ('n', '<u4', (2,))], ${REST}}`],
     // Python 2's NumPy wrote a long integer's L; NumPy drops it and reads the header again.
     ['a shape written by Python 2', `{'descr': '<f8', 'fortran_order': False, 'shape': (3L, 4L), }`],
   ])('passes an array of %s', (_label, dict) => {

@@ -322,7 +322,7 @@ const WHITESPACES = /[\t\n\v\f\r ]/g;
  * Every one-character type code NumPy reads but `O`, `T` and `\x11`: the codes of Python
  * objects and of variable-width strings, both unpickled.
  */
-const PLAIN_CODE_LETTERS = '?BDFGHILMNPQSUVabcdefghilmnpq';
+const PLAIN_CODE_LETTERS = '?BDFGHILMNPQSUVabcdefghilmnpqu';
 
 /**
  * One field of a type string with its whitespace and subarray shapes taken out: a byte order,

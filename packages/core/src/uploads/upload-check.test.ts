@@ -287,6 +287,9 @@ describe('createUploadCheck', () => {
     expect(upload(dataset, 'data.tar')).toBe(sha(dataset));
     const floats = npy("'<f8'", Buffer.alloc(8, 1));
     expect(upload(floats, 'x.npy')).toBe(sha(floats));
+    // An image's bytes, as np.save writes a uint8 array.
+    const pixels = npy("'|u1'", Buffer.alloc(8, 200));
+    expect(upload(pixels, 'image.npy')).toBe(sha(pixels));
     // Bytes after a tar's end, and a stream that only looks like one, are not read as members.
     const after = Buffer.concat([dataset, Buffer.from('trailing')]);
     expect(upload(after, 'data.tar')).toBe(sha(after));
@@ -420,6 +423,16 @@ describe('createUploadCheck', () => {
       [
         'said to be Zstandard by its central header only',
         withCentralMethod(zip([{ name: 'a.npy', data: Buffer.from('compressed bytes') }]), 93),
+      ],
+      // Python's zipfile cuts a central name short at the directory's end and opens the entry.
+      [
+        'compressed with LZMA, its local header saying stored and its central name running past the end',
+        (() => {
+          const archive = Buffer.from(LZMA_OBJECTS);
+          archive.writeUInt16LE(0, 8);
+          archive.writeUInt16LE(300, archive.indexOf('PK\x01\x02', 0, 'latin1') + 28);
+          return archive;
+        })(),
       ],
       [
         'said to be LZMA by its local header only (another reader may follow it)',

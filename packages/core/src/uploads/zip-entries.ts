@@ -231,14 +231,23 @@ export class ZipEntryNames {
         nameEnd = found + offsets.nameAt + data.readUInt16LE(found + offsets.lengthAt);
         extraEnd = nameEnd + data.readUInt16LE(found + offsets.extraLengthAt);
       }
+      // A method no check reads, in any header whose method is here and that is whole or last:
+      // Python's zipfile cuts a central header's name short at the directory's end and opens
+      // the entry all the same, so a name that runs past the upload hides nothing.
+      if (
+        offsets !== undefined &&
+        this.#heads !== undefined &&
+        (extraEnd <= data.length || final) &&
+        found + offsets.methodAt + 2 <= data.length &&
+        UNREAD_METHODS.has(data.readUInt16LE(found + offsets.methodAt))
+      ) {
+        this.#onRefused?.();
+      }
       if (offsets !== undefined && (extraEnd <= data.length || (final && nameEnd <= data.length))) {
         if (base + found < this.#coveredUntil && ++this.#nested > MAX_NESTED_HEADERS) this.#onRefused?.();
         this.#coveredUntil = Math.max(this.#coveredUntil, base + extraEnd);
         this.#handOn(data, found + offsets.nameAt, nameEnd);
         this.#unicodePaths(data, base, nameEnd, Math.min(extraEnd, data.length));
-        if (this.#heads !== undefined && UNREAD_METHODS.has(data.readUInt16LE(found + offsets.methodAt))) {
-          this.#onRefused?.();
-        }
         // Data that is here and does not start with the prefix is passed over in place: a flood
         // of made-up headers would otherwise cost a head each.
         if (this.#heads !== undefined && offsets === LOCAL_OFFSETS) {
