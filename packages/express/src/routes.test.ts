@@ -127,6 +127,45 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it('decides a path that spells a splat pattern by the rule of the route that serves it', async () => {
+    // `/static/*file` as a path reaches the route `/static/:tenant` (tenant `*file`); RBAC once
+    // found the public splat rule by the path's text and served the tenant's data to anyone.
+    const guard = fluxguard({
+      audit: audit.audit,
+      guard: createGuard({
+        audit: audit.audit,
+        jwt: tokens.verifier,
+        rbac: compileRbac([
+          { operation: 'GET /static/*file', public: true },
+          { operation: 'GET /static/:tenant', anyRoles: ['tenant.reader'] },
+        ]),
+      }),
+    });
+    const site = express();
+    site.set('case sensitive routing', true);
+    site.get('/static/:tenant', (req, res) => {
+      res.json({ tenant: req.params.tenant, revenue: 1_234_567 });
+    });
+    site.get('/static/*file', (_req, res) => {
+      res.json({ public: true });
+    });
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    try {
+      for (const path of ['/static/*file', '/static/:tenant', '/static/acme']) {
+        const answer = await fetch(`${served.url}${path}`);
+        expect(answer.status).toBe(401);
+        expect(await answer.text()).not.toContain('revenue');
+      }
+      expect(await (await fetch(`${served.url}/static/css/site.css`)).json()).toEqual({ public: true });
+      const reader = tokens.sign({ roles: ['tenant.reader'] });
+      const read = await fetch(`${served.url}/static/*file`, { headers: { authorization: `Bearer ${reader}` } });
+      expect(await read.json()).toEqual({ tenant: '*file', revenue: 1_234_567 });
+    } finally {
+      await served.close();
+    }
+  });
+
   it('serves the specific route first: what both match reaches it, and the tenant route keeps its rule', async () => {
     const { app: site, wrap } = app('specific first');
     const served = await serve(wrap(site) as Parameters<typeof serve>[0]);

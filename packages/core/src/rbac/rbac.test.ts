@@ -132,6 +132,33 @@ describe('compileRbac: wildcards and specificity', () => {
     expect(r.authorize('POST /api/x', principal([])).allowed).toBe(true);
   });
 
+  it('reads a path that spells a pattern as a path, not as that pattern', () => {
+    // A client may send `/v1/files/*path` as its path: the route `/v1/files/:id` serves it (id
+    // `*path`), and the `:id` rule, more specific, decides it; it once found the splat rule by its text.
+    const files = compileRbac([
+      { operation: 'GET /v1/files/*path', anyRoles: ['reader', 'admin'] },
+      { operation: 'GET /v1/files/:id', anyRoles: ['admin'] },
+      { operation: 'GET /static/*file', public: true },
+      { operation: 'GET /static/:tenant', authenticated: true },
+    ]);
+    for (const op of ['GET /v1/files/*path', 'GET /v1/files/*path/', 'GET /v1/files/:id']) {
+      expect(files.ruleFor(op)).toBe('GET /v1/files/:id');
+      expect(files.authorize(op, principal(['reader']))).toMatchObject({ allowed: false, reason: 'missing_role' });
+    }
+    expect(files.ruleFor('GET /v1/files/a/b')).toBe('GET /v1/files/*path');
+    expect(files.isPublic('GET /static/*file')).toBe(false);
+    expect(files.authorize('GET /static/*file', undefined)).toMatchObject({
+      allowed: false,
+      reason: 'unauthenticated',
+    });
+    expect(files.isPublic('GET /static/a/b')).toBe(true);
+    // A route is still decided by its own rule: the splat route before the param route is fine.
+    expect(() => {
+      files.checkRouteOrder(['GET /v1/files/:id', 'GET /v1/files/*path']);
+    }).not.toThrow();
+    expect(files.checkServed(['GET /v1/files/*path', 'GET /static/*file']).uncovered).toEqual([]);
+  });
+
   it('combines requirements with AND: roles and scopes, all roles', () => {
     const c = compileRbac({
       '/p.S/Write': { anyRoles: ['w'], scopes: ['artifacts:write'] },

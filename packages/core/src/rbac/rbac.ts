@@ -232,8 +232,14 @@ interface CompiledRule {
 /** The rules of one {@link CompiledRbac}, arranged for lookup. */
 interface RuleIndex {
   readonly rules: readonly CompiledRule[];
-  /** Every rule by its pattern key; an exact operation is found here in one step. */
+  /**
+   * The rules that name one operation, by their pattern key: an operation is found here in one
+   * step. Only those: a client may send the text of a pattern as its path (`GET /v1/files/*path`
+   * is a path whose last segment is `*path`), which a more specific pattern may match too.
+   */
   readonly exact: ReadonlyMap<string, CompiledRule>;
+  /** Every rule by its pattern key: the rule of a route, which is named by its pattern. */
+  readonly byKey: ReadonlyMap<string, CompiledRule>;
   /** The rules that are patterns, most specific first. */
   readonly wildcards: readonly CompiledRule[];
 }
@@ -341,15 +347,16 @@ function compileRules(rules: RbacRules, where: string): readonly CompiledRule[] 
 
 /** Arranges compiled rules for lookup; two rules for one pattern are refused, since only one could ever apply. */
 function indexRules(rules: readonly CompiledRule[], where: string): RuleIndex {
-  const exact = new Map<string, CompiledRule>();
+  const byKey = new Map<string, CompiledRule>();
   for (const rule of rules) {
-    if (exact.has(rule.pattern.key)) {
+    if (byKey.has(rule.pattern.key)) {
       throw new ConfigurationError(`${where}: "${rule.pattern.key}" has more than one rule`);
     }
-    exact.set(rule.pattern.key, rule);
+    byKey.set(rule.pattern.key, rule);
   }
+  const exact = new Map([...byKey].filter(([, rule]) => rule.pattern.exact));
   const wildcards = rules.filter((r) => !r.pattern.exact).sort((a, b) => compareSpecificity(a.pattern, b.pattern));
-  return { rules, exact, wildcards };
+  return { rules, exact, byKey, wildcards };
 }
 
 /** A copy in which every object and array is a new frozen one, so nothing reachable from it can change. */
@@ -485,6 +492,7 @@ function checkServed(
 }
 
 function checkRouteOrder(
+  findRoute: (route: string) => CompiledRule | undefined,
   find: (operation: string) => CompiledRule | undefined,
   routes: readonly string[],
   where: string,
@@ -497,7 +505,7 @@ function checkRouteOrder(
     for (const later of http.slice(i + 1)) {
       const request = overlapWitness(first, later);
       if (request === undefined) continue;
-      const own = find(first);
+      const own = findRoute(first);
       const applied = find(request);
       if (applied === own) continue;
       const rule = (r: CompiledRule | undefined) => (r === undefined ? 'no rule' : `the rule "${r.pattern.key}"`);
@@ -521,8 +529,8 @@ function rbacMode(options: RbacOptions): RbacMode {
  * Compiles RBAC rules once, at start-up: an exact-operation map plus wildcard matchers ordered
  * most specific first. Which rule applies to an operation:
  *
- * 1. a rule naming exactly that operation (`/pkg.Service/Method`, `GET /v1/artifacts/*path`
- *    as the adapter reports the route);
+ * 1. a rule naming exactly that operation (`/pkg.Service/Method`, `GET /v1/artifacts/export`);
+ *    a path that spells a pattern (`/v1/artifacts/*path`) is a path like any other;
  * 2. otherwise the most specific matching pattern: path segments compared left to right
  *    (literal over `:param` over `*splat`, gRPC `Method` over `*`), then a named method over `*`;
  * 3. otherwise none: denied, `permission_denied` with reason `no_rule` (default deny).
@@ -554,6 +562,9 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
   // bounded, because HTTP operations carry concrete paths a client chooses.
   const found = new LruCache<string, CompiledRule | null>(FIND_CACHE_ENTRIES);
   const find = (operation: string): CompiledRule | undefined => findRule(index, found, operation);
+  // A route is named by its pattern: the rule with that pattern is its own, whatever else matches the pattern's text.
+  const findRoute = (route: string): CompiledRule | undefined =>
+    index.byKey.get(normalizeOperation(route)) ?? find(route);
   const authorize = (operation: string, principal: Principal | undefined, peerCertificate?: CertificateIdentity) =>
     decide(find(operation), mode, principal, peerCertificate);
 
@@ -566,9 +577,9 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
       return decision;
     },
     isPublic: (operation: string) => find(operation)?.isPublic === true,
-    checkServed: (operations: readonly string[]) => checkServed(index, find, operations, where),
+    checkServed: (operations: readonly string[]) => checkServed(index, findRoute, operations, where),
     checkRouteOrder: (routes: readonly string[]) => {
-      checkRouteOrder(find, routes, where);
+      checkRouteOrder(findRoute, find, routes, where);
     },
     ruleFor: (operation: string) => find(operation)?.pattern.key,
     patterns: Object.freeze(index.rules.map((rule) => rule.pattern.key)),
