@@ -98,7 +98,10 @@ describe('createInputLimits', () => {
     [{ maxBodyBytes: 0 }, 'createInputLimits.maxBodyBytes must be a whole number of at least 1'],
     [{ maxMessages: 1.5 }, 'createInputLimits.maxMessages must be a whole number of at least 1'],
     [{ maxBodyByte: 1 }, 'unknown option "maxBodyByte" (did you mean "maxBodyBytes"?)'],
-    [{ rules: [{ operation: 'PUT /x' }, { operation: 'PUT /x/' }] }, 'is named by an earlier rule'],
+    [
+      { rules: [{ operation: 'PUT /x' }, { operation: 'PUT /x/' }] },
+      'rules[1].operation "PUT /x" names the operations of "PUT /x"',
+    ],
     [{ rules: [{ operation: 'put /x' }] }, 'is not an operation pattern'],
     // Read by nothing: an HTTP request has a body, not messages.
     [

@@ -1,7 +1,7 @@
 import type { Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
-import { compareSpecificity, compilePattern, type OperationPattern } from '../rbac/pattern.js';
+import { compareSpecificity, compilePattern, refuseSameOperations, type OperationPattern } from '../rbac/pattern.js';
 import { checkPatternsServed, type NamedPattern } from './served.js';
 
 /** Operations are bounded by what a server serves, HTTP paths are not: the cache is emptied when full. */
@@ -52,7 +52,7 @@ export function compileOperationRules<T>(
     return { hasRules: false, patterns: [], settingsFor: () => defaults };
   }
   if (!Array.isArray(rules)) throw new ConfigurationError(`${where}.rules must be an array`);
-  const seen = new Set<string>();
+  const written: OperationPattern[] = [];
   const named: NamedPattern[] = [];
   const compiled: { readonly pattern: OperationPattern; readonly settings: T }[] = [];
   (rules as unknown[]).forEach((rule, i) => {
@@ -63,15 +63,13 @@ export function compileOperationRules<T>(
     const record = rule as Record<string, unknown>;
     checkKnownKeys(record, ['operation', ...options.keys], at, options.noun ?? 'field');
     const pattern = compilePattern(record.operation, `${at}.operation`);
-    if (seen.has(pattern.key)) {
-      throw new ConfigurationError(`${at}.operation "${String(record.operation)}" is named by an earlier rule`);
-    }
-    seen.add(pattern.key);
+    written.push(pattern);
     named.push({ at: `${at}.operation`, pattern: String(record.operation) });
     const settings = options.compile(record, defaults, at);
     if (transport !== undefined && pattern.key.startsWith('/') !== (transport === 'grpc')) return;
     compiled.push({ pattern, settings });
   });
+  refuseSameOperations(written, (i) => `${where}.rules[${String(i)}].operation`);
   if (options.servedOperations !== undefined) {
     checkPatternsServed(named, options.servedOperations, transport, where);
   }

@@ -280,6 +280,15 @@ describe('createConcurrencyLimit', () => {
       /"maxInFlightPerOperation"\["\/pkg.S\/M"\] must be a whole number of at least 1/,
     ],
     [{ maxInFlightPerOperation: { 'pkg.S/M': 1 } }, /is not an operation pattern/],
+    // Only one share could apply: the one written first, so a limit of 1 was never applied.
+    [
+      { maxInFlightPerOperation: { 'PUT /v1/up': 10, 'PUT /v1/up/': 1 } },
+      /"maxInFlightPerOperation" key "PUT \/v1\/up" names the operations of "PUT \/v1\/up", written before it/,
+    ],
+    [
+      { maxInFlightPerOperation: { 'PUT /v1/:id': 10, 'PUT /v1/:name': 1 } },
+      /"maxInFlightPerOperation" key "PUT \/v1\/:name" names the operations of "PUT \/v1\/:id"/,
+    ],
     [
       { maxInFlight: 4, maxInFlightPerOperation: { '/pkg.S/M': 5 } },
       /above "maxInFlight" \(4\) and could never be reached/,

@@ -6,7 +6,13 @@ import { resolveOptions } from '../options/resolve-options.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
 import { checkPatternsServed } from '../policy/served.js';
-import { compareSpecificity, compilePattern, normalizeOperation, type OperationPattern } from '../rbac/pattern.js';
+import {
+  compareSpecificity,
+  compilePattern,
+  normalizeOperation,
+  refuseSameOperations,
+  type OperationPattern,
+} from '../rbac/pattern.js';
 import { compileClientAddress } from './client-address.js';
 import { wholeNumber } from '../options/whole-number.js';
 
@@ -323,6 +329,10 @@ function operationBudgets(value: unknown, maxInFlight: number | undefined): Oper
   if (budgets.length === 0) {
     throw new ConfigurationError('createConcurrencyLimit: "maxInFlightPerOperation" names no operation');
   }
+  refuseSameOperations(
+    budgets.map((b) => b.pattern),
+    () => 'createConcurrencyLimit: "maxInFlightPerOperation" key',
+  );
   return budgets.sort((a, b) => compareSpecificity(a.pattern, b.pattern));
 }
 

@@ -475,6 +475,22 @@ describe('createRateLimit options', () => {
       'createRateLimit.rules[0].operationCosts["PUT /v1/*path"] names no operation of the rule\'s "operations", so its cost would never apply',
     ],
     [
+      // Only one cost could apply: each call cost what was written first.
+      'two costs for the same operations',
+      { rules: [{ ...rule, points: 20, operationCosts: { 'PUT /v1/x': 1, 'PUT /v1/x/': 10 } }] },
+      'createRateLimit.rules[0].operationCosts key "PUT /v1/x" names the operations of "PUT /v1/x", written before it: only one could apply',
+    ],
+    [
+      'two costs for the same operations, parameters named apart',
+      { rules: [{ ...rule, operationCosts: { 'PUT /v1/:id': 1, 'PUT /v1/:name': 2 } }] },
+      /operationCosts key "PUT \/v1\/:name" names the operations of "PUT \/v1\/:id"/,
+    ],
+    [
+      'an operation named twice',
+      { rules: [{ ...rule, operations: ['GET /v1/*path', 'GET /v1/*rest/'] }] },
+      /rules\[0\]\.operations\[1\] "GET \/v1\/\*rest" names the operations of "GET \/v1\/\*path"/,
+    ],
+    [
       'a cost above the points',
       { rules: [{ ...rule, points: 3, operationCosts: { 'GET /x': 5 } }] },
       'createRateLimit.rules[0]: a call costs 5 points, more than the rule ever has (3), so every such call would be refused',

@@ -5,7 +5,13 @@ import { SecurityError } from '../errors/security-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, ControlStage, StartResult } from '../pipeline/control.js';
-import { compareSpecificity, compilePattern, overlapWitness, type OperationPattern } from '../rbac/pattern.js';
+import {
+  compareSpecificity,
+  compilePattern,
+  overlapWitness,
+  refuseSameOperations,
+  type OperationPattern,
+} from '../rbac/pattern.js';
 import { compileClientAddress, type ClientAddress, type ClientAddressOptions } from './client-address.js';
 import {
   askStore,
@@ -409,6 +415,10 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
     pattern: compilePattern(pattern, `${at}.operationCosts key`),
     cost: wholeNumber(c, `${at}.operationCosts["${pattern}"]`),
   }));
+  refuseSameOperations(
+    costs.map((c) => c.pattern),
+    () => `${at}.operationCosts key`,
+  );
   costs.sort((a, b) => compareSpecificity(a.pattern, b.pattern));
   // Read by nothing: the rule never counts a call its operations do not name.
   const stray = patterns === undefined ? undefined : costs.find((c) => !patterns.some((p) => overlaps(p, c.pattern)));
@@ -453,7 +463,9 @@ function compilePatterns(value: unknown, where: string): readonly OperationPatte
   if (value === undefined) return undefined;
   if (!Array.isArray(value) || value.length === 0)
     throw new ConfigurationError(`${where} must be a non-empty array of operation patterns`);
-  return Object.freeze((value as unknown[]).map((p, i) => compilePattern(p, `${where}[${String(i)}]`)));
+  const patterns = (value as unknown[]).map((p, i) => compilePattern(p, `${where}[${String(i)}]`));
+  refuseSameOperations(patterns, (i) => `${where}[${String(i)}]`);
+  return Object.freeze(patterns);
 }
 
 function checkCosts(value: unknown, where: string): Readonly<Record<string, unknown>> {

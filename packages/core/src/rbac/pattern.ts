@@ -4,6 +4,12 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 export interface OperationPattern {
   /** The pattern in normal form (trailing slash removed), used for duplicates and exact lookups. */
   readonly key: string;
+  /**
+   * The operations it names, written without the names of its parameters and wildcards
+   * (`GET /v1/:/*`): two patterns of one shape match the same operations, and only one of them
+   * could ever apply.
+   */
+  readonly shape: string;
   /** True when it names exactly one operation (no `*` method, service wildcard, `:param` or `*splat`). */
   readonly exact: boolean;
   /** Segment ranks for ordering wildcards: 3 literal, 2 `:param`, 1 `*splat`; last, the method rank. */
@@ -41,9 +47,12 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
       );
     }
     const service = `/${m[1] ?? ''}/`;
-    if (m[2] !== '*') return { key: pattern, exact: true, ranks: [3, 3], matches: (op) => op === pattern };
+    if (m[2] !== '*') {
+      return { key: pattern, shape: pattern, exact: true, ranks: [3, 3], matches: (op) => op === pattern };
+    }
     return {
       key: pattern,
+      shape: pattern,
       exact: false,
       ranks: [3, 2],
       matches: (op) => op.startsWith(service) && op.length > service.length && !op.includes('/', service.length),
@@ -85,8 +94,10 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
   ranks.push(method === '*' ? 0 : 1);
   const exact = method !== '*' && ranks.slice(0, -1).every((r) => r === 3);
   const splat = segments.length > 0 && ranks[segments.length - 1] === 1;
+  const shape = `${method} /${segments.map((segment, i) => (ranks[i] === 3 ? segment : segment.charAt(0))).join('/')}`;
   return {
     key,
+    shape,
     exact,
     ranks,
     matches(operation: string): boolean {
@@ -108,6 +119,34 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
       return true;
     },
   };
+}
+
+/**
+ * Refuses two patterns that name the same operations (`PUT /v1/x` and `PUT /v1/x/`, `GET
+ * /v1/:id` and `GET /v1/:name`): only the one written first would ever apply. `at(i)` says
+ * where the i-th pattern was written.
+ *
+ * @throws ConfigurationError naming the second pattern and the first.
+ *
+ * @example
+ * ```ts
+ * refuseSameOperations([compilePattern('GET /v1/:id', 'a'), compilePattern('GET /v1/:name', 'b')], (i) => `rules[${i}]`);
+ * // ConfigurationError: rules[1] "GET /v1/:name" names the operations of "GET /v1/:id", written before it: only one could apply
+ * ```
+ *
+ * @internal
+ */
+export function refuseSameOperations(patterns: readonly OperationPattern[], at: (index: number) => string): void {
+  const first = new Map<string, OperationPattern>();
+  patterns.forEach((pattern, i) => {
+    const earlier = first.get(pattern.shape);
+    if (earlier !== undefined) {
+      throw new ConfigurationError(
+        `${at(i)} "${pattern.key}" names the operations of "${earlier.key}", written before it: only one could apply`,
+      );
+    }
+    first.set(pattern.shape, pattern);
+  });
 }
 
 /**

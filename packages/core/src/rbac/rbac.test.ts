@@ -242,7 +242,20 @@ describe('compileRbac: start-up checks', () => {
         { operation: 'GET /x/', public: true },
         { operation: 'GET /x', public: true },
       ],
-      /more than one rule/,
+      /rbac.rules "GET \/x" names the operations of "GET \/x", written before it: only one could apply/,
+    ],
+    [
+      'two parameters of other names at one place',
+      [
+        { operation: 'GET /v1/:id', anyRoles: ['admin'] },
+        { operation: 'GET /v1/:name', anyRoles: ['reader'] },
+      ],
+      /"GET \/v1\/:name" names the operations of "GET \/v1\/:id"/,
+    ],
+    [
+      'two wildcards of other names',
+      { 'DELETE /files/*path': { anyRoles: ['admin'] }, 'DELETE /files/*rest/': { authenticated: true } },
+      /"DELETE \/files\/\*rest" names the operations of "DELETE \/files\/\*path"/,
     ],
     ['a bad certificate rule', { '/p.S/M': { certificate: [] } }, /certificate/],
   ])('refuses %s', (_label, rules, message) => {

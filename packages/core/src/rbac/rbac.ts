@@ -10,6 +10,7 @@ import {
   namesServed,
   normalizeOperation,
   overlapWitness,
+  refuseSameOperations,
   type OperationPattern,
 } from './pattern.js';
 
@@ -347,13 +348,11 @@ function compileRules(rules: RbacRules, where: string): readonly CompiledRule[] 
 
 /** Arranges compiled rules for lookup; two rules for one pattern are refused, since only one could ever apply. */
 function indexRules(rules: readonly CompiledRule[], where: string): RuleIndex {
-  const byKey = new Map<string, CompiledRule>();
-  for (const rule of rules) {
-    if (byKey.has(rule.pattern.key)) {
-      throw new ConfigurationError(`${where}: "${rule.pattern.key}" has more than one rule`);
-    }
-    byKey.set(rule.pattern.key, rule);
-  }
+  refuseSameOperations(
+    rules.map((rule) => rule.pattern),
+    () => where,
+  );
+  const byKey = new Map(rules.map((rule) => [rule.pattern.key, rule]));
   const exact = new Map([...byKey].filter(([, rule]) => rule.pattern.exact));
   const wildcards = rules.filter((r) => !r.pattern.exact).sort((a, b) => compareSpecificity(a.pattern, b.pattern));
   return { rules, exact, byKey, wildcards };

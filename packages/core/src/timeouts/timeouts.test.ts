@@ -75,7 +75,10 @@ describe('createTimeouts', () => {
     [{ defaultMs: 10_000, maxMs: 5_000 }, /maxMs \(5000\) must not be below defaultMs/],
     [{ defautMs: 1 }, /did you mean "defaultMs"/],
     [{ rules: {} }, /rules must be an array/],
-    [{ rules: [{ operation: 'GET /a' }, { operation: 'GET /a/' }] }, /named by an earlier rule/],
+    [
+      { rules: [{ operation: 'GET /a' }, { operation: 'GET /a/' }] },
+      /rules\[1\]\.operation "GET \/a" names the operations of "GET \/a"/,
+    ],
     [{ rules: [{ operation: 'get /a' }] }, /not an operation pattern/],
     [{ rules: [{ operation: 'GET /a', idle: 1 }] }, /unknown option "idle"/],
     [{ transport: 'smtp' }, /"transport" must be "grpc" or "http"/],
