@@ -109,6 +109,24 @@ describe('createRateLimit', () => {
     expect((await run(call('/pkg.Svc/Get', '198.51.100.1:5000'))).refusal).toBeUndefined();
   });
 
+  it('counts a caller once across the limits of two transports given one memory store', async () => {
+    // One policy, one store, a guard per transport: each once granted the whole allowance.
+    const store = createMemoryRateLimitStore();
+    const grpc = limiter({ store, rules: [perPeer()] });
+    const http = limiter({ store, rules: [perPeer()] });
+    const refusals = [];
+    for (const [run, operation] of [
+      [grpc, '/pkg.Svc/Get'],
+      [http, 'GET /v1/items/1'],
+      [grpc, '/pkg.Svc/Get'],
+      [http, 'GET /v1/items/1'],
+    ] as const) {
+      refusals.push((await run(call(operation))).refusal);
+    }
+    expect(refusals.slice(0, 3)).toEqual([undefined, undefined, undefined]);
+    expect(refusals[3]).toMatchObject({ code: 'rate_limited' });
+  });
+
   it('applies a rule only to the operations its patterns name, on both transports', async () => {
     const run = limiter({
       rules: [perPeer({ points: 1, operations: ['/pkg.Svc/*', 'PUT /v1/artifacts/*path'] })],

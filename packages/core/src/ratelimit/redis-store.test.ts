@@ -73,6 +73,18 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
     expect((await otherService.consume('ip:203.0.113.9', 1)).allowed).toBe(true);
   });
 
+  it('gives two guards of one process the same limiter for one name, and refuses one name with two allowances', async () => {
+    const { audit } = capture();
+    const store = createRedisRateLimitStore({ client: await ready(client(redis.port)), audit, keyPrefix: 'guards' });
+    const grpc = store.limiter(spec());
+    // The same limiter: its insurance limiter, which counts while Redis is down, is shared too.
+    expect(store.limiter(spec())).toBe(grpc);
+    expect(() => store.limiter(spec({ points: 30 }))).toThrow(ConfigurationError);
+    expect(() => store.limiter(spec({ points: 30 }))).toThrow(
+      'createRedisRateLimitStore: two limits named "api" ask this store for different allowances',
+    );
+  });
+
   it('shares a burst between replicas, and reports its state once a count reached it', async () => {
     const { audit } = capture();
     const [c1, c2] = await Promise.all([ready(client(redis.port)), ready(client(redis.port))]);

@@ -7,6 +7,7 @@ import {
   RateLimitStoreError,
   createMemoryRateLimitStore,
   flexibleLimiter,
+  limitersByName,
   type LimiterResult,
   type LimiterSpec,
   type RateLimitStore,
@@ -121,7 +122,7 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
 
   return Object.freeze({
     kind: 'redis',
-    limiter(spec: LimiterSpec): StoreLimiter {
+    limiter: limitersByName(where, (spec: LimiterSpec): StoreLimiter => {
       const shared = flexibleLimiter(
         spec,
         (o) =>
@@ -168,7 +169,7 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
             false,
           ),
       };
-    },
+    }),
   });
 }
 

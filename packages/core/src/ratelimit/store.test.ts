@@ -48,6 +48,36 @@ describe('createMemoryRateLimitStore', () => {
     expect((await b.consume('k', 1)).allowed).toBe(true);
   });
 
+  it('counts limits of one name together, as a Redis store does: two guards given the store share the allowance', async () => {
+    // One guard per transport, one store: each once granted a caller the whole allowance.
+    const store = createMemoryRateLimitStore();
+    const spec = { name: 'per-peer', points: 3, durationSeconds: 60, storeFailure: 'open' } as const;
+    const grpc = store.limiter(spec);
+    const http = store.limiter({ ...spec });
+    expect(http).toBe(grpc);
+    const answers = [];
+    for (const l of [grpc, http, grpc, http]) answers.push((await l.consume('10.0.0.1', 1)).allowed);
+    expect(answers).toEqual([true, true, true, false]);
+  });
+
+  it.each<[string, Partial<LimiterSpec>]>([
+    ['points', { points: 4 }],
+    ['window', { durationSeconds: 30 }],
+    ['burst', { burst: { points: 2, durationSeconds: 60 } }],
+    ['block', { blockSeconds: 60 }],
+    ['storeFailure', { storeFailure: 'closed' }],
+  ])('refuses a second limit of one name with other %s: one count cannot be judged two ways', (_label, other) => {
+    const store = createMemoryRateLimitStore();
+    const spec: LimiterSpec = { name: 'per-peer', points: 3, durationSeconds: 60, storeFailure: 'open' };
+    store.limiter(spec);
+    expect(() => store.limiter({ ...spec, ...other })).toThrow(ConfigurationError);
+    expect(() => store.limiter({ ...spec, ...other })).toThrow(
+      'createMemoryRateLimitStore: two limits named "per-peer" ask this store for different allowances',
+    );
+    // Another store counts apart, and takes it.
+    expect(() => createMemoryRateLimitStore().limiter({ ...spec, ...other })).not.toThrow();
+  });
+
   it('counts a call’s cost, so one expensive call can spend the whole allowance', async () => {
     const l = limiter({ points: 5 });
     expect(await l.consume('k', 5)).toMatchObject({ allowed: true, remaining: 0 });

@@ -1,5 +1,6 @@
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { LruCache } from '../cache/lru.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { wholeNumber } from '../options/whole-number.js';
@@ -21,7 +22,11 @@ import { wholeNumber } from '../options/whole-number.js';
  * ```
  */
 export interface LimiterSpec {
-  /** The rule's name: part of every stored key, so rules never share counts. */
+  /**
+   * The rule's name: part of every stored key. Limits of one name count together in one store
+   * (two guards given the store, one per transport, share their counts), and must ask for the
+   * same allowance.
+   */
   readonly name: string;
   /** Points a key may spend per window (each count adds its cost; past them, refused). */
   readonly points: number;
@@ -184,8 +189,52 @@ export function createMemoryRateLimitStore(options?: MemoryRateLimitStoreOptions
   const maxKeys = wholeNumber(resolveOptions(where, MEMORY_DEFAULTS, options).maxKeys, `${where}: "maxKeys"`);
   return Object.freeze({
     kind: 'memory',
-    limiter: (spec: LimiterSpec): StoreLimiter => memoryLimiter(spec, maxKeys),
+    limiter: limitersByName(where, (spec) => memoryLimiter(spec, maxKeys)),
   });
+}
+
+/**
+ * A store's `limiter`, made once per name: limits of one name count together, as a Redis store
+ * keeps them under one key, so a second spec of a name gets the limiter of the first (two guards
+ * given one memory store, one per transport, had each granted a caller the whole allowance).
+ * A second spec of a name that asks for another allowance is refused: one count cannot be
+ * judged against two.
+ *
+ * @throws ConfigurationError from the returned function, for a name asked with another allowance.
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core (not exported)
+ * const limiter = limitersByName('createMyStore', (spec) => myLimiter(spec));
+ * ```
+ *
+ * @internal
+ */
+export function limitersByName(
+  where: string,
+  make: (spec: LimiterSpec) => StoreLimiter,
+): (spec: LimiterSpec) => StoreLimiter {
+  const made = new Map<string, { readonly allowance: string; readonly limiter: StoreLimiter }>();
+  return (spec) => {
+    const allowance = JSON.stringify([
+      spec.points,
+      spec.durationSeconds,
+      spec.burst?.points,
+      spec.burst?.durationSeconds,
+      spec.blockSeconds ?? 0,
+      spec.storeFailure,
+    ]);
+    const known = made.get(spec.name);
+    if (known !== undefined) {
+      if (known.allowance === allowance) return known.limiter;
+      throw new ConfigurationError(
+        `${where}: two limits named "${spec.name}" ask this store for different allowances (points, window, burst, block or storeFailure), and limits of one name count together in one store: name them apart, or give each its own store`,
+      );
+    }
+    const limiter = make(spec);
+    made.set(spec.name, { allowance, limiter });
+    return limiter;
+  };
 }
 
 /** The counts of one key in one window. */
