@@ -276,9 +276,26 @@ function onStream(
   if (timeout !== undefined && (typeof timeout !== 'string' || !GRPC_TIMEOUT.test(timeout))) {
     headers['grpc-timeout'] = MALFORMED_TIMEOUT;
   }
-  const securityChecked = Array.isArray(rawHeaders);
-  if (securityChecked) handOnSecurityHeaders(headers, rawHeaders);
-  dropWhatGrpcJsDrops(headers, securityChecked);
+  if (!Array.isArray(rawHeaders)) {
+    dropWhatGrpcJsDrops(headers, false);
+    return;
+  }
+  handOnSecurityHeaders(headers, rawHeaders);
+  // The raw list is an array, read faster than the headers object's keys: it tells whether there
+  // is anything to drop, and the object is walked only when there is.
+  if (anythingGrpcJsDrops(rawHeaders)) dropWhatGrpcJsDrops(headers, true);
+}
+
+/** Whether grpc-js would drop an entry of `rawHeaders`, its security headers aside (handed on already). */
+function anythingGrpcJsDrops(rawHeaders: readonly string[]): boolean {
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = String(rawHeaders[i]);
+    if (name.charCodeAt(0) === 58) continue;
+    if (!GRPC_JS_KEY.test(name)) return true;
+    if (SINGLE_VALUE_NAME_LENGTHS[name.length] === 1 && SINGLE_VALUE_SECURITY_HEADERS.has(name)) continue;
+    if (!name.endsWith('-bin') && !GRPC_JS_TEXT_VALUE.test(String(rawHeaders[i + 1]))) return true;
+  }
+  return false;
 }
 
 /**
