@@ -65,6 +65,12 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
     );
   }
   const method = m[1] ?? '*';
+  // The adapters report a HEAD request as GET (Express runs GET routes for it): a HEAD rule would never apply.
+  if (method === 'HEAD') {
+    throw new ConfigurationError(
+      `${where} "${pattern}": a HEAD request is decided by the rule of GET (Express answers it with the GET route); write the rule for GET`,
+    );
+  }
   const key = normalizeOperation(pattern);
   const path = key.slice(method.length + 1);
   const segments = path === '/' ? [] : path.slice(1).split('/');

@@ -223,6 +223,8 @@ describe('compileRbac: start-up checks', () => {
   it.each<[string, unknown, RegExp]>([
     ['a bad pattern', { 'GET v1/x': { public: true } }, /not an operation pattern/],
     ['a lower-case method', { 'get /x': { public: true } }, /not an operation pattern/],
+    // Checked as GET: a HEAD rule would never apply, and an app's own HEAD route ran under the GET rule.
+    ['a HEAD rule', { 'HEAD /v1/report': { anyRoles: ['admin'] } }, /a HEAD request is decided by the rule of GET/],
     ['a gRPC pattern with a partial wildcard', { '/p.S/Get*': { public: true } }, /not a gRPC method pattern/],
     [
       'an HTTP route without its method',
