@@ -26,7 +26,7 @@ export { GrpcStatusCode, codeFromGrpcStatus } from './errors/codes.js';
 export { toPublicError, type PublicError } from './errors/public-error.js';
 export { retryInfoStatusDetails } from './errors/status-details.js';
 export type { FailureContext } from './audit/audit-logger.js';
-export { bearerChallenge, httpOperation } from './guard/guard.js';
+export { bearerChallenge, httpOperation, isPlainPath } from './guard/guard.js';
 export { declaresBody } from './call/declared-body.js';
 export {
   identityFromCertificate,

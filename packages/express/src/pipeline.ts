@@ -18,6 +18,7 @@ import {
   type CallState,
   type Pipeline,
   httpOperation,
+  isPlainPath,
   identityFromTlsSocket,
   isIdentityCurrent,
   missingContextError,
@@ -245,6 +246,17 @@ export function pipelineRunner(
     const info = (state.callInfo ??= buildCallInfo(req, state, placement.path(req)));
     // Asked only if the request fails: the audit line names a rule pattern, never the raw path.
     state.labelOperation ??= pipeline.operationLabel;
+    if (pipeline.matchesOperation && !isPlainPath(info.operation)) {
+      // Rules read the path as sent; what serves it may decode and resolve it into another path.
+      refuse(
+        undefined,
+        req,
+        res,
+        next,
+        new SecurityError('invalid_argument', { reason: 'path_not_plain', details: { field: 'path' } }),
+      );
+      return;
+    }
     if (pipeline.hasMessageHooks && (req.readableLength > 0 || req.readableDidRead)) {
       // Body bytes already arrived uninspected (an asynchronous middleware ran first): a hook
       // could not see them, so refuse rather than let them through.

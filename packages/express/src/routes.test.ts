@@ -2,6 +2,10 @@
 // applies the most specific rule. With the general route registered first, a request both
 // match ran the general route's handler under the specific route's rule: here, a tenant's
 // reports served to anyone under the public rule of another route.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import express, { type Express } from 'express';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError, compileRbac, createGuard, type RbacRules } from '@fluxguard/core';
@@ -163,6 +167,67 @@ describe('routesOf and the route order check of wrap(app)', () => {
       expect(await read.json()).toEqual({ tenant: '*file', revenue: 1_234_567 });
     } finally {
       await served.close();
+    }
+  });
+
+  it('refuses a path with a dot segment or an encoded slash, which a file server behind the guard resolves', async () => {
+    // Rules read `/static/public/../private/payroll.txt` as a path under the public rule;
+    // express.static resolved it and served a file of the admin-only tree to anyone.
+    const root = mkdtempSync(join(tmpdir(), 'fluxguard-static-'));
+    mkdirSync(join(root, 'public'));
+    mkdirSync(join(root, 'private'));
+    writeFileSync(join(root, 'public', 'readme.txt'), 'hello');
+    writeFileSync(join(root, 'private', 'payroll.txt'), 'TOP SECRET');
+    const guard = fluxguard({
+      audit: audit.audit,
+      guard: createGuard({
+        audit: audit.audit,
+        jwt: tokens.verifier,
+        rbac: compileRbac([
+          { operation: 'GET /static/public/*path', public: true },
+          { operation: 'GET /static/*path', anyRoles: ['admin'] },
+        ]),
+      }),
+    });
+    const site = express();
+    site.set('case sensitive routing', true);
+    site.use('/static', express.static(root));
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    // A raw request target: fetch would resolve the dot segments itself.
+    const status = (path: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        get({ host: '127.0.0.1', port: new URL(served.url).port, path }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (body += chunk));
+          res.on('end', () => {
+            resolve({ status: res.statusCode ?? 0, body });
+          });
+        }).on('error', reject);
+      });
+    try {
+      expect(await status('/static/public/readme.txt')).toEqual({ status: 200, body: 'hello' });
+      expect((await status('/static/private/payroll.txt')).status).toBe(401);
+      for (const path of [
+        '/static/public/../private/payroll.txt',
+        '/static/public/%2e%2e/private/payroll.txt',
+        '/static/public/.%2E/private/payroll.txt',
+        '/static/public/..%2Fprivate%2Fpayroll.txt',
+        '/static/public/..%5cprivate%5cpayroll.txt',
+        '/static/public/x/../../private/payroll.txt',
+        '/static/public/./../private/payroll.txt',
+      ]) {
+        const answer = await status(path);
+        expect(answer.status, path).toBe(400);
+        expect(answer.body).not.toContain('SECRET');
+      }
+      expect(JSON.stringify(audit.lines().at(-1))).toContain('path_not_plain');
+      // Dots inside a name are no dot segment.
+      expect((await status('/static/public/readme.txt.')).status).toBe(404);
+    } finally {
+      await served.close();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 

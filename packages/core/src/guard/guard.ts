@@ -150,6 +150,28 @@ export function httpOperation(method: string, path: string): string {
   return `${upper === 'HEAD' ? 'GET' : upper} ${path}`;
 }
 
+// A dot segment (`.`, `..`, also percent-encoded) or an encoded `/` or `\`.
+const NOT_PLAIN_PATH = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)|%(?:2f|5c)/i;
+
+/**
+ * Whether an HTTP request path reads the same to rules as to whatever serves it: no dot segment
+ * (`.` or `..`, also percent-encoded) and no encoded `/` or `\`. Rules match the path as sent,
+ * segment by segment; a file server (`express.static`) decodes and resolves it, so
+ * `/static/public/..%2Fprivate%2Fpayroll.txt` was decided by the rule of `/static/public/*path`
+ * and served a file under `/static/private`. Clients send no such paths (browsers and curl
+ * resolve dot segments before sending).
+ *
+ * @example
+ * ```ts
+ * import { isPlainPath } from '@fluxguard/core/adapter';
+ * isPlainPath('/v1/items/a.txt'); // true
+ * isPlainPath('/static/public/%2e%2e/private'); // false
+ * ```
+ */
+export function isPlainPath(path: string): boolean {
+  return (!path.includes('.') && !path.includes('%')) || !NOT_PLAIN_PATH.test(path);
+}
+
 /**
  * The `WWW-Authenticate` value for an `unauthenticated` refusal (RFC 6750 §3): a bare
  * `Bearer` challenge when no credential was sent, `error="invalid_token"` otherwise.
