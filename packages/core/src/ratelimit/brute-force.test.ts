@@ -10,7 +10,7 @@ import { CallState } from '../pipeline/call-context.js';
 import type { Control } from '../pipeline/control.js';
 import { createPipeline } from '../pipeline/pipeline.js';
 import { createBruteForceProtection, type BruteForceOptions } from './brute-force.js';
-import { RateLimitStoreError, type RateLimitStore } from './store.js';
+import { RateLimitStoreError, createMemoryRateLimitStore, type RateLimitStore } from './store.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -296,6 +296,19 @@ describe('createBruteForceProtection while verdicts are on their way', () => {
     expect(outcomes.filter((o) => (o as SecurityError).reason === 'brute_force_blocked')).toHaveLength(
       20 - peer.maxFailures,
     );
+  });
+
+  it('holds a burst to maxFailures across two guards given one store, one per transport', async () => {
+    // Each guard once let maxFailures guesses through: the guesses waiting for a verdict were
+    // counted per control, though the failures were counted per store.
+    const store = createMemoryRateLimitStore();
+    const [grpc, http] = [createBruteForceProtection({ peer, store }), createBruteForceProtection({ peer, store })];
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        verifiedLater(i % 2 === 0 ? grpc : http, call(`203.0.113.61:${String(i)}`), badSignature()),
+      ),
+    );
+    expect(outcomes.filter((o) => o === 'verified')).toHaveLength(peer.maxFailures);
   });
 
   it('lets an honest burst through whole: calls past the limit only wait for the verdicts before them', async () => {

@@ -124,7 +124,7 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
   // once: they are counted here too (a bounded memory store), and checked before and after the
   // store is asked. A blocked address then costs no round trip, and a block this replica counted
   // holds while the store is slow or down, when its rules fall back to a limiter without blocks.
-  const local = store.kind === 'memory' ? undefined : createMemoryRateLimitStore();
+  const local = store.kind === 'memory' ? undefined : localStoreOf(store);
   const localPeer =
     local === undefined ? undefined : failureLimiter(options.peer, `${where}.peer`, 'brute-force.peer', local, 'open');
   const localSubject =
@@ -135,7 +135,7 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
   const knownPeer = localPeer ?? peerLimiter;
   const knownSubject = local === undefined ? subjectLimiter : localSubject;
   const maxPeerFailures = options.peer.maxFailures;
-  const verdicts = new PendingVerdicts();
+  const verdicts = pendingVerdictsOf(knownPeer);
 
   // With the memory store the check is synchronous; a remote store's answers are awaited.
   const onStart = (call: CallInfo, context: CallContext): StartResult | Promise<StartResult> => {
@@ -283,6 +283,31 @@ function failureLimiter(
     blockSeconds: n('blockSeconds'),
     storeFailure,
   });
+}
+
+// Guards given one store (one per transport) count failures together, as the store keeps them
+// by name: the counts this process keeps beside a shared store, and the guesses still waiting
+// for their verdict, are kept per store and per limiter too. Per control, two guards let
+// `maxFailures` guesses through each.
+const localStores = new WeakMap<RateLimitStore, RateLimitStore>();
+const pendingVerdicts = new WeakMap<StoreLimiter, PendingVerdicts>();
+
+function localStoreOf(store: RateLimitStore): RateLimitStore {
+  let local = localStores.get(store);
+  if (local === undefined) {
+    local = createMemoryRateLimitStore();
+    localStores.set(store, local);
+  }
+  return local;
+}
+
+function pendingVerdictsOf(limiter: StoreLimiter): PendingVerdicts {
+  let verdicts = pendingVerdicts.get(limiter);
+  if (verdicts === undefined) {
+    verdicts = new PendingVerdicts();
+    pendingVerdicts.set(limiter, verdicts);
+  }
+  return verdicts;
 }
 
 /** Whether a call carries something authentication may refuse: a bearer token or a client certificate. */
