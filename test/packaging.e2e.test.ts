@@ -329,7 +329,6 @@ await createMtlsAgent({ ca: ca.certPem }).close();
 
 const app = express();
 app.set('case sensitive routing', true);
-app.set('strict routing', true);
 const { before, after } = fluxguard({ audit, guard });
 app.use(before);
 app.get('/v1/items/:id', (req, res) => res.json({ id: req.params.id }));

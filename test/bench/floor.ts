@@ -38,7 +38,7 @@ function requireSignature(publicKey: KeyObject): RequestHandler {
 }
 
 /**
- * The HTTP floor: the bare app (Express 5, strict routing, the same route) with one middleware
+ * The HTTP floor: the bare app (Express 5, case-sensitive routing, the same route) with one middleware
  * in front that refuses with 401 any request whose bearer token's signature does not verify.
  */
 export function floorApp(publicKey: KeyObject): Express {

@@ -19,7 +19,6 @@ const guard = createGuard({
 
 const app = express();
 app.set('case sensitive routing', true); // RBAC matches paths letter for letter: routing must agree
-app.set('strict routing', true);
 const { before, after, wrap } = fluxguard({ audit, guard });
 app.use(before); // request id, security headers, authentication and RBAC
 app.get('/healthz', (_req, res) => res.json({ status: 'ok' }));

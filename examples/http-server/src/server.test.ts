@@ -366,10 +366,13 @@ describe('reference HTTP server', () => {
     }
   });
 
-  it('answers a path the rules allow but no route serves with a 404 problem', async () => {
+  it('reads /v1/artifacts/ as /v1/artifacts, as its rules do: the list, under the list rule', async () => {
+    // The app routes non-strictly: fluxguard refuses strict routing, under which a path with a
+    // trailing slash could reach another route than the one whose rule decided it.
     const res = await call('/v1/artifacts/', { roles: 'artifacts.reader' });
-    expect(res.status).toBe(404);
-    expect(await res.json()).toMatchObject({ code: 'not_found' });
+    expect(res.status).toBe(200);
+    expect(Array.isArray(await res.json())).toBe(true);
+    expect((await call('/v1/artifacts/', { roles: null })).status).toBe(401);
   });
 
   it('drops a client that sends its headers too slowly', async () => {

@@ -161,7 +161,6 @@ export function createApp(options: AppOptions): ArtifactStoreApp {
   app.disable('x-powered-by');
   // RBAC matches the concrete path: routing must agree with it, letter for letter.
   app.set('case sensitive routing', true);
-  app.set('strict routing', true);
   app.set('etag', false);
   app.set('query parser', 'simple');
 

@@ -93,6 +93,38 @@ const CASES = [
     refusal: /the router at "\/\(.*\)" is a regular expression with the i flag \(or below one\)/,
   },
   {
+    // Rules read /v1/x/ as /v1/x; a strict router does not, and takes it to another route.
+    name: 'the app routing strictly',
+    mount: (app: Express) => {
+      app.set('strict routing', true);
+      app.get('/v1/admin/users', secret);
+    },
+    refusal: /the app routes strictly \(strict routing\).*Unset strict routing/,
+  },
+  {
+    name: 'a router made with express.Router({ strict: true })',
+    mount: (app: Express) => {
+      const v1 = express.Router({ caseSensitive: true, strict: true });
+      v1.get('/admin/users', secret);
+      app.use('/v1', v1);
+    },
+    refusal: /the router mounted at "\/v1" routes strictly.*create it without strict/,
+  },
+  {
+    name: 'a route given as a regular expression',
+    mount: (app: Express) => {
+      app.get(/^\/v1\/admin\/(.+)$/, secret);
+    },
+    refusal: /the route at "\/\(.*\)" is a regular expression or has optional parts/,
+  },
+  {
+    name: 'a route with an optional part',
+    mount: (app: Express) => {
+      app.get('/v1/admin{/:list}', secret);
+    },
+    refusal: /the route at "\/v1\/admin\{\/:list\}" is a regular expression or has optional parts/,
+  },
+  {
     name: 'the setting made after the router was',
     setLate: true,
     mount: (app: Express) => {

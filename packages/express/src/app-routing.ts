@@ -62,6 +62,11 @@ export function routingMismatch(app: Application, owner: string): ConfigurationE
       `${owner}: the app's router was made before app.set('case sensitive routing', true), and routes case-insensitively: set it before any route or app.use`,
     );
   }
+  if (app.enabled('strict routing') || router.strict === true) {
+    return new ConfigurationError(
+      `${owner}: the app routes strictly (strict routing), and rules read a path with one trailing slash as the path without it, as Express's default routing does: /v1/x/ could reach another route than /v1/x under the rule of /v1/x. Unset strict routing`,
+    );
+  }
   return mountedMismatch(walkRouter(app), owner);
 }
 
@@ -75,6 +80,16 @@ function mountedMismatch(entries: readonly RouterEntry[], owner: string): Config
     if ((entry.kind === 'route' || entry.kind === 'router') && entry.ignoresCase) {
       return new ConfigurationError(
         `${owner}: the ${entry.kind} at "${entry.path}" is a regular expression with the i flag (or below one), which matches paths in any letter case, and rules match paths letter for letter: drop the flag`,
+      );
+    }
+    if (entry.kind === 'route' && (entry.opaque || /[{}()]/.test(entry.path))) {
+      return new ConfigurationError(
+        `${owner}: the route at "${entry.path}" is a regular expression or has optional parts, which rules cannot name and the route order check cannot read: write one route per path, with :param and *splat only`,
+      );
+    }
+    if (entry.kind === 'router' && entry.strict) {
+      return new ConfigurationError(
+        `${owner}: the router mounted at "${entry.path}" routes strictly, and rules read a path with one trailing slash as the path without it: create it without strict`,
       );
     }
     if (entry.kind === 'router' && !entry.caseSensitive) {

@@ -64,7 +64,6 @@ describe('authorize() over real TLS (per-operation client certificates)', () => 
     });
     const app = express();
     app.set('case sensitive routing', caseSensitive);
-    app.set('strict routing', true);
     const { before, after } = fluxguard({ audit, guard });
     app.use(before);
     app.get('/healthz', (_req, res) => {

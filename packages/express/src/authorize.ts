@@ -29,7 +29,7 @@ export type AuthorizeOptions = GuardStepOptions;
  * app must route case-sensitively (`app.set('case sensitive routing', true)`), as RBAC
  * matches paths: otherwise `GET /V1/admin` would reach the handler of `/v1/admin` under the
  * rule of another path. A request to an app that does not is refused with a 500 and a log
- * line saying so. `strict routing` is advised as well.
+ * line saying so. So is an app that routes strictly (`strict routing`): rules read `/x/` as `/x`.
  *
  * @example
  * ```ts
@@ -44,7 +44,6 @@ export type AuthorizeOptions = GuardStepOptions;
  * });
  * const app = express();
  * app.set('case sensitive routing', true);
- * app.set('strict routing', true);
  * const { before, after } = fluxguard({ audit });
  * app.use(before, authorize({ guard }));
  * app.get('/v1/items/:id', (req, res) => { res.json({ by: req.fluxguard.principal?.subject }); });

@@ -55,7 +55,6 @@ describe('jwtAuth() and rbac() over real TLS', () => {
   function app(security: RequestHandler[], guard?: ReturnType<typeof createGuard>): Express {
     const a = express();
     a.set('case sensitive routing', true);
-    a.set('strict routing', true);
     const { before, after } = fluxguard({ audit, ...(guard === undefined ? {} : { guard }) });
     a.use(before, ...security);
     const report: RequestHandler = (req, res) => {

@@ -4,7 +4,12 @@ import type { Application } from 'express';
 interface LayerView {
   readonly rawPath?: unknown;
   readonly route?: { readonly path?: unknown; readonly methods?: Readonly<Record<string, unknown>> };
-  readonly handle?: { readonly name?: unknown; readonly stack?: unknown; readonly caseSensitive?: unknown };
+  readonly handle?: {
+    readonly name?: unknown;
+    readonly stack?: unknown;
+    readonly caseSensitive?: unknown;
+    readonly strict?: unknown;
+  };
 }
 
 /**
@@ -24,7 +29,13 @@ export type RouterEntry =
       readonly opaque: boolean;
       readonly ignoresCase: boolean;
     }
-  | { readonly kind: 'router'; readonly path: string; readonly caseSensitive: boolean; readonly ignoresCase: boolean }
+  | {
+      readonly kind: 'router';
+      readonly path: string;
+      readonly caseSensitive: boolean;
+      readonly strict: boolean;
+      readonly ignoresCase: boolean;
+    }
   | { readonly kind: 'middleware'; readonly handle: object; readonly path: string; readonly opaque: boolean };
 
 /**
@@ -78,7 +89,13 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
       if (Array.isArray(handle.stack)) {
         // A mounted router: its own stack, below each path it was mounted at.
         const mounted = { opaque: above.opaque || regex, ignoresCase: above.ignoresCase || ignoresLetterCase(at) };
-        entries.push({ kind: 'router', path, caseSensitive: handle.caseSensitive === true, ...mounted });
+        entries.push({
+          kind: 'router',
+          path,
+          caseSensitive: handle.caseSensitive === true,
+          strict: handle.strict === true,
+          ...mounted,
+        });
         walk(handle.stack, path, mounted, entries);
       } else entries.push({ kind: 'middleware', handle, path, opaque: above.opaque || regex });
     }

@@ -52,7 +52,6 @@ function guardedApp(options: { caseSensitive?: boolean } = {}) {
   });
   const app: Express = express();
   app.set('case sensitive routing', options.caseSensitive ?? true);
-  app.set('strict routing', true);
   app.use(guard.before);
   const answer: express.RequestHandler = (req, res) => {
     handled.push(req.fluxguard.requestId);
