@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigurationError, SecurityError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
+import {
+  ConfigurationError,
+  SecurityError,
+  createAuditLogger,
+  createTimeouts,
+  type AuditLogger,
+} from '@fluxguard/core';
 import { errorHandler, fluxguard, notFound, requestId, type ProblemDetails } from './index.js';
 import { serve, type Served } from './testing/tls.js';
 
@@ -473,6 +479,11 @@ describe('option validation', () => {
     // Named by the factory it was given to.
     expect(() => fluxguard({ audit: createAuditLogger({ level: 'silent' }), realm: 'a"b' })).toThrow(
       /^fluxguard: "realm" must be 1 to 100 printable ASCII characters/,
+    );
+    // Ignored next to a deadline control (a policy guard always has one): refused instead.
+    const audit = createAuditLogger({ level: 'silent' });
+    expect(() => fluxguard({ audit, controls: [createTimeouts()], timeouts: { defaultMs: 300, maxMs: 300 } })).toThrow(
+      /^fluxguard: "timeouts" is given, but a control of the deadline stage is listed already/,
     );
   });
 });

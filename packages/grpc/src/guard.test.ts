@@ -5,6 +5,7 @@ import {
   compileRbac,
   createGuard,
   createJwtVerifier,
+  createTimeouts,
   type CallInfo,
   type Control,
   type Guard,
@@ -255,6 +256,18 @@ describe('guard() construction and failures', () => {
     expect(() => fluxguardInterceptors({ audit: audit.audit, gaurd: undefined } as never)).toThrow(
       /did you mean "guard"/,
     );
+  });
+
+  it('refuses timeouts next to a deadline control it would be ignored for', () => {
+    // A guard from a policy always brings one: a tighter maxMs given here read as in force.
+    const controls = [createTimeouts({ maxMs: 60_000 })];
+    for (const timeouts of [{ defaultMs: 300, maxMs: 300 }, false] as const) {
+      expect(() => fluxguardInterceptors({ audit: audit.audit, controls, timeouts })).toThrow(
+        /"timeouts" is given, but a control of the deadline stage is listed already/,
+      );
+    }
+    expect(() => fluxguardInterceptors({ audit: audit.audit, controls })).not.toThrow();
+    expect(() => fluxguardInterceptors({ audit: audit.audit, timeouts: { defaultMs: 300, maxMs: 300 } })).not.toThrow();
   });
 
   it('answers INTERNAL, never OK, when the guard fails with something else than a SecurityError', async () => {

@@ -90,7 +90,11 @@ export function guardControls(owner: string, options: GuardStepOptions): readonl
  * The controls of the adapters' whole-stack factories (`fluxguardInterceptors`, `fluxguard`):
  * the guard's, if any, then `controls`, which the pipeline orders by stage; and, unless a
  * control of the `deadline` stage is already listed or `timeouts` is `false`, the timeouts
- * control with `timeouts` (its secure defaults when omitted).
+ * control with `timeouts` (its secure defaults when omitted). `timeouts` given next to a listed
+ * deadline control is refused: it would be ignored.
+ *
+ * @throws ConfigurationError for `controls` that is no array, a guard that is none, `timeouts`
+ *   next to a listed deadline control, or bad `timeouts`.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
  */
@@ -103,7 +107,17 @@ export function stackControls(
   const own: unknown = controls;
   if (own !== undefined && !Array.isArray(own)) throw new ConfigurationError(`${owner}: "controls" must be an array`);
   const list = [...(guard === undefined ? [] : (controlsOfGuard(guard) ?? missingGuard(owner))), ...(controls ?? [])];
-  if (timeouts === false || list.some((control) => control.stage === 'deadline')) return list;
+  if (list.some((control) => control.stage === 'deadline')) {
+    // A deadline control is listed already (a guard from a policy always has one): limits given
+    // here, or `false`, would be ignored, and a tighter maximum read as in force.
+    if (timeouts !== undefined) {
+      throw new ConfigurationError(
+        `${owner}: "timeouts" is given, but a control of the deadline stage is listed already (a guard from createGuardFromPolicy has one, from the policy's timeouts section): set the limits there, and leave "timeouts" out`,
+      );
+    }
+    return list;
+  }
+  if (timeouts === false) return list;
   return [...list, compileTimeouts(timeouts ?? {}, `${owner}: timeouts`)];
 }
 
