@@ -20,11 +20,11 @@ const RULES: RbacRules = [
 const audit = captureAudit();
 const tokens = createTokenSigner();
 
-/** An app with fluxguard's `before` in it and no routes yet. */
-function guardedSite() {
+/** An app with fluxguard's `before` in it, guarding with `rules`, and no routes yet. */
+function guardedSite(rules: RbacRules = RULES) {
   const guard = fluxguard({
     audit: audit.audit,
-    guard: createGuard({ audit: audit.audit, jwt: tokens.verifier, rbac: compileRbac(RULES) }),
+    guard: createGuard({ audit: audit.audit, jwt: tokens.verifier, rbac: compileRbac(rules) }),
   });
   const site = express();
   site.set('case sensitive routing', true);
@@ -134,19 +134,10 @@ describe('routesOf and the route order check of wrap(app)', () => {
   it('decides a path that spells a splat pattern by the rule of the route that serves it', async () => {
     // `/static/*file` as a path reaches the route `/static/:tenant` (tenant `*file`); RBAC once
     // found the public splat rule by the path's text and served the tenant's data to anyone.
-    const guard = fluxguard({
-      audit: audit.audit,
-      guard: createGuard({
-        audit: audit.audit,
-        jwt: tokens.verifier,
-        rbac: compileRbac([
-          { operation: 'GET /static/*file', public: true },
-          { operation: 'GET /static/:tenant', anyRoles: ['tenant.reader'] },
-        ]),
-      }),
-    });
-    const site = express();
-    site.set('case sensitive routing', true);
+    const { site, guard } = guardedSite([
+      { operation: 'GET /static/*file', public: true },
+      { operation: 'GET /static/:tenant', anyRoles: ['tenant.reader'] },
+    ]);
     site.get('/static/:tenant', (req, res) => {
       res.json({ tenant: req.params.tenant, revenue: 1_234_567 });
     });
@@ -178,19 +169,10 @@ describe('routesOf and the route order check of wrap(app)', () => {
     mkdirSync(join(root, 'private'));
     writeFileSync(join(root, 'public', 'readme.txt'), 'hello');
     writeFileSync(join(root, 'private', 'payroll.txt'), 'TOP SECRET');
-    const guard = fluxguard({
-      audit: audit.audit,
-      guard: createGuard({
-        audit: audit.audit,
-        jwt: tokens.verifier,
-        rbac: compileRbac([
-          { operation: 'GET /static/public/*path', public: true },
-          { operation: 'GET /static/*path', anyRoles: ['admin'] },
-        ]),
-      }),
-    });
-    const site = express();
-    site.set('case sensitive routing', true);
+    const { site, guard } = guardedSite([
+      { operation: 'GET /static/public/*path', public: true },
+      { operation: 'GET /static/*path', anyRoles: ['admin'] },
+    ]);
     site.use('/static', express.static(root));
     site.use(guard.after);
     const served = await serve(guard.wrap(site));
