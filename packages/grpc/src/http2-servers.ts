@@ -292,10 +292,20 @@ function anythingGrpcJsDrops(rawHeaders: readonly string[]): boolean {
     const name = String(rawHeaders[i]);
     if (name.charCodeAt(0) === 58) continue;
     if (!GRPC_JS_KEY.test(name)) return true;
-    if (SINGLE_VALUE_NAME_LENGTHS[name.length] === 1 && SINGLE_VALUE_SECURITY_HEADERS.has(name)) continue;
-    if (!name.endsWith('-bin') && !GRPC_JS_TEXT_VALUE.test(String(rawHeaders[i + 1]))) return true;
+    if (isSecurityHeader(name)) continue;
+    if (!grpcJsKeeps(name, String(rawHeaders[i + 1]))) return true;
   }
   return false;
+}
+
+/** A security header's name, in lower case: {@link handOnSecurityHeaders} has read its values. */
+function isSecurityHeader(name: string): boolean {
+  return SINGLE_VALUE_NAME_LENGTHS[name.length] === 1 && SINGLE_VALUE_SECURITY_HEADERS.has(name);
+}
+
+/** Whether grpc-js keeps `value` under `key`, a key it accepts: any binary value, text of printable ASCII. */
+function grpcJsKeeps(key: string, value: string): boolean {
+  return key.endsWith('-bin') || GRPC_JS_TEXT_VALUE.test(value);
 }
 
 /**
@@ -311,17 +321,15 @@ function dropWhatGrpcJsDrops(headers: IncomingHttpHeaders, securityChecked: bool
     if (key.charCodeAt(0) === 58) continue;
     // Each value of these was read once already, and is one grpc-js keeps: a bearer token is
     // the longest value of a call, and a second reading of it was about 1 % of a call's work.
-    if (securityChecked && SINGLE_VALUE_NAME_LENGTHS[key.length] === 1 && SINGLE_VALUE_SECURITY_HEADERS.has(key)) {
-      continue;
-    }
+    if (securityChecked && isSecurityHeader(key)) continue;
     const values = headers[key];
     // How many of its values grpc-js keeps; undefined: all of them.
     let kept: number | undefined;
     if (!GRPC_JS_KEY.test(key)) kept = 0;
-    else if (key.endsWith('-bin') || values === undefined) kept = undefined;
-    else if (typeof values === 'string') kept = GRPC_JS_TEXT_VALUE.test(values) ? undefined : 0;
+    else if (values === undefined) kept = undefined;
+    else if (typeof values === 'string') kept = grpcJsKeeps(key, values) ? undefined : 0;
     else {
-      const refused = values.findIndex((value) => !GRPC_JS_TEXT_VALUE.test(value));
+      const refused = values.findIndex((value) => !grpcJsKeeps(key, value));
       kept = refused === -1 ? undefined : refused;
     }
     if (kept === undefined) continue;
