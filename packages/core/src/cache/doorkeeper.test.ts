@@ -42,6 +42,35 @@ describe('Doorkeeper', () => {
     expect(regulars.filter((key) => doorkeeper.admit(key)).length).toBeGreaterThanOrEqual(4_990);
   });
 
+  it('remembers a key while as many new keys as the cache holds arrive, and forgets it after twice as many', () => {
+    const entries = 1_000;
+    let next = 0;
+    const fresh = (): string => digest(3_000_000 + next++);
+    // Wherever the key falls in a generation, it outlives entries - 1 new keys after it and not 2 × entries.
+    for (const before of [0, 1, 500, 998, 999]) {
+      const doorkeeper = new Doorkeeper(entries);
+      for (let n = 0; n < before; n++) doorkeeper.admit(fresh());
+      const kept = fresh();
+      const forgotten = fresh();
+      doorkeeper.admit(kept);
+      doorkeeper.admit(forgotten);
+      for (let n = 0; n < entries - 2; n++) doorkeeper.admit(fresh());
+      expect(doorkeeper.admit(kept)).toBe(true);
+      for (let n = 0; n < 2 * entries; n++) doorkeeper.admit(fresh());
+      expect(doorkeeper.admit(forgotten)).toBe(false);
+    }
+  });
+
+  it('admits none of a crowd of keys taking turns that is larger than the cache', () => {
+    // 30,000 clients taking turns in front of a 10,000-entry cache: admitted on its second call,
+    // each token was evicted before its third by the 10,000 admitted after it.
+    const doorkeeper = new Doorkeeper(10_000);
+    const crowd = Array.from({ length: 30_000 }, (_, n) => digest(4_000_000 + n));
+    let admitted = 0;
+    for (let round = 0; round < 3; round++) for (const key of crowd) if (doorkeeper.admit(key)) admitted++;
+    expect(admitted).toBe(0);
+  });
+
   it('admits keys too short to fingerprint, and refuses a nonsensical size', () => {
     expect(new Doorkeeper(1).admit('short')).toBe(true);
     expect(() => new Doorkeeper(0)).toThrow(RangeError);
