@@ -32,6 +32,21 @@ function guardedSite(rules: RbacRules = RULES) {
   return { site, guard };
 }
 
+/** A GET of `path` exactly as written: fetch would resolve dot segments and decode letters itself. */
+function rawGet(url: string, path: string, authorization?: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const headers = authorization === undefined ? {} : { authorization };
+    get({ host: '127.0.0.1', port: new URL(url).port, path, headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => {
+        resolve({ status: res.statusCode ?? 0, body });
+      });
+    }).on('error', reject);
+  });
+}
+
 /** The tenant reports and the public files, in `order`, then fluxguard's `after`. */
 function addRoutes(
   site: Express,
@@ -176,18 +191,7 @@ describe('routesOf and the route order check of wrap(app)', () => {
     site.use('/static', express.static(root));
     site.use(guard.after);
     const served = await serve(guard.wrap(site));
-    // A raw request target: fetch would resolve the dot segments itself.
-    const status = (path: string) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        get({ host: '127.0.0.1', port: new URL(served.url).port, path }, (res) => {
-          let body = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => (body += chunk));
-          res.on('end', () => {
-            resolve({ status: res.statusCode ?? 0, body });
-          });
-        }).on('error', reject);
-      });
+    const status = (path: string) => rawGet(served.url, path);
     try {
       expect(await status('/static/public/readme.txt')).toEqual({ status: 200, body: 'hello' });
       expect((await status('/static/private/payroll.txt')).status).toBe(401);
@@ -207,6 +211,65 @@ describe('routesOf and the route order check of wrap(app)', () => {
       expect(JSON.stringify(audit.lines().at(-1))).toContain('path_not_plain');
       // Dots inside a name are no dot segment.
       expect((await status('/static/public/readme.txt.')).status).toBe(404);
+    } finally {
+      await served.close();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a percent-encoded letter, digit or -._~, which Express decodes into a parameter or a file name', async () => {
+    // Rules read `smtp%5Fpassword` as a name of its own, under the rule of `:key`; Express gave
+    // the `:key` route `smtp_password`, whose stricter rule never applied. `express.static`
+    // served `/files/%70rivate/payroll.txt` from the `private` tree under the rule of `*path`.
+    const root = mkdtempSync(join(tmpdir(), 'fluxguard-static-'));
+    mkdirSync(join(root, 'private'));
+    writeFileSync(join(root, 'private', 'payroll.txt'), 'TOP SECRET');
+    const { site, guard } = guardedSite([
+      { operation: 'GET /v1/settings/:key', anyRoles: ['staff'] },
+      { operation: 'GET /v1/settings/smtp_password', anyRoles: ['admin'] },
+      { operation: 'GET /v1/users/:id', anyRoles: ['staff'] },
+      { operation: 'GET /files/*path', anyRoles: ['staff'] },
+      { operation: 'GET /files/private/*path', anyRoles: ['hr'] },
+    ]);
+    site.get('/v1/settings/:key', (req, res) => res.json({ key: req.params.key, value: 'hunter2' }));
+    site.get('/v1/users/:id', (req, res) => res.json({ id: req.params.id }));
+    site.use('/files', express.static(root));
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    const staff = `Bearer ${tokens.sign({ roles: ['staff'] })}`;
+    try {
+      expect((await rawGet(served.url, '/v1/settings/smtp_password', staff)).status).toBe(403);
+      expect((await rawGet(served.url, '/files/private/payroll.txt', staff)).status).toBe(403);
+      for (const path of [
+        '/v1/settings/smtp%5Fpassword',
+        '/v1/settings/%73mtp_password',
+        '/v1/settings/SMTP%5fpassword',
+        '/v1/settings/smtp%2Dpassword',
+        '/v1/settings/smtp_passwor%64',
+        '/v1/settings/smtp_password%7E',
+        '/files/%70rivate/payroll.txt',
+        '/files/priv%61te/payroll.txt',
+        '/files/private/payroll%2Etxt',
+        '/files/private/payroll.tx%74',
+        '/files/%50rivate/payroll.txt',
+        '/files/private/payroll%31.txt',
+      ]) {
+        const answer = await rawGet(served.url, path, staff);
+        expect(answer.status, path).toBe(400);
+        expect(answer.body, path).not.toMatch(/hunter2|SECRET/);
+      }
+      expect(JSON.stringify(audit.lines().at(-1))).toContain('path_not_plain');
+      // What clients do encode is still served: `@`, a space, a letter past ASCII, `%` itself.
+      for (const [path, id] of [
+        ['/v1/users/alice%40example.com', 'alice@example.com'],
+        ['/v1/users/a%20b', 'a b'],
+        ['/v1/users/%C3%A9', '\u00e9'],
+        ['/v1/users/100%25', '100%'],
+      ] as const) {
+        const answer = await rawGet(served.url, path, staff);
+        expect(answer.status, path).toBe(200);
+        expect(JSON.parse(answer.body), path).toEqual({ id });
+      }
     } finally {
       await served.close();
       rmSync(root, { recursive: true, force: true });

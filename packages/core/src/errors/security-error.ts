@@ -34,8 +34,9 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   request message over its limit there (the operation's, else
  *   `grpc.max_receive_message_length`; before or after decompression) is the input limits'
  *   `message_too_large`.
- * - HTTP: `route_not_found`, `path_not_plain` (a dot segment or an encoded `/` or `\` in the
- *   path of a request to controls that match paths), `malformed_uri`, `body_too_large`, and the body-parser failures
+ * - HTTP: `route_not_found`, `path_not_plain` (a dot segment, an encoded `/` or `\`, or an
+ *   encoded letter, digit, `-`, `.`, `_` or `~` in the path of a request to controls that match
+ *   paths), `malformed_uri`, `body_too_large`, and the body-parser failures
  *   `body_parse_failed`, `body_verify_failed`, `body_aborted`, `body_size_mismatch`,
  *   `body_encoding_unsupported`, `body_charset_unsupported`, `body_too_many_parameters`,
  *   `body_decompression_failed` (a gzip, deflate or br body that does not decompress), and

@@ -150,13 +150,17 @@ export function httpOperation(method: string, path: string): string {
   return `${upper === 'HEAD' ? 'GET' : upper} ${path}`;
 }
 
-// A dot segment (`.`, `..`, also percent-encoded) or an encoded `/` or `\`.
-const NOT_PLAIN_PATH = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)|%(?:2f|5c)/i;
+// A dot segment (`.`, `..`, also percent-encoded), an encoded `/` or `\`, or an encoded
+// character that needs no encoding (RFC 3986's unreserved: letters, digits, `-`, `.`, `_`, `~`).
+const NOT_PLAIN_PATH = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)|%(?:2f|5c|2d|2e|3\d|[46][1-9a-f]|[57][0-9a]|5f|7e)/i;
 
 /**
  * Whether an HTTP request path reads the same to rules as to whatever serves it: no dot segment
- * (`.` or `..`, also percent-encoded) and no encoded `/` or `\`. Rules match the path as sent,
- * segment by segment; a file server (`express.static`) decodes and resolves it, so
+ * (`.` or `..`, also percent-encoded), no encoded `/` or `\`, and no percent-encoded letter,
+ * digit, `-`, `.`, `_` or `~` (characters no client needs to encode). Rules match the path as
+ * sent; Express decodes a route's parameters and a file server (`express.static`) the whole
+ * path, so `/v1/settings/smtp%5Fpassword` reached the `:key` route as `smtp_password` under the
+ * rule of `:key`, not the stricter rule of `/v1/settings/smtp_password`, and
  * `/static/public/..%2Fprivate%2Fpayroll.txt` was decided by the rule of `/static/public/*path`
  * and served a file under `/static/private`. Clients send no such paths (browsers and curl
  * resolve dot segments before sending).
@@ -165,7 +169,9 @@ const NOT_PLAIN_PATH = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)|%(?:2f|5c)/i;
  * ```ts
  * import { isPlainPath } from '@fluxguard/core/adapter';
  * isPlainPath('/v1/items/a.txt'); // true
+ * isPlainPath('/v1/users/alice%40example.com'); // true: `@` may be encoded
  * isPlainPath('/static/public/%2e%2e/private'); // false
+ * isPlainPath('/files/%70rivate/payroll.txt'); // false
  * ```
  */
 export function isPlainPath(path: string): boolean {
