@@ -136,7 +136,10 @@ let warnedMissingContext = false;
  * handlers may return (or resolve to) the response instead of calling `callback`.
  *
  * The kind of each method is read from the service definition, not guessed from the handler.
- * Methods left out are answered `UNIMPLEMENTED` by grpc-js.
+ * Methods left out are answered `UNIMPLEMENTED` by grpc-js. A handler is named by its method or
+ * by the method's `originalName` (proto-loader's lowerCamelCase form), as grpc-js finds it; one
+ * that grpc-js would find for two methods (`deleteOrder` for `DeleteOrder` and `delete_order`)
+ * is refused with a `ConfigurationError`, since each method has its own rules.
  *
  * A handler counts as working on its call until its promise settles, it throws, or it answers
  * (`callback`, a returned value); a streaming handler that returns no promise, until it
@@ -158,25 +161,40 @@ export function wrapImplementation<I>(
   const definitions = service as unknown as Readonly<
     Record<string, { requestStream: boolean; responseStream: boolean; originalName?: unknown }>
   >;
-  // grpc-js finds a handler under the method name or its `originalName` (proto-loader's
-  // lowerCamelCase form); accept both, and nothing else.
-  const byName = new Map<string, { requestStream: boolean; responseStream: boolean }>();
+  const handlers = new Map(Object.entries(implementation as Readonly<Record<string, unknown>>));
+  for (const [name, handler] of handlers) if (handler === undefined) handlers.delete(name);
+  // grpc-js finds each method's handler under its name, else its `originalName` (proto-loader's
+  // lowerCamelCase form), so `deleteOrder` would serve both `DeleteOrder` and `delete_order`,
+  // each under its own rules: one handler key may serve one method only.
+  const wrapped: UntypedServiceImplementation = Object.create(null) as UntypedServiceImplementation;
+  const servedBy = new Map<string, string>();
   for (const [name, definition] of Object.entries(definitions)) {
-    byName.set(name, definition);
-    if (typeof definition.originalName === 'string') byName.set(definition.originalName, definition);
-  }
-  const handlers = implementation as Readonly<Record<string, unknown>>;
-  const wrapped: UntypedServiceImplementation = {};
-  for (const [name, handler] of Object.entries(handlers)) {
-    if (handler === undefined) continue;
-    const definition = byName.get(name);
-    if (definition === undefined) {
-      throw new ConfigurationError(`wrapImplementation: the service has no method "${name}"`);
+    const originalName = typeof definition.originalName === 'string' ? definition.originalName : undefined;
+    const key = handlers.has(name)
+      ? name
+      : originalName !== undefined && handlers.has(originalName)
+        ? originalName
+        : undefined;
+    if (key === undefined) continue;
+    const other = servedBy.get(key);
+    if (other !== undefined) {
+      throw new ConfigurationError(
+        `wrapImplementation: the handler "${key}" would serve two methods, "${other}" and "${name}" ` +
+          '(grpc-js finds a handler by the method name, else its lowerCamelCase form); ' +
+          'name each handler by its method name',
+      );
     }
+    servedBy.set(key, name);
+    const handler = handlers.get(key);
     if (typeof handler !== 'function') {
-      throw new ConfigurationError(`wrapImplementation: the handler of "${name}" must be a function`);
+      throw new ConfigurationError(`wrapImplementation: the handler of "${key}" must be a function`);
     }
+    // Under the method's own name, in an object without a prototype: grpc-js then finds no
+    // handler for an unimplemented method under another name, nor `toString` and the like.
     wrapped[name] = wrapHandler(definition.requestStream, definition.responseStream, handler);
+  }
+  for (const key of handlers.keys()) {
+    if (!servedBy.has(key)) throw new ConfigurationError(`wrapImplementation: the service has no method "${key}"`);
   }
   return wrapped;
 }
