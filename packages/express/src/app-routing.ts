@@ -56,6 +56,39 @@ export function caseInsensitiveRouting(owner: string): ConfigurationError {
  */
 export function routingMismatch(app: Application, owner: string): ConfigurationError | undefined {
   if (!app.enabled('case sensitive routing')) return caseInsensitiveRouting(owner);
+  return routerFlagsMismatch(app, owner) ?? mountedMismatch(walkRouter(app), owner);
+}
+
+/**
+ * Why the apps that `app` is mounted in (`parent.use('/admin', app)`, and so on up) may route
+ * into it paths its rules do not read, or undefined: each must route case-sensitively and not
+ * strictly, as `app` itself must. A parent with Express's defaults sent `/ADMIN/users` into an
+ * app mounted at `/admin`, where the rules read `/ADMIN/users` and found only a public rule.
+ *
+ * @internal
+ */
+export function parentRoutingMismatch(app: Application, owner: string): ConfigurationError | undefined {
+  for (let parent = parentOf(app); parent !== undefined; parent = parentOf(parent)) {
+    if (!parent.enabled('case sensitive routing') || routerFlagsMismatch(parent, owner) !== undefined) {
+      return new ConfigurationError(
+        `${owner}: the app is mounted in an app that routes case-insensitively or strictly, which would send it paths its rules do not read (/ADMIN/x into an app at /admin): set case sensitive routing, and no strict routing, in every app above it, before any route or app.use`,
+      );
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The app `app` is mounted in (Express sets `parent` when it is mounted), or undefined.
+ *
+ * @internal
+ */
+export function parentOf(app: Application): Application | undefined {
+  const { parent } = app as { parent?: Application | undefined };
+  return typeof parent === 'function' ? parent : undefined;
+}
+
+function routerFlagsMismatch(app: Application, owner: string): ConfigurationError | undefined {
   const router = routerOf(app);
   if (router?.caseSensitive !== true) {
     return new ConfigurationError(
@@ -67,7 +100,7 @@ export function routingMismatch(app: Application, owner: string): ConfigurationE
       `${owner}: the app routes strictly (strict routing), and rules read a path with one trailing slash as the path without it, as Express's default routing does: /v1/x/ could reach another route than /v1/x under the rule of /v1/x. Unset strict routing`,
     );
   }
-  return mountedMismatch(walkRouter(app), owner);
+  return undefined;
 }
 
 function mountedMismatch(entries: readonly RouterEntry[], owner: string): ConfigurationError | undefined {

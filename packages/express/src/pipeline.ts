@@ -29,6 +29,8 @@ import { peerOf, sendProblem } from './error-handler.js';
 import { bodyStillComing, mayHaveBody } from './request-body.js';
 import {
   caseInsensitiveRouting,
+  parentOf,
+  parentRoutingMismatch,
   markMiddleware,
   misplacedMiddleware,
   routingMismatch,
@@ -140,7 +142,7 @@ const IN_ROUTER: Placement = {
     checkAppOnce(
       req.app,
       verdicts,
-      () => misplacedMiddleware(req.app, owner) ?? checkRouting(req.app, owner, pipeline, mountPathOf(req.app)),
+      () => misplacedMiddleware(req.app, owner) ?? checkMountedRouting(req.app, owner, pipeline),
     );
   },
 };
@@ -197,10 +199,42 @@ export function checkRouting(
   return undefined;
 }
 
-/** Where a sub-app is mounted (`app.use('/admin', admin)`), as its routes' prefix; '' at the top. */
-function mountPathOf(app: Application): string {
+/**
+ * {@link checkRouting} for an app that may be mounted in another (`app.use('/admin', admin)`):
+ * the apps above it must route as rules read paths too, and its routes are checked below each
+ * path it is mounted at, from the top.
+ */
+function checkMountedRouting(app: Application, owner: string, pipeline: Pipeline): ConfigurationError | undefined {
+  if (pipeline.matchesOperation) {
+    const mismatch = parentRoutingMismatch(app, owner);
+    if (mismatch !== undefined) return mismatch;
+  }
+  const prefixes = mountPathsOf(app);
+  if (prefixes === undefined) {
+    return new ConfigurationError(
+      `${owner}: the app is mounted at a path that is no string (a regular expression), below which its routes cannot be read: mount it at a plain path`,
+    );
+  }
+  for (const prefix of prefixes) {
+    const error = checkRouting(app, owner, pipeline, prefix);
+    if (error !== undefined) return error;
+  }
+  return undefined;
+}
+
+/**
+ * Every path `app` is mounted at from the top, as its routes' prefixes ('' for the top app);
+ * an app mounted at several paths (`app.use(['/a', '/b'], admin)`) has each, an app mounted in
+ * a mounted app has the paths of both joined. `undefined` when one is no string.
+ */
+function mountPathsOf(app: Application): string[] | undefined {
   const mounted: unknown = (app as { mountpath?: unknown }).mountpath;
-  return typeof mounted === 'string' && mounted !== '/' ? mounted : '';
+  const own = Array.isArray(mounted) ? (mounted as unknown[]) : [mounted ?? '/'];
+  if (!own.every((path) => typeof path === 'string')) return undefined;
+  const mine = own.map((path) => (path === '/' ? '' : path));
+  const parent = parentOf(app);
+  if (parent === undefined) return mine;
+  return mountPathsOf(parent)?.flatMap((prefix) => mine.map((path) => `${prefix}${path}`));
 }
 
 /**

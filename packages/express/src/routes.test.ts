@@ -134,6 +134,7 @@ describe('routesOf and the route order check of wrap(app)', () => {
   it('checks a sub-app by its routes below its mount path', async () => {
     const { app: sub } = app('general first');
     const site = express();
+    site.set('case sensitive routing', true);
     site.use('/api', sub);
     const served = await serve(site as Parameters<typeof serve>[0]);
     try {
@@ -143,6 +144,70 @@ describe('routesOf and the route order check of wrap(app)', () => {
       expect((await fetch(`${served.url}/api/v1/public/reports`)).status).toBe(403);
     } finally {
       await served.close();
+    }
+  });
+
+  it('checks a sub-app below each of its mount paths, and below the mount paths of the apps above it', async () => {
+    // Mounted at two paths, the sub-app's routes were read below none: the general route,
+    // first, served the public path of either mount under the public rule.
+    const mounts = ['/a', '/b'];
+    const rules = (prefix: string): RbacRules =>
+      mounts.flatMap((mount) =>
+        RULES.map((rule) => ({ ...rule, operation: rule.operation.replace(' /', ` ${prefix}${mount}/`) })),
+      );
+    const cases = [
+      { mountedAt: mounts, above: undefined, prefix: '' },
+      { mountedAt: mounts, above: '/t/:tenant', prefix: '/t/:tenant' },
+    ];
+    for (const { mountedAt, above, prefix } of cases) {
+      const { site: sub, guard } = guardedSite(rules(prefix));
+      addRoutes(sub, guard, 'general first');
+      const site = express();
+      site.set('case sensitive routing', true);
+      if (above === undefined) site.use(mountedAt, sub);
+      else site.use(above, express().set('case sensitive routing', true).use(mountedAt, sub));
+      const served = await serve(site as Parameters<typeof serve>[0]);
+      const base = above === undefined ? '' : '/t/acme';
+      try {
+        for (const mount of mounts) {
+          const answer = await fetch(`${served.url}${base}${mount}/v1/public/reports`);
+          expect(answer.status, `${base}${mount}`).toBe(500);
+          expect(await answer.text()).not.toContain('revenue');
+        }
+      } finally {
+        await served.close();
+      }
+    }
+  });
+
+  it('refuses a sub-app mounted in an app that routes case-insensitively', async () => {
+    // The parent, with Express's defaults, sent /ADMIN/users into the app at /admin, whose
+    // rules read /ADMIN/users: not the admin rule, but the public one of /:page/*path.
+    const rules: RbacRules = [
+      { operation: 'GET /admin/*path', anyRoles: ['admin'] },
+      { operation: 'GET /:page/*path', public: true },
+    ];
+    for (const parentRoutes of ['by default', 'case-sensitively'] as const) {
+      const { site: admin, guard } = guardedSite(rules);
+      admin.get('/*path', (_req, res) => res.json({ admin: 'console' }));
+      admin.use(guard.after);
+      const site = express();
+      if (parentRoutes === 'case-sensitively') site.set('case sensitive routing', true);
+      site.use('/admin', admin);
+      const served = await serve(site as Parameters<typeof serve>[0]);
+      try {
+        const upper = await fetch(`${served.url}/ADMIN/users`);
+        expect(await upper.text()).not.toContain('console');
+        if (parentRoutes === 'by default') {
+          expect(upper.status).toBe(500);
+          expect((await fetch(`${served.url}/admin/users`)).status).toBe(500);
+        } else {
+          expect(upper.status).toBe(404);
+          expect((await fetch(`${served.url}/admin/users`)).status).toBe(401);
+        }
+      } finally {
+        await served.close();
+      }
     }
   });
 
