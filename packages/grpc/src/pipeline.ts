@@ -53,6 +53,9 @@ export function controls(owner: string, list: readonly Control[]): ServerInterce
 /** The pipeline of each listener factory, and of each interceptor that runs one. */
 const pipelines = new WeakMap<object, Pipeline>();
 
+/** What `#runInbound` returns when the controls refused the call. */
+const REFUSED = Symbol('refused');
+
 /**
  * Notes that `interceptor` runs the pipeline of `listenerFor`, for `addService` to hold the
  * pipeline's patterns against the methods it registers ({@link pipelineOf}).
@@ -209,28 +212,35 @@ class PipelineListener implements InboundListener {
   // A held event is delivered only while the call is still allowed: never after a refusal (of
   // an earlier held event, say).
   #deliverMessage(message: unknown): void {
-    if (this.#phase === 'allowed' && this.#runInbound(message, true)) this.#sink.passMessage(message);
+    if (this.#phase !== 'allowed') return;
+    const handedOn = this.#runInbound(message, true);
+    if (handedOn !== REFUSED) this.#sink.passMessage(handedOn);
   }
 
   #deliverHalfClose(): void {
-    if (this.#phase === 'allowed' && this.#runInbound(undefined, false)) this.#sink.passHalfClose();
+    if (this.#phase === 'allowed' && this.#runInbound(undefined, false) !== REFUSED) this.#sink.passHalfClose();
   }
 
-  /** Runs the message hooks (or the end-of-input hooks); `false` when they refused the call. */
-  #runInbound(message: unknown, isMessage: boolean): boolean {
+  /**
+   * Runs the message hooks (or the end-of-input hooks); returns the message to hand on (a
+   * schema's output in its place), or `REFUSED` when they refused the call.
+   */
+  #runInbound(message: unknown, isMessage: boolean): unknown {
     const grpcCall = this.#grpcCall;
     const info = grpcCall?.state.callInfo;
     const metadata = this.#metadata;
     if (!this.#pipeline.hasMessageHooks || grpcCall === undefined || info === undefined || metadata === undefined) {
-      return true;
+      return message;
     }
     try {
-      if (isMessage) this.#pipeline.message(message, info, grpcCall.state, messageSize(message));
-      else this.#pipeline.inboundEnd(info, grpcCall.state);
-      return true;
+      if (!isMessage) {
+        this.#pipeline.inboundEnd(info, grpcCall.state);
+        return undefined;
+      }
+      return this.#pipeline.message(message, info, grpcCall.state, messageSize(message));
     } catch (error) {
       this.#refuse(metadata, error);
-      return false;
+      return REFUSED;
     }
   }
 

@@ -403,4 +403,28 @@ describe('createPipeline: its controls', () => {
     );
     expect(createPipeline('fluxguard', [...limits.controls])).toBeDefined();
   });
+
+  it('hands on what a control that replaces messages returns, and ignores what others return', () => {
+    const seen: unknown[] = [];
+    const pipeline = createPipeline('fluxguard', [
+      // A hook written as an arrow returns whatever its body does: that is no replacement.
+      { name: 'counts', stage: 'input', onMessage: (message: unknown) => seen.push(message) },
+      {
+        name: 'trims',
+        stage: 'input',
+        replacesMessages: true,
+        onMessage: (message: unknown) => String(message).trim(),
+      },
+      { name: 'keeps', stage: 'input', replacesMessages: true, onMessage: () => undefined },
+      { name: 'reads', stage: 'input', onMessage: (message: unknown) => seen.push(message) },
+    ]);
+    const { s } = state();
+    expect(pipeline.message('  bolt  ', callInfo(), s, 8)).toBe('bolt');
+    expect(seen).toEqual(['  bolt  ', 'bolt']);
+    expect(() =>
+      createPipeline('fluxguard', [
+        { name: 'x', stage: 'input', replacesMessages: 'yes' as never, onMessage: () => undefined },
+      ]),
+    ).toThrow('fluxguard: controls[0] (x): "replacesMessages" must be true or false');
+  });
 });

@@ -66,7 +66,8 @@ export type StartResult = void | undefined | (() => void);
  *   message; HTTP: each body chunk, a `Buffer`, as it arrives), after `onStart` allowed the
  *   call, with its size on the wire in bytes (`undefined` when the adapter cannot tell: a gRPC
  *   service not registered through fluxguard's `addService`). Synchronous: it sizes or
- *   validates, it does not wait.
+ *   validates, it does not wait. On gRPC, with `replacesMessages`, a value it returns replaces
+ *   the message the handler gets (message validation hands on its schema's output).
  * - `onInboundEnd`, once the client has sent everything (an idle limit stops watching then).
  *
  * @example
@@ -126,11 +127,17 @@ export interface Control {
   /** Once per call, before the handler: refuses by throwing a `SecurityError`, and may return a release callback. */
   readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
   /**
+   * `onMessage` returns what goes on in the message's place (`undefined`: the message as it
+   * is), as message validation returns its schema's output. gRPC only: an HTTP body chunk is
+   * never replaced. Without it, what `onMessage` returns is ignored.
+   */
+  readonly replacesMessages?: boolean | undefined;
+  /**
    * For every inbound message (gRPC: each request message; HTTP: each body chunk), with its size on
-   * the wire in bytes when known.
+   * the wire in bytes when known; see `replacesMessages` for what it returns.
    */
   readonly onMessage?:
-    ((message: unknown, call: CallInfo, context: CallContext, bytes: number | undefined) => void) | undefined;
+    ((message: unknown, call: CallInfo, context: CallContext, bytes: number | undefined) => unknown) | undefined;
   /**
    * Once, when the client has sent its last inbound message (gRPC: the half-close; HTTP: the
    * end of the body, at once for a request without one), after `onStart` allowed the call.

@@ -32,8 +32,13 @@ export interface Pipeline {
    * is pending, the remaining hooks do not run: check `state.finished` before going on.
    */
   start(call: CallInfo, state: CallState): Promise<void> | undefined;
-  /** Runs every `onMessage` in order on one inbound message of `bytes` on the wire; throws the refusal. */
-  message(message: unknown, call: CallInfo, state: CallState, bytes: number | undefined): void;
+  /**
+   * Runs every `onMessage` in order on one inbound message of `bytes` on the wire; throws the
+   * refusal. Returns the message to hand on: the last one a hook of a control that
+   * `replacesMessages` returned in its place (a schema's output), else `message`. Each hook is
+   * given the message as the hooks before it left it.
+   */
+  message(message: unknown, call: CallInfo, state: CallState, bytes: number | undefined): unknown;
   /** Runs every `onInboundEnd` in order, once the client has sent its last message. */
   inboundEnd(call: CallInfo, state: CallState): void;
   /** The first label a control gives `operation` (see `Control.operationLabel`), for audit lines. */
@@ -57,7 +62,7 @@ export interface Pipeline {
 const MAX_REMEMBERED_LIMITS = 1_000;
 
 type StartHook = (call: CallInfo, state: CallState) => StartResult | Promise<StartResult>;
-type MessageHook = (message: unknown, call: CallInfo, state: CallState, bytes: number | undefined) => void;
+type MessageHook = (message: unknown, call: CallInfo, state: CallState, bytes: number | undefined) => unknown;
 type EndHook = (call: CallInfo, state: CallState) => void;
 
 /**
@@ -83,11 +88,16 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
   const limitOf = new Map<string, number | undefined>();
   const starts: StartHook[] = [];
   const messages: MessageHook[] = [];
+  /** Whether each of `messages` hands on what it returns (`Control.replacesMessages`). */
+  const replaces: boolean[] = [];
   const ends: EndHook[] = [];
   for (const control of ordered) {
     const { onStart, onMessage, onInboundEnd } = control;
     if (onStart !== undefined) starts.push(onStart.bind(control));
-    if (onMessage !== undefined) messages.push(onMessage.bind(control));
+    if (onMessage !== undefined) {
+      messages.push(onMessage.bind(control));
+      replaces.push(control.replacesMessages === true);
+    }
     if (onInboundEnd !== undefined) ends.push(onInboundEnd.bind(control));
   }
 
@@ -134,7 +144,12 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
     matchesOperation: ordered.some((control) => control.matchesOperation === true),
     start: (call: CallInfo, state: CallState) => runStarts(0, call, state),
     message: (message: unknown, call: CallInfo, state: CallState, bytes: number | undefined) => {
-      for (const hook of messages) hook(message, call, state, bytes);
+      let current = message;
+      for (let i = 0; i < messages.length; i++) {
+        const replaced = messages[i]?.(current, call, state, bytes);
+        if (replaced !== undefined && replaces[i] === true) current = replaced;
+      }
+      return current;
     },
     inboundEnd: (call: CallInfo, state: CallState) => {
       for (const hook of ends) hook(call, state);
@@ -193,6 +208,10 @@ function checkControl(owner: string, control: unknown, index: number): Control {
   }
   if (onStart === undefined && onMessage === undefined) {
     throw new ConfigurationError(`${where} (${name}): a control needs "onStart", "onMessage" or both`);
+  }
+  const { replacesMessages } = control as Partial<Record<keyof Control, unknown>>;
+  if (replacesMessages !== undefined && typeof replacesMessages !== 'boolean') {
+    throw new ConfigurationError(`${where} (${name}): "replacesMessages" must be true or false`);
   }
   return control as Control;
 }

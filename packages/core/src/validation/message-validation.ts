@@ -92,10 +92,14 @@ export function createMessageValidation(options: MessageValidationOptions): Cont
     stage: 'input',
     matchesOperation: rules.hasRules,
     operationPatterns: rules.patterns,
-    onMessage(message: unknown, call: CallInfo): void {
-      if (call.transport !== 'grpc') return;
+    replacesMessages: true,
+    // The schema's output goes on to the handler, as `validate()` of @fluxguard/express puts
+    // it in `req.body`: keys a schema strips, values it trims, coerces or defaults reached the
+    // handler as sent, so the same schema checked on gRPC what it cleaned on HTTP.
+    onMessage(message: unknown, call: CallInfo): unknown {
+      if (call.transport !== 'grpc') return undefined;
       const schema = rules.settingsFor(call.operation);
-      if (schema !== undefined) validateWith(schema, message, 'message');
+      return schema === undefined ? undefined : validateWith(schema, message, 'message');
     },
   });
 }
