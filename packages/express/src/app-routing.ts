@@ -1,6 +1,6 @@
 import type { Application } from 'express';
 import { ConfigurationError } from '@fluxguard/core';
-import { routerOf, walkRouter, type RouterEntry } from './routes.js';
+import { isExpressApp, routerOf, walkRouter, type RouterEntry } from './routes.js';
 
 /**
  * What a fluxguard middleware is, found in an app's stack: one that guards the routes after it
@@ -136,7 +136,7 @@ function mountedMismatch(entries: readonly RouterEntry[], owner: string): Config
 
 /** An Express app mounted with `app.use(path, app)`: Express wraps it in a function of this name. */
 function isMountedApp(handle: object): boolean {
-  return (handle as { name?: unknown }).name === 'mounted_app';
+  return (handle as { name?: unknown }).name === 'mounted_app' || isExpressApp(handle);
 }
 
 /**

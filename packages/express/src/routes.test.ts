@@ -211,6 +211,44 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it("checks a router or an app given as a route's handler as if it were mounted there", async () => {
+    // `app.all('/api/*rest', express.Router())` routed /api/ADMIN/users to the admin route of a
+    // case-insensitive router, under the rule of /api/*path, unseen by the routing checks.
+    const rules: RbacRules = [
+      { operation: 'GET /api/admin/*path', anyRoles: ['admin'] },
+      { operation: 'GET /api/*path', anyRoles: ['reader'] },
+    ];
+    const reader = `Bearer ${tokens.sign({ roles: ['reader'] })}`;
+    const inner = (kind: 'router' | 'case-sensitive router' | 'app') => {
+      const handler =
+        kind === 'app'
+          ? express().set('case sensitive routing', true)
+          : express.Router({ caseSensitive: kind === 'case-sensitive router' });
+      handler.get('/api/admin/users', (_req, res) => res.json({ users: ['root'] }));
+      return handler;
+    };
+    for (const kind of ['router', 'case-sensitive router', 'app'] as const) {
+      const { site, guard } = guardedSite(rules);
+      site.all('/api/*rest', inner(kind));
+      site.use(guard.after);
+      const served = await serve(site as Parameters<typeof serve>[0]);
+      try {
+        const upper = await fetch(`${served.url}/api/ADMIN/users`, { headers: { authorization: reader } });
+        expect(await upper.text(), kind).not.toContain('root');
+        const lower = await fetch(`${served.url}/api/admin/users`, { headers: { authorization: reader } });
+        if (kind === 'case-sensitive router') {
+          expect(upper.status).toBe(404);
+          expect(lower.status).toBe(403);
+          expect(routesOf(site)).toContain('GET /api/admin/users');
+        } else {
+          expect([upper.status, lower.status], kind).toEqual([500, 500]);
+        }
+      } finally {
+        await served.close();
+      }
+    }
+  });
+
   it('decides a path that spells a splat pattern by the rule of the route that serves it', async () => {
     // `/static/*file` as a path reaches the route `/static/:tenant` (tenant `*file`); RBAC once
     // found the public splat rule by the path's text and served the tenant's data to anyone.

@@ -3,7 +3,11 @@ import type { Application } from 'express';
 /** What is read of a router layer and of a router (Express 5's `router` package). */
 interface LayerView {
   readonly rawPath?: unknown;
-  readonly route?: { readonly path?: unknown; readonly methods?: Readonly<Record<string, unknown>> };
+  readonly route?: {
+    readonly path?: unknown;
+    readonly methods?: Readonly<Record<string, unknown>>;
+    readonly stack?: unknown;
+  };
   readonly handle?: {
     readonly name?: unknown;
     readonly stack?: unknown;
@@ -68,6 +72,14 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
   if (!Array.isArray(stack)) return;
   for (const layer of stack as readonly LayerView[]) {
     const route = layer.route;
+    if (route !== undefined && routesOnly(route.stack)) {
+      // A route whose handlers are all routers (or apps) only mounts them: `app.all('/api/*rest',
+      // router)` tries the router's own routes on the whole path below `prefix`, as a route's
+      // handlers see it, so they are walked as a router mounted at `prefix`.
+      for (const inner of route.stack as readonly LayerView[])
+        walk([{ rawPath: '/', handle: inner.handle }], prefix, above, entries);
+      continue;
+    }
     if (route !== undefined) {
       const paths = Array.isArray(route.path) ? (route.path as unknown[]) : [route.path];
       const methods = Object.keys(route.methods ?? {});
@@ -100,6 +112,25 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
       } else entries.push({ kind: 'middleware', handle, path, opaque: above.opaque || regex });
     }
   }
+}
+
+/** Whether a route's handlers are all routers or apps (none is a plain function). */
+function routesOnly(stack: unknown): boolean {
+  if (!Array.isArray(stack) || stack.length === 0) return false;
+  return (stack as readonly LayerView[]).every(
+    ({ handle }) => handle !== undefined && (Array.isArray(handle.stack) || isExpressApp(handle)),
+  );
+}
+
+/**
+ * An Express app (`express()`), which has its own router and settings: mounted with `app.use`
+ * Express wraps it (`mounted_app`), given as a route's handler it is itself.
+ *
+ * @internal
+ */
+export function isExpressApp(handle: object): boolean {
+  const app = handle as { handle?: unknown; set?: unknown; enabled?: unknown };
+  return typeof app.handle === 'function' && typeof app.set === 'function' && typeof app.enabled === 'function';
 }
 
 /** A path given as a regular expression with the `i` flag: the router matches it in any letter case. */
