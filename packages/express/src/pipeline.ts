@@ -37,6 +37,7 @@ import {
   stackLength,
 } from './app-routing.js';
 import { routesOf } from './routes.js';
+import { guardHandOvers } from './hand-over.js';
 
 /**
  * The one Express pipeline: a middleware that runs `controls` (ordered by stage) on every
@@ -195,7 +196,9 @@ export function checkRouting(
     const mismatch = routingMismatch(app, owner);
     if (mismatch !== undefined) return mismatch;
   }
-  pipeline.checkRoutes(routesOf(app, prefix));
+  const routes = routesOf(app, prefix);
+  pipeline.checkRoutes(routes);
+  guardHandOvers(app, prefix, pipeline, pipeline.handOver(routes));
   return undefined;
 }
 

@@ -249,6 +249,55 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it('refuses a request a route passes on with next() to a route another rule decides', async () => {
+    // The docs handler passed an unknown page on; the next route that matched, for admins
+    // only, served /v1/docs/payroll to anyone under the public rule of the docs route.
+    const rules: RbacRules = [
+      { operation: 'GET /v1/docs/:page', public: true },
+      { operation: 'GET /v1/:collection/:id', anyRoles: ['admin'] },
+      { operation: 'GET /v1/settings/smtp_password', anyRoles: ['admin'] },
+      { operation: 'GET /v1/settings/:key', anyRoles: ['admin'] },
+    ];
+    const admin = `Bearer ${tokens.sign({ roles: ['admin'] })}`;
+    for (const mounting of ['wrap', 'before only'] as const) {
+      for (const passOn of ['next()', "next('route')"] as const) {
+        const { site, guard } = guardedSite(rules);
+        site.get('/v1/docs/:page', (req, res, next) => {
+          if (req.params.page === 'intro') res.json({ doc: 'intro' });
+          else if (passOn === 'next()') next();
+          else next('route');
+        });
+        // Two routes of one path, the first passing on to the second: one rule, no refusal.
+        site.get('/v1/settings/:key', (_req, _res, next) => {
+          next();
+        });
+        site.get('/v1/settings/:key', (req, res) => res.json({ setting: req.params.key }));
+        site.get('/v1/:collection/:id', (req, res) =>
+          res.json({ record: `${req.params.collection}/${req.params.id}` }),
+        );
+        site.use(guard.after);
+        const served = await serve((mounting === 'wrap' ? guard.wrap(site) : site) as Parameters<typeof serve>[0]);
+        const at = `${mounting}, ${passOn}`;
+        try {
+          expect(await (await fetch(`${served.url}/v1/docs/intro`)).json(), at).toEqual({ doc: 'intro' });
+          const passed = await fetch(`${served.url}/v1/docs/payroll`);
+          expect(passed.status, at).toBe(500);
+          expect(await passed.text(), at).not.toContain('record');
+          expect(JSON.stringify(audit.lines().at(-1)), at).toContain('passed the request on');
+          // Decided by their own routes' rules, or by a rule no route owns: served as before.
+          const asAdmin = { headers: { authorization: admin } };
+          expect(await (await fetch(`${served.url}/v1/users/1`, asAdmin)).json(), at).toEqual({ record: 'users/1' });
+          for (const key of ['smtp_password', 'theme']) {
+            const answer = await fetch(`${served.url}/v1/settings/${key}`, asAdmin);
+            expect(await answer.json(), at).toEqual({ setting: key });
+          }
+        } finally {
+          await served.close();
+        }
+      }
+    }
+  });
+
   it('decides a path that spells a splat pattern by the rule of the route that serves it', async () => {
     // `/static/*file` as a path reaches the route `/static/:tenant` (tenant `*file`); RBAC once
     // found the public splat rule by the path's text and served the tenant's data to anyone.

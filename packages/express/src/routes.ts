@@ -28,6 +28,8 @@ interface LayerView {
 export type RouterEntry =
   | {
       readonly kind: 'route';
+      /** The router's `Route` object, one for all the methods and paths of one `app.route()`. */
+      readonly handle: object;
       readonly route: string;
       readonly path: string;
       readonly opaque: boolean;
@@ -87,8 +89,14 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
         const [joined, regex] = below(prefix, path);
         const ignoresCase = above.ignoresCase || ignoresLetterCase(path);
         for (const method of methods) {
-          const route = `${method === '_all' ? '*' : method.toUpperCase()} ${joined}`;
-          entries.push({ kind: 'route', route, path: joined, opaque: above.opaque || regex, ignoresCase });
+          entries.push({
+            kind: 'route',
+            handle: route,
+            route: `${method === '_all' ? '*' : method.toUpperCase()} ${joined}`,
+            path: joined,
+            opaque: above.opaque || regex,
+            ignoresCase,
+          });
         }
       }
       continue;

@@ -140,6 +140,7 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
     checkRoutes: (routes: readonly string[]) => {
       rbac.checkRouteOrder(routes);
     },
+    handOver: (routes: readonly string[]) => rbac.handOver(routes),
     authorize,
     rbac,
     onStart: (call: CallInfo, context: CallContext): void => {

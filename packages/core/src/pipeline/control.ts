@@ -124,6 +124,13 @@ export interface Control {
    * (`wrap(app)`), or on the app's first request (`before` mounted in the app).
    */
   readonly checkRoutes?: ((routes: readonly string[]) => void) | undefined;
+  /**
+   * For an HTTP app's routes: a test of whether a route (`METHOD /path`) may serve a request
+   * of an operation when an earlier route passed it on (`next()`), which this control decided
+   * for the earlier route. RBAC's refuses a route whose own rule is not the one that decided
+   * the request. The Express adapter asks it as each route is reached.
+   */
+  readonly handOver?: ((routes: readonly string[]) => (operation: string, route: string) => boolean) | undefined;
   /** Once per call, before the handler: refuses by throwing a `SecurityError`, and may return a release callback. */
   readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
   /**

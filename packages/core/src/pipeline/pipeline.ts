@@ -51,6 +51,11 @@ export interface Pipeline {
    */
   checkRoutes(routes: readonly string[]): void;
   /**
+   * The controls' `handOver` tests for an HTTP app's routes, as one: a route may serve an
+   * operation when every control's test says so. `undefined` when no control has one.
+   */
+  handOver(routes: readonly string[]): ((operation: string, route: string) => boolean) | undefined;
+  /**
    * Holds the controls' operation patterns (`Control.operationPatterns`) against operations the
    * server serves (the methods of a gRPC service being registered, an app's routes): throws a
    * `ConfigurationError` for a pattern that names one of them only in other letter case.
@@ -133,6 +138,9 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
   const routeChecks = ordered.flatMap((control) =>
     control.checkRoutes === undefined ? [] : [control.checkRoutes.bind(control)],
   );
+  const handOvers = ordered.flatMap((control) =>
+    control.handOver === undefined ? [] : [control.handOver.bind(control)],
+  );
   const patterns = ordered.flatMap((control) => control.operationPatterns ?? []);
   const checkServed = (served: readonly string[]): void => {
     checkLetterCase(patterns, served, owner);
@@ -165,6 +173,11 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
       checkServed(routes);
       for (const check of routeChecks) check(routes);
     },
+    handOver: (routes: readonly string[]) => {
+      const tests = handOvers.map((handOver) => handOver(routes));
+      if (tests.length === 0) return undefined;
+      return (operation: string, route: string) => tests.every((test) => test(operation, route));
+    },
     checkServed,
     maxMessageBytes: (operation: string) => {
       if (messageLimits.length === 0) return undefined;
@@ -194,13 +207,13 @@ function checkControl(owner: string, control: unknown, index: number): Control {
       `${where} is a group of controls (createRateLimit, a guard): spread its list, e.g. controls: [...limits.controls]`,
     );
   }
-  const { name, stage, onStart, onMessage, onInboundEnd, operationLabel, maxMessageBytes, checkRoutes } =
+  const { name, stage, onStart, onMessage, onInboundEnd, operationLabel, maxMessageBytes, checkRoutes, handOver } =
     control as Partial<Record<keyof Control, unknown>>;
   if (typeof name !== 'string' || name === '') throw new ConfigurationError(`${where} must have a non-empty "name"`);
   if (!CONTROL_STAGES.includes(stage as Control['stage'])) {
     throw new ConfigurationError(`${where} (${name}): "stage" must be one of ${CONTROL_STAGES.join(', ')}`);
   }
-  const hooks = { onStart, onMessage, onInboundEnd, operationLabel, maxMessageBytes, checkRoutes };
+  const hooks = { onStart, onMessage, onInboundEnd, operationLabel, maxMessageBytes, checkRoutes, handOver };
   for (const [key, value] of Object.entries(hooks)) {
     if (value !== undefined && typeof value !== 'function') {
       throw new ConfigurationError(`${where} (${name}): "${key}" must be a function`);

@@ -337,3 +337,26 @@ describe('compileRbac: remembering which rule applies', () => {
     }
   });
 });
+
+describe('compileRbac: a request handed on to a later route', () => {
+  const rbac = compileRbac({
+    'GET /v1/docs/:page': { public: true },
+    'GET /v1/:collection/:id': { anyRoles: ['admin'] },
+    'GET /v1/settings/smtp_password': { anyRoles: ['admin'] },
+    'GET /v1/settings/:key': { anyRoles: ['admin'] },
+  });
+  const mayServe = rbac.handOver(['GET /v1/settings/:key', 'GET /v1/docs/:page', 'GET /v1/:collection/:id']);
+
+  it("refuses a route whose own rule is not the one that decided the request, another route's", () => {
+    expect(mayServe('GET /v1/docs/payroll', 'GET /v1/docs/:page')).toBe(true);
+    expect(mayServe('GET /v1/docs/payroll', 'GET /v1/:collection/:id')).toBe(false);
+    expect(mayServe('GET /v1/settings/theme', 'GET /v1/:collection/:id')).toBe(false);
+    expect(mayServe('GET /v1/users/1', 'GET /v1/:collection/:id')).toBe(true);
+  });
+
+  it('lets any route serve a request decided by a rule no route owns, or by none', () => {
+    expect(mayServe('GET /v1/settings/smtp_password', 'GET /v1/settings/:key')).toBe(true);
+    expect(mayServe('GET /v1/settings/smtp_password', 'GET /v1/:collection/:id')).toBe(true);
+    expect(mayServe('GET /nowhere', 'GET /v1/:collection/:id')).toBe(true);
+  });
+});

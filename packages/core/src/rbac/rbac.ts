@@ -205,6 +205,22 @@ export interface CompiledRbac {
    * ```
    */
   checkRouteOrder(routes: readonly string[]): void;
+  /**
+   * For an app's HTTP routes (as for {@link CompiledRbac.checkRouteOrder}): a test of whether
+   * `route` may serve a request of `operation`, for a route reached when an earlier one passed
+   * the request on (`next()` in Express). It may unless the rule that decided the request is the
+   * own rule of another of the routes: with `GET /v1/docs/:page` public before
+   * `GET /v1/:collection/:id` for admins, a docs handler's `next()` had the admin route serve
+   * `/v1/docs/payroll` to anyone. A rule no route owns (a literal rule below a `:param` route)
+   * decides whatever route serves it, as it does without a hand-over.
+   *
+   * @example
+   * ```ts
+   * const mayServe = rbac.handOver(['GET /v1/docs/:page', 'GET /v1/:collection/:id']);
+   * mayServe('GET /v1/docs/payroll', 'GET /v1/:collection/:id'); // false
+   * ```
+   */
+  handOver(routes: readonly string[]): (operation: string, route: string) => boolean;
   /** The pattern of the rule that applies to `operation`, if any. */
   ruleFor(operation: string): string | undefined;
   /**
@@ -579,6 +595,15 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
     checkServed: (operations: readonly string[]) => checkServed(index, findRoute, operations, where),
     checkRouteOrder: (routes: readonly string[]) => {
       checkRouteOrder(findRoute, find, routes, where);
+    },
+    handOver: (routes: readonly string[]) => {
+      const own = new Map(routes.filter((route) => !route.startsWith('/')).map((route) => [route, findRoute(route)]));
+      const owned = new Set(own.values());
+      return (operation: string, route: string): boolean => {
+        const applied = find(operation);
+        if (applied === undefined || !owned.has(applied)) return true;
+        return (own.has(route) ? own.get(route) : findRoute(route)) === applied;
+      };
     },
     ruleFor: (operation: string) => find(operation)?.pattern.key,
     patterns: Object.freeze(index.rules.map((rule) => rule.pattern.key)),

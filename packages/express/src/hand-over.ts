@@ -1,0 +1,95 @@
+import type { Application, NextFunction, Request, Response } from 'express';
+import { ConfigurationError } from '@fluxguard/core';
+import { stateOf } from './context.js';
+import { walkRouter } from './routes.js';
+
+/** A route's own `dispatch` (the `router` package's `Route.prototype.dispatch`). */
+type Dispatch = (this: object, req: Request, res: Response, done: NextFunction) => unknown;
+
+/** What one pipeline asks of a route it checked: its names (`METHOD /path`) and the controls' test. */
+interface HandOverCheck {
+  readonly names: readonly string[];
+  readonly mayServe: (operation: string, route: string) => boolean;
+}
+
+/**
+ * The checks on each route object: for each pipeline that checked the app it is in, one for
+ * each path the app is mounted at (a request reaches it below one of them).
+ */
+const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
+
+/**
+ * Makes every route of `app` (below `prefix`) ask, as it is reached, whether it may serve the
+ * request: the controls decided the request for the first route that matched it, and a handler
+ * that calls `next()` hands it to the next one, which may be another rule's. `mayServe` is the
+ * pipeline's `handOver` test for the app's routes; `owner` keys it, so that another pipeline in
+ * the same app keeps its own. A route that may not serve the request passes a
+ * `ConfigurationError` on instead: the app answers `500` and the line says why.
+ *
+ * @internal
+ */
+export function guardHandOvers(
+  app: Application,
+  prefix: string,
+  owner: object,
+  mayServe: ((operation: string, route: string) => boolean) | undefined,
+): void {
+  if (mayServe === undefined) return;
+  const names = new Map<object, string[]>();
+  for (const entry of walkRouter(app, prefix)) {
+    if (entry.kind !== 'route' || entry.opaque) continue;
+    const list = names.get(entry.handle);
+    if (list === undefined) names.set(entry.handle, [entry.route]);
+    else list.push(entry.route);
+  }
+  for (const [route, routeNames] of names) {
+    let byOwner = checks.get(route);
+    if (byOwner === undefined) {
+      if (!guardDispatch(route)) continue;
+      byOwner = new Map();
+      checks.set(route, byOwner);
+    }
+    let byPrefix = byOwner.get(owner);
+    if (byPrefix === undefined) byOwner.set(owner, (byPrefix = new Map<string, HandOverCheck>()));
+    byPrefix.set(prefix, { names: routeNames, mayServe });
+  }
+}
+
+/** Puts the hand-over check in front of the route's own `dispatch`; `false` when it has none. */
+function guardDispatch(route: object): boolean {
+  const dispatch = (route as { dispatch?: unknown }).dispatch;
+  if (typeof dispatch !== 'function') return false;
+  const own = dispatch as Dispatch;
+  Object.defineProperty(route, 'dispatch', {
+    configurable: true,
+    writable: true,
+    value: function dispatchChecked(this: object, req: Request, res: Response, done: NextFunction): unknown {
+      const refusal = handOverRefusal(this, req);
+      if (refusal !== undefined) {
+        done(refusal);
+        return undefined;
+      }
+      return own.call(this, req, res, done);
+    },
+  });
+  return true;
+}
+
+function handOverRefusal(route: object, req: Request): ConfigurationError | undefined {
+  const operation = stateOf(req)?.callInfo?.operation;
+  const byOwner = checks.get(route);
+  if (operation === undefined || byOwner === undefined) return undefined;
+  for (const byPrefix of byOwner.values()) {
+    let allowed = false;
+    for (const { names, mayServe } of byPrefix.values()) {
+      if (names.some((name) => mayServe(operation, name))) allowed = true;
+    }
+    if (!allowed) {
+      const [first] = byPrefix.values();
+      return new ConfigurationError(
+        `a route passed the request on (next()) to the route "${first?.names[0] ?? ''}", whose rule is not the one that decided it: answer in the route instead`,
+      );
+    }
+  }
+  return undefined;
+}
