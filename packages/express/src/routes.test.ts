@@ -276,7 +276,7 @@ describe('routesOf and the route order check of wrap(app)', () => {
           res.json({ record: `${req.params.collection}/${req.params.id}` }),
         );
         site.use(guard.after);
-        const served = await serve((mounting === 'wrap' ? guard.wrap(site) : site) as Parameters<typeof serve>[0]);
+        const served = await serve(mounting === 'wrap' ? guard.wrap(site) : site);
         const at = `${mounting}, ${passOn}`;
         try {
           expect(await (await fetch(`${served.url}/v1/docs/intro`)).json(), at).toEqual({ doc: 'intro' });
