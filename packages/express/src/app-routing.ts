@@ -115,6 +115,11 @@ function mountedMismatch(entries: readonly RouterEntry[], owner: string): Config
         `${owner}: the ${entry.kind} at "${entry.path}" is a regular expression with the i flag (or below one), which matches paths in any letter case, and rules match paths letter for letter: drop the flag`,
       );
     }
+    if (entry.kind === 'route' && entry.mixesRouters) {
+      return new ConfigurationError(
+        `${owner}: the route at "${entry.path}" has a router or an app among other handlers, which the route order check cannot place: mount the router with app.use, or give it as the route's only handler`,
+      );
+    }
     if (entry.kind === 'route' && (entry.opaque || /[{}()]/.test(entry.path))) {
       return new ConfigurationError(
         `${owner}: the route at "${entry.path}" is a regular expression or has optional parts, which rules cannot name and the route order check cannot read: write one route per path, with :param and *splat only`,

@@ -227,9 +227,13 @@ describe('routesOf and the route order check of wrap(app)', () => {
       handler.get('/api/admin/users', (_req, res) => res.json({ users: ['root'] }));
       return handler;
     };
-    for (const kind of ['router', 'case-sensitive router', 'app'] as const) {
+    const passOn: express.RequestHandler = (_req, _res, next) => {
+      next();
+    };
+    for (const kind of ['router', 'case-sensitive router', 'app', 'router after a function'] as const) {
       const { site, guard } = guardedSite(rules);
-      site.all('/api/*rest', inner(kind));
+      if (kind === 'router after a function') site.all('/api/*rest', passOn, inner('case-sensitive router'));
+      else site.all('/api/*rest', inner(kind));
       site.use(guard.after);
       const served = await serve(site as Parameters<typeof serve>[0]);
       try {

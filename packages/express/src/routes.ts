@@ -30,6 +30,8 @@ export type RouterEntry =
       readonly kind: 'route';
       /** The router's `Route` object, one for all the methods and paths of one `app.route()`. */
       readonly handle: object;
+      /** Some of the route's handlers are routers or apps, and some are not. */
+      readonly mixesRouters: boolean;
       readonly route: string;
       readonly path: string;
       readonly opaque: boolean;
@@ -74,14 +76,13 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
   if (!Array.isArray(stack)) return;
   for (const layer of stack as readonly LayerView[]) {
     const route = layer.route;
-    if (route !== undefined && routesOnly(route.stack)) {
-      // A route whose handlers are all routers (or apps) only mounts them: `app.all('/api/*rest',
-      // router)` tries the router's own routes on the whole path below `prefix`, as a route's
-      // handlers see it, so they are walked as a router mounted at `prefix`.
-      for (const inner of route.stack as readonly LayerView[])
-        walk([{ rawPath: '/', handle: inner.handle }], prefix, above, entries);
-      continue;
-    }
+    // A router (or an app) given as a route's handlers tries its own routes on the whole path
+    // below `prefix`, as a route's handlers see it (`app.all('/api/*rest', router)`): it is
+    // walked as a router mounted at `prefix`, and the route, which only mounts it, is not one.
+    const routers = route === undefined ? [] : routersAmong(route.stack);
+    for (const handle of routers) walk([{ rawPath: '/', handle }], prefix, above, entries);
+    const mixesRouters = routers.length > 0 && routers.length < (route?.stack as unknown[]).length;
+    if (routers.length > 0 && !mixesRouters) continue;
     if (route !== undefined) {
       const paths = Array.isArray(route.path) ? (route.path as unknown[]) : [route.path];
       const methods = Object.keys(route.methods ?? {});
@@ -92,6 +93,7 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
           entries.push({
             kind: 'route',
             handle: route,
+            mixesRouters,
             route: `${method === '_all' ? '*' : method.toUpperCase()} ${joined}`,
             path: joined,
             opaque: above.opaque || regex,
@@ -122,11 +124,11 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
   }
 }
 
-/** Whether a route's handlers are all routers or apps (none is a plain function). */
-function routesOnly(stack: unknown): boolean {
-  if (!Array.isArray(stack) || stack.length === 0) return false;
-  return (stack as readonly LayerView[]).every(
-    ({ handle }) => handle !== undefined && (Array.isArray(handle.stack) || isExpressApp(handle)),
+/** The routers and apps among a route's handlers. */
+function routersAmong(stack: unknown): NonNullable<LayerView['handle']>[] {
+  if (!Array.isArray(stack)) return [];
+  return (stack as readonly LayerView[]).flatMap(({ handle }) =>
+    handle !== undefined && (Array.isArray(handle.stack) || isExpressApp(handle)) ? [handle] : [],
   );
 }
 

@@ -27,7 +27,7 @@ import { GrpcCall, attachCall, callOf, safePeer } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import { closeIfLingering } from './lingering-streams.js';
-import { responseMetadata } from './response-metadata.js';
+import { responseMetadata, setRequestId } from './response-metadata.js';
 import {
   errorOfGrpcJsRequestStatus,
   errorOfGrpcJsStatus,
@@ -351,7 +351,7 @@ class SafeErrorsCall extends ForwardingCall {
     const requestId = resolveRequestId(sent);
     this.#requestId = requestId;
     // Handlers and later interceptors that forward the id read the checked value.
-    if (sent.length !== 1 || sent[0] !== requestId) metadata.set(REQUEST_ID_HEADER, requestId);
+    if (sent.length !== 1 || sent[0] !== requestId) setRequestId(metadata, requestId);
     const state = new CallState({
       requestId,
       deadline: deadlineOf(this.below),

@@ -16,6 +16,7 @@ import {
   type Started,
 } from './testing/harness.js';
 import { grpcFrame, openRawSession, rawGrpcCall, type RawAnswer } from './testing/raw-http2.js';
+import { setRequestId } from './response-metadata.js';
 
 const audit = captureAudit();
 let started: Started;
@@ -107,5 +108,18 @@ describe('the response metadata of a call', () => {
     const answer = await raw(unaryPath, {});
     expect(answer.requestIds.headers).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(answer.requestIds.trailers).toBe(answer.requestIds.headers);
+  });
+});
+
+describe('setRequestId', () => {
+  it('replaces every x-request-id the metadata holds with the one id, as Metadata.set would', () => {
+    const metadata = new Metadata();
+    metadata.add('x-request-id', 'first');
+    metadata.add('x-request-id', 'second');
+    metadata.set('x-other', 'kept');
+    setRequestId(metadata, 'req-1');
+    expect(metadata.get('x-request-id')).toEqual(['req-1']);
+    expect(metadata.toHttp2Headers()).toMatchObject({ 'x-request-id': 'req-1', 'x-other': 'kept' });
+    expect(metadata.clone().get('x-request-id')).toEqual(['req-1']);
   });
 });

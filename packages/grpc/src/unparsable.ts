@@ -26,6 +26,17 @@ export function messageSize(message: unknown): number | undefined {
 }
 
 /**
+ * Gives `replacement` (a schema's output, handed on in a message's place) the wire size of
+ * `message`, so that later controls (the input limits of another pipeline) still know it.
+ *
+ * @internal
+ */
+export function keepMessageSize(message: unknown, replacement: unknown): void {
+  const size = messageSize(message);
+  if (size !== undefined && typeof replacement === 'object' && replacement !== null) sizes.set(replacement, size);
+}
+
+/**
  * A copy of `service` whose request deserializers return {@link UNPARSABLE_MESSAGE} instead of
  * throwing. Definitions are plain objects of grpc-js and proto-loader; the original is untouched.
  * With `strictWireFormat`, the requests of proto-loader definitions are first read strictly

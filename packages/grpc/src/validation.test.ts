@@ -4,8 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
 import { z } from 'zod';
-import { createMessageValidation } from '@fluxguard/core';
-import { FIELD_METADATA_KEY, addService, fluxguardInterceptors } from './index.js';
+import { createInputLimits, createMessageValidation } from '@fluxguard/core';
+import { FIELD_METADATA_KEY, addService, controls, fluxguardInterceptors } from './index.js';
 import {
   KINDS,
   callKind,
@@ -78,6 +78,46 @@ describe('createMessageValidation over gRPC', () => {
     const outcome = await callKind(started.client, kind, { name: 'bolt', role: 'admin', items: [{ qty: 2, x: 1 }] });
     expect(outcome.status.code).toBe(Status.OK);
     expect(outcome.messages).toEqual([{ name: 'bolt', items: [{ qty: 2 }] }]);
+  });
+
+  it("keeps a message's size on the wire with the schema's output, for the input limits of a later pipeline", async () => {
+    // The output is a new object: without the size, the limits behind refused every call
+    // (`message_size_unknown`).
+    const behind = await startServer(
+      [
+        ...fluxguardInterceptors({ audit: audit.audit, controls: [validation] }),
+        controls('behind', [createInputLimits({ maxMessageBytes: 64 })]),
+      ],
+      (server) => {
+        addService(server, testService, {
+          Unary: (call) => call.request,
+          ClientStream: async (call) => {
+            let last: Json = {};
+            for await (const message of call) last = message as Json;
+            return last;
+          },
+          ServerStream: (call) => {
+            call.write(call.request);
+            call.end();
+          },
+          Bidi: (call) => {
+            call.on('data', (message: Json) => call.write(message));
+            call.on('end', () => call.end());
+          },
+        });
+      },
+    );
+    try {
+      for (const kind of KINDS) {
+        const served = await callKind(behind.client, kind, { name: 'bolt', role: 'admin' });
+        expect(served.status.code, kind).toBe(Status.OK);
+        expect(served.messages, kind).toEqual([{ name: 'bolt' }]);
+        const large = await callKind(behind.client, kind, { name: 'bolt', role: 'x'.repeat(100) });
+        expect(large.status.code, kind).toBe(Status.RESOURCE_EXHAUSTED);
+      }
+    } finally {
+      await behind.close();
+    }
   });
 
   it('never echoes a refused string, even inside the schema message', async () => {

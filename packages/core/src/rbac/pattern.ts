@@ -21,6 +21,8 @@ const GRPC = /^\/([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\/([A-Za-z
 const HTTP = /^(\*|[A-Z]+) (\/.*)$/;
 const PARAM = /^:[A-Za-z_$][A-Za-z0-9_$]*$/;
 const SPLAT = /^\*(?:[A-Za-z_$][A-Za-z0-9_$]*)?$/;
+// What a client never needs to encode (RFC 3986 unreserved): a literal segment of a rule holds only these.
+const LITERAL_SEGMENT = /^[A-Za-z0-9._~-]+$/;
 
 /** Removes a trailing slash from an HTTP operation's path, as Express's non-strict routing does. */
 export function normalizeOperation(operation: string): string {
@@ -93,6 +95,13 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
     } else {
       if (segment.includes('*') || segment.includes(':')) {
         throw new ConfigurationError(`${where} "${pattern}": "*" and ":" may only start a segment`);
+      }
+      // Rules read the path as sent and Express decodes it for the route: `root%40corp` would
+      // reach the route of `root@corp` past its rule, and `hr reports` arrives only encoded.
+      if (!LITERAL_SEGMENT.test(segment)) {
+        throw new ConfigurationError(
+          `${where} "${pattern}": a literal path segment may hold only letters, digits, "-", ".", "_" and "~": a client may send any other character percent-encoded, which the rule would not match; name such paths with a :param`,
+        );
       }
       ranks.push(3);
     }

@@ -233,6 +233,15 @@ describe('compileRbac: start-up checks', () => {
     ],
     ['a splat in the middle', { 'GET /a/*x/b': { public: true } }, /must be the last segment/],
     ['an optional group', { 'GET /a{/:b}': { public: true } }, /not supported/],
+    // A client may send these encoded (`root%40corp`), which the rule would not match while the
+    // route's parameter decodes it; a space or a letter past ASCII only ever arrives encoded.
+    ...['root@corp', "o'neil", 'a,b', 'x;y', 'a=b', 'hr reports', 'café', 'a%40b'].map(
+      (literal): [string, unknown, RegExp] => [
+        `a literal segment "${literal}"`,
+        { [`GET /v1/users/${literal}`]: { anyRoles: ['admin'] } },
+        /a literal path segment may hold only letters, digits, "-", ".", "_" and "~"/,
+      ],
+    ),
     ['public with roles', { 'GET /x': { public: true, anyRoles: ['a'] } }, /cannot be combined/],
     ['public: false', { 'GET /x': { public: false } }, /must be true/],
     ['an empty requirement', { 'GET /x': {} }, /must name a requirement/],
