@@ -1,7 +1,7 @@
-import type { Application, NextFunction, Request, Response } from 'express';
+import type { NextFunction, Request, Response } from 'express';
 import { ConfigurationError } from '@fluxguard/core';
 import { stateOf } from './context.js';
-import { walkRouter } from './routes.js';
+import type { RouterEntry } from './routes.js';
 
 /** A route's own `dispatch` (the `router` package's `Route.prototype.dispatch`). */
 type Dispatch = (this: object, req: Request, res: Response, done: NextFunction) => unknown;
@@ -19,7 +19,7 @@ interface HandOverCheck {
 const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
 
 /**
- * Makes every route of `app` (below `prefix`) ask, as it is reached, whether it may serve the
+ * Makes every route among `entries` (an app's, walked below `prefix`) ask, as it is reached, whether it may serve the
  * request: the controls decided the request for the first route that matched it, and a handler
  * that calls `next()` hands it to the next one, which may be another rule's. `mayServe` is the
  * pipeline's `handOver` test for the app's routes; `owner` keys it, so that another pipeline in
@@ -29,14 +29,14 @@ const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
  * @internal
  */
 export function guardHandOvers(
-  app: Application,
+  entries: readonly RouterEntry[],
   prefix: string,
   owner: object,
   mayServe: ((operation: string, route: string) => boolean) | undefined,
 ): void {
   if (mayServe === undefined) return;
   const names = new Map<object, string[]>();
-  for (const entry of walkRouter(app, prefix)) {
+  for (const entry of entries) {
     if (entry.kind !== 'route' || entry.opaque) continue;
     const list = names.get(entry.handle);
     if (list === undefined) names.set(entry.handle, [entry.route]);

@@ -36,7 +36,7 @@ import {
   routingMismatch,
   stackLength,
 } from './app-routing.js';
-import { routesOf } from './routes.js';
+import { routeNames, walkRouter } from './routes.js';
 import { guardHandOvers } from './hand-over.js';
 
 /**
@@ -196,9 +196,10 @@ export function checkRouting(
     const mismatch = routingMismatch(app, owner);
     if (mismatch !== undefined) return mismatch;
   }
-  const routes = routesOf(app, prefix);
+  const entries = walkRouter(app, prefix);
+  const routes = routeNames(entries);
   pipeline.checkRoutes(routes);
-  guardHandOvers(app, prefix, pipeline, pipeline.handOver(routes));
+  guardHandOvers(entries, prefix, pipeline, pipeline.handOver(routes));
   return undefined;
 }
 

@@ -170,9 +170,16 @@ function below(prefix: string, path: unknown): [string, boolean] {
  * ```
  */
 export function routesOf(app: Application, prefix = ''): readonly string[] {
-  return Object.freeze(
-    walkRouter(app, prefix).flatMap((entry) => (entry.kind === 'route' && !entry.opaque ? [entry.route] : [])),
-  );
+  return routeNames(walkRouter(app, prefix));
+}
+
+/**
+ * The routes among `entries` ({@link walkRouter}'s) as {@link routesOf} gives them.
+ *
+ * @internal
+ */
+export function routeNames(entries: readonly RouterEntry[]): readonly string[] {
+  return Object.freeze(entries.flatMap((entry) => (entry.kind === 'route' && !entry.opaque ? [entry.route] : [])));
 }
 
 /**
