@@ -19,7 +19,7 @@ import { INSTALL_INTERCEPTORS, callOf, type GrpcCall } from './context.js';
 import { rejectCall, type InboundListener, type InboundListenerFactory } from './errors.js';
 import { limitReceivedMessages } from './message-limit.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
-import { keepMessageSize, messageSize } from './unparsable.js';
+import { messageSize, setMessageSize } from './unparsable.js';
 
 /**
  * The one gRPC pipeline: an interceptor that runs `controls` (ordered by stage) on every call.
@@ -237,8 +237,9 @@ class PipelineListener implements InboundListener {
         this.#pipeline.inboundEnd(info, grpcCall.state);
         return undefined;
       }
-      const handedOn = this.#pipeline.message(message, info, grpcCall.state, messageSize(message));
-      if (handedOn !== message) keepMessageSize(message, handedOn);
+      const bytes = messageSize(message);
+      const handedOn = this.#pipeline.message(message, info, grpcCall.state, bytes);
+      if (handedOn !== message && bytes !== undefined) setMessageSize(handedOn, bytes);
       return handedOn;
     } catch (error) {
       this.#refuse(metadata, error);

@@ -26,14 +26,13 @@ export function messageSize(message: unknown): number | undefined {
 }
 
 /**
- * Gives `replacement` (a schema's output, handed on in a message's place) the wire size of
- * `message`, so that later controls (the input limits of another pipeline) still know it.
+ * Gives `replacement` (a schema's output, handed on in a message's place) the wire size of the
+ * message it replaces, so that later controls (the input limits of another pipeline) still know it.
  *
  * @internal
  */
-export function keepMessageSize(message: unknown, replacement: unknown): void {
-  const size = messageSize(message);
-  if (size !== undefined && typeof replacement === 'object' && replacement !== null) sizes.set(replacement, size);
+export function setMessageSize(replacement: unknown, bytes: number): void {
+  if (typeof replacement === 'object' && replacement !== null) sizes.set(replacement, bytes);
 }
 
 /**
