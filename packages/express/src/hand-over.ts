@@ -21,7 +21,8 @@ const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
 /**
  * Makes every route among `entries` (an app's, walked below `prefix`) ask, as it is reached, whether it may serve the
  * request: the controls decided the request for the first route that matched it, and a handler
- * that calls `next()` hands it to the next one, which may be another rule's. `mayServe` is the
+ * that calls `next()` hands it to the next one, which may be another rule's, as does a
+ * middleware that rewrites `req.method` or `req.url` after the controls. `mayServe` is the
  * pipeline's `handOver` test for the app's routes; `owner` keys it, so that another pipeline in
  * the same app keeps its own. A route that may not serve the request passes a
  * `ConfigurationError` on instead: the app answers `500` and the line says why.
@@ -87,7 +88,7 @@ function handOverRefusal(route: object, req: Request): ConfigurationError | unde
     if (!allowed) {
       const [first] = byPrefix.values();
       return new ConfigurationError(
-        `a route passed the request on (next()) to the route "${first?.names[0] ?? ''}", whose rule is not the one that decided it: answer in the route instead`,
+        `the route "${first?.names[0] ?? ''}" was reached by a request another rule decided: a route passed it on (next()), or a middleware after the controls rewrote its method or URL; answer in the route that matched, and rewrite before the controls`,
       );
     }
   }

@@ -287,7 +287,7 @@ describe('routesOf and the route order check of wrap(app)', () => {
           const passed = await fetch(`${served.url}/v1/docs/payroll`);
           expect(passed.status, at).toBe(500);
           expect(await passed.text(), at).not.toContain('record');
-          expect(JSON.stringify(audit.lines().at(-1)), at).toContain('passed the request on');
+          expect(JSON.stringify(audit.lines().at(-1)), at).toContain('a route passed it on (next())');
           // Decided by their own routes' rules, or by a rule no route owns: served as before.
           const asAdmin = { headers: { authorization: admin } };
           expect(await (await fetch(`${served.url}/v1/users/1`, asAdmin)).json(), at).toEqual({ record: 'users/1' });
@@ -299,6 +299,48 @@ describe('routesOf and the route order check of wrap(app)', () => {
           await served.close();
         }
       }
+    }
+  });
+
+  it('refuses a request a middleware after before rewrote to a route of another rule', async () => {
+    // A method override mounted after `before` ran the admins' DELETE route for a reader's POST,
+    // decided by a POST rule no route owns; a URL rewrite served an admin route under a public rule.
+    const rules: RbacRules = [
+      { operation: 'POST /v1/items/*path', anyRoles: ['reader'] },
+      { operation: 'GET /public/*path', public: true },
+      { operation: 'DELETE /v1/items/*path', anyRoles: ['admin'] },
+      { operation: 'GET /v1/items/*path', anyRoles: ['admin'] },
+    ];
+    const { site, guard } = guardedSite(rules);
+    site.use((req, _res, next) => {
+      const override = req.get('x-http-method-override');
+      if (req.method === 'POST' && override !== undefined) req.method = override.toUpperCase();
+      if (req.url.startsWith('/public/')) req.url = `/v1/items/${req.url.slice('/public/'.length)}`;
+      next();
+    });
+    site.delete('/v1/items/*path', (_req, res) => res.json({ deleted: true }));
+    site.get('/v1/items/*path', (_req, res) => res.json({ item: 'secret' }));
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    const as = (roles: string[]) => `Bearer ${tokens.sign({ roles })}`;
+    try {
+      const overridden = await fetch(`${served.url}/v1/items/a`, {
+        method: 'POST',
+        headers: { authorization: as(['reader']), 'x-http-method-override': 'DELETE' },
+      });
+      expect(overridden.status).toBe(500);
+      expect(await overridden.text()).not.toContain('deleted');
+      expect(JSON.stringify(audit.lines().at(-1))).toContain('rewrote its method or URL');
+      const rewritten = await fetch(`${served.url}/public/a`);
+      expect(rewritten.status).toBe(500);
+      expect(await rewritten.text()).not.toContain('secret');
+      // Not rewritten: each route serves the requests of its own rule.
+      const admin = { authorization: as(['admin']) };
+      expect(await (await fetch(`${served.url}/v1/items/a`, { headers: admin })).json()).toEqual({ item: 'secret' });
+      const deleted = await fetch(`${served.url}/v1/items/a`, { method: 'DELETE', headers: admin });
+      expect(await deleted.json()).toEqual({ deleted: true });
+    } finally {
+      await served.close();
     }
   });
 

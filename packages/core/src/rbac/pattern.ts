@@ -228,6 +228,28 @@ export function overlapWitness(a: string, b: string): string | undefined {
   return `${method === '*' ? 'GET' : method} /${path.join('/')}`;
 }
 
+/**
+ * Whether an Express route (`METHOD /path`, `*` for `app.all`) could have matched `operation`
+ * as it arrived: the method, each literal segment letter for letter, a `:param` (or a segment
+ * holding one, `file.:ext`) one non-empty segment, a final `*splat` the rest. A route that
+ * could not have matched it was reached because something rewrote `req.method` or `req.url`.
+ *
+ * @internal
+ */
+export function routeServes(route: string, operation: string): boolean {
+  const r = splitHttp(route);
+  const o = splitHttp(operation);
+  if (r === undefined || o === undefined) return false;
+  if (r.method !== '*' && r.method !== o.method) return false;
+  for (const [i, segment] of r.segments.entries()) {
+    if (segment.startsWith('*')) return o.segments.length > i && o.segments.slice(i).every((s) => s !== '');
+    const actual = o.segments[i];
+    if (actual === undefined || actual === '') return false;
+    if (!segment.includes(':') && !segment.includes('*') && segment !== actual) return false;
+  }
+  return o.segments.length === r.segments.length;
+}
+
 function splitHttp(pattern: string): { method: string; segments: readonly string[] } | undefined {
   const m = HTTP.exec(normalizeOperation(pattern));
   if (m === null) return undefined;

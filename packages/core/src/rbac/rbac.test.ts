@@ -368,4 +368,25 @@ describe('compileRbac: a request handed on to a later route', () => {
     expect(mayServe('GET /v1/settings/smtp_password', 'GET /v1/:collection/:id')).toBe(true);
     expect(mayServe('GET /nowhere', 'GET /v1/:collection/:id')).toBe(true);
   });
+
+  it('refuses a route that could not have matched the request as it arrived (a rewritten method or path)', () => {
+    const rewritten = compileRbac({
+      'POST /v1/items/*path': { anyRoles: ['reader'] },
+      'GET /public/*path': { public: true },
+      'DELETE /v1/items/*path': { anyRoles: ['admin'] },
+      'GET /v1/items/*path': { anyRoles: ['admin'] },
+      'GET /v1/files/report.pdf': { anyRoles: ['admin'] },
+    }).handOver(['DELETE /v1/items/*path', 'GET /v1/items/*path', '* /v1/any/:id']);
+    expect(rewritten('POST /v1/items/a', 'DELETE /v1/items/*path')).toBe(false);
+    expect(rewritten('GET /public/a', 'GET /v1/items/*path')).toBe(false);
+    expect(rewritten('GET /public/a', 'GET /public/*path')).toBe(true);
+    expect(rewritten('POST /v1/items/a/b', 'POST /v1/items/*path')).toBe(true);
+    expect(rewritten('POST /v1/items/a', 'POST /v1/items/:id/')).toBe(true);
+    expect(rewritten('GET /public/a', 'GET /public')).toBe(false);
+    expect(rewritten('POST /v1/items/a', '* /v1/items/:id')).toBe(true);
+    expect(rewritten('POST /v1/items/a', 'POST /v1/:collection/:id')).toBe(true);
+    expect(rewritten('POST /v1/items/a', 'POST /v1/:collection')).toBe(false);
+    expect(rewritten('GET /v1/files/report.pdf', 'GET /v1/files/report.:ext')).toBe(true);
+    expect(rewritten('GET /v1/files/report.pdf', 'GET /v1/files/other.pdf')).toBe(false);
+  });
 });

@@ -11,6 +11,7 @@ import {
   normalizeOperation,
   overlapWitness,
   refuseSameOperations,
+  routeServes,
   type OperationPattern,
 } from './pattern.js';
 
@@ -212,7 +213,10 @@ export interface CompiledRbac {
    * own rule of another of the routes: with `GET /v1/docs/:page` public before
    * `GET /v1/:collection/:id` for admins, a docs handler's `next()` had the admin route serve
    * `/v1/docs/payroll` to anyone. A rule no route owns (a literal rule below a `:param` route)
-   * decides whatever route serves it, as it does without a hand-over.
+   * decides whatever route serves it, as it does without a hand-over, provided the route could
+   * have matched the request as it arrived: a middleware that rewrote `req.method` or `req.url`
+   * (`method-override`) had a reader's `POST`, decided by a `POST` rule no route owns, run the
+   * admins' `DELETE` route.
    *
    * @example
    * ```ts
@@ -601,7 +605,10 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
       const owned = new Set(own.values());
       return (operation: string, route: string): boolean => {
         const applied = find(operation);
-        if (applied === undefined || !owned.has(applied)) return true;
+        if (applied === undefined) return true;
+        // A rule no route owns decides whichever route serves its path; a route that could not
+        // have matched the request was reached through a rewritten `req.method` or `req.url`.
+        if (!owned.has(applied)) return routeServes(route, operation);
         return (own.has(route) ? own.get(route) : findRoute(route)) === applied;
       };
     },
