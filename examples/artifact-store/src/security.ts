@@ -26,6 +26,7 @@ import {
   type Transport,
   type UrlGuard,
 } from '@fluxguard/core';
+import { scrubSecrets } from '@fluxguard/core/adapter';
 import { ensureDevMaterial } from './dev-material.js';
 
 const IN_FLIGHT = descriptorBudget().inFlight;
@@ -245,7 +246,7 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
       lastError = err.message;
       // Its name and message only: an ioredis error carries the failed command, whose
       // arguments are the password when AUTH fails.
-      const cause = `${err.name}: ${err.message}`.slice(0, 300);
+      const cause = scrubSecrets(`${err.name}: ${err.message}`).slice(0, 300);
       audit.logger.error({ event: 'denylist.redis_error', cause }, 'denylist.redis_error');
     });
     client.on('ready', () => {

@@ -171,6 +171,26 @@ describe('scrubSecrets', () => {
     expect(scrubSecrets('see https://h.test/a?monkey=1 and mailto:a@b.test')).toBe(
       'see https://h.test/a?monkey=1 and mailto:a@b.test',
     );
+    expect(scrubSecrets('s3 https://b.test/o?X-Amz-Signature=abc&X-Amz-Credential=AKIA&x=1')).toBe(
+      's3 https://b.test/o?X-Amz-Signature=[REDACTED]&X-Amz-Credential=[REDACTED]&x=1',
+    );
+  });
+  it('removes a password that made its URL unparsable: with a "@", "/", "?", "#" or space in it', () => {
+    // These are the URLs whose parse error quotes them; the first pattern stopped at the first `@`.
+    for (const password of ['S3cret@PassG', 'S3cret/x', 'S3cret?x', 'S3cret#x', 'S3cret PassH']) {
+      const url = `redis://:${password}@[::1:6379`;
+      expect(scrubSecrets(url), password).toBe('redis://[REDACTED]@[::1:6379');
+      // Within a longer text, a space ends the URL: Node quotes an unparsable URL in a field of its own (`input`).
+      if (!password.includes(' ')) expect(scrubSecrets(`Invalid URL ${url}`), password).not.toContain('S3cret');
+    }
+    expect(scrubSecrets('Invalid URL https://admin:p@ss@[bad/x then more')).toBe(
+      'Invalid URL https://[REDACTED]@[bad/x then more',
+    );
+  });
+  it('removes a private key cut short, with what follows it', () => {
+    const cut = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\nAwEHBG0wawIBAQQg';
+    expect(scrubSecrets(`open '${cut}'`)).toBe(`open '[REDACTED]'`);
+    expect(scrubSecrets(`a ${cut}\n-----END PRIVATE KEY----- b`)).toBe('a [REDACTED] b');
   });
 });
 

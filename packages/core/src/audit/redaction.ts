@@ -42,13 +42,18 @@ export const REDACTED = '[REDACTED]';
 // A compact JWS/JWE and a PEM private key block: scrubbed from error text, where key-based
 // redaction cannot reach (a library may quote a token in its own message).
 const JWT_LIKE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)?/g;
-const PEM_PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----/g;
+// A block cut short (a key's first lines pasted where a path belongs) loses what follows it too.
+const PEM_PRIVATE_KEY =
+  /-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[A-Za-z0-9+/=\s\\]*)/g;
 const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi;
 // A URL's user and password, and the values of query parameters named for secrets: Node's URL
-// errors carry the URL they could not parse, a redirect's Location and its base among them.
-const URL_CREDENTIALS = /(\b[a-z][a-z0-9+.-]*:\/\/)[^\s/?#@]*@/gi;
+// errors carry the URL they could not parse, a redirect's Location and its base among them. The
+// URLs that fail to parse are those whose password holds a `@`, `/`, `?`, `#` or space unencoded:
+// everything up to the last `@` goes (of the whole text, when the text is one such URL).
+const URL_CREDENTIALS = /(\b[a-z][a-z0-9+.-]*:\/\/)\S*@/gi;
+const WHOLE_URL_CREDENTIALS = /^(\s*[a-z][a-z0-9+.-]*:\/\/)[^\r\n]*@/i;
 const SECRET_PARAMETER =
-  /([?&;](?:access_token|id_token|refresh_token|token|api_key|apikey|key|password|secret|client_secret|sig|signature)=)[^&#\s"']*/gi;
+  /([?&;](?:access_token|id_token|refresh_token|token|api_key|api-key|apikey|key|access_key|password|passwd|pass|pwd|secret|client_secret|auth|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential)=)[^&#\s"']*/gi;
 
 /**
  * Removes tokens, bearer credentials, private keys, a URL's user and password, and the values
@@ -65,6 +70,7 @@ export function scrubSecrets(text: string): string {
     .replace(PEM_PRIVATE_KEY, REDACTED)
     .replace(BEARER, `$1 ${REDACTED}`)
     .replace(JWT_LIKE, REDACTED)
+    .replace(WHOLE_URL_CREDENTIALS, `$1${REDACTED}@`)
     .replace(URL_CREDENTIALS, `$1${REDACTED}@`)
     .replace(SECRET_PARAMETER, `$1${REDACTED}`);
 }

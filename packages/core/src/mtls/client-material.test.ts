@@ -97,7 +97,30 @@ describe('loadClientTlsMaterial', () => {
     expect(err.message).toBe(`${WHERE}: the private key in "key" does not match the certificate in "cert"`);
     expect(err.message).not.toContain(keyBody(stranger.keyPem));
     const fromFiles = refusal({ ...files, certFile: undefined, cert: stranger.certPem });
-    expect(fromFiles.message).toContain(`"keyFile" (${files.keyFile}) does not match`);
+    expect(fromFiles.message).toContain(`"keyFile" does not match`);
+    expect(fromFiles.message).not.toContain(files.keyFile);
+  });
+
+  it("never quotes a key's text given where its path belongs, whole or in part", () => {
+    // A key pasted into the variable meant for its path: Node's ENOENT quoted it, cause and all.
+    const body = keyBody(client.keyPem);
+    const firstLines = client.keyPem.split('\n').slice(0, 3).join('\n');
+    expect(refusal({ ca: ca.certPem, cert: client.certPem, keyFile: client.keyPem }).message).toBe(
+      `${WHERE}: "keyFile" holds PEM text, not a path: give the file's path, or the text as "key"`,
+    );
+    expect(refusal({ ca: ca.certPem, cert: client.certPem, keyFile: firstLines }).message).toMatch(/holds PEM text/);
+    const allLines = client.keyPem
+      .split('\n')
+      .filter((line) => line !== '' && !line.startsWith('-----'))
+      .join('');
+    for (const value of [allLines, body]) {
+      const err = refusal({ ca: ca.certPem, cert: client.certPem, keyFile: value });
+      expect(err.message).toBe(`${WHERE}: cannot read "keyFile" (ENOENT)`);
+      expect(JSON.stringify(err, ['message', 'cause', 'stack', 'path'])).not.toContain(value.slice(0, 24));
+      expect(String((err.cause as Error).stack)).not.toContain(value.slice(0, 24));
+      // Another part's path is shown, unless it looks like such text.
+      expect(refusal({ caFile: value }).message).toBe(`${WHERE}: cannot read "caFile" (ENOENT)`);
+    }
   });
 
   it('refuses a key that does not parse, without quoting it', () => {

@@ -55,9 +55,22 @@ export interface MaterialSources {
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-/** How error messages name a source: the option, and the file when there is one. */
+// A run of base64 as long as a line of a PEM block: key text given where a path belongs.
+const BASE64_RUN = /[A-Za-z0-9+/=]{40,}/;
+
+/**
+ * Whether error text may show a source's path. A private key's never: a key's text given as
+ * its `keyFile` (pasted into an environment variable, cut short, or without its PEM lines)
+ * would be printed with the path, and error text reaches the log. Another option's path is
+ * shown unless it looks like such text.
+ */
+function showsPath(source: MaterialSource): source is MaterialSource & { file: string } {
+  return source.file !== undefined && !/key/i.test(source.option) && !BASE64_RUN.test(source.file);
+}
+
+/** How error messages name a source: the option, and the file when it may be shown. */
 export function describeSource(source: MaterialSource): string {
-  return source.file === undefined ? `"${source.option}"` : `"${source.option}" (${source.file})`;
+  return showsPath(source) ? `"${source.option}" (${source.file})` : `"${source.option}"`;
 }
 
 /**
@@ -79,6 +92,12 @@ export function pickSource(
     if (typeof file !== 'string' || file.length === 0) {
       throw new ConfigurationError(`${where}: "${fileOption}" must be a non-empty path`);
     }
+    // Never quoted back: it may be a private key.
+    if (/-----|[\r\n]/.test(file)) {
+      throw new ConfigurationError(
+        `${where}: "${fileOption}" holds PEM text, not a path: give the file's path, or the text as "${option}"`,
+      );
+    }
     return { option: fileOption, file };
   }
   if (contents === undefined) return undefined;
@@ -88,10 +107,17 @@ export function pickSource(
   return { option, contents };
 }
 
-function readError(where: string, source: MaterialSource, cause: unknown): ConfigurationError {
+/**
+ * The error of a source that cannot be read. Node's own error quotes the path, so it is kept as
+ * the cause only when the path may be shown; otherwise the cause carries its code alone.
+ */
+export function readError(where: string, source: MaterialSource, cause: unknown): ConfigurationError {
   const code = (cause as { code?: unknown } | null)?.code;
   const why = typeof code === 'string' ? ` (${code})` : '';
-  return new ConfigurationError(`${where}: cannot read ${describeSource(source)}${why}`, { cause });
+  const kept = showsPath(source)
+    ? cause
+    : Object.assign(new Error(typeof code === 'string' ? code : 'unreadable'), { code });
+  return new ConfigurationError(`${where}: cannot read ${describeSource(source)}${why}`, { cause: kept });
 }
 
 function toBuffer(contents: string | Uint8Array): Buffer {

@@ -121,7 +121,7 @@ describe('watchTlsMaterial with a real server', () => {
     await new Promise((resolve) => setTimeout(resolve, 300)); // several more ticks
     expect(errors).toHaveLength(1);
     expect(errors[0]).toBeInstanceOf(ConfigurationError);
-    expect(errors[0]?.message).toMatch(/"keyFile" \(.*server\.key\) does not hold a readable private key/);
+    expect(errors[0]?.message).toMatch(/"keyFile" does not hold a readable private key/);
     expect(errors[0]?.message).not.toContain('broken');
     expect(updates).toHaveLength(before);
     expect(watcher.current.certFingerprint256).toBe(good);

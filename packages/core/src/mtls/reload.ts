@@ -5,6 +5,7 @@ import { resolveOptions } from '../options/resolve-options.js';
 import { MAX_TIMER_MS } from '../options/whole-number.js';
 import {
   describeSource,
+  readError,
   materialDigest,
   readMaterial,
   readMaterialSync,
@@ -322,13 +323,10 @@ function unreadableFile(o: ResolvedWatchOptions, cause: unknown): { key: string;
   const option =
     Object.entries({ certFile: o.certFile, keyFile: o.keyFile, caFile: o.caFile, crlFile: o.crlFile }).find(
       ([, file]) => file === path,
-    )?.[0] ?? 'file';
+    )?.[0] ?? 'keyFile';
   return {
     key: `stat:${String(path)}:${String(code)}`,
-    error: new ConfigurationError(
-      `${FACTORY}: cannot read "${option}" (${String(path)})${typeof code === 'string' ? ` (${code})` : ''}`,
-      { cause },
-    ),
+    error: readError(FACTORY, { option, file: typeof path === 'string' ? path : undefined }, cause),
   };
 }
 
