@@ -45,15 +45,7 @@ beforeAll(async () => {
     .sign(privateKey);
   ca = Buffer.from(authority.certPem);
   clientCert = { cert: Buffer.from(client.certPem), key: Buffer.from(client.keyPem) };
-  writeFileSync(
-    join(dir, 'inventory.proto'),
-    `syntax = "proto3";
-package inventory.v1;
-service Items { rpc GetItem (GetItemRequest) returns (Item); }
-message GetItemRequest { string id = 1; }
-message Item { string id = 1; string reader = 2; }
-`,
-  );
+  writeFileSync(join(dir, 'inventory.proto'), snippet('inventory.proto'));
   cwd = process.cwd();
   process.chdir(dir);
   process.env.PORT = '0';
@@ -133,6 +125,7 @@ describe('README: one logger', () => {
 describe('README: gRPC', () => {
   it('quotes the example file verbatim', () => {
     expect(README).toContain(snippet('grpc-server.ts'));
+    expect(README).toContain(snippet('inventory.proto'));
   });
 
   it('runs: a reader token gets the item with its principal, no token is UNAUTHENTICATED', async () => {
