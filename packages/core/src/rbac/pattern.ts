@@ -1,3 +1,4 @@
+import { METHODS } from 'node:http';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 
 /** A compiled operation pattern. */
@@ -23,6 +24,8 @@ const PARAM = /^:[A-Za-z_$][A-Za-z0-9_$]*$/;
 const SPLAT = /^\*(?:[A-Za-z_$][A-Za-z0-9_$]*)?$/;
 // What a client never needs to encode (RFC 3986 unreserved): a literal segment of a rule holds only these.
 const LITERAL_SEGMENT = /^[A-Za-z0-9._~-]+$/;
+// What Node's HTTP parser accepts as a method: a rule for any other word would never apply.
+const HTTP_METHODS = new Set(METHODS);
 
 /** Removes a trailing slash from an HTTP operation's path, as Express's non-strict routing does. */
 export function normalizeOperation(operation: string): string {
@@ -67,6 +70,11 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
     );
   }
   const method = m[1] ?? '*';
+  if (method !== '*' && !HTTP_METHODS.has(method)) {
+    throw new ConfigurationError(
+      `${where} "${pattern}": "${method}" is not an HTTP method Node's server accepts (GET, POST, PUT, PATCH, DELETE, OPTIONS, ...), so the rule would never apply`,
+    );
+  }
   // The adapters report a HEAD request as GET (Express runs GET routes for it): a HEAD rule would never apply.
   if (method === 'HEAD') {
     throw new ConfigurationError(

@@ -225,6 +225,8 @@ describe('compileRbac: start-up checks', () => {
     ['a lower-case method', { 'get /x': { public: true } }, /not an operation pattern/],
     // Checked as GET: a HEAD rule would never apply, and an app's own HEAD route ran under the GET rule.
     ['a HEAD rule', { 'HEAD /v1/report': { anyRoles: ['admin'] } }, /a HEAD request is decided by the rule of GET/],
+    // Node's parser never delivers another method: the rule would never apply.
+    ['a method Node does not serve', { 'FETCH /v1/x': { public: true } }, /"FETCH" is not an HTTP method/],
     ['a gRPC pattern with a partial wildcard', { '/p.S/Get*': { public: true } }, /not a gRPC method pattern/],
     [
       'an HTTP route without its method',
