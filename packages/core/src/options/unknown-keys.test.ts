@@ -49,6 +49,10 @@ describe('checkKnownKeys', () => {
     }).toThrow(new ConfigurationError('policy: unknown field "rabc" (did you mean "rbac"?)'));
     expect(() => {
       checkKnownKeys({ zzz: {} }, ['version', 'rbac'], 'policy', 'field');
-    }).toThrow(new ConfigurationError('policy: unknown field "zzz"'));
+    }).toThrow(new ConfigurationError('policy: unknown field "zzz" (expected "version", "rbac")'));
+    const many = Array.from({ length: 17 }, (_, i) => `option${String(i)}`);
+    expect(() => {
+      checkKnownKeys({ zzz: {} }, many, 'createX', 'option');
+    }).toThrow(new ConfigurationError('createX: unknown option "zzz"'));
   });
 });

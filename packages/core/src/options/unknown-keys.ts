@@ -8,7 +8,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
  * @param where - what holds the keys, the start of the message (`createAuditLogger`, `policy.jwt`).
  * @param noun - what a key is called there: `option` for factory options, `field` for a policy.
  * @throws ConfigurationError `<where>: unknown <noun> "<key>"`, then ` (did you mean "<known>"?)`
- *   when there is a close match.
+ *   when there is a close match, else the known keys when there are at most 16.
  *
  * @example
  * ```ts
@@ -21,9 +21,14 @@ export function checkKnownKeys(value: object, known: readonly string[], where: s
   for (const key of Object.keys(value)) {
     if (!known.includes(key)) {
       const hint = closestKey(key, known);
-      throw new ConfigurationError(
-        `${where}: unknown ${noun} "${key}"${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
-      );
+      // Without a near miss, the list of what is known (when it is short enough to read).
+      const help =
+        hint !== undefined
+          ? ` (did you mean "${hint}"?)`
+          : known.length > 0 && known.length <= 16
+            ? ` (expected ${known.map((k) => `"${k}"`).join(', ')})`
+            : '';
+      throw new ConfigurationError(`${where}: unknown ${noun} "${key}"${help}`);
     }
   }
 }

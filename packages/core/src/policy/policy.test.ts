@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,6 +48,14 @@ describe('parseSecurityPolicy', () => {
         p.rabc = {};
       },
       /policy: unknown field "rabc" \(did you mean "rbac"\?\)/,
+    ],
+    [
+      // compileRbac's form: the policy file's rules are a list, each naming its operation.
+      'rules keyed by pattern',
+      (p) => {
+        (p.rbac as { rules: unknown }).rules = { 'GET /x': { public: true } };
+      },
+      /policy\.rbac\.rules must be an array of rules, each with its "operation": \[\{ "operation": "GET/,
     ],
     [
       'a bad role',
@@ -438,3 +447,14 @@ function aliasBomb(): string {
     lines.push(`a${i}: &a${i} [${Array.from({ length: 10 }, () => `*a${i - 1}`).join(', ')}]`);
   return lines.join('\n');
 }
+
+describe("the core README's policy example", () => {
+  it('is a policy that parses as written', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const block = /<!-- policy-example -->\s*```json\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBeDefined();
+    const policy = parseSecurityPolicy(JSON.parse(block ?? 'null'));
+    expect(policy.rbac?.rules).toHaveLength(4);
+    expect(policy.jwt?.jwksUrl).toBe('https://id.example.com/.well-known/jwks.json');
+  });
+});

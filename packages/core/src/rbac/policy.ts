@@ -43,7 +43,12 @@ export function parseRbacPolicy(value: unknown, where: string): RbacPolicy {
   if (mode !== undefined && mode !== 'enforce' && mode !== 'shadow') {
     throw new ConfigurationError(`${where}.mode must be "enforce" or "shadow"`);
   }
-  if (!Array.isArray(value.rules)) throw new ConfigurationError(`${where}.rules must be an array`);
+  if (!Array.isArray(value.rules)) {
+    // `compileRbac` also takes an object keyed by pattern; a policy file takes a list, in order.
+    throw new ConfigurationError(
+      `${where}.rules must be an array of rules, each with its "operation": [{ "operation": "GET /v1/items/:id", "anyRoles": ["items.reader"] }]`,
+    );
+  }
   const rules = checkRbacRules(value.rules as readonly unknown[], `${where}.rules`);
   return Object.freeze(mode === undefined ? { rules } : { mode, rules });
 }
