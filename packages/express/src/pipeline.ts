@@ -38,6 +38,7 @@ import {
 } from './app-routing.js';
 import { routeNames, walkRouter } from './routes.js';
 import { guardHandOvers } from './hand-over.js';
+import { warnUnservedRoutes } from './unserved-routes.js';
 
 /**
  * The one Express pipeline: a middleware that runs `controls` (ordered by stage) on every
@@ -140,11 +141,11 @@ const IN_ROUTER: Placement = {
   routesCaseSensitively: (req) => req.app.enabled('case sensitive routing'),
   path: (req) => `${req.baseUrl}${req.path}`,
   checkApp: (req, owner, pipeline, verdicts) => {
-    checkAppOnce(
-      req.app,
-      verdicts,
-      () => misplacedMiddleware(req.app, owner) ?? checkMountedRouting(req.app, owner, pipeline),
-    );
+    checkAppOnce(req.app, verdicts, () => {
+      const error = misplacedMiddleware(req.app, owner) ?? checkMountedRouting(req.app, owner, pipeline);
+      if (error === undefined) warnUnservedRoutes(req.app, pipeline);
+      return error;
+    });
   },
 };
 
@@ -255,7 +256,11 @@ export function inFrontOf(app: Application): Placement {
     // Checked by wrap(app) before the app was served, and again on the first request: routes
     // added after wrap(app) are there by then.
     checkApp: (_req, owner, pipeline, verdicts) => {
-      checkAppOnce(app, verdicts, () => checkRouting(app, owner, pipeline, ''));
+      checkAppOnce(app, verdicts, () => {
+        const error = checkRouting(app, owner, pipeline, '');
+        if (error === undefined) warnUnservedRoutes(app, pipeline);
+        return error;
+      });
     },
   };
 }

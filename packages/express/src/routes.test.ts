@@ -518,3 +518,56 @@ describe('routesOf and the route order check of wrap(app)', () => {
     ]);
   });
 });
+
+describe('a rule pattern that names no route of the app', () => {
+  // A misspelt pattern never applies (a route left to a broader rule, a rate limit that never
+  // counts); without servedOperations nothing said so. The first request warns, once per pattern.
+  it('warns on the first request, naming it, but not of what a route or a mounted middleware serves', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error & { code?: string }): void => {
+      if (warning.code === 'FLUXGUARD_UNSERVED_RULE') warnings.push(warning.message);
+    };
+    process.on('warning', onWarning);
+    const { site, guard } = guardedSite([
+      { operation: 'GET /v1/items/:id', public: true },
+      { operation: 'DELETE /v1/itemz/:id', anyRoles: ['admin'] },
+      { operation: 'GET /files/*path', public: true },
+      { operation: 'GET /admin/*path', anyRoles: ['admin'] },
+      { operation: '/fluxguard.test.v1.Test/Unary', public: true },
+    ]);
+    site.get('/v1/items/:id', (req, res) => res.json({ id: req.params.id }));
+    site.use('/files', express.static(tmpdir()));
+    site.use('/admin', (_req, res) => res.json({ proxied: true }));
+    site.use(guard.after);
+    const served = await serve(site);
+    try {
+      expect(warnings).toEqual([]);
+      const first = await fetch(`${served.url}/v1/items/a`);
+      expect(first.status, JSON.stringify(audit.lines().at(-1))).toBe(200);
+      expect((await fetch(`${served.url}/v1/items/b`)).status).toBe(200);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain('"DELETE /v1/itemz/:id" names no route of this app');
+    } finally {
+      await served.close();
+    }
+    // A static file server at the top may answer any GET; not a POST.
+    const top = guardedSite([
+      { operation: 'GET /robots.txt', public: true },
+      { operation: 'POST /v1/uplaod', public: true },
+    ]);
+    top.site.use(express.static(tmpdir()));
+    top.site.post('/v1/upload', (_req, res) => res.json({ stored: true }));
+    top.site.use(top.guard.after);
+    const withStatic = await serve(top.site);
+    try {
+      await fetch(`${withStatic.url}/robots.txt`);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings).toHaveLength(2);
+      expect(warnings[1]).toContain('"POST /v1/uplaod"');
+    } finally {
+      process.off('warning', onWarning);
+      await withStatic.close();
+    }
+  });
+});

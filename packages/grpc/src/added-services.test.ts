@@ -101,3 +101,30 @@ describe('addService on a server that is bound already', () => {
     }
   });
 });
+
+describe('a rule pattern that names no method the server registered', () => {
+  // A misspelt pattern never applies (a rate limit that never counts); without servedOperations
+  // nothing said so. The first call warns, once per pattern.
+  it('warns at the first call, naming the pattern, and says nothing of the patterns that name a method', async () => {
+    const rules = [
+      { operation: '/fluxguard.test.v1.Test/Unray', defaultMs: 1_000 },
+      { operation: '/fluxguard.test.v1.Tset/*', defaultMs: 1_000 },
+      { operation: '/fluxguard.test.v1.Test/Bidi', defaultMs: 1_000 },
+      { operation: 'PUT /v1/items/:id', defaultMs: 1_000 },
+    ];
+    const served = await startServer(fluxguardInterceptors({ audit: audit.audit, timeouts: { rules } }), (server) => {
+      addService(server, testService, implementation);
+    });
+    const unserved = () => warnings.filter((w) => w.code === 'FLUXGUARD_UNSERVED_RULE').map((w) => w.message);
+    try {
+      expect((await callKind(served.client, 'unary', {})).status.code).toBe(0);
+      expect((await callKind(served.client, 'unary', {})).status.code).toBe(0);
+      await settle();
+      expect(unserved()).toHaveLength(2);
+      expect(unserved()[0]).toContain('"/fluxguard.test.v1.Test/Unray" names no method registered with addService');
+      expect(unserved()[1]).toContain('"/fluxguard.test.v1.Tset/*"');
+    } finally {
+      await served.close();
+    }
+  });
+});

@@ -1,3 +1,5 @@
+import { warnUnservedPatterns, type Pipeline } from '@fluxguard/core/adapter';
+
 /**
  * The methods registered through fluxguard's `addService`, so that the safeErrors interceptor
  * can tell, on a server's first call, a service added with grpc-js's own `server.addService`:
@@ -13,6 +15,18 @@ const added = new Set<string>();
  */
 export function noteAddedService(paths: readonly string[]): void {
   for (const path of paths) added.add(path);
+}
+
+/**
+ * On a pipeline's first call, warns about its patterns that name no method `addService`
+ * registered in this process: by then the server's services are all added. Not when the call's
+ * own method came through grpc-js's `server.addService`, which registers what fluxguard cannot see.
+ *
+ * @internal
+ */
+export function warnUnservedMethods(pipeline: Pipeline, path: string): void {
+  if (!added.has(path)) return;
+  warnUnservedPatterns(pipeline.unserved([...added], 'grpc'), 'method registered with addService');
 }
 
 let warned = false;

@@ -15,6 +15,7 @@ import {
   type Pipeline,
   identityFromCertificate,
 } from '@fluxguard/core/adapter';
+import { warnUnservedMethods } from './added-services.js';
 import { INSTALL_INTERCEPTORS, callOf, type GrpcCall } from './context.js';
 import { rejectCall, type InboundListener, type InboundListenerFactory } from './errors.js';
 import { limitReceivedMessages } from './message-limit.js';
@@ -114,7 +115,12 @@ class PipelineCall extends ForwardingCall {
 export function pipelineListeners(owner: string, list: readonly Control[]): InboundListenerFactory {
   const pipeline = createPipeline(owner, list);
   assertVerifiedAuthContext(owner);
+  let firstCall = true;
   const listenerFor: InboundListenerFactory = (operation, call, target, sink) => {
+    if (firstCall) {
+      firstCall = false;
+      warnUnservedMethods(pipeline, operation);
+    }
     const maxMessageBytes = pipeline.maxMessageBytes(operation);
     if (maxMessageBytes !== undefined) limitReceivedMessages(call, maxMessageBytes);
     return new PipelineListener(owner, pipeline, operation, call, target, sink);

@@ -1,6 +1,6 @@
-import type { CallInfo } from '../call/call-info.js';
+import type { CallInfo, Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { checkLetterCase } from '../policy/served.js';
+import { checkLetterCase, unservedPatterns } from '../policy/served.js';
 import type { CallState } from './call-context.js';
 import { CONTROL_STAGES, type Control, type StartResult } from './control.js';
 
@@ -61,6 +61,11 @@ export interface Pipeline {
    * `ConfigurationError` for a pattern that names one of them only in other letter case.
    */
   checkServed(served: readonly string[]): void;
+  /**
+   * The controls' operation patterns of `transport` that name none of `served`, once the
+   * adapter knows every operation the server serves (see `warnUnservedPatterns`).
+   */
+  unserved(served: readonly string[], transport: Transport): readonly string[];
 }
 
 /** Operations whose message limit is remembered: gRPC methods, which a server has a bounded number of. */
@@ -179,6 +184,7 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
       return (operation: string, route: string) => tests.every((test) => test(operation, route));
     },
     checkServed,
+    unserved: (served: readonly string[], transport: Transport) => unservedPatterns(patterns, served, transport, owner),
     maxMessageBytes: (operation: string) => {
       if (messageLimits.length === 0) return undefined;
       if (limitOf.has(operation)) return limitOf.get(operation);

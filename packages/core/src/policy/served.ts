@@ -57,9 +57,10 @@ export function checkPatternsServed(
   }
   const checksGrpc = transport === undefined ? operations.some((op) => op.startsWith('/')) : transport === 'grpc';
   const checksHttp = transport === undefined ? operations.some((op) => !op.startsWith('/')) : transport === 'http';
-  const stray = patterns
-    .filter(({ pattern }) => (pattern.startsWith('/') ? checksGrpc : checksHttp))
-    .filter(({ at, pattern }) => !namesServed(compilePattern(pattern, at), operations));
+  const stray = patterns.filter(
+    ({ at, pattern }) =>
+      (pattern.startsWith('/') ? checksGrpc : checksHttp) && !namesServed(compilePattern(pattern, at), operations),
+  );
   if (stray.length > 0) {
     throw new ConfigurationError(
       `${where}: ${stray.length === 1 ? 'a pattern names' : 'patterns name'} operations this server does not serve: ${stray
@@ -92,6 +93,46 @@ export function checkLetterCase(patterns: readonly string[], served: readonly st
     if (near === -1) continue;
     throw new ConfigurationError(
       `${where}: the rule pattern "${pattern}" names no operation this server serves, only "${served[near] ?? ''}" in other letter case: rules match letter for letter, so that operation would fall under another rule`,
+    );
+  }
+}
+
+/**
+ * The patterns of `transport` (gRPC names start with `/`) that name none of the `served`
+ * operations: what the adapters warn about once a server's operations are all known.
+ *
+ * @internal
+ */
+export function unservedPatterns(
+  patterns: readonly string[],
+  served: readonly string[],
+  transport: Transport,
+  where: string,
+): string[] {
+  return [...new Set(patterns)].filter(
+    (pattern) =>
+      pattern.startsWith('/') === (transport === 'grpc') && !namesServed(compilePattern(pattern, where), served),
+  );
+}
+
+const warnedUnserved = new Set<string>();
+
+/**
+ * Warns once per process and pattern (`FLUXGUARD_UNSERVED_RULE`) about rule patterns that name
+ * nothing the server serves. A misspelt pattern never applies: a rate limit that never counts,
+ * a route left to a broader rule. Only a warning, as the adapters cannot see everything that
+ * serves requests (a middleware, another server sharing the policy); `servedOperations` makes it
+ * an error at start-up.
+ *
+ * @internal
+ */
+export function warnUnservedPatterns(patterns: readonly string[], served: string): void {
+  for (const pattern of patterns) {
+    if (warnedUnserved.has(pattern)) continue;
+    warnedUnserved.add(pattern);
+    process.emitWarning(
+      `fluxguard: the rule pattern "${pattern}" names no ${served}, so it never applies (a misspelt rule: a rate limit that never counts, a route left to a broader rule). Correct it, or list what serves it in servedOperations to have it checked at start-up`,
+      { code: 'FLUXGUARD_UNSERVED_RULE' },
     );
   }
 }
