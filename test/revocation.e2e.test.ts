@@ -61,6 +61,25 @@ describe.each(TRANSPORTS)('revocation over %s with two replicas and one Redis', 
     expect((await b.clientWith({ cert: world.pki.clients.valid, token }).get('revoke/x.txt')).ok).toBe(true);
   });
 
+  it("checks revocations through a failover's write pause, which holds only the counts", async () => {
+    // One connection for both: Redis answers a connection's commands in order, so a paused
+    // count (a write) held the revocation read behind it, and every token with a jti was refused.
+    const admin = new Redis(redis.url);
+    const store = a.security.rateLimitStore;
+    expect(store).toBeDefined();
+    try {
+      await admin.call('CLIENT', 'PAUSE', '2000', 'WRITE');
+      const held = store
+        ?.limiter({ name: 'pause-test', points: 5, durationSeconds: 60, storeFailure: 'open' })
+        .consume('ip:192.0.2.1', 1);
+      expect(await a.security.denylist.isRevoked(`jti-${transport}-pause`)).toBe(false);
+      await held;
+    } finally {
+      await admin.call('CLIENT', 'UNPAUSE');
+      admin.disconnect();
+    }
+  });
+
   it('fails closed when Redis stops answering: unavailable, never accepted', async () => {
     const token = await world.token('carol', ['artifacts.reader'], { jti: `jti-${transport}-3` });
     await redis.stop();

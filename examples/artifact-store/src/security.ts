@@ -226,19 +226,22 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   const denylistUrl = nonEmpty(env, 'FLUXGUARD_DENYLIST_REDIS_URL') ?? redisUrl;
   const connections = new Map<string, Redis>();
   // No commandTimeout: the denylist's and the store's own deadlines fail a call fast (closed or
-  // open) and, unlike ioredis's timer, do not take a busy event loop for a slow Redis.
-  const connect = (url: string): Redis => {
-    let client = connections.get(url);
+  // open) and, unlike ioredis's timer, do not take a busy event loop for a slow Redis. The
+  // revocations and the counts have a connection each, even to one Redis: Redis answers a
+  // connection's commands in order, and in a failover's write pause (`CLIENT PAUSE ... WRITE`)
+  // the revocation reads waited behind paused counts, and every token with a jti was refused.
+  const connect = (url: string, use: 'revocations' | 'counts'): Redis => {
+    let client = connections.get(`${use} ${url}`);
     if (client === undefined) {
       client = new Redis(url, { maxRetriesPerRequest: 1 });
       client.on('error', () => undefined);
-      connections.set(url, client);
+      connections.set(`${use} ${url}`, client);
     }
     return client;
   };
   let denylist = options.denylist;
   if (denylist === undefined && denylistUrl !== undefined) {
-    const client = connect(denylistUrl);
+    const client = connect(denylistUrl, 'revocations');
     // ioredis reports every failed reconnect; log each distinct failure once (calls fail closed meanwhile).
     let lastError = '';
     client.on('error', (err: Error) => {
@@ -263,7 +266,11 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
       : (options.rateLimitStore ??
         (redisUrl === undefined
           ? createMemoryRateLimitStore({ maxKeys: maxKeysFrom(env.FLUXGUARD_RATE_LIMIT_MAX_KEYS) })
-          : createRedisRateLimitStore({ client: connect(redisUrl), audit, keyPrefix: 'fluxguard:artifact-store' })));
+          : createRedisRateLimitStore({
+              client: connect(redisUrl, 'counts'),
+              audit,
+              keyPrefix: 'fluxguard:artifact-store',
+            })));
 
   const jwt = options.jwt;
 

@@ -64,6 +64,22 @@ describe('createRedisDenylist with a real redis-server', () => {
     expect(await denylist2.isRevoked('tok-2')).toBe(false);
   });
 
+  it('keeps apart jtis that differ only in lone surrogates, which UTF-8 writes alike', async () => {
+    // ioredis wrote each lone surrogate as U+FFFD: revoking one token revoked the others.
+    const c = client(redis.port);
+    clients.push(c);
+    const denylist = createRedisDenylist({ client: c, keyPrefix: 'sur:' });
+    const later = new Date(Date.now() + 60_000);
+    await denylist.revoke('victim-\ud800', later);
+    expect(await denylist.isRevoked('victim-\ud800')).toBe(true);
+    for (const other of ['victim-\udc00', 'victim-\ufffd', 'victim-\udfff']) {
+      expect(await denylist.isRevoked(other), JSON.stringify(other)).toBe(false);
+    }
+    // A plain jti keeps its plain key, as before.
+    await denylist.revoke('plain-1', later);
+    expect(await c.exists('sur:plain-1')).toBe(1);
+  });
+
   it('fails closed when Redis hangs (SIGSTOP): unavailable within the timeout', async () => {
     const c = client(redis.port);
     clients.push(c);

@@ -5,6 +5,7 @@ import { resolveOptions } from '../options/resolve-options.js';
 import { wholeNumber } from '../options/whole-number.js';
 import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '../redis/bounded-commands.js';
 import { DEFAULT_DENYLIST_GRACE_MS, checkGrace, checkJti, expiryMs, type Denylist } from './denylist.js';
+import { isWellFormedText, losslessBytes } from '../text/well-formed.js';
 
 /** What the Redis denylist needs of an ioredis client (a `Redis` instance fits). */
 export type RedisDenylistClient = Pick<Redis, 'exists' | 'set' | 'status'>;
@@ -140,15 +141,20 @@ export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
     }
   }
 
+  // A jti with a lone surrogate is written as bytes no other jti's UTF-8 has: ioredis would write
+  // it as U+FFFD, and revoking one token would revoke others (`x\ud800` and `x\udc00`).
+  const keyOf = (jti: string): string | Buffer =>
+    isWellFormedText(jti) ? prefix + jti : Buffer.concat([Buffer.from(prefix), losslessBytes(jti)]);
+
   return Object.freeze({
     async isRevoked(jti: string): Promise<boolean> {
-      return (await run(() => redis.exists(prefix + jti))) > 0;
+      return (await run(() => redis.exists(keyOf(jti)))) > 0;
     },
     async revoke(jti: string, expiresAt: Date): Promise<void> {
       checkJti(jti, 'denylist.revoke');
       const ttl = Math.ceil(expiryMs(expiresAt, graceMs, 'denylist.revoke') - now());
       if (ttl <= 0) return;
-      await run(() => redis.set(prefix + jti, '1', 'PX', ttl));
+      await run(() => redis.set(keyOf(jti), '1', 'PX', ttl));
     },
   });
 }

@@ -15,6 +15,7 @@ import {
 } from './store.js';
 import { wholeNumber } from '../options/whole-number.js';
 import { PendingVerdicts } from './pending-verdicts.js';
+import { boundedKey } from './store-key.js';
 
 /**
  * How many failed authentications one key may have within a window before it is blocked.
@@ -146,7 +147,7 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     const ip = address.keyOf(call);
     const peerKey = ip === undefined ? undefined : `ip:${ip}`;
     const subject = subjectLimiter === undefined ? undefined : claimedSubject(call);
-    const subjectKey = subject === undefined ? undefined : `sub:${subject}`;
+    const subjectKey = subject === undefined ? undefined : `sub:${boundedKey(subject)}`;
     const countFailure = (refusal: unknown): void => {
       if (!isFailedAuthentication(refusal)) return;
       // Counted the moment authentication fails, before the next call is checked.

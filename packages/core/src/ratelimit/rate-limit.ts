@@ -1,4 +1,3 @@
-import { hash } from 'node:crypto';
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
@@ -22,6 +21,7 @@ import {
 } from './store.js';
 import { wholeNumber } from '../options/whole-number.js';
 import { checkPatternsServed, rateLimitPatterns } from '../policy/served.js';
+import { boundedKey, keyDigest } from './store-key.js';
 
 /**
  * Why a rate limit refused a call: a rule's points are spent (`rate_limited`), the peer or
@@ -175,7 +175,6 @@ const RULE_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 /** The names of the brute-force protection's counters (`brute-force.peer`, `brute-force.subject`). */
 const RESERVED_RULE_PREFIX = 'brute-force.';
 const CACHE_LIMIT = 1024;
-const MAX_KEY_LENGTH = 200;
 
 /**
  * Rate limits per operation and per caller, on both transports: in memory by default (counted
@@ -492,7 +491,7 @@ function compileKey(
   const certificate = (call: CallInfo): string | undefined => {
     const cert = call.peerCertificate;
     if (cert === undefined) return undefined;
-    return cert.spiffeId === undefined ? `cert:${cert.fingerprint256}` : `spiffe:${bounded(cert.spiffeId)}`;
+    return cert.spiffeId === undefined ? `cert:${cert.fingerprint256}` : `spiffe:${boundedKey(cert.spiffeId)}`;
   };
   if (typeof key === 'function') {
     const fn = key as RateLimitKeyFunction;
@@ -503,7 +502,7 @@ function compileKey(
         if (value === undefined) return undefined;
         if (typeof value !== 'string')
           throw new TypeError('a rate-limit key function must return a string or undefined');
-        return `fn:${bounded(value)}`;
+        return `fn:${boundedKey(value)}`;
       },
     };
   }
@@ -517,7 +516,7 @@ function compileKey(
         keyKind: 'subject',
         keyOf: (call, context) => {
           const subject = context.principal?.subject;
-          return subject === undefined ? (certificate(call) ?? peer(call)) : `sub:${bounded(subject)}`;
+          return subject === undefined ? (certificate(call) ?? peer(call)) : `sub:${boundedKey(subject)}`;
         },
       };
     default:
@@ -530,19 +529,9 @@ function compileKey(
       keyOf: (call) => {
         const value = call.headers.get(name);
         // The value may be a credential (an API key): only its hash is stored.
-        return value === undefined || value === '' ? peer(call) : `hdr:${name}:${digest(value)}`;
+        return value === undefined || value === '' ? peer(call) : `hdr:${name}:${keyDigest(value)}`;
       },
     };
   }
   throw new ConfigurationError(`${where} must be "peer", "subject", "certificate", "header:<name>" or a function`);
-}
-
-// A long value is stored as `#` and its digest; a value that starts with `#` is hashed too, so
-// that a caller whose identity is the digest of another's cannot take that caller's key.
-function bounded(value: string): string {
-  return value.length <= MAX_KEY_LENGTH && !value.startsWith('#') ? value : `#${digest(value)}`;
-}
-
-function digest(value: string): string {
-  return hash('sha256', value, 'base64url').slice(0, 22);
 }

@@ -5,6 +5,7 @@ import { createAuditLogger, type AuditLogger } from '../audit/audit-logger.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { freePort, startRedis, type RedisUnderTest } from '@fluxguard/test-support/redis';
 import { createRedisRateLimitStore, type RedisRateLimitStoreOptions } from './redis-store.js';
+import { boundedKey } from './store-key.js';
 import { RateLimitStoreError, type LimiterSpec, type StoreLimiter } from './store.js';
 import { captureLines } from '@fluxguard/test-support/log-lines';
 
@@ -71,6 +72,25 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
     expect(await c1.exists('shared:fg:api:ip:203.0.113.9')).toBe(1);
     const otherService = createRedisRateLimitStore({ client: c1, audit, keyPrefix: 'other' }).limiter(spec());
     expect((await otherService.consume('ip:203.0.113.9', 1)).allowed).toBe(true);
+  });
+
+  it('keeps apart callers whose identities differ only in lone surrogates or in a cluster hash tag', async () => {
+    // ioredis writes a lone surrogate as U+FFFD: a token with sub `v\ud800` spent the allowance
+    // of `v\ufffd`. A `{...}` would choose the key's Redis Cluster slot.
+    const { audit } = capture();
+    const limiter = createRedisRateLimitStore({
+      client: await ready(client(redis.port)),
+      audit,
+      keyPrefix: 'sur',
+    }).limiter(spec({ points: 1 }));
+    expect((await limiter.consume(`sub:${boundedKey('v\ud800')}`, 1)).allowed).toBe(true);
+    expect((await limiter.consume(`sub:${boundedKey('v\ud800')}`, 1)).allowed).toBe(false);
+    for (const other of ['v\ufffd', 'v\udfff', 'v\udc00']) {
+      expect((await limiter.consume(`sub:${boundedKey(other)}`, 1)).allowed, JSON.stringify(other)).toBe(true);
+    }
+    expect(boundedKey('alice')).toBe('alice');
+    expect(boundedKey('team{a}:b')).toMatch(/^#[A-Za-z0-9_-]{22}$/);
+    expect(boundedKey('#' + boundedKey('x'.repeat(300)).slice(1))).not.toBe(boundedKey('x'.repeat(300)));
   });
 
   it('gives two guards of one process the same limiter for one name, and refuses one name with two allowances', async () => {
