@@ -10,7 +10,7 @@ export default defineConfig({
   ssr: { resolve: { conditions: ['fluxguard-source'] } },
   test: {
     include: ['packages/*/src/**/*.test.ts', 'examples/*/src/**/*.test.ts', 'test/**/*.test.ts'],
-    exclude: ['**/node_modules/**', '**/dist/**', 'test/bench/**'],
+    exclude: ['**/node_modules/**', '**/dist/**', 'test/bench/**', 'test/scratch/**'],
     testTimeout: 20_000,
     hookTimeout: 30_000,
     pool: 'forks',
