@@ -1,5 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { ConfigurationError } from '@fluxguard/core';
+import { httpOperation } from '@fluxguard/core/adapter';
 import { stateOf } from './context.js';
 import type { RouterEntry } from './routes.js';
 
@@ -9,7 +10,7 @@ type Dispatch = (this: object, req: Request, res: Response, done: NextFunction) 
 /** What one pipeline asks of a route it checked: its names (`METHOD /path`) and the controls' test. */
 interface HandOverCheck {
   readonly names: readonly string[];
-  readonly mayServe: (operation: string, route: string) => boolean;
+  readonly mayServe: (operation: string, route: string, current?: string) => boolean;
 }
 
 /**
@@ -33,15 +34,17 @@ export function guardHandOvers(
   entries: readonly RouterEntry[],
   prefix: string,
   owner: object,
-  mayServe: ((operation: string, route: string) => boolean) | undefined,
+  mayServe: ((operation: string, route: string, current?: string) => boolean) | undefined,
 ): void {
   if (mayServe === undefined) return;
   const names = new Map<object, string[]>();
   for (const entry of entries) {
     if (entry.kind !== 'route' || entry.opaque) continue;
+    // The controls name a HEAD request as GET: a `.head()` route serves GET's operations.
+    const name = entry.route.startsWith('HEAD ') ? `GET ${entry.route.slice(5)}` : entry.route;
     const list = names.get(entry.handle);
-    if (list === undefined) names.set(entry.handle, [entry.route]);
-    else list.push(entry.route);
+    if (list === undefined) names.set(entry.handle, [name]);
+    else list.push(name);
   }
   for (const [route, routeNames] of names) {
     let byOwner = checks.get(route);
@@ -80,10 +83,14 @@ function handOverRefusal(route: object, req: Request): ConfigurationError | unde
   const operation = stateOf(req)?.callInfo?.operation;
   const byOwner = checks.get(route);
   if (operation === undefined || byOwner === undefined) return undefined;
+  const current = currentOperation(req);
   for (const byPrefix of byOwner.values()) {
     let allowed = false;
     for (const { names, mayServe } of byPrefix.values()) {
-      if (names.some((name) => mayServe(operation, name))) allowed = true;
+      // One route object holds every method of an `app.route()` chain: only the names of the
+      // method the request has now are its own (a POST rewritten to DELETE reaches `.delete()`).
+      const own = names.filter((name) => name.startsWith('* ') || name.startsWith(`${methodOf(current)} `));
+      if ((own.length > 0 ? own : names).some((name) => mayServe(operation, name, current))) allowed = true;
     }
     if (!allowed) {
       const [first] = byPrefix.values();
@@ -93,4 +100,15 @@ function handOverRefusal(route: object, req: Request): ConfigurationError | unde
     }
   }
   return undefined;
+}
+
+/** The operation the request names as its route sees it: its method and URL, as a middleware may have rewritten them. */
+function currentOperation(req: Request): string {
+  const url = req.url;
+  const query = url.indexOf('?');
+  return httpOperation(req.method, `${req.baseUrl}${query === -1 ? url : url.slice(0, query)}`);
+}
+
+function methodOf(operation: string): string {
+  return operation.slice(0, operation.indexOf(' '));
 }

@@ -344,6 +344,59 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it('refuses a rewritten request in an app.route() chain, an app.all route, or within one :param route', async () => {
+    // One route object holds every method of a chain: the POST's name let the DELETE layer run.
+    // An app.all route matched the rewritten method, and a rewrite within `/v1/docs/:page`
+    // matched the route: the request must still name an operation of the rule that decided it.
+    const { site, guard } = guardedSite([
+      { operation: 'POST /v1/items/:id', anyRoles: ['reader'] },
+      { operation: 'DELETE /v1/items/:id', anyRoles: ['admin'] },
+      { operation: 'POST /v1/any/:id', anyRoles: ['reader'] },
+      { operation: 'DELETE /v1/any/:id', anyRoles: ['admin'] },
+      { operation: 'GET /v1/docs/readme', public: true },
+      { operation: 'GET /v1/docs/:page', anyRoles: ['admin'] },
+      { operation: 'GET /v1/ping', public: true },
+    ]);
+    site.use((req, _res, next) => {
+      const override = req.get('x-http-method-override');
+      if (override !== undefined) req.method = override;
+      const rewrite = req.get('x-rewrite');
+      if (rewrite !== undefined) req.url = rewrite;
+      next();
+    });
+    site
+      .route('/v1/items/:id')
+      .post((_req, res) => res.json({ posted: true }))
+      .delete((_req, res) => res.json({ deleted: true }));
+    site.all('/v1/any/:id', (req, res) => res.json({ did: req.method }));
+    site.get('/v1/docs/:page', (req, res) => res.json({ page: req.params.page }));
+    // A HEAD route serves the operations of GET, as the controls name a HEAD request.
+    site.head('/v1/ping', (_req, res) => res.set('x-head', 'yes').end());
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    const reader = `Bearer ${tokens.sign({ roles: ['reader'] })}`;
+    const post = (path: string, headers: Record<string, string>) =>
+      fetch(`${served.url}${path}`, { method: 'POST', headers: { authorization: reader, ...headers } });
+    try {
+      expect(await (await post('/v1/items/1', {})).json()).toEqual({ posted: true });
+      expect(await (await post('/v1/any/1', {})).json()).toEqual({ did: 'POST' });
+      for (const path of ['/v1/items/1', '/v1/any/1']) {
+        const overridden = await post(path, { 'x-http-method-override': 'DELETE' });
+        expect(overridden.status, path).toBe(500);
+        expect(await overridden.text(), path).not.toMatch(/deleted|DELETE/);
+      }
+      expect(await (await fetch(`${served.url}/v1/docs/readme`)).json()).toEqual({ page: 'readme' });
+      const rewritten = await fetch(`${served.url}/v1/docs/readme`, { headers: { 'x-rewrite': '/v1/docs/payroll' } });
+      expect(rewritten.status).toBe(500);
+      expect(await rewritten.text()).not.toContain('payroll');
+      const head = await fetch(`${served.url}/v1/ping`, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(head.headers.get('x-head')).toBe('yes');
+    } finally {
+      await served.close();
+    }
+  });
+
   it('decides a path that spells a splat pattern by the rule of the route that serves it', async () => {
     // `/static/*file` as a path reaches the route `/static/:tenant` (tenant `*file`); RBAC once
     // found the public splat rule by the path's text and served the tenant's data to anyone.

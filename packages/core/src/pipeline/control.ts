@@ -127,10 +127,13 @@ export interface Control {
   /**
    * For an HTTP app's routes: a test of whether a route (`METHOD /path`) may serve a request
    * of an operation when an earlier route passed it on (`next()`), which this control decided
-   * for the earlier route. RBAC's refuses a route whose own rule is not the one that decided
-   * the request. The Express adapter asks it as each route is reached.
+   * for the earlier route, or when a middleware rewrote the request's method or URL (`current`:
+   * the operation the request now names, when it differs). RBAC's refuses a route whose own rule
+   * is not the one that decided the request, and a request that now names another rule's
+   * operation. The Express adapter asks it as each route is reached.
    */
-  readonly handOver?: ((routes: readonly string[]) => (operation: string, route: string) => boolean) | undefined;
+  readonly handOver?:
+    ((routes: readonly string[]) => (operation: string, route: string, current?: string) => boolean) | undefined;
   /** Once per call, before the handler: refuses by throwing a `SecurityError`, and may return a release callback. */
   readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
   /**

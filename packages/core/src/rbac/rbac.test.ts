@@ -391,4 +391,11 @@ describe('compileRbac: a request handed on to a later route', () => {
     expect(rewritten('GET /v1/files/report.pdf', 'GET /v1/files/report.:ext')).toBe(true);
     expect(rewritten('GET /v1/files/report.pdf', 'GET /v1/files/other.pdf')).toBe(false);
   });
+
+  it('refuses a request that now names an operation of another rule (its method or URL rewritten)', () => {
+    expect(mayServe('GET /v1/settings/theme', 'GET /v1/settings/:key', 'GET /v1/settings/theme')).toBe(true);
+    expect(mayServe('GET /v1/settings/theme', 'GET /v1/settings/:key', 'GET /v1/settings/smtp_password')).toBe(false);
+    expect(mayServe('GET /v1/users/1', 'GET /v1/:collection/:id', 'GET /v1/users/2')).toBe(true);
+    expect(mayServe('GET /v1/users/1', 'GET /v1/:collection/:id', 'DELETE /v1/users/1')).toBe(false);
+  });
 });

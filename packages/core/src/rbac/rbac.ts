@@ -216,7 +216,9 @@ export interface CompiledRbac {
    * decides whatever route serves it, as it does without a hand-over, provided the route could
    * have matched the request as it arrived: a middleware that rewrote `req.method` or `req.url`
    * (`method-override`) had a reader's `POST`, decided by a `POST` rule no route owns, run the
-   * admins' `DELETE` route.
+   * admins' `DELETE` route. `current`, when given, is the operation the request names now (its
+   * method or URL rewritten after the controls): it must be decided by the same rule, or any
+   * route could serve another rule's request (an `app.all` route switching on `req.method`).
    *
    * @example
    * ```ts
@@ -224,7 +226,7 @@ export interface CompiledRbac {
    * mayServe('GET /v1/docs/payroll', 'GET /v1/:collection/:id'); // false
    * ```
    */
-  handOver(routes: readonly string[]): (operation: string, route: string) => boolean;
+  handOver(routes: readonly string[]): (operation: string, route: string, current?: string) => boolean;
   /** The pattern of the rule that applies to `operation`, if any. */
   ruleFor(operation: string): string | undefined;
   /**
@@ -603,8 +605,11 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
     handOver: (routes: readonly string[]) => {
       const own = new Map(routes.filter((route) => !route.startsWith('/')).map((route) => [route, findRoute(route)]));
       const owned = new Set(own.values());
-      return (operation: string, route: string): boolean => {
+      return (operation: string, route: string, current?: string): boolean => {
         const applied = find(operation);
+        // Rewritten after the controls (`method-override`, a URL rewrite): the request must still
+        // name an operation of the rule that decided it, whatever route it reached.
+        if (current !== undefined && current !== operation && find(current) !== applied) return false;
         if (applied === undefined) return true;
         // A rule no route owns decides whichever route serves its path; a route that could not
         // have matched the request was reached through a rewritten `req.method` or `req.url`.
