@@ -175,21 +175,46 @@ describe('scrubSecrets', () => {
       's3 https://b.test/o?X-Amz-Signature=[REDACTED]&X-Amz-Credential=[REDACTED]&x=1',
     );
   });
-  it('removes a password that made its URL unparsable: with a "@", "/", "?", "#" or space in it', () => {
+  it('removes a password that made its URL unparsable: with a "@", "/", "?" or "#" in it', () => {
     // These are the URLs whose parse error quotes them; the first pattern stopped at the first `@`.
-    for (const password of ['S3cret@PassG', 'S3cret/x', 'S3cret?x', 'S3cret#x', 'S3cret PassH']) {
+    for (const password of ['S3cret@PassG', 'S3cret/x', 'S3cret?x', 'S3cret#x']) {
       const url = `redis://:${password}@[::1:6379`;
       expect(scrubSecrets(url), password).toBe('redis://[REDACTED]@[::1:6379');
-      // Within a longer text, a space ends the URL: Node quotes an unparsable URL in a field of its own (`input`).
-      if (!password.includes(' ')) expect(scrubSecrets(`Invalid URL ${url}`), password).not.toContain('S3cret');
+      expect(scrubSecrets(`Invalid URL ${url} then more`), password).toBe(
+        'Invalid URL redis://[REDACTED]@[::1:6379 then more',
+      );
     }
-    expect(scrubSecrets('Invalid URL https://admin:p@ss@[bad/x then more')).toBe(
-      'Invalid URL https://[REDACTED]@[bad/x then more',
+    // A line that starts with a URL keeps what follows it.
+    expect(scrubSecrets('https://id.example/jwks.json: fetch failed; contact ops@example.com')).toBe(
+      'https://id.example/jwks.json: fetch failed; contact ops@example.com',
     );
+  });
+  it("removes the whole user and password of the URL Node's parse error keeps, spaces included", () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination });
+    let parseError: unknown;
+    try {
+      new URL('redis://:S3cret PassH@[::1:6379');
+    } catch (error) {
+      parseError = error;
+    }
+    audit.recordFailure(parseError, { operation: 'start', peer: '-', requestId: 'r-url', transport: 'http' });
+    const text = JSON.stringify(lines);
+    expect(text).toContain('redis://[REDACTED]@[::1:6379');
+    expect(text).not.toContain('S3cret');
+    expect(text).not.toContain('PassH');
+  });
+  it('cuts error text past 16 KiB before scrubbing it, and scrubs what it keeps', () => {
+    // Error text may quote what a client sent; nothing that long helps a reader of the log.
+    const long = `token ${TOKEN} ${'a://'.repeat(250_000)}`;
+    const scrubbed = scrubSecrets(long);
+    expect(scrubbed.length).toBeLessThan(16_400);
+    expect(scrubbed.endsWith('…[cut]')).toBe(true);
+    expect(scrubbed.startsWith('token [REDACTED] a://')).toBe(true);
   });
   it('removes a private key cut short, with what follows it', () => {
     const cut = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\nAwEHBG0wawIBAQQg';
-    expect(scrubSecrets(`open '${cut}'`)).toBe(`open '[REDACTED]'`);
+    expect(scrubSecrets(`open '${cut}'`)).toBe(`open '[REDACTED]`);
     expect(scrubSecrets(`a ${cut}\n-----END PRIVATE KEY----- b`)).toBe('a [REDACTED] b');
   });
 });

@@ -40,24 +40,27 @@ export const REDACTED_PATHS: readonly string[] = Object.freeze(
 export const REDACTED = '[REDACTED]';
 
 // A compact JWS/JWE and a PEM private key block: scrubbed from error text, where key-based
-// redaction cannot reach (a library may quote a token in its own message).
-const JWT_LIKE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)?/g;
-// A block cut short (a key's first lines pasted where a path belongs) loses what follows it too.
-const PEM_PRIVATE_KEY =
-  /-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[A-Za-z0-9+/=\s\\]*)/g;
+// redaction cannot reach (a library may quote a token in its own message). Every pattern is
+// linear in the text's length: error text may quote what a client sent, and a pattern that
+// backtracks took seconds of CPU per request on 100 KB of `eyJeyJ...` or `a.a.a...`. A token
+// starts where a run of its characters starts, so no other place in a run is tried.
+const JWT_LIKE =
+  /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)?/g;
+const PEM_BEGIN = /-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----/g;
+const PEM_END = /-----END [A-Z ]{0,40}PRIVATE KEY-----/g;
 const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi;
-// A URL's user and password, and the values of query parameters named for secrets: Node's URL
-// errors carry the URL they could not parse, a redirect's Location and its base among them. The
-// URLs that fail to parse are those whose password holds a `@`, `/`, `?`, `#` or space unencoded:
-// everything up to the last `@` goes (of the whole text, when the text is one such URL).
-const URL_CREDENTIALS = /(\b[a-z][a-z0-9+.-]*:\/\/)\S*@/gi;
-const WHOLE_URL_CREDENTIALS = /^(\s*[a-z][a-z0-9+.-]*:\/\/)[^\r\n]*@/i;
+// The values of query parameters named for secrets.
 const SECRET_PARAMETER =
   /([?&;](?:access_token|id_token|refresh_token|token|api_key|api-key|apikey|key|access_key|password|passwd|pass|pwd|secret|client_secret|auth|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential)=)[^&#\s"']*/gi;
+// A run of text without spaces, for a URL's user and password.
+const RUN = /\S+/g;
+/** Error text longer than this is cut before it is scrubbed: nothing that long helps a reader. */
+const MAX_SCRUBBED_LENGTH = 16_384;
 
 /**
  * Removes tokens, bearer credentials, private keys, a URL's user and password, and the values
  * of query parameters named for secrets (`access_token`, `key`, `password`, ...) from free text.
+ * Text past 16 KiB is cut off first.
  *
  * @example
  * ```ts
@@ -66,13 +69,61 @@ const SECRET_PARAMETER =
  * ```
  */
 export function scrubSecrets(text: string): string {
-  return text
-    .replace(PEM_PRIVATE_KEY, REDACTED)
+  const bounded = text.length > MAX_SCRUBBED_LENGTH ? `${text.slice(0, MAX_SCRUBBED_LENGTH)}…[cut]` : text;
+  return withoutPrivateKeys(bounded)
     .replace(BEARER, `$1 ${REDACTED}`)
     .replace(JWT_LIKE, REDACTED)
-    .replace(WHOLE_URL_CREDENTIALS, `$1${REDACTED}@`)
-    .replace(URL_CREDENTIALS, `$1${REDACTED}@`)
+    .replace(RUN, withoutUserinfo)
     .replace(SECRET_PARAMETER, `$1${REDACTED}`);
+}
+
+/**
+ * A URL's user and password in a run of text without spaces: from its `://` to the last `@` of
+ * the run, so that a password holding an unencoded `@`, `/`, `?` or `#` (the URLs whose parse
+ * error quotes them) goes whole.
+ */
+function withoutUserinfo(run: string): string {
+  const scheme = run.indexOf('://');
+  if (scheme <= 0) return run;
+  const at = run.lastIndexOf('@');
+  return at < scheme ? run : `${run.slice(0, scheme + 3)}${REDACTED}${run.slice(at)}`;
+}
+
+/**
+ * A URL that could not be parsed, as a whole (Node's `ERR_INVALID_URL` keeps it as `input`):
+ * from its `://` to its last `@`, spaces included, since a space in a password is one reason
+ * the URL did not parse.
+ *
+ * @internal
+ */
+export function withoutWholeUserinfo(url: string): string {
+  const scheme = url.indexOf('://');
+  const at = url.lastIndexOf('@');
+  return scheme <= 0 || at < scheme ? url : `${url.slice(0, scheme + 3)}${REDACTED}${url.slice(at)}`;
+}
+
+/**
+ * PEM private key blocks, each up to its END line; a block cut short (a key's first lines pasted
+ * where a path belongs) with everything after it. Found by two linear scans, not by a pattern
+ * that looks ahead for the END line from every BEGIN.
+ */
+function withoutPrivateKeys(text: string): string {
+  if (!text.includes('PRIVATE KEY-----')) return text;
+  const ends: { readonly at: number; readonly end: number }[] = [];
+  for (const m of text.matchAll(PEM_END)) ends.push({ at: m.index, end: m.index + m[0].length });
+  let out = '';
+  let from = 0;
+  let next = 0;
+  for (const m of text.matchAll(PEM_BEGIN)) {
+    if (m.index < from) continue;
+    while (next < ends.length && (ends[next]?.at ?? 0) < m.index + m[0].length) next++;
+    const end = ends[next];
+    out += text.slice(from, m.index) + REDACTED;
+    if (end === undefined) return out;
+    from = end.end;
+    next++;
+  }
+  return out + text.slice(from);
 }
 
 /**
@@ -106,5 +157,9 @@ export function scrubDeep(value: unknown, depth = 0): unknown {
   if (Array.isArray(value)) return value.map((v) => scrubDeep(v, depth + 1));
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) out[k] = scrubDeep(v, depth + 1);
+  // Node's URL parse error keeps the URL it could not parse, password and all.
+  const { code, input } = value as { code?: unknown; input?: unknown };
+  if (code === 'ERR_INVALID_URL' && typeof input === 'string')
+    out.input = scrubDeep(withoutWholeUserinfo(input), depth + 1);
   return out;
 }

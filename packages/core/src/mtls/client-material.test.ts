@@ -118,8 +118,13 @@ describe('loadClientTlsMaterial', () => {
       expect(err.message).toBe(`${WHERE}: cannot read "keyFile" (ENOENT)`);
       expect(JSON.stringify(err, ['message', 'cause', 'stack', 'path'])).not.toContain(value.slice(0, 24));
       expect(String((err.cause as Error).stack)).not.toContain(value.slice(0, 24));
-      // Another part's path is shown, unless it looks like such text.
+      // Another part's path is shown, unless it looks like such text, spaces and all.
       expect(refusal({ caFile: value }).message).toBe(`${WHERE}: cannot read "caFile" (ENOENT)`);
+      const spaced = value.replace(/(.{20})/g, '$1 ');
+      expect(refusal({ caFile: spaced }).message).toBe(`${WHERE}: cannot read "caFile" (ENOENT)`);
+    }
+    for (const path of ['/var/lib/fluxguard/certificates/server/current/ca.pem', `/srv/${'0a'.repeat(20)}/ca.pem`]) {
+      expect(refusal({ caFile: path }).message).toBe(`${WHERE}: cannot read "caFile" (${path}) (ENOENT)`);
     }
   });
 

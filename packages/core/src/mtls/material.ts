@@ -55,8 +55,16 @@ export interface MaterialSources {
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-// A run of base64 as long as a line of a PEM block: key text given where a path belongs.
-const BASE64_RUN = /[A-Za-z0-9+/=]{40,}/;
+// A run of base64 (spaces aside) as long as a line of a PEM block, holding digits and letters of
+// both cases, as key text does and paths seldom do: key text given where a path belongs.
+const BASE64_RUN = /[A-Za-z0-9+/=]{40,}/g;
+
+function mayBeKeyText(value: string): boolean {
+  for (const [run] of value.replace(/\s+/g, '').matchAll(BASE64_RUN)) {
+    if (/\d/.test(run) && /[a-z]/.test(run) && /[A-Z]/.test(run)) return true;
+  }
+  return false;
+}
 
 /**
  * Whether error text may show a source's path. A private key's never: a key's text given as
@@ -65,7 +73,7 @@ const BASE64_RUN = /[A-Za-z0-9+/=]{40,}/;
  * shown unless it looks like such text.
  */
 function showsPath(source: MaterialSource): source is MaterialSource & { file: string } {
-  return source.file !== undefined && !/key/i.test(source.option) && !BASE64_RUN.test(source.file);
+  return source.file !== undefined && !/key/i.test(source.option) && !mayBeKeyText(source.file);
 }
 
 /** How error messages name a source: the option, and the file when it may be shown. */
