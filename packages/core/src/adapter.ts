@@ -21,7 +21,7 @@ export {
   type LazyFact,
 } from './pipeline/call-context.js';
 export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
-export { warnUnservedPatterns } from './policy/served.js';
+export { checkUnservedLater, warnUnservedPatterns } from './policy/served.js';
 export { guardControls, jwtAuthControls, rbacControls, stackControls } from './guard/step-options.js';
 export { GrpcStatusCode, codeFromGrpcStatus } from './errors/codes.js';
 export { toPublicError, type PublicError } from './errors/public-error.js';

@@ -1,4 +1,4 @@
-import { warnUnservedPatterns, type Pipeline } from '@fluxguard/core/adapter';
+import { checkUnservedLater, warnUnservedPatterns, type Pipeline } from '@fluxguard/core/adapter';
 
 /**
  * The methods registered through fluxguard's `addService`, so that the safeErrors interceptor
@@ -17,16 +17,41 @@ export function noteAddedService(paths: readonly string[]): void {
   for (const path of paths) added.add(path);
 }
 
+/** The servers `addService` registered services on, for the methods added to them by other means. */
+const servers: WeakRef<object>[] = [];
+
 /**
- * On a pipeline's first call, warns about its patterns that name no method `addService`
- * registered in this process: by then the server's services are all added. Not when the call's
- * own method came through grpc-js's `server.addService`, which registers what fluxguard cannot see.
+ * Notes a server `addService` registers a service on.
  *
  * @internal
  */
-export function warnUnservedMethods(pipeline: Pipeline, path: string): void {
-  if (!added.has(path)) return;
-  warnUnservedPatterns(pipeline.unserved([...added], 'grpc'), 'method registered with addService');
+export function noteServer(server: object): void {
+  let known = false;
+  for (let i = servers.length - 1; i >= 0; i--) {
+    const seen = servers[i]?.deref();
+    if (seen === undefined) servers.splice(i, 1);
+    else if (seen === server) known = true;
+  }
+  if (!known) servers.push(new WeakRef(server));
+}
+
+/**
+ * Once a pipeline has taken its first call (a second later), warns about its patterns that name
+ * no method of the servers in this process: those `addService` registered, and those added
+ * with grpc-js's own `server.addService` (a health or reflection service), read from grpc-js's
+ * table of handlers when it has one.
+ *
+ * @internal
+ */
+export function warnUnservedMethods(pipeline: Pipeline): void {
+  checkUnservedLater(pipeline, () => {
+    const served = new Set(added);
+    for (const ref of servers) {
+      const handlers = (ref.deref() as { handlers?: unknown } | undefined)?.handlers;
+      if (handlers instanceof Map) for (const path of handlers.keys()) if (typeof path === 'string') served.add(path);
+    }
+    warnUnservedPatterns(pipeline.unserved([...served], 'grpc'), 'method of this server');
+  });
 }
 
 let warned = false;

@@ -19,7 +19,7 @@ import { callOf, type GrpcCall, type ServerCall } from './context.js';
 import { withSafeDeserializers } from './unparsable.js';
 import { hardenHttp2Servers } from './http2-servers.js';
 import { lacksSafeErrors, vetServerAnswers } from './grpc-js-statuses.js';
-import { noteAddedService } from './added-services.js';
+import { noteAddedService, noteServer } from './added-services.js';
 import { pipelineOf } from './pipeline.js';
 import { prepareFailure } from './errors.js';
 
@@ -267,6 +267,7 @@ export function addService<I>(
   hardenHttp2Servers(server);
   vetServerAnswers(server);
   noteAddedService(methods);
+  noteServer(server);
   server.addService(withSafeDeserializers(service, opts.strictWireFormat), wrapImplementation(service, implementation));
 }
 

@@ -119,7 +119,7 @@ export function pipelineListeners(owner: string, list: readonly Control[]): Inbo
   const listenerFor: InboundListenerFactory = (operation, call, target, sink) => {
     if (firstCall) {
       firstCall = false;
-      warnUnservedMethods(pipeline, operation);
+      warnUnservedMethods(pipeline);
     }
     const maxMessageBytes = pipeline.maxMessageBytes(operation);
     if (maxMessageBytes !== undefined) limitReceivedMessages(call, maxMessageBytes);

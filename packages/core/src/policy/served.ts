@@ -116,6 +116,29 @@ export function unservedPatterns(
 }
 
 const warnedUnserved = new Set<string>();
+const scheduled = new WeakSet<object>();
+/** How long after a server's first call its patterns are held against what it serves. */
+export const UNSERVED_CHECK_DELAY_MS = 1_000;
+
+/**
+ * Runs `check` once per `key` (a pipeline), a second after it is first asked: by then a
+ * process's servers have usually all registered their services and routes (a guard shared by
+ * two servers, the second started after the first took a call), so fewer rules are reported
+ * that another server serves.
+ *
+ * @internal
+ */
+export function checkUnservedLater(key: object, check: () => void): void {
+  if (scheduled.has(key)) return;
+  scheduled.add(key);
+  setTimeout(() => {
+    try {
+      check();
+    } catch {
+      // Only a warning: nothing it could fail on may stop serving.
+    }
+  }, UNSERVED_CHECK_DELAY_MS).unref();
+}
 
 /**
  * Warns once per process and pattern (`FLUXGUARD_UNSERVED_RULE`) about rule patterns that name
