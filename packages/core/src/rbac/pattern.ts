@@ -19,13 +19,14 @@ export interface OperationPattern {
 }
 
 const GRPC = /^\/([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\/([A-Za-z_][A-Za-z0-9_]*|\*)$/;
-const HTTP = /^(\*|[A-Z]+) (\/.*)$/;
+const HTTP = /^(\*|[A-Z][A-Z-]*) (\/.*)$/;
 const PARAM = /^:[A-Za-z_$][A-Za-z0-9_$]*$/;
 const SPLAT = /^\*(?:[A-Za-z_$][A-Za-z0-9_$]*)?$/;
 // What a client never needs to encode (RFC 3986 unreserved): a literal segment of a rule holds only these.
 const LITERAL_SEGMENT = /^[A-Za-z0-9._~-]+$/;
-// What Node's HTTP parser accepts as a method: a rule for any other word would never apply.
-const HTTP_METHODS = new Set(METHODS);
+// What Node's HTTP parser accepts as a method: a rule for any other word would never apply, nor
+// would one for CONNECT, which Node hands to its `connect` event, never to Express.
+const HTTP_METHODS = new Set(METHODS.filter((method) => method !== 'CONNECT'));
 
 /** Removes a trailing slash from an HTTP operation's path, as Express's non-strict routing does. */
 export function normalizeOperation(operation: string): string {

@@ -227,6 +227,7 @@ describe('compileRbac: start-up checks', () => {
     ['a HEAD rule', { 'HEAD /v1/report': { anyRoles: ['admin'] } }, /a HEAD request is decided by the rule of GET/],
     // Node's parser never delivers another method: the rule would never apply.
     ['a method Node does not serve', { 'FETCH /v1/x': { public: true } }, /"FETCH" is not an HTTP method/],
+    ['CONNECT, which never reaches Express', { 'CONNECT /v1/x': { public: true } }, /"CONNECT" is not an HTTP method/],
     ['a gRPC pattern with a partial wildcard', { '/p.S/Get*': { public: true } }, /not a gRPC method pattern/],
     [
       'an HTTP route without its method',
@@ -390,6 +391,12 @@ describe('compileRbac: a request handed on to a later route', () => {
     expect(rewritten('POST /v1/items/a', 'POST /v1/:collection')).toBe(false);
     expect(rewritten('GET /v1/files/report.pdf', 'GET /v1/files/report.:ext')).toBe(true);
     expect(rewritten('GET /v1/files/report.pdf', 'GET /v1/files/other.pdf')).toBe(false);
+  });
+
+  it('takes every method Node serves, M-SEARCH included', () => {
+    expect(
+      compileRbac({ 'M-SEARCH /upnp': { public: true }, 'QUERY /v1/x': { public: true } }).ruleFor('M-SEARCH /upnp'),
+    ).toBe('M-SEARCH /upnp');
   });
 
   it('refuses a request that now names an operation of another rule (its method or URL rewritten)', () => {
