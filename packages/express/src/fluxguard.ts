@@ -199,7 +199,15 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       const state = startRequest(req, res, endRequest, onReleaseError, origin);
       writeSecurityHeaders?.(res);
       if (run === undefined) next();
-      else run(req, res, next, state);
+      else {
+        try {
+          run(req, res, next, state);
+        } catch (error) {
+          // A check of the app that failed (routing rules cannot follow): answered here, as a
+          // refusal is. Thrown on, it reached an error handler of the app, which showed its text.
+          handleErrors(error, req, res, ignoreNext);
+        }
+      }
     };
   // The mark of the requests that wrap() has run this instance's `before` on.
   const wrapped = Object.freeze({});

@@ -1,5 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
-import { ConfigurationError } from '@fluxguard/core';
+import { ConfigurationError, SecurityError } from '@fluxguard/core';
 import { httpOperation } from '@fluxguard/core/adapter';
 import { stateOf } from './context.js';
 import type { RouterEntry } from './routes.js';
@@ -70,7 +70,11 @@ function guardDispatch(route: object): boolean {
     value: function dispatchChecked(this: object, req: Request, res: Response, done: NextFunction): unknown {
       const refusal = handOverRefusal(this, req);
       if (refusal !== undefined) {
-        done(refusal);
+        // Answered by fluxguard, as a refusal is: passed to `done`, it reached an error handler
+        // of the app, which showed its text, and no line was written.
+        const state = stateOf(req);
+        if (state === undefined) done(refusal);
+        else state.end(new SecurityError('internal', { cause: refusal }));
         return undefined;
       }
       return own.call(this, req, res, done);

@@ -397,6 +397,59 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it('answers its own 500s itself: an error handler of the app never sees them', async () => {
+    // Passed to next(err), they reached the app's handler, which showed their text; no line.
+    const { site, guard } = guardedSite([
+      { operation: 'POST /v1/items/:id', anyRoles: ['reader'] },
+      { operation: 'DELETE /v1/items/:id', anyRoles: ['admin'] },
+    ]);
+    site.use((req, _res, next) => {
+      const override = req.get('x-http-method-override');
+      if (override !== undefined) req.method = override;
+      next();
+    });
+    site.post('/v1/items/:id', (_req, res) => res.json({ posted: true }));
+    site.delete('/v1/items/:id', (_req, res) => res.json({ deleted: true }));
+    const shown: string[] = [];
+    const ownHandler: express.ErrorRequestHandler = (err: Error, _req, res, _next) => {
+      shown.push(err.message);
+      res.status(500).json({ msg: err.message });
+    };
+    site.use(ownHandler);
+    site.use(guard.after);
+    // A router that routes case-insensitively: every request is refused by the app check.
+    const { site: loose, guard: looseGuard } = guardedSite([{ operation: 'GET /v1/x', public: true }]);
+    const router = express.Router();
+    router.get('/x', (_req, res) => res.json({ x: true }));
+    loose.use('/v1', router);
+    loose.use(ownHandler);
+    loose.use(looseGuard.after);
+    const served = await serve(site);
+    const looseServed = await serve(loose);
+    try {
+      const reader = `Bearer ${tokens.sign({ roles: ['reader'] })}`;
+      const overridden = await fetch(`${served.url}/v1/items/1`, {
+        method: 'POST',
+        headers: { authorization: reader, 'x-http-method-override': 'DELETE' },
+      });
+      const refusedLoose = await fetch(`${looseServed.url}/v1/x`);
+      for (const answer of [overridden, refusedLoose]) {
+        expect(answer.status).toBe(500);
+        const body = (await answer.json()) as { detail?: string; msg?: string };
+        expect(body.detail).toBe('An internal error occurred.');
+        expect(body.msg).toBeUndefined();
+        const requestId = answer.headers.get('x-request-id') ?? '';
+        expect(JSON.stringify(audit.lines().filter((line) => line.requestId === requestId))).toContain(
+          'ConfigurationError',
+        );
+      }
+      expect(shown).toEqual([]);
+    } finally {
+      await served.close();
+      await looseServed.close();
+    }
+  });
+
   it('decides a path that spells a splat pattern by the rule of the route that serves it', async () => {
     // `/static/*file` as a path reaches the route `/static/:tenant` (tenant `*file`); RBAC once
     // found the public splat rule by the path's text and served the tenant's data to anyone.
