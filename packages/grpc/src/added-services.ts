@@ -45,6 +45,8 @@ export function noteServer(server: object): void {
  */
 export function warnUnservedMethods(pipeline: Pipeline): void {
   checkUnservedLater(pipeline, () => {
+    // A server whose services all came through grpc-js's own addService: nothing is known.
+    if (servers.every((ref) => ref.deref() === undefined)) return;
     const served = new Set(added);
     for (const ref of servers) {
       const handlers = (ref.deref() as { handlers?: unknown } | undefined)?.handlers;

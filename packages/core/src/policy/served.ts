@@ -1,6 +1,6 @@
 import type { Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { compilePattern, namesServed } from '../rbac/pattern.js';
+import { compilePattern, namesServed, overlapWitness } from '../rbac/pattern.js';
 import type { SecurityPolicy } from './policy.js';
 
 /** One operation pattern, with where it stands in the options or the policy. @internal */
@@ -111,8 +111,20 @@ export function unservedPatterns(
 ): string[] {
   return [...new Set(patterns)].filter(
     (pattern) =>
-      pattern.startsWith('/') === (transport === 'grpc') && !namesServed(compilePattern(pattern, where), served),
+      pattern.startsWith('/') === (transport === 'grpc') &&
+      !namesServed(compilePattern(pattern, where), served) &&
+      !(transport === 'http' && overlapsServed(pattern, served)),
   );
+}
+
+/**
+ * Whether an HTTP pattern names a request some route serves: a literal rule below a `:param`
+ * route (`GET /v1/items/special` for `/v1/items/:id`) applies, as does an `OPTIONS` rule on any
+ * route's path, which Express (or `cors`) answers whatever the route's method.
+ */
+function overlapsServed(pattern: string, served: readonly string[]): boolean {
+  const anyMethod = pattern.startsWith('OPTIONS ') ? `* ${pattern.slice('OPTIONS '.length)}` : pattern;
+  return served.some((route) => overlapWitness(anyMethod, route) !== undefined);
 }
 
 const warnedUnserved = new Set<string>();
@@ -154,7 +166,7 @@ export function warnUnservedPatterns(patterns: readonly string[], served: string
     if (warnedUnserved.has(pattern)) continue;
     warnedUnserved.add(pattern);
     process.emitWarning(
-      `fluxguard: the rule pattern "${pattern}" names no ${served}, so it never applies (a misspelt rule: a rate limit that never counts, a route left to a broader rule). Correct it, or list what serves it in servedOperations to have it checked at start-up`,
+      `fluxguard: the rule pattern "${pattern}" names no ${served}, so it may never apply (a misspelt rule: a rate limit that never counts, a route left to a broader rule). Correct it; if something fluxguard cannot see serves it (a middleware at the top, another server), start Node with --disable-warning=FLUXGUARD_UNSERVED_RULE`,
       { code: 'FLUXGUARD_UNSERVED_RULE' },
     );
   }
