@@ -184,6 +184,28 @@ export function misplacedMiddleware(app: Application, owner: string): Configurat
 }
 
 /** Whether middleware mounted at `prefix` runs for requests to `path`. */
+/**
+ * Under `wrap(app)` the controls run in front of the app, and the app's own `before` passes
+ * requests on: a middleware mounted ahead of `before` in the app, meant to run before the
+ * controls (a method override, `cors`, an access log), runs after them instead. Their names, to
+ * warn of once at `wrap(app)`.
+ *
+ * @internal
+ */
+export function aheadOfBefore(app: Application): string[] {
+  const entries = walkRouter(app);
+  const first = entries.findIndex((entry) => {
+    const mark = entry.kind === 'middleware' ? marks.get(entry.handle) : undefined;
+    return mark === 'before' || mark === 'plain-before';
+  });
+  if (first <= 0) return [];
+  return entries.slice(0, first).flatMap((entry) => {
+    if (entry.kind !== 'middleware' || marks.has(entry.handle)) return [];
+    const name = (entry.handle as { name?: unknown }).name;
+    return [typeof name === 'string' && name !== '' ? name : '(anonymous)'];
+  });
+}
+
 function covers(prefix: string, path: string): boolean {
   return prefix === '/' || path === prefix || path.startsWith(`${prefix}/`);
 }

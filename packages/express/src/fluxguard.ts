@@ -12,7 +12,7 @@ import {
 import { answerFailures, notFound, reachedFromApp, recordRequestFailure } from './error-handler.js';
 import { probeUnreadAnswer } from './unread-answer.js';
 import { stateOf, type EndRequest } from './context.js';
-import { markMiddleware } from './app-routing.js';
+import { aheadOfBefore, markMiddleware } from './app-routing.js';
 import { checkRouting, inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
@@ -226,6 +226,13 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     // changed, or a route added, after wrap is refused too).
     const mismatch = checkRouting(app, 'fluxguard', createPipeline('fluxguard', list), '');
     if (mismatch !== undefined) throw mismatch;
+    const ahead = aheadOfBefore(app);
+    if (ahead.length > 0) {
+      process.emitWarning(
+        `fluxguard: under wrap(app) the controls run in front of the app, so the middleware mounted ahead of fluxguard().before in it (${ahead.join(', ')}) run after them: a method override or URL rewrite there is refused (500), cors adds no headers to refusals, an access log misses them. Run such middleware in front of the wrapped listener, or mount them after before`,
+        { code: 'FLUXGUARD_WRAP_ORDER' },
+      );
+    }
     if (writeSecurityHeaders !== undefined) app.disable('x-powered-by');
     const inFront = beforeWith(
       list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors, inFrontOf(app)) : undefined,

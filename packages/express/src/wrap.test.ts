@@ -241,3 +241,38 @@ describe('fluxguard().wrap(app) misconfigured', () => {
     }
   });
 });
+
+describe('wrap(app) with middleware mounted ahead of before', () => {
+  // Under wrap(app) the controls run in front of the app: a method override mounted first in it
+  // (as for `before`) ran after them, and nothing said so.
+  it('warns once, at wrap(app), naming them; says nothing when before comes first', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error & { code?: string }): void => {
+      if (warning.code === 'FLUXGUARD_WRAP_ORDER') warnings.push(warning.message);
+    };
+    process.on('warning', onWarning);
+    try {
+      const guard = fluxguard({ audit: audit.audit });
+      const app = express();
+      app.set('case sensitive routing', true);
+      app.use(function methodOverride(_req, _res, next) {
+        next();
+      });
+      app.use(guard.before);
+      app.get('/x', (_req, res) => res.json({ x: true }));
+      guard.wrap(app);
+      const inOrder = express();
+      inOrder.set('case sensitive routing', true);
+      inOrder.use(guard.before);
+      inOrder.use(function later(_req, _res, next) {
+        next();
+      });
+      guard.wrap(inOrder);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain('(methodOverride) run after them');
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+});
