@@ -47,6 +47,18 @@ function rawGet(url: string, path: string, authorization?: string): Promise<{ st
   });
 }
 
+/**
+ * A middleware that rewrites the request after the controls, as `method-override` and URL
+ * rewrites do: the method from `X-HTTP-Method-Override`, the URL from `X-Rewrite`.
+ */
+const rewriteAfterControls: express.RequestHandler = (req, _res, next) => {
+  const override = req.get('x-http-method-override');
+  if (override !== undefined) req.method = override;
+  const rewrite = req.get('x-rewrite');
+  if (rewrite !== undefined) req.url = rewrite;
+  next();
+};
+
 /** The tenant reports and the public files, in `order`, then fluxguard's `after`. */
 function addRoutes(
   site: Express,
@@ -312,12 +324,7 @@ describe('routesOf and the route order check of wrap(app)', () => {
       { operation: 'GET /v1/items/*path', anyRoles: ['admin'] },
     ];
     const { site, guard } = guardedSite(rules);
-    site.use((req, _res, next) => {
-      const override = req.get('x-http-method-override');
-      if (req.method === 'POST' && override !== undefined) req.method = override.toUpperCase();
-      if (req.url.startsWith('/public/')) req.url = `/v1/items/${req.url.slice('/public/'.length)}`;
-      next();
-    });
+    site.use(rewriteAfterControls);
     site.delete('/v1/items/*path', (_req, res) => res.json({ deleted: true }));
     site.get('/v1/items/*path', (_req, res) => res.json({ item: 'secret' }));
     site.use(guard.after);
@@ -331,7 +338,7 @@ describe('routesOf and the route order check of wrap(app)', () => {
       expect(overridden.status).toBe(500);
       expect(await overridden.text()).not.toContain('deleted');
       expect(JSON.stringify(audit.lines().at(-1))).toContain('rewrote its method or URL');
-      const rewritten = await fetch(`${served.url}/public/a`);
+      const rewritten = await fetch(`${served.url}/public/a`, { headers: { 'x-rewrite': '/v1/items/a' } });
       expect(rewritten.status).toBe(500);
       expect(await rewritten.text()).not.toContain('secret');
       // Not rewritten: each route serves the requests of its own rule.
@@ -357,13 +364,7 @@ describe('routesOf and the route order check of wrap(app)', () => {
       { operation: 'GET /v1/docs/:page', anyRoles: ['admin'] },
       { operation: 'GET /v1/ping', public: true },
     ]);
-    site.use((req, _res, next) => {
-      const override = req.get('x-http-method-override');
-      if (override !== undefined) req.method = override;
-      const rewrite = req.get('x-rewrite');
-      if (rewrite !== undefined) req.url = rewrite;
-      next();
-    });
+    site.use(rewriteAfterControls);
     site
       .route('/v1/items/:id')
       .post((_req, res) => res.json({ posted: true }))
@@ -403,11 +404,7 @@ describe('routesOf and the route order check of wrap(app)', () => {
       { operation: 'POST /v1/items/:id', anyRoles: ['reader'] },
       { operation: 'DELETE /v1/items/:id', anyRoles: ['admin'] },
     ]);
-    site.use((req, _res, next) => {
-      const override = req.get('x-http-method-override');
-      if (override !== undefined) req.method = override;
-      next();
-    });
+    site.use(rewriteAfterControls);
     site.post('/v1/items/:id', (_req, res) => res.json({ posted: true }));
     site.delete('/v1/items/:id', (_req, res) => res.json({ deleted: true }));
     const shown: string[] = [];
