@@ -25,8 +25,8 @@ const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
  * that calls `next()` hands it to the next one, which may be another rule's, as does a
  * middleware that rewrites `req.method` or `req.url` after the controls. `mayServe` is the
  * pipeline's `handOver` test for the app's routes; `owner` keys it, so that another pipeline in
- * the same app keeps its own. A route that may not serve the request passes a
- * `ConfigurationError` on instead: the app answers `500` and the line says why.
+ * the same app keeps its own. A route that may not serve the request ends it with fluxguard's
+ * own `500` (never through an error handler of the app), and the line says why.
  *
  * @internal
  */
@@ -93,7 +93,10 @@ function handOverRefusal(route: object, req: Request): ConfigurationError | unde
     for (const { names, mayServe } of byPrefix.values()) {
       // One route object holds every method of an `app.route()` chain: only the names of the
       // method the request has now are its own (a POST rewritten to DELETE reaches `.delete()`).
-      const own = names.filter((name) => name.startsWith('* ') || name.startsWith(`${methodOf(current)} `));
+      const own =
+        names.length === 1
+          ? names
+          : names.filter((name) => name.startsWith('* ') || name.startsWith(`${methodOf(current)} `));
       if ((own.length > 0 ? own : names).some((name) => mayServe(operation, name, current))) allowed = true;
     }
     if (!allowed) {

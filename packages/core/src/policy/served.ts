@@ -130,7 +130,7 @@ function overlapsServed(pattern: string, served: readonly string[]): boolean {
 const warnedUnserved = new Set<string>();
 const scheduled = new WeakSet<object>();
 /** How long after a server's first call its patterns are held against what it serves. */
-export const UNSERVED_CHECK_DELAY_MS = 1_000;
+const UNSERVED_CHECK_DELAY_MS = 1_000;
 
 /**
  * Runs `check` once per `key` (a pipeline), a second after it is first asked: by then a
