@@ -154,8 +154,6 @@ function isMountedApp(handle: object): boolean {
  */
 export function misplacedMiddleware(app: Application, owner: string): ConfigurationError | undefined {
   const entries = walkRouter(app);
-  const markOf = (entry: RouterEntry): Mark | undefined =>
-    entry.kind === 'middleware' ? marks.get(entry.handle) : undefined;
   if (!entries.some((entry) => markOf(entry) === 'before')) {
     const plain = entries.some((entry) => markOf(entry) === 'plain-before');
     return !plain && entries.some((entry) => markOf(entry) === 'after')
@@ -195,7 +193,7 @@ export function misplacedMiddleware(app: Application, owner: string): Configurat
 export function aheadOfBefore(app: Application): string[] {
   const entries = walkRouter(app);
   const first = entries.findIndex((entry) => {
-    const mark = entry.kind === 'middleware' ? marks.get(entry.handle) : undefined;
+    const mark = markOf(entry);
     return mark === 'before' || mark === 'plain-before';
   });
   if (first <= 0) return [];
@@ -204,6 +202,11 @@ export function aheadOfBefore(app: Application): string[] {
     const name = (entry.handle as { name?: unknown }).name;
     return [typeof name === 'string' && name !== '' ? name : '(anonymous)'];
   });
+}
+
+/** The mark fluxguard put on a middleware entry (`before`, `after`), if any. */
+function markOf(entry: RouterEntry): Mark | undefined {
+  return entry.kind === 'middleware' ? marks.get(entry.handle) : undefined;
 }
 
 function covers(prefix: string, path: string): boolean {
