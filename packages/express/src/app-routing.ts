@@ -22,6 +22,15 @@ export function markMiddleware(handler: object, mark: Mark): void {
 }
 
 /**
+ * Whether `handler` is fluxguard middleware (marked with {@link markMiddleware}).
+ *
+ * @internal
+ */
+export function isFluxguardMiddleware(handler: object): boolean {
+  return marks.has(handler);
+}
+
+/**
  * The number of layers of the app's router: a check of the app is made again when it changes.
  *
  * @internal
@@ -181,7 +190,6 @@ export function misplacedMiddleware(app: Application, owner: string): Configurat
   return undefined;
 }
 
-/** Whether middleware mounted at `prefix` runs for requests to `path`. */
 /**
  * Under `wrap(app)` the controls run in front of the app, and the app's own `before` passes
  * requests on: a middleware mounted ahead of `before` in the app, meant to run before the
@@ -209,6 +217,7 @@ function markOf(entry: RouterEntry): Mark | undefined {
   return entry.kind === 'middleware' ? marks.get(entry.handle) : undefined;
 }
 
+/** Whether middleware mounted at `prefix` runs for requests to `path`. */
 function covers(prefix: string, path: string): boolean {
   return prefix === '/' || path === prefix || path.startsWith(`${prefix}/`);
 }

@@ -7,26 +7,33 @@ import type { RouterEntry } from './routes.js';
 /** A route's own `dispatch` (the `router` package's `Route.prototype.dispatch`). */
 type Dispatch = (this: object, req: Request, res: Response, done: NextFunction) => unknown;
 
-/** What one pipeline asks of a route it checked: its names (`METHOD /path`) and the controls' test. */
+/** The test of a pipeline's controls: `route` is the name a route is reached under, `undefined` for a middleware. */
+type MayServe = (operation: string, route: string | undefined, current?: string) => boolean;
+
+/** What one pipeline asks of a route or middleware it checked: the route's names (`METHOD /path`; none for a middleware) and the controls' test. */
 interface HandOverCheck {
   readonly names: readonly string[];
-  readonly mayServe: (operation: string, route: string, current?: string) => boolean;
+  readonly mayServe: MayServe;
 }
 
 /**
- * The checks on each route object: for each pipeline that checked the app it is in, one for
- * each path the app is mounted at (a request reaches it below one of them).
+ * The checks on each route object and each middleware's layer: for each pipeline that checked
+ * the app it is in, one for each path the app is mounted at (a request reaches it below one of
+ * them).
  */
 const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
 
 /**
- * Makes every route among `entries` (an app's, walked below `prefix`) ask, as it is reached, whether it may serve the
- * request: the controls decided the request for the first route that matched it, and a handler
- * that calls `next()` hands it to the next one, which may be another rule's, as does a
- * middleware that rewrites `req.method` or `req.url` after the controls. `mayServe` is the
- * pipeline's `handOver` test for the app's routes; `owner` keys it, so that another pipeline in
- * the same app keeps its own. A route that may not serve the request ends it with fluxguard's
- * own `500` (never through an error handler of the app), and the line says why.
+ * Makes every route and middleware among `entries` (an app's, walked below `prefix`) ask, as it
+ * is reached, whether it may serve the request: the controls decided the request for the first
+ * route that matched it, and a handler that calls `next()` hands it to the next one, which may
+ * be another rule's, as does a middleware that rewrites `req.method` or `req.url` after the
+ * controls (a rewritten request may reach a file server or a middleware that answers, as well as
+ * a route). `mayServe` is the pipeline's `handOver` test for the app's routes; `owner` keys it,
+ * so that another pipeline in the same app keeps its own. fluxguard's own middleware (`isOwn`)
+ * and error handlers are left as they are. A route or middleware that may not serve the request
+ * ends it with fluxguard's own `500` (never through an error handler of the app), and the line
+ * says why.
  *
  * @internal
  */
@@ -34,11 +41,20 @@ export function guardHandOvers(
   entries: readonly RouterEntry[],
   prefix: string,
   owner: object,
-  mayServe: ((operation: string, route: string, current?: string) => boolean) | undefined,
+  mayServe: MayServe | undefined,
+  isOwn: (handle: object) => boolean,
 ): void {
   if (mayServe === undefined) return;
   const names = new Map<object, string[]>();
   for (const entry of entries) {
+    if (entry.kind === 'middleware') {
+      // An error handler (four parameters) is only run for an error, which no rewrite makes.
+      const handle = entry.handle as { length?: unknown };
+      if (!isOwn(entry.handle) && typeof handle.length === 'number' && handle.length <= 3 && !names.has(entry.layer)) {
+        names.set(entry.layer, []);
+      }
+      continue;
+    }
     if (entry.kind !== 'route' || entry.opaque) continue;
     // The controls name a HEAD request as GET: a `.head()` route serves GET's operations.
     const name = entry.route.startsWith('HEAD ') ? `GET ${entry.route.slice(5)}` : entry.route;
@@ -46,16 +62,16 @@ export function guardHandOvers(
     if (list === undefined) names.set(entry.handle, [name]);
     else list.push(name);
   }
-  for (const [route, routeNames] of names) {
-    let byOwner = checks.get(route);
+  for (const [guarded, guardedNames] of names) {
+    let byOwner = checks.get(guarded);
     if (byOwner === undefined) {
-      if (!guardDispatch(route)) continue;
+      if (!(guardedNames.length === 0 ? guardLayer(guarded) : guardDispatch(guarded))) continue;
       byOwner = new Map();
-      checks.set(route, byOwner);
+      checks.set(guarded, byOwner);
     }
     let byPrefix = byOwner.get(owner);
     if (byPrefix === undefined) byOwner.set(owner, (byPrefix = new Map<string, HandOverCheck>()));
-    byPrefix.set(prefix, { names: routeNames, mayServe });
+    byPrefix.set(prefix, { names: guardedNames, mayServe });
   }
 }
 
@@ -68,29 +84,53 @@ function guardDispatch(route: object): boolean {
     configurable: true,
     writable: true,
     value: function dispatchChecked(this: object, req: Request, res: Response, done: NextFunction): unknown {
-      const refusal = handOverRefusal(this, req);
-      if (refusal !== undefined) {
-        // Answered by fluxguard, as a refusal is: passed to `done`, it reached an error handler
-        // of the app, which showed its text, and no line was written.
-        const state = stateOf(req);
-        if (state === undefined) done(refusal);
-        else state.end(new SecurityError('internal', { cause: refusal }));
-        return undefined;
-      }
-      return own.call(this, req, res, done);
+      if (handedOver(this, req, done)) return own.call(this, req, res, done);
+      return undefined;
     },
   });
   return true;
 }
 
-function handOverRefusal(route: object, req: Request): ConfigurationError | undefined {
+/** Puts the hand-over check in front of a middleware's layer's `handleRequest`; `false` when it has none. */
+function guardLayer(layer: object): boolean {
+  const handleRequest = (layer as { handleRequest?: unknown }).handleRequest;
+  if (typeof handleRequest !== 'function') return false;
+  const own = handleRequest as Dispatch;
+  Object.defineProperty(layer, 'handleRequest', {
+    configurable: true,
+    writable: true,
+    value: function handleRequestChecked(this: object, req: Request, res: Response, next: NextFunction): unknown {
+      if (handedOver(this, req, next)) return own.call(this, req, res, next);
+      return undefined;
+    },
+  });
+  return true;
+}
+
+/** Whether `guarded` may serve `req`; if not, the request is answered here and `false` returned. */
+function handedOver(guarded: object, req: Request, done: NextFunction): boolean {
+  const refusal = handOverRefusal(guarded, req);
+  if (refusal === undefined) return true;
+  // Answered by fluxguard, as a refusal is: passed to `done`, it reached an error handler of the
+  // app, which showed its text, and no line was written.
+  const state = stateOf(req);
+  if (state === undefined) done(refusal);
+  else state.end(new SecurityError('internal', { cause: refusal }));
+  return false;
+}
+
+function handOverRefusal(guarded: object, req: Request): ConfigurationError | undefined {
   const operation = stateOf(req)?.callInfo?.operation;
-  const byOwner = checks.get(route);
+  const byOwner = checks.get(guarded);
   if (operation === undefined || byOwner === undefined) return undefined;
   const current = currentOperation(req);
   for (const byPrefix of byOwner.values()) {
     let allowed = false;
     for (const { names, mayServe } of byPrefix.values()) {
+      if (names.length === 0) {
+        if (mayServe(operation, undefined, current)) allowed = true;
+        continue;
+      }
       // One route object holds every method of an `app.route()` chain: only the names of the
       // method the request has now are its own (a POST rewritten to DELETE reaches `.delete()`).
       const own =
@@ -101,12 +141,21 @@ function handOverRefusal(route: object, req: Request): ConfigurationError | unde
     }
     if (!allowed) {
       const [first] = byPrefix.values();
+      const route = first?.names[0];
       return new ConfigurationError(
-        `the route "${first?.names[0] ?? ''}" was reached by a request another rule decided: a route passed it on (next()), or a middleware after the controls rewrote its method or URL; answer in the route that matched, and rewrite before the controls`,
+        route === undefined
+          ? `a middleware (${nameOf(guarded)}) was reached by a request that a middleware after the controls rewrote (its method or URL) to an operation of another rule: rewrite before the controls`
+          : `the route "${route}" was reached by a request another rule decided: a route passed it on (next()), or a middleware after the controls rewrote its method or URL; answer in the route that matched, and rewrite before the controls`,
       );
     }
   }
   return undefined;
+}
+
+/** A middleware's function name, for the line: `serveStatic`, `router`, or `(anonymous)`. */
+function nameOf(layer: object): string {
+  const name = (layer as { handle?: { name?: unknown } }).handle?.name;
+  return typeof name === 'string' && name !== '' ? name : '(anonymous)';
 }
 
 /** The operation the request names as its route sees it: its method and URL, as a middleware may have rewritten them. */

@@ -29,6 +29,7 @@ import { peerOf, sendProblem } from './error-handler.js';
 import { bodyStillComing, mayHaveBody } from './request-body.js';
 import {
   caseInsensitiveRouting,
+  isFluxguardMiddleware,
   parentOf,
   parentRoutingMismatch,
   markMiddleware,
@@ -200,7 +201,7 @@ export function checkRouting(
   const entries = walkRouter(app, prefix);
   const routes = routeNames(entries);
   pipeline.checkRoutes(routes);
-  guardHandOvers(entries, prefix, pipeline, pipeline.handOver(routes));
+  guardHandOvers(entries, prefix, pipeline, pipeline.handOver(routes), isFluxguardMiddleware);
   return undefined;
 }
 

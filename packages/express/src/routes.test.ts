@@ -398,6 +398,54 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it('refuses a request a middleware after before rewrote into a file server or an answering middleware', async () => {
+    // Checked at routes only, a rewrite of a public path to `/static/private/...` was served by
+    // express.static, and one to `/v1/admin/...` by a router's own middleware, unchecked.
+    const root = mkdtempSync(join(tmpdir(), 'fluxguard-static-'));
+    mkdirSync(join(root, 'private'));
+    mkdirSync(join(root, 'public'));
+    writeFileSync(join(root, 'private', 'payroll.txt'), 'salaries');
+    writeFileSync(join(root, 'public', 'readme.txt'), 'hello');
+    const { site, guard } = guardedSite([
+      { operation: 'GET /public/*path', public: true },
+      { operation: 'GET /static/public/*path', public: true },
+      { operation: 'GET /static/private/*path', anyRoles: ['admin'] },
+      { operation: 'GET /v1/admin/*path', anyRoles: ['admin'] },
+      { operation: 'GET /v1/admin', anyRoles: ['admin'] },
+    ]);
+    site.use(rewriteAfterControls);
+    site.use('/static', express.static(root));
+    const admin = express.Router({ caseSensitive: true });
+    admin.use((_req, res) => res.json({ admin: 'secrets' }));
+    site.use('/v1/admin', admin);
+    site.use('/public', (_req, res) => res.json({ public: true }));
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    try {
+      for (const target of ['/static/private/payroll.txt', '/v1/admin/keys']) {
+        const rewritten = await fetch(`${served.url}/public/a`, { headers: { 'x-rewrite': target } });
+        expect(rewritten.status, target).toBe(500);
+        expect(await rewritten.text(), target).not.toMatch(/salaries|secrets/);
+        expect(JSON.stringify(audit.lines().at(-1)), target).toContain('rewrote (its method or URL)');
+      }
+      // Rewritten within its own rule, or not at all: served.
+      const within = await fetch(`${served.url}/static/public/x`, {
+        headers: { 'x-rewrite': '/static/public/readme.txt' },
+      });
+      expect(await within.text()).toBe('hello');
+      expect(await (await fetch(`${served.url}/public/a`)).json()).toEqual({ public: true });
+      const asAdmin = { headers: { authorization: `Bearer ${tokens.sign({ roles: ['admin'] })}` } };
+      expect(await (await fetch(`${served.url}/static/private/payroll.txt`, asAdmin)).text()).toBe('salaries');
+      expect(await (await fetch(`${served.url}/v1/admin/keys`, asAdmin)).json()).toEqual({ admin: 'secrets' });
+      // At the mount path itself the router adds a slash (`/v1/admin` is `/` below it): the same rule.
+      const atMount = await fetch(`${served.url}/v1/admin?x=1`, asAdmin);
+      expect(atMount.status).toBe(200);
+    } finally {
+      await served.close();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('answers its own 500s itself: an error handler of the app never sees them', async () => {
     // Passed to next(err), they reached the app's handler, which showed their text; no line.
     const { site, guard } = guardedSite([

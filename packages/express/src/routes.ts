@@ -44,7 +44,14 @@ export type RouterEntry =
       readonly strict: boolean;
       readonly ignoresCase: boolean;
     }
-  | { readonly kind: 'middleware'; readonly handle: object; readonly path: string; readonly opaque: boolean };
+  | {
+      readonly kind: 'middleware';
+      readonly handle: object;
+      /** The router's `Layer` that runs `handle`, one for all the paths it was mounted at. */
+      readonly layer: object;
+      readonly path: string;
+      readonly opaque: boolean;
+    };
 
 /**
  * The app's routers, routes and middleware in the order its router tries them, below `prefix`.
@@ -119,7 +126,7 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
           ...mounted,
         });
         walk(handle.stack, path, mounted, entries);
-      } else entries.push({ kind: 'middleware', handle, path, opaque: above.opaque || regex });
+      } else entries.push({ kind: 'middleware', handle, layer, path, opaque: above.opaque || regex });
     }
   }
 }

@@ -130,10 +130,13 @@ export interface Control {
    * for the earlier route, or when a middleware rewrote the request's method or URL (`current`:
    * the operation the request now names, when it differs). RBAC's refuses a route whose own rule
    * is not the one that decided the request, and a request that now names another rule's
-   * operation. The Express adapter asks it as each route is reached.
+   * operation. The Express adapter asks it as each route is reached, and as each middleware
+   * after the controls is (`route` then `undefined`: only `current` can be judged, as a file
+   * server or a router's middleware serves paths no route names).
    */
   readonly handOver?:
-    ((routes: readonly string[]) => (operation: string, route: string, current?: string) => boolean) | undefined;
+    | ((routes: readonly string[]) => (operation: string, route: string | undefined, current?: string) => boolean)
+    | undefined;
   /** Once per call, before the handler: refuses by throwing a `SecurityError`, and may return a release callback. */
   readonly onStart?: ((call: CallInfo, context: CallContext) => StartResult | Promise<StartResult>) | undefined;
   /**

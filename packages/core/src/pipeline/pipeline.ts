@@ -54,7 +54,9 @@ export interface Pipeline {
    * The controls' `handOver` tests for an HTTP app's routes, as one: a route may serve an
    * operation when every control's test says so. `undefined` when no control has one.
    */
-  handOver(routes: readonly string[]): ((operation: string, route: string, current?: string) => boolean) | undefined;
+  handOver(
+    routes: readonly string[],
+  ): ((operation: string, route: string | undefined, current?: string) => boolean) | undefined;
   /**
    * Holds the controls' operation patterns (`Control.operationPatterns`) against operations the
    * server serves (the methods of a gRPC service being registered, an app's routes): throws a
@@ -181,7 +183,7 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
     handOver: (routes: readonly string[]) => {
       const tests = handOvers.map((handOver) => handOver(routes));
       if (tests.length === 0) return undefined;
-      return (operation: string, route: string, current?: string) =>
+      return (operation: string, route: string | undefined, current?: string) =>
         tests.every((test) => test(operation, route, current));
     },
     checkServed,

@@ -405,4 +405,13 @@ describe('compileRbac: a request handed on to a later route', () => {
     expect(mayServe('GET /v1/users/1', 'GET /v1/:collection/:id', 'GET /v1/users/2')).toBe(true);
     expect(mayServe('GET /v1/users/1', 'GET /v1/:collection/:id', 'DELETE /v1/users/1')).toBe(false);
   });
+
+  it('tests a middleware (no route) by the rewrite alone: the request must still name an operation of its rule', () => {
+    expect(mayServe('GET /v1/docs/readme', undefined)).toBe(true);
+    expect(mayServe('GET /v1/docs/readme', undefined, 'GET /v1/docs/readme')).toBe(true);
+    expect(mayServe('GET /v1/docs/readme', undefined, 'GET /v1/docs/guide')).toBe(true);
+    expect(mayServe('GET /v1/docs/readme', undefined, 'GET /v1/users/1')).toBe(false);
+    expect(mayServe('GET /v1/docs/readme', undefined, 'GET /static/anything')).toBe(false);
+    expect(mayServe('GET /nowhere', undefined, 'GET /elsewhere')).toBe(true);
+  });
 });

@@ -219,14 +219,16 @@ export interface CompiledRbac {
    * admins' `DELETE` route. `current`, when given, is the operation the request names now (its
    * method or URL rewritten after the controls): it must be decided by the same rule, or any
    * route could serve another rule's request (an `app.all` route switching on `req.method`).
+   * Without a `route` (a middleware is reached, such as a file server), only that is tested.
    *
    * @example
    * ```ts
    * const mayServe = rbac.handOver(['GET /v1/docs/:page', 'GET /v1/:collection/:id']);
    * mayServe('GET /v1/docs/payroll', 'GET /v1/:collection/:id'); // false
+   * mayServe('GET /v1/docs/readme', undefined, 'GET /v1/users/1'); // false: rewritten to another rule's
    * ```
    */
-  handOver(routes: readonly string[]): (operation: string, route: string, current?: string) => boolean;
+  handOver(routes: readonly string[]): (operation: string, route: string | undefined, current?: string) => boolean;
   /** The pattern of the rule that applies to `operation`, if any. */
   ruleFor(operation: string): string | undefined;
   /**
@@ -605,7 +607,9 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
     handOver: (routes: readonly string[]) => {
       const own = new Map(routes.filter((route) => !route.startsWith('/')).map((route) => [route, findRoute(route)]));
       const owned = new Set(own.values());
-      return (operation: string, route: string, current?: string): boolean => {
+      return (operation: string, route: string | undefined, current?: string): boolean => {
+        if (route === undefined)
+          return current === undefined || current === operation || find(current) === find(operation);
         const applied = find(operation);
         // Rewritten after the controls (`method-override`, a URL rewrite): the request must still
         // name an operation of the rule that decided it, whatever route it reached.
