@@ -40,6 +40,7 @@ import {
 import { routeNames, walkRouter } from './routes.js';
 import { guardHandOvers } from './hand-over.js';
 import { warnUnservedRoutes } from './unserved-routes.js';
+import { warnTrustProxy } from './trust-proxy.js';
 
 /**
  * The one Express pipeline: a middleware that runs `controls` (ordered by stage) on every
@@ -144,7 +145,10 @@ const IN_ROUTER: Placement = {
   checkApp: (req, owner, pipeline, verdicts) => {
     checkAppOnce(req.app, verdicts, () => {
       const error = misplacedMiddleware(req.app, owner) ?? checkMountedRouting(req.app, owner, pipeline);
-      if (error === undefined) warnUnservedRoutes(req.app, pipeline);
+      if (error === undefined) {
+        warnUnservedRoutes(req.app, pipeline);
+        warnTrustProxy(req.app, pipeline);
+      }
       return error;
     });
   },
@@ -259,7 +263,10 @@ export function inFrontOf(app: Application): Placement {
     checkApp: (_req, owner, pipeline, verdicts) => {
       checkAppOnce(app, verdicts, () => {
         const error = checkRouting(app, owner, pipeline, '');
-        if (error === undefined) warnUnservedRoutes(app, pipeline);
+        if (error === undefined) {
+          warnUnservedRoutes(app, pipeline);
+          warnTrustProxy(app, pipeline);
+        }
         return error;
       });
     },

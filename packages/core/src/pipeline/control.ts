@@ -104,6 +104,13 @@ export interface Control {
    */
   readonly operationPatterns?: readonly string[] | undefined;
   /**
+   * The names of this control's limits that count a client by its connection's address and
+   * trust no proxy to name the client (a `peer` rule without `trustedProxies`). Behind a proxy
+   * every client shares the proxy's address, and so one allowance: the Express adapter warns
+   * (`FLUXGUARD_TRUST_PROXY`) when the app says it is behind one (`app.set('trust proxy', ...)`).
+   */
+  readonly countsSocketAddress?: readonly string[] | undefined;
+  /**
    * The bounded name this control gives an operation (e.g. the RBAC rule `GET /v1/items/:id`),
    * used in the audit line of an HTTP request refused before routing instead of the raw path.
    */

@@ -231,7 +231,13 @@ function checkControl(owner: string, control: unknown, index: number): Control {
   if (onStart === undefined && onMessage === undefined) {
     throw new ConfigurationError(`${where} (${name}): a control needs "onStart", "onMessage" or both`);
   }
-  const { replacesMessages } = control as Partial<Record<keyof Control, unknown>>;
+  const { replacesMessages, countsSocketAddress } = control as Partial<Record<keyof Control, unknown>>;
+  if (
+    countsSocketAddress !== undefined &&
+    (!Array.isArray(countsSocketAddress) || !countsSocketAddress.every((item) => typeof item === 'string'))
+  ) {
+    throw new ConfigurationError(`${where} (${name}): "countsSocketAddress" must be a list of limit names`);
+  }
   if (replacesMessages !== undefined && typeof replacesMessages !== 'boolean') {
     throw new ConfigurationError(`${where} (${name}): "replacesMessages" must be true or false`);
   }

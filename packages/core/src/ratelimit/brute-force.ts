@@ -217,7 +217,12 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     return admit();
   };
 
-  return Object.freeze({ name: 'brute-force', stage: 'pre-authentication', onStart });
+  return Object.freeze({
+    name: 'brute-force',
+    stage: 'pre-authentication',
+    countsSocketAddress: Object.freeze(address.behindProxies ? [] : ['brute-force.peer']),
+    onStart,
+  });
 }
 
 function refuseIfBlocked(peer: LimiterResult | undefined, subject: LimiterResult | undefined): void {

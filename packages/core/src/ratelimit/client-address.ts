@@ -41,6 +41,8 @@ export interface ClientAddress {
    * `undefined` when the transport gives no peer address.
    */
   keyOf(call: CallInfo): string | undefined;
+  /** Some proxy is trusted (`trustedProxies`): otherwise the socket's peer is always the client. */
+  readonly behindProxies: boolean;
 }
 
 /** The most header entries walked: a longer chain is a forgery or a loop. */
@@ -80,6 +82,7 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
   let lastKey: string | undefined;
 
   return Object.freeze({
+    behindProxies,
     keyOf(call: CallInfo): string | undefined {
       const { peerAddress } = call;
       // Calls of one connection share its peer address: the last one's key is reused.

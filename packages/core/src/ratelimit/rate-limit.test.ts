@@ -421,6 +421,17 @@ describe('createRateLimit over a Redis store that is down', () => {
 });
 
 describe('createRateLimit options', () => {
+  it('names the peer rules that trust no proxy, for the adapters to warn of behind one', () => {
+    const rules = [
+      { name: 'per-peer', key: 'peer', points: 5, durationSeconds: 1 },
+      { name: 'per-subject', key: 'subject', points: 5, durationSeconds: 1 },
+    ] as const;
+    const direct = createRateLimit({ rules: [...rules] }).controls;
+    expect(direct.flatMap((control) => control.countsSocketAddress ?? [])).toEqual(['per-peer']);
+    const proxied = createRateLimit({ rules: [...rules], trustedProxies: ['10.0.0.0/8'] }).controls;
+    expect(proxied.flatMap((control) => control.countsSocketAddress ?? [])).toEqual([]);
+  });
+
   const rule = perPeer();
   it.each<[string, unknown, string | RegExp]>([
     ['no rules', { rules: [] }, 'createRateLimit.rules must be a non-empty array'],

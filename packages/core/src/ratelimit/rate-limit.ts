@@ -253,7 +253,12 @@ export function compileRateLimit(options: RateLimitOptions, where: string): Rate
   for (const stage of ['pre-authentication', 'caller-limit'] as const) {
     const own = rules.filter((rule) => rule.stage === stage);
     // The patterns go with the first control: one check of each is enough.
-    if (own.length > 0) controls.push(rateLimitControl(stage, own, headers, controls.length === 0 ? patterns : []));
+    if (own.length > 0) {
+      const bySocket = address.behindProxies
+        ? []
+        : own.filter((rule) => rule.keyKind === 'peer').map((rule) => rule.name);
+      controls.push(rateLimitControl(stage, own, headers, controls.length === 0 ? patterns : [], bySocket));
+    }
   }
   return Object.freeze({ controls: Object.freeze(controls) });
 }
@@ -263,6 +268,7 @@ function rateLimitControl(
   rules: readonly CompiledRule[],
   headers: boolean,
   operationPatterns: readonly string[],
+  countsSocketAddress: readonly string[],
 ): Control {
   // Operations are bounded by what a server serves, HTTP paths are not: bounded, emptied when full.
   const cache = new Map<string, readonly Applied[]>();
@@ -315,6 +321,7 @@ function rateLimitControl(
     stage,
     matchesOperation: rules.some((r) => r.patterns !== undefined),
     operationPatterns,
+    countsSocketAddress: Object.freeze(countsSocketAddress),
     onStart,
   });
 }
