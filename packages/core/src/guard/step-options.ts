@@ -1,6 +1,7 @@
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { Control } from '../pipeline/control.js';
+import { checkControl } from '../pipeline/pipeline.js';
 import type { Authenticator } from './authenticate.js';
 import type { Authorizer } from './authorize.js';
 import type { Guard } from './guard.js';
@@ -106,6 +107,9 @@ export function stackControls(
 ): readonly Control[] {
   const own: unknown = controls;
   if (own !== undefined && !Array.isArray(own)) throw new ConfigurationError(`${owner}: "controls" must be an array`);
+  // Checked here, where the index is the one in the user's list (the guard's controls come first
+  // in the pipeline's), and before anything reads an entry's stage.
+  controls?.forEach((control, index) => checkControl(owner, control, index));
   const list = [...(guard === undefined ? [] : (controlsOfGuard(guard) ?? missingGuard(owner))), ...(controls ?? [])];
   if (list.some((control) => control.stage === 'deadline')) {
     // A deadline control is listed already (a guard from a policy always has one): limits given

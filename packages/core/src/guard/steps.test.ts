@@ -20,6 +20,8 @@ import { compileRbac, type RbacMode } from '../rbac/rbac.js';
 import { createAuthenticator } from './authenticate.js';
 import { createAuthorizer, type Authorizer } from './authorize.js';
 import { createGuard } from './guard.js';
+import { stackControls } from './step-options.js';
+import { createRateLimit } from '../ratelimit/rate-limit.js';
 
 const { GET, DELETE, HEALTH, PULL } = GUARD_OPS;
 const RULES = GUARD_RULES;
@@ -261,5 +263,27 @@ describe('createGuard as the composition of the two steps', () => {
       );
       expect(await composed).toEqual(await outcome(guard.check(c)));
     }
+  });
+});
+
+describe("stackControls: the user's controls", () => {
+  // Behind a guard, a group in a one-item list was called `controls[2]` (the guard's two
+  // controls come first), and a hole in the list threw a TypeError reading its stage.
+  const guard = createGuard({ audit: createAuditLogger({ level: 'silent' }), rbac: compileRbac({}) });
+  const limits = createRateLimit({ rules: [{ name: 'per-peer', key: 'peer', points: 5, durationSeconds: 1 }] });
+
+  it('names a bad entry by its place in the list given, behind a guard too', () => {
+    expect(() => stackControls('fluxguard', guard, [limits as never], undefined)).toThrow(
+      'fluxguard: controls[0] is a group of controls',
+    );
+    expect(() => stackControls('fluxguard', guard, [...limits.controls, undefined as never], undefined)).toThrow(
+      'fluxguard: controls[1] is undefined: leave it out of the list instead',
+    );
+    expect(() => stackControls('fluxguard', undefined, [null as never], undefined)).toThrow(
+      'fluxguard: controls[0] must be a control object',
+    );
+    expect(stackControls('fluxguard', guard, [...limits.controls], false)).toHaveLength(
+      guard.controls.length + limits.controls.length,
+    );
   });
 });

@@ -206,8 +206,22 @@ function keepRelease(result: StartResult, state: CallState): void {
   if (typeof result === 'function') state.addRelease(result);
 }
 
-function checkControl(owner: string, control: unknown, index: number): Control {
+/**
+ * Checks that `control` is a control: an object with a name, a stage and hooks that are
+ * functions (not a group such as `createRateLimit`'s). `index` is its place in the list the
+ * user gave, for the message.
+ *
+ * @throws ConfigurationError naming `owner`, the index and what is wrong.
+ * @internal
+ */
+export function checkControl(owner: string, control: unknown, index: number): Control {
   const where = `${owner}: controls[${String(index)}]`;
+  if (control === undefined) {
+    // A control listed only sometimes (`flag ? limit : undefined`) leaves a hole in the list.
+    throw new ConfigurationError(
+      `${where} is undefined: leave it out of the list instead, e.g. ...(flag ? [limit] : [])`,
+    );
+  }
   if (typeof control !== 'object' || control === null)
     throw new ConfigurationError(`${where} must be a control object`);
   if (Array.isArray((control as { controls?: unknown }).controls)) {
