@@ -40,6 +40,56 @@ export function stackLength(app: Application): number {
   return Array.isArray(stack) ? stack.length : 0;
 }
 
+/** Layers pushed, since the process started, onto the stacks {@link watchRouting} watches. */
+let routingChanges = 0;
+
+/** The router and route stacks already watched. */
+const watchedStacks = new WeakSet<object>();
+
+/**
+ * Counts the layers pushed from now on onto every stack of `app`'s routing: its router's, those
+ * of the routers mounted in it and those of its routes (Express's router adds routes, routers,
+ * middleware and a route's methods with `stack.push`). The stack of a router mounted already is
+ * not the app's, and a route added to it after the first request escaped the checks.
+ *
+ * @internal
+ */
+export function watchRouting(app: Application): void {
+  watchStack(routerOf(app)?.stack);
+}
+
+/**
+ * How many layers were pushed onto watched stacks so far: a check made at another count may be
+ * out of date.
+ *
+ * @internal
+ */
+export function routingChangeCount(): number {
+  return routingChanges;
+}
+
+function watchStack(stack: unknown): void {
+  if (!Array.isArray(stack) || watchedStacks.has(stack)) return;
+  watchedStacks.add(stack);
+  Object.defineProperty(stack, 'push', {
+    configurable: true,
+    writable: true,
+    value: function pushWatched(this: unknown[], ...items: unknown[]): number {
+      routingChanges += 1;
+      for (const item of items) watchLayer(item);
+      return Array.prototype.push.apply(this, items);
+    },
+  });
+  for (const layer of stack as unknown[]) watchLayer(layer);
+}
+
+function watchLayer(layer: unknown): void {
+  if (typeof layer !== 'object' || layer === null) return;
+  const { route, handle } = layer as { route?: { stack?: unknown }; handle?: { stack?: unknown } };
+  watchStack(route?.stack);
+  watchStack(handle?.stack);
+}
+
 /**
  * The refusal of an app that routes case-insensitively under controls that match paths: rules
  * match `/v1/x` exactly, the router would run its handler for `/V1/X` too, under another rule.

@@ -34,8 +34,10 @@ import {
   parentRoutingMismatch,
   markMiddleware,
   misplacedMiddleware,
+  routingChangeCount,
   routingMismatch,
   stackLength,
+  watchRouting,
 } from './app-routing.js';
 import { routeNames, walkRouter } from './routes.js';
 import { guardHandOvers } from './hand-over.js';
@@ -154,16 +156,17 @@ const IN_ROUTER: Placement = {
   },
 };
 
-/** The verdict on an app, and the length of its router's stack it was given for. */
+/** The verdict on an app, and the length of its router's stack and the routing changes it was given for. */
 interface AppVerdict {
   readonly error: Error | null;
   readonly layers: number;
+  readonly changes: number;
 }
 
 /**
  * Checks `app` with `check` on its first request, and again whenever its router has more or
- * fewer layers (a route or router added later); keeps the verdict in `verdicts` and throws a
- * refusal. Routes added inside a router that was mounted already are not seen.
+ * fewer layers or a layer was pushed onto a stack of its routing (a route added to a router
+ * mounted already, a method to a route); keeps the verdict in `verdicts` and throws a refusal.
  */
 function checkAppOnce(
   app: Application,
@@ -171,15 +174,17 @@ function checkAppOnce(
   check: () => ConfigurationError | undefined,
 ): void {
   const layers = stackLength(app);
+  const changes = routingChangeCount();
   let verdict = verdicts.get(app);
-  if (verdict?.layers !== layers) {
+  if (verdict?.layers !== layers || verdict.changes !== changes) {
+    watchRouting(app);
     let error: Error | null;
     try {
       error = check() ?? null;
     } catch (thrown) {
       error = thrown instanceof Error ? thrown : new ConfigurationError("the app's routes cannot be checked");
     }
-    verdict = { error, layers };
+    verdict = { error, layers, changes: routingChangeCount() };
     verdicts.set(app, verdict);
   }
   if (verdict.error !== null) throw verdict.error;

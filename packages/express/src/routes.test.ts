@@ -132,6 +132,30 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it('checks again when a route is added inside a router mounted already, or to a route', async () => {
+    // Only the app's own stack was watched: the general route added to the mounted router after
+    // the first request served the tenant's reports under the public rule.
+    for (const placement of ['in the app', 'behind wrap'] as const) {
+      const { site, guard } = guardedSite();
+      const v1 = express.Router({ caseSensitive: true });
+      v1.get('/:tenant/reports', (req, res) => res.json({ reports: `of ${req.params.tenant}`, revenue: 1 }));
+      site.use('/v1', v1);
+      site.use(guard.after);
+      const served = await serve(placement === 'in the app' ? site : guard.wrap(site));
+      try {
+        expect((await fetch(`${served.url}/v1/acme/reports`)).status, placement).toBe(401);
+        const route = v1.route('/public/*path');
+        route.get((_req, res) => res.json({ public: true }));
+        const open = await fetch(`${served.url}/v1/public/reports`);
+        expect(open.status, placement).toBe(500);
+        expect(await open.text(), placement).not.toContain('revenue');
+        expect(JSON.stringify(audit.lines().at(-1)), placement).toContain('which the router tries first');
+      } finally {
+        await served.close();
+      }
+    }
+  });
+
   it('serves such an app without wrap once its routes are in the right order', async () => {
     const { app: site } = app('specific first');
     const served = await serve(site as Parameters<typeof serve>[0]);
