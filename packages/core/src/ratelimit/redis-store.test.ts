@@ -101,8 +101,25 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
     expect(store.limiter(spec())).toBe(grpc);
     expect(() => store.limiter(spec({ points: 30 }))).toThrow(ConfigurationError);
     expect(() => store.limiter(spec({ points: 30 }))).toThrow(
-      'createRedisRateLimitStore: two limits named "api" ask this store for different allowances',
+      'createRedisRateLimitStore: two limits named "api" ask this store (or another on the same client with the same keyPrefix) for different allowances',
     );
+  });
+
+  it('refuses two allowances for one name across two stores on one client and prefix, and shares one limiter', async () => {
+    // Two stores (one per transport) on one client and the default prefix counted one name in
+    // the same Redis keys against two allowances, and each kept its own count for an outage.
+    const { audit } = capture();
+    const shared = await ready(client(redis.port));
+    const first = createRedisRateLimitStore({ client: shared, audit, keyPrefix: 'two-stores' });
+    const second = createRedisRateLimitStore({ client: shared, audit, keyPrefix: 'two-stores' });
+    const limiter = first.limiter(spec());
+    expect(second.limiter(spec())).toBe(limiter);
+    expect(() => second.limiter(spec({ points: 30 }))).toThrow(
+      'createRedisRateLimitStore: two limits named "api" ask this store (or another on the same client with the same keyPrefix) for different allowances',
+    );
+    // Another prefix, or another client, counts in other keys.
+    const apart = createRedisRateLimitStore({ client: shared, audit, keyPrefix: 'two-stores-b' });
+    expect(apart.limiter(spec({ points: 30 }))).not.toBe(limiter);
   });
 
   it('shares a burst between replicas, and reports its state once a count reached it', async () => {

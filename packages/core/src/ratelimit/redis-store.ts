@@ -10,6 +10,7 @@ import {
   limitersByName,
   type LimiterResult,
   type LimiterSpec,
+  type MadeLimiter,
   type RateLimitStore,
   type StoreLimiter,
 } from './store.js';
@@ -60,6 +61,9 @@ export interface RedisRateLimitStoreOptions {
    */
   readonly maxPendingCommands?: number | undefined;
 }
+
+/** The limiters of the stores on each client, by key prefix (see `createRedisRateLimitStore`). */
+const limitersOfClient = new WeakMap<object, Map<string, Map<string, MadeLimiter>>>();
 
 const DEFAULTS: Readonly<Omit<RedisRateLimitStoreOptions, 'client' | 'audit'>> = Object.freeze({
   keyPrefix: 'fluxguard',
@@ -120,56 +124,69 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
   const commands = boundedCommands(timeoutMs, maxPendingCommands, storeClient as Partial<CommandsConnection>);
   warnOfClientTimeout(storeClient, where);
 
+  // Stores on one client with one prefix count in the same keys: they share their limiters, as
+  // one store does, so that two limits of one name and two allowances are refused, and one
+  // limit has one count to fall back on while Redis is down, not one per store.
+  let byPrefix = limitersOfClient.get(storeClient);
+  if (byPrefix === undefined)
+    limitersOfClient.set(storeClient, (byPrefix = new Map<string, Map<string, MadeLimiter>>()));
+  let made = byPrefix.get(keyPrefix);
+  if (made === undefined) byPrefix.set(keyPrefix, (made = new Map<string, MadeLimiter>()));
+
   return Object.freeze({
     kind: 'redis',
-    limiter: limitersByName(where, (spec: LimiterSpec): StoreLimiter => {
-      const shared = flexibleLimiter(
-        spec,
-        (o) =>
-          new RateLimiterRedis({
-            ...o,
-            // One key per script: a Redis Cluster spreads the keys over its nodes.
-            keyPrefix: `${keyPrefix}:${o.keyPrefix}`,
-            storeClient,
-            // A client that is reconnecting would queue the command: answer at once instead.
-            rejectIfRedisNotReady: true,
-          }),
-      );
-      const insurance = spec.storeFailure === 'open' ? createMemoryRateLimitStore().limiter(spec) : undefined;
-      // Only a count that went through ends an outage: a Redis that answers reads and refuses
-      // writes (read-only after a failover, out of memory) had every peek end it and the next
-      // count start it again, two lines a call.
-      const guarded = <T>(
-        op: () => Promise<T>,
-        fallback: (() => Promise<T>) | undefined,
-        counts: boolean,
-      ): Promise<T> =>
-        commands.run(op).then(
-          (value) => {
-            if (counts) outage.up();
-            return value;
-          },
-          (error: unknown) => {
-            outage.down(spec.name, error);
-            if (fallback !== undefined) return fallback();
-            throw new RateLimitStoreError('the rate-limit store failed', { cause: error });
-          },
+    limiter: limitersByName(
+      where,
+      (spec: LimiterSpec): StoreLimiter => {
+        const shared = flexibleLimiter(
+          spec,
+          (o) =>
+            new RateLimiterRedis({
+              ...o,
+              // One key per script: a Redis Cluster spreads the keys over its nodes.
+              keyPrefix: `${keyPrefix}:${o.keyPrefix}`,
+              storeClient,
+              // A client that is reconnecting would queue the command: answer at once instead.
+              rejectIfRedisNotReady: true,
+            }),
         );
-      return {
-        consume: (key, points) =>
-          guarded(
-            () => shared.consume(key, points),
-            insurance && (() => Promise.resolve(insurance.consume(key, points)).then(asLocal)),
-            true,
-          ),
-        peek: (key) =>
-          guarded(
-            () => shared.peek(key),
-            insurance && (() => Promise.resolve(insurance.peek(key)).then((r) => (r === undefined ? r : asLocal(r)))),
-            false,
-          ),
-      };
-    }),
+        const insurance = spec.storeFailure === 'open' ? createMemoryRateLimitStore().limiter(spec) : undefined;
+        // Only a count that went through ends an outage: a Redis that answers reads and refuses
+        // writes (read-only after a failover, out of memory) had every peek end it and the next
+        // count start it again, two lines a call.
+        const guarded = <T>(
+          op: () => Promise<T>,
+          fallback: (() => Promise<T>) | undefined,
+          counts: boolean,
+        ): Promise<T> =>
+          commands.run(op).then(
+            (value) => {
+              if (counts) outage.up();
+              return value;
+            },
+            (error: unknown) => {
+              outage.down(spec.name, error);
+              if (fallback !== undefined) return fallback();
+              throw new RateLimitStoreError('the rate-limit store failed', { cause: error });
+            },
+          );
+        return {
+          consume: (key, points) =>
+            guarded(
+              () => shared.consume(key, points),
+              insurance && (() => Promise.resolve(insurance.consume(key, points)).then(asLocal)),
+              true,
+            ),
+          peek: (key) =>
+            guarded(
+              () => shared.peek(key),
+              insurance && (() => Promise.resolve(insurance.peek(key)).then((r) => (r === undefined ? r : asLocal(r)))),
+              false,
+            ),
+        };
+      },
+      { made, stores: 'this store (or another on the same client with the same keyPrefix)' },
+    ),
   });
 }
 

@@ -198,7 +198,8 @@ export function createMemoryRateLimitStore(options?: MemoryRateLimitStoreOptions
  * keeps them under one key, so a second spec of a name gets the limiter of the first (two guards
  * given one memory store, one per transport, had each granted a caller the whole allowance).
  * A second spec of a name that asks for another allowance is refused: one count cannot be
- * judged against two.
+ * judged against two. `shared`: stores that count in one place (two Redis stores on one client
+ * with one key prefix) keep their limiters in one map, and say which stores in the message.
  *
  * @throws ConfigurationError from the returned function, for a name asked with another allowance.
  *
@@ -213,8 +214,10 @@ export function createMemoryRateLimitStore(options?: MemoryRateLimitStoreOptions
 export function limitersByName(
   where: string,
   make: (spec: LimiterSpec) => StoreLimiter,
+  shared?: { readonly made: Map<string, MadeLimiter>; readonly stores: string },
 ): (spec: LimiterSpec) => StoreLimiter {
-  const made = new Map<string, { readonly allowance: string; readonly limiter: StoreLimiter }>();
+  const made = shared?.made ?? new Map<string, MadeLimiter>();
+  const stores = shared?.stores ?? 'this store';
   return (spec) => {
     const allowance = JSON.stringify([
       spec.points,
@@ -228,13 +231,19 @@ export function limitersByName(
     if (known !== undefined) {
       if (known.allowance === allowance) return known.limiter;
       throw new ConfigurationError(
-        `${where}: two limits named "${spec.name}" ask this store for different allowances (points, window, burst, block or storeFailure), and limits of one name count together in one store: name them apart, or give each its own store`,
+        `${where}: two limits named "${spec.name}" ask ${stores} for different allowances (points, window, burst, block or storeFailure), and limits of one name count together in one store: name them apart, or give each its own store`,
       );
     }
     const limiter = make(spec);
     made.set(spec.name, { allowance, limiter });
     return limiter;
   };
+}
+
+/** A limiter {@link limitersByName} made, with the allowance it was made for. */
+export interface MadeLimiter {
+  readonly allowance: string;
+  readonly limiter: StoreLimiter;
 }
 
 /** The counts of one key in one window. */
