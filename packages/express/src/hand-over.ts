@@ -4,7 +4,7 @@ import { httpOperation } from '@fluxguard/core/adapter';
 import { stateOf } from './context.js';
 import type { RouterEntry } from './routes.js';
 
-/** A route's own `dispatch` (the `router` package's `Route.prototype.dispatch`). */
+/** A route's own `dispatch` (the `router` package's `Route.prototype.dispatch`), or a layer's `handleRequest`. */
 type Dispatch = (this: object, req: Request, res: Response, done: NextFunction) => unknown;
 
 /** The test of a pipeline's controls: `route` is the name a route is reached under, `undefined` for a middleware. */
@@ -65,7 +65,7 @@ export function guardHandOvers(
   for (const [guarded, guardedNames] of names) {
     let byOwner = checks.get(guarded);
     if (byOwner === undefined) {
-      if (!(guardedNames.length === 0 ? guardLayer(guarded) : guardDispatch(guarded))) continue;
+      if (!guardEntry(guarded, guardedNames.length === 0 ? 'handleRequest' : 'dispatch')) continue;
       byOwner = new Map();
       checks.set(guarded, byOwner);
     }
@@ -75,32 +75,19 @@ export function guardHandOvers(
   }
 }
 
-/** Puts the hand-over check in front of the route's own `dispatch`; `false` when it has none. */
-function guardDispatch(route: object): boolean {
-  const dispatch = (route as { dispatch?: unknown }).dispatch;
-  if (typeof dispatch !== 'function') return false;
-  const own = dispatch as Dispatch;
-  Object.defineProperty(route, 'dispatch', {
+/**
+ * Puts the hand-over check in front of a route's own `dispatch`, or of a middleware's layer's
+ * `handleRequest`; `false` when `guarded` has no such method.
+ */
+function guardEntry(guarded: object, method: 'dispatch' | 'handleRequest'): boolean {
+  const own: unknown = (guarded as Record<string, unknown>)[method];
+  if (typeof own !== 'function') return false;
+  const run = own as Dispatch;
+  Object.defineProperty(guarded, method, {
     configurable: true,
     writable: true,
-    value: function dispatchChecked(this: object, req: Request, res: Response, done: NextFunction): unknown {
-      if (handedOver(this, req, done)) return own.call(this, req, res, done);
-      return undefined;
-    },
-  });
-  return true;
-}
-
-/** Puts the hand-over check in front of a middleware's layer's `handleRequest`; `false` when it has none. */
-function guardLayer(layer: object): boolean {
-  const handleRequest = (layer as { handleRequest?: unknown }).handleRequest;
-  if (typeof handleRequest !== 'function') return false;
-  const own = handleRequest as Dispatch;
-  Object.defineProperty(layer, 'handleRequest', {
-    configurable: true,
-    writable: true,
-    value: function handleRequestChecked(this: object, req: Request, res: Response, next: NextFunction): unknown {
-      if (handedOver(this, req, next)) return own.call(this, req, res, next);
+    value: function handOverChecked(this: object, req: Request, res: Response, done: NextFunction): unknown {
+      if (handedOver(this, req, done)) return run.call(this, req, res, done);
       return undefined;
     },
   });
