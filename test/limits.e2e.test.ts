@@ -4,6 +4,7 @@
 // a gRPC message over its limit and a stream with too many messages are refused. The limits
 // come from a copy of the reference policy with a 10 MiB upload limit.
 import { readdirSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from './support/clients.js';
 import { rawHttps } from './support/raw-https.js';
@@ -137,6 +138,31 @@ describe.each(TRANSPORTS)('input limits over %s', (transport) => {
       expect(head).toMatch(/^HTTP\/1\.1 413 /);
       expect(head.toLowerCase()).toContain('connection: close');
       expect(t.log.lines.some((l) => l.reason === 'declared_too_large')).toBe(true);
+    });
+
+    it('refuses a compressed body before a byte of it is read: the limits count what arrives, a parser inflates it', async () => {
+      // gRPC limits a message once decompressed (the compressed health checks of dos.e2e); on
+      // HTTP a body parser inflated 50 gzip bytes to 5,000 past a 100-byte limit.
+      const token = await world.token('e2e-admin', ['artifacts.admin']);
+      // An import's JSON: jsonBody (express.json) would inflate and parse it.
+      const body = gzipSync(JSON.stringify({ url: 'https://origin.example/m.bin', sha256: sha256('x') }));
+      const answer = await rawHttps(
+        t.port,
+        world,
+        [
+          'POST /v1/artifacts/big/coded.bin:import HTTP/1.1',
+          'Host: localhost',
+          `Authorization: Bearer ${token}`,
+          'Content-Type: application/json',
+          'Content-Encoding: gzip',
+          `Content-Length: ${String(body.length)}`,
+          '',
+          '',
+        ].join('\r\n'),
+        { untilHead: true },
+      );
+      expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+      expect(t.log.lines.some((l) => l.reason === 'body_encoding_unsupported')).toBe(true);
     });
   }
 });

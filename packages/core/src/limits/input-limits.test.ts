@@ -56,6 +56,34 @@ describe('createInputLimits', () => {
     expect(run({ maxBodyBytes: 10 }, call('PUT /x', { 'content-length': '10' }), [10])).toBeUndefined();
   });
 
+  it('refuses an HTTP body with a content coding it was not given, before any chunk', () => {
+    // The limits count a body as it arrives; a parser inflated 50 gzip bytes to 5,000 past them.
+    const coded = (coding: string) => call('POST /x', { 'content-encoding': coding, 'content-length': '50' });
+    for (const coding of ['gzip', 'GZIP', 'deflate', 'br', 'identity, gzip', 'x-gzip']) {
+      expect(run({ maxBodyBytes: 100 }, coded(coding), []), coding).toMatchObject({
+        code: 'invalid_argument',
+        reason: 'body_encoding_unsupported',
+      });
+    }
+    for (const coding of ['identity', 'IDENTITY', '']) {
+      expect(run({ maxBodyBytes: 100 }, coded(coding), [50]), coding).toBeUndefined();
+    }
+    expect(run({ maxBodyBytes: 100, contentEncodings: ['gzip'] }, coded('gzip'), [50])).toBeUndefined();
+    expect(run({ maxBodyBytes: 100, contentEncodings: ['gzip'] }, coded('gzip, br'), [])).toMatchObject({
+      reason: 'body_encoding_unsupported',
+    });
+    // gRPC compression is grpc-js's, limited once decompressed.
+    expect(run({}, call(UPLOAD, { 'content-encoding': 'gzip' }), [1])).toBeUndefined();
+  });
+
+  it.each<[unknown, string]>([
+    ['gzip', 'createInputLimits.contentEncodings must be a list of content codings, e.g. ["gzip"]'],
+    [['gzip', 'two words'], 'createInputLimits.contentEncodings[1] must be a content coding such as "gzip"'],
+    [[7], 'createInputLimits.contentEncodings[0] must be a content coding'],
+  ])('refuses contentEncodings %j at start-up', (contentEncodings, message) => {
+    expect(() => createInputLimits({ contentEncodings } as InputLimitsOptions)).toThrow(message);
+  });
+
   it('refuses a gRPC message over its limit, a stream over its total and one with too many messages', () => {
     const limits = { maxMessageBytes: 5, maxBodyBytes: 12, maxMessages: 3 };
     expect(run(limits, call(UPLOAD), [5, 5])).toBeUndefined();

@@ -70,6 +70,16 @@ export interface InputLimitsOptions extends SizeLimits {
   /** Keep only this transport's rules (gRPC rules start with `/`). */
   readonly transport?: Transport | undefined;
   /**
+   * HTTP: the content codings a request body may have (`gzip`, `deflate`, `br`). Default: none,
+   * so a body with any `Content-Encoding` but `identity` is refused with `400`
+   * (`invalid_argument`, reason `body_encoding_unsupported`) before a byte of it is read. The
+   * limits count a body's bytes as they arrive, and a body parser (`express.json`, `jsonBody`,
+   * `express.raw`) inflates them: 50 gzip bytes became 5,000 past a 100-byte `maxBodyBytes`.
+   * Allow a coding only where the parser's own `limit` bounds what it inflates. gRPC messages
+   * are limited once decompressed, whatever this says.
+   */
+  readonly contentEncodings?: readonly string[] | undefined;
+  /**
    * The operations this server serves (gRPC `/pkg.Service/Method`, HTTP `METHOD /path` as its
    * routes are written): a rule whose pattern names none of them is refused at start-up, so a
    * misspelt method or route cannot leave its limit silently off. Only the rules of `transport`
@@ -97,7 +107,10 @@ export const SIZE_LIMIT_DEFAULTS: Readonly<Required<{ [K in keyof SizeLimits]: n
 type Limits = Readonly<Required<{ [K in keyof SizeLimits]: number }>>;
 
 const LIMIT_KEYS = ['maxBodyBytes', 'maxMessageBytes', 'maxMessages'] as const;
-const OPTION_KEYS = [...LIMIT_KEYS, 'rules', 'transport', 'servedOperations'] as const;
+const OPTION_KEYS = [...LIMIT_KEYS, 'rules', 'transport', 'servedOperations', 'contentEncodings'] as const;
+
+/** A content coding as HTTP spells it (a token). */
+const CODING = /^[a-z0-9!#$%&'*+.^_`|~-]{1,32}$/;
 
 /** What one call has received so far. */
 interface Received {
@@ -170,9 +183,21 @@ export function compileInputLimits(options: InputLimitsOptions, where: string): 
     },
     servedOperations: options.servedOperations,
   });
+  const encodings = checkEncodings(options.contentEncodings, `${where}.contentEncodings`);
 
   const onStart = (call: CallInfo): StartResult => {
     if (call.transport !== 'http') return;
+    // Every value: Node joins repeated ones, and body-parser reads the joined value.
+    if (call.headers.get('content-encoding') !== undefined) {
+      for (const coding of call.headers.getAll('content-encoding')) {
+        if (!encodedAs(coding, encodings)) {
+          throw new SecurityError('invalid_argument', {
+            reason: 'body_encoding_unsupported',
+            details: { field: 'content-encoding' },
+          });
+        }
+      }
+    }
     const declared = call.headers.get('content-length');
     if (declared === undefined) return;
     // A declared size over the limit is refused before a byte of the body is read.
@@ -218,6 +243,33 @@ export function compileInputLimits(options: InputLimitsOptions, where: string): 
     onStart,
     onMessage,
   });
+}
+
+function checkEncodings(value: unknown, where: string): ReadonlySet<string> {
+  if (value === undefined) return new Set();
+  if (!Array.isArray(value)) throw new ConfigurationError(`${where} must be a list of content codings, e.g. ["gzip"]`);
+  return new Set(
+    (value as unknown[]).map((coding, i) => {
+      if (typeof coding !== 'string' || !CODING.test(coding.toLowerCase())) {
+        throw new ConfigurationError(
+          `${where}[${String(i)}] must be a content coding such as "gzip", "deflate" or "br"`,
+        );
+      }
+      return coding.toLowerCase();
+    }),
+  );
+}
+
+/**
+ * Whether every coding a `Content-Encoding` value lists is `identity` or allowed. An empty value
+ * names none (body-parser reads it as `identity`).
+ */
+function encodedAs(header: string, allowed: ReadonlySet<string>): boolean {
+  for (const part of header.split(',')) {
+    const coding = part.trim().toLowerCase();
+    if (coding !== '' && coding !== 'identity' && !allowed.has(coding)) return false;
+  }
+  return true;
 }
 
 function checkLimits(value: Record<string, unknown> | SizeLimits, fallback: Limits, where: string): Limits {

@@ -19,6 +19,8 @@ import { compileInputLimits, type SizeLimitRule, type SizeLimits } from './input
 export interface LimitsPolicy extends SizeLimits {
   /** Limits for some operations, one rule per pattern; gRPC and HTTP rules may share the list. */
   readonly rules?: readonly SizeLimitRule[];
+  /** HTTP: the content codings a request body may have (see `InputLimitsOptions.contentEncodings`). Default: none. */
+  readonly contentEncodings?: readonly string[];
 }
 
 /**
@@ -35,7 +37,12 @@ export interface LimitsPolicy extends SizeLimits {
  */
 export function parseLimitsPolicy(value: unknown, where: string): LimitsPolicy {
   if (!isPolicyObject(value)) throw new ConfigurationError(`${where} must be an object`);
-  checkKnownKeys(value, ['maxBodyBytes', 'maxMessageBytes', 'maxMessages', 'rules'], where, 'field');
+  checkKnownKeys(
+    value,
+    ['maxBodyBytes', 'maxMessageBytes', 'maxMessages', 'rules', 'contentEncodings'],
+    where,
+    'field',
+  );
   compileInputLimits(value, where);
   const rules = Array.isArray(value.rules)
     ? Object.freeze((value.rules as SizeLimitRule[]).map((rule) => Object.freeze({ ...rule })))
