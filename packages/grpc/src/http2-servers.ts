@@ -58,7 +58,9 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *   grpc-js cannot read, where grpc-js read `-1S` as one second and nine digits as none;
  * - a repeated security header made visible again: every value
  *   reaches the metadata, so the JWT authenticator refuses the request (`multiple_authorization`)
- *   exactly as the Express adapter refuses two `Authorization` headers;
+ *   exactly as the Express adapter refuses two `Authorization` headers; and any other repeated
+ *   header handed on as its values, where Node joined them into one (`a, b`), so controls read
+ *   the first value and the header limits count each, as on HTTP;
  * - a metadata entry grpc-js would drop (a key it does not accept, a text value past printable
  *   ASCII) taken out before grpc-js reads it, as grpc-js drops it and with the line it writes,
  *   but without the error and stack grpc-js builds for each (120 such entries made a call cost
@@ -281,9 +283,47 @@ function onStream(
     return;
   }
   handOnSecurityHeaders(headers, rawHeaders);
+  if (hasRepeatedNames(headers, rawHeaders)) handOnRepeatedHeaders(headers, rawHeaders);
   // The raw list is an array, read faster than the headers object's keys: it tells whether there
   // is anything to drop, and the object is walked only when there is.
   if (anythingGrpcJsDrops(rawHeaders)) dropWhatGrpcJsDrops(headers, true);
+}
+
+/** Whether a name comes more than once in `rawHeaders`: then `headers` has fewer names than it has entries. */
+function hasRepeatedNames(headers: IncomingHttpHeaders, rawHeaders: readonly string[]): boolean {
+  let names = 0;
+  // No array made: this runs on every call.
+  for (const name in headers) if (Object.hasOwn(headers, name)) names += 1;
+  return names * 2 < rawHeaders.length;
+}
+
+/**
+ * Hands on each value of a repeated header that Node joined into one (`x-api-key: a` and
+ * `x-api-key: b` as `a, b`; cookies with `; `), as the values they were: grpc-js keeps a joined
+ * text value whole, so every control read `a, b` where the Express adapter reads `a`. A rate
+ * limit keyed by `x-api-key` counted a new key on every call that added a second value, and
+ * the header limits counted one entry where HTTP counts each. Headers Node keeps the first of
+ * (`content-type`, `user-agent`) are left as Node gives them, and so are gRPC's own (`grpc-*`);
+ * `authorization` has been handed on already ({@link handOnSecurityHeaders}).
+ */
+function handOnRepeatedHeaders(headers: IncomingHttpHeaders, rawHeaders: readonly string[]): void {
+  const valuesOf = new Map<string, string[]>();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = String(rawHeaders[i]).toLowerCase();
+    // grpc-js reads the first value of its own headers (`grpc-timeout`, `grpc-encoding`):
+    // joined, a repeated one is refused as unreadable, as it should be.
+    if (name.charCodeAt(0) === 58 || name.startsWith('grpc-') || isSecurityHeader(name)) continue;
+    const values = valuesOf.get(name);
+    if (values === undefined) valuesOf.set(name, [String(rawHeaders[i + 1])]);
+    else values.push(String(rawHeaders[i + 1]));
+  }
+  for (const [name, values] of valuesOf) {
+    if (values.length < 2) continue;
+    const given = headers[name];
+    // Kept as the first value alone: one of the headers Node takes once.
+    if (given === values[0]) continue;
+    (headers as Record<string, string | string[]>)[name] = values;
+  }
 }
 
 /** Whether grpc-js would drop an entry of `rawHeaders`, its security headers aside (handed on already). */
