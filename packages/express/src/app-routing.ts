@@ -40,54 +40,119 @@ export function stackLength(app: Application): number {
   return Array.isArray(stack) ? stack.length : 0;
 }
 
-/** Layers pushed, since the process started, onto the stacks {@link watchRouting} watches. */
-let routingChanges = 0;
+/** A count of the changes made to the stacks of one app's routing since it was first watched. */
+interface RoutingChanges {
+  count: number;
+}
 
-/** The router and route stacks already watched. */
-const watchedStacks = new WeakSet<object>();
+/** Each app's count (see {@link watchRouting}). */
+const changesOf = new WeakMap<Application, RoutingChanges>();
+
+/** The counts each watched stack, or router or route holding one, adds to: one per app it is in. */
+const watchersOf = new WeakMap<object, Set<RoutingChanges>>();
+
+/** The array methods Express's router adds layers with, and the others that add or move them. */
+const STACK_CHANGES = ['push', 'unshift', 'splice'] as const;
 
 /**
- * Counts the layers pushed from now on onto every stack of `app`'s routing: its router's, those
- * of the routers mounted in it and those of its routes (Express's router adds routes, routers,
- * middleware and a route's methods with `stack.push`). The stack of a router mounted already is
- * not the app's, and a route added to it after the first request escaped the checks.
+ * Counts, for `app`, the changes made from now on to every stack of its routing: its router's,
+ * those of the routers mounted in it and those of its routes (Express's router adds routes,
+ * routers, middleware and a route's methods with `stack.push`; `unshift`, `splice` and a new
+ * `stack` array count too). The stack of a router mounted already is not the app's, and a route
+ * added to it after the first request escaped the checks. Each app has its own count, so that a
+ * change to one app makes no other check again; writing a layer at an index is not seen.
  *
  * @internal
  */
 export function watchRouting(app: Application): void {
-  watchStack(routerOf(app)?.stack);
+  let changes = changesOf.get(app);
+  if (changes === undefined) changesOf.set(app, (changes = { count: 0 }));
+  watchHolder(routerOf(app), changes);
 }
 
 /**
- * How many layers were pushed onto watched stacks so far: a check made at another count may be
- * out of date.
+ * How many changes were made to the stacks of `app`'s routing since {@link watchRouting} first
+ * watched it: a check made at another count may be out of date.
  *
  * @internal
  */
-export function routingChangeCount(): number {
-  return routingChanges;
+export function routingChangeCount(app: Application): number {
+  return changesOf.get(app)?.count ?? 0;
 }
 
-function watchStack(stack: unknown): void {
-  if (!Array.isArray(stack) || watchedStacks.has(stack)) return;
-  watchedStacks.add(stack);
-  Object.defineProperty(stack, 'push', {
-    configurable: true,
-    writable: true,
-    value: function pushWatched(this: unknown[], ...items: unknown[]): number {
-      routingChanges += 1;
-      for (const item of items) watchLayer(item);
-      return Array.prototype.push.apply(this, items);
-    },
-  });
-  for (const layer of stack as unknown[]) watchLayer(layer);
+/**
+ * Adds `changes` to the counts `target` bumps: `first` when nothing watched it yet (its methods
+ * are to be wrapped), `added` when another app's count did, `known` when this one did already.
+ */
+function addWatcher(target: object, changes: RoutingChanges): 'first' | 'added' | 'known' {
+  let watchers = watchersOf.get(target);
+  if (watchers === undefined) watchersOf.set(target, (watchers = new Set()));
+  if (watchers.has(changes)) return 'known';
+  watchers.add(changes);
+  return watchers.size === 1 ? 'first' : 'added';
 }
 
-function watchLayer(layer: unknown): void {
+/** Counts a change to `target` for every app it is in, and watches what it now holds. */
+function changed(target: object, added: Iterable<unknown>): void {
+  const watchers = watchersOf.get(target);
+  if (watchers === undefined) return;
+  for (const changes of watchers) {
+    changes.count += 1;
+    for (const layer of added) watchLayer(layer, changes);
+  }
+}
+
+/** Watches a router's or route's `stack`: the array, and an assignment of another one. */
+function watchHolder(holder: unknown, changes: RoutingChanges): void {
+  if ((typeof holder !== 'object' && typeof holder !== 'function') || holder === null) return;
+  const { stack } = holder as { stack?: unknown };
+  if (!Array.isArray(stack)) return;
+  const watched = addWatcher(holder, changes);
+  if (watched === 'known') return;
+  if (watched === 'first') {
+    let current: unknown[] = stack;
+    Object.defineProperty(holder, 'stack', {
+      configurable: true,
+      enumerable: true,
+      get: () => current,
+      set: (next: unknown[]) => {
+        current = next;
+        for (const watcher of watchersOf.get(holder) ?? []) {
+          watcher.count += 1;
+          if (Array.isArray(next)) watchStack(next, watcher);
+        }
+      },
+    });
+  }
+  watchStack(stack, changes);
+}
+
+function watchStack(stack: unknown[], changes: RoutingChanges): void {
+  const watched = addWatcher(stack, changes);
+  if (watched === 'known') return;
+  if (watched === 'first') {
+    for (const method of STACK_CHANGES) {
+      const own: unknown = Reflect.get(Array.prototype, method);
+      Object.defineProperty(stack, method, {
+        configurable: true,
+        writable: true,
+        value: function stackChanged(this: unknown[], ...args: unknown[]): unknown {
+          const result: unknown = Reflect.apply(own as (...args: unknown[]) => unknown, this, args);
+          // The layers it adds: all of `push`'s and `unshift`'s, `splice`'s after its first two.
+          changed(stack, method === 'splice' ? args.slice(2) : args);
+          return result;
+        },
+      });
+    }
+  }
+  for (const layer of stack) watchLayer(layer, changes);
+}
+
+function watchLayer(layer: unknown, changes: RoutingChanges): void {
   if (typeof layer !== 'object' || layer === null) return;
-  const { route, handle } = layer as { route?: { stack?: unknown }; handle?: { stack?: unknown } };
-  watchStack(route?.stack);
-  watchStack(handle?.stack);
+  const { route, handle } = layer as { route?: unknown; handle?: unknown };
+  watchHolder(route, changes);
+  watchHolder(handle, changes);
 }
 
 /**

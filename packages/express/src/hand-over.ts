@@ -1,6 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { ConfigurationError, SecurityError } from '@fluxguard/core';
-import { httpOperation } from '@fluxguard/core/adapter';
+import { httpOperation, isPlainPath } from '@fluxguard/core/adapter';
+import parseUrl from 'parseurl';
 import { stateOf } from './context.js';
 import type { RouterEntry } from './routes.js';
 
@@ -111,6 +112,13 @@ function handOverRefusal(guarded: object, req: Request): ConfigurationError | un
   const byOwner = checks.get(guarded);
   if (operation === undefined || byOwner === undefined) return undefined;
   const current = currentOperation(req);
+  // A rewritten path is held to what the controls hold a client's to: `/static/public/../private`
+  // was decided by the public rule and resolved by `express.static` into the private tree.
+  if (current !== operation && !isPlainPath(current)) {
+    return new ConfigurationError(
+      'a middleware after the controls rewrote the request to a path with a dot segment or an encoded character, which rules cannot read as whatever serves it does: rewrite before the controls',
+    );
+  }
   for (const byPrefix of byOwner.values()) {
     let allowed = false;
     for (const { names, mayServe } of byPrefix.values()) {
@@ -145,11 +153,13 @@ function nameOf(layer: object): string {
   return typeof name === 'string' && name !== '' ? name : '(anonymous)';
 }
 
-/** The operation the request names as its route sees it: its method and URL, as a middleware may have rewritten them. */
+/**
+ * The operation the request names as its route or middleware sees it: its method and path, as a
+ * middleware may have rewritten them, read as the controls read them (`parseurl`'s path: an
+ * absolute-form target's scheme and host, the query and a fragment are no part of it).
+ */
 function currentOperation(req: Request): string {
-  const url = req.url;
-  const query = url.indexOf('?');
-  return httpOperation(req.method, `${req.baseUrl}${query === -1 ? url : url.slice(0, query)}`);
+  return httpOperation(req.method, `${req.baseUrl}${parseUrl(req)?.pathname ?? ''}`);
 }
 
 function methodOf(operation: string): string {

@@ -174,7 +174,7 @@ function checkAppOnce(
   check: () => ConfigurationError | undefined,
 ): void {
   const layers = stackLength(app);
-  const changes = routingChangeCount();
+  const changes = routingChangeCount(app);
   let verdict = verdicts.get(app);
   if (verdict?.layers !== layers || verdict.changes !== changes) {
     watchRouting(app);
@@ -184,7 +184,7 @@ function checkAppOnce(
     } catch (thrown) {
       error = thrown instanceof Error ? thrown : new ConfigurationError("the app's routes cannot be checked");
     }
-    verdict = { error, layers, changes: routingChangeCount() };
+    verdict = { error, layers, changes: routingChangeCount(app) };
     verdicts.set(app, verdict);
   }
   if (verdict.error !== null) throw verdict.error;

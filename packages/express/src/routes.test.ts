@@ -134,22 +134,40 @@ describe('routesOf and the route order check of wrap(app)', () => {
 
   it('checks again when a route is added inside a router mounted already, or to a route', async () => {
     // Only the app's own stack was watched: the general route added to the mounted router after
-    // the first request served the tenant's reports under the public rule.
-    for (const placement of ['in the app', 'behind wrap'] as const) {
+    // the first request served the tenant's reports under the public rule. Moved to the front
+    // by `unshift`, `splice` or a new stack array, it did too, once only `push` was watched.
+    const ways = ['in the app', 'behind wrap', 'unshift', 'splice', 'a new stack'] as const;
+    for (const way of ways) {
       const { site, guard } = guardedSite();
       const v1 = express.Router({ caseSensitive: true });
-      v1.get('/:tenant/reports', (req, res) => res.json({ reports: `of ${req.params.tenant}`, revenue: 1 }));
+      const tenantReports: express.RequestHandler = (req, res) =>
+        res.json({ reports: `of ${String(req.params.tenant)}`, revenue: 1 });
+      const publicFiles: express.RequestHandler = (_req, res) => res.json({ public: true });
+      const pushed = way === 'in the app' || way === 'behind wrap';
+      if (pushed) v1.get('/:tenant/reports', tenantReports);
+      else v1.get('/public/*path', publicFiles);
       site.use('/v1', v1);
       site.use(guard.after);
-      const served = await serve(placement === 'in the app' ? site : guard.wrap(site));
+      const served = await serve(way === 'behind wrap' ? guard.wrap(site) : site);
       try {
-        expect((await fetch(`${served.url}/v1/acme/reports`)).status, placement).toBe(401);
-        const route = v1.route('/public/*path');
-        route.get((_req, res) => res.json({ public: true }));
+        const first = await fetch(`${served.url}${pushed ? '/v1/acme/reports' : '/v1/public/readme'}`);
+        expect(first.status, way).toBe(pushed ? 401 : 200);
+        if (pushed) {
+          v1.route('/public/*path').get(publicFiles);
+        } else {
+          // The general route, made elsewhere, moved in ahead of the public one.
+          const made = express.Router({ caseSensitive: true });
+          made.get('/:tenant/reports', tenantReports);
+          const layer = made.stack[0];
+          if (layer === undefined) throw new Error('no layer made');
+          if (way === 'unshift') v1.stack.unshift(layer);
+          else if (way === 'splice') v1.stack.splice(0, 0, layer);
+          else v1.stack = [layer, ...v1.stack];
+        }
         const open = await fetch(`${served.url}/v1/public/reports`);
-        expect(open.status, placement).toBe(500);
-        expect(await open.text(), placement).not.toContain('revenue');
-        expect(JSON.stringify(audit.lines().at(-1)), placement).toContain('which the router tries first');
+        expect(open.status, way).toBe(500);
+        expect(await open.text(), way).not.toContain('revenue');
+        expect(JSON.stringify(audit.lines().at(-1)), way).toContain('which the router tries first');
       } finally {
         await served.close();
       }
@@ -452,6 +470,20 @@ describe('routesOf and the route order check of wrap(app)', () => {
         expect(await rewritten.text(), target).not.toMatch(/salaries|secrets/);
         expect(JSON.stringify(audit.lines().at(-1)), target).toContain('rewrote (its method or URL)');
       }
+      // Within the public rule as written, but resolved by express.static into the private tree.
+      for (const target of [
+        '/static/public/../private/payroll.txt',
+        '/static/public/..%2Fprivate%2Fpayroll.txt',
+        '/static/public/%2e%2e/private/payroll.txt',
+      ]) {
+        const rewritten = await fetch(`${served.url}/static/public/x`, { headers: { 'x-rewrite': target } });
+        expect(rewritten.status, target).toBe(500);
+        expect(await rewritten.text(), target).not.toContain('salaries');
+        expect(JSON.stringify(audit.lines().at(-1)), target).toContain('a dot segment or an encoded character');
+      }
+      // An absolute-form target names the same path: not a rewrite.
+      const absolute = await rawGet(served.url, `http://example.com/static/public/readme.txt`);
+      expect(absolute).toEqual({ status: 200, body: 'hello' });
       // Rewritten within its own rule, or not at all: served.
       const within = await fetch(`${served.url}/static/public/x`, {
         headers: { 'x-rewrite': '/static/public/readme.txt' },

@@ -406,6 +406,15 @@ describe('compileRbac: a request handed on to a later route', () => {
     expect(mayServe('GET /v1/users/1', 'GET /v1/:collection/:id', 'DELETE /v1/users/1')).toBe(false);
   });
 
+  it('lets every hand-over serve in shadow mode, as every call may', () => {
+    const shadow = compileRbac(
+      { 'GET /v1/docs/:page': { public: true }, 'GET /v1/:collection/:id': { anyRoles: ['admin'] } },
+      { mode: 'shadow' },
+    ).handOver(['GET /v1/docs/:page', 'GET /v1/:collection/:id']);
+    expect(shadow('GET /v1/docs/payroll', 'GET /v1/:collection/:id')).toBe(true);
+    expect(shadow('GET /v1/docs/readme', undefined, 'GET /v1/users/1')).toBe(true);
+  });
+
   it('tests a middleware (no route) by the rewrite alone: the request must still name an operation of its rule', () => {
     expect(mayServe('GET /v1/docs/readme', undefined)).toBe(true);
     expect(mayServe('GET /v1/docs/readme', undefined, 'GET /v1/docs/readme')).toBe(true);

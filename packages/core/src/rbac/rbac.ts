@@ -220,6 +220,7 @@ export interface CompiledRbac {
    * method or URL rewritten after the controls): it must be decided by the same rule, or any
    * route could serve another rule's request (an `app.all` route switching on `req.method`).
    * Without a `route` (a middleware is reached, such as a file server), only that is tested.
+   * In shadow mode every hand-over may serve, as every call may.
    *
    * @example
    * ```ts
@@ -605,6 +606,8 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
       checkRouteOrder(findRoute, find, routes, where);
     },
     handOver: (routes: readonly string[]) => {
+      // Shadow mode lets every call through: a route another rule owns could be called directly.
+      if (mode === 'shadow') return () => true;
       const own = new Map(routes.filter((route) => !route.startsWith('/')).map((route) => [route, findRoute(route)]));
       const owned = new Set(own.values());
       return (operation: string, route: string | undefined, current?: string): boolean => {
