@@ -44,9 +44,13 @@ export function guardHandOvers(
   owner: object,
   mayServe: MayServe | undefined,
   isOwn: (handle: object) => boolean,
+  appRouter: object | undefined,
 ): void {
   if (mayServe === undefined) return;
   const names = new Map<object, string[]>();
+  // A router's param callbacks (`app.param`) run as a layer matches, before the layer itself.
+  const routers = [appRouter, ...entries.map((entry) => (entry.kind === 'router' ? entry.handle : undefined))];
+  for (const router of routers) if (router !== undefined && guardParams(router)) names.set(router, []);
   for (const entry of entries) {
     if (entry.kind === 'middleware') {
       // An error handler (four parameters) is only run for an error, which no rewrite makes.
@@ -66,7 +70,9 @@ export function guardHandOvers(
   for (const [guarded, guardedNames] of names) {
     let byOwner = checks.get(guarded);
     if (byOwner === undefined) {
-      if (!guardEntry(guarded, guardedNames.length === 0 ? 'handleRequest' : 'dispatch')) continue;
+      const guarding =
+        routers.includes(guarded) || guardEntry(guarded, guardedNames.length === 0 ? 'handleRequest' : 'dispatch');
+      if (!guarding) continue;
       byOwner = new Map();
       checks.set(guarded, byOwner);
     }
@@ -92,6 +98,55 @@ function guardEntry(guarded: object, method: 'dispatch' | 'handleRequest'): bool
       return undefined;
     },
   });
+  return true;
+}
+
+/** The param callbacks already checked, and the routers whose `param` checks those added later. */
+const checkedParams = new WeakSet<object>();
+
+type ParamCallback = (
+  this: unknown,
+  req: Request,
+  res: Response,
+  next: NextFunction,
+  value: unknown,
+  name: string,
+) => unknown;
+
+/**
+ * Puts the rewrite check in front of each of a router's param callbacks (`app.param`), now and
+ * as they are added: the router runs them as a layer matches, before the layer, so a request
+ * rewritten to another rule's path had them load (or answer) for it. Checked as a middleware
+ * is: the request must still name an operation of the rule that decided it. `false` for a
+ * router without `params`.
+ */
+function guardParams(router: object): boolean {
+  const params = (router as { params?: unknown }).params;
+  if (typeof params !== 'object' || params === null) return false;
+  const checked = (callback: unknown): unknown => {
+    if (typeof callback !== 'function' || checkedParams.has(callback)) return callback;
+    const own = callback as ParamCallback;
+    const wrapped: ParamCallback = function paramChecked(req, res, next, value, name) {
+      if (handedOver(router, req, next)) return own.call(this, req, res, next, value, name);
+      return undefined;
+    };
+    checkedParams.add(wrapped);
+    return wrapped;
+  };
+  for (const callbacks of Object.values(params as Record<string, unknown>)) {
+    if (Array.isArray(callbacks)) callbacks.forEach((callback, i) => (callbacks[i] = checked(callback)));
+  }
+  const param = (router as { param?: unknown }).param;
+  if (typeof param === 'function' && !checkedParams.has(router)) {
+    checkedParams.add(router);
+    Object.defineProperty(router, 'param', {
+      configurable: true,
+      writable: true,
+      value: function paramAdded(this: unknown, name: unknown, callback: unknown): unknown {
+        return Reflect.apply(param as (...args: unknown[]) => unknown, this, [name, checked(callback)]);
+      },
+    });
+  }
   return true;
 }
 
@@ -139,7 +194,7 @@ function handOverRefusal(guarded: object, req: Request): ConfigurationError | un
       const route = first?.names[0];
       return new ConfigurationError(
         route === undefined
-          ? `a middleware (${nameOf(guarded)}) was reached by a request that a middleware after the controls rewrote (its method or URL) to an operation of another rule: rewrite before the controls`
+          ? `${nameOf(guarded)} was reached by a request that a middleware after the controls rewrote (its method or URL) to an operation of another rule: rewrite before the controls`
           : `the route "${route}" was reached by a request another rule decided: a route passed it on (next()), or a middleware after the controls rewrote its method or URL; answer in the route that matched, and rewrite before the controls`,
       );
     }
@@ -147,10 +202,11 @@ function handOverRefusal(guarded: object, req: Request): ConfigurationError | un
   return undefined;
 }
 
-/** A middleware's function name, for the line: `serveStatic`, `router`, or `(anonymous)`. */
-function nameOf(layer: object): string {
-  const name = (layer as { handle?: { name?: unknown } }).handle?.name;
-  return typeof name === 'string' && name !== '' ? name : '(anonymous)';
+/** What was reached, for the line: a middleware by its function's name (`serveStatic`), or a router's param callback. */
+function nameOf(guarded: object): string {
+  if (checkedParams.has(guarded)) return 'a param callback (app.param)';
+  const name = (guarded as { handle?: { name?: unknown } }).handle?.name;
+  return `a middleware (${typeof name === 'string' && name !== '' ? name : '(anonymous)'})`;
 }
 
 /**

@@ -39,7 +39,7 @@ import {
   stackLength,
   watchRouting,
 } from './app-routing.js';
-import { routeNames, walkRouter } from './routes.js';
+import { routeNames, routerOf, walkRouter } from './routes.js';
 import { guardHandOvers } from './hand-over.js';
 import { warnUnservedRoutes } from './unserved-routes.js';
 import { warnTrustProxy } from './trust-proxy.js';
@@ -210,7 +210,7 @@ export function checkRouting(
   const entries = walkRouter(app, prefix);
   const routes = routeNames(entries);
   pipeline.checkRoutes(routes);
-  guardHandOvers(entries, prefix, pipeline, pipeline.handOver(routes), isFluxguardMiddleware);
+  guardHandOvers(entries, prefix, pipeline, pipeline.handOver(routes), isFluxguardMiddleware, routerOf(app));
   return undefined;
 }
 

@@ -502,6 +502,49 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it('refuses a rewritten request before a param callback runs for it, one added later too', async () => {
+    // The router runs `app.param` callbacks as a layer matches, before the layer: one answered
+    // a request rewritten from a public path to an admin one, and one loaded for it.
+    const { site, guard } = guardedSite([
+      { operation: 'GET /public/*path', public: true },
+      { operation: 'GET /v1/admin/*path', anyRoles: ['admin'] },
+      { operation: 'GET /v2/admin/*path', anyRoles: ['admin'] },
+    ]);
+    const loaded: string[] = [];
+    site.use(rewriteAfterControls);
+    site.param('thing', (_req, res, next, id: string) => {
+      if (id === 'keys') res.json({ leaked: 'answered by the param callback' });
+      else next();
+    });
+    site.get('/v1/admin/:thing', (_req, res) => res.json({ admin: 'secrets' }));
+    const v2 = express.Router({ caseSensitive: true });
+    v2.get('/admin/:item', (_req, res) => res.json({ admin: 'records' }));
+    site.use('/v2', v2);
+    site.get('/public/*path', (_req, res) => res.json({ public: true }));
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    try {
+      expect(await (await fetch(`${served.url}/public/a`)).json()).toEqual({ public: true });
+      // Added after the first request, in a mounted router.
+      v2.param('item', (_req, _res, next, id: string) => {
+        loaded.push(id);
+        next();
+      });
+      for (const target of ['/v1/admin/keys', '/v2/admin/payroll']) {
+        const rewritten = await fetch(`${served.url}/public/a`, { headers: { 'x-rewrite': target } });
+        expect(rewritten.status, target).toBe(500);
+        expect(await rewritten.text(), target).not.toMatch(/leaked|secrets|records/);
+        expect(JSON.stringify(audit.lines().at(-1)), target).toContain('a param callback (app.param) was reached');
+      }
+      expect(loaded).toEqual([]);
+      const asAdmin = { headers: { authorization: `Bearer ${tokens.sign({ roles: ['admin'] })}` } };
+      expect(await (await fetch(`${served.url}/v2/admin/payroll`, asAdmin)).json()).toEqual({ admin: 'records' });
+      expect(loaded).toEqual(['payroll']);
+    } finally {
+      await served.close();
+    }
+  });
+
   it('answers its own 500s itself: an error handler of the app never sees them', async () => {
     // Passed to next(err), they reached the app's handler, which showed their text; no line.
     const { site, guard } = guardedSite([

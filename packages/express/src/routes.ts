@@ -39,6 +39,8 @@ export type RouterEntry =
     }
   | {
       readonly kind: 'router';
+      /** The router (the `router` package's), whose `params` callbacks run for its layers. */
+      readonly handle: object;
       readonly path: string;
       readonly caseSensitive: boolean;
       readonly strict: boolean;
@@ -120,6 +122,7 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
         const mounted = { opaque: above.opaque || regex, ignoresCase: above.ignoresCase || ignoresLetterCase(at) };
         entries.push({
           kind: 'router',
+          handle,
           path,
           caseSensitive: handle.caseSensitive === true,
           strict: handle.strict === true,
