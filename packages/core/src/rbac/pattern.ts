@@ -238,6 +238,32 @@ export function overlapWitness(a: string, b: string): string | undefined {
 }
 
 /**
+ * For the route order check, which holds every route against every later one: each pattern of
+ * `patterns` split once, and a test of two of them (by index) that is `false` only where
+ * {@link overlapWitness} finds no request both match (another method, or a literal segment
+ * that differs), at the cost of a few comparisons. 2,000 routes took 2 s to check, splitting
+ * both patterns of each of the two million pairs.
+ *
+ * @internal
+ */
+export function mayOverlap(patterns: readonly string[]): (i: number, j: number) => boolean {
+  const split = patterns.map(splitHttp);
+  return (i, j) => {
+    const x = split[i];
+    const y = split[j];
+    if (x === undefined || y === undefined) return false;
+    if (x.method !== '*' && y.method !== '*' && x.method !== y.method) return false;
+    for (let k = 0; k < x.segments.length && k < y.segments.length; k++) {
+      const s = x.segments[k] ?? '';
+      const t = y.segments[k] ?? '';
+      if (s.startsWith('*') || t.startsWith('*')) return true;
+      if (!s.startsWith(':') && !t.startsWith(':') && s !== t) return false;
+    }
+    return true;
+  };
+}
+
+/**
  * Whether an Express route (`METHOD /path`, `*` for `app.all`) could have matched `operation`
  * as it arrived: the method, each literal segment letter for letter, a `:param` (or a segment
  * holding one, `file.:ext`) one non-empty segment, a final `*splat` the rest. A route that

@@ -7,6 +7,7 @@ import { compileIdentityRules, type IdentityMatcher, type IdentityRule } from '.
 import {
   compareSpecificity,
   compilePattern,
+  mayOverlap,
   namesServed,
   normalizeOperation,
   overlapWitness,
@@ -525,8 +526,11 @@ function checkRouteOrder(
     throw new ConfigurationError('checkRouteOrder: routes must be an array of strings');
   }
   const http = routes.filter((route) => !route.startsWith('/'));
+  const overlaps = mayOverlap(http);
   for (const [i, first] of http.entries()) {
-    for (const later of http.slice(i + 1)) {
+    for (let j = i + 1; j < http.length; j++) {
+      if (!overlaps(i, j)) continue;
+      const later = http[j] ?? '';
       const request = overlapWitness(first, later);
       if (request === undefined) continue;
       const own = findRoute(first);
