@@ -1,11 +1,17 @@
 // grpc-js's own log lines, routed to the audit logger: a client that makes grpc-js log on every
 // call (metadata values it drops) gets a bounded number of short lines, not 140 KB a call.
-import { once } from 'node:events';
 import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Metadata, experimental, logVerbosity, setLogger } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, routeGrpcJsLogs } from './index.js';
-import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
+import {
+  captureAudit,
+  rawUnaryStatus,
+  startServer,
+  testService,
+  unaryAnswering,
+  type Started,
+} from './testing/harness.js';
 
 const audit = captureAudit();
 let started: Started;
@@ -34,19 +40,7 @@ async function callsWith(
   const session = connect(`http://${address}`);
   session.on('error', () => undefined);
   try {
-    for (const entries of calls) {
-      const stream = session.request({
-        ':method': 'POST',
-        ':path': testService.Unary.path,
-        'content-type': 'application/grpc',
-        te: 'trailers',
-        ...entries,
-      });
-      stream.on('error', () => undefined);
-      stream.end(Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]));
-      stream.resume();
-      await once(stream, 'close');
-    }
+    for (const entries of calls) await rawUnaryStatus(session, entries);
   } finally {
     session.close();
   }

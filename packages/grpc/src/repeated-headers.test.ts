@@ -2,12 +2,18 @@
 // value (`K, V`) that grpc-js kept whole: a rate limit keyed by `x-api-key` counted a new key
 // whenever a second value was added, and the header limits counted one entry where the Express
 // adapter counts each. The values are now handed on apart, as HTTP reads them.
-import { once } from 'node:events';
 import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHeaderLimits, createRateLimit, type Control } from '@fluxguard/core';
 import { addService, fluxguardInterceptors } from './index.js';
-import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
+import {
+  captureAudit,
+  rawUnaryStatus,
+  startServer,
+  testService,
+  unaryAnswering,
+  type Started,
+} from './testing/harness.js';
 
 const audit = captureAudit();
 const seen: { first: string | undefined; all: readonly string[] }[] = [];
@@ -42,24 +48,7 @@ async function statusWith(entries: Readonly<Record<string, string | string[]>>):
   const session = connect(`http://${started.address}`);
   session.on('error', () => undefined);
   try {
-    const stream = session.request({
-      ':method': 'POST',
-      ':path': testService.Unary.path,
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      ...entries,
-    });
-    let status: string | undefined;
-    const read = (headers: Record<string, unknown>) => {
-      if (typeof headers['grpc-status'] === 'string') status = headers['grpc-status'];
-    };
-    stream.on('response', read);
-    stream.on('trailers', read);
-    stream.on('error', () => undefined);
-    stream.end(Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]));
-    stream.resume();
-    await once(stream, 'close');
-    return status;
+    return await rawUnaryStatus(session, entries);
   } finally {
     session.close();
   }

@@ -1,5 +1,7 @@
 // Shared by this package's tests: a real grpc-js server on an ephemeral port, a real client,
 // a JSON-encoded four-method test service and a captured audit log.
+import { once } from 'node:events';
+import type { ClientHttp2Session } from 'node:http2';
 import {
   Client,
   Metadata,
@@ -234,4 +236,33 @@ export function unaryAnswering(answer: Json): SafeImplementation<TestImpl> {
       call.end();
     },
   };
+}
+
+/**
+ * The `grpc-status` of one unary call of {@link testService} (the message `{}`) sent raw on
+ * `session`, with `entries` among its headers (an array: one entry per value, as a client that
+ * repeats a header sends it). Raw, because a grpc-js client refuses values the tests send.
+ */
+export async function rawUnaryStatus(
+  session: ClientHttp2Session,
+  entries: Readonly<Record<string, string | string[]>>,
+): Promise<string | undefined> {
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': testService.Unary.path,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    ...entries,
+  });
+  let status: string | undefined;
+  const read = (headers: Readonly<Record<string, unknown>>): void => {
+    if (typeof headers['grpc-status'] === 'string') status = headers['grpc-status'];
+  };
+  stream.on('response', read);
+  stream.on('trailers', read);
+  stream.on('error', () => undefined);
+  stream.end(Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]));
+  stream.resume();
+  await once(stream, 'close');
+  return status;
 }
