@@ -289,12 +289,20 @@ function onStream(
   if (anythingGrpcJsDrops(rawHeaders)) dropWhatGrpcJsDrops(headers, true);
 }
 
+/** Headers at most this many names long are compared pair by pair; longer lists go through a set. */
+const PAIRWISE_NAMES = 24;
+
 /**
- * Whether a name comes more than once in `rawHeaders`. Compared pair by pair: a call has a dozen
- * headers, and this runs on every call (counting the header object's names cost four times as
- * much).
+ * Whether a name comes more than once in `rawHeaders`. A call has a dozen headers, compared pair
+ * by pair (counting the header object's names cost four times as much); a long list through a
+ * set, so that 128 names cost no 8,000 comparisons.
  */
 function hasRepeatedNames(rawHeaders: readonly string[]): boolean {
+  if (rawHeaders.length > 2 * PAIRWISE_NAMES) {
+    const names = new Set<string>();
+    for (let i = 0; i < rawHeaders.length; i += 2) names.add(String(rawHeaders[i]));
+    return names.size * 2 < rawHeaders.length;
+  }
   for (let i = 2; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i];
     for (let j = 0; j < i; j += 2) if (rawHeaders[j] === name) return true;
@@ -303,21 +311,28 @@ function hasRepeatedNames(rawHeaders: readonly string[]): boolean {
 }
 
 /**
+ * Repeated headers left joined: grpc-js reads the first value of its own (`grpc-timeout`,
+ * `grpc-encoding`), and joined a repeated one is refused as unreadable, as it should be; cookie
+ * crumbs are one cookie header, joined with `; ` as HTTP/2 says. (`-bin` values are split again
+ * by grpc-js, each on its commas.)
+ */
+const KEPT_JOINED: ReadonlySet<string> = new Set(['grpc-timeout', 'grpc-encoding', 'grpc-accept-encoding', 'cookie']);
+
+/**
  * Hands on each value of a repeated header that Node joined into one (`x-api-key: a` and
- * `x-api-key: b` as `a, b`; cookies with `; `), as the values they were: grpc-js keeps a joined
+ * `x-api-key: b` as `a, b`), as the values they were: grpc-js keeps a joined
  * text value whole, so every control read `a, b` where the Express adapter reads `a`. A rate
  * limit keyed by `x-api-key` counted a new key on every call that added a second value, and
  * the header limits counted one entry where HTTP counts each. Headers Node keeps the first of
- * (`content-type`, `user-agent`) are left as Node gives them, and so are gRPC's own (`grpc-*`);
- * `authorization` has been handed on already ({@link handOnSecurityHeaders}).
+ * (`content-type`, `user-agent`) are left as Node gives them, and so are those of
+ * {@link KEPT_JOINED} and binary ones; `authorization` has been handed on already
+ * ({@link handOnSecurityHeaders}).
  */
 function handOnRepeatedHeaders(headers: IncomingHttpHeaders, rawHeaders: readonly string[]): void {
   const valuesOf = new Map<string, string[]>();
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = String(rawHeaders[i]).toLowerCase();
-    // grpc-js reads the first value of its own headers (`grpc-timeout`, `grpc-encoding`):
-    // joined, a repeated one is refused as unreadable, as it should be.
-    if (name.charCodeAt(0) === 58 || name.startsWith('grpc-') || isSecurityHeader(name)) continue;
+    if (name.charCodeAt(0) === 58 || KEPT_JOINED.has(name) || name.endsWith('-bin') || isSecurityHeader(name)) continue;
     const values = valuesOf.get(name);
     if (values === undefined) valuesOf.set(name, [String(rawHeaders[i + 1])]);
     else values.push(String(rawHeaders[i + 1]));

@@ -67,7 +67,34 @@ describe('a repeated header over gRPC', () => {
   });
 
   it('counts each entry against the header limits', async () => {
-    expect(await statusWith({ 'x-a': Array.from({ length: 30 }, () => 'v') })).toBe('8');
-    expect(await statusWith({ 'x-b': ['v'.repeat(700), 'v'.repeat(700)] })).toBe('0');
+    // Each with a key of its own: the rate limit above counts a call without one by its address.
+    const thirty = Array.from({ length: 30 }, () => 'v');
+    expect(await statusWith({ 'x-api-key': 'limits-1', 'x-a': thirty })).toBe('8');
+    expect(await statusWith({ 'x-api-key': 'limits-2', 'grpc-x': thirty })).toBe('8');
+    expect(await statusWith({ 'x-api-key': 'limits-3', 'x-b': ['v'.repeat(700), 'v'.repeat(700)] })).toBe('0');
+  });
+
+  it('leaves cookie crumbs joined, and binary values as grpc-js splits them', async () => {
+    const handed: { cookie: unknown[]; bin: unknown[] }[] = [];
+    const server = await startServer(fluxguardInterceptors({ audit: audit.audit }), (s) => {
+      addService(s, testService, {
+        ...unaryAnswering({}),
+        Unary: (call, callback) => {
+          handed.push({ cookie: call.metadata.get('cookie'), bin: call.metadata.get('x-data-bin') });
+          callback(null, {});
+        },
+      });
+    });
+    const session = connect(`http://${server.address}`);
+    session.on('error', () => undefined);
+    try {
+      // HTTP/2 lets a client send a cookie in crumbs, to be joined with `; ` for the application.
+      const entries = { cookie: ['a=1', 'b=2'], 'x-data-bin': ['QQ==,Qg==', 'Qw=='] };
+      expect(await rawUnaryStatus(session, entries)).toBe('0');
+    } finally {
+      session.close();
+      await server.close();
+    }
+    expect(handed).toEqual([{ cookie: ['a=1; b=2'], bin: [Buffer.from('A'), Buffer.from('B'), Buffer.from('C')] }]);
   });
 });
