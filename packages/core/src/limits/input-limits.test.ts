@@ -72,6 +72,12 @@ describe('createInputLimits', () => {
     expect(run({ maxBodyBytes: 100, contentEncodings: ['gzip'] }, coded('gzip, br'), [])).toMatchObject({
       reason: 'body_encoding_unsupported',
     });
+    // Nothing to inflate: a request without a body.
+    expect(run({}, call('GET /x', { 'content-encoding': 'gzip' }), [])).toBeUndefined();
+    expect(run({}, call('GET /x', { 'content-encoding': 'gzip', 'content-length': '0' }), [])).toBeUndefined();
+    expect(run({}, call('POST /x', { 'content-encoding': 'gzip', 'transfer-encoding': 'chunked' }), [])).toMatchObject({
+      reason: 'body_encoding_unsupported',
+    });
     // gRPC compression is grpc-js's, limited once decompressed.
     expect(run({}, call(UPLOAD, { 'content-encoding': 'gzip' }), [1])).toBeUndefined();
   });

@@ -1,4 +1,5 @@
 import type { CallInfo, Transport } from '../call/call-info.js';
+import { declaresBody } from '../call/declared-body.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
@@ -71,7 +72,7 @@ export interface InputLimitsOptions extends SizeLimits {
   readonly transport?: Transport | undefined;
   /**
    * HTTP: the content codings a request body may have (`gzip`, `deflate`, `br`). Default: none,
-   * so a body with any `Content-Encoding` but `identity` is refused with `400`
+   * so a body (a request that declares one) with any `Content-Encoding` but `identity` is refused with `400`
    * (`invalid_argument`, reason `body_encoding_unsupported`) before a byte of it is read. The
    * limits count a body's bytes as they arrive, and a body parser (`express.json`, `jsonBody`,
    * `express.raw`) inflates them: 50 gzip bytes became 5,000 past a 100-byte `maxBodyBytes`.
@@ -187,8 +188,12 @@ export function compileInputLimits(options: InputLimitsOptions, where: string): 
 
   const onStart = (call: CallInfo): StartResult => {
     if (call.transport !== 'http') return;
-    // Every value: Node joins repeated ones, and body-parser reads the joined value.
-    if (call.headers.get('content-encoding') !== undefined) {
+    // Every value: Node joins repeated ones, and body-parser reads the joined value. A request
+    // without a body has nothing to inflate.
+    if (
+      call.headers.get('content-encoding') !== undefined &&
+      declaresBody(call.headers.get('transfer-encoding'), call.headers.get('content-length'))
+    ) {
       for (const coding of call.headers.getAll('content-encoding')) {
         if (!encodedAs(coding, encodings)) {
           throw new SecurityError('invalid_argument', {
