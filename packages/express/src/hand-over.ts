@@ -71,7 +71,7 @@ export function guardHandOvers(
     let byOwner = checks.get(guarded);
     if (byOwner === undefined) {
       const guarding =
-        routers.includes(guarded) || guardEntry(guarded, guardedNames.length === 0 ? 'handleRequest' : 'dispatch');
+        paramRouters.has(guarded) || guardEntry(guarded, guardedNames.length === 0 ? 'handleRequest' : 'dispatch');
       if (!guarding) continue;
       byOwner = new Map();
       checks.set(guarded, byOwner);
@@ -101,8 +101,11 @@ function guardEntry(guarded: object, method: 'dispatch' | 'handleRequest'): bool
   return true;
 }
 
-/** The param callbacks already checked, and the routers whose `param` checks those added later. */
+/** The param callbacks already checked. */
 const checkedParams = new WeakSet<object>();
+
+/** The routers whose param callbacks are checked, those their `param` adds later too. */
+const paramRouters = new WeakSet<object>();
 
 type ParamCallback = (
   this: unknown,
@@ -137,8 +140,9 @@ function guardParams(router: object): boolean {
     if (Array.isArray(callbacks)) callbacks.forEach((callback, i) => (callbacks[i] = checked(callback)));
   }
   const param = (router as { param?: unknown }).param;
-  if (typeof param === 'function' && !checkedParams.has(router)) {
-    checkedParams.add(router);
+  const first = !paramRouters.has(router);
+  paramRouters.add(router);
+  if (first && typeof param === 'function') {
     Object.defineProperty(router, 'param', {
       configurable: true,
       writable: true,
@@ -204,7 +208,7 @@ function handOverRefusal(guarded: object, req: Request): ConfigurationError | un
 
 /** What was reached, for the line: a middleware by its function's name (`serveStatic`), or a router's param callback. */
 function nameOf(guarded: object): string {
-  if (checkedParams.has(guarded)) return 'a param callback (app.param)';
+  if (paramRouters.has(guarded)) return 'a param callback (app.param)';
   const name = (guarded as { handle?: { name?: unknown } }).handle?.name;
   return `a middleware (${typeof name === 'string' && name !== '' ? name : '(anonymous)'})`;
 }
