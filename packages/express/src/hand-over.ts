@@ -130,7 +130,11 @@ function guardParams(router: object): boolean {
     if (typeof callback !== 'function' || checkedParams.has(callback)) return callback;
     const own = callback as ParamCallback;
     const wrapped: ParamCallback = function paramChecked(req, res, next, value, name) {
-      if (handedOver(router, req, next)) return own.call(this, req, res, next, value, name);
+      // The router names the route it is about to run (`req.route`) before its callbacks: held to
+      // that route's check, a `next()` from another rule's route does not reach them either.
+      const route = req.route as object | undefined;
+      const guarded = route !== undefined && checks.has(route) ? route : router;
+      if (handedOver(guarded, req, next, true)) return own.call(this, req, res, next, value, name);
       return undefined;
     };
     checkedParams.add(wrapped);
@@ -154,9 +158,12 @@ function guardParams(router: object): boolean {
   return true;
 }
 
-/** Whether `guarded` may serve `req`; if not, the request is answered here and `false` returned. */
-function handedOver(guarded: object, req: Request, done: NextFunction): boolean {
-  const refusal = handOverRefusal(guarded, req);
+/**
+ * Whether `guarded` may serve `req`; if not, the request is answered here and `false` returned.
+ * `param` says a param callback is asking, for the line.
+ */
+function handedOver(guarded: object, req: Request, done: NextFunction, param = false): boolean {
+  const refusal = handOverRefusal(guarded, req, param);
   if (refusal === undefined) return true;
   // Answered by fluxguard, as a refusal is: passed to `done`, it reached an error handler of the
   // app, which showed its text, and no line was written.
@@ -166,7 +173,7 @@ function handedOver(guarded: object, req: Request, done: NextFunction): boolean 
   return false;
 }
 
-function handOverRefusal(guarded: object, req: Request): ConfigurationError | undefined {
+function handOverRefusal(guarded: object, req: Request, param: boolean): ConfigurationError | undefined {
   const operation = stateOf(req)?.callInfo?.operation;
   const byOwner = checks.get(guarded);
   if (operation === undefined || byOwner === undefined) return undefined;
@@ -196,10 +203,11 @@ function handOverRefusal(guarded: object, req: Request): ConfigurationError | un
     if (!allowed) {
       const [first] = byPrefix.values();
       const route = first?.names[0];
+      const reached = param ? `a param callback (app.param) of the route "${route}"` : `the route "${route}"`;
       return new ConfigurationError(
         route === undefined
           ? `${nameOf(guarded)} was reached by a request that a middleware after the controls rewrote (its method or URL) to an operation of another rule: rewrite before the controls`
-          : `the route "${route}" was reached by a request another rule decided: a route passed it on (next()), or a middleware after the controls rewrote its method or URL; answer in the route that matched, and rewrite before the controls`,
+          : `${reached} was reached by a request another rule decided: a route passed it on (next()), or a middleware after the controls rewrote its method or URL; answer in the route that matched, and rewrite before the controls`,
       );
     }
   }

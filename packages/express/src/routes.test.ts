@@ -534,12 +534,50 @@ describe('routesOf and the route order check of wrap(app)', () => {
         const rewritten = await fetch(`${served.url}/public/a`, { headers: { 'x-rewrite': target } });
         expect(rewritten.status, target).toBe(500);
         expect(await rewritten.text(), target).not.toMatch(/leaked|secrets|records/);
-        expect(JSON.stringify(audit.lines().at(-1)), target).toContain('a param callback (app.param) was reached');
+        expect(JSON.stringify(audit.lines().at(-1)), target).toContain('a param callback (app.param)');
       }
       expect(loaded).toEqual([]);
       const asAdmin = { headers: { authorization: `Bearer ${tokens.sign({ roles: ['admin'] })}` } };
       expect(await (await fetch(`${served.url}/v2/admin/payroll`, asAdmin)).json()).toEqual({ admin: 'records' });
       expect(loaded).toEqual(['payroll']);
+    } finally {
+      await served.close();
+    }
+  });
+
+  it("refuses a next() hand-over before the next route's param callbacks run", async () => {
+    // The router runs a route's param callbacks before the route: checked as a middleware (only
+    // for a rewrite), one answered, and one loaded, for a request a public route passed on.
+    const { site, guard } = guardedSite([
+      { operation: 'GET /v1/docs/readme', public: true },
+      { operation: 'GET /v1/docs/:page', anyRoles: ['admin'] },
+    ]);
+    const loaded: string[] = [];
+    site.param('page', (_req, res, next, page: string) => {
+      loaded.push(page);
+      if (page === 'readme') res.json({ leaked: 'answered by the param callback' });
+      else next();
+    });
+    site.get('/v1/docs/readme', (req, res, next) => {
+      if (req.query.pass === undefined) res.json({ page: 'public readme' });
+      else next();
+    });
+    site.get('/v1/docs/:page', (req, res) => res.json({ page: req.params.page }));
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    try {
+      expect(await (await fetch(`${served.url}/v1/docs/readme`)).json()).toEqual({ page: 'public readme' });
+      const passedOn = await fetch(`${served.url}/v1/docs/readme?pass=1`);
+      expect(passedOn.status).toBe(500);
+      expect(await passedOn.text()).not.toContain('leaked');
+      expect(loaded).toEqual([]);
+      expect(JSON.stringify(audit.lines().at(-1))).toContain(
+        'a param callback (app.param) of the route \\"GET /v1/docs/:page\\" was reached',
+      );
+      // The route's own requests still run its callbacks.
+      const asAdmin = { headers: { authorization: `Bearer ${tokens.sign({ roles: ['admin'] })}` } };
+      expect(await (await fetch(`${served.url}/v1/docs/guide`, asAdmin)).json()).toEqual({ page: 'guide' });
+      expect(loaded).toEqual(['guide']);
     } finally {
       await served.close();
     }
