@@ -134,7 +134,7 @@ describe('createInputLimits', () => {
     [{ maxBodyByte: 1 }, 'unknown option "maxBodyByte" (did you mean "maxBodyBytes"?)'],
     [
       { rules: [{ operation: 'PUT /x' }, { operation: 'PUT /x/' }] },
-      'rules[1].operation "PUT /x" names the operations of "PUT /x"',
+      'rules[1].operation "PUT /x/" names the operations of "PUT /x"',
     ],
     [{ rules: [{ operation: 'put /x' }] }, 'is not an operation pattern'],
     // Read by nothing: an HTTP request has a body, not messages.

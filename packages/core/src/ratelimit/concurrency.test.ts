@@ -283,7 +283,7 @@ describe('createConcurrencyLimit', () => {
     // Only one share could apply: the one written first, so a limit of 1 was never applied.
     [
       { maxInFlightPerOperation: { 'PUT /v1/up': 10, 'PUT /v1/up/': 1 } },
-      /"maxInFlightPerOperation" key "PUT \/v1\/up" names the operations of "PUT \/v1\/up", written before it/,
+      /"maxInFlightPerOperation" key "PUT \/v1\/up\/" names the operations of "PUT \/v1\/up", written before it/,
     ],
     [
       { maxInFlightPerOperation: { 'PUT /v1/:id': 10, 'PUT /v1/:name': 1 } },

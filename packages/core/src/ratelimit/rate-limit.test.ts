@@ -507,7 +507,7 @@ describe('createRateLimit options', () => {
       // Only one cost could apply: each call cost what was written first.
       'two costs for the same operations',
       { rules: [{ ...rule, points: 20, operationCosts: { 'PUT /v1/x': 1, 'PUT /v1/x/': 10 } }] },
-      'createRateLimit.rules[0].operationCosts key "PUT /v1/x" names the operations of "PUT /v1/x", written before it: only one could apply',
+      'createRateLimit.rules[0].operationCosts key "PUT /v1/x/" names the operations of "PUT /v1/x", written before it: only one could apply',
     ],
     [
       'two costs for the same operations, parameters named apart',
@@ -517,7 +517,7 @@ describe('createRateLimit options', () => {
     [
       'an operation named twice',
       { rules: [{ ...rule, operations: ['GET /v1/*path', 'GET /v1/*rest/'] }] },
-      /rules\[0\]\.operations\[1\] "GET \/v1\/\*rest" names the operations of "GET \/v1\/\*path"/,
+      /rules\[0\]\.operations\[1\] "GET \/v1\/\*rest\/" names the operations of "GET \/v1\/\*path"/,
     ],
     [
       'a cost above the points',

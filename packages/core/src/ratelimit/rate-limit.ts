@@ -430,7 +430,7 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
   const stray = patterns === undefined ? undefined : costs.find((c) => !patterns.some((p) => overlaps(p, c.pattern)));
   if (stray !== undefined) {
     throw new ConfigurationError(
-      `${at}.operationCosts["${stray.pattern.key}"] names no operation of the rule's "operations", so its cost would never apply`,
+      `${at}.operationCosts["${stray.pattern.written}"] names no operation of the rule's "operations", so its cost would never apply`,
     );
   }
   // No window would ever let such a call through: every one refused, read as a limit.

@@ -5,6 +5,8 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 export interface OperationPattern {
   /** The pattern in normal form (trailing slash removed), used for duplicates and exact lookups. */
   readonly key: string;
+  /** The pattern as the policy wrote it (`GET /healthz/`), for messages. */
+  readonly written: string;
   /**
    * The operations it names, written without the names of its parameters and wildcards
    * (`GET /v1/:/*`): two patterns of one shape match the same operations, and only one of them
@@ -54,10 +56,18 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
     }
     const service = `/${m[1] ?? ''}/`;
     if (m[2] !== '*') {
-      return { key: pattern, shape: pattern, exact: true, ranks: [3, 3], matches: (op) => op === pattern };
+      return {
+        key: pattern,
+        written: pattern,
+        shape: pattern,
+        exact: true,
+        ranks: [3, 3],
+        matches: (op) => op === pattern,
+      };
     }
     return {
       key: pattern,
+      written: pattern,
       shape: pattern,
       exact: false,
       ranks: [3, 2],
@@ -121,6 +131,7 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
   const shape = `${method} /${segments.map((segment, i) => (ranks[i] === 3 ? segment : segment.charAt(0))).join('/')}`;
   return {
     key,
+    written: pattern,
     shape,
     exact,
     ranks,
@@ -166,7 +177,7 @@ export function refuseSameOperations(patterns: readonly OperationPattern[], at: 
     const earlier = first.get(pattern.shape);
     if (earlier !== undefined) {
       throw new ConfigurationError(
-        `${at(i)} "${pattern.key}" names the operations of "${earlier.key}", written before it: only one could apply`,
+        `${at(i)} "${pattern.written}" names the operations of "${earlier.written}", written before it: only one could apply`,
       );
     }
     first.set(pattern.shape, pattern);

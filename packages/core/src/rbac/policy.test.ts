@@ -73,7 +73,7 @@ describe('parseRbacPolicy', () => {
         },
         'policy.rbac',
       ),
-    ).toThrow('policy.rbac.rules "GET /x" names the operations of "GET /x", written before it: only one could apply');
+    ).toThrow('policy.rbac.rules "GET /x/" names the operations of "GET /x", written before it: only one could apply');
     expect(() => parseRbacPolicy({ mdoe: 'shadow', rules: [] }, 'policy.rbac')).toThrow(
       'policy.rbac: unknown field "mdoe" (did you mean "mode"?)',
     );

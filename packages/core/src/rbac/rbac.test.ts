@@ -256,7 +256,7 @@ describe('compileRbac: start-up checks', () => {
         { operation: 'GET /x/', public: true },
         { operation: 'GET /x', public: true },
       ],
-      /rbac.rules "GET \/x" names the operations of "GET \/x", written before it: only one could apply/,
+      /rbac.rules "GET \/x" names the operations of "GET \/x\/", written before it: only one could apply/,
     ],
     [
       'two parameters of other names at one place',
@@ -269,7 +269,7 @@ describe('compileRbac: start-up checks', () => {
     [
       'two wildcards of other names',
       { 'DELETE /files/*path': { anyRoles: ['admin'] }, 'DELETE /files/*rest/': { authenticated: true } },
-      /"DELETE \/files\/\*rest" names the operations of "DELETE \/files\/\*path"/,
+      /"DELETE \/files\/\*rest\/" names the operations of "DELETE \/files\/\*path"/,
     ],
     ['a bad certificate rule', { '/p.S/M': { certificate: [] } }, /certificate/],
   ])('refuses %s', (_label, rules, message) => {

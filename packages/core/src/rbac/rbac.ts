@@ -509,7 +509,7 @@ function checkServed(
   if (stray.length > 0) {
     throw new ConfigurationError(
       `${where}: ${stray.length === 1 ? 'a rule names' : 'rules name'} operations this server does not serve: ${stray
-        .map((r) => `"${r.pattern.key}"`)
+        .map((r) => `"${r.pattern.written}"`)
         .join(', ')}`,
     );
   }
@@ -536,7 +536,7 @@ function checkRouteOrder(
       const own = findRoute(first);
       const applied = find(request);
       if (applied === own) continue;
-      const rule = (r: CompiledRule | undefined) => (r === undefined ? 'no rule' : `the rule "${r.pattern.key}"`);
+      const rule = (r: CompiledRule | undefined) => (r === undefined ? 'no rule' : `the rule "${r.pattern.written}"`);
       throw new ConfigurationError(
         `${where}: "${request}" reaches the route "${first}", which the router tries first, but ${rule(applied)} decides it, not ${rule(own)} of that route's paths: register "${later}" before "${first}", or make the two routes disjoint`,
       );

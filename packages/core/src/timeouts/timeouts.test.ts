@@ -77,7 +77,7 @@ describe('createTimeouts', () => {
     [{ rules: {} }, /rules must be an array/],
     [
       { rules: [{ operation: 'GET /a' }, { operation: 'GET /a/' }] },
-      /rules\[1\]\.operation "GET \/a" names the operations of "GET \/a"/,
+      /rules\[1\]\.operation "GET \/a\/" names the operations of "GET \/a"/,
     ],
     [{ rules: [{ operation: 'get /a' }] }, /not an operation pattern/],
     [{ rules: [{ operation: 'GET /a', idle: 1 }] }, /unknown option "idle"/],
