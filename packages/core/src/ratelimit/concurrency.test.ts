@@ -152,13 +152,22 @@ describe('createConcurrencyLimit', () => {
     const peer = start(call('10.1.2.3:2'));
     expect(() => start(call('10.1.2.3:3'))).toThrow(SecurityError);
     start(call('[2001:db8::1]:4'));
-    expect(limit.inFlightFor('subject:alice')).toBe(1);
+    expect(limit.inFlightFor('subject:crt:alice')).toBe(1);
     expect(limit.inFlightFor('peer:10.1.2.3')).toBe(1);
     expect(limit.inFlightFor(`peer:${ipv6Prefix('2001:db8::1', 64)}`)).toBe(1);
     peer.finish('ended');
     // No entry is kept for a key with nothing in flight.
     expect(limit.inFlightFor('peer:10.1.2.3')).toBe(0);
     expect(limit.inFlight()).toBe(2);
+  });
+
+  it("counts a subject within its issuer: one issuer's alice does not hold another's share", () => {
+    const { limit, start } = starter({ maxInFlightPerCaller: 1 });
+    const of = (iss: string): Principal => Object.freeze({ ...alice, claims: Object.freeze({ iss, sub: 'alice' }) });
+    start(call('10.1.2.3:1'), of('https://b.example'));
+    expect(() => start(call('10.1.2.3:2'), of('https://b.example'))).toThrow(SecurityError);
+    start(call('10.1.2.3:3'), of('https://a.example'));
+    expect(limit.inFlightFor('subject:tok:17:https://a.example:alice')).toBe(1);
   });
 
   it('counts a peer as rate limits do: an IPv4-mapped address as IPv4, an IPv6 host by its /64', () => {

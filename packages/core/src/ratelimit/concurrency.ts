@@ -14,6 +14,7 @@ import {
   type OperationPattern,
 } from '../rbac/pattern.js';
 import { compileClientAddress } from './client-address.js';
+import { principalKey } from './store-key.js';
 import { wholeNumber } from '../options/whole-number.js';
 
 /**
@@ -119,7 +120,10 @@ export interface OperationShare {
 export interface ConcurrencyLimit extends Control {
   /** Calls in flight now, all callers together. */
   inFlight(): number;
-  /** Calls in flight now for one key (as `key` computes it). */
+  /**
+   * Calls in flight now for one key (as `key` computes it; for `caller`, a token's principal is
+   * `subject:tok:<issuer length>:<issuer>:<subject>`, a certificate's `subject:crt:<subject>`).
+   */
   inFlightFor(key: string): number;
   /** Calls in flight now under one `maxInFlightPerOperation` pattern (0 for a pattern not given). */
   inFlightOn(pattern: string): number;
@@ -350,7 +354,7 @@ function keyFunction(key: unknown): (call: CallInfo, context: CallContext) => st
       // authentication, and the replicas that share one workload certificate would otherwise
       // share one count there, so that one of them could hold every other's health checks.
       return (call, context) => {
-        if (context.principal !== undefined) return `subject:${context.principal.subject}`;
+        if (context.principal !== undefined) return `subject:${principalKey(context.principal)}`;
         const peer = peerKey(call);
         return call.peerCertificate === undefined ? peer : `${certificateKey(call)}|${peer ?? ''}`;
       };

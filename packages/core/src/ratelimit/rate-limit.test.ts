@@ -12,11 +12,11 @@ import { createRateLimit, type RateLimitOptions, type RateLimitRule } from './ra
 import { createRedisRateLimitStore } from './redis-store.js';
 import { RateLimitStoreError, createMemoryRateLimitStore, type RateLimitStore } from './store.js';
 
-const principal = (subject: string): Principal => ({
+const principal = (subject: string, issuer = 'https://id.example'): Principal => ({
   subject,
   roles: [],
   scopes: [],
-  claims: {},
+  claims: { iss: issuer, sub: subject },
   certificate: undefined,
   authenticatedBy: 'jwt',
 });
@@ -38,14 +38,14 @@ function call(operation = '/pkg.Svc/Get', peerAddress = '203.0.113.9:5000', head
 /** Runs the limits through a real pipeline on a real call state; resolves with the state, or the refusal. */
 function limiter(options: RateLimitOptions) {
   const pipeline = createPipeline('test', createRateLimit(options).controls);
-  return async (info: CallInfo, subject?: string): Promise<{ state: CallState; refusal: unknown }> => {
+  return async (info: CallInfo, subject?: string | Principal): Promise<{ state: CallState; refusal: unknown }> => {
     const state = new CallState({
       requestId: 'r',
       deadline: undefined,
       end: () => undefined,
       onReleaseError: () => undefined,
     });
-    if (subject !== undefined) state.setPrincipal(principal(subject));
+    if (subject !== undefined) state.setPrincipal(typeof subject === 'string' ? principal(subject) : subject);
     const refusal = await new Promise<void>((resolve) => {
       resolve(pipeline.start(info, state));
     }).then(
@@ -274,8 +274,23 @@ describe('createRateLimit', () => {
     const run = limiter({ store, rules: [perPeer({ key: 'subject' })] });
     await run(call(), 'alice');
     await run(call(), 'x'.repeat(5_000));
-    expect(keys[0]).toBe('sub:alice');
+    expect(keys[0]).toBe('sub:tok:18:https://id.example:alice');
     expect(keys[1]?.length).toBeLessThan(64);
+  });
+
+  it("counts a subject within its issuer: one issuer's alice is not another's, nor a certificate's", async () => {
+    // A verifier may accept several issuers, and a subject is unique only within its issuer:
+    // tenant B's alice used up tenant A's alice's allowance.
+    const run = limiter({ rules: [perPeer({ points: 1, key: 'subject' })] });
+    const asAlice = async (issuer: string) => (await run(call(), principal('alice', issuer))).refusal;
+    expect(await asAlice('https://b.example')).toBeUndefined();
+    expect(await asAlice('https://b.example')).toBeInstanceOf(SecurityError);
+    expect(await asAlice('https://a.example')).toBeUndefined();
+    // Nor can an issuer and subject be read as another pair.
+    expect(await asAlice('https://a.example:alice')).toBeUndefined();
+    const certificateOnly = { ...principal('tok:17:https://a.example:alice'), claims: {} };
+    expect((await run(call(), certificateOnly)).refusal).toBeUndefined();
+    expect((await run(call(), certificateOnly)).refusal).toBeInstanceOf(SecurityError);
   });
 
   it("never lets a subject that spells another's hashed key take that key", async () => {
@@ -286,7 +301,6 @@ describe('createRateLimit', () => {
     expect(hashed).toMatch(/^#[A-Za-z0-9_-]{22}$/);
     // An identity provider that lets users choose their subject: one picks the other's hashed key.
     await run(call(), hashed);
-    expect(keys[1]).toMatch(/^sub:#[A-Za-z0-9_-]{22}$/);
     expect(keys[1]).not.toBe(keys[0]);
   });
 

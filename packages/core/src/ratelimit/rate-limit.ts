@@ -21,7 +21,7 @@ import {
 } from './store.js';
 import { wholeNumber } from '../options/whole-number.js';
 import { checkPatternsServed, rateLimitPatterns } from '../policy/served.js';
-import { boundedKey, keyDigest } from './store-key.js';
+import { boundedKey, keyDigest, principalKey } from './store-key.js';
 
 /**
  * Why a rate limit refused a call: a rule's points are spent (`rate_limited`), the peer or
@@ -522,8 +522,10 @@ function compileKey(
       return {
         keyKind: 'subject',
         keyOf: (call, context) => {
-          const subject = context.principal?.subject;
-          return subject === undefined ? (certificate(call) ?? peer(call)) : `sub:${boundedKey(subject)}`;
+          const { principal } = context;
+          return principal === undefined
+            ? (certificate(call) ?? peer(call))
+            : `sub:${boundedKey(principalKey(principal))}`;
         },
       };
     default:

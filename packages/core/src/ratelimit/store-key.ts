@@ -1,4 +1,5 @@
 import { hash } from 'node:crypto';
+import type { Principal } from '../call/call-info.js';
 import { isWellFormedText, losslessBytes } from '../text/well-formed.js';
 
 const MAX_KEY_LENGTH = 200;
@@ -27,4 +28,19 @@ export function boundedKey(value: string): string {
  */
 export function keyDigest(value: string | Buffer): string {
   return hash('sha256', value, 'base64url').slice(0, 22);
+}
+
+/**
+ * A principal as one caller's key: a token's subject with its issuer, since a subject is unique
+ * only within its issuer (a verifier that accepts two issuers would count tenant A's `alice`
+ * and tenant B's as one caller), and a certificate's subject apart from every token's. The
+ * issuer's length ends it, so no issuer and subject can be read as another pair.
+ *
+ * @internal
+ */
+export function principalKey(principal: Principal): string {
+  const issuer = principal.claims.iss;
+  return typeof issuer === 'string'
+    ? `tok:${String(issuer.length)}:${issuer}:${principal.subject}`
+    : `crt:${principal.subject}`;
 }
