@@ -144,8 +144,7 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     // or a public route from a blocked address (a load balancer's, shared by every client
     // behind it) is served. What it fails with is no failed authentication either.
     if (!presentsCredential(call)) return undefined;
-    const ip = address.keyOf(call);
-    const peerKey = ip === undefined ? undefined : `ip:${ip}`;
+    const peerKey = `ip:${address.keyOf(call)}`;
     const subject = subjectLimiter === undefined ? undefined : claimedSubject(call);
     const subjectKey = subject === undefined ? undefined : `sub:${boundedKey(subject)}`;
     const countFailure = (refusal: unknown): void => {
@@ -153,10 +152,8 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
       // Counted the moment authentication fails, before the next call is checked.
       // A store failure here is already logged by the store, and the next check fails open or
       // closed as configured.
-      if (peerKey !== undefined) {
-        count(peerLimiter, peerKey);
-        if (localPeer !== undefined) count(localPeer, peerKey);
-      }
+      count(peerLimiter, peerKey);
+      if (localPeer !== undefined) count(localPeer, peerKey);
       if (subjectKey !== undefined && subjectLimiter !== undefined) {
         count(subjectLimiter, subjectKey);
         if (localSubject !== undefined) count(localSubject, subjectKey);
@@ -187,10 +184,6 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     // A call that tries a credential may fail: while the failures known plus the calls still
     // waiting for their verdict could reach the limit, it waits for one of those verdicts.
     const admit = (): StartResult | Promise<StartResult> => {
-      if (peerKey === undefined) {
-        context.whenRefused(countFailure);
-        return undefined;
-      }
       if (failures(peerKey) + verdicts.count(peerKey) < maxPeerFailures) return enter(peerKey);
       return (async () => {
         for (;;) {

@@ -37,9 +37,14 @@ describe('compileClientAddress without trusted proxies', () => {
     expect(keyOf({}, call('[2001:db8::1]:1'))).toBe(keyOf({}, call('[2001:db8::1]:2')));
   });
 
-  it('gives no key when the transport names no peer', () => {
-    expect(keyOf({}, call(undefined))).toBeUndefined();
-    expect(keyOf({}, call('unknown'))).toBeUndefined();
+  it('counts every call whose transport names no peer (a Unix socket) as one client', () => {
+    // Left without a key, such calls escaped every limit by address.
+    expect(keyOf({}, call(undefined))).toBe('no-address');
+    expect(keyOf({}, call('unknown'))).toBe('no-address');
+    // Even with proxies trusted: nothing says the call came from one.
+    expect(keyOf({ trustedProxies: ['10.0.0.0/8'] }, call(undefined, { 'x-forwarded-for': '198.51.100.1' }))).toBe(
+      'no-address',
+    );
   });
 });
 

@@ -37,12 +37,34 @@ export interface ClientAddressOptions {
 export interface ClientAddress {
   /**
    * The client's address as a key: an IPv4 address, or an IPv6 prefix
-   * (`2001:db8:1:2:0:0:0:0/64`);
-   * `undefined` when the transport gives no peer address.
+   * (`2001:db8:1:2:0:0:0:0/64`); `no-address` for every call whose transport gives no peer
+   * address (a Unix socket), counted as one client rather than by no limit at all.
    */
-  keyOf(call: CallInfo): string | undefined;
+  keyOf(call: CallInfo): string;
   /** Some proxy is trusted (`trustedProxies`): otherwise the socket's peer is always the client. */
   readonly behindProxies: boolean;
+}
+
+/**
+ * The key of the calls that come without a peer address (a Unix socket, a connection closed
+ * before its address was read): left out, they escaped every limit by address and the
+ * brute-force protection; together, they are at worst one client. Not an address, so no
+ * client's key can be it.
+ */
+const NO_ADDRESS_KEY = 'no-address';
+
+let warnedNoAddress = false;
+
+/** Says once per process that calls without an address are counted together. */
+function noAddress(): string {
+  if (!warnedNoAddress) {
+    warnedNoAddress = true;
+    process.emitWarning(
+      'fluxguard: a call came without a peer address (a server on a Unix socket, or a connection closed before its address was read): limits by client address, and the brute-force protection, count every such call as one client. Behind a proxy on a Unix socket, key rate limits with a function that reads the header your proxy writes',
+      { code: 'FLUXGUARD_NO_PEER_ADDRESS' },
+    );
+  }
+  return NO_ADDRESS_KEY;
 }
 
 /** The most header entries walked: a longer chain is a forgery or a loop. */
@@ -83,12 +105,12 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
 
   return Object.freeze({
     behindProxies,
-    keyOf(call: CallInfo): string | undefined {
+    keyOf(call: CallInfo): string {
       const { peerAddress } = call;
       // Calls of one connection share its peer address: the last one's key is reused.
       if (peerAddress === lastPeer && lastKey !== undefined) return lastKey;
       const peer = peerHost(peerAddress);
-      if (peer === undefined) return undefined;
+      if (peer === undefined) return noAddress();
       if (behindProxies && isTrusted(peer)) return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
       lastPeer = peerAddress;
       lastKey = toKey(peer);

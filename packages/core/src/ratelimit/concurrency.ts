@@ -356,7 +356,7 @@ function keyFunction(key: unknown): (call: CallInfo, context: CallContext) => st
       return (call, context) => {
         if (context.principal !== undefined) return `subject:${principalKey(context.principal)}`;
         const peer = peerKey(call);
-        return call.peerCertificate === undefined ? peer : `${certificateKey(call)}|${peer ?? ''}`;
+        return call.peerCertificate === undefined ? peer : `${certificateKey(call)}|${peer}`;
       };
     case 'certificate':
       return (call) => (call.peerCertificate === undefined ? undefined : certificateKey(call));
@@ -380,10 +380,7 @@ function certificateKey(call: CallInfo): string {
  * address by its /64. One client's connections, and the addresses of one host's prefix, share
  * one count.
  */
-function peerKeyFunction(): (call: CallInfo) => string | undefined {
+function peerKeyFunction(): (call: CallInfo) => string {
   const address = compileClientAddress({}, 'createConcurrencyLimit');
-  return (call) => {
-    const key = address.keyOf(call);
-    return key === undefined ? undefined : `peer:${key}`;
-  };
+  return (call) => `peer:${address.keyOf(call)}`;
 }

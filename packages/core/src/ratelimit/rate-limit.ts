@@ -491,10 +491,7 @@ function compileKey(
   where: string,
   address: ClientAddress,
 ): { keyKind: string; keyOf: (call: CallInfo, context: CallContext) => string | undefined } {
-  const peer = (call: CallInfo): string | undefined => {
-    const ip = address.keyOf(call);
-    return ip === undefined ? undefined : `ip:${ip}`;
-  };
+  const peer = (call: CallInfo): string => `ip:${address.keyOf(call)}`;
   const certificate = (call: CallInfo): string | undefined => {
     const cert = call.peerCertificate;
     if (cert === undefined) return undefined;

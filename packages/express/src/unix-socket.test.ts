@@ -1,0 +1,89 @@
+// A server on a Unix socket (behind a local proxy, say) gives no peer address: limits by client
+// address skipped every call, so a peer rate limit and the brute-force protection did nothing.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import express from 'express';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compileRbac, createBruteForceProtection, createGuard, createRateLimit } from '@fluxguard/core';
+import { fluxguard } from './index.js';
+import { captureAudit, createTokenSigner } from './testing/tls.js';
+
+const audit = captureAudit();
+const tokens = createTokenSigner();
+const dir = mkdtempSync(join(tmpdir(), 'fluxguard-unix-'));
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** An app with a peer rate limit and the brute-force protection, listening on a Unix socket. */
+async function serveOnSocket(name: string) {
+  const limits = createRateLimit({ rules: [{ name: 'per-peer', key: 'peer', points: 3, durationSeconds: 60 }] });
+  const bruteForce = createBruteForceProtection({ peer: { maxFailures: 2, windowSeconds: 60, blockSeconds: 60 } });
+  const guard = fluxguard({
+    audit: audit.audit,
+    guard: createGuard({
+      audit: audit.audit,
+      jwt: tokens.verifier,
+      rbac: compileRbac({ 'GET /v1/ping': { authenticated: true } }),
+    }),
+    controls: [...limits.controls, bruteForce],
+  });
+  const site = express();
+  site.set('case sensitive routing', true);
+  site.use(guard.before);
+  site.get('/v1/ping', (_req, res) => res.json({ ping: true }));
+  site.use(guard.after);
+  const server = createServer(guard.wrap(site));
+  const socketPath = join(dir, name);
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  const get = (authorization: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      request({ socketPath, path: '/v1/ping', headers: { authorization } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      })
+        .on('error', reject)
+        .end();
+    });
+  const close = () => new Promise((resolve) => server.close(resolve));
+  return { get, close };
+}
+
+describe('a server on a Unix socket', () => {
+  it('counts every client of the socket as one, and says so once', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error & { code?: string }) => {
+      if (warning.code === 'FLUXGUARD_NO_PEER_ADDRESS') warnings.push(warning.message);
+    };
+    process.on('warning', onWarning);
+    const limited = await serveOnSocket('limited.sock');
+    try {
+      const good = `Bearer ${tokens.sign({ roles: [] })}`;
+      const answers: number[] = [];
+      for (let i = 0; i < 4; i++) answers.push(await limited.get(good));
+      expect(answers).toEqual([200, 200, 200, 429]);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain('as one client');
+    } finally {
+      process.off('warning', onWarning);
+      await limited.close();
+    }
+  });
+
+  it('blocks the socket after failed authentications', async () => {
+    const blocked = await serveOnSocket('blocked.sock');
+    try {
+      const good = `Bearer ${tokens.sign({ roles: [] })}`;
+      const forged = `${good.slice(0, -4)}AAAA`;
+      expect([await blocked.get(forged), await blocked.get(forged)]).toEqual([401, 401]);
+      // Blocked now: a further guess, and even a good token, is refused before it is checked.
+      expect(await blocked.get(forged)).toBe(429);
+      expect(await blocked.get(good)).toBe(429);
+    } finally {
+      await blocked.close();
+    }
+  });
+});
