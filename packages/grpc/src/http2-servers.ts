@@ -2,7 +2,12 @@ import type { Http2Server, Http2SecureServer, Http2Session, IncomingHttpHeaders,
 import type { Socket } from 'node:net';
 import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { experimental, logVerbosity, type Server, type ServerCredentials } from '@grpc/grpc-js';
-import { connectionBudget, defaultConnectionsPerAddress, gateConnections } from '@fluxguard/core/adapter';
+import {
+  connectionBudget,
+  defaultConnectionsPerAddress,
+  gateConnections,
+  type ConnectionGate,
+} from '@fluxguard/core/adapter';
 import { ConfigurationError } from '@fluxguard/core';
 import {
   CLOSING_GRACE_OPTION,
@@ -96,13 +101,15 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       const options = (this as { options?: Record<string, unknown> }).options;
       const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
       http2Server.maxConnections = maxConnections;
+      const audit = auditOfCredentials(credentials);
       // Each client address its share of the port, counted from the TCP connection on.
-      gateConnections(http2Server, {
+      const gate = gateConnections(http2Server, {
         maxPerAddress:
           positiveOption(options?.[MAX_PER_ADDRESS_OPTION]) ?? defaultConnectionsPerAddress(maxConnections),
-        audit: auditOfCredentials(credentials),
+        audit,
         transport: 'grpc',
       });
+      if (audit !== undefined) noteRefusedSessions(http2Server, gate);
       // Sessions made under a CA bundle or CRL a reload has changed are sent away (GOAWAY: their
       // calls finish, new ones go to a new connection, verified under the new trust).
       const sessions = new Set<Http2Session>();
@@ -137,6 +144,55 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       }
       return http2Server;
     },
+  });
+}
+
+/** nghttp2's error numbers (`errno` of Node's `ERR_HTTP2_ERROR`) that say what the client did. */
+const NGHTTP2_ERR_FLOW_CONTROL = -524;
+const NGHTTP2_ERR_HEADER_COMP = -523;
+const NGHTTP2_ERR_CALLBACK_FAILURE = -902;
+const NGHTTP2_ERR_FLOODED = -904;
+const NGHTTP2_ERR_TOO_MANY_CONTINUATIONS = -905;
+
+/**
+ * What a session error says the client did, or `undefined` for an error that is no refusal (the
+ * client's own GOAWAY, a reset socket): the kinds of `http2.session_refused`.
+ */
+function refusalKind(err: NodeJS.ErrnoException): string | undefined {
+  if (err.code === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') return 'invalid_frames';
+  if (err.code !== 'ERR_HTTP2_ERROR') return undefined;
+  return REFUSAL_KINDS.get(err.errno ?? 0) ?? 'protocol_error';
+}
+
+const REFUSAL_KINDS: ReadonlyMap<number, string> = new Map([
+  [NGHTTP2_ERR_FLOODED, 'flood'],
+  // A header block in more CONTINUATION frames than nghttp2 reads: metadata past ~140 KB.
+  [NGHTTP2_ERR_TOO_MANY_CONTINUATIONS, 'headers_too_large'],
+  // Node's own limits, enforced from nghttp2's callbacks: streams refused past
+  // `maxSessionRejectedStreams` (a session over `maxSessionMemory`), invalid frames.
+  [NGHTTP2_ERR_CALLBACK_FAILURE, 'enhance_your_calm'],
+  [NGHTTP2_ERR_FLOW_CONTROL, 'flow_control_error'],
+  [NGHTTP2_ERR_HEADER_COMP, 'compression_error'],
+]);
+
+/**
+ * Writes a line (`http2.session_refused`, through the gate's folding) for each session Node's
+ * HTTP/2 layer ends on the client's account: it answers with a GOAWAY and the session's `error`,
+ * and no call ever exists, so no other line would say that a client flooded the port or sent
+ * metadata past the limits. Listeners per session (its address is read as it opens: by the time
+ * of the error Node has let go of the socket); nothing runs per call.
+ */
+function noteRefusedSessions(http2Server: Http2Server | Http2SecureServer, gate: ConnectionGate): void {
+  http2Server.on('session', (session: Http2Session) => {
+    const address = session.socket.remoteAddress;
+    session.on('error', (err: NodeJS.ErrnoException) => {
+      const kind = refusalKind(err);
+      if (kind !== undefined) gate.sessionRefused(kind, address);
+    });
+    // A frame Node could not send, outside any stream: emitted on the session alone.
+    session.on('frameError', () => {
+      gate.sessionRefused('frame_not_sent', address);
+    });
   });
 }
 

@@ -71,6 +71,30 @@ describe('createConnectionGate', () => {
     ]);
   });
 
+  it('writes sessions the HTTP/2 layer refused by their kind, folded as refusals are', () => {
+    vi.useFakeTimers();
+    const { audit, lines } = capturedAudit();
+    const gate = createConnectionGate({ maxPerAddress: 1, audit, transport: 'grpc' });
+    gate.sessionRefused('flood', '203.0.113.9');
+    for (let i = 0; i < 499; i++) gate.sessionRefused('headers_too_large', '2001:db8:1:2::7');
+    expect(lines).toHaveLength(1);
+    vi.advanceTimersByTime(10_000);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        event: 'http2.session_refused',
+        transport: 'grpc',
+        reason: 'http2_refused',
+        refusals: { flood: 1 },
+        addresses: ['203.0.113.9'],
+      }),
+      expect.objectContaining({
+        refusals: { headers_too_large: 499 },
+        addresses: ['2001:db8:1:2:0:0:0:0/64'],
+        intervalMs: 10_000,
+      }),
+    ]);
+  });
+
   it('gives each address half of the port by default, at least 16, never above the cap', () => {
     expect(defaultConnectionsPerAddress(14_000)).toBe(7_000);
     expect(defaultConnectionsPerAddress(20)).toBe(16);

@@ -30,6 +30,13 @@ export interface ConnectionGate {
    */
   handshakeFailed(code: string, remoteAddress: string | undefined): void;
   /**
+   * Notes an HTTP/2 session the server's HTTP/2 layer itself ended on the client's account (a
+   * flood, a header block past its limits, a protocol or flow-control error), by `kind`:
+   * `http2.session_refused`, folded as refusals are. Node answers these with a GOAWAY and no
+   * call, so nothing else would write a line.
+   */
+  sessionRefused(kind: string, remoteAddress: string | undefined): void;
+  /**
    * Admits a new connection from `remoteAddress` (the socket's, without port): its release,
    * to call once when it closes, or `undefined` when that client (an IPv6 client by its /64)
    * holds `maxPerAddress` already and the connection must be closed at once.
@@ -93,6 +100,20 @@ export function createConnectionGate(options: {
     );
   });
 
+  const sessions = new RefusalSummary(({ counts, addresses, first }) => {
+    audit?.logger.warn(
+      {
+        event: 'http2.session_refused',
+        transport,
+        reason: 'http2_refused',
+        refusals: Object.fromEntries(counts),
+        addresses,
+        ...(first ? {} : { intervalMs: SUMMARY_INTERVAL_MS }),
+      },
+      'http2.session_refused',
+    );
+  });
+
   return Object.freeze({
     admit(remoteAddress: string | undefined) {
       const key = peerClientKey(remoteAddress) ?? '';
@@ -116,6 +137,9 @@ export function createConnectionGate(options: {
     },
     handshakeFailed(code: string, remoteAddress: string | undefined) {
       handshakes.note(code, peerClientKey(remoteAddress));
+    },
+    sessionRefused(kind: string, remoteAddress: string | undefined) {
+      sessions.note(kind, peerClientKey(remoteAddress));
     },
     heldBy(remoteAddress: string | undefined) {
       return held.get(peerClientKey(remoteAddress) ?? '') ?? 0;

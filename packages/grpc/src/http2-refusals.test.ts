@@ -1,0 +1,146 @@
+// Sessions Node's HTTP/2 layer ends on the client's account (a flood, metadata past its limits,
+// a protocol error) make no call: fluxguard writes `http2.session_refused` for them, folded as
+// the connection refusals are, so that a flood of them is one line and never silent.
+import { once } from 'node:events';
+import { connect, type TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metadata, status as Status, type Client } from '@grpc/grpc-js';
+import { FLAG, FRAME, PREFACE, h2Frame } from '@fluxguard/test-support/http2-frames';
+import { fluxguardInterceptors, secureServerOptions } from './index.js';
+import { captureAudit, type Json } from './testing/harness.js';
+import {
+  clientFor,
+  createTestPki,
+  perOperationCredentials,
+  startTlsServer,
+  unary,
+  waitFor,
+  type TestPki,
+  type TestServer,
+} from './testing/tls.js';
+
+const WINDOW_UPDATE = 0x8;
+
+let pki: TestPki;
+
+beforeAll(async () => {
+  pki = await createTestPki();
+});
+
+afterAll(async () => {
+  await pki.cleanup();
+});
+
+/** A server with fluxguard's credentials and its own captured audit log. */
+async function start(): Promise<{ server: TestServer; lines: () => Json[] }> {
+  const { audit, lines } = captureAudit();
+  const server = await startTlsServer(
+    perOperationCredentials(pki, audit),
+    fluxguardInterceptors({ audit, timeouts: false }),
+    undefined,
+    secureServerOptions(),
+  );
+  return { server, lines };
+}
+
+const refused = (lines: () => Json[]): Json[] => lines().filter((l) => l.event === 'http2.session_refused');
+
+/** A raw HTTP/2 client over TLS: its preface and SETTINGS sent (and the server's acknowledged). */
+async function rawSession(port: number): Promise<{ socket: TLSSocket; closed: Promise<void> }> {
+  const socket = connect({
+    host: '127.0.0.1',
+    port,
+    servername: 'localhost',
+    ALPNProtocols: ['h2'],
+    ca: pki.ca.certPem,
+  });
+  socket.on('error', () => undefined);
+  const closed = once(socket, 'close').then(() => undefined);
+  closed.catch(() => undefined);
+  await once(socket, 'secureConnect');
+  // Read (and drop) what the server sends: a paused socket never sees the server close it.
+  socket.resume();
+  socket.write(Buffer.concat([PREFACE, h2Frame(FRAME.SETTINGS, 0, 0), h2Frame(FRAME.SETTINGS, FLAG.ACK, 0)]));
+  return { socket, closed };
+}
+
+/** Two WINDOW_UPDATEs that take the connection's window past 2^31 - 1: a FLOW_CONTROL_ERROR. */
+function windowOverflow(): Buffer {
+  const increment = Buffer.alloc(4);
+  increment.writeUInt32BE(0x7fffffff);
+  return Buffer.concat([h2Frame(WINDOW_UPDATE, 0, 0, increment), h2Frame(WINDOW_UPDATE, 0, 0, increment)]);
+}
+
+describe('sessions refused by the HTTP/2 layer', () => {
+  it('writes metadata past what nghttp2 reads (more CONTINUATION frames than it takes) as headers_too_large', async () => {
+    const { server, lines } = await start();
+    const client: Client = clientFor(server.address, { ca: pki.ca.certPem });
+    try {
+      const metadata = new Metadata();
+      // 200 KB of metadata: grpc-js's client writes it as a HEADERS frame and a dozen CONTINUATIONs.
+      for (let i = 0; i < 100; i++) metadata.set(`x-pad-${String(i)}`, 'p'.repeat(2_000));
+      metadata.set('x-secret', 'never-logged-value');
+      const outcome = await unary(client, 'Public', metadata);
+      expect(outcome.status.code).not.toBe(Status.OK);
+      await waitFor(() => refused(lines).length > 0);
+      expect(refused(lines)).toEqual([
+        expect.objectContaining({
+          level: 40,
+          transport: 'grpc',
+          reason: 'http2_refused',
+          refusals: { headers_too_large: 1 },
+          addresses: ['127.0.0.1'],
+        }),
+      ]);
+      expect(JSON.stringify(lines())).not.toContain('never-logged-value');
+      expect(JSON.stringify(lines())).not.toContain('x-pad');
+    } finally {
+      client.close();
+      await server.close();
+    }
+  });
+
+  it('writes a SETTINGS flood nghttp2 ends the session for as flood', async () => {
+    const { server, lines } = await start();
+    try {
+      const raw = await rawSession(server.port);
+      raw.socket.write(Buffer.concat(Array.from({ length: 20_000 }, () => h2Frame(FRAME.SETTINGS, 0, 0))));
+      await waitFor(() => refused(lines).length > 0);
+      raw.socket.destroy();
+      expect(refused(lines)).toEqual([expect.objectContaining({ refusals: { flood: 1 }, addresses: ['127.0.0.1'] })]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('writes a flow-control error as flow_control_error', async () => {
+    const { server, lines } = await start();
+    try {
+      const raw = await rawSession(server.port);
+      raw.socket.write(windowOverflow());
+      await waitFor(() => refused(lines).length > 0);
+      raw.socket.destroy();
+      expect(refused(lines)).toEqual([expect.objectContaining({ refusals: { flow_control_error: 1 } })]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('folds a flood of refused sessions: one line at once, the rest counted for the summary', async () => {
+    const { server, lines } = await start();
+    try {
+      const clients = await Promise.all(Array.from({ length: 40 }, () => rawSession(server.port)));
+      for (const raw of clients) raw.socket.write(windowOverflow());
+      // Every session refused: the server closed each connection.
+      await waitFor(() => clients.every((raw) => raw.socket.destroyed));
+      await waitFor(() => refused(lines).length > 0);
+      // One line says so until the interval ends: the rest are counted for its summary.
+      expect(refused(lines)).toHaveLength(1);
+      expect(refused(lines)[0]).toMatchObject({ refusals: { flow_control_error: 1 } });
+      expect(lines().length).toBeLessThan(5);
+      for (const raw of clients) raw.socket.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+});
