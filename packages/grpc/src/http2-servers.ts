@@ -189,10 +189,6 @@ function noteRefusedSessions(http2Server: Http2Server | Http2SecureServer, gate:
       const kind = refusalKind(err);
       if (kind !== undefined) gate.sessionRefused(kind, address);
     });
-    // A frame Node could not send, outside any stream: emitted on the session alone.
-    session.on('frameError', () => {
-      gate.sessionRefused('frame_not_sent', address);
-    });
   });
 }
 
