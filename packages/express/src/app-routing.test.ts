@@ -7,6 +7,7 @@
 import express, { type Express } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, compileRbac, createConcurrencyLimit, createGuard, type RbacRules } from '@fluxguard/core';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { authorize, fluxguard } from './index.js';
 import { createSecureServer } from './secure-server.js';
 import { captureAudit, createTestPki, createTokenSigner, serve, type TestPki } from './testing/tls.js';
@@ -261,11 +262,7 @@ describe('fluxguard middleware out of place in the app', () => {
   });
 
   it('answers a neutral 500 for authorize() mounted without fluxguard().before, never the stack page of Express', async () => {
-    const warnings: Error[] = [];
-    const onWarning = (warning: Error): void => {
-      warnings.push(warning);
-    };
-    process.on('warning', onWarning);
+    const captured = captureWarnings('FLUXGUARD_NO_CONTEXT');
     const app = express();
     app.set('case sensitive routing', true);
     app.use(
@@ -286,10 +283,10 @@ describe('fluxguard middleware out of place in the app', () => {
       const body = await res.text();
       expect(JSON.parse(body)).toMatchObject({ code: 'internal', status: 500 });
       expect(body).not.toMatch(/admin-only|ConfigurationError|fluxguard context|at \//);
-      await new Promise((resolve) => setImmediate(resolve));
-      expect(warnings.some((w) => (w as { code?: string }).code === 'FLUXGUARD_NO_CONTEXT')).toBe(true);
+      await captured.settled();
+      expect(captured.warnings.length).toBeGreaterThan(0);
     } finally {
-      process.off('warning', onWarning);
+      captured.stop();
       await served.close();
     }
   });

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import express, { type Express } from 'express';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError, compileRbac, createGuard, type RbacRules } from '@fluxguard/core';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { fluxguard, routesOf } from './index.js';
 import { captureAudit, createTokenSigner, serve } from './testing/tls.js';
 
@@ -811,16 +812,12 @@ describe('a rule pattern that names no route of the app', () => {
   // A misspelt pattern never applies (a route left to a broader rule, a rate limit that never
   // counts); without servedOperations nothing said so. The first request warns, once per pattern.
   it('warns on the first request, naming it, but not of what a route or a mounted middleware serves', async () => {
-    const warnings: string[] = [];
-    const onWarning = (warning: Error & { code?: string }): void => {
-      // Other tests' apps in this file are checked too, a second after their first request.
-      if (
-        warning.code === 'FLUXGUARD_UNSERVED_RULE' &&
-        /itemz|v2\/other|robots|uplaod|\/files\/|\/admin\/|special|OPTIONS/.test(warning.message)
-      )
-        warnings.push(warning.message);
-    };
-    process.on('warning', onWarning);
+    const captured = captureWarnings('FLUXGUARD_UNSERVED_RULE');
+    // Other tests' apps in this file are checked too, a second after their first request.
+    const warnings = () =>
+      captured
+        .messages()
+        .filter((message) => /itemz|v2\/other|robots|uplaod|\/files\/|\/admin\/|special|OPTIONS/.test(message));
     const { site, guard } = guardedSite([
       { operation: 'GET /v1/items/:id', public: true },
       { operation: 'DELETE /v1/itemz/:id', anyRoles: ['admin'] },
@@ -846,14 +843,14 @@ describe('a rule pattern that names no route of the app', () => {
     const otherServed = await serve(other);
     const checked = () => new Promise((resolve) => setTimeout(resolve, 1_300));
     try {
-      expect(warnings).toEqual([]);
+      expect(warnings()).toEqual([]);
       expect((await fetch(`${otherServed.url}/v2/other`)).status).toBe(200);
       const first = await fetch(`${served.url}/v1/items/a`);
       expect(first.status, JSON.stringify(audit.lines().at(-1))).toBe(200);
       expect((await fetch(`${served.url}/v1/items/b`)).status).toBe(200);
       await checked();
-      expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toContain('"DELETE /v1/itemz/:id" names no route of the apps it guards');
+      expect(warnings()).toHaveLength(1);
+      expect(warnings()[0]).toContain('"DELETE /v1/itemz/:id" names no route of the apps it guards');
     } finally {
       await served.close();
       await otherServed.close();
@@ -870,10 +867,10 @@ describe('a rule pattern that names no route of the app', () => {
     try {
       await fetch(`${withStatic.url}/robots.txt`);
       await checked();
-      expect(warnings).toHaveLength(2);
-      expect(warnings[1]).toContain('"POST /v1/uplaod"');
+      expect(warnings()).toHaveLength(2);
+      expect(warnings()[1]).toContain('"POST /v1/uplaod"');
     } finally {
-      process.off('warning', onWarning);
+      captured.stop();
       await withStatic.close();
     }
   });

@@ -3,6 +3,7 @@
 import express from 'express';
 import { describe, expect, it } from 'vitest';
 import { createBruteForceProtection, createRateLimit, type Control } from '@fluxguard/core';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { fluxguard } from './index.js';
 import { captureAudit, serve } from './testing/tls.js';
 
@@ -38,11 +39,7 @@ async function statuses(url: string, clients: readonly string[]): Promise<number
 
 describe('peer limits in an app that trusts a proxy', () => {
   it('warns once that the limits count the proxy, and says nothing once they trust it too', async () => {
-    const warnings: string[] = [];
-    const onWarning = (warning: Error & { code?: string }): void => {
-      if (warning.code === 'FLUXGUARD_TRUST_PROXY') warnings.push(warning.message);
-    };
-    process.on('warning', onWarning);
+    const captured = captureWarnings('FLUXGUARD_TRUST_PROXY');
     const shared = await serve(app([], 'loopback'));
     const counted = await serve(app(['127.0.0.1'], 'loopback'));
     const direct = await serve(app([], false));
@@ -51,12 +48,13 @@ describe('peer limits in an app that trusts a proxy', () => {
       expect(await statuses(shared.url, ['203.0.113.1', '203.0.113.1', '203.0.113.2'])).toEqual([200, 200, 429]);
       expect(await statuses(counted.url, ['203.0.113.1', '203.0.113.1', '203.0.113.2'])).toEqual([200, 200, 200]);
       expect(await statuses(direct.url, ['203.0.113.1'])).toEqual([200]);
-      await new Promise((resolve) => setImmediate(resolve));
+      await captured.settled();
+      const warnings = captured.messages();
       expect(warnings).toHaveLength(1);
       expect(warnings[0]).toContain('"per-peer", "brute-force.peer"');
       expect(warnings[0]).toContain('trustedProxies');
     } finally {
-      process.off('warning', onWarning);
+      captured.stop();
       await shared.close();
       await counted.close();
       await direct.close();

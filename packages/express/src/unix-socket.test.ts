@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import express from 'express';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compileRbac, createBruteForceProtection, createGuard, createRateLimit } from '@fluxguard/core';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { fluxguard } from './index.js';
 import { captureAudit, createTokenSigner } from './testing/tls.js';
 
@@ -53,22 +54,18 @@ async function serveOnSocket(name: string) {
 
 describe('a server on a Unix socket', () => {
   it('counts every client of the socket as one, and says so once', async () => {
-    const warnings: string[] = [];
-    const onWarning = (warning: Error & { code?: string }) => {
-      if (warning.code === 'FLUXGUARD_NO_PEER_ADDRESS') warnings.push(warning.message);
-    };
-    process.on('warning', onWarning);
+    const captured = captureWarnings('FLUXGUARD_NO_PEER_ADDRESS');
     const limited = await serveOnSocket('limited.sock');
     try {
       const good = `Bearer ${tokens.sign({ roles: [] })}`;
       const answers: number[] = [];
       for (let i = 0; i < 4; i++) answers.push(await limited.get(good));
       expect(answers).toEqual([200, 200, 200, 429]);
-      await new Promise((resolve) => setImmediate(resolve));
-      expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toContain('as one client');
+      await captured.settled();
+      expect(captured.messages()).toHaveLength(1);
+      expect(captured.messages()[0]).toContain('as one client');
     } finally {
-      process.off('warning', onWarning);
+      captured.stop();
       await limited.close();
     }
   });

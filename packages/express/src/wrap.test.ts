@@ -6,6 +6,7 @@ import { connect } from 'node:net';
 import express, { type Express } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, compileRbac, createGuard, type Control, type RbacRules } from '@fluxguard/core';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { fluxguard, type ProblemDetails } from './index.js';
 import { captureAudit, createTokenSigner, serve, type Served } from './testing/tls.js';
 
@@ -246,11 +247,7 @@ describe('wrap(app) with middleware mounted ahead of before', () => {
   // Under wrap(app) the controls run in front of the app: a method override mounted first in it
   // (as for `before`) ran after them, and nothing said so.
   it('warns once, at wrap(app), naming them; says nothing when before comes first', async () => {
-    const warnings: string[] = [];
-    const onWarning = (warning: Error & { code?: string }): void => {
-      if (warning.code === 'FLUXGUARD_WRAP_ORDER') warnings.push(warning.message);
-    };
-    process.on('warning', onWarning);
+    const captured = captureWarnings('FLUXGUARD_WRAP_ORDER');
     try {
       const guard = fluxguard({ audit: audit.audit });
       const app = express();
@@ -268,11 +265,11 @@ describe('wrap(app) with middleware mounted ahead of before', () => {
         next();
       });
       guard.wrap(inOrder);
-      await new Promise((resolve) => setImmediate(resolve));
-      expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toContain('(methodOverride) run after them');
+      await captured.settled();
+      expect(captured.messages()).toHaveLength(1);
+      expect(captured.messages()[0]).toContain('(methodOverride) run after them');
     } finally {
-      process.off('warning', onWarning);
+      captured.stop();
     }
   });
 });

@@ -2,6 +2,7 @@
 // interceptors is authenticated, but runs without the connection hardening fluxguard's
 // addService applies; nothing said so. The first call now warns, once per process.
 import { afterEach, describe, expect, it } from 'vitest';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { fluxguardInterceptors, wrapImplementation, addService } from './index.js';
 import { callKind, captureAudit, startServer, testService } from './testing/harness.js';
 
@@ -17,17 +18,14 @@ const implementation = {
   },
 } as never;
 
-const warnings: { code?: string; message: string }[] = [];
-const onWarning = (warning: Error): void => {
-  warnings.push(warning);
-};
-process.on('warning', onWarning);
+const captured = captureWarnings();
 afterEach(() => {
-  warnings.length = 0;
+  captured.warnings.length = 0;
 });
 
-const nativeWarnings = () => warnings.filter((w) => w.code === 'FLUXGUARD_NATIVE_ADD_SERVICE');
-const settle = () => new Promise((resolve) => setImmediate(resolve));
+const warningsOf = (code: string) => captured.warnings.filter((w) => w.code === code);
+const nativeWarnings = () => warningsOf('FLUXGUARD_NATIVE_ADD_SERVICE');
+const settle = () => captured.settled();
 
 describe('a service added with grpc-js own server.addService', () => {
   // In this order: the warning is given once per process.
@@ -119,7 +117,7 @@ describe('a rule pattern that names no method the server registered', () => {
       addService(server, testService, implementation);
       server.addService(native, wrapImplementation(native, { Unary: () => ({ ok: true }) }));
     });
-    const unserved = () => warnings.filter((w) => w.code === 'FLUXGUARD_UNSERVED_RULE').map((w) => w.message);
+    const unserved = () => warningsOf('FLUXGUARD_UNSERVED_RULE').map((w) => w.message);
     try {
       expect((await callKind(served.client, 'unary', {})).status.code).toBe(0);
       expect((await callKind(served.client, 'unary', {})).status.code).toBe(0);

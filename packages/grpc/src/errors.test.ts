@@ -13,6 +13,7 @@ import {
   type sendUnaryData,
 } from '@grpc/grpc-js';
 import { ConfigurationError, SecurityError, createAuditLogger } from '@fluxguard/core';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 import {
   addService,
   fluxguardInterceptors,
@@ -633,11 +634,7 @@ describe('configuration', () => {
   });
 
   it('fails closed without the interceptor: accessors throw, wrapped handlers still answer safely', async () => {
-    const warnings: string[] = [];
-    const onWarning = (warning: Error): void => {
-      warnings.push(warning.message);
-    };
-    process.on('warning', onWarning);
+    const captured = captureWarnings();
     const implementation = {
       Unary: (call: Parameters<typeof getRequestId>[0]) => ({ requestId: getRequestId(call) }),
       ServerStream: (call: Parameters<typeof getRequestId>[0] & { write(m: unknown): void; end(): void }) => {
@@ -663,10 +660,10 @@ describe('configuration', () => {
         expect(outcome.messages).toEqual([]);
         expect(visibleText(outcome)).not.toMatch(/fluxguard context|getRequestId|getPrincipal/);
       }
-      await delay(10);
-      expect(warnings.some((w) => w.includes('without the safeErrors interceptor'))).toBe(true);
+      await captured.settled();
+      expect(captured.messages().some((w) => w.includes('without the safeErrors interceptor'))).toBe(true);
     } finally {
-      process.off('warning', onWarning);
+      captured.stop();
       await lone.close();
     }
     expect(() => {

@@ -4,6 +4,7 @@ import { SecurityError } from '../errors/security-error.js';
 import { createJwtVerifier } from '../jwt/verifier.js';
 import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
 import { startRedis, type RedisUnderTest } from '@fluxguard/test-support/redis';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { createRedisDenylist } from './redis.js';
 
 function client(port: number): Redis {
@@ -171,18 +172,14 @@ describe('createRedisDenylist with a real redis-server', () => {
 describe('createRedisDenylist on a Redis that evicts keys', () => {
   /** The process warnings with `code` emitted within a moment of `create`. */
   async function warningsOf(create: () => void, code: string): Promise<string[]> {
-    const seen: string[] = [];
-    const listener = (warning: Error & { code?: string }): void => {
-      if (warning.code === code) seen.push(warning.message);
-    };
-    process.on('warning', listener);
+    const captured = captureWarnings(code);
     try {
       create();
       await new Promise((resolve) => setTimeout(resolve, 300));
     } finally {
-      process.off('warning', listener);
+      captured.stop();
     }
-    return seen;
+    return captured.messages();
   }
 
   it('warns that a revocation may be evicted, and says nothing of a Redis that never evicts', async () => {

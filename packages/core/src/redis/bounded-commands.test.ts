@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, type RedisUnderTest } from '@fluxguard/test-support/redis';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { boundedCommands, warnOfClientTimeout, type BoundedCommands } from './bounded-commands.js';
 
 let redis: RedisUnderTest;
@@ -228,21 +229,16 @@ describe('boundedCommands against a real redis-server', () => {
 
 describe('warnOfClientTimeout', () => {
   it("warns once when a store's client has a commandTimeout of its own, and not without one", async () => {
-    const warnings: (Error & { code?: string })[] = [];
-    const listener = (warning: Error): void => {
-      warnings.push(warning);
-    };
-    process.on('warning', listener);
+    const captured = captureWarnings('FLUXGUARD_REDIS_COMMAND_TIMEOUT');
     try {
       warnOfClientTimeout(client, 'createRedisDenylist');
       warnOfClientTimeout({ options: { commandTimeout: 500 } }, 'createRedisDenylist');
       warnOfClientTimeout({ options: { commandTimeout: 500 } }, 'createRedisRateLimitStore');
-      // process.emitWarning emits on the next tick.
-      await new Promise((resolve) => setImmediate(resolve));
+      await captured.settled();
     } finally {
-      process.off('warning', listener);
+      captured.stop();
     }
-    const ours = warnings.filter((warning) => warning.code === 'FLUXGUARD_REDIS_COMMAND_TIMEOUT');
+    const ours = captured.warnings;
     expect(ours).toHaveLength(1);
     expect(ours[0]?.message).toMatch(/^createRedisDenylist: the ioredis client has a commandTimeout/);
   });
