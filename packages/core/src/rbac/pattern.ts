@@ -55,23 +55,16 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
       );
     }
     const service = `/${m[1] ?? ''}/`;
-    if (m[2] !== '*') {
-      return {
-        key: pattern,
-        written: pattern,
-        shape: pattern,
-        exact: true,
-        ranks: [3, 3],
-        matches: (op) => op === pattern,
-      };
-    }
+    const exact = m[2] !== '*';
     return {
       key: pattern,
       written: pattern,
       shape: pattern,
-      exact: false,
-      ranks: [3, 2],
-      matches: (op) => op.startsWith(service) && op.length > service.length && !op.includes('/', service.length),
+      exact,
+      ranks: exact ? [3, 3] : [3, 2],
+      matches: exact
+        ? (op) => op === pattern
+        : (op) => op.startsWith(service) && op.length > service.length && !op.includes('/', service.length),
     };
   }
   const m = HTTP.exec(pattern);
