@@ -5,16 +5,34 @@ import { checkUnservedLater, warnUnservedPatterns, type Pipeline } from '@fluxgu
  * can tell, on a server's first call, a service added with grpc-js's own `server.addService`:
  * that one runs without the connection hardening `addService` applies (connection caps, the
  * closing grace, the write-stall limit, GOAWAY on a trust change), and nothing else says so.
+ * Kept for each interceptor of the server they were added to: kept for the process, a service
+ * one server registered through `addService` silenced the warning for another server that
+ * registered it with grpc-js's own.
  */
-const added = new Set<string>();
+const addedThrough = new WeakMap<object, Set<string>>();
+
+/** Every method registered, for a server whose interceptors grpc-js did not show. */
+const addedAnywhere = new Set<string>();
+let interceptorsUnknown = false;
 
 /**
- * Notes the method paths of a service `addService` registers.
+ * Notes the method paths of a service `addService` registers on a server running
+ * `interceptors` (`undefined` when grpc-js does not show them).
  *
  * @internal
  */
-export function noteAddedService(paths: readonly string[]): void {
-  for (const path of paths) added.add(path);
+export function noteAddedService(paths: readonly string[], interceptors: readonly unknown[] | undefined): void {
+  for (const path of paths) addedAnywhere.add(path);
+  if (interceptors === undefined) {
+    interceptorsUnknown = true;
+    return;
+  }
+  for (const interceptor of interceptors) {
+    if (typeof interceptor !== 'function') continue;
+    let own = addedThrough.get(interceptor);
+    if (own === undefined) addedThrough.set(interceptor, (own = new Set()));
+    for (const path of paths) own.add(path);
+  }
 }
 
 /** The servers `addService` registered services on, for the methods added to them by other means. */
@@ -47,7 +65,7 @@ export function warnUnservedMethods(pipeline: Pipeline): void {
   checkUnservedLater(pipeline, () => {
     // A server whose services all came through grpc-js's own addService: nothing is known.
     if (servers.every((ref) => ref.deref() === undefined)) return;
-    const served = new Set(added);
+    const served = new Set(addedAnywhere);
     for (const ref of servers) {
       const handlers = (ref.deref() as { handlers?: unknown } | undefined)?.handlers;
       if (handlers instanceof Map) for (const path of handlers.keys()) if (typeof path === 'string') served.add(path);
@@ -59,13 +77,15 @@ export function warnUnservedMethods(pipeline: Pipeline): void {
 let warned = false;
 
 /**
- * Warns once per process (`FLUXGUARD_NATIVE_ADD_SERVICE`) when a call reaches fluxguard's
- * interceptors for a method `addService` did not register.
+ * Warns once per process (`FLUXGUARD_NATIVE_ADD_SERVICE`) when a call reaches `interceptor`
+ * (fluxguard's) for a method `addService` did not register on a server it runs on.
  *
  * @internal
  */
-export function warnIfNotAdded(path: string): void {
-  if (warned || added.has(path)) return;
+export function warnIfNotAdded(path: string, interceptor: object): void {
+  if (warned) return;
+  const own = addedThrough.get(interceptor);
+  if (own?.has(path) === true || (interceptorsUnknown && addedAnywhere.has(path))) return;
   warned = true;
   process.emitWarning(
     `fluxguard: ${path} was registered with grpc-js's own server.addService, which skips fluxguard's connection limits and TLS reload handling: use addService(server, service, implementation) of @fluxguard/grpc`,

@@ -204,7 +204,7 @@ export function safeErrorsWith(
   const interceptor: ServerInterceptor = (methodDescriptor, call) => {
     if (!checked) {
       checked = true;
-      warnIfNotAdded(methodDescriptor.path);
+      warnIfNotAdded(methodDescriptor.path, interceptor);
     }
     return new SafeErrorsCall(audit, methodDescriptor.path, call, inner);
   };

@@ -266,7 +266,7 @@ export function addService<I>(
   }
   hardenHttp2Servers(server);
   vetServerAnswers(server);
-  noteAddedService(methods);
+  noteAddedService(methods, Array.isArray(interceptors) ? (interceptors as unknown[]) : undefined);
   noteServer(server);
   server.addService(withSafeDeserializers(service, opts.strictWireFormat), wrapImplementation(service, implementation));
 }
