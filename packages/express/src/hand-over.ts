@@ -94,11 +94,22 @@ function guardEntry(guarded: object, method: 'dispatch' | 'handleRequest'): bool
     configurable: true,
     writable: true,
     value: function handOverChecked(this: object, req: Request, res: Response, done: NextFunction): unknown {
+      if (method === 'dispatch' && skipsMethod(this, req.method)) return run.call(this, req, res, done);
       if (handedOver(this, req, done)) return run.call(this, req, res, done);
       return undefined;
     },
   });
   return true;
+}
+
+/**
+ * Whether `route` runs nothing for `method`: the router hands a HEAD request to every route of
+ * its path, whatever their methods (a `.post()` route before the `.get()` one), and such a route
+ * passes it on untouched. Checked as a hand-over, a monitor's HEAD got a 500.
+ */
+function skipsMethod(route: object, method: string): boolean {
+  const handles = (route as { _handlesMethod?: unknown })._handlesMethod;
+  return typeof handles === 'function' && !(handles as (method: string) => boolean).call(route, method);
 }
 
 /** The param callbacks already checked. */
@@ -133,7 +144,7 @@ function guardParams(router: object): boolean {
       // The router names the route it is about to run (`req.route`) before its callbacks: held to
       // that route's check, a `next()` from another rule's route does not reach them either.
       const route = req.route as object | undefined;
-      const guarded = route !== undefined && checks.has(route) ? route : router;
+      const guarded = route !== undefined && checks.has(route) && !skipsMethod(route, req.method) ? route : router;
       if (handedOver(guarded, req, next, true)) return own.call(this, req, res, next, value, name);
       return undefined;
     };

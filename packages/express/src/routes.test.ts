@@ -584,6 +584,33 @@ describe('routesOf and the route order check of wrap(app)', () => {
     }
   });
 
+  it('serves a HEAD request past a route of another method, which the router hands it to as well', async () => {
+    // The router gives a HEAD request to every route of its path whatever their methods; a
+    // `.post()` route passes it on untouched, and was taken for a hand-over: a monitor got a 500.
+    const { site, guard } = guardedSite([
+      { operation: 'POST /v1/items/:id', anyRoles: ['admin'] },
+      { operation: 'GET /v1/items/:id', public: true },
+    ]);
+    const loaded: string[] = [];
+    site.param('id', (_req, _res, next, id: string) => {
+      loaded.push(id);
+      next();
+    });
+    site.post('/v1/items/:id', (_req, res) => res.json({ posted: true }));
+    site.get('/v1/items/:id', (req, res) => res.set('x-item', req.params.id).json({ item: req.params.id }));
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    try {
+      const head = await fetch(`${served.url}/v1/items/1`, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(head.headers.get('x-item')).toBe('1');
+      expect(loaded).toEqual(['1']);
+      expect((await fetch(`${served.url}/v1/items/2`, { method: 'POST' })).status).toBe(401);
+    } finally {
+      await served.close();
+    }
+  });
+
   it('answers its own 500s itself: an error handler of the app never sees them', async () => {
     // Passed to next(err), they reached the app's handler, which showed their text; no line.
     const { site, guard } = guardedSite([
