@@ -18,10 +18,19 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** An app with a peer rate limit and the brute-force protection, listening on a Unix socket. */
-async function serveOnSocket(name: string) {
-  const limits = createRateLimit({ rules: [{ name: 'per-peer', key: 'peer', points: 3, durationSeconds: 60 }] });
-  const bruteForce = createBruteForceProtection({ peer: { maxFailures: 2, windowSeconds: 60, blockSeconds: 60 } });
+/**
+ * An app with a peer rate limit and the brute-force protection, listening on a Unix socket;
+ * `trustedProxies` for both.
+ */
+async function serveOnSocket(name: string, trustedProxies: readonly string[] = []) {
+  const limits = createRateLimit({
+    trustedProxies,
+    rules: [{ name: 'per-peer', key: 'peer', points: 3, durationSeconds: 60 }],
+  });
+  const bruteForce = createBruteForceProtection({
+    trustedProxies,
+    peer: { maxFailures: 2, windowSeconds: 60, blockSeconds: 60 },
+  });
   const guard = fluxguard({
     audit: audit.audit,
     guard: createGuard({
@@ -39,9 +48,11 @@ async function serveOnSocket(name: string) {
   const server = createServer(guard.wrap(site));
   const socketPath = join(dir, name);
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-  const get = (authorization: string): Promise<number> =>
+  const get = (authorization: string, forwardedFor?: string): Promise<number> =>
     new Promise((resolve, reject) => {
-      request({ socketPath, path: '/v1/ping', headers: { authorization } }, (res) => {
+      const headers =
+        forwardedFor === undefined ? { authorization } : { authorization, 'x-forwarded-for': forwardedFor };
+      request({ socketPath, path: '/v1/ping', headers }, (res) => {
         res.resume();
         resolve(res.statusCode ?? 0);
       })
@@ -81,6 +92,21 @@ describe('a server on a Unix socket', () => {
       expect(await blocked.get(good)).toBe(429);
     } finally {
       await blocked.close();
+    }
+  });
+
+  it('counts each client the proxy on the socket names, once "unix" is a trusted proxy', async () => {
+    // One client's forged tokens blocked every client of the socket, a re-attack found.
+    const proxied = await serveOnSocket('proxied.sock', ['unix']);
+    try {
+      const good = `Bearer ${tokens.sign({ roles: [] })}`;
+      const forged = `${good.slice(0, -4)}AAAA`;
+      const attacker = '198.51.100.66';
+      expect([await proxied.get(forged, attacker), await proxied.get(forged, attacker)]).toEqual([401, 401]);
+      expect(await proxied.get(good, attacker)).toBe(429);
+      expect(await proxied.get(good, '203.0.113.7')).toBe(200);
+    } finally {
+      await proxied.close();
     }
   });
 });
