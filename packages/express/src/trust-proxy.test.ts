@@ -2,24 +2,14 @@
 // client as the proxy: one client used up the allowance of all, and nothing said why.
 import express from 'express';
 import { describe, expect, it } from 'vitest';
-import { createBruteForceProtection, createRateLimit, type Control } from '@fluxguard/core';
 import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { fluxguard } from './index.js';
-import { captureAudit, serve } from './testing/tls.js';
+import { captureAudit, peerLimits, serve } from './testing/tls.js';
 
 const audit = captureAudit();
 
 function app(trustedProxies: readonly string[], trustProxy: unknown) {
-  const limits = createRateLimit({
-    trustedProxies,
-    rules: [{ name: 'per-peer', key: 'peer', points: 2, durationSeconds: 60 }],
-  });
-  const bruteForce = createBruteForceProtection({
-    trustedProxies,
-    peer: { maxFailures: 5, windowSeconds: 60, blockSeconds: 60 },
-  });
-  const controls: Control[] = [...limits.controls, bruteForce];
-  const guard = fluxguard({ audit: audit.audit, controls });
+  const guard = fluxguard({ audit: audit.audit, controls: peerLimits(trustedProxies, 2, 5) });
   const site = express();
   site.set('case sensitive routing', true);
   site.set('trust proxy', trustProxy);

@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
 import { afterAll, describe, expect, it } from 'vitest';
-import { compileRbac, createBruteForceProtection, createGuard, createRateLimit } from '@fluxguard/core';
+import { compileRbac, createGuard } from '@fluxguard/core';
 import { captureWarnings } from '@fluxguard/test-support/warnings';
 import { fluxguard } from './index.js';
-import { captureAudit, createTokenSigner } from './testing/tls.js';
+import { captureAudit, createTokenSigner, peerLimits } from './testing/tls.js';
 
 const audit = captureAudit();
 const tokens = createTokenSigner();
@@ -23,14 +23,6 @@ afterAll(() => {
  * `trustedProxies` for both.
  */
 async function serveOnSocket(name: string, trustedProxies: readonly string[] = []) {
-  const limits = createRateLimit({
-    trustedProxies,
-    rules: [{ name: 'per-peer', key: 'peer', points: 3, durationSeconds: 60 }],
-  });
-  const bruteForce = createBruteForceProtection({
-    trustedProxies,
-    peer: { maxFailures: 2, windowSeconds: 60, blockSeconds: 60 },
-  });
   const guard = fluxguard({
     audit: audit.audit,
     guard: createGuard({
@@ -38,7 +30,7 @@ async function serveOnSocket(name: string, trustedProxies: readonly string[] = [
       jwt: tokens.verifier,
       rbac: compileRbac({ 'GET /v1/ping': { authenticated: true } }),
     }),
-    controls: [...limits.controls, bruteForce],
+    controls: peerLimits(trustedProxies, 3, 2),
   });
   const site = express();
   site.set('case sensitive routing', true);

@@ -14,8 +14,11 @@ import type { Express } from 'express';
 import { Agent } from 'undici';
 import {
   createAuditLogger,
+  createBruteForceProtection,
   createJwtVerifier,
+  createRateLimit,
   type AuditLogger,
+  type Control,
   type AuditLoggerOptions,
   type JwtVerifier,
 } from '@fluxguard/core';
@@ -189,4 +192,21 @@ export interface Served {
 /** Serves `app` (or any request listener, `fluxguard().wrap(app)`) over plain HTTP on 127.0.0.1:0. */
 export async function serve(app: RequestListener): Promise<Served> {
   return listenOnLoopback(createHttpServer(app), 'http');
+}
+
+/**
+ * The limits that count a client by its address: a `peer` rate limit of `points` calls a minute
+ * (`per-peer`) and the brute-force protection, blocking after `maxFailures`; both trust
+ * `trustedProxies`.
+ */
+export function peerLimits(trustedProxies: readonly string[], points: number, maxFailures: number): Control[] {
+  const limits = createRateLimit({
+    trustedProxies,
+    rules: [{ name: 'per-peer', key: 'peer', points, durationSeconds: 60 }],
+  });
+  const bruteForce = createBruteForceProtection({
+    trustedProxies,
+    peer: { maxFailures, windowSeconds: 60, blockSeconds: 60 },
+  });
+  return [...limits.controls, bruteForce];
 }
