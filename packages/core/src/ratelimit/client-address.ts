@@ -21,8 +21,6 @@ export interface ClientAddressOptions {
    * `fd00::/8`). Only a connection from one of them may say who the client is; from anyone
    * else, the headers are ignored. Default: none (the socket's peer is always the client).
    * `0.0.0.0/0` and `::/0` are refused: with every address a proxy, any client names itself.
-   * `unix` trusts a connection with no peer address: the proxy in front of a server that
-   * listens on a Unix socket.
    */
   readonly trustedProxies?: readonly string[] | undefined;
   /** Leading bits of an IPv6 address that name one client. Default 64. */
@@ -55,9 +53,6 @@ export interface ClientAddress {
  */
 const NO_ADDRESS_KEY = 'no-address';
 
-/** The entry of `trustedProxies` that trusts a connection with no peer address (a Unix socket's). */
-const UNIX_SOCKET = 'unix';
-
 let warnedNoAddress = false;
 
 /** Says once per process that calls without an address are counted together. */
@@ -65,7 +60,7 @@ function noAddress(): string {
   if (!warnedNoAddress) {
     warnedNoAddress = true;
     process.emitWarning(
-      'fluxguard: a call came without a peer address (a server on a Unix socket, or a connection closed before its address was read): limits by client address, and the brute-force protection, count every such call as one client. Behind a proxy on a Unix socket, list "unix" in trustedProxies, so that the header the proxy writes names the client',
+      'fluxguard: a call came without a peer address (a server on a Unix socket, or a connection closed before its address was read): limits by client address, and the brute-force protection, count every such call as one client. Behind a proxy on a Unix socket, key rate limits with a function that reads the header your proxy writes',
       { code: 'FLUXGUARD_NO_PEER_ADDRESS' },
     );
   }
@@ -93,10 +88,8 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
   const proxies = options.trustedProxies ?? [];
   if (!Array.isArray(proxies)) throw new ConfigurationError(`${where}.trustedProxies must be an array`);
   const trusted = new BlockList();
-  let trustsSocket = false;
   proxies.forEach((entry: unknown, i) => {
-    if (entry === UNIX_SOCKET) trustsSocket = true;
-    else addTrusted(trusted, entry, `${where}.trustedProxies[${String(i)}]`);
+    addTrusted(trusted, entry, `${where}.trustedProxies[${String(i)}]`);
   });
   // Read once: the caller's array, changed later, changes nothing.
   const behindProxies = proxies.length > 0;
@@ -117,15 +110,8 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
       // Calls of one connection share its peer address: the last one's key is reused.
       if (peerAddress === lastPeer && lastKey !== undefined) return lastKey;
       const peer = peerHost(peerAddress);
-      if (peer === undefined) {
-        if (!trustsSocket) return noAddress();
-        // The proxy on the socket names the client; with no entry it wrote, the key is shared.
-        const client = forwardedClient(forwardedFor(call, header), undefined, isTrusted);
-        return client === undefined ? noAddress() : toKey(client);
-      }
-      if (behindProxies && isTrusted(peer)) {
-        return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted) ?? peer);
-      }
+      if (peer === undefined) return noAddress();
+      if (behindProxies && isTrusted(peer)) return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
       lastPeer = peerAddress;
       lastKey = toKey(peer);
       return lastKey;
@@ -150,11 +136,7 @@ function addTrusted(list: BlockList, entry: unknown, where: string): void {
  * proxies appended are believed; anything further left the client wrote itself. An entry that
  * is not an address ends the walk at the last trusted hop, so garbage cannot pick a key.
  */
-function forwardedClient(
-  chain: readonly string[],
-  peer: string | undefined,
-  isTrusted: (ip: string) => boolean,
-): string | undefined {
+function forwardedClient(chain: readonly string[], peer: string, isTrusted: (ip: string) => boolean): string {
   let client = peer;
   for (let i = chain.length - 1, hops = 0; i >= 0 && hops < MAX_HOPS; i--, hops++) {
     const ip = plainAddress(chain[i] ?? '');
