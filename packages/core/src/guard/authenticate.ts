@@ -139,10 +139,7 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
       const authorization = authorizationOf(call);
       if (jwt === undefined || authorization.length === 0) {
         const principal = withoutToken(call);
-        // A guard in front of this one (an app's, around a router with a guard of its own) may
-        // have recorded a caller this guard cannot verify: its rules decide on its own caller.
-        if (principal === undefined) context.clearPrincipal();
-        else context.setPrincipal(principal);
+        if (principal !== undefined) context.setPrincipal(principal);
         return undefined;
       }
       // One header can be settled now; several are refused by `authenticate`.

@@ -319,20 +319,6 @@ describe('CallState.setPrincipal', () => {
     }
   });
 
-  it('forgets a principal with clearPrincipal, until the handler has started', () => {
-    const { s } = state();
-    s.clearPrincipal();
-    s.setPrincipal(frozen());
-    s.clearPrincipal();
-    expect(s.principal).toBeUndefined();
-    s.setPrincipal(frozen());
-    s.seal();
-    expect(() => {
-      s.clearPrincipal();
-    }).toThrow(expect.objectContaining({ code: 'principal_sealed' }));
-    expect(s.principal?.subject).toBe('alice');
-  });
-
   it('copies and freezes a principal that is not frozen, and leaves the original alone', () => {
     const roles = ['reader'];
     const principal = { ...frozen(), roles };

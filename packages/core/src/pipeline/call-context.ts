@@ -97,13 +97,6 @@ export interface CallContext extends RequestContext {
    * started; on Express a later middleware may still replace it (see `setPrincipal` there).
    */
   setPrincipal(principal: Principal): void;
-  /**
-   * Forgets the recorded caller: the call is anonymous from now on. An authentication step that
-   * verifies nothing of a call calls it, so that it never decides on a caller another guard (one
-   * mounted in front of it, with another issuer or other roles) recorded. Throws as
-   * `setPrincipal` does once the handler has started on gRPC.
-   */
-  clearPrincipal(): void;
   /** Stores a value for a later control or the handler. */
   set<T>(key: ContextKey<T>, value: T): void;
   /**
@@ -316,17 +309,6 @@ export class CallState implements CallContext {
       );
     }
     this.#principal = freezePrincipal(principal);
-  }
-
-  clearPrincipal(): void {
-    if (this.#principal === undefined) return;
-    if (this.#sealed) {
-      throw new FluxguardError(
-        'principal_sealed',
-        'clearPrincipal: the handler has started; only controls may set the principal',
-      );
-    }
-    this.#principal = undefined;
   }
 
   /** From now on the principal is fixed (the handler has started). */
