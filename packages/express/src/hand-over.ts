@@ -108,8 +108,10 @@ function guardEntry(guarded: object, method: 'dispatch' | 'handleRequest'): bool
  * passes it on untouched. Checked as a hand-over, a monitor's HEAD got a 500.
  */
 function skipsMethod(route: object, method: string): boolean {
-  const handles = (route as { _handlesMethod?: unknown })._handlesMethod;
-  return typeof handles === 'function' && !(handles as (method: string) => boolean).call(route, method);
+  const { _handlesMethod: handles, stack } = route as { _handlesMethod?: unknown; stack?: unknown };
+  if (typeof handles !== 'function' || (handles as (method: string) => boolean).call(route, method)) return false;
+  // A layer with no method (one pushed into the stack by hand) runs for every method.
+  return Array.isArray(stack) && stack.every((layer: { method?: unknown }) => typeof layer.method === 'string');
 }
 
 /** The param callbacks already checked. */
@@ -144,7 +146,7 @@ function guardParams(router: object): boolean {
       // The router names the route it is about to run (`req.route`) before its callbacks: held to
       // that route's check, a `next()` from another rule's route does not reach them either.
       const route = req.route as object | undefined;
-      const guarded = route !== undefined && checks.has(route) && !skipsMethod(route, req.method) ? route : router;
+      const guarded = route !== undefined && checks.has(route) ? route : router;
       if (handedOver(guarded, req, next, true)) return own.call(this, req, res, next, value, name);
       return undefined;
     };

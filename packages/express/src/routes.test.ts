@@ -591,11 +591,6 @@ describe('routesOf and the route order check of wrap(app)', () => {
       { operation: 'POST /v1/items/:id', anyRoles: ['admin'] },
       { operation: 'GET /v1/items/:id', public: true },
     ]);
-    const loaded: string[] = [];
-    site.param('id', (_req, _res, next, id: string) => {
-      loaded.push(id);
-      next();
-    });
     site.post('/v1/items/:id', (_req, res) => res.json({ posted: true }));
     site.get('/v1/items/:id', (req, res) => res.set('x-item', req.params.id).json({ item: req.params.id }));
     site.use(guard.after);
@@ -604,8 +599,45 @@ describe('routesOf and the route order check of wrap(app)', () => {
       const head = await fetch(`${served.url}/v1/items/1`, { method: 'HEAD' });
       expect(head.status).toBe(200);
       expect(head.headers.get('x-item')).toBe('1');
-      expect(loaded).toEqual(['1']);
       expect((await fetch(`${served.url}/v1/items/2`, { method: 'POST' })).status).toBe(401);
+    } finally {
+      await served.close();
+    }
+  });
+
+  it("still refuses a HEAD request at another rule's param callbacks, or at a layer that runs for any method", async () => {
+    // Passed through unchecked, an admin route's param callback answered an anonymous HEAD (a
+    // header of the record, or a 404 for a missing one), and a layer pushed into a route's
+    // stack by hand, which runs for every method, ran.
+    const { site, guard } = guardedSite([
+      { operation: 'GET /v1/*rest', public: true },
+      { operation: 'POST /v1/admin/:id', anyRoles: ['admin'] },
+      { operation: 'POST /v1/ops/:id', anyRoles: ['admin'] },
+    ]);
+    site.param('id', (_req, res, next, id: string) => {
+      res.set('x-owner', `owner-of-${id}`);
+      next();
+    });
+    site.post('/v1/admin/:id', (_req, res) => res.json({ posted: true }));
+    const ops = site.route('/v1/ops/:name').post((_req, res) => res.json({ posted: true }));
+    const ran: string[] = [];
+    type LayerClass = new (path: string, options: object, fn: express.RequestHandler) => unknown;
+    const Layer = (ops.stack[0] as unknown as { constructor: LayerClass }).constructor;
+    ops.stack.push(
+      new Layer('/', {}, (_req, _res, next) => {
+        ran.push('any');
+        next();
+      }) as (typeof ops.stack)[number],
+    );
+    site.get('/v1/*rest', (_req, res) => res.json({ public: true }));
+    site.use(guard.after);
+    const served = await serve(guard.wrap(site));
+    try {
+      const head = await fetch(`${served.url}/v1/admin/7`, { method: 'HEAD' });
+      expect(head.status).toBe(500);
+      expect(head.headers.get('x-owner')).toBeNull();
+      expect((await fetch(`${served.url}/v1/ops/7`, { method: 'HEAD' })).status).toBe(500);
+      expect(ran).toEqual([]);
     } finally {
       await served.close();
     }
