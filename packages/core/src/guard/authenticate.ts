@@ -10,7 +10,7 @@ import {
 import { isIdentityCurrent } from '../mtls/peer-identity.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CallContext } from '../pipeline/call-context.js';
-import type { Control } from '../pipeline/control.js';
+import { markAuthentication, type Control } from '../pipeline/control.js';
 import type { CompiledRbac } from '../rbac/rbac.js';
 
 /**
@@ -127,33 +127,35 @@ export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory
   // is taken synchronously: no promise, and the pipeline goes on in the same tick.
   const settled = jwt === undefined ? undefined : settledLookupOf(jwt);
 
-  return Object.freeze({
-    name: 'authentication',
-    stage: 'authentication',
-    authenticate,
-    onStart: (received: CallInfo, context: CallContext): Promise<void> | undefined => {
-      if (rbac?.isPublic(received.operation) === true) return undefined;
-      const call = withCurrentCertificate(received);
-      // Without a token the caller is known at once (anonymous, or a mapped certificate): a
-      // flood of anonymous calls is refused without a promise.
-      const authorization = authorizationOf(call);
-      if (jwt === undefined || authorization.length === 0) {
-        const principal = withoutToken(call);
-        if (principal !== undefined) context.setPrincipal(principal);
-        return undefined;
-      }
-      // One header can be settled now; several are refused by `authenticate`.
-      const [only] = authorization;
-      const known = authorization.length === 1 && only !== undefined ? settledPrincipal(only, call) : undefined;
-      if (known !== undefined) {
-        context.setPrincipal(known);
-        return undefined;
-      }
-      return jwt.authenticate(call).then((verified) => {
-        context.setPrincipal(mergePrincipals(verified, call.peerCertificate));
-      });
-    },
-  });
+  return markAuthentication(
+    Object.freeze({
+      name: 'authentication',
+      stage: 'authentication',
+      authenticate,
+      onStart: (received: CallInfo, context: CallContext): Promise<void> | undefined => {
+        if (rbac?.isPublic(received.operation) === true) return undefined;
+        const call = withCurrentCertificate(received);
+        // Without a token the caller is known at once (anonymous, or a mapped certificate): a
+        // flood of anonymous calls is refused without a promise.
+        const authorization = authorizationOf(call);
+        if (jwt === undefined || authorization.length === 0) {
+          const principal = withoutToken(call);
+          if (principal !== undefined) context.setPrincipal(principal);
+          return undefined;
+        }
+        // One header can be settled now; several are refused by `authenticate`.
+        const [only] = authorization;
+        const known = authorization.length === 1 && only !== undefined ? settledPrincipal(only, call) : undefined;
+        if (known !== undefined) {
+          context.setPrincipal(known);
+          return undefined;
+        }
+        return jwt.authenticate(call).then((verified) => {
+          context.setPrincipal(mergePrincipals(verified, call.peerCertificate));
+        });
+      },
+    }),
+  );
 
   /** The principal of a token the verifier settles without waiting (see `settledLookupOf`). */
   function settledPrincipal(authorization: string, call: CallInfo): Principal | undefined {

@@ -319,6 +319,36 @@ describe('CallState.setPrincipal', () => {
     }
   });
 
+  it("forgets a principal another authenticating pipeline recorded, and keeps the application's own", () => {
+    const outer = {};
+    const inner = {};
+    const { s } = state();
+    s.enterAuthentication(outer);
+    s.setPrincipal(frozen());
+    s.leaveAuthentication(outer);
+    // The same pipeline again (mounted twice) keeps it; another forgets it.
+    s.enterAuthentication(outer);
+    expect(s.principal?.subject).toBe('alice');
+    s.leaveAuthentication(outer);
+    s.enterAuthentication(inner);
+    expect(s.principal).toBeUndefined();
+    s.leaveAuthentication(inner);
+    // Set outside any authenticating pipeline: the application's, kept by every guard.
+    s.setPrincipal(frozen());
+    s.enterAuthentication(outer);
+    expect(s.principal?.subject).toBe('alice');
+  });
+
+  it('refuses a second guard after the handler started rather than leave it a caller it did not verify', () => {
+    const { s } = state();
+    s.enterAuthentication({});
+    s.setPrincipal(frozen());
+    s.seal();
+    expect(() => {
+      s.enterAuthentication({});
+    }).toThrow(expect.objectContaining({ code: 'principal_sealed' }));
+  });
+
   it('copies and freezes a principal that is not frozen, and leaves the original alone', () => {
     const roles = ['reader'];
     const principal = { ...frozen(), roles };

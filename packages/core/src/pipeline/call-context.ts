@@ -221,6 +221,10 @@ export class CallState implements CallContext {
   readonly #end: (error: SecurityError) => void;
   readonly #onReleaseError: (error: unknown, requestId: string) => void;
   #principal: Principal | undefined;
+  /** The authenticating pipeline that recorded the principal; `undefined`: the application's own code did. */
+  #principalBy: object | undefined;
+  /** The authenticating pipeline whose start hooks are running (`enterAuthentication`). */
+  #authenticating: object | undefined;
   #sealed = false;
   #deadline: number | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -309,6 +313,30 @@ export class CallState implements CallContext {
       );
     }
     this.#principal = freezePrincipal(principal);
+    this.#principalBy = this.#authenticating;
+  }
+
+  /**
+   * A pipeline with an authentication step of fluxguard (`owner` stands for it) starts on the
+   * call. A principal another such pipeline recorded (a guard in front of this one, as an app's
+   * guard is in front of a router's) is forgotten, so that this pipeline's rules decide on the
+   * caller it verifies itself; one the application's own code set stays. Until
+   * `leaveAuthentication(owner)`, what `setPrincipal` records is this pipeline's.
+   */
+  enterAuthentication(owner: object): void {
+    if (this.#principalBy !== undefined && this.#principalBy !== owner) {
+      if (this.#sealed) {
+        throw new FluxguardError('principal_sealed', 'a guard ran after the handler had started');
+      }
+      this.#principal = undefined;
+      this.#principalBy = undefined;
+    }
+    this.#authenticating = owner;
+  }
+
+  /** The start hooks of `owner` (see `enterAuthentication`) have ended. */
+  leaveAuthentication(owner: object): void {
+    if (this.#authenticating === owner) this.#authenticating = undefined;
   }
 
   /** From now on the principal is fixed (the handler has started). */

@@ -164,3 +164,22 @@ export interface Control {
    */
   readonly onInboundEnd?: ((call: CallInfo, context: CallContext) => void) | undefined;
 }
+
+const AUTHENTICATIONS = new WeakSet<object>();
+
+/**
+ * Marks `control` as an authentication step of fluxguard (`createAuthenticator`, a guard's):
+ * a pipeline that runs one decides on the caller it verifies itself, never on one another such
+ * pipeline recorded (see `CallState.enterAuthentication`).
+ *
+ * @internal
+ */
+export function markAuthentication<T extends Control>(control: T): T {
+  AUTHENTICATIONS.add(control);
+  return control;
+}
+
+/** @internal Whether `control` was marked by {@link markAuthentication}. */
+export function isAuthentication(control: Control): boolean {
+  return AUTHENTICATIONS.has(control);
+}

@@ -2,7 +2,7 @@ import type { CallInfo, Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { checkLetterCase, unservedPatterns } from '../policy/served.js';
 import type { CallState } from './call-context.js';
-import { CONTROL_STAGES, type Control, type StartResult } from './control.js';
+import { CONTROL_STAGES, isAuthentication, type Control, type StartResult } from './control.js';
 
 /**
  * An ordered, validated list of controls, compiled once, that an adapter runs on every call.
@@ -142,6 +142,26 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
     return undefined;
   };
 
+  // A pipeline with an authentication step of fluxguard owns the principal it records (see
+  // `CallState.enterAuthentication`); `ordered`, unique to this pipeline, stands for it.
+  const startAuthenticating = (call: CallInfo, state: CallState): Promise<void> | undefined => {
+    state.enterAuthentication(ordered);
+    let pending: Promise<void> | undefined;
+    try {
+      pending = runStarts(0, call, state);
+    } catch (error) {
+      state.leaveAuthentication(ordered);
+      throw error;
+    }
+    if (pending === undefined) {
+      state.leaveAuthentication(ordered);
+      return undefined;
+    }
+    return pending.finally(() => {
+      state.leaveAuthentication(ordered);
+    });
+  };
+
   const routeChecks = ordered.flatMap((control) =>
     control.checkRoutes === undefined ? [] : [control.checkRoutes.bind(control)],
   );
@@ -157,7 +177,9 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
     controls: ordered,
     hasMessageHooks: messages.length > 0 || ends.length > 0,
     matchesOperation: ordered.some((control) => control.matchesOperation === true),
-    start: (call: CallInfo, state: CallState) => runStarts(0, call, state),
+    start: ordered.some(isAuthentication)
+      ? startAuthenticating
+      : (call: CallInfo, state: CallState) => runStarts(0, call, state),
     message: (message: unknown, call: CallInfo, state: CallState, bytes: number | undefined) => {
       let current = message;
       for (let i = 0; i < messages.length; i++) {
