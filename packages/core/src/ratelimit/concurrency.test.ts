@@ -152,7 +152,7 @@ describe('createConcurrencyLimit', () => {
     const peer = start(call('10.1.2.3:2'));
     expect(() => start(call('10.1.2.3:3'))).toThrow(SecurityError);
     start(call('[2001:db8::1]:4'));
-    expect(limit.inFlightFor('subject:crt:alice')).toBe(1);
+    expect(limit.inFlightFor('subject:tok:0::alice')).toBe(1);
     expect(limit.inFlightFor('peer:10.1.2.3')).toBe(1);
     expect(limit.inFlightFor(`peer:${ipv6Prefix('2001:db8::1', 64)}`)).toBe(1);
     peer.finish('ended');

@@ -288,9 +288,23 @@ describe('createRateLimit', () => {
     expect(await asAlice('https://a.example')).toBeUndefined();
     // Nor can an issuer and subject be read as another pair.
     expect(await asAlice('https://a.example:alice')).toBeUndefined();
-    const certificateOnly = { ...principal('tok:17:https://a.example:alice'), claims: {} };
+    const certificateOnly: Principal = {
+      ...principal('tok:17:https://a.example:alice'),
+      claims: {},
+      authenticatedBy: 'mtls',
+    };
     expect((await run(call(), certificateOnly)).refusal).toBeUndefined();
     expect((await run(call(), certificateOnly)).refusal).toBeInstanceOf(SecurityError);
+  });
+
+  it("counts an application's principal without an issuer apart from a certificate of its subject", async () => {
+    // An API key's holder (set by the application's own middleware) named as a workload is.
+    const run = limiter({ rules: [perPeer({ points: 1, key: 'subject' })] });
+    const workload: Principal = { ...principal('spiffe://example.org/backup'), claims: {}, authenticatedBy: 'mtls' };
+    const keyHolder: Principal = { ...workload, authenticatedBy: 'jwt' };
+    expect((await run(call(), workload)).refusal).toBeUndefined();
+    expect((await run(call(), keyHolder)).refusal).toBeUndefined();
+    expect((await run(call(), keyHolder)).refusal).toBeInstanceOf(SecurityError);
   });
 
   it("never lets a subject that spells another's hashed key take that key", async () => {

@@ -33,14 +33,15 @@ export function keyDigest(value: string | Buffer): string {
 /**
  * A principal as one caller's key: a token's subject with its issuer, since a subject is unique
  * only within its issuer (a verifier that accepts two issuers would count tenant A's `alice`
- * and tenant B's as one caller), and a certificate's subject apart from every token's. The
+ * and tenant B's as one caller), and a certificate's subject apart from every other (an
+ * application's principal without an issuer, an API key's holder, has the empty issuer). The
  * issuer's length ends it, so no issuer and subject can be read as another pair.
  *
  * @internal
  */
 export function principalKey(principal: Principal): string {
-  const issuer = principal.claims.iss;
-  return typeof issuer === 'string'
-    ? `tok:${String(issuer.length)}:${issuer}:${principal.subject}`
-    : `crt:${principal.subject}`;
+  if (principal.authenticatedBy === 'mtls') return `crt:${principal.subject}`;
+  const claimed = principal.claims.iss;
+  const issuer = typeof claimed === 'string' ? claimed : '';
+  return `tok:${String(issuer.length)}:${issuer}:${principal.subject}`;
 }
