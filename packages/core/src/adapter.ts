@@ -21,6 +21,7 @@ export {
   type LazyFact,
 } from './pipeline/call-context.js';
 export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
+export { UNIX_SOCKET_PEER } from './ratelimit/client-address.js';
 export { checkUnservedLater, warnUnservedPatterns } from './policy/served.js';
 export { guardControls, jwtAuthControls, rbacControls, stackControls } from './guard/step-options.js';
 export { GrpcStatusCode, codeFromGrpcStatus } from './errors/codes.js';

@@ -2,6 +2,7 @@
 // address skipped every call, so a peer rate limit and the brute-force protection did nothing.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
@@ -18,8 +19,12 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** An app with a peer rate limit and the brute-force protection, listening on a Unix socket. */
-async function serveOnSocket(name: string) {
+/**
+ * An app with a peer rate limit of 3 calls and the brute-force protection (blocking after 2
+ * failures), both trusting `trustedProxies`, listening on a Unix socket (`name`), or on TCP at
+ * 127.0.0.1 when `name` is undefined.
+ */
+async function serveOnSocket(name: string | undefined, trustedProxies: readonly string[] = []) {
   const guard = fluxguard({
     audit: audit.audit,
     guard: createGuard({
@@ -27,7 +32,7 @@ async function serveOnSocket(name: string) {
       jwt: tokens.verifier,
       rbac: compileRbac({ 'GET /v1/ping': { authenticated: true } }),
     }),
-    controls: peerLimits([], 3, 2),
+    controls: peerLimits(trustedProxies, 3, 2),
   });
   const site = express();
   site.set('case sensitive routing', true);
@@ -35,13 +40,18 @@ async function serveOnSocket(name: string) {
   site.get('/v1/ping', (_req, res) => res.json({ ping: true }));
   site.use(guard.after);
   const server = createServer(guard.wrap(site));
-  const socketPath = join(dir, name);
-  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  const socketPath = name === undefined ? undefined : join(dir, name);
+  await new Promise<void>((resolve) => {
+    if (socketPath === undefined) server.listen(0, '127.0.0.1', resolve);
+    else server.listen(socketPath, resolve);
+  });
+  const where =
+    socketPath === undefined ? { host: '127.0.0.1', port: (server.address() as AddressInfo).port } : { socketPath };
   const get = (authorization: string, forwardedFor?: string): Promise<number> =>
     new Promise((resolve, reject) => {
       const headers =
         forwardedFor === undefined ? { authorization } : { authorization, 'x-forwarded-for': forwardedFor };
-      request({ socketPath, path: '/v1/ping', headers }, (res) => {
+      request({ ...where, path: '/v1/ping', headers }, (res) => {
         res.resume();
         resolve(res.statusCode ?? 0);
       })
@@ -81,6 +91,36 @@ describe('a server on a Unix socket', () => {
       expect(await blocked.get(good)).toBe(429);
     } finally {
       await blocked.close();
+    }
+  });
+
+  it('counts each client the proxy on the socket names, once "unix" is a trusted proxy', async () => {
+    // One client's forged tokens blocked every client of the socket.
+    const proxied = await serveOnSocket('proxied.sock', ['unix']);
+    try {
+      const good = `Bearer ${tokens.sign({ roles: [] })}`;
+      const forged = `${good.slice(0, -4)}AAAA`;
+      const attacker = '198.51.100.66';
+      expect([await proxied.get(forged, attacker), await proxied.get(forged, attacker)]).toEqual([401, 401]);
+      expect(await proxied.get(good, attacker)).toBe(429);
+      expect(await proxied.get(good, '203.0.113.7')).toBe(200);
+      // Nothing the proxy wrote: the calls share one key still.
+      expect([await proxied.get(forged), await proxied.get(forged), await proxied.get(good)]).toEqual([401, 401, 429]);
+    } finally {
+      await proxied.close();
+    }
+  });
+
+  it('never takes a TCP client for the proxy on a socket', async () => {
+    // A TCP server that trusts "unix": the header a client writes is its own, whatever it says.
+    const tcp = await serveOnSocket(undefined, ['unix']);
+    try {
+      const good = `Bearer ${tokens.sign({ roles: [] })}`;
+      const answers: number[] = [];
+      for (let i = 0; i < 4; i++) answers.push(await tcp.get(good, `198.51.100.${String(i)}`));
+      expect(answers).toEqual([200, 200, 200, 429]);
+    } finally {
+      await tcp.close();
     }
   });
 });

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type {
   Metadata,
   ServerInterceptingCallInterface,
@@ -7,7 +8,7 @@ import type {
   ServerWritableStream,
 } from '@grpc/grpc-js';
 import { SecurityError, type ContextKey, type Principal, type RequestContext } from '@fluxguard/core';
-import { hiddenSlot, missingContextError, type CallState } from '@fluxguard/core/adapter';
+import { UNIX_SOCKET_PEER, hiddenSlot, missingContextError, type CallState } from '@fluxguard/core/adapter';
 
 /**
  * What fluxguard knows about one gRPC call, as a handler or a later interceptor sees it: core's
@@ -260,13 +261,16 @@ export function setPrincipal(metadata: Metadata, principal: Principal): void {
 /**
  * The client's address (see {@link peerString}), from the connection facts grpc-js
  * keeps for each call: read when the call started, they outlive its stream, where `getPeer()`
- * reads the live socket through the session each time. `unknown` when there are none.
+ * reads the live socket through the session each time. `unix` for a connection to a server on a
+ * Unix socket, `unknown` when there are none.
  *
  * @internal
  */
 export function safePeer(call: Pick<ServerInterceptingCallInterface, 'getConnectionInfo'>): string {
   try {
-    const { remoteAddress, remotePort } = call.getConnectionInfo();
+    const { remoteAddress, remotePort, localAddress } = call.getConnectionInfo();
+    // A Unix socket's connection: its local address is the path (see `hardenHttp2Servers`).
+    if (remoteAddress === undefined && localAddress !== undefined && isIP(localAddress) === 0) return UNIX_SOCKET_PEER;
     return peerString(remoteAddress, remotePort);
   } catch {
     return 'unknown';

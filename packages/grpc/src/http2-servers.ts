@@ -132,12 +132,14 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       http2Server.prependListener('stream', onStream);
       if (http2Server instanceof TlsServer) {
         http2Server.on('secureConnection', (socket: TLSSocket) => {
+          noteSocketPath(http2Server, socket);
           rememberPeerCertificate(socket);
           dropAfterClosing(socket, graceMs);
           dropWhenWritesStall(socket, stallMs);
         });
       } else {
         http2Server.on('connection', (socket: Socket) => {
+          noteSocketPath(http2Server, socket);
           dropAfterClosing(socket, graceMs);
           dropWhenWritesStall(socket, stallMs);
         });
@@ -145,6 +147,18 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       return http2Server;
     },
   });
+}
+
+/**
+ * Gives a connection to a server bound to a Unix socket its local address, the socket's path
+ * (Node reports none): grpc-js hands each call its connection's `localAddress`, and a call
+ * without a peer address and with a path there came through the socket (`safePeer`). Decided
+ * by the server, so a TCP client that resets early, whose address is unreadable too, never
+ * passes for the proxy on a socket.
+ */
+function noteSocketPath(http2Server: Http2Server | Http2SecureServer, socket: Socket): void {
+  const path = http2Server.address();
+  if (typeof path === 'string') Object.defineProperty(socket, 'localAddress', { value: path, enumerable: true });
 }
 
 /** nghttp2's error numbers (`errno` of Node's `ERR_HTTP2_ERROR`) that say what the client did. */

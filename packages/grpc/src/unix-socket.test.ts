@@ -1,9 +1,10 @@
 // grpc-js names the peer of a Unix socket `unknown`: limits by client address skipped every
-// call, so a peer rate limit on a server behind a local proxy did nothing.
+// call, so a peer rate limit on a server behind a local proxy did nothing. Counted as one client
+// now, or, with "unix" a trusted proxy, by the client the proxy names.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, Server, ServerCredentials, credentials, status as Status } from '@grpc/grpc-js';
+import { Client, Metadata, Server, ServerCredentials, credentials, status as Status } from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRateLimit } from '@fluxguard/core';
 import { addService, fluxguardInterceptors } from './index.js';
@@ -15,36 +16,88 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * A server with a peer rate limit of 3 calls trusting `trustedProxies`, on a Unix socket
+ * (`name`), or on TCP at 127.0.0.1 when `name` is undefined; two clients of it.
+ */
+async function serveOn(name: string | undefined, trustedProxies: readonly string[]) {
+  const limits = createRateLimit({
+    trustedProxies,
+    rules: [{ name: 'per-peer', key: 'peer', points: 3, durationSeconds: 60 }],
+  });
+  const server = new Server({
+    interceptors: fluxguardInterceptors({ audit: audit.audit, controls: limits.controls }),
+  });
+  addService(server, testService, unaryAnswering({ ok: true }));
+  const port = await new Promise<number>((resolve, reject) => {
+    const bind = name === undefined ? '127.0.0.1:0' : `unix:${join(dir, name)}`;
+    server.bindAsync(bind, ServerCredentials.createInsecure(), (error, bound) => {
+      if (error) reject(error);
+      else resolve(bound);
+    });
+  });
+  const address = name === undefined ? `127.0.0.1:${String(port)}` : `unix:${join(dir, name)}`;
+  // Two clients, two connections.
+  const first = new Client(address, credentials.createInsecure());
+  const second = new Client(address, credentials.createInsecure());
+  const close = () => {
+    first.close();
+    second.close();
+    return new Promise<void>((resolve) => {
+      server.tryShutdown(() => {
+        resolve();
+      });
+    });
+  };
+  return { first, second, close };
+}
+
+/** The status of each call in turn, each with the `x-forwarded-for` given. */
+async function codes(calls: readonly (readonly [Client, string | undefined])[]): Promise<Status[]> {
+  const answers: Status[] = [];
+  for (const [client, forwardedFor] of calls) {
+    const metadata = new Metadata();
+    if (forwardedFor !== undefined) metadata.set('x-forwarded-for', forwardedFor);
+    answers.push((await callKind(client, 'unary', {}, metadata)).status.code);
+  }
+  return answers;
+}
+
+const LIMITED = [Status.OK, Status.OK, Status.OK, Status.RESOURCE_EXHAUSTED];
+
 describe('a server on a Unix socket', () => {
-  it('counts every client of the socket as one', async () => {
-    const limits = createRateLimit({ rules: [{ name: 'per-peer', key: 'peer', points: 3, durationSeconds: 60 }] });
-    const server = new Server({
-      interceptors: fluxguardInterceptors({ audit: audit.audit, controls: limits.controls }),
-    });
-    addService(server, testService, unaryAnswering({ ok: true }));
-    const address = `unix:${join(dir, 'grpc.sock')}`;
-    await new Promise<void>((resolve, reject) => {
-      server.bindAsync(address, ServerCredentials.createInsecure(), (error) => {
-        if (error) reject(error);
-        else resolve();
-      });
-    });
-    // Two clients, two connections: one count all the same.
-    const first = new Client(address, credentials.createInsecure());
-    const second = new Client(address, credentials.createInsecure());
-    const clients = [first, second];
+  it('counts every client of the socket as one, whatever they forward', async () => {
+    const { first, second, close } = await serveOn('shared.sock', []);
     try {
-      const codes: Status[] = [];
-      for (const client of [first, second, first, second])
-        codes.push((await callKind(client, 'unary', {})).status.code);
-      expect(codes).toEqual([Status.OK, Status.OK, Status.OK, Status.RESOURCE_EXHAUSTED]);
+      const calls = [first, second, first, second].map((client, i) => [client, `198.51.100.${String(i)}`] as const);
+      expect(await codes(calls)).toEqual(LIMITED);
     } finally {
-      for (const client of clients) client.close();
-      await new Promise<void>((resolve) => {
-        server.tryShutdown(() => {
-          resolve();
-        });
-      });
+      await close();
+    }
+  });
+
+  it('counts each client the proxy on the socket names, once "unix" is a trusted proxy', async () => {
+    const { first, second, close } = await serveOn('proxied.sock', ['unix']);
+    try {
+      const one = [first, second, first, second].map((client) => [client, '198.51.100.1'] as const);
+      expect(await codes(one)).toEqual(LIMITED);
+      expect(await codes([[first, '203.0.113.7']])).toEqual([Status.OK]);
+      // Nothing the proxy wrote: those calls share one key still.
+      expect(await codes([first, second, first, second].map((client) => [client, undefined] as const))).toEqual(
+        LIMITED,
+      );
+    } finally {
+      await close();
+    }
+  });
+
+  it('never takes a TCP client for the proxy on a socket', async () => {
+    const { first, second, close } = await serveOn(undefined, ['unix']);
+    try {
+      const calls = [first, second, first, second].map((client, i) => [client, `198.51.100.${String(i)}`] as const);
+      expect(await codes(calls)).toEqual(LIMITED);
+    } finally {
+      await close();
     }
   });
 });

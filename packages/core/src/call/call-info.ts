@@ -96,7 +96,10 @@ export interface CallInfo {
    * a new random UUID; returned to the client and written to every log line.
    */
   readonly requestId: string;
-  /** The remote address, e.g. `127.0.0.1:51234` or `[::1]:51234`. */
+  /**
+   * The remote address, e.g. `127.0.0.1:51234` or `[::1]:51234`; `unix` for a connection to a
+   * server listening on a Unix socket; `undefined` (or `unknown` on gRPC) when it cannot be read.
+   */
   readonly peerAddress: string | undefined;
   /** The verified client certificate's identity, if the peer presented one that verified. */
   readonly peerCertificate: CertificateIdentity | undefined;

@@ -48,6 +48,27 @@ describe('compileClientAddress without trusted proxies', () => {
   });
 });
 
+describe('compileClientAddress behind the proxy on a Unix socket', () => {
+  const socket = { trustedProxies: ['unix', '10.0.0.0/8'] };
+
+  it('reads the client the proxy names on a connection the adapter says came through a socket', () => {
+    expect(keyOf(socket, call('unix', { 'x-forwarded-for': '198.51.100.1' }))).toBe('198.51.100.1');
+    expect(keyOf(socket, call('unix', { 'x-forwarded-for': '203.0.113.9, 10.0.0.7' }))).toBe('203.0.113.9');
+    // Nothing the proxy wrote, or nothing readable: one client still.
+    expect(keyOf(socket, call('unix'))).toBe('no-address');
+    expect(keyOf(socket, call('unix', { 'x-forwarded-for': 'garbage' }))).toBe('no-address');
+    // Untrusted, the socket's calls are one client whatever they say.
+    expect(keyOf({}, call('unix', { 'x-forwarded-for': '198.51.100.1' }))).toBe('no-address');
+  });
+
+  it('never believes a call whose address is merely unreadable, nor a TCP client', () => {
+    // A TCP client that resets early leaves no address: it must not pass for the proxy.
+    expect(keyOf(socket, call(undefined, { 'x-forwarded-for': '198.51.100.1' }))).toBe('no-address');
+    expect(keyOf(socket, call('unknown', { 'x-forwarded-for': '198.51.100.1' }))).toBe('no-address');
+    expect(keyOf(socket, call('203.0.113.5:1', { 'x-forwarded-for': '198.51.100.1' }))).toBe('203.0.113.5');
+  });
+});
+
 describe('compileClientAddress behind trusted proxies', () => {
   const proxies = { trustedProxies: ['10.0.0.7', '172.16.0.0/12', 'fd00::/8'] };
 

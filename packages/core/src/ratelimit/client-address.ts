@@ -21,6 +21,10 @@ export interface ClientAddressOptions {
    * `fd00::/8`). Only a connection from one of them may say who the client is; from anyone
    * else, the headers are ignored. Default: none (the socket's peer is always the client).
    * `0.0.0.0/0` and `::/0` are refused: with every address a proxy, any client names itself.
+   * `unix` trusts the proxy in front of a server that listens on a Unix socket: its
+   * connections' peer is `unix` (the adapters say so from the server's bound path, never from
+   * the connection), and the header the proxy writes names each client. A TCP connection whose
+   * address is unreadable is never taken for one.
    */
   readonly trustedProxies?: readonly string[] | undefined;
   /** Leading bits of an IPv6 address that name one client. Default 64. */
@@ -53,6 +57,14 @@ export interface ClientAddress {
  */
 const NO_ADDRESS_KEY = 'no-address';
 
+/**
+ * The peer address the adapters give a connection to a server listening on a Unix socket (no
+ * address of its own), and the entry of `trustedProxies` that trusts the proxy in front of one.
+ *
+ * @internal
+ */
+export const UNIX_SOCKET_PEER = 'unix';
+
 let warnedNoAddress = false;
 
 /** Says once per process that calls without an address are counted together. */
@@ -60,7 +72,7 @@ function noAddress(): string {
   if (!warnedNoAddress) {
     warnedNoAddress = true;
     process.emitWarning(
-      'fluxguard: a call came without a peer address (a server on a Unix socket, or a connection closed before its address was read): limits by client address, and the brute-force protection, count every such call as one client. Behind a proxy on a Unix socket, key rate limits with a function that reads the header your proxy writes',
+      'fluxguard: a call came without a peer address (a server on a Unix socket, or a connection closed before its address was read): limits by client address, and the brute-force protection, count every such call as one client. Behind a proxy on a Unix socket, list "unix" in the trustedProxies of the rate limits and the brute-force protection, so that the header the proxy writes names the client',
       { code: 'FLUXGUARD_NO_PEER_ADDRESS' },
     );
   }
@@ -88,8 +100,10 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
   const proxies = options.trustedProxies ?? [];
   if (!Array.isArray(proxies)) throw new ConfigurationError(`${where}.trustedProxies must be an array`);
   const trusted = new BlockList();
+  let trustsUnixSocket = false;
   proxies.forEach((entry: unknown, i) => {
-    addTrusted(trusted, entry, `${where}.trustedProxies[${String(i)}]`);
+    if (entry === UNIX_SOCKET_PEER) trustsUnixSocket = true;
+    else addTrusted(trusted, entry, `${where}.trustedProxies[${String(i)}]`);
   });
   // Read once: the caller's array, changed later, changes nothing.
   const behindProxies = proxies.length > 0;
@@ -109,6 +123,11 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
       const { peerAddress } = call;
       // Calls of one connection share its peer address: the last one's key is reused.
       if (peerAddress === lastPeer && lastKey !== undefined) return lastKey;
+      if (peerAddress === UNIX_SOCKET_PEER && trustsUnixSocket) {
+        // The proxy on the socket names the client; without an entry it wrote, all share one key.
+        const client = forwardedClient(forwardedFor(call, header), undefined, isTrusted);
+        return client === undefined ? noAddress() : toKey(client);
+      }
       const peer = peerHost(peerAddress);
       if (peer === undefined) return noAddress();
       if (behindProxies && isTrusted(peer)) return toKey(forwardedClient(forwardedFor(call, header), peer, isTrusted));
@@ -136,8 +155,12 @@ function addTrusted(list: BlockList, entry: unknown, where: string): void {
  * proxies appended are believed; anything further left the client wrote itself. An entry that
  * is not an address ends the walk at the last trusted hop, so garbage cannot pick a key.
  */
-function forwardedClient(chain: readonly string[], peer: string, isTrusted: (ip: string) => boolean): string {
-  let client = peer;
+function forwardedClient<Peer extends string | undefined>(
+  chain: readonly string[],
+  peer: Peer,
+  isTrusted: (ip: string) => boolean,
+): string | Peer {
+  let client: string | Peer = peer;
   for (let i = chain.length - 1, hops = 0; i >= 0 && hops < MAX_HOPS; i--, hops++) {
     const ip = plainAddress(chain[i] ?? '');
     if (ip === undefined) return client;
