@@ -59,7 +59,11 @@ function adminGuard() {
   });
 }
 
-function nestedApp() {
+/**
+ * The app's guard verifies user tokens; its admin router has a guard of its own. With `enrich`,
+ * a middleware between them records the app's user again (as one that loads a user's roles does).
+ */
+function nestedApp(enrich = false) {
   const outer = fluxguard({
     audit: audit.audit,
     guard: createGuard({
@@ -76,6 +80,13 @@ function nestedApp() {
   app.set('case sensitive routing', true);
   app.use(outer.before);
   app.get('/me', who);
+  if (enrich) {
+    app.use((req, _res, next) => {
+      const user = req.fluxguard.principal;
+      if (user !== undefined) setPrincipal(req, { ...user, roles: [...user.roles] });
+      next();
+    });
+  }
   const admin = express.Router({ caseSensitive: true });
   admin.use(inner.before);
   admin.get('/users', who);
@@ -113,25 +124,27 @@ function ownAuthenticationApp(how: 'middleware' | 'same-list' | 'own-pipeline') 
 describe('a guard inside another', () => {
   let pki: TestPki;
   let served: Served;
+  let enriched: Served;
   let anonymous: Agent;
   let operator: Agent;
 
   beforeAll(async () => {
     pki = await createTestPki();
     served = await listen(perOperationServer(nestedApp(), pki, audit.audit));
+    enriched = await listen(perOperationServer(nestedApp(true), pki, audit.audit));
     anonymous = agentFor(pki.ca.certPem);
     operator = agentFor(pki.ca.certPem, pki.client);
   });
 
   afterAll(async () => {
     await Promise.all([anonymous.close(), operator.close()]);
-    await served.close();
+    await Promise.all([served.close(), enriched.close()]);
     await pki.remove();
   });
 
-  const get = async (path: string, agent: Agent, token?: string) => {
+  const get = async (path: string, agent: Agent, token?: string, app = served) => {
     const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
-    const res = await fetch(`${served.url}${path}`, { dispatcher: agent, headers });
+    const res = await fetch(`${app.url}${path}`, { dispatcher: agent, headers });
     return { status: res.status, text: await res.text() };
   };
 
@@ -148,6 +161,18 @@ describe('a guard inside another', () => {
       expect(answer.text, role).not.toContain('mallory');
     }
     expect((await get('/admin/users', anonymous)).status).toBe(401);
+  });
+
+  it("never decides on the outer guard's user recorded again by a middleware between them", async () => {
+    const token = users.sign({ sub: 'mallory', roles: ['ops'] });
+    expect(await get('/me', anonymous, token, enriched)).toEqual({ status: 200, text: '{"who":"mallory"}' });
+    const answer = await get('/admin/users', anonymous, token, enriched);
+    expect(answer.status).toBe(401);
+    expect(answer.text).not.toContain('mallory');
+    expect(await get('/admin/users', operator, token, enriched)).toEqual({
+      status: 200,
+      text: `{"who":"${CLIENT_SPIFFE_ID}"}`,
+    });
   });
 
   it('serves the caller it verifies, and its public rules see no caller of the outer guard', async () => {

@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createRateLimit } from '@fluxguard/core';
 import { addService, fluxguardInterceptors } from './index.js';
 import { callKind, captureAudit, testService, unaryAnswering } from './testing/harness.js';
+import { clientFor, createTestPki, perOperationCredentials, type TestPki } from './testing/tls.js';
 
 const audit = captureAudit();
 const dir = mkdtempSync(join(tmpdir(), 'fluxguard-unix-'));
@@ -16,11 +17,17 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+let pki: TestPki | undefined;
+afterAll(async () => {
+  await pki?.cleanup();
+});
+
 /**
  * A server with a peer rate limit of 3 calls trusting `trustedProxies`, on a Unix socket
- * (`name`), or on TCP at 127.0.0.1 when `name` is undefined; two clients of it.
+ * (`name`), or on TCP at 127.0.0.1 when `name` is undefined; two clients of it. With `tls`, over
+ * TLS with fluxguard's credentials.
  */
-async function serveOn(name: string | undefined, trustedProxies: readonly string[]) {
+async function serveOn(name: string | undefined, trustedProxies: readonly string[], tls = false) {
   const limits = createRateLimit({
     trustedProxies,
     rules: [{ name: 'per-peer', key: 'peer', points: 3, durationSeconds: 60 }],
@@ -29,17 +36,24 @@ async function serveOn(name: string | undefined, trustedProxies: readonly string
     interceptors: fluxguardInterceptors({ audit: audit.audit, controls: limits.controls }),
   });
   addService(server, testService, unaryAnswering({ ok: true }));
+  if (tls) pki ??= await createTestPki();
   const port = await new Promise<number>((resolve, reject) => {
     const bind = name === undefined ? '127.0.0.1:0' : `unix:${join(dir, name)}`;
-    server.bindAsync(bind, ServerCredentials.createInsecure(), (error, bound) => {
+    const serverCredentials =
+      tls && pki !== undefined ? perOperationCredentials(pki, audit.audit) : ServerCredentials.createInsecure();
+    server.bindAsync(bind, serverCredentials, (error, bound) => {
       if (error) reject(error);
       else resolve(bound);
     });
   });
   const address = name === undefined ? `127.0.0.1:${String(port)}` : `unix:${join(dir, name)}`;
   // Two clients, two connections.
-  const first = new Client(address, credentials.createInsecure());
-  const second = new Client(address, credentials.createInsecure());
+  const client = () =>
+    tls && pki !== undefined
+      ? clientFor(address, { ca: pki.ca.certPem })
+      : new Client(address, credentials.createInsecure());
+  const first = client();
+  const second = client();
   const close = () => {
     first.close();
     second.close();
@@ -86,6 +100,17 @@ describe('a server on a Unix socket', () => {
       expect(await codes([first, second, first, second].map((client) => [client, undefined] as const))).toEqual(
         LIMITED,
       );
+    } finally {
+      await close();
+    }
+  });
+
+  it('counts each client the proxy names over TLS on the socket too', async () => {
+    const { first, second, close } = await serveOn('tls.sock', ['unix'], true);
+    try {
+      const one = [first, second, first, second].map((client) => [client, '198.51.100.1'] as const);
+      expect(await codes(one)).toEqual(LIMITED);
+      expect(await codes([[second, '203.0.113.7']])).toEqual([Status.OK]);
     } finally {
       await close();
     }

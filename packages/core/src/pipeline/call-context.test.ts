@@ -319,24 +319,24 @@ describe('CallState.setPrincipal', () => {
     }
   });
 
-  it("forgets a principal another authenticating pipeline recorded, and keeps the application's own", () => {
+  it('forgets a principal recorded since another authenticating pipeline started, and keeps one set before any', () => {
     const outer = {};
     const inner = {};
     const { s } = state();
-    s.enterAuthentication(outer);
+    // Set before any authenticating pipeline: the application's own, kept by every guard.
     s.setPrincipal(frozen());
-    s.leaveAuthentication(outer);
+    s.enterAuthentication(outer);
+    expect(s.principal?.subject).toBe('alice');
+    s.setPrincipal(frozen());
     // The same pipeline again (mounted twice) keeps it; another forgets it.
     s.enterAuthentication(outer);
     expect(s.principal?.subject).toBe('alice');
-    s.leaveAuthentication(outer);
     s.enterAuthentication(inner);
     expect(s.principal).toBeUndefined();
-    s.leaveAuthentication(inner);
-    // Set outside any authenticating pipeline: the application's, kept by every guard.
+    // Recorded after a pipeline by code outside it (which may copy its caller): that pipeline's.
     s.setPrincipal(frozen());
     s.enterAuthentication(outer);
-    expect(s.principal?.subject).toBe('alice');
+    expect(s.principal).toBeUndefined();
   });
 
   it('refuses a second guard after the handler started rather than leave it a caller it did not verify', () => {

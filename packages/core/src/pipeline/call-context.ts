@@ -221,10 +221,10 @@ export class CallState implements CallContext {
   readonly #end: (error: SecurityError) => void;
   readonly #onReleaseError: (error: unknown, requestId: string) => void;
   #principal: Principal | undefined;
-  /** The authenticating pipeline that recorded the principal; `undefined`: the application's own code did. */
+  /** The authenticating pipeline the principal counts as recorded by; `undefined`: none had run. */
   #principalBy: object | undefined;
-  /** The authenticating pipeline whose start hooks are running (`enterAuthentication`). */
-  #authenticating: object | undefined;
+  /** The authenticating pipeline that started last on the call (`enterAuthentication`). */
+  #lastAuthentication: object | undefined;
   #sealed = false;
   #deadline: number | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -313,15 +313,16 @@ export class CallState implements CallContext {
       );
     }
     this.#principal = freezePrincipal(principal);
-    this.#principalBy = this.#authenticating;
+    this.#principalBy = this.#lastAuthentication;
   }
 
   /**
    * A pipeline with an authentication step of fluxguard (`owner` stands for it) starts on the
-   * call. A principal another such pipeline recorded (a guard in front of this one, as an app's
-   * guard is in front of a router's) is forgotten, so that this pipeline's rules decide on the
-   * caller it verifies itself; one the application's own code set stays. Until
-   * `leaveAuthentication(owner)`, what `setPrincipal` records is this pipeline's.
+   * call. A principal recorded since another such pipeline started (by it, as an app's guard in
+   * front of a router's, or by code after it, which may copy its caller) is forgotten, so that
+   * this pipeline's rules decide on the caller it verifies itself; one the application's own code
+   * set before any such pipeline stays. From now on, what `setPrincipal` records counts as this
+   * pipeline's.
    */
   enterAuthentication(owner: object): void {
     if (this.#principalBy !== undefined && this.#principalBy !== owner) {
@@ -331,12 +332,7 @@ export class CallState implements CallContext {
       this.#principal = undefined;
       this.#principalBy = undefined;
     }
-    this.#authenticating = owner;
-  }
-
-  /** The start hooks of `owner` (see `enterAuthentication`) have ended. */
-  leaveAuthentication(owner: object): void {
-    if (this.#authenticating === owner) this.#authenticating = undefined;
+    this.#lastAuthentication = owner;
   }
 
   /** From now on the principal is fixed (the handler has started). */

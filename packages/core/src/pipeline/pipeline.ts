@@ -142,24 +142,11 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
     return undefined;
   };
 
-  // A pipeline with an authentication step of fluxguard owns the principal it records (see
+  // A pipeline with an authentication step of fluxguard decides on its own caller (see
   // `CallState.enterAuthentication`); `ordered`, unique to this pipeline, stands for it.
   const startAuthenticating = (call: CallInfo, state: CallState): Promise<void> | undefined => {
     state.enterAuthentication(ordered);
-    let pending: Promise<void> | undefined;
-    try {
-      pending = runStarts(0, call, state);
-    } catch (error) {
-      state.leaveAuthentication(ordered);
-      throw error;
-    }
-    if (pending === undefined) {
-      state.leaveAuthentication(ordered);
-      return undefined;
-    }
-    return pending.finally(() => {
-      state.leaveAuthentication(ordered);
-    });
+    return runStarts(0, call, state);
   };
 
   const routeChecks = ordered.flatMap((control) =>
