@@ -231,6 +231,9 @@ describe('jwtAuth() and rbac() over real TLS', () => {
   it('refuses bad options at construction', () => {
     expect(() => jwtAuth({} as never)).toThrow(ConfigurationError);
     expect(() => jwtAuth({ authenticator: {} as never })).toThrow(/createAuthenticator/);
+    // A copy would lose what makes a second guard forget the caller this one recorded.
+    const copy = { ...createAuthenticator({}) };
+    expect(() => jwtAuth({ authenticator: copy })).toThrow(/not a copy/);
     expect(() => rbac({} as never)).toThrow(ConfigurationError);
     expect(() => rbac({ authorizer: {} as never })).toThrow(/createAuthorizer/);
     expect(() => rbac({ authoriser: {} } as never)).toThrow(/did you mean "authorizer"/);

@@ -209,6 +209,9 @@ describe('jwtAuth() and rbac() construction', () => {
   it('refuses missing or wrong options', () => {
     expect(() => jwtAuth({} as never)).toThrow(ConfigurationError);
     expect(() => jwtAuth({ authenticator: {} as never })).toThrow(/createAuthenticator/);
+    // A copy would lose what makes a second guard forget the caller this one recorded.
+    const copy = { ...createAuthenticator({}) };
+    expect(() => jwtAuth({ authenticator: copy })).toThrow(/not a copy/);
     expect(() => jwtAuth({ authentcator: {} } as never)).toThrow(/did you mean "authenticator"/);
     expect(() => rbac({} as never)).toThrow(ConfigurationError);
     expect(() => rbac({ authorizer: {} as never })).toThrow(/createAuthorizer/);

@@ -1,6 +1,6 @@
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import type { Control } from '../pipeline/control.js';
+import { isAuthentication, type Control } from '../pipeline/control.js';
 import { checkControl } from '../pipeline/pipeline.js';
 import type { Authenticator } from './authenticate.js';
 import type { Authorizer } from './authorize.js';
@@ -56,9 +56,11 @@ export interface GuardStepOptions {
  */
 export function jwtAuthControls(owner: string, options: JwtAuthOptions): readonly Control[] {
   const { authenticator } = resolveOptions(owner, { authenticator: undefined as Authenticator | undefined }, options);
-  if (typeof authenticator?.onStart !== 'function') {
+  // The step itself, not a copy: a copy would lose the mark by which a second guard forgets the
+  // caller this one recorded (see `CallState.enterAuthentication`).
+  if (authenticator === undefined || !isAuthentication(authenticator)) {
     throw new ConfigurationError(
-      `${owner}: "authenticator" must be the result of createAuthenticator() of @fluxguard/core`,
+      `${owner}: "authenticator" must be the result of createAuthenticator() of @fluxguard/core (not a copy of it)`,
     );
   }
   return [authenticator];
