@@ -22,6 +22,7 @@ export {
 } from './pipeline/call-context.js';
 export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
 export { UNIX_SOCKET_PEER } from './ratelimit/client-address.js';
+export { isUnixSocketConnection } from './transport/unix-socket.js';
 export { checkUnservedLater, warnUnservedPatterns } from './policy/served.js';
 export { guardControls, jwtAuthControls, rbacControls, stackControls } from './guard/step-options.js';
 export { GrpcStatusCode, codeFromGrpcStatus } from './errors/codes.js';

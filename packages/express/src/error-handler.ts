@@ -13,6 +13,7 @@ import {
 import {
   UNIX_SOCKET_PEER,
   assertAuditLogger,
+  isUnixSocketConnection,
   bearerChallenge,
   resolveOptions,
   type PublicError,
@@ -420,29 +421,14 @@ export function peerOf(req: IncomingMessage, res?: ServerResponse): string | und
  *
  * @internal
  */
-export function socketPeer(socket: PeerSocket | null | undefined): string | undefined {
+export function socketPeer(
+  socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined } | null | undefined,
+): string | undefined {
   const remoteAddress = socket?.remoteAddress;
   const remotePort = socket?.remotePort;
-  if (remoteAddress === undefined) return isUnixSocket(socket) ? UNIX_SOCKET_PEER : undefined;
+  if (remoteAddress === undefined) return isUnixSocketConnection(socket) ? UNIX_SOCKET_PEER : undefined;
   const host = remoteAddress.includes(':') ? `[${remoteAddress}]` : remoteAddress;
   return remotePort === undefined ? host : `${host}:${remotePort}`;
-}
-
-interface PeerSocket {
-  readonly remoteAddress?: string | undefined;
-  readonly remotePort?: number | undefined;
-  /** The server that accepted the connection (Node sets it, on TLS sockets too). */
-  readonly server?: { address?: () => unknown } | null | undefined;
-}
-
-/**
- * A connection accepted by a server bound to a path (a Unix socket). Decided by the server, not
- * by the connection, whose address a TCP client that resets early also leaves unreadable: such
- * a client must never pass for the proxy on a socket. A server closed since cannot say (`null`).
- */
-function isUnixSocket(socket: PeerSocket | null | undefined): boolean {
-  const server = socket?.server;
-  return typeof server?.address === 'function' && typeof server.address() === 'string';
 }
 
 /**

@@ -2,7 +2,7 @@
 // address skipped every call, so a peer rate limit and the brute-force protection did nothing.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
@@ -122,5 +122,48 @@ describe('a server on a Unix socket', () => {
     } finally {
       await tcp.close();
     }
+  });
+
+  it('never takes a reset TCP client of a server that once listened on a path for the proxy', async () => {
+    // Node's server keeps the path it listened on after it moves to TCP (and answers it while it
+    // drains): asked of the server, a client that reset was taken for the socket's proxy.
+    const served: string[] = [];
+    const guard = fluxguard({ audit: audit.audit, controls: peerLimits(['unix'], 3, 2) });
+    const site = express();
+    site.use(guard.before);
+    site.get('/v1/ping', (_req, res) => {
+      served.push('ping');
+      res.json({ ping: true });
+    });
+    site.use(guard.after);
+    const server = createServer(guard.wrap(site));
+    await new Promise<void>((resolve) => server.listen(join(dir, 'moved.sock'), resolve));
+    await new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const sockets: Socket[] = [];
+    for (let i = 0; i < 10; i++) {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write('GET /v1/ping HTTP/1.1\r\nHost: x\r\n');
+      sockets.push(socket);
+    }
+    const drained = new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
+    for (const [i, socket] of sockets.entries()) {
+      socket.write(`X-Forwarded-For: 203.0.113.${String(i)}\r\n\r\n`);
+      socket.resetAndDestroy();
+    }
+    await drained;
+    // Their forged addresses were never believed: one key, no-address, with its 3 calls at most.
+    expect(served.length).toBeLessThanOrEqual(3);
   });
 });

@@ -3,9 +3,11 @@ import type { Socket } from 'node:net';
 import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { experimental, logVerbosity, type Server, type ServerCredentials } from '@grpc/grpc-js';
 import {
+  UNIX_SOCKET_PEER,
   connectionBudget,
   defaultConnectionsPerAddress,
   gateConnections,
+  isUnixSocketConnection,
   type ConnectionGate,
 } from '@fluxguard/core/adapter';
 import { ConfigurationError } from '@fluxguard/core';
@@ -150,15 +152,17 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
 }
 
 /**
- * Gives a connection to a server bound to a Unix socket its local address, the socket's path
- * (Node reports none): grpc-js hands each call its connection's `localAddress`, and a call
- * without a peer address and with a path there came through the socket (`safePeer`). Decided
- * by the server, so a TCP client that resets early, whose address is unreadable too, never
+ * Gives a connection of a Unix socket a local address, the socket's path (Node reports none):
+ * grpc-js hands each call its connection's `localAddress`, and a call without a peer address and
+ * with a path there came through the socket (`safePeer`). Decided as the connection is accepted,
+ * by its handle, so a TCP client that resets early, whose address is unreadable too, never
  * passes for the proxy on a socket.
  */
 function noteSocketPath(http2Server: Http2Server | Http2SecureServer, socket: Socket): void {
+  if (!isUnixSocketConnection(socket)) return;
   const path = http2Server.address();
-  if (typeof path === 'string') Object.defineProperty(socket, 'localAddress', { value: path, enumerable: true });
+  const localAddress = typeof path === 'string' ? path : UNIX_SOCKET_PEER;
+  Object.defineProperty(socket, 'localAddress', { value: localAddress, enumerable: true });
 }
 
 /** nghttp2's error numbers (`errno` of Node's `ERR_HTTP2_ERROR`) that say what the client did. */

@@ -22,9 +22,9 @@ export interface ClientAddressOptions {
    * else, the headers are ignored. Default: none (the socket's peer is always the client).
    * `0.0.0.0/0` and `::/0` are refused: with every address a proxy, any client names itself.
    * `unix` trusts the proxy in front of a server that listens on a Unix socket: its
-   * connections' peer is `unix` (the adapters say so from the server's bound path, never from
-   * the connection), and the header the proxy writes names each client. A TCP connection whose
-   * address is unreadable is never taken for one.
+   * connections' peer is `unix` (the adapters read it from the connection's handle, a pipe; see
+   * `isUnixSocketConnection`), and the header the proxy writes names each client. A TCP
+   * connection whose address is unreadable is never taken for one.
    */
   readonly trustedProxies?: readonly string[] | undefined;
   /** Leading bits of an IPv6 address that name one client. Default 64. */
