@@ -293,6 +293,10 @@ describe('authorize() and mtls() options', () => {
     expect(() => authorize({} as never)).toThrow(ConfigurationError);
     expect(() => authorize({ guard: {} } as never)).toThrow(/createGuard/);
     expect(() => authorize({ guard: { check: () => undefined }, extra: 1 } as never)).toThrow(/unknown option "extra"/);
+    // A guard whose authentication step is a copy: the copy would not forget another guard's caller.
+    const guard = createGuard({ audit: captureAudit().audit, rbac: compileRbac({ 'GET /x': { public: true } }) });
+    const copied = { ...guard, controls: guard.controls.map((control) => ({ ...control })) };
+    expect(() => authorize({ guard: copied })).toThrow(/createGuard/);
     expect(() => mtls({ allow: [{ spiffeId: 'spiffe://a/(.*)' }] })).toThrow(ConfigurationError);
     expect(() => mtls({ alow: [] } as never)).toThrow(/did you mean "allow"/);
   });

@@ -97,7 +97,7 @@ function nestedApp(enrich = false) {
 }
 
 /** A guard that takes tokens, with the app's API key recorded before it in `how`. */
-function ownAuthenticationApp(how: 'middleware' | 'same-list' | 'own-pipeline') {
+function ownAuthenticationApp(how: 'middleware' | 'same-list' | 'own-pipeline' | 'same-guard-again') {
   const guard = createGuard({
     audit: audit.audit,
     jwt: users.verifier,
@@ -105,10 +105,12 @@ function ownAuthenticationApp(how: 'middleware' | 'same-list' | 'own-pipeline') 
   });
   const app = express();
   app.set('case sensitive routing', true);
-  if (how === 'same-list') {
+  if (how === 'same-list' || how === 'same-guard-again') {
     const { before, after } = fluxguard({ audit: audit.audit, guard, controls: [apiKeyControl] });
     app.use(before);
-    app.get('/admin/users', who);
+    // The same guard once more on the route: the same decisions, and the caller stays.
+    if (how === 'same-guard-again') app.get('/admin/users', authorize({ guard }), who);
+    else app.get('/admin/users', who);
     app.use(after);
     return app;
   }
@@ -187,7 +189,7 @@ describe('a guard inside another', () => {
 });
 
 describe('the app records its own caller before a guard', () => {
-  for (const how of ['middleware', 'same-list', 'own-pipeline'] as const) {
+  for (const how of ['middleware', 'same-list', 'own-pipeline', 'same-guard-again'] as const) {
     it(`keeps the caller an API key ${how === 'middleware' ? 'middleware' : `control (${how})`} recorded`, async () => {
       const pki = await createTestPki();
       const served = await listen(perOperationServer(ownAuthenticationApp(how), pki, audit.audit));
@@ -199,7 +201,7 @@ describe('the app records its own caller before a guard', () => {
         };
         expect(await call({ 'x-api-key': 'ops-key' })).toEqual({ status: 200, text: '{"who":"key-holder"}' });
         expect((await call({ 'x-api-key': 'wrong' })).status).toBe(401);
-        if (how !== 'same-list') {
+        if (how === 'middleware' || how === 'own-pipeline') {
           // Before the guard: a token the guard verifies then wins, and decides (no role of its own).
           const token = users.sign({ sub: 'alice' });
           expect((await call({ 'x-api-key': 'ops-key', authorization: `Bearer ${token}` })).status).toBe(403);

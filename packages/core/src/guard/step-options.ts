@@ -129,7 +129,12 @@ export function stackControls(
 
 function controlsOfGuard(guard: Guard | undefined): readonly Control[] | undefined {
   const list: unknown = guard?.controls;
-  return Array.isArray(list) ? (list as readonly Control[]) : undefined;
+  if (!Array.isArray(list)) return undefined;
+  // A guard's own authentication step, not a copy: see `jwtAuthControls`.
+  const controls = list as readonly Control[];
+  return controls.some((control) => control.stage === 'authentication' && !isAuthentication(control))
+    ? undefined
+    : controls;
 }
 
 function missingGuard(owner: string): never {

@@ -317,8 +317,8 @@ export class CallState implements CallContext {
   }
 
   /**
-   * A pipeline with an authentication step of fluxguard (`owner` stands for it) starts on the
-   * call. A principal recorded since another such pipeline started (by it, as an app's guard in
+   * A pipeline with an authentication step of fluxguard (`owner`, the step, stands for it:
+   * pipelines of one guard are one) starts on the call. A principal recorded since another such pipeline started (by it, as an app's guard in
    * front of a router's, or by code after it, which may copy its caller) is forgotten, so that
    * this pipeline's rules decide on the caller it verifies itself; one the application's own code
    * set before any such pipeline stays. From now on, what `setPrincipal` records counts as this

@@ -143,9 +143,12 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
   };
 
   // A pipeline with an authentication step of fluxguard decides on its own caller (see
-  // `CallState.enterAuthentication`); `ordered`, unique to this pipeline, stands for it.
+  // `CallState.enterAuthentication`). The step stands for it: two pipelines of one guard (an
+  // app's `before` and a route's `authorize()`) decide alike, and the second keeps the caller
+  // the first recorded, a control listed with the guard included.
+  const authentication = ordered.find(isAuthentication);
   const startAuthenticating = (call: CallInfo, state: CallState): Promise<void> | undefined => {
-    state.enterAuthentication(ordered);
+    if (authentication !== undefined) state.enterAuthentication(authentication);
     return runStarts(0, call, state);
   };
 
@@ -164,9 +167,10 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
     controls: ordered,
     hasMessageHooks: messages.length > 0 || ends.length > 0,
     matchesOperation: ordered.some((control) => control.matchesOperation === true),
-    start: ordered.some(isAuthentication)
-      ? startAuthenticating
-      : (call: CallInfo, state: CallState) => runStarts(0, call, state),
+    start:
+      authentication !== undefined
+        ? startAuthenticating
+        : (call: CallInfo, state: CallState) => runStarts(0, call, state),
     message: (message: unknown, call: CallInfo, state: CallState, bytes: number | undefined) => {
       let current = message;
       for (let i = 0; i < messages.length; i++) {
