@@ -276,7 +276,9 @@ describe('guard() construction and failures', () => {
     const failing: Guard = {
       rbac: compileRbac({}),
       check: failure,
-      controls: [{ name: 'failing', stage: 'authentication', onStart: failure }],
+      // A step of the authorization stage: the guard options take no authentication step but
+      // createAuthenticator's.
+      controls: [{ name: 'failing', stage: 'authorization', onStart: failure }],
     };
     const credentials = perOperationCredentials(pki, audit.audit);
     const own = await startTlsServer(credentials, [safeErrors({ audit: audit.audit }), guard({ guard: failing })]);
