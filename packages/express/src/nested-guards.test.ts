@@ -214,3 +214,16 @@ describe('the app records its own caller before a guard', () => {
     });
   }
 });
+
+describe('two guards in one pipeline', () => {
+  it('are refused at start-up: a pipeline decides on one caller', () => {
+    const userGuard = createGuard({
+      audit: audit.audit,
+      jwt: users.verifier,
+      rbac: compileRbac({ 'GET /me': { authenticated: true } }),
+    });
+    expect(() => fluxguard({ audit: audit.audit, guard: userGuard, controls: [...adminGuard().controls] })).toThrow(
+      /authentication steps of two guards/,
+    );
+  });
+});

@@ -1,4 +1,3 @@
-import { isIP } from 'node:net';
 import type {
   Metadata,
   ServerInterceptingCallInterface,
@@ -269,8 +268,9 @@ export function setPrincipal(metadata: Metadata, principal: Principal): void {
 export function safePeer(call: Pick<ServerInterceptingCallInterface, 'getConnectionInfo'>): string {
   try {
     const { remoteAddress, remotePort, localAddress } = call.getConnectionInfo();
-    // A Unix socket's connection: its local address is the path (see `hardenHttp2Servers`).
-    if (remoteAddress === undefined && localAddress !== undefined && isIP(localAddress) === 0) return UNIX_SOCKET_PEER;
+    // A Unix socket's connection: its local address is `unix:` and the path (see `hardenHttp2Servers`).
+    if (remoteAddress === undefined && localAddress?.startsWith(`${UNIX_SOCKET_PEER}:`) === true)
+      return UNIX_SOCKET_PEER;
     return peerString(remoteAddress, remotePort);
   } catch {
     return 'unknown';

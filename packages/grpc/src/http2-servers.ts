@@ -152,16 +152,17 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
 }
 
 /**
- * Gives a connection of a Unix socket a local address, the socket's path (Node reports none):
- * grpc-js hands each call its connection's `localAddress`, and a call without a peer address and
- * with a path there came through the socket (`safePeer`). Decided as the connection is accepted,
+ * Gives a connection of a Unix socket a local address, `unix:` and the socket's path (Node
+ * reports none): grpc-js hands each call its connection's `localAddress`, and a call with one of
+ * `unix:` came through the socket (`safePeer`); a path alone could read as an IP address (a
+ * socket named `10.9.8.7`). Decided as the connection is accepted,
  * by its handle, so a TCP client that resets early, whose address is unreadable too, never
  * passes for the proxy on a socket.
  */
 function noteSocketPath(http2Server: Http2Server | Http2SecureServer, socket: Socket): void {
   if (!isUnixSocketConnection(socket)) return;
   const path = http2Server.address();
-  const localAddress = typeof path === 'string' ? path : UNIX_SOCKET_PEER;
+  const localAddress = `${UNIX_SOCKET_PEER}:${typeof path === 'string' ? path : ''}`;
   Object.defineProperty(socket, 'localAddress', { value: localAddress, enumerable: true });
 }
 

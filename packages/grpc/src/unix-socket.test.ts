@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Client, Metadata, Server, ServerCredentials, credentials, status as Status } from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRateLimit } from '@fluxguard/core';
+import { safePeer } from './context.js';
 import { addService, fluxguardInterceptors } from './index.js';
 import { callKind, captureAudit, testService, unaryAnswering } from './testing/harness.js';
 import { clientFor, createTestPki, perOperationCredentials, type TestPki } from './testing/tls.js';
@@ -124,5 +125,18 @@ describe('a server on a Unix socket', () => {
     } finally {
       await close();
     }
+  });
+
+  it('knows a socket by the mark its connections are given, even one named like an address', () => {
+    const peerOf = (localAddress: string | undefined, remoteAddress?: string) =>
+      safePeer({ getConnectionInfo: () => ({ localAddress, localPort: 0, remoteAddress, remotePort: undefined }) });
+    // A socket path may read as an IP address (`unix:10.9.8.7`, relative); the mark cannot.
+    expect(peerOf('unix:10.9.8.7')).toBe('unix');
+    expect(peerOf('unix:/run/app.sock')).toBe('unix');
+    // A TCP connection whose client reset it: no peer, and no mark.
+    expect(peerOf('127.0.0.1')).toBe('unknown');
+    expect(peerOf(undefined)).toBe('unknown');
+    expect(peerOf('/run/app.sock')).toBe('unknown');
+    expect(peerOf('unix:/run/app.sock', '203.0.113.9')).toBe('203.0.113.9');
   });
 });

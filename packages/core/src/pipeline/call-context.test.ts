@@ -4,6 +4,7 @@ import { SecurityError } from '../errors/security-error.js';
 import { CallState, StateCallInfo } from './call-context.js';
 import { createRateLimit } from '../ratelimit/rate-limit.js';
 import { createPipeline } from './pipeline.js';
+import { createAuthenticator } from '../guard/authenticate.js';
 
 /** What a pipeline's controls read of a call: a gRPC call with nothing in it. */
 function callInfo(): CallInfo {
@@ -426,6 +427,16 @@ describe('StateCallInfo', () => {
 });
 
 describe('createPipeline: its controls', () => {
+  it('refuses the authentication steps of two guards in one pipeline, and a copy of one', () => {
+    // One pipeline decides on one caller: the second guard's step decided on the first one's.
+    const users = createAuthenticator({});
+    const operators = createAuthenticator({});
+    expect(() => createPipeline('fluxguard', [users, operators])).toThrow(/authentication steps of two guards/);
+    expect(createPipeline('fluxguard', [users, users])).toBeDefined();
+    // A copy carries no mark: its pipeline would forget no other guard's caller.
+    expect(() => createPipeline('fluxguard', [{ ...operators }])).toThrow(/is a copy of an authentication step/);
+  });
+
   it('refuses a group of controls put in the list unspread, saying how to spread it', () => {
     const limits = createRateLimit({ rules: [{ name: 'per-peer', key: 'peer', points: 5, durationSeconds: 1 }] });
     expect(() => createPipeline('fluxguard', [limits as never])).toThrow(

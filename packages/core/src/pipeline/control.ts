@@ -166,6 +166,8 @@ export interface Control {
 }
 
 const AUTHENTICATIONS = new WeakSet<object>();
+/** The start hooks of the marked steps, by which a copy of one is known. */
+const AUTHENTICATION_STARTS = new WeakSet<object>();
 
 /**
  * Marks `control` as an authentication step of fluxguard (`createAuthenticator`, a guard's):
@@ -176,10 +178,16 @@ const AUTHENTICATIONS = new WeakSet<object>();
  */
 export function markAuthentication<T extends Control>(control: T): T {
   AUTHENTICATIONS.add(control);
+  if (control.onStart !== undefined) AUTHENTICATION_STARTS.add(control.onStart);
   return control;
 }
 
 /** @internal Whether `control` was marked by {@link markAuthentication}. */
 export function isAuthentication(control: Control): boolean {
   return AUTHENTICATIONS.has(control);
+}
+
+/** @internal Whether `control` is a copy of a marked step (`{ ...authenticator }`): its hook, not it. */
+export function isAuthenticationCopy(control: Control): boolean {
+  return !AUTHENTICATIONS.has(control) && control.onStart !== undefined && AUTHENTICATION_STARTS.has(control.onStart);
 }

@@ -2,7 +2,7 @@ import type { CallInfo, Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { checkLetterCase, unservedPatterns } from '../policy/served.js';
 import type { CallState } from './call-context.js';
-import { CONTROL_STAGES, isAuthentication, type Control, type StartResult } from './control.js';
+import { CONTROL_STAGES, isAuthentication, isAuthenticationCopy, type Control, type StartResult } from './control.js';
 
 /**
  * An ordered, validated list of controls, compiled once, that an adapter runs on every call.
@@ -87,6 +87,7 @@ type EndHook = (call: CallInfo, state: CallState) => void;
 export function createPipeline(owner: string, controls: readonly Control[]): Pipeline {
   if (!Array.isArray(controls)) throw new ConfigurationError(`${owner}: controls must be an array`);
   const checked = controls.map((control, index) => checkControl(owner, control, index));
+  checkAuthentications(owner, checked);
   const ordered = Object.freeze(
     checked
       .map((control, index) => ({ control, index, rank: CONTROL_STAGES.indexOf(control.stage) }))
@@ -217,6 +218,26 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
 
 function keepRelease(result: StartResult, state: CallState): void {
   if (typeof result === 'function') state.addRelease(result);
+}
+
+/**
+ * Refuses a pipeline with two authentication steps of fluxguard, or a copy of one: a pipeline
+ * decides on one caller (see `CallState.enterAuthentication`), and the second guard's step would
+ * decide on the first one's, as would a copy, which carries no mark.
+ */
+function checkAuthentications(owner: string, controls: readonly Control[]): void {
+  const steps = new Set(controls.filter(isAuthentication));
+  if (steps.size > 1) {
+    throw new ConfigurationError(
+      `${owner}: the controls hold the authentication steps of two guards; a pipeline decides on one caller: mount the second guard in a pipeline of its own (authorize(), a router's fluxguard().before, another guard() interceptor)`,
+    );
+  }
+  const copy = controls.find(isAuthenticationCopy);
+  if (copy !== undefined) {
+    throw new ConfigurationError(
+      `${owner}: the control "${copy.name}" is a copy of an authentication step of createAuthenticator() (or a guard's): list the step itself`,
+    );
+  }
 }
 
 /**
