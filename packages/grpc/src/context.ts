@@ -268,14 +268,20 @@ export function setPrincipal(metadata: Metadata, principal: Principal): void {
 export function safePeer(call: Pick<ServerInterceptingCallInterface, 'getConnectionInfo'>): string {
   try {
     const { remoteAddress, remotePort, localAddress } = call.getConnectionInfo();
-    // A Unix socket's connection: its local address is `unix:` and the path (see `hardenHttp2Servers`).
-    if (remoteAddress === undefined && localAddress?.startsWith(`${UNIX_SOCKET_PEER}:`) === true)
-      return UNIX_SOCKET_PEER;
+    if (remoteAddress === undefined && localAddress?.startsWith(UNIX_LOCAL_ADDRESS) === true) return UNIX_SOCKET_PEER;
     return peerString(remoteAddress, remotePort);
   } catch {
     return 'unknown';
   }
 }
+
+/**
+ * How the local address of a Unix socket's connection begins, the socket's path after it: set
+ * as the connection is accepted (`hardenHttp2Servers`), read per call by {@link safePeer}.
+ *
+ * @internal
+ */
+export const UNIX_LOCAL_ADDRESS = `${UNIX_SOCKET_PEER}:`;
 
 /**
  * `address:port`, an IPv6 address in brackets (`[::1]:5000`, as HTTP peers are written): the

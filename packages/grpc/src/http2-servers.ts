@@ -3,7 +3,6 @@ import type { Socket } from 'node:net';
 import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { experimental, logVerbosity, type Server, type ServerCredentials } from '@grpc/grpc-js';
 import {
-  UNIX_SOCKET_PEER,
   connectionBudget,
   defaultConnectionsPerAddress,
   gateConnections,
@@ -21,6 +20,7 @@ import {
   auditOfCredentials,
   whenTrustChanges,
 } from './server-credentials.js';
+import { UNIX_LOCAL_ADDRESS } from './context.js';
 
 /**
  * Headers that Node's HTTP/2 layer keeps only the first of when a request repeats them, without
@@ -155,14 +155,13 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
  * Gives a connection of a Unix socket a local address, `unix:` and the socket's path (Node
  * reports none): grpc-js hands each call its connection's `localAddress`, and a call with one of
  * `unix:` came through the socket (`safePeer`); a path alone could read as an IP address (a
- * socket named `10.9.8.7`). Decided as the connection is accepted,
- * by its handle, so a TCP client that resets early, whose address is unreadable too, never
- * passes for the proxy on a socket.
+ * socket named `10.9.8.7`). Decided as the connection is accepted, by its handle, so a TCP client
+ * that resets early, whose address is unreadable too, never passes for the proxy on a socket.
  */
 function noteSocketPath(http2Server: Http2Server | Http2SecureServer, socket: Socket): void {
   if (!isUnixSocketConnection(socket)) return;
   const path = http2Server.address();
-  const localAddress = `${UNIX_SOCKET_PEER}:${typeof path === 'string' ? path : ''}`;
+  const localAddress = `${UNIX_LOCAL_ADDRESS}${typeof path === 'string' ? path : ''}`;
   Object.defineProperty(socket, 'localAddress', { value: localAddress, enumerable: true });
 }
 
