@@ -1,5 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
-import { ConfigurationError, SecurityError } from '@fluxguard/core';
+import { ConfigurationError, SecurityError, isSecurityError } from '@fluxguard/core';
 import { httpOperation, isPlainPath } from '@fluxguard/core/adapter';
 import parseUrl from 'parseurl';
 import { stateOf } from './context.js';
@@ -14,7 +14,8 @@ type MayServe = (operation: string, route: string | undefined, current?: string)
 /** What one pipeline asks of a route or middleware it checked: the route's names (`METHOD /path`; none for a middleware) and the controls' test. */
 interface HandOverCheck {
   readonly names: readonly string[];
-  readonly mayServe: MayServe;
+  /** `undefined` where only a refusal passed on is checked (see {@link passRefusalOn}). */
+  readonly mayServe: MayServe | undefined;
 }
 
 /**
@@ -23,6 +24,25 @@ interface HandOverCheck {
  * them).
  */
 const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
+
+/**
+ * Refusals passed to `next(err)` by a pipeline mounted on its own (`controls()`, `authorize()`),
+ * by request: an error middleware of the app that calls `next()` resumes the request into the
+ * routes behind it, which the refusal was to keep it from.
+ */
+const passedOn = new WeakMap<object, unknown>();
+
+/**
+ * Passes a pipeline's refusal (or failure) to `next(err)`, as Express middleware do, and
+ * remembers it: every route and middleware the hand-over check guards refuses the request with
+ * it if an error middleware resumes the request (`next()` without the error).
+ *
+ * @internal
+ */
+export function passRefusalOn(error: unknown, req: Request, next: NextFunction): void {
+  if (!passedOn.has(req)) passedOn.set(req, error);
+  next(error);
+}
 
 /**
  * Makes every route and middleware among `entries` (an app's, walked below `prefix`) ask, as it
@@ -34,7 +54,9 @@ const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
  * so that another pipeline in the same app keeps its own. fluxguard's own middleware (`isOwn`)
  * and error handlers are left as they are. A route or middleware that may not serve the request
  * ends it with fluxguard's own `500` (never through an error handler of the app), and the line
- * says why.
+ * says why. Without `mayServe` (controls with no rules), and at routes whose paths rules cannot
+ * read (regular expressions), only a refusal passed on is checked: a request refused once is
+ * answered with its refusal wherever it is resumed.
  *
  * @internal
  */
@@ -46,39 +68,43 @@ export function guardHandOvers(
   isOwn: (handle: object) => boolean,
   appRouter: object | undefined,
 ): void {
-  if (mayServe === undefined) return;
-  const names = new Map<object, string[]>();
+  // Each route object (its `dispatch`), middleware's layer (its `handleRequest`) and router (its
+  // param callbacks) to guard, with a route's names.
+  const guarded = new Map<
+    object,
+    { readonly entry: 'dispatch' | 'handleRequest' | 'params'; readonly names: string[] }
+  >();
   // A router's param callbacks (`app.param`) run as a layer matches, before the layer itself.
   const routers = [appRouter, ...entries.map((entry) => (entry.kind === 'router' ? entry.handle : undefined))];
-  for (const router of routers) if (router !== undefined && guardParams(router)) names.set(router, []);
+  for (const router of routers) if (router !== undefined) guarded.set(router, { entry: 'params', names: [] });
   for (const entry of entries) {
     if (entry.kind === 'middleware') {
       // An error handler (four parameters) is only run for an error, which no rewrite makes.
       const handle = entry.handle as { length?: unknown };
-      if (!isOwn(entry.handle) && typeof handle.length === 'number' && handle.length <= 3 && !names.has(entry.layer)) {
-        names.set(entry.layer, []);
+      if (!isOwn(entry.handle) && typeof handle.length === 'number' && handle.length <= 3) {
+        guarded.set(entry.layer, { entry: 'handleRequest', names: [] });
       }
       continue;
     }
-    if (entry.kind !== 'route' || entry.opaque) continue;
+    if (entry.kind !== 'route') continue;
+    let route = guarded.get(entry.handle);
+    if (route === undefined) guarded.set(entry.handle, (route = { entry: 'dispatch', names: [] }));
     // The controls name a HEAD request as GET: a `.head()` route serves GET's operations.
-    const name = entry.route.startsWith('HEAD ') ? `GET ${entry.route.slice(5)}` : entry.route;
-    const list = names.get(entry.handle);
-    if (list === undefined) names.set(entry.handle, [name]);
-    else list.push(name);
+    if (!entry.opaque) route.names.push(entry.route.startsWith('HEAD ') ? `GET ${entry.route.slice(5)}` : entry.route);
   }
-  for (const [guarded, guardedNames] of names) {
-    let byOwner = checks.get(guarded);
+  for (const [object, { entry, names }] of guarded) {
+    // Param callbacks are wrapped at each check: those written into `params` by hand since too.
+    if (entry === 'params' && !guardParams(object)) continue;
+    let byOwner = checks.get(object);
     if (byOwner === undefined) {
-      const guarding =
-        paramRouters.has(guarded) || guardEntry(guarded, guardedNames.length === 0 ? 'handleRequest' : 'dispatch');
-      if (!guarding) continue;
+      if (entry !== 'params' && !guardEntry(object, entry)) continue;
       byOwner = new Map();
-      checks.set(guarded, byOwner);
+      checks.set(object, byOwner);
     }
     let byPrefix = byOwner.get(owner);
     if (byPrefix === undefined) byOwner.set(owner, (byPrefix = new Map<string, HandOverCheck>()));
-    byPrefix.set(prefix, { names: guardedNames, mayServe });
+    // A route whose paths rules cannot read (regular expressions) is checked for a refusal only.
+    byPrefix.set(prefix, { names, mayServe: entry === 'dispatch' && names.length === 0 ? undefined : mayServe });
   }
 }
 
@@ -176,13 +202,14 @@ function guardParams(router: object): boolean {
  * `param` says a param callback is asking, for the line.
  */
 function handedOver(guarded: object, req: Request, done: NextFunction, param = false): boolean {
-  const refusal = handOverRefusal(guarded, req, param);
+  // Refused once, refused wherever an error middleware resumes it.
+  const refusal = passedOn.has(req) ? passedOn.get(req) : handOverRefusal(guarded, req, param);
   if (refusal === undefined) return true;
   // Answered by fluxguard, as a refusal is: passed to `done`, it reached an error handler of the
   // app, which showed its text, and no line was written.
   const state = stateOf(req);
   if (state === undefined) done(refusal);
-  else state.end(new SecurityError('internal', { cause: refusal }));
+  else state.end(isSecurityError(refusal) ? refusal : new SecurityError('internal', { cause: refusal }));
   return false;
 }
 
@@ -201,6 +228,10 @@ function handOverRefusal(guarded: object, req: Request, param: boolean): Configu
   for (const byPrefix of byOwner.values()) {
     let allowed = false;
     for (const { names, mayServe } of byPrefix.values()) {
+      if (mayServe === undefined) {
+        allowed = true;
+        continue;
+      }
       if (names.length === 0) {
         if (mayServe(operation, undefined, current)) allowed = true;
         continue;

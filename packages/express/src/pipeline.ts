@@ -40,7 +40,7 @@ import {
   watchRouting,
 } from './app-routing.js';
 import { routeNames, routerOf, walkRouter } from './routes.js';
-import { guardHandOvers } from './hand-over.js';
+import { guardHandOvers, passRefusalOn } from './hand-over.js';
 import { warnUnservedRoutes } from './unserved-routes.js';
 import { warnTrustProxy } from './trust-proxy.js';
 
@@ -72,8 +72,16 @@ export function controls(owner: string, list: readonly Control[]): RequestHandle
   const run = pipelineRunner(owner, list);
   const middleware: RequestHandler = function fluxguardControls(req, res, next) {
     const state = stateOf(req);
-    if (state === undefined) answerWithoutContext(owner, res);
-    else run(req, res, next, state);
+    if (state === undefined) {
+      answerWithoutContext(owner, res);
+      return;
+    }
+    try {
+      run(req, res, next, state);
+    } catch (error) {
+      // A configuration error, refused on every request: no more to be resumed than a refusal.
+      passRefusalOn(error, req, next);
+    }
   };
   // Guards the routes after it, as a `before` with a guard does (`authorize()` after a plain `before`).
   markMiddleware(middleware, 'before');
@@ -112,8 +120,8 @@ export type PipelineRunner = (req: Request, res: Response, next: NextFunction, s
  */
 export type RefusalAnswer = (error: unknown, req: Request, res: Response, next: NextFunction) => void;
 
-const passToNext: RefusalAnswer = (error, _req, _res, next) => {
-  next(error);
+const passToNext: RefusalAnswer = (error, req, _res, next) => {
+  passRefusalOn(error, req, next);
 };
 
 /**
@@ -184,10 +192,25 @@ function checkAppOnce(
     } catch (thrown) {
       error = thrown instanceof Error ? thrown : new ConfigurationError("the app's routes cannot be checked");
     }
+    // Every request is refused now: an error middleware of the app that resumes one with `next()`
+    // must not reach a route that the check did not get to guard.
+    if (error !== null) guardRefusedApp(app);
     verdict = { error, layers, changes: routingChangeCount(app) };
     verdicts.set(app, verdict);
   }
   if (verdict.error !== null) throw verdict.error;
+}
+
+/** The owner of the checks {@link guardRefusedApp} installs. */
+const REFUSED_APP = Object.freeze({});
+
+/** Guards every route and middleware of `app` against a refusal passed on and resumed, and nothing else. */
+function guardRefusedApp(app: Application): void {
+  try {
+    guardHandOvers(walkRouter(app, ''), '', REFUSED_APP, undefined, isFluxguardMiddleware, routerOf(app));
+  } catch {
+    // An app whose router cannot be walked has nothing to guard this way.
+  }
 }
 
 /**
@@ -297,8 +320,9 @@ export function pipelineRunner(
   };
   const routeVerdicts = new WeakMap<object, AppVerdict>();
   return function runControls(req, res, next, state) {
-    if (pipeline.matchesOperation && !placement.routesCaseSensitively(req)) throw caseInsensitiveRouting(owner);
+    // The app first: an app refused guards its routes against a refusal resumed.
     placement.checkApp(req, owner, pipeline, routeVerdicts);
+    if (pipeline.matchesOperation && !placement.routesCaseSensitively(req)) throw caseInsensitiveRouting(owner);
     const info = (state.callInfo ??= buildCallInfo(req, state, placement.path(req)));
     // Asked only if the request fails: the audit line names a rule pattern, never the raw path.
     state.labelOperation ??= pipeline.operationLabel;

@@ -1,12 +1,14 @@
 // Where a refusal goes. `fluxguard().before` answers its controls' refusals at once: they never
-// reach the app's routes or its error middleware, so an error middleware that calls `next()`
-// (to log and carry on, say) cannot resume a refused request into the routes behind it.
-// `controls()` mounted on its own passes a refusal to `next(err)`, as Express middleware does.
+// reach the app's routes or its error middleware. `controls()`, `authorize()` and the other
+// middleware mounted on their own pass a refusal to `next(err)`, as Express middleware do, for the
+// app's error middleware to see; an error middleware that calls `next()` (to log and carry on,
+// say) then resumed the request into the routes behind it, and a request refused for want of a
+// token was served. Every route and middleware behind now answers such a request with its refusal.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import express, { type ErrorRequestHandler } from 'express';
-import { SecurityError, type Control } from '@fluxguard/core';
-import { controls, fluxguard, type ProblemDetails } from './index.js';
-import { captureAudit, serve, type Served } from './testing/tls.js';
+import express, { type ErrorRequestHandler, type Express } from 'express';
+import { SecurityError, compileRbac, createAuthenticator, createGuard, type Control } from '@fluxguard/core';
+import { authorize, controls, fluxguard, jwtAuth, type ProblemDetails } from './index.js';
+import { captureAudit, createTokenSigner, serve, type Served } from './testing/tls.js';
 
 /** Refuses a request that asks to be refused, by the header it names. */
 function refusing(name: string, header: string): Control {
@@ -84,19 +86,174 @@ describe('a refusal of fluxguard().before', () => {
 });
 
 describe('a refusal of controls() mounted on its own', () => {
-  it('goes to next(err), like any Express middleware: an app error middleware sees it', async () => {
+  it('goes to next(err), like any Express middleware, and is answered wherever the request is resumed', async () => {
     const res = await fetch(`${served.url}/secret`, {
       headers: { 'x-request-id': 'alone-1', 'x-refuse-second': 'yes' },
     });
     expect(errorsSeen).toContain('alone-1:permission_denied');
-    // This app's error middleware then resumed the request: what fluxguard().before prevents.
-    expect(res.status).toBe(200);
-    expect(handled).toContain('alone-1');
+    // This app's error middleware then resumed the request: the route answered with the refusal.
+    expect(res.status).toBe(403);
+    expect((await res.json()) as ProblemDetails).toMatchObject({ code: 'permission_denied', requestId: 'alone-1' });
+    expect(handled).not.toContain('alone-1');
+    expect(
+      audit
+        .lines()
+        .filter((l) => l.requestId === 'alone-1')
+        .map((l) => l.reason),
+    ).toEqual(['app.second']);
   });
 
   it('serves a request no control refuses', async () => {
     const res = await fetch(`${served.url}/secret`, { headers: { 'x-request-id': 'ok-1' } });
     expect(res.status).toBe(200);
     expect(handled).toContain('ok-1');
+  });
+});
+
+describe('a refusal of authorize() or jwtAuth() resumed by an error middleware of the app', () => {
+  const tokens = createTokenSigner();
+  const ran: string[] = [];
+  const forged = `${tokens.sign({ roles: ['admin'] })}x`;
+  let withRules: Served;
+  let withoutRules: Served;
+
+  /** The app's error middleware: logs, then carries on. */
+  const carryOn: ErrorRequestHandler = (_err, _req, _res, next) => {
+    next();
+  };
+
+  /** An app serving `router` at `/api`, behind a plain `before`. */
+  function appWith(router: express.Router): Express {
+    const app = express();
+    app.set('case sensitive routing', true);
+    const { before, after } = fluxguard({ audit: audit.audit });
+    app.use(before);
+    app.use('/api', router);
+    app.use(after);
+    return app;
+  }
+
+  function secretRoute(router: express.Router, name: string): void {
+    router.get('/v1/secret', (_req, res) => {
+      ran.push(`${name}:secret`);
+      res.json({ secret: 42 });
+    });
+  }
+
+  beforeAll(async () => {
+    const guard = createGuard({
+      audit: audit.audit,
+      jwt: tokens.verifier,
+      rbac: compileRbac({ 'GET /api/v1/secret': { anyRoles: ['admin'] } }),
+    });
+    const admin = express.Router({ caseSensitive: true });
+    admin.use(authorize({ guard }), carryOn);
+    secretRoute(admin, 'authorize');
+    withRules = await serve(appWith(admin));
+
+    const tokensOnly = express.Router({ caseSensitive: true });
+    tokensOnly.use(jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) }), carryOn);
+    secretRoute(tokensOnly, 'jwtAuth');
+    // A route whose path rules cannot read (refused under rules that match paths), a sub-app and
+    // a last middleware, behind the refusal too.
+    tokensOnly.get(/^\/v1\/re-(\w+)$/, (_req, res) => {
+      ran.push('jwtAuth:regex');
+      res.json({ secret: 43 });
+    });
+    const sub = express();
+    sub.get('/v1/secret', (_req, res) => {
+      ran.push('jwtAuth:sub-app');
+      res.json({ secret: 44 });
+    });
+    tokensOnly.use('/sub', sub);
+    tokensOnly.use((_req, res) => {
+      ran.push('jwtAuth:last');
+      res.status(404).json({ none: true });
+    });
+    withoutRules = await serve(appWith(tokensOnly));
+  });
+
+  afterAll(async () => {
+    await withRules.close();
+    await withoutRules.close();
+  });
+
+  async function get(served: Served, path: string, token?: string): Promise<{ status: number; code: unknown }> {
+    const res = await fetch(`${served.url}/api${path}`, {
+      headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+    });
+    const body = (await res.json()) as { code?: unknown };
+    return { status: res.status, code: body.code };
+  }
+
+  it('answers a request without a token with 401, a token without the role with 403', async () => {
+    ran.length = 0;
+    expect(await get(withRules, '/v1/secret')).toEqual({ status: 401, code: 'unauthenticated' });
+    expect(await get(withRules, '/v1/secret', tokens.sign({ roles: ['reader'] }))).toEqual({
+      status: 403,
+      code: 'permission_denied',
+    });
+    expect(ran).toEqual([]);
+    expect(await get(withRules, '/v1/secret', tokens.sign({ roles: ['admin'] }))).toEqual({
+      status: 200,
+      code: undefined,
+    });
+    expect(ran).toEqual(['authorize:secret']);
+  });
+
+  it('answers a forged token refused by controls without rules, at any route, sub-app or middleware behind', async () => {
+    ran.length = 0;
+    for (const path of ['/v1/secret', '/v1/re-x', '/sub/v1/secret', '/none']) {
+      expect(await get(withoutRules, path, forged)).toEqual({ status: 401, code: 'unauthenticated' });
+    }
+    expect(ran).toEqual([]);
+    expect(await get(withoutRules, '/v1/secret', tokens.sign())).toEqual({ status: 200, code: undefined });
+    expect(ran).toEqual(['jwtAuth:secret']);
+  });
+
+  it('answers 200 such requests sent at once, none reaching a handler', async () => {
+    ran.length = 0;
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        i % 2 === 0 ? get(withRules, '/v1/secret') : get(withoutRules, '/v1/re-x', forged),
+      ),
+    );
+    expect(answers.filter(({ status }) => status !== 401)).toEqual([]);
+    expect(ran).toEqual([]);
+  });
+});
+
+describe('an app whose routing is refused, resumed by an error middleware', () => {
+  it('answers the refusal at the routes: the check that failed never runs the controls', async () => {
+    const ran: string[] = [];
+    const tokens = createTokenSigner();
+    const guard = createGuard({
+      audit: audit.audit,
+      jwt: tokens.verifier,
+      rbac: compileRbac({ 'GET /v1/secret': { anyRoles: ['admin'] } }),
+    });
+    // Case-insensitive routing: rules that match paths cannot guard it, so every request is refused.
+    const app = express();
+    const { before, after } = fluxguard({ audit: audit.audit });
+    const carryOn: ErrorRequestHandler = (_err, _req, _res, next) => {
+      next();
+    };
+    app.use(before, authorize({ guard }), carryOn);
+    app.get('/v1/secret', (_req, res) => {
+      ran.push('secret');
+      res.json({ secret: 42 });
+    });
+    app.use(after);
+    const server = await serve(app);
+    try {
+      const res = await fetch(`${server.url}/v1/secret`, {
+        headers: { authorization: `Bearer ${tokens.sign({ roles: ['reader'] })}` },
+      });
+      expect(res.status).toBe(500);
+      expect(((await res.json()) as ProblemDetails).code).toBe('internal');
+      expect(ran).toEqual([]);
+    } finally {
+      await server.close();
+    }
   });
 });
