@@ -108,15 +108,17 @@ const scenarios: readonly Scenario[] = [
     },
   },
   {
-    name: 'delete removes an artifact',
+    // Directories left empty would pile up, from deep uploads and deletes, for every listing to walk.
+    name: 'delete removes an artifact, and the directories it leaves empty',
     kind: 'unary',
     act: async (t) => {
-      await t.client.upload('del/x.txt', sha256('x'), [Buffer.from('x')]);
-      const deleted = await t.client.delete('del/x.txt');
+      await t.client.upload('del/deep/er/x.txt', sha256('x'), [Buffer.from('x')]);
+      const deleted = await t.client.delete('del/deep/er/x.txt');
       expect(deleted.ok).toBe(true);
-      return t.client.get('del/x.txt');
+      return t.client.get('del/deep/er/x.txt');
     },
     expect: { code: 'not_found' },
+    check: (_o, t) => expectNothingLeft(t, 'del'),
   },
   {
     name: 'checksum mismatch is refused and nothing is kept, not even the new directories',

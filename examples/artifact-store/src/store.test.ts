@@ -130,9 +130,10 @@ describe('ArtifactStore', () => {
     expect(Buffer.concat(read).toString()).toBe('streamed bytes');
     await expect(store.open('streamed')).rejects.toMatchObject({ code: 'not_found' });
     symlinkSync(join(store.dataDir, 'streamed', 'c.bin'), join(store.dataDir, 'streamed', 'link.bin'));
-    // Never followed: a link in the data directory (not something a client can make) fails as get does.
-    await expect(store.open('streamed/link.bin')).rejects.toMatchObject({ code: 'ELOOP' });
-    await expect(store.get('streamed/link.bin')).rejects.toMatchObject({ code: 'ELOOP' });
+    // Never followed: a link in the data directory (not something a client can make) is no
+    // artifact, as a listing has it.
+    await expect(store.open('streamed/link.bin')).rejects.toMatchObject({ code: 'not_found' });
+    await expect(store.get('streamed/link.bin')).rejects.toMatchObject({ code: 'not_found' });
     await expect(store.open('streamed/missing.bin')).rejects.toMatchObject({ code: 'not_found' });
   });
 
@@ -394,6 +395,44 @@ describe('ArtifactStore', () => {
     expect(await store.putFetched('imports/model.bin', sha('imported'), fetchBody)).toMatchObject({ size: 8 });
     expect(fetches).toBe(1);
     expect((await store.get('imports/model.bin')).content.toString()).toBe('imported');
+  });
+
+  it('leaves no empty directories behind a delete: deep uploads and deletes cannot pile them up for listings', async () => {
+    const dirs = new ArtifactStore({ dataDir: join(base, 'emptied') });
+    const deep = (i: number) =>
+      `ed/${String(i)}/${Array.from({ length: 12 }, (_, d) => `d${String(d)}`).join('/')}/f.bin`;
+    await dirs.put('ed/kept.bin', sha('k'), chunks('k'));
+    for (let i = 0; i < 100; i++) {
+      await dirs.put(deep(i), sha('x'), chunks('x'));
+      await dirs.delete(deep(i));
+    }
+    expect(readdirSync(join(dirs.dataDir, 'ed'))).toEqual(['kept.bin']);
+    // A directory that holds another artifact stays.
+    await dirs.put('ed/a/b/one.bin', sha('1'), chunks('1'));
+    await dirs.put('ed/a/two.bin', sha('2'), chunks('2'));
+    await dirs.delete('ed/a/b/one.bin');
+    expect(readdirSync(join(dirs.dataDir, 'ed', 'a'))).toEqual(['two.bin']);
+    await dirs.delete('ed/a/two.bin');
+    expect(readdirSync(join(dirs.dataDir, 'ed'))).toEqual(['kept.bin']);
+    // The data directory itself stays, emptied.
+    await dirs.delete('ed/kept.bin');
+    expect(readdirSync(dirs.dataDir)).toEqual([]);
+  });
+
+  it('answers a link at an artifact’s name as not found, and lists past a socket', async () => {
+    const odd = new ArtifactStore({ dataDir: join(base, 'odd') });
+    await odd.put('real.bin', sha('r'), chunks('r'));
+    symlinkSync(join(odd.dataDir, 'real.bin'), join(odd.dataDir, 'link.bin'));
+    await expect(odd.get('link.bin')).rejects.toMatchObject({ code: 'not_found' });
+    const socket = createServer().listen(join(odd.dataDir, 'socket.bin'));
+    await once(socket, 'listening');
+    try {
+      const listed: string[] = [];
+      for await (const item of odd.list('')) listed.push(item.path);
+      expect(listed).toEqual(['real.bin']);
+    } finally {
+      socket.close();
+    }
   });
 
   it('refuses a malformed declared digest', async () => {

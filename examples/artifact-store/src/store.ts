@@ -414,7 +414,11 @@ export class ArtifactStore {
     }
   }
 
-  /** Deletes one artifact (never a directory; a link is removed itself, never followed). */
+  /**
+   * Deletes one artifact (never a directory; a link is removed itself, never followed), and the
+   * directories it leaves empty: uploads and deletes of deep paths left them for every listing
+   * to walk, thousands an hour within the write limit.
+   */
   async delete(path: string): Promise<void> {
     const dir = await this.#openParent(path).catch((err: unknown) => fileSystemFailure(err, 'delete', path));
     try {
@@ -422,6 +426,7 @@ export class ArtifactStore {
       const stats = await lstat(target).catch((err: unknown) => fileSystemFailure(err, 'delete', dir.absolute));
       if (stats.isDirectory()) throw notAnArtifact();
       await unlink(target).catch((err: unknown) => fileSystemFailure(err, 'delete', dir.absolute));
+      await dir.removeEmpty();
     } finally {
       await dir.close();
     }
@@ -496,10 +501,11 @@ function openFileIn(dir: OpenDirectory, name: string): Promise<FileHandle | unde
   return open(join(dir.at, name), FILE_FLAGS).catch(skipGone);
 }
 
-/** What a listing passes over: a name gone since its directory was read, or now a link or a file. */
+/** What a listing passes over: a name gone since its directory was read, or now a link, a file or a socket. */
 function skipGone(err: unknown): undefined {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return undefined;
+  // ENXIO: a socket, which cannot be opened. Not an artifact: the rest is listed.
+  if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR' || code === 'ENXIO') return undefined;
   throw err;
 }
 
@@ -537,6 +543,8 @@ function fileSystemFailure(err: unknown, action: 'read' | 'write' | 'delete', wh
   if (action !== 'write' && (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR')) {
     throw new SecurityError('not_found', { reason: 'app.artifact_not_found', cause: err });
   }
+  // A link at the name (opened without following it): no artifact, as a listing has it.
+  if (action === 'read' && code === 'ELOOP') throw notAnArtifact();
   if (action === 'write' && (code === 'ENOTDIR' || code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST')) {
     throw new SecurityError('conflict', { details: { field: 'path' }, reason: 'app.path_conflict', cause: err });
   }

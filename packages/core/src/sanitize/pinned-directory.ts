@@ -37,6 +37,14 @@ export interface PinnedDirectory {
    * do those above it; the last failed write to leave it removes them. Never throws.
    */
   removeCreated(): Promise<void>;
+  /**
+   * After the file at this path was removed: removes, deepest first and while each is empty,
+   * the directories on this path that no write is using (on its way through it, or writing in
+   * it), whoever made them, so that deleting files leaves no empty directories behind for
+   * listings to walk. The first directory that is not empty, in use, or gone ends the walk;
+   * `rmdir` never follows a link. Never throws.
+   */
+  removeEmpty(): Promise<void>;
   /** After a write that succeeded: the directories on this path are kept for good. */
   keep(): void;
   /**

@@ -171,6 +171,47 @@ describe('createPathResolver', () => {
   });
 });
 
+describe('openParent: removeEmpty', () => {
+  it('removes the directories a removal left empty, deepest first, up to one that is not', async () => {
+    const writer = await paths.openParent('emptied-by-delete/a/b/c/file.bin', { create: true });
+    writeFileSync(writer.entry('file.bin'), 'x');
+    writer.keep();
+    await writer.close();
+    writeFileSync(join(paths.root, 'emptied-by-delete/other.bin'), 'y');
+    const dir = await paths.openParent('emptied-by-delete/a/b/c/file.bin');
+    rmSync(dir.entry('file.bin'));
+    await dir.removeEmpty();
+    await dir.close();
+    expect(existsSync(join(paths.root, 'emptied-by-delete/a'))).toBe(false);
+    expect(existsSync(join(paths.root, 'emptied-by-delete/other.bin'))).toBe(true);
+  });
+
+  it('leaves a directory a write is using, and those above it', async () => {
+    const writing = await paths.openParent('busy/a/b/next.bin', { create: true });
+    const dir = await paths.openParent('busy/a/b/file.bin');
+    await dir.removeEmpty();
+    await dir.close();
+    expect(existsSync(join(paths.root, 'busy/a/b'))).toBe(true);
+    writeFileSync(writing.entry('next.bin'), 'x');
+    writing.keep();
+    await writing.close();
+    expect(existsSync(join(paths.root, 'busy/a/b/next.bin'))).toBe(true);
+  });
+
+  it('never follows a link put where a directory on the way was', async () => {
+    const outside = join(base, 'outside-emptied');
+    mkdirSync(join(outside, 'inner'), { recursive: true });
+    mkdirSync(join(paths.root, 'linked/inner'), { recursive: true });
+    const dir = await paths.openParent('linked/inner/file.bin');
+    rmSync(join(paths.root, 'linked'), { recursive: true });
+    symlinkSync(outside, join(paths.root, 'linked'));
+    await dir.removeEmpty();
+    await dir.close();
+    expect(existsSync(join(outside, 'inner'))).toBe(true);
+    rmSync(join(paths.root, 'linked'));
+  });
+});
+
 describe('openParent: removeCreated', () => {
   it('removes the directories its opening made, deepest first, and nothing that was there before', async () => {
     mkdirSync(join(paths.root, 'kept'), { recursive: true });

@@ -290,6 +290,10 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
             leave();
             await writes.removeNowAndLater(safe.relative, () => removeEmptyByPath(root, paths, writes));
           },
+          removeEmpty: async () => {
+            leave();
+            await removeEmptyByPath(root, paths, writes.unused).catch(() => undefined);
+          },
           keep: kept,
           close: () => {
             leave();
@@ -310,6 +314,10 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
         removeCreated: async () => {
           leave();
           await writes.removeNowAndLater(safe.relative, () => removeEmptyDirectories(root, segments, paths, writes));
+        },
+        removeEmpty: async () => {
+          leave();
+          await removeEmptyDirectories(root, segments, paths, writes.unused).catch(() => undefined);
         },
         keep: kept,
         close: async () => {

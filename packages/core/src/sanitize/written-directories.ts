@@ -84,6 +84,17 @@ export class WrittenDirectories {
   }
 
   /**
+   * What an emptied path may remove (see `PinnedDirectory.removeEmpty`): any directory no write
+   * is using, whoever made it.
+   */
+  readonly unused: Pick<WrittenDirectories, 'removable' | 'removed'> = Object.freeze({
+    removable: (path: string): boolean => !this.#inUse.has(path),
+    removed: (path: string): void => {
+      this.removed(path);
+    },
+  });
+
+  /**
    * Runs `walk` (the removal of the directories of the failed write to `path`) now and, while
    * it ends `not_empty`, again later. What this resolver knows of writes is this process's: a
    * write of another process sharing the directory may be inside one it made, and once that

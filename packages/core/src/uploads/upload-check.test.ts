@@ -187,12 +187,15 @@ describe('createUploadCheck', () => {
     expect(upload(data, name)).toMatchObject({ code: 'invalid_argument', reason: 'content_refused' });
   });
 
-  it.each(['model.pt', 'model.PKL', 'a/b/setup.exe', 'x.so'])('refuses the extension of %s', (name) => {
-    expect(upload(Buffer.from('harmless'), name)).toMatchObject({
-      reason: 'extension_refused',
-      details: { field: 'path' },
-    });
-  });
+  it.each(['model.pt', 'model.PKL', 'a/b/setup.exe', 'x.so', 'model.ｐｋｌ', 'model．pkl', 'setup.ＥＸＥ'])(
+    'refuses the extension of %s',
+    (name) => {
+      expect(upload(Buffer.from('harmless'), name)).toMatchObject({
+        reason: 'extension_refused',
+        details: { field: 'path' },
+      });
+    },
+  );
 
   it.each([
     ['a pickle that is not the first entry', zip([{ name: 'archive/version' }, { name: 'archive/data.pkl' }])],

@@ -437,8 +437,12 @@ function isPickleName(entry: string): boolean {
   return entry.endsWith('.pkl') || entry.endsWith('.pickle');
 }
 
+/**
+ * The extension of a path's last segment, folded as the path resolver folds names (NFKC):
+ * `model.ｐｋｌ` and `model．pkl` say `.pkl` as plainly to whoever reads the name.
+ */
 function extensionOf(name: string): string {
-  const base = name.slice(name.lastIndexOf('/') + 1);
+  const base = name.slice(name.lastIndexOf('/') + 1).normalize('NFKC');
   const dot = base.lastIndexOf('.');
   return dot <= 0 ? '' : base.slice(dot).toLowerCase();
 }
