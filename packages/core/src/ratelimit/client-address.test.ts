@@ -182,6 +182,29 @@ describe('compileClientAddress with IPv6 clients', () => {
   });
 });
 
+describe('compileClientAddress with IPv6 addresses that carry an IPv4 client', () => {
+  it.each([
+    ['IPv4-mapped, in hex', '::ffff:c633:6407', '198.51.100.7'],
+    ['NAT64 / SIIT, well-known prefix', '64:ff9b::198.51.100.7', '198.51.100.7'],
+    ['NAT64 / SIIT, in hex', '64:FF9B::c633:6407', '198.51.100.7'],
+    ['IPv4-compatible', '::203.0.113.9', '203.0.113.9'],
+    // Teredo: server 65.54.227.120, the client's address 192.0.2.45 stored inverted.
+    ['Teredo', '2001:0:4136:e378:8000:63bf:3fff:fdd2', '192.0.2.45'],
+  ])('keys %s (%s) as the IPv4 client, one per client', (_kind, address, ipv4) => {
+    expect(keyOf({}, call(`[${address}]:5000`))).toBe(ipv4);
+    // Behind a trusted proxy that names such a client too.
+    expect(keyOf({ trustedProxies: ['10.0.0.7'] }, call('10.0.0.7:443', { 'x-forwarded-for': address }))).toBe(ipv4);
+  });
+
+  it('gives two IPv4 clients of one translator two keys, and leaves other IPv6 addresses to their prefix', () => {
+    expect(keyOf({}, call('[64:ff9b::198.51.100.7]:1'))).not.toBe(keyOf({}, call('[64:ff9b::198.51.100.8]:1')));
+    expect(keyOf({}, call('[2001:0:4136:e378::1]:1'))).not.toBe(keyOf({}, call('[2001:0:4136:e378::2]:1')));
+    expect(keyOf({}, call('[::1]:5000'))).toBe('0:0:0:0:0:0:0:0/64');
+    expect(keyOf({}, call('[64:ff9b:1::c633:6407]:5000'))).toBe('64:ff9b:1:0:0:0:0:0/64');
+    expect(keyOf({}, call('[2001:db8::c633:6407]:5000'))).toBe('2001:db8:0:0:0:0:0:0/64');
+  });
+});
+
 describe('ipv6Prefix', () => {
   it.each([
     ['2001:db8:1:2:3:4:5:6', 64, '2001:db8:1:2:0:0:0:0/64'],

@@ -207,9 +207,43 @@ export function peerClientKey(peerAddress: string | undefined, ipv6PrefixLength 
   return peer === undefined ? undefined : hostKey(peer, ipv6PrefixLength);
 }
 
-/** One client's key from its address: an IPv4 address as it is, an IPv6 one by its prefix. */
+/**
+ * One client's key from its address: an IPv4 address as it is, an IPv6 one by its prefix, but
+ * an IPv6 address that carries an IPv4 client's address as that IPv4 address: by its prefix,
+ * every IPv4 client behind a NAT64/SIIT translator (`64:ff9b::198.51.100.7`) or a Teredo
+ * server was one client, whose allowance they shared and whose lock-out locked all of them out.
+ */
 function hostKey(ip: string, ipv6PrefixLength: number): string {
-  return ip.includes(':') ? ipv6Prefix(ip, ipv6PrefixLength) : ip;
+  if (!ip.includes(':')) return ip;
+  const groups = expandIpv6(ip);
+  return embeddedIpv4(groups) ?? prefixOf(groups, ipv6PrefixLength);
+}
+
+/**
+ * The IPv4 client address an IPv6 address stands for, if it is one of those that carry one:
+ * IPv4-mapped (`::ffff:0:0/96`, in any spelling), the well-known NAT64 prefix (`64:ff9b::/96`,
+ * RFC 6052), IPv4-compatible (`::/96`, deprecated; `::` and `::1` excluded), Teredo
+ * (`2001::/32`, the client's public address stored inverted, RFC 4380).
+ */
+function embeddedIpv4(groups: readonly number[]): string | undefined {
+  const [g0 = 0, g1 = 0, g2 = 0, g3 = 0, g4 = 0, g5 = 0, g6 = 0, g7 = 0] = groups;
+  const middleZero = g2 === 0 && g3 === 0 && g4 === 0;
+  let high = g6;
+  let low = g7;
+  if (g0 === 0x2001 && g1 === 0) {
+    high ^= 0xffff;
+    low ^= 0xffff;
+  } else if (
+    !middleZero ||
+    !(
+      (g0 === 0 && g1 === 0 && g5 === 0xffff) ||
+      (g0 === 0x64 && g1 === 0xff9b && g5 === 0) ||
+      (g0 === 0 && g1 === 0 && g5 === 0 && (g6 !== 0 || g7 > 1))
+    )
+  ) {
+    return undefined;
+  }
+  return `${String(high >> 8)}.${String(high & 0xff)}.${String(low >> 8)}.${String(low & 0xff)}`;
 }
 
 /** The host of `127.0.0.1:5000` or `[::1]:5000`, IPv4-mapped IPv6 as plain IPv4. */
@@ -238,7 +272,10 @@ function unmapped(ip: string): string {
  * prefix is one key.
  */
 export function ipv6Prefix(ip: string, bits: number): string {
-  const groups = expandIpv6(ip);
+  return prefixOf(expandIpv6(ip), bits);
+}
+
+function prefixOf(groups: readonly number[], bits: number): string {
   const out: string[] = [];
   for (let i = 0; i < 8; i++) {
     const keep = Math.max(0, Math.min(16, bits - i * 16));
