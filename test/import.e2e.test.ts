@@ -133,6 +133,16 @@ describe.each(TRANSPORTS)('importing from a URL over %s', (transport) => {
     expect(fetched - before).toBeLessThanOrEqual(1);
   });
 
+  it('refuses a URL past its length as the same invalid argument on both transports, never fetched', async () => {
+    // 9,000 characters: within a request message (16 KiB) and, since the HTTP body limit is
+    // the same, within a body; the schema's 2,048 refuses it on both. An 8 KiB body limit made
+    // it a 413 over HTTP where gRPC said INVALID_ARGUMENT.
+    const before = fetched;
+    const outcome = await t.client.importFrom('imports/long.bin', `${base}/${'a'.repeat(9_000)}`, sha256(MODEL));
+    expect(outcome.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+    expect(fetched).toBe(before);
+  });
+
   it('refuses a name whose connection fails at once as the client’s invalid argument, and serves on', async () => {
     for (let i = 0; i < 3; i++) {
       const outcome = await t.client.importFrom(

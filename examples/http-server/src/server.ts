@@ -245,7 +245,9 @@ export function createApp(options: AppOptions): ArtifactStoreApp {
   // digest have passed, then stored like an upload, digest and content checked.
   app.post(
     '/v1/artifacts/*path',
-    jsonBody({ limit: '8kb', maxDepth: 2, maxKeys: 4 }),
+    // The request message's limit of gRPC (the policy's `maxMessageBytes`): what one transport
+    // takes to the schema, the other does too, and both refuse it alike.
+    jsonBody({ limit: '16kb', maxDepth: 2, maxKeys: 4 }),
     validate({ body: IMPORT_BODY }),
     async (req, res) => {
       const segments = req.params.path as unknown as string[];
