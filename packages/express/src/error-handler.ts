@@ -351,8 +351,10 @@ function refusedSubject(err: unknown): string | undefined {
  * ("Unexpected token } in JSON at position 12", "Failed to decode param '%E0%A4%A'"). Known
  * client faults become a `SecurityError` with a neutral text; the original stays as the cause
  * for the log. Anything else is left for `toPublicError`, which makes it `internal`.
+ *
+ * @internal
  */
-function translateExpressError(err: unknown): unknown {
+export function translateExpressError(err: unknown): unknown {
   if (isSecurityError(err) || !(err instanceof Error)) return err;
   const props = err as Error & { type?: unknown; status?: unknown; statusCode?: unknown };
   const status = typeof props.status === 'number' ? props.status : props.statusCode;

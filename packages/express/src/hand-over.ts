@@ -3,7 +3,8 @@ import { ConfigurationError, SecurityError, isSecurityError } from '@fluxguard/c
 import { httpOperation, isPlainPath } from '@fluxguard/core/adapter';
 import parseUrl from 'parseurl';
 import { stateOf } from './context.js';
-import type { RouterEntry } from './routes.js';
+import { translateExpressError } from './error-handler.js';
+import { walkRouter, type RouterEntry } from './routes.js';
 
 /** A route's own `dispatch` (the `router` package's `Route.prototype.dispatch`), or a layer's `handleRequest`. */
 type Dispatch = (this: object, req: Request, res: Response, done: NextFunction) => unknown;
@@ -14,8 +15,7 @@ type MayServe = (operation: string, route: string | undefined, current?: string)
 /** What one pipeline asks of a route or middleware it checked: the route's names (`METHOD /path`; none for a middleware) and the controls' test. */
 interface HandOverCheck {
   readonly names: readonly string[];
-  /** `undefined` where only a refusal passed on is checked (see {@link passRefusalOn}). */
-  readonly mayServe: MayServe | undefined;
+  readonly mayServe: MayServe;
 }
 
 /**
@@ -26,22 +26,59 @@ interface HandOverCheck {
 const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
 
 /**
- * Refusals passed to `next(err)` by a pipeline mounted on its own (`controls()`, `authorize()`),
- * by request: an error middleware of the app that calls `next()` resumes the request into the
- * routes behind it, which the refusal was to keep it from.
+ * Refusals passed to `next(err)` by fluxguard's middleware mounted on their own (`controls()`,
+ * `authorize()`, `validate()`, ...), by request: an error middleware of the app that calls
+ * `next()` resumes the request into the layers behind it, which the refusal was to keep it from.
  */
 const passedOn = new WeakMap<object, unknown>();
 
 /**
- * Passes a pipeline's refusal (or failure) to `next(err)`, as Express middleware do, and
- * remembers it: every route and middleware the hand-over check guards refuses the request with
- * it if an error middleware resumes the request (`next()` without the error).
+ * Passes a refusal (or a failure) of fluxguard's middleware to `next(err)`, as Express
+ * middleware do, and remembers it: every layer that {@link guardResumes} guards answers the
+ * request with it if an error middleware resumes the request (`next()` without the error).
  *
  * @internal
  */
 export function passRefusalOn(error: unknown, req: Request, next: NextFunction): void {
   if (!passedOn.has(req)) passedOn.set(req, error);
   next(error);
+}
+
+/**
+ * Makes every layer a request can be resumed into, in `app` (its routes, each handler of a
+ * route, its middleware, fluxguard's own included, and its routers' param callbacks) and in
+ * each app it is mounted in (where Express hands a sub-app's error on), answer a request whose
+ * refusal {@link passRefusalOn} passed on. Error handlers (four parameters) are left as they are:
+ * the refusal is theirs to see.
+ *
+ * @internal
+ */
+export function guardResumes(app: Parameters<typeof walkRouter>[0], appRouter: object | undefined): void {
+  guardLayers(walkRouter(app), appRouter);
+}
+
+/** {@link guardResumes} over entries already walked. */
+function guardLayers(entries: readonly RouterEntry[], appRouter: object | undefined): void {
+  for (const router of [appRouter, ...entries.map((entry) => (entry.kind === 'router' ? entry.handle : undefined))]) {
+    if (router !== undefined) guardParams(router);
+  }
+  for (const entry of entries) {
+    if (entry.kind === 'middleware') {
+      if (!isErrorHandler(entry.handle)) guardEntry(entry.layer, 'handleRequest');
+    } else if (entry.kind === 'route') {
+      guardEntry(entry.handle, 'dispatch');
+      const stack = (entry.handle as { stack?: unknown }).stack;
+      if (!Array.isArray(stack)) continue;
+      for (const layer of stack as { handle?: unknown }[]) {
+        if (typeof layer.handle === 'function' && !isErrorHandler(layer.handle)) guardEntry(layer, 'handleRequest');
+      }
+    }
+  }
+}
+
+/** A function of four parameters, which Express runs only for an error. */
+function isErrorHandler(handle: object): boolean {
+  return (handle as { length?: unknown }).length === 4;
 }
 
 /**
@@ -54,9 +91,7 @@ export function passRefusalOn(error: unknown, req: Request, next: NextFunction):
  * so that another pipeline in the same app keeps its own. fluxguard's own middleware (`isOwn`)
  * and error handlers are left as they are. A route or middleware that may not serve the request
  * ends it with fluxguard's own `500` (never through an error handler of the app), and the line
- * says why. Without `mayServe` (controls with no rules), and at routes whose paths rules cannot
- * read (regular expressions), only a refusal passed on is checked: a request refused once is
- * answered with its refusal wherever it is resumed.
+ * says why.
  *
  * @internal
  */
@@ -68,53 +103,55 @@ export function guardHandOvers(
   isOwn: (handle: object) => boolean,
   appRouter: object | undefined,
 ): void {
-  // Each route object (its `dispatch`), middleware's layer (its `handleRequest`) and router (its
-  // param callbacks) to guard, with a route's names.
-  const guarded = new Map<
-    object,
-    { readonly entry: 'dispatch' | 'handleRequest' | 'params'; readonly names: string[] }
-  >();
+  guardLayers(entries, appRouter);
+  if (mayServe === undefined) return;
+  const names = new Map<object, string[]>();
   // A router's param callbacks (`app.param`) run as a layer matches, before the layer itself.
   const routers = [appRouter, ...entries.map((entry) => (entry.kind === 'router' ? entry.handle : undefined))];
-  for (const router of routers) if (router !== undefined) guarded.set(router, { entry: 'params', names: [] });
+  for (const router of routers) if (router !== undefined && guardParams(router)) names.set(router, []);
   for (const entry of entries) {
     if (entry.kind === 'middleware') {
       // An error handler (four parameters) is only run for an error, which no rewrite makes.
       const handle = entry.handle as { length?: unknown };
-      if (!isOwn(entry.handle) && typeof handle.length === 'number' && handle.length <= 3) {
-        guarded.set(entry.layer, { entry: 'handleRequest', names: [] });
+      if (!isOwn(entry.handle) && typeof handle.length === 'number' && handle.length <= 3 && !names.has(entry.layer)) {
+        names.set(entry.layer, []);
       }
       continue;
     }
-    if (entry.kind !== 'route') continue;
-    let route = guarded.get(entry.handle);
-    if (route === undefined) guarded.set(entry.handle, (route = { entry: 'dispatch', names: [] }));
+    if (entry.kind !== 'route' || entry.opaque) continue;
     // The controls name a HEAD request as GET: a `.head()` route serves GET's operations.
-    if (!entry.opaque) route.names.push(entry.route.startsWith('HEAD ') ? `GET ${entry.route.slice(5)}` : entry.route);
+    const name = entry.route.startsWith('HEAD ') ? `GET ${entry.route.slice(5)}` : entry.route;
+    const list = names.get(entry.handle);
+    if (list === undefined) names.set(entry.handle, [name]);
+    else list.push(name);
   }
-  for (const [object, { entry, names }] of guarded) {
-    // Param callbacks are wrapped at each check: those written into `params` by hand since too.
-    if (entry === 'params' && !guardParams(object)) continue;
-    let byOwner = checks.get(object);
+  for (const [guarded, guardedNames] of names) {
+    let byOwner = checks.get(guarded);
     if (byOwner === undefined) {
-      if (entry !== 'params' && !guardEntry(object, entry)) continue;
+      const guarding =
+        paramRouters.has(guarded) || guardEntry(guarded, guardedNames.length === 0 ? 'handleRequest' : 'dispatch');
+      if (!guarding) continue;
       byOwner = new Map();
-      checks.set(object, byOwner);
+      checks.set(guarded, byOwner);
     }
     let byPrefix = byOwner.get(owner);
     if (byPrefix === undefined) byOwner.set(owner, (byPrefix = new Map<string, HandOverCheck>()));
-    // A route whose paths rules cannot read (regular expressions) is checked for a refusal only.
-    byPrefix.set(prefix, { names, mayServe: entry === 'dispatch' && names.length === 0 ? undefined : mayServe });
+    byPrefix.set(prefix, { names: guardedNames, mayServe });
   }
 }
 
+/** The routes and layers whose `dispatch` or `handleRequest` {@link guardEntry} has wrapped. */
+const entriesGuarded = new WeakSet<object>();
+
 /**
- * Puts the hand-over check in front of a route's own `dispatch`, or of a middleware's layer's
- * `handleRequest`; `false` when `guarded` has no such method.
+ * Puts the hand-over check in front of a route's own `dispatch`, or of a layer's
+ * `handleRequest` (once); `false` when `guarded` has no such method.
  */
 function guardEntry(guarded: object, method: 'dispatch' | 'handleRequest'): boolean {
+  if (entriesGuarded.has(guarded)) return true;
   const own: unknown = (guarded as Record<string, unknown>)[method];
   if (typeof own !== 'function') return false;
+  entriesGuarded.add(guarded);
   const run = own as Dispatch;
   Object.defineProperty(guarded, method, {
     configurable: true,
@@ -209,7 +246,11 @@ function handedOver(guarded: object, req: Request, done: NextFunction, param = f
   // app, which showed its text, and no line was written.
   const state = stateOf(req);
   if (state === undefined) done(refusal);
-  else state.end(isSecurityError(refusal) ? refusal : new SecurityError('internal', { cause: refusal }));
+  else {
+    // body-parser's own refusals (a malformed body) read as the error handler reads them.
+    const translated = translateExpressError(refusal);
+    state.end(isSecurityError(translated) ? translated : new SecurityError('internal', { cause: refusal }));
+  }
   return false;
 }
 
@@ -228,10 +269,6 @@ function handOverRefusal(guarded: object, req: Request, param: boolean): Configu
   for (const byPrefix of byOwner.values()) {
     let allowed = false;
     for (const { names, mayServe } of byPrefix.values()) {
-      if (mayServe === undefined) {
-        allowed = true;
-        continue;
-      }
       if (names.length === 0) {
         if (mayServe(operation, undefined, current)) allowed = true;
         continue;

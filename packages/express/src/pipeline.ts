@@ -40,7 +40,7 @@ import {
   watchRouting,
 } from './app-routing.js';
 import { routeNames, routerOf, walkRouter } from './routes.js';
-import { guardHandOvers, passRefusalOn } from './hand-over.js';
+import { guardHandOvers, guardResumes, passRefusalOn } from './hand-over.js';
 import { warnUnservedRoutes } from './unserved-routes.js';
 import { warnTrustProxy } from './trust-proxy.js';
 
@@ -194,20 +194,20 @@ function checkAppOnce(
     }
     // Every request is refused now: an error middleware of the app that resumes one with `next()`
     // must not reach a route that the check did not get to guard.
-    if (error !== null) guardRefusedApp(app);
+    if (error !== null) guardAgainstResumes(app);
+    // Express hands a mounted app's errors on to the app above it, whose error middleware may
+    // resume the request there.
+    for (let parent = parentOf(app); parent !== undefined; parent = parentOf(parent)) guardAgainstResumes(parent);
     verdict = { error, layers, changes: routingChangeCount(app) };
     verdicts.set(app, verdict);
   }
   if (verdict.error !== null) throw verdict.error;
 }
 
-/** The owner of the checks {@link guardRefusedApp} installs. */
-const REFUSED_APP = Object.freeze({});
-
-/** Guards every route and middleware of `app` against a refusal passed on and resumed, and nothing else. */
-function guardRefusedApp(app: Application): void {
+/** Guards every layer of `app` against a refusal passed on and resumed, and nothing else. */
+function guardAgainstResumes(app: Application): void {
   try {
-    guardHandOvers(walkRouter(app, ''), '', REFUSED_APP, undefined, isFluxguardMiddleware, routerOf(app));
+    guardResumes(app, routerOf(app));
   } catch {
     // An app whose router cannot be walked has nothing to guard this way.
   }

@@ -5,9 +5,9 @@
 // say) then resumed the request into the routes behind it, and a request refused for want of a
 // token was served. Every route and middleware behind now answers such a request with its refusal.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import express, { type ErrorRequestHandler, type Express } from 'express';
+import express, { type ErrorRequestHandler, type Express, type Request, type Response } from 'express';
 import { SecurityError, compileRbac, createAuthenticator, createGuard, type Control } from '@fluxguard/core';
-import { authorize, controls, fluxguard, jwtAuth, type ProblemDetails } from './index.js';
+import { authorize, controls, fluxguard, jsonBody, jwtAuth, validate, type ProblemDetails } from './index.js';
 import { captureAudit, createTokenSigner, serve, type Served } from './testing/tls.js';
 
 /** Refuses a request that asks to be refused, by the header it names. */
@@ -254,6 +254,157 @@ describe('an app whose routing is refused, resumed by an error middleware', () =
       expect(ran).toEqual([]);
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe('a refusal resumed elsewhere than behind the middleware that refused', () => {
+  const tokens = createTokenSigner();
+  const ran: string[] = [];
+  const carryOn: ErrorRequestHandler = (_err, _req, _res, next) => {
+    next();
+  };
+  const servers: Served[] = [];
+  afterAll(async () => {
+    for (const served of servers) await served.close();
+  });
+  const adminGuard = (pattern: string) =>
+    createGuard({
+      audit: audit.audit,
+      jwt: tokens.verifier,
+      rbac: compileRbac({ [pattern]: { anyRoles: ['admin'] } }),
+    });
+
+  async function statusOf(served: Served, path: string, init: RequestInit = {}): Promise<number> {
+    const res = await fetch(`${served.url}${path}`, init);
+    await res.arrayBuffer();
+    return res.status;
+  }
+
+  it('inside a route: its own error middleware does not reach its handler', async () => {
+    const app = express();
+    app.set('case sensitive routing', true);
+    const { before, after } = fluxguard({ audit: audit.audit });
+    app.use(before);
+    const guard = adminGuard('GET /v1/*rest');
+    app.get('/v1/secret', authorize({ guard }), carryOn, (_req: Request, res: Response) => {
+      ran.push('route:secret');
+      res.json({ secret: 42 });
+    });
+    app.route('/v1/chain').get(authorize({ guard }), carryOn, (_req: Request, res: Response) => {
+      ran.push('route:chain');
+      res.json({ secret: 43 });
+    });
+    app.use(after);
+    const served = await serve(app);
+    servers.push(served);
+    ran.length = 0;
+    expect(await statusOf(served, '/v1/secret')).toBe(401);
+    expect(await statusOf(served, '/v1/chain')).toBe(401);
+    expect(ran).toEqual([]);
+    const admin = { headers: { authorization: `Bearer ${tokens.sign({ roles: ['admin'] })}` } };
+    expect(await statusOf(served, '/v1/secret', admin)).toBe(200);
+    expect(ran).toEqual(['route:secret']);
+  });
+
+  it('in the app a guarded sub-app is mounted in: the parent’s routes behind the mount do not serve it', async () => {
+    const admin = express();
+    admin.set('case sensitive routing', true);
+    const { before, after } = fluxguard({ audit: audit.audit });
+    admin.use(before, authorize({ guard: adminGuard('GET /admin/*path') }));
+    admin.get('/users', (_req, res) => {
+      ran.push('admin:users');
+      res.json({ users: [] });
+    });
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.use('/admin', admin);
+    app.use(carryOn);
+    app.get('/admin/export', (_req, res) => {
+      ran.push('parent:export');
+      res.json({ export: 'all users' });
+    });
+    app.use(after);
+    const served = await serve(app);
+    servers.push(served);
+    ran.length = 0;
+    expect(await statusOf(served, '/admin/users')).toBe(401);
+    expect(await statusOf(served, '/admin/export')).toBe(401);
+    expect(ran).toEqual([]);
+  });
+
+  it('after jsonBody() or validate(): the handler never gets a body they refused', async () => {
+    // A Standard Schema: `{ name: string }` and nothing else.
+    const schema = {
+      '~standard': {
+        version: 1 as const,
+        vendor: 'test',
+        validate: (value: unknown) =>
+          typeof value === 'object' &&
+          value !== null &&
+          typeof (value as { name?: unknown }).name === 'string' &&
+          Object.keys(value).length === 1
+            ? { value }
+            : { issues: [{ message: 'bad', path: ['name'] }] },
+      },
+    };
+    const app = express();
+    app.set('case sensitive routing', true);
+    const { before, after } = fluxguard({ audit: audit.audit });
+    app.use(before, jsonBody({ maxDepth: 2 }), validate({ body: schema }), carryOn);
+    const stored: unknown[] = [];
+    app.post('/items', (req, res) => {
+      stored.push(req.body);
+      res.json({ stored: true });
+    });
+    app.use(after);
+    const served = await serve(app);
+    servers.push(served);
+    const post = (body: string) =>
+      statusOf(served, '/items', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expect(await post('{"name":1,"isAdmin":true}')).toBe(400);
+    expect(await post('{"a":{"b":{"c":{"d":1}}}}')).toBe(400);
+    expect(await post('{"name":')).toBe(400);
+    expect(await post('{"name":"x"}')).toBe(200);
+    expect(stored).toEqual([{ name: 'x' }]);
+  });
+
+  it('towards no route: answered with the refusal, not a 404 that tells routes apart', async () => {
+    const app = express();
+    app.set('case sensitive routing', true);
+    const { before, after } = fluxguard({ audit: audit.audit });
+    app.use(before, jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) }), carryOn);
+    app.use(after);
+    const served = await serve(app);
+    servers.push(served);
+    const forged = { headers: { authorization: `Bearer ${tokens.sign()}x` } };
+    expect(await statusOf(served, '/nothing-here', forged)).toBe(401);
+    expect(await statusOf(served, '/nothing-here')).toBe(404);
+  });
+});
+
+describe('an app with no rules', () => {
+  it('serves what a middleware after before rewrote to an encoded character, as before', async () => {
+    // The resume check guards every layer; the rewrite check stays with controls that have rules.
+    const app = express();
+    const { before, after } = fluxguard({ audit: audit.audit });
+    app.use(before);
+    app.use((req, _res, next) => {
+      if (req.url.startsWith('/api/')) req.url = req.url.slice(4);
+      next();
+    });
+    app.get('/projects/:id', (req, res) => res.json({ id: req.params.id }));
+    const item = express.Router({ mergeParams: true });
+    item.get('/', (req, res) => res.json({ item: (req.params as { id: string }).id }));
+    app.use('/items/:id', item);
+    app.use(after);
+    const served = await serve(app);
+    try {
+      for (const path of ['/api/projects/group%2Fproj', '/items/group%2Fproj', '/projects/group%2Fproj']) {
+        expect((await fetch(`${served.url}${path}`)).status, path).toBe(200);
+      }
+    } finally {
+      await served.close();
     }
   });
 });

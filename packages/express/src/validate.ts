@@ -1,4 +1,5 @@
 import express, { type RequestHandler } from 'express';
+import { passRefusalOn } from './hand-over.js';
 import {
   ConfigurationError,
   SecurityError,
@@ -70,7 +71,8 @@ export function validate(options: ValidateOptions): RequestHandler {
         else if (part === 'body') req.body = output;
       }
     } catch (error) {
-      next(error);
+      // Never resumed into the handler by an error middleware that calls `next()`.
+      passRefusalOn(error, req, next);
       return;
     }
     next();
@@ -119,7 +121,7 @@ export function jsonBody(options: JsonBodyOptions = {}): RequestHandler {
       'jsonBody: "limit" must be a whole number of bytes, or a size such as "100kb" or "1mb"',
     );
   }
-  return express.json({
+  const parse: RequestHandler = express.json({
     limit: opts.limit,
     verify: (_req, _res, buffer, encoding) => {
       // body-parser decodes any `utf-*` charset (iconv-lite): checked as another text, a
@@ -134,4 +136,11 @@ export function jsonBody(options: JsonBodyOptions = {}): RequestHandler {
       check(buffer.toString('utf8'), 'body');
     },
   });
+  return function fluxguardJsonBody(req, res, next) {
+    // A refused body is never resumed into the handler, which would find no body or half of one.
+    parse(req, res, (error?: unknown) => {
+      if (error === undefined || error === null) next();
+      else passRefusalOn(error, req, next);
+    });
+  };
 }
