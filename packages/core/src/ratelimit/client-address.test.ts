@@ -188,6 +188,9 @@ describe('compileClientAddress with IPv6 addresses that carry an IPv4 client', (
     ['NAT64 / SIIT, well-known prefix', '64:ff9b::198.51.100.7', '198.51.100.7'],
     ['NAT64 / SIIT, in hex', '64:FF9B::c633:6407', '198.51.100.7'],
     ['IPv4-compatible', '::203.0.113.9', '203.0.113.9'],
+    ['IPv4-translated (SIIT)', '::ffff:0:203.0.113.9', '203.0.113.9'],
+    ['NAT64 with a zone', '64:ff9b::198.51.100.7%eth0', '198.51.100.7'],
+    ['IPv4-mapped with a zone', '::ffff:198.51.100.7%2', '198.51.100.7'],
     // Teredo: server 65.54.227.120, the client's address 192.0.2.45 stored inverted.
     ['Teredo', '2001:0:4136:e378:8000:63bf:3fff:fdd2', '192.0.2.45'],
   ])('keys %s (%s) as the IPv4 client, one per client', (_kind, address, ipv4) => {

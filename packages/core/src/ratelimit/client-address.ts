@@ -215,34 +215,34 @@ export function peerClientKey(peerAddress: string | undefined, ipv6PrefixLength 
  */
 function hostKey(ip: string, ipv6PrefixLength: number): string {
   if (!ip.includes(':')) return ip;
-  const groups = expandIpv6(ip);
+  // A zone (`fe80::1%eth0`) names the interface, not the client; left on, it was read as part of
+  // an embedded IPv4 address.
+  const zone = ip.indexOf('%');
+  const groups = expandIpv6(zone === -1 ? ip : ip.slice(0, zone));
   return embeddedIpv4(groups) ?? prefixOf(groups, ipv6PrefixLength);
 }
 
 /**
  * The IPv4 client address an IPv6 address stands for, if it is one of those that carry one:
- * IPv4-mapped (`::ffff:0:0/96`, in any spelling), the well-known NAT64 prefix (`64:ff9b::/96`,
- * RFC 6052), IPv4-compatible (`::/96`, deprecated; `::` and `::1` excluded), Teredo
- * (`2001::/32`, the client's public address stored inverted, RFC 4380).
+ * IPv4-mapped (`::ffff:0:0/96`, in any spelling), IPv4-translated (`::ffff:0:0:0/96`, RFC
+ * 2765), the well-known NAT64 prefix (`64:ff9b::/96`, RFC 6052), IPv4-compatible (`::/96`,
+ * deprecated; `::` and `::1` excluded), Teredo (`2001::/32`, the client's public address stored
+ * inverted, RFC 4380).
  */
 function embeddedIpv4(groups: readonly number[]): string | undefined {
   const [g0 = 0, g1 = 0, g2 = 0, g3 = 0, g4 = 0, g5 = 0, g6 = 0, g7 = 0] = groups;
-  const middleZero = g2 === 0 && g3 === 0 && g4 === 0;
-  let high = g6;
-  let low = g7;
-  if (g0 === 0x2001 && g1 === 0) {
-    high ^= 0xffff;
-    low ^= 0xffff;
-  } else if (
-    !middleZero ||
-    !(
-      (g0 === 0 && g1 === 0 && g5 === 0xffff) ||
-      (g0 === 0x64 && g1 === 0xff9b && g5 === 0) ||
-      (g0 === 0 && g1 === 0 && g5 === 0 && (g6 !== 0 || g7 > 1))
-    )
-  ) {
-    return undefined;
-  }
+  if (g0 === 0x2001 && g1 === 0) return dotted(g6 ^ 0xffff, g7 ^ 0xffff);
+  const zeroFirst = g0 === 0 && g1 === 0 && g2 === 0 && g3 === 0;
+  const carries =
+    (zeroFirst && g4 === 0 && g5 === 0xffff) ||
+    (zeroFirst && g4 === 0xffff && g5 === 0) ||
+    (g0 === 0x64 && g1 === 0xff9b && g2 === 0 && g3 === 0 && g4 === 0 && g5 === 0) ||
+    (zeroFirst && g4 === 0 && g5 === 0 && (g6 !== 0 || g7 > 1));
+  return carries ? dotted(g6, g7) : undefined;
+}
+
+/** The IPv4 address of two 16-bit groups. */
+function dotted(high: number, low: number): string {
   return `${String(high >> 8)}.${String(high & 0xff)}.${String(low >> 8)}.${String(low & 0xff)}`;
 }
 

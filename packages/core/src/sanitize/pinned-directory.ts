@@ -42,7 +42,8 @@ export interface PinnedDirectory {
    * the directories on this path that no write is using (on its way through it, or writing in
    * it), whoever made them, so that deleting files leaves no empty directories behind for
    * listings to walk. The first directory that is not empty, in use, or gone ends the walk;
-   * `rmdir` never follows a link. Never throws.
+   * `rmdir` never follows a link. A directory a write is using is left to that write: if it
+   * fails, its `removeCreated` takes it once empty. Never throws.
    */
   removeEmpty(): Promise<void>;
   /** After a write that succeeded: the directories on this path are kept for good. */

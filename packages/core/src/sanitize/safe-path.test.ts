@@ -198,6 +198,23 @@ describe('openParent: removeEmpty', () => {
     expect(existsSync(join(paths.root, 'busy/a/b/next.bin'))).toBe(true);
   });
 
+  it('leaves a directory a write is using to that write, which takes it if it fails', async () => {
+    const writer = await paths.openParent('held/a/b/file.bin', { create: true });
+    writeFileSync(writer.entry('file.bin'), 'x');
+    writer.keep();
+    await writer.close();
+    // A slow upload into the same directory, then the file's delete, then the upload fails.
+    const slow = await paths.openParent('held/a/b/slow.bin', { create: true });
+    const dir = await paths.openParent('held/a/b/file.bin');
+    rmSync(dir.entry('file.bin'));
+    await dir.removeEmpty();
+    await dir.close();
+    expect(existsSync(join(paths.root, 'held/a/b'))).toBe(true);
+    await slow.removeCreated();
+    await slow.close();
+    expect(existsSync(join(paths.root, 'held'))).toBe(false);
+  });
+
   it('never follows a link put where a directory on the way was', async () => {
     const outside = join(base, 'outside-emptied');
     mkdirSync(join(outside, 'inner'), { recursive: true });

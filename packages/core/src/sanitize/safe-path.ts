@@ -292,6 +292,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
           },
           removeEmpty: async () => {
             leave();
+            writes.emptied(paths);
             await removeEmptyByPath(root, paths, writes.unused).catch(() => undefined);
           },
           keep: kept,
@@ -317,6 +318,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
         },
         removeEmpty: async () => {
           leave();
+          writes.emptied(paths);
           await removeEmptyDirectories(root, segments, paths, writes.unused).catch(() => undefined);
         },
         keep: kept,

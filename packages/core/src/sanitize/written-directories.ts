@@ -42,6 +42,11 @@ const RETRIES_MAX_ENTRIES = 1_000;
  */
 export class WrittenDirectories {
   readonly #provisional = new LruCache<string, string>(PROVISIONAL_MAX_ENTRIES);
+  /**
+   * Directories a removal left (see {@link unused}) because a write was using them: the write,
+   * if it fails, takes them with its own once they are empty.
+   */
+  readonly #emptied = new LruCache<string, true>(PROVISIONAL_MAX_ENTRIES);
   readonly #inUse = new Map<string, number>();
   /** Walks waiting to be tried again, by the path of the write that failed. */
   readonly #retrying = new Set<string>();
@@ -71,16 +76,29 @@ export class WrittenDirectories {
 
   /** A write kept a file below `paths`: those directories are never removed by a failed write. */
   kept(paths: readonly string[]): void {
-    for (const path of paths) this.#provisional.delete(path);
+    for (const path of paths) {
+      this.#provisional.delete(path);
+      this.#emptied.delete(path);
+    }
   }
 
   /** Whether a failed write may remove `path`, which is `id` now, if it is empty. */
   removable(path: string, id: string): boolean {
-    return this.#provisional.get(path) === id && !this.#inUse.has(path);
+    return (this.#provisional.get(path) === id || this.#emptied.get(path) === true) && !this.#inUse.has(path);
   }
 
   removed(path: string): void {
     this.#provisional.delete(path);
+    this.#emptied.delete(path);
+  }
+
+  /**
+   * A file below `paths` was removed: those a write is using now cannot go yet, and are left to
+   * that write, which removes them if it fails and they are empty (one slow upload held a deleted
+   * artifact's directories for good otherwise).
+   */
+  emptied(paths: readonly string[]): void {
+    for (const path of paths) if (this.#inUse.has(path)) this.#emptied.set(path, true);
   }
 
   /**
