@@ -197,6 +197,28 @@ describe('createJwtVerifier: attacks refused with unauthenticated', () => {
     ).toBe('alice');
   });
 
+  it('a time claim no Date can hold: a token that would never expire, nor be revoked', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    // Written as JSON text: `1e400` parses as Infinity, which no object serializes to.
+    const withClaim = (claim: string, value: string) => {
+      const claims = JSON.stringify({ ...baseClaims(), [claim]: 0 }).replace(`"${claim}":0`, `"${claim}":${value}`);
+      const input = `${b64url({ alg: 'RS256', kid: rsa.kid })}.${Buffer.from(claims).toString('base64url')}`;
+      const signature = cryptoSign('sha256', Buffer.from(input), KeyObject.from(rsa.privateKey)).toString('base64url');
+      return `${input}.${signature}`;
+    };
+    for (const [claim, value] of [
+      ['exp', '1e400'],
+      ['exp', '9e12'],
+      ['nbf', '-1e400'],
+      ['iat', '-9e12'],
+    ] as const) {
+      expect(await reasonOf(verifier().verify(withClaim(claim, value))), `${claim} ${value}`).toBe('malformed_claims');
+    }
+    // A far but real expiry is a date like any other.
+    const far = await verifier().verify(withClaim('exp', String(now + 100 * 365 * 86_400)));
+    expect(far.expiresAt.getTime()).toBeGreaterThan(Date.now());
+  });
+
   it('a wrong issuer or audience, or a missing one', async () => {
     expect(await reasonOf(verifier().verify(await sign(rsa, { claims: { iss: 'https://evil.test' } })))).toBe(
       'wrong_issuer',

@@ -678,8 +678,12 @@ function verifiedToken(
     throw refuse('malformed_claims');
   }
   if (jti === undefined && settings.requireJti) throw refuse('missing_jti');
-  // jose has checked `exp`: it is a required claim, and a number.
+  // jose has checked `exp`: it is a required claim, and a number. Not that a `Date` can hold it:
+  // `1e400` parses as Infinity, and an `exp` past a `Date`'s range made a token that never
+  // expired and whose revocation (`denylist.revoke(jti, expiresAt)`) threw on `Invalid Date`.
   const exp = claims.exp as number;
+  if (!isNumericDate(exp) || (claims.nbf !== undefined && !isNumericDate(claims.nbf))) throw refuse('malformed_claims');
+  if (claims.iat !== undefined && !isNumericDate(claims.iat)) throw refuse('malformed_claims');
   const iss = claims.iss;
   if (typeof iss !== 'string') throw refuse('wrong_issuer');
   const principal = principalFromClaims(claims, settings.rolesPath);
@@ -755,4 +759,12 @@ function mapJoseError(err: unknown): SecurityError {
     return refuse('malformed_token', cause);
   // Anything else (a key of the wrong type, a library TypeError): refused all the same.
   return refuse('verification_failed', cause);
+}
+
+/** The greatest number of seconds a `Date` can hold (±8.64e15 ms). */
+const MAX_DATE_SECONDS = 8.64e12;
+
+/** A JWT NumericDate a `Date` can hold. */
+function isNumericDate(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && Math.abs(value) <= MAX_DATE_SECONDS;
 }
