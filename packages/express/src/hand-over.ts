@@ -76,9 +76,10 @@ function guardLayers(entries: readonly RouterEntry[], appRouter: object | undefi
   }
 }
 
-/** A function of four parameters, which Express runs only for an error. */
+/** A function of more than three parameters, which Express's router runs only for an error. */
 function isErrorHandler(handle: object): boolean {
-  return (handle as { length?: unknown }).length === 4;
+  const { length } = handle as { length?: unknown };
+  return typeof length !== 'number' || length > 3;
 }
 
 /**
@@ -111,9 +112,8 @@ export function guardHandOvers(
   for (const router of routers) if (router !== undefined && guardParams(router)) names.set(router, []);
   for (const entry of entries) {
     if (entry.kind === 'middleware') {
-      // An error handler (four parameters) is only run for an error, which no rewrite makes.
-      const handle = entry.handle as { length?: unknown };
-      if (!isOwn(entry.handle) && typeof handle.length === 'number' && handle.length <= 3 && !names.has(entry.layer)) {
+      // An error handler is only run for an error, which no rewrite makes.
+      if (!isOwn(entry.handle) && !isErrorHandler(entry.handle) && !names.has(entry.layer)) {
         names.set(entry.layer, []);
       }
       continue;
