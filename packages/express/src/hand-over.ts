@@ -4,7 +4,7 @@ import { httpOperation, isPlainPath } from '@fluxguard/core/adapter';
 import parseUrl from 'parseurl';
 import { stateOf } from './context.js';
 import { translateExpressError } from './error-handler.js';
-import { walkRouter, type RouterEntry } from './routes.js';
+import { routerOf, walkRouter, type RouterEntry } from './routes.js';
 
 /** A route's own `dispatch` (the `router` package's `Route.prototype.dispatch`), or a layer's `handleRequest`. */
 type Dispatch = (this: object, req: Request, res: Response, done: NextFunction) => unknown;
@@ -53,8 +53,8 @@ export function passRefusalOn(error: unknown, req: Request, next: NextFunction):
  *
  * @internal
  */
-export function guardResumes(app: Parameters<typeof walkRouter>[0], appRouter: object | undefined): void {
-  guardLayers(walkRouter(app), appRouter);
+export function guardResumes(app: Parameters<typeof walkRouter>[0]): void {
+  guardLayers(walkRouter(app), routerOf(app));
 }
 
 /** {@link guardResumes} over entries already walked. */
@@ -109,7 +109,8 @@ export function guardHandOvers(
   const names = new Map<object, string[]>();
   // A router's param callbacks (`app.param`) run as a layer matches, before the layer itself.
   const routers = [appRouter, ...entries.map((entry) => (entry.kind === 'router' ? entry.handle : undefined))];
-  for (const router of routers) if (router !== undefined && guardParams(router)) names.set(router, []);
+  // guardLayers has wrapped their param callbacks already.
+  for (const router of routers) if (router !== undefined && paramRouters.has(router)) names.set(router, []);
   for (const entry of entries) {
     if (entry.kind === 'middleware') {
       // An error handler is only run for an error, which no rewrite makes.

@@ -207,7 +207,7 @@ function checkAppOnce(
 /** Guards every layer of `app` against a refusal passed on and resumed, and nothing else. */
 function guardAgainstResumes(app: Application): void {
   try {
-    guardResumes(app, routerOf(app));
+    guardResumes(app);
   } catch {
     // An app whose router cannot be walked has nothing to guard this way.
   }
