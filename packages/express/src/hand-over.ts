@@ -4,7 +4,7 @@ import { httpOperation, isPlainPath } from '@fluxguard/core/adapter';
 import parseUrl from 'parseurl';
 import { stateOf } from './context.js';
 import { translateExpressError } from './error-handler.js';
-import { routerOf, walkRouter, type RouterEntry } from './routes.js';
+import { routerOf, type RouterEntry } from './routes.js';
 
 /** A route's own `dispatch` (the `router` package's `Route.prototype.dispatch`), or a layer's `handleRequest`. */
 type Dispatch = (this: object, req: Request, res: Response, done: NextFunction) => unknown;
@@ -34,46 +34,67 @@ const passedOn = new WeakMap<object, unknown>();
 
 /**
  * Passes a refusal (or a failure) of fluxguard's middleware to `next(err)`, as Express
- * middleware do, and remembers it: every layer that {@link guardResumes} guards answers the
- * request with it if an error middleware resumes the request (`next()` without the error).
+ * middleware do, and remembers it: wherever an error middleware resumes the request (`next()`
+ * without the error), in this app or in any app it is reached from, the request is answered
+ * with it ({@link guardLayerPrototype}).
  *
  * @internal
  */
 export function passRefusalOn(error: unknown, req: Request, next: NextFunction): void {
   if (!passedOn.has(req)) passedOn.set(req, error);
+  guardLayerPrototype(req);
   next(error);
 }
 
-/**
- * Makes every layer a request can be resumed into, in `app` (its routes, each handler of a
- * route, its middleware, fluxguard's own included, and its routers' param callbacks) and in
- * each app it is mounted in (where Express hands a sub-app's error on), answer a request whose
- * refusal {@link passRefusalOn} passed on. Error handlers (four parameters) are left as they are:
- * the refusal is theirs to see.
- *
- * @internal
- */
-export function guardResumes(app: Parameters<typeof walkRouter>[0]): void {
-  guardLayers(walkRouter(app), routerOf(app));
-}
+/** The router package's `Layer.prototype`s whose methods {@link guardLayerPrototype} has wrapped. */
+const guardedPrototypes = new WeakSet<object>();
 
-/** {@link guardResumes} over entries already walked. */
-function guardLayers(entries: readonly RouterEntry[], appRouter: object | undefined): void {
-  for (const router of [appRouter, ...entries.map((entry) => (entry.kind === 'router' ? entry.handle : undefined))]) {
-    if (router !== undefined) guardParams(router);
-  }
-  for (const entry of entries) {
-    if (entry.kind === 'middleware') {
-      if (!isErrorHandler(entry.handle)) guardEntry(entry.layer, 'handleRequest');
-    } else if (entry.kind === 'route') {
-      guardEntry(entry.handle, 'dispatch');
-      const stack = (entry.handle as { stack?: unknown }).stack;
-      if (!Array.isArray(stack)) continue;
-      for (const layer of stack as { handle?: unknown }[]) {
-        if (typeof layer.handle === 'function' && !isErrorHandler(layer.handle)) guardEntry(layer, 'handleRequest');
-      }
-    }
-  }
+type HandleRequest = (this: object, req: Request, res: Response, next: NextFunction) => unknown;
+type HandleError = (this: object, error: unknown, req: Request, res: Response, next: NextFunction) => unknown;
+
+/**
+ * Wraps the two methods every layer of every Express router runs (`Layer.prototype`, shared by
+ * all the apps, routers and routes made with the same `router` package), found through the app
+ * the request is in. An error middleware that resumes a refused request (`next()`,
+ * `next('route')` or `next('router')`) has it answered with its refusal instead, and a layer
+ * reached after a refusal anyway (a function that swallowed the error of an app it ran)
+ * answers it too. The apps a request passed through cannot be read from the app it is in (an
+ * app given as a route handler or mounted through a router has no `parent`), so every layer is
+ * guarded, each at the cost of one look-up.
+ */
+function guardLayerPrototype(req: Request): void {
+  const stack = (routerOf(req.app) as { stack?: unknown } | undefined)?.stack;
+  const layer: unknown = Array.isArray(stack) ? stack[0] : undefined;
+  if (typeof layer !== 'object' || layer === null) return;
+  const proto = Object.getPrototypeOf(layer) as Record<string, unknown> | null;
+  if (proto === null || guardedPrototypes.has(proto)) return;
+  const { handleRequest, handleError } = proto;
+  if (typeof handleRequest !== 'function' || typeof handleError !== 'function') return;
+  guardedPrototypes.add(proto);
+  const request = handleRequest as HandleRequest;
+  const failure = handleError as HandleError;
+  Object.defineProperty(proto, 'handleRequest', {
+    configurable: true,
+    writable: true,
+    value: function refusalChecked(this: object, req: Request, res: Response, next: NextFunction): unknown {
+      if (!passedOn.has(req)) return request.call(this, req, res, next);
+      answerRefusal(req, passedOn.get(req), next);
+      return undefined;
+    },
+  });
+  Object.defineProperty(proto, 'handleError', {
+    configurable: true,
+    writable: true,
+    value: function resumeChecked(this: object, error: unknown, req: Request, res: Response, next: NextFunction) {
+      if (!passedOn.has(req)) return failure.call(this, error, req, res, next);
+      const resumeRefused: NextFunction = (err?: unknown) => {
+        // The router reads these as "carry on": the request would be served after all.
+        if (!err || err === 'route' || err === 'router') answerRefusal(req, passedOn.get(req), next);
+        else next(err);
+      };
+      return failure.call(this, error, req, res, resumeRefused);
+    },
+  });
 }
 
 /** A function of more than three parameters, which Express's router runs only for an error. */
@@ -104,12 +125,12 @@ export function guardHandOvers(
   isOwn: (handle: object) => boolean,
   appRouter: object | undefined,
 ): void {
-  guardLayers(entries, appRouter);
+  // A router's param callbacks (`app.param`) run as a layer matches, before the layer itself: a
+  // request resumed by a function rather than an error middleware reaches them first.
+  const routers = [appRouter, ...entries.map((entry) => (entry.kind === 'router' ? entry.handle : undefined))];
+  for (const router of routers) if (router !== undefined) guardParams(router);
   if (mayServe === undefined) return;
   const names = new Map<object, string[]>();
-  // A router's param callbacks (`app.param`) run as a layer matches, before the layer itself.
-  const routers = [appRouter, ...entries.map((entry) => (entry.kind === 'router' ? entry.handle : undefined))];
-  // guardLayers has wrapped their param callbacks already.
   for (const router of routers) if (router !== undefined && paramRouters.has(router)) names.set(router, []);
   for (const entry of entries) {
     if (entry.kind === 'middleware') {
@@ -243,16 +264,24 @@ function handedOver(guarded: object, req: Request, done: NextFunction, param = f
   // Refused once, refused wherever an error middleware resumes it.
   const refusal = passedOn.has(req) ? passedOn.get(req) : handOverRefusal(guarded, req, param);
   if (refusal === undefined) return true;
-  // Answered by fluxguard, as a refusal is: passed to `done`, it reached an error handler of the
-  // app, which showed its text, and no line was written.
-  const state = stateOf(req);
-  if (state === undefined) done(refusal);
-  else {
-    // body-parser's own refusals (a malformed body) read as the error handler reads them.
-    const translated = translateExpressError(refusal);
-    state.end(isSecurityError(translated) ? translated : new SecurityError('internal', { cause: refusal }));
-  }
+  answerRefusal(req, refusal, done);
   return false;
+}
+
+/**
+ * Answers `req` with `refusal` as fluxguard answers a refusal: passed to `done`, it reached an
+ * error handler of the app, which showed its text, and no line was written. Without fluxguard's
+ * state on the request (no `before`), it goes on to `done` as an error, never as a resume.
+ */
+function answerRefusal(req: Request, refusal: unknown, done: NextFunction): void {
+  const state = stateOf(req);
+  if (state === undefined) {
+    done(refusal);
+    return;
+  }
+  // body-parser's own refusals (a malformed body) read as the error handler reads them.
+  const translated = translateExpressError(refusal);
+  state.end(isSecurityError(translated) ? translated : new SecurityError('internal', { cause: refusal }));
 }
 
 function handOverRefusal(guarded: object, req: Request, param: boolean): ConfigurationError | undefined {

@@ -40,7 +40,7 @@ import {
   watchRouting,
 } from './app-routing.js';
 import { routeNames, routerOf, walkRouter } from './routes.js';
-import { guardHandOvers, guardResumes, passRefusalOn } from './hand-over.js';
+import { guardHandOvers, passRefusalOn } from './hand-over.js';
 import { warnUnservedRoutes } from './unserved-routes.js';
 import { warnTrustProxy } from './trust-proxy.js';
 
@@ -192,25 +192,10 @@ function checkAppOnce(
     } catch (thrown) {
       error = thrown instanceof Error ? thrown : new ConfigurationError("the app's routes cannot be checked");
     }
-    // Every request is refused now: an error middleware of the app that resumes one with `next()`
-    // must not reach a route that the check did not get to guard.
-    if (error !== null) guardAgainstResumes(app);
-    // Express hands a mounted app's errors on to the app above it, whose error middleware may
-    // resume the request there.
-    for (let parent = parentOf(app); parent !== undefined; parent = parentOf(parent)) guardAgainstResumes(parent);
     verdict = { error, layers, changes: routingChangeCount(app) };
     verdicts.set(app, verdict);
   }
   if (verdict.error !== null) throw verdict.error;
-}
-
-/** Guards every layer of `app` against a refusal passed on and resumed, and nothing else. */
-function guardAgainstResumes(app: Application): void {
-  try {
-    guardResumes(app);
-  } catch {
-    // An app whose router cannot be walked has nothing to guard this way.
-  }
 }
 
 /**

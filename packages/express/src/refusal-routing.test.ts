@@ -333,6 +333,84 @@ describe('a refusal resumed elsewhere than behind the middleware that refused', 
     expect(ran).toEqual([]);
   });
 
+  it('in any app the guarded app is reached from: as a route handler, through a router, in two parents', async () => {
+    /** A guarded app whose routes are all beneath `/admin`, as a route handler sees the path. */
+    function guardedAdmin(name: string): Express {
+      const admin = express();
+      admin.set('case sensitive routing', true);
+      const { before } = fluxguard({ audit: audit.audit });
+      admin.use(before, authorize({ guard: adminGuard('GET /admin/*path') }));
+      admin.get(['/users', '/admin/users'], (_req, res) => {
+        ran.push(`${name}:users`);
+        res.json({ users: [] });
+      });
+      return admin;
+    }
+    /** An outer app: `mount` places the guarded app, a careless error middleware resumes after it. */
+    function outer(name: string, mount: (app: Express) => void): Express {
+      const app = express();
+      app.set('case sensitive routing', true);
+      mount(app);
+      app.use(carryOn);
+      app.get('/admin/export', (_req, res) => {
+        ran.push(`${name}:export`);
+        res.json({ export: 'all users' });
+      });
+      app.use(fluxguard({ audit: audit.audit }).after);
+      return app;
+    }
+    const asHandler = outer('handler', (app) => app.all('/admin/*rest', guardedAdmin('handler')));
+    const viaRouter = outer('router', (app) => {
+      const router = express.Router({ caseSensitive: true });
+      router.use('/admin', guardedAdmin('router'));
+      app.use(router);
+    });
+    const shared = guardedAdmin('shared');
+    const first = outer('first', (app) => app.use('/admin', shared));
+    // Mounted in a second app too: Express keeps only the last as its parent.
+    outer('second', (app) => app.use('/admin', shared));
+    const servedApps = await Promise.all([asHandler, viaRouter, first].map((app) => serve(app)));
+    servers.push(...servedApps);
+    const [handlerServed, , firstServed] = servedApps as [Served, Served, Served];
+    ran.length = 0;
+    for (const served of servedApps) {
+      expect(await statusOf(served, '/admin/export')).toBe(401);
+      expect(await statusOf(served, '/admin/users')).toBe(401);
+    }
+    expect(ran).toEqual([]);
+    // A route added to the outer app after its first request is behind the refusal too.
+    first.get('/admin/late', (_req, res) => {
+      ran.push('first:late');
+      res.json({ late: true });
+    });
+    expect(await statusOf(firstServed, '/admin/late')).toBe(401);
+    expect(ran).toEqual([]);
+    const token = { headers: { authorization: `Bearer ${tokens.sign({ roles: ['admin'] })}` } };
+    expect(await statusOf(handlerServed, '/admin/users', token)).toBe(200);
+    expect(ran).toEqual(['handler:users']);
+  });
+
+  it('into a plain app given as a route’s only handler', async () => {
+    const inner = express();
+    inner.get('/inner', (_req, res) => {
+      ran.push('inner');
+      res.json({ inner: true });
+    });
+    const app = express();
+    app.set('case sensitive routing', true);
+    const { before, after } = fluxguard({ audit: audit.audit });
+    app.use(before, jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) }), carryOn);
+    app.get('/inner', inner);
+    app.use(after);
+    const served = await serve(app);
+    servers.push(served);
+    ran.length = 0;
+    expect(await statusOf(served, '/inner', { headers: { authorization: `Bearer ${tokens.sign()}x` } })).toBe(401);
+    expect(ran).toEqual([]);
+    expect(await statusOf(served, '/inner', { headers: { authorization: `Bearer ${tokens.sign()}` } })).toBe(200);
+    expect(ran).toEqual(['inner']);
+  });
+
   it('after jsonBody() or validate(): the handler never gets a body they refused', async () => {
     // A Standard Schema: `{ name: string }` and nothing else.
     const schema = {
