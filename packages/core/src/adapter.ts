@@ -53,6 +53,7 @@ export {
 } from './mtls/reloading-settings.js';
 export { watchTlsMaterial, type TlsMaterialWatcher, type WatchTlsMaterialOptions } from './mtls/reload.js';
 export { trustChanged } from './mtls/material.js';
+export { createTrustRecheck, type TrustRecheck } from './mtls/trust-recheck.js';
 export { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, type ClientTlsMaterial } from './mtls/client-material.js';
 export { resolveOptions } from './options/resolve-options.js';
 export { MAX_TIMER_MS, wholeNumber, type WholeNumberRange } from './options/whole-number.js';

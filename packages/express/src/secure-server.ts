@@ -2,12 +2,19 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import { createServer, type Server } from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { ConfigurationError, type AuditLogger, type ReloadOptions, type TlsSettingsOptions } from '@fluxguard/core';
+import {
+  ConfigurationError,
+  type AuditLogger,
+  type ReloadOptions,
+  type TlsMaterial,
+  type TlsSettingsOptions,
+} from '@fluxguard/core';
 import type { Application } from 'express';
 import {
   assertAuditLogger,
   connectionBudget,
   createReloadingTlsSettings,
+  createTrustRecheck,
   defaultConnectionsPerAddress,
   gateConnections,
   trustChanged,
@@ -190,18 +197,26 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     onUpdate: (contextOptions, material) => {
       const before = tls.current;
       server.setSecureContext(contextOptions);
-      if (trustChanged(before, material)) closeUnderOldTrust();
+      if (trustChanged(before, material)) closeUnderOldTrust(material);
     },
   });
   // Connections and the answer each is writing, to close those made under a CA bundle or CRL
   // that has since changed: a connection keeps the certificate it was verified with.
   const connections = new Set<TLSSocket>();
   const answering = new WeakMap<object, ServerResponse>();
-  const closeUnderOldTrust = (): void => {
+  const closeUnderOldTrust = (material: TlsMaterial): void => {
+    const stillTrusted = createTrustRecheck(material);
     let closed = 0;
+    let revoked = 0;
     for (const socket of connections) {
       const res = answering.get(socket);
       closed += 1;
+      // Revoked, or no longer issued by a CA of the bundle: its answer is cut off too.
+      if (!stillTrusted(socket)) {
+        revoked += 1;
+        socket.destroy();
+        continue;
+      }
       // Idle: closed now, and its client connects again. Answering: closed after this answer.
       if (res === undefined || res.writableFinished) socket.end();
       else if (!res.headersSent) res.setHeader('connection', 'close');
@@ -210,7 +225,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
           socket.end();
         });
     }
-    audit.logger.info({ event: 'tls.connections_closed', connections: closed }, 'tls.connections_closed');
+    audit.logger.info({ event: 'tls.connections_closed', connections: closed, revoked }, 'tls.connections_closed');
   };
   const server = createServer(
     {

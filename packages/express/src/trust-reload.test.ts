@@ -80,3 +80,56 @@ describe('createSecureServer: a reload that changes the CRL', () => {
     }
   });
 });
+
+describe('createSecureServer: a reload that revokes a client in the middle of an answer', () => {
+  it('cuts the revoked client’s answer at once, and lets another client’s answer finish', async () => {
+    const { audit, lines } = captureAudit();
+    const other = await pki.ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/other' });
+    await writeFile(crlFile, await pki.ca.createCrl({ revokedSerialNumbers: [] }));
+    // A long download: the first chunk at once, the rest when the test releases it.
+    const release: (() => void)[] = [];
+    const app = express();
+    app.get('/download', (_req, res) => {
+      res.write('first;');
+      release.push(() => res.end('last'));
+    });
+    const served = await listen(
+      createSecureServer(app, {
+        audit,
+        tls: {
+          certFile: pki.certFile,
+          keyFile: pki.keyFile,
+          caFile: pki.caFile,
+          crlFile,
+          clientCertificates: 'strict',
+        },
+        reloadIntervalMs: 50,
+        keepAliveTimeoutMs: 60_000,
+      }),
+    );
+    try {
+      const download = async (cert: { certPem: string; keyPem: string }) => {
+        const socket = connect({ ...clientTlsOptions(served.port, pki), cert: cert.certPem, key: cert.keyPem });
+        socket.on('error', () => undefined);
+        await once(socket, 'secureConnect');
+        const seen = { text: '', closed: false };
+        socket.on('data', (d: Buffer) => (seen.text += d.toString()));
+        socket.once('close', () => (seen.closed = true));
+        socket.write('GET /download HTTP/1.1\r\nHost: localhost\r\n\r\n');
+        await expect.poll(() => seen.text).toContain('first;');
+        return seen;
+      };
+      const revoked = await download(pki.client);
+      const kept = await download(other);
+      await writeFile(crlFile, await pki.ca.createCrl({ revokedSerialNumbers: [pki.client.serialNumber] }));
+      await expect.poll(() => revoked.closed, { timeout: 5_000 }).toBe(true);
+      expect(kept.closed).toBe(false);
+      expect(lines().find((l) => l.event === 'tls.connections_closed')).toMatchObject({ connections: 2, revoked: 1 });
+      for (const end of release) end();
+      await expect.poll(() => kept.text).toContain('last');
+      expect(revoked.text).not.toContain('last');
+    } finally {
+      await served.close();
+    }
+  });
+});

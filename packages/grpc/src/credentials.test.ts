@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, Server, ServerCredentials, status as Status } from '@grpc/grpc-js';
+import { Client, Metadata, Server, ServerCredentials, status as Status, type StatusObject } from '@grpc/grpc-js';
 import { ConfigurationError, compileRbac, createGuard } from '@fluxguard/core';
 import { createTlsSettings } from '@fluxguard/core/adapter';
-import { captureAudit } from './testing/harness.js';
+import { captureAudit, deserialize, serialize } from './testing/harness.js';
 import {
   addService,
   createClientCredentials,
@@ -16,6 +16,7 @@ import {
 import {
   clientFor,
   createTestPki,
+  handlerStarts,
   op,
   rawHandshake,
   replaceFile,
@@ -237,6 +238,66 @@ describe('a reload that changes the CRL', () => {
       expect(audit.lines().some((l) => l.event === 'tls.connections_closed')).toBe(true);
       // Its new connection's refused handshake makes no call; it has a line all the same.
       expect(audit.lines().some((l) => l.event === 'tls.handshake_failed')).toBe(true);
+    } finally {
+      credentials.close();
+      await server.close();
+      await own.cleanup();
+    }
+  });
+});
+
+describe('a reload that revokes a client in the middle of a call', () => {
+  it('cuts the revoked client’s call at once, and lets another client’s call finish', async () => {
+    const own = await createTestPki();
+    await replaceFile(own.files.crlFile, await own.ca.createCrl({ revokedSerialNumbers: [] }));
+    const credentials = createServerCredentials(
+      { ...own.files, clientCertificates: 'strict' },
+      { audit: audit.audit, reloadIntervalMs: 50 },
+    );
+    const guard = createGuard({
+      audit: audit.audit,
+      rbac: compileRbac({ [op('Public')]: { public: true }, [op('Upload')]: { public: true } }),
+    });
+    const server = await startTlsServer(credentials, fluxguardInterceptors({ audit: audit.audit, guard }));
+    /** An upload left open: one message written, the end not yet. */
+    const openUpload = (cert: typeof own.reader) => {
+      const client = track(clientFor(server.address, { ca: own.ca.certPem, cert }));
+      const outcome: { status?: StatusObject; response?: unknown } = {};
+      const call = client.makeClientStreamRequest(
+        op('Upload'),
+        serialize,
+        deserialize,
+        new Metadata(),
+        { deadline: Date.now() + 60_000 },
+        (_err, value) => (outcome.response = value),
+      );
+      call.on('status', (status) => (outcome.status = status));
+      call.write({ n: 1 });
+      return { call, outcome };
+    };
+    try {
+      const started = handlerStarts.count;
+      const revoked = openUpload(own.reader);
+      const kept = openUpload(own.backup);
+      await waitFor(() => handlerStarts.count >= started + 2);
+      await replaceFile(own.files.crlFile, await own.ca.createCrl({ revokedSerialNumbers: [own.reader.serialNumber] }));
+      await waitFor(() => revoked.outcome.status !== undefined);
+      expect(revoked.outcome.status?.code).not.toBe(Status.OK);
+      expect(kept.outcome.status).toBeUndefined();
+      expect(
+        audit
+          .lines()
+          .filter((l) => l.event === 'tls.connections_closed')
+          .at(-1),
+      ).toMatchObject({
+        connections: 2,
+        revoked: 1,
+      });
+      kept.call.write({ n: 2 });
+      kept.call.end();
+      await waitFor(() => kept.outcome.status !== undefined);
+      expect(kept.outcome.status?.code).toBe(Status.OK);
+      expect(kept.outcome.response).toMatchObject({ messages: [{ n: 1 }, { n: 2 }] });
     } finally {
       credentials.close();
       await server.close();

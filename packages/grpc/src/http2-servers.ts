@@ -4,6 +4,7 @@ import { Server as TlsServer, type DetailedPeerCertificate, type PeerCertificate
 import { experimental, logVerbosity, type Server, type ServerCredentials } from '@grpc/grpc-js';
 import {
   connectionBudget,
+  createTrustRecheck,
   defaultConnectionsPerAddress,
   gateConnections,
   isUnixSocketConnection,
@@ -113,7 +114,8 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       });
       if (audit !== undefined) noteRefusedSessions(http2Server, gate);
       // Sessions made under a CA bundle or CRL a reload has changed are sent away (GOAWAY: their
-      // calls finish, new ones go to a new connection, verified under the new trust).
+      // calls finish, new ones go to a new connection, verified under the new trust); those
+      // whose certificate the new trust refuses (revoked) are cut, their calls with them.
       const sessions = new Set<Http2Session>();
       const graceMs = positiveOption(options?.[CLOSING_GRACE_OPTION]) ?? DEFAULT_CLOSING_GRACE_MS;
       http2Server.on('session', (session: Http2Session) => {
@@ -121,10 +123,19 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
         session.once('close', () => sessions.delete(session));
         dropWhenClosingStalls(session, graceMs);
       });
-      const stopListening = whenTrustChanges(credentials, () => {
-        for (const session of sessions) session.close();
+      const stopListening = whenTrustChanges(credentials, (material) => {
+        const stillTrusted = createTrustRecheck(material);
+        const connections = sessions.size;
+        let revoked = 0;
+        for (const session of sessions) {
+          if (stillTrusted(session.socket as TLSSocket)) session.close();
+          else {
+            revoked += 1;
+            session.destroy();
+          }
+        }
         auditOfCredentials(credentials)?.logger.info(
-          { event: 'tls.connections_closed', connections: sessions.size },
+          { event: 'tls.connections_closed', connections, revoked },
           'tls.connections_closed',
         );
       });

@@ -115,10 +115,10 @@ class HardenedServerCredentials extends ServerCredentials implements FluxguardSe
     this.updateSecureContextOptions(options);
   }
 
-  readonly #trustListeners = new Set<() => void>();
+  readonly #trustListeners = new Set<(material: TlsMaterial) => void>();
 
   /** @internal Called when a reload changes the CA bundle or the CRL; returns its removal. */
-  onTrustChange(listener: () => void): () => void {
+  onTrustChange(listener: (material: TlsMaterial) => void): () => void {
     this.#trustListeners.add(listener);
     return () => {
       this.#trustListeners.delete(listener);
@@ -126,8 +126,8 @@ class HardenedServerCredentials extends ServerCredentials implements FluxguardSe
   }
 
   /** @internal */
-  trustChanged(): void {
-    for (const listener of this.#trustListeners) listener();
+  trustChanged(material: TlsMaterial): void {
+    for (const listener of this.#trustListeners) listener(material);
   }
 
   close(): void {
@@ -189,7 +189,7 @@ export function createServerCredentials(
       credentials.update(contextOptions);
       // A connection keeps the certificate it was verified with: those made under the old CA
       // bundle or CRL are sent away (a revoked client's open connection was served on).
-      if (trustChanged(before, material)) credentials.trustChanged();
+      if (trustChanged(before, material)) credentials.trustChanged(material);
     },
   });
   const credentials = new HardenedServerCredentials(reloading, o.handshakeTimeoutMs);
@@ -215,7 +215,10 @@ export function auditOfCredentials(credentials: object): AuditLogger | undefined
  *
  * @internal
  */
-export function whenTrustChanges(credentials: object, listener: () => void): (() => void) | undefined {
+export function whenTrustChanges(
+  credentials: object,
+  listener: (material: TlsMaterial) => void,
+): (() => void) | undefined {
   return credentials instanceof HardenedServerCredentials ? credentials.onTrustChange(listener) : undefined;
 }
 

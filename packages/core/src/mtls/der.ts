@@ -257,6 +257,13 @@ export function readCertificateSubject(der: Uint8Array): Uint8Array {
   return der.subarray(subject.offset, subject.end);
 }
 
+/** The DER of a certificate's issuer name, to find the CRL that may revoke it. */
+export function readCertificateIssuer(der: Uint8Array): Uint8Array {
+  const { parts, at } = tbsCertificateParts(der);
+  const issuer = expectTag(parts[at - 1], SEQUENCE, 'issuer');
+  return der.subarray(issuer.offset, issuer.end);
+}
+
 /** What a CRL check reads from a DER CRL (RFC 5280 5.1). */
 export interface CrlFields {
   /** The DER of the issuer name. */
@@ -268,9 +275,14 @@ export interface CrlFields {
   /** The outer signatureAlgorithm's OID, dotted (`1.2.840.10045.4.3.2`). */
   readonly signatureAlgorithm: string;
   readonly signature: Uint8Array;
+  /**
+   * The serial numbers the CRL revokes, as Node's `X509Certificate.serialNumber` writes a
+   * certificate's: uppercase hex, no leading zero bytes.
+   */
+  readonly revokedSerials: readonly string[];
 }
 
-/** Reads the issuer, the dates and the signature of a DER CRL. */
+/** Reads the issuer, the dates, the revoked serial numbers and the signature of a DER CRL. */
 export function readCrlFields(der: Uint8Array): CrlFields {
   const list = expectTag(readTlv(der, 0, der.length), SEQUENCE, 'CRL');
   if (list.end !== der.length) fail('trailing bytes after the CRL');
@@ -280,19 +292,36 @@ export function readCrlFields(der: Uint8Array): CrlFields {
   const i = parts[0]?.tag === INTEGER ? 1 : 0; // version, present in version 2
   const issuer = expectTag(parts[i + 1], SEQUENCE, 'issuer');
   const next = parts[i + 3];
+  const hasNext = next?.tag === UTC_TIME || next?.tag === GENERALIZED_TIME;
+  // revokedCertificates: SEQUENCE OF SEQUENCE { userCertificate INTEGER, revocationDate, ... }.
+  const revoked = parts[i + (hasNext ? 4 : 3)];
+  const revokedSerials =
+    revoked?.tag === SEQUENCE
+      ? children(der, revoked).map((entry) =>
+          serialText(der, expectTag(children(der, expectTag(entry, SEQUENCE, 'revoked entry'))[0], INTEGER, 'serial')),
+        )
+      : [];
   const bits = expectTag(signatureBits, BIT_STRING, 'signatureValue');
   if (bits.end - bits.start < 2 || der[bits.start] !== 0) fail('signatureValue');
   return {
     issuer: der.subarray(issuer.offset, issuer.end),
     thisUpdate: readTime(der, parts[i + 2]),
-    nextUpdate: next?.tag === UTC_TIME || next?.tag === GENERALIZED_TIME ? readTime(der, next) : undefined,
+    nextUpdate: hasNext ? readTime(der, next) : undefined,
     signed: der.subarray(tbsList.offset, tbsList.end),
     signatureAlgorithm: oidText(
       der,
       expectTag(children(der, expectTag(algorithm, SEQUENCE, 'algorithm'))[0], OID, 'algorithm'),
     ),
     signature: der.subarray(bits.start + 1, bits.end),
+    revokedSerials,
   };
+}
+
+/** An INTEGER's content as Node writes a serial number: uppercase hex without leading zero bytes. */
+function serialText(der: Uint8Array, tlv: Tlv): string {
+  let start = tlv.start;
+  while (start < tlv.end - 1 && der[start] === 0) start += 1;
+  return Buffer.from(der.subarray(start, tlv.end)).toString('hex').toUpperCase();
 }
 
 /** An OID's content bytes as dotted text. */

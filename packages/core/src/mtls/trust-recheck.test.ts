@@ -1,0 +1,177 @@
+// After a reload changes the CA bundle or the CRLs, each open connection's client certificate is
+// checked again: a revoked one (or one no CA of the bundle issues any more) has its connection
+// cut, calls and all. Real handshakes: the chain is what a TLS socket reports of its peer.
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, createServer, type Server, type TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createDevCertificateAuthority,
+  type DevCertificateAuthority,
+  type IssuedCertificate,
+} from '../dev-pki/dev-pki.js';
+import { run } from '../testing/handshake.js';
+import { createTrustRecheck } from './trust-recheck.js';
+
+let dir: string;
+let root: DevCertificateAuthority;
+let other: DevCertificateAuthority;
+let client: IssuedCertificate;
+let server: Server;
+/** A client certificate issued by an intermediate CA of `root`, with the intermediate. */
+let chained: { certPem: string; keyPem: string; intermediateSerial: string };
+const sockets: TLSSocket[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'fluxguard-recheck-'));
+  root = await createDevCertificateAuthority({ commonName: 'recheck root' });
+  other = await createDevCertificateAuthority({ commonName: 'recheck other' });
+  client = await root.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/client' });
+  const file = (name: string, text?: string) => {
+    const path = join(dir, name);
+    if (text !== undefined) writeFileSync(path, text, { mode: 0o600 });
+    return path;
+  };
+  file('root.crt', root.certPem);
+  file('root.key', root.keyPem);
+  file('int.ext', 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
+  file(
+    'leaf.ext',
+    'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\nsubjectAltName=URI:spiffe://fluxguard.dev/chained\n',
+  );
+  const key = (name: string) =>
+    run('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', file(name)]);
+  const sign = (csr: string, ca: string, caKey: string, ext: string, out: string) =>
+    run('openssl', [
+      'x509',
+      '-req',
+      '-in',
+      file(csr),
+      '-CA',
+      file(ca),
+      '-CAkey',
+      file(caKey),
+      '-set_serial',
+      String(Date.now()),
+      '-days',
+      '1',
+      '-extfile',
+      file(ext),
+      '-out',
+      file(out),
+    ]);
+  await key('int.key');
+  await run('openssl', [
+    'req',
+    '-new',
+    '-key',
+    file('int.key'),
+    '-subj',
+    '/CN=recheck intermediate',
+    '-out',
+    file('int.csr'),
+  ]);
+  await sign('int.csr', 'root.crt', 'root.key', 'int.ext', 'int.crt');
+  await key('leaf.key');
+  await run('openssl', ['req', '-new', '-key', file('leaf.key'), '-subj', '/CN=chained', '-out', file('leaf.csr')]);
+  await sign('leaf.csr', 'int.crt', 'int.key', 'leaf.ext', 'leaf.crt');
+  const intermediate = readFileSync(file('int.crt'), 'latin1');
+  chained = {
+    certPem: readFileSync(file('leaf.crt'), 'latin1') + intermediate,
+    keyPem: readFileSync(file('leaf.key'), 'latin1'),
+    intermediateSerial: new X509Certificate(intermediate).serialNumber.toLowerCase(),
+  };
+  const serverCert = await root.issueServerCertificate();
+  // Verification is this test's subject, not the handshake's: every client gets through.
+  server = createServer(
+    {
+      key: serverCert.keyPem,
+      cert: serverCert.certPem,
+      ca: root.certPem,
+      requestCert: true,
+      rejectUnauthorized: false,
+    },
+    (socket) => {
+      socket.on('error', () => undefined);
+      sockets.push(socket);
+    },
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+});
+
+afterAll(async () => {
+  for (const socket of sockets) socket.destroy();
+  await new Promise((resolve) => server.close(resolve));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The server's side of a connection made with `cert`. */
+async function serverSocketFor(cert?: { certPem: string; keyPem: string }): Promise<TLSSocket> {
+  const before = sockets.length;
+  const socket = connect({
+    host: '127.0.0.1',
+    port: (server.address() as AddressInfo).port,
+    ca: root.certPem,
+    servername: 'localhost',
+    ...(cert === undefined ? {} : { cert: cert.certPem, key: cert.keyPem }),
+  });
+  socket.on('error', () => undefined);
+  await once(socket, 'secureConnect');
+  await expect.poll(() => sockets.length).toBe(before + 1);
+  const accepted = sockets[before];
+  if (accepted === undefined) throw new Error('the server saw no connection');
+  return accepted;
+}
+
+const ca = (pem: string) => Buffer.from(pem);
+const crl = async (authority: DevCertificateAuthority, serials: string[]) =>
+  Buffer.from(await authority.createCrl({ revokedSerialNumbers: serials }));
+
+describe('createTrustRecheck', () => {
+  it('keeps a client whose certificate the new trust still accepts', async () => {
+    const socket = await serverSocketFor(client);
+    expect(createTrustRecheck({ ca: ca(root.certPem), crl: undefined })(socket)).toBe(true);
+    expect(createTrustRecheck({ ca: ca(root.certPem), crl: await crl(root, []) })(socket)).toBe(true);
+  });
+
+  it('refuses a client whose certificate a new CRL of its CA revokes', async () => {
+    const socket = await serverSocketFor(client);
+    const revoking = await crl(root, [client.serialNumber]);
+    expect(createTrustRecheck({ ca: ca(root.certPem), crl: revoking })(socket)).toBe(false);
+    // The same serial number revoked by another CA is another certificate's.
+    const elsewhere = await crl(other, [client.serialNumber]);
+    expect(createTrustRecheck({ ca: ca(root.certPem + other.certPem), crl: elsewhere })(socket)).toBe(true);
+  });
+
+  it('refuses a client whose CA has left the bundle', async () => {
+    const socket = await serverSocketFor(client);
+    expect(createTrustRecheck({ ca: ca(other.certPem), crl: undefined })(socket)).toBe(false);
+  });
+
+  it('follows the chain a client sent: a revoked intermediate refuses its clients', async () => {
+    const socket = await serverSocketFor(chained);
+    expect(createTrustRecheck({ ca: ca(root.certPem), crl: undefined })(socket)).toBe(true);
+    const revoking = await crl(root, [chained.intermediateSerial]);
+    expect(createTrustRecheck({ ca: ca(root.certPem), crl: revoking })(socket)).toBe(false);
+    expect(createTrustRecheck({ ca: ca(other.certPem), crl: undefined })(socket)).toBe(false);
+  });
+
+  it('has nothing to recheck on a connection without a client certificate', async () => {
+    const anonymous = await serverSocketFor();
+    expect(createTrustRecheck({ ca: ca(other.certPem), crl: undefined })(anonymous)).toBe(true);
+  });
+
+  it('rechecks a thousand connections’ worth of chains against a long CRL without trouble', async () => {
+    const socket = await serverSocketFor(client);
+    const serials = Array.from({ length: 500 }, (_, i) => (i + 1).toString(16).padStart(32, '0'));
+    const recheck = createTrustRecheck({
+      ca: ca(root.certPem),
+      crl: await crl(root, [...serials, client.serialNumber]),
+    });
+    for (let i = 0; i < 1000; i++) expect(recheck(socket)).toBe(false);
+  });
+});

@@ -1,0 +1,131 @@
+import { X509Certificate } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import { readCertificateIssuer, readCrlFields } from './der.js';
+import { crlList, type TlsMaterial } from './material.js';
+
+/** How many certificates of a client's chain are followed towards a CA of the bundle. */
+const MAX_CHAIN = 10;
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+const PEM_CRL_BODY = /-----BEGIN X509 CRL-----([\s\S]*?)-----END X509 CRL-----/;
+
+/**
+ * Tells, after a reload changed the CA bundle or the CRLs, whether an open connection's client
+ * certificate would still be accepted: `false` when it (or a certificate of the chain it sent)
+ * is revoked by a CRL of its issuer, or when it no longer chains to a CA of the bundle. A
+ * connection without a client certificate has nothing to recheck (`true`).
+ *
+ * @example
+ * ```ts
+ * import { createTrustRecheck } from '@fluxguard/core/adapter';
+ * const stillTrusted = createTrustRecheck(material);
+ * for (const socket of connections) if (!stillTrusted(socket)) socket.destroy();
+ * ```
+ */
+export type TrustRecheck = (socket: TLSSocket) => boolean;
+
+/**
+ * Compiles the CA bundle and the CRLs of `material` once, for {@link TrustRecheck}s of every
+ * open connection. A connection keeps the certificate it was verified with for its whole life:
+ * without this, a client whose certificate a new CRL revokes kept the calls it had open (a
+ * stream, a long download) until they ended, since closing its connection gracefully lets them
+ * finish. CRLs that cannot be read were refused when the material loaded, and are skipped here.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { createTrustRecheck, trustChanged } from '@fluxguard/core/adapter';
+ * onUpdate: (options, material) => {
+ *   if (!trustChanged(before, material)) return;
+ *   const stillTrusted = createTrustRecheck(material);
+ *   for (const socket of connections) {
+ *     if (stillTrusted(socket)) socket.end(); // its calls finish, its client handshakes again
+ *     else socket.destroy(); // revoked: its calls end now
+ *   }
+ * };
+ * ```
+ */
+export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): TrustRecheck {
+  const authorities = (material.ca.toString('latin1').match(PEM_CERTIFICATE) ?? []).flatMap((pem) => {
+    try {
+      return [new X509Certificate(pem)];
+    } catch {
+      return [];
+    }
+  });
+  // Revoked serial numbers by the DER of the issuer name, in hex.
+  const revoked = new Map<string, Set<string>>();
+  for (const pem of material.crl === undefined ? [] : crlList(material.crl)) {
+    const body = PEM_CRL_BODY.exec(pem.toString('latin1'))?.[1];
+    if (body === undefined) continue;
+    try {
+      const crl = readCrlFields(Buffer.from(body, 'base64'));
+      const issuer = Buffer.from(crl.issuer).toString('hex');
+      let serials = revoked.get(issuer);
+      if (serials === undefined) revoked.set(issuer, (serials = new Set()));
+      for (const serial of crl.revokedSerials) serials.add(serialKey(serial));
+    } catch {
+      // Refused when the material loaded: OpenSSL never took it.
+    }
+  }
+  const isRevoked = (cert: X509Certificate): boolean =>
+    revoked.get(Buffer.from(readCertificateIssuer(cert.raw)).toString('hex'))?.has(serialKey(cert.serialNumber)) ===
+    true;
+  // Many connections carry the same certificates: each signature is verified once.
+  const verified = new Map<string, boolean>();
+  const issues = (issuer: X509Certificate, cert: X509Certificate): boolean => {
+    if (!cert.checkIssued(issuer)) return false;
+    const pair = `${issuer.fingerprint256}/${cert.fingerprint256}`;
+    let good = verified.get(pair);
+    if (good === undefined) {
+      try {
+        good = cert.verify(issuer.publicKey);
+      } catch {
+        good = false;
+      }
+      verified.set(pair, good);
+    }
+    return good;
+  };
+  return (socket) => {
+    let chain: X509Certificate[];
+    try {
+      chain = peerChain(socket);
+    } catch {
+      return false;
+    }
+    if (chain.length === 0) return true;
+    for (const [i, cert] of chain.entries()) {
+      if (isRevoked(cert)) return false;
+      // A CA of the bundle, or the next certificate the client sent, issued it.
+      if (authorities.some((ca) => ca.fingerprint256 === cert.fingerprint256 || issues(ca, cert))) return true;
+      const next = chain[i + 1];
+      if (next === undefined || !issues(next, cert)) return false;
+    }
+    return false;
+  };
+}
+
+/**
+ * The client's certificate and the chain the handshake verified it with, leaf first (empty
+ * without a certificate). Node's own `X509Certificate`s, linked by `issuerCertificate`: about
+ * a microsecond, where `getPeerCertificate(true)` and a parse of each took half a millisecond.
+ */
+function peerChain(socket: TLSSocket): X509Certificate[] {
+  const chain: X509Certificate[] = [];
+  const seen = new Set<string>();
+  for (let cert = socket.getPeerX509Certificate(); cert !== undefined && chain.length < MAX_CHAIN;) {
+    // A root's issuer is itself.
+    if (seen.has(cert.fingerprint256)) break;
+    seen.add(cert.fingerprint256);
+    chain.push(cert);
+    cert = cert.issuerCertificate;
+  }
+  return chain;
+}
+
+/** A serial number as compared: uppercase hex without leading zeros. */
+function serialKey(serial: string): string {
+  return serial.toUpperCase().replace(/^0+(?=.)/, '');
+}
