@@ -439,6 +439,22 @@ describe.each(TRANSPORTS)('certificate reload over %s', (transport) => {
     writeFileSync(`${pki.crlFile}.next`, served); // the real CRL again, for what follows
     renameSync(`${pki.crlFile}.next`, pki.crlFile);
   });
+
+  it('cuts an upload in progress when a new CRL revokes the uploading client', async () => {
+    const { pki } = reloadWorld;
+    const token = await reloadWorld.token('alice', ['artifacts.writer']);
+    // About ten seconds of upload: closed gracefully, as other clients' connections are, it would
+    // finish under the revocation.
+    const parts = Array.from({ length: 40 }, (_, i) => Buffer.from(`part ${String(i)};`));
+    const upload = t
+      .clientWith({ cert: pki.clients.valid, token })
+      .uploadPaced('revoked/mid-upload.txt', sha256(Buffer.concat(parts)), parts, { gapMs: 250 });
+    await new Promise((r) => setTimeout(r, 500));
+    await pki.revoke('valid');
+    const outcome = await upload;
+    expect(outcome.ok).toBe(false);
+    expect(t.log.lines.some((line) => line.event === 'tls.connections_closed' && Number(line.revoked) >= 1)).toBe(true);
+  });
 });
 
 /**
