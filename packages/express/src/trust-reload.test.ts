@@ -6,6 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
 import express from 'express';
+import type { AuditLogger } from '@fluxguard/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSecureServer } from './index.js';
 import { captureAudit, clientTlsOptions, createTestPki, listen, type TestPki } from './testing/tls.js';
@@ -27,6 +28,19 @@ function clientConnection(port: number): Promise<TLSSocket> {
   return once(socket, 'secureConnect').then(() => socket);
 }
 
+/** `app` behind the test PKI and its CRL file, reloaded every 50 ms. */
+function serveReloading(app: express.Express, audit: AuditLogger) {
+  return listen(
+    createSecureServer(app, {
+      audit,
+      tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, crlFile, clientCertificates: 'strict' },
+      reloadIntervalMs: 50,
+      // Far longer than the tests: only the reload can end a connection.
+      keepAliveTimeoutMs: 60_000,
+    }),
+  );
+}
+
 describe('createSecureServer: a reload that changes the CRL', () => {
   it("ends the connections made before it: a revoked client's open connection is served no more", async () => {
     const { audit, lines } = captureAudit();
@@ -34,21 +48,7 @@ describe('createSecureServer: a reload that changes the CRL', () => {
     app.get('/hello', (_req, res) => {
       res.json({ hello: true });
     });
-    const served = await listen(
-      createSecureServer(app, {
-        audit,
-        tls: {
-          certFile: pki.certFile,
-          keyFile: pki.keyFile,
-          caFile: pki.caFile,
-          crlFile,
-          clientCertificates: 'strict',
-        },
-        reloadIntervalMs: 50,
-        // Far longer than the test: only the reload can end the connection.
-        keepAliveTimeoutMs: 60_000,
-      }),
-    );
+    const served = await serveReloading(app, audit);
     try {
       const socket = await clientConnection(served.port);
       let answers = '';
@@ -93,20 +93,7 @@ describe('createSecureServer: a reload that revokes a client in the middle of an
       res.write('first;');
       release.push(() => res.end('last'));
     });
-    const served = await listen(
-      createSecureServer(app, {
-        audit,
-        tls: {
-          certFile: pki.certFile,
-          keyFile: pki.keyFile,
-          caFile: pki.caFile,
-          crlFile,
-          clientCertificates: 'strict',
-        },
-        reloadIntervalMs: 50,
-        keepAliveTimeoutMs: 60_000,
-      }),
-    );
+    const served = await serveReloading(app, audit);
     try {
       const download = async (cert: { certPem: string; keyPem: string }) => {
         const socket = connect({ ...clientTlsOptions(served.port, pki), cert: cert.certPem, key: cert.keyPem });
