@@ -160,9 +160,14 @@ describe('createTrustRecheck', () => {
     expect(createTrustRecheck({ ca: ca(other.certPem), crl: undefined })(socket)).toBe(false);
   });
 
-  it('has nothing to recheck on a connection without a client certificate', async () => {
+  it('has nothing to recheck on a connection without a verified client certificate', async () => {
     const anonymous = await serverSocketFor();
     expect(createTrustRecheck({ ca: ca(other.certPem), crl: undefined })(anonymous)).toBe(true);
+    // Per-operation mode lets an unverified certificate through the handshake; it is no identity,
+    // and its chain (the client's own making) is not followed.
+    const stranger = await serverSocketFor(await other.issueClientCertificate({ spiffeId: 'spiffe://x/y' }));
+    expect(stranger.authorized).toBe(false);
+    expect(createTrustRecheck({ ca: ca(root.certPem), crl: undefined })(stranger)).toBe(true);
   });
 
   it('rechecks a thousand connections’ worth of chains against a long CRL without trouble', async () => {

@@ -13,7 +13,7 @@ const PEM_CRL_BODY = /-----BEGIN X509 CRL-----([\s\S]*?)-----END X509 CRL-----/;
  * Tells, after a reload changed the CA bundle or the CRLs, whether an open connection's client
  * certificate would still be accepted: `false` when it (or a certificate of the chain it sent)
  * is revoked by a CRL of its issuer, or when it no longer chains to a CA of the bundle. A
- * connection without a client certificate has nothing to recheck (`true`).
+ * connection without a verified client certificate has nothing to recheck (`true`).
  *
  * @example
  * ```ts
@@ -89,6 +89,9 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
     return good;
   };
   return (socket) => {
+    // A certificate the handshake did not verify (per-operation mode) was never an identity, and
+    // its chain, the client's own, is not worth a signature check.
+    if (!socket.authorized) return true;
     let chain: X509Certificate[];
     try {
       chain = peerChain(socket);
