@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { deflateSync, gzipSync } from 'node:zlib';
 import { tarMember } from '@fluxguard/test-support/archives';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256, type Expected, type Outcome } from './support/clients.js';
@@ -288,6 +288,23 @@ const scenarios: readonly Scenario[] = [
   ]),
   // joblib decompresses a file that starts as gzip before it unpickles it (os.system here).
   contentRefused('a gzip pickle posing as .bin (joblib opens it)', 'uploads/model.bin', [gzipSync(IMPORTING_PICKLE)]),
+  // joblib.load still reads its format before 0.10: `ZF`, the length in hex, a zlib stream.
+  contentRefused("a pickle in joblib's old format posing as .bin", 'uploads/model.bin', [
+    Buffer.from(`ZF${`0x${IMPORTING_PICKLE.length.toString(16)}`.padEnd(19)}`),
+    deflateSync(IMPORTING_PICKLE),
+  ]),
+  // A Zstandard frame of one raw block holding the pickle: pandas' read_pickle opens a `.zst`,
+  // and no check here can read inside one.
+  contentRefused(
+    'a Zstandard pickle',
+    'uploads/frame.bin.zst',
+    [
+      Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x20, IMPORTING_PICKLE.length]),
+      Buffer.from([1 | (IMPORTING_PICKLE.length << 3), IMPORTING_PICKLE.length >> 5, 0]),
+      IMPORTING_PICKLE,
+    ],
+    'compression_not_opened',
+  ),
   // 64 MiB of zeros inflated from 64 KiB, then a pickle member: the tar is read until the ratio stops it.
   contentRefused(
     'a tar.gz whose pickle stands behind a compression bomb',

@@ -7,8 +7,11 @@ export interface StreamCheck {
   readonly finished: boolean;
 }
 
-/** Why decompressed content is refused: it inflates past the ratio, or stops being readable while read. */
-export type CompressedRefusal = 'compression_ratio_exceeded' | 'content_unreadable';
+/**
+ * Why compressed content is refused: it inflates past the ratio, stops being readable while
+ * read, or is compressed in a way this check cannot open.
+ */
+export type CompressedRefusal = 'compression_ratio_exceeded' | 'content_unreadable' | 'compression_not_opened';
 
 /**
  * Compressed bytes given to the inflater at a time: joblib's zlib reader decompresses 8 KiB read
@@ -28,6 +31,27 @@ const FEED_BYTES = 1024;
 const FREE_BYTES = 1024 * 1024;
 
 type State = 'sniffing' | 'inflating' | 'off';
+
+/**
+ * The first bytes of the compressions Python's loaders open before they unpickle and this check
+ * cannot (fflate inflates only deflate): joblib detects bzip2, xz, the legacy `.lzma` format and
+ * LZ4 by these bytes, and pandas' `read_pickle` decompresses Zstandard (`.zst`), bzip2 and xz.
+ * A Zstandard or LZ4 stream may start with a skippable frame (`50`-`5F 2A 4D 18`).
+ */
+const UNOPENED_MAGIC: readonly (readonly number[])[] = [
+  [0x28, 0xb5, 0x2f, 0xfd], // Zstandard
+  [0x42, 0x5a, 0x68], // bzip2: BZh
+  [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], // xz
+  [0x5d, 0x00, 0x00], // lzma, the legacy format
+  [0x04, 0x22, 0x4d, 0x18], // LZ4 frame
+];
+/** The bytes the sniffing waits for: the longest magic. */
+const SNIFF_BYTES = 6;
+/**
+ * joblib's own format before 0.10, which `joblib.load` still reads: `ZF`, the inflated length in
+ * hex padded to 19 characters, an optional space, then a zlib stream of the pickle.
+ */
+const ZFILE_HEADER_BYTES = 21;
 
 /**
  * The content of an upload that is a gzip or zlib stream, inflated as the upload streams and
@@ -72,10 +96,19 @@ export class CompressedContent {
   /** A refusal thrown by the check (or the ratio) from inside the inflater's callback. */
   #refusal: Error | undefined;
 
-  constructor(newCheck: () => StreamCheck, maxRatio: number, refuse: (reason: CompressedRefusal) => never) {
+  readonly #refuseUnopened: boolean;
+
+  /** `refuseUnopened`: refuse content compressed in a way this check cannot open (see `UNOPENED_MAGIC`). */
+  constructor(
+    newCheck: () => StreamCheck,
+    maxRatio: number,
+    refuse: (reason: CompressedRefusal) => never,
+    refuseUnopened = true,
+  ) {
     this.#newCheck = newCheck;
     this.#maxRatio = maxRatio;
     this.#refuse = refuse;
+    this.#refuseUnopened = refuseUnopened;
   }
 
   push(chunk: Uint8Array): void {
@@ -85,18 +118,29 @@ export class CompressedContent {
       return;
     }
     this.#prefix = Buffer.concat([this.#prefix, chunk]);
-    if (this.#prefix.length < 3) return;
-    const prefix = this.#prefix;
+    const zfile = this.#prefix[0] === 0x5a && (this.#prefix.length < 2 || this.#prefix[1] === 0x46);
+    if (this.#prefix.length < (zfile ? ZFILE_HEADER_BYTES + 1 : SNIFF_BYTES)) return;
+    let prefix = this.#prefix;
     this.#prefix = Buffer.alloc(0);
     const onData = (data: Uint8Array) => {
       this.#take(data);
     };
+    if (zfile) {
+      // No length Python's int(text, 16) reads: joblib fails on it as well.
+      if (!ZFILE_LENGTH.test(prefix.toString('latin1', 2, ZFILE_HEADER_BYTES))) {
+        this.#state = 'off';
+        return;
+      }
+      prefix = prefix.subarray(prefix[ZFILE_HEADER_BYTES] === 0x20 ? ZFILE_HEADER_BYTES + 1 : ZFILE_HEADER_BYTES);
+      this.#inflater = new Unzlib(onData);
+    }
     // gzip with deflate, the one method there is; joblib looks at the first two bytes only,
     // and a reader refuses another method before it gives a byte.
-    if (prefix[0] === 0x1f && prefix[1] === 0x8b && prefix[2] === 8) this.#inflater = new Gunzip(onData);
+    else if (prefix[0] === 0x1f && prefix[1] === 0x8b && prefix[2] === 8) this.#inflater = new Gunzip(onData);
     else if (isZlibHeader(prefix[0] ?? 0, prefix[1] ?? 0)) this.#inflater = new Unzlib(onData);
     else {
       this.#state = 'off';
+      if (this.#refuseUnopened && isUnopened(prefix)) this.#refuse('compression_not_opened');
       return;
     }
     this.#check = this.#newCheck();
@@ -106,6 +150,7 @@ export class CompressedContent {
 
   /** The upload has ended: the inflater's last output is checked, and a stream cut short is judged. */
   end(): void {
+    // Fewer bytes than the sniffing waits for: a compressed stream of them holds no pickle.
     if (this.#state !== 'inflating') return;
     // A fault in the last bytes stops the inflater (or refuses); the final push is then a no-op.
     this.#flush();
@@ -196,4 +241,20 @@ export class CompressedContent {
  */
 function isZlibHeader(cmf: number, flg: number): boolean {
   return cmf === 0x78 && ((cmf << 8) | flg) % 31 === 0 && (flg & 0x20) === 0;
+}
+
+/** A length as joblib writes it and Python's `int(text, 16)` reads it: hex, `0x` allowed, spaces around. */
+const ZFILE_LENGTH = /^\s*\+?(0[xX])?[0-9a-fA-F]+(_[0-9a-fA-F]+)*\s*$/;
+
+function isUnopened(prefix: Uint8Array): boolean {
+  if (
+    prefix[0] !== undefined &&
+    prefix[0] >= 0x50 &&
+    prefix[0] <= 0x5f &&
+    prefix[1] === 0x2a &&
+    prefix[2] === 0x4d &&
+    prefix[3] === 0x18
+  )
+    return true;
+  return UNOPENED_MAGIC.some((magic) => magic.every((byte, i) => prefix[i] === byte));
 }

@@ -815,6 +815,57 @@ describe('createUploadCheck, compressed uploads', () => {
     expect(upload(zlibFault, 'model.bin')).toBe(sha(zlibFault));
   });
 
+  /** joblib's format before 0.10, which joblib.load still reads: `ZF`, the length, zlib. */
+  const zfile = (content: Buffer, space = '') =>
+    Buffer.concat([Buffer.from(`ZF${`0x${content.length.toString(16)}`.padEnd(19)}${space}`), deflateSync(content)]);
+
+  it('refuses a pickle in joblib’s old format (ZF and a zlib stream), with or without the space', () => {
+    for (const data of [zfile(IMPORTING), zfile(IMPORTING, ' '), zfile(PICKLE)]) {
+      expect(upload(data, 'model.bin')).toMatchObject({ reason: 'content_refused' });
+    }
+    expect(typeof upload(zfile(Buffer.from('just some text, no pickle')), 'model.bin')).toBe('string');
+    // Text that only starts like it: no length joblib reads.
+    expect(typeof upload(Buffer.from('ZF is a band name, and this is text about it'), 'notes.txt')).toBe('string');
+  });
+
+  it.each([
+    ['Zstandard', '28b52ffd'],
+    ['a Zstandard skippable frame', '5e2a4d18'],
+    ['bzip2', '425a6839'],
+    ['xz', 'fd377a585a00'],
+    ['legacy lzma', '5d0000'],
+    ['an LZ4 frame', '04224d18'],
+  ])('refuses %s, which it cannot open, unless told to accept it unread', (_label, magic) => {
+    const data = Buffer.concat([Buffer.from(magic, 'hex'), Buffer.alloc(64, 7)]);
+    expect(upload(data, 'model.bin')).toMatchObject({
+      code: 'invalid_argument',
+      reason: 'compression_not_opened',
+      details: { field: 'content' },
+    });
+    expect(typeof upload(data, 'model.bin', { unopenedCompressions: 'accept' })).toBe('string');
+    expect(typeof upload(data, 'model.bin', { refuseKinds: ['executable'] })).toBe('string');
+  });
+
+  it('refuses a pickle’s extension under a compression’s, as pandas reads the name', () => {
+    for (const name of ['model.pkl.zst', 'm/model.PKL.gz', 'model.pkl.tar.gz', 'model.joblib.xz', 'w.pt.zip']) {
+      expect(upload(Buffer.from('text'), name), name).toMatchObject({ reason: 'extension_refused' });
+    }
+    for (const name of ['data.csv.gz', 'archive.tar.gz', 'notes.gz', 'model.bin.zst', 'x.tar']) {
+      expect(typeof upload(Buffer.from('text'), name), name).toBe('string');
+    }
+    // An allowlist reads the last extension, as before.
+    expect(typeof upload(Buffer.from('text'), 'data.csv.gz', { allowedExtensions: ['.gz'] })).toBe('string');
+  });
+
+  it('checks its unopenedCompressions option', () => {
+    expect(() => createUploadCheck({ unopenedCompressions: 'open' as never })).toThrow(
+      '"unopenedCompressions" must be "refuse" or "accept"',
+    );
+    expect(() => createUploadCheck({ refuseKinds: ['executable'], unopenedCompressions: 'accept' })).toThrow(
+      /"unopenedCompressions" says what to do with compressed content that cannot be read for pickles/,
+    );
+  });
+
   it('opens nothing when pickles are not refused, and checks its ratio option', () => {
     expect(typeof upload(gzipSync(IMPORTING), 'model.bin', { refuseKinds: ['executable'] })).toBe('string');
     expect(() => createUploadCheck({ maxInflateRatio: 0 })).toThrow(ConfigurationError);

@@ -15,8 +15,9 @@ import { copyBytes } from './copy-bytes.js';
  * its name has an extension the rule does not allow (`extension_refused`), its content is a
  * kind the rule refuses (`content_refused`: a pickle, an executable), its declared content type
  * is not allowed (`content_type_refused`), or its compressed content inflates past the check's
- * ratio (`compression_ratio_exceeded`) or stops inflating while a pickle or tar in it is read
- * (`content_unreadable`).
+ * ratio (`compression_ratio_exceeded`), stops inflating while a pickle or tar in it is read
+ * (`content_unreadable`), or is compressed in a way the check cannot open
+ * (`compression_not_opened`).
  *
  * @example
  * ```ts
@@ -30,7 +31,8 @@ export type UploadReason =
   | 'content_refused'
   | 'content_type_refused'
   | 'compression_ratio_exceeded'
-  | 'content_unreadable';
+  | 'content_unreadable'
+  | 'compression_not_opened';
 
 /**
  * Kinds of content an upload check refuses by what the upload holds, whatever its name says.
@@ -46,9 +48,12 @@ export type UploadReason =
  *   alone or as a member of an `.npz`, stored (`np.savez`) or deflated (`np.savez_compressed`):
  *   every ZIP entry's data that starts with the NumPy magic, as it stands and inflated, to its
  *   header's end. An upload that is a gzip or zlib
- *   stream (which joblib decompresses before it unpickles, and a `.tar.gz`) is inflated as it
- *   streams and its content read the same way, within `maxInflateRatio`. Other compressions
- *   (bzip2, xz, LZ4) are not opened. {@link contentKind} reads only the first bytes it is given.
+ *   stream (which joblib decompresses before it unpickles, and a `.tar.gz`), or joblib's own
+ *   format before 0.10 (`ZF` and a zlib stream, which `joblib.load` still reads), is inflated
+ *   as it streams and its content read the same way, within `maxInflateRatio`. An upload
+ *   compressed another way that Python's loaders open (Zstandard, bzip2, xz, legacy lzma,
+ *   LZ4) cannot be read, and is refused unless `unopenedCompressions` is `'accept'`.
+ *   {@link contentKind} reads only the first bytes it is given.
  * - `executable`: ELF, PE (`MZ`), Mach-O, and scripts starting with `#!`.
  *
  * @example
@@ -84,6 +89,13 @@ export interface UploadCheckOptions {
    * content is known to hold no pickle. Default 16; from 1 to 1032 (deflate's own limit).
    */
   readonly maxInflateRatio?: number | undefined;
+  /**
+   * An upload compressed in a way the check cannot open while it looks for pickles (Zstandard,
+   * bzip2, xz, legacy lzma, LZ4, by their first bytes): `'refuse'` (the default:
+   * `compression_not_opened`), or `'accept'` it unread, where a loader that decompresses
+   * before it unpickles (joblib, pandas' `read_pickle`) will never be given what is stored.
+   */
+  readonly unopenedCompressions?: 'refuse' | 'accept' | undefined;
 }
 
 /**
@@ -143,6 +155,7 @@ const DEFAULTS: Readonly<Required<{ [K in keyof UploadCheckOptions]: UploadCheck
   allowedExtensions: undefined,
   allowedContentTypes: undefined,
   maxInflateRatio: 16,
+  unopenedCompressions: 'refuse',
 });
 
 /** The first bytes sniffed: enough for every signature, and for a ZIP's first entry name. */
@@ -212,6 +225,15 @@ export function createUploadCheckGathering(options: UploadCheckOptions, gatherBy
       'createUploadCheck: "maxInflateRatio" bounds the compressed content read for pickles, and "refuseKinds" has no "pickle"',
     );
   }
+  if (opts.unopenedCompressions !== 'refuse' && opts.unopenedCompressions !== 'accept') {
+    throw new ConfigurationError('createUploadCheck: "unopenedCompressions" must be "refuse" or "accept"');
+  }
+  if (options.unopenedCompressions !== undefined && !refuseKinds.has('pickle')) {
+    throw new ConfigurationError(
+      'createUploadCheck: "unopenedCompressions" says what to do with compressed content that cannot be read for pickles, and "refuseKinds" has no "pickle"',
+    );
+  }
+  const refuseUnopened = opts.unopenedCompressions === 'refuse';
   const types =
     opts.allowedContentTypes === undefined
       ? undefined
@@ -229,8 +251,9 @@ export function createUploadCheckGathering(options: UploadCheckOptions, gatherBy
     begin({ name, sha256, contentType }: Parameters<UploadCheck['begin']>[0]): UploadInProgress {
       // A malformed declared digest can match nothing.
       if (!/^[0-9a-f]{64}$/i.test(sha256)) refuse('digest_mismatch', 'sha256');
-      const extension = extensionOf(name);
-      if (refused.has(extension) || (allowed !== undefined && !allowed.has(extension)))
+      const extensions = extensionsOf(name);
+      const [extension = ''] = extensions;
+      if (extensions.some((each) => refused.has(each)) || (allowed !== undefined && !allowed.has(extension)))
         refuse('extension_refused', 'path');
       if (types !== undefined) {
         const type = (contentType ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
@@ -246,6 +269,7 @@ export function createUploadCheckGathering(options: UploadCheckOptions, gatherBy
             () => new ContentChecks(PICKLES_ONLY, refuseContent, false),
             maxInflateRatio,
             (reason) => refuse(reason, 'content'),
+            refuseUnopened,
           )
         : undefined;
       // Bytes handed to the checks so far.
@@ -439,13 +463,35 @@ function isPickleName(entry: string): boolean {
 
 /**
  * The extension of a path's last segment, folded as the path resolver folds names (NFKC):
- * `model.ｐｋｌ` and `model．pkl` say `.pkl` as plainly to whoever reads the name.
+ * `model.ｐｋｌ` and `model．pkl` say `.pkl` as plainly to whoever reads the name; after a
+ * compression's extension, the one it wraps too (`''` for none), last first.
  */
-function extensionOf(name: string): string {
-  const base = name.slice(name.lastIndexOf('/') + 1).normalize('NFKC');
-  const dot = base.lastIndexOf('.');
-  return dot <= 0 ? '' : base.slice(dot).toLowerCase();
+function extensionsOf(name: string): string[] {
+  let base = name.slice(name.lastIndexOf('/') + 1).normalize('NFKC');
+  const extensions: string[] = [];
+  for (;;) {
+    const dot = base.lastIndexOf('.');
+    const extension = dot <= 0 ? '' : base.slice(dot).toLowerCase();
+    extensions.push(extension);
+    // `model.pkl.zst`, `model.pkl.tar.gz`: pandas' read_pickle takes the compression from the
+    // last extension and unpickles what it unpacks, as joblib does.
+    if (!COMPRESSION_EXTENSIONS.has(extension) || extensions.length > 3) return extensions;
+    base = base.slice(0, dot);
+  }
 }
+
+/** The extensions pandas and joblib take for a compression (or an archive of one member) around a file. */
+const COMPRESSION_EXTENSIONS: ReadonlySet<string> = new Set([
+  '.gz',
+  '.bz2',
+  '.xz',
+  '.zst',
+  '.zip',
+  '.tar',
+  '.z',
+  '.lzma',
+  '.lz4',
+]);
 
 function isExtension(value: string): boolean {
   return /^\.[a-z0-9_-]{1,16}$/.test(value);
