@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import { readCertificateIssuer, readCrlFields } from './der.js';
 import { crlList, type TlsMaterial } from './material.js';
 
@@ -72,7 +72,8 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
   const isRevoked = (cert: X509Certificate): boolean =>
     revoked.get(Buffer.from(readCertificateIssuer(cert.raw)).toString('hex'))?.has(serialKey(cert.serialNumber)) ===
     true;
-  // Many connections carry the same certificates: each signature is verified once.
+  // Many connections carry the same certificates: each is parsed, and each signature verified, once.
+  const parsed = new Map<string, X509Certificate>();
   const verified = new Map<string, boolean>();
   const issues = (issuer: X509Certificate, cert: X509Certificate): boolean => {
     if (!cert.checkIssued(issuer)) return false;
@@ -94,7 +95,7 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
     if (!socket.authorized) return true;
     let chain: X509Certificate[];
     try {
-      chain = peerChain(socket);
+      chain = peerChain(socket, parsed);
     } catch {
       return false;
     }
@@ -112,17 +113,25 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
 
 /**
  * The client's certificate and the chain the handshake verified it with, leaf first (empty
- * without a certificate). Node's own `X509Certificate`s, linked by `issuerCertificate`: about
- * a microsecond, where `getPeerCertificate(true)` and a parse of each took half a millisecond.
+ * without a certificate), each parsed once per recheck (`parsed`, by its DER in base64).
+ * Read through `getPeerCertificate(true)`, which can be read again: Node's
+ * `getPeerX509Certificate()` hands the chain out once, after which neither shows more than the
+ * leaf (Node 20 and 24), so a second reload, or an application that had read it, found a
+ * client of an intermediate CA no longer issued by any CA and cut it.
  */
-function peerChain(socket: TLSSocket): X509Certificate[] {
+function peerChain(socket: TLSSocket, parsed: Map<string, X509Certificate>): X509Certificate[] {
   const chain: X509Certificate[] = [];
   const seen = new Set<string>();
-  for (let cert = socket.getPeerX509Certificate(); cert !== undefined && chain.length < MAX_CHAIN;) {
+  // Without a certificate Node gives an empty object; the last issuer may be missing too.
+  let cert = socket.getPeerCertificate(true) as Partial<DetailedPeerCertificate> | undefined;
+  while (cert?.raw !== undefined && chain.length < MAX_CHAIN) {
+    const der = cert.raw.toString('base64');
     // A root's issuer is itself.
-    if (seen.has(cert.fingerprint256)) break;
-    seen.add(cert.fingerprint256);
-    chain.push(cert);
+    if (seen.has(der)) break;
+    seen.add(der);
+    let x509 = parsed.get(der);
+    if (x509 === undefined) parsed.set(der, (x509 = new X509Certificate(cert.raw)));
+    chain.push(x509);
     cert = cert.issuerCertificate;
   }
   return chain;
