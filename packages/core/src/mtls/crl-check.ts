@@ -48,11 +48,11 @@ export function checkCrls(
   let earliest: Date | undefined;
   crls.forEach((pem, index) => {
     const name = crls.length === 1 ? `the CRL in ${source}` : `CRL ${String(index + 1)} in ${source}`;
-    const body = PEM_BODY.exec(pem.toString('latin1'))?.[1];
-    if (body === undefined) return; // not PEM: OpenSSL has refused it already
+    const der = crlDer(pem);
+    if (der === undefined) return; // not PEM: OpenSSL has refused it already
     let crl: CrlFields;
     try {
-      crl = readCrlFields(Buffer.from(body, 'base64'));
+      crl = readCrlFields(der);
     } catch (cause) {
       throw new ConfigurationError(`${where}: ${name} cannot be read as an X.509 CRL`, { cause });
     }
@@ -88,4 +88,10 @@ function signedByAuthority(crl: CrlFields, authorities: readonly X509Certificate
       return false; // a key of another type than the algorithm's
     }
   });
+}
+
+/** The DER of one PEM CRL (an entry of `crlList`), or `undefined` when it is not PEM. */
+export function crlDer(pem: Buffer): Buffer | undefined {
+  const body = PEM_BODY.exec(pem.toString('latin1'))?.[1];
+  return body === undefined ? undefined : Buffer.from(body, 'base64');
 }

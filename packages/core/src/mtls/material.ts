@@ -134,9 +134,14 @@ function toBuffer(contents: string | Uint8Array): Buffer {
     : Buffer.from(contents.buffer, contents.byteOffset, contents.byteLength);
 }
 
+/** The PEM blocks of certificates in a CA bundle, in order. */
+export function pemCertificates(ca: Buffer): string[] {
+  return ca.toString('latin1').match(PEM_CERTIFICATE) ?? [];
+}
+
 /** Every certificate of a CA bundle parses, and there is at least one: the parsed certificates. */
 export function checkCaBundle(where: string, source: MaterialSource, ca: Buffer): X509Certificate[] {
-  const blocks = ca.toString('latin1').match(PEM_CERTIFICATE) ?? [];
+  const blocks = pemCertificates(ca);
   if (blocks.length === 0) throw new ConfigurationError(`${where}: ${describeSource(source)} holds no PEM certificate`);
   return blocks.map((block, index) => {
     try {

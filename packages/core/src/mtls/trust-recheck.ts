@@ -1,13 +1,11 @@
 import { X509Certificate } from 'node:crypto';
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
+import { crlDer } from './crl-check.js';
 import { readCertificateIssuer, readCrlFields } from './der.js';
-import { crlList, type TlsMaterial } from './material.js';
+import { crlList, pemCertificates, type TlsMaterial } from './material.js';
 
 /** How many certificates of a client's chain are followed towards a CA of the bundle. */
 const MAX_CHAIN = 10;
-
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-const PEM_CRL_BODY = /-----BEGIN X509 CRL-----([\s\S]*?)-----END X509 CRL-----/;
 
 /**
  * Tells, after a reload changed the CA bundle or the CRLs, whether an open connection's client
@@ -47,7 +45,7 @@ export type TrustRecheck = (socket: TLSSocket) => boolean;
  * ```
  */
 export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): TrustRecheck {
-  const authorities = (material.ca.toString('latin1').match(PEM_CERTIFICATE) ?? []).flatMap((pem) => {
+  const authorities = pemCertificates(material.ca).flatMap((pem) => {
     try {
       return [new X509Certificate(pem)];
     } catch {
@@ -57,10 +55,10 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
   // Revoked serial numbers by the DER of the issuer name, in hex.
   const revoked = new Map<string, Set<string>>();
   for (const pem of material.crl === undefined ? [] : crlList(material.crl)) {
-    const body = PEM_CRL_BODY.exec(pem.toString('latin1'))?.[1];
-    if (body === undefined) continue;
+    const der = crlDer(pem);
+    if (der === undefined) continue;
     try {
-      const crl = readCrlFields(Buffer.from(body, 'base64'));
+      const crl = readCrlFields(der);
       const issuer = Buffer.from(crl.issuer).toString('hex');
       let serials = revoked.get(issuer);
       if (serials === undefined) revoked.set(issuer, (serials = new Set()));
