@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, createServer, type Server, type TLSSocket } from 'node:tls';
+import { connect, createServer, type DetailedPeerCertificate, type Server, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createDevCertificateAuthority,
@@ -190,8 +190,14 @@ describe('createTrustRecheck', () => {
     const socket = await serverSocketFor(chained);
     expect(socket.authorized).toBe(true);
     const chainRoot = ca(chained.root);
-    expect(createTrustRecheck({ ca: chainRoot, crl: undefined })(socket)).toBe(true);
-    expect(createTrustRecheck({ ca: chainRoot, crl: chained.emptyCrl })(socket)).toBe(true);
+    // Some Node releases (24.21, 26.8) no longer show a server the chain its client sent: then a
+    // client of an intermediate CA cannot be rechecked, and is cut (it handshakes again).
+    const shown = socket.getPeerCertificate(true) as Partial<DetailedPeerCertificate>;
+    const chainShown = shown.issuerCertificate !== undefined;
+    // Node 20, the default runtime, shows it: the chain-following path is tested there.
+    if (process.versions.node.startsWith('20.')) expect(chainShown).toBe(true);
+    expect(createTrustRecheck({ ca: chainRoot, crl: undefined })(socket)).toBe(chainShown);
+    expect(createTrustRecheck({ ca: chainRoot, crl: chained.emptyCrl })(socket)).toBe(chainShown);
     expect(createTrustRecheck({ ca: chainRoot, crl: chained.revokingCrl })(socket)).toBe(false);
     expect(createTrustRecheck({ ca: ca(other.certPem), crl: undefined })(socket)).toBe(false);
   });

@@ -115,7 +115,9 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
  * Read through `getPeerCertificate(true)`, which can be read again: Node's
  * `getPeerX509Certificate()` hands the chain out once, after which neither shows more than the
  * leaf (Node 20 and 24), so a second reload, or an application that had read it, found a
- * client of an intermediate CA no longer issued by any CA and cut it.
+ * client of an intermediate CA no longer issued by any CA and cut it. Some Node releases (24.21,
+ * 26.8) read it so during the handshake: there only the leaf is ever shown, and a client of an
+ * intermediate CA, whose intermediate cannot be checked, is cut (fails closed).
  */
 function peerChain(socket: TLSSocket, parsed: Map<string, X509Certificate>): X509Certificate[] {
   const chain: X509Certificate[] = [];
