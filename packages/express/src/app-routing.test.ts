@@ -4,6 +4,7 @@
 // registered before `fluxguard().before`, and `after` mounted without `before`. Each is refused
 // at start-up where the app is known then (`wrap(app)`, `createSecureServer(app)`), else on the
 // first request, every request then answered 500: the admin handler is never reached.
+import { createRequire } from 'node:module';
 import express, { type Express } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, compileRbac, createConcurrencyLimit, createGuard, type RbacRules } from '@fluxguard/core';
@@ -311,6 +312,48 @@ describe('fluxguard middleware out of place in the app', () => {
     layered.use(real.after);
     expect(() => createSecureServer(layered, { audit: audit.audit, tls: tls() })).toThrow(
       /the route "GET \/v1\/admin\/users" is not behind fluxguard\(\)\.before/,
+    );
+  });
+
+  it('reads a router of another copy of the router package (Express 4’s kind), whose layers keep no path', () => {
+    // router@1's layers keep only a pattern: read as mounted at `/`, an authorize() at
+    // `/admin` seemed to guard the route behind it, which it does not.
+    const routerV1 = createRequire(import.meta.url)('router-v1') as (options: object) => express.Router;
+    const plain = fluxguard({ audit: audit.audit });
+    const withLegacy = (fill: (legacy: express.Router) => void): Express => {
+      const legacy = routerV1({ caseSensitive: true });
+      fill(legacy);
+      const app = express();
+      app.set('case sensitive routing', true);
+      app.use(plain.before);
+      app.use('/v1', legacy);
+      app.use(plain.after);
+      return app;
+    };
+    const adminOnly = createGuard({ audit: audit.audit, jwt: tokens.verifier, rbac: compileRbac(RULES) });
+    const scoped = withLegacy((legacy) => {
+      legacy.use('/admin', authorize({ guard: adminOnly }));
+      legacy.get('/reports', secret);
+    });
+    expect(() => createSecureServer(scoped, { audit: audit.audit, tls: tls() })).toThrow(
+      /the route "GET \/v1\/reports" is not behind fluxguard\(\)\.before/,
+    );
+    // A use() without a path is read: its pattern marks it.
+    const whole = withLegacy((legacy) => {
+      legacy.use(authorize({ guard: adminOnly }));
+      legacy.get('/reports', secret);
+    });
+    expect(() => createSecureServer(whole, { audit: audit.audit, tls: tls() })).not.toThrow();
+    // Under rules, a route below a path such a router did not keep cannot be named.
+    const nested = appWith((site) => {
+      const inner = routerV1({ caseSensitive: true });
+      inner.get('/users', secret);
+      const legacy = routerV1({ caseSensitive: true });
+      legacy.use('/admin', inner);
+      site.use('/v1', legacy);
+    });
+    expect(() => nested.wrap(nested.app)).toThrow(
+      /a path a router of another copy of the router package kept no record of/,
     );
   });
 

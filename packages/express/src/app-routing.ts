@@ -246,7 +246,7 @@ function mountedMismatch(entries: readonly RouterEntry[], owner: string): Config
     }
     if (entry.kind === 'route' && (entry.opaque || /[{}()]/.test(entry.path))) {
       return new ConfigurationError(
-        `${owner}: the route at "${entry.path}" is a regular expression or has optional parts, which rules cannot name and the route order check cannot read: write one route per path, with :param and *splat only`,
+        `${owner}: the route at "${entry.path}" is a regular expression or has optional parts (or is below a path a router of another copy of the router package kept no record of), which rules cannot name and the route order check cannot read: write one route per path, with :param and *splat only, in express.Router()s`,
       );
     }
     if (entry.kind === 'router' && entry.strict) {

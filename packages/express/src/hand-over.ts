@@ -1,10 +1,11 @@
-import type { NextFunction, Request, Response } from 'express';
+import type { Application, NextFunction, Request, Response } from 'express';
 import { ConfigurationError, SecurityError, isSecurityError } from '@fluxguard/core';
 import { httpOperation, isPlainPath } from '@fluxguard/core/adapter';
 import parseUrl from 'parseurl';
 import { stateOf } from './context.js';
 import { translateExpressError } from './error-handler.js';
-import { routerOf, type RouterEntry } from './routes.js';
+import { parentOf, routingChangeCount, stackLength } from './app-routing.js';
+import { isExpressApp, routerOf, type RouterEntry } from './routes.js';
 
 /** A route's own `dispatch` (the `router` package's `Route.prototype.dispatch`), or a layer's `handleRequest`. */
 type Dispatch = (this: object, req: Request, res: Response, done: NextFunction) => unknown;
@@ -36,44 +37,96 @@ const passedOn = new WeakMap<object, unknown>();
  * Passes a refusal (or a failure) of fluxguard's middleware to `next(err)`, as Express
  * middleware do, and remembers it: wherever an error middleware resumes the request (`next()`
  * without the error), in this app or in any app it is reached from, the request is answered
- * with it ({@link guardLayerPrototype}).
+ * with it ({@link guardLayerPrototypes}).
  *
  * @internal
  */
 export function passRefusalOn(error: unknown, req: Request, next: NextFunction): void {
   if (!passedOn.has(req)) passedOn.set(req, error);
-  guardLayerPrototype(req);
+  guardLayerPrototypes(req);
   next(error);
 }
 
-/** The router package's `Layer.prototype`s whose methods {@link guardLayerPrototype} has wrapped. */
+/** The layer prototypes whose methods {@link guardPrototype} has wrapped. */
 const guardedPrototypes = new WeakSet<object>();
+
+/** The state of each app's routing (its stack length and change count) when its layers' prototypes were last collected. */
+const prototypesCollected = new WeakMap<object, string>();
 
 type HandleRequest = (this: object, req: Request, res: Response, next: NextFunction) => unknown;
 type HandleError = (this: object, error: unknown, req: Request, res: Response, next: NextFunction) => unknown;
 
+/** The names a layer's two methods have: in the `router` package 2 (Express 5), and in 1 and Express 4's own router. */
+const LAYER_METHODS = [
+  ['handleRequest', 'handleError'],
+  ['handle_request', 'handle_error'],
+] as const;
+
 /**
- * Wraps the two methods every layer of every Express router runs (`Layer.prototype`, shared by
- * all the apps, routers and routes made with the same `router` package), found through the app
- * the request is in. An error middleware that resumes a refused request (`next()`,
- * `next('route')` or `next('router')`) has it answered with its refusal instead, and a layer
- * reached after a refusal anyway (a function that swallowed the error of an app it ran)
- * answers it too. The apps a request passed through cannot be read from the app it is in (an
- * app given as a route handler or mounted through a router has no `parent`), so every layer is
- * guarded, each at the cost of one look-up.
+ * Wraps the two methods every layer of every router the request may pass runs: the layer
+ * prototype of the app's router (shared by all the apps, routers and routes made with the same
+ * `router` package), and that of any router of another copy found in its routing (Express 4's
+ * router, or another version of the package, whose layers have a prototype of their own).
+ * Collected again when the app's routing changes.
  */
-function guardLayerPrototype(req: Request): void {
-  const stack = (routerOf(req.app) as { stack?: unknown } | undefined)?.stack;
-  const layer: unknown = Array.isArray(stack) ? stack[0] : undefined;
-  if (typeof layer !== 'object' || layer === null) return;
-  const proto = Object.getPrototypeOf(layer) as Record<string, unknown> | null;
-  if (proto === null || guardedPrototypes.has(proto)) return;
-  const { handleRequest, handleError } = proto;
-  if (typeof handleRequest !== 'function' || typeof handleError !== 'function') return;
+function guardLayerPrototypes(req: Request): void {
+  const app = req.app as Application | undefined;
+  if (app === undefined) return;
+  const state = `${stackLength(app)}/${routingChangeCount(app)}`;
+  if (prototypesCollected.get(app) === state) return;
+  prototypesCollected.set(app, state);
+  for (const proto of layerPrototypes(app)) guardPrototype(proto);
+}
+
+/** The most stacks {@link layerPrototypes} reads of one app's routing: a bound on a routing built in a loop. */
+const MAX_STACKS = 10_000;
+
+/**
+ * The prototypes of the layers in `app`'s routing and in the apps it is mounted in: their
+ * routers' stacks, those of the routers mounted in them and of their routes, and those of apps
+ * given as a route's handler.
+ */
+function layerPrototypes(app: Application): Set<object> {
+  const prototypes = new Set<object>();
+  const seen = new Set<unknown>();
+  const pending: unknown[] = [];
+  for (let at: Application | undefined = app; at !== undefined; at = parentOf(at)) pending.push(routerOf(at)?.stack);
+  while (pending.length > 0 && seen.size < MAX_STACKS) {
+    const stack = pending.pop();
+    if (!Array.isArray(stack) || seen.has(stack)) continue;
+    seen.add(stack);
+    for (const layer of stack as unknown[]) {
+      if (typeof layer !== 'object' || layer === null) continue;
+      const proto: unknown = Object.getPrototypeOf(layer);
+      if (typeof proto === 'object' && proto !== null) prototypes.add(proto);
+      const { route, handle } = layer as { route?: { stack?: unknown }; handle?: { stack?: unknown } };
+      pending.push(route?.stack, handle?.stack);
+      if (typeof handle === 'function' && isExpressApp(handle)) pending.push(routerOf(handle as Application)?.stack);
+    }
+  }
+  return prototypes;
+}
+
+/**
+ * Wraps a layer prototype's two methods (once): an error middleware that resumes a refused
+ * request (`next()`, `next('route')` or `next('router')`) has it answered with its refusal
+ * instead, and a layer reached after a refusal anyway (a function that swallowed the error of
+ * an app it ran) answers it too. The apps a request passed through cannot be read from the app
+ * it is in (an app given as a route handler or mounted through a router has no `parent`), so
+ * every layer is guarded, each at the cost of one look-up.
+ */
+function guardPrototype(proto: object): void {
+  if (guardedPrototypes.has(proto)) return;
+  const methods = proto as Record<string, unknown>;
+  const names = LAYER_METHODS.find(
+    ([request, error]) => typeof methods[request] === 'function' && typeof methods[error] === 'function',
+  );
+  if (names === undefined) return;
   guardedPrototypes.add(proto);
-  const request = handleRequest as HandleRequest;
-  const failure = handleError as HandleError;
-  Object.defineProperty(proto, 'handleRequest', {
+  const [requestName, errorName] = names;
+  const request = methods[requestName] as HandleRequest;
+  const failure = methods[errorName] as HandleError;
+  Object.defineProperty(proto, requestName, {
     configurable: true,
     writable: true,
     value: function refusalChecked(this: object, req: Request, res: Response, next: NextFunction): unknown {
@@ -82,7 +135,7 @@ function guardLayerPrototype(req: Request): void {
       return undefined;
     },
   });
-  Object.defineProperty(proto, 'handleError', {
+  Object.defineProperty(proto, errorName, {
     configurable: true,
     writable: true,
     value: function resumeChecked(this: object, error: unknown, req: Request, res: Response, next: NextFunction) {
@@ -151,7 +204,8 @@ export function guardHandOvers(
     let byOwner = checks.get(guarded);
     if (byOwner === undefined) {
       const guarding =
-        paramRouters.has(guarded) || guardEntry(guarded, guardedNames.length === 0 ? 'handleRequest' : 'dispatch');
+        paramRouters.has(guarded) ||
+        guardEntry(guarded, guardedNames.length === 0 ? requestMethodOf(guarded) : 'dispatch');
       if (!guarding) continue;
       byOwner = new Map();
       checks.set(guarded, byOwner);
@@ -162,6 +216,13 @@ export function guardHandOvers(
   }
 }
 
+/** The name of the method a layer runs its function with: Express 4's router and the `router` package 1 spell it `handle_request`. */
+function requestMethodOf(layer: object): 'handleRequest' | 'handle_request' {
+  return typeof (layer as { handle_request?: unknown }).handle_request === 'function'
+    ? 'handle_request'
+    : 'handleRequest';
+}
+
 /** The routes and layers whose `dispatch` or `handleRequest` {@link guardEntry} has wrapped. */
 const entriesGuarded = new WeakSet<object>();
 
@@ -169,7 +230,7 @@ const entriesGuarded = new WeakSet<object>();
  * Puts the hand-over check in front of a route's own `dispatch`, or of a layer's
  * `handleRequest` (once); `false` when `guarded` has no such method.
  */
-function guardEntry(guarded: object, method: 'dispatch' | 'handleRequest'): boolean {
+function guardEntry(guarded: object, method: 'dispatch' | 'handleRequest' | 'handle_request'): boolean {
   if (entriesGuarded.has(guarded)) return true;
   const own: unknown = (guarded as Record<string, unknown>)[method];
   if (typeof own !== 'function') return false;

@@ -4,6 +4,7 @@
 // app's error middleware to see; an error middleware that calls `next()` (to log and carry on,
 // say) then resumed the request into the routes behind it, and a request refused for want of a
 // token was served. Every route and middleware behind now answers such a request with its refusal.
+import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express, { type ErrorRequestHandler, type Express, type Request, type Response } from 'express';
 import { SecurityError, compileRbac, createAuthenticator, createGuard, type Control } from '@fluxguard/core';
@@ -409,6 +410,50 @@ describe('a refusal resumed elsewhere than behind the middleware that refused', 
     expect(ran).toEqual([]);
     expect(await statusOf(served, '/inner', { headers: { authorization: `Bearer ${tokens.sign()}` } })).toBe(200);
     expect(ran).toEqual(['inner']);
+  });
+
+  it('inside a router of another copy of the router package (express 4’s kind), whose layers are its own', async () => {
+    // router@1 is what Express 4 routes with: its layers run `handle_request` and `handle_error`.
+    const routerV1 = createRequire(import.meta.url)('router-v1') as (options: object) => express.Router;
+    const authenticated = jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) });
+    /** An app with a router of router@1 at `/legacy`, filled by `fill`. */
+    async function legacyApp(fill: (legacy: express.Router) => void): Promise<Served> {
+      const legacy = routerV1({ caseSensitive: true });
+      fill(legacy);
+      const app = express();
+      app.set('case sensitive routing', true);
+      const { before, after } = fluxguard({ audit: audit.audit });
+      app.use(before);
+      app.use('/legacy', legacy);
+      app.use(after);
+      const served = await serve(app);
+      servers.push(served);
+      return served;
+    }
+    // Refused by a route's own middleware, resumed by the route's next handler...
+    const routeLevel = await legacyApp((legacy) => {
+      legacy.get('/report', authenticated, carryOn, (_req: Request, res: Response) => {
+        ran.push('legacy:report');
+        res.json({ report: 'all users' });
+      });
+    });
+    // ...or by the router's middleware, resumed into the routes behind.
+    const routerLevel = await legacyApp((legacy) => {
+      legacy.use(authenticated, carryOn);
+      legacy.get('/export', (_req: Request, res: Response) => {
+        ran.push('legacy:export');
+        res.json({ export: 'all users' });
+      });
+    });
+    ran.length = 0;
+    const forged = { headers: { authorization: `Bearer ${tokens.sign()}x` } };
+    expect(await statusOf(routeLevel, '/legacy/report', forged)).toBe(401);
+    expect(await statusOf(routerLevel, '/legacy/export', forged)).toBe(401);
+    expect(ran).toEqual([]);
+    const token = { headers: { authorization: `Bearer ${tokens.sign()}` } };
+    expect(await statusOf(routeLevel, '/legacy/report', token)).toBe(200);
+    expect(await statusOf(routerLevel, '/legacy/export', token)).toBe(200);
+    expect(ran).toEqual(['legacy:report', 'legacy:export']);
   });
 
   it('after jsonBody() or validate(): the handler never gets a body they refused', async () => {

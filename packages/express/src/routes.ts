@@ -114,7 +114,7 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
     }
     const handle = layer.handle;
     if (handle === undefined) continue;
-    const mounts = Array.isArray(layer.rawPath) ? (layer.rawPath as unknown[]) : [layer.rawPath ?? '/'];
+    const mounts = mountPathsOf(layer);
     for (const at of mounts) {
       const [path, regex] = below(prefix, at);
       if (Array.isArray(handle.stack)) {
@@ -132,6 +132,20 @@ function walk(stack: unknown, prefix: string, above: Above, entries: RouterEntry
       } else entries.push({ kind: 'middleware', handle, layer, path, opaque: above.opaque || regex });
     }
   }
+}
+
+/** Spelt for a mount path no layer kept: below it, routes are read as below a regular expression. */
+const UNREADABLE_PATH = { toString: () => 'a path its router kept no record of' };
+
+/**
+ * The paths a layer is mounted at. A layer of another copy of the router package (Express 4's
+ * router, `router@1`) keeps no path, only its pattern: the `/` of a `use` without a path is
+ * read off it, another path cannot be, and routes and middleware below it are held unreadable
+ * (a middleware at `/x` read as at `/` would seem to guard every route behind it).
+ */
+function mountPathsOf(layer: LayerView): unknown[] {
+  if ('rawPath' in layer) return Array.isArray(layer.rawPath) ? (layer.rawPath as unknown[]) : [layer.rawPath ?? '/'];
+  return [(layer as { regexp?: { fast_slash?: unknown } }).regexp?.fast_slash === true ? '/' : UNREADABLE_PATH];
 }
 
 /** The routers and apps among a route's handlers. */
