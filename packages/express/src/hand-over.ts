@@ -66,8 +66,9 @@ const LAYER_METHODS = [
  * Wraps the two methods every layer of every router the request may pass runs: the layer
  * prototype of the app's router (shared by all the apps, routers and routes made with the same
  * `router` package), and that of any router of another copy found in its routing (Express 4's
- * router, or another version of the package, whose layers have a prototype of their own).
- * Collected again when the app's routing changes.
+ * router, or another version of the package, whose layers have a prototype of their own); and
+ * the routers' own `handle`, for a router the app's routing does not hold (one a function of
+ * the app builds per request and runs). Collected again when the app's routing changes.
  */
 function guardLayerPrototypes(req: Request): void {
   const app = req.app as Application | undefined;
@@ -75,36 +76,82 @@ function guardLayerPrototypes(req: Request): void {
   const state = `${stackLength(app)}/${routingChangeCount(app)}`;
   if (prototypesCollected.get(app) === state) return;
   prototypesCollected.set(app, state);
-  for (const proto of layerPrototypes(app)) guardPrototype(proto);
+  const { layers, routers } = routingPrototypes(app);
+  for (const proto of layers) guardPrototype(proto);
+  for (const proto of routers) guardRouterPrototype(proto);
 }
 
-/** The most stacks {@link layerPrototypes} reads of one app's routing: a bound on a routing built in a loop. */
+/** The most stacks {@link routingPrototypes} reads of one app's routing: a bound on a routing built in a loop. */
 const MAX_STACKS = 10_000;
 
 /**
- * The prototypes of the layers in `app`'s routing and in the apps it is mounted in: their
+ * The prototypes of the layers in `app`'s routing and in the apps it is mounted in (their
  * routers' stacks, those of the routers mounted in them and of their routes, and those of apps
- * given as a route's handler.
+ * given as a route's handler), and the prototypes that hold the routers' `handle`.
  */
-function layerPrototypes(app: Application): Set<object> {
-  const prototypes = new Set<object>();
+function routingPrototypes(app: Application): { layers: Set<object>; routers: Set<object> } {
+  const layers = new Set<object>();
+  const routers = new Set<object>();
   const seen = new Set<unknown>();
   const pending: unknown[] = [];
-  for (let at: Application | undefined = app; at !== undefined; at = parentOf(at)) pending.push(routerOf(at)?.stack);
+  for (let at: Application | undefined = app; at !== undefined; at = parentOf(at)) pending.push(routerOf(at));
   while (pending.length > 0 && seen.size < MAX_STACKS) {
-    const stack = pending.pop();
+    const holder = pending.pop() as { stack?: unknown } | undefined;
+    const stack = holder?.stack;
     if (!Array.isArray(stack) || seen.has(stack)) continue;
     seen.add(stack);
+    const handling = typeof holder === 'function' ? handlePrototypeOf(holder) : undefined;
+    if (handling !== undefined) routers.add(handling);
     for (const layer of stack as unknown[]) {
       if (typeof layer !== 'object' || layer === null) continue;
       const proto: unknown = Object.getPrototypeOf(layer);
-      if (typeof proto === 'object' && proto !== null) prototypes.add(proto);
-      const { route, handle } = layer as { route?: { stack?: unknown }; handle?: { stack?: unknown } };
-      pending.push(route?.stack, handle?.stack);
-      if (typeof handle === 'function' && isExpressApp(handle)) pending.push(routerOf(handle as Application)?.stack);
+      if (typeof proto === 'object' && proto !== null) layers.add(proto);
+      const { route, handle } = layer as { route?: unknown; handle?: unknown };
+      pending.push(route, handle);
+      // An app given as a route's handler: its own router.
+      if (typeof handle === 'function' && isExpressApp(handle)) pending.push((handle as { router?: unknown }).router);
     }
   }
-  return prototypes;
+  return { layers, routers };
+}
+
+/**
+ * The object on a router's prototype chain that holds its `handle`: the router package's
+ * `Router.prototype`, itself a function (so that a router can be called).
+ */
+function handlePrototypeOf(router: object): object | undefined {
+  for (let proto: object | null = Object.getPrototypeOf(router) as object | null; proto !== null;) {
+    if (Object.hasOwn(proto, 'handle') && Object.hasOwn(proto, 'route') && Object.hasOwn(proto, 'use')) return proto;
+    proto = Object.getPrototypeOf(proto) as object | null;
+  }
+  return undefined;
+}
+
+/** The router prototypes whose `handle` {@link guardRouterPrototype} has wrapped. */
+const guardedRouters = new WeakSet<object>();
+
+/**
+ * Wraps a router prototype's `handle` (once): a refused request entering a router answers its
+ * refusal there. A router a function of the app built for the request (and so in no stack
+ * fluxguard could walk) ran its param callbacks for a request whose refusal that function had
+ * swallowed, before its first layer answered the refusal: a callback that loads a record
+ * answered 404 for one that does not exist.
+ */
+function guardRouterPrototype(proto: object): void {
+  if (guardedRouters.has(proto)) return;
+  const { handle } = proto as { handle?: unknown };
+  if (typeof handle !== 'function') return;
+  guardedRouters.add(proto);
+  const own = handle as HandleRequest;
+  Object.defineProperty(proto, 'handle', {
+    configurable: true,
+    writable: true,
+    value: function refusalCheckedRouter(this: object, req: Request, res: Response, done: NextFunction): unknown {
+      if (!passedOn.has(req)) return own.call(this, req, res, done);
+      answerRefusal(req, passedOn.get(req), done);
+      return undefined;
+    },
+  });
 }
 
 /**

@@ -456,6 +456,45 @@ describe('a refusal resumed elsewhere than behind the middleware that refused', 
     expect(ran).toEqual(['legacy:report', 'legacy:export']);
   });
 
+  it('into a router a function builds per request after swallowing the refusal: its param callbacks never run', async () => {
+    const authenticated = jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) });
+    const records = new Map([['r1', { owner: 'ann' }]]);
+    const looked: string[] = [];
+    const app = express();
+    app.set('case sensitive routing', true);
+    const { before, after } = fluxguard({ audit: audit.audit });
+    app.use(before);
+    // Careless: the middleware's error is dropped, and a router made for the request runs.
+    app.use((req: Request, res: Response, next: express.NextFunction) => {
+      authenticated(req, res, () => {
+        const perRequest = express.Router({ caseSensitive: true });
+        perRequest.param('id', (_req, res, next, id: string) => {
+          looked.push(id);
+          if (records.has(id)) next();
+          else res.status(404).json({ missing: id });
+        });
+        perRequest.get('/records/:id', (req, res) => {
+          ran.push(`records:${req.params.id}`);
+          res.json(records.get(req.params.id));
+        });
+        perRequest(req, res, next);
+      });
+    });
+    app.use(after);
+    const served = await serve(app);
+    servers.push(served);
+    ran.length = 0;
+    const forged = { headers: { authorization: `Bearer ${tokens.sign()}x` } };
+    // The first refusal is passed on before fluxguard knows of the router: the second too.
+    for (const id of ['missing', 'r1', 'missing']) expect(await statusOf(served, `/records/${id}`, forged)).toBe(401);
+    expect(looked).toEqual([]);
+    expect(ran).toEqual([]);
+    const token = { headers: { authorization: `Bearer ${tokens.sign()}` } };
+    expect(await statusOf(served, '/records/missing', token)).toBe(404);
+    expect(await statusOf(served, '/records/r1', token)).toBe(200);
+    expect(ran).toEqual(['records:r1']);
+  });
+
   it('after jsonBody() or validate(): the handler never gets a body they refused', async () => {
     // A Standard Schema: `{ name: string }` and nothing else.
     const schema = {
