@@ -28,10 +28,19 @@ const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
 
 /**
  * Refusals passed to `next(err)` by fluxguard's middleware mounted on their own (`controls()`,
- * `authorize()`, `validate()`, ...), by request: an error middleware of the app that calls
- * `next()` resumes the request into the layers behind it, which the refusal was to keep it from.
+ * `authorize()`, `validate()`, ...), by request and by response: an error middleware of the app
+ * that calls `next()` resumes the request into the layers behind it, which the refusal was to
+ * keep it from. Both are keys, since a function of the app may run an app on a stand-in for
+ * either (a `Proxy`), and the layers behind it get the real ones.
  */
 const passedOn = new WeakMap<object, unknown>();
+
+/** The refusal passed on for the request of `req` and `res`, if any ({@link passedOn}). */
+function refusalOf(req: Request, res: Response): { refusal: unknown } | undefined {
+  if (passedOn.has(req)) return { refusal: passedOn.get(req) };
+  if (passedOn.has(res)) return { refusal: passedOn.get(res) };
+  return undefined;
+}
 
 /**
  * Passes a refusal (or a failure) of fluxguard's middleware to `next(err)`, as Express
@@ -43,6 +52,9 @@ const passedOn = new WeakMap<object, unknown>();
  */
 export function passRefusalOn(error: unknown, req: Request, next: NextFunction): void {
   if (!passedOn.has(req)) passedOn.set(req, error);
+  // Express's own `req.res`, a Proxy's target's when the request is one.
+  const res: unknown = req.res;
+  if (typeof res === 'object' && res !== null && !passedOn.has(res)) passedOn.set(res, error);
   guardLayerPrototypes(req);
   next(error);
 }
@@ -147,8 +159,9 @@ function guardRouterPrototype(proto: object): void {
     configurable: true,
     writable: true,
     value: function refusalCheckedRouter(this: object, req: Request, res: Response, done: NextFunction): unknown {
-      if (!passedOn.has(req)) return own.call(this, req, res, done);
-      answerRefusal(req, passedOn.get(req), done);
+      const passed = refusalOf(req, res);
+      if (passed === undefined) return own.call(this, req, res, done);
+      answerRefusal(req, passed.refusal, done);
       return undefined;
     },
   });
@@ -177,8 +190,9 @@ function guardPrototype(proto: object): void {
     configurable: true,
     writable: true,
     value: function refusalChecked(this: object, req: Request, res: Response, next: NextFunction): unknown {
-      if (!passedOn.has(req)) return request.call(this, req, res, next);
-      answerRefusal(req, passedOn.get(req), next);
+      const passed = refusalOf(req, res);
+      if (passed === undefined) return request.call(this, req, res, next);
+      answerRefusal(req, passed.refusal, next);
       return undefined;
     },
   });
@@ -186,10 +200,11 @@ function guardPrototype(proto: object): void {
     configurable: true,
     writable: true,
     value: function resumeChecked(this: object, error: unknown, req: Request, res: Response, next: NextFunction) {
-      if (!passedOn.has(req)) return failure.call(this, error, req, res, next);
+      const passed = refusalOf(req, res);
+      if (passed === undefined) return failure.call(this, error, req, res, next);
       const resumeRefused: NextFunction = (err?: unknown) => {
         // The router reads these as "carry on": the request would be served after all.
-        if (!err || err === 'route' || err === 'router') answerRefusal(req, passedOn.get(req), next);
+        if (!err || err === 'route' || err === 'router') answerRefusal(req, passed.refusal, next);
         else next(err);
       };
       return failure.call(this, error, req, res, resumeRefused);
@@ -288,7 +303,7 @@ function guardEntry(guarded: object, method: 'dispatch' | 'handleRequest' | 'han
     writable: true,
     value: function handOverChecked(this: object, req: Request, res: Response, done: NextFunction): unknown {
       if (method === 'dispatch' && skipsMethod(this, req.method)) return run.call(this, req, res, done);
-      if (handedOver(this, req, done)) return run.call(this, req, res, done);
+      if (handedOver(this, req, res, done)) return run.call(this, req, res, done);
       return undefined;
     },
   });
@@ -340,7 +355,7 @@ function guardParams(router: object): boolean {
       // that route's check, a `next()` from another rule's route does not reach them either.
       const route = req.route as object | undefined;
       const guarded = route !== undefined && checks.has(route) ? route : router;
-      if (handedOver(guarded, req, next, true)) return own.call(this, req, res, next, value, name);
+      if (handedOver(guarded, req, res, next, true)) return own.call(this, req, res, next, value, name);
       return undefined;
     };
     checkedParams.add(wrapped);
@@ -368,9 +383,9 @@ function guardParams(router: object): boolean {
  * Whether `guarded` may serve `req`; if not, the request is answered here and `false` returned.
  * `param` says a param callback is asking, for the line.
  */
-function handedOver(guarded: object, req: Request, done: NextFunction, param = false): boolean {
+function handedOver(guarded: object, req: Request, res: Response, done: NextFunction, param = false): boolean {
   // Refused once, refused wherever an error middleware resumes it.
-  const refusal = passedOn.has(req) ? passedOn.get(req) : handOverRefusal(guarded, req, param);
+  const refusal = refusalOf(req, res)?.refusal ?? handOverRefusal(guarded, req, param);
   if (refusal === undefined) return true;
   answerRefusal(req, refusal, done);
   return false;

@@ -495,6 +495,43 @@ describe('a refusal resumed elsewhere than behind the middleware that refused', 
     expect(ran).toEqual(['records:r1']);
   });
 
+  it('whatever stands in for the request in the app that refused it: a Proxy of it, or of its response', async () => {
+    const authenticated = jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) });
+    /** An app whose function runs `inner` on stand-ins made by `standIn`, drops its error and goes on. */
+    async function proxying(standIn: (req: Request, res: Response) => [Request, Response]): Promise<Served> {
+      const inner = express();
+      inner.use(authenticated);
+      const app = express();
+      app.set('case sensitive routing', true);
+      const { before, after } = fluxguard({ audit: audit.audit });
+      app.use(before);
+      app.use((req: Request, res: Response, next: express.NextFunction) => {
+        const [innerReq, innerRes] = standIn(req, res);
+        inner(innerReq, innerRes, () => {
+          next();
+        });
+      });
+      app.get('/secret', (_req, res) => {
+        ran.push('proxied:secret');
+        res.json({ secret: 42 });
+      });
+      app.use(after);
+      const served = await serve(app);
+      servers.push(served);
+      return served;
+    }
+    const proxiedRequest = await proxying((req, res) => [new Proxy(req, {}), res]);
+    const proxiedResponse = await proxying((req, res) => [req, new Proxy(res, {})]);
+    ran.length = 0;
+    const forged = { headers: { authorization: `Bearer ${tokens.sign()}x` } };
+    expect(await statusOf(proxiedRequest, '/secret', forged)).toBe(401);
+    expect(await statusOf(proxiedResponse, '/secret', forged)).toBe(401);
+    expect(ran).toEqual([]);
+    const token = { headers: { authorization: `Bearer ${tokens.sign()}` } };
+    expect(await statusOf(proxiedRequest, '/secret', token)).toBe(200);
+    expect(ran).toEqual(['proxied:secret']);
+  });
+
   it('after jsonBody() or validate(): the handler never gets a body they refused', async () => {
     // A Standard Schema: `{ name: string }` and nothing else.
     const schema = {
