@@ -154,17 +154,21 @@ function guardRouterPrototype(proto: object): void {
   const { handle } = proto as { handle?: unknown };
   if (typeof handle !== 'function') return;
   guardedRouters.add(proto);
-  const own = handle as HandleRequest;
   Object.defineProperty(proto, 'handle', {
     configurable: true,
     writable: true,
-    value: function refusalCheckedRouter(this: object, req: Request, res: Response, done: NextFunction): unknown {
-      const passed = refusalOf(req, res);
-      if (passed === undefined) return own.call(this, req, res, done);
-      answerRefusal(req, passed.refusal, done);
-      return undefined;
-    },
+    value: answeringRefusals(handle as HandleRequest),
   });
+}
+
+/** `run` (a router's `handle`, a layer's `handleRequest`) for a request not refused; a refused one is answered with its refusal. */
+function answeringRefusals(run: HandleRequest): HandleRequest {
+  return function refusalChecked(this: object, req: Request, res: Response, next: NextFunction): unknown {
+    const passed = refusalOf(req, res);
+    if (passed === undefined) return run.call(this, req, res, next);
+    answerRefusal(req, passed.refusal, next);
+    return undefined;
+  };
 }
 
 /**
@@ -184,17 +188,11 @@ function guardPrototype(proto: object): void {
   if (names === undefined) return;
   guardedPrototypes.add(proto);
   const [requestName, errorName] = names;
-  const request = methods[requestName] as HandleRequest;
   const failure = methods[errorName] as HandleError;
   Object.defineProperty(proto, requestName, {
     configurable: true,
     writable: true,
-    value: function refusalChecked(this: object, req: Request, res: Response, next: NextFunction): unknown {
-      const passed = refusalOf(req, res);
-      if (passed === undefined) return request.call(this, req, res, next);
-      answerRefusal(req, passed.refusal, next);
-      return undefined;
-    },
+    value: answeringRefusals(methods[requestName] as HandleRequest),
   });
   Object.defineProperty(proto, errorName, {
     configurable: true,
