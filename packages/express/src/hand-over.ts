@@ -83,6 +83,14 @@ const LAYER_METHODS = [
  * the app builds per request and runs). Collected again when the app's routing changes.
  */
 function guardLayerPrototypes(req: Request): void {
+  // The route running the middleware that refused (a route's own handlers): its router may be
+  // one no stack holds, run by a function of the app.
+  const routeStack = (req.route as { stack?: unknown } | undefined)?.stack;
+  const routeLayer: unknown = Array.isArray(routeStack) ? routeStack[0] : undefined;
+  if (typeof routeLayer === 'object' && routeLayer !== null) {
+    const proto: unknown = Object.getPrototypeOf(routeLayer);
+    if (typeof proto === 'object' && proto !== null) guardPrototype(proto);
+  }
   const app = req.app as Application | undefined;
   if (app === undefined) return;
   const state = `${stackLength(app)}/${routingChangeCount(app)}`;

@@ -437,6 +437,22 @@ describe('a refusal resumed elsewhere than behind the middleware that refused', 
         res.json({ report: 'all users' });
       });
     });
+    // ...the same, in a router of router@1 that only a function of the app runs...
+    const hidden = routerV1({ caseSensitive: true });
+    hidden.get('/report', authenticated, carryOn, (_req: Request, res: Response) => {
+      ran.push('hidden:report');
+      res.json({ report: 'all users' });
+    });
+    const behindFunction = express();
+    behindFunction.set('case sensitive routing', true);
+    const plain = fluxguard({ audit: audit.audit });
+    behindFunction.use(plain.before);
+    behindFunction.use('/legacy', (req: Request, res: Response, next: express.NextFunction) => {
+      hidden(req, res, next);
+    });
+    behindFunction.use(plain.after);
+    const behindFunctionServed = await serve(behindFunction);
+    servers.push(behindFunctionServed);
     // ...or by the router's middleware, resumed into the routes behind.
     const routerLevel = await legacyApp((legacy) => {
       legacy.use(authenticated, carryOn);
@@ -447,6 +463,8 @@ describe('a refusal resumed elsewhere than behind the middleware that refused', 
     });
     ran.length = 0;
     const forged = { headers: { authorization: `Bearer ${tokens.sign()}x` } };
+    // First: no refusal has yet made fluxguard walk an app holding a router of router@1.
+    expect(await statusOf(behindFunctionServed, '/legacy/report', forged)).toBe(401);
     expect(await statusOf(routeLevel, '/legacy/report', forged)).toBe(401);
     expect(await statusOf(routerLevel, '/legacy/export', forged)).toBe(401);
     expect(ran).toEqual([]);
