@@ -1,6 +1,8 @@
 import type { Application, NextFunction, Request, Response } from 'express';
 import { ConfigurationError, SecurityError, isSecurityError } from '@fluxguard/core';
 import { httpOperation, isPlainPath } from '@fluxguard/core/adapter';
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
 import parseUrl from 'parseurl';
 import { stateOf } from './context.js';
 import { translateExpressError } from './error-handler.js';
@@ -28,17 +30,27 @@ const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
 
 /**
  * Refusals passed to `next(err)` by fluxguard's middleware mounted on their own (`controls()`,
- * `authorize()`, `validate()`, ...), by request and by response: an error middleware of the app
- * that calls `next()` resumes the request into the layers behind it, which the refusal was to
- * keep it from. Both are keys, since a function of the app may run an app on a stand-in for
- * either (a `Proxy`), and the layers behind it get the real ones.
+ * `authorize()`, `validate()`, ...), by request, by response and by call state: an error
+ * middleware of the app that calls `next()` resumes the request into the layers behind it, which
+ * the refusal was to keep it from. All three are keys, since a function of the app may run an
+ * app on stand-ins (a `Proxy`) of the request, the response or both, and the layers behind it
+ * get the real ones; the call state is the same object seen through any of them.
  */
 const passedOn = new WeakMap<object, unknown>();
 
+/**
+ * How many requests with a refusal passed on have not closed yet: while none has, a layer asks
+ * nothing more.
+ */
+let openRefusals = 0;
+
 /** The refusal passed on for the request of `req` and `res`, if any ({@link passedOn}). */
 function refusalOf(req: Request, res: Response): { refusal: unknown } | undefined {
+  if (openRefusals === 0) return undefined;
   if (passedOn.has(req)) return { refusal: passedOn.get(req) };
   if (passedOn.has(res)) return { refusal: passedOn.get(res) };
+  const state = stateOf(req);
+  if (state !== undefined && passedOn.has(state)) return { refusal: passedOn.get(state) };
   return undefined;
 }
 
@@ -51,12 +63,39 @@ function refusalOf(req: Request, res: Response): { refusal: unknown } | undefine
  * @internal
  */
 export function passRefusalOn(error: unknown, req: Request, next: NextFunction): void {
-  if (!passedOn.has(req)) passedOn.set(req, error);
-  // Express's own `req.res`, a Proxy's target's when the request is one.
+  const state = stateOf(req);
+  // Express's own `req.res` (the stand-in's, when the app ran on one).
   const res: unknown = req.res;
-  if (typeof res === 'object' && res !== null && !passedOn.has(res)) passedOn.set(res, error);
+  const keys = [req, res, state].filter((key): key is object => typeof key === 'object' && key !== null);
+  if (!keys.some((key) => passedOn.has(key))) {
+    openRefusals += 1;
+    // Until the response closes; one that never says so only keeps the layers asking.
+    if (res instanceof EventEmitter) res.once('close', () => (openRefusals -= 1));
+  }
+  for (const key of keys) if (!passedOn.has(key)) passedOn.set(key, error);
+  if (req.method === 'OPTIONS' && typeof res === 'object' && res !== null) refuseAllowAnswer(res, error);
   guardLayerPrototypes(req);
   next(error);
+}
+
+/**
+ * A router answers an `OPTIONS` request no route handles itself with the methods of the routes
+ * that match it (`Allow`), once its stack runs out: no layer of those routes runs, so none
+ * answers a resumed refusal, and the answer told a route that exists (`GET, DELETE`) from one
+ * that does not (the refusal). Setting `Allow` on this response throws the refusal instead, which
+ * the router hands on as an error (every copy catches what its answer throws).
+ */
+function refuseAllowAnswer(res: object, refusal: unknown): void {
+  const setHeader: unknown = (res as { setHeader?: unknown }).setHeader;
+  if (typeof setHeader !== 'function') return;
+  Object.defineProperty(res, 'setHeader', {
+    configurable: true,
+    writable: true,
+    value: function allowRefused(this: Response, name: unknown, value: unknown): unknown {
+      if (typeof name === 'string' && name.toLowerCase() === 'allow' && !this.headersSent) throw refusal;
+      return Reflect.apply(setHeader as (...args: unknown[]) => unknown, this, [name, value]);
+    },
+  });
 }
 
 /** The layer prototypes whose methods {@link guardPrototype} has wrapped. */
@@ -91,6 +130,7 @@ function guardLayerPrototypes(req: Request): void {
     const proto: unknown = Object.getPrototypeOf(routeLayer);
     if (typeof proto === 'object' && proto !== null) guardPrototype(proto);
   }
+  guardLoadedRouterCopies();
   const app = req.app as Application | undefined;
   if (app === undefined) return;
   const state = `${stackLength(app)}/${routingChangeCount(app)}`;
@@ -99,6 +139,56 @@ function guardLayerPrototypes(req: Request): void {
   const { layers, routers } = routingPrototypes(app);
   for (const proto of layers) guardPrototype(proto);
   for (const proto of routers) guardRouterPrototype(proto);
+}
+
+/**
+ * The files of the `router` package (every version) and of Express 4's own router, as the
+ * module cache names them: `index.js` exports the router, `layer.js` the layer.
+ */
+const ROUTER_FILE = /[\\/](?:router|express[\\/]lib[\\/]router)[\\/](?:lib[\\/])?(index|layer)\.js$/;
+
+/** The module cache's size when {@link guardLoadedRouterCopies} last read it, and when. */
+let modulesRead = -1;
+let modulesReadAt = 0;
+const requireHere = createRequire(import.meta.url);
+
+/**
+ * Wraps the layer and router prototypes of every copy of the router package loaded in the
+ * process (Express 4's router, `router@1`, another version): a router of another copy that
+ * the app's routing does not show (a sub-app mounted in it, which has no `parent` link; one a
+ * function holds in a closure) has prototypes of its own, which no walk of the app finds. Read
+ * from the module cache again when it has grown, at most once a second (a refusal flood does
+ * not list it each time).
+ */
+function guardLoadedRouterCopies(): void {
+  const now = Date.now();
+  if (modulesRead !== -1 && now - modulesReadAt < 1_000) return;
+  modulesReadAt = now;
+  const cache = requireHere.cache;
+  const files = Object.keys(cache);
+  if (files.length === modulesRead) return;
+  modulesRead = files.length;
+  for (const file of files) {
+    const kind = ROUTER_FILE.exec(file)?.[1];
+    if (kind === undefined) continue;
+    const exported: unknown = cache[file]?.exports;
+    if (typeof exported !== 'function') continue;
+    const proto: unknown = (exported as { prototype?: unknown }).prototype;
+    if (kind === 'layer') {
+      if (typeof proto === 'object' && proto !== null) guardPrototype(proto);
+      continue;
+    }
+    // The router package's `Router.prototype` holds `handle`; Express 4's router module is itself the prototype its routers get.
+    const holder = [proto, exported].find(
+      (candidate): candidate is object =>
+        (typeof candidate === 'object' || typeof candidate === 'function') &&
+        candidate !== null &&
+        Object.hasOwn(candidate, 'handle') &&
+        Object.hasOwn(candidate, 'route') &&
+        Object.hasOwn(candidate, 'use'),
+    );
+    if (holder !== undefined) guardRouterPrototype(holder);
+  }
 }
 
 /** The most stacks {@link routingPrototypes} reads of one app's routing: a bound on a routing built in a loop. */

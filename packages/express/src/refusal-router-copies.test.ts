@@ -1,0 +1,154 @@
+// A refusal resumed where no walk of the app can see: in a router of another copy of the router
+// package (router@1, Express 4's kind) that holds the guarded sub-app, or that only a function of
+// the app holds; on stand-ins for both the request and the response; and in the automatic answer
+// a router gives an OPTIONS request. Its own file, so that no earlier test has wrapped router@1's
+// prototypes through a walk: each case here is the first refusal of its kind in the process.
+import { createRequire } from 'node:module';
+import { afterAll, describe, expect, it } from 'vitest';
+import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
+import { compileRbac, createAuthenticator, createGuard } from '@fluxguard/core';
+import { authorize, fluxguard, jwtAuth } from './index.js';
+import { captureAudit, createTokenSigner, serve, type Served } from './testing/tls.js';
+
+const routerV1 = createRequire(import.meta.url)('router-v1') as (options: object) => express.Router;
+const audit = captureAudit();
+const tokens = createTokenSigner();
+const forged = { headers: { authorization: `Bearer ${tokens.sign()}x` } };
+const valid = { headers: { authorization: `Bearer ${tokens.sign()}` } };
+const carryOn: ErrorRequestHandler = (_err, _req, _res, next) => {
+  next();
+};
+const authenticated = () => jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) });
+const servers: Served[] = [];
+const ran: string[] = [];
+
+afterAll(async () => {
+  for (const served of servers) await served.close();
+});
+
+/** `app` with fluxguard's `before` and `after` around what `fill` mounts, served. */
+async function guardedApp(fill: (app: express.Express) => void): Promise<Served> {
+  const app = express();
+  app.set('case sensitive routing', true);
+  const { before, after } = fluxguard({ audit: audit.audit });
+  app.use(before);
+  fill(app);
+  app.use(after);
+  const served = await serve(app);
+  servers.push(served);
+  return served;
+}
+
+async function answer(served: Served, path: string, init: RequestInit = {}): Promise<{ status: number; body: string }> {
+  const res = await fetch(`${served.url}${path}`, init);
+  return { status: res.status, body: await res.text() };
+}
+
+describe('a refusal out of sight of the app’s routing', () => {
+  it('in a router of router@1 that only a function holds: its param callbacks and routes never run', async () => {
+    const records = new Map([['r1', { owner: 'ann' }]]);
+    const looked: string[] = [];
+    const hidden = routerV1({ caseSensitive: true });
+    hidden.param('id', (_req: Request, res: Response, next: NextFunction, id: string) => {
+      looked.push(id);
+      if (records.has(id)) next();
+      else res.status(404).json({ missing: id });
+    });
+    hidden.get('/records/:id', (req: Request, res: Response) => {
+      ran.push(`hidden:${String(req.params.id)}`);
+      res.json(records.get(String(req.params.id)));
+    });
+    const auth = authenticated();
+    const served = await guardedApp((app) => {
+      // Careless: the middleware's error is dropped, and the router runs anyway.
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        auth(req, res, () => {
+          hidden(req, res, next);
+        });
+      });
+    });
+    ran.length = 0;
+    for (const id of ['missing', 'r1']) expect((await answer(served, `/records/${id}`, forged)).status).toBe(401);
+    expect(looked).toEqual([]);
+    expect(ran).toEqual([]);
+    expect((await answer(served, '/records/r1', valid)).status).toBe(200);
+    expect(ran).toEqual(['hidden:r1']);
+  });
+
+  it('in a router of router@1 holding the guarded sub-app, which has no parent link to it', async () => {
+    const admin = express();
+    admin.set('case sensitive routing', true);
+    admin.use(
+      fluxguard({ audit: audit.audit }).before,
+      authorize({
+        guard: createGuard({
+          audit: audit.audit,
+          jwt: tokens.verifier,
+          rbac: compileRbac({ 'GET /admin/*path': { anyRoles: ['admin'] } }),
+        }),
+      }),
+    );
+    const legacy = routerV1({ caseSensitive: true });
+    legacy.use('/admin', admin);
+    legacy.use(carryOn);
+    legacy.get('/admin/export', (_req: Request, res: Response) => {
+      ran.push('legacy:export');
+      res.json({ export: 'all users' });
+    });
+    const app = express();
+    app.set('case sensitive routing', true);
+    app.use(legacy);
+    app.use(fluxguard({ audit: audit.audit }).after);
+    const served = await serve(app);
+    servers.push(served);
+    ran.length = 0;
+    expect((await answer(served, '/admin/export')).status).toBe(401);
+    expect((await answer(served, '/admin/export', forged)).status).toBe(401);
+    expect(ran).toEqual([]);
+  });
+
+  it('on stand-ins for both the request and the response', async () => {
+    const inner = express();
+    inner.use(authenticated());
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        inner(new Proxy(req, {}), new Proxy(res, {}), () => {
+          next();
+        });
+      });
+      app.get('/secret', (_req, res) => {
+        ran.push('proxied:secret');
+        res.json({ secret: 42 });
+      });
+    });
+    ran.length = 0;
+    expect((await answer(served, '/secret', forged)).status).toBe(401);
+    expect(ran).toEqual([]);
+    expect((await answer(served, '/secret', valid)).status).toBe(200);
+    expect(ran).toEqual(['proxied:secret']);
+  });
+
+  it('in the Allow answer a router gives OPTIONS: a route that exists answers as one that does not', async () => {
+    const inner = express();
+    inner.use(authenticated());
+    const api = express.Router({ caseSensitive: true });
+    api.use((req: Request, res: Response, next: NextFunction) => {
+      inner(req, res, () => {
+        next();
+      });
+    });
+    api.get('/secret', (_req, res) => res.json({ secret: 1 }));
+    api.delete('/secret', (_req, res) => res.json({ deleted: 1 }));
+    const served = await guardedApp((app) => app.use('/api', api));
+    const options = { ...forged, method: 'OPTIONS' };
+    const existing = await answer(served, '/api/secret', options);
+    const missing = await answer(served, '/api/nothing', options);
+    expect(existing.status).toBe(401);
+    expect(missing.status).toBe(401);
+    expect(existing.body).not.toContain('GET');
+    // Allowed, the router's own answer is as before.
+    const allowed = await answer(served, '/api/secret', { ...valid, method: 'OPTIONS' });
+    expect(allowed.status).toBe(200);
+    expect(allowed.body).toBe('DELETE, GET, HEAD');
+  });
+});
