@@ -179,14 +179,7 @@ function guardLoadedRouterCopies(): void {
       continue;
     }
     // The router package's `Router.prototype` holds `handle`; Express 4's router module is itself the prototype its routers get.
-    const holder = [proto, exported].find(
-      (candidate): candidate is object =>
-        (typeof candidate === 'object' || typeof candidate === 'function') &&
-        candidate !== null &&
-        Object.hasOwn(candidate, 'handle') &&
-        Object.hasOwn(candidate, 'route') &&
-        Object.hasOwn(candidate, 'use'),
-    );
+    const holder = [proto, exported].find(holdsRouterMethods);
     if (holder !== undefined) guardRouterPrototype(holder);
   }
 }
@@ -231,10 +224,21 @@ function routingPrototypes(app: Application): { layers: Set<object>; routers: Se
  */
 function handlePrototypeOf(router: object): object | undefined {
   for (let proto: object | null = Object.getPrototypeOf(router) as object | null; proto !== null;) {
-    if (Object.hasOwn(proto, 'handle') && Object.hasOwn(proto, 'route') && Object.hasOwn(proto, 'use')) return proto;
+    if (holdsRouterMethods(proto)) return proto;
     proto = Object.getPrototypeOf(proto) as object | null;
   }
   return undefined;
+}
+
+/** Whether `candidate` itself holds a router's `handle`, `route` and `use`: a router prototype of some copy. */
+function holdsRouterMethods(candidate: unknown): candidate is object {
+  return (
+    (typeof candidate === 'object' || typeof candidate === 'function') &&
+    candidate !== null &&
+    Object.hasOwn(candidate, 'handle') &&
+    Object.hasOwn(candidate, 'route') &&
+    Object.hasOwn(candidate, 'use')
+  );
 }
 
 /** The router prototypes whose `handle` {@link guardRouterPrototype} has wrapped. */
