@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Principal, RequestContext, SecurityError } from '@fluxguard/core';
 import { CallState, missingContextError } from '@fluxguard/core/adapter';
@@ -69,10 +69,48 @@ export function writeControlHeaders(state: CallState | undefined, res: ServerRes
  */
 export function stateOf(req: IncomingMessage): CallState | undefined {
   // Most requests have no such property yet: `hasOwn` answers without allocating a descriptor.
+  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req);
+  return ownState(req);
+}
+
+/** The call state `holder` has as its own property. */
+function ownState(holder: object): CallState | undefined {
   // The descriptor, not `req.fluxguard`: a getter someone else defined must not run.
-  if (!Object.hasOwn(req, PROPERTY)) return undefined;
-  const value: unknown = Object.getOwnPropertyDescriptor(req, PROPERTY)?.value;
+  const value: unknown = Object.getOwnPropertyDescriptor(holder, PROPERTY)?.value;
   return value instanceof CallState ? value : undefined;
+}
+
+/** How far up a stand-in's prototypes the request it stands in for is looked for. */
+const STAND_IN_DEPTH = 8;
+
+/**
+ * The call state of the request a stand-in inherits from (`Object.create(req)`, as code that
+ * runs an app or a router on a request of its own making does): the same call, so the same
+ * principal and the same refusals. A plain request stops at `IncomingMessage.prototype`, after
+ * the one or two prototypes Express gave it.
+ */
+function inheritedState(standIn: object): CallState | undefined {
+  let holder = Object.getPrototypeOf(standIn) as object | null;
+  for (let depth = 0; holder !== null && depth < STAND_IN_DEPTH; depth += 1) {
+    if (holder === IncomingMessage.prototype) return undefined;
+    if (Object.hasOwn(holder, PROPERTY)) return ownState(holder);
+    holder = Object.getPrototypeOf(holder) as object | null;
+  }
+  return undefined;
+}
+
+/**
+ * Gives a stand-in the call state it inherits as its own property: an Express app replaces the
+ * prototype of every request it handles (`app.handle`), which would cut a stand-in off from the
+ * request it stands in for, and from that request's refusals.
+ *
+ * @internal
+ */
+export function keepInheritedState(standIn: IncomingMessage): void {
+  if (Object.hasOwn(standIn, PROPERTY) || !Object.isExtensible(standIn)) return;
+  const state = inheritedState(standIn);
+  if (state === undefined) return;
+  Object.defineProperty(standIn, PROPERTY, { value: state, enumerable: false, writable: false, configurable: false });
 }
 
 /** How a request is ended early (deadline, a refused body chunk): sends `error`'s public answer. */

@@ -1,3 +1,6 @@
+// For its effect: Express apps made from here on keep a request's call state on a stand-in for it.
+import './stand-ins.js';
+
 export { setPrincipal, type FluxguardRequestContext } from './context.js';
 export { requestId } from './request-id.js';
 export { securityHeaders, type SecurityHeadersOptions } from './security-headers.js';
