@@ -128,50 +128,35 @@ describe('a refusal out of sight of the app’s routing', () => {
     expect(ran).toEqual(['proxied:secret']);
   });
 
-  it('on a request of its own making that inherits from the request (Object.create), run through a sub-app', async () => {
-    const inner = express();
-    inner.use(authenticated());
-    const served = await guardedApp((app) => {
-      app.use((req: Request, res: Response, next: NextFunction) => {
-        // What the sub-app reads must be the stand-in's own: the app replaces its prototype.
-        const { url, method, headers } = req;
-        const standIn = Object.assign(Object.create(req) as Request, { url, method, headers });
-        inner(standIn, res, () => {
-          next();
+  it.each([
+    ['a sub-app', (): express.Router | express.Express => express()],
+    ['a router', (): express.Router | express.Express => express.Router()],
+  ])(
+    'on stand-ins that inherit from the request and the response (Object.create), run through %s',
+    async (kind, make) => {
+      const inner = make();
+      inner.use(authenticated());
+      const served = await guardedApp((app) => {
+        app.use((req: Request, res: Response, next: NextFunction) => {
+          // What an app reads must be the stand-in's own: it replaces the stand-in's prototype.
+          const { url, method, headers } = req;
+          const standIn = Object.assign(Object.create(req) as Request, { url, method, headers });
+          inner(standIn, Object.create(res) as Response, () => {
+            next();
+          });
+        });
+        app.get('/secret', (_req, res) => {
+          ran.push(`inherited:${kind}`);
+          res.json({ secret: 42 });
         });
       });
-      app.get('/secret', (_req, res) => {
-        ran.push('inherited:secret');
-        res.json({ secret: 42 });
-      });
-    });
-    ran.length = 0;
-    expect((await answer(served, '/secret', forged)).status).toBe(401);
-    expect(ran).toEqual([]);
-    expect((await answer(served, '/secret', valid)).status).toBe(200);
-    expect(ran).toEqual(['inherited:secret']);
-  });
-
-  it('on stand-ins that inherit from the request and the response (Object.create), run through a router', async () => {
-    const inner = express.Router();
-    inner.use(authenticated());
-    const served = await guardedApp((app) => {
-      app.use((req: Request, res: Response, next: NextFunction) => {
-        inner(Object.create(req) as Request, Object.create(res) as Response, () => {
-          next();
-        });
-      });
-      app.get('/secret', (_req, res) => {
-        ran.push('inherited-router:secret');
-        res.json({ secret: 42 });
-      });
-    });
-    ran.length = 0;
-    expect((await answer(served, '/secret', forged)).status).toBe(401);
-    expect(ran).toEqual([]);
-    expect((await answer(served, '/secret', valid)).status).toBe(200);
-    expect(ran).toEqual(['inherited-router:secret']);
-  });
+      ran.length = 0;
+      expect((await answer(served, '/secret', forged)).status).toBe(401);
+      expect(ran).toEqual([]);
+      expect((await answer(served, '/secret', valid)).status).toBe(200);
+      expect(ran).toEqual([`inherited:${kind}`]);
+    },
+  );
 
   it('in the Allow answer a router gives OPTIONS: a route that exists answers as one that does not', async () => {
     const inner = express();
