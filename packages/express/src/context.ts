@@ -69,8 +69,31 @@ export function writeControlHeaders(state: CallState | undefined, res: ServerRes
  */
 export function stateOf(req: IncomingMessage): CallState | undefined {
   // Most requests have no such property yet: `hasOwn` answers without allocating a descriptor.
-  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req);
+  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req) ?? stateByHeaders(req);
   return ownState(req);
+}
+
+/**
+ * The call state of each request by its headers object, which Node makes for that request
+ * alone: a copy of the request's properties (`{ ...req }`, `Object.assign`) carries it, and
+ * nothing else does.
+ */
+const statesByHeaders = new WeakMap<object, CallState>();
+
+/**
+ * The call state of the request whose headers a copy of it carries: code that runs an app on a
+ * copy of the request runs it for the same call, and a sub-app's `before` that took it for a
+ * new one kept its refusal from the routes behind.
+ */
+function stateByHeaders(req: IncomingMessage): CallState | undefined {
+  let headers: unknown;
+  try {
+    headers = req.headers;
+  } catch {
+    // A stand-in cut off from the request's internals (its prototype replaced) has none to read.
+    return undefined;
+  }
+  return typeof headers === 'object' && headers !== null ? statesByHeaders.get(headers) : undefined;
 }
 
 /** The call state `holder` has as its own property. */
@@ -81,7 +104,7 @@ function ownState(holder: object): CallState | undefined {
 }
 
 /** How far up a stand-in's prototypes the request it stands in for is looked for. */
-const STAND_IN_DEPTH = 8;
+const STAND_IN_DEPTH = 32;
 
 /**
  * The call state of the request a stand-in inherits from (`Object.create(req)`, as code that
@@ -100,15 +123,16 @@ function inheritedState(standIn: object): CallState | undefined {
 }
 
 /**
- * Gives a stand-in the call state it inherits as its own property: an Express app replaces the
- * prototype of every request it handles (`app.handle`), which would cut a stand-in off from the
- * request it stands in for, and from that request's refusals.
+ * Gives a stand-in the call state of the request it stands in for (inherited, or found by the
+ * headers it carries) as its own property: an Express app replaces the prototype of every
+ * request it handles (`app.handle`), which would cut a stand-in off from that request, and from
+ * its refusals.
  *
  * @internal
  */
-export function keepInheritedState(standIn: IncomingMessage): void {
+export function keepStandInState(standIn: IncomingMessage): void {
   if (Object.hasOwn(standIn, PROPERTY) || !Object.isExtensible(standIn)) return;
-  const state = inheritedState(standIn);
+  const state = stateOf(standIn);
   if (state === undefined) return;
   Object.defineProperty(standIn, PROPERTY, { value: state, enumerable: false, writable: false, configurable: false });
 }
@@ -143,6 +167,7 @@ export function attachContext(
     onReleaseError,
     origin,
   });
+  statesByHeaders.set(req.headers, state);
   // 'close' fires both when the response has been sent and when the connection dies first;
   // only the second is a client that went away. `on`, not `once`: 'close' is emitted once and
   // `finish` runs once anyway, so the wrapper `once` allocates per request buys nothing. A

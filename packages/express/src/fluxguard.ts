@@ -6,6 +6,7 @@ import {
   assertAuditLogger,
   blameUnfinishedRequest,
   createPipeline,
+  type CallState,
   resolveOptions,
   stackControls,
 } from '@fluxguard/core/adapter';
@@ -17,6 +18,7 @@ import { checkRouting, inFrontOf, pipelineRunner, type PipelineRunner } from './
 import { dropLaterWrites, startRequest } from './request-id.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
 import { bodyStillComing } from './request-body.js';
+import { passRefusalOn } from './hand-over.js';
 
 /**
  * Options of {@link fluxguard}.
@@ -196,8 +198,16 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   // error middleware of the app that calls `next()` cannot resume it.
   const beforeWith = (run: PipelineRunner | undefined, origin: object | undefined) =>
     function fluxguardBefore(req: Request, res: Response, next: NextFunction): void {
-      const state = startRequest(req, res, endRequest, onReleaseError, origin);
-      writeSecurityHeaders?.(res);
+      let state: CallState;
+      try {
+        state = startRequest(req, res, endRequest, onReleaseError, origin);
+        writeSecurityHeaders?.(res);
+      } catch (error) {
+        // A response that takes no headers (a stand-in an app cut off from the real one): passed
+        // on as a refusal is, so that code dropping the error serves nothing behind it.
+        passRefusalOn(error, req, next);
+        return;
+      }
       if (run === undefined) next();
       else {
         try {

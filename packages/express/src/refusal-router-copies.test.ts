@@ -10,7 +10,21 @@ import { compileRbac, createAuthenticator, createGuard } from '@fluxguard/core';
 import { authorize, fluxguard, jwtAuth } from './index.js';
 import { captureAudit, createTokenSigner, serve, type Served } from './testing/tls.js';
 
-const routerV1 = createRequire(import.meta.url)('router-v1') as (options: object) => express.Router;
+const load = createRequire(import.meta.url);
+const routerV1 = load('router-v1') as (options: object) => express.Router;
+
+/** A copy of Express of its own, as an app made before fluxguard was imported has: its `handle` unwrapped. */
+function freshExpress(): typeof express {
+  const dir = load.resolve('express').replace(/index\.js$/, '');
+  const cached = Object.keys(load.cache).filter((key) => key.startsWith(dir));
+  const kept = new Map(cached.map((key) => [key, load.cache[key]]));
+  for (const key of cached) Reflect.deleteProperty(load.cache, key);
+  try {
+    return load('express') as typeof express;
+  } finally {
+    for (const [key, module] of kept) load.cache[key] = module;
+  }
+}
 const audit = captureAudit();
 const tokens = createTokenSigner();
 const forged = { headers: { authorization: `Bearer ${tokens.sign()}x` } };
@@ -157,6 +171,97 @@ describe('a refusal out of sight of the app’s routing', () => {
       expect(ran).toEqual([`inherited:${kind}`]);
     },
   );
+
+  it.each([
+    [
+      'a copy of its properties',
+      (req: Request): Request => {
+        const copy: object = { ...req };
+        return copy as Request;
+      },
+    ],
+    [
+      'a copy on its prototype',
+      (req: Request): Request => Object.assign(Object.create(Object.getPrototypeOf(req) as object) as Request, req),
+    ],
+  ])(
+    'on %s with a Proxy of the response, through a sub-app with its own before: no param callback or route runs',
+    async (_kind, copy) => {
+      const records = new Map([['r1', { owner: 'ann' }]]);
+      const looked: string[] = [];
+      const inner = express();
+      inner.set('case sensitive routing', true);
+      inner.use(fluxguard({ audit: audit.audit }).before, authenticated());
+      const served = await guardedApp((app) => {
+        app.use((req: Request, res: Response, next: NextFunction) => {
+          inner(copy(req), new Proxy(res, {}), () => {
+            next();
+          });
+        });
+        app.param('id', (_req, res, next, id: string) => {
+          looked.push(id);
+          if (records.has(id)) next();
+          else res.status(404).json({ missing: id });
+        });
+        app.get('/records/:id', (req, res) => {
+          ran.push(`copied:${req.params.id}`);
+          res.json(records.get(req.params.id));
+        });
+      });
+      ran.length = 0;
+      expect((await answer(served, '/records/missing', forged)).status).toBe(401);
+      const existing = await answer(served, '/records/r1', forged);
+      expect(existing.status).toBe(401);
+      expect(existing.body).not.toContain('ann');
+      expect({ looked, ran }).toEqual({ looked: [], ran: [] });
+      expect((await answer(served, '/records/r1', valid)).status).toBe(200);
+      expect(ran).toEqual(['copied:r1']);
+    },
+  );
+
+  it('on a stand-in response that takes no headers, through a sub-app with its own before: refused, not served', async () => {
+    const inner = express();
+    inner.use(fluxguard({ audit: audit.audit }).before, authenticated());
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        // The sub-app replaces the stand-in's prototype: `setHeader` then finds no header store.
+        inner(req, Object.create(res) as Response, () => {
+          next();
+        });
+      });
+      app.post('/transfer', (_req, res) => {
+        ran.push('stand-in response:transfer');
+        res.json({ ok: true });
+      });
+    });
+    ran.length = 0;
+    const answered = await answer(served, '/transfer', { method: 'POST', ...forged });
+    expect(answered.status).toBe(500);
+    expect(answered.body).not.toMatch(/TypeError|setHeader|at /);
+    expect(ran).toEqual([]);
+  });
+
+  it('on a copy carrying its own url and headers, through an app whose handle fluxguard never wrapped (another copy of Express)', async () => {
+    const inner = freshExpress()();
+    inner.use(authenticated());
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        const { url, method, headers } = req;
+        inner(Object.assign(Object.create(req) as Request, { url, method, headers }), res, () => {
+          next();
+        });
+      });
+      app.get('/secret', (_req, res) => {
+        ran.push('unwrapped:secret');
+        res.json({ secret: 42 });
+      });
+    });
+    ran.length = 0;
+    expect((await answer(served, '/secret', forged)).status).toBe(401);
+    expect(ran).toEqual([]);
+    expect((await answer(served, '/secret', valid)).status).toBe(200);
+    expect(ran).toEqual(['unwrapped:secret']);
+  });
 
   it('in the Allow answer a router gives OPTIONS: a route that exists answers as one that does not', async () => {
     const inner = express();

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import express from 'express';
-import { keepInheritedState } from './context.js';
+import { keepStandInState } from './context.js';
 
 const KEEPS_STATE = Symbol('fluxguard.keepsInheritedState');
 
@@ -19,7 +19,7 @@ function keepStandInStateIn(application: object): void {
   if (typeof handle !== 'function' || KEEPS_STATE in handle) return;
   const original = handle as Handle;
   const keeping: Handle = function handle(this: unknown, req, ...rest) {
-    if (typeof req === 'object' && req !== null) keepInheritedState(req as IncomingMessage);
+    if (typeof req === 'object' && req !== null) keepStandInState(req as IncomingMessage);
     return Reflect.apply(original, this, [req, ...rest]);
   };
   Object.defineProperty(keeping, KEEPS_STATE, { value: true });
