@@ -69,31 +69,26 @@ export function writeControlHeaders(state: CallState | undefined, res: ServerRes
  */
 export function stateOf(req: IncomingMessage): CallState | undefined {
   // Most requests have no such property yet: `hasOwn` answers without allocating a descriptor.
-  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req) ?? stateByHeaders(req);
+  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req) ?? stateByRawHeaders(req);
   return ownState(req);
 }
 
 /**
- * The call state of each request by its headers object, which Node makes for that request
- * alone: a copy of the request's properties (`{ ...req }`, `Object.assign`) carries it, and
- * nothing else does.
+ * The call state of each request by its `rawHeaders`, the array Node makes for that request
+ * alone: a copy of the request's properties (`{ ...req }`, `Object.assign`) carries it. Not
+ * `req.headers`: a middleware may give requests one object it made (defaults, a constant), and
+ * a look-up by it would hand one caller another's call.
  */
-const statesByHeaders = new WeakMap<object, CallState>();
+const statesByRawHeaders = new WeakMap<object, CallState>();
 
 /**
- * The call state of the request whose headers a copy of it carries: code that runs an app on a
- * copy of the request runs it for the same call, and a sub-app's `before` that took it for a
- * new one kept its refusal from the routes behind.
+ * The call state of the request whose `rawHeaders` a copy of it carries: code that runs an app
+ * on a copy of the request runs it for the same call, and a sub-app's `before` that took it for
+ * a new one kept its refusal from the routes behind.
  */
-function stateByHeaders(req: IncomingMessage): CallState | undefined {
-  let headers: unknown;
-  try {
-    headers = req.headers;
-  } catch {
-    // A stand-in cut off from the request's internals (its prototype replaced) has none to read.
-    return undefined;
-  }
-  return typeof headers === 'object' && headers !== null ? statesByHeaders.get(headers) : undefined;
+function stateByRawHeaders(req: IncomingMessage): CallState | undefined {
+  const raw: unknown = (req as { rawHeaders?: unknown }).rawHeaders;
+  return typeof raw === 'object' && raw !== null ? statesByRawHeaders.get(raw) : undefined;
 }
 
 /** The call state `holder` has as its own property. */
@@ -124,7 +119,7 @@ function inheritedState(standIn: object): CallState | undefined {
 
 /**
  * Gives a stand-in the call state of the request it stands in for (inherited, or found by the
- * headers it carries) as its own property: an Express app replaces the prototype of every
+ * `rawHeaders` it carries) as its own property: an Express app replaces the prototype of every
  * request it handles (`app.handle`), which would cut a stand-in off from that request, and from
  * its refusals.
  *
@@ -167,7 +162,9 @@ export function attachContext(
     onReleaseError,
     origin,
   });
-  statesByHeaders.set(req.headers, state);
+  // Node's types say it is always there; a request made by hand may have none.
+  const rawHeaders = req.rawHeaders as string[] | undefined;
+  if (Array.isArray(rawHeaders)) statesByRawHeaders.set(rawHeaders, state);
   // 'close' fires both when the response has been sent and when the connection dies first;
   // only the second is a client that went away. `on`, not `once`: 'close' is emitted once and
   // `finish` runs once anyway, so the wrapper `once` allocates per request buys nothing. A

@@ -241,25 +241,36 @@ describe('a refusal out of sight of the app’s routing', () => {
     expect(ran).toEqual([]);
   });
 
-  it('on a copy carrying its own url and headers, through an app whose handle fluxguard never wrapped (another copy of Express)', async () => {
+  it('through an app whose handle fluxguard never wrapped (another copy of Express): a copy is the same call, a stand-in is refused', async () => {
     const inner = freshExpress()();
     inner.use(authenticated());
-    const served = await guardedApp((app) => {
-      app.use((req: Request, res: Response, next: NextFunction) => {
-        const { url, method, headers } = req;
-        inner(Object.assign(Object.create(req) as Request, { url, method, headers }), res, () => {
-          next();
+    const through = (standIn: (req: Request) => Request) =>
+      guardedApp((app) => {
+        app.use((req: Request, res: Response, next: NextFunction) => {
+          inner(standIn(req), res, () => {
+            next();
+          });
+        });
+        app.get('/secret', (_req, res) => {
+          ran.push('unwrapped:secret');
+          res.json({ secret: 42 });
         });
       });
-      app.get('/secret', (_req, res) => {
-        ran.push('unwrapped:secret');
-        res.json({ secret: 42 });
-      });
+    // A copy carries the request's `rawHeaders`, by which its call state is found.
+    const copied = await through((req) =>
+      Object.assign(Object.create(Object.getPrototypeOf(req) as object) as Request, req),
+    );
+    // A stand-in made of a few properties is cut off from the request once the app replaces its
+    // prototype: a request fluxguard never saw, refused as a configuration error.
+    const made = await through((req) => {
+      const { url, method, headers } = req;
+      return Object.assign(Object.create(req) as Request, { url, method, headers });
     });
     ran.length = 0;
-    expect((await answer(served, '/secret', forged)).status).toBe(401);
+    expect((await answer(copied, '/secret', forged)).status).toBe(401);
+    expect((await answer(made, '/secret', forged)).status).toBe(500);
     expect(ran).toEqual([]);
-    expect((await answer(served, '/secret', valid)).status).toBe(200);
+    expect((await answer(copied, '/secret', valid)).status).toBe(200);
     expect(ran).toEqual(['unwrapped:secret']);
   });
 
