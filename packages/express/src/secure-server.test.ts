@@ -315,10 +315,18 @@ describe('createSecureServer: strict client certificates', () => {
       .toMatchObject([{ event: 'request.denied', reason: 'malformed_request', code: 'invalid_argument' }]);
   });
 
-  it('refuses a Transfer-Encoding that does not end in chunked before any handler runs', async () => {
+  it.each([
     // Node's parser refuses it only once the body begins, after the handler has run.
+    ['does not end in chunked', 'Transfer-Encoding: gzip\r\n\r\n'],
+    // Node undoes no coding but chunked: the handler read gzip bytes as the body.
+    ['has a coding before chunked', 'Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n'],
+    [
+      'has a coding before chunked, on lines of its own',
+      'Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    ],
+  ])('refuses a Transfer-Encoding that %s before any handler runs', async (_kind, rest) => {
     const before = effects.length;
-    const answer = await raw('DELETE /effect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n');
+    const answer = await raw(`DELETE /effect HTTP/1.1\r\nHost: x\r\n${rest}`);
     expect(answer.startsWith('HTTP/1.1 400 ')).toBe(true);
     const requestId = /^x-request-id: (.+)$/im.exec(answer)?.[1]?.trim();
     expect(lines().find((line) => line.requestId === requestId)).toMatchObject({
@@ -326,6 +334,9 @@ describe('createSecureServer: strict client certificates', () => {
       detail: { headFault: 'transfer_coding_unsupported' },
     });
     expect(effects.length).toBe(before);
+  });
+
+  it('serves a Transfer-Encoding of chunked alone', async () => {
     // Chunked last is what HTTP/1.1 asks for.
     const chunked = await raw('DELETE /effect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 200);
     expect(chunked.startsWith('HTTP/1.1 204 ')).toBe(true);
