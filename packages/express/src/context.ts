@@ -69,26 +69,26 @@ export function writeControlHeaders(state: CallState | undefined, res: ServerRes
  */
 export function stateOf(req: IncomingMessage): CallState | undefined {
   // Most requests have no such property yet: `hasOwn` answers without allocating a descriptor.
-  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req) ?? stateByRawHeaders(req);
+  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req) ?? stateOfCopied(req);
   return ownState(req);
 }
 
 /**
- * The call state of each request by its `rawHeaders`, the array Node makes for that request
- * alone: a copy of the request's properties (`{ ...req }`, `Object.assign`) carries it. Not
- * `req.headers`: a middleware may give requests one object it made (defaults, a constant), and
- * a look-up by it would hand one caller another's call.
+ * The call state of the request a copy of it (`{ ...req }`, `Object.assign`) was made from, by
+ * the response the copy carries (`req.res`, which Express sets on the request) and that
+ * response's request. Code that runs an app on a copy of the request runs it for the same call,
+ * and a sub-app's `before` that took the copy for a new one kept its refusal from the routes
+ * behind. The copy's `rawHeaders`, the array Node made for that request alone, must be the
+ * request's too. Asked only of a request without a call state of its own: no map is filled for
+ * every request.
  */
-const statesByRawHeaders = new WeakMap<object, CallState>();
-
-/**
- * The call state of the request whose `rawHeaders` a copy of it carries: code that runs an app
- * on a copy of the request runs it for the same call, and a sub-app's `before` that took it for
- * a new one kept its refusal from the routes behind.
- */
-function stateByRawHeaders(req: IncomingMessage): CallState | undefined {
-  const raw: unknown = (req as { rawHeaders?: unknown }).rawHeaders;
-  return typeof raw === 'object' && raw !== null ? statesByRawHeaders.get(raw) : undefined;
+function stateOfCopied(copy: IncomingMessage): CallState | undefined {
+  const res: unknown = (copy as { res?: unknown }).res;
+  if (typeof res !== 'object' || res === null) return undefined;
+  const original: unknown = (res as { req?: unknown }).req;
+  if (typeof original !== 'object' || original === null || original === copy) return undefined;
+  if ((original as IncomingMessage).rawHeaders !== copy.rawHeaders) return undefined;
+  return Object.hasOwn(original, PROPERTY) ? ownState(original) : undefined;
 }
 
 /** The call state `holder` has as its own property. */
@@ -118,8 +118,8 @@ function inheritedState(standIn: object): CallState | undefined {
 }
 
 /**
- * Gives a stand-in the call state of the request it stands in for (inherited, or found by the
- * `rawHeaders` it carries) as its own property: an Express app replaces the prototype of every
+ * Gives a stand-in the call state of the request it stands in for (inherited, or found through
+ * the response a copy carries) as its own property: an Express app replaces the prototype of every
  * request it handles (`app.handle`), which would cut a stand-in off from that request, and from
  * its refusals.
  *
@@ -162,9 +162,6 @@ export function attachContext(
     onReleaseError,
     origin,
   });
-  // Node's types say it is always there; a request made by hand may have none.
-  const rawHeaders = req.rawHeaders as string[] | undefined;
-  if (Array.isArray(rawHeaders)) statesByRawHeaders.set(rawHeaders, state);
   // 'close' fires both when the response has been sent and when the connection dies first;
   // only the second is a client that went away. `on`, not `once`: 'close' is emitted once and
   // `finish` runs once anyway, so the wrapper `once` allocates per request buys nothing. A

@@ -241,11 +241,26 @@ describe('a refusal out of sight of the app’s routing', () => {
     expect(ran).toEqual([]);
   });
 
-  it('through an app whose handle fluxguard never wrapped (another copy of Express): a copy is the same call, a stand-in is refused', async () => {
-    const inner = freshExpress()();
-    inner.use(authenticated());
-    const through = (standIn: (req: Request) => Request) =>
-      guardedApp((app) => {
+  it.each([
+    [
+      'a copy',
+      (req: Request): Request => Object.assign(Object.create(Object.getPrototypeOf(req) as object) as Request, req),
+    ],
+    [
+      'a stand-in of a few properties',
+      (req: Request): Request => {
+        const { url, method, headers } = req;
+        return Object.assign(Object.create(req) as Request, { url, method, headers });
+      },
+    ],
+  ])(
+    'on %s through an app whose handle fluxguard never wrapped (another copy of Express): refused, never served',
+    async (_kind, standIn) => {
+      // The app replaces the stand-in's prototype and points the response at it: nothing leads
+      // to the request, and fluxguard refuses a request it never saw.
+      const inner = freshExpress()();
+      inner.use(authenticated());
+      const served = await guardedApp((app) => {
         app.use((req: Request, res: Response, next: NextFunction) => {
           inner(standIn(req), res, () => {
             next();
@@ -256,23 +271,12 @@ describe('a refusal out of sight of the app’s routing', () => {
           res.json({ secret: 42 });
         });
       });
-    // A copy carries the request's `rawHeaders`, by which its call state is found.
-    const copied = await through((req) =>
-      Object.assign(Object.create(Object.getPrototypeOf(req) as object) as Request, req),
-    );
-    // A stand-in made of a few properties is cut off from the request once the app replaces its
-    // prototype: a request fluxguard never saw, refused as a configuration error.
-    const made = await through((req) => {
-      const { url, method, headers } = req;
-      return Object.assign(Object.create(req) as Request, { url, method, headers });
-    });
-    ran.length = 0;
-    expect((await answer(copied, '/secret', forged)).status).toBe(401);
-    expect((await answer(made, '/secret', forged)).status).toBe(500);
-    expect(ran).toEqual([]);
-    expect((await answer(copied, '/secret', valid)).status).toBe(200);
-    expect(ran).toEqual(['unwrapped:secret']);
-  });
+      ran.length = 0;
+      expect((await answer(served, '/secret', forged)).status).toBe(500);
+      expect((await answer(served, '/secret', valid)).status).toBe(500);
+      expect(ran).toEqual([]);
+    },
+  );
 
   it('in the Allow answer a router gives OPTIONS: a route that exists answers as one that does not', async () => {
     const inner = express();
