@@ -58,6 +58,33 @@ async function answer(served: Served, path: string, init: RequestInit = {}): Pro
   return { status: res.status, body: await res.text() };
 }
 
+type Runs = (req: Request, res: Response, next: NextFunction) => void;
+
+/**
+ * A guarded app whose function runs `inner` on what `standIns` makes of the request and the
+ * response, drops its error and goes on, to a `/secret` that records `name` when it runs.
+ */
+function runsOnStandIns(inner: Runs, standIns: (req: Request, res: Response) => [Request, Response], name: string) {
+  return guardedApp((app) => {
+    app.use((req: Request, res: Response, next: NextFunction) => {
+      const [request, response] = standIns(req, res);
+      inner(request, response, () => {
+        next();
+      });
+    });
+    app.get('/secret', (_req, res) => {
+      ran.push(name);
+      res.json({ secret: 42 });
+    });
+  });
+}
+
+/** A request of your making that inherits from the real one, with what an app reads as its own (the app replaces its prototype). */
+function madeFrom(req: Request): Request {
+  const { url, method, headers } = req;
+  return Object.assign(Object.create(req) as Request, { url, method, headers });
+}
+
 describe('a refusal out of sight of the app’s routing', () => {
   it('in a router of router@1 that only a function holds: its param callbacks and routes never run', async () => {
     const records = new Map([['r1', { owner: 'ann' }]]);
@@ -124,17 +151,11 @@ describe('a refusal out of sight of the app’s routing', () => {
   it('on stand-ins for both the request and the response', async () => {
     const inner = express();
     inner.use(authenticated());
-    const served = await guardedApp((app) => {
-      app.use((req: Request, res: Response, next: NextFunction) => {
-        inner(new Proxy(req, {}), new Proxy(res, {}), () => {
-          next();
-        });
-      });
-      app.get('/secret', (_req, res) => {
-        ran.push('proxied:secret');
-        res.json({ secret: 42 });
-      });
-    });
+    const served = await runsOnStandIns(
+      inner,
+      (req, res) => [new Proxy(req, {}), new Proxy(res, {})],
+      'proxied:secret',
+    );
     ran.length = 0;
     expect((await answer(served, '/secret', forged)).status).toBe(401);
     expect(ran).toEqual([]);
@@ -150,20 +171,11 @@ describe('a refusal out of sight of the app’s routing', () => {
     async (kind, make) => {
       const inner = make();
       inner.use(authenticated());
-      const served = await guardedApp((app) => {
-        app.use((req: Request, res: Response, next: NextFunction) => {
-          // What an app reads must be the stand-in's own: it replaces the stand-in's prototype.
-          const { url, method, headers } = req;
-          const standIn = Object.assign(Object.create(req) as Request, { url, method, headers });
-          inner(standIn, Object.create(res) as Response, () => {
-            next();
-          });
-        });
-        app.get('/secret', (_req, res) => {
-          ran.push(`inherited:${kind}`);
-          res.json({ secret: 42 });
-        });
-      });
+      const served = await runsOnStandIns(
+        inner,
+        (req, res) => [madeFrom(req), Object.create(res) as Response],
+        `inherited:${kind}`,
+      );
       ran.length = 0;
       expect((await answer(served, '/secret', forged)).status).toBe(401);
       expect(ran).toEqual([]);
@@ -246,13 +258,7 @@ describe('a refusal out of sight of the app’s routing', () => {
       'a copy',
       (req: Request): Request => Object.assign(Object.create(Object.getPrototypeOf(req) as object) as Request, req),
     ],
-    [
-      'a stand-in of a few properties',
-      (req: Request): Request => {
-        const { url, method, headers } = req;
-        return Object.assign(Object.create(req) as Request, { url, method, headers });
-      },
-    ],
+    ['a stand-in of a few properties', madeFrom],
   ])(
     'on %s through an app whose handle fluxguard never wrapped (another copy of Express): refused, never served',
     async (_kind, standIn) => {
@@ -260,17 +266,7 @@ describe('a refusal out of sight of the app’s routing', () => {
       // to the request, and fluxguard refuses a request it never saw.
       const inner = freshExpress()();
       inner.use(authenticated());
-      const served = await guardedApp((app) => {
-        app.use((req: Request, res: Response, next: NextFunction) => {
-          inner(standIn(req), res, () => {
-            next();
-          });
-        });
-        app.get('/secret', (_req, res) => {
-          ran.push('unwrapped:secret');
-          res.json({ secret: 42 });
-        });
-      });
+      const served = await runsOnStandIns(inner, (req, res) => [standIn(req), res], 'unwrapped:secret');
       ran.length = 0;
       expect((await answer(served, '/secret', forged)).status).toBe(500);
       expect((await answer(served, '/secret', valid)).status).toBe(500);
