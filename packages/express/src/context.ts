@@ -87,7 +87,8 @@ function stateOfCopied(copy: IncomingMessage): CallState | undefined {
   if (typeof res !== 'object' || res === null) return undefined;
   const original: unknown = (res as { req?: unknown }).req;
   if (typeof original !== 'object' || original === null || original === copy) return undefined;
-  if ((original as IncomingMessage).rawHeaders !== copy.rawHeaders) return undefined;
+  const rawHeaders: unknown = copy.rawHeaders;
+  if (!Array.isArray(rawHeaders) || (original as IncomingMessage).rawHeaders !== rawHeaders) return undefined;
   return Object.hasOwn(original, PROPERTY) ? ownState(original) : undefined;
 }
 
