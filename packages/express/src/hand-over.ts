@@ -39,7 +39,7 @@ const checks = new WeakMap<object, Map<object, Map<string, HandOverCheck>>>();
 const passedOn = new WeakMap<object, unknown>();
 
 /**
- * How many requests with a refusal passed on have not closed yet: while none has, a layer asks
+ * How many calls with a refusal passed on have not ended yet: while none has, a layer asks
  * nothing more.
  */
 let openRefusals = 0;
@@ -69,8 +69,15 @@ export function passRefusalOn(error: unknown, req: Request, next: NextFunction):
   const keys = [req, res, state].filter((key): key is object => typeof key === 'object' && key !== null);
   if (!keys.some((key) => passedOn.has(key))) {
     openRefusals += 1;
-    // Until the response closes; one that never says so only keeps the layers asking.
-    if (res instanceof EventEmitter) res.once('close', () => (openRefusals -= 1));
+    const closed = (): void => {
+      openRefusals -= 1;
+    };
+    // Until the call ends, when the real response closes: a response the app made up for a
+    // sub-app (`req.res`) could say it closed at once, and the layers behind would ask nothing.
+    // Without a call state, until that response closes; one that never says so only keeps the
+    // layers asking.
+    if (state !== undefined) state.addRelease(closed);
+    else if (res instanceof EventEmitter) res.once('close', closed);
   }
   for (const key of keys) if (!passedOn.has(key)) passedOn.set(key, error);
   if (req.method === 'OPTIONS' && typeof res === 'object' && res !== null) refuseAllowAnswer(res, error);

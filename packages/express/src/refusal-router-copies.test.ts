@@ -3,6 +3,7 @@
 // the app holds; on stand-ins for both the request and the response; and in the automatic answer
 // a router gives an OPTIONS request. Its own file, so that no earlier test has wrapped router@1's
 // prototypes through a walk: each case here is the first refusal of its kind in the process.
+import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { afterAll, describe, expect, it } from 'vitest';
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
@@ -86,6 +87,39 @@ function madeFrom(req: Request): Request {
 }
 
 describe('a refusal out of sight of the app’s routing', () => {
+  // First: while no other refusal is open, the layers ask nothing, so a count lowered too early shows.
+  it('on a response the app made up, which says it closed, through a sub-app: the layers behind still answer', async () => {
+    const inner = express();
+    // It would write `X-Powered-By` on the made-up response, which has no `setHeader`.
+    inner.disable('x-powered-by');
+    inner.use(authenticated());
+    const looked: string[] = [];
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        // Only what the sub-app's refusal needs of a response: it says when it closed.
+        const made = new EventEmitter();
+        inner(req, made as unknown as Response, () => {
+          made.emit('close');
+          req.res = res;
+          next();
+        });
+      });
+      app.param('id', (_req, _res, next, id: string) => {
+        looked.push(id);
+        next();
+      });
+      app.get('/records/:id', (_req, res) => {
+        ran.push('made-up response:record');
+        res.json({ secret: 1 });
+      });
+    });
+    ran.length = 0;
+    expect((await answer(served, '/records/r1', forged)).status).toBe(401);
+    expect({ ran, looked }).toEqual({ ran: [], looked: [] });
+    expect((await answer(served, '/records/r1', valid)).status).toBe(200);
+    expect(ran).toEqual(['made-up response:record']);
+  });
+
   it('in a router of router@1 that only a function holds: its param callbacks and routes never run', async () => {
     const records = new Map([['r1', { owner: 'ann' }]]);
     const looked: string[] = [];
