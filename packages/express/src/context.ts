@@ -69,7 +69,7 @@ export function writeControlHeaders(state: CallState | undefined, res: ServerRes
  */
 export function stateOf(req: IncomingMessage): CallState | undefined {
   // Most requests have no such property yet: `hasOwn` answers without allocating a descriptor.
-  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req) ?? stateOfCopied(req);
+  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req) ?? stateOfCopied(req) ?? keptState(req);
   return ownState(req);
 }
 
@@ -119,18 +119,31 @@ function inheritedState(standIn: object): CallState | undefined {
 }
 
 /**
- * Gives a stand-in the call state of the request it stands in for (inherited, or found through
- * the response a copy carries) as its own property: an Express app replaces the prototype of every
- * request it handles (`app.handle`), which would cut a stand-in off from that request, and from
- * its refusals.
+ * The call state each stand-in an app took in was found to share ({@link keepStandInState}).
+ * Not a property of the stand-in: an app may use one object again for the next request, which
+ * would then have kept the first request's call, principal and all.
+ */
+const keptStates = new WeakMap<object, CallState>();
+
+/** The call state kept for a stand-in, while that call lasts. */
+function keptState(standIn: object): CallState | undefined {
+  const state = keptStates.get(standIn);
+  return state?.finished === false ? state : undefined;
+}
+
+/**
+ * Keeps, for a stand-in, the call state of the request it stands in for (inherited, or found
+ * through the response a copy carries), found again each time an app takes it in: an Express
+ * app replaces the prototype of every request it handles (`app.handle`), which would cut a
+ * stand-in off from that request, and from its refusals.
  *
  * @internal
  */
 export function keepStandInState(standIn: IncomingMessage): void {
-  if (Object.hasOwn(standIn, PROPERTY) || !Object.isExtensible(standIn)) return;
-  const state = stateOf(standIn);
-  if (state === undefined) return;
-  Object.defineProperty(standIn, PROPERTY, { value: state, enumerable: false, writable: false, configurable: false });
+  if (Object.hasOwn(standIn, PROPERTY)) return;
+  const state = inheritedState(standIn) ?? stateOfCopied(standIn);
+  if (state === undefined) keptStates.delete(standIn);
+  else keptStates.set(standIn, state);
 }
 
 /** How a request is ended early (deadline, a refused body chunk): sends `error`'s public answer. */

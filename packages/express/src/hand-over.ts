@@ -67,19 +67,23 @@ export function passRefusalOn(error: unknown, req: Request, next: NextFunction):
   // Express's own `req.res` (the stand-in's, when the app ran on one).
   const res: unknown = req.res;
   const keys = [req, res, state].filter((key): key is object => typeof key === 'object' && key !== null);
-  if (!keys.some((key) => passedOn.has(key))) {
-    openRefusals += 1;
-    const closed = (): void => {
-      openRefusals -= 1;
+  const fresh = !keys.some((key) => passedOn.has(key));
+  const added = keys.filter((key) => !passedOn.has(key));
+  for (const key of added) passedOn.set(key, error);
+  if (added.length > 0) {
+    if (fresh) openRefusals += 1;
+    // Forgotten when the call ends: a response or a stand-in the app uses again for the next
+    // request (one made up for a sub-app, shared) must not refuse that request with this one's
+    // refusal. Until the call ends, not until `req.res` says it closed: a response made up for
+    // a sub-app could say so at once, and the layers behind would ask nothing. Without a call
+    // state, until that response closes; one that never says so only keeps the layers asking.
+    const forget = (): void => {
+      for (const key of added) if (passedOn.get(key) === error) passedOn.delete(key);
+      if (fresh) openRefusals -= 1;
     };
-    // Until the call ends, when the real response closes: a response the app made up for a
-    // sub-app (`req.res`) could say it closed at once, and the layers behind would ask nothing.
-    // Without a call state, until that response closes; one that never says so only keeps the
-    // layers asking.
-    if (state !== undefined) state.addRelease(closed);
-    else if (res instanceof EventEmitter) res.once('close', closed);
+    if (state !== undefined) state.addRelease(forget);
+    else if (res instanceof EventEmitter) res.once('close', forget);
   }
-  for (const key of keys) if (!passedOn.has(key)) passedOn.set(key, error);
   if (req.method === 'OPTIONS' && typeof res === 'object' && res !== null) refuseAllowAnswer(res, error);
   guardLayerPrototypes(req);
   next(error);

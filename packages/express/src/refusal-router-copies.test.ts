@@ -308,6 +308,32 @@ describe('a refusal out of sight of the app’s routing', () => {
     },
   );
 
+  it('on one stand-in the app uses again for every request: each request is its own call', async () => {
+    const inner = express();
+    inner.use(authenticated());
+    inner.get('/who', (_req, res) => {
+      ran.push('singleton:who');
+      res.json({ ok: true });
+    });
+    const standIn: Record<string, unknown> = {};
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        for (const key of Object.keys(standIn)) Reflect.deleteProperty(standIn, key);
+        Object.assign(standIn, req);
+        inner(standIn as unknown as Request, res, () => {
+          next();
+        });
+      });
+    });
+    const bounded = { signal: AbortSignal.timeout(5_000) };
+    ran.length = 0;
+    const first = await answer(served, '/who', { ...valid, ...bounded });
+    const second = await answer(served, '/who', { ...forged, ...bounded });
+    const third = await answer(served, '/who', { ...valid, ...bounded });
+    expect([first.status, second.status, third.status]).toEqual([200, 401, 200]);
+    expect(ran).toEqual(['singleton:who', 'singleton:who']);
+  });
+
   it('in the Allow answer a router gives OPTIONS: a route that exists answers as one that does not', async () => {
     const inner = express();
     inner.use(authenticated());
