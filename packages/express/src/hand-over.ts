@@ -67,8 +67,9 @@ export function passRefusalOn(error: unknown, req: Request, next: NextFunction):
   // Express's own `req.res` (the stand-in's, when the app ran on one).
   const res: unknown = req.res;
   const keys = [req, res, state].filter((key): key is object => typeof key === 'object' && key !== null);
-  const fresh = !keys.some((key) => passedOn.has(key));
   const added = keys.filter((key) => !passedOn.has(key));
+  // None known: the first refusal of this call.
+  const fresh = added.length === keys.length;
   for (const key of added) passedOn.set(key, error);
   if (added.length > 0) {
     if (fresh) openRefusals += 1;
