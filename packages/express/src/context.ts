@@ -1,7 +1,7 @@
 import { IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Principal, RequestContext, SecurityError } from '@fluxguard/core';
-import { CallState, missingContextError } from '@fluxguard/core/adapter';
+import { CallState, missingContextError, type CallStateInit } from '@fluxguard/core/adapter';
 import { bodyStillComing } from './request-body.js';
 
 /**
@@ -63,33 +63,86 @@ export function writeControlHeaders(state: CallState | undefined, res: ServerRes
 }
 
 /**
+ * The call state of an HTTP request, with the request and response it was attached to: what
+ * tells a stand-in of them (a copy, `Object.create`, a `Proxy`) from another call's objects, and
+ * where a stand-in's call reads its body and sends its answer.
+ *
+ * @internal
+ */
+export class HttpCallState extends CallState {
+  constructor(
+    init: CallStateInit,
+    /** The request Node made for the call. */
+    readonly request: IncomingMessage,
+    /** Its response. */
+    readonly response: ServerResponse,
+  ) {
+    super(init);
+  }
+}
+
+/**
  * The call state of a request, or `undefined` when `requestId()` has not run on it.
  *
  * @internal
  */
 export function stateOf(req: IncomingMessage): CallState | undefined {
   // Most requests have no such property yet: `hasOwn` answers without allocating a descriptor.
-  if (!Object.hasOwn(req, PROPERTY)) return inheritedState(req) ?? stateOfCopied(req) ?? keptState(req);
+  if (!Object.hasOwn(req, PROPERTY)) return linkedState(req);
   return ownState(req);
 }
 
 /**
- * The call state of the request a copy of it (`{ ...req }`, `Object.assign`) was made from, by
- * the response the copy carries (`req.res`, which Express sets on the request) and that
- * response's request. Code that runs an app on a copy of the request runs it for the same call,
- * and a sub-app's `before` that took the copy for a new one kept its refusal from the routes
- * behind. The copy's `rawHeaders`, the array Node made for that request alone, must be the
- * request's too. Asked only of a request without a call state of its own: no map is filled for
- * every request.
+ * The call state a stand-in for a request shares with it: inherited (`Object.create(req)`), kept
+ * for it when an app took it in ({@link keepStandInState}), or found through the response it
+ * carries (`req.res`, which Express sets on the request and a copy `{ ...req }` takes along).
  */
-function stateOfCopied(copy: IncomingMessage): CallState | undefined {
-  const res: unknown = (copy as { res?: unknown }).res;
+function linkedState(standIn: IncomingMessage): CallState | undefined {
+  const inherited = inheritedState(standIn);
+  if (inherited !== undefined) return inherited;
+  const kept = keptStates.get(standIn);
+  if (kept !== undefined) {
+    if (kept instanceof CallState) {
+      if (!kept.finished) return kept;
+    } else if (kept.calls.some((call) => !call.finished)) {
+      // Taken in for two calls at once: neither can be told from the other.
+      return undefined;
+    }
+  }
+  return stateOfCarried(standIn, (standIn as { res?: unknown }).res);
+}
+
+/**
+ * The call state of the call `res` answers, when `res` is that call's response or a stand-in of
+ * it (`Object.create(res)`, a `Proxy`): code that runs an app on a request of its own making and
+ * the call's response runs it for that call. Found through the response's request (`res.req`,
+ * a stand-in itself once an app took one in), and held to the response that call was attached
+ * with: a response made up for a sub-app, shared by every request, says nothing of any call.
+ */
+function stateOfCarried(standIn: object, res: unknown): CallState | undefined {
   if (typeof res !== 'object' || res === null) return undefined;
   const original: unknown = (res as { req?: unknown }).req;
-  if (typeof original !== 'object' || original === null || original === copy) return undefined;
-  const rawHeaders: unknown = copy.rawHeaders;
-  if (!Array.isArray(rawHeaders) || (original as IncomingMessage).rawHeaders !== rawHeaders) return undefined;
-  return Object.hasOwn(original, PROPERTY) ? ownState(original) : undefined;
+  if (typeof original !== 'object' || original === null || original === standIn) return undefined;
+  let state: CallState | undefined;
+  if (Object.hasOwn(original, PROPERTY)) state = ownState(original);
+  else {
+    state = inheritedState(original);
+    const kept = state === undefined ? keptStates.get(original) : undefined;
+    if (kept instanceof CallState) state = kept;
+  }
+  if (!(state instanceof HttpCallState) || state.finished) return undefined;
+  return answersFor(res, state.response) ? state : undefined;
+}
+
+/**
+ * Whether `candidate` is `response` or a stand-in of it: `Object.create(response)` inherits its
+ * listeners, and a `Proxy` reads them through; a response made up for a sub-app has its own, or
+ * none.
+ */
+function answersFor(candidate: object, response: ServerResponse): boolean {
+  if (candidate === response) return true;
+  const events: unknown = (response as { _events?: unknown })._events;
+  return typeof events === 'object' && events !== null && (candidate as { _events?: unknown })._events === events;
 }
 
 /** The call state `holder` has as its own property. */
@@ -118,32 +171,58 @@ function inheritedState(standIn: object): CallState | undefined {
   return undefined;
 }
 
+/** A stand-in taken in for calls that overlapped: it stands for none of them while one lasts. */
+interface Contested {
+  readonly calls: CallState[];
+}
+
 /**
  * The call state each stand-in an app took in was found to share ({@link keepStandInState}).
  * Not a property of the stand-in: an app may use one object again for the next request, which
  * would then have kept the first request's call, principal and all.
  */
-const keptStates = new WeakMap<object, CallState>();
-
-/** The call state kept for a stand-in, while that call lasts. */
-function keptState(standIn: object): CallState | undefined {
-  const state = keptStates.get(standIn);
-  return state?.finished === false ? state : undefined;
-}
+const keptStates = new WeakMap<object, CallState | Contested>();
 
 /**
  * Keeps, for a stand-in, the call state of the request it stands in for (inherited, or found
- * through the response a copy carries), found again each time an app takes it in: an Express
- * app replaces the prototype of every request it handles (`app.handle`), which would cut a
- * stand-in off from that request, and from its refusals.
+ * through the response it carries or is answered with), found again each time an app takes it
+ * in: an Express app replaces the prototype of every request it handles (`app.handle`), which
+ * would cut a stand-in off from that request, and from its refusals. A stand-in taken in for a
+ * second call while the first lasts (one object an app fills anew for every request) stands for
+ * neither until both have ended: the first call's handler, resumed after an `await`, would read
+ * the second call's principal. Found for no call (a sub-app within the app that took it in),
+ * it keeps what it had. Returns the call found, if any.
  *
  * @internal
  */
-export function keepStandInState(standIn: IncomingMessage): void {
-  if (Object.hasOwn(standIn, PROPERTY)) return;
-  const state = inheritedState(standIn) ?? stateOfCopied(standIn);
-  if (state === undefined) keptStates.delete(standIn);
-  else keptStates.set(standIn, state);
+export function keepStandInState(standIn: IncomingMessage, res: unknown): CallState | undefined {
+  if (Object.hasOwn(standIn, PROPERTY)) return undefined;
+  const state =
+    inheritedState(standIn) ??
+    stateOfCarried(standIn, (standIn as { res?: unknown }).res) ??
+    stateOfCarried(standIn, res);
+  if (state === undefined) return undefined;
+  const kept = keptStates.get(standIn);
+  if (kept === undefined || kept === state) {
+    keptStates.set(standIn, state);
+    return state;
+  }
+  const open = (kept instanceof CallState ? [kept] : kept.calls).filter((call) => !call.finished);
+  if (open.length === 0) keptStates.set(standIn, state);
+  else if (!open.includes(state)) keptStates.set(standIn, { calls: [...open, state] });
+  return state;
+}
+
+/**
+ * The call state of `req`'s call when `req` is a stand-in for that call's request: the request
+ * whose stream carries the body, and the response its answers go to, are the state's (an app
+ * replaced the stand-in's prototype, and a body read or an answer sent there would go nowhere).
+ * `undefined` for the call's own request.
+ *
+ * @internal
+ */
+export function standInCall(req: IncomingMessage, state: CallState): HttpCallState | undefined {
+  return state instanceof HttpCallState && state.request !== req ? state : undefined;
 }
 
 /** How a request is ended early (deadline, a refused body chunk): sends `error`'s public answer. */
@@ -167,15 +246,19 @@ export function attachContext(
 ): CallState {
   const existing = stateOf(req);
   if (existing !== undefined) return existing;
-  const state = new CallState({
-    requestId,
-    deadline: undefined,
-    end: (error) => {
-      endRequest(error, req, res);
+  const state = new HttpCallState(
+    {
+      requestId,
+      deadline: undefined,
+      end: (error) => {
+        endRequest(error, req, res);
+      },
+      onReleaseError,
+      origin,
     },
-    onReleaseError,
-    origin,
-  });
+    req,
+    res,
+  );
   // 'close' fires both when the response has been sent and when the connection dies first;
   // only the second is a client that went away. `on`, not `once`: 'close' is emitted once and
   // `finish` runs once anyway, so the wrapper `once` allocates per request buys nothing. A

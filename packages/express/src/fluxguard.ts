@@ -12,9 +12,9 @@ import {
 } from '@fluxguard/core/adapter';
 import { answerFailures, notFound, reachedFromApp, recordRequestFailure } from './error-handler.js';
 import { probeUnreadAnswer } from './unread-answer.js';
-import { stateOf, type EndRequest } from './context.js';
+import { standInCall, stateOf, type EndRequest } from './context.js';
 import { aheadOfBefore, markMiddleware } from './app-routing.js';
-import { checkRouting, inFrontOf, pipelineRunner, type PipelineRunner } from './pipeline.js';
+import { checkRouting, inFrontOf, pipelineRunner, type PipelineRunner, type RefusalAnswer } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
 import { bodyStillComing } from './request-body.js';
@@ -191,6 +191,15 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const onReleaseError = (err: unknown, requestId: string): void => {
     audit.logger.error({ err, requestId }, 'a control release callback failed');
   };
+  // A `before` of a sub-app run on a stand-in for the request (a copy, `Object.create(req)`)
+  // answers on the call's own request and response: the stand-in response may lead nowhere once
+  // the sub-app replaced its prototype, and the request would have had no answer at all.
+  const answerOnCall: RefusalAnswer = (error, req, res, next) => {
+    const state = stateOf(req);
+    const call = state === undefined ? undefined : standInCall(req, state);
+    if (call === undefined) handleErrors(error, req, res, next);
+    else handleErrors(error, call.request as Request, call.response as Response, next);
+  };
   const writeSecurityHeaders = opts.securityHeaders === false ? undefined : securityHeaderWriter(opts.securityHeaders);
   // One step, not three: what requestId(), securityHeaders() and controls() do, in that order,
   // without two trips through the router and a second look-up of the call state. A refusal is
@@ -201,7 +210,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       let state: CallState;
       try {
         state = startRequest(req, res, endRequest, onReleaseError, origin);
-        writeSecurityHeaders?.(res);
+        if (standInCall(req, state) === undefined) writeSecurityHeaders?.(res);
       } catch (error) {
         // A response that takes no headers (a stand-in an app cut off from the real one): passed
         // on as a refusal is, so that code dropping the error serves nothing behind it.
@@ -215,13 +224,13 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
         } catch (error) {
           // A check of the app that failed (routing rules cannot follow): answered here, as a
           // refusal is. Thrown on, it reached an error handler of the app, which showed its text.
-          handleErrors(error, req, res, ignoreNext);
+          answerOnCall(error, req, res, ignoreNext);
         }
       }
     };
   // The mark of the requests that wrap() has run this instance's `before` on.
   const wrapped = Object.freeze({});
-  const inRouter = beforeWith(list.length > 0 ? pipelineRunner('fluxguard', list, handleErrors) : undefined, undefined);
+  const inRouter = beforeWith(list.length > 0 ? pipelineRunner('fluxguard', list, answerOnCall) : undefined, undefined);
   const before: RequestHandler[] = [
     function fluxguardBefore(req, res, next) {
       if (stateOf(req)?.origin === wrapped) next();

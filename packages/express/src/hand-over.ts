@@ -64,9 +64,11 @@ function refusalOf(req: Request, res: Response): { refusal: unknown } | undefine
  */
 export function passRefusalOn(error: unknown, req: Request, next: NextFunction): void {
   const state = stateOf(req);
-  // Express's own `req.res` (the stand-in's, when the app ran on one).
-  const res: unknown = req.res;
-  const keys = [req, res, state].filter((key): key is object => typeof key === 'object' && key !== null);
+  // Express's own `req.res` (the stand-in's, when the app ran on one), only for a request with no
+  // call state: a response made up for a sub-app may be shared by every request, and keyed by it,
+  // one client's refusal was applied to another's request while the refusing call lasted.
+  const res: unknown = state === undefined ? req.res : undefined;
+  const keys = [req, state ?? res].filter((key): key is object => typeof key === 'object' && key !== null);
   const added = keys.filter((key) => !passedOn.has(key));
   // None known: the first refusal of this call.
   const fresh = added.length === keys.length;
@@ -85,7 +87,7 @@ export function passRefusalOn(error: unknown, req: Request, next: NextFunction):
     if (state !== undefined) state.addRelease(forget);
     else if (res instanceof EventEmitter) res.once('close', forget);
   }
-  if (req.method === 'OPTIONS' && typeof res === 'object' && res !== null) refuseAllowAnswer(res, error);
+  if (req.method === 'OPTIONS' && typeof req.res === 'object') refuseAllowAnswer(req.res, error);
   guardLayerPrototypes(req);
   next(error);
 }

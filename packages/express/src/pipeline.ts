@@ -24,7 +24,7 @@ import {
   missingContextError,
   toPublicError,
 } from '@fluxguard/core/adapter';
-import { stateOf, writeControlHeaders } from './context.js';
+import { standInCall, stateOf, writeControlHeaders } from './context.js';
 import { peerOf, sendProblem } from './error-handler.js';
 import { bodyStillComing, mayHaveBody } from './request-body.js';
 import {
@@ -322,7 +322,11 @@ export function pipelineRunner(
       );
       return;
     }
-    if (pipeline.hasMessageHooks && (req.readableLength > 0 || req.readableDidRead)) {
+    // A stand-in for the call's request (an app replaced its prototype) carries no stream: the
+    // body arrives on the call's own request, and a hook installed on the stand-in saw none of it.
+    const call = pipeline.hasMessageHooks ? standInCall(req, state) : undefined;
+    const stream: IncomingMessage = call?.request ?? req;
+    if (pipeline.hasMessageHooks && (stream.readableLength > 0 || stream.readableDidRead)) {
       // Body bytes already arrived uninspected (an asynchronous middleware ran first): a hook
       // could not see them, so refuse rather than let them through.
       throw new ConfigurationError(
@@ -333,10 +337,10 @@ export function pipelineRunner(
     // waits are held, then inspected once the call is allowed. A request without a body (or
     // whose body has arrived in full already) has nothing to hold, unless an earlier pipeline
     // still holds its chunks: this one then inspects them after it.
-    const upstream = pipeline.hasMessageHooks ? inspectors.get(req) : undefined;
+    const upstream = pipeline.hasMessageHooks ? inspectors.get(stream) : undefined;
     const body =
-      pipeline.hasMessageHooks && mayHaveBody(req) && (!req.complete || upstream !== undefined)
-        ? new BodyInspector(req, res, pipeline, info, state, upstream)
+      pipeline.hasMessageHooks && mayHaveBody(stream) && (!stream.complete || upstream !== undefined)
+        ? new BodyInspector(stream, call?.response ?? res, pipeline, info, state, upstream)
         : undefined;
     let pending: Promise<void> | undefined;
     try {

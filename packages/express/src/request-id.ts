@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RequestHandler } from 'express';
 import { REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
 import type { CallState } from '@fluxguard/core/adapter';
-import { attachContext, type EndRequest } from './context.js';
+import { attachContext, standInCall, type EndRequest } from './context.js';
 
 /**
  * Gives each request its id and its context (`req.fluxguard`, see `FluxguardRequestContext`): the
@@ -64,7 +64,9 @@ export function startRequest(
     onReleaseError,
     origin,
   );
-  res.setHeader(REQUEST_ID_HEADER, state.requestId);
+  // A stand-in for the call's request (a sub-app run on a copy) is answered on the call's own
+  // response, which has the id already: a stand-in response may take no headers.
+  if (standInCall(req, state) === undefined) res.setHeader(REQUEST_ID_HEADER, state.requestId);
   return state;
 }
 

@@ -1,0 +1,320 @@
+// Apps that run a sub-app on objects of their own making for the request: a copy (`{ ...req }`),
+// `Object.create(req)`, an object with a few of its fields, and for the response a `Proxy` or
+// `Object.create(res)`. Such a stand-in belongs to the call whose response it is answered with;
+// the sub-app's guards decide that call, whatever the app does with their error, and never
+// another client's.
+import { EventEmitter } from 'node:events';
+import { connect } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { SecurityError, createAuthenticator, createContextKey, type Control } from '@fluxguard/core';
+import { controls, fluxguard, jwtAuth } from './index.js';
+import { stateOf } from './context.js';
+import { captureAudit, createTokenSigner, serve, type Served } from './testing/tls.js';
+
+const audit = captureAudit();
+const tokens = createTokenSigner();
+const alice = `Bearer ${tokens.sign({ sub: 'alice' })}`;
+const bob = `Bearer ${tokens.sign({ sub: 'bob' })}`;
+const forged = `Bearer ${tokens.sign({ sub: 'mallory' })}x`;
+const authenticated = () => jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) });
+const servers: Served[] = [];
+const ran: string[] = [];
+
+afterAll(async () => {
+  for (const served of servers) await served.close();
+});
+
+/** An app with fluxguard's `before` and `after` around what `fill` mounts, served. */
+async function guardedApp(fill: (app: express.Express) => void): Promise<Served> {
+  const app = express();
+  app.set('case sensitive routing', true);
+  const { before, after } = fluxguard({ audit: audit.audit });
+  app.use(before);
+  fill(app);
+  app.use(after);
+  const served = await serve(app);
+  servers.push(served);
+  return served;
+}
+
+async function answer(
+  served: Served,
+  path: string,
+  authorization?: string,
+  init: RequestInit = {},
+): Promise<{ status: number; body: string }> {
+  const headers: Record<string, string> = authorization === undefined ? {} : { authorization };
+  const res = await fetch(`${served.url}${path}`, { headers, signal: AbortSignal.timeout(5_000), ...init });
+  return { status: res.status, body: await res.text() };
+}
+
+const sleep = (ms: number) =>
+  new Promise((resolve) => {
+    setTimeout(resolve, ms);
+  });
+
+/** The callers the sub-apps' `/me` read from `req.fluxguard` on the stand-in they were run on. */
+const subjects: unknown[] = [];
+
+/**
+ * A sub-app with the given guards in front of a `/me` that reads the caller from `req.fluxguard`
+ * and hands the request back (Express answers nothing through a `Proxy` of the response).
+ */
+function subApp(...guards: (express.RequestHandler | express.RequestHandler[])[]): express.Express {
+  const inner = express();
+  inner.set('case sensitive routing', true);
+  if (guards.length > 0) inner.use(...guards);
+  inner.get('/me', (req, _res, next) => {
+    subjects.push(req.fluxguard.principal?.subject ?? null);
+    next();
+  });
+  return inner;
+}
+
+type Make = (req: Request) => Request;
+
+/** An object of the app's making taken for a request. */
+function asRequest(fields: object): Request {
+  return fields as Request;
+}
+type MakeResponse = (res: Response) => Response;
+
+const requests: [string, Make][] = [
+  ['a copy ({ ...req })', (req) => asRequest({ ...req })],
+  ['a copy with its own rawHeaders', (req) => asRequest({ ...req, rawHeaders: [...req.rawHeaders] })],
+  [
+    'Object.create(req) with its own url and method',
+    (req) => Object.assign(Object.create(req) as Request, { url: req.url, method: req.method }),
+  ],
+  ['an object of its few fields', (req) => asRequest({ url: req.url, method: req.method, headers: req.headers })],
+];
+const responses: [string, MakeResponse][] = [
+  ['the response', (res) => res],
+  ['a Proxy of it', (res) => new Proxy(res, {})],
+  ['Object.create(res)', (res) => Object.create(res) as Response],
+];
+
+describe('a sub-app run on stand-ins, its error dropped', () => {
+  for (const [requestName, makeRequest] of requests) {
+    for (const [responseName, makeResponse] of responses) {
+      for (const ownBefore of [true, false]) {
+        const name = `${requestName}, ${responseName}, ${ownBefore ? 'with' : 'without'} a before of its own`;
+        it(`never serves the routes behind to a forged token, and serves a valid one once: ${name}`, async () => {
+          const inner = ownBefore
+            ? subApp(fluxguard({ audit: audit.audit }).before, authenticated())
+            : subApp(authenticated());
+          const served = await guardedApp((app) => {
+            app.use((req: Request, res: Response, next: NextFunction) => {
+              inner(makeRequest(req), makeResponse(res), () => {
+                next();
+              });
+            });
+            app.get('/secret', (_req, res) => {
+              ran.push(name);
+              res.json({ secret: 42 });
+            });
+            app.get('/me', (_req, res) => {
+              res.json({ subjects });
+            });
+          });
+          ran.length = 0;
+          subjects.length = 0;
+          const refused = await answer(served, '/secret', forged);
+          expect(refused.status).toBe(401);
+          expect(ran).toEqual([]);
+          const allowed = await answer(served, '/secret', alice);
+          expect(allowed.status).toBe(200);
+          expect(ran).toEqual([name]);
+          // The sub-app's own route reads the caller through `req.fluxguard` on the stand-in.
+          const me = await answer(served, '/me', alice);
+          expect({ status: me.status, body: JSON.parse(me.body) as unknown }).toEqual({
+            status: 200,
+            body: { subjects: ['alice'] },
+          });
+        });
+      }
+    }
+  }
+});
+
+describe('stand-ins made of stand-ins', () => {
+  const firsts: [string, Make][] = [
+    ['a copy', (req) => asRequest({ ...req })],
+    ['Object.create(req)', (req) => Object.assign(Object.create(req) as Request, { url: req.url, method: req.method })],
+  ];
+  for (const [firstName, makeFirst] of firsts) {
+    for (const ownBefore of [true, false]) {
+      it(`a copy through a guarded sub-app after ${firstName} went through a plain one (which points the response at it), ${ownBefore ? 'with' : 'without'} a before of its own`, async () => {
+        const plain = express();
+        plain.use((_req, _res, next) => {
+          next();
+        });
+        const inner = ownBefore
+          ? subApp(fluxguard({ audit: audit.audit }).before, authenticated())
+          : subApp(authenticated());
+        const served = await guardedApp((app) => {
+          app.use((req: Request, res: Response, next: NextFunction) => {
+            plain(makeFirst(req), res, () => {
+              next();
+            });
+          });
+          app.use((req: Request, res: Response, next: NextFunction) => {
+            inner(asRequest({ ...req }), new Proxy(res, {}), () => {
+              next();
+            });
+          });
+          app.get('/secret', (_req, res) => {
+            res.json({ secret: 42 });
+          });
+        });
+        expect((await answer(served, '/secret', forged)).status).toBe(401);
+        expect((await answer(served, '/secret', alice)).status).toBe(200);
+      });
+    }
+  }
+
+  it('refuses, never routes past, an Object.create(req) stand-in that keeps no url or method of its own', async () => {
+    // Once the sub-app has replaced its prototype, such a stand-in has no url: Express's router
+    // runs none of the sub-app's layers, its guard included, and hands it back as unmatched.
+    const inner = subApp(authenticated());
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        inner(Object.create(req) as Request, res, () => {
+          next();
+        });
+      });
+      app.get('/secret', (_req, res) => {
+        ran.push('unroutable');
+        res.json({ secret: 42 });
+      });
+    });
+    ran.length = 0;
+    const refused = await answer(served, '/secret', forged);
+    expect(refused.status).toBe(500);
+    expect(refused.body).not.toContain('stand-in');
+    expect((await answer(served, '/secret', alice)).status).toBe(500);
+    expect(ran).toEqual([]);
+  });
+});
+
+describe('one call never gets another call’s principal or refusal', () => {
+  it('a response made up for a sub-app and shared: a forged request held open does not refuse another client’s valid one', async () => {
+    const inner = express();
+    inner.disable('x-powered-by');
+    inner.use(authenticated());
+    const madeUp = new EventEmitter();
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        inner(req, madeUp as unknown as Response, () => {
+          req.res = res;
+          next();
+        });
+      });
+      app.get('/slow', async (_req, res) => {
+        await sleep(600);
+        res.json({ slow: true });
+      });
+      app.get('/secret', (req, res) => {
+        res.json({ subject: req.fluxguard.principal?.subject ?? null });
+      });
+    });
+    // The forged request is pipelined behind a slow one, so its call stays open meanwhile.
+    const attacker = new Promise<string>((resolve, reject) => {
+      const socket = connect(served.port, '127.0.0.1');
+      let data = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => (data += chunk));
+      socket.on('error', reject);
+      socket.on('close', () => {
+        resolve(data);
+      });
+      socket.write(
+        `GET /slow HTTP/1.1\r\nHost: x\r\nAuthorization: ${bob}\r\n\r\n` +
+          `GET /secret HTTP/1.1\r\nHost: x\r\nAuthorization: ${forged}\r\nConnection: close\r\n\r\n`,
+      );
+    });
+    await sleep(100);
+    const victim = await answer(served, '/secret', alice);
+    expect({ status: victim.status, body: JSON.parse(victim.body) as unknown }).toEqual({
+      status: 200,
+      body: { subject: 'alice' },
+    });
+    const statuses = [...(await attacker).matchAll(/HTTP\/1\.1 (\d+)/g)].map((match) => match[1]);
+    expect(statuses).toEqual(['200', '401']);
+  });
+
+  it('one stand-in an app fills anew for every request, two requests overlapping: neither reads the other’s caller', async () => {
+    const inner = express();
+    inner.use(authenticated());
+    const seen: { token: string; before: unknown; after: unknown }[] = [];
+    inner.get('/who', async (req, res) => {
+      const token = req.get('authorization') === alice ? 'alice' : 'bob';
+      const before = stateOf(req)?.principal?.subject ?? null;
+      await sleep(Number(req.query.wait ?? 0));
+      const after = stateOf(req)?.principal?.subject ?? null;
+      seen.push({ token, before, after });
+      res.json({ before, after });
+    });
+    const standIn: Record<string, unknown> = {};
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        for (const key of Object.keys(standIn)) Reflect.deleteProperty(standIn, key);
+        Object.assign(standIn, req);
+        inner(standIn as unknown as Request, res, () => {
+          next();
+        });
+      });
+    });
+    const first = answer(served, '/who?wait=300', alice);
+    await sleep(100);
+    const second = answer(served, '/who?wait=0', bob);
+    const [a, b] = await Promise.all([first, second]);
+    // Alice's handler, resumed after the second request came in, reads no caller rather than Bob;
+    // Bob's request finds its stand-in standing for two calls and is refused.
+    expect(a.status).toBe(200);
+    expect(JSON.parse(a.body)).toEqual({ before: 'alice', after: null });
+    expect(b.status).toBe(500);
+    for (const entry of seen) {
+      for (const subject of [entry.before, entry.after]) expect([entry.token, null]).toContain(subject);
+    }
+    // Used again once both have ended, it stands for the new call.
+    expect(JSON.parse((await answer(served, '/who', bob)).body)).toEqual({ before: 'bob', after: 'bob' });
+  });
+});
+
+describe('the body of a call run on a stand-in', () => {
+  it('is inspected by the sub-app’s controls on the call’s own request stream', async () => {
+    const seen = createContextKey<number>('stand-in.bytes');
+    const limit: Control = {
+      name: 'small-bodies',
+      stage: 'caller-limit',
+      onMessage(chunk, _call, context) {
+        const total = (context.get(seen) ?? 0) + (chunk as Buffer).length;
+        context.set(seen, total);
+        if (total > 64 * 1024) throw new SecurityError('payload_too_large', { reason: 'app.small_bodies' });
+      },
+    };
+    const inner = express();
+    inner.use(controls('small-bodies', [limit]));
+    const received: number[] = [];
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        inner(asRequest({ ...req }), new Proxy(res, {}), () => {
+          next();
+        });
+      });
+      app.put('/upload', async (req, res) => {
+        let bytes = 0;
+        for await (const chunk of req) bytes += (chunk as Buffer).length;
+        received.push(bytes);
+        res.json({ bytes });
+      });
+    });
+    const small = await answer(served, '/upload', undefined, { method: 'PUT', body: Buffer.alloc(1024, 1) });
+    expect(small.status).toBe(200);
+    const large = await answer(served, '/upload', undefined, { method: 'PUT', body: Buffer.alloc(512 * 1024, 1) });
+    expect(large.status).toBe(413);
+    expect(received).toEqual([1024]);
+  });
+});
