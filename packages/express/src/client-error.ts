@@ -172,7 +172,8 @@ const EXPECTATION_UNSUPPORTED: ClientFault = {
  * Answers a request whose `Expect` header is not `100-continue`, in place of Node's bare
  * `417`: the same status, with an `x-request-id`, a problem+json body and an audit line, and
  * the connection closed (the body the client holds back is never read). No handler runs.
- * Installed by `createSecureServer` as the server's `checkExpectation` listener.
+ * Installed by `createSecureServer` as the server's `checkExpectation` listener, and asked by its
+ * `checkContinue` listener for a value that names `100-continue` among other expectations.
  *
  * @internal
  */

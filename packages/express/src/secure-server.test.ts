@@ -198,6 +198,20 @@ describe('createSecureServer: strict client certificates', () => {
       'invalid_argument',
       'expectation_unsupported',
     ],
+    [
+      'an Expect of 100-continue and another expectation (Node meets the first and ignores the rest)',
+      'POST /hello HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, foo\r\nContent-Length: 5\r\n\r\n',
+      417,
+      'invalid_argument',
+      'expectation_unsupported',
+    ],
+    [
+      'an Expect naming 100-continue inside another token',
+      'POST /hello HTTP/1.1\r\nHost: x\r\nExpect: x;100-continue\r\nContent-Length: 5\r\n\r\n',
+      417,
+      'invalid_argument',
+      'expectation_unsupported',
+    ],
     ['an HTTP/1.1 request without Host', 'GET /hello HTTP/1.1\r\n\r\n', 400, 'invalid_argument', 'malformed_request'],
     [
       'two Host lines (Node keeps the first, a proxy may route by the last)',

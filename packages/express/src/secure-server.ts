@@ -276,8 +276,14 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     answerClientError(err, socket, audit);
   });
   // `Expect: 100-continue` is met when the application reads the body, after the controls: a
-  // request refused on its head is answered without the client sending its body first.
+  // request refused on its head is answered without the client sending its body first. Node
+  // takes any value that names `100-continue` among other words (`100-continue, foo`) for it;
+  // an expectation it cannot meet is refused (RFC 9110 section 10.1.1), as one without it is.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (req.headers.expect?.trim().toLowerCase() !== '100-continue') {
+      answerExpectationFailed(req, res, audit);
+      return;
+    }
     continueWhenRead(req, res);
     server.emit('request', req, res);
   });
