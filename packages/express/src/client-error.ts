@@ -125,6 +125,13 @@ const MALFORMED_HEAD: ClientFault = { status: 400, code: 'invalid_argument', rea
  *   and answered 400. A coding before `chunked` (`gzip, chunked`) Node does not undo, so the
  *   handler read the encoded bytes as the body, past the refusal of a `Content-Encoding` no one
  *   decodes (section 6.1 asks for 501 here; 400 keeps one answer for every such head).
+ * - `target_malformed`: a request target that is neither a path (`/...`), nor `http://` or
+ *   `https://` with a host and a path, nor `*` (section 3.2), or one with a fragment (`#`),
+ *   which no request target has: Node serves both, and a rule reads a path a proxy in front may
+ *   not have.
+ * - `host_mismatch`: an absolute target (`GET http://a.example/x`) whose host is not the
+ *   `Host` header's. The server must take the target's (section 3.2.2), where a proxy in front
+ *   may have routed by the header.
  *
  * Undefined for a head without fault. See {@link answerMalformedHead}.
  *
@@ -132,7 +139,14 @@ const MALFORMED_HEAD: ClientFault = { status: 400, code: 'invalid_argument', rea
  */
 export function headFault(
   req: IncomingMessage,
-): 'version_unsupported' | 'host_repeated' | 'host_missing' | 'transfer_coding_unsupported' | undefined {
+):
+  | 'version_unsupported'
+  | 'host_repeated'
+  | 'host_missing'
+  | 'transfer_coding_unsupported'
+  | 'target_malformed'
+  | 'host_mismatch'
+  | undefined {
   if (req.httpVersionMajor !== 1) return 'version_unsupported';
   const raw = req.rawHeaders;
   let hosts = 0;
@@ -144,8 +158,16 @@ export function headFault(
   if (req.httpVersionMinor === 1 && !req.headers.host) return 'host_missing';
   const coding = req.headers['transfer-encoding'];
   if (coding !== undefined && coding.trim().toLowerCase() !== 'chunked') return 'transfer_coding_unsupported';
-  return undefined;
+  const target = req.url ?? '';
+  if (target.includes('#')) return 'target_malformed';
+  if (target.startsWith('/') || (target === '*' && req.method === 'OPTIONS')) return undefined;
+  const absolute = ABSOLUTE_TARGET.exec(target);
+  if (absolute === null) return 'target_malformed';
+  return absolute[1]?.toLowerCase() === req.headers.host?.toLowerCase() ? undefined : 'host_mismatch';
 }
+
+/** An absolute request target: its scheme, its host (with any port), then a path, a query or nothing. */
+const ABSOLUTE_TARGET = /^https?:\/\/([^/?#@\s]+)(?:[/?]|$)/i;
 
 /**
  * Answers a request whose head has a {@link headFault} with 400, a request id, a problem+json

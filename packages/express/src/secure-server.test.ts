@@ -258,8 +258,17 @@ describe('createSecureServer: strict client certificates', () => {
     ['GET /hello HTTP/1.1\r\n\r\n', 'host_missing'],
     ['GET /hello HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n', 'host_repeated'],
     ['GET /hello HTTP/2.0\r\nHost: a\r\n\r\n', 'version_unsupported'],
+    // A request target has no fragment: Node served `/admin#/public` as `/admin`.
+    ['GET /hello#/public HTTP/1.1\r\nHost: a\r\n\r\n', 'target_malformed'],
+    ['GET * HTTP/1.1\r\nHost: a\r\n\r\n', 'target_malformed'],
+    ['GET ftp://a/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'target_malformed'],
+    ['GET http://user@a/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'target_malformed'],
+    // The server must take the target's host, where a proxy in front may have routed by the header.
+    ['GET http://elsewhere.example/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
+    ['GET https://a:444/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
   ])('names the fault of the head %j in its audit line', async (bytes, fault) => {
     const answer = await raw(bytes);
+    expect(answer.startsWith('HTTP/1.1 400 ')).toBe(true);
     const requestId = /^x-request-id: (.+)$/im.exec(answer)?.[1]?.trim();
     expect(lines().find((line) => line.requestId === requestId)).toMatchObject({ detail: { headFault: fault } });
   });
@@ -287,6 +296,14 @@ describe('createSecureServer: strict client certificates', () => {
       socket.on('error', reject);
     });
     expect(drained.startsWith('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ')).toBe(true);
+  });
+
+  it('serves an absolute target whose host is the Host header’s, and OPTIONS *', async () => {
+    const absolute = await raw('GET https://A.example:8443/hello HTTP/1.1\r\nHost: a.example:8443\r\n\r\n', 300);
+    expect(absolute.startsWith('HTTP/1.1 200 ')).toBe(true);
+    expect(absolute).toContain('"spiffeId":"spiffe://fluxguard.dev/client"');
+    const asterisk = await raw('OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n', 300);
+    expect(asterisk).not.toMatch(/^HTTP\/1\.1 400 /);
   });
 
   it('serves an HTTP/1.0 request without Host, which HTTP/1.0 allows', async () => {
