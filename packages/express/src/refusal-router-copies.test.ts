@@ -9,7 +9,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
 import { compileRbac, createAuthenticator, createGuard } from '@fluxguard/core';
 import { authorize, fluxguard, jwtAuth } from './index.js';
-import { captureAudit, createTokenSigner, serve, type Served } from './testing/tls.js';
+import { guardedApps, throughOneStandIn } from './testing/guarded-app.js';
+import { captureAudit, createTokenSigner, type Served } from './testing/tls.js';
 
 const load = createRequire(import.meta.url);
 const routerV1 = load('router-v1') as (options: object) => express.Router;
@@ -34,25 +35,10 @@ const carryOn: ErrorRequestHandler = (_err, _req, _res, next) => {
   next();
 };
 const authenticated = () => jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) });
-const servers: Served[] = [];
 const ran: string[] = [];
-
-afterAll(async () => {
-  for (const served of servers) await served.close();
-});
-
-/** `app` with fluxguard's `before` and `after` around what `fill` mounts, served. */
-async function guardedApp(fill: (app: express.Express) => void): Promise<Served> {
-  const app = express();
-  app.set('case sensitive routing', true);
-  const { before, after } = fluxguard({ audit: audit.audit });
-  app.use(before);
-  fill(app);
-  app.use(after);
-  const served = await serve(app);
-  servers.push(served);
-  return served;
-}
+const apps = guardedApps(audit.audit);
+afterAll(apps.closeAll);
+const guardedApp = apps.serve;
 
 async function answer(served: Served, path: string, init: RequestInit = {}): Promise<{ status: number; body: string }> {
   const res = await fetch(`${served.url}${path}`, init);
@@ -174,8 +160,7 @@ describe('a refusal out of sight of the app’s routing', () => {
     app.set('case sensitive routing', true);
     app.use(legacy);
     app.use(fluxguard({ audit: audit.audit }).after);
-    const served = await serve(app);
-    servers.push(served);
+    const served = await apps.serveAsIs(app);
     ran.length = 0;
     expect((await answer(served, '/admin/export')).status).toBe(401);
     expect((await answer(served, '/admin/export', forged)).status).toBe(401);
@@ -315,15 +300,8 @@ describe('a refusal out of sight of the app’s routing', () => {
       ran.push('singleton:who');
       res.json({ ok: true });
     });
-    const standIn: Record<string, unknown> = {};
     const served = await guardedApp((app) => {
-      app.use((req: Request, res: Response, next: NextFunction) => {
-        for (const key of Object.keys(standIn)) Reflect.deleteProperty(standIn, key);
-        Object.assign(standIn, req);
-        inner(standIn as unknown as Request, res, () => {
-          next();
-        });
-      });
+      app.use(throughOneStandIn(inner));
     });
     const bounded = { signal: AbortSignal.timeout(5_000) };
     ran.length = 0;

@@ -9,8 +9,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { SecurityError, createAuthenticator, createContextKey, type Control } from '@fluxguard/core';
 import { controls, fluxguard, jwtAuth } from './index.js';
+import { guardedApps, throughOneStandIn } from './testing/guarded-app.js';
 import { stateOf } from './context.js';
-import { captureAudit, createTokenSigner, serve, type Served } from './testing/tls.js';
+import { captureAudit, createTokenSigner, type Served } from './testing/tls.js';
 
 const audit = captureAudit();
 const tokens = createTokenSigner();
@@ -18,25 +19,10 @@ const alice = `Bearer ${tokens.sign({ sub: 'alice' })}`;
 const bob = `Bearer ${tokens.sign({ sub: 'bob' })}`;
 const forged = `Bearer ${tokens.sign({ sub: 'mallory' })}x`;
 const authenticated = () => jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) });
-const servers: Served[] = [];
 const ran: string[] = [];
-
-afterAll(async () => {
-  for (const served of servers) await served.close();
-});
-
-/** An app with fluxguard's `before` and `after` around what `fill` mounts, served. */
-async function guardedApp(fill: (app: express.Express) => void): Promise<Served> {
-  const app = express();
-  app.set('case sensitive routing', true);
-  const { before, after } = fluxguard({ audit: audit.audit });
-  app.use(before);
-  fill(app);
-  app.use(after);
-  const served = await serve(app);
-  servers.push(served);
-  return served;
-}
+const apps = guardedApps(audit.audit);
+afterAll(apps.closeAll);
+const guardedApp = apps.serve;
 
 async function answer(
   served: Served,
@@ -256,15 +242,8 @@ describe('one call never gets another call’s principal or refusal', () => {
       seen.push({ token, before, after });
       res.json({ before, after });
     });
-    const standIn: Record<string, unknown> = {};
     const served = await guardedApp((app) => {
-      app.use((req: Request, res: Response, next: NextFunction) => {
-        for (const key of Object.keys(standIn)) Reflect.deleteProperty(standIn, key);
-        Object.assign(standIn, req);
-        inner(standIn as unknown as Request, res, () => {
-          next();
-        });
-      });
+      app.use(throughOneStandIn(inner));
     });
     const first = answer(served, '/who?wait=300', alice);
     await sleep(100);
