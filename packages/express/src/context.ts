@@ -93,23 +93,19 @@ export function stateOf(req: IncomingMessage): CallState | undefined {
 }
 
 /**
- * The call state a stand-in for a request shares with it: inherited (`Object.create(req)`), kept
- * for it when an app took it in ({@link keepStandInState}), or found through the response it
- * carries (`req.res`, which Express sets on the request and a copy `{ ...req }` takes along).
+ * The call state a stand-in for a request shares with it: inherited (`Object.create(req)`),
+ * found through the response it carries (`req.res`, which Express sets on the request and a copy
+ * `{ ...req }` takes along), or kept for it when an app took it in ({@link keepStandInState}).
+ * The response comes first: an object the app fills anew for every request carries the response
+ * of the call it was filled for last, and a call it was found for before is still kept.
  */
 function linkedState(standIn: IncomingMessage): CallState | undefined {
   const inherited = inheritedState(standIn);
   if (inherited !== undefined) return inherited;
+  const carried = stateOfCarried(standIn, (standIn as { res?: unknown }).res);
+  if (carried !== undefined) return keepCall(standIn, carried);
   const kept = keptStates.get(standIn);
-  if (kept !== undefined) {
-    if (kept instanceof CallState) {
-      if (!kept.finished) return kept;
-    } else if (kept.calls.some((call) => !call.finished)) {
-      // Taken in for two calls at once: neither can be told from the other.
-      return undefined;
-    }
-  }
-  return stateOfCarried(standIn, (standIn as { res?: unknown }).res);
+  return kept instanceof CallState && !kept.finished ? kept : undefined;
 }
 
 /**
@@ -187,11 +183,9 @@ const keptStates = new WeakMap<object, CallState | Contested>();
  * Keeps, for a stand-in, the call state of the request it stands in for (inherited, or found
  * through the response it carries or is answered with), found again each time an app takes it
  * in: an Express app replaces the prototype of every request it handles (`app.handle`), which
- * would cut a stand-in off from that request, and from its refusals. A stand-in taken in for a
- * second call while the first lasts (one object an app fills anew for every request) stands for
- * neither until both have ended: the first call's handler, resumed after an `await`, would read
- * the second call's principal. Found for no call (a sub-app within the app that took it in),
- * it keeps what it had. Returns the call found, if any.
+ * would cut a stand-in off from that request, and from its refusals. Found for no call (a
+ * sub-app within the app that took it in), it keeps what it had. Returns the call the stand-in
+ * stands for, if any ({@link keepCall}).
  *
  * @internal
  */
@@ -201,16 +195,38 @@ export function keepStandInState(standIn: IncomingMessage, res: unknown): CallSt
     inheritedState(standIn) ??
     stateOfCarried(standIn, (standIn as { res?: unknown }).res) ??
     stateOfCarried(standIn, res);
-  if (state === undefined) return undefined;
+  return state === undefined ? undefined : keepCall(standIn, state);
+}
+
+/**
+ * Records that `standIn` was found to stand for `state`'s call, and returns that call; or
+ * `undefined` when it was found for another call that has not ended yet (one object an app
+ * fills anew for every request, two requests overlapping): it then stands for neither until
+ * every such call has ended. The first call's handler, resumed after an `await`, would read the
+ * second call's principal, and a guard of the second would decide by the first's.
+ */
+function keepCall(standIn: object, state: CallState): CallState | undefined {
   const kept = keptStates.get(standIn);
-  if (kept === undefined || kept === state) {
+  if (kept === state) return state;
+  const calls = kept === undefined ? [] : kept instanceof CallState ? [kept] : kept.calls;
+  const open = calls.filter((call) => !call.finished);
+  if (open.length === 0) {
     keptStates.set(standIn, state);
     return state;
   }
-  const open = (kept instanceof CallState ? [kept] : kept.calls).filter((call) => !call.finished);
-  if (open.length === 0) keptStates.set(standIn, state);
-  else if (!open.includes(state)) keptStates.set(standIn, { calls: [...open, state] });
-  return state;
+  if (!open.includes(state)) open.push(state);
+  keptStates.set(standIn, { calls: open });
+  return undefined;
+}
+
+/**
+ * Whether a call was ever kept for `standIn`: a refusal found for no call is not keyed by the
+ * response such a stand-in carries now, which may be another call's.
+ *
+ * @internal
+ */
+export function keptForStandIn(standIn: object): boolean {
+  return keptStates.has(standIn);
 }
 
 /**

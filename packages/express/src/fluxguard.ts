@@ -194,9 +194,8 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   // A `before` of a sub-app run on a stand-in for the request (a copy, `Object.create(req)`)
   // answers on the call's own request and response: the stand-in response may lead nowhere once
   // the sub-app replaced its prototype, and the request would have had no answer at all.
-  const answerOnCall: RefusalAnswer = (error, req, res, next) => {
-    const state = stateOf(req);
-    const call = state === undefined ? undefined : standInCall(req, state);
+  const answerOnCall: RefusalAnswer = (error, req, res, next, state) => {
+    const call = standInCall(req, state);
     if (call === undefined) handleErrors(error, req, res, next);
     else handleErrors(error, call.request as Request, call.response as Response, next);
   };
@@ -224,7 +223,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
         } catch (error) {
           // A check of the app that failed (routing rules cannot follow): answered here, as a
           // refusal is. Thrown on, it reached an error handler of the app, which showed its text.
-          answerOnCall(error, req, res, ignoreNext);
+          answerOnCall(error, req, res, ignoreNext, state);
         }
       }
     };

@@ -4,7 +4,7 @@ import { httpOperation, isPlainPath } from '@fluxguard/core/adapter';
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import parseUrl from 'parseurl';
-import { stateOf } from './context.js';
+import { keptForStandIn, stateOf } from './context.js';
 import { translateExpressError } from './error-handler.js';
 import { parentOf, routingChangeCount, stackLength } from './app-routing.js';
 import { isExpressApp, routerOf, type RouterEntry } from './routes.js';
@@ -58,16 +58,19 @@ function refusalOf(req: Request, res: Response): { refusal: unknown } | undefine
  * Passes a refusal (or a failure) of fluxguard's middleware to `next(err)`, as Express
  * middleware do, and remembers it: wherever an error middleware resumes the request (`next()`
  * without the error), in this app or in any app it is reached from, the request is answered
- * with it ({@link guardLayerPrototypes}).
+ * with it ({@link guardLayerPrototypes}). `state` is the call the refusing middleware decided
+ * (by default the request's): looked up again when an asynchronous check refuses, a stand-in
+ * may stand for another call by then.
  *
  * @internal
  */
-export function passRefusalOn(error: unknown, req: Request, next: NextFunction): void {
-  const state = stateOf(req);
+export function passRefusalOn(error: unknown, req: Request, next: NextFunction, state = stateOf(req)): void {
   // Express's own `req.res` (the stand-in's, when the app ran on one), only for a request with no
   // call state: a response made up for a sub-app may be shared by every request, and keyed by it,
-  // one client's refusal was applied to another's request while the refusing call lasted.
-  const res: unknown = state === undefined ? req.res : undefined;
+  // one client's refusal was applied to another's request while the refusing call lasted. Nor
+  // for a stand-in a call was ever kept for: an object the app fills anew for every request
+  // carries the response of the call it was filled for last.
+  const res: unknown = state === undefined && !keptForStandIn(req) ? req.res : undefined;
   const keys = [req, state ?? res].filter((key): key is object => typeof key === 'object' && key !== null);
   const added = keys.filter((key) => !passedOn.has(key));
   // None known: the first refusal of this call.

@@ -80,7 +80,7 @@ export function controls(owner: string, list: readonly Control[]): RequestHandle
       run(req, res, next, state);
     } catch (error) {
       // A configuration error, refused on every request: no more to be resumed than a refusal.
-      passRefusalOn(error, req, next);
+      passRefusalOn(error, req, next, state);
     }
   };
   // Guards the routes after it, as a `before` with a guard does (`authorize()` after a plain `before`).
@@ -118,10 +118,16 @@ export type PipelineRunner = (req: Request, res: Response, next: NextFunction, s
  *
  * @internal
  */
-export type RefusalAnswer = (error: unknown, req: Request, res: Response, next: NextFunction) => void;
+export type RefusalAnswer = (
+  error: unknown,
+  req: Request,
+  res: Response,
+  next: NextFunction,
+  state: CallState,
+) => void;
 
-const passToNext: RefusalAnswer = (error, req, _res, next) => {
-  passRefusalOn(error, req, next);
+const passToNext: RefusalAnswer = (error, req, _res, next, state) => {
+  passRefusalOn(error, req, next, state);
 };
 
 /**
@@ -299,9 +305,16 @@ export function pipelineRunner(
   placement = IN_ROUTER,
 ): PipelineRunner {
   const pipeline = createPipeline(owner, list);
-  const refuse = (body: BodyInspector | undefined, req: Request, res: Response, next: NextFunction, error: unknown) => {
+  const refuse = (
+    body: BodyInspector | undefined,
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    state: CallState,
+    error: unknown,
+  ) => {
     body?.refuse();
-    answer(error, req, res, next);
+    answer(error, req, res, next, state);
   };
   const routeVerdicts = new WeakMap<object, AppVerdict>();
   return function runControls(req, res, next, state) {
@@ -318,6 +331,7 @@ export function pipelineRunner(
         req,
         res,
         next,
+        state,
         new SecurityError('invalid_argument', { reason: 'path_not_plain', details: { field: 'path' } }),
       );
       return;
@@ -346,7 +360,7 @@ export function pipelineRunner(
     try {
       pending = pipeline.start(info, state);
     } catch (error) {
-      refuse(body, req, res, next, error);
+      refuse(body, req, res, next, state, error);
       return;
     }
     if (pending === undefined) proceed(pipeline, info, state, req, res, body, next, answer);
@@ -356,7 +370,7 @@ export function pipelineRunner(
           proceed(pipeline, info, state, req, res, body, next, answer);
         },
         (error: unknown) => {
-          refuse(body, req, res, next, error);
+          refuse(body, req, res, next, state, error);
         },
       );
     }
@@ -390,7 +404,7 @@ function proceed(
     try {
       pipeline.inboundEnd(info, state);
     } catch (error) {
-      answer(error, req, res, next);
+      answer(error, req, res, next, state);
       return;
     }
   }

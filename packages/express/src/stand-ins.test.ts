@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { SecurityError, createAuthenticator, createContextKey, type Control } from '@fluxguard/core';
 import { controls, fluxguard, jwtAuth } from './index.js';
-import { guardedApps, throughOneStandIn } from './testing/guarded-app.js';
+import { guardedApps, oneStandIn, throughOneStandIn } from './testing/guarded-app.js';
 import { stateOf } from './context.js';
 import { captureAudit, createTokenSigner, type Served } from './testing/tls.js';
 
@@ -260,6 +260,131 @@ describe('one call never gets another call’s principal or refusal', () => {
     // Used again once both have ended, it stands for the new call.
     expect(JSON.parse((await answer(served, '/who', bob)).body)).toEqual({ before: 'bob', after: 'bob' });
   });
+});
+
+describe('one stand-in object used by every request through a router (no app takes it in)', () => {
+  it('while one call lasts, a forged or missing token is never served, and no call reads another’s caller', async () => {
+    const fill = oneStandIn();
+    const legacy = express();
+    legacy.use(authenticated());
+    legacy.get('/slow', async (req, res) => {
+      await sleep(400);
+      // Read after the object was filled for other requests: this call's caller, or none.
+      res.json({ subject: (req.fluxguard as typeof req.fluxguard | undefined)?.principal?.subject ?? null });
+    });
+    const api = express.Router();
+    api.use(authenticated());
+    api.get('/api/secret', (req, res) => {
+      res.json({ subject: req.fluxguard.principal?.subject ?? null });
+    });
+    const served = await guardedApp((app) => {
+      app.use('/legacy', (req: Request, res: Response, next: NextFunction) => {
+        legacy(fill(req), res, () => {
+          next();
+        });
+      });
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        api(fill(req), res, () => {
+          next();
+        });
+      });
+      app.get('/api/secret', (_req, res) => {
+        ran.push('outer secret');
+        res.json({ outer: true });
+      });
+    });
+    ran.length = 0;
+    const slow = answer(served, '/legacy/slow', alice);
+    await sleep(100);
+    const refusedOrFailed = [await answer(served, '/api/secret', forged), await answer(served, '/api/secret')];
+    for (const { status } of refusedOrFailed) expect([401, 500]).toContain(status);
+    const asBob = await answer(served, '/api/secret', bob);
+    expect([200, 500]).toContain(asBob.status);
+    if (asBob.status === 200) expect(JSON.parse(asBob.body)).toEqual({ subject: 'bob' });
+    const first = await slow;
+    expect([200, 500]).toContain(first.status);
+    if (first.status === 200)
+      expect(['alice', null]).toContain((JSON.parse(first.body) as { subject: unknown }).subject);
+    expect(ran).toEqual([]);
+  });
+
+  it('while one call lasts, an upload through the router’s body limit never reaches the handler whole', async () => {
+    const seen = createContextKey<number>('one-stand-in.bytes');
+    const limit: Control = {
+      name: 'small-bodies',
+      stage: 'caller-limit',
+      onMessage(chunk, _call, context) {
+        const total = (context.get(seen) ?? 0) + (chunk as Buffer).length;
+        context.set(seen, total);
+        if (total > 64 * 1024) throw new SecurityError('payload_too_large', { reason: 'app.small_bodies' });
+      },
+    };
+    const fill = oneStandIn();
+    const legacy = express();
+    legacy.get('/slow', async (_req, res) => {
+      await sleep(400);
+      res.json({ slow: true });
+    });
+    const uploads = express.Router();
+    uploads.use(controls('small-bodies', [limit]));
+    const received: number[] = [];
+    const served = await guardedApp((app) => {
+      app.use('/legacy', (req: Request, res: Response, next: NextFunction) => {
+        legacy(fill(req), res, () => {
+          next();
+        });
+      });
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        uploads(fill(req), res, next);
+      });
+      app.put('/upload', async (req, res) => {
+        let bytes = 0;
+        for await (const chunk of req) bytes += (chunk as Buffer).length;
+        received.push(bytes);
+        res.json({ bytes });
+      });
+    });
+    const slow = answer(served, '/legacy/slow', alice);
+    await sleep(100);
+    const large = await answer(served, '/upload', undefined, { method: 'PUT', body: Buffer.alloc(512 * 1024, 1) });
+    expect([413, 500]).toContain(large.status);
+    await slow;
+    expect(received).toEqual([]);
+  });
+
+  it('an asynchronous refusal found after another call took the object in stays with its own call', async () => {
+    // An API-key look-up that takes a moment, as a database would; only Alice's key is known.
+    const apiKey: Control = {
+      name: 'api-key',
+      stage: 'authentication',
+      async onStart(call) {
+        await sleep(5);
+        if (call.headers.get('authorization') === alice) return undefined;
+        throw new SecurityError('unauthenticated', { reason: 'app.unknown_key' });
+      },
+    };
+    const inner = express();
+    inner.use(controls('api-key', [apiKey]));
+    const served = await guardedApp((app) => {
+      app.use(throughOneStandIn(inner));
+      app.get('/slow', async (_req, res) => {
+        await sleep(30);
+        res.json({ slow: true });
+      });
+      app.get('/secret', (_req, res) => {
+        res.json({ secret: 42 });
+      });
+    });
+    const outcomes = new Set<string>();
+    for (let trial = 0; trial < 40; trial += 1) {
+      const refused = answer(served, '/secret', forged);
+      await sleep(1 + (trial % 8));
+      const [mallory, alices] = await Promise.all([refused, answer(served, '/slow', alice)]);
+      outcomes.add(`${String(mallory.status)}/${String(alices.status)}`);
+    }
+    // Mallory is refused; Alice is served, or refused for the shared object, never with Mallory's refusal.
+    for (const outcome of outcomes) expect(['401/200', '401/500']).toContain(outcome);
+  }, 20_000);
 });
 
 describe('the body of a call run on a stand-in', () => {

@@ -44,23 +44,20 @@ function keepStandInStateIn(application: object): void {
 }
 
 /**
- * Whether a stand-in keeps the URL and method Express routes by as its own: what it inherits is
- * gone once the app replaces its prototype. Without them the app's router runs nothing, none of
- * its guards either, and hands the request back as if no route of its had matched.
+ * Whether a stand-in keeps the URL Express routes by as its own: what it inherits is gone once
+ * the app replaces its prototype. Without one the app's router runs nothing, none of its guards
+ * either, and hands the request back as if no route of its had matched. (Without a method of its
+ * own, its middleware and guards still run; only its routes match nothing.)
  */
 function routable(standIn: object): boolean {
-  return (
-    typeof (standIn as { url?: unknown }).url === 'string' &&
-    Object.hasOwn(standIn, 'url') &&
-    Object.hasOwn(standIn, 'method')
-  );
+  return Object.hasOwn(standIn, 'url') && typeof (standIn as { url?: unknown }).url === 'string';
 }
 
 /** Refuses the call of a stand-in no app can route, as a refusal of fluxguard's is: wherever the app resumes it. */
 function refuseUnroutable(standIn: Request, done: NextFunction): void {
   passRefusalOn(
     new ConfigurationError(
-      'an app was given a stand-in for the request (Object.create(req)) without its own url and method: the app replaces its prototype, then routes nothing, and its guards never run; give it its own (Object.assign(Object.create(req), { url: req.url, method: req.method }))',
+      'an app was given a stand-in for the request (Object.create(req)) without a url of its own: the app replaces its prototype, then routes nothing, and its guards never run; give it its own url and method (Object.assign(Object.create(req), { url: req.url, method: req.method }))',
     ),
     standIn,
     done,

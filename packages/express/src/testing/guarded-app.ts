@@ -44,8 +44,26 @@ export function guardedApps(audit: AuditLogger): {
 }
 
 /**
- * A middleware that runs `inner` on one object it fills anew from each request, as an app that
- * keeps a single stand-in for the request does, and goes on whatever `inner` says.
+ * One object filled anew from each request it is given, as an app that keeps a single stand-in
+ * for the request does.
+ *
+ * @example
+ * ```ts
+ * const fill = oneStandIn();
+ * app.use((req, res, next) => router(fill(req), res, next));
+ * ```
+ */
+export function oneStandIn(): (req: express.Request) => express.Request {
+  const standIn: Record<string, unknown> = {};
+  return (req) => {
+    for (const key of Object.keys(standIn)) Reflect.deleteProperty(standIn, key);
+    Object.assign(standIn, req);
+    return standIn as unknown as express.Request;
+  };
+}
+
+/**
+ * A middleware that runs `inner` on {@link oneStandIn}, and goes on whatever `inner` says.
  *
  * @example
  * ```ts
@@ -53,11 +71,9 @@ export function guardedApps(audit: AuditLogger): {
  * ```
  */
 export function throughOneStandIn(inner: express.Express): express.RequestHandler {
-  const standIn: Record<string, unknown> = {};
+  const fill = oneStandIn();
   return (req, res, next) => {
-    for (const key of Object.keys(standIn)) Reflect.deleteProperty(standIn, key);
-    Object.assign(standIn, req);
-    inner(standIn as unknown as express.Request, res, () => {
+    inner(fill(req), res, () => {
       next();
     });
   };
