@@ -118,13 +118,7 @@ export type PipelineRunner = (req: Request, res: Response, next: NextFunction, s
  *
  * @internal
  */
-export type RefusalAnswer = (
-  error: unknown,
-  req: Request,
-  res: Response,
-  next: NextFunction,
-  state: CallState,
-) => void;
+export type RefusalAnswer = (error: unknown, req: Request, res: Response, next: NextFunction, state: CallState) => void;
 
 const passToNext: RefusalAnswer = (error, req, _res, next, state) => {
   passRefusalOn(error, req, next, state);
