@@ -163,11 +163,19 @@ export function headFault(
   if (target.startsWith('/') || (target === '*' && req.method === 'OPTIONS')) return undefined;
   const absolute = ABSOLUTE_TARGET.exec(target);
   if (absolute === null) return 'target_malformed';
-  return absolute[1]?.toLowerCase() === req.headers.host?.toLowerCase() ? undefined : 'host_mismatch';
+  const defaultPort = absolute[1]?.length === 5 ? ':443' : ':80';
+  const named = withoutPort(absolute[2] ?? '', defaultPort);
+  return named === withoutPort(req.headers.host ?? '', defaultPort) ? undefined : 'host_mismatch';
 }
 
 /** An absolute request target: its scheme, its host (with any port), then a path, a query or nothing. */
-const ABSOLUTE_TARGET = /^https?:\/\/([^/?#@\s]+)(?:[/?]|$)/i;
+const ABSOLUTE_TARGET = /^(https?):\/\/([^/?#@\s]+)(?:[/?]|$)/i;
+
+/** A host as compared: lower case, without the scheme's default port (`a:443` is `a` for `https`). */
+function withoutPort(host: string, defaultPort: string): string {
+  const lower = host.toLowerCase();
+  return lower.endsWith(defaultPort) ? lower.slice(0, -defaultPort.length) : lower;
+}
 
 /**
  * Answers a request whose head has a {@link headFault} with 400, a request id, a problem+json

@@ -266,6 +266,7 @@ describe('createSecureServer: strict client certificates', () => {
     // The server must take the target's host, where a proxy in front may have routed by the header.
     ['GET http://elsewhere.example/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
     ['GET https://a:444/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
+    ['GET http://a:443/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
   ])('names the fault of the head %j in its audit line', async (bytes, fault) => {
     const answer = await raw(bytes);
     expect(answer.startsWith('HTTP/1.1 400 ')).toBe(true);
@@ -299,9 +300,16 @@ describe('createSecureServer: strict client certificates', () => {
   });
 
   it('serves an absolute target whose host is the Host header’s, and OPTIONS *', async () => {
-    const absolute = await raw('GET https://A.example:8443/hello HTTP/1.1\r\nHost: a.example:8443\r\n\r\n', 300);
-    expect(absolute.startsWith('HTTP/1.1 200 ')).toBe(true);
-    expect(absolute).toContain('"spiffeId":"spiffe://fluxguard.dev/client"');
+    for (const [target, host] of [
+      ['https://A.example:8443/hello', 'a.example:8443'],
+      ['https://a.example:443/hello', 'a.example'],
+      ['https://a.example/hello', 'a.example:443'],
+      ['https://[::1]:8443/hello?x=1', '[::1]:8443'],
+    ]) {
+      const absolute = await raw(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`, 300);
+      expect(absolute.startsWith('HTTP/1.1 200 '), target).toBe(true);
+      expect(absolute).toContain('"spiffeId":"spiffe://fluxguard.dev/client"');
+    }
     const asterisk = await raw('OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n', 300);
     expect(asterisk).not.toMatch(/^HTTP\/1\.1 400 /);
   });
