@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import express, { type NextFunction, type Request } from 'express';
 import { ConfigurationError, SecurityError } from '@fluxguard/core';
+import type { CallState } from '@fluxguard/core/adapter';
 import { keepStandInState, stateOf } from './context.js';
 import { passRefusalOn } from './hand-over.js';
 
@@ -33,6 +34,7 @@ function keepStandInStateIn(application: object): void {
             : (error) => {
                 state.end(new SecurityError('internal', { cause: error }));
               },
+          state,
         );
         return undefined;
       }
@@ -54,13 +56,14 @@ function routable(standIn: object): boolean {
 }
 
 /** Refuses the call of a stand-in no app can route, as a refusal of fluxguard's is: wherever the app resumes it. */
-function refuseUnroutable(standIn: Request, done: NextFunction): void {
+function refuseUnroutable(standIn: Request, done: NextFunction, state: CallState): void {
   passRefusalOn(
     new ConfigurationError(
       'an app was given a stand-in for the request (Object.create(req)) without a url of its own: the app replaces its prototype, then routes nothing, and its guards never run; give it its own url and method (Object.assign(Object.create(req), { url: req.url, method: req.method }))',
     ),
     standIn,
     done,
+    state,
   );
 }
 
