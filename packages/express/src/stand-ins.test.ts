@@ -58,6 +58,20 @@ function subApp(...guards: (express.RequestHandler | express.RequestHandler[])[]
   return inner;
 }
 
+/** A body limit of 64 KiB, as an app's own control. */
+function smallBodies(): Control {
+  const seen = createContextKey<number>('small-bodies.bytes');
+  return {
+    name: 'small-bodies',
+    stage: 'caller-limit',
+    onMessage(chunk, _call, context) {
+      const total = (context.get(seen) ?? 0) + (chunk as Buffer).length;
+      context.set(seen, total);
+      if (total > 64 * 1024) throw new SecurityError('payload_too_large', { reason: 'app.small_bodies' });
+    },
+  };
+}
+
 type Make = (req: Request) => Request;
 
 /** An object of the app's making taken for a request. */
@@ -309,16 +323,7 @@ describe('one stand-in object used by every request through a router (no app tak
   });
 
   it('while one call lasts, an upload through the router’s body limit never reaches the handler whole', async () => {
-    const seen = createContextKey<number>('one-stand-in.bytes');
-    const limit: Control = {
-      name: 'small-bodies',
-      stage: 'caller-limit',
-      onMessage(chunk, _call, context) {
-        const total = (context.get(seen) ?? 0) + (chunk as Buffer).length;
-        context.set(seen, total);
-        if (total > 64 * 1024) throw new SecurityError('payload_too_large', { reason: 'app.small_bodies' });
-      },
-    };
+    const limit = smallBodies();
     const fill = oneStandIn();
     const legacy = express();
     legacy.get('/slow', async (_req, res) => {
@@ -389,16 +394,7 @@ describe('one stand-in object used by every request through a router (no app tak
 
 describe('the body of a call run on a stand-in', () => {
   it('is inspected by the sub-app’s controls on the call’s own request stream', async () => {
-    const seen = createContextKey<number>('stand-in.bytes');
-    const limit: Control = {
-      name: 'small-bodies',
-      stage: 'caller-limit',
-      onMessage(chunk, _call, context) {
-        const total = (context.get(seen) ?? 0) + (chunk as Buffer).length;
-        context.set(seen, total);
-        if (total > 64 * 1024) throw new SecurityError('payload_too_large', { reason: 'app.small_bodies' });
-      },
-    };
+    const limit = smallBodies();
     const inner = express();
     inner.use(controls('small-bodies', [limit]));
     const received: number[] = [];
