@@ -1,6 +1,6 @@
 import { IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Principal, RequestContext, SecurityError } from '@fluxguard/core';
+import { ConfigurationError, type Principal, type RequestContext, type SecurityError } from '@fluxguard/core';
 import { CallState, missingContextError, type CallStateInit } from '@fluxguard/core/adapter';
 import { bodyStillComing } from './request-body.js';
 
@@ -167,6 +167,15 @@ function inheritedState(standIn: object): CallState | undefined {
   return undefined;
 }
 
+/**
+ * Why a request through one object that stands in for the requests of calls that overlap is
+ * refused (logged, never sent).
+ *
+ * @internal
+ */
+export const SHARED_STAND_IN =
+  'one object stood in for the requests of two calls at once (an app that fills a single object anew for every request, and hands it to a sub-app or router): it stands for neither, and each request through it is refused while both last; give every request its own stand-in (Object.create(req), or a copy made for it)';
+
 /** A stand-in taken in for calls that overlapped: it stands for none of them while one lasts. */
 interface Contested {
   readonly calls: CallState[];
@@ -184,18 +193,21 @@ const keptStates = new WeakMap<object, CallState | Contested>();
  * through the response it carries or is answered with), found again each time an app takes it
  * in: an Express app replaces the prototype of every request it handles (`app.handle`), which
  * would cut a stand-in off from that request, and from its refusals. Found for no call (a
- * sub-app within the app that took it in), it keeps what it had. Returns the call the stand-in
- * stands for, if any ({@link keepCall}).
+ * sub-app within the app that took it in), it keeps what it had. Returns the call it was taken
+ * in for, if any, and whether it stands for that call alone ({@link keepCall}).
  *
  * @internal
  */
-export function keepStandInState(standIn: IncomingMessage, res: unknown): CallState | undefined {
+export function keepStandInState(
+  standIn: IncomingMessage,
+  res: unknown,
+): { readonly call: CallState; readonly alone: boolean } | undefined {
   if (Object.hasOwn(standIn, PROPERTY)) return undefined;
   const state =
     inheritedState(standIn) ??
     stateOfCarried(standIn, (standIn as { res?: unknown }).res) ??
     stateOfCarried(standIn, res);
-  return state === undefined ? undefined : keepCall(standIn, state);
+  return state === undefined ? undefined : { call: state, alone: keepCall(standIn, state) !== undefined };
 }
 
 /**
@@ -227,6 +239,19 @@ function keepCall(standIn: object, state: CallState): CallState | undefined {
  */
 export function keptForStandIn(standIn: object): boolean {
   return keptStates.has(standIn);
+}
+
+/**
+ * The calls that have not ended of those a stand-in was taken in for while they overlapped
+ * ({@link keepCall}): it stands for none of them, and what is refused through it is refused to
+ * all of them. Empty for a stand-in that stands for one call, or none.
+ *
+ * @internal
+ */
+export function contestedCalls(standIn: object): readonly CallState[] {
+  const kept = keptStates.get(standIn);
+  if (kept === undefined || kept instanceof CallState) return [];
+  return kept.calls.filter((call) => !call.finished);
 }
 
 /**
@@ -262,6 +287,10 @@ export function attachContext(
 ): CallState {
   const existing = stateOf(req);
   if (existing !== undefined) return existing;
+  // A stand-in an app took in for a call, standing for none now (taken in for calls that
+  // overlap, or for one that has ended): a state of its own would be its own for good, shared
+  // by every later request through it, and the guards behind would decide by neither call.
+  if (keptStates.has(req)) throw new ConfigurationError(SHARED_STAND_IN);
   const state = new HttpCallState(
     {
       requestId,

@@ -1,10 +1,10 @@
 import type { Application, NextFunction, Request, Response } from 'express';
 import { ConfigurationError, SecurityError, isSecurityError } from '@fluxguard/core';
-import { httpOperation, isPlainPath } from '@fluxguard/core/adapter';
+import { CallState, httpOperation, isPlainPath } from '@fluxguard/core/adapter';
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import parseUrl from 'parseurl';
-import { keptForStandIn, stateOf } from './context.js';
+import { contestedCalls, keptForStandIn, stateOf } from './context.js';
 import { translateExpressError } from './error-handler.js';
 import { parentOf, routingChangeCount, stackLength } from './app-routing.js';
 import { isExpressApp, routerOf, type RouterEntry } from './routes.js';
@@ -65,34 +65,47 @@ function refusalOf(req: Request, res: Response): { refusal: unknown } | undefine
  * @internal
  */
 export function passRefusalOn(error: unknown, req: Request, next: NextFunction, state = stateOf(req)): void {
-  // Express's own `req.res` (the stand-in's, when the app ran on one), only for a request with no
-  // call state: a response made up for a sub-app may be shared by every request, and keyed by it,
-  // one client's refusal was applied to another's request while the refusing call lasted. Nor
-  // for a stand-in a call was ever kept for: an object the app fills anew for every request
-  // carries the response of the call it was filled for last.
-  const res: unknown = state === undefined && !keptForStandIn(req) ? req.res : undefined;
-  const keys = [req, state ?? res].filter((key): key is object => typeof key === 'object' && key !== null);
-  const added = keys.filter((key) => !passedOn.has(key));
-  // None known: the first refusal of this call.
-  const fresh = added.length === keys.length;
-  for (const key of added) passedOn.set(key, error);
-  if (added.length > 0) {
-    if (fresh) openRefusals += 1;
-    // Forgotten when the call ends: a response or a stand-in the app uses again for the next
-    // request (one made up for a sub-app, shared) must not refuse that request with this one's
-    // refusal. Until the call ends, not until `req.res` says it closed: a response made up for
-    // a sub-app could say so at once, and the layers behind would ask nothing. Without a call
-    // state, until that response closes; one that never says so only keeps the layers asking.
-    const forget = (): void => {
-      for (const key of added) if (passedOn.get(key) === error) passedOn.delete(key);
-      if (fresh) openRefusals -= 1;
-    };
-    if (state !== undefined) state.addRelease(forget);
-    else if (res instanceof EventEmitter) res.once('close', forget);
+  // Not an object that stands in for calls that overlap: it would refuse the others with this one's refusal.
+  if (state !== undefined) remember(error, contestedCalls(req).length > 0 ? [state] : [req, state], state);
+  else if (keptForStandIn(req)) {
+    // One object the app fills anew for every request, taken in for calls that overlap, stands
+    // for none of them: the refusal is each such call's. Keyed by the object, it outlived them
+    // all, and refused every later request through it with one client's refusal.
+    for (const call of contestedCalls(req)) remember(error, [call], call);
+  } else {
+    // Express's own `req.res` (the stand-in's, when the app ran on one), only for a request with
+    // no call state: a response made up for a sub-app may be shared by every request, and keyed
+    // by it, one client's refusal was applied to another's request while the refusing call
+    // lasted.
+    const res: unknown = req.res;
+    remember(error, typeof res === 'object' && res !== null ? [req, res] : [req], res);
   }
   if (req.method === 'OPTIONS' && typeof req.res === 'object') refuseAllowAnswer(req.res, error);
   guardLayerPrototypes(req);
   next(error);
+}
+
+/**
+ * Keys `error` by each of `keys` not keyed yet, until the call ends: a response or a stand-in
+ * the app uses again for the next request (one made up for a sub-app, shared) must not refuse
+ * that request with this one's refusal. Until the call ends, not until `req.res` says it closed:
+ * a response made up for a sub-app could say so at once, and the layers behind would ask
+ * nothing. Without a call state (`until` a response), until that response closes; one that never
+ * says so only keeps the layers asking.
+ */
+function remember(error: unknown, keys: readonly object[], until: unknown): void {
+  const added = keys.filter((key) => !passedOn.has(key));
+  if (added.length === 0) return;
+  // None known: the first refusal of this call.
+  const fresh = added.length === keys.length;
+  for (const key of added) passedOn.set(key, error);
+  if (fresh) openRefusals += 1;
+  const forget = (): void => {
+    for (const key of added) if (passedOn.get(key) === error) passedOn.delete(key);
+    if (fresh) openRefusals -= 1;
+  };
+  if (until instanceof CallState) until.addRelease(forget);
+  else if (until instanceof EventEmitter) until.once('close', forget);
 }
 
 /**

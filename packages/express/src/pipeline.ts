@@ -39,7 +39,7 @@ import {
   stackLength,
   watchRouting,
 } from './app-routing.js';
-import { routeNames, routerOf, walkRouter } from './routes.js';
+import { isExpressApp, routeNames, routerOf, walkRouter } from './routes.js';
 import { guardHandOvers, passRefusalOn } from './hand-over.js';
 import { warnUnservedRoutes } from './unserved-routes.js';
 import { warnTrustProxy } from './trust-proxy.js';
@@ -153,6 +153,10 @@ const IN_ROUTER: Placement = {
   routesCaseSensitively: (req) => req.app.enabled('case sensitive routing'),
   path: (req) => `${req.baseUrl}${req.path}`,
   checkApp: (req, owner, pipeline, verdicts) => {
+    // An object of the app's making run through a router, which, unlike an app, gives it no
+    // prototype to find its app by: there are no routes to check it against.
+    const app: unknown = req.app;
+    if (typeof app !== 'function' || !isExpressApp(app)) throw noAppOf(owner);
     checkAppOnce(req.app, verdicts, () => {
       const error = misplacedMiddleware(req.app, owner) ?? checkMountedRouting(req.app, owner, pipeline);
       if (error === undefined) {
@@ -163,6 +167,13 @@ const IN_ROUTER: Placement = {
     });
   },
 };
+
+/** Why middleware is refused a request no Express app took in (logged, never sent). */
+function noAppOf(owner: string): ConfigurationError {
+  return new ConfigurationError(
+    `${owner} ran on a request no Express app took in (req.app is missing): a router was run on an object made for the request; run an app on it, or give it the request's app (Object.create(req) inherits it)`,
+  );
+}
 
 /** The verdict on an app, and the length of its router's stack and the routing changes it was given for. */
 interface AppVerdict {

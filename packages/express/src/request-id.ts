@@ -3,6 +3,7 @@ import type { RequestHandler } from 'express';
 import { REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
 import type { CallState } from '@fluxguard/core/adapter';
 import { attachContext, standInCall, type EndRequest } from './context.js';
+import { passRefusalOn } from './hand-over.js';
 
 /**
  * Gives each request its id and its context (`req.fluxguard`, see `FluxguardRequestContext`): the
@@ -38,7 +39,14 @@ export function requestIdWith(
   onReleaseError: (error: unknown, requestId: string) => void,
 ): RequestHandler {
   return function fluxguardRequestId(req, res, next) {
-    startRequest(req, res, endRequest, onReleaseError);
+    try {
+      startRequest(req, res, endRequest, onReleaseError);
+    } catch (error) {
+      // As `fluxguard().before` does: passed on as a refusal, so that code dropping the error
+      // serves nothing behind it.
+      passRefusalOn(error, req, next);
+      return;
+    }
     next();
   };
 }

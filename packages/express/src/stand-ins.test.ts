@@ -8,7 +8,8 @@ import { connect } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { SecurityError, createAuthenticator, createContextKey, type Control } from '@fluxguard/core';
-import { controls, fluxguard, jwtAuth } from './index.js';
+import { z } from 'zod';
+import { controls, fluxguard, jwtAuth, requestId, validate } from './index.js';
 import { guardedApps, oneStandIn, throughOneStandIn } from './testing/guarded-app.js';
 import { stateOf } from './context.js';
 import { captureAudit, createTokenSigner, type Served } from './testing/tls.js';
@@ -390,6 +391,136 @@ describe('one stand-in object used by every request through a router (no app tak
     // Mallory is refused; Alice is served, or refused for the shared object, never with Mallory's refusal.
     for (const outcome of outcomes) expect(['401/200', '401/500']).toContain(outcome);
   }, 20_000);
+});
+
+describe('a router run on an object of the app’s making', () => {
+  it('with a before of its own and no app to find: refused, and the log line says why', async () => {
+    const routes = express.Router();
+    routes.use(fluxguard({ audit: audit.audit }).before);
+    routes.get('/x', (_req, res) => {
+      res.json({ inner: true });
+    });
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        routes(asRequest({ url: req.url, method: req.method, headers: req.headers, res }), res, () => {
+          next();
+        });
+      });
+      app.get('/x', (_req, res) => {
+        res.json({ outer: true });
+      });
+    });
+    const refused = await answer(served, '/x');
+    expect(refused.status).toBe(500);
+    expect(refused.body).not.toContain('app');
+    expect(JSON.stringify(audit.lines().at(-1))).toContain('ran on a request no Express app took in');
+  });
+});
+
+describe('one stand-in object an app fills anew, taken in while another call holds it', () => {
+  /**
+   * {@link oneStandIn}, with the object it fills. The headers and the app are copied too: Node
+   * and Express keep them behind its prototypes, and a router, unlike an app, gives the object
+   * none to read them by.
+   */
+  function oneObject(): { fill: (req: Request) => Request; object: () => object | undefined } {
+    const fill = oneStandIn();
+    let last: Request | undefined;
+    return {
+      fill: (req) => (last = Object.assign(fill(req), { headers: req.headers, app: req.app })),
+      object: () => last,
+    };
+  }
+
+  const before = () => fluxguard({ audit: audit.audit }).before;
+
+  /** A slow route behind a `before` of its own (or `requestId()`) and `jwtAuth`. */
+  function slowGuarded(start: express.RequestHandler | express.RequestHandler[]): express.Router {
+    const routes = express.Router();
+    routes.use(start, authenticated());
+    routes.get('/slow', async (req, res) => {
+      await sleep(400);
+      // Through the call state: a router leaves the object no prototype with `req.fluxguard`.
+      res.json({ subject: stateOf(req)?.principal?.subject ?? null });
+    });
+    return routes;
+  }
+
+  it.each([
+    [
+      'a sub-app with a before of its own',
+      (): express.Router | express.Express => express().use(slowGuarded(before())),
+    ],
+    ['a router with a before of its own', () => slowGuarded(before())],
+    ['a router with requestId()', () => slowGuarded(requestId())],
+  ])(
+    '%s: a forged token is never served, no caller is read across calls, and the object takes no state of its own',
+    async (_name, makeInner) => {
+      const inner = makeInner();
+      const { fill, object } = oneObject();
+      const outer: string[] = [];
+      const served = await guardedApp((app) => {
+        app.use((req: Request, res: Response, next: NextFunction) => {
+          inner(fill(req), res, () => {
+            next();
+          });
+        });
+        app.get('/secret', (req, res) => {
+          outer.push(req.fluxguard.principal?.subject ?? 'anonymous');
+          res.json({ subject: req.fluxguard.principal?.subject ?? null });
+        });
+      });
+      const slow = answer(served, '/slow', alice);
+      await sleep(100);
+      // While Alice's call holds the object, every other request through it is refused.
+      for (const token of [forged, undefined, bob]) expect((await answer(served, '/secret', token)).status).toBe(500);
+      const first = await slow;
+      expect(first.status).toBe(200);
+      expect(['alice', null]).toContain((JSON.parse(first.body) as { subject: unknown }).subject);
+      expect(outer).toEqual([]);
+      // A state of its own would have been every later request's, ended: they would hang.
+      expect(Object.hasOwn(object() ?? {}, 'fluxguard')).toBe(false);
+      await sleep(50);
+      expect((await answer(served, '/secret', forged)).status).toBe(401);
+      expect(await answer(served, '/secret', bob)).toEqual({ status: 200, body: '{"subject":"bob"}' });
+      expect(await answer(served, '/slow', alice)).toEqual({ status: 200, body: '{"subject":"alice"}' });
+      expect(outer).toEqual(['bob']);
+    },
+  );
+
+  it('validate() of a sub-app with no before: a refusal while the object is held is no other request’s later', async () => {
+    const inner = express();
+    inner.use(validate({ query: z.strictObject({ n: z.string().regex(/^\d+$/).optional() }) }));
+    inner.get('/slow', async (_req, res) => {
+      await sleep(400);
+      res.json({ slow: true });
+    });
+    inner.get('/inner', (_req, res) => {
+      res.json({ inner: true });
+    });
+    const { fill } = oneObject();
+    const outer: string[] = [];
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        inner(fill(req), res, () => {
+          next();
+        });
+      });
+      app.get('/ok', (req, res) => {
+        outer.push(req.url);
+        res.json({ ok: true });
+      });
+    });
+    const slow = answer(served, '/slow');
+    await sleep(100);
+    expect((await answer(served, '/ok?n=x')).status).toBe(500);
+    expect((await slow).status).toBe(200);
+    await sleep(50);
+    expect(await answer(served, '/inner?n=1')).toEqual({ status: 200, body: '{"inner":true}' });
+    expect(await answer(served, '/ok')).toEqual({ status: 200, body: '{"ok":true}' });
+    expect((await answer(served, '/ok?n=x')).status).toBe(400);
+    expect(outer).toEqual(['/ok']);
+  });
 });
 
 describe('the body of a call run on a stand-in', () => {

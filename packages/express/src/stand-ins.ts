@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import express, { type NextFunction, type Request } from 'express';
 import { ConfigurationError, SecurityError } from '@fluxguard/core';
 import type { CallState } from '@fluxguard/core/adapter';
-import { keepStandInState, stateOf } from './context.js';
+import { SHARED_STAND_IN, keepStandInState, stateOf } from './context.js';
 import { passRefusalOn } from './hand-over.js';
 
 const KEEPS_STATE = Symbol('fluxguard.keepsStandInState');
@@ -24,18 +24,10 @@ function keepStandInStateIn(application: object): void {
   const original = handle as Handle;
   const keeping: Handle = function handle(this: unknown, req, ...rest) {
     if (typeof req === 'object' && req !== null) {
-      const state = keepStandInState(req as IncomingMessage, rest[0]);
-      if (state !== undefined && !routable(req)) {
-        const done = rest[1];
-        refuseUnroutable(
-          req as Request,
-          typeof done === 'function'
-            ? (done as NextFunction)
-            : (error) => {
-                state.end(new SecurityError('internal', { cause: error }));
-              },
-          state,
-        );
+      const takenIn = keepStandInState(req as IncomingMessage, rest[0]);
+      const why = takenIn === undefined ? undefined : whyRefused(req, takenIn.alone);
+      if (takenIn !== undefined && why !== undefined) {
+        refuse(req as Request, why, rest[1], takenIn.call);
         return undefined;
       }
     }
@@ -43,6 +35,16 @@ function keepStandInStateIn(application: object): void {
   };
   Object.defineProperty(keeping, KEEPS_STATE, { value: true });
   (application as { handle: Handle }).handle = keeping;
+}
+
+/**
+ * Why an app refuses the call of a stand-in it takes in, if it does: taken in while it stands
+ * for another call too (one object the app fills anew for every request), this call is refused
+ * before the app runs anything on it, and the other goes on, its guards' refusals its own.
+ */
+function whyRefused(standIn: object, alone: boolean): string | undefined {
+  if (!alone) return SHARED_STAND_IN;
+  return routable(standIn) ? undefined : UNROUTABLE;
 }
 
 /**
@@ -55,16 +57,24 @@ function routable(standIn: object): boolean {
   return Object.hasOwn(standIn, 'url') && typeof (standIn as { url?: unknown }).url === 'string';
 }
 
-/** Refuses the call of a stand-in no app can route, as a refusal of fluxguard's is: wherever the app resumes it. */
-function refuseUnroutable(standIn: Request, done: NextFunction, state: CallState): void {
-  passRefusalOn(
-    new ConfigurationError(
-      'an app was given a stand-in for the request (Object.create(req)) without a url of its own: the app replaces its prototype, then routes nothing, and its guards never run; give it its own url and method (Object.assign(Object.create(req), { url: req.url, method: req.method }))',
-    ),
-    standIn,
-    done,
-    state,
-  );
+/** Why an app is refused a stand-in it cannot route (logged, never sent). */
+const UNROUTABLE =
+  'an app was given a stand-in for the request (Object.create(req)) without a url of its own: the app replaces its prototype, then routes nothing, and its guards never run; give it its own url and method (Object.assign(Object.create(req), { url: req.url, method: req.method }))';
+
+/**
+ * Refuses the call of a stand-in before the app runs anything on it, as a refusal of
+ * fluxguard's is: wherever the app resumes it. Given no `done` (the app called as
+ * `app(req, res)`), the call is answered at once.
+ */
+function refuse(standIn: Request, why: string, done: unknown, call: CallState): void {
+  const error = new ConfigurationError(why);
+  const next: NextFunction =
+    typeof done === 'function'
+      ? (done as NextFunction)
+      : () => {
+          call.end(new SecurityError('internal', { cause: error }));
+        };
+  passRefusalOn(error, standIn, next, call);
 }
 
 /**
