@@ -163,18 +163,41 @@ export function headFault(
   if (target.startsWith('/') || (target === '*' && req.method === 'OPTIONS')) return undefined;
   const absolute = ABSOLUTE_TARGET.exec(target);
   if (absolute === null) return 'target_malformed';
-  const defaultPort = absolute[1]?.length === 5 ? ':443' : ':80';
-  const named = withoutPort(absolute[2] ?? '', defaultPort);
-  return named === withoutPort(req.headers.host ?? '', defaultPort) ? undefined : 'host_mismatch';
+  const scheme = absolute[1] ?? '';
+  const named = canonicalHost(scheme, absolute[2] ?? '');
+  if (named === undefined) return 'target_malformed';
+  // HTTP/1.0 needs no `Host`: the target's is the only one.
+  const header = req.headers.host;
+  if (header === undefined) return undefined;
+  return named === canonicalHost(scheme, header) ? undefined : 'host_mismatch';
 }
 
-/** An absolute request target: its scheme, its host (with any port), then a path, a query or nothing. */
-const ABSOLUTE_TARGET = /^(https?):\/\/([^/?#@\s]+)(?:[/?]|$)/i;
+/**
+ * An absolute request target: its scheme, its host (with any port), then a path, a query or
+ * nothing. The host is a name of letters, digits, `.`, `-` and `_`, or an IPv6 address in
+ * brackets: Node's URL parser, which Express routes by, ends a host at any other character and
+ * reads the rest as the path (`http://a%2Db/x` was routed as `%2Db/x`, a path no proxy saw).
+ */
+const ABSOLUTE_TARGET = /^(https?):\/\/((?:[\w.-]+|\[[\d:a-f.]+\])(?::\d*)?)(?:[/?]|$)/i;
 
-/** A host as compared: lower case, without the scheme's default port (`a:443` is `a` for `https`). */
-function withoutPort(host: string, defaultPort: string): string {
-  const lower = host.toLowerCase();
-  return lower.endsWith(defaultPort) ? lower.slice(0, -defaultPort.length) : lower;
+/**
+ * A host (with any port) as the URL parser reads it for `scheme`, so that two spellings of one
+ * host compare equal: letter case, the scheme's default port or an empty one (`a:443`, `a:` are
+ * `a` for `https`), an IPv6 address written in full, percent-encoding, and the root's trailing
+ * dot (`a.example.`). `undefined` for anything but a host and a port. Only absolute targets are
+ * read so, which only a proxy sends.
+ */
+function canonicalHost(scheme: string, host: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(`${scheme}://${host}/`);
+  } catch {
+    return undefined;
+  }
+  if (url.username !== '' || url.password !== '' || url.pathname !== '/' || url.search !== '' || url.hash !== '')
+    return undefined;
+  const name = url.hostname.endsWith('.') ? url.hostname.slice(0, -1) : url.hostname;
+  return url.port === '' ? name : `${name}:${url.port}`;
 }
 
 /**

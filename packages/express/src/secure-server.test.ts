@@ -267,6 +267,13 @@ describe('createSecureServer: strict client certificates', () => {
     ['GET http://elsewhere.example/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
     ['GET https://a:444/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
     ['GET http://a:443/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
+    ['GET http://a/hello HTTP/1.1\r\nHost: a/b\r\n\r\n', 'host_mismatch'],
+    ['GET http://a/hello HTTP/1.1\r\nHost: b@a\r\n\r\n', 'host_mismatch'],
+    ['GET http://a./hello HTTP/1.1\r\nHost: a..\r\n\r\n', 'host_mismatch'],
+    // Routed by Express as the path `%2Dexample/hello`: a host is letters, digits, `.`, `-`, `_`.
+    ['GET http://a%2Dexample/hello HTTP/1.1\r\nHost: a-example\r\n\r\n', 'target_malformed'],
+    ['GET http://a!b/hello HTTP/1.1\r\nHost: a!b\r\n\r\n', 'target_malformed'],
+    ['GET http://a:99999/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'target_malformed'],
   ])('names the fault of the head %j in its audit line', async (bytes, fault) => {
     const answer = await raw(bytes);
     expect(answer.startsWith('HTTP/1.1 400 ')).toBe(true);
@@ -305,6 +312,11 @@ describe('createSecureServer: strict client certificates', () => {
       ['https://a.example:443/hello', 'a.example'],
       ['https://a.example/hello', 'a.example:443'],
       ['https://[::1]:8443/hello?x=1', '[::1]:8443'],
+      // Two spellings of one host: the root's trailing dot, an empty port, IPv6 in full.
+      ['https://a.example./hello', 'a.example'],
+      ['https://a.example/hello', 'a.example.'],
+      ['https://a.example:/hello', 'a.example'],
+      ['https://[0:0:0:0:0:0:0:1]:8443/hello', '[::1]:8443'],
     ]) {
       const absolute = await raw(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`, 300);
       expect(absolute.startsWith('HTTP/1.1 200 '), target).toBe(true);
@@ -318,6 +330,10 @@ describe('createSecureServer: strict client certificates', () => {
     const answer = await raw('GET /hello HTTP/1.0\r\n\r\n');
     expect(answer.startsWith('HTTP/1.1 200 ')).toBe(true);
     expect(answer).toContain('"spiffeId":"spiffe://fluxguard.dev/client"');
+    // With an absolute target, whose host is then the only one.
+    const absolute = await raw('GET https://a.example/hello HTTP/1.0\r\n\r\n');
+    expect(absolute.startsWith('HTTP/1.1 200 ')).toBe(true);
+    expect(absolute).toContain('"spiffeId":"spiffe://fluxguard.dev/client"');
   });
 
   it.each([
