@@ -105,7 +105,7 @@ function linkedState(standIn: IncomingMessage): CallState | undefined {
   const carried = stateOfCarried(standIn, (standIn as { res?: unknown }).res);
   if (carried !== undefined) return keepCall(standIn, carried);
   const kept = keptStates.get(standIn);
-  return kept instanceof CallState && !kept.finished ? kept : undefined;
+  return kept !== undefined && 'call' in kept && !kept.call.finished ? kept.call : undefined;
 }
 
 /**
@@ -124,7 +124,7 @@ function stateOfCarried(standIn: object, res: unknown): CallState | undefined {
   else {
     state = inheritedState(original);
     const kept = state === undefined ? keptStates.get(original) : undefined;
-    if (kept instanceof CallState) state = kept;
+    if (kept !== undefined && 'call' in kept) state = kept.call;
   }
   if (!(state instanceof HttpCallState) || state.finished) return undefined;
   return answersFor(res, state.response) ? state : undefined;
@@ -176,54 +176,85 @@ function inheritedState(standIn: object): CallState | undefined {
 export const SHARED_STAND_IN =
   'one object stood in for the requests of two calls at once (an app that fills a single object anew for every request, and hands it to a sub-app or router): it stands for neither, and each request through it is refused while both last; give every request its own stand-in (Object.create(req), or a copy made for it)';
 
-/** A stand-in taken in for calls that overlapped: it stands for none of them while one lasts. */
+/**
+ * The call a stand-in was taken in for, and the responses it was taken in with for that call
+ * (the call's, or one made up for a sub-app): an app or router within handed one of them runs
+ * for that call.
+ */
+interface Kept {
+  readonly call: CallState;
+  readonly responses: object[];
+}
+
+/**
+ * A stand-in taken in for calls that overlapped (or, with a response none of them gave, for a
+ * request fluxguard cannot tell): it stands for none of them while one lasts.
+ */
 interface Contested {
   readonly calls: CallState[];
 }
+
+/** The most responses {@link Kept} lists for one call: beyond, another is a request unknown. */
+const MAX_KEPT_RESPONSES = 8;
 
 /**
  * The call state each stand-in an app took in was found to share ({@link keepStandInState}).
  * Not a property of the stand-in: an app may use one object again for the next request, which
  * would then have kept the first request's call, principal and all.
  */
-const keptStates = new WeakMap<object, CallState | Contested>();
+const keptStates = new WeakMap<object, Kept | Contested>();
 
 /**
  * Keeps, for a stand-in, the call state of the request it stands in for (inherited, or found
- * through the response it carries or is answered with), found again each time an app takes it
- * in: an Express app replaces the prototype of every request it handles (`app.handle`), which
- * would cut a stand-in off from that request, and from its refusals. Found for no call (a
- * sub-app within the app that took it in), it keeps what it had. Returns the call it was taken
- * in for, if any, and whether it stands for that call alone ({@link keepCall}).
+ * through the response it carries or is handed with), found again each time an app or a router
+ * takes it in: an Express app replaces the prototype of every request it handles
+ * (`app.handle`), which would cut a stand-in off from that request, and from its refusals.
+ * Returns the call it was taken in for, if known, and whether it stands for that call alone
+ * ({@link keepCall}). Found for no call, it keeps what it had when handed a response it was
+ * taken in with for that call (a sub-app or router within the app that took it in); handed
+ * another while that call lasts, it is taken in for a request fluxguard cannot tell, and stands
+ * for neither: `{ call: undefined, alone: false }`.
  *
  * @internal
  */
 export function keepStandInState(
   standIn: IncomingMessage,
   res: unknown,
-): { readonly call: CallState; readonly alone: boolean } | undefined {
+): { readonly call: CallState | undefined; readonly alone: boolean } | undefined {
   if (Object.hasOwn(standIn, PROPERTY)) return undefined;
+  const response = typeof res === 'object' && res !== null ? res : undefined;
   const state =
     inheritedState(standIn) ??
     stateOfCarried(standIn, (standIn as { res?: unknown }).res) ??
-    stateOfCarried(standIn, res);
-  return state === undefined ? undefined : { call: state, alone: keepCall(standIn, state) !== undefined };
+    stateOfCarried(standIn, response);
+  if (state !== undefined) return { call: state, alone: keepCall(standIn, state, response) !== undefined };
+  const kept = keptStates.get(standIn);
+  if (kept === undefined || !('call' in kept) || kept.call.finished) return undefined;
+  if (response === undefined || kept.responses.includes(response)) return undefined;
+  keptStates.set(standIn, { calls: [kept.call] });
+  return { call: undefined, alone: false };
 }
 
 /**
- * Records that `standIn` was found to stand for `state`'s call, and returns that call; or
- * `undefined` when it was found for another call that has not ended yet (one object an app
- * fills anew for every request, two requests overlapping): it then stands for neither until
- * every such call has ended. The first call's handler, resumed after an `await`, would read the
- * second call's principal, and a guard of the second would decide by the first's.
+ * Records that `standIn` was found to stand for `state`'s call (taken in with `response`, if
+ * known), and returns that call; or `undefined` when it was found for another call that has not
+ * ended yet (one object an app fills anew for every request, two requests overlapping): it then
+ * stands for neither until every such call has ended. The first call's handler, resumed after
+ * an `await`, would read the second call's principal, and a guard of the second would decide by
+ * the first's.
  */
-function keepCall(standIn: object, state: CallState): CallState | undefined {
+function keepCall(standIn: object, state: CallState, response?: object): CallState | undefined {
   const kept = keptStates.get(standIn);
-  if (kept === state) return state;
-  const calls = kept === undefined ? [] : kept instanceof CallState ? [kept] : kept.calls;
+  if (kept !== undefined && 'call' in kept && kept.call === state) {
+    const { responses } = kept;
+    if (response !== undefined && !responses.includes(response) && responses.length < MAX_KEPT_RESPONSES)
+      responses.push(response);
+    return state;
+  }
+  const calls = kept === undefined ? [] : 'call' in kept ? [kept.call] : kept.calls;
   const open = calls.filter((call) => !call.finished);
   if (open.length === 0) {
-    keptStates.set(standIn, state);
+    keptStates.set(standIn, { call: state, responses: response === undefined ? [] : [response] });
     return state;
   }
   if (!open.includes(state)) open.push(state);
@@ -250,7 +281,7 @@ export function keptForStandIn(standIn: object): boolean {
  */
 export function contestedCalls(standIn: object): readonly CallState[] {
   const kept = keptStates.get(standIn);
-  if (kept === undefined || kept instanceof CallState) return [];
+  if (kept === undefined || 'call' in kept) return [];
   return kept.calls.filter((call) => !call.finished);
 }
 

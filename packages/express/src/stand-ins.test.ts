@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { SecurityError, createAuthenticator, createContextKey, type Control } from '@fluxguard/core';
 import { z } from 'zod';
-import { controls, fluxguard, jwtAuth, requestId, validate } from './index.js';
+import { controls, fluxguard, jwtAuth, requestId, setPrincipal, validate } from './index.js';
 import { guardedApps, oneStandIn, throughOneStandIn } from './testing/guarded-app.js';
 import { stateOf } from './context.js';
 import { captureAudit, createTokenSigner, type Served } from './testing/tls.js';
@@ -520,6 +520,154 @@ describe('one stand-in object an app fills anew, taken in while another call hol
     expect(await answer(served, '/ok')).toEqual({ status: 200, body: '{"ok":true}' });
     expect((await answer(served, '/ok?n=x')).status).toBe(400);
     expect(outer).toEqual(['/ok']);
+  });
+});
+
+describe('one object filled with a few fields of each request, no response with it', () => {
+  /** One object an app fills with `url`, `method` and `headers` alone, for every request. */
+  function fewFields(): (req: Request) => Request {
+    const shared: Record<string, unknown> = {};
+    return (req) => asRequest(Object.assign(shared, { url: req.url, method: req.method, headers: req.headers }));
+  }
+
+  /** A sub-app whose slow route is held open by the first call, run on `fill`. */
+  function slowLegacy(fill: (req: Request) => Request, ...guards: express.RequestHandler[]): express.RequestHandler {
+    const legacy = express();
+    if (guards.length > 0) legacy.use(...guards);
+    legacy.get('/slow', async (req, res) => {
+      await sleep(300);
+      res.json({ subject: stateOf(req)?.principal?.subject ?? null });
+    });
+    return (req, res, next) => {
+      legacy(fill(req), res, () => {
+        next();
+      });
+    };
+  }
+
+  it('run through a guarded router by a second call: its guard never decides by the first caller', async () => {
+    const fill = fewFields();
+    const api = express.Router();
+    api.use(authenticated());
+    const inside: unknown[] = [];
+    api.get('/api/me', (req, res) => {
+      inside.push(stateOf(req)?.principal?.subject ?? null);
+      res.json({ subject: stateOf(req)?.principal?.subject ?? null });
+    });
+    const served = await guardedApp((app) => {
+      app.use('/legacy', slowLegacy(fill, authenticated()));
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        api(fill(req), res, () => {
+          next();
+        });
+      });
+    });
+    const slow = answer(served, '/legacy/slow', alice);
+    await sleep(100);
+    for (const token of [forged, undefined, bob]) expect((await answer(served, '/api/me', token)).status).toBe(500);
+    // Read after the object stood for other calls too: Alice, or no one.
+    const first = await slow;
+    expect(first.status).toBe(200);
+    expect(['{"subject":"alice"}', '{"subject":null}']).toContain(first.body);
+    expect(inside).toEqual([]);
+    await sleep(50);
+    expect((await answer(served, '/api/me', forged)).status).toBe(401);
+    expect(await answer(served, '/api/me', bob)).toEqual({ status: 200, body: '{"subject":"bob"}' });
+  });
+
+  it('a principal set in the router by a second call never lands in the first call', async () => {
+    const fill = fewFields();
+    const api = express.Router();
+    api.use((req, _res, next) => {
+      // An authenticator of the app's own, as setPrincipal's example has it.
+      if (req.headers.authorization === alice)
+        setPrincipal(req, {
+          subject: 'alice',
+          roles: ['admin'],
+          scopes: [],
+          claims: {},
+          certificate: undefined,
+          authenticatedBy: 'jwt',
+        });
+      next();
+    });
+    api.get('/api/me', (req, res) => {
+      res.json({ subject: stateOf(req)?.principal?.subject ?? null });
+    });
+    const served = await guardedApp((app) => {
+      app.use('/legacy', slowLegacy(fill));
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        api(fill(req), res, () => {
+          next();
+        });
+      });
+    });
+    const anonymous = answer(served, '/legacy/slow');
+    await sleep(100);
+    expect((await answer(served, '/api/me', alice)).status).toBe(500);
+    expect(await anonymous).toEqual({ status: 200, body: '{"subject":null}' });
+    expect(await answer(served, '/api/me', alice)).toEqual({ status: 200, body: '{"subject":"alice"}' });
+  });
+
+  it('a refusal of validate() in the router for a second call is never the first call’s', async () => {
+    const shared: Record<string, unknown> = {};
+    const fill = (req: Request): Request => {
+      for (const key of Object.keys(shared)) Reflect.deleteProperty(shared, key);
+      // What a router cannot read through the object's prototype (it gives it none) copied too.
+      return Object.assign(shared, req, { headers: req.headers, app: req.app, query: req.query }) as Request;
+    };
+    const api = express.Router();
+    api.use(validate({ query: z.strictObject({ n: z.string().regex(/^\d+$/).optional() }) }));
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        api(fill(req), res, () => {
+          next();
+        });
+      });
+      app.get('/slow', async (_req, res) => {
+        await sleep(300);
+        res.json({ slow: true });
+      });
+      app.get('/x', (_req, res) => {
+        res.json({ x: true });
+      });
+    });
+    const slow = answer(served, '/slow');
+    await sleep(100);
+    expect((await answer(served, '/x?n=evil')).status).toBe(500);
+    expect(await slow).toEqual({ status: 200, body: '{"slow":true}' });
+    expect((await answer(served, '/x?n=evil')).status).toBe(400);
+  });
+
+  it('handed to a sub-app with a response made up for it, by a second call: the sub-app never reads the first caller', async () => {
+    const fill = fewFields();
+    const api = express();
+    api.use(authenticated());
+    const inside: unknown[] = [];
+    api.get('/api/me', (req, _res, next) => {
+      inside.push(stateOf(req)?.principal?.subject ?? null);
+      next();
+    });
+    const madeUp = Object.assign(new EventEmitter(), { setHeader: () => undefined }) as unknown as Response;
+    const served = await guardedApp((app) => {
+      app.use('/legacy', slowLegacy(fill, authenticated()));
+      app.use((req: Request, _res: Response, next: NextFunction) => {
+        api(fill(req), madeUp, () => {
+          next();
+        });
+      });
+      app.get('/api/me', (req, res) => {
+        res.json({ outer: req.fluxguard.principal?.subject ?? null });
+      });
+    });
+    const slow = answer(served, '/legacy/slow', alice);
+    await sleep(100);
+    // An object that carries nothing of this request is a request fluxguard cannot tell (the
+    // app dropped the sub-app's error): never the first caller's.
+    const second = await answer(served, '/api/me', forged);
+    expect(second.body).not.toContain('alice');
+    expect(await slow).toEqual({ status: 200, body: '{"subject":null}' });
+    expect(inside).not.toContain('alice');
   });
 });
 

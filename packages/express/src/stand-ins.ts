@@ -10,22 +10,24 @@ const KEEPS_STATE = Symbol('fluxguard.keepsStandInState');
 type Handle = (this: unknown, req: unknown, ...rest: unknown[]) => unknown;
 
 /**
- * Makes every app of Express's `application` keep the call state of a stand-in for a request
- * (`Object.create(req)`, a copy, an object of the app's making answered with the call's
- * response) when it takes it in: `app.handle` replaces the stand-in's prototype first, after
- * which nothing led from it to the request, and a refusal of the app's controls was kept on the
- * stand-in alone. Resumed past the app (its error dropped), the request then reached the routes
- * behind it unanswered. Each app copies `handle` when it is created, so this runs when fluxguard
- * is imported, before the app's module makes its apps.
+ * Makes every app of Express's `application` (`app`), or every router of its `Router`, keep the call state of a stand-in for a request (`Object.create(req)`, a copy, an
+ * object of the app's making answered with the call's response) when it takes it in:
+ * `app.handle` replaces the stand-in's prototype first, after which nothing led from it to the
+ * request, and a refusal of the app's controls was kept on the stand-in alone. Resumed past the
+ * app (its error dropped), the request then reached the routes behind it unanswered. A router
+ * replaces nothing, but one object filled anew for every request and run through a router by a
+ * second call read the first call's state there: its guards decided by the first caller. Each
+ * app copies `handle` when it is created, so this runs when fluxguard is imported, before the
+ * app's module makes its apps.
  */
-function keepStandInStateIn(application: object): void {
-  const handle: unknown = (application as { handle?: unknown }).handle;
+function keepStandInStateIn(holder: object, app: boolean): void {
+  const handle: unknown = (holder as { handle?: unknown }).handle;
   if (typeof handle !== 'function' || KEEPS_STATE in handle) return;
   const original = handle as Handle;
   const keeping: Handle = function handle(this: unknown, req, ...rest) {
     if (typeof req === 'object' && req !== null) {
       const takenIn = keepStandInState(req as IncomingMessage, rest[0]);
-      const why = takenIn === undefined ? undefined : whyRefused(req, takenIn.alone);
+      const why = takenIn === undefined ? undefined : whyRefused(req, takenIn.alone, app);
       if (takenIn !== undefined && why !== undefined) {
         refuse(req as Request, why, rest[1], takenIn.call);
         return undefined;
@@ -34,17 +36,18 @@ function keepStandInStateIn(application: object): void {
     return Reflect.apply(original, this, [req, ...rest]);
   };
   Object.defineProperty(keeping, KEEPS_STATE, { value: true });
-  (application as { handle: Handle }).handle = keeping;
+  (holder as { handle: Handle }).handle = keeping;
 }
 
 /**
  * Why an app refuses the call of a stand-in it takes in, if it does: taken in while it stands
  * for another call too (one object the app fills anew for every request), this call is refused
- * before the app runs anything on it, and the other goes on, its guards' refusals its own.
+ * before the app runs anything on it, and the other goes on, its guards' refusals its own. A
+ * router routes by the stand-in's `url` whatever its prototype: only an app needs its own.
  */
-function whyRefused(standIn: object, alone: boolean): string | undefined {
+function whyRefused(standIn: object, alone: boolean, app: boolean): string | undefined {
   if (!alone) return SHARED_STAND_IN;
-  return routable(standIn) ? undefined : UNROUTABLE;
+  return !app || routable(standIn) ? undefined : UNROUTABLE;
 }
 
 /**
@@ -64,17 +67,19 @@ const UNROUTABLE =
 /**
  * Refuses the call of a stand-in before the app runs anything on it, as a refusal of
  * fluxguard's is: wherever the app resumes it. Given no `done` (the app called as
- * `app(req, res)`), the call is answered at once.
+ * `app(req, res)`), the call is answered at once. A call fluxguard cannot tell (`undefined`)
+ * gets the error passed on, and no other call's refusal is keyed by it.
  */
-function refuse(standIn: Request, why: string, done: unknown, call: CallState): void {
+function refuse(standIn: Request, why: string, done: unknown, call: CallState | undefined): void {
   const error = new ConfigurationError(why);
   const next: NextFunction =
     typeof done === 'function'
       ? (done as NextFunction)
       : () => {
-          call.end(new SecurityError('internal', { cause: error }));
+          call?.end(new SecurityError('internal', { cause: error }));
         };
-  passRefusalOn(error, standIn, next, call);
+  if (call === undefined) next(error);
+  else passRefusalOn(error, standIn, next, call);
 }
 
 /**
@@ -95,5 +100,6 @@ function readContextThroughStandIns(requestPrototype: object): void {
   });
 }
 
-keepStandInStateIn(express.application);
+keepStandInStateIn(express.application, true);
+keepStandInStateIn((express.Router as unknown as { prototype: object }).prototype, false);
 readContextThroughStandIns(express.request);
