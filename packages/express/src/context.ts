@@ -135,7 +135,7 @@ function stateOfCarried(standIn: object, res: unknown): CallState | undefined {
  * listeners, and a `Proxy` reads them through; a response made up for a sub-app has its own, or
  * none.
  */
-function answersFor(candidate: object, response: ServerResponse): boolean {
+function answersFor(candidate: object, response: object): boolean {
   if (candidate === response) return true;
   const events: unknown = (response as { _events?: unknown })._events;
   return typeof events === 'object' && events !== null && (candidate as { _events?: unknown })._events === events;
@@ -230,9 +230,33 @@ export function keepStandInState(
   if (state !== undefined) return { call: state, alone: keepCall(standIn, state, response) !== undefined };
   const kept = keptStates.get(standIn);
   if (kept === undefined || !('call' in kept) || kept.call.finished) return undefined;
-  if (response === undefined || kept.responses.includes(response)) return undefined;
+  if (response === undefined) return undefined;
+  if (takenInWith(kept, response)) {
+    // Kept by identity too: the app replaces the prototype of a stand-in of the response it is
+    // handed, which then leads to the call's response no longer, for the router within it.
+    keepResponse(kept, response);
+    return undefined;
+  }
   keptStates.set(standIn, { calls: [kept.call] });
   return { call: undefined, alone: false };
+}
+
+/**
+ * Whether `response` is one a stand-in was taken in with for its kept call, the call's own, or
+ * a stand-in of either (`Object.create`, a `Proxy`): an app within the one that took it in,
+ * handed what that app was.
+ */
+function takenInWith(kept: Kept, response: object): boolean {
+  const own = kept.call instanceof HttpCallState ? kept.call.response : undefined;
+  return (
+    (own !== undefined && answersFor(response, own)) || kept.responses.some((known) => answersFor(response, known))
+  );
+}
+
+/** Adds `response` to those a stand-in was taken in with for its call, up to {@link MAX_KEPT_RESPONSES}. */
+function keepResponse(kept: Kept, response: object): void {
+  const { responses } = kept;
+  if (!responses.includes(response) && responses.length < MAX_KEPT_RESPONSES) responses.push(response);
 }
 
 /**
@@ -246,9 +270,7 @@ export function keepStandInState(
 function keepCall(standIn: object, state: CallState, response?: object): CallState | undefined {
   const kept = keptStates.get(standIn);
   if (kept !== undefined && 'call' in kept && kept.call === state) {
-    const { responses } = kept;
-    if (response !== undefined && !responses.includes(response) && responses.length < MAX_KEPT_RESPONSES)
-      responses.push(response);
+    if (response !== undefined) keepResponse(kept, response);
     return state;
   }
   const calls = kept === undefined ? [] : 'call' in kept ? [kept.call] : kept.calls;

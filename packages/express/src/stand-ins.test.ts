@@ -639,6 +639,37 @@ describe('one object filled with a few fields of each request, no response with 
     expect((await answer(served, '/x?n=evil')).status).toBe(400);
   });
 
+  it('a sub-app within the sub-app, handed a stand-in of the response, runs for the same call', async () => {
+    const fill = fewFields();
+    const deeper = express();
+    deeper.use(authenticated());
+    const inside: unknown[] = [];
+    // Handed back: Express answers nothing through a stand-in of the response.
+    deeper.get('/deep/me', (req, _res, next) => {
+      inside.push(stateOf(req)?.principal?.subject ?? null);
+      next();
+    });
+    const inner = express();
+    inner.use((req, res, next) => {
+      deeper(req, Object.create(res) as Response, next);
+    });
+    const served = await guardedApp((app) => {
+      app.use((req: Request, res: Response, next: NextFunction) => {
+        inner(fill(req), res, () => {
+          next();
+        });
+      });
+      app.get('/deep/me', (_req, res) => {
+        // Not `res.json`: Express left `res.req` on the stand-in, and its `res` on the stand-in
+        // of the response, whose prototype the deeper app replaced (Express alone fails so).
+        res.end('{"outer":true}');
+      });
+    });
+    expect(await answer(served, '/deep/me', alice)).toEqual({ status: 200, body: '{"outer":true}' });
+    expect((await answer(served, '/deep/me', forged)).status).toBe(401);
+    expect(inside).toEqual(['alice']);
+  });
+
   it('handed to a sub-app with a response made up for it, by a second call: the sub-app never reads the first caller', async () => {
     const fill = fewFields();
     const api = express();
