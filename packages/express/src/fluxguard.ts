@@ -13,6 +13,7 @@ import {
 import { answerFailures, notFound, reachedFromApp, recordRequestFailure } from './error-handler.js';
 import { probeUnreadAnswer } from './unread-answer.js';
 import { standInCall, stateOf, type EndRequest } from './context.js';
+import { refusedStandIn } from './stand-ins.js';
 import { aheadOfBefore, markMiddleware } from './app-routing.js';
 import { checkRouting, inFrontOf, pipelineRunner, type PipelineRunner, type RefusalAnswer } from './pipeline.js';
 import { dropLaterWrites, startRequest } from './request-id.js';
@@ -206,6 +207,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   // error middleware of the app that calls `next()` cannot resume it.
   const beforeWith = (run: PipelineRunner | undefined, origin: object | undefined) =>
     function fluxguardBefore(req: Request, res: Response, next: NextFunction): void {
+      if (refusedStandIn(req, res, next)) return;
       let state: CallState;
       try {
         state = startRequest(req, res, endRequest, onReleaseError, origin);

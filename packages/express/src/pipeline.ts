@@ -41,6 +41,7 @@ import {
 } from './app-routing.js';
 import { isExpressApp, routeNames, routerOf, walkRouter } from './routes.js';
 import { guardHandOvers, passRefusalOn } from './hand-over.js';
+import { refusedStandIn } from './stand-ins.js';
 import { warnUnservedRoutes } from './unserved-routes.js';
 import { warnTrustProxy } from './trust-proxy.js';
 
@@ -71,6 +72,7 @@ import { warnTrustProxy } from './trust-proxy.js';
 export function controls(owner: string, list: readonly Control[]): RequestHandler {
   const run = pipelineRunner(owner, list);
   const middleware: RequestHandler = function fluxguardControls(req, res, next) {
+    if (refusedStandIn(req, res, next)) return;
     const state = stateOf(req);
     if (state === undefined) {
       answerWithoutContext(owner, res);

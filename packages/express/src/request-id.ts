@@ -4,6 +4,7 @@ import { REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxgu
 import type { CallState } from '@fluxguard/core/adapter';
 import { attachContext, standInCall, type EndRequest } from './context.js';
 import { passRefusalOn } from './hand-over.js';
+import { refusedStandIn } from './stand-ins.js';
 
 /**
  * Gives each request its id and its context (`req.fluxguard`, see `FluxguardRequestContext`): the
@@ -39,6 +40,7 @@ export function requestIdWith(
   onReleaseError: (error: unknown, requestId: string) => void,
 ): RequestHandler {
   return function fluxguardRequestId(req, res, next) {
+    if (refusedStandIn(req, res, next)) return;
     try {
       startRequest(req, res, endRequest, onReleaseError);
     } catch (error) {

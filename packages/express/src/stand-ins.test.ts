@@ -670,6 +670,43 @@ describe('one object filled with a few fields of each request, no response with 
     expect(inside).toEqual(['alice']);
   });
 
+  it('handed by a second call to jwtAuth() or validate() directly: refused, and the first call keeps its caller and its answer', async () => {
+    const fill = (() => {
+      const shared: Record<string, unknown> = {};
+      return (req: Request) =>
+        asRequest(Object.assign(shared, { url: req.url, method: req.method, headers: req.headers, query: req.query }));
+    })();
+    const auth = authenticated();
+    const check = validate({ query: z.strictObject({ n: z.string().regex(/^\d+$/).optional() }) });
+    const served = await guardedApp((app) => {
+      app.use('/legacy', slowLegacy(fill, authenticated()));
+      // The app runs fluxguard's middleware itself on the object, with this request's response.
+      for (const [path, middleware] of [
+        ['/auth', auth],
+        ['/check', check],
+      ] as const) {
+        app.get(path, (req: Request, res: Response, next: NextFunction) => {
+          const standIn = fill(req);
+          middleware(standIn, res, (error?: unknown) => {
+            if (error === undefined) res.json({ subject: stateOf(standIn)?.principal?.subject ?? null });
+            else next(error);
+          });
+        });
+      }
+    });
+    const slow = answer(served, '/legacy/slow', alice);
+    await sleep(100);
+    for (const token of [forged, bob]) expect((await answer(served, '/auth', token)).status).toBe(500);
+    expect((await answer(served, '/check?n=evil')).status).toBe(500);
+    const first = await slow;
+    expect(first.status).toBe(200);
+    expect(['{"subject":"alice"}', '{"subject":null}']).toContain(first.body);
+    await sleep(50);
+    expect((await answer(served, '/auth', forged)).status).toBe(401);
+    expect(await answer(served, '/auth', bob)).toEqual({ status: 200, body: '{"subject":"bob"}' });
+    expect((await answer(served, '/check?n=evil')).status).toBe(400);
+  });
+
   it('handed to a sub-app with a response made up for it, by a second call: the sub-app never reads the first caller', async () => {
     const fill = fewFields();
     const api = express();

@@ -83,6 +83,25 @@ function refuse(standIn: Request, why: string, done: unknown, call: CallState | 
 }
 
 /**
+ * Takes a stand-in in at a middleware of fluxguard's that the app ran on it itself (no app or
+ * router handed it over), as an app would, with the response the middleware was handed: when
+ * it stands for another call too, or for a request fluxguard cannot tell, this call is refused
+ * (`next(error)`) and `true` returned. One object filled with a few fields of each request and
+ * handed to `jwtAuth()` by a second call read the first call's state there: a forged token
+ * passed with the first caller's principal, and a refusal of `validate()` answered the first
+ * call. A request of Node's (with its own context) is never a stand-in.
+ *
+ * @internal
+ */
+export function refusedStandIn(req: Request, res: unknown, next: NextFunction): boolean {
+  if (Object.hasOwn(req, 'fluxguard')) return false;
+  const takenIn = keepStandInState(req, res);
+  if (takenIn === undefined || takenIn.alone) return false;
+  refuse(req, SHARED_STAND_IN, next, takenIn.call);
+  return true;
+}
+
+/**
  * Gives a stand-in an app took in `req.fluxguard`, read from the call it stands for: the call's
  * own request has it as its own property, which this never shadows. A handler of a sub-app run
  * on a copy of the request (`{ ...req }`, which leaves out the property) read `undefined` there.

@@ -1,5 +1,6 @@
 import express, { type RequestHandler } from 'express';
 import { passRefusalOn } from './hand-over.js';
+import { refusedStandIn } from './stand-ins.js';
 import {
   ConfigurationError,
   SecurityError,
@@ -63,7 +64,8 @@ export function validate(options: ValidateOptions): RequestHandler {
     return schema === undefined ? [] : [{ part, schema: checkSchema(schema, `validate: "${part}"`) }];
   });
   if (schemas.length === 0) throw new ConfigurationError('validate: give a schema for params, query, headers or body');
-  return function fluxguardValidate(req, _res, next) {
+  return function fluxguardValidate(req, res, next) {
+    if (refusedStandIn(req, res, next)) return;
     try {
       for (const { part, schema } of schemas) {
         const output = validateWith(schema, req[part], part);
@@ -137,6 +139,7 @@ export function jsonBody(options: JsonBodyOptions = {}): RequestHandler {
     },
   });
   return function fluxguardJsonBody(req, res, next) {
+    if (refusedStandIn(req, res, next)) return;
     // A refused body is never resumed into the handler, which would find no body or half of one.
     parse(req, res, (error?: unknown) => {
       if (error === undefined || error === null) next();
