@@ -10,33 +10,40 @@ const KEEPS_STATE = Symbol('fluxguard.keepsStandInState');
 type Handle = (this: unknown, req: unknown, ...rest: unknown[]) => unknown;
 
 /**
- * Makes every app of Express's `application` (`app`), or every router of its `Router`, keep the call state of a stand-in for a request (`Object.create(req)`, a copy, an
- * object of the app's making answered with the call's response) when it takes it in:
- * `app.handle` replaces the stand-in's prototype first, after which nothing led from it to the
- * request, and a refusal of the app's controls was kept on the stand-in alone. Resumed past the
- * app (its error dropped), the request then reached the routes behind it unanswered. A router
- * replaces nothing, but one object filled anew for every request and run through a router by a
- * second call read the first call's state there: its guards decided by the first caller. Each
- * app copies `handle` when it is created, so this runs when fluxguard is imported, before the
- * app's module makes its apps.
+ * Makes every app of Express's `application` (`app`), or every router of its `Router`, keep the
+ * call state of a stand-in for a request (`Object.create(req)`, a copy, an object of the app's
+ * making answered with the call's response) when it takes it in: `app.handle` replaces the
+ * stand-in's prototype first, after which nothing led from it to the request, and a refusal of
+ * the app's controls was kept on the stand-in alone. Resumed past the app (its error dropped),
+ * the request then reached the routes behind it unanswered. A router replaces nothing, but one
+ * object filled anew for every request and run through a router by a second call read the
+ * first call's state there: its guards decided by the first caller. Each app copies `handle`
+ * when it is created, so this runs when fluxguard is imported, before the app's module makes
+ * its apps.
  */
 function keepStandInStateIn(holder: object, app: boolean): void {
   const handle: unknown = (holder as { handle?: unknown }).handle;
   if (typeof handle !== 'function' || KEEPS_STATE in handle) return;
   const original = handle as Handle;
   const keeping: Handle = function handle(this: unknown, req, ...rest) {
-    if (typeof req === 'object' && req !== null) {
-      const takenIn = keepStandInState(req as IncomingMessage, rest[0]);
-      const why = takenIn === undefined ? undefined : whyRefused(req, takenIn.alone, app);
-      if (takenIn !== undefined && why !== undefined) {
-        refuse(req as Request, why, rest[1], takenIn.call);
-        return undefined;
-      }
-    }
+    if (typeof req === 'object' && req !== null && refusedTakingIn(req as Request, rest[0], rest[1], app))
+      return undefined;
     return Reflect.apply(original, this, [req, ...rest]);
   };
   Object.defineProperty(keeping, KEEPS_STATE, { value: true });
   (holder as { handle: Handle }).handle = keeping;
+}
+
+/**
+ * Takes a stand-in in with the response it is handed ({@link keepStandInState}), and refuses
+ * its call ({@link whyRefused}) before anything runs on it: `true` when refused.
+ */
+function refusedTakingIn(standIn: Request, res: unknown, done: unknown, app: boolean): boolean {
+  const takenIn = keepStandInState(standIn, res);
+  const why = takenIn === undefined ? undefined : whyRefused(standIn, takenIn.alone, app);
+  if (takenIn === undefined || why === undefined) return false;
+  refuse(standIn, why, done, takenIn.call);
+  return true;
 }
 
 /**
@@ -94,11 +101,7 @@ function refuse(standIn: Request, why: string, done: unknown, call: CallState | 
  * @internal
  */
 export function refusedStandIn(req: Request, res: unknown, next: NextFunction): boolean {
-  if (Object.hasOwn(req, 'fluxguard')) return false;
-  const takenIn = keepStandInState(req, res);
-  if (takenIn === undefined || takenIn.alone) return false;
-  refuse(req, SHARED_STAND_IN, next, takenIn.call);
-  return true;
+  return !Object.hasOwn(req, 'fluxguard') && refusedTakingIn(req, res, next, false);
 }
 
 /**
