@@ -192,6 +192,8 @@ interface Kept {
  */
 interface Contested {
   readonly calls: CallState[];
+  /** Taken in for a request fluxguard cannot tell too, which may still be using it. */
+  readonly unknown?: true;
 }
 
 /** The most responses {@link Kept} lists for one call: beyond, another is a request unknown. */
@@ -223,10 +225,16 @@ export function keepStandInState(
 ): { readonly call: CallState | undefined; readonly alone: boolean } | undefined {
   if (Object.hasOwn(standIn, PROPERTY)) return undefined;
   const response = typeof res === 'object' && res !== null ? res : undefined;
-  const state =
-    inheritedState(standIn) ??
-    stateOfCarried(standIn, (standIn as { res?: unknown }).res) ??
-    stateOfCarried(standIn, response);
+  const carried = inheritedState(standIn) ?? stateOfCarried(standIn, (standIn as { res?: unknown }).res);
+  const handed = stateOfCarried(standIn, response);
+  if (carried !== undefined && handed !== undefined && carried !== handed) {
+    // It carries one open call (a `res` or a prototype left from it) and is handed another's
+    // response: it stands for neither. Taken for the call it carries, a forged token passed
+    // with that call's principal.
+    keepCall(standIn, carried);
+    return { call: handed, alone: keepCall(standIn, handed, response) !== undefined };
+  }
+  const state = carried ?? handed;
   if (state !== undefined) return { call: state, alone: keepCall(standIn, state, response) !== undefined };
   const kept = keptStates.get(standIn);
   if (kept === undefined || !('call' in kept) || kept.call.finished) return undefined;
@@ -237,7 +245,7 @@ export function keepStandInState(
     keepResponse(kept, response);
     return undefined;
   }
-  keptStates.set(standIn, { calls: [kept.call] });
+  keptStates.set(standIn, { calls: [kept.call], unknown: true });
   return { call: undefined, alone: false };
 }
 
@@ -275,7 +283,10 @@ function keepCall(standIn: object, state: CallState, response?: object): CallSta
   }
   const calls = kept === undefined ? [] : 'call' in kept ? [kept.call] : kept.calls;
   const open = calls.filter((call) => !call.finished);
-  if (open.length === 0) {
+  // The calls it was contested by have ended but this one: it stands for this one again (the
+  // other call's request was refused; this one refills the object before handing it on).
+  const aloneAgain = open.length === 1 && open[0] === state && !(kept !== undefined && 'calls' in kept && kept.unknown);
+  if (open.length === 0 || aloneAgain) {
     keptStates.set(standIn, { call: state, responses: response === undefined ? [] : [response] });
     return state;
   }

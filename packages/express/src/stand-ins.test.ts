@@ -7,9 +7,16 @@ import { EventEmitter } from 'node:events';
 import { connect } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { SecurityError, createAuthenticator, createContextKey, type Control } from '@fluxguard/core';
+import {
+  SecurityError,
+  compileRbac,
+  createAuthenticator,
+  createAuthorizer,
+  createContextKey,
+  type Control,
+} from '@fluxguard/core';
 import { z } from 'zod';
-import { controls, fluxguard, jwtAuth, requestId, setPrincipal, validate } from './index.js';
+import { controls, fluxguard, jwtAuth, rbac, requestId, setPrincipal, validate } from './index.js';
 import { guardedApps, oneStandIn, throughOneStandIn } from './testing/guarded-app.js';
 import { stateOf } from './context.js';
 import { captureAudit, createTokenSigner, type Served } from './testing/tls.js';
@@ -705,6 +712,93 @@ describe('one object filled with a few fields of each request, no response with 
     expect((await answer(served, '/auth', forged)).status).toBe(401);
     expect(await answer(served, '/auth', bob)).toEqual({ status: 200, body: '{"subject":"bob"}' });
     expect((await answer(served, '/check?n=evil')).status).toBe(400);
+  });
+
+  it.each(['direct', 'router'] as const)(
+    'carrying the first call’s response, run by a second call (%s) with its own: never decided by the first caller',
+    async (via) => {
+      const admin = `Bearer ${tokens.sign({ sub: 'alice', roles: ['admin'] })}`;
+      const authorizer = createAuthorizer({
+        audit: audit.audit,
+        rbac: compileRbac({ 'GET /*path': { anyRoles: ['admin'] } }),
+      });
+      const shared: Record<string, unknown> = {};
+      let first = true;
+      // The object keeps the response of the first request it was filled for.
+      const fill = (req: Request): Request => {
+        if (first) Object.assign(shared, { res: req.res });
+        first = false;
+        return asRequest(
+          Object.assign(shared, { url: req.url, method: req.method, headers: req.headers, app: req.app }),
+        );
+      };
+      const auth = authenticated();
+      const guard = rbac({ authorizer });
+      const router = express.Router();
+      router.use(auth, guard);
+      const run = (standIn: Request, res: Response, done: NextFunction): void => {
+        if (via === 'router') router(standIn, res, done);
+        else
+          auth(standIn, res, (error?: unknown) => {
+            if (error === undefined) guard(standIn, res, done);
+            else done(error);
+          });
+      };
+      const served = await guardedApp((app) => {
+        for (const [path, answerIt] of [
+          ['/a', async (res: Response) => sleep(300).then(() => res.json({ a: true }))],
+          ['/admin', (res: Response) => res.json({ secret: true })],
+        ] as const) {
+          app.get(path, (req: Request, res: Response, next: NextFunction) => {
+            run(fill(req), res, (error?: unknown) => {
+              if (error === undefined) void answerIt(res);
+              else next(error);
+            });
+          });
+        }
+      });
+      const held = answer(served, '/a', admin);
+      await sleep(100);
+      for (const token of [forged, undefined]) expect((await answer(served, '/admin', token)).status).toBe(500);
+      expect((await held).status).toBe(200);
+      expect((await answer(served, '/admin', forged)).status).toBe(401);
+    },
+  );
+
+  it('the first call hands the object on again after a second call was refused and ended: served', async () => {
+    const fill = (() => {
+      const shared: Record<string, unknown> = {};
+      return (req: Request) =>
+        asRequest(Object.assign(shared, { url: req.url, method: req.method, headers: req.headers, app: req.app }));
+    })();
+    const auth = authenticated();
+    const served = await guardedApp((app) => {
+      app.get('/a', (req: Request, res: Response, next: NextFunction) => {
+        auth(fill(req), res, (error?: unknown) => {
+          if (error !== undefined) {
+            next(error);
+            return;
+          }
+          setTimeout(() => {
+            const again = fill(req);
+            auth(again, res, (later?: unknown) => {
+              if (later === undefined) res.json({ a: stateOf(again)?.principal?.subject ?? null });
+              else next(later);
+            });
+          }, 300);
+        });
+      });
+      app.get('/b', (req: Request, res: Response, next: NextFunction) => {
+        auth(fill(req), res, (error?: unknown) => {
+          if (error === undefined) res.json({ b: true });
+          else next(error);
+        });
+      });
+    });
+    const first = answer(served, '/a', alice);
+    await sleep(100);
+    expect((await answer(served, '/b', bob)).status).toBe(500);
+    expect(await first).toEqual({ status: 200, body: '{"a":"alice"}' });
   });
 
   it('handed to a sub-app with a response made up for it, by a second call: the sub-app never reads the first caller', async () => {
