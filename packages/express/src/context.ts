@@ -226,27 +226,45 @@ export function keepStandInState(
   if (Object.hasOwn(standIn, PROPERTY)) return undefined;
   const response = typeof res === 'object' && res !== null ? res : undefined;
   const carried = inheritedState(standIn) ?? stateOfCarried(standIn, (standIn as { res?: unknown }).res);
-  const handed = stateOfCarried(standIn, response);
+  const kept = keptStates.get(standIn);
+  const found = stateOfCarried(standIn, response);
+  // A response it was taken in with for a call still open, which leads nowhere once an app
+  // within pointed it at the stand-in (`res.req`): a sub-app or router within that app.
+  const keptFor = found === undefined && response !== undefined ? callTakenInWith(kept, response) : undefined;
+  const handed = found ?? keptFor;
   if (carried !== undefined && handed !== undefined && carried !== handed) {
     // It carries one open call (a `res` or a prototype left from it) and is handed another's
     // response: it stands for neither. Taken for the call it carries, a forged token passed
-    // with that call's principal.
+    // with that call's principal; filled by a call that never handed it on, the call that did
+    // was refused for the other.
     keepCall(standIn, carried);
     return { call: handed, alone: keepCall(standIn, handed, response) !== undefined };
   }
-  const state = carried ?? handed;
+  const state = carried ?? found;
   if (state !== undefined) return { call: state, alone: keepCall(standIn, state, response) !== undefined };
-  const kept = keptStates.get(standIn);
-  if (kept === undefined || !('call' in kept) || kept.call.finished) return undefined;
-  if (response === undefined) return undefined;
-  if (takenInWith(kept, response)) {
+  if (keptFor !== undefined) {
     // Kept by identity too: the app replaces the prototype of a stand-in of the response it is
     // handed, which then leads to the call's response no longer, for the router within it.
-    keepResponse(kept, response);
+    keepCall(standIn, keptFor, response);
     return undefined;
   }
+  if (kept === undefined || !('call' in kept) || kept.call.finished || response === undefined) return undefined;
   keptStates.set(standIn, { calls: [kept.call], unknown: true });
   return { call: undefined, alone: false };
+}
+
+/**
+ * The open call a stand-in was kept for that `response` answers ({@link takenInWith}); or, for
+ * one contested by calls of which only that one has not ended, that call when `response` is its
+ * own: the call goes on through the object (a sub-app it hands the object to again).
+ */
+function callTakenInWith(kept: Kept | Contested | undefined, response: object): CallState | undefined {
+  if (kept === undefined) return undefined;
+  if ('call' in kept) return !kept.call.finished && takenInWith(kept, response) ? kept.call : undefined;
+  if (kept.unknown === true) return undefined;
+  const open = kept.calls.filter((call) => !call.finished);
+  const sole = open.length === 1 ? open[0] : undefined;
+  return sole instanceof HttpCallState && answersFor(response, sole.response) ? sole : undefined;
 }
 
 /**
@@ -291,7 +309,11 @@ function keepCall(standIn: object, state: CallState, response?: object): CallSta
     return state;
   }
   if (!open.includes(state)) open.push(state);
-  keptStates.set(standIn, { calls: open });
+  // A request fluxguard could not tell may still be using it: it stays contested.
+  keptStates.set(
+    standIn,
+    kept !== undefined && 'calls' in kept && kept.unknown ? { calls: open, unknown: true } : { calls: open },
+  );
   return undefined;
 }
 

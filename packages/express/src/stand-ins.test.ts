@@ -765,40 +765,86 @@ describe('one object filled with a few fields of each request, no response with 
     },
   );
 
-  it('the first call hands the object on again after a second call was refused and ended: served', async () => {
-    const fill = (() => {
+  it.each(['directly', 'through a sub-app', 'through a router'] as const)(
+    'the first call hands the object on again (%s) after a second call was refused and ended: served',
+    async (via) => {
       const shared: Record<string, unknown> = {};
-      return (req: Request) =>
-        asRequest(Object.assign(shared, { url: req.url, method: req.method, headers: req.headers, app: req.app }));
-    })();
-    const auth = authenticated();
+      // All of each request, its response included, as oneStandIn fills it.
+      const fill = (req: Request) => {
+        for (const key of Object.keys(shared)) Reflect.deleteProperty(shared, key);
+        return asRequest(Object.assign(shared, req, { headers: req.headers, app: req.app }));
+      };
+      const auth = authenticated();
+      const run: (standIn: Request, res: Response, done: NextFunction) => void =
+        via === 'directly'
+          ? auth
+          : via === 'through a sub-app'
+            ? express().use(authenticated())
+            : express.Router().use(authenticated());
+      const served = await guardedApp((app) => {
+        app.get('/a', (req: Request, res: Response, next: NextFunction) => {
+          run(fill(req), res, (error?: unknown) => {
+            if (error !== undefined) {
+              next(error);
+              return;
+            }
+            setTimeout(() => {
+              const again = fill(req);
+              run(again, res, (later?: unknown) => {
+                if (later === undefined) res.json({ a: stateOf(req)?.principal?.subject ?? null });
+                else next(later);
+              });
+            }, 300);
+          });
+        });
+        app.get('/b', (req: Request, res: Response, next: NextFunction) => {
+          run(fill(req), res, (error?: unknown) => {
+            if (error === undefined) res.json({ b: true });
+            else next(error);
+          });
+        });
+      });
+      const first = answer(served, '/a', alice);
+      await sleep(100);
+      expect((await answer(served, '/b', bob)).status).toBe(500);
+      expect(await first).toEqual({ status: 200, body: '{"a":"alice"}' });
+    },
+  );
+
+  it('filled by a second call that never hands it on, while the first hands it to its sub-app: the second is served', async () => {
+    const fill = oneStandIn();
+    const inner = express();
+    inner.get(
+      '/a',
+      (_req, _res, next) => {
+        setTimeout(next, 200);
+      },
+      authenticated(),
+      (req, res) => {
+        res.json({ a: stateOf(req)?.principal?.subject ?? null });
+      },
+    );
     const served = await guardedApp((app) => {
       app.get('/a', (req: Request, res: Response, next: NextFunction) => {
-        auth(fill(req), res, (error?: unknown) => {
-          if (error !== undefined) {
-            next(error);
-            return;
-          }
-          setTimeout(() => {
-            const again = fill(req);
-            auth(again, res, (later?: unknown) => {
-              if (later === undefined) res.json({ a: stateOf(again)?.principal?.subject ?? null });
-              else next(later);
-            });
-          }, 300);
-        });
+        inner(fill(req), res, next);
       });
-      app.get('/b', (req: Request, res: Response, next: NextFunction) => {
-        auth(fill(req), res, (error?: unknown) => {
-          if (error === undefined) res.json({ b: true });
-          else next(error);
-        });
-      });
+      app.get(
+        '/b',
+        (req: Request, _res: Response, next: NextFunction) => {
+          // Filled, then never used: the first call's object now holds this request's fields.
+          fill(req);
+          setTimeout(next, 300);
+        },
+        (req: Request, res: Response) => {
+          res.json({ b: req.fluxguard.principal?.subject ?? null });
+        },
+      );
     });
     const first = answer(served, '/a', alice);
-    await sleep(100);
-    expect((await answer(served, '/b', bob)).status).toBe(500);
-    expect(await first).toEqual({ status: 200, body: '{"a":"alice"}' });
+    await sleep(80);
+    expect(await answer(served, '/b', bob)).toEqual({ status: 200, body: '{"b":null}' });
+    // Its guard would have read the second request's fields: refused.
+    expect((await first).status).toBe(500);
   });
 
   it('handed to a sub-app with a response made up for it, by a second call: the sub-app never reads the first caller', async () => {
