@@ -1,7 +1,6 @@
 import type { Application } from 'express';
 import { ConfigurationError } from '@fluxguard/core';
 import { isExpressApp, routerOf, walkRouter, type RouterEntry } from './routes.js';
-import { mountedAppOf } from './mounted-apps.js';
 
 /**
  * What a fluxguard middleware is, found in an app's stack: one that guards the routes after it
@@ -297,25 +296,13 @@ export function misplacedMiddleware(app: Application, owner: string): Configurat
         : entry.kind === 'middleware' && isMountedApp(entry.handle)
           ? `* ${entry.path}/*`
           : undefined;
-    if (served !== undefined && !guarding.some((prefix) => covers(prefix, entry.path)) && !guardsItself(entry)) {
+    if (served !== undefined && !guarding.some((prefix) => covers(prefix, entry.path))) {
       return new ConfigurationError(
         `${owner}: the route "${served}" is not behind fluxguard().before and would be served without its controls: register it after app.use(before) (mounted at "/"; or after authorize()), or serve wrap(app)`,
       );
     }
   }
   return undefined;
-}
-
-/**
- * Whether `entry` is a mounted app that guards every route of its own: its own
- * `fluxguard().before` with controls (or another guard) ahead of them all, as its own check asks.
- * Its routes are served with its controls, not without any.
- */
-function guardsItself(entry: RouterEntry): boolean {
-  if (entry.kind !== 'middleware') return false;
-  const app = mountedAppOf(entry.handle);
-  if (app === undefined) return false;
-  return walkRouter(app).some((inner) => markOf(inner) === 'before') && misplacedMiddleware(app, '') === undefined;
 }
 
 /**
