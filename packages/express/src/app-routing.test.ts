@@ -322,6 +322,52 @@ describe('fluxguard middleware out of place in the app', () => {
     );
   });
 
+  it('accepts, beside a router with a guard, an app mounted elsewhere that guards its own routes', async () => {
+    const withSubApp = (own: Express, at: string | RegExp = '/w'): Express => {
+      const v1 = express.Router({ caseSensitive: true });
+      v1.use(jwtAuth({ authenticator: createAuthenticator({ jwt: tokens.verifier }) }));
+      v1.get('/items', secret);
+      const plain = fluxguard({ audit: audit.audit });
+      const app = express();
+      app.set('case sensitive routing', true);
+      app.use(plain.before);
+      app.use('/v1', v1);
+      app.use(at, own);
+      app.use(plain.after);
+      return app;
+    };
+    const subApp = (order: 'guard first' | 'route first' | 'no guard'): Express => {
+      const own = express();
+      own.set('case sensitive routing', true);
+      const { before } = guarded({ 'GET /w/thing': { anyRoles: ['reader'] } });
+      if (order === 'route first') own.get('/thing', secret);
+      if (order !== 'no guard') own.use(before);
+      if (order !== 'route first') own.get('/thing', secret);
+      return own;
+    };
+    const served = await serve(withSubApp(subApp('guard first')));
+    try {
+      for (const path of ['/v1/items', '/w/thing']) {
+        const res = await fetch(`${served.url}${path}`, { headers: { authorization: `Bearer ${reader}` } });
+        expect(res.status, path).toBe(200);
+        const forged = await fetch(`${served.url}${path}`, { headers: { authorization: `Bearer ${reader}x` } });
+        expect(forged.status, path).toBe(401);
+      }
+    } finally {
+      await served.close();
+    }
+    // Mounted at a regular expression, its own check cannot read where it is: the app's to guard.
+    expect(() =>
+      createSecureServer(withSubApp(subApp('guard first'), /^\/w/), { audit: audit.audit, tls: tls() }),
+    ).toThrow(/is not behind fluxguard\(\)\.before/);
+    // An app at /w whose route comes before its guard, or that has none, is the app's to guard.
+    for (const order of ['route first', 'no guard'] as const) {
+      expect(() => createSecureServer(withSubApp(subApp(order)), { audit: audit.audit, tls: tls() }), order).toThrow(
+        /the route "\* \/w\/\*" is not behind fluxguard\(\)\.before/,
+      );
+    }
+  });
+
   it('refuses an app mounted ahead of the guard, even one with a weaker guard of its own', () => {
     const own = express();
     own.set('case sensitive routing', true);

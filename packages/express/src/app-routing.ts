@@ -1,6 +1,7 @@
 import type { Application } from 'express';
 import { ConfigurationError } from '@fluxguard/core';
 import { isExpressApp, routerOf, walkRouter, type RouterEntry } from './routes.js';
+import { mountedAppOf } from './mounted-apps.js';
 
 /**
  * What a fluxguard middleware is, found in an app's stack: one that guards the routes after it
@@ -296,13 +297,39 @@ export function misplacedMiddleware(app: Application, owner: string): Configurat
         : entry.kind === 'middleware' && isMountedApp(entry.handle)
           ? `* ${entry.path}/*`
           : undefined;
-    if (served !== undefined && !guarding.some((prefix) => covers(prefix, entry.path))) {
+    if (
+      served !== undefined &&
+      !guarding.some((prefix) => covers(prefix, entry.path)) &&
+      !(guardsItself(entry) && !guardedLater(entries, entry))
+    ) {
       return new ConfigurationError(
         `${owner}: the route "${served}" is not behind fluxguard().before and would be served without its controls: register it after app.use(before) (mounted at "/"; or after authorize()), or serve wrap(app)`,
       );
     }
   }
   return undefined;
+}
+
+/**
+ * Whether `entry` is a mounted app that guards every route of its own: its own
+ * `fluxguard().before` with controls (or another guard) ahead of them all, as its own check asks,
+ * mounted at a plain path. Its routes are served with its controls, not without any.
+ */
+function guardsItself(entry: RouterEntry): boolean {
+  if (entry.kind !== 'middleware' || entry.opaque) return false;
+  const app = mountedAppOf(entry.handle);
+  if (app === undefined) return false;
+  return walkRouter(app).some((inner) => markOf(inner) === 'before') && misplacedMiddleware(app, '') === undefined;
+}
+
+/**
+ * Whether a guard of the app that comes after `mounted` covers its path: the app meant its
+ * controls (its rules, its limits) for those paths too, and a sub-app mounted ahead of them,
+ * with a weaker guard of its own, answered a reader on an admin-only path.
+ */
+function guardedLater(entries: readonly RouterEntry[], mounted: RouterEntry): boolean {
+  const at = entries.indexOf(mounted);
+  return entries.slice(at + 1).some((entry) => markOf(entry) === 'before' && covers(entry.path, mounted.path));
 }
 
 /**
