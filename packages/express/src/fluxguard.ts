@@ -6,7 +6,6 @@ import {
   assertAuditLogger,
   blameUnfinishedRequest,
   createPipeline,
-  type CallState,
   resolveOptions,
   stackControls,
 } from '@fluxguard/core/adapter';
@@ -16,10 +15,9 @@ import { standInCall, stateOf, type EndRequest } from './context.js';
 import { refusedStandIn } from './stand-ins.js';
 import { aheadOfBefore, markMiddleware } from './app-routing.js';
 import { checkRouting, inFrontOf, pipelineRunner, type PipelineRunner, type RefusalAnswer } from './pipeline.js';
-import { dropLaterWrites, startRequest } from './request-id.js';
+import { dropLaterWrites, startOrRefuse } from './request-id.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
 import { bodyStillComing } from './request-body.js';
-import { passRefusalOn } from './hand-over.js';
 
 /**
  * Options of {@link fluxguard}.
@@ -208,16 +206,8 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const beforeWith = (run: PipelineRunner | undefined, origin: object | undefined) =>
     function fluxguardBefore(req: Request, res: Response, next: NextFunction): void {
       if (refusedStandIn(req, res, next)) return;
-      let state: CallState;
-      try {
-        state = startRequest(req, res, endRequest, onReleaseError, origin);
-        if (standInCall(req, state) === undefined) writeSecurityHeaders?.(res);
-      } catch (error) {
-        // A response that takes no headers (a stand-in an app cut off from the real one): passed
-        // on as a refusal is, so that code dropping the error serves nothing behind it.
-        passRefusalOn(error, req, next);
-        return;
-      }
+      const state = startOrRefuse(req, res, next, endRequest, onReleaseError, origin, writeSecurityHeaders);
+      if (state === undefined) return;
       if (run === undefined) next();
       else {
         try {

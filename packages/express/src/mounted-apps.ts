@@ -31,14 +31,13 @@ function recordMountedApps(application: object): void {
   if (typeof use !== 'function' || RECORDS_APPS in use) return;
   const original = use as Use;
   const recording: Use = function use(this: Application, ...args) {
-    const stack = (routerOf(this) as { stack?: unknown } | undefined)?.stack;
-    const from = Array.isArray(stack) ? stack.length : 0;
+    const from = stackOf(this)?.length ?? 0;
     const result = Reflect.apply(original, this, args);
     const apps = args
       .flat(Infinity)
       .filter((arg): arg is Application => typeof arg === 'function' && isExpressApp(arg));
-    const added = (routerOf(this) as { stack?: unknown } | undefined)?.stack;
-    if (apps.length > 0 && Array.isArray(added)) {
+    const added = stackOf(this);
+    if (apps.length > 0 && added !== undefined) {
       const mounted = (added.slice(from) as { handle?: { name?: unknown } }[]).filter(
         (layer) => layer.handle?.name === 'mounted_app',
       );
@@ -51,6 +50,11 @@ function recordMountedApps(application: object): void {
   };
   Object.defineProperty(recording, RECORDS_APPS, { value: true });
   (application as { use: Use }).use = recording;
+}
+
+function stackOf(app: Application): unknown[] | undefined {
+  const stack = (routerOf(app) as { stack?: unknown } | undefined)?.stack;
+  return Array.isArray(stack) ? stack : undefined;
 }
 
 recordMountedApps(express.application);

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { RequestHandler } from 'express';
+import type { NextFunction, Request, RequestHandler } from 'express';
 import { REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
 import type { CallState } from '@fluxguard/core/adapter';
 import { attachContext, standInCall, type EndRequest } from './context.js';
@@ -41,43 +41,48 @@ export function requestIdWith(
 ): RequestHandler {
   return function fluxguardRequestId(req, res, next) {
     if (refusedStandIn(req, res, next)) return;
-    try {
-      startRequest(req, res, endRequest, onReleaseError);
-    } catch (error) {
-      // As `fluxguard().before` does: passed on as a refusal, so that code dropping the error
-      // serves nothing behind it.
-      passRefusalOn(error, req, next);
-      return;
-    }
-    next();
+    if (startOrRefuse(req, res, next, endRequest, onReleaseError) !== undefined) next();
   };
 }
 
 /**
  * What {@link requestId} does to a request, for `fluxguard().before` to do in its one
- * middleware: the call state attached (or the existing one), and its id on the response.
+ * middleware: the call state attached (or the existing one), its id on the response, and
+ * `writeHeaders` (the security headers) after it. A request that cannot be started is passed on
+ * as a refusal, so that code dropping the error serves nothing behind it, and `undefined` is
+ * returned.
  *
  * @internal
  */
-export function startRequest(
-  req: IncomingMessage,
+export function startOrRefuse(
+  req: Request,
   res: ServerResponse,
+  next: NextFunction,
   endRequest: EndRequest,
   onReleaseError: (error: unknown, requestId: string) => void,
   origin?: object,
-): CallState {
-  const state = attachContext(
-    req,
-    res,
-    resolveRequestId(req.headers[REQUEST_ID_HEADER]),
-    endRequest,
-    onReleaseError,
-    origin,
-  );
-  // A stand-in for the call's request (a sub-app run on a copy) is answered on the call's own
-  // response, which has the id already: a stand-in response may take no headers.
-  if (standInCall(req, state) === undefined) res.setHeader(REQUEST_ID_HEADER, state.requestId);
-  return state;
+  writeHeaders?: (res: ServerResponse) => void,
+): CallState | undefined {
+  try {
+    const state = attachContext(
+      req,
+      res,
+      resolveRequestId(req.headers[REQUEST_ID_HEADER]),
+      endRequest,
+      onReleaseError,
+      origin,
+    );
+    // A stand-in for the call's request (a sub-app run on a copy) is answered on the call's own
+    // response, which has the id and the headers already: a stand-in response may take none.
+    if (standInCall(req, state) === undefined) {
+      res.setHeader(REQUEST_ID_HEADER, state.requestId);
+      writeHeaders?.(res);
+    }
+    return state;
+  } catch (error) {
+    passRefusalOn(error, req, next);
+    return undefined;
+  }
 }
 
 function cutOff(_error: SecurityError, _req: IncomingMessage, res: ServerResponse): void {
