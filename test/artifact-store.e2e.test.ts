@@ -145,6 +145,22 @@ const scenarios: readonly Scenario[] = [
     expect: { code: 'invalid_argument' },
   },
   {
+    // Express routes `a//b` to the artifact routes, where no rule pattern matches it; over gRPC
+    // the name is a field. Both transports refuse it as invalid, not one of them as forbidden.
+    name: 'a path with an empty segment is refused as invalid by every operation',
+    kind: 'unary',
+    act: async (t) => {
+      for (const path of ['a//b.txt', '/abs.txt']) {
+        expect((await t.client.get(path)).status, path).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+        const upload = await t.client.upload(path, sha256(HELLO), [HELLO]);
+        expect(upload.status, path).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+      }
+      return t.client.delete('a//b.txt');
+    },
+    expect: { code: 'invalid_argument' },
+    check: (_o, t) => expectNothingLeft(t, 'a'),
+  },
+  {
     // A lenient reader would find the path in either request and delete the artifact.
     name: 'a delete cut short in its encoding is refused and deletes nothing',
     kind: 'unary',

@@ -90,6 +90,29 @@ describe('compileRbac: the ArtifactStore matrix', () => {
     expect(Object.isFrozen(d)).toBe(true);
   });
 
+  it('decides an HTTP path with empty segments by the rule it names without them, then refuses it as invalid', () => {
+    // Express routes `a//b` to `*path`; over gRPC the same name is a field the handler
+    // refuses as invalid: a `403 no_rule` here answered what gRPC answers `INVALID_ARGUMENT`.
+    for (const op of ['PUT /v1/artifacts/a//b', 'PUT /v1/artifacts//abs.txt', 'PUT /v1//artifacts/a']) {
+      const d = rbac.authorize(op, principal(WRITE));
+      expect(d, op).toMatchObject({ allowed: false, reason: 'empty_path_segment', rule: 'PUT /v1/artifacts/*path' });
+      expect(d.denial?.code).toBe('invalid_argument');
+      // The rule is applied first, as gRPC applies the method's: a reader is refused its role.
+      expect(rbac.authorize(op, principal(['artifacts.reader'])).reason).toBe('missing_role');
+      expect(rbac.authorize(op, undefined).reason).toBe('unauthenticated');
+    }
+    // No rule without them either: default deny, as before; a trailing slash of a rule's own
+    // path is that path.
+    for (const op of ['GET /admin//x', 'POST /v1/artifacts/a//b', 'GET //']) {
+      expect(rbac.authorize(op, principal(ADMIN)).reason, op).toBe('no_rule');
+    }
+    expect(rbac.authorize('GET /v1/artifacts/', principal(READ)).allowed).toBe(true);
+    expect(rbac.authorize('PUT /v1/artifacts/a/', principal(WRITE)).allowed).toBe(true);
+    expect(rbac.authorize('GET //healthz', undefined)).toMatchObject({ allowed: false, reason: 'empty_path_segment' });
+    const shadow = compileRbac(RULES, { mode: 'shadow' }).authorize('PUT /v1/artifacts/a//b', principal(WRITE));
+    expect(shadow).toMatchObject({ allowed: true, shadowDenied: true, reason: 'empty_path_segment' });
+  });
+
   it('denies by default an operation no rule names', () => {
     for (const op of [`${S}/PurgeEverything`, '/other.Service/Get', 'POST /v1/artifacts/x', 'GET /admin']) {
       const d = rbac.authorize(op, principal(ADMIN));

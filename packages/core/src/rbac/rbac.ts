@@ -109,7 +109,14 @@ export interface RbacOptions {
  * ```
  */
 export type RbacReason =
-  'public' | 'authorized' | 'no_rule' | 'unauthenticated' | 'missing_role' | 'missing_scope' | 'certificate_mismatch';
+  | 'public'
+  | 'authorized'
+  | 'no_rule'
+  | 'empty_path_segment'
+  | 'unauthenticated'
+  | 'missing_role'
+  | 'missing_scope'
+  | 'certificate_mismatch';
 
 /**
  * The outcome of {@link CompiledRbac.authorize}.
@@ -450,6 +457,23 @@ function findRule(
   return rule;
 }
 
+const DENIAL_CODES: Partial<Record<RbacReason, 'unauthenticated' | 'invalid_argument'>> = {
+  unauthenticated: 'unauthenticated',
+  empty_path_segment: 'invalid_argument',
+};
+
+/**
+ * An HTTP operation whose path has an empty segment (`PUT /v1/artifacts/a//b`) matches
+ * no rule, as rule patterns have none; but Express routes it (a `*splat` takes `a//b`), and
+ * over gRPC the same name is a field the handler refuses as invalid. So where the path without
+ * them names a rule, it is refused as malformed, not as an operation no rule names.
+ */
+function withoutEmptySegments(operation: string): string {
+  if (operation.startsWith('/') || !operation.includes('/', operation.indexOf('/') + 1)) return operation;
+  const collapsed = operation.replace(/\/{2,}/g, '/');
+  return collapsed.endsWith('/') && !collapsed.endsWith(' /') ? collapsed.slice(0, -1) : collapsed;
+}
+
 function deny(rule: CompiledRule | undefined, reason: RbacReason, mode: RbacMode): RbacDecision {
   const shadow = mode === 'shadow';
   let denial: SecurityError | undefined;
@@ -461,7 +485,7 @@ function deny(rule: CompiledRule | undefined, reason: RbacReason, mode: RbacMode
     // An error costs about as much as the rest of the decision; an anonymous caller refused by
     // the guard gets the guard's own `missing_token` instead, and never reads this one.
     get denial(): SecurityError {
-      denial ??= new SecurityError(reason === 'unauthenticated' ? 'unauthenticated' : 'permission_denied', { reason });
+      denial ??= new SecurityError(DENIAL_CODES[reason] ?? 'permission_denied', { reason });
       return denial;
     },
   });
@@ -561,7 +585,10 @@ function rbacMode(options: RbacOptions): RbacMode {
  *    a path that spells a pattern (`/v1/artifacts/*path`) is a path like any other;
  * 2. otherwise the most specific matching pattern: path segments compared left to right
  *    (literal over `:param` over `*splat`, gRPC `Method` over `*`), then a named method over `*`;
- * 3. otherwise none: denied, `permission_denied` with reason `no_rule` (default deny).
+ * 3. otherwise none: denied, `permission_denied` with reason `no_rule` (default deny); but an
+ *    HTTP path with empty segments (`a//b`; a trailing `/` is the path without it) that names a rule
+ *    without them is decided by that rule and, where it would allow, denied `invalid_argument`
+ *    with reason `empty_path_segment`.
  *
  * Only the applying rule counts; rules are not merged. Rules of a parsed policy
  * (`parseSecurityPolicy`) were compiled when it was parsed and are not compiled again.
@@ -593,8 +620,20 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
   // A route is named by its pattern: the rule with that pattern is its own, whatever else matches the pattern's text.
   const findRoute = (route: string): CompiledRule | undefined =>
     index.byKey.get(normalizeOperation(route)) ?? find(route);
-  const authorize = (operation: string, principal: Principal | undefined, peerCertificate?: CertificateIdentity) =>
-    decide(find(operation), mode, principal, peerCertificate);
+  const authorize = (operation: string, principal: Principal | undefined, peerCertificate?: CertificateIdentity) => {
+    const rule = find(operation);
+    if (rule === undefined) {
+      // Decided as the rule the path names without its empty segments, as gRPC decides the
+      // method before its handler refuses the name: a reader is refused its missing role.
+      const collapsed = withoutEmptySegments(operation);
+      const named = collapsed === operation ? undefined : find(collapsed);
+      if (named !== undefined) {
+        const decision = decide(named, mode, principal, peerCertificate);
+        return decision.shadowDenied || !decision.allowed ? decision : deny(named, 'empty_path_segment', mode);
+      }
+    }
+    return decide(rule, mode, principal, peerCertificate);
+  };
 
   const result: CompiledRbac = Object.freeze({
     mode,
