@@ -17,7 +17,16 @@ export interface CliIo {
   err(text: string): void;
 }
 
-/** Exit status: 0 done, 1 failed (a file could not be written, say), 2 wrong usage. */
+/**
+ * Exit status: 0 done, 1 failed (a file could not be written, say), 2 wrong usage.
+ *
+ * @example
+ * ```ts
+ * import { runCli, type CliStatus } from 'fluxguard';
+ * const status: CliStatus = await runCli(process.argv.slice(2), io);
+ * process.exitCode = status;
+ * ```
+ */
 export type CliStatus = 0 | 1 | 2;
 
 const USAGE = `usage:

@@ -38,6 +38,14 @@ export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_e
  * | `code` | the public error code sent to the client |
  * | `detail` | the refusal's own facts, e.g. a rate limit's `rule` and `key` kind (never a raw token) |
  * | `err` | the full internal cause (message, stack, errno, path), secrets scrubbed; never sent to a client |
+ *
+ * @example
+ * ```ts
+ * import type { AuditEvent } from '@fluxguard/core';
+ * const event: AuditEvent = { event: 'request.denied', outcome: 'denied', reason: 'missing_role',
+ *   operation: '/fluxguard.example.v1.ArtifactStore/GetArtifact', requestId: 'r-1', transport: 'grpc' };
+ * audit.record(event);
+ * ```
  */
 export interface AuditEvent {
   /**
@@ -73,10 +81,27 @@ export interface AuditEvent {
   readonly detail?: Readonly<Record<string, string | number>> | undefined;
 }
 
-/** Where a failure happened: the fields of {@link AuditEvent} that an adapter knows. */
+/**
+ * Where a failure happened: the fields of {@link AuditEvent} that an adapter knows.
+ *
+ * @example
+ * ```ts
+ * import type { FailureContext } from '@fluxguard/core/adapter';
+ * const context: FailureContext = { operation: 'GET /v1/artifacts/*path', peer: '203.0.113.9:51234', requestId, transport: 'http' };
+ * const answer = audit.recordFailure(error, context); // logged in full; answer is what the client sees
+ * ```
+ */
 export type FailureContext = Pick<AuditEvent, 'operation' | 'peer' | 'subject' | 'requestId' | 'transport'>;
 
-/** Options of {@link createAuditLogger}. */
+/**
+ * Options of {@link createAuditLogger}.
+ *
+ * @example
+ * ```ts
+ * import type { AuditLoggerOptions } from '@fluxguard/core';
+ * const options: AuditLoggerOptions = { level: 'warn', name: 'artifact-store', redact: ['req.headers.cookie'] };
+ * ```
+ */
 export interface AuditLoggerOptions {
   /** Minimum level written. Default `info`. */
   readonly level?: Level | 'silent';
@@ -120,7 +145,16 @@ export interface AuditLoggerOptions {
     | false;
 }
 
-/** Writes audit events and failures; one per application, shared by both adapters. */
+/**
+ * Writes audit events and failures; one per application, shared by both adapters.
+ *
+ * @example
+ * ```ts
+ * import { createAuditLogger, type AuditLogger } from '@fluxguard/core';
+ * const audit: AuditLogger = createAuditLogger();
+ * audit.logger.info({ artifacts: 3 }, 'store opened'); // the application's own line, same redaction
+ * ```
+ */
 export interface AuditLogger {
   /** The underlying pino logger, for the application's own lines (same redaction). */
   readonly logger: Logger;

@@ -1,9 +1,25 @@
-/** Which transport a call arrived on. */
+/**
+ * Which transport a call arrived on.
+ *
+ * @example
+ * ```ts
+ * import type { Transport } from '@fluxguard/core';
+ * const transport: Transport = call.transport; // 'grpc' or 'http'
+ * ```
+ */
 export type Transport = 'grpc' | 'http';
 
 /**
  * The identity read from a verified client certificate. Filled only from a certificate the TLS
  * stack verified against the configured CA; never from an unverified one.
+ *
+ * @example
+ * ```ts
+ * import type { CertificateIdentity } from '@fluxguard/core';
+ * function isDevClient(identity: CertificateIdentity | undefined): boolean {
+ *   return identity?.spiffeId === 'spiffe://fluxguard.dev/client';
+ * }
+ * ```
  */
 export interface CertificateIdentity {
   /** The SPIFFE ID (`spiffe://trust-domain/path`) among the SAN URIs, if exactly one. */
@@ -25,7 +41,15 @@ export interface CertificateIdentity {
   readonly validTo: Date;
 }
 
-/** How a {@link Principal} was authenticated. */
+/**
+ * How a {@link Principal} was authenticated.
+ *
+ * @example
+ * ```ts
+ * import type { AuthenticationMethod } from '@fluxguard/core';
+ * const withCertificate: AuthenticationMethod[] = ['mtls', 'both'];
+ * ```
+ */
 export type AuthenticationMethod = 'jwt' | 'mtls' | 'both';
 
 /**
@@ -60,7 +84,15 @@ export interface Principal {
   readonly authenticatedBy: AuthenticationMethod;
 }
 
-/** Read-only, case-insensitive access to HTTP headers or gRPC metadata. */
+/**
+ * Read-only, case-insensitive access to HTTP headers or gRPC metadata.
+ *
+ * @example
+ * ```ts
+ * import type { HeaderReader } from '@fluxguard/core';
+ * function apiKeyOf(headers: HeaderReader): string | undefined { return headers.get('x-api-key'); }
+ * ```
+ */
 export interface HeaderReader {
   /** The single value of a header; `undefined` when absent. Several values: the first. */
   get(name: string): string | undefined;

@@ -39,7 +39,15 @@ export interface Denylist {
  */
 export type DenylistReason = 'denylist_unavailable';
 
-/** The longest `jti` accepted, in characters; a longer one is refused by the verifier. */
+/**
+ * The longest `jti` accepted, in characters; a longer one is refused by the verifier.
+ *
+ * @example
+ * ```ts
+ * import { MAX_JTI_LENGTH } from '@fluxguard/core';
+ * if (jti.length > MAX_JTI_LENGTH) throw new Error('not a jti this server accepts'); // 256
+ * ```
+ */
 export const MAX_JTI_LENGTH = 256;
 
 /** Default extra retention after `expiresAt`, covering a verifier's clock tolerance. */

@@ -3,7 +3,16 @@ import { resolveOptions } from '../options/resolve-options.js';
 import { DEFAULT_DENYLIST_GRACE_MS, checkGrace, checkJti, expiryMs, type Denylist } from './denylist.js';
 import { wholeNumber } from '../options/whole-number.js';
 
-/** Options of {@link createMemoryDenylist}. */
+/**
+ * Options of {@link createMemoryDenylist}.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryDenylist, type MemoryDenylistOptions } from '@fluxguard/core';
+ * const options: MemoryDenylistOptions = { maxEntries: 10_000, graceMs: 600_000 };
+ * const denylist = createMemoryDenylist(options);
+ * ```
+ */
 export interface MemoryDenylistOptions {
   /** Most revocations held at once. Default 100 000. */
   readonly maxEntries?: number;

@@ -7,10 +7,28 @@ import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '.
 import { DEFAULT_DENYLIST_GRACE_MS, checkGrace, checkJti, expiryMs, type Denylist } from './denylist.js';
 import { isWellFormedText, losslessBytes } from '../text/well-formed.js';
 
-/** What the Redis denylist needs of an ioredis client (a `Redis` instance fits). */
+/**
+ * What the Redis denylist needs of an ioredis client (a `Redis` instance fits).
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import type { RedisDenylistClient } from '@fluxguard/core';
+ * const client: RedisDenylistClient = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: 1 });
+ * ```
+ */
 export type RedisDenylistClient = Pick<Redis, 'exists' | 'set' | 'status'>;
 
-/** Options of {@link createRedisDenylist}. */
+/**
+ * Options of {@link createRedisDenylist}.
+ *
+ * @example
+ * ```ts
+ * import { createRedisDenylist, type RedisDenylistOptions } from '@fluxguard/core';
+ * const options: RedisDenylistOptions = { client, keyPrefix: 'artifacts:jti:', timeoutMs: 200 };
+ * const denylist = createRedisDenylist(options);
+ * ```
+ */
 export interface RedisDenylistOptions {
   /**
    * An ioredis client, shared by every replica's verifier:

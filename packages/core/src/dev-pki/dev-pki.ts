@@ -61,7 +61,16 @@ export interface IssuedCertificate {
   readonly notAfter: Date;
 }
 
-/** Validity options shared by server and client certificates. */
+/**
+ * Validity options shared by server and client certificates.
+ *
+ * @example
+ * ```ts
+ * import type { ValidityOptions } from '@fluxguard/core/dev-pki';
+ * const expired: ValidityOptions = { validity: 'expired' };
+ * await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/old', ...expired });
+ * ```
+ */
 export interface ValidityOptions {
   /** Default `valid`. */
   readonly validity?: CertificateValidity | undefined;
@@ -351,7 +360,16 @@ export async function createDevCertificateAuthority(
   });
 }
 
-/** The client SPIFFE ID of the default development PKI. */
+/**
+ * The client SPIFFE ID of the default development PKI.
+ *
+ * @example
+ * ```ts
+ * import type { IdentityRule } from '@fluxguard/core';
+ * import { DEV_CLIENT_SPIFFE_ID } from '@fluxguard/core/dev-pki';
+ * const roles: IdentityRule[] = [{ spiffeId: DEV_CLIENT_SPIFFE_ID, roles: ['artifacts.reader'] }];
+ * ```
+ */
 export const DEV_CLIENT_SPIFFE_ID = 'spiffe://fluxguard.dev/client';
 
 /**

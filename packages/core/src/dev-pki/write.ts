@@ -57,7 +57,16 @@ export interface EnsureDevPkiOptions extends DevPkiOptions {
   readonly renewWithinDays?: number | undefined;
 }
 
-/** What {@link ensureDevPki} did. */
+/**
+ * What {@link ensureDevPki} did.
+ *
+ * @example
+ * ```ts
+ * import { ensureDevPki, type EnsureDevPkiResult } from '@fluxguard/core/dev-pki';
+ * const dev: EnsureDevPkiResult = await ensureDevPki('.fluxguard/dev');
+ * if (dev.created) console.log('new development certificates, CA', dev.caFile);
+ * ```
+ */
 export interface EnsureDevPkiResult extends DevPkiPaths {
   /** True when new material was generated and written, false when existing files were kept. */
   readonly created: boolean;

@@ -2,6 +2,12 @@
  * The public error codes: all a client is ever told about a failure. Each has one gRPC status,
  * one HTTP status and one neutral text, in {@link ERROR_CODES}. gRPC statuses are the numeric
  * codes of the gRPC specification, so that core needs no transport import.
+ *
+ * @example
+ * ```ts
+ * import type { SecurityErrorCode } from '@fluxguard/core';
+ * const code: SecurityErrorCode = 'permission_denied';
+ * ```
  */
 export type SecurityErrorCode =
   | 'invalid_argument'
@@ -16,7 +22,15 @@ export type SecurityErrorCode =
   | 'unavailable'
   | 'internal';
 
-/** Numeric gRPC status codes (grpc/doc/statuscodes.md) used by the error table. */
+/**
+ * Numeric gRPC status codes (grpc/doc/statuscodes.md) used by the error table.
+ *
+ * @example
+ * ```ts
+ * import { GrpcStatusCode } from '@fluxguard/core/adapter';
+ * GrpcStatusCode.PERMISSION_DENIED; // 7
+ * ```
+ */
 export const GrpcStatusCode = Object.freeze({
   OK: 0,
   CANCELLED: 1,
@@ -37,7 +51,16 @@ export const GrpcStatusCode = Object.freeze({
   UNAUTHENTICATED: 16,
 } as const);
 
-/** One row of the error table. */
+/**
+ * One row of the error table.
+ *
+ * @example
+ * ```ts
+ * import { ERROR_CODES, type ErrorCodeEntry } from '@fluxguard/core';
+ * const notFound: ErrorCodeEntry = ERROR_CODES.not_found;
+ * notFound.httpStatus; // 404
+ * ```
+ */
 export interface ErrorCodeEntry {
   /** The numeric gRPC status sent for the code. */
   readonly grpcStatus: number;

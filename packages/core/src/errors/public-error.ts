@@ -1,7 +1,16 @@
 import { ERROR_CODES, type SecurityErrorCode } from './codes.js';
 import { isSecurityError, type SecurityErrorDetails } from './security-error.js';
 
-/** What a client may see of an error; everything else stays in the server log. */
+/**
+ * What a client may see of an error; everything else stays in the server log.
+ *
+ * @example
+ * ```ts
+ * import { toPublicError, type PublicError } from '@fluxguard/core/adapter';
+ * const answer: PublicError = toPublicError(new SecurityError('not_found'), requestId);
+ * res.status(answer.httpStatus); // 404
+ * ```
+ */
 export interface PublicError {
   /** The public error code; anything that is not a `SecurityError` is `internal`. */
   readonly code: SecurityErrorCode;

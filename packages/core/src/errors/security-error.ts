@@ -132,6 +132,12 @@ export type SecurityErrorReason =
 /**
  * Details that may safely reach a client. Nothing here ever echoes a value the client sent:
  * a field is named, never quoted.
+ *
+ * @example
+ * ```ts
+ * import type { SecurityErrorDetails } from '@fluxguard/core';
+ * const details: SecurityErrorDetails = { field: 'path' };
+ * ```
  */
 export interface SecurityErrorDetails {
   /** The offending request field, header or metadata key (e.g. `path`, `header.sha256`). */
@@ -140,7 +146,16 @@ export interface SecurityErrorDetails {
   readonly retryAfterSeconds?: number;
 }
 
-/** Options of {@link SecurityError}. */
+/**
+ * Options of {@link SecurityError}.
+ *
+ * @example
+ * ```ts
+ * import { SecurityError, type SecurityErrorOptions } from '@fluxguard/core';
+ * const options: SecurityErrorOptions = { details: { field: 'path' }, reason: 'path_traversal' };
+ * throw new SecurityError('invalid_argument', options);
+ * ```
+ */
 export interface SecurityErrorOptions {
   /** A public message; defaults to the neutral text of the code. Never put input or secrets here. */
   readonly message?: string | undefined;

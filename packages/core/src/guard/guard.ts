@@ -10,7 +10,17 @@ import type { Control } from '../pipeline/control.js';
 import { authenticatorFrom, type Authenticator } from './authenticate.js';
 import { authorizerFrom, type Authorizer } from './authorize.js';
 
-/** Options of {@link createGuard}. */
+/**
+ * Options of {@link createGuard}.
+ *
+ * @example
+ * ```ts
+ * import { compileRbac, createGuard, type GuardOptions } from '@fluxguard/core';
+ * const rbac = compileRbac({ 'GET /v1/artifacts/*path': { anyRoles: ['artifacts.reader'] } });
+ * const options: GuardOptions = { audit, jwt, rbac };
+ * const guard = createGuard(options);
+ * ```
+ */
 export interface GuardOptions {
   /** The compiled RBAC rules (`compileRbac`): default deny for any operation they do not name. */
   readonly rbac: CompiledRbac;
@@ -29,6 +39,13 @@ export interface GuardOptions {
 /**
  * Authentication and authorization of one call, the same for both transports: the controls an
  * adapter runs (`controls`), or one `check` for code that calls it directly.
+ *
+ * @example
+ * ```ts
+ * import { createGuard, type Guard } from '@fluxguard/core';
+ * const guard: Guard = createGuard({ audit, jwt, rbac });
+ * const principal = await guard.check(call); // undefined for a public operation such as GET /healthz
+ * ```
  */
 export interface Guard {
   /**

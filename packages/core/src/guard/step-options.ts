@@ -53,6 +53,12 @@ export interface GuardStepOptions {
  * The controls of an adapter's `jwtAuth`, its options checked once (`owner` names it in errors).
  *
  * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { jwtAuthControls } from '@fluxguard/core/adapter';
+ * const controls = jwtAuthControls('jwtAuth', { authenticator: createAuthenticator({ jwt }) });
+ * ```
  */
 export function jwtAuthControls(owner: string, options: JwtAuthOptions): readonly Control[] {
   const { authenticator } = resolveOptions(owner, { authenticator: undefined as Authenticator | undefined }, options);
@@ -70,6 +76,12 @@ export function jwtAuthControls(owner: string, options: JwtAuthOptions): readonl
  * The controls of an adapter's `rbac`, its options checked once.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { rbacControls } from '@fluxguard/core/adapter';
+ * const controls = rbacControls('rbac', { authorizer: createAuthorizer({ audit, rbac }) });
+ * ```
  */
 export function rbacControls(owner: string, options: RbacStepOptions): readonly Control[] {
   const { authorizer } = resolveOptions(owner, { authorizer: undefined as Authorizer | undefined }, options);
@@ -83,6 +95,12 @@ export function rbacControls(owner: string, options: RbacStepOptions): readonly 
  * The controls of an adapter's `guard`/`authorize`, its options checked once.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { guardControls } from '@fluxguard/core/adapter';
+ * const controls = guardControls('authorize', { guard: createGuard({ audit, jwt, rbac }) });
+ * ```
  */
 export function guardControls(owner: string, options: GuardStepOptions): readonly Control[] {
   const { guard } = resolveOptions(owner, { guard: undefined as Guard | undefined }, options);
@@ -100,6 +118,13 @@ export function guardControls(owner: string, options: GuardStepOptions): readonl
  *   next to a listed deadline control, or bad `timeouts`.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { stackControls } from '@fluxguard/core/adapter';
+ * const limits = createInputLimits({ maxBodyBytes: 1_048_576 });
+ * const controls = stackControls('fluxguard', guard, [limits], { defaultMs: 30_000 }); // the guard's, limits, timeouts
+ * ```
  */
 export function stackControls(
   owner: string,

@@ -1,8 +1,25 @@
-/** JWS algorithms a verifier may allow. `none` is not one of them, ever. */
+/**
+ * JWS algorithms a verifier may allow. `none` is not one of them, ever.
+ *
+ * @example
+ * ```ts
+ * import type { AsymmetricAlgorithm } from '@fluxguard/core';
+ * const algorithms: AsymmetricAlgorithm[] = ['ES256', 'EdDSA'];
+ * ```
+ */
 export type AsymmetricAlgorithm =
   'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512' | 'ES256' | 'ES384' | 'ES512' | 'EdDSA' | 'Ed25519';
 
-/** HMAC algorithms, allowed only with an explicitly configured secret. */
+/**
+ * HMAC algorithms, allowed only with an explicitly configured secret.
+ *
+ * @example
+ * ```ts
+ * import { createJwtVerifier, type HmacAlgorithm } from '@fluxguard/core';
+ * const algorithms: HmacAlgorithm[] = ['HS256'];
+ * const verifier = createJwtVerifier({ secret, algorithms, issuer: 'https://id.example.com', audience: 'artifacts' });
+ * ```
+ */
 export type HmacAlgorithm = 'HS256' | 'HS384' | 'HS512';
 
 /**

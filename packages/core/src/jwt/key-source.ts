@@ -6,10 +6,27 @@ import { resolveOptions } from '../options/resolve-options.js';
 import { MAX_TIMER_MS } from '../options/whole-number.js';
 import type { AsymmetricAlgorithm } from './algorithms.js';
 
-/** A key a token signature is checked with. */
+/**
+ * A key a token signature is checked with.
+ *
+ * @example
+ * ```ts
+ * import type { VerificationKey } from '@fluxguard/core';
+ * const keys: readonly VerificationKey[] = await keySource.getKeys({ alg: 'ES256', kid: 'artifacts-2025' });
+ * ```
+ */
 export type VerificationKey = CryptoKey | Uint8Array;
 
-/** The parts of a token header a key source may look at; already checked by the verifier. */
+/**
+ * The parts of a token header a key source may look at; already checked by the verifier.
+ *
+ * @example
+ * ```ts
+ * import type { TokenHeader } from '@fluxguard/core';
+ * const header: TokenHeader = { alg: 'ES256', kid: 'artifacts-2025' };
+ * const candidates = await keySource.getKeys(header);
+ * ```
+ */
 export interface TokenHeader {
   /** The token's `alg`, already checked against the verifier's allowlist. */
   readonly alg: string;
@@ -190,7 +207,16 @@ const EC_ALGORITHMS: Readonly<Partial<Record<string, readonly AsymmetricAlgorith
   secp521r1: ['ES512'],
 });
 
-/** A PEM key source, with the algorithms the key can serve. */
+/**
+ * A PEM key source, with the algorithms the key can serve.
+ *
+ * @example
+ * ```ts
+ * import { createPublicKeySource, type PublicKeySource } from '@fluxguard/core';
+ * const keySource: PublicKeySource = createPublicKeySource(readFileSync('jwt-public.pem', 'utf8'));
+ * keySource.algorithms; // ['ES256'] for a P-256 key
+ * ```
+ */
 export interface PublicKeySource extends JwksSource {
   /** The algorithms this key can verify; the verifier intersects its allowlist with them. */
   readonly algorithms: readonly AsymmetricAlgorithm[];
@@ -252,7 +278,15 @@ export function createPublicKeySource(pem: string, where = 'publicKey'): PublicK
   });
 }
 
-/** Options of {@link createRemoteJwksSource}. */
+/**
+ * Options of {@link createRemoteJwksSource}.
+ *
+ * @example
+ * ```ts
+ * import type { RemoteJwksOptions } from '@fluxguard/core';
+ * const options: RemoteJwksOptions = { url: 'https://id.example.com/.well-known/jwks.json', timeoutMs: 2_000 };
+ * ```
+ */
 export interface RemoteJwksOptions {
   /** The JWKS endpoint: `https:`, or `http:` on a loopback host (tests, a local sidecar). */
   readonly url: string | URL;
@@ -276,7 +310,16 @@ export interface RemoteJwksOptions {
   readonly now?: () => number;
 }
 
-/** A remote key source; {@link RemoteJwksSource.refresh} lets a server load keys before it listens. */
+/**
+ * A remote key source; {@link RemoteJwksSource.refresh} lets a server load keys before it listens.
+ *
+ * @example
+ * ```ts
+ * import { createRemoteJwksSource, type RemoteJwksSource } from '@fluxguard/core';
+ * const keys: RemoteJwksSource = createRemoteJwksSource({ url: 'https://id.example.com/.well-known/jwks.json' });
+ * if (!(await keys.refresh())) console.warn('no key set yet:', keys.lastError?.message);
+ * ```
+ */
 export interface RemoteJwksSource extends JwksSource {
   /**
    * Fetches now unless a fetch is under way or the cooldown has not elapsed; resolves to

@@ -20,6 +20,14 @@ import { resolveVerifierSettings, type VerifierSettings } from './verifier-setti
  * Options of {@link createJwtVerifier}. Exactly one key option is required: `jwks`, `jwksUrl`,
  * `publicKey`, `secret` or `keySource`. `issuer` and `audience` are required: a verifier that
  * accepts any issuer's or any audience's token is the classic hole, so there is no default.
+ *
+ * @example
+ * ```ts
+ * import type { JwtVerifierOptions } from '@fluxguard/core';
+ * const options: JwtVerifierOptions = {
+ *   jwksUrl: 'https://id.example.com/.well-known/jwks.json', issuer: 'https://id.example.com', audience: 'artifacts',
+ * };
+ * ```
  */
 export interface JwtVerifierOptions {
   /** A local JSON Web Key Set (public keys only). */
@@ -160,6 +168,13 @@ export type JwtReason =
  * (`unauthenticated`; `unavailable` for `jwks_unavailable`), or `unavailable` with reason
  * `denylist_unavailable` when the revocation store did not answer. The `embedded_key` reason
  * covers `jwk`/`jku`/`x5u`/`x5c` in the header.
+ *
+ * @example
+ * ```ts
+ * import { createJwtVerifier, type JwtVerifier } from '@fluxguard/core';
+ * const verifier: JwtVerifier = createJwtVerifier({ jwks, issuer: 'https://id.example.com', audience: 'artifacts' });
+ * const { principal } = await verifier.verify(token);
+ * ```
  */
 export interface JwtVerifier {
   /**

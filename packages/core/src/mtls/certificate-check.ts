@@ -19,7 +19,15 @@ import { isIdentityCurrent } from './peer-identity.js';
  */
 export type CertificateReason = 'client_certificate_required' | 'certificate_mismatch' | 'certificate_unreadable';
 
-/** Options of {@link createCertificateCheck}. */
+/**
+ * Options of {@link createCertificateCheck}.
+ *
+ * @example
+ * ```ts
+ * import type { CertificateCheckOptions } from '@fluxguard/core';
+ * const options: CertificateCheckOptions = { allow: [{ spiffeId: 'spiffe://fluxguard.dev/client' }] };
+ * ```
+ */
 export interface CertificateCheckOptions {
   /** Identity rules the certificate must match (any rule). Omitted: any verified certificate. */
   readonly allow?: readonly IdentityRule[] | undefined;
@@ -29,6 +37,13 @@ export interface CertificateCheckOptions {
  * Requires a verified, current client certificate, optionally matching identity rules. It is a
  * {@link Control} of the `client-certificate` stage: list it in an adapter's controls (or use
  * the adapters' `mtls()`), or call `check` yourself.
+ *
+ * @example
+ * ```ts
+ * import { createCertificateCheck, type CertificateCheck } from '@fluxguard/core';
+ * const mtls: CertificateCheck = createCertificateCheck();
+ * const identity = mtls.check(call.peerCertificate); // throws permission_denied without a verified certificate
+ * ```
  */
 export interface CertificateCheck extends Control {
   /** Returns the identity, or throws `permission_denied` (`client_certificate_required` or `certificate_mismatch`). */

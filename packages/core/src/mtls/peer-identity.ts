@@ -104,6 +104,14 @@ export function identityFromCertificate(input: CertificateInput): CertificateIde
 /**
  * The socket members {@link identityFromTlsSocket} reads: a `tls.TLSSocket` (Express:
  * `req.socket`).
+ *
+ * @example
+ * ```ts
+ * import type { TLSSocket } from 'node:tls';
+ * import { identityFromTlsSocket, type PeerTlsSocket } from '@fluxguard/core/adapter';
+ * const socket: PeerTlsSocket = req.socket as TLSSocket; // Express over HTTPS
+ * const identity = identityFromTlsSocket(socket);
+ * ```
  */
 export type PeerTlsSocket = Pick<TLSSocket, 'authorized' | 'getPeerCertificate'>;
 

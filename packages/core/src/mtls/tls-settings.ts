@@ -20,10 +20,24 @@ import {
  *   one that does not verify: `socket.authorized === false`); the policy decides per operation,
  *   so health can stay public on an mTLS port. Identity is then read only from authorized
  *   connections (see `identityFromTlsSocket`).
+ *
+ * @example
+ * ```ts
+ * import type { ClientCertificateMode } from '@fluxguard/core';
+ * const clientCertificates: ClientCertificateMode = 'per-operation'; // health stays public on the mTLS port
+ * ```
  */
 export type ClientCertificateMode = 'strict' | 'per-operation';
 
-/** The lowest TLS version accepted. 1.0 and 1.1 are never offered. */
+/**
+ * The lowest TLS version accepted. 1.0 and 1.1 are never offered.
+ *
+ * @example
+ * ```ts
+ * import type { TlsMinVersion } from '@fluxguard/core';
+ * const minVersion: TlsMinVersion = 'TLSv1.3';
+ * ```
+ */
 export type TlsMinVersion = 'TLSv1.2' | 'TLSv1.3';
 
 /**

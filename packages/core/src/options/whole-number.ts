@@ -13,7 +13,16 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
  */
 export const MAX_TIMER_MS = 2_147_483_647;
 
-/** The bounds of {@link wholeNumber}. */
+/**
+ * The bounds of {@link wholeNumber}.
+ *
+ * @example
+ * ```ts
+ * import { wholeNumber, type WholeNumberRange } from '@fluxguard/core/adapter';
+ * const range: WholeNumberRange = { max: 60_000, unit: 'ms' };
+ * const timeoutMs = wholeNumber(options.timeoutMs, 'createStore: "timeoutMs"', range);
+ * ```
+ */
 export interface WholeNumberRange {
   /** Default 1. */
   readonly min?: number;

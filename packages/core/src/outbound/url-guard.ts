@@ -36,7 +36,17 @@ export type UrlGuardReason =
   | 'url_timeout'
   | 'url_fetch_failed';
 
-/** A `dns.lookup` with `{ all: true }`: the guard checks every address, then connects to the one it checked. */
+/**
+ * A `dns.lookup` with `{ all: true }`: the guard checks every address, then connects to the one it checked.
+ *
+ * @example
+ * ```ts
+ * import { lookup } from 'node:dns/promises';
+ * import { createUrlGuard, type LookupAll } from '@fluxguard/core';
+ * const lookupAll: LookupAll = (hostname) => lookup(hostname, { all: true });
+ * const guard = createUrlGuard({ lookup: lookupAll });
+ * ```
+ */
 export type LookupAll = (hostname: string) => Promise<readonly LookupAddress[]>;
 
 /**
@@ -78,7 +88,15 @@ export interface UrlGuardOptions {
   readonly ca?: string | Buffer | undefined;
 }
 
-/** What {@link UrlGuard.fetch} returns. */
+/**
+ * What {@link UrlGuard.fetch} returns.
+ *
+ * @example
+ * ```ts
+ * import type { GuardedResponse } from '@fluxguard/core';
+ * const { url, address, body }: GuardedResponse = await guard.fetch('https://models.example.com/m.bin');
+ * ```
+ */
 export interface GuardedResponse {
   /** The URL finally fetched, after redirects. */
   readonly url: string;
@@ -109,6 +127,13 @@ export interface GuardedStream {
 /**
  * Checks and fetches URLs that clients give (model URLs, webhooks), so that a client cannot make
  * the server reach what only the server can reach (SSRF).
+ *
+ * @example
+ * ```ts
+ * import { createUrlGuard, type UrlGuard } from '@fluxguard/core';
+ * const guard: UrlGuard = createUrlGuard({ maxBytes: 64 * 1024 * 1024 });
+ * guard.check('https://169.254.169.254/latest/meta-data'); // throws SecurityError (url_address_refused): link-local
+ * ```
  */
 export interface UrlGuard {
   /** Checks a URL's form (scheme, credentials, an IP literal's range) without resolving it. */

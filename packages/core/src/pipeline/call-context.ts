@@ -164,7 +164,16 @@ export interface CallContext extends RequestContext {
   afterHandler(callback: () => void, maxWaitMs: number): void;
 }
 
-/** Why a call ended, as its signal reports it. */
+/**
+ * Why a call ended, as its signal reports it.
+ *
+ * @example
+ * ```ts
+ * import type { EndCause } from '@fluxguard/core/adapter';
+ * const cause: EndCause = res.writableFinished ? 'ended' : 'cancelled';
+ * state.finish(cause);
+ * ```
+ */
 export type EndCause = 'ended' | 'cancelled' | 'deadline';
 
 /**
@@ -172,6 +181,14 @@ export type EndCause = 'ended' | 'cancelled' | 'deadline';
  * to end the call at once on its transport.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { CallState, type CallStateInit } from '@fluxguard/core/adapter';
+ * const init: CallStateInit = { requestId, deadline: Date.now() + 30_000, end: (error) => answer(error),
+ *   onReleaseError: (err) => audit.logger.error({ err }, 'a control release callback failed') };
+ * const state = new CallState(init);
+ * ```
  */
 export interface CallStateInit {
   /**
@@ -215,6 +232,14 @@ const HEADER_VALUE = /^[\x20-\x7e]*$/;
  * each run exactly once when the call ends.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { CallState } from '@fluxguard/core/adapter';
+ * const state = new CallState({ requestId, deadline: undefined, end: (error) => answer(error), onReleaseError: (err) => log(err) });
+ * await pipeline.start(call, state);
+ * state.finish('ended'); // once the answer is sent: the release callbacks run
+ * ```
  */
 export class CallState implements CallContext {
   readonly #requestId: string;

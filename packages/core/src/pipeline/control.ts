@@ -47,6 +47,13 @@ export const CONTROL_STAGES: readonly ControlStage[] = Object.freeze([
  * What a start hook may hand back: nothing, or a release callback that the pipeline runs
  * exactly once when the call ends in any way (finished, failed, refused by a later control,
  * cancelled by the client, deadline).
+ *
+ * @example
+ * ```ts
+ * import type { StartResult } from '@fluxguard/core';
+ * let inFlight = 0;
+ * function onStart(): StartResult { inFlight += 1; return () => { inFlight -= 1; }; }
+ * ```
  */
 // `void` too, so that a start hook without a return statement needs no `return undefined`.
 // eslint-disable-next-line @typescript-eslint/no-invalid-void-type

@@ -83,6 +83,13 @@ type EndHook = (call: CallInfo, state: CallState) => void;
  * @throws ConfigurationError naming `owner` and the offending control.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { createPipeline } from '@fluxguard/core/adapter';
+ * const pipeline = createPipeline('myAdapter', [createTimeouts(), ...guard.controls]);
+ * pipeline.controls.map((control) => control.stage); // ['authentication', 'authorization', 'deadline']
+ * ```
  */
 export function createPipeline(owner: string, controls: readonly Control[]): Pipeline {
   if (!Array.isArray(controls)) throw new ConfigurationError(`${owner}: controls must be an array`);

@@ -37,7 +37,16 @@ export interface ClientAddressOptions {
   readonly forwardedHeader?: 'x-forwarded-for' | 'forwarded' | undefined;
 }
 
-/** A compiled {@link ClientAddressOptions}: the client's address key of a call. */
+/**
+ * A compiled {@link ClientAddressOptions}: the client's address key of a call.
+ *
+ * @example
+ * ```ts
+ * import { compileClientAddress, type ClientAddress } from '@fluxguard/core';
+ * const address: ClientAddress = compileClientAddress({ trustedProxies: ['10.0.0.0/8'] }, 'rateLimits');
+ * address.keyOf(call); // '203.0.113.9', or '2001:db8:1:2:0:0:0:0/64' for an IPv6 client
+ * ```
+ */
 export interface ClientAddress {
   /**
    * The client's address as a key: an IPv4 address, or an IPv6 prefix

@@ -33,6 +33,12 @@ export type ConcurrencyReason = 'concurrency_limit';
  * peer's address, else the peer's address), only the certificate identity, only the peer's
  * address (as a rate limit's `peer` key: its host without the port, IPv4-mapped IPv6 as IPv4,
  * IPv6 by its /64), or a function of your own (`undefined`: the call is counted overall only).
+ *
+ * @example
+ * ```ts
+ * import type { ConcurrencyKey } from '@fluxguard/core';
+ * const perTenant: ConcurrencyKey = (call) => call.headers.get('x-tenant-id');
+ * ```
  */
 export type ConcurrencyKey =
   'caller' | 'certificate' | 'peer' | ((call: CallInfo, context: CallContext) => string | undefined);

@@ -36,7 +36,17 @@ import { boundedKey, keyDigest, principalKey } from './store-key.js';
  */
 export type RateLimitReason = 'rate_limited' | 'brute_force_blocked' | 'ratelimit_store_unavailable';
 
-/** A key of your own: `undefined` leaves the call out of the rule. */
+/**
+ * A key of your own: `undefined` leaves the call out of the rule.
+ *
+ * @example
+ * ```ts
+ * import type { RateLimitKeyFunction } from '@fluxguard/core';
+ * // Admins are left out of the rule; everyone else is counted by subject.
+ * const key: RateLimitKeyFunction = (_call, context) =>
+ *   context.principal?.roles.includes('artifacts.admin') ? undefined : context.principal?.subject;
+ * ```
+ */
 export type RateLimitKeyFunction = (call: CallInfo, context: CallContext) => string | undefined;
 
 /**
@@ -46,6 +56,12 @@ export type RateLimitKeyFunction = (call: CallInfo, context: CallContext) => str
  * - `certificate`: the client certificate's SPIFFE ID or fingerprint (else the peer);
  * - `header:<name>`: a header such as an API key (stored as a hash; absent: the peer);
  * - a function of your own.
+ *
+ * @example
+ * ```ts
+ * import type { RateLimitKey } from '@fluxguard/core';
+ * const byApiKey: RateLimitKey = 'header:x-api-key';
+ * ```
  */
 export type RateLimitKey = 'peer' | 'subject' | 'certificate' | `header:${string}` | RateLimitKeyFunction;
 

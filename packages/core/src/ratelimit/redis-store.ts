@@ -20,6 +20,13 @@ import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '.
 /**
  * What the Redis store needs of an ioredis client: a `Redis` (single server or Sentinel) or a
  * `Cluster` fits.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import type { RedisRateLimitClient } from '@fluxguard/core';
+ * const client: RedisRateLimitClient = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { enableOfflineQueue: false });
+ * ```
  */
 export interface RedisRateLimitClient {
   /** The connection state (ioredis `status`): a count while it is not `ready` is a store failure. */

@@ -89,7 +89,15 @@ export type RbacRules = Readonly<Record<string, RbacRequirement>> | readonly Rba
  */
 export type RbacMode = 'enforce' | 'shadow';
 
-/** Options of {@link compileRbac}. */
+/**
+ * Options of {@link compileRbac}.
+ *
+ * @example
+ * ```ts
+ * import type { RbacOptions } from '@fluxguard/core';
+ * const options: RbacOptions = { mode: 'shadow' };
+ * ```
+ */
 export interface RbacOptions {
   /** Default `enforce`. */
   readonly mode?: RbacMode | undefined;
@@ -146,13 +154,31 @@ export interface RbacDecision {
   readonly denial: SecurityError | undefined;
 }
 
-/** What {@link CompiledRbac.checkServed} returns when no rule is stray. */
+/**
+ * What {@link CompiledRbac.checkServed} returns when no rule is stray.
+ *
+ * @example
+ * ```ts
+ * import type { ServedReport } from '@fluxguard/core';
+ * const report: ServedReport = rbac.checkServed(['/fluxguard.example.v1.ArtifactStore/GetArtifact', 'GET /v1/artifacts/*path']);
+ * if (report.uncovered.length > 0) console.warn('denied to every caller:', report.uncovered);
+ * ```
+ */
 export interface ServedReport {
   /** Served operations that no rule names: every call to them is denied (`no_rule`). */
   readonly uncovered: readonly string[];
 }
 
-/** A compiled rule set; build it once at start-up with {@link compileRbac}. */
+/**
+ * A compiled rule set; build it once at start-up with {@link compileRbac}.
+ *
+ * @example
+ * ```ts
+ * import { compileRbac, type CompiledRbac } from '@fluxguard/core';
+ * const rbac: CompiledRbac = compileRbac({ '/fluxguard.example.v1.ArtifactStore/GetArtifact': { anyRoles: ['artifacts.reader'] } });
+ * rbac.isPublic('/fluxguard.example.v1.ArtifactStore/GetArtifact'); // false
+ * ```
+ */
 export interface CompiledRbac {
   /** The mode the rules were compiled with (`enforce` by default). */
   readonly mode: RbacMode;

@@ -1,6 +1,14 @@
 import { randomFillSync } from 'node:crypto';
 
-/** The header (HTTP) and metadata key (gRPC) that carries the request id both ways. */
+/**
+ * The header (HTTP) and metadata key (gRPC) that carries the request id both ways.
+ *
+ * @example
+ * ```ts
+ * import { REQUEST_ID_HEADER, resolveRequestId } from '@fluxguard/core';
+ * const requestId = resolveRequestId(req.headers[REQUEST_ID_HEADER]); // 'x-request-id'
+ * ```
+ */
 export const REQUEST_ID_HEADER = 'x-request-id';
 
 /**

@@ -68,7 +68,15 @@ export const directoryId = (stats: { readonly dev: bigint; readonly ino: bigint 
 
 const DIRECTORY_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
-/** Whether the platform names open files under `/proc/self/fd` (Linux). */
+/**
+ * Whether the platform names open files under `/proc/self/fd` (Linux).
+ *
+ * @example
+ * ```ts
+ * import { PINNED_DIRECTORIES_SUPPORTED } from '@fluxguard/core';
+ * if (!PINNED_DIRECTORIES_SUPPORTED) console.warn('no /proc/self/fd: paths are checked with resolveOnDisk');
+ * ```
+ */
 export const PINNED_DIRECTORIES_SUPPORTED: boolean = existsSync('/proc/self/fd');
 
 /**

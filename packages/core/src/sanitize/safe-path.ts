@@ -42,7 +42,15 @@ export type PathReason =
   | 'path_traversal'
   | 'path_symlink_escape';
 
-/** Options of {@link createPathResolver}. */
+/**
+ * Options of {@link createPathResolver}.
+ *
+ * @example
+ * ```ts
+ * import type { PathResolverOptions } from '@fluxguard/core';
+ * const options: PathResolverOptions = { root: '/srv/artifacts', maxDepth: 8, allowHidden: false };
+ * ```
+ */
 export interface PathResolverOptions {
   /** The directory every resolved path must stay inside. Created if missing. */
   readonly root: string;
@@ -68,7 +76,16 @@ export interface PathResolverOptions {
   readonly field?: string;
 }
 
-/** A relative path that has passed every check, and where it lives on disk. */
+/**
+ * A relative path that has passed every check, and where it lives on disk.
+ *
+ * @example
+ * ```ts
+ * import type { SafePath } from '@fluxguard/core';
+ * const { relative, absolute }: SafePath = paths.resolve('models/v1/weights.bin');
+ * // relative 'models/v1/weights.bin', absolute '/srv/artifacts/models/v1/weights.bin'
+ * ```
+ */
 export interface SafePath {
   /** Normalized relative form, `/`-separated: what clients see. */
   readonly relative: string;
@@ -76,7 +93,16 @@ export interface SafePath {
   readonly absolute: string;
 }
 
-/** Resolves client-supplied relative paths under one root, refusing every traversal. */
+/**
+ * Resolves client-supplied relative paths under one root, refusing every traversal.
+ *
+ * @example
+ * ```ts
+ * import { createPathResolver, type PathResolver } from '@fluxguard/core';
+ * const paths: PathResolver = createPathResolver({ root: '/srv/artifacts' });
+ * const file = await paths.resolveOnDisk('models/v1/weights.bin'); // no symbolic link leads out of the root
+ * ```
+ */
 export interface PathResolver {
   /** The root's real path. */
   readonly root: string;

@@ -3,6 +3,12 @@ import { SecurityError } from '../errors/security-error.js';
 /**
  * How long after a deadline an answer still waiting for its client is watched before anyone is
  * blamed (see {@link blameUnreadAnswer}).
+ *
+ * @example
+ * ```ts
+ * import { UNREAD_PROBE_MS, blameUnreadAnswer } from '@fluxguard/core/adapter';
+ * setTimeout(() => record(blameUnreadAnswer(error, waiting, res.writableLength)), UNREAD_PROBE_MS);
+ * ```
  */
 export const UNREAD_PROBE_MS = 1_000;
 
@@ -10,6 +16,12 @@ export const UNREAD_PROBE_MS = 1_000;
  * What became of an answer {@link UNREAD_PROBE_MS} after its deadline: the bytes still waiting,
  * `delivered` (the client took the rest) or `abandoned` (the connection or stream was closed
  * without it).
+ *
+ * @example
+ * ```ts
+ * import type { AnswerAfterProbe } from '@fluxguard/core/adapter';
+ * const after: AnswerAfterProbe = res.writableFinished ? 'delivered' : req.socket.destroyed ? 'abandoned' : res.writableLength;
+ * ```
  */
 export type AnswerAfterProbe = number | 'delivered' | 'abandoned';
 

@@ -22,7 +22,15 @@ import { declaresBody } from '../call/declared-body.js';
  */
 export type TimeoutReason = 'inbound_idle';
 
-/** The limits of one operation (or of every operation, as the defaults). */
+/**
+ * The limits of one operation (or of every operation, as the defaults).
+ *
+ * @example
+ * ```ts
+ * import type { TimeoutLimits } from '@fluxguard/core';
+ * const uploads: TimeoutLimits = { defaultMs: 300_000, idleMs: 10_000 };
+ * ```
+ */
 export interface TimeoutLimits {
   /**
    * The deadline of a call whose client set none, in ms from the start of the call. HTTP has no

@@ -119,7 +119,16 @@ export interface UploadInProgress {
   finish(): string;
 }
 
-/** The upload check of {@link createUploadCheck}. */
+/**
+ * The upload check of {@link createUploadCheck}.
+ *
+ * @example
+ * ```ts
+ * import { createUploadCheck, type UploadCheck } from '@fluxguard/core';
+ * const check: UploadCheck = createUploadCheck({ allowedExtensions: ['.bin', '.safetensors'] });
+ * const upload = check.begin({ name: 'weights.bin', sha256: declared });
+ * ```
+ */
 export interface UploadCheck {
   /**
    * Starts checking one upload: its name and declared content type are checked at once, its
@@ -430,7 +439,16 @@ class ContentChecks implements StreamCheck {
   }
 }
 
-/** What the first bytes are, among the kinds refused by default. */
+/**
+ * What the first bytes are, among the kinds refused by default.
+ *
+ * @example
+ * ```ts
+ * import { contentKind } from '@fluxguard/core';
+ * contentKind(Buffer.from('#!/bin/sh\n')); // 'executable'
+ * contentKind(Buffer.from('hello, artifact')); // undefined
+ * ```
+ */
 export function contentKind(head: Buffer): ContentKind | undefined {
   // Pickle protocol 2+: PROTO opcode 0x80, then the protocol number.
   if (head.length >= 2 && head[0] === 0x80 && head[1] !== undefined && head[1] >= 2 && head[1] <= 5) return 'pickle';

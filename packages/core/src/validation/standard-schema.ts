@@ -26,11 +26,28 @@ export interface StandardSchemaV1<Input = unknown, Output = Input> {
   };
 }
 
-/** What a Standard Schema's `validate` answers. */
+/**
+ * What a Standard Schema's `validate` answers.
+ *
+ * @example
+ * ```ts
+ * import type { StandardResult } from '@fluxguard/core';
+ * const ok: StandardResult<string> = { value: 'models/v1/weights.bin' };
+ * const refused: StandardResult<string> = { issues: [{ message: 'Too long', path: ['path'] }] };
+ * ```
+ */
 export type StandardResult<Output> =
   { readonly value: Output; readonly issues?: undefined } | { readonly issues: readonly StandardIssue[] };
 
-/** One problem a schema found. */
+/**
+ * One problem a schema found.
+ *
+ * @example
+ * ```ts
+ * import type { StandardIssue } from '@fluxguard/core';
+ * const issue: StandardIssue = { message: 'Expected a string', path: ['items', 2, 'name'] }; // field body.items[2].name
+ * ```
+ */
 export interface StandardIssue {
   /**
    * What the schema says is wrong. The first issue's message reaches the client only when it is
