@@ -264,6 +264,61 @@ export function readCertificateIssuer(der: Uint8Array): Uint8Array {
   return der.subarray(issuer.offset, issuer.end);
 }
 
+/**
+ * A name's DER (a certificate's issuer or subject, a CRL's issuer) as OpenSSL compares names
+ * when it finds a certificate's CRL or issuer (`x509_name_canon`): each attribute's string
+ * value as UTF-8, trimmed, its inner runs of white space made one space, ASCII letters
+ * lowercased; a value that is not a string kept as its DER. So a CA re-issued with its name in
+ * UTF8String, and its CRLs, name the certificates issued under the PrintableString one.
+ */
+export function canonicalName(der: Uint8Array): string {
+  const name = expectTag(readTlv(der, 0, der.length), SEQUENCE, 'name');
+  const rdns = children(der, name).map((rdn) =>
+    children(der, expectTag(rdn, SET, 'relative name'))
+      .map((ava) => {
+        const [type, value] = children(der, expectTag(ava, SEQUENCE, 'attribute'));
+        const oidTlv = expectTag(type, OID, 'attribute type');
+        const oid = Buffer.from(der.subarray(oidTlv.start, oidTlv.end)).toString('hex');
+        if (value === undefined) fail('attribute value');
+        const text = nameString(der, value);
+        return text === undefined
+          ? `${oid}#${Buffer.from(der.subarray(value.offset, value.end)).toString('hex')}`
+          : `${oid}=${text
+              .replace(/[\t\n\v\f\r ]+/g, ' ')
+              .trim()
+              .replace(/[A-Z]+/g, (c) => c.toLowerCase())}`;
+      })
+      .sort(),
+  );
+  return JSON.stringify(rdns);
+}
+
+/** A name attribute's string value, of any of the string types names use. */
+function nameString(der: Uint8Array, tlv: Tlv): string | undefined {
+  const bytes = der.subarray(tlv.start, tlv.end);
+  try {
+    switch (tlv.tag) {
+      case 0x12: // NumericString
+      case 0x14: // T61String, read as OpenSSL reads it: one byte a character
+      case 0x1a: // VisibleString
+        return new TextDecoder('latin1').decode(bytes);
+      case 0x1c: {
+        // UniversalString: UTF-32BE
+        if (bytes.length % 4 !== 0) return undefined;
+        let out = '';
+        for (let i = 0; i < bytes.length; i += 4) {
+          out += String.fromCodePoint(Buffer.from(bytes.subarray(i, i + 4)).readUInt32BE(0));
+        }
+        return out;
+      }
+      default:
+        return directoryString(der, tlv);
+    }
+  } catch {
+    return undefined; // not valid in its own encoding: compared as its DER
+  }
+}
+
 /** What a CRL check reads from a DER CRL (RFC 5280 5.1). */
 export interface CrlFields {
   /** The DER of the issuer name. */

@@ -24,9 +24,22 @@ let server: Server;
 /**
  * A client certificate issued by an intermediate CA, with the intermediate; the root above it
  * (made with openssl: the development CA allows no intermediate), and its CRLs: one empty, one
- * revoking the intermediate.
+ * revoking the intermediate. And the root re-issued with the same key under its name in capitals
+ * and as a PrintableString (`rootRenamed`, where the first is a UTF8String), with CRLs of its own
+ * (the same name to OpenSSL, other bytes).
  */
-let chained: { certPem: string; keyPem: string; root: string; emptyCrl: Buffer; revokingCrl: Buffer };
+let chained: {
+  certPem: string;
+  leafPem: string;
+  keyPem: string;
+  intermediate: string;
+  root: string;
+  emptyCrl: Buffer;
+  revokingCrl: Buffer;
+  rootRenamed: string;
+  renamedEmptyCrl: Buffer;
+  renamedRevokingCrl: Buffer;
+};
 const sockets: TLSSocket[] = [];
 
 beforeAll(async () => {
@@ -112,12 +125,55 @@ beforeAll(async () => {
   await run('openssl', [...openCa, '-gencrl', '-out', file('empty.crl')]);
   await run('openssl', [...openCa, '-revoke', file('int.crt')]);
   await run('openssl', [...openCa, '-gencrl', '-out', file('revoking.crl')]);
+  await run('openssl', [
+    'req',
+    '-new',
+    '-x509',
+    '-key',
+    file('root.key'),
+    '-subj',
+    '/CN=RECHECK  Chain Root',
+    '-days',
+    '1',
+    '-extensions',
+    'v3',
+    '-config',
+    file(
+      'renamed.cnf',
+      '[req]\ndistinguished_name = n\nstring_mask = default\n[n]\n[v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n',
+    ),
+    '-out',
+    file('renamed.crt'),
+  ]);
+  file('renamed-index.txt', '');
+  file('renamed-crlnumber', '01\n');
+  file(
+    'renamed-ca.cnf',
+    `[ca]\ndefault_ca = d\n[d]\ndatabase = ${file('renamed-index.txt')}\ncrlnumber = ${file('renamed-crlnumber')}\ndefault_md = sha256\ndefault_crl_days = 1\n`,
+  );
+  const renamedCa = [
+    'ca',
+    '-config',
+    file('renamed-ca.cnf'),
+    '-cert',
+    file('renamed.crt'),
+    '-keyfile',
+    file('root.key'),
+  ];
+  await run('openssl', [...renamedCa, '-gencrl', '-out', file('renamed-empty.crl')]);
+  await run('openssl', [...renamedCa, '-revoke', file('int.crt')]);
+  await run('openssl', [...renamedCa, '-gencrl', '-out', file('renamed-revoking.crl')]);
   chained = {
     certPem: readFileSync(file('leaf.crt'), 'latin1') + readFileSync(file('int.crt'), 'latin1'),
+    leafPem: readFileSync(file('leaf.crt'), 'latin1'),
     keyPem: readFileSync(file('leaf.key'), 'latin1'),
+    intermediate: readFileSync(file('int.crt'), 'latin1'),
     root: readFileSync(file('root.crt'), 'latin1'),
     emptyCrl: readFileSync(file('empty.crl')),
     revokingCrl: readFileSync(file('revoking.crl')),
+    rootRenamed: readFileSync(file('renamed.crt'), 'latin1'),
+    renamedEmptyCrl: readFileSync(file('renamed-empty.crl')),
+    renamedRevokingCrl: readFileSync(file('renamed-revoking.crl')),
   };
   const serverCert = await root.issueServerCertificate();
   // Verification is this test's subject, not the handshake's: every client gets through.
@@ -125,7 +181,8 @@ beforeAll(async () => {
     {
       key: serverCert.keyPem,
       cert: serverCert.certPem,
-      ca: [root.certPem, chained.root],
+      // The intermediate too: a client that sends only its leaf is verified through it.
+      ca: [root.certPem, chained.root, chained.intermediate],
       requestCert: true,
       rejectUnauthorized: false,
     },
@@ -200,6 +257,30 @@ describe('createTrustRecheck', () => {
     expect(createTrustRecheck({ ca: chainRoot, crl: chained.emptyCrl })(socket)).toBe(chainShown);
     expect(createTrustRecheck({ ca: chainRoot, crl: chained.revokingCrl })(socket)).toBe(false);
     expect(createTrustRecheck({ ca: ca(other.certPem), crl: undefined })(socket)).toBe(false);
+  });
+
+  it('refuses the clients of an intermediate of the bundle that a CRL of the root revokes', async () => {
+    // OpenSSL checks every certificate of the chain it builds, the bundle's intermediates
+    // included: a new handshake of these clients fails. The recheck stopped at the first CA of
+    // the bundle, so their open connections kept their calls.
+    const bundle = ca(chained.root + chained.intermediate);
+    for (const sent of [{ certPem: chained.leafPem, keyPem: chained.keyPem }, chained]) {
+      const socket = await serverSocketFor(sent);
+      expect(socket.authorized).toBe(true);
+      expect(createTrustRecheck({ ca: bundle, crl: chained.emptyCrl })(socket)).toBe(true);
+      expect(createTrustRecheck({ ca: bundle, crl: chained.revokingCrl })(socket)).toBe(false);
+    }
+  });
+
+  it('reads the names of CRLs as OpenSSL does: another string type, case or spacing is the same name', async () => {
+    const socket = await serverSocketFor(chained);
+    const shown = socket.getPeerCertificate(true) as Partial<DetailedPeerCertificate>;
+    const chainShown = shown.issuerCertificate !== undefined;
+    const renamed = ca(chained.rootRenamed);
+    expect(createTrustRecheck({ ca: renamed, crl: chained.renamedEmptyCrl })(socket)).toBe(chainShown);
+    // Its issuer name and the CRL's differ in bytes: compared as bytes, it was not revoked.
+    expect(createTrustRecheck({ ca: renamed, crl: chained.renamedRevokingCrl })(socket)).toBe(false);
+    expect(createTrustRecheck({ ca: ca(chained.root), crl: chained.renamedRevokingCrl })(socket)).toBe(false);
   });
 
   it('has nothing to recheck on a connection without a verified client certificate', async () => {

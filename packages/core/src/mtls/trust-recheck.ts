@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import { crlDer } from './crl-check.js';
-import { readCertificateIssuer, readCrlFields } from './der.js';
+import { canonicalName, readCertificateIssuer, readCrlFields } from './der.js';
 import { crlList, pemCertificates, type TlsMaterial } from './material.js';
 
 /** How many certificates of a client's chain are followed towards a CA of the bundle. */
@@ -52,14 +52,16 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
       return [];
     }
   });
-  // Revoked serial numbers by the DER of the issuer name, in hex.
+  // Revoked serial numbers by the issuer's name, compared as OpenSSL compares names: a CRL
+  // whose issuer is written in another string type than the certificate's issuer (a CA
+  // re-issued with UTF8String names) revokes it for OpenSSL, and must here too.
   const revoked = new Map<string, Set<string>>();
   for (const pem of material.crl === undefined ? [] : crlList(material.crl)) {
     const der = crlDer(pem);
     if (der === undefined) continue;
     try {
       const crl = readCrlFields(der);
-      const issuer = Buffer.from(crl.issuer).toString('hex');
+      const issuer = canonicalName(crl.issuer);
       let serials = revoked.get(issuer);
       if (serials === undefined) revoked.set(issuer, (serials = new Set()));
       for (const serial of crl.revokedSerials) serials.add(serialKey(serial));
@@ -67,9 +69,14 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
       // Refused when the material loaded: OpenSSL never took it.
     }
   }
-  const isRevoked = (cert: X509Certificate): boolean =>
-    revoked.get(Buffer.from(readCertificateIssuer(cert.raw)).toString('hex'))?.has(serialKey(cert.serialNumber)) ===
-    true;
+  const isRevoked = (cert: X509Certificate): boolean => {
+    if (revoked.size === 0) return false;
+    try {
+      return revoked.get(canonicalName(readCertificateIssuer(cert.raw)))?.has(serialKey(cert.serialNumber)) === true;
+    } catch {
+      return true; // a name OpenSSL read and this cannot: cut, the client handshakes again
+    }
+  };
   // Many connections carry the same certificates: each is parsed, and each signature verified, once.
   const parsed = new Map<string, X509Certificate>();
   const verified = new Map<string, boolean>();
@@ -87,6 +94,7 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
     }
     return good;
   };
+  const revokedInBundle = revokedAbove(authorities, isRevoked, issues);
   return (socket) => {
     // A certificate the handshake did not verify (per-operation mode) was never an identity, and
     // its chain, the client's own, is not worth a signature check.
@@ -101,11 +109,44 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
     for (const [i, cert] of chain.entries()) {
       if (isRevoked(cert)) return false;
       // A CA of the bundle, or the next certificate the client sent, issued it.
-      if (authorities.some((ca) => ca.fingerprint256 === cert.fingerprint256 || issues(ca, cert))) return true;
+      const anchor = authorities.find((ca) => ca.fingerprint256 === cert.fingerprint256 || issues(ca, cert));
+      if (anchor !== undefined) return !revokedInBundle(anchor);
       const next = chain[i + 1];
       if (next === undefined || !issues(next, cert)) return false;
     }
     return false;
+  };
+}
+
+/**
+ * Whether `ca` of the bundle, or a CA of the bundle above it, is revoked by a CRL of its issuer:
+ * OpenSSL checks every certificate of the chain it builds (Node asks it to), the intermediates
+ * it took from the bundle included, so a CRL of the root revoking an intermediate of the bundle
+ * cuts the intermediate's clients. Their connections kept their calls when the check stopped at
+ * the first CA of the bundle. Stops at a self-issued CA, which no CRL above it can revoke.
+ */
+function revokedAbove(
+  authorities: readonly X509Certificate[],
+  isRevoked: (cert: X509Certificate) => boolean,
+  issues: (issuer: X509Certificate, cert: X509Certificate) => boolean,
+): (ca: X509Certificate) => boolean {
+  const known = new Map<X509Certificate, boolean>();
+  return (ca) => {
+    let answer = known.get(ca);
+    if (answer !== undefined) return answer;
+    answer = false;
+    let current: X509Certificate | undefined = ca;
+    for (let depth = 0; current !== undefined && depth < MAX_CHAIN; depth++) {
+      if (isRevoked(current)) {
+        answer = true;
+        break;
+      }
+      const cert: X509Certificate = current;
+      if (cert.checkIssued(cert)) break;
+      current = authorities.find((parent) => parent !== cert && issues(parent, cert));
+    }
+    known.set(ca, answer);
+    return answer;
   };
 }
 
