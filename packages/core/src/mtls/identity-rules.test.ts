@@ -203,6 +203,21 @@ describe('roles and principals from certificates', () => {
     );
     expect(principalFromCertificate(identity({ commonName: 'cn' }), RULES)?.subject).toBe('cn');
     expect(principalFromCertificate(identity({}), RULES)?.subject).toBe(`sha256:${FP}`);
+    // A name that reads as another kind of subject says what it was taken from: such a
+    // certificate shared the SPIFFE workload's subject, its audit lines and its rate limits.
+    const posing = [
+      identity({ commonName: 'spiffe://fluxguard.dev/backup' }),
+      identity({ dnsNames: ['spiffe://fluxguard.dev/backup'] }),
+      identity({ commonName: `sha256:${FP}` }),
+      identity({ commonName: 'dns:spiffe://fluxguard.dev/backup' }),
+    ].map((id) => principalFromCertificate(id, RULES)?.subject);
+    expect(posing).toEqual([
+      'cn:spiffe://fluxguard.dev/backup',
+      'dns:spiffe://fluxguard.dev/backup',
+      `cn:sha256:${FP}`,
+      'cn:dns:spiffe://fluxguard.dev/backup',
+    ]);
+    expect(new Set([...posing, 'spiffe://fluxguard.dev/backup', `sha256:${FP}`]).size).toBe(posing.length + 2);
   });
 
   it('merges a JWT principal with a certificate identity', () => {

@@ -169,7 +169,10 @@ export function rolesFromCertificate(
 
 /**
  * The subject a certificate identity is known by: its SPIFFE ID, else its first SAN DNS name,
- * else its subject CN, else `sha256:<fingerprint>`.
+ * else its subject CN, else `sha256:<fingerprint>`. A DNS name or CN with a `:` in it is
+ * prefixed with `dns:` or `cn:`: a certificate whose CN read `spiffe://fluxguard.dev/backup`
+ * (or `sha256:…`) was the SPIFFE workload's subject, in the audit log and in the per-caller
+ * rate limits it shared with it. A DNS name has no `:`, nor has any CN a real name uses.
  *
  * @example
  * ```ts
@@ -178,7 +181,12 @@ export function rolesFromCertificate(
  * ```
  */
 export function certificateSubject(identity: CertificateIdentity): string {
-  return identity.spiffeId ?? identity.dnsNames[0] ?? identity.commonName ?? `sha256:${identity.fingerprint256}`;
+  if (identity.spiffeId !== undefined) return identity.spiffeId;
+  const dnsName = identity.dnsNames[0];
+  if (dnsName !== undefined) return dnsName.includes(':') ? `dns:${dnsName}` : dnsName;
+  const cn = identity.commonName;
+  if (cn !== undefined) return cn.includes(':') ? `cn:${cn}` : cn;
+  return `sha256:${identity.fingerprint256}`;
 }
 
 /**
