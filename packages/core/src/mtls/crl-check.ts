@@ -78,16 +78,24 @@ export function checkCrls(
  * otherwise) every CA. A signature algorithm this check cannot verify is left to OpenSSL.
  */
 function signedByAuthority(crl: CrlFields, authorities: readonly X509Certificate[]): boolean {
+  const named = authorities.filter((ca) => Buffer.from(readCertificateSubject(ca.raw)).equals(crl.issuer));
+  return (named.length > 0 ? named : authorities).some((ca) => crlSignedBy(crl, ca));
+}
+
+/**
+ * Whether `ca`'s key made the CRL's signature; `true` for a signature algorithm this check
+ * cannot verify (RSASSA-PSS and others), which is left to OpenSSL.
+ *
+ * @internal
+ */
+export function crlSignedBy(crl: CrlFields, ca: X509Certificate): boolean {
   const digest = DIGEST_OF[crl.signatureAlgorithm];
   if (digest === undefined) return true;
-  const named = authorities.filter((ca) => Buffer.from(readCertificateSubject(ca.raw)).equals(crl.issuer));
-  return (named.length > 0 ? named : authorities).some((ca) => {
-    try {
-      return verify(digest, crl.signed, ca.publicKey, crl.signature);
-    } catch {
-      return false; // a key of another type than the algorithm's
-    }
-  });
+  try {
+    return verify(digest, crl.signed, ca.publicKey, crl.signature);
+  } catch {
+    return false; // a key of another type than the algorithm's
+  }
 }
 
 /** The DER of one PEM CRL (an entry of `crlList`), or `undefined` when it is not PEM. */

@@ -94,16 +94,20 @@ function ia5(der: Uint8Array, tlv: Tlv): string | undefined {
   return out;
 }
 
+/**
+ * A directory string's text. A byte order mark is kept, as OpenSSL keeps it: decoded away, a CN
+ * of a BOM and `admin` read as `admin`, the subject of another certificate.
+ */
 function directoryString(der: Uint8Array, tlv: Tlv): string | undefined {
   const bytes = der.subarray(tlv.start, tlv.end);
   switch (tlv.tag) {
     case 0x0c: // UTF8String
-      return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
     case 0x13: // PrintableString
     case 0x16: // IA5String
-      return new TextDecoder('latin1').decode(bytes);
+      return Buffer.from(bytes).toString('latin1');
     case 0x1e: // BMPString
-      return new TextDecoder('utf-16be', { fatal: true }).decode(bytes);
+      return new TextDecoder('utf-16be', { fatal: true, ignoreBOM: true }).decode(bytes);
     default:
       return undefined;
   }
@@ -285,7 +289,8 @@ export function canonicalName(der: Uint8Array): string {
           ? `${oid}#${Buffer.from(der.subarray(value.offset, value.end)).toString('hex')}`
           : `${oid}=${text
               .replace(/[\t\n\v\f\r ]+/g, ' ')
-              .trim()
+              // Not trim(), which takes a byte order mark for white space; OpenSSL does not.
+              .replace(/^ | $/g, '')
               .replace(/[A-Z]+/g, (c) => c.toLowerCase())}`;
       })
       .sort(),
@@ -293,15 +298,18 @@ export function canonicalName(der: Uint8Array): string {
   return JSON.stringify(rdns);
 }
 
-/** A name attribute's string value, of any of the string types names use. */
+/**
+ * A name attribute's value as text, for the string types OpenSSL compares as text
+ * (`ASN1_MASK_CANON`); `undefined` for the others (NumericString among them), which it compares
+ * as their DER.
+ */
 function nameString(der: Uint8Array, tlv: Tlv): string | undefined {
   const bytes = der.subarray(tlv.start, tlv.end);
   try {
     switch (tlv.tag) {
-      case 0x12: // NumericString
       case 0x14: // T61String, read as OpenSSL reads it: one byte a character
       case 0x1a: // VisibleString
-        return new TextDecoder('latin1').decode(bytes);
+        return Buffer.from(bytes).toString('latin1');
       case 0x1c: {
         // UniversalString: UTF-32BE
         if (bytes.length % 4 !== 0) return undefined;

@@ -76,6 +76,13 @@ function asVersion1(pem: string): Buffer {
 }
 
 describe('identityFromCertificate', () => {
+  it('keeps a byte order mark in a CN: another name than the one without it', async () => {
+    // Decoded away, a CN of a BOM and `admin` was `admin`, the subject of another certificate.
+    const marked = identityFromCertificate(await selfSigned('CN=\uFEFFadmin', []));
+    expect(marked.commonName).toBe('\uFEFFadmin');
+    expect(identityFromCertificate(await selfSigned('CN=admin', [])).commonName).toBe('admin');
+  });
+
   it('reads SPIFFE ID, URIs, DNS names, CN, fingerprint and validity', async () => {
     const issued = await ca.issueClientCertificate({
       spiffeId: 'spiffe://fluxguard.dev/ns/prod/sa/reader',

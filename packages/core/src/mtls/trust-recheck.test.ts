@@ -23,23 +23,33 @@ let client: IssuedCertificate;
 let server: Server;
 /**
  * A client certificate issued by an intermediate CA, with the intermediate; the root above it
- * (made with openssl: the development CA allows no intermediate), and its CRLs: one empty, one
- * revoking the intermediate. And the root re-issued with the same key under its name in capitals
- * and as a PrintableString (`rootRenamed`, where the first is a UTF8String), with CRLs of its own
- * (the same name to OpenSSL, other bytes).
+ * (made with openssl: the development CA allows no intermediate), and CRLs (PEM) of each:
+ * - `rootCrl`: the root's, empty; `revokingCrl`: the root's, revoking the intermediate;
+ *   `laterCrl`: the root's, empty, issued after `revokingCrl` (the intermediate's revocation
+ *   lifted); `intCrl`: the intermediate's, empty;
+ * - `renamed`: the root re-issued with the same key under its name in capitals and as a
+ *   PrintableString (the first is a UTF8String), with its CRLs `renamedCrl` (empty) and
+ *   `renamedRevokingCrl`: the same name to OpenSSL, other bytes;
+ * - `twin`: another root of the same name with a key of its own, and its CRL revoking a
+ *   certificate of the intermediate's serial number (`twinRevokingCrl`);
+ * - `crossExpired`: the intermediate (its name and key) cross-signed by `root2`, expired;
+ *   `root2Crl`, empty.
  */
-let chained: {
-  certPem: string;
-  leafPem: string;
-  keyPem: string;
-  intermediate: string;
-  root: string;
-  emptyCrl: Buffer;
-  revokingCrl: Buffer;
-  rootRenamed: string;
-  renamedEmptyCrl: Buffer;
-  renamedRevokingCrl: Buffer;
-};
+let chained: Record<
+  'certPem' | 'leafPem' | 'keyPem' | 'intermediate' | 'root' | 'renamed' | 'twin' | 'root2' | 'crossExpired',
+  string
+> &
+  Record<
+    | 'rootCrl'
+    | 'revokingCrl'
+    | 'laterCrl'
+    | 'intCrl'
+    | 'renamedCrl'
+    | 'renamedRevokingCrl'
+    | 'twinRevokingCrl'
+    | 'root2Crl',
+    Buffer
+  >;
 const sockets: TLSSocket[] = [];
 
 beforeAll(async () => {
@@ -52,60 +62,64 @@ beforeAll(async () => {
     if (text !== undefined) writeFileSync(path, text, { mode: 0o600 });
     return path;
   };
-  file('root.ext', 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
-  file('index.txt', '');
-  file('crlnumber', '01\n');
-  file(
-    'ca.cnf',
-    `[ca]\ndefault_ca = d\n[d]\ndatabase = ${file('index.txt')}\ncrlnumber = ${file('crlnumber')}\ndefault_md = sha256\ndefault_crl_days = 1\n`,
-  );
-  file('int.ext', 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
+  const caExt = 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n';
+  file('int.ext', caExt);
   file(
     'leaf.ext',
     'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\nsubjectAltName=URI:spiffe://fluxguard.dev/chained\n',
   );
   const key = (name: string) =>
     run('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', file(name)]);
-  const sign = (csr: string, ca: string, caKey: string, ext: string, out: string) =>
+  const selfSigned = (keyFile: string, subject: string, out: string, stringMask = '') =>
     run('openssl', [
-      'x509',
-      '-req',
-      '-in',
-      file(csr),
-      '-CA',
-      file(ca),
-      '-CAkey',
-      file(caKey),
-      '-set_serial',
-      String(Date.now()),
-      '-days',
-      '1',
-      '-extfile',
-      file(ext),
+      ...['req', '-new', '-x509', '-key', file(keyFile), '-subj', subject, '-days', '1', '-extensions', 'v3'],
+      '-config',
+      file(`${out}.cnf`, `[req]\ndistinguished_name = n\n${stringMask}[n]\n[v3]\n${caExt}`),
       '-out',
       file(out),
     ]);
+  // An `openssl ca` database for one CA: its CRLs, its revocations, and certificates it issues
+  // with chosen dates.
+  const authority = (name: string, cert: string, caKey: string) => {
+    file(`${name}-index.txt`, '');
+    file(`${name}-crlnumber`, '01\n');
+    file(`${name}-serial`, '1000\n');
+    const config = file(
+      `${name}-ca.cnf`,
+      `[ca]\ndefault_ca = d\n[d]\ndatabase = ${file(`${name}-index.txt`)}\ncrlnumber = ${file(`${name}-crlnumber`)}\n` +
+        `serial = ${file(`${name}-serial`)}\nnew_certs_dir = ${dir}\ndefault_md = sha256\ndefault_crl_days = 1\n` +
+        `policy = p\nunique_subject = no\ncrl_extensions = crl_ext\n[p]\ncommonName = supplied\n` +
+        // Its key's id in each CRL, as RFC 5280 asks: without it OpenSSL cannot tell the CRLs of
+        // two CAs of one name apart but by trying them, in an order of its own.
+        `[crl_ext]\nauthorityKeyIdentifier = keyid:always\n`,
+    );
+    const ca = ['ca', '-batch', '-config', config, '-cert', file(cert), '-keyfile', file(caKey)];
+    return {
+      crl: (out: string, ...extra: string[]) => run('openssl', [...ca, '-gencrl', ...extra, '-out', file(out)]),
+      revoke: (certFile: string) => run('openssl', [...ca, '-revoke', file(certFile)]),
+      issue: (csr: string, ext: string, out: string, start: string, end: string) =>
+        run('openssl', [
+          ...ca,
+          '-in',
+          file(csr),
+          '-extfile',
+          file(ext),
+          '-startdate',
+          start,
+          '-enddate',
+          end,
+          '-out',
+          file(out),
+        ]),
+    };
+  };
+  const sign = (csr: string, ca: string, caKey: string, ext: string, out: string, serial = String(Date.now())) =>
+    run('openssl', [
+      ...['x509', '-req', '-in', file(csr), '-CA', file(ca), '-CAkey', file(caKey), '-set_serial', serial],
+      ...['-days', '1', '-extfile', file(ext), '-out', file(out)],
+    ]);
   await key('root.key');
-  await run('openssl', [
-    'req',
-    '-new',
-    '-x509',
-    '-key',
-    file('root.key'),
-    '-subj',
-    '/CN=recheck chain root',
-    '-days',
-    '1',
-    '-extensions',
-    'v3',
-    '-config',
-    file(
-      'root.cnf',
-      '[req]\ndistinguished_name = n\n[n]\n[v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n',
-    ),
-    '-out',
-    file('root.crt'),
-  ]);
+  await selfSigned('root.key', '/CN=recheck chain root', 'root.crt');
   await key('int.key');
   await run('openssl', [
     'req',
@@ -117,63 +131,65 @@ beforeAll(async () => {
     '-out',
     file('int.csr'),
   ]);
-  await sign('int.csr', 'root.crt', 'root.key', 'int.ext', 'int.crt');
+  await sign('int.csr', 'root.crt', 'root.key', 'int.ext', 'int.crt', '4242');
   await key('leaf.key');
   await run('openssl', ['req', '-new', '-key', file('leaf.key'), '-subj', '/CN=chained', '-out', file('leaf.csr')]);
   await sign('leaf.csr', 'int.crt', 'int.key', 'leaf.ext', 'leaf.crt');
-  const openCa = ['ca', '-config', file('ca.cnf'), '-cert', file('root.crt'), '-keyfile', file('root.key')];
-  await run('openssl', [...openCa, '-gencrl', '-out', file('empty.crl')]);
-  await run('openssl', [...openCa, '-revoke', file('int.crt')]);
-  await run('openssl', [...openCa, '-gencrl', '-out', file('revoking.crl')]);
+  const rootCa = authority('root', 'root.crt', 'root.key');
+  await rootCa.crl('root.crl');
+  await rootCa.revoke('int.crt');
+  // Issued an hour ago, so that the root's CRL issued now without the revocation is newer: the
+  // CRL OpenSSL keeps (a CRL issued later than now would not be valid yet).
+  const hourAgo = new Date(Date.now() - 3_600_000).toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
+  await rootCa.crl('revoking.crl', '-crl_lastupdate', hourAgo);
+  await authority('root-later', 'root.crt', 'root.key').crl('later.crl');
+  await authority('int', 'int.crt', 'int.key').crl('int.crl');
+  await selfSigned('root.key', '/CN=RECHECK  Chain Root', 'renamed.crt', 'string_mask = default\n');
+  const renamedCa = authority('renamed', 'renamed.crt', 'root.key');
+  await renamedCa.crl('renamed.crl');
+  await renamedCa.revoke('int.crt');
+  await renamedCa.crl('renamed-revoking.crl');
+  await key('twin.key');
+  await selfSigned('twin.key', '/CN=recheck chain root', 'twin.crt');
+  await key('other-int.key');
   await run('openssl', [
     'req',
     '-new',
-    '-x509',
     '-key',
-    file('root.key'),
+    file('other-int.key'),
     '-subj',
-    '/CN=RECHECK  Chain Root',
-    '-days',
-    '1',
-    '-extensions',
-    'v3',
-    '-config',
-    file(
-      'renamed.cnf',
-      '[req]\ndistinguished_name = n\nstring_mask = default\n[n]\n[v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n',
-    ),
+    '/CN=twin issued',
     '-out',
-    file('renamed.crt'),
+    file('other-int.csr'),
   ]);
-  file('renamed-index.txt', '');
-  file('renamed-crlnumber', '01\n');
-  file(
-    'renamed-ca.cnf',
-    `[ca]\ndefault_ca = d\n[d]\ndatabase = ${file('renamed-index.txt')}\ncrlnumber = ${file('renamed-crlnumber')}\ndefault_md = sha256\ndefault_crl_days = 1\n`,
-  );
-  const renamedCa = [
-    'ca',
-    '-config',
-    file('renamed-ca.cnf'),
-    '-cert',
-    file('renamed.crt'),
-    '-keyfile',
-    file('root.key'),
-  ];
-  await run('openssl', [...renamedCa, '-gencrl', '-out', file('renamed-empty.crl')]);
-  await run('openssl', [...renamedCa, '-revoke', file('int.crt')]);
-  await run('openssl', [...renamedCa, '-gencrl', '-out', file('renamed-revoking.crl')]);
+  await sign('other-int.csr', 'twin.crt', 'twin.key', 'int.ext', 'twin-issued.crt', '4242');
+  const twinCa = authority('twin', 'twin.crt', 'twin.key');
+  await twinCa.revoke('twin-issued.crt');
+  await twinCa.crl('twin-revoking.crl');
+  await key('root2.key');
+  await selfSigned('root2.key', '/CN=recheck second root', 'root2.crt');
+  const root2Ca = authority('root2', 'root2.crt', 'root2.key');
+  await root2Ca.issue('int.csr', 'int.ext', 'cross-expired.crt', '200101000000Z', '200201000000Z');
+  await root2Ca.crl('root2.crl');
+  const pem = (name: string) => readFileSync(file(name), 'latin1');
   chained = {
-    certPem: readFileSync(file('leaf.crt'), 'latin1') + readFileSync(file('int.crt'), 'latin1'),
-    leafPem: readFileSync(file('leaf.crt'), 'latin1'),
-    keyPem: readFileSync(file('leaf.key'), 'latin1'),
-    intermediate: readFileSync(file('int.crt'), 'latin1'),
-    root: readFileSync(file('root.crt'), 'latin1'),
-    emptyCrl: readFileSync(file('empty.crl')),
+    certPem: pem('leaf.crt') + pem('int.crt'),
+    leafPem: pem('leaf.crt'),
+    keyPem: pem('leaf.key'),
+    intermediate: pem('int.crt'),
+    root: pem('root.crt'),
+    renamed: pem('renamed.crt'),
+    twin: pem('twin.crt'),
+    root2: pem('root2.crt'),
+    crossExpired: pem('cross-expired.crt'),
+    rootCrl: readFileSync(file('root.crl')),
     revokingCrl: readFileSync(file('revoking.crl')),
-    rootRenamed: readFileSync(file('renamed.crt'), 'latin1'),
-    renamedEmptyCrl: readFileSync(file('renamed-empty.crl')),
+    laterCrl: readFileSync(file('later.crl')),
+    intCrl: readFileSync(file('int.crl')),
+    renamedCrl: readFileSync(file('renamed.crl')),
     renamedRevokingCrl: readFileSync(file('renamed-revoking.crl')),
+    twinRevokingCrl: readFileSync(file('twin-revoking.crl')),
+    root2Crl: readFileSync(file('root2.crl')),
   };
   const serverCert = await root.issueServerCertificate();
   // Verification is this test's subject, not the handshake's: every client gets through.
@@ -218,6 +234,42 @@ async function serverSocketFor(cert?: { certPem: string; keyPem: string }): Prom
   return accepted;
 }
 
+/** Whether a new handshake with `sent` gets through a server holding `bundle` and `crls`. */
+async function handshakeVerdict(
+  bundle: Buffer,
+  crls: readonly Buffer[],
+  sent: { certPem: string; keyPem: string },
+): Promise<boolean> {
+  const serverCert = await root.issueServerCertificate();
+  const verdict = createServer({
+    key: serverCert.keyPem,
+    cert: serverCert.certPem,
+    ca: bundle,
+    ...(crls.length === 0 ? {} : { crl: [...crls] }),
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
+  try {
+    const accepted = once(verdict, 'secureConnection') as Promise<[TLSSocket]>;
+    await new Promise<void>((resolve) => verdict.listen(0, '127.0.0.1', resolve));
+    const socket = connect({
+      host: '127.0.0.1',
+      port: (verdict.address() as AddressInfo).port,
+      ca: root.certPem,
+      servername: 'localhost',
+      cert: sent.certPem,
+      key: sent.keyPem,
+    });
+    socket.on('error', () => undefined);
+    const [serverSide] = await accepted;
+    socket.destroy();
+    serverSide.destroy();
+    return serverSide.authorized;
+  } finally {
+    verdict.close();
+  }
+}
+
 const ca = (pem: string) => Buffer.from(pem);
 const crl = async (authority: DevCertificateAuthority, serials: string[]) =>
   Buffer.from(await authority.createCrl({ revokedSerialNumbers: serials }));
@@ -235,7 +287,10 @@ describe('createTrustRecheck', () => {
     expect(createTrustRecheck({ ca: ca(root.certPem), crl: revoking })(socket)).toBe(false);
     // The same serial number revoked by another CA is another certificate's.
     const elsewhere = await crl(other, [client.serialNumber]);
-    expect(createTrustRecheck({ ca: ca(root.certPem + other.certPem), crl: elsewhere })(socket)).toBe(true);
+    const both = Buffer.concat([await crl(root, []), elsewhere]);
+    expect(createTrustRecheck({ ca: ca(root.certPem + other.certPem), crl: both })(socket)).toBe(true);
+    // With CRLs, a CA of the chain without one fails the handshake (UNABLE_TO_GET_CRL).
+    expect(createTrustRecheck({ ca: ca(root.certPem + other.certPem), crl: elsewhere })(socket)).toBe(false);
   });
 
   it('refuses a client whose CA has left the bundle', async () => {
@@ -248,40 +303,102 @@ describe('createTrustRecheck', () => {
     expect(socket.authorized).toBe(true);
     const chainRoot = ca(chained.root);
     // Some Node releases (24.21, 26.8) no longer show a server the chain its client sent: then a
-    // client of an intermediate CA cannot be rechecked, and is cut (it handshakes again).
+    // client of an intermediate CA not in the bundle cannot be rechecked, and is cut (it
+    // handshakes again).
     const shown = socket.getPeerCertificate(true) as Partial<DetailedPeerCertificate>;
     const chainShown = shown.issuerCertificate !== undefined;
     // Node 20, the default runtime, shows it: the chain-following path is tested there.
     if (process.versions.node.startsWith('20.')) expect(chainShown).toBe(true);
     expect(createTrustRecheck({ ca: chainRoot, crl: undefined })(socket)).toBe(chainShown);
-    expect(createTrustRecheck({ ca: chainRoot, crl: chained.emptyCrl })(socket)).toBe(chainShown);
     expect(createTrustRecheck({ ca: chainRoot, crl: chained.revokingCrl })(socket)).toBe(false);
+    // With CRLs an intermediate outside the bundle has none OpenSSL takes: refused either way.
+    expect(createTrustRecheck({ ca: chainRoot, crl: chained.rootCrl })(socket)).toBe(false);
     expect(createTrustRecheck({ ca: ca(other.certPem), crl: undefined })(socket)).toBe(false);
   });
 
-  it('refuses the clients of an intermediate of the bundle that a CRL of the root revokes', async () => {
-    // OpenSSL checks every certificate of the chain it builds, the bundle's intermediates
-    // included: a new handshake of these clients fails. The recheck stopped at the first CA of
-    // the bundle, so their open connections kept their calls.
-    const bundle = ca(chained.root + chained.intermediate);
-    for (const sent of [{ certPem: chained.leafPem, keyPem: chained.keyPem }, chained]) {
-      const socket = await serverSocketFor(sent);
-      expect(socket.authorized).toBe(true);
-      expect(createTrustRecheck({ ca: bundle, crl: chained.emptyCrl })(socket)).toBe(true);
-      expect(createTrustRecheck({ ca: bundle, crl: chained.revokingCrl })(socket)).toBe(false);
-    }
-  });
-
-  it('reads the names of CRLs as OpenSSL does: another string type, case or spacing is the same name', async () => {
-    const socket = await serverSocketFor(chained);
-    const shown = socket.getPeerCertificate(true) as Partial<DetailedPeerCertificate>;
-    const chainShown = shown.issuerCertificate !== undefined;
-    const renamed = ca(chained.rootRenamed);
-    expect(createTrustRecheck({ ca: renamed, crl: chained.renamedEmptyCrl })(socket)).toBe(chainShown);
-    // Its issuer name and the CRL's differ in bytes: compared as bytes, it was not revoked.
-    expect(createTrustRecheck({ ca: renamed, crl: chained.renamedRevokingCrl })(socket)).toBe(false);
-    expect(createTrustRecheck({ ca: ca(chained.root), crl: chained.renamedRevokingCrl })(socket)).toBe(false);
-  });
+  // Each row: the new CA bundle and CRLs, and whether a client of the intermediate still gets
+  // through. The recheck of an open connection must say what a new handshake says (checked here
+  // against one, made with the same material, for the leaf sent alone and with its chain).
+  const rows: [string, () => string, () => Buffer[], boolean][] = [
+    [
+      'the root and the intermediate, each with its CRL',
+      () => chained.root + chained.intermediate,
+      () => [chained.rootCrl, chained.intCrl],
+      true,
+    ],
+    // OpenSSL checks every certificate of the chain, the bundle's intermediates included: the
+    // recheck stopped at the first CA of the bundle, so these clients kept their calls.
+    [
+      'a CRL of the root revoking the intermediate of the bundle',
+      () => chained.root + chained.intermediate,
+      () => [chained.revokingCrl, chained.intCrl],
+      false,
+    ],
+    [
+      'no CRL for the intermediate, where there are CRLs',
+      () => chained.root + chained.intermediate,
+      () => [chained.rootCrl],
+      false,
+    ],
+    // Node sets no partial-chain flag: a CA of the bundle is no anchor without its root.
+    ['the intermediate without its root', () => chained.intermediate, () => [], false],
+    // OpenSSL keeps the newest CRL of a CA: a revocation lifted since is no revocation.
+    [
+      'an older CRL revoking it and a newer one that does not',
+      () => chained.root + chained.intermediate,
+      () => [chained.revokingCrl, chained.laterCrl, chained.intCrl],
+      true,
+    ],
+    // Names compared as OpenSSL compares them: the same name in another string type and case.
+    [
+      'the root renamed, with its CRL',
+      () => chained.renamed + chained.intermediate,
+      () => [chained.renamedCrl, chained.intCrl],
+      true,
+    ],
+    [
+      'the root renamed, its CRL revoking the intermediate',
+      () => chained.renamed + chained.intermediate,
+      () => [chained.renamedRevokingCrl, chained.intCrl],
+      false,
+    ],
+    [
+      "the root, and the renamed root's CRL revoking the intermediate",
+      () => chained.root + chained.intermediate,
+      () => [chained.renamedRevokingCrl, chained.intCrl],
+      false,
+    ],
+    // A CA of the same name with another key: its CRL lists the intermediate's serial number for
+    // a certificate of its own.
+    [
+      'a namesake of the root revoking the same serial number',
+      () => chained.root + chained.twin + chained.intermediate,
+      () => [chained.rootCrl, chained.twinRevokingCrl, chained.intCrl],
+      true,
+    ],
+    // The intermediate's expired cross-signature listed first: OpenSSL takes the issuer valid
+    // now, whose CRL revokes it.
+    [
+      'an expired cross-signed copy of the revoked intermediate listed first',
+      () => chained.crossExpired + chained.intermediate + chained.root + chained.root2,
+      () => [chained.revokingCrl, chained.intCrl, chained.root2Crl],
+      false,
+    ],
+  ];
+  for (const [name, bundle, crls, expected] of rows) {
+    it(`says what a new handshake says: ${name}`, async () => {
+      const material = { ca: ca(bundle()), crl: crls().length === 0 ? undefined : Buffer.concat(crls()) };
+      for (const sent of [{ certPem: chained.leafPem, keyPem: chained.keyPem }, chained]) {
+        const socket = await serverSocketFor(sent);
+        expect(socket.authorized).toBe(true);
+        const chain = sent === chained ? 'with its chain' : 'alone';
+        expect(await handshakeVerdict(material.ca, crls(), sent), `a new handshake, the leaf sent ${chain}`).toBe(
+          expected,
+        );
+        expect(createTrustRecheck(material)(socket), `the recheck, the leaf sent ${chain}`).toBe(expected);
+      }
+    });
+  }
 
   it('has nothing to recheck on a connection without a verified client certificate', async () => {
     const anonymous = await serverSocketFor();

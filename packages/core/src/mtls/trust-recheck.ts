@@ -1,16 +1,20 @@
 import { X509Certificate } from 'node:crypto';
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
-import { crlDer } from './crl-check.js';
-import { canonicalName, readCertificateIssuer, readCrlFields } from './der.js';
+import { crlDer, crlSignedBy } from './crl-check.js';
+import { canonicalName, readCertificateSubject, readCrlFields, type CrlFields } from './der.js';
 import { crlList, pemCertificates, type TlsMaterial } from './material.js';
 
-/** How many certificates of a client's chain are followed towards a CA of the bundle. */
-const MAX_CHAIN = 10;
+/**
+ * How long a chain is followed: Node's default verify depth, so that every chain OpenSSL
+ * accepted is followed to its end.
+ */
+const MAX_CHAIN = 100;
 
 /**
  * Tells, after a reload changed the CA bundle or the CRLs, whether an open connection's client
- * certificate would still be accepted: `false` when it (or a certificate of the chain it sent)
- * is revoked by a CRL of its issuer, or when it no longer chains to a CA of the bundle. A
+ * certificate would still be accepted: `false` when a new handshake with the same chain would
+ * fail, as far as a revocation or the bundle decides it (a certificate of the chain revoked, a
+ * CA of it with no CRL while CRLs are checked, no path to a self-signed CA of the bundle). A
  * connection without a verified client certificate has nothing to recheck (`true`).
  *
  * @example
@@ -29,6 +33,14 @@ export type TrustRecheck = (socket: TLSSocket) => boolean;
  * stream, a long download) until they ended, since closing its connection gracefully lets them
  * finish. CRLs that cannot be read were refused when the material loaded, and are skipped here.
  *
+ * The chain is built as OpenSSL builds it for Node (trusted first, no partial chains, every
+ * certificate checked against a CRL when there are CRLs): each certificate's issuer is taken
+ * from the bundle first (one valid now before one that is not, then the first listed), else
+ * from the chain the client sent, up to a self-signed CA, which must be of the bundle; a
+ * certificate's CRL is the newest CRL its issuer's key signed (its name compared as OpenSSL
+ * compares names). Where OpenSSL weighs more than this (CRL scopes, delta CRLs, policies), the
+ * recheck may cut a client that would handshake again: it errs on that side.
+ *
  * For adapter authors (`@fluxguard/core/adapter`).
  *
  * @example
@@ -45,6 +57,7 @@ export type TrustRecheck = (socket: TLSSocket) => boolean;
  * ```
  */
 export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): TrustRecheck {
+  const now = Date.now();
   const authorities = pemCertificates(material.ca).flatMap((pem) => {
     try {
       return [new X509Certificate(pem)];
@@ -52,31 +65,6 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
       return [];
     }
   });
-  // Revoked serial numbers by the issuer's name, compared as OpenSSL compares names: a CRL
-  // whose issuer is written in another string type than the certificate's issuer (a CA
-  // re-issued with UTF8String names) revokes it for OpenSSL, and must here too.
-  const revoked = new Map<string, Set<string>>();
-  for (const pem of material.crl === undefined ? [] : crlList(material.crl)) {
-    const der = crlDer(pem);
-    if (der === undefined) continue;
-    try {
-      const crl = readCrlFields(der);
-      const issuer = canonicalName(crl.issuer);
-      let serials = revoked.get(issuer);
-      if (serials === undefined) revoked.set(issuer, (serials = new Set()));
-      for (const serial of crl.revokedSerials) serials.add(serialKey(serial));
-    } catch {
-      // Refused when the material loaded: OpenSSL never took it.
-    }
-  }
-  const isRevoked = (cert: X509Certificate): boolean => {
-    if (revoked.size === 0) return false;
-    try {
-      return revoked.get(canonicalName(readCertificateIssuer(cert.raw)))?.has(serialKey(cert.serialNumber)) === true;
-    } catch {
-      return true; // a name OpenSSL read and this cannot: cut, the client handshakes again
-    }
-  };
   // Many connections carry the same certificates: each is parsed, and each signature verified, once.
   const parsed = new Map<string, X509Certificate>();
   const verified = new Map<string, boolean>();
@@ -94,7 +82,18 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
     }
     return good;
   };
-  const revokedInBundle = revokedAbove(authorities, isRevoked, issues);
+  const crls = material.crl === undefined ? [] : crlList(material.crl);
+  const revokedBy = revocationsByAuthority(crls, authorities);
+  const validNow = (cert: X509Certificate): boolean =>
+    Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo);
+  const issuerOf = (cert: X509Certificate, chain: readonly X509Certificate[]): X509Certificate | undefined => {
+    const inBundle = authorities.filter((ca) => ca.fingerprint256 !== cert.fingerprint256 && issues(ca, cert));
+    return (
+      inBundle.find(validNow) ??
+      inBundle[0] ??
+      chain.find((other) => other.fingerprint256 !== cert.fingerprint256 && issues(other, cert))
+    );
+  };
   return (socket) => {
     // A certificate the handshake did not verify (per-operation mode) was never an identity, and
     // its chain, the client's own, is not worth a signature check.
@@ -105,49 +104,71 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
     } catch {
       return false;
     }
-    if (chain.length === 0) return true;
-    for (const [i, cert] of chain.entries()) {
-      if (isRevoked(cert)) return false;
-      // A CA of the bundle, or the next certificate the client sent, issued it.
-      const anchor = authorities.find((ca) => ca.fingerprint256 === cert.fingerprint256 || issues(ca, cert));
-      if (anchor !== undefined) return !revokedInBundle(anchor);
-      const next = chain[i + 1];
-      if (next === undefined || !issues(next, cert)) return false;
+    const leaf = chain[0];
+    if (leaf === undefined) return true;
+    let cert: X509Certificate = leaf;
+    for (let depth = 0; depth < MAX_CHAIN; depth++) {
+      const selfSigned = issues(cert, cert);
+      const issuer: X509Certificate | undefined = selfSigned ? cert : issuerOf(cert, chain);
+      // No issuer anywhere: OpenSSL takes no partial chain (UNABLE_TO_GET_ISSUER_CERT).
+      if (issuer === undefined) return false;
+      if (crls.length > 0) {
+        // With CRLs, OpenSSL checks every certificate of the chain, the root included, and
+        // refuses one whose issuer has none (UNABLE_TO_GET_CRL).
+        const revoked = revokedBy.get(issuer.fingerprint256);
+        if (revoked === undefined || revoked.has(serialKey(cert.serialNumber))) return false;
+      }
+      if (selfSigned) {
+        const anchor = cert;
+        return authorities.some((ca) => ca.fingerprint256 === anchor.fingerprint256);
+      }
+      cert = issuer;
     }
     return false;
   };
 }
 
 /**
- * Whether `ca` of the bundle, or a CA of the bundle above it, is revoked by a CRL of its issuer:
- * OpenSSL checks every certificate of the chain it builds (Node asks it to), the intermediates
- * it took from the bundle included, so a CRL of the root revoking an intermediate of the bundle
- * cuts the intermediate's clients. Their connections kept their calls when the check stopped at
- * the first CA of the bundle. Stops at a self-issued CA, which no CRL above it can revoke.
+ * The serial numbers each CA of the bundle revokes (by its fingerprint), read from the newest of
+ * the CRLs its key signed, as OpenSSL keeps one CRL a CA: an older CRL listing a certificate
+ * that a newer one no longer lists (a hold lifted) does not revoke it, and a CRL of another CA
+ * of the same name (a key rolled over) revokes nothing of this one's.
  */
-function revokedAbove(
+function revocationsByAuthority(
+  crls: readonly Buffer[],
   authorities: readonly X509Certificate[],
-  isRevoked: (cert: X509Certificate) => boolean,
-  issues: (issuer: X509Certificate, cert: X509Certificate) => boolean,
-): (ca: X509Certificate) => boolean {
-  const known = new Map<X509Certificate, boolean>();
-  return (ca) => {
-    let answer = known.get(ca);
-    if (answer !== undefined) return answer;
-    answer = false;
-    let current: X509Certificate | undefined = ca;
-    for (let depth = 0; current !== undefined && depth < MAX_CHAIN; depth++) {
-      if (isRevoked(current)) {
-        answer = true;
-        break;
-      }
-      const cert: X509Certificate = current;
-      if (cert.checkIssued(cert)) break;
-      current = authorities.find((parent) => parent !== cert && issues(parent, cert));
+): ReadonlyMap<string, ReadonlySet<string>> {
+  const names = new Map(authorities.map((ca) => [ca, nameOf(readCertificateSubject(ca.raw))]));
+  const newest = new Map<string, CrlFields>();
+  for (const pem of crls) {
+    const der = crlDer(pem);
+    if (der === undefined) continue;
+    let crl: CrlFields;
+    let issuer: string | undefined;
+    try {
+      crl = readCrlFields(der);
+      issuer = nameOf(crl.issuer);
+    } catch {
+      continue; // refused when the material loaded: OpenSSL never took it
     }
-    known.set(ca, answer);
-    return answer;
-  };
+    for (const ca of authorities) {
+      if (issuer === undefined || names.get(ca) !== issuer || !crlSignedBy(crl, ca)) continue;
+      const kept = newest.get(ca.fingerprint256);
+      if (kept === undefined || crl.thisUpdate > kept.thisUpdate) newest.set(ca.fingerprint256, crl);
+    }
+  }
+  return new Map(
+    [...newest].map(([fingerprint, crl]) => [fingerprint, new Set(crl.revokedSerials.map(serialKey))] as const),
+  );
+}
+
+/** A name as OpenSSL compares it, or `undefined` for one this cannot read (matches nothing). */
+function nameOf(der: Uint8Array): string | undefined {
+  try {
+    return canonicalName(der);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
