@@ -33,16 +33,28 @@ let server: Server;
  * - `twin`: another root of the same name with a key of its own, and its CRL revoking a
  *   certificate of the intermediate's serial number (`twinRevokingCrl`);
  * - `crossExpired`: the intermediate (its name and key) cross-signed by `root2`, expired;
- *   `root2Crl`, empty.
+ *   `root2Crl`, empty; `intExpired`: the intermediate re-issued by the root, expired;
+ * - `futureCrl`: the root's, empty, valid only from four minutes on (within what the loader
+ *   allows a CA's clock).
  */
 let chained: Record<
-  'certPem' | 'leafPem' | 'keyPem' | 'intermediate' | 'root' | 'renamed' | 'twin' | 'root2' | 'crossExpired',
+  | 'certPem'
+  | 'leafPem'
+  | 'keyPem'
+  | 'intermediate'
+  | 'root'
+  | 'renamed'
+  | 'twin'
+  | 'root2'
+  | 'crossExpired'
+  | 'intExpired',
   string
 > &
   Record<
     | 'rootCrl'
     | 'revokingCrl'
     | 'laterCrl'
+    | 'futureCrl'
     | 'intCrl'
     | 'renamedCrl'
     | 'renamedRevokingCrl'
@@ -142,7 +154,11 @@ beforeAll(async () => {
   // CRL OpenSSL keeps (a CRL issued later than now would not be valid yet).
   const hourAgo = new Date(Date.now() - 3_600_000).toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
   await rootCa.crl('revoking.crl', '-crl_lastupdate', hourAgo);
-  await authority('root-later', 'root.crt', 'root.key').crl('later.crl');
+  const rootLater = authority('root-later', 'root.crt', 'root.key');
+  await rootLater.crl('later.crl');
+  const inMinutes = new Date(Date.now() + 240_000).toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
+  await rootLater.crl('future.crl', '-crl_lastupdate', inMinutes);
+  await rootLater.issue('int.csr', 'int.ext', 'int-expired.crt', '200101000000Z', '200201000000Z');
   await authority('int', 'int.crt', 'int.key').crl('int.crl');
   await selfSigned('root.key', '/CN=RECHECK  Chain Root', 'renamed.crt', 'string_mask = default\n');
   const renamedCa = authority('renamed', 'renamed.crt', 'root.key');
@@ -182,9 +198,11 @@ beforeAll(async () => {
     twin: pem('twin.crt'),
     root2: pem('root2.crt'),
     crossExpired: pem('cross-expired.crt'),
+    intExpired: pem('int-expired.crt'),
     rootCrl: readFileSync(file('root.crl')),
     revokingCrl: readFileSync(file('revoking.crl')),
     laterCrl: readFileSync(file('later.crl')),
+    futureCrl: readFileSync(file('future.crl')),
     intCrl: readFileSync(file('int.crl')),
     renamedCrl: readFileSync(file('renamed.crl')),
     renamedRevokingCrl: readFileSync(file('renamed-revoking.crl')),
@@ -319,7 +337,9 @@ describe('createTrustRecheck', () => {
   // Each row: the new CA bundle and CRLs, and whether a client of the intermediate still gets
   // through. The recheck of an open connection must say what a new handshake says (checked here
   // against one, made with the same material, for the leaf sent alone and with its chain).
-  const rows: [string, () => string, () => Buffer[], boolean][] = [
+  // A fifth value, where given, is the recheck's own answer: it cuts where OpenSSL's choice
+  // among a CA's CRLs is not one it makes (a cut client handshakes again).
+  const rows: [string, () => string, () => Buffer[], boolean, boolean?][] = [
     [
       'the root and the intermediate, each with its CRL',
       () => chained.root + chained.intermediate,
@@ -342,13 +362,24 @@ describe('createTrustRecheck', () => {
     ],
     // Node sets no partial-chain flag: a CA of the bundle is no anchor without its root.
     ['the intermediate without its root', () => chained.intermediate, () => [], false],
-    // OpenSSL keeps the newest CRL of a CA: a revocation lifted since is no revocation.
+    // OpenSSL keeps the newest CRL of a CA that is valid now: a revocation lifted since is no
+    // revocation to it. The recheck cuts on a serial number any CRL of the CA lists: that
+    // newest CRL may be one OpenSSL passes over (not valid yet, of another scope).
     [
       'an older CRL revoking it and a newer one that does not',
       () => chained.root + chained.intermediate,
       () => [chained.revokingCrl, chained.laterCrl, chained.intCrl],
       true,
+      false,
     ],
+    [
+      'an older CRL revoking it and a newer one not valid yet',
+      () => chained.root + chained.intermediate,
+      () => [chained.revokingCrl, chained.futureCrl, chained.intCrl],
+      false,
+    ],
+    // OpenSSL takes the issuer from the bundle first: an expired copy there fails the chain.
+    ['an expired copy of the intermediate in the bundle', () => chained.root + chained.intExpired, () => [], false],
     // Names compared as OpenSSL compares them: the same name in another string type and case.
     [
       'the root renamed, with its CRL',
@@ -385,7 +416,7 @@ describe('createTrustRecheck', () => {
       false,
     ],
   ];
-  for (const [name, bundle, crls, expected] of rows) {
+  for (const [name, bundle, crls, expected, recheck = expected] of rows) {
     it(`says what a new handshake says: ${name}`, async () => {
       const material = { ca: ca(bundle()), crl: crls().length === 0 ? undefined : Buffer.concat(crls()) };
       for (const sent of [{ certPem: chained.leafPem, keyPem: chained.keyPem }, chained]) {
@@ -395,7 +426,7 @@ describe('createTrustRecheck', () => {
         expect(await handshakeVerdict(material.ca, crls(), sent), `a new handshake, the leaf sent ${chain}`).toBe(
           expected,
         );
-        expect(createTrustRecheck(material)(socket), `the recheck, the leaf sent ${chain}`).toBe(expected);
+        expect(createTrustRecheck(material)(socket), `the recheck, the leaf sent ${chain}`).toBe(recheck);
       }
     });
   }

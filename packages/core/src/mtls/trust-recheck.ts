@@ -35,11 +35,11 @@ export type TrustRecheck = (socket: TLSSocket) => boolean;
  *
  * The chain is built as OpenSSL builds it for Node (trusted first, no partial chains, every
  * certificate checked against a CRL when there are CRLs): each certificate's issuer is taken
- * from the bundle first (one valid now before one that is not, then the first listed), else
- * from the chain the client sent, up to a self-signed CA, which must be of the bundle; a
- * certificate's CRL is the newest CRL its issuer's key signed (its name compared as OpenSSL
- * compares names). Where OpenSSL weighs more than this (CRL scopes, delta CRLs, policies), the
- * recheck may cut a client that would handshake again: it errs on that side.
+ * from the bundle first (one valid now before one that is not), else from the chain the client
+ * sent, up to a self-issued CA of the bundle; every certificate of it must be valid now. Where
+ * OpenSSL weighs what this does not (which of a CA's CRLs applies, which of two CAs of one name
+ * issued a certificate without a key id), the recheck cuts: a client cut wrongly handshakes
+ * again, while one kept wrongly keeps calls it should have lost.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
  *
@@ -86,13 +86,17 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
   const revokedBy = revocationsByAuthority(crls, authorities);
   const validNow = (cert: X509Certificate): boolean =>
     Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo);
+  const inBundle = (cert: X509Certificate): boolean =>
+    authorities.some((ca) => ca.fingerprint256 === cert.fingerprint256);
   const issuerOf = (cert: X509Certificate, chain: readonly X509Certificate[]): X509Certificate | undefined => {
-    const inBundle = authorities.filter((ca) => ca.fingerprint256 !== cert.fingerprint256 && issues(ca, cert));
-    return (
-      inBundle.find(validNow) ??
-      inBundle[0] ??
-      chain.find((other) => other.fingerprint256 !== cert.fingerprint256 && issues(other, cert))
-    );
+    const named = authorities.filter((ca) => ca.fingerprint256 !== cert.fingerprint256 && cert.checkIssued(ca));
+    if (named.length > 0) {
+      // OpenSSL picks among these by name and key id, and checks the signature after: where
+      // one of them did not sign the certificate, which one it picks is not told here.
+      if (!named.every((ca) => issues(ca, cert))) return undefined;
+      return named.find(validNow) ?? named[0];
+    }
+    return chain.find((other) => other.fingerprint256 !== cert.fingerprint256 && issues(other, cert));
   };
   return (socket) => {
     // A certificate the handshake did not verify (per-operation mode) was never an identity, and
@@ -108,9 +112,11 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
     if (leaf === undefined) return true;
     let cert: X509Certificate = leaf;
     for (let depth = 0; depth < MAX_CHAIN; depth++) {
-      const selfSigned = issues(cert, cert);
-      const issuer: X509Certificate | undefined = selfSigned ? cert : issuerOf(cert, chain);
-      // No issuer anywhere: OpenSSL takes no partial chain (UNABLE_TO_GET_ISSUER_CERT).
+      if (!validNow(cert)) return false;
+      // A self-issued CA of the bundle is a trust anchor: OpenSSL does not check its signature.
+      const anchor = inBundle(cert) && cert.checkIssued(cert);
+      const issuer = anchor ? cert : issuerOf(cert, chain);
+      // No issuer: OpenSSL takes no partial chain (UNABLE_TO_GET_ISSUER_CERT).
       if (issuer === undefined) return false;
       if (crls.length > 0) {
         // With CRLs, OpenSSL checks every certificate of the chain, the root included, and
@@ -118,10 +124,7 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
         const revoked = revokedBy.get(issuer.fingerprint256);
         if (revoked === undefined || revoked.has(serialKey(cert.serialNumber))) return false;
       }
-      if (selfSigned) {
-        const anchor = cert;
-        return authorities.some((ca) => ca.fingerprint256 === anchor.fingerprint256);
-      }
+      if (anchor) return true;
       cert = issuer;
     }
     return false;
@@ -129,17 +132,21 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
 }
 
 /**
- * The serial numbers each CA of the bundle revokes (by its fingerprint), read from the newest of
- * the CRLs its key signed, as OpenSSL keeps one CRL a CA: an older CRL listing a certificate
- * that a newer one no longer lists (a hold lifted) does not revoke it, and a CRL of another CA
- * of the same name (a key rolled over) revokes nothing of this one's.
+ * The serial numbers each CA of the bundle may revoke (by its fingerprint): those of every CRL
+ * named as it (names compared as OpenSSL compares them) and signed by its key, or by a
+ * signature this cannot check (RSASSA-PSS). OpenSSL picks one CRL of a CA by a score (its scope,
+ * whether it is valid yet, unknown critical extensions, then its date); this does not weigh
+ * them, and a serial number any of them lists is revoked: a newer CRL that lifted a hold still
+ * cuts the client once (it handshakes again), but no CRL that OpenSSL would pass over (one not
+ * valid yet, one of another scope) hides a revocation. A CRL of another CA of the same name,
+ * whose signature this checks, revokes nothing of this one's.
  */
 function revocationsByAuthority(
   crls: readonly Buffer[],
   authorities: readonly X509Certificate[],
 ): ReadonlyMap<string, ReadonlySet<string>> {
   const names = new Map(authorities.map((ca) => [ca, nameOf(readCertificateSubject(ca.raw))]));
-  const newest = new Map<string, CrlFields>();
+  const revoked = new Map<string, Set<string>>();
   for (const pem of crls) {
     const der = crlDer(pem);
     if (der === undefined) continue;
@@ -153,13 +160,12 @@ function revocationsByAuthority(
     }
     for (const ca of authorities) {
       if (issuer === undefined || names.get(ca) !== issuer || !crlSignedBy(crl, ca)) continue;
-      const kept = newest.get(ca.fingerprint256);
-      if (kept === undefined || crl.thisUpdate > kept.thisUpdate) newest.set(ca.fingerprint256, crl);
+      let serials = revoked.get(ca.fingerprint256);
+      if (serials === undefined) revoked.set(ca.fingerprint256, (serials = new Set()));
+      for (const serial of crl.revokedSerials) serials.add(serialKey(serial));
     }
   }
-  return new Map(
-    [...newest].map(([fingerprint, crl]) => [fingerprint, new Set(crl.revokedSerials.map(serialKey))] as const),
-  );
+  return revoked;
 }
 
 /** A name as OpenSSL compares it, or `undefined` for one this cannot read (matches nothing). */
