@@ -21,6 +21,13 @@ const DIGEST_OF: Readonly<Record<string, string | null>> = Object.freeze({
   '1.3.101.113': null,
 });
 
+/**
+ * The delta CRL indicator (RFC 5280 5.2.4). Node does not ask OpenSSL to use delta CRLs, which
+ * then takes one for a complete CRL of its CA: a base CRL revoking a client, given with a newer
+ * empty delta, let that client handshake.
+ */
+const DELTA_CRL_INDICATOR = '2.5.29.27';
+
 /** A CRL issued by a CA whose clock is a little ahead is not refused for it. */
 const THIS_UPDATE_TOLERANCE_MS = 5 * 60_000;
 
@@ -58,6 +65,11 @@ export function checkCrls(
     }
     if (!signedByAuthority(crl, authorities)) {
       throw new ConfigurationError(`${where}: ${name} is not signed by any CA of the bundle`);
+    }
+    if (crl.extensions.includes(DELTA_CRL_INDICATOR)) {
+      throw new ConfigurationError(
+        `${where}: ${name} is a delta CRL; Node's TLS takes it for a complete CRL of its CA, so the revocations of the base CRL no longer count: give complete CRLs only`,
+      );
     }
     if (crl.thisUpdate.getTime() > now + THIS_UPDATE_TOLERANCE_MS) {
       throw new ConfigurationError(`${where}: ${name} is not valid before ${crl.thisUpdate.toUTCString()}`);

@@ -342,7 +342,8 @@ export interface CrlFields {
    * The serial numbers the CRL revokes, as Node's `X509Certificate.serialNumber` writes a
    * certificate's: uppercase hex, no leading zero bytes.
    */
-  readonly revokedSerials: readonly string[];
+  readonly revokedSerials: readonly string[]; /** The OIDs (dotted) of the CRL's own extensions (`crlExtensions`). */
+  readonly extensions: readonly string[];
 }
 
 /** Reads the issuer, the dates, the revoked serial numbers and the signature of a DER CRL. */
@@ -364,6 +365,14 @@ export function readCrlFields(der: Uint8Array): CrlFields {
           serialText(der, expectTag(children(der, expectTag(entry, SEQUENCE, 'revoked entry'))[0], INTEGER, 'serial')),
         )
       : [];
+  // crlExtensions: [0] EXPLICIT SEQUENCE OF Extension { extnID, critical?, extnValue }.
+  const wrapper = parts.find((part) => part.tag === 0xa0);
+  const extensions =
+    wrapper === undefined
+      ? []
+      : children(der, expectTag(children(der, wrapper)[0], SEQUENCE, 'crlExtensions')).map((extension) =>
+          oidText(der, expectTag(children(der, expectTag(extension, SEQUENCE, 'extension'))[0], OID, 'extnID')),
+        );
   const bits = expectTag(signatureBits, BIT_STRING, 'signatureValue');
   if (bits.end - bits.start < 2 || der[bits.start] !== 0) fail('signatureValue');
   return {
@@ -377,6 +386,7 @@ export function readCrlFields(der: Uint8Array): CrlFields {
     ),
     signature: der.subarray(bits.start + 1, bits.end),
     revokedSerials,
+    extensions,
   };
 }
 

@@ -16,6 +16,8 @@ export interface OpensslCa {
     readonly lastUpdate: Date;
     readonly nextUpdate: Date;
     readonly revoke?: readonly string[];
+    /** Marked as a delta CRL (RFC 5280 5.2.4) of base CRL number 1. */
+    readonly delta?: boolean;
   }): Promise<string>;
   /** A client certificate (PEM and key) with the serial number (hex) given. */
   issueClient(serial: string): Promise<{ readonly certPem: string; readonly keyPem: string }>;
@@ -66,6 +68,8 @@ export async function createOpensslCa(dir: string, kind: OpensslCaKind, name: st
       'basicConstraints = critical, CA:FALSE',
       'keyUsage = critical, digitalSignature',
       'extendedKeyUsage = clientAuth',
+      '[delta_crl]',
+      '2.5.29.27 = critical, DER:02:01:01',
     ].join('\n'),
   );
   await openssl([
@@ -91,7 +95,7 @@ export async function createOpensslCa(dir: string, kind: OpensslCaKind, name: st
     certPem: readFileSync(certFile, 'utf8'),
     certFile,
     keyFile,
-    async crl({ lastUpdate, nextUpdate, revoke = [] }) {
+    async crl({ lastUpdate, nextUpdate, revoke = [], delta = false }) {
       // The database `openssl ca` reads revocations from: one line per revoked serial number.
       // Its dates are UTCTime (YYMMDDHHMMSSZ).
       const utc = (date: Date): string => generalizedTime(date).slice(2);
@@ -116,6 +120,7 @@ export async function createOpensslCa(dir: string, kind: OpensslCaKind, name: st
         generalizedTime(lastUpdate),
         '-crl_nextupdate',
         generalizedTime(nextUpdate),
+        ...(delta ? ['-crlexts', 'delta_crl'] : []),
         '-out',
         out,
       ]);
