@@ -117,12 +117,14 @@ describe('CRLs are checked when the TLS material is loaded', () => {
       delta: true,
     });
     expect(() => settingsWith(ca.certPem, base + delta)).toThrow(
-      /CRL 2 in "crl" is a delta CRL; Node's TLS takes it for a complete CRL of its CA/,
+      /CRL 2 in "crl" is a delta CRL, which Node's TLS does not apply as one/,
     );
     expect(settingsWith(ca.certPem, base).material.crl).toBeDefined();
-    // Why: handed to Node as they are, the revoked client gets through with the delta.
+    // Why: handed to Node as they are, the revoked client gets through with the delta on
+    // OpenSSL 3.0 (Node 20); OpenSSL 3.5 (Node 24) keeps the base CRL's revocation.
     expect(await handshakes(ca, client, [base])).toBe(false);
-    expect(await handshakes(ca, client, [base, delta])).toBe(true);
+    const withDelta = await handshakes(ca, client, [base, delta]);
+    if (process.versions.openssl.startsWith('3.0.')) expect(withDelta).toBe(true);
   });
 
   it('is right to refuse: OpenSSL holds a stale CRL against every client of its CA', async () => {

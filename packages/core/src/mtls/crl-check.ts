@@ -22,9 +22,9 @@ const DIGEST_OF: Readonly<Record<string, string | null>> = Object.freeze({
 });
 
 /**
- * The delta CRL indicator (RFC 5280 5.2.4). Node does not ask OpenSSL to use delta CRLs, which
- * then takes one for a complete CRL of its CA: a base CRL revoking a client, given with a newer
- * empty delta, let that client handshake.
+ * The delta CRL indicator (RFC 5280 5.2.4). Node does not ask OpenSSL to use delta CRLs, and
+ * OpenSSL 3.0 (Node 20's) then takes one for a complete CRL of its CA: a base CRL revoking a
+ * client, given with a newer empty delta, let that client handshake.
  */
 const DELTA_CRL_INDICATOR = '2.5.29.27';
 
@@ -68,7 +68,7 @@ export function checkCrls(
     }
     if (crl.extensions.includes(DELTA_CRL_INDICATOR)) {
       throw new ConfigurationError(
-        `${where}: ${name} is a delta CRL; Node's TLS takes it for a complete CRL of its CA, so the revocations of the base CRL no longer count: give complete CRLs only`,
+        `${where}: ${name} is a delta CRL, which Node's TLS does not apply as one (OpenSSL 3.0 takes it for a complete CRL of its CA, and the base CRL's revocations no longer count): give complete CRLs only`,
       );
     }
     if (crl.thisUpdate.getTime() > now + THIS_UPDATE_TOLERANCE_MS) {
