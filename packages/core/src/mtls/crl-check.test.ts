@@ -19,6 +19,8 @@ const authorities = new Map<OpensslCaKind, OpensslCa>();
 let impostor: OpensslCa;
 /** An RSA CA of another name, not in any bundle. */
 let stranger: OpensslCa;
+/** The RSA CA of `authorities` re-issued with its key, its name a PrintableString. */
+let renamed: OpensslCa;
 
 const current = { lastUpdate: new Date(Date.now() - HOUR), nextUpdate: new Date(Date.now() + DAY) };
 
@@ -40,6 +42,10 @@ beforeAll(async () => {
   }
   impostor = await createOpensslCa(join(dir, 'impostor'), 'rsa', 'fluxguard test rsa CA');
   stranger = await createOpensslCa(join(dir, 'stranger'), 'rsa', 'another CA');
+  renamed = await createOpensslCa(join(dir, 'renamed'), 'rsa', 'fluxguard test rsa CA', {
+    keyFile: authority('rsa').keyFile,
+    printableName: true,
+  });
 }, 60_000);
 
 afterAll(() => {
@@ -77,6 +83,21 @@ describe('CRLs are checked when the TLS material is loaded', () => {
     expect(() => settingsWith(authority('rsa').certPem, forged)).toThrow(
       /the CRL in "crl" is not signed by any CA of the bundle/,
     );
+  });
+
+  it('accepts a CRL whose issuer names a re-issued CA of the bundle in another string type', async () => {
+    // The CRL names the CA in a UTF8String; the bundle holds the CA re-issued with the same key
+    // under a PrintableString, beside an impostor whose name has the CRL's very bytes.
+    const bundle = impostor.certPem + renamed.certPem;
+    const client = await renamed.issueClient('4d');
+    const revoking = await authority('rsa').crl({ ...current, revoke: ['4d'] });
+    expect(settingsWith(bundle, revoking).material.crl).toBeDefined();
+    // OpenSSL applies it: it matches a CRL to a CA by name as compared, not by bytes.
+    expect(await handshakes(bundle, client, [await authority('rsa').crl(current)])).toBe(true);
+    expect(await handshakes(bundle, client, [revoking])).toBe(false);
+    // The impostor's own CRL, of the same name, is still not the CA's.
+    const impostorCrl = await impostor.crl(current);
+    expect(() => settingsWith(renamed.certPem, impostorCrl)).toThrow(/is not signed by any CA of the bundle/);
   });
 
   it('refuses a CRL of a CA that is not in the bundle', async () => {
@@ -138,14 +159,14 @@ describe('CRLs are checked when the TLS material is loaded', () => {
 
 /** Whether `client` gets through a server that Node's TLS gives `ca` and `crls` as they are. */
 async function handshakes(
-  ca: OpensslCa,
+  ca: OpensslCa | string,
   client: { readonly certPem: string; readonly keyPem: string },
   crls: readonly string[],
 ): Promise<boolean> {
   const srv = await startTlsServer({
     cert: server.certPem,
     key: server.keyPem,
-    ca: ca.certPem,
+    ca: typeof ca === 'string' ? ca : ca.certPem,
     crl: [...crls],
     requestCert: true,
     rejectUnauthorized: true,

@@ -1,6 +1,6 @@
 import { verify, type X509Certificate } from 'node:crypto';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { readCertificateSubject, readCrlFields, type CrlFields } from './der.js';
+import { comparableName, readCertificateSubject, readCrlFields, type CrlFields } from './der.js';
 
 /**
  * The digest of each signature algorithm a CRL check can verify, by OID (`null`: the algorithm
@@ -86,11 +86,14 @@ export function checkCrls(
 }
 
 /**
- * Whether a CA of the bundle signed the CRL: the CAs named as its issuer, else (a name encoded
- * otherwise) every CA. A signature algorithm this check cannot verify is left to OpenSSL.
+ * Whether a CA of the bundle signed the CRL: the CAs named as its issuer (names compared as
+ * OpenSSL compares them, so a CA re-issued with its name in another string type is one of
+ * them), else every CA. A signature algorithm this check cannot verify is left to OpenSSL.
  */
 function signedByAuthority(crl: CrlFields, authorities: readonly X509Certificate[]): boolean {
-  const named = authorities.filter((ca) => Buffer.from(readCertificateSubject(ca.raw)).equals(crl.issuer));
+  const issuer = comparableName(crl.issuer);
+  const named =
+    issuer === undefined ? [] : authorities.filter((ca) => comparableName(readCertificateSubject(ca.raw)) === issuer);
   return (named.length > 0 ? named : authorities).some((ca) => crlSignedBy(crl, ca));
 }
 

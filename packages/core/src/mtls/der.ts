@@ -299,6 +299,19 @@ export function canonicalName(der: Uint8Array): string {
 }
 
 /**
+ * `canonicalName`, or `undefined` for a name this cannot read, which matches no other name.
+ *
+ * @internal
+ */
+export function comparableName(der: Uint8Array): string | undefined {
+  try {
+    return canonicalName(der);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * A name attribute's value as text, for the string types OpenSSL compares as text
  * (`ASN1_MASK_CANON`); `undefined` for the others (NumericString among them), which it compares
  * as their DER.

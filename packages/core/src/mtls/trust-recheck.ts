@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import { crlDer, crlSignedBy } from './crl-check.js';
-import { canonicalName, readCertificateSubject, readCrlFields, type CrlFields } from './der.js';
+import { comparableName, readCertificateSubject, readCrlFields, type CrlFields } from './der.js';
 import { crlList, pemCertificates, type TlsMaterial } from './material.js';
 
 /**
@@ -145,7 +145,7 @@ function revocationsByAuthority(
   crls: readonly Buffer[],
   authorities: readonly X509Certificate[],
 ): ReadonlyMap<string, ReadonlySet<string>> {
-  const names = new Map(authorities.map((ca) => [ca, nameOf(readCertificateSubject(ca.raw))]));
+  const names = new Map(authorities.map((ca) => [ca, comparableName(readCertificateSubject(ca.raw))]));
   const revoked = new Map<string, Set<string>>();
   for (const pem of crls) {
     const der = crlDer(pem);
@@ -154,7 +154,7 @@ function revocationsByAuthority(
     let issuer: string | undefined;
     try {
       crl = readCrlFields(der);
-      issuer = nameOf(crl.issuer);
+      issuer = comparableName(crl.issuer);
     } catch {
       continue; // refused when the material loaded: OpenSSL never took it
     }
@@ -166,15 +166,6 @@ function revocationsByAuthority(
     }
   }
   return revoked;
-}
-
-/** A name as OpenSSL compares it, or `undefined` for one this cannot read (matches nothing). */
-function nameOf(der: Uint8Array): string | undefined {
-  try {
-    return canonicalName(der);
-  } catch {
-    return undefined;
-  }
 }
 
 /**

@@ -40,11 +40,24 @@ async function openssl(args: readonly string[]): Promise<void> {
   if (result.code !== 0) throw new Error(`openssl ${args[0] ?? ''} failed: ${result.stderr}`);
 }
 
+/** How `createOpensslCa` makes a CA other than with a key and name of its own. */
+export interface OpensslCaOptions {
+  /** The key file of another CA, to re-issue that CA (a CA of `kind`). */
+  readonly keyFile?: string;
+  /** The name as a PrintableString where it can be (OpenSSL's default is a UTF8String). */
+  readonly printableName?: boolean;
+}
+
 /** Makes a self-signed CA in `dir` (created), named `/CN=<name>`. */
-export async function createOpensslCa(dir: string, kind: OpensslCaKind, name: string): Promise<OpensslCa> {
+export async function createOpensslCa(
+  dir: string,
+  kind: OpensslCaKind,
+  name: string,
+  options: OpensslCaOptions = {},
+): Promise<OpensslCa> {
   mkdirSync(dir, { recursive: true });
   const certFile = join(dir, 'ca.crt');
-  const keyFile = join(dir, 'ca.key');
+  const keyFile = options.keyFile ?? join(dir, 'ca.key');
   const config = join(dir, 'ca.cnf');
   writeFileSync(join(dir, 'index.txt'), '');
   writeFileSync(join(dir, 'crlnumber'), '01\n');
@@ -59,6 +72,7 @@ export async function createOpensslCa(dir: string, kind: OpensslCaKind, name: st
       `default_md = ${DIGEST[kind]}`,
       '[req]',
       'distinguished_name = dn',
+      ...(options.printableName === true ? ['string_mask = default'] : []),
       '[dn]',
       '[v3_ca]',
       'basicConstraints = critical, CA:TRUE',
@@ -75,10 +89,8 @@ export async function createOpensslCa(dir: string, kind: OpensslCaKind, name: st
   await openssl([
     'req',
     '-x509',
-    ...KEY_ARGS[kind],
-    '-nodes',
-    '-keyout',
-    keyFile,
+    ...(options.keyFile === undefined ? [...KEY_ARGS[kind], '-nodes', '-keyout', keyFile] : ['-key', keyFile]),
+    ...(kind === 'ed25519' || options.keyFile === undefined ? [] : [`-${DIGEST[kind]}`]),
     '-subj',
     `/CN=${name}`,
     '-days',
