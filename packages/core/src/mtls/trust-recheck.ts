@@ -68,8 +68,7 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
   // Many connections carry the same certificates: each is parsed, and each signature verified, once.
   const parsed = new Map<string, X509Certificate>();
   const verified = new Map<string, boolean>();
-  const issues = (issuer: X509Certificate, cert: X509Certificate): boolean => {
-    if (!cert.checkIssued(issuer)) return false;
+  const signedBy = (issuer: X509Certificate, cert: X509Certificate): boolean => {
     const pair = `${issuer.fingerprint256}/${cert.fingerprint256}`;
     let good = verified.get(pair);
     if (good === undefined) {
@@ -82,6 +81,8 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
     }
     return good;
   };
+  const issues = (issuer: X509Certificate, cert: X509Certificate): boolean =>
+    cert.checkIssued(issuer) && signedBy(issuer, cert);
   const crls = material.crl === undefined ? [] : crlList(material.crl);
   const revokedBy = revocationsByAuthority(crls, authorities);
   const validNow = (cert: X509Certificate): boolean =>
@@ -93,7 +94,7 @@ export function createTrustRecheck(material: Pick<TlsMaterial, 'ca' | 'crl'>): T
     if (named.length > 0) {
       // OpenSSL picks among these by name and key id, and checks the signature after: where
       // one of them did not sign the certificate, which one it picks is not told here.
-      if (!named.every((ca) => issues(ca, cert))) return undefined;
+      if (!named.every((ca) => signedBy(ca, cert))) return undefined;
       return named.find(validNow) ?? named[0];
     }
     return chain.find((other) => other.fingerprint256 !== cert.fingerprint256 && issues(other, cert));
