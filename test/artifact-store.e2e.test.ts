@@ -145,6 +145,24 @@ const scenarios: readonly Scenario[] = [
     expect: { code: 'invalid_argument' },
   },
   {
+    // What is stored is what is measured and shown: the composed (NFC) name, whose length can
+    // triple what was sent, and dots under marks, which read as `..` in a listing.
+    name: 'a path too long once composed, or with dots under accents, is refused and nothing is stored',
+    kind: 'client-streaming',
+    act: async (t) => {
+      const grows = Array.from({ length: 16 }, () => 'grown\ufb2c'.repeat(8)).join('/');
+      const grown = await t.client.upload(grows, sha256(HELLO), [HELLO]);
+      expect(grown.status).toBe(t.client.statusOf({ code: 'invalid_argument' }));
+      return t.client.upload('..\u0301/dots.txt', sha256(HELLO), [HELLO]);
+    },
+    expect: { code: 'invalid_argument' },
+    check: async (_o, t) => {
+      expect((await t.client.list('')).value?.some((a) => a.path.startsWith('grown') || a.path.startsWith('.'))).toBe(
+        false,
+      );
+    },
+  },
+  {
     // Express routes `a//b` to the artifact routes, where no rule pattern matches it; over gRPC
     // the name is a field. Both transports refuse it as invalid, not one of them as forbidden.
     name: 'a path with an empty segment is refused as invalid by every operation',

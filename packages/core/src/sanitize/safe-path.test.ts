@@ -43,6 +43,10 @@ describe('createPathResolver', () => {
     ['a newline', 'a\nb', 'path_bad_character'],
     ['full-width dots (NFKC ..)', '\uff0e\uff0e/etc', 'path_traversal'],
     ['one-dot leaders (NFKC ..)', '\u2024\u2024/etc', 'path_traversal'],
+    ['dots with an accent on them', '..\u0301/x', 'path_traversal'],
+    ['a dot with marks on it', '.\u0323\u0307', 'path_traversal'],
+    ['a segment that is a combining mark', 'a/\u0301/b', 'path_bad_character'],
+    ['a segment that starts with a combining mark', '\u0338etc', 'path_bad_character'],
     ['a full-width solidus (NFKC /)', 'a\uff0fb', 'path_bad_character'],
     ['a full-width reverse solidus (NFKC \\)', 'a\uff3cb', 'path_bad_character'],
     ['a full-width colon (NFKC :)', 'C\uff1a', 'path_bad_character'],
@@ -68,6 +72,12 @@ describe('createPathResolver', () => {
     ['a trailing slash', 'a/', 'path_empty_segment'],
     ['the empty string', '', 'path_empty'],
     ['an over-long path', 'a/'.repeat(600) + 'b', 'path_too_long'],
+    // 687 code units as sent; NFC makes each U+FB2C three (2 031), over 1 024.
+    [
+      'a path over-long once composed (NFC)',
+      Array.from({ length: 16 }, () => '\ufb2c'.repeat(42)).join('/'),
+      'path_too_long',
+    ],
     ['an over-deep path', 'a/'.repeat(16) + 'b', 'path_too_deep'],
     ['an over-long segment', 'a'.repeat(256), 'path_segment_too_long'],
     ['a segment over 255 UTF-8 bytes', 'é'.repeat(128), 'path_segment_too_long'],
@@ -90,6 +100,8 @@ describe('createPathResolver', () => {
     'a/b/c/d/e/f/g/h/i/j.txt',
     'console.log',
     'CONFIG',
+    '.\u0301hidden',
+    'x..\u0301',
   ])('accepts the ordinary name %j', (name) => {
     expect(paths.resolve(name).relative).toBe(name);
   });
@@ -97,6 +109,8 @@ describe('createPathResolver', () => {
   it('keeps one spelling of a name: decomposed accents come out composed (NFC)', () => {
     expect(paths.resolve('cafe\u0301.txt').relative).toBe('caf\u00e9.txt');
     expect(paths.checkPrefix('cafe\u0301/')).toBe('caf\u00e9/');
+    // What is stored keeps to the limits: the composed form is measured too.
+    expect(refusal(() => paths.checkPrefix('\ufb2c'.repeat(400))).reason).toBe('path_too_long');
   });
 
   it('refuses hidden segments when asked, and ASCII_SEGMENT keeps to ASCII', () => {

@@ -67,7 +67,8 @@ export interface PathResolverOptions {
    * strict alternative. Whatever the pattern, what is dangerous is always refused: control,
    * format (bidi, zero-width), invisible (default-ignorable) and unassigned characters, anything whose NFKC form holds a
    * separator or a character Windows reserves (`/ \ : * ? " < > |`), `.` and `..` in any
-   * spelling, a leading or trailing space, a trailing dot, and reserved device names.
+   * spelling (marks on the dots included), a segment that starts with a combining mark, a
+   * leading or trailing space, a trailing dot, and reserved device names.
    */
   readonly segmentPattern?: RegExp;
   /** Accept segments that start with a dot (`.hidden`). Default true. */
@@ -160,6 +161,9 @@ export const ASCII_SEGMENT = /^[A-Za-z0-9._-]+$/;
 const ALWAYS_REFUSED = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\uFFFD]/u;
 // In the NFKC form, which folds look-alikes (fullwidth solidus, one-dot leader) onto ASCII.
 const SEPARATOR_LIKE = /[/\\:*?"<>|]/;
+// `.` and `..`, also with accents or other marks on the dots (`..\u0301` reads as `..` in a listing).
+const DOTS_UNDER_MARKS = /^\.\p{M}*(?:\.\p{M}*)?$/u;
+const LEADING_MARK = /^\p{M}/u;
 const DEVICE_NAME = /^(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(?:\..*)?$/i;
 
 const DEFAULTS: Readonly<Required<PathResolverOptions>> = Object.freeze({
@@ -224,7 +228,9 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
       if (segment === '') refuse('path_empty_segment', at);
       if (ALWAYS_REFUSED.test(segment)) refuse('path_bad_character', at);
       const folded = segment.normalize('NFKC');
-      if (folded === '.' || folded === '..') refuse('path_traversal', at);
+      if (DOTS_UNDER_MARKS.test(folded)) refuse('path_traversal', at);
+      // A mark with nothing before it in its segment is drawn over the separator or over nothing.
+      if (LEADING_MARK.test(segment)) refuse('path_bad_character', at);
       if (SEPARATOR_LIKE.test(folded)) refuse('path_bad_character', at);
       // Windows drops a trailing dot or space, and trims spaces: two names would be one file.
       if (folded.startsWith(' ') || folded.endsWith(' ') || folded.endsWith('.')) refuse('path_bad_character', at);
@@ -235,15 +241,18 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
     }
   }
 
+  /** The NFC form of `value`, the one spelling checked, stored and returned. */
   function checkString(value: unknown, at = field): string {
     if (typeof value !== 'string') refuse('path_not_a_string', at);
+    // Before normalizing, which costs in proportion; and after, since NFC can triple a length.
     if (value.length > maxLength) refuse('path_too_long', at);
-    return value;
+    const normalized = value.normalize('NFC');
+    if (normalized.length > maxLength) refuse('path_too_long', at);
+    return normalized;
   }
 
   function resolvePath(relative: unknown): SafePath {
-    // One spelling per name: the NFC form is checked, stored and returned.
-    const value = checkString(relative).normalize('NFC');
+    const value = checkString(relative);
     if (value === '') refuse('path_empty');
     if (value.startsWith('/')) refuse('path_absolute');
     checkSegments(value.split('/'));
@@ -254,7 +263,7 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
   }
 
   function checkPrefix(prefix: unknown, prefixField = 'prefix'): string {
-    const value = checkString(prefix ?? '', prefixField).normalize('NFC');
+    const value = checkString(prefix ?? '', prefixField);
     if (value === '') return '';
     if (value.startsWith('/')) refuse('path_absolute', prefixField);
     const trimmed = value.endsWith('/') ? value.slice(0, -1) : value;
