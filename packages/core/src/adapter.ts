@@ -24,7 +24,13 @@ export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
 export { UNIX_SOCKET_PEER } from './ratelimit/client-address.js';
 export { isUnixSocketConnection } from './transport/unix-socket.js';
 export { checkUnservedLater, warnUnservedPatterns } from './policy/served.js';
-export { guardControls, jwtAuthControls, rbacControls, stackControls } from './guard/step-options.js';
+export {
+  guardControls,
+  jwtAuthControls,
+  rbacControls,
+  refuseUndefinedGuard,
+  stackControls,
+} from './guard/step-options.js';
 export { GrpcStatusCode, codeFromGrpcStatus } from './errors/codes.js';
 export { toPublicError, type PublicError } from './errors/public-error.js';
 export { retryInfoStatusDetails } from './errors/status-details.js';

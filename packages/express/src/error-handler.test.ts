@@ -10,6 +10,7 @@ import {
   createAuditLogger,
   createTimeouts,
   type AuditLogger,
+  type Guard,
 } from '@fluxguard/core';
 import { errorHandler, fluxguard, notFound, requestId, type ProblemDetails } from './index.js';
 import { serve, type Served } from './testing/tls.js';
@@ -476,6 +477,12 @@ describe('option validation', () => {
       ConfigurationError,
     );
     expect(() => fluxguard({} as never)).toThrow(/"audit" is required/);
+    // A guard read from a configuration that holds none would leave every route unauthenticated.
+    const config: { guard?: Guard } = {};
+    expect(() => fluxguard({ audit: createAuditLogger({ level: 'silent' }), guard: config.guard })).toThrow(
+      /^fluxguard: "guard" is undefined: pass the guard of createGuard\(\)/,
+    );
+    expect(() => fluxguard({ audit: createAuditLogger({ level: 'silent' }) })).not.toThrow();
     // Named by the factory it was given to.
     expect(() => fluxguard({ audit: createAuditLogger({ level: 'silent' }), realm: 'a"b' })).toThrow(
       /^fluxguard: "realm" must be 1 to 100 printable ASCII characters/,

@@ -7,6 +7,7 @@ import {
   blameUnfinishedRequest,
   createPipeline,
   resolveOptions,
+  refuseUndefinedGuard,
   stackControls,
 } from '@fluxguard/core/adapter';
 import { answerFailures, notFound, reachedFromApp, recordRequestFailure } from './error-handler.js';
@@ -38,6 +39,8 @@ export interface FluxguardOptions {
   /**
    * The guard of `@fluxguard/core` (`createGuard`): when given, `before` ends with
    * the guard's controls, so every route is authenticated and authorized by the RBAC rules.
+   * Omitted: no request is authenticated (the baseline alone). Given as `undefined` (a guard
+   * read from a configuration that holds none): refused, so that no app runs unguarded by mistake.
    */
   readonly guard?: Guard | undefined;
   /**
@@ -156,6 +159,7 @@ const DEFAULTS: Readonly<{
  * ```
  */
 export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
+  refuseUndefinedGuard('fluxguard', options);
   const opts = resolveOptions('fluxguard', DEFAULTS, options);
   assertAuditLogger(opts.audit, 'fluxguard');
   const audit = opts.audit;

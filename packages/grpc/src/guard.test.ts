@@ -256,6 +256,12 @@ describe('guard() construction and failures', () => {
     expect(() => fluxguardInterceptors({ audit: audit.audit, gaurd: undefined } as never)).toThrow(
       /did you mean "guard"/,
     );
+    // A guard read from a configuration that holds none would leave every call unauthenticated.
+    const config: { guard?: Guard } = {};
+    expect(() => fluxguardInterceptors({ audit: audit.audit, guard: config.guard })).toThrow(
+      /^fluxguardInterceptors: "guard" is undefined: pass the guard of createGuard\(\)/,
+    );
+    expect(() => fluxguardInterceptors({ audit: audit.audit })).not.toThrow();
   });
 
   it('refuses timeouts next to a deadline control it would be ignored for', () => {

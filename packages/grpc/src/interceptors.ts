@@ -1,6 +1,6 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
 import type { AuditLogger, Control, Guard, TimeoutsOptions } from '@fluxguard/core';
-import { resolveOptions, stackControls } from '@fluxguard/core/adapter';
+import { refuseUndefinedGuard, resolveOptions, stackControls } from '@fluxguard/core/adapter';
 import { safeErrorsWith, type SafeErrorsOptions } from './errors.js';
 import { linkPipeline, pipelineListeners } from './pipeline.js';
 
@@ -18,7 +18,8 @@ export interface FluxguardInterceptorsOptions {
   /**
    * Authentication and authorization of every call (`createGuard` of `@fluxguard/core`): its
    * controls run first in the pipeline, as the {@link guard} interceptor would. Omitted: no call is
-   * authenticated and `getPrincipal` is always `undefined`.
+   * authenticated and `getPrincipal` is always `undefined`. Given as `undefined` (a guard read
+   * from a configuration that holds none): refused, so that no server runs unguarded by mistake.
    */
   readonly guard?: Guard | undefined;
   /**
@@ -62,6 +63,7 @@ const DEFAULTS: Readonly<{
  * ```
  */
 export function fluxguardInterceptors(options: FluxguardInterceptorsOptions): ServerInterceptor[] {
+  refuseUndefinedGuard('fluxguardInterceptors', options);
   const { audit, guard, controls, timeouts } = resolveOptions('fluxguardInterceptors', DEFAULTS, options);
   const list = stackControls('fluxguardInterceptors', guard, controls, timeouts);
   const inner = list.length > 0 ? pipelineListeners('fluxguardInterceptors', list) : undefined;

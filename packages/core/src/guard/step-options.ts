@@ -152,6 +152,28 @@ export function stackControls(
   return [...list, compileTimeouts(timeouts ?? {}, `${owner}: timeouts`)];
 }
 
+/**
+ * Refuses an options object that names `guard` with the value `undefined`: most often a guard
+ * read from a configuration that does not hold one (`guard: config.guard`), which would leave
+ * every request unauthenticated without a word. Leaving the key out says so on purpose.
+ *
+ * @example
+ * ```ts
+ * import { refuseUndefinedGuard } from '@fluxguard/core/adapter';
+ * refuseUndefinedGuard('fluxguard', { audit });                  // fine: no guard, on purpose
+ * refuseUndefinedGuard('fluxguard', { audit, guard: undefined }); // throws ConfigurationError
+ * ```
+ *
+ * @internal
+ */
+export function refuseUndefinedGuard(owner: string, options: object): void {
+  if (Object.hasOwn(options, 'guard') && (options as { guard?: unknown }).guard === undefined) {
+    throw new ConfigurationError(
+      `${owner}: "guard" is undefined: pass the guard of createGuard() or createGuardFromPolicy(); to serve without authentication on purpose, leave "guard" out`,
+    );
+  }
+}
+
 function controlsOfGuard(guard: Guard | undefined): readonly Control[] | undefined {
   const list: unknown = guard?.controls;
   if (!Array.isArray(list)) return undefined;
