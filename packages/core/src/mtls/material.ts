@@ -139,19 +139,31 @@ export function pemCertificates(ca: Buffer): string[] {
   return ca.toString('latin1').match(PEM_CERTIFICATE) ?? [];
 }
 
-/** Every certificate of a CA bundle parses, and there is at least one: the parsed certificates. */
+/**
+ * Every certificate of a CA bundle parses and can be a trust anchor or an issuer, and there is
+ * at least one: the parsed certificates. A certificate that is neither a CA nor self-signed (a
+ * client's or a server's, a `fullchain.pem` given as the bundle) verifies no one in OpenSSL,
+ * which takes no partial chain: it is refused, rather than found out from failed handshakes.
+ */
 export function checkCaBundle(where: string, source: MaterialSource, ca: Buffer): X509Certificate[] {
   const blocks = pemCertificates(ca);
   if (blocks.length === 0) throw new ConfigurationError(`${where}: ${describeSource(source)} holds no PEM certificate`);
   return blocks.map((block, index) => {
+    let cert: X509Certificate;
     try {
-      return new X509Certificate(block);
+      cert = new X509Certificate(block);
     } catch (cause) {
       // The parser's text may quote the input; the option name says enough.
       throw new ConfigurationError(`${where}: certificate ${index + 1} in ${describeSource(source)} cannot be parsed`, {
         cause,
       });
     }
+    if (!cert.ca && !cert.checkIssued(cert)) {
+      throw new ConfigurationError(
+        `${where}: certificate ${index + 1} in ${describeSource(source)} is not a CA certificate (a client's or a server's certificate, which verifies no one): give the certificates of the CAs that issue the peers' certificates`,
+      );
+    }
+    return cert;
   });
 }
 

@@ -129,6 +129,49 @@ describe('createTlsSettings: options', () => {
     ).toThrow(/"certFile" \(or "cert"\) is required/);
   });
 
+  it('refuses a certificate in the CA bundle that is neither a CA nor self-signed, naming it', async () => {
+    const inline = { ...files, caFile: undefined, clientCertificates: 'strict' } as const;
+    // A client's certificate, or a server's full chain given as the bundle: OpenSSL, which takes
+    // no partial chain, verifies no client with either.
+    expect(() => createTlsSettings({ ...inline, ca: client.certPem })).toThrow(
+      /certificate 1 in "ca" is not a CA certificate \(a client's or a server's certificate, which verifies no one\)/,
+    );
+    expect(() => createTlsSettings({ ...inline, ca: ca.certPem + server.certPem })).toThrow(
+      /certificate 2 in "ca" is not a CA certificate/,
+    );
+    const fullchain = join(dir, 'fullchain.pem');
+    writeFileSync(fullchain, server.certPem + ca.certPem);
+    expect(() => createTlsSettings({ ...files, caFile: fullchain, clientCertificates: 'strict' })).toThrow(
+      /certificate 1 in .*fullchain\.pem.* is not a CA certificate/,
+    );
+    // Why: handed to Node as it is, a bundle of the client's own certificate lets no client in.
+    const settings = createTlsSettings({ ...files, clientCertificates: 'strict' });
+    for (const [bundle, admitted] of [
+      [ca.certPem, true],
+      [client.certPem, false],
+    ] as const) {
+      const srv = await startTlsServer({ ...settings.serverOptions, ca: bundle });
+      try {
+        expect((await tryConnect(srv.port, as(client))).ok).toBe(admitted);
+      } finally {
+        await srv.close();
+      }
+    }
+    // A self-signed certificate is its own anchor: the bundle may pin one client so.
+    const pinned = createTlsSettings({
+      certFile: files.certFile,
+      keyFile: files.keyFile,
+      ca: selfSigned.certPem,
+      clientCertificates: 'strict',
+    });
+    const srv = await startTlsServer(pinned.serverOptions);
+    try {
+      expect((await tryConnect(srv.port, as(selfSigned))).ok).toBe(true);
+    } finally {
+      await srv.close();
+    }
+  });
+
   it('builds the same material for Node and for grpc-js', () => {
     const strict = createTlsSettings({ ...files, clientCertificates: 'strict' });
     expect(strict.serverOptions).toMatchObject({
