@@ -176,6 +176,30 @@ describe('a policy of its own', () => {
   });
 });
 
+describe('material of its own', () => {
+  it('warns when TLS comes from the environment but tokens are still verified with the development key', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const destination = { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) };
+    const watched = createAuditLogger({ destination });
+    const dev = await loadReferenceSecurity({ devDir, audit, env: {} });
+    const tlsEnv = {
+      FLUXGUARD_TLS_CERT: dev.tls.certFile,
+      FLUXGUARD_TLS_KEY: dev.tls.keyFile,
+      FLUXGUARD_TLS_CA: dev.tls.caFile,
+    };
+    await dev.close();
+    const own = await loadReferenceSecurity({ devDir, audit: watched, env: tlsEnv });
+    await own.close();
+    const warning = lines.find((line) => line.event === 'config.development_tokens');
+    expect(warning).toMatchObject({ level: 40, devDir });
+    expect(String(warning?.hint)).toContain('set FLUXGUARD_JWKS_URL');
+    // Development material for both, as `pnpm start` runs: nothing to warn of.
+    lines.length = 0;
+    await (await loadReferenceSecurity({ devDir, audit: watched, env: {} })).close();
+    expect(lines.filter((line) => line.event === 'config.development_tokens')).toEqual([]);
+  });
+});
+
 describe('parseDuration', () => {
   it('reads the units `pnpm token --ttl` takes', () => {
     expect(parseDuration('90')).toBe(90);

@@ -181,6 +181,18 @@ export async function loadReferenceSecurity(options: ReferenceSecurityOptions): 
   }
   const needsDevMaterial = tlsFromEnv[0] === undefined || jwksUrl === undefined;
   const dev = needsDevMaterial ? await ensureDevMaterial(options.devDir) : undefined;
+  if (tlsFromEnv[0] !== undefined && jwksUrl === undefined) {
+    // TLS of one's own reads as a deployment; the development signing key beside it, readable to
+    // whoever can read the development directory, would still sign tokens this server trusts.
+    audit.logger.warn(
+      {
+        event: 'config.development_tokens',
+        devDir: options.devDir,
+        hint: 'TLS comes from the environment, but tokens are verified with the development key set, whose private key is in the development directory: set FLUXGUARD_JWKS_URL (with FLUXGUARD_JWT_ISSUER and FLUXGUARD_JWT_AUDIENCE) to trust your identity provider',
+      },
+      'config.development_tokens',
+    );
+  }
 
   // The key source is the environment's, not the file's: the development key set, or a real
   // identity provider's JWKS with its own issuer and audience. The file's settings of a remote
