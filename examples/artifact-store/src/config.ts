@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { ConfigurationError } from '@fluxguard/core';
 
@@ -23,7 +24,7 @@ export interface ServerConfig {
  */
 export function loadServerConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   return Object.freeze({
-    host: nonEmpty(env, 'FLUXGUARD_HOST', '127.0.0.1'),
+    host: host(env, 'FLUXGUARD_HOST', '127.0.0.1'),
     grpcPort: port(env, 'FLUXGUARD_GRPC_PORT', 9000),
     httpPort: port(env, 'FLUXGUARD_HTTP_PORT', 8443),
     dataDir: resolve(nonEmpty(env, 'FLUXGUARD_DATA_DIR', '.fluxguard/data')),
@@ -35,6 +36,20 @@ function nonEmpty(env: NodeJS.ProcessEnv, name: string, fallback: string): strin
   const value = env[name];
   if (value === undefined) return fallback;
   if (value.trim() === '') throw new ConfigurationError(`${name} must not be empty`);
+  return value;
+}
+
+// A host name (letters, digits, hyphens, underscores as container names have them, dots), or an IP address, as `listen` takes it.
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
+
+function host(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
+  const value = nonEmpty(env, name, fallback);
+  // Else the transport's resolver failed on it later, in words that never named the variable.
+  if (isIP(value) === 0 && !HOST_NAME.test(value)) {
+    throw new ConfigurationError(
+      `${name} must be an IP address (IPv6 without brackets) or a host name, with no spaces`,
+    );
+  }
   return value;
 }
 

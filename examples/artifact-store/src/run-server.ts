@@ -1,4 +1,4 @@
-import { createAuditLogger, type AuditLogger } from '@fluxguard/core';
+import { ConfigurationError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
 import { loadServerConfig } from './config.js';
 import { loadReferenceSecurity, type ReferenceSecurity } from './security.js';
 
@@ -134,7 +134,13 @@ export async function runReferenceServer<S extends RunningReferenceServer>(
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   } catch (err) {
-    audit.logger.fatal({ err }, `${name} server failed to start`);
+    if (err instanceof ConfigurationError) {
+      // A setting to correct: its message says which and how, and a stack trace says nothing more.
+      audit.logger.fatal({ event: 'server.start_refused', reason: err.message }, `${name} server failed to start`);
+      process.stderr.write(`${name} server failed to start: ${err.message}\n`);
+    } else {
+      audit.logger.fatal({ err }, `${name} server failed to start`);
+    }
     process.exitCode = 1;
     await security?.close();
   }

@@ -512,4 +512,14 @@ describe('loadServerConfig', () => {
     expect(() => loadServerConfig({ FLUXGUARD_HTTP_PORT: '80a' })).toThrow(/FLUXGUARD_HTTP_PORT/);
     expect(() => loadServerConfig({ FLUXGUARD_HTTP_PORT: '70000' })).toThrow(/FLUXGUARD_HTTP_PORT/);
   });
+  it('takes an IP address or a host name, and refuses anything else naming the variable', () => {
+    for (const host of ['0.0.0.0', '::', '::1', 'localhost', 'artifacts.internal', 'a-b.example.', 'artifact_store']) {
+      expect(loadServerConfig({ FLUXGUARD_HOST: host }).host).toBe(host);
+    }
+    for (const host of ['127.0.0.1 ', '[::1]', 'host:9000', 'http://x', '-a.example', 'a b']) {
+      expect(() => loadServerConfig({ FLUXGUARD_HOST: host }), host).toThrow(
+        /^FLUXGUARD_HOST must be an IP address \(IPv6 without brackets\) or a host name/,
+      );
+    }
+  });
 });
