@@ -53,7 +53,7 @@ describe('loadReferenceSecurity', () => {
     }
   });
 
-  it('trusts the tokens `pnpm token` signs, and only for their roles', async () => {
+  it('trusts the tokens `pnpm -s token` signs, and only for their roles', async () => {
     const security = await loadReferenceSecurity({ devDir, audit, env: {} });
     const { authenticator } = security.guard('grpc');
     const token = await signDevToken({ devDir, subject: 'alice', roles: ['artifacts.reader'] });
@@ -201,7 +201,7 @@ describe('material of its own', () => {
 });
 
 describe('parseDuration', () => {
-  it('reads the units `pnpm token --ttl` takes', () => {
+  it('reads the units `pnpm -s token --ttl` takes', () => {
     expect(parseDuration('90')).toBe(90);
     expect(parseDuration('15m')).toBe(900);
     expect(parseDuration('1h')).toBe(3600);

@@ -1,5 +1,6 @@
-// `pnpm token --sub NAME --roles a,b [--scopes x,y] [--ttl 1h]`: prints a development token
-// signed with the key the reference servers trust (created on first use).
+// `pnpm -s token --sub NAME --roles a,b [--scopes x,y] [--ttl 1h]`: prints a development token
+// signed with the key the reference servers trust (created on first use). `-s` because a plain
+// `pnpm token` runs pnpm's own `token` command, not this script.
 import { parseArgs } from 'node:util';
 import { FluxguardError } from '@fluxguard/core';
 import { loadServerConfig } from '../config.js';
@@ -33,6 +34,6 @@ try {
   process.stdout.write(`${token}\n`);
 } catch (err) {
   process.stderr.write(`token: ${err instanceof FluxguardError || err instanceof Error ? err.message : String(err)}\n`);
-  process.stderr.write('usage: pnpm token --sub NAME --roles role1,role2 [--scopes s1,s2] [--ttl 1h] [--jti ID]\n');
+  process.stderr.write('usage: pnpm -s token --sub NAME --roles role1,role2 [--scopes s1,s2] [--ttl 1h] [--jti ID]\n');
   process.exitCode = 2;
 }
