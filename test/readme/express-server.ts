@@ -23,7 +23,7 @@ const { before, after, wrap } = fluxguard({ audit, guard });
 app.use(before); // request id, security headers, authentication and RBAC
 app.get('/healthz', (_req, res) => res.json({ status: 'ok' }));
 app.get('/v1/items/:id', (req, res) => res.json({ id: req.params.id, reader: req.fluxguard.principal?.subject }));
-app.use(after); // problem+json for 404 and every error, one audit line each
+app.use(after); // problem+json for every refusal and error, one audit line each
 
 // wrap(app): before's work done ahead of Express's router, for less per request; before
 // stays in the app and passes those requests on, so the app is never served unguarded.
