@@ -89,6 +89,11 @@ describe('the rateLimits policy section', () => {
       /^policy\.rateLimits\.rules\[0\]\.key must be/,
     ],
     [
+      'a subject key before authentication',
+      (r) => ({ ...r, rules: [{ ...r.rules[1], stage: 'pre-authentication' }] }),
+      /^policy\.rateLimits\.rules\[0\]: key "subject" cannot run at stage "pre-authentication"/,
+    ],
+    [
       'two rules with one name',
       (r) => ({ ...r, rules: [r.rules[0], r.rules[0]] }),
       'policy.rateLimits.rules[1].name "per-peer" is used by an earlier rule',

@@ -176,7 +176,8 @@ describe('createRateLimit', () => {
     expect(stages([perPeer({ key: 'certificate' })])).toEqual(['pre-authentication']);
     expect(stages([perPeer({ key: 'subject' })])).toEqual(['caller-limit']);
     expect(stages([perPeer({ key: () => 'tenant' })])).toEqual(['caller-limit']);
-    expect(stages([perPeer({ key: 'subject', stage: 'pre-authentication' })])).toEqual(['pre-authentication']);
+    expect(stages([perPeer({ key: 'certificate', stage: 'caller-limit' })])).toEqual(['caller-limit']);
+    expect(stages([perPeer({ key: () => 'tenant', stage: 'pre-authentication' })])).toEqual(['pre-authentication']);
     expect(stages([perPeer({ name: 'a' }), perPeer({ name: 'b', key: 'subject' })])).toEqual([
       'pre-authentication',
       'caller-limit',
@@ -546,6 +547,12 @@ describe('createRateLimit options', () => {
       'an operation named twice',
       { rules: [{ ...rule, operations: ['GET /v1/*path', 'GET /v1/*rest/'] }] },
       /rules\[0\]\.operations\[1\] "GET \/v1\/\*rest\/" names the operations of "GET \/v1\/\*path"/,
+    ],
+    [
+      // No principal is known before authentication: it counted certificates or peer addresses.
+      'a subject key before authentication',
+      { rules: [{ ...rule, key: 'subject', stage: 'pre-authentication' }] },
+      'createRateLimit.rules[0]: key "subject" cannot run at stage "pre-authentication", where no principal is known yet',
     ],
     [
       'a cost above the points',

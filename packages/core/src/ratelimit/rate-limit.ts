@@ -98,7 +98,9 @@ export interface RateLimitRule {
   /**
    * Where the rule runs: `pre-authentication` (before any token is verified, so a flood of bad
    * tokens buys no signature checks) or `caller-limit` (after authentication). Default:
-   * `caller-limit` for `subject` and functions, `pre-authentication` for the others.
+   * `caller-limit` for `subject` and functions, `pre-authentication` for the others. `subject`
+   * is refused with `pre-authentication`: no principal is known before authentication (a
+   * function run there sees none either).
    */
   readonly stage?: 'pre-authentication' | 'caller-limit' | undefined;
   /** While a shared store is down: `open` (count in this process) or `closed` (refuse, 503). Default `open`. */
@@ -207,8 +209,9 @@ const CACHE_LIMIT = 1024;
  * A store failure is never reported as "rate limited": the rule fails open (counts in this
  * process) or closed (`unavailable`, 503), as its `storeFailure` says.
  *
- * @throws ConfigurationError for unknown options, a bad rule (names the field), two rules
- *   with one name, or (with `servedOperations`) a pattern that names nothing served.
+ * @throws ConfigurationError for unknown options, a bad rule (names the field), a `subject`
+ *   rule at stage `pre-authentication`, two rules with one name, or (with `servedOperations`) a
+ *   pattern that names nothing served.
  *
  * @example
  * ```ts
@@ -431,6 +434,13 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
     rule.stage ?? (keyKind === 'subject' || keyKind === 'function' ? 'caller-limit' : 'pre-authentication');
   if (stage !== 'pre-authentication' && stage !== 'caller-limit') {
     throw new ConfigurationError(`${at}.stage must be "pre-authentication" or "caller-limit"`);
+  }
+  // Before authentication no principal is known: such a rule counted every call by its
+  // certificate or address instead, a limit per peer under the name of a limit per caller.
+  if (stage === 'pre-authentication' && keyKind === 'subject') {
+    throw new ConfigurationError(
+      `${at}: key "subject" cannot run at stage "pre-authentication", where no principal is known yet (it would count certificates or peer addresses): leave out "stage" (the default is "caller-limit"), or key the rule by "peer" or "certificate"`,
+    );
   }
   const patterns = compilePatterns(rule.operations, `${at}.operations`);
   const costs = Object.entries(checkCosts(rule.operationCosts, `${at}.operationCosts`)).map(([pattern, c]) => ({
