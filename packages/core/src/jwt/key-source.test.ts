@@ -234,3 +234,11 @@ describe('createLocalJwksSource: keys in hand', () => {
     expect(source.keysNow?.(known)).toHaveLength(1);
   });
 });
+
+describe('createLocalJwksSource: an empty set', () => {
+  it('is refused at construction: every token would be refused as an unknown key', () => {
+    expect(() => createLocalJwksSource({ keys: [] })).toThrow(
+      'jwks: the key set holds no key, so every token would be refused',
+    );
+  });
+});

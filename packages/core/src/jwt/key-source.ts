@@ -158,11 +158,11 @@ export function safeCause(err: unknown): Error {
 
 /**
  * A key source over a fixed JSON Web Key Set (e.g. the contents of a `jwks.json` file).
- * Refuses at construction a set holding private or symmetric keys.
+ * Refuses at construction an empty set, and a set holding private or symmetric keys.
  *
  * @param jwks - the key set.
  * @param where - named in configuration errors. Default `jwks`.
- * @throws ConfigurationError for a malformed set.
+ * @throws ConfigurationError for a malformed or empty set.
  *
  * @example
  * ```ts
@@ -174,6 +174,12 @@ export function safeCause(err: unknown): Error {
 export function createLocalJwksSource(jwks: JSONWebKeySet, where = 'jwks'): JwksSource {
   const problem = keySetProblem(jwks);
   if (problem !== undefined) throw new ConfigurationError(`${where}: ${problem}`);
+  // A set fixed at start-up with no key in it refuses every token, each as an unknown key.
+  if (jwks.keys.length === 0) {
+    throw new ConfigurationError(
+      `${where}: the key set holds no key, so every token would be refused: add the issuer's public keys`,
+    );
+  }
   let set: LocalSet;
   try {
     set = createLocalJWKSet(jwks);

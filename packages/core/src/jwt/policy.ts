@@ -20,9 +20,9 @@ import { MAX_CLOCK_TOLERANCE_SECONDS } from './verifier-settings.js';
  * ```
  */
 export interface JwtPolicy {
-  /** Accepted `iss` value(s). Required. */
+  /** Accepted `iss` value(s), compared exactly (no white space around one). Required. */
   readonly issuer: string | readonly string[];
-  /** Accepted `aud` value(s): the token must name at least one. Required. */
+  /** Accepted `aud` value(s), compared exactly: the token must name at least one. Required. */
   readonly audience: string | readonly string[];
   /** Algorithm allowlist, asymmetric only (HS* needs a `secret` in code). Default RS256, PS256, ES256, EdDSA. */
   readonly algorithms?: readonly AsymmetricAlgorithm[];
@@ -122,8 +122,8 @@ const NUMBER_MAXIMA: Partial<Record<(typeof NUMBER_KEYS)[number], number>> = {
 export function parseJwtPolicy(value: unknown, where: string): JwtPolicy {
   if (!isPolicyObject(value)) throw new ConfigurationError(`${where} must be an object`);
   checkKnownKeys(value, JWT_KEYS, where, 'field');
-  checkStringOrList(value.issuer, `${where}.issuer`);
-  checkStringOrList(value.audience, `${where}.audience`);
+  checkClaimValues(value.issuer, `${where}.issuer`);
+  checkClaimValues(value.audience, `${where}.audience`);
   const sources = (['jwksUrl', 'jwksFile', 'publicKeyFile'] as const).filter((k) => value[k] !== undefined);
   if (sources.length !== 1) {
     throw new ConfigurationError(`${where} must have exactly one of jwksUrl, jwksFile, publicKeyFile`);
@@ -198,6 +198,21 @@ export interface JwtPolicyExtras {
    * service meanwhile. `createGuardFromPolicy` writes it to the audit log.
    */
   readonly onJwksRefreshError?: (error: Error) => void;
+}
+
+/**
+ * An `issuer` or `audience`: a non-empty string or list of them, each compared exactly with the
+ * token's claim, so white space around one would match no token.
+ */
+function checkClaimValues(value: unknown, where: string): void {
+  checkStringOrList(value, where);
+  const values = (Array.isArray(value) ? value : [value]) as string[];
+  values.forEach((v, i) => {
+    if (v !== v.trim()) {
+      const at = Array.isArray(value) ? `${where}[${String(i)}]` : where;
+      throw new ConfigurationError(`${at} must not start or end with white space (remove it)`);
+    }
+  });
 }
 
 /**

@@ -173,10 +173,15 @@ export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSe
 
 function stringList(value: unknown, name: string): readonly string[] {
   const list = typeof value === 'string' ? [value] : value;
-  if (!Array.isArray(list) || list.length === 0 || !list.every((v) => typeof v === 'string' && v !== '')) {
+  if (!Array.isArray(list) || list.length === 0 || !list.every((v) => typeof v === 'string' && v.trim() !== '')) {
     throw new ConfigurationError(
       `${WHERE}: "${name}" must be a non-empty string or a non-empty array of non-empty strings`,
     );
+  }
+  // Compared exactly with the token's claim: a stray space matched no token's, and every
+  // token was refused as from the wrong issuer or for the wrong audience.
+  if ((list as string[]).some((v) => v !== v.trim())) {
+    throw new ConfigurationError(`${WHERE}: "${name}" must not start or end with white space (remove it)`);
   }
   return Object.freeze([...(list as string[])]);
 }
@@ -249,7 +254,13 @@ function keySetup(
 
   if (options.secret !== undefined) {
     const secret = typeof options.secret === 'string' ? new TextEncoder().encode(options.secret) : options.secret;
-    if (!(secret instanceof Uint8Array) || secret.byteLength < MIN_SECRET_BYTES) {
+    if (!(secret instanceof Uint8Array)) {
+      // A KeyObject (createSecretKey) among them: give its bytes, `key.export()`.
+      throw new ConfigurationError(
+        `${WHERE}: "secret" must be a string or a Uint8Array (a Buffer) of at least ${MIN_SECRET_BYTES} bytes; for a KeyObject, pass key.export()`,
+      );
+    }
+    if (secret.byteLength < MIN_SECRET_BYTES) {
       throw new ConfigurationError(`${WHERE}: "secret" must be at least ${MIN_SECRET_BYTES} bytes`);
     }
     if (looksLikePublicKey(secret)) {

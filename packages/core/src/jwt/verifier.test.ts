@@ -1,4 +1,4 @@
-import { KeyObject, createHmac, sign as cryptoSign } from 'node:crypto';
+import { KeyObject, createHmac, createSecretKey, sign as cryptoSign } from 'node:crypto';
 import { EncryptJWT, SignJWT, exportSPKI } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
@@ -461,6 +461,31 @@ describe('createJwtVerifier: configuration', () => {
       /only HS256/,
     ],
     ['a short secret', () => ({ secret: 'short', issuer: ISSUER, audience: AUDIENCE }), /at least 32 bytes/],
+    [
+      // Long enough, but not one of the types read: the error said it was too short.
+      'a secret KeyObject',
+      () => ({ secret: createSecretKey(Buffer.alloc(32, 7)), issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "secret" must be a string or a Uint8Array \(a Buffer\) of at least 32 bytes; for a KeyObject, pass key\.export\(\)$/,
+    ],
+    // Every token would be refused, each as an unknown key.
+    [
+      'an empty key set',
+      () => ({ jwks: { keys: [] }, issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "jwks": the key set holds no key, so every token would be refused/,
+    ],
+    // Compared exactly with the claim: no token's would match.
+    ['a blank issuer', () => ({ jwks: jwks(), issuer: ' ', audience: AUDIENCE }), /"issuer" must be a non-empty/],
+    ['a blank audience', () => ({ jwks: jwks(), issuer: ISSUER, audience: [AUDIENCE, '\t'] }), /"audience" must be/],
+    [
+      'an issuer with a trailing space',
+      () => ({ jwks: jwks(), issuer: `${ISSUER} `, audience: AUDIENCE }),
+      /^createJwtVerifier: "issuer" must not start or end with white space \(remove it\)$/,
+    ],
+    [
+      'an audience with a leading space',
+      () => ({ jwks: jwks(), issuer: ISSUER, audience: [AUDIENCE, ' other'] }),
+      /^createJwtVerifier: "audience" must not start or end with white space/,
+    ],
     ['alg none', () => ({ jwks: jwks(), algorithms: ['none'], issuer: ISSUER, audience: AUDIENCE }), /not supported/],
     [
       'a private key in the set',

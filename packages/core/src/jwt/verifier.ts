@@ -30,7 +30,7 @@ import { resolveVerifierSettings, type VerifierSettings } from './verifier-setti
  * ```
  */
 export interface JwtVerifierOptions {
-  /** A local JSON Web Key Set (public keys only). */
+  /** A local JSON Web Key Set (public keys only, at least one). */
   readonly jwks?: JSONWebKeySet | undefined;
   /** A remote JWKS endpoint; tuned by `jwksOptions`. */
   readonly jwksUrl?: string | URL | undefined;
@@ -39,16 +39,17 @@ export interface JwtVerifierOptions {
   /** One PEM public key (SPKI) or X.509 certificate. */
   readonly publicKey?: string | undefined;
   /**
-   * An HMAC secret (at least 32 bytes). The only way to allow HS256/HS384/HS512. Never a key:
+   * An HMAC secret (at least 32 bytes): a string or a `Uint8Array` (a `Buffer`); for a secret
+   * `KeyObject`, give `key.export()`. The only way to allow HS256/HS384/HS512. Never a key:
    * a PEM block, a JWK or key set, or a DER public key (raw or base64) is refused, since whoever
    * holds the public key could then sign tokens.
    */
   readonly secret?: string | Uint8Array | undefined;
   /** A key source of the application's own. */
   readonly keySource?: JwksSource | undefined;
-  /** Accepted `iss` value(s). Required. */
+  /** Accepted `iss` value(s), compared exactly (no white space around one). Required. */
   readonly issuer: string | readonly string[];
-  /** Accepted `aud` value(s): the token must name at least one. Required. */
+  /** Accepted `aud` value(s), compared exactly: the token must name at least one. Required. */
   readonly audience: string | readonly string[];
   /** Algorithm allowlist. Default RS256, PS256, ES256, EdDSA; with `secret`: HS256. */
   readonly algorithms?: readonly JwsAlgorithm[] | undefined;

@@ -86,6 +86,20 @@ describe('parseSecurityPolicy', () => {
       'policy.jwt.issuer must be a non-empty string',
     ],
     [
+      'an audience with surrounding white space',
+      (p) => {
+        (p.jwt as Record<string, unknown>).audience = ['artifacts', 'artifacts '];
+      },
+      'policy.jwt.audience[1] must not start or end with white space (remove it)',
+    ],
+    [
+      'an issuer with a leading space',
+      (p) => {
+        (p.jwt as Record<string, unknown>).issuer = ' https://id.example.com';
+      },
+      'policy.jwt.issuer must not start or end with white space (remove it)',
+    ],
+    [
       'two key sources',
       (p) => {
         (p.jwt as Record<string, unknown>).jwksUrl = 'https://x';
