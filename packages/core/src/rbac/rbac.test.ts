@@ -272,6 +272,12 @@ describe('compileRbac: start-up checks', () => {
     ['public: false', { 'GET /x': { public: false } }, /must be true/],
     ['an empty requirement', { 'GET /x': {} }, /must name a requirement/],
     ['an empty role list', { 'GET /x': { anyRoles: [] } }, /anyRoles must be a non-empty array/],
+    // A token's scopes are split at spaces: such a scope never matched.
+    ...['a b', 'a\tb'].map((scope): [string, unknown, RegExp] => [
+      `a scope with white space in it (${JSON.stringify(scope)})`,
+      { 'GET /x': { scopes: ['artifacts:read', scope] } },
+      /^rbac\.rules\["GET \/x"\]\.scopes\[1\] must be one scope, without white space: a token's scopes are split at spaces/,
+    ]),
     ['an unknown field', { 'GET /x': { roles: ['a'] } }, /unknown field "roles"/],
     [
       'a duplicate',

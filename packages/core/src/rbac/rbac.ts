@@ -42,7 +42,7 @@ export interface RbacRequirement {
   readonly anyRoles?: readonly string[];
   /** The principal has every one of these roles (a non-empty list). */
   readonly allRoles?: readonly string[];
-  /** The principal has every one of these scopes (a non-empty list). */
+  /** The principal has every one of these scopes (a non-empty list; each without white space). */
   readonly scopes?: readonly string[];
   /**
    * The verified client certificate matches one of these identity rules. Alone, it is met by the
@@ -330,6 +330,22 @@ function names(value: unknown, where: string): readonly string[] {
   return Object.freeze([...(value as string[])]);
 }
 
+/**
+ * Required scopes: names as {@link names} checks them, each one token of the space-delimited
+ * `scope` claim (RFC 6749 §3.3), which a token's scopes are split from: a scope with white space
+ * in it (`'a b'`) matched no token's, and every call was refused `missing_scope`.
+ */
+function scopeNames(value: unknown, where: string): readonly string[] {
+  const scopes = names(value, where);
+  const spaced = scopes.findIndex((scope) => /\s/.test(scope));
+  if (spaced !== -1) {
+    throw new ConfigurationError(
+      `${where}[${spaced}] must be one scope, without white space: a token's scopes are split at spaces, so it would never match (list each scope apart)`,
+    );
+  }
+  return scopes;
+}
+
 function compileRule(
   operation: unknown,
   requirement: unknown,
@@ -366,7 +382,7 @@ function compileRule(
     authenticated: req.authenticated === true,
     anyRoles: req.anyRoles === undefined ? undefined : names(req.anyRoles, `${where}.anyRoles`),
     allRoles: req.allRoles === undefined ? undefined : names(req.allRoles, `${where}.allRoles`),
-    scopes: req.scopes === undefined ? undefined : names(req.scopes, `${where}.scopes`),
+    scopes: req.scopes === undefined ? undefined : scopeNames(req.scopes, `${where}.scopes`),
     certificate:
       req.certificate === undefined
         ? undefined
