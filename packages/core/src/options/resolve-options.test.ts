@@ -37,4 +37,21 @@ describe('resolveOptions', () => {
   it('refuses options that are not an object', () => {
     expect(() => resolveOptions('createX', DEFAULTS, [] as never)).toThrow(ConfigurationError);
   });
+
+  it('refuses options that are not a plain object, whose inherited keys some checks read and others not', () => {
+    class Settings {
+      level = 'debug';
+    }
+    expect(() => resolveOptions('createX', DEFAULTS, new Settings())).toThrow(
+      new ConfigurationError(
+        'createX: must be a plain object (an object literal or parsed JSON), not an instance of Settings',
+      ),
+    );
+    expect(() => resolveOptions('createX', DEFAULTS, Object.create({ timeoutMs: 5 }) as never)).toThrow(
+      /createX: must be a plain object .*not an object that inherits its keys from another$/,
+    );
+    const bare = Object.assign(Object.create(null) as object, { timeoutMs: 5 });
+    expect(resolveOptions('createX', DEFAULTS, bare).timeoutMs).toBe(5);
+    expect(resolveOptions('createX', DEFAULTS, JSON.parse('{"timeoutMs":7}') as never).timeoutMs).toBe(7);
+  });
 });

@@ -7,6 +7,8 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
  *
  * @param where - what holds the keys, the start of the message (`createAuditLogger`, `policy.jwt`).
  * @param noun - what a key is called there: `option` for factory options, `field` for a policy.
+ * @throws ConfigurationError `<where>: must be a plain object ...` for an object with another
+ *   prototype than `Object.prototype` or `null` (a class instance, a Map, `Object.create(base)`).
  * @throws ConfigurationError `<where>: unknown <noun> "<key>"`, then ` (did you mean "<known>"?)`
  *   when there is a close match, else the known keys when there are at most 16.
  *
@@ -18,6 +20,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
  * ```
  */
 export function checkKnownKeys(value: object, known: readonly string[], where: string, noun: 'option' | 'field'): void {
+  checkPlainObject(value, where);
   for (const key of Object.keys(value)) {
     if (!known.includes(key)) {
       const hint = closestKey(key, known);
@@ -31,6 +34,35 @@ export function checkKnownKeys(value: object, known: readonly string[], where: s
       throw new ConfigurationError(`${where}: unknown ${noun} "${key}"${help}`);
     }
   }
+}
+
+/**
+ * Refuses an object whose prototype is not `Object.prototype` or `null`. Own keys are what the
+ * checks read and what the merge copies: an inherited one (a class's getter, `Object.create(base)`)
+ * was read by some checks and not by others, and a Map's entries by none.
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core (not exported): checkPlainObject
+ * checkPlainObject(new Map(), 'rbac.rules');
+ * // throws ConfigurationError: rbac.rules: must be a plain object (an object literal or parsed JSON), not an instance of Map
+ * ```
+ */
+export function checkPlainObject(value: object, where: string): void {
+  const prototype: unknown = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) {
+    throw new ConfigurationError(
+      `${where}: must be a plain object (an object literal or parsed JSON), not ${describeObject(value)}`,
+    );
+  }
+}
+
+/** What an object that is not plain is, for the message: its class, else "an object that inherits". */
+function describeObject(value: object): string {
+  const name: unknown = (value as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof name === 'string' && name !== '' && name !== 'Object'
+    ? `an instance of ${name}`
+    : 'an object that inherits its keys from another';
 }
 
 /**

@@ -246,6 +246,14 @@ describe('compileRbac: start-up checks', () => {
   it.each<[string, unknown, RegExp]>([
     ['a bad pattern', { 'GET v1/x': { public: true } }, /not an operation pattern/],
     ['a lower-case method', { 'get /x': { public: true } }, /not an operation pattern/],
+    // Inherited fields were read where own ones are checked: the route was public.
+    ['a requirement that inherits its fields', { 'GET /a': Object.create({ public: true }) as object }, /must be a plain object/],
+    // Its entries are no keys: it compiled to no rule at all, and every route was denied.
+    [
+      'a Map of rules',
+      new Map([['GET /a', { public: true }]]),
+      /^rbac\.rules: must be a plain object .*an instance of Map$/,
+    ],
     // Checked as GET: a HEAD rule would never apply, and an app's own HEAD route ran under the GET rule.
     ['a HEAD rule', { 'HEAD /v1/report': { anyRoles: ['admin'] } }, /a HEAD request is decided by the rule of GET/],
     // Node's parser never delivers another method: the rule would never apply.

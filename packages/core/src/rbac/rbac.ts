@@ -1,7 +1,7 @@
 import { LruCache } from '../cache/lru.js';
 import type { CertificateIdentity, Principal } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { checkKnownKeys } from '../options/unknown-keys.js';
+import { checkKnownKeys, checkPlainObject } from '../options/unknown-keys.js';
 import { SecurityError } from '../errors/security-error.js';
 import { compileIdentityRules, type IdentityMatcher, type IdentityRule } from '../mtls/identity-rules.js';
 import {
@@ -355,6 +355,7 @@ function compileRule(
   if (typeof requirement !== 'object' || requirement === null || Array.isArray(requirement)) {
     throw new ConfigurationError(`${where} must be an object`);
   }
+  checkPlainObject(requirement, where);
   const req = requirement as Record<string, unknown>;
   for (const key of Object.keys(req)) {
     if (!(REQUIREMENT_KEYS as readonly string[]).includes(key) && !(allowOperationKey && key === 'operation')) {
@@ -414,6 +415,7 @@ function compileRules(rules: RbacRules, where: string): readonly CompiledRule[] 
     });
   }
   if (typeof raw === 'object' && raw !== null) {
+    checkPlainObject(raw, where);
     return Object.entries(raw).map(([pattern, requirement]) =>
       compileRule(pattern, requirement, `${where}[${JSON.stringify(pattern)}]`, false),
     );
