@@ -182,6 +182,22 @@ describe('createPathResolver', () => {
     expect(() => createPathResolver({ root, segmentPattern: /x/g })).toThrow(/segmentPattern/);
     expect(() => createPathResolver({ root, segmentPattern: /^x$/m })).toThrow(/without the g, y or m flag/);
     expect(() => createPathResolver({ root, maxLenght: 5 } as never)).toThrow(/did you mean "maxLength"/);
+    expect(() => createPathResolver({ root, field: { a: 1 } as never })).toThrow(/"field" must be a field name/);
+  });
+
+  it('refuses a root that confines nothing: the file system root, or a kernel view, also through a link', () => {
+    for (const system of ['/', '/proc', '/proc/self', '/sys/kernel', '/dev']) {
+      expect(() => createPathResolver({ root: system }), system).toThrow(/which confines nothing/);
+    }
+    const link = join(base, 'to-proc');
+    symlinkSync('/proc/self', link);
+    expect(() => createPathResolver({ root: link })).toThrow(/"root" is \/proc\/\d+, which confines nothing/);
+    // A file where the directory should be: said so, not Node's EEXIST.
+    const file = join(base, 'a-file');
+    writeFileSync(file, 'x');
+    expect(() => createPathResolver({ root: file })).toThrow(
+      /^createPathResolver: "root" must be a directory, or a path where one can be made$/,
+    );
   });
 });
 

@@ -1,4 +1,4 @@
-import { mkdirSync, realpathSync } from 'node:fs';
+import { mkdirSync, realpathSync, statSync } from 'node:fs';
 import { lstat, mkdir, realpath, rmdir } from 'node:fs/promises';
 import {
   PINNED_DIRECTORIES_SUPPORTED,
@@ -8,7 +8,7 @@ import {
   type PinnedDirectory,
 } from './pinned-directory.js';
 import { WrittenDirectories, removalStopped, type RemovalOutcome } from './written-directories.js';
-import { dirname, join, resolve, sep } from 'node:path';
+import { dirname, join, parse, resolve, sep } from 'node:path';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -52,7 +52,11 @@ export type PathReason =
  * ```
  */
 export interface PathResolverOptions {
-  /** The directory every resolved path must stay inside. Created if missing. */
+  /**
+   * The directory every resolved path must stay inside. Created if missing. The file system's
+   * root and kernel views (`/proc`, `/sys`, `/dev`) are refused, as their real paths: they
+   * confine nothing.
+   */
   readonly root: string;
   /** Longest relative path accepted, in UTF-16 code units. Default 1024. */
   readonly maxLength?: number;
@@ -176,6 +180,33 @@ const DEFAULTS: Readonly<Required<PathResolverOptions>> = Object.freeze({
   field: 'path',
 });
 
+// Kernel views, not directories of files: `/proc/self/environ` or `/proc/self/fd/3` would resolve
+// inside such a root. `/` confines nothing.
+const SYSTEM_ROOTS = ['/proc', '/sys', '/dev'];
+
+/**
+ * The root, created if missing, as its real path; refused when it is the file system's root
+ * or a kernel view (checked on the real path: a link to `/proc` is `/proc`), or not a directory.
+ */
+function rootDirectory(given: string): string {
+  let root: string;
+  try {
+    mkdirSync(given, { recursive: true, mode: 0o750 });
+    root = realpathSync(given);
+    if (!statSync(root).isDirectory()) throw new Error('not a directory');
+  } catch (cause) {
+    throw new ConfigurationError('createPathResolver: "root" must be a directory, or a path where one can be made', {
+      cause,
+    });
+  }
+  if (root === parse(root).root || SYSTEM_ROOTS.some((system) => root === system || root.startsWith(system + sep))) {
+    throw new ConfigurationError(
+      `createPathResolver: "root" is ${root}, which confines nothing (the file system's root, or a kernel view such as /proc): give the directory that holds the files`,
+    );
+  }
+  return root;
+}
+
 /**
  * Creates a traversal-proof resolver of client paths under a root directory. It refuses,
  * rather than cleans, anything unusual: absolute paths, `..` and `.` segments, empty segments,
@@ -210,8 +241,12 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
   // The whole segment must match: `/[a-z0-9._-]+/` without anchors passed any segment that
   // held one such character.
   const segmentPattern = new RegExp(`^(?:${opts.segmentPattern.source})$`, opts.segmentPattern.flags);
-  mkdirSync(opts.root, { recursive: true, mode: 0o750 });
-  const root = realpathSync(opts.root);
+  if (typeof opts.field !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.field)) {
+    throw new ConfigurationError(
+      'createPathResolver: "field" must be a field name of 1 to 64 letters, digits, "_", "." or "-"',
+    );
+  }
+  const root = rootDirectory(opts.root);
   const rootWithSep = root.endsWith(sep) ? root : root + sep;
   const { maxLength, maxDepth, maxSegmentLength, field } = opts;
   if (typeof opts.allowHidden !== 'boolean')
