@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
@@ -140,6 +141,16 @@ describe('createRedisDenylist with a real redis-server', () => {
       /"graceMs" must be a whole number of ms, from 300000/,
     );
     expect(() => createRedisDenylist({ client: c, keyPrefix: '' })).toThrow(/"keyPrefix" must be a non-empty string/);
+    expect(() => createRedisDenylist({ client: c, keyPrefix: 'my app:' })).toThrow(/without spaces/);
+  });
+
+  it('refuses a client closed already, which ioredis never reconnects: every lookup would fail', async () => {
+    const c = client(redis.port);
+    await Promise.all([once(c, 'end'), c.quit()]);
+    expect(c.status).toBe('end');
+    expect(() => createRedisDenylist({ client: c })).toThrow(
+      /^createRedisDenylist: the Redis client is closed \(status "end"\), and ioredis never reconnects one/,
+    );
   });
 
   it('fails closed when Redis is killed: the call is refused with unavailable, never let through', async () => {

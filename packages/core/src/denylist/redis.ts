@@ -3,7 +3,12 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { wholeNumber } from '../options/whole-number.js';
-import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '../redis/bounded-commands.js';
+import {
+  boundedCommands,
+  refuseClosedClient,
+  warnOfClientTimeout,
+  type CommandsConnection,
+} from '../redis/bounded-commands.js';
 import { DEFAULT_DENYLIST_GRACE_MS, checkGrace, checkJti, expiryMs, type Denylist } from './denylist.js';
 import { isWellFormedText, losslessBytes } from '../text/well-formed.js';
 
@@ -127,15 +132,17 @@ export function createRedisDenylist(options: RedisDenylistOptions): Denylist {
   ) {
     throw new ConfigurationError(`${where}: "client" must be an ioredis client`);
   }
-  // Empty, revocations would share the namespace of every other key in the Redis.
-  if (typeof opts.keyPrefix !== 'string' || opts.keyPrefix === '') {
-    throw new ConfigurationError(`${where}: "keyPrefix" must be a non-empty string`);
+  // Empty, revocations would share the namespace of every other key in the Redis; with white
+  // space, as the rate-limit store's, it reads as two words wherever keys are listed.
+  if (typeof opts.keyPrefix !== 'string' || opts.keyPrefix === '' || /\s/.test(opts.keyPrefix)) {
+    throw new ConfigurationError(`${where}: "keyPrefix" must be a non-empty string without spaces`);
   }
   const timeoutMs = wholeNumber(opts.timeoutMs, `${where}: "timeoutMs"`, { unit: 'ms' });
   const graceMs = checkGrace(opts.graceMs, where);
   if (typeof opts.now !== 'function') throw new ConfigurationError(`${where}: "now" must be a function`);
   const now = opts.now;
   const redis = options.client;
+  refuseClosedClient(redis, where);
   const prefix = opts.keyPrefix;
   const commands = boundedCommands(
     timeoutMs,

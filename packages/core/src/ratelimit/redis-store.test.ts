@@ -321,6 +321,32 @@ describe('createRedisRateLimitStore with a Redis that answers reads and refuses 
   });
 });
 
+describe('createRedisRateLimitStore and the state of its client', () => {
+  it('connects a client made with lazyConnect, whose counts else stayed in this process for good', async () => {
+    const { audit } = capture();
+    const lazy = new Redis({ port: redis.port, host: '127.0.0.1', lazyConnect: true, enableOfflineQueue: false });
+    lazy.on('error', () => undefined);
+    clients.push(lazy);
+    expect(lazy.status).toBe('wait');
+    const limiter = createRedisRateLimitStore({ client: lazy, audit, keyPrefix: 'lazy' }).limiter(spec());
+    await ready(lazy);
+    const counted = await limiter.consume('ip:203.0.113.40', 1);
+    expect(counted).toMatchObject({ allowed: true, remaining: 2 });
+    expect(counted.local).toBeUndefined();
+    expect(await (await ready(client(redis.port))).exists('lazy:fg:api:ip:203.0.113.40')).toBe(1);
+  });
+
+  it('refuses a client closed already, which ioredis never reconnects', async () => {
+    const { audit } = capture();
+    const closed = client(redis.port);
+    await ready(closed);
+    await Promise.all([once(closed, 'end'), closed.quit()]);
+    expect(() => createRedisRateLimitStore({ client: closed, audit })).toThrow(
+      /^createRedisRateLimitStore: the Redis client is closed \(status "end"\)/,
+    );
+  });
+});
+
 describe('createRedisRateLimitStore options', () => {
   const { audit } = capture();
   const fake = { status: 'ready', defineCommand: () => undefined };

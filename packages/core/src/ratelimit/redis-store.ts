@@ -15,7 +15,12 @@ import {
   type StoreLimiter,
 } from './store.js';
 import { wholeNumber } from '../options/whole-number.js';
-import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '../redis/bounded-commands.js';
+import {
+  boundedCommands,
+  refuseClosedClient,
+  warnOfClientTimeout,
+  type CommandsConnection,
+} from '../redis/bounded-commands.js';
 
 /**
  * What the Redis store needs of an ioredis client: a `Redis` (single server or Sentinel) or a
@@ -29,7 +34,10 @@ import { boundedCommands, warnOfClientTimeout, type CommandsConnection } from '.
  * ```
  */
 export interface RedisRateLimitClient {
-  /** The connection state (ioredis `status`): a count while it is not `ready` is a store failure. */
+  /**
+   * The connection state (ioredis `status`): a count while it is not `ready` is a store failure.
+   * A closed client (`end`) is refused; one made with `lazyConnect` (`wait`) is connected.
+   */
   readonly status: string;
   /** Registers the Lua script each count runs (ioredis `defineCommand`). */
   defineCommand(name: string, definition: { numberOfKeys?: number; lua: string }): void;
@@ -127,6 +135,11 @@ export function createRedisRateLimitStore(options: RedisRateLimitStoreOptions): 
   const maxPendingCommands = wholeNumber(opts.maxPendingCommands, `${where}: "maxPendingCommands"`);
   const outage = outageReporter(options.audit, reportEveryMs);
   const storeClient = options.client;
+  refuseClosedClient(storeClient, where);
+  // A client made with `lazyConnect` waits for a first command to connect, and the limiters send
+  // none while it is not ready: every count stayed in this process, for good.
+  const lazy = storeClient as { status: string; connect?: () => Promise<unknown> };
+  if (lazy.status === 'wait' && typeof lazy.connect === 'function') lazy.connect().catch(() => undefined);
   // One budget for every rule of the store: they share the client and its queue.
   const commands = boundedCommands(timeoutMs, maxPendingCommands, storeClient as Partial<CommandsConnection>);
   warnOfClientTimeout(storeClient, where);

@@ -1,3 +1,5 @@
+import { ConfigurationError } from '../errors/fluxguard-error.js';
+
 /**
  * Runs the Redis commands of one store with a deadline each and a cap on those still waiting
  * for Redis. ioredis keeps a command until Redis answers, whatever the caller's deadline (and
@@ -191,4 +193,24 @@ export function warnOfClientTimeout(client: unknown, where: string): void {
     `${where}: the ioredis client has a commandTimeout, which fails commands while the event loop is busy; leave it unset ("timeoutMs" bounds each command)`,
     { code: 'FLUXGUARD_REDIS_COMMAND_TIMEOUT' },
   );
+}
+
+/**
+ * Refuses an ioredis client that will never send a command: one closed already (`end`, which
+ * ioredis never reconnects). Every count or revocation check would fail for good, as an outage
+ * of a Redis that is up.
+ *
+ * @example
+ * ```ts
+ * refuseClosedClient(client, 'createRedisDenylist'); // throws once client.quit() has run
+ * ```
+ *
+ * @internal
+ */
+export function refuseClosedClient(client: { readonly status: string }, where: string): void {
+  if (client.status === 'end') {
+    throw new ConfigurationError(
+      `${where}: the Redis client is closed (status "end"), and ioredis never reconnects one: give an open client`,
+    );
+  }
 }
