@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { createAuditLogger } from './audit-logger.js';
 import { scrubSecrets } from './redaction.js';
@@ -152,6 +153,14 @@ describe('createAuditLogger', () => {
   it('refuses a bad level and a misspelt option at construction', () => {
     expect(() => createAuditLogger({ level: 'loud' as never })).toThrow(/"level" must be one of/);
     expect(() => createAuditLogger({ levle: 'info' } as never)).toThrow(/did you mean "level"/);
+    // pino's own refusal, as every other option's: a ConfigurationError that says what to give.
+    for (const make of [
+      () => createAuditLogger({ redact: ['a..b'] }),
+      () => createAuditLogger({ logger: pino({ level: 'silent' }), redact: ['a..b'] }),
+    ]) {
+      expect(make).toThrow(ConfigurationError);
+      expect(make).toThrow(/^createAuditLogger: pino refused the options: a "redact" path it cannot read/);
+    }
   });
 });
 

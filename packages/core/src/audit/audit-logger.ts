@@ -225,6 +225,18 @@ const MAX_FOLDED_KEYS = 10_000;
 /** Distinct operations a folded line names. */
 const MAX_FOLDED_OPERATIONS = 8;
 
+/** A pino logger made by `make`; pino's own refusal (a `redact` path it cannot read) as a ConfigurationError. */
+function pinoOrRefuse(make: () => Logger): Logger {
+  try {
+    return make();
+  } catch (cause) {
+    throw new ConfigurationError(
+      'createAuditLogger: pino refused the options: a "redact" path it cannot read (paths are written as `req.headers.cookie`, `body["x-key"]`, `*.secret`)',
+      { cause },
+    );
+  }
+}
+
 /**
  * Creates the audit logger (pino) that redacts authorization headers, cookies, tokens,
  * passwords and private keys, and scrubs tokens and keys from error text.
@@ -254,17 +266,19 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   const parent = options?.logger;
   let logger: Logger;
   if (parent === undefined) {
-    logger = pino(
-      {
-        name: opts.name,
-        level: opts.level,
-        timestamp: pino.stdTimeFunctions.isoTime,
-        redact,
-        serializers,
-        // Every field of every line, whatever put it there: see escapeLogText.
-        hooks: { streamWrite: escapeLogText },
-      },
-      options?.destination,
+    logger = pinoOrRefuse(() =>
+      pino(
+        {
+          name: opts.name,
+          level: opts.level,
+          timestamp: pino.stdTimeFunctions.isoTime,
+          redact,
+          serializers,
+          // Every field of every line, whatever put it there: see escapeLogText.
+          hooks: { streamWrite: escapeLogText },
+        },
+        options?.destination,
+      ),
     );
   } else {
     if (!isPinoLogger(parent)) {
@@ -275,9 +289,11 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
         'createAuditLogger: give "logger" or "destination", not both (lines go where the logger writes)',
       );
     }
-    logger = parent.child(
-      { name: opts.name },
-      { redact, serializers, ...(options?.level === undefined ? {} : { level: opts.level }) },
+    logger = pinoOrRefuse(() =>
+      parent.child(
+        { name: opts.name },
+        { redact, serializers, ...(options?.level === undefined ? {} : { level: opts.level }) },
+      ),
     );
   }
 
