@@ -70,6 +70,7 @@ export { hiddenSlot, type HiddenSlot } from './hidden-slot/hidden-slot.js';
 export { checkSchema, validateWith } from './validation/standard-schema.js';
 export { connectionBudget } from './transport/descriptor-budget.js';
 export {
+  checkConnectionsPerAddress,
   createConnectionGate,
   defaultConnectionsPerAddress,
   gateConnections,

@@ -165,5 +165,9 @@ describe('the HTTPS connection budget', () => {
   it('refuses a budget or handshake timeout that is not a positive whole number', () => {
     expect(() => serverWith({ maxConnections: 0 })).toThrow(ConfigurationError);
     expect(() => serverWith({ handshakeTimeoutMs: -1 })).toThrow(ConfigurationError);
+    // The port's cap is reached first: a larger share per address would never apply.
+    expect(() => serverWith({ maxConnections: 2, maxConnectionsPerAddress: 5 })).toThrow(
+      /^createSecureServer: "maxConnectionsPerAddress" \(5\) is above maxConnections \(2\), so it would never apply/,
+    );
   });
 });

@@ -15,6 +15,7 @@ import {
   connectionBudget,
   createReloadingTlsSettings,
   createTrustRecheck,
+  checkConnectionsPerAddress,
   defaultConnectionsPerAddress,
   gateConnections,
   trustChanged,
@@ -186,6 +187,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     o.maxConnectionsPerAddress === undefined
       ? defaultConnectionsPerAddress(maxConnections)
       : positiveInteger(o.maxConnectionsPerAddress, 'maxConnectionsPerAddress', Number.MAX_SAFE_INTEGER);
+  checkConnectionsPerAddress(`${FACTORY}: "maxConnectionsPerAddress"`, maxPerAddress, o.maxConnections);
 
   const tls = createReloadingTlsSettings(o.tls, {
     audit: o.audit,

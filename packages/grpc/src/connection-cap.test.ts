@@ -158,5 +158,11 @@ describe('the connection cap of a gRPC port', () => {
     expect(() => secureServerOptions({ maxConnections: 0 })).toThrow(
       '"maxConnections" must be a whole number of at least 1',
     );
+    // The port's cap is reached first: a larger share per address would never apply.
+    expect(() => secureServerOptions({ maxConnections: 2, maxConnectionsPerAddress: 5 })).toThrow(
+      'secureServerOptions: "maxConnectionsPerAddress" (5) is above maxConnections (2), so it would never apply',
+    );
+    // Against the machine's budget, which differs by machine, a larger share means the whole port.
+    expect(() => secureServerOptions({ maxConnectionsPerAddress: Number.MAX_SAFE_INTEGER })).not.toThrow();
   });
 });

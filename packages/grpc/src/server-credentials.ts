@@ -10,6 +10,7 @@ import {
 import {
   assertAuditLogger,
   connectionBudget,
+  checkConnectionsPerAddress,
   defaultConnectionsPerAddress,
   trustChanged,
   createReloadingTlsSettings,
@@ -339,6 +340,11 @@ export function secureServerOptions(limits: SecureServerLimits = {}): ServerOpti
     // A time above Node's longest timer would fire after 1 ms.
     wholeNumber(value, `secureServerOptions: "${name}"`, name.endsWith('Ms') ? { unit: 'ms' } : {});
   }
+  checkConnectionsPerAddress(
+    'secureServerOptions: "maxConnectionsPerAddress"',
+    l.maxConnectionsPerAddress,
+    limits.maxConnections,
+  );
   return {
     'grpc.max_receive_message_length': l.maxReceiveMessageBytes,
     'grpc.max_send_message_length': l.maxSendMessageBytes,

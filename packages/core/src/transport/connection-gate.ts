@@ -1,5 +1,6 @@
 import type { Server as NetServer, Socket } from 'node:net';
 import type { AuditLogger } from '../audit/audit-logger.js';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { RefusalSummary, SUMMARY_INTERVAL_MS } from './refusal-summary.js';
 
@@ -164,6 +165,31 @@ export function createConnectionGate(options: {
  */
 export function defaultConnectionsPerAddress(maxConnections: number): number {
   return Math.min(maxConnections, Math.max(16, Math.floor(maxConnections / 2)));
+}
+
+/**
+ * Refuses a per-address cap above the port's cap as given: the port's cap is reached first, so
+ * the per-address one would never apply while it reads as in force. Without a given cap (the
+ * machine's descriptor budget, which differs by machine) a larger share means the whole port.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { checkConnectionsPerAddress } from '@fluxguard/core/adapter';
+ * checkConnectionsPerAddress('createSecureServer: "maxConnectionsPerAddress"', 5, 2); // throws ConfigurationError
+ * ```
+ */
+export function checkConnectionsPerAddress(
+  where: string,
+  perAddress: number,
+  maxConnections: number | undefined,
+): void {
+  if (maxConnections !== undefined && perAddress > maxConnections) {
+    throw new ConfigurationError(
+      `${where} (${String(perAddress)}) is above maxConnections (${String(maxConnections)}), so it would never apply: give at most maxConnections`,
+    );
+  }
 }
 
 /**

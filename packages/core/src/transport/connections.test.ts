@@ -31,6 +31,11 @@ describe('resolveConnectionLimits', () => {
     [{ maxConnections: '100' }, 'resolveConnectionLimits.maxConnections must be a whole number of at least 1'],
     [{ idleMS: 100 }, 'resolveConnectionLimits: unknown option "idleMS" (did you mean "idleMs"?)'],
     [[], 'resolveConnectionLimits must be an object'],
+    // The port's cap is reached first: a larger share per address would never apply.
+    [
+      { maxConnections: 2, maxConnectionsPerAddress: 5 },
+      'resolveConnectionLimits.maxConnectionsPerAddress (5) is above maxConnections (2), so it would never apply: give at most maxConnections',
+    ],
   ])('refuses %j', (limits, message) => {
     expect(() => resolveConnectionLimits(limits as never)).toThrow(new ConfigurationError(message));
   });

@@ -3,7 +3,7 @@ import { checkKnownKeys } from '../options/unknown-keys.js';
 import { isPolicyObject } from '../policy/fields.js';
 import { descriptorBudget } from './descriptor-budget.js';
 import { wholeNumber } from '../options/whole-number.js';
-import { defaultConnectionsPerAddress } from './connection-gate.js';
+import { checkConnectionsPerAddress, defaultConnectionsPerAddress } from './connection-gate.js';
 
 /**
  * Limits on the connections of a server port, the same on both transports: what a client
@@ -67,8 +67,8 @@ const KEYS = ['handshakeTimeoutMs', 'idleMs', 'maxConnections', 'maxConnectionsP
  * Checks connection limits (code options or the policy's `connections` section) and fills in
  * the defaults; the result feeds both adapters' server options.
  *
- * @throws ConfigurationError for an unknown key (with a hint) or a value that is not a
- *   positive whole number.
+ * @throws ConfigurationError for an unknown key (with a hint), a value that is not a
+ *   positive whole number, or a per-address cap above `maxConnections`.
  *
  * @example
  * ```ts
@@ -98,6 +98,11 @@ export function resolveConnectionLimits(
   };
   // A time above Node's longest timer would fire after 1 ms: refused here, by the field's name.
   for (const key of KEYS) wholeNumber(resolved[key], `${where}.${key}`, key.endsWith('Ms') ? { unit: 'ms' } : {});
+  checkConnectionsPerAddress(
+    `${where}.maxConnectionsPerAddress`,
+    resolved.maxConnectionsPerAddress,
+    limits.maxConnections,
+  );
   return Object.freeze(resolved);
 }
 
