@@ -2,7 +2,7 @@
 // files it writes and the token it prints (checked by a real verifier), `runCli` for the usage
 // errors.
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -113,5 +113,56 @@ describe('fluxguard certs and token', () => {
     expect(await runCli(['token', '--key', broken, '--sub', 'a'], failed)).toBe(1);
     expect(failed.err_).toMatch(/^fluxguard token: .*jwt-signing\.key is not JSON/);
     expect(failed.err_.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('signs with an existing key only: a path without one is one line, status 1, and nothing written', async () => {
+    const d1 = join(dir, 'd1');
+    expect(await runCli(['certs', d1], captured())).toBe(0);
+    const empty = join(dir, 'empty');
+    await mkdir(empty);
+    const noKey = join(dir, 'no-key');
+    expect(await runCli(['certs', noKey], captured())).toBe(0);
+    await rm(join(noKey, 'jwt-signing.key'));
+    const before = async () => ({
+      top: (await readdir(dir)).sort(),
+      d1: (await readdir(d1)).sort(),
+      empty: await readdir(empty),
+      noKey: (await readdir(noKey)).sort(),
+    });
+    const listing = await before();
+    for (const [key, message] of [
+      [
+        join(dir, 'nodir'),
+        /no signing key in .*nodir: no such directory; write one with `fluxguard certs .*nodir` first$/,
+      ],
+      [join(d1, 'ca.pem'), /no signing key in .*ca\.pem: no such directory; write one with `fluxguard certs /],
+      [join(d1, 'client.key'), /client\.key is a file: --key takes the directory that holds jwt-signing\.key/],
+      [join(d1, 'client.key', 'x'), /no signing key in .*x: a part of the path is a file, not a directory$/],
+      [empty, /no signing key in .*empty \(no jwt-signing\.key\); write one with `fluxguard certs .*empty` first$/],
+      [noKey, /no signing key in .*no-key \(no jwt-signing\.key\)/],
+    ] as const) {
+      const io = captured();
+      expect(await runCli(['token', '--key', key, '--sub', 'a'], io), key).toBe(1);
+      expect(io.err_.trim().split('\n'), key).toHaveLength(1);
+      expect(io.err_.trim(), key).toMatch(/^fluxguard token: /);
+      expect(io.err_.trim(), key).toMatch(message);
+      expect(io.err_, key).not.toContain('PRIVATE KEY');
+      expect(io.out_, key).toBe('');
+    }
+    expect(await before()).toEqual(listing);
+  });
+
+  it('writes nothing when it signs: a directory holding the signing key alone stays as it is', async () => {
+    const keyOnly = join(dir, 'key-only');
+    expect(await runCli(['certs', keyOnly], captured())).toBe(0);
+    for (const file of ['ca.crt', 'server.crt', 'server.key', 'client.crt', 'client.key']) {
+      await rm(join(keyOnly, file));
+    }
+    const jwks = await stat(join(keyOnly, 'jwks.json'));
+    const io = captured();
+    expect(await runCli(['token', '--key', keyOnly, '--sub', 'a'], io)).toBe(0);
+    expect(io.out_).toMatch(/^eyJ[\w.-]+\n$/);
+    expect((await readdir(keyOnly)).sort()).toEqual(['jwks.json', 'jwt-signing.key']);
+    expect((await stat(join(keyOnly, 'jwks.json'))).mtimeMs).toBe(jwks.mtimeMs);
   });
 });

@@ -1,7 +1,14 @@
-import { resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isFluxguardError } from '@fluxguard/core';
-import { DEV_TOKEN_DEFAULTS, ensureDevMaterial, parseDuration, signDevToken } from '@fluxguard/core/dev-pki';
+import {
+  DEV_JWT_FILES,
+  DEV_TOKEN_DEFAULTS,
+  ensureDevMaterial,
+  parseDuration,
+  signDevToken,
+} from '@fluxguard/core/dev-pki';
 
 /**
  * Where the command writes: standard output for what it produces (a token, the list of files),
@@ -36,8 +43,8 @@ const USAGE = `usage:
       public key set (jwks.json) into DIR; existing valid material is kept unless --force
   fluxguard token --key DIR --sub NAME [--roles r1,r2] [--scopes s1,s2] [--ttl 1h]
                   [--jti ID] [--iss URL] [--aud AUDIENCE]
-      prints an ES256 token signed with DIR's key (issuer ${DEV_TOKEN_DEFAULTS.issuer},
-      audience ${DEV_TOKEN_DEFAULTS.audience} unless given)
+      prints an ES256 token signed with the key in DIR, written by fluxguard certs DIR
+      (issuer ${DEV_TOKEN_DEFAULTS.issuer}, audience ${DEV_TOKEN_DEFAULTS.audience} unless given)
   fluxguard help
 `;
 
@@ -134,8 +141,11 @@ async function token(args: readonly string[], io: CliIo): Promise<void> {
   } catch {
     throw new UsageError(`token: --ttl "${values.ttl}" is not a duration like 90s, 15m, 1h or 2d`);
   }
+  const devDir = resolve(values.key);
+  await checkSigningKey(values.key, devDir);
   const signed = await signDevToken({
-    devDir: resolve(values.key),
+    devDir,
+    create: false,
     subject: values.sub,
     roles: list(values.roles),
     ...(values.scopes === undefined ? {} : { scopes: list(values.scopes) }),
@@ -145,6 +155,41 @@ async function token(args: readonly string[], io: CliIo): Promise<void> {
     ...(values.aud === undefined ? {} : { audience: values.aud }),
   });
   io.out(`${signed}\n`);
+}
+
+/**
+ * Fails with one line when `devDir` (given as `given`) holds no signing key: `token` signs with
+ * the key `certs` wrote and never writes one of its own (a new key, that no server trusts).
+ */
+async function checkSigningKey(given: string, devDir: string): Promise<void> {
+  const certs = `write one with \`fluxguard certs ${given}\` first`;
+  switch (await kindOf(devDir)) {
+    case 'absent':
+      throw new Error(`no signing key in ${given}: no such directory; ${certs}`);
+    case 'under-a-file':
+      throw new Error(`no signing key in ${given}: a part of the path is a file, not a directory`);
+    case 'file':
+      throw new Error(
+        `${given} is a file: --key takes the directory that holds ${DEV_JWT_FILES.signingKey} (fluxguard certs DIR writes one)`,
+      );
+    case 'directory':
+      break;
+  }
+  if ((await kindOf(join(devDir, DEV_JWT_FILES.signingKey))) !== 'file') {
+    throw new Error(`no signing key in ${given} (no ${DEV_JWT_FILES.signingKey}); ${certs}`);
+  }
+}
+
+/** What is at `path`; `under-a-file` when a directory on the way is a file. */
+async function kindOf(path: string): Promise<'directory' | 'file' | 'absent' | 'under-a-file'> {
+  try {
+    return (await stat(path)).isDirectory() ? 'directory' : 'file';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'absent';
+    if (code === 'ENOTDIR') return 'under-a-file';
+    throw err;
+  }
 }
 
 function list(text: string): string[] {

@@ -130,11 +130,17 @@ export interface DevTokenOptions {
   readonly issuer?: string;
   /** Default {@link DEV_TOKEN_DEFAULTS}.audience. */
   readonly audience?: string;
+  /**
+   * Create the development material in `devDir` when it is missing (see
+   * {@link ensureDevMaterial}). Default true. With false, the token is signed with the key
+   * already in `devDir` and nothing is written; no key there is a `ConfigurationError`.
+   */
+  readonly create?: boolean;
 }
 
 /**
  * Signs a development token with the signing key of `devDir` (created with the rest of the
- * development material when missing): ES256, `roles` as an array claim, `scopes` as a
+ * development material when missing, unless `create` is false): ES256, `roles` as an array claim, `scopes` as a
  * space-separated `scope` claim.
  *
  * @example
@@ -148,8 +154,11 @@ export async function signDevToken(options: DevTokenOptions): Promise<string> {
   if (typeof options.subject !== 'string' || options.subject === '') {
     throw new ConfigurationError('signDevToken: "subject" must be a non-empty string');
   }
-  const dev = await ensureDevMaterial(options.devDir);
-  const jwk = await readSigningKey(dev.signingKeyFile);
+  const signingKeyFile =
+    options.create === false
+      ? join(options.devDir, DEV_JWT_FILES.signingKey)
+      : (await ensureDevMaterial(options.devDir)).signingKeyFile;
+  const jwk = await readSigningKey(signingKeyFile);
   if (jwk === undefined) throw new ConfigurationError(`no signing key in ${options.devDir}`);
   const key = await importJWK(jwk, 'ES256');
   const builder = new SignJWT({
