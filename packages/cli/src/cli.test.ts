@@ -2,7 +2,7 @@
 // files it writes and the token it prints (checked by a real verifier), `runCli` for the usage
 // errors.
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -164,5 +164,26 @@ describe('fluxguard certs and token', () => {
     expect(io.out_).toMatch(/^eyJ[\w.-]+\n$/);
     expect((await readdir(keyOnly)).sort()).toEqual(['jwks.json', 'jwt-signing.key']);
     expect((await stat(join(keyOnly, 'jwks.json'))).mtimeMs).toBe(jwks.mtimeMs);
+  });
+
+  it('answers certs given a file, or a path through one, with one line and status 1', async () => {
+    const file = join(dir, 'a-file');
+    await writeFile(file, 'kept\n');
+    for (const [target, message] of [
+      [file, /^fluxguard certs: .*a-file is a file: give the directory to write the material into$/],
+      [join(file, 'dev'), /^fluxguard certs: .*dev: a part of the path is a file, not a directory$/],
+    ] as const) {
+      for (const argv of [
+        ['certs', target],
+        ['certs', target, '--force'],
+      ]) {
+        const io = captured();
+        expect(await runCli(argv, io), target).toBe(1);
+        expect(io.err_.trim(), target).toMatch(message);
+        expect(io.err_.trim().split('\n'), target).toHaveLength(1);
+        expect(io.out_, target).toBe('');
+      }
+    }
+    expect(await readFile(file, 'utf8')).toBe('kept\n');
   });
 });

@@ -102,6 +102,9 @@ async function certs(args: readonly string[], io: CliIo): Promise<void> {
   const [dir, extra] = positionals;
   if (dir === undefined || dir === '') throw new UsageError('certs: the directory is required');
   if (extra !== undefined) throw new UsageError(`certs: one directory only (got "${extra}" too)`);
+  const kind = await kindOf(resolve(dir));
+  if (kind === 'file') throw new Error(`${dir} is a file: give the directory to write the material into`);
+  if (kind === 'under-a-file') throw new Error(`${dir}: a part of the path is a file, not a directory`);
   const dev = await ensureDevMaterial(resolve(dir), { force: values.force });
   io.out(
     [
