@@ -95,6 +95,20 @@ describe('fluxguard certs and token', () => {
     [['token', '--key', 'd'], 'token: --sub NAME is required'],
     [['token', '--key', 'd', '--sub', 'a', '--ttl', 'forever'], 'token: --ttl "forever" is not a duration'],
     [['token', '--key', 'd', '--sub', 'a', '--role', 'x'], "Unknown option '--role'"],
+    [['token', '--key', 'd', '--sub', 'a', '--aud', ''], 'token: --aud AUDIENCE must not be empty'],
+    [['token', '--key', 'd', '--sub', 'a', '--iss', ''], 'token: --iss URL must not be empty'],
+    [['token', '--key', 'd', '--sub', 'a', '--jti', ''], 'token: --jti ID must not be empty'],
+    [['token', '--key', 'd', '--sub', 'a', '--roles', ''], 'token: --roles must not be empty'],
+    [['token', '--key', 'd', '--sub', 'a', '--roles', ',,'], 'token: --roles ",," holds an empty role name'],
+    [['token', '--key', 'd', '--sub', 'a', '--roles', 'r1,'], 'token: --roles "r1," holds an empty role name'],
+    [['token', '--key', 'd', '--sub', 'a', '--roles', 'r1, ,r2'], 'holds an empty role name'],
+    [['token', '--key', 'd', '--sub', 'a', '--scopes', ',a'], 'token: --scopes ",a" holds an empty scope name'],
+    [['token', '--key', 'd', '--sub', 'a', '--ttl', '1h', '--ttl', '2h'], 'token: --ttl given twice'],
+    [['token', '--key', 'd', '--sub', 'a', '--sub', 'b'], 'token: --sub given twice'],
+    [['token', '--key', 'd', '--sub', 'a', '--ttl', '-5m'], 'token: --ttl must be a positive duration'],
+    [['token', '--key', 'd', '--sub', 'a', '--ttl=-5m'], 'token: --ttl must be a positive duration'],
+    [['token', '--key', 'd', '--sub', 'a', '--ttl', '0m'], 'token: --ttl must be a positive duration'],
+    [['certs', 'd', '--force', '--force'], 'certs: --force given twice'],
   ])('answers %j with the usage and status 2, without a stack', async (argv, message) => {
     const io = captured();
     expect(await runCli(argv, io)).toBe(2);

@@ -93,12 +93,14 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<CliSta
 }
 
 async function certs(args: readonly string[], io: CliIo): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals, tokens } = parseArgs({
     args: [...args],
     options: { force: { type: 'boolean', default: false } },
     allowPositionals: true,
     strict: true,
+    tokens: true,
   });
+  onceEach('certs', tokens);
   const [dir, extra] = positionals;
   if (dir === undefined || dir === '') throw new UsageError('certs: the directory is required');
   if (extra !== undefined) throw new UsageError(`certs: one directory only (got "${extra}" too)`);
@@ -120,38 +122,36 @@ async function certs(args: readonly string[], io: CliIo): Promise<void> {
 }
 
 async function token(args: readonly string[], io: CliIo): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: [...args],
-    options: {
-      key: { type: 'string' },
-      sub: { type: 'string' },
-      roles: { type: 'string', default: '' },
-      scopes: { type: 'string' },
-      ttl: { type: 'string', default: '1h' },
-      jti: { type: 'string' },
-      iss: { type: 'string' },
-      aud: { type: 'string' },
-    },
-    allowPositionals: true,
-    strict: true,
-  });
+  const { values, positionals, tokens } = parseTokenArgs(args);
+  onceEach('token', tokens);
   if (positionals.length > 0) throw new UsageError(`token: unexpected "${String(positionals[0])}"`);
   if (values.key === undefined || values.key === '') throw new UsageError('token: --key DIR is required');
   if (values.sub === undefined || values.sub === '') throw new UsageError('token: --sub NAME is required');
+  if (values.iss === '') {
+    throw new UsageError(`token: --iss URL must not be empty (leave it out for ${DEV_TOKEN_DEFAULTS.issuer})`);
+  }
+  if (values.aud === '') {
+    throw new UsageError(`token: --aud AUDIENCE must not be empty (leave it out for ${DEV_TOKEN_DEFAULTS.audience})`);
+  }
+  if (values.jti === '') throw new UsageError('token: --jti ID must not be empty (leave it out for none)');
   let ttlSeconds: number;
   try {
     ttlSeconds = parseDuration(values.ttl);
   } catch {
+    if (values.ttl.trim().startsWith('-')) throw new UsageError(TTL_POSITIVE);
     throw new UsageError(`token: --ttl "${values.ttl}" is not a duration like 90s, 15m, 1h or 2d`);
   }
+  if (ttlSeconds === 0) throw new UsageError(TTL_POSITIVE);
+  const roles = values.roles === undefined ? [] : list(values.roles, '--roles', 'role');
+  const scopes = values.scopes === undefined ? undefined : list(values.scopes, '--scopes', 'scope');
   const devDir = resolve(values.key);
   await checkSigningKey(values.key, devDir);
   const signed = await signDevToken({
     devDir,
     create: false,
     subject: values.sub,
-    roles: list(values.roles),
-    ...(values.scopes === undefined ? {} : { scopes: list(values.scopes) }),
+    roles,
+    ...(scopes === undefined ? {} : { scopes }),
     ttlSeconds,
     ...(values.jti === undefined ? {} : { jti: values.jti }),
     ...(values.iss === undefined ? {} : { issuer: values.iss }),
@@ -195,11 +195,53 @@ async function kindOf(path: string): Promise<'directory' | 'file' | 'absent' | '
   }
 }
 
-function list(text: string): string[] {
-  return text
-    .split(',')
-    .map((item) => item.trim())
-    .filter((item) => item !== '');
+const TTL_POSITIVE = 'token: --ttl must be a positive duration like 90s, 15m, 1h or 2d';
+
+function parseTokenArgs(args: readonly string[]) {
+  try {
+    return parseArgs({
+      args: [...args],
+      options: {
+        key: { type: 'string' },
+        sub: { type: 'string' },
+        roles: { type: 'string' },
+        scopes: { type: 'string' },
+        ttl: { type: 'string', default: '1h' },
+        jti: { type: 'string' },
+        iss: { type: 'string' },
+        aud: { type: 'string' },
+      },
+      allowPositionals: true,
+      strict: true,
+      tokens: true,
+    });
+  } catch (err) {
+    // parseArgs takes `--ttl -5m` for a missing value followed by an option ("ambiguous").
+    if (args.some((arg, i) => arg === '--ttl' && /^-\d/.test(args[i + 1] ?? ''))) throw new UsageError(TTL_POSITIVE);
+    throw err;
+  }
+}
+
+/** Refuses an option given twice: `parseArgs` keeps the last value silently. */
+function onceEach(command: string, tokens: readonly { kind: string; name?: string; rawName?: string }[]): void {
+  const seen = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind !== 'option' || token.name === undefined) continue;
+    if (seen.has(token.name)) {
+      throw new UsageError(`${command}: ${token.rawName ?? `--${token.name}`} given twice; give it once`);
+    }
+    seen.add(token.name);
+  }
+}
+
+/** A comma-separated list of names, none of them empty (`a,,b`, `a,` and `,` are refused). */
+function list(text: string, flag: string, what: string): string[] {
+  const items = text.split(',').map((item) => item.trim());
+  if (text.trim() === '') throw new UsageError(`token: ${flag} must not be empty (leave it out for no ${what}s)`);
+  if (items.includes('')) {
+    throw new UsageError(`token: ${flag} "${text}" holds an empty ${what} name; separate names with single commas`);
+  }
+  return items;
 }
 
 /** `parseArgs` refuses an unknown option or a missing value with a TypeError carrying a code. */
