@@ -173,6 +173,7 @@ describe('createUrlGuard', () => {
     ['IPv4-compatible', 'https://[::10.0.0.1]/', 'url_address_refused'],
     ['IPv4-compatible loopback', 'https://[::127.0.0.1]/', 'url_address_refused'],
     ['6to4 of the metadata address', 'https://[2002:a9fe:a9fe::]/', 'url_address_refused'],
+    ['the Azure WireServer, a public address', 'https://168.63.129.16/machine', 'url_address_refused'],
     ['Teredo', 'https://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/', 'url_address_refused'],
     ['IPv6 site-local', 'https://[fec0::1]/', 'url_address_refused'],
     ['IPv6 discard-only', 'https://[100::1]/', 'url_address_refused'],
@@ -346,12 +347,26 @@ describe('createUrlGuard', () => {
     ['0.0.0.0/0', /allows every address, the private ones included/],
     ['::/0', /allows every address/],
     // Any range holding the metadata address, in any spelling, reopened it (found by a review).
-    ['128.0.0.0/1', /includes the cloud metadata address, which is never allowed/],
+    ['128.0.0.0/1', /includes the cloud metadata address 169\.254\.169\.254, which is never allowed/],
     ['169.254.0.0/16', /includes the cloud metadata address/],
     ['::/1', /includes the cloud metadata address/],
     ['2002::/16', /includes the cloud metadata address/],
     ['::ffff:0:0/96', /includes the cloud metadata address/],
     ['fd00::/8', /includes the cloud metadata address/],
+    // Metadata services and host agents outside 169.254.0.0/16, and their IPv6 forms.
+    ['100.64.0.0/10', /"100\.64\.0\.0\/10" includes the cloud metadata address 100\.100\.100\.200, which/],
+    ['168.63.0.0/16', /includes the cloud metadata address 168\.63\.129\.16,/],
+    ['168.63.129.16', /includes the cloud metadata address 168\.63\.129\.16,/],
+    ['192.0.0.0/24', /includes the cloud metadata address 192\.0\.0\.192,/],
+    ['169.254.170.0/24', /includes the cloud metadata address 169\.254\.170\.2,/],
+    ['fd20:ce::/32', /includes the cloud metadata address fd20:ce::254,/],
+    ['fd00:ec2::23', /includes the cloud metadata address fd00:ec2::23,/],
+    ['::ffff:100.100.100.200', /includes the cloud metadata address 100\.100\.100\.200,/],
+    ['::ffff:0:6464:64c8', /includes the cloud metadata address 100\.100\.100\.200,/],
+    ['64:ff9b::a83f:8110', /includes the cloud metadata address 168\.63\.129\.16,/],
+    // Inside the 6to4 network that carries the address, without holding its first address.
+    ['2002:a9fe:a9fe:1::/64', /includes the cloud metadata address 169\.254\.169\.254,/],
+    ['2002:6464:64c8::1', /includes the cloud metadata address 100\.100\.100\.200,/],
   ])('refuses the allowAddresses entry %s, which must not open the guard', (entry, message) => {
     expect(() => createUrlGuard({ allowAddresses: [entry as string] })).toThrow(message);
   });
@@ -359,6 +374,14 @@ describe('createUrlGuard', () => {
   it('takes a private range that holds no metadata address, and still refuses the metadata one', async () => {
     const guard = createUrlGuard({ lookup, allowAddresses: ['10.0.0.0/8'] });
     expect(await refusal(() => guard.fetch('https://169.254.169.254/'))).toMatchObject({
+      reason: 'url_address_refused',
+    });
+  });
+
+  it('refuses a name that resolves to the Azure WireServer, a public address that only a VM reaches', async () => {
+    const azure = (): Promise<readonly LookupAddress[]> => Promise.resolve([{ address: '168.63.129.16', family: 4 }]);
+    const guard = createUrlGuard({ lookup: azure, timeoutMs: 2_000 });
+    expect(await refusal(() => guard.fetch('https://wireserver.test/machine?comp=goalstate'))).toMatchObject({
       reason: 'url_address_refused',
     });
   });

@@ -81,7 +81,11 @@ export interface UrlGuardOptions {
   readonly dnsServers?: readonly string[] | undefined;
   /**
    * Addresses or CIDRs accepted even though they are in a refused range (a partner's network,
-   * or a test server standing in for a public one). Default: none.
+   * or a test server standing in for a public one). Default: none. An entry that holds a cloud
+   * metadata address is refused at construction: 169.254.169.254, AWS's 169.254.170.2,
+   * 169.254.170.23, `fd00:ec2::254` and `fd00:ec2::23`, Google Cloud's `fd20:ce::254`, Alibaba
+   * Cloud's 100.100.100.200 (so not all of CGNAT, `100.64.0.0/10`), Azure's 168.63.129.16 and
+   * Oracle Cloud's 192.0.0.192, or an IPv6 form of one.
    */
   readonly allowAddresses?: readonly string[] | undefined;
   /** Extra CA certificates trusted for the servers fetched from (tests); the system's otherwise. */
@@ -156,6 +160,7 @@ for (const [network, prefix] of [
   ['10.0.0.0', 8],
   ['100.64.0.0', 10], // CGNAT
   ['127.0.0.0', 8],
+  ['168.63.129.16', 32], // Azure WireServer (see METADATA_SERVICES)
   ['169.254.0.0', 16], // link-local, cloud metadata (169.254.169.254)
   ['172.16.0.0', 12],
   ['192.0.0.0', 24],
@@ -188,16 +193,56 @@ for (const [network, prefix] of [
   REFUSED.addSubnet(network, prefix, 'ipv6');
 }
 
-/** The cloud metadata service, and the IPv6 forms that reach it (mapped, NAT64, 6to4). */
-const METADATA_ADDRESSES: readonly (readonly [string, 'ipv4' | 'ipv6'])[] = [
-  ['169.254.169.254', 'ipv4'],
-  ['fd00:ec2::254', 'ipv6'],
-  ['::ffff:169.254.169.254', 'ipv6'],
-  ['::169.254.169.254', 'ipv6'],
-  ['64:ff9b::a9fe:a9fe', 'ipv6'],
-  ['64:ff9b:1::a9fe:a9fe', 'ipv6'],
-  ['2002:a9fe:a9fe::', 'ipv6'],
+/**
+ * Cloud metadata services and host agents: they hand out credentials or a machine's secrets to
+ * whoever asks from inside it. Most answer on 169.254.169.254; these are all the well-known ones,
+ * some outside link-local, and each is refused even where `allowAddresses` would allow its range.
+ */
+const METADATA_SERVICES: readonly (readonly [string, 'ipv4' | 'ipv6'])[] = [
+  ['169.254.169.254', 'ipv4'], // AWS, Google Cloud, Azure, Oracle Cloud, DigitalOcean, OpenStack...
+  ['169.254.170.2', 'ipv4'], // AWS ECS task metadata and credentials
+  ['169.254.170.23', 'ipv4'], // AWS EKS Pod Identity Agent
+  ['100.100.100.200', 'ipv4'], // Alibaba Cloud (in CGNAT 100.64.0.0/10)
+  ['168.63.129.16', 'ipv4'], // Azure WireServer, the host agent (a public address)
+  ['192.0.0.192', 'ipv4'], // Oracle Cloud (Classic)
+  ['fd00:ec2::254', 'ipv6'], // AWS over IPv6
+  ['fd00:ec2::23', 'ipv6'], // AWS EKS Pod Identity Agent over IPv6
+  ['fd20:ce::254', 'ipv6'], // Google Cloud over IPv6
 ];
+
+/** A metadata service, or an IPv6 form that reaches one, as a subnet. */
+interface MetadataNetwork {
+  /** The service's own address, named in errors. */
+  readonly service: string;
+  readonly network: BlockList;
+  readonly address: string;
+  readonly type: 'ipv4' | 'ipv6';
+}
+
+/**
+ * The metadata services as subnets, each IPv4 one with the IPv6 forms that reach it (mapped,
+ * IPv4-compatible, SIIT, NAT64, and the 6to4 network that carries it).
+ */
+const METADATA_NETWORKS: readonly MetadataNetwork[] = METADATA_SERVICES.flatMap(([service, type]) => {
+  const forms: (readonly [string, number, 'ipv4' | 'ipv6'])[] = [[service, type === 'ipv4' ? 32 : 128, type]];
+  if (type === 'ipv4') {
+    const [a = 0, b = 0, c = 0, d = 0] = service.split('.').map(Number);
+    const low = `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+    forms.push(
+      [`::ffff:${low}`, 128, 'ipv6'],
+      [`::${low}`, 128, 'ipv6'],
+      [`::ffff:0:${low}`, 128, 'ipv6'],
+      [`64:ff9b::${low}`, 128, 'ipv6'],
+      [`64:ff9b:1::${low}`, 128, 'ipv6'],
+      [`2002:${low}::`, 48, 'ipv6'],
+    );
+  }
+  return forms.map(([address, prefix, family]) => {
+    const network = new BlockList();
+    network.addSubnet(address, prefix, family);
+    return { service, network, address, type: family };
+  });
+});
 
 const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
   maxRedirects: 3,
@@ -211,7 +256,7 @@ const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
 
 /**
  * An outbound URL guard. `https:` only; the host resolved and every address checked (private,
- * loopback, link-local, CGNAT, multicast, cloud metadata refused, in IPv4, IPv6 and IPv4-mapped
+ * loopback, link-local, CGNAT, multicast, cloud metadata (Azure's 168.63.129.16 among them) refused, in IPv4, IPv6 and IPv4-mapped
  * IPv6, and the IPv6 forms that embed or translate to an IPv4 address: NAT64, SIIT, 6to4,
  * Teredo, IPv4-compatible; numeric spellings such as `2130706433` or `0x7f.1` are what the WHATWG URL parser makes
  * of them: `127.0.0.1`); the connection made to the address that was checked, with no second
@@ -245,12 +290,14 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
         `${where} "${String(entry)}" allows every address, the private ones included: list the addresses or ranges to allow`,
       );
     }
-    // The cloud metadata service hands out credentials: no entry may reach it, in any spelling.
+    // A cloud metadata service hands out credentials: no entry may reach one, in any spelling.
+    // Two ranges overlap when one holds the other's first address.
     const range = new BlockList();
     range.addSubnet(address, prefix, type);
-    if (METADATA_ADDRESSES.some(([ip, family]) => range.check(ip, family))) {
+    const metadata = METADATA_NETWORKS.find((m) => range.check(m.address, m.type) || m.network.check(address, type));
+    if (metadata !== undefined) {
       throw new ConfigurationError(
-        `${where} "${String(entry)}" includes the cloud metadata address, which is never allowed: list narrower ranges`,
+        `${where} "${String(entry)}" includes the cloud metadata address ${metadata.service}, which is never allowed: list narrower ranges`,
       );
     }
     allowed.addSubnet(address, prefix, type);
