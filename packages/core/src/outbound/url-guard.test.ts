@@ -343,6 +343,13 @@ describe('createUrlGuard', () => {
     ['10.0.0.0/abc', /is not an IP address or CIDR range/],
     ['::1/200', /is not an IP address or CIDR range/],
     ['10.0.0.0/8/8', /is not an IP address or CIDR range/],
+    // Bits past the prefix length were dropped, allowing the whole network (found by a misconfiguration pass).
+    [
+      '127.0.0.1/8',
+      /^createUrlGuard: "allowAddresses"\[0\] "127\.0\.0\.1\/8" has bits set past its prefix length: use "127\.0\.0\.0\/8" for the network, or "127\.0\.0\.1\/32" for the one address$/,
+    ],
+    ['10.1.2.3/16', /use "10\.1\.0\.0\/16" for the network, or "10\.1\.2\.3\/32" for the one address/],
+    ['2001:db8:1:2::5/64', /use "2001:db8:1:2::\/64" for the network, or "2001:db8:1:2::5\/128" for the one address/],
     [42, /"allowAddresses"\[0\] must be an address or CIDR string/],
     ['0.0.0.0/0', /allows every address, the private ones included/],
     ['::/0', /allows every address/],

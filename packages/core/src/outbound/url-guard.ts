@@ -81,7 +81,8 @@ export interface UrlGuardOptions {
   readonly dnsServers?: readonly string[] | undefined;
   /**
    * Addresses or CIDRs accepted even though they are in a refused range (a partner's network,
-   * or a test server standing in for a public one). Default: none. An entry that holds a cloud
+   * or a test server standing in for a public one). Default: none. A range with bits set past its
+   * prefix length (`10.1.2.3/16`) is refused, not widened to its network. An entry that holds a cloud
    * metadata address is refused at construction: 169.254.169.254, AWS's 169.254.170.2,
    * 169.254.170.23, `fd00:ec2::254` and `fd00:ec2::23`, Google Cloud's `fd20:ce::254`, Alibaba
    * Cloud's 100.100.100.200 (so not all of CGNAT, `100.64.0.0/10`), Azure's 168.63.129.16 and

@@ -243,6 +243,16 @@ describe('compileClientAddress options', () => {
     );
   });
 
+  it.each([
+    ['127.0.0.1/8', 'use "127.0.0.0/8" for the network, or "127.0.0.1/32" for the one address'],
+    ['10.1.2.3/16', 'use "10.1.0.0/16" for the network, or "10.1.2.3/32" for the one address'],
+    ['fd00::7/8', 'use "fd00::/8" for the network, or "fd00::7/128" for the one address'],
+  ])('refuses %s, whose bits past the prefix would have trusted the whole network', (entry, advice) => {
+    expect(() => compileClientAddress({ trustedProxies: [entry] }, 'rateLimits')).toThrow(
+      new ConfigurationError(`rateLimits.trustedProxies[0] "${entry}" has bits set past its prefix length: ${advice}`),
+    );
+  });
+
   it.each(['0.0.0.0/0', '::/0'])('refuses %s, which makes every client a proxy that names the client', (entry) => {
     expect(() => compileClientAddress({ trustedProxies: [entry] }, 'rateLimits')).toThrow(
       `rateLimits.trustedProxies[0] "${entry}" trusts every address as a proxy`,

@@ -21,6 +21,8 @@ export interface ClientAddressOptions {
    * `fd00::/8`). Only a connection from one of them may say who the client is; from anyone
    * else, the headers are ignored. Default: none (the socket's peer is always the client).
    * `0.0.0.0/0` and `::/0` are refused: with every address a proxy, any client names itself.
+   * A range with bits set past its prefix length (`10.1.2.3/16`) is refused, not widened to its
+   * network.
    * `unix` trusts the proxy in front of a server that listens on a Unix socket: its
    * connections' peer is `unix` (the adapters read it from the connection's handle, a pipe; see
    * `isUnixSocketConnection`), and the header the proxy writes names each client. A TCP
@@ -94,8 +96,8 @@ const MAX_HOPS = 32;
 /**
  * Compiles where a call's client address comes from (see {@link ClientAddressOptions}).
  *
- * @throws ConfigurationError for an entry of `trustedProxies` that is not an address or CIDR, or
- *   a prefix length out of range.
+ * @throws ConfigurationError for an entry of `trustedProxies` that is not an address or CIDR (or
+ *   a CIDR with bits set past its prefix length, `10.1.2.3/16`), or a prefix length out of range.
  *
  * @example
  * ```ts
