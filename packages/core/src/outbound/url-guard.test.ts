@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevCertificateAuthority } from '../dev-pki/dev-pki.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
 import { createUrlGuard, type UrlGuardOptions } from './url-guard.js';
 
 let server: Server;
@@ -391,6 +392,27 @@ describe('createUrlGuard', () => {
     expect(await refusal(() => guard.fetch('https://wireserver.test/machine?comp=goalstate'))).toMatchObject({
       reason: 'url_address_refused',
     });
+  });
+
+  it('refuses a lookup that is not a function when built, not at the first fetch', () => {
+    expect(() => createUrlGuard({ lookup: 'x' as never })).toThrow(
+      /^createUrlGuard: "lookup" must be a function that resolves a name to its addresses/,
+    );
+  });
+
+  it.each([
+    ['a string', '127.0.0.1'],
+    ['an address without its list', { address: '127.0.0.1', family: 4 }],
+    ['an entry that is not an address', [{ address: 'public.test', family: 4 }]],
+    ['an entry without an address', [{ family: 4 }]],
+    ['null', null],
+  ])('refuses, as the guard, a lookup that answers %s', async (_label, answered) => {
+    const odd = () => Promise.resolve(answered as never);
+    const error = await refusal(() =>
+      createUrlGuard({ lookup: odd, allowAddresses: ['127.0.0.1'] }).fetch(`https://public.test/`),
+    );
+    expect(error).toBeInstanceOf(SecurityError);
+    expect(error).toMatchObject({ code: 'invalid_argument', reason: 'url_unresolvable', details: { field: 'url' } });
   });
 
   it('refuses other bad options', () => {

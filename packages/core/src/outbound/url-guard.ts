@@ -71,7 +71,8 @@ export interface UrlGuardOptions {
    * is not read. Not `dns.lookup`: its `getaddrinfo` runs on libuv's thread pool, which runs two
    * of them at once for the whole process and cannot drop one, so names whose DNS never answers
    * held every other lookup of the process (imports, a JWKS host, Redis) long after their calls
-   * were cancelled.
+   * were cancelled. Anything but a function is refused at construction; an answer that is not a
+   * list of `{ address }` holding IP addresses is refused (`url_unresolvable`) at fetch time.
    */
   readonly lookup?: LookupAll | undefined;
   /**
@@ -266,7 +267,8 @@ const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
  * in time. Every refusal is `invalid_argument` naming the `url` field, the reason in the audit
  * line only.
  *
- * @throws ConfigurationError for unknown options or bad limits.
+ * @throws ConfigurationError for unknown options, bad limits, a `lookup` that is not a function,
+ *   or an `allowAddresses` entry that is not an address or range or holds a cloud metadata address.
  *
  * @example
  * ```ts
@@ -304,6 +306,11 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
     allowed.addSubnet(address, prefix, type);
   });
   const dnsServers = servers(opts.dnsServers);
+  if (opts.lookup !== undefined && typeof opts.lookup !== 'function') {
+    throw new ConfigurationError(
+      'createUrlGuard: "lookup" must be a function that resolves a name to its addresses, as dns.lookup with { all: true } does, or left out for DNS',
+    );
+  }
   const lookupAll = (hostname: string, signal: AbortSignal): Promise<readonly LookupAddress[]> =>
     opts.lookup === undefined ? resolveWithDns(hostname, signal, dnsServers) : opts.lookup(hostname);
 
@@ -335,15 +342,20 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
   async function resolveChecked(url: URL, signal: AbortSignal): Promise<LookupAddress> {
     const host = url.hostname.replace(/^\[|\]$/g, '');
     if (isIP(host) !== 0) return { address: host, family: isIP(host) };
-    let addresses: readonly LookupAddress[];
+    let answered: unknown;
     try {
-      addresses = await lookupAll(host, signal);
+      answered = await lookupAll(host, signal);
     } catch (cause) {
       if (signal.aborted) throw cause;
       return refuse('url_unresolvable', cause);
     }
+    // A `lookup` of the application's may answer anything: only addresses are checked and
+    // connected to, and anything else is refused here, not as a TypeError further on.
+    const addresses = addressesOf(answered);
+    if (addresses === undefined) {
+      return refuse('url_unresolvable', new Error('"lookup" answered something other than a list of addresses'));
+    }
     // Every address must pass: a name with one private address among public ones is refused.
-    if (addresses.length === 0) refuse('url_unresolvable');
     if (addresses.some((a) => isRefused(a.address))) refuse('url_address_refused');
     const first = addresses[0];
     return first ?? refuse('url_unresolvable');
@@ -472,6 +484,22 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
   }
 
   return Object.freeze({ check, fetch: fetchGuarded, open: openGuarded });
+}
+
+/**
+ * The addresses a lookup answered, each with the family its text has; `undefined` for anything
+ * but an array of `{ address }` holding IP addresses.
+ */
+function addressesOf(answered: unknown): readonly LookupAddress[] | undefined {
+  if (!Array.isArray(answered)) return undefined;
+  const addresses: LookupAddress[] = [];
+  for (const entry of answered as unknown[]) {
+    const address: unknown = (entry as { address?: unknown } | null)?.address;
+    const family = typeof address === 'string' ? isIP(address) : 0;
+    if (typeof address !== 'string' || family === 0) return undefined;
+    addresses.push({ address, family });
+  }
+  return addresses;
 }
 
 /** The head of one answer, its body not read yet. */
