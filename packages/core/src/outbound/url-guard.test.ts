@@ -22,6 +22,8 @@ const streamRest = (() => {
   return { promise, release };
 })();
 let ca: string;
+/** The local server's own certificate: not a CA's. */
+let serverPem: string;
 const connections: string[] = [];
 
 /** The DNS stand-in: names to addresses; `rebind.test` answers a public then a private address. */
@@ -105,6 +107,7 @@ beforeAll(async () => {
     ipAddresses: ['127.0.0.1'],
   });
   ca = authority.certPem;
+  serverPem = certificate.certPem;
   server = createServer({ cert: certificate.certPem, key: certificate.keyPem }, (req, res) => {
     connections.push(req.socket.remoteAddress ?? '');
     const url = req.url ?? '/';
@@ -413,6 +416,23 @@ describe('createUrlGuard', () => {
     );
     expect(error).toBeInstanceOf(SecurityError);
     expect(error).toMatchObject({ code: 'invalid_argument', reason: 'url_unresolvable', details: { field: 'url' } });
+  });
+
+  it.each([
+    ['text that is not PEM', 'not a pem', /^createUrlGuard: "ca" holds no PEM certificate$/],
+    ['bytes that are not PEM', Buffer.from('not a pem'), /^createUrlGuard: "ca" holds no PEM certificate$/],
+    [
+      'a block that does not parse',
+      '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n',
+      /^createUrlGuard: certificate 1 in "ca" cannot be parsed$/,
+    ],
+    ['a number', 42, /^createUrlGuard: "ca" must be PEM text or bytes of CA certificates$/],
+  ])('refuses a ca that is %s when built, not at every fetch', (_label, value, message) => {
+    expect(() => createUrlGuard({ ca: value as never })).toThrow(message);
+  });
+
+  it('refuses a server certificate given as the ca, which verifies no one', () => {
+    expect(() => createUrlGuard({ ca: serverPem })).toThrow(/certificate 1 in "ca" is not a CA certificate/);
   });
 
   it('refuses other bad options', () => {

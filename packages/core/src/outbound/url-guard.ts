@@ -2,6 +2,7 @@ import { Resolver, type LookupAddress } from 'node:dns';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { request, type RequestOptions } from 'node:https';
 import { BlockList, isIP } from 'node:net';
+import { checkCaBundle } from '../mtls/material.js';
 import { parseAddressRange } from '../options/address-range.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
@@ -90,7 +91,11 @@ export interface UrlGuardOptions {
    * Oracle Cloud's 192.0.0.192, or an IPv6 form of one.
    */
   readonly allowAddresses?: readonly string[] | undefined;
-  /** Extra CA certificates trusted for the servers fetched from (tests); the system's otherwise. */
+  /**
+   * Extra CA certificates trusted for the servers fetched from (tests), as PEM; the system's
+   * otherwise. Refused at construction unless it holds at least one PEM certificate, each one a
+   * CA's or self-signed.
+   */
   readonly ca?: string | Buffer | undefined;
 }
 
@@ -267,7 +272,8 @@ const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
  * in time. Every refusal is `invalid_argument` naming the `url` field, the reason in the audit
  * line only.
  *
- * @throws ConfigurationError for unknown options, bad limits, a `lookup` that is not a function,
+ * @throws ConfigurationError for unknown options, bad limits, a `lookup` that is not a function, a
+ *   `ca` without a PEM CA certificate,
  *   or an `allowAddresses` entry that is not an address or range or holds a cloud metadata address.
  *
  * @example
@@ -306,6 +312,7 @@ export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
     allowed.addSubnet(address, prefix, type);
   });
   const dnsServers = servers(opts.dnsServers);
+  caBundle(opts.ca);
   if (opts.lookup !== undefined && typeof opts.lookup !== 'function') {
     throw new ConfigurationError(
       'createUrlGuard: "lookup" must be a function that resolves a name to its addresses, as dns.lookup with { all: true } does, or left out for DNS',
@@ -564,6 +571,19 @@ function servers(value: unknown): readonly string[] | undefined {
     throw new ConfigurationError('createUrlGuard: "dnsServers" holds an entry that is not an address', { cause });
   }
   return Object.freeze(value.slice());
+}
+
+/**
+ * Checks `ca` once: PEM text or bytes holding CA certificates (or self-signed ones), each parsed.
+ * Anything else made every fetch fail its handshake.
+ */
+function caBundle(value: unknown): void {
+  if (value === undefined) return;
+  if (typeof value !== 'string' && !(value instanceof Uint8Array)) {
+    throw new ConfigurationError('createUrlGuard: "ca" must be PEM text or bytes of CA certificates');
+  }
+  const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value);
+  checkCaBundle('createUrlGuard', { option: 'ca', contents: value }, bytes);
 }
 
 function whole(value: unknown, name: string, min: number): number {
