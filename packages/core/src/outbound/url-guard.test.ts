@@ -336,6 +336,15 @@ describe('createUrlGuard', () => {
     expect(await refusal(() => guard.fetch('https://silent.test/model'))).toMatchObject({ reason: 'url_timeout' });
   });
 
+  it("refuses more than 20 redirects, the Fetch standard's limit", () => {
+    for (const maxRedirects of [21, 1_000_000]) {
+      expect(() => createUrlGuard({ maxRedirects })).toThrow(
+        new ConfigurationError('createUrlGuard: "maxRedirects" must be a whole number from 0 to 20'),
+      );
+    }
+    expect(() => createUrlGuard({ maxRedirects: 20 })).not.toThrow();
+  });
+
   it('refuses bad options', () => {
     expect(() => createUrlGuard({ maxRedirects: -1 })).toThrow(ConfigurationError);
     expect(() => createUrlGuard({ allowAddresses: ['not-an-ip'] })).toThrow(ConfigurationError);

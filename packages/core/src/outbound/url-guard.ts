@@ -60,7 +60,7 @@ export type LookupAll = (hostname: string) => Promise<readonly LookupAddress[]>;
  * ```
  */
 export interface UrlGuardOptions {
-  /** Redirects followed, each target checked again. Default 3. */
+  /** Redirects followed, each target checked again. Default 3, at most 20 (the Fetch standard's limit). */
   readonly maxRedirects?: number | undefined;
   /** The whole fetch, redirects included. Default 30 s. */
   readonly timeoutMs?: number | undefined;
@@ -251,6 +251,9 @@ const METADATA_NETWORKS: readonly MetadataNetwork[] = METADATA_SERVICES.flatMap(
   });
 });
 
+/** The most `maxRedirects` may be: the Fetch standard's limit, which browsers follow. */
+const MAX_REDIRECTS = 20;
+
 const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
   maxRedirects: 3,
   timeoutMs: 30_000,
@@ -285,7 +288,7 @@ const DEFAULTS: Readonly<UrlGuardOptions> = Object.freeze({
  */
 export function createUrlGuard(options: UrlGuardOptions = {}): UrlGuard {
   const opts = resolveOptions('createUrlGuard', DEFAULTS, options);
-  const maxRedirects = whole(opts.maxRedirects, 'maxRedirects', 0);
+  const maxRedirects = wholeNumber(opts.maxRedirects, 'createUrlGuard: "maxRedirects"', { min: 0, max: MAX_REDIRECTS });
   const timeoutMs = whole(opts.timeoutMs, 'timeoutMs', 1);
   const maxBytes = whole(opts.maxBytes, 'maxBytes', 1);
   const allowed = new BlockList();
