@@ -140,15 +140,18 @@ export function pemCertificates(ca: Buffer): string[] {
 }
 
 /**
- * Every certificate of a CA bundle parses and can be a trust anchor or an issuer, and there is
- * at least one: the parsed certificates. A certificate that is neither a CA nor self-signed (a
- * client's or a server's, a `fullchain.pem` given as the bundle) verifies no one in OpenSSL,
- * which takes no partial chain: it is refused, rather than found out from failed handshakes.
+ * Every certificate of a CA bundle parses, and there is at least one: the parsed certificates.
+ * OpenSSL takes no partial chain, so a bundle verifies a peer only up to a self-signed
+ * certificate of its own, and an entry that signs no certificate and is not self-signed (a
+ * client's or a server's, a `fullchain.pem` given as the bundle) verifies no one. Both are
+ * refused, rather than found out from failed handshakes. A self-signed certificate, whatever its
+ * key usage, is its own anchor: it pins that one peer.
  */
 export function checkCaBundle(where: string, source: MaterialSource, ca: Buffer): X509Certificate[] {
   const blocks = pemCertificates(ca);
   if (blocks.length === 0) throw new ConfigurationError(`${where}: ${describeSource(source)} holds no PEM certificate`);
-  return blocks.map((block, index) => {
+  const anchors: X509Certificate[] = [];
+  const certificates = blocks.map((block, index) => {
     let cert: X509Certificate;
     try {
       cert = new X509Certificate(block);
@@ -158,13 +161,39 @@ export function checkCaBundle(where: string, source: MaterialSource, ca: Buffer)
         cause,
       });
     }
-    if (!cert.ca && !cert.checkIssued(cert)) {
+    const anchor = isSelfSigned(cert);
+    if (anchor) anchors.push(cert);
+    if (!anchor && !signsCertificates(cert)) {
       throw new ConfigurationError(
         `${where}: certificate ${index + 1} in ${describeSource(source)} is not a CA certificate (a client's or a server's certificate, which verifies no one): give the certificates of the CAs that issue the peers' certificates`,
       );
     }
     return cert;
   });
+  if (anchors.length === 0) {
+    throw new ConfigurationError(
+      `${where}: ${describeSource(source)} holds no root (self-signed) certificate: OpenSSL takes no partial chain, so a bundle of intermediate CAs alone verifies no one; add the root they chain to`,
+    );
+  }
+  return certificates;
+}
+
+/** Named as its own issuer and signed by its own key: a trust anchor, whatever its key usage says. */
+function isSelfSigned(cert: X509Certificate): boolean {
+  if (cert.subject !== cert.issuer) return false;
+  try {
+    return cert.verify(cert.publicKey);
+  } catch {
+    return false; // a key type Node cannot verify with
+  }
+}
+
+function signsCertificates(cert: X509Certificate): boolean {
+  try {
+    return readCertificateFields(cert.raw).signsCertificates;
+  } catch {
+    return cert.ca; // what Node reads of it, for a certificate the DER reader cannot follow
+  }
 }
 
 /** A file read where a FIFO or a device would block a thread for good: only a regular file is. */

@@ -2,7 +2,13 @@ import 'reflect-metadata';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { X509CertificateGenerator } from '@peculiar/x509';
+import {
+  BasicConstraintsExtension,
+  KeyUsageFlags,
+  KeyUsagesExtension,
+  X509CertificateGenerator,
+  type Extension,
+} from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -12,6 +18,7 @@ import {
 } from '../dev-pki/dev-pki.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { startTlsServer, tryConnect, type TestServer } from '../testing/handshake.js';
+import { createOpensslCa } from '../testing/openssl-ca.js';
 import { createTlsSettings, TLS_CIPHERS } from './tls-settings.js';
 
 let dir: string;
@@ -26,12 +33,13 @@ let revoked: IssuedCertificate;
 let selfSigned: { certPem: string; keyPem: string };
 let files: { certFile: string; keyFile: string; caFile: string; crlFile: string };
 
-async function selfSignedAdmin(): Promise<{ certPem: string; keyPem: string }> {
+async function selfSignedAdmin(extensions: Extension[] = []): Promise<{ certPem: string; keyPem: string }> {
   const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
   const cert = await X509CertificateGenerator.createSelfSigned({
     name: 'CN=admin',
     keys,
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    extensions,
   });
   const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
   return {
@@ -157,18 +165,53 @@ describe('createTlsSettings: options', () => {
         await srv.close();
       }
     }
-    // A self-signed certificate is its own anchor: the bundle may pin one client so.
-    const pinned = createTlsSettings({
-      certFile: files.certFile,
-      keyFile: files.keyFile,
-      ca: selfSigned.certPem,
-      clientCertificates: 'strict',
-    });
-    const srv = await startTlsServer(pinned.serverOptions);
-    try {
-      expect((await tryConnect(srv.port, as(selfSigned))).ok).toBe(true);
-    } finally {
-      await srv.close();
+    // A self-signed certificate is its own anchor: the bundle may pin one client so, also one
+    // that says it is no CA and may only sign (the common shape of a pinned certificate).
+    const leafShaped = await selfSignedAdmin([
+      new BasicConstraintsExtension(false, undefined, true),
+      new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true),
+    ]);
+    for (const pinnedCert of [selfSigned, leafShaped]) {
+      const pinned = createTlsSettings({
+        certFile: files.certFile,
+        keyFile: files.keyFile,
+        ca: pinnedCert.certPem,
+        clientCertificates: 'strict',
+      });
+      const srv = await startTlsServer(pinned.serverOptions);
+      try {
+        expect((await tryConnect(srv.port, as(pinnedCert))).ok).toBe(true);
+      } finally {
+        await srv.close();
+      }
+    }
+  });
+
+  it('refuses a CA bundle without a root: OpenSSL verifies no one with intermediates alone', async () => {
+    const rootCa = await createOpensslCa(join(dir, 'chain-root'), 'ec', 'bundle root');
+    const intermediate = await rootCa.issueIntermediate('bundle intermediate');
+    expect(() =>
+      createTlsSettings({
+        ...files,
+        caFile: undefined,
+        crlFile: undefined,
+        ca: intermediate.certPem,
+        clientCertificates: 'strict',
+      }),
+    ).toThrow(/"ca" holds no root \(self-signed\) certificate: OpenSSL takes no partial chain/);
+    const client = await intermediate.issueClient('5e');
+    const settings = createTlsSettings({ ...files, clientCertificates: 'strict' });
+    for (const [bundle, admitted] of [
+      [intermediate.certPem, false],
+      [intermediate.certPem + rootCa.certPem, true],
+    ] as const) {
+      const srv = await startTlsServer({ ...settings.serverOptions, ca: bundle, crl: [] });
+      try {
+        const withChain = { ...trust(), cert: client.certPem + intermediate.certPem, key: client.keyPem };
+        expect((await tryConnect(srv.port, withChain)).ok).toBe(admitted);
+      } finally {
+        await srv.close();
+      }
     }
   });
 

@@ -21,6 +21,8 @@ export interface OpensslCa {
   }): Promise<string>;
   /** A client certificate (PEM and key) with the serial number (hex) given. */
   issueClient(serial: string): Promise<{ readonly certPem: string; readonly keyPem: string }>;
+  /** An intermediate CA of the same kind issued by this one, named `/CN=<name>`. */
+  issueIntermediate(name: string): Promise<OpensslCa>;
 }
 
 const KEY_ARGS: Readonly<Record<OpensslCaKind, readonly string[]>> = {
@@ -46,6 +48,8 @@ export interface OpensslCaOptions {
   readonly keyFile?: string;
   /** The name as a PrintableString where it can be (OpenSSL's default is a UTF8String). */
   readonly printableName?: boolean;
+  /** The CA that issues this one (an intermediate); else it is self-signed. */
+  readonly issuer?: { readonly certFile: string; readonly keyFile: string };
 }
 
 /** Makes a self-signed CA in `dir` (created), named `/CN=<name>`. */
@@ -86,23 +90,44 @@ export async function createOpensslCa(
       '2.5.29.27 = critical, DER:02:01:01',
     ].join('\n'),
   );
+  const { issuer } = options;
+  const csrFile = join(dir, 'ca.csr');
   await openssl([
     'req',
-    '-x509',
+    ...(issuer === undefined ? ['-x509'] : ['-new']),
     ...(options.keyFile === undefined ? [...KEY_ARGS[kind], '-nodes', '-keyout', keyFile] : ['-key', keyFile]),
     ...(kind === 'ed25519' || options.keyFile === undefined ? [] : [`-${DIGEST[kind]}`]),
     '-subj',
     `/CN=${name}`,
-    '-days',
-    '30',
     '-config',
     config,
-    '-extensions',
-    'v3_ca',
-    '-out',
-    certFile,
+    ...(issuer === undefined ? ['-days', '30', '-extensions', 'v3_ca', '-out', certFile] : ['-out', csrFile]),
   ]);
+  if (issuer !== undefined) {
+    await openssl([
+      'x509',
+      '-req',
+      '-in',
+      csrFile,
+      '-CA',
+      issuer.certFile,
+      '-CAkey',
+      issuer.keyFile,
+      '-set_serial',
+      '0x1a2b',
+      '-days',
+      '30',
+      ...(kind === 'ed25519' ? [] : [`-${DIGEST[kind]}`]),
+      '-extfile',
+      config,
+      '-extensions',
+      'v3_ca',
+      '-out',
+      certFile,
+    ]);
+  }
   let crls = 0;
+  let intermediates = 0;
   return {
     certPem: readFileSync(certFile, 'utf8'),
     certFile,
@@ -138,6 +163,10 @@ export async function createOpensslCa(
       ]);
       return readFileSync(out, 'utf8');
     },
+    issueIntermediate: (intermediateName) =>
+      createOpensslCa(join(dir, `intermediate-${String(++intermediates)}`), kind, intermediateName, {
+        issuer: { certFile, keyFile },
+      }),
     async issueClient(serial) {
       const key = join(dir, `client-${serial}.key`);
       const csr = join(dir, `client-${serial}.csr`);
