@@ -47,6 +47,7 @@ describe('createPathResolver', () => {
     ['a dot with marks on it', '.\u0323\u0307', 'path_traversal'],
     ['a segment that is a combining mark', 'a/\u0301/b', 'path_bad_character'],
     ['a segment that starts with a combining mark', '\u0338etc', 'path_bad_character'],
+    ['a segment whose folded form starts with a combining mark', 'a/\uff9ex', 'path_bad_character'],
     ['a full-width solidus (NFKC /)', 'a\uff0fb', 'path_bad_character'],
     ['a full-width reverse solidus (NFKC \\)', 'a\uff3cb', 'path_bad_character'],
     ['a full-width colon (NFKC :)', 'C\uff1a', 'path_bad_character'],
@@ -186,8 +187,16 @@ describe('createPathResolver', () => {
   });
 
   it('refuses a root that confines nothing: the file system root, or a kernel view, also through a link', () => {
-    for (const system of ['/', '/proc', '/proc/self', '/sys/kernel', '/dev']) {
+    // `/proc/missing` is refused before it is made: Node's recursive mkdir never returns there.
+    for (const system of ['/', '/proc', '/proc/self', '/proc/missing/dir', '/sys/kernel', '/dev']) {
       expect(() => createPathResolver({ root: system }), system).toThrow(/which confines nothing/);
+    }
+    // Below /dev, /dev/shm is an ordinary tmpfs.
+    const shm = mkdtempSync('/dev/shm/fluxguard-root-');
+    try {
+      expect(createPathResolver({ root: shm }).root).toBe(shm);
+    } finally {
+      rmSync(shm, { recursive: true, force: true });
     }
     const link = join(base, 'to-proc');
     symlinkSync('/proc/self', link);

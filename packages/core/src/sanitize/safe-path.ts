@@ -54,8 +54,8 @@ export type PathReason =
 export interface PathResolverOptions {
   /**
    * The directory every resolved path must stay inside. Created if missing. The file system's
-   * root and kernel views (`/proc`, `/sys`, `/dev`) are refused, as their real paths: they
-   * confine nothing.
+   * root, `/dev` and the kernel views `/proc` and `/sys` (and what is below them) are refused,
+   * as given and as their real paths: they confine nothing.
    */
   readonly root: string;
   /** Longest relative path accepted, in UTF-16 code units. Default 1024. */
@@ -181,29 +181,42 @@ const DEFAULTS: Readonly<Required<PathResolverOptions>> = Object.freeze({
 });
 
 // Kernel views, not directories of files: `/proc/self/environ` or `/proc/self/fd/3` would resolve
-// inside such a root. `/` confines nothing.
-const SYSTEM_ROOTS = ['/proc', '/sys', '/dev'];
+// inside such a root (and Node's recursive mkdir never returns on a missing path in `/proc`).
+// `/` and `/dev` itself confine nothing; `/dev/shm` below it is an ordinary tmpfs.
+const KERNEL_VIEWS = ['/proc', '/sys'];
+
+function confinesNothing(path: string): boolean {
+  return (
+    path === parse(path).root ||
+    path === '/dev' ||
+    KERNEL_VIEWS.some((view) => path === view || path.startsWith(view + sep))
+  );
+}
 
 /**
- * The root, created if missing, as its real path; refused when it is the file system's root
- * or a kernel view (checked on the real path: a link to `/proc` is `/proc`), or not a directory.
+ * The root, created if missing, as its real path; refused when it is the file system's root,
+ * `/dev` or a kernel view, judged before it is created and again on its real path (a link to
+ * `/proc` is `/proc`), or when it is not a directory.
  */
 function rootDirectory(given: string): string {
+  const refuse = (path: string): never => {
+    throw new ConfigurationError(
+      `createPathResolver: "root" is ${path}, which confines nothing (the file system's root, /dev, or a kernel view such as /proc): give the directory that holds the files`,
+    );
+  };
+  const absolute = resolve(given);
+  if (confinesNothing(absolute)) refuse(absolute);
   let root: string;
   try {
-    mkdirSync(given, { recursive: true, mode: 0o750 });
-    root = realpathSync(given);
+    mkdirSync(absolute, { recursive: true, mode: 0o750 });
+    root = realpathSync(absolute);
     if (!statSync(root).isDirectory()) throw new Error('not a directory');
   } catch (cause) {
     throw new ConfigurationError('createPathResolver: "root" must be a directory, or a path where one can be made', {
       cause,
     });
   }
-  if (root === parse(root).root || SYSTEM_ROOTS.some((system) => root === system || root.startsWith(system + sep))) {
-    throw new ConfigurationError(
-      `createPathResolver: "root" is ${root}, which confines nothing (the file system's root, or a kernel view such as /proc): give the directory that holds the files`,
-    );
-  }
+  if (confinesNothing(root)) refuse(root);
   return root;
 }
 
@@ -264,8 +277,9 @@ export function createPathResolver(options: PathResolverOptions): PathResolver {
       if (ALWAYS_REFUSED.test(segment)) refuse('path_bad_character', at);
       const folded = segment.normalize('NFKC');
       if (DOTS_UNDER_MARKS.test(folded)) refuse('path_traversal', at);
-      // A mark with nothing before it in its segment is drawn over the separator or over nothing.
-      if (LEADING_MARK.test(segment)) refuse('path_bad_character', at);
+      // A mark with nothing before it in its segment is drawn over the separator or over nothing
+      // (read in the folded form, as the dots are: U+FF9E folds to a combining mark).
+      if (LEADING_MARK.test(folded)) refuse('path_bad_character', at);
       if (SEPARATOR_LIKE.test(folded)) refuse('path_bad_character', at);
       // Windows drops a trailing dot or space, and trims spaces: two names would be one file.
       if (folded.startsWith(' ') || folded.endsWith(' ') || folded.endsWith('.')) refuse('path_bad_character', at);
