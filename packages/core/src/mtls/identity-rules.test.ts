@@ -152,6 +152,9 @@ describe('compileIdentityRules: combination and validation', () => {
       /^p\[0\]\.roles: /,
     );
     expect(() => compileIdentityRules('nope' as never, 'p')).toThrow(ConfigurationError);
+    // Its fields were read with inherited ones, while only its own were checked.
+    const inheriting = Object.create({ spiffeId: 'spiffe://a/**' }) as IdentityRule;
+    expect(() => compileIdentityRules([inheriting], 'p')).toThrow(/^p\[0\]: must be a plain object/);
   });
 });
 

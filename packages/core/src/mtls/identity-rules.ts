@@ -1,6 +1,7 @@
 import type { CertificateIdentity, Principal } from '../call/call-info.js';
 import { freezeSound, isSoundPrincipal } from '../call/sound-principal.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { checkPlainObject } from '../options/unknown-keys.js';
 import { isValidPathSegment, isValidTrustDomain, parseSpiffeId } from './spiffe.js';
 
 /**
@@ -305,6 +306,7 @@ function compileRule(rule: unknown, where: string): CompiledRule {
   if (typeof rule !== 'object' || rule === null || Array.isArray(rule)) {
     throw new ConfigurationError(`${where}: an identity rule must be an object`);
   }
+  checkPlainObject(rule, where);
   const record = rule as Record<string, unknown>;
   for (const key of Object.keys(record)) {
     if (!RULE_KEYS.has(key)) {

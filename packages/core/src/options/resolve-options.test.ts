@@ -1,3 +1,4 @@
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from './resolve-options.js';
@@ -53,5 +54,11 @@ describe('resolveOptions', () => {
     const bare = Object.assign(Object.create(null) as object, { timeoutMs: 5 });
     expect(resolveOptions('createX', DEFAULTS, bare).timeoutMs).toBe(5);
     expect(resolveOptions('createX', DEFAULTS, JSON.parse('{"timeoutMs":7}') as never).timeoutMs).toBe(7);
+    // Made in another realm (a vm context, a test runner's sandbox): plain there, plain here.
+    const foreign = runInNewContext('({ timeoutMs: 9 })') as { timeoutMs: number };
+    expect(resolveOptions('createX', DEFAULTS, foreign).timeoutMs).toBe(9);
+    expect(() => resolveOptions('createX', DEFAULTS, runInNewContext('new Map()') as never)).toThrow(
+      /must be a plain object/,
+    );
   });
 });

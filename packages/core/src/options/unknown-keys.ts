@@ -50,11 +50,21 @@ export function checkKnownKeys(value: object, known: readonly string[], where: s
  */
 export function checkPlainObject(value: object, where: string): void {
   const prototype: unknown = Object.getPrototypeOf(value);
-  if (prototype !== Object.prototype && prototype !== null) {
+  if (prototype !== Object.prototype && prototype !== null && !isObjectPrototypeOfAnotherRealm(prototype)) {
     throw new ConfigurationError(
       `${where}: must be a plain object (an object literal or parsed JSON), not ${describeObject(value)}`,
     );
   }
+}
+
+/**
+ * `Object.prototype` of another realm (a `vm` context, a test runner's sandbox): the root of
+ * its chain, whose constructor is that realm's `Object`. Objects made there are plain too.
+ */
+function isObjectPrototypeOfAnotherRealm(prototype: unknown): boolean {
+  if (typeof prototype !== 'object' || prototype === null || Object.getPrototypeOf(prototype) !== null) return false;
+  const constructor: unknown = Object.getOwnPropertyDescriptor(prototype, 'constructor')?.value;
+  return typeof constructor === 'function' && constructor.name === 'Object' && constructor.prototype === prototype;
 }
 
 /** What an object that is not plain is, for the message: its class, else "an object that inherits". */
