@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,5 +93,26 @@ describe.each(['grpc', 'http'] as const)('the %s reference server refuses to sta
     expect(fatal).toMatchObject({ event: 'server.start_refused' });
     expect(String(fatal?.reason)).toMatch(reason);
     expect(exit.stdout).not.toMatch(/"stack"|\n\s+at /);
+  });
+});
+
+describe.each(['grpc', 'http'] as const)('the %s reference server that cannot listen', (transport) => {
+  it('stops with exit code 1 and one line on stderr; the log keeps the cause', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const exit = await start(transport, {
+        FLUXGUARD_HOST: '127.0.0.1',
+        [transport === 'grpc' ? 'FLUXGUARD_GRPC_PORT' : 'FLUXGUARD_HTTP_PORT']: String(port),
+      });
+      expect(exit.code).toBe(1);
+      const lines = exit.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(new RegExp(`^${transport} server failed to start: \\S`));
+      expect(exit.stdout).toContain('"event":"server.start_failed"');
+    } finally {
+      taken.close();
+    }
   });
 });

@@ -139,7 +139,10 @@ export async function runReferenceServer<S extends RunningReferenceServer>(
       audit.logger.fatal({ event: 'server.start_refused', reason: err.message }, `${name} server failed to start`);
       process.stderr.write(`${name} server failed to start: ${err.message}\n`);
     } else {
-      audit.logger.fatal({ err }, `${name} server failed to start`);
+      // A port in use, a host that does not resolve: the log keeps the stack, the console one line.
+      audit.logger.fatal({ event: 'server.start_failed', err }, `${name} server failed to start`);
+      const first = (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
+      process.stderr.write(`${name} server failed to start: ${first.slice(0, 300)}\n`);
     }
     process.exitCode = 1;
     await security?.close();
