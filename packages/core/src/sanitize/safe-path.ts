@@ -165,8 +165,9 @@ export const ASCII_SEGMENT = /^[A-Za-z0-9._-]+$/;
 const ALWAYS_REFUSED = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\uFFFD]/u;
 // In the NFKC form, which folds look-alikes (fullwidth solidus, one-dot leader) onto ASCII.
 const SEPARATOR_LIKE = /[/\\:*?"<>|]/;
-// `.` and `..`, also with accents or other marks on the dots (`..\u0301` reads as `..` in a listing).
-const DOTS_UNDER_MARKS = /^\.\p{M}*(?:\.\p{M}*)?$/u;
+// `.` and `..`, also with accents or other marks on the dots, or modifier letters and spaces
+// beside them (`..\u0301`, `..\u02ca`, `..\u0640`: each reads as `..` in a listing).
+const DOTS_UNDER_MARKS = /^\.[\p{M}\p{Lm}\p{Sk}\s]*(?:\.[\p{M}\p{Lm}\p{Sk}\s]*)?$/u;
 const LEADING_MARK = /^\p{M}/u;
 const DEVICE_NAME = /^(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(?:\..*)?$/i;
 
