@@ -62,8 +62,13 @@ function networkOf(address: string, family: 4 | 6, prefix: number): string | und
   return family === 4 ? network.join('.') : compressIpv6(network);
 }
 
-/** The eight groups of an IPv6 address `isIP` accepted (a zone ignored, an IPv4 tail read). */
-function ipv6Groups(address: string): number[] {
+/**
+ * The eight groups of an IPv6 address `isIP` accepted (a zone ignored, an IPv4 tail read as
+ * two groups).
+ *
+ * @internal
+ */
+export function ipv6Groups(address: string): number[] {
   const [text = ''] = address.split('%');
   const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
   const hex =
@@ -71,8 +76,9 @@ function ipv6Groups(address: string): number[] {
   const [head = '', rest] = hex.split('::');
   const left = head === '' ? [] : head.split(':');
   const right = rest === undefined || rest === '' ? [] : rest.split(':');
-  const zeros: string[] = rest === undefined ? [] : Array<string>(8 - left.length - right.length).fill('0');
-  return [...left, ...zeros, ...right].map((group) => parseInt(group, 16));
+  const zeros: string[] =
+    rest === undefined ? [] : Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0');
+  return [...left, ...zeros, ...right].map((group) => parseInt(group, 16) || 0);
 }
 
 function hexPair(high: string | undefined, low: string | undefined): string {

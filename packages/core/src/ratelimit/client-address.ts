@@ -1,7 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { parseAddressRange } from '../options/address-range.js';
+import { ipv6Groups, parseAddressRange } from '../options/address-range.js';
 import { wholeNumber } from '../options/whole-number.js';
 
 /**
@@ -226,10 +226,9 @@ export function peerClientKey(peerAddress: string | undefined, ipv6PrefixLength 
  */
 function hostKey(ip: string, ipv6PrefixLength: number): string {
   if (!ip.includes(':')) return ip;
-  // A zone (`fe80::1%eth0`) names the interface, not the client; left on, it was read as part of
-  // an embedded IPv4 address.
-  const zone = ip.indexOf('%');
-  const groups = expandIpv6(zone === -1 ? ip : ip.slice(0, zone));
+  // A zone (`fe80::1%eth0`) names the interface, not the client: `ipv6Groups` leaves it out (left
+  // on, it was read as part of an embedded IPv4 address).
+  const groups = ipv6Groups(ip);
   return embeddedIpv4(groups) ?? prefixOf(groups, ipv6PrefixLength);
 }
 
@@ -283,7 +282,7 @@ function unmapped(ip: string): string {
  * prefix is one key.
  */
 export function ipv6Prefix(ip: string, bits: number): string {
-  return prefixOf(expandIpv6(ip), bits);
+  return prefixOf(ipv6Groups(ip), bits);
 }
 
 function prefixOf(groups: readonly number[], bits: number): string {
@@ -294,18 +293,4 @@ function prefixOf(groups: readonly number[], bits: number): string {
     out.push(((groups[i] ?? 0) & mask).toString(16));
   }
   return `${out.join(':')}/${String(bits)}`;
-}
-
-function expandIpv6(ip: string): number[] {
-  let text = ip;
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4 !== null) {
-    const [a = 0, b = 0, c = 0, d = 0] = (v4[1] ?? '').split('.').map(Number);
-    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head = '', tail] = text.split('::');
-  const left = head === '' ? [] : head.split(':');
-  const right = tail === undefined || tail === '' ? [] : tail.split(':');
-  const middle = new Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0');
-  return [...left, ...(tail === undefined ? [] : middle), ...right].map((g) => parseInt(g, 16) || 0);
 }
