@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { CallInfo } from '../call/call-info.js';
 import { SecurityError } from '../errors/security-error.js';
-import { CallState, StateCallInfo } from './call-context.js';
+import { CallState, StateCallInfo, addResponseHeadersLater, type CallContext } from './call-context.js';
 import { createRateLimit } from '../ratelimit/rate-limit.js';
 import { createPipeline } from './pipeline.js';
 import { createAuthenticator } from '../guard/authenticate.js';
@@ -196,6 +196,43 @@ describe('CallState response headers', () => {
       s.addResponseHeader(name, value);
     }).toThrow(TypeError);
     expect(s.responseHeaders?.size ?? 0).toBe(0);
+  });
+
+  it('makes headers added for later only when they are read, once, in the order they were added', () => {
+    const { s } = state();
+    const render = vi.fn((): [string, string][] => [
+      ['ratelimit-policy', '"per-peer";q=100;w=1'],
+      ['ratelimit', '"per-peer";r=99;t=1'],
+    ]);
+    s.addResponseHeader('ratelimit-policy', '"first";q=1;w=1');
+    addResponseHeadersLater(s, render);
+    expect(render).not.toHaveBeenCalled();
+    // Added after: joined behind the ones added for later, as if those had been written at once.
+    s.addResponseHeader('ratelimit-policy', '"uploads";q=20;w=60');
+    expect(render).toHaveBeenCalledTimes(1);
+    addResponseHeadersLater(s, () => [['ratelimit', '"uploads";r=19;t=60']]);
+    expect(Object.fromEntries(s.responseHeaders ?? [])).toEqual({
+      'ratelimit-policy': '"first";q=1;w=1, "per-peer";q=100;w=1, "uploads";q=20;w=60',
+      ratelimit: '"per-peer";r=99;t=1, "uploads";r=19;t=60',
+    });
+    expect(Object.fromEntries(s.responseHeaders ?? [])).toHaveProperty(
+      'ratelimit',
+      '"per-peer";r=99;t=1, "uploads";r=19;t=60',
+    );
+    expect(render).toHaveBeenCalledTimes(1);
+  });
+
+  it('adds headers for later at once, with their checks, on a context that is no call state of core', () => {
+    const added: [string, string][] = [];
+    const context = { addResponseHeader: (name: string, value: string) => added.push([name, value]) };
+    addResponseHeadersLater(context as unknown as CallContext, () => [['ratelimit', '"a";r=1;t=1']]);
+    expect(added).toEqual([['ratelimit', '"a";r=1;t=1']]);
+  });
+
+  it('is rendered by no method a handler could call on its context', () => {
+    const { s } = state();
+    expect(Object.getOwnPropertyNames(CallState.prototype).filter((name) => /later/i.test(name))).toEqual([]);
+    expect(Object.keys(s)).not.toContain('addResponseHeadersLater');
   });
 });
 

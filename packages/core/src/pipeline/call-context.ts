@@ -225,6 +225,12 @@ const CHECKED_NAMES = new Set<string>();
 // Visible ASCII and spaces: nothing that could split a header or reach a log as a control.
 const HEADER_VALUE = /^[\x20-\x7e]*$/;
 
+/** Pairs of header names and values, as `render` of {@link addResponseHeadersLater} makes them. */
+type HeaderRender = () => readonly (readonly [string, string])[];
+
+// Set by `CallState`'s static block, the one place with access to its private fields.
+let deferResponseHeaders: (state: CallState, render: HeaderRender) => void;
+
 /**
  * The one implementation of {@link CallContext}, shared by both adapters: the principal (one
  * validation and freeze for both transports), typed values, the deadline and its timer, the
@@ -268,6 +274,8 @@ export class CallState implements CallContext {
   #allowed = false;
   #allowedListeners: (() => void)[] | undefined;
   #responseHeaders: Map<string, string> | undefined;
+  /** Headers a control of core's made but left unwritten until read (`addResponseHeadersLater`). */
+  #laterHeaders: HeaderRender[] | undefined;
   /** The handler: not started, running, or stopped (see `handlerStarted`). */
   #handler: 0 | 1 | 2 = 0;
   /** What waits for the handler to stop (`afterHandler`), with the timer that ends each wait. */
@@ -460,14 +468,34 @@ export class CallState implements CallContext {
       if (CHECKED_NAMES.size < 64) CHECKED_NAMES.add(name);
     }
     if (!HEADER_VALUE.test(value)) throw new TypeError('addResponseHeader: the value must be visible ASCII');
+    // Those made earlier come first, as they would have had they been written at once.
+    if (this.#laterHeaders !== undefined) this.#writeLaterHeaders();
+    this.#joinResponseHeader(name, value);
+  }
+
+  static {
+    // Not a method: a handler, given this object as its context, could otherwise write headers
+    // that skip `addResponseHeader`'s checks.
+    deferResponseHeaders = (state, render) => {
+      (state.#laterHeaders ??= []).push(render);
+    };
+  }
+
+  #writeLaterHeaders(): void {
+    const later = this.#laterHeaders ?? [];
+    this.#laterHeaders = undefined;
+    for (const render of later) for (const [name, value] of render()) this.#joinResponseHeader(name, value);
+  }
+
+  #joinResponseHeader(name: string, value: string): void {
     const headers = (this.#responseHeaders ??= new Map<string, string>());
     const before = headers.get(name);
-    const joined = before === undefined ? value : `${before}, ${value}`;
-    headers.set(name, joined);
+    headers.set(name, before === undefined ? value : `${before}, ${value}`);
   }
 
   /** The headers controls added, for the adapter to send (HTTP headers, gRPC metadata). */
   get responseHeaders(): ReadonlyMap<string, string> | undefined {
+    if (this.#laterHeaders !== undefined) this.#writeLaterHeaders();
     return this.#responseHeaders;
   }
 
@@ -593,6 +621,19 @@ function freezePrincipal(principal: Principal): Principal {
     certificate: principal.certificate,
     authenticatedBy: principal.authenticatedBy,
   });
+}
+
+/**
+ * Adds response headers that `render` makes only when the adapter reads them: gRPC sends them
+ * with a refusal only, so a served call never pays for them. On any context but core's call
+ * state (a test's stand-in) they are added at once, through `addResponseHeader`. For core's own
+ * controls, whose names and values are valid as made: they are not checked again.
+ *
+ * @internal
+ */
+export function addResponseHeadersLater(context: CallContext, render: HeaderRender): void {
+  if (context instanceof CallState) deferResponseHeaders(context, render);
+  else for (const [name, value] of render()) context.addResponseHeader(name, value);
 }
 
 /**

@@ -5,7 +5,7 @@ import { extractBearerToken } from '../jwt/bearer.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
-import { compileClientAddress, type ClientAddressOptions } from './client-address.js';
+import { compileClientAddress, peerStoreKeys, type ClientAddressOptions } from './client-address.js';
 import {
   askStore,
   createMemoryRateLimitStore,
@@ -116,6 +116,7 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
   if (storeFailure !== 'open' && storeFailure !== 'closed')
     throw new ConfigurationError(`${where}.storeFailure must be "open" or "closed"`);
   const address = compileClientAddress(options, where);
+  const peerKeyOf = peerStoreKeys(address);
   const peerLimiter = failureLimiter(options.peer, `${where}.peer`, 'brute-force.peer', store, storeFailure);
   const subjectLimiter =
     options.subject === undefined
@@ -144,7 +145,7 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
     // or a public route from a blocked address (a load balancer's, shared by every client
     // behind it) is served. What it fails with is no failed authentication either.
     if (!presentsCredential(call)) return undefined;
-    const peerKey = `ip:${address.keyOf(call)}`;
+    const peerKey = peerKeyOf(call);
     const subject = subjectLimiter === undefined ? undefined : claimedSubject(call);
     const subjectKey = subject === undefined ? undefined : `sub:${boundedKey(subject)}`;
     const countFailure = (refusal: unknown): void => {

@@ -149,6 +149,26 @@ export function compileClientAddress(options: ClientAddressOptions, where: strin
   });
 }
 
+/**
+ * The store key of a call's client, `ip:<keyOf>`, as rate limits and the brute-force protection
+ * count it. `keyOf` hands back one string while the peer stays the same, and so does this: the
+ * store's look-up then hashes the key once, not a newly joined string on every call.
+ *
+ * @internal
+ */
+export function peerStoreKeys(address: ClientAddress): (call: CallInfo) => string {
+  let lastClient: string | undefined;
+  let lastKey = '';
+  return (call) => {
+    const client = address.keyOf(call);
+    if (client !== lastClient) {
+      lastClient = client;
+      lastKey = `ip:${client}`;
+    }
+    return lastKey;
+  };
+}
+
 function addTrusted(list: BlockList, entry: unknown, where: string): void {
   const { address, prefix, type } = parseAddressRange(entry, where);
   if (prefix === 0) {

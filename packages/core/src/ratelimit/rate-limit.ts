@@ -1,8 +1,9 @@
-import type { CallInfo } from '../call/call-info.js';
+import type { CallInfo, Principal } from '../call/call-info.js';
+import { isFrozenThrough } from '../call/sound-principal.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
-import type { CallContext } from '../pipeline/call-context.js';
+import { addResponseHeadersLater, type CallContext } from '../pipeline/call-context.js';
 import type { Control, ControlStage, StartResult } from '../pipeline/control.js';
 import {
   compareSpecificity,
@@ -11,9 +12,14 @@ import {
   refuseSameOperations,
   type OperationPattern,
 } from '../rbac/pattern.js';
-import { compileClientAddress, type ClientAddress, type ClientAddressOptions } from './client-address.js';
 import {
-  askStore,
+  compileClientAddress,
+  peerStoreKeys,
+  type ClientAddress,
+  type ClientAddressOptions,
+} from './client-address.js';
+import {
+  consumeFromStore,
   createMemoryRateLimitStore,
   type LimiterResult,
   type RateLimitStore,
@@ -161,12 +167,22 @@ interface CompiledRule {
   readonly storeFailure: 'open' | 'closed';
   /** `"name";q=points;w=seconds`, the rule's `RateLimit-Policy` item (and its burst's, `"name/burst";…`). */
   readonly policyItem: string;
+  /** The audit fields of a store failure: made once, not per call. */
+  readonly storeFields: Readonly<Record<string, string>>;
 }
 
 interface Applied {
   readonly rule: CompiledRule;
   readonly cost: number;
 }
+
+/** The rules that apply to one operation, with their `RateLimit-Policy` field when every rule keys the call. */
+interface AppliedRules {
+  readonly list: readonly Applied[];
+  readonly policy: string;
+}
+
+const NO_RULES: AppliedRules = Object.freeze({ list: Object.freeze([]), policy: '' });
 
 const OPTION_KEYS = [
   'rules',
@@ -290,17 +306,18 @@ function rateLimitControl(
   countsSocketAddress: readonly string[],
 ): Control {
   // Operations are bounded by what a server serves, HTTP paths are not: bounded, emptied when full.
-  const cache = new Map<string, readonly Applied[]>();
-  const appliedTo = (operation: string): readonly Applied[] => {
+  const cache = new Map<string, AppliedRules>();
+  const appliedTo = (operation: string): AppliedRules => {
     let applied = cache.get(operation);
     if (applied === undefined) {
       // `matches` drops a trailing slash itself, as RBAC's look-up does: dropped here too, a
       // second one went, and `GET /v1/x//` counted under the rule of `GET /v1/x`.
-      applied = rules.flatMap((rule) =>
+      const list = rules.flatMap((rule) =>
         rule.patterns === undefined || rule.patterns.some((p) => p.matches(operation))
           ? [{ rule, cost: rule.costs.find((c) => c.pattern.matches(operation))?.cost ?? rule.cost }]
           : [],
       );
+      applied = list.length === 0 ? NO_RULES : { list, policy: list.map((one) => one.rule.policyItem).join(', ') };
       if (cache.size >= CACHE_LIMIT) cache.clear();
       cache.set(operation, applied);
     }
@@ -311,10 +328,13 @@ function rateLimitControl(
   // asynchronous step in the pipeline); a remote store's answers are awaited together.
   const onStart = (call: CallInfo, context: CallContext): StartResult | Promise<StartResult> => {
     const applied = appliedTo(call.operation);
-    if (applied.length === 0) return undefined;
-    const results: (LimiterResult | undefined)[] = new Array<LimiterResult | undefined>(applied.length);
+    const { list } = applied;
+    if (list.length === 0) return undefined;
+    const results: (LimiterResult | undefined)[] = new Array<LimiterResult | undefined>(list.length);
     let pending: Promise<void>[] | undefined;
-    for (const [i, one] of applied.entries()) {
+    for (let i = 0; i < list.length; i++) {
+      const one = list[i];
+      if (one === undefined) continue;
       const counted = count(one, call, context);
       if (counted instanceof Promise) {
         (pending ??= []).push(
@@ -347,31 +367,24 @@ function rateLimitControl(
 
 /** Adds the RateLimit fields and refuses when a rule is over; the longest wait wins. */
 function decide(
-  applied: readonly Applied[],
+  applied: AppliedRules,
   results: readonly (LimiterResult | undefined)[],
   context: CallContext,
   headers: boolean,
 ): void {
+  const { list } = applied;
   let refused: { readonly rule: CompiledRule; readonly result: LimiterResult } | undefined;
-  let policy = '';
-  let state = '';
-  for (let i = 0; i < applied.length; i++) {
+  let keyed = false;
+  for (let i = 0; i < list.length; i++) {
     const result = results[i];
-    const rule = applied[i]?.rule;
+    const rule = list[i]?.rule;
     if (result === undefined || rule === undefined) continue;
+    keyed = true;
     if (!result.allowed && (refused === undefined || result.resetMs > refused.result.resetMs))
       refused = { rule, result };
-    policy += (policy === '' ? '' : ', ') + rule.policyItem;
-    state += `${state === '' ? '' : ', '}"${rule.name}";r=${String(result.remaining)};t=${String(Math.ceil(result.resetMs / 1000))}`;
-    // Known only once a count reached the burst (see LimiterResult.burst).
-    if (result.burst !== undefined) {
-      state += `, "${rule.name}/burst";r=${String(result.burst.remaining)};t=${String(Math.ceil(result.burst.resetMs / 1000))}`;
-    }
   }
-  if (headers && policy !== '') {
-    context.addResponseHeader('ratelimit-policy', policy);
-    context.addResponseHeader('ratelimit', state);
-  }
+  // Written when the adapter reads them: a gRPC call that is served sends none.
+  if (headers && keyed) addResponseHeadersLater(context, () => rateLimitFields(applied, results));
   if (refused !== undefined) {
     throw new SecurityError('rate_limited', {
       reason: 'rate_limited',
@@ -386,6 +399,35 @@ function decide(
   }
 }
 
+/** The `RateLimit-Policy` and `RateLimit` fields of the rules that counted the call. */
+function rateLimitFields(
+  applied: AppliedRules,
+  results: readonly (LimiterResult | undefined)[],
+): readonly (readonly [string, string])[] {
+  const { list } = applied;
+  let keyed = 0;
+  let policy = '';
+  let state = '';
+  for (let i = 0; i < list.length; i++) {
+    const result = results[i];
+    const rule = list[i]?.rule;
+    if (result === undefined || rule === undefined) continue;
+    keyed += 1;
+    policy += (policy === '' ? '' : ', ') + rule.policyItem;
+    state += `${state === '' ? '' : ', '}"${rule.name}";r=${String(result.remaining)};t=${String(Math.ceil(result.resetMs / 1000))}`;
+    // Known only once a count reached the burst (see LimiterResult.burst).
+    if (result.burst !== undefined) {
+      state += `, "${rule.name}/burst";r=${String(result.burst.remaining)};t=${String(Math.ceil(result.burst.resetMs / 1000))}`;
+    }
+  }
+  // Every rule keyed the call (the common case): the field made once for the operation.
+  if (keyed === list.length) policy = applied.policy;
+  return [
+    ['ratelimit-policy', policy],
+    ['ratelimit', state],
+  ];
+}
+
 /** Counts one rule for the call's key: a value from a store that answers at once, else a promise. */
 function count(
   applied: Applied,
@@ -395,7 +437,7 @@ function count(
   const { rule } = applied;
   const key = rule.keyOf(call, context);
   if (key === undefined) return undefined;
-  return askStore(() => rule.limiter.consume(key, applied.cost), { rule: rule.name, keyKind: rule.keyKind });
+  return consumeFromStore(rule.limiter, key, applied.cost, rule.storeFields);
 }
 
 function compileRule(raw: unknown, at: string, store: RateLimitStore, address: ClientAddress): CompiledRule {
@@ -476,6 +518,7 @@ function compileRule(raw: unknown, at: string, store: RateLimitStore, address: C
     cost,
     costs,
     storeFailure,
+    storeFields: Object.freeze({ rule: rule.name, keyKind }),
     limiter: store.limiter({ name: rule.name, points, durationSeconds, burst, storeFailure }),
     policyItem:
       `"${rule.name}";q=${String(points)};w=${String(durationSeconds)}` +
@@ -508,6 +551,25 @@ function checkCosts(value: unknown, where: string): Readonly<Record<string, unkn
   return value as Record<string, unknown>;
 }
 
+/** Principals seen lately, by identity, and their `subject` keys. */
+const subjectKeys = new Map<Principal, string>();
+
+/**
+ * The store key of a principal. A principal in a call context is frozen (`setPrincipal`), and a
+ * cached token's is the same object on every call: its key is made once, not joined, checked
+ * and hashed again per call. Bounded, emptied when full.
+ */
+function subjectKey(principal: Principal): string {
+  let key = subjectKeys.get(principal);
+  if (key === undefined) {
+    key = `sub:${boundedKey(principalKey(principal))}`;
+    if (!isFrozenThrough(principal)) return key;
+    if (subjectKeys.size >= CACHE_LIMIT) subjectKeys.clear();
+    subjectKeys.set(principal, key);
+  }
+  return key;
+}
+
 /**
  * A key function for a {@link RateLimitKey}. Keys are prefixed by their kind, so a subject can
  * never collide with an address; long or secret values are hashed.
@@ -517,7 +579,7 @@ function compileKey(
   where: string,
   address: ClientAddress,
 ): { keyKind: string; keyOf: (call: CallInfo, context: CallContext) => string | undefined } {
-  const peer = (call: CallInfo): string => `ip:${address.keyOf(call)}`;
+  const peer = peerStoreKeys(address);
   const certificate = (call: CallInfo): string | undefined => {
     const cert = call.peerCertificate;
     if (cert === undefined) return undefined;
@@ -546,9 +608,7 @@ function compileKey(
         keyKind: 'subject',
         keyOf: (call, context) => {
           const { principal } = context;
-          return principal === undefined
-            ? (certificate(call) ?? peer(call))
-            : `sub:${boundedKey(principalKey(principal))}`;
+          return principal === undefined ? (certificate(call) ?? peer(call)) : subjectKey(principal);
         },
       };
     default:

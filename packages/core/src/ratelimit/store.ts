@@ -129,17 +129,40 @@ export class RateLimitStoreError extends Error {
  * @internal
  */
 export function askStore<T>(ask: () => T | Promise<T>, auditFields: Readonly<Record<string, string>>): T | Promise<T> {
-  const unavailable = (error: unknown): never => {
-    if (!(error instanceof RateLimitStoreError)) throw error;
-    throw new SecurityError('unavailable', { reason: 'ratelimit_store_unavailable', cause: error, auditFields });
-  };
   let answer: T | Promise<T>;
   try {
     answer = ask();
   } catch (error) {
-    return unavailable(error);
+    return storeUnavailable(error, auditFields);
   }
-  return answer instanceof Promise ? answer.catch(unavailable) : answer;
+  return answer instanceof Promise ? answer.catch((error: unknown) => storeUnavailable(error, auditFields)) : answer;
+}
+
+/**
+ * {@link askStore} for one count, without a closure per call: a rule counts on every call it
+ * applies to.
+ *
+ * @internal
+ */
+export function consumeFromStore(
+  limiter: StoreLimiter,
+  key: string,
+  cost: number,
+  auditFields: Readonly<Record<string, string>>,
+): LimiterResult | Promise<LimiterResult> {
+  let answer: LimiterResult | Promise<LimiterResult>;
+  try {
+    answer = limiter.consume(key, cost);
+  } catch (error) {
+    return storeUnavailable(error, auditFields);
+  }
+  return answer instanceof Promise ? answer.catch((error: unknown) => storeUnavailable(error, auditFields)) : answer;
+}
+
+/** A store failure as the refusal of a rule that fails closed; anything else is thrown as it is. */
+function storeUnavailable(error: unknown, auditFields: Readonly<Record<string, string>>): never {
+  if (!(error instanceof RateLimitStoreError)) throw error;
+  throw new SecurityError('unavailable', { reason: 'ratelimit_store_unavailable', cause: error, auditFields });
 }
 
 /**
