@@ -1,11 +1,12 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { createAuditLogger } from './audit-logger.js';
 import { scrubSecrets } from './redaction.js';
 import { captureLines } from '@fluxguard/test-support/log-lines';
+import { captureWarnings } from '@fluxguard/test-support/warnings';
 
 const capture = captureLines;
 
@@ -620,5 +621,74 @@ describe('createAuditLogger with the service’s own pino logger', () => {
       /give "logger" or "destination", not both/,
     );
     expect(() => createAuditLogger({ logger: console as never })).toThrow(/"logger" must be a pino logger/);
+  });
+});
+
+describe('createAuditLogger with a destination that throws', () => {
+  const where = {
+    operation: 'GET /v1/items',
+    peer: '198.51.100.7:4000',
+    requestId: 'r-lost',
+    transport: 'http',
+  } as const;
+
+  function throwingDestination(): { destination: { write(line: string): void }; calls: () => number } {
+    let calls = 0;
+    return {
+      destination: {
+        write: (line: string) => {
+          calls += 1;
+          throw Object.assign(new Error(`disk full while writing ${line}`), { code: 'ENOSPC' });
+        },
+      },
+      calls: () => calls,
+    };
+  }
+
+  it('answers a refusal as it would have, and warns of the lost lines without their content', async () => {
+    const { destination, calls } = throwingDestination();
+    const audit = createAuditLogger({ destination });
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    try {
+      const refused = new SecurityError('unauthenticated', { reason: 'missing_token', subject: 'alice' });
+      const answer = audit.recordFailure(refused, where);
+      expect(answer).toEqual(
+        createAuditLogger({ destination: captureLines().destination }).recordFailure(refused, where),
+      );
+      expect(answer).toMatchObject({ code: 'unauthenticated', requestId: 'r-lost' });
+      // Every way of writing a line is covered, not only recordFailure.
+      expect(audit.recordFailure(new Error('boom'), where)).toMatchObject({ code: 'internal', requestId: 'r-lost' });
+      audit.record({ event: 'rbac.shadow_denied', outcome: 'allowed', operation: 'GET /v1/items', requestId: 'r-2' });
+      audit.recordCancelled(where);
+      audit.logger.warn({ token: TOKEN }, 'the application’s own line');
+      expect(calls()).toBe(5);
+
+      await captured.settled();
+      // One warning for the five lines: at most one a minute.
+      expect(captured.warnings).toHaveLength(1);
+      const [message] = captured.messages();
+      expect(message).toMatch(/failed to write 1 audit line\(s\) \(Error ENOSPC\)/);
+      for (const secret of ['disk full', 'alice', 'r-lost', 'missing_token', TOKEN]) {
+        expect(message).not.toContain(secret);
+      }
+    } finally {
+      captured.stop();
+    }
+  });
+
+  it('warns again after a minute, with the count of lines lost since', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    try {
+      const audit = createAuditLogger({ destination: throwingDestination().destination });
+      for (let i = 0; i < 3; i++) audit.recordFailure(new SecurityError('permission_denied'), where);
+      vi.advanceTimersByTime(60_000);
+      audit.recordFailure(new SecurityError('permission_denied'), where);
+      await captured.settled();
+      expect(captured.messages().map((m) => /write (\d+) audit/.exec(m)?.[1])).toEqual(['1', '3']);
+    } finally {
+      captured.stop();
+      vi.useRealTimers();
+    }
   });
 });

@@ -105,7 +105,15 @@ export type FailureContext = Pick<AuditEvent, 'operation' | 'peer' | 'subject' |
 export interface AuditLoggerOptions {
   /** Minimum level written. Default `info`. */
   readonly level?: Level | 'silent';
-  /** Where lines go. Default: standard output. Not with `logger`. */
+  /**
+   * Where lines go. Default: standard output. Not with `logger`.
+   *
+   * A `write` that throws loses that line, and nothing else: a refusal keeps its status, code
+   * and request id, and the call goes on as if the line had been written. The loss is reported
+   * as a process warning with code `FLUXGUARD_AUDIT_WRITE_FAILED`: at most one a minute per
+   * audit logger, with the count of lines lost since the previous one and the error's name and
+   * `code`, never the line or the error's message, which may quote it.
+   */
   readonly destination?: DestinationStream | undefined;
   /**
    * An existing pino logger (the application's, or pino-http's `logger`) to write through, so
@@ -264,6 +272,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   const redact = { paths: [...REDACTED_PATHS, ...opts.redact], censor: REDACTED };
   const serializers = { err: (err: unknown) => scrubDeep(pino.stdSerializers.err(err as Error)) };
   const parent = options?.logger;
+  const lineLost = writeFailureReporter();
   let logger: Logger;
   if (parent === undefined) {
     logger = pinoOrRefuse(() =>
@@ -274,8 +283,19 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
           timestamp: pino.stdTimeFunctions.isoTime,
           redact,
           serializers,
-          // Every field of every line, whatever put it there: see escapeLogText.
-          hooks: { streamWrite: escapeLogText },
+          hooks: {
+            // Every field of every line, whatever put it there: see escapeLogText.
+            streamWrite: escapeLogText,
+            // A destination that throws would otherwise turn the refusal being logged into a
+            // 500 / INTERNAL; every line goes through here, the controls' own lines included.
+            logMethod(args, method) {
+              try {
+                method.apply(this, args);
+              } catch (error) {
+                lineLost(error);
+              }
+            },
+          },
         },
         options?.destination,
       ),
@@ -379,6 +399,38 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   }
 
   return Object.freeze({ logger, record, recordFailure, recordCancelled });
+}
+
+/** The shortest time between two `FLUXGUARD_AUDIT_WRITE_FAILED` warnings of one audit logger. */
+const WRITE_FAILURE_WARNING_MS = 60_000;
+
+/** A name or errno code as an error carries it, e.g. `TypeError`, `ENOSPC`; nothing else is shown. */
+const IDENTIFIER = /^[A-Za-z][A-Za-z0-9_]{0,39}$/;
+
+/**
+ * Counts the lines a destination failed to write and reports them as a process warning, at most
+ * once per {@link WRITE_FAILURE_WARNING_MS}: a failing disk must not become a flood of warnings.
+ * The error's message is left out, as a destination's error may quote the line it was given.
+ */
+function writeFailureReporter(): (error: unknown) => void {
+  let lost = 0;
+  let warnedAt: number | undefined;
+  return (error) => {
+    lost += 1;
+    const now = Date.now();
+    if (warnedAt !== undefined && now - warnedAt < WRITE_FAILURE_WARNING_MS) return;
+    warnedAt = now;
+    const { name, code } = (typeof error === 'object' && error !== null ? error : {}) as {
+      name?: unknown;
+      code?: unknown;
+    };
+    const kind = [name, code].filter((part) => typeof part === 'string' && IDENTIFIER.test(part)).join(' ');
+    process.emitWarning(
+      `createAuditLogger: the destination failed to write ${String(lost)} audit line(s)${kind === '' ? '' : ` (${kind})`}; they are lost, and calls are answered as if they had been written`,
+      { code: 'FLUXGUARD_AUDIT_WRITE_FAILED' },
+    );
+    lost = 0;
+  };
 }
 
 function isPinoLogger(value: unknown): value is Logger {
