@@ -215,6 +215,37 @@ describe('boundedCommands against a real redis-server', () => {
     }
   });
 
+  it('adds one close listener to a client however many stores use it, and each store still forgets at a close', async () => {
+    const { impatient, commands: first, sent } = await impatientCommands();
+    const before = impatient.listenerCount('close');
+    // Stores made one a request, by mistake: each added a listener until Node warned of a leak.
+    let last = first;
+    for (let i = 0; i < 50; i++) last = boundedCommands(50, 5, impatient, 100);
+    expect(impatient.listenerCount('close')).toBe(before);
+    redis.pause();
+    try {
+      for (const commands of [first, last]) {
+        await Promise.allSettled(
+          Array.from({ length: 2 }, () =>
+            commands.run(() => {
+              const command = impatient.exists('gone');
+              sent.push(command);
+              return command;
+            }),
+          ),
+        );
+      }
+      await Promise.allSettled(sent);
+      expect([first.pending, last.pending]).toEqual([2, 2]);
+      const closed = once(impatient, 'close');
+      impatient.disconnect();
+      await closed;
+      expect([first.pending, last.pending]).toEqual([0, 0]);
+    } finally {
+      redis.resume();
+    }
+  });
+
   it('rejects, without counting it, a command that throws before it is sent', async () => {
     const commands = boundedCommands(1_000, 1);
     await expect(
