@@ -676,6 +676,28 @@ describe('createAuditLogger with a destination that throws', () => {
     }
   });
 
+  it('answers a refusal as it would have through the application’s own logger too', async () => {
+    const { destination, calls } = throwingDestination();
+    // pino gives a child no hooks of its own: the audit logger's answers are guarded instead.
+    const audit = createAuditLogger({ logger: pino({}, destination) });
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    try {
+      const refused = new SecurityError('unauthenticated', { reason: 'missing_token', subject: 'alice' });
+      expect(audit.recordFailure(refused, where)).toEqual(
+        createAuditLogger({ destination: captureLines().destination }).recordFailure(refused, where),
+      );
+      expect(audit.recordFailure(new Error('boom'), where)).toMatchObject({ code: 'internal', requestId: 'r-lost' });
+      audit.record({ event: 'rbac.shadow_denied', outcome: 'allowed', operation: 'GET /v1/items', requestId: 'r-2' });
+      audit.recordCancelled(where);
+      expect(calls()).toBe(4);
+      await captured.settled();
+      expect(captured.warnings).toHaveLength(1);
+      expect(captured.messages()[0]).not.toMatch(/disk full|alice|r-lost/);
+    } finally {
+      captured.stop();
+    }
+  });
+
   it('warns again after a minute, with the count of lines lost since', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');

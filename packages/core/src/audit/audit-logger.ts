@@ -398,7 +398,33 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     );
   }
 
-  return Object.freeze({ logger, record, recordFailure, recordCancelled });
+  // Through the application's logger the hook above is not there (a pino child takes no
+  // hooks): a refusal still keeps its answer when that logger's destination throws.
+  return Object.freeze({
+    logger,
+    record: (event: AuditEvent, err?: unknown): void => {
+      try {
+        record(event, err);
+      } catch (error) {
+        lineLost(error);
+      }
+    },
+    recordFailure: (err: unknown, context: FailureContext): PublicError => {
+      try {
+        return recordFailure(err, context);
+      } catch (error) {
+        lineLost(error);
+        return toPublicError(err, context.requestId);
+      }
+    },
+    recordCancelled: (context: FailureContext, error?: string): void => {
+      try {
+        recordCancelled(context, error);
+      } catch (thrown) {
+        lineLost(thrown);
+      }
+    },
+  });
 }
 
 /** The shortest time between two `FLUXGUARD_AUDIT_WRITE_FAILED` warnings of one audit logger. */
