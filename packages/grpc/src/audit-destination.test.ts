@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
 import { compileRbac, createAuditLogger, createGuard, createJwtVerifier } from '@fluxguard/core';
@@ -97,5 +98,67 @@ describe('an audit destination that throws, over a real gRPC server', () => {
     const metadata = bearer(signer.sign({ sub: 'alice', roles: ['reader'] }));
     const failed = await callKind(started.client, 'clientStream', {}, metadata);
     expect(failed.status.code).toBe(Status.INTERNAL);
+  });
+});
+
+// A stream fails after `write` returned: its 'error' comes later, and without a listener it
+// would end the server's process.
+describe('an audit destination stream that fails later, over a real gRPC server', () => {
+  const signer = createTokenSigner();
+  let started: Started;
+  let warnings: CapturedWarnings;
+
+  beforeAll(async () => {
+    warnings = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    const destination = new Writable({
+      write(_chunk, _enc, done) {
+        setImmediate(() => {
+          done(Object.assign(new Error('the log collector went away'), { code: 'ECONNRESET' }));
+        });
+      },
+    });
+    const audit = createAuditLogger({ destination });
+    const jwt = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never });
+    const rules = Object.fromEntries(
+      Object.values(testService).map((method) => [method.path, { anyRoles: ['reader'] }]),
+    );
+    const implementation: SafeImplementation<TestImpl> = {
+      Unary: () => ({ ok: true }),
+      ClientStream: () => ({ ok: true }),
+      ServerStream: (call) => {
+        call.end();
+      },
+      Bidi: (call) => {
+        call.end();
+      },
+    };
+    const guard = createGuard({ audit, jwt, rbac: compileRbac(rules) });
+    started = await startServer(fluxguardInterceptors({ audit, guard }), (server) => {
+      addService(server, testService, implementation);
+    });
+  });
+
+  afterAll(async () => {
+    warnings.stop();
+    await started.close();
+  });
+
+  it('keeps refusing UNAUTHENTICATED and serving, and warns once', async () => {
+    for (let i = 0; i < 3; i++) {
+      const refused = await callKind(started.client, 'unary', {}, withRequestId(`req-later-${String(i)}`));
+      expect(refused.status.code).toBe(Status.UNAUTHENTICATED);
+      expect(metadataValue(refused.status.metadata, 'x-request-id')).toBe(`req-later-${String(i)}`);
+    }
+    const allowed = await callKind(
+      started.client,
+      'unary',
+      {},
+      bearer(signer.sign({ sub: 'alice', roles: ['reader'] })),
+    );
+    expect(allowed.status.code).toBe(Status.OK);
+    await warnings.settled();
+    expect(warnings.messages()).toHaveLength(1);
+    expect(warnings.messages()[0]).toMatch(/\(Error ECONNRESET\)/);
+    expect(warnings.messages()[0]).not.toMatch(/collector|req-later/);
   });
 });

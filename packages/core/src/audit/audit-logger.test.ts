@@ -1,4 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import { closeSync, createWriteStream, existsSync, openSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
@@ -713,4 +719,96 @@ describe('createAuditLogger with a destination that throws', () => {
       vi.useRealTimers();
     }
   });
+});
+
+// A stream fails after `write` returned: it emits 'error' later, which without a listener ends
+// the process. Real streams: a file that cannot be opened, a Writable whose disk refuses.
+describe('createAuditLogger with a destination that fails later, as a stream does', () => {
+  const where = { operation: 'GET /v1/items', requestId: 'r-lost', transport: 'http' } as const;
+  // Not events.once: it rejects on the 'error' the stream emits first.
+  const closed = (stream: Writable): Promise<void> =>
+    new Promise((resolve) => {
+      stream.once('close', resolve);
+    });
+  const refusal = (): SecurityError => new SecurityError('unauthenticated', { reason: 'missing_token' });
+
+  it('warns of a file it cannot open instead of ending the process', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-audit-'));
+    const destination = createWriteStream(join(dir, 'missing', 'audit.log'));
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    try {
+      const audit = createAuditLogger({ destination });
+      expect(audit.recordFailure(refusal(), where)).toMatchObject({ code: 'unauthenticated', requestId: 'r-lost' });
+      await closed(destination);
+      await captured.settled();
+      expect(captured.messages()).toHaveLength(1);
+      expect(captured.messages()[0]).toMatch(/failed to write 1 audit line\(s\) \(Error ENOENT\)/);
+      expect(captured.messages()[0]).not.toContain(dir);
+    } finally {
+      captured.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('counts the lines a stream its error destroyed drops, and warns of them a minute later', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    let writes = 0;
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        writes += 1;
+        done(Object.assign(new Error(`disk refused ${chunk.toString('utf8')}`), { code: 'EIO' }));
+      },
+    });
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    try {
+      const audit = createAuditLogger({ destination, foldRefusals: false });
+      audit.recordFailure(refusal(), where);
+      await closed(destination);
+      for (let i = 0; i < 3; i++) {
+        expect(audit.recordFailure(refusal(), where)).toMatchObject({ code: 'unauthenticated' });
+      }
+      vi.advanceTimersByTime(60_000);
+      audit.recordFailure(refusal(), where);
+      await captured.settled();
+      expect(writes).toBe(1);
+      expect(captured.messages().map((m) => /write (\d+) audit line\(s\) \((.*?)\)/.exec(m)?.slice(1))).toEqual([
+        ['1', 'Error EIO'],
+        ['4', 'Error EIO'],
+      ]);
+      expect(captured.messages().join('\n')).not.toMatch(/disk refused|r-lost|missing_token/);
+    } finally {
+      captured.stop();
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('createAuditLogger writing to standard output on a full disk', () => {
+  // /dev/full refuses every write with ENOSPC, as a full disk does; Linux has it.
+  it.skipIf(!existsSync('/dev/full'))(
+    'warns instead of ending the process (pino writes fd 1 after write returned)',
+    () => {
+      const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
+      const full = openSync('/dev/full', 'w');
+      try {
+        // SIGKILL, not exit: at exit pino flushes fd 1 and sonic-boom retries ENOSPC for ever.
+        const child = spawnSync(
+          process.execPath,
+          [
+            '--input-type=module',
+            '-e',
+            `import { createAuditLogger, SecurityError } from ${JSON.stringify(core)};
+           const audit = createAuditLogger();
+           audit.recordFailure(new SecurityError('unauthenticated', { reason: 'missing_token' }), { operation: 'x', requestId: 'r-1' });
+           setTimeout(() => { process.stderr.write('still serving\\n', () => process.kill(process.pid, 'SIGKILL')); }, 300);`,
+          ],
+          { stdio: ['ignore', full, 'pipe'], timeout: 10_000, encoding: 'utf8' },
+        );
+        expect(child.stderr).toMatch(/FLUXGUARD_AUDIT_WRITE_FAILED.*\(Error ENOSPC\)/);
+        expect(child.stderr).toContain('still serving');
+      } finally {
+        closeSync(full);
+      }
+    },
+  );
 });

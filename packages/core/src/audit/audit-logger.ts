@@ -113,6 +113,15 @@ export interface AuditLoggerOptions {
    * as a process warning with code `FLUXGUARD_AUDIT_WRITE_FAILED`: at most one a minute per
    * audit logger, with the count of lines lost since the previous one and the error's name and
    * `code`, never the line or the error's message, which may quote it.
+   *
+   * A stream that fails later (a file it cannot open, a full disk, a reset socket) emits
+   * 'error', which with no listener ends the process: the audit logger attaches one 'error'
+   * listener to the destination (and to the standard-output stream pino makes when none is
+   * given) that reports the loss the same way. That listener is also the stream's only one
+   * unless the application adds its own, so such errors of a stream given here no longer end
+   * the process: listen to it to act on them. A Node stream its error destroyed drops whatever
+   * it is given next; those lines count as lost too, so the warning goes on each minute until
+   * the service is restarted with a working destination.
    */
   readonly destination?: DestinationStream | undefined;
   /**
@@ -273,6 +282,9 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   const serializers = { err: (err: unknown) => scrubDeep(pino.stdSerializers.err(err as Error)) };
   const parent = options?.logger;
   const lineLost = writeFailureReporter();
+  /** The stream the lines go to, and the 'error' it emitted (see reportStreamErrors). */
+  let stream: unknown;
+  let streamFailed: { error: unknown } | undefined;
   let logger: Logger;
   if (parent === undefined) {
     logger = pinoOrRefuse(() =>
@@ -289,6 +301,12 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
             // A destination that throws would otherwise turn the refusal being logged into a
             // 500 / INTERNAL; every line goes through here, the controls' own lines included.
             logMethod(args, method) {
+              // A Node stream is destroyed by its error and then drops every line it is given
+              // without a word: those lines are lost too, and the warning must go on saying so.
+              if (streamFailed !== undefined && (stream as { destroyed?: unknown }).destroyed === true) {
+                lineLost(streamFailed.error);
+                return;
+              }
               try {
                 method.apply(this, args);
               } catch (error) {
@@ -300,6 +318,12 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
         options?.destination,
       ),
     );
+    // With no destination, pino made one: its stream is where the lines go.
+    stream = options?.destination ?? (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+    reportStreamErrors(stream, (error) => {
+      streamFailed = { error };
+      lineLost(error);
+    });
   } else {
     if (!isPinoLogger(parent)) {
       throw new ConfigurationError('createAuditLogger: "logger" must be a pino logger (pino() or a child of one)');
@@ -457,6 +481,20 @@ function writeFailureReporter(): (error: unknown) => void {
     );
     lost = 0;
   };
+}
+
+/**
+ * A stream fails after `write` returned (a file that cannot be opened, a full disk, a socket
+ * reset): it emits 'error', and an 'error' without a listener ends the process. One listener
+ * turns that into a lost line, reported as a throwing `write` is. It is attached to the
+ * destination given, and to the standard-output stream pino makes when none is: not to
+ * `process.stdout` itself (pino writes to it when something replaced its `write`), which is the
+ * application's, nor to the stream of the application's own `logger`.
+ */
+function reportStreamErrors(stream: unknown, lineLost: (error: unknown) => void): void {
+  if (stream === process.stdout) return;
+  const emitter = stream as { on?: unknown } | null;
+  if (typeof emitter?.on === 'function') (emitter as NodeJS.EventEmitter).on('error', lineLost);
 }
 
 function isPinoLogger(value: unknown): value is Logger {
