@@ -41,3 +41,49 @@ export function captureLines(): CapturedLines {
   });
   return { destination, lines, raw };
 }
+
+/** What {@link brokenDestination} gives: the destination and how many lines it was given. */
+export interface BrokenDestination {
+  /** A plain `{ write }` object (`'throw'`) or a Node stream (`'later'`). */
+  readonly destination: { write(line: string): unknown };
+  /** Lines given to it so far. */
+  readonly writes: () => number;
+}
+
+/**
+ * An audit destination that cannot write, as a log collector that went away: `'throw'` is a
+ * plain object whose `write` throws (with the line in its message, as a careless destination's
+ * error might), `'later'` a stream that calls back with an error after `write` returned, so that
+ * it emits `'error'` and is destroyed. The error's `code` is `ECONNRESET`.
+ *
+ * @example
+ * ```ts
+ * const { destination, writes } = brokenDestination('later');
+ * const audit = createAuditLogger({ destination });
+ * ```
+ */
+export function brokenDestination(fails: 'throw' | 'later'): BrokenDestination {
+  let writes = 0;
+  const failure = (line: string): Error =>
+    Object.assign(new Error(`the log collector went away while writing ${line}`), { code: 'ECONNRESET' });
+  if (fails === 'throw') {
+    return {
+      destination: {
+        write(line: string) {
+          writes += 1;
+          throw failure(line);
+        },
+      },
+      writes: () => writes,
+    };
+  }
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      writes += 1;
+      setImmediate(() => {
+        done(failure(chunk.toString('utf8')));
+      });
+    },
+  });
+  return { destination, writes: () => writes };
+}
