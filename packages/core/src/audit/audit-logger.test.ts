@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, createWriteStream, openSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -808,4 +808,58 @@ describe('createAuditLogger writing to standard output on a full disk', () => {
       closeSync(full);
     }
   });
+});
+
+describe('createAuditLogger writing to standard output that nobody reads', () => {
+  // A stalled log shipper: every line waits in memory, and a flood of refusals from many
+  // addresses (folding off here, as many addresses make it) grew that without bound.
+  it('holds at most 16 MiB of unwritten lines, and warns of the lines it drops', async () => {
+    const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
+    const child = spawn(
+      process.execPath,
+      [
+        '--expose-gc',
+        '--input-type=module',
+        '-e',
+        `import { createAuditLogger, SecurityError } from ${JSON.stringify(core)};
+         const audit = createAuditLogger({ foldRefusals: false });
+         globalThis.gc();
+         const before = process.memoryUsage().heapUsed;
+         const refusal = new SecurityError('unauthenticated', { reason: 'missing_token' });
+         const filler = 'x'.repeat(200);
+         // About 40 MiB of lines, far past what the pipe (64 KiB) takes while nobody reads it.
+         for (let i = 0; i < 100_000; i++) {
+           audit.recordFailure(refusal, { operation: 'GET /v1/' + filler, requestId: 'r-' + i, peer: '10.0.' + (i % 250) + '.1:4000' });
+         }
+         globalThis.gc();
+         const grown = (process.memoryUsage().heapUsed - before) / 1048576;
+         setTimeout(() => process.stderr.write('grown ' + grown.toFixed(1) + '\\n'), 50);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    // Standard output is held open and never read; standard error is.
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`no answer from the child: ${stderr}`));
+        }, 20_000);
+        child.stderr.on('data', (chunk: string) => {
+          stderr += chunk;
+          if (/grown [\d.]+\n/.test(stderr)) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+    } finally {
+      // Not an exit: at exit pino flushes what it holds into the pipe nobody reads.
+      child.kill('SIGKILL');
+    }
+    const grown = Number(/grown ([\d.]+)/.exec(stderr)?.[1]);
+    expect(grown).toBeLessThan(24);
+    expect(stderr).toMatch(/FLUXGUARD_AUDIT_WRITE_FAILED.*\(Error ERR_AUDIT_BACKLOG_FULL\)/);
+    expect(stderr).not.toMatch(/missing_token|r-\d/);
+  }, 30_000);
 });

@@ -106,7 +106,10 @@ export interface AuditLoggerOptions {
   /** Minimum level written. Default `info`. */
   readonly level?: Level | 'silent';
   /**
-   * Where lines go. Default: standard output. Not with `logger`.
+   * Where lines go. Default: standard output, written asynchronously (and flushed at exit),
+   * holding at most 16 MiB of lines its reader has not taken yet: while a log shipper stalls,
+   * lines past that are dropped, counted as lost and reported as below (`ERR_AUDIT_BACKLOG_FULL`),
+   * rather than held in memory without bound. Not with `logger`.
    *
    * A `write` that throws loses that line, and nothing else: a refusal keeps its status, code
    * and request id, and the call goes on as if the line had been written. The loss is reported
@@ -287,6 +290,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   let streamFailed: { error: unknown } | undefined;
   let logger: Logger;
   if (parent === undefined) {
+    const destination = options?.destination ?? standardOutput(lineLost);
     logger = pinoOrRefuse(() =>
       pino(
         {
@@ -315,11 +319,11 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
             },
           },
         },
-        options?.destination,
+        destination,
       ),
     );
     // With no destination, pino made one: its stream is where the lines go.
-    stream = options?.destination ?? (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+    stream = destination ?? (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
     reportStreamErrors(stream, (error) => {
       streamFailed = { error };
       lineLost(error);
@@ -481,6 +485,34 @@ function writeFailureReporter(): (error: unknown) => void {
     );
     lost = 0;
   };
+}
+
+/**
+ * The most bytes of lines standard output holds unwritten. Its writes are asynchronous: while
+ * the reader of the pipe stalls (a log shipper that hangs, a full container log pipe), every
+ * line waits in memory, and a flood of refusals from many addresses, folded or not, grew that
+ * without bound.
+ */
+const STDOUT_BACKLOG_BYTES = 16 * 1024 * 1024;
+
+/** What a line dropped past {@link STDOUT_BACKLOG_BYTES} is reported as. */
+const BACKLOG_FULL = Object.assign(new Error('standard output is not being read'), { code: 'ERR_AUDIT_BACKLOG_FULL' });
+
+/**
+ * The default destination: standard output as pino writes it (asynchronously, flushed at
+ * exit), holding at most {@link STDOUT_BACKLOG_BYTES} unwritten; a line past that is dropped
+ * and counted as lost. `undefined` when something replaced `process.stdout.write` (a test
+ * runner that captures output), where pino writes through it, as it does by default.
+ */
+function standardOutput(lineLost: (error: unknown) => void): DestinationStream | undefined {
+  const stdout = process.stdout as { write: unknown; fd?: number; constructor: { prototype: { write: unknown } } };
+  if (stdout.write !== stdout.constructor.prototype.write) return undefined;
+  // In a worker thread `fd` is undefined, and pino writes to descriptor 1 as well.
+  const stream = pino.destination({ dest: stdout.fd ?? 1, sync: false, maxLength: STDOUT_BACKLOG_BYTES });
+  stream.on('drop', () => {
+    lineLost(BACKLOG_FULL);
+  });
+  return stream;
 }
 
 /**
