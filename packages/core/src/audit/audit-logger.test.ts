@@ -719,6 +719,22 @@ describe('createAuditLogger with a destination that throws', () => {
       vi.useRealTimers();
     }
   });
+
+  it('tells the lines lost after a warning at the end of its minute, though no line is lost later', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setTimeout', 'clearTimeout'] });
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    try {
+      const audit = createAuditLogger({ destination: throwingDestination().destination, foldRefusals: false });
+      // A burst, as a full backlog drops: the first warning can only count its first line.
+      for (let i = 0; i < 1000; i++) audit.recordFailure(new SecurityError('permission_denied'), where);
+      vi.advanceTimersByTime(60_000);
+      await captured.settled();
+      expect(captured.messages().map((m) => /write (\d+) audit/.exec(m)?.[1])).toEqual(['1', '999']);
+    } finally {
+      captured.stop();
+      vi.useRealTimers();
+    }
+  });
 });
 
 // A stream fails after `write` returned: it emits 'error' later, which without a listener ends

@@ -114,8 +114,9 @@ export interface AuditLoggerOptions {
    * A `write` that throws loses that line, and nothing else: a refusal keeps its status, code
    * and request id, and the call goes on as if the line had been written. The loss is reported
    * as a process warning with code `FLUXGUARD_AUDIT_WRITE_FAILED`: at most one a minute per
-   * audit logger, with the count of lines lost since the previous one and the error's name and
-   * `code`, never the line or the error's message, which may quote it.
+   * audit logger, with the count of lines lost since the previous one (those lost within its
+   * minute are told when the minute ends) and the error's name and `code`, never the line or the
+   * error's message, which may quote it.
    *
    * A stream that fails later (a file it cannot open, a full disk, a reset socket) emits
    * 'error', which with no listener ends the process: the audit logger attaches one 'error'
@@ -468,13 +469,15 @@ const IDENTIFIER = /^[A-Za-z][A-Za-z0-9_]{0,39}$/;
  */
 function writeFailureReporter(): (error: unknown) => void {
   let lost = 0;
+  /** The error of the first line lost since the last warning: the one the warning names. */
+  let first: unknown;
   let warnedAt: number | undefined;
-  return (error) => {
-    lost += 1;
-    const now = Date.now();
-    if (warnedAt !== undefined && now - warnedAt < WRITE_FAILURE_WARNING_MS) return;
-    warnedAt = now;
-    const { name, code } = (typeof error === 'object' && error !== null ? error : {}) as {
+  let pending: ReturnType<typeof setTimeout> | undefined;
+  const warn = (): void => {
+    clearTimeout(pending);
+    pending = undefined;
+    warnedAt = Date.now();
+    const { name, code } = (typeof first === 'object' && first !== null ? first : {}) as {
       name?: unknown;
       code?: unknown;
     };
@@ -484,6 +487,20 @@ function writeFailureReporter(): (error: unknown) => void {
       { code: 'FLUXGUARD_AUDIT_WRITE_FAILED' },
     );
     lost = 0;
+    first = undefined;
+  };
+  return (error) => {
+    if (lost === 0) first = error;
+    lost += 1;
+    if (warnedAt === undefined || Date.now() - warnedAt >= WRITE_FAILURE_WARNING_MS) {
+      warn();
+      return;
+    }
+    // The lines lost after a warning are told at the end of its minute, not only when another
+    // line is lost after that: a burst (a full backlog drops thousands at once) was reported as
+    // one line. Unreferenced: the warning keeps no process alive.
+    pending ??= setTimeout(warn, warnedAt + WRITE_FAILURE_WARNING_MS - Date.now());
+    pending.unref();
   };
 }
 
