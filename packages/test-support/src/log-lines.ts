@@ -48,6 +48,8 @@ export interface BrokenDestination {
   readonly destination: { write(line: string): unknown };
   /** Lines given to it so far. */
   readonly writes: () => number;
+  /** The destination as the stream it is (`'later'`), for its listeners; `undefined` for `'throw'`. */
+  readonly stream: Writable | undefined;
 }
 
 /**
@@ -75,6 +77,7 @@ export function brokenDestination(fails: 'throw' | 'later'): BrokenDestination {
         },
       },
       writes: () => writes,
+      stream: undefined,
     };
   }
   const destination = new Writable({
@@ -85,5 +88,5 @@ export function brokenDestination(fails: 'throw' | 'later'): BrokenDestination {
       });
     },
   });
-  return { destination, writes: () => writes };
+  return { destination, writes: () => writes, stream: destination };
 }

@@ -11,7 +11,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { createAuditLogger } from './audit-logger.js';
 import { scrubSecrets } from './redaction.js';
-import { captureLines } from '@fluxguard/test-support/log-lines';
+import { brokenDestination, captureLines } from '@fluxguard/test-support/log-lines';
 import { captureWarnings } from '@fluxguard/test-support/warnings';
 
 const capture = captureLines;
@@ -795,6 +795,31 @@ describe('createAuditLogger with a destination that fails later, as a stream doe
     } finally {
       captured.stop();
       vi.useRealTimers();
+    }
+  });
+});
+
+describe('createAuditLogger with one destination stream for many loggers', () => {
+  it('adds one error listener to the stream, and each logger reports the failure', async () => {
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    const every = captureWarnings();
+    try {
+      const { destination, stream } = brokenDestination('later');
+      // One logger per tenant, say: a listener each passed Node's limit of ten.
+      const audits = Array.from({ length: 12 }, () => createAuditLogger({ destination }));
+      expect(stream?.listenerCount('error')).toBe(1);
+      audits[0]?.recordFailure(new SecurityError('permission_denied'), {
+        operation: 'GET /v1/items',
+        requestId: 'r-shared',
+      });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await captured.settled();
+      expect(captured.messages()).toHaveLength(12);
+      expect(captured.messages()[0]).toMatch(/\(Error ECONNRESET\)/);
+      expect(every.warnings.filter((warning) => warning.name === 'MaxListenersExceededWarning')).toEqual([]);
+    } finally {
+      captured.stop();
+      every.stop();
     }
   });
 });

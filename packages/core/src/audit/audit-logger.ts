@@ -543,8 +543,23 @@ function standardOutput(lineLost: (error: unknown) => void): DestinationStream |
 function reportStreamErrors(stream: unknown, lineLost: (error: unknown) => void): void {
   if (stream === process.stdout) return;
   const emitter = stream as { on?: unknown } | null;
-  if (typeof emitter?.on === 'function') (emitter as NodeJS.EventEmitter).on('error', lineLost);
+  if (typeof emitter?.on !== 'function') return;
+  // One listener per stream, whatever the number of audit loggers writing to it (one per
+  // tenant, say): a listener each passed Node's limit of ten and warned of a leak.
+  let reporters = streamReporters.get(emitter);
+  if (reporters === undefined) {
+    const all = new Set<(error: unknown) => void>();
+    reporters = all;
+    streamReporters.set(emitter, all);
+    (emitter as NodeJS.EventEmitter).on('error', (error: unknown) => {
+      for (const report of all) report(error);
+    });
+  }
+  reporters.add(lineLost);
 }
+
+/** The audit loggers' reporters of each destination stream, told by its one 'error' listener. */
+const streamReporters = new WeakMap<object, Set<(error: unknown) => void>>();
 
 function isPinoLogger(value: unknown): value is Logger {
   return (
