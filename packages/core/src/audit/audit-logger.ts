@@ -120,7 +120,7 @@ export interface AuditLoggerOptions {
    *
    * A stream that fails later (a file it cannot open, a full disk, a reset socket) emits
    * 'error', which with no listener ends the process: the audit logger attaches one 'error'
-   * listener to the destination (and to the standard-output stream pino makes when none is
+   * listener to the destination (and to the standard-output stream it makes when none is
    * given) that reports the loss the same way. That listener is also the stream's only one
    * unless the application adds its own, so such errors of a stream given here no longer end
    * the process: listen to it to act on them. A Node stream its error destroyed drops whatever
@@ -323,8 +323,8 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
         destination,
       ),
     );
-    // With no destination, pino made one: its stream is where the lines go.
-    stream = destination ?? (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+    // Undefined only when something replaced `process.stdout.write`: pino writes through it.
+    stream = destination;
     reportStreamErrors(stream, (error) => {
       streamFailed = { error };
       lineLost(error);
@@ -536,9 +536,9 @@ function standardOutput(lineLost: (error: unknown) => void): DestinationStream |
  * A stream fails after `write` returned (a file that cannot be opened, a full disk, a socket
  * reset): it emits 'error', and an 'error' without a listener ends the process. One listener
  * turns that into a lost line, reported as a throwing `write` is. It is attached to the
- * destination given, and to the standard-output stream pino makes when none is: not to
- * `process.stdout` itself (pino writes to it when something replaced its `write`), which is the
- * application's, nor to the stream of the application's own `logger`.
+ * destination given, and to the standard-output stream {@link standardOutput} makes: not to
+ * `process.stdout` itself (given as the destination, or written by pino when something replaced
+ * its `write`), which is the application's, nor to the stream of the application's own `logger`.
  */
 function reportStreamErrors(stream: unknown, lineLost: (error: unknown) => void): void {
   if (stream === process.stdout) return;
