@@ -405,15 +405,11 @@ function rateLimitFields(
   results: readonly (LimiterResult | undefined)[],
 ): readonly (readonly [string, string])[] {
   const { list } = applied;
-  let keyed = 0;
-  let policy = '';
   let state = '';
   for (let i = 0; i < list.length; i++) {
     const result = results[i];
     const rule = list[i]?.rule;
     if (result === undefined || rule === undefined) continue;
-    keyed += 1;
-    policy += (policy === '' ? '' : ', ') + rule.policyItem;
     state += `${state === '' ? '' : ', '}"${rule.name}";r=${String(result.remaining)};t=${String(Math.ceil(result.resetMs / 1000))}`;
     // Known only once a count reached the burst (see LimiterResult.burst).
     if (result.burst !== undefined) {
@@ -421,7 +417,12 @@ function rateLimitFields(
     }
   }
   // Every rule keyed the call (the common case): the field made once for the operation.
-  if (keyed === list.length) policy = applied.policy;
+  const policy = results.includes(undefined)
+    ? list
+        .filter((_, i) => results[i] !== undefined)
+        .map((one) => one.rule.policyItem)
+        .join(', ')
+    : applied.policy;
   return [
     ['ratelimit-policy', policy],
     ['ratelimit', state],
