@@ -106,14 +106,14 @@ describe.each(TRANSPORTS)('remote JWKS over %s', (transport) => {
   let t: TransportUnderTest;
   let k1: Signer;
 
-  async function start(): Promise<void> {
+  async function start(now?: () => number): Promise<void> {
     idp = new Idp();
     const url = await idp.listen();
     const jwt = createJwtVerifier({
       issuer: DEV_ISSUER,
       audience: DEV_AUDIENCE,
       jwksUrl: url,
-      jwksOptions: { timeoutMs: 300, cooldownMs: COOLDOWN_MS },
+      jwksOptions: { timeoutMs: 300, cooldownMs: COOLDOWN_MS, ...(now === undefined ? {} : { now }) },
     });
     t = await startTransport(transport, world, { jwt });
     k1 = await newSigner('k1');
@@ -179,6 +179,23 @@ describe.each(TRANSPORTS)('remote JWKS over %s', (transport) => {
     const stale = await get(oldToken);
     expect(stale.status).toBe(t.client.statusOf({ code: 'unauthenticated' }));
     expect(t.log.textFor(stale.requestId ?? 'none')).toMatch(/"reason":"(unknown_kid|bad_signature)"/);
+  });
+
+  it('follows a key rotation after the clock went back an hour, without waiting for it to catch up', async () => {
+    let skew = 0;
+    await start(() => Date.now() + skew);
+    idp.keys = [k1.jwk];
+    const oldToken = await k1.sign(['artifacts.reader']);
+    // No such file: authenticated and authorized, then answered by the store.
+    expect((await get(oldToken)).status).toBe(t.client.statusOf({ code: 'not_found' }));
+
+    const k2 = await newSigner('k2');
+    idp.keys = [k2.jwk];
+    skew = -3_600_000; // an NTP step or a restored VM
+    await pause(COOLDOWN_MS + 50);
+    const fresh = await get(await k2.sign(['artifacts.reader']));
+    expect(fresh.status, fresh.exposed).toBe(t.client.statusOf({ code: 'not_found' }));
+    expect((await get(oldToken)).status).toBe(t.client.statusOf({ code: 'unauthenticated' }));
   });
 });
 

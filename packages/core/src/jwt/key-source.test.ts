@@ -157,6 +157,23 @@ describe('createRemoteJwksSource against a real JWKS endpoint', () => {
     expect(err.reason).toBe('unknown_kid');
   });
 
+  it('fetches again when the clock went back after a fetch: a rotated-in key accepted, a removed one refused', async () => {
+    let clock = Date.now();
+    server = await startJwksServer([oldKey.publicJwk]);
+    const { verifier } = setup(server, { cooldownMs: 30_000, maxAgeMs: 60_000, now: () => clock });
+    const oldToken = await sign(oldKey);
+    await verifier.verify(oldToken);
+
+    server.keys = [newKey.publicJwk];
+    clock -= 3_600_000; // the system clock is set an hour back
+    expect((await verifier.verify(await sign(newKey, { claims: { sub: 'dave' } }))).principal.subject).toBe('dave');
+    expect((await refusal(verifier.verify(oldToken))).reason).toBe('unknown_kid');
+    expect(server.requests).toBe(2);
+    // The count restarted at that fetch: the cooldown holds again.
+    for (let i = 0; i < 5; i++) await refusal(verifier.verify(await sign(oldKey, { header: { kid: `made-up-${i}` } })));
+    expect(server.requests).toBe(2);
+  });
+
   it('refreshes a set past its max age even while its keys are known, and drops a key the endpoint removed', async () => {
     let clock = Date.now();
     server = await startJwksServer([oldKey.publicJwk]);

@@ -471,7 +471,7 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
 
   function refresh(): Promise<boolean> {
     if (inflight !== undefined) return inflight;
-    if (now() - lastAttempt < opts.cooldownMs) return Promise.resolve(current !== undefined);
+    if (elapsed(now(), lastAttempt) < opts.cooldownMs) return Promise.resolve(current !== undefined);
     lastAttempt = now();
     inflight = fetchSet()
       .then(({ jwks, fingerprint }) => {
@@ -520,13 +520,13 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
     const inService = current;
     if (inService === undefined || inflight !== undefined) return;
     const t = now();
-    if (t - inService.fetchedAt > opts.maxAgeMs && t - lastAttempt >= opts.cooldownMs) void refresh();
+    if (elapsed(t, inService.fetchedAt) > opts.maxAgeMs && elapsed(t, lastAttempt) >= opts.cooldownMs) void refresh();
   }
 
   // Only a set that is not due for a refresh: a stale one goes through getKeys, which starts it.
   function keysNow(header: TokenHeader): readonly VerificationKey[] | undefined {
     const inService = current;
-    if (inService === undefined || now() - inService.fetchedAt > opts.maxAgeMs) return undefined;
+    if (inService === undefined || elapsed(now(), inService.fetchedAt) > opts.maxAgeMs) return undefined;
     return inService.set.now(header);
   }
 
@@ -545,6 +545,16 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
     keysNow,
     refresh,
   });
+}
+
+/**
+ * The time from `since` to `t`. A clock that went back past `since` (an NTP step, a restored VM)
+ * says nothing of how long it has been, and counts as long ago: taken as negative, it held off
+ * every fetch, and so kept a removed key accepted and a rotated-in one refused, until the clock
+ * had caught up again, an hour for an hour's step. One fetch then restarts the count.
+ */
+function elapsed(t: number, since: number): number {
+  return t < since ? Number.POSITIVE_INFINITY : t - since;
 }
 
 async function readLimited(
