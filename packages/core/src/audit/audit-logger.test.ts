@@ -824,6 +824,95 @@ describe('createAuditLogger with one destination stream for many loggers', () =>
   });
 });
 
+describe('createAuditLogger and a failing stream of pino’s', () => {
+  const where = { operation: 'GET /v1/items', requestId: 'r-pino', transport: 'http' } as const;
+
+  it('counts one failure once, though pino emits it a second time', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setTimeout', 'clearTimeout'] });
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-audit-'));
+    try {
+      const destination = pino.destination({ dest: join(dir, 'audit.log'), sync: true });
+      createAuditLogger({ destination });
+      destination.emit('error', Object.assign(new Error('i/o error'), { code: 'EIO' }));
+      vi.advanceTimersByTime(61_000);
+      await captured.settled();
+      expect(captured.messages()).toHaveLength(1);
+      expect(captured.messages()[0]).toMatch(/failed to write 1 audit line\(s\) \(Error EIO\)/);
+    } finally {
+      captured.stop();
+      vi.useRealTimers();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('counts every line after EPIPE as lost: pino then drops them all, destroying nothing', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setTimeout', 'clearTimeout'] });
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-audit-'));
+    try {
+      const destination = pino.destination({ dest: join(dir, 'audit.log'), sync: true });
+      const audit = createAuditLogger({ destination });
+      destination.emit('error', Object.assign(new Error('broken pipe'), { code: 'EPIPE' }));
+      for (let i = 0; i < 3; i++) audit.recordFailure(new SecurityError('permission_denied'), where);
+      vi.advanceTimersByTime(61_000);
+      await captured.settled();
+      expect(captured.messages().map((m) => /write (\d+) audit/.exec(m)?.[1])).toEqual(['1', '3']);
+    } finally {
+      captured.stop();
+      vi.useRealTimers();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps the folded lines’ timer from ending the process when the application’s logger throws', async () => {
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    try {
+      const audit = createAuditLogger({
+        logger: pino({}, brokenDestination('throw').destination),
+        foldRefusals: { after: 1, intervalMs: 100, maxLines: 10 },
+      });
+      for (let i = 0; i < 5; i++) audit.recordFailure(new SecurityError('permission_denied'), where);
+      // The folded line is written by the interval's timer: a throw there was uncaught.
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      await captured.settled();
+      expect(captured.messages()).toHaveLength(1);
+    } finally {
+      captured.stop();
+    }
+  });
+});
+
+describe('createAuditLogger on a stream that outlives its loggers', () => {
+  it('keeps none of them alive', () => {
+    const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--expose-gc',
+        '--input-type=module',
+        '-e',
+        `import { PassThrough } from 'node:stream';
+         import { createAuditLogger } from ${JSON.stringify(core)};
+         const shared = new PassThrough();
+         shared.resume();
+         let collected = 0;
+         const registry = new FinalizationRegistry(() => { collected += 1; });
+         for (let i = 0; i < 200; i++) registry.register(createAuditLogger({ destination: shared }).logger, i);
+         for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((resolve) => setTimeout(resolve, 20)); }
+         // The stream still has its listener, and an error on it still ends nothing.
+         shared.emit('error', new Error('late'));
+         process.stdout.write(String(collected) + ' ' + String(shared.listenerCount('error')));`,
+      ],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+    const [collected, listeners] = child.stdout.trim().split(' ').map(Number);
+    expect(collected).toBeGreaterThan(190);
+    expect(listeners).toBe(1);
+    expect(child.status).toBe(0);
+  });
+});
+
 describe('createAuditLogger writing to standard output on a full disk', () => {
   // /dev/full refuses every write with ENOSPC, as a full disk does (Linux, where CI runs).
   it('warns instead of ending the process (pino writes fd 1 after write returned)', () => {

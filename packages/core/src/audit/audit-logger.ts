@@ -286,7 +286,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   const serializers = { err: (err: unknown) => scrubDeep(pino.stdSerializers.err(err as Error)) };
   const parent = options?.logger;
   const lineLost = writeFailureReporter();
-  /** The stream the lines go to, and the 'error' it emitted (see reportStreamErrors). */
+  /** The stream the lines go to, and the 'error' it emitted (see watchStreamErrors). */
   let stream: unknown;
   let streamFailed: { error: unknown } | undefined;
   let logger: Logger;
@@ -307,8 +307,9 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
             // 500 / INTERNAL; every line goes through here, the controls' own lines included.
             logMethod(args, method) {
               // A Node stream is destroyed by its error and then drops every line it is given
-              // without a word: those lines are lost too, and the warning must go on saying so.
-              if (streamFailed !== undefined && (stream as { destroyed?: unknown }).destroyed === true) {
+              // without a word (pino's own streams, after EPIPE, are made to): those lines are
+              // lost too, and the warning must go on saying so.
+              if (streamFailed !== undefined && dropsEveryLine(stream, streamFailed.error)) {
                 lineLost(streamFailed.error);
                 return;
               }
@@ -325,7 +326,8 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     );
     // Undefined only when something replaced `process.stdout.write`: pino writes through it.
     stream = destination;
-    reportStreamErrors(stream, (error) => {
+    // Watched for as long as this logger lives (the stream may outlive it: one per tenant).
+    watchStreamErrors(stream, logger, (error) => {
       streamFailed = { error };
       lineLost(error);
     });
@@ -353,7 +355,7 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     else logger.info(line, event.event);
   }
 
-  const fold = createFolding(logger, opts.foldRefusals);
+  const fold = createFolding(logger, opts.foldRefusals, lineLost);
 
   function recordFailure(err: unknown, context: FailureContext): PublicError {
     const publicError = toPublicError(err, context.requestId);
@@ -492,14 +494,16 @@ function writeFailureReporter(): (error: unknown) => void {
   return (error) => {
     if (lost === 0) first = error;
     lost += 1;
-    if (warnedAt === undefined || Date.now() - warnedAt >= WRITE_FAILURE_WARNING_MS) {
+    const now = Date.now();
+    // A clock that went back past the last warning says nothing of how long it has been.
+    if (warnedAt === undefined || now < warnedAt || now - warnedAt >= WRITE_FAILURE_WARNING_MS) {
       warn();
       return;
     }
     // The lines lost after a warning are told at the end of its minute, not only when another
     // line is lost after that: a burst (a full backlog drops thousands at once) was reported as
     // one line. Unreferenced: the warning keeps no process alive.
-    pending ??= setTimeout(warn, warnedAt + WRITE_FAILURE_WARNING_MS - Date.now());
+    pending ??= setTimeout(warn, warnedAt + WRITE_FAILURE_WARNING_MS - now);
     pending.unref();
   };
 }
@@ -534,32 +538,54 @@ function standardOutput(lineLost: (error: unknown) => void): DestinationStream |
 
 /**
  * A stream fails after `write` returned (a file that cannot be opened, a full disk, a socket
- * reset): it emits 'error', and an 'error' without a listener ends the process. One listener
- * turns that into a lost line, reported as a throwing `write` is. It is attached to the
- * destination given, and to the standard-output stream {@link standardOutput} makes: not to
- * `process.stdout` itself (given as the destination, or written by pino when something replaced
- * its `write`), which is the application's, nor to the stream of the application's own `logger`.
+ * reset): it emits 'error', and an 'error' without a listener ends the process. One listener per
+ * stream turns that into a lost line for each audit logger writing to it, reported as a throwing
+ * `write` is. It is attached to the destination given, and to the standard-output stream
+ * {@link standardOutput} makes: not to `process.stdout` itself (given as the destination, or
+ * written by pino when something replaced its `write`), which is the application's, nor to the
+ * stream of the application's own `logger`. The loggers are held weakly, through their pino
+ * logger (`owner`): a stream that outlives them (one logger per tenant on one file) keeps none
+ * of them alive, and its listener stays, so that its errors still end nothing.
  */
-function reportStreamErrors(stream: unknown, lineLost: (error: unknown) => void): void {
+function watchStreamErrors(stream: unknown, owner: object, report: (error: unknown) => void): void {
   if (stream === process.stdout) return;
   const emitter = stream as { on?: unknown } | null;
   if (typeof emitter?.on !== 'function') return;
-  // One listener per stream, whatever the number of audit loggers writing to it (one per
-  // tenant, say): a listener each passed Node's limit of ten and warned of a leak.
-  let reporters = streamReporters.get(emitter);
-  if (reporters === undefined) {
-    const all = new Set<(error: unknown) => void>();
-    reporters = all;
-    streamReporters.set(emitter, all);
+  reporterOf.set(owner, report);
+  let owners = ownersOf.get(emitter);
+  if (owners === undefined) {
+    const all = new Set<WeakRef<object>>();
+    owners = all;
+    ownersOf.set(emitter, all);
+    let last: unknown;
     (emitter as NodeJS.EventEmitter).on('error', (error: unknown) => {
-      for (const report of all) report(error);
+      // pino's own listener on its streams emits an error again once it has seen it: one loss.
+      if (error === last) return;
+      last = error;
+      for (const ref of all) {
+        const live = ref.deref();
+        if (live === undefined) all.delete(ref);
+        else reporterOf.get(live)?.(error);
+      }
     });
   }
-  reporters.add(lineLost);
+  for (const ref of owners) if (ref.deref() === undefined) owners.delete(ref);
+  owners.add(new WeakRef(owner));
 }
 
-/** The audit loggers' reporters of each destination stream, told by its one 'error' listener. */
-const streamReporters = new WeakMap<object, Set<(error: unknown) => void>>();
+/** The audit loggers (by their pino logger) of each destination stream, held weakly. */
+const ownersOf = new WeakMap<object, Set<WeakRef<object>>>();
+/** What each audit logger does with its stream's error. */
+const reporterOf = new WeakMap<object, (error: unknown) => void>();
+
+/**
+ * Whether a stream that emitted `error` now drops whatever it is given: a destroyed Node stream,
+ * or a stream of pino's after EPIPE (pino makes its `write` do nothing, and destroys nothing).
+ */
+function dropsEveryLine(stream: unknown, error: unknown): boolean {
+  if ((stream as { destroyed?: unknown }).destroyed === true) return true;
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 'EPIPE';
+}
 
 function isPinoLogger(value: unknown): value is Logger {
   return (
@@ -601,6 +627,7 @@ interface Folded {
 function createFolding(
   logger: Logger,
   option: unknown,
+  lineLost: (error: unknown) => void,
 ):
   | ((
       event: FoldedEvent,
@@ -640,25 +667,31 @@ function createFolding(
     for (const entry of folded.values()) {
       if (entry.count === entry.written) continue;
       const cancelled = entry.event === 'request.cancelled';
-      logger[cancelled ? 'info' : 'warn'](
-        {
-          event: `${entry.event}.folded`,
-          outcome: cancelled ? 'cancelled' : 'denied',
-          reason: entry.reason,
-          code: entry.code,
-          peer: entry.peer,
-          subject: safeSubject(entry.subject),
-          transport: entry.transport,
-          operation: entry.operation,
-          operations: entry.operations,
-          ...(entry.moreOperations ? { moreOperations: true } : {}),
-          count: entry.count - entry.written,
-          intervalMs,
-          firstRequestId: entry.firstRequestId,
-          lastRequestId: entry.lastRequestId,
-        },
-        `${entry.event}.folded`,
-      );
+      // From a timer: a throw here (the application's logger, which has no hook of ours) would
+      // end the process.
+      try {
+        logger[cancelled ? 'info' : 'warn'](
+          {
+            event: `${entry.event}.folded`,
+            outcome: cancelled ? 'cancelled' : 'denied',
+            reason: entry.reason,
+            code: entry.code,
+            peer: entry.peer,
+            subject: safeSubject(entry.subject),
+            transport: entry.transport,
+            operation: entry.operation,
+            operations: entry.operations,
+            ...(entry.moreOperations ? { moreOperations: true } : {}),
+            count: entry.count - entry.written,
+            intervalMs,
+            firstRequestId: entry.firstRequestId,
+            lastRequestId: entry.lastRequestId,
+          },
+          `${entry.event}.folded`,
+        );
+      } catch (error) {
+        lineLost(error);
+      }
     }
   };
 
