@@ -846,6 +846,23 @@ describe('createAuditLogger and a failing stream of pino’s', () => {
     }
   });
 
+  it('warns at once when the clock went back past the last warning', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setTimeout', 'clearTimeout'] });
+    const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
+    try {
+      const audit = createAuditLogger({ destination: brokenDestination('throw').destination });
+      audit.recordFailure(new SecurityError('permission_denied'), where);
+      // An NTP step back of an hour: waiting for the clock to pass the last warning held the next one.
+      vi.setSystemTime(Date.now() - 3_600_000);
+      audit.recordFailure(new SecurityError('permission_denied'), where);
+      await captured.settled();
+      expect(captured.messages().map((m) => /write (\d+) audit/.exec(m)?.[1])).toEqual(['1', '1']);
+    } finally {
+      captured.stop();
+      vi.useRealTimers();
+    }
+  });
+
   it('counts every line after EPIPE as lost: pino then drops them all, destroying nothing', async () => {
     vi.useFakeTimers({ toFake: ['Date', 'setTimeout', 'clearTimeout'] });
     const captured = captureWarnings('FLUXGUARD_AUDIT_WRITE_FAILED');
