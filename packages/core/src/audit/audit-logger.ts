@@ -8,6 +8,7 @@ import { checkKnownKeys } from '../options/unknown-keys.js';
 import { REDACTED, REDACTED_PATHS, escapeLogText, scrubDeep, scrubSecrets } from './redaction.js';
 import { wholeNumber } from '../options/whole-number.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
+import { listenWeakly, type ListenerTarget } from '../events/listen-weakly.js';
 
 /**
  * The `reason` of an audit line: a {@link SecurityErrorReason} (RBAC's `rbac.shadow_denied`
@@ -328,6 +329,8 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     stream = destination;
     // Watched for as long as this logger lives (the stream may outlive it: one per tenant).
     watchStreamErrors(stream, logger, (error) => {
+      // pino's own listener on its streams emits an error again once it has seen it: one loss.
+      if (streamFailed?.error === error) return;
       streamFailed = { error };
       lineLost(error);
     });
@@ -549,34 +552,10 @@ function standardOutput(lineLost: (error: unknown) => void): DestinationStream |
  */
 function watchStreamErrors(stream: unknown, owner: object, report: (error: unknown) => void): void {
   if (stream === process.stdout) return;
-  const emitter = stream as { on?: unknown } | null;
+  const emitter = stream as Partial<ListenerTarget> | null;
   if (typeof emitter?.on !== 'function') return;
-  reporterOf.set(owner, report);
-  let owners = ownersOf.get(emitter);
-  if (owners === undefined) {
-    const all = new Set<WeakRef<object>>();
-    owners = all;
-    ownersOf.set(emitter, all);
-    let last: unknown;
-    (emitter as NodeJS.EventEmitter).on('error', (error: unknown) => {
-      // pino's own listener on its streams emits an error again once it has seen it: one loss.
-      if (error === last) return;
-      last = error;
-      for (const ref of all) {
-        const live = ref.deref();
-        if (live === undefined) all.delete(ref);
-        else reporterOf.get(live)?.(error);
-      }
-    });
-  }
-  for (const ref of owners) if (ref.deref() === undefined) owners.delete(ref);
-  owners.add(new WeakRef(owner));
+  listenWeakly(emitter as ListenerTarget, 'error', owner, report);
 }
-
-/** The audit loggers (by their pino logger) of each destination stream, held weakly. */
-const ownersOf = new WeakMap<object, Set<WeakRef<object>>>();
-/** What each audit logger does with its stream's error. */
-const reporterOf = new WeakMap<object, (error: unknown) => void>();
 
 /**
  * Whether a stream that emitted `error` now drops whatever it is given: a destroyed Node stream,

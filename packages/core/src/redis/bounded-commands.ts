@@ -1,4 +1,5 @@
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { listenWeakly } from '../events/listen-weakly.js';
 
 /**
  * Runs the Redis commands of one store with a deadline each and a cap on those still waiting
@@ -156,39 +157,11 @@ export function boundedCommands(
       );
     },
   };
-  if (typeof connection?.on === 'function') onConnectionClose(connection as CommandsConnection, commands, forgetQueued);
+  // One listener per client: a store made per request, by mistake, would otherwise pile up a
+  // listener per store on a client that outlives them, until Node warned of a leak.
+  if (typeof connection?.on === 'function')
+    listenWeakly(connection as CommandsConnection, 'close', commands, forgetQueued);
   return commands;
-}
-
-/** What each live store does when its client's connection closes; gone with the store. */
-const onCloseOf = new WeakMap<BoundedCommands, () => void>();
-
-/** The stores of each client, held weakly, that its one `close` listener resets. */
-const storesOf = new WeakMap<CommandsConnection, Set<WeakRef<BoundedCommands>>>();
-
-/**
- * Runs `onClose` of `commands` each time `connection` closes, through one listener per client:
- * a listener per store piled up on a client that outlives its stores (a store made per request,
- * by mistake) until Node warned of a leak.
- */
-function onConnectionClose(connection: CommandsConnection, commands: BoundedCommands, onClose: () => void): void {
-  let stores = storesOf.get(connection);
-  if (stores === undefined) {
-    const created = new Set<WeakRef<BoundedCommands>>();
-    stores = created;
-    storesOf.set(connection, created);
-    connection.on('close', () => {
-      for (const store of created) {
-        const live = store.deref();
-        if (live === undefined) created.delete(store);
-        else onCloseOf.get(live)?.();
-      }
-    });
-  }
-  // Stores collected since the last one was added leave the set here, not only at a close.
-  for (const store of stores) if (store.deref() === undefined) stores.delete(store);
-  stores.add(new WeakRef(commands));
-  onCloseOf.set(commands, onClose);
 }
 
 /** ioredis's `commandTimeout` rejection, also as the cause of a limiter's own error. */

@@ -1,0 +1,60 @@
+/** Anything with Node's `on(event, listener)`: a stream, a socket, a Redis client. */
+export interface ListenerTarget {
+  on(event: string, listener: (...values: unknown[]) => void): unknown;
+}
+
+interface Listeners {
+  /** The owners registered, held weakly. */
+  readonly owners: Set<WeakRef<object>>;
+  /** Each live owner's callback: gone with its owner. */
+  readonly callbackOf: WeakMap<object, (value: unknown) => void>;
+}
+
+/** Per emitter and event, the owners its one listener calls. */
+const listenersOf = new WeakMap<object, Map<string, Listeners>>();
+
+/**
+ * Calls `callback` each time `emitter` emits `event`, for as long as `owner` lives, through one
+ * listener per emitter and event. An emitter that outlives its owners (one Redis client under a
+ * store made per request, one file under a logger per tenant) would otherwise pile up a listener
+ * per owner until Node warns of a leak, and keep every owner alive. The listener stays when the
+ * owners are gone: on `'error'`, that is what keeps an error from ending the process.
+ *
+ * `callback` is held only through `owner`, so it may refer to the owner's state freely. An owner
+ * registered again on the same emitter and event has its callback replaced.
+ *
+ * @example
+ * ```ts
+ * listenWeakly(redisClient, 'close', store, () => store.forgetQueued());
+ * ```
+ */
+export function listenWeakly(
+  emitter: ListenerTarget,
+  event: string,
+  owner: object,
+  callback: (value: unknown) => void,
+): void {
+  let events = listenersOf.get(emitter);
+  if (events === undefined) {
+    events = new Map();
+    listenersOf.set(emitter, events);
+  }
+  let listeners = events.get(event);
+  if (listeners === undefined) {
+    const created: Listeners = { owners: new Set(), callbackOf: new WeakMap() };
+    listeners = created;
+    events.set(event, created);
+    emitter.on(event, (...values: unknown[]) => {
+      const value = values[0];
+      for (const ref of created.owners) {
+        const live = ref.deref();
+        if (live === undefined) created.owners.delete(ref);
+        else created.callbackOf.get(live)?.(value);
+      }
+    });
+  }
+  // Owners collected since the last one was added leave the set here, not only at an event.
+  for (const ref of listeners.owners) if (ref.deref() === undefined) listeners.owners.delete(ref);
+  if (!listeners.callbackOf.has(owner)) listeners.owners.add(new WeakRef(owner));
+  listeners.callbackOf.set(owner, callback);
+}
