@@ -9,6 +9,7 @@ import { REDACTED, REDACTED_PATHS, escapeLogText, scrubDeep, scrubSecrets } from
 import { wholeNumber } from '../options/whole-number.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { listenWeakly, type ListenerTarget } from '../events/listen-weakly.js';
+import { isStalledOutput, standardOutput } from './standard-output.js';
 
 /**
  * The `reason` of an audit line: a {@link SecurityErrorReason} (RBAC's `rbac.shadow_denied`
@@ -110,7 +111,9 @@ export interface AuditLoggerOptions {
    * Where lines go. Default: standard output, written asynchronously (and flushed at exit),
    * holding at most 16 MiB of lines its reader has not taken yet: while a log shipper stalls,
    * lines past that are dropped, counted as lost and reported as below (`ERR_AUDIT_BACKLOG_FULL`),
-   * rather than held in memory without bound. Not with `logger`.
+   * rather than held in memory without bound. A stalled standard output never keeps the process
+   * from ending: at exit it has one second without progress to take what is left, and the bytes
+   * it did not take are reported on standard error with the code below. Not with `logger`.
    *
    * A `write` that throws loses that line, and nothing else: a refusal keeps its status, code
    * and request id, and the call goes on as if the line had been written. The loss is reported
@@ -330,7 +333,8 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     // Watched for as long as this logger lives (the stream may outlive it: one per tenant).
     watchStreamErrors(stream, logger, (error) => {
       // pino's own listener on its streams emits an error again once it has seen it: one loss.
-      if (streamFailed?.error === error) return;
+      // A stalled standard output loses nothing: it is tried again.
+      if (streamFailed?.error === error || isStalledOutput(error)) return;
       streamFailed = { error };
       lineLost(error);
     });
@@ -509,34 +513,6 @@ function writeFailureReporter(): (error: unknown) => void {
     pending ??= setTimeout(warn, warnedAt + WRITE_FAILURE_WARNING_MS - now);
     pending.unref();
   };
-}
-
-/**
- * The most bytes of lines standard output holds unwritten. Its writes are asynchronous: while
- * the reader of the pipe stalls (a log shipper that hangs, a full container log pipe), every
- * line waits in memory, and a flood of refusals from many addresses, folded or not, grew that
- * without bound.
- */
-const STDOUT_BACKLOG_BYTES = 16 * 1024 * 1024;
-
-/** What a line dropped past {@link STDOUT_BACKLOG_BYTES} is reported as. */
-const BACKLOG_FULL = Object.assign(new Error('standard output is not being read'), { code: 'ERR_AUDIT_BACKLOG_FULL' });
-
-/**
- * The default destination: standard output as pino writes it (asynchronously, flushed at
- * exit), holding at most {@link STDOUT_BACKLOG_BYTES} unwritten; a line past that is dropped
- * and counted as lost. `undefined` when something replaced `process.stdout.write` (a test
- * runner that captures output), where pino writes through it, as it does by default.
- */
-function standardOutput(lineLost: (error: unknown) => void): DestinationStream | undefined {
-  const stdout = process.stdout as { write: unknown; fd?: number; constructor: { prototype: { write: unknown } } };
-  if (stdout.write !== stdout.constructor.prototype.write) return undefined;
-  // In a worker thread `fd` is undefined, and pino writes to descriptor 1 as well.
-  const stream = pino.destination({ dest: stdout.fd ?? 1, sync: false, maxLength: STDOUT_BACKLOG_BYTES });
-  stream.on('drop', () => {
-    lineLost(BACKLOG_FULL);
-  });
-  return stream;
 }
 
 /**

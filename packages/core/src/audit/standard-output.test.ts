@@ -1,0 +1,106 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
+
+/** A child that writes `lines` refusals to the audit log (on standard output), then `then`. */
+function childScript(lines: number, then: string): string {
+  return `import { createAuditLogger, SecurityError } from ${JSON.stringify(core)};
+    const audit = createAuditLogger({ foldRefusals: false });
+    // Alive for as long as the process, as a server's is: its warnings come from it.
+    globalThis.audit = audit;
+    const refusal = new SecurityError('unauthenticated', { reason: 'missing_token' });
+    for (let i = 0; i < ${String(lines)}; i++) {
+      audit.recordFailure(refusal, { operation: 'GET /v1/x', requestId: 'r-' + i, peer: '10.0.' + (i % 250) + '.1:4000' });
+    }
+    process.stderr.write('written\\n');
+    ${then}`;
+}
+
+interface Ended {
+  /** `exit <code>`, or `hung` when the child had not ended within the bound. */
+  readonly end: string;
+  readonly stderr: string;
+  readonly lines: number;
+}
+
+/**
+ * Runs `script` with its standard output a pipe held open and read from `readAfterMs` after the
+ * child has written its lines on (never when undefined), and waits at most `boundMs` for it to end.
+ */
+async function runChild(script: string, readAfterMs: number | undefined, boundMs: number): Promise<Ended> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.pause();
+  let lines = 0;
+  let stderr = '';
+  let reader: ReturnType<typeof setTimeout> | undefined;
+  const read = (): void => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      for (const byte of chunk) if (byte === 10) lines += 1;
+    });
+    child.stdout.resume();
+  };
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
+    stderr += chunk;
+    if (readAfterMs !== undefined && reader === undefined && stderr.includes('written\n')) {
+      reader = setTimeout(read, readAfterMs);
+    }
+  });
+  try {
+    const end = await new Promise<string>((resolve) => {
+      const bound = setTimeout(() => {
+        resolve('hung');
+      }, boundMs);
+      child.on('close', (code, signal) => {
+        clearTimeout(bound);
+        resolve(`exit ${String(code ?? signal)}`);
+      });
+    });
+    return { end, stderr, lines };
+  } finally {
+    clearTimeout(reader);
+    child.kill('SIGKILL');
+  }
+}
+
+// About 5 MB of lines: far past what a pipe (64 KiB) takes while nobody reads it.
+const LINES = 20_000;
+
+describe('the audit log on standard output that nobody reads', () => {
+  // pino flushed what it held at exit, retrying the full pipe for ever: a server stopped while
+  // its log shipper hung never ended. The bound is far past the one-second stall it waits now.
+  it('lets process.exit end the process, and says on standard error what was lost', async () => {
+    const ended = await runChild(childScript(LINES, 'setTimeout(() => process.exit(3), 200);'), undefined, 15_000);
+    expect(ended.end).toBe('exit 3');
+    expect(ended.stderr).toMatch(
+      /\[FLUXGUARD_AUDIT_WRITE_FAILED\] Warning: createAuditLogger: standard output took nothing for 1000 ms at exit; \d+ bytes of audit lines are lost/,
+    );
+    // Neither the lines nor their contents are repeated there.
+    expect(ended.stderr).not.toMatch(/missing_token|r-\d/);
+  }, 30_000);
+
+  it('lets a process whose work is done end by itself', async () => {
+    const ended = await runChild(childScript(LINES, 'setTimeout(() => {}, 200);'), undefined, 15_000);
+    expect(ended.end).toBe('exit 0');
+    expect(ended.stderr).toMatch(/FLUXGUARD_AUDIT_WRITE_FAILED.*at exit/);
+  }, 30_000);
+});
+
+describe('the audit log on standard output read late', () => {
+  it('gives every line to a reader that comes back while the process runs, and loses none', async () => {
+    // Stalled for 2 s, past the second after which it is tried again from a timer.
+    const ended = await runChild(childScript(LINES, 'setTimeout(() => {}, 4000);'), 2000, 30_000);
+    expect(ended.end).toBe('exit 0');
+    expect(ended.lines).toBe(LINES);
+    expect(ended.stderr).not.toMatch(/FLUXGUARD_AUDIT_WRITE_FAILED/);
+  }, 40_000);
+
+  it('gives every line to a reader that reads as the process exits', async () => {
+    const ended = await runChild(childScript(LINES, 'process.exit(0);'), 0, 30_000);
+    expect(ended.end).toBe('exit 0');
+    expect(ended.lines).toBe(LINES);
+    expect(ended.stderr).not.toMatch(/FLUXGUARD_AUDIT_WRITE_FAILED/);
+  }, 40_000);
+});

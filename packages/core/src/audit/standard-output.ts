@@ -1,0 +1,182 @@
+import { writeSync } from 'node:fs';
+import { isMainThread } from 'node:worker_threads';
+import { pino, type DestinationStream } from 'pino';
+
+/**
+ * The most bytes of lines standard output holds unwritten. Its writes are asynchronous: while
+ * the reader of the pipe stalls (a log shipper that hangs, a full container log pipe), every
+ * line waits in memory, and a flood of refusals from many addresses, folded or not, grew that
+ * without bound.
+ */
+export const STDOUT_BACKLOG_BYTES = 16 * 1024 * 1024;
+
+/**
+ * How long standard output may take nothing before its writes stop holding the process open
+ * (they go on, from a timer that does not), and, at exit, before the lines it still holds are
+ * given up. pino retried a full pipe from a timer every 100 ms for as long as it stayed full,
+ * and flushed it at exit without a bound: a server stopped while its log shipper hung never
+ * ended, until it was killed.
+ */
+export const STALL_MS = 1_000;
+
+/** How often a stalled standard output is tried again, from a timer that holds nothing open. */
+const RETRY_STALLED_MS = 250;
+
+/** What a line dropped past {@link STDOUT_BACKLOG_BYTES} is reported as. */
+const BACKLOG_FULL = Object.assign(new Error('standard output is not being read'), { code: 'ERR_AUDIT_BACKLOG_FULL' });
+
+/** The part of pino's standard-output stream (sonic-boom) used here. */
+interface Stdout {
+  write(line: string): unknown;
+  flushSync(): void;
+}
+
+interface StdoutState {
+  /** Set by an error no retry mends (a full disk), cleared by a write that went through. */
+  failed: boolean;
+  /** Bytes unwritten when a write was last refused (a full pipe), and since when none were taken. */
+  pending: number;
+  stalledSince: number | undefined;
+  retry: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** The standard-output streams made, held weakly, flushed at exit. */
+const atExit = new Set<WeakRef<Stdout>>();
+const stateOf = new WeakMap<Stdout, StdoutState>();
+/** The full-pipe errors of a stalled standard output: no line was lost, it is tried again. */
+const stalledErrors = new WeakSet<object>();
+
+let exiting = false;
+let listening = false;
+
+/**
+ * The default destination: standard output as pino writes it (asynchronously, flushed at
+ * exit), holding at most {@link STDOUT_BACKLOG_BYTES} unwritten; a line past that is dropped
+ * and counted as lost. Once its reader has taken nothing for {@link STALL_MS} it is tried again
+ * from a timer that keeps no process alive, and at exit the flush gives up after as long without
+ * progress, and says so on standard error. `undefined` when something replaced
+ * `process.stdout.write` (a test runner that captures output), where pino writes through it, as
+ * it does by default.
+ *
+ * @example
+ * ```ts
+ * const destination = standardOutput((error) => warnOfLostLine(error));
+ * ```
+ */
+export function standardOutput(lineLost: (error: unknown) => void): DestinationStream | undefined {
+  const stdout = process.stdout as { write: unknown; fd?: number; constructor: { prototype: { write: unknown } } };
+  if (stdout.write !== stdout.constructor.prototype.write) return undefined;
+  // Before pino's own listener (installed by the first stream it makes): it would flush first,
+  // without a bound. pino flushes no stream at a worker thread's exit, and neither does this.
+  if (!listening && isMainThread) {
+    listening = true;
+    process.prependListener('exit', flushAtExit);
+  }
+  const state: StdoutState = { failed: false, pending: 0, stalledSince: undefined, retry: undefined };
+  const stream = pino.destination({
+    // In a worker thread `fd` is undefined, and pino writes to descriptor 1 as well.
+    dest: stdout.fd ?? 1,
+    sync: false,
+    maxLength: STDOUT_BACKLOG_BYTES,
+    // A full pipe: pino tries again in 100 ms when this says so, else emits the error and
+    // tries again with the next line.
+    retryEAGAIN: (error: Error, writing: number, waiting: number) => {
+      if (stillFlowing(state, writing + waiting)) return true;
+      if (exiting) return false;
+      stalledErrors.add(error);
+      state.retry ??= setTimeout(() => {
+        state.retry = undefined;
+        tryAgain(stream);
+      }, RETRY_STALLED_MS).unref();
+      return false;
+    },
+  });
+  stream.on('drop', () => {
+    lineLost(BACKLOG_FULL);
+  });
+  stream.on('error', (error: unknown) => {
+    if (!isStalledOutput(error)) state.failed = true;
+  });
+  stream.on('write', () => {
+    state.failed = false;
+    state.stalledSince = undefined;
+  });
+  if (!isMainThread) return stream;
+  for (const ref of atExit) if (ref.deref() === undefined) atExit.delete(ref);
+  atExit.add(new WeakRef(stream));
+  stateOf.set(stream, state);
+  return stream;
+}
+
+/**
+ * Whether `error` is standard output refusing a write because its reader has stalled: no line
+ * is lost, and the audit logger does not count one.
+ *
+ * @example
+ * ```ts
+ * stream.on('error', (error) => { if (!isStalledOutput(error)) lineLost(error); });
+ * ```
+ */
+export function isStalledOutput(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && stalledErrors.has(error);
+}
+
+/** Whether a refused write is tried again soon: standard output took some bytes within {@link STALL_MS}. */
+function stillFlowing(state: StdoutState, pending: number): boolean {
+  const now = Date.now();
+  // At exit pino writes without telling of each write: fewer bytes left is the progress.
+  if (state.stalledSince === undefined || pending < state.pending) state.stalledSince = now;
+  state.pending = pending;
+  return now - state.stalledSince < STALL_MS;
+}
+
+/** Writes what a stalled standard output holds, as the next line would (an empty line adds nothing). */
+function tryAgain(stream: Stdout): void {
+  try {
+    stream.write('');
+  } catch {
+    // Destroyed since: nothing more is written to it.
+  }
+}
+
+function flushAtExit(): void {
+  exiting = true;
+  for (const ref of atExit) {
+    const stream = ref.deref();
+    const state = stream === undefined ? undefined : stateOf.get(stream);
+    if (stream === undefined || state === undefined) continue;
+    clearTimeout(state.retry);
+    // pino's own flush at exit comes next: after this one gave up, it would wait again (on a
+    // full disk, for ever).
+    const giveUp = (): void => {
+      stream.flushSync = () => undefined;
+    };
+    // Its lines were reported lost as each write failed.
+    if (state.failed) {
+      giveUp();
+      continue;
+    }
+    try {
+      stream.flushSync();
+    } catch {
+      // Standard output took nothing for STALL_MS, or it was closed: what it held is lost.
+      giveUp();
+      tellLostAtExit(state.pending);
+    }
+  }
+}
+
+/**
+ * Says on standard error, synchronously (nothing asynchronous runs any more), that lines were
+ * given up at exit: a warning emitted now would never be printed. Standard error may be stalled
+ * too, and then nothing is said.
+ */
+function tellLostAtExit(bytes: number): void {
+  const warning = `createAuditLogger: standard output took nothing for ${String(STALL_MS)} ms at exit; ${String(bytes)} bytes of audit lines are lost`;
+  try {
+    // As Node prints a process warning.
+    writeSync(2, `(node:${String(process.pid)}) [FLUXGUARD_AUDIT_WRITE_FAILED] Warning: ${warning}\n`);
+  } catch {
+    // Nobody reads standard error either.
+  }
+}
