@@ -3,6 +3,7 @@ import { once, type EventEmitter } from 'node:events';
 import { connect as http2Connect } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { holdConnections } from '@fluxguard/test-support/connections';
 import { sha256 } from './support/clients.js';
 import { rapidReset, rawGrpcStream } from './support/raw-http2.js';
 import {
@@ -315,6 +316,36 @@ describe.each(TRANSPORTS)('one client address holding connections over %s', (tra
     await expect.poll(() => server.output(), { timeout: 5_000 }).toMatch(/"event":"connection.refused"/);
     expect(server.output()).toMatch(/"addresses":\["127\.0\.0\.7"\]/);
     for (const h of [...held, ...more]) h.socket.destroy();
+  }, 30_000);
+});
+
+describe.each(TRANSPORTS)('two client addresses holding the whole port over %s', (transport) => {
+  const CAP = 8;
+  let server: ServerProcess;
+  beforeAll(async () => {
+    const policy = world.writePolicy(`connections-cap-${transport}`, (p) => ({
+      ...p,
+      connections: {
+        handshakeTimeoutMs: 30_000,
+        idleMs: 30_000,
+        maxConnections: CAP,
+        maxConnectionsPerAddress: CAP / 2,
+      },
+    }));
+    server = await spawnReferenceServer(transport, world, { FLUXGUARD_POLICY: policy });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('with connections that never start a handshake, shut out no caller: the oldest is closed for it, and that is logged', async () => {
+    // Each address its share, without a certificate or any cryptography: the whole cap.
+    const held = await holdConnections(server.port, ['127.0.0.31', '127.0.0.32'], CAP / 2);
+    const reader = server.clientWith(await world.token('cap-reader', ['artifacts.reader']));
+    expect((await reader.list('')).ok).toBe(true);
+    expect(held.some((c) => c.closed())).toBe(true);
+    await expect.poll(() => server.output(), { timeout: 5_000 }).toMatch(/"closedInHandshake":1/);
+    for (const c of held) c.socket.destroy();
   }, 30_000);
 });
 

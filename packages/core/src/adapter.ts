@@ -75,6 +75,7 @@ export {
   defaultConnectionsPerAddress,
   gateConnections,
   type ConnectionGate,
+  type GateConnectionsOptions,
 } from './transport/connection-gate.js';
 export {
   UNREAD_PROBE_MS,

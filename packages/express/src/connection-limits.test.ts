@@ -8,6 +8,7 @@ import express from 'express';
 import { fetch } from 'undici';
 import { ConfigurationError } from '@fluxguard/core';
 import { createSecureServer } from './index.js';
+import { floodConnections, holdConnections } from '@fluxguard/test-support/connections';
 import { agentFor, captureAudit, createTestPki, listen, type TestPki } from './testing/tls.js';
 
 const audit = captureAudit();
@@ -158,6 +159,101 @@ describe('the HTTPS connection budget', () => {
       expect(again.closed()).toBe(false);
       for (const s of [...held, again]) s.socket.destroy();
     } finally {
+      await served.close();
+    }
+  });
+
+  it('closes the oldest connection still in its TLS handshake to let a client in at the cap, and logs it', async () => {
+    // Two addresses hold the whole cap, each its share, with connections that never start a
+    // handshake: no certificate and no cryptography needed.
+    const served = await listen(
+      serverWith({ maxConnections: 6, maxConnectionsPerAddress: 3, handshakeTimeoutMs: 60_000 }),
+    );
+    const dispatcher = agentFor(pki.ca.certPem);
+    try {
+      const before = audit.lines().length;
+      const held = await holdConnections(served.port, ['127.0.0.12', '127.0.0.13'], 3);
+      expect(held.every((c) => !c.closed())).toBe(true);
+      expect((await fetch(`${served.url}/ok`, { dispatcher })).status).toBe(200);
+      await expect.poll(() => held[0]?.closed(), { timeout: 2_000 }).toBe(true);
+      expect(held.slice(1).every((c) => !c.closed())).toBe(true);
+      expect(audit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({
+          event: 'connection.refused',
+          reason: 'connection_limit',
+          closedInHandshake: 1,
+          addresses: ['127.0.0.12'],
+        }),
+      );
+      for (const c of held) c.socket.destroy();
+    } finally {
+      await dispatcher.close();
+      await served.close();
+    }
+  });
+
+  it('still refuses a new connection at the cap when every connection has completed its handshake', async () => {
+    const served = await listen(
+      serverWith({
+        maxConnections: 4,
+        maxConnectionsPerAddress: 2,
+        handshakeTimeoutMs: 60_000,
+        headersTimeoutMs: 30_000,
+      }),
+    );
+    const held: { closed: () => boolean; destroy: () => void }[] = [];
+    try {
+      for (const localAddress of ['127.0.0.14', '127.0.0.14', '127.0.0.15', '127.0.0.15']) {
+        held.push(
+          await new Promise((resolve, reject) => {
+            let closed = false;
+            // Passed on to net.connect, whose socket options Node's tls types leave out.
+            const options = {
+              host: '127.0.0.1',
+              port: served.port,
+              localAddress,
+              ca: pki.ca.certPem,
+              servername: 'localhost',
+            };
+            const socket = tlsConnect(options, () => {
+              resolve({ closed: () => closed, destroy: () => socket.destroy() });
+            });
+            socket.on('close', () => (closed = true));
+            socket.once('error', reject);
+          }),
+        );
+      }
+      // The server's side of each handshake ends after the client's: let it end.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const [extra] = await holdConnections(served.port, ['127.0.0.16'], 1);
+      await expect.poll(() => extra?.closed(), { timeout: 2_000 }).toBe(true);
+      expect(held.every((c) => !c.closed())).toBe(true);
+    } finally {
+      for (const c of held) c.destroy();
+      await served.close();
+    }
+  });
+
+  it('lets a client in, call after call, while two addresses flood the port with handshake-less connections', async () => {
+    const served = await listen(
+      serverWith({ maxConnections: 6, maxConnectionsPerAddress: 3, handshakeTimeoutMs: 60_000 }),
+    );
+    // Twice each address's share: half of them refused and opened again, for as long as it lasts.
+    const flood = floodConnections(served.port, ['127.0.0.17', '127.0.0.18'], 6);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      for (let i = 0; i < 5; i++) {
+        // A new connection each time, as a client whose connection was closed makes.
+        const dispatcher = agentFor(pki.ca.certPem);
+        try {
+          expect((await fetch(`${served.url}/ok`, { dispatcher })).status).toBe(200);
+        } finally {
+          await dispatcher.close();
+        }
+      }
+      expect(flood.opened()).toBeGreaterThan(12);
+    } finally {
+      flood.stop();
       await served.close();
     }
   });

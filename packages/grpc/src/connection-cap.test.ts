@@ -8,6 +8,17 @@ import { Client, credentials } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
 import { callKind, captureAudit, testService, type Json } from './testing/harness.js';
 import { CLIENT_PREFACE } from './testing/raw-http2.js';
+import { floodConnections, holdConnections } from '@fluxguard/test-support/connections';
+import {
+  clientFor,
+  createTestPki,
+  perOperationCredentials,
+  registerSecureService,
+  startTlsServer,
+  unary,
+  type TestPki,
+  type TestServer,
+} from './testing/tls.js';
 
 const CAP = 5;
 const IDLE_MS = 300;
@@ -164,5 +175,76 @@ describe('the connection cap of a gRPC port', () => {
     );
     // Against the machine's budget, which differs by machine, a larger share means the whole port.
     expect(() => secureServerOptions({ maxConnectionsPerAddress: Number.MAX_SAFE_INTEGER })).not.toThrow();
+  });
+});
+
+describe('the connection cap of a gRPC port over TLS', () => {
+  const tlsAudit = captureAudit();
+  let pki: TestPki;
+  beforeAll(async () => {
+    pki = await createTestPki();
+  });
+  afterAll(async () => {
+    await pki.cleanup();
+  });
+
+  /** A port of 6 connections, 3 per address, whose handshakes may wait a minute. */
+  function startCapped(): Promise<TestServer> {
+    return startTlsServer(
+      perOperationCredentials(pki, tlsAudit.audit, { handshakeTimeoutMs: 60_000 }),
+      fluxguardInterceptors({ audit: tlsAudit.audit, timeouts: false }),
+      registerSecureService,
+      secureServerOptions({ maxConnections: 6, maxConnectionsPerAddress: 3 }),
+    );
+  }
+
+  it('closes the oldest connection still in its TLS handshake to let a client in at the cap, and logs it', async () => {
+    const served = await startCapped();
+    const client = clientFor(served.address, { ca: pki.ca.certPem });
+    try {
+      const before = tlsAudit.lines().length;
+      // Two addresses hold the whole cap, each its share, with connections that never start a
+      // handshake: no certificate and no cryptography needed.
+      const held = await holdConnections(served.port, ['127.0.0.22', '127.0.0.23'], 3);
+      expect(held.every((c) => !c.closed())).toBe(true);
+      expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+      await expect.poll(() => held[0]?.closed(), { timeout: 2_000 }).toBe(true);
+      expect(held.slice(1).every((c) => !c.closed())).toBe(true);
+      expect(tlsAudit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({
+          event: 'connection.refused',
+          transport: 'grpc',
+          reason: 'connection_limit',
+          closedInHandshake: 1,
+          addresses: ['127.0.0.22'],
+        }),
+      );
+      for (const c of held) c.socket.destroy();
+    } finally {
+      client.close();
+      await served.close();
+    }
+  });
+
+  it('lets a client in, call after call, while two addresses flood the port with handshake-less connections', async () => {
+    const served = await startCapped();
+    // Twice each address's share: half of them refused and opened again, for as long as it lasts.
+    const flood = floodConnections(served.port, ['127.0.0.27', '127.0.0.28'], 6);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      for (let i = 0; i < 5; i++) {
+        // A new channel each time, as a client whose connection was closed makes.
+        const client = clientFor(served.address, { ca: pki.ca.certPem });
+        try {
+          expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+        } finally {
+          client.close();
+        }
+      }
+      expect(flood.opened()).toBeGreaterThan(12);
+    } finally {
+      flood.stop();
+      await served.close();
+    }
   });
 });

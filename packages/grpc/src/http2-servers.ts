@@ -103,12 +103,13 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       const http2Server = original.call(this, credentials);
       const options = (this as { options?: Record<string, unknown> }).options;
       const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
-      http2Server.maxConnections = maxConnections;
       const audit = auditOfCredentials(credentials);
-      // Each client address its share of the port, counted from the TCP connection on.
+      // Each client address its share of the port, counted from the TCP connection on; at the
+      // cap, the oldest connection still in its TLS handshake makes room for a new one.
       const gate = gateConnections(http2Server, {
         maxPerAddress:
           positiveOption(options?.[MAX_PER_ADDRESS_OPTION]) ?? defaultConnectionsPerAddress(maxConnections),
+        maxConnections,
         audit,
         transport: 'grpc',
       });

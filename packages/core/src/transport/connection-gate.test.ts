@@ -1,6 +1,8 @@
+import { createServer } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { holdConnections } from '@fluxguard/test-support/connections';
 import { capturedAudit } from '../testing/jwt-fixtures.js';
-import { createConnectionGate, defaultConnectionsPerAddress } from './connection-gate.js';
+import { createConnectionGate, defaultConnectionsPerAddress, gateConnections } from './connection-gate.js';
 
 afterEach(() => {
   vi.useRealTimers();
@@ -99,5 +101,28 @@ describe('createConnectionGate', () => {
     expect(defaultConnectionsPerAddress(14_000)).toBe(7_000);
     expect(defaultConnectionsPerAddress(20)).toBe(16);
     expect(defaultConnectionsPerAddress(5)).toBe(5);
+  });
+});
+
+describe('gateConnections on a server without TLS', () => {
+  // No handshake tells a waiting connection from a working one: none is closed for a new one.
+  it('refuses a new connection at the cap, and closes none of those it holds', async () => {
+    const server = createServer();
+    const audit = capturedAudit();
+    gateConnections(server, { maxPerAddress: 10, maxConnections: 3, audit: audit.audit, transport: 'grpc' });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const held = await holdConnections(port, ['127.0.0.41'], 3);
+      const [extra] = await holdConnections(port, ['127.0.0.42'], 1);
+      await expect.poll(() => extra?.closed(), { timeout: 2_000 }).toBe(true);
+      expect(held.every((c) => !c.closed())).toBe(true);
+      expect(audit.lines).toContainEqual(
+        expect.objectContaining({ event: 'connection.refused', reason: 'connection_limit', refusedByPortCap: 1 }),
+      );
+      for (const c of held) c.socket.destroy();
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

@@ -1,4 +1,5 @@
 import type { Server as NetServer, Socket } from 'node:net';
+import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { AuditLogger } from '../audit/audit-logger.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
@@ -6,6 +7,7 @@ import { RefusalSummary, SUMMARY_INTERVAL_MS } from './refusal-summary.js';
 
 const BY_SHARE = 'address_share';
 const BY_CAP = 'port_cap';
+const IN_HANDSHAKE = 'in_handshake';
 
 /**
  * The connections of one listening port, counted per client address, as the adapters admit
@@ -45,6 +47,11 @@ export interface ConnectionGate {
   admit(remoteAddress: string | undefined): (() => void) | undefined;
   /** Notes a connection the port's overall cap refused (Node's `drop` event), for the summary. */
   refusedOverall(): void;
+  /**
+   * Notes a connection from `remoteAddress` closed while still in its TLS handshake, to make room
+   * under the port's cap for a new one, for the summary.
+   */
+  closedInHandshake(remoteAddress: string | undefined): void;
   /** Connections held now by the client of `remoteAddress`. */
   heldBy(remoteAddress: string | undefined): number;
 }
@@ -74,6 +81,7 @@ export function createConnectionGate(options: {
   const held = new Map<string, number>();
   const summary = new RefusalSummary(({ counts, addresses, first }) => {
     const byShare = counts.get(BY_SHARE) ?? 0;
+    const inHandshake = counts.get(IN_HANDSHAKE) ?? 0;
     audit?.logger.warn(
       {
         event: 'connection.refused',
@@ -81,6 +89,7 @@ export function createConnectionGate(options: {
         reason: byShare === 0 ? 'connection_limit' : 'address_connection_limit',
         refusedByAddressShare: byShare,
         refusedByPortCap: counts.get(BY_CAP) ?? 0,
+        ...(inHandshake === 0 ? {} : { closedInHandshake: inHandshake }),
         addresses,
         ...(first ? {} : { intervalMs: SUMMARY_INTERVAL_MS }),
       },
@@ -135,6 +144,9 @@ export function createConnectionGate(options: {
     },
     refusedOverall() {
       summary.note(BY_CAP);
+    },
+    closedInHandshake(remoteAddress: string | undefined) {
+      summary.note(IN_HANDSHAKE, peerClientKey(remoteAddress));
     },
     handshakeFailed(code: string, remoteAddress: string | undefined) {
       handshakes.note(code, peerClientKey(remoteAddress));
@@ -205,36 +217,103 @@ function remoteAddressOf(socket: { readonly remoteAddress?: string | undefined }
 }
 
 /**
+ * What {@link gateConnections} needs: the gate's options, and the port's cap on connections.
+ *
+ * @example
+ * ```ts
+ * import type { GateConnectionsOptions } from '@fluxguard/core/adapter';
+ * const options: GateConnectionsOptions = { maxPerAddress: 7_000, maxConnections: 14_000, audit, transport: 'grpc' };
+ * ```
+ */
+export interface GateConnectionsOptions {
+  readonly maxPerAddress: number;
+  /** Connections held at once on the port; none: no cap (Node's `maxConnections` left as it is). */
+  readonly maxConnections?: number | undefined;
+  readonly audit: AuditLogger | undefined;
+  readonly transport: 'grpc' | 'http';
+}
+
+/**
+ * How far past the cap Node itself drops a new connection: connections the gate has closed still
+ * count for Node until they are gone, an instant later.
+ */
+const CLOSING_HEADROOM = 64;
+
+/**
  * Puts a {@link ConnectionGate} in front of a listening server (HTTPS, or the HTTP/2 server
  * grpc-js makes): each TCP connection admitted or closed at once, those Node's `maxConnections`
  * drops and the TLS handshakes it refuses noted for the log. The gate's listener comes first, so
  * that nothing else works for a connection it closes.
+ *
+ * At the port's cap (`maxConnections`), a TLS server closes the oldest connection still in its
+ * TLS handshake to admit the new one, and refuses the new one only when every connection has
+ * completed its handshake. Connections that never finish a handshake cost nothing to open (no
+ * certificate, no cryptography), and held the whole cap from a few addresses: now a client
+ * whose handshake takes milliseconds gets in while they wait, since a flood would have to open
+ * the whole cap again within its handshake to close it.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
  *
  * @example
  * ```ts
  * import { gateConnections } from '@fluxguard/core/adapter';
- * gateConnections(server, { maxPerAddress: 7_000, audit, transport: 'http' });
+ * gateConnections(server, { maxPerAddress: 7_000, maxConnections: 14_000, audit, transport: 'http' });
  * ```
  */
-export function gateConnections(
-  server: NetServer,
-  options: Parameters<typeof createConnectionGate>[0],
-): ConnectionGate {
+export function gateConnections(server: NetServer, options: GateConnectionsOptions): ConnectionGate {
   const gate = createConnectionGate(options);
+  const { maxConnections } = options;
+  if (maxConnections !== undefined) server.maxConnections = maxConnections + CLOSING_HEADROOM;
+  // Without TLS there is no handshake to tell a waiting connection from a working one.
+  const closesWaiting = server instanceof TlsServer;
+  /** Connections admitted and not closed by the gate, that have not closed yet. */
+  let held = 0;
+  /** Admitted connections whose TLS handshake has not completed, oldest first. */
+  const inHandshake = new Set<Socket>();
+  const closedByGate = new WeakSet<Socket>();
   server.prependListener('connection', (socket: Socket) => {
     const release = gate.admit(socket.remoteAddress);
-    if (release === undefined) socket.destroy();
-    else socket.once('close', release);
+    if (release === undefined) {
+      socket.destroy();
+      return;
+    }
+    if (maxConnections !== undefined && held >= maxConnections) {
+      const oldest = closesWaiting ? inHandshake.values().next().value : undefined;
+      if (oldest === undefined) {
+        release();
+        gate.refusedOverall();
+        socket.destroy();
+        return;
+      }
+      inHandshake.delete(oldest);
+      closedByGate.add(oldest);
+      held -= 1;
+      gate.closedInHandshake(oldest.remoteAddress);
+      oldest.destroy();
+    }
+    held += 1;
+    if (closesWaiting) inHandshake.add(socket);
+    socket.once('close', () => {
+      if (!closedByGate.has(socket)) held -= 1;
+      inHandshake.delete(socket);
+      release();
+    });
   });
+  if (closesWaiting) {
+    server.on('secureConnection', (socket: TLSSocket) => {
+      const tcp = (socket as TLSSocket & { readonly _parent?: unknown })._parent;
+      if (tcp !== undefined) inHandshake.delete(tcp as Socket);
+    });
+  }
   server.on('drop', () => {
     gate.refusedOverall();
   });
   // A handshake refused (a revoked or unknown certificate in strict mode, a timeout, a client
   // that speaks no TLS) makes no request or call, and so no line of its own.
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket));
+    const tcp = (socket as Socket & { readonly _parent?: unknown })._parent;
+    // Closed by the gate above, and written as such.
+    if (!closedByGate.has(tcp as Socket)) gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket));
     socket.destroy();
   });
   return gate;
