@@ -1,14 +1,13 @@
 // The HTTPS server's connection budget: TCP connections that never start their TLS handshake
 // are closed by the handshake timeout, and connections beyond `maxConnections` are refused at
 // once, so that a flood meets a clean refusal instead of running the process out of descriptors.
-import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express from 'express';
 import { fetch } from 'undici';
 import { ConfigurationError } from '@fluxguard/core';
 import { createSecureServer } from './index.js';
-import { floodConnections, holdConnections } from '@fluxguard/test-support/connections';
+import { floodConnections, holdConnection, holdConnections } from '@fluxguard/test-support/connections';
 import { agentFor, captureAudit, createTestPki, listen, type TestPki } from './testing/tls.js';
 
 const audit = captureAudit();
@@ -39,22 +38,11 @@ function serverWith(options: {
   });
 }
 
-function idleSocket(port: number, localAddress = '127.0.0.1'): { socket: Socket; closed: () => boolean } {
-  let closed = false;
-  const socket = netConnect({ host: '127.0.0.1', port, localAddress });
-  socket.on('error', () => undefined);
-  socket.resume();
-  socket.on('close', () => {
-    closed = true;
-  });
-  return { socket, closed: () => closed };
-}
-
 describe('the HTTPS connection budget', () => {
   it('closes connections that never start their TLS handshake (Node would wait 120 s)', async () => {
     const served = await listen(serverWith({ handshakeTimeoutMs: 300 }));
     try {
-      const sockets = Array.from({ length: 100 }, () => idleSocket(served.port));
+      const sockets = Array.from({ length: 100 }, () => holdConnection(served.port, '127.0.0.1'));
       await expect.poll(() => sockets.filter((s) => s.closed()).length, { timeout: 5_000 }).toBe(100);
     } finally {
       await served.close();
@@ -96,10 +84,10 @@ describe('the HTTPS connection budget', () => {
     const served = await listen(serverWith({ maxConnections: 10, handshakeTimeoutMs: 60_000 }));
     const dispatcher = agentFor(pki.ca.certPem);
     try {
-      const held = Array.from({ length: 10 }, () => idleSocket(served.port));
+      const held = Array.from({ length: 10 }, () => holdConnection(served.port, '127.0.0.1'));
       // Let the server count them before the next one arrives.
       await new Promise((resolve) => setTimeout(resolve, 200));
-      const extra = idleSocket(served.port);
+      const extra = holdConnection(served.port, '127.0.0.1');
       await expect.poll(extra.closed, { timeout: 2_000 }).toBe(true);
       expect(held.every((s) => !s.closed())).toBe(true);
       for (const s of held) s.socket.destroy();
@@ -118,9 +106,9 @@ describe('the HTTPS connection budget', () => {
     );
     try {
       const before = audit.lines().length;
-      const held = Array.from({ length: 3 }, () => idleSocket(served.port, '127.0.0.3'));
+      const held = Array.from({ length: 3 }, () => holdConnection(served.port, '127.0.0.3'));
       await new Promise((resolve) => setTimeout(resolve, 200));
-      const extra = idleSocket(served.port, '127.0.0.3');
+      const extra = holdConnection(served.port, '127.0.0.3');
       await expect.poll(extra.closed, { timeout: 2_000 }).toBe(true);
       expect(held.every((s) => !s.closed())).toBe(true);
       // Another address is served meanwhile.
@@ -154,7 +142,7 @@ describe('the HTTPS connection budget', () => {
       // A held connection that closes gives its place back.
       held[0]?.socket.destroy();
       await new Promise((resolve) => setTimeout(resolve, 100));
-      const again = idleSocket(served.port, '127.0.0.3');
+      const again = holdConnection(served.port, '127.0.0.3');
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(again.closed()).toBe(false);
       for (const s of [...held, again]) s.socket.destroy();

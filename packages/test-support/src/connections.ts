@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 export interface HeldConnection {
   readonly socket: Socket;
   readonly localAddress: string;
-  closed(): boolean;
+  readonly closed: () => boolean;
 }
 
 /** Opens a TCP connection to `port` on 127.0.0.1 from `localAddress` and sends nothing. */
