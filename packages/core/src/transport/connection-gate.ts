@@ -234,8 +234,9 @@ export interface GateConnectionsOptions {
 }
 
 /**
- * How far past the cap Node itself drops a new connection: connections the gate has closed still
- * count for Node until they are gone, an instant later.
+ * How far past the cap Node itself drops a new connection while some connection waits in its
+ * handshake: connections the gate has closed still count for Node until they are gone, an
+ * instant later.
  */
 const CLOSING_HEADROOM = 64;
 
@@ -263,7 +264,6 @@ const CLOSING_HEADROOM = 64;
 export function gateConnections(server: NetServer, options: GateConnectionsOptions): ConnectionGate {
   const gate = createConnectionGate(options);
   const { maxConnections } = options;
-  if (maxConnections !== undefined) server.maxConnections = maxConnections + CLOSING_HEADROOM;
   // Without TLS there is no handshake to tell a waiting connection from a working one.
   const closesWaiting = server instanceof TlsServer;
   /** Connections admitted and not closed by the gate, that have not closed yet. */
@@ -271,6 +271,14 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
   /** Admitted connections whose TLS handshake has not completed, oldest first. */
   const inHandshake = new Set<Socket>();
   const closedByGate = new WeakSet<Socket>();
+  // While no connection waits in its handshake, Node refuses past the cap itself, before any
+  // socket object is made: a flood at the cap costs what it cost before the gate closed any.
+  const capNode = (): void => {
+    if (maxConnections !== undefined) {
+      server.maxConnections = inHandshake.size > 0 ? maxConnections + CLOSING_HEADROOM : maxConnections;
+    }
+  };
+  capNode();
   server.prependListener('connection', (socket: Socket) => {
     const release = gate.admit(socket.remoteAddress);
     if (release === undefined) {
@@ -287,22 +295,26 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
       }
       inHandshake.delete(oldest);
       closedByGate.add(oldest);
+      capNode();
       held -= 1;
       gate.closedInHandshake(oldest.remoteAddress);
       oldest.destroy();
     }
     held += 1;
-    if (closesWaiting) inHandshake.add(socket);
+    if (closesWaiting) {
+      inHandshake.add(socket);
+      if (inHandshake.size === 1) capNode();
+    }
     socket.once('close', () => {
       if (!closedByGate.has(socket)) held -= 1;
-      inHandshake.delete(socket);
+      if (inHandshake.delete(socket) && inHandshake.size === 0) capNode();
       release();
     });
   });
   if (closesWaiting) {
     server.on('secureConnection', (socket: TLSSocket) => {
       const tcp = (socket as TLSSocket & { readonly _parent?: unknown })._parent;
-      if (tcp !== undefined) inHandshake.delete(tcp as Socket);
+      if (inHandshake.delete(tcp as Socket) && inHandshake.size === 0) capNode();
     });
   }
   server.on('drop', () => {
