@@ -347,6 +347,17 @@ describe.each(TRANSPORTS)('two client addresses holding the whole port over %s',
     await expect.poll(() => server.output(), { timeout: 5_000 }).toMatch(/"closedInHandshake":1/);
     for (const c of held) c.socket.destroy();
   }, 30_000);
+
+  it('close a connection of the address waiting on the most first: one slow client outlasts a flood', async () => {
+    // The oldest connection waiting, as a client whose handshake takes round trips would be.
+    const [slow] = await holdConnections(server.port, ['127.0.0.36'], 1);
+    const held = await holdConnections(server.port, ['127.0.0.37', '127.0.0.38'], CAP / 2);
+    // Each new connection at the cap closes one of those waiting: never the slow client's.
+    const flood = await holdConnections(server.port, ['127.0.0.39'], CAP);
+    expect(slow?.closed()).toBe(false);
+    expect(held.filter((c) => c.closed()).length).toBeGreaterThan(0);
+    for (const c of [slow, ...held, ...flood]) c?.socket.destroy();
+  }, 30_000);
 });
 
 describe.each(TRANSPORTS)('the descriptor budget over %s', (transport) => {

@@ -73,9 +73,9 @@ export interface SecureServerOptions extends ReloadOptions {
   readonly handshakeTimeoutMs?: number | undefined;
   /**
    * Connections held at once, so that a flood meets a clean refusal instead of `EMFILE` deep in
-   * a handler. At the cap, the oldest connection still in its TLS handshake is closed to make
-   * room for a new one (such connections cost an attacker nothing, and held the cap from two
-   * addresses); when every connection has completed its handshake, the new one is closed at
+   * a handler. At the cap, a connection still in its TLS handshake (the oldest of the client
+   * address with the most waiting) is closed to make room for a new one (such connections cost
+   * an attacker nothing, and held the cap from two addresses); when every connection has completed its handshake, the new one is closed at
    * once. Default: 70 % of the process's open-file limit (Linux `/proc/self/limits`), else 10 000.
    */
   readonly maxConnections?: number | undefined;
@@ -252,7 +252,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   );
   server.keepAliveTimeout = keepAliveTimeout;
   // Each client address its share of the connections, counted from the TCP connection on; at
-  // the cap, the oldest connection still in its TLS handshake makes room for a new one.
+  // the cap, a connection still in its TLS handshake makes room for a new one.
   gateConnections(server, { maxPerAddress, maxConnections, audit, transport: 'http' });
   server.on('secureConnection', (socket: TLSSocket) => {
     connections.add(socket);

@@ -105,7 +105,7 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
       const audit = auditOfCredentials(credentials);
       // Each client address its share of the port, counted from the TCP connection on; at the
-      // cap, the oldest connection still in its TLS handshake makes room for a new one.
+      // cap, a connection still in its TLS handshake makes room for a new one.
       const gate = gateConnections(http2Server, {
         maxPerAddress:
           positiveOption(options?.[MAX_PER_ADDRESS_OPTION]) ?? defaultConnectionsPerAddress(maxConnections),

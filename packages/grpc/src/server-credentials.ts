@@ -251,8 +251,9 @@ export interface SecureServerLimits {
   /** Drop the connection when a ping is not answered within this. Default 20 s. */
   readonly keepaliveTimeoutMs?: number | undefined;
   /**
-   * Connections held at once by each listening port. At the cap, the oldest connection still in
-   * its TLS handshake is closed to make room for a new one; when every connection has completed
+   * Connections held at once by each listening port. At the cap, a connection still in its TLS
+   * handshake (the oldest of the client address with the most waiting) is closed to make room
+   * for a new one; when every connection has completed
    * its handshake (or the port has no TLS), the new one is closed at once. Default: 70 % of the process's open-file limit (`descriptorBudget()` of core), else 10,000. Applied by
    * `addService` of this package, which is how fluxguard reaches the HTTP/2 server grpc-js makes.
    */

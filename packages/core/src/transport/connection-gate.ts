@@ -4,6 +4,7 @@ import type { AuditLogger } from '../audit/audit-logger.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { RefusalSummary, SUMMARY_INTERVAL_MS } from './refusal-summary.js';
+import { WaitingConnections } from './waiting-connections.js';
 
 const BY_SHARE = 'address_share';
 const BY_CAP = 'port_cap';
@@ -246,12 +247,13 @@ const CLOSING_HEADROOM = 64;
  * drops and the TLS handshakes it refuses noted for the log. The gate's listener comes first, so
  * that nothing else works for a connection it closes.
  *
- * At the port's cap (`maxConnections`), a TLS server closes the oldest connection still in its
- * TLS handshake to admit the new one, and refuses the new one only when every connection has
- * completed its handshake. Connections that never finish a handshake cost nothing to open (no
- * certificate, no cryptography), and held the whole cap from a few addresses: now a client
- * whose handshake takes milliseconds gets in while they wait, since a flood would have to open
- * the whole cap again within its handshake to close it.
+ * At the port's cap (`maxConnections`), a TLS server closes a connection still in its TLS
+ * handshake to admit the new one (the oldest of the client address with the most waiting:
+ * {@link WaitingConnections}), and refuses the new one only when every connection has completed
+ * its handshake. Connections that never finish a handshake cost nothing to open (no
+ * certificate, no cryptography), and held the whole cap from a few addresses: now a client gets
+ * in while they wait, and its own handshake, however slow, is cut only once every address has
+ * at most one connection waiting.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
  *
@@ -268,8 +270,8 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
   const closesWaiting = server instanceof TlsServer;
   /** Connections admitted and not closed by the gate, that have not closed yet. */
   let held = 0;
-  /** Admitted connections whose TLS handshake has not completed, oldest first. */
-  const inHandshake = new Set<Socket>();
+  /** Admitted connections whose TLS handshake has not completed, by client address. */
+  const inHandshake = new WaitingConnections<Socket>();
   const closedByGate = new WeakSet<Socket>();
   // While no connection waits in its handshake, Node refuses past the cap itself, before any
   // socket object is made: a flood at the cap costs what it cost before the gate closed any.
@@ -286,14 +288,13 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
       return;
     }
     if (maxConnections !== undefined && held >= maxConnections) {
-      const oldest = closesWaiting ? inHandshake.values().next().value : undefined;
+      const oldest = closesWaiting ? inHandshake.takeFromBusiest() : undefined;
       if (oldest === undefined) {
         release();
         gate.refusedOverall();
         socket.destroy();
         return;
       }
-      inHandshake.delete(oldest);
       closedByGate.add(oldest);
       capNode();
       held -= 1;
@@ -302,7 +303,7 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
     }
     held += 1;
     if (closesWaiting) {
-      inHandshake.add(socket);
+      inHandshake.add(socket, peerClientKey(socket.remoteAddress) ?? '');
       if (inHandshake.size === 1) capNode();
     }
     socket.once('close', () => {
