@@ -1,4 +1,5 @@
 import { writeSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { isMainThread } from 'node:worker_threads';
 import { pino, type DestinationStream } from 'pino';
 
@@ -37,6 +38,8 @@ interface StdoutState {
   /** Bytes unwritten when a write was last refused (a full pipe), and since when none were taken. */
   pending: number;
   stalledSince: number | undefined;
+  /** pino waits to try a refused write again (then `_writing` holds no write in flight). */
+  waitingToRetry: boolean;
   retry: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -72,7 +75,13 @@ export function standardOutput(lineLost: (error: unknown) => void): DestinationS
     listening = true;
     process.prependListener('exit', flushAtExit);
   }
-  const state: StdoutState = { failed: false, pending: 0, stalledSince: undefined, retry: undefined };
+  const state: StdoutState = {
+    failed: false,
+    pending: 0,
+    stalledSince: undefined,
+    waitingToRetry: false,
+    retry: undefined,
+  };
   const stream = pino.destination({
     // In a worker thread `fd` is undefined, and pino writes to descriptor 1 as well.
     dest: stdout.fd ?? 1,
@@ -81,7 +90,8 @@ export function standardOutput(lineLost: (error: unknown) => void): DestinationS
     // A full pipe: pino tries again in 100 ms when this says so, else emits the error and
     // tries again with the next line.
     retryEAGAIN: (error: Error, writing: number, waiting: number) => {
-      if (stillFlowing(state, writing + waiting)) return true;
+      state.waitingToRetry = stillFlowing(state, writing + waiting);
+      if (state.waitingToRetry) return true;
       if (exiting) return false;
       stalledErrors.add(error);
       state.retry ??= setTimeout(() => {
@@ -99,6 +109,7 @@ export function standardOutput(lineLost: (error: unknown) => void): DestinationS
   });
   stream.on('write', () => {
     state.failed = false;
+    state.waitingToRetry = false;
     state.stalledSince = undefined;
   });
   if (!isMainThread) return stream;
@@ -123,8 +134,8 @@ export function isStalledOutput(error: unknown): boolean {
 
 /** Whether a refused write is tried again soon: standard output took some bytes within {@link STALL_MS}. */
 function stillFlowing(state: StdoutState, pending: number): boolean {
-  const now = Date.now();
-  // At exit pino writes without telling of each write: fewer bytes left is the progress.
+  // Not the wall clock: one set back while standard output stalls held the process open.
+  const now = performance.now();
   if (state.stalledSince === undefined || pending < state.pending) state.stalledSince = now;
   state.pending = pending;
   return now - state.stalledSince < STALL_MS;
@@ -146,25 +157,79 @@ function flushAtExit(): void {
     const state = stream === undefined ? undefined : stateOf.get(stream);
     if (stream === undefined || state === undefined) continue;
     clearTimeout(state.retry);
-    // pino's own flush at exit comes next: after this one gave up, it would wait again (on a
-    // full disk, for ever).
-    const giveUp = (): void => {
-      stream.flushSync = () => undefined;
-    };
     // Its lines were reported lost as each write failed.
-    if (state.failed) {
-      giveUp();
-      continue;
-    }
-    try {
-      stream.flushSync();
-    } catch {
-      // Standard output took nothing for STALL_MS, or it was closed: what it held is lost.
-      giveUp();
-      tellLostAtExit(state.pending);
-    }
+    const left = state.failed ? 0 : writeOutAtExit(stream, state.waitingToRetry);
+    // pino's own flush at exit comes next: it would write again what was written here, or wait
+    // for ever for what could not be (sonic-boom retries any error but EAGAIN without a bound).
+    stream.flushSync = () => undefined;
+    if (left > 0) tellLostAtExit(left);
   }
 }
+
+/** The parts of sonic-boom 4 read at exit: the lines it holds, and its descriptor. */
+interface HeldLines {
+  readonly fd: number;
+  readonly _writing: boolean;
+  readonly _writingBuf: string | Buffer;
+  readonly _bufs: readonly unknown[];
+}
+
+/**
+ * Writes out synchronously what `stream` holds, as sonic-boom's `flushSync` does (the chunk of
+ * a write still in flight left out, as it may have been taken), but giving up at the first
+ * error other than EAGAIN, and at EAGAIN once standard output has taken nothing for
+ * {@link STALL_MS}. Returns the bytes given up. A stream whose parts are not as expected (another
+ * sonic-boom) is flushed by its own `flushSync`, bounded at EAGAIN only.
+ */
+function writeOutAtExit(stream: Stdout, waitingToRetry: boolean): number {
+  const held = stream as unknown as Partial<HeldLines>;
+  const { fd, _writing: writing, _writingBuf: writingBuf, _bufs: bufs } = held;
+  if (
+    typeof fd !== 'number' ||
+    typeof writing !== 'boolean' ||
+    (typeof writingBuf !== 'string' && !Buffer.isBuffer(writingBuf)) ||
+    !Array.isArray(bufs) ||
+    !bufs.every((buf) => typeof buf === 'string')
+  ) {
+    try {
+      stream.flushSync();
+      return 0;
+    } catch {
+      return stateOf.get(stream)?.pending ?? 0;
+    }
+  }
+  // pino's own flush leaves that chunk out whenever a write is under way, also while it only
+  // waits to try it again: up to 16 KiB of lines were lost at exit without a word.
+  const chunks = [...(writing && !waitingToRetry ? [] : [writingBuf]), ...bufs].map((chunk) =>
+    typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk,
+  );
+  let left = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+  let stalledSince: number | undefined;
+  for (const chunk of chunks) {
+    let offset = 0;
+    while (offset < chunk.length) {
+      try {
+        const written = writeSync(fd, chunk, offset);
+        offset += written;
+        left -= written;
+        stalledSince = undefined;
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== 'EAGAIN') {
+          // A closed pipe (EPIPE), a full disk (ENOSPC): nothing more will be taken.
+          return left;
+        }
+        const now = performance.now();
+        stalledSince ??= now;
+        if (now - stalledSince >= STALL_MS) return left;
+        Atomics.wait(PAUSE, 0, 0, 10);
+      }
+    }
+  }
+  return 0;
+}
+
+/** What the writes at exit wait on between two refusals of a full pipe: 10 ms each. */
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * Says on standard error, synchronously (nothing asynchronous runs any more), that lines were
@@ -172,7 +237,7 @@ function flushAtExit(): void {
  * too, and then nothing is said.
  */
 function tellLostAtExit(bytes: number): void {
-  const warning = `createAuditLogger: standard output took nothing for ${String(STALL_MS)} ms at exit; ${String(bytes)} bytes of audit lines are lost`;
+  const warning = `createAuditLogger: standard output did not take the last ${String(bytes)} bytes of audit lines at exit (it failed, or took nothing for ${String(STALL_MS)} ms); they are lost`;
   try {
     // As Node prints a process warning.
     writeSync(2, `(node:${String(process.pid)}) [FLUXGUARD_AUDIT_WRITE_FAILED] Warning: ${warning}\n`);

@@ -236,8 +236,9 @@ export interface GateConnectionsOptions {
 
 /**
  * How far past the cap Node itself drops a new connection while some connection waits in its
- * handshake: connections the gate has closed still count for Node until they are gone, an
- * instant later.
+ * handshake: Node counts a new connection before the gate sees it, and one the gate closes
+ * (the new one, or one it makes room with) stops counting as it is destroyed. One would do;
+ * the rest is a margin, far below the descriptors the budget keeps aside.
  */
 const CLOSING_HEADROOM = 64;
 
