@@ -2,6 +2,7 @@ import { writeSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { isMainThread } from 'node:worker_threads';
 import { pino, type DestinationStream } from 'pino';
+import { listenWeakly } from '../events/listen-weakly.js';
 
 /**
  * The most bytes of lines standard output holds unwritten. Its writes are asynchronous: while
@@ -43,14 +44,10 @@ interface StdoutState {
   retry: ReturnType<typeof setTimeout> | undefined;
 }
 
-/** The standard-output streams made, held weakly, flushed at exit. */
-const atExit = new Set<WeakRef<Stdout>>();
-const stateOf = new WeakMap<Stdout, StdoutState>();
 /** The full-pipe errors of a stalled standard output: no line was lost, it is tried again. */
 const stalledErrors = new WeakSet<object>();
 
 let exiting = false;
-let listening = false;
 
 /**
  * The default destination: standard output as pino writes it (asynchronously, flushed at
@@ -69,12 +66,6 @@ let listening = false;
 export function standardOutput(lineLost: (error: unknown) => void): DestinationStream | undefined {
   const stdout = process.stdout as { write: unknown; fd?: number; constructor: { prototype: { write: unknown } } };
   if (stdout.write !== stdout.constructor.prototype.write) return undefined;
-  // Before pino's own listener (installed by the first stream it makes): it would flush first,
-  // without a bound. pino flushes no stream at a worker thread's exit, and neither does this.
-  if (!listening && isMainThread) {
-    listening = true;
-    process.prependListener('exit', flushAtExit);
-  }
   const state: StdoutState = {
     failed: false,
     pending: 0,
@@ -112,10 +103,20 @@ export function standardOutput(lineLost: (error: unknown) => void): DestinationS
     state.waitingToRetry = false;
     state.stalledSince = undefined;
   });
-  if (!isMainThread) return stream;
-  for (const ref of atExit) if (ref.deref() === undefined) atExit.delete(ref);
-  atExit.add(new WeakRef(stream));
-  stateOf.set(stream, state);
+  // Before pino's own listener (installed by the first stream it makes): it would flush first,
+  // without a bound. Held through the stream, as pino holds it. pino flushes no stream at a
+  // worker thread's exit, and neither does this.
+  if (isMainThread) {
+    listenWeakly(
+      process,
+      'exit',
+      stream,
+      () => {
+        flushAtExit(stream, state);
+      },
+      { first: true },
+    );
+  }
   return stream;
 }
 
@@ -150,20 +151,15 @@ function tryAgain(stream: Stdout): void {
   }
 }
 
-function flushAtExit(): void {
+function flushAtExit(stream: Stdout, state: StdoutState): void {
   exiting = true;
-  for (const ref of atExit) {
-    const stream = ref.deref();
-    const state = stream === undefined ? undefined : stateOf.get(stream);
-    if (stream === undefined || state === undefined) continue;
-    clearTimeout(state.retry);
-    // Its lines were reported lost as each write failed.
-    const left = state.failed ? 0 : writeOutAtExit(stream, state.waitingToRetry);
-    // pino's own flush at exit comes next: it would write again what was written here, or wait
-    // for ever for what could not be (sonic-boom retries any error but EAGAIN without a bound).
-    stream.flushSync = () => undefined;
-    if (left > 0) tellLostAtExit(left);
-  }
+  clearTimeout(state.retry);
+  // Its lines were reported lost as each write failed.
+  const left = state.failed ? 0 : writeOutAtExit(stream, state);
+  // pino's own flush at exit comes next: it would write again what was written here, or wait
+  // for ever for what could not be (sonic-boom retries any error but EAGAIN without a bound).
+  stream.flushSync = () => undefined;
+  if (left > 0) tellLostAtExit(left);
 }
 
 /** The parts of sonic-boom 4 read at exit: the lines it holds, and its descriptor. */
@@ -181,7 +177,7 @@ interface HeldLines {
  * {@link STALL_MS}. Returns the bytes given up. A stream whose parts are not as expected (another
  * sonic-boom) is flushed by its own `flushSync`, bounded at EAGAIN only.
  */
-function writeOutAtExit(stream: Stdout, waitingToRetry: boolean): number {
+function writeOutAtExit(stream: Stdout, state: StdoutState): number {
   const held = stream as unknown as Partial<HeldLines>;
   const { fd, _writing: writing, _writingBuf: writingBuf, _bufs: bufs } = held;
   if (
@@ -195,12 +191,12 @@ function writeOutAtExit(stream: Stdout, waitingToRetry: boolean): number {
       stream.flushSync();
       return 0;
     } catch {
-      return stateOf.get(stream)?.pending ?? 0;
+      return state.pending;
     }
   }
   // pino's own flush leaves that chunk out whenever a write is under way, also while it only
   // waits to try it again: up to 16 KiB of lines were lost at exit without a word.
-  const chunks = [...(writing && !waitingToRetry ? [] : [writingBuf]), ...bufs].map((chunk) =>
+  const chunks = [...(writing && !state.waitingToRetry ? [] : [writingBuf]), ...bufs].map((chunk) =>
     typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk,
   );
   let left = chunks.reduce((sum, chunk) => sum + chunk.length, 0);

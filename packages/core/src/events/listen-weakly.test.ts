@@ -49,6 +49,15 @@ describe('listenWeakly', () => {
     expect(calls).toEqual(['new']);
   });
 
+  it('puts its one listener before those already there when asked to', () => {
+    const emitter = new EventEmitter();
+    const calls: string[] = [];
+    emitter.on('exit', () => calls.push('earlier'));
+    listenWeakly(emitter, 'exit', {}, () => calls.push('weak'), { first: true });
+    emitter.emit('exit');
+    expect(calls).toEqual(['weak', 'earlier']);
+  });
+
   it('keeps no owner alive, and its listener stays once they are gone', async () => {
     const emitter = new EventEmitter();
     let collected = 0;

@@ -1,6 +1,7 @@
 /** Anything with Node's `on(event, listener)`: a stream, a socket, a Redis client. */
 export interface ListenerTarget {
   on(event: string, listener: (...values: unknown[]) => void): unknown;
+  prependListener?(event: string, listener: (...values: unknown[]) => void): unknown;
 }
 
 interface Listeners {
@@ -21,7 +22,9 @@ const listenersOf = new WeakMap<object, Map<string, Listeners>>();
  * owners are gone: on `'error'`, that is what keeps an error from ending the process.
  *
  * `callback` is held only through `owner`, so it may refer to the owner's state freely. An owner
- * registered again on the same emitter and event has its callback replaced.
+ * registered again on the same emitter and event has its callback replaced. With `first`, the
+ * one listener goes before those already there (`prependListener`), as the first registration
+ * for that emitter and event asks.
  *
  * @example
  * ```ts
@@ -33,6 +36,7 @@ export function listenWeakly(
   event: string,
   owner: object,
   callback: (value: unknown) => void,
+  options?: { readonly first?: boolean },
 ): void {
   let events = listenersOf.get(emitter);
   if (events === undefined) {
@@ -44,14 +48,16 @@ export function listenWeakly(
     const created: Listeners = { owners: new Set(), callbackOf: new WeakMap() };
     listeners = created;
     events.set(event, created);
-    emitter.on(event, (...values: unknown[]) => {
+    const listener = (...values: unknown[]): void => {
       const value = values[0];
       for (const ref of created.owners) {
         const live = ref.deref();
         if (live === undefined) created.owners.delete(ref);
         else created.callbackOf.get(live)?.(value);
       }
-    });
+    };
+    if (options?.first === true && emitter.prependListener !== undefined) emitter.prependListener(event, listener);
+    else emitter.on(event, listener);
   }
   // Owners collected since the last one was added leave the set here, not only at an event.
   for (const ref of listeners.owners) if (ref.deref() === undefined) listeners.owners.delete(ref);
