@@ -31,15 +31,18 @@ interface Ended {
 /**
  * Runs `script` with its standard output a pipe held open and read from `readAfterMs` after the
  * child has written its lines on (never when undefined), or from when it says `readFrom` on
- * standard error; waits at most `boundMs` for it to end.
+ * standard error; waits at most `boundMs` for it to end. With `answerAfterLines`, says `read` on
+ * the child's standard input once that many lines have been read.
  */
 async function runChild(
   script: string,
   readAfterMs: number | undefined,
   boundMs: number,
   readFrom = 'written',
+  answerAfterLines?: number,
 ): Promise<Ended> {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.on('error', () => undefined);
   child.stdout.pause();
   let lines = 0;
   let linesBeforeExit: number | undefined;
@@ -49,6 +52,7 @@ async function runChild(
   const read = (): void => {
     child.stdout.on('data', (chunk: Buffer) => {
       for (const byte of chunk) if (byte === 10) lines += 1;
+      if (answerAfterLines !== undefined && lines >= answerAfterLines) child.stdin.end('read\n');
     });
     child.stdout.resume();
   };
@@ -104,11 +108,20 @@ describe('the audit log on standard output that nobody reads', () => {
 describe('the audit log on standard output read late', () => {
   it('gives every line to a reader that comes back while the process runs, and loses none', async () => {
     // Stalled for 2 s, past the second after which it is tried again from a timer: every line
-    // arrives while it runs, not only from the flush at exit.
+    // arrives while it runs, not only from the flush at exit. The child waits for the reader to
+    // say it has them all (a fixed wait lost that race on a loaded machine), and ends by itself
+    // after 20 s if it never does: without the retry the lines only come at exit.
     const ended = await runChild(
-      childScript(LINES, "setTimeout(() => { process.stderr.write('exiting\\n'); }, 4000);"),
+      childScript(
+        LINES,
+        `const end = () => { process.stderr.write('exiting\\n'); clearTimeout(fallback); process.stdin.destroy(); };
+        const fallback = setTimeout(end, 20_000);
+        process.stdin.once('data', end);`,
+      ),
       2000,
       30_000,
+      'written',
+      LINES,
     );
     expect(ended.end).toBe('exit 0');
     expect(ended.linesBeforeExit).toBe(LINES);
