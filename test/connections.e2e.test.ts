@@ -360,6 +360,41 @@ describe.each(TRANSPORTS)('two client addresses holding the whole port over %s',
   }, 30_000);
 });
 
+describe.each(TRANSPORTS)('two client addresses holding the whole port past the handshake over %s', (transport) => {
+  const CAP = 8;
+  let server: ServerProcess;
+  beforeAll(async () => {
+    const policy = world.writePolicy(`connections-idle-cap-${transport}`, (p) => ({
+      ...p,
+      connections: {
+        handshakeTimeoutMs: 30_000,
+        idleMs: 30_000,
+        maxConnections: CAP,
+        maxConnectionsPerAddress: CAP / 2,
+      },
+    }));
+    server = await spawnReferenceServer(transport, world, { FLUXGUARD_POLICY: policy });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('with connections that send nothing, shut out no caller: one serving nothing is closed for it, and that is logged', async () => {
+    // Anyone completes a handshake where client certificates are asked per operation.
+    const handshake = { ca: world.pki.ca, ...(transport === 'grpc' ? { ALPNProtocols: ['h2'] } : {}) };
+    const held = await holdConnections(server.port, ['127.0.0.33', '127.0.0.34'], CAP / 2, handshake);
+    expect(held.every((c) => !c.closed())).toBe(true);
+    // Two callers, each in a new connection of its own on a port full again.
+    for (const name of ['idle-cap-reader', 'idle-cap-reader-2']) {
+      const reader = server.clientWith(await world.token(name, ['artifacts.reader']));
+      expect((await reader.list('')).ok).toBe(true);
+    }
+    expect(held.some((c) => c.closed())).toBe(true);
+    await expect.poll(() => server.output(), { timeout: 5_000 }).toMatch(/"closedIdle":\d/);
+    for (const c of held) c.socket.destroy();
+  }, 30_000);
+});
+
 describe.each(TRANSPORTS)('the descriptor budget over %s', (transport) => {
   let server: ServerProcess;
   beforeAll(async () => {

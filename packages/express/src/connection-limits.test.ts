@@ -180,21 +180,65 @@ describe('the HTTPS connection budget', () => {
     }
   });
 
-  it('still refuses a new connection at the cap when every connection has completed its handshake', async () => {
+  it('closes the oldest connection serving nothing, of the address holding most, to let a client in at the cap', async () => {
     const served = await listen(
-      serverWith({
+      serverWith({ maxConnections: 4, maxConnectionsPerAddress: 3, headersTimeoutMs: 30_000 }),
+    );
+    const dispatcher = agentFor(pki.ca.certPem);
+    try {
+      const before = audit.lines().length;
+      // Connections that complete their handshake and send nothing: anyone can make them where
+      // client certificates are asked per operation.
+      const handshake = { ca: pki.ca.certPem };
+      const held = [
+        ...(await holdConnections(served.port, ['127.0.0.14'], 1, handshake)),
+        ...(await holdConnections(served.port, ['127.0.0.15'], 3, handshake)),
+      ];
+      expect(held.every((c) => !c.closed())).toBe(true);
+      expect((await fetch(`${served.url}/ok`, { dispatcher, signal: AbortSignal.timeout(5_000) })).status).toBe(200);
+      // The oldest of the address with three, not the older one of the address with one.
+      await expect.poll(() => held[1]?.closed(), { timeout: 2_000 }).toBe(true);
+      expect([held[0], ...held.slice(2)].every((c) => c?.closed() === false)).toBe(true);
+      expect(audit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({
+          event: 'connection.refused',
+          reason: 'connection_limit',
+          closedIdle: 1,
+          addresses: ['127.0.0.15'],
+        }),
+      );
+      for (const c of held) c.socket.destroy();
+    } finally {
+      await dispatcher.close();
+      await served.close();
+    }
+  });
+
+  it('still refuses a new connection at the cap when every connection is writing an answer', async () => {
+    const app = express();
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    app.get('/slow', (_req, res, next) => {
+      answered.then(() => res.json({ ok: true }), next);
+    });
+    const served = await listen(
+      createSecureServer(app, {
+        audit: audit.audit,
+        tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
+        reload: false,
         maxConnections: 4,
         maxConnectionsPerAddress: 2,
-        handshakeTimeoutMs: 60_000,
         headersTimeoutMs: 30_000,
       }),
     );
-    const held: { closed: () => boolean; destroy: () => void }[] = [];
+    const held: { closed: () => boolean; destroy: () => void; answers: () => string }[] = [];
     try {
+      const before = audit.lines().length;
       for (const localAddress of ['127.0.0.14', '127.0.0.14', '127.0.0.15', '127.0.0.15']) {
         held.push(
           await new Promise((resolve, reject) => {
             let closed = false;
+            let answers = '';
             // Passed on to net.connect, whose socket options Node's tls types leave out.
             const options = {
               host: '127.0.0.1',
@@ -204,20 +248,61 @@ describe('the HTTPS connection budget', () => {
               servername: 'localhost',
             };
             const socket = tlsConnect(options, () => {
-              resolve({ closed: () => closed, destroy: () => socket.destroy() });
+              socket.write('GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n');
+              resolve({ closed: () => closed, destroy: () => socket.destroy(), answers: () => answers });
             });
+            socket.setEncoding('utf8');
+            socket.on('data', (chunk: string) => (answers += chunk));
             socket.on('close', () => (closed = true));
             socket.once('error', reject);
           }),
         );
       }
-      // The server's side of each handshake ends after the client's: let it end.
+      // The server's side of each handshake ends after the client's, and the request is read then.
       await new Promise((resolve) => setTimeout(resolve, 200));
       const [extra] = await holdConnections(served.port, ['127.0.0.16'], 1);
       await expect.poll(() => extra?.closed(), { timeout: 2_000 }).toBe(true);
       expect(held.every((c) => !c.closed())).toBe(true);
+      expect(audit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({ event: 'connection.refused', refusedByPortCap: 1 }),
+      );
+      expect(
+        audit
+          .lines()
+          .slice(before)
+          .some((line) => 'closedIdle' in line),
+      ).toBe(false);
+      // Every answer is written in full.
+      answer();
+      await expect.poll(() => held.every((c) => c.answers().includes('{"ok":true}')), { timeout: 2_000 }).toBe(true);
     } finally {
+      answer();
       for (const c of held) c.destroy();
+      await served.close();
+    }
+  });
+
+  it('lets a client in, call after call, while two addresses hold the port with connections that complete their handshake and send nothing', async () => {
+    const served = await listen(
+      serverWith({ maxConnections: 6, maxConnectionsPerAddress: 3, headersTimeoutMs: 30_000 }),
+    );
+    // Twice each address's share, each opened again as soon as it is closed or refused.
+    const flood = floodConnections(served.port, ['127.0.0.19', '127.0.0.20'], 6, { ca: pki.ca.certPem });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      for (let i = 0; i < 5; i++) {
+        // A new connection each time, as a client whose connection was closed makes.
+        const dispatcher = agentFor(pki.ca.certPem);
+        try {
+          const answer = await fetch(`${served.url}/ok`, { dispatcher, signal: AbortSignal.timeout(5_000) });
+          expect(answer.status).toBe(200);
+        } finally {
+          await dispatcher.close();
+        }
+      }
+      expect(flood.opened()).toBeGreaterThan(12);
+    } finally {
+      flood.stop();
       await served.close();
     }
   });

@@ -252,8 +252,17 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   );
   server.keepAliveTimeout = keepAliveTimeout;
   // Each client address its share of the connections, counted from the TCP connection on; at
-  // the cap, a connection still in its TLS handshake makes room for a new one.
-  gateConnections(server, { maxPerAddress, maxConnections, audit, transport: 'http' });
+  // the cap, a connection still in its TLS handshake, else one writing no answer, makes room.
+  gateConnections(server, {
+    maxPerAddress,
+    maxConnections,
+    audit,
+    transport: 'http',
+    isIdle: (socket) => {
+      const res = answering.get(socket);
+      return res === undefined || res.writableFinished;
+    },
+  });
   server.on('secureConnection', (socket: TLSSocket) => {
     connections.add(socket);
     socket.once('close', () => {

@@ -12,6 +12,8 @@ import { floodConnections, holdConnections } from '@fluxguard/test-support/conne
 import {
   clientFor,
   createTestPki,
+  handlerStarts,
+  op,
   perOperationCredentials,
   registerSecureService,
   startTlsServer,
@@ -232,6 +234,113 @@ describe('the connection cap of a gRPC port over TLS', () => {
     const flood = floodConnections(served.port, ['127.0.0.27', '127.0.0.28'], 6);
     try {
       await new Promise((resolve) => setTimeout(resolve, 300));
+      for (let i = 0; i < 5; i++) {
+        // A new channel each time, as a client whose connection was closed makes.
+        const client = clientFor(served.address, { ca: pki.ca.certPem });
+        try {
+          expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+        } finally {
+          client.close();
+        }
+      }
+      expect(flood.opened()).toBeGreaterThan(12);
+    } finally {
+      flood.stop();
+      await served.close();
+    }
+  });
+
+  it('closes the oldest connection serving nothing, of the address holding most, to let a client in at the cap', async () => {
+    const served = await startCapped();
+    const client = clientFor(served.address, { ca: pki.ca.certPem });
+    try {
+      const before = tlsAudit.lines().length;
+      // Connections that complete their handshake (HTTP/2 offered) and send nothing: anyone can
+      // make them where client certificates are asked per operation.
+      const handshake = { ca: pki.ca.certPem, ALPNProtocols: ['h2'] };
+      const held = [
+        ...(await holdConnections(served.port, ['127.0.0.24'], 1, handshake)),
+        ...(await holdConnections(served.port, ['127.0.0.25'], 3, handshake)),
+        ...(await holdConnections(served.port, ['127.0.0.26'], 2, handshake)),
+      ];
+      expect(held.every((c) => !c.closed())).toBe(true);
+      expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+      // The oldest of the address with three, not the older ones of the others.
+      await expect.poll(() => held[1]?.closed(), { timeout: 2_000 }).toBe(true);
+      expect([held[0], ...held.slice(2)].every((c) => c?.closed() === false)).toBe(true);
+      expect(tlsAudit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({
+          event: 'connection.refused',
+          transport: 'grpc',
+          reason: 'connection_limit',
+          closedIdle: 1,
+          addresses: ['127.0.0.25'],
+        }),
+      );
+      for (const c of held) c.socket.destroy();
+    } finally {
+      client.close();
+      await served.close();
+    }
+  });
+
+  it('still refuses a new connection at the cap when every connection has a call open', async () => {
+    const served = await startTlsServer(
+      perOperationCredentials(pki, tlsAudit.audit, { handshakeTimeoutMs: 60_000 }),
+      fluxguardInterceptors({ audit: tlsAudit.audit, timeouts: false }),
+      registerSecureService,
+      secureServerOptions({ maxConnections: 3, maxConnectionsPerAddress: 3 }),
+    );
+    const clients = Array.from({ length: 3 }, () => clientFor(served.address, { ca: pki.ca.certPem }));
+    try {
+      const before = tlsAudit.lines().length;
+      const started = handlerStarts.count;
+      // Each its own connection, with an upload left open.
+      const uploads = clients.map((client) => {
+        let ended: (status: number) => void = () => undefined;
+        const status = new Promise<number>((resolve) => (ended = resolve));
+        const call = client.makeClientStreamRequest(
+          op('Upload'),
+          (value: unknown) => Buffer.from(JSON.stringify(value)),
+          (bytes: Buffer) => JSON.parse(bytes.toString()) as unknown,
+          () => undefined,
+        );
+        call.on('status', (s) => {
+          ended(s.code);
+        });
+        call.write({ part: 1 });
+        return { call, status };
+      });
+      await expect.poll(() => handlerStarts.count - started, { timeout: 5_000 }).toBe(3);
+      const [extra] = await holdConnections(served.port, ['127.0.0.29'], 1);
+      await expect.poll(() => extra?.closed(), { timeout: 2_000 }).toBe(true);
+      expect(tlsAudit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({ event: 'connection.refused', transport: 'grpc', refusedByPortCap: 1 }),
+      );
+      expect(
+        tlsAudit
+          .lines()
+          .slice(before)
+          .some((line) => 'closedIdle' in line),
+      ).toBe(false);
+      // Every upload goes on to its end.
+      for (const { call } of uploads) call.end();
+      expect(await Promise.all(uploads.map((u) => u.status))).toEqual([Status.OK, Status.OK, Status.OK]);
+    } finally {
+      for (const client of clients) client.close();
+      await served.close();
+    }
+  });
+
+  it('lets a client in, call after call, while two addresses hold the port with connections that complete their handshake and send nothing', async () => {
+    const served = await startCapped();
+    // Twice each address's share, each opened again as soon as it is closed or refused.
+    const flood = floodConnections(served.port, ['127.0.0.30', '127.0.0.31'], 6, {
+      ca: pki.ca.certPem,
+      ALPNProtocols: ['h2'],
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 500));
       for (let i = 0; i < 5; i++) {
         // A new channel each time, as a client whose connection was closed makes.
         const client = clientFor(served.address, { ca: pki.ca.certPem });

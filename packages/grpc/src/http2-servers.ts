@@ -105,13 +105,14 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
       const audit = auditOfCredentials(credentials);
       // Each client address its share of the port, counted from the TCP connection on; at the
-      // cap, a connection still in its TLS handshake makes room for a new one.
+      // cap, a connection still in its TLS handshake, else one with no call open, makes room.
       const gate = gateConnections(http2Server, {
         maxPerAddress:
           positiveOption(options?.[MAX_PER_ADDRESS_OPTION]) ?? defaultConnectionsPerAddress(maxConnections),
         maxConnections,
         audit,
         transport: 'grpc',
+        isIdle: idleTest(this),
       });
       if (audit !== undefined) noteRefusedSessions(http2Server, gate);
       // Sessions made under a CA bundle or CRL a reload has changed are sent away (GOAWAY: their
@@ -121,6 +122,7 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       const graceMs = positiveOption(options?.[CLOSING_GRACE_OPTION]) ?? DEFAULT_CLOSING_GRACE_MS;
       http2Server.on('session', (session: Http2Session) => {
         sessions.add(session);
+        noteSessionOfSocket(session);
         session.once('close', () => sessions.delete(session));
         dropWhenClosingStalls(session, graceMs);
       });
@@ -175,6 +177,39 @@ function noteSocketPath(http2Server: Http2Server | Http2SecureServer, socket: So
   const path = http2Server.address();
   const localAddress = `${UNIX_LOCAL_ADDRESS}${typeof path === 'string' ? path : ''}`;
   Object.defineProperty(socket, 'localAddress', { value: localAddress, enumerable: true });
+}
+
+/** The session of a connection, kept on its socket (TLS, or TCP without TLS). */
+const SESSION_OF_SOCKET = Symbol('fluxguard.session');
+
+/**
+ * Keeps `session` on its socket. Node hands out a session's socket only behind a proxy, which
+ * passes a property set on it to the socket itself: the gate asks by the socket.
+ */
+function noteSessionOfSocket(session: Http2Session): void {
+  try {
+    (session.socket as unknown as Record<symbol, unknown>)[SESSION_OF_SOCKET] = session;
+  } catch {
+    // A session whose socket is gone already: nothing is left to close.
+  }
+}
+
+/**
+ * Whether a connection of `grpcServer` has no call open, read from the count grpc-js keeps per
+ * session for its idle limit (`grpc.max_connection_idle_ms`, which `secureServerOptions` always
+ * sets), so that nothing more is counted per call. A connection with no session serves nothing
+ * either (TLS without HTTP/2 offered: Node waits `unknownProtocolTimeout` to close it). A session
+ * grpc-js does not count is taken as busy, and with a grpc-js that keeps no such count this is
+ * `undefined`: the gate then closes no connection past its handshake.
+ */
+function idleTest(grpcServer: unknown): ((socket: Socket) => boolean) | undefined {
+  const counts = (grpcServer as { sessionIdleTimeouts?: unknown }).sessionIdleTimeouts;
+  if (!(counts instanceof Map)) return undefined;
+  const byIdleLimit = counts as Map<Http2Session, { readonly activeStreams?: unknown }>;
+  return (socket) => {
+    const session = (socket as unknown as Record<symbol, Http2Session | undefined>)[SESSION_OF_SOCKET];
+    return session === undefined || byIdleLimit.get(session)?.activeStreams === 0;
+  };
 }
 
 /** nghttp2's error numbers (`errno` of Node's `ERR_HTTP2_ERROR`) that say what the client did. */

@@ -1,45 +1,81 @@
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 
-/** A TCP connection held open without a byte sent: a TLS handshake that never starts. */
+/**
+ * What a held connection completes its TLS handshake with, and then sends nothing more: the
+ * server's CA, and for an HTTP/2 server its protocol (`ALPNProtocols: ['h2']`).
+ */
+export interface HandshakeOptions {
+  readonly ca: string | Buffer;
+  readonly servername?: string;
+  readonly ALPNProtocols?: readonly string[];
+}
+
+/**
+ * A TCP connection held open without a byte sent (a TLS handshake that never starts), or with
+ * {@link HandshakeOptions} one that completes its TLS handshake and then sends nothing.
+ */
 export interface HeldConnection {
   readonly socket: Socket;
   readonly localAddress: string;
   readonly closed: () => boolean;
 }
 
-/** Opens a TCP connection to `port` on 127.0.0.1 from `localAddress` and sends nothing. */
-export function holdConnection(port: number, localAddress: string): HeldConnection {
+/**
+ * Opens a TCP connection to `port` on 127.0.0.1 from `localAddress` and sends nothing, or with
+ * `handshake` completes a TLS handshake and then sends nothing; `ready` once connected (TLS: once
+ * the handshake completed), or closed before.
+ */
+export function holdConnection(
+  port: number,
+  localAddress: string,
+  handshake?: HandshakeOptions,
+): HeldConnection & { readonly ready: Promise<void> } {
   let closed = false;
-  const socket = connect({ host: '127.0.0.1', port, localAddress });
+  const socket =
+    handshake === undefined
+      ? connect({ host: '127.0.0.1', port, localAddress })
+      : // Passed on to net.connect, whose socket options Node's tls types leave out.
+        tlsConnect({
+          host: '127.0.0.1',
+          port,
+          localAddress,
+          ca: handshake.ca,
+          servername: handshake.servername ?? 'localhost',
+          ...(handshake.ALPNProtocols === undefined ? {} : { ALPNProtocols: [...handshake.ALPNProtocols] }),
+        } as ConnectionOptions);
+  const ready = new Promise<void>((resolve) => {
+    socket.once(handshake === undefined ? 'connect' : 'secureConnect', () => {
+      resolve();
+    });
+    socket.once('close', () => {
+      resolve();
+    });
+  });
   socket.on('error', () => undefined);
   socket.resume();
   socket.once('close', () => {
     closed = true;
   });
-  return { socket, localAddress, closed: () => closed };
+  return { socket, localAddress, closed: () => closed, ready };
 }
 
 /**
- * Holds `perAddress` handshake-less connections from each of `addresses`, one at a time and
- * each counted by the server before the next (so the first opened is the oldest there).
+ * Holds `perAddress` handshake-less connections from each of `addresses` (with `handshake`,
+ * connections that complete it), one at a time and each counted by the server before the next
+ * (so the first opened is the oldest there).
  */
 export async function holdConnections(
   port: number,
   addresses: readonly string[],
   perAddress: number,
+  handshake?: HandshakeOptions,
 ): Promise<HeldConnection[]> {
   const held: HeldConnection[] = [];
   for (const address of addresses) {
     for (let i = 0; i < perAddress; i++) {
-      const connection = holdConnection(port, address);
-      await new Promise<void>((resolve) => {
-        connection.socket.once('connect', () => {
-          resolve();
-        });
-        connection.socket.once('close', () => {
-          resolve();
-        });
-      });
+      const connection = holdConnection(port, address, handshake);
+      await connection.ready;
       await new Promise((resolve) => setTimeout(resolve, 20));
       held.push(connection);
     }
@@ -48,14 +84,16 @@ export async function holdConnections(
 }
 
 /**
- * Tries to keep `perAddress` handshake-less connections open from each of `addresses`, opening a
- * new one for each the server closes or refuses, until `stop()`; `opened` counts them all. More
- * than the server's share per address makes a flood of refused connections.
+ * Tries to keep `perAddress` handshake-less connections open from each of `addresses` (with
+ * `handshake`, connections that complete it and then send nothing), opening a new one for each
+ * the server closes or refuses, until `stop()`; `opened` counts them all. More than the server's
+ * share per address makes a flood of refused connections.
  */
 export function floodConnections(
   port: number,
   addresses: readonly string[],
   perAddress: number,
+  handshake?: HandshakeOptions,
 ): { stop(): void; readonly opened: () => number } {
   let stopped = false;
   let opened = 0;
@@ -63,7 +101,7 @@ export function floodConnections(
   const keep = (address: string): void => {
     if (stopped) return;
     opened += 1;
-    const { socket } = holdConnection(port, address);
+    const { socket } = holdConnection(port, address, handshake);
     live.add(socket);
     socket.once('close', () => {
       live.delete(socket);

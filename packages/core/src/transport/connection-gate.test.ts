@@ -1,6 +1,6 @@
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { holdConnections } from '@fluxguard/test-support/connections';
+import { holdConnection, holdConnections, type HeldConnection } from '@fluxguard/test-support/connections';
 import { capturedAudit } from '../testing/jwt-fixtures.js';
 import { createConnectionGate, defaultConnectionsPerAddress, gateConnections } from './connection-gate.js';
 
@@ -105,7 +105,8 @@ describe('createConnectionGate', () => {
 });
 
 describe('gateConnections on a server without TLS', () => {
-  // No handshake tells a waiting connection from a working one: none is closed for a new one.
+  // No handshake tells a waiting connection from a working one: none is closed for a new one,
+  // unless the adapter says which serve nothing.
   it('refuses a new connection at the cap, and closes none of those it holds', async () => {
     const server = createServer();
     const audit = capturedAudit();
@@ -122,6 +123,77 @@ describe('gateConnections on a server without TLS', () => {
       );
       for (const c of held) c.socket.destroy();
     } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('closes a connection the adapter says serves nothing to admit a new one, and logs it', async () => {
+    const server = createServer();
+    const audit = capturedAudit();
+    const busy = new WeakSet<Socket>();
+    server.on('connection', (socket: Socket) => {
+      // Those from .43 are busy; those from .44 serve nothing.
+      if (socket.remoteAddress === '127.0.0.43') busy.add(socket);
+    });
+    gateConnections(server, {
+      maxPerAddress: 10,
+      maxConnections: 4,
+      audit: audit.audit,
+      transport: 'grpc',
+      isIdle: (socket) => !busy.has(socket),
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    try {
+      // The busy address holds the most: its connections are looked at first, and passed over.
+      const held = [
+        ...(await holdConnections(port, ['127.0.0.43'], 3)),
+        ...(await holdConnections(port, ['127.0.0.44'], 1)),
+      ];
+      const [extra] = await holdConnections(port, ['127.0.0.45'], 1);
+      await expect.poll(() => held[3]?.closed(), { timeout: 2_000 }).toBe(true);
+      expect(held.slice(0, 3).every((c) => !c.closed())).toBe(true);
+      expect(extra?.closed()).toBe(false);
+      expect(audit.lines).toContainEqual(
+        expect.objectContaining({ event: 'connection.refused', closedIdle: 1, addresses: ['127.0.0.44'] }),
+      );
+      for (const c of [...held, extra]) c?.socket.destroy();
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('leaves refusals at the cap to Node for a moment once nothing could be closed', async () => {
+    const server = createServer();
+    let searched = 0;
+    gateConnections(server, {
+      maxPerAddress: 10,
+      maxConnections: 2,
+      audit: undefined,
+      transport: 'http',
+      isIdle: () => {
+        searched += 1;
+        return false;
+      },
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const held: HeldConnection[] = [];
+    try {
+      held.push(...(await holdConnections(port, ['127.0.0.46'], 2)));
+      // Room could be made: Node lets a connection past the cap through to the gate.
+      expect(server.maxConnections).toBeGreaterThan(2);
+      const [first] = await holdConnections(port, ['127.0.0.47'], 1);
+      await expect.poll(() => first?.closed(), { timeout: 2_000 }).toBe(true);
+      expect(searched).toBe(2);
+      // Nothing to close: a flood meets Node's own refusal, no search, for a moment. Twenty at
+      // once: at most one search per such moment.
+      const flood = Array.from({ length: 20 }, () => holdConnection(port, '127.0.0.47'));
+      await expect.poll(() => flood.every((c) => c.closed()), { timeout: 5_000 }).toBe(true);
+      expect(searched - 2).toBeLessThanOrEqual(10);
+      await expect.poll(() => server.maxConnections, { timeout: 2_000 }).toBeGreaterThan(2);
+    } finally {
+      for (const c of held) c.socket.destroy();
       await new Promise((resolve) => server.close(resolve));
     }
   });

@@ -4,11 +4,12 @@ import type { AuditLogger } from '../audit/audit-logger.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { RefusalSummary, SUMMARY_INTERVAL_MS } from './refusal-summary.js';
-import { WaitingConnections } from './waiting-connections.js';
+import { ConnectionsByAddress } from './connections-by-address.js';
 
 const BY_SHARE = 'address_share';
 const BY_CAP = 'port_cap';
 const IN_HANDSHAKE = 'in_handshake';
+const IDLE = 'idle';
 
 /**
  * The connections of one listening port, counted per client address, as the adapters admit
@@ -53,6 +54,11 @@ export interface ConnectionGate {
    * under the port's cap for a new one, for the summary.
    */
   closedInHandshake(remoteAddress: string | undefined): void;
+  /**
+   * Notes a connection from `remoteAddress` closed while it served nothing, to make room under
+   * the port's cap for a new one, for the summary.
+   */
+  closedIdle(remoteAddress: string | undefined): void;
   /** Connections held now by the client of `remoteAddress`. */
   heldBy(remoteAddress: string | undefined): number;
 }
@@ -83,6 +89,7 @@ export function createConnectionGate(options: {
   const summary = new RefusalSummary(({ counts, addresses, first }) => {
     const byShare = counts.get(BY_SHARE) ?? 0;
     const inHandshake = counts.get(IN_HANDSHAKE) ?? 0;
+    const idle = counts.get(IDLE) ?? 0;
     audit?.logger.warn(
       {
         event: 'connection.refused',
@@ -91,6 +98,7 @@ export function createConnectionGate(options: {
         refusedByAddressShare: byShare,
         refusedByPortCap: counts.get(BY_CAP) ?? 0,
         ...(inHandshake === 0 ? {} : { closedInHandshake: inHandshake }),
+        ...(idle === 0 ? {} : { closedIdle: idle }),
         addresses,
         ...(first ? {} : { intervalMs: SUMMARY_INTERVAL_MS }),
       },
@@ -148,6 +156,9 @@ export function createConnectionGate(options: {
     },
     closedInHandshake(remoteAddress: string | undefined) {
       summary.note(IN_HANDSHAKE, peerClientKey(remoteAddress));
+    },
+    closedIdle(remoteAddress: string | undefined) {
+      summary.note(IDLE, peerClientKey(remoteAddress));
     },
     handshakeFailed(code: string, remoteAddress: string | undefined) {
       handshakes.note(code, peerClientKey(remoteAddress));
@@ -232,7 +243,21 @@ export interface GateConnectionsOptions {
   readonly maxConnections?: number | undefined;
   readonly audit: AuditLogger | undefined;
   readonly transport: 'grpc' | 'http';
+  /**
+   * Whether a connection serves nothing now (HTTP/1.1: no answer being written; HTTP/2: no
+   * stream open), given its TLS socket (its TCP socket on a port without TLS). With it, at the
+   * cap, such a connection can be closed to make room for a new one, as one in its TLS handshake
+   * can. Asked only at the cap, of a few connections: it must be cheap (a throw counts as busy).
+   */
+  readonly isIdle?: ((socket: Socket) => boolean) | undefined;
 }
+
+/**
+ * How long Node refuses at the cap by itself after a search found no connection to close: a
+ * flood at a cap held by busy connections then costs a refusal, not a search, per connection,
+ * while a connection that goes idle makes room again soon after.
+ */
+const NOTHING_TO_CLOSE_PAUSE_MS = 100;
 
 /**
  * How far past the cap Node itself drops a new connection while some connection waits in its
@@ -248,38 +273,85 @@ const CLOSING_HEADROOM = 64;
  * drops and the TLS handshakes it refuses noted for the log. The gate's listener comes first, so
  * that nothing else works for a connection it closes.
  *
- * At the port's cap (`maxConnections`), a TLS server closes a connection still in its TLS
- * handshake to admit the new one (the oldest of the client address with the most waiting:
- * {@link WaitingConnections}), and refuses the new one only when every connection has completed
- * its handshake. Connections that never finish a handshake cost nothing to open (no
- * certificate, no cryptography), and held the whole cap from a few addresses: now a client gets
- * in while they wait, and its own handshake, however slow, is cut only once every address has
- * at most one connection waiting.
+ * At the port's cap (`maxConnections`), the gate closes a connection still in its TLS handshake,
+ * or one that serves nothing (`isIdle`), to admit the new one: the oldest such connection of the
+ * client address holding the most ({@link ConnectionsByAddress}). It refuses the new one only
+ * when none can go. Connections that never finish a handshake cost nothing to open (no
+ * certificate, no cryptography), and those that finish one and send nothing cost little more:
+ * from a few addresses, either held the whole cap. Now a client gets in while they are held,
+ * and its own connection, however slow its handshake, is closed only once every address holds
+ * at most one.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
  *
  * @example
  * ```ts
  * import { gateConnections } from '@fluxguard/core/adapter';
- * gateConnections(server, { maxPerAddress: 7_000, maxConnections: 14_000, audit, transport: 'http' });
+ * gateConnections(server, {
+ *   maxPerAddress: 7_000,
+ *   maxConnections: 14_000,
+ *   audit,
+ *   transport: 'http',
+ *   isIdle: (socket) => !answering.has(socket),
+ * });
  * ```
  */
 export function gateConnections(server: NetServer, options: GateConnectionsOptions): ConnectionGate {
   const gate = createConnectionGate(options);
-  const { maxConnections } = options;
-  // Without TLS there is no handshake to tell a waiting connection from a working one.
-  const closesWaiting = server instanceof TlsServer;
-  /** Connections admitted and not closed by the gate, that have not closed yet. */
-  let held = 0;
-  /** Admitted connections whose TLS handshake has not completed, by client address. */
-  const inHandshake = new WaitingConnections<Socket>();
+  const { maxConnections, isIdle } = options;
+  // Without TLS, a connection is past its handshake from the start: only `isIdle` can free one.
+  const tls = server instanceof TlsServer;
+  /** Connections admitted and not closed by the gate, by client address (TCP sockets). */
+  const held = new ConnectionsByAddress<Socket>();
+  /** Connections of `held` whose TLS handshake has completed, and their TLS socket. */
+  const secured = new WeakMap<Socket, TLSSocket>();
+  /** Connections of `held` in their TLS handshake. */
+  let waiting = 0;
+  /** Whether the last search for a connection to close found none, a moment ago. */
+  let noneFound = false;
   const closedByGate = new WeakSet<Socket>();
-  // While no connection waits in its handshake, Node refuses past the cap itself, before any
-  // socket object is made: a flood at the cap costs what it cost before the gate closed any.
+  // While no connection could make room, Node refuses past the cap itself, before any socket
+  // object is made: a flood at the cap costs what it cost before the gate closed any.
   const capNode = (): void => {
-    if (maxConnections !== undefined) {
-      server.maxConnections = inHandshake.size > 0 ? maxConnections + CLOSING_HEADROOM : maxConnections;
+    if (maxConnections === undefined) return;
+    const roomToMake = !noneFound && (waiting > 0 || (isIdle !== undefined && held.size > 0));
+    server.maxConnections = roomToMake ? maxConnections + CLOSING_HEADROOM : maxConnections;
+  };
+  const idle = (socket: Socket): boolean => {
+    try {
+      return isIdle?.(socket) === true;
+    } catch {
+      // Called from the server's connection event: a throw would end the process.
+      return false;
     }
+  };
+  const closable = (tcp: Socket): boolean => {
+    if (!tls) return idle(tcp);
+    const secure = secured.get(tcp);
+    return secure === undefined || idle(secure);
+  };
+  /** Closes a connection in its handshake, or one serving nothing: whether one was closed. */
+  const makeRoom = (): boolean => {
+    if (noneFound || (waiting === 0 && isIdle === undefined)) return false;
+    const tcp = held.takeFromBusiest(closable);
+    if (tcp === undefined) {
+      noneFound = true;
+      capNode();
+      setTimeout(() => {
+        noneFound = false;
+        capNode();
+      }, NOTHING_TO_CLOSE_PAUSE_MS).unref();
+      return false;
+    }
+    closedByGate.add(tcp);
+    const secure = secured.get(tcp);
+    if (tls && secure === undefined) {
+      waiting -= 1;
+      gate.closedInHandshake(tcp.remoteAddress);
+    } else gate.closedIdle(tcp.remoteAddress);
+    capNode();
+    (secure ?? tcp).destroy();
+    return true;
   };
   capNode();
   server.prependListener('connection', (socket: Socket) => {
@@ -288,35 +360,31 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
       socket.destroy();
       return;
     }
-    if (maxConnections !== undefined && held >= maxConnections) {
-      const oldest = closesWaiting ? inHandshake.takeFromBusiest() : undefined;
-      if (oldest === undefined) {
-        release();
-        gate.refusedOverall();
-        socket.destroy();
-        return;
-      }
-      closedByGate.add(oldest);
-      capNode();
-      held -= 1;
-      gate.closedInHandshake(oldest.remoteAddress);
-      oldest.destroy();
+    if (maxConnections !== undefined && held.size >= maxConnections && !makeRoom()) {
+      release();
+      gate.refusedOverall();
+      socket.destroy();
+      return;
     }
-    held += 1;
-    if (closesWaiting) {
-      inHandshake.add(socket, peerClientKey(socket.remoteAddress) ?? '');
-      if (inHandshake.size === 1) capNode();
-    }
+    held.add(socket, peerClientKey(socket.remoteAddress) ?? '');
+    if (tls && ++waiting === 1) capNode();
+    if (held.size === 1) capNode();
     socket.once('close', () => {
-      if (!closedByGate.has(socket)) held -= 1;
-      if (inHandshake.delete(socket) && inHandshake.size === 0) capNode();
+      // Taken out already when the gate closed it.
+      if (held.delete(socket) !== undefined) {
+        if (tls && !secured.has(socket) && --waiting === 0) capNode();
+        if (held.size === 0) capNode();
+      }
       release();
     });
   });
-  if (closesWaiting) {
+  if (tls) {
     server.on('secureConnection', (socket: TLSSocket) => {
-      const tcp = (socket as TLSSocket & { readonly _parent?: unknown })._parent;
-      if (inHandshake.delete(tcp as Socket) && inHandshake.size === 0) capNode();
+      const tcp = tcpOf(socket);
+      // Closed by the gate since.
+      if (!held.has(tcp) || secured.has(tcp)) return;
+      secured.set(tcp, socket);
+      if (--waiting === 0) capNode();
     });
   }
   server.on('drop', () => {
@@ -325,10 +393,14 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
   // A handshake refused (a revoked or unknown certificate in strict mode, a timeout, a client
   // that speaks no TLS) makes no request or call, and so no line of its own.
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    const tcp = (socket as Socket & { readonly _parent?: unknown })._parent;
     // Closed by the gate above, and written as such.
-    if (!closedByGate.has(tcp as Socket)) gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket));
+    if (!closedByGate.has(tcpOf(socket))) gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket));
     socket.destroy();
   });
   return gate;
+}
+
+/** The TCP socket a TLS socket of a server wraps (`_parent`, which Node keeps), or the socket itself. */
+function tcpOf(socket: Socket): Socket {
+  return (socket as Socket & { readonly _parent?: Socket | null })._parent ?? socket;
 }
