@@ -13,6 +13,7 @@ import {
   spawnReferenceServer,
   type E2eEnvironment,
   type ServerProcess,
+  type TransportName,
 } from './support/servers.js';
 
 /**
@@ -319,20 +320,25 @@ describe.each(TRANSPORTS)('one client address holding connections over %s', (tra
   }, 30_000);
 });
 
+/** A reference server whose port holds `CAP` connections, half of them per address, for 30 s each. */
+function spawnCapped(transport: TransportName, name: string): Promise<ServerProcess> {
+  const policy = world.writePolicy(`${name}-${transport}`, (p) => ({
+    ...p,
+    connections: {
+      handshakeTimeoutMs: 30_000,
+      idleMs: 30_000,
+      maxConnections: CAP,
+      maxConnectionsPerAddress: CAP / 2,
+    },
+  }));
+  return spawnReferenceServer(transport, world, { FLUXGUARD_POLICY: policy });
+}
+const CAP = 8;
+
 describe.each(TRANSPORTS)('two client addresses holding the whole port over %s', (transport) => {
-  const CAP = 8;
   let server: ServerProcess;
   beforeAll(async () => {
-    const policy = world.writePolicy(`connections-cap-${transport}`, (p) => ({
-      ...p,
-      connections: {
-        handshakeTimeoutMs: 30_000,
-        idleMs: 30_000,
-        maxConnections: CAP,
-        maxConnectionsPerAddress: CAP / 2,
-      },
-    }));
-    server = await spawnReferenceServer(transport, world, { FLUXGUARD_POLICY: policy });
+    server = await spawnCapped(transport, 'connections-cap');
   });
   afterAll(async () => {
     await server.close();
@@ -361,19 +367,9 @@ describe.each(TRANSPORTS)('two client addresses holding the whole port over %s',
 });
 
 describe.each(TRANSPORTS)('two client addresses holding the whole port past the handshake over %s', (transport) => {
-  const CAP = 8;
   let server: ServerProcess;
   beforeAll(async () => {
-    const policy = world.writePolicy(`connections-idle-cap-${transport}`, (p) => ({
-      ...p,
-      connections: {
-        handshakeTimeoutMs: 30_000,
-        idleMs: 30_000,
-        maxConnections: CAP,
-        maxConnectionsPerAddress: CAP / 2,
-      },
-    }));
-    server = await spawnReferenceServer(transport, world, { FLUXGUARD_POLICY: policy });
+    server = await spawnCapped(transport, 'connections-idle-cap');
   });
   afterAll(async () => {
     await server.close();

@@ -282,54 +282,45 @@ describe('the HTTPS connection budget', () => {
     }
   });
 
-  it('lets a client in, call after call, while two addresses hold the port with connections that complete their handshake and send nothing', async () => {
-    const served = await listen(
-      serverWith({ maxConnections: 6, maxConnectionsPerAddress: 3, headersTimeoutMs: 30_000 }),
-    );
-    // Twice each address's share, each opened again as soon as it is closed or refused.
-    const flood = floodConnections(served.port, ['127.0.0.19', '127.0.0.20'], 6, { ca: pki.ca.certPem });
-    try {
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      for (let i = 0; i < 5; i++) {
-        // A new connection each time, as a client whose connection was closed makes.
-        const dispatcher = agentFor(pki.ca.certPem);
-        try {
-          const answer = await fetch(`${served.url}/ok`, { dispatcher, signal: AbortSignal.timeout(5_000) });
-          expect(answer.status).toBe(200);
-        } finally {
-          await dispatcher.close();
+  it.each([
+    { held: 'that never start a handshake', addresses: ['127.0.0.17', '127.0.0.18'], completed: false },
+    {
+      held: 'that complete their handshake and send nothing',
+      addresses: ['127.0.0.19', '127.0.0.20'],
+      completed: true,
+    },
+  ])(
+    'lets a client in, call after call, while two addresses flood the port with connections $held',
+    async ({ addresses, completed }) => {
+      const served = await listen(
+        serverWith({
+          maxConnections: 6,
+          maxConnectionsPerAddress: 3,
+          handshakeTimeoutMs: 60_000,
+          headersTimeoutMs: 30_000,
+        }),
+      );
+      // Twice each address's share, each opened again as soon as it is closed or refused.
+      const flood = floodConnections(served.port, addresses, 6, completed ? { ca: pki.ca.certPem } : undefined);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        for (let i = 0; i < 5; i++) {
+          // A new connection each time, as a client whose connection was closed makes.
+          const dispatcher = agentFor(pki.ca.certPem);
+          try {
+            const answer = await fetch(`${served.url}/ok`, { dispatcher, signal: AbortSignal.timeout(5_000) });
+            expect(answer.status).toBe(200);
+          } finally {
+            await dispatcher.close();
+          }
         }
+        expect(flood.opened()).toBeGreaterThan(12);
+      } finally {
+        flood.stop();
+        await served.close();
       }
-      expect(flood.opened()).toBeGreaterThan(12);
-    } finally {
-      flood.stop();
-      await served.close();
-    }
-  });
-
-  it('lets a client in, call after call, while two addresses flood the port with handshake-less connections', async () => {
-    const served = await listen(
-      serverWith({ maxConnections: 6, maxConnectionsPerAddress: 3, handshakeTimeoutMs: 60_000 }),
-    );
-    // Twice each address's share: half of them refused and opened again, for as long as it lasts.
-    const flood = floodConnections(served.port, ['127.0.0.17', '127.0.0.18'], 6);
-    try {
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      for (let i = 0; i < 5; i++) {
-        // A new connection each time, as a client whose connection was closed makes.
-        const dispatcher = agentFor(pki.ca.certPem);
-        try {
-          expect((await fetch(`${served.url}/ok`, { dispatcher })).status).toBe(200);
-        } finally {
-          await dispatcher.close();
-        }
-      }
-      expect(flood.opened()).toBeGreaterThan(12);
-    } finally {
-      flood.stop();
-      await served.close();
-    }
-  });
+    },
+  );
 
   it('refuses a budget or handshake timeout that is not a positive whole number', () => {
     expect(() => serverWith({ maxConnections: 0 })).toThrow(ConfigurationError);

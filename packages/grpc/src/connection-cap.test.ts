@@ -228,28 +228,6 @@ describe('the connection cap of a gRPC port over TLS', () => {
     }
   });
 
-  it('lets a client in, call after call, while two addresses flood the port with handshake-less connections', async () => {
-    const served = await startCapped();
-    // Twice each address's share: half of them refused and opened again, for as long as it lasts.
-    const flood = floodConnections(served.port, ['127.0.0.27', '127.0.0.28'], 6);
-    try {
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      for (let i = 0; i < 5; i++) {
-        // A new channel each time, as a client whose connection was closed makes.
-        const client = clientFor(served.address, { ca: pki.ca.certPem });
-        try {
-          expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
-        } finally {
-          client.close();
-        }
-      }
-      expect(flood.opened()).toBeGreaterThan(12);
-    } finally {
-      flood.stop();
-      await served.close();
-    }
-  });
-
   it('closes the oldest connection serving nothing, of the address holding most, to let a client in at the cap', async () => {
     const served = await startCapped();
     const client = clientFor(served.address, { ca: pki.ca.certPem });
@@ -332,28 +310,36 @@ describe('the connection cap of a gRPC port over TLS', () => {
     }
   });
 
-  it('lets a client in, call after call, while two addresses hold the port with connections that complete their handshake and send nothing', async () => {
-    const served = await startCapped();
-    // Twice each address's share, each opened again as soon as it is closed or refused.
-    const flood = floodConnections(served.port, ['127.0.0.30', '127.0.0.31'], 6, {
-      ca: pki.ca.certPem,
-      ALPNProtocols: ['h2'],
-    });
-    try {
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      for (let i = 0; i < 5; i++) {
-        // A new channel each time, as a client whose connection was closed makes.
-        const client = clientFor(served.address, { ca: pki.ca.certPem });
-        try {
-          expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
-        } finally {
-          client.close();
+  it.each([
+    { held: 'that never start a handshake', addresses: ['127.0.0.27', '127.0.0.28'], completed: false },
+    {
+      held: 'that complete their handshake (HTTP/2 offered) and send nothing',
+      addresses: ['127.0.0.30', '127.0.0.31'],
+      completed: true,
+    },
+  ])(
+    'lets a client in, call after call, while two addresses flood the port with connections $held',
+    async ({ addresses, completed }) => {
+      const served = await startCapped();
+      // Twice each address's share, each opened again as soon as it is closed or refused.
+      const handshake = { ca: pki.ca.certPem, ALPNProtocols: ['h2'] };
+      const flood = floodConnections(served.port, addresses, 6, completed ? handshake : undefined);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        for (let i = 0; i < 5; i++) {
+          // A new channel each time, as a client whose connection was closed makes.
+          const client = clientFor(served.address, { ca: pki.ca.certPem });
+          try {
+            expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+          } finally {
+            client.close();
+          }
         }
+        expect(flood.opened()).toBeGreaterThan(12);
+      } finally {
+        flood.stop();
+        await served.close();
       }
-      expect(flood.opened()).toBeGreaterThan(12);
-    } finally {
-      flood.stop();
-      await served.close();
-    }
-  });
+    },
+  );
 });

@@ -84,6 +84,19 @@ export function createConnectionGate(options: {
   readonly audit: AuditLogger | undefined;
   readonly transport: 'grpc' | 'http';
 }): ConnectionGate {
+  return buildConnectionGate(options).gate;
+}
+
+/**
+ * A {@link ConnectionGate}, and its admission by client key ({@link peerClientKey}'s, `''` for
+ * none), for {@link gateConnections}, which works the key out once per connection for its own
+ * count too.
+ */
+function buildConnectionGate(options: {
+  readonly maxPerAddress: number;
+  readonly audit: AuditLogger | undefined;
+  readonly transport: 'grpc' | 'http';
+}): { readonly gate: ConnectionGate; readonly admitClient: (key: string) => (() => void) | undefined } {
   const { maxPerAddress, audit, transport } = options;
   const held = new Map<string, number>();
   const summary = new RefusalSummary(({ counts, addresses, first }) => {
@@ -133,23 +146,26 @@ export function createConnectionGate(options: {
     );
   });
 
-  return Object.freeze({
+  const admitClient = (key: string): (() => void) | undefined => {
+    const count = held.get(key) ?? 0;
+    if (count >= maxPerAddress) {
+      summary.note(BY_SHARE, key);
+      return undefined;
+    }
+    held.set(key, count + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (held.get(key) ?? 1) - 1;
+      if (left <= 0) held.delete(key);
+      else held.set(key, left);
+    };
+  };
+
+  const gate: ConnectionGate = Object.freeze({
     admit(remoteAddress: string | undefined) {
-      const key = peerClientKey(remoteAddress) ?? '';
-      const count = held.get(key) ?? 0;
-      if (count >= maxPerAddress) {
-        summary.note(BY_SHARE, key);
-        return undefined;
-      }
-      held.set(key, count + 1);
-      let released = false;
-      return () => {
-        if (released) return;
-        released = true;
-        const left = (held.get(key) ?? 1) - 1;
-        if (left <= 0) held.delete(key);
-        else held.set(key, left);
-      };
+      return admitClient(peerClientKey(remoteAddress) ?? '');
     },
     refusedOverall() {
       summary.note(BY_CAP);
@@ -170,6 +186,7 @@ export function createConnectionGate(options: {
       return held.get(peerClientKey(remoteAddress) ?? '') ?? 0;
     },
   });
+  return { gate, admitClient };
 }
 
 /**
@@ -297,7 +314,7 @@ const CLOSING_HEADROOM = 64;
  * ```
  */
 export function gateConnections(server: NetServer, options: GateConnectionsOptions): ConnectionGate {
-  const gate = createConnectionGate(options);
+  const { gate, admitClient } = buildConnectionGate(options);
   const { maxConnections, isIdle } = options;
   // Without TLS, a connection is past its handshake from the start: only `isIdle` can free one.
   const tls = server instanceof TlsServer;
@@ -355,7 +372,8 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
   };
   capNode();
   server.prependListener('connection', (socket: Socket) => {
-    const release = gate.admit(socket.remoteAddress);
+    const address = peerClientKey(socket.remoteAddress) ?? '';
+    const release = admitClient(address);
     if (release === undefined) {
       socket.destroy();
       return;
@@ -366,7 +384,7 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
       socket.destroy();
       return;
     }
-    held.add(socket, peerClientKey(socket.remoteAddress) ?? '');
+    held.add(socket, address);
     if (tls && ++waiting === 1) capNode();
     if (held.size === 1) capNode();
     socket.once('close', () => {
