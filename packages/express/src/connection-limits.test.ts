@@ -7,7 +7,12 @@ import express from 'express';
 import { fetch } from 'undici';
 import { ConfigurationError } from '@fluxguard/core';
 import { createSecureServer } from './index.js';
-import { floodConnections, holdConnection, holdConnections } from '@fluxguard/test-support/connections';
+import {
+  floodConnections,
+  holdConnection,
+  holdConnections,
+  type HeldConnection,
+} from '@fluxguard/test-support/connections';
 import { agentFor, captureAudit, createTestPki, listen, type TestPki } from './testing/tls.js';
 
 const audit = captureAudit();
@@ -35,6 +40,36 @@ function serverWith(options: {
     tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
     reload: false,
     ...options,
+  });
+}
+
+/** A TLS connection opened by hand from `localAddress`, that sends `first` once its handshake completes. */
+interface RawTls {
+  readonly closed: () => boolean;
+  readonly answers: () => string;
+  readonly write: (text: string) => void;
+  readonly destroy: () => void;
+}
+
+function openTls(port: number, localAddress: string, first = ''): Promise<RawTls> {
+  return new Promise((resolve, reject) => {
+    let closed = false;
+    let answers = '';
+    // Passed on to net.connect, whose socket options Node's tls types leave out.
+    const options = { host: '127.0.0.1', port, localAddress, ca: pki.ca.certPem, servername: 'localhost' };
+    const socket = tlsConnect(options, () => {
+      if (first !== '') socket.write(first);
+      resolve({
+        closed: () => closed,
+        answers: () => answers,
+        write: (text) => socket.write(text),
+        destroy: () => socket.destroy(),
+      });
+    });
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (answers += chunk));
+    socket.on('close', () => (closed = true));
+    socket.once('error', reject);
   });
 }
 
@@ -231,32 +266,11 @@ describe('the HTTPS connection budget', () => {
         headersTimeoutMs: 30_000,
       }),
     );
-    const held: { closed: () => boolean; destroy: () => void; answers: () => string }[] = [];
+    const held: RawTls[] = [];
     try {
       const before = audit.lines().length;
       for (const localAddress of ['127.0.0.14', '127.0.0.14', '127.0.0.15', '127.0.0.15']) {
-        held.push(
-          await new Promise((resolve, reject) => {
-            let closed = false;
-            let answers = '';
-            // Passed on to net.connect, whose socket options Node's tls types leave out.
-            const options = {
-              host: '127.0.0.1',
-              port: served.port,
-              localAddress,
-              ca: pki.ca.certPem,
-              servername: 'localhost',
-            };
-            const socket = tlsConnect(options, () => {
-              socket.write('GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n');
-              resolve({ closed: () => closed, destroy: () => socket.destroy(), answers: () => answers });
-            });
-            socket.setEncoding('utf8');
-            socket.on('data', (chunk: string) => (answers += chunk));
-            socket.on('close', () => (closed = true));
-            socket.once('error', reject);
-          }),
-        );
+        held.push(await openTls(served.port, localAddress, 'GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n'));
       }
       // The server's side of each handshake ends after the client's, and the request is read then.
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -278,6 +292,70 @@ describe('the HTTPS connection budget', () => {
     } finally {
       answer();
       for (const c of held) c.destroy();
+      await served.close();
+    }
+  });
+
+  it('closes a connection whose answer is written once it has received nothing since the gate last looked', async () => {
+    const served = await listen(
+      serverWith({ maxConnections: 2, maxConnectionsPerAddress: 2, headersTimeoutMs: 30_000 }),
+    );
+    const held: RawTls[] = [];
+    const newcomers: HeldConnection[] = [];
+    try {
+      const before = audit.lines().length;
+      // A keep-alive connection answered once, and one whose request head is still arriving.
+      const answered = await openTls(served.port, '127.0.0.61', 'GET /ok HTTP/1.1\r\nHost: localhost\r\n\r\n');
+      held.push(answered);
+      await expect.poll(() => answered.answers(), { timeout: 2_000 }).toMatch(/"ok":true/);
+      const arriving = await openTls(served.port, '127.0.0.62', 'GET /ok HTTP/1.1\r\nHost: local');
+      held.push(arriving);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Both received bytes since the gate saw them last: the first newcomer finds none to close.
+      newcomers.push(...(await holdConnections(served.port, ['127.0.0.63'], 1)));
+      await expect.poll(() => newcomers[0]?.closed(), { timeout: 2_000 }).toBe(true);
+      expect(held.every((c) => !c.closed())).toBe(true);
+      // The head arrives whole: that request is answered, and its connection is busy no more.
+      arriving.write('host\r\n\r\n');
+      await expect.poll(() => arriving.answers(), { timeout: 2_000 }).toMatch(/"ok":true/);
+      // Nothing since on the answered one: the next newcomer gets in in its place.
+      newcomers.push(...(await holdConnections(served.port, ['127.0.0.64'], 1)));
+      await expect.poll(() => answered.closed(), { timeout: 2_000 }).toBe(true);
+      expect(newcomers[1]?.closed()).toBe(false);
+      // The first newcomer's refusal is written at once; the close that follows goes in the summary.
+      expect(audit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({ event: 'connection.refused', refusedByPortCap: 1 }),
+      );
+    } finally {
+      for (const c of held) c.destroy();
+      for (const c of newcomers) c.socket.destroy();
+      await served.close();
+    }
+  });
+
+  it('never closes a connection an upgrade listener took over', async () => {
+    const server = serverWith({ maxConnections: 1, maxConnectionsPerAddress: 1, headersTimeoutMs: 30_000 });
+    server.on('upgrade', (_req: unknown, socket: { write(text: string): void }) => {
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
+    });
+    const served = await listen(server);
+    let upgraded: RawTls | undefined;
+    try {
+      upgraded = await openTls(
+        served.port,
+        '127.0.0.65',
+        'GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n',
+      );
+      await expect.poll(() => upgraded?.answers(), { timeout: 2_000 }).toMatch(/^HTTP\/1.1 101/);
+      // Quiet since: twice looked at, and still not taken for idle.
+      for (const address of ['127.0.0.66', '127.0.0.67']) {
+        const [newcomer] = await holdConnections(served.port, [address], 1);
+        await expect.poll(() => newcomer?.closed(), { timeout: 2_000 }).toBe(true);
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      }
+      expect(upgraded.closed()).toBe(false);
+    } finally {
+      upgraded?.destroy();
       await served.close();
     }
   });

@@ -73,10 +73,11 @@ export interface SecureServerOptions extends ReloadOptions {
   readonly handshakeTimeoutMs?: number | undefined;
   /**
    * Connections held at once, so that a flood meets a clean refusal instead of `EMFILE` deep in
-   * a handler. At the cap, a connection still in its TLS handshake (the oldest of the client
-   * address with the most waiting) is closed to make room for a new one (such connections cost
-   * an attacker nothing, and held the cap from two addresses); when every connection has completed its handshake, the new one is closed at
-   * once. Default: 70 % of the process's open-file limit (Linux `/proc/self/limits`), else 10 000.
+   * a handler. At the cap, a connection still in its TLS handshake, or one writing no answer
+   * that has received nothing since last looked at, is closed to make room for a new one (the
+   * oldest of the client address holding the most: such connections cost an attacker little,
+   * and held the cap from two addresses); when none can go, the new one is closed at once.
+   * Default: 70 % of the process's open-file limit (Linux `/proc/self/limits`), else 10 000.
    */
   readonly maxConnections?: number | undefined;
   /**
@@ -259,6 +260,9 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     audit,
     transport: 'http',
     isIdle: (socket) => {
+      // Node lets go of a connection an `upgrade` listener took over (a WebSocket): the
+      // application's own, never taken for idle.
+      if ((socket as { parser?: unknown }).parser === null) return false;
       const res = answering.get(socket);
       return res === undefined || res.writableFinished;
     },

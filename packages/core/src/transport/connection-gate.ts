@@ -96,7 +96,11 @@ function buildConnectionGate(options: {
   readonly maxPerAddress: number;
   readonly audit: AuditLogger | undefined;
   readonly transport: 'grpc' | 'http';
-}): { readonly gate: ConnectionGate; readonly admitClient: (key: string) => (() => void) | undefined } {
+}): {
+  readonly gate: ConnectionGate;
+  readonly admitClient: (key: string) => (() => void) | undefined;
+  readonly heldByClient: (key: string) => number;
+} {
   const { maxPerAddress, audit, transport } = options;
   const held = new Map<string, number>();
   const summary = new RefusalSummary(({ counts, addresses, first }) => {
@@ -186,7 +190,7 @@ function buildConnectionGate(options: {
       return held.get(peerClientKey(remoteAddress) ?? '') ?? 0;
     },
   });
-  return { gate, admitClient };
+  return { gate, admitClient, heldByClient: (key) => held.get(key) ?? 0 };
 }
 
 /**
@@ -277,10 +281,11 @@ export interface GateConnectionsOptions {
 const NOTHING_TO_CLOSE_PAUSE_MS = 100;
 
 /**
- * How far past the cap Node itself drops a new connection while some connection waits in its
- * handshake: Node counts a new connection before the gate sees it, and one the gate closes
- * (the new one, or one it makes room with) stops counting as it is destroyed. One would do;
- * the rest is a margin, far below the descriptors the budget keeps aside.
+ * How far past the cap Node itself drops a new connection while the gate could make room for it
+ * (some connection is in its handshake or past it, and no search has just come back empty):
+ * Node counts a new connection before the gate sees it, and one the gate closes (the new one,
+ * or one it makes room with) stops counting as it is destroyed. One would do; the rest is a
+ * margin, far below the descriptors the budget keeps aside.
  */
 const CLOSING_HEADROOM = 64;
 
@@ -290,14 +295,15 @@ const CLOSING_HEADROOM = 64;
  * drops and the TLS handshakes it refuses noted for the log. The gate's listener comes first, so
  * that nothing else works for a connection it closes.
  *
- * At the port's cap (`maxConnections`), the gate closes a connection still in its TLS handshake,
- * or one that serves nothing (`isIdle`), to admit the new one: the oldest such connection of the
- * client address holding the most ({@link ConnectionsByAddress}). It refuses the new one only
- * when none can go. Connections that never finish a handshake cost nothing to open (no
- * certificate, no cryptography), and those that finish one and send nothing cost little more:
- * from a few addresses, either held the whole cap. Now a client gets in while they are held,
- * and its own connection, however slow its handshake, is closed only once every address holds
- * at most one.
+ * At the port's cap (`maxConnections`), the gate closes a connection to admit the new one: the
+ * oldest still in its TLS handshake of the client address with the most waiting, or the oldest
+ * that serves nothing (`isIdle`) and has received nothing since the gate last looked at it, of
+ * the client address holding the most ({@link ConnectionsByAddress}), whichever's client holds
+ * more. Never one of a client holding fewer than the newcomer's does with it: a client at its
+ * share takes turns only with those holding as many. When none can go, the new one is refused.
+ * Connections that never finish a handshake cost nothing to open (no certificate, no
+ * cryptography), and those that finish one and send nothing cost little more: from a few
+ * addresses, either held the whole cap. Now a client gets in while they are held.
  *
  * For adapter authors (`@fluxguard/core/adapter`).
  *
@@ -314,24 +320,28 @@ const CLOSING_HEADROOM = 64;
  * ```
  */
 export function gateConnections(server: NetServer, options: GateConnectionsOptions): ConnectionGate {
-  const { gate, admitClient } = buildConnectionGate(options);
+  const { gate, admitClient, heldByClient } = buildConnectionGate(options);
   const { maxConnections, isIdle } = options;
   // Without TLS, a connection is past its handshake from the start: only `isIdle` can free one.
   const tls = server instanceof TlsServer;
-  /** Connections admitted and not closed by the gate, by client address (TCP sockets). */
-  const held = new ConnectionsByAddress<Socket>();
-  /** Connections of `held` whose TLS handshake has completed, and their TLS socket. */
+  /** Connections admitted and not closed by the gate, that have not closed yet. */
+  let open = 0;
+  /** Admitted connections whose TLS handshake has not completed, by client key (TCP sockets). */
+  const waiting = new ConnectionsByAddress<Socket>();
+  /** Admitted connections past their handshake, by client key (TCP sockets), when `isIdle` is given. */
+  const past = new ConnectionsByAddress<Socket>();
+  /** The TLS socket of each connection of `past` on a TLS port. */
   const secured = new WeakMap<Socket, TLSSocket>();
-  /** Connections of `held` in their TLS handshake. */
-  let waiting = 0;
-  /** Whether the last search for a connection to close found none, a moment ago. */
+  /** Bytes each connection of `past` had received when the gate last looked at it. */
+  const readWhenLooked = new WeakMap<Socket, number>();
+  /** Whether the last search found no connection it could close, a moment ago. */
   let noneFound = false;
   const closedByGate = new WeakSet<Socket>();
   // While no connection could make room, Node refuses past the cap itself, before any socket
   // object is made: a flood at the cap costs what it cost before the gate closed any.
   const capNode = (): void => {
     if (maxConnections === undefined) return;
-    const roomToMake = !noneFound && (waiting > 0 || (isIdle !== undefined && held.size > 0));
+    const roomToMake = !noneFound && (waiting.size > 0 || past.size > 0);
     server.maxConnections = roomToMake ? maxConnections + CLOSING_HEADROOM : maxConnections;
   };
   const idle = (socket: Socket): boolean => {
@@ -342,67 +352,106 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
       return false;
     }
   };
-  const closable = (tcp: Socket): boolean => {
-    if (!tls) return idle(tcp);
-    const secure = secured.get(tcp);
-    return secure === undefined || idle(secure);
+  // Serving nothing, and nothing received since the gate last looked: a request whose head is
+  // still arriving, or one received and not yet read, is not taken for silence.
+  /** Connections found to have received bytes since the gate last looked, so far. */
+  let lookedAgain = 0;
+  const quiet = (tcp: Socket): boolean => {
+    const socket = secured.get(tcp) ?? tcp;
+    if (!idle(socket)) return false;
+    const read = socket.bytesRead;
+    if (readWhenLooked.get(socket) === read) return true;
+    readWhenLooked.set(socket, read);
+    lookedAgain += 1;
+    return false;
   };
-  /** Closes a connection in its handshake, or one serving nothing: whether one was closed. */
-  const makeRoom = (): boolean => {
-    if (noneFound || (waiting === 0 && isIdle === undefined)) return false;
-    const tcp = held.takeFromBusiest(closable);
-    if (tcp === undefined) {
-      noneFound = true;
+  const enterPast = (tcp: Socket, key: string, socket: Socket): void => {
+    readWhenLooked.set(socket, socket.bytesRead);
+    past.add(tcp, key);
+    if (past.size === 1) capNode();
+  };
+  const pause = (): void => {
+    noneFound = true;
+    capNode();
+    setTimeout(() => {
+      noneFound = false;
       capNode();
-      setTimeout(() => {
-        noneFound = false;
-        capNode();
-      }, NOTHING_TO_CLOSE_PAUSE_MS).unref();
+    }, NOTHING_TO_CLOSE_PAUSE_MS).unref();
+  };
+  /**
+   * Closes a connection in its handshake or one serving nothing, of the client holding the most,
+   * to admit one of the client `key`: whether one was closed. Never one of a client holding
+   * fewer than `key` does with the new one: a client at its share cannot push out one that
+   * holds a connection or two, only take turns with those holding as many.
+   */
+  const makeRoom = (key: string): boolean => {
+    if (noneFound || (waiting.size === 0 && past.size === 0)) return false;
+    const handshaking = waiting.busiest();
+    const lookedAgainBefore = lookedAgain;
+    const silent = past.size === 0 ? undefined : past.busiest(quiet);
+    if (handshaking === undefined && silent === undefined) {
+      // Unless some had received bytes since the last look: the next search may close one.
+      if (lookedAgain === lookedAgainBefore) pause();
       return false;
     }
-    closedByGate.add(tcp);
-    const secure = secured.get(tcp);
-    if (tls && secure === undefined) {
-      waiting -= 1;
-      gate.closedInHandshake(tcp.remoteAddress);
-    } else gate.closedIdle(tcp.remoteAddress);
+    const handshakingKey = handshaking === undefined ? undefined : waiting.addressOf(handshaking);
+    const silentKey = silent === undefined ? undefined : past.addressOf(silent);
+    const closeSilent =
+      silentKey !== undefined &&
+      (handshakingKey === undefined || heldByClient(silentKey) > heldByClient(handshakingKey));
+    const victim = closeSilent ? silent : handshaking;
+    const victimKey = closeSilent ? silentKey : handshakingKey;
+    if (victim === undefined || victimKey === undefined) return false;
+    if (victimKey !== key && heldByClient(victimKey) < heldByClient(key)) return false;
+    if (closeSilent) {
+      past.delete(victim);
+      gate.closedIdle(victim.remoteAddress);
+    } else {
+      waiting.delete(victim);
+      gate.closedInHandshake(victim.remoteAddress);
+    }
+    closedByGate.add(victim);
+    open -= 1;
     capNode();
-    (secure ?? tcp).destroy();
+    (secured.get(victim) ?? victim).destroy();
     return true;
   };
   capNode();
   server.prependListener('connection', (socket: Socket) => {
-    const address = peerClientKey(socket.remoteAddress) ?? '';
-    const release = admitClient(address);
+    const key = peerClientKey(socket.remoteAddress) ?? '';
+    const release = admitClient(key);
     if (release === undefined) {
       socket.destroy();
       return;
     }
-    if (maxConnections !== undefined && held.size >= maxConnections && !makeRoom()) {
+    if (maxConnections !== undefined && open >= maxConnections && !makeRoom(key)) {
       release();
       gate.refusedOverall();
       socket.destroy();
       return;
     }
-    held.add(socket, address);
-    if (tls && ++waiting === 1) capNode();
-    if (held.size === 1) capNode();
+    open += 1;
+    if (tls) {
+      waiting.add(socket, key);
+      if (waiting.size === 1) capNode();
+    } else if (isIdle !== undefined) enterPast(socket, key, socket);
     socket.once('close', () => {
-      // Taken out already when the gate closed it.
-      if (held.delete(socket) !== undefined) {
-        if (tls && !secured.has(socket) && --waiting === 0) capNode();
-        if (held.size === 0) capNode();
-      }
+      if (!closedByGate.has(socket)) open -= 1;
+      if (waiting.delete(socket) !== undefined && waiting.size === 0) capNode();
+      if (past.delete(socket) !== undefined && past.size === 0) capNode();
       release();
     });
   });
   if (tls) {
     server.on('secureConnection', (socket: TLSSocket) => {
       const tcp = tcpOf(socket);
-      // Closed by the gate since.
-      if (!held.has(tcp) || secured.has(tcp)) return;
+      // Undefined: closed by the gate since.
+      const key = waiting.delete(tcp);
+      if (key === undefined) return;
+      if (waiting.size === 0) capNode();
+      if (isIdle === undefined) return;
       secured.set(tcp, socket);
-      if (--waiting === 0) capNode();
+      enterPast(tcp, key, socket);
     });
   }
   server.on('drop', () => {

@@ -1,31 +1,41 @@
-/**
- * Connections of a port by client address, that the connection gate closes at the cap to make
- * room for a new one: those still in their TLS handshake, and those that serve nothing. The one
- * given up is the oldest of the address holding the most: closing the oldest overall let a flood
- * of new connections from a few addresses close a client whose handshake takes a round trip or
- * two (200 ms away, 5 of 7 attempts failed), since each new connection closed the next oldest.
- * Now a client with one connection here is closed only once every address has at most one too.
- * Each step costs the same however many addresses there are.
- *
- * @example
- * ```ts
- * const waiting = new ConnectionsByAddress<Socket>();
- * waiting.add(socket, '203.0.113.7');
- * const closed = waiting.takeFromBusiest(); // the oldest of the address with the most
- * ```
- */
 /** Connections of one address a search looks at, at most (nginx drains 32 idle ones at a time). */
 export const SEARCH_PER_ADDRESS = 8;
 /** Connections a search looks at in all, at most: what one new connection at the cap costs. */
 export const SEARCH_TOTAL = 64;
 
+/** The addresses holding one number of connections, in a list of such buckets by that number. */
+interface Bucket {
+  readonly count: number;
+  /** In the order they came to this number (those passed over by a search go last). */
+  readonly addresses: Set<string>;
+  higher: Bucket | undefined;
+  lower: Bucket | undefined;
+}
+
+/**
+ * Connections of a port by client address, that the connection gate closes at the cap to make
+ * room for a new one (those still in their TLS handshake, and those past it). The one given up
+ * is the oldest of the address holding the most: closing the oldest overall let a flood of new
+ * connections from a few addresses close a client whose handshake takes a round trip or two
+ * (200 ms away, 5 of 7 attempts failed), since each new connection closed the next oldest.
+ * Addresses are kept in buckets by how many they hold, linked from most to fewest, so that
+ * every step costs the same however many addresses there are and however many each holds.
+ *
+ * @example
+ * ```ts
+ * const waiting = new ConnectionsByAddress<Socket>();
+ * waiting.add(socket, '203.0.113.7');
+ * const oldest = waiting.busiest(); // the oldest of the address holding the most
+ * if (oldest !== undefined) waiting.delete(oldest);
+ * ```
+ */
 export class ConnectionsByAddress<T> {
   /** Each address's connections, oldest first (those passed over by a search go last). */
   readonly #byAddress = new Map<string, Set<T>>();
   readonly #addressOf = new Map<T, string>();
-  /** The addresses with each number of connections (index: the number). */
-  readonly #addressesWith: Set<string>[] = [];
-  #most = 0;
+  readonly #bucketOf = new Map<string, Bucket>();
+  #most: Bucket | undefined;
+  #fewest: Bucket | undefined;
 
   /** Connections held now. */
   get size(): number {
@@ -36,6 +46,11 @@ export class ConnectionsByAddress<T> {
     return this.#addressOf.has(connection);
   }
 
+  /** The address `connection` was added with, or `undefined` if it is not here. */
+  addressOf(connection: T): string | undefined {
+    return this.#addressOf.get(connection);
+  }
+
   add(connection: T, address: string): void {
     if (this.#addressOf.has(connection)) return;
     let held = this.#byAddress.get(address);
@@ -43,9 +58,9 @@ export class ConnectionsByAddress<T> {
       held = new Set();
       this.#byAddress.set(address, held);
     }
-    this.#move(address, held.size, held.size + 1);
     held.add(connection);
     this.#addressOf.set(connection, address);
+    this.#moveUp(address);
   }
 
   /** Takes `connection` out (its handshake ended, or it closed): its address, or `undefined` if it was not here. */
@@ -54,27 +69,26 @@ export class ConnectionsByAddress<T> {
     if (address === undefined) return undefined;
     this.#addressOf.delete(connection);
     const held = this.#byAddress.get(address);
-    if (held === undefined) return address;
-    held.delete(connection);
-    this.#move(address, held.size + 1, held.size);
-    if (held.size === 0) this.#byAddress.delete(address);
+    held?.delete(connection);
+    if (held?.size === 0) this.#byAddress.delete(address);
+    this.#moveDown(address);
     return address;
   }
 
   /**
-   * Takes out and returns the oldest connection of the address holding the most, or with
-   * `accept`, the first that `accept` takes in that order (addresses by how many they hold, each
-   * address's oldest first), looking at no more than {@link SEARCH_PER_ADDRESS} of each address
-   * and {@link SEARCH_TOTAL} in all. Those passed over go last, each in its address and each
-   * address among those holding as many, so that the next search looks at others first: a pool
-   * busy for long never hides the rest for good.
+   * The oldest connection of the address holding the most, or with `accept`, the first that
+   * `accept` takes in that order (addresses by how many they hold, each address's oldest
+   * first), looking at no more than {@link SEARCH_PER_ADDRESS} of each address and
+   * {@link SEARCH_TOTAL} in all; it stays here until deleted. Those passed over go last, each
+   * in its address and each address among those holding as many, so that the next search looks
+   * at others of theirs first.
    */
-  takeFromBusiest(accept?: (connection: T) => boolean): T | undefined {
+  busiest(accept?: (connection: T) => boolean): T | undefined {
     const passedOver: T[] = [];
     const addressesPassedOver: string[] = [];
     let found: T | undefined;
-    search: for (let count = this.#most; count > 0; count--) {
-      for (const address of this.#addressesWith[count] ?? []) {
+    search: for (let bucket = this.#most; bucket !== undefined; bucket = bucket.lower) {
+      for (const address of bucket.addresses) {
         let looked = 0;
         for (const connection of this.#byAddress.get(address) ?? []) {
           if (accept === undefined || accept(connection)) {
@@ -90,31 +104,63 @@ export class ConnectionsByAddress<T> {
     }
     // Moved after the search: a Set visits again what is added to it while it is read.
     for (const connection of passedOver) {
-      const address = this.#addressOf.get(connection);
-      const held = address === undefined ? undefined : this.#byAddress.get(address);
+      const held = this.#byAddress.get(this.#addressOf.get(connection) ?? '');
       held?.delete(connection);
       held?.add(connection);
     }
     for (const address of addressesPassedOver) {
-      const addresses = this.#addressesWith[this.#byAddress.get(address)?.size ?? 0];
+      const addresses = this.#bucketOf.get(address)?.addresses;
       addresses?.delete(address);
       addresses?.add(address);
     }
-    if (found !== undefined) this.delete(found);
     return found;
   }
 
-  #move(address: string, from: number, to: number): void {
-    if (from > 0) this.#addressesWith[from]?.delete(address);
-    if (to > 0) {
-      let addresses = this.#addressesWith[to];
-      if (addresses === undefined) {
-        addresses = new Set();
-        this.#addressesWith[to] = addresses;
-      }
-      addresses.add(address);
+  /** `address` holds one more: into the bucket above its own. */
+  #moveUp(address: string): void {
+    const from = this.#bucketOf.get(address);
+    const count = (from?.count ?? 0) + 1;
+    const above = from === undefined ? this.#fewest : from.higher;
+    const to = above?.count === count ? above : this.#link({ count, addresses: new Set(), higher: above, lower: from });
+    this.#leave(address, from);
+    to.addresses.add(address);
+    this.#bucketOf.set(address, to);
+  }
+
+  /** `address` holds one fewer: into the bucket below its own, or out when it holds none. */
+  #moveDown(address: string): void {
+    const from = this.#bucketOf.get(address);
+    if (from === undefined) return;
+    const count = from.count - 1;
+    if (count === 0) {
+      this.#leave(address, from);
+      this.#bucketOf.delete(address);
+      return;
     }
-    if (to > this.#most) this.#most = to;
-    while (this.#most > 0 && (this.#addressesWith[this.#most]?.size ?? 0) === 0) this.#most -= 1;
+    const below = from.lower;
+    const to = below?.count === count ? below : this.#link({ count, addresses: new Set(), higher: from, lower: below });
+    this.#leave(address, from);
+    to.addresses.add(address);
+    this.#bucketOf.set(address, to);
+  }
+
+  /** Links a new bucket between its `lower` and `higher` neighbours. */
+  #link(bucket: Bucket): Bucket {
+    if (bucket.lower === undefined) this.#fewest = bucket;
+    else bucket.lower.higher = bucket;
+    if (bucket.higher === undefined) this.#most = bucket;
+    else bucket.higher.lower = bucket;
+    return bucket;
+  }
+
+  /** Takes `address` out of `bucket`, and the bucket out of the list once it is empty. */
+  #leave(address: string, bucket: Bucket | undefined): void {
+    if (bucket === undefined) return;
+    bucket.addresses.delete(address);
+    if (bucket.addresses.size > 0) return;
+    if (bucket.lower === undefined) this.#fewest = bucket.higher;
+    else bucket.lower.higher = bucket.higher;
+    if (bucket.higher === undefined) this.#most = bucket.lower;
+    else bucket.higher.lower = bucket.lower;
   }
 }
