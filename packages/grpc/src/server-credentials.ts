@@ -252,8 +252,7 @@ export interface SecureServerLimits {
   readonly keepaliveTimeoutMs?: number | undefined;
   /**
    * Connections held at once by each listening port. At the cap, a connection still in its TLS
-   * handshake, or one with no call open that has received nothing since last looked at, is
-   * closed to make room for a new one (the oldest of the client address holding the most); when
+   * handshake, or one with no call open, is closed to make room for a new one (the oldest of the client address holding the most); when
    * none can go, the new one is closed at once. Default: 70 % of the process's open-file limit
    * (`descriptorBudget()` of core), else 10,000. Applied by `addService` of this package, which
    * is how fluxguard reaches the HTTP/2 server grpc-js makes.

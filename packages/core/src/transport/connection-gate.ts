@@ -4,7 +4,7 @@ import type { AuditLogger } from '../audit/audit-logger.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { RefusalSummary, SUMMARY_INTERVAL_MS } from './refusal-summary.js';
-import { ConnectionsByAddress } from './connections-by-address.js';
+import { ConnectionsByAddress, type Judgement } from './connections-by-address.js';
 
 const BY_SHARE = 'address_share';
 const BY_CAP = 'port_cap';
@@ -297,8 +297,8 @@ const CLOSING_HEADROOM = 64;
  *
  * At the port's cap (`maxConnections`), the gate closes a connection to admit the new one: the
  * oldest still in its TLS handshake of the client address with the most waiting, or the oldest
- * that serves nothing (`isIdle`) and has received nothing since the gate last looked at it, of
- * the client address holding the most ({@link ConnectionsByAddress}), whichever's client holds
+ * that serves nothing (`isIdle`; one that has received nothing since the gate last looked at it
+ * first) of the client address holding the most ({@link ConnectionsByAddress}), whichever's client holds
  * more. Never one of a client holding fewer than the newcomer's does with it: a client at its
  * share takes turns only with those holding as many. When none can go, the new one is refused.
  * Connections that never finish a handshake cost nothing to open (no certificate, no
@@ -352,18 +352,17 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
       return false;
     }
   };
-  // Serving nothing, and nothing received since the gate last looked: a request whose head is
-  // still arriving, or one received and not yet read, is not taken for silence.
-  /** Connections found to have received bytes since the gate last looked, so far. */
-  let lookedAgain = 0;
-  const quiet = (tcp: Socket): boolean => {
+  // Serving nothing: taken at once when it has received nothing since the gate last looked at
+  // it, else only if its client has no such connection. A request whose head is still arriving,
+  // or one received and not yet read, is not taken for silence while a silent one can go; and a
+  // client that trickles bytes (a slow header, HTTP/2 pings) to look busy still can go.
+  const judge = (tcp: Socket): Judgement => {
     const socket = secured.get(tcp) ?? tcp;
-    if (!idle(socket)) return false;
+    if (!idle(socket)) return 'skip';
     const read = socket.bytesRead;
-    if (readWhenLooked.get(socket) === read) return true;
+    if (readWhenLooked.get(socket) === read) return 'take';
     readWhenLooked.set(socket, read);
-    lookedAgain += 1;
-    return false;
+    return 'if-must';
   };
   const enterPast = (tcp: Socket, key: string, socket: Socket): void => {
     readWhenLooked.set(socket, socket.bytesRead);
@@ -387,11 +386,9 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
   const makeRoom = (key: string): boolean => {
     if (noneFound || (waiting.size === 0 && past.size === 0)) return false;
     const handshaking = waiting.busiest();
-    const lookedAgainBefore = lookedAgain;
-    const silent = past.size === 0 ? undefined : past.busiest(quiet);
+    const silent = past.size === 0 ? undefined : past.busiest(judge);
     if (handshaking === undefined && silent === undefined) {
-      // Unless some had received bytes since the last look: the next search may close one.
-      if (lookedAgain === lookedAgainBefore) pause();
+      pause();
       return false;
     }
     const handshakingKey = handshaking === undefined ? undefined : waiting.addressOf(handshaking);

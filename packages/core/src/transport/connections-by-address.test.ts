@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { ConnectionsByAddress, SEARCH_PER_ADDRESS, SEARCH_TOTAL } from './connections-by-address.js';
+import { ConnectionsByAddress, SEARCH_PER_ADDRESS, SEARCH_TOTAL, type Judgement } from './connections-by-address.js';
 
-/** Takes out and returns what `busiest` gives. */
+/** Takes out and returns what `busiest` gives, with `accept` taking a connection or skipping it. */
 function take<T>(held: ConnectionsByAddress<T>, accept?: (connection: T) => boolean): T | undefined {
-  const found = held.busiest(accept);
+  const found = held.busiest(accept === undefined ? undefined : (c) => (accept(c) ? 'take' : 'skip'));
   if (found !== undefined) held.delete(found);
   return found;
 }
@@ -60,7 +60,7 @@ describe('ConnectionsByAddress', () => {
     expect(
       held.busiest((c) => {
         looked += 1;
-        return c === 'one';
+        return c === 'one' ? 'take' : 'skip';
       }),
     ).toBe('one');
     expect(looked).toBe(2 * SEARCH_PER_ADDRESS + 1);
@@ -119,8 +119,22 @@ describe('ConnectionsByAddress', () => {
     expect(looked).toHaveLength(SEARCH_TOTAL);
     // The addresses it went through go last among those holding as many.
     looked.length = 0;
-    busy.busiest(idle);
+    take(busy, idle);
     expect(looked[0]).toBe(`p${String(SEARCH_TOTAL / SEARCH_PER_ADDRESS)}-0`);
     expect(busy.size).toBe(200);
+  });
+
+  it('takes what it must of an address only when that address has none to take, before the next address', () => {
+    const held = new ConnectionsByAddress<string>();
+    for (const c of ['a-busy', 'a-stirring', 'a-silent']) held.add(c, '203.0.113.1');
+    for (const c of ['b-silent', 'b-2']) held.add(c, '203.0.113.2');
+    const judge = (c: string): Judgement =>
+      c.endsWith('silent') ? 'take' : c.endsWith('stirring') ? 'if-must' : 'skip';
+    // The address holding most has a silent one: taken before its older stirring one.
+    expect(held.busiest(judge)).toBe('a-silent');
+    held.delete('a-silent');
+    held.delete('b-2');
+    // a holds the most and has none silent: its stirring one goes, before b's silent one.
+    expect(held.busiest(judge)).toBe('a-stirring');
   });
 });

@@ -3,6 +3,12 @@ export const SEARCH_PER_ADDRESS = 8;
 /** Connections a search looks at in all, at most: what one new connection at the cap costs. */
 export const SEARCH_TOTAL = 64;
 
+/**
+ * What a search makes of a connection: `take` it, take it `if-must` (when its address has none
+ * to take), or `skip` it.
+ */
+export type Judgement = 'take' | 'if-must' | 'skip';
+
 /** The addresses holding one number of connections, in a list of such buckets by that number. */
 interface Bucket {
   readonly count: number;
@@ -76,14 +82,15 @@ export class ConnectionsByAddress<T> {
   }
 
   /**
-   * The oldest connection of the address holding the most, or with `accept`, the first that
-   * `accept` takes in that order (addresses by how many they hold, each address's oldest
-   * first), looking at no more than {@link SEARCH_PER_ADDRESS} of each address and
-   * {@link SEARCH_TOTAL} in all; it stays here until deleted. Those passed over go last, each
-   * in its address and each address among those holding as many, so that the next search looks
-   * at others of theirs first.
+   * The oldest connection of the address holding the most, or with `judge`, the first it takes
+   * in that order (addresses by how many they hold, each address's oldest first), else the first
+   * it would take if it must, of the first address that has one: an address's connections taken
+   * only if they must go before the next address is looked at. Looks at no more than
+   * {@link SEARCH_PER_ADDRESS} of each address and {@link SEARCH_TOTAL} in all; what it gives
+   * stays here until deleted. Those passed over go last, each in its address and each address
+   * among those holding as many, so that the next search looks at others of theirs first.
    */
-  busiest(accept?: (connection: T) => boolean): T | undefined {
+  busiest(judge?: (connection: T) => Judgement): T | undefined {
     const passedOver: T[] = [];
     const addressesPassedOver: string[] = [];
     let found: T | undefined;
@@ -91,13 +98,17 @@ export class ConnectionsByAddress<T> {
       for (const address of bucket.addresses) {
         let looked = 0;
         for (const connection of this.#byAddress.get(address) ?? []) {
-          if (accept === undefined || accept(connection)) {
+          const judgement = judge === undefined ? 'take' : judge(connection);
+          if (judgement === 'take') {
             found = connection;
             break search;
           }
-          passedOver.push(connection);
-          if (++looked >= SEARCH_PER_ADDRESS || passedOver.length >= SEARCH_TOTAL) break;
+          if (judgement === 'if-must') found ??= connection;
+          else passedOver.push(connection);
+          looked += 1;
+          if (looked >= SEARCH_PER_ADDRESS || passedOver.length >= SEARCH_TOTAL) break;
         }
+        if (found !== undefined) break search;
         addressesPassedOver.push(address);
         if (passedOver.length >= SEARCH_TOTAL) break search;
       }
