@@ -74,9 +74,10 @@ export interface SecureServerOptions extends ReloadOptions {
   /**
    * Connections held at once, so that a flood meets a clean refusal instead of `EMFILE` deep in
    * a handler. At the cap, a connection still in its TLS handshake, or one writing no answer,
-   * is closed to make room for a new one (the oldest of the client address holding the most: such connections cost an attacker little,
-   * and held the cap from two addresses); when none can go, the new one is closed at once.
-   * Default: 70 % of the process's open-file limit (Linux `/proc/self/limits`), else 10 000.
+   * is closed to make room for a new one (the oldest of the client address holding the most:
+   * such connections cost an attacker little, and held the cap from two addresses); when none
+   * can go, the new one is closed at once. Default: 70 % of the process's open-file limit
+   * (Linux `/proc/self/limits`), else 10 000.
    */
   readonly maxConnections?: number | undefined;
   /**

@@ -2,6 +2,7 @@
 // applied by addService to the HTTP/2 server grpc-js makes): a flood of connections beyond it
 // is closed at once, and the port serves again once the flood is gone.
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Server, ServerCredentials, status as Status } from '@grpc/grpc-js';
 import { Client, credentials } from '@grpc/grpc-js';
@@ -257,6 +258,40 @@ describe('the connection cap of a gRPC port over TLS', () => {
       );
       for (const c of held) c.socket.destroy();
     } finally {
+      client.close();
+      await served.close();
+    }
+  });
+
+  it('closes a connection that offered no HTTP/2 (no session, held by Node until its client closes) to let a client in', async () => {
+    const served = await startCapped();
+    const client = clientFor(served.address, { ca: pki.ca.certPem });
+    const sockets: TLSSocket[] = [];
+    try {
+      const before = tlsAudit.lines().length;
+      // Node answers these with a 403 and its side closed, and waits for the client's, which
+      // never comes: the cap is full of connections with no session.
+      for (const localAddress of ['127.0.0.32', '127.0.0.32', '127.0.0.32', '127.0.0.33', '127.0.0.33', '127.0.0.33']) {
+        const socket = tlsConnect({
+          host: '127.0.0.1',
+          port: served.port,
+          localAddress,
+          ca: pki.ca.certPem,
+          servername: 'localhost',
+          allowHalfOpen: true,
+        } as ConnectionOptions);
+        socket.on('error', () => undefined);
+        socket.resume();
+        sockets.push(socket);
+        await new Promise((resolve) => socket.once('secureConnect', resolve));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+      expect(tlsAudit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({ event: 'connection.refused', transport: 'grpc', closedIdle: 1 }),
+      );
+    } finally {
+      for (const socket of sockets) socket.destroy();
       client.close();
       await served.close();
     }

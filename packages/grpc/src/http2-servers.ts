@@ -198,9 +198,10 @@ function noteSessionOfSocket(session: Http2Session): void {
  * Whether a connection of `grpcServer` has no call open, read from the count grpc-js keeps per
  * session for its idle limit (`grpc.max_connection_idle_ms`, which `secureServerOptions` always
  * sets), so that nothing more is counted per call. A connection with no session serves nothing
- * either (TLS without HTTP/2 offered: Node waits `unknownProtocolTimeout` to close it). A session
- * grpc-js does not count is taken as busy, and with a grpc-js that keeps no such count this is
- * `undefined`: the gate then closes no connection past its handshake.
+ * either (TLS without HTTP/2 offered: Node answers it with a 403 and holds it until its client
+ * closes, or `unknownProtocolTimeout`). A session grpc-js does not count is taken as busy, and
+ * with a grpc-js that keeps no such count this is `undefined`: the gate then closes no
+ * connection past its handshake.
  */
 function idleTest(grpcServer: unknown): ((socket: Socket) => boolean) | undefined {
   const counts = (grpcServer as { sessionIdleTimeouts?: unknown }).sessionIdleTimeouts;
