@@ -209,12 +209,17 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   // that has since changed: a connection keeps the certificate it was verified with.
   const connections = new Set<TLSSocket>();
   const answering = new WeakMap<object, ServerResponse>();
+  /** The answer `socket` is writing now, or `undefined` when it writes none (idle). */
+  const answerInProgress = (socket: object): ServerResponse | undefined => {
+    const res = answering.get(socket);
+    return res === undefined || res.writableFinished ? undefined : res;
+  };
   const closeUnderOldTrust = (material: TlsMaterial): void => {
     const stillTrusted = createTrustRecheck(material);
     let closed = 0;
     let revoked = 0;
     for (const socket of connections) {
-      const res = answering.get(socket);
+      const res = answerInProgress(socket);
       closed += 1;
       // Revoked, or no longer issued by a CA of the bundle: its answer is cut off too.
       if (!stillTrusted(socket)) {
@@ -223,7 +228,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
         continue;
       }
       // Idle: closed now, and its client connects again. Answering: closed after this answer.
-      if (res === undefined || res.writableFinished) socket.end();
+      if (res === undefined) socket.end();
       else if (!res.headersSent) res.setHeader('connection', 'close');
       else
         res.once('finish', () => {
@@ -263,8 +268,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
       // Node lets go of a connection an `upgrade` listener took over (a WebSocket): the
       // application's own, never taken for idle.
       if ((socket as { parser?: unknown }).parser === null) return false;
-      const res = answering.get(socket);
-      return res === undefined || res.writableFinished;
+      return answerInProgress(socket) === undefined;
     },
   });
   server.on('secureConnection', (socket: TLSSocket) => {
