@@ -256,6 +256,21 @@ describe('the HTTPS connection budget', () => {
     app.get('/slow', (_req, res, next) => {
       answered.then(() => res.json({ ok: true }), next);
     });
+    // Its body is asked for (`100 Continue`) only once the handler reads it: until then the
+    // server, not the client, holds the request up.
+    app.put('/later', (req, res, next) => {
+      answered.then(() => {
+        req.resume();
+        req.once('end', () => res.json({ ok: true }));
+      }, next);
+    });
+    // Answers as the body arrives: its answer has started while its client still sends.
+    app.put('/stream', (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('[');
+      req.resume();
+      req.once('end', () => res.end('{"ok":true}]'));
+    });
     const served = await listen(
       createSecureServer(app, {
         audit: audit.audit,
@@ -269,9 +284,21 @@ describe('the HTTPS connection budget', () => {
     const held: RawTls[] = [];
     try {
       const before = audit.lines().length;
-      for (const localAddress of ['127.0.0.14', '127.0.0.14', '127.0.0.15', '127.0.0.15']) {
+      for (const localAddress of ['127.0.0.14', '127.0.0.15']) {
         held.push(await openTls(served.port, localAddress, 'GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n'));
       }
+      const streaming = await openTls(
+        served.port,
+        '127.0.0.14',
+        'PUT /stream HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\n{"',
+      );
+      held.push(streaming);
+      const continued = await openTls(
+        served.port,
+        '127.0.0.15',
+        'PUT /later HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n',
+      );
+      held.push(continued);
       // The server's side of each handshake ends after the client's, and the request is read then.
       await new Promise((resolve) => setTimeout(resolve, 200));
       const [extra] = await holdConnections(served.port, ['127.0.0.16'], 1);
@@ -286,12 +313,71 @@ describe('the HTTPS connection budget', () => {
           .slice(before)
           .some((line) => 'closedIdle' in line),
       ).toBe(false);
-      // Every answer is written in full.
+      // Every answer is written in full; the body asked for is sent when asked.
       answer();
+      await expect.poll(() => continued.answers(), { timeout: 2_000 }).toMatch(/^HTTP\/1\.1 100 Continue/);
+      continued.write('{}');
+      streaming.write('"}');
       await expect.poll(() => held.every((c) => c.answers().includes('{"ok":true}')), { timeout: 2_000 }).toBe(true);
     } finally {
       answer();
       for (const c of held) c.destroy();
+      await served.close();
+    }
+  });
+
+  it('closes a connection whose request body its client never finishes sending, while those being answered stay', async () => {
+    const app = express();
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    app.get('/slow', (_req, res, next) => {
+      answered.then(() => res.json({ ok: true }), next);
+    });
+    app.put('/upload', (req, res) => {
+      req.resume();
+      req.once('end', () => res.json({ ok: true }));
+    });
+    const served = await listen(
+      createSecureServer(app, {
+        audit: audit.audit,
+        tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
+        reload: false,
+        maxConnections: 3,
+        maxConnectionsPerAddress: 3,
+        headersTimeoutMs: 30_000,
+      }),
+    );
+    const held: RawTls[] = [];
+    const newcomers: HeldConnection[] = [];
+    try {
+      const before = audit.lines().length;
+      // A body declared and never sent whole: nothing is answered until it comes, and it holds a
+      // place meanwhile, as a request being answered does.
+      const hanging = await openTls(
+        served.port,
+        '127.0.0.17',
+        'PUT /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{"part":',
+      );
+      held.push(hanging);
+      for (let i = 0; i < 2; i++) {
+        held.push(await openTls(served.port, '127.0.0.17', 'GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n'));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      newcomers.push(...(await holdConnections(served.port, ['127.0.0.18'], 1)));
+      await expect.poll(() => hanging.closed(), { timeout: 2_000 }).toBe(true);
+      expect(held.slice(1).every((c) => !c.closed())).toBe(true);
+      expect(newcomers.every((c) => !c.closed())).toBe(true);
+      expect(audit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({ event: 'connection.refused', transport: 'http', closedIdle: 1 }),
+      );
+      answer();
+      await expect
+        .poll(() => held.slice(1).every((c) => c.answers().includes('{"ok":true}')), { timeout: 2_000 })
+        .toBe(true);
+    } finally {
+      answer();
+      for (const c of held) c.destroy();
+      for (const c of newcomers) c.socket.destroy();
       await served.close();
     }
   });

@@ -258,7 +258,8 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   );
   server.keepAliveTimeout = keepAliveTimeout;
   // Each client address its share of the connections, counted from the TCP connection on; at
-  // the cap, a connection still in its TLS handshake, else one writing no answer, makes room.
+  // the cap, a connection still in its TLS handshake, else one serving nothing (no answer being
+  // written, or a request whose body its client has not finished sending), makes room.
   gateConnections(server, {
     maxPerAddress,
     maxConnections,
@@ -268,7 +269,8 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
       // Node lets go of a connection an `upgrade` listener took over (a WebSocket): the
       // application's own, never taken for idle.
       if ((socket as { parser?: unknown }).parser === null) return false;
-      return answerInProgress(socket) === undefined;
+      const res = answerInProgress(socket);
+      return res === undefined || waitsOnItsClient(res);
     },
   });
   server.on('secureConnection', (socket: TLSSocket) => {
@@ -320,4 +322,18 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     tls.close();
   });
   return server;
+}
+
+/**
+ * Whether the request `res` answers still waits for its client: nothing answered yet, and a
+ * body the client has not finished sending. A body that never comes (declared and not sent,
+ * or trickled) serves nothing while it holds the connection, as a call whose message never
+ * comes does on gRPC. One that expects `100-continue` waits on the server until the `100` is
+ * written (Node's `_sent100`, set by `writeContinue`): until then the controls run on its head.
+ */
+function waitsOnItsClient(res: ServerResponse): boolean {
+  if (res.headersSent) return false;
+  const req = res.req as IncomingMessage | undefined;
+  if (req === undefined || req.complete) return false;
+  return req.headers.expect === undefined || (res as { _sent100?: unknown })._sent100 === true;
 }

@@ -1,6 +1,7 @@
 // The cap on connections held at once by a gRPC port (secureServerOptions' maxConnections,
 // applied by addService to the HTTP/2 server grpc-js makes): a flood of connections beyond it
 // is closed at once, and the port serves again once the flood is gone.
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -168,6 +169,62 @@ describe('the connection cap of a gRPC port', () => {
     }
   });
 
+  it('takes a stream being answered while its client still sends (a bidi stream) as busy, not as waiting for its client', async () => {
+    const streaming = new Server({
+      ...secureServerOptions({ maxConnections: 2 }),
+      interceptors: fluxguardInterceptors({ audit: audit.audit, timeouts: false }),
+    });
+    // Answers at once, and keeps the stream open until its client ends it.
+    addService(streaming, testService, {
+      Bidi: (call) => {
+        call.write({ hello: 'first' });
+        call.on('data', () => undefined);
+        call.on('end', () => call.end());
+      },
+    });
+    const streamingPort = await new Promise<number>((resolve, reject) => {
+      streaming.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, bound) => {
+        if (err) reject(err);
+        else resolve(bound);
+      });
+    });
+    const clients = [0, 1].map(
+      () =>
+        new Client(`127.0.0.1:${String(streamingPort)}`, credentials.createInsecure(), {
+          'grpc.use_local_subchannel_pool': 1,
+        }),
+    );
+    try {
+      const calls = clients.map((client) => {
+        const call = client.makeBidiStreamRequest(
+          testService.Bidi.path,
+          testService.Bidi.requestSerialize,
+          testService.Bidi.responseDeserialize,
+        );
+        call.on('error', () => undefined);
+        const answered = new Promise((resolve) => call.once('data', resolve));
+        call.write({ hello: 'open' });
+        return { call, answered };
+      });
+      await Promise.all(calls.map((c) => c.answered));
+      const [extra] = await holdConnections(streamingPort, ['127.0.0.7'], 1);
+      await expect.poll(() => extra?.closed(), { timeout: 2_000 }).toBe(true);
+      const ended = calls.map(
+        ({ call }) =>
+          new Promise((resolve) => {
+            call.once('status', (s: { code: number }) => {
+              resolve(s.code);
+            });
+          }),
+      );
+      for (const { call } of calls) call.end();
+      expect(await Promise.all(ended)).toEqual([Status.OK, Status.OK]);
+    } finally {
+      for (const client of clients) client.close();
+      streaming.forceShutdown();
+    }
+  });
+
   it('refuses a cap that is not a positive whole number', () => {
     expect(() => secureServerOptions({ maxConnections: 0 })).toThrow(
       '"maxConnections" must be a whole number of at least 1',
@@ -180,6 +237,38 @@ describe('the connection cap of a gRPC port', () => {
     expect(() => secureServerOptions({ maxConnectionsPerAddress: Number.MAX_SAFE_INTEGER })).not.toThrow();
   });
 });
+
+/** An HTTP/2 connection over TLS from `localAddress`, its handshake and settings done. */
+function openH2(port: number, localAddress: string, ca: string): Promise<ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const session = http2Connect(`https://localhost:${String(port)}`, {
+      createConnection: () =>
+        tlsConnect({
+          host: '127.0.0.1',
+          port,
+          localAddress,
+          ca,
+          servername: 'localhost',
+          ALPNProtocols: ['h2'],
+        } as ConnectionOptions),
+    });
+    session.on('error', () => undefined);
+    session.once('error', reject);
+    session.once('connect', () => {
+      resolve(session);
+    });
+  });
+}
+
+/** Opens a gRPC call on `session` whose message never comes (headers only, no end of stream). */
+function openCallWithoutMessage(session: ClientHttp2Session, path: string): void {
+  const stream = session.request(
+    { ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' },
+    { endStream: false },
+  );
+  stream.on('error', () => undefined);
+  stream.resume();
+}
 
 describe('the connection cap of a gRPC port over TLS', () => {
   const tlsAudit = captureAudit();
@@ -297,34 +386,92 @@ describe('the connection cap of a gRPC port over TLS', () => {
     }
   });
 
-  it('still refuses a new connection at the cap when every connection has a call open', async () => {
+  it('closes a connection whose every call still waits for its client (a call opened and never sent its message) to let a client in', async () => {
+    const served = await startCapped();
+    const client = clientFor(served.address, { ca: pki.ca.certPem });
+    const sessions: ClientHttp2Session[] = [];
+    try {
+      const before = tlsAudit.lines().length;
+      // Anyone can open a public call: each connection of the cap has one, whose message never
+      // comes, and the client keeps opening more. None of them is served, and all hold a place.
+      for (const localAddress of ['127.0.0.34', '127.0.0.34', '127.0.0.34', '127.0.0.35', '127.0.0.35', '127.0.0.35']) {
+        const session = await openH2(served.port, localAddress, pki.ca.certPem);
+        sessions.push(session);
+        for (let i = 0; i < 2; i++) openCallWithoutMessage(session, op('Public'));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(sessions.every((s) => !s.closed && !s.destroyed)).toBe(true);
+      expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+      expect(tlsAudit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({ event: 'connection.refused', transport: 'grpc', closedIdle: 1 }),
+      );
+      await expect.poll(() => sessions.filter((s) => s.destroyed || s.closed).length, { timeout: 2_000 }).toBe(1);
+    } finally {
+      for (const session of sessions) session.destroy();
+      client.close();
+      await served.close();
+    }
+  });
+
+  /**
+   * A port of 3 connections whose uploads are served once their client has sent them whole,
+   * each then held until `release`, and three clients, each its own connection, uploading.
+   */
+  async function startUploads(hanging: boolean[]) {
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
     const served = await startTlsServer(
       perOperationCredentials(pki, tlsAudit.audit, { handshakeTimeoutMs: 60_000 }),
       fluxguardInterceptors({ audit: tlsAudit.audit, timeouts: false }),
-      registerSecureService,
+      (server) => {
+        registerSecureService(server, {
+          Upload: async (call) => {
+            handlerStarts.count++;
+            const messages: Json[] = [];
+            for await (const message of call) messages.push(message as Json);
+            // Served: the client has sent everything, and the answer takes its time.
+            await released;
+            return { messages };
+          },
+        });
+      },
       secureServerOptions({ maxConnections: 3, maxConnectionsPerAddress: 3 }),
     );
-    const clients = Array.from({ length: 3 }, () => clientFor(served.address, { ca: pki.ca.certPem }));
+    const clients = hanging.map(() => clientFor(served.address, { ca: pki.ca.certPem }));
+    const started = handlerStarts.count;
+    const uploads = clients.map((client, i) => {
+      let ended: (status: number) => void = () => undefined;
+      const status = new Promise<number>((resolve) => (ended = resolve));
+      const call = client.makeClientStreamRequest(
+        op('Upload'),
+        (value: unknown) => Buffer.from(JSON.stringify(value)),
+        (bytes: Buffer) => JSON.parse(bytes.toString()) as unknown,
+        () => undefined,
+      );
+      call.on('status', (s) => {
+        ended(s.code);
+      });
+      call.write({ part: 1 });
+      if (hanging[i] !== true) call.end();
+      return status;
+    });
+    await expect.poll(() => handlerStarts.count - started, { timeout: 5_000 }).toBe(hanging.length);
+    return {
+      served,
+      uploads,
+      release,
+      close: async () => {
+        release();
+        for (const client of clients) client.close();
+        await served.close();
+      },
+    };
+  }
+
+  it('still refuses a new connection at the cap when every connection has a call being served', async () => {
+    const { served, uploads, release, close } = await startUploads([false, false, false]);
     try {
       const before = tlsAudit.lines().length;
-      const started = handlerStarts.count;
-      // Each its own connection, with an upload left open.
-      const uploads = clients.map((client) => {
-        let ended: (status: number) => void = () => undefined;
-        const status = new Promise<number>((resolve) => (ended = resolve));
-        const call = client.makeClientStreamRequest(
-          op('Upload'),
-          (value: unknown) => Buffer.from(JSON.stringify(value)),
-          (bytes: Buffer) => JSON.parse(bytes.toString()) as unknown,
-          () => undefined,
-        );
-        call.on('status', (s) => {
-          ended(s.code);
-        });
-        call.write({ part: 1 });
-        return { call, status };
-      });
-      await expect.poll(() => handlerStarts.count - started, { timeout: 5_000 }).toBe(3);
       const [extra] = await holdConnections(served.port, ['127.0.0.29'], 1);
       await expect.poll(() => extra?.closed(), { timeout: 2_000 }).toBe(true);
       expect(tlsAudit.lines().slice(before)).toContainEqual(
@@ -337,11 +484,28 @@ describe('the connection cap of a gRPC port over TLS', () => {
           .some((line) => 'closedIdle' in line),
       ).toBe(false);
       // Every upload goes on to its end.
-      for (const { call } of uploads) call.end();
-      expect(await Promise.all(uploads.map((u) => u.status))).toEqual([Status.OK, Status.OK, Status.OK]);
+      release();
+      expect(await Promise.all(uploads)).toEqual([Status.OK, Status.OK, Status.OK]);
     } finally {
-      for (const client of clients) client.close();
-      await served.close();
+      await close();
+    }
+  });
+
+  it('closes a connection whose upload is left hanging by its client, while those with a call being served stay', async () => {
+    const { served, uploads, release, close } = await startUploads([true, false, false]);
+    try {
+      const before = tlsAudit.lines().length;
+      const [extra] = await holdConnections(served.port, ['127.0.0.29'], 1);
+      expect(await uploads[0]).toBe(Status.UNAVAILABLE);
+      expect(extra?.closed()).toBe(false);
+      expect(tlsAudit.lines().slice(before)).toContainEqual(
+        expect.objectContaining({ event: 'connection.refused', transport: 'grpc', closedIdle: 1 }),
+      );
+      release();
+      expect(await Promise.all(uploads.slice(1))).toEqual([Status.OK, Status.OK]);
+      extra?.socket.destroy();
+    } finally {
+      await close();
     }
   });
 

@@ -105,7 +105,8 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
       const audit = auditOfCredentials(credentials);
       // Each client address its share of the port, counted from the TCP connection on; at the
-      // cap, a connection still in its TLS handshake, else one with no call open, makes room.
+      // cap, a connection still in its TLS handshake, else one serving nothing (no call open, or
+      // every call still waiting for its client to send), makes room.
       const gate = gateConnections(http2Server, {
         maxPerAddress:
           positiveOption(options?.[MAX_PER_ADDRESS_OPTION]) ?? defaultConnectionsPerAddress(maxConnections),
@@ -195,13 +196,15 @@ function noteSessionOfSocket(session: Http2Session): void {
 }
 
 /**
- * Whether a connection of `grpcServer` has no call open, read from the count grpc-js keeps per
- * session for its idle limit (`grpc.max_connection_idle_ms`, which `secureServerOptions` always
- * sets), so that nothing more is counted per call. A connection with no session serves nothing
- * either (TLS without HTTP/2 offered: Node answers it with a 403 and holds it until its client
- * closes, or `unknownProtocolTimeout`). A session grpc-js does not count is taken as busy, and
- * with a grpc-js that keeps no such count this is `undefined`: the gate then closes no
- * connection past its handshake.
+ * Whether a connection of `grpcServer` serves nothing: no call open, read from the count grpc-js
+ * keeps per session for its idle limit (`grpc.max_connection_idle_ms`, which
+ * `secureServerOptions` always sets), or every call open still waiting for its client to finish
+ * sending ({@link everyCallWaitsOnItsClient}). Nothing more is counted per call: the streams are
+ * looked at only here, at the cap. A connection with no session serves nothing either (TLS
+ * without HTTP/2 offered: Node answers it with a 403 and holds it until its client closes, or
+ * `unknownProtocolTimeout`). A session grpc-js does not count is taken as busy, and with a
+ * grpc-js that keeps no such count this is `undefined`: the gate then closes no connection past
+ * its handshake.
  */
 function idleTest(grpcServer: unknown): ((socket: Socket) => boolean) | undefined {
   const counts = (grpcServer as { sessionIdleTimeouts?: unknown }).sessionIdleTimeouts;
@@ -209,8 +212,45 @@ function idleTest(grpcServer: unknown): ((socket: Socket) => boolean) | undefine
   const byIdleLimit = counts as Map<Http2Session, { readonly activeStreams?: unknown }>;
   return (socket) => {
     const session = (socket as unknown as Record<symbol, Http2Session | undefined>)[SESSION_OF_SOCKET];
-    return session === undefined || byIdleLimit.get(session)?.activeStreams === 0;
+    if (session === undefined) return true;
+    const activeStreams = byIdleLimit.get(session)?.activeStreams;
+    return activeStreams === 0 || (typeof activeStreams === 'number' && everyCallWaitsOnItsClient(session));
   };
+}
+
+/** A session with more calls open than this is taken as busy without looking at them. */
+const STREAMS_LOOKED_AT = 128;
+
+/** The symbol Node keeps a session's state under (its open streams among it); `null`: none found. */
+let sessionStateKey: symbol | null | undefined;
+
+/**
+ * Whether every call open on `session` still waits for its client: the client has not finished
+ * sending (no end of stream) and nothing has been answered (no headers sent). A call opened and
+ * never sent its message, or an upload left hanging, serves nothing while it holds the
+ * connection: two addresses opening a public call on each of their connections every 200 ms
+ * kept the whole cap busy and every other client out. A call the client has finished sending is
+ * being served (its handler runs), and one with an answer started is being answered. The streams
+ * are Node's own list, read by the symbol it keeps them under; where that is not found, a
+ * session is taken as busy.
+ */
+function everyCallWaitsOnItsClient(session: Http2Session): boolean {
+  if (sessionStateKey === undefined) {
+    sessionStateKey = Object.getOwnPropertySymbols(session).find((key) => key.description === 'state') ?? null;
+  }
+  if (sessionStateKey === null) return false;
+  const streams = (session as unknown as Record<symbol, { readonly streams?: unknown } | undefined>)[sessionStateKey]
+    ?.streams as ReadonlyMap<unknown, ServerHttp2Stream> | undefined;
+  if (typeof streams?.values !== 'function' || typeof streams.size !== 'number') return false;
+  if (streams.size === 0 || streams.size > STREAMS_LOOKED_AT) return false;
+  for (const stream of streams.values()) {
+    if (stream.headersSent) return false;
+    // Set as the client's end of stream arrives, before the call's reader has read up to it.
+    const ended = (stream as unknown as { readonly _readableState?: { readonly ended?: unknown } })._readableState
+      ?.ended;
+    if (ended !== false) return false;
+  }
+  return true;
 }
 
 /** nghttp2's error numbers (`errno` of Node's `ERR_HTTP2_ERROR`) that say what the client did. */

@@ -28,7 +28,7 @@ import {
   type DevCertificateAuthority,
   type IssuedCertificate,
 } from '@fluxguard/core/dev-pki';
-import { addService, createServerCredentials, getPrincipal } from '../index.js';
+import { addService, createServerCredentials, getPrincipal, type SafeImplementation } from '../index.js';
 import { createClientCredentials } from '../client.js';
 import { deserialize, jsonMethod, serialize, type Json } from './harness.js';
 
@@ -77,7 +77,7 @@ function describePrincipal(call: Parameters<typeof getPrincipal>[0]): Json {
 /** Counts handler starts, to prove a refused call never reached one. */
 export const handlerStarts = { count: 0 };
 
-export function registerSecureService(server: Server): void {
+export function registerSecureService(server: Server, overrides: Partial<SafeImplementation<SecureImpl>> = {}): void {
   const unary = (call: Parameters<typeof getPrincipal>[0]): Json => {
     handlerStarts.count++;
     return describePrincipal(call);
@@ -96,6 +96,7 @@ export function registerSecureService(server: Server): void {
       for await (const message of call) messages.push(message as Json);
       return { ...seen, messages };
     },
+    ...overrides,
   });
 }
 
