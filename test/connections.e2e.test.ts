@@ -1,9 +1,10 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { once, type EventEmitter } from 'node:events';
 import { connect as http2Connect } from 'node:http2';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { holdConnections } from '@fluxguard/test-support/connections';
+import { reprDigestOf } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
 import { rapidReset, rawGrpcStream } from './support/raw-http2.js';
 import {
@@ -391,6 +392,52 @@ describe.each(TRANSPORTS)('two client addresses holding the whole port past the 
   }, 30_000);
 });
 
+describe.each(TRANSPORTS)(
+  'two client addresses holding the whole port with requests they never finish over %s',
+  (transport) => {
+    let server: ServerProcess;
+    beforeAll(async () => {
+      server = await spawnCapped(transport, 'connections-waiting-cap');
+    });
+    afterAll(async () => {
+      await server.close();
+    });
+
+    it('with requests opened and never finished (a call whose message never comes, a body never sent), shut out no caller', async () => {
+      // gRPC: a public health check on each connection, its message never sent, anonymous. HTTPS:
+      // an upload on each, its body never finished, by a writer with its certificate.
+      const writer = await world.token('waiting-cap-writer', ['artifacts.writer']);
+      const held = await Promise.all(
+        ['127.0.0.41', '127.0.0.42'].flatMap((localAddress) =>
+          Array.from({ length: CAP / 2 }, (_, i) =>
+            transport === 'grpc'
+              ? openGrpcCallWithoutMessage(server.port, localAddress)
+              : openUploadWithoutBody(
+                  server.port,
+                  localAddress,
+                  writer,
+                  `waiting/${localAddress.replaceAll('.', '-')}-${String(i)}`,
+                ),
+          ),
+        ),
+      );
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expect(held.every((c) => !c.closed())).toBe(true);
+        // Two callers, each in a new connection of its own on a port full again.
+        for (const name of ['waiting-cap-reader', 'waiting-cap-reader-2']) {
+          const reader = server.clientWith(await world.token(name, ['artifacts.reader']));
+          expect((await reader.list('')).ok).toBe(true);
+        }
+        expect(held.some((c) => c.closed())).toBe(true);
+        await expect.poll(() => server.output(), { timeout: 5_000 }).toMatch(/"closedIdle":\d/);
+      } finally {
+        for (const c of held) c.destroy();
+      }
+    }, 30_000);
+  },
+);
+
 describe.each(TRANSPORTS)('the descriptor budget over %s', (transport) => {
   let server: ServerProcess;
   beforeAll(async () => {
@@ -458,3 +505,74 @@ describe.each(TRANSPORTS)('the descriptor budget over %s', (transport) => {
     expect((await reader.list('')).ok).toBe(true);
   }, 60_000);
 });
+
+/** A connection held open by a request its client never finishes, and whether it has closed. */
+interface WaitingRequest {
+  readonly closed: () => boolean;
+  readonly destroy: () => void;
+}
+
+/** Opens, from `localAddress`, a public gRPC health check whose message never comes. */
+async function openGrpcCallWithoutMessage(port: number, localAddress: string): Promise<WaitingRequest> {
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    localAddress,
+    ca: world.pki.ca,
+    servername: 'localhost',
+    ALPNProtocols: ['h2'],
+  } as ConnectionOptions);
+  socket.on('error', () => undefined);
+  await once(socket, 'secureConnect');
+  const session = http2Connect(`https://127.0.0.1:${String(port)}`, { createConnection: () => socket });
+  session.on('error', () => undefined);
+  let closed = false;
+  socket.once('close', () => (closed = true));
+  const stream = session.request(
+    { ':method': 'POST', ':path': '/grpc.health.v1.Health/Check', 'content-type': 'application/grpc', te: 'trailers' },
+    { endStream: false },
+  );
+  stream.on('error', () => undefined);
+  stream.resume();
+  return {
+    closed: () => closed,
+    destroy: () => {
+      session.destroy();
+    },
+  };
+}
+
+/** Opens, from `localAddress`, an HTTPS upload by `token`'s writer whose body never comes whole. */
+async function openUploadWithoutBody(
+  port: number,
+  localAddress: string,
+  token: string,
+  path: string,
+): Promise<WaitingRequest> {
+  const { cert, key } = world.pki.clients.valid;
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    localAddress,
+    ca: world.pki.ca,
+    cert,
+    key,
+    servername: 'localhost',
+  } as ConnectionOptions);
+  socket.on('error', () => undefined);
+  await once(socket, 'secureConnect');
+  let closed = false;
+  socket.once('close', () => (closed = true));
+  socket.resume();
+  socket.write(
+    `PUT /v1/artifacts/${path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\n` +
+      `Repr-Digest: ${reprDigestOf(sha256(Buffer.alloc(100_000)))}\r\n` +
+      'Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nfirst bytes',
+  );
+  return {
+    closed: () => closed,
+    destroy: () => {
+      socket.destroy();
+    },
+  };
+}
