@@ -266,7 +266,8 @@ export interface GateConnectionsOptions {
   readonly transport: 'grpc' | 'http';
   /**
    * Whether a connection serves nothing now (HTTP/1.1: no answer being written; HTTP/2: no
-   * stream open), given its TLS socket (its TCP socket on a port without TLS). With it, at the
+   * stream open; either: every request on it waiting for its client to finish sending, nothing
+   * answered), given its TLS socket (its TCP socket on a port without TLS). With it, at the
    * cap, such a connection can be closed to make room for a new one, as one in its TLS handshake
    * can. Asked only at the cap, of a few connections: it must be cheap (a throw counts as busy).
    */
