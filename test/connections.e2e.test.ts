@@ -321,6 +321,14 @@ describe.each(TRANSPORTS)('one client address holding connections over %s', (tra
   }, 30_000);
 });
 
+/** Two callers are served, each in a new connection of its own on a port full again. */
+async function expectTwoCallersServed(server: ServerProcess, name: string): Promise<void> {
+  for (const reader of [`${name}-reader`, `${name}-reader-2`]) {
+    const client = server.clientWith(await world.token(reader, ['artifacts.reader']));
+    expect((await client.list('')).ok).toBe(true);
+  }
+}
+
 /** A reference server whose port holds `CAP` connections, half of them per address, for 30 s each. */
 function spawnCapped(transport: TransportName, name: string): Promise<ServerProcess> {
   const policy = world.writePolicy(`${name}-${transport}`, (p) => ({
@@ -381,11 +389,7 @@ describe.each(TRANSPORTS)('two client addresses holding the whole port past the 
     const handshake = { ca: world.pki.ca, ...(transport === 'grpc' ? { ALPNProtocols: ['h2'] } : {}) };
     const held = await holdConnections(server.port, ['127.0.0.33', '127.0.0.34'], CAP / 2, handshake);
     expect(held.every((c) => !c.closed())).toBe(true);
-    // Two callers, each in a new connection of its own on a port full again.
-    for (const name of ['idle-cap-reader', 'idle-cap-reader-2']) {
-      const reader = server.clientWith(await world.token(name, ['artifacts.reader']));
-      expect((await reader.list('')).ok).toBe(true);
-    }
+    await expectTwoCallersServed(server, 'idle-cap');
     expect(held.some((c) => c.closed())).toBe(true);
     await expect.poll(() => server.output(), { timeout: 5_000 }).toMatch(/"closedIdle":\d/);
     for (const c of held) c.socket.destroy();
@@ -424,11 +428,7 @@ describe.each(TRANSPORTS)(
       try {
         await new Promise((resolve) => setTimeout(resolve, 300));
         expect(held.every((c) => !c.closed())).toBe(true);
-        // Two callers, each in a new connection of its own on a port full again.
-        for (const name of ['waiting-cap-reader', 'waiting-cap-reader-2']) {
-          const reader = server.clientWith(await world.token(name, ['artifacts.reader']));
-          expect((await reader.list('')).ok).toBe(true);
-        }
+        await expectTwoCallersServed(server, 'waiting-cap');
         expect(held.some((c) => c.closed())).toBe(true);
         await expect.poll(() => server.output(), { timeout: 5_000 }).toMatch(/"closedIdle":\d/);
       } finally {

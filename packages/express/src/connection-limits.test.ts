@@ -25,16 +25,18 @@ afterAll(async () => {
   await pki.remove();
 });
 
-function serverWith(options: {
-  handshakeTimeoutMs?: number;
-  maxConnections?: number;
-  maxConnectionsPerAddress?: number;
-  headersTimeoutMs?: number;
-}) {
-  const app = express();
-  app.get('/ok', (_req, res) => {
+/** A server of `app` (by default one answering `GET /ok`) with per-operation client certificates. */
+function serverWith(
+  options: {
+    handshakeTimeoutMs?: number;
+    maxConnections?: number;
+    maxConnectionsPerAddress?: number;
+    headersTimeoutMs?: number;
+  },
+  app = express().get('/ok', (_req, res) => {
     res.json({ ok: true });
-  });
+  }),
+) {
   return createSecureServer(app, {
     audit: audit.audit,
     tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
@@ -272,14 +274,7 @@ describe('the HTTPS connection budget', () => {
       req.once('end', () => res.end('{"ok":true}]'));
     });
     const served = await listen(
-      createSecureServer(app, {
-        audit: audit.audit,
-        tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
-        reload: false,
-        maxConnections: 4,
-        maxConnectionsPerAddress: 2,
-        headersTimeoutMs: 30_000,
-      }),
+      serverWith({ maxConnections: 4, maxConnectionsPerAddress: 2, headersTimeoutMs: 30_000 }, app),
     );
     const held: RawTls[] = [];
     try {
@@ -338,14 +333,7 @@ describe('the HTTPS connection budget', () => {
       req.once('end', () => res.json({ ok: true }));
     });
     const served = await listen(
-      createSecureServer(app, {
-        audit: audit.audit,
-        tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, clientCertificates: 'per-operation' },
-        reload: false,
-        maxConnections: 3,
-        maxConnectionsPerAddress: 3,
-        headersTimeoutMs: 30_000,
-      }),
+      serverWith({ maxConnections: 3, maxConnectionsPerAddress: 3, headersTimeoutMs: 30_000 }, app),
     );
     const held: RawTls[] = [];
     const newcomers: HeldConnection[] = [];
