@@ -426,7 +426,8 @@ describe.each(TRANSPORTS)(
         ),
       );
       try {
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        // Long enough for calls answered and held to be open on every gRPC connection.
+        await new Promise((resolve) => setTimeout(resolve, 700));
         expect(held.every((c) => !c.closed())).toBe(true);
         await expectTwoCallersServed(server, 'waiting-cap');
         expect(held.some((c) => c.closed())).toBe(true);
@@ -512,7 +513,12 @@ interface WaitingRequest {
   readonly destroy: () => void;
 }
 
-/** Opens, from `localAddress`, a public gRPC health check whose message never comes. */
+/**
+ * Opens, from `localAddress`, a public gRPC health check whose message never comes, and then
+ * another every 200 ms with a deadline of 100 ms, none of which its client ever ends: each is
+ * answered at its deadline (or refused at once by a limit) and held by Node until the grace
+ * after its status.
+ */
 async function openGrpcCallWithoutMessage(port: number, localAddress: string): Promise<WaitingRequest> {
   const socket = tlsConnect({
     host: '127.0.0.1',
@@ -527,16 +533,33 @@ async function openGrpcCallWithoutMessage(port: number, localAddress: string): P
   const session = http2Connect(`https://127.0.0.1:${String(port)}`, { createConnection: () => socket });
   session.on('error', () => undefined);
   let closed = false;
-  socket.once('close', () => (closed = true));
-  const stream = session.request(
-    { ':method': 'POST', ':path': '/grpc.health.v1.Health/Check', 'content-type': 'application/grpc', te: 'trailers' },
-    { endStream: false },
-  );
-  stream.on('error', () => undefined);
-  stream.resume();
+  const call = (headers: Readonly<Record<string, string>>): void => {
+    if (closed || session.closed || session.destroyed) return;
+    const stream = session.request(
+      {
+        ':method': 'POST',
+        ':path': '/grpc.health.v1.Health/Check',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        ...headers,
+      },
+      { endStream: false },
+    );
+    stream.on('error', () => undefined);
+    stream.resume();
+  };
+  const again = setInterval(() => {
+    call({ 'grpc-timeout': '100m' });
+  }, 200);
+  socket.once('close', () => {
+    closed = true;
+    clearInterval(again);
+  });
+  call({});
   return {
     closed: () => closed,
     destroy: () => {
+      clearInterval(again);
       session.destroy();
     },
   };

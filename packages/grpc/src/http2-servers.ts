@@ -226,11 +226,12 @@ let sessionStateKey: symbol | null | undefined;
 
 /**
  * Whether every call open on `session` still waits for its client: the client has not finished
- * sending (no end of stream) and nothing has been answered (no headers sent). A call opened and
- * never sent its message, or an upload left hanging, serves nothing while it holds the
- * connection: two addresses opening a public call on each of their connections every 200 ms
- * kept the whole cap busy and every other client out. A call the client has finished sending is
- * being served (its handler runs), and one with an answer started is being answered. The streams
+ * sending (no end of stream) and nothing has been answered (no headers sent), or the answer has
+ * been handed on in full. A call opened and never sent its message, an upload left hanging, or
+ * one answered whose client never ends it, serves nothing while it holds the connection: two
+ * addresses opening a public call on each of their connections every 200 ms kept the whole cap
+ * busy and every other client out. A call the client has finished sending is being served (its
+ * handler runs), and one with an answer started is being answered. The streams
  * are Node's own list, read by the symbol it keeps them under; where that is not found, a
  * session is taken as busy.
  */
@@ -244,11 +245,17 @@ function everyCallWaitsOnItsClient(session: Http2Session): boolean {
   if (typeof streams?.values !== 'function' || typeof streams.size !== 'number') return false;
   if (streams.size === 0 || streams.size > STREAMS_LOOKED_AT) return false;
   for (const stream of streams.values()) {
-    if (stream.headersSent) return false;
-    // Set as the client's end of stream arrives, before the call's reader has read up to it.
+    // Set as the client's end of stream arrives, before the call's reader has read up to it. A
+    // call its client has sent whole is being served, or its answer is still on its way.
     const ended = (stream as unknown as { readonly _readableState?: { readonly ended?: unknown } })._readableState
       ?.ended;
     if (ended !== false) return false;
+    // Answered in full while its client has not ended it: Node holds it until the client does
+    // (or for a grace after the status). Calls answered at once (refused, past their deadline)
+    // and opened again every 200 ms kept every connection holding some, and so busy.
+    if (stream.writableFinished) continue;
+    // An answer under way to a client still sending (a bidirectional stream).
+    if (stream.headersSent) return false;
   }
   return true;
 }
