@@ -226,14 +226,14 @@ let sessionStateKey: symbol | null | undefined;
 
 /**
  * Whether every call open on `session` still waits for its client: the client has not finished
- * sending (no end of stream) and nothing has been answered (no headers sent), or the answer has
+ * sending (no end of stream), and nothing has been answered (no headers sent) or the answer has
  * been handed on in full. A call opened and never sent its message, an upload left hanging, or
  * one answered whose client never ends it, serves nothing while it holds the connection: two
  * addresses opening a public call on each of their connections every 200 ms kept the whole cap
  * busy and every other client out. A call the client has finished sending is being served (its
- * handler runs), and one with an answer started is being answered. The streams
- * are Node's own list, read by the symbol it keeps them under; where that is not found, a
- * session is taken as busy.
+ * handler runs, or its answer is still on its way), and one with an answer under way while its
+ * client still sends is being answered. The streams are Node's own list, read by the symbol it
+ * keeps them under; where that is not found, a session is taken as busy.
  */
 function everyCallWaitsOnItsClient(session: Http2Session): boolean {
   if (sessionStateKey === undefined) {
