@@ -3,7 +3,7 @@ import { once, type EventEmitter } from 'node:events';
 import { connect as http2Connect } from 'node:http2';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { holdConnections } from '@fluxguard/test-support/connections';
+import { holdConnections, openHttp2 } from '@fluxguard/test-support/connections';
 import { reprDigestOf } from '@fluxguard/example-artifact-store';
 import { sha256 } from './support/clients.js';
 import { rapidReset, rawGrpcStream } from './support/raw-http2.js';
@@ -520,21 +520,9 @@ interface WaitingRequest {
  * after its status.
  */
 async function openGrpcCallWithoutMessage(port: number, localAddress: string): Promise<WaitingRequest> {
-  const socket = tlsConnect({
-    host: '127.0.0.1',
-    port,
-    localAddress,
-    ca: world.pki.ca,
-    servername: 'localhost',
-    ALPNProtocols: ['h2'],
-  } as ConnectionOptions);
-  socket.on('error', () => undefined);
-  await once(socket, 'secureConnect');
-  const session = http2Connect(`https://127.0.0.1:${String(port)}`, { createConnection: () => socket });
-  session.on('error', () => undefined);
-  let closed = false;
+  const { session, closed } = await openHttp2(port, localAddress, { ca: world.pki.ca });
   const call = (headers: Readonly<Record<string, string>>): void => {
-    if (closed || session.closed || session.destroyed) return;
+    if (closed() || session.closed || session.destroyed) return;
     const stream = session.request(
       {
         ':method': 'POST',
@@ -551,13 +539,12 @@ async function openGrpcCallWithoutMessage(port: number, localAddress: string): P
   const again = setInterval(() => {
     call({ 'grpc-timeout': '100m' });
   }, 200);
-  socket.once('close', () => {
-    closed = true;
+  session.once('close', () => {
     clearInterval(again);
   });
   call({});
   return {
-    closed: () => closed,
+    closed,
     destroy: () => {
       clearInterval(again);
       session.destroy();

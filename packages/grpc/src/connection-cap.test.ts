@@ -1,7 +1,7 @@
 // The cap on connections held at once by a gRPC port (secureServerOptions' maxConnections,
 // applied by addService to the HTTP/2 server grpc-js makes): a flood of connections beyond it
 // is closed at once, and the port serves again once the flood is gone.
-import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import { Client, credentials } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
 import { callKind, captureAudit, testService, type Json } from './testing/harness.js';
 import { CLIENT_PREFACE } from './testing/raw-http2.js';
-import { floodConnections, holdConnections } from '@fluxguard/test-support/connections';
+import { floodConnections, holdConnections, openHttp2 } from '@fluxguard/test-support/connections';
 import {
   clientFor,
   createTestPki,
@@ -238,28 +238,6 @@ describe('the connection cap of a gRPC port', () => {
   });
 });
 
-/** An HTTP/2 connection over TLS from `localAddress`, its handshake and settings done. */
-function openH2(port: number, localAddress: string, ca: string): Promise<ClientHttp2Session> {
-  return new Promise((resolve, reject) => {
-    const session = http2Connect(`https://localhost:${String(port)}`, {
-      createConnection: () =>
-        tlsConnect({
-          host: '127.0.0.1',
-          port,
-          localAddress,
-          ca,
-          servername: 'localhost',
-          ALPNProtocols: ['h2'],
-        } as ConnectionOptions),
-    });
-    session.on('error', () => undefined);
-    session.once('error', reject);
-    session.once('connect', () => {
-      resolve(session);
-    });
-  });
-}
-
 /** Opens a gRPC call on `session` whose message never comes (headers only, no end of stream). */
 function openCallWithoutMessage(
   session: ClientHttp2Session,
@@ -399,7 +377,7 @@ describe('the connection cap of a gRPC port over TLS', () => {
       // Anyone can open a public call: each connection of the cap has one, whose message never
       // comes, and the client keeps opening more. None of them is served, and all hold a place.
       for (const localAddress of ['127.0.0.34', '127.0.0.34', '127.0.0.34', '127.0.0.35', '127.0.0.35', '127.0.0.35']) {
-        const session = await openH2(served.port, localAddress, pki.ca.certPem);
+        const { session } = await openHttp2(served.port, localAddress, { ca: pki.ca.certPem });
         sessions.push(session);
         for (let i = 0; i < 2; i++) openCallWithoutMessage(session, op('Public'));
         // And calls answered at once (here past their deadline), which Node holds until their

@@ -1,3 +1,4 @@
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 
@@ -58,6 +59,42 @@ export function holdConnection(
     closed = true;
   });
   return { socket, localAddress, closed: () => closed, ready };
+}
+
+/**
+ * An HTTP/2 session over TLS to `port` on 127.0.0.1 from `localAddress`, its handshake
+ * completed, and whether its connection has closed since. The socket is handed to HTTP/2 before
+ * anything is read from it, so that the server's first settings reach the session.
+ */
+export async function openHttp2(
+  port: number,
+  localAddress: string,
+  handshake: HandshakeOptions,
+): Promise<{ readonly session: ClientHttp2Session; readonly closed: () => boolean }> {
+  // Passed on to net.connect, whose socket options Node's tls types leave out.
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    localAddress,
+    ca: handshake.ca,
+    servername: handshake.servername ?? 'localhost',
+    ALPNProtocols: ['h2'],
+  } as ConnectionOptions);
+  let closed = false;
+  socket.once('close', () => {
+    closed = true;
+  });
+  const session = http2Connect(`https://127.0.0.1:${String(port)}`, { createConnection: () => socket });
+  session.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    session.once('connect', () => {
+      resolve();
+    });
+    session.once('close', () => {
+      reject(new Error('the server closed the connection before its HTTP/2 settings'));
+    });
+  });
+  return { session, closed: () => closed };
 }
 
 /**
