@@ -516,8 +516,8 @@ interface WaitingRequest {
 /**
  * Opens, from `localAddress`, a public gRPC health check whose message never comes, and then
  * another every 200 ms with a deadline of 100 ms, none of which its client ever ends: each is
- * answered at its deadline (or refused at once by a limit) and held by Node until the grace
- * after its status.
+ * answered at its deadline (or refused at once by a limit) and stays open until a second after
+ * its status.
  */
 async function openGrpcCallWithoutMessage(port: number, localAddress: string): Promise<WaitingRequest> {
   const { session, closed } = await openHttp2(port, localAddress, { ca: world.pki.ca });

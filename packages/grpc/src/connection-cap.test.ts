@@ -380,8 +380,8 @@ describe('the connection cap of a gRPC port over TLS', () => {
         const { session } = await openHttp2(served.port, localAddress, { ca: pki.ca.certPem });
         sessions.push(session);
         for (let i = 0; i < 2; i++) openCallWithoutMessage(session, op('Public'));
-        // And calls answered at once (here past their deadline), which Node holds until their
-        // client ends them, or for a grace after the status.
+        // And calls answered at once (here past their deadline), open until their client ends
+        // them, or a second after the status.
         for (let i = 0; i < 2; i++) openCallWithoutMessage(session, op('Public'), { 'grpc-timeout': '20m' });
       }
       await new Promise((resolve) => setTimeout(resolve, 150));

@@ -250,8 +250,8 @@ function everyCallWaitsOnItsClient(session: Http2Session): boolean {
     const ended = (stream as unknown as { readonly _readableState?: { readonly ended?: unknown } })._readableState
       ?.ended;
     if (ended !== false) return false;
-    // Answered in full while its client has not ended it: Node holds it until the client does
-    // (or for a grace after the status). Calls answered at once (refused, past their deadline)
+    // Answered in full while its client has not ended it: open until the client does, or a
+    // second after the status. Calls answered at once (refused, past their deadline)
     // and opened again every 200 ms kept every connection holding some, and so busy.
     if (stream.writableFinished) continue;
     // An answer under way to a client still sending (a bidirectional stream).
