@@ -523,18 +523,7 @@ async function openGrpcCallWithoutMessage(port: number, localAddress: string): P
   const { session, closed } = await openHttp2(port, localAddress, { ca: world.pki.ca });
   const call = (headers: Readonly<Record<string, string>>): void => {
     if (closed() || session.closed || session.destroyed) return;
-    const stream = session.request(
-      {
-        ':method': 'POST',
-        ':path': '/grpc.health.v1.Health/Check',
-        'content-type': 'application/grpc',
-        te: 'trailers',
-        ...headers,
-      },
-      { endStream: false },
-    );
-    stream.on('error', () => undefined);
-    stream.resume();
+    rawGrpcStream(session, '/grpc.health.v1.Health/Check', headers).resume();
   };
   const again = setInterval(() => {
     call({ 'grpc-timeout': '100m' });

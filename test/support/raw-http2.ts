@@ -1,27 +1,7 @@
-import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { FLAG, FRAME, PREFACE, h2Frame as frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 
-/**
- * A gRPC request stream opened by hand on `session` (POST, `application/grpc`, `te: trailers`,
- * plus `headers`), its errors ignored: for calls a grpc-js client will not make, such as one
- * whose request never comes.
- */
-export function rawGrpcStream(
-  session: ClientHttp2Session,
-  path: string,
-  headers: Readonly<Record<string, string>> = {},
-): ClientHttp2Stream {
-  const stream = session.request({
-    ':method': 'POST',
-    ':path': path,
-    'content-type': 'application/grpc',
-    te: 'trailers',
-    ...headers,
-  });
-  stream.on('error', () => undefined);
-  return stream;
-}
+export { rawGrpcStream } from '@fluxguard/test-support/connections';
 
 /**
  * A hand-framed HTTP/2 client for attacks Node's own client will not make: streams opened and

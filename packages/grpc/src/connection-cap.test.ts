@@ -10,7 +10,7 @@ import { Client, credentials } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
 import { callKind, captureAudit, testService, type Json } from './testing/harness.js';
 import { CLIENT_PREFACE } from './testing/raw-http2.js';
-import { floodConnections, holdConnections, openHttp2 } from '@fluxguard/test-support/connections';
+import { floodConnections, holdConnections, openHttp2, rawGrpcStream } from '@fluxguard/test-support/connections';
 import {
   clientFor,
   createTestPki,
@@ -238,20 +238,6 @@ describe('the connection cap of a gRPC port', () => {
   });
 });
 
-/** Opens a gRPC call on `session` whose message never comes (headers only, no end of stream). */
-function openCallWithoutMessage(
-  session: ClientHttp2Session,
-  path: string,
-  headers: Readonly<Record<string, string>> = {},
-): void {
-  const stream = session.request(
-    { ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...headers },
-    { endStream: false },
-  );
-  stream.on('error', () => undefined);
-  stream.resume();
-}
-
 describe('the connection cap of a gRPC port over TLS', () => {
   const tlsAudit = captureAudit();
   let pki: TestPki;
@@ -379,10 +365,10 @@ describe('the connection cap of a gRPC port over TLS', () => {
       for (const localAddress of ['127.0.0.34', '127.0.0.34', '127.0.0.34', '127.0.0.35', '127.0.0.35', '127.0.0.35']) {
         const { session } = await openHttp2(served.port, localAddress, { ca: pki.ca.certPem });
         sessions.push(session);
-        for (let i = 0; i < 2; i++) openCallWithoutMessage(session, op('Public'));
+        for (let i = 0; i < 2; i++) rawGrpcStream(session, op('Public')).resume();
         // And calls answered at once (here past their deadline), open until their client ends
         // them, or a second after the status.
-        for (let i = 0; i < 2; i++) openCallWithoutMessage(session, op('Public'), { 'grpc-timeout': '20m' });
+        for (let i = 0; i < 2; i++) rawGrpcStream(session, op('Public'), { 'grpc-timeout': '20m' }).resume();
       }
       await new Promise((resolve) => setTimeout(resolve, 150));
       expect(sessions.every((s) => !s.closed && !s.destroyed)).toBe(true);

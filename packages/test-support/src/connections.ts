@@ -1,4 +1,4 @@
-import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import { connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 
@@ -95,6 +95,27 @@ export async function openHttp2(
     });
   });
   return { session, closed: () => closed };
+}
+
+/**
+ * A gRPC request stream opened by hand on `session` (POST, `application/grpc`, `te: trailers`,
+ * plus `headers`), its errors ignored: for calls a grpc-js client will not make, such as one
+ * whose request never comes.
+ */
+export function rawGrpcStream(
+  session: ClientHttp2Session,
+  path: string,
+  headers: Readonly<Record<string, string>> = {},
+): ClientHttp2Stream {
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': path,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    ...headers,
+  });
+  stream.on('error', () => undefined);
+  return stream;
 }
 
 /**
