@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { tarMember } from '@fluxguard/test-support/archives';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sha256, type Expected, type Outcome } from './support/clients.js';
+import { CLIENT_TOO_SLOW, sha256, type Expected, type Outcome } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
 import {
   TRANSPORTS,
@@ -463,7 +463,7 @@ const scenarios: readonly Scenario[] = [
         gapMs: 10,
         stallAfter: 1,
       }),
-    expect: { code: 'deadline_exceeded' },
+    expect: CLIENT_TOO_SLOW,
     check: async (o, t) => {
       expect(t.log.textFor(o.requestId ?? '')).toContain('"reason":"inbound_idle"');
       await expectNothingLeft(t, 'stalled');

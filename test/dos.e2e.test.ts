@@ -5,7 +5,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IN_FLIGHT_BUDGET } from '@fluxguard/example-artifact-store';
-import { sha256 } from './support/clients.js';
+import { CLIENT_TOO_SLOW, sha256 } from './support/clients.js';
 import { rawGrpcStream } from './support/raw-http2.js';
 import { rawHttps } from './support/raw-https.js';
 import {
@@ -133,7 +133,7 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
     );
 
     const outcomes = await Promise.all(stalled);
-    const deadline = t.client.statusOf({ code: 'deadline_exceeded' });
+    const deadline = t.client.statusOf(CLIENT_TOO_SLOW);
     const timedOut = outcomes.filter((o) => o.status === deadline).length;
     const refused = outcomes.filter((o) => o.status === refusal).length;
     const endedByServer = outcomes.filter((o) => o.status === deadline && o.requestId !== undefined);
@@ -194,7 +194,7 @@ describe.each(TRANSPORTS)('slow and stalled clients over %s', (transport) => {
       ),
     );
     const unavailable = outcomes.filter((o) => o.status === t.client.statusOf({ code: 'unavailable' }));
-    const timedOut = outcomes.filter((o) => o.status === t.client.statusOf({ code: 'deadline_exceeded' }));
+    const timedOut = outcomes.filter((o) => o.status === t.client.statusOf(CLIENT_TOO_SLOW));
     expect(unavailable).toHaveLength(8);
     expect(timedOut).toHaveLength(IN_FLIGHT_BUDGET.maxInFlightPerCaller);
     expect(t.log.lines.filter((line) => line.reason === 'concurrency_limit').length).toBeGreaterThanOrEqual(8);

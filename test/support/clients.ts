@@ -27,6 +27,15 @@ export interface Expected {
   readonly status?: { readonly grpc: number; readonly http: number };
 }
 
+/**
+ * A request whose client was still sending it when its idle limit or deadline passed: the
+ * client's doing, so HTTP answers `408`, not the table's `504`; gRPC `DEADLINE_EXCEEDED`.
+ */
+export const CLIENT_TOO_SLOW: Expected = {
+  code: 'deadline_exceeded',
+  status: { grpc: ERROR_CODES.deadline_exceeded.grpcStatus, http: 408 },
+};
+
 /** One page of a listing: its artifacts, and where the next page starts if there is one. */
 export interface ListPage {
   readonly items: ArtifactInfo[];

@@ -39,7 +39,7 @@ export interface HttpServerOptions extends ReferenceServerOptions {
   /**
    * Node's limit on receiving a whole request, body included, in ms. Default: the policy's
    * longest deadline (`timeouts.maxMs`, 15 minutes by default), so that the policy's deadlines
-   * and idle limits decide, each with a 504 and an audit line; the headers must still arrive
+   * and idle limits decide, each with its problem+json answer and an audit line; the headers must still arrive
    * within 10 s.
    */
   readonly requestTimeoutMs?: number;

@@ -180,6 +180,22 @@ describe('toPublicError', () => {
   });
 
   it.each([
+    ['inbound_idle', 408, 'Request Timeout'],
+    ['request_unfinished', 408, 'Request Timeout'],
+    ['client_deadline', 504, 'Gateway Timeout'],
+    [undefined, 504, 'Gateway Timeout'],
+  ] as const)(
+    'answers a deadline with reason %s HTTP %i: the client too slow is not a server fault',
+    (reason, http, title) => {
+      const pub = toPublicError(new SecurityError('deadline_exceeded', { reason }), 'r-6');
+      expect(pub).toMatchObject({ code: 'deadline_exceeded', grpcStatus: 4, httpStatus: http, title });
+      expect(pub.message).toBe('The request took too long.');
+      // A reason of another code changes nothing.
+      expect(toPublicError(new SecurityError('unavailable', { reason: 'inbound_idle' }), 'r-7').httpStatus).toBe(503);
+    },
+  );
+
+  it.each([
     [
       'an errno error',
       Object.assign(new Error("EISDIR: illegal operation on a directory, read '/srv/data/x'"), {

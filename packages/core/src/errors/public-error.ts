@@ -1,5 +1,18 @@
-import { ERROR_CODES, type SecurityErrorCode } from './codes.js';
-import { isSecurityError, type SecurityErrorDetails } from './security-error.js';
+import { ERROR_CODES, type ErrorCodeEntry, type SecurityErrorCode } from './codes.js';
+import { isSecurityError, type SecurityErrorDetails, type SecurityErrorReason } from './security-error.js';
+
+/**
+ * A deadline that passed while the client was still sending its request (stalled, or too slow
+ * for its deadline) is the client's doing: HTTP answers it `408 Request Timeout`, not the
+ * table's `504`, which monitoring counts as the server's fault. The code stays
+ * `deadline_exceeded` (and gRPC's status `DEADLINE_EXCEEDED`), so a client reads it the same.
+ */
+const CLIENT_TOO_SLOW: ReadonlySet<SecurityErrorReason | undefined> = new Set(['inbound_idle', 'request_unfinished']);
+const REQUEST_TIMEOUT: ErrorCodeEntry = Object.freeze({
+  ...ERROR_CODES.deadline_exceeded,
+  httpStatus: 408,
+  title: 'Request Timeout',
+});
 
 /**
  * What a client may see of an error; everything else stays in the server log.
@@ -20,9 +33,12 @@ export interface PublicError {
   readonly details: SecurityErrorDetails | undefined;
   /** The numeric gRPC status of `code`. */
   readonly grpcStatus: number;
-  /** The HTTP status of `code`. */
+  /**
+   * The HTTP status of `code`; `408` for a `deadline_exceeded` that came while the client was
+   * still sending its request (reasons `inbound_idle`, `request_unfinished`).
+   */
   readonly httpStatus: number;
-  /** The RFC 9457 title for HTTP. */
+  /** The RFC 9457 title for HTTP, the standard text of `httpStatus`. */
   readonly title: string;
   /** The id returned to the client in `x-request-id`, to find the call's log lines. */
   readonly requestId: string;
@@ -43,7 +59,8 @@ export interface PublicError {
 export function toPublicError(err: unknown, requestId: string): PublicError {
   const securityError = isSecurityError(err) ? err : undefined;
   const code: SecurityErrorCode = securityError?.code ?? 'internal';
-  const row = ERROR_CODES[code];
+  const row =
+    code === 'deadline_exceeded' && CLIENT_TOO_SLOW.has(securityError?.reason) ? REQUEST_TIMEOUT : ERROR_CODES[code];
   return Object.freeze({
     code,
     message: securityError?.message ?? row.message,

@@ -34,7 +34,8 @@ export type TimeoutReason = 'inbound_idle';
 export interface TimeoutLimits {
   /**
    * The deadline of a call whose client set none, in ms from the start of the call. HTTP has no
-   * client deadline: this is the request timeout of every request (504 when it passes).
+   * client deadline: this is the request timeout of every request (504 when it passes; 408 when
+   * the client was still sending its body).
    */
   readonly defaultMs?: number | undefined;
   /** The longest deadline a call may have: a client's later deadline is brought down to it. */
@@ -155,7 +156,8 @@ function expectsInbound(call: CallInfo): boolean {
  * Deadlines and idle limits per operation, the same on both transports: a call whose client set
  * no deadline gets `defaultMs` (every HTTP request does), a client deadline later than `maxMs`
  * is brought down to it, and an inbound stream that pauses longer than `idleMs` before its end
- * is ended. At the deadline the client gets `DEADLINE_EXCEEDED` / 504 whatever the handler does,
+ * is ended. At the deadline the client gets `DEADLINE_EXCEEDED` / 504 (HTTP 408 when it was still
+ * sending its request) whatever the handler does,
  * the handler's signal aborts with a `TimeoutError`, and the audit log has one line.
  *
  * List it among an adapter's controls (`fluxguardInterceptors({ controls })`, `fluxguard({
