@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { connect as http2Connect, type IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import { request as httpsRequest } from 'node:https';
@@ -7,6 +7,7 @@ import { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createDevCertificateAuthority } from '@fluxguard/core/dev-pki';
+import { createOpensslCa, type OpensslCa } from '@fluxguard/test-support/openssl-ca';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HANDSHAKE_REFUSED, sha256, type ArtifactClient, type Expected } from './support/clients.js';
 import { expectNoLeak } from './support/leaks.js';
@@ -454,6 +455,84 @@ describe.each(TRANSPORTS)('certificate reload over %s', (transport) => {
     const outcome = await upload;
     expect(outcome.ok).toBe(false);
     expect(t.log.lines.some((line) => line.event === 'tls.connections_closed' && Number(line.revoked) >= 1)).toBe(true);
+  });
+});
+
+/**
+ * A client certificate from an intermediate CA that the bundle trusts, and a CRL of the root
+ * that revokes that intermediate written over the served one: the reload cuts the client's
+ * connection in the middle of an upload and refuses its handshakes from then on, while a
+ * client of another CA of the bundle is served as before.
+ */
+describe.each(TRANSPORTS)('a CRL revoking an intermediate CA, reloaded over %s', (transport) => {
+  let chainWorld: E2eEnvironment;
+  let root: OpensslCa;
+  let crlFile: string;
+  let crlsBefore: string;
+  let viaIntermediate: ClientCredential;
+  let t: TransportUnderTest;
+  const dayAgo = (): Date => new Date(Date.now() - 86_400_000);
+  const inADay = (): Date => new Date(Date.now() + 86_400_000);
+  beforeAll(async () => {
+    chainWorld = await createE2eEnvironment();
+    const dir = join(chainWorld.base, 'chain');
+    root = await createOpensslCa(join(dir, 'root'), 'ec', 'e2e chain root');
+    const intermediate = await root.issueIntermediate('e2e chain intermediate');
+    const issued = await intermediate.issueClient('c1a1', { spiffeId: 'spiffe://fluxguard.dev/client' });
+    viaIntermediate = {
+      cert: Buffer.from(issued.certPem),
+      key: Buffer.from(issued.keyPem),
+      fingerprint256: '',
+      serialNumber: 'c1a1',
+    };
+    // The development CA of the other clients, the root, and the intermediate, each with its
+    // CRL: with CRLs, OpenSSL wants one of every CA of the chain.
+    const caFile = join(dir, 'bundle.crt');
+    writeFileSync(caFile, chainWorld.pki.ca.toString() + root.certPem + intermediate.certPem);
+    crlsBefore =
+      readFileSync(chainWorld.pki.crlFile, 'utf8') +
+      (await intermediate.crl({ lastUpdate: dayAgo(), nextUpdate: inADay() }));
+    crlFile = join(dir, 'bundle.crl');
+    writeFileSync(crlFile, crlsBefore + (await root.crl({ lastUpdate: dayAgo(), nextUpdate: inADay() })));
+    t = await startTransport(transport, chainWorld, {
+      clientCertificates: 'strict',
+      env: { FLUXGUARD_TLS_CA: caFile, FLUXGUARD_TLS_CRL: crlFile },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+    chainWorld.cleanup();
+  });
+
+  it('cuts an upload of a client of the revoked intermediate, refuses it afterwards, and serves the others', async () => {
+    const token = await chainWorld.token('intermediate-client', ['artifacts.writer']);
+    const client = t.clientWith({ cert: viaIntermediate, token });
+    const before = await client.list('');
+    expect(before.ok, before.exposed).toBe(true);
+
+    // About ten seconds of upload, against which the revocation lands.
+    const parts = Array.from({ length: 40 }, (_, i) => Buffer.from(`part ${String(i)};`));
+    const upload = client.uploadPaced('chain/mid-upload.txt', sha256(Buffer.concat(parts)), parts, { gapMs: 250 });
+    await new Promise((r) => setTimeout(r, 500));
+    // The root's CRL now lists the intermediate (serial 1a2b, as the test CA issues it).
+    const revoking = await root.crl({
+      lastUpdate: new Date(Date.now() - 1_000),
+      nextUpdate: inADay(),
+      revoke: ['1a2b'],
+    });
+    writeFileSync(`${crlFile}.next`, crlsBefore + revoking);
+    renameSync(`${crlFile}.next`, crlFile);
+
+    const outcome = await upload;
+    expect(outcome.ok).toBe(false);
+    expect(t.log.lines.some((line) => line.event === 'tls.connections_closed' && Number(line.revoked) >= 1)).toBe(true);
+    expect(readdirSync(t.dataDir, { recursive: true }).map(String)).not.toContain(join('chain', 'mid-upload.txt'));
+    const fresh = await t.clientWith({ cert: viaIntermediate, token }).list('');
+    expect(fresh.ok).toBe(false);
+    expect(fresh.status).toBe(t.client.statusOf(HANDSHAKE_REFUSED));
+    // The development CA's client is untouched by the intermediate's revocation.
+    const other = await t.client.list('');
+    expect(other.ok, other.exposed).toBe(true);
   });
 });
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { identityFromCertificate } from '../mtls/peer-identity.js';
-import { run } from '../testing/handshake.js';
+import { run } from '@fluxguard/test-support/commands';
 import { createDevCertificateAuthority, createDevPki, DEV_PKI_FILES, ensureDevPki, writeDevPki } from './index.js';
 
 let root: string;

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevCertificateAuthority, type IssuedCertificate } from '../dev-pki/dev-pki.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { startTlsServer, tryConnect } from '../testing/handshake.js';
-import { createOpensslCa, type OpensslCa, type OpensslCaKind } from '../testing/openssl-ca.js';
+import { createOpensslCa, type OpensslCa, type OpensslCaKind } from '@fluxguard/test-support/openssl-ca';
 import { watchTlsMaterial } from './reload.js';
 import { createTlsSettings } from './tls-settings.js';
 

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevPki } from '../dev-pki/dev-pki.js';
-import { run, SERVER_GREETING, startTlsServer, type TestServer } from '../testing/handshake.js';
+import { run } from '@fluxguard/test-support/commands';
+import { SERVER_GREETING, startTlsServer, type TestServer } from '../testing/handshake.js';
 import { createTlsSettings } from './tls-settings.js';
 
 let dir: string;

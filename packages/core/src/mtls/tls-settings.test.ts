@@ -18,7 +18,7 @@ import {
 } from '../dev-pki/dev-pki.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { startTlsServer, tryConnect, type TestServer } from '../testing/handshake.js';
-import { createOpensslCa } from '../testing/openssl-ca.js';
+import { createOpensslCa } from '@fluxguard/test-support/openssl-ca';
 import { createTlsSettings, TLS_CIPHERS } from './tls-settings.js';
 
 let dir: string;

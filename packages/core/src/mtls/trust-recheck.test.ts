@@ -13,7 +13,7 @@ import {
   type DevCertificateAuthority,
   type IssuedCertificate,
 } from '../dev-pki/dev-pki.js';
-import { run } from '../testing/handshake.js';
+import { run } from '@fluxguard/test-support/commands';
 import { createTrustRecheck } from './trust-recheck.js';
 
 let dir: string;

@@ -1,5 +1,4 @@
 // Test support: a real node:tls server on 127.0.0.1:0 and a client that reports what happened.
-import { execFile } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { connect, createServer, type ConnectionOptions, type Server, type TlsOptions, type TLSSocket } from 'node:tls';
 import type { CertificateIdentity } from '../call/call-info.js';
@@ -107,26 +106,5 @@ export function tryConnect(port: number, options: ConnectionOptions): Promise<Cl
     setTimeout(() => {
       finish({ ok: false, error: 'timeout' });
     }, 5000).unref();
-  });
-}
-
-export interface CommandResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs a command with empty standard input; never rejects on a non-zero exit. */
-export function run(command: string, args: readonly string[], timeoutMs = 10_000): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(command, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
-      if (err !== null && (err as { code?: unknown }).code === 'ENOENT') {
-        reject(new Error(`${command} is required by this test (Debian: apt-get install ${command}) and was not found`));
-        return;
-      }
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin?.end();
   });
 }

@@ -2,7 +2,7 @@
 // and signature algorithm (the development PKI makes only current ECDSA ones).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { run } from './handshake.js';
+import { run } from './commands.js';
 
 /** The CA's key: RSA 2048 with SHA-256, ECDSA P-384 with SHA-384, or Ed25519. */
 export type OpensslCaKind = 'rsa' | 'ec' | 'ed25519';
@@ -19,8 +19,14 @@ export interface OpensslCa {
     /** Marked as a delta CRL (RFC 5280 5.2.4) of base CRL number 1. */
     readonly delta?: boolean;
   }): Promise<string>;
-  /** A client certificate (PEM and key) with the serial number (hex) given. */
-  issueClient(serial: string): Promise<{ readonly certPem: string; readonly keyPem: string }>;
+  /**
+   * A client certificate (PEM and key) with the serial number (hex) given, named `/CN=client`,
+   * and with `spiffeId` as its URI subject alternative name when given.
+   */
+  issueClient(
+    serial: string,
+    options?: { readonly spiffeId?: string },
+  ): Promise<{ readonly certPem: string; readonly keyPem: string }>;
   /** An intermediate CA of the same kind issued by this one, named `/CN=<name>`. */
   issueIntermediate(name: string): Promise<OpensslCa>;
 }
@@ -167,7 +173,7 @@ export async function createOpensslCa(
       createOpensslCa(join(dir, `intermediate-${String(++intermediates)}`), kind, intermediateName, {
         issuer: { certFile, keyFile },
       }),
-    async issueClient(serial) {
+    async issueClient(serial, { spiffeId } = {}) {
       const key = join(dir, `client-${serial}.key`);
       const csr = join(dir, `client-${serial}.csr`);
       const cert = join(dir, `client-${serial}.crt`);
@@ -201,7 +207,7 @@ export async function createOpensslCa(
         '1',
         ...(kind === 'ed25519' ? [] : [`-${DIGEST[kind]}`]),
         '-extfile',
-        config,
+        spiffeId === undefined ? config : clientExtensions(join(dir, `client-${serial}.cnf`), spiffeId),
         '-extensions',
         'client',
         '-out',
@@ -210,4 +216,19 @@ export async function createOpensslCa(
       return { certPem: readFileSync(cert, 'utf8'), keyPem: readFileSync(key, 'utf8') };
     },
   };
+}
+
+/** An extension file for a client certificate that names `spiffeId`; returns its path. */
+function clientExtensions(file: string, spiffeId: string): string {
+  writeFileSync(
+    file,
+    [
+      '[client]',
+      'basicConstraints = critical, CA:FALSE',
+      'keyUsage = critical, digitalSignature',
+      'extendedKeyUsage = clientAuth',
+      `subjectAltName = URI:${spiffeId}`,
+    ].join('\n'),
+  );
+  return file;
 }
