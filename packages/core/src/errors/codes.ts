@@ -1,6 +1,8 @@
 /**
  * The public error codes: all a client is ever told about a failure. Each has one gRPC status,
- * one HTTP status and one neutral text, in {@link ERROR_CODES}. gRPC statuses are the numeric
+ * one HTTP status and one neutral text, in {@link ERROR_CODES} (one exception: HTTP answers a
+ * `deadline_exceeded` that came while the client was still sending its request `408`, see
+ * `toPublicError`). gRPC statuses are the numeric
  * codes of the gRPC specification, so that core needs no transport import.
  *
  * @example

@@ -48,6 +48,8 @@ export interface PublicError {
  * Turns anything thrown into the error a client may see. A {@link SecurityError} keeps its
  * code, public message and safe details; anything else (an `Error` from a library, an errno
  * from the file system, a string) becomes `internal` with the generic text, whatever it says.
+ * The statuses are the error table's, but for a `deadline_exceeded` with reason `inbound_idle`
+ * or `request_unfinished` (the client was still sending its request): HTTP `408`, not `504`.
  *
  * @example
  * ```ts
