@@ -4,6 +4,7 @@ import { connect as http2Connect, type IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import { request as httpsRequest } from 'node:https';
 import { TLSSocket } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createDevCertificateAuthority } from '@fluxguard/core/dev-pki';
@@ -482,7 +483,7 @@ describe.each(TRANSPORTS)('a CRL revoking an intermediate CA, reloaded over %s',
     viaIntermediate = {
       cert: Buffer.from(issued.certPem),
       key: Buffer.from(issued.keyPem),
-      fingerprint256: '',
+      fingerprint256: new X509Certificate(issued.certPem).fingerprint256,
       serialNumber: 'c1a1',
     };
     // The development CA of the other clients, the root, and the intermediate, each with its

@@ -36,6 +36,13 @@ const KEY_ARGS: Readonly<Record<OpensslCaKind, readonly string[]>> = {
   ec: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384', '-sha384'],
   ed25519: ['-newkey', 'ed25519'],
 };
+/** The extensions of a client certificate, as a section of an openssl configuration. */
+const CLIENT_EXTENSIONS = [
+  '[client]',
+  'basicConstraints = critical, CA:FALSE',
+  'keyUsage = critical, digitalSignature',
+  'extendedKeyUsage = clientAuth',
+] as const;
 const DIGEST: Readonly<Record<OpensslCaKind, string>> = { rsa: 'sha256', ec: 'sha384', ed25519: 'default' };
 
 /** `YYYYMMDDHHMMSSZ`, as `openssl ca` takes a CRL's dates. */
@@ -88,10 +95,7 @@ export async function createOpensslCa(
       'basicConstraints = critical, CA:TRUE',
       'keyUsage = critical, keyCertSign, cRLSign',
       'subjectKeyIdentifier = hash',
-      '[client]',
-      'basicConstraints = critical, CA:FALSE',
-      'keyUsage = critical, digitalSignature',
-      'extendedKeyUsage = clientAuth',
+      ...CLIENT_EXTENSIONS,
       '[delta_crl]',
       '2.5.29.27 = critical, DER:02:01:01',
     ].join('\n'),
@@ -220,15 +224,6 @@ export async function createOpensslCa(
 
 /** An extension file for a client certificate that names `spiffeId`; returns its path. */
 function clientExtensions(file: string, spiffeId: string): string {
-  writeFileSync(
-    file,
-    [
-      '[client]',
-      'basicConstraints = critical, CA:FALSE',
-      'keyUsage = critical, digitalSignature',
-      'extendedKeyUsage = clientAuth',
-      `subjectAltName = URI:${spiffeId}`,
-    ].join('\n'),
-  );
+  writeFileSync(file, [...CLIENT_EXTENSIONS, `subjectAltName = URI:${spiffeId}`].join('\n'));
   return file;
 }
