@@ -51,7 +51,11 @@ beforeAll(async () => {
         ...unaryAnswering({}),
         Unary: async (call) => {
           handlerRuns += 1;
-          const request = call.request as { wait?: boolean; answerBytes?: number };
+          const request = call.request as { wait?: boolean; answerBytes?: number; deadline?: boolean };
+          if (request.deadline === true) {
+            // The deadline grpc-js set from the client's grpc-timeout, in whole seconds from now.
+            return { deadlineSeconds: Math.round((Number(call.getDeadline()) - Date.now()) / 1_000) };
+          }
           if (request.wait === true) {
             const signal = getSignal(call);
             await new Promise((resolve) => {
@@ -220,6 +224,31 @@ describe('the client’s own deadline, which grpc-js answers', () => {
     expect(linesOf('deadline-client')).toEqual([
       expect.objectContaining({ event: 'request.denied', reason: 'client_deadline', code: 'deadline_exceeded' }),
     ]);
+  });
+});
+
+describe('a client deadline longer than grpc-js can hold', () => {
+  // grpc-js turns a grpc-timeout into a 32-bit integer of milliseconds: past about 24.8 days it
+  // wrapped, into a negative number (the call failed at once) or a few hundred ms (4294968S).
+  it.each([
+    ['2147483S', 2_147_483],
+    ['2147484S', 2_147_483],
+    ['2592000S', 2_147_483],
+    ['4294968S', 2_147_483],
+    ['600H', 2_147_483],
+    ['35792M', 2_147_483],
+    ['99999999H', 2_147_483],
+    ['596H', 596 * 3_600],
+  ])('%s is served with a deadline of at most about 24.8 days', async (timeout, seconds) => {
+    const answer = await rawCall(
+      testService.Unary.path,
+      { 'grpc-timeout': timeout },
+      grpcFrame(Buffer.from(JSON.stringify({ deadline: true }))),
+    );
+    expect(answer.grpcStatus, answer.visible).toBe(Status.OK);
+    const deadline = /deadlineSeconds\W+(\d+)/.exec(answer.visible)?.[1];
+    expect(Number(deadline)).toBeGreaterThanOrEqual(seconds - 2);
+    expect(Number(deadline)).toBeLessThanOrEqual(seconds);
   });
 });
 
@@ -497,13 +526,12 @@ describe('a client that never ends its request', () => {
 describe('the client’s own deadline, under a flood', () => {
   it('is logged as folded refusal lines, never one error line per call', async () => {
     const before = audit.lines().length;
-    // Unary calls with a short deadline, and watches (an answer under way) with a deadline
-    // grpc-js wraps to a time long past.
+    // Unary calls with a short deadline, and watches (an answer under way) with one too.
     const answers = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
         i % 2 === 0
           ? rawCall(testService.Unary.path, { 'grpc-timeout': '20m' }, grpcFrame(Buffer.from('{"wait":true}')))
-          : rawCall(testService.ServerStream.path, { 'grpc-timeout': '99999999M' }, grpcFrame(Buffer.from('{}'))),
+          : rawCall(testService.ServerStream.path, { 'grpc-timeout': '30m' }, grpcFrame(Buffer.from('{}'))),
       ),
     );
     expect(answers.every((a) => a.grpcStatus === Status.DEADLINE_EXCEEDED)).toBe(true);

@@ -63,7 +63,9 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *   finishes closing a session whose writes are stuck (neither the idle limit nor a failed
  *   keepalive reaches the socket's end, so the grace above never starts);
  * - a `grpc-timeout` not in the spec's form (at most eight digits and a unit) refused as one
- *   grpc-js cannot read, where grpc-js read `-1S` as one second and nine digits as none;
+ *   grpc-js cannot read, where grpc-js read `-1S` as one second and nine digits as none; and
+ *   one longer than about 24.8 days handed on as that, where grpc-js's 32-bit integer wrapped it
+ *   into a few milliseconds or less (a 30-day deadline failed the call at once);
  * - a repeated security header made visible again: every value
  *   reaches the metadata, so the JWT authenticator refuses the request (`multiple_authorization`)
  *   exactly as the Express adapter refuses two `Authorization` headers; and any other repeated
@@ -427,6 +429,23 @@ const GRPC_JS_TEXT_VALUE = /^[ -~]*$/;
 const UNREADABLE_VALUE = 'Bearer (unreadable)';
 /** What a `grpc-timeout` of another form is handed on as: no digits, so grpc-js refuses it. */
 const MALFORMED_TIMEOUT = 'malformed';
+/**
+ * The longest `grpc-timeout` grpc-js reads as it is: it turns the timeout into a 32-bit integer
+ * of milliseconds, so a longer one (a 30-day deadline, `2592000S`) wrapped into a few ms or a
+ * negative number and the call failed at once. A longer one is handed on as this (about 24.8
+ * days), which the timeouts control's `maxMs` brings down as it brings down any long deadline.
+ */
+const LONGEST_TIMEOUT = '2147483S';
+const LONGEST_TIMEOUT_MS = 2_147_483_000;
+/** Milliseconds per `grpc-timeout` unit; the others (`m`, `u`, `n`) cannot pass the longest in eight digits. */
+const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = Object.freeze({ H: 3_600_000, M: 60_000, S: 1_000 });
+
+/** Whether a well-formed `grpc-timeout` is past what grpc-js reads without wrapping. */
+function wrapsInGrpcJs(timeout: string): boolean {
+  const unitMs = TIMEOUT_UNIT_MS[timeout[timeout.length - 1] ?? ''];
+  return unitMs !== undefined && Number(timeout.slice(0, -1)) * unitMs > LONGEST_TIMEOUT_MS;
+}
+
 /** A metadata key grpc-js keeps (`:` leads the pseudo-headers it passes over). */
 const GRPC_JS_KEY = /^[:0-9a-z_.-]+$/;
 
@@ -440,8 +459,9 @@ function onStream(
   // one second and nine digits none at all. Another form is refused as grpc-js refuses one it
   // cannot read (INVALID_ARGUMENT naming the header), instead of setting some other deadline.
   const timeout = headers['grpc-timeout'];
-  if (timeout !== undefined && (typeof timeout !== 'string' || !GRPC_TIMEOUT.test(timeout))) {
-    headers['grpc-timeout'] = MALFORMED_TIMEOUT;
+  if (timeout !== undefined) {
+    if (typeof timeout !== 'string' || !GRPC_TIMEOUT.test(timeout)) headers['grpc-timeout'] = MALFORMED_TIMEOUT;
+    else if (wrapsInGrpcJs(timeout)) headers['grpc-timeout'] = LONGEST_TIMEOUT;
   }
   if (!Array.isArray(rawHeaders)) {
     dropWhatGrpcJsDrops(headers, false);
