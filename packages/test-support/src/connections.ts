@@ -1,4 +1,9 @@
-import { connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import {
+  connect as http2Connect,
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type OutgoingHttpHeaders,
+} from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 
@@ -105,7 +110,7 @@ export async function openHttp2(
 export function rawGrpcStream(
   session: ClientHttp2Session,
   path: string,
-  headers: Readonly<Record<string, string>> = {},
+  headers: Readonly<OutgoingHttpHeaders> = {},
 ): ClientHttp2Stream {
   const stream = session.request({
     ':method': 'POST',

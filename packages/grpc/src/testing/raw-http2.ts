@@ -2,6 +2,7 @@
 // client would never send (odd headers, a declared length it never fills, a request it never ends).
 import { once } from 'node:events';
 import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { rawGrpcStream } from '@fluxguard/test-support/connections';
 import { FRAME, PREFACE, h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 
 /**
@@ -57,14 +58,7 @@ export async function rawGrpcCall(
   body: Buffer,
   end = true,
 ): Promise<RawAnswer> {
-  const stream = session.request({
-    ':method': 'POST',
-    ':path': path,
-    'content-type': 'application/grpc',
-    te: 'trailers',
-    ...headers,
-  });
-  stream.on('error', () => undefined);
+  const stream = rawGrpcStream(session, path, headers);
   let received: IncomingHttpHeaders = {};
   let trailers: IncomingHttpHeaders = {};
   const chunks: Buffer[] = [];
