@@ -79,6 +79,7 @@ export {
 } from './transport/connection-gate.js';
 export {
   UNREAD_PROBE_MS,
+  UNREAD_REQUEST_MS,
   answerWaiting,
   blameUnfinishedRequest,
   blameUnreadAnswer,

@@ -15,7 +15,14 @@ import { probeUnreadAnswer } from './unread-answer.js';
 import { standInCall, stateOf, type EndRequest } from './context.js';
 import { refusedStandIn } from './stand-ins.js';
 import { aheadOfBefore, markMiddleware } from './app-routing.js';
-import { checkRouting, inFrontOf, pipelineRunner, type PipelineRunner, type RefusalAnswer } from './pipeline.js';
+import {
+  checkRouting,
+  inFrontOf,
+  pipelineRunner,
+  unreadBodyForMs,
+  type PipelineRunner,
+  type RefusalAnswer,
+} from './pipeline.js';
 import { dropLaterWrites, startOrRefuse } from './request-id.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
 import { bodyStillComing } from './request-body.js';
@@ -182,9 +189,10 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
       });
       return;
     }
-    // A deadline while the client was still sending, nothing of it left unread, is its doing.
+    // A deadline while the client was still sending, nothing of it left unread for long, is
+    // its doing.
     handleErrors(
-      blameUnfinishedRequest(error, req.complete, req.readableLength),
+      blameUnfinishedRequest(error, req.complete, req.readableLength, unreadBodyForMs(req)),
       req as Request,
       res as Response,
       ignoreNext,

@@ -452,6 +452,8 @@ class BodyInspector {
   #held: Chunk[] = [];
   /** Chunks checked by `allow()` and not yet passed on (until `flush()`). */
   #outbox: Chunk[] | undefined;
+  /** Shared by the inspectors of one request: when its oldest unread body bytes arrived. */
+  readonly #arrival: Arrival;
 
   constructor(
     req: IncomingMessage,
@@ -468,13 +470,27 @@ class BodyInspector {
     this.#state = state;
     const onChunk: Push = (chunk, encoding) => this.#onChunk(chunk, encoding);
     if (upstream === undefined) {
-      this.#push = req.push.bind(req);
+      const arrival: Arrival = { unreadSince: 0 };
+      const push = req.push.bind(req);
+      // A chunk that lands in an empty buffer is the oldest unread one until the reader has
+      // taken everything: how long it waited tells a stuck handler from a late burst.
+      this.#push = (chunk, encoding) => {
+        if (chunk !== null && req.readableLength === 0) arrival.unreadSince = Date.now();
+        return push(chunk, encoding);
+      };
+      this.#arrival = arrival;
       req.push = onChunk;
     } else {
       this.#push = upstream.#push;
+      this.#arrival = upstream.#arrival;
       upstream.#push = onChunk;
     }
     inspectors.set(req, this);
+  }
+
+  /** How long the oldest body bytes still unread in the request stream have waited, in ms. */
+  unreadForMs(): number {
+    return this.#req.readableLength === 0 ? 0 : Date.now() - this.#arrival.unreadSince;
   }
 
   /** Checks the held chunks with the hooks; `false` when one of them was refused. */
@@ -563,6 +579,20 @@ class BodyInspector {
   #closeAfterAnswer(): void {
     if (bodyStillComing(this.#req) && !this.#res.headersSent) this.#res.setHeader('connection', 'close');
   }
+}
+
+interface Arrival {
+  unreadSince: number;
+}
+
+/**
+ * How long the oldest body bytes waiting unread in `req` have waited, in ms (0 when none wait);
+ * `undefined` when no pipeline inspected its body.
+ *
+ * @internal
+ */
+export function unreadBodyForMs(req: IncomingMessage): number | undefined {
+  return inspectors.get(req)?.unreadForMs();
 }
 
 interface Chunk {

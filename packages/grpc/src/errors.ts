@@ -230,6 +230,12 @@ class SafeErrorsCall extends ForwardingCall {
   #clientDeadlineSent = false;
   /** A control is ending the call (its `end`): the status it sends is the call's own. */
   #endingByControl = false;
+  /**
+   * When the handler was last handed a message without asking for the next one since: 0 when
+   * it has asked, -1 before it first asked. grpc-js pauses the stream until the handler asks,
+   * so bytes waiting in the stream have waited at most this long for the handler.
+   */
+  #handedAt = -1;
   /** The HTTP/2 stream of the call, when the call below is grpc-js's own (safeErrors is first). */
   readonly #stream: ServerHttp2Stream | undefined;
   /** grpc-js's own `sendStatus` of the call below, for the statuses this layer sends. */
@@ -379,12 +385,18 @@ class SafeErrorsCall extends ForwardingCall {
     else this.#downstream.onReceiveMetadata(metadata);
   }
 
+  override startRead(): void {
+    this.#handedAt = 0;
+    this.below.startRead();
+  }
+
   protected receiveMessage(message: unknown): void {
     // A request that could not be parsed (see `addService`): refused here, with a request id.
     if (message === UNPARSABLE_MESSAGE) {
       this.#grpcCall?.sendFailure(new SecurityError('invalid_argument', { reason: 'message_unparsable' }));
       return;
     }
+    this.#handedAt = Date.now();
     if (this.#downstream === undefined) this.passMessage(message);
     else this.#downstream.onReceiveMessage(message);
   }
@@ -479,10 +491,17 @@ class SafeErrorsCall extends ForwardingCall {
 
   /**
    * A deadline that came while the client was still sending (no half-close yet) and nothing
-   * it sent waited unread in the stream: the client's doing (`request_unfinished`).
+   * it sent waited long unread in the stream: the client's doing (`request_unfinished`).
    */
   #blameUnfinished(error: SecurityError): SecurityError {
-    return blameUnfinishedRequest(error, this.#grpcCall?.requestFinished === true, this.#stream?.readableLength ?? 0);
+    const handedAt = this.#handedAt;
+    const unreadForMs = handedAt === -1 ? Number.POSITIVE_INFINITY : handedAt === 0 ? 0 : Date.now() - handedAt;
+    return blameUnfinishedRequest(
+      error,
+      this.#grpcCall?.requestFinished === true,
+      this.#stream?.readableLength ?? 0,
+      unreadForMs,
+    );
   }
 
   /**

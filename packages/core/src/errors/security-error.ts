@@ -44,8 +44,10 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   `request_head_too_large`, `request_timeout`; and `expectation_unsupported` (an `Expect`
  *   header other than `100-continue`, answered before the application sees the request).
  * - Both: `answer_unread` (a deadline that ended a call while its answer waited for the client
- *   to read it; see `blameUnreadAnswer`) and `request_unfinished` (a deadline that came while
- *   the client was still sending its request; see `blameUnfinishedRequest`).
+ *   to read it; see `blameUnreadAnswer`), `request_unfinished` (a deadline that came while
+ *   the client was still sending its request; see `blameUnfinishedRequest`) and
+ *   `request_unread` (a deadline or idle limit that came while what the client sent had waited
+ *   a second or more for a handler that stopped reading it: a server failure).
  *
  * @example
  * ```ts
@@ -84,7 +86,8 @@ export type TransportReason =
   | 'expectation_unsupported'
   // both adapters
   | 'answer_unread'
-  | 'request_unfinished';
+  | 'request_unfinished'
+  | 'request_unread';
 
 /**
  * An application's own reason: `app.` and any text. The prefix keeps fluxguard's reasons

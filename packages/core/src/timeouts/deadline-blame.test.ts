@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SecurityError } from '../errors/security-error.js';
-import { answerWaiting, blameUnfinishedRequest, blameUnreadAnswer } from './deadline-blame.js';
+import { UNREAD_REQUEST_MS, answerWaiting, blameUnfinishedRequest, blameUnreadAnswer } from './deadline-blame.js';
 
 describe('blameUnreadAnswer', () => {
   const deadline = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
@@ -42,10 +42,41 @@ describe('blameUnfinishedRequest', () => {
     });
   });
 
-  it('keeps the deadline the server’s for a finished request or one the handler stopped reading', () => {
+  it.each([0, 40, UNREAD_REQUEST_MS - 1])(
+    'blames a client whose unread bytes arrived %i ms before the deadline (a late burst, not a stuck handler)',
+    (unreadForMs) => {
+      expect(blameUnfinishedRequest(deadline, false, 4_194_304, unreadForMs)).toMatchObject({
+        code: 'deadline_exceeded',
+        reason: 'request_unfinished',
+      });
+    },
+  );
+
+  it('keeps a finished request’s deadline, and an idle limit with nothing waiting, as they are', () => {
     expect(blameUnfinishedRequest(deadline, true, 0)).toBe(deadline);
-    expect(blameUnfinishedRequest(deadline, false, 16_384)).toBe(deadline);
+    expect(blameUnfinishedRequest(deadline, true, 16_384, 60_000)).toBe(deadline);
     const idle = new SecurityError('deadline_exceeded', { reason: 'inbound_idle' });
     expect(blameUnfinishedRequest(idle, false, 0)).toBe(idle);
+    // gRPC: the handler has asked for the next message since; what waits is not its doing.
+    expect(blameUnfinishedRequest(idle, false, 16_384, 0)).toBe(idle);
+    const other = new SecurityError('unavailable', { reason: 'concurrency_limit' });
+    expect(blameUnfinishedRequest(other, false, 16_384)).toBe(other);
+  });
+
+  it.each([
+    ['a deadline', deadline, 16_384, undefined],
+    ['a deadline', deadline, 16_384, UNREAD_REQUEST_MS],
+    ['a deadline', deadline, 1, 60_000],
+    ['an idle limit', new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }), 65_536, 30_000],
+    ['an idle limit', new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }), 65_536, 500],
+  ])('blames the handler for %s when bytes waited unread for a second or more', (_label, error, bytes, forMs) => {
+    const blamed = blameUnfinishedRequest(error, false, bytes, forMs);
+    expect(blamed).toMatchObject({ code: 'deadline_exceeded', reason: 'request_unread' });
+    expect(blamed.auditFields).toEqual({ bytesUnread: bytes });
+  });
+
+  it('leaves a client’s own deadline its own even when the handler stopped reading', () => {
+    const own = new SecurityError('deadline_exceeded', { reason: 'client_deadline' });
+    expect(blameUnfinishedRequest(own, false, 16_384, 60_000)).toBe(own);
   });
 });

@@ -80,25 +80,56 @@ export function blameUnreadAnswer(
 }
 
 /**
- * What to record for a deadline that came before the client had sent its whole request (no
- * end of the body, no half-close) while nothing it sent waited for the handler to read it: the
- * client was sending slowly or had stopped, its doing, reason `request_unfinished`, logged as a
- * refusal like an upload that stalls. When what it sent was waiting (`bytesUnread` above 0),
- * the handler had stopped reading: `error` as it is, the server's.
+ * How long, in ms, bytes a client sent must have waited for the handler to read them before a
+ * deadline that comes while the client is still sending is the handler's doing (see
+ * {@link blameUnfinishedRequest}). Shorter waits are bytes that arrived just now: a client that
+ * sends a burst a moment before its deadline cannot make the handler look stuck.
  *
- * For adapter authors (`@fluxguard/core/adapter`).
+ * @example
+ * ```ts
+ * import { UNREAD_REQUEST_MS } from '@fluxguard/core/adapter';
+ * const handlerStuck = bytesUnread > 0 && unreadForMs >= UNREAD_REQUEST_MS;
+ * ```
+ */
+export const UNREAD_REQUEST_MS = 1_000;
+
+/**
+ * What to record for a deadline or an idle limit that ended a call before the client had sent
+ * its whole request (no end of the body, no half-close).
+ *
+ * - Bytes it sent have waited unread for {@link UNREAD_REQUEST_MS} or more (for an idle limit,
+ *   through the whole pause): the handler had stopped reading, and the client could not send
+ *   the rest. The server's doing, reason `request_unread`, a server failure (`504` on HTTP),
+ *   even when the idle limit fired: that pause was the handler's, not the client's. A client's
+ *   own deadline stays its own.
+ * - Otherwise (nothing waits, or what waits arrived just now): a deadline is the client's doing,
+ *   reason `request_unfinished`, logged as a refusal like an upload that stalls; an idle limit
+ *   stays `inbound_idle`. A client that sends a burst a moment before its deadline cannot make
+ *   the handler look stuck.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`): `unreadForMs` is how long the oldest unread
+ * bytes have waited, as well as the transport can tell; without it, any unread byte blames the
+ * handler.
  *
  * @example
  * ```ts
  * import { blameUnfinishedRequest } from '@fluxguard/core/adapter';
- * const recorded = blameUnfinishedRequest(error, req.complete, req.readableLength);
+ * const recorded = blameUnfinishedRequest(error, req.complete, req.readableLength, Date.now() - unreadSince);
  * ```
  */
 export function blameUnfinishedRequest(
   error: SecurityError,
   requestFinished: boolean,
   bytesUnread: number,
+  unreadForMs = Number.POSITIVE_INFINITY,
 ): SecurityError {
-  if (!isDeadline(error) || requestFinished || bytesUnread > 0) return error;
-  return new SecurityError('deadline_exceeded', { reason: 'request_unfinished' });
+  const idle = error.reason === 'inbound_idle';
+  if (requestFinished || !(idle || isDeadline(error))) return error;
+  // An idle limit fires after a pause in which nothing arrived: bytes still unread then have
+  // waited through all of it, unless the handler has asked for more since (`unreadForMs` 0).
+  if (bytesUnread > 0 && unreadForMs >= (idle ? 1 : UNREAD_REQUEST_MS)) {
+    if (error.reason === 'client_deadline') return error;
+    return new SecurityError('deadline_exceeded', { reason: 'request_unread', auditFields: { bytesUnread } });
+  }
+  return idle ? error : new SecurityError('deadline_exceeded', { reason: 'request_unfinished' });
 }

@@ -44,7 +44,9 @@ export interface TimeoutLimits {
    * The longest pause in what a call sends after its head: before its first inbound message
    * (gRPC) or body chunk (HTTP), between two, and before its end; `0` turns the idle limit off.
    * A call that sends its head and then nothing, or part of a message, is ended with
-   * `deadline_exceeded` (reason `inbound_idle`). An HTTP request without a body has nothing to
+   * `deadline_exceeded` (reason `inbound_idle`). When what the client sent waited unread
+   * through the pause (the handler stopped reading, so the client could not send), the reason
+   * is `request_unread`, the server's failure. An HTTP request without a body has nothing to
    * wait for.
    */
   readonly idleMs?: number | undefined;
