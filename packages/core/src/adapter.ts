@@ -83,5 +83,6 @@ export {
   answerWaiting,
   blameUnfinishedRequest,
   blameUnreadAnswer,
+  type UnreadRequest,
   type AnswerAfterProbe,
 } from './timeouts/deadline-blame.js';

@@ -19,7 +19,7 @@ import {
   checkRouting,
   inFrontOf,
   pipelineRunner,
-  unreadBodyForMs,
+  unreadBody,
   type PipelineRunner,
   type RefusalAnswer,
 } from './pipeline.js';
@@ -192,7 +192,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     // A deadline while the client was still sending, nothing of it left unread for long, is
     // its doing.
     handleErrors(
-      blameUnfinishedRequest(error, req.complete, req.readableLength, unreadBodyForMs(req)),
+      blameUnfinishedRequest(error, req.complete, unreadBody(req)),
       req as Request,
       res as Response,
       ignoreNext,

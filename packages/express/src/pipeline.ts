@@ -23,6 +23,7 @@ import {
   isIdentityCurrent,
   missingContextError,
   toPublicError,
+  type UnreadRequest,
 } from '@fluxguard/core/adapter';
 import { standInCall, stateOf, writeControlHeaders } from './context.js';
 import { peerOf, sendProblem } from './error-handler.js';
@@ -488,9 +489,11 @@ class BodyInspector {
     inspectors.set(req, this);
   }
 
-  /** How long the oldest body bytes still unread in the request stream have waited, in ms. */
-  unreadForMs(): number {
-    return this.#req.readableLength === 0 ? 0 : Date.now() - this.#arrival.unreadSince;
+  /** The body bytes waiting unread in the request stream, and how long the oldest has waited. */
+  unread(): UnreadRequest {
+    const req = this.#req;
+    const bytes = req.readableLength;
+    return { bytes, forMs: bytes === 0 ? 0 : Date.now() - this.#arrival.unreadSince, limit: req.readableHighWaterMark };
   }
 
   /** Checks the held chunks with the hooks; `false` when one of them was refused. */
@@ -586,13 +589,13 @@ interface Arrival {
 }
 
 /**
- * How long the oldest body bytes waiting unread in `req` have waited, in ms (0 when none wait);
- * `undefined` when no pipeline inspected its body.
+ * The body bytes waiting unread in `req` (see `blameUnfinishedRequest`); only their count when
+ * no pipeline inspected the body, which tells nothing of when they came.
  *
  * @internal
  */
-export function unreadBodyForMs(req: IncomingMessage): number | undefined {
-  return inspectors.get(req)?.unreadForMs();
+export function unreadBody(req: IncomingMessage): UnreadRequest | number {
+  return inspectors.get(req)?.unread() ?? req.readableLength;
 }
 
 interface Chunk {

@@ -165,6 +165,21 @@ describe('a deadline or idle limit while the client is still sending its body', 
       .toMatchObject([{ event: 'request.denied', level: 40, reason: 'inbound_idle' }]);
   });
 
+  it.each([
+    ['the deadline', '', 'request_unfinished'],
+    ['the idle limit', '/idle', 'inbound_idle'],
+  ])(
+    'blames the client at %s when it sent a few bytes and stopped, to a handler that reads nothing',
+    async (_limit, prefix, reason) => {
+      // The bytes wait unread, but far below what the stream holds: the client could have sent
+      // more and chose not to, and a handler that has not read yet cannot be blamed for it.
+      const requestId = `few-bytes${prefix.replace('/', '-')}`;
+      const status = await unfinishedUpload(`${prefix}/read-nothing`, requestId, 1_000, [{ atMs: 0, bytes: 16 }]);
+      expect(status).toBe(408);
+      await expect.poll(() => linesOf(requestId)).toMatchObject([{ event: 'request.denied', level: 40, reason }]);
+    },
+  );
+
   it('blames the client when it was sending slowly and nothing waited for the handler', async () => {
     const sends = Array.from({ length: 14 }, (_, i) => ({ atMs: i * 100, bytes: 16 }));
     const status = await unfinishedUpload('/reads-slowly', 'slow-sender', 1_000, sends);

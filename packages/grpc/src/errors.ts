@@ -494,14 +494,16 @@ class SafeErrorsCall extends ForwardingCall {
    * it sent waited long unread in the stream: the client's doing (`request_unfinished`).
    */
   #blameUnfinished(error: SecurityError): SecurityError {
+    const stream = this.#stream;
+    const finished = this.#grpcCall?.requestFinished === true;
+    if (stream === undefined) return blameUnfinishedRequest(error, finished, 0);
     const handedAt = this.#handedAt;
-    const unreadForMs = handedAt === -1 ? Number.POSITIVE_INFINITY : handedAt === 0 ? 0 : Date.now() - handedAt;
-    return blameUnfinishedRequest(
-      error,
-      this.#grpcCall?.requestFinished === true,
-      this.#stream?.readableLength ?? 0,
-      unreadForMs,
-    );
+    const bytes = stream.readableLength;
+    return blameUnfinishedRequest(error, finished, {
+      bytes,
+      forMs: handedAt === -1 ? Number.POSITIVE_INFINITY : handedAt === 0 || bytes === 0 ? 0 : Date.now() - handedAt,
+      limit: stream.readableHighWaterMark,
+    });
   }
 
   /**

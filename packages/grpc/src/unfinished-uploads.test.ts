@@ -169,6 +169,21 @@ describe('a deadline or idle limit while the client is still sending its message
       .toMatchObject([{ event: 'request.denied', level: 40, reason: 'inbound_idle' }]);
   });
 
+  it.each([
+    ['deadline', 'request_unfinished'],
+    ['idle', 'inbound_idle'],
+  ] as const)(
+    'blames the client at the %s limit when it sent one message and stopped, to a handler that reads nothing',
+    async (limit, reason) => {
+      // The message waits unread, but far below what the stream holds: the client could have
+      // sent more and chose not to, and a handler that has not read yet cannot be blamed for it.
+      const requestId = `${limit}-one-message`;
+      const small = grpcFrame(Buffer.from(JSON.stringify({ d: 'a'.repeat(100) })));
+      await unfinishedCall(limit, testService.Bidi.path, requestId, [{ atMs: 0, data: small }], 'nothing');
+      await expect.poll(() => linesOf(requestId)).toMatchObject([{ event: 'request.denied', level: 40, reason }]);
+    },
+  );
+
   it('blames the client when it was sending slowly and nothing waited for the handler', async () => {
     const sends = Array.from({ length: 14 }, (_, i) => ({ atMs: i * 100, data: MESSAGE }));
     await unfinishedCall('deadline', testService.ClientStream.path, 'slow-sender', sends);

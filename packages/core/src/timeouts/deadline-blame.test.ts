@@ -34,49 +34,64 @@ describe('blameUnreadAnswer', () => {
 
 describe('blameUnfinishedRequest', () => {
   const deadline = new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
+  const idle = new SecurityError('deadline_exceeded', { reason: 'inbound_idle' });
+  const LIMIT = 16_384;
+  const unread = (bytes: number, forMs: number) => ({ bytes, forMs, limit: LIMIT });
 
   it('blames a client that had not sent its whole request, with nothing of it waiting for the handler', () => {
     expect(blameUnfinishedRequest(deadline, false, 0)).toMatchObject({
       code: 'deadline_exceeded',
       reason: 'request_unfinished',
     });
+    expect(blameUnfinishedRequest(deadline, false, unread(0, 0))).toMatchObject({ reason: 'request_unfinished' });
   });
 
   it.each([0, 40, UNREAD_REQUEST_MS - 1])(
     'blames a client whose unread bytes arrived %i ms before the deadline (a late burst, not a stuck handler)',
-    (unreadForMs) => {
-      expect(blameUnfinishedRequest(deadline, false, 4_194_304, unreadForMs)).toMatchObject({
+    (forMs) => {
+      expect(blameUnfinishedRequest(deadline, false, unread(4_194_304, forMs))).toMatchObject({
         code: 'deadline_exceeded',
         reason: 'request_unfinished',
       });
     },
   );
 
-  it('keeps a finished request’s deadline, and an idle limit with nothing waiting, as they are', () => {
+  it('blames a client that sent less than the transport holds and stopped, however long it waited', () => {
+    expect(blameUnfinishedRequest(deadline, false, unread(LIMIT - 1, 60_000))).toMatchObject({
+      reason: 'request_unfinished',
+    });
+    expect(blameUnfinishedRequest(idle, false, unread(16, 30_000))).toBe(idle);
+  });
+
+  it('keeps a finished request’s deadline, and an idle limit the handler is not to blame for, as they are', () => {
     expect(blameUnfinishedRequest(deadline, true, 0)).toBe(deadline);
-    expect(blameUnfinishedRequest(deadline, true, 16_384, 60_000)).toBe(deadline);
-    const idle = new SecurityError('deadline_exceeded', { reason: 'inbound_idle' });
+    expect(blameUnfinishedRequest(deadline, true, unread(LIMIT, 60_000))).toBe(deadline);
     expect(blameUnfinishedRequest(idle, false, 0)).toBe(idle);
     // gRPC: the handler has asked for the next message since; what waits is not its doing.
-    expect(blameUnfinishedRequest(idle, false, 16_384, 0)).toBe(idle);
+    expect(blameUnfinishedRequest(idle, false, unread(LIMIT, 0))).toBe(idle);
     const other = new SecurityError('unavailable', { reason: 'concurrency_limit' });
-    expect(blameUnfinishedRequest(other, false, 16_384)).toBe(other);
+    expect(blameUnfinishedRequest(other, false, unread(LIMIT, 60_000))).toBe(other);
   });
 
   it.each([
-    ['a deadline', deadline, 16_384, undefined],
-    ['a deadline', deadline, 16_384, UNREAD_REQUEST_MS],
-    ['a deadline', deadline, 1, 60_000],
-    ['an idle limit', new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }), 65_536, 30_000],
-    ['an idle limit', new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }), 65_536, 500],
-  ])('blames the handler for %s when bytes waited unread for a second or more', (_label, error, bytes, forMs) => {
-    const blamed = blameUnfinishedRequest(error, false, bytes, forMs);
-    expect(blamed).toMatchObject({ code: 'deadline_exceeded', reason: 'request_unread' });
-    expect(blamed.auditFields).toEqual({ bytesUnread: bytes });
-  });
+    ['a deadline', deadline, unread(LIMIT, UNREAD_REQUEST_MS), LIMIT],
+    ['a deadline', deadline, unread(65_536, 60_000), 65_536],
+    ['a deadline', deadline, 1, 1],
+    ['an idle limit', idle, unread(65_536, 30_000), 65_536],
+    ['an idle limit', idle, unread(LIMIT, 500), LIMIT],
+  ] as const)(
+    'blames the handler for %s when what it left unread held the client back',
+    (_label, error, left, bytes) => {
+      const blamed = blameUnfinishedRequest(error, false, left);
+      expect(blamed).toMatchObject({ code: 'deadline_exceeded', reason: 'request_unread' });
+      expect(blamed.auditFields).toEqual({ bytesUnread: bytes });
+    },
+  );
 
-  it('leaves a client’s own deadline its own even when the handler stopped reading', () => {
+  it('leaves a client’s own deadline its own when anything it sent waits, stuck handler or not', () => {
     const own = new SecurityError('deadline_exceeded', { reason: 'client_deadline' });
-    expect(blameUnfinishedRequest(own, false, 16_384, 60_000)).toBe(own);
+    expect(blameUnfinishedRequest(own, false, unread(LIMIT, 60_000))).toBe(own);
+    expect(blameUnfinishedRequest(own, false, unread(7, 10))).toBe(own);
+    expect(blameUnfinishedRequest(own, false, unread(0, 0))).toMatchObject({ reason: 'request_unfinished' });
   });
 });

@@ -94,42 +94,81 @@ export function blameUnreadAnswer(
 export const UNREAD_REQUEST_MS = 1_000;
 
 /**
+ * What a transport can tell of the bytes a client sent that wait for the handler to read them
+ * (see {@link blameUnfinishedRequest}).
+ *
+ * @example
+ * ```ts
+ * import type { UnreadRequest } from '@fluxguard/core/adapter';
+ * const unread: UnreadRequest = { bytes: req.readableLength, forMs: Date.now() - unreadSince, limit: req.readableHighWaterMark };
+ * ```
+ */
+export interface UnreadRequest {
+  /** How many bytes wait. */
+  readonly bytes: number;
+  /** How long the oldest of them has waited, in ms. */
+  readonly forMs: number;
+  /**
+   * How many waiting bytes make the transport stop taking more from the client (the stream's
+   * `readableHighWaterMark`): below it, the client was free to send more.
+   */
+  readonly limit: number;
+}
+
+/**
  * What to record for a deadline or an idle limit that ended a call before the client had sent
  * its whole request (no end of the body, no half-close).
  *
- * - Bytes it sent have waited unread for {@link UNREAD_REQUEST_MS} or more (for an idle limit,
- *   through the whole pause): the handler had stopped reading, and the client could not send
- *   the rest. The server's doing, reason `request_unread`, a server failure (`504` on HTTP),
- *   even when the idle limit fired: that pause was the handler's, not the client's. A client's
- *   own deadline stays its own.
- * - Otherwise (nothing waits, or what waits arrived just now): a deadline is the client's doing,
- *   reason `request_unfinished`, logged as a refusal like an upload that stalls; an idle limit
- *   stays `inbound_idle`. A client that sends a burst a moment before its deadline cannot make
- *   the handler look stuck.
+ * - Bytes it sent fill what the transport holds for the handler (`unread.limit`), so the client
+ *   could not send more, and they have waited {@link UNREAD_REQUEST_MS} or more (for an idle
+ *   limit, through the whole pause): the handler had stopped reading. The server's doing,
+ *   reason `request_unread`, a server failure (`504` on HTTP), even when the idle limit fired:
+ *   that pause was the handler's, not the client's.
+ * - Otherwise the client is to blame: nothing waits, what waits arrived just now (a burst a
+ *   moment before the deadline cannot make the handler look stuck), or it is less than the
+ *   transport holds (a client that sends a few bytes and stops was free to send more, whether
+ *   the handler reads or not). A deadline is reason `request_unfinished`, logged as a refusal
+ *   like an upload that stalls; an idle limit stays `inbound_idle`.
+ * - A client's own deadline (`client_deadline`) is its budget whatever the handler did, and
+ *   stays as it is, unless nothing the client sent was waiting: then `request_unfinished`.
  *
- * For adapter authors (`@fluxguard/core/adapter`): `unreadForMs` is how long the oldest unread
- * bytes have waited, as well as the transport can tell; without it, any unread byte blames the
- * handler.
+ * For adapter authors (`@fluxguard/core/adapter`): `unread` as well as the transport can tell;
+ * a number alone is a count of bytes, any of which blames the handler.
  *
  * @example
  * ```ts
  * import { blameUnfinishedRequest } from '@fluxguard/core/adapter';
- * const recorded = blameUnfinishedRequest(error, req.complete, req.readableLength, Date.now() - unreadSince);
+ * const recorded = blameUnfinishedRequest(error, req.complete, {
+ *   bytes: req.readableLength,
+ *   forMs: Date.now() - unreadSince,
+ *   limit: req.readableHighWaterMark,
+ * });
  * ```
  */
 export function blameUnfinishedRequest(
   error: SecurityError,
   requestFinished: boolean,
-  bytesUnread: number,
-  unreadForMs = Number.POSITIVE_INFINITY,
+  unread: number | UnreadRequest,
 ): SecurityError {
   const idle = error.reason === 'inbound_idle';
   if (requestFinished || !(idle || isDeadline(error))) return error;
-  // An idle limit fires after a pause in which nothing arrived: bytes still unread then have
-  // waited through all of it, unless the handler has asked for more since (`unreadForMs` 0).
-  if (bytesUnread > 0 && unreadForMs >= (idle ? 1 : UNREAD_REQUEST_MS)) {
-    if (error.reason === 'client_deadline') return error;
-    return new SecurityError('deadline_exceeded', { reason: 'request_unread', auditFields: { bytesUnread } });
+  const waiting = typeof unread === 'number' ? { bytes: unread, forMs: Infinity, limit: 1 } : unread;
+  const unfinished = (): SecurityError => new SecurityError('deadline_exceeded', { reason: 'request_unfinished' });
+  // The client's own deadline is its budget, whatever the handler did: the line names it, unless
+  // nothing the client sent was waiting, when "not sent in time" says more.
+  if (error.reason === 'client_deadline') return waiting.bytes > 0 ? error : unfinished();
+  if (handlerHeldBack(waiting, idle)) {
+    return new SecurityError('deadline_exceeded', {
+      reason: 'request_unread',
+      auditFields: { bytesUnread: waiting.bytes },
+    });
   }
-  return idle ? error : new SecurityError('deadline_exceeded', { reason: 'request_unfinished' });
+  return idle ? error : unfinished();
+}
+
+/** Whether the handler, not reading, kept the client from sending (see {@link blameUnfinishedRequest}). */
+function handlerHeldBack({ bytes, forMs, limit }: UnreadRequest, idle: boolean): boolean {
+  // An idle limit fires after a pause in which nothing arrived: bytes still unread then have
+  // waited through all of it, unless the handler has asked for more since (`forMs` 0).
+  return bytes > 0 && bytes >= limit && forMs >= (idle ? 1 : UNREAD_REQUEST_MS);
 }
