@@ -90,3 +90,24 @@ export function brokenDestination(fails: 'throw' | 'later'): BrokenDestination {
   });
   return { destination, writes: () => writes, stream: destination };
 }
+
+/**
+ * Whether `line` is the error line of a call whose handler stopped reading what its client
+ * sent (reason `request_unread`, with the bytes left unread), and, with `before`, whether it
+ * was written before that time (ms since the epoch).
+ *
+ * @example
+ * ```ts
+ * await expect.poll(() => lines.filter((l) => isRequestUnreadLine(l))).toHaveLength(1);
+ * ```
+ */
+export function isRequestUnreadLine(line: Record<string, unknown> | undefined, before = Infinity): boolean {
+  const detail = line?.detail as Record<string, unknown> | undefined;
+  return (
+    line?.event === 'request.failed' &&
+    line.level === 50 &&
+    line.reason === 'request_unread' &&
+    typeof detail?.bytesUnread === 'number' &&
+    Date.parse(String(line.time)) < before
+  );
+}
