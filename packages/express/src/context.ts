@@ -2,7 +2,7 @@ import { IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ConfigurationError, type Principal, type RequestContext, type SecurityError } from '@fluxguard/core';
 import { CallState, missingContextError, type CallStateInit } from '@fluxguard/core/adapter';
-import { bodyStillComing } from './request-body.js';
+import { bodyStillComing, closeLingering } from './request-body.js';
 
 /**
  * What fluxguard knows about one HTTP request, available to every later middleware and
@@ -463,9 +463,9 @@ function lingerForBody(req: IncomingMessage): void {
     declared === undefined ||
     !(Number(declared) <= BODY_LINGER_BYTES)
   ) {
-    // As Node closes after an answer that says `Connection: close`: once the answer is out.
-    if (typeof socket.destroySoon === 'function') socket.destroySoon();
-    else socket.end();
+    // Once the answer is out, reading and dropping what still comes for a moment: closed at
+    // once, the unread bytes would reset the connection under the answer.
+    closeLingering(socket);
     return;
   }
   const timer = setTimeout(() => {

@@ -19,7 +19,7 @@ import {
   type PublicError,
 } from '@fluxguard/core/adapter';
 import { stateOf, writeControlHeaders } from './context.js';
-import { bodyStillComing } from './request-body.js';
+import { bodyStillComing, closeAfterAnswer } from './request-body.js';
 
 /**
  * Options of {@link errorHandler}.
@@ -306,7 +306,7 @@ export function answerFailures(options: ErrorHandlerOptions, owner = 'errorHandl
       // A handler that refused before reading the body (a bad digest, a conflict): Node would
       // keep the connection to read the rest of it, and a client trickling it would hold the
       // connection until the request timeout, then get a second answer and line.
-      if (bodyStillComing(req)) res.setHeader('connection', 'close');
+      if (bodyStillComing(req)) closeAfterAnswer(req, res);
       sendProblem(res, publicError, challenge);
     } catch (failure) {
       lastResort(req, res, failure, audit);

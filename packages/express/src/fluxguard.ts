@@ -25,7 +25,7 @@ import {
 } from './pipeline.js';
 import { dropLaterWrites, startOrRefuse } from './request-id.js';
 import { securityHeaderWriter, type SecurityHeadersOptions } from './security-headers.js';
-import { bodyStillComing } from './request-body.js';
+import { bodyStillComing, closeAfterAnswer } from './request-body.js';
 
 /**
  * Options of {@link fluxguard}.
@@ -175,7 +175,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const endRequest: EndRequest = (error, req, res) => {
     // Ended before the client sent the whole body (a stalled upload): close the connection
     // after the answer instead of waiting for bytes nobody will read.
-    if (bodyStillComing(req) && !res.headersSent) res.setHeader('connection', 'close');
+    if (bodyStillComing(req)) closeAfterAnswer(req, res);
     const waiting = res.writableLength;
     if (answerWaiting(error, waiting)) {
       // The deadline came while the answer waits for the client: whether the client is to

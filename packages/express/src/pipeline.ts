@@ -27,7 +27,7 @@ import {
 } from '@fluxguard/core/adapter';
 import { standInCall, stateOf, writeControlHeaders } from './context.js';
 import { peerOf, sendProblem } from './error-handler.js';
-import { bodyStillComing, mayHaveBody } from './request-body.js';
+import { bodyStillComing, closeAfterAnswer, mayHaveBody } from './request-body.js';
 import {
   caseInsensitiveRouting,
   isFluxguardMiddleware,
@@ -566,12 +566,15 @@ class BodyInspector {
     this.#phase = 'cut';
     this.#held = [];
     this.#outbox = undefined;
-    if (!this.#res.headersSent) this.#res.setHeader('connection', 'close');
-    // A body still arriving: Node closes the connection after the answer, and the reader fails
+    // A body still arriving: the connection is closed after the answer, and the reader fails
     // then. Destroying it here could reset the connection before the client has read the
     // answer (unread bytes of its upload make the kernel send a reset). A body that has fully
     // arrived leaves nothing unread: the stream is destroyed once the answer is out.
-    if (!this.#req.complete) return;
+    if (!this.#req.complete) {
+      closeAfterAnswer(this.#req, this.#res);
+      return;
+    }
+    if (!this.#res.headersSent) this.#res.setHeader('connection', 'close');
     const destroy = (): void => {
       this.#req.destroy(new Error('the request body was cut off by a fluxguard control'));
     };
@@ -580,7 +583,7 @@ class BodyInspector {
   }
 
   #closeAfterAnswer(): void {
-    if (bodyStillComing(this.#req) && !this.#res.headersSent) this.#res.setHeader('connection', 'close');
+    if (bodyStillComing(this.#req)) closeAfterAnswer(this.#req, this.#res);
   }
 }
 

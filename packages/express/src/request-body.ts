@@ -1,4 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { declaresBody } from '@fluxguard/core/adapter';
 
 /**
@@ -38,4 +40,94 @@ export function continueWhenRead(req: IncomingMessage, res: ServerResponse): voi
     if (!res.headersSent && !res.writableEnded) res.writeContinue();
     read(size);
   };
+}
+
+/**
+ * How long a connection closed while its client was still sending a request body goes on
+ * reading (and dropping) what arrives after the answer, before it is closed for good.
+ *
+ * @internal
+ */
+export const CLOSE_LINGER_MS = 2_000;
+
+/**
+ * The most a connection closing under a body still arriving reads and drops after the answer:
+ * the body is seen by nothing then, so this and {@link CLOSE_LINGER_MS} alone bound it.
+ *
+ * @internal
+ */
+export const CLOSE_LINGER_BYTES = 32 * 1024 * 1024;
+
+type ClosingSocket = Duplex & { destroySoon?: () => void };
+
+const lingering = new WeakSet<Duplex>();
+
+/**
+ * Closes the connection once the answer is out (`Connection: close`), without losing that
+ * answer to a client still sending its body (see {@link closeLingering}).
+ *
+ * @internal
+ */
+export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
+  if (!res.headersSent) res.setHeader('connection', 'close');
+  const socket = req.socket as ClosingSocket | null;
+  if (socket === null || lingering.has(socket)) return;
+  lingering.add(socket);
+  // Node closes a connection after an answer that says `Connection: close` with `destroySoon`.
+  socket.destroySoon = () => {
+    closeLingering(socket);
+  };
+}
+
+/**
+ * Half-closes `socket` (the answer, then FIN) and reads and drops what the client still sends
+ * for up to {@link CLOSE_LINGER_MS} and {@link CLOSE_LINGER_BYTES}, then closes it, as web
+ * servers do (nginx's lingering close). Closed at once, with bytes of the body unread, the kernel resets the connection, and a
+ * client that reads its answer only once it has sent its whole body (most HTTP libraries) sees
+ * the reset, not the `401`, `408` or `413` it was sent. A request the client pipelines after it
+ * is not served: the connection can no longer answer (see {@link answerable}).
+ *
+ * @internal
+ */
+export function closeLingering(socket: ClosingSocket): void {
+  lingering.add(socket);
+  socket.end();
+  const close = (): void => {
+    socket.destroy();
+  };
+  const timer = setTimeout(close, CLOSE_LINGER_MS);
+  timer.unref();
+  // Counted from outside: a 'data' listener would take the connection from Node's parser,
+  // which reads it natively, and stall it.
+  const readBefore = bytesReadOf(socket);
+  const meter = setInterval(() => {
+    if (bytesReadOf(socket) - readBefore > CLOSE_LINGER_BYTES) close();
+  }, LINGER_METER_MS);
+  meter.unref();
+  socket.once('close', () => {
+    clearTimeout(timer);
+    clearInterval(meter);
+  });
+  // The client has sent everything and closed its side: nothing is left to reset on.
+  socket.once('end', close);
+  // Read on, even if a reader had paused the connection: unread bytes are what the kernel resets on.
+  socket.resume();
+}
+
+/** How often a lingering connection's reads are counted against {@link CLOSE_LINGER_BYTES}. */
+const LINGER_METER_MS = 50;
+
+function bytesReadOf(socket: Duplex): number {
+  return (socket as Partial<Socket>).bytesRead ?? 0;
+}
+
+/**
+ * Whether an answer to `req` can still reach its client: not when its connection has ended its
+ * side already (a request pipelined behind a body read only to be dropped). Node would run the
+ * application on it, and its answer go nowhere.
+ *
+ * @internal
+ */
+export function answerable(req: IncomingMessage): boolean {
+  return (req.socket as Duplex | null)?.writableEnded !== true;
 }

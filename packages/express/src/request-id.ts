@@ -5,6 +5,7 @@ import type { CallState } from '@fluxguard/core/adapter';
 import { attachContext, standInCall, type EndRequest } from './context.js';
 import { passRefusalOn } from './hand-over.js';
 import { refusedStandIn } from './stand-ins.js';
+import { answerable } from './request-body.js';
 
 /**
  * Gives each request its id and its context (`req.fluxguard`, see `FluxguardRequestContext`): the
@@ -63,6 +64,12 @@ export function startOrRefuse(
   origin?: object,
   writeHeaders?: (res: ServerResponse) => void,
 ): CallState | undefined {
+  // Pipelined behind a body read only to be dropped, on a connection that has ended its side:
+  // whatever the application did for it, no answer could reach the client.
+  if (!answerable(req)) {
+    req.socket.destroy();
+    return undefined;
+  }
   try {
     const state = attachContext(
       req,
