@@ -60,6 +60,8 @@ export const CLOSE_LINGER_BYTES = 32 * 1024 * 1024;
 
 type ClosingSocket = Duplex & { destroySoon?: () => void };
 
+/** Connections whose close after the answer lingers, and those already lingering. */
+const lingerOnClose = new WeakSet<Duplex>();
 const lingering = new WeakSet<Duplex>();
 
 /**
@@ -71,8 +73,8 @@ const lingering = new WeakSet<Duplex>();
 export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
   if (!res.headersSent) res.setHeader('connection', 'close');
   const socket = req.socket as ClosingSocket | null;
-  if (socket === null || lingering.has(socket)) return;
-  lingering.add(socket);
+  if (socket === null || lingerOnClose.has(socket)) return;
+  lingerOnClose.add(socket);
   // Node closes a connection after an answer that says `Connection: close` with `destroySoon`.
   socket.destroySoon = () => {
     closeLingering(socket);
@@ -82,14 +84,17 @@ export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): voi
 /**
  * Half-closes `socket` (the answer, then FIN) and reads and drops what the client still sends
  * for up to {@link CLOSE_LINGER_MS} and {@link CLOSE_LINGER_BYTES}, then closes it, as web
- * servers do (nginx's lingering close). Closed at once, with bytes of the body unread, the kernel resets the connection, and a
- * client that reads its answer only once it has sent its whole body (most HTTP libraries) sees
- * the reset, not the `401`, `408` or `413` it was sent. A request the client pipelines after it
+ * servers do (nginx's lingering close). Closed at once, with bytes of the body unread, the
+ * kernel resets the connection, and a client that reads its answer only once it has sent its
+ * whole body (most HTTP libraries) sees the reset, not the `401`, `408` or `413` it was sent. A request the client pipelines after it
  * is not served: the connection can no longer answer (see {@link answerable}).
  *
  * @internal
  */
 export function closeLingering(socket: ClosingSocket): void {
+  // Node's close after a `Connection: close` answer and the close of an answered body that
+  // may not linger can both come for one connection.
+  if (lingering.has(socket)) return;
   lingering.add(socket);
   socket.end();
   const close = (): void => {
