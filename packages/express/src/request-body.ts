@@ -86,8 +86,9 @@ export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): voi
  * for up to {@link CLOSE_LINGER_MS} and {@link CLOSE_LINGER_BYTES}, then closes it, as web
  * servers do (nginx's lingering close). Closed at once, with bytes of the body unread, the
  * kernel resets the connection, and a client that reads its answer only once it has sent its
- * whole body (most HTTP libraries) sees the reset, not the `401`, `408` or `413` it was sent. A request the client pipelines after it
- * is not served: the connection can no longer answer (see {@link answerable}).
+ * whole body (most HTTP libraries) sees the reset, not the `401`, `408` or `413` it was sent.
+ * A request the client pipelines after it is not served: the connection can no longer answer
+ * (see {@link answerable}).
  *
  * @internal
  */
@@ -115,7 +116,8 @@ export function closeLingering(socket: ClosingSocket): void {
   });
   // The client has sent everything and closed its side: nothing is left to reset on.
   socket.once('end', close);
-  // Read on, even if a reader had paused the connection: unread bytes are what the kernel resets on.
+  // Read on, even if a reader had paused the connection: unread bytes are what the kernel
+  // resets on.
   socket.resume();
 }
 

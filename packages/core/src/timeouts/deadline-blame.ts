@@ -100,7 +100,11 @@ export const UNREAD_REQUEST_MS = 1_000;
  * @example
  * ```ts
  * import type { UnreadRequest } from '@fluxguard/core/adapter';
- * const unread: UnreadRequest = { bytes: req.readableLength, forMs: Date.now() - unreadSince, limit: req.readableHighWaterMark };
+ * const unread: UnreadRequest = {
+ *   bytes: req.readableLength,
+ *   forMs: Date.now() - unreadSince,
+ *   limit: req.readableHighWaterMark,
+ * };
  * ```
  */
 export interface UnreadRequest {
