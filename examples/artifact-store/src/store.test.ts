@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,6 +59,21 @@ async function fileWritesDuring(run: () => Promise<unknown>): Promise<number> {
     return spy.mock.calls.length;
   } finally {
     spy.mockRestore();
+  }
+}
+/** Calls `onTurn` at every turn of the event loop while `work` is pending; settles as it does. */
+async function loopTurnsWhile<T>(work: Promise<T>, onTurn: () => void): Promise<T> {
+  let pending = true;
+  const turn = (): void => {
+    if (!pending) return;
+    onTurn();
+    setImmediate(turn);
+  };
+  setImmediate(turn);
+  try {
+    return await work;
+  } finally {
+    pending = false;
   }
 }
 function filesUnder(dir: string): string[] {
@@ -191,6 +206,39 @@ describe('ArtifactStore', () => {
     expect(writes).toBeLessThan(10);
     expect(size).toBe(content.length);
     expect((await big.get('tiny/a.txt')).content.equals(content)).toBe(true);
+  });
+
+  it('checks a large chunk in slices, and a cancelled call stops between them, before the check is through', async () => {
+    // One gRPC message may carry 8 MiB, and a gzipped one is inflated as it is checked.
+    const sliced = new ArtifactStore({ dataDir: join(base, 'sliced'), maxArtifactBytes: 8 * 1024 * 1024 });
+    // A ZIP entry named as a pickle at the end of 4 MiB: refused once the check reaches it.
+    const name = Buffer.from('archive/data.pkl');
+    const entry = Buffer.alloc(30);
+    entry.writeUInt32LE(0x04034b50, 0);
+    entry.writeUInt16LE(20, 4);
+    entry.writeUInt16LE(name.length, 26);
+    const content = Buffer.concat([randomBytes(4 * 1024 * 1024), entry, name, Buffer.alloc(64)]);
+    await expect(sliced.put('big/refused.bin', sha(content), [content])).rejects.toMatchObject({
+      reason: 'content_refused',
+    });
+    // Cancelled two turns of the event loop after the chunk is handed over: a check made in one
+    // piece, or one that does not heed the signal, would reach the entry and refuse it.
+    let handed = false;
+    async function* handOver(): AsyncIterable<Uint8Array> {
+      await Promise.resolve();
+      handed = true;
+      yield content;
+    }
+    const cancel = new AbortController();
+    const reason = new Error('cancelled');
+    let turns = 0;
+    const put = sliced.put('big/cancelled.bin', sha(content), handOver(), cancel.signal);
+    await expect(
+      loopTurnsWhile(put, () => {
+        if (handed && ++turns === 2) cancel.abort(reason);
+      }),
+    ).rejects.toBe(reason);
+    expect(existsSync(join(sliced.dataDir, 'big/cancelled.bin'))).toBe(false);
   });
 
   it('refuses a digest mismatch and keeps none of the bytes', async () => {

@@ -1,4 +1,6 @@
 // Archives built byte by byte, as Python writes them, for the tests of the upload check.
+import { randomBytes } from 'node:crypto';
+import { constants, gzipSync } from 'node:zlib';
 
 /** A tar member to build: `type` is the header's type flag (`'0'` a file, `'5'` a directory, `'x'` PAX). */
 export interface TarMemberSpec {
@@ -44,3 +46,20 @@ export const TAR_END: Buffer = Buffer.alloc(1024);
 export function tar(members: readonly TarMemberSpec[]): Buffer {
   return Buffer.concat([...members.map(tarMember), TAR_END]);
 }
+
+/**
+ * A gzipped tar of `count` empty members with random 40-character names, then the members of
+ * `after`: a header for the upload check to read every 512 bytes, about 13.5 times as large
+ * inflated (under the default ratio of 16), the costliest content per byte sent that it accepts.
+ *
+ * @example
+ * ```ts
+ * const flood = gzippedEmptyMembers(20_000); // about 750 KB, 10 MB inflated
+ * ```
+ */
+export function gzippedEmptyMembers(count: number, after: readonly TarMemberSpec[] = []): Buffer {
+  const members = Array.from({ length: count }, () => ({ name: randomBytes(30).toString('base64url'), data: EMPTY }));
+  return gzipSync(tar([...members, ...after]), { level: constants.Z_BEST_COMPRESSION });
+}
+
+const EMPTY = Buffer.alloc(0);

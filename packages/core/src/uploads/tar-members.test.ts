@@ -262,6 +262,23 @@ describe('tar members as CPython tarfile reads them', () => {
     );
   });
 
+  it('reads a number field of octal digits up to spaces and a NUL, and refuses one with more after the spaces', () => {
+    // tarfile's int() fails on '000644 x' (and the scan's quick read of plain digits must too).
+    expectRefused(tar(member({ name: 'a.txt', mode: '000644 x' }, Buffer.from('a'))));
+    expectRefused(tar(member({ name: 'a.txt', sizeField: octal('1 0\0        ') }, Buffer.from('a'))));
+    // Up to the NUL, whatever follows it; spaces before it, or none at all.
+    const hidden = member({ name: 'w.bin' }, IMPORTING);
+    expectRefused(tar(member({ name: 'a.txt', sizeField: octal('1000  \0zzzzz') }, Buffer.alloc(512, 1)), hidden));
+    expectRefused(tar(member({ name: 'a.txt', sizeField: octal('000000001000') }, Buffer.alloc(512, 1)), hidden));
+    expectPassed(
+      tar(
+        member({ name: 'a.txt', mode: '644    \0' }, Buffer.from('a')),
+        member({ name: 'b.bin', sizeField: octal('1000        ') }, Buffer.alloc(512, 3)),
+        member({ name: 'c.bin', sizeField: octal('1000 \0zzzzzz') }, Buffer.alloc(512, 4)),
+      ),
+    );
+  });
+
   it('passes tars whose numbers are spelt as tarfile reads them, and an upload that is no tar', () => {
     const uname = Buffer.from([0xe9]);
     expectPassed(

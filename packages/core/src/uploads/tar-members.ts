@@ -2,6 +2,7 @@ import { copyBytes } from './copy-bytes.js';
 
 const BLOCK = 512;
 const EMPTY = Buffer.alloc(0);
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
 /** The most of a GNU long name, or of a PAX `path` or `size` value, kept. */
 const MAX_NAME_DATA = 64 * 1024;
 /** Types CPython's tarfile knows; a member of any other type is read as a regular file. */
@@ -91,26 +92,30 @@ export class TarMembers {
   }
 
   push(chunk: Uint8Array): void {
-    let data = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    while (data.length > 0 && this.#state.kind !== 'off') {
+    const data = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    // An offset rather than a view per step: a flood of empty members is a header per 512 bytes.
+    let at = 0;
+    while (at < data.length && this.#state.kind !== 'off') {
       const state = this.#state;
       if (state.kind === 'header') {
         const need = BLOCK - this.#partial.length;
-        if (data.length < need) {
-          this.#partial = Buffer.concat([this.#partial, data]);
+        if (data.length - at < need) {
+          this.#partial = Buffer.concat([this.#partial, data.subarray(at)]);
           return;
         }
         const block =
-          this.#partial.length === 0 ? data.subarray(0, BLOCK) : Buffer.concat([this.#partial, data.subarray(0, need)]);
+          this.#partial.length === 0
+            ? data.subarray(at, at + BLOCK)
+            : Buffer.concat([this.#partial, data.subarray(at, at + need)]);
         this.#partial = EMPTY;
-        data = data.subarray(need);
+        at += need;
         this.#header(block);
         continue;
       }
-      const take = Math.min(state.left, data.length);
-      if (state.kind === 'member') state.data?.push(data.subarray(0, take));
+      const take = Math.min(state.left, data.length - at);
+      if (state.kind === 'member') state.data?.push(data.subarray(at, at + take));
       state.left -= take;
-      data = data.subarray(take);
+      at += take;
       if (state.left > 0) continue;
       this.#state =
         state.kind === 'member' && state.padding > 0 ? { kind: 'padding', left: state.padding } : { kind: 'header' };
@@ -126,12 +131,12 @@ export class TarMembers {
 
   #header(block: Buffer): void {
     // An archive ends at a block of zeros (tarfile.open(mode='r:') reads nothing past it).
-    if (block.every((byte) => byte === 0)) {
+    if (block.equals(ZERO_BLOCK)) {
       this.#state = { kind: 'off' };
       return;
     }
     const sums = checksums(block);
-    const stated = pythonNumber(block, 148, 156);
+    const stated = fieldNumber(block, 148, 156);
     if (stated === undefined || (stated !== sums[0] && stated !== sums[1])) {
       // No header, and tarfile stops here too; unless the digits are the sum in a spelling
       // this parse does not take.
@@ -139,17 +144,16 @@ export class TarMembers {
       else this.#state = { kind: 'off' };
       return;
     }
-    const sizeField = pythonNumber(block, 124, 136);
+    const size = fieldNumber(block, 124, 136);
     if (
-      sizeField === undefined ||
-      sizeField < 0n ||
-      sizeField > BigInt(Number.MAX_SAFE_INTEGER) ||
-      NUMBER_FIELDS.some(([from, to]) => pythonNumber(block, from, to) === undefined)
+      size === undefined ||
+      size < 0 ||
+      size > Number.MAX_SAFE_INTEGER ||
+      NUMBER_FIELDS.some(([from, to]) => fieldNumber(block, from, to) === undefined)
     ) {
       this.#unsure();
       return;
     }
-    const size = Number(sizeField);
     const type = String.fromCharCode(block[156] ?? 0);
     const rounded = size + padding(size);
     if (type === 'S') {
@@ -202,10 +206,10 @@ export class TarMembers {
       this.#unsure();
       return;
     }
-    const data = this.#contentCheck();
+    // An empty member gets no check of its own: a flood of them would cost one each.
     this.#state =
       skipped > 0
-        ? { kind: 'member', left: skipped, padding: padding(skipped), data, end: undefined }
+        ? { kind: 'member', left: skipped, padding: padding(skipped), data: this.#contentCheck(), end: undefined }
         : { kind: 'header' };
   }
 }
@@ -387,22 +391,50 @@ class PaxRecords implements Sink {
 }
 
 /** The header's checksums as tarfile counts them: bytes unsigned, and signed (Sun, NeXT). */
-function checksums(block: Buffer): [bigint, bigint] {
+function checksums(block: Buffer): [number, number] {
+  // The checksum field counts as eight spaces; a byte with its high bit set is 256 less signed.
   let unsigned = 256;
-  let signed = 256;
+  let high = 0;
   for (let i = 0; i < BLOCK; i++) {
-    if (i >= 148 && i < 156) continue;
-    const byte = block[i] ?? 0;
+    const byte = i >= 148 && i < 156 ? 0 : (block[i] ?? 0);
     unsigned += byte;
-    signed += byte >= 0x80 ? byte - 256 : byte;
+    high += byte >> 7;
   }
-  return [BigInt(unsigned), BigInt(signed)];
+  return [unsigned, unsigned - 256 * high];
 }
 
 /** A checksum field this parse rejects whose octal digits still spell a sum. */
-function looseChecksum(block: Buffer, sums: readonly bigint[]): boolean {
+function looseChecksum(block: Buffer, sums: readonly number[]): boolean {
   const digits = block.toString('latin1', 148, 156).replace(/[^0-7]/g, '');
-  return digits !== '' && sums.includes(BigInt(`0o${digits}`));
+  return digits !== '' && sums.includes(parseInt(digits, 8));
+}
+
+/**
+ * A number field as CPython's `nti` reads it (see {@link pythonNumber}), as a number: one past
+ * 2^53 comes out inexact but still past every checksum and size limit.
+ */
+function fieldNumber(block: Buffer, from: number, to: number): number | undefined {
+  const plain = plainOctal(block, from, to);
+  if (plain >= 0) return plain;
+  const value = pythonNumber(block, from, to);
+  return value === undefined ? undefined : Number(value);
+}
+
+/**
+ * A field of octal digits then spaces, up to a NUL or its end, as tarfile writes numbers, read
+ * without the general parse (eight fields a header, and a flood of empty members is a header
+ * per 512 bytes); -1 for any other field. Twelve digits at most: the value is exact.
+ */
+function plainOctal(block: Buffer, from: number, to: number): number {
+  let value = 0;
+  let at = from;
+  for (; at < to; at++) {
+    const byte = block[at] ?? 0;
+    if (byte < 0x30 || byte > 0x37) break;
+    value = value * 8 + (byte - 0x30);
+  }
+  while (at < to && block[at] === 0x20) at++;
+  return at === to || block[at] === 0 ? value : -1;
 }
 
 /**
@@ -442,7 +474,10 @@ function padding(size: number): number {
 
 /** The name field, after the prefix field (tarfile joins them for all but GNU types). */
 function nameOf(block: Buffer, type: string): string {
-  const field = (from: number, to: number) => block.toString('utf8', from, to).replace(/\0.*$/s, '');
+  const field = (from: number, to: number) => {
+    const nul = block.indexOf(0, from);
+    return block.toString('utf8', from, nul === -1 || nul > to ? to : nul);
+  };
   const name = field(0, 100);
   const prefix = type === 'L' || type === 'K' || type === 'S' ? '' : field(345, 500);
   return prefix === '' ? name : `${prefix}/${name}`;

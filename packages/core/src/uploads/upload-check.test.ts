@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
-import { tar } from '@fluxguard/test-support/archives';
+import { gzippedEmptyMembers, tar } from '@fluxguard/test-support/archives';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createUploadCheck, createUploadCheckGathering, type UploadCheckOptions } from './upload-check.js';
@@ -35,6 +35,24 @@ function upload(
     typeof outcome === 'string' ? outcome : [outcome.code, outcome.reason, JSON.stringify(outcome.details)];
   expect(said(oneByOne)).toEqual(said(gathered));
   return gathered;
+}
+
+/** How many turns the event loop took while `work` was pending: none when it ran in one piece. */
+async function loopTurnsWhile(work: Promise<unknown>): Promise<number> {
+  let turns = 0;
+  let pending = true;
+  const turn = (): void => {
+    if (!pending) return;
+    turns++;
+    setImmediate(turn);
+  };
+  setImmediate(turn);
+  try {
+    await work;
+  } finally {
+    pending = false;
+  }
+  return turns;
 }
 
 // Python's pickle.dumps({'a': 1}, protocol=4), and a ZIP whose first entry is archive/data.pkl (PyTorch).
@@ -757,6 +775,29 @@ describe('createUploadCheck, compressed uploads', () => {
       for (let i = 0; i < bomb.length; i += size) check.update(bomb.subarray(i, i + size));
       expect(check.finish()).toBe(sha(bomb));
     }
+  });
+
+  it('checks a chunk in slices with other work run between them, refusing as update does, until the signal aborts', async () => {
+    // A header to read every 512 bytes inflated: the content that costs the check most per byte sent.
+    const flood = gzippedEmptyMembers(20_000);
+    const slices = Math.ceil(flood.length / (64 * 1024));
+    expect(slices).toBeGreaterThan(8);
+    const sliced = createUploadCheck().begin({ name: 'data.tar.gz', sha256: sha(flood) });
+    expect(await loopTurnsWhile(sliced.updateInSlices(flood))).toBeGreaterThanOrEqual(slices / 2);
+    expect(sliced.finish()).toBe(sha(flood));
+
+    const hidden = gzippedEmptyMembers(20_000, [{ name: 'weights.bin', data: IMPORTING }]);
+    const refused = createUploadCheck().begin({ name: 'data.tar.gz', sha256: sha(hidden) });
+    await expect(refused.updateInSlices(hidden)).rejects.toMatchObject({ reason: 'content_refused' });
+
+    const deadline = new AbortController();
+    const stopped = createUploadCheck().begin({ name: 'data.tar.gz', sha256: sha(hidden) });
+    const checking = stopped.updateInSlices(hidden, deadline.signal);
+    const reason = new Error('deadline');
+    setImmediate(() => {
+      deadline.abort(reason);
+    });
+    await expect(checking).rejects.toBe(reason);
   });
 
   it('refuses content that inflates past the ratio while a tar in it is read, the pickle behind it included', () => {
