@@ -83,6 +83,7 @@ export {
   answerWaiting,
   blameUnfinishedRequest,
   blameUnreadAnswer,
+  type FinishedRequest,
   type UnreadRequest,
   type AnswerAfterProbe,
 } from './timeouts/deadline-blame.js';

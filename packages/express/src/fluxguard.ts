@@ -19,6 +19,7 @@ import {
   checkRouting,
   inFrontOf,
   pipelineRunner,
+  requestEnd,
   unreadBody,
   type PipelineRunner,
   type RefusalAnswer,
@@ -192,7 +193,7 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     // A deadline while the client was still sending, nothing of it left unread for long, is
     // its doing.
     handleErrors(
-      blameUnfinishedRequest(error, req.complete, unreadBody(req)),
+      blameUnfinishedRequest(error, requestEnd(req), unreadBody(req)),
       req as Request,
       res as Response,
       ignoreNext,

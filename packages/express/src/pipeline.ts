@@ -23,6 +23,7 @@ import {
   isIdentityCurrent,
   missingContextError,
   toPublicError,
+  type FinishedRequest,
   type UnreadRequest,
 } from '@fluxguard/core/adapter';
 import { standInCall, stateOf, writeControlHeaders } from './context.js';
@@ -471,13 +472,21 @@ class BodyInspector {
     this.#state = state;
     const onChunk: Push = (chunk, encoding) => this.#onChunk(chunk, encoding);
     if (upstream === undefined) {
-      const arrival: Arrival = { unreadSince: 0 };
+      const arrival: Arrival = { startedAt: Date.now(), unreadSince: 0, heldSince: 0, heldMs: 0, endedAt: 0 };
       const push = req.push.bind(req);
       // A chunk that lands in an empty buffer is the oldest unread one until the reader has
       // taken everything: how long it waited tells a stuck handler from a late burst.
       this.#push = (chunk, encoding) => {
-        if (chunk !== null && req.readableLength === 0) arrival.unreadSince = Date.now();
-        return push(chunk, encoding);
+        if (arrival.heldSince !== 0) {
+          arrival.heldMs += Date.now() - arrival.heldSince;
+          arrival.heldSince = 0;
+        }
+        if (chunk === null) arrival.endedAt = Date.now();
+        else if (req.readableLength === 0) arrival.unreadSince = Date.now();
+        const more = push(chunk, encoding);
+        // A full buffer: Node's parser reads no more from the socket until the handler takes some.
+        if (!more && chunk !== null) arrival.heldSince = Date.now();
+        return more;
       };
       this.#arrival = arrival;
       req.push = onChunk;
@@ -494,6 +503,12 @@ class BodyInspector {
     const req = this.#req;
     const bytes = req.readableLength;
     return { bytes, forMs: bytes === 0 ? 0 : Date.now() - this.#arrival.unreadSince, limit: req.readableHighWaterMark };
+  }
+
+  /** When the body ended, and how long the handler held the client back; true when its end came unseen. */
+  finished(): FinishedRequest | true {
+    const { startedAt, endedAt, heldMs } = this.#arrival;
+    return endedAt === 0 ? true : { forMs: Date.now() - endedAt, sendingMs: endedAt - startedAt, heldMs };
   }
 
   /** Checks the held chunks with the hooks; `false` when one of them was refused. */
@@ -588,7 +603,25 @@ class BodyInspector {
 }
 
 interface Arrival {
+  /** When the pipeline took the request. */
+  readonly startedAt: number;
   unreadSince: number;
+  /** Since when the buffer has been full (0: it is not), and how long it was full before. */
+  heldSince: number;
+  heldMs: number;
+  /** When the body's end came (0: not yet). */
+  endedAt: number;
+}
+
+/**
+ * Whether `req` has its whole body, and then when it ended and how long the handler held the
+ * client back (see `blameUnfinishedRequest`); only `true` when no pipeline saw the end.
+ *
+ * @internal
+ */
+export function requestEnd(req: IncomingMessage): FinishedRequest | boolean {
+  if (!req.complete) return false;
+  return inspectors.get(req)?.finished() ?? true;
 }
 
 /**

@@ -8,13 +8,14 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express, { type Request } from 'express';
 import { UNREAD_REQUEST_MS } from '@fluxguard/core/adapter';
-import { isRequestUnreadLine } from '@fluxguard/test-support/log-lines';
+import { isRequestLateLine, isRequestUnreadLine } from '@fluxguard/test-support/log-lines';
 import { fluxguard } from './index.js';
 import { captureAudit, serve, type Served } from './testing/tls.js';
 
 const DEADLINE_MS = 1_500;
 const IDLE_MS = 500;
 const BURST = 4 * 1024 * 1024;
+const HOLD_MS = 1_100;
 
 const audit = captureAudit();
 let served: Served;
@@ -47,6 +48,15 @@ beforeAll(async () => {
   });
   app.put(['/read-first', '/idle/read-first'], readFirst);
   app.put(['/read-nothing', '/idle/read-nothing'], () => undefined);
+  // Reads the whole body as it comes, then never answers.
+  app.put('/reads-all', async (req) => {
+    for await (const _chunk of req);
+  });
+  // Reads nothing for a while, so that the client cannot send, then the whole body; never answers.
+  app.put('/holds-then-reads', async (req) => {
+    await delay(HOLD_MS);
+    for await (const _chunk of req);
+  });
   app.use(after);
   served = await serve(app);
 });
@@ -61,8 +71,8 @@ interface Send {
 }
 
 /**
- * A PUT declaring `length` bytes, whose body goes out as `sends` say (ms after the head) and
- * never in full; resolves with the status of the answer, or 0 when the connection ended
+ * A PUT declaring `length` bytes, whose body goes out as `sends` say (ms after the head), in
+ * full only if they add up to `length`; resolves with the status of the answer, or 0 when the connection ended
  * without one.
  */
 function unfinishedUpload(path: string, requestId: string, length: number, sends: readonly Send[]): Promise<number> {
@@ -178,5 +188,28 @@ describe('a deadline or idle limit while the client is still sending its body', 
     await expect
       .poll(() => linesOf('slow-sender'))
       .toMatchObject([{ event: 'request.denied', level: 40, reason: 'request_unfinished' }]);
+  });
+});
+
+describe('a deadline just after the client finished sending its body', () => {
+  it('blames the client when its body ended less than a second before the deadline, the handler keeping up', async () => {
+    const status = await unfinishedUpload('/reads-all', 'ended-late', 1_000, [
+      { atMs: 0, bytes: 16 },
+      { atMs: DEADLINE_MS - 200, bytes: 984 },
+    ]);
+    expect(status).toBe(408);
+    await expect
+      .poll(() => linesOf('ended-late').map((line) => isRequestLateLine(line, UNREAD_REQUEST_MS)))
+      .toEqual([true]);
+  });
+
+  it.each([
+    ['ended in time for the handler', 'ended-early', '/reads-all', 1_000],
+    ['ended late because the handler held it back', 'held-back', '/holds-then-reads', BURST],
+  ])('keeps the deadline the server’s for a body that %s', async (_label, requestId, path, length) => {
+    expect(DEADLINE_MS - HOLD_MS).toBeLessThan(UNREAD_REQUEST_MS);
+    const status = await unfinishedUpload(path, requestId, length, [{ atMs: 0, bytes: length }]);
+    expect(status).toBe(504);
+    await expect.poll(() => linesOf(requestId)).toMatchObject([{ level: 50, reason: 'deadline_exceeded' }]);
   });
 });

@@ -236,6 +236,16 @@ class SafeErrorsCall extends ForwardingCall {
    * so bytes waiting in the stream have waited at most this long for the handler.
    */
   #handedAt = -1;
+  /**
+   * Since when the handler has not asked for a message (the call's start, or the last message
+   * handed to it; 0 while it asks), and how long in all it did not while what the client sent
+   * filled the stream's buffer, so HTTP/2 flow control held the client back. See
+   * `FinishedRequest`, with when the half-close came (0: not yet).
+   */
+  readonly #startedAt = Date.now();
+  #notAskingSince = this.#startedAt;
+  #heldMs = 0;
+  #endedAt = 0;
   /** The HTTP/2 stream of the call, when the call below is grpc-js's own (safeErrors is first). */
   readonly #stream: ServerHttp2Stream | undefined;
   /** grpc-js's own `sendStatus` of the call below, for the statuses this layer sends. */
@@ -386,6 +396,11 @@ class SafeErrorsCall extends ForwardingCall {
   }
 
   override startRead(): void {
+    const stream = this.#stream;
+    if (this.#notAskingSince !== 0 && stream !== undefined && stream.readableLength >= stream.readableHighWaterMark) {
+      this.#heldMs += Date.now() - this.#notAskingSince;
+    }
+    this.#notAskingSince = 0;
     this.#handedAt = 0;
     this.below.startRead();
   }
@@ -396,13 +411,14 @@ class SafeErrorsCall extends ForwardingCall {
       this.#grpcCall?.sendFailure(new SecurityError('invalid_argument', { reason: 'message_unparsable' }));
       return;
     }
-    this.#handedAt = Date.now();
+    this.#handedAt = this.#notAskingSince = Date.now();
     if (this.#downstream === undefined) this.passMessage(message);
     else this.#downstream.onReceiveMessage(message);
   }
 
   protected receiveHalfClose(): void {
     if (this.#grpcCall !== undefined) this.#grpcCall.requestFinished = true;
+    this.#endedAt = Date.now();
     if (this.#downstream === undefined) this.passHalfClose();
     else this.#downstream.onReceiveHalfClose();
   }
@@ -491,11 +507,18 @@ class SafeErrorsCall extends ForwardingCall {
 
   /**
    * A deadline that came while the client was still sending (no half-close yet) and nothing
-   * it sent waited long unread in the stream: the client's doing (`request_unfinished`).
+   * it sent waited long unread in the stream, or just after its half-close with the handler
+   * keeping up: the client's doing (`request_unfinished`, `request_late`).
    */
   #blameUnfinished(error: SecurityError): SecurityError {
     const stream = this.#stream;
-    const finished = this.#grpcCall?.requestFinished === true;
+    const finished =
+      this.#grpcCall?.requestFinished === true &&
+      (this.#endedAt === 0 || {
+        forMs: Date.now() - this.#endedAt,
+        sendingMs: this.#endedAt - this.#startedAt,
+        heldMs: this.#heldMs,
+      });
     if (stream === undefined) return blameUnfinishedRequest(error, finished, 0);
     const handedAt = this.#handedAt;
     const bytes = stream.readableLength;

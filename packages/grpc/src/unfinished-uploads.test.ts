@@ -8,7 +8,7 @@ import { type ClientHttp2Session } from 'node:http2';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UNREAD_REQUEST_MS } from '@fluxguard/core/adapter';
-import { isRequestUnreadLine } from '@fluxguard/test-support/log-lines';
+import { isRequestLateLine, isRequestUnreadLine } from '@fluxguard/test-support/log-lines';
 import { addService, fluxguardInterceptors } from './index.js';
 import { captureAudit, startServer, testService, unaryAnswering, type Started } from './testing/harness.js';
 import { grpcFrame, openRawSession } from './testing/raw-http2.js';
@@ -18,6 +18,7 @@ const IDLE_MS = 500;
 const MESSAGE = grpcFrame(Buffer.from(JSON.stringify({ d: 'a'.repeat(16 * 1024) })));
 /** 4 MiB of messages in one write. */
 const BURST = Buffer.concat(Array.from({ length: 256 }, () => MESSAGE));
+const HOLD_MS = 1_100;
 
 const audit = captureAudit();
 let started: Started;
@@ -33,6 +34,14 @@ async function startWith(timeouts: { idleMs: number }): Promise<Started> {
         ...unaryAnswering({}),
         // Takes every message, each after a short wait (a write to a slow destination).
         ClientStream: async (call, callback) => {
+          const reads = call.metadata.get('x-reads')[0];
+          // Reads every message as it comes, or only after a while (the client cannot send
+          // meanwhile); never answers.
+          if (reads === 'all' || reads === 'later') {
+            if (reads === 'later') await delay(HOLD_MS);
+            for await (const _message of call);
+            return;
+          }
           try {
             for await (const _message of call) await delay(15);
             callback(null, {});
@@ -65,14 +74,14 @@ afterAll(async () => {
 });
 
 /**
- * A call of `path` that never half-closes, whose messages go out as `sends` say (ms after its
- * head); resolves once the server has ended it.
+ * A call of `path` whose messages go out as `sends` say (ms after its head), never half-closed
+ * but by a send that says `end`; resolves once the server has ended it.
  */
 async function unfinishedCall(
   limit: 'deadline' | 'idle',
   path: string,
   requestId: string,
-  sends: readonly { atMs: number; data: Buffer }[],
+  sends: readonly { atMs: number; data: Buffer; end?: boolean }[],
   reads = 'first',
 ): Promise<void> {
   const stream = sessions[limit].request({
@@ -85,9 +94,11 @@ async function unfinishedCall(
   });
   stream.on('error', () => undefined);
   stream.resume();
-  const timers = sends.map(({ atMs, data }) =>
+  const timers = sends.map(({ atMs, data, end = false }) =>
     setTimeout(() => {
-      if (!stream.destroyed) stream.write(data);
+      if (stream.destroyed) return;
+      if (end) stream.end(data);
+      else stream.write(data);
     }, atMs),
   );
   try {
@@ -181,5 +192,38 @@ describe('a deadline or idle limit while the client is still sending its message
     await expect
       .poll(() => linesOf('slow-sender'))
       .toMatchObject([{ event: 'request.denied', level: 40, reason: 'request_unfinished' }]);
+  });
+});
+
+describe('a deadline just after the client half-closed', () => {
+  it('blames the client when it half-closed less than a second before the deadline, the handler keeping up', async () => {
+    await unfinishedCall(
+      'deadline',
+      testService.ClientStream.path,
+      'ended-late',
+      [
+        { atMs: 0, data: MESSAGE },
+        { atMs: DEADLINE_MS - 200, data: MESSAGE, end: true },
+      ],
+      'all',
+    );
+    await expect
+      .poll(() => linesOf('ended-late').map((line) => isRequestLateLine(line, UNREAD_REQUEST_MS)))
+      .toEqual([true]);
+  });
+
+  it.each([
+    ['half-closed in time for the handler', 'ended-early', 'all'],
+    ['half-closed late because the handler held it back', 'held-back', 'later'],
+  ])('keeps the deadline the server’s for a call that %s', async (_label, requestId, reads) => {
+    expect(DEADLINE_MS - HOLD_MS).toBeLessThan(UNREAD_REQUEST_MS);
+    await unfinishedCall(
+      'deadline',
+      testService.ClientStream.path,
+      requestId,
+      [{ atMs: 0, data: BURST, end: true }],
+      reads,
+    );
+    await expect.poll(() => linesOf(requestId)).toMatchObject([{ level: 50, reason: 'deadline_exceeded' }]);
   });
 });

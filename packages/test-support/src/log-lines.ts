@@ -111,3 +111,23 @@ export function isRequestUnreadLine(line: Record<string, unknown> | undefined, b
     Date.parse(String(line.time)) < before
   );
 }
+
+/**
+ * Whether `line` is the refusal line of a call whose deadline came less than `withinMs` after
+ * its client finished sending (reason `request_late`, with how long before).
+ *
+ * @example
+ * ```ts
+ * await expect.poll(() => lines.map((l) => isRequestLateLine(l, 1_000))).toEqual([true]);
+ * ```
+ */
+export function isRequestLateLine(line: Record<string, unknown> | undefined, withinMs: number): boolean {
+  const detail = line?.detail as Record<string, unknown> | undefined;
+  return (
+    line?.event === 'request.denied' &&
+    line.level === 40 &&
+    line.reason === 'request_late' &&
+    typeof detail?.msSinceRequestEnd === 'number' &&
+    detail.msSinceRequestEnd < withinMs
+  );
+}

@@ -3,11 +3,15 @@ import { isSecurityError, type SecurityErrorDetails, type SecurityErrorReason } 
 
 /**
  * A deadline that passed while the client was still sending its request (stalled, or too slow
- * for its deadline) is the client's doing: HTTP answers it `408 Request Timeout`, not the
+ * for its deadline), or just after it finished, is the client's doing: HTTP answers it `408 Request Timeout`, not the
  * table's `504`, which monitoring counts as the server's fault. The code stays
  * `deadline_exceeded` (and gRPC's status `DEADLINE_EXCEEDED`), so a client reads it the same.
  */
-const CLIENT_TOO_SLOW: ReadonlySet<SecurityErrorReason | undefined> = new Set(['inbound_idle', 'request_unfinished']);
+const CLIENT_TOO_SLOW: ReadonlySet<SecurityErrorReason | undefined> = new Set([
+  'inbound_idle',
+  'request_unfinished',
+  'request_late',
+]);
 const REQUEST_TIMEOUT: ErrorCodeEntry = Object.freeze({
   ...ERROR_CODES.deadline_exceeded,
   httpStatus: 408,
@@ -35,7 +39,8 @@ export interface PublicError {
   readonly grpcStatus: number;
   /**
    * The HTTP status of `code`; `408` for a `deadline_exceeded` that came while the client was
-   * still sending its request (reasons `inbound_idle`, `request_unfinished`).
+   * still sending its request, or had only just finished (reasons `inbound_idle`,
+   * `request_unfinished`, `request_late`).
    */
   readonly httpStatus: number;
   /** The RFC 9457 title for HTTP, the standard text of `httpStatus`. */
@@ -49,7 +54,8 @@ export interface PublicError {
  * code, public message and safe details; anything else (an `Error` from a library, an errno
  * from the file system, a string) becomes `internal` with the generic text, whatever it says.
  * The statuses are the error table's, but for a `deadline_exceeded` with reason `inbound_idle`
- * or `request_unfinished` (the client was still sending its request): HTTP `408`, not `504`.
+ * `request_unfinished` or `request_late` (the client was still sending its request, or had
+ * only just finished): HTTP `408`, not `504`.
  *
  * @example
  * ```ts

@@ -45,7 +45,9 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   header other than `100-continue`, answered before the application sees the request).
  * - Both: `answer_unread` (a deadline that ended a call while its answer waited for the client
  *   to read it; see `blameUnreadAnswer`), `request_unfinished` (a deadline that came while
- *   the client was still sending its request; see `blameUnfinishedRequest`) and
+ *   the client was still sending its request; see `blameUnfinishedRequest`), `request_late` (a
+ *   deadline less than a second after the client finished sending, the handler having kept
+ *   up with it) and
  *   `request_unread` (a deadline or idle limit that came while what the client sent had waited
  *   a second or more for a handler that stopped reading it: a server failure).
  *
@@ -87,6 +89,7 @@ export type TransportReason =
   // both adapters
   | 'answer_unread'
   | 'request_unfinished'
+  | 'request_late'
   | 'request_unread';
 
 /**

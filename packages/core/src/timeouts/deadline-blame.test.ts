@@ -88,6 +88,36 @@ describe('blameUnfinishedRequest', () => {
     },
   );
 
+  it.each([
+    [0, 1_500, 0],
+    [8, 29_992, 0],
+    [UNREAD_REQUEST_MS - 1, 60_000, 20_000],
+    [150, 300, 100],
+  ])(
+    'blames a client whose request ended %i ms before the deadline, %i ms after the start, %i ms of it held back',
+    (forMs, sendingMs, heldMs) => {
+      const blamed = blameUnfinishedRequest(deadline, { forMs, sendingMs, heldMs }, 0);
+      expect(blamed).toMatchObject({ code: 'deadline_exceeded', reason: 'request_late' });
+      expect(blamed.auditFields).toEqual({ msSinceRequestEnd: forMs });
+    },
+  );
+
+  it.each([
+    ['a second or more before the deadline', UNREAD_REQUEST_MS, 60_000, 0],
+    ['at the start of a short deadline (a unary call)', 299, 1, 0],
+    ['late because the handler held it back', 350, 1_150, 1_100],
+    ['halfway through a short deadline', 150, 150, 0],
+  ])('keeps the deadline the server’s for a request that ended %s', (_label, forMs, sendingMs, heldMs) => {
+    expect(blameUnfinishedRequest(deadline, { forMs, sendingMs, heldMs }, 0)).toBe(deadline);
+  });
+
+  it('keeps a client’s own deadline and an idle limit as they are after the request’s end', () => {
+    const own = new SecurityError('deadline_exceeded', { reason: 'client_deadline' });
+    const late = { forMs: 5, sendingMs: 10_000, heldMs: 0 };
+    expect(blameUnfinishedRequest(own, late, 0)).toBe(own);
+    expect(blameUnfinishedRequest(idle, late, 0)).toBe(idle);
+  });
+
   it('leaves a client’s own deadline its own when anything it sent waits, stuck handler or not', () => {
     const own = new SecurityError('deadline_exceeded', { reason: 'client_deadline' });
     expect(blameUnfinishedRequest(own, false, unread(LIMIT, 60_000))).toBe(own);

@@ -120,8 +120,30 @@ export interface UnreadRequest {
 }
 
 /**
+ * What a transport can tell of a request the client has sent whole (the end of the body, or
+ * the half-close), for {@link blameUnfinishedRequest}.
+ *
+ * @example
+ * ```ts
+ * import type { FinishedRequest } from '@fluxguard/core/adapter';
+ * const finished: FinishedRequest = { forMs: Date.now() - endedAt, sendingMs: endedAt - startedAt, heldMs };
+ * ```
+ */
+export interface FinishedRequest {
+  /** How long ago, in ms, its end arrived. */
+  readonly forMs: number;
+  /** How long, in ms, from the call's start to the request's end. */
+  readonly sendingMs: number;
+  /**
+   * How long, in ms all told, the handler held the client back while it sent: the bytes it had
+   * sent filled what the transport holds for the handler, so the transport took no more.
+   */
+  readonly heldMs: number;
+}
+
+/**
  * What to record for a deadline or an idle limit that ended a call before the client had sent
- * its whole request (no end of the body, no half-close).
+ * its whole request (no end of the body, no half-close), or just after.
  *
  * - Bytes it sent fill what the transport holds for the handler (`unread.limit`), so the client
  *   could not send more, and they have waited {@link UNREAD_REQUEST_MS} or more (for an idle
@@ -133,6 +155,12 @@ export interface UnreadRequest {
  *   transport holds (a client that sends a few bytes and stops was free to send more, whether
  *   the handler reads or not). A deadline is reason `request_unfinished`, logged as a refusal
  *   like an upload that stalls; an idle limit stays `inbound_idle`.
+ * - A server deadline less than {@link UNREAD_REQUEST_MS} after the request's end, which left
+ *   the handler less time than the client took to send it (held back by the handler or not):
+ *   the client's slowness used the time up, reason `request_late`, logged as a refusal.
+ *   Otherwise the handler had its time, or slowed the sending itself: the deadline stays the
+ *   server's. A client that finished a slow upload a few ms before its deadline made `504` and
+ *   an error line at will before.
  * - A client's own deadline (`client_deadline`) is its budget whatever the handler did, and
  *   stays as it is, unless nothing the client sent was waiting: then `request_unfinished`.
  *
@@ -151,9 +179,10 @@ export interface UnreadRequest {
  */
 export function blameUnfinishedRequest(
   error: SecurityError,
-  requestFinished: boolean,
+  requestFinished: boolean | FinishedRequest,
   unread: number | UnreadRequest,
 ): SecurityError {
+  if (typeof requestFinished === 'object') return blameLateRequest(error, requestFinished);
   const idle = error.reason === 'inbound_idle';
   if (requestFinished || !(idle || isDeadline(error))) return error;
   const waiting = typeof unread === 'number' ? { bytes: unread, forMs: Infinity, limit: 1 } : unread;
@@ -168,6 +197,12 @@ export function blameUnfinishedRequest(
     });
   }
   return idle ? error : unfinished();
+}
+
+/** A server deadline just after the request's end, the handler not to blame for its lateness: the client's. */
+function blameLateRequest(error: SecurityError, { forMs, sendingMs, heldMs }: FinishedRequest): SecurityError {
+  if (error.reason !== 'deadline_exceeded' || forMs >= UNREAD_REQUEST_MS || forMs >= sendingMs - heldMs) return error;
+  return new SecurityError('deadline_exceeded', { reason: 'request_late', auditFields: { msSinceRequestEnd: forMs } });
 }
 
 /** Whether the handler, not reading, kept the client from sending (see {@link blameUnfinishedRequest}). */
