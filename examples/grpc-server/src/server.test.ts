@@ -293,6 +293,22 @@ describe('reference gRPC server', () => {
     expect(empty.status.code).toBe(Status.INVALID_ARGUMENT);
   });
 
+  it('refuses a second header and a message with no part after the header, each by its own reason', async () => {
+    const header = { header: { path: 'models/parts.bin', sha256: sha256('x') } };
+    const cases = [
+      ['example-header-twice', header, 'app.upload_header_repeated'],
+      ['example-empty-part', {}, 'app.upload_part_missing'],
+    ] as const;
+    for (const [requestId, second, reason] of cases) {
+      const metadata = new Metadata();
+      metadata.set('x-request-id', requestId);
+      const result = await clientStream(client, method(store, 'UploadArtifact'), [header, second], metadata);
+      expect(result.status.code).toBe(Status.INVALID_ARGUMENT);
+      expect(result.status.metadata.get('x-fluxguard-field')).toEqual(['chunk']);
+      await expect.poll(() => logLines().filter((l) => l.requestId === requestId)).toMatchObject([{ reason }]);
+    }
+  });
+
   it('refuses path traversal', async () => {
     const result = await unary(client, method(store, 'GetArtifact'), { path: '../../etc/passwd' });
     expect(result.status.code).toBe(Status.INVALID_ARGUMENT);

@@ -289,9 +289,10 @@ function artifactStoreHandlers(
           if (next.done === true) return;
           const { part, chunk } = next.value;
           if (part !== 'chunk' || chunk === undefined) {
+            // A second header, or a message with neither part set.
             throw new SecurityError('invalid_argument', {
               details: { field: 'chunk' },
-              reason: 'app.upload_header_repeated',
+              reason: part === 'header' ? 'app.upload_header_repeated' : 'app.upload_part_missing',
             });
           }
           yield chunk;
