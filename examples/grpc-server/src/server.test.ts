@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
@@ -23,6 +23,7 @@ import { loadSync } from '@grpc/proto-loader';
 import { ConfigurationError, createAuditLogger, type AuditLogger } from '@fluxguard/core';
 import { createClientCredentials, defaultDeadline } from '@fluxguard/grpc';
 import {
+  DEFAULT_POLICY_FILE,
   PROTO_PATH,
   loadReferenceSecurity,
   signDevToken,
@@ -523,6 +524,67 @@ describe('GetArtifact answers within a byte budget', () => {
 });
 
 describe('health Watch', () => {
+  /** A watch of the server's health: its messages and how it ended. */
+  async function watchHealth(address: string, deadline?: number): Promise<{ messages: Json[]; status: StatusObject }> {
+    const watcher = tlsClient(address, false);
+    try {
+      const watch = method(health, 'Watch');
+      const call = watcher.makeServerStreamRequest(
+        watch.path,
+        watch.requestSerialize,
+        watch.responseDeserialize,
+        { service: '' },
+        new Metadata(),
+        deadline === undefined ? {} : { deadline },
+      );
+      const messages: Json[] = [];
+      call.on('data', (m: Json) => messages.push(m));
+      call.on('error', () => undefined);
+      const status = await new Promise<StatusObject>((resolve) => call.on('status', resolve));
+      return { messages, status };
+    } finally {
+      watcher.close();
+    }
+  }
+
+  it('ends a watch with OK a moment before the server’s deadline, and leaves a deadline the client chose to it', async () => {
+    // The server's deadline for a watch, 1.4 s here (15 minutes in the reference policy): the
+    // test client's 15 s deadline is brought down to it.
+    const policy = JSON.parse(readFileSync(DEFAULT_POLICY_FILE, 'utf8')) as {
+      timeouts: { rules: { operation: string; defaultMs?: number; maxMs?: number }[] };
+    };
+    for (const rule of policy.timeouts.rules) {
+      if (rule.operation === '/grpc.health.v1.Health/Watch') Object.assign(rule, { defaultMs: 1_400, maxMs: 1_400 });
+    }
+    const policyFile = join(base, 'short-watch.policy.json');
+    writeFileSync(policyFile, JSON.stringify(policy));
+    const watchLines: { level?: number; operation?: string }[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) {
+          const parsed = JSON.parse(line) as { level?: number; operation?: string };
+          if (parsed.operation === '/grpc.health.v1.Health/Watch') watchLines.push(parsed);
+        }
+        callback();
+      },
+    });
+    const own = await startOwn(createAuditLogger({ destination }), { FLUXGUARD_POLICY: policyFile });
+    try {
+      const watches = await Promise.all([watchHealth(own.address), watchHealth(own.address)]);
+      for (const { messages, status } of watches) {
+        expect(status.code).toBe(Status.OK);
+        expect(messages).toEqual([{ status: 'SERVING' }]);
+      }
+      // Nothing logged as a failure, nor as a refusal: the watches ended as the protocol lets them.
+      expect(watchLines).toEqual([]);
+      // A client's own deadline, within the server's, ends its watch as it asked.
+      const own600 = await watchHealth(own.address, Date.now() + 600);
+      expect(own600.status.code).toBe(Status.DEADLINE_EXCEEDED);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('sends SERVING, then NOT_SERVING and ends when the server shuts down', async () => {
     const own = await startOwn(createAuditLogger({ level: 'silent' }));
     const watcher = tlsClient(own.address, false);

@@ -336,6 +336,9 @@ async function write<T>(call: ServerWritableStream<unknown, T>, message: T, sign
   if (!call.write(message)) await once(call, 'drain', { signal });
 }
 
+/** How long before the server's deadline a health watch is ended with OK. */
+const WATCH_END_MARGIN_MS = 1_000;
+
 /** Health: SERVING for the server as a whole (`""`) and for ArtifactStore; public. */
 function healthHandlers() {
   const known = new Set(['', ARTIFACT_STORE_SERVICE, 'grpc.health.v1.Health']);
@@ -353,7 +356,29 @@ function healthHandlers() {
       // once, to NOT_SERVING when it shuts down.
       call.write({ status: known.has(call.request.service) ? serving : 'SERVICE_UNKNOWN' });
       watchers.add(call);
-      getSignal(call).addEventListener('abort', () => watchers.delete(call), { once: true });
+      // Ended with OK a moment before the server's deadline, as the protocol lets a server end a
+      // watch (the client watches again): ended by the deadline, every watch was logged as a
+      // server failure, an error line any client could make without a credential. A deadline the
+      // client chose is its own.
+      const { deadline } = getCallContext(call);
+      const ending =
+        deadline !== undefined && deadline < Number(call.getDeadline())
+          ? setTimeout(
+              () => {
+                watchers.delete(call);
+                call.end();
+              },
+              Math.max(0, deadline - Date.now() - WATCH_END_MARGIN_MS),
+            )
+          : undefined;
+      getSignal(call).addEventListener(
+        'abort',
+        () => {
+          clearTimeout(ending);
+          watchers.delete(call);
+        },
+        { once: true },
+      );
     },
   };
   return {
