@@ -295,7 +295,7 @@ describe('reference gRPC server', () => {
   });
 
   it('refuses a second header and a message with no part after the header, each by its own reason', async () => {
-    const header = { header: { path: 'models/parts.bin', sha256: sha256('x') } };
+    const header = { header: { path: 'models/parts.bin', sha256: sha256(Buffer.from('x')) } };
     const cases = [
       ['example-header-twice', header, 'app.upload_header_repeated'],
       ['example-empty-part', {}, 'app.upload_part_missing'],
