@@ -488,6 +488,17 @@ class BodyInspector {
         if (!more && chunk !== null) arrival.heldSince = Date.now();
         return more;
       };
+      // Node's parser reads the socket again once the reader asks for more: the client is held
+      // back no longer. (Until the next push instead, a client that filled the buffer once and
+      // then paused had its own pause counted as the handler's.)
+      const read = req._read.bind(req);
+      req._read = (size) => {
+        if (arrival.heldSince !== 0) {
+          arrival.heldMs += Date.now() - arrival.heldSince;
+          arrival.heldSince = 0;
+        }
+        read(size);
+      };
       this.#arrival = arrival;
       req.push = onChunk;
     } else {

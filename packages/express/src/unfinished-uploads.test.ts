@@ -3,7 +3,8 @@
 // handler, even if a burst it sent a moment before the deadline still sits in the request
 // stream; the handler (504, an error line, reason `request_unread`) when bytes have waited
 // unread for a second or more, or through the whole idle pause, because it stopped reading.
-import { connect } from 'node:net';
+import { IncomingMessage } from 'node:http';
+import { Socket, connect } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express, { type Request } from 'express';
@@ -200,6 +201,20 @@ describe('a deadline just after the client finished sending its body', () => {
     expect(status).toBe(408);
     await expect
       .poll(() => linesOf('ended-late').map((line) => isRequestLateLine(line, UNREAD_REQUEST_MS)))
+      .toEqual([true]);
+  });
+
+  it('blames the client whose first write filled the request’s buffer, taken at once, and who then paused', async () => {
+    // Exactly what the request's buffer holds, in one write: Node's parser stops reading the
+    // socket for a moment only, and the pause after it is the client's, not the handler's.
+    const first = new IncomingMessage(new Socket()).readableHighWaterMark;
+    const status = await unfinishedUpload('/reads-all', 'filled-then-paused', first + 100, [
+      { atMs: 0, bytes: first },
+      { atMs: DEADLINE_MS - 200, bytes: 100 },
+    ]);
+    expect(status).toBe(408);
+    await expect
+      .poll(() => linesOf('filled-then-paused').map((line) => isRequestLateLine(line, UNREAD_REQUEST_MS)))
       .toEqual([true]);
   });
 

@@ -212,8 +212,9 @@ const DEFAULTS: Readonly<Required<Omit<AuditLoggerOptions, 'destination' | 'logg
 /**
  * Refusals with a server-side code that the client brings about: a caller over its share of
  * the calls in flight, a stream that stalls, a request never finished or not sent whole by the
- * deadline (or only just before it), an answer not read by it, a deadline the client chose itself. They are written (and
- * folded) like any other refusal, not as errors with a stack: any client can make them at will.
+ * deadline (or only just before it), an answer not read by it, a deadline the client chose
+ * itself. They are written (and folded) like any other refusal, not as errors with a stack:
+ * any client can make them at will.
  */
 const CLIENT_CAUSED: ReadonlySet<string> = new Set([
   'concurrency_limit',
