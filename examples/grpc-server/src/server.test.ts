@@ -524,8 +524,11 @@ describe('GetArtifact answers within a byte budget', () => {
 });
 
 describe('health Watch', () => {
-  /** A watch of the server's health: its messages and how it ended. */
-  async function watchHealth(address: string, deadline?: number): Promise<{ messages: Json[]; status: StatusObject }> {
+  /** A watch of the server's health: its messages and how it ended; `onMessage` sees each as it comes. */
+  async function watchHealth(
+    address: string,
+    { deadline, onMessage }: { deadline?: number; onMessage?: (messages: Json[]) => void } = {},
+  ): Promise<{ messages: Json[]; status: StatusObject }> {
     const watcher = tlsClient(address, false);
     try {
       const watch = method(health, 'Watch');
@@ -538,7 +541,10 @@ describe('health Watch', () => {
         deadline === undefined ? {} : { deadline },
       );
       const messages: Json[] = [];
-      call.on('data', (m: Json) => messages.push(m));
+      call.on('data', (m: Json) => {
+        messages.push(m);
+        onMessage?.(messages);
+      });
       call.on('error', () => undefined);
       const status = await new Promise<StatusObject>((resolve) => call.on('status', resolve));
       return { messages, status };
@@ -578,7 +584,7 @@ describe('health Watch', () => {
       // Nothing logged as a failure, nor as a refusal: the watches ended as the protocol lets them.
       expect(watchLines).toEqual([]);
       // A client's own deadline, within the server's, ends its watch as it asked.
-      const own600 = await watchHealth(own.address, Date.now() + 600);
+      const own600 = await watchHealth(own.address, { deadline: Date.now() + 600 });
       expect(own600.status.code).toBe(Status.DEADLINE_EXCEEDED);
     } finally {
       await own.close();
@@ -587,31 +593,15 @@ describe('health Watch', () => {
 
   it('sends SERVING, then NOT_SERVING and ends when the server shuts down', async () => {
     const own = await startOwn(createAuditLogger({ level: 'silent' }));
-    const watcher = tlsClient(own.address, false);
     try {
-      const watch = method(health, 'Watch');
-      const call = watcher.makeServerStreamRequest(
-        watch.path,
-        watch.requestSerialize,
-        watch.responseDeserialize,
-        { service: '' },
-        new Metadata(),
-        {},
-      );
-      const messages: Json[] = [];
-      const done = new Promise<StatusObject>((resolve) => {
-        call.on('status', resolve);
+      const { messages, status } = await watchHealth(own.address, {
+        onMessage: (received) => {
+          if (received.length === 1) void own.server.close();
+        },
       });
-      call.on('data', (m: Json) => {
-        messages.push(m);
-        if (messages.length === 1) void own.server.close();
-      });
-      call.on('error', () => undefined);
-      const status = await done;
       expect(status.code).toBe(Status.OK);
       expect(messages).toEqual([{ status: 'SERVING' }, { status: 'NOT_SERVING' }]);
     } finally {
-      watcher.close();
       await own.close();
     }
   });
