@@ -477,20 +477,16 @@ class BodyInspector {
       // A chunk that lands in an empty buffer is the oldest unread one until the reader has
       // taken everything: how long it waited tells a stuck handler from a late burst.
       this.#push = (chunk, encoding) => {
-        if (arrival.heldSince !== 0) {
-          arrival.heldMs += Date.now() - arrival.heldSince;
-          arrival.heldSince = 0;
-        }
         if (chunk === null) arrival.endedAt = Date.now();
         else if (req.readableLength === 0) arrival.unreadSince = Date.now();
         const more = push(chunk, encoding);
-        // A full buffer: Node's parser reads no more from the socket until the handler takes some.
-        if (!more && chunk !== null) arrival.heldSince = Date.now();
+        // A full buffer: Node's parser reads no more from the socket until the reader asks for more.
+        if (!more && chunk !== null && arrival.heldSince === 0) arrival.heldSince = Date.now();
         return more;
       };
-      // Node's parser reads the socket again once the reader asks for more: the client is held
-      // back no longer. (Until the next push instead, a client that filled the buffer once and
-      // then paused had its own pause counted as the handler's.)
+      // The reader asks for more: the parser reads the socket again, and the client is held back
+      // no longer. (Until the next push instead, a client that filled the buffer once and then
+      // paused had its own pause counted as the handler's.)
       const read = req._read.bind(req);
       req._read = (size) => {
         if (arrival.heldSince !== 0) {
