@@ -231,19 +231,16 @@ class SafeErrorsCall extends ForwardingCall {
   /** A control is ending the call (its `end`): the status it sends is the call's own. */
   #endingByControl = false;
   /**
-   * When the handler was last handed a message without asking for the next one since: 0 when
-   * it has asked, -1 before it first asked. grpc-js pauses the stream until the handler asks,
-   * so bytes waiting in the stream have waited at most this long for the handler.
-   */
-  #handedAt = -1;
-  /**
    * Since when the handler has not asked for a message (the call's start, or the last message
-   * handed to it; 0 while it asks), and how long in all it did not while what the client sent
-   * filled the stream's buffer, so HTTP/2 flow control held the client back. See
-   * `FinishedRequest`, with when the half-close came (0: not yet).
+   * handed to it; 0 while it asks), and whether it has asked at all. grpc-js pauses the stream
+   * until the handler asks, so bytes waiting in the stream have waited at most this long for
+   * the handler; and how long in all it did not ask while what the client sent filled the
+   * stream's buffer, so HTTP/2 flow control held the client back. See `FinishedRequest`, with
+   * when the half-close came (0: not yet).
    */
   readonly #startedAt = Date.now();
   #notAskingSince = this.#startedAt;
+  #asked = false;
   #heldMs = 0;
   #endedAt = 0;
   /** The HTTP/2 stream of the call, when the call below is grpc-js's own (safeErrors is first). */
@@ -401,7 +398,7 @@ class SafeErrorsCall extends ForwardingCall {
       this.#heldMs += Date.now() - this.#notAskingSince;
     }
     this.#notAskingSince = 0;
-    this.#handedAt = 0;
+    this.#asked = true;
     this.below.startRead();
   }
 
@@ -411,7 +408,7 @@ class SafeErrorsCall extends ForwardingCall {
       this.#grpcCall?.sendFailure(new SecurityError('invalid_argument', { reason: 'message_unparsable' }));
       return;
     }
-    this.#handedAt = this.#notAskingSince = Date.now();
+    this.#notAskingSince = Date.now();
     if (this.#downstream === undefined) this.passMessage(message);
     else this.#downstream.onReceiveMessage(message);
   }
@@ -512,19 +509,18 @@ class SafeErrorsCall extends ForwardingCall {
    */
   #blameUnfinished(error: SecurityError): SecurityError {
     const stream = this.#stream;
-    const finished =
-      this.#grpcCall?.requestFinished === true &&
-      (this.#endedAt === 0 || {
-        forMs: Date.now() - this.#endedAt,
-        sendingMs: this.#endedAt - this.#startedAt,
-        heldMs: this.#heldMs,
-      });
+    // The half-close sets both `requestFinished` and `#endedAt`.
+    const finished = this.#endedAt !== 0 && {
+      forMs: Date.now() - this.#endedAt,
+      sendingMs: this.#endedAt - this.#startedAt,
+      heldMs: this.#heldMs,
+    };
     if (stream === undefined) return blameUnfinishedRequest(error, finished, 0);
-    const handedAt = this.#handedAt;
+    const since = this.#notAskingSince;
     const bytes = stream.readableLength;
     return blameUnfinishedRequest(error, finished, {
       bytes,
-      forMs: handedAt === -1 ? Number.POSITIVE_INFINITY : handedAt === 0 || bytes === 0 ? 0 : Date.now() - handedAt,
+      forMs: !this.#asked ? Number.POSITIVE_INFINITY : since === 0 || bytes === 0 ? 0 : Date.now() - since,
       limit: stream.readableHighWaterMark,
     });
   }
