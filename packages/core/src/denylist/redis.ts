@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -13,7 +12,9 @@ import { DEFAULT_DENYLIST_GRACE_MS, checkGrace, checkJti, expiryMs, type Denylis
 import { isWellFormedText, losslessBytes } from '../text/well-formed.js';
 
 /**
- * What the Redis denylist needs of an ioredis client (a `Redis` instance fits).
+ * What the Redis denylist needs of an ioredis client (a `Redis` instance or a `Cluster` fits).
+ * Written out rather than picked from ioredis's types, so that the declarations of
+ * `@fluxguard/core` type-check without ioredis installed (without `skipLibCheck`).
  *
  * @example
  * ```ts
@@ -22,7 +23,14 @@ import { isWellFormedText, losslessBytes } from '../text/well-formed.js';
  * const client: RedisDenylistClient = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: 1 });
  * ```
  */
-export type RedisDenylistClient = Pick<Redis, 'exists' | 'set' | 'status'>;
+export interface RedisDenylistClient {
+  /** The connection state (ioredis `status`): a lookup while it is not `ready` fails closed. */
+  readonly status: string;
+  /** How many of the keys exist (ioredis `exists`). */
+  exists(...keys: (string | Buffer)[]): Promise<number>;
+  /** Sets a key that expires in `milliseconds` (ioredis `set` with `PX`). */
+  set(key: string | Buffer, value: string, expiryMode: 'PX', milliseconds: number): Promise<unknown>;
+}
 
 /**
  * Options of {@link createRedisDenylist}.
