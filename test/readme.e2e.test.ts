@@ -61,7 +61,7 @@ describe('README: Express', () => {
     expect(README).toContain(snippet('express-server.ts'));
   });
 
-  it('runs: health public, items need a reader token, problem+json otherwise', async () => {
+  it('runs: a client certificate always, health public, items need a reader, problem+json otherwise', async () => {
     const { server } = (await import('./readme/express-server.js')) as { server: Server };
     if (!server.listening) await new Promise((resolve) => server.once('listening', resolve));
     const base = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -74,6 +74,10 @@ describe('README: Express', () => {
       const anonymous = await get(base, '/v1/items/42');
       expect(anonymous).toMatchObject({ status: 401, type: 'application/problem+json' });
       expect(anonymous.challenge).toBe('Bearer');
+      // 'strict': a client without a certificate is refused in the handshake, a reader token or not.
+      await expect(get(base, '/v1/items/42', readerToken, { certificate: false })).rejects.toMatchObject({
+        code: 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+      });
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -128,7 +132,7 @@ describe('README: gRPC', () => {
     expect(README).toContain(snippet('inventory.proto'));
   });
 
-  it('runs: a reader token gets the item with its principal, no token is UNAUTHENTICATED', async () => {
+  it('runs: a reader gets the item, no token is UNAUTHENTICATED, no client certificate no connection', async () => {
     const example = (await import('./readme/grpc-server.js')) as { port: Promise<number>; stop: () => void };
     const port = await example.port;
     try {
@@ -158,6 +162,26 @@ describe('README: gRPC', () => {
       );
       expect((await call(undefined)).code).toBe(16);
       client.close();
+      // 'strict': without a client certificate there is no connection, a reader token or not.
+      const anonymousClient = new Items(`localhost:${port}`, grpcCredentials.createSsl(ca));
+      const refused = await new Promise<{ code: number; details: string }>((resolve) => {
+        const md = new Metadata();
+        md.set('authorization', `Bearer ${readerToken}`);
+        anonymousClient.makeUnaryRequest(
+          '/inventory.v1.Items/GetItem',
+          (request: Buffer) => request,
+          (b: Buffer) => b,
+          Buffer.from([0x0a, 0x02, 0x34, 0x32]),
+          md,
+          { deadline: Date.now() + 5_000 },
+          (err) => {
+            resolve({ code: err?.code ?? 0, details: err?.details ?? '' });
+          },
+        );
+      });
+      anonymousClient.close();
+      expect(refused.code).toBe(14);
+      expect(refused.details).toMatch(/certificate required/i);
     } finally {
       example.stop();
     }
@@ -172,13 +196,13 @@ interface Answer {
   readonly body: unknown;
 }
 
-function get(base: string, path: string, token?: string): Promise<Answer> {
+function get(base: string, path: string, token?: string, { certificate = true } = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
       `${base}${path}`,
       {
         ca,
-        ...clientCert,
+        ...(certificate ? clientCert : {}),
         servername: 'localhost',
         headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
       },

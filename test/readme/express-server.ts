@@ -29,5 +29,6 @@ app.use(after); // problem+json for every refusal and error, one audit line each
 // stays in the app and passes those requests on, so the app is never served unguarded.
 export const server = createSecureServer(wrap(app), {
   audit,
-  tls: { certFile: 'certs/server.crt', keyFile: 'certs/server.key', caFile: 'certs/ca.crt', clientCertificates: 'per-operation' },
+  // 'strict': no verified client certificate, no connection ('per-operation' would let each rule decide)
+  tls: { certFile: 'certs/server.crt', keyFile: 'certs/server.key', caFile: 'certs/ca.crt', clientCertificates: 'strict' },
 }).listen(Number(process.env.PORT ?? 8443));

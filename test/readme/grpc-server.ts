@@ -25,8 +25,9 @@ addService(server, proto.inventory.v1.Items.service, {
   // Handlers may return, resolve or throw: no failure leaks, each is logged once with its cause.
   GetItem: (call: ServerUnaryCall<{ id: string }, unknown>) => ({ id: call.request.id, reader: getPrincipal(call)?.subject }),
 });
+// 'strict': no verified client certificate, no connection ('per-operation' would let each rule decide)
 const credentials = createServerCredentials(
-  { certFile: 'certs/server.crt', keyFile: 'certs/server.key', caFile: 'certs/ca.crt', clientCertificates: 'per-operation' },
+  { certFile: 'certs/server.crt', keyFile: 'certs/server.key', caFile: 'certs/ca.crt', clientCertificates: 'strict' },
   { audit },
 );
 

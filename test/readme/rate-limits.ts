@@ -62,6 +62,6 @@ export const server = createSecureServer(app, {
     certFile: 'certs/server.crt',
     keyFile: 'certs/server.key',
     caFile: 'certs/ca.crt',
-    clientCertificates: 'per-operation',
+    clientCertificates: 'strict',
   },
 }).listen(Number(process.env.PORT ?? 8443));
