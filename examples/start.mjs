@@ -1,5 +1,6 @@
 // `pnpm start`: runs both reference servers, each in its own process (each can also start
-// alone: `pnpm start:grpc`, `pnpm start:http`). Stops both when either stops or on Ctrl-C.
+// alone: `pnpm start:grpc`, `pnpm start:http`). Stops both when either stops, on Ctrl-C, or when
+// pnpm is killed.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -27,3 +28,13 @@ function stop(exitCode) {
 }
 
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => stop(0));
+
+// pnpm passes no signal on when it is killed itself (`kill <pid of pnpm>`): this process is
+// left to another parent then, and the servers stop with it instead of holding their ports.
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent && !stopping) {
+    console.error('the command that started the servers is gone; stopping them');
+    stop(0);
+  }
+}, 500).unref();

@@ -116,3 +116,67 @@ describe.each(['grpc', 'http'] as const)('the %s reference server that cannot li
     }
   });
 });
+
+describe('pnpm start', () => {
+  it('stops both reference servers when the command that started them is killed', async () => {
+    const startScript = fileURLToPath(new URL('../examples/start.mjs', import.meta.url));
+    // Stands in for pnpm: starts the runner and is then killed, with no signal passed on.
+    const launcher = spawn(
+      process.execPath,
+      [
+        '-e',
+        `require('node:child_process').spawn(process.execPath, [${JSON.stringify(startScript)}], { stdio: 'inherit' });` +
+          ' setInterval(() => {}, 1000);',
+      ],
+      {
+        env: {
+          PATH: process.env.PATH ?? '',
+          FLUXGUARD_GRPC_PORT: '0',
+          FLUXGUARD_HTTP_PORT: '0',
+          FLUXGUARD_DEV_DIR: devDir,
+          FLUXGUARD_DATA_DIR: join(dir, 'data-start'),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const serverPids = new Map<string, number>();
+    let output = '';
+    const listening = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`the servers did not start: ${output.slice(-2000)}`));
+      }, 20_000);
+      launcher.stdout.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        for (const line of output.split('\n')) {
+          const match = /^\{.*"pid":(\d+).*"msg":"(grpc|http) server listening"/.exec(line);
+          if (match?.[1] !== undefined && match[2] !== undefined) serverPids.set(match[2], Number(match[1]));
+        }
+        if (serverPids.size === 2) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    const alive = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    try {
+      await listening;
+      expect([...serverPids.values()].every(alive)).toBe(true);
+      launcher.kill('SIGKILL');
+      // The runner looks for its parent every 500 ms; the servers then close and exit.
+      for (let waited = 0; waited < 10_000 && [...serverPids.values()].some(alive); waited += 100) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect([...serverPids.values()].filter(alive)).toEqual([]);
+    } finally {
+      launcher.kill('SIGKILL');
+      for (const pid of serverPids.values()) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+});
