@@ -118,6 +118,20 @@ describe('fluxguard certs and token', () => {
     expect(io.out_).toBe('');
   });
 
+  it('prints its package version with --version and -v, status 0', async () => {
+    const manifest = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
+    expect(manifest.version).toMatch(/^\d+\.\d+\.\d+/);
+    for (const flag of ['--version', '-v']) {
+      expect((await run(process.execPath, [MAIN, flag])).stdout).toBe(`${manifest.version}\n`);
+      const io = captured();
+      expect(await runCli([flag], io)).toBe(0);
+      expect(io.out_).toBe(`${manifest.version}\n`);
+      expect(io.err_).toBe('');
+    }
+  });
+
   it('answers a key directory it cannot use with status 1 and one line', async () => {
     const broken = join(dir, 'broken');
     const io = captured();

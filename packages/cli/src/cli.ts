@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -46,7 +47,16 @@ const USAGE = `usage:
       prints an ES256 token signed with the key in DIR, written by fluxguard certs DIR
       (issuer ${DEV_TOKEN_DEFAULTS.issuer}, audience ${DEV_TOKEN_DEFAULTS.audience} unless given)
   fluxguard help
+  fluxguard --version
 `;
+
+/** This package's version, from the `package.json` beside `dist/` (published with it). */
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version?: unknown;
+  };
+  return typeof manifest.version === 'string' ? manifest.version : 'unknown';
+}
 
 /** A problem with the command line: answered with the usage and status 2. */
 class UsageError extends Error {}
@@ -75,6 +85,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<CliSta
       case '--help':
       case '-h':
         io.out(USAGE);
+        return 0;
+      case '--version':
+      case '-v':
+        io.out(`${packageVersion()}\n`);
         return 0;
       case undefined:
         throw new UsageError('a command is required');
