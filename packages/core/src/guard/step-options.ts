@@ -138,7 +138,15 @@ export function stackControls(
   // in the pipeline's), and before anything reads an entry's stage.
   controls?.forEach((control, index) => checkControl(owner, control, index));
   const list = [...(guard === undefined ? [] : (controlsOfGuard(guard) ?? missingGuard(owner))), ...(controls ?? [])];
-  if (list.some((control) => control.stage === 'deadline')) {
+  const deadlines = list.filter((control) => control.stage === 'deadline');
+  if (deadlines.length > 1) {
+    // Each would set the call's deadline and idle limits: whichever ran last would decide,
+    // and the other's limits would read as in force.
+    throw new ConfigurationError(
+      `${owner}: two controls of the deadline stage are listed ("${deadlines[0]?.name ?? ''}" and "${deadlines[1]?.name ?? ''}"; a guard from createGuardFromPolicy has one, from the policy's timeouts section): a call has one deadline, so list one`,
+    );
+  }
+  if (deadlines.length === 1) {
     // A deadline control is listed already (a guard from a policy always has one): limits given
     // here, or `false`, would be ignored, and a tighter maximum read as in force.
     if (timeouts !== undefined) {

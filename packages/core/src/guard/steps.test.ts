@@ -20,7 +20,11 @@ import { compileRbac, type RbacMode } from '../rbac/rbac.js';
 import { createAuthenticator } from './authenticate.js';
 import { createAuthorizer, type Authorizer } from './authorize.js';
 import { createGuard } from './guard.js';
+import { createGuardFromPolicy } from './from-policy.js';
+import { parseSecurityPolicy } from '../policy/policy.js';
+import { createTimeouts } from '../timeouts/timeouts.js';
 import { stackControls } from './step-options.js';
+import type { Control } from '../pipeline/control.js';
 import { createRateLimit } from '../ratelimit/rate-limit.js';
 
 const { GET, DELETE, HEALTH, PULL } = GUARD_OPS;
@@ -285,5 +289,27 @@ describe("stackControls: the user's controls", () => {
     expect(stackControls('fluxguard', guard, [...limits.controls], false)).toHaveLength(
       guard.controls.length + limits.controls.length,
     );
+  });
+
+  it('refuses a second control of the deadline stage, as a guard from a policy brings one', () => {
+    const policyGuard = createGuardFromPolicy(
+      parseSecurityPolicy({
+        rbac: { rules: [{ operation: 'GET /healthz', public: true }] },
+        timeouts: { defaultMs: 5_000 },
+      }),
+      { audit: createAuditLogger({ level: 'silent' }), transport: 'http' },
+    );
+    expect(() => stackControls('fluxguard', policyGuard, [createTimeouts({ maxMs: 60_000 })], undefined)).toThrow(
+      /^fluxguard: two controls of the deadline stage are listed \("timeouts" and "timeouts"; .*\): a call has one deadline, so list one$/,
+    );
+    const own: Control = { name: 'my-deadline', stage: 'deadline', onStart: () => undefined };
+    expect(() => stackControls('fluxguardInterceptors', undefined, [createTimeouts(), own], undefined)).toThrow(
+      /two controls of the deadline stage are listed \("timeouts" and "my-deadline"/,
+    );
+    // One is kept as it is, and none gets the default.
+    expect(stackControls('fluxguard', policyGuard, [], undefined).filter((c) => c.stage === 'deadline')).toHaveLength(
+      1,
+    );
+    expect(stackControls('fluxguard', undefined, [own], undefined)).toEqual([own]);
   });
 });
