@@ -800,6 +800,25 @@ describe('createUploadCheck, compressed uploads', () => {
     await expect(checking).rejects.toBe(reason);
   });
 
+  it('checks uploads that arrive together in turns, other work run between them', async () => {
+    // 12 KB each that inflate to 12 MiB of pickle opcodes: one slice of a check, tens of ms of CPU.
+    const bomb = gzipSync(Buffer.from('I1\n'.repeat(4 * 1024 * 1024)), { level: constants.Z_BEST_COMPRESSION });
+    expect(bomb.length).toBeLessThan(16 * 1024);
+    const checks = createUploadCheck();
+    // Messages of as many connections, arrived in one read of the event loop: checked back to
+    // back, twenty such held it for more than a second.
+    const together = Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const upload = checks.begin({ name: 'data.gz', sha256: sha(bomb) });
+        await upload.updateInSlices(bomb);
+        return upload.finish();
+      }).map((checking) => checking.catch((refusal: unknown) => refusal)),
+    );
+    // None is checked as it is handed over, and they do not all run in one turn.
+    expect(await loopTurnsWhile(together)).toBeGreaterThanOrEqual(2);
+    for (const refusal of await together) expect(refusal).toMatchObject({ reason: 'compression_ratio_exceeded' });
+  });
+
   it('refuses content that inflates past the ratio while a tar in it is read, the pickle behind it included', () => {
     const bomb = gzipSync(hiddenBehindZeros(64 * 1024 * 1024), { level: constants.Z_BEST_COMPRESSION });
     expect(upload(bomb, 'model.tar.gz')).toMatchObject({

@@ -1,9 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { wholeNumber } from '../options/whole-number.js';
+import { UPLOAD_CHECK_TURNS } from './check-turns.js';
 import { CompressedContent, type StreamCheck } from './compressed-content.js';
 import { PickleImportScan } from './pickle-scan.js';
 import { TarMembers } from './tar-members.js';
@@ -120,9 +120,12 @@ export interface UploadInProgress {
    * {@link UploadInProgress.update}, 64 KiB at a time, with other work run between the slices.
    * A compressed chunk's content is inflated and read as it is checked, up to `maxInflateRatio`
    * times as large: one gRPC message of 7 MiB (a gzipped tar of 200,000 empty members) took
-   * 0.6 s of CPU in one piece, with no other request served meanwhile. Rejects with the signal's
-   * reason once it aborts between slices, so a deadline stops the work. Await it before the next
-   * chunk; the chunk's buffer may be reused once it settles.
+   * 0.6 s of CPU in one piece, with no other request served meanwhile. The slices of every upload
+   * of the process take turns from one queue, in later turns of the event loop than the chunk
+   * came in, at most 10 ms of them per turn: uploads that arrive together are checked in turn
+   * with other work between them. Rejects with the signal's reason once it aborts before a
+   * slice, so a deadline stops the work. Await it before the next chunk; the chunk's buffer may
+   * be reused once it settles.
    *
    * @example
    * ```ts
@@ -345,11 +348,11 @@ export function createUploadCheckGathering(options: UploadCheckOptions, gatherBy
         update,
         async updateInSlices(chunk: Uint8Array, signal?: AbortSignal) {
           for (let at = 0; at < chunk.byteLength; at += SLICE_BYTES) {
-            if (at > 0) {
-              await nextTurn();
+            const slice = chunk.subarray(at, at + SLICE_BYTES);
+            await UPLOAD_CHECK_TURNS.run(() => {
               signal?.throwIfAborted();
-            }
-            update(chunk.subarray(at, at + SLICE_BYTES));
+              update(slice);
+            });
           }
         },
         finish() {
