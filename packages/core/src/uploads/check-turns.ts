@@ -45,6 +45,8 @@ export class CheckTurns {
         try {
           resolve(work());
         } catch (err) {
+          // As thrown: a signal's reason may be any value, and the caller awaits that reason.
+          // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
           reject(err);
         }
       });
