@@ -38,7 +38,7 @@ const limits = createRateLimit({
   rules: [
     // Runs before any token is verified: a flood of bad tokens buys no signature checks.
     { name: 'per-peer', key: 'peer', points: 100, durationSeconds: 1 },
-    // Runs after authentication, per verified subject; `storeFailure: 'closed'` answers 503 while Redis is down.
+    // Runs after authentication, per verified subject; add `storeFailure: 'closed'` to answer 503 while Redis is down.
     { name: 'reads', key: 'subject', points: 3, durationSeconds: 60, operations: ['GET /v1/items/:id'] },
   ],
 });
