@@ -122,8 +122,8 @@ export interface UploadInProgress {
    * times as large: one gRPC message of 7 MiB (a gzipped tar of 200,000 empty members) took
    * 0.6 s of CPU in one piece, with no other request served meanwhile. The slices of every upload
    * of the process take turns from one queue, in later turns of the event loop than the chunk
-   * came in, at most 10 ms of them per turn: uploads that arrive together are checked in turn
-   * with other work between them. Rejects with the signal's reason once it aborts before a
+   * came in, back to back until 10 ms have passed in a turn: uploads that arrive together are
+   * checked in turn with other work between them. Rejects with the signal's reason once it aborts before a
    * slice, so a deadline stops the work. Await it before the next chunk; the chunk's buffer may
    * be reused once it settles.
    *
