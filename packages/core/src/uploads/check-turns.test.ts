@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { eachTurnWhile } from '@fluxguard/test-support/loop-turns';
 import { CheckTurns } from './check-turns.js';
 
 /**
@@ -6,18 +7,7 @@ import { CheckTurns } from './check-turns.js';
  * log shows which pieces ran in the same turn.
  */
 async function withTurnMarks(log: string[], work: Promise<unknown>): Promise<string[][]> {
-  let running = true;
-  const mark = (): void => {
-    if (!running) return;
-    log.push('|');
-    setImmediate(mark);
-  };
-  setImmediate(mark);
-  try {
-    await work;
-  } finally {
-    running = false;
-  }
+  await eachTurnWhile(work, () => log.push('|'));
   const turns: string[][] = [[]];
   for (const entry of log) {
     if (entry === '|') turns.push([]);

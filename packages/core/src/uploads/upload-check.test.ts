@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { constants, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { gzippedEmptyMembers, tar } from '@fluxguard/test-support/archives';
+import { loopTurnsWhile } from '@fluxguard/test-support/loop-turns';
 import { describe, expect, it } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { createUploadCheck, createUploadCheckGathering, type UploadCheckOptions } from './upload-check.js';
@@ -35,24 +36,6 @@ function upload(
     typeof outcome === 'string' ? outcome : [outcome.code, outcome.reason, JSON.stringify(outcome.details)];
   expect(said(oneByOne)).toEqual(said(gathered));
   return gathered;
-}
-
-/** How many turns the event loop took while `work` was pending: none when it ran in one piece. */
-async function loopTurnsWhile(work: Promise<unknown>): Promise<number> {
-  let turns = 0;
-  let pending = true;
-  const turn = (): void => {
-    if (!pending) return;
-    turns++;
-    setImmediate(turn);
-  };
-  setImmediate(turn);
-  try {
-    await work;
-  } finally {
-    pending = false;
-  }
-  return turns;
 }
 
 // Python's pickle.dumps({'a': 1}, protocol=4), and a ZIP whose first entry is archive/data.pkl (PyTorch).
