@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { SignJWT, exportSPKI, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Metadata, credentials as grpcCredentials, makeGenericClientConstructor } from '@grpc/grpc-js';
+import { Metadata, credentials as grpcCredentials, makeGenericClientConstructor, type Client } from '@grpc/grpc-js';
 import { createDevCertificateAuthority } from '@fluxguard/core/dev-pki';
 import { createE2eEnvironment, type E2eEnvironment } from './support/servers.js';
 
@@ -139,18 +139,21 @@ describe('README: gRPC', () => {
       const Items = makeGenericClientConstructor({}, 'Items');
       const credentials = grpcCredentials.createSsl(ca, clientCert.key, clientCert.cert);
       const client = new Items(`localhost:${port}`, credentials);
-      const call = (token: string | undefined) =>
-        new Promise<{ code: number; value?: Buffer }>((resolve) => {
+      const call = (token: string | undefined, through: Client = client) =>
+        new Promise<{ code: number; details?: string; value?: Buffer }>((resolve) => {
           const md = new Metadata();
           if (token !== undefined) md.set('authorization', `Bearer ${token}`);
-          client.makeUnaryRequest(
+          through.makeUnaryRequest(
             '/inventory.v1.Items/GetItem',
             (request: Buffer) => request,
             (b: Buffer) => b,
             Buffer.from([0x0a, 0x02, 0x34, 0x32]), // GetItemRequest { id: "42" }
             md,
+            { deadline: Date.now() + 5_000 },
             (err, value) => {
-              resolve(err ? { code: err.code } : { code: 0, ...(value === undefined ? {} : { value }) });
+              resolve(
+                err ? { code: err.code, details: err.details } : { code: 0, ...(value === undefined ? {} : { value }) },
+              );
             },
           );
         });
@@ -164,21 +167,7 @@ describe('README: gRPC', () => {
       client.close();
       // 'strict': without a client certificate there is no connection, a reader token or not.
       const anonymousClient = new Items(`localhost:${port}`, grpcCredentials.createSsl(ca));
-      const refused = await new Promise<{ code: number; details: string }>((resolve) => {
-        const md = new Metadata();
-        md.set('authorization', `Bearer ${readerToken}`);
-        anonymousClient.makeUnaryRequest(
-          '/inventory.v1.Items/GetItem',
-          (request: Buffer) => request,
-          (b: Buffer) => b,
-          Buffer.from([0x0a, 0x02, 0x34, 0x32]),
-          md,
-          { deadline: Date.now() + 5_000 },
-          (err) => {
-            resolve({ code: err?.code ?? 0, details: err?.details ?? '' });
-          },
-        );
-      });
+      const refused = await call(readerToken, anonymousClient);
       anonymousClient.close();
       expect(refused.code).toBe(14);
       expect(refused.details).toMatch(/certificate required/i);
