@@ -413,7 +413,7 @@ describe('an application installing the tarballs with npm', () => {
           '@peculiar/x509@^2.2.0',
           'reflect-metadata@^0.2.2',
           'undici@^7.0.0',
-          'ioredis@^5.0.0',
+          'ioredis@^6.0.0',
         ],
         app,
       );
