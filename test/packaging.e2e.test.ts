@@ -40,6 +40,10 @@ interface Packed {
   readonly files: ReadonlySet<string>;
 }
 
+// undici 8 declares Node >=22.19: it runs on the Node 24 of CI, and fails to load on Node 20.
+const [nodeMajor = 0, nodeMinor = 0] = process.versions.node.split('.').map(Number);
+const loadsUndici8 = nodeMajor > 22 || (nodeMajor === 22 && nodeMinor >= 19);
+
 let work: string | undefined;
 const packed = new Map<PackageDir, Packed>();
 let app: string;
@@ -356,7 +360,58 @@ server.closeAllConnections?.();
 console.log(JSON.stringify(answer));
 `;
 
-const tsconfig = (module: 'nodenext' | 'esnext', skipLibCheck: boolean): string =>
+/** The rate-limit README example's imports: ioredis's declarations, checked too without skipLibCheck. */
+const REDIS_APP_SOURCE = `
+import { Redis } from 'ioredis';
+import { createAuditLogger, createRedisDenylist, createRedisRateLimitStore } from '@fluxguard/core';
+
+const audit = createAuditLogger();
+const client = new Redis('redis://127.0.0.1:6379', { lazyConnect: true, maxRetriesPerRequest: 1 });
+export const store = createRedisRateLimitStore({ client, audit });
+export const denylist = createRedisDenylist({ client });
+`;
+
+/**
+ * createMtlsAgent with the undici the application installed, and undici's own fetch, against
+ * createSecureServer requiring a client certificate; or the error createMtlsAgent threw.
+ */
+const MTLS_FETCH_SCRIPT = `
+import { Writable } from 'node:stream';
+import express from 'express';
+import { createAuditLogger, isConfigurationError } from '@fluxguard/core';
+import { createDevCertificateAuthority } from '@fluxguard/core/dev-pki';
+import { createMtlsAgent, createSecureServer, getClientCertificate } from '@fluxguard/express';
+
+const ca = await createDevCertificateAuthority();
+const issued = await ca.issueServerCertificate();
+const client = await ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/caller' });
+let dispatcher;
+try {
+  dispatcher = createMtlsAgent({ ca: ca.certPem, cert: client.certPem, key: client.keyPem, servername: 'localhost' });
+} catch (err) {
+  console.log(JSON.stringify({ configuration: isConfigurationError(err), message: err.message }));
+  process.exit(0);
+}
+const { fetch } = await import('undici');
+const audit = createAuditLogger({ destination: new Writable({ write: (_chunk, _encoding, done) => done() }) });
+const app = express();
+app.get('/whoami', (req, res) => res.json({ spiffeId: getClientCertificate(req)?.spiffeId ?? null }));
+const server = createSecureServer(app, {
+  audit,
+  tls: { cert: issued.certPem, key: issued.keyPem, ca: ca.certPem, clientCertificates: 'strict' },
+});
+await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+try {
+  const res = await fetch(\`https://127.0.0.1:\${server.address().port}/whoami\`, { dispatcher });
+  console.log(JSON.stringify({ status: res.status, body: await res.json() }));
+} finally {
+  await dispatcher.close();
+  server.close();
+  server.closeAllConnections?.();
+}
+`;
+
+const tsconfig = (module: 'nodenext' | 'esnext', skipLibCheck: boolean, files: readonly string[]): string =>
   JSON.stringify({
     compilerOptions: {
       module,
@@ -369,12 +424,16 @@ const tsconfig = (module: 'nodenext' | 'esnext', skipLibCheck: boolean): string 
       noEmit: true,
       skipLibCheck,
     },
-    files: ['app.ts'],
+    files,
   });
 
-async function typecheck(module: 'nodenext' | 'esnext', skipLibCheck: boolean): Promise<void> {
+async function typecheck(
+  module: 'nodenext' | 'esnext',
+  skipLibCheck: boolean,
+  files: readonly string[] = ['app.ts'],
+): Promise<void> {
   const config = `tsconfig.${module}${skipLibCheck ? '.skiplib' : ''}.json`;
-  await writeFile(join(app, config), tsconfig(module, skipLibCheck));
+  await writeFile(join(app, config), tsconfig(module, skipLibCheck, files));
   await sh(process.execPath, [join(app, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', config], app);
 }
 
@@ -383,6 +442,8 @@ describe('an application installing the tarballs with npm', () => {
     await writeFile(join(app, 'app.ts'), APP_SOURCE);
     await writeFile(join(app, 'missing-peers.mjs'), MISSING_PEERS_SCRIPT);
     await writeFile(join(app, 'serve.mjs'), SERVE_SCRIPT);
+    await writeFile(join(app, 'redis-app.ts'), REDIS_APP_SOURCE);
+    await writeFile(join(app, 'mtls-fetch.mjs'), MTLS_FETCH_SCRIPT);
   });
 
   it('type-checks without the optional peers installed (skipLibCheck, as most applications)', async () => {
@@ -398,6 +459,8 @@ describe('an application installing the tarballs with npm', () => {
     expect(out.devPki.message).toMatch(/"reflect-metadata"|"@peculiar\/x509"/);
     expect(out.mtlsAgent.configuration).toBe(true);
     expect(out.mtlsAgent.message).toMatch(/"undici"/);
+    // The command for this Node: a plain install would get undici 8, which Node 20 cannot load.
+    expect(out.mtlsAgent.message).toMatch(loadsUndici8 ? /: npm install undici$/ : /: npm install undici@7$/);
   }, 60_000);
 
   describe('with the optional peers installed', () => {
@@ -414,6 +477,8 @@ describe('an application installing the tarballs with npm', () => {
           'reflect-metadata@^0.2.2',
           'undici@^7.0.0',
           'ioredis@^6.0.0',
+          // ioredis 6's declarations import redis-errors, which has no types of its own.
+          '@types/redis-errors',
         ],
         app,
       );
@@ -422,7 +487,7 @@ describe('an application installing the tarballs with npm', () => {
     it.each(['nodenext', 'esnext'] as const)(
       'type-checks with module %s, declarations checked too (no skipLibCheck)',
       async (module) => {
-        await typecheck(module, false);
+        await typecheck(module, false, ['app.ts', 'redis-app.ts']);
       },
       120_000,
     );
@@ -437,6 +502,53 @@ describe('an application installing the tarballs with npm', () => {
       expect(answer.type).toMatch(/^application\/problem\+json/);
       expect(answer.body).toMatchObject({ status: 401, code: 'unauthenticated' });
     }, 60_000);
+
+    it('calls a server requiring client certificates through createMtlsAgent and undici 7', async () => {
+      const answer = JSON.parse(await sh(process.execPath, ['mtls-fetch.mjs'], app)) as unknown;
+      expect(answer).toEqual({ status: 200, body: { spiffeId: 'spiffe://fluxguard.dev/caller' } });
+    }, 60_000);
+  });
+
+  describe('with undici 8', () => {
+    beforeAll(async () => {
+      // A fresh install of the whole application, as a new user's: npm refuses one whose
+      // optional peer is out of range (added to an installed tree, it would only warn).
+      const manifestPath = join(app, 'package.json');
+      const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as { dependencies: Record<string, string> };
+      manifest.dependencies.undici = '^8.0.0';
+      await writeFile(manifestPath, JSON.stringify(manifest, null, 2));
+      await rm(join(app, 'node_modules'), { recursive: true, force: true });
+      await rm(join(app, 'package-lock.json'), { force: true });
+      await sh('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], app);
+    }, 180_000);
+
+    it('installs beside @fluxguard/express, whose peer range takes it, and type-checks', async () => {
+      const installed = JSON.parse(await readFile(join(app, 'node_modules', 'undici', 'package.json'), 'utf8')) as {
+        version: string;
+      };
+      expect(installed.version).toMatch(/^8\./);
+      await typecheck('nodenext', false);
+    }, 120_000);
+
+    it(
+      loadsUndici8
+        ? 'calls a server requiring client certificates through createMtlsAgent and undici 8'
+        : 'says, on a Node that cannot load undici 8, which version and command to use instead of a TypeError',
+      async () => {
+        const answer = JSON.parse(await sh(process.execPath, ['mtls-fetch.mjs'], app)) as unknown;
+        if (loadsUndici8) {
+          expect(answer).toEqual({ status: 200, body: { spiffeId: 'spiffe://fluxguard.dev/caller' } });
+        } else {
+          expect(answer).toEqual({
+            configuration: true,
+            message: expect.stringMatching(
+              /^createMtlsAgent: the installed undici 8\.\d+\.\d+ \(for Node >=22\.19\.0\) could not be loaded on Node 2\d\.\d+\.\d+: npm install undici@7$/,
+            ) as unknown,
+          });
+        }
+      },
+      60_000,
+    );
   });
 });
 

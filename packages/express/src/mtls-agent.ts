@@ -18,11 +18,36 @@ function loadUndici(): typeof Undici {
     return require('undici') as typeof Undici;
   } catch (err) {
     const code = (err as { code?: unknown } | null)?.code;
-    if (code !== 'MODULE_NOT_FOUND' && code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    if (code === 'MODULE_NOT_FOUND' || code === 'ERR_MODULE_NOT_FOUND') {
+      throw new ConfigurationError(
+        `${FACTORY}: needs the package "undici", an optional peer dependency of @fluxguard/express that is not installed: ${installUndici()}`,
+        { cause: err },
+      );
+    }
+    // Installed but failing as it loads: undici 8 on a Node older than 22.19 does that, with a
+    // TypeError that names neither undici nor Node.
     throw new ConfigurationError(
-      `${FACTORY}: needs the package "undici", an optional peer dependency of @fluxguard/express that is not installed: npm install undici`,
+      `${FACTORY}: the installed undici${describeInstalled()} could not be loaded on Node ${process.versions.node}: ${installUndici()}`,
       { cause: err },
     );
+  }
+}
+
+/** The install command for this Node: undici 8 needs Node 22.19 or later, undici 7 runs on Node 20. */
+function installUndici(): string {
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  return major > 22 || (major === 22 && minor >= 19) ? 'npm install undici' : 'npm install undici@7';
+}
+
+/** The installed version and the Node versions it declares, as " 8.1.0 (for Node >=22.19.0)", or "". */
+function describeInstalled(): string {
+  try {
+    const manifest = require('undici/package.json') as { version?: unknown; engines?: { node?: unknown } };
+    const version = typeof manifest.version === 'string' ? ` ${manifest.version}` : '';
+    const node = manifest.engines?.node;
+    return typeof node === 'string' ? `${version} (for Node ${node})` : version;
+  } catch {
+    return '';
   }
 }
 
@@ -74,11 +99,12 @@ function timeout(value: unknown, name: string): number {
  * chunks so that a stalled server cannot hang the caller. Files are read and checked now
  * (certificate and key parse and match), with a `ConfigurationError` naming the option.
  *
- * Use it with undici's own `fetch` (`import { fetch } from 'undici'`): the global `fetch` of
- * Node 20 is an older bundled undici that does not take this `Agent` as its `dispatcher`.
- * Close it (`await agent.close()`) when done, to free its connections. undici is an optional
- * peer dependency of this package: without it installed, this throws a `ConfigurationError`
- * saying so.
+ * Use it with undici's own `fetch` (`import { fetch } from 'undici'`). Node's global `fetch` is
+ * the undici bundled with Node: an undici 7 `Agent` works with it at run time (its types differ),
+ * an undici 8 one does not. Close it (`await agent.close()`) when done, to free its connections.
+ * undici (7, or 8 on Node 22.19 and later) is an optional peer dependency of this package:
+ * without it installed, or with a version this Node cannot load, this throws a
+ * `ConfigurationError` saying which to install.
  *
  * @example
  * ```ts
