@@ -269,7 +269,11 @@ function observeServerFingerprint(pki: TestPki, transport: 'grpc' | 'http', port
         return undefined;
       },
     });
-    const client = new grpc.Client(`127.0.0.1:${port}`, creds, { 'grpc.use_local_subchannel_pool': 1 });
+    // A host name, not the address: Node 25 and later refuse an IP address as the TLS server name.
+    const client = new grpc.Client(`127.0.0.1:${port}`, creds, {
+      'grpc.use_local_subchannel_pool': 1,
+      'grpc.ssl_target_name_override': 'localhost',
+    });
     client.makeUnaryRequest(
       '/grpc.health.v1.Health/Check',
       () => Buffer.alloc(0),

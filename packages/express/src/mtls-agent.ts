@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
 import type * as Undici from 'undici';
 import type { Agent } from 'undici';
 import { ConfigurationError, type ClientTlsOptions } from '@fluxguard/core';
@@ -62,7 +63,7 @@ function describeInstalled(): string {
  * ```
  */
 export interface MtlsAgentOptions extends ClientTlsOptions {
-  /** Server name for SNI and certificate checks when it differs from the URL's host. */
+  /** Server name for SNI and certificate checks when it differs from the URL's host: a host name, not an address. */
   readonly servername?: string | undefined;
   /** TCP and TLS handshake. Default 10 000. */
   readonly connectTimeoutMs?: number | undefined;
@@ -125,6 +126,13 @@ export function createMtlsAgent(options: MtlsAgentOptions): Agent {
   const { ca, cert, key, minVersion, ciphers } = loadClientTlsMaterial(o, FACTORY);
   if (o.servername !== undefined && (typeof o.servername !== 'string' || o.servername === '')) {
     throw new ConfigurationError(`${FACTORY}: "servername" must be a host name`);
+  }
+  // TLS sends no address as a server name (RFC 6066): Node 20 ignores one with a warning, and
+  // Node 25 and later fail the connection; a URL's address is verified without it.
+  if (o.servername !== undefined && isIP(o.servername) !== 0) {
+    throw new ConfigurationError(
+      `${FACTORY}: "servername" must be a host name, not an IP address: to verify a certificate issued to an address, call the address and leave "servername" unset`,
+    );
   }
   return new Agent({
     connect: {

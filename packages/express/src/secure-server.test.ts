@@ -610,4 +610,13 @@ describe('createMtlsAgent options', () => {
     );
     expect(() => createMtlsAgent({ ca: pki.ca.certPem, headersTimeoutMs: -1 })).toThrow(/headersTimeoutMs/);
   });
+
+  it('refuses an IP address as the server name, which Node 25 and later refuse at every connection', async () => {
+    for (const servername of ['127.0.0.1', '::1', '203.0.113.7']) {
+      expect(() => createMtlsAgent({ ca: pki.ca.certPem, servername })).toThrow(
+        /"servername" must be a host name, not an IP address/,
+      );
+    }
+    await createMtlsAgent({ ca: pki.ca.certPem, servername: 'localhost' }).close();
+  });
 });

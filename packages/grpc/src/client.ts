@@ -41,7 +41,10 @@ const FACTORY = 'createClientCredentials';
  * fluxguard's cipher suites, and the client certificate offered when given (mTLS). Files are
  * read and checked now — certificate and key parse and match, the CA bundle parses — with a
  * `ConfigurationError` naming the option. To verify the server under another name than the
- * target's host, set the channel option `grpc.ssl_target_name_override`.
+ * target's host, set the channel option `grpc.ssl_target_name_override`. Dial a host name, not
+ * an address: grpc-js sends the target's host as the TLS server name, and Node 25 and later
+ * refuse an IP address there (the call fails `UNAVAILABLE`); with an address target, set the
+ * override to a DNS name of the server's certificate.
  *
  * @throws ConfigurationError on bad options or unreadable or mismatched material.
  *
