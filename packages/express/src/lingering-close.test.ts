@@ -129,7 +129,15 @@ describe('a connection closed under a body still arriving', () => {
     const started = Date.now();
     const sending = (async () => {
       while (!socket.destroyed) {
-        if (!socket.write(chunk)) await new Promise((resolve) => socket.once('drain', resolve).once('close', resolve));
+        if (socket.write(chunk)) continue;
+        // One listener of each at a time: a listener left behind per pass piles up on the socket.
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            socket.off('drain', done).off('close', done);
+            resolve();
+          };
+          socket.once('drain', done).once('close', done);
+        });
       }
     })();
     await closedWithin(socket, CLOSE_LINGER_MS + 3_000);

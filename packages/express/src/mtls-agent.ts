@@ -101,8 +101,9 @@ function timeout(value: unknown, name: string): number {
  * (certificate and key parse and match), with a `ConfigurationError` naming the option.
  *
  * Use it with undici's own `fetch` (`import { fetch } from 'undici'`). Node's global `fetch` is
- * the undici bundled with Node: an undici 7 `Agent` works with it at run time (its types differ),
- * an undici 8 one does not. Close it (`await agent.close()`) when done, to free its connections.
+ * the undici bundled with Node (6 in Node 20, 7 in Node 24, 8 in Node 26): an undici 7 `Agent`
+ * works with all three at run time (their types differ), an undici 8 one not with Node 24's.
+ * Close it (`await agent.close()`) when done, to free its connections.
  * undici (7, or 8 on Node 22.19 and later) is an optional peer dependency of this package:
  * without it installed, or with a version this Node cannot load, this throws a
  * `ConfigurationError` saying which to install.

@@ -121,7 +121,7 @@ describe('createSecureServer: strict client certificates', () => {
 
   it("works with Node's global fetch too", async () => {
     const dispatcher = agent(createMtlsAgent({ ca: pki.ca.certPem, cert: pki.client.certPem, key: pki.client.keyPem }));
-    // Node 20's bundled undici types its own Dispatcher; at run time it takes undici 7's Agent.
+    // Node's bundled undici (6, 7 or 8) types its own Dispatcher; at run time it takes undici 7's Agent.
     const init = { dispatcher } as unknown as RequestInit;
     const res = await globalThis.fetch(`${served.url}/hello`, init);
     expect(res.status).toBe(200);

@@ -86,11 +86,11 @@ let redis: RedisUnderTest;
 
 beforeAll(async () => {
   redis = await startRedis();
-});
-
-afterAll(async () => {
-  for (const c of clients) c.disconnect();
-  await redis.stop();
+  // The teardown: every client made by a test, then the server.
+  return async () => {
+    for (const c of clients) c.disconnect();
+    await redis.stop();
+  };
 });
 
 describe.each(MAJORS)('with $name', (major) => {
