@@ -34,6 +34,8 @@ type AnyClient = RedisRateLimitClient &
 
 interface Major {
   readonly name: string;
+  /** Where this client's keys live, apart from the other clients'. */
+  readonly prefix: string;
   /** The RESP version the client should have agreed with Redis. */
   readonly resp: 2 | 3;
   readonly connect: (port: number, options?: { lazyConnect?: boolean }) => AnyClient;
@@ -45,18 +47,21 @@ const base = { host: '127.0.0.1', enableOfflineQueue: false, maxRetriesPerReques
 const MAJORS: readonly Major[] = [
   {
     name: 'ioredis 5',
+    prefix: 'v5',
     resp: 2,
     connect: (port, options) => new Redis5({ ...base, port, ...options }),
     cluster: (nodes) => new Cluster5([...nodes], { redisOptions: { maxRetriesPerRequest: 1 } }),
   },
   {
     name: 'ioredis 6 (RESP3, its default)',
+    prefix: 'v6-resp3',
     resp: 3,
     connect: (port, options) => new Redis6({ ...base, port, ...options }),
     cluster: (nodes) => new Cluster6([...nodes], { redisOptions: { maxRetriesPerRequest: 1 } }),
   },
   {
     name: 'ioredis 6 with protocol: 2',
+    prefix: 'v6-resp2',
     resp: 2,
     connect: (port, options) => new Redis6({ ...base, port, protocol: 2, ...options }),
     cluster: (nodes) => new Cluster6([...nodes], { redisOptions: { maxRetriesPerRequest: 1, protocol: 2 } }),
@@ -94,7 +99,7 @@ beforeAll(async () => {
 });
 
 describe.each(MAJORS)('with $name', (major) => {
-  const prefix = major.name.replace(/\W+/g, '-');
+  const { prefix } = major;
 
   it('speaks the RESP version it should (the contract is checked on that wire)', async () => {
     const c = await ready(track(major.connect(redis.port)));
@@ -188,7 +193,7 @@ describe('in a Redis Cluster of three nodes', () => {
   });
 
   it.each(MAJORS)('with $name, replicas share counts across slots', async (major) => {
-    const prefix = major.name.replace(/\W+/g, '-');
+    const { prefix } = major;
     const [c1, c2] = await Promise.all([
       ready(track(major.cluster(cluster.nodes))),
       ready(track(major.cluster(cluster.nodes))),
