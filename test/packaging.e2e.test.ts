@@ -40,9 +40,12 @@ interface Packed {
   readonly files: ReadonlySet<string>;
 }
 
-// undici 8 declares Node >=22.19: it runs on the Node 24 of CI, and fails to load on Node 20.
+// undici 8 declares Node >=22.19: it runs on the Node 24 and 26 of CI, and fails to load on Node 20.
 const [nodeMajor = 0, nodeMinor = 0] = process.versions.node.split('.').map(Number);
 const loadsUndici8 = nodeMajor > 22 || (nodeMajor === 22 && nodeMinor >= 19);
+
+/** What mtls-fetch.mjs prints when the call went through with the client certificate. */
+const CALLER_SERVED = { status: 200, body: { spiffeId: 'spiffe://fluxguard.dev/caller' } };
 
 let work: string | undefined;
 const packed = new Map<PackageDir, Packed>();
@@ -505,7 +508,7 @@ describe('an application installing the tarballs with npm', () => {
 
     it('calls a server requiring client certificates through createMtlsAgent and undici 7', async () => {
       const answer = JSON.parse(await sh(process.execPath, ['mtls-fetch.mjs'], app)) as unknown;
-      expect(answer).toEqual({ status: 200, body: { spiffeId: 'spiffe://fluxguard.dev/caller' } });
+      expect(answer).toEqual(CALLER_SERVED);
     }, 60_000);
   });
 
@@ -537,7 +540,7 @@ describe('an application installing the tarballs with npm', () => {
       async () => {
         const answer = JSON.parse(await sh(process.execPath, ['mtls-fetch.mjs'], app)) as unknown;
         if (loadsUndici8) {
-          expect(answer).toEqual({ status: 200, body: { spiffeId: 'spiffe://fluxguard.dev/caller' } });
+          expect(answer).toEqual(CALLER_SERVED);
         } else {
           expect(answer).toEqual({
             configuration: true,
