@@ -236,6 +236,13 @@ describe('jwtAuth() and rbac() over real TLS', () => {
     expect(() => jwtAuth({ authenticator: copy })).toThrow(/not a copy/);
     expect(() => rbac({} as never)).toThrow(ConfigurationError);
     expect(() => rbac({ authorizer: {} as never })).toThrow(/createAuthorizer/);
+    // Any other control in the authorizer's place would authorize nothing: every call, anonymous
+    // ones too, would reach the handler. The guard's authenticator is the easiest mix-up.
+    const authorizer = createAuthorizer({ audit: audit, rbac: compileRbac(RULES) });
+    for (const stand of [createAuthenticator({}), { ...authorizer }, { onStart: () => undefined }]) {
+      expect(() => rbac({ authorizer: stand as never })).toThrow(/not an authenticator, another control or a copy/);
+    }
+    expect(rbac({ authorizer })).toBeDefined();
     expect(() => rbac({ authoriser: {} } as never)).toThrow(/did you mean "authorizer"/);
   });
 });

@@ -215,6 +215,16 @@ describe('jwtAuth() and rbac() construction', () => {
     expect(() => jwtAuth({ authentcator: {} } as never)).toThrow(/did you mean "authenticator"/);
     expect(() => rbac({} as never)).toThrow(ConfigurationError);
     expect(() => rbac({ authorizer: {} as never })).toThrow(/createAuthorizer/);
+    // Any other control in the authorizer's place would authorize nothing: every call, anonymous
+    // ones too, would reach the handler. The guard's authenticator is the easiest mix-up.
+    const authorizer = createAuthorizer({
+      audit: audit.audit,
+      rbac: compileRbac(secureRules(pki), { servedOperations: SERVED }),
+    });
+    for (const stand of [createAuthenticator({}), { ...authorizer }, { onStart: () => undefined }]) {
+      expect(() => rbac({ authorizer: stand as never })).toThrow(/not an authenticator, another control or a copy/);
+    }
+    expect(rbac({ authorizer })).toBeDefined();
   });
 
   it('refuses every call when safeErrors does not run first', async () => {

@@ -76,6 +76,19 @@ interface ResolvedAuthorizerOptions {
 
 const DEFAULTS: Readonly<ResolvedAuthorizerOptions> = Object.freeze({ rbac: undefined, audit: undefined });
 
+/** The authorizers made here: `rbac()` takes only one of them (see {@link isAuthorizer}). */
+const AUTHORIZERS = new WeakSet<object>();
+
+/**
+ * Whether `control` is an authorizer of {@link createAuthorizer} or a guard's. Any other control
+ * in its place (the authenticator of the same guard, most easily) would let every call through.
+ *
+ * @internal
+ */
+export function isAuthorizer(control: unknown): control is Authorizer {
+  return typeof control === 'object' && control !== null && AUTHORIZERS.has(control);
+}
+
 /** @internal Validates already-resolved options; `factory` names the caller in errors. */
 export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: string): Authorizer {
   const { rbac, audit } = options;
@@ -131,7 +144,7 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
     });
   };
 
-  return Object.freeze({
+  const authorizer: Authorizer = Object.freeze({
     name: 'rbac',
     stage: 'authorization',
     matchesOperation: true,
@@ -147,6 +160,8 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
       authorize(call, context.principal);
     },
   });
+  AUTHORIZERS.add(authorizer);
+  return authorizer;
 }
 
 /**

@@ -3,7 +3,7 @@ import { resolveOptions } from '../options/resolve-options.js';
 import { isAuthentication, type Control } from '../pipeline/control.js';
 import { checkControl } from '../pipeline/pipeline.js';
 import type { Authenticator } from './authenticate.js';
-import type { Authorizer } from './authorize.js';
+import { isAuthorizer, type Authorizer } from './authorize.js';
 import type { Guard } from './guard.js';
 import { compileTimeouts, type TimeoutsOptions } from '../timeouts/timeouts.js';
 
@@ -85,8 +85,12 @@ export function jwtAuthControls(owner: string, options: JwtAuthOptions): readonl
  */
 export function rbacControls(owner: string, options: RbacStepOptions): readonly Control[] {
   const { authorizer } = resolveOptions(owner, { authorizer: undefined as Authorizer | undefined }, options);
-  if (typeof authorizer?.onStart !== 'function') {
-    throw new ConfigurationError(`${owner}: "authorizer" must be the result of createAuthorizer() of @fluxguard/core`);
+  // Any other control here (the guard's authenticator, named one line above it) would authorize
+  // nothing: every call, anonymous ones too, would reach the handler.
+  if (!isAuthorizer(authorizer)) {
+    throw new ConfigurationError(
+      `${owner}: "authorizer" must be the result of createAuthorizer() or createGuard(...).authorizer of @fluxguard/core (not an authenticator, another control or a copy)`,
+    );
   }
   return [authorizer];
 }
