@@ -380,6 +380,10 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
     throw new ConfigurationError(`${where}: "url" must use https:`);
   }
+  // A string from the environment ("false") is truthy: only `true` may lift the https: rule.
+  if (typeof opts.allowInsecureHttp !== 'boolean') {
+    throw new ConfigurationError(`${where}: "allowInsecureHttp" must be a boolean`);
+  }
   if (url.protocol === 'http:' && !LOOPBACK.has(url.hostname) && !opts.allowInsecureHttp) {
     throw new ConfigurationError(
       `${where}: "url" must use https: (http: is accepted for loopback hosts, or with allowInsecureHttp: true)`,

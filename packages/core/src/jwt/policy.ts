@@ -36,7 +36,7 @@ export interface JwtPolicy {
   readonly jwksTimeoutMs?: number;
   /**
    * With `jwksUrl` only: at most one key-set fetch per this many milliseconds, whatever triggers
-   * it. Default 30 000.
+   * it. Default 30 000, at least 1 000.
    */
   readonly jwksCooldownMs?: number;
   /**
@@ -93,8 +93,11 @@ const NUMBER_KEYS = [
 const REMOTE_ONLY_KEYS = ['jwksTimeoutMs', 'jwksCooldownMs', 'jwksMaxAgeMs'] as const;
 // The verifier's and the key set's own lower bounds: a fetch that times out at once, a token
 // limit no token meets, or a fraction of an entry.
+// A policy is for service: a cooldown under a second lets every token with a made-up `kid`
+// make the server fetch the key set again (0, which the code API keeps for tests, fetches for each).
 const NUMBER_MINIMA: Partial<Record<(typeof NUMBER_KEYS)[number], number>> = {
   jwksTimeoutMs: 1,
+  jwksCooldownMs: 1_000,
   jwksMaxAgeMs: 1,
   maxTokenLength: 64,
   cacheMaxEntries: 0,

@@ -516,6 +516,17 @@ describe('createJwtVerifier: configuration', () => {
       () => ({ jwksUrl: 'http://id.example.com/jwks', issuer: ISSUER, audience: AUDIENCE }),
       /must use https/,
     ],
+    // A string read from the environment is truthy: "false" would have allowed plain http.
+    ...['false', 'no', 1, {}].map((allowInsecureHttp): [string, () => unknown, RegExp] => [
+      `allowInsecureHttp ${JSON.stringify(allowInsecureHttp)}, not a boolean`,
+      () => ({
+        jwksUrl: 'http://id.example.com/jwks',
+        jwksOptions: { allowInsecureHttp },
+        issuer: ISSUER,
+        audience: AUDIENCE,
+      }),
+      /"allowInsecureHttp" must be a boolean/,
+    ]),
     [
       'a clock tolerance above five minutes',
       () => ({ jwks: jwks(), issuer: ISSUER, audience: AUDIENCE, clockToleranceSeconds: 301 }),

@@ -145,6 +145,14 @@ describe('parseSecurityPolicy', () => {
       'policy.jwt.jwksTimeoutMs must be a whole number, at least 1',
     ],
     [
+      // Every token with a made-up kid would make the server fetch the key set again.
+      'a JWKS cooldown under a second',
+      (p) => {
+        (p.jwt as Record<string, unknown>).jwksCooldownMs = 0;
+      },
+      'policy.jwt.jwksCooldownMs must be a whole number, at least 1000',
+    ],
+    [
       'a token length limit no token meets',
       (p) => {
         (p.jwt as Record<string, unknown>).maxTokenLength = 10;
