@@ -259,6 +259,34 @@ describe('compileClientAddress options', () => {
     );
   });
 
+  it.each([
+    // Every IPv4 client, as BlockList matches an IPv4 peer against IPv4-mapped ranges.
+    ['::ffff:0:0/96', 'trusts every IPv4 address as a proxy'],
+    ['::/80', 'trusts every IPv4 address as a proxy'],
+    ['::ffff:0.0.0.0/97', 'is wider than the largest private network (a /8 of IPv4)'],
+    ['0.0.0.0/1', 'is wider than the largest private network (a /8 of IPv4)'],
+    ['128.0.0.0/7', 'is wider than the largest private network (a /8 of IPv4)'],
+    ['8000::/1', 'is wider than the largest private network (a /7)'],
+    ['2000::/3', 'is wider than the largest private network (a /7)'],
+  ])('refuses %s, a range of clients that could choose their own key', (entry, reason) => {
+    expect(() => compileClientAddress({ trustedProxies: [entry] }, 'rateLimits')).toThrow(
+      `rateLimits.trustedProxies[0] "${entry}" ${reason}`,
+    );
+  });
+
+  it.each(['10.0.0.0/8', 'fc00::/7', '::ffff:10.0.0.0/104', '100.64.0.0/10', '2001:db8::/32', '::/96'])(
+    "accepts %s, a private network or a provider's range",
+    (entry) => {
+      expect(compileClientAddress({ trustedProxies: [entry] }, 'rateLimits').behindProxies).toBe(true);
+    },
+  );
+
+  it('takes the client from the header only behind a trusted IPv4-mapped range', () => {
+    const trusted = { trustedProxies: ['::ffff:10.0.0.0/104'] };
+    expect(keyOf(trusted, call('10.1.2.3:5000', { 'x-forwarded-for': '6.6.6.6' }))).toBe('6.6.6.6');
+    expect(keyOf(trusted, call('203.0.113.9:5000', { 'x-forwarded-for': '6.6.6.6' }))).toBe('203.0.113.9');
+  });
+
   it('refuses trustedProxies that is not an array', () => {
     expect(() => compileClientAddress({ trustedProxies: '10.0.0.0/8' as never }, 'rateLimits')).toThrow(
       'rateLimits.trustedProxies must be an array',

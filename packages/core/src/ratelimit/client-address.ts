@@ -1,7 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { ipv6Groups, parseAddressRange } from '../options/address-range.js';
+import { ipv6Groups, parseAddressRange, type AddressRange } from '../options/address-range.js';
 import { wholeNumber } from '../options/whole-number.js';
 
 /**
@@ -97,7 +97,8 @@ const MAX_HOPS = 32;
  * Compiles where a call's client address comes from (see {@link ClientAddressOptions}).
  *
  * @throws ConfigurationError for an entry of `trustedProxies` that is not an address or CIDR (or
- *   a CIDR with bits set past its prefix length, `10.1.2.3/16`), or a prefix length out of range.
+ *   a CIDR with bits set past its prefix length, `10.1.2.3/16`), a prefix length out of range,
+ *   or a range wider than a /8 of IPv4 or a /7 of IPv6 (`::ffff:0:0/96` is every IPv4 client).
  *
  * @example
  * ```ts
@@ -169,15 +170,48 @@ export function peerStoreKeys(address: ClientAddress): (call: CallInfo) => strin
   };
 }
 
+/**
+ * The widest ranges trusted as proxies: 10.0.0.0/8, the largest private IPv4 network, and
+ * fc00::/7, the IPv6 unique local block. A wider one (`0.0.0.0/1` beside `128.0.0.0/1`, or
+ * `::ffff:0:0/96`, every IPv4 client as Node's `BlockList` matches it) holds clients, and each of
+ * them could choose its own rate-limit and brute-force key in the header it sends.
+ */
+const WIDEST_IPV4_PREFIX = 8;
+const WIDEST_IPV6_PREFIX = 7;
+/** The first 96 bits of an IPv4-mapped address, `::ffff:0:0/96`, in 16-bit groups. */
+const MAPPED_HEAD = [0, 0, 0, 0, 0, 0xffff] as const;
+
 function addTrusted(list: BlockList, entry: unknown, where: string): void {
-  const { address, prefix, type } = parseAddressRange(entry, where);
-  if (prefix === 0) {
+  const range = parseAddressRange(entry, where);
+  const ipv4Prefix = range.type === 'ipv4' ? range.prefix : mappedIpv4Prefix(range);
+  if (range.prefix === 0 || ipv4Prefix === 0) {
     // Every address a proxy: any client could name itself in the header it sends.
     throw new ConfigurationError(
-      `${where} "${String(entry)}" trusts every address as a proxy, so any client could choose its own address: list your proxies' addresses or ranges`,
+      `${where} "${String(entry)}" trusts every ${range.prefix === 0 ? '' : 'IPv4 '}address as a proxy, so any client could choose its own address: list your proxies' addresses or ranges`,
     );
   }
-  list.addSubnet(address, prefix, type);
+  if (ipv4Prefix === undefined ? range.prefix < WIDEST_IPV6_PREFIX : ipv4Prefix < WIDEST_IPV4_PREFIX) {
+    throw new ConfigurationError(
+      `${where} "${String(entry)}" is wider than the largest private network (a /${String(ipv4Prefix === undefined ? WIDEST_IPV6_PREFIX : WIDEST_IPV4_PREFIX)}${ipv4Prefix === undefined ? '' : ' of IPv4'}), so clients in it could choose their own address: list your proxies' addresses or ranges`,
+    );
+  }
+  list.addSubnet(range.address, range.prefix, range.type);
+}
+
+/**
+ * The prefix length, counted in IPv4 bits, of the IPv4-mapped addresses an IPv6 range holds
+ * (`::ffff:10.0.0.0/104` is 8; `::/64`, holding all of `::ffff:0:0/96`, is 0); `undefined` when
+ * it holds none.
+ */
+function mappedIpv4Prefix(range: AddressRange): number | undefined {
+  const groups = ipv6Groups(range.address);
+  const compared = Math.min(range.prefix, 96);
+  for (let i = 0; i < MAPPED_HEAD.length; i++) {
+    const bits = Math.min(Math.max(compared - 16 * i, 0), 16);
+    const mask = bits === 0 ? 0 : (0xffff << (16 - bits)) & 0xffff;
+    if (((groups[i] ?? 0) & mask) !== (MAPPED_HEAD[i] & mask)) return undefined;
+  }
+  return Math.max(range.prefix - 96, 0);
 }
 
 /**
