@@ -146,7 +146,7 @@ describe('compileIdentityRules: combination and validation', () => {
     );
     expect(() => compileIdentityRules([{ roles: ['a'] }], 'policy.x')).toThrow(/needs at least one/);
     expect(() => compileIdentityRules([{ spiffeID: 'spiffe://a/b' } as IdentityRule], 'policy.x')).toThrow(
-      /^policy\.x\[0\]: unknown field "spiffeID"/,
+      /^policy\.x\[0\]: unknown field "spiffeID" \(did you mean "spiffeId"\?\)/,
     );
     expect(() => compileIdentityRules([{ spiffeId: 'spiffe://a/b', roles: 'admin' as never }], 'p')).toThrow(
       /^p\[0\]\.roles: /,

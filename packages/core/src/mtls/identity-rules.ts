@@ -1,7 +1,7 @@
 import type { CertificateIdentity, Principal } from '../call/call-info.js';
 import { freezeSound, isSoundPrincipal } from '../call/sound-principal.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { checkPlainObject } from '../options/unknown-keys.js';
+import { checkKnownKeys } from '../options/unknown-keys.js';
 import { isValidPathSegment, isValidTrustDomain, parseSpiffeId } from './spiffe.js';
 
 /**
@@ -306,15 +306,9 @@ function compileRule(rule: unknown, where: string): CompiledRule {
   if (typeof rule !== 'object' || rule === null || Array.isArray(rule)) {
     throw new ConfigurationError(`${where}: an identity rule must be an object`);
   }
-  checkPlainObject(rule, where);
+  // A misspelt field gets its hint; an inherited one (a polluted prototype) is refused.
+  checkKnownKeys(rule, [...RULE_KEYS], where, 'field');
   const record = rule as Record<string, unknown>;
-  for (const key of Object.keys(record)) {
-    if (!RULE_KEYS.has(key)) {
-      throw new ConfigurationError(
-        `${where}: unknown field "${key}" (expected spiffeId, dnsName, commonName, fingerprint256, roles)`,
-      );
-    }
-  }
   const predicates: Predicate[] = [];
   for (const key of MATCH_KEYS) {
     const value = record[key];

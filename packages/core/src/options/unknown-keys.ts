@@ -11,6 +11,8 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
  *   prototype than `Object.prototype` or `null` (a class instance, a Map, `Object.create(base)`).
  * @throws ConfigurationError `<where>: unknown <noun> "<key>"`, then ` (did you mean "<known>"?)`
  *   when there is a close match, else the known keys when there are at most 16.
+ * @throws ConfigurationError `<where>: the <noun> "<key>" is not given here but inherited ...` for
+ *   a known key that `value` inherits with a value (`Object.prototype` polluted).
  *
  * @example
  * ```ts
@@ -32,6 +34,16 @@ export function checkKnownKeys(value: object, known: readonly string[], where: s
             ? ` (expected ${known.map((k) => `"${k}"`).join(', ')})`
             : '';
       throw new ConfigurationError(`${where}: unknown ${noun} "${key}"${help}`);
+    }
+  }
+  // A known key read through the prototype was set on Object.prototype by something else in the
+  // process (a polluting merge or query parser): it would configure this object, RBAC's shadow
+  // mode or a denylist that revokes nothing, without anyone having written it here.
+  for (const key of known) {
+    if (!Object.hasOwn(value, key) && (value as Record<string, unknown>)[key] !== undefined) {
+      throw new ConfigurationError(
+        `${where}: the ${noun} "${key}" is not given here but inherited: something in this process set Object.prototype.${key} (prototype pollution); find and remove what sets it`,
+      );
     }
   }
 }

@@ -247,7 +247,11 @@ describe('compileRbac: start-up checks', () => {
     ['a bad pattern', { 'GET v1/x': { public: true } }, /not an operation pattern/],
     ['a lower-case method', { 'get /x': { public: true } }, /not an operation pattern/],
     // Inherited fields were read where own ones are checked: the route was public.
-    ['a requirement that inherits its fields', { 'GET /a': Object.create({ public: true }) as object }, /must be a plain object/],
+    [
+      'a requirement that inherits its fields',
+      { 'GET /a': Object.create({ public: true }) as object },
+      /must be a plain object/,
+    ],
     // Its entries are no keys: it compiled to no rule at all, and every route was denied.
     [
       'a Map of rules',
@@ -287,6 +291,7 @@ describe('compileRbac: start-up checks', () => {
       /^rbac\.rules\["GET \/x"\]\.scopes\[1\] must be one scope, without white space: a token's scopes are split at spaces/,
     ]),
     ['an unknown field', { 'GET /x': { roles: ['a'] } }, /unknown field "roles"/],
+    ['a misspelt field', { 'GET /x': { anyRole: ['a'] } }, /unknown field "anyRole" \(did you mean "anyRoles"\?\)/],
     [
       'a duplicate',
       [

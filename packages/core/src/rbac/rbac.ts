@@ -355,13 +355,14 @@ function compileRule(
   if (typeof requirement !== 'object' || requirement === null || Array.isArray(requirement)) {
     throw new ConfigurationError(`${where} must be an object`);
   }
-  checkPlainObject(requirement, where);
+  // A misspelt field gets its hint; an inherited one (a polluted prototype) is refused.
+  checkKnownKeys(
+    requirement,
+    allowOperationKey ? [...REQUIREMENT_KEYS, 'operation'] : REQUIREMENT_KEYS,
+    where,
+    'field',
+  );
   const req = requirement as Record<string, unknown>;
-  for (const key of Object.keys(req)) {
-    if (!(REQUIREMENT_KEYS as readonly string[]).includes(key) && !(allowOperationKey && key === 'operation')) {
-      throw new ConfigurationError(`${where}: unknown field "${key}" (expected ${REQUIREMENT_KEYS.join(', ')})`);
-    }
-  }
   const pattern = compilePattern(operation, allowOperationKey ? `${where}.operation` : `${where} pattern`);
   const given = REQUIREMENT_KEYS.filter((k) => req[k] !== undefined);
   if (given.length === 0) {
