@@ -900,6 +900,43 @@ describe('createAuditLogger and a failing stream of pino’s', () => {
   });
 });
 
+describe('createAuditLogger folding refusals when the process stops', () => {
+  // A flood just before a deploy's SIGTERM: the interval's timer is unref'd, and its counts
+  // were never written.
+  it.each([
+    ['process.exit()', 'setTimeout(() => process.exit(0), 50);'],
+    ['its work done', ''],
+  ])('writes the counts of the last interval at exit: %s', (_how, then) => {
+    const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { createAuditLogger, SecurityError } from ${JSON.stringify(core)};
+         const audit = createAuditLogger({ foldRefusals: { after: 50, intervalMs: 60_000 } });
+         globalThis.audit = audit;
+         const refusal = new SecurityError('unauthenticated', { reason: 'bad_signature' });
+         for (let i = 0; i < 300; i++) {
+           audit.recordFailure(refusal, { operation: 'GET /v1/x', requestId: 'r-' + i, peer: '203.0.113.9:' + (4000 + i), transport: 'http' });
+         }
+         ${then}`,
+      ],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+    expect(child.status).toBe(0);
+    const lines = child.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const named = (event: string) => lines.filter((line) => line.event === event);
+    expect(named('request.denied')).toHaveLength(50);
+    expect(named('request.denied.folded')).toEqual([
+      expect.objectContaining({ count: 250, peer: '203.0.113.9', firstRequestId: 'r-50', lastRequestId: 'r-299' }),
+    ]);
+  });
+});
+
 describe('createAuditLogger on a stream that outlives its loggers', () => {
   it('keeps none of them alive', () => {
     const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');

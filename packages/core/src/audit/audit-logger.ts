@@ -577,22 +577,20 @@ interface Folded {
   lastRequestId: string | undefined;
 }
 
+/** Whether one line was folded (counted, not written): see {@link createFolding}. */
+type RefusalFold = (
+  event: FoldedEvent,
+  reason: AuditReason | undefined,
+  context: FailureContext,
+  code: SecurityErrorCode | undefined,
+) => boolean;
+
 /**
  * The folding of {@link AuditLoggerOptions.foldRefusals}: returns a function that says whether
- * one line was folded (counted, not written). Counts are flushed by one timer per interval.
+ * one line was folded (counted, not written). Counts are flushed by one timer per interval, and
+ * at the process's exit.
  */
-function createFolding(
-  logger: Logger,
-  option: unknown,
-  lineLost: (error: unknown) => void,
-):
-  | ((
-      event: FoldedEvent,
-      reason: AuditReason | undefined,
-      context: FailureContext,
-      code: SecurityErrorCode | undefined,
-    ) => boolean)
-  | undefined {
+function createFolding(logger: Logger, option: unknown, lineLost: (error: unknown) => void): RefusalFold | undefined {
   if (option === false) return undefined;
   if (typeof option !== 'object' || option === null) {
     throw new ConfigurationError('createAuditLogger: "foldRefusals" must be false or { after, intervalMs, maxLines }');
@@ -652,7 +650,7 @@ function createFolding(
     }
   };
 
-  return (event, reason, context, code) => {
+  const folds: RefusalFold = (event, reason, context, code) => {
     // One client: its address without the port (each connection has its own port), an IPv6
     // one by its /64 as rate limits count it, so that a client rotating through the addresses
     // of its prefix is one client here too.
@@ -701,6 +699,18 @@ function createFolding(
     entry.lastRequestId = context.requestId;
     return true;
   };
+  // The counts of the last interval at a stop (a deploy's SIGTERM): the timer is unref'd, and a
+  // flood just before it left no trace. Before the stream's own exit flush, which writes them out.
+  listenWeakly(
+    process,
+    'exit',
+    folds,
+    () => {
+      if (counts.size > 0) flush();
+    },
+    { first: true, callFirst: true },
+  );
+  return folds;
 }
 
 /** One line for the cause of an expected refusal: its type and scrubbed message, no stack. */

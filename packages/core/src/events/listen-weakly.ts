@@ -5,8 +5,8 @@ export interface ListenerTarget {
 }
 
 interface Listeners {
-  /** The owners registered, held weakly. */
-  readonly owners: Set<WeakRef<object>>;
+  /** The owners registered, held weakly, in the order their callbacks run. */
+  owners: Set<WeakRef<object>>;
   /** Each live owner's callback: gone with its owner. */
   readonly callbackOf: WeakMap<object, (value: unknown) => void>;
 }
@@ -24,7 +24,8 @@ const listenersOf = new WeakMap<object, Map<string, Listeners>>();
  * `callback` is held only through `owner`, so it may refer to the owner's state freely. An owner
  * registered again on the same emitter and event has its callback replaced. With `first`, the
  * one listener goes before those already there (`prependListener`), as the first registration
- * for that emitter and event asks.
+ * for that emitter and event asks. With `callFirst`, this owner's callback runs before those of
+ * the owners registered earlier (lines written at `'exit'` before the stream's own exit flush).
  *
  * @example
  * ```ts
@@ -36,7 +37,7 @@ export function listenWeakly(
   event: string,
   owner: object,
   callback: (value: unknown) => void,
-  options?: { readonly first?: boolean },
+  options?: { readonly first?: boolean; readonly callFirst?: boolean },
 ): void {
   let events = listenersOf.get(emitter);
   if (events === undefined) {
@@ -61,6 +62,10 @@ export function listenWeakly(
   }
   // Owners collected since the last one was added leave the set here, not only at an event.
   for (const ref of listeners.owners) if (ref.deref() === undefined) listeners.owners.delete(ref);
-  if (!listeners.callbackOf.has(owner)) listeners.owners.add(new WeakRef(owner));
+  if (!listeners.callbackOf.has(owner)) {
+    const ref = new WeakRef(owner);
+    if (options?.callFirst === true) listeners.owners = new Set([ref, ...listeners.owners]);
+    else listeners.owners.add(ref);
+  }
   listeners.callbackOf.set(owner, callback);
 }

@@ -165,6 +165,10 @@ describe('createBruteForceProtection', () => {
       expect(
         await attempt(control, client, new SecurityError('permission_denied', { reason: 'missing_role' })),
       ).toBeUndefined();
+      // A key the server has not fetched yet: an identity provider's new signing key.
+      expect(
+        await attempt(control, client, new SecurityError('unauthenticated', { reason: 'unknown_kid' })),
+      ).toBeUndefined();
       expect(await attempt(control, client, new Error('handler bug'))).toBeUndefined();
       expect(await attempt(control, client)).toBeUndefined();
     }

@@ -315,9 +315,20 @@ function presentsCredential(call: CallInfo): boolean {
   return call.headers.get('authorization') !== undefined || call.peerCertificate !== undefined;
 }
 
-/** A refusal that tried a credential and failed; a call that sent none is not guessing. */
+/**
+ * A refusal that tried a credential and failed. A call that sent none is not guessing; nor is a
+ * token signed with a key the server has not fetched yet (`unknown_kid`): after an identity
+ * provider starts signing with a new key, the key set catches up within the fetch cooldown, and
+ * counting those refusals blocked every busy caller for `blockSeconds`. Such a token is refused
+ * before any signature is checked, so it guesses nothing.
+ */
 function isFailedAuthentication(refusal: unknown): boolean {
-  return isSecurityError(refusal) && refusal.code === 'unauthenticated' && refusal.reason !== 'missing_token';
+  return (
+    isSecurityError(refusal) &&
+    refusal.code === 'unauthenticated' &&
+    refusal.reason !== 'missing_token' &&
+    refusal.reason !== 'unknown_kid'
+  );
 }
 
 /** The `sub` a bearer token claims, read without verifying it (bounded; anything odd: none). */
