@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import { rename, writeFile } from 'node:fs/promises';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -480,6 +482,27 @@ describe('createSecureServer: limits', () => {
       await dispatcher.close();
       await served.close();
     }
+  });
+
+  it('ends at closeAllConnections a connection still before its handshake, which would hold close() otherwise', async () => {
+    // Accepted before close(), its handshake done after the shutdown's grace, then a request head
+    // trickled byte by byte: Node's own closeAllConnections never saw it, and close() waited.
+    const server = createSecureServer(helloApp(audit), { audit, tls: tls(), handshakeTimeoutMs: 60_000 });
+    const served = await listen(server);
+    const raw = createConnection({ host: '127.0.0.1', port: served.port });
+    await once(raw, 'connect');
+    const rawClosed = once(raw, 'close');
+    const serverClosed = new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
+    await sleep(100);
+    server.closeAllConnections();
+    await rawClosed;
+    await serverClosed;
+    // The client sees its connection end: a handshake now has nothing to talk to.
+    expect(raw.destroyed).toBe(true);
   });
 
   it('takes overrides, and keeps the headers timeout within the request timeout', () => {

@@ -1,5 +1,6 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import {
@@ -139,7 +140,10 @@ function positiveInteger(value: unknown, name: string, max = MAX_TIMER_MS): numb
  * material and logs `tls.reload_failed`. The watcher stops when the server closes. What Node's
  * parser refuses before any request exists, an HTTP/1.1 request without `Host` and a `CONNECT`
  * request are answered with Node's status (404 for `CONNECT`, as an unknown route) plus a
- * request id, a problem+json body and an audit line.
+ * request id, a problem+json body and an audit line. Its `closeAllConnections()` (at the end of
+ * a shutdown's grace) ends every connection, those still in their TLS handshake included: one
+ * that finished its handshake later could otherwise hold `close()` for as long as it trickled
+ * a request head.
  *
  * Options are checked now: a missing or mismatched file throws `ConfigurationError`.
  * The server is returned unbound: call `listen`.
@@ -273,6 +277,22 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
       return res === undefined || waitsOnItsClient(res);
     },
   });
+  // Every TCP connection from its accept on. Node's `closeAllConnections` reaches only those that
+  // finished their handshake: one accepted before `close()` that shook hands after the grace then
+  // trickled a request head held the process for as long as it liked, as `close()` stops Node's
+  // header and request timeouts. This one ends them all.
+  const accepted = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    accepted.add(socket);
+    socket.once('close', () => {
+      accepted.delete(socket);
+    });
+  });
+  const closeHttpConnections = server.closeAllConnections.bind(server);
+  server.closeAllConnections = () => {
+    closeHttpConnections();
+    for (const socket of accepted) socket.destroy();
+  };
   server.on('secureConnection', (socket: TLSSocket) => {
     connections.add(socket);
     socket.once('close', () => {
