@@ -91,13 +91,35 @@ describe('CRLs are checked when the TLS material is loaded', () => {
     const bundle = impostor.certPem + renamed.certPem;
     const client = await renamed.issueClient('4d');
     const revoking = await authority('rsa').crl({ ...current, revoke: ['4d'] });
-    expect(settingsWith(bundle, revoking).material.crl).toBeDefined();
+    // Each CA of the bundle needs its CRL: the impostor's is given too.
+    expect(settingsWith(bundle, revoking + (await impostor.crl(current))).material.crl).toBeDefined();
     // OpenSSL applies it: it matches a CRL to a CA by name as compared, not by bytes.
     expect(await handshakes(bundle, client, [await authority('rsa').crl(current)])).toBe(true);
     expect(await handshakes(bundle, client, [revoking])).toBe(false);
     // The impostor's own CRL, of the same name, is still not the CA's.
     const impostorCrl = await impostor.crl(current);
     expect(() => settingsWith(renamed.certPem, impostorCrl)).toThrow(/is not signed by any CA of the bundle/);
+  });
+
+  it('refuses a CRL file without the CRL of a CA of the bundle, or cut short in one', async () => {
+    // OpenSSL checks each CA of a client's chain against its CRL: without one, every client of
+    // that CA was refused while the reload said it had succeeded.
+    const [rsa, ec] = [authority('rsa'), authority('ec')];
+    const bundle = rsa.certPem + ec.certPem;
+    const both = (await rsa.crl(current)) + (await ec.crl(current));
+    expect(settingsWith(bundle, both).material.crl).toBeDefined();
+    const rsaOnly = await rsa.crl(current);
+    expect(() => settingsWith(bundle, rsaOnly)).toThrow(
+      /^createTlsSettings: "crl" holds no CRL of the CA "CN=fluxguard test ec CA" of the bundle: OpenSSL would refuse every client of that CA; give a current CRL from each CA of the bundle$/,
+    );
+    // A writer stopped in the second CRL: the first is whole, the second unreadable.
+    expect(() => settingsWith(bundle, both.slice(0, both.length - 200))).toThrow(
+      /holds no CRL of the CA "CN=fluxguard test ec CA"/,
+    );
+    // What OpenSSL does with such a file: a client of the CA without a CRL is refused.
+    const ecClient = await ec.issueClient('5e');
+    expect(await handshakes(bundle, ecClient, [await rsa.crl(current)])).toBe(false);
+    expect(await handshakes(bundle, ecClient, [await rsa.crl(current), await ec.crl(current)])).toBe(true);
   });
 
   it('refuses a CRL of a CA that is not in the bundle', async () => {

@@ -53,6 +53,7 @@ export function checkCrls(
   now: number,
 ): Date | undefined {
   let earliest: Date | undefined;
+  const covered = new Set<X509Certificate>();
   crls.forEach((pem, index) => {
     const name = crls.length === 1 ? `the CRL in ${source}` : `CRL ${String(index + 1)} in ${source}`;
     const der = crlDer(pem);
@@ -63,9 +64,11 @@ export function checkCrls(
     } catch (cause) {
       throw new ConfigurationError(`${where}: ${name} cannot be read as an X.509 CRL`, { cause });
     }
-    if (!signedByAuthority(crl, authorities)) {
+    const issuers = issuingAuthorities(crl, authorities);
+    if (issuers.length === 0) {
       throw new ConfigurationError(`${where}: ${name} is not signed by any CA of the bundle`);
     }
+    for (const ca of issuers) covered.add(ca);
     if (crl.extensions.includes(DELTA_CRL_INDICATOR)) {
       throw new ConfigurationError(
         `${where}: ${name} is a delta CRL, which Node's TLS does not apply as one (OpenSSL 3.0 takes it for a complete CRL of its CA, and the base CRL's revocations no longer count): give complete CRLs only`,
@@ -82,19 +85,28 @@ export function checkCrls(
     if (crl.nextUpdate !== undefined && (earliest === undefined || crl.nextUpdate < earliest))
       earliest = crl.nextUpdate;
   });
+  // Node has OpenSSL check every CA of a client's chain against its CRL: a CA of the bundle
+  // without one (a CRL file cut short, a CA added to the bundle alone) refused all its clients
+  // while the log said `tls.reloaded`, each refusal read as a certificate mismatch.
+  const uncovered = authorities.find((ca) => !covered.has(ca));
+  if (uncovered !== undefined && crls.some((pem) => crlDer(pem) !== undefined)) {
+    throw new ConfigurationError(
+      `${where}: ${source} holds no CRL of the CA "${uncovered.subject.replaceAll('\n', ', ')}" of the bundle: OpenSSL would refuse every client of that CA; give a current CRL from each CA of the bundle`,
+    );
+  }
   return earliest;
 }
 
 /**
- * Whether a CA of the bundle signed the CRL: the CAs named as its issuer (names compared as
+ * The CAs of the bundle that signed the CRL: of the CAs named as its issuer (names compared as
  * OpenSSL compares them, so a CA re-issued with its name in another string type is one of
- * them), else every CA. A signature algorithm this check cannot verify is left to OpenSSL.
+ * them), else of every CA. A signature algorithm this check cannot verify is left to OpenSSL.
  */
-function signedByAuthority(crl: CrlFields, authorities: readonly X509Certificate[]): boolean {
+function issuingAuthorities(crl: CrlFields, authorities: readonly X509Certificate[]): X509Certificate[] {
   const issuer = comparableName(crl.issuer);
   const named =
     issuer === undefined ? [] : authorities.filter((ca) => comparableName(readCertificateSubject(ca.raw)) === issuer);
-  return (named.length > 0 ? named : authorities).some((ca) => crlSignedBy(crl, ca));
+  return (named.length > 0 ? named : authorities).filter((ca) => crlSignedBy(crl, ca));
 }
 
 /**
