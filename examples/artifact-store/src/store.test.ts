@@ -2,7 +2,16 @@ import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -164,6 +173,19 @@ describe('ArtifactStore', () => {
     await store.put('beside/d.txt', sha('second!'), chunks('second!'));
     expect(await listed()).toEqual([{ path: 'beside/d.txt', sha256: sha('second!'), size: 7 }]);
     expect((await store.get('beside/d.txt')).sha256).toBe(sha('second!'));
+  });
+
+  it('gives the new digest of a file rewritten in place with its old size and modification time', async () => {
+    // A restore with `cp -p` or `rsync -t --inplace`: inode, size and mtime as they were.
+    mkdirSync(join(store.dataDir, 'restored'), { recursive: true });
+    const file = join(store.dataDir, 'restored', 'r.txt');
+    const restoredAt = 1_700_000_000; // whole seconds: set again to the nanosecond
+    writeFileSync(file, 'version one');
+    utimesSync(file, restoredAt, restoredAt);
+    expect((await store.get('restored/r.txt')).sha256).toBe(sha('version one'));
+    writeFileSync(file, 'version TWO');
+    utimesSync(file, restoredAt, restoredAt);
+    expect((await store.get('restored/r.txt')).sha256).toBe(sha('version TWO'));
   });
 
   it('gives concurrent listings and opens of files not hashed yet the same, right digests', async () => {

@@ -521,9 +521,13 @@ async function sha256Of(handle: FileHandle): Promise<string> {
   return hash.digest('hex');
 }
 
-/** What identifies one version of a stored file; a replacement (a new inode) or a change differs. */
+/**
+ * What identifies one version of a stored file; a replacement (a new inode) or a change differs.
+ * The change time too: a restore rewritten in place with its old modification time kept
+ * (`cp -p`, `rsync -t --inplace`) was served under the old digest, and no program sets ctime.
+ */
 function versionOf(stats: BigIntStats): string {
-  return `${String(stats.dev)}:${String(stats.ino)}:${String(stats.size)}:${String(stats.mtimeNs)}`;
+  return `${String(stats.dev)}:${String(stats.ino)}:${String(stats.size)}:${String(stats.mtimeNs)}:${String(stats.ctimeNs)}`;
 }
 
 /** A directory where an artifact was asked for: the client's `not_found`, as a missing file. */
