@@ -25,7 +25,7 @@ export {
   type ReferenceSecurity,
   type ReferenceSecurityOptions,
 } from './security.js';
-export type { ReferenceServerOptions } from './server-options.js';
+export { openReferenceStore, type ReferenceServerOptions } from './server-options.js';
 export {
   runReferenceServer,
   shellQuote,

@@ -1,5 +1,6 @@
 import type { AuditLogger } from '@fluxguard/core';
 import type { ReferenceSecurity } from './security.js';
+import { ArtifactStore } from './store.js';
 
 /**
  * The options both reference servers take (`startGrpcServer`, `startHttpServer`); each adds
@@ -30,4 +31,26 @@ export interface ReferenceServerOptions {
   readonly maxArtifactBytes?: number;
   /** Most artifacts one listing returns; a longer one is continued from its last path. Default: the store's (10,000). */
   readonly maxListEntries?: number;
+}
+
+/**
+ * The store of a reference server, the upload temporaries a crashed process left in its data
+ * directory removed first (logged as `store.leftover_uploads_removed` with their count).
+ *
+ * @example
+ * ```ts
+ * const store = await openReferenceStore({ port: 0, dataDir: '/tmp/artifacts', security }, audit);
+ * ```
+ */
+export async function openReferenceStore(options: ReferenceServerOptions, audit: AuditLogger): Promise<ArtifactStore> {
+  const store = new ArtifactStore({
+    dataDir: options.dataDir,
+    ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
+    ...(options.maxListEntries === undefined ? {} : { maxListEntries: options.maxListEntries }),
+  });
+  const removed = await store.removeLeftoverUploads();
+  if (removed > 0) {
+    audit.logger.info({ event: 'store.leftover_uploads_removed', count: removed }, 'store.leftover_uploads_removed');
+  }
+  return store;
 }

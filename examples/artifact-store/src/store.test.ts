@@ -175,6 +175,33 @@ describe('ArtifactStore', () => {
     expect((await store.get('beside/d.txt')).sha256).toBe(sha('second!'));
   });
 
+  it('removes the upload temporaries a crashed process left, not those of uploads in progress, never through a link', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fluxguard-leftovers-'));
+    const outside = mkdtempSync(join(tmpdir(), 'fluxguard-outside-'));
+    try {
+      const crashed = new ArtifactStore({ dataDir: dir });
+      mkdirSync(join(dir, 'models', 'v1'), { recursive: true });
+      const left = [join(dir, '.upload-aa'), join(dir, 'models', 'v1', '.upload-bb')];
+      const live = join(dir, 'models', '.upload-cc');
+      for (const file of [...left, live, join(outside, '.upload-dd')]) writeFileSync(file, 'partial');
+      writeFileSync(join(dir, 'models', 'v1', 'kept.bin'), 'stored');
+      symlinkSync(outside, join(dir, 'models', 'link'));
+      const hourAgo = Date.now() / 1000 - 3_600;
+      for (const file of [...left, join(outside, '.upload-dd')]) utimesSync(file, hourAgo, hourAgo);
+
+      expect(await crashed.removeLeftoverUploads()).toBe(2);
+      expect(left.filter((file) => existsSync(file))).toEqual([]);
+      // Written a moment ago: an upload in progress, perhaps on another replica.
+      expect(existsSync(live)).toBe(true);
+      expect(existsSync(join(dir, 'models', 'v1', 'kept.bin'))).toBe(true);
+      expect(existsSync(join(outside, '.upload-dd'))).toBe(true);
+      expect(await crashed.removeLeftoverUploads()).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
   it('gives the new digest of a file rewritten in place with its old size and modification time', async () => {
     // A restore with `cp -p` or `rsync -t --inplace`: inode, size and mtime as they were.
     mkdirSync(join(store.dataDir, 'restored'), { recursive: true });

@@ -64,6 +64,9 @@ export interface ArtifactStoreOptions {
 }
 
 const TEMP_PREFIX = '.upload-';
+// An upload writes its temporary at least once per idle limit (30 s): one unchanged this long
+// was left by a process that ended without finishing it, not by an upload in progress elsewhere.
+const LEFTOVER_AGE_MS = 10 * 60_000;
 // A walk that keeps losing its new directory to refused uploads of other processes gives up after this.
 const CREATE_ATTEMPTS = 3;
 // Gathered chunks are written once they reach this size (and at the end).
@@ -109,6 +112,39 @@ export class ArtifactStore {
   /** The data directory's real path. */
   get dataDir(): string {
     return this.#paths.root;
+  }
+
+  /**
+   * Removes the temporaries of uploads that a process ended without finishing (a crash, a
+   * SIGKILL): hidden from listings and out of reach of every call, each held up to
+   * `maxArtifactBytes` of disk for ever. Only those unchanged for ten minutes, so that an upload
+   * in progress on another replica sharing the directory keeps its own. Links are not followed.
+   * Returns how many were removed.
+   */
+  async removeLeftoverUploads(now: number = Date.now()): Promise<number> {
+    let removed = 0;
+    const visit = async (dir: string): Promise<void> => {
+      let entries: Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return; // gone meanwhile, or unreadable: nothing of ours to remove there
+      }
+      for (const entry of entries) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) await visit(path);
+        else if (entry.isFile() && entry.name.startsWith(TEMP_PREFIX)) {
+          const stats = await lstat(path).catch(() => undefined);
+          if (stats === undefined || now - stats.mtimeMs < LEFTOVER_AGE_MS) continue;
+          await unlink(path).then(
+            () => (removed += 1),
+            () => undefined,
+          );
+        }
+      }
+    };
+    await visit(this.dataDir);
+    return removed;
   }
 
   /**

@@ -31,10 +31,11 @@ import {
   secureServerOptions,
   type SafeImplementation,
 } from '@fluxguard/grpc';
+import type { ArtifactStore } from '@fluxguard/example-artifact-store';
 import {
   ARTIFACT_MESSAGE_RULES,
   ARTIFACT_STORE_SERVICE,
-  ArtifactStore,
+  openReferenceStore,
   PROTO_PATH,
   readContent,
   type ArtifactInfo,
@@ -161,11 +162,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
   // the audit log, bounded, not to the console. grpc-js has one logger per process: with two
   // servers in one process, the last one started gets them.
   routeGrpcJsLogs({ audit });
-  const store = new ArtifactStore({
-    dataDir: options.dataDir,
-    ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
-    ...(options.maxListEntries === undefined ? {} : { maxListEntries: options.maxListEntries }),
-  });
+  const store = await openReferenceStore(options, audit);
 
   const storeService = artifactStoreService();
   const health = healthHandlers();

@@ -14,8 +14,9 @@ import {
   type UrlGuard,
 } from '@fluxguard/core';
 import { createSecureServer, fluxguard, jsonBody, validate } from '@fluxguard/express';
+import type { ArtifactStore } from '@fluxguard/example-artifact-store';
 import {
-  ArtifactStore,
+  openReferenceStore,
   IMPORT_BODY,
   LIST_QUERY,
   parseReprDigest,
@@ -300,11 +301,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
   if (uncovered.length > 0) {
     audit.logger.warn({ operations: uncovered }, 'no RBAC rule names these routes: every call to them is denied');
   }
-  const store = new ArtifactStore({
-    dataDir: options.dataDir,
-    ...(options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes }),
-    ...(options.maxListEntries === undefined ? {} : { maxListEntries: options.maxListEntries }),
-  });
+  const store = await openReferenceStore(options, audit);
   const { listener } = createApp({
     store,
     audit,

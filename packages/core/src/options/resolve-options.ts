@@ -29,10 +29,10 @@ export function resolveOptions<T extends object>(
     throw new ConfigurationError(`${factory}: options must be an object`);
   }
   checkKnownKeys(options, [...Object.keys(defaults), ...extraKeys], factory, 'option');
-  const merged = Object.assign(Object.create(null) as Record<string, unknown>, defaults);
+  const merged: Record<string, unknown> = Object.assign(Object.create(null) as Record<string, unknown>, defaults);
   for (const [key, value] of Object.entries(options)) {
     // An explicit undefined means "use the default", as with spread-based config elsewhere.
     if (value !== undefined) merged[key] = value;
   }
-  return Object.freeze(merged);
+  return Object.freeze(merged) as Readonly<T>;
 }

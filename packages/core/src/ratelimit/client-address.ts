@@ -209,7 +209,7 @@ function mappedIpv4Prefix(range: AddressRange): number | undefined {
   for (let i = 0; i < MAPPED_HEAD.length; i++) {
     const bits = Math.min(Math.max(compared - 16 * i, 0), 16);
     const mask = bits === 0 ? 0 : (0xffff << (16 - bits)) & 0xffff;
-    if (((groups[i] ?? 0) & mask) !== (MAPPED_HEAD[i] & mask)) return undefined;
+    if (((groups[i] ?? 0) & mask) !== ((MAPPED_HEAD[i] ?? 0) & mask)) return undefined;
   }
   return Math.max(range.prefix - 96, 0);
 }
