@@ -183,6 +183,18 @@ describe('createMemoryRateLimitStore with a full rule', () => {
     expect((await l.peek('attacker'))?.allowed).toBe(false);
   });
 
+  it('keeps a quiet blocked key blocked under a flood of keys counted once: only other blocks take its place', async () => {
+    const l = limiter({ points: 1, blockSeconds: 60 }, 3);
+    await spend(l, 'blocked', 2);
+    // More new keys than the rule holds, each counted once, while the blocked key stays quiet.
+    for (let i = 0; i < 10; i++) await l.consume(`once-${String(i)}`, 1);
+    expect((await l.peek('blocked'))?.allowed).toBe(false);
+    expect((await l.consume('blocked', 1)).resetMs).toBeGreaterThan(59_000);
+    // Blocks themselves are bounded: more blocked keys than the rule holds take its place.
+    for (const key of ['b1', 'b2', 'b3']) await spend(l, key, 2);
+    expect((await l.consume('blocked', 1)).allowed).toBe(true);
+  });
+
   it('applies the bound to a burst allowance too', async () => {
     const l = limiter({ points: 1, burst: { points: 1, durationSeconds: 60 } }, 2);
     await spend(l, 'k', 2);

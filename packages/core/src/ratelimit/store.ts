@@ -273,16 +273,20 @@ export interface MadeLimiter {
 interface Window {
   count: number;
   resetAt: number;
-  blockedUntil: number;
 }
 
 /**
  * The fixed windows of one allowance: at most `maxKeys` keys in the order they were last used
  * (a count or a peek is a use; a new key in a full rule takes the place of the one used longest
- * ago), swept of ended windows by one unref'd timer that runs only while keys exist.
+ * ago), swept of ended windows by one unref'd timer that runs only while keys exist. Blocks are
+ * kept apart, at most `maxKeys` of them: a flood of new keys, each counted once, took a blocked
+ * key's place among the counts and ended its block early; now only other blocks, each earned by
+ * going past the allowance, can.
  */
 class MemoryWindows {
   readonly #entries: LruCache<string, Window>;
+  /** Until when each blocked key is blocked. */
+  readonly #blocks: LruCache<string, number>;
   readonly #points: number;
   readonly #durationMs: number;
   readonly #blockMs: number;
@@ -290,26 +294,28 @@ class MemoryWindows {
 
   constructor(points: number, durationSeconds: number, blockSeconds: number, maxKeys: number) {
     this.#entries = new LruCache(maxKeys);
+    this.#blocks = new LruCache(maxKeys);
     this.#points = points;
     this.#durationMs = durationSeconds * 1000;
     this.#blockMs = blockSeconds * 1000;
   }
 
   consume(key: string, cost: number, now: number): LimiterResult {
+    const blockedUntil = this.#blockedUntil(key, now);
+    if (blockedUntil !== undefined) return { allowed: false, remaining: 0, resetMs: blockedUntil - now };
     let entry = this.#entries.get(key);
-    if (entry === undefined || (entry.resetAt <= now && entry.blockedUntil <= now)) {
-      entry = { count: 0, resetAt: now + this.#durationMs, blockedUntil: 0 };
+    if (entry === undefined || entry.resetAt <= now) {
+      entry = { count: 0, resetAt: now + this.#durationMs };
       this.#entries.set(key, entry);
-      if (this.#sweeper === undefined) this.#sweeper = this.#startSweeping();
+      this.#sweeper ??= this.#startSweeping();
     }
-    if (entry.blockedUntil > now) return { allowed: false, remaining: 0, resetMs: entry.blockedUntil - now };
     entry.count += cost;
     const remaining = Math.max(0, this.#points - entry.count);
     if (entry.count <= this.#points) return { allowed: true, remaining, resetMs: entry.resetAt - now };
     if (this.#blockMs > 0 && entry.count - cost <= this.#points) {
       // As rate-limiter-flexible does, the block replaces the window: once it ends, the key starts afresh.
-      entry.blockedUntil = now + this.#blockMs;
-      entry.resetAt = entry.blockedUntil;
+      this.#blocks.set(key, now + this.#blockMs);
+      this.#entries.delete(key);
       return { allowed: false, remaining: 0, resetMs: this.#blockMs };
     }
     return { allowed: false, remaining, resetMs: entry.resetAt - now };
@@ -317,9 +323,10 @@ class MemoryWindows {
 
   /** The key's state without counting; asking is a use, so a blocked client that keeps calling keeps its block. */
   peek(key: string, now: number): LimiterResult | undefined {
+    const blockedUntil = this.#blockedUntil(key, now);
+    if (blockedUntil !== undefined) return { allowed: false, remaining: 0, resetMs: blockedUntil - now };
     const entry = this.#entries.get(key);
-    if (entry === undefined || (entry.resetAt <= now && entry.blockedUntil <= now)) return undefined;
-    if (entry.blockedUntil > now) return { allowed: false, remaining: 0, resetMs: entry.blockedUntil - now };
+    if (entry === undefined || entry.resetAt <= now) return undefined;
     return {
       allowed: entry.count <= this.#points,
       remaining: Math.max(0, this.#points - entry.count),
@@ -327,12 +334,23 @@ class MemoryWindows {
     };
   }
 
+  /** When the key's block ends, if it is blocked now. */
+  #blockedUntil(key: string, now: number): number | undefined {
+    if (this.#blocks.size === 0) return undefined;
+    const until = this.#blocks.get(key);
+    if (until === undefined) return undefined;
+    if (until > now) return until;
+    this.#blocks.delete(key);
+    return undefined;
+  }
+
   #startSweeping(): ReturnType<typeof setInterval> {
     const timer = setInterval(
       () => {
         const now = Date.now();
-        this.#entries.prune((entry) => entry.resetAt <= now && entry.blockedUntil <= now);
-        if (this.#entries.size === 0) {
+        this.#entries.prune((entry) => entry.resetAt <= now);
+        this.#blocks.prune((until) => until <= now);
+        if (this.#entries.size === 0 && this.#blocks.size === 0) {
           clearInterval(timer);
           this.#sweeper = undefined;
         }
