@@ -307,7 +307,7 @@ class MemoryWindows {
     if (entry === undefined || entry.resetAt <= now) {
       entry = { count: 0, resetAt: now + this.#durationMs };
       this.#entries.set(key, entry);
-      this.#sweeper ??= this.#startSweeping();
+      if (this.#sweeper === undefined) this.#sweeper = this.#startSweeping();
     }
     entry.count += cost;
     const remaining = Math.max(0, this.#points - entry.count);
