@@ -609,6 +609,16 @@ describe('loadServerConfig', () => {
     expect(() => loadServerConfig({ FLUXGUARD_HTTP_PORT: '80a' })).toThrow(/FLUXGUARD_HTTP_PORT/);
     expect(() => loadServerConfig({ FLUXGUARD_HTTP_PORT: '70000' })).toThrow(/FLUXGUARD_HTTP_PORT/);
   });
+  it('refuses a misspelt variable, which would be ignored, and leaves other FLUXGUARD_ names alone', () => {
+    // Ignored, it left client certificates per operation while the operator asked for strict.
+    expect(() => loadServerConfig({ FLUXGUARD_CLIENT_CERT: 'strict' })).toThrow(
+      /^FLUXGUARD_CLIENT_CERT is not read by the reference servers: did you mean FLUXGUARD_CLIENT_CERTS\?$/,
+    );
+    expect(() => loadServerConfig({ FLUXGUARD_REDIS_ULR: 'redis://r' })).toThrow(/did you mean FLUXGUARD_REDIS_URL\?/);
+    expect(() => loadServerConfig({ FLUXGUARD_TLS_CERTS: 'c.pem' })).toThrow(/did you mean FLUXGUARD_TLS_CERT\?/);
+    const others = { FLUXGUARD_BENCH_ONLY: 'http', FLUXGUARD_RACE_MS: '1000', FLUXGUARD_VITEST_JSON: 'x' };
+    expect(loadServerConfig(others).host).toBe('127.0.0.1');
+  });
   it('takes an IP address or a host name, and refuses anything else naming the variable', () => {
     for (const host of ['0.0.0.0', '::', '::1', 'localhost', 'artifacts.internal', 'a-b.example.', 'artifact_store']) {
       expect(loadServerConfig({ FLUXGUARD_HOST: host }).host).toBe(host);

@@ -62,6 +62,7 @@ export { trustChanged } from './mtls/material.js';
 export { createTrustRecheck, type TrustRecheck } from './mtls/trust-recheck.js';
 export { CLIENT_TLS_OPTION_NAMES, loadClientTlsMaterial, type ClientTlsMaterial } from './mtls/client-material.js';
 export { resolveOptions } from './options/resolve-options.js';
+export { closestKey } from './options/unknown-keys.js';
 export { MAX_TIMER_MS, wholeNumber, type WholeNumberRange } from './options/whole-number.js';
 export { assertAuditLogger } from './audit/check.js';
 export { scrubSecrets } from './audit/redaction.js';

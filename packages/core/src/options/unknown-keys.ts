@@ -94,7 +94,7 @@ function describeObject(value: object): string {
  *
  * @example
  * ```ts
- * // internal to @fluxguard/core (not exported): closestKey
+ * import { closestKey } from '@fluxguard/core/adapter';
  * closestKey('timeoutMS', ['level', 'timeoutMs']); // 'timeoutMs'
  * closestKey('clockTolerance', ['clockToleranceSeconds']); // 'clockToleranceSeconds'
  * closestKey('completelyDifferent', ['level', 'timeoutMs']); // undefined
