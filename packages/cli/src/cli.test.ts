@@ -98,6 +98,14 @@ describe('fluxguard certs and token', () => {
     [['token', '--key', 'd', '--sub', 'a', '--aud', ''], 'token: --aud AUDIENCE must not be empty'],
     [['token', '--key', 'd', '--sub', 'a', '--iss', ''], 'token: --iss URL must not be empty'],
     [['token', '--key', 'd', '--sub', 'a', '--jti', ''], 'token: --jti ID must not be empty'],
+    // Blank or too long: every verifier would refuse the token.
+    [['token', '--key', 'd', '--sub', ' '], 'token: --sub NAME is required'],
+    [['token', '--key', 'd', '--sub', 'a', '--aud', ' '], 'token: --aud AUDIENCE must not be empty'],
+    [['token', '--key', 'd', '--sub', 'a', '--jti', 'j'.repeat(257)], 'token: --jti ID must be at most 256 characters'],
+    [
+      ['token', '--key', 'd', '--sub', 'a', '--roles', 'a b'],
+      'token: --roles "a b" holds a role name with white space in it',
+    ],
     [['token', '--key', 'd', '--sub', 'a', '--roles', ''], 'token: --roles must not be empty'],
     [['token', '--key', 'd', '--sub', 'a', '--roles', ',,'], 'token: --roles ",," holds an empty role name'],
     [['token', '--key', 'd', '--sub', 'a', '--roles', 'r1,'], 'token: --roles "r1," holds an empty role name'],

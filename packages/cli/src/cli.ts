@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { isFluxguardError } from '@fluxguard/core';
+import { MAX_JTI_LENGTH, isFluxguardError } from '@fluxguard/core';
 import {
   DEV_JWT_FILES,
   DEV_TOKEN_DEFAULTS,
@@ -140,14 +140,18 @@ async function token(args: readonly string[], io: CliIo): Promise<void> {
   onceEach('token', tokens);
   if (positionals.length > 0) throw new UsageError(`token: unexpected "${String(positionals[0])}"`);
   if (values.key === undefined || values.key === '') throw new UsageError('token: --key DIR is required');
-  if (values.sub === undefined || values.sub === '') throw new UsageError('token: --sub NAME is required');
-  if (values.iss === '') {
+  if (values.sub === undefined || values.sub.trim() === '') throw new UsageError('token: --sub NAME is required');
+  if (values.iss?.trim() === '') {
     throw new UsageError(`token: --iss URL must not be empty (leave it out for ${DEV_TOKEN_DEFAULTS.issuer})`);
   }
-  if (values.aud === '') {
+  if (values.aud?.trim() === '') {
     throw new UsageError(`token: --aud AUDIENCE must not be empty (leave it out for ${DEV_TOKEN_DEFAULTS.audience})`);
   }
-  if (values.jti === '') throw new UsageError('token: --jti ID must not be empty (leave it out for none)');
+  if (values.jti?.trim() === '') throw new UsageError('token: --jti ID must not be empty (leave it out for none)');
+  // Every verifier refuses a longer one (malformed_claims): a token that could never be used.
+  if (values.jti !== undefined && values.jti.length > MAX_JTI_LENGTH) {
+    throw new UsageError(`token: --jti ID must be at most ${String(MAX_JTI_LENGTH)} characters`);
+  }
   let ttlSeconds: number;
   try {
     ttlSeconds = parseDuration(values.ttl);
@@ -254,6 +258,10 @@ function list(text: string, flag: string, what: string): string[] {
   if (text.trim() === '') throw new UsageError(`token: ${flag} must not be empty (leave it out for no ${what}s)`);
   if (items.includes('')) {
     throw new UsageError(`token: ${flag} "${text}" holds an empty ${what} name; separate names with single commas`);
+  }
+  // A token's scopes are split at spaces, and no RBAC rule may name a role with one.
+  if (items.some((item) => /\s/.test(item))) {
+    throw new UsageError(`token: ${flag} "${text}" holds a ${what} name with white space in it`);
   }
   return items;
 }

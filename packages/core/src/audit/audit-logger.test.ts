@@ -169,6 +169,17 @@ describe('createAuditLogger', () => {
       expect(make).toThrow(/^createAuditLogger: pino refused the options: a "redact" path it cannot read/);
     }
   });
+
+  it('refuses a destination that cannot be written and a blank name: every line would be lost, or unnamed', () => {
+    for (const destination of [{}, 1, 'audit.log', null]) {
+      expect(() => createAuditLogger({ destination: destination as never })).toThrow(
+        /^createAuditLogger: "destination" must be a writable stream \(an object with write\(\)\)$/,
+      );
+    }
+    for (const name of ['', ' ', 7, {}]) {
+      expect(() => createAuditLogger({ name: name as never })).toThrow(/"name" must be a non-empty string/);
+    }
+  });
 });
 
 describe('scrubSecrets', () => {

@@ -288,6 +288,14 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
   if (!Array.isArray(opts.redact) || !opts.redact.every((p) => typeof p === 'string')) {
     throw new ConfigurationError('createAuditLogger: "redact" must be an array of pino paths');
   }
+  if (typeof opts.name !== 'string' || opts.name.trim() === '') {
+    throw new ConfigurationError('createAuditLogger: "name" must be a non-empty string');
+  }
+  // Else pino took it, and every line was lost at run time with only a process warning.
+  const given = options?.destination as { readonly write?: unknown } | null | undefined;
+  if (given !== undefined && typeof given?.write !== 'function') {
+    throw new ConfigurationError('createAuditLogger: "destination" must be a writable stream (an object with write())');
+  }
   const redact = { paths: [...REDACTED_PATHS, ...opts.redact], censor: REDACTED };
   const serializers = { err: (err: unknown) => scrubDeep(pino.stdSerializers.err(err as Error)) };
   const parent = options?.logger;
