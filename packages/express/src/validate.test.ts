@@ -141,6 +141,10 @@ describe('validate() and jsonBody()', () => {
       expect(() => jsonBody({ limit })).toThrow(ConfigurationError);
       expect(() => jsonBody({ limit })).toThrow('jsonBody: "limit" must be a whole number of bytes');
     }
-    for (const limit of [1, 65_536, '100kb', '1.5mb', '512 B']) expect(() => jsonBody({ limit })).not.toThrow();
+    // A size that means no body at all, or no limit at all.
+    expect(() => jsonBody({ limit: '0kb' })).toThrow('jsonBody: "limit" (0kb) must be a whole number of bytes');
+    expect(() => jsonBody({ limit: '999999999999gb' })).toThrow('jsonBody: "limit" (999999999999gb) must be a whole');
+    for (const limit of [1, 65_536, '100kb', '1.5mb', '512 B', '0.5kb'])
+      expect(() => jsonBody({ limit })).not.toThrow();
   });
 });

@@ -113,15 +113,25 @@ export interface JsonBodyOptions extends JsonShapeLimits {
  * app.post('/v1/items', jsonBody({ limit: '16kb', maxDepth: 8 }), handler);
  * ```
  */
+/** A size as body-parser reads one: a number, then its unit. */
+const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)$/i;
+const UNIT_BYTES: Readonly<Record<string, number>> = Object.freeze({ b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 });
+
 export function jsonBody(options: JsonBodyOptions = {}): RequestHandler {
   const opts = resolveOptions('jsonBody', { limit: '100kb', maxDepth: 32, maxKeys: 1_000 }, options);
   const check = compileJsonShape({ maxDepth: opts.maxDepth, maxKeys: opts.maxKeys });
   // Said by fluxguard, not by body-parser's TypeError, and not left to read -1 or 1.5 as a size.
+  const size = typeof opts.limit === 'string' ? SIZE.exec(opts.limit) : null;
   if (typeof opts.limit === 'number') wholeNumber(opts.limit, 'jsonBody: "limit"', { unit: 'bytes' });
-  else if (typeof opts.limit !== 'string' || !/^\d+(?:\.\d+)?\s*(?:b|kb|mb|gb)$/i.test(opts.limit)) {
+  else if (size === null) {
     throw new ConfigurationError(
       'jsonBody: "limit" must be a whole number of bytes, or a size such as "100kb" or "1mb"',
     );
+  } else {
+    // The bytes the size means, held to the same bounds: "0kb" refused every body, and
+    // "999999999999gb" meant no limit at all.
+    const bytes = Math.floor(Number(size[1]) * (UNIT_BYTES[(size[2] ?? '').toLowerCase()] ?? 1));
+    wholeNumber(bytes, `jsonBody: "limit" (${opts.limit})`, { unit: 'bytes' });
   }
   const parse: RequestHandler = express.json({
     limit: opts.limit,

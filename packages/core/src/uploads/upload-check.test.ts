@@ -929,6 +929,9 @@ describe('createUploadCheck, compressed uploads', () => {
       'createUploadCheck: "allowedExtensions" lists ".pt", which "refusedExtensions" refuses (it does by default): take it out of refusedExtensions to allow it',
     );
     expect(() => createUploadCheck({ allowedExtensions: [] })).toThrow(/is empty and would refuse every name/);
+    expect(() => createUploadCheck({ allowedContentTypes: [] })).toThrow(
+      'createUploadCheck: "allowedContentTypes" is empty and would refuse every upload',
+    );
     const allowsPt = createUploadCheck({ allowedExtensions: ['.pt'], refusedExtensions: ['.exe'], refuseKinds: [] });
     expect(() => allowsPt.begin({ name: 'model.pt', sha256: 'a'.repeat(64) })).not.toThrow();
   });

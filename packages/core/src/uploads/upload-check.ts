@@ -271,6 +271,9 @@ export function createUploadCheckGathering(options: UploadCheckOptions, gatherBy
             /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/.test(t),
           ),
         );
+  if (types?.size === 0) {
+    throw new ConfigurationError('createUploadCheck: "allowedContentTypes" is empty and would refuse every upload');
+  }
 
   const refuse = (reason: UploadReason, field: string): never => {
     throw new SecurityError('invalid_argument', { details: { field }, reason });
