@@ -94,10 +94,10 @@ export function withCurrentCertificate(call: CallInfo): CallInfo {
 /** @internal Validates already-resolved options; `factory` names the caller in errors. */
 export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory: string): Authenticator {
   const { jwt, rbac } = options;
-  if (jwt !== undefined && typeof (jwt as Partial<JwtVerifier>).authenticate !== 'function') {
+  if (jwt !== undefined && typeof (jwt as Partial<JwtVerifier> | null)?.authenticate !== 'function') {
     throw new ConfigurationError(`${factory}: "jwt" must be the result of createJwtVerifier()`);
   }
-  if (rbac !== undefined && typeof (rbac as Partial<CompiledRbac>).isPublic !== 'function') {
+  if (rbac !== undefined && typeof (rbac as Partial<CompiledRbac> | null)?.isPublic !== 'function') {
     throw new ConfigurationError(`${factory}: "rbac" must be the result of compileRbac()`);
   }
   const certificateRoles =

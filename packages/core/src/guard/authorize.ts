@@ -92,7 +92,7 @@ export function isAuthorizer(control: unknown): control is Authorizer {
 /** @internal Validates already-resolved options; `factory` names the caller in errors. */
 export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: string): Authorizer {
   const { rbac, audit } = options;
-  if (rbac === undefined || typeof (rbac as Partial<CompiledRbac>).authorize !== 'function') {
+  if (rbac === undefined || typeof (rbac as Partial<CompiledRbac> | null)?.authorize !== 'function') {
     throw new ConfigurationError(`${factory}: "rbac" must be the result of compileRbac()`);
   }
   assertAuditLogger(audit, factory);

@@ -232,6 +232,23 @@ describe('createAuthorizer', () => {
       /unknown option "mode"/,
     );
   });
+
+  it('names the option given as null, rather than failing inside with a TypeError', () => {
+    const audit = createAuditLogger({ level: 'silent' });
+    const rbac = compileRbac(RULES);
+    expect(() => createAuthorizer({ audit, rbac: null as never })).toThrow(/"rbac" must be the result of compileRbac/);
+    expect(() => createGuard({ audit, rbac: null as never })).toThrow(/createGuard: "rbac" must be the result/);
+    expect(() => createAuthenticator({ jwt: null as never, rbac })).toThrow(/createAuthenticator: "jwt"/);
+    expect(() => createAuthenticator({ rbac: null as never })).toThrow(/createAuthenticator: "rbac"/);
+    expect(() =>
+      createJwtVerifier({
+        issuer: 'https://id.example.com',
+        audience: 'a',
+        jwksUrl: 'https://id.example.com/j',
+        denylist: null as never,
+      }),
+    ).toThrow(/"denylist" must implement isRevoked and revoke/);
+  });
 });
 
 describe('createGuard as the composition of the two steps', () => {

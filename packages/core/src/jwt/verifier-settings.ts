@@ -128,7 +128,11 @@ export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSe
   if (typeof opts.requireJti !== 'boolean') throw new ConfigurationError(`${WHERE}: "requireJti" must be a boolean`);
   if (typeof opts.now !== 'function') throw new ConfigurationError(`${WHERE}: "now" must be a function`);
   const denylist = options.denylist;
-  if (denylist !== undefined && (typeof denylist.isRevoked !== 'function' || typeof denylist.revoke !== 'function')) {
+  if (
+    denylist !== undefined &&
+    (typeof (denylist as Partial<Denylist> | null)?.isRevoked !== 'function' ||
+      typeof (denylist as Partial<Denylist> | null)?.revoke !== 'function')
+  ) {
     throw new ConfigurationError(`${WHERE}: "denylist" must implement isRevoked and revoke`);
   }
   const rolesPath = compileClaimPath(opts.rolesClaim, `${WHERE}: "rolesClaim"`);
