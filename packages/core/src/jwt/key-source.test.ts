@@ -252,10 +252,18 @@ describe('createLocalJwksSource: keys in hand', () => {
   });
 });
 
-describe('createLocalJwksSource: an empty set', () => {
+describe('createLocalJwksSource: a set that verifies nothing', () => {
   it('is refused at construction: every token would be refused as an unknown key', () => {
     expect(() => createLocalJwksSource({ keys: [] })).toThrow(
       'jwks: the key set holds no key, so every token would be refused',
     );
+  });
+
+  it('refuses a key Node cannot import: every token it was meant for would be refused', () => {
+    for (const key of [{ kty: 'EC' }, { kty: 'RSA', e: 'AQAB' }, { kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' }]) {
+      expect(() => createLocalJwksSource({ keys: [key as never] })).toThrow(
+        /^jwks: keys\[0\] is not a usable public key \(missing or malformed members for its "kty"\)$/,
+      );
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, type JsonWebKeyInput, type KeyObject } from 'node:crypto';
 import { createLocalJWKSet, errors as joseErrors, importSPKI, type CryptoKey, type JSONWebKeySet } from 'jose';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError, isSecurityError } from '../errors/security-error.js';
@@ -180,6 +180,18 @@ export function createLocalJwksSource(jwks: JSONWebKeySet, where = 'jwks'): Jwks
       `${where}: the key set holds no key, so every token would be refused: add the issuer's public keys`,
     );
   }
+  // A key Node cannot import (an EC key without its curve or coordinates, an RSA key without
+  // its modulus) verifies nothing: every token it was meant for would be refused at run time.
+  jwks.keys.forEach((key, index) => {
+    try {
+      createPublicKey({ key: key as JsonWebKeyInput['key'], format: 'jwk' });
+    } catch (cause) {
+      throw new ConfigurationError(
+        `${where}: keys[${String(index)}] is not a usable public key (missing or malformed members for its "kty")`,
+        { cause },
+      );
+    }
+  });
   let set: LocalSet;
   try {
     set = createLocalJWKSet(jwks);
