@@ -199,6 +199,9 @@ describe.each(TRANSPORTS)('remote JWKS over %s', (transport) => {
   });
 });
 
+/** The least `jwksCooldownMs` a policy takes. */
+const POLICY_COOLDOWN_MS = 1_000;
+
 describe.each(TRANSPORTS)('a remote JWKS from the policy over %s', (transport) => {
   let idp: Idp;
   let t: TransportUnderTest;
@@ -208,7 +211,8 @@ describe.each(TRANSPORTS)('a remote JWKS from the policy over %s', (transport) =
     const url = await idp.listen();
     const policy = world.writePolicy(`jwks-${transport}`, (reference) => ({
       ...reference,
-      jwt: { ...(reference.jwt as object), jwksTimeoutMs: 300, jwksCooldownMs: 0 },
+      // A policy's shortest cooldown: each attempt below waits it out, so each fetches again.
+      jwt: { ...(reference.jwt as object), jwksTimeoutMs: 300, jwksCooldownMs: POLICY_COOLDOWN_MS },
     }));
     t = await startTransport(transport, world, {
       env: {
@@ -235,6 +239,7 @@ describe.each(TRANSPORTS)('a remote JWKS from the policy over %s', (transport) =
     const collector = setInterval(gc, 50);
     try {
       for (let attempt = 0; attempt < 3; attempt++) {
+        if (attempt > 0) await pause(POLICY_COOLDOWN_MS + 50);
         const refused = await t
           .clientWith({ cert: world.pki.clients.valid, token: await k1.sign(['artifacts.reader']) })
           .get('jwks/x.txt');
@@ -247,6 +252,7 @@ describe.each(TRANSPORTS)('a remote JWKS from the policy over %s', (transport) =
     expect(failures).toHaveLength(3);
     expect(String(failures[0]?.error)).toMatch(/^TimeoutError: JWKS endpoint did not answer/);
     idp.mode = 'ok';
+    await pause(POLICY_COOLDOWN_MS + 50);
     const served = await t
       .clientWith({ cert: world.pki.clients.valid, token: await k1.sign(['artifacts.reader']) })
       .get('jwks/x.txt');

@@ -96,6 +96,10 @@ export interface JsonBodyOptions extends JsonShapeLimits {
   readonly limit?: number | string | undefined;
 }
 
+/** A size as body-parser reads one: a number, then its unit. */
+const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)$/i;
+const UNIT_BYTES: Readonly<Record<string, number>> = Object.freeze({ b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 });
+
 /**
  * `express.json()` with its text checked before it is parsed: nesting deeper than `maxDepth`
  * (32), more than `maxKeys` keys (1,000), a `__proto__`, `constructor` or `prototype` key in
@@ -113,10 +117,6 @@ export interface JsonBodyOptions extends JsonShapeLimits {
  * app.post('/v1/items', jsonBody({ limit: '16kb', maxDepth: 8 }), handler);
  * ```
  */
-/** A size as body-parser reads one: a number, then its unit. */
-const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)$/i;
-const UNIT_BYTES: Readonly<Record<string, number>> = Object.freeze({ b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 });
-
 export function jsonBody(options: JsonBodyOptions = {}): RequestHandler {
   const opts = resolveOptions('jsonBody', { limit: '100kb', maxDepth: 32, maxKeys: 1_000 }, options);
   const check = compileJsonShape({ maxDepth: opts.maxDepth, maxKeys: opts.maxKeys });
