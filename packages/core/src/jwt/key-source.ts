@@ -408,14 +408,15 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
     const ms = name !== 'maxBytes';
     if (
       typeof value !== 'number' ||
-      !Number.isFinite(value) ||
+      // Whole numbers, as every other count of fluxguard: 0.5 ms is no timeout anyone meant.
+      !Number.isSafeInteger(value) ||
       value < 0 ||
       (name !== 'cooldownMs' && value === 0) ||
       // Node runs a longer timer after 1 ms: every fetch would time out at once.
       (ms && value > MAX_TIMER_MS)
     ) {
       throw new ConfigurationError(
-        `${where}: "${name}" must be a ${name === 'cooldownMs' ? 'non-negative' : 'positive'} number${ms ? ` of ms, at most ${String(MAX_TIMER_MS)}` : ''}`,
+        `${where}: "${name}" must be a ${name === 'cooldownMs' ? 'non-negative' : 'positive'} whole number${ms ? ` of ms, at most ${String(MAX_TIMER_MS)}` : ''}`,
       );
     }
   }

@@ -92,9 +92,9 @@ const NUMBER_KEYS = [
 ] as const;
 const REMOTE_ONLY_KEYS = ['jwksTimeoutMs', 'jwksCooldownMs', 'jwksMaxAgeMs'] as const;
 // The verifier's and the key set's own lower bounds: a fetch that times out at once, a token
-// limit no token meets, or a fraction of an entry.
-// A policy is for service: a cooldown under a second lets every token with a made-up `kid`
-// make the server fetch the key set again (0, which the code API keeps for tests, fetches for each).
+// limit no token meets, or a fraction of an entry. And a policy is for service: a cooldown under
+// a second let every token with a made-up `kid` fetch the key set again (the code API keeps 0
+// for tests).
 const NUMBER_MINIMA: Partial<Record<(typeof NUMBER_KEYS)[number], number>> = {
   jwksTimeoutMs: 1,
   jwksCooldownMs: 1_000,

@@ -309,6 +309,14 @@ function keySetup(
     return { source: createLocalJwksSource(options.jwks, `${WHERE}: "jwks"`), algorithms: unique };
   }
   if (options.jwksUrl !== undefined) {
+    // A string was spread into "0", "1"... and a number ignored, each without naming jwksOptions.
+    const jwksOptions: unknown = options.jwksOptions;
+    if (
+      jwksOptions !== undefined &&
+      (typeof jwksOptions !== 'object' || jwksOptions === null || Array.isArray(jwksOptions))
+    ) {
+      throw new ConfigurationError(`${WHERE}: "jwksOptions" must be an object (the options of createRemoteJwksSource)`);
+    }
     // One place for the address: a second one in jwksOptions was silently overridden.
     if ((options.jwksOptions as { url?: unknown } | undefined)?.url !== undefined) {
       throw new ConfigurationError(`${WHERE}: give the key set's address as "jwksUrl", not "jwksOptions.url"`);

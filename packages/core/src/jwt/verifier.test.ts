@@ -540,8 +540,23 @@ describe('createJwtVerifier: configuration', () => {
         issuer: ISSUER,
         audience: AUDIENCE,
       }),
-      /"timeoutMs" must be a positive number of ms, at most 2147483647/,
+      /"timeoutMs" must be a positive whole number of ms, at most 2147483647/,
     ],
+    [
+      'a fraction of a millisecond for the JWKS timeout',
+      () => ({
+        jwksUrl: 'https://id.example.com/jwks',
+        jwksOptions: { timeoutMs: 0.5 },
+        issuer: ISSUER,
+        audience: AUDIENCE,
+      }),
+      /"timeoutMs" must be a positive whole number of ms/,
+    ],
+    ...['5', 5, null, ['x']].map((jwksOptions): [string, () => unknown, RegExp] => [
+      `jwksOptions ${JSON.stringify(jwksOptions)}, not an object`,
+      () => ({ jwksUrl: 'https://id.example.com/jwks', jwksOptions, issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "jwksOptions" must be an object \(the options of createRemoteJwksSource\)$/,
+    ]),
     [
       // It was silently overridden by jwksUrl.
       'a second key-set address in jwksOptions',

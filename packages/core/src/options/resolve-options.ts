@@ -4,7 +4,8 @@ import { checkKnownKeys } from './unknown-keys.js';
 /**
  * Merges a caller's options over frozen defaults into a new frozen object without a prototype,
  * after refusing any key the factory does not know (with a "did you mean" hint for a
- * misspelling) and any it knows but inherits. The caller's object is never mutated. Validation of values stays with each factory.
+ * misspelling) and any it knows but inherits. The caller's object is never mutated. Validation
+ * of values stays with each factory.
  *
  * @example
  * ```ts
