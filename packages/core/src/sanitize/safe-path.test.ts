@@ -182,6 +182,8 @@ describe('createPathResolver', () => {
 
   it('refuses bad options at construction', () => {
     expect(() => createPathResolver({ root: '' })).toThrow(/"root" must be/);
+    // Blank: a directory named " " was made under the working directory.
+    expect(() => createPathResolver({ root: ' ' })).toThrow(/"root" must be a non-empty directory path/);
     expect(() => createPathResolver({ root, maxDepth: 0 })).toThrow(/"maxDepth"/);
     expect(() => createPathResolver({ root, segmentPattern: /x/g })).toThrow(/segmentPattern/);
     expect(() => createPathResolver({ root, segmentPattern: /^x$/m })).toThrow(/without the g, y or m flag/);

@@ -238,7 +238,7 @@ function rootDirectory(given: string): string {
  */
 export function createPathResolver(options: PathResolverOptions): PathResolver {
   const opts = resolveOptions('createPathResolver', DEFAULTS, options);
-  if (typeof opts.root !== 'string' || opts.root === '') {
+  if (typeof opts.root !== 'string' || opts.root.trim() === '') {
     throw new ConfigurationError('createPathResolver: "root" must be a non-empty directory path');
   }
   for (const key of ['maxLength', 'maxDepth', 'maxSegmentLength'] as const) {
