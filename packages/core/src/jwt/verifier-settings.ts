@@ -1,11 +1,23 @@
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, type JsonWebKeyInput } from 'node:crypto';
 import type { JWTVerifyOptions } from 'jose';
 import type { ClaimRules } from './signature.js';
 import type { Denylist } from '../denylist/denylist.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
-import { DEFAULT_JWT_ALGORITHMS, isAsymmetricAlgorithm, isHmacAlgorithm, type JwsAlgorithm } from './algorithms.js';
-import { createLocalJwksSource, createPublicKeySource, createRemoteJwksSource, type JwksSource } from './key-source.js';
+import {
+  DEFAULT_JWT_ALGORITHMS,
+  isAsymmetricAlgorithm,
+  isHmacAlgorithm,
+  type AsymmetricAlgorithm,
+  type JwsAlgorithm,
+} from './algorithms.js';
+import {
+  algorithmsForKey,
+  createLocalJwksSource,
+  createPublicKeySource,
+  createRemoteJwksSource,
+  type JwksSource,
+} from './key-source.js';
 import { compileClaimPath, type ClaimPath } from './principal.js';
 import type { JwtVerifierOptions } from './verifier.js';
 import { wholeNumber } from '../options/whole-number.js';
@@ -306,7 +318,20 @@ function keySetup(
     return { source, algorithms: Object.freeze(usable) };
   }
   if (options.jwks !== undefined) {
-    return { source: createLocalJwksSource(options.jwks, `${WHERE}: "jwks"`), algorithms: unique };
+    const source = createLocalJwksSource(options.jwks, `${WHERE}: "jwks"`);
+    // As for one PEM key: a fixed set none of whose keys can verify an allowed algorithm (an EC
+    // set with algorithms: ['RS256']) refused every token at run time, each as an unknown key.
+    const served = new Set(
+      options.jwks.keys.flatMap((key) =>
+        algorithmsForKey(createPublicKey({ key: key as JsonWebKeyInput['key'], format: 'jwk' })),
+      ),
+    );
+    if (!unique.some((a) => served.has(a as AsymmetricAlgorithm))) {
+      throw new ConfigurationError(
+        `${WHERE}: "jwks" holds keys for ${[...served].join(', ') || 'no signature algorithm'}, none of which is in "algorithms" (${unique.join(', ')})`,
+      );
+    }
+    return { source, algorithms: unique };
   }
   if (options.jwksUrl !== undefined) {
     // A string was spread into "0", "1"... and a number ignored, each without naming jwksOptions.

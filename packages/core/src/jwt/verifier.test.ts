@@ -469,6 +469,11 @@ describe('createJwtVerifier: configuration', () => {
     ],
     // Every token would be refused, each as an unknown key.
     [
+      'a key set none of whose keys verifies an allowed algorithm',
+      () => ({ jwks: { keys: [ec.publicJwk] }, algorithms: ['RS256'], issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "jwks" holds keys for ES256, none of which is in "algorithms" \(RS256\)$/,
+    ],
+    [
       'an empty key set',
       () => ({ jwks: { keys: [] }, issuer: ISSUER, audience: AUDIENCE }),
       /^createJwtVerifier: "jwks": the key set holds no key, so every token would be refused/,
