@@ -84,7 +84,10 @@ const MAX_TOKEN_LENGTH = 16 * 1024;
  *
  * A failure is a call refused with `unauthenticated` by a later control (a bad, expired or
  * forged token, a certificate that does not verify), except a call that sent no credential at
- * all. With a Redis store the counts and blocks hold across replicas.
+ * all or a token signed with a key the key set does not hold yet (`unknown_kid`). With a Redis
+ * store the counts and blocks hold across replicas; a burst of guesses sent to N replicas at once
+ * can have up to N × `maxFailures` verified before the shared count blocks the address on every
+ * replica (each knows only its own guesses on their way to a verdict).
  *
  * @throws ConfigurationError for unknown options or limits that are not positive whole numbers.
  *
