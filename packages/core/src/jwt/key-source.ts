@@ -157,8 +157,9 @@ export function safeCause(err: unknown): Error {
 }
 
 /**
- * A key source over a fixed JSON Web Key Set (e.g. the contents of a `jwks.json` file).
- * Refuses at construction an empty set, and a set holding private or symmetric keys.
+ * A key source over a fixed JSON Web Key Set (e.g. the contents of a `jwks.json` file), with the
+ * algorithms its keys can verify. Refuses at construction an empty set, a set holding private or
+ * symmetric keys, and a key Node cannot import.
  *
  * @param jwks - the key set.
  * @param where - named in configuration errors. Default `jwks`.
@@ -171,7 +172,7 @@ export function safeCause(err: unknown): Error {
  * const keySource = createLocalJwksSource(JSON.parse(readFileSync('.fluxguard/dev/jwks.json', 'utf8')));
  * ```
  */
-export function createLocalJwksSource(jwks: JSONWebKeySet, where = 'jwks'): JwksSource {
+export function createLocalJwksSource(jwks: JSONWebKeySet, where = 'jwks'): PublicKeySource {
   const problem = keySetProblem(jwks);
   if (problem !== undefined) throw new ConfigurationError(`${where}: ${problem}`);
   // A set fixed at start-up with no key in it refuses every token, each as an unknown key.
@@ -182,15 +183,18 @@ export function createLocalJwksSource(jwks: JSONWebKeySet, where = 'jwks'): Jwks
   }
   // A key Node cannot import (an EC key without its curve or coordinates, an RSA key without
   // its modulus) verifies nothing: every token it was meant for would be refused at run time.
+  const algorithms = new Set<AsymmetricAlgorithm>();
   jwks.keys.forEach((key, index) => {
+    let imported: KeyObject;
     try {
-      createPublicKey({ key: key as JsonWebKeyInput['key'], format: 'jwk' });
+      imported = createPublicKey({ key: key as JsonWebKeyInput['key'], format: 'jwk' });
     } catch (cause) {
       throw new ConfigurationError(
         `${where}: keys[${String(index)}] is not a usable public key (missing or malformed members for its "kty")`,
         { cause },
       );
     }
+    for (const algorithm of algorithmsForKey(imported)) algorithms.add(algorithm);
   });
   let set: LocalSet;
   try {
@@ -201,6 +205,7 @@ export function createLocalJwksSource(jwks: JSONWebKeySet, where = 'jwks'): Jwks
   const resolved = new ResolvedKeys(set);
   return Object.freeze({
     version: 1,
+    algorithms: Object.freeze([...algorithms]),
     getKeys: (header: TokenHeader) => resolved.get(header),
     keysNow: (header: TokenHeader) => resolved.now(header),
   });

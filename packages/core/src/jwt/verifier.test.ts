@@ -471,7 +471,7 @@ describe('createJwtVerifier: configuration', () => {
     [
       'a key set none of whose keys verifies an allowed algorithm',
       () => ({ jwks: { keys: [ec.publicJwk] }, algorithms: ['RS256'], issuer: ISSUER, audience: AUDIENCE }),
-      /^createJwtVerifier: "jwks" holds keys for ES256, none of which is in "algorithms" \(RS256\)$/,
+      /^createJwtVerifier: "jwks" can verify ES256, none of which is in "algorithms" \(RS256\)$/,
     ],
     [
       'an empty key set',
