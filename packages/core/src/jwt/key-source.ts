@@ -194,7 +194,12 @@ export function createLocalJwksSource(jwks: JSONWebKeySet, where = 'jwks'): Publ
         { cause },
       );
     }
-    for (const algorithm of algorithmsForKey(imported)) algorithms.add(algorithm);
+    // jose verifies with a key only for signatures, and only with its own `alg` when it names one.
+    const { use, alg, key_ops: operations } = key as { use?: unknown; alg?: unknown; key_ops?: unknown };
+    if (use !== undefined && use !== 'sig') return;
+    if (Array.isArray(operations) && !operations.includes('verify')) return;
+    for (const algorithm of algorithmsForKey(imported))
+      if (alg === undefined || alg === algorithm) algorithms.add(algorithm);
   });
   let set: LocalSet;
   try {

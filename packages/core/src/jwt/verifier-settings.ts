@@ -310,7 +310,9 @@ function keySetup(options: JwtVerifierOptions, raw: RawOptions): KeySetting {
     const usable = unique.filter((a) => (source.algorithms as readonly string[]).includes(a));
     if (usable.length === 0) {
       throw new ConfigurationError(
-        `${WHERE}: "${option}" can verify ${source.algorithms.join(', ') || 'no signature algorithm'}, none of which is in "algorithms" (${unique.join(', ')})`,
+        source.algorithms.length === 0
+          ? `${WHERE}: "${option}" verifies no signature: each key is for another use ("use", "key_ops") or another "alg"`
+          : `${WHERE}: "${option}" can verify ${source.algorithms.join(', ')}, none of which is in "algorithms" (${unique.join(', ')})`,
       );
     }
     return Object.freeze(usable);

@@ -473,6 +473,11 @@ describe('createJwtVerifier: configuration', () => {
       () => ({ jwks: { keys: [ec.publicJwk] }, algorithms: ['RS256'], issuer: ISSUER, audience: AUDIENCE }),
       /^createJwtVerifier: "jwks" can verify ES256, none of which is in "algorithms" \(RS256\)$/,
     ],
+    ...[{ use: 'enc' }, { alg: 'HS256' }, { key_ops: ['encrypt'] }].map((member): [string, () => unknown, RegExp] => [
+      `a key set whose one key is not for verifying ES256 (${JSON.stringify(member)})`,
+      () => ({ jwks: { keys: [{ ...ec.publicJwk, ...member }] }, issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "jwks" verifies no signature: each key is for another use \("use", "key_ops"\) or another "alg"$/,
+    ]),
     [
       'an empty key set',
       () => ({ jwks: { keys: [] }, issuer: ISSUER, audience: AUDIENCE }),
