@@ -911,6 +911,9 @@ describe('createAuditLogger and a failing stream of pino’s', () => {
   });
 });
 
+/** The built core, for child processes (they run without the test runner's TypeScript). */
+const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
+
 describe('createAuditLogger folding refusals when the process stops', () => {
   // A flood just before a deploy's SIGTERM: the interval's timer is unref'd, and its counts
   // were never written.
@@ -918,7 +921,6 @@ describe('createAuditLogger folding refusals when the process stops', () => {
     ['process.exit()', 'setTimeout(() => process.exit(0), 50);'],
     ['its work done', ''],
   ])('writes the counts of the last interval at exit: %s', (_how, then) => {
-    const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
     const child = spawnSync(
       process.execPath,
       [
@@ -950,7 +952,6 @@ describe('createAuditLogger folding refusals when the process stops', () => {
 
 describe('createAuditLogger on a stream that outlives its loggers', () => {
   it('keeps none of them alive', () => {
-    const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
     const child = spawnSync(
       process.execPath,
       [
@@ -981,7 +982,6 @@ describe('createAuditLogger on a stream that outlives its loggers', () => {
 describe('createAuditLogger writing to standard output on a full disk', () => {
   // /dev/full refuses every write with ENOSPC, as a full disk does (Linux, where CI runs).
   it('warns instead of ending the process (pino writes fd 1 after write returned), and ends when its work is done', () => {
-    const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
     const full = openSync('/dev/full', 'w');
     try {
       // At exit pino flushed fd 1 again, and sonic-boom retried ENOSPC for ever: it hung there.
@@ -1010,7 +1010,6 @@ describe('createAuditLogger writing to standard output that nobody reads', () =>
   // A stalled log shipper: every line waits in memory, and a flood of refusals from many
   // addresses (folding off here, as many addresses make it) grew that without bound.
   it('holds at most 16 MiB of unwritten lines, and warns of the lines it drops', async () => {
-    const core = fileURLToPath(new URL('../index.ts', import.meta.url)).replace(/\/src\/(.*)\.ts$/, '/dist/$1.js');
     const child = spawn(
       process.execPath,
       [
