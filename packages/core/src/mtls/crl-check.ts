@@ -54,12 +54,10 @@ export function checkCrls(
 ): Date | undefined {
   let earliest: Date | undefined;
   const covered = new Set<X509Certificate>();
-  let readAny = false;
   crls.forEach((pem, index) => {
     const name = crls.length === 1 ? `the CRL in ${source}` : `CRL ${String(index + 1)} in ${source}`;
     const der = crlDer(pem);
     if (der === undefined) return; // not PEM: OpenSSL has refused it already
-    readAny = true;
     let crl: CrlFields;
     try {
       crl = readCrlFields(der);
@@ -91,7 +89,7 @@ export function checkCrls(
   // without one (a CRL file cut short, a CA added to the bundle alone) refused all its clients
   // while the log said `tls.reloaded`, each refusal read as a certificate mismatch.
   const uncovered = authorities.find((ca) => !covered.has(ca));
-  if (uncovered !== undefined && readAny) {
+  if (uncovered !== undefined && crls.some((pem) => crlDer(pem) !== undefined)) {
     throw new ConfigurationError(
       `${where}: ${source} holds no CRL of the CA "${uncovered.subject.replaceAll('\n', ', ')}" of the bundle: OpenSSL would refuse every client of that CA; give a current CRL from each CA of the bundle`,
     );
