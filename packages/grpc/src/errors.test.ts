@@ -68,7 +68,9 @@ type Mode =
   | 'destroy'
   | 'emit-unhandled'
   | 'await-signal'
-  | 'set-principal-late';
+  | 'set-principal-late'
+  | 'empty'
+  | 'own-trailer';
 
 const delay = (ms: number): Promise<void> =>
   new Promise((resolve) => {
@@ -131,7 +133,11 @@ async function unaryLike(
   const mode = modeOf(call);
   switch (mode) {
     case 'ok':
+    case 'empty':
       callback(null, respondWith());
+      return undefined;
+    case 'own-trailer':
+      callback(null, respondWith(), handlersTrailer());
       return undefined;
     case 'context':
       return contextReply(call);
@@ -166,6 +172,14 @@ async function unaryLike(
   }
 }
 
+/** Trailing metadata a handler sends with its answer, with an `x-request-id` of its own. */
+function handlersTrailer(): Metadata {
+  const trailer = new Metadata();
+  trailer.set('x-app', 'kept');
+  trailer.set('x-request-id', 'chosen-by-the-handler');
+  return trailer;
+}
+
 /** Sets a minimal principal: what happens depends on the metadata's fluxguard context. */
 function setAnyPrincipal(metadata: Metadata): void {
   setPrincipal(metadata, {
@@ -185,6 +199,13 @@ async function streamLike(call: ServerWritableStream<Json, Json> | ServerDuplexS
       call.write({ n: 1 });
       call.write({ n: 2 });
       call.end();
+      return;
+    case 'empty':
+      call.end();
+      return;
+    case 'own-trailer':
+      call.write({ n: 1 });
+      call.end(handlersTrailer());
       return;
     case 'context':
       call.write(contextReply(call));
@@ -306,7 +327,7 @@ function capitalise(kind: Kind): 'Unary' | 'ClientStream' | 'ServerStream' | 'Bi
 }
 
 describe.each(KINDS)('%s calls', (kind) => {
-  it('succeed with the request id in initial and trailing metadata', async () => {
+  it('succeed with the request id in the initial metadata, not repeated in the trailers', async () => {
     const outcome = await callKind(
       started.client,
       kind,
@@ -315,9 +336,25 @@ describe.each(KINDS)('%s calls', (kind) => {
     );
     expect(outcome.status.code).toBe(Status.OK);
     expect(outcome.messages.length).toBeGreaterThan(0);
-    expect(metadataValue(outcome.status.metadata, 'x-request-id')).toBe('trace-abc.123_X');
     expect(metadataValue(outcome.initialMetadata, 'x-request-id')).toBe('trace-abc.123_X');
+    expect(outcome.status.metadata.get('x-request-id')).toEqual([]);
     expect(linesFor('trace-abc.123_X')).toHaveLength(0);
+  });
+
+  it("keep a handler's trailers on success, with the call's request id in place of its own", async () => {
+    const outcome = await callKind(started.client, kind, {}, withMode('own-trailer', { 'x-request-id': `own-${kind}` }));
+    expect(outcome.status.code).toBe(Status.OK);
+    expect(metadataValue(outcome.status.metadata, 'x-app')).toBe('kept');
+    expect(outcome.status.metadata.get('x-request-id')).toEqual([`own-${kind}`]);
+    expect(metadataValue(outcome.initialMetadata, 'x-request-id')).toBe(`own-${kind}`);
+  });
+
+  it('carry the request id in the trailers of a success sent without initial metadata', async () => {
+    const outcome = await callKind(started.client, kind, {}, withMode('empty', { 'x-request-id': `empty-${kind}` }));
+    expect(outcome.status.code).toBe(Status.OK);
+    // A stream that sent no message answers with trailers only; a unary answer has headers.
+    const where = outcome.messages.length === 0 ? outcome.status.metadata : outcome.initialMetadata;
+    expect(metadataValue(where, 'x-request-id')).toBe(`empty-${kind}`);
   });
 
   it('give the handler the same context the interceptor created (Metadata object shared)', async () => {
@@ -335,7 +372,7 @@ describe.each(KINDS)('%s calls', (kind) => {
   it('replace a malformed or oversized incoming request id', async () => {
     for (const bad of ['has space', 'a'.repeat(201), '{"forged":1}']) {
       const outcome = await callKind(started.client, kind, {}, withMode('ok', { 'x-request-id': bad }));
-      const returned = metadataValue(outcome.status.metadata, 'x-request-id');
+      const returned = metadataValue(outcome.initialMetadata, 'x-request-id');
       expect(returned).toMatch(/^[0-9a-f-]{36}$/);
       expect(returned).not.toBe(bad);
     }

@@ -124,8 +124,9 @@ const DEFAULTS: Readonly<{ audit: AuditLogger | undefined }> = Object.freeze({ a
  * that status). For every call it:
  *
  * - resolves the request id from incoming `x-request-id` (kept when well formed, else a new
- *   one), writes it back into the request metadata, and returns it in the initial and the
- *   trailing metadata of every response, success or error;
+ *   one), writes it back into the request metadata, and returns it in the initial metadata of
+ *   every response and in the trailing metadata of every error (and of an answer sent without
+ *   initial metadata);
  * - creates the call context (`getRequestId`, `getSignal`, `getPrincipal`), its signal aborted
  *   when the client cancels, the deadline passes or the call ends;
  * - turns every non-OK status into the safe public error: the error that a fluxguard handler
@@ -346,7 +347,9 @@ class SafeErrorsCall extends ForwardingCall {
     // What the controls added (RateLimit) goes with a refusal only: on every answered call it
     // would cost each response its bytes and each client their parsing, for fields gRPC
     // clients do not read (HTTP sends them on every counted request, as the draft intends).
-    if (grpcCall !== undefined && safe.code !== Status.OK) addResponseHeaders(grpcCall.state, safe.metadata);
+    if (grpcCall !== undefined && safe.code !== Status.OK && safe.metadata !== null && safe.metadata !== undefined) {
+      addResponseHeaders(grpcCall.state, safe.metadata);
+    }
     this.#forward(safe);
     this.#closeIfLingering();
     // The call is answered: release what its controls hold before the client can call again,
@@ -578,6 +581,19 @@ class SafeErrorsCall extends ForwardingCall {
     return responseMetadata(this.#currentRequestId());
   }
 
+  /**
+   * The trailers of an answered call (status OK). Once the response headers have gone out with
+   * the request id, the trailers carry only what the handler put there: an answered call has no
+   * audit line to find, and a second header cost every call over 1 % of its instructions (Node
+   * and HPACK take each header on its own). A trailers-only answer (no headers sent) carries
+   * the id here, and a handler's own `x-request-id` is replaced by the call's.
+   */
+  #answeredTrailers(from: Metadata | null | undefined): Metadata | null {
+    if (!this.#metadataSent) return responseMetadata(this.#currentRequestId(), from);
+    if (from === undefined || from === null) return null;
+    return from.get(REQUEST_ID_HEADER).length === 0 ? from : responseMetadata(this.#currentRequestId(), from);
+  }
+
   #failureContext(): FailureContext {
     const grpcCall = this.#grpcCall;
     return {
@@ -591,16 +607,12 @@ class SafeErrorsCall extends ForwardingCall {
 
   /**
    * The status the client gets for the first status of a call: OK as it is (with the request
-   * id), anything else (or the error a hook or handler recorded) through the audit log's
+   * id unless the headers carried it), anything else (or the error a hook or handler recorded) through the audit log's
    * mapping to its public form.
    */
-  #safeStatus(status: PartialStatusObject, pending: { readonly error: unknown } | undefined): SafeStatus {
+  #safeStatus(status: PartialStatusObject, pending: { readonly error: unknown } | undefined): PartialStatusObject {
     if (pending === undefined && status.code === Status.OK) {
-      return {
-        code: status.code,
-        details: status.details,
-        metadata: responseMetadata(this.#currentRequestId(), status.metadata),
-      };
+      return { code: status.code, details: status.details, metadata: this.#answeredTrailers(status.metadata) };
     }
     const error = pending !== undefined ? pending.error : errorFromStatus(status);
     // Answered now, logged once who is to blame is known (see `end` of the call state).

@@ -1,5 +1,6 @@
-// The response metadata safeErrors sends: the request id in the headers and the trailers of every
-// answer, next to whatever metadata the handler sends itself, which never overrides it.
+// The response metadata safeErrors sends: the request id in the headers of every answer (never
+// indexed by HPACK) and in the trailers of every failure, next to whatever metadata the handler
+// sends itself, which never overrides it.
 import type { ClientHttp2Session } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as Status } from '@grpc/grpc-js';
@@ -29,6 +30,10 @@ beforeAll(async () => {
       Unary: (call, callback) => {
         const { mode } = call.request as { mode?: string };
         if (mode === 'fail') throw new Error('cannot open /srv/secret/key.pem');
+        if (mode === 'early-fail') {
+          call.sendMetadata(new Metadata());
+          throw new Error('cannot open /srv/secret/key.pem');
+        }
         if (mode === 'early') {
           const early = new Metadata();
           early.set('x-early', 'sent');
@@ -60,10 +65,11 @@ function raw(path: string, request: object, requestId?: string): Promise<RawAnsw
 }
 
 describe('the response metadata of a call', () => {
-  it('carries the request id in the headers and in the trailers of an answered call', async () => {
+  it('carries the request id in the headers of an answered call, never indexed, and not again in its trailers', async () => {
     const answer = await raw(unaryPath, {}, 'wire-ok-1');
     expect(answer.grpcStatus).toBe(Status.OK);
-    expect(answer.requestIds).toEqual({ headers: 'wire-ok-1', trailers: 'wire-ok-1' });
+    expect(answer.requestIds).toEqual({ headers: 'wire-ok-1', trailers: undefined });
+    expect(answer.neverIndexed).toEqual({ headers: ['x-request-id'], trailers: [] });
   });
 
   it('carries it in the answer of a failed call, which names nothing internal', async () => {
@@ -71,6 +77,7 @@ describe('the response metadata of a call', () => {
     expect(answer.grpcStatus).toBe(Status.INTERNAL);
     // A failure before any response message is a trailers-only answer: one header block.
     expect(answer.requestIds.headers).toBe('wire-fail-1');
+    expect(answer.neverIndexed.headers).toEqual(['x-request-id']);
     expect(answer.visible).not.toContain('/srv/secret');
     expect(audit.lines().filter((line) => line.requestId === 'wire-fail-1')).toHaveLength(1);
   });
@@ -88,12 +95,11 @@ describe('the response metadata of a call', () => {
     expect(outcome.status.code).toBe(Status.OK);
     expect(metadataValue(outcome.initialMetadata, 'x-early')).toBe('sent');
     expect(metadataValue(outcome.initialMetadata, 'x-request-id')).toBe('wire-early-1');
-    expect(metadataValue(outcome.status.metadata, 'x-request-id')).toBe('wire-early-1');
+    expect(outcome.status.metadata.get('x-request-id')).toEqual([]);
   });
 
-  it('gives each of 2 000 calls on one connection, 100 at a time, its own id in both blocks', async () => {
-    // Every id enters the connection's HPACK table and pushes older entries out: none may be
-    // read back for another call.
+  it('gives each of 2 000 calls on one connection, 100 at a time, its own id', async () => {
+    // No id may be read back for another call, whatever the connection's HPACK tables hold.
     const ids = Array.from({ length: 2000 }, (_, i) => `wire-flood-${String(i)}`);
     const answers: RawAnswer[] = [];
     for (let i = 0; i < ids.length; i += 100) {
@@ -101,13 +107,19 @@ describe('the response metadata of a call', () => {
     }
     expect(answers.every((answer) => answer.grpcStatus === Status.OK)).toBe(true);
     expect(answers.map((answer) => answer.requestIds.headers)).toEqual(ids);
-    expect(answers.map((answer) => answer.requestIds.trailers)).toEqual(ids);
+    expect(answers.every((answer) => answer.requestIds.trailers === undefined)).toBe(true);
   });
 
-  it('gives a call that sent no id a new one, the same in both blocks', async () => {
+  it('gives a call that sent no id a new one', async () => {
     const answer = await raw(unaryPath, {});
     expect(answer.requestIds.headers).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    expect(answer.requestIds.trailers).toBe(answer.requestIds.headers);
+  });
+
+  it('carries the request id, never indexed, in the trailers of a failure after the headers', async () => {
+    const answer = await raw(unaryPath, { mode: 'early-fail' }, 'wire-late-fail-1');
+    expect(answer.grpcStatus).toBe(Status.INTERNAL);
+    expect(answer.requestIds).toEqual({ headers: 'wire-late-fail-1', trailers: 'wire-late-fail-1' });
+    expect(answer.neverIndexed).toEqual({ headers: ['x-request-id'], trailers: ['x-request-id'] });
   });
 });
 

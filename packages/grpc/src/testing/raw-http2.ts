@@ -1,7 +1,13 @@
 // Shared by this package's tests: gRPC over a raw node:http2 stream, for what grpc-js's own
 // client would never send (odd headers, a declared length it never fills, a request it never ends).
 import { once } from 'node:events';
-import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import {
+  connect,
+  sensitiveHeaders,
+  type ClientHttp2Session,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+} from 'node:http2';
 import { rawGrpcStream } from '@fluxguard/test-support/connections';
 import { FRAME, PREFACE, h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 
@@ -44,6 +50,8 @@ export interface RawAnswer {
   readonly rstCode: number;
   /** `x-request-id` of the response headers and of the trailers, each on its own. */
   readonly requestIds: { readonly headers: unknown; readonly trailers: unknown };
+  /** The names the server sent as HPACK literals never indexed, in the headers and in the trailers. */
+  readonly neverIndexed: { readonly headers: readonly string[]; readonly trailers: readonly string[] };
 }
 
 /**
@@ -86,7 +94,14 @@ export async function rawGrpcCall(
     visible: decodeURIComponent(JSON.stringify({ received, trailers, body: Buffer.concat(chunks).toString('latin1') })),
     rstCode: stream.rstCode,
     requestIds: { headers: received['x-request-id'], trailers: trailers['x-request-id'] },
+    neverIndexed: { headers: neverIndexedNames(received), trailers: neverIndexedNames(trailers) },
   };
+}
+
+/** The names Node's client marks as received never indexed (`http2.sensitiveHeaders`). */
+function neverIndexedNames(headers: IncomingHttpHeaders): readonly string[] {
+  const names: unknown = (headers as Record<symbol, unknown>)[sensitiveHeaders];
+  return Array.isArray(names) ? names.filter((name): name is string => typeof name === 'string') : [];
 }
 
 /**
