@@ -607,8 +607,8 @@ class SafeErrorsCall extends ForwardingCall {
 
   /**
    * The status the client gets for the first status of a call: OK as it is (with the request
-   * id unless the headers carried it), anything else (or the error a hook or handler recorded) through the audit log's
-   * mapping to its public form.
+   * id unless the headers carried it), anything else (or the error a hook or handler recorded)
+   * through the audit log's mapping to its public form.
    */
   #safeStatus(status: PartialStatusObject, pending: { readonly error: unknown } | undefined): PartialStatusObject {
     if (pending === undefined && status.code === Status.OK) {
