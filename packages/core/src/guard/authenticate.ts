@@ -1,6 +1,6 @@
 import type { CallInfo, Principal } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { settledLookupOf, type JwtVerifier } from '../jwt/verifier.js';
+import { isJwtVerifier, settledLookupOf, type JwtVerifier } from '../jwt/verifier.js';
 import {
   compileCertificateRoles,
   mergePrincipals,
@@ -26,7 +26,10 @@ import type { CompiledRbac } from '../rbac/rbac.js';
  * ```
  */
 export interface AuthenticatorOptions {
-  /** Verifies bearer tokens. Omitted: no token is ever accepted (a certificate-only service). */
+  /**
+   * Verifies bearer tokens: a verifier of `createJwtVerifier` (any other object is refused, even
+   * one with `authenticate()`). Omitted: no token is ever accepted (a certificate-only service).
+   */
   readonly jwt?: JwtVerifier | undefined;
   /**
    * Rules mapping a verified client certificate to roles, so that a caller with a certificate
@@ -94,7 +97,7 @@ export function withCurrentCertificate(call: CallInfo): CallInfo {
 /** @internal Validates already-resolved options; `factory` names the caller in errors. */
 export function authenticatorFrom(options: ResolvedAuthenticatorOptions, factory: string): Authenticator {
   const { jwt, rbac } = options;
-  if (jwt !== undefined && typeof (jwt as Partial<JwtVerifier> | null)?.authenticate !== 'function') {
+  if (jwt !== undefined && !isJwtVerifier(jwt)) {
     throw new ConfigurationError(`${factory}: "jwt" must be the result of createJwtVerifier()`);
   }
   if (rbac !== undefined && typeof (rbac as Partial<CompiledRbac> | null)?.isPublic !== 'function') {

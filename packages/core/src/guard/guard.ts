@@ -24,7 +24,10 @@ import { authorizerFrom, type Authorizer } from './authorize.js';
 export interface GuardOptions {
   /** The compiled RBAC rules (`compileRbac`): default deny for any operation they do not name. */
   readonly rbac: CompiledRbac;
-  /** Verifies bearer tokens. Omitted: no token is ever accepted (a certificate-only service). */
+  /**
+   * Verifies bearer tokens: a verifier of `createJwtVerifier` (any other object is refused, even
+   * one with `authenticate()`). Omitted: no token is ever accepted (a certificate-only service).
+   */
   readonly jwt?: JwtVerifier | undefined;
   /**
    * Rules mapping a verified client certificate to roles, so that a caller with a certificate

@@ -233,6 +233,24 @@ describe('createAuthorizer', () => {
     );
   });
 
+  it('takes as jwt only a verifier of createJwtVerifier, not any object with authenticate()', () => {
+    const audit = createAuditLogger({ level: 'silent' });
+    const rbac = compileRbac(RULES);
+    const stand = {
+      authenticate: () => Promise.resolve({ subject: 'mallory', roles: ['artifacts.admin'], scopes: [] }),
+      verify: () => Promise.reject(new Error('unused')),
+      algorithms: ['ES256'],
+    } as unknown as JwtVerifier;
+    const frozen = Object.freeze({ ...verifier });
+    for (const jwt of [stand, frozen]) {
+      expect(() => createAuthenticator({ jwt, rbac })).toThrow(
+        /createAuthenticator: "jwt" must be the result of createJwtVerifier\(\)/,
+      );
+      expect(() => createGuard({ audit, jwt, rbac })).toThrow(/createGuard: "jwt" must be the result of createJwtVerifier/);
+    }
+    expect(() => createGuard({ audit, jwt: verifier, rbac })).not.toThrow();
+  });
+
   it('names the option given as null, rather than failing inside with a TypeError', () => {
     const audit = createAuditLogger({ level: 'silent' });
     const rbac = compileRbac(RULES);

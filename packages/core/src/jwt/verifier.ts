@@ -362,6 +362,17 @@ export function settledLookupOf(verifier: JwtVerifier): SettledLookup | undefine
 }
 
 /**
+ * Whether `value` is a verifier of {@link createJwtVerifier} (the policy loader makes its own
+ * with it). Any other object with `authenticate()` in its place would decide who a caller is
+ * without the checks of a verifier: signature, issuer, audience, times, revocation.
+ *
+ * @internal
+ */
+export function isJwtVerifier(value: unknown): value is JwtVerifier {
+  return typeof value === 'object' && value !== null && settledLookups.has(value as JwtVerifier);
+}
+
+/**
  * The principal of the token in a call's one `authorization` header (`header`, as sent) when
  * it is settled without waiting for anything:
  * - a cache hit verified under the current key set, within its times, and no `jti` to ask a
