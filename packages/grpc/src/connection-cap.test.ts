@@ -229,6 +229,12 @@ describe('the connection cap of a gRPC port', () => {
     expect(() => secureServerOptions({ maxConnections: 0 })).toThrow(
       '"maxConnections" must be a whole number of at least 1',
     );
+    // Checked before the per-address share is derived from it, not a TypeError from inside.
+    for (const maxConnections of [10n, Symbol('cap')]) {
+      expect(() => secureServerOptions({ maxConnections } as never)).toThrow(
+        /^secureServerOptions: "maxConnections" must be a whole number/,
+      );
+    }
     // The port's cap is reached first: a larger share per address would never apply.
     expect(() => secureServerOptions({ maxConnections: 2, maxConnectionsPerAddress: 5 })).toThrow(
       'secureServerOptions: "maxConnectionsPerAddress" (5) is above maxConnections (2), so it would never apply',

@@ -333,6 +333,8 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
  */
 export function secureServerOptions(limits: SecureServerLimits = {}): ServerOptions {
   const given = resolveOptions('secureServerOptions', LIMIT_DEFAULTS, limits);
+  // Checked before the share is derived from it: a BigInt or a Symbol fails inside Math.
+  wholeNumber(given.maxConnections, 'secureServerOptions: "maxConnections"');
   // The share follows the cap unless it is given.
   const l = {
     ...given,
