@@ -233,6 +233,14 @@ describe('compileRbac: shadow mode', () => {
 });
 
 describe('compileRbac: start-up checks', () => {
+  it('names "where" when it is not a string, rather than failing inside with a TypeError', () => {
+    for (const where of [Symbol('w'), 5, ' ']) {
+      expect(() => compileRbac({ '/p.S/M': { public: true } }, { where } as never)).toThrow(
+        'compileRbac: "where" must be a non-empty string',
+      );
+    }
+  });
+
   it('reports rules naming operations the server does not serve, and returns uncovered ones', () => {
     expect(() => rbac.checkServed(SERVED.filter((o) => !o.includes('Delete')))).toThrow(
       /does not serve: "\/fluxguard.example.v1.ArtifactStore\/DeleteArtifact"/,

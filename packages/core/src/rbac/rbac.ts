@@ -103,7 +103,7 @@ export interface RbacOptions {
   readonly mode?: RbacMode | undefined;
   /** When given, {@link CompiledRbac.checkServed} runs at compile time. */
   readonly servedOperations?: readonly string[] | undefined;
-  /** Named in configuration errors. Default `rbac.rules`. */
+  /** Named in configuration errors: a non-empty string. Default `rbac.rules`. */
   readonly where?: string | undefined;
 }
 
@@ -655,8 +655,12 @@ function rbacMode(options: RbacOptions): RbacMode {
  * ```
  */
 export function compileRbac(rules: RbacRules, options: RbacOptions = {}): CompiledRbac {
-  const where = options.where ?? 'rbac.rules';
   const mode = rbacMode(options);
+  const where = options.where ?? 'rbac.rules';
+  // Every error of the rules is written with it.
+  if (typeof where !== 'string' || where.trim() === '') {
+    throw new ConfigurationError('compileRbac: "where" must be a non-empty string');
+  }
   const index = indexRules(compileRules(rules, where), where);
   // Rules never change once compiled, so which one applies to an operation can be remembered;
   // bounded, because HTTP operations carry concrete paths a client chooses.
