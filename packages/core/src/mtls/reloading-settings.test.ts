@@ -149,6 +149,12 @@ describe('createReloadingTlsSettings: when to reload', () => {
       /unknown option "watch"/,
     );
     expect(() => createReloadingTlsSettings(undefined as never, { audit, onUpdate })).toThrow(/TLS options/);
+    // Left out from plain JavaScript: named, rather than a TypeError from inside.
+    for (const options of [undefined, null, 5]) {
+      expect(() => createReloadingTlsSettings(tls, options as never)).toThrow(
+        'createReloadingTlsSettings: options must be an object with "audit" and "onUpdate"',
+      );
+    }
     expect(() =>
       createReloadingTlsSettings({ ...tls, keyFile: join(dir, 'missing.key') }, { audit, onUpdate }),
     ).toThrow(ConfigurationError);

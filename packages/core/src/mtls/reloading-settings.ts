@@ -129,6 +129,11 @@ export function createReloadingTlsSettings(
   tls: TlsSettingsOptions | TlsSettings,
   options: ReloadingTlsSettingsOptions,
 ): ReloadingTlsSettings {
+  // Also from plain JavaScript, where the second argument can be left out.
+  const raw: unknown = options;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ConfigurationError(`${FACTORY}: options must be an object with "audit" and "onUpdate"`);
+  }
   const where = typeof options.where === 'string' && options.where.length > 0 ? options.where : FACTORY;
   const o = resolveOptions<Resolved>(where, DEFAULTS, options);
   const audit = o.audit;
