@@ -5,7 +5,7 @@ import { extractBearerToken } from '../jwt/bearer.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
-import { compileClientAddress, peerStoreKeys, type ClientAddressOptions } from './client-address.js';
+import { clientAddressFrom, peerStoreKeys, type ClientAddressOptions } from './client-address.js';
 import {
   askStore,
   createMemoryRateLimitStore,
@@ -118,7 +118,7 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
   const storeFailure: unknown = options.storeFailure ?? 'open';
   if (storeFailure !== 'open' && storeFailure !== 'closed')
     throw new ConfigurationError(`${where}.storeFailure must be "open" or "closed"`);
-  const address = compileClientAddress(options, where);
+  const address = clientAddressFrom(options, where);
   const peerKeyOf = peerStoreKeys(address);
   const peerLimiter = failureLimiter(options.peer, `${where}.peer`, 'brute-force.peer', store, storeFailure);
   const subjectLimiter =

@@ -129,6 +129,18 @@ describe('compileClientAddress behind trusted proxies', () => {
     expect(keyOf({}, call('2001:db8:1:2::5'))).toBe(ipv6Prefix('2001:db8:1:2::', 64));
   });
 
+  it('refuses unknown or misspelt options, and options that are not an object', () => {
+    expect(() => compileClientAddress({ trustedProxie: ['10.0.0.1'] } as never, 'rl')).toThrow(
+      'rl: unknown option "trustedProxie" (did you mean "trustedProxies"?)',
+    );
+    expect(() => compileClientAddress(JSON.parse('{"constructor": 1}') as never, 'rl')).toThrow(
+      /rl: unknown option "constructor"/,
+    );
+    for (const options of [null, 5, ['10.0.0.1']]) {
+      expect(() => compileClientAddress(options as never, 'rl')).toThrow('rl must be an object');
+    }
+  });
+
   it('refuses an unknown forwardedHeader', () => {
     expect(() => compileClientAddress({ forwardedHeader: 'x-real-ip' as 'forwarded' }, 'rl')).toThrow(
       'rl.forwardedHeader must be "x-forwarded-for" or "forwarded"',

@@ -2,6 +2,7 @@ import { BlockList, isIP } from 'node:net';
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { ipv6Groups, parseAddressRange, type AddressRange } from '../options/address-range.js';
+import { checkKnownKeys } from '../options/unknown-keys.js';
 import { wholeNumber } from '../options/whole-number.js';
 
 /**
@@ -96,7 +97,8 @@ const MAX_HOPS = 32;
 /**
  * Compiles where a call's client address comes from (see {@link ClientAddressOptions}).
  *
- * @throws ConfigurationError for an entry of `trustedProxies` that is not an address or CIDR (or
+ * @throws ConfigurationError for options that are not an object or hold an unknown key (with a
+ *   hint for a misspelt one), an entry of `trustedProxies` that is not an address or CIDR (or
  *   a CIDR with bits set past its prefix length, `10.1.2.3/16`), a prefix length out of range,
  *   or a range wider than a /8 of IPv4 or a /7 of IPv6 (`::ffff:0:0/96` is every IPv4 client).
  *
@@ -108,6 +110,25 @@ const MAX_HOPS = 32;
  * ```
  */
 export function compileClientAddress(options: ClientAddressOptions, where: string): ClientAddress {
+  // Also from plain JavaScript: check the shape at run time. The limits that take these options
+  // among their own check their keys themselves and call clientAddressFrom.
+  const raw: unknown = options;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ConfigurationError(`${where} must be an object`);
+  }
+  checkKnownKeys(options, CLIENT_ADDRESS_KEYS, where, 'option');
+  return clientAddressFrom(options, where);
+}
+
+const CLIENT_ADDRESS_KEYS = ['trustedProxies', 'ipv6PrefixLength', 'forwardedHeader'] as const;
+
+/**
+ * {@link compileClientAddress} for options whose keys the caller has checked (the options of a
+ * limit, which holds these among its own).
+ *
+ * @internal
+ */
+export function clientAddressFrom(options: ClientAddressOptions, where: string): ClientAddress {
   const prefix = wholeNumber(options.ipv6PrefixLength ?? 64, `${where}.ipv6PrefixLength`, { max: 128 });
   const proxies = options.trustedProxies ?? [];
   if (!Array.isArray(proxies)) throw new ConfigurationError(`${where}.trustedProxies must be an array`);

@@ -13,7 +13,7 @@ import {
   type OperationPattern,
 } from '../rbac/pattern.js';
 import {
-  compileClientAddress,
+  clientAddressFrom,
   peerStoreKeys,
   type ClientAddress,
   type ClientAddressOptions,
@@ -263,7 +263,7 @@ export function compileRateLimit(options: RateLimitOptions, where: string): Rate
   }
   const headers: unknown = options.headers ?? true;
   if (typeof headers !== 'boolean') throw new ConfigurationError(`${where}.headers must be true or false`);
-  const address = compileClientAddress(options, where);
+  const address = clientAddressFrom(options, where);
   const rulesIn: unknown = options.rules;
   if (!Array.isArray(rulesIn) || rulesIn.length === 0)
     throw new ConfigurationError(`${where}.rules must be a non-empty array`);
