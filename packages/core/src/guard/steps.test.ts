@@ -246,7 +246,9 @@ describe('createAuthorizer', () => {
       expect(() => createAuthenticator({ jwt, rbac })).toThrow(
         /createAuthenticator: "jwt" must be the result of createJwtVerifier\(\)/,
       );
-      expect(() => createGuard({ audit, jwt, rbac })).toThrow(/createGuard: "jwt" must be the result of createJwtVerifier/);
+      expect(() => createGuard({ audit, jwt, rbac })).toThrow(
+        /createGuard: "jwt" must be the result of createJwtVerifier/,
+      );
     }
     expect(() => createGuard({ audit, jwt: verifier, rbac })).not.toThrow();
   });

@@ -12,12 +12,7 @@ import {
   refuseSameOperations,
   type OperationPattern,
 } from '../rbac/pattern.js';
-import {
-  clientAddressFrom,
-  peerStoreKeys,
-  type ClientAddress,
-  type ClientAddressOptions,
-} from './client-address.js';
+import { clientAddressFrom, peerStoreKeys, type ClientAddress, type ClientAddressOptions } from './client-address.js';
 import {
   consumeFromStore,
   createMemoryRateLimitStore,
