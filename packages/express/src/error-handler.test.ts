@@ -468,6 +468,15 @@ describe('the trap errorHandler closes', () => {
 });
 
 describe('option validation', () => {
+  it('refuses options given to requestId() and notFound(), which take none', () => {
+    const given = (factory: (...args: never[]) => unknown) => () =>
+      (factory as (...args: unknown[]) => unknown)({ trustClientIds: false });
+    expect(given(requestId)).toThrow('requestId: takes no options');
+    expect(given(notFound)).toThrow('notFound: takes no options');
+    expect(() => requestId()).not.toThrow();
+    expect(() => notFound()).not.toThrow();
+  });
+
   it('refuses a missing audit logger and unknown options at construction', () => {
     expect(() => errorHandler({} as never)).toThrow(ConfigurationError);
     expect(() => errorHandler({ audit: createAuditLogger({ level: 'silent' }), realn: 'x' } as never)).toThrow(

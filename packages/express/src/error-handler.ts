@@ -153,6 +153,8 @@ const LAST_RESORT_BODY = JSON.stringify({
  * that Express's HTML "Cannot GET /path" page (which echoes the path) is never sent. Mount it
  * after every route and before `errorHandler`.
  *
+ * @throws ConfigurationError when given an argument: it takes no options.
+ *
  * @example
  * ```ts
  * import { errorHandler, notFound } from '@fluxguard/express';
@@ -160,7 +162,9 @@ const LAST_RESORT_BODY = JSON.stringify({
  * app.use(errorHandler({ audit }));
  * ```
  */
-export function notFound(): RequestHandler {
+export function notFound(...none: readonly never[]): RequestHandler {
+  // From plain JavaScript, options given here would be ignored.
+  if (none.length > 0) throw new ConfigurationError('notFound: takes no options');
   return function fluxguardNotFound(_req, _res, next) {
     next(new SecurityError('not_found', { reason: 'route_not_found' }));
   };

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler } from 'express';
-import { REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
+import { ConfigurationError, REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
 import type { CallState } from '@fluxguard/core/adapter';
 import { attachContext, standInCall, type EndRequest } from './context.js';
 import { passRefusalOn } from './hand-over.js';
@@ -17,6 +17,8 @@ import { answerable } from './request-body.js';
  * or a log line; `fluxguard().before` installs it together with the error handler, which
  * answers and logs such a request like any other failure.
  *
+ * @throws ConfigurationError when given an argument: it takes no options.
+ *
  * @example
  * ```ts
  * import express from 'express';
@@ -27,7 +29,9 @@ import { answerable } from './request-body.js';
  * app.get('/ping', (req, res) => { res.json({ requestId: req.fluxguard.requestId }); });
  * ```
  */
-export function requestId(): RequestHandler {
+export function requestId(...none: readonly never[]): RequestHandler {
+  // From plain JavaScript, options given here (`{ trustClientIds: false }`) would be ignored.
+  if (none.length > 0) throw new ConfigurationError('requestId: takes no options');
   return requestIdWith(cutOff, () => undefined);
 }
 

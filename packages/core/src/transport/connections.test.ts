@@ -73,4 +73,10 @@ describe('descriptorBudget', () => {
     expect(budgetWith(1024)).toEqual({ openFiles: 1024, connections: 716, inFlight: 102 });
     expect(budgetWith(20_000)).toEqual({ openFiles: 20_000, connections: 14_000, inFlight: 512 });
   });
+
+  it('takes no options: a limit given to it would be ignored', () => {
+    expect(() => (descriptorBudget as (...args: unknown[]) => unknown)({ openFiles: 100 })).toThrow(
+      'descriptorBudget: takes no options',
+    );
+  });
 });

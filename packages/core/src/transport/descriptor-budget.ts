@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { ConfigurationError } from '../errors/fluxguard-error.js';
 
 /**
  * How a server spends its open-file limit, so that a flood meets a refused connection or call
@@ -35,13 +36,17 @@ const UNKNOWN_LIMIT_BUDGET: DescriptorBudget = Object.freeze({
  * The {@link DescriptorBudget} of this process, from its soft limit on open files (Linux,
  * `/proc/self/limits`), read once per call.
  *
+ * @throws ConfigurationError when given an argument: it takes no options.
+ *
  * @example
  * ```ts
  * import { descriptorBudget } from '@fluxguard/core';
  * console.log(descriptorBudget()); // with `ulimit -n 1024`: { openFiles: 1024, connections: 716, inFlight: 102 }
  * ```
  */
-export function descriptorBudget(): DescriptorBudget {
+export function descriptorBudget(...none: readonly never[]): DescriptorBudget {
+  // From plain JavaScript, a limit given here would be ignored.
+  if (none.length > 0) throw new ConfigurationError('descriptorBudget: takes no options');
   const openFiles = openFileLimit();
   if (openFiles === undefined) return UNKNOWN_LIMIT_BUDGET;
   return Object.freeze({
