@@ -391,16 +391,26 @@ const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
  * ```
  */
 export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSource {
+  return remoteJwksSourceFrom(options, 'createRemoteJwksSource: "url"');
+}
+
+/**
+ * {@link createRemoteJwksSource}, whose errors about the address name it `urlLabel`: the
+ * verifier's `jwksUrl` is what its caller wrote.
+ *
+ * @internal
+ */
+export function remoteJwksSourceFrom(options: RemoteJwksOptions, urlLabel: string): RemoteJwksSource {
   const opts = resolveOptions('createRemoteJwksSource', REMOTE_DEFAULTS, options, ['url', 'onRefreshError']);
   const where = 'createRemoteJwksSource';
   let url: URL;
   try {
     url = new URL(options.url);
   } catch (cause) {
-    throw new ConfigurationError(`${where}: "url" must be an absolute URL`, { cause });
+    throw new ConfigurationError(`${urlLabel} must be an absolute URL`, { cause });
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new ConfigurationError(`${where}: "url" must use https:`);
+    throw new ConfigurationError(`${urlLabel} must use https:`);
   }
   // A string from the environment ("false") is truthy: only `true` may lift the https: rule.
   if (typeof opts.allowInsecureHttp !== 'boolean') {
@@ -408,11 +418,11 @@ export function createRemoteJwksSource(options: RemoteJwksOptions): RemoteJwksSo
   }
   if (url.protocol === 'http:' && !LOOPBACK.has(url.hostname) && !opts.allowInsecureHttp) {
     throw new ConfigurationError(
-      `${where}: "url" must use https: (http: is accepted for loopback hosts, or with allowInsecureHttp: true)`,
+      `${urlLabel} must use https: (http: is accepted for loopback hosts, or with allowInsecureHttp: true)`,
     );
   }
   if (url.username !== '' || url.password !== '')
-    throw new ConfigurationError(`${where}: "url" must not carry credentials`);
+    throw new ConfigurationError(`${urlLabel} must not carry credentials`);
   for (const name of ['timeoutMs', 'cooldownMs', 'maxAgeMs', 'maxBytes'] as const) {
     const value = opts[name];
     const ms = name !== 'maxBytes';

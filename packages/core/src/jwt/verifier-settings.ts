@@ -8,7 +8,7 @@ import { DEFAULT_JWT_ALGORITHMS, isAsymmetricAlgorithm, isHmacAlgorithm, type Jw
 import {
   createLocalJwksSource,
   createPublicKeySource,
-  createRemoteJwksSource,
+  remoteJwksSourceFrom,
   type JwksSource,
   type PublicKeySource,
 } from './key-source.js';
@@ -340,7 +340,10 @@ function keySetup(options: JwtVerifierOptions, raw: RawOptions): KeySetting {
     if ((options.jwksOptions as { url?: unknown } | undefined)?.url !== undefined) {
       throw new ConfigurationError(`${WHERE}: give the key set's address as "jwksUrl", not "jwksOptions.url"`);
     }
-    return { source: createRemoteJwksSource({ ...options.jwksOptions, url: options.jwksUrl }), algorithms: unique };
+    return {
+      source: remoteJwksSourceFrom({ ...options.jwksOptions, url: options.jwksUrl }, `${WHERE}: "jwksUrl"`),
+      algorithms: unique,
+    };
   }
   const keySource: unknown = options.keySource;
   const shape = (typeof keySource === 'object' && keySource !== null ? keySource : {}) as Partial<

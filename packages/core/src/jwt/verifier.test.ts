@@ -524,7 +524,7 @@ describe('createJwtVerifier: configuration', () => {
     [
       'http JWKS to a remote host',
       () => ({ jwksUrl: 'http://id.example.com/jwks', issuer: ISSUER, audience: AUDIENCE }),
-      /must use https/,
+      /^createJwtVerifier: "jwksUrl" must use https/,
     ],
     // A string read from the environment is truthy: "false" would have allowed plain http.
     ...['false', 'no', 1, {}].map((allowInsecureHttp): [string, () => unknown, RegExp] => [
@@ -587,6 +587,17 @@ describe('createJwtVerifier: configuration', () => {
         audience: AUDIENCE,
       }),
       /"onRefreshError" must be a function/,
+    ],
+    // Named as the caller wrote it, not as the "url" of the key source made from it.
+    ...[5, 'not a url'].map((jwksUrl): [string, () => unknown, RegExp] => [
+      `jwksUrl ${JSON.stringify(jwksUrl)}, not an absolute URL`,
+      () => ({ jwksUrl, issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "jwksUrl" must be an absolute URL$/,
+    ]),
+    [
+      'a jwksUrl with credentials',
+      () => ({ jwksUrl: 'https://u:p@id.example.com/jwks', issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "jwksUrl" must not carry credentials$/,
     ],
   ])('refuses %s at construction', (_label, options, message) => {
     expect(() => createJwtVerifier(options() as JwtVerifierOptions)).toThrow(ConfigurationError);

@@ -59,7 +59,7 @@ describe('options inherited from a polluted Object.prototype', () => {
 
   it.each(CASES)('refuses to read Object.prototype.%s', (key, value, build) => {
     // Unpolluted, the same call builds (a remote http: URL is refused for being one).
-    if (key === 'jwksOptions' || key === 'allowInsecureHttp') expect(build).toThrow(/"url" must use https:/);
+    if (key === 'jwksOptions' || key === 'allowInsecureHttp') expect(build).toThrow(/"(jwksUrl|url)" must use https:/);
     else expect(build()).toBeDefined();
     POLLUTED[key] = value;
     expect(build).toThrow(
