@@ -233,6 +233,14 @@ describe('compileRbac: shadow mode', () => {
 });
 
 describe('compileRbac: start-up checks', () => {
+  it('names "servedOperations" when it is not an array of strings', () => {
+    for (const servedOperations of [5, '/p.S/M', [5]]) {
+      expect(() => compileRbac({ '/p.S/M': { public: true } }, { servedOperations } as never)).toThrow(
+        'compileRbac: "servedOperations" must be an array of strings',
+      );
+    }
+  });
+
   it('names "where" when it is not a string, rather than failing inside with a TypeError', () => {
     for (const where of [Symbol('w'), 5, ' ']) {
       expect(() => compileRbac({ '/p.S/M': { public: true } }, { where } as never)).toThrow(

@@ -722,6 +722,13 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
       index.rules.filter((rule) => !rule.isPublic && !rule.certificateOnly).map((rule) => rule.pattern.key),
     ),
   });
-  if (options.servedOperations !== undefined) result.checkServed(options.servedOperations);
+  if (options.servedOperations !== undefined) {
+    // Named as the option it was given as: checkServed's own error names its argument.
+    const served: unknown = options.servedOperations;
+    if (!Array.isArray(served) || !served.every((o) => typeof o === 'string')) {
+      throw new ConfigurationError('compileRbac: "servedOperations" must be an array of strings');
+    }
+    result.checkServed(options.servedOperations);
+  }
   return result;
 }
