@@ -27,6 +27,7 @@ export { checkUnservedLater, warnUnservedPatterns } from './policy/served.js';
 export {
   guardControls,
   jwtAuthControls,
+  mtlsControls,
   rbacControls,
   refuseUndefinedGuard,
   stackControls,

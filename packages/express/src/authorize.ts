@@ -1,6 +1,6 @@
 import type { RequestHandler } from 'express';
-import { createCertificateCheck, type CertificateCheckOptions, type GuardStepOptions } from '@fluxguard/core';
-import { guardControls } from '@fluxguard/core/adapter';
+import type { CertificateCheckOptions, GuardStepOptions } from '@fluxguard/core';
+import { guardControls, mtlsControls } from '@fluxguard/core/adapter';
 import { controls } from './pipeline.js';
 
 /**
@@ -80,5 +80,5 @@ export type MtlsOptions = CertificateCheckOptions;
  * ```
  */
 export function mtls(options?: MtlsOptions): RequestHandler {
-  return controls('mtls', [createCertificateCheck(options)]);
+  return controls('mtls', mtlsControls('mtls', options));
 }

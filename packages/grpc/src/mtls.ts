@@ -1,5 +1,6 @@
 import type { ServerInterceptor } from '@grpc/grpc-js';
-import { createCertificateCheck, type CertificateCheckOptions } from '@fluxguard/core';
+import type { CertificateCheckOptions } from '@fluxguard/core';
+import { mtlsControls } from '@fluxguard/core/adapter';
 import { controls } from './pipeline.js';
 
 /**
@@ -33,5 +34,5 @@ export type MtlsInterceptorOptions = CertificateCheckOptions;
  * ```
  */
 export function mtls(options?: MtlsInterceptorOptions): ServerInterceptor {
-  return controls('mtls', [createCertificateCheck(options)]);
+  return controls('mtls', mtlsControls('mtls', options));
 }

@@ -6,6 +6,7 @@ import type { Authenticator } from './authenticate.js';
 import { isAuthorizer, type Authorizer } from './authorize.js';
 import type { Guard } from './guard.js';
 import { compileTimeouts, type TimeoutsOptions } from '../timeouts/timeouts.js';
+import { certificateCheckFrom, type CertificateCheckOptions } from '../mtls/certificate-check.js';
 
 /**
  * Options of the adapters' `jwtAuth` (gRPC interceptor, Express middleware).
@@ -93,6 +94,22 @@ export function rbacControls(owner: string, options: RbacStepOptions): readonly 
     );
   }
   return [authorizer];
+}
+
+/**
+ * The controls of an adapter's `mtls` (see `createCertificateCheck`), its options checked once
+ * and named after `owner` in errors.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { mtlsControls } from '@fluxguard/core/adapter';
+ * const controls = mtlsControls('mtls', { allow: [{ spiffeId: 'spiffe://example.org/ns/ops/**' }] });
+ * ```
+ */
+export function mtlsControls(owner: string, options: CertificateCheckOptions | undefined): readonly Control[] {
+  return [certificateCheckFrom(owner, options)];
 }
 
 /**

@@ -67,7 +67,17 @@ const DEFAULTS: Readonly<CertificateCheckOptions> = Object.freeze({ allow: undef
  * ```
  */
 export function createCertificateCheck(options?: CertificateCheckOptions): CertificateCheck {
-  const { allow } = resolveOptions('createCertificateCheck', DEFAULTS, options);
+  return certificateCheckFrom('createCertificateCheck', options);
+}
+
+/**
+ * {@link createCertificateCheck}, whose errors about its options name `owner`: the adapter's
+ * `mtls`, whose options they are.
+ *
+ * @internal
+ */
+export function certificateCheckFrom(owner: string, options: CertificateCheckOptions | undefined): CertificateCheck {
+  const { allow } = resolveOptions(owner, DEFAULTS, options);
   const matches = allow === undefined ? undefined : compileIdentityRules(allow, 'mtls.allow');
   const check = (identity: CertificateIdentity | undefined): CertificateIdentity => {
     if (identity === undefined || !isIdentityCurrent(identity)) {
