@@ -532,6 +532,13 @@ describe('createSecureServer: limits', () => {
       ConfigurationError,
     );
     expect(() => createSecureServer(app, { audit, tls: createTlsSettings(tls()), reload: true })).toThrow(/reload/);
+    // Named as the option it was given as, not as createTlsSettings, which the caller never called.
+    expect(() => createSecureServer(app, { audit, tls: {} as never })).toThrow(
+      /^createSecureServer: "tls": "clientCertificates" is required/,
+    );
+    expect(() => createSecureServer(app, { audit, tls: { ...tls(), certFiel: 'x' } as never })).toThrow(
+      /^createSecureServer: "tls": unknown option "certFiel" \(did you mean "certFile"\?\)/,
+    );
   });
 });
 

@@ -320,6 +320,10 @@ describe('createServerCredentials options', () => {
     expect(() =>
       createServerCredentials({ ...tls, keyFile: `${pki.dir}/missing.key` }, { audit: audit.audit }),
     ).toThrow(ConfigurationError);
+    // Named as the argument it was given as, not as createTlsSettings, which the caller never called.
+    expect(() => createServerCredentials({ ...tls, minVersion: 'TLSv1.1' as never }, { audit: audit.audit })).toThrow(
+      /^createServerCredentials: "tls": "minVersion" must be "TLSv1.2" or "TLSv1.3"$/,
+    );
     const credentials = createServerCredentials(tls, { audit: audit.audit });
     expect(credentials).toBeInstanceOf(ServerCredentials);
     credentials.close();

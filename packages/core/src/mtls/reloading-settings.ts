@@ -6,7 +6,7 @@ import { resolveOptions } from '../options/resolve-options.js';
 import { MAX_TIMER_MS } from '../options/whole-number.js';
 import type { TlsMaterial } from './material.js';
 import { watchTlsMaterial } from './reload.js';
-import { createTlsSettings, type TlsSettings, type TlsSettingsOptions } from './tls-settings.js';
+import { tlsSettingsFrom, type TlsSettings, type TlsSettingsOptions } from './tls-settings.js';
 
 /**
  * The reload options an adapter's server factory offers (`createSecureServer` of
@@ -55,7 +55,11 @@ export interface ReloadingTlsSettingsOptions extends ReloadOptions {
    * context from them. A throw keeps the last good material and logs `tls.reload_failed`.
    */
   readonly onUpdate: (contextOptions: SecureContextOptions, material: TlsMaterial) => void;
-  /** The factory named in configuration errors. Default `createReloadingTlsSettings`. */
+  /**
+   * The factory named in configuration errors; those of the TLS options name its `"tls"`
+   * (`createSecureServer: "tls": ...`). Default `createReloadingTlsSettings` (the TLS options'
+   * errors then name `createTlsSettings`).
+   */
   readonly where?: string | undefined;
 }
 
@@ -154,7 +158,8 @@ export function createReloadingTlsSettings(
     throw new ConfigurationError(`${where}: the TLS options are required (createTlsSettings options or settings)`);
   }
   const built = isTlsSettings(tls);
-  const settings = built ? tls : createTlsSettings(tls);
+  // Named as the option of the factory that was given them, when one says so.
+  const settings = built ? tls : tlsSettingsFrom(tls, where === FACTORY ? 'createTlsSettings' : `${where}: "tls"`);
   const files = built ? undefined : tls;
   const certFile = files?.certFile;
   const keyFile = files?.keyFile;

@@ -238,19 +238,27 @@ const FACTORY = 'createTlsSettings';
  * ```
  */
 export function createTlsSettings(options: TlsSettingsOptions): TlsSettings {
-  const o = resolveOptions<ResolvedTlsSettingsOptions>(FACTORY, DEFAULTS, options);
+  return tlsSettingsFrom(options, FACTORY);
+}
+
+/**
+ * {@link createTlsSettings}, whose errors name `where`: the option of the server factory the
+ * TLS options were given to (`createSecureServer: "tls"`).
+ *
+ * @internal
+ */
+export function tlsSettingsFrom(options: TlsSettingsOptions, where: string): TlsSettings {
+  const o = resolveOptions<ResolvedTlsSettingsOptions>(where, DEFAULTS, options);
   const mode = o.clientCertificates;
   if (mode !== 'strict' && mode !== 'per-operation') {
-    throw new ConfigurationError(
-      `${FACTORY}: "clientCertificates" is required and must be "strict" or "per-operation"`,
-    );
+    throw new ConfigurationError(`${where}: "clientCertificates" is required and must be "strict" or "per-operation"`);
   }
   const minVersion: unknown = o.minVersion; // options also come from plain JavaScript and JSON
   if (minVersion !== 'TLSv1.2' && minVersion !== 'TLSv1.3') {
-    throw new ConfigurationError(`${FACTORY}: "minVersion" must be "TLSv1.2" or "TLSv1.3"`);
+    throw new ConfigurationError(`${where}: "minVersion" must be "TLSv1.2" or "TLSv1.3"`);
   }
-  const sources = tlsMaterialSources(FACTORY, o);
-  const material = validateMaterial(FACTORY, sources, readMaterialSync(FACTORY, sources));
+  const sources = tlsMaterialSources(where, o);
+  const material = validateMaterial(where, sources, readMaterialSync(where, sources));
   return buildTlsSettings(mode, minVersion, material);
 }
 
