@@ -148,6 +148,12 @@ describe('createGuardFromPolicy', () => {
     expect(() => createGuardFromPolicy(policy, { audit, transport: 'smtp' } as never)).toThrow(/"grpc" or "http"/);
     expect(() => createGuardFromPolicy(policy, {} as never)).toThrow(/"audit" is required/);
     expect(() => createGuardFromPolicy(policy, { audit, baseDir: join(dir, 'missing') })).toThrow(/cannot read/);
+    // Named, rather than the key file's JSON blamed for a TypeError of path.resolve.
+    for (const baseDir of [5, '', ' ', ['/etc']]) {
+      expect(() => createGuardFromPolicy(policy, { audit, baseDir } as never)).toThrow(
+        'createGuardFromPolicy: "baseDir" must be a non-empty string (a directory)',
+      );
+    }
   });
 
   it('refuses at start-up a limit whose pattern names no served operation: a misspelt route would leave it off', () => {

@@ -44,7 +44,10 @@ export interface GuardFromPolicyOptions {
   readonly denylist?: Denylist | undefined;
   /** A verifier to use instead of the one `policy.jwt` describes. */
   readonly jwt?: JwtVerifier | undefined;
-  /** Directory of relative `jwt.jwksFile` / `jwt.publicKeyFile`. Default: the working directory. */
+  /**
+   * Directory of relative `jwt.jwksFile` / `jwt.publicKeyFile`: a non-empty string. Default: the
+   * working directory.
+   */
   readonly baseDir?: string | undefined;
   /**
    * Where the limits of `policy.rateLimits` count: `createRedisRateLimitStore(...)` to share
@@ -104,6 +107,11 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
   const transportValue: unknown = transport;
   if (transportValue !== undefined && transportValue !== 'grpc' && transportValue !== 'http') {
     throw new ConfigurationError('createGuardFromPolicy: "transport" must be "grpc" or "http"');
+  }
+  // Another value failed inside path.resolve, and the key file's error then blamed its JSON.
+  const baseDir: unknown = opts.baseDir;
+  if (baseDir !== undefined && (typeof baseDir !== 'string' || baseDir.trim() === '')) {
+    throw new ConfigurationError('createGuardFromPolicy: "baseDir" must be a non-empty string (a directory)');
   }
   if (opts.jwt !== undefined && opts.denylist !== undefined) {
     // It was ignored: revocation would be off while the options read as on.
