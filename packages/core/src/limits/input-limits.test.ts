@@ -84,8 +84,16 @@ describe('createInputLimits', () => {
 
   it.each<[unknown, string]>([
     ['gzip', 'createInputLimits.contentEncodings must be a list of content codings, e.g. ["gzip"]'],
-    [['gzip', 'two words'], 'createInputLimits.contentEncodings[1] must be a content coding such as "gzip"'],
+    [
+      ['gzip', 'two words'],
+      'createInputLimits.contentEncodings[1] must be a content coding of "gzip", "deflate", "br"',
+    ],
     [[7], 'createInputLimits.contentEncodings[0] must be a content coding'],
+    // Accepted without a word, and meaning nothing: no parser inflates them, identity always passes.
+    ...['x', 'GZIP', 'identity', 'zstd'].map((coding): [unknown, string] => [
+      ['br', coding],
+      'createInputLimits.contentEncodings[1] must be a content coding of "gzip", "deflate", "br", in lower case (identity is always accepted)',
+    ]),
   ])('refuses contentEncodings %j at start-up', (contentEncodings, message) => {
     expect(() => createInputLimits({ contentEncodings } as InputLimitsOptions)).toThrow(message);
   });

@@ -71,7 +71,8 @@ export interface InputLimitsOptions extends SizeLimits {
   /** Keep only this transport's rules (gRPC rules start with `/`). */
   readonly transport?: Transport | undefined;
   /**
-   * HTTP: the content codings a request body may have (`gzip`, `deflate`, `br`). Default: none,
+   * HTTP: the content codings a request body may have, of `gzip`, `deflate` and `br` in lower
+   * case (another, or `identity`, which is always accepted, is refused). Default: none,
    * so a body (a request that declares one) with any `Content-Encoding` but `identity` is refused with `400`
    * (`invalid_argument`, reason `body_encoding_unsupported`) before a byte of it is read. The
    * limits count a body's bytes as they arrive, and a body parser (`express.json`, `jsonBody`,
@@ -110,8 +111,8 @@ type Limits = Readonly<Required<{ [K in keyof SizeLimits]: number }>>;
 const LIMIT_KEYS = ['maxBodyBytes', 'maxMessageBytes', 'maxMessages'] as const;
 const OPTION_KEYS = [...LIMIT_KEYS, 'rules', 'transport', 'servedOperations', 'contentEncodings'] as const;
 
-/** A content coding as HTTP spells it (a token). */
-const CODING = /^[a-z0-9!#$%&'*+.^_`|~-]{1,32}$/;
+/** The content codings the body parsers of Express (body-parser) inflate. */
+const KNOWN_CODINGS: readonly string[] = ['gzip', 'deflate', 'br'];
 
 /** What one call has received so far. */
 interface Received {
@@ -255,12 +256,14 @@ function checkEncodings(value: unknown, where: string): ReadonlySet<string> {
   if (!Array.isArray(value)) throw new ConfigurationError(`${where} must be a list of content codings, e.g. ["gzip"]`);
   return new Set(
     (value as unknown[]).map((coding, i) => {
-      if (typeof coding !== 'string' || !CODING.test(coding.toLowerCase())) {
+      // Only the codings the body parsers inflate: another one (a typo, `identity`, which is
+      // always accepted) would read as allowed and change nothing.
+      if (typeof coding !== 'string' || !KNOWN_CODINGS.includes(coding)) {
         throw new ConfigurationError(
-          `${where}[${String(i)}] must be a content coding such as "gzip", "deflate" or "br"`,
+          `${where}[${String(i)}] must be a content coding of ${KNOWN_CODINGS.map((c) => `"${c}"`).join(', ')}, in lower case (identity is always accepted)`,
         );
       }
-      return coding.toLowerCase();
+      return coding;
     }),
   );
 }
