@@ -30,7 +30,8 @@ const MAX_ITEM_LENGTH = 256;
 /** Checks a claim path at start-up; returns its segments. */
 export function compileClaimPath(path: ClaimPath, where: string): readonly string[] {
   if (typeof path === 'string') {
-    if (path === '' || path.split('.').some((s) => s === '')) {
+    // A blank name is no claim an issuer writes: the roles would always read as none.
+    if (path.split('.').some((s) => s.trim() === '')) {
       throw new ConfigurationError(`${where} must be a claim name or a dotted path of non-empty segments`);
     }
     return Object.freeze([path]);
@@ -41,7 +42,7 @@ export function compileClaimPath(path: ClaimPath, where: string): readonly strin
   }
   const names: string[] = [];
   for (const segment of segments as unknown[]) {
-    if (typeof segment !== 'string' || segment === '') {
+    if (typeof segment !== 'string' || segment.trim() === '') {
       throw new ConfigurationError(`${where} must be a non-empty array of non-empty claim names`);
     }
     names.push(segment);

@@ -128,7 +128,8 @@ export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSe
   ) {
     throw new ConfigurationError(`${WHERE}: "requiredClaims" must be an array of claim names`);
   }
-  if (raw.typ !== undefined && (typeof raw.typ !== 'string' || raw.typ === '')) {
+  // A blank one is no media type: every token would be refused as `wrong_typ`.
+  if (raw.typ !== undefined && (typeof raw.typ !== 'string' || raw.typ.trim() === '')) {
     throw new ConfigurationError(`${WHERE}: "typ" must be a non-empty string`);
   }
   if (typeof opts.requireJti !== 'boolean') throw new ConfigurationError(`${WHERE}: "requireJti" must be a boolean`);

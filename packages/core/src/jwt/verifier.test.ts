@@ -588,6 +588,17 @@ describe('createJwtVerifier: configuration', () => {
       }),
       /"onRefreshError" must be a function/,
     ],
+    // Blank: every token refused as wrong_typ, or roles always read as none.
+    [
+      'a blank typ',
+      () => ({ jwksUrl: 'https://id.example.com/jwks', typ: ' ', issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "typ" must be a non-empty string$/,
+    ],
+    ...[' ', 'realm_access. ', ['realm_access', '\t']].map((rolesClaim): [string, () => unknown, RegExp] => [
+      `a blank rolesClaim ${JSON.stringify(rolesClaim)}`,
+      () => ({ jwksUrl: 'https://id.example.com/jwks', rolesClaim, issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "rolesClaim" must be a (claim name or a dotted path|non-empty array) of non-empty/,
+    ]),
     // Named as the caller wrote it, not as the "url" of the key source made from it.
     ...[5, 'not a url'].map((jwksUrl): [string, () => unknown, RegExp] => [
       `jwksUrl ${JSON.stringify(jwksUrl)}, not an absolute URL`,

@@ -63,7 +63,7 @@ export interface JwtVerifierOptions {
   readonly maxTokenAgeSeconds?: number | undefined;
   /** Claims that must be present, on top of `exp`, `iss`, `aud` and `sub` (always required). */
   readonly requiredClaims?: readonly string[] | undefined;
-  /** The expected `typ` header (e.g. `at+jwt`, RFC 9068). Default: not checked. */
+  /** The expected `typ` header (e.g. `at+jwt`, RFC 9068), not blank. Default: not checked. */
   readonly typ?: string | undefined;
   /** Longest token accepted, checked before any parsing. Default 8192 characters. */
   readonly maxTokenLength?: number | undefined;
