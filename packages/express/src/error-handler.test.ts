@@ -485,6 +485,9 @@ describe('option validation', () => {
     expect(() => errorHandler({ audit: createAuditLogger({ level: 'silent' }), realm: 'a"b' })).toThrow(
       ConfigurationError,
     );
+    expect(() => errorHandler({ audit: createAuditLogger({ level: 'silent' }), realm: '   ' })).toThrow(
+      /^errorHandler: "realm" must be 1 to 100 printable ASCII characters, not all spaces/,
+    );
     expect(() => fluxguard({} as never)).toThrow(/"audit" is required/);
     // A guard read from a configuration that holds none would leave every route unauthenticated.
     const config: { guard?: Guard } = {};

@@ -35,7 +35,7 @@ export interface ErrorHandlerOptions {
   readonly audit: AuditLogger;
   /**
    * The `realm` of `WWW-Authenticate: Bearer` challenges on 401 (RFC 6750 section 3). Default:
-   * no realm. At most 100 printable ASCII characters, without `"` or `\`.
+   * no realm. 1 to 100 printable ASCII characters, not all spaces, without `"` or `\`.
    */
   readonly realm?: string | undefined;
 }
@@ -246,9 +246,13 @@ export function answerFailures(options: ErrorHandlerOptions, owner = 'errorHandl
   const opts = resolveOptions(owner, DEFAULTS, options);
   const audit = opts.audit;
   assertAuditLogger(audit, owner);
-  if (opts.realm !== undefined && (typeof opts.realm !== 'string' || !SAFE_REALM.test(opts.realm))) {
+  // A blank realm names no protection space in the challenge (RFC 7235 §2.2).
+  if (
+    opts.realm !== undefined &&
+    (typeof opts.realm !== 'string' || !SAFE_REALM.test(opts.realm) || opts.realm.trim() === '')
+  ) {
     throw new ConfigurationError(
-      `${owner}: "realm" must be 1 to 100 printable ASCII characters without a quote or backslash`,
+      `${owner}: "realm" must be 1 to 100 printable ASCII characters, not all spaces, without a quote or backslash`,
     );
   }
   const realm = opts.realm;

@@ -125,7 +125,8 @@ export function createMtlsAgent(options: MtlsAgentOptions): Agent {
   const { Agent } = loadUndici();
   const o = resolveOptions<Resolved>(FACTORY, DEFAULTS, options, CLIENT_TLS_OPTION_NAMES);
   const { ca, cert, key, minVersion, ciphers } = loadClientTlsMaterial(o, FACTORY);
-  if (o.servername !== undefined && (typeof o.servername !== 'string' || o.servername === '')) {
+  // A blank name matches no certificate: every connection would fail its check.
+  if (o.servername !== undefined && (typeof o.servername !== 'string' || o.servername.trim() === '')) {
     throw new ConfigurationError(`${FACTORY}: "servername" must be a host name`);
   }
   // TLS sends no address as a server name (RFC 6066): Node 20 ignores one with a warning, and

@@ -649,4 +649,12 @@ describe('createMtlsAgent options', () => {
     }
     await createMtlsAgent({ ca: pki.ca.certPem, servername: 'localhost' }).close();
   });
+
+  it('refuses a blank server name, which no certificate would match', () => {
+    for (const servername of ['', ' ', '\t']) {
+      expect(() => createMtlsAgent({ ca: pki.ca.certPem, servername })).toThrow(
+        /^createMtlsAgent: "servername" must be a host name$/,
+      );
+    }
+  });
 });
