@@ -96,6 +96,12 @@ const KEY_OPTIONS = ['jwks', 'jwksUrl', 'publicKey', 'secret', 'keySource'] as c
 const MIN_SECRET_BYTES = 32;
 const WHERE = 'createJwtVerifier';
 
+/** The most `maxTokenLength` may be: far above any real token, and still a bound on the work one header costs. */
+const MAX_TOKEN_LENGTH = 65_536;
+
+/** The most `maxTokenAgeSeconds` may be: ten years. */
+const MAX_TOKEN_AGE_SECONDS = 315_360_000;
+
 /**
  * Checks the options of `createJwtVerifier` and computes its settings. Options also
  * arrive from plain JavaScript and parsed policy files, so every value is checked at run time;
@@ -117,9 +123,18 @@ export function resolveVerifierSettings(options: JwtVerifierOptions): VerifierSe
   const issuer = stringList(raw.issuer, 'issuer');
   const audience = stringList(raw.audience, 'audience');
   const clockTolerance = nonNegative(opts.clockToleranceSeconds, 'clockToleranceSeconds', MAX_CLOCK_TOLERANCE_SECONDS);
+  // Bounded: a larger value reads as a limit and means none.
   const maxTokenAge =
-    raw.maxTokenAgeSeconds === undefined ? undefined : nonNegative(raw.maxTokenAgeSeconds, 'maxTokenAgeSeconds');
-  const maxTokenLength = wholeNumber(opts.maxTokenLength, `${WHERE}: "maxTokenLength"`, { min: 64 });
+    raw.maxTokenAgeSeconds === undefined
+      ? undefined
+      : wholeNumber(raw.maxTokenAgeSeconds, `${WHERE}: "maxTokenAgeSeconds"`, {
+          min: 0,
+          max: MAX_TOKEN_AGE_SECONDS,
+        });
+  const maxTokenLength = wholeNumber(opts.maxTokenLength, `${WHERE}: "maxTokenLength"`, {
+    min: 64,
+    max: MAX_TOKEN_LENGTH,
+  });
   const cacheMaxEntries = wholeNumber(opts.cacheMaxEntries, `${WHERE}: "cacheMaxEntries"`, { min: 0 });
   const requiredClaimsInput: unknown = opts.requiredClaims;
   if (

@@ -588,6 +588,17 @@ describe('createJwtVerifier: configuration', () => {
       }),
       /"onRefreshError" must be a function/,
     ],
+    // Bounds that read as limits and meant none (1e300), or no whole number of seconds.
+    ...[1e9, 65_537].map((maxTokenLength): [string, () => unknown, RegExp] => [
+      `maxTokenLength ${String(maxTokenLength)}`,
+      () => ({ jwksUrl: 'https://id.example.com/jwks', maxTokenLength, issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "maxTokenLength" must be a whole number from 64 to 65536$/,
+    ]),
+    ...[1e300, 315_360_001, 1.5, -1].map((maxTokenAgeSeconds): [string, () => unknown, RegExp] => [
+      `maxTokenAgeSeconds ${String(maxTokenAgeSeconds)}`,
+      () => ({ jwksUrl: 'https://id.example.com/jwks', maxTokenAgeSeconds, issuer: ISSUER, audience: AUDIENCE }),
+      /^createJwtVerifier: "maxTokenAgeSeconds" must be a whole number from 0 to 315360000$/,
+    ]),
     // Blank: every token refused as wrong_typ, or roles always read as none.
     [
       'a blank typ',

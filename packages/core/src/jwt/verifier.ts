@@ -59,13 +59,19 @@ export interface JwtVerifierOptions {
    * synchronized clock.
    */
   readonly clockToleranceSeconds?: number | undefined;
-  /** Refuse a token whose `iat` is older than this (and require `iat`). Default: no limit. */
+  /**
+   * Refuse a token whose `iat` is older than this (and require `iat`): a whole number of
+   * seconds, at most 315 360 000 (ten years). Default: no limit.
+   */
   readonly maxTokenAgeSeconds?: number | undefined;
   /** Claims that must be present, on top of `exp`, `iss`, `aud` and `sub` (always required). */
   readonly requiredClaims?: readonly string[] | undefined;
   /** The expected `typ` header (e.g. `at+jwt`, RFC 9068), not blank. Default: not checked. */
   readonly typ?: string | undefined;
-  /** Longest token accepted, checked before any parsing. Default 8192 characters. */
+  /**
+   * Longest token accepted, checked before any parsing: from 64 to 65 536 characters. Default
+   * 8192.
+   */
   readonly maxTokenLength?: number | undefined;
   /**
    * Where roles are in the claims. Default `roles`. The claim is an array of strings, or one
