@@ -328,7 +328,7 @@ export interface RemoteJwksOptions {
   readonly cooldownMs?: number;
   /** A key set older than this is refreshed in the background (the old one serves meanwhile). Default 600 000 ms. */
   readonly maxAgeMs?: number;
-  /** Largest response body accepted. Default 512 KiB. */
+  /** Largest response body accepted, at most 16 MiB (16 777 216). Default 512 KiB. */
   readonly maxBytes?: number;
   /** Allow `http:` to a non-loopback host (a trusted in-cluster network only). Default false. */
   readonly allowInsecureHttp?: boolean;
@@ -368,6 +368,9 @@ const REMOTE_DEFAULTS: Readonly<Required<Omit<RemoteJwksOptions, 'url' | 'onRefr
 });
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** The most `maxBytes` may be: 16 MiB, far above any key set. */
+const MAX_JWKS_BYTES = 16 * 1024 * 1024;
 
 /**
  * A key source over a remote JWKS endpoint, written around `fetch` rather than jose's
@@ -433,10 +436,12 @@ export function remoteJwksSourceFrom(options: RemoteJwksOptions, urlLabel: strin
       value < 0 ||
       (name !== 'cooldownMs' && value === 0) ||
       // Node runs a longer timer after 1 ms: every fetch would time out at once.
-      (ms && value > MAX_TIMER_MS)
+      (ms && value > MAX_TIMER_MS) ||
+      // A key set is a few KiB: a larger bound reads as one and holds the whole body in memory.
+      (!ms && value > MAX_JWKS_BYTES)
     ) {
       throw new ConfigurationError(
-        `${where}: "${name}" must be a ${name === 'cooldownMs' ? 'non-negative' : 'positive'} whole number${ms ? ` of ms, at most ${String(MAX_TIMER_MS)}` : ''}`,
+        `${where}: "${name}" must be a ${name === 'cooldownMs' ? 'non-negative' : 'positive'} whole number${ms ? ` of ms, at most ${String(MAX_TIMER_MS)}` : ` of bytes, at most ${String(MAX_JWKS_BYTES)}`}`,
       );
     }
   }

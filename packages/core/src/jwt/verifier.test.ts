@@ -588,6 +588,12 @@ describe('createJwtVerifier: configuration', () => {
       }),
       /"onRefreshError" must be a function/,
     ],
+    // A response bound that reads as one and holds any body in memory.
+    ...[2 ** 52, 16 * 1024 * 1024 + 1].map((maxBytes): [string, () => unknown, RegExp] => [
+      `jwksOptions.maxBytes ${String(maxBytes)}`,
+      () => ({ jwksUrl: 'https://id.example.com/jwks', jwksOptions: { maxBytes }, issuer: ISSUER, audience: AUDIENCE }),
+      /^createRemoteJwksSource: "maxBytes" must be a positive whole number of bytes, at most 16777216$/,
+    ]),
     // Bounds that read as limits and meant none (1e300), or no whole number of seconds.
     ...[1e9, 65_537].map((maxTokenLength): [string, () => unknown, RegExp] => [
       `maxTokenLength ${String(maxTokenLength)}`,
