@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, createWriteStream, openSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -947,6 +947,52 @@ describe('createAuditLogger folding refusals when the process stops', () => {
     expect(named('request.denied.folded')).toEqual([
       expect.objectContaining({ count: 250, peer: '203.0.113.9', firstRequestId: 'r-50', lastRequestId: 'r-299' }),
     ]);
+  });
+});
+
+describe('createAuditLogger writing the folded counts at exit', () => {
+  // The folded line was handed to the thread pool at exit, and a process that ends with its
+  // work done does not wait for the pool: now and then (2 runs in 60) the line never came.
+  // The pool's one thread is kept busy here, so that only a line written during exit is there
+  // when the process's last exit listener looks.
+  it('writes them before the exit listeners are done, not in a write the thread pool may never run', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fluxguard-audit-'));
+    const out = openSync(join(dir, 'stdout.log'), 'w');
+    try {
+      const child = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { fstatSync } from 'node:fs';
+           import { pbkdf2 } from 'node:crypto';
+           import { createAuditLogger, SecurityError } from ${JSON.stringify(core)};
+           const audit = createAuditLogger({ foldRefusals: { after: 5, intervalMs: 60_000 } });
+           globalThis.audit = audit;
+           const refusal = new SecurityError('unauthenticated', { reason: 'bad_signature' });
+           for (let i = 0; i < 20; i++) {
+             audit.recordFailure(refusal, { operation: 'GET /v1/x', requestId: 'r-' + i, peer: '203.0.113.9:4000', transport: 'http' });
+           }
+           await new Promise((resolve) => setTimeout(resolve, 100));
+           process.on('exit', () => { process.stderr.write(String(fstatSync(1).size)); });
+           pbkdf2('x', 'y', 1_000_000, 32, 'sha256', () => {});
+           process.exit(0);`,
+        ],
+        {
+          encoding: 'utf8',
+          timeout: 20_000,
+          stdio: ['ignore', out, 'pipe'],
+          env: { ...process.env, UV_THREADPOOL_SIZE: '1' },
+        },
+      );
+      expect(child.status).toBe(0);
+      const written = await readFile(join(dir, 'stdout.log'), 'utf8');
+      expect(written).toContain('"event":"request.denied.folded"');
+      expect(Number(child.stderr)).toBe(Buffer.byteLength(written));
+    } finally {
+      closeSync(out);
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

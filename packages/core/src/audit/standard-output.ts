@@ -116,8 +116,38 @@ export function standardOutput(lineLost: (error: unknown) => void): DestinationS
       },
       { first: true },
     );
+    holdAtExit(stream);
   }
   return stream;
+}
+
+/** The streams made here, held weakly; `undefined` until the first is made. */
+let heldAtExit: Set<WeakRef<Stdout>> | undefined;
+
+/**
+ * Makes `stream` only gather its lines once the process exits, for its exit flush to write them
+ * out. A line written at exit (the audit log's folded counts) started an asynchronous write,
+ * left out of that flush as already in flight, and a process ending with its work done does
+ * not wait for the thread pool that was to make it: now and then the line never came.
+ */
+function holdAtExit(stream: Stdout): void {
+  if (heldAtExit === undefined) {
+    const streams = new Set<WeakRef<Stdout>>();
+    heldAtExit = streams;
+    // Prepended after the listener that calls the exit callbacks (installed by the time the
+    // first stream is made), so this runs before any of them writes a line.
+    process.prependListener('exit', () => {
+      exiting = true;
+      for (const ref of streams) {
+        const live = ref.deref();
+        // sonic-boom 4 starts a write once it holds `minLength` bytes.
+        const held = live as unknown as { minLength?: unknown } | undefined;
+        if (typeof held?.minLength === 'number') held.minLength = Number.MAX_SAFE_INTEGER;
+      }
+    });
+  }
+  for (const ref of heldAtExit) if (ref.deref() === undefined) heldAtExit.delete(ref);
+  heldAtExit.add(new WeakRef(stream));
 }
 
 /**
