@@ -120,6 +120,27 @@ describe('servedOperations of the factories with rules per operation', () => {
     expect(() => build('/store.v1.Store/GetArtifacts', [])).toThrow('"servedOperations" is empty');
   });
 
+  it.each(FACTORIES)('$name: an entry of the list that is no operation is refused', ({ build }) => {
+    // The gRPC name without its slash read as an HTTP route, and with no gRPC name left in the
+    // list the misspelt gRPC pattern went unchecked.
+    expect(() => build('/store.v1.Store/GetArtifacts', ['store.v1.Store/GetArtifact', 'GET /v1/artifacts'])).toThrow(
+      '"servedOperations[0]" "store.v1.Store/GetArtifact" is not an operation: a gRPC method name starts with "/": "/store.v1.Store/GetArtifact"',
+    );
+    for (const [entry, problem] of [
+      ['get /v1/artifacts', 'an HTTP method is written in capitals: "GET /v1/artifacts"'],
+      ['/v1/artifacts/:id', 'an HTTP route needs its method: "GET /v1/artifacts/:id"'],
+      ['/store.v1.Store/*', 'one method, not a service'],
+      ['GETS /v1/artifacts', '"GETS" is not an HTTP method'],
+      ['', 'expected a gRPC method "/pkg.Service/Method" or an HTTP route "METHOD /path"'],
+      ['x', 'expected a gRPC method'],
+    ]) {
+      expect(() => build('/store.v1.Store/GetArtifact', [...SERVED, entry])).toThrow(
+        `"servedOperations[${String(SERVED.length)}]" "${entry ?? ''}" is not an operation: `,
+      );
+      expect(() => build('/store.v1.Store/GetArtifact', [...SERVED, entry])).toThrow(problem);
+    }
+  });
+
   it('checks only the kinds of operation the list holds, or the transport kept', () => {
     const grpcServed = ['/store.v1.Store/GetArtifact'];
     // A rule list shared by both transports: the HTTP rule is not judged by a gRPC server's list.

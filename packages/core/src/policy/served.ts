@@ -1,6 +1,6 @@
 import type { Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { compilePattern, namesServed, overlapWitness } from '../rbac/pattern.js';
+import { checkServedList, compilePattern, namesServed, overlapWitness } from '../rbac/pattern.js';
 import type { SecurityPolicy } from './policy.js';
 
 /** One operation pattern, with where it stands in the options or the policy. @internal */
@@ -36,7 +36,7 @@ export function checkPolicyServed(
  * patterns of `transport` are checked; without one, those of the kinds (gRPC, HTTP) that
  * `served` holds.
  *
- * @throws ConfigurationError for a `served` that is not an array of strings, or naming each
+ * @throws ConfigurationError for a `served` that is not an array of operations, or naming each
  *   stray pattern.
  *
  * @internal
@@ -47,10 +47,7 @@ export function checkPatternsServed(
   transport: Transport | undefined,
   where: string,
 ): void {
-  if (!Array.isArray(served) || !served.every((o) => typeof o === 'string')) {
-    throw new ConfigurationError(`${where}: "servedOperations" must be an array of strings`);
-  }
-  const operations = served as readonly string[];
+  const operations = checkServedList(served, where, 'servedOperations');
   // Read as "checked" while nothing was: no kind of operation to hold the patterns against.
   if (operations.length === 0) {
     throw new ConfigurationError(`${where}: "servedOperations" is empty, so no pattern could be checked against it`);

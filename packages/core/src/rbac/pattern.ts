@@ -150,6 +150,57 @@ export function compilePattern(pattern: unknown, where: string): OperationPatter
 }
 
 /**
+ * Checks a list of the operations a server serves (`servedOperations`): gRPC method names
+ * (`/pkg.Service/Method`) and HTTP routes (`METHOD /path`), nothing else. An entry of neither
+ * kind (`pkg.Service/Method` without its slash) was read as an HTTP route, and with no gRPC name
+ * left in the list no gRPC rule was held against it: a typo there turned the check off.
+ *
+ * @throws ConfigurationError for a `served` that is not an array of strings, or naming the
+ *   first entry that is no operation, with what it should read.
+ *
+ * @example
+ * ```ts
+ * checkServedList(['store.v1.Store/Get'], 'createTimeouts', 'servedOperations');
+ * // ConfigurationError: createTimeouts: "servedOperations[0]" "store.v1.Store/Get" is not an operation: a gRPC method name starts with "/": "/store.v1.Store/Get"
+ * ```
+ *
+ * @internal
+ */
+export function checkServedList(served: unknown, where: string, name: string): readonly string[] {
+  if (!Array.isArray(served) || !served.every((o) => typeof o === 'string')) {
+    throw new ConfigurationError(`${where}: "${name}" must be an array of strings`);
+  }
+  const operations: readonly string[] = served;
+  operations.forEach((operation, i) => {
+    const problem = notAnOperation(operation);
+    if (problem !== undefined) {
+      throw new ConfigurationError(`${where}: "${name}[${String(i)}]" "${operation}" is not an operation: ${problem}`);
+    }
+  });
+  return operations;
+}
+
+/** Why `operation` is neither a gRPC method name nor an HTTP route, or `undefined` when it is one. */
+function notAnOperation(operation: string): string | undefined {
+  if (operation.startsWith('/')) {
+    const m = GRPC.exec(operation);
+    if (m !== null && m[2] !== '*') return undefined;
+    if (m !== null) return 'a served gRPC operation is one method, not a service\'s "*"';
+    return `a gRPC method is "/pkg.Service/Method", and an HTTP route needs its method: "GET ${operation}"`;
+  }
+  const m = HTTP.exec(operation);
+  if (m !== null) {
+    const method = m[1] ?? '';
+    return method === '*' || METHODS.includes(method) ? undefined : `"${method}" is not an HTTP method`;
+  }
+  if (GRPC.test(`/${operation}`)) return `a gRPC method name starts with "/": "/${operation}"`;
+  const lower = /^([a-z]+) (\/.*)$/.exec(operation);
+  if (lower !== null)
+    return `an HTTP method is written in capitals: "${(lower[1] ?? '').toUpperCase()} ${lower[2] ?? ''}"`;
+  return 'expected a gRPC method "/pkg.Service/Method" or an HTTP route "METHOD /path"';
+}
+
+/**
  * Refuses two patterns that name the same operations (`PUT /v1/x` and `PUT /v1/x/`, `GET
  * /v1/:id` and `GET /v1/:name`): only the one written first would ever apply. `at(i)` says
  * where the i-th pattern was written.

@@ -241,6 +241,17 @@ describe('compileRbac: start-up checks', () => {
     }
   });
 
+  it('refuses an entry of "servedOperations" that is no operation, saying what it should read', () => {
+    // Accepted before: a gRPC name without its slash stood in the list as an HTTP route.
+    expect(() => compileRbac({ '/p.S/M': { public: true } }, { servedOperations: ['/p.S/M', 'p.S/N'] })).toThrow(
+      'compileRbac: "servedOperations[1]" "p.S/N" is not an operation: a gRPC method name starts with "/": "/p.S/N"',
+    );
+    expect(() => rbac.checkServed([...SERVED, 'get /healthz'])).toThrow(
+      `checkServed: "operations[${String(SERVED.length)}]" "get /healthz" is not an operation: an HTTP method is written in capitals: "GET /healthz"`,
+    );
+    expect(() => rbac.checkServed([...SERVED, ''])).toThrow(ConfigurationError);
+  });
+
   it('names "where" when it is not a string, rather than failing inside with a TypeError', () => {
     for (const where of [Symbol('w'), 5, ' ']) {
       expect(() => compileRbac({ '/p.S/M': { public: true } }, { where } as never)).toThrow(

@@ -5,6 +5,7 @@ import { checkKnownKeys, checkPlainObject } from '../options/unknown-keys.js';
 import { SecurityError } from '../errors/security-error.js';
 import { compileIdentityRules, type IdentityMatcher, type IdentityRule } from '../mtls/identity-rules.js';
 import {
+  checkServedList,
   compareSpecificity,
   compilePattern,
   mayOverlap,
@@ -565,15 +566,15 @@ function decide(
   return rule.allowed;
 }
 
+/** `label` names the list as its caller gave it: `checkServed`'s argument, or `compileRbac`'s option. */
 function checkServed(
   index: RuleIndex,
   find: (operation: string) => CompiledRule | undefined,
-  operations: readonly string[],
+  given: unknown,
   where: string,
+  label: readonly [where: string, name: string],
 ): ServedReport {
-  if (!Array.isArray(operations) || !operations.every((o) => typeof o === 'string')) {
-    throw new ConfigurationError('checkServed: operations must be an array of strings');
-  }
+  const operations = checkServedList(given, ...label);
   const stray = index.rules.filter((rule) => !namesServed(rule.pattern, operations));
   if (stray.length > 0) {
     throw new ConfigurationError(
@@ -693,7 +694,8 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
       return decision;
     },
     isPublic: (operation: string) => find(operation)?.isPublic === true,
-    checkServed: (operations: readonly string[]) => checkServed(index, findRoute, operations, where),
+    checkServed: (operations: readonly string[]) =>
+      checkServed(index, findRoute, operations, where, ['checkServed', 'operations']),
     checkRouteOrder: (routes: readonly string[]) => {
       checkRouteOrder(findRoute, find, routes, where);
     },
@@ -723,12 +725,7 @@ export function compileRbac(rules: RbacRules, options: RbacOptions = {}): Compil
     ),
   });
   if (options.servedOperations !== undefined) {
-    // Named as the option it was given as: checkServed's own error names its argument.
-    const served: unknown = options.servedOperations;
-    if (!Array.isArray(served) || !served.every((o) => typeof o === 'string')) {
-      throw new ConfigurationError('compileRbac: "servedOperations" must be an array of strings');
-    }
-    result.checkServed(options.servedOperations);
+    checkServed(index, findRoute, options.servedOperations, where, ['compileRbac', 'servedOperations']);
   }
   return result;
 }
