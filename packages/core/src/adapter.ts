@@ -38,6 +38,7 @@ export { retryInfoStatusDetails } from './errors/status-details.js';
 export type { FailureContext } from './audit/audit-logger.js';
 export { bearerChallenge, httpOperation, isPlainPath } from './guard/guard.js';
 export { declaresBody } from './call/declared-body.js';
+export { refuseOptions } from './options/unknown-keys.js';
 export {
   identityFromCertificate,
   identityFromTlsSocket,

@@ -15,6 +15,7 @@ import {
   assertAuditLogger,
   isUnixSocketConnection,
   bearerChallenge,
+  refuseOptions,
   resolveOptions,
   type PublicError,
 } from '@fluxguard/core/adapter';
@@ -163,8 +164,7 @@ const LAST_RESORT_BODY = JSON.stringify({
  * ```
  */
 export function notFound(...none: readonly never[]): RequestHandler {
-  // From plain JavaScript, options given here would be ignored.
-  if (none.length > 0) throw new ConfigurationError('notFound: takes no options');
+  refuseOptions('notFound', none);
   return function fluxguardNotFound(_req, _res, next) {
     next(new SecurityError('not_found', { reason: 'route_not_found' }));
   };

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler } from 'express';
-import { ConfigurationError, REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
-import type { CallState } from '@fluxguard/core/adapter';
+import { REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
+import { refuseOptions, type CallState } from '@fluxguard/core/adapter';
 import { attachContext, standInCall, type EndRequest } from './context.js';
 import { passRefusalOn } from './hand-over.js';
 import { refusedStandIn } from './stand-ins.js';
@@ -30,8 +30,7 @@ import { answerable } from './request-body.js';
  * ```
  */
 export function requestId(...none: readonly never[]): RequestHandler {
-  // From plain JavaScript, options given here (`{ trustClientIds: false }`) would be ignored.
-  if (none.length > 0) throw new ConfigurationError('requestId: takes no options');
+  refuseOptions('requestId', none);
   return requestIdWith(cutOff, () => undefined);
 }
 

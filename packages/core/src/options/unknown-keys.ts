@@ -70,6 +70,25 @@ export function checkPlainObject(value: object, where: string): void {
 }
 
 /**
+ * Refuses arguments given to a factory that takes none: from plain JavaScript, options passed
+ * to it (`requestId({ trustClientIds: false })`) would be ignored without a word.
+ *
+ * @throws ConfigurationError `<name>: takes no options` when `given` is not empty.
+ *
+ * @example
+ * ```ts
+ * import { refuseOptions } from '@fluxguard/core/adapter';
+ * export function notFound(...none: readonly never[]) {
+ *   refuseOptions('notFound', none);
+ *   // ...
+ * }
+ * ```
+ */
+export function refuseOptions(name: string, given: readonly unknown[]): void {
+  if (given.length > 0) throw new ConfigurationError(`${name}: takes no options`);
+}
+
+/**
  * `Object.prototype` of another realm (a `vm` context, a test runner's sandbox): the root of
  * its chain, whose constructor is that realm's `Object`. Objects made there are plain too.
  */

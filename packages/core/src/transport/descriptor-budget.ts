@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { refuseOptions } from '../options/unknown-keys.js';
 
 /**
  * How a server spends its open-file limit, so that a flood meets a refused connection or call
@@ -45,8 +45,7 @@ const UNKNOWN_LIMIT_BUDGET: DescriptorBudget = Object.freeze({
  * ```
  */
 export function descriptorBudget(...none: readonly never[]): DescriptorBudget {
-  // From plain JavaScript, a limit given here would be ignored.
-  if (none.length > 0) throw new ConfigurationError('descriptorBudget: takes no options');
+  refuseOptions('descriptorBudget', none);
   const openFiles = openFileLimit();
   if (openFiles === undefined) return UNKNOWN_LIMIT_BUDGET;
   return Object.freeze({
