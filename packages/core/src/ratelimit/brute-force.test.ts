@@ -228,6 +228,25 @@ describe('createBruteForceProtection', () => {
     expect(await attempt(control, call('192.0.2.77:1'))).toBeUndefined();
   });
 
+  it('gives the longer wait when both the address and the subject are blocked', async () => {
+    const control = createBruteForceProtection({
+      peer: { maxFailures: 1, windowSeconds: 600, blockSeconds: 60 },
+      subject: { maxFailures: 1, windowSeconds: 600, blockSeconds: 900 },
+    });
+    const alice = unsignedToken('alice');
+    expect(await attempt(control, call('198.51.100.1:1', alice), badSignature())).toBeUndefined();
+    // The address's minute was given: a client that waited it was refused again, for alice.
+    expect(await attempt(control, call('198.51.100.1:1', alice))).toMatchObject({
+      reason: 'brute_force_blocked',
+      details: { retryAfterSeconds: 900 },
+      auditFields: { rule: 'brute-force.subject' },
+    });
+    expect(await attempt(control, call('198.51.100.1:1'))).toMatchObject({
+      details: { retryAfterSeconds: 60 },
+      auditFields: { rule: 'brute-force.peer' },
+    });
+  });
+
   it('ignores subjects without the subject option, and tokens it cannot read', async () => {
     const peerOnly = createBruteForceProtection({ peer: { maxFailures: 100, windowSeconds: 600, blockSeconds: 900 } });
     for (let i = 0; i < 5; i++)

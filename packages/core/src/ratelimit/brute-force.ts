@@ -223,11 +223,14 @@ export function compileBruteForce(options: BruteForceOptions, where: string): Co
 }
 
 function refuseIfBlocked(peer: LimiterResult | undefined, subject: LimiterResult | undefined): void {
+  const peerBlocked = peer !== undefined && !peer.allowed;
+  const subjectBlocked = subject !== undefined && !subject.allowed;
+  // The longer wait when both are blocked: a client told the address's wait was refused again.
   const blocked =
-    peer !== undefined && !peer.allowed
-      ? { kind: 'peer', state: peer }
-      : subject !== undefined && !subject.allowed
-        ? { kind: 'subject', state: subject }
+    subjectBlocked && (!peerBlocked || subject.resetMs > peer.resetMs)
+      ? { kind: 'subject', state: subject }
+      : peerBlocked
+        ? { kind: 'peer', state: peer }
         : undefined;
   if (blocked === undefined) return;
   throw new SecurityError('rate_limited', {
