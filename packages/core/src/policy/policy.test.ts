@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,7 +10,7 @@ import { compileRbac } from '../rbac/rbac.js';
 import { AUDIENCE, ISSUER, makeKey, sign, type TestKey } from '../testing/jwt-fixtures.js';
 import { jwtVerifierOptionsFromPolicy } from '../jwt/policy.js';
 import { rbacRulesForTransport } from '../rbac/policy.js';
-import { loadSecurityPolicy, parseSecurityPolicy } from './policy.js';
+import { MAX_POLICY_FILE_BYTES, loadSecurityPolicy, parseSecurityPolicy } from './policy.js';
 
 const S = '/fluxguard.example.v1.ArtifactStore';
 const VALID = {
@@ -345,6 +346,29 @@ describe('loadSecurityPolicy', () => {
   let token = '';
   beforeAll(async () => {
     token = await sign(key);
+  });
+
+  it('refuses a file larger than 16 MiB, and a device that never ends, without reading it all', async () => {
+    const dir = await newDir();
+    const big = join(dir, 'big.json');
+    await writeFile(big, `{"x":"${'a'.repeat(MAX_POLICY_FILE_BYTES)}"}`);
+    await expect(loadSecurityPolicy(big)).rejects.toThrow(
+      `${big} is larger than 16 MiB, the most a policy file may hold`,
+    );
+    // readFile read /dev/zero until it ran out of memory (or of its 2 GiB bound).
+    await expect(loadSecurityPolicy('/dev/zero')).rejects.toThrow('/dev/zero is larger than 16 MiB');
+    await writeFile(join(dir, 'edge.json'), `{"x":"${'a'.repeat(MAX_POLICY_FILE_BYTES - 10)}"}`);
+    await expect(loadSecurityPolicy(join(dir, 'edge.json'))).rejects.toThrow('policy (');
+  });
+
+  it('reads a policy from a pipe, which has no positions to read at', async () => {
+    const fifo = join(await newDir(), 'policy.json');
+    execFileSync('mkfifo', [fifo]);
+    const [policy] = await Promise.all([
+      loadSecurityPolicy(fifo),
+      writeFile(fifo, JSON.stringify({ version: 1, rbac: { rules: [{ operation: 'GET /healthz', public: true }] } })),
+    ]);
+    expect(policy.rbac?.rules).toMatchObject([{ operation: 'GET /healthz', public: true }]);
   });
 
   it('reports an unreadable file or invalid JSON', async () => {

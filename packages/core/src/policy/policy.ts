@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { ConfigurationError, isConfigurationError } from '../errors/fluxguard-error.js';
@@ -167,12 +167,7 @@ export async function loadSecurityPolicy(file: string): Promise<SecurityPolicy> 
  * ```
  */
 export async function readPolicyDocument(file: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (cause) {
-    throw new ConfigurationError(`cannot read the policy file ${file}`, { cause });
-  }
+  const text = await readPolicyText(file);
   const isYaml = /\.ya?ml$/i.test(file);
   if (!isYaml) checkJsonKeys(text, file);
   let parsed: unknown;
@@ -187,6 +182,31 @@ export async function readPolicyDocument(file: string): Promise<Record<string, u
     throw new ConfigurationError(`${file}: a policy is an object (a mapping) at the top level`);
   }
   return parsed as Record<string, unknown>;
+}
+
+/**
+ * The most bytes a policy file may hold (16 MiB), far above any real policy: a path to a device
+ * (`/dev/zero`) or to a file that keeps growing was read until memory ran out.
+ */
+export const MAX_POLICY_FILE_BYTES = 16 * 1024 * 1024;
+
+/** A policy file's text, read one byte past {@link MAX_POLICY_FILE_BYTES} at most. */
+async function readPolicyText(file: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  try {
+    // Without `start`, reads go on from where the last ended: a pipe (`<(...)`) reads too.
+    for await (const chunk of createReadStream(file, { end: MAX_POLICY_FILE_BYTES })) {
+      chunks.push(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+    }
+  } catch (cause) {
+    throw new ConfigurationError(`cannot read the policy file ${file}`, { cause });
+  }
+  if (bytes > MAX_POLICY_FILE_BYTES) {
+    throw new ConfigurationError(`${file} is larger than 16 MiB, the most a policy file may hold`);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 // A key given twice is read as its last value by JSON.parse, where a reader of the file sees
