@@ -383,7 +383,9 @@ describe('loadSecurityPolicy', () => {
     expect(error.message).not.toContain('s3cr3t');
     await writeFile(join(dir, 'bad.yaml'), 'jwt:\n  secret: s3cr3t-value\n    rbac: [\n');
     const yaml = (await loadSecurityPolicy(join(dir, 'bad.yaml')).catch((e: unknown) => e)) as Error;
-    expect(yaml.message).toMatch(/bad\.yaml is not valid YAML \(line \d+, column \d+\)$/);
+    expect(yaml.message).toMatch(
+      /bad\.yaml is not valid YAML \(line 2, column 11: bad indentation \(a block where a key should be\)\)$/,
+    );
     expect(yaml.message).not.toContain('s3cr3t');
   });
 
@@ -467,9 +469,19 @@ describe('loadSecurityPolicy', () => {
   });
 
   it.each([
-    ['an alias bomb (a billion laughs)', aliasBomb(), /not valid YAML/],
-    ['a custom tag', 'jwt: !!js/function "function () { return 1 }"', /not valid YAML/],
-    ['a duplicate key (a later rule silently winning)', 'version: 1\nversion: 1\n', /not valid YAML/],
+    ['an alias bomb (a billion laughs)', aliasBomb(), /p\.yaml is not valid YAML \(more than 50 aliases expanded\)$/],
+    [
+      'a custom tag',
+      'jwt: !!js/function "function () { return 1 }"',
+      /not valid YAML \(line 1, column 6: a tag the core schema does not have \(no custom tags\)\)$/,
+    ],
+    [
+      'a duplicate key (a later rule silently winning)',
+      'version: 1\nversion: 1\n',
+      /not valid YAML \(line 2, column 1: a key given twice\)$/,
+    ],
+    ['a tab used to indent', 'rbac:\n\t- x\n', /not valid YAML \(line 2, column 1: a tab used to indent\)$/],
+    ['another fault, by its code', 'a: &x &y 1\n', /not valid YAML \(line 1, column 7: multiple anchors\)$/],
     ['a list at the top level', '- a\n- b\n', /an object/],
     [
       // A reader of the first document would run in shadow mode; the second said enforce.

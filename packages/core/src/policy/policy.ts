@@ -175,8 +175,10 @@ export async function readPolicyDocument(file: string): Promise<Record<string, u
     parsed = isYaml ? yamlToObject(text) : JSON.parse(text);
   } catch (cause) {
     if (isConfigurationError(cause)) throw new ConfigurationError(`${file}: ${cause.message}`);
-    const at = faultPosition(cause, text);
-    throw new ConfigurationError(`${file} is not valid ${isYaml ? 'YAML' : 'JSON'}${at}`, { cause });
+    const at = [faultPosition(cause, text), isYaml ? yamlFaultKind(cause) : undefined].filter(Boolean).join(': ');
+    throw new ConfigurationError(`${file} is not valid ${isYaml ? 'YAML' : 'JSON'}${at === '' ? '' : ` (${at})`}`, {
+      cause,
+    });
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new ConfigurationError(`${file}: a policy is an object (a mapping) at the top level`);
@@ -230,17 +232,41 @@ function checkJsonKeys(text: string, file: string): void {
 }
 
 /**
- * Where a syntax error is, as ` (line L, column C)`, or '' when the parser does not say: the
+ * Where a syntax error is, as `line L, column C`, or '' when the parser does not say: the
  * parsers' messages quote the text around the fault, which may hold a secret, so only the place
  * is given (the error stays the `cause`).
  */
 function faultPosition(error: unknown, text: string): string {
   const linePos = (error as { linePos?: readonly { line: number; col: number }[] }).linePos?.[0];
-  if (linePos !== undefined) return ` (line ${String(linePos.line)}, column ${String(linePos.col)})`;
+  if (linePos !== undefined) return `line ${String(linePos.line)}, column ${String(linePos.col)}`;
   const offset = /\bposition (\d{1,10})\b/.exec(error instanceof Error ? error.message : '')?.[1];
   if (offset === undefined) return '';
   const before = text.slice(0, Number(offset)).split('\n');
-  return ` (line ${String(before.length)}, column ${String((before.at(-1)?.length ?? 0) + 1)})`;
+  return `line ${String(before.length)}, column ${String((before.at(-1)?.length ?? 0) + 1)}`;
+}
+
+/** The YAML faults a policy author meets most, in words; another is named by its code. */
+const YAML_FAULTS: Readonly<Record<string, string>> = {
+  DUPLICATE_KEY: 'a key given twice',
+  TAG_RESOLVE_FAILED: 'a tag the core schema does not have (no custom tags)',
+  TAB_AS_INDENT: 'a tab used to indent',
+  MISSING_CHAR: 'a closing quote or bracket missing',
+  BAD_INDENT: 'bad indentation',
+  BLOCK_AS_IMPLICIT_KEY: 'bad indentation (a block where a key should be)',
+};
+
+/**
+ * What kind of YAML fault `error` is: the parser's code (a constant, never the document's
+ * text), in words for the common ones, or the alias bound; `undefined` when it does not say.
+ */
+function yamlFaultKind(error: unknown): string | undefined {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && /^[A-Z0-9_]{1,40}$/.test(code)) {
+    return YAML_FAULTS[code] ?? code.toLowerCase().replaceAll('_', ' ');
+  }
+  // yaml's own bound on alias expansion (`maxAliasCount`), thrown without a code.
+  if (error instanceof ReferenceError && /\balias count\b/.test(error.message)) return 'more than 50 aliases expanded';
+  return undefined;
 }
 
 function yamlToObject(text: string): unknown {
