@@ -1,7 +1,9 @@
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
-import { createServer } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as tlsConnect } from 'node:tls';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -602,6 +604,66 @@ describe('health Watch', () => {
       expect(status.code).toBe(Status.OK);
       expect(messages).toEqual([{ status: 'SERVING' }, { status: 'NOT_SERVING' }]);
     } finally {
+      await own.close();
+    }
+  });
+});
+
+describe('reference gRPC server: shutdown', () => {
+  /** The HTTP/2 client preface, which a client that holds the server sends a byte at a time. */
+  const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+  /** Shakes hands over `raw` (accepted already) with the client certificate, then trickles the preface. */
+  function lateHandshake(raw: Socket): () => void {
+    const secure = tlsConnect({
+      socket: raw,
+      servername: 'localhost',
+      ALPNProtocols: ['h2'],
+      ca: readFileSync(join(devDir, 'ca.crt')),
+      cert: readFileSync(join(devDir, 'client.crt')),
+      key: readFileSync(join(devDir, 'client.key')),
+    });
+    secure.on('error', () => undefined);
+    let sent = 0;
+    let trickle: NodeJS.Timeout | undefined;
+    secure.once('secureConnect', () => {
+      trickle = setInterval(() => {
+        if (sent < PREFACE.length && !secure.destroyed) secure.write(PREFACE.subarray(sent, ++sent));
+      }, 300);
+    });
+    return () => {
+      clearInterval(trickle);
+      secure.destroy();
+    };
+  }
+
+  it('ends at the end of its grace a connection whose handshake comes late and then trickles its preface', async () => {
+    const own = await startOwn(createAuditLogger({ level: 'silent' }));
+    // Accepted before close(), its handshake not begun: no HTTP/2 session for grpc-js to end.
+    const raw = createConnection({ host: '127.0.0.1', port: own.server.port });
+    raw.on('error', () => undefined);
+    await once(raw, 'connect');
+    const rawClosed = once(raw, 'close').then(() => true);
+    let closed = false;
+    const closing = own.server.close().then(() => {
+      closed = true;
+    });
+    let stop: (() => void) | undefined;
+    try {
+      // Past the 5 s grace, well within the 10 s handshake timeout: the handshake is done now,
+      // if the connection is still there, and the preface trickled.
+      await Promise.race([closing, sleep(5_500)]);
+      if (!raw.destroyed) stop = lateHandshake(raw);
+      const ended = await Promise.race([Promise.all([closing, rawClosed]), sleep(2_500).then(() => undefined)]);
+      // Within about the grace: close() resolved (every connection of the port gone), and the
+      // client's connection ended by the server, not by the handshake timeout or the idle limit.
+      expect(closed).toBe(true);
+      expect(raw.destroyed).toBe(true);
+      expect(ended).toBeDefined();
+    } finally {
+      stop?.();
+      raw.destroy();
+      await closing;
       await own.close();
     }
   });

@@ -79,6 +79,7 @@ export {
   gateConnections,
   type ConnectionGate,
   type GateConnectionsOptions,
+  type GatedConnections,
 } from './transport/connection-gate.js';
 export {
   UNREAD_PROBE_MS,

@@ -9,6 +9,7 @@ import {
   gateConnections,
   isUnixSocketConnection,
   type ConnectionGate,
+  type GatedConnections,
 } from '@fluxguard/core/adapter';
 import { ConfigurationError } from '@fluxguard/core';
 import {
@@ -74,7 +75,9 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  * - a metadata entry grpc-js would drop (a key it does not accept, a text value past printable
  *   ASCII) taken out before grpc-js reads it, as grpc-js drops it and with the line it writes,
  *   but without the error and stack grpc-js builds for each (120 such entries made a call cost
- *   2 ms of CPU before any interceptor ran).
+ *   2 ms of CPU before any interceptor ran);
+ * - `forceShutdown()` ending every connection of its ports, where grpc-js ends only the HTTP/2
+ *   sessions it knows: a late handshake followed by a trickled preface held the port open past it.
  *
  * It wraps grpc-js's
  * `createHttp2Server` (called by `bindAsync`) to read each request's raw header list before
@@ -98,6 +101,8 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
   const target = server as unknown as { createHttp2Server?: CreateHttp2Server };
   const original = target.createHttp2Server;
   if (typeof original !== 'function') return;
+  const gates = new Set<GatedConnections>();
+  destroyAllAtForceShutdown(server, gates);
   Object.defineProperty(server, 'createHttp2Server', {
     configurable: true,
     writable: true,
@@ -117,6 +122,8 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
         transport: 'grpc',
         isIdle: idleTest(this),
       });
+      gates.add(gate);
+      http2Server.once('close', () => gates.delete(gate));
       if (audit !== undefined) noteRefusedSessions(http2Server, gate);
       // Sessions made under a CA bundle or CRL a reload has changed are sent away (GOAWAY: their
       // calls finish, new ones go to a new connection, verified under the new trust); those
@@ -164,6 +171,29 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
         });
       }
       return http2Server;
+    },
+  });
+}
+
+/**
+ * Makes `forceShutdown()` of `server` end every connection of its ports, not only those with an
+ * HTTP/2 session grpc-js knows: a connection still in its TLS handshake, or past it and before
+ * its session (or with one made after the shutdown began), is no session of grpc-js's. One
+ * accepted before the shutdown whose handshake ended after the grace, then trickled its HTTP/2
+ * preface a byte at a time, kept the port open, and the process with it, about 16 s past
+ * `forceShutdown()`.
+ */
+function destroyAllAtForceShutdown(server: object, gates: ReadonlySet<GatedConnections>): void {
+  const forceShutdown = (server as { forceShutdown?: unknown }).forceShutdown;
+  if (typeof forceShutdown !== 'function') return;
+  Object.defineProperty(server, 'forceShutdown', {
+    configurable: true,
+    writable: true,
+    value(this: unknown, ...args: unknown[]) {
+      // grpc-js's first: its sessions get their GOAWAY before their sockets go.
+      const result: unknown = Reflect.apply(forceShutdown, this, args);
+      for (const gate of [...gates]) gate.destroyAll();
+      return result;
     },
   });
 }

@@ -105,6 +105,21 @@ describe('createConnectionGate', () => {
 });
 
 describe('gateConnections on a server without TLS', () => {
+  it('destroys every connection it holds at destroyAll, so that the server closes', async () => {
+    const server = createServer();
+    const gated = gateConnections(server, { maxPerAddress: 10, audit: undefined, transport: 'grpc' });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const held = await holdConnections(port, ['127.0.0.45'], 3);
+    await expect.poll(() => gated.heldBy('127.0.0.45'), { timeout: 2_000 }).toBe(3);
+    // Held past close() by connections that send nothing, as long as their clients like.
+    const closed = new Promise((resolve) => server.close(resolve));
+    gated.destroyAll();
+    await closed;
+    await expect.poll(() => held.every((c) => c.closed()), { timeout: 2_000 }).toBe(true);
+    expect(gated.heldBy('127.0.0.45')).toBe(0);
+  });
+
   // No handshake tells a waiting connection from a working one: none is closed for a new one,
   // unless the adapter says which serve nothing.
   it('refuses a new connection at the cap, and closes none of those it holds', async () => {

@@ -275,6 +275,31 @@ export interface GateConnectionsOptions {
 }
 
 /**
+ * A {@link ConnectionGate} put in front of a listening server by {@link gateConnections}, which
+ * holds every connection it admitted until it closes.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * const gated = gateConnections(server, { maxPerAddress: 7_000, audit, transport: 'grpc' });
+ * // at the end of a shutdown's grace, once the server's own forced close has run:
+ * gated.destroyAll();
+ * ```
+ */
+export interface GatedConnections extends ConnectionGate {
+  /**
+   * Destroys every connection admitted and not closed yet, whatever it is at: in its TLS
+   * handshake, past it with no HTTP/2 session or request yet, or serving. A server's own forced
+   * close (grpc-js's `forceShutdown`, Node's `closeAllConnections`) reaches only the connections
+   * it has a session or a request for, and a listening server closes only once every connection
+   * has: one accepted before the shutdown whose handshake ended late, then trickled its first
+   * bytes, held the process. For the end of a shutdown's grace.
+   */
+  destroyAll(): void;
+}
+
+/**
  * How long Node refuses at the cap by itself after a search found no connection to close: a
  * flood at a cap held by busy connections then costs a refusal, not a search, per connection,
  * while a connection that goes idle makes room again soon after.
@@ -320,7 +345,7 @@ const CLOSING_HEADROOM = 64;
  * });
  * ```
  */
-export function gateConnections(server: NetServer, options: GateConnectionsOptions): ConnectionGate {
+export function gateConnections(server: NetServer, options: GateConnectionsOptions): GatedConnections {
   const { gate, admitClient, heldByClient } = buildConnectionGate(options);
   const { maxConnections, isIdle } = options;
   // Without TLS, a connection is past its handshake from the start: only `isIdle` can free one.
@@ -338,6 +363,10 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
   /** Whether the last search found no connection it could close, a moment ago. */
   let noneFound = false;
   const closedByGate = new WeakSet<Socket>();
+  /** Every connection admitted that has not closed yet (TCP sockets). */
+  const admitted = new Set<Socket>();
+  /** The TLS socket of each admitted connection past its handshake, on a TLS port. */
+  const tlsOf = new WeakMap<Socket, TLSSocket>();
   // While no connection could make room, Node refuses past the cap itself, before any socket
   // object is made: a flood at the cap costs what it cost before the gate closed any.
   const capNode = (): void => {
@@ -429,11 +458,13 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
       return;
     }
     open += 1;
+    admitted.add(socket);
     if (tls) {
       waiting.add(socket, key);
       if (waiting.size === 1) capNode();
     } else if (isIdle !== undefined) enterPast(socket, key, socket);
     socket.once('close', () => {
+      admitted.delete(socket);
       if (!closedByGate.has(socket)) open -= 1;
       if (waiting.delete(socket) !== undefined && waiting.size === 0) capNode();
       if (past.delete(socket) !== undefined && past.size === 0) capNode();
@@ -443,6 +474,7 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
   if (tls) {
     server.on('secureConnection', (socket: TLSSocket) => {
       const tcp = tcpOf(socket);
+      if (admitted.has(tcp)) tlsOf.set(tcp, socket);
       // Undefined: closed by the gate since.
       const key = waiting.delete(tcp);
       if (key === undefined) return;
@@ -462,7 +494,16 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
     if (!closedByGate.has(tcpOf(socket))) gate.handshakeFailed(err.code ?? 'unknown', remoteAddressOf(socket));
     socket.destroy();
   });
-  return gate;
+  return Object.freeze({
+    ...gate,
+    destroyAll() {
+      for (const tcp of [...admitted]) {
+        // Its TLS socket first, which an HTTP/2 session or an HTTP parser sits on.
+        tlsOf.get(tcp)?.destroy();
+        tcp.destroy();
+      }
+    },
+  });
 }
 
 /** The TCP socket a TLS socket of a server wraps (`_parent`, which Node keeps), or the socket itself. */
