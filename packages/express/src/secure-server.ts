@@ -1,6 +1,5 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import {
@@ -264,7 +263,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   // Each client address its share of the connections, counted from the TCP connection on; at
   // the cap, a connection still in its TLS handshake, else one serving nothing (no answer being
   // written, or a request whose body its client has not finished sending), makes room.
-  gateConnections(server, {
+  const gated = gateConnections(server, {
     maxPerAddress,
     maxConnections,
     audit,
@@ -277,21 +276,14 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
       return res === undefined || waitsOnItsClient(res);
     },
   });
-  // Every TCP connection from its accept on. Node's `closeAllConnections` reaches only those that
-  // finished their handshake: one accepted before `close()` that shook hands after the grace then
-  // trickled a request head held the process for as long as it liked, as `close()` stops Node's
-  // header and request timeouts. This one ends them all.
-  const accepted = new Set<Socket>();
-  server.on('connection', (socket: Socket) => {
-    accepted.add(socket);
-    socket.once('close', () => {
-      accepted.delete(socket);
-    });
-  });
+  // Node's `closeAllConnections` reaches only connections that finished their handshake: one
+  // accepted before `close()` that shook hands after the grace then trickled a request head held
+  // the process for as long as it liked, as `close()` stops Node's header and request timeouts.
+  // The gate holds every connection from its accept on, so it ends them all.
   const closeHttpConnections = server.closeAllConnections.bind(server);
   server.closeAllConnections = () => {
     closeHttpConnections();
-    for (const socket of accepted) socket.destroy();
+    gated.destroyAll();
   };
   server.on('secureConnection', (socket: TLSSocket) => {
     connections.add(socket);
