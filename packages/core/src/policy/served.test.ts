@@ -131,6 +131,8 @@ describe('servedOperations of the factories with rules per operation', () => {
       ['/v1/artifacts/:id', 'an HTTP route needs its method: "GET /v1/artifacts/:id"'],
       ['/store.v1.Store/*', 'one method, not a service'],
       ['GETS /v1/artifacts', '"GETS" is not an HTTP method'],
+      // Node hands CONNECT to its `connect` event, never to Express.
+      ['CONNECT /v1/artifacts', '"CONNECT" is not an HTTP method Node\'s server hands to Express'],
       ['', 'expected a gRPC method "/pkg.Service/Method" or an HTTP route "METHOD /path"'],
       ['x', 'expected a gRPC method'],
     ]) {

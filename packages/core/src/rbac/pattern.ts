@@ -191,7 +191,9 @@ function notAnOperation(operation: string): string | undefined {
   const m = HTTP.exec(operation);
   if (m !== null) {
     const method = m[1] ?? '';
-    return method === '*' || METHODS.includes(method) ? undefined : `"${method}" is not an HTTP method`;
+    return method === '*' || HTTP_METHODS.has(method)
+      ? undefined
+      : `"${method}" is not an HTTP method Node's server hands to Express`;
   }
   if (GRPC.test(`/${operation}`)) return `a gRPC method name starts with "/": "/${operation}"`;
   const lower = /^([a-z]+) (\/.*)$/.exec(operation);
