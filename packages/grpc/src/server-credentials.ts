@@ -333,17 +333,16 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
  */
 export function secureServerOptions(limits: SecureServerLimits = {}): ServerOptions {
   const given = resolveOptions('secureServerOptions', LIMIT_DEFAULTS, limits);
-  // Checked before the share is derived from it: a BigInt or a Symbol fails inside Math.
-  wholeNumber(given.maxConnections, 'secureServerOptions: "maxConnections"');
-  // The share follows the cap unless it is given.
+  for (const [name, value] of Object.entries(given)) {
+    // A share not given is derived from the cap below, once the cap is known to be a number.
+    if (name === 'maxConnectionsPerAddress' && limits.maxConnectionsPerAddress === undefined) continue;
+    // A time above Node's longest timer would fire after 1 ms.
+    wholeNumber(value, `secureServerOptions: "${name}"`, name.endsWith('Ms') ? { unit: 'ms' } : {});
+  }
   const l = {
     ...given,
     maxConnectionsPerAddress: limits.maxConnectionsPerAddress ?? defaultConnectionsPerAddress(given.maxConnections),
   };
-  for (const [name, value] of Object.entries(l)) {
-    // A time above Node's longest timer would fire after 1 ms.
-    wholeNumber(value, `secureServerOptions: "${name}"`, name.endsWith('Ms') ? { unit: 'ms' } : {});
-  }
   checkConnectionsPerAddress(
     'secureServerOptions: "maxConnectionsPerAddress"',
     l.maxConnectionsPerAddress,
