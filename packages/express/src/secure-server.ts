@@ -212,6 +212,9 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   // that has since changed: a connection keeps the certificate it was verified with.
   const connections = new Set<TLSSocket>();
   const answering = new WeakMap<object, ServerResponse>();
+  // Still-trusted connections whose next answer says `connection: close`. Read per request only
+  // while it holds one: a server that never reloads pays a size check.
+  const closeAfterNextAnswer = new Set<object>();
   /** The answer `socket` is writing now, or `undefined` when it writes none (idle). */
   const answerInProgress = (socket: object): ServerResponse | undefined => {
     const res = answering.get(socket);
@@ -219,26 +222,31 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   };
   const closeUnderOldTrust = (material: TlsMaterial): void => {
     const stillTrusted = createTrustRecheck(material);
-    let closed = 0;
+    const made = connections.size;
     let revoked = 0;
     for (const socket of connections) {
-      const res = answerInProgress(socket);
-      closed += 1;
       // Revoked, or no longer issued by a CA of the bundle: its answer is cut off too.
       if (!stillTrusted(socket)) {
         revoked += 1;
         socket.destroy();
         continue;
       }
-      // Idle: closed now, and its client connects again. Answering: closed after this answer.
-      if (res === undefined) socket.end();
-      else if (!res.headersSent) res.setHeader('connection', 'close');
-      else
-        res.once('finish', () => {
-          socket.end();
-        });
+      // Still trusted: not closed at a moment its client cannot see coming, which races the
+      // request it may be sending (a reset; a POST is not retried, RFC 9112 section 9.3.1). Its
+      // answer whose head is not written yet, else its next one, says `connection: close` and
+      // Node closes it after that answer, as a GOAWAY does on gRPC; one left idle ends at the
+      // keep-alive timeout its answers announced. Closed at all because a new handshake is the
+      // full check of the new trust: the recheck settles revocation and the path to a CA only.
+      // One an `upgrade` listener took over (a WebSocket) has no next answer: it is ended, as
+      // before, and its protocol has its own way to reconnect.
+      const res = answerInProgress(socket);
+      if ((socket as { parser?: unknown }).parser === null) socket.end();
+      else if (res !== undefined && !res.headersSent) res.setHeader('connection', 'close');
+      else closeAfterNextAnswer.add(socket);
     }
-    audit.logger.info({ event: 'tls.connections_closed', connections: closed, revoked }, 'tls.connections_closed');
+    // `connections`: every connection made under the old trust; `revoked`: those cut now. The
+    // others close after their next answer or at the keep-alive timeout, as on gRPC.
+    audit.logger.info({ event: 'tls.connections_closed', connections: made, revoked }, 'tls.connections_closed');
   };
   const server = createServer(
     {
@@ -289,6 +297,7 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     connections.add(socket);
     socket.once('close', () => {
       connections.delete(socket);
+      closeAfterNextAnswer.delete(socket);
     });
     // TLS 1.2 client-initiated renegotiation costs the server a handshake each time, and could
     // present another certificate on a connection whose identity is already cached.
@@ -305,6 +314,8 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
     if (req.socket.timeout) req.socket.setTimeout(0);
     // The last answer of each connection (one map entry, no listener, per request).
     answering.set(req.socket, res);
+    if (closeAfterNextAnswer.size !== 0 && closeAfterNextAnswer.delete(req.socket))
+      res.setHeader('connection', 'close');
   });
   // What Node's parser refuses before any request exists gets a request id and an audit line.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
