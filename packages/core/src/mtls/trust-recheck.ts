@@ -50,7 +50,9 @@ export type TrustRecheck = (socket: TLSSocket) => boolean;
  *   if (!trustChanged(before, material)) return;
  *   const stillTrusted = createTrustRecheck(material);
  *   for (const socket of connections) {
- *     if (stillTrusted(socket)) socket.end(); // its calls finish, its client handshakes again
+ *     // Still trusted: closed gracefully (a GOAWAY on HTTP/2, `connection: close` on its next
+ *     // HTTP/1.1 answer), never at a moment its client cannot see coming.
+ *     if (stillTrusted(socket)) closeAfterCurrentCalls(socket);
  *     else socket.destroy(); // revoked: its calls end now
  *   }
  * };
