@@ -81,6 +81,7 @@ export {
   type GateConnectionsOptions,
   type GatedConnections,
 } from './transport/connection-gate.js';
+export { noteServerEnding, serverEndingOf, type ServerEndReason } from './transport/server-ending.js';
 export {
   UNREAD_PROBE_MS,
   UNREAD_REQUEST_MS,

@@ -28,6 +28,7 @@ export {
   type AuditLoggerOptions,
   type AuditReason,
 } from './audit/audit-logger.js';
+export type { ServerEndReason } from './transport/server-ending.js';
 
 // The control contract: what a control sees of a call, what it is, and the per-call context
 export type {

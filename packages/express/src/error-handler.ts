@@ -17,6 +17,7 @@ import {
   bearerChallenge,
   refuseOptions,
   resolveOptions,
+  serverEndingOf,
   type PublicError,
 } from '@fluxguard/core/adapter';
 import { stateOf, writeControlHeaders } from './context.js';
@@ -275,7 +276,8 @@ export function answerFailures(options: ErrorHandlerOptions, owner = 'errorHandl
         // The client went away before the answer (what the handler threw is most likely its
         // aborted signal): nobody is left to answer, and a client that leaves is no server
         // fault. One short info line, not an error line with a stack that anyone could repeat
-        // at will; the error's name says whether it was the abort.
+        // at will; the error's name says whether it was the abort. When the server cut the
+        // connection itself (a shutdown, a revoked certificate), the line says so and why.
         audit.recordCancelled(
           {
             requestId,
@@ -285,6 +287,7 @@ export function answerFailures(options: ErrorHandlerOptions, owner = 'errorHandl
             transport: 'http',
           },
           translated instanceof Error ? translated.name : typeof translated,
+          serverEndingOf(req.socket),
         );
         if (!res.destroyed) res.destroy();
         return;

@@ -18,6 +18,7 @@ import {
   checkConnectionsPerAddress,
   defaultConnectionsPerAddress,
   gateConnections,
+  noteServerEnding,
   trustChanged,
   resolveOptions,
   type TlsSettings,
@@ -228,6 +229,8 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
       // Revoked, or no longer issued by a CA of the bundle: its answer is cut off too.
       if (!stillTrusted(socket)) {
         revoked += 1;
+        // Noted first: the request cut with it is logged as the server's cut, not its client's.
+        noteServerEnding(socket, 'trust_revoked');
         socket.destroy();
         continue;
       }
@@ -290,6 +293,9 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   // The gate holds every connection from its accept on, so it ends them all.
   const closeHttpConnections = server.closeAllConnections.bind(server);
   server.closeAllConnections = () => {
+    // Noted before Node destroys them: the requests they carry are logged as cut by the
+    // shutdown (`reason: 'server_shutdown'`), not as left by their clients.
+    for (const socket of connections) noteServerEnding(socket, 'server_shutdown');
     closeHttpConnections();
     gated.destroyAll();
   };

@@ -277,6 +277,7 @@ describe('a reload that revokes a client in the middle of a call', () => {
     };
     try {
       const started = handlerStarts.count;
+      const linesBefore = audit.lines().length;
       const revoked = openUpload(own.reader);
       const kept = openUpload(own.backup);
       await waitFor(() => handlerStarts.count >= started + 2);
@@ -284,6 +285,19 @@ describe('a reload that revokes a client in the middle of a call', () => {
       await waitFor(() => revoked.outcome.status !== undefined);
       expect(revoked.outcome.status?.code).not.toBe(Status.OK);
       expect(kept.outcome.status).toBeUndefined();
+      // Logged as the server's cut, and why: not as a call its client left.
+      await waitFor(() =>
+        audit
+          .lines()
+          .slice(linesBefore)
+          .some((l) => l.event === 'request.cancelled'),
+      );
+      expect(
+        audit
+          .lines()
+          .slice(linesBefore)
+          .filter((l) => l.event === 'request.cancelled'),
+      ).toEqual([expect.objectContaining({ outcome: 'cancelled', reason: 'trust_revoked', operation: op('Upload') })]);
       expect(
         audit
           .lines()

@@ -17,6 +17,7 @@ import {
   codeFromGrpcStatus,
   resolveOptions,
   retryInfoStatusDetails,
+  serverEndingOf,
   toPublicError,
   type AnswerAfterProbe,
   type FailureContext,
@@ -246,6 +247,11 @@ class SafeErrorsCall extends ForwardingCall {
   #endedAt = 0;
   /** The HTTP/2 stream of the call, when the call below is grpc-js's own (safeErrors is first). */
   readonly #stream: ServerHttp2Stream | undefined;
+  /**
+   * The HTTP/2 session of the call, kept from its start: Node lets go of a stream's session once
+   * it is destroyed, and a call cut by the server is told by its session ({@link serverEndingOf}).
+   */
+  readonly #session: object | undefined;
   /** grpc-js's own `sendStatus` of the call below, for the statuses this layer sends. */
   readonly #sendBelow: SendStatus | undefined;
 
@@ -260,6 +266,7 @@ class SafeErrorsCall extends ForwardingCall {
     this.#operation = operation;
     this.#inner = inner;
     this.#stream = http2StreamOf(below);
+    this.#session = this.#stream?.session;
     if (this.#stream !== undefined) {
       this.#sendBelow = SafeErrorsCall.#divertGrpcJsStatuses(below);
       compactMessageFragments(below);
@@ -442,10 +449,11 @@ class SafeErrorsCall extends ForwardingCall {
           grpcCall.cancelled = true;
           // A client that leaves a call its handler works on gets one short info line, as the
           // Express error handler writes for a request whose client left; a call reset before
-          // its handler ran (a flood of resets) writes none.
+          // its handler ran (a flood of resets) writes none. A call the server cut itself (a
+          // shutdown, a revoked certificate) has the line too, with why.
           const working = state.handlerRunning;
           state.finish('cancelled');
-          if (working) this.#audit.recordCancelled(this.#failureContext());
+          if (working) this.#audit.recordCancelled(this.#failureContext(), undefined, serverEndingOf(this.#session));
         }
       }
     }

@@ -8,6 +8,7 @@ import {
   defaultConnectionsPerAddress,
   gateConnections,
   isUnixSocketConnection,
+  noteServerEnding,
   type ConnectionGate,
   type GatedConnections,
 } from '@fluxguard/core/adapter';
@@ -77,7 +78,10 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *   but without the error and stack grpc-js builds for each (120 such entries made a call cost
  *   2 ms of CPU before any interceptor ran);
  * - `forceShutdown()` ending every connection of its ports, where grpc-js ends only the HTTP/2
- *   sessions it knows: a late handshake followed by a trickled preface held the port open past it.
+ *   sessions it knows: a late handshake followed by a trickled preface held the port open past it;
+ * - the calls `forceShutdown()` or a trust reload (a revoked certificate) cuts logged with why
+ *   (`reason` `server_shutdown` or `trust_revoked` on their `request.cancelled` line), not as
+ *   calls their clients left;
  *
  * It wraps grpc-js's
  * `createHttp2Server` (called by `bindAsync`) to read each request's raw header list before
@@ -101,8 +105,8 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
   const target = server as unknown as { createHttp2Server?: CreateHttp2Server };
   const original = target.createHttp2Server;
   if (typeof original !== 'function') return;
-  const gates = new Set<GatedConnections>();
-  destroyAllAtForceShutdown(server, gates);
+  const ports = new Set<Port>();
+  destroyAllAtForceShutdown(server, ports);
   Object.defineProperty(server, 'createHttp2Server', {
     configurable: true,
     writable: true,
@@ -122,13 +126,14 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
         transport: 'grpc',
         isIdle: idleTest(this),
       });
-      gates.add(gate);
-      http2Server.once('close', () => gates.delete(gate));
       if (audit !== undefined) noteRefusedSessions(http2Server, gate);
       // Sessions made under a CA bundle or CRL a reload has changed are sent away (GOAWAY: their
       // calls finish, new ones go to a new connection, verified under the new trust); those
       // whose certificate the new trust refuses (revoked) are cut, their calls with them.
       const sessions = new Set<Http2Session>();
+      const port: Port = { gate, sessions };
+      ports.add(port);
+      http2Server.once('close', () => ports.delete(port));
       const graceMs = positiveOption(options?.[CLOSING_GRACE_OPTION]) ?? DEFAULT_CLOSING_GRACE_MS;
       http2Server.on('session', (session: Http2Session) => {
         sessions.add(session);
@@ -144,6 +149,8 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
           if (stillTrusted(session.socket as TLSSocket)) session.close();
           else {
             revoked += 1;
+            // Noted first: its calls are logged as cut by the server, not as left by the client.
+            noteServerEnding(session, 'trust_revoked');
             session.destroy();
           }
         }
@@ -175,24 +182,34 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
   });
 }
 
+/** One port of a hardened server: its connection gate, and the HTTP/2 sessions open on it. */
+interface Port {
+  readonly gate: GatedConnections;
+  readonly sessions: ReadonlySet<Http2Session>;
+}
+
 /**
  * Makes `forceShutdown()` of `server` end every connection of its ports, not only those with an
  * HTTP/2 session grpc-js knows: a connection still in its TLS handshake, or past it and before
  * its session (or with one made after the shutdown began), is no session of grpc-js's. One
  * accepted before the shutdown whose handshake ended after the grace, then trickled its HTTP/2
  * preface a byte at a time, kept the port open, and the process with it, about 16 s past
- * `forceShutdown()`.
+ * `forceShutdown()`. Every session is noted as ended by the shutdown first, for the calls it
+ * still carries.
  */
-function destroyAllAtForceShutdown(server: object, gates: ReadonlySet<GatedConnections>): void {
+function destroyAllAtForceShutdown(server: object, ports: ReadonlySet<Port>): void {
   const forceShutdown = (server as { forceShutdown?: unknown }).forceShutdown;
   if (typeof forceShutdown !== 'function') return;
   Object.defineProperty(server, 'forceShutdown', {
     configurable: true,
     writable: true,
     value(this: unknown, ...args: unknown[]) {
+      // Before grpc-js destroys them: the calls still open on them are logged as cut by the
+      // shutdown (`reason: 'server_shutdown'`), not as left by their clients.
+      for (const { sessions } of ports) for (const session of sessions) noteServerEnding(session, 'server_shutdown');
       // grpc-js's first: its sessions get their GOAWAY before their sockets go.
       const result: unknown = Reflect.apply(forceShutdown, this, args);
-      for (const gate of [...gates]) gate.destroyAll();
+      for (const { gate } of [...ports]) gate.destroyAll();
       return result;
     },
   });

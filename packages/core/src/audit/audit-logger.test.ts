@@ -551,6 +551,38 @@ describe('recordFailure folding repeated refusals', () => {
     expect(named(lines, 'request.denied.folded')).toHaveLength(0);
   });
 
+  it('says why the server cut a call, and folds those cuts apart from calls their clients left', async () => {
+    const { lines, destination } = capture();
+    const audit = createAuditLogger({ destination, foldRefusals: { after: 3, intervalMs: 100 } });
+    // A shutdown cutting 20 calls of one client, a revocation cutting 5, the client leaving 5.
+    for (let i = 0; i < 20; i++) audit.recordCancelled(from('203.0.113.9', i), 'AbortError', 'server_shutdown');
+    for (let i = 20; i < 25; i++) audit.recordCancelled(from('203.0.113.9', i), undefined, 'trust_revoked');
+    for (let i = 25; i < 30; i++) audit.recordCancelled(from('203.0.113.9', i));
+    const cancelled = named(lines, 'request.cancelled');
+    expect(cancelled.map((l) => l.reason)).toEqual([
+      'server_shutdown',
+      'server_shutdown',
+      'server_shutdown',
+      'trust_revoked',
+      'trust_revoked',
+      'trust_revoked',
+      undefined,
+      undefined,
+      undefined,
+    ]);
+    expect(cancelled[0]).toMatchObject({ level: 30, outcome: 'cancelled', error: 'AbortError', requestId: 'r-0' });
+    expect(cancelled[6]).not.toHaveProperty('reason');
+
+    await sleep(250);
+    const folded = named(lines, 'request.cancelled.folded');
+    expect(folded).toEqual([
+      expect.objectContaining({ reason: 'server_shutdown', count: 17, firstRequestId: 'r-3', lastRequestId: 'r-19' }),
+      expect.objectContaining({ reason: 'trust_revoked', count: 2, firstRequestId: 'r-23', lastRequestId: 'r-24' }),
+      expect.objectContaining({ outcome: 'cancelled', count: 2, firstRequestId: 'r-28', lastRequestId: 'r-29' }),
+    ]);
+    expect(folded[2]).not.toHaveProperty('reason');
+  });
+
   it('writes every refusal and cancelled call with foldRefusals: false', async () => {
     const { lines, destination } = capture();
     const audit = createAuditLogger({ destination, foldRefusals: false });

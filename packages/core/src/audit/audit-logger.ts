@@ -10,11 +10,14 @@ import { wholeNumber } from '../options/whole-number.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { listenWeakly, type ListenerTarget } from '../events/listen-weakly.js';
 import { isStalledOutput, standardOutput } from './standard-output.js';
+import type { ServerEndReason } from '../transport/server-ending.js';
 
 /**
  * The `reason` of an audit line: a {@link SecurityErrorReason} (RBAC's `rbac.shadow_denied`
  * lines carry an `RbacReason`, part of it); the error code itself for a `SecurityError` that
- * names no reason; `unhandled_error` for anything thrown that is not a `SecurityError`.
+ * names no reason; `unhandled_error` for anything thrown that is not a `SecurityError`; on a
+ * `request.cancelled` line, a {@link ServerEndReason} when the server itself ended the call's
+ * connection (`server_shutdown`, `trust_revoked`).
  *
  * @example
  * ```ts
@@ -22,7 +25,7 @@ import { isStalledOutput, standardOutput } from './standard-output.js';
  * const serverFaults: AuditReason[] = ['unhandled_error', 'jwks_unavailable', 'internal'];
  * ```
  */
-export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_error';
+export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_error' | ServerEndReason;
 
 /**
  * One audit log line. Field names are stable; dashboards and alerts may rely on them.
@@ -30,8 +33,8 @@ export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_e
  * | field | meaning |
  * | --- | --- |
  * | `event` | what happened: `request.denied`, `request.failed`, `request.cancelled` (the first and the last folded past a flood as `….folded` with a `count`), or a control's own (`rbac.shadow_denied`, ...); start-up and background lines (`rbac.shadow_mode`, `jwt.jwks_refresh_failed`) carry only `event` and their own fields |
- * | `outcome` | `allowed`, `denied` (a control refused the call), `error` (the server failed), or `cancelled` on fluxguard's `request.cancelled` lines (the client left while the handler worked) |
- * | `reason` | a short machine reason ({@link AuditReason}: `token_expired`, `path_traversal`, `unhandled_error`, `app.…`) |
+ * | `outcome` | `allowed`, `denied` (a control refused the call), `error` (the server failed), or `cancelled` on fluxguard's `request.cancelled` lines (the call ended while the handler worked: its client left, or the server cut its connection) |
+ * | `reason` | a short machine reason ({@link AuditReason}: `token_expired`, `path_traversal`, `unhandled_error`, `app.…`); on `request.cancelled` lines only when the server cut the call's connection: `server_shutdown` (the end of a shutdown's grace) or `trust_revoked` (a TLS trust reload no longer accepts the client's certificate), none when the client left on its own |
  * | `operation` | gRPC `/pkg.Service/Method` or HTTP `METHOD /route/:pattern` |
  * | `peer` | the remote address |
  * | `subject` | the authenticated principal's subject, when known |
@@ -148,12 +151,14 @@ export interface AuditLoggerOptions {
    * `intervalMs`, the first `after` refusals with one reason from one peer address (and
    * subject) are logged in full; the rest are counted and written as one
    * `request.denied.folded` line when the interval ends. Calls their clients left while the
-   * handler worked (`request.cancelled`) fold the same way, into `request.cancelled.folded`.
-   * `maxLines` bounds the lines written in full in one interval, all clients together: past
-   * it, each client's refusals are counted into its folded line from the first, so that a
-   * flood spread over many addresses (any IPv6 host has a /48 of /64s) writes at most
-   * `maxLines` full lines and one folded line per client (at most 10,000) an interval.
-   * `false` logs every refusal and every cancelled call.
+   * handler worked (`request.cancelled`) fold the same way, into `request.cancelled.folded`;
+   * those the server cut (a shutdown, a revoked certificate) fold by their `reason` on their own,
+   * so a shutdown that cuts 500 calls of one client writes 50 lines and one folded line with
+   * `reason: 'server_shutdown'` and a count of 450. `maxLines` bounds the lines written in full
+   * in one interval, all clients together: past it, each client's refusals are counted into its
+   * folded line from the first, so that a flood spread over many addresses (any IPv6 host has
+   * a /48 of /64s) writes at most `maxLines` full lines and one folded line per client (at most
+   * 10,000) an interval. `false` logs every refusal and every cancelled call.
    * Default `{ after: 50, intervalMs: 10_000, maxLines: 10_000 }`: an ordinary client never reaches it.
    *
    * @example
@@ -192,10 +197,13 @@ export interface AuditLogger {
   recordFailure(err: unknown, context: FailureContext): PublicError;
   /**
    * Writes the short `request.cancelled` line (`info`, outcome `cancelled`, no stack) of a call
-   * whose client left while its handler worked; `error` names what the handler threw then, when
-   * it threw. Folded as refusals are (`request.cancelled.folded`): a client leaves calls at will.
+   * that ended while its handler worked; `error` names what the handler threw then, when it
+   * threw. `endedBy` says the server cut the call's connection itself, and why (the line's
+   * `reason`: {@link ServerEndReason}); without it, the client left. Folded as refusals are
+   * (`request.cancelled.folded`), by `reason` too: a client leaves calls at will, and a
+   * shutdown cuts every call in flight at once.
    */
-  recordCancelled(context: FailureContext, error?: string): void;
+  recordCancelled(context: FailureContext, error?: string, endedBy?: ServerEndReason): void;
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -432,14 +440,15 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
     return publicError;
   }
 
-  function recordCancelled(context: FailureContext, error?: string): void {
-    if (fold?.('request.cancelled', undefined, context, undefined) === true) return;
+  function recordCancelled(context: FailureContext, error?: string, endedBy?: ServerEndReason): void {
+    if (fold?.('request.cancelled', endedBy, context, undefined) === true) return;
     logger.info(
       {
         ...context,
         subject: safeSubject(context.subject),
         event: 'request.cancelled',
         outcome: 'cancelled',
+        ...(endedBy === undefined ? {} : { reason: endedBy }),
         ...(error === undefined ? {} : { error }),
       },
       'request.cancelled',
@@ -465,9 +474,9 @@ export function createAuditLogger(options?: AuditLoggerOptions): AuditLogger {
         return toPublicError(err, context.requestId);
       }
     },
-    recordCancelled: (context: FailureContext, error?: string): void => {
+    recordCancelled: (context: FailureContext, error?: string, endedBy?: ServerEndReason): void => {
       try {
-        recordCancelled(context, error);
+        recordCancelled(context, error, endedBy);
       } catch (thrown) {
         lineLost(thrown);
       }
@@ -570,7 +579,11 @@ interface Folded {
   /** How many of `count` were written in full. */
   written: number;
   readonly event: FoldedEvent;
-  /** A refusal's reason and public code; a cancelled call has neither. */
+  /**
+   * A refusal's reason and public code; a cancelled call has no code, and a reason only when the
+   * server cut its connection (part of the key: a shutdown's cut is never counted as clients
+   * leaving, nor the other way round).
+   */
   readonly reason: AuditReason | undefined;
   readonly code: SecurityErrorCode | undefined;
   readonly peer: string | undefined;

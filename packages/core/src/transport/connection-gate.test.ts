@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { holdConnection, holdConnections, type HeldConnection } from '@fluxguard/test-support/connections';
 import { capturedAudit } from '../testing/jwt-fixtures.js';
 import { createConnectionGate, defaultConnectionsPerAddress, gateConnections } from './connection-gate.js';
+import { noteServerEnding, serverEndingOf } from './server-ending.js';
 
 afterEach(() => {
   vi.useRealTimers();
@@ -110,11 +111,16 @@ describe('gateConnections on a server without TLS', () => {
     const gated = gateConnections(server, { maxPerAddress: 10, audit: undefined, transport: 'grpc' });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as { port: number }).port;
+    const accepted: Socket[] = [];
+    server.on('connection', (socket: Socket) => accepted.push(socket));
     const held = await holdConnections(port, ['127.0.0.45'], 3);
     await expect.poll(() => gated.heldBy('127.0.0.45'), { timeout: 2_000 }).toBe(3);
+    expect(accepted.map((socket) => serverEndingOf(socket))).toEqual([undefined, undefined, undefined]);
     // Held past close() by connections that send nothing, as long as their clients like.
     const closed = new Promise((resolve) => server.close(resolve));
     gated.destroyAll();
+    // Each noted as the shutdown's cut, for the calls it carried.
+    expect(accepted.map((socket) => serverEndingOf(socket))).toEqual(Array(3).fill('server_shutdown'));
     await closed;
     await expect.poll(() => held.every((c) => c.closed()), { timeout: 2_000 }).toBe(true);
     expect(gated.heldBy('127.0.0.45')).toBe(0);
@@ -249,5 +255,17 @@ describe('gateConnections on a server without TLS', () => {
       for (const c of held) c.socket.destroy();
       await new Promise((resolve) => server.close(resolve));
     }
+  });
+});
+
+describe('noteServerEnding', () => {
+  it('keeps the first reason noted for a connection, and knows none for another', () => {
+    const cut = {};
+    noteServerEnding(cut, 'trust_revoked');
+    noteServerEnding(cut, 'server_shutdown');
+    expect(serverEndingOf(cut)).toBe('trust_revoked');
+    expect(serverEndingOf({})).toBeUndefined();
+    expect(serverEndingOf(undefined)).toBeUndefined();
+    expect(serverEndingOf(null)).toBeUndefined();
   });
 });

@@ -5,6 +5,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { RefusalSummary, SUMMARY_INTERVAL_MS } from './refusal-summary.js';
 import { ConnectionsByAddress, type Judgement } from './connections-by-address.js';
+import { noteServerEnding } from './server-ending.js';
 
 const BY_SHARE = 'address_share';
 const BY_CAP = 'port_cap';
@@ -294,7 +295,9 @@ export interface GatedConnections extends ConnectionGate {
    * close (grpc-js's `forceShutdown`, Node's `closeAllConnections`) reaches only the connections
    * it has a session or a request for, and a listening server closes only once every connection
    * has: one accepted before the shutdown whose handshake ended late, then trickled its first
-   * bytes, held the process. For the end of a shutdown's grace.
+   * bytes, held the process. For the end of a shutdown's grace: each connection is noted as
+   * ended by it first ({@link noteServerEnding}, `server_shutdown`), so that a call it carried
+   * is logged as cut by the server, not as left by its client.
    */
   destroyAll(): void;
 }
@@ -499,7 +502,12 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
     destroyAll() {
       for (const tcp of [...admitted]) {
         // Its TLS socket first, which an HTTP/2 session or an HTTP parser sits on.
-        tlsOf.get(tcp)?.destroy();
+        const secure = tlsOf.get(tcp);
+        if (secure !== undefined) {
+          noteServerEnding(secure, 'server_shutdown');
+          secure.destroy();
+        }
+        noteServerEnding(tcp, 'server_shutdown');
         tcp.destroy();
       }
     },

@@ -1,0 +1,57 @@
+/**
+ * Why the server itself ended a connection, and with it the calls it carried: `server_shutdown`
+ * at the end of a shutdown's grace (grpc-js's `forceShutdown()`, `closeAllConnections()` of an
+ * HTTPS server), `trust_revoked` when a TLS trust reload no longer accepts the connection's
+ * client certificate (revoked by a new CRL, or no longer issued by a CA of the bundle, which the
+ * recheck does not tell apart). The `reason` of those calls' `request.cancelled` lines; a call
+ * whose client left on its own has none.
+ *
+ * @example
+ * ```ts
+ * import type { ServerEndReason } from '@fluxguard/core';
+ * const cutByUs: ServerEndReason[] = ['server_shutdown', 'trust_revoked'];
+ * ```
+ */
+export type ServerEndReason = 'server_shutdown' | 'trust_revoked';
+
+/**
+ * The connections the server is ending, by whatever object an adapter finds again from a call
+ * (a TCP or TLS socket, an HTTP/2 session). Weak: a connection gone leaves nothing behind, and
+ * nothing is written for a connection the server does not end.
+ */
+const endings = new WeakMap<object, ServerEndReason>();
+
+/**
+ * Notes, just before the server destroys `connection`, why: the calls it carries are then logged
+ * as ended by the server (`reason` of their `request.cancelled` line), not as left by their
+ * client. The first reason noted stays: it is the cut that ended the calls.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { noteServerEnding } from '@fluxguard/core/adapter';
+ * noteServerEnding(socket, 'trust_revoked');
+ * socket.destroy();
+ * ```
+ */
+export function noteServerEnding(connection: object, reason: ServerEndReason): void {
+  if (!endings.has(connection)) endings.set(connection, reason);
+}
+
+/**
+ * Why the server ended `connection` ({@link noteServerEnding}), or `undefined` when it did not
+ * (its client left, or it is still open). Asked only once a call was cancelled: nothing is
+ * looked up for a call that ends otherwise.
+ *
+ * For adapter authors (`@fluxguard/core/adapter`).
+ *
+ * @example
+ * ```ts
+ * import { serverEndingOf } from '@fluxguard/core/adapter';
+ * audit.recordCancelled(context, undefined, serverEndingOf(req.socket));
+ * ```
+ */
+export function serverEndingOf(connection: object | null | undefined): ServerEndReason | undefined {
+  return connection === null || connection === undefined ? undefined : endings.get(connection);
+}

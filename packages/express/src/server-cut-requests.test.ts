@@ -1,0 +1,136 @@
+// A request the server itself cuts (the end of a shutdown's grace, a trust reload that revokes its
+// client's certificate) is logged with why (`reason` on its `request.cancelled` line): an
+// operator reading the log must tell "the client went away" from "we cut it".
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import type { Server } from 'node:https';
+import { join } from 'node:path';
+import { connect, type TLSSocket } from 'node:tls';
+import express from 'express';
+import type { AuditLogger } from '@fluxguard/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSecureServer, fluxguard } from './index.js';
+import { captureAudit, clientTlsOptions, createTestPki, listen, type TestPki } from './testing/tls.js';
+
+let pki: TestPki;
+let crlFile: string;
+beforeAll(async () => {
+  pki = await createTestPki();
+  crlFile = join(pki.dir, 'ca.crl');
+  await writeFile(crlFile, await pki.ca.createCrl({ revokedSerialNumbers: [] }));
+});
+afterAll(async () => {
+  await pki.remove();
+});
+
+/**
+ * An HTTPS server whose `/slow` handler works until its request ends, then throws its signal's
+ * reason, as a read given the signal does; `working` counts the handlers at work.
+ */
+function slowServer(audit: AuditLogger): { server: Server; working: () => number } {
+  let running = 0;
+  const app = express();
+  const { before, after } = fluxguard({ audit });
+  app.use(before);
+  app.get('/slow', async (req) => {
+    const { signal } = req.fluxguard;
+    running += 1;
+    try {
+      await new Promise((resolve) => {
+        signal.addEventListener('abort', resolve);
+      });
+    } finally {
+      running -= 1;
+    }
+    throw signal.reason;
+  });
+  app.use(after);
+  const server = createSecureServer(app, {
+    audit,
+    tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, crlFile, clientCertificates: 'strict' },
+    reloadIntervalMs: 50,
+    keepAliveTimeoutMs: 60_000,
+  });
+  return { server, working: () => running };
+}
+
+/** A client connection that has sent `GET /slow` with request id `id`. */
+async function slowRequest(port: number, id: string, cert = pki.client): Promise<TLSSocket> {
+  const socket = connect({ ...clientTlsOptions(port, pki), cert: cert.certPem, key: cert.keyPem });
+  socket.on('error', () => undefined);
+  await once(socket, 'secureConnect');
+  socket.write(`GET /slow HTTP/1.1\r\nHost: localhost\r\nx-request-id: ${id}\r\n\r\n`);
+  return socket;
+}
+
+describe('createSecureServer: requests cut by the server', () => {
+  it('logs a request cut at the end of a shutdown’s grace with reason server_shutdown', async () => {
+    const { audit, lines } = captureAudit();
+    const { server, working } = slowServer(audit);
+    const served = await listen(server);
+    try {
+      const socket = await slowRequest(served.port, 'cut-by-shutdown');
+      await expect.poll(working).toBe(1);
+      const closed = once(server, 'close');
+      // A shutdown: no new connections, then, at the end of the grace, every connection ended.
+      server.close();
+      server.closeAllConnections();
+      await closed;
+      await expect.poll(working).toBe(0);
+      await expect
+        .poll(() => lines().find((line) => line.requestId === 'cut-by-shutdown'))
+        .toMatchObject({
+          event: 'request.cancelled',
+          outcome: 'cancelled',
+          reason: 'server_shutdown',
+          transport: 'http',
+          operation: 'GET /slow',
+        });
+      socket.destroy();
+    } finally {
+      await served.close().catch(() => undefined);
+    }
+  });
+
+  it('logs a request whose client left with no reason, as before', async () => {
+    const { audit, lines } = captureAudit();
+    const { server, working } = slowServer(audit);
+    const served = await listen(server);
+    try {
+      const socket = await slowRequest(served.port, 'left-by-client');
+      await expect.poll(working).toBe(1);
+      socket.destroy();
+      await expect
+        .poll(() => lines().find((line) => line.requestId === 'left-by-client'))
+        .toMatchObject({ event: 'request.cancelled', outcome: 'cancelled', error: 'AbortError' });
+      expect(lines().find((line) => line.requestId === 'left-by-client')).not.toHaveProperty('reason');
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('logs a request cut by a reload that revokes its client’s certificate with reason trust_revoked', async () => {
+    const { audit, lines } = captureAudit();
+    await writeFile(crlFile, await pki.ca.createCrl({ revokedSerialNumbers: [] }));
+    const other = await pki.ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/other' });
+    const { server, working } = slowServer(audit);
+    const served = await listen(server);
+    try {
+      const revoked = await slowRequest(served.port, 'cut-by-revocation');
+      const kept = await slowRequest(served.port, 'kept-after-revocation', other);
+      await expect.poll(working).toBe(2);
+      await writeFile(crlFile, await pki.ca.createCrl({ revokedSerialNumbers: [pki.client.serialNumber] }));
+      await expect
+        .poll(() => lines().find((line) => line.requestId === 'cut-by-revocation'), { timeout: 5_000 })
+        .toMatchObject({ event: 'request.cancelled', outcome: 'cancelled', reason: 'trust_revoked' });
+      // The other client's request is still at work: only the revoked one was cut.
+      expect(working()).toBe(1);
+      expect(lines().find((line) => line.requestId === 'kept-after-revocation')).toBeUndefined();
+      revoked.destroy();
+      kept.destroy();
+    } finally {
+      await served.close();
+      await writeFile(crlFile, await pki.ca.createCrl({ revokedSerialNumbers: [] }));
+    }
+  });
+});
