@@ -556,6 +556,35 @@ describe.each(TRANSPORTS)('ArtifactStore over %s', (transport) => {
   });
 });
 
+/**
+ * Not a row of the table, whose rows share one server: a shutdown ends it. An upload still at
+ * work when the reference server's grace runs out is cut by the server, and its line says so
+ * (`reason: 'server_shutdown'`), where a client that leaves gets a line without a reason.
+ */
+describe.each(TRANSPORTS)('a shutdown of the %s reference server', (transport) => {
+  it('logs an upload still at work at the end of its grace as cut by the shutdown, not as left by its client', async () => {
+    const t = await startTransport(transport, world);
+    try {
+      // About fifteen seconds of upload, past the reference server's 5 s grace.
+      const parts = Array.from({ length: 60 }, (_, i) => Buffer.from(`part ${String(i)};`));
+      const upload = t.client.uploadPaced('shutdown/mid-upload.txt', sha256(Buffer.concat(parts)), parts, {
+        gapMs: 250,
+      });
+      await new Promise((r) => setTimeout(r, 500));
+      await t.shutDown();
+      const outcome = await upload;
+      expect(outcome.ok).toBe(false);
+      expectNoLeak(outcome, t.dataDir);
+      await expect
+        .poll(() => t.log.lines.filter((line) => line.event === 'request.cancelled'), { timeout: 5_000 })
+        .toEqual([expect.objectContaining({ outcome: 'cancelled', reason: 'server_shutdown', transport })]);
+      await expectNothingLeft(t, 'shutdown');
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 /** A ZIP archive of entries with these names (stored, each a few bytes), with its central directory. */
 /** A NumPy .npy file (format 1.0) of Python objects: its `descr` (`'|O'` unless given), and `pickled` after its header. */
 function npyOfObjects(pickled: Buffer, descr = "'|O'"): Buffer {

@@ -452,6 +452,7 @@ describe.each(TRANSPORTS)('certificate reload over %s', (transport) => {
     // About ten seconds of upload: closed gracefully, as other clients' connections are, it would
     // finish under the revocation.
     const parts = Array.from({ length: 40 }, (_, i) => Buffer.from(`part ${String(i)};`));
+    const linesBefore = t.log.lines.length;
     const upload = t
       .clientWith({ cert: pki.clients.valid, token })
       .uploadPaced('revoked/mid-upload.txt', sha256(Buffer.concat(parts)), parts, { gapMs: 250 });
@@ -460,6 +461,12 @@ describe.each(TRANSPORTS)('certificate reload over %s', (transport) => {
     const outcome = await upload;
     expect(outcome.ok).toBe(false);
     expect(t.log.lines.some((line) => line.event === 'tls.connections_closed' && Number(line.revoked) >= 1)).toBe(true);
+    // Logged as cut by the server, and why: not as an upload its client left.
+    await expect
+      .poll(() => t.log.lines.slice(linesBefore).filter((line) => line.event === 'request.cancelled'), {
+        timeout: 5_000,
+      })
+      .toEqual([expect.objectContaining({ outcome: 'cancelled', reason: 'trust_revoked', transport })]);
   });
 });
 
@@ -517,6 +524,7 @@ describe.each(TRANSPORTS)('a CRL revoking an intermediate CA, reloaded over %s',
 
     // About ten seconds of upload, against which the revocation lands.
     const parts = Array.from({ length: 40 }, (_, i) => Buffer.from(`part ${String(i)};`));
+    const linesBefore = t.log.lines.length;
     const upload = client.uploadPaced('chain/mid-upload.txt', sha256(Buffer.concat(parts)), parts, { gapMs: 250 });
     await new Promise((r) => setTimeout(r, 500));
     // The root's CRL now lists the intermediate (serial 1a2b, as the test CA issues it).
@@ -531,6 +539,11 @@ describe.each(TRANSPORTS)('a CRL revoking an intermediate CA, reloaded over %s',
     const outcome = await upload;
     expect(outcome.ok).toBe(false);
     expect(t.log.lines.some((line) => line.event === 'tls.connections_closed' && Number(line.revoked) >= 1)).toBe(true);
+    await expect
+      .poll(() => t.log.lines.slice(linesBefore).filter((line) => line.event === 'request.cancelled'), {
+        timeout: 5_000,
+      })
+      .toEqual([expect.objectContaining({ outcome: 'cancelled', reason: 'trust_revoked', transport })]);
     expect(readdirSync(t.dataDir, { recursive: true }).map(String)).not.toContain(join('chain', 'mid-upload.txt'));
     const fresh = await t.clientWith({ cert: viaIntermediate, token }).list('');
     expect(fresh.ok).toBe(false);

@@ -115,6 +115,11 @@ export interface TransportUnderTest {
   readonly client: ArtifactClient;
   /** A client with other credentials; `null` leaves one out. */
   clientWith(options: ClientOptions): ArtifactClient;
+  /**
+   * The reference server's own shutdown, its clients left as they are: calls in flight get the
+   * server's grace, then its forced close. `close` after it still closes the rest.
+   */
+  shutDown(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -200,6 +205,8 @@ export async function startTransport(
     security,
     client: clientWith({ cert: world.pki.clients.valid, token: adminToken }),
     clientWith,
+    // The reference servers' `close` runs once, however often it is called.
+    shutDown: () => stop(),
     close: async () => {
       for (const c of clients) c.close();
       await stop();
