@@ -77,6 +77,9 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *   ASCII) taken out before grpc-js reads it, as grpc-js drops it and with the line it writes,
  *   but without the error and stack grpc-js builds for each (120 such entries made a call cost
  *   2 ms of CPU before any interceptor ran);
+ * - up to {@link MAX_HEADER_LIST_PAIRS} header fields read per request, where Node reset a
+ *   stream of more than 128 before any JavaScript saw it: the header limits refuse such a call
+ *   with a request id and an audit line, where nothing was logged;
  * - `forceShutdown()` ending every connection of its ports, where grpc-js ends only the HTTP/2
  *   sessions it knows: a late handshake followed by a trickled preface held the port open past it;
  * - the calls `forceShutdown()` or a trust reload (a revoked certificate) cuts logged with why
@@ -112,6 +115,7 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
     writable: true,
     value(this: unknown, credentials: ServerCredentials) {
       const http2Server = original.call(this, credentials);
+      allowMoreHeaderPairs(http2Server);
       const options = (this as { options?: Record<string, unknown> }).options;
       const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
       const audit = auditOfCredentials(credentials);
@@ -186,6 +190,34 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
 interface Port {
   readonly gate: GatedConnections;
   readonly sessions: ReadonlySet<Http2Session>;
+}
+
+/**
+ * The header fields (pseudo-headers included) a request may carry before Node's HTTP/2 layer
+ * resets its stream: ten times the header limits' default count. Node's own default, 128, reset
+ * a call with more than about 120 metadata entries (`ENHANCE_YOUR_CALM`, which a grpc-js client
+ * reads as `RESOURCE_EXHAUSTED` "Bandwidth exhausted or memory limit exceeded") before any
+ * JavaScript saw it: no request id and no audit line, where the header limits refuse 101 with
+ * both. Past this bound Node still resets the stream, so that no client makes a call of tens of
+ * thousands of one-byte (HPACK-indexed) entries, each a string for Node and an entry for grpc-js.
+ *
+ * @internal
+ */
+export const MAX_HEADER_LIST_PAIRS = 1_000;
+
+/**
+ * Raises the header fields Node reads per request on `http2Server`'s sessions to
+ * {@link MAX_HEADER_LIST_PAIRS}, unless they were set. Node reads the options a server was made
+ * with as it makes each session, and offers no other way to change this one (`updateSettings`
+ * takes only the SETTINGS sent to clients): the stored options are found by their symbol's name.
+ * A Node that stores them otherwise keeps its own limit.
+ */
+function allowMoreHeaderPairs(http2Server: Http2Server | Http2SecureServer): void {
+  const key = Object.getOwnPropertySymbols(http2Server).find((symbol) => symbol.description === 'options');
+  const options: unknown = key === undefined ? undefined : (http2Server as unknown as Record<symbol, unknown>)[key];
+  if (typeof options !== 'object' || options === null) return;
+  const stored = options as { maxHeaderListPairs?: unknown };
+  if (stored.maxHeaderListPairs === undefined) stored.maxHeaderListPairs = MAX_HEADER_LIST_PAIRS;
 }
 
 /**
