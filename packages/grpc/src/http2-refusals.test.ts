@@ -2,10 +2,12 @@
 // a protocol error) make no call: fluxguard writes `http2.session_refused` for them, folded as
 // the connection refusals are, so that a flood of them is one line and never silent.
 import { once } from 'node:events';
+import { connect as connectHttp2, constants, type OutgoingHttpHeaders } from 'node:http2';
 import { connect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as Status, type Client } from '@grpc/grpc-js';
 import { FLAG, FRAME, PREFACE, h2Frame } from '@fluxguard/test-support/http2-frames';
+import { MAX_HEADER_LIST_PAIRS } from './http2-servers.js';
 import { fluxguardInterceptors, secureServerOptions } from './index.js';
 import { captureAudit, type Json } from './testing/harness.js';
 import {
@@ -142,5 +144,73 @@ describe('sessions refused by the HTTP/2 layer', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('streams Node resets as they open', () => {
+  /** Metadata of more header fields than Node reads: it resets the stream, and no call exists. */
+  const tooManyEntries = (): Metadata => {
+    const metadata = new Metadata();
+    for (let i = 0; i <= MAX_HEADER_LIST_PAIRS; i++) metadata.set(`x-e${String(i)}`, 'v');
+    return metadata;
+  };
+
+  it('writes one followed by a call on its connection as stream_reset', async () => {
+    const { server, lines } = await start();
+    const client: Client = clientFor(server.address, { ca: pki.ca.certPem });
+    try {
+      const reset = await unary(client, 'Public', tooManyEntries());
+      expect(reset.status.code).toBe(Status.RESOURCE_EXHAUSTED);
+      expect(reset.status.details).toBe('Bandwidth exhausted or memory limit exceeded');
+      expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+      await waitFor(() => refused(lines).length > 0);
+      expect(refused(lines)).toEqual([
+        expect.objectContaining({
+          transport: 'grpc',
+          reason: 'http2_refused',
+          refusals: { stream_reset: 1 },
+          addresses: ['127.0.0.1'],
+        }),
+      ]);
+      expect(JSON.stringify(lines())).not.toContain('x-e1');
+    } finally {
+      client.close();
+      await server.close();
+    }
+  });
+
+  it('writes one that is the last of its connection as the connection closes', async () => {
+    const { server, lines } = await start();
+    try {
+      const session = connectHttp2(`https://localhost:${String(server.port)}`, { ca: pki.ca.certPem });
+      session.on('error', () => undefined);
+      const headers: OutgoingHttpHeaders = { ':method': 'POST', ':path': '/any', 'content-type': 'application/grpc' };
+      for (let i = 0; i <= MAX_HEADER_LIST_PAIRS; i++) headers[`x-e${String(i)}`] = 'v';
+      const stream = session.request(headers);
+      stream.on('error', () => undefined);
+      stream.resume();
+      await new Promise((resolve) => stream.once('close', resolve));
+      expect(stream.rstCode).toBe(constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      // No later stream shows the gap: it is found as the session goes.
+      session.destroy();
+      await waitFor(() => refused(lines).length > 0);
+      expect(refused(lines)).toEqual([
+        expect.objectContaining({ refusals: { stream_reset: 1 }, addresses: ['127.0.0.1'] }),
+      ]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('writes nothing for a connection whose calls all reached grpc-js', async () => {
+    const { server, lines } = await start();
+    const client: Client = clientFor(server.address, { ca: pki.ca.certPem });
+    try {
+      for (let i = 0; i < 3; i++) expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+    } finally {
+      client.close();
+      await server.close();
+    }
+    expect(refused(lines)).toEqual([]);
   });
 });

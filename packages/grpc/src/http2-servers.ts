@@ -373,8 +373,9 @@ const REFUSAL_KINDS: ReadonlyMap<number, string> = new Map([
  * Writes a line (`http2.session_refused`, through the gate's folding) for each session Node's
  * HTTP/2 layer ends on the client's account: it answers with a GOAWAY and the session's `error`,
  * and no call ever exists, so no other line would say that a client flooded the port or sent
- * metadata past the limits. Listeners per session (its address is read as it opens: by the time
- * of the error Node has let go of the socket); nothing runs per call.
+ * metadata past the limits; and, counted as `stream_reset`, each stream Node reset as it opened
+ * ({@link noteStreamsResetUnseen}). Listeners per session (its address is read as it opens: by
+ * the time of the error Node has let go of the socket); one comparison per call.
  */
 function noteRefusedSessions(http2Server: Http2Server | Http2SecureServer, gate: ConnectionGate): void {
   http2Server.on('session', (session: Http2Session) => {
@@ -383,7 +384,73 @@ function noteRefusedSessions(http2Server: Http2Server | Http2SecureServer, gate:
       const kind = refusalKind(err);
       if (kind !== undefined) gate.sessionRefused(kind, address);
     });
+    noteStreamsResetUnseen(session, (count) => {
+      for (let i = 0; i < count; i++) gate.sessionRefused(STREAM_RESET, address);
+    });
   });
+}
+
+/** The kind of `http2.session_refused` that counts streams Node reset before any call existed. */
+const STREAM_RESET = 'stream_reset';
+/** Most streams one gap is counted as: a client may number its first stream anywhere up to 2^31. */
+const MOST_RESETS_COUNTED = 1_000;
+
+/**
+ * Counts the streams of `session` Node's HTTP/2 layer reset as they opened (more header fields
+ * than {@link MAX_HEADER_LIST_PAIRS}, a header HTTP/2 forbids, streams past the session's
+ * limits), which Node reports in no event: no stream object exists for them. A client numbers
+ * its streams 1, 3, 5, ...: a stream handed on past the next number expected, or, as the session
+ * goes, a last stream whose headers Node began to read (`state.lastProcStreamID`) past the last
+ * handed on, is a run of such streams. A number the client skipped is counted too: one whose
+ * stream it reset before sending its headers (a rapid-reset loop does), which HTTP/2 allows
+ * and no client sends as a habit. One comparison per stream, the state read once.
+ */
+function noteStreamsResetUnseen(session: Http2Session, note: (count: number) => void): void {
+  let expected = 1;
+  session.on('stream', (stream: ServerHttp2Stream) => {
+    const id = stream.id ?? 0;
+    if (id > expected) note(Math.min((id - expected) / 2, MOST_RESETS_COUNTED));
+    if (id >= expected) expected = id + 2;
+  });
+  let checked = false;
+  // `byRefusal`: a session Node ends on the client's account (a header block past nghttp2's
+  // limits, say) ends the stream it was reading with it, and that is the session's refusal.
+  const check = (byRefusal: boolean): void => {
+    if (checked) return;
+    checked = true;
+    const last = lastStreamRead(session);
+    if (last === undefined) return;
+    // After the `stream` events Node has queued for streams it read (emitted on the next tick).
+    process.nextTick(() => {
+      const unseen = (last - expected) / 2 + (byRefusal ? 0 : 1);
+      if (unseen > 0) note(Math.min(unseen, MOST_RESETS_COUNTED));
+    });
+  };
+  // Node ends a session through `destroy`, or, when its socket closes first, on its own: the
+  // socket's `close`, heard before Node's listener lets the session's state go.
+  const destroy = session.destroy.bind(session);
+  session.destroy = (...args: Parameters<Http2Session['destroy']>) => {
+    const [error] = args;
+    check(error instanceof Error && refusalKind(error) !== undefined);
+    destroy(...args);
+  };
+  try {
+    session.socket.prependListener('close', () => {
+      check(false);
+    });
+  } catch {
+    // A session whose socket is gone already: `destroy` is the one way left.
+  }
+}
+
+/** The id of the last stream whose headers Node began to read on `session`; `undefined` once it is gone. */
+function lastStreamRead(session: Http2Session): number | undefined {
+  try {
+    const id: unknown = (session.state as { lastProcStreamID?: unknown }).lastProcStreamID;
+    return typeof id === 'number' && id > 0 ? id : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A whole number above 0 set by `secureServerOptions`, or `undefined` (the default applies). */

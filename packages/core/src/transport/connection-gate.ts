@@ -37,9 +37,9 @@ export interface ConnectionGate {
   handshakeFailed(code: string, remoteAddress: string | undefined): void;
   /**
    * Notes an HTTP/2 session the server's HTTP/2 layer itself ended on the client's account (a
-   * flood, a header block past its limits, a protocol or flow-control error), by `kind`:
-   * `http2.session_refused`, folded as refusals are. Node answers these with a GOAWAY and no
-   * call, so nothing else would write a line.
+   * flood, a header block past its limits, a protocol or flow-control error), or a stream it
+   * reset as it opened, by `kind`: `http2.session_refused`, folded as refusals are. Node answers
+   * these with a GOAWAY or a reset and no call, so nothing else would write a line.
    */
   sessionRefused(kind: string, remoteAddress: string | undefined): void;
   /**
