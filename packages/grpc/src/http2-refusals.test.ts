@@ -202,6 +202,29 @@ describe('streams Node resets as they open', () => {
     }
   });
 
+  it('folds a flood of them, the server answering all along (bounded: 200 calls)', async () => {
+    const { server, lines } = await start();
+    const client: Client = clientFor(server.address, { ca: pki.ca.certPem });
+    try {
+      const metadata = tooManyEntries();
+      const startedAt = performance.now();
+      const outcomes = await Promise.all(Array.from({ length: 200 }, () => unary(client, 'Public', metadata)));
+      // Node's resets: ENHANCE_YOUR_CALM, and under a flood some INTERNAL_ERROR (grpc-js:
+      // "Received RST_STREAM with code 2"); never a call.
+      const codes = new Set(outcomes.map((outcome) => outcome.status.code));
+      expect([...codes].every((code) => code === Status.RESOURCE_EXHAUSTED || code === Status.INTERNAL)).toBe(true);
+      expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
+      expect(performance.now() - startedAt).toBeLessThan(10_000);
+      await waitFor(() => refused(lines).length > 0);
+      // One line at once; the rest are counted for the summary at the end of the interval.
+      expect(refused(lines)).toEqual([expect.objectContaining({ refusals: { stream_reset: 1 } })]);
+      expect(lines().length).toBeLessThan(5);
+    } finally {
+      client.close();
+      await server.close();
+    }
+  });
+
   it('writes nothing for a connection whose calls all reached grpc-js', async () => {
     const { server, lines } = await start();
     const client: Client = clientFor(server.address, { ca: pki.ca.certPem });
