@@ -198,8 +198,9 @@ interface Port {
  * a call with more than about 120 metadata entries (`ENHANCE_YOUR_CALM`, which a grpc-js client
  * reads as `RESOURCE_EXHAUSTED` "Bandwidth exhausted or memory limit exceeded") before any
  * JavaScript saw it: no request id and no audit line, where the header limits refuse 101 with
- * both. Past this bound Node still resets the stream, so that no client makes a call of tens of
- * thousands of one-byte (HPACK-indexed) entries, each a string for Node and an entry for grpc-js.
+ * both. Past this bound Node still resets the stream (counted by {@link noteStreamsResetUnseen}),
+ * so that no client makes a call of tens of thousands of one-byte (HPACK-indexed) entries, each a
+ * string for Node and an entry for grpc-js.
  *
  * @internal
  */
@@ -401,7 +402,7 @@ const MOST_RESETS_COUNTED = 1_000;
  * limits), which Node reports in no event: no stream object exists for them. A client numbers
  * its streams 1, 3, 5, ...: a stream handed on past the next number expected, or, as the session
  * goes, a last stream whose headers Node began to read (`state.lastProcStreamID`) past the last
- * handed on, is a run of such streams. A number the client skipped is counted too: one whose
+ * handed on (a header block left open included), is a run of such streams. A number the client skipped is counted too: one whose
  * stream it reset before sending its headers (a rapid-reset loop does), which HTTP/2 allows
  * and no client sends as a habit. One comparison per stream, the state read once.
  */
