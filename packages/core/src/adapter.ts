@@ -43,8 +43,10 @@ export {
   identityFromCertificate,
   identityFromTlsSocket,
   isIdentityCurrent,
+  untrustedCertificateError,
   type CertificateInput,
   type PeerTlsSocket,
+  type UnverifiedTlsSocket,
 } from './mtls/peer-identity.js';
 export {
   createTlsSettings,

@@ -135,6 +135,14 @@ export interface CallInfo {
   readonly peerAddress: string | undefined;
   /** The verified client certificate's identity, if the peer presented one that verified. */
   readonly peerCertificate: CertificateIdentity | undefined;
+  /**
+   * Why the client certificate the peer presented did not verify: Node's verification error code
+   * (`CERT_HAS_EXPIRED`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `CERT_REVOKED`, ...), only in
+   * per-operation mode, where such a handshake completes. `undefined` with no certificate, with a
+   * verified one, or where the adapter cannot tell. A code for the audit line only: the
+   * certificate itself is never read, and a client is never told.
+   */
+  readonly peerCertificateError?: string | undefined;
   /** The request headers (HTTP) or metadata (gRPC), as the client sent them, read case-insensitively. */
   readonly headers: HeaderReader;
   /** Absolute deadline in epoch milliseconds, when one applies. */

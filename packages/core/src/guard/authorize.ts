@@ -6,7 +6,8 @@ import { assertAuditLogger } from '../audit/check.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CallContext } from '../pipeline/call-context.js';
 import type { Control } from '../pipeline/control.js';
-import type { CompiledRbac } from '../rbac/rbac.js';
+import { missingCertificate, type CertificateReason } from '../mtls/certificate-check.js';
+import type { CompiledRbac, RbacDecision } from '../rbac/rbac.js';
 import { withCurrentCertificate } from './authenticate.js';
 
 /**
@@ -62,7 +63,10 @@ export interface Authorizer extends Control {
    * always is; in shadow mode a would-be denial is logged as `rbac.shadow_denied` and allowed);
    * otherwise throws `SecurityError`: `unauthenticated` with reason `missing_token` for an
    * anonymous caller on a protected operation, `permission_denied` (naming the subject in the
-   * audit line) for an unmet rule or an operation no rule names.
+   * audit line) for an unmet rule or an operation no rule names. A `certificate` requirement
+   * unmet because the connection's certificate failed verification is `permission_denied` with
+   * reason `certificate_untrusted`; that refusal, and `missing_token`, then carry Node's
+   * verification code as `certificateError` in the audit line's `detail`.
    */
   authorize(call: CallInfo, principal: Principal | undefined): void;
   /** The rules applied, e.g. for `ruleFor` (audit labels) or `isPublic`. */
@@ -75,6 +79,25 @@ interface ResolvedAuthorizerOptions {
 }
 
 const DEFAULTS: Readonly<ResolvedAuthorizerOptions> = Object.freeze({ rbac: undefined, audit: undefined });
+
+const UNTRUSTED = 'certificate_untrusted' satisfies CertificateReason;
+
+/**
+ * Node's code for a client certificate that failed verification, when the rule was refused for
+ * want of a verified certificate (no caller, or a `certificate` requirement unmet with none);
+ * otherwise `undefined`. Read from the call as received: a copy without its expired certificate
+ * (`withCurrentCertificate`) keeps only the plain fields.
+ */
+function untrustedCertificateOf(
+  decision: RbacDecision,
+  received: CallInfo,
+  call: CallInfo,
+  principal: Principal | undefined,
+): string | undefined {
+  if (decision.reason !== 'certificate_mismatch' && decision.reason !== 'unauthenticated') return undefined;
+  if ((principal?.certificate ?? call.peerCertificate) !== undefined) return undefined;
+  return received.peerCertificateError;
+}
 
 /** The authorizers made here: `rbac()` takes only one of them (see {@link isAuthorizer}). */
 const AUTHORIZERS = new WeakSet<object>();
@@ -116,22 +139,34 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
     const call = withCurrentCertificate(received);
     const decision = rbac.authorize(call.operation, principal, call.peerCertificate);
     if (decision.shadowDenied) {
+      const certificateError = untrustedCertificateOf(decision, received, call, principal);
       audit.record({
         event: 'rbac.shadow_denied',
         outcome: 'allowed',
-        reason: decision.reason,
+        reason:
+          certificateError !== undefined && decision.reason === 'certificate_mismatch' ? UNTRUSTED : decision.reason,
         operation: shadowLabel(call),
         peer: call.peerAddress,
         subject: principal?.subject,
         requestId: call.requestId,
         transport: call.transport,
         code: decision.denial?.code,
+        ...(certificateError === undefined ? {} : { detail: { certificateError } }),
       });
     }
     if (decision.allowed) return;
+    const certificateError = untrustedCertificateOf(decision, received, call, principal);
     if (principal === undefined && decision.reason === 'unauthenticated') {
       // No credential at all: say so, so that HTTP answers a plain `Bearer` challenge (RFC 6750 §3.1).
-      throw new SecurityError('unauthenticated', { reason: 'missing_token' });
+      // A certificate that failed verification is named in the line only: the answer stays this one.
+      throw new SecurityError('unauthenticated', {
+        reason: 'missing_token',
+        ...(certificateError === undefined ? {} : { auditFields: { certificateError } }),
+      });
+    }
+    if (certificateError !== undefined && decision.reason === 'certificate_mismatch') {
+      // The rule's certificate was missing because the one presented did not verify.
+      throw missingCertificate(received, principal?.subject);
     }
     const denial = decision.denial ?? new SecurityError('permission_denied', { reason: decision.reason });
     if (principal === undefined) throw denial;
@@ -169,7 +204,9 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
  * call's operation decides, default deny. Public operations pass; an anonymous caller on a
  * protected one is refused `unauthenticated` (reason `missing_token`); a `certificate`
  * requirement is met by the call's verified peer certificate (one that has expired since the
- * handshake identifies nobody); shadow mode logs would-be denials and lets the call go on.
+ * handshake identifies nobody; one that failed verification is refused as
+ * `certificate_untrusted`, see `CertificateReason`); shadow mode logs would-be denials and lets
+ * the call go on.
  * Pair it with {@link createAuthenticator}, which supplies the principal.
  *
  * @throws ConfigurationError for unknown options, or an `rbac` / `audit` of the wrong kind.

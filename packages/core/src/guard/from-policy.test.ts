@@ -87,6 +87,14 @@ describe('createGuardFromPolicy', () => {
       reason: 'client_certificate_required',
     });
     await expect(guard.check(call('GET /healthz', undefined, backupCert))).resolves.toBeUndefined();
+    // A certificate that failed verification is told apart in the audit facts, answered the same.
+    await expect(
+      guard.check({ ...call('GET /healthz'), peerCertificateError: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' }),
+    ).rejects.toMatchObject({
+      code: 'permission_denied',
+      reason: 'certificate_untrusted',
+      auditFields: { certificateError: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' },
+    });
     // The same as pipeline controls: the certificate check comes first.
     expect(guard.controls[0]).toMatchObject({ name: 'mtls', stage: 'client-certificate' });
     const perOperation = createGuardFromPolicy(parseSecurityPolicy({ mtls: { clientCertificates: 'per-operation' } }), {

@@ -178,7 +178,7 @@ export function createGuardFromPolicy(policy: SecurityPolicy, options: GuardFrom
   return Object.freeze({
     ...guard,
     check: async (call: CallInfo) => {
-      certificate.check(call.peerCertificate);
+      certificate.checkCall(call);
       return guard.check(call);
     },
     controls: Object.freeze([certificate, ...controls]),

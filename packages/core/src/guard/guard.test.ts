@@ -203,6 +203,67 @@ describe('createGuard', () => {
     });
   });
 
+  describe('a certificate that failed verification (per-operation mode)', () => {
+    const PULL = '/p.Store/Pull';
+    const rules = {
+      [PULL]: { anyRoles: ['artifacts.reader'], certificate: [{ spiffeId: 'spiffe://fluxguard.dev/**' }] },
+      [GET]: { certificate: [{ spiffeId: 'spiffe://fluxguard.dev/backup' }] },
+    };
+    const untrusted = (operation: string, headers: Record<string, string> = {}): CallInfo => ({
+      ...call(operation, headers),
+      peerCertificateError: 'CERT_HAS_EXPIRED',
+    });
+    const guardOf = (mode: RbacMode = 'enforce') => {
+      const { audit, lines } = capturedAudit();
+      return { guard: createGuard({ audit, jwt: verifier, rbac: compileRbac(rules, { mode }) }), lines };
+    };
+
+    it('names the certificate in the refusal of a certificate rule, with the answer of none', async () => {
+      const { guard } = guardOf();
+      const authorization = `Bearer ${await sign(key, { claims: { roles: ['artifacts.reader'] } })}`;
+      const presented = await refusal(guard.check(untrusted(PULL, { authorization })));
+      const none = await refusal(guard.check(call(PULL, { authorization })));
+      expect(presented).toMatchObject({
+        code: 'permission_denied',
+        reason: 'certificate_untrusted',
+        subject: 'alice',
+        auditFields: { certificateError: 'CERT_HAS_EXPIRED' },
+      });
+      expect(none).toMatchObject({ code: 'permission_denied', reason: 'certificate_mismatch', auditFields: undefined });
+      expect([presented.message, presented.details]).toEqual([none.message, none.details]);
+    });
+
+    it('keeps missing_token for a caller with nothing else, naming the certificate in the line only', async () => {
+      const err = await refusal(guardOf().guard.check(untrusted(GET)));
+      expect(err).toMatchObject({
+        code: 'unauthenticated',
+        reason: 'missing_token',
+        auditFields: { certificateError: 'CERT_HAS_EXPIRED' },
+      });
+      expect(bearerChallenge(err)).toBe('Bearer');
+    });
+
+    it('leaves every other refusal as it was', async () => {
+      const authorization = `Bearer ${await sign(key, { claims: { roles: ['artifacts.writer'] } })}`;
+      expect(await refusal(guardOf().guard.check(untrusted(PULL, { authorization })))).toMatchObject({
+        reason: 'missing_role',
+        auditFields: undefined,
+      });
+    });
+
+    it('says so in a shadow-mode line too', async () => {
+      const { guard, lines } = guardOf('shadow');
+      const authorization = `Bearer ${await sign(key, { claims: { roles: ['artifacts.reader'] } })}`;
+      await guard.check(untrusted(PULL, { authorization }));
+      expect(lines.at(-1)).toMatchObject({
+        event: 'rbac.shadow_denied',
+        reason: 'certificate_untrusted',
+        code: 'permission_denied',
+        detail: { certificateError: 'CERT_HAS_EXPIRED' },
+      });
+    });
+  });
+
   it('refuses bad options at construction', () => {
     const audit = createAuditLogger({ level: 'silent' });
     expect(() => createGuard({ audit, rbac: {} as never })).toThrow(/compileRbac/);

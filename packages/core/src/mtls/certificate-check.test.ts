@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { CertificateIdentity } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
+import { SecurityError } from '../errors/security-error.js';
 import { createCertificateCheck } from './certificate-check.js';
 
 // Identities as the TLS stack reports verified certificates; the handshakes themselves are
@@ -45,6 +46,49 @@ describe('createCertificateCheck', () => {
     );
     expect(() => check.check(identity('spiffe://example.org/ns/a/b/sa/ops'))).toThrow(
       expect.objectContaining({ reason: 'certificate_mismatch' }),
+    );
+  });
+
+  it('tells a certificate that failed verification from none, in the audit facts only', () => {
+    const check = createCertificateCheck();
+    const call = (peerCertificateError?: string) =>
+      ({
+        peerCertificate: undefined,
+        ...(peerCertificateError === undefined ? {} : { peerCertificateError }),
+      }) as never;
+    const refusal = (run: () => unknown): SecurityError => {
+      try {
+        run();
+      } catch (error) {
+        if (error instanceof SecurityError) return error;
+      }
+      throw new Error('expected a refusal');
+    };
+    const untrusted = refusal(() => check.checkCall(call('CERT_HAS_EXPIRED')));
+    const none = refusal(() => check.checkCall(call()));
+    expect(untrusted).toMatchObject({
+      reason: 'certificate_untrusted',
+      auditFields: { certificateError: 'CERT_HAS_EXPIRED' },
+    });
+    expect(none).toMatchObject({ reason: 'client_certificate_required', auditFields: undefined });
+    // What a client is told is the same.
+    for (const error of [untrusted, none]) {
+      expect([error.code, error.message, error.details]).toEqual([
+        'permission_denied',
+        'Permission denied.',
+        undefined,
+      ]);
+    }
+    // The control runs the same check.
+    expect(() => check.onStart?.(call('CERT_REVOKED'), undefined as never)).toThrow(
+      expect.objectContaining({ reason: 'certificate_untrusted', auditFields: { certificateError: 'CERT_REVOKED' } }),
+    );
+  });
+
+  it('keeps a verified certificate that has expired since the handshake as client_certificate_required', () => {
+    const expired = identity('spiffe://example.org/a', new Date(Date.now() - 1));
+    expect(() => createCertificateCheck().checkCall({ peerCertificate: expired } as never)).toThrow(
+      expect.objectContaining({ reason: 'client_certificate_required' }),
     );
   });
 

@@ -7,9 +7,12 @@ import { isIdentityCurrent } from './peer-identity.js';
 
 /**
  * Why a client certificate was refused: `client_certificate_required` (with
- * `permission_denied`) when none was verified or it has expired since the handshake,
- * `certificate_mismatch` (`permission_denied`) when it matches no identity rule, and
- * `certificate_unreadable` (`unauthenticated`) when the peer certificate cannot be parsed.
+ * `permission_denied`) when none was presented or the verified one has expired since the
+ * handshake, `certificate_untrusted` (`permission_denied` too, the same answer) when the
+ * connection presented one that failed verification (per-operation mode; the audit line's
+ * `detail.certificateError` gives Node's code, e.g. `CERT_HAS_EXPIRED`), `certificate_mismatch`
+ * (`permission_denied`) when it matches no identity rule, and `certificate_unreadable`
+ * (`unauthenticated`) when the peer certificate cannot be parsed.
  *
  * @example
  * ```ts
@@ -17,7 +20,37 @@ import { isIdentityCurrent } from './peer-identity.js';
  * const wrongCaller: CertificateReason = 'certificate_mismatch';
  * ```
  */
-export type CertificateReason = 'client_certificate_required' | 'certificate_mismatch' | 'certificate_unreadable';
+export type CertificateReason =
+  'client_certificate_required' | 'certificate_untrusted' | 'certificate_mismatch' | 'certificate_unreadable';
+
+/**
+ * The refusal of a call that needs a verified client certificate and has none. Its reason tells
+ * an operator what the connection presented: `certificate_untrusted`, with Node's verification
+ * code as `certificateError` in the audit line's `detail`, when a certificate failed
+ * verification; `client_certificate_required` otherwise. Both are `permission_denied` with the
+ * same neutral text: the client is never told why its certificate did not count.
+ *
+ * @example
+ * ```ts
+ * // internal to @fluxguard/core (not exported): missingCertificate
+ * if (call.peerCertificate === undefined) throw missingCertificate(call, principal?.subject);
+ * ```
+ *
+ * @internal
+ */
+export function missingCertificate(
+  call: Pick<CallInfo, 'peerCertificateError'> | undefined,
+  subject?: string,
+): SecurityError {
+  const certificateError = call?.peerCertificateError;
+  return certificateError === undefined
+    ? new SecurityError('permission_denied', { reason: 'client_certificate_required', subject })
+    : new SecurityError('permission_denied', {
+        reason: 'certificate_untrusted',
+        subject,
+        auditFields: { certificateError },
+      });
+}
 
 /**
  * Options of {@link createCertificateCheck}.
@@ -48,6 +81,12 @@ export interface CertificateCheckOptions {
 export interface CertificateCheck extends Control {
   /** Returns the identity, or throws `permission_denied` (`client_certificate_required` or `certificate_mismatch`). */
   check(identity: CertificateIdentity | undefined): CertificateIdentity;
+  /**
+   * `check` of a call's peer certificate; without one, the refusal says whether the connection
+   * presented a certificate that failed verification (`certificate_untrusted`, see
+   * {@link CertificateReason}). What the control runs on every call.
+   */
+  checkCall(call: CallInfo): CertificateIdentity;
 }
 
 const DEFAULTS: Readonly<CertificateCheckOptions> = Object.freeze({ allow: undefined });
@@ -63,7 +102,7 @@ const DEFAULTS: Readonly<CertificateCheckOptions> = Object.freeze({ allow: undef
  * ```ts
  * import { createCertificateCheck } from '@fluxguard/core';
  * const mtls = createCertificateCheck({ allow: [{ spiffeId: 'spiffe://example.org/ns/*\/sa/ops' }] });
- * mtls.check(call.peerCertificate); // throws SecurityError when refused
+ * mtls.checkCall(call); // throws SecurityError when refused
  * ```
  */
 export function createCertificateCheck(options?: CertificateCheckOptions): CertificateCheck {
@@ -79,21 +118,23 @@ export function createCertificateCheck(options?: CertificateCheckOptions): Certi
 export function certificateCheckFrom(owner: string, options: CertificateCheckOptions | undefined): CertificateCheck {
   const { allow } = resolveOptions(owner, DEFAULTS, options);
   const matches = allow === undefined ? undefined : compileIdentityRules(allow, 'mtls.allow');
-  const check = (identity: CertificateIdentity | undefined): CertificateIdentity => {
-    if (identity === undefined || !isIdentityCurrent(identity)) {
-      throw new SecurityError('permission_denied', { reason: 'client_certificate_required' });
-    }
+  const checkOf = (identity: CertificateIdentity | undefined, call: CallInfo | undefined): CertificateIdentity => {
+    // Asked of the call only here, on the way to a refusal: a verified connection never reads it.
+    if (identity === undefined) throw missingCertificate(call);
+    if (!isIdentityCurrent(identity)) throw missingCertificate(undefined);
     if (matches !== undefined && !matches(identity)) {
       throw new SecurityError('permission_denied', { reason: 'certificate_mismatch', subject: identity.spiffeId });
     }
     return identity;
   };
+  const checkCall = (call: CallInfo): CertificateIdentity => checkOf(call.peerCertificate, call);
   return Object.freeze({
     name: 'mtls',
     stage: 'client-certificate',
     onStart: (call: CallInfo): void => {
-      check(call.peerCertificate);
+      checkCall(call);
     },
-    check,
+    check: (identity: CertificateIdentity | undefined) => checkOf(identity, undefined),
+    checkCall,
   });
 }

@@ -12,7 +12,12 @@ import { webcrypto, X509Certificate } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createDevCertificateAuthority, type DevCertificateAuthority } from '../dev-pki/dev-pki.js';
 import { SecurityError } from '../errors/security-error.js';
-import { identityFromCertificate, identityFromTlsSocket, isIdentityCurrent } from './peer-identity.js';
+import {
+  identityFromCertificate,
+  identityFromTlsSocket,
+  isIdentityCurrent,
+  untrustedCertificateError,
+} from './peer-identity.js';
 import { isSpiffeId } from './spiffe.js';
 
 let ca: DevCertificateAuthority;
@@ -254,6 +259,57 @@ describe('identityFromTlsSocket', () => {
     expect(identityFromTlsSocket(socket(false))).toBeUndefined();
     expect(identityFromTlsSocket(socket(true))?.spiffeId).toBe('spiffe://fluxguard.dev/admin');
     expect(identityFromTlsSocket({ authorized: true, getPeerCertificate: () => ({}) } as never)).toBeUndefined();
+  });
+});
+
+describe('untrustedCertificateError', () => {
+  const raw = Buffer.from([0x30, 0x03, 0x02, 0x01, 0x01]);
+  /** A socket as Node leaves it after a handshake, counting how often its certificate is read. */
+  function socket(authorized: boolean, authorizationError: unknown, presented: boolean) {
+    const reads = { count: 0 };
+    const fake = {
+      authorized,
+      authorizationError,
+      getPeerCertificate: () => {
+        reads.count++;
+        return presented ? { raw, subject: { CN: 'claimed admin' } } : {};
+      },
+    };
+    return { socket: fake as never, reads };
+  }
+
+  it('names the code of a presented certificate that failed verification', () => {
+    expect(untrustedCertificateError(socket(false, 'CERT_HAS_EXPIRED', true).socket)).toBe('CERT_HAS_EXPIRED');
+    expect(untrustedCertificateError(socket(false, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', true).socket)).toBe(
+      'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+    );
+    // Node's typings say an Error: its code is taken, never its message.
+    const asError = Object.assign(new Error('certificate revoked for admin'), { code: 'CERT_REVOKED' });
+    expect(untrustedCertificateError(socket(false, asError, true).socket)).toBe('CERT_REVOKED');
+  });
+
+  it('says nothing of a connection without a certificate, though Node names an error for it', () => {
+    expect(untrustedCertificateError(socket(false, 'UNABLE_TO_GET_ISSUER_CERT', false).socket)).toBeUndefined();
+  });
+
+  it('never reads an authorized connection', () => {
+    const { socket: verified, reads } = socket(true, undefined, true);
+    expect(untrustedCertificateError(verified)).toBeUndefined();
+    expect(reads.count).toBe(0);
+  });
+
+  it('writes a fixed word for anything that is not a code, never the text', () => {
+    for (const odd of ['certificate has expired', 'CN=admin', undefined, 42, 'A'.repeat(65)]) {
+      expect(untrustedCertificateError(socket(false, odd, true).socket)).toBe('UNKNOWN');
+    }
+  });
+
+  it('reads a connection once, however many calls ask', () => {
+    const { socket: untrusted, reads } = socket(false, 'CERT_HAS_EXPIRED', true);
+    for (let i = 0; i < 5; i++) expect(untrustedCertificateError(untrusted)).toBe('CERT_HAS_EXPIRED');
+    const { socket: none, reads: noneReads } = socket(false, 'UNABLE_TO_GET_ISSUER_CERT', false);
+    for (let i = 0; i < 5; i++) expect(untrustedCertificateError(none)).toBeUndefined();
+    expect([reads.count, noneReads.count]).toEqual([1, 1]);
   });
 });
 

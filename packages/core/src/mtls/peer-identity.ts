@@ -140,6 +140,77 @@ export function identityFromTlsSocket(socket: PeerTlsSocket): CertificateIdentit
 }
 
 /**
+ * The socket members {@link untrustedCertificateError} reads: a `tls.TLSSocket` (Express:
+ * `req.socket`; gRPC: the socket of the call's HTTP/2 session).
+ *
+ * @example
+ * ```ts
+ * import type { TLSSocket } from 'node:tls';
+ * import { untrustedCertificateError, type UnverifiedTlsSocket } from '@fluxguard/core/adapter';
+ * const socket: UnverifiedTlsSocket = req.socket as TLSSocket;
+ * const code = untrustedCertificateError(socket);
+ * ```
+ */
+export type UnverifiedTlsSocket = Pick<TLSSocket, 'authorized' | 'authorizationError' | 'getPeerCertificate'>;
+
+/** A verification error code as Node names it: OpenSSL's `X509_V_ERR_` name without the prefix. */
+const VERIFY_ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
+/** What is logged when Node gives no code of that form: a fixed word, never its text. */
+const UNNAMED_VERIFY_ERROR = 'UNKNOWN';
+// Per connection: what a socket presented, and whether it verified, never change (renegotiation
+// is disabled on both adapters' servers). `null` records "nothing presented that failed".
+const untrustedCodes = new WeakMap<object, string | null>();
+
+/**
+ * Why the client certificate a TLS connection presented did not verify: Node's verification error
+ * code (`CERT_HAS_EXPIRED`, `CERT_NOT_YET_VALID`, `CERT_REVOKED`,
+ * `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, ...), or `undefined` when the connection is authorized or
+ * presented no certificate. Only per-operation mode completes such a handshake. It tells an
+ * untrusted certificate from none for the audit line: nothing of the certificate is read but its
+ * presence, and the code is a fixed identifier (`UNKNOWN` when Node gives none of that form),
+ * never a message. Cached per socket.
+ *
+ * @example
+ * ```ts
+ * import type { TLSSocket } from 'node:tls';
+ * import { untrustedCertificateError } from '@fluxguard/core/adapter';
+ * const socket = req.socket as TLSSocket;
+ * const code = socket.authorized ? undefined : untrustedCertificateError(socket); // 'CERT_HAS_EXPIRED'
+ * ```
+ */
+export function untrustedCertificateError(socket: UnverifiedTlsSocket): string | undefined {
+  if (socket.authorized) return undefined;
+  const known = untrustedCodes.get(socket);
+  if (known !== undefined) return known ?? undefined;
+  const code = presentedCertificate(socket) ? verifyErrorCode(socket.authorizationError) : undefined;
+  untrustedCodes.set(socket, code ?? null);
+  return code;
+}
+
+/**
+ * Whether the peer sent a certificate at all: Node names a verification error without one too
+ * (`UNABLE_TO_GET_ISSUER_CERT`), and only the certificate's presence tells the two apart.
+ */
+function presentedCertificate(socket: UnverifiedTlsSocket): boolean {
+  let peer: unknown;
+  try {
+    peer = socket.getPeerCertificate(false);
+  } catch {
+    // A socket torn down under the call: nothing to tell.
+    return false;
+  }
+  if (typeof peer !== 'object' || peer === null) return false;
+  const raw: unknown = (peer as { raw?: unknown }).raw;
+  return raw instanceof Uint8Array && raw.length > 0;
+}
+
+/** Node keeps the code as a string (its typings say `Error`); either way, only a code of the fixed form passes. */
+function verifyErrorCode(error: unknown): string {
+  const code: unknown = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : error;
+  return typeof code === 'string' && VERIFY_ERROR_CODE.test(code) ? code : UNNAMED_VERIFY_ERROR;
+}
+
+/**
  * True when `now` lies in the identity's validity window. The TLS stack already refuses
  * certificates outside it at handshake time; this is for long-lived connections that outlive
  * their client certificate.

@@ -672,10 +672,15 @@ export type LazyFact<T> = T | (() => T);
  * control may tighten the deadline; the signal is created only when read). A class, so that
  * building one per call allocates one small object.
  *
+ * `peerCertificateError` (optional) is Node's verification error code of a client certificate the
+ * connection presented and the TLS stack did not verify (see `untrustedCertificateError`);
+ * a control reads it only when it refuses a call for want of a verified certificate.
+ *
  * @example
  * ```ts
  * const info = new StateCallInfo(state, 'grpc', '/pkg.Svc/Get', '127.0.0.1:5000', undefined, headers);
  * const lazy = new StateCallInfo(state, 'grpc', '/pkg.Svc/Get', () => call.getPeer(), () => identityOf(call), headers);
+ * const untrusted = new StateCallInfo(state, 'http', 'GET /x', peer, undefined, headers, 'CERT_HAS_EXPIRED');
  * ```
  */
 export class StateCallInfo implements CallInfo {
@@ -685,6 +690,7 @@ export class StateCallInfo implements CallInfo {
   readonly #state: CallState;
   #peerAddress: LazyFact<string | undefined>;
   #peerCertificate: LazyFact<CertificateIdentity | undefined>;
+  #peerCertificateError: LazyFact<string | undefined>;
 
   constructor(
     state: CallState,
@@ -693,6 +699,7 @@ export class StateCallInfo implements CallInfo {
     peerAddress: LazyFact<string | undefined>,
     peerCertificate: LazyFact<CertificateIdentity | undefined>,
     headers: HeaderReader,
+    peerCertificateError?: LazyFact<string | undefined>,
   ) {
     this.#state = state;
     this.transport = transport;
@@ -700,6 +707,7 @@ export class StateCallInfo implements CallInfo {
     this.#peerAddress = peerAddress;
     this.#peerCertificate = peerCertificate;
     this.headers = headers;
+    this.#peerCertificateError = peerCertificateError;
   }
 
   get peerAddress(): string | undefined {
@@ -710,6 +718,11 @@ export class StateCallInfo implements CallInfo {
   get peerCertificate(): CertificateIdentity | undefined {
     const fact = this.#peerCertificate;
     return typeof fact === 'function' ? (this.#peerCertificate = fact()) : fact;
+  }
+
+  get peerCertificateError(): string | undefined {
+    const fact = this.#peerCertificateError;
+    return typeof fact === 'function' ? (this.#peerCertificateError = fact()) : fact;
   }
 
   get requestId(): string {
