@@ -305,7 +305,7 @@ describe('authorize() and mtls() options', () => {
 describe('mtls() over real TLS', () => {
   let pki: TestPki;
   let served: Awaited<ReturnType<typeof listen>>;
-  const { audit } = captureAudit();
+  const { audit, lines } = captureAudit();
   const agents: Agent[] = [];
 
   beforeAll(async () => {
@@ -348,5 +348,40 @@ describe('mtls() over real TLS', () => {
     expect(await status('/ops', pki.client)).toBe(403);
     const ops = await pki.ca.issueClientCertificate({ spiffeId: 'spiffe://fluxguard.dev/ops/deployer' });
     expect(await status('/ops', ops)).toBe(200);
+  });
+
+  it('answers a certificate that failed verification exactly as it answers none, and logs why', async () => {
+    const expired = await pki.ca.issueClientCertificate({ spiffeId: CLIENT_SPIFFE_ID, validity: 'expired' });
+    const cases = [
+      { client: undefined, reason: 'client_certificate_required', detail: undefined },
+      { client: expired, reason: 'certificate_untrusted', detail: { certificateError: 'CERT_HAS_EXPIRED' } },
+      {
+        client: pki.stranger,
+        reason: 'certificate_untrusted',
+        detail: { certificateError: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' },
+      },
+    ] as const;
+    const answers: unknown[] = [];
+    for (const { client, reason, detail } of cases) {
+      const agent = agentFor(pki.ca.certPem, client);
+      agents.push(agent);
+      const res = await fetch(`${served.url}/any`, { dispatcher: agent });
+      const requestId = res.headers.get('x-request-id') ?? '';
+      const body = (await res.json()) as Record<string, unknown>;
+      expect(body.requestId).toBe(requestId);
+      // All the client gets but the request id and the date, which differ on every answer.
+      const headers = Object.fromEntries(
+        [...res.headers].filter(([name]) => name !== 'x-request-id' && name !== 'date'),
+      );
+      answers.push({ status: res.status, headers, body: { ...body, requestId: undefined } });
+      const line = lines().filter((l) => l.requestId === requestId);
+      expect(line).toEqual([expect.objectContaining({ event: 'request.denied', reason, code: 'permission_denied' })]);
+      // Node's code alone: nothing of the certificate, whose subject is never read.
+      expect(line[0]?.detail).toEqual(detail);
+      expect(line[0]?.subject).toBeUndefined();
+    }
+    expect(answers[0]).toMatchObject({ status: 403, body: { code: 'permission_denied' } });
+    expect(answers[1]).toEqual(answers[0]);
+    expect(answers[2]).toEqual(answers[0]);
   });
 });

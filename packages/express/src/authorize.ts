@@ -68,10 +68,12 @@ export type MtlsOptions = CertificateCheckOptions;
  * Requires a verified client certificate on every request it guards, for an app or a router
  * without RBAC (with RBAC, use the `certificate` requirement of a rule through
  * {@link authorize} instead). Refuses with `403 permission_denied`: reason
- * `client_certificate_required` without a verified, current certificate (including an untrusted
- * one in per-operation mode), `certificate_mismatch` when it matches none of `allow`
- * (`createCertificateCheck` of `@fluxguard/core`). It sets no principal; handlers read the
- * identity with `getClientCertificate`.
+ * `client_certificate_required` without a verified, current certificate,
+ * `certificate_untrusted` when the connection presented one that failed verification
+ * (per-operation mode: the same answer, with Node's code, e.g. `CERT_HAS_EXPIRED`, as
+ * `detail.certificateError` in the audit line only), `certificate_mismatch` when it matches none
+ * of `allow` (`createCertificateCheck` of `@fluxguard/core`). It sets no principal; handlers read
+ * the identity with `getClientCertificate`.
  *
  * @example
  * ```ts

@@ -22,6 +22,7 @@ import {
   identityFromTlsSocket,
   isIdentityCurrent,
   missingContextError,
+  untrustedCertificateError,
   toPublicError,
   type FinishedRequest,
   type UnreadRequest,
@@ -653,14 +654,26 @@ function asSecurityError(error: unknown): SecurityError {
 // `path` is the concrete path as the router matches it (mount path included), not a route
 // pattern: the controls run before routing, and rules are matched against it.
 function buildCallInfo(req: Request, state: CallState, path: string): CallInfo {
+  const certificate = getClientCertificate(req);
   return new StateCallInfo(
     state,
     'http',
     httpOperation(req.method, path),
     peerOf(req),
-    getClientCertificate(req),
+    certificate,
     new RawHeaders(req.rawHeaders),
+    certificate === undefined ? certificateErrorOf(req) : undefined,
   );
+}
+
+/**
+ * Node's verification code of the client certificate the request's connection presented and the
+ * TLS stack refused (per-operation mode), for the audit line of a refusal; `undefined` otherwise.
+ * Only an unauthorized connection is looked at, and only once (see `untrustedCertificateError`).
+ */
+function certificateErrorOf(req: IncomingMessage): string | undefined {
+  const socket: unknown = req.socket;
+  return socket instanceof TLSSocket && !socket.authorized ? untrustedCertificateError(socket) : undefined;
 }
 
 /**

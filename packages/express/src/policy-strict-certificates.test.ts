@@ -70,4 +70,17 @@ describe("a policy's strict client certificates, behind per-operation TLS settin
     expect(res.status).toBe(200);
     expect(handled).toBe(1);
   });
+
+  it('answers a certificate that failed verification as none, naming Node’s code in the audit line', async () => {
+    const res = await fetch(`${served.url}/healthz`, { dispatcher: agent(pki.stranger) });
+    expect(res.status).toBe(403);
+    expect(await res.text()).not.toMatch(/certificate|strict|policy|UNABLE/i);
+    expect(handled).toBe(1);
+    expect(lines().at(-1)).toMatchObject({
+      reason: 'certificate_untrusted',
+      code: 'permission_denied',
+      detail: { certificateError: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' },
+      requestId: res.headers.get('x-request-id'),
+    });
+  });
 });

@@ -1,3 +1,4 @@
+import { TLSSocket } from 'node:tls';
 import type {
   Metadata,
   ServerInterceptingCallInterface,
@@ -7,7 +8,13 @@ import type {
   ServerWritableStream,
 } from '@grpc/grpc-js';
 import { SecurityError, type ContextKey, type Principal, type RequestContext } from '@fluxguard/core';
-import { UNIX_SOCKET_PEER, hiddenSlot, missingContextError, type CallState } from '@fluxguard/core/adapter';
+import {
+  UNIX_SOCKET_PEER,
+  hiddenSlot,
+  missingContextError,
+  untrustedCertificateError,
+  type CallState,
+} from '@fluxguard/core/adapter';
 
 /**
  * What fluxguard knows about one gRPC call, as a handler or a later interceptor sees it: core's
@@ -72,6 +79,22 @@ export class GrpcCall {
   /** The client's address as grpc-js reports it (`unknown` when it cannot), read once, when first asked for. */
   get peer(): string {
     return (this.#peer ??= safePeer(this.#below));
+  }
+
+  /**
+   * Node's verification code of the client certificate the call's connection presented and the
+   * TLS stack refused (per-operation mode), or `undefined`. grpc-js tells such a connection from
+   * one without TLS by nothing (`getAuthContext()` is empty for both), so the socket of the
+   * call's HTTP/2 session is asked: only when a refusal for want of a certificate reads it, and
+   * once per connection (`untrustedCertificateError`).
+   */
+  get certificateError(): string | undefined {
+    const stream: unknown = (this.#below as { stream?: unknown }).stream;
+    const session: unknown =
+      typeof stream === 'object' && stream !== null ? (stream as { session?: unknown }).session : undefined;
+    const socket: unknown =
+      typeof session === 'object' && session !== null ? (session as { socket?: unknown }).socket : undefined;
+    return socket instanceof TLSSocket ? untrustedCertificateError(socket) : undefined;
   }
 
   /** What handlers see of the call; made when first asked for (most handlers never do). */

@@ -1,6 +1,6 @@
 import { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { status as Status, type Client } from '@grpc/grpc-js';
+import { status as Status, type Client, type StatusObject } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
 import { captureAudit } from './testing/harness.js';
 import { createServerCredentials, fluxguardInterceptors, mtls } from './index.js';
@@ -56,20 +56,48 @@ describe('mtls() interceptor', () => {
     expect((await unary(client(readersOnly, pki.reader), 'Public')).status.code).toBe(Status.OK);
   });
 
-  it.each([
-    ['no certificate', undefined],
-    ['a certificate from another CA claiming the allowed SPIFFE ID', 'forged'],
-    ['an expired certificate', 'expired'],
-  ] as const)('refuses %s before the handler runs', async (_label, which) => {
+  // What the client gets, and what the audit line says (Node's verification code, if any).
+  const refused = [
+    ['no certificate', undefined, 'client_certificate_required', undefined],
+    [
+      'a certificate from another CA claiming the allowed SPIFFE ID',
+      'forged',
+      'certificate_untrusted',
+      'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+    ],
+    ['an expired certificate', 'expired', 'certificate_untrusted', 'CERT_HAS_EXPIRED'],
+    ['a certificate not yet valid', 'notYetValid', 'certificate_untrusted', 'CERT_NOT_YET_VALID'],
+    ['a revoked certificate', 'revoked', 'certificate_untrusted', 'CERT_REVOKED'],
+  ] as const;
+
+  /** Everything the client received but the request id, which differs on every call. */
+  function publicAnswer(status: StatusObject): unknown {
+    const metadata = status.metadata.toJSON();
+    expect(metadata['x-request-id']).toHaveLength(1);
+    delete metadata['x-request-id'];
+    return { code: status.code, details: status.details, metadata };
+  }
+
+  it.each(refused)('refuses %s before the handler runs', async (_label, which, reason, certificateError) => {
     const before = handlerStarts.count;
     const outcome = await unary(client(readersOnly, which === undefined ? undefined : pki[which]), 'Public');
     expect(outcome.status.code).toBe(Status.PERMISSION_DENIED);
     expect(outcome.status.details).toBe('Permission denied.');
     expect(handlerStarts.count).toBe(before);
     const requestId = outcome.status.metadata.get('x-request-id')[0];
-    expect(audit.lines().some((l) => l.requestId === requestId && l.reason === 'client_certificate_required')).toBe(
-      true,
-    );
+    const lines = audit.lines().filter((l) => l.requestId === requestId);
+    expect(lines).toEqual([expect.objectContaining({ event: 'request.denied', reason, code: 'permission_denied' })]);
+    // The code alone: nothing of the certificate, whose subject is never read.
+    expect(lines[0]?.detail).toEqual(certificateError === undefined ? undefined : { certificateError });
+    expect(lines[0]?.subject).toBeUndefined();
+  });
+
+  it('answers a certificate that failed verification exactly as it answers none', async () => {
+    const none = publicAnswer((await unary(client(readersOnly), 'Public')).status);
+    for (const [, which] of refused) {
+      if (which === undefined) continue;
+      expect(publicAnswer((await unary(client(readersOnly, pki[which]), 'Public')).status)).toEqual(none);
+    }
   });
 
   it('reads a connection’s peer certificate once, however many calls it carries', async () => {

@@ -18,9 +18,11 @@ export type MtlsInterceptorOptions = CertificateCheckOptions;
  * Requires a verified client certificate on every call, for a server without RBAC (with RBAC,
  * use the `certificate` requirement of a rule through `guard` or `rbac` instead). Refuses with
  * `PERMISSION_DENIED`: reason `client_certificate_required` without a verified, current
- * certificate (an untrusted one in per-operation mode counts as none), `certificate_mismatch`
- * when it matches none of `allow` (`createCertificateCheck` of `@fluxguard/core`). The identity
- * is read only from a connection whose certificate verified; it sets no principal.
+ * certificate, `certificate_untrusted` when the connection presented one that failed
+ * verification (per-operation mode: the same answer, with Node's code, e.g. `CERT_HAS_EXPIRED`,
+ * as `detail.certificateError` in the audit line only), `certificate_mismatch` when it matches
+ * none of `allow` (`createCertificateCheck` of `@fluxguard/core`). The identity is read only
+ * from a connection whose certificate verified; it sets no principal.
  *
  * @example
  * ```ts

@@ -284,6 +284,8 @@ function callInfo(
     () => grpcCall.peer,
     () => verifiedPeerIdentity(call),
     metadataHeaders(metadata),
+    // Read only by a refusal for want of a verified certificate.
+    () => grpcCall.certificateError,
   );
 }
 

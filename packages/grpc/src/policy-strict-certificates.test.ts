@@ -60,4 +60,18 @@ describe("a policy's strict client certificates, behind per-operation TLS settin
     const { status } = await unary(withCertificate, 'Public');
     expect(status.code).toBe(Status.OK);
   });
+
+  it('answers a certificate that failed verification as none, naming Node’s code in the audit line', async () => {
+    const forged = clients.open(server.address, pki.ca.certPem, pki.forged);
+    const { status } = await unary(forged, 'Public');
+    expect([status.code, status.details]).toEqual([Status.PERMISSION_DENIED, 'Permission denied.']);
+    const requestId = status.metadata.get('x-request-id')[0];
+    expect(audit.lines().filter((line) => line.requestId === requestId)).toEqual([
+      expect.objectContaining({
+        reason: 'certificate_untrusted',
+        code: 'permission_denied',
+        detail: { certificateError: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' },
+      }),
+    ]);
+  });
 });
