@@ -48,6 +48,11 @@ interface CertRow {
   readonly op: 'get' | 'delete' | 'health';
   readonly strict: Expected | 'ok';
   readonly perOperation: Expected | 'ok';
+  /**
+   * The audit line of the per-operation refusal: its reason, and Node's verification code of a
+   * certificate that was presented and failed (`detail.certificateError`), if any.
+   */
+  readonly perOperationLine?: { readonly reason: string; readonly certificateError?: string };
 }
 
 const certRows: readonly CertRow[] = [
@@ -58,6 +63,8 @@ const certRows: readonly CertRow[] = [
     op: 'get',
     strict: HANDSHAKE_REFUSED,
     perOperation: { code: 'permission_denied' },
+    // The rule's `certificate` requirement, unmet by a token alone.
+    perOperationLine: { reason: 'certificate_mismatch' },
   },
   {
     name: 'a certificate from another CA',
@@ -66,6 +73,7 @@ const certRows: readonly CertRow[] = [
     op: 'get',
     strict: HANDSHAKE_REFUSED,
     perOperation: { code: 'permission_denied' },
+    perOperationLine: { reason: 'certificate_untrusted', certificateError: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' },
   },
   {
     name: 'an expired certificate',
@@ -74,6 +82,7 @@ const certRows: readonly CertRow[] = [
     op: 'get',
     strict: HANDSHAKE_REFUSED,
     perOperation: { code: 'permission_denied' },
+    perOperationLine: { reason: 'certificate_untrusted', certificateError: 'CERT_HAS_EXPIRED' },
   },
   {
     name: 'a certificate not yet valid',
@@ -82,6 +91,7 @@ const certRows: readonly CertRow[] = [
     op: 'get',
     strict: HANDSHAKE_REFUSED,
     perOperation: { code: 'permission_denied' },
+    perOperationLine: { reason: 'certificate_untrusted', certificateError: 'CERT_NOT_YET_VALID' },
   },
   {
     name: 'a revoked certificate (CRL)',
@@ -90,6 +100,7 @@ const certRows: readonly CertRow[] = [
     op: 'get',
     strict: HANDSHAKE_REFUSED,
     perOperation: { code: 'permission_denied' },
+    perOperationLine: { reason: 'certificate_untrusted', certificateError: 'CERT_REVOKED' },
   },
   {
     name: 'a SPIFFE ID outside the rules',
@@ -98,6 +109,7 @@ const certRows: readonly CertRow[] = [
     op: 'get',
     strict: { code: 'permission_denied' },
     perOperation: { code: 'permission_denied' },
+    perOperationLine: { reason: 'certificate_mismatch' },
   },
   {
     name: 'the development client certificate with a token',
@@ -185,7 +197,36 @@ describe.each(TRANSPORTS)('mTLS over %s', (transport) => {
       expect(outcome.ok).toBe(false);
       expect(outcome.status).toBe(client.statusOf(expected));
       expectNoLeak(outcome, t.dataDir);
+      const line = mode === 'per-operation' ? row.perOperationLine : undefined;
+      if (line === undefined) return;
+      const lines = t.log.lines.filter((l) => l.requestId === outcome.requestId);
+      expect(lines).toEqual([expect.objectContaining({ event: 'request.denied', reason: line.reason })]);
+      expect(lines[0]?.detail).toEqual(
+        line.certificateError === undefined ? undefined : { certificateError: line.certificateError },
+      );
     });
+
+    if (mode === 'per-operation') {
+      it('answers a certificate that failed verification exactly as it answers none', async () => {
+        const answers: string[] = [];
+        for (const name of ['none', 'expired', 'otherCa', 'revoked'] as const) {
+          const outcome = await t.clientWith({ cert: cert(name), token: adminToken }).get('mtls/target.txt');
+          expect(outcome.ok).toBe(false);
+          const requestId = outcome.requestId ?? '';
+          expect(requestId).not.toBe('');
+          // All the client got, but what differs on every call: its request id, the date, and
+          // the rate limits' remaining points (`RateLimit: "per-peer";r=286`), one fewer each call.
+          answers.push(
+            outcome.exposed
+              .replaceAll(requestId, '<request id>')
+              .replace(/"date":\[?"[^"]*"\]?,?/g, '')
+              .replace(/;r=\d+;/g, ';r=<remaining>;'),
+          );
+        }
+        expect(answers[0]).toContain(transport === 'http' ? '403' : 'Permission denied.');
+        for (const answer of answers.slice(1)) expect(answer).toBe(answers[0]);
+      });
+    }
 
     it('never takes the identity of an untrusted self-signed certificate', async () => {
       // The other-CA certificate names the very SPIFFE ID the rules allow.
