@@ -91,7 +91,53 @@ const DEFAULTS: Readonly<ResolvedAuthenticatorOptions> = Object.freeze({
 export function withCurrentCertificate(call: CallInfo): CallInfo {
   return call.peerCertificate === undefined || isIdentityCurrent(call.peerCertificate)
     ? call
-    : { ...call, peerCertificate: undefined };
+    : new WithoutPeerCertificate(call);
+}
+
+/**
+ * `call` without its peer certificate. Read through, not copied: an adapter's call reads its
+ * request id, peer and signal through getters, which a spread (`{ ...call }`) leaves out, and
+ * the audit line of a call refused then named neither its request nor its peer.
+ */
+class WithoutPeerCertificate implements CallInfo {
+  readonly #call: CallInfo;
+  readonly peerCertificate = undefined;
+
+  constructor(call: CallInfo) {
+    this.#call = call;
+  }
+
+  get transport(): CallInfo['transport'] {
+    return this.#call.transport;
+  }
+
+  get operation(): string {
+    return this.#call.operation;
+  }
+
+  get requestId(): string {
+    return this.#call.requestId;
+  }
+
+  get peerAddress(): string | undefined {
+    return this.#call.peerAddress;
+  }
+
+  get peerCertificateError(): string | undefined {
+    return this.#call.peerCertificateError;
+  }
+
+  get headers(): CallInfo['headers'] {
+    return this.#call.headers;
+  }
+
+  get deadline(): number | undefined {
+    return this.#call.deadline;
+  }
+
+  get signal(): AbortSignal {
+    return this.#call.signal;
+  }
 }
 
 /** @internal Validates already-resolved options; `factory` names the caller in errors. */

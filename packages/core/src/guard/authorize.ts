@@ -85,18 +85,16 @@ const UNTRUSTED = 'certificate_untrusted' satisfies CertificateReason;
 /**
  * Node's code for a client certificate that failed verification, when the rule was refused for
  * want of a verified certificate (no caller, or a `certificate` requirement unmet with none);
- * otherwise `undefined`. Read from the call as received: a copy without its expired certificate
- * (`withCurrentCertificate`) keeps only the plain fields.
+ * otherwise `undefined`.
  */
 function untrustedCertificateOf(
   decision: RbacDecision,
-  received: CallInfo,
   call: CallInfo,
   principal: Principal | undefined,
 ): string | undefined {
   if (decision.reason !== 'certificate_mismatch' && decision.reason !== 'unauthenticated') return undefined;
   if ((principal?.certificate ?? call.peerCertificate) !== undefined) return undefined;
-  return received.peerCertificateError;
+  return call.peerCertificateError;
 }
 
 /** The authorizers made here: `rbac()` takes only one of them (see {@link isAuthorizer}). */
@@ -139,7 +137,7 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
     const call = withCurrentCertificate(received);
     const decision = rbac.authorize(call.operation, principal, call.peerCertificate);
     if (decision.shadowDenied) {
-      const certificateError = untrustedCertificateOf(decision, received, call, principal);
+      const certificateError = untrustedCertificateOf(decision, call, principal);
       audit.record({
         event: 'rbac.shadow_denied',
         outcome: 'allowed',
@@ -155,7 +153,7 @@ export function authorizerFrom(options: ResolvedAuthorizerOptions, factory: stri
       });
     }
     if (decision.allowed) return;
-    const certificateError = untrustedCertificateOf(decision, received, call, principal);
+    const certificateError = untrustedCertificateOf(decision, call, principal);
     if (principal === undefined && decision.reason === 'unauthenticated') {
       // No credential at all: say so, so that HTTP answers a plain `Bearer` challenge (RFC 6750 §3.1).
       // A certificate that failed verification is named in the line only: the answer stays this one.

@@ -15,6 +15,7 @@ import {
 } from '../testing/jwt-fixtures.js';
 import { createJwtVerifier, type JwtVerifier } from '../jwt/verifier.js';
 import { compileRbac, type RbacMode } from '../rbac/rbac.js';
+import { CallState, StateCallInfo } from '../pipeline/call-context.js';
 import { bearerChallenge, createGuard, httpOperation } from './guard.js';
 
 const { GET, DELETE, HEALTH } = GUARD_OPS;
@@ -174,6 +175,34 @@ describe('createGuard', () => {
       operation: DELETE,
       subject: 'alice',
       requestId: 'r-1',
+    });
+  });
+
+  it('in shadow mode names the request and the peer of a call whose certificate has expired since the handshake', async () => {
+    const { guard, lines } = setup('shadow', false);
+    const token = await sign(key, { claims: { roles: ['artifacts.reader'] } });
+    const expired = { ...backupCert, validTo: new Date(Date.now() - 1000) };
+    // As the adapters make it: the request id, the peer and the signal are read through getters.
+    const state = new CallState({
+      requestId: 'r-expired',
+      deadline: undefined,
+      end: () => undefined,
+      onReleaseError: () => undefined,
+    });
+    const received = new StateCallInfo(
+      state,
+      'grpc',
+      DELETE,
+      '127.0.0.1:2',
+      expired,
+      call(DELETE, { authorization: `Bearer ${token}` }).headers,
+    );
+    await expect(guard.check(received)).resolves.toMatchObject({ subject: 'alice', certificate: undefined });
+    expect(lines.at(-1)).toMatchObject({
+      event: 'rbac.shadow_denied',
+      operation: DELETE,
+      requestId: 'r-expired',
+      peer: '127.0.0.1:2',
     });
   });
 
