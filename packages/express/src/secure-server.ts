@@ -290,14 +290,13 @@ export function createSecureServer(app: RequestListener, options: SecureServerOp
   // Node's `closeAllConnections` reaches only connections that finished their handshake: one
   // accepted before `close()` that shook hands after the grace then trickled a request head held
   // the process for as long as it liked, as `close()` stops Node's header and request timeouts.
-  // The gate holds every connection from its accept on, so it ends them all.
+  // The gate holds every connection from its accept on, so it ends them all, first: it notes
+  // each as ended by the shutdown before destroying it, so that the requests they carry are
+  // logged as cut (`reason: 'server_shutdown'`), not as left by their clients.
   const closeHttpConnections = server.closeAllConnections.bind(server);
   server.closeAllConnections = () => {
-    // Noted before Node destroys them: the requests they carry are logged as cut by the
-    // shutdown (`reason: 'server_shutdown'`), not as left by their clients.
-    for (const socket of connections) noteServerEnding(socket, 'server_shutdown');
-    closeHttpConnections();
     gated.destroyAll();
+    closeHttpConnections();
   };
   server.on('secureConnection', (socket: TLSSocket) => {
     connections.add(socket);
