@@ -1,3 +1,4 @@
+import type { ServerHttp2Stream } from 'node:http2';
 import { TLSSocket } from 'node:tls';
 import type {
   Metadata,
@@ -89,11 +90,7 @@ export class GrpcCall {
    * once per connection (`untrustedCertificateError`).
    */
   get certificateError(): string | undefined {
-    const stream: unknown = (this.#below as { stream?: unknown }).stream;
-    const session: unknown =
-      typeof stream === 'object' && stream !== null ? (stream as { session?: unknown }).session : undefined;
-    const socket: unknown =
-      typeof session === 'object' && session !== null ? (session as { socket?: unknown }).socket : undefined;
+    const socket: unknown = http2StreamOf(this.#below)?.session?.socket;
     return socket instanceof TLSSocket ? untrustedCertificateError(socket) : undefined;
   }
 
@@ -318,4 +315,20 @@ export function peerString(address: string | undefined, port: number | undefined
   if (address === undefined || address === '') return 'unknown';
   if (port === undefined || port === 0) return address;
   return address.includes(':') ? `[${address}]:${String(port)}` : `${address}:${String(port)}`;
+}
+
+/**
+ * The HTTP/2 stream of a call, read from grpc-js's own call object (`stream`, not part of its
+ * typed interface), which is the one below safeErrors when safeErrors is the first interceptor.
+ * `undefined` when it is not there or does not look like a stream.
+ *
+ * @internal
+ */
+export function http2StreamOf(call: object): ServerHttp2Stream | undefined {
+  const stream: unknown = (call as { stream?: unknown }).stream;
+  if (typeof stream !== 'object' || stream === null) return undefined;
+  const candidate = stream as Partial<ServerHttp2Stream>;
+  return typeof candidate.close === 'function' && typeof candidate.closed === 'boolean'
+    ? (stream as ServerHttp2Stream)
+    : undefined;
 }

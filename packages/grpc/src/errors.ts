@@ -24,7 +24,7 @@ import {
   type PublicError,
 } from '@fluxguard/core/adapter';
 import { warnIfNotAdded } from './added-services.js';
-import { GrpcCall, attachCall, callOf, safePeer } from './context.js';
+import { GrpcCall, attachCall, callOf, http2StreamOf, safePeer } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import { closeIfLingering } from './lingering-streams.js';
@@ -752,20 +752,6 @@ function isStatusLike(error: unknown): error is { readonly code: number; readonl
 
 function stringValues(values: readonly (string | Buffer)[]): string[] {
   return values.filter((v): v is string => typeof v === 'string');
-}
-
-/**
- * The HTTP/2 stream of a call, read from grpc-js's own call object (`stream`, not part of its
- * typed interface), which is the one below safeErrors when safeErrors is the first interceptor.
- * `undefined` when it is not there or does not look like a stream.
- */
-function http2StreamOf(call: ServerInterceptingCallInterface): ServerHttp2Stream | undefined {
-  const stream: unknown = (call as { stream?: unknown }).stream;
-  if (typeof stream !== 'object' || stream === null) return undefined;
-  const candidate = stream as Partial<ServerHttp2Stream>;
-  return typeof candidate.close === 'function' && typeof candidate.closed === 'boolean'
-    ? (stream as ServerHttp2Stream)
-    : undefined;
 }
 
 function deadlineOf(call: ServerInterceptingCallInterface): number | undefined {
