@@ -69,12 +69,23 @@ export class GrpcCall {
   cancelled = false;
   /** The client has sent its whole request (half-close). */
   requestFinished = false;
+  /** The call's HTTP/2 session, when grpc-js's own call is below safeErrors: what one connection's calls share. */
+  readonly session: object | undefined;
 
-  /** @param below - the grpc-js call the peer address is read from, when first asked for. */
-  constructor(operation: string, below: Pick<ServerInterceptingCallInterface, 'getConnectionInfo'>, state: CallState) {
+  /**
+   * @param below - the grpc-js call the peer address is read from, when first asked for.
+   * @param session - the call's HTTP/2 session, when known.
+   */
+  constructor(
+    operation: string,
+    below: Pick<ServerInterceptingCallInterface, 'getConnectionInfo'>,
+    state: CallState,
+    session?: object,
+  ) {
     this.operation = operation;
     this.#below = below;
     this.state = state;
+    this.session = session;
   }
 
   /** The client's address as grpc-js reports it (`unknown` when it cannot), read once, when first asked for. */

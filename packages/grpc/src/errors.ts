@@ -395,7 +395,7 @@ class SafeErrorsCall extends ForwardingCall {
         this.#audit.logger.error({ ...this.#failureContext(), err }, 'a control release callback failed');
       },
     });
-    const grpcCall = new GrpcCall(this.#operation, this.below, state);
+    const grpcCall = new GrpcCall(this.#operation, this.below, state, this.#session);
     this.#grpcCall = grpcCall;
     attachCall(metadata, grpcCall);
     if (this.#downstream === undefined) this.passMetadata(metadata);

@@ -14,6 +14,7 @@ import {
   missingContextError,
   type Pipeline,
   identityFromCertificate,
+  hiddenSlot,
 } from '@fluxguard/core/adapter';
 import { warnUnservedMethods } from './added-services.js';
 import { INSTALL_INTERCEPTORS, callOf, type GrpcCall } from './context.js';
@@ -282,7 +283,7 @@ function callInfo(
     'grpc',
     operation,
     () => grpcCall.peer,
-    () => verifiedPeerIdentity(call),
+    () => connectionPeerIdentity(call, grpcCall.session),
     metadataHeaders(metadata),
     // Read only by a refusal for want of a verified certificate.
     () => grpcCall.certificateError,
@@ -352,6 +353,32 @@ export function verifiedPeerIdentity(
   if (cached !== undefined) return cached;
   const identity = identityFromCertificate({ raw: peer.raw });
   if (key !== undefined) identities.set(key, identity);
+  return identity;
+}
+
+// One connection, one client certificate: its identity is read on the first call that asks and
+// kept on the HTTP/2 session. Asked on every call, grpc-js tested the session's socket, a proxy
+// of Node's, with `instanceof` (a call into the runtime, about 0.5 % of a served call). The
+// certificate cannot change under a connection: a hardened server keeps the first one its
+// socket reported, and HTTP/2 forbids renegotiation. `null`: the connection has none.
+const sessionIdentities = hiddenSlot<CertificateIdentity | null>();
+
+/**
+ * The verified client certificate of a call's connection ({@link verifiedPeerIdentity}), read
+ * once per HTTP/2 session. Without a session (grpc-js's own call is not below safeErrors), read
+ * from the call each time.
+ *
+ * @internal
+ */
+export function connectionPeerIdentity(
+  call: Pick<ServerInterceptingCallInterface, 'getAuthContext'>,
+  session: object | undefined,
+): CertificateIdentity | undefined {
+  if (session === undefined) return verifiedPeerIdentity(call);
+  const known = sessionIdentities.get(session);
+  if (known !== undefined) return known ?? undefined;
+  const identity = verifiedPeerIdentity(call);
+  sessionIdentities.set(session, identity ?? null);
   return identity;
 }
 
