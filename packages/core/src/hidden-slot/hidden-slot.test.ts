@@ -1,4 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { inspect } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { describe, expect, it } from 'vitest';
 import { hiddenSlot } from './hidden-slot.js';
 
@@ -23,6 +25,29 @@ describe('hiddenSlot', () => {
     expect(JSON.stringify(target)).toBe('{"id":"42"}');
     expect(slot.get({ ...target })).toBeUndefined();
     expect(other.get(target)).toBeUndefined();
+  });
+
+  it('keeps a value aside on an engine that refuses private fields to objects that cannot be extended', () => {
+    // V8 has this rule behind a flag (Node 26); an engine without the flag adds the field, and
+    // the value must be kept either way.
+    const rule = '--js-nonextensible-applies-to-private';
+    const known = spawnSync(process.execPath, ['--v8-options'], { encoding: 'utf8' }).stdout.includes(rule);
+    if (known) setFlagsFromString(rule);
+    try {
+      const slot = hiddenSlot<number>();
+      const frozen = Object.freeze({ id: '1' });
+      const sealed = Object.preventExtensions({ id: '2' });
+      const open = { id: '3' };
+      slot.set(frozen, 1);
+      slot.set(sealed, 2);
+      slot.set(open, 3);
+      slot.set(frozen, 4);
+      expect([slot.get(frozen), slot.get(sealed), slot.get(open)]).toEqual([4, 2, 3]);
+      expect(slot.get({ id: '1' })).toBeUndefined();
+      expect(Reflect.ownKeys(frozen)).toEqual(['id']);
+    } finally {
+      if (known) setFlagsFromString(`--no-${rule.slice(2)}`);
+    }
   });
 
   it('cannot be forged through any property a sender controls', () => {

@@ -28,8 +28,8 @@ class Adopt {
  * `Object.getOwnPropertySymbols`, not `util.inspect` or a serializer. A field is added at the
  * cost of a plain property store. `Object.defineProperty` measured more than ten times that per
  * object, paid on every call, and a WeakMap entry per call costs the garbage collector more.
- * An object that cannot be extended goes to a WeakMap (rare); engines may stop adding private
- * fields to such objects.
+ * Where the engine refuses a private field (engines may stop adding them to objects that cannot
+ * be extended), the value goes to a WeakMap (rare).
  *
  * @example
  * ```ts
@@ -57,9 +57,15 @@ export function hiddenSlot<T>(): HiddenSlot<T> {
     }
 
     static set(target: object, value: T): void {
-      if (#value in target) target.#value = value;
-      else if (Object.isExtensible(target)) new Slot(target, value);
-      else {
+      if (#value in target) {
+        target.#value = value;
+        return;
+      }
+      // Tried, not asked first: `Object.isExtensible` cost a call into the runtime on every set
+      // (two a served gRPC call), for objects that can almost always be extended.
+      try {
+        new Slot(target, value);
+      } catch {
         anySealed = true;
         sealed.set(target, value);
       }
