@@ -153,6 +153,37 @@ describe('the timeouts control on a call', () => {
     expect(vi.getTimerCount()).toBe(before + 3);
   });
 
+  it('makes no idle timer for a call whose request ends in the turn it started, and one for a call still sending', () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const made = vi.spyOn(globalThis, 'setTimeout');
+    // A limit of its own: calls left waiting by earlier tests get their timers in this turn too.
+    const idleTimers = () => made.mock.calls.filter(([, ms]) => ms === 1_234).length;
+    const info = call('/pkg.S/Get', 1_000_000 + 60_000);
+    const whole = start({ idleMs: 1_234 }, info);
+    whole.pipeline.message({ id: 1 }, info, whole.state, 1);
+    whole.pipeline.inboundEnd(info, whole.state);
+    const sending = start({ idleMs: 1_234 }, info);
+    sending.pipeline.message({ chunk: 1 }, info, sending.state, 1);
+    expect(idleTimers()).toBe(0);
+    vi.advanceTimersByTime(0);
+    expect(idleTimers()).toBe(1);
+    vi.advanceTimersByTime(1_233);
+    expect([whole.ended, sending.ended]).toEqual([[], []]);
+    vi.advanceTimersByTime(1);
+    expect(whole.ended).toEqual([]);
+    expect(sending.ended.map((e) => e.reason)).toEqual(['inbound_idle']);
+  });
+
+  it('still ends idle calls after fake timers that never ran their turn were uninstalled', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const info = call('/pkg.S/Upload', Date.now() + 60_000);
+    start({ idleMs: 1_000 }, info);
+    vi.useRealTimers();
+    const { ended } = start({ idleMs: 20 }, call('/pkg.S/Upload', Date.now() + 60_000));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(ended.map((e) => e.reason)).toEqual(['inbound_idle']);
+  });
+
   it('stops its timers when the call ends', () => {
     vi.useFakeTimers({ now: 1_000_000 });
     const { state, ended } = start({ defaultMs: 5_000, idleMs: 1_000 }, call('PUT /x'));

@@ -1,13 +1,12 @@
 import type { CallInfo, Transport } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
-import { SecurityError } from '../errors/security-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import type { CallContext } from '../pipeline/call-context.js';
-import { createContextKey } from '../pipeline/call-context.js';
 import type { Control, StartResult } from '../pipeline/control.js';
 import { compileOperationRules } from '../policy/operation-rules.js';
 import { wholeNumber } from '../options/whole-number.js';
 import { declaresBody } from '../call/declared-body.js';
+import { restartIdleTimer, startIdleTimer, stopIdleTimer } from './idle-timer.js';
 
 /**
  * Why the timeouts control ended a call: the deadline it set or capped passed
@@ -137,16 +136,6 @@ const OPTION_DEFAULTS: Readonly<TimeoutsOptions> = Object.freeze({
   servedOperations: undefined,
 });
 
-const IDLE_TIMER = createContextKey<ReturnType<typeof setTimeout>>('timeouts.idle');
-
-function startIdleTimer(context: CallContext, idleMs: number): void {
-  const timer = setTimeout(() => {
-    context.end(new SecurityError('deadline_exceeded', { reason: 'inbound_idle' }));
-  }, idleMs);
-  timer.unref();
-  context.set(IDLE_TIMER, timer);
-}
-
 /** Whether inbound data is to come after the head: a gRPC request's messages, an HTTP body. */
 function expectsInbound(call: CallInfo): boolean {
   return (
@@ -217,8 +206,7 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
     // its deadline, fifteen minutes with a long client deadline.
     if (expectsInbound(call)) startIdleTimer(context, limits.idleMs);
     return () => {
-      const timer = context.get(IDLE_TIMER);
-      if (timer !== undefined) clearTimeout(timer);
+      stopIdleTimer(context);
     };
   };
 
@@ -226,11 +214,7 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
   // gRPC call, an HTTP request with a body), and restarts with each message or chunk: a request
   // without a body never needs one.
   const onMessage = (_message: unknown, call: CallInfo, context: CallContext): void => {
-    const timer = context.get(IDLE_TIMER);
-    if (timer !== undefined) {
-      timer.refresh();
-      return;
-    }
+    if (restartIdleTimer(context)) return;
     const { idleMs } = limitsFor(call.operation);
     if (idleMs !== 0) startIdleTimer(context, idleMs);
   };
@@ -244,8 +228,7 @@ export function compileTimeouts(options: TimeoutsOptions, where: string): Timeou
     onStart,
     onMessage,
     onInboundEnd: (_call: CallInfo, context: CallContext): void => {
-      const timer = context.get(IDLE_TIMER);
-      if (timer !== undefined) clearTimeout(timer);
+      stopIdleTimer(context);
     },
   });
 }
