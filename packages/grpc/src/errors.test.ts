@@ -67,6 +67,7 @@ type Mode =
   | 'callback'
   | 'destroy'
   | 'emit-unhandled'
+  | 'emit-heard'
   | 'await-signal'
   | 'set-principal-late'
   | 'empty'
@@ -76,6 +77,9 @@ const delay = (ms: number): Promise<void> =>
   new Promise((resolve) => {
     setTimeout(resolve, ms);
   });
+
+/** Errors the handlers' own `error` listeners heard (mode `emit-heard`). */
+const heardByHandlers: unknown[] = [];
 
 /** Abort reasons seen by handlers, by request id. */
 const observedAborts = new Map<string, string>();
@@ -157,6 +161,11 @@ async function unaryLike(
       // A listener-less emit would throw from a timer and crash the process.
       setTimeout(() => call.emit('error', fsError()), 5);
       return undefined;
+    case 'emit-heard':
+      // The handler's own listener hears the error too.
+      call.on('error', (error: unknown) => heardByHandlers.push(error));
+      setTimeout(() => call.emit('error', fsError()), 5);
+      return undefined;
     case 'await-signal':
       return awaitAbort(call);
     case 'set-principal-late':
@@ -226,6 +235,10 @@ async function streamLike(call: ServerWritableStream<Json, Json> | ServerDuplexS
       call.destroy(fsError());
       return;
     case 'emit-unhandled':
+      setTimeout(() => call.emit('error', fsError()), 5);
+      return;
+    case 'emit-heard':
+      call.on('error', (error: unknown) => heardByHandlers.push(error));
       setTimeout(() => call.emit('error', fsError()), 5);
       return;
     case 'await-signal':
@@ -378,10 +391,15 @@ describe.each(KINDS)('%s calls', (kind) => {
     }
   });
 
-  it.each(['throw', 'reject', 'callback', 'destroy', 'emit-unhandled'] as const)(
+  it.each(['throw', 'reject', 'callback', 'destroy', 'emit-unhandled', 'emit-heard'] as const)(
     'turn a leaking failure (%s) into INTERNAL and log its cause once',
     async (mode) => {
+      const heardBefore = heardByHandlers.length;
       const outcome = await callKind(started.client, kind, {}, withMode(mode));
+      // A stream's listener hears the failure's status too, which ends the stream.
+      const heard = heardByHandlers.length - heardBefore;
+      if (mode === 'emit-heard') expect(heard).toBeGreaterThanOrEqual(1);
+      else expect(heard).toBe(0);
       const line = expectSafeFailure(outcome, { code: Status.INTERNAL, details: 'An internal error occurred.', kind });
       expect(line).toMatchObject({
         outcome: 'error',
