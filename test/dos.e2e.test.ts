@@ -280,9 +280,9 @@ describe('downloads their client leaves over http', () => {
     );
     expect(heads.every((head) => head.startsWith('HTTP/1.1 200 '))).toBe(true);
     const ids = heads.map((head) => /x-request-id: (\S+)/i.exec(head)?.[1] ?? '');
-    // The handler's download fails when the client goes; it lets the failure reach the error
-    // handler, which logs the client's leaving and gives the slot back (holdForHandlerMs, 5 s,
-    // is the wait for a handler that returns without a word).
+    // The client's leaving is logged when its connection closes under the handler; the
+    // handler's download fails then, and its failure reaching the error handler gives the slot
+    // back (holdForHandlerMs, 5 s, is the wait for a handler that returns without a word).
     await expect.poll(() => ids.filter((id) => t.log.textFor(id).includes('request.cancelled')).length).toBe(8);
     await expect.poll(() => t.security.concurrency.inFlight(), { timeout: 3_000 }).toBe(0);
   });

@@ -355,11 +355,30 @@ export function standInCall(req: IncomingMessage, state: CallState): HttpCallSta
 /** How a request is ended early (deadline, a refused body chunk): sends `error`'s public answer. */
 export type EndRequest = (error: SecurityError, req: IncomingMessage, res: ServerResponse) => void;
 
+/** Writes the `request.cancelled` line of a request cut while its handler worked. */
+export type WriteCancelled = (req: IncomingMessage, res: ServerResponse, state: CallState) => void;
+
+/** The calls whose `request.cancelled` line was written when they were cut: only cut ones are ever added. */
+const cancelledAtWork = new WeakSet<CallState>();
+
+/**
+ * Whether the `request.cancelled` line of the call was written when its connection closed under
+ * its handler: a failure of that handler afterwards gets no second line.
+ *
+ * @internal
+ */
+export function cancelledLineWritten(state: CallState): boolean {
+  return cancelledAtWork.has(state);
+}
+
 /**
  * Attaches the call state to `req` once: a second call (the middleware mounted twice, or in an
  * app and a sub-app) returns the existing one rather than creating a second id. `origin` is
  * kept on the state for the attaching middleware to recognise it later. The state is
- * finished (signal aborted, release callbacks run) when the response closes, however it ends.
+ * finished (signal aborted, release callbacks run) when the response closes, however it ends;
+ * closed under a handler at work, before the handler's answer, `writeCancelled` writes the
+ * request's `request.cancelled` line then (without it, the error handler writes the line if the
+ * handler's failure reaches it).
  *
  * @internal
  */
@@ -370,6 +389,7 @@ export function attachContext(
   endRequest: EndRequest,
   onReleaseError: (error: unknown, requestId: string) => void,
   origin?: object,
+  writeCancelled?: WriteCancelled,
 ): CallState {
   const existing = stateOf(req);
   if (existing !== undefined) return existing;
@@ -400,14 +420,25 @@ export function attachContext(
   const onClose = (): void => {
     forgetQueued?.();
     const answered = res.writableFinished;
+    let cut = false;
     if (state.handlerRunning) {
       // The handler's own answer went out: it has stopped. Otherwise (the client left, or a
       // control answered early) it may still be at work: it has stopped once it ends its answer.
       // Ended, its answer never sent (queued behind one whose connection closed): stopped too.
       if ((answered || res.writableEnded) && !state.endedEarly) state.handlerStopped();
-      else stoppedOnEnd(res, state);
+      else {
+        stoppedOnEnd(res, state);
+        // Cut under the handler (the client left, or the server ended the connection), as gRPC
+        // notices a cancelled call: the line is written now, whatever the handler does next
+        // (returns, writes to the closed response, fails, never ends). A request a control
+        // answered early has its line already. Marked before the signal aborts: a handler that
+        // fails at once on it reaches the error handler within `finish`.
+        cut = !state.endedEarly && writeCancelled !== undefined;
+        if (cut) cancelledAtWork.add(state);
+      }
     }
     state.finish(answered ? 'ended' : 'cancelled');
+    if (cut) writeCancelled?.(req, res, state);
     if (answered && bodyStillComing(req)) lingerForBody(req);
   };
   res.on('close', onClose);

@@ -18,9 +18,10 @@ import {
   refuseOptions,
   resolveOptions,
   serverEndingOf,
+  type CallState,
   type PublicError,
 } from '@fluxguard/core/adapter';
-import { stateOf, writeControlHeaders } from './context.js';
+import { cancelledLineWritten, stateOf, writeControlHeaders } from './context.js';
 import { bodyStillComing, closeAfterAnswer } from './request-body.js';
 
 /**
@@ -275,20 +276,14 @@ export function answerFailures(options: ErrorHandlerOptions, owner = 'errorHandl
       if (state?.finished === true && !state.endedEarly && !res.writableFinished) {
         // The client went away before the answer (what the handler threw is most likely its
         // aborted signal): nobody is left to answer, and a client that leaves is no server
-        // fault. One short info line, not an error line with a stack that anyone could repeat
-        // at will; the error's name says whether it was the abort. When the server cut the
-        // connection itself (a shutdown, a revoked certificate), the line says so and why.
-        audit.recordCancelled(
-          {
-            requestId,
-            operation: operationOf(req),
-            peer: peerOf(req, res),
-            subject: state.principal?.subject,
-            transport: 'http',
-          },
-          translated instanceof Error ? translated.name : typeof translated,
-          serverEndingOf(req.socket),
-        );
+        // fault. Its one short info line was written when the connection closed under the
+        // handler; here only when it was not (`requestId()` without `fluxguard().before`, or a
+        // request refused after its client left, before its handler ran). What failed goes to
+        // a debug line, as on gRPC: most often the abort, or what the cut caused (a stream
+        // closed early), which no more than the abort may cost an error line a client can
+        // repeat at will; a real bug shows on the requests that are not cut too.
+        if (!cancelledLineWritten(state)) recordCancelledRequest(audit, req, res, state);
+        audit.logger.debug({ requestId, err: translated }, 'failure after the request was cancelled');
         if (!res.destroyed) res.destroy();
         return;
       }
@@ -345,6 +340,39 @@ export function recordRequestFailure(
     requestId,
     transport: 'http',
   });
+}
+
+/**
+ * Writes the `request.cancelled` line (`audit.recordCancelled`) of a request cut before its
+ * answer: its client left, or the server ended its connection (a shutdown, a revoked
+ * certificate), which the line's `reason` then says. The one place its context is built, for
+ * the line written when the connection closes and for the error handler's. Never throws: it
+ * runs in a 'close' listener too.
+ *
+ * @internal
+ */
+export function recordCancelledRequest(
+  audit: AuditLogger,
+  req: IncomingMessage,
+  res: ServerResponse,
+  state: CallState,
+): void {
+  try {
+    audit.recordCancelled(
+      {
+        requestId: state.requestId,
+        operation: operationOf(req as Request),
+        peer: peerOf(req, res),
+        subject: state.principal?.subject,
+        transport: 'http',
+      },
+      undefined,
+      serverEndingOf(req.socket),
+    );
+  } catch {
+    // A label of the app that throws: the request is over, and the audit logger reports its
+    // own write failures.
+  }
 }
 
 /**

@@ -10,9 +10,15 @@ import {
   refuseUndefinedGuard,
   stackControls,
 } from '@fluxguard/core/adapter';
-import { answerFailures, notFound, reachedFromApp, recordRequestFailure } from './error-handler.js';
+import {
+  answerFailures,
+  notFound,
+  reachedFromApp,
+  recordCancelledRequest,
+  recordRequestFailure,
+} from './error-handler.js';
 import { probeUnreadAnswer } from './unread-answer.js';
-import { standInCall, stateOf, type EndRequest } from './context.js';
+import { standInCall, stateOf, type EndRequest, type WriteCancelled } from './context.js';
 import { refusedStandIn } from './stand-ins.js';
 import { aheadOfBefore, markMiddleware } from './app-routing.js';
 import {
@@ -200,6 +206,12 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
     );
     dropLaterWrites(res);
   };
+  // A request cut while its handler works gets its line when its connection closes, as gRPC's
+  // call does when it is cancelled: a handler that returns, or writes to the closed response,
+  // never reaches the error handler.
+  const writeCancelled: WriteCancelled = (req, res, state) => {
+    recordCancelledRequest(audit, req, res, state);
+  };
   const onReleaseError = (err: unknown, requestId: string): void => {
     audit.logger.error({ err, requestId }, 'a control release callback failed');
   };
@@ -219,10 +231,23 @@ export function fluxguard(options: FluxguardOptions): FluxguardMiddleware {
   const beforeWith = (run: PipelineRunner | undefined, origin: object | undefined) =>
     function fluxguardBefore(req: Request, res: Response, next: NextFunction): void {
       if (refusedStandIn(req, res, next)) return;
-      const state = startOrRefuse(req, res, next, endRequest, onReleaseError, origin, writeSecurityHeaders);
+      const state = startOrRefuse(
+        req,
+        res,
+        next,
+        endRequest,
+        onReleaseError,
+        origin,
+        writeSecurityHeaders,
+        writeCancelled,
+      );
       if (state === undefined) return;
-      if (run === undefined) next();
-      else {
+      if (run === undefined) {
+        // No control to pass: what follows is the handler's work (a pipeline says so itself),
+        // whose request, if cut, gets its `request.cancelled` line.
+        state.handlerStarted();
+        next();
+      } else {
         try {
           run(req, res, next, state);
         } catch (error) {

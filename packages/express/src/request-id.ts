@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler } from 'express';
 import { REQUEST_ID_HEADER, resolveRequestId, type SecurityError } from '@fluxguard/core';
 import { refuseOptions, type CallState } from '@fluxguard/core/adapter';
-import { attachContext, standInCall, type EndRequest } from './context.js';
+import { attachContext, standInCall, type EndRequest, type WriteCancelled } from './context.js';
 import { passRefusalOn } from './hand-over.js';
 import { refusedStandIn } from './stand-ins.js';
 import { answerable } from './request-body.js';
@@ -52,7 +52,8 @@ export function requestIdWith(
 /**
  * What {@link requestId} does to a request, for `fluxguard().before` to do in its one
  * middleware: the call state attached (or the existing one), its id on the response, and
- * `writeHeaders` (the security headers) after it. A request that cannot be started is passed on
+ * `writeHeaders` (the security headers) after it, and `writeCancelled` for the line of a request
+ * cut while its handler works (see `attachContext`). A request that cannot be started is passed on
  * as a refusal, so that code dropping the error serves nothing behind it, and `undefined` is
  * returned.
  *
@@ -66,6 +67,7 @@ export function startOrRefuse(
   onReleaseError: (error: unknown, requestId: string) => void,
   origin?: object,
   writeHeaders?: (res: ServerResponse) => void,
+  writeCancelled?: WriteCancelled,
 ): CallState | undefined {
   // Pipelined behind a body read only to be dropped, on a connection that has ended its side:
   // whatever the application did for it, no answer could reach the client.
@@ -81,6 +83,7 @@ export function startOrRefuse(
       endRequest,
       onReleaseError,
       origin,
+      writeCancelled,
     );
     // A stand-in for the call's request (a sub-app run on a copy) is answered on the call's own
     // response, which has the id and the headers already: a stand-in response may take none.

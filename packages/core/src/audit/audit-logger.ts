@@ -197,11 +197,13 @@ export interface AuditLogger {
   recordFailure(err: unknown, context: FailureContext): PublicError;
   /**
    * Writes the short `request.cancelled` line (`info`, outcome `cancelled`, no stack) of a call
-   * that ended while its handler worked; `error` names what the handler threw then, when it
-   * threw. `endedBy` says the server cut the call's connection itself, and why (the line's
-   * `reason`: {@link ServerEndReason}); without it, the client left. Folded as refusals are
-   * (`request.cancelled.folded`), by `reason` too: a client leaves calls at will, and a
-   * shutdown cuts every call in flight at once.
+   * that ended while its handler worked. `error`, when given, becomes the line's `error` field
+   * (a name, such as `AbortError`); fluxguard's adapters give none: they write the line when the
+   * cut is noticed, before the handler has done anything with it, and what it throws afterwards
+   * goes to a debug line with the error. `endedBy` says the server cut the call's connection
+   * itself, and why (the line's `reason`: {@link ServerEndReason}); without it, the client left.
+   * Folded as refusals are (`request.cancelled.folded`), by `reason` too: a client leaves calls
+   * at will, and a shutdown cuts every call in flight at once.
    */
   recordCancelled(context: FailureContext, error?: string, endedBy?: ServerEndReason): void;
 }
