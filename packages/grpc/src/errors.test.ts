@@ -520,6 +520,11 @@ describe.each(KINDS)('%s calls', (kind) => {
     expect(linesFor(`cancel-${kind}`)).toMatchObject([{ event: 'request.cancelled', outcome: 'cancelled', level: 30 }]);
     expect(linesFor(`cancel-${kind}`)[0]?.err).toBeUndefined();
     expect(observedAborts.get(`cancel-${kind}`)).toBe('AbortError');
+    // What the handler threw after the cut (its aborted signal), on every kind of call: a debug
+    // line with the error, as on Express, not a second line.
+    expect(log.lines().filter((line) => line.requestId === `cancel-${kind}` && line.level === 20)).toMatchObject([
+      { msg: 'status after the call ended', err: { message: expect.stringContaining('cancelled the call') as unknown } },
+    ]);
   });
 });
 

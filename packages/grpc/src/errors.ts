@@ -326,12 +326,7 @@ class SafeErrorsCall extends ForwardingCall {
       // The call is over (answered or abandoned): grpc-js drops this one, but never
       // forward text we have not vetted.
       const pending = grpcCall.takePendingError();
-      if (pending !== undefined || status.code !== Status.OK) {
-        this.#audit.logger.debug(
-          { ...this.#failureContext(), err: pending?.error ?? statusCause(status) },
-          'status after the call ended',
-        );
-      }
+      if (pending !== undefined || status.code !== Status.OK) this.#afterEnd(pending?.error ?? statusCause(status));
       this.#forward(this.#neutralStatus());
       return;
     }
@@ -452,6 +447,12 @@ class SafeErrorsCall extends ForwardingCall {
           // its handler ran (a flood of resets) writes none. A call the server cut itself (a
           // shutdown, a revoked certificate) has the line too, with why.
           const working = state.handlerRunning;
+          if (working) {
+            // Before the signal aborts: a streaming handler may fail on it at once.
+            cancelledAtWork.set(grpcCall, (error) => {
+              this.#afterEnd(error);
+            });
+          }
           state.finish('cancelled');
           if (working) this.#audit.recordCancelled(this.#failureContext(), undefined, serverEndingOf(this.#session));
         }
@@ -560,6 +561,16 @@ class SafeErrorsCall extends ForwardingCall {
       grpcCall?.state.finish('ended');
     }
     this.#closeIfLingering();
+  }
+
+  /**
+   * What failed once the call was over (its handler's status, or a streaming handler's failure
+   * after a cancel): one debug line with the error, no second audit line. Most often it is the
+   * end's own doing (the aborted signal, a stream destroyed under the handler), which a client
+   * can bring about at will; a real bug shows on the calls that are not cut too.
+   */
+  #afterEnd(error: unknown): void {
+    this.#audit.logger.debug({ ...this.#failureContext(), err: error }, 'status after the call ended');
   }
 
   #forward(status: PartialStatusObject): void {
@@ -703,6 +714,24 @@ export function normalizeFailure(error: unknown): unknown {
     });
   }
   return error;
+}
+
+/**
+ * The calls cancelled while their handler worked, with what logs a failure of that handler
+ * afterwards: grpc-js destroys a streaming call's stream when it is cancelled, so the handler's
+ * status never reaches {@link safeErrors} (a unary handler's still does). Filled on the cancel
+ * path only.
+ */
+const cancelledAtWork = new WeakMap<GrpcCall, (error: unknown) => void>();
+
+/**
+ * Logs, at debug level, a handler's failure after its call was cancelled under it (see
+ * `cancelledAtWork`); nothing for any other call.
+ *
+ * @internal
+ */
+export function failedAfterCancel(grpcCall: GrpcCall, error: unknown): void {
+  cancelledAtWork.get(grpcCall)?.(error);
 }
 
 /**
