@@ -4,8 +4,11 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { deflateRawSync, gzipSync } from 'node:zlib';
 import { tar } from '@fluxguard/test-support/archives';
+import { Metadata } from '@grpc/grpc-js';
+import { metadataHeaders } from '@fluxguard/grpc';
 import {
   compileRbac,
+  createHeaderLimits,
   createMemoryRateLimitStore,
   createUploadCheck,
   createPathResolver,
@@ -197,6 +200,33 @@ export async function runMicro(config: BenchConfig, key: SigningKey): Promise<vo
   const gzippedBytes = pieces(gzipped, 1);
   const headerBytes = pieces(headers, 1);
 
+  const headerLimits = createHeaderLimits();
+  // What a gRPC call pays before its controls run and in the header limits: grpc-js makes its
+  // metadata from the request's headers, the limits count and size the entries.
+  const limitMetadata = (headers: Record<string, string>): boolean => {
+    const call = { headers: metadataHeaders(Metadata.fromHttp2Headers(headers)) } as unknown as CallInfo;
+    try {
+      void headerLimits.onStart?.(call, undefined as never);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const oneByteEntries = (count: number): Record<string, string> =>
+    Object.fromEntries(Array.from({ length: count }, (_, i) => [`x-e${String(i)}`, 'v']));
+  const entries150 = oneByteEntries(150);
+  const entries900 = oneByteEntries(900);
+  const servedEntries = {
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    'user-agent': 'grpc-node-js/1.14.7',
+    'grpc-accept-encoding': 'identity,deflate,gzip',
+    'accept-encoding': 'identity',
+    authorization: `Bearer ${'e'.repeat(300)}`,
+    'grpc-timeout': '5S',
+    'x-request-id': 'req-0123456789abcdef',
+  };
+
   const cases: MicroCase[] = [
     { name: 'guard.check, cached token', async: true, run: () => guard.check(cachedCall) },
     { name: 'guard.check, public operation (no token)', async: true, run: () => guard.check(publicCall) },
@@ -209,6 +239,21 @@ export async function runMicro(config: BenchConfig, key: SigningKey): Promise<vo
       name: 'guard.check, 1 000 cached tokens in turn',
       async: true,
       run: () => guard.check(clientCalls[nextClient++ % clientCalls.length] ?? cachedCall),
+    },
+    {
+      name: 'header limits, gRPC metadata of a served call (8 entries)',
+      async: false,
+      run: () => limitMetadata(servedEntries),
+    },
+    {
+      name: 'header limits, gRPC metadata of 150 entries (refused)',
+      async: false,
+      run: () => limitMetadata(entries150),
+    },
+    {
+      name: 'header limits, gRPC metadata of 900 entries (refused)',
+      async: false,
+      run: () => limitMetadata(entries900),
     },
     { name: 'resolveRequestId, client id kept', async: false, run: () => resolveRequestId('req-0123456789abcdef') },
     { name: 'resolveRequestId, none sent (new UUID)', async: false, run: () => resolveRequestId(undefined) },
