@@ -386,7 +386,7 @@ function noteRefusedSessions(http2Server: Http2Server | Http2SecureServer, gate:
       if (kind !== undefined) gate.sessionRefused(kind, address);
     });
     noteStreamsResetUnseen(session, (count) => {
-      for (let i = 0; i < count; i++) gate.sessionRefused(STREAM_RESET, address);
+      gate.sessionRefused(STREAM_RESET, address, count);
     });
   });
 }

@@ -98,6 +98,43 @@ describe('createConnectionGate', () => {
     ]);
   });
 
+  it('writes refused sessions noted with a count as that many single notes: one at once, the rest folded', () => {
+    vi.useFakeTimers();
+    const one = capturedAudit();
+    const counted = capturedAudit();
+    const byOne = createConnectionGate({ maxPerAddress: 1, audit: one.audit, transport: 'grpc' });
+    const byCount = createConnectionGate({ maxPerAddress: 1, audit: counted.audit, transport: 'grpc' });
+    for (let i = 0; i < 1_000; i++) byOne.sessionRefused('stream_reset', '203.0.113.9');
+    byOne.sessionRefused('stream_reset', '203.0.113.10');
+    for (let i = 0; i < 4; i++) byOne.sessionRefused('stream_reset', '203.0.113.10');
+    byCount.sessionRefused('stream_reset', '203.0.113.9', 1_000);
+    byCount.sessionRefused('stream_reset', '203.0.113.10');
+    byCount.sessionRefused('stream_reset', '203.0.113.10', 4);
+    // Nothing is noted for no stream.
+    byCount.sessionRefused('stream_reset', '203.0.113.11', 0);
+    expect(counted.lines).toEqual([
+      expect.objectContaining({ refusals: { stream_reset: 1 }, addresses: ['203.0.113.9'] }),
+    ]);
+    vi.advanceTimersByTime(10_000);
+    byOne.sessionRefused('flood', '203.0.113.9');
+    byCount.sessionRefused('flood', '203.0.113.9', 3);
+    byOne.sessionRefused('flood', '203.0.113.9');
+    byOne.sessionRefused('flood', '203.0.113.9');
+    vi.advanceTimersByTime(10_000);
+    expect(counted.lines).toEqual([
+      expect.objectContaining({ refusals: { stream_reset: 1 }, addresses: ['203.0.113.9'] }),
+      expect.objectContaining({
+        refusals: { stream_reset: 1_004 },
+        addresses: ['203.0.113.9', '203.0.113.10'],
+        intervalMs: 10_000,
+      }),
+      expect.objectContaining({ refusals: { flood: 3 }, addresses: ['203.0.113.9'], intervalMs: 10_000 }),
+    ]);
+    const withoutTime = (lines: readonly Record<string, unknown>[]): unknown[] =>
+      lines.map(({ time: _time, ...rest }) => rest);
+    expect(withoutTime(counted.lines)).toEqual(withoutTime(one.lines));
+  });
+
   it('gives each address half of the port by default, at least 16, never above the cap', () => {
     expect(defaultConnectionsPerAddress(14_000)).toBe(7_000);
     expect(defaultConnectionsPerAddress(20)).toBe(16);

@@ -39,9 +39,11 @@ export interface ConnectionGate {
    * Notes an HTTP/2 session the server's HTTP/2 layer itself ended on the client's account (a
    * flood, a header block past its limits, a protocol or flow-control error), or a stream it
    * reset as it opened, by `kind`: `http2.session_refused`, folded as refusals are. Node answers
-   * these with a GOAWAY or a reset and no call, so nothing else would write a line.
+   * these with a GOAWAY or a reset and no call, so nothing else would write a line. `count`
+   * (a whole number, default 1) notes that many at once, written as that many single notes
+   * would be: a run of streams reset unseen is found in one go, up to a thousand of them.
    */
-  sessionRefused(kind: string, remoteAddress: string | undefined): void;
+  sessionRefused(kind: string, remoteAddress: string | undefined, count?: number): void;
   /**
    * Admits a new connection from `remoteAddress` (the socket's, without port): its release,
    * to call once when it closes, or `undefined` when that client (an IPv6 client by its /64)
@@ -184,8 +186,8 @@ function buildConnectionGate(options: {
     handshakeFailed(code: string, remoteAddress: string | undefined) {
       handshakes.note(code, peerClientKey(remoteAddress));
     },
-    sessionRefused(kind: string, remoteAddress: string | undefined) {
-      sessions.note(kind, peerClientKey(remoteAddress));
+    sessionRefused(kind: string, remoteAddress: string | undefined, count = 1) {
+      sessions.note(kind, peerClientKey(remoteAddress), count);
     },
     heldBy(remoteAddress: string | undefined) {
       return held.get(peerClientKey(remoteAddress) ?? '') ?? 0;

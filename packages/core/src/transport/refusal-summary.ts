@@ -34,11 +34,17 @@ export class RefusalSummary {
     this.#write = write;
   }
 
-  note(kind: string, address?: string): void {
-    this.#counts.set(kind, (this.#counts.get(kind) ?? 0) + 1);
-    if (address !== undefined && this.#addresses.size < MAX_NAMED_ADDRESSES) this.#addresses.add(address);
-    if (this.#timer !== undefined) return;
+  /** Notes `count` refusals of `kind` (a whole number; below 1, none), as `count` notes of one. */
+  note(kind: string, address?: string, count = 1): void {
+    if (!(count >= 1)) return;
+    if (this.#timer !== undefined) {
+      this.#add(kind, address, count);
+      return;
+    }
+    // The first of a spell is written at once and alone, the rest of its count in the interval's line.
+    this.#add(kind, address, 1);
     this.#flush(true);
+    if (count > 1) this.#add(kind, address, count - 1);
     this.#timer = setInterval(() => {
       if (this.#counts.size === 0) {
         clearInterval(this.#timer);
@@ -48,6 +54,11 @@ export class RefusalSummary {
       this.#flush(false);
     }, SUMMARY_INTERVAL_MS);
     this.#timer.unref();
+  }
+
+  #add(kind: string, address: string | undefined, count: number): void {
+    this.#counts.set(kind, (this.#counts.get(kind) ?? 0) + count);
+    if (address !== undefined && this.#addresses.size < MAX_NAMED_ADDRESSES) this.#addresses.add(address);
   }
 
   #flush(first: boolean): void {
