@@ -71,8 +71,6 @@ export class GrpcCall {
   requestFinished = false;
   /** The call's HTTP/2 session, when grpc-js's own call is below safeErrors: what one connection's calls share. */
   readonly session: object | undefined;
-  /** What an `error` emitted on the handler's unary call goes to (set by `addService`'s wrapper). */
-  onEmittedError: ((error: unknown) => void) | undefined = undefined;
 
   /**
    * @param below - the grpc-js call the peer address is read from, when first asked for.

@@ -1,6 +1,4 @@
-import type { EventEmitter } from 'node:events';
 import type {
-  Metadata,
   Server,
   ServerDuplexStream,
   ServerReadableStream,
@@ -280,8 +278,8 @@ type AnyFunction = Function;
 function wrapHandler(requestStream: boolean, responseStream: boolean, handler: AnyFunction): UntypedHandleCall {
   if (!responseStream) {
     return requestStream
-      ? wrapSingleResponse(handler as SafeClientStreamingHandler<unknown, unknown>, true)
-      : wrapSingleResponse(handler as SafeUnaryHandler<unknown, unknown>, false);
+      ? wrapSingleResponse(handler as SafeClientStreamingHandler<unknown, unknown>)
+      : wrapSingleResponse(handler as SafeUnaryHandler<unknown, unknown>);
   }
   return requestStream
     ? wrapStreamingResponse(handler as SafeBidiStreamingHandler<unknown, unknown>)
@@ -302,48 +300,9 @@ function contextFor(call: ServerCall): GrpcCall | undefined {
   return state;
 }
 
-/** Marks a prototype whose `emit` {@link handsOnEmittedErrors} has wrapped. */
-const EMIT_WRAPPED = Symbol('fluxguard.emitWrapped');
-
-/**
- * Makes `emit('error')` on grpc-js's unary calls reach the call's `GrpcCall.onEmittedError`
- * first, as a listener first in line would: the application's own `error` listeners still hear
- * it, and without any the error is handled rather than thrown (from a timer, a crash). grpc-js
- * itself never emits `error` on a unary call, which is no stream; only a handler does. Done once
- * on the calls' prototype: a listener added to every call cost EventEmitter's bookkeeping, about
- * 2,000 instructions of a served call. False when the prototype cannot be wrapped.
- */
-function handsOnEmittedErrors(call: object): boolean {
-  const proto = Object.getPrototypeOf(call) as Record<PropertyKey, unknown> | null;
-  if (proto === null) return false;
-  if (proto[EMIT_WRAPPED] === true) return true;
-  const emit = proto.emit;
-  if (typeof emit !== 'function' || !Object.isExtensible(proto)) return false;
-  const ownEmit = emit as (this: EventEmitter, event: string | symbol, ...args: unknown[]) => boolean;
-  Object.defineProperty(proto, 'emit', {
-    configurable: true,
-    writable: true,
-    value(this: EventEmitter & { metadata?: unknown }, event: string | symbol, ...args: unknown[]): boolean {
-      if (event === 'error') {
-        const { metadata } = this;
-        const handle =
-          typeof metadata === 'object' && metadata !== null ? callOf(metadata as Metadata)?.onEmittedError : undefined;
-        if (handle !== undefined) {
-          handle(args[0]);
-          if (this.listenerCount('error') === 0) return true;
-        }
-      }
-      return ownEmit.call(this, event, ...args);
-    },
-  });
-  Object.defineProperty(proto, EMIT_WRAPPED, { value: true });
-  return true;
-}
-
 /** Unary and client-streaming: one response through grpc-js's callback. */
 function wrapSingleResponse<C extends ServerUnaryCall<unknown, unknown> | ServerReadableStream<unknown, unknown>>(
   handler: (call: C, callback: AnyCallback) => unknown,
-  requestStream: boolean,
 ): (call: C, callback: AnyCallback) => void {
   return (call, callback) => {
     const context = contextFor(call);
@@ -377,17 +336,12 @@ function wrapSingleResponse<C extends ServerUnaryCall<unknown, unknown> | Server
       }
     };
     // Without a listener, `call.emit('error')` throws, and a destroyed client stream emits one.
-    const onError = (error: unknown): void => {
+    call.prependListener('error', (error: unknown) => {
       // Node destroys a stream with an AbortError when `for await` over it ends (the response
       // side is still open): the handler is still running and answers itself.
       if (isAbortError(error)) return;
       fail(error);
-    };
-    if (context === undefined || requestStream || !handsOnEmittedErrors(call)) {
-      call.prependListener('error', onError);
-    } else {
-      context.onEmittedError = onError;
-    }
+    });
     invoke(
       () => handler(call, respond),
       fail,
