@@ -22,6 +22,7 @@ import { rejectCall, type InboundListener, type InboundListenerFactory } from '.
 import { limitReceivedMessages } from './message-limit.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import { messageSize, setMessageSize } from './unparsable.js';
+import { storedEntries } from './stored-entries.js';
 
 /**
  * The one gRPC pipeline: an interceptor that runs `controls` (ordered by stage) on every call.
@@ -342,9 +343,9 @@ class MetadataHeaders implements HeaderReader {
  * @internal
  */
 export function* metadataEntries(metadata: Metadata): Generator<readonly [string, string | Buffer], void, undefined> {
-  const stored = (metadata as unknown as { internalRepr?: unknown }).internalRepr;
-  if (stored instanceof Map) {
-    for (const [name, values] of stored as ReadonlyMap<string, readonly (string | Buffer)[]>) {
+  const stored = storedEntries(metadata);
+  if (stored !== undefined) {
+    for (const [name, values] of stored) {
       for (const value of values) yield [name, value];
     }
     return;

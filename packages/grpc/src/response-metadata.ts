@@ -1,6 +1,7 @@
 import { sensitiveHeaders } from 'node:http2';
 import { Metadata } from '@grpc/grpc-js';
 import { REQUEST_ID_HEADER } from '@fluxguard/core';
+import { storedEntries } from './stored-entries.js';
 
 /** The response headers HPACK is told never to index (`http2.sensitiveHeaders` of Node). */
 const NEVER_INDEXED: readonly string[] = Object.freeze([REQUEST_ID_HEADER]);
@@ -63,7 +64,7 @@ export function responseMetadata(requestId: string, from?: Metadata | null): Met
  * @internal
  */
 export function setRequestId(metadata: Metadata, requestId: string): void {
-  const entries = (metadata as unknown as { internalRepr?: unknown }).internalRepr;
-  if (entries instanceof Map) entries.set(REQUEST_ID_HEADER, [requestId]);
+  const entries = storedEntries(metadata);
+  if (entries !== undefined) entries.set(REQUEST_ID_HEADER, [requestId]);
   else metadata.set(REQUEST_ID_HEADER, requestId);
 }
