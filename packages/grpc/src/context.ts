@@ -71,6 +71,12 @@ export class GrpcCall {
   requestFinished = false;
   /** The call's HTTP/2 session, when grpc-js's own call is below safeErrors: what one connection's calls share. */
   readonly session: object | undefined;
+  /**
+   * Set when the call is cancelled while its handler works: logs a failure of that handler
+   * afterwards. grpc-js destroys a streaming call's stream when it is cancelled, so the
+   * handler's status never reaches safeErrors (a unary handler's still does).
+   */
+  failedAfterCancel: ((error: unknown) => void) | undefined = undefined;
 
   /**
    * @param below - the grpc-js call the peer address is read from, when first asked for.

@@ -449,9 +449,9 @@ class SafeErrorsCall extends ForwardingCall {
           const working = state.handlerRunning;
           if (working) {
             // Before the signal aborts: a streaming handler may fail on it at once.
-            cancelledAtWork.set(grpcCall, (error) => {
+            grpcCall.failedAfterCancel = (error) => {
               this.#afterEnd(error);
-            });
+            };
           }
           state.finish('cancelled');
           if (working) this.#audit.recordCancelled(this.#failureContext(), undefined, serverEndingOf(this.#session));
@@ -714,24 +714,6 @@ export function normalizeFailure(error: unknown): unknown {
     });
   }
   return error;
-}
-
-/**
- * The calls cancelled while their handler worked, with what logs a failure of that handler
- * afterwards: grpc-js destroys a streaming call's stream when it is cancelled, so the handler's
- * status never reaches {@link safeErrors} (a unary handler's still does). Filled on the cancel
- * path only.
- */
-const cancelledAtWork = new WeakMap<GrpcCall, (error: unknown) => void>();
-
-/**
- * Logs, at debug level, a handler's failure after its call was cancelled under it (see
- * `cancelledAtWork`); nothing for any other call.
- *
- * @internal
- */
-export function failedAfterCancel(grpcCall: GrpcCall, error: unknown): void {
-  cancelledAtWork.get(grpcCall)?.(error);
 }
 
 /**

@@ -21,7 +21,7 @@ import { hardenHttp2Servers } from './http2-servers.js';
 import { lacksSafeErrors, vetServerAnswers } from './grpc-js-statuses.js';
 import { noteAddedService, noteServer } from './added-services.js';
 import { pipelineOf } from './pipeline.js';
-import { failedAfterCancel, prepareFailure } from './errors.js';
+import { prepareFailure } from './errors.js';
 
 /**
  * A unary handler: grpc-js callback style, or `async (call) => response`. A thrown error, a
@@ -378,7 +378,7 @@ function wrapStreamingResponse<C extends ServerWritableStream<unknown, unknown> 
       } else if (context?.cancelled === true) {
         // Cancelled under the handler (its line is written): the failure that follows, most
         // often its aborted signal, gets the debug line a unary handler's gets.
-        failedAfterCancel(context, context.takePendingError()?.error ?? error);
+        context.failedAfterCancel?.(context.takePendingError()?.error ?? error);
       }
     };
     call.prependListener('error', fail);
