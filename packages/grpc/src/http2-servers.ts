@@ -82,9 +82,9 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *   with a request id and an audit line, where nothing was logged;
  * - `forceShutdown()` ending every connection of its ports, where grpc-js ends only the HTTP/2
  *   sessions it knows: a late handshake followed by a trickled preface held the port open past it;
- * - the calls `forceShutdown()` or a trust reload (a revoked certificate) cuts logged with why
- *   (`reason` `server_shutdown` or `trust_revoked` on their `request.cancelled` line), not as
- *   calls their clients left;
+ * - the calls `forceShutdown()`, a trust reload (a revoked certificate) or a stalled write cuts
+ *   logged with why (`reason` `server_shutdown`, `trust_revoked` or `write_stalled` on their
+ *   `request.cancelled` line), not as calls their clients left;
  *
  * It wraps grpc-js's
  * `createHttp2Server` (called by `bindAsync`) to read each request's raw header list before
@@ -267,7 +267,8 @@ const SESSION_OF_SOCKET = Symbol('fluxguard.session');
 
 /**
  * Keeps `session` on its socket. Node hands out a session's socket only behind a proxy, which
- * passes a property set on it to the socket itself: the gate asks by the socket.
+ * passes a property set on it to the socket itself: the gate and the write-stall drop ask by
+ * the socket.
  */
 function noteSessionOfSocket(session: Http2Session): void {
   try {
@@ -522,7 +523,9 @@ function dropAfterClosing(socket: Socket, graceMs: number): void {
  * every half of `stallMs`, it is dropped when two checks in a row found bytes waiting and
  * nothing flushed between them. A client reading slowly flushes some between checks and keeps
  * its connection; one whose answers wait in HTTP/2 flow control (its window closed) has nothing
- * waiting in the socket, and its calls end by their deadlines.
+ * waiting in the socket, and its calls end by their deadlines. The calls a dropped connection
+ * still carried are logged with `reason: 'write_stalled'`: a reader that stopped is a sign of a
+ * slow-reader attack, which a client that hung up is not.
  */
 function dropWhenWritesStall(socket: Socket, stallMs: number): void {
   let waitingBefore = false;
@@ -534,7 +537,13 @@ function dropWhenWritesStall(socket: Socket, stallMs: number): void {
       const queued = socket.writableLength + writeQueueSize(socket);
       const waiting = queued > 0;
       const flushed = socket.bytesWritten - queued;
-      if (waiting && waitingBefore && flushed === flushedBefore) socket.destroy();
+      if (waiting && waitingBefore && flushed === flushedBefore) {
+        // Noted first, on the session its calls are told by: those still at work are logged as
+        // cut by the server (`reason: 'write_stalled'`), not as left by their client.
+        const session = (socket as unknown as Record<symbol, Http2Session | undefined>)[SESSION_OF_SOCKET];
+        if (session !== undefined) noteServerEnding(session, 'write_stalled');
+        socket.destroy();
+      }
       waitingBefore = waiting;
       flushedBefore = flushed;
     },

@@ -2,13 +2,14 @@
 // wrote waits in its socket, past the end of every call, and Node never finishes closing a
 // session whose writes are stuck (neither the idle limit nor a failed keepalive reaches it).
 // One reader held 1.3 GB this way. The connection is dropped once nothing has been taken from
-// it for `maxWriteStallMs`; a client that reads slowly keeps it.
+// it for `maxWriteStallMs`; a client that reads slowly keeps it. The calls the drop cuts are
+// logged as the server's cut (`reason: 'write_stalled'`), unlike those of a client that leaves.
 import { readdirSync } from 'node:fs';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Server, ServerWritableStream } from '@grpc/grpc-js';
+import type { Server, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
-import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
+import { addService, fluxguardInterceptors, getSignal, secureServerOptions } from './index.js';
 import { captureAudit } from './testing/harness.js';
 import { h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 import { CLIENT_PREFACE, grpcFrame } from './testing/raw-http2.js';
@@ -33,17 +34,46 @@ const floodService = {
     responseSerialize: (b: Buffer) => b,
     responseDeserialize: (b: Buffer) => b,
   },
+  Wait: {
+    path: '/fluxguard.test.v1.Stall/Wait',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (b: Buffer) => b,
+    requestDeserialize: (b: Buffer) => b,
+    responseSerialize: (b: Buffer) => b,
+    responseDeserialize: (b: Buffer) => b,
+  },
 };
 
-/** Writes answers as fast as the connection takes them, until the call ends. */
+/** `Wait` handlers at work now. */
+let waiting = 0;
+
+/**
+ * `Flood` writes answers as fast as the connection takes them, and is at work until its call
+ * ends; `Wait` answers nothing until its call ends.
+ */
 function registerFlood(server: Server): void {
   addService(server, floodService, {
-    Flood: (call: ServerWritableStream<Buffer, Buffer>) => {
+    Flood: async (call: ServerWritableStream<Buffer, Buffer>) => {
       const write = (): void => {
         while (!call.cancelled && call.write(CHUNK));
       };
       call.on('drain', write);
       write();
+      await new Promise((resolve) => {
+        getSignal(call).addEventListener('abort', resolve);
+      });
+    },
+    Wait: async (call: ServerUnaryCall<Buffer, Buffer>) => {
+      waiting += 1;
+      try {
+        await new Promise((resolve) => {
+          getSignal(call).addEventListener('abort', resolve);
+        });
+      } finally {
+        waiting -= 1;
+      }
+      return Buffer.alloc(0);
     },
   });
 }
@@ -68,11 +98,30 @@ afterAll(async () => {
   await pki.cleanup();
 });
 
+/** The request headers of a call of `path` on the raw connections below, with a 30 s deadline. */
+function callHeaders(path: string, requestId?: string): Buffer {
+  return hpackLiterals([
+    [':method', 'POST'],
+    [':scheme', 'https'],
+    [':path', path],
+    [':authority', 'localhost'],
+    ['content-type', 'application/grpc'],
+    ['te', 'trailers'],
+    ['grpc-timeout', '30S'],
+    ...(requestId === undefined ? [] : [['x-request-id', requestId] as [string, string]]),
+  ]);
+}
+
 /**
  * A client of one `Flood` call (a 30 s deadline) with HTTP/2 windows opened wide, so that the
  * server writes all it can: it reads until `readBytes` have come, then `reading` decides.
+ * `requestIds` names the `Flood` call, and opens a `Wait` call beside it on the same connection.
  */
-function floodClient(readBytes: number, reading: 'stops' | 'slowly'): Promise<TLSSocket> {
+function floodClient(
+  readBytes: number,
+  reading: 'stops' | 'slowly',
+  requestIds?: { readonly flood: string; readonly wait: string },
+): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const socket = tlsConnect(
       { host: '127.0.0.1', port: started.port, ca: pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] },
@@ -82,22 +131,19 @@ function floodClient(readBytes: number, reading: 'stops' | 'slowly'): Promise<TL
         settings.writeUInt32BE(2 ** 31 - 1, 2);
         const increment = Buffer.alloc(4);
         increment.writeUInt32BE(2 ** 31 - 1 - 65_535);
-        const headers = hpackLiterals([
-          [':method', 'POST'],
-          [':scheme', 'https'],
-          [':path', floodService.Flood.path],
-          [':authority', 'localhost'],
-          ['content-type', 'application/grpc'],
-          ['te', 'trailers'],
-          ['grpc-timeout', '30S'],
-        ]);
         socket.write(
           Buffer.concat([
             CLIENT_PREFACE,
             h2Frame(0x4, 0, 0, settings),
             h2Frame(0x8, 0, 0, increment),
-            h2Frame(0x1, 0x4, 1, headers),
+            h2Frame(0x1, 0x4, 1, callHeaders(floodService.Flood.path, requestIds?.flood)),
             h2Frame(0x0, 0x1, 1, grpcFrame(Buffer.alloc(0))),
+            ...(requestIds === undefined
+              ? []
+              : [
+                  h2Frame(0x1, 0x4, 3, callHeaders(floodService.Wait.path, requestIds.wait)),
+                  h2Frame(0x0, 0x1, 3, grpcFrame(Buffer.alloc(0))),
+                ]),
           ]),
         );
       },
@@ -130,6 +176,12 @@ function floodClient(readBytes: number, reading: 'stops' | 'slowly'): Promise<TL
   });
 }
 
+/** The `request.cancelled` lines of the two calls of `ids`, the `Flood` call's first. */
+function cancelledLines(ids: { readonly flood: string; readonly wait: string }): Record<string, unknown>[] {
+  const cancelled = audit.lines().filter((line) => line.event === 'request.cancelled');
+  return [ids.flood, ids.wait].flatMap((id) => cancelled.filter((line) => line.requestId === id));
+}
+
 describe('a connection whose client stops reading', () => {
   it('is dropped once nothing has been taken from it for maxWriteStallMs, and its answers go with it', async () => {
     const count = 4;
@@ -141,6 +193,32 @@ describe('a connection whose client stops reading', () => {
     } finally {
       for (const socket of clients) socket.destroy();
     }
+  });
+
+  it('has the calls it still carried logged as cut by the server, with reason write_stalled', async () => {
+    const ids = { flood: 'stalled-flood', wait: 'stalled-wait' };
+    const client = await floodClient(1024 * 1024, 'stops', ids);
+    try {
+      await expect.poll(() => waiting).toBe(1);
+      // Both at work when the connection goes: the stream writing, and the one not answered yet.
+      await expect
+        .poll(() => cancelledLines(ids), { timeout: 10 * STALL_MS })
+        .toEqual([
+          expect.objectContaining({ requestId: ids.flood, outcome: 'cancelled', reason: 'write_stalled' }),
+          expect.objectContaining({ requestId: ids.wait, outcome: 'cancelled', reason: 'write_stalled' }),
+        ]);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('has the calls of a client that left on its own logged with no reason', async () => {
+    const ids = { flood: 'left-flood', wait: 'left-wait' };
+    const client = await floodClient(1024 * 1024, 'stops', ids);
+    await expect.poll(() => waiting).toBe(1);
+    client.destroy();
+    await expect.poll(() => cancelledLines(ids)).toHaveLength(2);
+    for (const line of cancelledLines(ids)) expect(line).not.toHaveProperty('reason');
   });
 
   it('is kept while its client reads, however slowly', async () => {

@@ -3,16 +3,18 @@
  * at the end of a shutdown's grace (grpc-js's `forceShutdown()`, `closeAllConnections()` of an
  * HTTPS server), `trust_revoked` when a TLS trust reload no longer accepts the connection's
  * client certificate (revoked by a new CRL, or no longer issued by a CA of the bundle, which the
- * recheck does not tell apart). The `reason` of those calls' `request.cancelled` lines; a call
- * whose client left on its own has none.
+ * recheck does not tell apart), `write_stalled` when the client took none of the bytes waiting
+ * in the connection for the write-stall limit (`maxWriteStallMs` of the gRPC adapter): a reader
+ * that stopped reading, as a slow-reader attack does. The `reason` of those calls'
+ * `request.cancelled` lines; a call whose client left on its own has none.
  *
  * @example
  * ```ts
  * import type { ServerEndReason } from '@fluxguard/core';
- * const cutByUs: ServerEndReason[] = ['server_shutdown', 'trust_revoked'];
+ * const cutByUs: ServerEndReason[] = ['server_shutdown', 'trust_revoked', 'write_stalled'];
  * ```
  */
-export type ServerEndReason = 'server_shutdown' | 'trust_revoked';
+export type ServerEndReason = 'server_shutdown' | 'trust_revoked' | 'write_stalled';
 
 /**
  * The connections the server is ending, by whatever object an adapter finds again from a call
