@@ -7,7 +7,7 @@ import {
   type AuditLogger,
   type TransportReason,
 } from '@fluxguard/core';
-import type { PublicError } from '@fluxguard/core/adapter';
+import { noteServerEnding, type PublicError } from '@fluxguard/core/adapter';
 import { problemDetails, socketPeer } from './error-handler.js';
 
 interface ClientFault {
@@ -62,6 +62,9 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
     // own line says so. This line is written too, so that a malformed request cannot hide from
     // the log behind a good one.
     recordOutsideExpress(refusal, requestId, socket, audit);
+    // Node's request timeout, with the request in flight still sending: the server cuts that
+    // request itself, and its line says so (`reason: 'request_timeout'`), not that its client left.
+    if (code === 'ERR_HTTP_REQUEST_TIMEOUT') noteServerEnding(socket, 'request_timeout');
     socket.destroy();
     return;
   }

@@ -1,6 +1,7 @@
 // A request the server itself cuts (the end of a shutdown's grace, a trust reload that revokes its
-// client's certificate) is logged with why (`reason` on its `request.cancelled` line): an
-// operator reading the log must tell "the client went away" from "we cut it".
+// client's certificate, the request timeout under a body still coming) is logged with why
+// (`reason` on its `request.cancelled` line): an operator reading the log must tell "the client
+// went away" from "we cut it".
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import type { Server } from 'node:https';
@@ -24,11 +25,15 @@ afterAll(async () => {
 });
 
 /**
- * An HTTPS server whose `/slow` handler works until its request ends, then throws its signal's
- * reason, as a read given the signal does, and whose `/ignores` handler ignores its signal and
- * answers 200 ms after its request ended; `working` counts the handlers at work.
+ * An HTTPS server whose `/slow` handler (`GET` or `PUT`, whose body it does not read) works until
+ * its request ends, then throws its signal's reason, as a read given the signal does, and whose
+ * `/ignores` handler ignores its signal and answers 200 ms after its request ended; `working`
+ * counts the handlers at work. `timeouts` are more of `createSecureServer`'s options.
  */
-function slowServer(audit: AuditLogger): { server: Server; working: () => number } {
+function slowServer(
+  audit: AuditLogger,
+  timeouts: { requestTimeoutMs?: number; headersTimeoutMs?: number; connectionsCheckingIntervalMs?: number } = {},
+): { server: Server; working: () => number } {
   let running = 0;
   const app = express();
   const { before, after } = fluxguard({ audit });
@@ -46,7 +51,7 @@ function slowServer(audit: AuditLogger): { server: Server; working: () => number
     }
     res.json({ ok: true });
   });
-  app.get('/slow', async (req) => {
+  app.all('/slow', async (req) => {
     const { signal } = req.fluxguard;
     running += 1;
     try {
@@ -64,6 +69,7 @@ function slowServer(audit: AuditLogger): { server: Server; working: () => number
     tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, crlFile, clientCertificates: 'strict' },
     reloadIntervalMs: 50,
     keepAliveTimeoutMs: 60_000,
+    ...timeouts,
   });
   return { server, working: () => running };
 }
@@ -149,6 +155,45 @@ describe('createSecureServer: requests cut by the server', () => {
       expect(lines().find((line) => line.requestId === 'left-by-client')).not.toHaveProperty('reason');
     } finally {
       await served.close();
+    }
+  });
+
+  it('logs a request at work cut by the request timeout while its body still comes with reason request_timeout', async () => {
+    const { audit, lines } = captureAudit();
+    const { server, working } = slowServer(audit, {
+      requestTimeoutMs: 1_000,
+      headersTimeoutMs: 500,
+      connectionsCheckingIntervalMs: 100,
+    });
+    const served = await listen(server);
+    try {
+      const socket = connect({
+        ...clientTlsOptions(served.port, pki),
+        cert: pki.client.certPem,
+        key: pki.client.keyPem,
+      });
+      socket.on('error', () => undefined);
+      await once(socket, 'secureConnect');
+      // A body of 100 bytes, 3 of them sent: the handler runs, and the request never completes.
+      socket.write(
+        'PUT /slow HTTP/1.1\r\nHost: localhost\r\nx-request-id: cut-by-timeout\r\nContent-Length: 100\r\n\r\nabc',
+      );
+      await expect.poll(working).toBe(1);
+      await expect
+        .poll(() => lines().find((line) => line.requestId === 'cut-by-timeout'), { timeout: 5_000 })
+        .toMatchObject({ event: 'request.cancelled', outcome: 'cancelled', reason: 'request_timeout' });
+      // The timeout's own refusal line, under a request id of its own.
+      expect(lines()).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({
+            reason: 'request_timeout',
+            detail: expect.objectContaining({ answered: 'no: behind a request in flight' }) as unknown,
+          }),
+        ]),
+      );
+      socket.destroy();
+    } finally {
+      await served.close().catch(() => undefined);
     }
   });
 

@@ -5,16 +5,18 @@
  * client certificate (revoked by a new CRL, or no longer issued by a CA of the bundle, which the
  * recheck does not tell apart), `write_stalled` when the client took none of the bytes waiting
  * in the connection for the write-stall limit (`maxWriteStallMs` of the gRPC adapter): a reader
- * that stopped reading, as a slow-reader attack does. The `reason` of those calls'
+ * that stopped reading, as a slow-reader attack does, `request_timeout` when an HTTPS server's
+ * request timeout (`requestTimeoutMs` of `createSecureServer`) ends a connection whose request
+ * is at work while its client still sends it (a trickled body). The `reason` of those calls'
  * `request.cancelled` lines; a call whose client left on its own has none.
  *
  * @example
  * ```ts
  * import type { ServerEndReason } from '@fluxguard/core';
- * const cutByUs: ServerEndReason[] = ['server_shutdown', 'trust_revoked', 'write_stalled'];
+ * const cutByUs: ServerEndReason[] = ['server_shutdown', 'trust_revoked', 'write_stalled', 'request_timeout'];
  * ```
  */
-export type ServerEndReason = 'server_shutdown' | 'trust_revoked' | 'write_stalled';
+export type ServerEndReason = 'server_shutdown' | 'trust_revoked' | 'write_stalled' | 'request_timeout';
 
 /**
  * The connections the server is ending, by whatever object an adapter finds again from a call
