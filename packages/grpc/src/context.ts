@@ -53,6 +53,20 @@ export type ServerCall =
   | ServerDuplexStream<unknown, unknown>;
 
 /**
+ * What logs, at debug level, a handler's failure once its call is over (see `GrpcCall.afterEnd`).
+ *
+ * @example
+ * ```ts
+ * grpcCall.afterEnd?.failedAfterEnd(error);
+ * ```
+ *
+ * @internal
+ */
+export interface FailureAfterEnd {
+  failedAfterEnd(error: unknown): void;
+}
+
+/**
  * One gRPC call as this package tracks it: core's per-call state (principal, deadline,
  * signal, values, releases) and what only the gRPC side needs. Internal to this package.
  */
@@ -72,11 +86,12 @@ export class GrpcCall {
   /** The call's HTTP/2 session, when grpc-js's own call is below safeErrors: what one connection's calls share. */
   readonly session: object | undefined;
   /**
-   * Set when the call is cancelled while its handler works: logs a failure of that handler
-   * afterwards. grpc-js destroys a streaming call's stream when it is cancelled, so the
-   * handler's status never reaches safeErrors (a unary handler's still does).
+   * Logs a failure of the call's handler once the call is over (answered, cancelled by its
+   * client, ended by a deadline): set by safeErrors as it makes the call. A streaming handler's
+   * failure then never reaches safeErrors as a status (grpc-js destroys the stream of a call
+   * that ended under it), where a unary handler's still does.
    */
-  failedAfterCancel: ((error: unknown) => void) | undefined = undefined;
+  afterEnd: FailureAfterEnd | undefined = undefined;
 
   /**
    * @param below - the grpc-js call the peer address is read from, when first asked for.

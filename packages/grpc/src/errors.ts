@@ -24,7 +24,7 @@ import {
   type PublicError,
 } from '@fluxguard/core/adapter';
 import { warnIfNotAdded } from './added-services.js';
-import { GrpcCall, attachCall, callOf, http2StreamOf, safePeer } from './context.js';
+import { GrpcCall, attachCall, callOf, http2StreamOf, safePeer, type FailureAfterEnd } from './context.js';
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import { closeIfLingering } from './lingering-streams.js';
@@ -219,7 +219,7 @@ export function safeErrorsWith(
  * synchronously, so the ordering that grpc-js's `ServerInterceptingCall` keeps for
  * asynchronous responders is never needed.
  */
-class SafeErrorsCall extends ForwardingCall {
+class SafeErrorsCall extends ForwardingCall implements FailureAfterEnd {
   readonly #audit: AuditLogger;
   readonly #operation: string;
   readonly #inner: InboundListenerFactory | undefined;
@@ -391,6 +391,8 @@ class SafeErrorsCall extends ForwardingCall {
       },
     });
     const grpcCall = new GrpcCall(this.#operation, this.below, state, this.#session);
+    // This layer itself, not a function made for each call.
+    grpcCall.afterEnd = this;
     this.#grpcCall = grpcCall;
     attachCall(metadata, grpcCall);
     if (this.#downstream === undefined) this.passMetadata(metadata);
@@ -447,12 +449,6 @@ class SafeErrorsCall extends ForwardingCall {
           // its handler ran (a flood of resets) writes none. A call the server cut itself (a
           // shutdown, a revoked certificate) has the line too, with why.
           const working = state.handlerRunning;
-          if (working) {
-            // Before the signal aborts: a streaming handler may fail on it at once.
-            grpcCall.failedAfterCancel = (error) => {
-              this.#afterEnd(error);
-            };
-          }
           state.finish('cancelled');
           if (working) this.#audit.recordCancelled(this.#failureContext(), undefined, serverEndingOf(this.#session));
         }
@@ -565,12 +561,18 @@ class SafeErrorsCall extends ForwardingCall {
 
   /**
    * What failed once the call was over (its handler's status, or a streaming handler's failure
-   * after a cancel): one debug line with the error, no second audit line. Most often it is the
-   * end's own doing (the aborted signal, a stream destroyed under the handler), which a client
-   * can bring about at will; a real bug shows on the calls that are not cut too.
+   * after a cancel, a deadline or its own answer): one debug line with the error, no second
+   * audit line. Most often it is the end's own doing (the aborted signal, a stream destroyed
+   * under the handler), which a client can bring about at will; a real bug shows on the calls
+   * that are not cut too.
    */
   #afterEnd(error: unknown): void {
     this.#audit.logger.debug({ ...this.#failureContext(), err: error }, 'status after the call ended');
+  }
+
+  /** {@link FailureAfterEnd}: a streaming handler's failure once its call is over. */
+  failedAfterEnd(error: unknown): void {
+    this.#afterEnd(error);
   }
 
   #forward(status: PartialStatusObject): void {

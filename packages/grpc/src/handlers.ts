@@ -375,10 +375,12 @@ function wrapStreamingResponse<C extends ServerWritableStream<unknown, unknown> 
       } else if (context !== undefined && !context.statusSent) {
         // A destroyed stream never sends its status: send it from the interceptor.
         context.sendFailure(error);
-      } else if (context?.cancelled === true) {
-        // Cancelled under the handler (its line is written): the failure that follows, most
-        // often its aborted signal, gets the debug line a unary handler's gets.
-        context.failedAfterCancel?.(context.takePendingError()?.error ?? error);
+      } else if (context !== undefined) {
+        // The call is over (its client left, a deadline ended it, or the handler's own answer
+        // went out), and has its line: the failure that follows, most often its aborted
+        // signal, gets the debug line a unary handler's gets, whether the handler was awaiting
+        // its work or works from the stream's events.
+        context.afterEnd?.failedAfterEnd(context.takePendingError()?.error ?? error);
       }
     };
     call.prependListener('error', fail);
