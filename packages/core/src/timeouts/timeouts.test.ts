@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { CallInfo } from '../call/call-info.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
@@ -172,6 +173,24 @@ describe('the timeouts control on a call', () => {
     vi.advanceTimersByTime(1);
     expect(whole.ended).toEqual([]);
     expect(sending.ended.map((e) => e.reason)).toEqual(['inbound_idle']);
+  });
+
+  it('ends each idle call in its own async context, though their timers were made in one turn', async () => {
+    // An application's per-request store (a trace, the caller) must not be another call's where
+    // the call's end runs: its signal's listeners, its audit line.
+    const requests = new AsyncLocalStorage<string>();
+    const seen: (string | undefined)[] = [];
+    const startIn = (name: string): void => {
+      requests.run(name, () => {
+        const { state } = start({ idleMs: 20 }, call('/pkg.S/Upload', Date.now() + 60_000));
+        state.signal.addEventListener('abort', () => seen.push(`${name}: ${String(requests.getStore())}`));
+      });
+    };
+    startIn('first');
+    startIn('second');
+    startIn('third');
+    await expect.poll(() => seen.length).toBe(3);
+    expect(seen).toEqual(['first: first', 'second: second', 'third: third']);
   });
 
   it('still ends idle calls after fake timers that never ran their turn were uninstalled', async () => {
