@@ -1,5 +1,6 @@
 // A request the server itself cuts (the end of a shutdown's grace, a trust reload that revokes its
-// client's certificate, the request timeout under a body still coming) is logged with why
+// client's certificate, the request timeout under a body still coming, the connection cap closing
+// a connection whose request waits on its body) is logged with why
 // (`reason` on its `request.cancelled` line): an operator reading the log must tell "the client
 // went away" from "we cut it".
 import { once } from 'node:events';
@@ -10,6 +11,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import express from 'express';
 import type { AuditLogger } from '@fluxguard/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { holdConnections } from '@fluxguard/test-support/connections';
 import { createSecureServer, fluxguard } from './index.js';
 import { captureAudit, clientTlsOptions, createTestPki, listen, type TestPki } from './testing/tls.js';
 
@@ -28,11 +30,17 @@ afterAll(async () => {
  * An HTTPS server whose `/slow` handler (`GET` or `PUT`, whose body it does not read) works until
  * its request ends, then throws its signal's reason, as a read given the signal does, and whose
  * `/ignores` handler ignores its signal and answers 200 ms after its request ended; `working`
- * counts the handlers at work. `timeouts` are more of `createSecureServer`'s options.
+ * counts the handlers at work. `more` are more of `createSecureServer`'s options.
  */
 function slowServer(
   audit: AuditLogger,
-  timeouts: { requestTimeoutMs?: number; headersTimeoutMs?: number; connectionsCheckingIntervalMs?: number } = {},
+  more: {
+    requestTimeoutMs?: number;
+    headersTimeoutMs?: number;
+    connectionsCheckingIntervalMs?: number;
+    maxConnections?: number;
+    maxConnectionsPerAddress?: number;
+  } = {},
 ): { server: Server; working: () => number } {
   let running = 0;
   const app = express();
@@ -69,7 +77,7 @@ function slowServer(
     tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, crlFile, clientCertificates: 'strict' },
     reloadIntervalMs: 50,
     keepAliveTimeoutMs: 60_000,
-    ...timeouts,
+    ...more,
   });
   return { server, working: () => running };
 }
@@ -192,6 +200,51 @@ describe('createSecureServer: requests cut by the server', () => {
         ]),
       );
       socket.destroy();
+    } finally {
+      await served.close().catch(() => undefined);
+    }
+  });
+
+  it('logs a request at work whose body still comes, cut by the connection cap for a new client, with reason connection_cap', async () => {
+    const { audit, lines } = captureAudit();
+    const { server, working } = slowServer(audit, { maxConnections: 1, maxConnectionsPerAddress: 1 });
+    const served = await listen(server);
+    /** A client connection whose `PUT /slow` (`id`) has sent 3 bytes of its 100-byte body. */
+    const trickledPut = async (id: string): Promise<TLSSocket> => {
+      const socket = connect(clientTlsOptions(served.port, pki));
+      socket.on('error', () => undefined);
+      await once(socket, 'secureConnect');
+      socket.write(`PUT /slow HTTP/1.1\r\nHost: localhost\r\nx-request-id: ${id}\r\nContent-Length: 100\r\n\r\nabc`);
+      return socket;
+    };
+    try {
+      // The handler is at work while the body trickles in: the connection serves nothing else,
+      // and the cap closes it for a client of another address.
+      const cut = await trickledPut('cut-by-cap');
+      await expect.poll(working).toBe(1);
+      const [newcomer] = await holdConnections(served.port, ['127.0.0.41'], 1);
+      await expect
+        .poll(() => lines().find((line) => line.requestId === 'cut-by-cap'), { timeout: 5_000 })
+        .toMatchObject({
+          event: 'request.cancelled',
+          outcome: 'cancelled',
+          reason: 'connection_cap',
+          transport: 'http',
+          operation: 'PUT /slow',
+        });
+      expect(newcomer?.closed()).toBe(false);
+      expect(lines()).toContainEqual(expect.objectContaining({ event: 'connection.refused', closedIdle: 1 }));
+      cut.destroy();
+      newcomer?.socket.destroy();
+      await expect.poll(working).toBe(0);
+      // The same request, whose client leaves on its own: no reason.
+      const left = await trickledPut('left-while-sending');
+      await expect.poll(working).toBe(1);
+      left.destroy();
+      await expect
+        .poll(() => lines().find((line) => line.requestId === 'left-while-sending'))
+        .toMatchObject({ event: 'request.cancelled', outcome: 'cancelled' });
+      expect(lines().find((line) => line.requestId === 'left-while-sending')).not.toHaveProperty('reason');
     } finally {
       await served.close().catch(() => undefined);
     }

@@ -5,7 +5,7 @@ import type { ClientHttp2Session } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Server, ServerCredentials, status as Status } from '@grpc/grpc-js';
+import { Metadata, Server, ServerCredentials, status as Status, type ClientWritableStream } from '@grpc/grpc-js';
 import { Client, credentials } from '@grpc/grpc-js';
 import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
 import { callKind, captureAudit, testService, type Json } from './testing/harness.js';
@@ -392,9 +392,10 @@ describe('the connection cap of a gRPC port over TLS', () => {
 
   /**
    * A port of 3 connections whose uploads are served once their client has sent them whole,
-   * each then held until `release`, and three clients, each its own connection, uploading.
+   * each then held until `release`, and a client per upload, each its own connection, uploading
+   * (request id `upload-<i>` after `id`).
    */
-  async function startUploads(hanging: boolean[]) {
+  async function startUploads(hanging: boolean[], id = 'cap') {
     let release: () => void = () => undefined;
     const released = new Promise<void>((resolve) => (release = resolve));
     const served = await startTlsServer(
@@ -416,15 +417,20 @@ describe('the connection cap of a gRPC port over TLS', () => {
     );
     const clients = hanging.map(() => clientFor(served.address, { ca: pki.ca.certPem }));
     const started = handlerStarts.count;
+    const calls: ClientWritableStream<unknown>[] = [];
     const uploads = clients.map((client, i) => {
       let ended: (status: number) => void = () => undefined;
       const status = new Promise<number>((resolve) => (ended = resolve));
+      const metadata = new Metadata();
+      metadata.set('x-request-id', `${id}-upload-${String(i)}`);
       const call = client.makeClientStreamRequest(
         op('Upload'),
         (value: unknown) => Buffer.from(JSON.stringify(value)),
         (bytes: Buffer) => JSON.parse(bytes.toString()) as unknown,
+        metadata,
         () => undefined,
       );
+      calls.push(call);
       call.on('status', (s) => {
         ended(s.code);
       });
@@ -436,6 +442,7 @@ describe('the connection cap of a gRPC port over TLS', () => {
     return {
       served,
       uploads,
+      calls,
       release,
       close: async () => {
         release();
@@ -468,8 +475,8 @@ describe('the connection cap of a gRPC port over TLS', () => {
     }
   });
 
-  it('closes a connection whose upload is left hanging by its client, while those with a call being served stay', async () => {
-    const { served, uploads, release, close } = await startUploads([true, false, false]);
+  it('closes a connection whose upload is left hanging by its client, while those with a call being served stay, and logs the upload cut with reason connection_cap', async () => {
+    const { served, uploads, release, close } = await startUploads([true, false, false], 'hanging');
     try {
       const before = tlsAudit.lines().length;
       const [extra] = await holdConnections(served.port, ['127.0.0.29'], 1);
@@ -478,9 +485,34 @@ describe('the connection cap of a gRPC port over TLS', () => {
       expect(tlsAudit.lines().slice(before)).toContainEqual(
         expect.objectContaining({ event: 'connection.refused', transport: 'grpc', closedIdle: 1 }),
       );
+      // Its handler was at work, waiting for the next message: cut by the server, not left by
+      // its client.
+      await expect
+        .poll(() => tlsAudit.lines().find((line) => line.requestId === 'hanging-upload-0'), { timeout: 2_000 })
+        .toMatchObject({
+          event: 'request.cancelled',
+          outcome: 'cancelled',
+          reason: 'connection_cap',
+          transport: 'grpc',
+          operation: op('Upload'),
+        });
       release();
       expect(await Promise.all(uploads.slice(1))).toEqual([Status.OK, Status.OK]);
       extra?.socket.destroy();
+    } finally {
+      await close();
+    }
+  });
+
+  it('logs an upload left hanging whose client cancels it with no reason', async () => {
+    const { calls, uploads, close } = await startUploads([true], 'left');
+    try {
+      calls[0]?.cancel();
+      expect(await uploads[0]).toBe(Status.CANCELLED);
+      await expect
+        .poll(() => tlsAudit.lines().find((line) => line.requestId === 'left-upload-0'), { timeout: 2_000 })
+        .toMatchObject({ event: 'request.cancelled', outcome: 'cancelled', operation: op('Upload') });
+      expect(tlsAudit.lines().find((line) => line.requestId === 'left-upload-0')).not.toHaveProperty('reason');
     } finally {
       await close();
     }

@@ -82,9 +82,10 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *   with a request id and an audit line, where nothing was logged;
  * - `forceShutdown()` ending every connection of its ports, where grpc-js ends only the HTTP/2
  *   sessions it knows: a late handshake followed by a trickled preface held the port open past it;
- * - the calls `forceShutdown()`, a trust reload (a revoked certificate) or a stalled write cuts
- *   logged with why (`reason` `server_shutdown`, `trust_revoked` or `write_stalled` on their
- *   `request.cancelled` line), not as calls their clients left;
+ * - the calls `forceShutdown()`, a trust reload (a revoked certificate), a stalled write or the
+ *   connection cap (closing a connection whose calls all wait on their client) cuts logged with
+ *   why (`reason` `server_shutdown`, `trust_revoked`, `write_stalled` or `connection_cap` on
+ *   their `request.cancelled` line), not as calls their clients left;
  *
  * It wraps grpc-js's
  * `createHttp2Server` (called by `bindAsync`) to read each request's raw header list before
@@ -129,6 +130,9 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
         audit,
         transport: 'grpc',
         isIdle: idleTest(this),
+        // A call is told by its session: one at work on a connection the cap closes is logged
+        // with `reason: 'connection_cap'`, not as one its client left.
+        endingKey: sessionOf,
       });
       if (audit !== undefined) noteRefusedSessions(http2Server, gate);
       // Sessions made under a CA bundle or CRL a reload has changed are sent away (GOAWAY: their
@@ -268,7 +272,7 @@ const SESSION_OF_SOCKET = Symbol('fluxguard.session');
 /**
  * Keeps `session` on its socket. Node hands out a session's socket only behind a proxy, which
  * passes a property set on it to the socket itself: the gate and the write-stall drop ask by
- * the socket.
+ * the socket ({@link sessionOf}).
  */
 function noteSessionOfSocket(session: Http2Session): void {
   try {
@@ -276,6 +280,11 @@ function noteSessionOfSocket(session: Http2Session): void {
   } catch {
     // A session whose socket is gone already: nothing is left to close.
   }
+}
+
+/** The HTTP/2 session on `socket` (its TLS socket, or its TCP socket without TLS), if it has one yet. */
+function sessionOf(socket: Socket): Http2Session | undefined {
+  return (socket as unknown as Record<symbol, Http2Session | undefined>)[SESSION_OF_SOCKET];
 }
 
 /**
@@ -294,7 +303,7 @@ function idleTest(grpcServer: unknown): ((socket: Socket) => boolean) | undefine
   if (!(counts instanceof Map)) return undefined;
   const byIdleLimit = counts as Map<Http2Session, { readonly activeStreams?: unknown }>;
   return (socket) => {
-    const session = (socket as unknown as Record<symbol, Http2Session | undefined>)[SESSION_OF_SOCKET];
+    const session = sessionOf(socket);
     if (session === undefined) return true;
     const activeStreams = byIdleLimit.get(session)?.activeStreams;
     return activeStreams === 0 || (typeof activeStreams === 'number' && everyCallWaitsOnItsClient(session));
@@ -540,7 +549,7 @@ function dropWhenWritesStall(socket: Socket, stallMs: number): void {
       if (waiting && waitingBefore && flushed === flushedBefore) {
         // Noted first, on the session its calls are told by: those still at work are logged as
         // cut by the server (`reason: 'write_stalled'`), not as left by their client.
-        const session = (socket as unknown as Record<symbol, Http2Session | undefined>)[SESSION_OF_SOCKET];
+        const session = sessionOf(socket);
         if (session !== undefined) noteServerEnding(session, 'write_stalled');
         socket.destroy();
       }

@@ -17,7 +17,8 @@ import type { ServerEndReason } from '../transport/server-ending.js';
  * lines carry an `RbacReason`, part of it); the error code itself for a `SecurityError` that
  * names no reason; `unhandled_error` for anything thrown that is not a `SecurityError`; on a
  * `request.cancelled` line, a {@link ServerEndReason} when the server itself ended the call's
- * connection (`server_shutdown`, `trust_revoked`, `write_stalled`, `request_timeout`).
+ * connection (`server_shutdown`, `trust_revoked`, `write_stalled`, `request_timeout`,
+ * `connection_cap`).
  *
  * @example
  * ```ts
@@ -34,7 +35,7 @@ export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_e
  * | --- | --- |
  * | `event` | what happened: `request.denied`, `request.failed`, `request.cancelled` (the first and the last folded past a flood as `….folded` with a `count`), or a control's own (`rbac.shadow_denied`, ...); start-up and background lines (`rbac.shadow_mode`, `jwt.jwks_refresh_failed`) carry only `event` and their own fields |
  * | `outcome` | `allowed`, `denied` (a control refused the call), `error` (the server failed), or `cancelled` on fluxguard's `request.cancelled` lines (the call ended while the handler worked: its client left, or the server cut its connection) |
- * | `reason` | a short machine reason ({@link AuditReason}: `token_expired`, `path_traversal`, `unhandled_error`, `app.…`); on `request.cancelled` lines only when the server cut the call's connection: `server_shutdown` (the end of a shutdown's grace), `trust_revoked` (a TLS trust reload no longer accepts the client's certificate), `write_stalled` (the client took none of the bytes waiting in its connection for the write-stall limit: a reader that stopped, as in a slow-reader attack) or `request_timeout` (an HTTPS request at work whose body had not all come by the server's request timeout), none when the client left on its own |
+ * | `reason` | a short machine reason ({@link AuditReason}: `token_expired`, `path_traversal`, `unhandled_error`, `app.…`); on `request.cancelled` lines only when the server cut the call's connection: `server_shutdown` (the end of a shutdown's grace), `trust_revoked` (a TLS trust reload no longer accepts the client's certificate), `write_stalled` (the client took none of the bytes waiting in its connection for the write-stall limit: a reader that stopped, as in a slow-reader attack), `request_timeout` (an HTTPS request at work whose body had not all come by the server's request timeout) or `connection_cap` (the port at its `maxConnections` closed the connection, serving nothing but a call that waited on its client, to let a new client in), none when the client left on its own |
  * | `operation` | gRPC `/pkg.Service/Method` or HTTP `METHOD /route/:pattern` |
  * | `peer` | the remote address |
  * | `subject` | the authenticated principal's subject, when known |

@@ -5,7 +5,7 @@ import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { RefusalSummary, SUMMARY_INTERVAL_MS } from './refusal-summary.js';
 import { ConnectionsByAddress, type Judgement } from './connections-by-address.js';
-import { noteServerEnding } from './server-ending.js';
+import { noteServerEnding, type ServerEndReason } from './server-ending.js';
 
 const BY_SHARE = 'address_share';
 const BY_CAP = 'port_cap';
@@ -275,6 +275,13 @@ export interface GateConnectionsOptions {
    * can. Asked only at the cap, of a few connections: it must be cheap (a throw counts as busy).
    */
   readonly isIdle?: ((socket: Socket) => boolean) | undefined;
+  /**
+   * What the calls of a connection are told by besides its sockets, when the server ends it
+   * (`serverEndingOf`), given its TLS socket (its TCP socket on a port without TLS): the
+   * HTTP/2 session on it, `undefined` when there is none. The gate notes why on it too before
+   * it destroys a connection itself (a throw notes the sockets only).
+   */
+  readonly endingKey?: ((socket: Socket) => object | undefined) | undefined;
 }
 
 /**
@@ -332,6 +339,9 @@ const CLOSING_HEADROOM = 64;
  * first) of the client address holding the most ({@link ConnectionsByAddress}), whichever's client holds
  * more. Never one of a client holding fewer than the newcomer's does with it: a client at its
  * share takes turns only with those holding as many. When none can go, the new one is refused.
+ * The one closed is noted as ended by the cap first ({@link noteServerEnding},
+ * `connection_cap`): serving nothing, it may still carry a call at work that waits on its client
+ * (a body trickling in), which is then logged as cut by the server, not as left by its client.
  * Connections that never finish a handshake cost nothing to open (no certificate, no
  * cryptography), and those that finish one and send nothing cost little more: from a few
  * addresses, either held the whole cap. Now a client gets in while they are held.
@@ -352,7 +362,7 @@ const CLOSING_HEADROOM = 64;
  */
 export function gateConnections(server: NetServer, options: GateConnectionsOptions): GatedConnections {
   const { gate, admitClient, heldByClient } = buildConnectionGate(options);
-  const { maxConnections, isIdle } = options;
+  const { maxConnections, isIdle, endingKey } = options;
   // Without TLS, a connection is past its handshake from the start: only `isIdle` can free one.
   const tls = server instanceof TlsServer;
   /** Connections admitted and not closed by the gate, that have not closed yet. */
@@ -404,6 +414,20 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
     past.add(tcp, key);
     if (past.size === 1) capNode();
   };
+  // Noted on whatever its calls are told by (its TLS socket, its TCP socket, `endingKey`'s), so
+  // that a call at work on it is logged as cut by the server, not as left by its client.
+  const noteEnding = (tcp: Socket, reason: ServerEndReason): void => {
+    const secure = tlsOf.get(tcp);
+    if (secure !== undefined) noteServerEnding(secure, reason);
+    noteServerEnding(tcp, reason);
+    let key: object | undefined;
+    try {
+      key = endingKey?.(secure ?? tcp);
+    } catch {
+      // Called from the server's connection event: a throw would end the process.
+    }
+    if (key !== undefined) noteServerEnding(key, reason);
+  };
   const pause = (): void => {
     noneFound = true;
     capNode();
@@ -445,6 +469,8 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
     closedByGate.add(victim);
     open -= 1;
     capNode();
+    // Serving nothing may still mean a call at work waiting on its client (a body trickling in).
+    noteEnding(victim, 'connection_cap');
     (secured.get(victim) ?? victim).destroy();
     return true;
   };
@@ -503,13 +529,9 @@ export function gateConnections(server: NetServer, options: GateConnectionsOptio
     ...gate,
     destroyAll() {
       for (const tcp of [...admitted]) {
+        noteEnding(tcp, 'server_shutdown');
         // Its TLS socket first, which an HTTP/2 session or an HTTP parser sits on.
-        const secure = tlsOf.get(tcp);
-        if (secure !== undefined) {
-          noteServerEnding(secure, 'server_shutdown');
-          secure.destroy();
-        }
-        noteServerEnding(tcp, 'server_shutdown');
+        tlsOf.get(tcp)?.destroy();
         tcp.destroy();
       }
     },

@@ -7,16 +7,21 @@
  * in the connection for the write-stall limit (`maxWriteStallMs` of the gRPC adapter): a reader
  * that stopped reading, as a slow-reader attack does, `request_timeout` when an HTTPS server's
  * request timeout (`requestTimeoutMs` of `createSecureServer`) ends a connection whose request
- * is at work while its client still sends it (a trickled body). The `reason` of those calls'
- * `request.cancelled` lines; a call whose client left on its own has none.
+ * is at work while its client still sends it (a trickled body), `connection_cap` when a port
+ * at its cap on connections (`maxConnections`) closes one in its TLS handshake or serving
+ * nothing to let a new client in: serving nothing, it may still carry a call at work that waits
+ * on its client (a body trickling in, a client stream whose next message has not come). The
+ * `reason` of those calls' `request.cancelled` lines; a call whose client left on its own has
+ * none.
  *
  * @example
  * ```ts
  * import type { ServerEndReason } from '@fluxguard/core';
- * const cutByUs: ServerEndReason[] = ['server_shutdown', 'trust_revoked', 'write_stalled', 'request_timeout'];
+ * const cutByUs: ServerEndReason[] = ['server_shutdown', 'trust_revoked', 'write_stalled', 'request_timeout', 'connection_cap'];
  * ```
  */
-export type ServerEndReason = 'server_shutdown' | 'trust_revoked' | 'write_stalled' | 'request_timeout';
+export type ServerEndReason =
+  'server_shutdown' | 'trust_revoked' | 'write_stalled' | 'request_timeout' | 'connection_cap';
 
 /**
  * The connections the server is ending, by whatever object an adapter finds again from a call
