@@ -92,6 +92,12 @@ export class GrpcCall {
    * that ended under it), where a unary handler's still does.
    */
   afterEnd: FailureAfterEnd | undefined = undefined;
+  /**
+   * The response stream a streaming handler writes, set as the handler is called: while it is
+   * not ended, the handler is at work on the call, even one that returned at once and works
+   * from the stream's events.
+   */
+  responseStream: { readonly writableEnded: boolean } | undefined = undefined;
 
   /**
    * @param below - the grpc-js call the peer address is read from, when first asked for.

@@ -447,8 +447,12 @@ class SafeErrorsCall extends ForwardingCall implements FailureAfterEnd {
           // A client that leaves a call its handler works on gets one short info line, as the
           // Express error handler writes for a request whose client left; a call reset before
           // its handler ran (a flood of resets) writes none. A call the server cut itself (a
-          // shutdown, a revoked certificate) has the line too, with why.
-          const working = state.handlerRunning;
+          // shutdown, a revoked certificate) has the line too, with why. A streaming handler
+          // that returned at once is at work until it ends its stream, as an Express handler
+          // is until it ends its answer.
+          const stream = grpcCall.responseStream;
+          const working =
+            state.handlerRunning || (state.handlerCalled && stream !== undefined && !stream.writableEnded);
           state.finish('cancelled');
           if (working) this.#audit.recordCancelled(this.#failureContext(), undefined, serverEndingOf(this.#session));
         }

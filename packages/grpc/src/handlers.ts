@@ -363,6 +363,7 @@ function wrapStreamingResponse<C extends ServerWritableStream<unknown, unknown> 
     const context = contextFor(call);
     const state = context?.state;
     state?.handlerStarted();
+    if (context !== undefined) context.responseStream = call;
     let failed = false;
     const fail = (error: unknown): void => {
       if (failed) return;

@@ -537,6 +537,14 @@ export class CallState implements CallContext {
     return this.#handler === 1;
   }
 
+  /**
+   * The call was handed to its handler ({@link handlerStarted}), whether or not it has stopped
+   * since: a streaming handler that returned at once still works from its stream's events.
+   */
+  get handlerCalled(): boolean {
+    return this.#handler !== 0;
+  }
+
   afterHandler(callback: () => void, maxWaitMs: number): void {
     if (!Number.isFinite(maxWaitMs) || maxWaitMs < 0) {
       throw new TypeError('afterHandler: the longest wait must be a finite number of ms, 0 or more');
