@@ -326,7 +326,8 @@ class SafeErrorsCall extends ForwardingCall implements FailureAfterEnd {
       // The call is over (answered or abandoned): grpc-js drops this one, but never
       // forward text we have not vetted.
       const pending = grpcCall.takePendingError();
-      if (pending !== undefined || status.code !== Status.OK) this.#afterEnd(pending?.error ?? statusCause(status));
+      if (pending !== undefined || status.code !== Status.OK)
+        this.failedAfterEnd(pending?.error ?? statusCause(status));
       this.#forward(this.#neutralStatus());
       return;
     }
@@ -564,19 +565,14 @@ class SafeErrorsCall extends ForwardingCall implements FailureAfterEnd {
   }
 
   /**
-   * What failed once the call was over (its handler's status, or a streaming handler's failure
-   * after a cancel, a deadline or its own answer): one debug line with the error, no second
-   * audit line. Most often it is the end's own doing (the aborted signal, a stream destroyed
-   * under the handler), which a client can bring about at will; a real bug shows on the calls
-   * that are not cut too.
+   * {@link FailureAfterEnd}: what failed once the call was over (its handler's status, or a
+   * streaming handler's failure after a cancel, a deadline or its own answer): one debug line
+   * with the error, no second audit line. Most often it is the end's own doing (the aborted
+   * signal, a stream destroyed under the handler), which a client can bring about at will; a
+   * real bug shows on the calls that are not cut too.
    */
-  #afterEnd(error: unknown): void {
-    this.#audit.logger.debug({ ...this.#failureContext(), err: error }, 'status after the call ended');
-  }
-
-  /** {@link FailureAfterEnd}: a streaming handler's failure once its call is over. */
   failedAfterEnd(error: unknown): void {
-    this.#afterEnd(error);
+    this.#audit.logger.debug({ ...this.#failureContext(), err: error }, 'status after the call ended');
   }
 
   #forward(status: PartialStatusObject): void {
