@@ -212,16 +212,6 @@ describe('a connection whose client stops reading', () => {
     }
   });
 
-  it('has the calls of a client that left on its own logged with no reason', async () => {
-    const ids = { flood: 'left-flood', wait: 'left-wait' };
-    // Reading slowly, never stalled: the drop cannot come before its client leaves.
-    const client = await floodClient(1024 * 1024, 'slowly', ids);
-    await expect.poll(() => waiting).toBe(1);
-    client.destroy();
-    await expect.poll(() => cancelledLines(ids)).toHaveLength(2);
-    for (const line of cancelledLines(ids)) expect(line).not.toHaveProperty('reason');
-  });
-
   it('is kept while its client reads, however slowly', async () => {
     const client = await floodClient(1024 * 1024, 'slowly');
     try {
