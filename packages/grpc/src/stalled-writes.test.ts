@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
 import { addService, fluxguardInterceptors, getSignal, secureServerOptions } from './index.js';
-import { captureAudit } from './testing/harness.js';
+import { bufferMethod, captureAudit } from './testing/harness.js';
 import { h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 import { CLIENT_PREFACE, grpcFrame } from './testing/raw-http2.js';
 import {
@@ -25,24 +25,8 @@ const STALL_MS = 1_000;
 const CHUNK = Buffer.alloc(256 * 1024, 7);
 
 const floodService = {
-  Flood: {
-    path: '/fluxguard.test.v1.Stall/Flood',
-    requestStream: false,
-    responseStream: true,
-    requestSerialize: (b: Buffer) => b,
-    requestDeserialize: (b: Buffer) => b,
-    responseSerialize: (b: Buffer) => b,
-    responseDeserialize: (b: Buffer) => b,
-  },
-  Wait: {
-    path: '/fluxguard.test.v1.Stall/Wait',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: (b: Buffer) => b,
-    requestDeserialize: (b: Buffer) => b,
-    responseSerialize: (b: Buffer) => b,
-    responseDeserialize: (b: Buffer) => b,
-  },
+  Flood: bufferMethod('/fluxguard.test.v1.Stall/Flood', false, true),
+  Wait: bufferMethod('/fluxguard.test.v1.Stall/Wait', false, false),
 };
 
 /** `Wait` handlers at work now. */

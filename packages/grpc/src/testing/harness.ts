@@ -41,6 +41,21 @@ export function jsonMethod(path: string, requestStream: boolean, responseStream:
   };
 }
 
+const raw = (bytes: Buffer): Buffer => bytes;
+
+/** A method definition whose messages are the bytes themselves, for tests that write raw frames. */
+export function bufferMethod(path: string, requestStream: boolean, responseStream: boolean) {
+  return {
+    path,
+    requestStream,
+    responseStream,
+    requestSerialize: raw,
+    requestDeserialize: raw,
+    responseSerialize: raw,
+    responseDeserialize: raw,
+  };
+}
+
 /** The grpc-js handler types of the test service. */
 export interface TestImpl {
   Unary: handleUnaryCall<Json, Json>;
