@@ -239,6 +239,17 @@ describe('scrubSecrets', () => {
     expect(scrubbed.endsWith('…[cut]')).toBe(true);
     expect(scrubbed.startsWith('token [REDACTED] a://')).toBe(true);
   });
+  it('leaves no part of a token that the 16 KiB cut falls within', () => {
+    // The cut falls in the claims: what is left has one dot, which no pattern reads as a token.
+    const [header = '', claims = ''] = TOKEN.split('.');
+    const text = `${'x'.repeat(16_384 - 3 - header.length - 1 - 4)} t=${TOKEN} and more`;
+    const scrubbed = scrubSecrets(text);
+    expect(scrubbed).not.toContain(header);
+    expect(scrubbed).not.toContain(claims.slice(0, 4));
+    expect(scrubbed.endsWith(' …[cut]')).toBe(true);
+    // A cut between runs keeps all it can.
+    expect(scrubSecrets(`${'y '.repeat(8_192)}rest`)).toBe(`${'y '.repeat(8_192)}…[cut]`);
+  });
   it('removes a private key cut short, with what follows it', () => {
     const cut = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\nAwEHBG0wawIBAQQg';
     expect(scrubSecrets(`open '${cut}'`)).toBe(`open '[REDACTED]`);

@@ -57,10 +57,38 @@ const RUN = /\S+/g;
 /** Error text longer than this is cut before it is scrubbed: nothing that long helps a reader. */
 const MAX_SCRUBBED_LENGTH = 16_384;
 
+/** Whether a UTF-16 code is one tokens are written with: base64, base64url, a JWT's dots. */
+function isTokenCode(code: number): boolean {
+  return (
+    (code >= 0x30 && code <= 0x39) || // 0-9
+    (code >= 0x41 && code <= 0x5a) || // A-Z
+    (code >= 0x61 && code <= 0x7a) || // a-z
+    code === 0x2b || // +
+    code === 0x2d || // -
+    code === 0x2e || // .
+    code === 0x2f || // /
+    code === 0x3d || // =
+    code === 0x5f || // _
+    code === 0x7e // ~
+  );
+}
+
+/**
+ * `text` cut to at most `maxChars`, and short of a run of token characters the cut would split,
+ * that run left out whole: a JWT cut within its claims keeps one dot, which no pattern reads as
+ * a token, and would leave its header and claims in the log. Scanned back once, so linear.
+ */
+function cutBeforeSplitToken(text: string, maxChars: number): string {
+  let end = maxChars;
+  if (isTokenCode(text.charCodeAt(end))) while (end > 0 && isTokenCode(text.charCodeAt(end - 1))) end--;
+  return text.slice(0, end);
+}
+
 /**
  * Removes tokens, bearer credentials, private keys, a URL's user and password, and the values
  * of query parameters named for secrets (`access_token`, `key`, `password`, ...) from free text.
- * Text past 16 KiB is cut off first.
+ * Text past 16 KiB is cut off first, short of a token the cut would split. Cut what it returns,
+ * not what it is given: a token cut in two is no longer found.
  *
  * @example
  * ```ts
@@ -69,7 +97,7 @@ const MAX_SCRUBBED_LENGTH = 16_384;
  * ```
  */
 export function scrubSecrets(text: string): string {
-  const bounded = text.length > MAX_SCRUBBED_LENGTH ? `${text.slice(0, MAX_SCRUBBED_LENGTH)}…[cut]` : text;
+  const bounded = text.length > MAX_SCRUBBED_LENGTH ? `${cutBeforeSplitToken(text, MAX_SCRUBBED_LENGTH)}…[cut]` : text;
   return withoutPrivateKeys(bounded)
     .replace(BEARER, `$1 ${REDACTED}`)
     .replace(JWT_LIKE, REDACTED)
