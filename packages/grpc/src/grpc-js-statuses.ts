@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { status as Status, type Server, type ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
-import { toPublicError, type FailureContext, type PublicError } from '@fluxguard/core/adapter';
+import { scrubSecrets, toPublicError, type FailureContext, type PublicError } from '@fluxguard/core/adapter';
 import { responseMetadata } from './response-metadata.js';
 import { peerString } from './context.js';
 
@@ -87,9 +87,13 @@ function detailsOf(status: { readonly details?: string | undefined }): string {
   return typeof status.details === 'string' ? status.details : '';
 }
 
-/** grpc-js's text as the cause of a fluxguard error, for the log only, cut to its first characters. */
+/**
+ * grpc-js's text as the cause of a fluxguard error, for the log only, cut to its first characters.
+ * Scrubbed before the cut: a token the client put in a method path or an encoding, cut within its
+ * claims, is no longer found by the log's scrubbing, and its header and claims were logged.
+ */
 function grpcJsCause(details: string): Error {
-  return new Error(`grpc-js: ${details.slice(0, MAX_CAUSE_CHARS)}`);
+  return new Error(`grpc-js: ${scrubSecrets(details).slice(0, MAX_CAUSE_CHARS)}`);
 }
 
 /**
