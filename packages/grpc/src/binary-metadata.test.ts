@@ -1,0 +1,120 @@
+// grpc-js splits a binary (`-bin`) metadata value on its commas and decodes each piece into an
+// entry of its own before any interceptor runs: a header of commas alone, sent with no
+// credential, made a call cost as much CPU as a hundred others. Past as many values as Node
+// reads header fields, the call is refused before grpc-js builds its metadata.
+import { once } from 'node:events';
+import { connect } from 'node:http2';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metadata, status as Status, type Client } from '@grpc/grpc-js';
+import { MAX_HEADER_LIST_PAIRS } from './http2-servers.js';
+import { fluxguardInterceptors, secureServerOptions } from './index.js';
+import { captureAudit, type Json } from './testing/harness.js';
+import { grpcFrame } from './testing/raw-http2.js';
+import {
+  clientFor,
+  createTestPki,
+  handlerStarts,
+  perOperationCredentials,
+  startTlsServer,
+  unary,
+  type TestPki,
+  type TestServer,
+} from './testing/tls.js';
+
+let pki: TestPki;
+let server: TestServer;
+let client: Client;
+let lines: () => Json[];
+
+beforeAll(async () => {
+  pki = await createTestPki();
+  const captured = captureAudit();
+  lines = captured.lines;
+  // No header limits: the bound holds whatever controls the server runs.
+  server = await startTlsServer(
+    perOperationCredentials(pki, captured.audit),
+    fluxguardInterceptors({ audit: captured.audit, timeouts: false }),
+    undefined,
+    secureServerOptions(),
+  );
+  client = clientFor(server.address, { ca: pki.ca.certPem });
+});
+
+afterAll(async () => {
+  client.close();
+  await server.close();
+  await pki.cleanup();
+});
+
+/** Metadata with `count` values of one binary key (grpc-js's client sends each as a header of its own). */
+function binaryValues(count: number): Metadata {
+  const metadata = new Metadata();
+  for (let i = 0; i < count; i++) metadata.add('x-many-bin', Buffer.from([i % 256]));
+  return metadata;
+}
+
+const lineOf = (requestId: string): Json | undefined => lines().find((line) => line.requestId === requestId);
+
+/** A call over raw HTTP/2 with TLS carrying `value` as one `x-commas-bin` header: its response headers. */
+async function rawCall(value: string, requestId: string): Promise<Record<string, unknown>> {
+  const session = connect(`https://${server.address}`, { ca: pki.ca.certPem, servername: 'localhost' });
+  session.on('error', () => undefined);
+  try {
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/fluxguard.test.v1.Secure/Public',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      'x-commas-bin': value,
+      'x-request-id': requestId,
+    });
+    stream.on('error', () => undefined);
+    stream.resume();
+    stream.end(grpcFrame(Buffer.from('{}')));
+    const [headers] = (await once(stream, 'response')) as [Record<string, unknown>];
+    await once(stream, 'close');
+    return headers;
+  } finally {
+    session.close();
+  }
+}
+
+/** `count` base64 values joined as grpc-js's client or a proxy joins them. */
+const joined = (count: number): string => Array.from({ length: count }, () => 'AA').join(',');
+
+describe('binary metadata that grpc-js splits into many values', () => {
+  it('is served from a grpc-js client sending many values', async () => {
+    const outcome = await unary(client, 'Public', binaryValues(900));
+    expect(outcome.status.code).toBe(Status.OK);
+  });
+
+  it('is served up to as many values as Node reads header fields', async () => {
+    const starts = handlerStarts.count;
+    const headers = await rawCall(joined(MAX_HEADER_LIST_PAIRS), 'bin-at-bound');
+    expect(headers['grpc-status']).toBeUndefined();
+    expect(handlerStarts.count).toBe(starts + 1);
+  });
+
+  it('is refused RESOURCE_EXHAUSTED past that, with the request id and a too_many_headers line, no handler run', async () => {
+    const starts = handlerStarts.count;
+    const headers = await rawCall(joined(MAX_HEADER_LIST_PAIRS + 1), 'bin-past-bound');
+    expect(headers['grpc-status']).toBe(String(Status.RESOURCE_EXHAUSTED));
+    expect(decodeURIComponent(String(headers['grpc-message']))).toBe('The request is too large.');
+    expect(headers['x-request-id']).toBe('bin-past-bound');
+    expect(headers['x-fluxguard-field']).toBe('headers');
+    expect(handlerStarts.count).toBe(starts);
+    expect(lineOf('bin-past-bound')).toMatchObject({
+      event: 'request.denied',
+      reason: 'too_many_headers',
+      code: 'payload_too_large',
+      operation: '/fluxguard.test.v1.Secure/Public',
+    });
+  });
+
+  it('is refused so for one header of 60 KB of commas', async () => {
+    const headers = await rawCall(','.repeat(60_000), 'bin-commas');
+    expect(headers['grpc-status']).toBe(String(Status.RESOURCE_EXHAUSTED));
+    expect(headers['x-request-id']).toBe('bin-commas');
+    expect(lineOf('bin-commas')).toMatchObject({ reason: 'too_many_headers' });
+  });
+});
