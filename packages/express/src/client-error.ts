@@ -122,6 +122,9 @@ const MALFORMED_HEAD: ClientFault = { status: 400, code: 'invalid_argument', rea
  *   proxy in front may have routed by the last.
  * - `host_missing`: HTTP/1.1 without a `Host`, or with an empty one: the test of Node's
  *   `requireHostHeader`, which `createSecureServer` turns off to answer it itself.
+ * - `host_invalid`: a `Host` that is not a host and an optional port (section 3.2: `a b`,
+ *   `u@a`, `a/b`, `[::1`, `a:99999`, non-ASCII). Node serves any value, and `req.hostname`
+ *   hands it to the application, where a proxy in front may have read it otherwise.
  * - `transfer_coding_unsupported`: a `Transfer-Encoding` other than `chunked` alone. One whose
  *   last coding is not `chunked` must be answered 400 (section 6.1), and Node's parser refuses
  *   it only once the body begins, after the handler has run: a `DELETE` sent so was carried out
@@ -146,6 +149,7 @@ export function headFault(
   | 'version_unsupported'
   | 'host_repeated'
   | 'host_missing'
+  | 'host_invalid'
   | 'transfer_coding_unsupported'
   | 'target_malformed'
   | 'host_mismatch'
@@ -159,6 +163,9 @@ export function headFault(
   }
   if (hosts > 1) return 'host_repeated';
   if (req.httpVersionMinor === 1 && !req.headers.host) return 'host_missing';
+  // Empty only on HTTP/1.0, which needs no `Host`.
+  const host = req.headers.host;
+  if (host !== undefined && host !== '' && !validHost(host)) return 'host_invalid';
   const coding = req.headers['transfer-encoding'];
   if (coding !== undefined && coding.trim().toLowerCase() !== 'chunked') return 'transfer_coding_unsupported';
   const target = req.url ?? '';
@@ -182,6 +189,17 @@ export function headFault(
  * reads the rest as the path (`http://a%2Db/x` was routed as `%2Db/x`, a path no proxy saw).
  */
 const ABSOLUTE_TARGET = /^(https?):\/\/((?:[\w.-]+|\[[\d:a-f.]+\])(?::\d*)?)(?:[/?]|$)/i;
+
+/**
+ * A `Host` value as RFC 9112 section 3.2 has it, `uri-host [ ":" port ]` of RFC 3986: a
+ * bracketed IPv6 address, or a name of unreserved, sub-delim and percent-encoded characters,
+ * then the URL parser's reading (a real IPv6 address, a port up to 65535, no encoded space).
+ */
+const HOST_FIELD = /^(?:\[[\da-f:.]+\]|[\w.~!$&'()*+,;=%-]+)(?::\d*)?$/i;
+
+function validHost(host: string): boolean {
+  return HOST_FIELD.test(host) && canonicalHost('http', host) !== undefined;
+}
 
 /**
  * A host (with any port) as the URL parser reads it for `scheme`, so that two spellings of one

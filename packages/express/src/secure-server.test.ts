@@ -259,6 +259,14 @@ describe('createSecureServer: strict client certificates', () => {
   it.each([
     ['GET /hello HTTP/1.1\r\n\r\n', 'host_missing'],
     ['GET /hello HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n', 'host_repeated'],
+    // A Host that is not a host and a port (RFC 9112 section 3.2), which Node served.
+    ['GET /hello HTTP/1.1\r\nHost: a b\r\n\r\n', 'host_invalid'],
+    ['GET /hello HTTP/1.1\r\nHost: evil.example/x\r\n\r\n', 'host_invalid'],
+    ['GET /hello HTTP/1.1\r\nHost: user@a\r\n\r\n', 'host_invalid'],
+    ['GET /hello HTTP/1.1\r\nHost: [::1\r\n\r\n', 'host_invalid'],
+    ['GET /hello HTTP/1.1\r\nHost: a:99999\r\n\r\n', 'host_invalid'],
+    ['GET /hello HTTP/1.1\r\nHost: a%20b\r\n\r\n', 'host_invalid'],
+    ['GET /hello HTTP/1.0\r\nHost: a?b\r\n\r\n', 'host_invalid'],
     ['GET /hello HTTP/2.0\r\nHost: a\r\n\r\n', 'version_unsupported'],
     // A request target has no fragment: Node served `/admin#/public` as `/admin`.
     ['GET /hello#/public HTTP/1.1\r\nHost: a\r\n\r\n', 'target_malformed'],
@@ -269,8 +277,8 @@ describe('createSecureServer: strict client certificates', () => {
     ['GET http://elsewhere.example/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
     ['GET https://a:444/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
     ['GET http://a:443/hello HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch'],
-    ['GET http://a/hello HTTP/1.1\r\nHost: a/b\r\n\r\n', 'host_mismatch'],
-    ['GET http://a/hello HTTP/1.1\r\nHost: b@a\r\n\r\n', 'host_mismatch'],
+    ['GET http://a/hello HTTP/1.1\r\nHost: a/b\r\n\r\n', 'host_invalid'],
+    ['GET http://a/hello HTTP/1.1\r\nHost: b@a\r\n\r\n', 'host_invalid'],
     ['GET http://a./hello HTTP/1.1\r\nHost: a..\r\n\r\n', 'host_mismatch'],
     // Routed by Express as the path `%2Dexample/hello`: a host is letters, digits, `.`, `-`, `_`.
     ['GET http://a%2Dexample/hello HTTP/1.1\r\nHost: a-example\r\n\r\n', 'target_malformed'],
@@ -323,6 +331,11 @@ describe('createSecureServer: strict client certificates', () => {
       const absolute = await raw(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`, 300);
       expect(absolute.startsWith('HTTP/1.1 200 '), target).toBe(true);
       expect(absolute).toContain('"spiffeId":"spiffe://fluxguard.dev/client"');
+    }
+    // Any host and port RFC 3986 allows in `Host`, beside an origin-form target.
+    for (const host of ['a.example:8443', '[::1]', 'a_b~c!$&()*+,;=.example', 'a%2Db', 'a.example:']) {
+      const origin = await raw(`GET /hello HTTP/1.1\r\nHost: ${host}\r\n\r\n`, 300);
+      expect(origin.startsWith('HTTP/1.1 200 '), host).toBe(true);
     }
     const asterisk = await raw('OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n', 300);
     expect(asterisk).not.toMatch(/^HTTP\/1\.1 400 /);
