@@ -25,6 +25,13 @@ const FAULTS: Readonly<Record<string, ClientFault>> = Object.freeze({
 const MALFORMED: ClientFault = { status: 400, code: 'invalid_argument', reason: 'malformed_request' };
 
 /**
+ * Connections whose request was refused for a `Transfer-Encoding` that does not frame its body.
+ * Whatever follows that head is its body (RFC 9112 section 6.3), which Node's parser refuses
+ * once it arrives: that request's own line already stands, so the parser's adds none.
+ */
+const unframed = new WeakSet<Duplex>();
+
+/**
  * Answers what Node's HTTP parser refuses before any request object exists (a malformed
  * request line or header, a duplicate `Content-Length`, headers over `maxHeaderSize`, a
  * request that timed out), in place of Node's bare `400`/`408`/`431`: the same status, with
@@ -40,7 +47,7 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
   // Not the parser's (a reset, a TLS handshake that never completed), or a connection already
   // gone: nothing can be written, and nothing was asked.
   const fault = FAULTS[code] ?? (code.startsWith('HPE_') ? MALFORMED : undefined);
-  if (fault === undefined || !socket.writable || leftMidBody(code, socket)) {
+  if (fault === undefined || !socket.writable || leftMidBody(code, socket) || unframed.has(socket)) {
     socket.destroy();
     return;
   }
@@ -233,6 +240,12 @@ export function answerMalformedHead(
   audit: AuditLogger,
   fault: NonNullable<ReturnType<typeof headFault>>,
 ): void {
+  if (
+    fault === 'transfer_coding_unsupported' &&
+    !/(?:^|,)\s*chunked\s*$/i.test(req.headers['transfer-encoding'] ?? '')
+  ) {
+    unframed.add(req.socket);
+  }
   answerRequest(MALFORMED_HEAD, req, res, audit, { headFault: fault });
 }
 
