@@ -456,6 +456,14 @@ class SafeErrorsCall extends ForwardingCall implements FailureAfterEnd {
             state.handlerRunning || (state.handlerCalled && stream !== undefined && !stream.writableEnded);
           state.finish('cancelled');
           if (working) this.#audit.recordCancelled(this.#failureContext(), undefined, serverEndingOf(this.#session));
+          else if (!state.handlerCalled) {
+            // Left while a control was still deciding (a key set fetched, a Redis-backed limit):
+            // should it refuse the call, that refusal is the call's line, as on Express, so that
+            // a client hanging up on each bad token still leaves its denials in the log.
+            state.whenRefused((refusal) => {
+              recordFailureSafely(this.#audit, refusal, this.#failureContext());
+            });
+          }
         }
       }
     }

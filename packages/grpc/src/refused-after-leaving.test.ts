@@ -1,0 +1,237 @@
+// A call whose client cancels while a control is still deciding (a key set being fetched, a
+// Redis-backed limit answering) and that the control then refuses is logged as the refusal it
+// is, one `request.denied` line, and a failed authentication is counted by the brute-force
+// protection: a client guessing tokens and hanging up on each must leave a trace and be blocked.
+// A call whose client left before anything refused it, and whose handler never ran, gets no
+// line. The controls here are held on gates the test opens once the server has noticed the
+// cancel, so that the refusal comes strictly after the client left.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metadata, status as Status, type Client, type ClientUnaryCall } from '@grpc/grpc-js';
+import {
+  SecurityError,
+  compileRbac,
+  createBruteForceProtection,
+  createGuard,
+  createJwtVerifier,
+  createLocalJwksSource,
+  type Control,
+  type JwksSource,
+} from '@fluxguard/core';
+import { captureAudit, deserialize, serialize } from './testing/harness.js';
+import { fluxguardInterceptors } from './index.js';
+import {
+  AUDIENCE,
+  ISSUER,
+  SERVED,
+  createClientPool,
+  createTestPki,
+  createTokenSigner,
+  handlerStarts,
+  op,
+  perOperationCredentials,
+  secureRules,
+  startTlsServer,
+  unary,
+  type TestPki,
+  type TestServer,
+  type TokenSigner,
+} from './testing/tls.js';
+
+const MAX_FAILURES = 3;
+
+interface Gate {
+  readonly promise: Promise<void>;
+  open(): void;
+}
+
+function gate(): Gate {
+  let open = (): void => undefined;
+  const promise = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { promise, open };
+}
+
+/** What the test waits on for the call in flight: the control reached, the cancel noticed, the verdict. */
+let reached = gate();
+let left = gate();
+let decided = gate();
+/** Opened by the test once the server has noticed the cancel. */
+let release = gate();
+let holdKeys = false;
+
+function resetGates(): void {
+  reached = gate();
+  left = gate();
+  decided = gate();
+  release = gate();
+}
+
+/** Tells the test when the server notices the client left, and when a verdict is reached. */
+const observer: Control = {
+  name: 'test.observer',
+  stage: 'pre-authentication',
+  onStart(call, context) {
+    call.signal.addEventListener('abort', () => {
+      left.open();
+    });
+    context.whenRefused(() => {
+      decided.open();
+    });
+    context.whenAllowed(() => {
+      decided.open();
+    });
+    return undefined;
+  },
+};
+
+/** A control that decides late (a Redis-backed limit): `x-held: refuse` or `x-held: allow`. */
+const held: Control = {
+  name: 'test.held',
+  stage: 'pre-authentication',
+  async onStart(call) {
+    const verdict = call.headers.get('x-held');
+    if (verdict === undefined) return undefined;
+    reached.open();
+    await release.promise;
+    if (verdict === 'refuse') {
+      throw new SecurityError('rate_limited', {
+        reason: 'rate_limited',
+        details: { retryAfterSeconds: 1 },
+        auditFields: { rule: 'test.held' },
+      });
+    }
+    return undefined;
+  },
+};
+
+let pki: TestPki;
+let signer: TokenSigner;
+let forger: TokenSigner;
+const audit = captureAudit({ foldRefusals: false });
+const clients = createClientPool();
+let server: TestServer;
+let client: Client;
+
+beforeAll(async () => {
+  pki = await createTestPki();
+  signer = createTokenSigner();
+  // Same key id, another key: its tokens fail their signature check.
+  forger = createTokenSigner();
+  const keys = createLocalJwksSource(signer.jwks as never);
+  // A key source that answers late while `holdKeys` is set: a remote key set being fetched.
+  const keySource: JwksSource = {
+    get version() {
+      return keys.version;
+    },
+    async getKeys(header) {
+      if (holdKeys) {
+        reached.open();
+        await release.promise;
+      }
+      return keys.getKeys(header);
+    },
+  };
+  const jwt = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, keySource });
+  const rbac = compileRbac(secureRules(pki), { servedOperations: SERVED });
+  const guard = createGuard({ audit: audit.audit, jwt, rbac });
+  const bruteForce = createBruteForceProtection({
+    peer: { maxFailures: MAX_FAILURES, windowSeconds: 600, blockSeconds: 600 },
+  });
+  server = await startTlsServer(
+    perOperationCredentials(pki, audit.audit),
+    fluxguardInterceptors({ audit: audit.audit, guard, controls: [observer, bruteForce, held] }),
+  );
+  client = clients.open(server.address, pki.ca.certPem);
+});
+
+afterAll(async () => {
+  clients.closeAll();
+  await server.close();
+  await pki.cleanup();
+});
+
+function metadataOf(requestId: string, token: string | undefined, heldVerdict?: string): Metadata {
+  const metadata = new Metadata();
+  metadata.set('x-request-id', requestId);
+  if (token !== undefined) metadata.set('authorization', `Bearer ${token}`);
+  if (heldVerdict !== undefined) metadata.set('x-held', heldVerdict);
+  return metadata;
+}
+
+/**
+ * Starts a call, cancels it once a held control has it, waits until the server has noticed,
+ * then lets the control decide; resolves once the verdict (if any) has been acted on.
+ */
+async function leaveWhileDeciding(metadata: Metadata, expectVerdict: boolean): Promise<void> {
+  resetGates();
+  const call: ClientUnaryCall = client.makeUnaryRequest(op('Read'), serialize, deserialize, {}, metadata, () => {
+    // Cancelled by the test.
+  });
+  await reached.promise;
+  call.cancel();
+  await left.promise;
+  release.open();
+  if (expectVerdict) await decided.promise;
+  // The adapter acts on the verdict a few promise turns later.
+  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setImmediate(resolve));
+}
+
+const linesOf = (requestId: string) => audit.lines().filter((line) => line.requestId === requestId);
+
+describe('a call refused after its client left, before its handler ran (gRPC)', () => {
+  it('logs a refusal a late control made after the client left as a denial, not a cancellation', async () => {
+    await leaveWhileDeciding(metadataOf('late-refusal', undefined, 'refuse'), true);
+    const lines = linesOf('late-refusal');
+    expect(lines.map((line) => [line.event, line.outcome, line.code, line.reason, line.transport])).toEqual([
+      ['request.denied', 'denied', 'rate_limited', 'rate_limited', 'grpc'],
+    ]);
+  });
+
+  it('writes no line for a call whose client left before anything refused it and whose handler never ran', async () => {
+    const startsBefore = handlerStarts.count;
+    await leaveWhileDeciding(metadataOf('left-early', undefined, 'allow'), false);
+    expect(linesOf('left-early')).toEqual([]);
+    expect(handlerStarts.count).toBe(startsBefore);
+  });
+
+  it('logs a token of an unknown key whose client hung up during the key look-up as a denial', async () => {
+    holdKeys = true;
+    const stranger = createTokenSigner('unknown-key').sign({ sub: 'alice', roles: ['reader'] });
+    await leaveWhileDeciding(metadataOf('unknown-key', stranger), true);
+    holdKeys = false;
+    expect(linesOf('unknown-key').map((line) => [line.event, line.code, line.reason])).toEqual([
+      ['request.denied', 'unauthenticated', 'unknown_kid'],
+    ]);
+  });
+
+  it('logs each bad token whose client hung up during verification as a denial, and blocks the address', async () => {
+    const startsBefore = handlerStarts.count;
+    holdKeys = true;
+    const now = Math.floor(Date.now() / 1000);
+    const guesses: [string, string][] = [
+      ['bad_signature', forger.sign({ sub: 'alice', roles: ['reader'], jti: 'guess-0' })],
+      ['token_expired', signer.sign({ sub: 'alice', roles: ['reader'], iat: now - 7200, exp: now - 3600 })],
+      ['bad_signature', forger.sign({ sub: 'alice', roles: ['reader'], jti: 'guess-2' })],
+    ];
+    expect(guesses).toHaveLength(MAX_FAILURES);
+    for (const [index, [, token]] of guesses.entries()) {
+      await leaveWhileDeciding(metadataOf(`guess-${String(index)}`, token), true);
+    }
+    holdKeys = false;
+    // The address is blocked: even a good token is refused now.
+    const good = signer.sign({ sub: 'alice', roles: ['reader'] });
+    const blocked = await unary(client, 'Read', metadataOf('after-guesses', good));
+    expect(blocked.status.code).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(linesOf('after-guesses')[0]?.reason).toBe('brute_force_blocked');
+    for (const [index, [reason]] of guesses.entries()) {
+      const lines = linesOf(`guess-${String(index)}`);
+      expect(lines.map((line) => [line.event, line.outcome, line.code, line.reason, line.transport])).toEqual([
+        ['request.denied', 'denied', 'unauthenticated', reason, 'grpc'],
+      ]);
+    }
+    expect(handlerStarts.count).toBe(startsBefore);
+    expect(audit.lines().filter((line) => line.event === 'request.cancelled')).toEqual([]);
+  });
+});
