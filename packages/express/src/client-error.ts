@@ -25,7 +25,7 @@ const FAULTS: Readonly<Record<string, ClientFault>> = Object.freeze({
 const MALFORMED: ClientFault = { status: 400, code: 'invalid_argument', reason: 'malformed_request' };
 
 /**
- * Connections whose request was refused for a `Transfer-Encoding` that does not frame its body.
+ * Connections whose refused request has a `Transfer-Encoding` that does not frame its body.
  * Whatever follows that head is its body (RFC 9112 section 6.3), which Node's parser refuses
  * once it arrives: that request's own line already stands, so the parser's adds none.
  */
@@ -240,12 +240,9 @@ export function answerMalformedHead(
   audit: AuditLogger,
   fault: NonNullable<ReturnType<typeof headFault>>,
 ): void {
-  if (
-    fault === 'transfer_coding_unsupported' &&
-    !/(?:^|,)\s*chunked\s*$/i.test(req.headers['transfer-encoding'] ?? '')
-  ) {
-    unframed.add(req.socket);
-  }
+  // Whatever the fault named, such a coding leaves the bytes after the head unframed.
+  const coding = req.headers['transfer-encoding'];
+  if (coding !== undefined && !/(?:^|,)\s*chunked\s*$/i.test(coding)) unframed.add(req.socket);
   answerRequest(MALFORMED_HEAD, req, res, audit, { headFault: fault });
 }
 

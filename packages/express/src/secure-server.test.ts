@@ -408,20 +408,25 @@ describe('createSecureServer: strict client certificates', () => {
     expect(effects.length).toBe(before);
   });
 
-  it('writes one line for a Transfer-Encoding that does not end in chunked, followed by bytes', async () => {
-    // Node's parser refuses the bytes after such a head once the head is answered: they are
-    // that request's unframeable body, not a second request pipelined behind it.
-    const before = lines().length;
-    const answer = await raw('DELETE /effect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n');
-    expect(answer.startsWith('HTTP/1.1 400 ')).toBe(true);
-    const requestId = /^x-request-id: (.+)$/im.exec(answer)?.[1]?.trim();
-    const refusals = lines()
-      .slice(before)
-      .filter((line) => line.reason === 'malformed_request');
-    expect(refusals).toEqual([
-      expect.objectContaining({ requestId, detail: { headFault: 'transfer_coding_unsupported' } }),
-    ]);
-  });
+  it.each([
+    ['Host: x', 'transfer_coding_unsupported'],
+    // Refused for its Host first: the bytes after it are as unframed.
+    ['Host: a b', 'host_invalid'],
+  ])(
+    'writes one line for a Transfer-Encoding that does not end in chunked, followed by bytes (%s)',
+    async (host, fault) => {
+      // Node's parser refuses the bytes after such a head once the head is answered: they are
+      // that request's unframeable body, not a second request pipelined behind it.
+      const before = lines().length;
+      const answer = await raw(`DELETE /effect HTTP/1.1\r\n${host}\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n`);
+      expect(answer.startsWith('HTTP/1.1 400 ')).toBe(true);
+      const requestId = /^x-request-id: (.+)$/im.exec(answer)?.[1]?.trim();
+      const refusals = lines()
+        .slice(before)
+        .filter((line) => line.reason === 'malformed_request');
+      expect(refusals).toEqual([expect.objectContaining({ requestId, detail: { headFault: fault } })]);
+    },
+  );
 
   it('serves a Transfer-Encoding of chunked alone', async () => {
     // Chunked last is what HTTP/1.1 asks for.
