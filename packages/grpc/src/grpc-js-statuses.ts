@@ -4,7 +4,7 @@ import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } 
 import { scrubSecrets, toPublicError, type FailureContext, type PublicError } from '@fluxguard/core/adapter';
 import { responseMetadata } from './response-metadata.js';
 import { peerString } from './context.js';
-import { MAX_HEADER_LIST_PAIRS } from './http2-servers.js';
+import { takeTooManyBinaryValues } from './http2-servers.js';
 
 /** A status as an interceptor sends it (not exported by grpc-js under a name). */
 export type PartialStatusObject = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
@@ -157,9 +157,9 @@ type VerifyContentType = (stream: ServerHttp2Stream, headers: IncomingHttpHeader
  *   415 and gets an `x-request-id`, and the log a `content_type_unsupported` refusal. A
  *   `:method` other than `POST`, which grpc-js serves, is answered HTTP 405 (`allow: POST`)
  *   the same way, with a `method_not_allowed` refusal;
- * - binary metadata that grpc-js would split into more than {@link MAX_HEADER_LIST_PAIRS}
+ * - binary metadata that grpc-js would split into more than 1,000 (`MAX_HEADER_LIST_PAIRS`)
  *   values: refused `RESOURCE_EXHAUSTED` "The request is too large." (`too_many_headers`, field
- *   `headers`) before grpc-js builds the call's metadata (see {@link binaryValuesOver}).
+ *   `headers`) before grpc-js builds the call's metadata (counted by `hardenHttp2Servers`).
  * Refusals are folded like any other under a flood. With a grpc-js that has no such methods it
  * does nothing (the adapter checks the grpc-js version it supports at start-up).
  *
@@ -194,7 +194,7 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
         answerNotGrpc(this, stream, headers, 'content_type_unsupported', { ':status': 415 });
         return false;
       }
-      if (!binaryValuesOver(headers, MAX_HEADER_LIST_PAIRS)) return true;
+      if (!takeTooManyBinaryValues(headers)) return true;
       const requestId = requestIdOf(headers);
       const refusal = new SecurityError('payload_too_large', {
         reason: 'too_many_headers',
@@ -241,30 +241,6 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
 
 /** `x-fluxguard-field` (`FIELD_METADATA_KEY` of errors.ts, which imports this module). */
 const FIELD_HEADER = 'x-fluxguard-field';
-
-/**
- * Whether grpc-js would make more than `max` entries of the binary (`-bin`) metadata of
- * `headers`. grpc-js splits a custom binary value on its commas and decodes each piece into an
- * entry of its own, before any interceptor runs: 60 KB of commas in one header, sent with no
- * credential, cost about 100 ms of CPU a call, and the header limits refused the call only then.
- * Counted as grpc-js splits: a value of each repeated header whole, a `grpc-` one never split.
- */
-function binaryValuesOver(headers: IncomingHttpHeaders, max: number): boolean {
-  let count = 0;
-  for (const name of Object.keys(headers)) {
-    if (!name.endsWith('-bin')) continue;
-    const value = headers[name];
-    if (Array.isArray(value)) count += value.length;
-    else if (typeof value === 'string') {
-      count += 1;
-      if (!name.startsWith('grpc-')) {
-        for (let at = value.indexOf(','); at !== -1 && count <= max; at = value.indexOf(',', at + 1)) count += 1;
-      }
-    }
-    if (count > max) return true;
-  }
-  return false;
-}
 
 /**
  * Answers a stream that is no gRPC call with a bare HTTP status and its request id, no body and
