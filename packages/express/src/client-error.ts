@@ -204,8 +204,23 @@ const ABSOLUTE_TARGET = /^(https?):\/\/((?:[\w.-]+|\[[\d:a-f.]+\])(?::\d*)?)(?:[
  */
 const HOST_FIELD = /^(?:\[[\da-f:.]+\]|[\w.~!$&'()*+,;=%-]+)(?::\d*)?$/i;
 
+/** The `Host` values read lately, valid or not: a server sees a handful, each read once. */
+const hostsRead = new Map<string, boolean>();
+/** Most `Host` values kept: a client sending a new one each time empties the map when it is full. */
+const MOST_HOSTS_KEPT = 256;
+
+/**
+ * Whether `host` is a valid `Host` value. Kept for the values read lately: the URL parser's
+ * reading is about a microsecond, and every request has a `Host`.
+ */
 function validHost(host: string): boolean {
-  return HOST_FIELD.test(host) && canonicalHost('http', host) !== undefined;
+  let valid = hostsRead.get(host);
+  if (valid === undefined) {
+    valid = HOST_FIELD.test(host) && canonicalHost('http', host) !== undefined;
+    if (hostsRead.size >= MOST_HOSTS_KEPT) hostsRead.clear();
+    hostsRead.set(host, valid);
+  }
+  return valid;
 }
 
 /**
