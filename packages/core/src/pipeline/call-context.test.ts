@@ -162,6 +162,19 @@ describe('CallState', () => {
     s.limitDeadline(30_000);
     expect(s.deadline).toBe(20_000);
   });
+
+  it('refuses a call whose own deadline has passed, whatever deadline it is given', () => {
+    vi.useFakeTimers({ now: 10_000 });
+    const init = { requestId: 'r', end: () => undefined, onReleaseError: () => undefined };
+    // The client's deadline (the transport's, with its grace): a refusal of the client's budget.
+    const clients = new CallState({ ...init, deadline: 10_000, transportDeadlineGraceMs: 500 });
+    expect(() => {
+      clients.limitDeadline(20_000);
+    }).toThrow(expect.objectContaining({ code: 'deadline_exceeded', reason: 'client_deadline' }));
+    const open = new CallState({ ...init, deadline: 10_001, transportDeadlineGraceMs: 500 });
+    open.limitDeadline(20_000);
+    expect(open.deadline).toBe(10_001);
+  });
 });
 
 describe('CallState response headers', () => {

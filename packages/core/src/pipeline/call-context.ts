@@ -102,7 +102,8 @@ export interface CallContext extends RequestContext {
   /**
    * Tightens the deadline (a later one than the current is ignored). At the deadline the
    * call ends with `deadline_exceeded` and the signal aborts, whatever the handler does.
-   * Throws `deadline_exceeded` when `epochMs` has already passed.
+   * Throws `deadline_exceeded` when `epochMs`, or the deadline the call already has (the
+   * client's own: reason `client_deadline`), has already passed.
    */
   limitDeadline(epochMs: number): void;
   /** Ends the call now with `error` (its public form goes to the client); the handler's later output is dropped. */
@@ -375,8 +376,17 @@ export class CallState implements CallContext {
 
   limitDeadline(epochMs: number): void {
     if (!Number.isFinite(epochMs)) throw new TypeError('limitDeadline: the deadline must be a finite epoch time in ms');
+    if (this.#finished) return;
+    // The transport's deadline (the client's own) already past ends the call here, before its
+    // handler: grpc-js's timer for `grpc-timeout: 0S` fires on a later turn, after a handler
+    // (a delete) had done its work for a call its client was told failed.
+    if (this.#deadline !== undefined && this.#deadline <= Date.now()) {
+      throw new SecurityError('deadline_exceeded', {
+        reason: this.#clientsDeadline ? 'client_deadline' : 'deadline_exceeded',
+      });
+    }
     // The transport enforces its own deadline; only a tighter one needs a timer of ours.
-    if (this.#finished || (this.#deadline !== undefined && epochMs >= this.#deadline)) return;
+    if (this.#deadline !== undefined && epochMs >= this.#deadline) return;
     const remaining = epochMs - Date.now();
     if (remaining <= 0) throw new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
     this.#deadline = epochMs;
