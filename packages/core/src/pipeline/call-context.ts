@@ -380,14 +380,15 @@ export class CallState implements CallContext {
     // The transport's deadline (the client's own) already past ends the call here, before its
     // handler: grpc-js's timer for `grpc-timeout: 0S` fires on a later turn, after a handler
     // (a delete) had done its work for a call its client was told failed.
-    if (this.#deadline !== undefined && this.#deadline <= Date.now()) {
+    const now = Date.now();
+    if (this.#deadline !== undefined && this.#deadline <= now) {
       throw new SecurityError('deadline_exceeded', {
         reason: this.#clientsDeadline ? 'client_deadline' : 'deadline_exceeded',
       });
     }
     // The transport enforces its own deadline; only a tighter one needs a timer of ours.
     if (this.#deadline !== undefined && epochMs >= this.#deadline) return;
-    const remaining = epochMs - Date.now();
+    const remaining = epochMs - now;
     if (remaining <= 0) throw new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
     this.#deadline = epochMs;
     this.#clientsDeadline = false;
