@@ -10,7 +10,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { SecurityError } from '../errors/security-error.js';
 import { createAuditLogger } from './audit-logger.js';
-import { scrubSecrets } from './redaction.js';
+import { causeLine, scrubSecrets } from './redaction.js';
 import { brokenDestination, captureLines } from '@fluxguard/test-support/log-lines';
 import { captureWarnings } from '@fluxguard/test-support/warnings';
 
@@ -179,6 +179,17 @@ describe('createAuditLogger', () => {
     for (const name of ['', ' ', 7, {}]) {
       expect(() => createAuditLogger({ name: name as never })).toThrow(/"name" must be a non-empty string/);
     }
+  });
+});
+
+describe('causeLine (the cause kept in a line, as the Redis store outage line keeps it)', () => {
+  it('scrubs before it cuts: a token or a password near the cut leaves nothing of itself', () => {
+    const padding = 'x'.repeat(280);
+    expect(causeLine(new Error(`${padding} ${TOKEN}`))).toBe(`Error: ${padding} [REDACTED]`);
+    expect(causeLine(new TypeError('connect to redis://:hunter2@cache:6379 failed'))).toBe(
+      'TypeError: connect to redis://[REDACTED]@cache:6379 failed',
+    );
+    expect(causeLine(new Error('y'.repeat(400)))).toHaveLength(300);
   });
 });
 

@@ -5,7 +5,7 @@ import { toPublicError, type PublicError } from '../errors/public-error.js';
 import type { SecurityErrorCode } from '../errors/codes.js';
 import { resolveOptions } from '../options/resolve-options.js';
 import { checkKnownKeys } from '../options/unknown-keys.js';
-import { REDACTED, REDACTED_PATHS, escapeLogText, scrubDeep, scrubSecrets } from './redaction.js';
+import { REDACTED, REDACTED_PATHS, causeLine, escapeLogText, scrubDeep } from './redaction.js';
 import { wholeNumber } from '../options/whole-number.js';
 import { peerClientKey } from '../ratelimit/client-address.js';
 import { listenWeakly, type ListenerTarget } from '../events/listen-weakly.js';
@@ -735,11 +735,6 @@ function createFolding(logger: Logger, option: unknown, lineLost: (error: unknow
     { first: true, callFirst: true },
   );
   return folds;
-}
-
-/** One line for the cause of an expected refusal: its type and scrubbed message, no stack. */
-function causeLine(cause: Error): string {
-  return scrubSecrets(`${cause.name}: ${cause.message}`).slice(0, 300);
 }
 
 /**

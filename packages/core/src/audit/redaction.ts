@@ -106,6 +106,21 @@ export function scrubSecrets(text: string): string {
 }
 
 /**
+ * One line for an error kept in a log line as the cause of something else: its type and its
+ * message, scrubbed ({@link scrubSecrets}) and then cut to 300 characters, no stack.
+ *
+ * @example
+ * ```ts
+ * causeLine(new Error('connect to redis://:hunter2@cache:6379 failed')); // 'Error: connect to redis://[REDACTED]@cache:6379 failed'
+ * ```
+ *
+ * @internal
+ */
+export function causeLine(cause: Error): string {
+  return scrubSecrets(`${cause.name}: ${cause.message}`).slice(0, 300);
+}
+
+/**
  * A URL's user and password in a run of text without spaces: from its `://` to the last `@` of
  * the run, so that a password holding an unencoded `@`, `/`, `?` or `#` (the URLs whose parse
  * error quotes them) goes whole.

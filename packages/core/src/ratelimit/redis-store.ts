@@ -1,5 +1,6 @@
 import { RateLimiterRedis } from 'rate-limiter-flexible';
 import type { AuditLogger } from '../audit/audit-logger.js';
+import { causeLine } from '../audit/redaction.js';
 import { assertAuditLogger } from '../audit/check.js';
 import { ConfigurationError } from '../errors/fluxguard-error.js';
 import { resolveOptions } from '../options/resolve-options.js';
@@ -242,7 +243,7 @@ function outageReporter(audit: AuditLogger, everyMs: number): { down(rule: strin
           rule,
           failures,
           downForMs: now - since,
-          cause: cause instanceof Error ? `${cause.name}: ${cause.message}`.slice(0, 300) : 'unknown',
+          cause: cause instanceof Error ? causeLine(cause) : 'unknown',
         },
         'ratelimit.store_unavailable',
       );
