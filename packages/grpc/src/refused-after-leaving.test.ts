@@ -196,6 +196,16 @@ describe('a call refused after its client left, before its handler ran (gRPC)', 
     expect(handlerStarts.count).toBe(startsBefore);
   });
 
+  it('writes no line for a call whose client left while its good token was being verified', async () => {
+    const startsBefore = handlerStarts.count;
+    holdKeys = true;
+    const good = signer.sign({ sub: 'alice', roles: ['reader'] });
+    await leaveWhileDeciding(metadataOf('good-token', good), false);
+    holdKeys = false;
+    expect(linesOf('good-token')).toEqual([]);
+    expect(handlerStarts.count).toBe(startsBefore);
+  });
+
   it('logs a token of an unknown key whose client hung up during the key look-up as a denial', async () => {
     holdKeys = true;
     const stranger = createTokenSigner('unknown-key').sign({ sub: 'alice', roles: ['reader'] });

@@ -340,6 +340,10 @@ export class CallState implements CallContext {
   }
 
   setPrincipal(principal: Principal): void {
+    // The call ended while a control was still deciding (its client left during a token's
+    // verification): nobody reads the principal now, and a throw would turn a good credential
+    // into a failure line with a stack, one any client could cause by hanging up.
+    if (this.#finished) return;
     if (this.#sealed) {
       throw new FluxguardError(
         'principal_sealed',
