@@ -432,8 +432,10 @@ export function attachContext(
         // notices a cancelled call: the line is written now, whatever the handler does next
         // (returns, writes to the closed response, fails, never ends). A request a control
         // answered early has its line already. Marked before the signal aborts: a handler that
-        // fails at once on it reaches the error handler within `finish`.
-        cut = !state.endedEarly && writeCancelled !== undefined;
+        // fails at once on it reaches the error handler within `finish`. A later pipeline still
+        // deciding (a route's `jwtAuth()` verifying a token) has no handler at work under it:
+        // its verdict is the request's line, a refusal's `request.denied`, or none.
+        cut = !state.endedEarly && !state.deciding && writeCancelled !== undefined;
         if (cut) cancelledAtWork.add(state);
       }
     }

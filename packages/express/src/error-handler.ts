@@ -273,15 +273,22 @@ export function answerFailures(options: ErrorHandlerOptions, owner = 'errorHandl
         audit.logger.debug({ requestId, err: translated }, 'failure after the request was answered');
         return;
       }
+      if (state?.finished === true && state.refusal !== undefined && !state.endedEarly && !res.writableFinished) {
+        // A control refused the request after its client left (it decided late: a key set
+        // fetched, a Redis-backed limit): no handler ran, and a refusal is the request's line
+        // whatever the client did, as on gRPC. Nobody is left to read the answer.
+        recordRequestFailure(audit, translated, req, res, requestId);
+        if (!res.destroyed) res.destroy();
+        return;
+      }
       if (state?.finished === true && !state.endedEarly && !res.writableFinished) {
         // The client went away before the answer (what the handler threw is most likely its
         // aborted signal): nobody is left to answer, and a client that leaves is no server
         // fault. Its one short info line was written when the connection closed under the
-        // handler; here only when it was not (`requestId()` without `fluxguard().before`, or a
-        // request refused after its client left, before its handler ran). What failed goes to
-        // a debug line, as on gRPC: most often the abort, or what the cut caused (a stream
-        // closed early), which no more than the abort may cost an error line a client can
-        // repeat at will; a real bug shows on the requests that are not cut too.
+        // handler; here only when it was not (`requestId()` without `fluxguard().before`).
+        // What failed goes to a debug line, as on gRPC: most often the abort, or what the cut
+        // caused (a stream closed early), which no more than the abort may cost an error line
+        // a client can repeat at will; a real bug shows on the requests that are not cut too.
         if (!cancelledLineWritten(state)) recordCancelledRequest(audit, req, res, state);
         audit.logger.debug({ requestId, err: translated }, 'failure after the request was cancelled');
         if (!res.destroyed) res.destroy();

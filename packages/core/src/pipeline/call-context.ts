@@ -279,6 +279,8 @@ export class CallState implements CallContext {
   #laterHeaders: HeaderRender[] | undefined;
   /** The handler: not started, running, or stopped (see `handlerStarted`). */
   #handler: 0 | 1 | 2 = 0;
+  /** Start hooks of this call awaited now (see `deciding`). */
+  #deciding = 0;
   /** What waits for the handler to stop (`afterHandler`), with the timer that ends each wait. */
   #afterHandler: Map<() => void, ReturnType<typeof setTimeout>> | undefined;
   /** The adapter's slot for the call's `CallInfo`, built once by the first pipeline that needs it. */
@@ -558,6 +560,21 @@ export class CallState implements CallContext {
    */
   get handlerCalled(): boolean {
     return this.#handler !== 0;
+  }
+
+  /**
+   * An asynchronous start hook is deciding on the call (a key set being fetched, a Redis-backed
+   * limit answering), whether or not a handler was called before its pipeline (a later one of
+   * an Express route). A call cut now has no handler at work: should the hook refuse it, the
+   * refusal is its one line (`request.denied`), whatever the client did; else it has none.
+   */
+  get deciding(): boolean {
+    return this.#deciding > 0;
+  }
+
+  /** The pipeline awaits a start hook of this call (`started`), or has its verdict. */
+  noteDeciding(started: boolean): void {
+    this.#deciding += started ? 1 : -1;
   }
 
   afterHandler(callback: () => void, maxWaitMs: number): void {

@@ -133,12 +133,16 @@ export function createPipeline(owner: string, controls: readonly Control[]): Pip
         throw error;
       }
       if (isPromiseLike(result)) {
+        // A client that leaves now leaves no handler at work: the adapters log the verdict.
+        state.noteDeciding(true);
         return Promise.resolve(result).then(
           (resolved) => {
+            state.noteDeciding(false);
             keepRelease(resolved, state);
             return runStarts(i + 1, call, state);
           },
           (error: unknown) => {
+            state.noteDeciding(false);
             state.noteRefusal(error);
             throw error;
           },
