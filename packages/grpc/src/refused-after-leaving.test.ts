@@ -5,6 +5,7 @@
 // A call whose client left before anything refused it, and whose handler never ran, gets no
 // line. The controls here are held on gates the test opens once the server has noticed the
 // cancel, so that the refusal comes strictly after the client left.
+import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as Status, type Client, type ClientUnaryCall } from '@grpc/grpc-js';
 import {
@@ -19,6 +20,7 @@ import {
 } from '@fluxguard/core';
 import { captureAudit, deserialize, serialize } from './testing/harness.js';
 import { fluxguardInterceptors } from './index.js';
+import { grpcFrame } from './testing/raw-http2.js';
 import {
   AUDIENCE,
   ISSUER,
@@ -212,6 +214,42 @@ describe('a call refused after its client left, before its handler ran (gRPC)', 
     await leaveWhileDeciding(metadataOf('unknown-key', stranger), true);
     holdKeys = false;
     expect(linesOf('unknown-key').map((line) => [line.event, line.code, line.reason])).toEqual([
+      ['request.denied', 'unauthenticated', 'unknown_kid'],
+    ]);
+  });
+
+  it('logs a denial the same way when the client closes its whole connection during the look-up', async () => {
+    resetGates();
+    holdKeys = true;
+    const stranger = createTokenSigner('unknown-key').sign({ sub: 'alice', roles: ['reader'] });
+    const session = connect(`https://127.0.0.1:${String(server.port)}`, {
+      ca: pki.ca.certPem,
+      servername: 'localhost',
+    });
+    session.on('error', () => {
+      // Destroyed by the test.
+    });
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': op('Read'),
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      authorization: `Bearer ${stranger}`,
+      'x-request-id': 'connection-closed',
+    });
+    stream.on('error', () => {
+      // Destroyed by the test.
+    });
+    stream.end(grpcFrame(Buffer.from('{}')));
+    await reached.promise;
+    session.destroy();
+    await left.promise;
+    release.open();
+    await decided.promise;
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    holdKeys = false;
+    expect(linesOf('connection-closed').map((line) => [line.event, line.code, line.reason])).toEqual([
       ['request.denied', 'unauthenticated', 'unknown_kid'],
     ]);
   });
