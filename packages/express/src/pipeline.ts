@@ -387,6 +387,17 @@ export function pipelineRunner(
   };
 }
 
+/**
+ * The client left while this pipeline's hooks decided, and they allowed the call: nothing after
+ * the pipeline runs, so a handler an earlier pipeline counted as started (a route's `jwtAuth()`
+ * after `fluxguard().before`) has stopped. Else the call's concurrency slot waited for an answer
+ * no one would end, up to `holdForHandlerMs`, after every such hang-up. (A refusal's answer
+ * ends the response, which stops it.)
+ */
+function stopIfLeft(state: CallState): void {
+  if (state.finished && state.handlerRunning) state.handlerStopped();
+}
+
 function proceed(
   pipeline: Pipeline,
   info: CallInfo,
@@ -398,7 +409,10 @@ function proceed(
   answer: RefusalAnswer,
 ): void {
   // The request ended (the client left, or a deadline answered it) while a hook waited.
-  if (state.finished || res.headersSent) return;
+  if (state.finished || res.headersSent) {
+    stopIfLeft(state);
+    return;
+  }
   writeControlHeaders(state, res);
   if (body !== undefined) {
     // A held chunk may be refused as it is checked: the refusal has answered.

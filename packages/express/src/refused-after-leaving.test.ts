@@ -15,6 +15,7 @@ import {
   compileRbac,
   createAuthenticator,
   createBruteForceProtection,
+  createConcurrencyLimit,
   createGuard,
   createJwtVerifier,
   createLocalJwksSource,
@@ -129,7 +130,7 @@ const closers: (() => Promise<void>)[] = [];
 /** The token checks in `fluxguard().before` (a guard), or in a route's `jwtAuth()` after it. */
 type Layout = 'guard' | 'route';
 
-async function start(layout: Layout): Promise<Served> {
+async function start(layout: Layout, more: readonly Control[] = []): Promise<Served> {
   const keys = createLocalJwksSource({ keys: [signer.jwk] });
   // A key source that answers late while `holdKeys` is set: a remote key set being fetched.
   const keySource: JwksSource = {
@@ -161,7 +162,7 @@ async function start(layout: Layout): Promise<Served> {
     app.get('/v1/items/:id', handler);
     app.use(after);
   } else {
-    const { before, after } = fluxguard({ audit, controls: [observer, bruteForce, held] });
+    const { before, after } = fluxguard({ audit, controls: [observer, bruteForce, held, ...more] });
     app.use(before);
     app.get('/v1/items/:id', jwtAuth({ authenticator: createAuthenticator({ jwt }) }), handler);
     app.use(after);
@@ -307,3 +308,30 @@ describe.each(['guard', 'route'] as const)(
     });
   },
 );
+
+describe("a route's token check that decides after its client left (Express)", () => {
+  // Long enough that only the handler's end, not the wait's limit, can give the slot back.
+  const limit = createConcurrencyLimit({ maxInFlight: 1, holdForHandlerMs: 60_000 });
+  let served: Served;
+  beforeAll(async () => {
+    served = await start('route', [limit]);
+  });
+
+  it('gives the concurrency slot back at once, whether the check then allows or refuses', async () => {
+    holdKeys = true;
+    const good = signer.sign({ roles: ['reader'] });
+    await leaveWhileDeciding(served, { 'x-request-id': 'slot-allowed', authorization: `Bearer ${good}` }, false);
+    await expect.poll(() => limit.inFlight()).toBe(0);
+    const stranger = signerOf('slot-unknown-key').sign({ roles: ['reader'] });
+    await leaveWhileDeciding(served, { 'x-request-id': 'slot-refused', authorization: `Bearer ${stranger}` }, true);
+    holdKeys = false;
+    await expect.poll(() => limit.inFlight()).toBe(0);
+    // The one slot is free for the next caller.
+    const next = await fetch(`${served.url}/v1/items/1`, {
+      dispatcher: agent,
+      headers: { authorization: `Bearer ${signer.sign({ roles: ['reader'] })}` },
+    });
+    await next.arrayBuffer();
+    expect(next.status).toBe(200);
+  });
+});
