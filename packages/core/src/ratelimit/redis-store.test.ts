@@ -188,6 +188,65 @@ describe('createRedisRateLimitStore with a real redis-server', () => {
   });
 });
 
+describe('createRedisRateLimitStore under a burst while the event loop is busy', () => {
+  /** Keeps the event loop busy, as a flood of calls does, for `ms`. */
+  function busy(ms: number): void {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      // Nothing else runs meanwhile: no timer, no socket read, no write.
+    }
+  }
+
+  it('counts a burst in Redis through an auto-pipelining client, with no deadline missed', async () => {
+    const { audit, lines } = capture();
+    const piped = new Redis({
+      port: redis.port,
+      host: '127.0.0.1',
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      enableAutoPipelining: true,
+    });
+    piped.on('error', () => undefined);
+    clients.push(piped);
+    await ready(piped);
+    const limiter = createRedisRateLimitStore({ client: piped, audit, keyPrefix: 'piped' }).limiter(
+      spec({ name: 'burst', points: 10_000, storeFailure: 'closed' }),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    const counts = Array.from({ length: 500 }, (_, i) => Promise.resolve(limiter.consume(`ip:${String(i)}`, 1)));
+    // The client writes the burst from setImmediate, once this turn is over: its 400 ms are not Redis's.
+    busy(400);
+    const results = await Promise.all(counts);
+    expect(results.every((r) => r.allowed && r.local !== true)).toBe(true);
+    expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(0);
+  });
+
+  it("restarts the deadline when the process held its timer back, for a script's EVAL sent after NOSCRIPT", async () => {
+    const { audit, lines } = capture();
+    const c = await ready(client(redis.port));
+    const limiter = createRedisRateLimitStore({ client: c, audit, keyPrefix: 'noscript' }).limiter(
+      spec({ name: 'flushed', points: 100, storeFailure: 'closed' }),
+    );
+    await limiter.consume('k', 1);
+    // As after a failover or a restart: the next EVALSHA gets NOSCRIPT, and ioredis sends EVAL.
+    await c.script('FLUSH');
+    await new Promise((resolve) => setImmediate(resolve));
+    redis.pause();
+    let counted: Promise<unknown>;
+    try {
+      counted = Promise.resolve(limiter.consume('k', 1));
+      // The deadline's timer is set in this turn's check phase; Redis has not answered yet.
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      redis.resume();
+    }
+    // NOSCRIPT comes while this process is busy and is read after the deadline: the EVAL goes then.
+    busy(400);
+    await expect(counted).resolves.toMatchObject({ allowed: true, remaining: 98 });
+    expect(events(lines, 'ratelimit.store_unavailable')).toHaveLength(0);
+  });
+});
+
 describe('createRedisRateLimitStore while Redis hangs', () => {
   it('holds at most maxPendingCommands counts for Redis; the others are answered at once from this process', async () => {
     const { audit } = capture();

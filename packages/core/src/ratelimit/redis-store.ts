@@ -93,8 +93,10 @@ const DEFAULTS: Readonly<Omit<RedisRateLimitStoreOptions, 'client' | 'audit'>> =
  * `RateLimiterRedis`, one atomic Lua script per count): a single server, Sentinel, or a
  * Redis Cluster, whichever ioredis client you pass.
  *
- * When Redis fails, is not ready, answers slower than `timeoutMs` (an answer that came while
- * the event loop was busy is read before the deadline is declared), or already has
+ * When Redis fails, is not ready, answers slower than `timeoutMs` (Redis's time, not this
+ * process's: the deadline starts once the current turn is over, an answer that came while the
+ * event loop was busy is read before it is declared, and one this process held back starts
+ * over), or already has
  * `maxPendingCommands` counts to answer, it is never reported
  * as "rate limited": a rule with `storeFailure: 'open'` counts in this process instead (an
  * in-memory insurance limiter with the rule's own limits), one with `'closed'` refuses the call

@@ -66,6 +66,29 @@ describe('boundedCommands against a real redis-server', () => {
     await expect(commands.run(() => client.ping())).resolves.toBe('PONG');
   });
 
+  it("waits for a command ioredis's auto-pipelining writes only once a long turn is over", async () => {
+    const piped = new Redis({
+      port: redis.port,
+      host: '127.0.0.1',
+      maxRetriesPerRequest: 1,
+      enableAutoPipelining: true,
+    });
+    piped.on('error', () => undefined);
+    try {
+      await piped.ping();
+      const commands = boundedCommands(250, 10);
+      // From the check phase, so the turn runs no poll phase before the deadline's timer is due.
+      await new Promise((resolve) => setImmediate(resolve));
+      const answer = commands.run(() => piped.ping());
+      // The client writes the command from setImmediate: Redis cannot see it during this turn.
+      busy(400);
+      await expect(answer).resolves.toBe('PONG');
+      expect(commands.pending).toBe(0);
+    } finally {
+      piped.disconnect();
+    }
+  });
+
   it('fails a command Redis does not answer in time, and counts it as waiting until Redis answers', async () => {
     const commands = boundedCommands(50, 10, undefined, 100);
     let late: Promise<number> | undefined;

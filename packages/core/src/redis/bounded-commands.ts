@@ -3,7 +3,10 @@ import { listenWeakly } from '../events/listen-weakly.js';
 
 /**
  * Runs the Redis commands of one store with a deadline each and a cap on those still waiting
- * for Redis. ioredis keeps a command until Redis answers, whatever the caller's deadline (and
+ * for Redis. The deadline is Redis's, not this process's: it starts once the current turn of the
+ * event loop is over (ioredis may write the command only then), an answer that came while the
+ * event loop was busy is read before it is declared, and one that fires late because the process
+ * was busy starts over. ioredis keeps a command until Redis answers, whatever the caller's deadline (and
  * whatever its own `commandTimeout`, which rejects the promise but leaves the command queued),
  * so a Redis that hangs while calls keep coming would hold a command, and its memory, for each
  * of them. A command counts as waiting until Redis has answered it, which a later command's
@@ -31,6 +34,12 @@ export interface CommandsConnection {
 
 /** How often a command goes to a Redis taken as slow, to learn when it answers in time again. */
 export const PROBE_EVERY_MS = 1_000;
+
+/**
+ * How many times a command's deadline starts over because this process, not Redis, held it
+ * back: bounded, so that a process busy for good still fails the commands of a hung Redis.
+ */
+const MAX_RESTARTS = 3;
 
 /**
  * Commands of one store, `timeoutMs` each, at most `maxPending` waiting at once. `connection`
@@ -112,17 +121,41 @@ export function boundedCommands(
       },
     );
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        // An answer that came while the event loop was busy is read in this turn's poll phase,
-        // which runs before setImmediate callbacks: only a Redis that really is slow fails.
-        setImmediate(() => {
-          if (done) return;
-          done = true;
-          late = true;
-          slowProbeAt = Date.now() + probeEveryMs;
-          reject(new Error(`Redis took longer than ${String(timeoutMs)} ms`));
-        });
-      }, timeoutMs);
+      let restarts = 0;
+      const expire = (): void => {
+        if (done) return;
+        done = true;
+        late = true;
+        slowProbeAt = Date.now() + probeEveryMs;
+        reject(new Error(`Redis took longer than ${String(timeoutMs)} ms`));
+      };
+      const arm = (): NodeJS.Timeout => {
+        const due = Date.now() + timeoutMs;
+        return setTimeout(() => {
+          const heldBack = Date.now() - due;
+          // An answer that came while the event loop was busy is read in this turn's poll phase,
+          // which runs before setImmediate callbacks: only a Redis that really is slow fails.
+          setImmediate(() => {
+            if (done) return;
+            // A timer this process held back by over half a deadline says the process was busy,
+            // and a command it had yet to write (a script's EVAL after NOSCRIPT, a Cluster
+            // redirection, both sent once the first answer is read) has not reached Redis:
+            // Redis gets a deadline of its own from now, at most MAX_RESTARTS times.
+            if (heldBack * 2 > timeoutMs && restarts < MAX_RESTARTS) {
+              restarts += 1;
+              timer = arm();
+              return;
+            }
+            expire();
+          });
+        }, timeoutMs);
+      };
+      // The deadline starts once this turn is over: ioredis's auto-pipelining writes the
+      // command from a setImmediate queued before this one, so a long turn is not Redis's time.
+      let timer: NodeJS.Timeout | undefined;
+      setImmediate(() => {
+        if (!done) timer = arm();
+      });
       answer.then(
         (value) => {
           done = true;
