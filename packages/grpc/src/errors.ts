@@ -28,7 +28,7 @@ import { GrpcCall, attachCall, callOf, http2StreamOf, safePeer, type FailureAfte
 import { UNPARSABLE_MESSAGE } from './unparsable.js';
 import { ForwardingCall, type InboundSink } from './forwarding-call.js';
 import { closeIfLingering } from './lingering-streams.js';
-import { responseMetadata, setRequestId } from './response-metadata.js';
+import { FIELD_METADATA_KEY, responseMetadata, setRequestId } from './response-metadata.js';
 import {
   errorOfGrpcJsRequestStatus,
   errorOfGrpcJsStatus,
@@ -57,16 +57,7 @@ interface SafeStatus {
   readonly metadata: Metadata;
 }
 
-/**
- * Trailing metadata key naming the offending request field of an `INVALID_ARGUMENT` status.
- *
- * @example
- * ```ts
- * import { FIELD_METADATA_KEY } from '@fluxguard/grpc';
- * call.on('status', (status) => console.log(status.metadata.get(FIELD_METADATA_KEY))); // ['sha256']
- * ```
- */
-export const FIELD_METADATA_KEY = 'x-fluxguard-field';
+export { FIELD_METADATA_KEY };
 
 /**
  * Trailing metadata key with the seconds to wait before a retry, on `rate_limited`.

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { status as Status, type Server, type ServerInterceptingCallInterface } from '@grpc/grpc-js';
 import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } from '@fluxguard/core';
 import { scrubSecrets, toPublicError, type FailureContext, type PublicError } from '@fluxguard/core/adapter';
-import { responseMetadata } from './response-metadata.js';
+import { FIELD_METADATA_KEY, responseMetadata } from './response-metadata.js';
 import { peerString } from './context.js';
 import { takeTooManyBinaryValues } from './http2-servers.js';
 
@@ -202,7 +202,7 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
       });
       const publicError = refuse(this, refusal, stream, headers, requestId);
       const metadata = responseMetadata(requestId);
-      metadata.set(FIELD_HEADER, 'headers');
+      metadata.set(FIELD_METADATA_KEY, 'headers');
       answerIfOpen(stream, () => {
         respondWithError.call(this, { code: publicError.grpcStatus, details: publicError.message, metadata }, stream);
       });
@@ -238,9 +238,6 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
     },
   });
 }
-
-/** `x-fluxguard-field` (`FIELD_METADATA_KEY` of errors.ts, which imports this module). */
-const FIELD_HEADER = 'x-fluxguard-field';
 
 /**
  * Answers a stream that is no gRPC call with a bare HTTP status and its request id, no body and

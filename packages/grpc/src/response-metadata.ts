@@ -3,6 +3,17 @@ import { Metadata } from '@grpc/grpc-js';
 import { REQUEST_ID_HEADER } from '@fluxguard/core';
 import { storedEntries } from './stored-entries.js';
 
+/**
+ * Trailing metadata key naming the offending request field of an `INVALID_ARGUMENT` status.
+ *
+ * @example
+ * ```ts
+ * import { FIELD_METADATA_KEY } from '@fluxguard/grpc';
+ * call.on('status', (status) => console.log(status.metadata.get(FIELD_METADATA_KEY))); // ['sha256']
+ * ```
+ */
+export const FIELD_METADATA_KEY = 'x-fluxguard-field';
+
 /** The response headers HPACK is told never to index (`http2.sensitiveHeaders` of Node). */
 const NEVER_INDEXED: readonly string[] = Object.freeze([REQUEST_ID_HEADER]);
 
