@@ -208,6 +208,8 @@ const HOST_FIELD = /^(?:\[[\da-f:.]+\]|[\w.~!$&'()*+,;=%-]+)(?::\d*)?$/i;
 const hostsRead = new Map<string, boolean>();
 /** Most `Host` values kept: a client sending a new one each time empties the map when it is full. */
 const MOST_HOSTS_KEPT = 256;
+/** Longest `Host` value kept: 253 characters of name, a colon and five digits of port. */
+const LONGEST_HOST_KEPT = 259;
 
 /**
  * Whether `host` is a valid `Host` value. Kept for the values read lately: the URL parser's
@@ -217,8 +219,11 @@ function validHost(host: string): boolean {
   let valid = hostsRead.get(host);
   if (valid === undefined) {
     valid = HOST_FIELD.test(host) && canonicalHost('http', host) !== undefined;
-    if (hostsRead.size >= MOST_HOSTS_KEPT) hostsRead.clear();
-    hostsRead.set(host, valid);
+    // A name a DNS could hold, and a port: a longer value (up to the header limit) is not kept.
+    if (host.length <= LONGEST_HOST_KEPT) {
+      if (hostsRead.size >= MOST_HOSTS_KEPT) hostsRead.clear();
+      hostsRead.set(host, valid);
+    }
   }
   return valid;
 }
