@@ -23,6 +23,7 @@ export {
 export { createPipeline, type Pipeline } from './pipeline/pipeline.js';
 export { UNIX_SOCKET_PEER } from './ratelimit/client-address.js';
 export { isUnixSocketConnection } from './transport/unix-socket.js';
+export { canonicalHost, isValidHostField } from './transport/host-field.js';
 export { checkUnservedLater, warnUnservedPatterns } from './policy/served.js';
 export {
   guardControls,

@@ -7,7 +7,7 @@ import {
   type AuditLogger,
   type TransportReason,
 } from '@fluxguard/core';
-import { noteServerEnding, type PublicError } from '@fluxguard/core/adapter';
+import { canonicalHost, isValidHostField, noteServerEnding, type PublicError } from '@fluxguard/core/adapter';
 import { problemDetails, socketPeer } from './error-handler.js';
 
 interface ClientFault {
@@ -172,7 +172,7 @@ export function headFault(
   if (req.httpVersionMinor === 1 && !req.headers.host) return 'host_missing';
   // Empty only on HTTP/1.0, which needs no `Host`.
   const host = req.headers.host;
-  if (host !== undefined && host !== '' && !validHost(host)) return 'host_invalid';
+  if (host !== undefined && host !== '' && !isValidHostField(host)) return 'host_invalid';
   const coding = req.headers['transfer-encoding'];
   if (coding !== undefined && coding.trim().toLowerCase() !== 'chunked') return 'transfer_coding_unsupported';
   const target = req.url ?? '';
@@ -196,57 +196,6 @@ export function headFault(
  * reads the rest as the path (`http://a%2Db/x` was routed as `%2Db/x`, a path no proxy saw).
  */
 const ABSOLUTE_TARGET = /^(https?):\/\/((?:[\w.-]+|\[[\d:a-f.]+\])(?::\d*)?)(?:[/?]|$)/i;
-
-/**
- * A `Host` value as RFC 9112 section 3.2 has it, `uri-host [ ":" port ]` of RFC 3986: a
- * bracketed IPv6 address, or a name of unreserved, sub-delim and percent-encoded characters,
- * then the URL parser's reading (a real IPv6 address, a port up to 65535, no encoded space).
- */
-const HOST_FIELD = /^(?:\[[\da-f:.]+\]|[\w.~!$&'()*+,;=%-]+)(?::\d*)?$/i;
-
-/** The `Host` values read lately, valid or not: a server sees a handful, each read once. */
-const hostsRead = new Map<string, boolean>();
-/** Most `Host` values kept: a client sending a new one each time empties the map when it is full. */
-const MOST_HOSTS_KEPT = 256;
-/** Longest `Host` value kept: 253 characters of name, a colon and five digits of port. */
-const LONGEST_HOST_KEPT = 259;
-
-/**
- * Whether `host` is a valid `Host` value. Kept for the values read lately: the URL parser's
- * reading is about a microsecond, and every request has a `Host`.
- */
-function validHost(host: string): boolean {
-  let valid = hostsRead.get(host);
-  if (valid === undefined) {
-    valid = HOST_FIELD.test(host) && canonicalHost('http', host) !== undefined;
-    // A name a DNS could hold, and a port: a longer value (up to the header limit) is not kept.
-    if (host.length <= LONGEST_HOST_KEPT) {
-      if (hostsRead.size >= MOST_HOSTS_KEPT) hostsRead.clear();
-      hostsRead.set(host, valid);
-    }
-  }
-  return valid;
-}
-
-/**
- * A host (with any port) as the URL parser reads it for `scheme`, so that two spellings of one
- * host compare equal: letter case, the scheme's default port or an empty one (`a:443`, `a:` are
- * `a` for `https`), an IPv6 address written in full, percent-encoding, and the root's trailing
- * dot (`a.example.`). `undefined` for anything but a host and a port. Only absolute targets are
- * read so, which only a proxy sends.
- */
-function canonicalHost(scheme: string, host: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(`${scheme}://${host}/`);
-  } catch {
-    return undefined;
-  }
-  if (url.username !== '' || url.password !== '' || url.pathname !== '/' || url.search !== '' || url.hash !== '')
-    return undefined;
-  const name = url.hostname.endsWith('.') ? url.hostname.slice(0, -1) : url.hostname;
-  return url.port === '' ? name : `${name}:${url.port}`;
-}
 
 /**
  * Answers a request whose head has a {@link headFault} with 400, a request id, a problem+json

@@ -419,6 +419,63 @@ describe('a gRPC request by another method than POST', () => {
   );
 });
 
+describe('an :authority that is no host and port', () => {
+  // nghttp2 checks the characters of `:authority` only; grpc-js hands it to `call.getHost()`.
+  it.each([
+    ['userinfo', 'u@a'],
+    ['an unclosed IPv6 address', '[::1'],
+    ['a port past 65535', 'a:99999'],
+    ['two ports', 'a:1:2'],
+    ['a percent-encoded space', 'a%20b'],
+  ])('%s is refused INVALID_ARGUMENT before any handler, with a malformed_request line', async (_kind, authority) => {
+    const runs = handlerRuns;
+    const requestId = `authority-${String(runs)}-${authority.length}`;
+    const answer = await rawCall(
+      testService.Unary.path,
+      { ':authority': authority, 'x-request-id': requestId },
+      grpcFrame(Buffer.from('{}')),
+    );
+    expect(answer.grpcStatus).toBe(Status.INVALID_ARGUMENT);
+    expect(answer.message).toBe('The request is invalid.');
+    expect(answer.requestId).toBe(requestId);
+    expect(answer.visible).not.toContain(authority);
+    expect(handlerRuns).toBe(runs);
+    expect(linesOf(requestId)).toEqual([
+      expect.objectContaining({
+        event: 'request.denied',
+        reason: 'malformed_request',
+        code: 'invalid_argument',
+        detail: { headFault: 'host_invalid' },
+      }),
+    ]);
+    expect(JSON.stringify(linesOf(requestId))).not.toContain(authority);
+  });
+
+  it.each(['localhost', 'api.example:8443', '[::1]:50051', 'a.example.'])('%s is served', async (authority) => {
+    const runs = handlerRuns;
+    const answer = await rawCall(testService.Unary.path, { ':authority': authority }, grpcFrame(Buffer.from('{}')));
+    expect(answer.grpcStatus).toBe(Status.OK);
+    expect(handlerRuns).toBe(runs + 1);
+  });
+
+  it('keeps serving through a flood of them, its lines folded', async () => {
+    const before = audit.lines().length;
+    const answers = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        rawCall(testService.Unary.path, { ':authority': `u${String(i)}@a` }, grpcFrame(Buffer.from('{}'))),
+      ),
+    );
+    expect(answers.every((a) => a.grpcStatus === Status.INVALID_ARGUMENT && a.requestId !== undefined)).toBe(true);
+    expect((await unary({}, withRequestId('after-authority-flood'))).code).toBe(Status.OK);
+    // foldRefusals' default: 50 lines per client and reason in 10 s, the rest counted.
+    const written = audit
+      .lines()
+      .slice(before)
+      .filter((line) => line.event === 'request.denied' && line.reason === 'malformed_request');
+    expect(written.length).toBeLessThanOrEqual(50);
+  });
+});
+
 describe('floods of what grpc-js refuses', () => {
   /** Runs `count` raw calls, `parallel` at a time, over the shared session. */
   async function flood(count: number, parallel: number, call: (i: number) => Promise<RawAnswer>): Promise<RawAnswer[]> {

@@ -4,7 +4,7 @@ import { REQUEST_ID_HEADER, SecurityError, resolveRequestId, type AuditLogger } 
 import { scrubSecrets, toPublicError, type FailureContext, type PublicError } from '@fluxguard/core/adapter';
 import { FIELD_METADATA_KEY, responseMetadata } from './response-metadata.js';
 import { peerString } from './context.js';
-import { takeTooManyBinaryValues } from './http2-servers.js';
+import { takeHeadersFault, type HeadersFault } from './http2-servers.js';
 
 /** A status as an interceptor sends it (not exported by grpc-js under a name). */
 export type PartialStatusObject = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
@@ -157,9 +157,12 @@ type VerifyContentType = (stream: ServerHttp2Stream, headers: IncomingHttpHeader
  *   415 and gets an `x-request-id`, and the log a `content_type_unsupported` refusal. A
  *   `:method` other than `POST`, which grpc-js serves, is answered HTTP 405 (`allow: POST`)
  *   the same way, with a `method_not_allowed` refusal;
- * - binary metadata that grpc-js would split into more than 1,000 (`MAX_HEADER_LIST_PAIRS`)
- *   values: refused `RESOURCE_EXHAUSTED` "The request is too large." (`too_many_headers`, field
- *   `headers`) before grpc-js builds the call's metadata (counted by `hardenHttp2Servers`).
+ * - binary metadata that grpc-js would split into more values than the server's
+ *   `maxHeaderFields` (`secureServerOptions`, 256 by default): refused `RESOURCE_EXHAUSTED` "The request is too large." (`too_many_headers`, field
+ *   `headers`) before grpc-js builds the call's metadata (counted by `hardenHttp2Servers`);
+ * - an `:authority` that is no host and optional port (`u@a`, `[::1`, `a:99999`): refused
+ *   `INVALID_ARGUMENT` "The request is invalid." (`malformed_request`, `headFault: 'host_invalid'`),
+ *   as the Express adapter refuses such a `Host` (read by `hardenHttp2Servers`).
  * Refusals are folded like any other under a flood. With a grpc-js that has no such methods it
  * does nothing (the adapter checks the grpc-js version it supports at start-up).
  *
@@ -194,15 +197,13 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
         answerNotGrpc(this, stream, headers, 'content_type_unsupported', { ':status': 415 });
         return false;
       }
-      if (!takeTooManyBinaryValues(headers)) return true;
+      const fault = takeHeadersFault(headers);
+      if (fault === undefined) return true;
       const requestId = requestIdOf(headers);
-      const refusal = new SecurityError('payload_too_large', {
-        reason: 'too_many_headers',
-        details: { field: 'headers' },
-      });
+      const refusal = refusalOf(fault);
       const publicError = refuse(this, refusal, stream, headers, requestId);
       const metadata = responseMetadata(requestId);
-      metadata.set(FIELD_METADATA_KEY, 'headers');
+      if (fault === 'too_many_binary_values') metadata.set(FIELD_METADATA_KEY, 'headers');
       answerIfOpen(stream, () => {
         respondWithError.call(this, { code: publicError.grpcStatus, details: publicError.message, metadata }, stream);
       });
@@ -237,6 +238,21 @@ export function vetServerAnswers(server: Pick<Server, 'addService'>): void {
       });
     },
   });
+}
+
+/**
+ * The refusal of a call whose headers have `fault`: too many binary values as the header limits
+ * refuse too many entries, an `:authority` that is no host as the Express adapter refuses such a
+ * `Host` (`malformed_request`, `headFault: 'host_invalid'`).
+ */
+function refusalOf(fault: HeadersFault): SecurityError {
+  if (fault === 'authority_invalid') {
+    return new SecurityError('invalid_argument', {
+      reason: 'malformed_request',
+      auditFields: { headFault: 'host_invalid' },
+    });
+  }
+  return new SecurityError('payload_too_large', { reason: 'too_many_headers', details: { field: 'headers' } });
 }
 
 /**

@@ -7,7 +7,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as Status, type Client } from '@grpc/grpc-js';
 import { FLAG, FRAME, PREFACE, h2Frame } from '@fluxguard/test-support/http2-frames';
-import { MAX_HEADER_LIST_PAIRS } from './http2-servers.js';
+import { DEFAULT_MAX_HEADER_FIELDS } from './server-credentials.js';
 import { fluxguardInterceptors, secureServerOptions } from './index.js';
 import { captureAudit, type Json } from './testing/harness.js';
 import {
@@ -151,7 +151,7 @@ describe('streams Node resets as they open', () => {
   /** Metadata of more header fields than Node reads: it resets the stream, and no call exists. */
   const tooManyEntries = (): Metadata => {
     const metadata = new Metadata();
-    for (let i = 0; i <= MAX_HEADER_LIST_PAIRS; i++) metadata.set(`x-e${String(i)}`, 'v');
+    for (let i = 0; i <= DEFAULT_MAX_HEADER_FIELDS; i++) metadata.set(`x-e${String(i)}`, 'v');
     return metadata;
   };
 
@@ -185,7 +185,7 @@ describe('streams Node resets as they open', () => {
       const session = connectHttp2(`https://localhost:${String(server.port)}`, { ca: pki.ca.certPem });
       session.on('error', () => undefined);
       const headers: OutgoingHttpHeaders = { ':method': 'POST', ':path': '/any', 'content-type': 'application/grpc' };
-      for (let i = 0; i <= MAX_HEADER_LIST_PAIRS; i++) headers[`x-e${String(i)}`] = 'v';
+      for (let i = 0; i <= DEFAULT_MAX_HEADER_FIELDS; i++) headers[`x-e${String(i)}`] = 'v';
       const stream = session.request(headers);
       stream.on('error', () => undefined);
       stream.resume();

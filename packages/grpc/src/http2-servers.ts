@@ -8,6 +8,7 @@ import {
   defaultConnectionsPerAddress,
   gateConnections,
   isUnixSocketConnection,
+  isValidHostField,
   noteServerEnding,
   type ConnectionGate,
   type GatedConnections,
@@ -16,8 +17,10 @@ import { ConfigurationError } from '@fluxguard/core';
 import {
   CLOSING_GRACE_OPTION,
   DEFAULT_CLOSING_GRACE_MS,
+  DEFAULT_MAX_HEADER_FIELDS,
   DEFAULT_WRITE_STALL_MS,
   MAX_CONNECTIONS_OPTION,
+  MAX_HEADER_FIELDS_OPTION,
   MAX_PER_ADDRESS_OPTION,
   WRITE_STALL_OPTION,
   auditOfCredentials,
@@ -77,11 +80,14 @@ type CreateHttp2Server = (credentials: ServerCredentials) => Http2Server | Http2
  *   ASCII) taken out before grpc-js reads it, as grpc-js drops it and with the line it writes,
  *   but without the error and stack grpc-js builds for each (120 such entries made a call cost
  *   2 ms of CPU before any interceptor ran);
- * - up to {@link MAX_HEADER_LIST_PAIRS} header fields read per request, where Node reset a
+ * - up to `maxHeaderFields` of `secureServerOptions` header fields read per request, where Node reset a
  *   stream of more than 128 before any JavaScript saw it: the header limits refuse such a call
  *   with a request id and an audit line, where nothing was logged; and binary (`-bin`) metadata
  *   that grpc-js would split on its commas into more entries than that counted before it does,
  *   and the call refused `RESOURCE_EXHAUSTED` (one header of commas cost 100 ms of CPU);
+ * - an `:authority` that is no host and optional port (`u@a`, `[::1`, `a:99999`, which nghttp2
+ *   lets through to `call.getHost()`) refused before grpc-js builds the call, as the Express
+ *   adapter refuses such a `Host`;
  * - `forceShutdown()` ending every connection of its ports, where grpc-js ends only the HTTP/2
  *   sessions it knows: a late handshake followed by a trickled preface held the port open past it;
  * - the calls `forceShutdown()`, a trust reload (a revoked certificate), a stalled write or the
@@ -118,8 +124,9 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
     writable: true,
     value(this: unknown, credentials: ServerCredentials) {
       const http2Server = original.call(this, credentials);
-      allowMoreHeaderPairs(http2Server);
       const options = (this as { options?: Record<string, unknown> }).options;
+      const maxHeaderFields = positiveOption(options?.[MAX_HEADER_FIELDS_OPTION]) ?? DEFAULT_MAX_HEADER_FIELDS;
+      allowMoreHeaderPairs(http2Server, maxHeaderFields);
       const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
       const audit = auditOfCredentials(credentials);
       // Each client address its share of the port, counted from the TCP connection on; at the
@@ -172,7 +179,7 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
       if (stopListening !== undefined) http2Server.once('close', stopListening);
       const stallMs = positiveOption(options?.[WRITE_STALL_OPTION]) ?? DEFAULT_WRITE_STALL_MS;
       // First, before grpc-js's own listener reads the header object.
-      http2Server.prependListener('stream', onStream);
+      http2Server.prependListener('stream', streamListener(maxHeaderFields));
       if (http2Server instanceof TlsServer) {
         http2Server.on('secureConnection', (socket: TLSSocket) => {
           noteSocketPath(http2Server, socket);
@@ -199,32 +206,20 @@ interface Port {
 }
 
 /**
- * The header fields (pseudo-headers included) a request may carry before Node's HTTP/2 layer
- * resets its stream: ten times the header limits' default count. Node's own default, 128, reset
- * a call with more than about 120 metadata entries (`ENHANCE_YOUR_CALM`, which a grpc-js client
- * reads as `RESOURCE_EXHAUSTED` "Bandwidth exhausted or memory limit exceeded") before any
- * JavaScript saw it: no request id and no audit line, where the header limits refuse 101 with
- * both. Past this bound Node still resets the stream (counted by {@link noteStreamsResetUnseen}),
- * so that no client makes a call of tens of thousands of one-byte (HPACK-indexed) entries, each a
- * string for Node and an entry for grpc-js.
- *
- * @internal
+ * Raises the header fields Node reads per request on `http2Server`'s sessions (its own default,
+ * 128, reset a call of about 120 metadata entries before any JavaScript saw it: no request id,
+ * no audit line, where the header limits refuse 101 with both) to `maxFields`
+ * (`maxHeaderFields` of `secureServerOptions`), unless they were set. Node reads the options a
+ * server was made with as it makes each session, and offers no other way to change this one
+ * (`updateSettings` takes only the SETTINGS sent to clients): the stored options are found by
+ * their symbol's name. A Node that stores them otherwise keeps its own limit.
  */
-export const MAX_HEADER_LIST_PAIRS = 1_000;
-
-/**
- * Raises the header fields Node reads per request on `http2Server`'s sessions to
- * {@link MAX_HEADER_LIST_PAIRS}, unless they were set. Node reads the options a server was made
- * with as it makes each session, and offers no other way to change this one (`updateSettings`
- * takes only the SETTINGS sent to clients): the stored options are found by their symbol's name.
- * A Node that stores them otherwise keeps its own limit.
- */
-function allowMoreHeaderPairs(http2Server: Http2Server | Http2SecureServer): void {
+function allowMoreHeaderPairs(http2Server: Http2Server | Http2SecureServer, maxFields: number): void {
   const key = Object.getOwnPropertySymbols(http2Server).find((symbol) => symbol.description === 'options');
   const options: unknown = key === undefined ? undefined : (http2Server as unknown as Record<symbol, unknown>)[key];
   if (typeof options !== 'object' || options === null) return;
   const stored = options as { maxHeaderListPairs?: unknown };
-  if (stored.maxHeaderListPairs === undefined) stored.maxHeaderListPairs = MAX_HEADER_LIST_PAIRS;
+  if (stored.maxHeaderListPairs === undefined) stored.maxHeaderListPairs = maxFields;
 }
 
 /**
@@ -410,7 +405,7 @@ const MOST_RESETS_COUNTED = 1_000;
 
 /**
  * Counts the streams of `session` Node's HTTP/2 layer reset as they opened (more header fields
- * than {@link MAX_HEADER_LIST_PAIRS}, a header HTTP/2 forbids, streams past the session's
+ * than `maxHeaderFields` of `secureServerOptions`, a header HTTP/2 forbids, streams past the session's
  * limits), which Node reports in no event: no stream object exists for them. A client numbers
  * its streams 1, 3, 5, ...: a stream handed on past the next number expected, or, as the session
  * goes, a last stream whose headers Node began to read (`state.lastProcStreamID`) past the last
@@ -616,11 +611,19 @@ function wrapsInGrpcJs(timeout: string): boolean {
 /** A metadata key grpc-js keeps (`:` leads the pseudo-headers it passes over). */
 const GRPC_JS_KEY = /^[:0-9a-z_.-]+$/;
 
+/** The `stream` listener of a port whose requests carry at most `maxHeaderFields` header fields. */
+function streamListener(
+  maxHeaderFields: number,
+): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders?: readonly string[]) => void {
+  return (_stream, headers, _flags, rawHeaders) => {
+    onStream(headers, rawHeaders, maxHeaderFields);
+  };
+}
+
 function onStream(
-  _stream: ServerHttp2Stream,
   headers: IncomingHttpHeaders,
-  _flags: number,
-  rawHeaders?: readonly string[],
+  rawHeaders: readonly string[] | undefined,
+  maxHeaderFields: number,
 ): void {
   // grpc-js reads the timeout with an unanchored pattern into an integer that wraps: `-1S` was
   // one second and nine digits none at all. Another form is refused as grpc-js refuses one it
@@ -630,9 +633,17 @@ function onStream(
     if (typeof timeout !== 'string' || !GRPC_TIMEOUT.test(timeout)) headers['grpc-timeout'] = MALFORMED_TIMEOUT;
     else if (wrapsInGrpcJs(timeout)) headers['grpc-timeout'] = LONGEST_TIMEOUT;
   }
+  // grpc-js hands `:authority` to `call.getHost()` as it came; nghttp2 checks its characters
+  // only, which lets `u@a`, `[::1` and `a:99999` through. Refused as the Express adapter refuses
+  // such a `Host`, before grpc-js builds anything of the call.
+  const authority = headers[':authority'];
+  if (typeof authority === 'string' && !isValidHostField(authority)) {
+    noteHeadersFault(headers, 'authority_invalid');
+    return;
+  }
   if (!Array.isArray(rawHeaders)) {
     dropWhatGrpcJsDrops(headers, false);
-    noteTooManyBinaryValues(headers);
+    noteTooManyBinaryValues(headers, maxHeaderFields);
     return;
   }
   handOnSecurityHeaders(headers, rawHeaders);
@@ -641,33 +652,47 @@ function onStream(
   // is anything to drop or any binary value to count, and the object is walked only then.
   const found = scanForGrpcJs(rawHeaders);
   if ((found & GRPC_JS_DROPS) !== 0) dropWhatGrpcJsDrops(headers, true);
-  if ((found & BINARY_VALUES) !== 0) noteTooManyBinaryValues(headers);
+  if ((found & BINARY_VALUES) !== 0) noteTooManyBinaryValues(headers, maxHeaderFields);
 }
 
 /**
- * The headers of the stream being handed to grpc-js, when they hold more binary values than
- * grpc-js should split ({@link binaryValuesOver}): grpc-js's content-type check, which runs next
- * in the same `stream` event, refuses the call ({@link takeTooManyBinaryValues}). Compared by
- * identity: one comparison a call, where counting there walked the headers object's keys
- * (about 0.8 µs a call).
- */
-let tooManyBinaryValues: IncomingHttpHeaders | undefined;
-
-function noteTooManyBinaryValues(headers: IncomingHttpHeaders): void {
-  if (binaryValuesOver(headers, MAX_HEADER_LIST_PAIRS)) tooManyBinaryValues = headers;
-}
-
-/**
- * Whether `headers`, those of the stream grpc-js is checking, hold more binary (`-bin`) values
- * than grpc-js should split into metadata entries: the call is to be refused before grpc-js
- * builds its metadata.
+ * What {@link onStream} found that grpc-js's content-type check, which runs next in the same
+ * `stream` event, is to refuse before grpc-js builds the call's metadata
+ * ({@link takeHeadersFault}): binary values past the header fields Node reads
+ * ({@link binaryValuesOver}), or an `:authority` that is no host and port.
  *
  * @internal
  */
-export function takeTooManyBinaryValues(headers: IncomingHttpHeaders): boolean {
-  if (tooManyBinaryValues !== headers) return false;
-  tooManyBinaryValues = undefined;
-  return true;
+export type HeadersFault = 'too_many_binary_values' | 'authority_invalid';
+
+/**
+ * The headers of the stream being handed to grpc-js, when they have a {@link HeadersFault}, and
+ * which. Compared by identity: one comparison a call, where counting there walked the headers
+ * object's keys (about 0.8 µs a call).
+ */
+let faultyHeaders: IncomingHttpHeaders | undefined;
+let faultOfHeaders: HeadersFault = 'too_many_binary_values';
+
+function noteHeadersFault(headers: IncomingHttpHeaders, fault: HeadersFault): void {
+  faultyHeaders = headers;
+  faultOfHeaders = fault;
+}
+
+/** Binary values past `max`, the header fields Node reads: more entries than a request may carry. */
+function noteTooManyBinaryValues(headers: IncomingHttpHeaders, max: number): void {
+  if (binaryValuesOver(headers, max)) noteHeadersFault(headers, 'too_many_binary_values');
+}
+
+/**
+ * The {@link HeadersFault} of `headers`, those of the stream grpc-js is checking, if any: the
+ * call is to be refused before grpc-js builds its metadata.
+ *
+ * @internal
+ */
+export function takeHeadersFault(headers: IncomingHttpHeaders): HeadersFault | undefined {
+  if (faultyHeaders !== headers) return undefined;
+  faultyHeaders = undefined;
+  return faultOfHeaders;
 }
 
 /**

@@ -4,9 +4,9 @@
 // so the header limits answer such calls; past the raised bound Node still resets the stream.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, Metadata, credentials, status as Status } from '@grpc/grpc-js';
-import { createHeaderLimits } from '@fluxguard/core';
-import { MAX_HEADER_LIST_PAIRS } from './http2-servers.js';
-import { addService, fluxguardInterceptors } from './index.js';
+import { ConfigurationError, createHeaderLimits } from '@fluxguard/core';
+import { DEFAULT_MAX_HEADER_FIELDS } from './server-credentials.js';
+import { addService, fluxguardInterceptors, secureServerOptions } from './index.js';
 import {
   callKind,
   captureAudit,
@@ -56,12 +56,12 @@ describe('a call with more metadata entries than Node reads by default', () => {
 
   it('is refused so up to the raised bound, and reset by Node past it', async () => {
     const before = denied().length;
-    const near = await callKind(started.client, 'unary', {}, entries(MAX_HEADER_LIST_PAIRS - 20));
+    const near = await callKind(started.client, 'unary', {}, entries(DEFAULT_MAX_HEADER_FIELDS - 20));
     expect(near.status.code).toBe(Status.RESOURCE_EXHAUSTED);
     expect(metadataValue(near.status.metadata, 'x-request-id')).toBeDefined();
     expect(denied()).toHaveLength(before + 1);
     // Past it, Node's reset: what a grpc-js client reads of ENHANCE_YOUR_CALM, and no call.
-    const past = await callKind(started.client, 'unary', {}, entries(MAX_HEADER_LIST_PAIRS + 1));
+    const past = await callKind(started.client, 'unary', {}, entries(DEFAULT_MAX_HEADER_FIELDS + 1));
     expect(past.status.code).toBe(Status.RESOURCE_EXHAUSTED);
     expect(past.status.details).toBe('Bandwidth exhausted or memory limit exceeded');
     expect(metadataValue(past.status.metadata, 'x-request-id')).toBeUndefined();
@@ -69,10 +69,10 @@ describe('a call with more metadata entries than Node reads by default', () => {
   });
 
   it('keeps the server answering through a flood of such calls', async () => {
-    // Four connections, 50 calls each of 900 entries, all at once, and a plain call among them.
+    // Four connections, 50 calls each of 200 entries, all at once, and a plain call among them.
     const clients = Array.from({ length: 4 }, () => new Client(started.address, credentials.createInsecure()));
     try {
-      const heavy = entries(900);
+      const heavy = entries(200);
       const startedAt = performance.now();
       const cpuBefore = process.cpuUsage();
       const flood = clients.flatMap((client) => Array.from({ length: 50 }, () => callKind(client, 'unary', {}, heavy)));
@@ -89,7 +89,8 @@ describe('a call with more metadata entries than Node reads by default', () => {
         true,
       );
       // Client and server in this process: 200 calls of 900 entries took about 0.9 s of CPU
-      // for both (the server about 0.45 s); the bounds leave room for a slow machine.
+      // for both (the server about 0.45 s), 200 entries much less; the bounds leave room for a
+      // slow machine.
       expect(elapsedMs).toBeLessThan(10_000);
       expect(plainMs).toBeLessThan(5_000);
       expect((cpu.user + cpu.system) / 1_000).toBeLessThan(8_000);
@@ -108,4 +109,41 @@ describe('a call with more metadata entries than Node reads by default', () => {
     await expect.poll(accounted, { timeout: 8_000, interval: 100 }).toBe(202);
     expect(denied().length).toBeLessThan(150);
   }, 10_000);
+});
+
+describe('a server that reads more header fields (maxHeaderFields)', () => {
+  let raised: Started;
+
+  beforeAll(async () => {
+    raised = await startServer(
+      fluxguardInterceptors({ audit, controls: [createHeaderLimits()] }),
+      (server) => {
+        addService(server, testService, unaryAnswering({ ok: true }));
+      },
+      secureServerOptions({ maxHeaderFields: 1_000 }),
+    );
+  });
+
+  afterAll(async () => {
+    await raised.close();
+  });
+
+  it('refuses with its header limits, request id and line, a call Node resets under the default', async () => {
+    const many = entries(900);
+    const reset = await callKind(started.client, 'unary', {}, many);
+    expect(reset.status.details).toBe('Bandwidth exhausted or memory limit exceeded');
+    const before = denied().length;
+    const refused = await callKind(raised.client, 'unary', {}, many);
+    expect(refused.status.code).toBe(Status.RESOURCE_EXHAUSTED);
+    const requestId = metadataValue(refused.status.metadata, 'x-request-id');
+    expect(requestId).toBeDefined();
+    await expect
+      .poll(() => denied().slice(before))
+      .toEqual(expect.arrayContaining([expect.objectContaining({ reason: 'too_many_headers', requestId })]));
+  });
+
+  it('is refused at start-up below the fields a gRPC call needs of its own', () => {
+    expect(() => secureServerOptions({ maxHeaderFields: 8 })).toThrow(ConfigurationError);
+    expect(() => secureServerOptions({ maxHeaderFields: 1.5 })).toThrow(ConfigurationError);
+  });
 });

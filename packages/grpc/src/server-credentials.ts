@@ -18,6 +18,7 @@ import {
   resolveOptions,
   type TlsSettings,
   wholeNumber,
+  type WholeNumberRange,
 } from '@fluxguard/core/adapter';
 
 /**
@@ -286,6 +287,19 @@ export interface SecureServerLimits {
    * `addService` of this package, as `maxConnections` is.
    */
   readonly maxWriteStallMs?: number | undefined;
+  /**
+   * Header fields (metadata entries and pseudo-headers) one request may carry; Node resets the
+   * stream of one with more before any JavaScript sees it (`ENHANCE_YOUR_CALM`, counted as
+   * `stream_reset` in `http2.session_refused`). Default 256, where Node's own is 128: keep it
+   * above the header limits' `maxCount` (100 by default) plus about ten, so that they refuse a
+   * call of too many entries with its request id and audit line. Each field costs the server
+   * before any control runs (Node builds the header object, grpc-js its metadata): a call of
+   * 990 one-byte (HPACK-indexed) entries cost about 3.7 ms of CPU, one of 250 about 1.3 ms and
+   * a plain call 0.7 to 1 ms. Binary (`-bin`) metadata that grpc-js would split into more values
+   * than this is refused as well, before grpc-js splits it. Applied by `addService` of this
+   * package, as `maxConnections` is.
+   */
+  readonly maxHeaderFields?: number | undefined;
 }
 
 /** The `new Server(options)` key that carries {@link SecureServerLimits.maxConnections} to `addService`. */
@@ -300,6 +314,12 @@ export const DEFAULT_CLOSING_GRACE_MS = 5_000;
 export const WRITE_STALL_OPTION = 'fluxguard.max_write_stall_ms';
 /** {@link SecureServerLimits.maxWriteStallMs} when the server's options do not say. */
 export const DEFAULT_WRITE_STALL_MS = 20_000;
+/** The `new Server(options)` key that carries {@link SecureServerLimits.maxHeaderFields} to `addService`. */
+export const MAX_HEADER_FIELDS_OPTION = 'fluxguard.max_header_fields';
+/** {@link SecureServerLimits.maxHeaderFields} when the server's options do not say. */
+export const DEFAULT_MAX_HEADER_FIELDS = 256;
+/** The fewest header fields a request may be allowed: a gRPC call's pseudo-headers and its own. */
+const FEWEST_HEADER_FIELDS = 16;
 
 const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: number }> = Object.freeze({
   maxReceiveMessageBytes: 4 * 1024 * 1024,
@@ -313,7 +333,15 @@ const LIMIT_DEFAULTS: Required<{ readonly [K in keyof SecureServerLimits]: numbe
   maxConnectionsPerAddress: 0,
   closingGraceMs: DEFAULT_CLOSING_GRACE_MS,
   maxWriteStallMs: DEFAULT_WRITE_STALL_MS,
+  maxHeaderFields: DEFAULT_MAX_HEADER_FIELDS,
 });
+
+/** The bounds of the limit `name` of {@link SecureServerLimits}. */
+function rangeOf(name: string): WholeNumberRange {
+  if (name === 'maxHeaderFields') return { min: FEWEST_HEADER_FIELDS };
+  // A time above Node's longest timer would fire after 1 ms.
+  return name.endsWith('Ms') ? { unit: 'ms' } : {};
+}
 
 /**
  * grpc-js `Server` options with limits grpc-js leaves open: concurrent streams and HTTP/2
@@ -336,8 +364,7 @@ export function secureServerOptions(limits: SecureServerLimits = {}): ServerOpti
   for (const [name, value] of Object.entries(given)) {
     // A share not given is derived from the cap below, once the cap is known to be a number.
     if (name === 'maxConnectionsPerAddress' && limits.maxConnectionsPerAddress === undefined) continue;
-    // A time above Node's longest timer would fire after 1 ms.
-    wholeNumber(value, `secureServerOptions: "${name}"`, name.endsWith('Ms') ? { unit: 'ms' } : {});
+    wholeNumber(value, `secureServerOptions: "${name}"`, rangeOf(name));
   }
   const l = {
     ...given,
@@ -360,5 +387,6 @@ export function secureServerOptions(limits: SecureServerLimits = {}): ServerOpti
     [MAX_PER_ADDRESS_OPTION]: l.maxConnectionsPerAddress,
     [CLOSING_GRACE_OPTION]: l.closingGraceMs,
     [WRITE_STALL_OPTION]: l.maxWriteStallMs,
+    [MAX_HEADER_FIELDS_OPTION]: l.maxHeaderFields,
   };
 }
