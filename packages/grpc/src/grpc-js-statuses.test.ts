@@ -442,7 +442,7 @@ describe('an :authority that is no host and port', () => {
     ['a percent-encoded space', 'a%20b'],
   ])('%s is refused INVALID_ARGUMENT before any handler, with a malformed_request line', async (_kind, authority) => {
     const runs = handlerRuns;
-    const requestId = `authority-${String(runs)}-${authority.length}`;
+    const requestId = `authority-${Buffer.from(authority).toString('hex')}`;
     const answer = await rawCall(
       testService.Unary.path,
       { ':authority': authority, 'x-request-id': requestId },
