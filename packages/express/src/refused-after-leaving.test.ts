@@ -22,6 +22,7 @@ import {
   type Control,
   type JwksSource,
 } from '@fluxguard/core';
+import { createLateDecisions } from '@fluxguard/test-support/late-decisions';
 import { fluxguard, jwtAuth } from './index.js';
 import {
   AUDIENCE,
@@ -37,71 +38,7 @@ import {
 
 const MAX_FAILURES = 3;
 
-interface Gate {
-  readonly promise: Promise<void>;
-  open(): void;
-}
-
-function gate(): Gate {
-  let open = (): void => undefined;
-  const promise = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { promise, open };
-}
-
-/** What the test waits on for the request in flight: the control reached, the hang-up noticed, the verdict. */
-let reached = gate();
-let left = gate();
-let decided = gate();
-/** Opened by the test once the server has noticed the hang-up. */
-let release = gate();
-let holdKeys = false;
-
-function resetGates(): void {
-  reached = gate();
-  left = gate();
-  decided = gate();
-  release = gate();
-}
-
-/** Tells the test when the server notices the client left, and when a verdict is reached. */
-const observer: Control = {
-  name: 'test.observer',
-  stage: 'pre-authentication',
-  onStart(call, context) {
-    call.signal.addEventListener('abort', () => {
-      left.open();
-    });
-    context.whenRefused(() => {
-      decided.open();
-    });
-    context.whenAllowed(() => {
-      decided.open();
-    });
-    return undefined;
-  },
-};
-
-/** A control that decides late (a Redis-backed limit): `x-held: refuse` or `x-held: allow`. */
-const held: Control = {
-  name: 'test.held',
-  stage: 'pre-authentication',
-  async onStart(call) {
-    const verdict = call.headers.get('x-held');
-    if (verdict === undefined) return undefined;
-    reached.open();
-    await release.promise;
-    if (verdict === 'refuse') {
-      throw new SecurityError('rate_limited', {
-        reason: 'rate_limited',
-        details: { retryAfterSeconds: 1 },
-        auditFields: { rule: 'test.held' },
-      });
-    }
-    return undefined;
-  },
-};
+const late = createLateDecisions(SecurityError);
 
 /** An ES256 key and its tokens; `kid` names the key. */
 function signerOf(kid = 'k1'): { jwk: JsonWebKey; sign(claims: Record<string, unknown>): string } {
@@ -131,20 +68,8 @@ const closers: (() => Promise<void>)[] = [];
 type Layout = 'guard' | 'route';
 
 async function start(layout: Layout, more: readonly Control[] = []): Promise<Served> {
-  const keys = createLocalJwksSource({ keys: [signer.jwk] });
-  // A key source that answers late while `holdKeys` is set: a remote key set being fetched.
-  const keySource: JwksSource = {
-    get version() {
-      return keys.version;
-    },
-    async getKeys(header) {
-      if (holdKeys) {
-        reached.open();
-        await release.promise;
-      }
-      return keys.getKeys(header);
-    },
-  };
+  // A key source that answers late while `late.holdKeys` is set: a remote key set being fetched.
+  const keySource: JwksSource = late.keySource(createLocalJwksSource({ keys: [signer.jwk] }));
   const jwt = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, keySource });
   const bruteForce = createBruteForceProtection({
     peer: { maxFailures: MAX_FAILURES, windowSeconds: 600, blockSeconds: 600 },
@@ -157,12 +82,12 @@ async function start(layout: Layout, more: readonly Control[] = []): Promise<Ser
   };
   if (layout === 'guard') {
     const guard = createGuard({ audit, jwt, rbac: compileRbac({ 'GET /v1/items/:id': { anyRoles: ['reader'] } }) });
-    const { before, after } = fluxguard({ audit, guard, controls: [observer, bruteForce, held] });
+    const { before, after } = fluxguard({ audit, guard, controls: [late.observer, bruteForce, late.held] });
     app.use(before);
     app.get('/v1/items/:id', handler);
     app.use(after);
   } else {
-    const { before, after } = fluxguard({ audit, controls: [observer, bruteForce, held, ...more] });
+    const { before, after } = fluxguard({ audit, controls: [late.observer, bruteForce, late.held, ...more] });
     app.use(before);
     app.get('/v1/items/:id', jwtAuth({ authenticator: createAuthenticator({ jwt }) }), handler);
     app.use(after);
@@ -184,37 +109,28 @@ afterAll(async () => {
 });
 
 /**
- * Sends a request over its own TLS connection, destroys the socket once a held control has the
- * request, waits until the server has noticed, then lets the control decide; resolves once the
- * verdict (if any) has been acted on.
+ * Sends a request over its own TLS connection and destroys the socket once a held control has
+ * the request (see `late.leaveWhileDeciding`).
  */
-async function leaveWhileDeciding(
-  served: Served,
-  headers: Record<string, string>,
-  expectVerdict: boolean,
-): Promise<void> {
-  resetGates();
-  const socket: TLSSocket = connect({
-    host: '127.0.0.1',
-    port: served.port,
-    ca: pki.ca.certPem,
-    servername: 'localhost',
-  });
-  socket.on('error', () => {
-    // Destroyed by the test.
-  });
-  const head = Object.entries(headers)
-    .map(([name, value]) => `${name}: ${value}\r\n`)
-    .join('');
-  socket.write(`GET /v1/items/1 HTTP/1.1\r\nhost: localhost\r\n${head}\r\n`);
-  await reached.promise;
-  socket.destroy();
-  await left.promise;
-  release.open();
-  if (expectVerdict) await decided.promise;
-  // The adapter acts on the verdict a few promise turns later.
-  await new Promise((resolve) => setImmediate(resolve));
-  await new Promise((resolve) => setImmediate(resolve));
+function leaveWhileDeciding(served: Served, headers: Record<string, string>, expectVerdict: boolean): Promise<void> {
+  return late.leaveWhileDeciding(() => {
+    const socket: TLSSocket = connect({
+      host: '127.0.0.1',
+      port: served.port,
+      ca: pki.ca.certPem,
+      servername: 'localhost',
+    });
+    socket.on('error', () => {
+      // Destroyed by the test.
+    });
+    const head = Object.entries(headers)
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join('');
+    socket.write(`GET /v1/items/1 HTTP/1.1\r\nhost: localhost\r\n${head}\r\n`);
+    return () => {
+      socket.destroy();
+    };
+  }, expectVerdict);
 }
 
 describe.each(['guard', 'route'] as const)(
@@ -243,23 +159,23 @@ describe.each(['guard', 'route'] as const)(
 
     it('writes no line for a request whose client left while its good token was being verified', async () => {
       const startsBefore = handlerStarts;
-      holdKeys = true;
+      late.holdKeys = true;
       const good = signer.sign({ roles: ['reader'] });
       await leaveWhileDeciding(served, { 'x-request-id': id('good-token'), authorization: `Bearer ${good}` }, false);
-      holdKeys = false;
+      late.holdKeys = false;
       expect(linesOf('good-token')).toEqual([]);
       expect(handlerStarts).toBe(startsBefore);
     });
 
     it('logs a token of an unknown key whose client hung up during the key look-up as a denial', async () => {
-      holdKeys = true;
+      late.holdKeys = true;
       const stranger = signerOf('unknown-key').sign({ roles: ['reader'] });
       await leaveWhileDeciding(
         served,
         { 'x-request-id': id('unknown-key'), authorization: `Bearer ${stranger}` },
         true,
       );
-      holdKeys = false;
+      late.holdKeys = false;
       expect(linesOf('unknown-key').map((line) => [line.event, line.code, line.reason])).toEqual([
         ['request.denied', 'unauthenticated', 'unknown_kid'],
       ]);
@@ -267,7 +183,7 @@ describe.each(['guard', 'route'] as const)(
 
     it('logs each bad token whose client hung up during verification as a denial, and blocks the address', async () => {
       const startsBefore = handlerStarts;
-      holdKeys = true;
+      late.holdKeys = true;
       const now = Math.floor(Date.now() / 1000);
       const guesses: [string, string][] = [
         ['bad_signature', forger.sign({ roles: ['reader'], jti: 'guess-0' })],
@@ -282,7 +198,7 @@ describe.each(['guard', 'route'] as const)(
           true,
         );
       }
-      holdKeys = false;
+      late.holdKeys = false;
       // The address is blocked: even a good token is refused now.
       const good = signer.sign({ roles: ['reader'] });
       const blocked = await fetch(`${served.url}/v1/items/1`, {
@@ -318,13 +234,13 @@ describe("a route's token check that decides after its client left (Express)", (
   });
 
   it('gives the concurrency slot back at once, whether the check then allows or refuses', async () => {
-    holdKeys = true;
+    late.holdKeys = true;
     const good = signer.sign({ roles: ['reader'] });
     await leaveWhileDeciding(served, { 'x-request-id': 'slot-allowed', authorization: `Bearer ${good}` }, false);
     await expect.poll(() => limit.inFlight()).toBe(0);
     const stranger = signerOf('slot-unknown-key').sign({ roles: ['reader'] });
     await leaveWhileDeciding(served, { 'x-request-id': 'slot-refused', authorization: `Bearer ${stranger}` }, true);
-    holdKeys = false;
+    late.holdKeys = false;
     await expect.poll(() => limit.inFlight()).toBe(0);
     // The one slot is free for the next caller.
     const next = await fetch(`${served.url}/v1/items/1`, {

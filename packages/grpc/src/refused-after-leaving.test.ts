@@ -15,9 +15,9 @@ import {
   createGuard,
   createJwtVerifier,
   createLocalJwksSource,
-  type Control,
   type JwksSource,
 } from '@fluxguard/core';
+import { createLateDecisions } from '@fluxguard/test-support/late-decisions';
 import { captureAudit, deserialize, serialize } from './testing/harness.js';
 import { fluxguardInterceptors } from './index.js';
 import { grpcFrame } from './testing/raw-http2.js';
@@ -41,71 +41,7 @@ import {
 
 const MAX_FAILURES = 3;
 
-interface Gate {
-  readonly promise: Promise<void>;
-  open(): void;
-}
-
-function gate(): Gate {
-  let open = (): void => undefined;
-  const promise = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { promise, open };
-}
-
-/** What the test waits on for the call in flight: the control reached, the cancel noticed, the verdict. */
-let reached = gate();
-let left = gate();
-let decided = gate();
-/** Opened by the test once the server has noticed the cancel. */
-let release = gate();
-let holdKeys = false;
-
-function resetGates(): void {
-  reached = gate();
-  left = gate();
-  decided = gate();
-  release = gate();
-}
-
-/** Tells the test when the server notices the client left, and when a verdict is reached. */
-const observer: Control = {
-  name: 'test.observer',
-  stage: 'pre-authentication',
-  onStart(call, context) {
-    call.signal.addEventListener('abort', () => {
-      left.open();
-    });
-    context.whenRefused(() => {
-      decided.open();
-    });
-    context.whenAllowed(() => {
-      decided.open();
-    });
-    return undefined;
-  },
-};
-
-/** A control that decides late (a Redis-backed limit): `x-held: refuse` or `x-held: allow`. */
-const held: Control = {
-  name: 'test.held',
-  stage: 'pre-authentication',
-  async onStart(call) {
-    const verdict = call.headers.get('x-held');
-    if (verdict === undefined) return undefined;
-    reached.open();
-    await release.promise;
-    if (verdict === 'refuse') {
-      throw new SecurityError('rate_limited', {
-        reason: 'rate_limited',
-        details: { retryAfterSeconds: 1 },
-        auditFields: { rule: 'test.held' },
-      });
-    }
-    return undefined;
-  },
-};
+const late = createLateDecisions(SecurityError);
 
 let pki: TestPki;
 let signer: TokenSigner;
@@ -120,20 +56,8 @@ beforeAll(async () => {
   signer = createTokenSigner();
   // Same key id, another key: its tokens fail their signature check.
   forger = createTokenSigner();
-  const keys = createLocalJwksSource(signer.jwks as never);
-  // A key source that answers late while `holdKeys` is set: a remote key set being fetched.
-  const keySource: JwksSource = {
-    get version() {
-      return keys.version;
-    },
-    async getKeys(header) {
-      if (holdKeys) {
-        reached.open();
-        await release.promise;
-      }
-      return keys.getKeys(header);
-    },
-  };
+  // A key source that answers late while `late.holdKeys` is set: a remote key set being fetched.
+  const keySource: JwksSource = late.keySource(createLocalJwksSource(signer.jwks as never));
   const jwt = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, keySource });
   const rbac = compileRbac(secureRules(pki), { servedOperations: SERVED });
   const guard = createGuard({ audit: audit.audit, jwt, rbac });
@@ -142,7 +66,7 @@ beforeAll(async () => {
   });
   server = await startTlsServer(
     perOperationCredentials(pki, audit.audit),
-    fluxguardInterceptors({ audit: audit.audit, guard, controls: [observer, bruteForce, held] }),
+    fluxguardInterceptors({ audit: audit.audit, guard, controls: [late.observer, bruteForce, late.held] }),
   );
   client = clients.open(server.address, pki.ca.certPem);
 });
@@ -161,23 +85,16 @@ function metadataOf(requestId: string, token: string | undefined, heldVerdict?: 
   return metadata;
 }
 
-/**
- * Starts a call, cancels it once a held control has it, waits until the server has noticed,
- * then lets the control decide; resolves once the verdict (if any) has been acted on.
- */
-async function leaveWhileDeciding(metadata: Metadata, expectVerdict: boolean): Promise<void> {
-  resetGates();
-  const call: ClientUnaryCall = client.makeUnaryRequest(op('Read'), serialize, deserialize, {}, metadata, () => {
-    // Cancelled by the test.
-  });
-  await reached.promise;
-  call.cancel();
-  await left.promise;
-  release.open();
-  if (expectVerdict) await decided.promise;
-  // The adapter acts on the verdict a few promise turns later.
-  await new Promise((resolve) => setImmediate(resolve));
-  await new Promise((resolve) => setImmediate(resolve));
+/** Starts a call and cancels it once a held control has it (see `late.leaveWhileDeciding`). */
+function leaveWhileDeciding(metadata: Metadata, expectVerdict: boolean): Promise<void> {
+  return late.leaveWhileDeciding(() => {
+    const call: ClientUnaryCall = client.makeUnaryRequest(op('Read'), serialize, deserialize, {}, metadata, () => {
+      // Cancelled by the test.
+    });
+    return () => {
+      call.cancel();
+    };
+  }, expectVerdict);
 }
 
 const linesOf = (requestId: string) => audit.lines().filter((line) => line.requestId === requestId);
@@ -200,55 +117,52 @@ describe('a call refused after its client left, before its handler ran (gRPC)', 
 
   it('writes no line for a call whose client left while its good token was being verified', async () => {
     const startsBefore = handlerStarts.count;
-    holdKeys = true;
+    late.holdKeys = true;
     const good = signer.sign({ sub: 'alice', roles: ['reader'] });
     await leaveWhileDeciding(metadataOf('good-token', good), false);
-    holdKeys = false;
+    late.holdKeys = false;
     expect(linesOf('good-token')).toEqual([]);
     expect(handlerStarts.count).toBe(startsBefore);
   });
 
   it('logs a token of an unknown key whose client hung up during the key look-up as a denial', async () => {
-    holdKeys = true;
+    late.holdKeys = true;
     const stranger = createTokenSigner('unknown-key').sign({ sub: 'alice', roles: ['reader'] });
     await leaveWhileDeciding(metadataOf('unknown-key', stranger), true);
-    holdKeys = false;
+    late.holdKeys = false;
     expect(linesOf('unknown-key').map((line) => [line.event, line.code, line.reason])).toEqual([
       ['request.denied', 'unauthenticated', 'unknown_kid'],
     ]);
   });
 
   it('logs a denial the same way when the client closes its whole connection during the look-up', async () => {
-    resetGates();
-    holdKeys = true;
+    late.holdKeys = true;
     const stranger = createTokenSigner('unknown-key').sign({ sub: 'alice', roles: ['reader'] });
-    const session = connect(`https://127.0.0.1:${String(server.port)}`, {
-      ca: pki.ca.certPem,
-      servername: 'localhost',
-    });
-    session.on('error', () => {
-      // Destroyed by the test.
-    });
-    const stream = session.request({
-      ':method': 'POST',
-      ':path': op('Read'),
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      authorization: `Bearer ${stranger}`,
-      'x-request-id': 'connection-closed',
-    });
-    stream.on('error', () => {
-      // Destroyed by the test.
-    });
-    stream.end(grpcFrame(Buffer.from('{}')));
-    await reached.promise;
-    session.destroy();
-    await left.promise;
-    release.open();
-    await decided.promise;
-    await new Promise((resolve) => setImmediate(resolve));
-    await new Promise((resolve) => setImmediate(resolve));
-    holdKeys = false;
+    await late.leaveWhileDeciding(() => {
+      const session = connect(`https://127.0.0.1:${String(server.port)}`, {
+        ca: pki.ca.certPem,
+        servername: 'localhost',
+      });
+      session.on('error', () => {
+        // Destroyed by the test.
+      });
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': op('Read'),
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        authorization: `Bearer ${stranger}`,
+        'x-request-id': 'connection-closed',
+      });
+      stream.on('error', () => {
+        // Destroyed by the test.
+      });
+      stream.end(grpcFrame(Buffer.from('{}')));
+      return () => {
+        session.destroy();
+      };
+    }, true);
+    late.holdKeys = false;
     expect(linesOf('connection-closed').map((line) => [line.event, line.code, line.reason])).toEqual([
       ['request.denied', 'unauthenticated', 'unknown_kid'],
     ]);
@@ -256,7 +170,7 @@ describe('a call refused after its client left, before its handler ran (gRPC)', 
 
   it('logs each bad token whose client hung up during verification as a denial, and blocks the address', async () => {
     const startsBefore = handlerStarts.count;
-    holdKeys = true;
+    late.holdKeys = true;
     const now = Math.floor(Date.now() / 1000);
     const guesses: [string, string][] = [
       ['bad_signature', forger.sign({ sub: 'alice', roles: ['reader'], jti: 'guess-0' })],
@@ -267,7 +181,7 @@ describe('a call refused after its client left, before its handler ran (gRPC)', 
     for (const [index, [, token]] of guesses.entries()) {
       await leaveWhileDeciding(metadataOf(`guess-${String(index)}`, token), true);
     }
-    holdKeys = false;
+    late.holdKeys = false;
     // The address is blocked: even a good token is refused now.
     const good = signer.sign({ sub: 'alice', roles: ['reader'] });
     const blocked = await unary(client, 'Read', metadataOf('after-guesses', good));
