@@ -2,49 +2,23 @@
 // entry of its own before any interceptor runs: a header of commas alone, sent with no
 // credential, made a call cost as much CPU as a hundred others. Past as many values as Node
 // reads header fields, the call is refused before grpc-js builds its metadata.
-import { once } from 'node:events';
-import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Metadata, status as Status, type Client } from '@grpc/grpc-js';
+import { Metadata, status as Status } from '@grpc/grpc-js';
 import { DEFAULT_MAX_HEADER_FIELDS } from './server-credentials.js';
 import { fluxguardInterceptors, secureServerOptions } from './index.js';
-import { captureAudit, type Json } from './testing/harness.js';
-import { grpcFrame } from './testing/raw-http2.js';
-import {
-  clientFor,
-  createTestPki,
-  handlerStarts,
-  perOperationCredentials,
-  startTlsServer,
-  unary,
-  type TestPki,
-  type TestServer,
-} from './testing/tls.js';
+import type { Json } from './testing/harness.js';
+import { handlerStarts, op, startSecureServer, unary, type SecureServer } from './testing/tls.js';
 
-let pki: TestPki;
-let server: TestServer;
-let client: Client;
-let lines: () => Json[];
+let secure: SecureServer;
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  const captured = captureAudit();
-  lines = captured.lines;
   // No header limits: the bound holds whatever controls the server runs.
-  server = await startTlsServer(
-    perOperationCredentials(pki, captured.audit),
-    fluxguardInterceptors({ audit: captured.audit, timeouts: false }),
-    undefined,
-    secureServerOptions(),
-  );
-  client = clientFor(server.address, { ca: pki.ca.certPem });
+  secure = await startSecureServer((audit) => fluxguardInterceptors({ audit, timeouts: false }), {
+    serverOptions: secureServerOptions(),
+  });
 });
 
-afterAll(async () => {
-  client.close();
-  await server.close();
-  await pki.cleanup();
-});
+afterAll(() => secure.close());
 
 /** Metadata with `count` values of one binary key (grpc-js's client sends each as a header of its own). */
 function binaryValues(count: number): Metadata {
@@ -53,30 +27,11 @@ function binaryValues(count: number): Metadata {
   return metadata;
 }
 
-const lineOf = (requestId: string): Json | undefined => lines().find((line) => line.requestId === requestId);
+const lineOf = (requestId: string): Json | undefined => secure.lines().find((line) => line.requestId === requestId);
 
 /** A call over raw HTTP/2 with TLS carrying `value` as one `x-commas-bin` header: its response headers. */
 async function rawCall(value: string, requestId: string): Promise<Record<string, unknown>> {
-  const session = connect(`https://${server.address}`, { ca: pki.ca.certPem, servername: 'localhost' });
-  session.on('error', () => undefined);
-  try {
-    const stream = session.request({
-      ':method': 'POST',
-      ':path': '/fluxguard.test.v1.Secure/Public',
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      'x-commas-bin': value,
-      'x-request-id': requestId,
-    });
-    stream.on('error', () => undefined);
-    stream.resume();
-    stream.end(grpcFrame(Buffer.from('{}')));
-    const [headers] = (await once(stream, 'response')) as [Record<string, unknown>];
-    await once(stream, 'close');
-    return headers;
-  } finally {
-    session.close();
-  }
+  return (await secure.rawCall(op('Public'), { 'x-commas-bin': value, 'x-request-id': requestId })).headers;
 }
 
 /** `count` base64 values joined as grpc-js's client or a proxy joins them. */
@@ -84,7 +39,7 @@ const joined = (count: number): string => Array.from({ length: count }, () => 'A
 
 describe('binary metadata that grpc-js splits into many values', () => {
   it('is served from a grpc-js client sending many values', async () => {
-    const outcome = await unary(client, 'Public', binaryValues(200));
+    const outcome = await unary(secure.client(), 'Public', binaryValues(200));
     expect(outcome.status.code).toBe(Status.OK);
   });
 

@@ -2,63 +2,22 @@
 // or `1n`) is answered DEADLINE_EXCEEDED: its handler must not run. grpc-js's timer for such a
 // deadline fires only on a later turn, after a handler (a delete, say) had done its work for a
 // call its client was told failed.
-import { once } from 'node:events';
-import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
 import { fluxguardInterceptors } from './index.js';
-import { captureAudit, type Json } from './testing/harness.js';
-import { grpcFrame } from './testing/raw-http2.js';
-import {
-  createTestPki,
-  handlerStarts,
-  perOperationCredentials,
-  startTlsServer,
-  type TestPki,
-  type TestServer,
-} from './testing/tls.js';
+import { handlerStarts, op, startSecureServer, type SecureServer } from './testing/tls.js';
 
-let pki: TestPki;
-let server: TestServer;
-let lines: () => Json[];
+let secure: SecureServer;
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  const captured = captureAudit();
-  lines = captured.lines;
-  server = await startTlsServer(
-    perOperationCredentials(pki, captured.audit),
-    fluxguardInterceptors({ audit: captured.audit }),
-  );
+  secure = await startSecureServer((audit) => fluxguardInterceptors({ audit }));
 });
 
-afterAll(async () => {
-  await server.close();
-  await pki.cleanup();
-});
+afterAll(() => secure.close());
 
 /** A unary call over raw HTTP/2 with TLS, with `grpc-timeout: timeout`: its response headers. */
 async function callWithTimeout(timeout: string, requestId: string): Promise<Record<string, unknown>> {
-  const session = connect(`https://${server.address}`, { ca: pki.ca.certPem, servername: 'localhost' });
-  session.on('error', () => undefined);
-  try {
-    const stream = session.request({
-      ':method': 'POST',
-      ':path': '/fluxguard.test.v1.Secure/Public',
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      'grpc-timeout': timeout,
-      'x-request-id': requestId,
-    });
-    stream.on('error', () => undefined);
-    stream.resume();
-    stream.end(grpcFrame(Buffer.from('{}')));
-    const [headers] = (await once(stream, 'response')) as [Record<string, unknown>];
-    await once(stream, 'close');
-    return headers;
-  } finally {
-    session.close();
-  }
+  return (await secure.rawCall(op('Public'), { 'grpc-timeout': timeout, 'x-request-id': requestId })).headers;
 }
 
 describe('a call whose own deadline has already passed', () => {
@@ -70,7 +29,7 @@ describe('a call whose own deadline has already passed', () => {
       expect(headers['grpc-status']).toBe(String(Status.DEADLINE_EXCEEDED));
       expect(headers['x-request-id']).toBe(requestId);
       expect(handlerStarts.count).toBe(starts);
-      expect(lines().filter((line) => line.requestId === requestId)).toEqual([
+      expect(secure.lines().filter((line) => line.requestId === requestId)).toEqual([
         expect.objectContaining({ event: 'request.denied', reason: 'client_deadline', code: 'deadline_exceeded' }),
       ]);
     });

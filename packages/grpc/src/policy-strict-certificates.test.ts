@@ -4,69 +4,48 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
 import { createGuardFromPolicy, parseSecurityPolicy } from '@fluxguard/core';
-import { captureAudit } from './testing/harness.js';
 import { fluxguardInterceptors } from './index.js';
-import {
-  createClientPool,
-  createTestPki,
-  handlerStarts,
-  op,
-  perOperationCredentials,
-  startTlsServer,
-  unary,
-  type TestPki,
-  type TestServer,
-} from './testing/tls.js';
+import { handlerStarts, op, startSecureServer, unary, type SecureServer } from './testing/tls.js';
 
-let pki: TestPki;
-let server: TestServer;
-const audit = captureAudit();
-const clients = createClientPool();
+let secure: SecureServer;
 
 beforeAll(async () => {
-  pki = await createTestPki();
   const policy = parseSecurityPolicy({
     rbac: { rules: [{ operation: op('Public'), public: true }] },
     mtls: { clientCertificates: 'strict' },
   });
-  const guard = createGuardFromPolicy(policy, { audit: audit.audit, transport: 'grpc' });
-  server = await startTlsServer(
-    perOperationCredentials(pki, audit.audit),
-    fluxguardInterceptors({ audit: audit.audit, guard }),
+  secure = await startSecureServer((audit) =>
+    fluxguardInterceptors({ audit, guard: createGuardFromPolicy(policy, { audit, transport: 'grpc' }) }),
   );
 });
 
-afterAll(async () => {
-  clients.closeAll();
-  await server.close();
-  await pki.cleanup();
-});
+afterAll(() => secure.close());
 
 describe("a policy's strict client certificates, behind per-operation TLS settings", () => {
   it('refuses a call without a certificate, public or not, before its handler', async () => {
     const before = handlerStarts.count;
-    const anonymous = clients.open(server.address, pki.ca.certPem);
+    const anonymous = secure.client();
     for (const name of ['Public', 'Read'] as const) {
       const { status } = await unary(anonymous, name);
       expect(status.code).toBe(Status.PERMISSION_DENIED);
       expect(status.details).not.toMatch(/certificate|strict|policy/i);
     }
     expect(handlerStarts.count).toBe(before);
-    expect(audit.lines().filter((line) => line.reason === 'client_certificate_required')).toHaveLength(2);
+    expect(secure.lines().filter((line) => line.reason === 'client_certificate_required')).toHaveLength(2);
   });
 
   it('serves a caller with a verified certificate', async () => {
-    const withCertificate = clients.open(server.address, pki.ca.certPem, pki.reader);
+    const withCertificate = secure.client(secure.pki.reader);
     const { status } = await unary(withCertificate, 'Public');
     expect(status.code).toBe(Status.OK);
   });
 
   it('answers a certificate that failed verification as none, naming Node’s code in the audit line', async () => {
-    const forged = clients.open(server.address, pki.ca.certPem, pki.forged);
+    const forged = secure.client(secure.pki.forged);
     const { status } = await unary(forged, 'Public');
     expect([status.code, status.details]).toEqual([Status.PERMISSION_DENIED, 'Permission denied.']);
     const requestId = status.metadata.get('x-request-id')[0];
-    expect(audit.lines().filter((line) => line.requestId === requestId)).toEqual([
+    expect(secure.lines().filter((line) => line.requestId === requestId)).toEqual([
       expect.objectContaining({
         reason: 'certificate_untrusted',
         code: 'permission_denied',

@@ -1,50 +1,29 @@
 // grpc-js's own texts quote what the client sent (a method path, an encoding), and become the
 // cause of the call's audit line. A token the client put there must not reach the log in part:
 // the text is cut to its first characters only once its tokens are scrubbed.
-import { once } from 'node:events';
-import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as Status, type Client, type StatusObject } from '@grpc/grpc-js';
 import { fluxguardInterceptors } from './index.js';
-import { captureAudit, deserialize, serialize, type Json } from './testing/harness.js';
+import { deserialize, serialize, type Json } from './testing/harness.js';
 import { grpcFrame } from './testing/raw-http2.js';
-import {
-  clientFor,
-  createTestPki,
-  perOperationCredentials,
-  startTlsServer,
-  type TestPki,
-  type TestServer,
-} from './testing/tls.js';
+import { op, startSecureServer, type SecureServer } from './testing/tls.js';
 
 /** A compact JWT long enough that grpc-js's text, cut to 200 characters, ends in its claims. */
 const HEADER = Buffer.from('{"alg":"ES256","typ":"JWT"}').toString('base64url');
 const CLAIMS = Buffer.from(JSON.stringify({ sub: 'alice@example.com', pad: 'p'.repeat(300) })).toString('base64url');
 const TOKEN = `${HEADER}.${CLAIMS}.${'s'.repeat(86)}`;
 
-let pki: TestPki;
-let server: TestServer;
+let secure: SecureServer;
 let client: Client;
-let lines: () => Json[];
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  const captured = captureAudit();
-  lines = captured.lines;
-  server = await startTlsServer(
-    perOperationCredentials(pki, captured.audit),
-    fluxguardInterceptors({ audit: captured.audit, timeouts: false }),
-  );
-  client = clientFor(server.address, { ca: pki.ca.certPem, cert: pki.reader });
+  secure = await startSecureServer((audit) => fluxguardInterceptors({ audit, timeouts: false }));
+  client = secure.client(secure.pki.reader);
 });
 
-afterAll(async () => {
-  client.close();
-  await server.close();
-  await pki.cleanup();
-});
+afterAll(() => secure.close());
 
-const lineOf = (requestId: string): Json | undefined => lines().find((line) => line.requestId === requestId);
+const lineOf = (requestId: string): Json | undefined => secure.lines().find((line) => line.requestId === requestId);
 
 describe('a token quoted by grpc-js in its own text', () => {
   it('leaves no part of itself in the cause of the line, for a method path that holds it', async () => {
@@ -70,29 +49,11 @@ describe('a token quoted by grpc-js in its own text', () => {
   });
 
   it('leaves no part of itself in the cause of the line, for a grpc-encoding that holds it', async () => {
-    const session = connect(`https://${server.address}`, {
-      ca: pki.ca.certPem,
-      cert: pki.reader.certPem,
-      key: pki.reader.keyPem,
-      servername: 'localhost',
-    });
-    session.on('error', () => undefined);
-    try {
-      const stream = session.request({
-        ':method': 'POST',
-        ':path': '/fluxguard.test.v1.Secure/Public',
-        'content-type': 'application/grpc',
-        te: 'trailers',
-        'grpc-encoding': TOKEN,
-        'x-request-id': 'token-in-encoding',
-      });
-      stream.on('error', () => undefined);
-      stream.resume();
-      stream.end(grpcFrame(Buffer.from('{}'), true));
-      await once(stream, 'close');
-    } finally {
-      session.close();
-    }
+    await secure.rawCall(
+      op('Public'),
+      { 'grpc-encoding': TOKEN, 'x-request-id': 'token-in-encoding' },
+      { body: grpcFrame(Buffer.from('{}'), true), cert: secure.pki.reader },
+    );
     const line = lineOf('token-in-encoding');
     expect(line).toMatchObject({ reason: 'message_encoding_unsupported' });
     expect(String(line?.cause)).toContain('unsupported encoding');

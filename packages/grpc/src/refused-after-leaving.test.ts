@@ -5,7 +5,6 @@
 // A call whose client left before anything refused it, and whose handler never ran, gets no
 // line. The controls here are held on gates the test opens once the server has noticed the
 // cancel, so that the refusal comes strictly after the client left.
-import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as Status, type Client, type ClientUnaryCall } from '@grpc/grpc-js';
 import {
@@ -18,24 +17,20 @@ import {
   type JwksSource,
 } from '@fluxguard/core';
 import { createLateDecisions } from '@fluxguard/test-support/late-decisions';
-import { captureAudit, deserialize, serialize } from './testing/harness.js';
+import { deserialize, serialize } from './testing/harness.js';
 import { fluxguardInterceptors } from './index.js';
-import { grpcFrame } from './testing/raw-http2.js';
+import { grpcFrame, openTlsSession } from './testing/raw-http2.js';
 import {
   AUDIENCE,
   ISSUER,
   SERVED,
-  createClientPool,
-  createTestPki,
   createTokenSigner,
   handlerStarts,
   op,
-  perOperationCredentials,
   secureRules,
-  startTlsServer,
+  startSecureServer,
   unary,
-  type TestPki,
-  type TestServer,
+  type SecureServer,
   type TokenSigner,
 } from './testing/tls.js';
 
@@ -43,39 +38,33 @@ const MAX_FAILURES = 3;
 
 const late = createLateDecisions(SecurityError);
 
-let pki: TestPki;
 let signer: TokenSigner;
 let forger: TokenSigner;
-const audit = captureAudit({ foldRefusals: false });
-const clients = createClientPool();
-let server: TestServer;
+let secure: SecureServer;
 let client: Client;
 
 beforeAll(async () => {
-  pki = await createTestPki();
   signer = createTokenSigner();
   // Same key id, another key: its tokens fail their signature check.
   forger = createTokenSigner();
   // A key source that answers late while `late.holdKeys` is set: a remote key set being fetched.
   const keySource: JwksSource = late.keySource(createLocalJwksSource(signer.jwks as never));
   const jwt = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, keySource });
-  const rbac = compileRbac(secureRules(pki), { servedOperations: SERVED });
-  const guard = createGuard({ audit: audit.audit, jwt, rbac });
   const bruteForce = createBruteForceProtection({
     peer: { maxFailures: MAX_FAILURES, windowSeconds: 600, blockSeconds: 600 },
   });
-  server = await startTlsServer(
-    perOperationCredentials(pki, audit.audit),
-    fluxguardInterceptors({ audit: audit.audit, guard, controls: [late.observer, bruteForce, late.held] }),
+  secure = await startSecureServer(
+    (audit, pki) => {
+      const rbac = compileRbac(secureRules(pki), { servedOperations: SERVED });
+      const guard = createGuard({ audit, jwt, rbac });
+      return fluxguardInterceptors({ audit, guard, controls: [late.observer, bruteForce, late.held] });
+    },
+    { foldRefusals: false },
   );
-  client = clients.open(server.address, pki.ca.certPem);
+  client = secure.client();
 });
 
-afterAll(async () => {
-  clients.closeAll();
-  await server.close();
-  await pki.cleanup();
-});
+afterAll(() => secure.close());
 
 function metadataOf(requestId: string, token: string | undefined, heldVerdict?: string): Metadata {
   const metadata = new Metadata();
@@ -97,7 +86,7 @@ function leaveWhileDeciding(metadata: Metadata, expectVerdict: boolean): Promise
   }, expectVerdict);
 }
 
-const linesOf = (requestId: string) => audit.lines().filter((line) => line.requestId === requestId);
+const linesOf = (requestId: string) => secure.lines().filter((line) => line.requestId === requestId);
 
 describe('a call refused after its client left, before its handler ran (gRPC)', () => {
   it('logs a refusal a late control made after the client left as a denial, not a cancellation', async () => {
@@ -139,13 +128,7 @@ describe('a call refused after its client left, before its handler ran (gRPC)', 
     late.holdKeys = true;
     const stranger = createTokenSigner('unknown-key').sign({ sub: 'alice', roles: ['reader'] });
     await late.leaveWhileDeciding(() => {
-      const session = connect(`https://127.0.0.1:${String(server.port)}`, {
-        ca: pki.ca.certPem,
-        servername: 'localhost',
-      });
-      session.on('error', () => {
-        // Destroyed by the test.
-      });
+      const session = openTlsSession(secure.server.address, { ca: secure.pki.ca.certPem });
       const stream = session.request({
         ':method': 'POST',
         ':path': op('Read'),
@@ -194,6 +177,6 @@ describe('a call refused after its client left, before its handler ran (gRPC)', 
       ]);
     }
     expect(handlerStarts.count).toBe(startsBefore);
-    expect(audit.lines().filter((line) => line.event === 'request.cancelled')).toEqual([]);
+    expect(secure.lines().filter((line) => line.event === 'request.cancelled')).toEqual([]);
   });
 });

@@ -10,16 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
 import { addService, fluxguardInterceptors, getSignal, secureServerOptions } from './index.js';
-import { bufferMethod, captureAudit } from './testing/harness.js';
+import { bufferMethod } from './testing/harness.js';
 import { h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 import { CLIENT_PREFACE, grpcFrame } from './testing/raw-http2.js';
-import {
-  createTestPki,
-  perOperationCredentials,
-  startTlsServer,
-  type TestPki,
-  type TestServer,
-} from './testing/tls.js';
+import { startSecureServer, type SecureServer } from './testing/tls.js';
 
 const STALL_MS = 1_000;
 const CHUNK = Buffer.alloc(256 * 1024, 7);
@@ -62,25 +56,17 @@ function registerFlood(server: Server): void {
   });
 }
 
-let pki: TestPki;
-let started: TestServer;
-const audit = captureAudit();
+let secure: SecureServer;
 const openDescriptors = (): number => readdirSync('/proc/self/fd').length;
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  started = await startTlsServer(
-    perOperationCredentials(pki, audit.audit),
-    fluxguardInterceptors({ audit: audit.audit }),
-    registerFlood,
-    secureServerOptions({ maxWriteStallMs: STALL_MS, maxConnectionIdleMs: 60_000 }),
-  );
+  secure = await startSecureServer((audit) => fluxguardInterceptors({ audit }), {
+    register: registerFlood,
+    serverOptions: secureServerOptions({ maxWriteStallMs: STALL_MS, maxConnectionIdleMs: 60_000 }),
+  });
 });
 
-afterAll(async () => {
-  await started.close();
-  await pki.cleanup();
-});
+afterAll(() => secure.close());
 
 /** The request headers of a call of `path` on the raw connections below, with a 30 s deadline. */
 function callHeaders(path: string, requestId?: string): Buffer {
@@ -108,7 +94,13 @@ function floodClient(
 ): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const socket = tlsConnect(
-      { host: '127.0.0.1', port: started.port, ca: pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] },
+      {
+        host: '127.0.0.1',
+        port: secure.server.port,
+        ca: secure.pki.ca.certPem,
+        servername: 'localhost',
+        ALPNProtocols: ['h2'],
+      },
       () => {
         const settings = Buffer.alloc(6);
         settings.writeUInt16BE(0x4, 0); // SETTINGS_INITIAL_WINDOW_SIZE
@@ -162,7 +154,7 @@ function floodClient(
 
 /** The `request.cancelled` lines of the two calls of `ids`, the `Flood` call's first. */
 function cancelledLines(ids: { readonly flood: string; readonly wait: string }): Record<string, unknown>[] {
-  const cancelled = audit.lines().filter((line) => line.event === 'request.cancelled');
+  const cancelled = secure.lines().filter((line) => line.event === 'request.cancelled');
   return [ids.flood, ids.wait].flatMap((id) => cancelled.filter((line) => line.requestId === id));
 }
 

@@ -24,6 +24,24 @@ export function openRawSession(address: string, settings?: Parameters<typeof con
   return session;
 }
 
+/**
+ * An HTTP/2 session over TLS to `address` (`host:port`), verifying the server as localhost (the
+ * name of the test certificate), with `cert` as the client's certificate when given; its errors
+ * are ignored.
+ */
+export function openTlsSession(
+  address: string,
+  tls: { readonly ca: string; readonly cert?: { readonly certPem: string; readonly keyPem: string } },
+): ClientHttp2Session {
+  const session = connect(`https://${address}`, {
+    ca: tls.ca,
+    ...(tls.cert === undefined ? {} : { cert: tls.cert.certPem, key: tls.cert.keyPem }),
+    servername: 'localhost',
+  });
+  session.on('error', () => undefined);
+  return session;
+}
+
 /** A gRPC message prefix: the compressed flag and the length it declares. */
 export function grpcPrefix(length: number, compressed = false): Buffer {
   const out = Buffer.alloc(5);
@@ -52,6 +70,8 @@ export interface RawAnswer {
   readonly requestIds: { readonly headers: unknown; readonly trailers: unknown };
   /** The names the server sent as HPACK literals never indexed, in the headers and in the trailers. */
   readonly neverIndexed: { readonly headers: readonly string[]; readonly trailers: readonly string[] };
+  /** The response headers as received (a refusal before any answer has its `grpc-status` here). */
+  readonly headers: IncomingHttpHeaders;
 }
 
 /**
@@ -95,6 +115,7 @@ export async function rawGrpcCall(
     rstCode: stream.rstCode,
     requestIds: { headers: received['x-request-id'], trailers: trailers['x-request-id'] },
     neverIndexed: { headers: neverIndexedNames(received), trailers: neverIndexedNames(trailers) },
+    headers: received,
   };
 }
 

@@ -6,6 +6,7 @@ import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { OutgoingHttpHeaders } from 'node:http2';
 import { connect, type ConnectionOptions } from 'node:tls';
 import {
   Client,
@@ -22,7 +23,7 @@ import {
   type handleClientStreamingCall,
   type handleUnaryCall,
 } from '@grpc/grpc-js';
-import type { AuditLogger, RbacRules } from '@fluxguard/core';
+import type { AuditLogger, AuditLoggerOptions, RbacRules } from '@fluxguard/core';
 import {
   createDevCertificateAuthority,
   type DevCertificateAuthority,
@@ -30,7 +31,8 @@ import {
 } from '@fluxguard/core/dev-pki';
 import { addService, createServerCredentials, getPrincipal, type SafeImplementation } from '../index.js';
 import { createClientCredentials } from '../client.js';
-import { deserialize, jsonMethod, serialize, type Json } from './harness.js';
+import { captureAudit, deserialize, jsonMethod, serialize, type Json } from './harness.js';
+import { grpcFrame, openTlsSession, rawGrpcCall, type RawAnswer } from './raw-http2.js';
 
 export type { Json };
 
@@ -231,6 +233,80 @@ export async function startTlsServer(
         server.forceShutdown();
         resolve();
       }),
+  };
+}
+
+/** What {@link startSecureServer} started: the PKI, the server, its audit lines and its clients. */
+export interface SecureServer {
+  readonly pki: TestPki;
+  readonly server: TestServer;
+  readonly audit: AuditLogger;
+  readonly lines: () => Json[];
+  /** A new client of the server (its own channel), with `cert` as its certificate when given. */
+  client(cert?: { certPem: string; keyPem: string }): Client;
+  /**
+   * A call of `path` over a raw HTTP/2 stream, for what grpc-js's client never sends, on a TLS
+   * session of its own (with `cert` as the client's certificate when given), closed once the
+   * call is; `body` is sent as it is, one empty JSON message unless given.
+   */
+  rawCall(
+    path: string,
+    headers: OutgoingHttpHeaders,
+    options?: { readonly body?: Buffer; readonly cert?: { certPem: string; keyPem: string } },
+  ): Promise<RawAnswer>;
+  /** Closes the clients and the server, and removes the PKI's files. */
+  close(): Promise<void>;
+}
+
+/**
+ * What most TLS tests start before their first test: a PKI, a captured audit log and a server
+ * of the secure service (or of `register`) with per-operation TLS settings, behind the
+ * interceptors `interceptors` makes with them.
+ *
+ * @example
+ * ```ts
+ * secure = await startSecureServer((audit) => fluxguardInterceptors({ audit }));
+ * const { status } = await unary(secure.client(secure.pki.reader), 'Public');
+ * ```
+ */
+export async function startSecureServer(
+  interceptors: (audit: AuditLogger, pki: TestPki) => ServerInterceptor[],
+  options: {
+    readonly register?: (server: Server) => void;
+    readonly serverOptions?: ServerOptions;
+    readonly foldRefusals?: AuditLoggerOptions['foldRefusals'];
+  } = {},
+): Promise<SecureServer> {
+  const pki = await createTestPki();
+  const { audit, lines } = captureAudit(
+    options.foldRefusals === undefined ? {} : { foldRefusals: options.foldRefusals },
+  );
+  const server = await startTlsServer(
+    perOperationCredentials(pki, audit),
+    interceptors(audit, pki),
+    options.register,
+    options.serverOptions,
+  );
+  const clients = createClientPool();
+  return {
+    pki,
+    server,
+    audit,
+    lines,
+    client: (cert) => clients.open(server.address, pki.ca.certPem, cert),
+    rawCall: async (path, headers, { body = grpcFrame(Buffer.from('{}')), cert } = {}) => {
+      const session = openTlsSession(server.address, { ca: pki.ca.certPem, ...(cert === undefined ? {} : { cert }) });
+      try {
+        return await rawGrpcCall(session, path, headers, body);
+      } finally {
+        session.close();
+      }
+    },
+    close: async () => {
+      clients.closeAll();
+      await server.close();
+      await pki.cleanup();
+    },
   };
 }
 
