@@ -19,7 +19,8 @@ interface ClientFault {
 /** Node's own answers to a request it could not parse or wait for (its `socketOnError`). */
 const FAULTS: Readonly<Record<string, ClientFault>> = Object.freeze({
   HPE_HEADER_OVERFLOW: { status: 431, code: 'payload_too_large', reason: 'request_head_too_large' },
-  HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, code: 'payload_too_large', reason: 'request_head_too_large' },
+  // The extensions of a chunk of the body (`1;name=value`) past Node's 16 KiB: not the head.
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, code: 'payload_too_large', reason: 'chunk_extensions_too_large' },
   ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'deadline_exceeded', reason: 'request_timeout' },
 });
 const MALFORMED: ClientFault = { status: 400, code: 'invalid_argument', reason: 'malformed_request' };

@@ -457,6 +457,27 @@ describe('createSecureServer: strict client certificates', () => {
       );
   });
 
+  it('logs chunk extensions past Node’s limit as such, not as a request head too large', async () => {
+    const before = lines().length;
+    await raw(
+      `PUT /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a=${'b'.repeat(20_000)}\r\nx\r\n0\r\n\r\n`,
+    );
+    await expect
+      .poll(() =>
+        lines()
+          .slice(before)
+          .filter((line) => (line.detail as { parserCode?: unknown } | undefined)?.parserCode !== undefined),
+      )
+      .toMatchObject([
+        {
+          event: 'request.denied',
+          code: 'payload_too_large',
+          reason: 'chunk_extensions_too_large',
+          detail: { parserCode: 'HPE_CHUNK_EXTENSIONS_OVERFLOW' },
+        },
+      ]);
+  });
+
   it('closes the connection of an answered request whose body goes on trickling in', async () => {
     // Node reads and drops the rest of an answered request's body for as long as the request
     // timeout allows (15 minutes on the reference server), under no deadline.

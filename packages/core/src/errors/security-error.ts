@@ -41,8 +41,10 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   `body_encoding_unsupported`, `body_charset_unsupported`, `body_too_many_parameters`,
  *   `body_decompression_failed` (a gzip, deflate or br body that does not decompress), and
  *   what Node's parser refuses before any request exists: `malformed_request`,
- *   `request_head_too_large`, `request_timeout`; and `expectation_unsupported` (an `Expect`
- *   header other than `100-continue`, answered before the application sees the request).
+ *   `request_head_too_large`, `request_timeout`, and in a chunked body
+ *   `chunk_extensions_too_large` (the extensions of a chunk past Node's 16 KiB); and
+ *   `expectation_unsupported` (an `Expect` header other than `100-continue`, answered before the
+ *   application sees the request).
  * - Both: `answer_unread` (a deadline that ended a call while its answer waited for the client
  *   to read it; see `blameUnreadAnswer`), `request_unfinished` (a deadline that came while
  *   the client was still sending its request; see `blameUnfinishedRequest`), `request_late` (a
@@ -84,6 +86,7 @@ export type TransportReason =
   | 'body_decompression_failed'
   | 'malformed_request'
   | 'request_head_too_large'
+  | 'chunk_extensions_too_large'
   | 'request_timeout'
   | 'expectation_unsupported'
   // both adapters
