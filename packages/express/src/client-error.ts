@@ -22,6 +22,9 @@ const FAULTS: Readonly<Record<string, ClientFault>> = Object.freeze({
   // The extensions of a chunk of the body (`1;name=value`) past Node's 16 KiB: not the head.
   HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, code: 'payload_too_large', reason: 'chunk_extensions_too_large' },
   ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'deadline_exceeded', reason: 'request_timeout' },
+  // Node stops reading a connection whose answers wait behind too many pipelined requests, and
+  // refuses what arrives meanwhile: well-formed requests past a budget the client overran.
+  HPE_PAUSED: { status: 429, code: 'rate_limited', reason: 'too_many_pipelined' },
 });
 const MALFORMED: ClientFault = { status: 400, code: 'invalid_argument', reason: 'malformed_request' };
 

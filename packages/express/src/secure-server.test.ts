@@ -478,6 +478,28 @@ describe('createSecureServer: strict client certificates', () => {
       ]);
   });
 
+  it('logs requests pipelined past what Node holds for one connection as too many, not as malformed', async () => {
+    // Node stops reading a connection whose answers wait behind too many requests, and refuses
+    // what arrives meanwhile: well-formed requests, over a budget of the server's.
+    const before = lines().length;
+    const answer = await raw('GET /hello HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(700));
+    expect(answer).not.toContain(' 400 ');
+    await expect
+      .poll(() =>
+        lines()
+          .slice(before)
+          .filter((line) => (line.detail as { parserCode?: unknown } | undefined)?.parserCode !== undefined),
+      )
+      .toMatchObject([
+        {
+          event: 'request.denied',
+          code: 'rate_limited',
+          reason: 'too_many_pipelined',
+          detail: { parserCode: 'HPE_PAUSED', answered: 'no: behind a request in flight' },
+        },
+      ]);
+  });
+
   it('closes the connection of an answered request whose body goes on trickling in', async () => {
     // Node reads and drops the rest of an answered request's body for as long as the request
     // timeout allows (15 minutes on the reference server), under no deadline.

@@ -42,7 +42,9 @@ import type { UrlGuardReason } from '../outbound/url-guard.js';
  *   `body_decompression_failed` (a gzip, deflate or br body that does not decompress), and
  *   what Node's parser refuses before any request exists: `malformed_request`,
  *   `request_head_too_large`, `request_timeout`, and in a chunked body
- *   `chunk_extensions_too_large` (the extensions of a chunk past Node's 16 KiB); and
+ *   `chunk_extensions_too_large` (the extensions of a chunk past Node's 16 KiB), and
+ *   `too_many_pipelined` (requests pipelined on one connection past what Node holds while their
+ *   answers wait: it stops reading the connection and refuses what comes meanwhile); and
  *   `expectation_unsupported` (an `Expect` header other than `100-continue`, answered before the
  *   application sees the request).
  * - Both: `answer_unread` (a deadline that ended a call while its answer waited for the client
@@ -87,6 +89,7 @@ export type TransportReason =
   | 'malformed_request'
   | 'request_head_too_large'
   | 'chunk_extensions_too_large'
+  | 'too_many_pipelined'
   | 'request_timeout'
   | 'expectation_unsupported'
   // both adapters
