@@ -73,9 +73,11 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, au
     // own line says so. This line is written too, so that a malformed request cannot hide from
     // the log behind a good one.
     recordOutsideExpress(refusal, requestId, socket, audit);
-    // Node's request timeout, with the request in flight still sending: the server cuts that
-    // request itself, and its line says so (`reason: 'request_timeout'`), not that its client left.
+    // The server cuts the request in flight itself, and its line says so, not that its client
+    // left: Node's request timeout, that request still sending, or a refusal behind it. A fault
+    // in its own body (a bad chunk) is that request's own: its line says no more, as before.
     if (code === 'ERR_HTTP_REQUEST_TIMEOUT') noteServerEnding(socket, 'request_timeout');
+    else if (!inOwnBody(socket)) noteServerEnding(socket, 'pipelined_refused');
     socket.destroy();
     return;
   }
@@ -116,7 +118,9 @@ export function answerConnect(req: IncomingMessage, socket: Duplex, audit: Audit
   });
   if (inFlight) {
     // Pipelined behind a request still being answered: a 404 now would be read as its answer.
+    // That request is cut with the connection, by the server, and its line says so.
     recordOutsideExpress(refusal, clientRequestId(req), socket, audit);
+    noteServerEnding(socket, 'pipelined_refused');
     socket.destroy();
     return;
   }
@@ -314,6 +318,18 @@ function leftMidBody(code: string, socket: Duplex): boolean {
   if (code !== 'HPE_INVALID_EOF_STATE') return false;
   const parser = (socket as Duplex & { parser?: { incoming?: unknown } | null }).parser;
   return parser?.incoming != null;
+}
+
+/**
+ * Whether the parser failed in the body of the request being answered (a bad chunk, chunk
+ * extensions past Node's limit), not in a request pipelined behind it. Node's parser holds the
+ * request it reads until the head of the next one is complete.
+ */
+function inOwnBody(socket: Duplex): boolean {
+  const parser = (socket as Duplex & { parser?: { incoming?: { complete?: boolean } | null } | null }).parser;
+  const incoming = parser?.incoming;
+  if (incoming == null || incoming.complete === true) return false;
+  return (socket as Duplex & { _httpMessage?: { req?: unknown } | null })._httpMessage?.req === incoming;
 }
 
 /**

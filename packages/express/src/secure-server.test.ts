@@ -500,6 +500,30 @@ describe('createSecureServer: strict client certificates', () => {
       ]);
   });
 
+  it.each([
+    ['malformed bytes', 'GET /hello HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n', 'malformed_request'],
+    ['a CONNECT', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 'route_not_found'],
+  ])('logs a request at work cut for %s pipelined behind it as cut by the server', async (_label, behind, refused) => {
+    const before = lines().length;
+    const answer = await raw(`PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n${behind}`);
+    expect(answer).toBe('');
+    await expect
+      .poll(() =>
+        lines()
+          .slice(before)
+          .filter((line) => line.event === 'request.cancelled' || line.reason === refused),
+      )
+      .toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({
+            reason: refused,
+            detail: expect.objectContaining({ answered: 'no: behind a request in flight' }) as unknown,
+          }),
+          expect.objectContaining({ event: 'request.cancelled', reason: 'pipelined_refused' }),
+        ]),
+      );
+  });
+
   it('closes the connection of an answered request whose body goes on trickling in', async () => {
     // Node reads and drops the rest of an answered request's body for as long as the request
     // timeout allows (15 minutes on the reference server), under no deadline.

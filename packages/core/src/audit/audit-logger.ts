@@ -18,7 +18,7 @@ import type { ServerEndReason } from '../transport/server-ending.js';
  * names no reason; `unhandled_error` for anything thrown that is not a `SecurityError`; on a
  * `request.cancelled` line, a {@link ServerEndReason} when the server itself ended the call's
  * connection (`server_shutdown`, `trust_revoked`, `write_stalled`, `request_timeout`,
- * `connection_cap`).
+ * `connection_cap`, `pipelined_refused`).
  *
  * @example
  * ```ts
@@ -35,7 +35,7 @@ export type AuditReason = SecurityErrorReason | SecurityErrorCode | 'unhandled_e
  * | --- | --- |
  * | `event` | what happened: `request.denied`, `request.failed`, `request.cancelled` (the first and the last folded past a flood as `….folded` with a `count`), or a control's own (`rbac.shadow_denied`, ...); start-up and background lines (`rbac.shadow_mode`, `jwt.jwks_refresh_failed`) carry only `event` and their own fields |
  * | `outcome` | `allowed`, `denied` (a control refused the call), `error` (the server failed), or `cancelled` on fluxguard's `request.cancelled` lines (the call ended while the handler worked: its client left, or the server cut its connection; a call a control refused is `denied` even when its client left while the control was deciding, and one its client left before any handler ran, not refused, has no line) |
- * | `reason` | a short machine reason ({@link AuditReason}: `token_expired`, `path_traversal`, `unhandled_error`, `app.…`); on `request.cancelled` lines only when the server cut the call's connection: `server_shutdown` (the end of a shutdown's grace), `trust_revoked` (a TLS trust reload no longer accepts the client's certificate), `write_stalled` (the client took none of the bytes waiting in its connection for the write-stall limit: a reader that stopped, as in a slow-reader attack), `request_timeout` (an HTTPS request at work whose body had not all come by the server's request timeout) or `connection_cap` (the port at its `maxConnections` closed the connection, serving nothing but a call that waited on its client, to let a new client in), none when the client left on its own |
+ * | `reason` | a short machine reason ({@link AuditReason}: `token_expired`, `path_traversal`, `unhandled_error`, `app.…`); on `request.cancelled` lines only when the server cut the call's connection: `server_shutdown` (the end of a shutdown's grace), `trust_revoked` (a TLS trust reload no longer accepts the client's certificate), `write_stalled` (the client took none of the bytes waiting in its connection for the write-stall limit: a reader that stopped, as in a slow-reader attack), `request_timeout` (an HTTPS request at work whose body had not all come by the server's request timeout), `connection_cap` (the port at its `maxConnections` closed the connection, serving nothing but a call that waited on its client, to let a new client in) or `pipelined_refused` (HTTPS: the server closed the connection for what its client pipelined behind the request at work, refused unanswered: malformed bytes, a `CONNECT`, more requests at once than Node holds), none when the client left on its own |
  * | `operation` | gRPC `/pkg.Service/Method` or HTTP `METHOD /route/:pattern` |
  * | `peer` | the remote address |
  * | `subject` | the authenticated principal's subject, when known |

@@ -10,18 +10,21 @@
  * is at work while its client still sends it (a trickled body), `connection_cap` when a port
  * at its cap on connections (`maxConnections`) closes one in its TLS handshake or serving
  * nothing to let a new client in: serving nothing, it may still carry a call at work that waits
- * on its client (a body trickling in, a client stream whose next message has not come). The
+ * on its client (a body trickling in, a client stream whose next message has not come), and
+ * `pipelined_refused` when an HTTPS server closes a connection whose request is at work for what
+ * its client pipelined behind that request, refused unanswered (malformed bytes, a `CONNECT`,
+ * more requests than Node holds at once): an answer then would pass for that request's. The
  * `reason` of those calls' `request.cancelled` lines; a call whose client left on its own has
  * none.
  *
  * @example
  * ```ts
  * import type { ServerEndReason } from '@fluxguard/core';
- * const cutByUs: ServerEndReason[] = ['server_shutdown', 'trust_revoked', 'write_stalled', 'request_timeout', 'connection_cap'];
+ * const cutByUs: ServerEndReason[] = ['server_shutdown', 'trust_revoked', 'request_timeout', 'pipelined_refused'];
  * ```
  */
 export type ServerEndReason =
-  'server_shutdown' | 'trust_revoked' | 'write_stalled' | 'request_timeout' | 'connection_cap';
+  'server_shutdown' | 'trust_revoked' | 'write_stalled' | 'request_timeout' | 'connection_cap' | 'pipelined_refused';
 
 /**
  * The connections the server is ending, by whatever object an adapter finds again from a call
