@@ -457,17 +457,19 @@ describe('createSecureServer: strict client certificates', () => {
       );
   });
 
+  /** The lines since `before` of what Node's parser refused (they carry its `parserCode`). */
+  const parserRefusalsSince = (before: number): ReturnType<typeof lines> =>
+    lines()
+      .slice(before)
+      .filter((line) => (line.detail as { parserCode?: unknown } | undefined)?.parserCode !== undefined);
+
   it('logs chunk extensions past Node’s limit as such, not as a request head too large', async () => {
     const before = lines().length;
     await raw(
       `PUT /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a=${'b'.repeat(20_000)}\r\nx\r\n0\r\n\r\n`,
     );
     await expect
-      .poll(() =>
-        lines()
-          .slice(before)
-          .filter((line) => (line.detail as { parserCode?: unknown } | undefined)?.parserCode !== undefined),
-      )
+      .poll(() => parserRefusalsSince(before))
       .toMatchObject([
         {
           event: 'request.denied',
@@ -485,11 +487,7 @@ describe('createSecureServer: strict client certificates', () => {
     const answer = await raw('GET /hello HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(700));
     expect(answer).not.toContain(' 400 ');
     await expect
-      .poll(() =>
-        lines()
-          .slice(before)
-          .filter((line) => (line.detail as { parserCode?: unknown } | undefined)?.parserCode !== undefined),
-      )
+      .poll(() => parserRefusalsSince(before))
       .toMatchObject([
         {
           event: 'request.denied',
