@@ -311,13 +311,11 @@ function recordOutsideExpress(
 /**
  * Whether the client closed its side while sending a request's body. That request exists: its
  * handler sees it end early and its own line records it (cancelled, or the answer it already
- * had), so this is not a second, malformed request. Reads Node's parser state; where a Node
- * version lacks it, the close is answered as a malformed request, as before.
+ * had), so this is not a second, malformed request. Where a Node version lacks the parser
+ * state, the close is answered as a malformed request, as before.
  */
 function leftMidBody(code: string, socket: Duplex): boolean {
-  if (code !== 'HPE_INVALID_EOF_STATE') return false;
-  const parser = (socket as Duplex & { parser?: { incoming?: unknown } | null }).parser;
-  return parser?.incoming != null;
+  return code === 'HPE_INVALID_EOF_STATE' && parsedRequest(socket) != null;
 }
 
 /**
@@ -326,10 +324,17 @@ function leftMidBody(code: string, socket: Duplex): boolean {
  * request it reads until the head of the next one is complete.
  */
 function inOwnBody(socket: Duplex): boolean {
-  const parser = (socket as Duplex & { parser?: { incoming?: { complete?: boolean } | null } | null }).parser;
-  const incoming = parser?.incoming;
+  const incoming = parsedRequest(socket);
   if (incoming == null || incoming.complete === true) return false;
   return (socket as Duplex & { _httpMessage?: { req?: unknown } | null })._httpMessage?.req === incoming;
+}
+
+/**
+ * The request Node's HTTP parser is reading on this connection (`parser.incoming`), if any: set
+ * once a head is complete, kept until the head of the next one is.
+ */
+function parsedRequest(socket: Duplex): { readonly complete?: boolean } | null | undefined {
+  return (socket as Duplex & { parser?: { incoming?: { complete?: boolean } | null } | null }).parser?.incoming;
 }
 
 /**
