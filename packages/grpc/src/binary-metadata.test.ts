@@ -7,7 +7,14 @@ import { Metadata, status as Status } from '@grpc/grpc-js';
 import { DEFAULT_MAX_HEADER_FIELDS } from './server-credentials.js';
 import { fluxguardInterceptors, secureServerOptions } from './index.js';
 import type { Json } from './testing/harness.js';
-import { handlerStarts, op, startSecureServer, unary, type SecureServer } from './testing/tls.js';
+import {
+  handlerStarts,
+  op,
+  registerSecureService,
+  startSecureServer,
+  unary,
+  type SecureServer,
+} from './testing/tls.js';
 
 let secure: SecureServer;
 
@@ -71,5 +78,55 @@ describe('binary metadata that grpc-js splits into many values', () => {
     expect(headers['grpc-status']).toBe(String(Status.RESOURCE_EXHAUSTED));
     expect(headers['x-request-id']).toBe('bin-commas');
     expect(lineOf('bin-commas')).toMatchObject({ reason: 'too_many_headers' });
+  });
+});
+
+describe('binary metadata on a server whose HTTP/2 options set fewer header pairs', () => {
+  const pairs = 50;
+  let lower: SecureServer;
+
+  beforeAll(async () => {
+    lower = await startSecureServer((audit) => fluxguardInterceptors({ audit, timeouts: false }), {
+      serverOptions: secureServerOptions(),
+      register: (server) => {
+        // grpc-js sets no `maxHeaderListPairs` today; one that did would make Node read fewer
+        // header fields than `maxHeaderFields`, and the binary-values count must follow it.
+        const made = server as unknown as { createHttp2Server: (this: unknown, ...args: unknown[]) => object };
+        const original = made.createHttp2Server;
+        made.createHttp2Server = function (this: unknown, ...args: unknown[]) {
+          const http2Server = original.apply(this, args);
+          const key = Object.getOwnPropertySymbols(http2Server).find((symbol) => symbol.description === 'options');
+          if (key === undefined) throw new Error('this Node keeps its HTTP/2 server options elsewhere');
+          (http2Server as Record<symbol, { maxHeaderListPairs?: number }>)[key] = {
+            ...(http2Server as Record<symbol, object>)[key],
+            maxHeaderListPairs: pairs,
+          };
+          return http2Server;
+        };
+        registerSecureService(server);
+      },
+    });
+  });
+
+  afterAll(() => lower.close());
+
+  it('refuses binary values past that lower bound', async () => {
+    const starts = handlerStarts.count;
+    const { headers } = await lower.rawCall(op('Public'), {
+      'x-commas-bin': joined(pairs + 1),
+      'x-request-id': 'bin-lower',
+    });
+    expect(headers['grpc-status']).toBe(String(Status.RESOURCE_EXHAUSTED));
+    expect(headers['x-request-id']).toBe('bin-lower');
+    expect(handlerStarts.count).toBe(starts);
+    expect(lower.lines().find((line) => line.requestId === 'bin-lower')).toMatchObject({ reason: 'too_many_headers' });
+  });
+
+  it('serves as many as that bound', async () => {
+    const { headers } = await lower.rawCall(op('Public'), {
+      'x-commas-bin': joined(pairs),
+      'x-request-id': 'bin-lower-ok',
+    });
+    expect(headers['grpc-status']).toBeUndefined();
   });
 });

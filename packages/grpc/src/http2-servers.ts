@@ -125,8 +125,10 @@ export function hardenHttp2Servers(server: Pick<Server, 'addService'>): void {
     value(this: unknown, credentials: ServerCredentials) {
       const http2Server = original.call(this, credentials);
       const options = (this as { options?: Record<string, unknown> }).options;
-      const maxHeaderFields = positiveOption(options?.[MAX_HEADER_FIELDS_OPTION]) ?? DEFAULT_MAX_HEADER_FIELDS;
-      allowMoreHeaderPairs(http2Server, maxHeaderFields);
+      const maxHeaderFields = allowMoreHeaderPairs(
+        http2Server,
+        positiveOption(options?.[MAX_HEADER_FIELDS_OPTION]) ?? DEFAULT_MAX_HEADER_FIELDS,
+      );
       const maxConnections = positiveOption(options?.[MAX_CONNECTIONS_OPTION]) ?? connectionBudget();
       const audit = auditOfCredentials(credentials);
       // Each client address its share of the port, counted from the TCP connection on; at the
@@ -212,14 +214,20 @@ interface Port {
  * (`maxHeaderFields` of `secureServerOptions`), unless they were set. Node reads the options a
  * server was made with as it makes each session, and offers no other way to change this one
  * (`updateSettings` takes only the SETTINGS sent to clients): the stored options are found by
- * their symbol's name. A Node that stores them otherwise keeps its own limit.
+ * their symbol's name. A Node that stores them otherwise keeps its own limit. Returns the
+ * bound that holds: a `maxHeaderListPairs` already set below `maxFields` is the lower one.
  */
-function allowMoreHeaderPairs(http2Server: Http2Server | Http2SecureServer, maxFields: number): void {
+function allowMoreHeaderPairs(http2Server: Http2Server | Http2SecureServer, maxFields: number): number {
   const key = Object.getOwnPropertySymbols(http2Server).find((symbol) => symbol.description === 'options');
   const options: unknown = key === undefined ? undefined : (http2Server as unknown as Record<symbol, unknown>)[key];
-  if (typeof options !== 'object' || options === null) return;
+  if (typeof options !== 'object' || options === null) return maxFields;
   const stored = options as { maxHeaderListPairs?: unknown };
-  if (stored.maxHeaderListPairs === undefined) stored.maxHeaderListPairs = maxFields;
+  if (stored.maxHeaderListPairs === undefined) {
+    stored.maxHeaderListPairs = maxFields;
+    return maxFields;
+  }
+  const set = positiveOption(stored.maxHeaderListPairs);
+  return set === undefined ? maxFields : Math.min(set, maxFields);
 }
 
 /**
