@@ -254,13 +254,13 @@ export interface SecureServer {
     headers: OutgoingHttpHeaders,
     options?: { readonly body?: Buffer; readonly cert?: { certPem: string; keyPem: string } },
   ): Promise<RawAnswer>;
-  /** Closes the clients and the server, and removes the PKI's files. */
+  /** Closes the clients and the server, and removes the PKI's files unless the PKI was given. */
   close(): Promise<void>;
 }
 
 /**
- * What most TLS tests start before their first test: a PKI, a captured audit log and a server
- * of the secure service (or of `register`) with per-operation TLS settings, behind the
+ * What most TLS tests start before their first test: a PKI (or `pki`), a captured audit log and
+ * a server of the secure service (or of `register`) with per-operation TLS settings, behind the
  * interceptors `interceptors` makes with them.
  *
  * @example
@@ -275,14 +275,25 @@ export async function startSecureServer(
     readonly register?: (server: Server) => void;
     readonly serverOptions?: ServerOptions;
     readonly foldRefusals?: AuditLoggerOptions['foldRefusals'];
+    /** The credentials' limit on a TLS handshake, in place of their default. */
+    readonly handshakeTimeoutMs?: number;
+    /**
+     * A PKI several servers share, so that one certificate is trusted by each; the caller
+     * removes it, after the last of them is closed.
+     */
+    readonly pki?: TestPki;
   } = {},
 ): Promise<SecureServer> {
-  const pki = await createTestPki();
+  const pki = options.pki ?? (await createTestPki());
   const { audit, lines } = captureAudit(
     options.foldRefusals === undefined ? {} : { foldRefusals: options.foldRefusals },
   );
   const server = await startTlsServer(
-    perOperationCredentials(pki, audit),
+    perOperationCredentials(
+      pki,
+      audit,
+      options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.handshakeTimeoutMs },
+    ),
     interceptors(audit, pki),
     options.register,
     options.serverOptions,
@@ -305,7 +316,7 @@ export async function startSecureServer(
     close: async () => {
       clients.closeAll();
       await server.close();
-      await pki.cleanup();
+      if (options.pki === undefined) await pki.cleanup();
     },
   };
 }
