@@ -5,44 +5,22 @@ import { connect as http2Connect, constants, type ClientHttp2Session } from 'nod
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
 import { fluxguardInterceptors, secureServerOptions } from './index.js';
-import { captureAudit } from './testing/harness.js';
-import {
-  clientFor,
-  createTestPki,
-  op,
-  registerSecureService,
-  startTlsServer,
-  perOperationCredentials,
-  unary,
-  type TestPki,
-  type TestServer,
-} from './testing/tls.js';
+import { op, startSecureServer, unary, type SecureServer } from './testing/tls.js';
 
 const MAX_STREAMS = 20;
 
-let pki: TestPki;
-let started: TestServer;
-let port: number;
-const audit = captureAudit();
+let secure: SecureServer;
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  started = await startTlsServer(
-    perOperationCredentials(pki, audit.audit),
-    fluxguardInterceptors({ audit: audit.audit }),
-    registerSecureService,
-    secureServerOptions({ maxConcurrentStreams: MAX_STREAMS }),
-  );
-  port = started.port;
+  secure = await startSecureServer((audit) => fluxguardInterceptors({ audit }), {
+    serverOptions: secureServerOptions({ maxConcurrentStreams: MAX_STREAMS }),
+  });
 });
 
-afterAll(async () => {
-  await started.close();
-  await pki.cleanup();
-});
+afterAll(() => secure.close());
 
 function session(): ClientHttp2Session {
-  const s = http2Connect(`https://127.0.0.1:${String(port)}`, { ca: pki.ca.certPem, servername: 'localhost' });
+  const s = http2Connect(`https://${secure.server.address}`, { ca: secure.pki.ca.certPem, servername: 'localhost' });
   s.on('error', () => undefined);
   return s;
 }
@@ -55,7 +33,7 @@ const GRPC_HEADERS = {
 };
 
 async function realCall(): Promise<number> {
-  const client = clientFor(`127.0.0.1:${String(port)}`, { ca: pki.ca.certPem });
+  const client = secure.client();
   try {
     return (await unary(client, 'Public')).status.code;
   } finally {
@@ -100,8 +78,8 @@ describe('abusive HTTP/2 clients on the gRPC port', () => {
   });
 
   it('survives a ping flood without data (bounded: 10,000 pings or 5 s) and keeps serving', async () => {
-    const attacker = http2Connect(`https://127.0.0.1:${String(port)}`, {
-      ca: pki.ca.certPem,
+    const attacker = http2Connect(`https://${secure.server.address}`, {
+      ca: secure.pki.ca.certPem,
       servername: 'localhost',
       maxOutstandingPings: 100_000,
     });
