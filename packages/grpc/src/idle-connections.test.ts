@@ -8,45 +8,28 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
 import { ConfigurationError } from '@fluxguard/core';
 import { addService, createServerCredentials, fluxguardInterceptors, secureServerOptions } from './index.js';
-import { captureAudit, deserialize, serialize, startServer, testService, unaryAnswering } from './testing/harness.js';
-import {
-  clientFor,
-  createTestPki,
-  registerSecureService,
-  startTlsServer,
-  perOperationCredentials,
-  unary,
-  type TestPki,
-  type TestServer,
-} from './testing/tls.js';
+import { deserialize, serialize, startServer, testService, unaryAnswering } from './testing/harness.js';
+import { startSecureServer, unary, type SecureServer } from './testing/tls.js';
 import { h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 import { CLIENT_PREFACE } from './testing/raw-http2.js';
 
 const IDLE_MS = 400;
 const FLOOD = 200;
 
-let pki: TestPki;
-let started: TestServer;
+let secure: SecureServer;
 let port: number;
-const audit = captureAudit();
 
 const openDescriptors = (): number => readdirSync('/proc/self/fd').length;
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  started = await startTlsServer(
-    perOperationCredentials(pki, audit.audit, { handshakeTimeoutMs: IDLE_MS }),
-    fluxguardInterceptors({ audit: audit.audit }),
-    registerSecureService,
-    secureServerOptions({ maxConnectionIdleMs: IDLE_MS, closingGraceMs: IDLE_MS }),
-  );
-  port = started.port;
+  secure = await startSecureServer((audit) => fluxguardInterceptors({ audit }), {
+    handshakeTimeoutMs: IDLE_MS,
+    serverOptions: secureServerOptions({ maxConnectionIdleMs: IDLE_MS, closingGraceMs: IDLE_MS }),
+  });
+  port = secure.server.port;
 });
 
-afterAll(async () => {
-  await started.close();
-  await pki.cleanup();
-});
+afterAll(() => secure.close());
 
 /**
  * Opens `count` sockets with `open` and counts those the server closes. Node's defaults would
@@ -73,7 +56,8 @@ describe('connections that never become calls', () => {
   it('closes TCP connections that never start their TLS handshake, and serves a real call meanwhile', async () => {
     const before = openDescriptors();
     const flooding = flood(FLOOD, () => netConnect({ host: '127.0.0.1', port }));
-    const client = clientFor(`127.0.0.1:${String(port)}`, { ca: pki.ca.certPem });
+    // Closed before the descriptors are counted: its connection is not one of the flood's.
+    const client = secure.client();
     try {
       const outcome = await unary(client, 'Public');
       expect(outcome.status.code).toBe(Status.OK);
@@ -87,7 +71,13 @@ describe('connections that never become calls', () => {
   it('closes TLS connections that complete their handshake and then send nothing', async () => {
     const before = openDescriptors();
     const flooding = flood(FLOOD, () =>
-      tlsConnect({ host: '127.0.0.1', port, ca: pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] }),
+      tlsConnect({
+        host: '127.0.0.1',
+        port,
+        ca: secure.pki.ca.certPem,
+        servername: 'localhost',
+        ALPNProtocols: ['h2'],
+      }),
     );
     await expect.poll(flooding.closed, { timeout: BOUND_MS }).toBe(FLOOD);
     await expect.poll(openDescriptors, { timeout: BOUND_MS }).toBeLessThanOrEqual(before + 2);
@@ -102,7 +92,7 @@ describe('connections that never become calls', () => {
         () =>
           new Promise<Socket>((resolve, reject) => {
             const socket = tlsConnect(
-              { host: '127.0.0.1', port, ca: pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] },
+              { host: '127.0.0.1', port, ca: secure.pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] },
               () => {
                 // An HTTP/2 session, then nothing read and nothing closed: the server's GOAWAY
                 // and the end of its side go unanswered.
@@ -129,7 +119,7 @@ describe('connections that never become calls', () => {
     const count = 20;
     const flooding = flood(count, () => {
       const socket = tlsConnect(
-        { host: '127.0.0.1', port, ca: pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] },
+        { host: '127.0.0.1', port, ca: secure.pki.ca.certPem, servername: 'localhost', ALPNProtocols: ['h2'] },
         () => {
           // The first fields of a request's header block, and no CONTINUATION ever: no stream
           // reaches grpc-js, and nghttp2 waits for the rest of the block. The client reads
@@ -151,8 +141,8 @@ describe('connections that never become calls', () => {
   it('refuses a handshake timeout that is not a positive number of ms', () => {
     expect(() =>
       createServerCredentials(
-        { ...pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
-        { audit: audit.audit, reload: false, handshakeTimeoutMs: 0 },
+        { ...secure.pki.files, crlFile: undefined, clientCertificates: 'per-operation' },
+        { audit: secure.audit, reload: false, handshakeTimeoutMs: 0 },
       ),
     ).toThrow(ConfigurationError);
   });
@@ -161,7 +151,7 @@ describe('connections that never become calls', () => {
 describe('a session closed gracefully while a call is in flight', () => {
   it('lets the call finish past the closing grace: only a session with no stream open is dropped', async () => {
     const started = await startServer(
-      fluxguardInterceptors({ audit: audit.audit }),
+      fluxguardInterceptors({ audit: secure.audit }),
       (server) => {
         addService(server, testService, {
           ...unaryAnswering({ ok: true }),
