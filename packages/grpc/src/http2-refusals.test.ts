@@ -5,21 +5,12 @@ import { once } from 'node:events';
 import { connect as connectHttp2, constants, type OutgoingHttpHeaders } from 'node:http2';
 import { connect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Metadata, status as Status, type Client } from '@grpc/grpc-js';
+import { Metadata, status as Status } from '@grpc/grpc-js';
 import { FLAG, FRAME, PREFACE, h2Frame } from '@fluxguard/test-support/http2-frames';
 import { DEFAULT_MAX_HEADER_FIELDS } from './server-credentials.js';
 import { fluxguardInterceptors, secureServerOptions } from './index.js';
-import { captureAudit, type Json } from './testing/harness.js';
-import {
-  clientFor,
-  createTestPki,
-  perOperationCredentials,
-  startTlsServer,
-  unary,
-  waitFor,
-  type TestPki,
-  type TestServer,
-} from './testing/tls.js';
+import type { Json } from './testing/harness.js';
+import { createTestPki, startSecureServer, unary, waitFor, type SecureServer, type TestPki } from './testing/tls.js';
 
 const WINDOW_UPDATE = 0x8;
 
@@ -33,16 +24,12 @@ afterAll(async () => {
   await pki.cleanup();
 });
 
-/** A server with fluxguard's credentials and its own captured audit log. */
-async function start(): Promise<{ server: TestServer; lines: () => Json[] }> {
-  const { audit, lines } = captureAudit();
-  const server = await startTlsServer(
-    perOperationCredentials(pki, audit),
-    fluxguardInterceptors({ audit, timeouts: false }),
-    undefined,
-    secureServerOptions(),
-  );
-  return { server, lines };
+/** A server with fluxguard's credentials and its own captured audit log, on the file's PKI. */
+function start(): Promise<SecureServer> {
+  return startSecureServer((audit) => fluxguardInterceptors({ audit, timeouts: false }), {
+    pki,
+    serverOptions: secureServerOptions(),
+  });
 }
 
 const refused = (lines: () => Json[]): Json[] => lines().filter((l) => l.event === 'http2.session_refused');
@@ -75,8 +62,8 @@ function windowOverflow(): Buffer {
 
 describe('sessions refused by the HTTP/2 layer', () => {
   it('writes metadata past what nghttp2 reads (more CONTINUATION frames than it takes) as headers_too_large', async () => {
-    const { server, lines } = await start();
-    const client: Client = clientFor(server.address, { ca: pki.ca.certPem });
+    const secure = await start();
+    const client = secure.client();
     try {
       const metadata = new Metadata();
       // 200 KB of metadata: grpc-js's client writes it as a HEADERS frame and a dozen CONTINUATIONs.
@@ -84,8 +71,8 @@ describe('sessions refused by the HTTP/2 layer', () => {
       metadata.set('x-secret', 'never-logged-value');
       const outcome = await unary(client, 'Public', metadata);
       expect(outcome.status.code).not.toBe(Status.OK);
-      await waitFor(() => refused(lines).length > 0);
-      expect(refused(lines)).toEqual([
+      await waitFor(() => refused(secure.lines).length > 0);
+      expect(refused(secure.lines)).toEqual([
         expect.objectContaining({
           level: 40,
           transport: 'grpc',
@@ -94,55 +81,56 @@ describe('sessions refused by the HTTP/2 layer', () => {
           addresses: ['127.0.0.1'],
         }),
       ]);
-      expect(JSON.stringify(lines())).not.toContain('never-logged-value');
-      expect(JSON.stringify(lines())).not.toContain('x-pad');
+      expect(JSON.stringify(secure.lines())).not.toContain('never-logged-value');
+      expect(JSON.stringify(secure.lines())).not.toContain('x-pad');
     } finally {
-      client.close();
-      await server.close();
+      await secure.close();
     }
   });
 
   it('writes a SETTINGS flood nghttp2 ends the session for as flood', async () => {
-    const { server, lines } = await start();
+    const secure = await start();
     try {
-      const raw = await rawSession(server.port);
+      const raw = await rawSession(secure.server.port);
       raw.socket.write(Buffer.concat(Array.from({ length: 20_000 }, () => h2Frame(FRAME.SETTINGS, 0, 0))));
-      await waitFor(() => refused(lines).length > 0);
+      await waitFor(() => refused(secure.lines).length > 0);
       raw.socket.destroy();
-      expect(refused(lines)).toEqual([expect.objectContaining({ refusals: { flood: 1 }, addresses: ['127.0.0.1'] })]);
+      expect(refused(secure.lines)).toEqual([
+        expect.objectContaining({ refusals: { flood: 1 }, addresses: ['127.0.0.1'] }),
+      ]);
     } finally {
-      await server.close();
+      await secure.close();
     }
   });
 
   it('writes a flow-control error as flow_control_error', async () => {
-    const { server, lines } = await start();
+    const secure = await start();
     try {
-      const raw = await rawSession(server.port);
+      const raw = await rawSession(secure.server.port);
       raw.socket.write(windowOverflow());
-      await waitFor(() => refused(lines).length > 0);
+      await waitFor(() => refused(secure.lines).length > 0);
       raw.socket.destroy();
-      expect(refused(lines)).toEqual([expect.objectContaining({ refusals: { flow_control_error: 1 } })]);
+      expect(refused(secure.lines)).toEqual([expect.objectContaining({ refusals: { flow_control_error: 1 } })]);
     } finally {
-      await server.close();
+      await secure.close();
     }
   });
 
   it('folds a flood of refused sessions: one line at once, the rest counted for the summary', async () => {
-    const { server, lines } = await start();
+    const secure = await start();
     try {
-      const clients = await Promise.all(Array.from({ length: 40 }, () => rawSession(server.port)));
+      const clients = await Promise.all(Array.from({ length: 40 }, () => rawSession(secure.server.port)));
       for (const raw of clients) raw.socket.write(windowOverflow());
       // Every session refused: the server closed each connection.
       await waitFor(() => clients.every((raw) => raw.socket.destroyed));
-      await waitFor(() => refused(lines).length > 0);
+      await waitFor(() => refused(secure.lines).length > 0);
       // One line says so until the interval ends: the rest are counted for its summary.
-      expect(refused(lines)).toHaveLength(1);
-      expect(refused(lines)[0]).toMatchObject({ refusals: { flow_control_error: 1 } });
-      expect(lines().length).toBeLessThan(5);
+      expect(refused(secure.lines)).toHaveLength(1);
+      expect(refused(secure.lines)[0]).toMatchObject({ refusals: { flow_control_error: 1 } });
+      expect(secure.lines().length).toBeLessThan(5);
       for (const raw of clients) raw.socket.destroy();
     } finally {
-      await server.close();
+      await secure.close();
     }
   });
 });
@@ -156,15 +144,15 @@ describe('streams Node resets as they open', () => {
   };
 
   it('writes one followed by a call on its connection as stream_reset', async () => {
-    const { server, lines } = await start();
-    const client: Client = clientFor(server.address, { ca: pki.ca.certPem });
+    const secure = await start();
+    const client = secure.client();
     try {
       const reset = await unary(client, 'Public', tooManyEntries());
       expect(reset.status.code).toBe(Status.RESOURCE_EXHAUSTED);
       expect(reset.status.details).toBe('Bandwidth exhausted or memory limit exceeded');
       expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
-      await waitFor(() => refused(lines).length > 0);
-      expect(refused(lines)).toEqual([
+      await waitFor(() => refused(secure.lines).length > 0);
+      expect(refused(secure.lines)).toEqual([
         expect.objectContaining({
           transport: 'grpc',
           reason: 'http2_refused',
@@ -172,17 +160,16 @@ describe('streams Node resets as they open', () => {
           addresses: ['127.0.0.1'],
         }),
       ]);
-      expect(JSON.stringify(lines())).not.toContain('x-e1');
+      expect(JSON.stringify(secure.lines())).not.toContain('x-e1');
     } finally {
-      client.close();
-      await server.close();
+      await secure.close();
     }
   });
 
   it('writes one that is the last of its connection as the connection closes', async () => {
-    const { server, lines } = await start();
+    const secure = await start();
     try {
-      const session = connectHttp2(`https://localhost:${String(server.port)}`, { ca: pki.ca.certPem });
+      const session = connectHttp2(`https://localhost:${String(secure.server.port)}`, { ca: pki.ca.certPem });
       session.on('error', () => undefined);
       const headers: OutgoingHttpHeaders = { ':method': 'POST', ':path': '/any', 'content-type': 'application/grpc' };
       for (let i = 0; i <= DEFAULT_MAX_HEADER_FIELDS; i++) headers[`x-e${String(i)}`] = 'v';
@@ -193,18 +180,18 @@ describe('streams Node resets as they open', () => {
       expect(stream.rstCode).toBe(constants.NGHTTP2_ENHANCE_YOUR_CALM);
       // No later stream shows the gap: it is found as the session goes.
       session.destroy();
-      await waitFor(() => refused(lines).length > 0);
-      expect(refused(lines)).toEqual([
+      await waitFor(() => refused(secure.lines).length > 0);
+      expect(refused(secure.lines)).toEqual([
         expect.objectContaining({ refusals: { stream_reset: 1 }, addresses: ['127.0.0.1'] }),
       ]);
     } finally {
-      await server.close();
+      await secure.close();
     }
   });
 
   it('folds a flood of them, the server answering all along (bounded: 200 calls)', async () => {
-    const { server, lines } = await start();
-    const client: Client = clientFor(server.address, { ca: pki.ca.certPem });
+    const secure = await start();
+    const client = secure.client();
     try {
       const metadata = tooManyEntries();
       const startedAt = performance.now();
@@ -215,25 +202,23 @@ describe('streams Node resets as they open', () => {
       expect([...codes].every((code) => code === Status.RESOURCE_EXHAUSTED || code === Status.INTERNAL)).toBe(true);
       expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
       expect(performance.now() - startedAt).toBeLessThan(10_000);
-      await waitFor(() => refused(lines).length > 0);
+      await waitFor(() => refused(secure.lines).length > 0);
       // One line at once; the rest are counted for the summary at the end of the interval.
-      expect(refused(lines)).toEqual([expect.objectContaining({ refusals: { stream_reset: 1 } })]);
-      expect(lines().length).toBeLessThan(5);
+      expect(refused(secure.lines)).toEqual([expect.objectContaining({ refusals: { stream_reset: 1 } })]);
+      expect(secure.lines().length).toBeLessThan(5);
     } finally {
-      client.close();
-      await server.close();
+      await secure.close();
     }
   });
 
   it('writes nothing for a connection whose calls all reached grpc-js', async () => {
-    const { server, lines } = await start();
-    const client: Client = clientFor(server.address, { ca: pki.ca.certPem });
+    const secure = await start();
+    const client = secure.client();
     try {
       for (let i = 0; i < 3; i++) expect((await unary(client, 'Public')).status.code).toBe(Status.OK);
     } finally {
-      client.close();
-      await server.close();
+      await secure.close();
     }
-    expect(refused(lines)).toEqual([]);
+    expect(refused(secure.lines)).toEqual([]);
   });
 });
