@@ -3,12 +3,12 @@
 // count (at most 1,000), not once per missing stream.
 import { once } from 'node:events';
 import { connect } from 'node:tls';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type * as Adapter from '@fluxguard/core/adapter';
 import { FLAG, FRAME, PREFACE, h2Frame, hpackLiterals } from '@fluxguard/test-support/http2-frames';
 import { fluxguardInterceptors, secureServerOptions } from './index.js';
-import { captureAudit, type Json } from './testing/harness.js';
-import { createTestPki, perOperationCredentials, startTlsServer, waitFor, type TestPki } from './testing/tls.js';
+import type { Json } from './testing/harness.js';
+import { startSecureServer, waitFor } from './testing/tls.js';
 
 const sessionRefused = vi.hoisted(() => vi.fn());
 
@@ -28,31 +28,17 @@ vi.mock('@fluxguard/core/adapter', async (importOriginal) => {
   };
 });
 
-let pki: TestPki;
-
-beforeAll(async () => {
-  pki = await createTestPki();
-});
-
-afterAll(async () => {
-  await pki.cleanup();
-});
-
 describe('stream numbers a client skips', () => {
   it('are noted once per gap with the gap as the count, the summary counting each stream', async () => {
-    const { audit, lines } = captureAudit();
-    const server = await startTlsServer(
-      perOperationCredentials(pki, audit),
-      fluxguardInterceptors({ audit, timeouts: false }),
-      undefined,
-      secureServerOptions(),
-    );
+    const secure = await startSecureServer((audit) => fluxguardInterceptors({ audit, timeouts: false }), {
+      serverOptions: secureServerOptions(),
+    });
     const socket = connect({
       host: '127.0.0.1',
-      port: server.port,
+      port: secure.server.port,
       servername: 'localhost',
       ALPNProtocols: ['h2'],
-      ca: pki.ca.certPem,
+      ca: secure.pki.ca.certPem,
     });
     socket.on('error', () => undefined);
     try {
@@ -85,13 +71,11 @@ describe('stream numbers a client skips', () => {
         ['stream_reset', expect.stringContaining('127.0.0.1'), 1_000],
       ]);
       // The first of the spell is written at once, alone; the rest wait for the interval's line.
-      const refused = (): Json[] => lines().filter((line) => line.event === 'http2.session_refused');
-      expect(refused()).toEqual([
-        expect.objectContaining({ refusals: { stream_reset: 1 }, addresses: ['127.0.0.1'] }),
-      ]);
+      const refused = (): Json[] => secure.lines().filter((line) => line.event === 'http2.session_refused');
+      expect(refused()).toEqual([expect.objectContaining({ refusals: { stream_reset: 1 }, addresses: ['127.0.0.1'] })]);
     } finally {
       socket.destroy();
-      await server.close();
+      await secure.close();
     }
   });
 });
