@@ -10,7 +10,6 @@ import {
   type Control,
   type Guard,
 } from '@fluxguard/core';
-import { captureAudit } from './testing/harness.js';
 import { addService, fluxguardInterceptors, guard, metadataHeaders, safeErrors } from './index.js';
 import {
   AUDIENCE,
@@ -22,69 +21,57 @@ import {
   secureService,
   type SecureImpl,
   bearer,
-  clientFor,
-  createClientPool,
-  createTestPki,
   createTokenSigner,
   handlerStarts,
   op,
-  perOperationCredentials,
   principalOf,
   secureRules,
-  startTlsServer,
+  startSecureServer,
   unary,
   upload,
-  type TestPki,
-  type TestServer,
+  type SecureServer,
   type TokenSigner,
 } from './testing/tls.js';
 
-let pki: TestPki;
 let signer: TokenSigner;
-let server: TestServer;
-const audit = captureAudit();
-const clients = createClientPool();
+let secure: SecureServer;
 /** Calls the guard saw, to check the CallInfo the adapter builds. */
 const seen: CallInfo[] = [];
 /** Delay of the guard's check, to widen the window in which early messages could slip through. */
 let checkDelayMs = 0;
 
 function client(cert?: { certPem: string; keyPem: string }): Client {
-  return clients.open(server.address, pki.ca.certPem, cert);
+  return secure.client(cert);
 }
 
 beforeAll(async () => {
-  pki = await createTestPki();
   signer = createTokenSigner();
-  const core = createGuard({
-    audit: audit.audit,
-    jwt: createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never }),
-    rbac: compileRbac(secureRules(pki), { servedOperations: SERVED }),
-    certificateRoles: [{ spiffeId: BACKUP_SPIFFE, roles: ['backup.reader'] }],
+  secure = await startSecureServer((audit, pki) => {
+    const core = createGuard({
+      audit,
+      jwt: createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never }),
+      rbac: compileRbac(secureRules(pki), { servedOperations: SERVED }),
+      certificateRoles: [{ spiffeId: BACKUP_SPIFFE, roles: ['backup.reader'] }],
+    });
+    // A control that runs before the guard's own: it sees each call's CallInfo and can slow the check.
+    const observer: Control = {
+      name: 'observer',
+      stage: 'client-certificate',
+      onStart: async (call) => {
+        seen.push(call);
+        if (checkDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, checkDelayMs));
+      },
+    };
+    const observed: Guard = {
+      rbac: core.rbac,
+      check: (call) => core.check(call),
+      controls: [observer, ...core.controls],
+    };
+    return fluxguardInterceptors({ audit, guard: observed });
   });
-  // A control that runs before the guard's own: it sees each call's CallInfo and can slow the check.
-  const observer: Control = {
-    name: 'observer',
-    stage: 'client-certificate',
-    onStart: async (call) => {
-      seen.push(call);
-      if (checkDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, checkDelayMs));
-    },
-  };
-  const observed: Guard = {
-    rbac: core.rbac,
-    check: (call) => core.check(call),
-    controls: [observer, ...core.controls],
-  };
-  const credentials = perOperationCredentials(pki, audit.audit);
-  server = await startTlsServer(credentials, fluxguardInterceptors({ audit: audit.audit, guard: observed }));
 });
 
-afterAll(async () => {
-  clients.closeAll();
-  await server.close();
-  await pki.cleanup();
-});
+afterAll(() => secure.close());
 
 describe('guard interceptor, per-operation mTLS', () => {
   it('lets a public operation through without a certificate or a token', async () => {
@@ -96,25 +83,28 @@ describe('guard interceptor, per-operation mTLS', () => {
   it('denies a certificate rule without a certificate, allows the right SPIFFE ID', async () => {
     const none = await unary(client(), 'Workload');
     expect(none.status.code).toBe(Status.UNAUTHENTICATED);
-    const right = await unary(client(pki.reader), 'Workload');
+    const right = await unary(client(secure.pki.reader), 'Workload');
     expect(right.status.code).toBe(Status.OK);
   });
 
   it('denies a SPIFFE ID outside the rules', async () => {
-    const result = await unary(client(pki.outsider), 'Workload');
+    const result = await unary(client(secure.pki.outsider), 'Workload');
     expect(result.status.code).toBe(Status.PERMISSION_DENIED);
   });
 
   it('denies a certificate whose fingerprint does not match the pinned one', async () => {
-    expect((await unary(client(pki.reader), 'Pinned')).status.code).toBe(Status.PERMISSION_DENIED);
-    expect((await unary(client(pki.backup), 'Pinned')).status.code).toBe(Status.OK);
+    expect((await unary(client(secure.pki.reader), 'Pinned')).status.code).toBe(Status.PERMISSION_DENIED);
+    expect((await unary(client(secure.pki.backup), 'Pinned')).status.code).toBe(Status.OK);
   });
 
   it('never uses an untrusted certificate as an identity (another CA, or a self-signed one)', async () => {
     const before = seen.length;
-    const forged = await unary(client(pki.forged), 'Workload');
+    const forged = await unary(client(secure.pki.forged), 'Workload');
     expect(forged.status.code).toBe(Status.UNAUTHENTICATED);
-    const selfSigned = await unary(client({ certPem: pki.otherCa.certPem, keyPem: pki.otherCa.keyPem }), 'Workload');
+    const selfSigned = await unary(
+      client({ certPem: secure.pki.otherCa.certPem, keyPem: secure.pki.otherCa.keyPem }),
+      'Workload',
+    );
     expect(selfSigned.status.code).toBe(Status.UNAUTHENTICATED);
     const calls = seen.slice(before);
     expect(calls).toHaveLength(2);
@@ -125,14 +115,14 @@ describe('guard interceptor, per-operation mTLS', () => {
     const before = seen.length;
     const metadata = bearer(signer.sign({ sub: 'alice', roles: ['reader'] }));
     metadata.set('x-request-id', 'guard-callinfo-1');
-    const result = await unary(client(pki.reader), 'Read', metadata);
+    const result = await unary(client(secure.pki.reader), 'Read', metadata);
     expect(result.status.code).toBe(Status.OK);
     const call = seen[before];
     expect(call).toMatchObject({
       transport: 'grpc',
       operation: op('Read'),
       requestId: 'guard-callinfo-1',
-      peerCertificate: { spiffeId: READER_SPIFFE, fingerprint256: pki.reader.fingerprint256 },
+      peerCertificate: { spiffeId: READER_SPIFFE, fingerprint256: secure.pki.reader.fingerprint256 },
     });
     expect(call?.peerAddress).toMatch(/^127\.0\.0\.1:\d+$/);
     expect(call?.headers.get('Authorization')).toMatch(/^Bearer /);
@@ -177,7 +167,11 @@ describe('guard interceptor, JWT and RBAC', () => {
       authenticatedBy: 'jwt',
       spiffeId: null,
     });
-    const both = await unary(client(pki.reader), 'Read', bearer(signer.sign({ sub: 'alice', roles: ['reader'] })));
+    const both = await unary(
+      client(secure.pki.reader),
+      'Read',
+      bearer(signer.sign({ sub: 'alice', roles: ['reader'] })),
+    );
     expect(principalOf(both.response)).toMatchObject({
       subject: 'alice',
       authenticatedBy: 'both',
@@ -186,7 +180,7 @@ describe('guard interceptor, JWT and RBAC', () => {
   });
 
   it('authorizes a certificate-only principal (certificateRoles) with no token', async () => {
-    const result = await unary(client(pki.backup), 'Backup');
+    const result = await unary(client(secure.pki.backup), 'Backup');
     expect(result.status.code).toBe(Status.OK);
     expect(principalOf(result.response)).toMatchObject({
       roles: ['backup.reader'],
@@ -194,7 +188,7 @@ describe('guard interceptor, JWT and RBAC', () => {
       spiffeId: BACKUP_SPIFFE,
     });
     // A certificate that no rule maps to roles authenticates nobody.
-    expect((await unary(client(pki.reader), 'Backup')).status.code).toBe(Status.UNAUTHENTICATED);
+    expect((await unary(client(secure.pki.reader), 'Backup')).status.code).toBe(Status.UNAUTHENTICATED);
   });
 
   it('ignores metadata that looks like a principal', async () => {
@@ -219,7 +213,7 @@ describe('guard interceptor, JWT and RBAC', () => {
     metadata.set('x-request-id', 'guard-denied-1');
     const result = await unary(client(), 'Read', metadata);
     expect(result.status.metadata.get('x-request-id')).toEqual(['guard-denied-1']);
-    const lines = audit.lines().filter((l) => l.requestId === 'guard-denied-1');
+    const lines = secure.lines().filter((l) => l.requestId === 'guard-denied-1');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ operation: op('Read'), code: 'permission_denied' });
     expect(JSON.stringify(lines[0])).not.toContain(metadata.get('authorization')[0] as string);
@@ -253,27 +247,29 @@ describe('guard() construction and failures', () => {
   it('requires a guard', () => {
     expect(() => guard({} as never)).toThrow(ConfigurationError);
     expect(() => guard({ guard: {} as never })).toThrow(/createGuard/);
-    expect(() => fluxguardInterceptors({ audit: audit.audit, gaurd: undefined } as never)).toThrow(
+    expect(() => fluxguardInterceptors({ audit: secure.audit, gaurd: undefined } as never)).toThrow(
       /did you mean "guard"/,
     );
     // A guard read from a configuration that holds none would leave every call unauthenticated.
     const config: { guard?: Guard } = {};
-    expect(() => fluxguardInterceptors({ audit: audit.audit, guard: config.guard })).toThrow(
+    expect(() => fluxguardInterceptors({ audit: secure.audit, guard: config.guard })).toThrow(
       /^fluxguardInterceptors: "guard" is undefined: pass the guard of createGuard\(\)/,
     );
-    expect(() => fluxguardInterceptors({ audit: audit.audit })).not.toThrow();
+    expect(() => fluxguardInterceptors({ audit: secure.audit })).not.toThrow();
   });
 
   it('refuses timeouts next to a deadline control it would be ignored for', () => {
     // A guard from a policy always brings one: a tighter maxMs given here read as in force.
     const controls = [createTimeouts({ maxMs: 60_000 })];
     for (const timeouts of [{ defaultMs: 300, maxMs: 300 }, false] as const) {
-      expect(() => fluxguardInterceptors({ audit: audit.audit, controls, timeouts })).toThrow(
+      expect(() => fluxguardInterceptors({ audit: secure.audit, controls, timeouts })).toThrow(
         /"timeouts" is given, but a control of the deadline stage is listed already/,
       );
     }
-    expect(() => fluxguardInterceptors({ audit: audit.audit, controls })).not.toThrow();
-    expect(() => fluxguardInterceptors({ audit: audit.audit, timeouts: { defaultMs: 300, maxMs: 300 } })).not.toThrow();
+    expect(() => fluxguardInterceptors({ audit: secure.audit, controls })).not.toThrow();
+    expect(() =>
+      fluxguardInterceptors({ audit: secure.audit, timeouts: { defaultMs: 300, maxMs: 300 } }),
+    ).not.toThrow();
   });
 
   it('answers INTERNAL, never OK, when the guard fails with something else than a SecurityError', async () => {
@@ -286,34 +282,32 @@ describe('guard() construction and failures', () => {
       // createAuthenticator's.
       controls: [{ name: 'failing', stage: 'authorization', onStart: failure }],
     };
-    const credentials = perOperationCredentials(pki, audit.audit);
-    const own = await startTlsServer(credentials, [safeErrors({ audit: audit.audit }), guard({ guard: failing })]);
-    const c = clientFor(own.address, { ca: pki.ca.certPem });
+    const own = await startSecureServer((audit) => [safeErrors({ audit }), guard({ guard: failing })], {
+      pki: secure.pki,
+    });
     try {
       const starts = handlerStarts.count;
-      const result = await unary(c, 'Public');
+      const result = await unary(own.client(), 'Public');
       expect(result.status.code).toBe(Status.INTERNAL);
       expect(result.status.details).not.toContain('ECONNREFUSED');
       expect(handlerStarts.count).toBe(starts);
     } finally {
-      c.close();
       await own.close();
     }
   });
 
   it('refuses every call when safeErrors does not run first', async () => {
-    const core = createGuard({ audit: audit.audit, rbac: compileRbac({ [op('Public')]: { public: true } }) });
-    const credentials = perOperationCredentials(pki, audit.audit);
-    await expect(startTlsServer(credentials, [guard({ guard: core })])).rejects.toThrow(
+    const core = createGuard({ audit: secure.audit, rbac: compileRbac({ [op('Public')]: { public: true } }) });
+    await expect(startSecureServer(() => [guard({ guard: core })], { pki: secure.pki })).rejects.toThrow(
       'addService: the server runs no fluxguard interceptors',
     );
     // safeErrors behind the guard: the guard finds no call state, and fails closed.
-    const own = await startTlsServer(credentials, [guard({ guard: core }), safeErrors({ audit: audit.audit })]);
-    const c = clientFor(own.address, { ca: pki.ca.certPem });
+    const own = await startSecureServer((audit) => [guard({ guard: core }), safeErrors({ audit })], {
+      pki: secure.pki,
+    });
     try {
-      expect((await unary(c, 'Public')).status.code).toBe(Status.INTERNAL);
+      expect((await unary(own.client(), 'Public')).status.code).toBe(Status.INTERNAL);
     } finally {
-      c.close();
       await own.close();
     }
   });
@@ -332,22 +326,22 @@ describe('rules that name a method only in other letter case', () => {
 
   it('are refused when the service is added, for fluxguardInterceptors and for controls()', () => {
     const core = createGuard({
-      audit: audit.audit,
+      audit: secure.audit,
       jwt: createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never }),
       rbac: compileRbac(rules),
     });
     const refusal = `the rule pattern "/${SERVICE}/backup" names no operation this server serves, only "/${SERVICE}/Backup" in other letter case`;
-    const merged = new Server({ interceptors: fluxguardInterceptors({ audit: audit.audit, guard: core }) });
+    const merged = new Server({ interceptors: fluxguardInterceptors({ audit: secure.audit, guard: core }) });
     expect(() => {
       addService(merged, secureService, implementation);
     }).toThrow(refusal);
-    const separate = new Server({ interceptors: [safeErrors({ audit: audit.audit }), guard({ guard: core })] });
+    const separate = new Server({ interceptors: [safeErrors({ audit: secure.audit }), guard({ guard: core })] });
     expect(() => {
       addService(separate, secureService, implementation);
     }).toThrow(refusal);
     // Written as served, the rules are taken.
     const exact = createGuard({
-      audit: audit.audit,
+      audit: secure.audit,
       jwt: createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never }),
       rbac: compileRbac({
         [`/${SERVICE}/*`]: { anyRoles: ['reader'] },
@@ -356,7 +350,7 @@ describe('rules that name a method only in other letter case', () => {
     });
     expect(() => {
       addService(
-        new Server({ interceptors: fluxguardInterceptors({ audit: audit.audit, guard: exact }) }),
+        new Server({ interceptors: fluxguardInterceptors({ audit: secure.audit, guard: exact }) }),
         secureService,
         implementation,
       );
