@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { status as Status, type Client, type Metadata } from '@grpc/grpc-js';
+import { status as Status, type Client, type Metadata, type ServerInterceptor } from '@grpc/grpc-js';
 import {
   ConfigurationError,
   compileRbac,
@@ -7,8 +7,8 @@ import {
   createAuthorizer,
   createGuard,
   createJwtVerifier,
+  type AuditLogger,
 } from '@fluxguard/core';
-import { captureAudit } from './testing/harness.js';
 import { fluxguardInterceptors, jwtAuth, rbac, safeErrors } from './index.js';
 import {
   AUDIENCE,
@@ -16,41 +16,37 @@ import {
   ISSUER,
   SERVED,
   bearer,
-  createClientPool,
   createTestPki,
   createTokenSigner,
   handlerStarts,
   op,
-  perOperationCredentials,
   principalOf,
   secureRules,
-  startTlsServer,
+  startSecureServer,
   unary,
   upload,
   type SecureImpl,
+  type SecureServer,
   type TestPki,
-  type TestServer,
   type TokenSigner,
 } from './testing/tls.js';
 
 let pki: TestPki;
 let signer: TokenSigner;
-const audit = captureAudit();
-const clients = createClientPool();
-const servers: TestServer[] = [];
+const servers: SecureServer[] = [];
 /** jwtAuth alone; rbac alone; jwtAuth then rbac; the one-step guard. */
-let authOnly: TestServer;
-let rbacOnly: TestServer;
-let separate: TestServer;
-let combined: TestServer;
+let authOnly: SecureServer;
+let rbacOnly: SecureServer;
+let separate: SecureServer;
+let combined: SecureServer;
 
-function client(server: TestServer, cert?: { certPem: string; keyPem: string }): Client {
-  return clients.open(server.address, pki.ca.certPem, cert);
+function client(server: SecureServer, cert?: { certPem: string; keyPem: string }): Client {
+  return server.client(cert);
 }
 
-async function start(interceptors: Parameters<typeof startTlsServer>[1]): Promise<TestServer> {
-  const credentials = perOperationCredentials(pki, audit.audit);
-  const server = await startTlsServer(credentials, interceptors);
+/** A server on the file's PKI: the same client certificate is trusted by each. */
+async function start(interceptors: (audit: AuditLogger) => ServerInterceptor[]): Promise<SecureServer> {
+  const server = await startSecureServer(interceptors, { pki });
   servers.push(server);
   return server;
 }
@@ -61,22 +57,27 @@ beforeAll(async () => {
   const jwt = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: signer.jwks as never });
   const certificateRoles = [{ spiffeId: BACKUP_SPIFFE, roles: ['backup.reader'] }];
   const compiled = compileRbac(secureRules(pki), { servedOperations: SERVED });
-  const guard = createGuard({ audit: audit.audit, jwt, rbac: compiled, certificateRoles });
-  const authenticator = createAuthenticator({ jwt, certificateRoles });
-  const authorizer = createAuthorizer({ audit: audit.audit, rbac: compiled });
-  const base = safeErrors({ audit: audit.audit });
-  authOnly = await start([base, jwtAuth({ authenticator })]);
-  rbacOnly = await start([base, rbac({ authorizer })]);
-  separate = await start([
-    base,
-    jwtAuth({ authenticator: guard.authenticator }),
-    rbac({ authorizer: guard.authorizer }),
+  const guardFor = (audit: AuditLogger) => createGuard({ audit, jwt, rbac: compiled, certificateRoles });
+  authOnly = await start((audit) => [
+    safeErrors({ audit }),
+    jwtAuth({ authenticator: createAuthenticator({ jwt, certificateRoles }) }),
   ]);
-  combined = await start(fluxguardInterceptors({ audit: audit.audit, guard }));
+  rbacOnly = await start((audit) => [
+    safeErrors({ audit }),
+    rbac({ authorizer: createAuthorizer({ audit, rbac: compiled }) }),
+  ]);
+  separate = await start((audit) => {
+    const guard = guardFor(audit);
+    return [
+      safeErrors({ audit }),
+      jwtAuth({ authenticator: guard.authenticator }),
+      rbac({ authorizer: guard.authorizer }),
+    ];
+  });
+  combined = await start((audit) => fluxguardInterceptors({ audit, guard: guardFor(audit) }));
 });
 
 afterAll(async () => {
-  clients.closeAll();
   for (const s of servers) await s.close();
   await pki.cleanup();
 });
@@ -145,7 +146,7 @@ describe('rbac alone', () => {
     const metadata = bearer('ignored');
     metadata.set('x-request-id', 'rbac-alone-1');
     await unary(client(rbacOnly), 'Read', metadata);
-    const lines = audit.lines().filter((l) => l.requestId === 'rbac-alone-1');
+    const lines = rbacOnly.lines().filter((l) => l.requestId === 'rbac-alone-1');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ operation: op('Read'), code: 'unauthenticated', reason: 'missing_token' });
   });
@@ -218,7 +219,7 @@ describe('jwtAuth() and rbac() construction', () => {
     // Any other control in the authorizer's place would authorize nothing: every call, anonymous
     // ones too, would reach the handler. The guard's authenticator is the easiest mix-up.
     const authorizer = createAuthorizer({
-      audit: audit.audit,
+      audit: rbacOnly.audit,
       rbac: compileRbac(secureRules(pki), { servedOperations: SERVED }),
     });
     for (const stand of [createAuthenticator({}), { ...authorizer }, { onStart: () => undefined }]) {
@@ -228,11 +229,11 @@ describe('jwtAuth() and rbac() construction', () => {
   });
 
   it('refuses every call when safeErrors does not run first', async () => {
-    await expect(start([jwtAuth({ authenticator: createAuthenticator() })])).rejects.toThrow(
+    await expect(start(() => [jwtAuth({ authenticator: createAuthenticator() })])).rejects.toThrow(
       'addService: the server runs no fluxguard interceptors',
     );
     // safeErrors behind jwtAuth: jwtAuth finds no call state, and fails closed.
-    const own = await start([jwtAuth({ authenticator: createAuthenticator() }), safeErrors({ audit: audit.audit })]);
+    const own = await start((audit) => [jwtAuth({ authenticator: createAuthenticator() }), safeErrors({ audit })]);
     expect((await unary(client(own), 'Public')).status.code).toBe(Status.INTERNAL);
   });
 });
