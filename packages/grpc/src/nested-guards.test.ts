@@ -9,8 +9,7 @@ import {
   type Metadata,
   type ServerInterceptor,
 } from '@grpc/grpc-js';
-import { compileRbac, createGuard, createJwtVerifier, type RbacRules } from '@fluxguard/core';
-import { captureAudit } from './testing/harness.js';
+import { compileRbac, createGuard, createJwtVerifier, type AuditLogger, type RbacRules } from '@fluxguard/core';
 import { findCallContext, guard, safeErrors, setPrincipal } from './index.js';
 import {
   AUDIENCE,
@@ -18,50 +17,44 @@ import {
   ISSUER,
   SERVED,
   bearer,
-  createClientPool,
-  createTestPki,
   createTokenSigner,
   op,
-  perOperationCredentials,
   principalOf,
-  startTlsServer,
+  startSecureServer,
   unary,
-  type TestPki,
-  type TestServer,
+  type SecureServer,
   type TokenSigner,
 } from './testing/tls.js';
 
-let pki: TestPki;
 let users: TokenSigner;
-let server: TestServer;
-/** The same two guards, with an interceptor between them that records the first one's user again. */
-let enriched: TestServer;
-const audit = captureAudit();
-const clients = createClientPool();
+let server: SecureServer;
+/** Two guards made alike, with an interceptor between them that records the first one's user again. */
+let enriched: SecureServer;
 
 beforeAll(async () => {
-  pki = await createTestPki();
   users = createTokenSigner();
   const jwt = createJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: users.jwks as never });
   const anyone: RbacRules = Object.fromEntries(SERVED.map((method) => [method, { authenticated: true }]));
-  const userGuard = createGuard({
-    audit: audit.audit,
-    jwt,
-    rbac: compileRbac({ ...anyone, [op('Public')]: { public: true } }, { servedOperations: SERVED }),
-  });
+  const userGuard = (audit: AuditLogger) =>
+    createGuard({
+      audit,
+      jwt,
+      rbac: compileRbac({ ...anyone, [op('Public')]: { public: true } }, { servedOperations: SERVED }),
+    });
   // The operators' guard: workload certificates only, never a token.
-  const operatorGuard = createGuard({
-    audit: audit.audit,
-    rbac: compileRbac(
-      { ...anyone, [op('Backup')]: { anyRoles: ['ops'] }, [op('Read')]: { public: true } },
-      { servedOperations: SERVED },
-    ),
-    certificateRoles: [{ spiffeId: BACKUP_SPIFFE, roles: ['ops'] }],
-  });
-  server = await startTlsServer(perOperationCredentials(pki, audit.audit), [
-    safeErrors({ audit: audit.audit }),
-    guard({ guard: userGuard }),
-    guard({ guard: operatorGuard }),
+  const operatorGuard = (audit: AuditLogger) =>
+    createGuard({
+      audit,
+      rbac: compileRbac(
+        { ...anyone, [op('Backup')]: { anyRoles: ['ops'] }, [op('Read')]: { public: true } },
+        { servedOperations: SERVED },
+      ),
+      certificateRoles: [{ spiffeId: BACKUP_SPIFFE, roles: ['ops'] }],
+    });
+  server = await startSecureServer((audit) => [
+    safeErrors({ audit }),
+    guard({ guard: userGuard(audit) }),
+    guard({ guard: operatorGuard(audit) }),
   ]);
   // As an interceptor that loads a user's roles from a database would.
   const enrich: ServerInterceptor = (_method, call) =>
@@ -81,26 +74,29 @@ beforeAll(async () => {
         })
         .build(),
     );
-  enriched = await startTlsServer(perOperationCredentials(pki, audit.audit), [
-    safeErrors({ audit: audit.audit }),
-    guard({ guard: userGuard }),
-    enrich,
-    guard({ guard: operatorGuard }),
-  ]);
+  // On the first server's PKI: the same client certificate is trusted by both.
+  enriched = await startSecureServer(
+    (audit) => [
+      safeErrors({ audit }),
+      guard({ guard: userGuard(audit) }),
+      enrich,
+      guard({ guard: operatorGuard(audit) }),
+    ],
+    { pki: server.pki },
+  );
 });
 
 afterAll(async () => {
-  clients.closeAll();
-  await Promise.all([server.close(), enriched.close()]);
-  await pki.cleanup();
+  await enriched.close();
+  await server.close();
 });
 
 const call = (
   method: 'Backup' | 'Read',
   metadata?: Metadata,
   cert?: { certPem: string; keyPem: string },
-  on: TestServer = server,
-) => unary(clients.open(on.address, pki.ca.certPem, cert), method, metadata);
+  on: SecureServer = server,
+) => unary(on.client(cert), method, metadata);
 
 describe('two guards on one server', () => {
   it("the second decides on the callers it verifies, never on the first one's user", async () => {
@@ -112,7 +108,7 @@ describe('two guards on one server', () => {
 
   it('serves the caller the second verifies, and its public methods see no caller of the first', async () => {
     const token = bearer(users.sign({ sub: 'mallory', roles: ['ops'] }));
-    const operator = await call('Backup', token, pki.backup);
+    const operator = await call('Backup', token, server.pki.backup);
     expect(operator.status.code).toBe(Status.OK);
     expect(principalOf(operator.response)).toMatchObject({ subject: BACKUP_SPIFFE, authenticatedBy: 'mtls' });
     const open = await call('Read', bearer(users.sign({ sub: 'mallory', roles: ['ops'] })));
@@ -123,7 +119,7 @@ describe('two guards on one server', () => {
   it("never decides on the first one's user recorded again by an interceptor between them", async () => {
     const token = () => bearer(users.sign({ sub: 'mallory', roles: ['ops'] }));
     expect((await call('Backup', token(), undefined, enriched)).status.code).toBe(Status.UNAUTHENTICATED);
-    const operator = await call('Backup', token(), pki.backup, enriched);
+    const operator = await call('Backup', token(), server.pki.backup, enriched);
     expect(operator.status.code).toBe(Status.OK);
     expect(principalOf(operator.response)).toMatchObject({ subject: BACKUP_SPIFFE });
   });
