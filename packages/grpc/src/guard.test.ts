@@ -1,5 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Metadata, Server, status as Status, type Client } from '@grpc/grpc-js';
+import {
+  Metadata,
+  Server,
+  ServerInterceptingCall,
+  status as Status,
+  type Client,
+  type ServerInterceptor,
+} from '@grpc/grpc-js';
 import {
   ConfigurationError,
   compileRbac,
@@ -40,6 +47,41 @@ const seen: CallInfo[] = [];
 /** Delay of the guard's check, to widen the window in which early messages could slip through. */
 let checkDelayMs = 0;
 
+/** What an interceptor after fluxguard's saw of each call: messages, and those before its metadata. */
+interface InnerView {
+  readonly path: string;
+  metadata: boolean;
+  messages: number;
+  beforeMetadata: number;
+}
+const innerViews: InnerView[] = [];
+
+/**
+ * An application's interceptor after fluxguard's that asks for an upload's messages at once, before
+ * its metadata (grpc-js's own handlers ask only after it): it must see them only once the call is
+ * allowed, and none of a refused call.
+ */
+const innerRecorder: ServerInterceptor = (method, call) => {
+  const view: InnerView = { path: method.path, metadata: false, messages: 0, beforeMetadata: 0 };
+  innerViews.push(view);
+  return new ServerInterceptingCall(call, {
+    start: (next) => {
+      next({
+        onReceiveMetadata: (metadata, pass) => {
+          view.metadata = true;
+          pass(metadata);
+        },
+        onReceiveMessage: (message, pass) => {
+          view.messages++;
+          if (!view.metadata) view.beforeMetadata++;
+          pass(message);
+        },
+      });
+      if (method.path === op('Upload')) call.startRead();
+    },
+  });
+};
+
 function client(cert?: { certPem: string; keyPem: string }): Client {
   return secure.client(cert);
 }
@@ -67,7 +109,7 @@ beforeAll(async () => {
       check: (call) => core.check(call),
       controls: [observer, ...core.controls],
     };
-    return fluxguardInterceptors({ audit, guard: observed });
+    return [...fluxguardInterceptors({ audit, guard: observed }), innerRecorder];
   });
 });
 
@@ -225,6 +267,7 @@ describe('client streaming while the check is pending', () => {
     checkDelayMs = 150;
     try {
       const writer = bearer(signer.sign({ sub: 'wendy', roles: ['writer'] }));
+      const viewsBefore = innerViews.length;
       const allowed = await upload(client(), [{ n: 1 }, { n: 2 }, { n: 3 }], writer);
       expect(allowed.status.code).toBe(Status.OK);
       expect(allowed.response).toMatchObject({
@@ -237,6 +280,12 @@ describe('client streaming while the check is pending', () => {
       const denied = await upload(client(), [{ n: 1 }, { n: 2 }], reader);
       expect(denied.status.code).toBe(Status.PERMISSION_DENIED);
       expect(handlerStarts.count).toBe(starts);
+      // None passed the interceptor after fluxguard's before the call was allowed, nor any of the
+      // refused call, though it asked for them at once.
+      expect(innerViews.slice(viewsBefore).filter((view) => view.path === op('Upload'))).toEqual([
+        { path: op('Upload'), metadata: true, messages: 3, beforeMetadata: 0 },
+        { path: op('Upload'), metadata: false, messages: 0, beforeMetadata: 0 },
+      ]);
     } finally {
       checkDelayMs = 0;
     }
