@@ -398,11 +398,12 @@ export class CallState implements CallContext {
     if (remaining <= 0) throw new SecurityError('deadline_exceeded', { reason: 'deadline_exceeded' });
     this.#deadline = epochMs;
     this.#clientsDeadline = false;
-    this.#armDeadline(epochMs);
+    // The time read above: each read is a call into the engine's runtime.
+    this.#armDeadline(epochMs, now);
   }
 
   /** Ends the call at `at` (epoch ms) unless it has finished by then. */
-  #armDeadline(at: number): void {
+  #armDeadline(at: number, now = Date.now()): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     // Node fires a longer timer at once: wait in steps of the longest it takes.
     this.#timer = setTimeout(
@@ -418,7 +419,7 @@ export class CallState implements CallContext {
             }),
           );
       },
-      Math.min(Math.max(at - Date.now(), 0), MAX_TIMER_MS),
+      Math.min(Math.max(at - now, 0), MAX_TIMER_MS),
     );
     this.#timer.unref();
   }
