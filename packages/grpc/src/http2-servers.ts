@@ -809,10 +809,10 @@ function scanForGrpcJs(rawHeaders: readonly string[]): number {
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = entryAt(rawHeaders, i);
     if (name.charCodeAt(0) === 58) continue;
-    if (!keptKeys.has(name, GRPC_JS_KEY)) return GRPC_JS_DROPS | BINARY_VALUES;
+    if (!grpcJsKeys.test(name)) return GRPC_JS_DROPS | BINARY_VALUES;
     if (isSecurityHeader(name)) continue;
     if (name.endsWith('-bin')) found = BINARY_VALUES;
-    else if (!keptValues.has(entryAt(rawHeaders, i + 1), GRPC_JS_TEXT_VALUE)) return GRPC_JS_DROPS | BINARY_VALUES;
+    else if (!grpcJsTextValues.test(entryAt(rawHeaders, i + 1))) return GRPC_JS_DROPS | BINARY_VALUES;
   }
   return found;
 }
@@ -830,15 +830,20 @@ const MOST_REMEMBERED = 8;
  * with each kept one of its length could cost more than the test.
  */
 class RecentMatches {
+  readonly #pattern: RegExp;
   readonly #kept: string[] = new Array<string>(MOST_REMEMBERED).fill('');
   #next = 0;
 
-  /** Whether `pattern` matches `value`, a pattern this instance is always asked with. */
-  has(value: string, pattern: RegExp): boolean {
+  constructor(pattern: RegExp) {
+    this.#pattern = pattern;
+  }
+
+  /** Whether the pattern matches `value`. */
+  test(value: string): boolean {
     const kept = this.#kept;
     // The empty places hold '', which is never looked for: an empty string's test costs nothing.
     if (value !== '') for (const known of kept) if (known === value) return true;
-    if (!pattern.test(value)) return false;
+    if (!this.#pattern.test(value)) return false;
     if (value.length <= LONGEST_REMEMBERED && value !== '') {
       kept[this.#next] = value;
       this.#next = (this.#next + 1) % kept.length;
@@ -847,8 +852,8 @@ class RecentMatches {
   }
 }
 
-const keptKeys = new RecentMatches();
-const keptValues = new RecentMatches();
+const grpcJsKeys = new RecentMatches(GRPC_JS_KEY);
+const grpcJsTextValues = new RecentMatches(GRPC_JS_TEXT_VALUE);
 
 /** A security header's name, in lower case: {@link handOnSecurityHeaders} has read its values. */
 function isSecurityHeader(name: string): boolean {
